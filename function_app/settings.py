@@ -1,0 +1,154 @@
+"""Typed settings, read from the environment (app settings in Azure, local.settings.json locally).
+
+``SETTINGS`` is the one list of every setting the code reads: its name, default and meaning.
+Infra (Bicep) and ``local.settings.json.example`` are checked against it by a test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# The placeholders of Microsoft's published sample events: the embedded local defaults name this
+# workspace so that the samples in ../shared/events route to the example policy without Azure.
+SAMPLE_SUBSCRIPTION = "{subscription-id}"
+SAMPLE_RESOURCE_GROUP = "{resource-group-name}"
+SAMPLE_WORKSPACE = "{workspace-name}"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None
+    help: str
+    azure: bool = True  # set by infra in Azure (False: local or test only)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("RETRAIN_POLICY_PATH", "examples/policy.yaml", "path of the policy file, relative to the app root"),
+    Setting("RETRAIN_LEDGER", "sqlite", "ledger backend: 'sqlite' (local default) or 'table' (Azure Table Storage)"),
+    Setting("RETRAIN_SQLITE_PATH", ".retrain/ledger.db", "SQLite ledger file, for RETRAIN_LEDGER=sqlite", azure=False),
+    Setting("RETRAIN_TABLES_CONNECTION", None, "storage connection string for the Table ledger (local/test)", azure=False),
+    Setting("RETRAIN_TABLES_ACCOUNT_URL", None, "https://ACCOUNT.table.core.windows.net, used with managed identity"),
+    Setting("RETRAIN_TABLE_PREFIX", "retrain", "prefix of the ledger's table names"),
+    Setting("RETRAIN_RETENTION_DAYS", "30", "days to keep event and decision records"),
+    Setting("RETRAIN_BACKEND", "dryrun", "'dryrun' renders what would be submitted; 'azureml' acts on the workspace"),
+    Setting("RETRAIN_DEADLINE_SECONDS", "25", "time budget of one delivery, retries included (Event Grid waits 30 s)"),
+    Setting("RETRAIN_ALLOW_FORCE", "false", "whether manual requests may send force=true to pass cooldown/in-flight"),
+    Setting("RETRAIN_RECONCILE_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule of the reconciler timer"),
+    Setting("RETRAIN_DEADLETTER_CONTAINER", "deadletter", "blob container that Event Grid dead-letters into"),
+    Setting("RETRAIN_BLOB_ACCOUNT_URL", None, "https://ACCOUNT.blob.core.windows.net for dead-letter replay"),
+    Setting("AZUREML_SUBSCRIPTION_ID", SAMPLE_SUBSCRIPTION, "subscription of the Azure ML workspace"),
+    Setting("AZUREML_RESOURCE_GROUP", SAMPLE_RESOURCE_GROUP, "resource group of the Azure ML workspace"),
+    Setting("AZUREML_WORKSPACE_NAME", SAMPLE_WORKSPACE, "name of the Azure ML workspace"),
+    Setting("AZURE_CLIENT_ID", None, "client id of the user-assigned managed identity"),
+)
+
+_DEFAULTS = {s.name: s.default for s in SETTINGS}
+
+
+def _bool(text: str | None) -> bool:
+    return (text or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    policy_path: Path
+    ledger: str
+    sqlite_path: Path
+    tables_connection: str | None
+    tables_account_url: str | None
+    table_prefix: str
+    retention_days: int
+    backend: str
+    deadline_seconds: float
+    allow_force: bool
+    subscription_id: str
+    resource_group: str
+    workspace_name: str
+    client_id: str | None
+    deadletter_container: str
+    blob_account_url: str | None
+
+    @property
+    def workspace_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace_name}"
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        source = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = source.get(name)
+            return value if value not in (None, "") else _DEFAULTS[name]
+
+        def req(name: str) -> str:
+            value = get(name)
+            if value is None:
+                raise ValueError(f"setting {name} is required")
+            return value
+
+        problems: list[str] = []
+        ledger = req("RETRAIN_LEDGER").lower()
+        if ledger not in ("sqlite", "table"):
+            problems.append(f"RETRAIN_LEDGER={ledger!r}: use 'sqlite' or 'table'")
+        backend = req("RETRAIN_BACKEND").lower()
+        if backend not in ("dryrun", "azureml"):
+            problems.append(f"RETRAIN_BACKEND={backend!r}: use 'dryrun' or 'azureml'")
+        if ledger == "table" and not (get("RETRAIN_TABLES_CONNECTION") or get("RETRAIN_TABLES_ACCOUNT_URL")):
+            problems.append(
+                "RETRAIN_LEDGER=table needs RETRAIN_TABLES_ACCOUNT_URL (managed identity) "
+                "or RETRAIN_TABLES_CONNECTION (a connection string, e.g. UseDevelopmentStorage=true)"
+            )
+        numbers: dict[str, float] = {}
+        for name in ("RETRAIN_RETENTION_DAYS", "RETRAIN_DEADLINE_SECONDS"):
+            try:
+                numbers[name] = float(req(name))
+                if numbers[name] <= 0:
+                    raise ValueError
+            except ValueError:
+                problems.append(f"{name}={get(name)!r}: must be a positive number")
+                numbers[name] = float(_DEFAULTS[name] or 1)
+        workspace = (req("AZUREML_SUBSCRIPTION_ID"), req("AZUREML_RESOURCE_GROUP"), req("AZUREML_WORKSPACE_NAME"))
+        if backend == "azureml" and any(part.startswith("{") for part in workspace):
+            problems.append(
+                "RETRAIN_BACKEND=azureml needs AZUREML_SUBSCRIPTION_ID, AZUREML_RESOURCE_GROUP and "
+                "AZUREML_WORKSPACE_NAME set to a real workspace"
+            )
+        if problems:
+            raise ValueError("invalid settings:\n  " + "\n  ".join(problems))
+        return cls(
+            policy_path=Path(req("RETRAIN_POLICY_PATH")),
+            ledger=ledger,
+            sqlite_path=Path(req("RETRAIN_SQLITE_PATH")),
+            tables_connection=get("RETRAIN_TABLES_CONNECTION"),
+            tables_account_url=get("RETRAIN_TABLES_ACCOUNT_URL"),
+            table_prefix=req("RETRAIN_TABLE_PREFIX"),
+            retention_days=int(numbers["RETRAIN_RETENTION_DAYS"]),
+            backend=backend,
+            deadline_seconds=numbers["RETRAIN_DEADLINE_SECONDS"],
+            allow_force=_bool(get("RETRAIN_ALLOW_FORCE")),
+            subscription_id=workspace[0],
+            resource_group=workspace[1],
+            workspace_name=workspace[2],
+            client_id=get("AZURE_CLIENT_ID"),
+            deadletter_container=req("RETRAIN_DEADLETTER_CONTAINER"),
+            blob_account_url=get("RETRAIN_BLOB_ACCOUNT_URL"),
+        )
+
+    def summary(self) -> dict[str, object]:
+        """What /api/health shows: choices and names, never secrets (no connection strings)."""
+        return {
+            "policy": str(self.policy_path),
+            "ledger": self.ledger,
+            "backend": self.backend,
+            "workspace": self.workspace_id,
+            "deadline_seconds": self.deadline_seconds,
+            "retention_days": self.retention_days,
+            "identity": "user-assigned" if self.client_id else "default",
+        }

@@ -1,0 +1,251 @@
+"""The policy file: which models the service looks after, and how.
+
+Loaded once per worker and validated with pydantic; every problem is reported as
+``FILE: key.path: what is wrong; how to fix it``. See README.md, "Policy reference".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from handlers.errors import PolicyError
+
+_DURATION = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
+_PIPELINE = re.compile(r"^(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]{0,254})(?::(?P<version>[A-Za-z0-9_.-]+)|@(?P<label>[A-Za-z0-9_.-]+))$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+_ENDPOINT = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
+
+
+def parse_duration(value: Any) -> timedelta:
+    """'6h', '30m', '1d12h', '45s' or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '6h', '30m' or '1d'")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match or not any(match.groups()):
+        raise ValueError(f"{value!r} is not a duration; write it like '6h', '30m', '1d12h' or '45s'")
+    d, h, m, s = (int(g or 0) for g in match.groups())
+    return timedelta(days=d, hours=h, minutes=m, seconds=s)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PipelineRef(_Strict):
+    """A registered pipeline component: ``name:version`` or ``name@label``."""
+
+    name: str
+    version: str | None = None
+    label: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.version}" if self.version else f"{self.name}@{self.label}"
+
+
+def _pipeline(value: Any) -> Any:
+    if isinstance(value, (PipelineRef, Mapping)):
+        return value
+    text = str(value).strip()
+    match = _PIPELINE.match(text)
+    if not match:
+        bare = text.split(":")[0].split("@")[0] or "train"
+        raise ValueError(
+            f"component {text!r} has no version; write '{bare}:3' or '{bare}@latest'"
+            if ":" not in text and "@" not in text
+            else f"{text!r} is not a component reference; write 'name:version' or 'name@label'"
+        )
+    return {"name": match["name"], "version": match["version"], "label": match["label"]}
+
+
+InputType = Literal["literal", "uri_folder", "uri_file", "mltable", "custom_model", "mlflow_model"]
+
+
+class InputSpec(_Strict):
+    """One pipeline input: a literal ``value``, or a key of the triggering event's data."""
+
+    type: InputType = "literal"
+    value: str | int | float | bool | None = None
+    from_event: str | None = Field(default=None, description="a key of the triggering event's data")
+
+    @model_validator(mode="after")
+    def _has_a_source(self) -> InputSpec:
+        if self.value is None and self.from_event is None:
+            raise ValueError("an input needs 'value' or 'from_event' (or both: 'value' is the fallback)")
+        if self.type != "literal" and self.value is not None and not isinstance(self.value, str):
+            raise ValueError(f"an input of type {self.type} takes a path or asset reference as 'value'")
+        return self
+
+
+def _input(value: Any) -> Any:
+    return value if isinstance(value, (Mapping, InputSpec)) else {"value": value}
+
+
+class DriftRule(_Strict):
+    monitors: list[str] = Field(default_factory=list, description="SDK v1 DataDriftName or SDK v2 monitor name")
+    signals: list[str] = Field(default_factory=list, description="SDK v2 model-monitoring signal names")
+    min_coefficient: float | None = Field(default=None, ge=0, le=1)
+
+
+class RetrainRule(_Strict):
+    pipeline: Annotated[PipelineRef, BeforeValidator(_pipeline)]
+    experiment: str | None = None
+    compute: str | None = None
+    inputs: dict[str, Annotated[InputSpec, BeforeValidator(_input)]] = Field(default_factory=dict)
+    overridable: list[str] = Field(default_factory=list)
+    cooldown: Duration | None = None
+    daily_budget: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _overridable_are_inputs(self) -> RetrainRule:
+        unknown = [name for name in self.overridable if name not in self.inputs]
+        if unknown:
+            raise ValueError(
+                f"overridable names {', '.join(map(repr, unknown))} which are not inputs; "
+                f"declare them under 'inputs' or remove them (inputs: {', '.join(self.inputs) or 'none'})"
+            )
+        return self
+
+
+class CandidateRule(_Strict):
+    """Finished runs that are deploy candidates besides those the service started itself."""
+
+    experiments: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class GateRule(_Strict):
+    metric: str
+    higher_is_better: bool = True
+    floor: float | None = None
+    margin: float = Field(default=0.0, ge=0)
+    source: Literal["run", "model"] = "run"
+
+
+class RolloutRule(_Strict):
+    steps: list[Annotated[int, Field(gt=0, le=100)]] = Field(default_factory=lambda: [10, 50, 100])
+    bake: Duration = timedelta(minutes=10)
+
+    @field_validator("steps")
+    @classmethod
+    def _ends_at_100(cls, steps: list[int]) -> list[int]:
+        if not steps or steps[-1] != 100 or steps != sorted(set(steps)):
+            raise ValueError("steps must rise strictly and end at 100, e.g. [10, 50, 100]")
+        return steps
+
+
+class DeployRule(_Strict):
+    endpoint: str
+    on_registration: bool = False
+    gate: GateRule | None = None
+    rollout: RolloutRule = Field(default_factory=RolloutRule)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_name(cls, value: str) -> str:
+        if not _ENDPOINT.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid online endpoint name; use 3-32 letters, digits and dashes, "
+                "starting with a letter"
+            )
+        return value
+
+
+class ModelPolicy(_Strict):
+    drift: DriftRule = Field(default_factory=DriftRule)
+    retrain: RetrainRule | None = None
+    candidates: CandidateRule = Field(default_factory=CandidateRule)
+    deploy: DeployRule | None = None
+
+
+class Defaults(_Strict):
+    cooldown: Duration = timedelta(hours=6)
+    daily_budget: int = Field(default=4, ge=0)
+
+
+class Policy(_Strict):
+    version: Literal[1] = 1
+    defaults: Defaults = Field(default_factory=Defaults)
+    models: dict[str, ModelPolicy]
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, models: dict[str, ModelPolicy]) -> dict[str, ModelPolicy]:
+        for name in models:
+            if not _NAME.match(name):
+                raise ValueError(
+                    f"{name!r} is not an Azure ML model name; use letters, digits, '-', '_' and '.'"
+                )
+        if not models:
+            raise ValueError("no models; add at least one model under 'models'")
+        return models
+
+    def cooldown(self, model: str) -> timedelta:
+        rule = self.models[model].retrain
+        return rule.cooldown if rule and rule.cooldown is not None else self.defaults.cooldown
+
+    def daily_budget(self, model: str) -> int:
+        rule = self.models[model].retrain
+        return rule.daily_budget if rule and rule.daily_budget is not None else self.defaults.daily_budget
+
+
+_FIXES = {
+    "missing": "it is required; add it",
+    "extra_forbidden": "unknown key; remove it or check its spelling",
+    "literal_error": "",
+    "dict_type": "expected a mapping of keys to values",
+    "list_type": "expected a list, e.g. [a, b]",
+}
+
+
+def _format(path: str, err: Mapping[str, Any]) -> str:
+    loc = ".".join(str(part) for part in err.get("loc", ()) if not str(part).startswith("function-"))
+    msg = str(err.get("msg", "invalid"))
+    msg = msg.removeprefix("Value error, ")
+    fix = _FIXES.get(str(err.get("type")), "")
+    if err.get("type") == "extra_forbidden":
+        msg = fix
+    elif fix and fix not in msg:
+        msg = f"{msg}; {fix}"
+    return f"{path}: {loc or '(top level)'}: {msg}"
+
+
+def parse_policy(text: str, path: str = "policy.yaml") -> Policy:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise PolicyError(path, [f"{path}: {where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax"]) from exc
+    if not isinstance(raw, Mapping):
+        raise PolicyError(path, [f"{path}: (top level): expected a mapping with 'models'; see examples/policy.yaml"])
+    try:
+        return Policy.model_validate(raw)
+    except ValidationError as exc:
+        raise PolicyError(path, [_format(path, e) for e in exc.errors()]) from exc
+
+
+def load_policy(path: str | Path) -> Policy:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(
+            str(p), [f"{p}: cannot read the policy file ({exc.strerror}); set RETRAIN_POLICY_PATH to its path"]
+        ) from exc
+    return parse_policy(text, str(p))

@@ -1,0 +1,350 @@
+"""Signals: the normalized inputs of the service, built from events, alerts and requests.
+
+An :class:`Envelope` is one delivered event in either Event Grid schema (the Event Grid
+schema or CloudEvents 1.0), with its ``data`` read case-insensitively. :func:`to_signal`
+turns an envelope into one of the signal types below; anything the service does not act
+on becomes :class:`Ignored` with the reason, so that every event has an answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from handlers.errors import InvalidInput
+from handlers.keys import as_str, ci_get
+
+ML = "Microsoft.MachineLearningServices."
+DRIFT = ML + "DatasetDriftDetected"
+RUN_COMPLETED = ML + "RunCompleted"
+RUN_STATUS = ML + "RunStatusChanged"
+MODEL_REGISTERED = ML + "ModelRegistered"
+MODEL_DEPLOYED = ML + "ModelDeployed"
+VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
+ML_EVENT_TYPES = (DRIFT, RUN_COMPLETED, RUN_STATUS, MODEL_REGISTERED, MODEL_DEPLOYED)
+
+MONITOR_BREACH_TAG = "azureml_modelmonitor_threshold_breached"
+_SIGNAL_IN_BREACH = re.compile(r"signal\s+'([^']+)'", re.IGNORECASE)
+
+# Tags that this service sets on every job it submits: they tie a run to a model and a decision.
+TAG_MODEL = "retrain_model"
+TAG_DECISION = "retrain_decision"
+TAG_TRIGGER = "retrain_trigger"
+TAG_SERVICE = "retrain_service"
+
+# Markers of a run that is a step of a pipeline or a child of a sweep/AutoML parent.
+_CHILD_PROPERTY_KEYS = ("azureml.pipelinerunid", "azureml.parentrunid", "azureml.nodeid")
+_CHILD_TEMPLATES = ("automl_child", "hyperdrive_child")
+_FAILED_STATUSES = frozenset({"failed", "canceled", "cancelled", "notresponding"})
+_FINISHED_STATUSES = _FAILED_STATUSES | {"completed"}
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One delivered event, schema-independent."""
+
+    event_id: str
+    event_type: str
+    source: str
+    subject: str
+    time: str | None
+    data: Mapping[str, Any]
+    schema: str  # "eventgrid" or "cloudevents"
+
+    def get(self, *names: str) -> Any:
+        return ci_get(self.data, *names)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Where a signal came from; carried into every decision for the audit trail."""
+
+    source: str
+    event_id: str
+    event_type: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"source": self.source, "event_id": self.event_id, "event_type": self.event_type}
+
+
+@dataclass(frozen=True)
+class DriftDetected:
+    trigger: Trigger
+    workspace: str
+    monitor: str
+    signal_name: str | None
+    coefficient: float | None
+    generation: str  # "v1" (DatasetDriftDetected) or "v2" (model monitoring breach)
+    detail: str
+    event_data: Mapping[str, Any] = field(default_factory=dict)
+    run_tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    trigger: Trigger
+    workspace: str
+    run_id: str
+    experiment: str
+    status: str  # lower-case: completed, failed, canceled, ...
+    is_child: bool
+    run_tags: Mapping[str, str]
+    run_properties: Mapping[str, Any]
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def started_by_service(self) -> bool:
+        return bool(ci_get(self.run_tags, TAG_DECISION))
+
+
+@dataclass(frozen=True)
+class ModelRegistered:
+    trigger: Trigger
+    workspace: str
+    model_name: str
+    model_version: str
+    tags: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelDeployed:
+    trigger: Trigger
+    workspace: str
+    service_name: str
+    model_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ManualRequest:
+    trigger: Trigger
+    model: str
+    action: str  # "retrain", "deploy" or "rollback"
+    reason: str
+    dry_run: bool = False
+    force: bool = False
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class Tick:
+    trigger: Trigger
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """An event the service records but does not act on, with why."""
+
+    trigger: Trigger
+    reason: str
+
+
+@dataclass(frozen=True)
+class ValidationRequest:
+    trigger: Trigger
+    validation_code: str
+
+
+Signal = (
+    DriftDetected
+    | RunFinished
+    | ModelRegistered
+    | ModelDeployed
+    | ManualRequest
+    | Tick
+    | Ignored
+    | ValidationRequest
+)
+
+
+# --------------------------------------------------------------------------- envelopes
+
+
+def envelope_from_dict(raw: Mapping[str, Any]) -> Envelope:
+    """Read one event in either schema. Raises InvalidInput naming the missing field."""
+    if not isinstance(raw, Mapping):
+        raise InvalidInput(
+            f"each event must be a JSON object, got {type(raw).__name__}; "
+            "send an array of Event Grid or CloudEvents 1.0 events"
+        )
+    is_cloud = "specversion" in raw or ("type" in raw and "eventType" not in raw)
+    if is_cloud:
+        event_type, source, time_key, schema = raw.get("type"), raw.get("source"), "time", "cloudevents"
+        type_name, source_name = "type", "source"
+    else:
+        event_type, source, time_key, schema = raw.get("eventType"), raw.get("topic"), "eventTime", "eventgrid"
+        type_name, source_name = "eventType", "topic"
+    event_id = raw.get("id")
+    missing = [name for name, value in (("id", event_id), (type_name, event_type)) if not value]
+    if missing:
+        raise InvalidInput(
+            f"event is missing {', '.join(repr(m) for m in missing)}; "
+            f"an {schema} event needs 'id' and '{type_name}'"
+        )
+    data = raw.get("data")
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            data = {"value": data}
+    return Envelope(
+        event_id=str(event_id),
+        event_type=str(event_type),
+        source=str(source or ""),
+        subject=str(raw.get("subject") or ""),
+        time=as_str(raw.get(time_key)),
+        data=data if isinstance(data, Mapping) else {},
+        schema=schema,
+    )
+
+
+def parse_body(body: bytes | str | Any) -> list[Envelope]:
+    """Parse a webhook body: a JSON array of events, or a single event object."""
+    if isinstance(body, (bytes, str)):
+        try:
+            body = json.loads(body or b"null")
+        except ValueError as exc:
+            raise InvalidInput(f"body is not valid JSON ({exc}); send a JSON array of events") from exc
+    if isinstance(body, Mapping):
+        body = [body]
+    if not isinstance(body, list) or not body:
+        raise InvalidInput("body must be a non-empty JSON array of events (or a single event object)")
+    return [envelope_from_dict(item) for item in body]
+
+
+# --------------------------------------------------------------------------- signals
+
+
+def workspace_key(resource_id: str) -> str:
+    """Normalise a workspace resource id (topic/source) for comparison: lower case, no slashes at ends."""
+    return resource_id.strip().strip("/").lower()
+
+
+def _trigger(env: Envelope) -> Trigger:
+    return Trigger(source=env.source, event_id=env.event_id, event_type=env.event_type)
+
+
+def _str_map(value: Any) -> dict[str, str]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): "" if v is None else str(v) for k, v in value.items()}
+
+
+def _is_child_run(run_id: str, props: Mapping[str, Any], run_type: Any) -> bool:
+    for key in _CHILD_PROPERTY_KEYS:
+        parent = ci_get(props, key)
+        if parent and str(parent) != run_id:
+            return True
+    template = str(ci_get(props, "runTemplate", "run_template") or "").lower()
+    if template in _CHILD_TEMPLATES:
+        return True
+    return str(run_type or "").lower() in ("azureml.steprun", "azureml.stepruns")
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def to_signal(env: Envelope, workspaces: frozenset[str] | None = None) -> Signal:
+    """Turn one envelope into a signal. ``workspaces``: the normalised workspace ids to accept."""
+    trigger = _trigger(env)
+    if env.event_type == VALIDATION:
+        code = env.get("validationCode")
+        if not code:
+            return Ignored(trigger, "subscription validation event without a validationCode")
+        return ValidationRequest(trigger, str(code))
+    if env.event_type not in ML_EVENT_TYPES:
+        return Ignored(trigger, f"event type {env.event_type!r} is not an Azure ML event this service handles")
+    if workspaces is not None and workspace_key(env.source) not in workspaces:
+        return Ignored(
+            trigger,
+            f"event source {env.source!r} is not a workspace this service is configured for",
+        )
+    ws = env.source
+    if env.event_type == DRIFT:
+        monitor = env.get("DataDriftName") or env.get("DataDriftId")
+        if not monitor:
+            return Ignored(trigger, "drift event without DataDriftName: cannot tell which monitor fired")
+        coefficient = _float(env.get("DriftCoefficient"))
+        return DriftDetected(
+            trigger=trigger,
+            workspace=ws,
+            monitor=str(monitor),
+            signal_name=None,
+            coefficient=coefficient,
+            generation="v1",
+            detail=f"data drift monitor {monitor!s} reported drift coefficient {coefficient}",
+            event_data=dict(env.data),
+        )
+    if env.event_type in (RUN_STATUS, RUN_COMPLETED):
+        return _run_signal(env, trigger, ws)
+    if env.event_type == MODEL_REGISTERED:
+        name = env.get("ModelName")
+        version = as_str(env.get("ModelVersion"))
+        if not name or version is None:
+            return Ignored(trigger, "model registration event without ModelName and ModelVersion")
+        tags = env.get("ModelTags")
+        return ModelRegistered(trigger, ws, str(name), version, tags if isinstance(tags, Mapping) else {})
+    # MODEL_DEPLOYED
+    ids = env.get("ModelIds") or ""
+    model_ids = tuple(part.strip() for part in str(ids).split(",") if part.strip())
+    return ModelDeployed(trigger, ws, str(env.get("ServiceName") or ""), model_ids)
+
+
+def _run_signal(env: Envelope, trigger: Trigger, ws: str) -> Signal:
+    tags = _str_map(env.get("runTags"))
+    props = env.get("runProperties")
+    props = props if isinstance(props, Mapping) else {}
+    run_id = str(env.get("runId") or "")
+    experiment = str(env.get("experimentName") or "")
+    if env.event_type == RUN_COMPLETED:
+        status = "completed"
+    else:
+        status = str(env.get("runStatus") or "").lower()
+    breach = ci_get(tags, MONITOR_BREACH_TAG)
+    if env.event_type == RUN_STATUS and breach:
+        match = _SIGNAL_IN_BREACH.search(str(breach))
+        return DriftDetected(
+            trigger=trigger,
+            workspace=ws,
+            monitor=experiment,
+            signal_name=match.group(1) if match else None,
+            coefficient=None,
+            generation="v2",
+            detail=str(breach)[:300],
+            event_data=dict(env.data),
+            run_tags=tags,
+        )
+    if not run_id:
+        return Ignored(trigger, "run event without runId")
+    if status not in _FINISHED_STATUSES:
+        return Ignored(trigger, f"run {run_id} changed status to {status or 'unknown'}: not a finished run")
+    if env.event_type == RUN_STATUS and status == "completed":
+        # RunCompleted is the event for successful completions; acting on both would double-count.
+        return Ignored(trigger, f"run {run_id} completed: handled from its RunCompleted event")
+    return RunFinished(
+        trigger=trigger,
+        workspace=ws,
+        run_id=run_id,
+        experiment=experiment,
+        status=status,
+        is_child=_is_child_run(run_id, props, env.get("runType")),
+        run_tags=tags,
+        run_properties=dict(props),
+    )
