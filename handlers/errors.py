@@ -41,6 +41,10 @@ class Conflict(PermanentError):
     """The request is valid but the model's state refuses it (cooldown, in flight)."""
 
 
+class Forbidden(PermanentError):
+    """The caller may not do this (for example force without RETRAIN_ALLOW_FORCE)."""
+
+
 class PolicyError(PermanentError):
     """The policy file is invalid. ``problems`` holds one line per problem."""
 

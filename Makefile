@@ -1,0 +1,44 @@
+# The two commands of the README: `make run` and `make test`. Everything installs itself.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint typecheck unit bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+install: $(STAMP)
+
+node_modules/.bin/azurite: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+## make run: the local development host on http://127.0.0.1:$${PORT:-7071}, example policy, SQLite ledger, dry run
+run: install
+	$(VENV)/bin/retrain host
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+unit: install node_modules/.bin/azurite
+	$(PY) -m pytest
+
+## make test: every test and check, as CI runs them
+test: lint typecheck unit
+
+bench: install node_modules/.bin/azurite
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .venv-infra node_modules .retrain .pytest_cache .mypy_cache .ruff_cache

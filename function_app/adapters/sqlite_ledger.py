@@ -1,0 +1,195 @@
+"""The embedded ledger: SQLite, one file, safe for several processes and threads.
+
+Writers serialise on ``BEGIN IMMEDIATE`` (WAL mode), so a guard's read-check-write of a model's
+state is atomic across processes sharing the file, without optimistic retries.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from handlers.errors import TransientError
+from handlers.keys import digest
+from handlers.ports import Claim
+from handlers.records import DecisionRecord, ModelState, iso
+from handlers.signals import Trigger
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    key TEXT PRIMARY KEY, source TEXT, event_id TEXT NOT NULL, event_type TEXT,
+    status TEXT NOT NULL, lease_until TEXT, decisions TEXT NOT NULL DEFAULT '[]',
+    received_at TEXT NOT NULL, finished_at TEXT
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    id TEXT PRIMARY KEY, model TEXT, action TEXT, outcome TEXT, at TEXT NOT NULL,
+    created_at TEXT NOT NULL, body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_model_at ON decisions (model, created_at);
+CREATE INDEX IF NOT EXISTS decisions_at ON decisions (created_at);
+CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL);
+"""
+
+
+def event_key(trigger: Trigger) -> str:
+    """Event ids are unique per source (topic); the key combines source, type and id, so that a
+    redelivery (same source, type and id) matches and nothing else does."""
+    return digest(trigger.source.lower(), trigger.event_type, trigger.event_id, length=32)
+
+
+class SqliteLedger:
+    def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.timeout = timeout
+        self._local = threading.local()
+        self._memory: sqlite3.Connection | None = None
+        self._memory_lock = threading.RLock()
+        with self._memory_lock:
+            self._conn().executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+        return db
+
+    def _conn(self) -> sqlite3.Connection:
+        if self.path == ":memory:":
+            if self._memory is None:
+                self._memory = self._connect()
+            return self._memory
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._connect()
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._memory_lock if self.path == ":memory:" else _nolock():
+            db = self._conn()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # database locked past the timeout
+                raise TransientError(f"ledger {self.path} is busy: {exc}") from exc
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            else:
+                db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ events
+
+    def claim_event(self, trigger: Trigger, now: datetime, lease: timedelta) -> Claim:
+        key = event_key(trigger)
+        with self._tx() as db:
+            row = db.execute("SELECT status, lease_until, decisions FROM events WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO events (key, source, event_id, event_type, status, lease_until, received_at) "
+                    "VALUES (?, ?, ?, ?, 'processing', ?, ?)",
+                    (key, trigger.source, trigger.event_id, trigger.event_type, iso(now + lease), iso(now)),
+                )
+                return Claim("new")
+            status, lease_until, decisions = row
+            if status == "done":
+                return Claim("done", tuple(json.loads(decisions)))
+            if lease_until and lease_until > iso(now):
+                return Claim("busy")
+            db.execute("UPDATE events SET lease_until = ? WHERE key = ?", (iso(now + lease), key))
+            return Claim("retry")
+
+    def abandon_event(self, trigger: Trigger) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE events SET lease_until = NULL WHERE key = ? AND status = 'processing'", (event_key(trigger),))
+
+    def finish_event(self, trigger: Trigger, decision_ids: Sequence[str], now: datetime) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE events SET status = 'done', lease_until = NULL, decisions = ?, finished_at = ? WHERE key = ?",
+                (json.dumps(list(decision_ids)), iso(now), event_key(trigger)),
+            )
+
+    def event_status(self, trigger: Trigger) -> tuple[str, list[str]] | None:
+        row = self._conn().execute("SELECT status, decisions FROM events WHERE key = ?", (event_key(trigger),)).fetchone()
+        return None if row is None else (row[0], json.loads(row[1]))
+
+    def count_events(self) -> dict[str, int]:
+        rows = self._conn().execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall()
+        return {status: n for status, n in rows}
+
+    # ------------------------------------------------------------------ models
+
+    def get_model(self, model: str) -> ModelState:
+        row = self._conn().execute("SELECT body, version FROM models WHERE model = ?", (model,)).fetchone()
+        if row is None:
+            return ModelState(model=model)
+        return ModelState.from_dict(json.loads(row[0]), etag=str(row[1]))
+
+    def list_models(self) -> list[ModelState]:
+        rows = self._conn().execute("SELECT body, version FROM models ORDER BY model").fetchall()
+        return [ModelState.from_dict(json.loads(b), etag=str(v)) for b, v in rows]
+
+    def update_model(self, model: str, change: Callable[[ModelState], tuple[ModelState | None, T]]) -> T:
+        with self._tx() as db:
+            row = db.execute("SELECT body, version FROM models WHERE model = ?", (model,)).fetchone()
+            state = ModelState(model=model) if row is None else ModelState.from_dict(json.loads(row[0]), etag=str(row[1]))
+            new, result = change(state)
+            if new is not None:
+                body = json.dumps(new.to_dict(), sort_keys=True)
+                if row is None:
+                    db.execute("INSERT INTO models (model, body, version) VALUES (?, ?, 1)", (model, body))
+                else:
+                    db.execute("UPDATE models SET body = ?, version = version + 1 WHERE model = ?", (body, model))
+            return result
+
+    # ------------------------------------------------------------------ decisions
+
+    def put_decision(self, record: DecisionRecord) -> None:
+        body = json.dumps(record.to_dict(), sort_keys=True, default=str)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO decisions (id, model, action, outcome, at, created_at, body) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET outcome = excluded.outcome, at = excluded.at, body = excluded.body",
+                (record.id, record.model, record.action, record.outcome, record.at, record.at, body),
+            )
+
+    def get_decision(self, decision_id: str) -> DecisionRecord | None:
+        row = self._conn().execute("SELECT body FROM decisions WHERE id = ?", (decision_id,)).fetchone()
+        return None if row is None else DecisionRecord.from_dict(json.loads(row[0]))
+
+    def decisions(self, model: str | None = None, limit: int = 50) -> list[DecisionRecord]:
+        if model:
+            rows = self._conn().execute(
+                "SELECT body FROM decisions WHERE model = ? ORDER BY created_at DESC, rowid DESC LIMIT ?", (model, limit)
+            ).fetchall()
+        else:
+            rows = self._conn().execute(
+                "SELECT body FROM decisions ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [DecisionRecord.from_dict(json.loads(r[0])) for r in rows]
+
+    def purge(self, before: datetime) -> int:
+        cutoff = iso(before)
+        with self._tx() as db:
+            n = db.execute("DELETE FROM events WHERE received_at < ? AND status = 'done'", (cutoff,)).rowcount
+            n += db.execute("DELETE FROM decisions WHERE created_at < ? AND outcome != 'reserved'", (cutoff,)).rowcount
+        return int(n)
+
+
+@contextmanager
+def _nolock() -> Iterator[None]:
+    yield

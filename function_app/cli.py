@@ -1,0 +1,167 @@
+"""The `retrain` command line.
+
+  retrain explain EVENT.json      the decision trace for an event file, without side effects
+  retrain send EVENT.json         post it to a running host with the real EventGridPublisherClient
+  retrain decisions               the audit trail from the configured ledger
+  retrain check-policy FILE       validate a policy file (as start-up does)
+  retrain host                    run the local development host
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from function_app.runtime import make_ledger, resolve, utcnow
+from function_app.settings import Settings
+from handlers.errors import PolicyError, RetrainError
+
+
+def _read_events(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SystemExit(f"cannot read {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise SystemExit(f"{path} is not valid JSON: {exc}") from exc
+
+
+def _signal_fields(signal: Any) -> dict[str, Any]:
+    skip = {"trigger", "event_data", "run_properties"}
+    return {f.name: getattr(signal, f.name) for f in dataclasses.fields(signal) if f.name not in skip}
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from handlers import guards
+    from handlers.decisions import Deploy, Retrain, decide
+    from handlers.policy import load_policy
+    from handlers.signals import parse_body, to_signal, workspace_key
+
+    settings = Settings.from_env()
+    policy = load_policy(Path(args.policy) if args.policy else resolve(settings.policy_path))
+    ledger = make_ledger(settings) if args.with_ledger else None
+    now = utcnow()
+    for env in parse_body(json.dumps(_read_events(args.event))):
+        signal = to_signal(env, frozenset({workspace_key(settings.workspace_id)}))
+        print(f"event   {env.event_id}  {env.event_type}  ({env.schema} schema)")
+        print(f"source  {env.source}")
+        print(f"signal  {type(signal).__name__} {json.dumps(_signal_fields(signal), default=str)}")
+        decisions = decide(signal, policy, now)
+        if not decisions:
+            print("decide  nothing to decide (handshake)")
+        for d in decisions:
+            print(f"decide  {d.action} model={d.model} id={d.id}")
+            print(f"        why: {d.reason}")
+            if isinstance(d, (Retrain, Deploy)):
+                kind = guards.RETRAIN if isinstance(d, Retrain) else guards.ROLLOUT
+                if ledger is None:
+                    print("guard   not checked (pass --with-ledger to check cooldown, single-flight and budget)")
+                else:
+                    cooldown = policy.cooldown(d.model) if isinstance(d, Retrain) else None
+                    budget = policy.daily_budget(d.model) if isinstance(d, Retrain) else None
+                    verdict = guards.check(ledger.get_model(d.model), kind, d.id, now, cooldown, budget)
+                    print(f"guard   {'would act' if verdict.granted else 'would skip'}: {verdict.reason}")
+                rendered = d.job.as_dict() if isinstance(d, Retrain) else d.plan.as_dict()
+                print("render  " + json.dumps(rendered, indent=2).replace("\n", "\n        "))
+        print()
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from azure.core.credentials import AzureKeyCredential
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError
+    from azure.eventgrid import EventGridPublisherClient
+
+    events = _read_events(args.event)
+    events = events if isinstance(events, list) else [events]
+    if args.new_id:
+        events = [{**e, "id": str(uuid.uuid4())} for e in events]
+    if args.function:
+        endpoint = f"{args.url.rstrip('/')}/runtime/webhooks/eventgrid?functionName={args.function}"
+    else:
+        endpoint = f"{args.url.rstrip('/')}/api/events"
+    # The local host ignores keys; a deployed webhook takes its function key here.
+    client = EventGridPublisherClient(endpoint, AzureKeyCredential(args.key or "local"))
+    cloud = bool(events) and isinstance(events[0], dict) and "specversion" in events[0]
+    try:
+        client.send(events, content_type="application/cloudevents-batch+json; charset=utf-8" if cloud else None)
+    except (HttpResponseError, ServiceRequestError) as exc:
+        print(f"send failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"sent {len(events)} event(s) to {endpoint}: " + ", ".join(str(e.get("id")) for e in events))
+    return 0
+
+
+def cmd_decisions(args: argparse.Namespace) -> int:
+    ledger = make_ledger(Settings.from_env())
+    records = ledger.decisions(args.model, args.limit)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in records], indent=2))
+        return 0
+    for r in records:
+        job = (r.job or {}).get("name") or "-"
+        print(f"{r.at}  {r.model or '-':24}  {r.action:8}  {r.outcome:9}  {job}\n    {r.reason}")
+    if not records:
+        print("no decisions recorded yet")
+    return 0
+
+
+def cmd_check_policy(args: argparse.Namespace) -> int:
+    from handlers.policy import load_policy
+
+    policy = load_policy(args.file)
+    print(f"{args.file}: valid; models: {', '.join(policy.models)}")
+    return 0
+
+
+def cmd_host(args: argparse.Namespace) -> int:
+    from function_app.localhost import main as host_main
+
+    return host_main(["--port", str(args.port)] if args.port else [])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="retrain", description="The retrain service's command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("explain", help="print the decision trace for an event file, without side effects")
+    p.add_argument("event")
+    p.add_argument("--policy", help="policy file (default: RETRAIN_POLICY_PATH)")
+    p.add_argument("--with-ledger", action="store_true", help="also check guards against the configured ledger (read only)")
+    p.set_defaults(fn=cmd_explain)
+    p = sub.add_parser("send", help="post an event file to a running host with EventGridPublisherClient")
+    p.add_argument("event")
+    p.add_argument("--url", default="http://127.0.0.1:7071")
+    p.add_argument("--function", help="deliver to /runtime/webhooks/eventgrid?functionName=NAME instead of /api/events")
+    p.add_argument("--new-id", action="store_true", help="give each event a fresh id (a new event, not a redelivery)")
+    p.add_argument("--key", help="function key of a deployed webhook (sent as aeg-sas-key)")
+    p.set_defaults(fn=cmd_send)
+    p = sub.add_parser("decisions", help="list the audit trail, newest first")
+    p.add_argument("--model")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_decisions)
+    p = sub.add_parser("check-policy", help="validate a policy file")
+    p.add_argument("file")
+    p.set_defaults(fn=cmd_check_policy)
+    p = sub.add_parser("host", help="run the local development host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(fn=cmd_host)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except PolicyError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 2
+    except (RetrainError, ValueError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

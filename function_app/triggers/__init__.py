@@ -1,0 +1,1 @@
+"""Trigger functions, grouped in Blueprints registered on the one FunctionApp (function_app.app)."""

@@ -1,0 +1,115 @@
+"""The manual HTTP API: retrain or deploy a model, read models and decisions, health."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import azure.functions as func
+
+from function_app.runtime import get_service, new_id
+from function_app.settings import Settings
+from function_app.triggers.replies import error, from_exception, json_body, reply
+from handlers.errors import InvalidInput, RetrainError
+from handlers.keys import as_str
+from handlers.signals import ManualRequest, Trigger
+
+log = logging.getLogger(__name__)
+
+bp = func.Blueprint()
+
+_RETRAIN_KEYS = {"reason": str, "dry_run": bool, "force": bool, "inputs": dict}
+_DEPLOY_KEYS = {"reason": str, "dry_run": bool, "force": bool, "version": (str, int)}
+
+
+def _check_body(body: dict[str, Any], allowed: dict[str, Any]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise InvalidInput(f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
+    for key, kind in allowed.items():
+        value = body.get(key)
+        if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise InvalidInput(f"field {key!r} must be {names.replace('str', 'a string').replace('bool', 'true or false').replace('dict', 'an object').replace('int', 'a number')}")
+
+
+def _manual(req: func.HttpRequest, action: str, allowed: dict[str, Any]) -> func.HttpResponse:
+    model = req.route_params.get("model", "")
+    try:
+        body = json_body(req)
+        _check_body(body, allowed)
+        request_id = req.headers.get("Idempotency-Key") or req.headers.get("x-request-id") or new_id()
+        request = ManualRequest(
+            trigger=Trigger(source="http", event_id=request_id, event_type=f"ManualRequest.{action}"),
+            model=model,
+            action=action,
+            reason=(body.get("reason") or "no reason given").strip()[:500],
+            dry_run=bool(body.get("dry_run", False)),
+            force=bool(body.get("force", False)),
+            inputs=body.get("inputs") or {},
+            version=as_str(body.get("version")),
+        )
+        if action == "deploy" and not request.version:
+            raise InvalidInput("field 'version' is required: the model version to deploy, e.g. {\"version\": \"7\"}")
+        record = get_service().manual(request)
+    except RetrainError as exc:
+        return from_exception(exc)
+    status = 202 if record.outcome == "submitted" else 422 if record.outcome == "failed" else 200
+    return reply(record.to_dict(), status)
+
+
+@bp.function_name("retrain_model")
+@bp.route(route="models/{model}/retrain", methods=["POST"])
+def retrain_model(req: func.HttpRequest) -> func.HttpResponse:
+    """Body: {"reason": str, "dry_run": bool, "inputs": {...}, "force": bool}."""
+    return _manual(req, "retrain", _RETRAIN_KEYS)
+
+
+@bp.function_name("deploy_model")
+@bp.route(route="models/{model}/deploy", methods=["POST"])
+def deploy_model(req: func.HttpRequest) -> func.HttpResponse:
+    """Body: {"version": str, "dry_run": bool, "reason": str, "force": bool}."""
+    return _manual(req, "deploy", _DEPLOY_KEYS)
+
+
+@bp.function_name("list_models")
+@bp.route(route="models", methods=["GET"])
+def list_models(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        return reply({"models": get_service().model_views()})
+    except RetrainError as exc:
+        return from_exception(exc)
+
+
+@bp.function_name("list_decisions")
+@bp.route(route="decisions", methods=["GET"])
+def list_decisions(req: func.HttpRequest) -> func.HttpResponse:
+    limit_text = req.params.get("limit", "50")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+        return error(400, f"limit={limit_text!r}: give a whole number from 1 to 1000")
+    model = req.params.get("model") or None
+    try:
+        records = get_service().ledger.decisions(model, int(limit_text))
+    except RetrainError as exc:
+        return from_exception(exc)
+    return reply({"decisions": [r.to_dict() for r in records]})
+
+
+@bp.function_name("health")
+@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    """Liveness and a configuration summary: no secrets, no connection strings."""
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        return reply({"status": "misconfigured", "error": str(exc)}, 503)
+    try:
+        service = get_service()
+    except RetrainError as exc:
+        return reply({"status": "misconfigured", "error": str(exc), "settings": settings.summary()}, 503)
+    return reply({
+        "status": "ok",
+        "settings": settings.summary(),
+        "backend": service.actions.name,
+        "models": sorted(service.policy.models),
+    })

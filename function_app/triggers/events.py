@@ -1,0 +1,88 @@
+"""Event Grid in: the trigger (AzureFunction destination) and the webhook route (both schemas)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import azure.functions as func
+
+from function_app.runtime import get_service
+from function_app.triggers.replies import error, from_exception, reply
+from handlers.errors import RetrainError, TransientError
+from handlers.signals import VALIDATION, Envelope, envelope_from_dict, parse_body
+
+log = logging.getLogger(__name__)
+
+bp = func.Blueprint()
+
+EVENT_GRID_FUNCTION = "on_workspace_event"
+
+
+def envelope_from_binding(event: func.EventGridEvent | func.CloudEvent | dict[str, Any]) -> Envelope:
+    """The same envelope whichever way the event arrived."""
+    if isinstance(event, func.EventGridEvent):
+        return envelope_from_dict({
+            "id": event.id, "eventType": event.event_type, "topic": event.topic, "subject": event.subject,
+            "eventTime": event.event_time.isoformat() if event.event_time else None, "data": event.get_json(),
+        })
+    if isinstance(event, func.CloudEvent):
+        return envelope_from_dict({
+            "specversion": event.specversion, "id": event.id, "type": event.type, "source": event.source,
+            "subject": event.subject, "time": event.time.isoformat() if event.time else None, "data": event.get_json(),
+        })
+    return envelope_from_dict(event)
+
+
+@bp.function_name(EVENT_GRID_FUNCTION)
+@bp.event_grid_trigger(arg_name="event")
+def on_workspace_event(event: func.EventGridEvent) -> None:
+    """Workspace events from the Event Grid system topic. Raising makes Event Grid redeliver."""
+    env = envelope_from_binding(event)
+    result = get_service().handle_envelope(env)  # TransientError propagates: redelivery
+    log.info("event %s %s: %s, %d decision(s)", env.event_id, env.event_type, result.status, len(result.decisions))
+
+
+@bp.function_name("events_webhook")
+@bp.route(route="events", methods=["POST", "OPTIONS"])
+def events_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    """Webhook delivery: Event Grid schema (validation event) or CloudEvents 1.0 (OPTIONS handshake)."""
+    if req.method == "OPTIONS":
+        origin = req.headers.get("WebHook-Request-Origin")
+        if not origin:
+            return error(400, "OPTIONS is the CloudEvents validation handshake; send a WebHook-Request-Origin header")
+        return func.HttpResponse(status_code=200, headers={"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*", "Allow": "POST"})
+    try:
+        envelopes = parse_body(req.get_body())
+    except RetrainError as exc:
+        return from_exception(exc)
+    validation = [e for e in envelopes if e.event_type == VALIDATION]
+    if validation or req.headers.get("aeg-event-type", "").lower() == "subscriptionvalidation":
+        code = validation[0].get("validationCode") if validation else None
+        if not code:
+            return error(400, "subscription validation event without data.validationCode")
+        log.info("answering Event Grid subscription validation for event %s", validation[0].event_id)
+        return reply({"validationResponse": code})
+    service = get_service()
+    results = []
+    try:
+        for env in envelopes:
+            results.append(service.handle_envelope(env).to_dict())
+    except TransientError as exc:
+        # The whole batch is redelivered; events already processed come back as duplicates.
+        log.warning("transient failure after %d of %d events: %s", len(results), len(envelopes), exc)
+        return from_exception(exc)
+    except RetrainError as exc:
+        return from_exception(exc)
+    return reply({"results": results})
+
+
+def body_preview(raw: bytes) -> str:
+    """Never log whole payloads: type names only."""
+    try:
+        items = json.loads(raw)
+    except ValueError:
+        return "<not json>"
+    items = items if isinstance(items, list) else [items]
+    return ",".join(str(i.get("eventType") or i.get("type")) for i in items if isinstance(i, dict))

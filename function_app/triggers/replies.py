@@ -1,0 +1,57 @@
+"""Mapping the service's outcomes and errors to HTTP replies (JSON, as DESIGN.md says)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import azure.functions as func
+
+from handlers.errors import Conflict, Forbidden, InvalidInput, NotFound, PermanentError, PolicyError, TransientError
+
+log = logging.getLogger(__name__)
+
+
+def reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body, default=str), status_code=status, mimetype="application/json", headers=headers
+    )
+
+
+def error(status: int, message: str, **extra: Any) -> func.HttpResponse:
+    headers = {"Retry-After": str(extra.pop("retry_after"))} if extra.get("retry_after") else None
+    return reply({"error": message, **extra}, status, headers)
+
+
+def from_exception(exc: Exception) -> func.HttpResponse:
+    """Map a handled error to its reply. Transient problems are never 400/401/403/413."""
+    if isinstance(exc, PolicyError):
+        log.error("policy is invalid: %s", exc.problems)
+        return error(503, "the service's policy file is invalid; fix it and redeploy", problems=exc.problems)
+    if isinstance(exc, InvalidInput):
+        return error(400, str(exc))
+    if isinstance(exc, NotFound):
+        return error(404, str(exc))
+    if isinstance(exc, Conflict):
+        return error(409, str(exc), hint="wait for the cooldown or the work in flight, or send \"force\": true if allowed")
+    if isinstance(exc, Forbidden):
+        return error(403, str(exc))
+    if isinstance(exc, TransientError):
+        return error(503, str(exc), retry_after=int(exc.retry_after or 10))
+    if isinstance(exc, PermanentError):
+        return error(422, str(exc))
+    raise exc
+
+
+def json_body(req: func.HttpRequest) -> dict[str, Any]:
+    raw = req.get_body() or b""
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"body is not valid JSON ({exc}); send a JSON object") from exc
+    if not isinstance(body, dict):
+        raise InvalidInput(f"body must be a JSON object, got {type(body).__name__}")
+    return body

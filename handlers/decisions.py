@@ -1,0 +1,366 @@
+"""Decide: the pure heart of the service.
+
+``decide(signal, policy, now)`` returns one decision per concerned model (or one ``Skip`` when no
+model is concerned): ``Retrain``, ``Deploy``, ``Promote``, ``Rollback`` or ``Skip(reason)``. No I/O,
+no clock read, no SDK import. Every decision carries a deterministic key, derived from the model
+and the triggering event, so a redelivered event yields the same decision, the same job name and
+the same ledger record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from handlers.errors import InvalidInput
+from handlers.keys import ci_get, digest, slug
+from handlers.signals import (
+    TAG_DECISION,
+    TAG_MODEL,
+    TAG_SERVICE,
+    TAG_TRIGGER,
+    DriftDetected,
+    Ignored,
+    ManualRequest,
+    ModelDeployed,
+    ModelRegistered,
+    RunFinished,
+    Signal,
+    Trigger,
+    ValidationRequest,
+)
+
+if TYPE_CHECKING:  # the policy module imports pydantic; decide only reads the objects
+    from handlers.policy import ModelPolicy, Policy
+
+SERVICE_TAG_VALUE = "retrain-service"
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """The exact pipeline job a Retrain submits (or, in dry run, would submit)."""
+
+    name: str
+    model: str
+    component: str
+    experiment: str
+    compute: str | None
+    inputs: dict[str, dict[str, Any]]
+    tags: dict[str, str]
+    display_name: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": "pipeline",
+            "component": self.component,
+            "experiment_name": self.experiment,
+            "compute": self.compute,
+            "inputs": self.inputs,
+            "tags": self.tags,
+            "display_name": self.display_name,
+        }
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    """A candidate to gate and roll out on the model's online endpoint."""
+
+    model: str
+    endpoint: str
+    deployment: str
+    run_id: str | None
+    version: str | None
+    source: str  # run, registration, manual
+    tags: dict[str, str]
+    run_tags: dict[str, str] = field(default_factory=dict)
+    run_properties: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "endpoint": self.endpoint,
+            "deployment": self.deployment,
+            "candidate": {"run_id": self.run_id, "version": self.version, "source": self.source},
+            "traffic": 0,
+            "tags": self.tags,
+        }
+
+
+@dataclass(frozen=True)
+class Retrain:
+    id: str
+    model: str
+    reason: str
+    trigger: Trigger
+    job: JobPlan
+    force: bool = False
+    dry_run: bool = False
+    action: str = "retrain"
+
+
+@dataclass(frozen=True)
+class Deploy:
+    id: str
+    model: str
+    reason: str
+    trigger: Trigger
+    plan: DeployPlan
+    force: bool = False
+    dry_run: bool = False
+    action: str = "deploy"
+
+
+@dataclass(frozen=True)
+class Promote:
+    id: str
+    model: str
+    reason: str
+    trigger: Trigger
+    deployment: str
+    action: str = "promote"
+
+
+@dataclass(frozen=True)
+class Rollback:
+    id: str
+    model: str
+    reason: str
+    trigger: Trigger
+    force: bool = False
+    dry_run: bool = False
+    action: str = "rollback"
+
+
+@dataclass(frozen=True)
+class Skip:
+    id: str
+    model: str | None
+    reason: str
+    trigger: Trigger
+    action: str = "none"
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+Decision = Retrain | Deploy | Promote | Rollback | Skip
+
+
+def decision_id(action: str, model: str | None, trigger: Trigger) -> str:
+    """Deterministic: the same event (source, type, id) and model always give the same id."""
+    key = digest(action, model or "-", trigger.source.lower(), trigger.event_type, trigger.event_id)
+    return f"{action[:2]}-{key}"
+
+
+def skip(trigger: Trigger, reason: str, model: str | None = None, **details: Any) -> Skip:
+    return Skip(decision_id("skip", model, trigger), model, reason, trigger, details=details)
+
+
+# --------------------------------------------------------------------------- decide
+
+
+def decide(signal: Signal, policy: Policy, now: datetime) -> list[Decision]:
+    """The decisions for one signal. ``now`` is passed in; nothing here reads a clock."""
+    del now  # rules that depend on time (cooldown, budget) are guards, applied with the ledger
+    if isinstance(signal, Ignored):
+        return [skip(signal.trigger, signal.reason)]
+    if isinstance(signal, ValidationRequest):
+        return []
+    if isinstance(signal, DriftDetected):
+        return _on_drift(signal, policy)
+    if isinstance(signal, RunFinished):
+        return _on_run(signal, policy)
+    if isinstance(signal, ModelRegistered):
+        return [_on_registration(signal, policy)]
+    if isinstance(signal, ModelDeployed):
+        models = ", ".join(signal.model_ids) or "no models"
+        return [skip(signal.trigger, f"deployment of {models} to {signal.service_name or 'a service'} recorded")]
+    if isinstance(signal, ManualRequest):
+        return [_on_manual(signal, policy)]
+    return [skip(signal.trigger, f"{type(signal).__name__} is handled by the reconciler")]
+
+
+def _on_drift(signal: DriftDetected, policy: Policy) -> list[Decision]:
+    if ci_get(signal.run_tags, TAG_DECISION):
+        return [skip(signal.trigger, "the drift signal comes from a run this service started; it never retrains from its own runs")]
+    names = {signal.monitor.lower()}
+    signal_name = (signal.signal_name or "").lower()
+    concerned = [
+        (name, mp)
+        for name, mp in policy.models.items()
+        if names & {m.lower() for m in mp.drift.monitors} or (signal_name and signal_name in {s.lower() for s in mp.drift.signals})
+    ]
+    if not concerned:
+        what = f"drift monitor {signal.monitor!r}" + (f" (signal {signal.signal_name!r})" if signal.signal_name else "")
+        return [skip(signal.trigger, f"no model in the policy listens to {what}")]
+    out: list[Decision] = []
+    for model, mp in concerned:
+        rule = mp.drift
+        if rule.min_coefficient is not None and signal.coefficient is not None and signal.coefficient < rule.min_coefficient:
+            out.append(skip(
+                signal.trigger,
+                f"drift coefficient {signal.coefficient:.3f} is below the policy's min_coefficient {rule.min_coefficient}",
+                model,
+            ))
+            continue
+        reason = signal.detail
+        if rule.min_coefficient is not None and signal.coefficient is not None:
+            reason += f" (>= min_coefficient {rule.min_coefficient})"
+        out.append(_retrain(model, mp, signal.trigger, reason, signal.event_data, {}))
+    return out
+
+
+def _retrain(
+    model: str,
+    mp: ModelPolicy,
+    trigger: Trigger,
+    reason: str,
+    event_data: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    *,
+    manual: bool = False,
+    force: bool = False,
+    dry_run: bool = False,
+) -> Decision:
+    rule = mp.retrain
+    if rule is None:
+        return skip(trigger, f"policy has no 'retrain' section for model {model!r}", model)
+    did = decision_id("retrain", model, trigger)
+    inputs: dict[str, dict[str, Any]] = {}
+    for name, spec in rule.inputs.items():
+        value: Any = None
+        origin = "policy"
+        if name in overrides:
+            value, origin = overrides[name], "request"
+        elif spec.from_event and ci_get(event_data, spec.from_event) is not None:
+            value, origin = ci_get(event_data, spec.from_event), f"event.{spec.from_event}"
+        else:
+            value = spec.value
+        if value is None:
+            message = (
+                f"input {name!r} takes its value from the event's {spec.from_event!r}, which this "
+                f"{'request' if manual else 'event'} does not carry; give the input a fallback 'value' in the policy"
+                + (" or pass it in 'inputs'" if manual else "")
+            )
+            if manual:
+                raise InvalidInput(message)
+            return skip(trigger, message, model)
+        if spec.type != "literal" and not isinstance(value, str):
+            raise InvalidInput(f"input {name!r} is of type {spec.type} and takes a path or asset reference string")
+        if spec.type != "literal" and origin.startswith("event.") and ":" not in str(value) and "/" not in str(value):
+            value = f"azureml:{value}"  # a bare dataset id or name from an event names a data asset
+        inputs[name] = {"type": spec.type, "value": value, "from": origin}
+    job_name = f"retrain-{slug(model, 40)}-{did.split('-', 1)[1]}"
+    tags = {
+        TAG_SERVICE: SERVICE_TAG_VALUE,
+        TAG_MODEL: model,
+        TAG_DECISION: did,
+        TAG_TRIGGER: f"{trigger.event_type.rsplit('.', 1)[-1]}:{trigger.event_id}"[:256],
+    }
+    plan = JobPlan(
+        name=job_name,
+        model=model,
+        component=str(rule.pipeline),
+        experiment=rule.experiment or f"retrain-{slug(model, 40)}",
+        compute=rule.compute,
+        inputs=inputs,
+        tags=tags,
+        display_name=f"retrain {model}: {reason}"[:200],
+    )
+    return Retrain(did, model, reason, trigger, plan, force=force, dry_run=dry_run)
+
+
+def _deploy_plan(model: str, mp: ModelPolicy, did: str, source: str, run: RunFinished | None, version: str | None) -> DeployPlan:
+    assert mp.deploy is not None
+    key = did.split("-", 1)[1]
+    base = slug(model, 20)
+    if not base[0].isalpha():
+        base = "m" + base[:19]
+    return DeployPlan(
+        model=model,
+        endpoint=mp.deploy.endpoint,
+        deployment=f"{base}-{key[:8]}",
+        run_id=run.run_id if run else None,
+        version=version,
+        source=source,
+        tags={TAG_SERVICE: SERVICE_TAG_VALUE, TAG_MODEL: model, TAG_DECISION: did},
+        run_tags=dict(run.run_tags) if run else {},
+        run_properties=dict(run.run_properties) if run else {},
+    )
+
+
+def _on_run(signal: RunFinished, policy: Policy) -> list[Decision]:
+    trigger, run = signal.trigger, signal.run_id
+    ours = signal.started_by_service
+    tagged_model = ci_get(signal.run_tags, TAG_MODEL) if ours else None
+    if signal.is_child:
+        return [skip(trigger, f"run {run} is a step or child of another run: only the top-level pipeline run is a candidate", tagged_model)]
+    if ours:
+        if tagged_model not in policy.models:
+            return [skip(trigger, f"run {run} was started by this service for model {tagged_model!r}, which the policy no longer has")]
+        candidates = [(str(tagged_model), policy.models[str(tagged_model)])]
+    else:
+        candidates = [
+            (name, mp)
+            for name, mp in policy.models.items()
+            if mp.candidates.experiments
+            and signal.experiment.lower() in {e.lower() for e in mp.candidates.experiments}
+            and all(str(ci_get(signal.run_tags, k)) == v for k, v in mp.candidates.tags.items())
+        ]
+    if not signal.succeeded:
+        if ours:
+            return [skip(trigger, f"retraining run {run} ended {signal.status}; its single-flight hold is released, nothing to deploy", str(tagged_model))]
+        return [skip(trigger, f"run {run} ended {signal.status}; not a retraining run of this service", candidates[0][0] if candidates else None)]
+    if not candidates:
+        return [skip(trigger, f"run {run} of experiment {signal.experiment!r} was not started by this service and no policy names it as a candidate")]
+    out: list[Decision] = []
+    for model, mp in candidates:
+        if mp.deploy is None:
+            out.append(skip(trigger, f"run {run} finished, but the policy has no 'deploy' section for model {model!r}", model))
+            continue
+        did = decision_id("deploy", model, trigger)
+        plan = _deploy_plan(model, mp, did, "run", signal, None)
+        why = "retraining run" if ours else f"candidate run of experiment {signal.experiment!r}"
+        out.append(Deploy(did, model, f"{why} {run} completed; evaluating it as a candidate", trigger, plan))
+    return out
+
+
+def _on_registration(signal: ModelRegistered, policy: Policy) -> Decision:
+    name, version, trigger = signal.model_name, signal.model_version, signal.trigger
+    mp = policy.models.get(name)
+    if mp is None:
+        return skip(trigger, f"registration of {name}:{version} recorded; the model is not in the policy")
+    if ci_get({str(k): v for k, v in signal.tags.items()}, TAG_DECISION):
+        return skip(trigger, f"registration of {name}:{version} recorded; it comes from this service's retraining run, which is deployed from the run's completion", name)
+    if mp.deploy is None or not mp.deploy.on_registration:
+        return skip(trigger, f"registration of {name}:{version} recorded; the policy does not deploy {name} on registration", name)
+    did = decision_id("deploy", name, trigger)
+    plan = _deploy_plan(name, mp, did, "registration", None, version)
+    return Deploy(did, name, f"model {name}:{version} registered and the policy deploys on registration", trigger, plan)
+
+
+def _on_manual(signal: ManualRequest, policy: Policy) -> Decision:
+    model, trigger = signal.model, signal.trigger
+    mp = policy.models[model]
+    reason = f"manual request: {signal.reason}"
+    if signal.action == "retrain":
+        if mp.retrain is None:
+            raise InvalidInput(f"model {model!r} has no 'retrain' section in the policy; add one to retrain it")
+        allowed = set(mp.retrain.overridable)
+        refused = sorted(set(signal.inputs) - allowed)
+        if refused:
+            raise InvalidInput(
+                f"inputs {', '.join(map(repr, refused))} may not be overridden for model {model!r}; "
+                f"overridable: {', '.join(sorted(allowed)) or 'none'} (policy: models.{model}.retrain.overridable)"
+            )
+        return _retrain(model, mp, trigger, reason, {}, signal.inputs, manual=True, force=signal.force, dry_run=signal.dry_run)
+    if signal.action == "deploy":
+        if mp.deploy is None:
+            raise InvalidInput(f"model {model!r} has no 'deploy' section in the policy; add one to deploy it")
+        did = decision_id("deploy", model, trigger)
+        plan = _deploy_plan(model, mp, did, "manual", None, signal.version)
+        return Deploy(did, model, reason, trigger, plan, force=signal.force, dry_run=signal.dry_run)
+    if mp.deploy is None:
+        raise InvalidInput(f"model {model!r} has no 'deploy' section in the policy; nothing to roll back")
+    return Rollback(decision_id("rollback", model, trigger), model, reason, trigger, force=signal.force, dry_run=signal.dry_run)

@@ -1,0 +1,140 @@
+"""Guards: pure rules over a model's state. The ledger applies them atomically.
+
+Each function takes the current :class:`ModelState` and returns the new state (or ``None``
+when nothing changes) with a verdict; the ledger writes the new state only if nobody else
+wrote in between (a transaction in SQLite, an ETag match in Azure Tables) and otherwise
+re-reads and asks again. That is how N concurrent drift events start one retrain.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from handlers.records import Flight, ModelState, from_iso, iso
+
+RETRAIN = "retrain"
+ROLLOUT = "rollout"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    granted: bool
+    reason: str
+    code: str  # granted, resumed, in_flight, cooldown, budget
+    until: str | None = None
+
+    @property
+    def resumed(self) -> bool:
+        return self.code == "resumed"
+
+
+def cooldown_until(state: ModelState, cooldown: timedelta) -> datetime | None:
+    last = from_iso(state.last_retrain_at)
+    return last + cooldown if last else None
+
+
+def check(
+    state: ModelState,
+    kind: str,
+    decision_id: str,
+    now: datetime,
+    cooldown: timedelta | None,
+    budget: int | None,
+    force: bool = False,
+) -> Verdict:
+    """Whether ``decision_id`` may act now, and if not, why (read-only)."""
+    flight = state.flights.get(kind)
+    if flight and flight.decision == decision_id:
+        return Verdict(True, f"resuming decision {decision_id} reserved at {flight.since}", "resumed")
+    if flight and not force:
+        what = f"job {flight.job}" if flight.job else f"decision {flight.decision}"
+        return Verdict(False, f"a {kind} is already in flight for this model ({what}, since {flight.since})", "in_flight")
+    if cooldown is not None and not force:
+        until = cooldown_until(state, cooldown)
+        if until and now < until:
+            return Verdict(
+                False,
+                f"model is in cooldown until {iso(until)} (cooldown {_span(cooldown)} after the retrain "
+                f"started at {state.last_retrain_at})",
+                "cooldown",
+                iso(until),
+            )
+    if budget is not None:
+        used = state.budget_used if state.budget_day == now.date().isoformat() else 0
+        if used >= budget:
+            return Verdict(False, f"daily retrain budget used up ({used} of {budget} on {now.date()})", "budget")
+    return Verdict(True, "granted", "granted")
+
+
+def reserve(
+    state: ModelState,
+    kind: str,
+    decision_id: str,
+    now: datetime,
+    cooldown: timedelta | None,
+    budget: int | None,
+    force: bool = False,
+) -> tuple[ModelState | None, Verdict]:
+    """Take the model's ``kind`` slot for ``decision_id`` if the rules allow it."""
+    verdict = check(state, kind, decision_id, now, cooldown, budget, force)
+    if not verdict.granted or verdict.resumed:
+        return None, verdict
+    new = copy.deepcopy(state)
+    new.flights[kind] = Flight(decision=decision_id, since=iso(now), previous_retrain_at=state.last_retrain_at)
+    if kind == RETRAIN:
+        today = now.date().isoformat()
+        new.budget_used = (new.budget_used if new.budget_day == today else 0) + 1
+        new.budget_day = today
+        new.last_retrain_at = iso(now)
+    return new, verdict
+
+
+def confirm(
+    state: ModelState, kind: str, decision_id: str, outcome: str, job: str | None, last: dict[str, object]
+) -> tuple[ModelState | None, bool]:
+    """Record the outcome of the reserved action. ``planned`` and ``failed`` free the slot;
+    ``failed`` also gives back the cooldown and budget the reservation took."""
+    flight = state.flights.get(kind)
+    new = copy.deepcopy(state)
+    new.last_decision = dict(last)
+    if flight is None or flight.decision != decision_id:
+        return new, False
+    if outcome == "submitted":
+        new.flights[kind] = Flight(
+            decision=flight.decision, since=flight.since, status="submitted", job=job,
+            previous_retrain_at=flight.previous_retrain_at, data=flight.data,
+        )
+    else:
+        del new.flights[kind]
+        if outcome == "failed" and kind == RETRAIN:
+            new.last_retrain_at = flight.previous_retrain_at
+            new.budget_used = max(0, new.budget_used - 1)
+    return new, True
+
+
+def release(state: ModelState, kind: str, decision_id: str | None, job: str | None) -> tuple[ModelState | None, bool]:
+    """Free the slot when its work has finished (the run completed, failed or was cancelled)."""
+    flight = state.flights.get(kind)
+    if flight is None:
+        return None, False
+    if (decision_id and flight.decision == decision_id) or (job and flight.job == job):
+        new = copy.deepcopy(state)
+        del new.flights[kind]
+        return new, True
+    return None, False
+
+
+def note(state: ModelState, last: dict[str, object]) -> tuple[ModelState | None, None]:
+    new = copy.deepcopy(state)
+    new.last_decision = dict(last)
+    return new, None
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -1,0 +1,77 @@
+"""Ports: what the service needs from the outside, as Protocols. Adapters live in function_app/."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+from handlers.decisions import DeployPlan, JobPlan
+from handlers.records import DecisionRecord, ModelState
+from handlers.signals import Trigger
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The ledger's answer to "have we seen this event?".
+
+    new: first delivery; retry: seen, but its processing never finished (crash): process again;
+    busy: another instance is processing it right now (answer transient, Event Grid retries);
+    done: processed before; ``decisions`` are the ids recorded for it.
+    """
+
+    status: str
+    decisions: tuple[str, ...] = ()
+
+
+class Ledger(Protocol):
+    def claim_event(self, trigger: Trigger, now: datetime, lease: timedelta) -> Claim: ...
+
+    def finish_event(self, trigger: Trigger, decision_ids: Sequence[str], now: datetime) -> None: ...
+
+    def get_model(self, model: str) -> ModelState: ...
+
+    def list_models(self) -> list[ModelState]: ...
+
+    def update_model(self, model: str, change: Callable[[ModelState], tuple[ModelState | None, T]]) -> T:
+        """Apply ``change`` atomically: re-read and re-apply on a concurrent write; write only if
+        it returns a new state. Returns what ``change`` returned beside the state."""
+        ...
+
+    def put_decision(self, record: DecisionRecord) -> None: ...
+
+    def get_decision(self, decision_id: str) -> DecisionRecord | None: ...
+
+    def decisions(self, model: str | None = None, limit: int = 50) -> list[DecisionRecord]: ...
+
+    def purge(self, before: datetime) -> int:
+        """Delete event and decision records older than ``before``; returns how many."""
+        ...
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What an action did: ``submitted`` (acting in Azure), ``planned`` (dry run), or ``skipped`` /
+    ``failed`` with ``details["reason"]`` saying why (e.g. a candidate that did not pass the gate).
+    ``details["note"]`` is extra explanation kept beside the decision's own reason."""
+
+    outcome: str
+    job: dict[str, Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Actions(Protocol):
+    """Carrying decisions out against Azure ML (or rendering them, in dry run)."""
+
+    name: str
+
+    def submit_retrain(self, plan: JobPlan) -> ActionResult:
+        """Submit the pipeline job named ``plan.name``; adopt an existing job of that name."""
+        ...
+
+    def start_deploy(self, plan: DeployPlan) -> ActionResult:
+        """Start rolling out the candidate of ``plan``; never wait for the long-running operation."""
+        ...

@@ -1,0 +1,93 @@
+"""What the ledger stores: decision records and per-model state. Plain data, JSON-friendly."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+OUTCOMES = ("reserved", "submitted", "planned", "skipped", "failed")
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def from_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass
+class DecisionRecord:
+    """One decision and its outcome: the unit of the audit trail and of every reply."""
+
+    id: str
+    model: str | None
+    action: str  # retrain, deploy, promote, rollback, none
+    outcome: str  # one of OUTCOMES
+    reason: str
+    trigger: dict[str, str]
+    at: str
+    job: dict[str, Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DecisionRecord:
+        return cls(
+            id=data["id"],
+            model=data.get("model"),
+            action=data["action"],
+            outcome=data["outcome"],
+            reason=data["reason"],
+            trigger=dict(data.get("trigger") or {}),
+            at=data["at"],
+            job=data.get("job"),
+            details=dict(data.get("details") or {}),
+        )
+
+
+@dataclass
+class Flight:
+    """Work in flight for a model: a retrain job or a rollout. One per kind (single-flight)."""
+
+    decision: str
+    since: str
+    status: str = "reserved"  # reserved (before the action), submitted (acting in Azure)
+    job: str | None = None
+    previous_retrain_at: str | None = None  # restored if the reserved action fails for good
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelState:
+    """Per-model guard state. ``etag`` is the ledger's concurrency token (opaque to the inside)."""
+
+    model: str
+    last_retrain_at: str | None = None
+    budget_day: str | None = None
+    budget_used: int = 0
+    flights: dict[str, Flight] = field(default_factory=dict)
+    last_decision: dict[str, Any] | None = None
+    etag: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("etag")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], etag: str | None = None) -> ModelState:
+        return cls(
+            model=data["model"],
+            last_retrain_at=data.get("last_retrain_at"),
+            budget_day=data.get("budget_day"),
+            budget_used=int(data.get("budget_used") or 0),
+            flights={k: Flight(**v) for k, v in (data.get("flights") or {}).items()},
+            last_decision=data.get("last_decision"),
+            etag=etag,
+        )

@@ -1,0 +1,245 @@
+"""The service: runs one signal through claim -> decide -> guard -> act -> record.
+
+Reserve, act, confirm: a decision takes its model's slot in the ledger before it acts, acts
+under a name derived from its key, then records the outcome. A crash anywhere in between is
+repaired by redelivery (the same event gives the same decision, which resumes its own
+reservation and adopts the job of the same name) or by the reconciler.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from handlers import guards
+from handlers.decisions import Decision, Deploy, Retrain, Rollback, Skip, decide
+from handlers.errors import Conflict, Forbidden, NotFound, PermanentError, TransientError
+from handlers.ports import ActionResult, Actions, Ledger
+from handlers.records import DecisionRecord, ModelState, iso
+from handlers.signals import Envelope, ManualRequest, RunFinished, Signal, ValidationRequest, to_signal, workspace_key
+
+if TYPE_CHECKING:
+    from handlers.policy import Policy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EventResult:
+    event_id: str
+    status: str  # processed, duplicate, validation
+    decisions: list[DecisionRecord] = field(default_factory=list)
+    validation_code: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "status": self.status,
+            "decisions": [d.to_dict() for d in self.decisions],
+        }
+
+
+class RetrainService:
+    def __init__(
+        self,
+        policy: Policy,
+        ledger: Ledger,
+        actions: Actions,
+        clock: Callable[[], datetime],
+        workspaces: Iterable[str],
+        allow_force: bool = False,
+        lease: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self.policy = policy
+        self.ledger = ledger
+        self.actions = actions
+        self.clock = clock
+        self.workspaces = frozenset(workspace_key(w) for w in workspaces)
+        self.allow_force = allow_force
+        self.lease = lease
+
+    # ------------------------------------------------------------------ events
+
+    def handle_envelope(self, env: Envelope) -> EventResult:
+        return self.handle(to_signal(env, self.workspaces))
+
+    def handle(self, signal: Signal) -> EventResult:
+        trigger = signal.trigger
+        if isinstance(signal, ValidationRequest):
+            return EventResult(trigger.event_id, "validation", validation_code=signal.validation_code)
+        now = self.clock()
+        claim = self.ledger.claim_event(trigger, now, self.lease)
+        if claim.status == "done":
+            log.info("duplicate delivery event_id=%s type=%s: already decided", trigger.event_id, trigger.event_type)
+            found = [self.ledger.get_decision(d) for d in claim.decisions]
+            return EventResult(trigger.event_id, "duplicate", [d for d in found if d is not None])
+        if claim.status == "busy":
+            raise TransientError(f"event {trigger.event_id} is being processed by another instance; retry later")
+        try:
+            self._observe(signal)
+            records = [self._carry_out(d, now) for d in decide(signal, self.policy, now)]
+        except TransientError:
+            self._abandon(signal)
+            raise
+        self.ledger.finish_event(trigger, [r.id for r in records], now)
+        return EventResult(trigger.event_id, "processed", records)
+
+    def _abandon(self, signal: Signal) -> None:
+        abandon = getattr(self.ledger, "abandon_event", None)
+        if abandon is None:
+            return
+        try:
+            abandon(signal.trigger)
+        except TransientError:
+            log.warning("could not release the claim on event_id=%s; it expires with its lease", signal.trigger.event_id)
+
+    def _observe(self, signal: Signal) -> None:
+        """Facts that change state whatever is decided: a run of ours has finished."""
+        if isinstance(signal, RunFinished) and signal.started_by_service and not signal.is_child:
+            from handlers.keys import ci_get
+            from handlers.signals import TAG_DECISION, TAG_MODEL
+
+            model = str(ci_get(signal.run_tags, TAG_MODEL) or "")
+            decision = str(ci_get(signal.run_tags, TAG_DECISION) or "")
+            if model:
+                released = self.ledger.update_model(
+                    model, lambda s: guards.release(s, guards.RETRAIN, decision, signal.run_id)
+                )
+                if released:
+                    log.info("released retrain hold model=%s job=%s status=%s", model, signal.run_id, signal.status)
+
+    # ------------------------------------------------------------------ manual
+
+    def manual(self, request: ManualRequest) -> DecisionRecord:
+        """A manual request; raises NotFound (404), InvalidInput (400) or Conflict (409)."""
+        if request.model not in self.policy.models:
+            raise NotFound(f"model {request.model!r} is not in the policy; known: {', '.join(self.policy.models)}")
+        if request.force and not self.allow_force:
+            raise Forbidden("force is not allowed: set RETRAIN_ALLOW_FORCE=true to let callers force")
+        result = self.handle(request)
+        record = result.decisions[0]
+        if record.outcome == "skipped" and record.details.get("guard") in ("cooldown", "in_flight", "budget"):
+            raise Conflict(record.reason)
+        return record
+
+    # ------------------------------------------------------------------ acting
+
+    def _record(self, decision: Decision, outcome: str, now: datetime, reason: str | None = None,
+                job: dict[str, Any] | None = None, **details: Any) -> DecisionRecord:
+        rec = DecisionRecord(
+            id=decision.id,
+            model=decision.model,
+            action=decision.action,
+            outcome=outcome,
+            reason=reason or decision.reason,
+            trigger=decision.trigger.as_dict(),
+            at=iso(now),
+            job=job,
+            details={k: v for k, v in details.items() if v is not None},
+        )
+        self.ledger.put_decision(rec)
+        log.info(
+            "decision %s model=%s action=%s outcome=%s event_id=%s job=%s: %s",
+            rec.id, rec.model, rec.action, rec.outcome, decision.trigger.event_id,
+            (job or {}).get("name"), rec.reason,
+        )
+        return rec
+
+    @staticmethod
+    def _summary(rec: DecisionRecord) -> dict[str, object]:
+        return {"id": rec.id, "action": rec.action, "outcome": rec.outcome, "reason": rec.reason, "at": rec.at}
+
+    def _carry_out(self, decision: Decision, now: datetime) -> DecisionRecord:
+        if isinstance(decision, Skip):
+            rec = self._record(decision, "skipped", now, **decision.details)
+            if decision.model and decision.model in self.policy.models:
+                self.ledger.update_model(decision.model, lambda s: guards.note(s, self._summary(rec)))
+            return rec
+        if isinstance(decision, Retrain):
+            return self._reserved_action(
+                decision, guards.RETRAIN, now,
+                self.policy.cooldown(decision.model), self.policy.daily_budget(decision.model),
+                decision.force, decision.dry_run, decision.job.as_dict(),
+                lambda: self.actions.submit_retrain(decision.job),
+            )
+        if isinstance(decision, Deploy):
+            return self._reserved_action(
+                decision, guards.ROLLOUT, now, None, None, decision.force, decision.dry_run,
+                decision.plan.as_dict(), lambda: self.actions.start_deploy(decision.plan),
+            )
+        if isinstance(decision, Rollback):
+            return self._record(decision, "failed", now, "rollback is carried out by the rollout reconciler, which this version does not have yet")
+        return self._record(decision, "skipped", now, f"{decision.action} decisions are carried out by the reconciler")
+
+    def _reserved_action(
+        self,
+        decision: Retrain | Deploy,
+        kind: str,
+        now: datetime,
+        cooldown: timedelta | None,
+        budget: int | None,
+        force: bool,
+        dry_run: bool,
+        rendered: dict[str, Any],
+        act: Callable[[], ActionResult],
+    ) -> DecisionRecord:
+        model = decision.model
+        if dry_run:  # a preview: the guards are consulted, nothing is reserved or submitted
+            verdict = guards.check(self.ledger.get_model(model), kind, decision.id, now, cooldown, budget, force)
+            if not verdict.granted:
+                return self._record(decision, "skipped", now, verdict.reason, guard=verdict.code, dry_run=True)
+            return self._record(decision, "planned", now, job=_job_of(rendered), rendered=rendered, dry_run=True)
+        verdict = self.ledger.update_model(
+            model, lambda s: guards.reserve(s, kind, decision.id, now, cooldown, budget, force)
+        )
+        if not verdict.granted:
+            rec = self._record(decision, "skipped", now, verdict.reason, guard=verdict.code, until=verdict.until)
+            self.ledger.update_model(model, lambda s: guards.note(s, self._summary(rec)))
+            return rec
+        self._record(decision, "reserved", now, job=_job_of(rendered), rendered=rendered, resumed=verdict.resumed or None)
+        try:
+            result = act()
+        except PermanentError as exc:
+            rec = self._record(decision, "failed", now, f"{decision.reason}; failed: {exc}", rendered=rendered)
+        else:
+            reason = str(result.details.get("reason") or decision.reason)
+            rec = self._record(decision, result.outcome, now, reason, job=result.job or _job_of(rendered),
+                               rendered=rendered, **{k: v for k, v in result.details.items() if k != "reason"})
+        job_name = (rec.job or {}).get("name")
+        self.ledger.update_model(
+            model, lambda s: guards.confirm(s, kind, decision.id, rec.outcome, job_name, self._summary(rec))
+        )
+        return rec
+
+    # ------------------------------------------------------------------ reading
+
+    def model_views(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        return [self.model_view(name, self.ledger.get_model(name), now) for name in self.policy.models]
+
+    def model_view(self, name: str, state: ModelState, now: datetime) -> dict[str, Any]:
+        until = guards.cooldown_until(state, self.policy.cooldown(name))
+        in_cooldown = until is not None and now < until
+        flights = {k: {"decision": f.decision, "status": f.status, "job": f.job, "since": f.since} for k, f in state.flights.items()}
+        status = "retraining" if "retrain" in flights else "rolling out" if "rollout" in flights else "cooldown" if in_cooldown else "idle"
+        budget = self.policy.daily_budget(name)
+        used = state.budget_used if state.budget_day == now.date().isoformat() else 0
+        return {
+            "model": name,
+            "state": status,
+            "in_flight": flights,
+            "cooldown_until": iso(until) if in_cooldown and until else None,
+            "budget": {"used_today": used, "daily": budget},
+            "last_decision": state.last_decision,
+        }
+
+
+def _job_of(rendered: dict[str, Any]) -> dict[str, Any] | None:
+    if rendered.get("type") == "pipeline":
+        return {"name": rendered["name"], "url": None}
+    if "deployment" in rendered:
+        return {"name": f"{rendered['endpoint']}/{rendered['deployment']}", "url": None}
+    return None

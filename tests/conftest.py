@@ -1,0 +1,63 @@
+"""Shared fixtures. No test may reach the internet: a guard refuses any non-loopback connection."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_EVENTS = REPO.parent / "shared" / "events"
+if not SHARED_EVENTS.is_dir():  # CI clones the repo with shared/ beside it
+    SHARED_EVENTS = REPO / ".." / "shared" / "events"
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+class NetworkBlocked(RuntimeError):
+    pass
+
+
+def _is_local(address: Any) -> bool:
+    if isinstance(address, (str, bytes)):  # AF_UNIX path
+        return True
+    host = address[0]
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> Any:
+    if not _is_local(address):
+        raise NetworkBlocked(f"test tried to open a network connection to {address!r}")
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: Any) -> Any:
+    if not _is_local(address):
+        raise NetworkBlocked(f"test tried to open a network connection to {address!r}")
+    return _real_connect_ex(self, address)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+    yield
+
+
+def load_sample(name: str) -> Any:
+    return json.loads((SHARED_EVENTS / name).read_text(encoding="utf-8"))
+
+
+def sample_files() -> list[Path]:
+    return sorted(SHARED_EVENTS.glob("*.eventgrid.json"))
