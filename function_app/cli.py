@@ -1,10 +1,10 @@
 """The `retrain` command line.
 
-  retrain explain EVENT.json      the decision trace for an event file, without side effects
-  retrain send EVENT.json         post it to a running host with the real EventGridPublisherClient
-  retrain decisions               the audit trail from the configured ledger
-  retrain check-policy FILE       validate a policy file (as start-up does)
-  retrain host                    run the local development host
+retrain explain EVENT.json      the decision trace for an event file, without side effects
+retrain send EVENT.json         post it to a running host with the real EventGridPublisherClient
+retrain decisions               the audit trail from the configured ledger
+retrain check-policy FILE       validate a policy file (as start-up does)
+retrain host                    run the local development host
 """
 
 from __future__ import annotations
@@ -132,7 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("explain", help="print the decision trace for an event file, without side effects")
     p.add_argument("event")
     p.add_argument("--policy", help="policy file (default: RETRAIN_POLICY_PATH)")
-    p.add_argument("--with-ledger", action="store_true", help="also check guards against the configured ledger (read only)")
+    p.add_argument(
+        "--with-ledger", action="store_true", help="also check guards against the configured ledger (read only)"
+    )
     p.set_defaults(fn=cmd_explain)
     p = sub.add_parser("send", help="post an event file to a running host with EventGridPublisherClient")
     p.add_argument("event")

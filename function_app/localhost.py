@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
@@ -55,20 +55,34 @@ def _route_regex(route: str) -> re.Pattern[str]:
     return re.compile("^/api/" + "".join(parts) + "/?$")
 
 
-def index_app(app: func.FunctionApp) -> tuple[list[HttpFunction], dict[str, Callable[..., Any]]]:
-    """The HTTP routes and Event Grid functions, read from the bindings the host would receive."""
+_Index = tuple[list[HttpFunction], dict[str, Callable[..., Any]]]
+_indexed: dict[int, _Index] = {}
+
+
+def index_app(app: func.FunctionApp) -> _Index:
+    """The HTTP routes and Event Grid functions, read from the bindings the host would receive.
+
+    ``FunctionApp.get_functions()`` may run once per app (it refuses to see its names twice),
+    as in the worker, so the index is kept per app."""
+    if id(app) not in _indexed:
+        _indexed[id(app)] = _index(app)
+    return _indexed[id(app)]
+
+
+def _index(app: func.FunctionApp) -> _Index:
     http: list[HttpFunction] = []
     eventgrid: dict[str, Callable[..., Any]] = {}
     for fn in app.get_functions():
         bindings = [json.loads(b) for b in fn.get_raw_bindings()]
         trigger = next(b for b in bindings if b["type"].endswith("Trigger"))
         user = fn.get_user_function()
+        name = str(fn.get_function_name())
         if trigger["type"] == "httpTrigger":
-            route = trigger.get("route") or fn.get_function_name()
+            route = str(trigger.get("route") or name)
             methods = frozenset(m.upper() for m in trigger.get("methods") or ("GET", "POST"))
-            http.append(HttpFunction(fn.get_function_name(), methods, _route_regex(route), user))
+            http.append(HttpFunction(name, methods, _route_regex(route), user))
         elif trigger["type"] == "eventGridTrigger":
-            eventgrid[fn.get_function_name()] = user
+            eventgrid[name] = user
     return http, eventgrid
 
 
@@ -81,14 +95,22 @@ def _event_object(raw: dict[str, Any]) -> func.EventGridEvent | func.CloudEvent:
 
     if "specversion" in raw:
         return func.CloudEvent(
-            id=str(raw.get("id")), source=str(raw.get("source")), type=str(raw.get("type")),
-            specversion=str(raw.get("specversion")), data=raw.get("data"), time=when(raw.get("time")),
+            id=str(raw.get("id")),
+            source=str(raw.get("source")),
+            type=str(raw.get("type")),
+            specversion=str(raw.get("specversion")),
+            data=raw.get("data"),
+            time=when(raw.get("time")),
             subject=raw.get("subject"),
         )
     return func.EventGridEvent(
-        id=str(raw.get("id")), data=raw.get("data"), topic=str(raw.get("topic") or ""),
-        subject=str(raw.get("subject") or ""), event_type=str(raw.get("eventType")),
-        event_time=when(raw.get("eventTime")), data_version=str(raw.get("dataVersion") or ""),
+        id=str(raw.get("id")),
+        data=cast("dict[str, object]", raw.get("data")),  # the host passes whatever JSON `data` holds
+        topic=str(raw.get("topic") or ""),
+        subject=str(raw.get("subject") or ""),
+        event_type=str(raw.get("eventType")),
+        event_time=when(raw.get("eventTime")),
+        data_version=str(raw.get("dataVersion") or ""),
     )
 
 
@@ -98,7 +120,9 @@ class Host:
     def __init__(self, app: func.FunctionApp) -> None:
         self.http, self.eventgrid = index_app(app)
 
-    def dispatch(self, method: str, url: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def dispatch(
+        self, method: str, url: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(url)
         params = dict(parse_qsl(parts.query))
         if parts.path.rstrip("/") == "/runtime/webhooks/eventgrid":
@@ -111,20 +135,36 @@ class Host:
             if method not in fn.methods:
                 allowed |= fn.methods
                 continue
-            req = func.HttpRequest(method, url, headers=headers, params=params, route_params=match.groupdict(), body=body)
+            req = func.HttpRequest(
+                method, url, headers=headers, params=params, route_params=match.groupdict(), body=body
+            )
             resp = fn.call(req)
             out_headers = dict(resp.headers)
             out_headers.setdefault("Content-Type", resp.mimetype or "text/plain")
             return resp.status_code, out_headers, resp.get_body()
         if allowed:
-            return 405, {"Allow": ", ".join(sorted(allowed)), "Content-Type": "application/json"}, json.dumps({"error": f"{method} not allowed; use {', '.join(sorted(allowed))}"}).encode()
-        return 404, {"Content-Type": "application/json"}, json.dumps({"error": f"no function serves {parts.path}"}).encode()
+            return (
+                405,
+                {"Allow": ", ".join(sorted(allowed)), "Content-Type": "application/json"},
+                json.dumps({"error": f"{method} not allowed; use {', '.join(sorted(allowed))}"}).encode(),
+            )
+        return (
+            404,
+            {"Content-Type": "application/json"},
+            json.dumps({"error": f"no function serves {parts.path}"}).encode(),
+        )
 
     def _eventgrid(self, name: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         js = {"Content-Type": "application/json"}
         fn = self.eventgrid.get(name)
         if fn is None:
-            return 404, js, json.dumps({"error": f"no Event Grid function named {name!r}; have: {', '.join(self.eventgrid)}"}).encode()
+            return (
+                404,
+                js,
+                json.dumps(
+                    {"error": f"no Event Grid function named {name!r}; have: {', '.join(self.eventgrid)}"}
+                ).encode(),
+            )
         try:
             events = json.loads(body or b"null")
         except ValueError:
@@ -132,7 +172,9 @@ class Host:
         events = events if isinstance(events, list) else [events]
         kind = {k.lower(): v for k, v in headers.items()}.get("aeg-event-type", "Notification").lower()
         if kind == "subscriptionvalidation":
-            code = (events[0].get("data") or {}).get("validationCode") if events and isinstance(events[0], dict) else None
+            code = (
+                (events[0].get("data") or {}).get("validationCode") if events and isinstance(events[0], dict) else None
+            )
             if not code:
                 return 400, js, json.dumps({"error": "validation event without data.validationCode"}).encode()
             return 200, js, json.dumps({"validationResponse": code}).encode()
@@ -162,7 +204,7 @@ def make_server(host: Host, port: int, address: str = "127.0.0.1") -> ThreadingH
             self.end_headers()
             self.wfile.write(out)
 
-        do_GET = do_POST = do_OPTIONS = do_PUT = do_DELETE = _serve
+        do_GET = do_POST = do_OPTIONS = do_PUT = do_DELETE = _serve  # noqa: N815 (names BaseHTTPRequestHandler dispatches to)
 
         def log_message(self, format: str, *args: Any) -> None:
             log.info("%s %s", self.address_string(), format % args)
@@ -186,8 +228,11 @@ def load_local_settings(path: str = "local.settings.json") -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="retrain-host", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEFAULT_PORT)))
-    parser.add_argument("--script", default=os.environ.get("PYTHON_SCRIPT_FILE_NAME", "main.py"),
-                        help="the root script the worker imports (default: PYTHON_SCRIPT_FILE_NAME or main.py)")
+    parser.add_argument(
+        "--script",
+        default=os.environ.get("PYTHON_SCRIPT_FILE_NAME", "main.py"),
+        help="the root script the worker imports (default: PYTHON_SCRIPT_FILE_NAME or main.py)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     load_local_settings()

@@ -30,7 +30,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RETRAIN_POLICY_PATH", "examples/policy.yaml", "path of the policy file, relative to the app root"),
     Setting("RETRAIN_LEDGER", "sqlite", "ledger backend: 'sqlite' (local default) or 'table' (Azure Table Storage)"),
     Setting("RETRAIN_SQLITE_PATH", ".retrain/ledger.db", "SQLite ledger file, for RETRAIN_LEDGER=sqlite", azure=False),
-    Setting("RETRAIN_TABLES_CONNECTION", None, "storage connection string for the Table ledger (local/test)", azure=False),
+    Setting(
+        "RETRAIN_TABLES_CONNECTION", None, "storage connection string for the Table ledger (local/test)", azure=False
+    ),
     Setting("RETRAIN_TABLES_ACCOUNT_URL", None, "https://ACCOUNT.table.core.windows.net, used with managed identity"),
     Setting("RETRAIN_TABLE_PREFIX", "retrain", "prefix of the ledger's table names"),
     Setting("RETRAIN_RETENTION_DAYS", "30", "days to keep event and decision records"),
@@ -47,6 +49,14 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
+
+
+def _positive(text: str) -> float:
+    """The number in ``text``, or -1 when it is not one (reported by the caller)."""
+    try:
+        return float(text)
+    except ValueError:
+        return -1.0
 
 
 def _bool(text: str | None) -> bool:
@@ -107,11 +117,8 @@ class Settings:
             )
         numbers: dict[str, float] = {}
         for name in ("RETRAIN_RETENTION_DAYS", "RETRAIN_DEADLINE_SECONDS"):
-            try:
-                numbers[name] = float(req(name))
-                if numbers[name] <= 0:
-                    raise ValueError
-            except ValueError:
+            numbers[name] = _positive(req(name))
+            if numbers[name] <= 0:
                 problems.append(f"{name}={get(name)!r}: must be a positive number")
                 numbers[name] = float(_DEFAULTS[name] or 1)
         workspace = (req("AZUREML_SUBSCRIPTION_ID"), req("AZUREML_RESOURCE_GROUP"), req("AZUREML_WORKSPACE_NAME"))

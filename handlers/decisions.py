@@ -183,13 +183,19 @@ def decide(signal: Signal, policy: Policy, now: datetime) -> list[Decision]:
 
 def _on_drift(signal: DriftDetected, policy: Policy) -> list[Decision]:
     if ci_get(signal.run_tags, TAG_DECISION):
-        return [skip(signal.trigger, "the drift signal comes from a run this service started; it never retrains from its own runs")]
+        return [
+            skip(
+                signal.trigger,
+                "the drift signal comes from a run this service started; it never retrains from its own runs",
+            )
+        ]
     names = {signal.monitor.lower()}
     signal_name = (signal.signal_name or "").lower()
     concerned = [
         (name, mp)
         for name, mp in policy.models.items()
-        if names & {m.lower() for m in mp.drift.monitors} or (signal_name and signal_name in {s.lower() for s in mp.drift.signals})
+        if names & {m.lower() for m in mp.drift.monitors}
+        or (signal_name and signal_name in {s.lower() for s in mp.drift.signals})
     ]
     if not concerned:
         what = f"drift monitor {signal.monitor!r}" + (f" (signal {signal.signal_name!r})" if signal.signal_name else "")
@@ -197,12 +203,18 @@ def _on_drift(signal: DriftDetected, policy: Policy) -> list[Decision]:
     out: list[Decision] = []
     for model, mp in concerned:
         rule = mp.drift
-        if rule.min_coefficient is not None and signal.coefficient is not None and signal.coefficient < rule.min_coefficient:
-            out.append(skip(
-                signal.trigger,
-                f"drift coefficient {signal.coefficient:.3f} is below the policy's min_coefficient {rule.min_coefficient}",
-                model,
-            ))
+        if (
+            rule.min_coefficient is not None
+            and signal.coefficient is not None
+            and signal.coefficient < rule.min_coefficient
+        ):
+            out.append(
+                skip(
+                    signal.trigger,
+                    f"drift coefficient {signal.coefficient:.3f} is below the policy's min_coefficient {rule.min_coefficient}",
+                    model,
+                )
+            )
             continue
         reason = signal.detail
         if rule.min_coefficient is not None and signal.coefficient is not None:
@@ -271,7 +283,9 @@ def _retrain(
     return Retrain(did, model, reason, trigger, plan, force=force, dry_run=dry_run)
 
 
-def _deploy_plan(model: str, mp: ModelPolicy, did: str, source: str, run: RunFinished | None, version: str | None) -> DeployPlan:
+def _deploy_plan(
+    model: str, mp: ModelPolicy, did: str, source: str, run: RunFinished | None, version: str | None
+) -> DeployPlan:
     assert mp.deploy is not None
     key = did.split("-", 1)[1]
     base = slug(model, 20)
@@ -295,10 +309,21 @@ def _on_run(signal: RunFinished, policy: Policy) -> list[Decision]:
     ours = signal.started_by_service
     tagged_model = ci_get(signal.run_tags, TAG_MODEL) if ours else None
     if signal.is_child:
-        return [skip(trigger, f"run {run} is a step or child of another run: only the top-level pipeline run is a candidate", tagged_model)]
+        return [
+            skip(
+                trigger,
+                f"run {run} is a step or child of another run: only the top-level pipeline run is a candidate",
+                tagged_model,
+            )
+        ]
     if ours:
         if tagged_model not in policy.models:
-            return [skip(trigger, f"run {run} was started by this service for model {tagged_model!r}, which the policy no longer has")]
+            return [
+                skip(
+                    trigger,
+                    f"run {run} was started by this service for model {tagged_model!r}, which the policy no longer has",
+                )
+            ]
         candidates = [(str(tagged_model), policy.models[str(tagged_model)])]
     else:
         candidates = [
@@ -310,14 +335,33 @@ def _on_run(signal: RunFinished, policy: Policy) -> list[Decision]:
         ]
     if not signal.succeeded:
         if ours:
-            return [skip(trigger, f"retraining run {run} ended {signal.status}; its single-flight hold is released, nothing to deploy", str(tagged_model))]
-        return [skip(trigger, f"run {run} ended {signal.status}; not a retraining run of this service", candidates[0][0] if candidates else None)]
+            return [
+                skip(
+                    trigger,
+                    f"retraining run {run} ended {signal.status}; its single-flight hold is released, nothing to deploy",
+                    str(tagged_model),
+                )
+            ]
+        return [
+            skip(
+                trigger,
+                f"run {run} ended {signal.status}; not a retraining run of this service",
+                candidates[0][0] if candidates else None,
+            )
+        ]
     if not candidates:
-        return [skip(trigger, f"run {run} of experiment {signal.experiment!r} was not started by this service and no policy names it as a candidate")]
+        return [
+            skip(
+                trigger,
+                f"run {run} of experiment {signal.experiment!r} was not started by this service and no policy names it as a candidate",
+            )
+        ]
     out: list[Decision] = []
     for model, mp in candidates:
         if mp.deploy is None:
-            out.append(skip(trigger, f"run {run} finished, but the policy has no 'deploy' section for model {model!r}", model))
+            out.append(
+                skip(trigger, f"run {run} finished, but the policy has no 'deploy' section for model {model!r}", model)
+            )
             continue
         did = decision_id("deploy", model, trigger)
         plan = _deploy_plan(model, mp, did, "run", signal, None)
@@ -332,9 +376,17 @@ def _on_registration(signal: ModelRegistered, policy: Policy) -> Decision:
     if mp is None:
         return skip(trigger, f"registration of {name}:{version} recorded; the model is not in the policy")
     if ci_get({str(k): v for k, v in signal.tags.items()}, TAG_DECISION):
-        return skip(trigger, f"registration of {name}:{version} recorded; it comes from this service's retraining run, which is deployed from the run's completion", name)
+        return skip(
+            trigger,
+            f"registration of {name}:{version} recorded; it comes from this service's retraining run, which is deployed from the run's completion",
+            name,
+        )
     if mp.deploy is None or not mp.deploy.on_registration:
-        return skip(trigger, f"registration of {name}:{version} recorded; the policy does not deploy {name} on registration", name)
+        return skip(
+            trigger,
+            f"registration of {name}:{version} recorded; the policy does not deploy {name} on registration",
+            name,
+        )
     did = decision_id("deploy", name, trigger)
     plan = _deploy_plan(name, mp, did, "registration", None, version)
     return Deploy(did, name, f"model {name}:{version} registered and the policy deploys on registration", trigger, plan)
@@ -354,7 +406,9 @@ def _on_manual(signal: ManualRequest, policy: Policy) -> Decision:
                 f"inputs {', '.join(map(repr, refused))} may not be overridden for model {model!r}; "
                 f"overridable: {', '.join(sorted(allowed)) or 'none'} (policy: models.{model}.retrain.overridable)"
             )
-        return _retrain(model, mp, trigger, reason, {}, signal.inputs, manual=True, force=signal.force, dry_run=signal.dry_run)
+        return _retrain(
+            model, mp, trigger, reason, {}, signal.inputs, manual=True, force=signal.force, dry_run=signal.dry_run
+        )
     if signal.action == "deploy":
         if mp.deploy is None:
             raise InvalidInput(f"model {model!r} has no 'deploy' section in the policy; add one to deploy it")
@@ -363,4 +417,6 @@ def _on_manual(signal: ManualRequest, policy: Policy) -> Decision:
         return Deploy(did, model, reason, trigger, plan, force=signal.force, dry_run=signal.dry_run)
     if mp.deploy is None:
         raise InvalidInput(f"model {model!r} has no 'deploy' section in the policy; nothing to roll back")
-    return Rollback(decision_id("rollback", model, trigger), model, reason, trigger, force=signal.force, dry_run=signal.dry_run)
+    return Rollback(
+        decision_id("rollback", model, trigger), model, reason, trigger, force=signal.force, dry_run=signal.dry_run
+    )

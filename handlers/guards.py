@@ -8,8 +8,7 @@ re-reads and asks again. That is how N concurrent drift events start one retrain
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from handlers.records import Flight, ModelState, from_iso, iso
@@ -50,7 +49,9 @@ def check(
         return Verdict(True, f"resuming decision {decision_id} reserved at {flight.since}", "resumed")
     if flight and not force:
         what = f"job {flight.job}" if flight.job else f"decision {flight.decision}"
-        return Verdict(False, f"a {kind} is already in flight for this model ({what}, since {flight.since})", "in_flight")
+        return Verdict(
+            False, f"a {kind} is already in flight for this model ({what}, since {flight.since})", "in_flight"
+        )
     if cooldown is not None and not force:
         until = cooldown_until(state, cooldown)
         if until and now < until:
@@ -81,37 +82,38 @@ def reserve(
     verdict = check(state, kind, decision_id, now, cooldown, budget, force)
     if not verdict.granted or verdict.resumed:
         return None, verdict
-    new = copy.deepcopy(state)
-    new.flights[kind] = Flight(decision=decision_id, since=iso(now), previous_retrain_at=state.last_retrain_at)
-    if kind == RETRAIN:
-        today = now.date().isoformat()
-        new.budget_used = (new.budget_used if new.budget_day == today else 0) + 1
-        new.budget_day = today
-        new.last_retrain_at = iso(now)
-    return new, verdict
+    flights = {
+        **state.flights,
+        kind: Flight(decision=decision_id, since=iso(now), previous_retrain_at=state.last_retrain_at),
+    }
+    if kind != RETRAIN:
+        return replace(state, flights=flights), verdict
+    today = now.date().isoformat()
+    used = (state.budget_used if state.budget_day == today else 0) + 1
+    return replace(state, flights=flights, budget_used=used, budget_day=today, last_retrain_at=iso(now)), verdict
 
 
 def confirm(
-    state: ModelState, kind: str, decision_id: str, outcome: str, job: str | None, last: dict[str, object]
+    state: ModelState, kind: str, decision_id: str, outcome: str, job: str | None
 ) -> tuple[ModelState | None, bool]:
-    """Record the outcome of the reserved action. ``planned`` and ``failed`` free the slot;
-    ``failed`` also gives back the cooldown and budget the reservation took."""
+    """Record the outcome of the reserved action. ``planned``, ``skipped`` and ``failed`` free the
+    slot; ``failed`` also gives back the cooldown and budget the reservation took."""
     flight = state.flights.get(kind)
-    new = copy.deepcopy(state)
-    new.last_decision = dict(last)
     if flight is None or flight.decision != decision_id:
-        return new, False
+        return None, False
+    flights = dict(state.flights)
     if outcome == "submitted":
-        new.flights[kind] = Flight(
-            decision=flight.decision, since=flight.since, status="submitted", job=job,
-            previous_retrain_at=flight.previous_retrain_at, data=flight.data,
-        )
-    else:
-        del new.flights[kind]
-        if outcome == "failed" and kind == RETRAIN:
-            new.last_retrain_at = flight.previous_retrain_at
-            new.budget_used = max(0, new.budget_used - 1)
-    return new, True
+        flights[kind] = replace(flight, status="submitted", job=job)
+        return replace(state, flights=flights), True
+    del flights[kind]
+    if outcome == "failed" and kind == RETRAIN:
+        return replace(
+            state,
+            flights=flights,
+            last_retrain_at=flight.previous_retrain_at,
+            budget_used=max(0, state.budget_used - 1),
+        ), True
+    return replace(state, flights=flights), True
 
 
 def release(state: ModelState, kind: str, decision_id: str | None, job: str | None) -> tuple[ModelState | None, bool]:
@@ -120,16 +122,8 @@ def release(state: ModelState, kind: str, decision_id: str | None, job: str | No
     if flight is None:
         return None, False
     if (decision_id and flight.decision == decision_id) or (job and flight.job == job):
-        new = copy.deepcopy(state)
-        del new.flights[kind]
-        return new, True
+        return replace(state, flights={k: f for k, f in state.flights.items() if k != kind}), True
     return None, False
-
-
-def note(state: ModelState, last: dict[str, object]) -> tuple[ModelState | None, None]:
-    new = copy.deepcopy(state)
-    new.last_decision = dict(last)
-    return new, None
 
 
 def _span(delta: timedelta) -> str:

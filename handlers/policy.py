@@ -18,7 +18,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from handlers.errors import PolicyError
 
 _DURATION = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
-_PIPELINE = re.compile(r"^(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]{0,254})(?::(?P<version>[A-Za-z0-9_.-]+)|@(?P<label>[A-Za-z0-9_.-]+))$")
+_PIPELINE = re.compile(
+    r"^(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]{0,254})(?::(?P<version>[A-Za-z0-9_.-]+)|@(?P<label>[A-Za-z0-9_.-]+))$"
+)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 _ENDPOINT = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
 
@@ -28,7 +30,7 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
-        raise ValueError("expected a duration such as '6h', '30m' or '1d'")
+        raise ValueError("expected a duration such as '6h', '30m' or '1d'")  # noqa: TRY004 (pydantic reports ValueError)
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError("a duration cannot be negative")
@@ -188,9 +190,7 @@ class Policy(_Strict):
     def _model_names(cls, models: dict[str, ModelPolicy]) -> dict[str, ModelPolicy]:
         for name in models:
             if not _NAME.match(name):
-                raise ValueError(
-                    f"{name!r} is not an Azure ML model name; use letters, digits, '-', '_' and '.'"
-                )
+                raise ValueError(f"{name!r} is not an Azure ML model name; use letters, digits, '-', '_' and '.'")
         if not models:
             raise ValueError("no models; add at least one model under 'models'")
         return models
@@ -218,7 +218,7 @@ def _format(path: str, err: Mapping[str, Any]) -> str:
     msg = str(err.get("msg", "invalid"))
     msg = msg.removeprefix("Value error, ")
     fix = _FIXES.get(str(err.get("type")), "")
-    if err.get("type") == "extra_forbidden":
+    if err.get("type") in ("extra_forbidden", "missing"):
         msg = fix
     elif fix and fix not in msg:
         msg = f"{msg}; {fix}"
@@ -231,7 +231,9 @@ def parse_policy(text: str, path: str = "policy.yaml") -> Policy:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise PolicyError(path, [f"{path}: {where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax"]) from exc
+        raise PolicyError(
+            path, [f"{path}: {where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax"]
+        ) from exc
     if not isinstance(raw, Mapping):
         raise PolicyError(path, [f"{path}: (top level): expected a mapping with 'models'; see examples/policy.yaml"])
     try:

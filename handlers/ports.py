@@ -30,7 +30,12 @@ class Claim:
 class Ledger(Protocol):
     def claim_event(self, trigger: Trigger, now: datetime, lease: timedelta) -> Claim: ...
 
-    def finish_event(self, trigger: Trigger, decision_ids: Sequence[str], now: datetime) -> None: ...
+    def finish_event(
+        self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()
+    ) -> None:
+        """Mark the event done with its decisions, first writing ``records`` (decisions not yet
+        written, i.e. skips, which need no reservation), in one transaction where the store allows."""
+        ...
 
     def get_model(self, model: str) -> ModelState: ...
 

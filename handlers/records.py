@@ -34,7 +34,20 @@ class DecisionRecord:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "id": self.id,
+            "model": self.model,
+            "action": self.action,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "trigger": dict(self.trigger),
+            "at": self.at,
+            "job": self.job,
+            "details": self.details,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        return {"id": self.id, "action": self.action, "outcome": self.outcome, "reason": self.reason, "at": self.at}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DecisionRecord:
@@ -51,7 +64,7 @@ class DecisionRecord:
         )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Flight:
     """Work in flight for a model: a retrain job or a rollout. One per kind (single-flight)."""
 
@@ -72,13 +85,16 @@ class ModelState:
     budget_day: str | None = None
     budget_used: int = 0
     flights: dict[str, Flight] = field(default_factory=dict)
-    last_decision: dict[str, Any] | None = None
     etag: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("etag")
-        return data
+        return {
+            "model": self.model,
+            "last_retrain_at": self.last_retrain_at,
+            "budget_day": self.budget_day,
+            "budget_used": self.budget_used,
+            "flights": {k: asdict(f) for k, f in self.flights.items()},
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], etag: str | None = None) -> ModelState:
@@ -88,6 +104,5 @@ class ModelState:
             budget_day=data.get("budget_day"),
             budget_used=int(data.get("budget_used") or 0),
             flights={k: Flight(**v) for k, v in (data.get("flights") or {}).items()},
-            last_decision=data.get("last_decision"),
             etag=etag,
         )

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers import guards
-from handlers.decisions import Decision, Deploy, Retrain, Rollback, Skip, decide
+from handlers.decisions import Decision, Deploy, Promote, Retrain, Rollback, Skip, decide
 from handlers.errors import Conflict, Forbidden, NotFound, PermanentError, TransientError
 from handlers.ports import ActionResult, Actions, Ledger
 from handlers.records import DecisionRecord, ModelState, iso
@@ -80,11 +80,17 @@ class RetrainService:
             raise TransientError(f"event {trigger.event_id} is being processed by another instance; retry later")
         try:
             self._observe(signal)
-            records = [self._carry_out(d, now) for d in decide(signal, self.policy, now)]
+            records, unwritten = [], []
+            for decision in decide(signal, self.policy, now):
+                if isinstance(decision, Skip):  # no reservation: written with the event's completion
+                    unwritten.append(self._record(decision, "skipped", now, write=False, **decision.details))
+                    records.append(unwritten[-1])
+                else:
+                    records.append(self._carry_out(decision, now))
         except TransientError:
             self._abandon(signal)
             raise
-        self.ledger.finish_event(trigger, [r.id for r in records], now)
+        self.ledger.finish_event(trigger, [r.id for r in records], now, unwritten)
         return EventResult(trigger.event_id, "processed", records)
 
     def _abandon(self, signal: Signal) -> None:
@@ -94,7 +100,9 @@ class RetrainService:
         try:
             abandon(signal.trigger)
         except TransientError:
-            log.warning("could not release the claim on event_id=%s; it expires with its lease", signal.trigger.event_id)
+            log.warning(
+                "could not release the claim on event_id=%s; it expires with its lease", signal.trigger.event_id
+            )
 
     def _observe(self, signal: Signal) -> None:
         """Facts that change state whatever is decided: a run of ours has finished."""
@@ -127,8 +135,16 @@ class RetrainService:
 
     # ------------------------------------------------------------------ acting
 
-    def _record(self, decision: Decision, outcome: str, now: datetime, reason: str | None = None,
-                job: dict[str, Any] | None = None, **details: Any) -> DecisionRecord:
+    def _record(
+        self,
+        decision: Decision,
+        outcome: str,
+        now: datetime,
+        reason: str | None = None,
+        job: dict[str, Any] | None = None,
+        write: bool = True,
+        **details: Any,
+    ) -> DecisionRecord:
         rec = DecisionRecord(
             id=decision.id,
             model=decision.model,
@@ -140,39 +156,49 @@ class RetrainService:
             job=job,
             details={k: v for k, v in details.items() if v is not None},
         )
-        self.ledger.put_decision(rec)
+        if write:
+            self.ledger.put_decision(rec)
         log.info(
             "decision %s model=%s action=%s outcome=%s event_id=%s job=%s: %s",
-            rec.id, rec.model, rec.action, rec.outcome, decision.trigger.event_id,
-            (job or {}).get("name"), rec.reason,
+            rec.id,
+            rec.model,
+            rec.action,
+            rec.outcome,
+            decision.trigger.event_id,
+            (job or {}).get("name"),
+            rec.reason,
         )
         return rec
 
-    @staticmethod
-    def _summary(rec: DecisionRecord) -> dict[str, object]:
-        return {"id": rec.id, "action": rec.action, "outcome": rec.outcome, "reason": rec.reason, "at": rec.at}
-
     def _carry_out(self, decision: Decision, now: datetime) -> DecisionRecord:
-        if isinstance(decision, Skip):
-            rec = self._record(decision, "skipped", now, **decision.details)
-            if decision.model and decision.model in self.policy.models:
-                self.ledger.update_model(decision.model, lambda s: guards.note(s, self._summary(rec)))
-            return rec
         if isinstance(decision, Retrain):
             return self._reserved_action(
-                decision, guards.RETRAIN, now,
-                self.policy.cooldown(decision.model), self.policy.daily_budget(decision.model),
-                decision.force, decision.dry_run, decision.job.as_dict(),
+                decision,
+                guards.RETRAIN,
+                now,
+                self.policy.cooldown(decision.model),
+                self.policy.daily_budget(decision.model),
+                decision.force,
+                decision.dry_run,
+                decision.job.as_dict(),
                 lambda: self.actions.submit_retrain(decision.job),
             )
         if isinstance(decision, Deploy):
             return self._reserved_action(
-                decision, guards.ROLLOUT, now, None, None, decision.force, decision.dry_run,
-                decision.plan.as_dict(), lambda: self.actions.start_deploy(decision.plan),
+                decision,
+                guards.ROLLOUT,
+                now,
+                None,
+                None,
+                decision.force,
+                decision.dry_run,
+                decision.plan.as_dict(),
+                lambda: self.actions.start_deploy(decision.plan),
             )
-        if isinstance(decision, Rollback):
-            return self._record(decision, "failed", now, "rollback is carried out by the rollout reconciler, which this version does not have yet")
-        return self._record(decision, "skipped", now, f"{decision.action} decisions are carried out by the reconciler")
+        if isinstance(decision, (Rollback, Promote)):
+            # No route or signal produces these yet: rollouts and their steps belong to the reconciler.
+            raise PermanentError(f"{decision.action} is not carried out by this version of the service")
+        raise AssertionError(f"unhandled decision {decision!r}")
 
     def _reserved_action(
         self,
@@ -196,22 +222,27 @@ class RetrainService:
             model, lambda s: guards.reserve(s, kind, decision.id, now, cooldown, budget, force)
         )
         if not verdict.granted:
-            rec = self._record(decision, "skipped", now, verdict.reason, guard=verdict.code, until=verdict.until)
-            self.ledger.update_model(model, lambda s: guards.note(s, self._summary(rec)))
-            return rec
-        self._record(decision, "reserved", now, job=_job_of(rendered), rendered=rendered, resumed=verdict.resumed or None)
+            return self._record(decision, "skipped", now, verdict.reason, guard=verdict.code, until=verdict.until)
+        self._record(
+            decision, "reserved", now, job=_job_of(rendered), rendered=rendered, resumed=verdict.resumed or None
+        )
         try:
             result = act()
         except PermanentError as exc:
             rec = self._record(decision, "failed", now, f"{decision.reason}; failed: {exc}", rendered=rendered)
         else:
             reason = str(result.details.get("reason") or decision.reason)
-            rec = self._record(decision, result.outcome, now, reason, job=result.job or _job_of(rendered),
-                               rendered=rendered, **{k: v for k, v in result.details.items() if k != "reason"})
+            rec = self._record(
+                decision,
+                result.outcome,
+                now,
+                reason,
+                job=result.job or _job_of(rendered),
+                rendered=rendered,
+                **{k: v for k, v in result.details.items() if k != "reason"},
+            )
         job_name = (rec.job or {}).get("name")
-        self.ledger.update_model(
-            model, lambda s: guards.confirm(s, kind, decision.id, rec.outcome, job_name, self._summary(rec))
-        )
+        self.ledger.update_model(model, lambda s: guards.confirm(s, kind, decision.id, rec.outcome, job_name))
         return rec
 
     # ------------------------------------------------------------------ reading
@@ -221,10 +252,22 @@ class RetrainService:
         return [self.model_view(name, self.ledger.get_model(name), now) for name in self.policy.models]
 
     def model_view(self, name: str, state: ModelState, now: datetime) -> dict[str, Any]:
+        last = self.ledger.decisions(name, 1)
         until = guards.cooldown_until(state, self.policy.cooldown(name))
         in_cooldown = until is not None and now < until
-        flights = {k: {"decision": f.decision, "status": f.status, "job": f.job, "since": f.since} for k, f in state.flights.items()}
-        status = "retraining" if "retrain" in flights else "rolling out" if "rollout" in flights else "cooldown" if in_cooldown else "idle"
+        flights = {
+            k: {"decision": f.decision, "status": f.status, "job": f.job, "since": f.since}
+            for k, f in state.flights.items()
+        }
+        status = (
+            "retraining"
+            if "retrain" in flights
+            else "rolling out"
+            if "rollout" in flights
+            else "cooldown"
+            if in_cooldown
+            else "idle"
+        )
         budget = self.policy.daily_budget(name)
         used = state.budget_used if state.budget_day == now.date().isoformat() else 0
         return {
@@ -233,7 +276,7 @@ class RetrainService:
             "in_flight": flights,
             "cooldown_until": iso(until) if in_cooldown and until else None,
             "budget": {"used_today": used, "daily": budget},
-            "last_decision": state.last_decision,
+            "last_decision": last[0].summary() if last else None,
         }
 
 

@@ -154,14 +154,7 @@ class ValidationRequest:
 
 
 Signal = (
-    DriftDetected
-    | RunFinished
-    | ModelRegistered
-    | ModelDeployed
-    | ManualRequest
-    | Tick
-    | Ignored
-    | ValidationRequest
+    DriftDetected | RunFinished | ModelRegistered | ModelDeployed | ManualRequest | Tick | Ignored | ValidationRequest
 )
 
 
@@ -178,16 +171,15 @@ def envelope_from_dict(raw: Mapping[str, Any]) -> Envelope:
     is_cloud = "specversion" in raw or ("type" in raw and "eventType" not in raw)
     if is_cloud:
         event_type, source, time_key, schema = raw.get("type"), raw.get("source"), "time", "cloudevents"
-        type_name, source_name = "type", "source"
+        type_name = "type"
     else:
         event_type, source, time_key, schema = raw.get("eventType"), raw.get("topic"), "eventTime", "eventgrid"
-        type_name, source_name = "eventType", "topic"
+        type_name = "eventType"
     event_id = raw.get("id")
     missing = [name for name, value in (("id", event_id), (type_name, event_type)) if not value]
     if missing:
         raise InvalidInput(
-            f"event is missing {', '.join(repr(m) for m in missing)}; "
-            f"an {schema} event needs 'id' and '{type_name}'"
+            f"event is missing {', '.join(repr(m) for m in missing)}; an {schema} event needs 'id' and '{type_name}'"
         )
     data = raw.get("data")
     if isinstance(data, str):
@@ -313,10 +305,7 @@ def _run_signal(env: Envelope, trigger: Trigger, ws: str) -> Signal:
     props = props if isinstance(props, Mapping) else {}
     run_id = str(env.get("runId") or "")
     experiment = str(env.get("experimentName") or "")
-    if env.event_type == RUN_COMPLETED:
-        status = "completed"
-    else:
-        status = str(env.get("runStatus") or "").lower()
+    status = "completed" if env.event_type == RUN_COMPLETED else str(env.get("runStatus") or "").lower()
     breach = ci_get(tags, MONITOR_BREACH_TAG)
     if env.event_type == RUN_STATUS and breach:
         match = _SIGNAL_IN_BREACH.search(str(breach))

@@ -13,11 +13,14 @@ class DryRunActions:
         return ActionResult(
             "planned",
             job={"name": plan.name, "url": None},
-            details={"backend": self.name, "note": f"dry run: would submit pipeline job {plan.name} from {plan.component}"},
+            details={
+                "backend": self.name,
+                "note": f"dry run: would submit pipeline job {plan.name} from {plan.component}",
+            },
         )
 
     def start_deploy(self, plan: DeployPlan) -> ActionResult:
-        candidate = plan.version and f"version {plan.version}" or f"the model of run {plan.run_id}"
+        candidate = f"version {plan.version}" if plan.version else f"the model of run {plan.run_id}"
         return ActionResult(
             "planned",
             job={"name": f"{plan.endpoint}/{plan.deployment}", "url": None},

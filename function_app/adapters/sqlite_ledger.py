@@ -33,8 +33,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     id TEXT PRIMARY KEY, model TEXT, action TEXT, outcome TEXT, at TEXT NOT NULL,
     created_at TEXT NOT NULL, body TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS decisions_model_at ON decisions (model, created_at);
-CREATE INDEX IF NOT EXISTS decisions_at ON decisions (created_at);
+-- Newest first is rowid order (rows are inserted when a decision is first made); an index on
+-- model (which carries the rowid) serves the per-model trail in the same order.
+CREATE INDEX IF NOT EXISTS decisions_model ON decisions (model);
 CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL);
 """
 
@@ -60,7 +61,8 @@ class SqliteLedger:
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes, not power loss
+        db.execute("PRAGMA wal_autocheckpoint=4000")  # fewer, larger checkpoints: less tail latency
         db.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
         return db
 
@@ -91,45 +93,66 @@ class SqliteLedger:
             else:
                 db.execute("COMMIT")
 
+    def _write(self, sql: str, params: tuple[object, ...]) -> int:
+        """One statement is its own atomic transaction (autocommit); returns the rows changed."""
+        with self._memory_lock if self.path == ":memory:" else _nolock():
+            try:
+                return int(self._conn().execute(sql, params).rowcount)
+            except sqlite3.OperationalError as exc:  # database locked past the timeout
+                raise TransientError(f"ledger {self.path} is busy: {exc}") from exc
+
     # ------------------------------------------------------------------ events
 
     def claim_event(self, trigger: Trigger, now: datetime, lease: timedelta) -> Claim:
-        key = event_key(trigger)
-        with self._tx() as db:
-            row = db.execute("SELECT status, lease_until, decisions FROM events WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                db.execute(
-                    "INSERT INTO events (key, source, event_id, event_type, status, lease_until, received_at) "
-                    "VALUES (?, ?, ?, ?, 'processing', ?, ?)",
-                    (key, trigger.source, trigger.event_id, trigger.event_type, iso(now + lease), iso(now)),
-                )
-                return Claim("new")
-            status, lease_until, decisions = row
-            if status == "done":
-                return Claim("done", tuple(json.loads(decisions)))
-            if lease_until and lease_until > iso(now):
-                return Claim("busy")
-            db.execute("UPDATE events SET lease_until = ? WHERE key = ?", (iso(now + lease), key))
+        key, until = event_key(trigger), iso(now + lease)
+        inserted = self._write(
+            "INSERT OR IGNORE INTO events (key, source, event_id, event_type, status, lease_until, received_at) "
+            "VALUES (?, ?, ?, ?, 'processing', ?, ?)",
+            (key, trigger.source, trigger.event_id, trigger.event_type, until, iso(now)),
+        )
+        if inserted:
+            return Claim("new")
+        # Seen before: take over an unfinished claim only if its lease has run out (one statement, atomic).
+        taken = self._write(
+            "UPDATE events SET lease_until = ? WHERE key = ? AND status = 'processing' "
+            "AND (lease_until IS NULL OR lease_until <= ?)",
+            (until, key, iso(now)),
+        )
+        if taken:
             return Claim("retry")
+        row = self._conn().execute("SELECT status, decisions FROM events WHERE key = ?", (key,)).fetchone()
+        if row is not None and row[0] == "done":
+            return Claim("done", tuple(json.loads(row[1])))
+        return Claim("busy")
 
     def abandon_event(self, trigger: Trigger) -> None:
-        with self._tx() as db:
-            db.execute("UPDATE events SET lease_until = NULL WHERE key = ? AND status = 'processing'", (event_key(trigger),))
+        self._write(
+            "UPDATE events SET lease_until = NULL WHERE key = ? AND status = 'processing'", (event_key(trigger),)
+        )
 
-    def finish_event(self, trigger: Trigger, decision_ids: Sequence[str], now: datetime) -> None:
+    def finish_event(
+        self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()
+    ) -> None:
+        done = (
+            "UPDATE events SET status = 'done', lease_until = NULL, decisions = ?, finished_at = ? WHERE key = ?",
+            (json.dumps(list(decision_ids)), iso(now), event_key(trigger)),
+        )
+        if not records:
+            self._write(*done)
+            return
         with self._tx() as db:
-            db.execute(
-                "UPDATE events SET status = 'done', lease_until = NULL, decisions = ?, finished_at = ? WHERE key = ?",
-                (json.dumps(list(decision_ids)), iso(now), event_key(trigger)),
-            )
+            db.executemany(_UPSERT_DECISION, [_decision_row(r) for r in records])
+            db.execute(*done)
 
     def event_status(self, trigger: Trigger) -> tuple[str, list[str]] | None:
-        row = self._conn().execute("SELECT status, decisions FROM events WHERE key = ?", (event_key(trigger),)).fetchone()
+        row = (
+            self._conn().execute("SELECT status, decisions FROM events WHERE key = ?", (event_key(trigger),)).fetchone()
+        )
         return None if row is None else (row[0], json.loads(row[1]))
 
     def count_events(self) -> dict[str, int]:
         rows = self._conn().execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall()
-        return {status: n for status, n in rows}
+        return dict(rows)
 
     # ------------------------------------------------------------------ models
 
@@ -144,9 +167,16 @@ class SqliteLedger:
         return [ModelState.from_dict(json.loads(b), etag=str(v)) for b, v in rows]
 
     def update_model(self, model: str, change: Callable[[ModelState], tuple[ModelState | None, T]]) -> T:
+        # Most changes in a storm are refusals that write nothing: decide those without the write lock.
+        # Only when the change wants to write is it re-applied under the lock, to the state as it is then.
+        new, result = change(self.get_model(model))
+        if new is None:
+            return result
         with self._tx() as db:
             row = db.execute("SELECT body, version FROM models WHERE model = ?", (model,)).fetchone()
-            state = ModelState(model=model) if row is None else ModelState.from_dict(json.loads(row[0]), etag=str(row[1]))
+            state = (
+                ModelState(model=model) if row is None else ModelState.from_dict(json.loads(row[0]), etag=str(row[1]))
+            )
             new, result = change(state)
             if new is not None:
                 body = json.dumps(new.to_dict(), sort_keys=True)
@@ -159,13 +189,7 @@ class SqliteLedger:
     # ------------------------------------------------------------------ decisions
 
     def put_decision(self, record: DecisionRecord) -> None:
-        body = json.dumps(record.to_dict(), sort_keys=True, default=str)
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO decisions (id, model, action, outcome, at, created_at, body) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET outcome = excluded.outcome, at = excluded.at, body = excluded.body",
-                (record.id, record.model, record.action, record.outcome, record.at, record.at, body),
-            )
+        self._write(_UPSERT_DECISION, _decision_row(record))
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         row = self._conn().execute("SELECT body FROM decisions WHERE id = ?", (decision_id,)).fetchone()
@@ -173,13 +197,13 @@ class SqliteLedger:
 
     def decisions(self, model: str | None = None, limit: int = 50) -> list[DecisionRecord]:
         if model:
-            rows = self._conn().execute(
-                "SELECT body FROM decisions WHERE model = ? ORDER BY created_at DESC, rowid DESC LIMIT ?", (model, limit)
-            ).fetchall()
+            rows = (
+                self._conn()
+                .execute("SELECT body FROM decisions WHERE model = ? ORDER BY rowid DESC LIMIT ?", (model, limit))
+                .fetchall()
+            )
         else:
-            rows = self._conn().execute(
-                "SELECT body FROM decisions ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)
-            ).fetchall()
+            rows = self._conn().execute("SELECT body FROM decisions ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
         return [DecisionRecord.from_dict(json.loads(r[0])) for r in rows]
 
     def purge(self, before: datetime) -> int:
@@ -188,6 +212,17 @@ class SqliteLedger:
             n = db.execute("DELETE FROM events WHERE received_at < ? AND status = 'done'", (cutoff,)).rowcount
             n += db.execute("DELETE FROM decisions WHERE created_at < ? AND outcome != 'reserved'", (cutoff,)).rowcount
         return int(n)
+
+
+_UPSERT_DECISION = (
+    "INSERT INTO decisions (id, model, action, outcome, at, created_at, body) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(id) DO UPDATE SET outcome = excluded.outcome, at = excluded.at, body = excluded.body"
+)
+
+
+def _decision_row(record: DecisionRecord) -> tuple[object, ...]:
+    body = json.dumps(record.to_dict(), default=str)
+    return (record.id, record.model, record.action, record.outcome, record.at, record.at, body)
 
 
 @contextmanager

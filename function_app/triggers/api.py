@@ -16,7 +16,7 @@ from handlers.signals import ManualRequest, Trigger
 
 log = logging.getLogger(__name__)
 
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 _RETRAIN_KEYS = {"reason": str, "dry_run": bool, "force": bool, "inputs": dict}
 _DEPLOY_KEYS = {"reason": str, "dry_run": bool, "force": bool, "version": (str, int)}
@@ -30,7 +30,9 @@ def _check_body(body: dict[str, Any], allowed: dict[str, Any]) -> None:
         value = body.get(key)
         if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
             names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-            raise InvalidInput(f"field {key!r} must be {names.replace('str', 'a string').replace('bool', 'true or false').replace('dict', 'an object').replace('int', 'a number')}")
+            raise InvalidInput(
+                f"field {key!r} must be {names.replace('str', 'a string').replace('bool', 'true or false').replace('dict', 'an object').replace('int', 'a number')}"
+            )
 
 
 def _manual(req: func.HttpRequest, action: str, allowed: dict[str, Any]) -> func.HttpResponse:
@@ -50,7 +52,7 @@ def _manual(req: func.HttpRequest, action: str, allowed: dict[str, Any]) -> func
             version=as_str(body.get("version")),
         )
         if action == "deploy" and not request.version:
-            raise InvalidInput("field 'version' is required: the model version to deploy, e.g. {\"version\": \"7\"}")
+            raise InvalidInput('field \'version\' is required: the model version to deploy, e.g. {"version": "7"}')
         record = get_service().manual(request)
     except RetrainError as exc:
         return from_exception(exc)
@@ -107,9 +109,11 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
         service = get_service()
     except RetrainError as exc:
         return reply({"status": "misconfigured", "error": str(exc), "settings": settings.summary()}, 503)
-    return reply({
-        "status": "ok",
-        "settings": settings.summary(),
-        "backend": service.actions.name,
-        "models": sorted(service.policy.models),
-    })
+    return reply(
+        {
+            "status": "ok",
+            "settings": settings.summary(),
+            "backend": service.actions.name,
+            "models": sorted(service.policy.models),
+        }
+    )

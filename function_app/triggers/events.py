@@ -15,7 +15,7 @@ from handlers.signals import VALIDATION, Envelope, envelope_from_dict, parse_bod
 
 log = logging.getLogger(__name__)
 
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 EVENT_GRID_FUNCTION = "on_workspace_event"
 
@@ -23,15 +23,28 @@ EVENT_GRID_FUNCTION = "on_workspace_event"
 def envelope_from_binding(event: func.EventGridEvent | func.CloudEvent | dict[str, Any]) -> Envelope:
     """The same envelope whichever way the event arrived."""
     if isinstance(event, func.EventGridEvent):
-        return envelope_from_dict({
-            "id": event.id, "eventType": event.event_type, "topic": event.topic, "subject": event.subject,
-            "eventTime": event.event_time.isoformat() if event.event_time else None, "data": event.get_json(),
-        })
+        return envelope_from_dict(
+            {
+                "id": event.id,
+                "eventType": event.event_type,
+                "topic": event.topic,
+                "subject": event.subject,
+                "eventTime": event.event_time.isoformat() if event.event_time else None,
+                "data": event.get_json(),
+            }
+        )
     if isinstance(event, func.CloudEvent):
-        return envelope_from_dict({
-            "specversion": event.specversion, "id": event.id, "type": event.type, "source": event.source,
-            "subject": event.subject, "time": event.time.isoformat() if event.time else None, "data": event.get_json(),
-        })
+        return envelope_from_dict(
+            {
+                "specversion": event.specversion,
+                "id": event.id,
+                "type": event.type,
+                "source": event.source,
+                "subject": event.subject,
+                "time": event.time.isoformat() if event.time else None,
+                "data": event.get_json(),
+            }
+        )
     return envelope_from_dict(event)
 
 
@@ -52,7 +65,9 @@ def events_webhook(req: func.HttpRequest) -> func.HttpResponse:
         origin = req.headers.get("WebHook-Request-Origin")
         if not origin:
             return error(400, "OPTIONS is the CloudEvents validation handshake; send a WebHook-Request-Origin header")
-        return func.HttpResponse(status_code=200, headers={"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*", "Allow": "POST"})
+        return func.HttpResponse(
+            status_code=200, headers={"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*", "Allow": "POST"}
+        )
     try:
         envelopes = parse_body(req.get_body())
     except RetrainError as exc:

@@ -34,7 +34,9 @@ def from_exception(exc: Exception) -> func.HttpResponse:
     if isinstance(exc, NotFound):
         return error(404, str(exc))
     if isinstance(exc, Conflict):
-        return error(409, str(exc), hint="wait for the cooldown or the work in flight, or send \"force\": true if allowed")
+        return error(
+            409, str(exc), hint='wait for the cooldown or the work in flight, or send "force": true if allowed'
+        )
     if isinstance(exc, Forbidden):
         return error(403, str(exc))
     if isinstance(exc, TransientError):

@@ -1,0 +1,109 @@
+"""Small builders for events and signals, so tests say only what matters to them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+WORKSPACE = (
+    "/subscriptions/{subscription-id}/resourceGroups/{resource-group-name}"
+    "/providers/Microsoft.MachineLearningServices/workspaces/{workspace-name}"
+)
+ML = "Microsoft.MachineLearningServices."
+
+
+def event(
+    event_type: str, data: dict[str, Any], *, event_id: str | None = None, topic: str = WORKSPACE, subject: str = ""
+) -> dict[str, Any]:
+    return {
+        "id": event_id or str(uuid.uuid4()),
+        "topic": topic,
+        "subject": subject,
+        "eventType": event_type if "." in event_type else ML + event_type,
+        "eventTime": "2026-11-25T10:00:00Z",
+        "data": data,
+        "dataVersion": "",
+        "metadataVersion": "1",
+    }
+
+
+def cloud(e: dict[str, Any]) -> dict[str, Any]:
+    """The same event in the CloudEvents 1.0 schema."""
+    return {
+        "specversion": "1.0",
+        "id": e["id"],
+        "source": e["topic"],
+        "type": e["eventType"],
+        "subject": e["subject"],
+        "time": e["eventTime"],
+        "data": e["data"],
+    }
+
+
+def drift_event(monitor: str = "myDriftMonitor", coefficient: float = 0.8, **kw: Any) -> dict[str, Any]:
+    data = {
+        "DataDriftId": "01d29aa4-e6a4-470a-9ef3-66660d21f8ef",
+        "DataDriftName": monitor,
+        "RunId": "run-1",
+        "BaseDatasetId": "base-ds",
+        "TargetDatasetId": "target-ds",
+        "DriftCoefficient": coefficient,
+        "StartTime": "2026-11-24T00:00:00+00:00",
+        "EndTime": "2026-11-25T00:00:00+00:00",
+    }
+    return event("DatasetDriftDetected", data, **kw)
+
+
+def breach_event(
+    signal: str = "churn-data-drift",
+    experiment: str = "churn-monitor",
+    tags: dict[str, str] | None = None,
+    status: str = "Failed",
+    **kw: Any,
+) -> dict[str, Any]:
+    run_tags = {
+        "azureml_modelmonitor_threshold_breached": f"The signal '{signal}' has failed due to one or more features violating metric thresholds. Details: feature 'tenure' psi 0.31 > 0.2",
+        **(tags or {}),
+    }
+    data = {
+        "experimentId": "e1",
+        "experimentName": experiment,
+        "runId": "monitor-run-1",
+        "runType": None,
+        "runTags": run_tags,
+        "runProperties": {},
+        "runStatus": status,
+    }
+    return event("RunStatusChanged", data, **kw)
+
+
+def run_event(
+    run_id: str = "retrain-run-1",
+    experiment: str = "diabetes-retrain",
+    tags: dict[str, str] | None = None,
+    properties: dict[str, Any] | None = None,
+    status: str | None = None,
+    **kw: Any,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "experimentId": "e1",
+        "experimentName": experiment,
+        "runId": run_id,
+        "runType": None,
+        "runTags": tags or {},
+        "runProperties": properties or {},
+    }
+    if status is None:
+        return event("RunCompleted", data, **kw)
+    data["runStatus"] = status
+    return event("RunStatusChanged", data, **kw)
+
+
+def ours(model: str = "sklearn_regression_model", decision: str = "re-0123456789abcdef") -> dict[str, str]:
+    """The tags this service puts on the jobs it submits."""
+    return {
+        "retrain_service": "retrain-service",
+        "retrain_model": model,
+        "retrain_decision": decision,
+        "retrain_trigger": "DatasetDriftDetected:x",
+    }

@@ -1,0 +1,51 @@
+"""In-memory fakes of our own ports that record calls (fakes over mocks, STYLE.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from handlers.decisions import DeployPlan, JobPlan
+from handlers.errors import PermanentError, TransientError
+from handlers.ports import ActionResult
+
+
+@dataclass
+class RecordingActions:
+    """Like a workspace: a job name submitted twice is adopted, not started again."""
+
+    name: str = "recording"
+    jobs: dict[str, JobPlan] = field(default_factory=dict)
+    submissions: list[str] = field(default_factory=list)
+    deployments: list[DeployPlan] = field(default_factory=list)
+    fail_with: Exception | None = None
+
+    def submit_retrain(self, plan: JobPlan) -> ActionResult:
+        self.submissions.append(plan.name)
+        if self.fail_with is not None:
+            raise self.fail_with
+        adopted = plan.name in self.jobs
+        self.jobs.setdefault(plan.name, plan)
+        return ActionResult(
+            "submitted", job={"name": plan.name, "url": f"https://ml.example/{plan.name}"}, details={"adopted": adopted}
+        )
+
+    def start_deploy(self, plan: DeployPlan) -> ActionResult:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.deployments.append(plan)
+        return ActionResult("submitted", job={"name": f"{plan.endpoint}/{plan.deployment}", "url": None})
+
+
+class Clock:
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += timedelta(**kw)
+
+
+__all__ = ["Clock", "PermanentError", "RecordingActions", "TransientError"]

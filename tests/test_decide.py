@@ -1,0 +1,134 @@
+"""decide() is pure: signals and a policy in, decisions with reasons out. No fakes needed."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from handlers.decisions import Deploy, Retrain, Skip, decide
+from handlers.errors import InvalidInput
+from handlers.policy import Policy, load_policy
+from handlers.signals import ManualRequest, Trigger, parse_body, to_signal, workspace_key
+from tests.builders import WORKSPACE, breach_event, drift_event, event, ours, run_event
+from tests.conftest import REPO
+
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+POLICY: Policy = load_policy(REPO / "examples" / "policy.yaml")
+MODEL = "sklearn_regression_model"
+
+
+def decisions_for(raw: dict[str, Any]) -> list[Any]:
+    [env] = parse_body(json.dumps([raw]))
+    return decide(to_signal(env, frozenset({workspace_key(WORKSPACE)})), POLICY, NOW)
+
+
+def manual(model: str = MODEL, action: str = "retrain", **kw: Any) -> list[Any]:
+    req = ManualRequest(Trigger("http", "req-1", "ManualRequest." + action), model, action, "because", **kw)
+    return decide(req, POLICY, NOW)
+
+
+def test_drift_above_threshold_retrains_the_model_that_listens() -> None:
+    [d] = decisions_for(drift_event(coefficient=0.4))
+    assert isinstance(d, Retrain) and d.model == MODEL
+    assert "coefficient 0.4" in d.reason and "min_coefficient 0.3" in d.reason
+
+
+def test_drift_below_threshold_is_skipped_with_both_numbers() -> None:
+    [d] = decisions_for(drift_event(coefficient=0.1))
+    assert isinstance(d, Skip) and d.model == MODEL
+    assert "0.100 is below the policy's min_coefficient 0.3" in d.reason
+
+
+def test_drift_from_an_unknown_monitor_names_the_monitor() -> None:
+    [d] = decisions_for(drift_event(monitor="otherMonitor"))
+    assert isinstance(d, Skip) and "'otherMonitor'" in d.reason
+
+
+def test_retrain_job_is_rendered_with_the_event_dataset_and_policy_inputs() -> None:
+    [d] = decisions_for(drift_event(event_id="e-1"))
+    job = d.job.as_dict()
+    assert job["component"] == "diabetes-retrain:3"
+    assert job["experiment_name"] == "diabetes-retrain" and job["compute"] == "cpu-cluster"
+    assert job["inputs"]["training_data"] == {
+        "type": "mltable",
+        "value": "azureml:target-ds",
+        "from": "event.TargetDatasetId",
+    }
+    assert job["inputs"]["learning_rate"] == {"type": "literal", "value": 0.01, "from": "policy"}
+    assert job["tags"]["retrain_model"] == MODEL and job["tags"]["retrain_decision"] == d.id
+    assert job["name"] == "retrain-sklearn-regression-model-" + d.id.split("-", 1)[1]
+
+
+def test_same_event_gives_the_same_decision_and_job_name() -> None:
+    e = drift_event()
+    [a], [b] = decisions_for(e), decisions_for(dict(e))
+    assert (a.id, a.job.name) == (b.id, b.job.name)
+    [c] = decisions_for(drift_event())
+    assert c.id != a.id
+
+
+def test_v2_breach_retrains_the_model_listening_to_that_signal() -> None:
+    [d] = decisions_for(breach_event(signal="churn-data-drift", experiment="unrelated"))
+    assert isinstance(d, Retrain) and d.model == "churn-classifier"
+
+
+def test_a_run_this_service_started_never_triggers_a_retrain() -> None:
+    [d] = decisions_for(breach_event(tags=ours("churn-classifier")))
+    assert isinstance(d, Skip) and "never retrains from its own runs" in d.reason
+
+
+def test_completed_top_level_run_of_ours_is_a_deploy_candidate() -> None:
+    [d] = decisions_for(run_event(run_id="retrain-x", tags=ours()))
+    assert isinstance(d, Deploy) and d.model == MODEL
+    assert d.plan.run_id == "retrain-x" and d.plan.endpoint == "diabetes-endpoint"
+    assert d.plan.deployment[0].isalpha() and len(d.plan.deployment) <= 32
+
+
+def test_child_step_completion_is_not_a_candidate() -> None:
+    [d] = decisions_for(run_event(run_id="step", tags=ours(), properties={"azureml.pipelinerunid": "parent"}))
+    assert isinstance(d, Skip) and "top-level" in d.reason
+
+
+def test_failed_retraining_run_is_recorded_not_deployed() -> None:
+    [d] = decisions_for(run_event(tags=ours(), status="Failed"))
+    assert isinstance(d, Skip) and "ended failed" in d.reason and d.model == MODEL
+
+
+def test_unrelated_run_is_skipped_with_reason() -> None:
+    [d] = decisions_for(run_event(experiment="someone-elses-experiment"))
+    assert isinstance(d, Skip) and "not started by this service" in d.reason
+
+
+def test_run_in_a_candidate_experiment_named_by_the_policy_is_a_candidate() -> None:
+    [d] = decisions_for(run_event(experiment="diabetes-retrain"))
+    assert isinstance(d, Deploy) and d.model == MODEL
+
+
+def test_registration_is_recorded_unless_the_policy_deploys_on_registration() -> None:
+    [d] = decisions_for(event("ModelRegistered", {"ModelName": MODEL, "ModelVersion": 7}))
+    assert isinstance(d, Skip) and "does not deploy" in d.reason
+
+
+def test_manual_retrain_uses_overrides_that_the_policy_allows() -> None:
+    [d] = manual(inputs={"learning_rate": 0.5})
+    assert isinstance(d, Retrain)
+    assert d.job.inputs["learning_rate"] == {"type": "literal", "value": 0.5, "from": "request"}
+    assert d.job.inputs["training_data"]["value"] == "azureml:diabetes-training@latest"
+
+
+def test_manual_retrain_refuses_inputs_the_policy_does_not_allow() -> None:
+    with pytest.raises(
+        InvalidInput, match=r"'training_data' may not be overridden.*overridable: learning_rate, max_epochs"
+    ):
+        manual(inputs={"training_data": "azureml:mine:1"})
+
+
+def test_decide_reads_no_clock_and_no_io() -> None:
+    # the same inputs at two different times give the same decisions
+    e = drift_event(event_id="fixed")
+    [env] = parse_body(json.dumps([e]))
+    s = to_signal(env, frozenset({workspace_key(WORKSPACE)}))
+    assert decide(s, POLICY, NOW) == decide(s, POLICY, datetime(2030, 1, 1, tzinfo=UTC))

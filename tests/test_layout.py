@@ -1,0 +1,78 @@
+"""The layout rules of STYLE.md, and the app indexed the way the Functions worker indexes it."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+
+import azure.functions as func
+from azure.functions.decorators.function_app import FunctionRegister
+
+from tests.conftest import REPO
+
+
+def test_handlers_import_nothing_from_azure_or_function_app() -> None:
+    offenders = []
+    for path in (REPO / "handlers").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("azure", "function_app")]
+    assert offenders == []
+
+
+def _index_like_the_worker() -> tuple[list[str], dict[str, list[dict[str, object]]]]:
+    """Import the root script by its stem from the repo root, in a fresh interpreter, as the worker does."""
+    code = (
+        "import importlib, json, sys\n"
+        "from azure.functions.decorators.function_app import FunctionRegister\n"
+        "m = importlib.import_module('main')\n"
+        "apps = [k for k, v in vars(m).items() if isinstance(v, FunctionRegister)]\n"
+        "fns = {f.get_function_name(): [json.loads(b) for b in f.get_raw_bindings()] for f in getattr(m, apps[0]).get_functions()} if len(apps) == 1 else {}\n"
+        "print(json.dumps([apps, fns]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    apps, fns = json.loads(out.stdout)
+    return apps, fns
+
+
+def test_root_script_holds_exactly_one_function_app_and_its_functions() -> None:
+    settings = json.loads((REPO / "local.settings.json.example").read_text())["Values"]
+    assert settings["PYTHON_SCRIPT_FILE_NAME"] == "main.py"
+    apps, functions = _index_like_the_worker()
+    assert apps == ["app"]
+    triggers = {name: next(b for b in bindings if b["direction"] == "IN") for name, bindings in functions.items()}
+    assert triggers["on_workspace_event"]["type"] == "eventGridTrigger"
+    routes = {
+        t.get("route"): (sorted(t["methods"]), t["authLevel"]) for t in triggers.values() if t["type"] == "httpTrigger"
+    }
+    assert routes == {
+        "events": (["OPTIONS", "POST"], "FUNCTION"),
+        "models/{model}/retrain": (["POST"], "FUNCTION"),
+        "models/{model}/deploy": (["POST"], "FUNCTION"),
+        "models": (["GET"], "FUNCTION"),
+        "decisions": (["GET"], "FUNCTION"),
+        "health": (["GET"], "ANONYMOUS"),
+    }
+
+
+def test_blueprints_are_not_visible_to_the_worker_as_a_second_app() -> None:
+    import main
+
+    registers = [v for v in vars(main).values() if isinstance(v, FunctionRegister)]
+    assert len(registers) == 1 and isinstance(registers[0], func.FunctionApp)
+
+
+def test_importing_the_root_script_loads_no_sdk_pydantic_or_policy() -> None:
+    code = (
+        "import sys, main\n"
+        "heavy = [m for m in ('azure.ai.ml', 'azure.monitor.query', 'azure.data.tables', 'azure.identity', 'pydantic', 'yaml', 'handlers.policy') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -1,0 +1,157 @@
+"""The local development host as a newcomer runs it: a real process on 127.0.0.1, events posted
+with the real EventGridPublisherClient, replies read over HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.credentials import AzureKeyCredential
+from azure.eventgrid import EventGridPublisherClient
+
+from tests.conftest import REPO, load_sample, sample_files
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RunningHost:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        raw = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=raw, headers={"Content-Type": "application/json", **(headers or {})})
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        return resp.status, json.loads(data) if data else None
+
+    def publisher(self) -> EventGridPublisherClient:
+        return EventGridPublisherClient(f"{self.url}/api/events", AzureKeyCredential("local"))
+
+
+def start_host(env: dict[str, str], port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "function_app.cli", "host", "--port", str(port)],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[RunningHost]:
+    port = free_port()
+    proc = start_host({"RETRAIN_SQLITE_PATH": str(tmp_path / "ledger.db"), "PORT": str(port)}, port)
+    running = RunningHost(port)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if running.request("GET", "/api/health")[0] == 200:
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"host did not start: {proc.communicate()[1][-2000:]}")
+        time.sleep(0.1)
+    yield running
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_every_published_sample_posted_to_the_webhook_gets_a_2xx(host: RunningHost) -> None:
+    for path in sample_files():
+        status, body = host.request("POST", "/api/events", json.loads(path.read_text()))
+        assert 200 <= status < 300, (path.name, status, body)
+        if "SubscriptionValidation" in path.name:
+            assert body == load_sample("Microsoft.EventGrid.SubscriptionValidationEvent.response.json")
+
+
+def test_drift_sample_plans_a_retrain_then_dedups_then_cools_down(host: RunningHost) -> None:
+    drift = load_sample("Microsoft.MachineLearningServices.DatasetDriftDetected.eventgrid.json")
+    client = host.publisher()
+    client.send(drift)
+    _, trail = host.request("GET", "/api/decisions")
+    [planned] = trail["decisions"]
+    assert (planned["action"], planned["outcome"], planned["model"]) == (
+        "retrain",
+        "planned",
+        "sklearn_regression_model",
+    )
+    assert planned["job"]["name"].startswith("retrain-sklearn-regression-model-")
+
+    client.send(drift)  # the same event again: a duplicate, nothing new planned
+    _, trail = host.request("GET", "/api/decisions")
+    assert [d["id"] for d in trail["decisions"]] == [planned["id"]]
+
+    client.send([{**drift[0], "id": "a-new-event-id"}])  # a new event inside the cooldown
+    _, trail = host.request("GET", "/api/decisions")
+    newest = trail["decisions"][0]
+    assert newest["outcome"] == "skipped" and "cooldown" in newest["reason"]
+    assert newest["trigger"]["event_id"] == "a-new-event-id"
+
+
+def test_cli_send_posts_with_the_publisher_client(host: RunningHost) -> None:
+    sample = next(p for p in sample_files() if "DatasetDriftDetected" in p.name)
+    out = subprocess.run(
+        [sys.executable, "-m", "function_app.cli", "send", str(sample), "--url", host.url, "--new-id"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.startswith("sent 1 event(s)")
+    _, trail = host.request("GET", "/api/decisions")
+    assert trail["decisions"][0]["outcome"] == "planned"
+
+
+def test_runtime_webhook_route_answers_the_validation_handshake(host: RunningHost) -> None:
+    sample = load_sample("Microsoft.EventGrid.SubscriptionValidationEvent.eventgrid.json")
+    status, body = host.request(
+        "POST",
+        "/runtime/webhooks/eventgrid?functionName=on_workspace_event",
+        sample,
+        {"aeg-event-type": "SubscriptionValidation"},
+    )
+    assert (status, body) == (200, load_sample("Microsoft.EventGrid.SubscriptionValidationEvent.response.json"))
+
+
+def test_invalid_policy_stops_start_up_naming_file_key_and_fix(tmp_path: Path) -> None:
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("models:\n  churn:\n    retrain:\n      pipeline: train\n")
+    port = free_port()
+    proc = start_host({"RETRAIN_POLICY_PATH": str(bad), "RETRAIN_SQLITE_PATH": str(tmp_path / "l.db")}, port)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert (
+        f"{bad}: models.churn.retrain.pipeline: component 'train' has no version; write 'train:3' or 'train@latest'"
+        in err
+    )
+
+
+def test_invalid_settings_stop_start_up_with_the_fix(tmp_path: Path) -> None:
+    proc = start_host({"RETRAIN_LEDGER": "postgres"}, free_port())
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "RETRAIN_LEDGER='postgres': use 'sqlite' or 'table'" in err
