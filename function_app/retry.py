@@ -139,10 +139,6 @@ class Budget:
 
     policy: RetryPolicy
     deadline_at: float
-    attempts: int = 0
-
-    def remaining(self) -> float:
-        return self.deadline_at - self.policy.clock()
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """``fn()``, retried while it fails transiently and the budget allows; then TransientError."""
@@ -169,10 +165,6 @@ class Budget:
                 state.upcoming_sleep,
             )
 
-        def counted() -> T:
-            self.attempts += 1
-            return fn()
-
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_transient),
             wait=wait,
@@ -182,7 +174,7 @@ class Budget:
             reraise=True,
         )
         try:
-            return retrying(counted)
+            return retrying(fn)
         except AzureError as exc:
             if not is_transient(exc):
                 raise
