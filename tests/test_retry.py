@@ -73,6 +73,7 @@ def test_connection_failures_timeouts_and_token_failures_are_transient() -> None
     assert is_transient(ServiceResponseError("connection reset"))
     assert is_transient(ServiceResponseTimeoutError("read timed out"))
     assert is_transient(ClientAuthenticationError("the managed identity endpoint did not answer"))
+    assert not is_transient(ClientAuthenticationError(response=Response(401)))  # ARM refused the token
     assert not is_transient(ValueError("a bug is not retried"))
 
 
