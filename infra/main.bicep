@@ -78,6 +78,11 @@ var serviceName = 'retrain'
 var eventGridFunctionName = 'on_workspace_event'
 var deploymentContainerName = 'app-package'
 var deadLetterContainerName = 'deadletter'
+// Where the health gates' Log Analytics workspace lives. ARM evaluates only the branch of a
+// conditional that is taken, so an empty id never reaches the index expressions.
+var externalHealthWorkspace = !empty(healthLogAnalyticsWorkspaceId)
+var healthWorkspaceSubscription = externalHealthWorkspace ? split(healthLogAnalyticsWorkspaceId, '/')[2] : subscription().subscriptionId
+var healthWorkspaceResourceGroup = externalHealthWorkspace ? split(healthLogAnalyticsWorkspaceId, '/')[4] : 'rg-${environmentName}'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -179,7 +184,7 @@ module monitoringAccess 'modules/monitoring-access.bicep' = {
   }
 }
 
-module healthLogsAccess 'modules/log-analytics-reader.bicep' = if (empty(healthLogAnalyticsWorkspaceId)) {
+module healthLogsAccess 'modules/log-analytics-reader.bicep' = if (!externalHealthWorkspace) {
   name: 'health-logs-access'
   scope: rg
   params: {
@@ -188,9 +193,9 @@ module healthLogsAccess 'modules/log-analytics-reader.bicep' = if (empty(healthL
   }
 }
 
-module healthLogsAccessExternal 'modules/log-analytics-reader.bicep' = if (!empty(healthLogAnalyticsWorkspaceId)) {
+module healthLogsAccessExternal 'modules/log-analytics-reader.bicep' = if (externalHealthWorkspace) {
   name: 'health-logs-access-external'
-  scope: resourceGroup(split(healthLogAnalyticsWorkspaceId, '/')[2], split(healthLogAnalyticsWorkspaceId, '/')[4])
+  scope: resourceGroup(healthWorkspaceSubscription, healthWorkspaceResourceGroup)
   params: {
     workspaceName: last(split(healthLogAnalyticsWorkspaceId, '/'))
     appPrincipalId: identity.outputs.principalId
