@@ -3,41 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-import main
-from function_app import runtime
-from function_app.localhost import Host
-from function_app.settings import Settings
 from tests.builders import cloud, drift_event
-from tests.conftest import load_sample
-from tests.fakes import Clock
+from tests.conftest import Client, load_sample
 
 MODEL = "sklearn_regression_model"
-
-
-class Client:
-    def __init__(self, host: Host) -> None:
-        self.host = host
-
-    def call(
-        self, method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, str], Any]:
-        raw = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else b"")
-        status, out_headers, out = self.host.dispatch(method, url, headers or {}, raw)
-        return status, out_headers, json.loads(out) if out else None
-
-
-@pytest.fixture
-def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    monkeypatch.setenv("RETRAIN_SQLITE_PATH", str(tmp_path / "ledger.db"))
-    runtime.set_service(runtime.build_service(Settings.from_env(), clock=Clock()))
-    yield Client(Host(main.app))
-    runtime.set_service(None)
 
 
 def test_health_answers_without_secrets(client: Client) -> None:

@@ -53,6 +53,7 @@ def test_root_script_holds_exactly_one_function_app_and_its_functions() -> None:
     }
     assert routes == {
         "events": (["OPTIONS", "POST"], "FUNCTION"),
+        "alerts": (["POST"], "FUNCTION"),
         "models/{model}/retrain": (["POST"], "FUNCTION"),
         "models/{model}/deploy": (["POST"], "FUNCTION"),
         "models": (["GET"], "FUNCTION"),
