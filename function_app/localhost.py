@@ -34,6 +34,7 @@ import azure.functions as func
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 7071
+ROUTE_PREFIX = "api"  # host.json extensions.http.routePrefix (a test keeps them equal)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def _route_regex(route: str) -> re.Pattern[str]:
             parts.append(f"(?P<{name}>[^/]+)")
         else:
             parts.append(re.escape(piece))
-    return re.compile("^/api/" + "".join(parts) + "/?$")
+    return re.compile(f"^/{ROUTE_PREFIX}/" + "".join(parts) + "/?$")
 
 
 _Index = tuple[list[HttpFunction], dict[str, Callable[..., Any]]]
