@@ -125,3 +125,16 @@ def test_event_grid_runtime_route_delivers_to_the_trigger_function(client: Clien
     _, _, trail = client.call("GET", "/api/decisions?limit=1")
     assert trail["decisions"][0]["trigger"]["event_id"] == "rt-1"
     assert client.call("POST", "/runtime/webhooks/eventgrid?functionName=nope", [])[0] == 404
+
+
+def test_a_function_that_raises_gets_a_500_like_the_functions_host(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from function_app import runtime
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("ledger exploded")
+
+    monkeypatch.setattr(runtime.get_service().ledger, "decisions", broken)
+    status, _, body = client.call("GET", "/api/decisions")
+    assert status == 500 and body == {"error": "function list_decisions failed: RuntimeError"}
