@@ -8,9 +8,10 @@ INFRA_PY := $(INFRA_VENV)/bin/python
 INFRA_STAMP := $(INFRA_VENV)/.installed-infra
 INFRA_PYTHON ?= python3
 
-# Re-run when requirements-infra.txt changes (an existing .venv-infra is updated in place).
+# Re-run when requirements-infra.txt changes: an existing, working .venv-infra is updated in place;
+# one whose interpreter does not run (copied from another machine) is recreated.
 $(INFRA_STAMP): requirements-infra.txt
-	$(INFRA_PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_PY) -c "import sys" 2>/dev/null || $(INFRA_PYTHON) -m venv --clear $(INFRA_VENV)
 	$(INFRA_PY) -m pip install -q -r requirements-infra.txt
 	touch $@
 
