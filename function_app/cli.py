@@ -4,6 +4,7 @@ retrain explain EVENT.json      the decision trace for an event file, without si
 retrain send EVENT.json         post it to a running host with the real EventGridPublisherClient
 retrain decisions               the audit trail from the configured ledger
 retrain check-policy FILE       validate a policy file (as start-up does)
+retrain replay                  replay dead-lettered events from their blobs
 retrain host                    run the local development host
 """
 
@@ -120,6 +121,23 @@ def cmd_check_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from function_app.adapters.blob_deadletters import BlobDeadLetterStore
+    from function_app.runtime import build_service
+    from handlers.replay import replay
+
+    settings = Settings.from_env()
+    store = BlobDeadLetterStore.from_settings(settings, prefix=args.prefix or "")
+    reports = replay(build_service(settings), store, dry_run=args.dry_run)
+    for r in reports:
+        print(
+            f"{r.outcome:12}  {r.event_type or '-'}  {r.event_id or '-'}  (dead-lettered: {r.dead_letter_reason})\n    {r.blob}: {r.detail}"
+        )
+    if not reports:
+        print(f"no dead-lettered events waiting in container {settings.deadletter_container!r}")
+    return 1 if any(r.outcome in ("failed", "transient") for r in reports) else 0
+
+
 def cmd_host(args: argparse.Namespace) -> int:
     from function_app.localhost import main as host_main
 
@@ -151,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("check-policy", help="validate a policy file")
     p.add_argument("file")
     p.set_defaults(fn=cmd_check_policy)
+    p = sub.add_parser("replay", help="replay dead-lettered events from their blobs (RETRAIN_DEADLETTER_CONTAINER)")
+    p.add_argument("--prefix", help="only blobs under this prefix, e.g. the subscription name in upper case")
+    p.add_argument("--dry-run", action="store_true", help="list what would be replayed; change nothing")
+    p.set_defaults(fn=cmd_replay)
     p = sub.add_parser("host", help="run the local development host")
     p.add_argument("--port", type=int)
     p.set_defaults(fn=cmd_host)

@@ -34,6 +34,7 @@ import azure.functions as func
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 7071
+ROUTE_PREFIX = "api"  # host.json extensions.http.routePrefix (a test keeps them equal)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def _route_regex(route: str) -> re.Pattern[str]:
             parts.append(f"(?P<{name}>[^/]+)")
         else:
             parts.append(re.escape(piece))
-    return re.compile("^/api/" + "".join(parts) + "/?$")
+    return re.compile(f"^/{ROUTE_PREFIX}/" + "".join(parts) + "/?$")
 
 
 _Index = tuple[list[HttpFunction], dict[str, Callable[..., Any]]]
@@ -138,7 +139,12 @@ class Host:
             req = func.HttpRequest(
                 method, url, headers=headers, params=params, route_params=match.groupdict(), body=body
             )
-            resp = fn.call(req)
+            try:
+                resp = fn.call(req)
+            except Exception as exc:  # the Functions host answers 500 for a function that raises
+                log.exception("function %s failed", fn.name)
+                error = {"error": f"function {fn.name} failed: {type(exc).__name__}"}
+                return 500, {"Content-Type": "application/json"}, json.dumps(error).encode()
             out_headers = dict(resp.headers)
             out_headers.setdefault("Content-Type", resp.mimetype or "text/plain")
             return resp.status_code, out_headers, resp.get_body()

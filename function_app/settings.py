@@ -42,6 +42,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RETRAIN_RECONCILE_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule of the reconciler timer"),
     Setting("RETRAIN_DEADLETTER_CONTAINER", "deadletter", "blob container that Event Grid dead-letters into"),
     Setting("RETRAIN_BLOB_ACCOUNT_URL", None, "https://ACCOUNT.blob.core.windows.net for dead-letter replay"),
+    Setting(
+        "RETRAIN_BLOB_CONNECTION", None, "storage connection string for dead-letter replay (local/test)", azure=False
+    ),
     Setting("AZUREML_SUBSCRIPTION_ID", SAMPLE_SUBSCRIPTION, "subscription of the Azure ML workspace"),
     Setting("AZUREML_RESOURCE_GROUP", SAMPLE_RESOURCE_GROUP, "resource group of the Azure ML workspace"),
     Setting("AZUREML_WORKSPACE_NAME", SAMPLE_WORKSPACE, "name of the Azure ML workspace"),
@@ -81,6 +84,7 @@ class Settings:
     client_id: str | None
     deadletter_container: str
     blob_account_url: str | None
+    blob_connection: str | None = None
 
     @property
     def workspace_id(self) -> str:
@@ -146,6 +150,7 @@ class Settings:
             client_id=get("AZURE_CLIENT_ID"),
             deadletter_container=req("RETRAIN_DEADLETTER_CONTAINER"),
             blob_account_url=get("RETRAIN_BLOB_ACCOUNT_URL"),
+            blob_connection=get("RETRAIN_BLOB_CONNECTION"),
         )
 
     def summary(self) -> dict[str, object]:

@@ -21,6 +21,7 @@ from handlers.signals import (
     TAG_MODEL,
     TAG_SERVICE,
     TAG_TRIGGER,
+    AlertFired,
     DriftDetected,
     Ignored,
     ManualRequest,
@@ -181,6 +182,8 @@ def decide(signal: Signal, policy: Policy, now: datetime) -> list[Decision]:
         return [skip(signal.trigger, f"deployment of {models} to {signal.service_name or 'a service'} recorded")]
     if isinstance(signal, ManualRequest):
         return [_on_manual(signal, policy)]
+    if isinstance(signal, AlertFired):
+        return _on_alert(signal, policy)
     return [skip(signal.trigger, f"{type(signal).__name__} is handled by the reconciler")]
 
 
@@ -224,6 +227,21 @@ def _on_drift(signal: DriftDetected, policy: Policy) -> list[Decision]:
             reason += f" (>= min_coefficient {rule.min_coefficient})"
         out.append(_retrain(model, mp, signal.trigger, reason, signal.event_data, {}))
     return out
+
+
+def _on_alert(signal: AlertFired, policy: Policy) -> list[Decision]:
+    concerned = [(n, mp) for n, mp in policy.models.items() if signal.rule.lower() in {a.lower() for a in mp.alerts}]
+    if not concerned:
+        return [skip(signal.trigger, f"no model in the policy listens to alert rule {signal.rule!r}")]
+    if not signal.fired:
+        return [
+            skip(signal.trigger, f"alert {signal.rule!r} {signal.condition.lower()}; recorded", model)
+            for model, _ in concerned
+        ]
+    what = (
+        f"Azure Monitor alert {signal.rule!r} fired ({', '.join(filter(None, (signal.severity, signal.signal_type)))})"
+    )
+    return [_retrain(model, mp, signal.trigger, what, {}, {}) for model, mp in concerned]
 
 
 def _retrain(

@@ -179,6 +179,7 @@ class DeployRule(_Strict):
 
 class ModelPolicy(_Strict):
     drift: DriftRule = Field(default_factory=DriftRule)
+    alerts: list[str] = Field(default_factory=list, description="Azure Monitor alert rule names that retrain the model")
     retrain: RetrainRule | None = None
     candidates: CandidateRule = Field(default_factory=CandidateRule)
     deploy: DeployRule | None = None

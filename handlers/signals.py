@@ -134,6 +134,22 @@ class ManualRequest:
 
 
 @dataclass(frozen=True)
+class AlertFired:
+    """An Azure Monitor alert (common alert schema) that fired or resolved."""
+
+    trigger: Trigger
+    rule: str
+    condition: str  # Fired or Resolved
+    severity: str
+    signal_type: str
+    targets: tuple[str, ...]
+
+    @property
+    def fired(self) -> bool:
+        return self.condition.lower() == "fired"
+
+
+@dataclass(frozen=True)
 class Tick:
     trigger: Trigger
     now: datetime
@@ -154,7 +170,15 @@ class ValidationRequest:
 
 
 Signal = (
-    DriftDetected | RunFinished | ModelRegistered | ModelDeployed | ManualRequest | Tick | Ignored | ValidationRequest
+    AlertFired
+    | DriftDetected
+    | RunFinished
+    | ModelRegistered
+    | ModelDeployed
+    | ManualRequest
+    | Tick
+    | Ignored
+    | ValidationRequest
 )
 
 
@@ -336,4 +360,42 @@ def _run_signal(env: Envelope, trigger: Trigger, ws: str) -> Signal:
         is_child=_is_child_run(run_id, props, env.get("runType")),
         run_tags=tags,
         run_properties=dict(props),
+    )
+
+
+# --------------------------------------------------------------------------- alerts
+
+COMMON_ALERT_SCHEMA = "azureMonitorCommonAlertSchema"
+ALERT_EVENT_TYPE = "AzureMonitor.Alert"
+
+
+def parse_alert(body: bytes | str) -> AlertFired:
+    """An Azure Monitor action-group webhook body in the common alert schema."""
+    try:
+        raw = json.loads(body or b"null")
+    except ValueError as exc:
+        raise InvalidInput(f"body is not valid JSON ({exc}); send the common alert schema") from exc
+    if not isinstance(raw, Mapping) or raw.get("schemaId") != COMMON_ALERT_SCHEMA:
+        raise InvalidInput(
+            f"expected schemaId {COMMON_ALERT_SCHEMA!r}; enable the common alert schema on the action group's webhook"
+        )
+    data = raw.get("data")
+    essentials = data.get("essentials") if isinstance(data, Mapping) else None
+    if not isinstance(essentials, Mapping):
+        raise InvalidInput("alert without data.essentials; send the common alert schema")
+    rule, alert_id = essentials.get("alertRule"), essentials.get("alertId")
+    condition = str(essentials.get("monitorCondition") or "")
+    missing = [k for k, v in (("alertRule", rule), ("alertId", alert_id), ("monitorCondition", condition)) if not v]
+    if missing:
+        raise InvalidInput(f"data.essentials is missing {', '.join(missing)}")
+    targets = essentials.get("alertTargetIDs") or []
+    # One alert instance notifies once when it fires and once when it resolves: both are events.
+    event_id = f"{str(alert_id).rstrip('/').rsplit('/', 1)[-1]}:{condition.lower()}"
+    return AlertFired(
+        trigger=Trigger(source="azure-monitor", event_id=event_id, event_type=ALERT_EVENT_TYPE),
+        rule=str(rule),
+        condition=condition,
+        severity=str(essentials.get("severity") or ""),
+        signal_type=str(essentials.get("signalType") or ""),
+        targets=tuple(str(t) for t in targets) if isinstance(targets, list) else (),
     )

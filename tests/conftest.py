@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,35 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
     monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
+
+
+class Client:
+    """Calls the app's own HTTP functions through the local host's dispatcher (no sockets)."""
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+
+    def call(
+        self, method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], Any]:
+        raw = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else b"")
+        status, out_headers, out = self.host.dispatch(method, url, headers or {}, raw)
+        return status, out_headers, json.loads(out) if out else None
+
+
+@pytest.fixture
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
+    """The app with a fresh SQLite ledger, the example policy, the dry-run backend and a fixed clock."""
+    import main
+    from function_app import runtime
+    from function_app.localhost import Host
+    from function_app.settings import Settings
+    from tests.fakes import Clock
+
+    monkeypatch.setenv("RETRAIN_SQLITE_PATH", str(tmp_path / "ledger.db"))
+    runtime.set_service(runtime.build_service(Settings.from_env(), clock=Clock()))
+    yield Client(Host(main.app))
+    runtime.set_service(None)
 
 
 def load_sample(name: str) -> Any:

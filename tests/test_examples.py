@@ -8,7 +8,7 @@ import pytest
 
 from handlers.decisions import Deploy, Retrain, decide
 from handlers.policy import load_policy
-from handlers.signals import parse_body, to_signal, workspace_key
+from handlers.signals import parse_alert, parse_body, to_signal, workspace_key
 from tests.builders import WORKSPACE
 from tests.conftest import REPO
 from tests.test_decide import NOW
@@ -30,6 +30,13 @@ def test_example_event_decides_as_documented(name: str, kind: type, model: str) 
     [decision] = decide(to_signal(env, frozenset({workspace_key(WORKSPACE)})), policy, NOW)
     assert isinstance(decision, kind) and decision.model == model
     assert name in (EXAMPLES / "events" / "README.md").read_text()
+
+
+def test_example_alert_retrains_the_model_that_listens_to_its_rule() -> None:
+    policy = load_policy(EXAMPLES / "policy.yaml")
+    signal = parse_alert((EXAMPLES / "events" / "alert.common-schema.json").read_bytes())
+    [decision] = decide(signal, policy, NOW)
+    assert isinstance(decision, Retrain) and decision.model == "sklearn_regression_model"
 
 
 def test_every_example_event_is_documented() -> None:

@@ -3,41 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-import main
-from function_app import runtime
-from function_app.localhost import Host
-from function_app.settings import Settings
 from tests.builders import cloud, drift_event
-from tests.conftest import load_sample
-from tests.fakes import Clock
+from tests.conftest import Client, load_sample
 
 MODEL = "sklearn_regression_model"
-
-
-class Client:
-    def __init__(self, host: Host) -> None:
-        self.host = host
-
-    def call(
-        self, method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, str], Any]:
-        raw = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else b"")
-        status, out_headers, out = self.host.dispatch(method, url, headers or {}, raw)
-        return status, out_headers, json.loads(out) if out else None
-
-
-@pytest.fixture
-def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    monkeypatch.setenv("RETRAIN_SQLITE_PATH", str(tmp_path / "ledger.db"))
-    runtime.set_service(runtime.build_service(Settings.from_env(), clock=Clock()))
-    yield Client(Host(main.app))
-    runtime.set_service(None)
 
 
 def test_health_answers_without_secrets(client: Client) -> None:
@@ -152,3 +125,16 @@ def test_event_grid_runtime_route_delivers_to_the_trigger_function(client: Clien
     _, _, trail = client.call("GET", "/api/decisions?limit=1")
     assert trail["decisions"][0]["trigger"]["event_id"] == "rt-1"
     assert client.call("POST", "/runtime/webhooks/eventgrid?functionName=nope", [])[0] == 404
+
+
+def test_a_function_that_raises_gets_a_500_like_the_functions_host(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from function_app import runtime
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("ledger exploded")
+
+    monkeypatch.setattr(runtime.get_service().ledger, "decisions", broken)
+    status, _, body = client.call("GET", "/api/decisions")
+    assert status == 500 and body == {"error": "function list_decisions failed: RuntimeError"}

@@ -53,6 +53,7 @@ def test_root_script_holds_exactly_one_function_app_and_its_functions() -> None:
     }
     assert routes == {
         "events": (["OPTIONS", "POST"], "FUNCTION"),
+        "alerts": (["POST"], "FUNCTION"),
         "models/{model}/retrain": (["POST"], "FUNCTION"),
         "models/{model}/deploy": (["POST"], "FUNCTION"),
         "models": (["GET"], "FUNCTION"),
@@ -76,3 +77,12 @@ def test_importing_the_root_script_loads_no_sdk_pydantic_or_policy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_host_json_declares_the_event_grid_bundle_and_the_api_prefix_the_local_host_serves() -> None:
+    host = json.loads((REPO / "host.json").read_text())
+    assert host["version"] == "2.0"
+    assert host["extensionBundle"]["id"] == "Microsoft.Azure.Functions.ExtensionBundle"  # eventGridTrigger lives there
+    from function_app.localhost import ROUTE_PREFIX
+
+    assert host["extensions"]["http"]["routePrefix"] == ROUTE_PREFIX == "api"

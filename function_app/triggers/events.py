@@ -1,8 +1,8 @@
-"""Event Grid in: the trigger (AzureFunction destination) and the webhook route (both schemas)."""
+"""Events in: the Event Grid trigger (AzureFunction destination), the Event Grid webhook route (both
+schemas) and the Azure Monitor alert webhook (common alert schema)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -11,7 +11,7 @@ import azure.functions as func
 from function_app.runtime import get_service
 from function_app.triggers.replies import error, from_exception, reply
 from handlers.errors import RetrainError, TransientError
-from handlers.signals import VALIDATION, Envelope, envelope_from_dict, parse_body
+from handlers.signals import VALIDATION, Envelope, envelope_from_dict, parse_alert, parse_body
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,12 @@ def events_webhook(req: func.HttpRequest) -> func.HttpResponse:
     return reply({"results": results})
 
 
-def body_preview(raw: bytes) -> str:
-    """Never log whole payloads: type names only."""
+@bp.function_name("azure_monitor_alert")
+@bp.route(route="alerts", methods=["POST"])
+def azure_monitor_alert(req: func.HttpRequest) -> func.HttpResponse:
+    """Azure Monitor action-group webhook, common alert schema. 5xx makes the action group retry."""
     try:
-        items = json.loads(raw)
-    except ValueError:
-        return "<not json>"
-    items = items if isinstance(items, list) else [items]
-    return ",".join(str(i.get("eventType") or i.get("type")) for i in items if isinstance(i, dict))
+        result = get_service().handle(parse_alert(req.get_body()))
+    except RetrainError as exc:
+        return from_exception(exc)
+    return reply(result.to_dict())

@@ -1,0 +1,59 @@
+"""Dead-letter blobs in Azure Blob Storage (the container Event Grid dead-letters into)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from function_app.adapters.azure_errors import translated
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
+
+    from function_app.settings import Settings
+
+REPLAYED = "retrain_replayed"
+
+
+class BlobDeadLetterStore:
+    def __init__(self, container: ContainerClient, prefix: str = "") -> None:
+        self.container = container
+        self.prefix = prefix
+
+    @classmethod
+    def from_settings(cls, settings: Settings, prefix: str = "") -> BlobDeadLetterStore:
+        from azure.storage.blob import ContainerClient
+
+        name = settings.deadletter_container
+        if settings.blob_connection:
+            return cls(ContainerClient.from_connection_string(settings.blob_connection, name), prefix)
+        if not settings.blob_account_url:
+            raise ValueError(
+                "set RETRAIN_BLOB_ACCOUNT_URL (managed identity) or RETRAIN_BLOB_CONNECTION to replay dead letters"
+            )
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+        return cls(ContainerClient(settings.blob_account_url, name, credential=credential), prefix)
+
+    def pending(self) -> Iterator[str]:
+        with translated(f"listing dead letters in {self.container.container_name}"):
+            names = [
+                b.name
+                for b in self.container.list_blobs(name_starts_with=self.prefix or None, include=["metadata"])
+                if b.name.endswith(".json") and not (b.metadata or {}).get(REPLAYED)
+            ]
+        yield from sorted(names)
+
+    def read(self, name: str) -> bytes:
+        with translated(f"reading dead-letter blob {name}"):
+            return bytes(self.container.download_blob(name).readall())
+
+    def mark_replayed(self, name: str, summary: str) -> None:
+        with translated(f"marking dead-letter blob {name}"):
+            blob = self.container.get_blob_client(name)
+            metadata = dict(blob.get_blob_properties().metadata or {})
+            metadata[REPLAYED] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            metadata["retrain_outcome"] = summary
+            blob.set_blob_metadata(metadata)

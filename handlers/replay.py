@@ -1,0 +1,137 @@
+"""Replaying dead-lettered events (guarantee 5: nothing lost).
+
+Event Grid dead-letters an event it could not deliver into a blob container, as blobs named
+``SUBSCRIPTION-NAME/YYYY/M/D/H/<guid>.json`` that each hold a JSON array of the events, with
+``deadLetterReason``, ``deliveryAttempts``, ``lastDeliveryOutcome`` and times added beside the
+event's own fields. Replaying runs each event through the service as a delivery would: the
+ledger makes that safe (a replayed event that was processed after all is a duplicate).
+A blob is marked as replayed only when every event in it was handled, so a transient failure
+leaves it to be replayed again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from handlers.errors import PermanentError, RetrainError, TransientError
+from handlers.signals import Envelope, envelope_from_dict
+
+if TYPE_CHECKING:
+    from handlers.service import RetrainService
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_FIELDS = (
+    "deadLetterReason",
+    "deliveryAttempts",
+    "lastDeliveryOutcome",
+    "publishTime",
+    "lastDeliveryAttemptTime",
+)
+
+
+class DeadLetterStore(Protocol):
+    def pending(self) -> Iterable[str]:
+        """Names of dead-letter blobs not yet replayed."""
+        ...
+
+    def read(self, name: str) -> bytes: ...
+
+    def mark_replayed(self, name: str, summary: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class DeadLettered:
+    blob: str
+    envelope: Envelope | None
+    reason: str
+    attempts: int | None
+    last_outcome: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    blob: str
+    event_id: str | None
+    event_type: str | None
+    dead_letter_reason: str
+    outcome: str  # replayed, duplicate, would replay, failed, transient
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_dead_letters(blob: str, content: bytes) -> list[DeadLettered]:
+    """The events of one dead-letter blob; an unreadable one is reported, never dropped."""
+    try:
+        raw = json.loads(content)
+    except ValueError as exc:
+        return [DeadLettered(blob, None, "unknown", None, None, f"blob is not JSON: {exc}")]
+    items = raw if isinstance(raw, list) else [raw]
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            out.append(DeadLettered(blob, None, "unknown", None, None, "an entry is not a JSON object"))
+            continue
+        event = {k: v for k, v in item.items() if k not in DEAD_LETTER_FIELDS}
+        reason = str(item.get("deadLetterReason") or "unknown")
+        attempts = item.get("deliveryAttempts")
+        try:
+            env = envelope_from_dict(event)
+        except RetrainError as exc:
+            out.append(DeadLettered(blob, None, reason, None, None, str(exc)))
+            continue
+        out.append(
+            DeadLettered(
+                blob,
+                env,
+                reason,
+                int(attempts) if isinstance(attempts, (int, float)) else None,
+                str(item.get("lastDeliveryOutcome") or "") or None,
+            )
+        )
+    return out
+
+
+def replay(service: RetrainService, store: DeadLetterStore, dry_run: bool = False) -> list[ReplayReport]:
+    reports: list[ReplayReport] = []
+    for name in store.pending():
+        complete = True
+        for item in parse_dead_letters(name, store.read(name)):
+            env = item.envelope
+            if env is None:
+                reports.append(ReplayReport(name, None, None, item.reason, "failed", item.error or "unreadable"))
+                complete = False
+                continue
+            base = (name, env.event_id, env.event_type, item.reason)
+            if dry_run:
+                reports.append(
+                    ReplayReport(
+                        *base,
+                        "would replay",
+                        f"dead-lettered after {item.attempts} attempt(s), last outcome {item.last_outcome}",
+                    )
+                )
+                continue
+            try:
+                result = service.handle_envelope(env)
+            except TransientError as exc:
+                reports.append(ReplayReport(*base, "transient", f"{exc}; replay again later"))
+                complete = False
+                continue
+            except PermanentError as exc:
+                reports.append(ReplayReport(*base, "failed", str(exc)))
+                continue
+            status = "duplicate" if result.status == "duplicate" else "replayed"
+            outcomes = ", ".join(f"{d.model or '-'}: {d.action} {d.outcome}" for d in result.decisions) or "no decision"
+            reports.append(ReplayReport(*base, status, outcomes))
+        if complete and not dry_run:
+            store.mark_replayed(name, "replayed")
+            log.info("dead-letter blob %s replayed", name)
+    return reports

@@ -1,0 +1,246 @@
+// The retrain service: one `azd up` deploys all of it. See infra/README.md.
+//
+// Resource group of the service: identity, storage, monitoring, Flex Consumption function app.
+// Resource group of the existing Azure ML workspace: the service's role on the workspace and the
+// workspace's Event Grid system topic with its subscriptions to the app.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment: names the resource group and seeds unique resource names.')
+param environmentName string
+
+@minLength(1)
+@description('Region of the service\'s resources; it must offer the Flex Consumption plan.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Name of the existing Azure Machine Learning workspace the service watches and acts on.')
+param mlWorkspaceName string
+
+@description('Resource group of that workspace.')
+param mlWorkspaceResourceGroup string
+
+@description('Subscription of that workspace; empty means the subscription of this deployment.')
+param mlWorkspaceSubscriptionId string = ''
+
+@description('Policy file, relative to the app root, deployed with the code (RETRAIN_POLICY_PATH).')
+param policyPath string = 'policy.yaml'
+
+@description('azureml acts on the workspace; dryrun only renders what it would submit (RETRAIN_BACKEND).')
+@allowed([
+  'azureml'
+  'dryrun'
+])
+param retrainBackend string = 'azureml'
+
+@description('Whether manual requests may send force=true to pass cooldown and in-flight holds (RETRAIN_ALLOW_FORCE).')
+param allowForce bool = false
+
+@description('NCRONTAB schedule of the reconciler timer (RETRAIN_RECONCILE_SCHEDULE).')
+param reconcileSchedule string = '0 */5 * * * *'
+
+@description('Days the ledger keeps event and decision records (RETRAIN_RETENTION_DAYS).')
+@minValue(1)
+param retentionDays int = 30
+
+@description('Create the Event Grid subscriptions to the app. The postdeploy hook turns this on once the function exists.')
+param deployEventSubscriptions bool = false
+
+@description('Resource id of the Log Analytics workspace the rollout health gates query; empty means the one created here.')
+param healthLogAnalyticsWorkspaceId string = ''
+
+@description('Name of the workspace\'s Event Grid system topic; empty derives one. A workspace has at most one: give its name if it exists.')
+param systemTopicName string = ''
+
+@description('Event Grid delivery attempts before an event is dead-lettered.')
+@minValue(1)
+@maxValue(30)
+param maxDeliveryAttempts int = 10
+
+@description('Replication of the storage account: Standard_GRS, Standard_RAGRS, Standard_GZRS or Standard_RAGZRS.')
+param storageSkuName string = 'Standard_GRS'
+
+var tags = {
+  'azd-env-name': environmentName
+}
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var mlSubscriptionId = empty(mlWorkspaceSubscriptionId) ? subscription().subscriptionId : mlWorkspaceSubscriptionId
+var topicName = empty(systemTopicName) ? 'evgt-${replace(mlWorkspaceName, '_', '-')}' : systemTopicName
+
+// The service name in azure.yaml; azd deploys the code to the app tagged with it.
+var serviceName = 'retrain'
+// The Event Grid trigger function the app registers (function_app/triggers/events.py).
+var eventGridFunctionName = 'on_workspace_event'
+var deploymentContainerName = 'app-package'
+var deadLetterContainerName = 'deadletter'
+// Where the health gates' Log Analytics workspace lives. ARM evaluates only the branch of a
+// conditional that is taken, so an empty id never reaches the index expressions.
+var externalHealthWorkspace = !empty(healthLogAnalyticsWorkspaceId)
+var healthWorkspaceSubscription = externalHealthWorkspace ? split(healthLogAnalyticsWorkspaceId, '/')[2] : subscription().subscriptionId
+var healthWorkspaceResourceGroup = externalHealthWorkspace ? split(healthLogAnalyticsWorkspaceId, '/')[4] : 'rg-${environmentName}'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: 'id-retrain-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: 'log-retrain-${resourceToken}'
+    applicationInsightsName: 'appi-retrain-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: 'stretrain${resourceToken}'
+    location: location
+    tags: tags
+    skuName: storageSkuName
+    deploymentContainerName: deploymentContainerName
+    deadLetterContainerName: deadLetterContainerName
+  }
+}
+
+// The service's settings, by the names the code reads (function_app/settings.py, SETTINGS).
+// tests/test_infra_consistency.py checks that every setting marked azure=True is here.
+var appSettings = {
+  AZURE_CLIENT_ID: identity.outputs.clientId
+  RETRAIN_POLICY_PATH: policyPath
+  RETRAIN_LEDGER: 'table'
+  RETRAIN_TABLES_ACCOUNT_URL: storage.outputs.tableEndpoint
+  RETRAIN_TABLE_PREFIX: 'retrain'
+  RETRAIN_RETENTION_DAYS: string(retentionDays)
+  RETRAIN_BACKEND: retrainBackend
+  RETRAIN_DEADLINE_SECONDS: '25'
+  RETRAIN_ALLOW_FORCE: allowForce ? 'true' : 'false'
+  RETRAIN_RECONCILE_SCHEDULE: reconcileSchedule
+  RETRAIN_DEADLETTER_CONTAINER: deadLetterContainerName
+  RETRAIN_BLOB_ACCOUNT_URL: storage.outputs.blobEndpoint
+  AZUREML_SUBSCRIPTION_ID: mlSubscriptionId
+  AZUREML_RESOURCE_GROUP: mlWorkspaceResourceGroup
+  AZUREML_WORKSPACE_NAME: mlWorkspaceName
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  scope: rg
+  params: {
+    name: 'func-retrain-${resourceToken}'
+    planName: 'plan-retrain-${resourceToken}'
+    location: location
+    tags: tags
+    serviceName: serviceName
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
+    appSettings: appSettings
+  }
+}
+
+// The same identity is the app's and the system topic's (dead-lettering), see storage-access.bicep.
+module storageAccess 'modules/storage-access.bicep' = {
+  name: 'storage-access'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    deadLetterContainerName: storage.outputs.deadLetterContainerName
+    appPrincipalId: identity.outputs.principalId
+    eventGridPrincipalId: identity.outputs.principalId
+  }
+}
+
+module monitoringAccess 'modules/monitoring-access.bicep' = {
+  name: 'monitoring-access'
+  scope: rg
+  params: {
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    appPrincipalId: identity.outputs.principalId
+  }
+}
+
+module healthLogsAccess 'modules/log-analytics-reader.bicep' = if (!externalHealthWorkspace) {
+  name: 'health-logs-access'
+  scope: rg
+  params: {
+    workspaceName: monitoring.outputs.logAnalyticsName
+    appPrincipalId: identity.outputs.principalId
+  }
+}
+
+module healthLogsAccessExternal 'modules/log-analytics-reader.bicep' = if (externalHealthWorkspace) {
+  name: 'health-logs-access-external'
+  scope: resourceGroup(healthWorkspaceSubscription, healthWorkspaceResourceGroup)
+  params: {
+    workspaceName: last(split(healthLogAnalyticsWorkspaceId, '/'))
+    appPrincipalId: identity.outputs.principalId
+  }
+}
+
+module workspaceAccess 'modules/workspace-access.bicep' = {
+  name: 'workspace-access'
+  scope: resourceGroup(mlSubscriptionId, mlWorkspaceResourceGroup)
+  params: {
+    workspaceName: mlWorkspaceName
+    appPrincipalId: identity.outputs.principalId
+  }
+}
+
+module events 'modules/events.bicep' = {
+  name: 'events'
+  scope: resourceGroup(mlSubscriptionId, mlWorkspaceResourceGroup)
+  params: {
+    systemTopicName: topicName
+    location: workspaceAccess.outputs.location
+    tags: tags
+    workspaceId: workspaceAccess.outputs.id
+    identityId: identity.outputs.id
+    functionAppId: functionApp.outputs.id
+    functionName: eventGridFunctionName
+    deadLetterStorageAccountId: storage.outputs.id
+    deadLetterContainerName: storage.outputs.deadLetterContainerName
+    maxDeliveryAttempts: maxDeliveryAttempts
+    deployEventSubscriptions: deployEventSubscriptions
+  }
+  // Dead-lettering as the identity needs its role on the container first.
+  dependsOn: [
+    storageAccess
+  ]
+}
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output SERVICE_RETRAIN_BASE_URL string = 'https://${functionApp.outputs.defaultHostName}'
+output RETRAIN_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output RETRAIN_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output RETRAIN_DEADLETTER_CONTAINER_NAME string = storage.outputs.deadLetterContainerName
+output RETRAIN_SYSTEM_TOPIC_NAME string = events.outputs.systemTopicName
+output RETRAIN_LOG_ANALYTICS_WORKSPACE_ID string = monitoring.outputs.logAnalyticsId
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName

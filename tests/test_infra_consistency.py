@@ -1,0 +1,235 @@
+"""Infra and code agree: the settings the code reads, the events it handles, the function Event Grid calls.
+
+The Bicep is read with pycep (the parser checkov uses), so these tests see the same structure the
+scanner does. They run offline; `make check-infra` scans the same files with checkov.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import yaml
+from pycep import BicepParser
+
+from function_app.settings import SETTINGS
+from handlers import signals
+from tests.conftest import REPO
+
+INFRA = REPO / "infra"
+RUN_STATUS = "Microsoft.MachineLearningServices.RunStatusChanged"
+# App settings that Flex Consumption replaces with functionAppConfig (or that would bring a key back).
+FLEX_REJECTS = {
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_WORKER_RUNTIME_VERSION",
+    "FUNCTIONS_EXTENSION_VERSION",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_CONTENTSHARE",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "SCM_DO_BUILD_DURING_DEPLOYMENT",
+    "ENABLE_ORYX_BUILD",
+    "AzureWebJobsStorage",
+}
+
+
+@cache
+def bicep(relative: str) -> dict[str, Any]:
+    return cast("dict[str, Any]", BicepParser().parse(text=(INFRA / relative).read_text(encoding="utf-8")))
+
+
+def variable(relative: str, name: str) -> Any:
+    return bicep(relative)["variables"][name]["value"]
+
+
+def app_setting_names() -> set[str]:
+    """Names of every app setting the Bicep gives the function app."""
+    main_settings = variable("main.bicep", "appSettings")
+    host_settings = variable("modules/functionapp.bicep", "hostSettings")
+    return set(main_settings) | set(host_settings)
+
+
+def event_subscriptions() -> list[dict[str, Any]]:
+    subs: list[dict[str, Any]] = variable("modules/events.bicep", "eventSubscriptions")
+    return subs
+
+
+def registered_event_grid_functions() -> list[str]:
+    """Event Grid trigger functions of the app, found the way the worker finds them: import main.
+
+    In a fresh interpreter from the repo root, as the worker does: FunctionApp.get_functions() may
+    run only once per app, and other tests (the local host) have already run it in this process.
+    """
+    code = (
+        "import importlib, json\n"
+        "main = importlib.import_module('main')\n"
+        "print(json.dumps([f.get_function_name() for f in main.app.get_functions()\n"
+        "    if 'eventGridTrigger' in {json.loads(b)['type'] for b in f.get_raw_bindings()}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    names: list[str] = json.loads(done.stdout)
+    return names
+
+
+def test_every_setting_azure_needs_is_an_app_setting_in_the_bicep() -> None:
+    missing = sorted(s.name for s in SETTINGS if s.azure and s.name not in app_setting_names())
+    assert missing == [], f"add these to appSettings in infra/main.bicep: {missing}"
+
+
+def test_the_bicep_sets_no_service_setting_the_code_does_not_read() -> None:
+    known = {s.name for s in SETTINGS}
+    ours = {n for n in app_setting_names() if n.startswith(("RETRAIN_", "AZUREML_"))}
+    assert sorted(ours - known) == [], "a RETRAIN_/AZUREML_ app setting that SETTINGS does not list is a typo"
+
+
+def test_the_service_settings_reach_the_function_app() -> None:
+    """main.bicep's appSettings go to the module, which merges them over the host settings into the site."""
+    assert bicep("main.bicep")["modules"]["functionApp"]["config"]["params"]["appSettings"] == "appSettings"
+    merged = variable("modules/functionapp.bicep", "settings")["function"]
+    assert merged["type"] == "union"
+    assert list(merged["parameters"].values()) == ["hostSettings", "appSettings"]
+    site = bicep("modules/functionapp.bicep")["resources"]["functionApp"]["config"]
+    loop = site["properties"]["siteConfig"]["appSettings"]["loop_type"]
+    assert loop["detail"]["object_name"] == "settings"
+
+
+def test_app_settings_are_what_flex_consumption_and_identity_based_storage_expect() -> None:
+    names = app_setting_names()
+    assert sorted(names & FLEX_REJECTS) == []
+    host = variable("modules/functionapp.bicep", "hostSettings")
+    assert host["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert {"AzureWebJobsStorage__accountName", "AzureWebJobsStorage__clientId"} <= set(host)
+    assert host["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
+    local = json.loads((REPO / "local.settings.json.example").read_text(encoding="utf-8"))["Values"]
+    assert host["PYTHON_SCRIPT_FILE_NAME"] == local["PYTHON_SCRIPT_FILE_NAME"] == "main.py"
+    site = bicep("modules/functionapp.bicep")["resources"]["functionApp"]["config"]
+    assert site["properties"]["functionAppConfig"]["runtime"] == {"name": "python", "version": "pythonVersion"}
+    assert bicep("modules/functionapp.bicep")["parameters"]["pythonVersion"]["default"] == "3.11"
+
+
+def test_the_service_runs_against_azure_in_azure() -> None:
+    settings = variable("main.bicep", "appSettings")
+    assert settings["RETRAIN_LEDGER"] == "table"
+    assert settings["RETRAIN_BACKEND"] == "retrainBackend"
+    assert bicep("main.bicep")["parameters"]["retrainBackend"]["default"] == "azureml"
+    assert bicep("main.bicep")["parameters"]["policyPath"]["default"] == "policy.yaml"
+
+
+def test_every_setting_is_in_the_local_settings_example() -> None:
+    values = json.loads((REPO / "local.settings.json.example").read_text(encoding="utf-8"))["Values"]
+    missing = sorted(s.name for s in SETTINGS if s.name not in values)
+    assert missing == [], f"add these to local.settings.json.example: {missing}"
+
+
+def test_the_subscriptions_deliver_exactly_the_event_types_the_code_handles() -> None:
+    delivered = {t for sub in event_subscriptions() for t in sub["includedEventTypes"]}
+    assert delivered == set(signals.ML_EVENT_TYPES)
+
+
+def test_only_run_status_changes_are_filtered_and_each_filter_is_one_thing_the_code_acts_on() -> None:
+    """Advanced filters are ANDed across all types of a subscription: only RunStatusChanged ones have any."""
+    filtered = [sub for sub in event_subscriptions() if sub["advancedFilters"]]
+    assert all(sub["includedEventTypes"] == [RUN_STATUS] for sub in filtered)
+    assert all(len(sub["advancedFilters"]) == 1 for sub in filtered)
+    by_operator = {sub["advancedFilters"][0]["operatorType"]: sub["advancedFilters"][0] for sub in filtered}
+    assert set(by_operator) == {"IsNotNull", "StringIn"}
+    breach = by_operator["IsNotNull"]["key"].lower()
+    assert breach == f"data.runtags.{signals.MONITOR_BREACH_TAG}".lower()
+    failed = by_operator["StringIn"]
+    assert failed["key"].lower() == "data.runstatus"
+    assert {v.lower() for v in failed["values"]} == set(signals._FAILED_STATUSES)
+
+
+def test_the_subscriptions_call_the_event_grid_function_the_app_registers() -> None:
+    assert registered_event_grid_functions() == [variable("main.bicep", "eventGridFunctionName")]
+    params = bicep("main.bicep")["modules"]["events"]["config"]["params"]
+    assert params["functionName"] == "eventGridFunctionName"
+    resource = bicep("modules/events.bicep")["resources"]["subscriptions"]["config"]
+    assert resource["loop_type"]["detail"]["array_name"] == "eventSubscriptions"
+    destination = resource["config"]["properties"]["destination"]
+    assert destination["endpointType"] == "AzureFunction"
+    assert destination["properties"]["resourceId"] == "${functionAppId}/functions/${functionName}"
+    assert destination["properties"]["maxEventsPerBatch"] == 1
+
+
+def test_undeliverable_events_are_retried_for_a_day_then_dead_lettered_where_the_code_replays_them() -> None:
+    properties = bicep("modules/events.bicep")["resources"]["subscriptions"]["config"]["config"]["properties"]
+    assert properties["retryPolicy"]["eventTimeToLiveInMinutes"] == 1440
+    assert properties["retryPolicy"]["maxDeliveryAttempts"] == "maxDeliveryAttempts"
+    dead_letter = properties["deadLetterWithResourceIdentity"]
+    assert dead_letter["identity"] == {"type": "UserAssigned", "userAssignedIdentity": "identityId"}
+    assert dead_letter["deadLetterDestination"]["properties"]["blobContainerName"] == "deadLetterContainerName"
+    container = variable("main.bicep", "deadLetterContainerName")
+    default = next(s.default for s in SETTINGS if s.name == "RETRAIN_DEADLETTER_CONTAINER")
+    assert container == default
+    assert variable("main.bicep", "appSettings")["RETRAIN_DEADLETTER_CONTAINER"] == "deadLetterContainerName"
+
+
+def _role_assignments() -> list[tuple[Path, str, dict[str, Any]]]:
+    found = []
+    for path in sorted(INFRA.rglob("*.bicep")):
+        parsed = bicep(str(path.relative_to(INFRA)))
+        for name, resource in parsed.get("resources", {}).items():
+            if resource["type"] == "Microsoft.Authorization/roleAssignments":
+                found.append((path, name, resource["config"]))
+    return found
+
+
+def test_role_assignments_are_deterministic_and_to_service_principals() -> None:
+    assignments = _role_assignments()
+    assert len(assignments) == 6
+    for path, name, config in assignments:
+        guid = config["name"]["function"]
+        assert guid["type"] == "guid", f"{path.name}: {name}"
+        scope_id = guid["parameters"]["base_string"]["operator"]["operands"]
+        assert scope_id == {"operand_1": config["scope"], "operand_2": "id"}, (
+            f"{path.name}: {name}: guid(scope.id, ...)"
+        )
+        assert guid["parameters"]["extra_string_1"] == config["properties"]["principalId"], f"{path.name}: {name}"
+        assert guid["parameters"]["extra_string_2"] == config["properties"]["roleDefinitionId"], f"{path.name}: {name}"
+        assert config["properties"]["principalType"] == "ServicePrincipal", f"{path.name}: {name}"
+
+
+def test_every_role_assignment_says_why() -> None:
+    undocumented = []
+    for path, name, _ in _role_assignments():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        at = next(i for i, line in enumerate(lines) if re.match(rf"resource {name} 'Microsoft.Authorization/", line))
+        if not lines[at - 1].lstrip().startswith("//"):
+            undocumented.append(f"{path.name}: {name}")
+    assert undocumented == []
+
+
+def test_azd_deploys_to_the_app_bicep_tags_and_main_parameters_are_all_supplied() -> None:
+    project = yaml.safe_load((REPO / "azure.yaml").read_text(encoding="utf-8"))
+    (service_name, service), *others = project["services"].items()
+    assert others == []
+    assert service == {"project": ".", "language": "python", "host": "function"}
+    assert variable("main.bicep", "serviceName") == service_name
+    supplied = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    declared = bicep("main.bicep")["parameters"]
+    assert set(supplied) <= set(declared)
+    required = {name for name, p in declared.items() if p["default"] is None}
+    assert required <= set(supplied)
+
+
+@pytest.mark.parametrize("path", ["host.json", "main.py", "requirements.txt"])
+def test_the_function_package_keeps_what_the_worker_needs(path: str) -> None:
+    ignored = [
+        line.strip() for line in (REPO / ".funcignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]  # fmt: skip
+    assert (REPO / path).is_file()
+    assert path not in ignored
+
+
+def test_host_json_loads_the_extension_bundle_flex_consumption_requires() -> None:
+    host = json.loads((REPO / "host.json").read_text(encoding="utf-8"))
+    assert host["version"] == "2.0"
+    assert host["extensionBundle"]["id"] == "Microsoft.Azure.Functions.ExtensionBundle"
+    assert host["extensionBundle"]["version"].startswith("[4.")
