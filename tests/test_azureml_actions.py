@@ -23,9 +23,10 @@ import azure.core.exceptions as core_exceptions
 import pytest
 from azure.ai.ml import MLClient
 
+from function_app.adapters.azure_errors import is_transient
 from function_app.adapters.azureml import AzureMLActions, translate
 from function_app.adapters.sqlite_ledger import SqliteLedger
-from function_app.retry import RetryPolicy, is_transient
+from function_app.retry import RetryPolicy
 from function_app.settings import Settings
 from handlers.decisions import DeployPlan, JobPlan
 from handlers.errors import PermanentError, TransientError

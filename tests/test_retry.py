@@ -1,25 +1,15 @@
-"""The retry budget: what is transient, how long to wait, and when to give up (no test ever waits)."""
+"""The retry budget: how long to wait, and when to give up (no test ever waits)."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from datetime import UTC, datetime
-from email.utils import format_datetime
 from typing import Any
 
 import pytest
-from azure.ai.ml.exceptions import MlException
-from azure.core.exceptions import (
-    ClientAuthenticationError,
-    HttpResponseError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-    ServiceResponseTimeoutError,
-)
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceResponseTimeoutError
 
-from function_app.retry import RetryPolicy, is_transient, parse_retry_after, retry_after
+from function_app.retry import RetryPolicy
 from handlers.errors import TransientError
 from tests.fake_arm import FakeClock
 
@@ -56,50 +46,6 @@ def failing(*errors: Exception, result: str = "done") -> tuple[Callable[[], str]
 
 def policy(clock: FakeClock, deadline: float = 25.0) -> RetryPolicy:
     return RetryPolicy(deadline=deadline, sleep=clock.sleep, clock=clock, rng=random.Random(4))
-
-
-@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
-def test_throttling_timeouts_and_server_errors_are_transient(status: int) -> None:
-    assert is_transient(http_error(status))
-
-
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 412])
-def test_client_errors_are_permanent(status: int) -> None:
-    assert not is_transient(http_error(status))
-
-
-def test_connection_failures_timeouts_and_token_failures_are_transient() -> None:
-    assert is_transient(ServiceRequestError("connection refused"))
-    assert is_transient(ServiceResponseError("connection reset"))
-    assert is_transient(ServiceResponseTimeoutError("read timed out"))
-    assert is_transient(ClientAuthenticationError("the managed identity endpoint did not answer"))
-    assert not is_transient(ClientAuthenticationError(response=Response(401)))  # ARM refused the token
-    assert not is_transient(ValueError("a bug is not retried"))
-
-
-def test_an_error_wrapped_by_azure_ai_ml_is_judged_by_what_happened_on_the_wire() -> None:
-    wrapped = MlException(message="validation failed", no_personal_data_message="x", error=http_error(503))
-    assert is_transient(wrapped)
-
-    def lookup() -> None:
-        try:
-            raise http_error(404)
-        except HttpResponseError as exc:
-            raise MlException(message="asset not found", no_personal_data_message="x") from exc
-
-    with pytest.raises(MlException) as caught:
-        lookup()
-    assert not is_transient(caught.value)
-
-
-def test_retry_after_is_read_in_seconds_as_an_http_date_or_in_milliseconds() -> None:
-    now = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC).timestamp()
-    assert parse_retry_after("2", now) == 2.0
-    assert parse_retry_after(format_datetime(datetime(2026, 11, 25, 10, 0, 7, tzinfo=UTC), usegmt=True), now) == 7.0
-    assert parse_retry_after("yesterday-ish", now) is None
-    assert retry_after(http_error(429, {"retry-after-ms": "1500"}), now) == 1.5
-    assert retry_after(http_error(429, {"Retry-After": "3"}), now) == 3.0
-    assert retry_after(http_error(503), now) is None
 
 
 def test_a_throttled_call_waits_what_retry_after_asks_then_succeeds() -> None:

@@ -34,7 +34,9 @@ from urllib.parse import quote, urlparse
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from function_app.retry import Budget, RetryPolicy, describe, is_transient, status_of
+from function_app.adapters import azure_errors
+from function_app.adapters.azure_errors import describe, is_transient, status_of
+from function_app.retry import Budget, RetryPolicy
 from handlers import gate
 from handlers.decisions import DeployPlan, JobPlan
 from handlers.errors import PermanentError, TransientError
@@ -70,24 +72,22 @@ class Workspace:
         return f"{STUDIO}/{path}?wsid={quote(self.id, safe='/')}"
 
 
-def translate(exc: BaseException, what: str, fix: str = "", workspace: str = "") -> PermanentError | TransientError:
-    """One SDK error as the service's error: transient (redeliver) or permanent (record, acknowledge).
-    ``what`` names the thing (and ``workspace`` where it was looked for); ``fix`` says what to do."""
+def translate(exc: AzureError, what: str, fix: str = "", workspace: str = "") -> PermanentError | TransientError:
+    """One SDK error as the service's error (:mod:`azure_errors` decides transient or permanent), with
+    what to do: ``what`` names the thing, ``workspace`` where it was looked for, ``fix`` the remedy."""
     if is_transient(exc):
-        return TransientError(f"{what}: {describe(exc)}")
+        return azure_errors.translate(exc, what)
     status = status_of(exc)
-    message = str(getattr(exc, "message", None) or exc).strip().replace("\n", " ")[:500]
+    message = describe(exc)
     hint = f"; {fix}" if fix else ""
     if isinstance(exc, ResourceNotFoundError) or status == 404:
         where = f" in workspace {workspace}" if workspace else ""
         return PermanentError(f"{what} not found{where}{hint} (Azure ML: {message})")
     if status in (401, 403):
         return PermanentError(
-            f"{what}: Azure ML refused access (HTTP {status}: {message}); grant the function app's managed "
-            "identity a role on the workspace that allows it (for example AzureML Data Scientist)"
+            f"{what}: Azure ML refused access ({message}); grant the function app's managed identity a role "
+            "on the workspace that allows it (for example AzureML Data Scientist)"
         )
-    if status is not None:
-        return PermanentError(f"{what}: Azure ML answered HTTP {status}: {message}{hint}")
     return PermanentError(f"{what}: {message}{hint}")
 
 
