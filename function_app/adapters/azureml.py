@@ -17,9 +17,10 @@ managed online deployment is started beside the live one, copying its settings, 
 candidate model and no traffic. The long-running operation is started and not waited for: the
 SDK's poller follows it on a daemon thread, the reconciler follows the rollout.
 
-Errors: the SDK's exceptions are translated here, at the boundary. Transient ones (throttling,
-timeouts, 5xx) are retried inside the budget and then raised as TransientError; the others become
-a PermanentError whose message says what is wrong and where to fix it.
+Errors: the SDK's exceptions are translated here, at the boundary (:mod:`azure_errors` decides
+what is transient). Transient ones (throttling, timeouts, 5xx) are retried inside the budget
+(:mod:`function_app.retry`) and then raised as TransientError; the others become a PermanentError
+whose message says what is wrong and where to fix it.
 """
 
 from __future__ import annotations
@@ -60,13 +61,11 @@ class Workspace:
     subscription_id: str
     resource_group: str
     name: str
+    id: str  # the ARM resource id
 
-    @property
-    def id(self) -> str:
-        return (
-            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-            f"/providers/Microsoft.MachineLearningServices/workspaces/{self.name}"
-        )
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Workspace:
+        return cls(settings.subscription_id, settings.resource_group, settings.workspace_name, settings.workspace_id)
 
     def studio(self, path: str) -> str:
         return f"{STUDIO}/{path}?wsid={quote(self.id, safe='/')}"
@@ -155,7 +154,7 @@ class AzureMLActions:
         **client_kwargs: Any,
     ) -> AzureMLActions:
         """The worker's backend. Nothing is imported or built until the first action."""
-        workspace = Workspace(settings.subscription_id, settings.resource_group, settings.workspace_name)
+        workspace = Workspace.from_settings(settings)
         deadline = settings.deadline_seconds
 
         def build() -> Any:
