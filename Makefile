@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint typecheck unit bench clean
 
+include infra/checks.mk
+
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -34,8 +36,8 @@ typecheck: install
 unit: install node_modules/.bin/azurite
 	$(PY) -m pytest
 
-## make test: every test and check, as CI runs them
-test: lint typecheck unit
+## make test: every test and check, as CI runs them (check-infra first: its venv is used by a unit test)
+test: lint typecheck check-infra unit
 
 bench: install node_modules/.bin/azurite
 	$(PY) bench/run.py
