@@ -34,7 +34,7 @@ from handlers.signals import (
 )
 
 if TYPE_CHECKING:  # the policy module imports pydantic; decide only reads the objects
-    from handlers.policy import ModelPolicy, Policy
+    from handlers.policy import GateRule, ModelPolicy, Policy
 
 SERVICE_TAG_VALUE = "retrain-service"
 
@@ -78,6 +78,8 @@ class DeployPlan:
     tags: dict[str, str]
     run_tags: dict[str, str] = field(default_factory=dict)
     run_properties: dict[str, Any] = field(default_factory=dict)
+    gate: GateRule | None = None  # the policy's deploy.gate; None: every candidate passes
+    model_output: str = "model"  # the run output registered as the candidate when the run registered none
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +87,7 @@ class DeployPlan:
             "endpoint": self.endpoint,
             "deployment": self.deployment,
             "candidate": {"run_id": self.run_id, "version": self.version, "source": self.source},
+            "gate": self.gate.model_dump() if self.gate else None,
             "traffic": 0,
             "tags": self.tags,
         }
@@ -319,6 +322,8 @@ def _deploy_plan(
         tags={TAG_SERVICE: SERVICE_TAG_VALUE, TAG_MODEL: model, TAG_DECISION: did},
         run_tags=dict(run.run_tags) if run else {},
         run_properties=dict(run.run_properties) if run else {},
+        gate=mp.deploy.gate,
+        model_output=mp.deploy.model_output,
     )
 
 

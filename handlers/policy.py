@@ -132,6 +132,9 @@ class CandidateRule(_Strict):
 
 
 class GateRule(_Strict):
+    """The candidate gate (handlers/gate.py): the candidate must carry ``metric``, reach ``floor`` and,
+    when the endpoint has a live model that carries the metric, beat it by at least ``margin``."""
+
     metric: str
     higher_is_better: bool = True
     floor: float | None = None
@@ -155,6 +158,12 @@ class DeployRule(_Strict):
     endpoint: str
     on_registration: bool = False
     gate: GateRule | None = None
+    model_output: str = Field(
+        default="model",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the pipeline output holding the model; registered as a new version of the model "
+        "(azureml://jobs/<run>/outputs/<model_output>) when the finished run registered none",
+    )
     rollout: RolloutRule = Field(default_factory=RolloutRule)
 
     @field_validator("endpoint")

@@ -237,7 +237,7 @@ class RetrainService:
                 result.outcome,
                 now,
                 reason,
-                job=result.job or _job_of(rendered),
+                job=result.job or (_job_of(rendered) if result.outcome in ("submitted", "planned") else None),
                 rendered=rendered,
                 **{k: v for k, v in result.details.items() if k != "reason"},
             )

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import inspect
+from datetime import UTC, datetime
+from email.utils import format_datetime
 
 import azure.core.exceptions as core
 import pytest
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.ai.ml.exceptions import MlException
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+    ServiceResponseTimeoutError,
+)
 
-from function_app.adapters.azure_errors import translate
+from function_app.adapters.azure_errors import is_transient, parse_retry_after, retry_after, translate
 from handlers.errors import PermanentError, TransientError
 
 
@@ -56,3 +65,38 @@ def test_every_azure_core_error_type_maps_to_one_of_ours() -> None:
         except (TypeError, AttributeError):  # a few need a real response object; covered by their bases
             continue
         assert isinstance(translate(exc, "x"), (TransientError, PermanentError)), kind
+
+
+def test_connection_failures_timeouts_and_token_failures_are_transient() -> None:
+    assert is_transient(ServiceRequestError("connection refused"))
+    assert is_transient(ServiceResponseError("connection reset"))
+    assert is_transient(ServiceResponseTimeoutError("read timed out"))
+    assert is_transient(ClientAuthenticationError("the managed identity endpoint did not answer"))
+    refused = ClientAuthenticationError(response=_Response(401))  # type: ignore[arg-type]
+    assert not is_transient(refused)  # ARM refused the token
+    assert not is_transient(ValueError("a bug is not retried"))
+
+
+def test_an_error_wrapped_by_azure_ai_ml_is_judged_by_what_happened_on_the_wire() -> None:
+    wrapped = MlException(message="validation failed", no_personal_data_message="x", error=http_error(503))
+    assert is_transient(wrapped)
+
+    def lookup() -> None:
+        try:
+            raise http_error(404)
+        except HttpResponseError as exc:
+            raise MlException(message="asset not found", no_personal_data_message="x") from exc
+
+    with pytest.raises(MlException) as caught:
+        lookup()
+    assert not is_transient(caught.value)
+
+
+def test_retry_after_is_read_in_seconds_as_an_http_date_or_in_milliseconds() -> None:
+    now = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC).timestamp()
+    assert parse_retry_after("2", now) == 2.0
+    assert parse_retry_after(format_datetime(datetime(2026, 11, 25, 10, 0, 7, tzinfo=UTC), usegmt=True), now) == 7.0
+    assert parse_retry_after("yesterday-ish", now) is None
+    assert retry_after(http_error(429, **{"retry-after-ms": "1500"}), now) == 1.5
+    assert retry_after(http_error(429, **{"Retry-After": "3"}), now) == 3.0
+    assert retry_after(http_error(503), now) is None

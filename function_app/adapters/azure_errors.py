@@ -1,39 +1,132 @@
 """Translating azure.core exceptions into the service's error tree, at the adapter boundary.
 
-Transient: no connection, timeouts, throttling (429), 408 and 5xx: raised so that Event Grid
-redelivers. Everything else the SDK raises is permanent: recorded and acknowledged.
+Transient: no connection, timeouts, throttling (429), 408 and 5xx, and a credential that could not
+get a token: raised so that Event Grid redelivers. Everything else the SDKs raise is permanent:
+recorded and acknowledged. azure-ai-ml wraps service errors in its own exceptions (all of them
+``AzureError``s); an error is judged by the wire error it carries, wherever it is in the chain.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email.utils import parsedate_to_datetime
+from typing import Any
 
-from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    IncompleteReadError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 
 from handlers.errors import PermanentError, TransientError
 
-TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})  # and any other 5xx
+_WIRE_ERRORS = (HttpResponseError, ServiceRequestError, ServiceResponseError)
 
 
-def retry_after(exc: HttpResponseError) -> float | None:
-    headers = getattr(exc.response, "headers", None) or {}
-    value = headers.get("Retry-After")
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and those it wraps: raised from, raised while handling, or kept as ``inner_exception``."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        inner = getattr(current, "inner_exception", None)
+        todo.extend(e for e in (current.__cause__, current.__context__, inner) if isinstance(e, BaseException))
+
+
+def wire_error(exc: BaseException) -> AzureError | None:
+    """The error that says what happened on the wire (an HTTP answer, a failed connection, a timeout),
+    else the first azure-core error in the chain of ``exc``."""
+    chain = list(_chain(exc))
+    wire = next((e for e in chain if isinstance(e, _WIRE_ERRORS)), None)
+    return wire or next((e for e in chain if isinstance(e, AzureError)), None)
+
+
+def status_of(exc: BaseException) -> int | None:
+    error = wire_error(exc)
+    status = getattr(error, "status_code", None) if isinstance(error, HttpResponseError) else None
+    return status if isinstance(status, int) else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether trying the same call again later may succeed."""
+    error = wire_error(exc)
+    if isinstance(error, (ServiceRequestError, ServiceResponseError)):  # connection failures, timeouts
+        return True
+    if isinstance(error, HttpResponseError):
+        status = status_of(error)
+        if status is None:
+            # No HTTP status: a credential that could not get a token (the managed identity endpoint
+            # did not answer) or a response cut short. Others (raised by the SDK itself) are verdicts.
+            return isinstance(error, (ClientAuthenticationError, IncompleteReadError))
+        return status in TRANSIENT_STATUS or status >= 500
+    return False
+
+
+def parse_retry_after(value: str, now: float) -> float | None:
+    """``Retry-After``: a number of seconds or an HTTP date (relative to ``now``, epoch seconds)."""
+    text = value.strip()
     try:
-        return float(value) if value is not None else None
+        return max(0.0, float(text))
     except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
         return None
+    return max(0.0, when.timestamp() - now)
+
+
+def retry_after(exc: BaseException, now: float | None = None) -> float | None:
+    """The wait the service asked for in its answer to ``exc``, in seconds (None: it did not say).
+    ``now`` (epoch seconds) dates an HTTP-date ``Retry-After``; the clock is read if it is not given."""
+    response: Any = getattr(wire_error(exc), "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    moment = time.time() if now is None else now
+    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
+        if name in lowered:
+            ms = parse_retry_after(lowered[name], moment)
+            return None if ms is None else ms / 1000.0
+    if "retry-after" in lowered:
+        return parse_retry_after(lowered["retry-after"], moment)
+    return None
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line account of an SDK error: its HTTP status (or kind) and the first line of its message."""
+    error = wire_error(exc) or exc
+    status = status_of(exc)
+    message = str(getattr(error, "message", None) or error).strip().splitlines()
+    kind = f"HTTP {status}" if status is not None else type(error).__name__
+    return f"{kind}: {message[0][:300]}" if message else kind
 
 
 def translate(exc: AzureError, what: str) -> TransientError | PermanentError:
     """The service's error for an SDK error raised while doing ``what``."""
-    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
-        return TransientError(f"{what}: cannot reach the service ({type(exc).__name__}); will retry")
-    if isinstance(exc, HttpResponseError):
-        status = exc.status_code or 0
-        if status in TRANSIENT_STATUS or status >= 500:
-            return TransientError(f"{what}: the service answered {status}; will retry", retry_after(exc))
-        return PermanentError(f"{what}: the service answered {status}: {exc.reason or exc.message}")
+    status = status_of(exc)
+    if is_transient(exc):
+        if status is None:
+            return TransientError(
+                f"{what}: cannot reach the service ({type(wire_error(exc) or exc).__name__}); will retry"
+            )
+        return TransientError(f"{what}: the service answered {status}; will retry", retry_after(exc))
+    if status is not None:
+        error = wire_error(exc)
+        return PermanentError(
+            f"{what}: the service answered {status}: {getattr(error, 'reason', None) or describe(exc)}"
+        )
     return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
 
 

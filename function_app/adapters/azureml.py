@@ -1,0 +1,492 @@
+"""The Azure ML backend: carries decisions out through the real SDK (azure-ai-ml).
+
+This is the only module that imports ``azure.ai.ml``, and it does so on the first action, not at
+import: importing the SDK costs about a second and 100 MB, and nothing the root script imports
+may depend on it. The ``MLClient`` is built once per worker, on first use, with the worker's
+managed identity (``DefaultAzureCredential(managed_identity_client_id=AZURE_CLIENT_ID)``) and with
+the SDK's own retries off (``retry_total=0``): :mod:`function_app.retry` owns the time budget.
+
+Retrain: the pipeline job ``plan.name`` is submitted from the registered pipeline component
+(``name:version``, or ``name@label`` resolved through the SDK). The name is derived from the
+decision key, so a redelivered event finds the job it already submitted and adopts it.
+
+Deploy: the candidate is gated (:mod:`handlers.gate`) against the champion, the model version
+behind the endpoint's live deployment (the one with the most traffic). A passing candidate that
+the run did not register is registered from the run's output ``deploy.model_output``; then a new
+managed online deployment is started beside the live one, copying its settings, with the
+candidate model and no traffic. The long-running operation is started and not waited for: the
+SDK's poller follows it on a daemon thread, the reconciler follows the rollout.
+
+Errors: the SDK's exceptions are translated here, at the boundary (:mod:`azure_errors` decides
+what is transient). Transient ones (throttling, timeouts, 5xx) are retried inside the budget
+(:mod:`function_app.retry`) and then raised as TransientError; the others become a PermanentError
+whose message says what is wrong and where to fix it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlparse
+
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+from function_app.adapters import azure_errors
+from function_app.adapters.azure_errors import describe, is_transient, status_of
+from function_app.retry import Budget, RetryPolicy
+from handlers import gate
+from handlers.decisions import DeployPlan, JobPlan
+from handlers.errors import PermanentError, TransientError
+from handlers.ports import ActionResult
+from handlers.signals import TAG_DECISION
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+    from function_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STUDIO = "https://ml.azure.com"
+_VERSIONED_ID = re.compile(r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
+_SHORT_MODEL = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    subscription_id: str
+    resource_group: str
+    name: str
+    id: str  # the ARM resource id
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Workspace:
+        return cls(settings.subscription_id, settings.resource_group, settings.workspace_name, settings.workspace_id)
+
+    def studio(self, path: str) -> str:
+        return f"{STUDIO}/{path}?wsid={quote(self.id, safe='/')}"
+
+
+def translate(exc: AzureError, what: str, fix: str = "", workspace: str = "") -> PermanentError | TransientError:
+    """One SDK error as the service's error (:mod:`azure_errors` decides transient or permanent), with
+    what to do: ``what`` names the thing, ``workspace`` where it was looked for, ``fix`` the remedy."""
+    if is_transient(exc):
+        return azure_errors.translate(exc, what)
+    status = status_of(exc)
+    message = describe(exc)
+    hint = f"; {fix}" if fix else ""
+    if isinstance(exc, ResourceNotFoundError) or status == 404:
+        where = f" in workspace {workspace}" if workspace else ""
+        return PermanentError(f"{what} not found{where}{hint} (Azure ML: {message})")
+    if status in (401, 403):
+        return PermanentError(
+            f"{what}: Azure ML refused access ({message}); grant the function app's managed identity a role "
+            "on the workspace that allows it (for example AzureML Data Scientist)"
+        )
+    return PermanentError(f"{what}: {message}{hint}")
+
+
+def _is_remote(path: str) -> bool:
+    parsed = urlparse(path)
+    return bool(parsed.scheme and parsed.netloc) or path.startswith("/subscriptions/")
+
+
+def _facts(tags: Mapping[str, Any] | None, properties: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Tags and properties as one mapping for the gate; a tag wins over a property of the same name."""
+    return {**dict(properties or {}), **dict(tags or {})}
+
+
+@dataclass
+class _Candidate:
+    label: str  # for messages: "run X" or "model:5"
+    model: Any | None  # the registered version, if any
+    facts: dict[str, Any]
+
+
+@dataclass
+class _Champion:
+    """What the candidate is judged against: the live deployment and its model (all None without one)."""
+
+    deployment: str | None  # "endpoint/deployment"
+    live: Any | None
+    model: Any | None
+
+    @property
+    def label(self) -> str | None:
+        if self.deployment is None:
+            return None
+        return f"{self.model.name}:{self.model.version} ({self.deployment})" if self.model else self.deployment
+
+    @property
+    def facts(self) -> dict[str, Any] | None:
+        """None: nothing to compare with. Empty: a live model the gate cannot read a metric from."""
+        if self.deployment is None:
+            return None
+        return _facts(self.model.tags, self.model.properties) if self.model is not None else {}
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (str(a.name), str(a.version)) == (str(b.name), str(b.version))
+
+
+class AzureMLActions:
+    name = "azureml"
+
+    def __init__(self, ml_client: Any, workspace: Workspace, retry: RetryPolicy) -> None:
+        """``ml_client``: an ``MLClient``, or a function that builds one on first use (once per worker)."""
+        self._client = None if callable(ml_client) else ml_client
+        self._factory: Callable[[], Any] | None = ml_client if callable(ml_client) else None
+        self._lock = threading.Lock()
+        self.workspace = workspace
+        self.retry = retry
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        credential: TokenCredential | None = None,
+        retry: RetryPolicy | None = None,
+        **client_kwargs: Any,
+    ) -> AzureMLActions:
+        """The worker's backend. Nothing is imported or built until the first action."""
+        workspace = Workspace.from_settings(settings)
+        deadline = settings.deadline_seconds
+
+        def build() -> Any:
+            from azure.ai.ml import MLClient  # lazily, on the first action
+            from azure.identity import DefaultAzureCredential
+
+            cred = credential or DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+            kwargs: dict[str, Any] = {
+                "retry_total": 0,  # tenacity owns retries and the time budget (function_app/retry.py)
+                "enable_telemetry": False,
+                "connection_timeout": min(5.0, deadline),
+                "read_timeout": deadline,
+                **client_kwargs,
+            }
+            log.info("building MLClient for workspace %s", workspace.id)
+            return MLClient(cred, workspace.subscription_id, workspace.resource_group, workspace.name, **kwargs)
+
+        return cls(build, workspace, retry or RetryPolicy.from_settings(settings))
+
+    @property
+    def ml(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    assert self._factory is not None
+                    self._client = self._factory()
+        return self._client
+
+    def _call(self, budget: Budget, what: str, fn: Callable[[], Any], fix: str = "") -> Any:
+        """``fn()`` within the budget; a permanent SDK error becomes a PermanentError about ``what``.
+        (Every error azure-ai-ml raises on purpose is an azure-core ``AzureError``.)"""
+        try:
+            return budget.call(what, fn)
+        except AzureError as exc:
+            raise translate(exc, what, fix, self.workspace.name) from exc
+
+    def _get_or_none(self, budget: Budget, what: str, fn: Callable[[], Any]) -> Any | None:
+        """Like :meth:`_call`, but a 404 means "there is none"."""
+        try:
+            return budget.call(what, fn)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise translate(exc, what, workspace=self.workspace.name) from exc
+
+    # ------------------------------------------------------------------ retrain
+
+    def submit_retrain(self, plan: JobPlan) -> ActionResult:
+        budget = self.retry.budget()
+        existing = self._find_job(budget, plan.name)
+        if existing is not None:
+            log.info("pipeline job %s exists already; adopting it (model=%s)", plan.name, plan.model)
+            return self._submitted(existing, adopted=True)
+        component_id = self._component_id(budget, plan)
+        what = f"submitting pipeline job {plan.name} from {plan.component}"
+        try:
+            job = budget.call(
+                what,
+                lambda: self.ml.jobs.create_or_update(self._pipeline_job(plan, component_id), skip_validation=True),
+            )
+        except AzureError as exc:
+            # Another instance may have submitted it between our look and our PUT (the service
+            # answers an update, or refuses one that changes the job): the name is the key.
+            raced = self._find_job(budget, plan.name)
+            if raced is None:
+                raise translate(
+                    exc, what, f"check models.{plan.model}.retrain in the policy", self.workspace.name
+                ) from exc
+            log.info("pipeline job %s was submitted concurrently; adopting it", plan.name)
+            return self._submitted(raced, adopted=True)
+        log.info("submitted pipeline job %s model=%s component=%s", plan.name, plan.model, component_id)
+        return self._submitted(job, adopted=False)
+
+    def _find_job(self, budget: Budget, name: str) -> Any | None:
+        return self._get_or_none(budget, f"looking up pipeline job {name}", lambda: self.ml.jobs.get(name))
+
+    def _component_id(self, budget: Budget, plan: JobPlan) -> str:
+        ref = plan.component
+        name, sep, rest = ref.partition("@") if "@" in ref else ref.partition(":")
+        label, version = (rest, None) if sep == "@" else (None, rest)
+        fix = f"register it or fix models.{plan.model}.retrain.pipeline"
+        component = self._call(
+            budget,
+            f"pipeline component {ref!r}",
+            lambda: self.ml.components.get(name, version=version, label=label),
+            fix,
+        )
+        kind = str(getattr(component, "type", "") or "").lower()
+        if kind and kind != "pipeline":
+            raise PermanentError(
+                f"component {ref!r} is a {kind} component, not a pipeline component; "
+                f"models.{plan.model}.retrain.pipeline must name a registered pipeline component"
+            )
+        return str(component.id)
+
+    def _pipeline_job(self, plan: JobPlan, component_id: str) -> Any:
+        from azure.ai.ml import Input
+        from azure.ai.ml.entities import PipelineJob
+
+        inputs: dict[str, Any] = {}
+        for name, spec in plan.inputs.items():
+            kind, value = spec["type"], spec["value"]
+            if kind == "literal":
+                inputs[name] = value
+                continue
+            inputs[name] = Input(type=kind, path=self._asset_path(plan, name, str(value)))
+        return PipelineJob(
+            component=component_id,
+            inputs=inputs,
+            name=plan.name,
+            display_name=plan.display_name,
+            experiment_name=plan.experiment,
+            compute=plan.compute,
+            tags=dict(plan.tags),
+        )
+
+    @staticmethod
+    def _asset_path(plan: JobPlan, name: str, path: str) -> str:
+        """An input's path as the SDK resolves it: never a local path (it would upload from the worker)."""
+        if path.startswith("azureml:") and not path.startswith("azureml://"):
+            ref = path.removeprefix("azureml:")
+            if "@" in ref:
+                return ref  # name@label: the SDK resolves labels only without the azureml: prefix
+            if ":" not in ref:
+                return f"{ref}@latest"  # a data asset named without version (e.g. an event's dataset id)
+            return path
+        if _is_remote(path):
+            return path
+        raise PermanentError(
+            f"input {name!r} of model {plan.model!r} is {path!r}, a local path; the service uploads nothing: "
+            "use a data asset (azureml:name:version or azureml:name@latest) or a remote URI "
+            f"(azureml://, https://, abfss://) in models.{plan.model}.retrain.inputs.{name}"
+        )
+
+    def _submitted(self, job: Any, adopted: bool) -> ActionResult:
+        name = str(job.name)
+        url = getattr(job, "studio_url", None) or self.workspace.studio(f"runs/{quote(name)}")
+        status = getattr(job, "status", None)
+        details: dict[str, Any] = {"backend": self.name, "status": str(getattr(status, "value", status) or "") or None}
+        if adopted:
+            details["adopted"] = True
+            details["note"] = f"pipeline job {name} already existed (a redelivery or a concurrent instance); adopted"
+        return ActionResult("submitted", job={"name": name, "url": url}, details=details)
+
+    # ------------------------------------------------------------------ deploy
+
+    def start_deploy(self, plan: DeployPlan) -> ActionResult:
+        budget = self.retry.budget()
+        champion = self._champion(budget, plan)
+        candidate = self._candidate(budget, plan)
+        details: dict[str, Any] = {"backend": self.name, "candidate": candidate.label, "champion": champion.label}
+        if candidate.model is not None and champion.model is not None and _same(candidate.model, champion.model):
+            reason = f"candidate {candidate.label} is already live in deployment {plan.endpoint}/{champion.deployment}"
+            return ActionResult("skipped", details={**details, "reason": reason})
+        if plan.gate is not None:
+            verdict = gate.evaluate(
+                plan.gate,
+                candidate.facts,
+                champion.facts,
+                candidate_name=f"candidate {candidate.label}",
+                champion_name=f"champion {champion.label}",
+            )
+            details["gate"] = verdict.as_dict()
+            log.info(
+                "gate model=%s candidate=%s passed=%s: %s", plan.model, candidate.label, verdict.passed, verdict.why
+            )
+            if not verdict.passed:
+                return ActionResult("skipped", details={**details, "reason": f"not rolled out: {verdict.why}"})
+        if champion.live is None:
+            raise PermanentError(
+                f"endpoint {plan.endpoint!r} has no deployment with traffic to copy the instance type, environment and "
+                "code from; create the first deployment by hand (az ml online-deployment create --all-traffic)"
+            )
+        model = candidate.model
+        if model is None:
+            model = self._register(budget, plan, candidate, champion.model)
+            details["registered"] = f"{model.name}:{model.version}"
+        details.update(
+            {
+                "candidate": f"{model.name}:{model.version}" + (f" (run {plan.run_id})" if plan.run_id else ""),
+                "copied_from": champion.deployment,
+                "traffic": 0,
+            }
+        )
+        job = {
+            "name": f"{plan.endpoint}/{plan.deployment}",
+            "url": self.workspace.studio(f"endpoints/realtime/{quote(plan.endpoint)}/detail"),
+        }
+        if self._find_deployment(budget, plan) is not None:
+            note = f"deployment {plan.endpoint}/{plan.deployment} already existed (a redelivery); adopted"
+            return ActionResult("submitted", job=job, details={**details, "adopted": True, "note": note})
+        deployment = self._deployment(plan, champion.live, model)
+        self._call(
+            budget,
+            f"creating deployment {plan.endpoint}/{plan.deployment}",
+            lambda: self.ml.online_deployments.begin_create_or_update(deployment, skip_script_validation=True),
+            f"check models.{plan.model}.deploy and the live deployment {champion.deployment}",
+        )  # the poller is not waited for: the reconciler follows the rollout
+        log.info("started deployment %s model=%s:%s traffic=0", job["name"], model.name, model.version)
+        return ActionResult("submitted", job=job, details=details)
+
+    def _champion(self, budget: Budget, plan: DeployPlan) -> _Champion:
+        """The endpoint's live deployment (the one with the most traffic) and the model version it serves."""
+        endpoint = self._call(
+            budget,
+            f"online endpoint {plan.endpoint!r}",
+            lambda: self.ml.online_endpoints.get(plan.endpoint),
+            f"create it or fix models.{plan.model}.deploy.endpoint",
+        )
+        traffic = {str(k): int(v) for k, v in (getattr(endpoint, "traffic", None) or {}).items()}
+        name = max((d for d, pct in traffic.items() if pct > 0), key=lambda d: traffic[d], default=None)
+        if name is None:
+            return _Champion(None, None, None)
+        live = self._call(
+            budget,
+            f"live deployment {plan.endpoint}/{name}",
+            lambda: self.ml.online_deployments.get(name, endpoint_name=plan.endpoint),
+        )
+        return _Champion(f"{plan.endpoint}/{name}", live, self._model_of(budget, live))
+
+    def _model_of(self, budget: Budget, deployment: Any) -> Any | None:
+        ref = str(getattr(deployment, "model", None) or "")
+        match = _VERSIONED_ID.search(ref) or _SHORT_MODEL.match(ref)
+        if not match:
+            log.warning(
+                "live deployment %s serves model %r, which is not a workspace model version", deployment.name, ref
+            )
+            return None
+        name, version = match["name"], match["version"]
+        return self._call(budget, f"champion model {name}:{version}", lambda: self.ml.models.get(name, version=version))
+
+    def _candidate(self, budget: Budget, plan: DeployPlan) -> _Candidate:
+        """The model version to roll out (None: the run registered none yet) and the facts the gate reads:
+        the run's tags and properties (gate source ``run``) or the model version's (source ``model``)."""
+        source = plan.gate.source if plan.gate is not None else "run"
+        if plan.run_id:
+            model = next(iter(self._versions_of_run(budget, plan)), None)
+            if source == "run":
+                return _Candidate(f"run {plan.run_id}", model, _facts(plan.run_tags, plan.run_properties))
+            if model is None:
+                return _Candidate(f"run {plan.run_id} (which registered no version of {plan.model})", None, {})
+            return _Candidate(f"{model.name}:{model.version}", model, _facts(model.tags, model.properties))
+        version, label = (plan.version, None) if plan.version else (None, "latest")
+        model = self._call(
+            budget,
+            f"candidate model {plan.model}:{plan.version or '@latest'}",
+            lambda: self.ml.models.get(plan.model, version=version, label=label),
+            "register it, or send an existing version",
+        )
+        if source == "model":
+            return _Candidate(f"{model.name}:{model.version}", model, _facts(model.tags, model.properties))
+        job_name = getattr(model, "job_name", None)  # the run that produced the version holds its metrics
+        job = (
+            self._call(
+                budget, f"run {job_name} of model {model.name}:{model.version}", lambda: self.ml.jobs.get(job_name)
+            )
+            if job_name
+            else None
+        )
+        facts = _facts(job.tags, job.properties) if job is not None else {}
+        return _Candidate(f"{model.name}:{model.version}", model, facts)
+
+    def _versions_of_run(self, budget: Budget, plan: DeployPlan) -> list[Any]:
+        """Versions of the model registered from this run (by the run, or by us on an earlier delivery)."""
+        versions = (
+            self._get_or_none(
+                budget, f"versions of model {plan.model}", lambda: list(self.ml.models.list(name=plan.model))
+            )
+            or []
+        )
+        decision = plan.tags.get(TAG_DECISION)
+        return [
+            v
+            for v in versions
+            if getattr(v, "job_name", None) == plan.run_id
+            or (decision and (v.tags or {}).get(TAG_DECISION) == decision)
+        ]
+
+    def _register(self, budget: Budget, plan: DeployPlan, candidate: _Candidate, champion: Any | None) -> Any:
+        from azure.ai.ml.entities import Model
+
+        assert plan.run_id
+        tags = dict(plan.tags)
+        if plan.gate is not None:
+            value = gate.metric_value(candidate.facts, plan.gate.metric)
+            if value is not None:
+                tags[plan.gate.metric] = f"{value:g}"  # so that it can be judged as a champion later
+        path = f"azureml://jobs/{plan.run_id}/outputs/{plan.model_output}"
+        model = Model(
+            name=plan.model,
+            path=path,
+            type=str(getattr(champion, "type", None) or "custom_model"),
+            tags=tags,
+            description=f"registered by the retrain service from run {plan.run_id}",
+        )
+        return self._call(
+            budget,
+            f"registering model {plan.model} from {path}",
+            lambda: self.ml.models.create_or_update(model),
+            f"check that the pipeline has the output models.{plan.model}.deploy.model_output ({plan.model_output!r})",
+        )
+
+    def _find_deployment(self, budget: Budget, plan: DeployPlan) -> Any | None:
+        return self._get_or_none(
+            budget,
+            f"deployment {plan.endpoint}/{plan.deployment}",
+            lambda: self.ml.online_deployments.get(plan.deployment, endpoint_name=plan.endpoint),
+        )
+
+    def _deployment(self, plan: DeployPlan, live: Any, model: Any) -> Any:
+        from azure.ai.ml.entities import ManagedOnlineDeployment
+
+        if not isinstance(live, ManagedOnlineDeployment):
+            raise PermanentError(
+                f"live deployment {plan.endpoint}/{live.name} is a {type(live).__name__}; "
+                "the service rolls out to managed online endpoints only"
+            )
+        return ManagedOnlineDeployment(
+            name=plan.deployment,
+            endpoint_name=plan.endpoint,
+            model=str(model.id),
+            environment=live.environment,
+            code_configuration=live.code_configuration,
+            environment_variables=dict(live.environment_variables or {}),
+            instance_type=live.instance_type,
+            instance_count=live.instance_count,
+            scale_settings=live.scale_settings,  # type: ignore[arg-type]  # read from a managed deployment
+            request_settings=live.request_settings,
+            liveness_probe=live.liveness_probe,
+            readiness_probe=live.readiness_probe,
+            app_insights_enabled=bool(live.app_insights_enabled),
+            egress_public_network_access=live.egress_public_network_access,
+            tags={**dict(live.tags or {}), **plan.tags},
+            description=f"candidate {model.name}:{model.version}, started at 0% beside {live.name}",
+        )

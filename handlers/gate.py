@@ -1,0 +1,100 @@
+"""The candidate gate: whether a candidate model may be rolled out, with the numbers that decided it.
+
+Pure: the adapter gathers the facts (the candidate's tags and properties, those of the champion,
+the model version behind the endpoint's live deployment) and this module judges them. The rule:
+
+- the candidate must carry the metric (a tag or property of that name, case-insensitive, numeric);
+- it must reach the floor, if the policy sets one (``>= floor``, or ``<= floor`` when lower is better);
+- if there is a champion with the metric, the candidate must be strictly better than it, by at least
+  ``margin``. Without a champion, or when the champion does not carry the metric, the floor alone decides.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from handlers.keys import ci_get
+
+if TYPE_CHECKING:
+    from handlers.policy import GateRule
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    passed: bool
+    metric: str
+    higher_is_better: bool
+    candidate: float | None
+    champion: float | None
+    floor: float | None
+    margin: float
+    why: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def metric_value(facts: Mapping[str, Any] | None, metric: str) -> float | None:
+    """The metric as a number, from tags/properties (values arrive as strings); None if absent or not numeric."""
+    raw = ci_get(facts, metric)
+    if raw is None or isinstance(raw, bool):
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def evaluate(
+    rule: GateRule,
+    candidate: Mapping[str, Any],
+    champion: Mapping[str, Any] | None,
+    *,
+    candidate_name: str = "candidate",
+    champion_name: str = "champion",
+) -> GateVerdict:
+    """Judge ``candidate`` (its tags and properties) against ``champion`` (None: no live deployment)."""
+    metric, higher = rule.metric, rule.higher_is_better
+    cand = metric_value(candidate, metric)
+    champ = metric_value(champion, metric) if champion is not None else None
+    direction = "higher is better" if higher else "lower is better"
+
+    def verdict(passed: bool, why: str) -> GateVerdict:
+        return GateVerdict(passed, metric, higher, cand, champ, rule.floor, rule.margin, why)
+
+    if cand is None:
+        return verdict(False, f"{candidate_name} has no numeric {metric!r} in its {rule.source} tags or properties")
+    if rule.floor is not None:
+        below = cand < rule.floor if higher else cand > rule.floor
+        if below:
+            return verdict(
+                False,
+                f"{candidate_name} {metric} {_fmt(cand)} does not reach the floor {_fmt(rule.floor)} ({direction})",
+            )
+    if champion is None or champ is None:
+        if champion is None:
+            basis = "no live deployment to compare with"
+        else:
+            basis = f"{champion_name} carries no numeric {metric!r}"
+        floor = f"reaches the floor {_fmt(rule.floor)}" if rule.floor is not None else "has no floor to reach"
+        return verdict(True, f"{candidate_name} {metric} {_fmt(cand)} {floor}; {basis}, so the floor alone decides")
+    gain = cand - champ if higher else champ - cand
+    if gain > 0 and gain >= rule.margin:
+        return verdict(
+            True,
+            f"{candidate_name} {metric} {_fmt(cand)} beats {champion_name} {metric} {_fmt(champ)} "
+            f"by {_fmt(gain)} (margin {_fmt(rule.margin)}, {direction})",
+        )
+    return verdict(
+        False,
+        f"{candidate_name} {metric} {_fmt(cand)} does not beat {champion_name} {metric} {_fmt(champ)} "
+        f"by the margin {_fmt(rule.margin)} ({direction})",
+    )

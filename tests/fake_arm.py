@@ -1,0 +1,781 @@
+"""An in-process Azure Resource Manager for one Azure ML workspace, for the real SDK to talk to.
+
+``MLClient(credential, sub, rg, ws, transport=FakeArm(...))`` reaches every pipeline of the client:
+the SDK builds and sends its real requests, and this transport answers them like the service.
+It is a :class:`RequestsTransport` whose ``requests`` session has no network adapter, only
+:class:`_Answerer`, which answers with a ``requests.Response`` wrapping a ``urllib3.HTTPResponse``:
+the same object the real transport reads, for both azure-core request types (``azure.core.rest``
+and the pipeline transport's). A scripted fault can raise what ``requests`` raises on a timeout or
+a refused connection, so azure-core maps it to its own exceptions exactly as in production.
+
+What it checks, for every request: the host, the workspace path, the api-version (the ones the
+installed SDK uses; a new one fails loudly), the bearer token's audience, and for writes the body
+(a pipeline job from a registered pipeline component with known inputs and compute, a model
+registered from an existing job output, a deployment of an existing model version). A request it
+does not know is answered 400 and recorded in ``unexpected``: the ``arm`` fixture fails the test.
+
+What it keeps: components, data assets, computes, jobs, models, endpoints and deployments, so a
+sequence of calls behaves like a workspace. A PUT on an existing job name is an update, as the
+REST reference says ("for update case, the Tags in the definition passed in will replace Tags in
+the existing job"); one that changes what the job runs is refused with 400 UserError. Deployment
+creation is a long-running operation: 201 with ``Azure-AsyncOperation``, completed after
+``lro_polls`` polls. Nothing here ever sleeps: ``sleep()`` (azure-core's retry and polling waits)
+is recorded and advances the injected clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import requests
+from azure.core.credentials import AccessToken
+from azure.core.pipeline.transport import RequestsTransport
+from requests.adapters import BaseAdapter
+from requests.structures import CaseInsensitiveDict
+from urllib3 import HTTPResponse
+
+ARM_HOST = "management.azure.com"
+PROVIDER = "Microsoft.MachineLearningServices"
+CREATED = "2026-11-20T09:00:00.000000+00:00"
+
+# The api-versions the installed azure-ai-ml (1.35.2) sends, per resource (found by driving it).
+API_VERSIONS: dict[str, frozenset[str]] = {
+    "workspace": frozenset({"2024-10-01-preview"}),
+    "computes": frozenset({"2023-08-01-preview"}),
+    "components": frozenset({"2024-01-01-preview"}),
+    "data": frozenset({"2023-04-01-preview"}),
+    "jobs": frozenset({"2024-01-01-preview"}),
+    "models": frozenset({"2023-08-01-preview"}),
+    "onlineEndpoints": frozenset({"2022-02-01-preview", "2023-04-01-preview"}),
+    "deployments": frozenset({"2023-04-01-preview"}),
+    "operations": frozenset({"2023-04-01-preview"}),
+}
+JOB_INPUT_TYPES = frozenset(
+    {"literal", "uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model"}
+)
+
+
+# --------------------------------------------------------------------------- credential
+
+
+def unsigned_jwt(audience: str, **claims: Any) -> str:
+    """What the SDK decodes (without verifying) to check the audience of its Azure ML token."""
+
+    def part(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    body = {
+        "aud": audience,
+        "oid": "00000000-0000-0000-0000-0000000000aa",
+        "tid": "00000000-0000-0000-0000-0000000000bb",
+    }
+    body |= {"exp": int(time.time()) + 3600, **claims}
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(body)}."
+
+
+class FakeCredential:
+    """A TokenCredential handing out unsigned JWTs whose ``aud`` is the requested resource."""
+
+    def __init__(self) -> None:
+        self.scopes: list[str] = []
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.scopes.extend(scopes)
+        audience = scopes[0].removesuffix("/.default")
+        return AccessToken(unsigned_jwt(audience), int(time.time()) + 3600)
+
+
+def token_audience(header: str | None) -> str | None:
+    if not header or not header.startswith("Bearer "):
+        return None
+    payload = header.removeprefix("Bearer ").split(".")[1]
+    payload += "=" * (-len(payload) % 4)
+    return str(json.loads(base64.urlsafe_b64decode(payload)).get("aud"))
+
+
+# --------------------------------------------------------------------------- clock
+
+
+class FakeClock:
+    """Epoch seconds that move only when something waits (a recorded sleep) or a fault says so."""
+
+    def __init__(self, start: float = 1_795_000_000.0) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+# --------------------------------------------------------------------------- requests and faults
+
+
+@dataclass
+class Call:
+    method: str
+    url: str
+    path: str  # below the workspace, e.g. "jobs/retrain-x"; or the full path outside it
+    api_version: str | None
+    query: dict[str, str]
+    headers: CaseInsensitiveDict[str]
+    body: Any
+    status: int = 0
+
+
+@dataclass
+class Fault:
+    """A scripted answer for requests whose method matches and whose path matches ``path`` (regex)."""
+
+    method: str
+    path: str
+    times: int
+    status: int = 503
+    headers: dict[str, str] = field(default_factory=dict)
+    code: str = "ServiceUnavailable"
+    message: str = "The service is temporarily unavailable"
+    raise_: Callable[[], Exception] | None = None
+    advance: float = 0.0  # seconds the call takes (a timeout), added to the clock
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.times > 0 and method == self.method and re.search(self.path, path) is not None
+
+
+class Answer(Exception):
+    """Raised inside a handler to answer with an error status."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+class _Answerer(BaseAdapter):
+    """The session's only adapter: the fake answers, nothing leaves the process."""
+
+    def __init__(self, arm: FakeArm) -> None:
+        super().__init__()
+        self.arm = arm
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        status, headers, body = self.arm.answer(request)
+        data = b"" if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json; charset=utf-8", "Content-Length": str(len(data)), **headers}
+        raw = HTTPResponse(
+            body=io.BytesIO(data), headers=headers, status=status, preload_content=False, decode_content=False
+        )
+        response = requests.Response()
+        response.status_code = status
+        response.headers = CaseInsensitiveDict(headers)
+        response.raw = raw
+        response.url = str(request.url)
+        response.request = request
+        response.reason = {200: "OK", 201: "Created", 202: "Accepted", 404: "Not Found"}.get(status, "Status")
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- the fake
+
+
+class FakeArm(RequestsTransport):
+    def __init__(
+        self,
+        subscription: str,
+        resource_group: str,
+        workspace: str,
+        *,
+        location: str = "westeurope",
+        clock: FakeClock | None = None,
+        lro_polls: int = 1,
+    ) -> None:
+        session = requests.Session()
+        session.trust_env = False
+        session.adapters.clear()
+        session.mount("https://", _Answerer(self))
+        session.mount("http://", _Answerer(self))
+        super().__init__(session=session)
+        self.subscription, self.resource_group, self.workspace, self.location = (
+            subscription,
+            resource_group,
+            workspace,
+            location,
+        )
+        self.ws_path = (
+            f"/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/{PROVIDER}/workspaces/{workspace}"
+        )
+        self.clock = clock
+        self.lro_polls = lro_polls
+        self.calls: list[Call] = []
+        self.unexpected: list[str] = []
+        self.faults: list[Fault] = []
+        self.hooks: list[tuple[str, str, Callable[[], None]]] = []
+        self.sdk_sleeps: list[float] = []
+        self._lock = threading.RLock()
+        self.computes: dict[str, dict[str, Any]] = {}
+        self.components: dict[tuple[str, str], dict[str, Any]] = {}
+        self.data: dict[tuple[str, str], dict[str, Any]] = {}
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.models: dict[tuple[str, str], dict[str, Any]] = {}
+        self.endpoints: dict[str, dict[str, Any]] = {}
+        self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
+        self.operations: dict[str, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ azure-core hooks
+
+    def sleep(self, duration: float) -> None:
+        """azure-core's waits (RetryPolicy backoff, LRO polling): recorded, never slept."""
+        self.sdk_sleeps.append(duration)
+
+    # ------------------------------------------------------------------ seeding the workspace
+
+    def arm_id(self, *parts: str) -> str:
+        return "/".join((self.ws_path, *parts))
+
+    def add_compute(self, name: str) -> None:
+        self.computes[name] = {
+            "id": self.arm_id("computes", name),
+            "name": name,
+            "type": f"{PROVIDER}/workspaces/computes",
+            "location": self.location,
+            "properties": {"computeType": "AmlCompute", "provisioningState": "Succeeded", "properties": {}},
+        }
+
+    def add_component(
+        self, name: str, version: str, *, kind: str = "pipeline", inputs: dict[str, str] | None = None
+    ) -> None:
+        spec = {
+            "name": name,
+            "version": version,
+            "type": kind,
+            "display_name": name,
+            "inputs": {k: {"type": t} for k, t in (inputs or {}).items()},
+            "outputs": {"model": {"type": "custom_model"}},
+        }
+        if kind == "pipeline":
+            spec["jobs"] = {}
+        self.components[(name, version)] = {
+            "id": self.arm_id("components", name, "versions", version),
+            "name": version,
+            "type": f"{PROVIDER}/workspaces/components/versions",
+            "systemData": {"createdAt": f"2026-11-{10 + len(self.components):02d}T09:00:00Z"},
+            "properties": {
+                "componentSpec": spec,
+                "isAnonymous": False,
+                "isArchived": False,
+                "properties": {},
+                "tags": {},
+            },
+        }
+
+    def add_data(self, name: str, version: str, *, kind: str = "mltable") -> None:
+        self.data[(name, version)] = {
+            "id": self.arm_id("data", name, "versions", version),
+            "name": version,
+            "type": f"{PROVIDER}/workspaces/data/versions",
+            "systemData": {"createdAt": CREATED},
+            "properties": {
+                "dataType": kind,
+                "dataUri": f"azureml://datastores/workspaceblobstore/paths/{name}/{version}/",
+                "isAnonymous": False,
+                "isArchived": False,
+                "properties": {},
+                "tags": {},
+            },
+        }
+
+    def add_model(
+        self,
+        name: str,
+        version: str,
+        *,
+        tags: dict[str, str] | None = None,
+        properties: dict[str, str] | None = None,
+        kind: str = "custom_model",
+        job_name: str | None = None,
+    ) -> str:
+        self.models[(name, version)] = {
+            "id": self.arm_id("models", name, "versions", version),
+            "name": version,
+            "type": f"{PROVIDER}/workspaces/models/versions",
+            "systemData": {"createdAt": CREATED},
+            "properties": {
+                "modelType": kind,
+                "flavors": {},
+                "modelUri": f"azureml://datastores/workspaceblobstore/paths/models/{name}/{version}/",
+                "jobName": job_name,
+                "tags": dict(tags or {}),
+                "properties": dict(properties or {}),
+                "isAnonymous": False,
+                "isArchived": False,
+            },
+        }
+        return str(self.models[(name, version)]["id"])
+
+    def add_job(
+        self,
+        name: str,
+        *,
+        experiment: str = "Default",
+        status: str = "Completed",
+        outputs: tuple[str, ...] = ("model",),
+    ) -> None:
+        """A finished run, as another client left it (its outputs can be registered as models)."""
+        self.jobs[name] = self._job_resource(
+            name,
+            {
+                "jobType": "Pipeline",
+                "experimentName": experiment,
+                "inputs": {},
+                "outputs": {o: {"jobOutputType": "custom_model", "mode": "ReadWriteMount"} for o in outputs},
+                "tags": {},
+                "properties": {},
+            },
+            status,
+        )
+
+    def add_endpoint(self, name: str, traffic: dict[str, int] | None = None) -> None:
+        self.endpoints[name] = {
+            "id": self.arm_id("onlineEndpoints", name),
+            "name": name,
+            "type": f"{PROVIDER}/workspaces/onlineEndpoints",
+            "location": self.location,
+            "kind": "Managed",
+            "identity": {"type": "SystemAssigned"},
+            "tags": {},
+            "properties": {
+                "authMode": "Key",
+                "scoringUri": f"https://{name}.{self.location}.inference.ml.azure.com/score",
+                "traffic": dict(traffic or {}),
+                "provisioningState": "Succeeded",
+                "publicNetworkAccess": "Enabled",
+            },
+        }
+
+    def add_deployment(self, endpoint: str, name: str, *, model: tuple[str, str], instance_count: int = 2) -> None:
+        self.deployments[(endpoint, name)] = {
+            "id": self.arm_id("onlineEndpoints", endpoint, "deployments", name),
+            "name": name,
+            "type": f"{PROVIDER}/workspaces/onlineEndpoints/deployments",
+            "location": self.location,
+            "kind": "Managed",
+            "tags": {"team": "mlops"},
+            "sku": {"name": "Default", "tier": "Standard", "capacity": instance_count},
+            "properties": {
+                "endpointComputeType": "Managed",
+                "model": self.arm_id("models", model[0], "versions", model[1]),
+                "environmentId": self.arm_id("environments", "sklearn-env", "versions", "7"),
+                "codeConfiguration": {
+                    "codeId": self.arm_id("codes", "6e1f3c2a-2b7e-4a43-9d33-2d5c0c1f2a10", "versions", "1"),
+                    "scoringScript": "score.py",
+                },
+                "instanceType": "Standard_DS3_v2",
+                "environmentVariables": {"WORKER_COUNT": "2"},
+                "scaleSettings": {"scaleType": "Default"},
+                "requestSettings": {"requestTimeout": "PT5S", "maxConcurrentRequestsPerInstance": 2},
+                "livenessProbe": {
+                    "initialDelay": "PT10S",
+                    "period": "PT10S",
+                    "timeout": "PT2S",
+                    "failureThreshold": 30,
+                    "successThreshold": 1,
+                },
+                "appInsightsEnabled": True,
+                "egressPublicNetworkAccess": "Enabled",
+                "provisioningState": "Succeeded",
+                "properties": {},
+            },
+        }
+
+    # ------------------------------------------------------------------ scripting
+
+    def fail(
+        self,
+        method: str,
+        path: str,
+        status: int = 503,
+        *,
+        times: int = 1,
+        headers: dict[str, str] | None = None,
+        code: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Answer the next ``times`` matching requests with ``status`` (``path``: a regex on the path)."""
+        codes = {429: "TooManyRequests", 503: "ServiceUnavailable", 500: "InternalServerError", 404: "NotFound"}
+        fault = Fault(method, path, times, status, dict(headers or {}))
+        fault.code = code or codes.get(status, "UserError")
+        fault.message = message or fault.message
+        self.faults.append(fault)
+
+    def time_out(self, method: str, path: str, *, times: int = 1, seconds: float = 5.0) -> None:
+        """The next matching requests get no answer: the read times out after ``seconds``."""
+        self.faults.append(
+            Fault(
+                method, path, times, raise_=lambda: requests.exceptions.ReadTimeout("read timed out"), advance=seconds
+            )
+        )
+
+    def refuse_connections(self, method: str, path: str, *, times: int = 1) -> None:
+        self.faults.append(
+            Fault(method, path, times, raise_=lambda: requests.exceptions.ConnectionError("connection refused"))
+        )
+
+    def before(self, method: str, path: str, hook: Callable[[], None]) -> None:
+        """Run ``hook`` once, just before the first matching request is answered (a concurrent writer)."""
+        self.hooks.append((method, path, hook))
+
+    # ------------------------------------------------------------------ reading what happened
+
+    def requests_to(self, method: str, path: str = "") -> list[Call]:
+        return [c for c in self.calls if c.method == method and re.search(path, c.path)]
+
+    @property
+    def job_puts(self) -> list[Call]:
+        return self.requests_to("PUT", r"^jobs/")
+
+    def writes(self) -> list[Call]:
+        return [c for c in self.calls if c.method in ("PUT", "POST", "PATCH", "DELETE")]
+
+    # ------------------------------------------------------------------ answering
+
+    def answer(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], Any]:
+        url = urlparse(str(request.url))
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        raw = request.body
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        body = json.loads(text) if text else None
+        path = url.path[len(self.ws_path) + 1 :] if url.path.startswith(self.ws_path + "/") else url.path
+        if url.path == self.ws_path:
+            path = ""
+        call = Call(str(request.method), str(request.url), path, query.get("api-version"), query, request.headers, body)
+        with self._lock:
+            self.calls.append(call)
+            for i, (method, pattern, hook) in enumerate(self.hooks):
+                if method == call.method and re.search(pattern, call.path):
+                    del self.hooks[i]
+                    hook()
+                    break
+            fault = next((f for f in self.faults if f.matches(call.method, call.path)), None)
+            if fault is not None:
+                fault.times -= 1
+                if self.clock is not None:
+                    self.clock.now += fault.advance
+                if fault.raise_ is not None:
+                    call.status = -1
+                    raise fault.raise_()
+                call.status = fault.status
+                return fault.status, fault.headers, _error(fault.code, fault.message)
+            try:
+                status, headers, out = self._route(call, url.hostname or "")
+            except Answer as exc:
+                status, headers, out = exc.status, exc.headers, _error(exc.code, exc.message)
+            call.status = status
+            return status, headers, copy.deepcopy(out)
+
+    def _unexpected(self, call: Call, why: str) -> Answer:
+        self.unexpected.append(f"{call.method} {call.path}: {why}")
+        return Answer(400, "FakeArmUnexpectedRequest", f"the fake ARM does not expect this request: {why}")
+
+    def _route(self, call: Call, host: str) -> tuple[int, dict[str, str], Any]:
+        if host != ARM_HOST:
+            raise self._unexpected(call, f"host {host}")
+        if token_audience(call.headers.get("Authorization")) != f"https://{ARM_HOST}":
+            raise self._unexpected(call, "no bearer token for https://management.azure.com")
+        routes: list[tuple[str, str, str, Callable[..., tuple[int, dict[str, str], Any]]]] = [
+            ("GET", r"^$", "workspace", self._get_workspace),
+            ("GET", r"^computes/([^/]+)$", "computes", self._get_compute),
+            ("GET", r"^components/([^/]+)/versions$", "components", self._list_components),
+            ("GET", r"^components/([^/]+)/versions/([^/]+)$", "components", self._get_component),
+            ("GET", r"^data/([^/]+)$", "data", self._get_data_container),
+            ("GET", r"^data/([^/]+)/versions/([^/]+)$", "data", self._get_data),
+            ("GET", r"^jobs/([^/]+)$", "jobs", self._get_job),
+            ("PUT", r"^jobs/([^/]+)$", "jobs", self._put_job),
+            ("GET", r"^models/([^/]+)$", "models", self._get_model_container),
+            ("GET", r"^models/([^/]+)/versions$", "models", self._list_models),
+            ("GET", r"^models/([^/]+)/versions/([^/]+)$", "models", self._get_model),
+            ("PUT", r"^models/([^/]+)/versions/([^/]+)$", "models", self._put_model),
+            ("GET", r"^onlineEndpoints/([^/]+)$", "onlineEndpoints", self._get_endpoint),
+            ("GET", r"^onlineEndpoints/([^/]+)/deployments$", "onlineEndpoints", self._list_deployments),
+            ("GET", r"^onlineEndpoints/([^/]+)/deployments/([^/]+)$", "deployments", self._get_deployment),
+            ("PUT", r"^onlineEndpoints/([^/]+)/deployments/([^/]+)$", "deployments", self._put_deployment),
+            (
+                "GET",
+                rf"^/subscriptions/{re.escape(self.subscription)}/providers/{PROVIDER}/locations/[^/]+/mfeOperationsStatus/([^/]+)$",
+                "operations",
+                self._get_operation,
+            ),
+        ]
+        for method, pattern, kind, handler in routes:
+            match = re.match(pattern, call.path)
+            if method == call.method and match:
+                if call.api_version not in API_VERSIONS[kind]:
+                    raise self._unexpected(call, f"api-version {call.api_version} for {kind}")
+                return handler(call, *match.groups())
+        raise self._unexpected(call, "no such route")
+
+    # ------------------------------------------------------------------ handlers
+
+    def _get_workspace(self, call: Call) -> tuple[int, dict[str, str], Any]:
+        return (
+            200,
+            {},
+            {
+                "id": self.ws_path,
+                "name": self.workspace,
+                "type": f"{PROVIDER}/workspaces",
+                "location": self.location,
+                "identity": {"type": "SystemAssigned"},
+                "properties": {
+                    "friendlyName": self.workspace,
+                    "workspaceId": "5b1f3b5e-7f0e-4c55-9c3b-4a3f2d1e0c9b",
+                    "discoveryUrl": f"https://{self.location}.api.azureml.ms/discovery",
+                    "provisioningState": "Succeeded",
+                },
+            },
+        )
+
+    def _get_compute(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+        return 200, {}, self._found(self.computes.get(name), f"compute {name}")
+
+    def _get_component(self, call: Call, name: str, version: str) -> tuple[int, dict[str, str], Any]:
+        return 200, {}, self._found(self.components.get((name, version)), f"component {name}:{version}")
+
+    def _list_components(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+        versions = [v for (n, _), v in self.components.items() if n == name]
+        versions.sort(key=lambda v: v["systemData"]["createdAt"], reverse="desc" in call.query.get("$orderBy", ""))
+        return 200, {}, {"value": versions[: int(call.query.get("$top", len(versions) or 1))]}
+
+    def _get_data_container(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+        versions = sorted((int(v) for (n, v) in self.data if n == name and v.isdigit()), reverse=True)
+        if not versions:
+            raise Answer(404, "UserError", f"Could not find data asset {name} in workspace {self.workspace}")
+        latest = str(versions[0])
+        return (
+            200,
+            {},
+            {
+                "id": self.arm_id("data", name),
+                "name": name,
+                "properties": {"latestVersion": latest, "nextVersion": str(versions[0] + 1), "isArchived": False},
+            },
+        )
+
+    def _get_data(self, call: Call, name: str, version: str) -> tuple[int, dict[str, str], Any]:
+        return 200, {}, self._found(self.data.get((name, version)), f"data asset {name}:{version}")
+
+    def _get_job(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+        return 200, {}, self._found(self.jobs.get(name), f"job {name}")
+
+    def _put_job(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+        props = (call.body or {}).get("properties") or {}
+        self._check_pipeline_job(call, name, props)
+        existing = self.jobs.get(name)
+        if existing is not None:
+            old = existing["properties"]
+            changed = [
+                k
+                for k in ("jobType", "componentId", "computeId", "experimentName", "inputs")
+                if old.get(k) != props.get(k)
+            ]
+            if changed:
+                raise Answer(
+                    400,
+                    "UserError",
+                    f"Job {name} already exists; an existing job's {', '.join(changed)} cannot be changed, "
+                    "only its tags, display name, description and new properties",
+                )
+            old["tags"] = dict(props.get("tags") or {})
+            for key in ("displayName", "description"):
+                if props.get(key) is not None:
+                    old[key] = props[key]
+            return 200, {}, existing
+        if (
+            call.headers.get("x-azureml-token") is None
+            or token_audience("Bearer " + call.headers["x-azureml-token"]) != "https://ml.azure.com"
+        ):
+            raise Answer(
+                401, "UserError", "a pipeline job is submitted with the user's Azure ML token (x-azureml-token)"
+            )
+        self.jobs[name] = self._job_resource(name, props, "NotStarted")
+        return 201, {}, self.jobs[name]
+
+    def _check_pipeline_job(self, call: Call, name: str, props: dict[str, Any]) -> None:
+        if props.get("jobType") != "Pipeline":
+            raise self._unexpected(call, f"jobType {props.get('jobType')!r}, expected a pipeline job")
+        component = self._resource_by_id(self.components, props.get("componentId"))
+        if component is None:
+            raise Answer(400, "UserError", f"Component {props.get('componentId')} not found")
+        if self._resource_by_id({("c", k): v for k, v in self.computes.items()}, props.get("computeId")) is None:
+            raise Answer(400, "UserError", f"Compute {props.get('computeId')} not found in workspace {self.workspace}")
+        if not props.get("experimentName"):
+            raise self._unexpected(call, "no experimentName")
+        declared = component["properties"]["componentSpec"]["inputs"]
+        for key, value in (props.get("inputs") or {}).items():
+            if key not in declared:
+                raise Answer(400, "UserError", f"Input {key} is not an input of component {props['componentId']}")
+            kind = value.get("jobInputType")
+            if kind not in JOB_INPUT_TYPES:
+                raise self._unexpected(call, f"input {key}: jobInputType {kind!r}")
+            if kind == "literal" and not isinstance(value.get("value"), str):
+                raise self._unexpected(call, f"input {key}: a literal's value is a string on the wire")
+            if kind != "literal":
+                uri = str(value.get("uri") or "")
+                if "/data/" in uri and self._resource_by_id(self.data, uri) is None:
+                    raise Answer(400, "UserError", f"Data asset {uri} not found")
+                if not uri:
+                    raise self._unexpected(call, f"input {key}: no uri")
+        tags = props.get("tags") or {}
+        if not all(isinstance(v, str) for v in tags.values()):
+            raise self._unexpected(call, "tag values are strings")
+
+    def _job_resource(self, name: str, props: dict[str, Any], status: str) -> dict[str, Any]:
+        stored = copy.deepcopy(props)
+        stored["status"] = status
+        stored["services"] = {
+            "Studio": {"jobServiceType": "Studio", "endpoint": f"https://ml.azure.com/runs/{name}?wsid={self.ws_path}"}
+        }
+        return {
+            "id": self.arm_id("jobs", name),
+            "name": name,
+            "type": f"{PROVIDER}/workspaces/jobs",
+            "systemData": {"createdAt": CREATED},
+            "properties": stored,
+        }
+
+    def _get_model_container(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+        versions = sorted((int(v) for (n, v) in self.models if n == name and v.isdigit()), reverse=True)
+        if not versions:
+            raise Answer(404, "UserError", f"Could not find model {name} in workspace {self.workspace}")
+        return (
+            200,
+            {},
+            {
+                "id": self.arm_id("models", name),
+                "name": name,
+                "properties": {
+                    "latestVersion": str(versions[0]),
+                    "nextVersion": str(versions[0] + 1),
+                    "isArchived": False,
+                },
+            },
+        )
+
+    def _list_models(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+        versions = [v for (n, _), v in self.models.items() if n == name]
+        if not versions:
+            raise Answer(404, "UserError", f"Could not find model {name} in workspace {self.workspace}")
+        top = int(call.query.get("$top", len(versions)))
+        return 200, {}, {"value": list(reversed(versions))[:top]}
+
+    def _get_model(self, call: Call, name: str, version: str) -> tuple[int, dict[str, str], Any]:
+        return 200, {}, self._found(self.models.get((name, version)), f"model {name}:{version}")
+
+    def _put_model(self, call: Call, name: str, version: str) -> tuple[int, dict[str, str], Any]:
+        props = (call.body or {}).get("properties") or {}
+        uri = str(props.get("modelUri") or "")
+        if not props.get("modelType") or not uri:
+            raise self._unexpected(call, "a model version needs modelType and modelUri")
+        if (name, version) in self.models:
+            raise Answer(409, "UserError", f"Model {name}:{version} already exists")
+        job_name = None
+        job_output = re.match(r"^azureml://jobs/([^/]+)/outputs/([^/]+)$", uri)
+        if job_output:
+            job_name, output = job_output.groups()
+            job = self.jobs.get(job_name)
+            if job is None or output not in (job["properties"].get("outputs") or {}):
+                raise Answer(400, "UserError", f"Job {job_name} has no output named {output}")
+        model_id = self.add_model(
+            name,
+            version,
+            tags=props.get("tags"),
+            properties=props.get("properties"),
+            kind=props["modelType"],
+            job_name=job_name,
+        )
+        self.models[(name, version)]["properties"]["modelUri"] = uri
+        assert model_id
+        return 201, {}, self.models[(name, version)]
+
+    def _get_endpoint(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+        return 200, {}, self._found(self.endpoints.get(name), f"online endpoint {name}")
+
+    def _list_deployments(self, call: Call, endpoint: str) -> tuple[int, dict[str, str], Any]:
+        self._found(self.endpoints.get(endpoint), f"online endpoint {endpoint}")
+        return 200, {}, {"value": [d for (e, _), d in self.deployments.items() if e == endpoint]}
+
+    def _get_deployment(self, call: Call, endpoint: str, name: str) -> tuple[int, dict[str, str], Any]:
+        return 200, {}, self._found(self.deployments.get((endpoint, name)), f"deployment {endpoint}/{name}")
+
+    def _put_deployment(self, call: Call, endpoint: str, name: str) -> tuple[int, dict[str, str], Any]:
+        body = call.body or {}
+        props = body.get("properties") or {}
+        if endpoint not in self.endpoints:
+            raise Answer(404, "UserError", f"Online endpoint {endpoint} not found")
+        if body.get("location") != self.location:
+            raise self._unexpected(call, f"location {body.get('location')!r}, the workspace is in {self.location}")
+        if props.get("endpointComputeType") != "Managed" or not props.get("instanceType"):
+            raise self._unexpected(call, "a managed deployment names its instance type")
+        if self._resource_by_id(self.models, props.get("model")) is None:
+            raise Answer(400, "UserError", f"Model {props.get('model')} not found")
+        if not isinstance((body.get("sku") or {}).get("capacity"), int):
+            raise self._unexpected(call, "sku.capacity is the instance count")
+        operation = str(uuid.uuid4())
+        stored = copy.deepcopy(body)
+        stored.update(
+            {
+                "id": self.arm_id("onlineEndpoints", endpoint, "deployments", name),
+                "name": name,
+                "type": f"{PROVIDER}/workspaces/onlineEndpoints/deployments",
+            }
+        )
+        stored["properties"].setdefault("scaleSettings", {"scaleType": "Default"})  # the service's default
+        stored["properties"]["provisioningState"] = "Creating"
+        self.deployments[(endpoint, name)] = stored
+        self.operations[operation] = {"polls": 0, "deployment": (endpoint, name)}
+        status_url = (
+            f"https://{ARM_HOST}/subscriptions/{self.subscription}/providers/{PROVIDER}/locations/{self.location}"
+            f"/mfeOperationsStatus/{operation}?api-version=2023-04-01-preview"
+        )
+        return 201, {"Azure-AsyncOperation": status_url}, stored
+
+    def _get_operation(self, call: Call, operation: str) -> tuple[int, dict[str, str], Any]:
+        op = self._found(self.operations.get(operation), f"operation {operation}")
+        op["polls"] += 1
+        done = op["polls"] >= self.lro_polls
+        if done:
+            self.deployments[op["deployment"]]["properties"]["provisioningState"] = "Succeeded"
+        return 200, {}, {"id": operation, "name": operation, "status": "Succeeded" if done else "InProgress"}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _found(self, resource: dict[str, Any] | None, what: str) -> dict[str, Any]:
+        if resource is None:
+            raise Answer(404, "UserError", f"Could not find {what} in workspace {self.workspace}")
+        return resource
+
+    @staticmethod
+    def _resource_by_id(resources: dict[Any, dict[str, Any]], arm_id: Any) -> dict[str, Any] | None:
+        wanted = str(arm_id or "").lower()
+        return next((r for r in resources.values() if r["id"].lower() == wanted), None)
+
+    def lro_threads(self) -> Iterator[threading.Thread]:
+        return (t for t in threading.enumerate() if t.name.startswith("LROPoller"))
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": [], "additionalInfo": []}}

@@ -1,0 +1,541 @@
+"""The Azure ML backend end to end: events through RetrainService and the real SDK to a fake ARM.
+
+Nothing here pretends a call happened: ``MLClient`` (built by ``AzureMLActions.from_settings``)
+sends its real requests to :class:`tests.fake_arm.FakeArm`, and the tests read what it received.
+The retry sleep and clock are a :class:`FakeClock`: no test waits.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import azure.ai.ml.exceptions as ml_exceptions
+import azure.core.exceptions as core_exceptions
+import pytest
+from azure.ai.ml import MLClient
+
+from function_app.adapters.azure_errors import is_transient
+from function_app.adapters.azureml import AzureMLActions, translate
+from function_app.adapters.sqlite_ledger import SqliteLedger
+from function_app.retry import RetryPolicy
+from function_app.settings import Settings
+from handlers.decisions import DeployPlan, JobPlan
+from handlers.errors import PermanentError, TransientError
+from handlers.policy import GateRule, load_policy
+from handlers.records import DecisionRecord
+from handlers.service import EventResult, RetrainService
+from handlers.signals import ManualRequest, Trigger, parse_body
+from tests.builders import ours, run_event
+from tests.conftest import REPO, load_sample
+from tests.fake_arm import FakeArm, FakeClock, FakeCredential
+from tests.fakes import Clock
+
+SUB, RG, WS = "7a3c5f0e-1111-4d2b-9e8a-2b6f1c0d9e77", "rg-mlops", "ws-retrain"
+WORKSPACE_ID = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}"
+MODEL = "sklearn_regression_model"
+ENDPOINT = "diabetes-endpoint"
+DATASET = "d7e74d2e-c972-4266-b5fb-6c9c182d2a74"  # TargetDatasetId of the published drift sample
+DRIFT_SAMPLE = "Microsoft.MachineLearningServices.DatasetDriftDetected.eventgrid.json"
+RUN_SAMPLE = "Microsoft.MachineLearningServices.RunCompleted.eventgrid.json"
+POLICY = load_policy(REPO / "examples" / "policy.yaml")
+
+
+def in_workspace(sample: str) -> dict[str, Any]:
+    """A published sample whose topic is the workspace these tests configure (not the placeholder)."""
+    [raw] = copy.deepcopy(load_sample(sample))
+    raw["topic"] = WORKSPACE_ID
+    return dict(raw)
+
+
+class WorkerDied(Exception):
+    """The worker is gone between Azure accepting the work and the ledger hearing of it."""
+
+
+class DiesAfterActing:
+    """Actions that do the real thing, then crash before the service can confirm."""
+
+    name = "azureml"
+
+    def __init__(self, inner: AzureMLActions) -> None:
+        self.inner = inner
+
+    def submit_retrain(self, plan: JobPlan) -> Any:
+        self.inner.submit_retrain(plan)
+        raise WorkerDied
+
+    def start_deploy(self, plan: DeployPlan) -> Any:
+        self.inner.start_deploy(plan)
+        raise WorkerDied
+
+
+class AzureWorld:
+    """One workspace (the fake ARM), the Azure ML backend built from settings, and the service."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.clock = FakeClock()
+        self.now = Clock()
+        self.arm = FakeArm(SUB, RG, WS, clock=self.clock)
+        self.arm.add_compute("cpu-cluster")
+        inputs = {"training_data": "mltable", "learning_rate": "number", "max_epochs": "integer"}
+        self.arm.add_component("diabetes-retrain", "3", inputs=inputs)
+        self.arm.add_data(DATASET, "1")
+        self.arm.add_data(DATASET, "2")
+        self.arm.add_model(MODEL, "3", tags={"r2_score": "0.52"})
+        self.arm.add_endpoint(ENDPOINT, {"blue": 100})
+        self.arm.add_deployment(ENDPOINT, "blue", model=(MODEL, "3"))
+        self.settings = Settings.from_env(
+            {
+                "RETRAIN_BACKEND": "azureml",
+                "AZUREML_SUBSCRIPTION_ID": SUB,
+                "AZUREML_RESOURCE_GROUP": RG,
+                "AZUREML_WORKSPACE_NAME": WS,
+            }
+        )
+        self.retry = RetryPolicy.from_settings(
+            self.settings, sleep=self.clock.sleep, clock=self.clock, rng=random.Random(1)
+        )
+        self.actions = AzureMLActions.from_settings(
+            self.settings, credential=FakeCredential(), retry=self.retry, transport=self.arm
+        )
+        self.ledger_path = tmp_path / "ledger.db"
+        self.service = self.new_service()
+
+    def new_service(self, actions: Any = None) -> RetrainService:
+        """A service as a (new) worker builds it: same ledger file, same workspace."""
+        ledger = SqliteLedger(self.ledger_path)
+        return RetrainService(POLICY, ledger, actions or self.actions, self.now, [self.settings.workspace_id])
+
+    def deliver(self, raw: dict[str, Any], service: RetrainService | None = None) -> EventResult:
+        [env] = parse_body(json.dumps([raw]))
+        return (service or self.service).handle_envelope(env)
+
+    def decision(self, decision_id: str) -> DecisionRecord | None:
+        return self.service.ledger.get_decision(decision_id)
+
+    def finished_run(
+        self, r2: str, run_id: str = "retrain-sklearn-regression-model-0123456789abcdef"
+    ) -> dict[str, Any]:
+        """The RunCompleted event of a retraining run this service submitted, which logged ``r2``."""
+        self.arm.add_job(run_id, experiment="diabetes-retrain")
+        tags = {**ours(MODEL, "re-0123456789abcdef"), "r2_score": r2}
+        return run_event(run_id=run_id, tags=tags, topic=WORKSPACE_ID)
+
+
+@pytest.fixture
+def azure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AzureWorld]:
+    monkeypatch.chdir(tmp_path)  # not a git repository, as on Azure: the SDK adds no git properties to jobs
+    world = AzureWorld(tmp_path)
+    yield world
+    for thread in world.arm.lro_threads():  # the SDK's pollers of started deployments
+        thread.join(timeout=5)
+    assert world.arm.unexpected == []
+
+
+# --------------------------------------------------------------------------- retraining
+
+
+def test_sample_drift_event_submits_exactly_the_expected_pipeline_job(azure: AzureWorld) -> None:
+    raw = in_workspace(DRIFT_SAMPLE)
+    [rec] = azure.deliver(raw).decisions
+    assert (rec.action, rec.outcome, rec.model) == ("retrain", "submitted", MODEL)
+    job_name = rec.job["name"]  # type: ignore[index]
+    assert job_name == f"retrain-sklearn-regression-model-{rec.id.split('-', 1)[1]}"  # from the decision key
+
+    [put] = azure.arm.job_puts
+    assert put.path == f"jobs/{job_name}"
+    props = put.body["properties"]
+    assert props["jobType"] == "Pipeline"
+    assert props["componentId"] == azure.arm.arm_id("components", "diabetes-retrain", "versions", "3")
+    assert props["computeId"] == azure.arm.arm_id("computes", "cpu-cluster")
+    assert props["experimentName"] == "diabetes-retrain"
+    assert props["inputs"] == {
+        "training_data": {"jobInputType": "mltable", "uri": azure.arm.arm_id("data", DATASET, "versions", "2")},
+        "learning_rate": {"jobInputType": "literal", "value": "0.01"},
+        "max_epochs": {"jobInputType": "literal", "value": "20"},
+    }
+    assert props["tags"] == {
+        "retrain_service": "retrain-service",
+        "retrain_model": MODEL,
+        "retrain_decision": rec.id,
+        "retrain_trigger": f"DatasetDriftDetected:{raw['id']}",
+    }
+    assert props["displayName"].startswith(f"retrain {MODEL}: data drift monitor myDriftMonitor")
+    assert props["properties"] == {}
+    assert (
+        rec.job["url"]
+        == f"https://ml.azure.com/runs/{job_name}?wsid={WORKSPACE_ID}&tid=00000000-0000-0000-0000-0000000000bb"
+    )  # type: ignore[index]
+    assert azure.clock.slept == [] and azure.arm.sdk_sleeps == []
+    assert azure.service.ledger.get_model(MODEL).flights["retrain"].job == job_name
+
+
+def test_redelivered_drift_event_submits_no_second_job(azure: AzureWorld) -> None:
+    raw = in_workspace(DRIFT_SAMPLE)
+    first = azure.deliver(raw)
+    again = azure.deliver(raw)
+    assert again.status == "duplicate" and again.decisions[0].job == first.decisions[0].job
+    assert len(azure.arm.job_puts) == 1 and len(azure.arm.jobs) == 1
+
+
+def test_redelivery_after_a_crash_between_submit_and_confirm_adopts_the_job(azure: AzureWorld) -> None:
+    raw = in_workspace(DRIFT_SAMPLE)
+    with pytest.raises(WorkerDied):
+        azure.deliver(raw, azure.new_service(DiesAfterActing(azure.actions)))
+    [submitted] = list(azure.arm.jobs)
+    assert azure.decision(azure.arm.jobs[submitted]["properties"]["tags"]["retrain_decision"]).outcome == "reserved"  # type: ignore[union-attr]
+
+    with pytest.raises(TransientError):  # while the dead worker's lease runs, the event is someone else's
+        azure.deliver(raw)
+    azure.now.advance(minutes=2)
+    [rec] = azure.deliver(raw, azure.new_service()).decisions
+    assert (rec.outcome, rec.job["name"], rec.details["adopted"]) == ("submitted", submitted, True)  # type: ignore[index]
+    assert len(azure.arm.job_puts) == 1 and list(azure.arm.jobs) == [submitted]
+    assert azure.service.ledger.get_model(MODEL).flights["retrain"].job == submitted
+
+
+def test_a_job_submitted_concurrently_between_look_and_put_is_adopted(azure: AzureWorld) -> None:
+    def another_instance_submits() -> None:  # the same name, but it resolved the dataset to version 1
+        pending = azure.arm.job_puts[-1].body["properties"]
+        theirs = copy.deepcopy(pending)
+        theirs["inputs"]["training_data"]["uri"] = azure.arm.arm_id("data", DATASET, "versions", "1")
+        name = azure.arm.job_puts[-1].path.removeprefix("jobs/")
+        azure.arm.jobs[name] = azure.arm._job_resource(name, theirs, "Running")
+
+    azure.arm.before("PUT", r"^jobs/", another_instance_submits)
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
+    assert (rec.outcome, rec.details["adopted"]) == ("submitted", True)
+    assert [c.status for c in azure.arm.job_puts] == [400] and len(azure.arm.jobs) == 1
+
+
+def test_a_pipeline_label_is_resolved_through_the_sdk(azure: AzureWorld) -> None:
+    azure.arm.add_component("churn-train", "1", inputs={"training_data": "uri_folder"})
+    azure.arm.add_component("churn-train", "2", inputs={"training_data": "uri_folder"})
+    azure.arm.add_data("churn-training", "4", kind="uri_folder")
+    request = ManualRequest(Trigger("http", "req-1", "ManualRequest.retrain"), "churn-classifier", "retrain", "test")
+    rec = azure.service.manual(request)
+    assert rec.outcome == "submitted"
+    [listing] = azure.arm.requests_to("GET", r"^components/churn-train/versions$")
+    assert (listing.query["$orderBy"], listing.query["$top"]) == ("createdtime desc", "1")
+    props = azure.arm.job_puts[0].body["properties"]
+    assert props["componentId"] == azure.arm.arm_id("components", "churn-train", "versions", "2")
+    assert props["inputs"]["training_data"]["uri"] == azure.arm.arm_id("data", "churn-training", "versions", "4")
+
+
+def test_a_local_input_path_is_refused_rather_than_uploaded(azure: AzureWorld) -> None:
+    plan = JobPlan(
+        name="retrain-x-1",
+        model=MODEL,
+        component="diabetes-retrain:3",
+        experiment="e",
+        compute="cpu-cluster",
+        inputs={"training_data": {"type": "uri_folder", "value": "data/train", "from": "policy"}},
+        tags={},
+        display_name="x",
+    )
+    with pytest.raises(PermanentError, match="'data/train', a local path; the service uploads nothing"):
+        azure.actions.submit_retrain(plan)
+    assert azure.arm.writes() == []
+
+
+# --------------------------------------------------------------------------- transient and permanent
+
+
+def test_throttled_submission_is_retried_after_its_retry_after(azure: AzureWorld) -> None:
+    azure.arm.fail("PUT", r"^jobs/", 429, headers={"Retry-After": "2"})
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
+    assert rec.outcome == "submitted"
+    assert azure.clock.slept == [2.0]
+    assert [c.status for c in azure.arm.job_puts] == [429, 201]
+
+
+def test_a_run_of_503s_ends_as_a_transient_error_within_the_deadline(azure: AzureWorld) -> None:
+    start = azure.clock.now
+    azure.arm.fail("GET", r"^components/", 503, times=1000)
+    raw = in_workspace(DRIFT_SAMPLE)
+    with pytest.raises(TransientError, match=r"HTTP 503.*25 s budget"):
+        azure.deliver(raw)
+    assert azure.clock.now - start <= azure.settings.deadline_seconds
+    assert len(azure.arm.requests_to("GET", r"^components/")) == len(azure.clock.slept) + 1 > 3
+    assert azure.arm.job_puts == []
+
+    azure.arm.faults.clear()  # Event Grid delivers it again once Azure is back
+    [rec] = azure.deliver(raw).decisions
+    assert rec.outcome == "submitted" and len(azure.arm.job_puts) == 1
+
+
+def test_timeouts_count_against_the_deadline(azure: AzureWorld) -> None:
+    start = azure.clock.now
+    azure.arm.time_out("GET", r"^components/", times=1000, seconds=6.0)
+    with pytest.raises(TransientError, match="ServiceResponseTimeoutError"):
+        azure.deliver(in_workspace(DRIFT_SAMPLE))
+    assert sum(azure.clock.slept) < azure.settings.deadline_seconds
+    assert azure.clock.now - start <= azure.settings.deadline_seconds + 6.0  # the last attempt may start near it
+
+
+def test_a_missing_component_fails_the_decision_naming_the_component(azure: AzureWorld) -> None:
+    del azure.arm.components[("diabetes-retrain", "3")]
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
+    assert rec.outcome == "failed"
+    assert (
+        "pipeline component 'diabetes-retrain:3' not found in workspace ws-retrain; "
+        "register it or fix models.sklearn_regression_model.retrain.pipeline"
+    ) in rec.reason
+    assert azure.arm.job_puts == [] and azure.clock.slept == []
+    state = azure.service.ledger.get_model(MODEL)
+    assert "retrain" not in state.flights and state.last_retrain_at is None  # the cooldown is given back
+
+
+def test_the_sdks_own_retries_are_off_so_the_budget_is_tenacitys(azure: AzureWorld) -> None:
+    azure.arm.fail("GET", r"^components/", 503)
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
+    assert rec.outcome == "submitted"
+    assert len(azure.arm.requests_to("GET", r"^components/")) == 2  # one failure, one retry: ours
+    assert len(azure.clock.slept) == 1 and azure.arm.sdk_sleeps == []
+
+    # Built with its defaults, the SDK retries by itself underneath, outside the budget's sight.
+    default = MLClient(FakeCredential(), SUB, RG, WS, transport=azure.arm, enable_telemetry=False)
+    azure.arm.fail("GET", r"^components/", 503)
+    default.components.get("diabetes-retrain", version="3")
+    assert len(azure.arm.requests_to("GET", r"^components/")) == 4 and len(azure.clock.slept) == 1
+
+
+class _Answer400:
+    """Just what azure-core's errors read from a response."""
+
+    status_code, reason, headers, url = 400, "Bad Request", {}, "https://management.azure.com/x"
+    request = None
+
+    def text(self) -> str:
+        return json.dumps({"error": {"code": "UserError", "message": "bad"}})
+
+
+def _instances(module: Any) -> Iterator[BaseException]:
+    """One instance of every exception class a module defines, built with placeholder arguments."""
+    placeholders: dict[str, Any] = {"response": _Answer400(), "history": []}
+    for _, cls in inspect.getmembers(module, inspect.isclass):
+        if not issubclass(cls, Exception) or not cls.__module__.startswith("azure."):
+            continue
+        params = inspect.signature(cls.__init__).parameters.values()
+        args = {
+            p.name: placeholders.get(p.name, 1 if p.name.endswith("_number") else "x")
+            for p in params
+            if p.name != "self"
+            and p.default is inspect.Parameter.empty
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+        if "message" in [p.name for p in params] and issubclass(cls, ml_exceptions.MlException):
+            args.setdefault("message", "x")
+            args.setdefault("no_personal_data_message", "x")
+        yield cls(**args)
+
+
+def test_every_error_the_sdk_raises_is_translated_to_transient_or_permanent() -> None:
+    errors = [*_instances(core_exceptions), *_instances(ml_exceptions)]
+    assert len(errors) > 40
+    transient = {type(e).__name__ for e in errors if is_transient(e)}
+    assert transient == {
+        "ClientAuthenticationError",
+        "IncompleteReadError",
+        "ServiceRequestError",
+        "ServiceRequestTimeoutError",
+        "ServiceResponseError",
+        "ServiceResponseTimeoutError",
+    }
+    for error in errors:
+        if isinstance(error, core_exceptions.AzureError):  # what the adapter catches: every SDK error is one
+            assert isinstance(translate(error, "x"), TransientError if is_transient(error) else PermanentError)
+    sdk_errors = [cls for _, cls in inspect.getmembers(ml_exceptions, inspect.isclass) if issubclass(cls, Exception)]
+    assert all(
+        issubclass(cls, core_exceptions.AzureError) for cls in sdk_errors if cls.__module__.startswith("azure.ai.ml")
+    )
+
+
+# --------------------------------------------------------------------------- deploying
+
+
+def test_a_finished_run_that_beats_the_champion_starts_a_zero_traffic_deployment(azure: AzureWorld) -> None:
+    [rec] = azure.deliver(azure.finished_run(r2="0.61")).decisions
+    assert (rec.action, rec.outcome) == ("deploy", "submitted")
+    deployment = rec.details["rendered"]["deployment"]
+    assert rec.job["name"] == f"{ENDPOINT}/{deployment}"  # type: ignore[index]
+    assert rec.details["gate"] == {
+        "passed": True,
+        "metric": "r2_score",
+        "higher_is_better": True,
+        "candidate": 0.61,
+        "champion": 0.52,
+        "floor": 0.4,
+        "margin": 0.01,
+        "why": rec.details["gate"]["why"],
+    }
+
+    [register] = azure.arm.requests_to("PUT", r"^models/")
+    assert register.path == f"models/{MODEL}/versions/4"
+    run_id = "retrain-sklearn-regression-model-0123456789abcdef"
+    assert register.body["properties"]["modelUri"] == f"azureml://jobs/{run_id}/outputs/model"
+    assert register.body["properties"]["tags"]["r2_score"] == "0.61"
+
+    [create] = azure.arm.requests_to("PUT", r"^onlineEndpoints/")
+    assert create.path == f"onlineEndpoints/{ENDPOINT}/deployments/{deployment}"
+    live = azure.arm.deployments[(ENDPOINT, "blue")]
+    body = create.body
+    assert body["properties"]["model"] == azure.arm.arm_id("models", MODEL, "versions", "4")
+    for copied in ("instanceType", "environmentId", "codeConfiguration", "environmentVariables", "requestSettings"):
+        assert body["properties"][copied] == live["properties"][copied], copied
+    assert body["sku"]["capacity"] == live["sku"]["capacity"]
+    assert body["tags"]["retrain_decision"] == rec.id
+    assert azure.arm.endpoints[ENDPOINT]["properties"]["traffic"] == {"blue": 100}  # the new one starts at 0%
+    assert azure.service.ledger.get_model(MODEL).flights["rollout"].job == rec.job["name"]  # type: ignore[index]
+
+
+def test_a_run_that_does_not_beat_the_champion_is_recorded_with_both_metrics_and_the_margin(
+    azure: AzureWorld,
+) -> None:
+    [rec] = azure.deliver(azure.finished_run(r2="0.525")).decisions
+    assert (rec.action, rec.outcome, rec.job) == ("deploy", "skipped", None)
+    assert "r2_score 0.525 does not beat champion sklearn_regression_model:3" in rec.reason
+    assert "r2_score 0.52 by the margin 0.01" in rec.reason
+    gate = rec.details["gate"]
+    assert (gate["passed"], gate["candidate"], gate["champion"], gate["margin"]) == (False, 0.525, 0.52, 0.01)
+    assert azure.arm.writes() == []
+    assert "rollout" not in azure.service.ledger.get_model(MODEL).flights
+
+
+def test_a_child_step_or_a_failed_run_starts_nothing(azure: AzureWorld) -> None:
+    child_of_automl = in_workspace(RUN_SAMPLE)
+    step_of_ours = run_event(tags=ours(MODEL), properties={"azureml.pipelinerunid": "parent"}, topic=WORKSPACE_ID)
+    failed_of_ours = run_event(tags=ours(MODEL), status="Failed", topic=WORKSPACE_ID)
+    for raw in (child_of_automl, step_of_ours, failed_of_ours):
+        [rec] = azure.deliver(raw).decisions
+        assert rec.outcome == "skipped", rec.reason
+    assert azure.arm.calls == []
+
+
+def test_redelivery_after_a_crash_adopts_the_registered_model_and_the_started_deployment(
+    azure: AzureWorld,
+) -> None:
+    raw = azure.finished_run(r2="0.61")
+    with pytest.raises(WorkerDied):
+        azure.deliver(raw, azure.new_service(DiesAfterActing(azure.actions)))
+    azure.now.advance(minutes=2)
+    [rec] = azure.deliver(raw, azure.new_service()).decisions
+    assert (rec.outcome, rec.details["adopted"]) == ("submitted", True)
+    assert len(azure.arm.requests_to("PUT", r"^models/")) == 1
+    assert len(azure.arm.requests_to("PUT", r"^onlineEndpoints/")) == 1
+
+
+def test_manual_deploy_of_a_version_gates_it_by_its_run_and_deploys_it(azure: AzureWorld) -> None:
+    azure.arm.add_job("run-5")
+    azure.arm.jobs["run-5"]["properties"]["tags"] = {"r2_score": "0.7"}
+    azure.arm.add_model(MODEL, "5", job_name="run-5")
+    request = ManualRequest(Trigger("http", "req-1", "ManualRequest.deploy"), MODEL, "deploy", "ops", version="5")
+    rec = azure.service.manual(request)
+    assert (rec.outcome, rec.details["gate"]["candidate"]) == ("submitted", 0.7)
+    assert azure.arm.requests_to("PUT", r"^models/") == []
+    [create] = azure.arm.requests_to("PUT", r"^onlineEndpoints/")
+    assert create.body["properties"]["model"] == azure.arm.arm_id("models", MODEL, "versions", "5")
+
+
+def test_a_gate_on_model_tags_judges_the_version_the_run_registered(azure: AzureWorld) -> None:
+    run_id = "run-7"
+    azure.arm.add_job(run_id)
+    plan = DeployPlan(
+        model=MODEL,
+        endpoint=ENDPOINT,
+        deployment="sklearn-regressio-7",
+        run_id=run_id,
+        version=None,
+        source="run",
+        tags={"retrain_decision": "de-7"},
+        gate=GateRule(metric="r2_score", floor=0.4, margin=0.01, source="model"),
+    )
+    unregistered = azure.actions.start_deploy(plan)
+    assert unregistered.outcome == "skipped"
+    assert unregistered.details["reason"] == (
+        f"not rolled out: candidate run {run_id} (which registered no version of {MODEL}) "
+        "has no numeric 'r2_score' in its model tags or properties"
+    )
+    azure.arm.add_model(MODEL, "6", tags={"r2_score": "0.7"}, job_name=run_id)
+    registered = azure.actions.start_deploy(plan)
+    assert (registered.outcome, registered.details["gate"]["candidate"]) == ("submitted", 0.7)
+    assert azure.arm.requests_to("PUT", r"^models/") == []
+
+
+def test_an_endpoint_without_live_traffic_has_nothing_to_copy_and_says_what_to_do(azure: AzureWorld) -> None:
+    azure.arm.endpoints[ENDPOINT]["properties"]["traffic"] = {}
+    [rec] = azure.deliver(azure.finished_run(r2="0.61")).decisions
+    assert rec.outcome == "failed"
+    assert "has no deployment with traffic to copy" in rec.reason and "create the first deployment" in rec.reason
+    assert azure.arm.writes() == []
+
+
+def test_a_missing_endpoint_fails_the_decision_naming_the_policy_key(azure: AzureWorld) -> None:
+    del azure.arm.endpoints[ENDPOINT]
+    [rec] = azure.deliver(azure.finished_run(r2="0.61")).decisions
+    assert rec.outcome == "failed"
+    assert (
+        "online endpoint 'diabetes-endpoint' not found in workspace ws-retrain; create it or fix models.sklearn_regression_model.deploy.endpoint"
+        in rec.reason
+    )
+
+
+def test_the_client_is_built_on_first_use_and_only_once(azure: AzureWorld) -> None:
+    builds: list[int] = []
+    real = AzureMLActions.from_settings(azure.settings, credential=FakeCredential(), transport=azure.arm)
+    factory = real._factory
+    assert factory is not None and real._client is None
+
+    def counting() -> Any:
+        builds.append(1)
+        return factory()
+
+    actions = AzureMLActions(counting, real.workspace, real.retry)
+    assert builds == []
+    assert actions.ml is actions.ml and builds == [1]
+
+
+def _run(code: str, tmp_path: Path, **env: str) -> Any:
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "RETRAIN_SQLITE_PATH": str(tmp_path / "ledger.db"), **env},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_importing_main_and_handling_a_dry_run_event_leave_the_azure_ml_sdk_unloaded(tmp_path: Path) -> None:
+    code = (
+        "import json, sys\n"
+        "import main\n"
+        "from function_app.runtime import get_service\n"
+        "from handlers.signals import parse_body\n"
+        "from tests.conftest import SHARED_EVENTS\n"
+        f"body = (SHARED_EVENTS / {DRIFT_SAMPLE!r}).read_text()\n"
+        "[rec] = get_service().handle_envelope(parse_body(body)[0]).decisions\n"
+        "print(json.dumps([rec.outcome, get_service().actions.name, 'azure.ai.ml' in sys.modules]))\n"
+    )
+    assert _run(code, tmp_path, RETRAIN_BACKEND="dryrun") == ["planned", "dryrun", False]
+
+
+def test_choosing_the_azure_ml_backend_loads_the_sdk_only_when_it_acts(tmp_path: Path) -> None:
+    code = (
+        "import json, sys\n"
+        "from function_app.runtime import make_actions\n"
+        "from function_app.settings import Settings\n"
+        "actions = make_actions(Settings.from_env())\n"
+        "print(json.dumps([actions.name, 'azure.ai.ml' in sys.modules, 'azure.identity' in sys.modules]))\n"
+    )
+    workspace = {"AZUREML_SUBSCRIPTION_ID": SUB, "AZUREML_RESOURCE_GROUP": RG, "AZUREML_WORKSPACE_NAME": WS}
+    assert _run(code, tmp_path, RETRAIN_BACKEND="azureml", **workspace) == ["azureml", False, False]
