@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from tests.ledgers import LedgerSpec
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_EVENTS = REPO.parent / "shared" / "events"
 if not SHARED_EVENTS.is_dir():  # CI clones the repo with shared/ beside it
@@ -102,3 +104,9 @@ def load_sample(name: str) -> Any:
 
 def sample_files() -> list[Path]:
     return sorted(SHARED_EVENTS.glob("*.eventgrid.json"))
+
+
+@pytest.fixture(params=["sqlite"])
+def ledger_spec(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerSpec:
+    """Each ledger the service can run on, fresh for the test: the contract holds on all of them."""
+    return LedgerSpec("sqlite", str(tmp_path / "ledger.db"))
