@@ -46,7 +46,7 @@ def make_ledger(settings: Settings) -> Ledger:
         from function_app.adapters.sqlite_ledger import SqliteLedger
 
         return SqliteLedger(resolve(settings.sqlite_path))
-    from function_app.adapters.table_ledger import TableLedger  # type: ignore[import-not-found,unused-ignore]
+    from function_app.adapters.table_ledger import TableLedger
 
     ledger: Ledger = TableLedger.from_settings(settings)
     return ledger

@@ -30,6 +30,14 @@ class Claim:
 class Ledger(Protocol):
     def claim_event(self, trigger: Trigger, now: datetime, lease: timedelta) -> Claim: ...
 
+    def abandon_event(self, trigger: Trigger) -> None:
+        """Give up a claim (the delivery failed transiently), so that the redelivery takes it at once."""
+        ...
+
+    def event_status(self, trigger: Trigger) -> tuple[str, list[str]] | None:
+        """'processing' or 'done' with the event's decision ids; None if never seen (or purged)."""
+        ...
+
     def finish_event(
         self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()
     ) -> None:

@@ -94,11 +94,8 @@ class RetrainService:
         return EventResult(trigger.event_id, "processed", records)
 
     def _abandon(self, signal: Signal) -> None:
-        abandon = getattr(self.ledger, "abandon_event", None)
-        if abandon is None:
-            return
         try:
-            abandon(signal.trigger)
+            self.ledger.abandon_event(signal.trigger)
         except TransientError:
             log.warning(
                 "could not release the claim on event_id=%s; it expires with its lease", signal.trigger.event_id

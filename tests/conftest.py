@@ -5,12 +5,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.azurite import Azurite
 from tests.ledgers import LedgerSpec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,7 +108,23 @@ def sample_files() -> list[Path]:
     return sorted(SHARED_EVENTS.glob("*.eventgrid.json"))
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """One Azurite for the session, started on first use on free ports of 127.0.0.1, and stopped."""
+    instance = Azurite().start()
+    yield instance
+    instance.close()
+
+
+def table_prefix() -> str:
+    """A fresh set of tables per test in the shared Azurite (table names: letters and digits)."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(params=["sqlite", "table"])
 def ledger_spec(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerSpec:
     """Each ledger the service can run on, fresh for the test: the contract holds on all of them."""
+    if request.param == "table":
+        instance: Azurite = request.getfixturevalue("azurite")
+        return LedgerSpec("table", instance.connection_string, table_prefix())
     return LedgerSpec("sqlite", str(tmp_path / "ledger.db"))

@@ -22,7 +22,7 @@ class LedgerSpec:
             from function_app.adapters.sqlite_ledger import SqliteLedger
 
             return SqliteLedger(self.target)
-        from function_app.adapters.table_ledger import TableLedger  # type: ignore[import-not-found,unused-ignore]
+        from function_app.adapters.table_ledger import TableLedger
 
         ledger: Ledger = TableLedger.from_connection_string(self.target, self.prefix)
         return ledger

@@ -1,0 +1,363 @@
+"""The ledger on Azure Table Storage: what keeps many instances agreeing in Azure.
+
+Every write that decides something is conditional, so no read-modify-write can race:
+
+- an event is claimed by *inserting* its entity (insert-if-absent: one instance gets 204, the rest 409);
+  an unfinished claim whose lease ran out is taken over by an update conditional on its ETag;
+- a model's guard state (cooldown, single-flight, daily budget) is changed by an update conditional
+  on the ETag that was read (or an insert, for a model never seen); on 412 or 409 the change is
+  re-read and re-applied to the state as it is then.
+
+Tables (names are ``RETRAIN_TABLE_PREFIX`` + the suffix) and keys, chosen for the queries made:
+
+========== =================================== ===================== =================================
+table      PartitionKey                        RowKey                read by
+========== =================================== ===================== =================================
+events     event key (source, type, id digest) ``""``                claim_event: point read
+models     model name                          ``""``                guards: point read + ETag write
+decisions  decision id                         ``""``                get_decision: point read
+trail      ``m:<model>`` and ``all``           newest-first time+id  GET /api/decisions: one partition
+========== =================================== ===================== =================================
+
+One partition per event, decision and model spreads the load; the trail holds each decision twice
+(its model's partition and ``all``), keyed by inverted creation time so a partition query returns
+newest first. Writes across partitions are not atomic: a decision is written before the event is
+marked done, so a crash in between leaves a claim that the next delivery redoes (same decision ids,
+same rows). Table Storage has no TTL: :meth:`purge` (run by the reconciler) deletes what is older
+than the retention. See docs/ledger.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+
+from function_app.adapters.azure_errors import translated
+from function_app.adapters.sqlite_ledger import event_key
+from handlers.errors import TransientError
+from handlers.ports import Claim
+from handlers.records import DecisionRecord, ModelState, from_iso, iso
+from handlers.signals import Trigger
+
+if TYPE_CHECKING:
+    from function_app.settings import Settings
+
+T = TypeVar("T")
+
+TABLES = ("events", "models", "decisions", "trail")
+ALL = "all"
+_CHUNK = 30_000  # characters per string property (the limit is 64 KiB of UTF-16)
+_MAX_CHUNKS = 30  # an entity holds at most 1 MiB
+_FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f%]")
+_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,50}$")
+_EPOCH_MS_MAX = 10**13
+
+
+def safe_key(text: str) -> str:
+    """A PartitionKey/RowKey may not hold / \\ # ? or control characters: percent-escape them."""
+    return _FORBIDDEN.sub(lambda m: f"%{ord(m.group()):02X}", text)
+
+
+def trail_key(created: str, decision_id: str) -> str:
+    """Newest first in RowKey order: milliseconds before a far-future epoch, then the id."""
+    moment = from_iso(created)
+    ms = int(moment.timestamp() * 1000) if moment else 0
+    return f"{_EPOCH_MS_MAX - ms:013d}_{safe_key(decision_id)}"
+
+
+def _put_body(entity: dict[str, Any], body: str) -> dict[str, Any]:
+    chunks = [body[i : i + _CHUNK] for i in range(0, len(body), _CHUNK)] or [""]
+    if len(chunks) > _MAX_CHUNKS:
+        raise ValueError(f"record of {len(body)} characters is too large for one table entity")
+    entity["body"] = chunks[0]
+    for n, chunk in enumerate(chunks[1:], start=1):
+        entity[f"body{n}"] = chunk
+    return entity
+
+
+def _get_body(entity: dict[str, Any]) -> str:
+    parts = [str(entity.get("body") or "")]
+    n = 1
+    while f"body{n}" in entity:
+        parts.append(str(entity[f"body{n}"]))
+        n += 1
+    return "".join(parts)
+
+
+def _etag(entity: Any) -> str:
+    return str(entity.metadata["etag"])
+
+
+class TableLedger:
+    def __init__(self, service: TableServiceClient, prefix: str = "retrain", *, create: bool = True) -> None:
+        if not _PREFIX.match(prefix):
+            raise ValueError(
+                f"RETRAIN_TABLE_PREFIX={prefix!r}: use a letter then letters or digits (table names allow no other)"
+            )
+        self.service = service
+        self.prefix = prefix
+        self.names = {suffix: f"{prefix}{suffix}" for suffix in TABLES}
+        self.events, self.models, self.decision_rows, self.trail = (
+            service.get_table_client(self.names[s]) for s in TABLES
+        )
+        if create:
+            self.create_tables()
+
+    @classmethod
+    def from_connection_string(cls, connection: str, prefix: str = "retrain") -> TableLedger:
+        return cls(TableServiceClient.from_connection_string(connection), prefix)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TableLedger:
+        if settings.tables_connection:
+            return cls.from_connection_string(settings.tables_connection, settings.table_prefix)
+        if not settings.tables_account_url:
+            raise ValueError("RETRAIN_LEDGER=table needs RETRAIN_TABLES_ACCOUNT_URL or RETRAIN_TABLES_CONNECTION")
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+        return cls(TableServiceClient(settings.tables_account_url, credential=credential), settings.table_prefix)
+
+    def create_tables(self) -> None:
+        for name in self.names.values():
+            with translated(f"creating ledger table {name}"), contextlib.suppress(ResourceExistsError):
+                self.service.create_table(name)
+
+    # ------------------------------------------------------------------ events
+
+    def claim_event(self, trigger: Trigger, now: datetime, lease: timedelta) -> Claim:
+        key, until = event_key(trigger), iso(now + lease)
+        entity = {
+            "PartitionKey": key,
+            "RowKey": "",
+            "source": trigger.source,
+            "event_id": trigger.event_id,
+            "event_type": trigger.event_type,
+            "status": "processing",
+            "lease_until": until,
+            "decisions": "[]",
+            "received_at": iso(now),
+        }
+        with translated(f"claiming event {trigger.event_id}"):
+            for _ in range(3):  # the entity can vanish between the 409 and the read (purged)
+                try:
+                    self.events.create_entity(entity)
+                    return Claim("new")
+                except ResourceExistsError:
+                    pass
+                try:
+                    existing = self.events.get_entity(key, "")
+                except ResourceNotFoundError:
+                    continue
+                if existing.get("status") == "done":
+                    return Claim("done", tuple(json.loads(existing.get("decisions") or "[]")))
+                lease_until = existing.get("lease_until") or ""
+                if lease_until and lease_until > iso(now):
+                    return Claim("busy")
+                try:  # take over the expired claim, unless another instance just did
+                    self.events.update_entity(
+                        {"PartitionKey": key, "RowKey": "", "lease_until": until},
+                        mode=UpdateMode.MERGE,
+                        etag=_etag(existing),
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                    return Claim("retry")
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    return Claim("busy")
+        return Claim("busy")
+
+    def abandon_event(self, trigger: Trigger) -> None:
+        key = event_key(trigger)
+        with translated(f"releasing the claim on event {trigger.event_id}"):
+            try:
+                existing = self.events.get_entity(key, "")
+                if existing.get("status") != "processing":
+                    return
+                self.events.update_entity(
+                    {"PartitionKey": key, "RowKey": "", "lease_until": ""},
+                    mode=UpdateMode.MERGE,
+                    etag=_etag(existing),
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except (ResourceModifiedError, ResourceNotFoundError):
+                pass  # someone else took or finished it: nothing of ours to release
+
+    def finish_event(
+        self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()
+    ) -> None:
+        for record in records:  # first the records (new: no read for their creation time), then "done"
+            self._write_decision(record, created=record.at)
+        with translated(f"finishing event {trigger.event_id}"):
+            self.events.upsert_entity(
+                {
+                    "PartitionKey": event_key(trigger),
+                    "RowKey": "",
+                    "status": "done",
+                    "lease_until": "",
+                    "decisions": json.dumps(list(decision_ids)),
+                    "finished_at": iso(now),
+                },
+                mode=UpdateMode.MERGE,
+            )
+
+    def event_status(self, trigger: Trigger) -> tuple[str, list[str]] | None:
+        with translated(f"reading event {trigger.event_id}"):
+            try:
+                entity = self.events.get_entity(event_key(trigger), "", select=["status", "decisions"])
+            except ResourceNotFoundError:
+                return None
+        return str(entity["status"]), list(json.loads(entity.get("decisions") or "[]"))
+
+    def count_events(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with translated("counting events"):
+            for entity in self.events.list_entities(select=["status"]):
+                counts[entity["status"]] = counts.get(entity["status"], 0) + 1
+        return counts
+
+    # ------------------------------------------------------------------ models
+
+    def _read_model(self, model: str) -> tuple[ModelState, Any]:
+        try:
+            entity = self.models.get_entity(safe_key(model), "")
+        except ResourceNotFoundError:
+            return ModelState(model=model), None
+        return ModelState.from_dict(json.loads(_get_body(entity)), etag=_etag(entity)), entity
+
+    def get_model(self, model: str) -> ModelState:
+        with translated(f"reading model {model}"):
+            return self._read_model(model)[0]
+
+    def list_models(self) -> list[ModelState]:
+        with translated("listing models"):
+            entities = list(self.models.list_entities())
+        states = [ModelState.from_dict(json.loads(_get_body(e)), etag=_etag(e)) for e in entities]
+        return sorted(states, key=lambda s: s.model)
+
+    def update_model(
+        self, model: str, change: Callable[[ModelState], tuple[ModelState | None, T]], attempts: int = 64
+    ) -> T:
+        """Optimistic concurrency: apply ``change`` to the state read, write only if its ETag still
+        matches (or, for a new model, only if nobody inserted it first); otherwise read and apply again."""
+        with translated(f"updating model {model}"):
+            for attempt in range(attempts):
+                state, entity = self._read_model(model)
+                new, result = change(state)
+                if new is None:
+                    return result
+                row = _put_body(
+                    {"PartitionKey": safe_key(model), "RowKey": ""}, json.dumps(new.to_dict(), sort_keys=True)
+                )
+                try:
+                    if entity is None:
+                        self.models.create_entity(row)
+                    else:
+                        self.models.update_entity(
+                            row,
+                            mode=UpdateMode.REPLACE,
+                            etag=_etag(entity),
+                            match_condition=MatchConditions.IfNotModified,
+                        )
+                except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError):
+                    time.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))  # noqa: S311 - jitter
+                else:
+                    return result
+        raise TransientError(f"model {model}: {attempts} concurrent writers in a row; retry later")
+
+    # ------------------------------------------------------------------ decisions
+
+    def put_decision(self, record: DecisionRecord) -> None:
+        with translated(f"reading decision {record.id}"):
+            try:
+                existing = self.decision_rows.get_entity(safe_key(record.id), "", select=["created"])
+                created = str(existing["created"])
+            except ResourceNotFoundError:
+                created = record.at
+        self._write_decision(record, created)
+
+    def _write_decision(self, record: DecisionRecord, created: str) -> None:
+        body = json.dumps(record.to_dict(), default=str)
+        common = {"created": created, "model": record.model or "", "outcome": record.outcome, "at": record.at}
+        rk = trail_key(created, record.id)
+        partitions = [ALL] if not record.model else [f"m:{safe_key(record.model)}", ALL]
+        with translated(f"writing decision {record.id}"):
+            self.decision_rows.upsert_entity(
+                _put_body({"PartitionKey": safe_key(record.id), "RowKey": "", **common}, body),
+                mode=UpdateMode.REPLACE,
+            )
+            for partition in partitions:
+                self.trail.upsert_entity(
+                    _put_body({"PartitionKey": partition, "RowKey": rk, "decision": record.id, **common}, body),
+                    mode=UpdateMode.REPLACE,
+                )
+
+    def get_decision(self, decision_id: str) -> DecisionRecord | None:
+        with translated(f"reading decision {decision_id}"):
+            try:
+                entity = self.decision_rows.get_entity(safe_key(decision_id), "")
+            except ResourceNotFoundError:
+                return None
+        return DecisionRecord.from_dict(json.loads(_get_body(entity)))
+
+    def decisions(self, model: str | None = None, limit: int = 50) -> list[DecisionRecord]:
+        partition = f"m:{safe_key(model)}" if model else ALL
+        out: list[DecisionRecord] = []
+        with translated("listing decisions"):
+            pages = self.trail.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": partition}, results_per_page=min(max(limit, 1), 1000)
+            )
+            for entity in pages:
+                out.append(DecisionRecord.from_dict(json.loads(_get_body(entity))))
+                if len(out) >= limit:
+                    break
+        return out
+
+    # ------------------------------------------------------------------ retention
+
+    def purge(self, before: datetime) -> int:
+        """Delete finished events received, and decisions made, before ``before`` (never a decision
+        still 'reserved': the reconciler needs it). Table Storage has no TTL; this is the retention."""
+        cutoff = iso(before)
+        n = 0
+        with translated("purging old ledger records"):
+            n += self._delete(
+                self.events,
+                self.events.query_entities(
+                    "status eq 'done' and received_at lt @cutoff",
+                    parameters={"cutoff": cutoff},
+                    select=["PartitionKey", "RowKey"],
+                ),
+            )
+            old = "created lt @cutoff and outcome ne 'reserved'"
+            n += self._delete(
+                self.decision_rows,
+                self.decision_rows.query_entities(
+                    old, parameters={"cutoff": cutoff}, select=["PartitionKey", "RowKey"]
+                ),
+            )
+            self._delete(
+                self.trail,
+                self.trail.query_entities(old, parameters={"cutoff": cutoff}, select=["PartitionKey", "RowKey"]),
+            )
+        return n
+
+    @staticmethod
+    def _delete(table: TableClient, entities: Iterable[Any]) -> int:
+        n = 0
+        for entity in list(entities):
+            try:
+                table.delete_entity(entity["PartitionKey"], entity["RowKey"])
+                n += 1
+            except ResourceNotFoundError:
+                pass
+        return n

@@ -1,0 +1,243 @@
+"""The ledger contract, run on every ledger: SQLite in a temp dir and Azure Tables on Azurite.
+
+What the service relies on: an event is claimed once, redelivered events find their decisions, a
+model's guard state changes atomically under concurrent writers, the audit trail reads newest
+first, and retention removes old records but never work in flight.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from handlers import guards
+from handlers.ports import Ledger
+from handlers.records import DecisionRecord, ModelState, iso
+from handlers.signals import Trigger
+from tests.ledgers import LedgerSpec
+
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=60)
+TOPIC = "/subscriptions/s/resourceGroups/r/providers/Microsoft.MachineLearningServices/workspaces/w"
+
+
+def trig(event_id: str, event_type: str = "Microsoft.MachineLearningServices.DatasetDriftDetected") -> Trigger:
+    return Trigger(TOPIC, event_id, event_type)
+
+
+def record(decision_id: str, model: str | None = "m1", outcome: str = "skipped", at: datetime = NOW) -> DecisionRecord:
+    return DecisionRecord(
+        id=decision_id,
+        model=model,
+        action="retrain",
+        outcome=outcome,
+        reason=f"reason of {decision_id}",
+        trigger={"source": TOPIC, "event_id": decision_id, "event_type": "x"},
+        at=iso(at),
+    )
+
+
+@pytest.fixture
+def ledger(ledger_spec: LedgerSpec) -> Ledger:
+    return ledger_spec.open()
+
+
+# --------------------------------------------------------------------------- events
+
+
+def test_a_new_event_is_claimed_once_and_a_finished_one_returns_its_decisions(ledger: Ledger) -> None:
+    assert ledger.claim_event(trig("e1"), NOW, LEASE).status == "new"
+    assert ledger.claim_event(trig("e1"), NOW, LEASE).status == "busy"  # another instance holds it
+    ledger.finish_event(trig("e1"), ["d1"], NOW, [record("d1")])
+    claim = ledger.claim_event(trig("e1"), NOW + timedelta(hours=1), LEASE)
+    assert (claim.status, claim.decisions) == ("done", ("d1",))
+    assert ledger.get_decision("d1") == record("d1")
+
+
+def test_the_same_id_from_another_source_or_type_is_another_event(ledger: Ledger) -> None:
+    assert ledger.claim_event(trig("e1"), NOW, LEASE).status == "new"
+    assert ledger.claim_event(Trigger("/other/topic", "e1", trig("e1").event_type), NOW, LEASE).status == "new"
+    assert ledger.claim_event(trig("e1", "Microsoft.MachineLearningServices.RunCompleted"), NOW, LEASE).status == "new"
+
+
+def test_a_claim_whose_lease_ran_out_is_taken_over_once(ledger: Ledger) -> None:
+    ledger.claim_event(trig("e1"), NOW, LEASE)  # this worker died: it never finishes
+    later = NOW + LEASE + timedelta(seconds=1)
+    assert ledger.claim_event(trig("e1"), later, LEASE).status == "retry"
+    assert ledger.claim_event(trig("e1"), later, LEASE).status == "busy"  # the taker holds a fresh lease
+
+
+def test_an_abandoned_claim_is_retried_at_once(ledger: Ledger) -> None:
+    ledger.claim_event(trig("e1"), NOW, LEASE)
+    ledger.abandon_event(trig("e1"))  # type: ignore[attr-defined]
+    assert ledger.claim_event(trig("e1"), NOW, LEASE).status == "retry"
+
+
+def test_abandoning_a_finished_event_leaves_it_finished(ledger: Ledger) -> None:
+    ledger.claim_event(trig("e1"), NOW, LEASE)
+    ledger.finish_event(trig("e1"), [], NOW)
+    ledger.abandon_event(trig("e1"))  # type: ignore[attr-defined]
+    assert ledger.claim_event(trig("e1"), NOW, LEASE).status == "done"
+
+
+def test_concurrent_claims_of_one_event_make_exactly_one_owner(ledger_spec: LedgerSpec) -> None:
+    ledgers = [ledger_spec.open() for _ in range(8)]
+    statuses: list[str] = []
+    barrier = threading.Barrier(len(ledgers))
+
+    def claim(ledger: Ledger) -> None:
+        barrier.wait()
+        statuses.append(ledger.claim_event(trig("storm"), NOW, LEASE).status)
+
+    threads = [threading.Thread(target=claim, args=(x,)) for x in ledgers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == ["busy"] * 7 + ["new"]
+
+
+def test_event_status_tells_processing_from_done(ledger: Ledger) -> None:
+    assert ledger.event_status(trig("e1")) is None
+    ledger.claim_event(trig("e1"), NOW, LEASE)
+    assert ledger.event_status(trig("e1")) == ("processing", [])
+    ledger.finish_event(trig("e1"), ["d1", "d2"], NOW)
+    assert ledger.event_status(trig("e1")) == ("done", ["d1", "d2"])
+
+
+# --------------------------------------------------------------------------- models
+
+
+def test_an_unknown_model_has_an_empty_state(ledger: Ledger) -> None:
+    state = ledger.get_model("never-seen")
+    assert (state.model, state.flights, state.last_retrain_at, state.budget_used) == ("never-seen", {}, None, 0)
+    assert ledger.list_models() == []
+
+
+def test_update_model_writes_only_what_the_change_returns(ledger: Ledger) -> None:
+    assert ledger.update_model("m1", lambda s: (None, "nothing")) == "nothing"
+    assert ledger.list_models() == []
+    assert ledger.update_model("m1", lambda s: (replace(s, budget_used=s.budget_used + 1), "wrote")) == "wrote"
+    assert ledger.get_model("m1").budget_used == 1
+    assert [s.model for s in ledger.list_models()] == ["m1"]
+
+
+def test_model_names_with_characters_table_keys_forbid_round_trip(ledger: Ledger) -> None:
+    for name in ("team/churn#1", "a?b\\c", "plain"):
+        ledger.update_model(name, lambda s: (replace(s, budget_used=7), None))
+        assert ledger.get_model(name).budget_used == 7
+    assert sorted(s.model for s in ledger.list_models()) == ["a?b\\c", "plain", "team/churn#1"]
+
+
+def test_concurrent_updates_lose_nothing(ledger_spec: LedgerSpec) -> None:
+    """The read-modify-write of guard state is atomic: 8 writers x 15 increments make 120."""
+    writers, each = 8, 15
+    barrier = threading.Barrier(writers)
+
+    def bump(ledger: Ledger) -> None:
+        barrier.wait()
+        for _ in range(each):
+            ledger.update_model("m1", lambda s: (replace(s, budget_used=s.budget_used + 1), None))
+
+    threads = [threading.Thread(target=bump, args=(ledger_spec.open(),)) for _ in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert ledger_spec.open().get_model("m1").budget_used == writers * each
+
+
+def test_concurrent_reservations_grant_one_flight(ledger_spec: LedgerSpec) -> None:
+    verdicts: list[guards.Verdict] = []
+    barrier = threading.Barrier(8)
+
+    def reserve(n: int, ledger: Ledger) -> None:
+        barrier.wait()
+        verdicts.append(
+            ledger.update_model("m1", lambda s: guards.reserve(s, guards.RETRAIN, f"d{n}", NOW, timedelta(hours=6), 3))
+        )
+
+    threads = [threading.Thread(target=reserve, args=(n, ledger_spec.open())) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(v.code for v in verdicts) == ["granted"] + ["in_flight"] * 7
+    state = ledger_spec.open().get_model("m1")
+    assert state.budget_used == 1 and state.flights["retrain"].status == "reserved"
+
+
+def test_the_state_read_carries_a_concurrency_token_that_changes_on_write(ledger: Ledger) -> None:
+    ledger.update_model("m1", lambda s: (replace(s, budget_used=1), None))
+    first = ledger.get_model("m1").etag
+    ledger.update_model("m1", lambda s: (replace(s, budget_used=2), None))
+    assert first and ledger.get_model("m1").etag not in (None, first)
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def test_decisions_read_newest_first_per_model_and_for_all(ledger: Ledger) -> None:
+    for n, model in enumerate(["m1", "m2", "m1", None]):
+        ledger.put_decision(record(f"d{n}", model, at=NOW + timedelta(seconds=n)))
+    assert [d.id for d in ledger.decisions()] == ["d3", "d2", "d1", "d0"]
+    assert [d.id for d in ledger.decisions("m1")] == ["d2", "d0"]
+    assert [d.id for d in ledger.decisions("m1", limit=1)] == ["d2"]
+    assert ledger.decisions("m9") == []
+
+
+def test_rewriting_a_decision_updates_it_in_place_in_the_trail(ledger: Ledger) -> None:
+    ledger.put_decision(record("d0", outcome="reserved", at=NOW))
+    ledger.put_decision(record("d1", at=NOW + timedelta(seconds=1)))
+    ledger.put_decision(record("d0", outcome="submitted", at=NOW + timedelta(seconds=2)))
+    assert [(d.id, d.outcome) for d in ledger.decisions("m1")] == [("d1", "skipped"), ("d0", "submitted")]
+    assert ledger.get_decision("d0").outcome == "submitted"  # type: ignore[union-attr]
+
+
+def test_a_large_record_round_trips(ledger: Ledger) -> None:
+    big = replace(record("big"), details={"rendered": {"inputs": {f"k{i}": "v" * 500 for i in range(200)}}})
+    ledger.put_decision(big)
+    assert ledger.get_decision("big") == big
+    assert ledger.decisions("m1")[0] == big
+
+
+def test_an_unknown_decision_is_none(ledger: Ledger) -> None:
+    assert ledger.get_decision("nope") is None
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def test_purge_removes_old_finished_records_but_never_work_in_flight(ledger: Ledger) -> None:
+    old, new = NOW - timedelta(days=40), NOW
+    ledger.claim_event(trig("old-done"), old, LEASE)
+    ledger.finish_event(trig("old-done"), ["d-old"], old, [record("d-old", at=old)])
+    ledger.claim_event(trig("old-processing"), old, LEASE)  # a claim never finished: the lease handles it
+    ledger.put_decision(record("d-reserved", outcome="reserved", at=old))
+    ledger.claim_event(trig("new-done"), new, LEASE)
+    ledger.finish_event(trig("new-done"), ["d-new"], new, [record("d-new", at=new)])
+
+    assert ledger.purge(NOW - timedelta(days=30)) == 2  # the old event and its decision
+    assert ledger.get_decision("d-old") is None
+    assert {d.id for d in ledger.decisions()} == {"d-reserved", "d-new"}
+    assert ledger.get_decision("d-reserved") is not None and ledger.get_decision("d-new") is not None
+    assert ledger.event_status(trig("old-processing")) == ("processing", [])
+    # An expired event id no longer blocks: the same id is a new event again.
+    assert ledger.claim_event(trig("old-done"), NOW, LEASE).status == "new"
+    assert ledger.claim_event(trig("new-done"), NOW, LEASE).status == "done"
+
+
+def test_purge_with_nothing_old_removes_nothing(ledger: Ledger) -> None:
+    ledger.claim_event(trig("e1"), NOW, LEASE)
+    ledger.finish_event(trig("e1"), ["d1"], NOW, [record("d1")])
+    assert ledger.purge(NOW - timedelta(days=1)) == 0
+    assert ledger.get_decision("d1") is not None
+
+
+def test_model_state_survives_purge(ledger: Ledger) -> None:
+    ledger.update_model("m1", lambda s: (ModelState("m1", last_retrain_at=iso(NOW - timedelta(days=90))), None))
+    ledger.purge(NOW)
+    assert ledger.get_model("m1").last_retrain_at == iso(NOW - timedelta(days=90))
