@@ -61,6 +61,15 @@ _MAX_CHUNKS = 30  # an entity holds at most 1 MiB
 _FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f%]")
 _PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,50}$")
 _EPOCH_MS_MAX = 10**13
+# The SDK's own retries stay short: a ledger that does not answer makes the delivery transient
+# (Event Grid redelivers) well inside its 30 s, instead of ten retries with 0.8 s backoff.
+CLIENT_OPTIONS: dict[str, Any] = {
+    "retry_total": 2,
+    "retry_backoff_factor": 0.2,
+    "retry_backoff_max": 1,
+    "connection_timeout": 5,
+    "read_timeout": 10,
+}
 
 
 def safe_key(text: str) -> str:
@@ -115,7 +124,7 @@ class TableLedger:
 
     @classmethod
     def from_connection_string(cls, connection: str, prefix: str = "retrain") -> TableLedger:
-        return cls(TableServiceClient.from_connection_string(connection), prefix)
+        return cls(TableServiceClient.from_connection_string(connection, **CLIENT_OPTIONS), prefix)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TableLedger:
@@ -126,7 +135,8 @@ class TableLedger:
         from azure.identity import DefaultAzureCredential
 
         credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
-        return cls(TableServiceClient(settings.tables_account_url, credential=credential), settings.table_prefix)
+        service = TableServiceClient(settings.tables_account_url, credential=credential, **CLIENT_OPTIONS)
+        return cls(service, settings.table_prefix)
 
     def create_tables(self) -> None:
         for name in self.names.values():

@@ -1,0 +1,132 @@
+"""Event storms delivered by several OS processes, each a worker of its own, sharing one ledger.
+
+Each worker is what a function app instance is: its own service, its own ledger client, the same
+policy. It delivers its share of events the way Event Grid does: an answer of TransientError means
+"deliver again later", so the event goes back on the worker's queue. Jobs are journalled in a
+file that stands for the workspace: a job name already there is adopted, as Azure ML adopts a
+job of an existing name, and only a new name is a new job (one line).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from handlers.decisions import DeployPlan, JobPlan
+from handlers.errors import TransientError
+from handlers.ports import ActionResult
+
+MODEL = "sklearn_regression_model"
+
+
+@dataclass
+class JournalActions:
+    """A workspace shared by processes: the file lists the jobs created, one per line."""
+
+    journal: str
+    name: str = "journal"
+    calls: int = 0
+
+    def submit_retrain(self, plan: JobPlan) -> ActionResult:
+        self.calls += 1
+        with open(self.journal, "a+", encoding="utf-8") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            adopted = plan.name in f.read().split()
+            if not adopted:
+                f.write(plan.name + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        return ActionResult("submitted", job={"name": plan.name, "url": None}, details={"adopted": adopted})
+
+    def start_deploy(self, plan: DeployPlan) -> ActionResult:  # pragma: no cover - drift storms deploy nothing
+        raise AssertionError("a drift storm must not deploy")
+
+
+def jobs_in(journal: Path) -> list[str]:
+    return journal.read_text(encoding="utf-8").split() if journal.exists() else []
+
+
+@dataclass
+class WorkerReport:
+    worker: int
+    delivered: int = 0  # answered 200
+    transient: int = 0  # answered "retry later" (and delivered again)
+    errors: list[str] = field(default_factory=list)  # anything else: a bug
+    statuses: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    submit_calls: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "worker": self.worker,
+            "delivered": self.delivered,
+            "transient": self.transient,
+            "errors": self.errors,
+            "statuses": dict(self.statuses),
+            "outcomes": dict(self.outcomes),
+            "submit_calls": self.submit_calls,
+        }
+
+
+def work(
+    worker: int,
+    spec: Any,
+    policy_path: str,
+    workspace: str,
+    journal: str,
+    deliveries: list[str],
+    out: str,
+    progress: Any = None,
+    deadline_s: float = 600.0,
+) -> None:
+    """Deliver ``deliveries`` (raw Event Grid bodies) through a service of this process's own."""
+    from handlers.policy import load_policy
+    from handlers.service import RetrainService
+    from handlers.signals import parse_body
+
+    report = WorkerReport(worker)
+    rng = random.Random(worker)
+    started = time.monotonic()
+    try:
+        actions = JournalActions(journal)
+        service = RetrainService(
+            load_policy(Path(policy_path)), spec.open(), actions, lambda: datetime.now(UTC), [workspace]
+        )
+        queue = list(deliveries)
+        while queue:
+            body = queue.pop(0)
+            if time.monotonic() - started > deadline_s:
+                report.errors.append(f"gave up with {len(queue) + 1} deliveries left")
+                break
+            try:
+                [env] = parse_body(body)
+                result = service.handle_envelope(env)
+            except TransientError:
+                report.transient += 1
+                queue.append(body)  # Event Grid delivers it again later
+                time.sleep(rng.uniform(0.01, 0.05))
+                continue
+            except Exception:  # any other answer is a finding of the test
+                report.errors.append(traceback.format_exc(limit=5))
+                continue
+            report.delivered += 1
+            report.statuses[result.status] += 1
+            for d in result.decisions:
+                report.outcomes[d.outcome] += 1
+            if progress is not None:
+                with progress.get_lock():
+                    progress.value += 1
+        report.submit_calls = actions.calls
+    except Exception:  # reported, not raised: the parent reads the report
+        report.errors.append(traceback.format_exc(limit=8))
+    Path(out).write_text(json.dumps(report.to_dict()), encoding="utf-8")
