@@ -200,9 +200,11 @@ class RetrainService:
         )
         if not verdict.granted:
             return self._record(decision, "skipped", now, verdict.reason, guard=verdict.code, until=verdict.until)
-        if verdict.code == "done":  # acted and confirmed before (by a worker that died before finishing the event)
+        if verdict.resumed:  # reserved by an earlier delivery of this event, whose worker died
             done = self.ledger.get_decision(decision.id)
-            if done is not None and done.outcome != "reserved":
+            if done is not None and done.outcome != "reserved":  # it acted and recorded the outcome
+                if verdict.code == "resumed":  # ... but died before confirming it
+                    self._hold_outcome(model, kind, done)
                 log.info(
                     "decision %s model=%s event_id=%s: carried out already (outcome %s, job %s); not acting again",
                     decision.id,
