@@ -5,6 +5,7 @@ retrain send EVENT.json         post it to a running host with the real EventGri
 retrain decisions               the audit trail from the configured ledger
 retrain check-policy FILE       validate a policy file (as start-up does)
 retrain replay                  replay dead-lettered events from their blobs
+retrain reconcile               one pass of the reconciler (the local host has no timers)
 retrain host                    run the local development host
 """
 
@@ -138,6 +139,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if any(r.outcome in ("failed", "transient") for r in reports) else 0
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from function_app.runtime import build_service
+
+    report = build_service(Settings.from_env()).reconcile()
+    print(json.dumps(report.to_dict(), indent=2))
+    return 1 if report.deferred else 0
+
+
 def cmd_host(args: argparse.Namespace) -> int:
     from function_app.localhost import main as host_main
 
@@ -173,6 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--prefix", help="only blobs under this prefix, e.g. the subscription name in upper case")
     p.add_argument("--dry-run", action="store_true", help="list what would be replayed; change nothing")
     p.set_defaults(fn=cmd_replay)
+    p = sub.add_parser(
+        "reconcile", help="run one pass of the reconciler and print its report as JSON (exit 1 if work was deferred)"
+    )
+    p.set_defaults(fn=cmd_reconcile)
     p = sub.add_parser("host", help="run the local development host")
     p.add_argument("--port", type=int)
     p.set_defaults(fn=cmd_host)

@@ -10,7 +10,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,6 +75,7 @@ def build_service(settings: Settings, clock: Callable[[], datetime] = utcnow) ->
         clock,
         workspaces=[settings.workspace_id],
         allow_force=settings.allow_force,
+        retention=timedelta(days=settings.retention_days),
     )
 
 

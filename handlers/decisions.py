@@ -56,6 +56,7 @@ class JobPlan:
         return {
             "name": self.name,
             "type": "pipeline",
+            "model": self.model,
             "component": self.component,
             "experiment_name": self.experiment,
             "compute": self.compute,
@@ -63,6 +64,23 @@ class JobPlan:
             "tags": self.tags,
             "display_name": self.display_name,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobPlan:
+        """The plan ``as_dict`` rendered (a reserved decision's record): raises KeyError, TypeError or
+        ValueError when ``data`` is not such a rendering."""
+        if data["type"] != "pipeline":
+            raise ValueError(f"not a pipeline job rendering: type {data['type']!r}")
+        return cls(
+            name=str(data["name"]),
+            model=str(data["model"]),
+            component=str(data["component"]),
+            experiment=str(data["experiment_name"]),
+            compute=None if data["compute"] is None else str(data["compute"]),
+            inputs={k: dict(v) for k, v in data["inputs"].items()},
+            tags=dict(data["tags"]),
+            display_name=str(data["display_name"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -82,15 +100,44 @@ class DeployPlan:
     model_output: str = "model"  # the run output registered as the candidate when the run registered none
 
     def as_dict(self) -> dict[str, Any]:
+        """Everything needed to act again (the reconciler resumes a reserved deploy from this)."""
         return {
             "model": self.model,
             "endpoint": self.endpoint,
             "deployment": self.deployment,
-            "candidate": {"run_id": self.run_id, "version": self.version, "source": self.source},
+            "candidate": {
+                "run_id": self.run_id,
+                "version": self.version,
+                "source": self.source,
+                "run_tags": self.run_tags,
+                "run_properties": self.run_properties,
+            },
             "gate": self.gate.model_dump() if self.gate else None,
+            "model_output": self.model_output,
             "traffic": 0,
             "tags": self.tags,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeployPlan:
+        """The plan ``as_dict`` rendered: raises KeyError, TypeError or ValueError (a pydantic
+        ValidationError for a gate the policy model no longer accepts) when it is not one."""
+        from handlers.policy import GateRule  # pydantic: loaded only on the path that resumes a deploy
+
+        candidate = data["candidate"]
+        return cls(
+            model=str(data["model"]),
+            endpoint=str(data["endpoint"]),
+            deployment=str(data["deployment"]),
+            run_id=None if candidate["run_id"] is None else str(candidate["run_id"]),
+            version=None if candidate["version"] is None else str(candidate["version"]),
+            source=str(candidate["source"]),
+            tags=dict(data["tags"]),
+            run_tags=dict(candidate["run_tags"]),
+            run_properties=dict(candidate["run_properties"]),
+            gate=None if data["gate"] is None else GateRule.model_validate(data["gate"]),
+            model_output=str(data["model_output"]),
+        )
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,14 @@ ROLLOUT = "rollout"
 class Verdict:
     granted: bool
     reason: str
-    code: str  # granted, resumed, in_flight, cooldown, budget
+    code: str  # granted, resumed, done, in_flight, cooldown, budget
     until: str | None = None
 
     @property
     def resumed(self) -> bool:
-        return self.code == "resumed"
+        """The decision holds the slot already: its action is resumed (``resumed``) or was carried
+        out and confirmed (``done``); either way nothing new is reserved."""
+        return self.code in ("resumed", "done")
 
 
 def cooldown_until(state: ModelState, cooldown: timedelta) -> datetime | None:
@@ -46,6 +48,8 @@ def check(
     """Whether ``decision_id`` may act now, and if not, why (read-only)."""
     flight = state.flights.get(kind)
     if flight and flight.decision == decision_id:
+        if flight.status != "reserved":
+            return Verdict(True, f"decision {decision_id} was carried out already (job {flight.job})", "done")
         return Verdict(True, f"resuming decision {decision_id} reserved at {flight.since}", "resumed")
     if flight and not force:
         what = f"job {flight.job}" if flight.job else f"decision {flight.decision}"
@@ -124,6 +128,27 @@ def release(state: ModelState, kind: str, decision_id: str | None, job: str | No
     if (decision_id and flight.decision == decision_id) or (job and flight.job == job):
         return replace(state, flights={k: f for k, f in state.flights.items() if k != kind}), True
     return None, False
+
+
+def stale(flight: Flight, now: datetime, lease: timedelta) -> bool:
+    """A reservation whose action never confirmed: reserved (or last taken over) at least ``lease`` ago."""
+    if flight.status != "reserved":
+        return False
+    taken = [t for t in (from_iso(flight.since), from_iso(flight.data.get("resumed_at"))) if t is not None]
+    return not taken or max(taken) + lease <= now
+
+
+def take_over(
+    state: ModelState, kind: str, decision_id: str, now: datetime, lease: timedelta
+) -> tuple[ModelState | None, bool]:
+    """Let the reconciler resume ``decision_id``'s stale reservation, once: the flight notes when it was
+    taken over, so another pass (or instance) leaves it alone for a lease. False when it is no
+    longer this decision's, no longer reserved, or was taken over within the lease."""
+    flight = state.flights.get(kind)
+    if flight is None or flight.decision != decision_id or not stale(flight, now, lease):
+        return None, False
+    taken = replace(flight, data={**flight.data, "resumed_at": iso(now)})
+    return replace(state, flights={**state.flights, kind: taken}), True
 
 
 def _span(delta: timedelta) -> str:

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from handlers import guards
 from handlers.decisions import Decision, Deploy, Promote, Retrain, Rollback, Skip, decide
 from handlers.errors import Conflict, Forbidden, NotFound, PermanentError, TransientError
-from handlers.ports import ActionResult, Actions, Ledger
-from handlers.records import DecisionRecord, ModelState, iso
+from handlers.ports import Actions, Ledger
+from handlers.reconcile import RECONCILER, ReconcileReport, decision_from_record, release_record
+from handlers.records import DecisionRecord, Flight, ModelState, iso
 from handlers.signals import Envelope, ManualRequest, RunFinished, Signal, ValidationRequest, to_signal, workspace_key
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class RetrainService:
         workspaces: Iterable[str],
         allow_force: bool = False,
         lease: timedelta = timedelta(seconds=60),
+        retention: timedelta = timedelta(days=30),
     ) -> None:
         self.policy = policy
         self.ledger = ledger
@@ -60,6 +62,7 @@ class RetrainService:
         self.workspaces = frozenset(workspace_key(w) for w in workspaces)
         self.allow_force = allow_force
         self.lease = lease
+        self.retention = retention
 
     # ------------------------------------------------------------------ events
 
@@ -169,64 +172,62 @@ class RetrainService:
 
     def _carry_out(self, decision: Decision, now: datetime) -> DecisionRecord:
         if isinstance(decision, Retrain):
-            return self._reserved_action(
-                decision,
-                guards.RETRAIN,
-                now,
-                self.policy.cooldown(decision.model),
-                self.policy.daily_budget(decision.model),
-                decision.force,
-                decision.dry_run,
-                decision.job.as_dict(),
-                lambda: self.actions.submit_retrain(decision.job),
-            )
+            cooldown, budget = self.policy.cooldown(decision.model), self.policy.daily_budget(decision.model)
+            return self._reserved_action(decision, guards.RETRAIN, now, cooldown, budget)
         if isinstance(decision, Deploy):
-            return self._reserved_action(
-                decision,
-                guards.ROLLOUT,
-                now,
-                None,
-                None,
-                decision.force,
-                decision.dry_run,
-                decision.plan.as_dict(),
-                lambda: self.actions.start_deploy(decision.plan),
-            )
+            return self._reserved_action(decision, guards.ROLLOUT, now, None, None)
         if isinstance(decision, (Rollback, Promote)):
             # No route or signal produces these yet: rollouts and their steps belong to the reconciler.
             raise PermanentError(f"{decision.action} is not carried out by this version of the service")
         raise AssertionError(f"unhandled decision {decision!r}")
 
     def _reserved_action(
-        self,
-        decision: Retrain | Deploy,
-        kind: str,
-        now: datetime,
-        cooldown: timedelta | None,
-        budget: int | None,
-        force: bool,
-        dry_run: bool,
-        rendered: dict[str, Any],
-        act: Callable[[], ActionResult],
+        self, decision: Retrain | Deploy, kind: str, now: datetime, cooldown: timedelta | None, budget: int | None
     ) -> DecisionRecord:
-        model = decision.model
-        if dry_run:  # a preview: the guards are consulted, nothing is reserved or submitted
-            verdict = guards.check(self.ledger.get_model(model), kind, decision.id, now, cooldown, budget, force)
+        model, rendered = decision.model, _rendered(decision)
+        if decision.dry_run:  # a preview: the guards are consulted, nothing is reserved or submitted
+            verdict = guards.check(
+                self.ledger.get_model(model), kind, decision.id, now, cooldown, budget, decision.force
+            )
             if not verdict.granted:
                 return self._record(decision, "skipped", now, verdict.reason, guard=verdict.code, dry_run=True)
             return self._record(decision, "planned", now, job=_job_of(rendered), rendered=rendered, dry_run=True)
         verdict = self.ledger.update_model(
-            model, lambda s: guards.reserve(s, kind, decision.id, now, cooldown, budget, force)
+            model, lambda s: guards.reserve(s, kind, decision.id, now, cooldown, budget, decision.force)
         )
         if not verdict.granted:
             return self._record(decision, "skipped", now, verdict.reason, guard=verdict.code, until=verdict.until)
+        if verdict.resumed:  # reserved by an earlier delivery of this event, whose worker died
+            done = self.ledger.get_decision(decision.id)
+            if done is not None and done.outcome != "reserved":  # it acted and recorded the outcome
+                if verdict.code == "resumed":  # ... but died before confirming it
+                    self._hold_outcome(model, kind, done)
+                log.info(
+                    "decision %s model=%s event_id=%s: carried out already (outcome %s, job %s); not acting again",
+                    decision.id,
+                    model,
+                    decision.trigger.event_id,
+                    done.outcome,
+                    (done.job or {}).get("name"),
+                )
+                return done
         self._record(
             decision, "reserved", now, job=_job_of(rendered), rendered=rendered, resumed=verdict.resumed or None
         )
+        return self._act(decision, kind, now)
+
+    def _act(self, decision: Retrain | Deploy, kind: str, now: datetime, **extra: Any) -> DecisionRecord:
+        """Act on a reserved decision, record the outcome, confirm it: the one path, for a first
+        delivery, a redelivery and the reconciler alike. A TransientError leaves the reservation
+        as it is, for the redelivery or the next reconciler pass."""
+        rendered = _rendered(decision)
         try:
-            result = act()
+            if isinstance(decision, Retrain):
+                result = self.actions.submit_retrain(decision.job)
+            else:
+                result = self.actions.start_deploy(decision.plan)
         except PermanentError as exc:
-            rec = self._record(decision, "failed", now, f"{decision.reason}; failed: {exc}", rendered=rendered)
+            rec = self._record(decision, "failed", now, f"{decision.reason}; failed: {exc}", rendered=rendered, **extra)
         else:
             reason = str(result.details.get("reason") or decision.reason)
             rec = self._record(
@@ -236,11 +237,94 @@ class RetrainService:
                 reason,
                 job=result.job or (_job_of(rendered) if result.outcome in ("submitted", "planned") else None),
                 rendered=rendered,
-                **{k: v for k, v in result.details.items() if k != "reason"},
+                **{**{k: v for k, v in result.details.items() if k != "reason"}, **extra},
             )
         job_name = (rec.job or {}).get("name")
-        self.ledger.update_model(model, lambda s: guards.confirm(s, kind, decision.id, rec.outcome, job_name))
+        self.ledger.update_model(decision.model, lambda s: guards.confirm(s, kind, decision.id, rec.outcome, job_name))
         return rec
+
+    # ------------------------------------------------------------------ reconciler
+
+    def reconcile(self, now: datetime | None = None) -> ReconcileReport:
+        """One pass of the reconciler: finish each action whose worker died between reserve and
+        confirm (a reservation older than the lease), release a hold that nothing can finish, with
+        a recorded reason, and purge records older than the retention."""
+        now = now or self.clock()
+        report = ReconcileReport(iso(now))
+        for state in self.ledger.list_models():
+            for kind, flight in sorted(state.flights.items()):
+                if not guards.stale(flight, now, self.lease):
+                    continue
+                report.found.append(
+                    {"model": state.model, "kind": kind, "decision": flight.decision, "since": flight.since}
+                )
+                try:
+                    self._resume(state.model, kind, flight, now, report)
+                except TransientError as exc:
+                    log.warning(
+                        "reconciler: decision %s model=%s kind=%s deferred to the next pass: %s",
+                        flight.decision,
+                        state.model,
+                        kind,
+                        exc,
+                    )
+                    report.deferred.append({"model": state.model, "decision": flight.decision, "error": str(exc)})
+        report.purged = self.ledger.purge(now - self.retention)
+        log.info(
+            "reconciled at %s: %d stale reservation(s), %d resumed, %d released, %d deferred, %d record(s) purged",
+            report.at,
+            len(report.found),
+            len(report.resumed),
+            len(report.released),
+            len(report.deferred),
+            report.purged,
+        )
+        return report
+
+    def _resume(self, model: str, kind: str, flight: Flight, now: datetime, report: ReconcileReport) -> None:
+        if not self.ledger.update_model(model, lambda s: guards.take_over(s, kind, flight.decision, now, self.lease)):
+            log.info("reconciler: decision %s model=%s was finished or taken over meanwhile", flight.decision, model)
+            return
+        try:
+            record = self.ledger.get_decision(flight.decision)
+        except (KeyError, TypeError, ValueError) as exc:
+            why = f"its decision record cannot be read ({type(exc).__name__}: {exc}); it may have acted"
+            report.released.append(self._release(model, kind, flight, now, why, give_back=False))
+            return
+        if record is None:  # the reserved record is written before acting: without it, nothing was done
+            why = "it has no decision record (the worker stopped between reserving and recording, before acting)"
+            report.released.append(self._release(model, kind, flight, now, why, give_back=True))
+            return
+        if record.outcome != "reserved":  # the outcome was recorded; only its confirmation was lost
+            self._hold_outcome(model, kind, record)
+            log.info("reconciler: decision %s model=%s confirmed as recorded: %s", record.id, model, record.outcome)
+            report.resumed.append(record)
+            return
+        try:
+            decision = decision_from_record(record, model, kind)
+        except (KeyError, TypeError, ValueError) as exc:
+            why = f"its reserved record holds no plan this version can act on ({type(exc).__name__}: {exc}); it may have acted"
+            report.released.append(self._release(model, kind, flight, now, why, give_back=False))
+            return
+        report.resumed.append(self._act(decision, kind, now, resumed_by=RECONCILER))
+
+    def _release(
+        self, model: str, kind: str, flight: Flight, now: datetime, why: str, give_back: bool
+    ) -> DecisionRecord:
+        """Record why, then free the slot: a crash in between leaves a record the next pass honours."""
+        rec = release_record(model, kind, flight, now, why, give_back)
+        self.ledger.put_decision(rec)
+        self._hold_outcome(model, kind, rec)
+        log.warning("reconciler: released %s hold of model=%s decision %s: %s", kind, model, rec.id, why)
+        return rec
+
+    def _hold_outcome(self, model: str, kind: str, record: DecisionRecord) -> None:
+        """Bring the model's slot in line with ``record``'s outcome."""
+        if record.details.get("released_by") == RECONCILER and not record.details.get("gave_back"):
+            self.ledger.update_model(model, lambda s: guards.release(s, kind, record.id, None))
+            return
+        job_name = (record.job or {}).get("name")
+        self.ledger.update_model(model, lambda s: guards.confirm(s, kind, record.id, record.outcome, job_name))
 
     # ------------------------------------------------------------------ reading
 
@@ -275,6 +359,10 @@ class RetrainService:
             "budget": {"used_today": used, "daily": budget},
             "last_decision": last[0].summary() if last else None,
         }
+
+
+def _rendered(decision: Retrain | Deploy) -> dict[str, Any]:
+    return decision.job.as_dict() if isinstance(decision, Retrain) else decision.plan.as_dict()
 
 
 def _job_of(rendered: dict[str, Any]) -> dict[str, Any] | None:

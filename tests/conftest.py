@@ -8,12 +8,15 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.azurite import Azurite
 from tests.ledgers import LedgerSpec
+
+if TYPE_CHECKING:
+    from tests.azure_world import AzureWorld
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_EVENTS = REPO.parent / "shared" / "events"
@@ -128,3 +131,16 @@ def ledger_spec(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerSpec:
         instance: Azurite = request.getfixturevalue("azurite")
         return LedgerSpec("table", instance.connection_string, table_prefix())
     return LedgerSpec("sqlite", str(tmp_path / "ledger.db"))
+
+
+@pytest.fixture
+def azure(ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AzureWorld]:
+    """A workspace behind the fake ARM, the real Azure ML backend, and the service on each ledger."""
+    from tests.azure_world import AzureWorld  # imports azure-ai-ml: only for the tests that use it
+
+    monkeypatch.chdir(tmp_path)  # not a git repository, as on Azure: the SDK adds no git properties to jobs
+    world = AzureWorld(tmp_path, ledger_spec)
+    yield world
+    for thread in world.arm.lro_threads():  # the SDK's pollers of started deployments
+        thread.join(timeout=5)
+    assert world.arm.unexpected == []

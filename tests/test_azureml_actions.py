@@ -11,7 +11,6 @@ import copy
 import inspect
 import json
 import os
-import random
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,120 +24,28 @@ from azure.ai.ml import MLClient
 
 from function_app.adapters.azure_errors import is_transient
 from function_app.adapters.azureml import AzureMLActions, translate
-from function_app.adapters.sqlite_ledger import SqliteLedger
-from function_app.retry import RetryPolicy
-from function_app.settings import Settings
 from handlers.decisions import DeployPlan, JobPlan
 from handlers.errors import PermanentError, TransientError
-from handlers.policy import GateRule, load_policy
-from handlers.records import DecisionRecord
-from handlers.service import EventResult, RetrainService
-from handlers.signals import ManualRequest, Trigger, parse_body
+from handlers.policy import GateRule
+from handlers.signals import ManualRequest, Trigger
+from tests.azure_world import (
+    DATASET,
+    DRIFT_SAMPLE,
+    ENDPOINT,
+    MODEL,
+    RG,
+    RUN_SAMPLE,
+    SUB,
+    WORKSPACE_ID,
+    WS,
+    AzureWorld,
+    DiesAfterActing,
+    WorkerDied,
+    in_workspace,
+)
 from tests.builders import ours, run_event
-from tests.conftest import REPO, load_sample
-from tests.fake_arm import FakeArm, FakeClock, FakeCredential
-from tests.fakes import Clock
-
-SUB, RG, WS = "7a3c5f0e-1111-4d2b-9e8a-2b6f1c0d9e77", "rg-mlops", "ws-retrain"
-WORKSPACE_ID = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}"
-MODEL = "sklearn_regression_model"
-ENDPOINT = "diabetes-endpoint"
-DATASET = "d7e74d2e-c972-4266-b5fb-6c9c182d2a74"  # TargetDatasetId of the published drift sample
-DRIFT_SAMPLE = "Microsoft.MachineLearningServices.DatasetDriftDetected.eventgrid.json"
-RUN_SAMPLE = "Microsoft.MachineLearningServices.RunCompleted.eventgrid.json"
-POLICY = load_policy(REPO / "examples" / "policy.yaml")
-
-
-def in_workspace(sample: str) -> dict[str, Any]:
-    """A published sample whose topic is the workspace these tests configure (not the placeholder)."""
-    [raw] = copy.deepcopy(load_sample(sample))
-    raw["topic"] = WORKSPACE_ID
-    return dict(raw)
-
-
-class WorkerDied(Exception):
-    """The worker is gone between Azure accepting the work and the ledger hearing of it."""
-
-
-class DiesAfterActing:
-    """Actions that do the real thing, then crash before the service can confirm."""
-
-    name = "azureml"
-
-    def __init__(self, inner: AzureMLActions) -> None:
-        self.inner = inner
-
-    def submit_retrain(self, plan: JobPlan) -> Any:
-        self.inner.submit_retrain(plan)
-        raise WorkerDied
-
-    def start_deploy(self, plan: DeployPlan) -> Any:
-        self.inner.start_deploy(plan)
-        raise WorkerDied
-
-
-class AzureWorld:
-    """One workspace (the fake ARM), the Azure ML backend built from settings, and the service."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.clock = FakeClock()
-        self.now = Clock()
-        self.arm = FakeArm(SUB, RG, WS, clock=self.clock)
-        self.arm.add_compute("cpu-cluster")
-        inputs = {"training_data": "mltable", "learning_rate": "number", "max_epochs": "integer"}
-        self.arm.add_component("diabetes-retrain", "3", inputs=inputs)
-        self.arm.add_data(DATASET, "1")
-        self.arm.add_data(DATASET, "2")
-        self.arm.add_model(MODEL, "3", tags={"r2_score": "0.52"})
-        self.arm.add_endpoint(ENDPOINT, {"blue": 100})
-        self.arm.add_deployment(ENDPOINT, "blue", model=(MODEL, "3"))
-        self.settings = Settings.from_env(
-            {
-                "RETRAIN_BACKEND": "azureml",
-                "AZUREML_SUBSCRIPTION_ID": SUB,
-                "AZUREML_RESOURCE_GROUP": RG,
-                "AZUREML_WORKSPACE_NAME": WS,
-            }
-        )
-        self.retry = RetryPolicy.from_settings(
-            self.settings, sleep=self.clock.sleep, clock=self.clock, rng=random.Random(1)
-        )
-        self.actions = AzureMLActions.from_settings(
-            self.settings, credential=FakeCredential(), retry=self.retry, transport=self.arm
-        )
-        self.ledger_path = tmp_path / "ledger.db"
-        self.service = self.new_service()
-
-    def new_service(self, actions: Any = None) -> RetrainService:
-        """A service as a (new) worker builds it: same ledger file, same workspace."""
-        ledger = SqliteLedger(self.ledger_path)
-        return RetrainService(POLICY, ledger, actions or self.actions, self.now, [self.settings.workspace_id])
-
-    def deliver(self, raw: dict[str, Any], service: RetrainService | None = None) -> EventResult:
-        [env] = parse_body(json.dumps([raw]))
-        return (service or self.service).handle_envelope(env)
-
-    def decision(self, decision_id: str) -> DecisionRecord | None:
-        return self.service.ledger.get_decision(decision_id)
-
-    def finished_run(
-        self, r2: str, run_id: str = "retrain-sklearn-regression-model-0123456789abcdef"
-    ) -> dict[str, Any]:
-        """The RunCompleted event of a retraining run this service submitted, which logged ``r2``."""
-        self.arm.add_job(run_id, experiment="diabetes-retrain")
-        tags = {**ours(MODEL, "re-0123456789abcdef"), "r2_score": r2}
-        return run_event(run_id=run_id, tags=tags, topic=WORKSPACE_ID)
-
-
-@pytest.fixture
-def azure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AzureWorld]:
-    monkeypatch.chdir(tmp_path)  # not a git repository, as on Azure: the SDK adds no git properties to jobs
-    world = AzureWorld(tmp_path)
-    yield world
-    for thread in world.arm.lro_threads():  # the SDK's pollers of started deployments
-        thread.join(timeout=5)
-    assert world.arm.unexpected == []
-
+from tests.conftest import REPO
+from tests.fake_arm import FakeCredential
 
 # --------------------------------------------------------------------------- retraining
 

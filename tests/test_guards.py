@@ -69,3 +69,29 @@ def test_submitted_keeps_the_slot_until_the_run_finishes() -> None:
     assert ok and freed is not None and "retrain" not in freed.flights
     same, ok = guards.release(s, guards.RETRAIN, "other", "other-job")
     assert not ok and same is None
+
+
+def test_a_confirmed_decision_is_done_not_resumed_and_takes_nothing_more() -> None:
+    s, _ = guards.confirm(reserved(), guards.RETRAIN, "d1", "submitted", "job-1")
+    assert s is not None
+    new, v = guards.reserve(s, guards.RETRAIN, "d1", NOW, H6, 3)
+    assert (new, v.code, v.granted, v.resumed) == (None, "done", True, True) and "job-1" in v.reason
+
+
+def test_a_reservation_is_stale_once_its_lease_has_passed_and_only_while_reserved() -> None:
+    lease = timedelta(seconds=60)
+    flight = reserved().flights["retrain"]
+    assert not guards.stale(flight, NOW + lease - timedelta(milliseconds=1), lease)
+    assert guards.stale(flight, NOW + lease, lease)
+    s, _ = guards.confirm(reserved(), guards.RETRAIN, "d1", "submitted", "job-1")
+    assert s is not None and not guards.stale(s.flights["retrain"], NOW + timedelta(days=1), lease)
+
+
+def test_a_stale_reservation_is_taken_over_once_per_lease() -> None:
+    lease = timedelta(seconds=60)
+    later = NOW + lease
+    taken, ok = guards.take_over(reserved(), guards.RETRAIN, "d1", later, lease)
+    assert ok and taken is not None and taken.flights["retrain"].since == reserved().flights["retrain"].since
+    assert guards.take_over(taken, guards.RETRAIN, "d1", later + timedelta(seconds=59), lease) == (None, False)
+    assert guards.take_over(taken, guards.RETRAIN, "d1", later + lease, lease)[1]
+    assert guards.take_over(reserved(), guards.RETRAIN, "other", later, lease) == (None, False)

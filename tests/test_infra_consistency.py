@@ -76,6 +76,26 @@ def registered_event_grid_functions() -> list[str]:
     return names
 
 
+def binding_settings() -> set[str]:
+    """App settings the app's bindings name as %NAME% (e.g. the reconciler's schedule), found by indexing main."""
+    code = (
+        "import importlib, json\n"
+        "main = importlib.import_module('main')\n"
+        "print(json.dumps([b for f in main.app.get_functions() for b in f.get_raw_bindings()]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return {name for raw in json.loads(done.stdout) for name in re.findall(r"%([A-Za-z0-9_]+)%", raw)}
+
+
+def test_every_setting_a_binding_names_is_a_setting_infra_and_local_settings_give() -> None:
+    named = binding_settings()
+    assert "RETRAIN_RECONCILE_SCHEDULE" in named
+    local = json.loads((REPO / "local.settings.json.example").read_text(encoding="utf-8"))["Values"]
+    azure = {s.name for s in SETTINGS if s.azure}
+    assert sorted(named - azure) == [] and sorted(named - app_setting_names()) == []
+    assert sorted(named - set(local)) == []
+
+
 def test_every_setting_azure_needs_is_an_app_setting_in_the_bicep() -> None:
     missing = sorted(s.name for s in SETTINGS if s.azure and s.name not in app_setting_names())
     assert missing == [], f"add these to appSettings in infra/main.bicep: {missing}"

@@ -48,6 +48,14 @@ def test_root_script_holds_exactly_one_function_app_and_its_functions() -> None:
     assert apps == ["app"]
     triggers = {name: next(b for b in bindings if b["direction"] == "IN") for name, bindings in functions.items()}
     assert triggers["on_workspace_event"]["type"] == "eventGridTrigger"
+    assert triggers["reconcile"] == {
+        "direction": "IN",
+        "type": "timerTrigger",
+        "name": "timer",
+        "schedule": "%RETRAIN_RECONCILE_SCHEDULE%",  # an app setting, which SETTINGS, infra and local settings carry
+        "runOnStartup": False,
+        "useMonitor": True,
+    }
     routes = {
         t.get("route"): (sorted(t["methods"]), t["authLevel"]) for t in triggers.values() if t["type"] == "httpTrigger"
     }

@@ -1,0 +1,30 @@
+"""The reconciler's timer: every RETRAIN_RECONCILE_SCHEDULE, one pass over the work in flight
+(RetrainService.reconcile). One instance runs it at a time (the timer's singleton lock)."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from function_app.runtime import get_service
+from handlers.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+RECONCILE_FUNCTION = "reconcile"
+
+
+@bp.function_name(RECONCILE_FUNCTION)
+@bp.timer_trigger(schedule="%RETRAIN_RECONCILE_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+def reconcile(timer: func.TimerRequest) -> None:
+    """A transient failure is logged and swallowed: the next tick retries. Anything else raises,
+    so the failure shows in the function's invocations."""
+    if timer.past_due:
+        log.info("reconciler tick is past due; running it now")
+    try:
+        get_service().reconcile()
+    except TransientError as exc:
+        log.warning("reconciler pass stopped by a transient failure; the next tick retries: %s", exc)

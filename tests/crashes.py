@@ -1,0 +1,76 @@
+"""The worker's death, injected by test code around the ports the service is given: never by
+patching the service. :class:`WorkerDied` is a BaseException, so nothing in the service catches it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from handlers.decisions import DeployPlan, JobPlan
+from handlers.ports import ActionResult, Actions, Ledger
+from handlers.records import DecisionRecord
+from handlers.signals import Trigger
+
+
+class WorkerDied(BaseException):
+    """The worker is gone (killed, out of memory, scaled in) at this point."""
+
+
+class DiesBeforeActing:
+    """Actions whose worker dies after the reservation, before anything reaches Azure."""
+
+    def __init__(self, inner: Actions) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.plans: list[JobPlan | DeployPlan] = []
+
+    def submit_retrain(self, plan: JobPlan) -> ActionResult:
+        self.plans.append(plan)
+        raise WorkerDied
+
+    def start_deploy(self, plan: DeployPlan) -> ActionResult:
+        self.plans.append(plan)
+        raise WorkerDied
+
+
+class DiesAfterActing:
+    """Actions that do the real thing, then die before the service can record or confirm it."""
+
+    def __init__(self, inner: Actions) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def submit_retrain(self, plan: JobPlan) -> ActionResult:
+        self.inner.submit_retrain(plan)
+        raise WorkerDied
+
+    def start_deploy(self, plan: DeployPlan) -> ActionResult:
+        self.inner.start_deploy(plan)
+        raise WorkerDied
+
+
+class LedgerThatDies:
+    """A ledger whose worker dies right after one write: ``after`` is 'outcome' (the action's outcome
+    is recorded, not yet confirmed in the model's state) or 'confirm' (confirmed; the event is not
+    yet finished). Everything else goes to the real ledger."""
+
+    def __init__(self, inner: Ledger, after: str) -> None:
+        assert after in ("outcome", "confirm")
+        self.inner = inner
+        self.after = after
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def put_decision(self, record: DecisionRecord) -> None:
+        self.inner.put_decision(record)
+        if self.after == "outcome" and record.outcome != "reserved":
+            raise WorkerDied
+
+    def finish_event(
+        self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()
+    ) -> None:
+        if self.after == "confirm":
+            raise WorkerDied
+        self.inner.finish_event(trigger, decision_ids, now, records)

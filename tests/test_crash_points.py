@@ -1,0 +1,173 @@
+"""DESIGN guarantee 1 under crashes: a worker that dies anywhere between taking a decision and
+finishing its event leaves work that ends with exactly one job, whether the event is redelivered or
+only the reconciler comes by.
+
+The real Azure ML SDK path (``AzureMLActions`` against the fake ARM), on each ledger. The worker's
+death is a :class:`tests.crashes.WorkerDied` raised by test code wrapped around the ports the
+service is given, at each point:
+
+- after-reserve: the model's slot is reserved and the reserved record written; nothing reached Azure;
+- after-submit: Azure accepted the job; the outcome is neither recorded nor confirmed;
+- after-outcome: the outcome is recorded; the model's state still says reserved;
+- after-confirm: the outcome is confirmed; the event is not marked finished.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from handlers.ports import Claim
+from handlers.records import DecisionRecord, iso
+from handlers.service import RetrainService
+from handlers.signals import Trigger
+from tests.azure_world import DRIFT_SAMPLE, MODEL, AzureWorld, in_workspace
+from tests.crashes import DiesAfterActing, DiesBeforeActing, LedgerThatDies, WorkerDied
+
+POINTS = ["after-reserve", "after-submit", "after-outcome", "after-confirm"]
+LEASE = timedelta(seconds=60)  # the service's default
+
+
+def dying_service(world: AzureWorld, point: str) -> RetrainService:
+    if point == "after-reserve":
+        return world.new_service(actions=DiesBeforeActing(world.actions))
+    if point == "after-submit":
+        return world.new_service(actions=DiesAfterActing(world.actions))
+    return world.new_service(ledger=LedgerThatDies(world.ledger_spec.open(), point.removeprefix("after-")))
+
+
+def crash(world: AzureWorld, point: str, raw: dict[str, Any]) -> str:
+    """Deliver ``raw`` to a worker that dies at ``point``; the decision it had reserved."""
+    with pytest.raises(WorkerDied):
+        world.deliver(raw, dying_service(world, point))
+    flight = world.ledger_spec.open().get_model(MODEL).flights["retrain"]
+    assert flight.status == ("submitted" if point == "after-confirm" else "reserved")
+    assert len(world.arm.job_puts) == (0 if point == "after-reserve" else 1)
+    return flight.decision
+
+
+def assert_one_job_confirmed(world: AzureWorld, decision_id: str) -> DecisionRecord:
+    ledger = world.ledger_spec.open()
+    rec = ledger.get_decision(decision_id)
+    assert rec is not None and rec.outcome == "submitted"
+    job = rec.job["name"]  # type: ignore[index]
+    assert len(world.arm.job_puts) == 1 and list(world.arm.jobs) == [job]
+    assert world.arm.job_puts[0].path == f"jobs/{job}"
+    flight = ledger.get_model(MODEL).flights["retrain"]
+    assert (flight.decision, flight.status, flight.job) == (decision_id, "submitted", job)
+    return rec
+
+
+def event_claim(world: AzureWorld, rec: DecisionRecord) -> Claim:
+    """What the ledger says of the record's event (a finished event is not claimed again)."""
+    t = rec.trigger
+    return world.ledger_spec.open().claim_event(
+        Trigger(t["source"], t["event_id"], t["event_type"]), world.now(), LEASE
+    )
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_redelivery_after_a_crash_ends_with_one_job_confirmed_and_the_event_finished(
+    azure: AzureWorld, point: str
+) -> None:
+    raw = in_workspace(DRIFT_SAMPLE)
+    decision_id = crash(azure, point, raw)
+    azure.now.advance(seconds=LEASE.total_seconds())  # the dead worker's claim on the event runs out
+    calls = len(azure.arm.calls)
+
+    [rec] = azure.deliver(raw, azure.new_service()).decisions
+
+    assert (rec.id, rec.outcome) == (decision_id, "submitted")
+    assert assert_one_job_confirmed(azure, decision_id).to_dict() == rec.to_dict()
+    assert event_claim(azure, rec) == Claim("done", (decision_id,))
+    if point in ("after-outcome", "after-confirm"):  # the outcome was recorded: nothing to ask Azure
+        assert len(azure.arm.calls) == calls
+    else:
+        assert rec.details.get("adopted", False) is (point == "after-submit")  # after-reserve: submitted now
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_the_reconciler_alone_finishes_the_work_after_the_lease(azure: AzureWorld, point: str) -> None:
+    raw = in_workspace(DRIFT_SAMPLE)
+    decision_id = crash(azure, point, raw)
+    azure.now.advance(seconds=LEASE.total_seconds())
+
+    report = azure.new_service().reconcile()
+
+    assert report.released == [] and report.deferred == []
+    if point == "after-confirm":  # confirmed: nothing in flight is stale
+        assert (report.found, report.resumed) == ([], [])
+    else:
+        assert [f["decision"] for f in report.found] == [r.id for r in report.resumed] == [decision_id]
+        assert report.resumed[0].outcome == "submitted"
+    rec = assert_one_job_confirmed(azure, decision_id)
+
+    # The event is not the reconciler's to finish: its redelivery finds the work done, asks Azure nothing.
+    calls = len(azure.arm.calls)
+    [again] = azure.deliver(raw, azure.new_service()).decisions
+    assert again.to_dict() == rec.to_dict() and len(azure.arm.calls) == calls
+    assert event_claim(azure, rec) == Claim("done", (decision_id,))
+    assert_one_job_confirmed(azure, decision_id)
+
+
+def test_reconcile_on_a_clean_ledger_does_nothing(azure: AzureWorld) -> None:
+    report = azure.service.reconcile()
+    assert report.to_dict() == {
+        "at": iso(azure.now()),
+        "found": [],
+        "resumed": [],
+        "released": [],
+        "deferred": [],
+        "purged": 0,
+    }
+    assert azure.arm.calls == [] and azure.service.ledger.list_models() == []
+
+
+def test_a_reservation_younger_than_the_lease_is_left_alone(azure: AzureWorld) -> None:
+    decision_id = crash(azure, "after-submit", in_workspace(DRIFT_SAMPLE))
+    azure.now.advance(seconds=LEASE.total_seconds() - 1)  # its worker may still be acting
+    calls = len(azure.arm.calls)
+
+    report = azure.new_service().reconcile()
+
+    assert (report.found, report.resumed, report.released) == ([], [], [])
+    assert len(azure.arm.calls) == calls
+    ledger = azure.ledger_spec.open()
+    assert ledger.get_model(MODEL).flights["retrain"].status == "reserved"
+    assert ledger.get_decision(decision_id).outcome == "reserved"  # type: ignore[union-attr]
+
+    azure.now.advance(seconds=1)
+    assert [r.id for r in azure.new_service().reconcile().resumed] == [decision_id]
+    assert_one_job_confirmed(azure, decision_id)
+
+
+def test_retention_purges_old_finished_events_and_decisions_but_never_a_reserved_one(azure: AzureWorld) -> None:
+    old_event = in_workspace(DRIFT_SAMPLE)
+    [old] = azure.deliver(old_event).decisions
+    ledger = azure.ledger_spec.open()
+    reserved = DecisionRecord(
+        id="re-reserved-long-ago",
+        model="churn-classifier",
+        action="retrain",
+        outcome="reserved",
+        reason="a reservation nothing holds any more",
+        trigger={"source": "http", "event_id": "req-9", "event_type": "ManualRequest.retrain"},
+        at=iso(azure.now()),
+        details={"rendered": {}},
+    )
+    ledger.put_decision(reserved)
+    azure.now.advance(days=31)
+    recent = {**in_workspace(DRIFT_SAMPLE), "id": "a-recent-event"}
+    [new] = azure.deliver(recent).decisions  # skipped: the first job still holds the model
+
+    report = azure.new_service().reconcile()
+
+    assert report.purged == 2  # the old event and its decision
+    assert ledger.get_decision(old.id) is None
+    assert event_claim(azure, old) == Claim("new")  # forgotten: a redelivery would be a new event
+    assert ledger.get_decision(reserved.id) == reserved
+    assert ledger.get_decision(new.id) is not None and event_claim(azure, new) == Claim("done", (new.id,))
+    assert json.dumps(report.to_dict())  # the report is JSON, as the CLI prints it

@@ -1,0 +1,230 @@
+"""The reconciler's edge cases, with the recording Actions fake (the SDK is not the point here), and
+the plans it resumes from: ``from_dict`` gives back exactly what ``as_dict`` rendered."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from handlers import guards
+from handlers.decisions import Deploy, DeployPlan, JobPlan, Retrain, decide
+from handlers.errors import TransientError
+from handlers.policy import GateRule, load_policy
+from handlers.reconcile import release_record
+from handlers.records import DecisionRecord, iso
+from handlers.service import EventResult, RetrainService
+from handlers.signals import ManualRequest, Trigger, parse_body, to_signal, workspace_key
+from tests.builders import WORKSPACE, drift_event, ours, run_event
+from tests.conftest import REPO
+from tests.crashes import DiesBeforeActing, WorkerDied
+from tests.fakes import Clock, RecordingActions
+from tests.ledgers import LedgerSpec
+
+MODEL = "sklearn_regression_model"
+POLICY = load_policy(REPO / "examples" / "policy.yaml")
+LEASE = timedelta(seconds=60)
+
+
+class World:
+    def __init__(self, spec: LedgerSpec) -> None:
+        self.spec = spec
+        self.clock = Clock()
+        self.actions = RecordingActions()
+        self.ledger = spec.open()
+        self.service = self.new_service()
+
+    def new_service(self, actions: Any = None) -> RetrainService:
+        return RetrainService(POLICY, self.spec.open(), actions or self.actions, self.clock, [WORKSPACE], lease=LEASE)
+
+    def deliver(self, raw: dict[str, Any], service: RetrainService | None = None) -> EventResult:
+        [env] = parse_body(json.dumps([raw]))
+        return (service or self.service).handle_envelope(env)
+
+    def crash_before_acting(self, raw: dict[str, Any]) -> DiesBeforeActing:
+        dying = DiesBeforeActing(self.actions)
+        with pytest.raises(WorkerDied):
+            self.deliver(raw, self.new_service(dying))
+        return dying
+
+
+@pytest.fixture
+def world(ledger_spec: LedgerSpec) -> World:
+    return World(ledger_spec)
+
+
+def decided(raw: dict[str, Any]) -> Any:
+    [env] = parse_body(json.dumps([raw]))
+    [d] = decide(to_signal(env, frozenset({workspace_key(WORKSPACE)})), POLICY, Clock()())
+    return d
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+def through_a_ledger(rendered: dict[str, Any]) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(json.dumps(rendered))
+    return loaded
+
+
+def test_a_job_plan_comes_back_from_its_rendering_exactly() -> None:
+    d = decided(drift_event(event_id="e-1"))
+    assert isinstance(d, Retrain)
+    assert JobPlan.from_dict(through_a_ledger(d.job.as_dict())) == d.job
+    assert d.job.as_dict()["model"] == MODEL
+
+
+def test_a_deploy_plan_keeps_what_acting_needs_and_comes_back_exactly() -> None:
+    raw = run_event(
+        run_id="run-9",
+        tags={**ours(MODEL), "r2_score": "0.61"},
+        properties={"azureml.runsource": "azureml.PipelineRun"},
+    )
+    d = decided(raw)
+    assert isinstance(d, Deploy) and d.plan.gate is not None and d.plan.run_tags["r2_score"] == "0.61"
+    rendered = d.plan.as_dict()
+    assert rendered["candidate"]["run_tags"]["r2_score"] == "0.61"
+    assert rendered["candidate"]["run_properties"] == {"azureml.runsource": "azureml.PipelineRun"}
+    assert rendered["model_output"] == "model" and rendered["gate"]["metric"] == "r2_score"
+    assert DeployPlan.from_dict(through_a_ledger(rendered)) == d.plan
+
+
+def test_a_deploy_plan_without_a_run_or_a_gate_comes_back_exactly() -> None:
+    plan = DeployPlan(MODEL, "ep", "dep-1", None, "7", "manual", {"retrain_decision": "de-1"}, model_output="best")
+    assert DeployPlan.from_dict(through_a_ledger(plan.as_dict())) == plan
+    gated = DeployPlan(MODEL, "ep", "dep-2", "run-1", None, "run", {}, gate=GateRule(metric="auc", source="model"))
+    assert DeployPlan.from_dict(through_a_ledger(gated.as_dict())) == gated
+
+
+def test_a_rendering_that_is_not_a_plan_is_refused() -> None:
+    with pytest.raises(KeyError):
+        JobPlan.from_dict({"type": "pipeline", "name": "x"})
+    with pytest.raises(ValueError, match="not a pipeline job"):
+        JobPlan.from_dict({**decided(drift_event()).job.as_dict(), "type": "command"})
+
+
+# --------------------------------------------------------------------------- the reconciler
+
+
+def test_a_hold_without_a_decision_record_is_released_with_its_reason_and_its_cooldown_given_back(
+    world: World,
+) -> None:
+    since = world.clock()
+    verdict = world.ledger.update_model(
+        MODEL, lambda s: guards.reserve(s, guards.RETRAIN, "re-lost", since, timedelta(hours=6), 3)
+    )
+    assert verdict.granted  # ... and the worker died before writing the reserved record
+    world.clock.advance(minutes=5)
+
+    report = world.service.reconcile()
+
+    [rec] = report.released
+    assert report.resumed == [] and [f["decision"] for f in report.found] == ["re-lost"]
+    assert (rec.id, rec.model, rec.action, rec.outcome) == ("re-lost", MODEL, "retrain", "failed")
+    assert "reconciler released the retrain hold reserved at " + iso(since) in rec.reason
+    assert "no decision record" in rec.reason and "cooldown and budget it took are given back" in rec.reason
+    assert world.ledger.get_decision("re-lost") == rec
+    state = world.ledger.get_model(MODEL)
+    assert state.flights == {} and state.last_retrain_at is None and state.budget_used == 0
+    assert world.actions.submissions == []
+
+
+def test_a_reserved_record_without_a_plan_is_released_and_its_cooldown_stands(world: World) -> None:
+    raw = drift_event(event_id="e-1")
+    world.crash_before_acting(raw)
+    [flight] = world.ledger.get_model(MODEL).flights.values()
+    reserved = world.ledger.get_decision(flight.decision)
+    assert reserved is not None
+    reserved.details["rendered"] = {"type": "pipeline", "name": "written-by-an-older-version"}
+    world.ledger.put_decision(reserved)
+    world.clock.advance(minutes=5)
+
+    [rec] = world.service.reconcile().released
+
+    assert rec.id == flight.decision and rec.outcome == "failed"
+    assert (
+        "holds no plan this version can act on (KeyError" in rec.reason
+        and "cooldown and budget it took stand" in rec.reason
+    )
+    state = world.ledger.get_model(MODEL)
+    assert state.flights == {} and state.last_retrain_at == flight.since and state.budget_used == 1
+    assert world.actions.submissions == []
+    # The redelivered event finds the released decision and does not act on it behind the reconciler's back.
+    world.clock.advance(minutes=1)
+    [again] = world.deliver(raw).decisions
+    assert again.outcome == "skipped" and again.details["guard"] == "cooldown" and world.actions.submissions == []
+
+
+def test_a_deploy_whose_worker_died_is_resumed_with_the_plan_it_reserved(world: World) -> None:
+    raw = run_event(run_id="run-9", tags={**ours(MODEL), "r2_score": "0.61"})
+    [planned] = world.crash_before_acting(raw).plans
+    assert isinstance(planned, DeployPlan) and planned.gate is not None
+    world.clock.advance(minutes=2)
+
+    report = world.new_service().reconcile()
+
+    [rec] = report.resumed
+    assert world.actions.deployments == [planned]  # the gate, the run's tags and the output, as decided
+    assert (rec.action, rec.outcome, rec.details["resumed_by"]) == ("deploy", "submitted", "reconciler")
+    assert rec.job == {"name": f"{planned.endpoint}/{planned.deployment}", "url": None}
+    flight = world.ledger.get_model(MODEL).flights["rollout"]
+    assert (flight.decision, flight.status, flight.job) == (rec.id, "submitted", rec.job["name"])
+    assert world.ledger.get_decision(rec.id) == rec
+
+
+def test_a_transient_failure_leaves_the_reservation_for_a_later_pass_and_no_pass_runs_it_twice(world: World) -> None:
+    world.crash_before_acting(drift_event(event_id="e-1"))
+    world.clock.advance(minutes=2)
+    world.actions.fail_with = TransientError("ARM answered 503")
+
+    first = world.service.reconcile()
+
+    assert [d["error"] for d in first.deferred] == ["ARM answered 503"] and first.resumed == []
+    [flight] = world.ledger.get_model(MODEL).flights.values()
+    assert flight.status == "reserved" and flight.data["resumed_at"] == iso(world.clock())
+    world.actions.fail_with = None
+    assert world.new_service().reconcile().found == []  # taken over a moment ago: its lease runs again
+    world.clock.advance(seconds=LEASE.total_seconds())
+    [rec] = world.new_service().reconcile().resumed
+    assert rec.outcome == "submitted"
+    assert world.actions.submissions == [rec.job["name"]] * 2  # type: ignore[index]  # the failed try, the good one
+
+
+def test_a_release_recorded_before_a_crash_is_honoured_by_the_next_pass(world: World) -> None:
+    world.crash_before_acting(drift_event(event_id="e-1"))
+    [flight] = world.ledger.get_model(MODEL).flights.values()
+    world.clock.advance(minutes=2)
+    # A pass that recorded the release and died before freeing the slot.
+    world.ledger.put_decision(release_record(MODEL, guards.RETRAIN, flight, world.clock(), "unreadable", False))
+
+    report = world.service.reconcile()
+
+    assert [r.outcome for r in report.resumed] == ["failed"] and report.released == []
+    state = world.ledger.get_model(MODEL)
+    assert state.flights == {} and state.last_retrain_at == flight.since  # released, the cooldown stands
+    assert world.actions.submissions == []
+
+
+def test_the_manual_retrain_of_a_model_whose_hold_was_released_goes_through(world: World) -> None:
+    world.ledger.update_model(
+        MODEL, lambda s: guards.reserve(s, guards.RETRAIN, "re-lost", world.clock(), timedelta(hours=6), 3)
+    )
+    request = ManualRequest(Trigger("http", "req-1", "ManualRequest.retrain"), MODEL, "retrain", "ops")
+    assert world.service.handle(request).decisions[0].details["guard"] == "in_flight"
+    world.clock.advance(minutes=2)
+    world.service.reconcile()
+    request2 = ManualRequest(Trigger("http", "req-2", "ManualRequest.retrain"), MODEL, "retrain", "ops")
+    rec = world.service.manual(request2)
+    assert rec.outcome == "submitted" and world.actions.submissions == [rec.job["name"]]  # type: ignore[index]
+
+
+def test_the_report_is_json_with_whole_records(world: World) -> None:
+    world.crash_before_acting(drift_event(event_id="e-1"))
+    world.clock.advance(minutes=2)
+    report = world.service.reconcile().to_dict()
+    [resumed] = report["resumed"]
+    assert json.loads(json.dumps(report)) == report
+    assert DecisionRecord.from_dict(resumed).outcome == "submitted"
+    assert report["found"][0]["model"] == MODEL and report["found"][0]["kind"] == "retrain"

@@ -1,0 +1,103 @@
+"""The reconciler's timer function and the `retrain reconcile` command: one pass each."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import pytest
+from azure.functions.timer import TimerRequest
+
+from function_app import cli, runtime
+from function_app.settings import Settings
+from handlers import guards
+from handlers.errors import PermanentError, TransientError
+from handlers.ports import Ledger
+from handlers.service import RetrainService
+from tests.fakes import Clock
+
+MODEL = "sklearn_regression_model"
+
+
+class LedgerThatFails:
+    """A ledger whose listing fails with ``error``; the rest is the real one."""
+
+    def __init__(self, inner: Ledger, error: BaseException) -> None:
+        self.inner, self.error = inner, error
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def list_models(self) -> Any:
+        raise self.error
+
+
+def timer_function() -> Callable[[TimerRequest], None]:
+    """The registered timer function, as the worker indexes it (a fresh app: indexing runs once per app)."""
+    from function_app.triggers import reconciler
+
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+    app.register_functions(reconciler.bp)
+    [fn] = app.get_functions()
+    assert fn.get_function_name() == "reconcile"
+    user: Callable[[TimerRequest], None] = fn.get_user_function()
+    return user
+
+
+@pytest.fixture
+def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RetrainService]:
+    """The worker's service as Settings build it (SQLite, dry run), with a stale reservation to resume."""
+    monkeypatch.setenv("RETRAIN_SQLITE_PATH", str(tmp_path / "ledger.db"))
+    clock = Clock()
+    built = runtime.build_service(Settings.from_env(), clock=clock)
+    built.ledger.update_model(MODEL, lambda s: guards.reserve(s, guards.ROLLOUT, "de-lost", clock(), None, None))
+    clock.advance(minutes=5)
+    runtime.set_service(built)
+    yield built
+    runtime.set_service(None)
+
+
+def test_the_timer_runs_one_pass(service: RetrainService) -> None:
+    timer_function()(TimerRequest(past_due=True))
+    assert service.ledger.get_model(MODEL).flights == {}
+    assert service.ledger.get_decision("de-lost").outcome == "failed"  # type: ignore[union-attr]
+
+
+def test_a_transient_failure_is_logged_and_left_to_the_next_tick(
+    service: RetrainService, caplog: pytest.LogCaptureFixture
+) -> None:
+    service.ledger = LedgerThatFails(service.ledger, TransientError("ledger busy"))
+    timer_function()(TimerRequest())
+    assert "the next tick retries: ledger busy" in caplog.text
+
+
+@pytest.mark.parametrize("error", [PermanentError("table missing"), RuntimeError("a bug")])
+def test_any_other_failure_propagates(service: RetrainService, error: Exception) -> None:
+    service.ledger = LedgerThatFails(service.ledger, error)
+    with pytest.raises(type(error), match=str(error)):
+        timer_function()(TimerRequest())
+
+
+def test_the_service_keeps_records_for_the_retention_the_settings_say(tmp_path: Path) -> None:
+    settings = Settings.from_env({"RETRAIN_SQLITE_PATH": str(tmp_path / "l.db"), "RETRAIN_RETENTION_DAYS": "7"})
+    assert runtime.build_service(settings).retention.days == 7
+
+
+def test_retrain_reconcile_prints_the_report_as_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RETRAIN_SQLITE_PATH", str(tmp_path / "cli.db"))
+    ledger = runtime.make_ledger(Settings.from_env())
+    long_ago = datetime(2020, 1, 1, tzinfo=UTC)  # the command runs on the real clock
+    ledger.update_model(MODEL, lambda s: guards.reserve(s, guards.RETRAIN, "re-lost", long_ago, None, None))
+
+    assert cli.main(["reconcile"]) == 0
+
+    report = json.loads(capsys.readouterr().out)
+    assert [f["decision"] for f in report["found"]] == ["re-lost"]
+    assert [r["id"] for r in report["released"]] == ["re-lost"] and report["resumed"] == []
+    assert ledger.get_model(MODEL).flights == {}
