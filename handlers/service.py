@@ -89,7 +89,7 @@ class RetrainService:
                     unwritten.append(self._record(decision, "skipped", now, write=False, **decision.details))
                     records.append(unwritten[-1])
                 else:
-                    records.append(self._carry_out(decision, now))
+                    records.append(self._carry_out(decision, now, unwritten))
         except TransientError:
             self._abandon(signal)
             raise
@@ -170,33 +170,52 @@ class RetrainService:
         )
         return rec
 
-    def _carry_out(self, decision: Decision, now: datetime) -> DecisionRecord:
+    def _carry_out(self, decision: Decision, now: datetime, unwritten: list[DecisionRecord]) -> DecisionRecord:
         if isinstance(decision, Retrain):
             cooldown, budget = self.policy.cooldown(decision.model), self.policy.daily_budget(decision.model)
-            return self._reserved_action(decision, guards.RETRAIN, now, cooldown, budget)
+            return self._reserved_action(decision, guards.RETRAIN, now, cooldown, budget, unwritten)
         if isinstance(decision, Deploy):
-            return self._reserved_action(decision, guards.ROLLOUT, now, None, None)
+            return self._reserved_action(decision, guards.ROLLOUT, now, None, None, unwritten)
         if isinstance(decision, (Rollback, Promote)):
             # No route or signal produces these yet: rollouts and their steps belong to the reconciler.
             raise PermanentError(f"{decision.action} is not carried out by this version of the service")
         raise AssertionError(f"unhandled decision {decision!r}")
 
     def _reserved_action(
-        self, decision: Retrain | Deploy, kind: str, now: datetime, cooldown: timedelta | None, budget: int | None
+        self,
+        decision: Retrain | Deploy,
+        kind: str,
+        now: datetime,
+        cooldown: timedelta | None,
+        budget: int | None,
+        unwritten: list[DecisionRecord],
     ) -> DecisionRecord:
+        """Reserve, act, confirm. What reserves nothing (a refusal by the guards, a dry-run preview)
+        goes to ``unwritten``, to be written with the event's completion, as skips are."""
         model, rendered = decision.model, _rendered(decision)
         if decision.dry_run:  # a preview: the guards are consulted, nothing is reserved or submitted
             verdict = guards.check(
                 self.ledger.get_model(model), kind, decision.id, now, cooldown, budget, decision.force
             )
             if not verdict.granted:
-                return self._record(decision, "skipped", now, verdict.reason, guard=verdict.code, dry_run=True)
-            return self._record(decision, "planned", now, job=_job_of(rendered), rendered=rendered, dry_run=True)
+                rec = self._record(
+                    decision, "skipped", now, verdict.reason, write=False, guard=verdict.code, dry_run=True
+                )
+            else:
+                rec = self._record(
+                    decision, "planned", now, job=_job_of(rendered), rendered=rendered, write=False, dry_run=True
+                )
+            unwritten.append(rec)
+            return rec
         verdict = self.ledger.update_model(
             model, lambda s: guards.reserve(s, kind, decision.id, now, cooldown, budget, decision.force)
         )
         if not verdict.granted:
-            return self._record(decision, "skipped", now, verdict.reason, guard=verdict.code, until=verdict.until)
+            rec = self._record(
+                decision, "skipped", now, verdict.reason, write=False, guard=verdict.code, until=verdict.until
+            )
+            unwritten.append(rec)
+            return rec
         if verdict.resumed:  # reserved by an earlier delivery of this event, whose worker died
             done = self.ledger.get_decision(decision.id)
             if done is not None and done.outcome != "reserved":  # it acted and recorded the outcome
