@@ -3,8 +3,8 @@
 (a) Cold start: median wall time and peak RSS of a fresh interpreter importing the app's root
     script, beside one importing only azure.functions, interleaved in the same run.
 (b) Throughput: decisions per second and p50/p99 latency of parse -> decide -> guard -> record
-    through RetrainService with the SQLite ledger on a temp file (the Table ledger on Azurite
-    too, when bench/ledger_bench.py is present).
+    through RetrainService, one process, with the SQLite ledger on a temp file and the Table
+    ledger on Azurite (started by bench/ledger_bench.py), in the same run.
 """
 
 from __future__ import annotations
@@ -109,6 +109,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=15, help="cold-start processes per case")
     parser.add_argument("--events", type=int, default=5000, help="events for the throughput run")
+    parser.add_argument("--table-events", type=int, default=2000, help="events for the Table ledger run")
+    parser.add_argument("--no-table", action="store_true", help="skip the Table ledger (no Azurite)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -118,12 +120,10 @@ def main() -> int:
         from function_app.adapters.sqlite_ledger import SqliteLedger
 
         results["throughput"] = {"sqlite": throughput(lambda: SqliteLedger(Path(tmp) / "bench.db"), args.events)}
-    try:
-        from bench import ledger_bench  # the Table ledger on Azurite, beside SQLite
-    except ImportError:
-        ledger_bench = None
-    if ledger_bench is not None:
-        results["throughput"].update(ledger_bench.table_results(args.events))
+    if not args.no_table:
+        from bench import ledger_bench
+
+        results["throughput"].update(ledger_bench.table_results(args.table_events, throughput))
 
     if args.json:
         print(json.dumps(results, indent=2))
