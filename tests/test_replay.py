@@ -4,6 +4,7 @@ service, blobs marked only when every event was handled."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +13,10 @@ import pytest
 
 from handlers.errors import TransientError
 from handlers.replay import parse_dead_letters, replay
-from tests.builders import drift_event
-from tests.conftest import load_sample
+from tests.azurite import Azurite
+from tests.builders import ML, WORKSPACE, drift_event
+from tests.conftest import load_sample, table_prefix
+from tests.ledgers import LedgerSpec
 from tests.test_service import World
 
 
@@ -98,3 +101,45 @@ def test_dry_run_lists_and_changes_nothing(tmp_path: Path) -> None:
     [report] = replay(world.service, store, dry_run=True)
     assert report.outcome == "would replay" and "30 attempt(s)" in report.detail
     assert store.marked == {} and world.actions.submissions == [] and world.ledger.decisions() == []
+
+
+def test_retrain_replay_reads_and_marks_real_blobs_and_decides_on_the_table_ledger(
+    azurite: Azurite, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command as an operator runs it, on Azurite: dead letters in a blob container, the ledger
+    in Azure Tables, both chosen by settings."""
+    from azure.storage.blob import ContainerClient
+
+    from function_app.cli import main
+    from handlers.signals import Trigger
+
+    container = "deadletter" + uuid.uuid4().hex[:8]
+    blobs = ContainerClient.from_connection_string(azurite.connection_string, container)
+    blobs.create_container()
+    name = "SUB/2026/11/26/10/lost.json"
+    blobs.upload_blob(name, json.dumps([dead_letter(drift_event(event_id="lost-in-blob"))]).encode())
+    blobs.upload_blob("SUB/2026/11/26/10/README.txt", b"not a dead letter")  # ignored: not .json
+    prefix = table_prefix()
+    for key, value in {
+        "RETRAIN_BLOB_CONNECTION": azurite.connection_string,
+        "RETRAIN_DEADLETTER_CONTAINER": container,
+        "RETRAIN_LEDGER": "table",
+        "RETRAIN_TABLES_CONNECTION": azurite.connection_string,
+        "RETRAIN_TABLE_PREFIX": prefix,
+    }.items():
+        monkeypatch.setenv(key, value)
+
+    assert main(["replay"]) == 0
+    out = capsys.readouterr().out
+    assert "replayed" in out and "lost-in-blob" in out
+    metadata = blobs.get_blob_client(name).get_blob_properties().metadata
+    assert metadata["retrain_replayed"] and metadata["retrain_outcome"] == "replayed"
+
+    ledger = LedgerSpec("table", azurite.connection_string, prefix).open()
+    status = ledger.event_status(Trigger(WORKSPACE, "lost-in-blob", ML + "DatasetDriftDetected"))
+    assert status is not None and status[0] == "done"
+    [decision] = ledger.decisions()
+    assert (decision.id, decision.outcome) == (status[1][0], "planned")  # the dry-run backend
+
+    assert main(["replay"]) == 0  # a replayed blob is not replayed again
+    assert "no dead-lettered events waiting" in capsys.readouterr().out
