@@ -197,6 +197,21 @@ def test_rewriting_a_decision_updates_it_in_place_in_the_trail(ledger: Ledger) -
     assert ledger.get_decision("d0").outcome == "submitted"  # type: ignore[union-attr]
 
 
+def test_a_skip_written_again_by_a_later_redelivery_stays_one_record(ledger: Ledger) -> None:
+    """The first delivery wrote its skip, then died (or lost the ledger) before marking the event
+    done; the redelivery, minutes later, writes the same decision again with its own time."""
+    ledger.claim_event(trig("e1"), NOW, LEASE)
+    ledger.finish_event(trig("e0"), ["d0"], NOW - timedelta(seconds=1), [record("d0", at=NOW - timedelta(seconds=1))])
+    ledger.put_decision(record("d1", at=NOW))  # as the first try's finish_event got that far
+    later = NOW + timedelta(minutes=5)
+    ledger.finish_event(trig("e1"), ["d1"], later, [record("d1", at=later)])
+    assert [(d.id, d.at) for d in ledger.decisions("m1")] == [
+        ("d1", iso(later)),
+        ("d0", iso(NOW - timedelta(seconds=1))),
+    ]
+    assert [d.id for d in ledger.decisions()] == ["d1", "d0"]
+
+
 def test_a_large_record_round_trips(ledger: Ledger) -> None:
     big = replace(record("big"), details={"rendered": {"inputs": {f"k{i}": "v" * 500 for i in range(200)}}})
     ledger.put_decision(big)

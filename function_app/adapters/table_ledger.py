@@ -205,8 +205,8 @@ class TableLedger:
     def finish_event(
         self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()
     ) -> None:
-        for record in records:  # first the records (new: no read for their creation time), then "done"
-            self._write_decision(record, created=record.at)
+        for record in records:  # first the records, then "done"
+            self._write_decision(record)
         with translated(f"finishing event {trigger.event_id}"):
             self.events.upsert_entity(
                 {
@@ -287,27 +287,36 @@ class TableLedger:
     # ------------------------------------------------------------------ decisions
 
     def put_decision(self, record: DecisionRecord) -> None:
-        with translated(f"reading decision {record.id}"):
-            try:
-                existing = self.decision_rows.get_entity(safe_key(record.id), "", select=["created"])
-                created = str(existing["created"])
-            except ResourceNotFoundError:
-                created = record.at
-        self._write_decision(record, created)
+        self._write_decision(record)
 
-    def _write_decision(self, record: DecisionRecord, created: str) -> None:
+    def _write_decision(self, record: DecisionRecord) -> None:
+        """The record by id, then its rows in the trail, keyed by the time the decision was first
+        written: a rewrite (an outcome after 'reserved', a skip written again by a redelivery whose
+        first try died before finishing) keeps its one place in the trail. The first write is an
+        insert; only a rewrite pays a read for the original creation time."""
         body = json.dumps(record.to_dict(), default=str)
-        common = {"created": created, "model": record.model or "", "outcome": record.outcome, "at": record.at}
-        rk = trail_key(created, record.id)
-        partitions = [ALL] if not record.model else [f"m:{safe_key(record.model)}", ALL]
+        key = safe_key(record.id)
+        columns = {"model": record.model or "", "outcome": record.outcome, "at": record.at}
         with translated(f"writing decision {record.id}"):
-            self.decision_rows.upsert_entity(
-                _put_body({"PartitionKey": safe_key(record.id), "RowKey": "", **common}, body),
-                mode=UpdateMode.REPLACE,
-            )
-            for partition in partitions:
+            created = record.at
+            try:
+                self.decision_rows.create_entity(
+                    _put_body({"PartitionKey": key, "RowKey": "", "created": created, **columns}, body)
+                )
+            except ResourceExistsError:
+                existing = self.decision_rows.get_entity(key, "", select=["created"])
+                created = str(existing["created"])
+                self.decision_rows.upsert_entity(
+                    _put_body({"PartitionKey": key, "RowKey": "", "created": created, **columns}, body),
+                    mode=UpdateMode.REPLACE,
+                )
+            rk = trail_key(created, record.id)
+            for partition in [ALL] if not record.model else [f"m:{safe_key(record.model)}", ALL]:
                 self.trail.upsert_entity(
-                    _put_body({"PartitionKey": partition, "RowKey": rk, "decision": record.id, **common}, body),
+                    _put_body(
+                        {"PartitionKey": partition, "RowKey": rk, "decision": record.id, "created": created, **columns},
+                        body,
+                    ),
                     mode=UpdateMode.REPLACE,
                 )
 
