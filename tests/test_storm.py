@@ -166,3 +166,29 @@ def test_azurite_stopped_mid_storm_deliveries_are_transient_and_the_storm_still_
     assert seen_while_down["before"][0] < len(bodies)  # the storm was not over when the ledger went away
     assert sum(r["transient"] for r in reports) > 0  # deliveries were answered "retry later"
     assert_one_job_and_every_event_recorded(spec, tmp_path, reports, ids, redelivered=200)
+
+
+def test_the_webhook_answers_503_while_the_ledger_is_unreachable_never_a_code_event_grid_drops(
+    own_azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Event Grid drops events answered 400, 401, 403 or 413: an outage must answer 503 (retried)."""
+    import main
+    from function_app import runtime
+    from function_app.localhost import Host
+    from function_app.settings import Settings
+    from tests.conftest import Client
+
+    monkeypatch.setenv("RETRAIN_LEDGER", "table")
+    monkeypatch.setenv("RETRAIN_TABLES_CONNECTION", own_azurite.connection_string)
+    monkeypatch.setenv("RETRAIN_TABLE_PREFIX", "webhook")
+    runtime.set_service(runtime.build_service(Settings.from_env()))
+    try:
+        client = Client(Host(main.app))
+        own_azurite.stop()
+        status, _, body = client.call("POST", "/api/events", [drift_event(event_id="during-outage")])
+        assert status == 503 and "retry" in body["error"]
+        own_azurite.start()
+        status, _, body = client.call("POST", "/api/events", [drift_event(event_id="during-outage")])
+        assert status == 200 and body["results"][0]["decisions"][0]["outcome"] in ("planned", "submitted")
+    finally:
+        runtime.set_service(None)
