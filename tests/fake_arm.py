@@ -334,6 +334,7 @@ class FakeArm(RequestsTransport):
         experiment: str = "Default",
         status: str = "Completed",
         outputs: tuple[str, ...] = ("model",),
+        tags: dict[str, str] | None = None,
     ) -> None:
         """A finished run, as another client left it (its outputs can be registered as models)."""
         self.jobs[name] = self._job_resource(
@@ -343,11 +344,18 @@ class FakeArm(RequestsTransport):
                 "experimentName": experiment,
                 "inputs": {},
                 "outputs": {o: {"jobOutputType": "custom_model", "mode": "ReadWriteMount"} for o in outputs},
-                "tags": {},
+                "tags": dict(tags or {}),
                 "properties": {},
             },
             status,
         )
+
+    def set_job_status(self, name: str, status: str, *, tags: dict[str, str] | None = None) -> None:
+        """The job moves on, as Azure ML moves it ('Running', 'Completed', 'Failed', 'Canceled', ...);
+        ``tags`` are added to its tags (what the run logged, e.g. its metric)."""
+        props = self.jobs[name]["properties"]
+        props["status"] = status
+        props["tags"] = {**(props.get("tags") or {}), **(tags or {})}
 
     def add_endpoint(self, name: str, traffic: dict[str, int] | None = None) -> None:
         self.endpoints[name] = {
