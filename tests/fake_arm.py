@@ -619,8 +619,16 @@ class FakeArm(RequestsTransport):
             raise Answer(
                 401, "UserError", "a pipeline job is submitted with the user's Azure ML token (x-azureml-token)"
             )
-        self.jobs[name] = self._job_resource(name, props, "NotStarted")
-        return 201, {}, self.jobs[name]
+        job = self._job_resource(name, props, "NotStarted")
+        # The service binds the outputs the job does not name to the pipeline component's outputs.
+        component = self._resource_by_id(self.components, props.get("componentId"))
+        assert component is not None  # checked above
+        declared = component["properties"]["componentSpec"]["outputs"]
+        job["properties"]["outputs"] = {
+            k: {"jobOutputType": v["type"], "mode": "ReadWriteMount"} for k, v in declared.items()
+        } | dict(props.get("outputs") or {})
+        self.jobs[name] = job
+        return 201, {}, job
 
     def _check_pipeline_job(self, call: Call, name: str, props: dict[str, Any]) -> None:
         if props.get("jobType") != "Pipeline":

@@ -26,6 +26,7 @@ class RecordingActions:
     run_tags: dict[str, dict[str, str]] = field(default_factory=dict)
     status_calls: list[str] = field(default_factory=list)
     status_error: Exception | None = None
+    deploy_outcome: str = "submitted"  # "skipped": the workspace's gate refuses every candidate
 
     def submit_retrain(self, plan: JobPlan) -> ActionResult:
         self.submissions.append(plan.name)
@@ -41,6 +42,8 @@ class RecordingActions:
         if self.fail_with is not None:
             raise self.fail_with
         self.deployments.append(plan)
+        if self.deploy_outcome == "skipped":
+            return ActionResult("skipped", details={"reason": f"not rolled out: run {plan.run_id} fails the gate"})
         return ActionResult("submitted", job={"name": f"{plan.endpoint}/{plan.deployment}", "url": None})
 
     def job_status(self, name: str) -> JobInfo | None:
