@@ -334,3 +334,43 @@ def test_a_job_deleted_from_the_workspace_is_released_through_the_sdk(azure: Azu
     [released] = azure.service.reconcile().released
 
     assert "has no such job" in released.reason and azure.service.ledger.get_model(MODEL).flights == {}
+
+
+def test_job_status_reads_the_job_as_azure_ml_reports_it(azure: AzureWorld) -> None:
+    azure.arm.add_job("run-7", experiment="diabetes-retrain", status="Running", tags={"retrain_model": MODEL})
+
+    running = azure.actions.job_status("run-7")
+    azure.arm.set_job_status("run-7", "Canceled", tags={"r2_score": "0.4"})
+    canceled = azure.actions.job_status("run-7")
+
+    assert running is not None and canceled is not None
+    assert (running.name, running.status, running.experiment, running.terminal) == (
+        "run-7",
+        "Running",
+        "diabetes-retrain",
+        False,
+    )
+    assert (canceled.status, canceled.terminal) == ("Canceled", True)
+    assert canceled.tags == {"retrain_model": MODEL, "r2_score": "0.4"}
+    assert azure.actions.job_status("no-such-run") is None
+
+
+def test_job_status_is_retried_when_throttled_and_a_refusal_says_what_to_grant(azure: AzureWorld) -> None:
+    azure.arm.add_job("run-7", status="Failed")
+    azure.arm.fail("GET", r"^jobs/run-7$", 429, headers={"Retry-After": "3"})
+
+    info = azure.actions.job_status("run-7")
+
+    assert info is not None and info.terminal and azure.clock.slept == [3.0]
+    azure.arm.fail("GET", r"^jobs/run-7$", 403, code="AuthorizationFailed", message="no access")
+    with pytest.raises(PermanentError, match="looking up pipeline job run-7: Azure ML refused access"):
+        azure.actions.job_status("run-7")
+    azure.arm.fail("GET", r"^jobs/run-7$", 503, times=1000)
+    with pytest.raises(TransientError, match="looking up pipeline job run-7"):
+        azure.actions.job_status("run-7")
+
+
+def test_the_dry_run_backend_has_no_jobs_to_report() -> None:
+    from function_app.adapters.dryrun import DryRunActions
+
+    assert DryRunActions().job_status("retrain-sklearn-regression-model-0123456789abcdef") is None
