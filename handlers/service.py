@@ -305,7 +305,8 @@ class RetrainService:
     def reconcile(self, now: datetime | None = None) -> ReconcileReport:
         """One pass of the reconciler: finish each action whose worker died between reserve and
         confirm (a reservation older than the lease), release a hold that nothing can finish, with
-        a recorded reason, and purge records older than the retention."""
+        a recorded reason, catch the end of each retraining run past ``job_grace`` whose event was
+        missed, and purge records older than the retention."""
         now = now or self.clock()
         report = ReconcileReport(iso(now))
         for state in self.ledger.list_models():
@@ -350,7 +351,7 @@ class RetrainService:
         Ended: handle the signal its missed event would have given (the hold is released and a
         completed run judged, as the event would have done). Gone: release the hold, recorded. Still
         running: nothing. A refusal by Azure (PermanentError) is deferred like a transient failure:
-        without the job's status, the hold is neither kept nor released on a guess."""
+        without the job's status, the hold stays rather than being released on a guess."""
         job = str(flight.job)
         try:
             info = self.actions.job_status(job)
