@@ -3,8 +3,8 @@
 ``decide(signal, policy, now)`` returns one decision per concerned model (or one ``Skip`` when no
 model is concerned): ``Retrain``, ``Deploy``, ``Promote``, ``Rollback`` or ``Skip(reason)``. No I/O,
 no clock read, no SDK import. Every decision carries a deterministic key, derived from the model
-and the triggering event, so a redelivered event yields the same decision, the same job name and
-the same ledger record.
+and the triggering event (for the deploy of a finished run: from the run), so a redelivered event
+yields the same decision, the same job name and the same ledger record.
 """
 
 from __future__ import annotations
@@ -202,6 +202,13 @@ def decision_id(action: str, model: str | None, trigger: Trigger) -> str:
     """Deterministic: the same event (source, type, id) and model always give the same id."""
     key = digest(action, model or "-", trigger.source.lower(), trigger.event_type, trigger.event_id)
     return f"{action[:2]}-{key}"
+
+
+def run_decision_id(model: str, run_id: str) -> str:
+    """The deploy decision for a finished run: keyed by the run, not by the event that told of it, so
+    that its RunCompleted event and the reconciler, which catches a completion whose event was
+    missed, make the same decision (one deployment name, one record) whichever comes first or twice."""
+    return f"de-{digest('deploy', model, 'run', run_id)}"
 
 
 def skip(trigger: Trigger, reason: str, model: str | None = None, **details: Any) -> Skip:
@@ -433,7 +440,7 @@ def _on_run(signal: RunFinished, policy: Policy) -> list[Decision]:
                 skip(trigger, f"run {run} finished, but the policy has no 'deploy' section for model {model!r}", model)
             )
             continue
-        did = decision_id("deploy", model, trigger)
+        did = run_decision_id(model, run)
         plan = _deploy_plan(model, mp, did, "run", signal, None)
         why = "retraining run" if ours else f"candidate run of experiment {signal.experiment!r}"
         out.append(Deploy(did, model, f"{why} {run} completed; evaluating it as a candidate", trigger, plan))

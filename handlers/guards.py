@@ -138,6 +138,13 @@ def stale(flight: Flight, now: datetime, lease: timedelta) -> bool:
     return not taken or max(taken) + lease <= now
 
 
+def overdue(flight: Flight, now: datetime, grace: timedelta) -> bool:
+    """A submitted job that has held its slot for ``grace`` or longer: its run may have ended with an
+    event that never arrived, so the reconciler asks the workspace how it stands."""
+    since = from_iso(flight.since)
+    return flight.status == "submitted" and bool(flight.job) and (since is None or since + grace <= now)
+
+
 def take_over(
     state: ModelState, kind: str, decision_id: str, now: datetime, lease: timedelta
 ) -> tuple[ModelState | None, bool]:

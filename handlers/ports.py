@@ -76,6 +76,19 @@ class ActionResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class JobInfo:
+    """A job as the workspace reports it now: ``status`` as Azure ML spells it ('Completed', 'Failed',
+    'Canceled', 'NotResponding', 'Running', ...), and whether that status is final (``terminal``)."""
+
+    name: str
+    status: str
+    experiment: str
+    tags: dict[str, str] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
+    terminal: bool = False
+
+
 class Actions(Protocol):
     """Carrying decisions out against Azure ML (or rendering them, in dry run)."""
 
@@ -87,4 +100,9 @@ class Actions(Protocol):
 
     def start_deploy(self, plan: DeployPlan) -> ActionResult:
         """Start rolling out the candidate of ``plan``; never wait for the long-running operation."""
+        ...
+
+    def job_status(self, name: str) -> JobInfo | None:
+        """The job ``name`` as it is now; None when the workspace has no such job. Raises
+        TransientError when Azure cannot answer now, PermanentError when it refuses."""
         ...

@@ -1,22 +1,41 @@
-"""The reconciler's pieces that need no ledger: its report, and turning a reserved decision's record
-back into the decision it was, so that the service can carry it out the way it first tried to.
+"""The reconciler's pieces that need no ledger: its report, turning a reserved decision's record
+back into the decision it was, so that the service can carry it out the way it first tried to, and
+the signal of a run whose completion event was missed.
 
 A reservation whose worker died between reserve and confirm holds its model's slot until someone
 finishes it. The event's redelivery does (the same event gives the same decision, which resumes its
 reservation), and so does :meth:`handlers.service.RetrainService.reconcile`, from the record alone,
 for an event that is never redelivered.
+
+A submitted retraining job holds its model's slot until its run ends: the run's RunCompleted or
+RunStatusChanged event releases it (and makes a finished run a deploy candidate). When that event is
+lost (dead-lettered, filtered out), the reconciler asks the workspace how the job stands and, if it
+has ended, hands the service the :class:`RunFinished` signal the event would have carried
+(:func:`missed_run`), under a trigger of its own whose id depends only on the job and its status.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handlers import guards
 from handlers.decisions import Deploy, DeployPlan, JobPlan, Retrain
+from handlers.keys import digest
 from handlers.records import DecisionRecord, Flight, iso
-from handlers.signals import Trigger
+from handlers.signals import (
+    RUN_COMPLETED,
+    RUN_STATUS,
+    TAG_DECISION,
+    TAG_MODEL,
+    TAG_SERVICE,
+    RunFinished,
+    Trigger,
+)
+
+if TYPE_CHECKING:
+    from handlers.ports import JobInfo
 
 ACTIONS = {guards.RETRAIN: "retrain", guards.ROLLOUT: "deploy"}  # the decision action that holds each slot
 RECONCILER = "reconciler"
@@ -25,13 +44,17 @@ RECONCILER = "reconciler"
 @dataclass
 class ReconcileReport:
     """One pass: the stale reservations it found, what it resumed (carried out, or confirmed from an
-    outcome already recorded), what it released, what a transient failure left for the next pass,
-    and how many old records it purged."""
+    outcome already recorded), what it released, the submitted jobs past their grace whose status it
+    asked for (``checked``), the decisions made for the runs among them that had ended without their
+    event reaching the service (``caught``), what a transient failure left for the next pass, and
+    how many old records it purged."""
 
     at: str
     found: list[dict[str, str]] = field(default_factory=list)
     resumed: list[DecisionRecord] = field(default_factory=list)
     released: list[DecisionRecord] = field(default_factory=list)
+    checked: list[dict[str, str]] = field(default_factory=list)
+    caught: list[DecisionRecord] = field(default_factory=list)
     deferred: list[dict[str, str]] = field(default_factory=list)
     purged: int = 0
 
@@ -41,6 +64,8 @@ class ReconcileReport:
             "found": list(self.found),
             "resumed": [r.to_dict() for r in self.resumed],
             "released": [r.to_dict() for r in self.released],
+            "checked": list(self.checked),
+            "caught": [r.to_dict() for r in self.caught],
             "deferred": list(self.deferred),
             "purged": self.purged,
         }
@@ -73,4 +98,51 @@ def release_record(model: str, kind: str, flight: Flight, now: datetime, why: st
         trigger={"source": RECONCILER, "event_id": flight.decision, "event_type": "Tick"},
         at=iso(now),
         details={"released_by": RECONCILER, "gave_back": give_back, "reserved_since": flight.since},
+    )
+
+
+def missed_run(model: str, flight: Flight, job: JobInfo, workspace: str) -> RunFinished:
+    """The signal the ended ``job``'s own event would have given: a top-level run of this service.
+    Its trigger is the reconciler's, with an id that depends only on the job and its status, so a
+    second pass is a duplicate delivery; the event, if it comes late, is another event, but it makes
+    the same decisions (a run's deploy decision is keyed by the run), which find their work done."""
+    status = job.status.lower()
+    event_type = RUN_COMPLETED if status == "completed" else RUN_STATUS
+    tags = {TAG_SERVICE: "retrain-service", TAG_MODEL: model, TAG_DECISION: flight.decision, **job.tags}
+    return RunFinished(
+        trigger=Trigger(RECONCILER, f"{RECONCILER}:{job.name}:{status}", event_type),
+        workspace=workspace,
+        run_id=job.name,
+        experiment=job.experiment,
+        status=status,
+        is_child=False,
+        run_tags=tags,
+        run_properties=dict(job.properties),
+    )
+
+
+def job_missing_record(model: str, flight: Flight, now: datetime) -> DecisionRecord:
+    """The decision that explains why the reconciler released the hold of a job the workspace does
+    not have. Its own id (the retrain's record keeps saying what was submitted), the same on every
+    pass, so a pass that dies between writing it and freeing the slot is simply repeated."""
+    job = str(flight.job)
+    return DecisionRecord(
+        id=f"rl-{digest('release', model, flight.decision, job)}",
+        model=model,
+        action=ACTIONS[guards.RETRAIN],
+        outcome="failed",
+        reason=(
+            f"reconciler released the retrain hold of job {job} (decision {flight.decision}, reserved at "
+            f"{flight.since}): the workspace has no such job (deleted, or the backend or workspace changed); "
+            "the cooldown and budget it took stand"
+        ),
+        trigger={"source": RECONCILER, "event_id": f"{RECONCILER}:{job}:missing", "event_type": "Tick"},
+        at=iso(now),
+        job={"name": job, "url": None},
+        details={
+            "released_by": RECONCILER,
+            "gave_back": False,
+            "reserved_since": flight.since,
+            "retrain_decision": flight.decision,
+        },
     )

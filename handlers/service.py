@@ -18,7 +18,14 @@ from handlers import guards
 from handlers.decisions import Decision, Deploy, Promote, Retrain, Rollback, Skip, decide
 from handlers.errors import Conflict, Forbidden, NotFound, PermanentError, TransientError
 from handlers.ports import Actions, Ledger
-from handlers.reconcile import RECONCILER, ReconcileReport, decision_from_record, release_record
+from handlers.reconcile import (
+    RECONCILER,
+    ReconcileReport,
+    decision_from_record,
+    job_missing_record,
+    missed_run,
+    release_record,
+)
 from handlers.records import DecisionRecord, Flight, ModelState, iso
 from handlers.signals import Envelope, ManualRequest, RunFinished, Signal, ValidationRequest, to_signal, workspace_key
 
@@ -54,7 +61,11 @@ class RetrainService:
         allow_force: bool = False,
         lease: timedelta = timedelta(seconds=60),
         retention: timedelta = timedelta(days=30),
+        job_grace: timedelta = timedelta(minutes=15),
     ) -> None:
+        """``job_grace``: how long a submitted retraining job holds its model's slot before the
+        reconciler asks the workspace whether its run ended with an event that never arrived (a run
+        rarely ends sooner, and its event normally comes first)."""
         self.policy = policy
         self.ledger = ledger
         self.actions = actions
@@ -63,6 +74,7 @@ class RetrainService:
         self.allow_force = allow_force
         self.lease = lease
         self.retention = retention
+        self.job_grace = job_grace
 
     # ------------------------------------------------------------------ events
 
@@ -207,6 +219,10 @@ class RetrainService:
                 )
             unwritten.append(rec)
             return rec
+        if isinstance(decision, Deploy) and decision.plan.source == "run":
+            judged = self._judged_already(decision, kind)
+            if judged is not None:
+                return judged
         verdict = self.ledger.update_model(
             model, lambda s: guards.reserve(s, kind, decision.id, now, cooldown, budget, decision.force)
         )
@@ -234,6 +250,28 @@ class RetrainService:
             decision, "reserved", now, job=_job_of(rendered), rendered=rendered, resumed=verdict.resumed or None
         )
         return self._act(decision, kind, now)
+
+    def _judged_already(self, decision: Deploy, kind: str) -> DecisionRecord | None:
+        """The recorded outcome of a run's deploy decision that was carried out before, from another
+        event about the same run (its RunCompleted, or the reconciler that caught the completion when
+        the event was late): a candidate is judged, and deployed, once. None when it must (still) be
+        carried out: never recorded, only reserved, refused by a guard, or holding the slot itself
+        (the resume path below finishes that one)."""
+        done = self.ledger.get_decision(decision.id)
+        if done is None or done.outcome == "reserved" or "guard" in done.details:
+            return None
+        held = self.ledger.get_model(decision.model).flights.get(kind)
+        if held is not None and held.decision == decision.id and held.status == "reserved":
+            return None
+        log.info(
+            "decision %s model=%s event_id=%s: run %s was judged already (outcome %s); not acting again",
+            decision.id,
+            decision.model,
+            decision.trigger.event_id,
+            decision.plan.run_id,
+            done.outcome,
+        )
+        return done
 
     def _act(self, decision: Retrain | Deploy, kind: str, now: datetime, **extra: Any) -> DecisionRecord:
         """Act on a reserved decision, record the outcome, confirm it: the one path, for a first
@@ -267,38 +305,82 @@ class RetrainService:
     def reconcile(self, now: datetime | None = None) -> ReconcileReport:
         """One pass of the reconciler: finish each action whose worker died between reserve and
         confirm (a reservation older than the lease), release a hold that nothing can finish, with
-        a recorded reason, and purge records older than the retention."""
+        a recorded reason, catch the end of each retraining run past ``job_grace`` whose event was
+        missed, and purge records older than the retention."""
         now = now or self.clock()
         report = ReconcileReport(iso(now))
         for state in self.ledger.list_models():
             for kind, flight in sorted(state.flights.items()):
-                if not guards.stale(flight, now, self.lease):
-                    continue
-                report.found.append(
-                    {"model": state.model, "kind": kind, "decision": flight.decision, "since": flight.since}
-                )
-                try:
-                    self._resume(state.model, kind, flight, now, report)
-                except TransientError as exc:
-                    log.warning(
-                        "reconciler: decision %s model=%s kind=%s deferred to the next pass: %s",
-                        flight.decision,
-                        state.model,
-                        kind,
-                        exc,
+                if guards.stale(flight, now, self.lease):
+                    report.found.append(
+                        {"model": state.model, "kind": kind, "decision": flight.decision, "since": flight.since}
                     )
-                    report.deferred.append({"model": state.model, "decision": flight.decision, "error": str(exc)})
+                    work = self._resume
+                elif kind == guards.RETRAIN and guards.overdue(flight, now, self.job_grace):
+                    work = self._catch_missed_run
+                else:
+                    continue
+                try:
+                    work(state.model, kind, flight, now, report)
+                except TransientError as exc:
+                    self._defer(report, state.model, kind, flight, exc)
         report.purged = self.ledger.purge(now - self.retention)
         log.info(
-            "reconciled at %s: %d stale reservation(s), %d resumed, %d released, %d deferred, %d record(s) purged",
+            "reconciled at %s: %d stale reservation(s), %d resumed, %d released, %d submitted job(s) checked, "
+            "%d decision(s) for runs whose event was missed, %d deferred, %d record(s) purged",
             report.at,
             len(report.found),
             len(report.resumed),
             len(report.released),
+            len(report.checked),
+            len(report.caught),
             len(report.deferred),
             report.purged,
         )
         return report
+
+    @staticmethod
+    def _defer(report: ReconcileReport, model: str, kind: str, flight: Flight, exc: Exception) -> None:
+        log.warning(
+            "reconciler: decision %s model=%s kind=%s deferred to the next pass: %s", flight.decision, model, kind, exc
+        )
+        report.deferred.append({"model": model, "decision": flight.decision, "error": str(exc)})
+
+    def _catch_missed_run(self, model: str, kind: str, flight: Flight, now: datetime, report: ReconcileReport) -> None:
+        """A retraining job submitted at least ``job_grace`` ago still holds the slot: ask how it stands.
+        Ended: handle the signal its missed event would have given (the hold is released and a
+        completed run judged, as the event would have done). Gone: release the hold, recorded. Still
+        running: nothing. A refusal by Azure (PermanentError) is deferred like a transient failure:
+        without the job's status, the hold stays rather than being released on a guess."""
+        job = str(flight.job)
+        try:
+            info = self.actions.job_status(job)
+        except PermanentError as exc:
+            self._defer(report, model, kind, flight, exc)
+            return
+        report.checked.append(
+            {"model": model, "decision": flight.decision, "job": job, "status": info.status if info else "missing"}
+        )
+        if info is None:
+            rec = job_missing_record(model, flight, now)
+            self.ledger.put_decision(rec)  # recorded first: a crash before the release repeats both
+            self.ledger.update_model(model, lambda s: guards.release(s, kind, flight.decision, job))
+            log.warning("reconciler: released retrain hold of model=%s: job %s does not exist", model, job)
+            report.released.append(rec)
+            return
+        if not info.terminal:
+            log.info("reconciler: job %s of model=%s is %s; its hold stays", job, model, info.status)
+            return
+        log.warning(
+            "reconciler: job %s of model=%s ended %s and no event told of it; handling it as that event",
+            job,
+            model,
+            info.status,
+        )
+        result = self.handle(missed_run(model, flight, info, min(self.workspaces, default="")))
+        # The signal released the hold; this makes sure of it, whatever the job's tags say.
+        self.ledger.update_model(model, lambda s: guards.release(s, kind, flight.decision, job))
+        report.caught.extend(result.decisions)
 
     def _resume(self, model: str, kind: str, flight: Flight, now: datetime, report: ReconcileReport) -> None:
         if not self.ledger.update_model(model, lambda s: guards.take_over(s, kind, flight.decision, now, self.lease)):

@@ -40,7 +40,8 @@ TAG_SERVICE = "retrain_service"
 _CHILD_PROPERTY_KEYS = ("azureml.pipelinerunid", "azureml.parentrunid", "azureml.nodeid")
 _CHILD_TEMPLATES = ("automl_child", "hyperdrive_child")
 _FAILED_STATUSES = frozenset({"failed", "canceled", "cancelled", "notresponding"})
-_FINISHED_STATUSES = _FAILED_STATUSES | {"completed"}
+# The run statuses (lower case) after which a run does nothing more: what RunFinished stands for.
+FINISHED_STATUSES = _FAILED_STATUSES | {"completed"}
 
 
 @dataclass(frozen=True)
@@ -346,7 +347,7 @@ def _run_signal(env: Envelope, trigger: Trigger, ws: str) -> Signal:
         )
     if not run_id:
         return Ignored(trigger, "run event without runId")
-    if status not in _FINISHED_STATUSES:
+    if status not in FINISHED_STATUSES:
         return Ignored(trigger, f"run {run_id} changed status to {status or 'unknown'}: not a finished run")
     if env.event_type == RUN_STATUS and status == "completed":
         # RunCompleted is the event for successful completions; acting on both would double-count.

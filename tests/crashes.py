@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from handlers.decisions import DeployPlan, JobPlan
-from handlers.ports import ActionResult, Actions, Ledger
+from handlers.ports import ActionResult, Actions, JobInfo, Ledger
 from handlers.records import DecisionRecord
 from handlers.signals import Trigger
 
@@ -33,6 +33,9 @@ class DiesBeforeActing:
         self.plans.append(plan)
         raise WorkerDied
 
+    def job_status(self, name: str) -> JobInfo | None:
+        return self.inner.job_status(name)
+
 
 class DiesAfterActing:
     """Actions that do the real thing, then die before the service can record or confirm it."""
@@ -48,6 +51,9 @@ class DiesAfterActing:
     def start_deploy(self, plan: DeployPlan) -> ActionResult:
         self.inner.start_deploy(plan)
         raise WorkerDied
+
+    def job_status(self, name: str) -> JobInfo | None:
+        return self.inner.job_status(name)
 
 
 class LedgerThatDies:

@@ -334,6 +334,7 @@ class FakeArm(RequestsTransport):
         experiment: str = "Default",
         status: str = "Completed",
         outputs: tuple[str, ...] = ("model",),
+        tags: dict[str, str] | None = None,
     ) -> None:
         """A finished run, as another client left it (its outputs can be registered as models)."""
         self.jobs[name] = self._job_resource(
@@ -343,11 +344,18 @@ class FakeArm(RequestsTransport):
                 "experimentName": experiment,
                 "inputs": {},
                 "outputs": {o: {"jobOutputType": "custom_model", "mode": "ReadWriteMount"} for o in outputs},
-                "tags": {},
+                "tags": dict(tags or {}),
                 "properties": {},
             },
             status,
         )
+
+    def set_job_status(self, name: str, status: str, *, tags: dict[str, str] | None = None) -> None:
+        """The job moves on, as Azure ML moves it ('Running', 'Completed', 'Failed', 'Canceled', ...);
+        ``tags`` are added to its tags (what the run logged, e.g. its metric)."""
+        props = self.jobs[name]["properties"]
+        props["status"] = status
+        props["tags"] = {**(props.get("tags") or {}), **(tags or {})}
 
     def add_endpoint(self, name: str, traffic: dict[str, int] | None = None) -> None:
         self.endpoints[name] = {
@@ -611,8 +619,16 @@ class FakeArm(RequestsTransport):
             raise Answer(
                 401, "UserError", "a pipeline job is submitted with the user's Azure ML token (x-azureml-token)"
             )
-        self.jobs[name] = self._job_resource(name, props, "NotStarted")
-        return 201, {}, self.jobs[name]
+        job = self._job_resource(name, props, "NotStarted")
+        # The service binds the outputs the job does not name to the pipeline component's outputs.
+        component = self._resource_by_id(self.components, props.get("componentId"))
+        assert component is not None  # checked above
+        declared = component["properties"]["componentSpec"]["outputs"]
+        job["properties"]["outputs"] = {
+            k: {"jobOutputType": v["type"], "mode": "ReadWriteMount"} for k, v in declared.items()
+        } | dict(props.get("outputs") or {})
+        self.jobs[name] = job
+        return 201, {}, job
 
     def _check_pipeline_job(self, call: Call, name: str, props: dict[str, Any]) -> None:
         if props.get("jobType") != "Pipeline":

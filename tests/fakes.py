@@ -7,18 +7,26 @@ from datetime import UTC, datetime, timedelta
 
 from handlers.decisions import DeployPlan, JobPlan
 from handlers.errors import PermanentError, TransientError
-from handlers.ports import ActionResult
+from handlers.ports import ActionResult, JobInfo
+from handlers.signals import FINISHED_STATUSES
 
 
 @dataclass
 class RecordingActions:
-    """Like a workspace: a job name submitted twice is adopted, not started again."""
+    """Like a workspace: a job name submitted twice is adopted, not started again. A submitted job
+    is 'Running' until a test sets ``statuses[name]`` (or ``run_tags[name]``: tags the run logged);
+    ``forget(name)`` deletes it; ``status_error`` is raised by :meth:`job_status`."""
 
     name: str = "recording"
     jobs: dict[str, JobPlan] = field(default_factory=dict)
     submissions: list[str] = field(default_factory=list)
     deployments: list[DeployPlan] = field(default_factory=list)
     fail_with: Exception | None = None
+    statuses: dict[str, str] = field(default_factory=dict)
+    run_tags: dict[str, dict[str, str]] = field(default_factory=dict)
+    status_calls: list[str] = field(default_factory=list)
+    status_error: Exception | None = None
+    deploy_outcome: str = "submitted"  # "skipped": the workspace's gate refuses every candidate
 
     def submit_retrain(self, plan: JobPlan) -> ActionResult:
         self.submissions.append(plan.name)
@@ -34,7 +42,30 @@ class RecordingActions:
         if self.fail_with is not None:
             raise self.fail_with
         self.deployments.append(plan)
+        if self.deploy_outcome == "skipped":
+            return ActionResult("skipped", details={"reason": f"not rolled out: run {plan.run_id} fails the gate"})
         return ActionResult("submitted", job={"name": f"{plan.endpoint}/{plan.deployment}", "url": None})
+
+    def job_status(self, name: str) -> JobInfo | None:
+        self.status_calls.append(name)
+        if self.status_error is not None:
+            raise self.status_error
+        plan = self.jobs.get(name)
+        if plan is None:
+            return None
+        status = self.statuses.get(name, "Running")
+        return JobInfo(
+            name,
+            status,
+            plan.experiment,
+            tags={**plan.tags, **self.run_tags.get(name, {})},
+            properties={"azureml.runsource": "azureml.PipelineRun"},
+            terminal=status.lower() in FINISHED_STATUSES,
+        )
+
+    def forget(self, name: str) -> None:
+        """The job is deleted from the workspace."""
+        del self.jobs[name]
 
 
 class Clock:

@@ -120,6 +120,8 @@ def test_reconcile_on_a_clean_ledger_does_nothing(azure: AzureWorld) -> None:
         "found": [],
         "resumed": [],
         "released": [],
+        "checked": [],
+        "caught": [],
         "deferred": [],
         "purged": 0,
     }

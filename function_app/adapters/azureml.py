@@ -41,8 +41,8 @@ from function_app.retry import Budget, RetryPolicy
 from handlers import gate
 from handlers.decisions import DeployPlan, JobPlan
 from handlers.errors import PermanentError, TransientError
-from handlers.ports import ActionResult
-from handlers.signals import TAG_DECISION
+from handlers.ports import ActionResult, JobInfo
+from handlers.signals import FINISHED_STATUSES, TAG_DECISION
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -227,6 +227,23 @@ class AzureMLActions:
             return self._submitted(raced, adopted=True)
         log.info("submitted pipeline job %s model=%s component=%s", plan.name, plan.model, component_id)
         return self._submitted(job, adopted=False)
+
+    def job_status(self, name: str) -> JobInfo | None:
+        """The job as the workspace reports it now (``jobs.get``); None when there is no such job.
+        'Paused', which the SDK counts as terminal, is not: a paused job can be resumed."""
+        job = self._find_job(self.retry.budget(), name)
+        if job is None:
+            return None
+        raw = getattr(job, "status", None)
+        status = str(getattr(raw, "value", raw) or "")
+        return JobInfo(
+            name=str(job.name),
+            status=status,
+            experiment=str(getattr(job, "experiment_name", None) or ""),
+            tags={str(k): "" if v is None else str(v) for k, v in (getattr(job, "tags", None) or {}).items()},
+            properties=dict(getattr(job, "properties", None) or {}),
+            terminal=status.lower() in FINISHED_STATUSES,
+        )
 
     def _find_job(self, budget: Budget, name: str) -> Any | None:
         return self._get_or_none(budget, f"looking up pipeline job {name}", lambda: self.ml.jobs.get(name))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from handlers.decisions import DeployPlan, JobPlan
-from handlers.ports import ActionResult
+from handlers.ports import ActionResult, JobInfo
 
 
 class DryRunActions:
@@ -30,3 +30,8 @@ class DryRunActions:
                 f"{plan.deployment} on endpoint {plan.endpoint} at 0% traffic",
             },
         )
+
+    def job_status(self, name: str) -> JobInfo | None:
+        """A dry run submits nothing, so no job of its own exists."""
+        del name
+        return None
