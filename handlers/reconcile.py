@@ -16,12 +16,14 @@ has ended, hands the service the :class:`RunFinished` signal the event would hav
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from handlers import guards
 from handlers.decisions import Deploy, DeployPlan, JobPlan, Retrain
+from handlers.errors import PermanentError, TransientError
 from handlers.keys import digest
 from handlers.records import DecisionRecord, Flight, iso
 from handlers.signals import (
@@ -36,6 +38,9 @@ from handlers.signals import (
 
 if TYPE_CHECKING:
     from handlers.ports import JobInfo
+    from handlers.service import RetrainService
+
+log = logging.getLogger(__name__)
 
 ACTIONS = {guards.RETRAIN: "retrain", guards.ROLLOUT: "deploy"}  # the decision action that holds each slot
 RECONCILER = "reconciler"
@@ -146,3 +151,130 @@ def job_missing_record(model: str, flight: Flight, now: datetime) -> DecisionRec
             "retrain_decision": flight.decision,
         },
     )
+
+
+class Reconciler:
+    """One pass over the ledger's in-flight work, acting through the service's own act -> record ->
+    confirm path (:meth:`handlers.service.RetrainService.act`), so there is one way to carry a
+    decision out, whoever resumes it."""
+
+    def __init__(self, service: RetrainService) -> None:
+        self.service = service
+
+    def run(self, now: datetime) -> ReconcileReport:
+        """One pass of the reconciler: finish each action whose worker died between reserve and
+        confirm (a reservation older than the lease), release a hold that nothing can finish, with
+        a recorded reason, catch the end of each retraining run past ``job_grace`` whose event was
+        missed, and purge records older than the retention."""
+        report = ReconcileReport(iso(now))
+        for state in self.service.ledger.list_models():
+            for kind, flight in sorted(state.flights.items()):
+                if guards.stale(flight, now, self.service.lease):
+                    report.found.append(
+                        {"model": state.model, "kind": kind, "decision": flight.decision, "since": flight.since}
+                    )
+                    work = self._resume
+                elif kind == guards.RETRAIN and guards.overdue(flight, now, self.service.job_grace):
+                    work = self._catch_missed_run
+                else:
+                    continue
+                try:
+                    work(state.model, kind, flight, now, report)
+                except TransientError as exc:
+                    self._defer(report, state.model, kind, flight, exc)
+        report.purged = self.service.ledger.purge(now - self.service.retention)
+        log.info(
+            "reconciled at %s: %d stale reservation(s), %d resumed, %d released, %d submitted job(s) checked, "
+            "%d decision(s) for runs whose event was missed, %d deferred, %d record(s) purged",
+            report.at,
+            len(report.found),
+            len(report.resumed),
+            len(report.released),
+            len(report.checked),
+            len(report.caught),
+            len(report.deferred),
+            report.purged,
+        )
+        return report
+
+    @staticmethod
+    def _defer(report: ReconcileReport, model: str, kind: str, flight: Flight, exc: Exception) -> None:
+        log.warning(
+            "reconciler: decision %s model=%s kind=%s deferred to the next pass: %s", flight.decision, model, kind, exc
+        )
+        report.deferred.append({"model": model, "decision": flight.decision, "error": str(exc)})
+
+    def _catch_missed_run(self, model: str, kind: str, flight: Flight, now: datetime, report: ReconcileReport) -> None:
+        """A retraining job submitted at least ``job_grace`` ago still holds the slot: ask how it stands.
+        Ended: handle the signal its missed event would have given (the hold is released and a
+        completed run judged, as the event would have done). Gone: release the hold, recorded. Still
+        running: nothing. A refusal by Azure (PermanentError) is deferred like a transient failure:
+        without the job's status, the hold stays rather than being released on a guess."""
+        job = str(flight.job)
+        try:
+            info = self.service.actions.job_status(job)
+        except PermanentError as exc:
+            self._defer(report, model, kind, flight, exc)
+            return
+        report.checked.append(
+            {"model": model, "decision": flight.decision, "job": job, "status": info.status if info else "missing"}
+        )
+        if info is None:
+            rec = job_missing_record(model, flight, now)
+            self.service.ledger.put_decision(rec)  # recorded first: a crash before the release repeats both
+            self.service.ledger.update_model(model, lambda s: guards.release(s, kind, flight.decision, job))
+            log.warning("reconciler: released retrain hold of model=%s: job %s does not exist", model, job)
+            report.released.append(rec)
+            return
+        if not info.terminal:
+            log.info("reconciler: job %s of model=%s is %s; its hold stays", job, model, info.status)
+            return
+        log.warning(
+            "reconciler: job %s of model=%s ended %s and no event told of it; handling it as that event",
+            job,
+            model,
+            info.status,
+        )
+        result = self.service.handle(missed_run(model, flight, info, min(self.service.workspaces, default="")))
+        # The signal released the hold; this makes sure of it, whatever the job's tags say.
+        self.service.ledger.update_model(model, lambda s: guards.release(s, kind, flight.decision, job))
+        report.caught.extend(result.decisions)
+
+    def _resume(self, model: str, kind: str, flight: Flight, now: datetime, report: ReconcileReport) -> None:
+        if not self.service.ledger.update_model(
+            model, lambda s: guards.take_over(s, kind, flight.decision, now, self.service.lease)
+        ):
+            log.info("reconciler: decision %s model=%s was finished or taken over meanwhile", flight.decision, model)
+            return
+        try:
+            record = self.service.ledger.get_decision(flight.decision)
+        except (KeyError, TypeError, ValueError) as exc:
+            why = f"its decision record cannot be read ({type(exc).__name__}: {exc}); it may have acted"
+            report.released.append(self._release(model, kind, flight, now, why, give_back=False))
+            return
+        if record is None:  # the reserved record is written before acting: without it, nothing was done
+            why = "it has no decision record (the worker stopped between reserving and recording, before acting)"
+            report.released.append(self._release(model, kind, flight, now, why, give_back=True))
+            return
+        if record.outcome != "reserved":  # the outcome was recorded; only its confirmation was lost
+            self.service.hold_outcome(model, kind, record)
+            log.info("reconciler: decision %s model=%s confirmed as recorded: %s", record.id, model, record.outcome)
+            report.resumed.append(record)
+            return
+        try:
+            decision = decision_from_record(record, model, kind)
+        except (KeyError, TypeError, ValueError) as exc:
+            why = f"its reserved record holds no plan this version can act on ({type(exc).__name__}: {exc}); it may have acted"
+            report.released.append(self._release(model, kind, flight, now, why, give_back=False))
+            return
+        report.resumed.append(self.service.act(decision, kind, now, resumed_by=RECONCILER))
+
+    def _release(
+        self, model: str, kind: str, flight: Flight, now: datetime, why: str, give_back: bool
+    ) -> DecisionRecord:
+        """Record why, then free the slot: a crash in between leaves a record the next pass honours."""
+        rec = release_record(model, kind, flight, now, why, give_back)
+        self.service.ledger.put_decision(rec)
+        self.service.hold_outcome(model, kind, rec)
+        log.warning("reconciler: released %s hold of model=%s decision %s: %s", kind, model, rec.id, why)
+        return rec

@@ -18,15 +18,8 @@ from handlers import guards
 from handlers.decisions import Decision, Deploy, Promote, Retrain, Rollback, Skip, decide
 from handlers.errors import Conflict, Forbidden, NotFound, PermanentError, TransientError
 from handlers.ports import Actions, Ledger
-from handlers.reconcile import (
-    RECONCILER,
-    ReconcileReport,
-    decision_from_record,
-    job_missing_record,
-    missed_run,
-    release_record,
-)
-from handlers.records import DecisionRecord, Flight, ModelState, iso
+from handlers.reconcile import RECONCILER, Reconciler, ReconcileReport
+from handlers.records import DecisionRecord, ModelState, iso
 from handlers.signals import Envelope, ManualRequest, RunFinished, Signal, ValidationRequest, to_signal, workspace_key
 
 if TYPE_CHECKING:
@@ -236,7 +229,7 @@ class RetrainService:
             done = self.ledger.get_decision(decision.id)
             if done is not None and done.outcome != "reserved":  # it acted and recorded the outcome
                 if verdict.code == "resumed":  # ... but died before confirming it
-                    self._hold_outcome(model, kind, done)
+                    self.hold_outcome(model, kind, done)
                 log.info(
                     "decision %s model=%s event_id=%s: carried out already (outcome %s, job %s); not acting again",
                     decision.id,
@@ -249,7 +242,7 @@ class RetrainService:
         self._record(
             decision, "reserved", now, job=_job_of(rendered), rendered=rendered, resumed=verdict.resumed or None
         )
-        return self._act(decision, kind, now)
+        return self.act(decision, kind, now)
 
     def _judged_already(self, decision: Deploy, kind: str) -> DecisionRecord | None:
         """The recorded outcome of a run's deploy decision that was carried out before, from another
@@ -273,7 +266,7 @@ class RetrainService:
         )
         return done
 
-    def _act(self, decision: Retrain | Deploy, kind: str, now: datetime, **extra: Any) -> DecisionRecord:
+    def act(self, decision: Retrain | Deploy, kind: str, now: datetime, **extra: Any) -> DecisionRecord:
         """Act on a reserved decision, record the outcome, confirm it: the one path, for a first
         delivery, a redelivery and the reconciler alike. A TransientError leaves the reservation
         as it is, for the redelivery or the next reconciler pass."""
@@ -303,123 +296,10 @@ class RetrainService:
     # ------------------------------------------------------------------ reconciler
 
     def reconcile(self, now: datetime | None = None) -> ReconcileReport:
-        """One pass of the reconciler: finish each action whose worker died between reserve and
-        confirm (a reservation older than the lease), release a hold that nothing can finish, with
-        a recorded reason, catch the end of each retraining run past ``job_grace`` whose event was
-        missed, and purge records older than the retention."""
-        now = now or self.clock()
-        report = ReconcileReport(iso(now))
-        for state in self.ledger.list_models():
-            for kind, flight in sorted(state.flights.items()):
-                if guards.stale(flight, now, self.lease):
-                    report.found.append(
-                        {"model": state.model, "kind": kind, "decision": flight.decision, "since": flight.since}
-                    )
-                    work = self._resume
-                elif kind == guards.RETRAIN and guards.overdue(flight, now, self.job_grace):
-                    work = self._catch_missed_run
-                else:
-                    continue
-                try:
-                    work(state.model, kind, flight, now, report)
-                except TransientError as exc:
-                    self._defer(report, state.model, kind, flight, exc)
-        report.purged = self.ledger.purge(now - self.retention)
-        log.info(
-            "reconciled at %s: %d stale reservation(s), %d resumed, %d released, %d submitted job(s) checked, "
-            "%d decision(s) for runs whose event was missed, %d deferred, %d record(s) purged",
-            report.at,
-            len(report.found),
-            len(report.resumed),
-            len(report.released),
-            len(report.checked),
-            len(report.caught),
-            len(report.deferred),
-            report.purged,
-        )
-        return report
+        """One pass of the reconciler (:class:`handlers.reconcile.Reconciler`)."""
+        return Reconciler(self).run(now or self.clock())
 
-    @staticmethod
-    def _defer(report: ReconcileReport, model: str, kind: str, flight: Flight, exc: Exception) -> None:
-        log.warning(
-            "reconciler: decision %s model=%s kind=%s deferred to the next pass: %s", flight.decision, model, kind, exc
-        )
-        report.deferred.append({"model": model, "decision": flight.decision, "error": str(exc)})
-
-    def _catch_missed_run(self, model: str, kind: str, flight: Flight, now: datetime, report: ReconcileReport) -> None:
-        """A retraining job submitted at least ``job_grace`` ago still holds the slot: ask how it stands.
-        Ended: handle the signal its missed event would have given (the hold is released and a
-        completed run judged, as the event would have done). Gone: release the hold, recorded. Still
-        running: nothing. A refusal by Azure (PermanentError) is deferred like a transient failure:
-        without the job's status, the hold stays rather than being released on a guess."""
-        job = str(flight.job)
-        try:
-            info = self.actions.job_status(job)
-        except PermanentError as exc:
-            self._defer(report, model, kind, flight, exc)
-            return
-        report.checked.append(
-            {"model": model, "decision": flight.decision, "job": job, "status": info.status if info else "missing"}
-        )
-        if info is None:
-            rec = job_missing_record(model, flight, now)
-            self.ledger.put_decision(rec)  # recorded first: a crash before the release repeats both
-            self.ledger.update_model(model, lambda s: guards.release(s, kind, flight.decision, job))
-            log.warning("reconciler: released retrain hold of model=%s: job %s does not exist", model, job)
-            report.released.append(rec)
-            return
-        if not info.terminal:
-            log.info("reconciler: job %s of model=%s is %s; its hold stays", job, model, info.status)
-            return
-        log.warning(
-            "reconciler: job %s of model=%s ended %s and no event told of it; handling it as that event",
-            job,
-            model,
-            info.status,
-        )
-        result = self.handle(missed_run(model, flight, info, min(self.workspaces, default="")))
-        # The signal released the hold; this makes sure of it, whatever the job's tags say.
-        self.ledger.update_model(model, lambda s: guards.release(s, kind, flight.decision, job))
-        report.caught.extend(result.decisions)
-
-    def _resume(self, model: str, kind: str, flight: Flight, now: datetime, report: ReconcileReport) -> None:
-        if not self.ledger.update_model(model, lambda s: guards.take_over(s, kind, flight.decision, now, self.lease)):
-            log.info("reconciler: decision %s model=%s was finished or taken over meanwhile", flight.decision, model)
-            return
-        try:
-            record = self.ledger.get_decision(flight.decision)
-        except (KeyError, TypeError, ValueError) as exc:
-            why = f"its decision record cannot be read ({type(exc).__name__}: {exc}); it may have acted"
-            report.released.append(self._release(model, kind, flight, now, why, give_back=False))
-            return
-        if record is None:  # the reserved record is written before acting: without it, nothing was done
-            why = "it has no decision record (the worker stopped between reserving and recording, before acting)"
-            report.released.append(self._release(model, kind, flight, now, why, give_back=True))
-            return
-        if record.outcome != "reserved":  # the outcome was recorded; only its confirmation was lost
-            self._hold_outcome(model, kind, record)
-            log.info("reconciler: decision %s model=%s confirmed as recorded: %s", record.id, model, record.outcome)
-            report.resumed.append(record)
-            return
-        try:
-            decision = decision_from_record(record, model, kind)
-        except (KeyError, TypeError, ValueError) as exc:
-            why = f"its reserved record holds no plan this version can act on ({type(exc).__name__}: {exc}); it may have acted"
-            report.released.append(self._release(model, kind, flight, now, why, give_back=False))
-            return
-        report.resumed.append(self._act(decision, kind, now, resumed_by=RECONCILER))
-
-    def _release(
-        self, model: str, kind: str, flight: Flight, now: datetime, why: str, give_back: bool
-    ) -> DecisionRecord:
-        """Record why, then free the slot: a crash in between leaves a record the next pass honours."""
-        rec = release_record(model, kind, flight, now, why, give_back)
-        self.ledger.put_decision(rec)
-        self._hold_outcome(model, kind, rec)
-        log.warning("reconciler: released %s hold of model=%s decision %s: %s", kind, model, rec.id, why)
-        return rec
-
-    def _hold_outcome(self, model: str, kind: str, record: DecisionRecord) -> None:
+    def hold_outcome(self, model: str, kind: str, record: DecisionRecord) -> None:
         """Bring the model's slot in line with ``record``'s outcome."""
         if record.details.get("released_by") == RECONCILER and not record.details.get("gave_back"):
             self.ledger.update_model(model, lambda s: guards.release(s, kind, record.id, None))
