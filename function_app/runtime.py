@@ -76,6 +76,7 @@ def build_service(settings: Settings, clock: Callable[[], datetime] = utcnow) ->
         workspaces=[settings.workspace_id],
         allow_force=settings.allow_force,
         retention=timedelta(days=settings.retention_days),
+        job_grace=timedelta(minutes=settings.job_grace_minutes),
     )
 
 

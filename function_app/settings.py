@@ -39,6 +39,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RETRAIN_BACKEND", "dryrun", "'dryrun' renders what would be submitted; 'azureml' acts on the workspace"),
     Setting("RETRAIN_DEADLINE_SECONDS", "25", "time budget of one delivery, retries included (Event Grid waits 30 s)"),
     Setting("RETRAIN_ALLOW_FORCE", "false", "whether manual requests may send force=true to pass cooldown/in-flight"),
+    Setting(
+        "RETRAIN_JOB_GRACE_MINUTES",
+        "15",
+        "minutes a submitted retraining job may run before the reconciler asks whether its end event was missed",
+    ),
     Setting("RETRAIN_RECONCILE_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule of the reconciler timer"),
     Setting("RETRAIN_DEADLETTER_CONTAINER", "deadletter", "blob container that Event Grid dead-letters into"),
     Setting("RETRAIN_BLOB_ACCOUNT_URL", None, "https://ACCOUNT.blob.core.windows.net for dead-letter replay"),
@@ -75,6 +80,7 @@ class Settings:
     tables_account_url: str | None
     table_prefix: str
     retention_days: int
+    job_grace_minutes: float
     backend: str
     deadline_seconds: float
     allow_force: bool
@@ -120,7 +126,7 @@ class Settings:
                 "or RETRAIN_TABLES_CONNECTION (a connection string, e.g. UseDevelopmentStorage=true)"
             )
         numbers: dict[str, float] = {}
-        for name in ("RETRAIN_RETENTION_DAYS", "RETRAIN_DEADLINE_SECONDS"):
+        for name in ("RETRAIN_RETENTION_DAYS", "RETRAIN_DEADLINE_SECONDS", "RETRAIN_JOB_GRACE_MINUTES"):
             numbers[name] = _positive(req(name))
             if numbers[name] <= 0:
                 problems.append(f"{name}={get(name)!r}: must be a positive number")
@@ -141,6 +147,7 @@ class Settings:
             tables_account_url=get("RETRAIN_TABLES_ACCOUNT_URL"),
             table_prefix=req("RETRAIN_TABLE_PREFIX"),
             retention_days=int(numbers["RETRAIN_RETENTION_DAYS"]),
+            job_grace_minutes=numbers["RETRAIN_JOB_GRACE_MINUTES"],
             backend=backend,
             deadline_seconds=numbers["RETRAIN_DEADLINE_SECONDS"],
             allow_force=_bool(get("RETRAIN_ALLOW_FORCE")),

@@ -48,6 +48,10 @@ param reconcileSchedule string = '0 */5 * * * *'
 @minValue(1)
 param retentionDays int = 30
 
+@description('Minutes a submitted retraining job may run before the reconciler asks whether its end event was missed (RETRAIN_JOB_GRACE_MINUTES).')
+@minValue(1)
+param jobGraceMinutes int = 15
+
 @description('Create the Event Grid subscriptions to the app. The postdeploy hook turns this on once the function exists.')
 param deployEventSubscriptions bool = false
 
@@ -133,6 +137,7 @@ var appSettings = {
   RETRAIN_TABLES_ACCOUNT_URL: storage.outputs.tableEndpoint
   RETRAIN_TABLE_PREFIX: 'retrain'
   RETRAIN_RETENTION_DAYS: string(retentionDays)
+  RETRAIN_JOB_GRACE_MINUTES: string(jobGraceMinutes)
   RETRAIN_BACKEND: retrainBackend
   RETRAIN_DEADLINE_SECONDS: '25'
   RETRAIN_ALLOW_FORCE: allowForce ? 'true' : 'false'

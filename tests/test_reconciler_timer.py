@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,16 @@ def test_any_other_failure_propagates(service: RetrainService, error: Exception)
 def test_the_service_keeps_records_for_the_retention_the_settings_say(tmp_path: Path) -> None:
     settings = Settings.from_env({"RETRAIN_SQLITE_PATH": str(tmp_path / "l.db"), "RETRAIN_RETENTION_DAYS": "7"})
     assert runtime.build_service(settings).retention.days == 7
+
+
+def test_the_job_grace_comes_from_the_settings_and_must_be_positive(tmp_path: Path) -> None:
+    env = {"RETRAIN_SQLITE_PATH": str(tmp_path / "l.db"), "RETRAIN_JOB_GRACE_MINUTES": "45"}
+    assert runtime.build_service(Settings.from_env(env)).job_grace == timedelta(minutes=45)
+    assert runtime.build_service(Settings.from_env({**env, "RETRAIN_JOB_GRACE_MINUTES": ""})).job_grace == timedelta(
+        minutes=15
+    )
+    with pytest.raises(ValueError, match="RETRAIN_JOB_GRACE_MINUTES='0': must be a positive number"):
+        Settings.from_env({**env, "RETRAIN_JOB_GRACE_MINUTES": "0"})
 
 
 def test_retrain_reconcile_prints_the_report_as_json(
