@@ -39,9 +39,9 @@ TAG_SERVICE = "retrain_service"
 # Markers of a run that is a step of a pipeline or a child of a sweep/AutoML parent.
 _CHILD_PROPERTY_KEYS = ("azureml.pipelinerunid", "azureml.parentrunid", "azureml.nodeid")
 _CHILD_TEMPLATES = ("automl_child", "hyperdrive_child")
-_FAILED_STATUSES = frozenset({"failed", "canceled", "cancelled", "notresponding"})
+FAILED_STATUSES = frozenset({"failed", "canceled", "cancelled", "notresponding"})
 # The run statuses (lower case) after which a run does nothing more: what RunFinished stands for.
-FINISHED_STATUSES = _FAILED_STATUSES | {"completed"}
+FINISHED_STATUSES = FAILED_STATUSES | {"completed"}
 
 
 @dataclass(frozen=True)

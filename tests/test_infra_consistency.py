@@ -162,7 +162,7 @@ def test_only_run_status_changes_are_filtered_and_each_filter_is_one_thing_the_c
     assert breach == f"data.runtags.{signals.MONITOR_BREACH_TAG}".lower()
     failed = by_operator["StringIn"]
     assert failed["key"].lower() == "data.runstatus"
-    assert {v.lower() for v in failed["values"]} == set(signals._FAILED_STATUSES)
+    assert {v.lower() for v in failed["values"]} == set(signals.FAILED_STATUSES)
 
 
 def test_the_subscriptions_call_the_event_grid_function_the_app_registers() -> None:
