@@ -205,8 +205,8 @@ class RolloutStepper:
                 changed = self.service.actions.set_traffic(endpoint, dict(target))
             except PermanentError as exc:
                 if pending["kind"] != "rollback":
-                    data = rollout.data_of(flight) or {}
-                    original = data.get("original")
+                    now_held = ledger.get_model(model).flights.get(rollout.ROLLOUT)  # holds the start, if just written
+                    original = (rollout.data_of(now_held or flight) or {}).get("original")
                     replacement = rollout.transition(
                         model,
                         flight,
