@@ -172,7 +172,9 @@ def test_a_refusal_is_permanent_and_a_partial_result_transient() -> None:
     probe = health(logs, WORKSPACE_GUID)
     now = Clock().now
     logs.fail(403)
-    with pytest.raises(PermanentError, match="answered 403"):
+    with pytest.raises(
+        PermanentError, match=r"HTTP 403.*grant the function app's managed identity Log Analytics Reader"
+    ):
         probe.check(ENDPOINT, "cand-1", now - timedelta(minutes=5), now)
     logs.partial = True
     with pytest.raises(TransientError, match="partial result"):

@@ -178,6 +178,11 @@ class MonitorHealth:
         try:
             result = budget.call(what, run)
         except AzureError as exc:
+            if azure_errors.status_of(exc) in (401, 403):
+                raise PermanentError(
+                    f"{what}: Log Analytics refused access ({azure_errors.describe(exc)}); grant the function app's "
+                    f"managed identity Log Analytics Reader on {self.workspace} (infra/modules/log-analytics-reader.bicep)"
+                ) from exc
             raise azure_errors.translate(exc, what) from exc
         status = str(getattr(getattr(result, "status", None), "value", getattr(result, "status", "")))
         if status != "Success":  # a partial result: the numbers may be short; ask again next pass
