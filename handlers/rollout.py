@@ -178,13 +178,16 @@ def begin(
     state: ModelState, decision: str, pending: dict[str, Any], start: dict[str, Any] | None = None
 ) -> tuple[ModelState | None, bool]:
     """Write ``pending`` ahead into ``decision``'s rollout flight (``start``: the rollout's data, on
-    its first transition). False when the flight is no longer this decision's, or already has a
-    transition pending (another pass wrote one: it is carried out first)."""
+    its first transition). False when the flight is no longer this decision's, already has a
+    transition pending (another pass wrote one: it is carried out first), or is no longer at the
+    step ``pending["from"]`` that the transition was decided on (a concurrent pass moved it on)."""
     flight = state.flights.get(ROLLOUT)
     if flight is None or flight.decision != decision or flight.status != "submitted":
         return None, False
     data = data_of(flight) or dict(start or {})
     if not data or data.get("pending"):
+        return None, False
+    if "from" in pending and pending["from"] != data.get("step", -1):  # decided on a step that has moved on
         return None, False
     data["pending"] = pending
     return replace(

@@ -125,6 +125,7 @@ class RolloutStepper:
                 f"traffic {_fmt(data.get('traffic'))} -> {_fmt(target)}",
                 health=verdict.as_dict(),
             )
+        pending["from"] = step
         return {**entry, **self._write_ahead(model, flight, pending, endpoint, now)}
 
     def _start(
@@ -151,6 +152,7 @@ class RolloutStepper:
                 "traffic was never changed",
                 provisioning=state or "missing",
             )
+            pending["from"] = -1
             return self._write_ahead(model, flight, pending, endpoint, now, start)
         if state.lower() != rollout.PROVISIONED:
             return {"state": "provisioning", "provisioning": state}
@@ -166,6 +168,7 @@ class RolloutStepper:
             f"{_fmt(target)}",
             original=original,
         )
+        pending["from"] = -1  # a concurrent pass that started the rollout first wins
         return self._write_ahead(
             model, flight, pending, endpoint, now, {**start, "original": original, "traffic": original}
         )

@@ -155,3 +155,12 @@ def test_record_ids_depend_only_on_the_deploy_decision_kind_and_step() -> None:
     other = rollout.transition("m", flight, "step", 2, {"c": 100}, "a")
     assert one["id"] == again["id"] != other["id"] and one["id"].startswith("rs-")
     assert rollout.transition("m", flight, "rollback", 1, None, "a")["id"].startswith("rb-")
+
+
+def test_a_transition_decided_on_a_step_that_has_moved_on_is_not_written() -> None:
+    state = submitted({"steps": [10, 100], "original": {"b": 100}, "step": 1, "step_started": "x", "pending": None})
+    stale = {**rollout.transition("m", state.flights["rollout"], "rollback", 0, {"b": 100}, "why"), "from": 0}
+    assert rollout.begin(state, "de-1", stale) == (None, False)
+    current = {**stale, "from": 1}
+    written, ok = rollout.begin(state, "de-1", current)
+    assert ok and written is not None and written.flights["rollout"].data["rollout"]["pending"] == current
