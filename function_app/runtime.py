@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from function_app.settings import Settings
 
 if TYPE_CHECKING:
-    from handlers.ports import Actions, Ledger
+    from handlers.ports import Actions, Health, Ledger
     from handlers.service import RetrainService
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,17 @@ def make_actions(settings: Settings) -> Actions:
     return actions
 
 
+def make_health(settings: Settings) -> Health:
+    """The rollout health check: Log Analytics when a workspace is set, else "no data"."""
+    if not settings.log_analytics_workspace_id:
+        from function_app.adapters.monitor_health import NoHealthData
+
+        return NoHealthData()
+    from function_app.adapters.monitor_health import MonitorHealth
+
+    return MonitorHealth.from_settings(settings)
+
+
 def build_service(settings: Settings, clock: Callable[[], datetime] = utcnow) -> RetrainService:
     from handlers.policy import load_policy
     from handlers.service import RetrainService
@@ -77,6 +88,7 @@ def build_service(settings: Settings, clock: Callable[[], datetime] = utcnow) ->
         allow_force=settings.allow_force,
         retention=timedelta(days=settings.retention_days),
         job_grace=timedelta(minutes=settings.job_grace_minutes),
+        health=make_health(settings),
     )
 
 

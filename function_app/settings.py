@@ -54,6 +54,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AZUREML_RESOURCE_GROUP", SAMPLE_RESOURCE_GROUP, "resource group of the Azure ML workspace"),
     Setting("AZUREML_WORKSPACE_NAME", SAMPLE_WORKSPACE, "name of the Azure ML workspace"),
     Setting("AZURE_CLIENT_ID", None, "client id of the user-assigned managed identity"),
+    Setting(
+        "RETRAIN_LOG_ANALYTICS_WORKSPACE_ID",
+        None,
+        "Log Analytics workspace (resource id, or Workspace ID GUID) the rollout health check queries; "
+        "empty: no health data, the policy's on_no_traffic decides",
+    ),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -91,6 +97,7 @@ class Settings:
     deadletter_container: str
     blob_account_url: str | None
     blob_connection: str | None = None
+    log_analytics_workspace_id: str | None = None
 
     @property
     def workspace_id(self) -> str:
@@ -158,6 +165,7 @@ class Settings:
             deadletter_container=req("RETRAIN_DEADLETTER_CONTAINER"),
             blob_account_url=get("RETRAIN_BLOB_ACCOUNT_URL"),
             blob_connection=get("RETRAIN_BLOB_CONNECTION"),
+            log_analytics_workspace_id=get("RETRAIN_LOG_ANALYTICS_WORKSPACE_ID"),
         )
 
     def summary(self) -> dict[str, object]:
@@ -170,4 +178,5 @@ class Settings:
             "deadline_seconds": self.deadline_seconds,
             "retention_days": self.retention_days,
             "identity": "user-assigned" if self.client_id else "default",
+            "health": "log-analytics" if self.log_analytics_workspace_id else "none",
         }

@@ -142,9 +142,31 @@ class GateRule(_Strict):
     source: Literal["run", "model"] = "run"
 
 
+class HealthRule(_Strict):
+    """The health check between rollout steps (handlers/rollout.py): over a step's bake window the
+    candidate deployment must have served at least ``min_requests`` requests, with a share of 5xx
+    answers of at most ``max_error_rate`` and, if set, a p95 latency of at most ``max_latency_ms``.
+    With fewer requests the step keeps baking, up to ``max_bake`` (default three bakes), and then
+    ``on_no_traffic`` decides: ``rollback`` (the default: nothing unverified gets more traffic),
+    ``hold`` (stay at the step and keep waiting for traffic) or ``promote`` (go on unverified)."""
+
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    min_requests: int = Field(default=20, ge=0)
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    max_bake: Duration | None = None
+    on_no_traffic: Literal["promote", "hold", "rollback"] = "rollback"
+
+
 class RolloutRule(_Strict):
     steps: list[Annotated[int, Field(gt=0, le=100)]] = Field(default_factory=lambda: [10, 50, 100])
     bake: Duration = timedelta(minutes=10)
+    health: HealthRule = Field(default_factory=HealthRule)
+
+    @property
+    def longest_bake(self) -> timedelta:
+        """How long a step waits for enough traffic before ``health.on_no_traffic`` decides."""
+        limit = self.health.max_bake if self.health.max_bake is not None else 3 * self.bake
+        return max(limit, self.bake)
 
     @field_validator("steps")
     @classmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -105,4 +105,51 @@ class Actions(Protocol):
     def job_status(self, name: str) -> JobInfo | None:
         """The job ``name`` as it is now; None when the workspace has no such job. Raises
         TransientError when Azure cannot answer now, PermanentError when it refuses."""
+        ...
+
+    def deployment_state(self, endpoint: str, deployment: str) -> str | None:
+        """The provisioning state of ``endpoint/deployment`` as Azure ML spells it ('Creating',
+        'Updating', 'Succeeded', 'Failed', 'Canceled', ...); None when there is no such deployment."""
+        ...
+
+    def endpoint_traffic(self, endpoint: str) -> dict[str, int]:
+        """The endpoint's traffic split now: deployment name -> percent (deployments at 0% may be absent)."""
+        ...
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
+        """Give the endpoint the traffic split ``traffic`` (a deployment left out gets 0%); submit the
+        update and do not wait for it. Returns False when the endpoint has that split already (nothing
+        is sent), so setting the same traffic twice is harmless."""
+        ...
+
+
+@dataclass(frozen=True)
+class HealthReading:
+    """What a deployment served over ``since``..``until`` (ISO times): how many requests, how many
+    answered 5xx, the 95th percentile of their total duration (None without requests), and where
+    the numbers come from: ``source`` ('log-analytics', or 'none' when no workspace is configured)
+    and ``query`` (the name of the query that produced them). ``note`` says anything unusual."""
+
+    endpoint: str
+    deployment: str
+    since: str
+    until: str
+    requests: int
+    errors: int
+    p95_ms: float | None
+    source: str
+    query: str
+    note: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Health(Protocol):
+    """How a deployment is doing: the numbers the health check between rollout steps judges."""
+
+    name: str
+
+    def check(self, endpoint: str, deployment: str, since: datetime, until: datetime) -> HealthReading:
+        """Raises TransientError when the numbers cannot be had now, PermanentError when refused."""
         ...

@@ -52,7 +52,9 @@ class ReconcileReport:
     outcome already recorded), what it released, the submitted jobs past their grace whose status it
     asked for (``checked``), the decisions made for the runs among them that had ended without their
     event reaching the service (``caught``), what a transient failure left for the next pass, and
-    how many old records it purged."""
+    how many old records it purged. ``rollouts``: each submitted rollout looked at, and what it
+    did (``state``: provisioning, baking, waiting_for_traffic, held, stepped, promoted, rolled_back,
+    rollback_failed, changed_meanwhile), with the record id of a transition."""
 
     at: str
     found: list[dict[str, str]] = field(default_factory=list)
@@ -61,6 +63,7 @@ class ReconcileReport:
     checked: list[dict[str, str]] = field(default_factory=list)
     caught: list[DecisionRecord] = field(default_factory=list)
     deferred: list[dict[str, str]] = field(default_factory=list)
+    rollouts: list[dict[str, Any]] = field(default_factory=list)
     purged: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,6 +75,7 @@ class ReconcileReport:
             "checked": list(self.checked),
             "caught": [r.to_dict() for r in self.caught],
             "deferred": list(self.deferred),
+            "rollouts": list(self.rollouts),
             "purged": self.purged,
         }
 
@@ -176,6 +180,8 @@ class Reconciler:
                     work = self._resume
                 elif kind == guards.RETRAIN and guards.overdue(flight, now, self.service.job_grace):
                     work = self._catch_missed_run
+                elif kind == guards.ROLLOUT and flight.status == "submitted" and flight.job:
+                    work = self._advance_rollout
                 else:
                     continue
                 try:
@@ -185,13 +191,16 @@ class Reconciler:
         report.purged = self.service.ledger.purge(now - self.service.retention)
         log.info(
             "reconciled at %s: %d stale reservation(s), %d resumed, %d released, %d submitted job(s) checked, "
-            "%d decision(s) for runs whose event was missed, %d deferred, %d record(s) purged",
+            "%d decision(s) for runs whose event was missed, %d rollout(s) advanced (%s), %d deferred, "
+            "%d record(s) purged",
             report.at,
             len(report.found),
             len(report.resumed),
             len(report.released),
             len(report.checked),
             len(report.caught),
+            len(report.rollouts),
+            ", ".join(f"{r['deployment']}: {r['state']}" for r in report.rollouts) or "none",
             len(report.deferred),
             report.purged,
         )
@@ -239,6 +248,16 @@ class Reconciler:
         # The signal released the hold; this makes sure of it, whatever the job's tags say.
         self.service.ledger.update_model(model, lambda s: guards.release(s, kind, flight.decision, job))
         report.caught.extend(result.decisions)
+
+    def _advance_rollout(self, model: str, kind: str, flight: Flight, now: datetime, report: ReconcileReport) -> None:
+        """One transition of a submitted rollout (:class:`handlers.stepper.RolloutStepper`). A read that
+        Azure refuses (PermanentError) is deferred like a transient failure: nothing moves on a guess."""
+        from handlers.stepper import RolloutStepper
+
+        try:
+            report.rollouts.append(RolloutStepper(self.service).advance(model, flight, now))
+        except PermanentError as exc:
+            self._defer(report, model, kind, flight, exc)
 
     def _resume(self, model: str, kind: str, flight: Flight, now: datetime, report: ReconcileReport) -> None:
         if not self.service.ledger.update_model(

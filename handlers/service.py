@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from handlers import guards
 from handlers.decisions import Decision, Deploy, Promote, Retrain, Rollback, Skip, decide
 from handlers.errors import Conflict, Forbidden, NotFound, PermanentError, TransientError
-from handlers.ports import Actions, Ledger
+from handlers.ports import Actions, Health, Ledger
 from handlers.reconcile import RECONCILER, Reconciler, ReconcileReport
 from handlers.records import DecisionRecord, ModelState, iso
 from handlers.signals import Envelope, ManualRequest, RunFinished, Signal, ValidationRequest, to_signal, workspace_key
@@ -55,6 +55,7 @@ class RetrainService:
         lease: timedelta = timedelta(seconds=60),
         retention: timedelta = timedelta(days=30),
         job_grace: timedelta = timedelta(minutes=15),
+        health: Health | None = None,
     ) -> None:
         """``job_grace``: how long a submitted retraining job holds its model's slot before the
         reconciler asks the workspace whether its run ended with an event that never arrived (a run
@@ -68,6 +69,7 @@ class RetrainService:
         self.lease = lease
         self.retention = retention
         self.job_grace = job_grace
+        self.health = health  # the rollout health check; None: no data (the policy's on_no_traffic applies)
 
     # ------------------------------------------------------------------ events
 

@@ -147,6 +147,8 @@ var appSettings = {
   AZUREML_SUBSCRIPTION_ID: mlSubscriptionId
   AZUREML_RESOURCE_GROUP: mlWorkspaceResourceGroup
   AZUREML_WORKSPACE_NAME: mlWorkspaceName
+  // The rollout health check queries this workspace (Log Analytics Reader: log-analytics-reader.bicep).
+  RETRAIN_LOG_ANALYTICS_WORKSPACE_ID: externalHealthWorkspace ? healthLogAnalyticsWorkspaceId : monitoring.outputs.logAnalyticsId
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -247,5 +249,5 @@ output RETRAIN_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output RETRAIN_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output RETRAIN_DEADLETTER_CONTAINER_NAME string = storage.outputs.deadLetterContainerName
 output RETRAIN_SYSTEM_TOPIC_NAME string = events.outputs.systemTopicName
-output RETRAIN_LOG_ANALYTICS_WORKSPACE_ID string = monitoring.outputs.logAnalyticsId
+output RETRAIN_LOG_ANALYTICS_WORKSPACE_ID string = externalHealthWorkspace ? healthLogAnalyticsWorkspaceId : monitoring.outputs.logAnalyticsId
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from function_app.adapters.azureml import AzureMLActions
+from function_app.adapters.monitor_health import MonitorHealth
 from function_app.retry import RetryPolicy
 from function_app.settings import Settings
 from handlers.policy import load_policy
@@ -21,6 +22,7 @@ from tests.builders import ours, run_event
 from tests.conftest import REPO, load_sample
 from tests.crashes import DiesAfterActing, WorkerDied
 from tests.fake_arm import FakeArm, FakeClock, FakeCredential
+from tests.fake_logs import FakeLogs
 from tests.fakes import Clock
 from tests.ledgers import LedgerSpec
 
@@ -31,6 +33,9 @@ ENDPOINT = "diabetes-endpoint"
 DATASET = "d7e74d2e-c972-4266-b5fb-6c9c182d2a74"  # TargetDatasetId of the published drift sample
 DRIFT_SAMPLE = "Microsoft.MachineLearningServices.DatasetDriftDetected.eventgrid.json"
 RUN_SAMPLE = "Microsoft.MachineLearningServices.RunCompleted.eventgrid.json"
+LOGS_WORKSPACE = (
+    f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.OperationalInsights/workspaces/log-retrain"
+)
 POLICY = load_policy(REPO / "examples" / "policy.yaml")
 
 
@@ -62,6 +67,7 @@ class AzureWorld:
                 "AZUREML_SUBSCRIPTION_ID": SUB,
                 "AZUREML_RESOURCE_GROUP": RG,
                 "AZUREML_WORKSPACE_NAME": WS,
+                "RETRAIN_LOG_ANALYTICS_WORKSPACE_ID": LOGS_WORKSPACE,
             }
         )
         self.retry = RetryPolicy.from_settings(
@@ -70,18 +76,32 @@ class AzureWorld:
         self.actions = AzureMLActions.from_settings(
             self.settings, credential=FakeCredential(), retry=self.retry, transport=self.arm
         )
+        self.logs = FakeLogs(LOGS_WORKSPACE)
+        self.health = MonitorHealth.from_settings(
+            self.settings, credential=FakeCredential(), retry=self.retry, transport=self.logs
+        )
         self.ledger_spec = ledger or LedgerSpec("sqlite", str(tmp_path / "ledger.db"))
         self.service = self.new_service()
 
     def new_service(self, actions: Any = None, ledger: Any = None) -> RetrainService:
         """A service as a (new) worker builds it: the same ledger, the same workspace."""
         return RetrainService(
-            POLICY, ledger or self.ledger_spec.open(), actions or self.actions, self.now, [self.settings.workspace_id]
+            POLICY,
+            ledger or self.ledger_spec.open(),
+            actions or self.actions,
+            self.now,
+            [self.settings.workspace_id],
+            health=self.health,
         )
 
     def deliver(self, raw: dict[str, Any], service: RetrainService | None = None) -> EventResult:
         [env] = parse_body(json.dumps([raw]))
         return (service or self.service).handle_envelope(env)
+
+    def provisioned(self) -> None:
+        """Wait for the SDK's pollers of started operations: their fake operations are then done."""
+        for thread in self.arm.lro_threads():
+            thread.join(timeout=5)
 
     def decision(self, decision_id: str) -> DecisionRecord | None:
         return self.service.ledger.get_decision(decision_id)

@@ -144,3 +144,4 @@ def azure(ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     for thread in world.arm.lro_threads():  # the SDK's pollers of started deployments
         thread.join(timeout=5)
     assert world.arm.unexpected == []
+    assert world.logs.unexpected == []

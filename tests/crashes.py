@@ -36,6 +36,15 @@ class DiesBeforeActing:
     def job_status(self, name: str) -> JobInfo | None:
         return self.inner.job_status(name)
 
+    def deployment_state(self, endpoint: str, deployment: str) -> str | None:
+        return self.inner.deployment_state(endpoint, deployment)
+
+    def endpoint_traffic(self, endpoint: str) -> dict[str, int]:
+        return self.inner.endpoint_traffic(endpoint)
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
+        return self.inner.set_traffic(endpoint, traffic)
+
 
 class DiesAfterActing:
     """Actions that do the real thing, then die before the service can record or confirm it."""
@@ -54,6 +63,23 @@ class DiesAfterActing:
 
     def job_status(self, name: str) -> JobInfo | None:
         return self.inner.job_status(name)
+
+    def deployment_state(self, endpoint: str, deployment: str) -> str | None:
+        return self.inner.deployment_state(endpoint, deployment)
+
+    def endpoint_traffic(self, endpoint: str) -> dict[str, int]:
+        return self.inner.endpoint_traffic(endpoint)
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
+        return self.inner.set_traffic(endpoint, traffic)
+
+
+class DiesAfterSettingTraffic(DiesAfterActing):
+    """Actions that set the endpoint's traffic, then die before the rollout step is recorded."""
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
+        self.inner.set_traffic(endpoint, traffic)
+        raise WorkerDied
 
 
 class LedgerThatDies:

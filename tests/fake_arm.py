@@ -456,6 +456,19 @@ class FakeArm(RequestsTransport):
     def job_puts(self) -> list[Call]:
         return self.requests_to("PUT", r"^jobs/")
 
+    @property
+    def traffic_puts(self) -> list[dict[str, int]]:
+        """The traffic splits sent to endpoints, in order (the PUTs the service answered)."""
+        return [
+            dict(c.body["properties"].get("traffic") or {})
+            for c in self.requests_to("PUT", r"^onlineEndpoints/[^/]+$")
+            if c.status in (200, 201)
+        ]
+
+    def provision(self, endpoint: str, deployment: str, state: str) -> None:
+        """The deployment's provisioning ends (or is still going): 'Succeeded', 'Failed', 'Creating', ..."""
+        self.deployments[(endpoint, deployment)]["properties"]["provisioningState"] = state
+
     def writes(self) -> list[Call]:
         return [c for c in self.calls if c.method in ("PUT", "POST", "PATCH", "DELETE")]
 
@@ -518,6 +531,7 @@ class FakeArm(RequestsTransport):
             ("GET", r"^models/([^/]+)/versions/([^/]+)$", "models", self._get_model),
             ("PUT", r"^models/([^/]+)/versions/([^/]+)$", "models", self._put_model),
             ("GET", r"^onlineEndpoints/([^/]+)$", "onlineEndpoints", self._get_endpoint),
+            ("PUT", r"^onlineEndpoints/([^/]+)$", "onlineEndpoints", self._put_endpoint),
             ("GET", r"^onlineEndpoints/([^/]+)/deployments$", "onlineEndpoints", self._list_deployments),
             ("GET", r"^onlineEndpoints/([^/]+)/deployments/([^/]+)$", "deployments", self._get_deployment),
             ("PUT", r"^onlineEndpoints/([^/]+)/deployments/([^/]+)$", "deployments", self._put_deployment),
@@ -730,6 +744,46 @@ class FakeArm(RequestsTransport):
     def _get_endpoint(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
         return 200, {}, self._found(self.endpoints.get(name), f"online endpoint {name}")
 
+    def _put_endpoint(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+        """An update of an existing endpoint, as ``online_endpoints.begin_create_or_update`` sends it: the
+        traffic split must name deployments of the endpoint that are provisioned, and sum to 100 (or
+        be empty). Accepted as a long-running operation, like a deployment."""
+        existing = self.endpoints.get(name)
+        if existing is None:
+            raise self._unexpected(call, "the service creates no endpoints, it only updates their traffic")
+        body = call.body or {}
+        props = body.get("properties") or {}
+        if body.get("location") != self.location:
+            raise self._unexpected(call, f"location {body.get('location')!r}, the workspace is in {self.location}")
+        if props.get("authMode") != existing["properties"]["authMode"]:
+            raise self._unexpected(call, "an update that changes the endpoint's authMode")
+        traffic = props.get("traffic") or {}
+        if not all(isinstance(v, int) and 0 <= v <= 100 for v in traffic.values()):
+            raise Answer(400, "UserError", f"Traffic values must be integers between 0 and 100: {traffic}")
+        if traffic and sum(traffic.values()) != 100:
+            raise Answer(400, "UserError", f"Traffic values must add up to 100; got {sum(traffic.values())}")
+        for deployment, percent in traffic.items():
+            found = self.deployments.get((name, deployment))
+            if found is None:
+                raise Answer(400, "UserError", f"Deployment {deployment} does not exist on endpoint {name}")
+            state = found["properties"].get("provisioningState")
+            if percent and state != "Succeeded":
+                raise Answer(
+                    400,
+                    "UserError",
+                    f"Deployment {deployment} is in provisioning state {state}; traffic needs Succeeded",
+                )
+        existing["properties"]["traffic"] = dict(traffic)
+        existing["properties"]["provisioningState"] = "Updating"
+        existing["tags"] = dict(body.get("tags") or existing["tags"])
+        operation = str(uuid.uuid4())
+        self.operations[operation] = {"polls": 0, "endpoint": name}
+        status_url = (
+            f"https://{ARM_HOST}/subscriptions/{self.subscription}/providers/{PROVIDER}/locations/{self.location}"
+            f"/mfeOperationsStatus/{operation}?api-version=2023-04-01-preview"
+        )
+        return 200, {"Azure-AsyncOperation": status_url}, existing
+
     def _list_deployments(self, call: Call, endpoint: str) -> tuple[int, dict[str, str], Any]:
         self._found(self.endpoints.get(endpoint), f"online endpoint {endpoint}")
         return 200, {}, {"value": [d for (e, _), d in self.deployments.items() if e == endpoint]}
@@ -773,7 +827,9 @@ class FakeArm(RequestsTransport):
         op = self._found(self.operations.get(operation), f"operation {operation}")
         op["polls"] += 1
         done = op["polls"] >= self.lro_polls
-        if done:
+        if done and "endpoint" in op:
+            self.endpoints[op["endpoint"]]["properties"]["provisioningState"] = "Succeeded"
+        elif done:
             self.deployments[op["deployment"]]["properties"]["provisioningState"] = "Succeeded"
         return 200, {}, {"id": operation, "name": operation, "status": "Succeeded" if done else "InProgress"}
 

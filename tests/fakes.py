@@ -27,6 +27,10 @@ class RecordingActions:
     status_calls: list[str] = field(default_factory=list)
     status_error: Exception | None = None
     deploy_outcome: str = "submitted"  # "skipped": the workspace's gate refuses every candidate
+    traffic: dict[str, dict[str, int]] = field(default_factory=dict)  # endpoint -> split
+    traffic_sets: list[tuple[str, dict[str, int]]] = field(default_factory=list)  # what set_traffic sent
+    provisioning: dict[str, str] = field(default_factory=dict)  # "endpoint/deployment" -> state
+    traffic_error: Exception | None = None
 
     def submit_retrain(self, plan: JobPlan) -> ActionResult:
         self.submissions.append(plan.name)
@@ -42,6 +46,7 @@ class RecordingActions:
         if self.fail_with is not None:
             raise self.fail_with
         self.deployments.append(plan)
+        self.provisioning.setdefault(f"{plan.endpoint}/{plan.deployment}", "Creating")
         if self.deploy_outcome == "skipped":
             return ActionResult("skipped", details={"reason": f"not rolled out: run {plan.run_id} fails the gate"})
         return ActionResult("submitted", job={"name": f"{plan.endpoint}/{plan.deployment}", "url": None})
@@ -62,6 +67,23 @@ class RecordingActions:
             properties={"azureml.runsource": "azureml.PipelineRun"},
             terminal=status.lower() in FINISHED_STATUSES,
         )
+
+    def deployment_state(self, endpoint: str, deployment: str) -> str | None:
+        return self.provisioning.get(f"{endpoint}/{deployment}")
+
+    def endpoint_traffic(self, endpoint: str) -> dict[str, int]:
+        return dict(self.traffic.get(endpoint, {}))
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
+        """Like the workspace: a split the endpoint has already is not sent again."""
+        if self.traffic_error is not None:
+            raise self.traffic_error
+        wanted = {k: v for k, v in traffic.items() if v}
+        if self.traffic.get(endpoint) == wanted:
+            return False
+        self.traffic_sets.append((endpoint, wanted))
+        self.traffic[endpoint] = wanted
+        return True
 
     def forget(self, name: str) -> None:
         """The job is deleted from the workspace."""

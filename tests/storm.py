@@ -55,6 +55,15 @@ class JournalActions:
         """A journalled job runs forever: nothing in a storm finishes it."""
         return JobInfo(name, "Running", "storm") if name in jobs_in(Path(self.journal)) else None
 
+    def deployment_state(self, endpoint: str, deployment: str) -> str | None:  # pragma: no cover - no rollouts
+        raise AssertionError("a drift storm has no rollout")
+
+    def endpoint_traffic(self, endpoint: str) -> dict[str, int]:  # pragma: no cover - no rollouts
+        raise AssertionError("a drift storm has no rollout")
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:  # pragma: no cover - no rollouts
+        raise AssertionError("a drift storm has no rollout")
+
 
 def jobs_in(journal: Path) -> list[str]:
     return journal.read_text(encoding="utf-8").split() if journal.exists() else []

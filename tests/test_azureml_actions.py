@@ -422,7 +422,7 @@ def _run(code: str, tmp_path: Path, **env: str) -> Any:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_importing_main_and_handling_a_dry_run_event_leave_the_azure_ml_sdk_unloaded(tmp_path: Path) -> None:
+def test_importing_main_handling_a_dry_run_event_and_reconciling_leave_the_sdks_unloaded(tmp_path: Path) -> None:
     code = (
         "import json, sys\n"
         "import main\n"
@@ -431,9 +431,17 @@ def test_importing_main_and_handling_a_dry_run_event_leave_the_azure_ml_sdk_unlo
         "from tests.conftest import SHARED_EVENTS\n"
         f"body = (SHARED_EVENTS / {DRIFT_SAMPLE!r}).read_text()\n"
         "[rec] = get_service().handle_envelope(parse_body(body)[0]).decisions\n"
-        "print(json.dumps([rec.outcome, get_service().actions.name, 'azure.ai.ml' in sys.modules]))\n"
+        "report = get_service().reconcile()\n"
+        "loaded = [m for m in ('azure.ai.ml', 'azure.monitor.query') if m in sys.modules]\n"
+        "print(json.dumps([rec.outcome, get_service().actions.name, get_service().health.name, loaded]))\n"
     )
-    assert _run(code, tmp_path, RETRAIN_BACKEND="dryrun") == ["planned", "dryrun", False]
+    logs = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.OperationalInsights/workspaces/logs"
+    assert _run(code, tmp_path, RETRAIN_BACKEND="dryrun", RETRAIN_LOG_ANALYTICS_WORKSPACE_ID=logs) == [
+        "planned",
+        "dryrun",
+        "log-analytics",
+        [],
+    ]
 
 
 def test_choosing_the_azure_ml_backend_loads_the_sdk_only_when_it_acts(tmp_path: Path) -> None:

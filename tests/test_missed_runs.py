@@ -307,7 +307,10 @@ def test_a_job_reported_completed_that_beats_the_champion_starts_exactly_one_zer
     azure.now.advance(minutes=20)
 
     [deploy] = azure.new_service().reconcile().caught
-    assert azure.new_service().reconcile().caught == []  # a second pass: the hold is gone
+    azure.provisioned()
+    second = azure.new_service().reconcile()
+    assert second.caught == []  # a second pass: the hold is gone, and the rollout takes its first step
+    assert [r["state"] for r in second.rollouts] == ["stepped"]
     late = azure.deliver(
         run_event(run_id=job, tags=azure.arm.jobs[job]["properties"]["tags"], topic=WORKSPACE_ID),
         azure.new_service(),
@@ -316,11 +319,12 @@ def test_a_job_reported_completed_that_beats_the_champion_starts_exactly_one_zer
     assert (deploy.id, deploy.action, deploy.outcome) == (run_decision_id(MODEL, job), "deploy", "submitted")
     assert deploy.details["gate"]["passed"] is True and deploy.details["gate"]["candidate"] == 0.61
     assert late.decisions == [deploy]
-    [create] = azure.arm.requests_to("PUT", r"^onlineEndpoints/")
-    assert create.path == f"onlineEndpoints/{ENDPOINT}/deployments/{deploy.details['rendered']['deployment']}"
+    deployment = deploy.details["rendered"]["deployment"]
+    [create] = azure.arm.requests_to("PUT", r"^onlineEndpoints/[^/]+/deployments/")
+    assert create.path == f"onlineEndpoints/{ENDPOINT}/deployments/{deployment}"
     [register] = azure.arm.requests_to("PUT", r"^models/")
     assert register.body["properties"]["modelUri"] == f"azureml://jobs/{job}/outputs/model"
-    assert azure.arm.endpoints[ENDPOINT]["properties"]["traffic"] == {"blue": 100}
+    assert azure.arm.traffic_puts == [{"blue": 90, deployment: 10}]
     flights = azure.service.ledger.get_model(MODEL).flights
     assert "retrain" not in flights and flights[guards.ROLLOUT].decision == deploy.id
 

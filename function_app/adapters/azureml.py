@@ -129,6 +129,11 @@ class _Champion:
         return _facts(self.model.tags, self.model.properties) if self.model is not None else {}
 
 
+def _traffic(endpoint: Any) -> dict[str, int]:
+    """An endpoint's split, deployments at 0% left out."""
+    return {str(k): int(v) for k, v in (getattr(endpoint, "traffic", None) or {}).items() if int(v) > 0}
+
+
 def _same(a: Any, b: Any) -> bool:
     return (str(a.name), str(a.version)) == (str(b.name), str(b.version))
 
@@ -372,6 +377,49 @@ class AzureMLActions:
         )  # the poller is not waited for: the reconciler follows the rollout
         log.info("started deployment %s model=%s:%s traffic=0", job["name"], model.name, model.version)
         return ActionResult("submitted", job=job, details=details)
+
+    # ------------------------------------------------------------------ rollout
+
+    def deployment_state(self, endpoint: str, deployment: str) -> str | None:
+        """The deployment's provisioning state (``online_deployments.get``); None when it does not exist."""
+        found = self._get_or_none(
+            self.retry.budget(),
+            f"deployment {endpoint}/{deployment}",
+            lambda: self.ml.online_deployments.get(deployment, endpoint_name=endpoint),
+        )
+        if found is None:
+            return None
+        raw = getattr(found, "provisioning_state", None)
+        return str(getattr(raw, "value", raw) or "Unknown")
+
+    def endpoint_traffic(self, endpoint: str) -> dict[str, int]:
+        return _traffic(self._endpoint(self.retry.budget(), endpoint))
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
+        """Read the endpoint; if its split differs, PUT it with ``traffic`` (``begin_create_or_update``,
+        whose poller is not waited for). The SDK leaves out deployments at 0%, as does Azure ML."""
+        budget = self.retry.budget()
+        current = self._endpoint(budget, endpoint)
+        wanted = {str(k): int(v) for k, v in traffic.items() if int(v) > 0}
+        if _traffic(current) == wanted:
+            return False
+        current.traffic = dict(wanted)
+        self._call(
+            budget,
+            f"setting the traffic of endpoint {endpoint} to {wanted}",
+            lambda: self.ml.online_endpoints.begin_create_or_update(current),
+            "check that every deployment named exists on the endpoint and is provisioned",
+        )  # the poller is not waited for: the next reconciler pass reads the endpoint again
+        log.info("set traffic endpoint=%s traffic=%s", endpoint, wanted)
+        return True
+
+    def _endpoint(self, budget: Budget, endpoint: str) -> Any:
+        return self._call(
+            budget,
+            f"online endpoint {endpoint!r}",
+            lambda: self.ml.online_endpoints.get(endpoint),
+            "create it or fix the model's deploy.endpoint in the policy",
+        )
 
     def _champion(self, budget: Budget, plan: DeployPlan) -> _Champion:
         """The endpoint's live deployment (the one with the most traffic) and the model version it serves."""
