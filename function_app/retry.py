@@ -1,7 +1,9 @@
 """Retrying calls to Azure inside one delivery's time budget (tenacity).
 
 Event Grid waits 30 s for an answer. Every call an action makes to Azure goes through one
-:class:`Budget`, started when the action starts: throttling (429), timeouts (408 and client-side),
+:class:`Budget`, started when the action starts, or, inside :func:`function_app.delivery.one_delivery` (what the trigger
+functions wrap each delivery in), when the delivery's first action starts, so that the actions of
+one delivery (an event that concerns two models, a webhook batch) share one deadline: throttling (429), timeouts (408 and client-side),
 connection failures and 5xx are retried with exponential backoff and jitter, honouring the
 service's ``Retry-After`` (seconds or an HTTP date, or ``retry-after-ms``), until the next wait
 would end past the deadline (``RETRAIN_DEADLINE_SECONDS``, 25 s by default). Then the last error
@@ -28,6 +30,7 @@ import tenacity
 from azure.core.exceptions import AzureError
 
 from function_app.adapters.azure_errors import describe, is_transient, retry_after
+from function_app.delivery import budget_start
 from handlers.errors import TransientError
 
 if TYPE_CHECKING:
@@ -108,4 +111,6 @@ class RetryPolicy:
         return cls(deadline=settings.deadline_seconds, **overrides)
 
     def budget(self) -> Budget:
-        return Budget(self, self.clock() + self.deadline)
+        """A budget of ``deadline`` seconds from now, or, inside :func:`function_app.delivery.one_delivery`, from when the
+        delivery's first budget started."""
+        return Budget(self, budget_start(self.clock) + self.deadline)

@@ -179,6 +179,30 @@ def test_a_run_of_503s_ends_as_a_transient_error_within_the_deadline(azure: Azur
     assert rec.outcome == "submitted" and len(azure.arm.job_puts) == 1
 
 
+def test_a_webhook_batch_shares_one_deadline_across_its_events(azure: AzureWorld) -> None:
+    """The first event's job is throttled for 20 s, then the second event's deployment meets 503s:
+    it gets the 5 s left of the delivery's 25, so the batch answers 503 inside Event Grid's 30 s."""
+    import main
+    from function_app import runtime
+    from function_app.localhost import Host
+    from tests.conftest import Client
+
+    azure.arm.fail("PUT", r"^jobs/", 429, headers={"Retry-After": "20"})
+    azure.arm.fail("GET", r"^onlineEndpoints/", 503, times=1000)
+    start = azure.clock.now
+    runtime.set_service(azure.service)
+    try:
+        status, _, body = Client(Host(main.app)).call(
+            "POST", "/api/events", [in_workspace(DRIFT_SAMPLE), azure.finished_run(r2="0.61")]
+        )
+    finally:
+        runtime.set_service(None)
+    assert status == 503 and "budget of this delivery is spent" in body["error"]
+    assert azure.clock.now - start <= azure.settings.deadline_seconds
+    assert azure.clock.slept[0] == 20.0 and len(azure.arm.requests_to("GET", r"^onlineEndpoints/")) >= 2
+    assert [c.status for c in azure.arm.job_puts] == [429, 201]  # the first event's job was submitted
+
+
 def test_timeouts_count_against_the_deadline(azure: AzureWorld) -> None:
     start = azure.clock.now
     azure.arm.time_out("GET", r"^components/", times=1000, seconds=6.0)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceResponseTimeoutError
 
+from function_app.delivery import one_delivery
 from function_app.retry import RetryPolicy
 from handlers.errors import TransientError
 from tests.fake_arm import FakeClock
@@ -116,3 +117,31 @@ def test_calls_inside_one_budget_share_its_deadline() -> None:
     with pytest.raises(TransientError):
         budget.call("second", second)
     assert (clock.slept, len(calls)) == ([6.0], 1)
+
+
+def test_budgets_started_inside_one_delivery_end_when_its_first_one_does() -> None:
+    """Event Grid waits 30 s for the whole delivery: a second action (another model, the next event
+    of a batch) gets what is left, not a budget of its own."""
+    clock = FakeClock()
+    retry = policy(clock, deadline=25.0)
+    with one_delivery():
+        first, _ = failing(http_error(429, {"Retry-After": "20"}))
+        retry.budget().call("first action", first)  # succeeds after 20 s
+        second, calls = failing(*(http_error(503) for _ in range(100)))
+        with pytest.raises(TransientError, match="budget of this delivery is spent"):
+            retry.budget().call("second action", second)
+    assert sum(clock.slept) <= 25.0
+    assert sum(clock.slept[1:]) <= 5.0 and len(calls) >= 2
+
+
+def test_outside_a_delivery_each_budget_is_its_own() -> None:
+    clock = FakeClock()
+    retry = policy(clock, deadline=25.0)
+    with one_delivery():
+        retry.budget()
+    clock.sleep(20.0)
+    fresh = retry.budget()
+    assert fresh.deadline_at == clock.now + 25.0
+    with one_delivery():
+        clock.sleep(3.0)
+        assert retry.budget().deadline_at == clock.now + 25.0  # a new delivery starts its own clock

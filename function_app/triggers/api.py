@@ -7,6 +7,7 @@ from typing import Any
 
 import azure.functions as func
 
+from function_app.delivery import one_delivery
 from function_app.runtime import get_service, new_id
 from function_app.settings import Settings
 from function_app.triggers.replies import error, from_exception, json_body, reply
@@ -53,7 +54,8 @@ def _manual(req: func.HttpRequest, action: str, allowed: dict[str, Any]) -> func
         )
         if action == "deploy" and not request.version:
             raise InvalidInput('field \'version\' is required: the model version to deploy, e.g. {"version": "7"}')
-        record = get_service().manual(request)
+        with one_delivery():
+            record = get_service().manual(request)
     except RetrainError as exc:
         return from_exception(exc)
     status = 202 if record.outcome == "submitted" else 422 if record.outcome == "failed" else 200

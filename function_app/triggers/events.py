@@ -8,6 +8,7 @@ from typing import Any
 
 import azure.functions as func
 
+from function_app.delivery import one_delivery
 from function_app.runtime import get_service
 from function_app.triggers.replies import error, from_exception, reply
 from handlers.errors import RetrainError, TransientError
@@ -53,7 +54,8 @@ def envelope_from_binding(event: func.EventGridEvent | func.CloudEvent | dict[st
 def on_workspace_event(event: func.EventGridEvent) -> None:
     """Workspace events from the Event Grid system topic. Raising makes Event Grid redeliver."""
     env = envelope_from_binding(event)
-    result = get_service().handle_envelope(env)  # TransientError propagates: redelivery
+    with one_delivery():
+        result = get_service().handle_envelope(env)  # TransientError propagates: redelivery
     log.info("event %s %s: %s, %d decision(s)", env.event_id, env.event_type, result.status, len(result.decisions))
 
 
@@ -82,8 +84,9 @@ def events_webhook(req: func.HttpRequest) -> func.HttpResponse:
     service = get_service()
     results = []
     try:
-        for env in envelopes:
-            results.append(service.handle_envelope(env).to_dict())
+        with one_delivery():  # Event Grid waits 30 s for the whole batch
+            for env in envelopes:
+                results.append(service.handle_envelope(env).to_dict())
     except TransientError as exc:
         # The whole batch is redelivered; events already processed come back as duplicates.
         log.warning("transient failure after %d of %d events: %s", len(results), len(envelopes), exc)
@@ -98,7 +101,8 @@ def events_webhook(req: func.HttpRequest) -> func.HttpResponse:
 def azure_monitor_alert(req: func.HttpRequest) -> func.HttpResponse:
     """Azure Monitor action-group webhook, common alert schema. 5xx makes the action group retry."""
     try:
-        result = get_service().handle(parse_alert(req.get_body()))
+        with one_delivery():
+            result = get_service().handle(parse_alert(req.get_body()))
     except RetrainError as exc:
         return from_exception(exc)
     return reply(result.to_dict())

@@ -1,0 +1,34 @@
+"""One delivery, one deadline: Event Grid waits 30 s for the answer to a whole delivery (one event,
+or a webhook batch), not per action. Kept apart from :mod:`function_app.retry` so that the trigger
+functions can mark a delivery without importing tenacity or azure-core at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+# When the current delivery's first budget started, by the clock it was measured on.
+_starts: ContextVar[dict[int, float] | None] = ContextVar("retrain_delivery", default=None)
+
+
+@contextmanager
+def one_delivery() -> Iterator[None]:
+    """Everything inside is one delivery with one deadline: the first retry budget started inside
+    fixes its start, and every later budget (another model's action, the next event of the batch)
+    ends when that one does."""
+    token = _starts.set({})
+    try:
+        yield
+    finally:
+        _starts.reset(token)
+
+
+def budget_start(clock: Callable[[], float]) -> float:
+    """When a budget starting now on ``clock`` counts from: now, or inside :func:`one_delivery`,
+    when the delivery's first budget on that clock started."""
+    starts = _starts.get()
+    if starts is None:
+        return clock()
+    return starts.setdefault(id(clock), clock())
