@@ -188,7 +188,10 @@ class Reconciler:
                     work(state.model, kind, flight, now, report)
                 except TransientError as exc:
                     self._defer(report, state.model, kind, flight, exc)
-        report.purged = self.service.ledger.purge(now - self.service.retention)
+        last = self.service.last_purge
+        if last is None or now - last >= self.service.purge_every:
+            report.purged = self.service.ledger.purge(now - self.service.retention)
+            self.service.last_purge = now
         log.info(
             "reconciled at %s: %d stale reservation(s), %d resumed, %d released, %d submitted job(s) checked, "
             "%d decision(s) for runs whose event was missed, %d rollout(s) advanced (%s), %d deferred, "

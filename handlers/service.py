@@ -70,6 +70,10 @@ class RetrainService:
         self.retention = retention
         self.job_grace = job_grace
         self.health = health  # the rollout health check; None: no data (the policy's on_no_traffic applies)
+        # Purging scans the ledger's tables (Table Storage has no TTL and no secondary index): at most
+        # once per ``purge_every`` per worker, not on every reconciler tick. Efficiency, not correctness.
+        self.purge_every = timedelta(hours=1)
+        self.last_purge: datetime | None = None
 
     # ------------------------------------------------------------------ events
 

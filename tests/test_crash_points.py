@@ -174,3 +174,17 @@ def test_retention_purges_old_finished_events_and_decisions_but_never_a_reserved
     assert ledger.get_decision(reserved.id) == reserved
     assert ledger.get_decision(new.id) is not None and event_claim(azure, new) == Claim("done", (new.id,))
     assert json.dumps(report.to_dict())  # the report is JSON, as the CLI prints it
+
+
+def test_the_reconciler_purges_at_most_once_an_hour_per_worker(azure: AzureWorld) -> None:
+    """Purging scans whole tables; the reconciler ticks every 5 minutes."""
+    service = azure.new_service()
+    service.retention = timedelta(minutes=10)
+    assert service.reconcile().purged == 0  # the purge ran, with nothing old yet
+    [old] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
+    azure.now.advance(minutes=30)  # the record is past the retention, the last purge 30 minutes old
+    assert service.reconcile().purged == 0
+    assert azure.ledger_spec.open().get_decision(old.id) is not None
+    azure.now.advance(minutes=30)
+    assert service.reconcile().purged == 2  # an hour since the last purge: the event and its decision
+    assert azure.ledger_spec.open().get_decision(old.id) is None
