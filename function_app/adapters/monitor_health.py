@@ -1,7 +1,7 @@
 """The rollout health check through Azure Monitor Logs (azure-monitor-query).
 
 Online endpoints write one row per request to the Log Analytics table ``AmlOnlineEndpointTrafficLog``
-(diagnostic setting of the Azure ML workspace, category "AmlOnlineEndpointTrafficLog"), with
+(a diagnostic setting on each online endpoint, category "AmlOnlineEndpointTrafficLog"), with
 ``EndpointName``, ``DeploymentName``, ``ResponseCode`` (the code returned to the client),
 ``TotalDurationMs`` and ``TimeGenerated``. :data:`QUERY` counts a deployment's requests and 5xx
 answers and takes the 95th percentile of their total duration; the time window is the API's
