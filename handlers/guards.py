@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from handlers.records import Flight, ModelState, from_iso, iso
+from handlers.records import Flight, ModelState, from_iso, iso, span
 
 RETRAIN = "retrain"
 ROLLOUT = "rollout"
@@ -61,7 +61,7 @@ def check(
         if until and now < until:
             return Verdict(
                 False,
-                f"model is in cooldown until {iso(until)} (cooldown {_span(cooldown)} after the retrain "
+                f"model is in cooldown until {iso(until)} (cooldown {span(cooldown)} after the retrain "
                 f"started at {state.last_retrain_at})",
                 "cooldown",
                 iso(until),
@@ -156,11 +156,3 @@ def take_over(
         return None, False
     taken = replace(flight, data={**flight.data, "resumed_at": iso(now)})
     return replace(state, flights={**state.flights, kind: taken}), True
-
-
-def _span(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0 and seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"

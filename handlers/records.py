@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 OUTCOMES = ("reserved", "submitted", "planned", "skipped", "failed")
@@ -11,6 +11,15 @@ OUTCOMES = ("reserved", "submitted", "planned", "skipped", "failed")
 
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def span(delta: timedelta) -> str:
+    """A duration as the policy file writes it: ``6h``, ``30m``, ``1d``, ``45s`` (the largest whole unit)."""
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def from_iso(text: str | None) -> datetime | None:

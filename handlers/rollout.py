@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers.keys import digest
-from handlers.records import DecisionRecord, Flight, ModelState, from_iso, iso
+from handlers.records import DecisionRecord, Flight, ModelState, from_iso, iso, span
 
 if TYPE_CHECKING:
     from handlers.policy import RolloutRule
@@ -126,12 +126,12 @@ def judge(rule: RolloutRule, reading: HealthReading, baked: timedelta) -> Health
         if reading.note:
             why += f" ({reading.note})"
         if baked < rule.longest_bake:
-            return verdict("no_traffic", "wait", f"{why}; baking on, up to {_span(rule.longest_bake)}")
+            return verdict("no_traffic", "wait", f"{why}; baking on, up to {span(rule.longest_bake)}")
         action = {"promote": "advance", "hold": "hold", "rollback": "rollback"}[health.on_no_traffic]
         return verdict(
             "no_traffic",
             action,
-            f"{why} after {_span(baked)} of baking; on_no_traffic is {health.on_no_traffic}",
+            f"{why} after {span(baked)} of baking; on_no_traffic is {health.on_no_traffic}",
         )
     assert rate is not None
     if rate > health.max_error_rate:
@@ -266,11 +266,3 @@ def record_of(
             **pending.get("details", {}),
         },
     )
-
-
-def _span(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0 and seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
