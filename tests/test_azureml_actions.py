@@ -422,8 +422,8 @@ def test_a_missing_endpoint_fails_the_decision_naming_the_policy_key(azure: Azur
 def test_the_client_is_built_on_first_use_and_only_once(azure: AzureWorld) -> None:
     builds: list[int] = []
     real = AzureMLActions.from_settings(azure.settings, credential=FakeCredential(), transport=azure.arm)
-    factory = real._factory
-    assert factory is not None and real._client is None
+    factory = real._ml.factory
+    assert factory is not None and not real._ml.built
 
     def counting() -> Any:
         builds.append(1)

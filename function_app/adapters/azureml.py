@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from function_app.adapters import azure_errors
 from function_app.adapters.azure_errors import describe, is_transient, status_of
+from function_app.adapters.clients import LazyClient, sdk_options
 from function_app.retry import Budget, RetryPolicy
 from handlers import gate
 from handlers.decisions import DeployPlan, JobPlan
@@ -143,9 +143,7 @@ class AzureMLActions:
 
     def __init__(self, ml_client: Any, workspace: Workspace, retry: RetryPolicy) -> None:
         """``ml_client``: an ``MLClient``, or a function that builds one on first use (once per worker)."""
-        self._client = None if callable(ml_client) else ml_client
-        self._factory: Callable[[], Any] | None = ml_client if callable(ml_client) else None
-        self._lock = threading.Lock()
+        self._ml = LazyClient(ml_client)
         self.workspace = workspace
         self.retry = retry
 
@@ -167,13 +165,7 @@ class AzureMLActions:
             from azure.identity import DefaultAzureCredential
 
             cred = credential or DefaultAzureCredential(managed_identity_client_id=settings.client_id)
-            kwargs: dict[str, Any] = {
-                "retry_total": 0,  # tenacity owns retries and the time budget (function_app/retry.py)
-                "enable_telemetry": False,
-                "connection_timeout": min(5.0, deadline),
-                "read_timeout": deadline,
-                **client_kwargs,
-            }
+            kwargs = sdk_options(deadline, enable_telemetry=False, **client_kwargs)
             log.info("building MLClient for workspace %s", workspace.id)
             return MLClient(cred, workspace.subscription_id, workspace.resource_group, workspace.name, **kwargs)
 
@@ -181,12 +173,7 @@ class AzureMLActions:
 
     @property
     def ml(self) -> Any:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    assert self._factory is not None
-                    self._client = self._factory()
-        return self._client
+        return self._ml.get()
 
     def _call(self, budget: Budget, what: str, fn: Callable[[], Any], fix: str = "") -> Any:
         """``fn()`` within the budget; a permanent SDK error becomes a PermanentError about ``what``.

@@ -23,14 +23,13 @@ from __future__ import annotations
 import logging
 import math
 import re
-import threading
-from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError
 
 from function_app.adapters import azure_errors
+from function_app.adapters.clients import LazyClient, sdk_options
 from function_app.retry import RetryPolicy
 from handlers.errors import PermanentError, TransientError
 from handlers.ports import HealthReading
@@ -122,9 +121,7 @@ class MonitorHealth:
                 "(/subscriptions/SUB/resourceGroups/RG/providers/Microsoft.OperationalInsights/workspaces/NAME) "
                 "or its Workspace ID (a GUID)"
             )
-        self._client = None if callable(client) else client
-        self._factory: Callable[[], Any] | None = client if callable(client) else None
-        self._lock = threading.Lock()
+        self._client = LazyClient(client)
         self.workspace = workspace
         self.retry = retry
 
@@ -146,24 +143,13 @@ class MonitorHealth:
             from azure.monitor.query import LogsQueryClient  # lazily, on the first check
 
             cred = credential or DefaultAzureCredential(managed_identity_client_id=settings.client_id)
-            kwargs: dict[str, Any] = {
-                "retry_total": 0,  # tenacity owns retries and the time budget (function_app/retry.py)
-                "connection_timeout": min(5.0, deadline),
-                "read_timeout": deadline,
-                **client_kwargs,
-            }
-            return LogsQueryClient(cred, **kwargs)
+            return LogsQueryClient(cred, **sdk_options(deadline, **client_kwargs))
 
         return cls(build, settings.log_analytics_workspace_id, retry or RetryPolicy.from_settings(settings))
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    assert self._factory is not None
-                    self._client = self._factory()
-        return self._client
+        return self._client.get()
 
     def check(self, endpoint: str, deployment: str, since: datetime, until: datetime) -> HealthReading:
         query = build_query(endpoint, deployment)
