@@ -16,6 +16,7 @@ traffic (which the adapter does not send twice), the same record id.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -63,9 +64,14 @@ def split(original: dict[str, int], candidate: str, percent: int) -> dict[str, i
     return out
 
 
-def same_traffic(a: dict[str, int], b: dict[str, int]) -> bool:
+def live(traffic: Mapping[str, Any]) -> dict[str, int]:
+    """The deployments that get traffic, name -> percent: one at 0% is the same as one left out."""
+    return {str(k): int(v) for k, v in traffic.items() if int(v) > 0}
+
+
+def same_traffic(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Equal splits, a deployment at 0% being the same as one left out."""
-    return {k: int(v) for k, v in a.items() if int(v)} == {k: int(v) for k, v in b.items() if int(v)}
+    return live(a) == live(b)
 
 
 # --------------------------------------------------------------------------- the health verdict

@@ -156,7 +156,7 @@ class RolloutStepper:
             return self._write_ahead(model, flight, pending, endpoint, now, start)
         if state.lower() != rollout.PROVISIONED:
             return {"state": "provisioning", "provisioning": state}
-        original = {str(k): int(v) for k, v in actions.endpoint_traffic(endpoint).items() if int(v) > 0}
+        original = rollout.live(actions.endpoint_traffic(endpoint))
         target = rollout.split(original, deployment, rule.steps[0])
         pending = rollout.transition(
             model,

@@ -38,7 +38,7 @@ from function_app.adapters import azure_errors
 from function_app.adapters.azure_errors import describe, is_transient, status_of
 from function_app.adapters.clients import LazyClient, sdk_options
 from function_app.retry import Budget, RetryPolicy
-from handlers import gate
+from handlers import gate, rollout
 from handlers.decisions import DeployPlan, JobPlan
 from handlers.errors import PermanentError, TransientError
 from handlers.ports import ActionResult, JobInfo
@@ -131,7 +131,7 @@ class _Champion:
 
 def _traffic(endpoint: Any) -> dict[str, int]:
     """An endpoint's split, deployments at 0% left out."""
-    return {str(k): int(v) for k, v in (getattr(endpoint, "traffic", None) or {}).items() if int(v) > 0}
+    return rollout.live(getattr(endpoint, "traffic", None) or {})
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -387,7 +387,7 @@ class AzureMLActions:
         whose poller is not waited for). The SDK leaves out deployments at 0%, as does Azure ML."""
         budget = self.retry.budget()
         current = self._endpoint(budget, endpoint)
-        wanted = {str(k): int(v) for k, v in traffic.items() if int(v) > 0}
+        wanted = rollout.live(traffic)
         if _traffic(current) == wanted:
             return False
         current.traffic = dict(wanted)
