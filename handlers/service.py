@@ -295,8 +295,7 @@ class RetrainService:
                 rendered=rendered,
                 **{**{k: v for k, v in result.details.items() if k != "reason"}, **extra},
             )
-        job_name = (rec.job or {}).get("name")
-        self.ledger.update_model(decision.model, lambda s: guards.confirm(s, kind, decision.id, rec.outcome, job_name))
+        self.hold_outcome(decision.model, kind, rec)
         return rec
 
     # ------------------------------------------------------------------ reconciler
