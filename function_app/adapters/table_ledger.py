@@ -228,13 +228,6 @@ class TableLedger:
                 return None
         return str(entity["status"]), list(json.loads(entity.get("decisions") or "[]"))
 
-    def count_events(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        with translated("counting events"):
-            for entity in self.events.list_entities(select=["status"]):
-                counts[entity["status"]] = counts.get(entity["status"], 0) + 1
-        return counts
-
     # ------------------------------------------------------------------ models
 
     def _read_model(self, model: str) -> tuple[ModelState, Any]:
