@@ -17,12 +17,37 @@ class WorkerDied(BaseException):
     """The worker is gone (killed, out of memory, scaled in) at this point."""
 
 
-class DiesBeforeActing:
-    """Actions whose worker dies after the reservation, before anything reaches Azure."""
+class _PassesThrough:
+    """Actions that hand everything to ``inner``; the subclasses die where they say."""
 
     def __init__(self, inner: Actions) -> None:
         self.inner = inner
         self.name = inner.name
+
+    def submit_retrain(self, plan: JobPlan) -> ActionResult:
+        return self.inner.submit_retrain(plan)
+
+    def start_deploy(self, plan: DeployPlan) -> ActionResult:
+        return self.inner.start_deploy(plan)
+
+    def job_status(self, name: str) -> JobInfo | None:
+        return self.inner.job_status(name)
+
+    def deployment_state(self, endpoint: str, deployment: str) -> str | None:
+        return self.inner.deployment_state(endpoint, deployment)
+
+    def endpoint_traffic(self, endpoint: str) -> dict[str, int]:
+        return self.inner.endpoint_traffic(endpoint)
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
+        return self.inner.set_traffic(endpoint, traffic)
+
+
+class DiesBeforeActing(_PassesThrough):
+    """Actions whose worker dies after the reservation, before anything reaches Azure."""
+
+    def __init__(self, inner: Actions) -> None:
+        super().__init__(inner)
         self.plans: list[JobPlan | DeployPlan] = []
 
     def submit_retrain(self, plan: JobPlan) -> ActionResult:
@@ -33,25 +58,9 @@ class DiesBeforeActing:
         self.plans.append(plan)
         raise WorkerDied
 
-    def job_status(self, name: str) -> JobInfo | None:
-        return self.inner.job_status(name)
 
-    def deployment_state(self, endpoint: str, deployment: str) -> str | None:
-        return self.inner.deployment_state(endpoint, deployment)
-
-    def endpoint_traffic(self, endpoint: str) -> dict[str, int]:
-        return self.inner.endpoint_traffic(endpoint)
-
-    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
-        return self.inner.set_traffic(endpoint, traffic)
-
-
-class DiesAfterActing:
+class DiesAfterActing(_PassesThrough):
     """Actions that do the real thing, then die before the service can record or confirm it."""
-
-    def __init__(self, inner: Actions) -> None:
-        self.inner = inner
-        self.name = inner.name
 
     def submit_retrain(self, plan: JobPlan) -> ActionResult:
         self.inner.submit_retrain(plan)
@@ -60,18 +69,6 @@ class DiesAfterActing:
     def start_deploy(self, plan: DeployPlan) -> ActionResult:
         self.inner.start_deploy(plan)
         raise WorkerDied
-
-    def job_status(self, name: str) -> JobInfo | None:
-        return self.inner.job_status(name)
-
-    def deployment_state(self, endpoint: str, deployment: str) -> str | None:
-        return self.inner.deployment_state(endpoint, deployment)
-
-    def endpoint_traffic(self, endpoint: str) -> dict[str, int]:
-        return self.inner.endpoint_traffic(endpoint)
-
-    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
-        return self.inner.set_traffic(endpoint, traffic)
 
 
 class DiesAfterSettingTraffic(DiesAfterActing):
