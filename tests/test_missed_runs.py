@@ -17,35 +17,25 @@ from handlers.decisions import run_decision_id
 from handlers.errors import PermanentError, TransientError
 from handlers.policy import load_policy
 from handlers.records import DecisionRecord
-from handlers.service import EventResult, RetrainService
-from handlers.signals import parse_body
+from handlers.service import RetrainService
 from tests.azure_world import ENDPOINT, WORKSPACE_ID, AzureWorld, in_workspace
 from tests.builders import WORKSPACE, drift_event, run_event
 from tests.conftest import REPO
-from tests.fakes import Clock, RecordingActions
 from tests.ledgers import LedgerSpec
+from tests.test_reconcile import World as ReconcileWorld
 
 MODEL = "sklearn_regression_model"
 POLICY = load_policy(REPO / "examples" / "policy.yaml")
 GRACE = timedelta(minutes=15)
 
 
-class World:
+class World(ReconcileWorld):
     """A retrain submitted from a drift event, whose run the tests then end (or not)."""
 
-    def __init__(self, spec: LedgerSpec) -> None:
-        self.spec = spec
-        self.clock = Clock()
-        self.actions = RecordingActions()
-        self.ledger = spec.open()
-        self.service = self.new_service()
-
-    def new_service(self) -> RetrainService:
-        return RetrainService(POLICY, self.spec.open(), self.actions, self.clock, [WORKSPACE], job_grace=GRACE)
-
-    def deliver(self, raw: dict[str, Any]) -> EventResult:
-        [env] = parse_body(json.dumps([raw]))
-        return self.service.handle_envelope(env)
+    def new_service(self, actions: Any = None) -> RetrainService:
+        return RetrainService(
+            POLICY, self.spec.open(), actions or self.actions, self.clock, [WORKSPACE], job_grace=GRACE
+        )
 
     def submit(self) -> DecisionRecord:
         [rec] = self.deliver(drift_event(event_id="drift-1")).decisions
