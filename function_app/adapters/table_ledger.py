@@ -206,7 +206,7 @@ class TableLedger:
         self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()
     ) -> None:
         for record in records:  # first the records, then "done"
-            self._write_decision(record)
+            self.put_decision(record)
         with translated(f"finishing event {trigger.event_id}"):
             self.events.upsert_entity(
                 {
@@ -280,9 +280,6 @@ class TableLedger:
     # ------------------------------------------------------------------ decisions
 
     def put_decision(self, record: DecisionRecord) -> None:
-        self._write_decision(record)
-
-    def _write_decision(self, record: DecisionRecord) -> None:
         """The record by id, then its rows in the trail, keyed by the time the decision was first
         written: a rewrite (an outcome after 'reserved', a skip written again by a redelivery whose
         first try died before finishing) keeps its one place in the trail. The first write is an
