@@ -3,7 +3,7 @@
 (a) Cold start: median wall time and peak RSS of a fresh interpreter importing the app's root
     script, beside one importing only azure.functions, interleaved in the same run.
 (b) Throughput: decisions per second and p50/p99 latency of parse -> decide -> guard -> record
-    through RetrainService, one process, with the SQLite ledger on a temp file and the Table
+    through the service as a worker assembles it, one process, with the SQLite ledger on a temp file and the Table
     ledger on Azurite (started by bench/ledger_bench.py), in the same run.
 """
 
@@ -76,8 +76,8 @@ def throughput(make_ledger: Callable[[], Any], n: int) -> dict[str, float]:
     rest skipped by the guards, which is the storm case the ledger must absorb)."""
     from function_app.adapters.dryrun import DryRunActions
     from handlers.policy import load_policy
-    from handlers.service import RetrainService
     from handlers.signals import parse_body
+    from handlers.wiring import assemble
 
     policy = load_policy(REPO / "examples" / "policy.yaml")
     now = [datetime(2026, 11, 25, tzinfo=UTC)]
@@ -86,7 +86,8 @@ def throughput(make_ledger: Callable[[], Any], n: int) -> dict[str, float]:
         now[0] += timedelta(milliseconds=1)
         return now[0]
 
-    service = RetrainService(policy, make_ledger(), DryRunActions(), clock, [WORKSPACE])
+    dry = DryRunActions()
+    service = assemble(policy, make_ledger(), dry, dry, clock, [WORKSPACE]).service
     bodies = [json.dumps([drift(str(uuid.uuid4()))]).encode() for _ in range(n)]
     latencies = []
     start = time.perf_counter()

@@ -40,7 +40,8 @@ def _signal_fields(signal: Any) -> dict[str, Any]:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from handlers import guards
+    from function_app.runtime import make_actions
+    from handlers import gate, guards
     from handlers.decisions import Deploy, Retrain, decide
     from handlers.policy import load_policy
     from handlers.signals import parse_body, to_signal, workspace_key
@@ -48,6 +49,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     policy = load_policy(Path(args.policy) if args.policy else resolve(settings.policy_path))
     ledger = make_ledger(settings) if args.with_ledger else None
+    actions = make_actions(settings)  # reads only: the candidate gate's facts
     now = utcnow()
     for env in parse_body(json.dumps(_read_events(args.event))):
         signal = to_signal(env, frozenset({workspace_key(settings.workspace_id)}))
@@ -69,6 +71,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
                     budget = policy.daily_budget(d.model) if isinstance(d, Retrain) else None
                     verdict = guards.check(ledger.get_model(d.model), kind, d.id, now, cooldown, budget)
                     print(f"guard   {'would act' if verdict.granted else 'would skip'}: {verdict.reason}")
+                if isinstance(d, Deploy):
+                    facts = actions.candidate_facts(d.plan)
+                    judged = gate.judge(d.plan.gate, facts)
+                    print(f"gate    {judged.next} ({actions.name} backend): {judged.why}")
+                    if judged.gate is not None:
+                        numbers = {k: v for k, v in judged.gate.as_dict().items() if k != "why"}
+                        print(f"        {json.dumps(numbers)}")
                 rendered = d.job.as_dict() if isinstance(d, Retrain) else d.plan.as_dict()
                 print("render  " + json.dumps(rendered, indent=2).replace("\n", "\n        "))
         print()
@@ -88,11 +97,17 @@ def cmd_send(args: argparse.Namespace) -> int:
         endpoint = f"{args.url.rstrip('/')}/runtime/webhooks/eventgrid?functionName={args.function}"
     else:
         endpoint = f"{args.url.rstrip('/')}/api/events"
-    # The local host ignores keys; a deployed webhook takes its function key here.
-    client = EventGridPublisherClient(endpoint, AzureKeyCredential(args.key or "local"))
+    # A Functions host reads its function key from x-functions-key (the local host ignores keys); the
+    # client's own credential header (aeg-sas-key) is for Event Grid topics and carries nothing here.
+    client = EventGridPublisherClient(endpoint, AzureKeyCredential("unused"))
+    headers = {"x-functions-key": args.key} if args.key else {}
     cloud = bool(events) and isinstance(events[0], dict) and "specversion" in events[0]
     try:
-        client.send(events, content_type="application/cloudevents-batch+json; charset=utf-8" if cloud else None)
+        client.send(
+            events,
+            content_type="application/cloudevents-batch+json; charset=utf-8" if cloud else None,
+            headers=headers,
+        )
     except (HttpResponseError, ServiceRequestError) as exc:
         print(f"send failed: {exc}", file=sys.stderr)
         return 1
@@ -124,12 +139,12 @@ def cmd_check_policy(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from function_app.adapters.blob_deadletters import BlobDeadLetterStore
-    from function_app.runtime import build_service
+    from function_app.runtime import build
     from handlers.replay import replay
 
     settings = Settings.from_env()
     store = BlobDeadLetterStore.from_settings(settings, prefix=args.prefix or "")
-    reports = replay(build_service(settings), store, dry_run=args.dry_run)
+    reports = replay(build(settings).service, store, dry_run=args.dry_run)
     for r in reports:
         print(
             f"{r.outcome:12}  {r.event_type or '-'}  {r.event_id or '-'}  (dead-lettered: {r.dead_letter_reason})\n    {r.blob}: {r.detail}"
@@ -140,9 +155,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from function_app.runtime import build_service
+    from function_app.runtime import build
 
-    report = build_service(Settings.from_env()).reconcile()
+    report = build(Settings.from_env()).reconcile()
     print(json.dumps(report.to_dict(), indent=2))
     return 1 if report.deferred else 0
 
@@ -168,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--url", default="http://127.0.0.1:7071")
     p.add_argument("--function", help="deliver to /runtime/webhooks/eventgrid?functionName=NAME instead of /api/events")
     p.add_argument("--new-id", action="store_true", help="give each event a fresh id (a new event, not a redelivery)")
-    p.add_argument("--key", help="function key of a deployed webhook (sent as aeg-sas-key)")
+    p.add_argument("--key", help="function key of a deployed app (sent as x-functions-key)")
     p.set_defaults(fn=cmd_send)
     p = sub.add_parser("decisions", help="list the audit trail, newest first")
     p.add_argument("--model")

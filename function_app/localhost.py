@@ -31,6 +31,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
 
+from handlers import jsonin
+from handlers.errors import InvalidInput
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 7071
@@ -172,9 +175,9 @@ class Host:
                 ).encode(),
             )
         try:
-            events = json.loads(body or b"null")
-        except ValueError:
-            return 400, js, json.dumps({"error": "body is not valid JSON"}).encode()
+            events = jsonin.loads(body or b"null", "a JSON array of Event Grid events")
+        except InvalidInput as exc:
+            return 400, js, json.dumps({"error": str(exc)}).encode()
         events = events if isinstance(events, list) else [events]
         kind = {k.lower(): v for k, v in headers.items()}.get("aeg-event-type", "Notification").lower()
         if kind == "subscriptionvalidation":
@@ -243,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     load_local_settings()
 
-    from function_app.runtime import APP_ROOT, get_service
+    from function_app.runtime import APP_ROOT, get_retrainer
     from handlers.errors import PolicyError
 
     sys.path.insert(0, str(APP_ROOT))
@@ -253,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.script} must define exactly one FunctionApp, found {len(apps)}", file=sys.stderr)
         return 2
     try:
-        service = get_service()  # start-up validation: settings and policy
+        service = get_retrainer()  # start-up validation: settings and policy
     except PolicyError as exc:
         print("the policy file is invalid:\n  " + "\n  ".join(exc.problems), file=sys.stderr)
         return 2
@@ -263,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = Host(apps[0])
     server = make_server(host, args.port)
     print(
-        f"retrain local host on http://127.0.0.1:{args.port}  backend={service.actions.name}  "
+        f"retrain local host on http://127.0.0.1:{args.port}  backend={service.backend}  "
         f"models={', '.join(service.policy.models)}\n"
         f"  HTTP functions: {', '.join(f.name for f in host.http)}\n"
         f"  Event Grid: /runtime/webhooks/eventgrid?functionName={'|'.join(host.eventgrid)}",

@@ -18,14 +18,14 @@ from function_app.settings import Settings
 
 if TYPE_CHECKING:
     from handlers.ports import Actions, Health, Ledger
-    from handlers.service import RetrainService
+    from handlers.wiring import Retrainer
 
 log = logging.getLogger(__name__)
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 
 _lock = threading.Lock()
-_service: RetrainService | None = None
+_retrainer: Retrainer | None = None
 
 
 def utcnow() -> datetime:
@@ -74,37 +74,40 @@ def make_health(settings: Settings) -> Health:
     return MonitorHealth.from_settings(settings)
 
 
-def build_service(settings: Settings, clock: Callable[[], datetime] = utcnow) -> RetrainService:
+def build(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Retrainer:
+    """The service and the reconciler over one executor, from ``settings``."""
     from handlers.policy import load_policy
-    from handlers.service import RetrainService
+    from handlers.wiring import assemble
 
     policy = load_policy(resolve(settings.policy_path))
-    return RetrainService(
+    actions = make_actions(settings)
+    return assemble(
         policy,
         make_ledger(settings),
-        make_actions(settings),
+        actions,
+        actions,
         clock,
-        workspaces=[settings.workspace_id],
+        [settings.workspace_id],
+        health=make_health(settings),
         allow_force=settings.allow_force,
         retention=timedelta(days=settings.retention_days),
         job_grace=timedelta(minutes=settings.job_grace_minutes),
-        health=make_health(settings),
     )
 
 
-def get_service() -> RetrainService:
-    """The worker's one service, built on first use from the environment's settings."""
-    global _service
-    if _service is None:
+def get_retrainer() -> Retrainer:
+    """The worker's one service and reconciler, built on first use from the environment's settings."""
+    global _retrainer
+    if _retrainer is None:
         with _lock:
-            if _service is None:
-                _service = build_service(Settings.from_env())
-                log.info("retrain service ready: %s", _service.actions.name)
-    return _service
+            if _retrainer is None:
+                _retrainer = build(Settings.from_env())
+                log.info("retrain service ready: %s", _retrainer.backend)
+    return _retrainer
 
 
-def set_service(service: RetrainService | None) -> None:
+def set_retrainer(retrainer: Retrainer | None) -> None:
     """Install (or clear) the worker's service: the local host and tests build it themselves."""
-    global _service
+    global _retrainer
     with _lock:
-        _service = service
+        _retrainer = retrainer

@@ -1,8 +1,10 @@
 """Decide: the pure heart of the service.
 
 ``decide(signal, policy, now)`` returns one decision per concerned model (or one ``Skip`` when no
-model is concerned): ``Retrain``, ``Deploy``, ``Promote``, ``Rollback`` or ``Skip(reason)``. No I/O,
-no clock read, no SDK import. Every decision carries a deterministic key, derived from the model
+model is concerned): ``Retrain``, ``Deploy`` or ``Skip(reason)``, never an exception: whatever is
+wrong with an event is a skip that says what and how to fix it. A manual request is checked before
+it is claimed (:func:`check_manual`), so that its caller gets a 4xx instead. No I/O, no clock read,
+no SDK import. Rollout transitions are decided by :mod:`handlers.rollout`. Every decision carries a deterministic key, derived from the model
 and the triggering event (for the deploy of a finished run: from the run), so a redelivered event
 yields the same decision, the same job name and the same ledger record.
 """
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from handlers.errors import InvalidInput
+from handlers.errors import InvalidInput, NotFound
 from handlers.keys import ci_get, digest, slug
 from handlers.signals import (
     TAG_DECISION,
@@ -165,27 +167,6 @@ class Deploy:
 
 
 @dataclass(frozen=True)
-class Promote:
-    id: str
-    model: str
-    reason: str
-    trigger: Trigger
-    deployment: str
-    action: str = "promote"
-
-
-@dataclass(frozen=True)
-class Rollback:
-    id: str
-    model: str
-    reason: str
-    trigger: Trigger
-    force: bool = False
-    dry_run: bool = False
-    action: str = "rollback"
-
-
-@dataclass(frozen=True)
 class Skip:
     id: str
     model: str | None
@@ -195,7 +176,7 @@ class Skip:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-Decision = Retrain | Deploy | Promote | Rollback | Skip
+Decision = Retrain | Deploy | Skip
 
 
 def decision_id(action: str, model: str | None, trigger: Trigger) -> str:
@@ -236,9 +217,8 @@ def decide(signal: Signal, policy: Policy, now: datetime) -> list[Decision]:
         return [skip(signal.trigger, f"deployment of {models} to {signal.service_name or 'a service'} recorded")]
     if isinstance(signal, ManualRequest):
         return [_on_manual(signal, policy)]
-    if isinstance(signal, AlertFired):
-        return _on_alert(signal, policy)
-    return [skip(signal.trigger, f"{type(signal).__name__} is handled by the reconciler")]
+    assert isinstance(signal, AlertFired)
+    return _on_alert(signal, policy)
 
 
 def _on_drift(signal: DriftDetected, policy: Policy) -> list[Decision]:
@@ -309,7 +289,7 @@ def _retrain(
     manual: bool = False,
     force: bool = False,
     dry_run: bool = False,
-) -> Decision:
+) -> Retrain | Skip:
     rule = mp.retrain
     if rule is None:
         return skip(trigger, f"policy has no 'retrain' section for model {model!r}", model)
@@ -324,17 +304,9 @@ def _retrain(
             value, origin = ci_get(event_data, spec.from_event), f"event.{spec.from_event}"
         else:
             value = spec.value
-        if value is None:
-            message = (
-                f"input {name!r} takes its value from the event's {spec.from_event!r}, which this "
-                f"{'request' if manual else 'event'} does not carry; give the input a fallback 'value' in the policy"
-                + (" or pass it in 'inputs'" if manual else "")
-            )
-            if manual:
-                raise InvalidInput(message)
-            return skip(trigger, message, model)
-        if spec.type != "literal" and not isinstance(value, str):
-            raise InvalidInput(f"input {name!r} is of type {spec.type} and takes a path or asset reference string")
+        problem = _input_problem(model, name, spec.type, spec.from_event, value, origin, manual)
+        if problem is not None:
+            return skip(trigger, problem, model, input=name)
         if spec.type != "literal" and origin.startswith("event.") and ":" not in str(value) and "/" not in str(value):
             value = f"azureml:{value}"  # a bare dataset id or name from an event names a data asset
         inputs[name] = {"type": spec.type, "value": value, "from": origin}
@@ -356,6 +328,27 @@ def _retrain(
         display_name=f"retrain {model}: {reason}"[:200],
     )
     return Retrain(did, model, reason, trigger, plan, force=force, dry_run=dry_run)
+
+
+def _input_problem(
+    model: str, name: str, kind: str, from_event: str | None, value: Any, origin: str, manual: bool
+) -> str | None:
+    """What is wrong with input ``name``'s value, in words that say how to fix it; None when nothing is."""
+    where = "this request" if manual else "this event"
+    if value is None:
+        return (
+            f"input {name!r} takes its value from the event's {from_event!r}, which {where} does not carry; "
+            f"give the input a fallback 'value' in the policy (models.{model}.retrain.inputs.{name})"
+            + (" or pass it in 'inputs'" if manual else "")
+        )
+    if kind != "literal" and not isinstance(value, str):
+        source = "request's inputs" if origin == "request" else f"{origin} of {where}"
+        return (
+            f"input {name!r} is of type {kind} and takes a path or asset reference string, but the {source} "
+            f"gave {type(value).__name__} {str(value)[:80]!r}; send a string such as 'azureml:name:version' "
+            f"(models.{model}.retrain.inputs.{name})"
+        )
+    return None
 
 
 def _deploy_plan(
@@ -469,31 +462,54 @@ def _on_registration(signal: ModelRegistered, policy: Policy) -> Decision:
     return Deploy(did, name, f"model {name}:{version} registered and the policy deploys on registration", trigger, plan)
 
 
-def _on_manual(signal: ManualRequest, policy: Policy) -> Decision:
-    model, trigger = signal.model, signal.trigger
-    mp = policy.models[model]
-    reason = f"manual request: {signal.reason}"
+def check_manual(request: ManualRequest, policy: Policy) -> None:
+    """A manual request the policy can carry out, or NotFound / InvalidInput saying why not (checked
+    before the request is claimed, so that the caller gets a 4xx and nothing is recorded)."""
+    mp = policy.models.get(request.model)
+    if mp is None:
+        raise NotFound(f"model {request.model!r} is not in the policy; known: {', '.join(policy.models)}")
+    problem = _manual_problem(request, mp)
+    if problem is not None:
+        raise InvalidInput(problem)
+
+
+def _manual_problem(signal: ManualRequest, mp: ModelPolicy) -> str | None:
+    model = signal.model
     if signal.action == "retrain":
         if mp.retrain is None:
-            raise InvalidInput(f"model {model!r} has no 'retrain' section in the policy; add one to retrain it")
+            return f"model {model!r} has no 'retrain' section in the policy; add one to retrain it"
         allowed = set(mp.retrain.overridable)
         refused = sorted(set(signal.inputs) - allowed)
         if refused:
-            raise InvalidInput(
+            return (
                 f"inputs {', '.join(map(repr, refused))} may not be overridden for model {model!r}; "
                 f"overridable: {', '.join(sorted(allowed)) or 'none'} (policy: models.{model}.retrain.overridable)"
             )
+        for name, spec in mp.retrain.inputs.items():
+            value, origin = (signal.inputs[name], "request") if name in signal.inputs else (spec.value, "policy")
+            problem = _input_problem(model, name, spec.type, spec.from_event, value, origin, manual=True)
+            if problem is not None:
+                return problem
+        return None
+    if signal.action == "deploy":
+        if mp.deploy is None:
+            return f"model {model!r} has no 'deploy' section in the policy; add one to deploy it"
+        return None
+    return f"action {signal.action!r} is not one of retrain, deploy"
+
+
+def _on_manual(signal: ManualRequest, policy: Policy) -> Decision:
+    model, trigger = signal.model, signal.trigger
+    mp = policy.models.get(model)
+    problem = _manual_problem(signal, mp) if mp is not None else f"model {model!r} is not in the policy"
+    if problem is not None or mp is None:  # check_manual refuses these before the claim
+        return skip(trigger, problem or "", model if mp is not None else None)
+    reason = f"manual request: {signal.reason}"
+    if signal.action == "retrain":
         return _retrain(
             model, mp, trigger, reason, {}, signal.inputs, manual=True, force=signal.force, dry_run=signal.dry_run
         )
-    if signal.action == "deploy":
-        if mp.deploy is None:
-            raise InvalidInput(f"model {model!r} has no 'deploy' section in the policy; add one to deploy it")
-        did = decision_id("deploy", model, trigger)
-        plan = _deploy_plan(model, mp, did, "manual", None, signal.version)
-        return Deploy(did, model, reason, trigger, plan, force=signal.force, dry_run=signal.dry_run)
-    if mp.deploy is None:
-        raise InvalidInput(f"model {model!r} has no 'deploy' section in the policy; nothing to roll back")
-    return Rollback(
-        decision_id("rollback", model, trigger), model, reason, trigger, force=signal.force, dry_run=signal.dry_run
-    )
+    assert mp.deploy is not None
+    did = decision_id("deploy", model, trigger)
+    plan = _deploy_plan(model, mp, did, "manual", None, signal.version)
+    return Deploy(did, model, reason, trigger, plan, force=signal.force, dry_run=signal.dry_run)

@@ -20,6 +20,7 @@ from handlers.keys import ci_get
 
 if TYPE_CHECKING:
     from handlers.policy import GateRule
+    from handlers.ports import CandidateFacts
 
 
 @dataclass(frozen=True)
@@ -98,3 +99,42 @@ def evaluate(
         f"{candidate_name} {metric} {_fmt(cand)} does not beat {champion_name} {metric} {_fmt(champ)} "
         f"by the margin {_fmt(rule.margin)} ({direction})",
     )
+
+
+@dataclass(frozen=True)
+class CandidateVerdict:
+    """What to do with a candidate, from the facts an adapter read: ``deploy`` (start it at 0%),
+    ``skip`` (already live, or the gate refused it: recorded, nothing done) or ``fail`` (it cannot
+    be deployed as the workspace stands: no live deployment to copy). ``gate`` holds the gate's
+    numbers when the policy has a gate."""
+
+    next: str
+    why: str
+    gate: GateVerdict | None = None
+
+
+def judge(rule: GateRule | None, facts: CandidateFacts) -> CandidateVerdict:
+    """The candidate gate on ``facts``: pure, so a dry run and ``retrain explain`` show the verdict."""
+    cand, champ = facts.candidate_version, facts.champion_version
+    if cand is not None and champ is not None and (cand.name, cand.version) == (champ.name, champ.version):
+        return CandidateVerdict("skip", f"candidate {facts.candidate} is already live in deployment {facts.champion}")
+    verdict = None
+    if rule is not None:
+        verdict = evaluate(
+            rule,
+            facts.candidate_metrics,
+            facts.champion_metrics,
+            candidate_name=f"candidate {facts.candidate}",
+            champion_name=f"champion {facts.champion}",
+        )
+        if not verdict.passed:
+            return CandidateVerdict("skip", f"not rolled out: {verdict.why}", verdict)
+    if facts.live_deployment is None:
+        return CandidateVerdict(
+            "fail",
+            "the endpoint has no deployment with traffic to copy the instance type, environment and code from; "
+            "create the first deployment by hand (az ml online-deployment create --all-traffic)",
+            verdict,
+        )
+    why = verdict.why if verdict is not None else "the policy has no gate: every candidate passes"
+    return CandidateVerdict("deploy", why, verdict)

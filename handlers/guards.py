@@ -98,10 +98,11 @@ def reserve(
 
 
 def confirm(
-    state: ModelState, kind: str, decision_id: str, outcome: str, job: str | None
+    state: ModelState, kind: str, decision_id: str, outcome: str, job: str | None, give_back: bool = True
 ) -> tuple[ModelState | None, bool]:
     """Record the outcome of the reserved action. ``planned``, ``skipped`` and ``failed`` free the
-    slot; ``failed`` also gives back the cooldown and budget the reservation took."""
+    slot; ``failed`` also gives back the cooldown and budget the reservation took, unless
+    ``give_back`` is False (the action may have run: what it took stands)."""
     flight = state.flights.get(kind)
     if flight is None or flight.decision != decision_id:
         return None, False
@@ -110,7 +111,7 @@ def confirm(
         flights[kind] = replace(flight, status="submitted", job=job)
         return replace(state, flights=flights), True
     del flights[kind]
-    if outcome == "failed" and kind == RETRAIN:
+    if outcome == "failed" and kind == RETRAIN and give_back:
         return replace(
             state,
             flights=flights,

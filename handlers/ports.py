@@ -67,9 +67,9 @@ class Ledger(Protocol):
 
 @dataclass(frozen=True)
 class ActionResult:
-    """What an action did: ``submitted`` (acting in Azure), ``planned`` (dry run), or ``skipped`` /
-    ``failed`` with ``details["reason"]`` saying why (e.g. a candidate that did not pass the gate).
-    ``details["note"]`` is extra explanation kept beside the decision's own reason."""
+    """What an action did: ``submitted`` (acting in Azure) or ``planned`` (dry run), with the job (or
+    deployment) it acts through. ``details["note"]`` is extra explanation kept beside the decision's
+    own reason."""
 
     outcome: str
     job: dict[str, Any] | None = None
@@ -89,8 +89,56 @@ class JobInfo:
     terminal: bool = False
 
 
-class Actions(Protocol):
-    """Carrying decisions out against Azure ML (or rendering them, in dry run)."""
+@dataclass(frozen=True)
+class ModelVersion:
+    """A registered model version: ``id`` is the reference a deployment names (an asset id)."""
+
+    name: str
+    version: str
+    id: str
+    type: str | None = None  # custom_model, mlflow_model, ...
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True)
+class CandidateFacts:
+    """What the candidate gate judges, as a deployments adapter read it from the workspace (or, in a
+    dry run, from the plan alone): the candidate, its registered version if it has one yet, and the
+    metrics the gate reads for it; the live deployment (the one with the most traffic) and the
+    champion version it serves, with its metrics. ``champion_metrics`` is None when there is no live
+    deployment, ``{}`` when the live model's metrics cannot be read. ``notes`` say what was not read."""
+
+    candidate: str
+    candidate_version: ModelVersion | None
+    candidate_metrics: dict[str, Any]
+    live_deployment: str | None = None
+    champion_version: ModelVersion | None = None
+    champion_metrics: dict[str, Any] | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def champion(self) -> str | None:
+        if self.live_deployment is None:
+            return None
+        if self.champion_version is None:
+            return self.live_deployment
+        return f"{self.champion_version.label} ({self.live_deployment})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "candidate": self.candidate,
+            "candidate_version": self.candidate_version.label if self.candidate_version else None,
+            "champion": self.champion,
+            "live_deployment": self.live_deployment,
+            "notes": list(self.notes),
+        }
+
+
+class Jobs(Protocol):
+    """Retraining jobs in the workspace (or their rendering, in dry run)."""
 
     name: str
 
@@ -98,13 +146,26 @@ class Actions(Protocol):
         """Submit the pipeline job named ``plan.name``; adopt an existing job of that name."""
         ...
 
-    def start_deploy(self, plan: DeployPlan) -> ActionResult:
-        """Start rolling out the candidate of ``plan``; never wait for the long-running operation."""
-        ...
-
     def job_status(self, name: str) -> JobInfo | None:
         """The job ``name`` as it is now; None when the workspace has no such job. Raises
         TransientError when Azure cannot answer now, PermanentError when it refuses."""
+        ...
+
+
+class Deployments(Protocol):
+    """Candidates, online deployments and endpoint traffic (or their rendering, in dry run)."""
+
+    name: str
+
+    def candidate_facts(self, plan: DeployPlan) -> CandidateFacts:
+        """Read what the gate judges (nothing is changed): the candidate, the live deployment and
+        its champion. Raises TransientError / PermanentError like every read."""
+        ...
+
+    def start_deploy(self, plan: DeployPlan, facts: CandidateFacts) -> ActionResult:
+        """Start the candidate of ``plan`` (which passed the gate on ``facts``) at 0% beside the live
+        deployment, registering it first if it has no version; never wait for the long-running
+        operation; adopt a deployment of the same name."""
         ...
 
     def deployment_state(self, endpoint: str, deployment: str) -> str | None:
@@ -121,6 +182,10 @@ class Actions(Protocol):
         update and do not wait for it. Returns False when the endpoint has that split already (nothing
         is sent), so setting the same traffic twice is harmless."""
         ...
+
+
+class Actions(Jobs, Deployments, Protocol):
+    """A backend that stands for both: the Azure ML adapter and the dry run."""
 
 
 @dataclass(frozen=True)

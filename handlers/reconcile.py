@@ -1,30 +1,37 @@
-"""The reconciler's pieces that need no ledger: its report, turning a reserved decision's record
-back into the decision it was, so that the service can carry it out the way it first tried to, and
-the signal of a run whose completion event was missed.
+"""The reconciler: one pass over the ledger's work in flight, every few minutes (the timer function).
+
+It is an object of its own, built once per worker (it keeps its purge clock), and receives what it
+uses: the ledger, the executor (the one way a decision is carried out), the rollout stepper, the jobs
+port and a ``handle`` function for the signals of runs whose event was missed; never the service.
 
 A reservation whose worker died between reserve and confirm holds its model's slot until someone
 finishes it. The event's redelivery does (the same event gives the same decision, which resumes its
-reservation), and so does :meth:`handlers.service.RetrainService.reconcile`, from the record alone,
+reservation), and so does :meth:`Reconciler.run`, from the record alone (:func:`decision_from_record`),
 for an event that is never redelivered.
 
 A submitted retraining job holds its model's slot until its run ends: the run's RunCompleted or
 RunStatusChanged event releases it (and makes a finished run a deploy candidate). When that event is
 lost (dead-lettered, filtered out), the reconciler asks the workspace how the job stands and, if it
-has ended, hands the service the :class:`RunFinished` signal the event would have carried
+has ended, hands ``handle`` the :class:`RunFinished` signal the event would have carried
 (:func:`missed_run`), under a trigger of its own whose id depends only on the job and its status.
+
+Rollouts are moved on by one transition per pass (:class:`handlers.stepper.RolloutStepper`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any
 
 from handlers import guards
 from handlers.decisions import Deploy, DeployPlan, JobPlan, Retrain
 from handlers.errors import PermanentError, TransientError
+from handlers.executor import KEEPS_BUDGET, Executor
 from handlers.keys import digest
+from handlers.ports import JobInfo, Jobs, Ledger
 from handlers.records import DecisionRecord, Flight, iso
 from handlers.signals import (
     RUN_COMPLETED,
@@ -33,12 +40,10 @@ from handlers.signals import (
     TAG_MODEL,
     TAG_SERVICE,
     RunFinished,
+    Signal,
     Trigger,
 )
-
-if TYPE_CHECKING:
-    from handlers.ports import JobInfo
-    from handlers.service import RetrainService
+from handlers.stepper import RolloutStepper
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +111,7 @@ def release_record(model: str, kind: str, flight: Flight, now: datetime, why: st
         reason=f"reconciler released the {kind} hold reserved at {flight.since}: {why}; nothing was resumed and {consequence}",
         trigger={"source": RECONCILER, "event_id": flight.decision, "event_type": "Tick"},
         at=iso(now),
-        details={"released_by": RECONCILER, "gave_back": give_back, "reserved_since": flight.since},
+        details={"released_by": RECONCILER, KEEPS_BUDGET: not give_back or None, "reserved_since": flight.since},
     )
 
 
@@ -150,7 +155,7 @@ def job_missing_record(model: str, flight: Flight, now: datetime) -> DecisionRec
         job={"name": job, "url": None},
         details={
             "released_by": RECONCILER,
-            "gave_back": False,
+            KEEPS_BUDGET: True,
             "reserved_since": flight.since,
             "retrain_decision": flight.decision,
         },
@@ -158,27 +163,57 @@ def job_missing_record(model: str, flight: Flight, now: datetime) -> DecisionRec
 
 
 class Reconciler:
-    """One pass over the ledger's in-flight work, acting through the service's own act -> record ->
-    confirm path (:meth:`handlers.service.RetrainService.act`), so there is one way to carry a
-    decision out, whoever resumes it."""
+    """One pass over the ledger's in-flight work (:meth:`run`), acting through the executor's own
+    act -> record -> settle path, so there is one way to carry a decision out, whoever resumes it.
 
-    def __init__(self, service: RetrainService) -> None:
-        self.service = service
+    ``handle`` is how a missed run's signal is handled (the service's :meth:`handle`); ``workspace``
+    the workspace those signals come from. ``lease``: how long a reservation may go unconfirmed
+    before it counts as its worker's death; ``job_grace``: how long a submitted retraining job holds
+    its model's slot before the reconciler asks the workspace whether its run ended with an event
+    that never arrived; ``retention``: how long records are kept."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        executor: Executor,
+        stepper: RolloutStepper,
+        jobs: Jobs,
+        handle: Callable[[Signal], Any],
+        workspace: str,
+        *,
+        lease: timedelta = timedelta(seconds=60),
+        job_grace: timedelta = timedelta(minutes=15),
+        retention: timedelta = timedelta(days=30),
+        purge_every: timedelta = timedelta(hours=1),
+    ) -> None:
+        self.ledger = ledger
+        self.executor = executor
+        self.stepper = stepper
+        self.jobs = jobs
+        self.handle = handle
+        self.workspace = workspace
+        self.lease = lease
+        self.job_grace = job_grace
+        self.retention = retention
+        # Purging scans the ledger's tables (Table Storage has no TTL and no secondary index): at most
+        # once per ``purge_every`` per worker, not on every tick. Efficiency, not correctness.
+        self.purge_every = purge_every
+        self.last_purge: datetime | None = None
 
     def run(self, now: datetime) -> ReconcileReport:
         """One pass of the reconciler: finish each action whose worker died between reserve and
         confirm (a reservation older than the lease), release a hold that nothing can finish, with
         a recorded reason, catch the end of each retraining run past ``job_grace`` whose event was
-        missed, and purge records older than the retention."""
+        missed, move each rollout on by one transition, and purge records older than the retention."""
         report = ReconcileReport(iso(now))
-        for state in self.service.ledger.list_models():
+        for state in self.ledger.list_models():
             for kind, flight in sorted(state.flights.items()):
-                if guards.stale(flight, now, self.service.lease):
+                if guards.stale(flight, now, self.lease):
                     report.found.append(
                         {"model": state.model, "kind": kind, "decision": flight.decision, "since": flight.since}
                     )
                     work = self._resume
-                elif kind == guards.RETRAIN and guards.overdue(flight, now, self.service.job_grace):
+                elif kind == guards.RETRAIN and guards.overdue(flight, now, self.job_grace):
                     work = self._catch_missed_run
                 elif kind == guards.ROLLOUT and flight.status == "submitted" and flight.job:
                     work = self._advance_rollout
@@ -188,10 +223,9 @@ class Reconciler:
                     work(state.model, kind, flight, now, report)
                 except TransientError as exc:
                     self._defer(report, state.model, kind, flight, exc)
-        last = self.service.last_purge
-        if last is None or now - last >= self.service.purge_every:
-            report.purged = self.service.ledger.purge(now - self.service.retention)
-            self.service.last_purge = now
+        if self.last_purge is None or now - self.last_purge >= self.purge_every:
+            report.purged = self.ledger.purge(now - self.retention)
+            self.last_purge = now
         log.info(
             "reconciled at %s: %d stale reservation(s), %d resumed, %d released, %d submitted job(s) checked, "
             "%d decision(s) for runs whose event was missed, %d rollout(s) advanced (%s), %d deferred, "
@@ -224,7 +258,7 @@ class Reconciler:
         without the job's status, the hold stays rather than being released on a guess."""
         job = str(flight.job)
         try:
-            info = self.service.actions.job_status(job)
+            info = self.jobs.job_status(job)
         except PermanentError as exc:
             self._defer(report, model, kind, flight, exc)
             return
@@ -232,9 +266,8 @@ class Reconciler:
             {"model": model, "decision": flight.decision, "job": job, "status": info.status if info else "missing"}
         )
         if info is None:
-            rec = job_missing_record(model, flight, now)
-            self.service.ledger.put_decision(rec)  # recorded first: a crash before the release repeats both
-            self.service.ledger.update_model(model, lambda s: guards.release(s, kind, flight.decision, job))
+            rec = self.executor.write(job_missing_record(model, flight, now))  # first: a crash repeats both
+            self.ledger.update_model(model, lambda s: guards.release(s, kind, flight.decision, job))
             log.warning("reconciler: released retrain hold of model=%s: job %s does not exist", model, job)
             report.released.append(rec)
             return
@@ -247,29 +280,25 @@ class Reconciler:
             model,
             info.status,
         )
-        result = self.service.handle(missed_run(model, flight, info, min(self.service.workspaces, default="")))
+        result = self.handle(missed_run(model, flight, info, self.workspace))
         # The signal released the hold; this makes sure of it, whatever the job's tags say.
-        self.service.ledger.update_model(model, lambda s: guards.release(s, kind, flight.decision, job))
+        self.ledger.update_model(model, lambda s: guards.release(s, kind, flight.decision, job))
         report.caught.extend(result.decisions)
 
     def _advance_rollout(self, model: str, kind: str, flight: Flight, now: datetime, report: ReconcileReport) -> None:
-        """One transition of a submitted rollout (:class:`handlers.stepper.RolloutStepper`). A read that
-        Azure refuses (PermanentError) is deferred like a transient failure: nothing moves on a guess."""
-        from handlers.stepper import RolloutStepper
-
+        """One transition of a submitted rollout. A read that Azure refuses (PermanentError) is
+        deferred like a transient failure: nothing moves on a guess."""
         try:
-            report.rollouts.append(RolloutStepper(self.service).advance(model, flight, now))
+            report.rollouts.append(self.stepper.advance(model, flight, now))
         except PermanentError as exc:
             self._defer(report, model, kind, flight, exc)
 
     def _resume(self, model: str, kind: str, flight: Flight, now: datetime, report: ReconcileReport) -> None:
-        if not self.service.ledger.update_model(
-            model, lambda s: guards.take_over(s, kind, flight.decision, now, self.service.lease)
-        ):
+        if not self.ledger.update_model(model, lambda s: guards.take_over(s, kind, flight.decision, now, self.lease)):
             log.info("reconciler: decision %s model=%s was finished or taken over meanwhile", flight.decision, model)
             return
         try:
-            record = self.service.ledger.get_decision(flight.decision)
+            record = self.ledger.get_decision(flight.decision)
         except (KeyError, TypeError, ValueError) as exc:
             why = f"its decision record cannot be read ({type(exc).__name__}: {exc}); it may have acted"
             report.released.append(self._release(model, kind, flight, now, why, give_back=False))
@@ -279,7 +308,7 @@ class Reconciler:
             report.released.append(self._release(model, kind, flight, now, why, give_back=True))
             return
         if record.outcome != "reserved":  # the outcome was recorded; only its confirmation was lost
-            self.service.hold_outcome(model, kind, record)
+            self.executor.settle(model, kind, record)
             log.info("reconciler: decision %s model=%s confirmed as recorded: %s", record.id, model, record.outcome)
             report.resumed.append(record)
             return
@@ -289,14 +318,12 @@ class Reconciler:
             why = f"its reserved record holds no plan this version can act on ({type(exc).__name__}: {exc}); it may have acted"
             report.released.append(self._release(model, kind, flight, now, why, give_back=False))
             return
-        report.resumed.append(self.service.act(decision, kind, now, resumed_by=RECONCILER))
+        report.resumed.append(self.executor.act(decision, now, resumed_by=RECONCILER))
 
     def _release(
         self, model: str, kind: str, flight: Flight, now: datetime, why: str, give_back: bool
     ) -> DecisionRecord:
         """Record why, then free the slot: a crash in between leaves a record the next pass honours."""
-        rec = release_record(model, kind, flight, now, why, give_back)
-        self.service.ledger.put_decision(rec)
-        self.service.hold_outcome(model, kind, rec)
+        rec = self.executor.release(model, kind, release_record(model, kind, flight, now, why, give_back))
         log.warning("reconciler: released %s hold of model=%s decision %s: %s", kind, model, rec.id, why)
         return rec

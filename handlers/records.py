@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 OUTCOMES = ("reserved", "submitted", "planned", "skipped", "failed")
+
+# Bounds that keep every record inside what every ledger stores (an Azure Table entity holds at most
+# 1 MiB, a string property 64 KiB): a longer text is cut, keeping its start, its length and a digest.
+MAX_TEXT = 2_000  # characters of one string value in a record (ids, reasons, tag values, ...)
+MAX_DETAILS = 200_000  # characters of a record's details as JSON, after every text is cut
 
 
 def iso(moment: datetime) -> str:
@@ -26,6 +33,41 @@ def from_iso(text: str | None) -> datetime | None:
     if not text:
         return None
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def cut(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` itself when it fits in ``limit`` characters, else its start and what was cut: its length
+    and a SHA-256 digest, so two long values can still be told apart and matched to their source."""
+    if len(text) <= limit:
+        return text
+    mark = (
+        f"... [cut: {len(text)} characters, sha256 {hashlib.sha256(text.encode('utf-8', 'replace')).hexdigest()[:16]}]"
+    )
+    return text[: max(0, limit - len(mark))] + mark
+
+
+def _bounded(value: Any, limit: int) -> Any:
+    """Every string in ``value`` (keys included) cut to ``limit``; iterative, so depth costs no stack."""
+    if isinstance(value, str):
+        return cut(value, limit)
+    if not isinstance(value, dict | list | tuple):
+        return value
+    root: Any = {} if isinstance(value, dict) else []
+    stack: list[tuple[Any, Any]] = [(value, root)]
+    while stack:
+        source, target = stack.pop()
+        items = source.items() if isinstance(source, dict) else enumerate(source)
+        for key, item in items:
+            if isinstance(item, dict | list | tuple):
+                child: Any = {} if isinstance(item, dict) else []
+                stack.append((item, child))
+            else:
+                child = cut(item, limit) if isinstance(item, str) else item
+            if isinstance(target, dict):
+                target[cut(str(key), limit)] = child
+            else:
+                target.append(child)
+    return root
 
 
 @dataclass
@@ -54,6 +96,23 @@ class DecisionRecord:
             "job": self.job,
             "details": self.details,
         }
+
+    def bounded(self) -> DecisionRecord:
+        """This record within :data:`MAX_TEXT` per text and :data:`MAX_DETAILS` of details: what every
+        ledger can store. Details still too large after cutting are replaced by a note saying so."""
+        details = _bounded(self.details, MAX_TEXT)
+        size = len(json.dumps(details, default=str))
+        if size > MAX_DETAILS:
+            details = {"cut": f"details of {size} characters were too large to keep; see the logs of this decision"}
+        return replace(
+            self,
+            id=cut(self.id),
+            model=None if self.model is None else cut(self.model),
+            reason=cut(self.reason, 4 * MAX_TEXT),
+            trigger={k: cut(str(v)) for k, v in self.trigger.items()},
+            job=_bounded(self.job, MAX_TEXT) if self.job is not None else None,
+            details=details,
+        )
 
     def summary(self) -> dict[str, Any]:
         return {"id": self.id, "action": self.action, "outcome": self.outcome, "reason": self.reason, "at": self.at}

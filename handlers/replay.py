@@ -11,13 +11,13 @@ leaves it to be replayed again.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from handlers.errors import PermanentError, RetrainError, TransientError
+from handlers import jsonin
+from handlers.errors import InvalidInput, PermanentError, RetrainError, TransientError
 from handlers.signals import Envelope, envelope_from_dict
 
 if TYPE_CHECKING:
@@ -70,9 +70,9 @@ class ReplayReport:
 def parse_dead_letters(blob: str, content: bytes) -> list[DeadLettered]:
     """The events of one dead-letter blob; an unreadable one is reported, never dropped."""
     try:
-        raw = json.loads(content)
-    except ValueError as exc:
-        return [DeadLettered(blob, None, "unknown", None, None, f"blob is not JSON: {exc}")]
+        raw = jsonin.loads(content, "dead-lettered events")
+    except InvalidInput as exc:
+        return [DeadLettered(blob, None, "unknown", None, None, f"blob is not readable: {exc}")]
     items = raw if isinstance(raw, list) else [raw]
     out = []
     for item in items:

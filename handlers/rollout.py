@@ -3,12 +3,12 @@ bake, and the changes to a model's rollout flight that the ledger applies atomic
 
 A passing candidate becomes a deployment at 0% beside the live one (its rollout flight is
 ``submitted``). The reconciler then moves it on, one transition per pass
-(:class:`handlers.reconcile.Reconciler`): once the deployment is provisioned, the candidate gets
+(:class:`handlers.stepper.RolloutStepper`, run by :class:`handlers.reconcile.Reconciler`): once the deployment is provisioned, the candidate gets
 ``steps[0]`` percent of the traffic; after each ``bake`` the health check over the step's window
 decides: healthy -> the next step (at 100%: ``promote``, the flight is released), unhealthy ->
 ``rollback`` (the endpoint gets back the traffic it had before the rollout, the flight is released).
 
-Every transition is written ahead into the flight (``data["rollout"]["pending"]``) before it
+Every transition (:class:`Transition`) is written ahead into the flight (``data["rollout"]["pending"]``) before it
 touches Azure, carried out, recorded under a deterministic id, then committed. A crash anywhere
 leaves the pending transition for the next pass, which carries out the same one again: the same
 traffic (which the adapter does not send twice), the same record id.
@@ -17,7 +17,7 @@ traffic (which the adapter does not send twice), the same record id.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -163,39 +163,117 @@ def data_of(flight: Flight) -> dict[str, Any] | None:
     return dict(data) if isinstance(data, dict) else None
 
 
-def transition(
-    model: str, flight: Flight, kind: str, step: int, target: dict[str, int] | None, reason: str, **details: Any
-) -> dict[str, Any]:
-    """A transition to write ahead: ``kind`` step (to ``steps[step]``), promote, rollback or hold;
-    ``target`` the traffic to set (None: leave the traffic as it is). Its record id depends only on
-    the model, the deploy decision, the kind and the step."""
-    prefix = _RECORDS[kind][1]
-    return {
-        "id": f"{prefix}-{digest(ROLLOUT, model, flight.decision, kind, str(step))}",
-        "kind": kind,
-        "step": step,
-        "target": target,
-        "reason": reason,
-        "details": {k: v for k, v in details.items() if v is not None},
-    }
+@dataclass(frozen=True)
+class Transition:
+    """One move of a rollout, decided on the step ``from_step`` (-1: before the first step) and written
+    ahead into the flight before it touches Azure: ``kind`` step (to ``steps[step]``), promote,
+    rollback or hold; ``target`` the traffic to set (None: leave the traffic as it is). Its record id
+    depends only on the model, the deploy decision, the kind and the step, so a pass that carries out
+    a transition a dead pass left pending writes the same record."""
+
+    id: str
+    kind: str
+    step: int
+    from_step: int
+    target: dict[str, int] | None
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        model: str,
+        flight: Flight,
+        kind: str,
+        step: int,
+        from_step: int,
+        target: dict[str, int] | None,
+        reason: str,
+        **details: Any,
+    ) -> Transition:
+        prefix = _RECORDS[kind][1]
+        return cls(
+            id=f"{prefix}-{digest(ROLLOUT, model, flight.decision, kind, str(step))}",
+            kind=kind,
+            step=step,
+            from_step=from_step,
+            target=None if target is None else dict(target),
+            reason=reason,
+            details={k: v for k, v in details.items() if v is not None},
+        )
+
+    def replaced_by_rollback(self, model: str, flight: Flight, original: dict[str, int] | None, why: str) -> Transition:
+        """The rollback that takes this transition's place when Azure refused it for good."""
+        return Transition.of(
+            model,
+            flight,
+            "rollback",
+            self.step,
+            self.from_step,
+            original,
+            f"rollout of {flight.job} rolled back: setting traffic {fmt(self.target)} was refused: {why}",
+            refused=why,
+        )
+
+    def failed(self, why: str) -> Transition:
+        return replace(self, reason=f"{self.reason}; failed: {why}; set the traffic by hand")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "step": self.step,
+            "from": self.from_step,
+            "target": self.target,
+            "reason": self.reason,
+            "details": dict(self.details),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Transition:
+        """A transition as the flight keeps it (raises KeyError, TypeError or ValueError otherwise)."""
+        target = data["target"]
+        return cls(
+            id=str(data["id"]),
+            kind=str(data["kind"]),
+            step=int(data["step"]),
+            from_step=int(data.get("from", data["step"])),
+            target=None if target is None else {str(k): int(v) for k, v in dict(target).items()},
+            reason=str(data["reason"]),
+            details=dict(data.get("details") or {}),
+        )
+
+
+def fmt(traffic: Mapping[str, int] | None) -> str:
+    """A split for people: ``{blue: 90%, cand: 10%}``, largest first."""
+    if not traffic:
+        return "{}"
+    return "{" + ", ".join(f"{d}: {p}%" for d, p in sorted(traffic.items(), key=lambda kv: (-kv[1], kv[0]))) + "}"
+
+
+def pending_of(flight: Flight) -> Transition | None:
+    """The transition written ahead into ``flight`` and not committed yet."""
+    data = data_of(flight)
+    pending = (data or {}).get("pending")
+    return Transition.from_dict(pending) if pending else None
 
 
 def begin(
-    state: ModelState, decision: str, pending: dict[str, Any], start: dict[str, Any] | None = None
+    state: ModelState, decision: str, pending: Transition, start: dict[str, Any] | None = None
 ) -> tuple[ModelState | None, bool]:
     """Write ``pending`` ahead into ``decision``'s rollout flight (``start``: the rollout's data, on
     its first transition). False when the flight is no longer this decision's, already has a
     transition pending (another pass wrote one: it is carried out first), or is no longer at the
-    step ``pending["from"]`` that the transition was decided on (a concurrent pass moved it on)."""
+    step ``pending.from_step`` that the transition was decided on (a concurrent pass moved it on)."""
     flight = state.flights.get(ROLLOUT)
     if flight is None or flight.decision != decision or flight.status != "submitted":
         return None, False
     data = data_of(flight) or dict(start or {})
     if not data or data.get("pending"):
         return None, False
-    if "from" in pending and pending["from"] != data.get("step", -1):  # decided on a step that has moved on
+    if pending.from_step != data.get("step", -1):  # decided on a step that has moved on
         return None, False
-    data["pending"] = pending
+    data["pending"] = pending.to_dict()
     return replace(
         state, flights={**state.flights, ROLLOUT: replace(flight, data={**flight.data, ROLLOUT: data})}
     ), True
@@ -225,16 +303,14 @@ def commit(state: ModelState, decision: str, pending_id: str, now: datetime) -> 
     ), True
 
 
-def swap(
-    state: ModelState, decision: str, pending_id: str, replacement: dict[str, Any]
-) -> tuple[ModelState | None, bool]:
+def swap(state: ModelState, decision: str, pending_id: str, replacement: Transition) -> tuple[ModelState | None, bool]:
     """Replace the pending transition ``pending_id`` (which Azure refused for good) with
     ``replacement`` (a rollback). False when it is no longer pending."""
     flight = state.flights.get(ROLLOUT)
     data = data_of(flight) if flight is not None and flight.decision == decision else None
     if flight is None or data is None or (data.get("pending") or {}).get("id") != pending_id:
         return None, False
-    data["pending"] = replacement
+    data["pending"] = replacement.to_dict()
     return replace(
         state, flights={**state.flights, ROLLOUT: replace(flight, data={**flight.data, ROLLOUT: data})}
     ), True
@@ -247,28 +323,27 @@ def baked(data: dict[str, Any], now: datetime) -> timedelta | None:
 
 
 def record_of(
-    model: str, flight: Flight, pending: dict[str, Any], now: datetime, outcome: str = "submitted"
+    model: str, flight: Flight, pending: Transition, now: datetime, outcome: str = "submitted"
 ) -> DecisionRecord:
     """The audit-trail record of a transition, under its deterministic id."""
-    kind = pending["kind"]
-    action = _RECORDS[kind][0]
+    action = _RECORDS[pending.kind][0]
     return DecisionRecord(
-        id=pending["id"],
+        id=pending.id,
         model=model,
         action=action,
-        outcome="skipped" if kind == "hold" else outcome,
-        reason=pending["reason"],
+        outcome="skipped" if pending.kind == "hold" else outcome,
+        reason=pending.reason,
         trigger={
             "source": RECONCILER,
-            "event_id": f"{RECONCILER}:{flight.job}:{kind}:{pending['step']}",
+            "event_id": f"{RECONCILER}:{flight.job}:{pending.kind}:{pending.step}",
             "event_type": "Tick",
         },
         at=iso(now),
         job={"name": flight.job, "url": None} if flight.job else None,
         details={
             "deploy_decision": flight.decision,
-            "step": pending["step"],
-            "traffic": pending["target"],
-            **pending.get("details", {}),
+            "step": pending.step,
+            "traffic": pending.target,
+            **pending.details,
         },
     )

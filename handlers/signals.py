@@ -8,13 +8,12 @@ on becomes :class:`Ignored` with the reason, so that every event has an answer.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
+from handlers import jsonin
 from handlers.errors import InvalidInput
 from handlers.keys import as_str, ci_get
 
@@ -126,7 +125,7 @@ class ModelDeployed:
 class ManualRequest:
     trigger: Trigger
     model: str
-    action: str  # "retrain", "deploy" or "rollback"
+    action: str  # "retrain" or "deploy"
     reason: str
     dry_run: bool = False
     force: bool = False
@@ -151,12 +150,6 @@ class AlertFired:
 
 
 @dataclass(frozen=True)
-class Tick:
-    trigger: Trigger
-    now: datetime
-
-
-@dataclass(frozen=True)
 class Ignored:
     """An event the service records but does not act on, with why."""
 
@@ -177,7 +170,6 @@ Signal = (
     | ModelRegistered
     | ModelDeployed
     | ManualRequest
-    | Tick
     | Ignored
     | ValidationRequest
 )
@@ -209,8 +201,8 @@ def envelope_from_dict(raw: Mapping[str, Any]) -> Envelope:
     data = raw.get("data")
     if isinstance(data, str):
         try:
-            data = json.loads(data)
-        except ValueError:
+            data = jsonin.loads(data, "event data")
+        except InvalidInput:
             data = {"value": data}
     return Envelope(
         event_id=str(event_id),
@@ -223,18 +215,33 @@ def envelope_from_dict(raw: Mapping[str, Any]) -> Envelope:
     )
 
 
-def parse_body(body: bytes | str | Any) -> list[Envelope]:
-    """Parse a webhook body: a JSON array of events, or a single event object."""
+def parse_events(body: bytes | str | Any) -> list[Envelope | InvalidInput]:
+    """A webhook body, event by event: each item's envelope, or the InvalidInput that says what is
+    wrong with that item (one bad event does not take the others down). Raises InvalidInput when the
+    body itself is not a non-empty JSON array of events (or a single event object)."""
     if isinstance(body, (bytes, str)):
-        try:
-            body = json.loads(body or b"null")
-        except ValueError as exc:
-            raise InvalidInput(f"body is not valid JSON ({exc}); send a JSON array of events") from exc
+        body = jsonin.loads(body or b"null", "a JSON array of events")
     if isinstance(body, Mapping):
         body = [body]
     if not isinstance(body, list) or not body:
         raise InvalidInput("body must be a non-empty JSON array of events (or a single event object)")
-    return [envelope_from_dict(item) for item in body]
+    out: list[Envelope | InvalidInput] = []
+    for item in body:
+        try:
+            out.append(envelope_from_dict(item))
+        except InvalidInput as exc:
+            out.append(exc)
+    return out
+
+
+def parse_body(body: bytes | str | Any) -> list[Envelope]:
+    """Parse a webhook body whose every event must be readable: the first bad one raises InvalidInput."""
+    out = []
+    for item in parse_events(body):
+        if isinstance(item, InvalidInput):
+            raise item
+        out.append(item)
+    return out
 
 
 # --------------------------------------------------------------------------- signals
@@ -252,8 +259,8 @@ def _trigger(env: Envelope) -> Trigger:
 def _str_map(value: Any) -> dict[str, str]:
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except ValueError:
+            value = jsonin.loads(value, "run tags")
+        except InvalidInput:
             return {}
     if not isinstance(value, Mapping):
         return {}
@@ -372,10 +379,7 @@ ALERT_EVENT_TYPE = "AzureMonitor.Alert"
 
 def parse_alert(body: bytes | str) -> AlertFired:
     """An Azure Monitor action-group webhook body in the common alert schema."""
-    try:
-        raw = json.loads(body or b"null")
-    except ValueError as exc:
-        raise InvalidInput(f"body is not valid JSON ({exc}); send the common alert schema") from exc
+    raw = jsonin.loads(body or b"null", "an alert in the common alert schema")
     if not isinstance(raw, Mapping) or raw.get("schemaId") != COMMON_ALERT_SCHEMA:
         raise InvalidInput(
             f"expected schemaId {COMMON_ALERT_SCHEMA!r}; enable the common alert schema on the action group's webhook"

@@ -11,40 +11,42 @@ ports and writes each transition ahead into the ledger before acting on it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from handlers import rollout
 from handlers.errors import PermanentError
-from handlers.ports import HealthReading
+from handlers.executor import Executor
+from handlers.ports import Deployments, Health, HealthReading, Ledger
 from handlers.records import Flight, from_iso, iso
+from handlers.rollout import Transition, fmt
 
 if TYPE_CHECKING:
     from handlers.policy import RolloutRule
-    from handlers.service import RetrainService
 
 log = logging.getLogger(__name__)
 
 NO_HEALTH = "no health port configured; no data"
 
 
-def _fmt(traffic: dict[str, int] | None) -> str:
-    if not traffic:
-        return "{}"
-    return "{" + ", ".join(f"{d}: {p}%" for d, p in sorted(traffic.items(), key=lambda kv: (-kv[1], kv[0]))) + "}"
-
-
 class RolloutStepper:
-    """Moves one rollout flight on by one transition (:meth:`advance`)."""
+    """Moves one rollout flight on by one transition (:meth:`advance`). ``rule(model)`` is the
+    model's rollout rule; ``health`` None means no health data (the rule's ``on_no_traffic`` decides)."""
 
-    def __init__(self, service: RetrainService) -> None:
-        self.service = service
-
-    def _rule(self, model: str) -> RolloutRule:
-        from handlers.policy import RolloutRule  # pydantic: loaded on the reconciler's path only
-
-        mp = self.service.policy.models.get(model)
-        return mp.deploy.rollout if mp is not None and mp.deploy is not None else RolloutRule()
+    def __init__(
+        self,
+        ledger: Ledger,
+        deployments: Deployments,
+        executor: Executor,
+        rule: Callable[[str], RolloutRule],
+        health: Health | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.deployments = deployments
+        self.executor = executor
+        self.rule = rule
+        self.health = health
 
     def advance(self, model: str, flight: Flight, now: datetime) -> dict[str, Any]:
         """One transition of ``flight``; what it did, for the report. Raises TransientError (and
@@ -52,9 +54,10 @@ class RolloutStepper:
         endpoint, _, deployment = str(flight.job).partition("/")
         entry: dict[str, Any] = {"model": model, "decision": flight.decision, "deployment": str(flight.job)}
         data = rollout.data_of(flight)
-        if data is not None and data.get("pending"):
-            return {**entry, **self._carry_out(model, flight, data["pending"], endpoint, now)}
-        rule = self._rule(model)
+        pending = rollout.pending_of(flight)
+        if pending is not None:
+            return {**entry, **self._carry_out(model, flight, pending, endpoint, now)}
+        rule = self.rule(model)
         if data is None:
             return {**entry, **self._start(model, flight, endpoint, deployment, rule, now)}
         step, steps = int(data["step"]), [int(p) for p in data["steps"]]
@@ -82,57 +85,60 @@ class RolloutStepper:
         if verdict.next == "hold" and data.get("held") == step:
             return {**entry, "state": "held", "why": verdict.why}
         at = f"at step {step + 1} of {len(steps)} ({steps[step]}%)"
+        health = verdict.as_dict()
         if verdict.next == "hold":
-            pending = rollout.transition(
+            pending = Transition.of(
                 model,
                 flight,
                 "hold",
                 step,
+                step,
                 None,
                 f"rollout of {flight.job} held {at}: {verdict.why}",
-                health=verdict.as_dict(),
+                health=health,
             )
         elif verdict.next == "rollback":
             original = data.get("original") or {}
-            pending = rollout.transition(
+            pending = Transition.of(
                 model,
                 flight,
                 "rollback",
                 step,
+                step,
                 original,
-                f"rollout of {flight.job} rolled back {at}: {verdict.why}; traffic back to {_fmt(original)}",
-                health=verdict.as_dict(),
+                f"rollout of {flight.job} rolled back {at}: {verdict.why}; traffic back to {fmt(original)}",
+                health=health,
             )
         elif step + 1 >= len(steps):
-            pending = rollout.transition(
+            pending = Transition.of(
                 model,
                 flight,
                 "promote",
                 step,
+                step,
                 None,
                 f"candidate {flight.job} promoted: healthy {at}: {verdict.why}",
-                health=verdict.as_dict(),
+                health=health,
             )
         else:
             target = rollout.split(data.get("original") or {}, deployment, steps[step + 1])
-            pending = rollout.transition(
+            pending = Transition.of(
                 model,
                 flight,
                 "step",
                 step + 1,
+                step,
                 target,
                 f"rollout of {flight.job}: healthy {at} ({verdict.why}); step {step + 2} of {len(steps)}: "
-                f"traffic {_fmt(data.get('traffic'))} -> {_fmt(target)}",
-                health=verdict.as_dict(),
+                f"traffic {fmt(data.get('traffic'))} -> {fmt(target)}",
+                health=health,
             )
-        pending["from"] = step
         return {**entry, **self._write_ahead(model, flight, pending, endpoint, now)}
 
     def _start(
         self, model: str, flight: Flight, endpoint: str, deployment: str, rule: RolloutRule, now: datetime
     ) -> dict[str, Any]:
-        actions = self.service.actions
-        state = actions.deployment_state(endpoint, deployment)
+        state = self.deployments.deployment_state(endpoint, deployment)
         start = {
             "endpoint": endpoint,
             "deployment": deployment,
@@ -142,108 +148,91 @@ class RolloutStepper:
         }
         if state is None or state.lower() in rollout.PROVISIONING_FAILED:
             what = "does not exist" if state is None else f"ended provisioning {state}"
-            pending = rollout.transition(
+            pending = Transition.of(
                 model,
                 flight,
                 "rollback",
+                -1,
                 -1,
                 None,
                 f"rollout of {flight.job} rolled back before any traffic: the deployment {what}; the endpoint's "
                 "traffic was never changed",
                 provisioning=state or "missing",
             )
-            pending["from"] = -1
             return self._write_ahead(model, flight, pending, endpoint, now, start)
         if state.lower() != rollout.PROVISIONED:
             return {"state": "provisioning", "provisioning": state}
-        original = rollout.live(actions.endpoint_traffic(endpoint))
+        original = rollout.live(self.deployments.endpoint_traffic(endpoint))
         target = rollout.split(original, deployment, rule.steps[0])
-        pending = rollout.transition(
+        pending = Transition.of(  # from -1: a concurrent pass that started the rollout first wins
             model,
             flight,
             "step",
             0,
+            -1,
             target,
-            f"deployment {flight.job} is provisioned; step 1 of {len(rule.steps)}: traffic {_fmt(original)} -> "
-            f"{_fmt(target)}",
+            f"deployment {flight.job} is provisioned; step 1 of {len(rule.steps)}: traffic {fmt(original)} -> "
+            f"{fmt(target)}",
             original=original,
         )
-        pending["from"] = -1  # a concurrent pass that started the rollout first wins
         return self._write_ahead(
             model, flight, pending, endpoint, now, {**start, "original": original, "traffic": original}
         )
 
     def _reading(self, endpoint: str, deployment: str, since: datetime, until: datetime) -> HealthReading:
-        health = self.service.health
-        if health is None:
+        if self.health is None:
             return HealthReading(endpoint, deployment, iso(since), iso(until), 0, 0, None, "none", "none", NO_HEALTH)
-        return health.check(endpoint, deployment, since, until)
+        return self.health.check(endpoint, deployment, since, until)
 
     def _write_ahead(
         self,
         model: str,
         flight: Flight,
-        pending: dict[str, Any],
+        pending: Transition,
         endpoint: str,
         now: datetime,
         start: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         decision = flight.decision
-        if not self.service.ledger.update_model(model, lambda s: rollout.begin(s, decision, pending, start)):
+        if not self.ledger.update_model(model, lambda s: rollout.begin(s, decision, pending, start)):
             log.info("rollout %s model=%s: changed meanwhile; left for the next pass", flight.job, model)
             return {"state": "changed_meanwhile"}
         return self._carry_out(model, flight, pending, endpoint, now)
 
     def _carry_out(
-        self, model: str, flight: Flight, pending: dict[str, Any], endpoint: str, now: datetime
+        self, model: str, flight: Flight, pending: Transition, endpoint: str, now: datetime
     ) -> dict[str, Any]:
         """Set the pending transition's traffic (not sent again if the endpoint has it), record it,
         commit it. A refusal by Azure turns a step or promotion into a rollback; a refused rollback
         is recorded as failed and the slot freed, for an operator to look at."""
-        ledger, decision = self.service.ledger, flight.decision
+        decision = flight.decision
         outcome = "submitted"
-        target = pending.get("target")
-        if target is not None:
+        if pending.target is not None:
             try:
-                changed = self.service.actions.set_traffic(endpoint, dict(target))
+                changed = self.deployments.set_traffic(endpoint, dict(pending.target))
             except PermanentError as exc:
-                if pending["kind"] != "rollback":
-                    now_held = ledger.get_model(model).flights.get(rollout.ROLLOUT)  # holds the start, if just written
+                if pending.kind != "rollback":
+                    now_held = self.ledger.get_model(model).flights.get(
+                        rollout.ROLLOUT
+                    )  # holds the start, if just written
                     original = (rollout.data_of(now_held or flight) or {}).get("original")
-                    replacement = rollout.transition(
-                        model,
-                        flight,
-                        "rollback",
-                        int(pending["step"]),
-                        original,
-                        f"rollout of {flight.job} rolled back: setting traffic {_fmt(target)} was refused: {exc}",
-                        refused=str(exc),
-                    )
-                    if ledger.update_model(model, lambda s: rollout.swap(s, decision, pending["id"], replacement)):
+                    replacement = pending.replaced_by_rollback(model, flight, original, str(exc))
+                    if self.ledger.update_model(model, lambda s: rollout.swap(s, decision, pending.id, replacement)):
                         return self._carry_out(model, flight, replacement, endpoint, now)
                     return {"state": "changed_meanwhile"}
                 outcome = "failed"
-                pending = {**pending, "reason": f"{pending['reason']}; failed: {exc}; set the traffic by hand"}
+                pending = pending.failed(str(exc))
                 changed = False
             log.info(
                 "rollout %s model=%s: traffic %s (%s)",
                 flight.job,
                 model,
-                _fmt(target),
+                fmt(pending.target),
                 "sent" if changed else "already so",
             )
-        record = rollout.record_of(model, flight, pending, now, outcome)
-        ledger.put_decision(record)  # recorded first: a crash before the commit repeats both
-        ledger.update_model(model, lambda s: rollout.commit(s, decision, pending["id"], now))
-        log.info(
-            "decision %s model=%s action=%s outcome=%s: %s",
-            record.id,
-            model,
-            record.action,
-            record.outcome,
-            record.reason,
-        )
-        state = {"step": "stepped", "promote": "promoted", "rollback": "rolled_back", "hold": "held"}[pending["kind"]]
+        record = self.executor.write(self.executor.logged(rollout.record_of(model, flight, pending, now, outcome)))
+        self.ledger.update_model(model, lambda s: rollout.commit(s, decision, pending.id, now))  # after the record
+        state = {"step": "stepped", "promote": "promoted", "rollback": "rolled_back", "hold": "held"}[pending.kind]
         if outcome == "failed":
             state = "rollback_failed"
-        return {"state": state, "step": pending["step"], "traffic": target, "record": record.id}
+        return {"state": state, "step": pending.step, "traffic": pending.target, "record": record.id}

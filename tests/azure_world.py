@@ -5,7 +5,6 @@ crash-point tests."""
 from __future__ import annotations
 
 import copy
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,6 @@ from function_app.retry import RetryPolicy
 from function_app.settings import Settings
 from handlers.policy import load_policy
 from handlers.records import DecisionRecord
-from handlers.service import EventResult, RetrainService
-from handlers.signals import parse_body
 from tests.builders import ours, run_event
 from tests.conftest import REPO, load_sample
 from tests.crashes import DiesAfterActing, WorkerDied
@@ -25,6 +22,7 @@ from tests.fake_arm import FakeArm, FakeClock, FakeCredential
 from tests.fake_logs import FakeLogs
 from tests.fakes import Clock
 from tests.ledgers import LedgerSpec
+from tests.world import World
 
 SUB, RG, WS = "7a3c5f0e-1111-4d2b-9e8a-2b6f1c0d9e77", "rg-mlops", "ws-retrain"
 WORKSPACE_ID = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}"
@@ -46,11 +44,12 @@ def in_workspace(sample: str) -> dict[str, Any]:
     return dict(raw)
 
 
-class AzureWorld:
-    """One workspace (the fake ARM), the Azure ML backend built from settings, and the service."""
+class AzureWorld(World):
+    """One workspace (the fake ARM), the Azure ML backend built from settings, and the service and
+    reconciler on it (:class:`tests.world.World`)."""
 
     def __init__(self, tmp_path: Path, ledger: LedgerSpec | None = None) -> None:
-        self.clock = FakeClock()
+        self.clock = self.retry_clock = FakeClock()
         self.now = Clock()
         self.arm = FakeArm(SUB, RG, WS, clock=self.clock)
         self.arm.add_compute("cpu-cluster")
@@ -81,22 +80,15 @@ class AzureWorld:
             self.settings, credential=FakeCredential(), retry=self.retry, transport=self.logs
         )
         self.ledger_spec = ledger or LedgerSpec("sqlite", str(tmp_path / "ledger.db"))
-        self.service = self.new_service()
-
-    def new_service(self, actions: Any = None, ledger: Any = None) -> RetrainService:
-        """A service as a (new) worker builds it: the same ledger, the same workspace."""
-        return RetrainService(
-            POLICY,
-            ledger or self.ledger_spec.open(),
-            actions or self.actions,
-            self.now,
-            [self.settings.workspace_id],
+        super().__init__(
+            self.ledger_spec,
+            policy=POLICY,
+            actions=self.actions,
             health=self.health,
+            clock=self.now,
+            workspaces=(self.settings.workspace_id,),
         )
-
-    def deliver(self, raw: dict[str, Any], service: RetrainService | None = None) -> EventResult:
-        [env] = parse_body(json.dumps([raw]))
-        return (service or self.service).handle_envelope(env)
+        self.clock = self.retry_clock  # here ``clock`` is the retries' clock, ``now`` the workers' time
 
     def provisioned(self) -> None:
         """Wait for the SDK's pollers of started operations: their fake operations are then done."""

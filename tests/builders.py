@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
+
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)  # the tests' fixed now (tests.fakes.Clock starts there)
 
 WORKSPACE = (
     "/subscriptions/{subscription-id}/resourceGroups/{resource-group-name}"

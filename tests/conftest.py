@@ -19,9 +19,8 @@ if TYPE_CHECKING:
     from tests.azure_world import AzureWorld
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_EVENTS = REPO.parent / "shared" / "events"
-if not SHARED_EVENTS.is_dir():  # CI clones the repo with shared/ beside it
-    SHARED_EVENTS = REPO / ".." / "shared" / "events"
+# Microsoft's published sample events, kept in the repository as data (tests/data/events/README.md).
+SAMPLE_EVENTS = REPO / "tests" / "data" / "events"
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
@@ -98,17 +97,17 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
     from tests.fakes import Clock
 
     monkeypatch.setenv("RETRAIN_SQLITE_PATH", str(tmp_path / "ledger.db"))
-    runtime.set_service(runtime.build_service(Settings.from_env(), clock=Clock()))
+    runtime.set_retrainer(runtime.build(Settings.from_env(), clock=Clock()))
     yield Client(Host(main.app))
-    runtime.set_service(None)
+    runtime.set_retrainer(None)
 
 
 def load_sample(name: str) -> Any:
-    return json.loads((SHARED_EVENTS / name).read_text(encoding="utf-8"))
+    return json.loads((SAMPLE_EVENTS / name).read_text(encoding="utf-8"))
 
 
 def sample_files() -> list[Path]:
-    return sorted(SHARED_EVENTS.glob("*.eventgrid.json"))
+    return sorted(SAMPLE_EVENTS.glob("*.eventgrid.json"))
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from handlers.decisions import DeployPlan, JobPlan
-from handlers.ports import ActionResult, Actions, JobInfo, Ledger
+from handlers.ports import ActionResult, Actions, CandidateFacts, JobInfo, Ledger
 from handlers.records import DecisionRecord
 from handlers.signals import Trigger
 
@@ -27,8 +27,11 @@ class _PassesThrough:
     def submit_retrain(self, plan: JobPlan) -> ActionResult:
         return self.inner.submit_retrain(plan)
 
-    def start_deploy(self, plan: DeployPlan) -> ActionResult:
-        return self.inner.start_deploy(plan)
+    def candidate_facts(self, plan: DeployPlan) -> CandidateFacts:
+        return self.inner.candidate_facts(plan)
+
+    def start_deploy(self, plan: DeployPlan, facts: CandidateFacts) -> ActionResult:
+        return self.inner.start_deploy(plan, facts)
 
     def job_status(self, name: str) -> JobInfo | None:
         return self.inner.job_status(name)
@@ -54,7 +57,7 @@ class DiesBeforeActing(_PassesThrough):
         self.plans.append(plan)
         raise WorkerDied
 
-    def start_deploy(self, plan: DeployPlan) -> ActionResult:
+    def start_deploy(self, plan: DeployPlan, facts: CandidateFacts) -> ActionResult:
         self.plans.append(plan)
         raise WorkerDied
 
@@ -66,8 +69,8 @@ class DiesAfterActing(_PassesThrough):
         self.inner.submit_retrain(plan)
         raise WorkerDied
 
-    def start_deploy(self, plan: DeployPlan) -> ActionResult:
-        self.inner.start_deploy(plan)
+    def start_deploy(self, plan: DeployPlan, facts: CandidateFacts) -> ActionResult:
+        self.inner.start_deploy(plan, facts)
         raise WorkerDied
 
 

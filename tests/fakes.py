@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from handlers.decisions import DeployPlan, JobPlan
 from handlers.errors import PermanentError, TransientError
-from handlers.ports import ActionResult, JobInfo
+from handlers.ports import ActionResult, CandidateFacts, JobInfo, ModelVersion
 from handlers.signals import FINISHED_STATUSES
 
 
@@ -15,7 +15,9 @@ from handlers.signals import FINISHED_STATUSES
 class RecordingActions:
     """Like a workspace: a job name submitted twice is adopted, not started again. A submitted job
     is 'Running' until a test sets ``statuses[name]`` (or ``run_tags[name]``: tags the run logged);
-    ``forget(name)`` deletes it; ``status_error`` is raised by :meth:`job_status`."""
+    ``forget(name)`` deletes it; ``status_error`` is raised by :meth:`job_status`. Every candidate
+    logged ``metrics`` (its run's tags override them); the endpoint's live deployment is the one
+    with the most traffic (``blue`` when a test set none), serving a champion with ``champion_metrics``."""
 
     name: str = "recording"
     jobs: dict[str, JobPlan] = field(default_factory=dict)
@@ -26,7 +28,9 @@ class RecordingActions:
     run_tags: dict[str, dict[str, str]] = field(default_factory=dict)
     status_calls: list[str] = field(default_factory=list)
     status_error: Exception | None = None
-    deploy_outcome: str = "submitted"  # "skipped": the workspace's gate refuses every candidate
+    metrics: dict[str, str] = field(default_factory=lambda: {"r2_score": "0.9", "auc": "0.9"})
+    champion_metrics: dict[str, str] = field(default_factory=dict)
+    fact_reads: list[str] = field(default_factory=list)  # the deployments whose facts were read
     traffic: dict[str, dict[str, int]] = field(default_factory=dict)  # endpoint -> split
     traffic_sets: list[tuple[str, dict[str, int]]] = field(default_factory=list)  # what set_traffic sent
     provisioning: dict[str, str] = field(default_factory=dict)  # "endpoint/deployment" -> state
@@ -42,13 +46,29 @@ class RecordingActions:
             "submitted", job={"name": plan.name, "url": f"https://ml.example/{plan.name}"}, details={"adopted": adopted}
         )
 
-    def start_deploy(self, plan: DeployPlan) -> ActionResult:
+    def candidate_facts(self, plan: DeployPlan) -> CandidateFacts:
+        self.fact_reads.append(plan.deployment)
+        if self.fail_with is not None:
+            raise self.fail_with
+        split = self.traffic.get(plan.endpoint) or {"blue": 100}
+        live = max(split, key=lambda d: (split[d], d))
+        version = (
+            ModelVersion(plan.model, plan.version, f"azureml:{plan.model}:{plan.version}") if plan.version else None
+        )
+        return CandidateFacts(
+            candidate=version.label if version else f"run {plan.run_id}",
+            candidate_version=version,
+            candidate_metrics={**self.metrics, **plan.run_properties, **plan.run_tags},
+            live_deployment=f"{plan.endpoint}/{live}",
+            champion_version=ModelVersion(plan.model, "1", f"azureml:{plan.model}:1"),
+            champion_metrics=dict(self.champion_metrics),
+        )
+
+    def start_deploy(self, plan: DeployPlan, facts: CandidateFacts) -> ActionResult:
         if self.fail_with is not None:
             raise self.fail_with
         self.deployments.append(plan)
         self.provisioning.setdefault(f"{plan.endpoint}/{plan.deployment}", "Creating")
-        if self.deploy_outcome == "skipped":
-            return ActionResult("skipped", details={"reason": f"not rolled out: run {plan.run_id} fails the gate"})
         return ActionResult("submitted", job={"name": f"{plan.endpoint}/{plan.deployment}", "url": None})
 
     def job_status(self, name: str) -> JobInfo | None:

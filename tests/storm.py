@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from handlers.decisions import DeployPlan, JobPlan
+from handlers.decisions import JobPlan
 from handlers.errors import TransientError
 from handlers.ports import ActionResult, JobInfo
 
@@ -48,21 +48,9 @@ class JournalActions:
                 os.fsync(f.fileno())
         return ActionResult("submitted", job={"name": plan.name, "url": None}, details={"adopted": adopted})
 
-    def start_deploy(self, plan: DeployPlan) -> ActionResult:  # pragma: no cover - drift storms deploy nothing
-        raise AssertionError("a drift storm must not deploy")
-
     def job_status(self, name: str) -> JobInfo | None:  # pragma: no cover - storms end before any grace period
         """A journalled job runs forever: nothing in a storm finishes it."""
         return JobInfo(name, "Running", "storm") if name in jobs_in(Path(self.journal)) else None
-
-    def deployment_state(self, endpoint: str, deployment: str) -> str | None:  # pragma: no cover - no rollouts
-        raise AssertionError("a drift storm has no rollout")
-
-    def endpoint_traffic(self, endpoint: str) -> dict[str, int]:  # pragma: no cover - no rollouts
-        raise AssertionError("a drift storm has no rollout")
-
-    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:  # pragma: no cover - no rollouts
-        raise AssertionError("a drift storm has no rollout")
 
 
 def jobs_in(journal: Path) -> list[str]:
@@ -100,26 +88,34 @@ def work(
     deliveries: list[str],
     out: str,
     progress: Any = None,
-    deadline_s: float = 600.0,
+    stall_s: float = 180.0,
 ) -> None:
-    """Deliver ``deliveries`` (raw Event Grid bodies) through a service of this process's own."""
+    """Deliver ``deliveries`` (raw Event Grid bodies) through a worker of this process's own, assembled
+    as a function app instance assembles it. A worker gives up only when it has made no progress (no
+    delivery answered) for ``stall_s``: a busy machine is slow, a stuck ledger makes no progress."""
+    from function_app.adapters.dryrun import DryRunActions
     from handlers.policy import load_policy
-    from handlers.service import RetrainService
     from handlers.signals import parse_body
+    from handlers.wiring import assemble
 
     report = WorkerReport(worker)
     rng = random.Random(worker)
-    started = time.monotonic()
+    last_progress = time.monotonic()
     try:
         actions = JournalActions(journal)
-        service = RetrainService(
-            load_policy(Path(policy_path)), spec.open(), actions, lambda: datetime.now(UTC), [workspace]
-        )
+        service = assemble(
+            load_policy(Path(policy_path)),
+            spec.open(),
+            actions,
+            DryRunActions(),
+            lambda: datetime.now(UTC),
+            [workspace],
+        ).service
         queue = list(deliveries)
         while queue:
             body = queue.pop(0)
-            if time.monotonic() - started > deadline_s:
-                report.errors.append(f"gave up with {len(queue) + 1} deliveries left")
+            if time.monotonic() - last_progress > stall_s:
+                report.errors.append(f"no delivery answered for {stall_s:.0f} s; gave up with {len(queue) + 1} left")
                 break
             try:
                 [env] = parse_body(body)
@@ -133,6 +129,7 @@ def work(
                 report.errors.append(traceback.format_exc(limit=5))
                 continue
             report.delivered += 1
+            last_progress = time.monotonic()
             report.statuses[result.status] += 1
             for d in result.decisions:
                 report.outcomes[d.outcome] += 1

@@ -12,8 +12,8 @@ from handlers.decisions import Retrain, Skip, decide
 from handlers.errors import InvalidInput
 from handlers.policy import load_policy
 from handlers.signals import parse_alert
+from tests.builders import NOW
 from tests.conftest import REPO, Client
-from tests.test_decide import NOW
 
 ALERT: dict[str, Any] = json.loads((REPO / "examples" / "events" / "alert.common-schema.json").read_text())
 POLICY = load_policy(REPO / "examples" / "policy.yaml")

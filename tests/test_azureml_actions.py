@@ -24,6 +24,7 @@ from azure.ai.ml import MLClient
 
 from function_app.adapters.azure_errors import is_transient
 from function_app.adapters.azureml import AzureMLActions, translate
+from handlers import gate
 from handlers.decisions import DeployPlan, JobPlan
 from handlers.errors import PermanentError, TransientError
 from handlers.policy import GateRule
@@ -96,14 +97,14 @@ def test_redelivered_drift_event_submits_no_second_job(azure: AzureWorld) -> Non
 def test_redelivery_after_a_crash_between_submit_and_confirm_adopts_the_job(azure: AzureWorld) -> None:
     raw = in_workspace(DRIFT_SAMPLE)
     with pytest.raises(WorkerDied):
-        azure.deliver(raw, azure.new_service(DiesAfterActing(azure.actions)))
+        azure.deliver(raw, azure.new_worker(DiesAfterActing(azure.actions)))
     [submitted] = list(azure.arm.jobs)
     assert azure.decision(azure.arm.jobs[submitted]["properties"]["tags"]["retrain_decision"]).outcome == "reserved"  # type: ignore[union-attr]
 
     with pytest.raises(TransientError):  # while the dead worker's lease runs, the event is someone else's
         azure.deliver(raw)
     azure.now.advance(minutes=2)
-    [rec] = azure.deliver(raw, azure.new_service()).decisions
+    [rec] = azure.deliver(raw, azure.new_worker()).decisions
     assert (rec.outcome, rec.job["name"], rec.details["adopted"]) == ("submitted", submitted, True)  # type: ignore[index]
     assert len(azure.arm.job_puts) == 1 and list(azure.arm.jobs) == [submitted]
     assert azure.service.ledger.get_model(MODEL).flights["retrain"].job == submitted
@@ -190,13 +191,13 @@ def test_a_webhook_batch_shares_one_deadline_across_its_events(azure: AzureWorld
     azure.arm.fail("PUT", r"^jobs/", 429, headers={"Retry-After": "20"})
     azure.arm.fail("GET", r"^onlineEndpoints/", 503, times=1000)
     start = azure.clock.now
-    runtime.set_service(azure.service)
+    runtime.set_retrainer(azure.worker)
     try:
         status, _, body = Client(Host(main.app)).call(
             "POST", "/api/events", [in_workspace(DRIFT_SAMPLE), azure.finished_run(r2="0.61")]
         )
     finally:
-        runtime.set_service(None)
+        runtime.set_retrainer(None)
     assert status == 503 and "budget of this delivery is spent" in body["error"]
     assert azure.clock.now - start <= azure.settings.deadline_seconds
     assert azure.clock.slept[0] == 20.0 and len(azure.arm.requests_to("GET", r"^onlineEndpoints/")) >= 2
@@ -356,9 +357,9 @@ def test_redelivery_after_a_crash_adopts_the_registered_model_and_the_started_de
 ) -> None:
     raw = azure.finished_run(r2="0.61")
     with pytest.raises(WorkerDied):
-        azure.deliver(raw, azure.new_service(DiesAfterActing(azure.actions)))
+        azure.deliver(raw, azure.new_worker(DiesAfterActing(azure.actions)))
     azure.now.advance(minutes=2)
-    [rec] = azure.deliver(raw, azure.new_service()).decisions
+    [rec] = azure.deliver(raw, azure.new_worker()).decisions
     assert (rec.outcome, rec.details["adopted"]) == ("submitted", True)
     assert len(azure.arm.requests_to("PUT", r"^models/")) == 1
     assert len(azure.arm.requests_to("PUT", r"^onlineEndpoints/")) == 1
@@ -389,15 +390,17 @@ def test_a_gate_on_model_tags_judges_the_version_the_run_registered(azure: Azure
         tags={"retrain_decision": "de-7"},
         gate=GateRule(metric="r2_score", floor=0.4, margin=0.01, source="model"),
     )
-    unregistered = azure.actions.start_deploy(plan)
-    assert unregistered.outcome == "skipped"
-    assert unregistered.details["reason"] == (
+    unregistered = gate.judge(plan.gate, azure.actions.candidate_facts(plan))
+    assert unregistered.next == "skip"
+    assert unregistered.why == (
         f"not rolled out: candidate run {run_id} (which registered no version of {MODEL}) "
         "has no numeric 'r2_score' in its model tags or properties"
     )
     azure.arm.add_model(MODEL, "6", tags={"r2_score": "0.7"}, job_name=run_id)
-    registered = azure.actions.start_deploy(plan)
-    assert (registered.outcome, registered.details["gate"]["candidate"]) == ("submitted", 0.7)
+    facts = azure.actions.candidate_facts(plan)
+    registered = gate.judge(plan.gate, facts)
+    assert (registered.next, registered.gate.candidate if registered.gate else None) == ("deploy", 0.7)
+    assert azure.actions.start_deploy(plan, facts).outcome == "submitted"
     assert azure.arm.requests_to("PUT", r"^models/") == []
 
 
@@ -450,14 +453,15 @@ def test_importing_main_handling_a_dry_run_event_and_reconciling_leave_the_sdks_
     code = (
         "import json, sys\n"
         "import main\n"
-        "from function_app.runtime import get_service\n"
+        "from function_app.runtime import get_retrainer\n"
         "from handlers.signals import parse_body\n"
-        "from tests.conftest import SHARED_EVENTS\n"
-        f"body = (SHARED_EVENTS / {DRIFT_SAMPLE!r}).read_text()\n"
-        "[rec] = get_service().handle_envelope(parse_body(body)[0]).decisions\n"
-        "report = get_service().reconcile()\n"
+        "from tests.conftest import SAMPLE_EVENTS\n"
+        f"body = (SAMPLE_EVENTS / {DRIFT_SAMPLE!r}).read_text()\n"
+        "worker = get_retrainer()\n"
+        "[rec] = worker.service.handle_envelope(parse_body(body)[0]).decisions\n"
+        "report = worker.reconcile()\n"
         "loaded = [m for m in ('azure.ai.ml', 'azure.monitor.query') if m in sys.modules]\n"
-        "print(json.dumps([rec.outcome, get_service().actions.name, get_service().health.name, loaded]))\n"
+        "print(json.dumps([rec.outcome, worker.backend, worker.reconciler.stepper.health.name, loaded]))\n"
     )
     logs = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.OperationalInsights/workspaces/logs"
     assert _run(code, tmp_path, RETRAIN_BACKEND="dryrun", RETRAIN_LOG_ANALYTICS_WORKSPACE_ID=logs) == [
@@ -478,3 +482,44 @@ def test_choosing_the_azure_ml_backend_loads_the_sdk_only_when_it_acts(tmp_path:
     )
     workspace = {"AZUREML_SUBSCRIPTION_ID": SUB, "AZUREML_RESOURCE_GROUP": RG, "AZUREML_WORKSPACE_NAME": WS}
     assert _run(code, tmp_path, RETRAIN_BACKEND="azureml", **workspace) == ["azureml", False, False]
+
+
+# --------------------------------------------------------------------------- the gate as a value
+
+
+def test_a_dry_run_deploy_shows_the_gate_verdict_with_its_numbers_and_changes_nothing(azure: AzureWorld) -> None:
+    azure.arm.add_job("train-8", tags={"r2_score": "0.55"})  # the run that produced version 8 logged it
+    azure.arm.add_model(MODEL, "8", job_name="train-8")
+    rec = azure.manual("deploy", version="8", dry_run=True)
+
+    assert (rec.action, rec.outcome) == ("deploy", "planned")
+    gate_verdict = rec.details["gate"]
+    assert (gate_verdict["passed"], gate_verdict["candidate"], gate_verdict["champion"]) == (True, 0.55, 0.52)
+    assert "beats champion sklearn_regression_model:3" in gate_verdict["why"]
+    assert rec.details["candidate"]["champion"] == f"{MODEL}:3 ({ENDPOINT}/blue)"
+    assert azure.arm.writes() == [] and azure.flights() == {}
+
+
+def test_a_dry_run_deploy_of_a_worse_version_is_a_skip_with_both_numbers(azure: AzureWorld) -> None:
+    azure.arm.add_job("train-9", tags={"r2_score": "0.45"})
+    azure.arm.add_model(MODEL, "9", job_name="train-9")
+    rec = azure.manual("deploy", version="9", dry_run=True)
+    assert rec.outcome == "skipped" and rec.details["gate"]["passed"] is False
+    assert "0.45 does not beat champion" in rec.reason and "0.52" in rec.reason
+    assert azure.arm.writes() == []
+
+
+def test_retrain_explain_prints_the_gate_verdict_for_a_finished_candidate_run(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from function_app.cli import main as cli
+
+    monkeypatch.setenv("RETRAIN_SQLITE_PATH", str(tmp_path / "l.db"))
+    assert cli(["explain", str(REPO / "examples" / "events" / "retrain-run-completed.eventgrid.json")]) == 0
+    out = capsys.readouterr().out
+    assert "decide  deploy model=sklearn_regression_model" in out
+    gate_line = next(line for line in out.splitlines() if line.startswith("gate    "))
+    assert gate_line.startswith("gate    deploy (dryrun backend): candidate run retrain-sklearn-regression-model-example")
+    assert "r2_score 0.61 reaches the floor 0.4" in gate_line
+    numbers = json.loads(out.split(gate_line, 1)[1].splitlines()[1])
+    assert (numbers["passed"], numbers["candidate"], numbers["floor"]) == (True, 0.61, 0.4)

@@ -22,8 +22,8 @@ import pytest
 
 from handlers.ports import Claim
 from handlers.records import DecisionRecord, iso
-from handlers.service import RetrainService
 from handlers.signals import Trigger
+from handlers.wiring import Retrainer
 from tests.azure_world import DRIFT_SAMPLE, MODEL, AzureWorld, in_workspace
 from tests.crashes import DiesAfterActing, DiesBeforeActing, LedgerThatDies, WorkerDied
 
@@ -31,12 +31,12 @@ POINTS = ["after-reserve", "after-submit", "after-outcome", "after-confirm"]
 LEASE = timedelta(seconds=60)  # the service's default
 
 
-def dying_service(world: AzureWorld, point: str) -> RetrainService:
+def dying_service(world: AzureWorld, point: str) -> Retrainer:
     if point == "after-reserve":
-        return world.new_service(actions=DiesBeforeActing(world.actions))
+        return world.new_worker(actions=DiesBeforeActing(world.actions))
     if point == "after-submit":
-        return world.new_service(actions=DiesAfterActing(world.actions))
-    return world.new_service(ledger=LedgerThatDies(world.ledger_spec.open(), point.removeprefix("after-")))
+        return world.new_worker(actions=DiesAfterActing(world.actions))
+    return world.new_worker(ledger=LedgerThatDies(world.ledger_spec.open(), point.removeprefix("after-")))
 
 
 def crash(world: AzureWorld, point: str, raw: dict[str, Any]) -> str:
@@ -78,7 +78,7 @@ def test_redelivery_after_a_crash_ends_with_one_job_confirmed_and_the_event_fini
     azure.now.advance(seconds=LEASE.total_seconds())  # the dead worker's claim on the event runs out
     calls = len(azure.arm.calls)
 
-    [rec] = azure.deliver(raw, azure.new_service()).decisions
+    [rec] = azure.deliver(raw, azure.new_worker()).decisions
 
     assert (rec.id, rec.outcome) == (decision_id, "submitted")
     assert assert_one_job_confirmed(azure, decision_id).to_dict() == rec.to_dict()
@@ -95,7 +95,7 @@ def test_the_reconciler_alone_finishes_the_work_after_the_lease(azure: AzureWorl
     decision_id = crash(azure, point, raw)
     azure.now.advance(seconds=LEASE.total_seconds())
 
-    report = azure.new_service().reconcile()
+    report = azure.new_worker().reconcile()
 
     assert report.released == [] and report.deferred == []
     if point == "after-confirm":  # confirmed: nothing in flight is stale
@@ -107,14 +107,14 @@ def test_the_reconciler_alone_finishes_the_work_after_the_lease(azure: AzureWorl
 
     # The event is not the reconciler's to finish: its redelivery finds the work done, asks Azure nothing.
     calls = len(azure.arm.calls)
-    [again] = azure.deliver(raw, azure.new_service()).decisions
+    [again] = azure.deliver(raw, azure.new_worker()).decisions
     assert again.to_dict() == rec.to_dict() and len(azure.arm.calls) == calls
     assert event_claim(azure, rec) == Claim("done", (decision_id,))
     assert_one_job_confirmed(azure, decision_id)
 
 
 def test_reconcile_on_a_clean_ledger_does_nothing(azure: AzureWorld) -> None:
-    report = azure.service.reconcile()
+    report = azure.reconcile()
     assert report.to_dict() == {
         "at": iso(azure.now()),
         "found": [],
@@ -134,7 +134,7 @@ def test_a_reservation_younger_than_the_lease_is_left_alone(azure: AzureWorld) -
     azure.now.advance(seconds=LEASE.total_seconds() - 1)  # its worker may still be acting
     calls = len(azure.arm.calls)
 
-    report = azure.new_service().reconcile()
+    report = azure.new_worker().reconcile()
 
     assert (report.found, report.resumed, report.released) == ([], [], [])
     assert len(azure.arm.calls) == calls
@@ -143,7 +143,7 @@ def test_a_reservation_younger_than_the_lease_is_left_alone(azure: AzureWorld) -
     assert ledger.get_decision(decision_id).outcome == "reserved"  # type: ignore[union-attr]
 
     azure.now.advance(seconds=1)
-    assert [r.id for r in azure.new_service().reconcile().resumed] == [decision_id]
+    assert [r.id for r in azure.new_worker().reconcile().resumed] == [decision_id]
     assert_one_job_confirmed(azure, decision_id)
 
 
@@ -166,7 +166,7 @@ def test_retention_purges_old_finished_events_and_decisions_but_never_a_reserved
     recent = {**in_workspace(DRIFT_SAMPLE), "id": "a-recent-event"}
     [new] = azure.deliver(recent).decisions  # skipped: the first job still holds the model
 
-    report = azure.new_service().reconcile()
+    report = azure.new_worker().reconcile()
 
     assert report.purged == 2  # the old event and its decision
     assert ledger.get_decision(old.id) is None
@@ -178,8 +178,7 @@ def test_retention_purges_old_finished_events_and_decisions_but_never_a_reserved
 
 def test_the_reconciler_purges_at_most_once_an_hour_per_worker(azure: AzureWorld) -> None:
     """Purging scans whole tables; the reconciler ticks every 5 minutes."""
-    service = azure.new_service()
-    service.retention = timedelta(minutes=10)
+    service = azure.new_worker(retention=timedelta(minutes=10))
     assert service.reconcile().purged == 0  # the purge ran, with nothing old yet
     [old] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
     azure.now.advance(minutes=30)  # the record is past the retention, the last purge 30 minutes old

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from handlers.decisions import Deploy, Retrain, Skip, decide
+from handlers.decisions import Deploy, Retrain, Skip, check_manual, decide
 from handlers.errors import InvalidInput
 from handlers.policy import Policy, load_policy
 from handlers.signals import ManualRequest, Trigger, parse_body, to_signal, workspace_key
-from tests.builders import WORKSPACE, breach_event, drift_event, event, ours, run_event
+from tests.builders import NOW, WORKSPACE, breach_event, drift_event, event, ours, run_event
 from tests.conftest import REPO
 
-NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 POLICY: Policy = load_policy(REPO / "examples" / "policy.yaml")
 MODEL = "sklearn_regression_model"
 
@@ -119,11 +119,24 @@ def test_manual_retrain_uses_overrides_that_the_policy_allows() -> None:
     assert d.job.inputs["training_data"]["value"] == "azureml:diabetes-training@latest"
 
 
-def test_manual_retrain_refuses_inputs_the_policy_does_not_allow() -> None:
-    with pytest.raises(
-        InvalidInput, match=r"'training_data' may not be overridden.*overridable: learning_rate, max_epochs"
-    ):
-        manual(inputs={"training_data": "azureml:mine:1"})
+def test_manual_retrain_refuses_inputs_the_policy_does_not_allow_before_anything_is_claimed() -> None:
+    request = ManualRequest(
+        Trigger("http", "req-1", "ManualRequest.retrain"), MODEL, "retrain", "because", inputs={"training_data": "x"}
+    )
+    says = r"'training_data' may not be overridden.*overridable: learning_rate, max_epochs"
+    with pytest.raises(InvalidInput, match=says):
+        check_manual(request, POLICY)
+    [d] = manual(inputs={"training_data": "azureml:mine:1"})  # decide itself never raises: a skip that says why
+    assert isinstance(d, Skip) and re.search(says, d.reason)
+
+
+def test_an_event_value_of_the_wrong_type_for_an_input_is_a_skip_naming_the_input_and_the_fix() -> None:
+    raw = drift_event()
+    raw["data"]["TargetDatasetId"] = 12345
+    [d] = decisions_for(raw)
+    assert isinstance(d, Skip) and d.model == MODEL and d.details == {"input": "training_data"}
+    assert "input 'training_data' is of type mltable" in d.reason and "gave int '12345'" in d.reason
+    assert "models.sklearn_regression_model.retrain.inputs.training_data" in d.reason
 
 
 def test_decide_reads_no_clock_and_no_io() -> None:

@@ -9,9 +9,8 @@ import pytest
 from handlers.decisions import Deploy, Retrain, decide
 from handlers.policy import load_policy
 from handlers.signals import parse_alert, parse_body, to_signal, workspace_key
-from tests.builders import WORKSPACE
+from tests.builders import NOW, WORKSPACE
 from tests.conftest import REPO
-from tests.test_decide import NOW
 
 EXAMPLES = REPO / "examples"
 

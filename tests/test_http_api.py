@@ -135,6 +135,6 @@ def test_a_function_that_raises_gets_a_500_like_the_functions_host(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("ledger exploded")
 
-    monkeypatch.setattr(runtime.get_service().ledger, "decisions", broken)
+    monkeypatch.setattr(runtime.get_retrainer().ledger, "decisions", broken)
     status, _, body = client.call("GET", "/api/decisions")
     assert status == 500 and body == {"error": "function list_decisions failed: RuntimeError"}

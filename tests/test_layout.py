@@ -26,6 +26,61 @@ def test_handlers_import_nothing_from_azure_or_function_app() -> None:
     assert offenders == []
 
 
+def handlers_import_graph() -> dict[str, set[str]]:
+    """Which ``handlers`` modules each one imports: at the top, under TYPE_CHECKING and inside functions."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((REPO / "handlers").glob("*.py")):
+        name = f"handlers.{path.stem}"
+        edges = graph.setdefault(name, set())
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                edges.update(a.name for a in node.names if a.name.startswith("handlers."))
+            elif isinstance(node, ast.ImportFrom) and node.module == "handlers":
+                edges.update(f"handlers.{a.name}" for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("handlers."):
+                edges.add(node.module)
+        edges.discard(name)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import circle, each once, as the path that closes it."""
+    found: list[list[str]] = []
+    seen: set[frozenset[str]] = set()
+
+    def walk(node: str, path: list[str]) -> None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in path:
+                loop = [*path[path.index(nxt) :], nxt]
+                if frozenset(loop) not in seen:
+                    seen.add(frozenset(loop))
+                    found.append(loop)
+            elif len(path) < len(graph):
+                walk(nxt, [*path, nxt])
+
+    for start in sorted(graph):
+        walk(start, [start])
+    return found
+
+
+def test_the_cycle_finder_finds_a_circle_through_three_modules() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circle_among_handlers_modules_type_checking_and_local_imports_included() -> None:
+    graph = handlers_import_graph()
+    assert {"handlers.service", "handlers.reconcile", "handlers.stepper", "handlers.executor"} <= set(graph)
+    assert cycles(graph) == []
+
+
+def test_the_reconciler_and_the_stepper_never_receive_the_service() -> None:
+    graph = handlers_import_graph()
+    assert (
+        "handlers.service" not in graph["handlers.reconcile"] | graph["handlers.stepper"] | graph["handlers.executor"]
+    )
+
+
 def _index_like_the_worker() -> tuple[list[str], dict[str, list[dict[str, object]]]]:
     """Import the root script by its stem from the repo root, in a fresh interpreter, as the worker does."""
     code = (

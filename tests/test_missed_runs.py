@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -17,25 +16,22 @@ from handlers.decisions import run_decision_id
 from handlers.errors import PermanentError, TransientError
 from handlers.policy import load_policy
 from handlers.records import DecisionRecord
-from handlers.service import RetrainService
 from tests.azure_world import ENDPOINT, WORKSPACE_ID, AzureWorld, in_workspace
 from tests.builders import WORKSPACE, drift_event, run_event
 from tests.conftest import REPO
 from tests.ledgers import LedgerSpec
-from tests.test_reconcile import World as ReconcileWorld
+from tests.world import World as BaseWorld
 
 MODEL = "sklearn_regression_model"
 POLICY = load_policy(REPO / "examples" / "policy.yaml")
 GRACE = timedelta(minutes=15)
 
 
-class World(ReconcileWorld):
+class World(BaseWorld):
     """A retrain submitted from a drift event, whose run the tests then end (or not)."""
 
-    def new_service(self, actions: Any = None) -> RetrainService:
-        return RetrainService(
-            POLICY, self.spec.open(), actions or self.actions, self.clock, [WORKSPACE], job_grace=GRACE
-        )
+    def __init__(self, spec: LedgerSpec) -> None:
+        super().__init__(spec, job_grace=GRACE)
 
     def submit(self) -> DecisionRecord:
         [rec] = self.deliver(drift_event(event_id="drift-1")).decisions
@@ -45,9 +41,6 @@ class World(ReconcileWorld):
     def job_of(self, rec: DecisionRecord) -> str:
         assert rec.job is not None
         return str(rec.job["name"])
-
-    def flights(self) -> dict[str, Any]:
-        return dict(self.ledger.get_model(MODEL).flights)
 
 
 @pytest.fixture
@@ -62,7 +55,7 @@ def test_a_completed_run_whose_event_was_missed_releases_the_hold_and_is_judged_
     world.actions.run_tags[job] = {"r2_score": "0.61"}
     world.clock.advance(minutes=20)
 
-    report = world.service.reconcile()
+    report = world.reconcile()
 
     assert report.checked == [{"model": MODEL, "decision": retrain.id, "job": job, "status": "Completed"}]
     [deploy] = report.caught
@@ -89,7 +82,7 @@ def test_a_run_that_ended_badly_releases_the_hold_deploys_nothing_and_the_cooldo
     world.actions.statuses[job] = status
     world.clock.advance(minutes=20)
 
-    report = world.service.reconcile()
+    report = world.reconcile()
 
     [skip] = report.caught
     assert skip.outcome == "skipped" and f"ended {status.lower()}; its single-flight hold is released" in skip.reason
@@ -107,7 +100,7 @@ def test_a_running_job_keeps_its_hold(world: World) -> None:
     job = world.job_of(retrain)
     world.clock.advance(hours=2)
 
-    report = world.service.reconcile()
+    report = world.reconcile()
 
     assert report.checked == [{"model": MODEL, "decision": retrain.id, "job": job, "status": "Running"}]
     assert report.caught == [] and report.released == []
@@ -120,12 +113,12 @@ def test_a_job_younger_than_the_grace_period_is_not_even_asked_about(world: Worl
     world.actions.statuses[world.job_of(retrain)] = "Failed"
     world.clock.advance(minutes=14, seconds=59)
 
-    report = world.service.reconcile()
+    report = world.reconcile()
 
     assert world.actions.status_calls == [] and report.checked == [] and report.caught == []
     assert world.flights()["retrain"].decision == retrain.id
     world.clock.advance(seconds=1)
-    assert [r.outcome for r in world.service.reconcile().caught] == ["skipped"]
+    assert [r.outcome for r in world.reconcile().caught] == ["skipped"]
     assert world.flights() == {}
 
 
@@ -135,7 +128,7 @@ def test_a_job_the_workspace_does_not_have_is_released_with_the_reason(world: Wo
     world.actions.forget(job)
     world.clock.advance(minutes=20)
 
-    report = world.service.reconcile()
+    report = world.reconcile()
 
     assert report.checked == [{"model": MODEL, "decision": retrain.id, "job": job, "status": "missing"}]
     [rec] = report.released
@@ -154,11 +147,11 @@ def test_a_second_pass_does_nothing_more(world: World) -> None:
     world.actions.statuses[job] = "Completed"
     world.actions.run_tags[job] = {"r2_score": "0.61"}
     world.clock.advance(minutes=20)
-    world.service.reconcile()
+    world.reconcile()
     calls = list(world.actions.status_calls)
     world.clock.advance(minutes=5)
 
-    again = world.new_service().reconcile()
+    again = world.new_worker().reconcile()
 
     assert again.checked == [] and again.caught == [] and again.released == [] and again.deferred == []
     assert world.actions.status_calls == calls and len(world.actions.deployments) == 1
@@ -170,7 +163,7 @@ def test_the_late_real_event_after_the_reconciler_caught_the_run_deploys_nothing
     world.actions.statuses[job] = "Completed"
     world.actions.run_tags[job] = {"r2_score": "0.61"}
     world.clock.advance(minutes=20)
-    [caught] = world.service.reconcile().caught
+    [caught] = world.reconcile().caught
     world.clock.advance(hours=1)
 
     tags = {**world.actions.jobs[job].tags, "r2_score": "0.61"}
@@ -186,13 +179,15 @@ def test_the_late_event_of_a_candidate_the_gate_refused_does_not_judge_it_again(
     job = world.job_of(retrain)
     world.actions.statuses[job] = "Completed"
     world.clock.advance(minutes=20)
-    world.actions.deploy_outcome = "skipped"  # the workspace's gate refused the candidate
-    [caught] = world.service.reconcile().caught
+    world.actions.metrics = {"r2_score": "0.1"}  # below the policy's floor: the gate refuses the candidate
+    [caught] = world.reconcile().caught
     assert caught.outcome == "skipped" and "rollout" not in world.flights()  # the slot is free again
+    assert caught.details["gate"]["passed"] is False and caught.details["gate"]["candidate"] == 0.1
 
     late = world.deliver(run_event(run_id=job, tags=world.actions.jobs[job].tags))
 
-    assert late.decisions == [caught] and len(world.actions.deployments) == 1
+    assert late.decisions == [caught] and world.actions.deployments == []
+    assert len(world.actions.fact_reads) == 1  # judged once
 
 
 def test_the_late_failure_event_of_a_caught_run_leaves_the_next_retrains_hold_alone(world: World) -> None:
@@ -200,7 +195,7 @@ def test_the_late_failure_event_of_a_caught_run_leaves_the_next_retrains_hold_al
     old_job = world.job_of(first)
     world.actions.statuses[old_job] = "Failed"
     world.clock.advance(minutes=20)
-    world.service.reconcile()
+    world.reconcile()
     world.clock.advance(hours=7)  # past the cooldown: drift starts the next retrain
     [second] = world.deliver(drift_event(event_id="drift-3")).decisions
     assert second.outcome == "submitted"
@@ -217,7 +212,7 @@ def test_a_transient_failure_to_ask_defers_and_keeps_the_hold(world: World) -> N
     world.clock.advance(minutes=20)
     world.actions.status_error = TransientError("ARM answered 503")
 
-    report = world.service.reconcile()
+    report = world.reconcile()
 
     assert report.deferred == [{"model": MODEL, "decision": retrain.id, "error": "ARM answered 503"}]
     assert report.checked == [] and world.flights()["retrain"].status == "submitted"
@@ -228,7 +223,7 @@ def test_a_refusal_to_tell_defers_too_rather_than_guess(world: World) -> None:
     world.clock.advance(minutes=20)
     world.actions.status_error = PermanentError("Azure ML refused access")
 
-    report = world.service.reconcile()
+    report = world.reconcile()
 
     assert [d["error"] for d in report.deferred] == ["Azure ML refused access"]
     assert world.flights()["retrain"].decision == retrain.id
@@ -241,7 +236,7 @@ def test_a_hold_whose_job_tags_name_no_model_is_released_all_the_same(world: Wor
     world.actions.statuses[job] = "Canceled"
     world.clock.advance(minutes=20)
 
-    report = world.service.reconcile()
+    report = world.reconcile()
 
     assert len(report.caught) == 1 and world.flights() == {}
 
@@ -250,7 +245,7 @@ def test_the_report_lists_what_was_checked_and_caught_as_json(world: World) -> N
     job = world.job_of(world.submit())
     world.actions.statuses[job] = "Failed"
     world.clock.advance(minutes=20)
-    report = world.service.reconcile().to_dict()
+    report = world.reconcile().to_dict()
     assert json.loads(json.dumps(report)) == report
     assert report["checked"][0]["status"] == "Failed"
     assert DecisionRecord.from_dict(report["caught"][0]).outcome == "skipped"
@@ -272,12 +267,12 @@ def test_a_job_the_workspace_reports_failed_has_its_hold_released_with_no_event(
     rec = submitted_through_the_sdk(azure)
     job = str(rec.job["name"])  # type: ignore[index]
     azure.now.advance(minutes=10)
-    assert azure.service.reconcile().checked == []  # within the grace: Azure is not asked
+    assert azure.reconcile().checked == []  # within the grace: Azure is not asked
     assert azure.arm.requests_to("GET", rf"^jobs/{job}$")[-1].status == 404  # the look before submitting
     azure.arm.set_job_status(job, "Failed")
     azure.now.advance(minutes=10)
 
-    report = azure.new_service().reconcile()
+    report = azure.new_worker().reconcile()
 
     assert report.checked == [{"model": MODEL, "decision": rec.id, "job": job, "status": "Failed"}]
     [skip] = report.caught
@@ -296,14 +291,14 @@ def test_a_job_reported_completed_that_beats_the_champion_starts_exactly_one_zer
     azure.arm.set_job_status(job, "Completed", tags={"r2_score": "0.61"})
     azure.now.advance(minutes=20)
 
-    [deploy] = azure.new_service().reconcile().caught
+    [deploy] = azure.new_worker().reconcile().caught
     azure.provisioned()
-    second = azure.new_service().reconcile()
+    second = azure.new_worker().reconcile()
     assert second.caught == []  # a second pass: the hold is gone, and the rollout takes its first step
     assert [r["state"] for r in second.rollouts] == ["stepped"]
     late = azure.deliver(
         run_event(run_id=job, tags=azure.arm.jobs[job]["properties"]["tags"], topic=WORKSPACE_ID),
-        azure.new_service(),
+        azure.new_worker(),
     )
 
     assert (deploy.id, deploy.action, deploy.outcome) == (run_decision_id(MODEL, job), "deploy", "submitted")
@@ -325,7 +320,7 @@ def test_a_job_deleted_from_the_workspace_is_released_through_the_sdk(azure: Azu
     del azure.arm.jobs[job]
     azure.now.advance(minutes=20)
 
-    [released] = azure.service.reconcile().released
+    [released] = azure.reconcile().released
 
     assert "has no such job" in released.reason and azure.service.ledger.get_model(MODEL).flights == {}
 

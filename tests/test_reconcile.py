@@ -15,38 +15,29 @@ from handlers.errors import TransientError
 from handlers.policy import GateRule, load_policy
 from handlers.reconcile import release_record
 from handlers.records import DecisionRecord, iso
-from handlers.service import EventResult, RetrainService
 from handlers.signals import ManualRequest, Trigger, parse_body, to_signal, workspace_key
 from tests.builders import WORKSPACE, drift_event, ours, run_event
 from tests.conftest import REPO
 from tests.crashes import DiesBeforeActing, WorkerDied
-from tests.fakes import Clock, RecordingActions
+from tests.fakes import Clock
 from tests.ledgers import LedgerSpec
+from tests.world import World as BaseWorld
 
 MODEL = "sklearn_regression_model"
 POLICY = load_policy(REPO / "examples" / "policy.yaml")
 LEASE = timedelta(seconds=60)
 
 
-class World:
-    def __init__(self, spec: LedgerSpec) -> None:
-        self.spec = spec
-        self.clock = Clock()
-        self.actions = RecordingActions()
-        self.ledger = spec.open()
-        self.service = self.new_service()
+class World(BaseWorld):
+    """The example policy on a ledger of each kind, with a lease of :data:`LEASE`."""
 
-    def new_service(self, actions: Any = None) -> RetrainService:
-        return RetrainService(POLICY, self.spec.open(), actions or self.actions, self.clock, [WORKSPACE], lease=LEASE)
-
-    def deliver(self, raw: dict[str, Any], service: RetrainService | None = None) -> EventResult:
-        [env] = parse_body(json.dumps([raw]))
-        return (service or self.service).handle_envelope(env)
+    def __init__(self, spec: LedgerSpec, **options: Any) -> None:
+        super().__init__(spec, lease=LEASE, **options)
 
     def crash_before_acting(self, raw: dict[str, Any]) -> DiesBeforeActing:
         dying = DiesBeforeActing(self.actions)
         with pytest.raises(WorkerDied):
-            self.deliver(raw, self.new_service(dying))
+            self.deliver(raw, self.new_worker(dying))
         return dying
 
 
@@ -118,7 +109,7 @@ def test_a_hold_without_a_decision_record_is_released_with_its_reason_and_its_co
     assert verdict.granted  # ... and the worker died before writing the reserved record
     world.clock.advance(minutes=5)
 
-    report = world.service.reconcile()
+    report = world.reconcile()
 
     [rec] = report.released
     assert report.resumed == [] and [f["decision"] for f in report.found] == ["re-lost"]
@@ -141,7 +132,7 @@ def test_a_reserved_record_without_a_plan_is_released_and_its_cooldown_stands(wo
     world.ledger.put_decision(reserved)
     world.clock.advance(minutes=5)
 
-    [rec] = world.service.reconcile().released
+    [rec] = world.reconcile().released
 
     assert rec.id == flight.decision and rec.outcome == "failed"
     assert (
@@ -163,7 +154,7 @@ def test_a_deploy_whose_worker_died_is_resumed_with_the_plan_it_reserved(world: 
     assert isinstance(planned, DeployPlan) and planned.gate is not None
     world.clock.advance(minutes=2)
 
-    report = world.new_service().reconcile()
+    report = world.new_worker().reconcile()
 
     [rec] = report.resumed
     assert world.actions.deployments == [planned]  # the gate, the run's tags and the output, as decided
@@ -179,15 +170,15 @@ def test_a_transient_failure_leaves_the_reservation_for_a_later_pass_and_no_pass
     world.clock.advance(minutes=2)
     world.actions.fail_with = TransientError("ARM answered 503")
 
-    first = world.service.reconcile()
+    first = world.reconcile()
 
     assert [d["error"] for d in first.deferred] == ["ARM answered 503"] and first.resumed == []
     [flight] = world.ledger.get_model(MODEL).flights.values()
     assert flight.status == "reserved" and flight.data["resumed_at"] == iso(world.clock())
     world.actions.fail_with = None
-    assert world.new_service().reconcile().found == []  # taken over a moment ago: its lease runs again
+    assert world.new_worker().reconcile().found == []  # taken over a moment ago: its lease runs again
     world.clock.advance(seconds=LEASE.total_seconds())
-    [rec] = world.new_service().reconcile().resumed
+    [rec] = world.new_worker().reconcile().resumed
     assert rec.outcome == "submitted"
     assert world.actions.submissions == [rec.job["name"]] * 2  # type: ignore[index]  # the failed try, the good one
 
@@ -199,7 +190,7 @@ def test_a_release_recorded_before_a_crash_is_honoured_by_the_next_pass(world: W
     # A pass that recorded the release and died before freeing the slot.
     world.ledger.put_decision(release_record(MODEL, guards.RETRAIN, flight, world.clock(), "unreadable", False))
 
-    report = world.service.reconcile()
+    report = world.reconcile()
 
     assert [r.outcome for r in report.resumed] == ["failed"] and report.released == []
     state = world.ledger.get_model(MODEL)
@@ -214,7 +205,7 @@ def test_the_manual_retrain_of_a_model_whose_hold_was_released_goes_through(worl
     request = ManualRequest(Trigger("http", "req-1", "ManualRequest.retrain"), MODEL, "retrain", "ops")
     assert world.service.handle(request).decisions[0].details["guard"] == "in_flight"
     world.clock.advance(minutes=2)
-    world.service.reconcile()
+    world.reconcile()
     request2 = ManualRequest(Trigger("http", "req-2", "ManualRequest.retrain"), MODEL, "retrain", "ops")
     rec = world.service.manual(request2)
     assert rec.outcome == "submitted" and world.actions.submissions == [rec.job["name"]]  # type: ignore[index]
@@ -223,7 +214,7 @@ def test_the_manual_retrain_of_a_model_whose_hold_was_released_goes_through(worl
 def test_the_report_is_json_with_whole_records(world: World) -> None:
     world.crash_before_acting(drift_event(event_id="e-1"))
     world.clock.advance(minutes=2)
-    report = world.service.reconcile().to_dict()
+    report = world.reconcile().to_dict()
     [resumed] = report["resumed"]
     assert json.loads(json.dumps(report)) == report
     assert DecisionRecord.from_dict(resumed).outcome == "submitted"

@@ -17,7 +17,7 @@ from function_app.settings import Settings
 from handlers import guards
 from handlers.errors import PermanentError, TransientError
 from handlers.ports import Ledger
-from handlers.service import RetrainService
+from handlers.wiring import Retrainer
 from tests.fakes import Clock
 
 MODEL = "sklearn_regression_model"
@@ -49,50 +49,49 @@ def timer_function() -> Callable[[TimerRequest], None]:
 
 
 @pytest.fixture
-def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RetrainService]:
+def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Retrainer]:
     """The worker's service as Settings build it (SQLite, dry run), with a stale reservation to resume."""
     monkeypatch.setenv("RETRAIN_SQLITE_PATH", str(tmp_path / "ledger.db"))
     clock = Clock()
-    built = runtime.build_service(Settings.from_env(), clock=clock)
+    built = runtime.build(Settings.from_env(), clock=clock)
     built.ledger.update_model(MODEL, lambda s: guards.reserve(s, guards.ROLLOUT, "de-lost", clock(), None, None))
     clock.advance(minutes=5)
-    runtime.set_service(built)
+    runtime.set_retrainer(built)
     yield built
-    runtime.set_service(None)
+    runtime.set_retrainer(None)
 
 
-def test_the_timer_runs_one_pass(service: RetrainService) -> None:
+def test_the_timer_runs_one_pass(service: Retrainer) -> None:
     timer_function()(TimerRequest(past_due=True))
     assert service.ledger.get_model(MODEL).flights == {}
     assert service.ledger.get_decision("de-lost").outcome == "failed"  # type: ignore[union-attr]
 
 
 def test_a_transient_failure_is_logged_and_left_to_the_next_tick(
-    service: RetrainService, caplog: pytest.LogCaptureFixture
+    service: Retrainer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    service.ledger = LedgerThatFails(service.ledger, TransientError("ledger busy"))
+    service.reconciler.ledger = LedgerThatFails(service.ledger, TransientError("ledger busy"))
     timer_function()(TimerRequest())
     assert "the next tick retries: ledger busy" in caplog.text
 
 
 @pytest.mark.parametrize("error", [PermanentError("table missing"), RuntimeError("a bug")])
-def test_any_other_failure_propagates(service: RetrainService, error: Exception) -> None:
-    service.ledger = LedgerThatFails(service.ledger, error)
+def test_any_other_failure_propagates(service: Retrainer, error: Exception) -> None:
+    service.reconciler.ledger = LedgerThatFails(service.ledger, error)
     with pytest.raises(type(error), match=str(error)):
         timer_function()(TimerRequest())
 
 
 def test_the_service_keeps_records_for_the_retention_the_settings_say(tmp_path: Path) -> None:
     settings = Settings.from_env({"RETRAIN_SQLITE_PATH": str(tmp_path / "l.db"), "RETRAIN_RETENTION_DAYS": "7"})
-    assert runtime.build_service(settings).retention.days == 7
+    assert runtime.build(settings).reconciler.retention.days == 7
 
 
 def test_the_job_grace_comes_from_the_settings_and_must_be_positive(tmp_path: Path) -> None:
     env = {"RETRAIN_SQLITE_PATH": str(tmp_path / "l.db"), "RETRAIN_JOB_GRACE_MINUTES": "45"}
-    assert runtime.build_service(Settings.from_env(env)).job_grace == timedelta(minutes=45)
-    assert runtime.build_service(Settings.from_env({**env, "RETRAIN_JOB_GRACE_MINUTES": ""})).job_grace == timedelta(
-        minutes=15
-    )
+    assert runtime.build(Settings.from_env(env)).reconciler.job_grace == timedelta(minutes=45)
+    unset = Settings.from_env({**env, "RETRAIN_JOB_GRACE_MINUTES": ""})
+    assert runtime.build(unset).reconciler.job_grace == timedelta(minutes=15)
     with pytest.raises(ValueError, match="RETRAIN_JOB_GRACE_MINUTES='0': must be a positive number"):
         Settings.from_env({**env, "RETRAIN_JOB_GRACE_MINUTES": "0"})
 

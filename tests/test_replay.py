@@ -17,7 +17,7 @@ from tests.azurite import Azurite
 from tests.builders import ML, WORKSPACE, drift_event
 from tests.conftest import load_sample, table_prefix
 from tests.ledgers import LedgerSpec
-from tests.test_service import World
+from tests.world import World
 
 
 @dataclass
@@ -55,7 +55,7 @@ def test_published_dead_letter_record_yields_the_original_event() -> None:
 
 
 def test_replay_runs_each_event_through_the_service_and_marks_the_blob(tmp_path: Path) -> None:
-    world = World(tmp_path / "l.db")
+    world = World(LedgerSpec("sqlite", str(tmp_path / "l.db")))
     store = MemoryStore(
         {"SUB/2026/11/26/10/a.json": json.dumps([dead_letter(drift_event(event_id="lost-1"))]).encode()}
     )
@@ -67,7 +67,7 @@ def test_replay_runs_each_event_through_the_service_and_marks_the_blob(tmp_path:
 
 
 def test_replaying_an_event_that_was_processed_after_all_is_a_duplicate(tmp_path: Path) -> None:
-    world = World(tmp_path / "l.db")
+    world = World(LedgerSpec("sqlite", str(tmp_path / "l.db")))
     event = drift_event(event_id="e-1")
     world.deliver(event)
     store = MemoryStore({"b.json": json.dumps([dead_letter(event)]).encode()})
@@ -76,7 +76,7 @@ def test_replaying_an_event_that_was_processed_after_all_is_a_duplicate(tmp_path
 
 
 def test_transient_failure_leaves_the_blob_for_another_replay(tmp_path: Path) -> None:
-    world = World(tmp_path / "l.db")
+    world = World(LedgerSpec("sqlite", str(tmp_path / "l.db")))
     world.actions.fail_with = TransientError("503")
     store = MemoryStore({"b.json": json.dumps([dead_letter(drift_event(event_id="e-1"))]).encode()})
     [report] = replay(world.service, store)
@@ -89,14 +89,14 @@ def test_transient_failure_leaves_the_blob_for_another_replay(tmp_path: Path) ->
 
 @pytest.mark.parametrize("content", [b"not json", b"[1]", json.dumps([{"eventType": "x"}]).encode()])
 def test_unreadable_dead_letters_are_reported_not_dropped(tmp_path: Path, content: bytes) -> None:
-    world = World(tmp_path / "l.db")
+    world = World(LedgerSpec("sqlite", str(tmp_path / "l.db")))
     store = MemoryStore({"b.json": content})
     [report] = replay(world.service, store)
     assert report.outcome == "failed" and report.detail and store.marked == {}
 
 
 def test_dry_run_lists_and_changes_nothing(tmp_path: Path) -> None:
-    world = World(tmp_path / "l.db")
+    world = World(LedgerSpec("sqlite", str(tmp_path / "l.db")))
     store = MemoryStore({"b.json": json.dumps([dead_letter(drift_event(event_id="e-1"))]).encode()})
     [report] = replay(world.service, store, dry_run=True)
     assert report.outcome == "would replay" and "30 attempt(s)" in report.detail

@@ -34,7 +34,7 @@ class Rollout:
         azure.provisioned()
 
     def reconcile(self, **service: Any) -> ReconcileReport:
-        return self.azure.new_service(**service).reconcile()
+        return self.azure.new_worker(**service).reconcile()
 
     def state(self, **service: Any) -> str:
         [entry] = self.reconcile(**service).rollouts

@@ -18,14 +18,13 @@ from function_app.settings import Settings
 from handlers import guards
 from handlers.errors import PermanentError, TransientError
 from handlers.policy import parse_policy
-from handlers.service import RetrainService
 from handlers.signals import ManualRequest, Trigger
-from tests.builders import WORKSPACE
 from tests.conftest import REPO
 from tests.fake_arm import FakeClock, FakeCredential
 from tests.fake_logs import FakeLogs
 from tests.fakes import Clock, RecordingActions
 from tests.ledgers import LedgerSpec
+from tests.world import World as BaseWorld
 
 MODEL = "churn"
 ENDPOINT = "churn-endpoint"
@@ -50,9 +49,10 @@ class World:
     def __init__(self, spec: LedgerSpec, on_no_traffic: str) -> None:
         self.clock = Clock()
         self.actions = RecordingActions(traffic={ENDPOINT: {"blue": 100}})
-        self.service = RetrainService(
-            policy(on_no_traffic), spec.open(), self.actions, self.clock, [WORKSPACE], health=NoHealthData()
+        self.world = BaseWorld(
+            spec, policy=policy(on_no_traffic), actions=self.actions, clock=self.clock, health=NoHealthData()
         )
+        self.service = self.world.service
         request = ManualRequest(Trigger("http", "req-1", "ManualRequest.deploy"), MODEL, "deploy", "ops", version="4")
         self.deploy = self.service.manual(request)
         assert self.deploy.outcome == "submitted"
@@ -60,7 +60,7 @@ class World:
         self.actions.provisioning[f"{ENDPOINT}/{self.name}"] = "Succeeded"
 
     def state(self) -> str:
-        [entry] = self.service.reconcile().rollouts
+        [entry] = self.world.reconcile().rollouts
         return str(entry["state"])
 
     def flights(self) -> dict[str, Any]:
@@ -102,7 +102,7 @@ def test_traffic_that_azure_refuses_turns_the_step_into_a_rollback(ledger_spec: 
     world = World(ledger_spec, "rollback")
     world.actions.traffic_error = PermanentError("setting the traffic: the service answered 400: no such deployment")
 
-    report = world.service.reconcile()
+    report = world.world.reconcile()
 
     [entry] = report.rollouts
     assert entry["state"] == "rollback_failed"  # the rollback's own traffic was refused too

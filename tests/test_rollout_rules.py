@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +14,7 @@ from handlers.errors import PolicyError
 from handlers.policy import RolloutRule, parse_policy
 from handlers.ports import HealthReading
 from handlers.records import Flight, ModelState
+from handlers.rollout import Transition
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -119,14 +122,14 @@ def submitted(data: dict[str, Any] | None = None) -> ModelState:
 
 def test_a_transition_is_written_ahead_once_and_committed_once() -> None:
     state = submitted()
-    pending = rollout.transition("m", state.flights["rollout"], "step", 0, {"blue": 90, "cand": 10}, "why")
+    pending = Transition.of("m", state.flights["rollout"], "step", 0, -1, {"blue": 90, "cand": 10}, "why")
     start = {"steps": [10, 50, 100], "original": {"blue": 100}, "step": -1}
     written, ok = rollout.begin(state, "de-1", pending, start)
     assert ok and written is not None
     assert rollout.begin(written, "de-1", pending, start) == (None, False)  # one pending at a time
     assert rollout.begin(written, "de-other", pending) == (None, False)
 
-    committed, ok = rollout.commit(written, "de-1", pending["id"], NOW)
+    committed, ok = rollout.commit(written, "de-1", pending.id, NOW)
     assert ok and committed is not None
     data = committed.flights["rollout"].data["rollout"]
     assert (data["step"], data["traffic"], data["step_started"], data["pending"]) == (
@@ -135,32 +138,38 @@ def test_a_transition_is_written_ahead_once_and_committed_once() -> None:
         "2026-11-25T10:00:00.000Z",
         None,
     )
-    assert rollout.commit(committed, "de-1", pending["id"], NOW) == (None, False)
+    assert rollout.commit(committed, "de-1", pending.id, NOW) == (None, False)
 
 
 def test_a_promotion_or_rollback_commits_by_freeing_the_slot() -> None:
     state = submitted({"steps": [100], "original": {"blue": 100}, "step": 0, "step_started": "x", "pending": None})
     for kind in ("promote", "rollback"):
-        pending = rollout.transition("m", state.flights["rollout"], kind, 0, None, "why")
+        pending = Transition.of("m", state.flights["rollout"], kind, 0, 0, None, "why")
         written, _ = rollout.begin(state, "de-1", pending)
         assert written is not None
-        freed, ok = rollout.commit(written, "de-1", pending["id"], NOW)
+        freed, ok = rollout.commit(written, "de-1", pending.id, NOW)
         assert ok and freed is not None and freed.flights == {}
 
 
 def test_record_ids_depend_only_on_the_deploy_decision_kind_and_step() -> None:
     flight = submitted().flights["rollout"]
-    one = rollout.transition("m", flight, "step", 1, {"c": 50}, "a")
-    again = rollout.transition("m", flight, "step", 1, {"c": 50}, "b")
-    other = rollout.transition("m", flight, "step", 2, {"c": 100}, "a")
-    assert one["id"] == again["id"] != other["id"] and one["id"].startswith("rs-")
-    assert rollout.transition("m", flight, "rollback", 1, None, "a")["id"].startswith("rb-")
+    one = Transition.of("m", flight, "step", 1, 0, {"c": 50}, "a")
+    again = Transition.of("m", flight, "step", 1, 0, {"c": 50}, "b")
+    other = Transition.of("m", flight, "step", 2, 1, {"c": 100}, "a")
+    assert one.id == again.id != other.id and one.id.startswith("rs-")
+    assert Transition.of("m", flight, "rollback", 1, 1, None, "a").id.startswith("rb-")
+
+
+def test_a_transition_comes_back_from_the_flight_exactly() -> None:
+    flight = submitted().flights["rollout"]
+    moved = Transition.of("m", flight, "step", 1, 0, {"c": 50, "b": 50}, "why", health={"requests": 3})
+    assert Transition.from_dict(json.loads(json.dumps(moved.to_dict()))) == moved
 
 
 def test_a_transition_decided_on_a_step_that_has_moved_on_is_not_written() -> None:
     state = submitted({"steps": [10, 100], "original": {"b": 100}, "step": 1, "step_started": "x", "pending": None})
-    stale = {**rollout.transition("m", state.flights["rollout"], "rollback", 0, {"b": 100}, "why"), "from": 0}
+    stale = Transition.of("m", state.flights["rollout"], "rollback", 0, 0, {"b": 100}, "why")
     assert rollout.begin(state, "de-1", stale) == (None, False)
-    current = {**stale, "from": 1}
+    current = replace(stale, from_step=1)
     written, ok = rollout.begin(state, "de-1", current)
-    assert ok and written is not None and written.flights["rollout"].data["rollout"]["pending"] == current
+    assert ok and written is not None and written.flights["rollout"].data["rollout"]["pending"] == current.to_dict()

@@ -2,52 +2,30 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from function_app.adapters.sqlite_ledger import SqliteLedger
 from handlers.errors import Conflict, Forbidden, NotFound, PermanentError, TransientError
 from handlers.policy import load_policy
-from handlers.service import EventResult, RetrainService
-from handlers.signals import ManualRequest, Trigger, parse_body
 from tests.builders import WORKSPACE, drift_event, ours, run_event
 from tests.conftest import REPO
-from tests.fakes import Clock, RecordingActions
+from tests.ledgers import LedgerSpec
+from tests.world import World
 
 MODEL = "sklearn_regression_model"
 POLICY = load_policy(REPO / "examples" / "policy.yaml")
 
 
-class World:
-    def __init__(self, path: Path, allow_force: bool = False) -> None:
-        self.clock = Clock()
-        self.actions = RecordingActions()
-        self.ledger = SqliteLedger(path)
-        self.service = RetrainService(
-            POLICY, self.ledger, self.actions, self.clock, [WORKSPACE], allow_force=allow_force
-        )
-        self.requests = 0
-
-    def deliver(self, raw: dict[str, Any]) -> EventResult:
-        [env] = parse_body(json.dumps([raw]))
-        return self.service.handle_envelope(env)
-
-    def manual(self, action: str = "retrain", model: str = MODEL, **kw: Any) -> Any:
-        self.requests += 1
-        req = ManualRequest(
-            Trigger("http", f"req-{self.requests}", "ManualRequest." + action), model, action, "test", **kw
-        )
-        return self.service.manual(req)
+def sqlite_world(path: Path, allow_force: bool = False) -> World:
+    return World(LedgerSpec("sqlite", str(path)), allow_force=allow_force)
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> World:
-    return World(tmp_path / "ledger.db")
+    return sqlite_world(tmp_path / "ledger.db")
 
 
 def test_drift_event_submits_one_retraining_job(world: World) -> None:
@@ -148,7 +126,7 @@ def test_manual_dry_run_renders_the_job_and_changes_nothing(world: World) -> Non
 
 
 def test_manual_retrain_in_cooldown_is_a_conflict_unless_forced(tmp_path: Path) -> None:
-    w = World(tmp_path / "l.db", allow_force=True)
+    w = sqlite_world(tmp_path / "l.db", allow_force=True)
     w.manual()
     w.clock.advance(minutes=1)
     with pytest.raises(Conflict, match="in flight"):
@@ -162,7 +140,7 @@ def test_force_is_refused_unless_allowed(world: World) -> None:
 
 
 def test_daily_budget_stops_retrains(tmp_path: Path) -> None:
-    w = World(tmp_path / "l.db", allow_force=True)
+    w = sqlite_world(tmp_path / "l.db", allow_force=True)
     for _ in range(3):
         w.manual(force=True)
     with pytest.raises(Conflict, match="daily retrain budget used up"):
@@ -174,7 +152,7 @@ def test_daily_budget_stops_retrains(tmp_path: Path) -> None:
 def test_a_storm_of_drift_events_inside_the_cooldown_starts_one_retrain(
     tmp_path_factory: pytest.TempPathFactory, ids: list[int]
 ) -> None:
-    w = World(tmp_path_factory.mktemp("storm") / "l.db")
+    w = sqlite_world(tmp_path_factory.mktemp("storm") / "l.db")
     for i in ids:  # any mix of new events and redeliveries, in any order
         w.deliver(drift_event(event_id=f"e{i}"))
         w.clock.advance(seconds=30)

@@ -10,9 +10,10 @@ Retrain: the pipeline job ``plan.name`` is submitted from the registered pipelin
 (``name:version``, or ``name@label`` resolved through the SDK). The name is derived from the
 decision key, so a redelivered event finds the job it already submitted and adopts it.
 
-Deploy: the candidate is gated (:mod:`handlers.gate`) against the champion, the model version
-behind the endpoint's live deployment (the one with the most traffic). A passing candidate that
-the run did not register is registered from the run's output ``deploy.model_output``; then a new
+Deploy: :meth:`AzureMLActions.candidate_facts` reads what the candidate gate (:mod:`handlers.gate`,
+run by the executor) judges: the candidate and the champion, the model version behind the endpoint's
+live deployment (the one with the most traffic). A passing candidate that the run did not register
+is registered from the run's output ``deploy.model_output`` by :meth:`start_deploy`; then a new
 managed online deployment is started beside the live one, copying its settings, with the
 candidate model and no traffic. The long-running operation is started and not waited for: the
 SDK's poller follows it on a daemon thread, the reconciler follows the rollout.
@@ -41,7 +42,7 @@ from function_app.retry import Budget, RetryPolicy
 from handlers import gate, rollout
 from handlers.decisions import DeployPlan, JobPlan
 from handlers.errors import PermanentError, TransientError
-from handlers.ports import ActionResult, JobInfo
+from handlers.ports import ActionResult, CandidateFacts, JobInfo, ModelVersion
 from handlers.signals import FINISHED_STATUSES, TAG_DECISION
 
 if TYPE_CHECKING:
@@ -116,12 +117,6 @@ class _Champion:
     model: Any | None
 
     @property
-    def label(self) -> str | None:
-        if self.deployment is None:
-            return None
-        return f"{self.model.name}:{self.model.version} ({self.deployment})" if self.model else self.deployment
-
-    @property
     def facts(self) -> dict[str, Any] | None:
         """None: nothing to compare with. Empty: a live model the gate cannot read a metric from."""
         if self.deployment is None:
@@ -134,8 +129,12 @@ def _traffic(endpoint: Any) -> dict[str, int]:
     return rollout.live(getattr(endpoint, "traffic", None) or {})
 
 
-def _same(a: Any, b: Any) -> bool:
-    return (str(a.name), str(a.version)) == (str(b.name), str(b.version))
+def _version(model: Any | None) -> ModelVersion | None:
+    """An SDK model version as the plain fact the inside judges."""
+    if model is None:
+        return None
+    kind = getattr(model, "type", None)
+    return ModelVersion(str(model.name), str(model.version), str(model.id), None if kind is None else str(kind))
 
 
 class AzureMLActions:
@@ -310,41 +309,42 @@ class AzureMLActions:
 
     # ------------------------------------------------------------------ deploy
 
-    def start_deploy(self, plan: DeployPlan) -> ActionResult:
+    def candidate_facts(self, plan: DeployPlan) -> CandidateFacts:
+        """The candidate (its registered version, if any, and the metrics the gate reads) and the
+        champion (the model version behind the endpoint's deployment with the most traffic)."""
         budget = self.retry.budget()
         champion = self._champion(budget, plan)
         candidate = self._candidate(budget, plan)
-        details: dict[str, Any] = {"backend": self.name, "candidate": candidate.label, "champion": champion.label}
-        if candidate.model is not None and champion.model is not None and _same(candidate.model, champion.model):
-            reason = f"candidate {candidate.label} is already live in deployment {plan.endpoint}/{champion.deployment}"
-            return ActionResult("skipped", details={**details, "reason": reason})
-        if plan.gate is not None:
-            verdict = gate.evaluate(
-                plan.gate,
-                candidate.facts,
-                champion.facts,
-                candidate_name=f"candidate {candidate.label}",
-                champion_name=f"champion {champion.label}",
-            )
-            details["gate"] = verdict.as_dict()
-            log.info(
-                "gate model=%s candidate=%s passed=%s: %s", plan.model, candidate.label, verdict.passed, verdict.why
-            )
-            if not verdict.passed:
-                return ActionResult("skipped", details={**details, "reason": f"not rolled out: {verdict.why}"})
-        if champion.live is None:
-            raise PermanentError(
-                f"endpoint {plan.endpoint!r} has no deployment with traffic to copy the instance type, environment and "
-                "code from; create the first deployment by hand (az ml online-deployment create --all-traffic)"
-            )
-        model = candidate.model
+        return CandidateFacts(
+            candidate=candidate.label,
+            candidate_version=_version(candidate.model),
+            candidate_metrics=candidate.facts,
+            live_deployment=champion.deployment,
+            champion_version=_version(champion.model),
+            champion_metrics=champion.facts,
+        )
+
+    def start_deploy(self, plan: DeployPlan, facts: CandidateFacts) -> ActionResult:
+        """Register the candidate if it has no version yet, then start its deployment at 0% beside the
+        live one, copying the live one's settings. The poller is not waited for."""
+        budget = self.retry.budget()
+        if facts.live_deployment is None:
+            raise PermanentError(f"endpoint {plan.endpoint!r} has no live deployment to copy the settings from")
+        live_name = facts.live_deployment.partition("/")[2]
+        live = self._call(
+            budget,
+            f"live deployment {facts.live_deployment}",
+            lambda: self.ml.online_deployments.get(live_name, endpoint_name=plan.endpoint),
+        )
+        details: dict[str, Any] = {"backend": self.name}
+        model = facts.candidate_version
         if model is None:
-            model = self._register(budget, plan, candidate, champion.model)
-            details["registered"] = f"{model.name}:{model.version}"
+            model = self._register(budget, plan, facts)
+            details["registered"] = model.label
         details.update(
             {
-                "candidate": f"{model.name}:{model.version}" + (f" (run {plan.run_id})" if plan.run_id else ""),
-                "copied_from": champion.deployment,
+                "candidate": model.label + (f" (run {plan.run_id})" if plan.run_id else ""),
+                "copied_from": facts.live_deployment,
                 "traffic": 0,
             }
         )
@@ -355,14 +355,14 @@ class AzureMLActions:
         if self._find_deployment(budget, plan) is not None:
             note = f"deployment {plan.endpoint}/{plan.deployment} already existed (a redelivery); adopted"
             return ActionResult("submitted", job=job, details={**details, "adopted": True, "note": note})
-        deployment = self._deployment(plan, champion.live, model)
+        deployment = self._deployment(plan, live, model)
         self._call(
             budget,
             f"creating deployment {plan.endpoint}/{plan.deployment}",
             lambda: self.ml.online_deployments.begin_create_or_update(deployment, skip_script_validation=True),
-            f"check models.{plan.model}.deploy and the live deployment {champion.deployment}",
+            f"check models.{plan.model}.deploy and the live deployment {facts.live_deployment}",
         )  # the poller is not waited for: the reconciler follows the rollout
-        log.info("started deployment %s model=%s:%s traffic=0", job["name"], model.name, model.version)
+        log.info("started deployment %s model=%s traffic=0", job["name"], model.label)
         return ActionResult("submitted", job=job, details=details)
 
     # ------------------------------------------------------------------ rollout
@@ -485,29 +485,36 @@ class AzureMLActions:
             or (decision and (v.tags or {}).get(TAG_DECISION) == decision)
         ]
 
-    def _register(self, budget: Budget, plan: DeployPlan, candidate: _Candidate, champion: Any | None) -> Any:
+    def _register(self, budget: Budget, plan: DeployPlan, facts: CandidateFacts) -> ModelVersion:
         from azure.ai.ml.entities import Model
 
-        assert plan.run_id
+        if not plan.run_id:
+            raise PermanentError(
+                f"candidate {facts.candidate} has no registered version and no run to register it from"
+            )
         tags = dict(plan.tags)
         if plan.gate is not None:
-            value = gate.metric_value(candidate.facts, plan.gate.metric)
+            value = gate.metric_value(facts.candidate_metrics, plan.gate.metric)
             if value is not None:
                 tags[plan.gate.metric] = f"{value:g}"  # so that it can be judged as a champion later
         path = f"azureml://jobs/{plan.run_id}/outputs/{plan.model_output}"
+        champion = facts.champion_version
         model = Model(
             name=plan.model,
             path=path,
-            type=str(getattr(champion, "type", None) or "custom_model"),
+            type=(champion.type if champion is not None else None) or "custom_model",
             tags=tags,
             description=f"registered by the retrain service from run {plan.run_id}",
         )
-        return self._call(
+        registered = self._call(
             budget,
             f"registering model {plan.model} from {path}",
             lambda: self.ml.models.create_or_update(model),
             f"check that the pipeline has the output models.{plan.model}.deploy.model_output ({plan.model_output!r})",
         )
+        version = _version(registered)
+        assert version is not None
+        return version
 
     def _find_deployment(self, budget: Budget, plan: DeployPlan) -> Any | None:
         return self._get_or_none(
@@ -516,7 +523,7 @@ class AzureMLActions:
             lambda: self.ml.online_deployments.get(plan.deployment, endpoint_name=plan.endpoint),
         )
 
-    def _deployment(self, plan: DeployPlan, live: Any, model: Any) -> Any:
+    def _deployment(self, plan: DeployPlan, live: Any, model: ModelVersion) -> Any:
         from azure.ai.ml.entities import ManagedOnlineDeployment
 
         if not isinstance(live, ManagedOnlineDeployment):
@@ -540,5 +547,5 @@ class AzureMLActions:
             app_insights_enabled=bool(live.app_insights_enabled),
             egress_public_network_access=live.egress_public_network_access,
             tags={**dict(live.tags or {}), **plan.tags},
-            description=f"candidate {model.name}:{model.version}, started at 0% beside {live.name}",
+            description=f"candidate {model.label}, started at 0% beside {live.name}",
         )

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 
 from handlers.decisions import DeployPlan, JobPlan
-from handlers.ports import ActionResult, JobInfo
+from handlers.ports import ActionResult, CandidateFacts, JobInfo, ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +29,36 @@ class DryRunActions:
             },
         )
 
-    def start_deploy(self, plan: DeployPlan) -> ActionResult:
-        candidate = f"version {plan.version}" if plan.version else f"the model of run {plan.run_id}"
+    def candidate_facts(self, plan: DeployPlan) -> CandidateFacts:
+        """What a dry run knows without a workspace: the candidate's own tags and properties (from
+        its run's event); the champion is not read, so the gate's floor alone decides."""
+        source = plan.gate.source if plan.gate is not None else "run"
+        version = (
+            ModelVersion(plan.model, plan.version, f"azureml:{plan.model}:{plan.version}") if plan.version else None
+        )
+        label = version.label if version is not None else f"run {plan.run_id}"
+        metrics = {**plan.run_properties, **plan.run_tags} if source == "run" else {}
+        notes = ["dry run: the workspace is not read; the champion is unknown, so the gate's floor alone decides"]
+        if source != "run":
+            notes.append(f"dry run: the gate's source is {source!r}, which only the workspace holds")
+        return CandidateFacts(
+            candidate=label,
+            candidate_version=version,
+            candidate_metrics=metrics,
+            live_deployment=f"{plan.endpoint}/(live deployment, not read in a dry run)",
+            champion_version=None,
+            champion_metrics={},
+            notes=tuple(notes),
+        )
+
+    def start_deploy(self, plan: DeployPlan, facts: CandidateFacts) -> ActionResult:
         return ActionResult(
             "planned",
             job={"name": f"{plan.endpoint}/{plan.deployment}", "url": None},
             details={
                 "backend": self.name,
-                "note": f"dry run: would gate {plan.model} ({candidate}) and create deployment "
-                f"{plan.deployment} on endpoint {plan.endpoint} at 0% traffic",
+                "note": f"dry run: would create deployment {plan.deployment} of {facts.candidate} on endpoint "
+                f"{plan.endpoint} at 0% traffic",
             },
         )
 

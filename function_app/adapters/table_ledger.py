@@ -44,9 +44,9 @@ from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from function_app.adapters.azure_errors import translated
 from function_app.adapters.sqlite_ledger import event_key
-from handlers.errors import TransientError
+from handlers.errors import PermanentError, TransientError
 from handlers.ports import Claim
-from handlers.records import DecisionRecord, ModelState, from_iso, iso
+from handlers.records import DecisionRecord, ModelState, cut, from_iso, iso
 from handlers.signals import Trigger
 
 if TYPE_CHECKING:
@@ -86,8 +86,10 @@ def trail_key(created: str, decision_id: str) -> str:
 
 def _put_body(entity: dict[str, Any], body: str) -> dict[str, Any]:
     chunks = [body[i : i + _CHUNK] for i in range(0, len(body), _CHUNK)] or [""]
-    if len(chunks) > _MAX_CHUNKS:
-        raise ValueError(f"record of {len(body)} characters is too large for one table entity")
+    if len(chunks) > _MAX_CHUNKS:  # records are bounded inside (DecisionRecord.bounded): a bug if it happens
+        raise PermanentError(
+            f"record of {len(body)} characters is too large for one table entity ({_MAX_CHUNKS * _CHUNK} at most)"
+        )
     entity["body"] = chunks[0]
     for n, chunk in enumerate(chunks[1:], start=1):
         entity[f"body{n}"] = chunk
@@ -108,13 +110,25 @@ def _etag(entity: Any) -> str:
 
 
 class TableLedger:
-    def __init__(self, service: TableServiceClient, prefix: str = "retrain", *, create: bool = True) -> None:
+    """``sleep`` and ``rng``: the pause and the jitter between two tries of a conflicting model write."""
+
+    def __init__(
+        self,
+        service: TableServiceClient,
+        prefix: str = "retrain",
+        *,
+        create: bool = True,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
         if not _PREFIX.match(prefix):
             raise ValueError(
                 f"RETRAIN_TABLE_PREFIX={prefix!r}: use a letter then letters or digits (table names allow no other)"
             )
         self.service = service
         self.prefix = prefix
+        self.sleep = sleep
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.names = {suffix: f"{prefix}{suffix}" for suffix in TABLES}
         self.events, self.models, self.decision_rows, self.trail = (
             service.get_table_client(self.names[s]) for s in TABLES
@@ -150,9 +164,10 @@ class TableLedger:
         entity = {
             "PartitionKey": key,
             "RowKey": "",
-            "source": trigger.source,
-            "event_id": trigger.event_id,
-            "event_type": trigger.event_type,
+            # informational copies (the key is a digest of the whole): cut to fit a string property
+            "source": cut(trigger.source),
+            "event_id": cut(trigger.event_id),
+            "event_type": cut(trigger.event_type),
             "status": "processing",
             "lease_until": until,
             "decisions": "[]",
@@ -272,7 +287,7 @@ class TableLedger:
                             match_condition=MatchConditions.IfNotModified,
                         )
                 except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError):
-                    time.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))  # noqa: S311 - jitter
+                    self.sleep(self.rng.uniform(0, min(0.05, 0.002 * 2**attempt)))
                 else:
                     return result
         raise TransientError(f"model {model}: {attempts} concurrent writers in a row; retry later")

@@ -8,7 +8,7 @@ from typing import Any
 import azure.functions as func
 
 from function_app.delivery import one_delivery
-from function_app.runtime import get_service, new_id
+from function_app.runtime import get_retrainer, new_id
 from function_app.settings import Settings
 from function_app.triggers.replies import error, from_exception, json_body, reply
 from handlers.errors import InvalidInput, RetrainError
@@ -55,7 +55,7 @@ def _manual(req: func.HttpRequest, action: str, allowed: dict[str, Any]) -> func
         if action == "deploy" and not request.version:
             raise InvalidInput('field \'version\' is required: the model version to deploy, e.g. {"version": "7"}')
         with one_delivery():
-            record = get_service().manual(request)
+            record = get_retrainer().service.manual(request)
     except RetrainError as exc:
         return from_exception(exc)
     status = 202 if record.outcome == "submitted" else 422 if record.outcome == "failed" else 200
@@ -80,7 +80,7 @@ def deploy_model(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="models", methods=["GET"])
 def list_models(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        return reply({"models": get_service().model_views()})
+        return reply({"models": get_retrainer().service.model_views()})
     except RetrainError as exc:
         return from_exception(exc)
 
@@ -93,7 +93,7 @@ def list_decisions(req: func.HttpRequest) -> func.HttpResponse:
         return error(400, f"limit={limit_text!r}: give a whole number from 1 to 1000")
     model = req.params.get("model") or None
     try:
-        records = get_service().ledger.decisions(model, int(limit_text))
+        records = get_retrainer().ledger.decisions(model, int(limit_text))
     except RetrainError as exc:
         return from_exception(exc)
     return reply({"decisions": [r.to_dict() for r in records]})
@@ -108,14 +108,14 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     except ValueError as exc:
         return reply({"status": "misconfigured", "error": str(exc)}, 503)
     try:
-        service = get_service()
+        service = get_retrainer()
     except RetrainError as exc:
         return reply({"status": "misconfigured", "error": str(exc), "settings": settings.summary()}, 503)
     return reply(
         {
             "status": "ok",
             "settings": settings.summary(),
-            "backend": service.actions.name,
+            "backend": service.backend,
             "models": sorted(service.policy.models),
         }
     )

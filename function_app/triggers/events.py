@@ -9,10 +9,10 @@ from typing import Any
 import azure.functions as func
 
 from function_app.delivery import one_delivery
-from function_app.runtime import get_service
+from function_app.runtime import get_retrainer
 from function_app.triggers.replies import error, from_exception, reply
-from handlers.errors import RetrainError, TransientError
-from handlers.signals import VALIDATION, Envelope, envelope_from_dict, parse_alert, parse_body
+from handlers.errors import InvalidInput, RetrainError, TransientError
+from handlers.signals import VALIDATION, Envelope, envelope_from_dict, parse_alert, parse_events
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def on_workspace_event(event: func.EventGridEvent) -> None:
     """Workspace events from the Event Grid system topic. Raising makes Event Grid redeliver."""
     env = envelope_from_binding(event)
     with one_delivery():
-        result = get_service().handle_envelope(env)  # TransientError propagates: redelivery
+        result = get_retrainer().service.handle_envelope(env)  # TransientError propagates: redelivery
     log.info("event %s %s: %s, %d decision(s)", env.event_id, env.event_type, result.status, len(result.decisions))
 
 
@@ -71,9 +71,10 @@ def events_webhook(req: func.HttpRequest) -> func.HttpResponse:
             status_code=200, headers={"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*", "Allow": "POST"}
         )
     try:
-        envelopes = parse_body(req.get_body())
+        items = parse_events(req.get_body())
     except RetrainError as exc:
         return from_exception(exc)
+    envelopes = [e for e in items if isinstance(e, Envelope)]
     validation = [e for e in envelopes if e.event_type == VALIDATION]
     if validation or req.headers.get("aeg-event-type", "").lower() == "subscriptionvalidation":
         code = validation[0].get("validationCode") if validation else None
@@ -81,18 +82,41 @@ def events_webhook(req: func.HttpRequest) -> func.HttpResponse:
             return error(400, "subscription validation event without data.validationCode")
         log.info("answering Event Grid subscription validation for event %s", validation[0].event_id)
         return reply({"validationResponse": code})
-    service = get_service()
-    results = []
+    if not envelopes:  # nothing in the body can be handled: say what is wrong with each
+        problems = [str(e) for e in items if isinstance(e, InvalidInput)]
+        return error(400, f"no event in the body can be read: {problems[0]}", problems=problems)
     try:
-        with one_delivery():  # Event Grid waits 30 s for the whole batch
-            for env in envelopes:
-                results.append(service.handle_envelope(env).to_dict())
-    except TransientError as exc:
-        # The whole batch is redelivered; events already processed come back as duplicates.
-        log.warning("transient failure after %d of %d events: %s", len(results), len(envelopes), exc)
-        return from_exception(exc)
+        service = get_retrainer().service
     except RetrainError as exc:
         return from_exception(exc)
+    return _deliver_batch(service, items)
+
+
+def _deliver_batch(service: Any, items: list[Envelope | InvalidInput]) -> func.HttpResponse:
+    """Each event of a webhook batch on its own: one bad or failing event never takes the others
+    down, and the reply says what happened to each. Any transient failure makes the reply 503, so
+    that Event Grid delivers the batch again; the events already handled come back as duplicates."""
+    results: list[dict[str, Any]] = []
+    transient: TransientError | None = None
+    with one_delivery():  # Event Grid waits 30 s for the whole batch
+        for n, item in enumerate(items):
+            if isinstance(item, InvalidInput):
+                log.warning("webhook event %d of the batch is unreadable: %s", n, item)
+                results.append({"index": n, "status": "rejected", "error": str(item)})
+                continue
+            try:
+                results.append(service.handle_envelope(item).to_dict())
+            except TransientError as exc:
+                log.warning("transient failure on event %s (%d of %d): %s", item.event_id, n + 1, len(items), exc)
+                transient = transient or exc
+                results.append({"event_id": item.event_id, "status": "retry", "error": str(exc)})
+    if transient is not None:
+        return error(
+            503,
+            f"some events could not be handled now ({transient}); deliver the batch again",
+            retry_after=int(transient.retry_after or 10),
+            results=results,
+        )
     return reply({"results": results})
 
 
@@ -102,7 +126,7 @@ def azure_monitor_alert(req: func.HttpRequest) -> func.HttpResponse:
     """Azure Monitor action-group webhook, common alert schema. 5xx makes the action group retry."""
     try:
         with one_delivery():
-            result = get_service().handle(parse_alert(req.get_body()))
+            result = get_retrainer().service.handle(parse_alert(req.get_body()))
     except RetrainError as exc:
         return from_exception(exc)
     return reply(result.to_dict())

@@ -1,5 +1,6 @@
 """The reconciler's timer: every RETRAIN_RECONCILE_SCHEDULE, one pass over the work in flight
-(RetrainService.reconcile). One instance runs it at a time (the timer's singleton lock)."""
+(handlers.reconcile.Reconciler, built once per worker). One instance runs it at a time (the timer's
+singleton lock)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 
 import azure.functions as func
 
-from function_app.runtime import get_service
+from function_app.runtime import get_retrainer
 from handlers.errors import TransientError
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,6 @@ def reconcile(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.info("reconciler tick is past due; running it now")
     try:
-        get_service().reconcile()
+        get_retrainer().reconcile()
     except TransientError as exc:
         log.warning("reconciler pass stopped by a transient failure; the next tick retries: %s", exc)

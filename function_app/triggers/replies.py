@@ -8,14 +8,16 @@ from typing import Any
 
 import azure.functions as func
 
+from handlers import jsonin
 from handlers.errors import Conflict, Forbidden, InvalidInput, NotFound, PermanentError, PolicyError, TransientError
 
 log = logging.getLogger(__name__)
 
 
 def reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    """A JSON reply; strict JSON (no NaN or Infinity), which every parser reads."""
     return func.HttpResponse(
-        json.dumps(body, default=str), status_code=status, mimetype="application/json", headers=headers
+        json.dumps(body, default=str, allow_nan=False), status_code=status, mimetype="application/json", headers=headers
     )
 
 
@@ -50,10 +52,7 @@ def json_body(req: func.HttpRequest) -> dict[str, Any]:
     raw = req.get_body() or b""
     if not raw.strip():
         return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidInput(f"body is not valid JSON ({exc}); send a JSON object") from exc
+    body = jsonin.loads(raw, "a JSON object")
     if not isinstance(body, dict):
         raise InvalidInput(f"body must be a JSON object, got {type(body).__name__}")
     return body

@@ -1,0 +1,289 @@
+"""The executor: the one place that carries a decision out, for the event path, the manual path and
+the reconciler alike (DESIGN.md, "executor").
+
+Reserve, act, confirm: a decision takes its model's slot in the ledger (an atomic check of cooldown,
+single-flight and daily budget), is recorded ``reserved`` with the plan it renders, acts through the
+ports under a name derived from its key, has its outcome recorded, and settles the slot. A crash
+anywhere in between is repaired by the redelivery (the same event gives the same decision, which
+resumes its own reservation and adopts the job of the same name) or by the reconciler, which carries
+the reserved record out through :meth:`Executor.act`.
+
+Every decision record is written here (:meth:`Executor.write`), bounded to what every ledger
+stores, with one log line that says what and why. Expected failures of an action (a
+:class:`PermanentError`) end in a recorded ``failed`` decision; a :class:`TransientError` leaves the
+reservation as it is, for the redelivery or the next reconciler pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from handlers import gate, guards
+from handlers.decisions import Decision, Deploy, Retrain
+from handlers.errors import PermanentError
+from handlers.ports import ActionResult, CandidateFacts, Deployments, Jobs, Ledger
+from handlers.records import DecisionRecord, iso
+
+log = logging.getLogger(__name__)
+
+# A failed record that frees its slot without giving back the cooldown and budget it took (the
+# action may have run): set by whoever releases a hold it cannot finish, read when it is settled.
+KEEPS_BUDGET = "keeps_budget"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The guards' limits for one model's retrains (None: no limit)."""
+
+    cooldown: timedelta | None
+    budget: int | None
+
+
+class Executor:
+    """Records, acts, settles. ``limits(model)`` gives a model's retrain cooldown and budget."""
+
+    def __init__(self, ledger: Ledger, jobs: Jobs, deployments: Deployments, limits: Callable[[str], Limits]) -> None:
+        self.ledger = ledger
+        self.jobs = jobs
+        self.deployments = deployments
+        self.limits = limits
+
+    # ------------------------------------------------------------------ records
+
+    def record(
+        self,
+        decision: Decision,
+        outcome: str,
+        now: datetime,
+        reason: str | None = None,
+        job: dict[str, Any] | None = None,
+        **details: Any,
+    ) -> DecisionRecord:
+        """The record of ``decision`` with ``outcome``, bounded and logged, not yet written."""
+        return self.logged(
+            DecisionRecord(
+                id=decision.id,
+                model=decision.model,
+                action=decision.action,
+                outcome=outcome,
+                reason=reason or decision.reason,
+                trigger=decision.trigger.as_dict(),
+                at=iso(now),
+                job=job,
+                details={k: v for k, v in details.items() if v is not None},
+            )
+        )
+
+    @staticmethod
+    def logged(record: DecisionRecord) -> DecisionRecord:
+        """``record`` within the ledgers' bounds, with the one log line of a decision."""
+        rec = record.bounded()
+        log.info(
+            "decision %s model=%s action=%s outcome=%s event_id=%s job=%s: %s",
+            rec.id,
+            rec.model,
+            rec.action,
+            rec.outcome,
+            rec.trigger.get("event_id"),
+            (rec.job or {}).get("name"),
+            rec.reason[:500],
+        )
+        return rec
+
+    def write(self, record: DecisionRecord) -> DecisionRecord:
+        """Write ``record`` (bounded) to the ledger: the one writer of decision records."""
+        rec = record.bounded()
+        self.ledger.put_decision(rec)
+        return rec
+
+    # ------------------------------------------------------------------ carrying out
+
+    def carry_out(self, decision: Retrain | Deploy, now: datetime, unwritten: list[DecisionRecord]) -> DecisionRecord:
+        """Reserve, act, confirm. What reserves nothing (a refusal by the guards, a dry-run preview)
+        goes to ``unwritten``, to be written with the event's completion, as skips are."""
+        kind = guards.RETRAIN if isinstance(decision, Retrain) else guards.ROLLOUT
+        limits = self.limits(decision.model) if kind == guards.RETRAIN else Limits(None, None)
+        model, rendered = decision.model, rendered_of(decision)
+        if decision.dry_run:  # a preview: the guards are consulted, nothing is reserved or submitted
+            unwritten.append(self._preview(decision, kind, limits, now))
+            return unwritten[-1]
+        if isinstance(decision, Deploy) and decision.plan.source == "run":
+            judged = self._judged_already(decision, kind)
+            if judged is not None:
+                return judged
+        verdict = self.ledger.update_model(
+            model,
+            lambda s: guards.reserve(s, kind, decision.id, now, limits.cooldown, limits.budget, decision.force),
+        )
+        if not verdict.granted:
+            rec = self.record(decision, "skipped", now, verdict.reason, guard=verdict.code, until=verdict.until)
+            unwritten.append(rec)
+            return rec
+        if verdict.resumed:  # reserved by an earlier delivery of this event, whose worker died
+            done = self.ledger.get_decision(decision.id)
+            if done is not None and done.outcome != "reserved":  # it acted and recorded the outcome
+                if verdict.code == "resumed":  # ... but died before confirming it
+                    self.settle(model, kind, done)
+                log.info(
+                    "decision %s model=%s event_id=%s: carried out already (outcome %s, job %s); not acting again",
+                    decision.id,
+                    model,
+                    decision.trigger.event_id,
+                    done.outcome,
+                    (done.job or {}).get("name"),
+                )
+                return done
+        self.write(
+            self.record(
+                decision,
+                "reserved",
+                now,
+                job=job_of(rendered),
+                rendered=rendered,
+                resumed=verdict.resumed or None,
+            )
+        )
+        return self.act(decision, now)
+
+    def _preview(self, decision: Retrain | Deploy, kind: str, limits: Limits, now: datetime) -> DecisionRecord:
+        """A dry run: what the guards say and, for a deploy, the gate's verdict on what the workspace
+        holds now; nothing is reserved, registered or submitted."""
+        rendered = rendered_of(decision)
+        verdict = guards.check(
+            self.ledger.get_model(decision.model),
+            kind,
+            decision.id,
+            now,
+            limits.cooldown,
+            limits.budget,
+            decision.force,
+        )
+        if not verdict.granted:
+            return self.record(decision, "skipped", now, verdict.reason, guard=verdict.code, dry_run=True)
+        extra: dict[str, Any] = {}
+        if isinstance(decision, Deploy):
+            try:
+                facts = self.deployments.candidate_facts(decision.plan)
+            except PermanentError as exc:
+                return self.record(
+                    decision, "failed", now, f"{decision.reason}; failed: {exc}", rendered=rendered, dry_run=True
+                )
+            judged = gate.judge(decision.plan.gate, facts)
+            extra = {"gate": judged.gate.as_dict() if judged.gate else None, "candidate": facts.as_dict()}
+            if judged.next != "deploy":
+                outcome = "skipped" if judged.next == "skip" else "failed"
+                return self.record(decision, outcome, now, judged.why, rendered=rendered, dry_run=True, **extra)
+        return self.record(decision, "planned", now, job=job_of(rendered), rendered=rendered, dry_run=True, **extra)
+
+    def _judged_already(self, decision: Deploy, kind: str) -> DecisionRecord | None:
+        """The recorded outcome of a run's deploy decision that was carried out before, from another
+        event about the same run (its RunCompleted, or the reconciler that caught the completion when
+        the event was late): a candidate is judged, and deployed, once. None when it must (still) be
+        carried out: never recorded, only reserved, refused by a guard, or holding the slot itself
+        (the resume path finishes that one)."""
+        done = self.ledger.get_decision(decision.id)
+        if done is None or done.outcome == "reserved" or "guard" in done.details:
+            return None
+        held = self.ledger.get_model(decision.model).flights.get(kind)
+        if held is not None and held.decision == decision.id and held.status == "reserved":
+            return None
+        log.info(
+            "decision %s model=%s event_id=%s: run %s was judged already (outcome %s); not acting again",
+            decision.id,
+            decision.model,
+            decision.trigger.event_id,
+            decision.plan.run_id,
+            done.outcome,
+        )
+        return done
+
+    def act(self, decision: Retrain | Deploy, now: datetime, **extra: Any) -> DecisionRecord:
+        """Act on a reserved decision, record the outcome, settle the slot: the one path, for a first
+        delivery, a redelivery and the reconciler alike. A TransientError leaves the reservation as
+        it is, for the redelivery or the next reconciler pass."""
+        rendered = rendered_of(decision)
+        kind = guards.RETRAIN if isinstance(decision, Retrain) else guards.ROLLOUT
+        try:
+            if isinstance(decision, Retrain):
+                rec = self._recorded(decision, now, self.jobs.submit_retrain(decision.job), rendered, extra)
+            else:
+                rec = self._deploy(decision, now, rendered, extra)
+        except PermanentError as exc:
+            rec = self.record(decision, "failed", now, f"{decision.reason}; failed: {exc}", rendered=rendered, **extra)
+        rec = self.write(rec)
+        self.settle(decision.model, kind, rec)
+        return rec
+
+    def _deploy(
+        self, decision: Deploy, now: datetime, rendered: dict[str, Any], extra: dict[str, Any]
+    ) -> DecisionRecord:
+        """Read the facts, judge the candidate (pure), start it only when it passes."""
+        facts = self.deployments.candidate_facts(decision.plan)
+        judged = gate.judge(decision.plan.gate, facts)
+        seen = {"gate": judged.gate.as_dict() if judged.gate else None, "candidate": facts.as_dict()}
+        log.info("gate model=%s candidate=%s: %s: %s", decision.model, facts.candidate, judged.next, judged.why)
+        if judged.next == "skip":
+            return self.record(decision, "skipped", now, judged.why, rendered=rendered, **seen, **extra)
+        if judged.next == "fail":
+            return self.record(
+                decision, "failed", now, f"{decision.reason}; failed: {judged.why}", rendered=rendered, **seen, **extra
+            )
+        result = self.deployments.start_deploy(decision.plan, facts)
+        return self._recorded(decision, now, result, rendered, {**seen, **extra})
+
+    def _recorded(
+        self,
+        decision: Retrain | Deploy,
+        now: datetime,
+        result: ActionResult,
+        rendered: dict[str, Any],
+        extra: dict[str, Any],
+    ) -> DecisionRecord:
+        return self.record(
+            decision,
+            result.outcome,
+            now,
+            job=result.job or job_of(rendered),
+            rendered=rendered,
+            **{**result.details, **extra},
+        )
+
+    # ------------------------------------------------------------------ slots
+
+    def settle(self, model: str, kind: str, record: DecisionRecord) -> None:
+        """Bring the model's slot in line with ``record``'s outcome: ``submitted`` keeps it (with its
+        job), anything else frees it; ``failed`` gives back the cooldown and budget the reservation
+        took, unless the record says it keeps them (:data:`KEEPS_BUDGET`)."""
+        job_name = (record.job or {}).get("name")
+        give_back = not record.details.get(KEEPS_BUDGET)
+        self.ledger.update_model(
+            model, lambda s: guards.confirm(s, kind, record.id, record.outcome, job_name, give_back=give_back)
+        )
+
+    def release(self, model: str, kind: str, record: DecisionRecord) -> DecisionRecord:
+        """Record why a hold is released, then free the slot: a crash in between leaves a record that
+        settling again honours."""
+        rec = self.write(record)
+        self.settle(model, kind, rec)
+        return rec
+
+    def describe_facts(self, decision: Deploy) -> tuple[CandidateFacts, gate.CandidateVerdict]:
+        """The facts and the gate's verdict for ``decision``, read now, changing nothing (``retrain explain``)."""
+        facts = self.deployments.candidate_facts(decision.plan)
+        return facts, gate.judge(decision.plan.gate, facts)
+
+
+def rendered_of(decision: Retrain | Deploy) -> dict[str, Any]:
+    return decision.job.as_dict() if isinstance(decision, Retrain) else decision.plan.as_dict()
+
+
+def job_of(rendered: dict[str, Any]) -> dict[str, Any] | None:
+    if rendered.get("type") == "pipeline":
+        return {"name": rendered["name"], "url": None}
+    if "deployment" in rendered:
+        return {"name": f"{rendered['endpoint']}/{rendered['deployment']}", "url": None}
+    return None

@@ -1,0 +1,237 @@
+"""DESIGN guarantee 4: every event gets an answer. Once an event is claimed, anything but a transient
+failure ends in a recorded decision and a finished event, acknowledged with 2xx, and a redelivery is
+a duplicate; a batch is answered event by event; values too large for a ledger are cut, not a 500;
+a body nested too deep is a 400 before anything is claimed. On both ledgers, through the webhook
+route and through the Event Grid trigger's own delivery path."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from handlers.errors import PermanentError
+from handlers.records import MAX_TEXT
+from handlers.signals import Trigger
+from tests.builders import WORKSPACE, breach_event, drift_event, ours, run_event
+from tests.conftest import Client
+from tests.ledgers import LedgerSpec
+from tests.world import MODEL, World
+
+DRIFT = "Microsoft.MachineLearningServices.DatasetDriftDetected"
+TRIGGER_PATH = "/runtime/webhooks/eventgrid?functionName=on_workspace_event"
+
+
+class App:
+    """The app as the local host serves it, on the ledger of ``spec``, and that ledger to read back."""
+
+    def __init__(self, spec: LedgerSpec, client: Client) -> None:
+        self.spec = spec
+        self.client = client
+        self.ledger = spec.open()
+
+    def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        status, _, out = self.client.call("POST", path, body, headers)
+        return status, out
+
+    def deliver(self, path: str, events: list[dict[str, Any]]) -> tuple[int, Any]:
+        """One delivery, the way Event Grid makes it on ``path``."""
+        return self.post(path, events, {"aeg-event-type": "Notification"})
+
+    def decisions_of(self, event_id: str, event_type: str = DRIFT) -> list[Any]:
+        found = self.ledger.event_status(Trigger(WORKSPACE, event_id, event_type))
+        assert found is not None and found[0] == "done", found
+        records = [self.ledger.get_decision(d) for d in found[1]]
+        assert all(r is not None for r in records)
+        return records
+
+
+@pytest.fixture
+def app(ledger_spec: LedgerSpec, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    import main
+    from function_app import runtime
+    from function_app.localhost import Host
+    from function_app.settings import Settings
+    from tests.fakes import Clock
+
+    if ledger_spec.kind == "table":
+        monkeypatch.setenv("RETRAIN_LEDGER", "table")
+        monkeypatch.setenv("RETRAIN_TABLES_CONNECTION", ledger_spec.target)
+        monkeypatch.setenv("RETRAIN_TABLE_PREFIX", ledger_spec.prefix)
+    else:
+        monkeypatch.setenv("RETRAIN_SQLITE_PATH", ledger_spec.target)
+    runtime.set_retrainer(runtime.build(Settings.from_env(), clock=Clock()))
+    yield App(ledger_spec, Client(Host(main.app)))
+    runtime.set_retrainer(None)
+
+
+def numeric_dataset_drift(event_id: str) -> dict[str, Any]:
+    raw = drift_event(event_id=event_id)
+    raw["data"]["TargetDatasetId"] = 4242  # the policy takes training_data from it: a string is required
+    return raw
+
+
+@pytest.mark.parametrize("path", ["/api/events", TRIGGER_PATH])
+def test_an_event_that_cannot_be_acted_on_after_its_claim_is_recorded_once_and_a_redelivery_is_a_duplicate(
+    app: App, path: str
+) -> None:
+    raw = numeric_dataset_drift("bad-data-1")
+    status, body = app.deliver(path, [raw])
+    assert status == 200
+    [rec] = app.decisions_of("bad-data-1")
+    assert (rec.model, rec.outcome) == (MODEL, "skipped")
+    assert "input 'training_data' is of type mltable" in rec.reason and "gave int '4242'" in rec.reason
+
+    again_status, again = app.deliver(path, [raw])
+    assert again_status == 200
+    assert app.decisions_of("bad-data-1") == [rec]  # recorded once
+    if path == "/api/events":
+        assert [r["status"] for r in body["results"]] == ["processed"]
+        assert [r["status"] for r in again["results"]] == ["duplicate"]
+        assert again["results"][0]["decisions"] == [rec.to_dict()]
+    assert app.ledger.decisions(MODEL) == [rec]
+
+
+def test_a_batch_with_bad_events_in_the_middle_acts_on_the_others_and_answers_per_event(app: App) -> None:
+    batch = [
+        drift_event(event_id="good-1"),
+        {"eventType": DRIFT, "data": {}},  # no id: it cannot even be claimed
+        numeric_dataset_drift("bad-2"),
+        breach_event(event_id="good-3"),
+    ]
+    status, body = app.deliver("/api/events", batch)
+    assert status == 200
+    results = body["results"]
+    assert [r["status"] for r in results] == ["processed", "rejected", "processed", "processed"]
+    assert results[1] == {"index": 1, "status": "rejected", "error": results[1]["error"]}
+    assert "event is missing 'id'" in results[1]["error"]
+    assert [d["outcome"] for d in results[0]["decisions"]] == ["planned"]
+    assert [d["outcome"] for d in results[2]["decisions"]] == ["skipped"]
+    assert [(d["model"], d["outcome"]) for d in results[3]["decisions"]] == [("churn-classifier", "planned")]
+
+
+def test_a_body_in_which_no_event_can_be_read_is_a_400_saying_why(app: App) -> None:
+    status, body = app.deliver("/api/events", [{"eventType": DRIFT}, 7])
+    assert status == 400
+    assert body["problems"][0].startswith("event is missing 'id'") and "must be a JSON object" in body["problems"][1]
+
+
+def test_values_too_large_for_a_ledger_are_recorded_cut_with_their_length_and_digest(app: App) -> None:
+    long_id = "e" * 40_000
+    huge_monitor = "m" * 1_000_000
+    status, body = app.deliver(
+        "/api/events", [drift_event(event_id=long_id), drift_event(monitor=huge_monitor, event_id="huge-monitor")]
+    )
+    assert status == 200, body
+    [by_id], [by_monitor] = app.decisions_of(long_id), app.decisions_of("huge-monitor")
+    assert by_id.outcome == "planned" and len(by_id.trigger["event_id"]) == MAX_TEXT
+    assert "[cut: 40000 characters, sha256 " in by_id.trigger["event_id"]
+    assert by_monitor.outcome == "skipped" and "no model in the policy listens to drift monitor" in by_monitor.reason
+    assert "[cut: " in by_monitor.reason and len(by_monitor.reason) < 10_000
+
+    again_status, again = app.deliver("/api/events", [drift_event(event_id=long_id)])
+    assert again_status == 200 and again["results"][0]["status"] == "duplicate"
+
+
+def test_a_candidate_run_with_a_megabyte_of_tags_is_recorded_and_frees_its_slot(app: App) -> None:
+    tags = {**ours(), "r2_score": "0.61", "notes": "x" * 1_000_000}
+    raw = run_event(run_id="retrain-big-1", tags=tags, event_id="big-run")
+    status, body = app.deliver("/api/events", [raw])
+    assert status == 200, body
+    [rec] = app.decisions_of("big-run", "Microsoft.MachineLearningServices.RunCompleted")
+    assert (rec.action, rec.outcome) == ("deploy", "planned")
+    assert "[cut: 1000000 characters" in rec.details["rendered"]["candidate"]["run_tags"]["notes"]
+    assert app.ledger.get_model(MODEL).flights == {}  # nothing left reserved
+
+
+ROUTES = [
+    ("/api/events", {"aeg-event-type": "Notification"}),
+    ("/api/alerts", {}),
+    (f"/api/models/{MODEL}/retrain", {}),
+    (f"/api/models/{MODEL}/deploy", {}),
+    (TRIGGER_PATH, {"aeg-event-type": "Notification"}),
+]
+
+
+@pytest.mark.parametrize(("path", "headers"), ROUTES)
+def test_json_nested_too_deep_is_a_400_with_a_json_error_and_nothing_is_claimed(
+    app: App, path: str, headers: dict[str, str]
+) -> None:
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 65 + b"1" + b"}" * 65):
+        status, out = app.post(path, body, headers)
+        assert status == 400, out
+        assert "nested deeper than 64 levels" in out["error"]
+    assert app.ledger.decisions() == []
+
+
+@pytest.mark.parametrize(("path", "headers"), ROUTES)
+def test_a_body_over_the_size_limit_is_a_400_before_anything_is_claimed(
+    app: App, path: str, headers: dict[str, str]
+) -> None:
+    status, out = app.post(path, b'["' + b"x" * (4 * 1024 * 1024) + b'"]', headers)
+    assert status == 400 and "is larger than 4194304 bytes" in out["error"]
+    assert app.ledger.decisions() == []
+
+
+# --------------------------------------------------------------------------- the service's own failure path
+
+
+class LedgerThatRefuses:
+    """A ledger that refuses, for good, to change one model's state (as Table storage refuses an
+    entity it cannot store): everything else goes to the real ledger."""
+
+    def __init__(self, inner: Any, model: str) -> None:
+        self.inner = inner
+        self.model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def update_model(self, model: str, change: Any) -> Any:
+        if model == self.model:
+            raise PermanentError(f"writing model {model}: the service answered 400: EntityTooLarge")
+        return self.inner.update_model(model, change)
+
+
+def test_a_permanent_failure_after_the_claim_is_a_recorded_failed_decision_and_the_event_is_done(
+    ledger_spec: LedgerSpec,
+) -> None:
+    world = World(ledger_spec)
+    refusing = world.new_worker(ledger=LedgerThatRefuses(ledger_spec.open(), MODEL))
+
+    [rec] = world.deliver(drift_event(event_id="refused"), refusing).decisions
+
+    assert (rec.model, rec.action, rec.outcome) == (MODEL, "none", "failed")
+    assert (
+        rec.reason
+        == "the event could not be handled: writing model sklearn_regression_model: the service answered 400: EntityTooLarge"
+    )
+    assert world.ledger.event_status(Trigger(WORKSPACE, "refused", DRIFT)) == ("done", [rec.id])
+    again = world.deliver(drift_event(event_id="refused"))
+    assert again.status == "duplicate" and again.decisions == [rec]
+    assert world.actions.submissions == []
+
+
+def test_a_bug_after_the_claim_gives_the_claim_back_so_the_redelivery_is_not_refused_as_busy(
+    tmp_path: Path,
+) -> None:
+    world = World(LedgerSpec("sqlite", str(tmp_path / "l.db")))
+
+    class Broken(LedgerThatRefuses):
+        def update_model(self, model: str, change: Any) -> Any:
+            raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        world.deliver(drift_event(event_id="bug"), world.new_worker(ledger=Broken(world.spec.open(), MODEL)))
+    assert world.ledger.event_status(Trigger(WORKSPACE, "bug", DRIFT)) is not None
+    [rec] = world.deliver(drift_event(event_id="bug")).decisions  # at once, not after the lease
+    assert rec.outcome == "submitted"
+
+
+def test_strict_json_replies_carry_no_nan_or_infinity(app: App) -> None:
+    status, _, raw = app.client.host.dispatch("GET", "/api/decisions", {}, b"")
+    assert status == 200
+    json.loads(raw, parse_constant=lambda name: pytest.fail(f"reply holds {name}"))

@@ -1,0 +1,99 @@
+"""The one test world: a service and a reconciler over one ledger, assembled as a worker assembles
+them (:func:`handlers.wiring.assemble`), with an injected clock and the test's own backend.
+
+Every test that runs the service builds it here, so a change to how a worker is put together is
+made once. ``new_worker`` gives a second worker on the same ledger (another instance, or the same
+one after a restart), optionally with other ports (a dying backend, a ledger that dies).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from handlers.policy import Policy, load_policy
+from handlers.reconcile import ReconcileReport
+from handlers.service import EventResult, RetrainService
+from handlers.signals import ManualRequest, Trigger, parse_body
+from handlers.wiring import Retrainer, assemble
+from tests.builders import WORKSPACE
+from tests.conftest import REPO
+from tests.fakes import Clock, RecordingActions
+from tests.ledgers import LedgerSpec
+
+MODEL = "sklearn_regression_model"
+EXAMPLE_POLICY = load_policy(REPO / "examples" / "policy.yaml")
+
+
+class World:
+    """``spec``: the ledger (opened afresh for each worker, as each instance does). ``actions``: the
+    backend (both ports; ``deployments`` overrides the second). ``options``: what
+    :func:`assemble` takes (``lease``, ``job_grace``, ``retention``, ``allow_force``)."""
+
+    __test__ = False  # a builder, not a test class
+
+    def __init__(
+        self,
+        spec: LedgerSpec,
+        *,
+        policy: Policy = EXAMPLE_POLICY,
+        actions: Any = None,
+        deployments: Any = None,
+        health: Any = None,
+        clock: Any = None,
+        workspaces: tuple[str, ...] = (WORKSPACE,),
+        **options: Any,
+    ) -> None:
+        self.spec = spec
+        self.policy = policy
+        self.clock = self.time = clock or Clock()  # ``time``: what the workers read (a subclass may rename ``clock``)
+        self.actions = actions if actions is not None else RecordingActions()
+        self.deployments = deployments
+        self.health = health
+        self.workspaces = workspaces
+        self.options = options
+        self.worker = self.new_worker()
+        self.ledger = self.worker.ledger
+        self.requests = 0
+
+    @property
+    def service(self) -> RetrainService:
+        return self.worker.service
+
+    def new_worker(self, actions: Any = None, ledger: Any = None, **options: Any) -> Retrainer:
+        """Another worker on the same ledger (and by default the same backend)."""
+        backend = actions if actions is not None else self.actions
+        return assemble(
+            self.policy,
+            ledger if ledger is not None else self.spec.open(),
+            backend,
+            self.deployments if self.deployments is not None and actions is None else backend,
+            self.time,
+            list(self.workspaces),
+            health=self.health,
+            **{**self.options, **options},
+        )
+
+    def deliver(self, raw: dict[str, Any], worker: Retrainer | None = None) -> EventResult:
+        [env] = parse_body(json.dumps([raw]))
+        return (worker or self.worker).service.handle_envelope(env)
+
+    def manual(self, action: str = "retrain", model: str = MODEL, worker: Retrainer | None = None, **kw: Any) -> Any:
+        """A manual request with a fresh request id; raises what the service raises (NotFound, ...)."""
+        self.requests += 1
+        request = ManualRequest(
+            Trigger("http", f"req-{self.requests}", "ManualRequest." + action),
+            model,
+            action,
+            kw.pop("reason", "test"),
+            **kw,
+        )
+        return (worker or self.worker).service.manual(request)
+
+    def reconcile(self, now: datetime | None = None) -> ReconcileReport:
+        """One pass of this world's reconciler (it keeps its purge clock across passes)."""
+        return self.worker.reconcile(now)
+
+    def flights(self, model: str = MODEL) -> dict[str, Any]:
+        return dict(self.ledger.get_model(model).flights)
