@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install run test check lint typecheck unit fast bench clean
 
 include infra/checks.mk
 
@@ -38,6 +38,13 @@ unit: install node_modules/.bin/azurite
 
 ## make test: every test and check, as CI runs them (check-infra first: its venv is used by a unit test)
 test: lint typecheck check-infra unit
+
+## make check: the loop while you work (under a minute): lint, types, and every test that needs neither
+## Azurite nor more than a few seconds (not marked azurite or slow; make test runs those too)
+check: lint typecheck fast
+
+fast: install
+	$(PY) -m pytest -q -m "not azurite and not slow"
 
 bench: install node_modules/.bin/azurite
 	$(PY) bench/run.py

@@ -66,6 +66,16 @@ def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
     return _real_getaddrinfo(host, *args, **kwargs)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs Azurite is marked ``azurite`` (``make check`` leaves those to ``make test``):
+    one that uses the Azurite fixtures, or runs on the Table ledger (a ``table`` parameter)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_table = callspec is not None and "table" in callspec.params.values()
+        if on_table or {"azurite", "own_azurite"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.azurite)
+
+
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)

@@ -519,7 +519,9 @@ def test_retrain_explain_prints_the_gate_verdict_for_a_finished_candidate_run(
     out = capsys.readouterr().out
     assert "decide  deploy model=sklearn_regression_model" in out
     gate_line = next(line for line in out.splitlines() if line.startswith("gate    "))
-    assert gate_line.startswith("gate    deploy (dryrun backend): candidate run retrain-sklearn-regression-model-example")
+    assert gate_line.startswith(
+        "gate    deploy (dryrun backend): candidate run retrain-sklearn-regression-model-example"
+    )
     assert "r2_score 0.61 reaches the floor 0.4" in gate_line
     numbers = json.loads(out.split(gate_line, 1)[1].splitlines()[1])
     assert (numbers["passed"], numbers["candidate"], numbers["floor"]) == (True, 0.61, 0.4)
