@@ -1,0 +1,482 @@
+"""Rollout analysis: a step's candidate judged against the deployment it replaces, as a pure rule.
+
+A health source (:class:`HealthSource`: platform metrics or the endpoint's traffic log) reads, over
+one window, what the candidate and the live (baseline) deployment answered: a histogram of
+``(ResponseCode, ModelStatusCode) -> requests`` and a p95 latency each (:class:`Reading`). The
+policy's ``failure_codes`` turn the histogram into failures, the way users feel them (by default
+5xx, 408, 424 and a model status >= 500; 429 is throttling, counted apart and judged by its own
+limit). :func:`judge` then decides, with every number it used in the verdict:
+
+- **absolute limits**: the failure rate at most ``max_error_rate``, the p95 at most
+  ``max_latency_ms``, the share of 429s at most ``max_throttle_rate``;
+- **against the baseline**, over the same window: a one-sided test that the candidate fails more
+  often than the baseline (:func:`two_proportion`), at ``confidence``, and its p95 at most
+  ``max_latency_ratio`` times the baseline's;
+- **fail fast**: before the bake is over, and before ``min_requests``, a step is rolled back as soon
+  as its failures alone decide it (see :func:`judge`).
+
+``confidence`` is the rollout's: a candidate as good as its baseline is rolled back by the
+comparison with probability at most ``1 - confidence`` over the whole rollout. That error is shared
+out between the steps that have a baseline (Bonferroni), and inside a step between the final look
+(half of the step's share) and the interim looks, which use a fixed twentieth of it each (a
+Haybittle-Peto boundary: stateless, so a pass needs no memory of earlier looks; within the bound
+for up to ten interim looks a step, and far below it in practice, since the looks are cumulative
+and so strongly correlated).
+
+Pure: stdlib only, no I/O, no clock read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from handlers.records import span
+
+if TYPE_CHECKING:
+    from handlers.policy import HealthRule, RolloutRule
+
+# The classes a request can fail in: a ResponseCode class, one ResponseCode, or the model's own code.
+DEFAULT_FAILURE_CODES = ("5xx", "408", "424", "model_5xx")
+THROTTLED = 429
+# A step's error is spent: half at the final look, a twentieth at each interim look (before the
+# bake is over; a Haybittle-Peto boundary), so up to ten interim looks stay within the step's share.
+FINAL_SHARE = 1 / 2
+INTERIM_SHARE = 1 / 20
+# Below this smallest expected cell count the comparison is Fisher's exact test, above it a z-test.
+EXACT_BELOW = 1000.0
+
+Code = tuple[int, int | None, int]  # (ResponseCode, ModelStatusCode or None, requests)
+
+
+# --------------------------------------------------------------------------- readings
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one deployment answered over ``since``..``until`` (ISO times), from ``source``
+    ('metrics', 'logs' or 'none'): ``codes`` is the histogram (ResponseCode, ModelStatusCode or
+    None, requests), sorted; ``p95_ms`` the 95th percentile latency (None when unknown);
+    ``request`` the query text or the metrics request that produced it; ``note`` anything unusual."""
+
+    endpoint: str
+    deployment: str
+    since: str
+    until: str
+    codes: tuple[Code, ...]
+    p95_ms: float | None
+    source: str
+    request: str
+    note: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        endpoint: str,
+        deployment: str,
+        since: str,
+        until: str,
+        codes: Mapping[tuple[int, int | None], int] | Iterable[Code],
+        p95_ms: float | None,
+        source: str,
+        request: str,
+        note: str | None = None,
+    ) -> Reading:
+        """A reading whose histogram is merged (one entry per code pair) and sorted."""
+        merged: dict[tuple[int, int | None], int] = {}
+        items = codes.items() if isinstance(codes, Mapping) else (((c, m), n) for c, m, n in codes)
+        for (code, model), n in items:
+            if n > 0:
+                merged[(code, model)] = merged.get((code, model), 0) + int(n)
+        ordered = tuple(sorted(((c, m, n) for (c, m), n in merged.items()), key=lambda t: (t[0], t[1] or -1)))
+        return cls(endpoint, deployment, since, until, ordered, p95_ms, source, request, note)
+
+    @property
+    def requests(self) -> int:
+        return sum(n for _, _, n in self.codes)
+
+    @property
+    def throttled(self) -> int:
+        return sum(n for c, _, n in self.codes if c == THROTTLED)
+
+    def counts(self, failure_codes: Iterable[str] = DEFAULT_FAILURE_CODES) -> Counts:
+        """The histogram counted by ``failure_codes``: each request in the first class it matches."""
+        classes = tuple(failure_codes)
+        by_class = dict.fromkeys(classes, 0)
+        for code, model, n in self.codes:
+            if code == THROTTLED:
+                continue
+            hit = next((c for c in classes if matches(c, code, model)), None)
+            if hit is not None:
+                by_class[hit] += n
+        requests, throttled = self.requests, self.throttled
+        served = requests - throttled
+        failures = sum(by_class.values())
+        return Counts(
+            self.deployment,
+            requests,
+            throttled,
+            served,
+            failures,
+            by_class,
+            failures / served if served else None,
+            throttled / requests if requests else None,
+            self.p95_ms if requests else None,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def matches(failure_code: str, code: int, model: int | None) -> bool:
+    """Whether a request answered ``code`` (the model answered ``model``) is in ``failure_code``:
+    '5xx' or '4xx' (a ResponseCode class; never 429), a ResponseCode such as '408', or
+    'model_5xx' (the model's own code >= 500, whatever the endpoint answered)."""
+    if failure_code == "model_5xx":
+        return model is not None and model >= 500
+    if code == THROTTLED:
+        return False
+    if failure_code in ("4xx", "5xx"):
+        return code // 100 == int(failure_code[0])
+    return failure_code.isdigit() and code == int(failure_code)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A reading counted: ``served`` = requests not throttled; ``failure_rate`` = failures / served;
+    ``throttle_rate`` = throttled / requests."""
+
+    deployment: str
+    requests: int
+    throttled: int
+    served: int
+    failures: int
+    by_class: dict[str, int] = field(default_factory=dict)
+    failure_rate: float | None = None
+    throttle_rate: float | None = None
+    p95_ms: float | None = None
+
+    def text(self) -> str:
+        classes = ", ".join(f"{n} {c}" for c, n in self.by_class.items() if n)
+        rate = f" ({self.failure_rate:.2%})" if self.failure_rate is not None else ""
+        return f"{self.failures} failure(s){f' [{classes}]' if classes else ''} of {self.served} request(s){rate}"
+
+
+class HealthSource(Protocol):
+    """Where the readings of a step come from: the candidate's and the baseline's over one window."""
+
+    name: str
+
+    def read(
+        self, endpoint: str, candidate: str, baseline: str | None, since: datetime, until: datetime
+    ) -> tuple[Reading, Reading | None]:
+        """The candidate's reading, and the baseline's (None when ``baseline`` is None). Raises
+        TransientError when the numbers cannot be had now, PermanentError when refused."""
+        ...
+
+
+def window(rule: HealthRule, started: datetime, now: datetime) -> tuple[datetime, datetime]:
+    """The window a step is judged on: from its start to ``rule.lag`` (the source's ingestion lag)
+    before ``now``; empty (since == until) while the lag has not passed yet."""
+    until = max(started, now - rule.window_lag)
+    return started, until
+
+
+def baseline_of(original: Mapping[str, int], candidate: str) -> str | None:
+    """The deployment the candidate is judged against: the one that had the most traffic before the
+    rollout (ties: the first by name); None when no other deployment had traffic."""
+    others = sorted((d for d, p in original.items() if d != candidate and p > 0), key=lambda d: (-original[d], d))
+    return others[0] if others else None
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _lchoose(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def _tail_sum(first: float, ratio: Any, start: int, stop: int, step: int) -> float:
+    """Sum of pmf terms from ``start`` towards ``stop`` (inclusive), each term the previous times
+    ``ratio(k)``; stops once terms no longer matter."""
+    total, term, k = 0.0, first, start
+    while True:
+        total += term
+        if k == stop or term < total * 1e-17:
+            return total
+        term *= ratio(k)
+        k += step
+
+
+def fisher_greater(f1: int, n1: int, f0: int, n0: int) -> float:
+    """One-sided Fisher's exact test: P(X >= f1) where X, the candidate's failures given the total
+    failures ``f1 + f0`` of ``n1 + n0`` requests, is hypergeometric. Small: the candidate fails more."""
+    total, failed = n1 + n0, f1 + f0
+    low, high = max(0, n1 - (total - failed)), min(failed, n1)
+    if f1 <= low:
+        return 1.0
+    if f1 > high:
+        return 0.0
+    rest = total - failed - n1  # the baseline's successes are rest + k when the candidate has k failures
+
+    def log_pmf(k: int) -> float:
+        return _lchoose(failed, k) + _lchoose(total - failed, n1 - k) - _lchoose(total, n1)
+
+    mode = (n1 + 1) * (failed + 1) // (total + 2)
+    if f1 > mode:  # the upper tail decreases from f1 on
+        return min(
+            1.0,
+            _tail_sum(
+                math.exp(log_pmf(f1)),
+                lambda k: (failed - k) * (n1 - k) / ((k + 1) * (rest + k + 1)),
+                f1,
+                high,
+                1,
+            ),
+        )
+    below = _tail_sum(  # 1 - P(X <= f1 - 1), that lower tail decreasing from f1 - 1 down
+        math.exp(log_pmf(f1 - 1)),
+        lambda k: k * (rest + k) / ((failed - k + 1) * (n1 - k + 1)),
+        f1 - 1,
+        low,
+        -1,
+    )
+    return min(1.0, max(0.0, 1.0 - below))
+
+
+def binomial_greater(f: int, n: int, p: float) -> float:
+    """P(X >= f) for X ~ Binomial(n, p)."""
+    if f <= 0:
+        return 1.0
+    if f > n or p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    first = math.exp(_lchoose(n, f) + f * math.log(p) + (n - f) * math.log1p(-p))
+    odds = p / (1 - p)
+    if f >= n * p:
+        return min(1.0, _tail_sum(first, lambda k: (n - k) / (k + 1) * odds, f, n, 1))
+    below = _tail_sum(
+        first * f / ((n - f + 1) * odds), lambda k: k / ((n - k + 1) * odds), f - 1, 0, -1
+    )  # P(X <= f - 1)
+    return min(1.0, max(0.0, 1.0 - below))
+
+
+def z_greater(f1: int, n1: int, f0: int, n0: int) -> float:
+    """One-sided pooled z-test for two proportions, with Yates' continuity correction: small when
+    the candidate fails more."""
+    pooled = (f1 + f0) / (n1 + n0)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n0))
+    if se == 0.0:
+        return 1.0
+    z = (f1 / n1 - f0 / n0 - 0.5 * (1 / n1 + 1 / n0)) / se
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def two_proportion(f1: int, n1: int, f0: int, n0: int) -> tuple[float, str]:
+    """The one-sided p-value that the candidate (``f1`` failures of ``n1``) fails more often than the
+    baseline (``f0`` of ``n0``), and the test used: Fisher's exact test while the smallest expected
+    cell count under equal rates is below :data:`EXACT_BELOW` (1,000), the continuity-corrected z-test
+    from there on. The exact tail costs about 0.05 ms at that size, but grows with the counts; the
+    z-test's skew error shrinks with them: at the switch, for a canary at 10% (the unbalanced case),
+    it gives 0.84 to 1.0 times the exact p-value at the levels used here (1e-2 to 2.5e-4), 0.7 at 1e-5."""
+    if n1 <= 0 or n0 <= 0:
+        return 1.0, "none"
+    pooled = (f1 + f0) / (n1 + n0)
+    smallest = min(n1, n0) * min(pooled, 1 - pooled)
+    if smallest < EXACT_BELOW:
+        return fisher_greater(f1, n1, f0, n0), "fisher-exact"
+    return z_greater(f1, n1, f0, n0), "z"
+
+
+def step_alpha(rule: RolloutRule) -> float:
+    """A step's share of the rollout's error ``1 - confidence``: split over the steps that can have
+    a baseline (those below 100%: at 100% the old deployment serves nothing)."""
+    compared = max(1, sum(1 for s in rule.steps if s < 100))
+    return (1.0 - rule.health.confidence) / compared
+
+
+# --------------------------------------------------------------------------- the verdict
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The judgement of a step: ``status`` healthy, unhealthy or no_traffic; ``next`` advance,
+    rollback, hold or wait; ``why`` in words with the numbers; and every number it used."""
+
+    status: str
+    next: str
+    why: str
+    candidate: Counts
+    baseline: Counts | None
+    p_value: float | None
+    test: str | None
+    alpha: float
+    latency_ratio: float | None
+    baked_s: float
+    final: bool
+    limits: dict[str, Any]
+    source: str
+    request: str
+    since: str
+    until: str
+    baseline_request: str | None = None
+    note: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def absolute(rule: RolloutRule, candidate: Reading, baked: timedelta) -> Verdict:
+    """Today's rule, on the new counting: absolute limits only, judged once the bake is over."""
+    return judge(rule, candidate, None, baked, fail_fast=False)
+
+
+def judge(
+    rule: RolloutRule, candidate: Reading, baseline: Reading | None, baked: timedelta, *, fail_fast: bool = True
+) -> Verdict:
+    """Judge a step that has baked ``baked`` (the window's length) on the candidate's reading and,
+    over the same window, the baseline's (None: no baseline; absolute limits only).
+
+    Before the bake is over (an interim look) the answer is ``wait`` unless the failures alone
+    already decide the step (``fail_fast``), which rolls it back: fewer than ``min_requests`` whose
+    failures exceed ``max_error_rate`` even if every request up to ``min_requests`` succeeded; a
+    failure rate above ``max_error_rate`` at the interim level; or the comparison rejecting at the
+    interim level. Once the bake is over: too few requests bake on up to ``longest_bake``, then
+    ``on_no_traffic`` decides; else each limit in turn, and healthy advances."""
+    health = rule.health
+    classes = tuple(health.failure_codes)
+    c = candidate.counts(classes)
+    b = baseline.counts(classes) if baseline is not None else None
+    alpha = step_alpha(rule) * FINAL_SHARE
+    interim = step_alpha(rule) * INTERIM_SHARE
+    final = baked >= rule.bake
+    limits = {
+        "max_error_rate": health.max_error_rate,
+        "min_requests": health.min_requests,
+        "max_latency_ms": health.max_latency_ms,
+        "max_latency_ratio": health.max_latency_ratio,
+        "max_throttle_rate": health.max_throttle_rate,
+        "confidence": health.confidence,
+        "failure_codes": list(classes),
+        "bake_s": rule.bake.total_seconds(),
+    }
+    compared = b is not None and b.served >= max(1, health.min_requests) and c.served > 0
+    p_value, test = two_proportion(c.failures, c.served, b.failures, b.served) if compared and b else (None, None)
+    ratio = (
+        c.p95_ms / b.p95_ms
+        if compared and b is not None and c.p95_ms is not None and b.p95_ms is not None and b.p95_ms > 0
+        else None
+    )
+    notes = [n for n in (candidate.note, baseline.note if baseline else None) if n]
+    if b is None:
+        notes.append("no baseline deployment: absolute limits only")
+    elif not compared:
+        notes.append(
+            f"baseline {b.deployment} served {b.served} request(s), fewer than min_requests {health.min_requests}: "
+            "absolute limits only"
+        )
+
+    def verdict(status: str, nxt: str, why: str) -> Verdict:
+        return Verdict(
+            status,
+            nxt,
+            why,
+            c,
+            b,
+            p_value,
+            test,
+            alpha if final else interim,
+            ratio,
+            baked.total_seconds(),
+            final,
+            limits,
+            candidate.source,
+            candidate.request,
+            candidate.since,
+            candidate.until,
+            baseline.request if baseline is not None else None,
+            "; ".join(notes) or None,
+        )
+
+    seen = c.text()
+    vs = f" vs baseline {b.deployment}: {b.text()}" if compared and b is not None else ""
+    limit = health.max_error_rate
+    if fail_fast and c.served < health.min_requests and c.failures > limit * health.min_requests:
+        return verdict(
+            "unhealthy",
+            "rollback",
+            f"{seen} after {span(baked)}: even if the next {health.min_requests - c.served} request(s) succeed, "
+            f"{c.failures} of min_requests {health.min_requests} is above max_error_rate {limit:.1%}",
+        )
+    if fail_fast and not final and c.failure_rate is not None and c.failure_rate > limit:
+        p_abs = binomial_greater(c.failures, c.served, limit)
+        if p_abs < interim:
+            return verdict(
+                "unhealthy",
+                "rollback",
+                f"{seen} after {span(baked)} is above max_error_rate {limit:.1%} already "
+                f"(p={p_abs:.2g} < {interim:.2g}), before the end of the bake",
+            )
+    if fail_fast and not final and p_value is not None and p_value < interim:
+        return verdict(
+            "unhealthy",
+            "rollback",
+            f"{seen}{vs} after {span(baked)}: worse than the baseline already ({test} p={p_value:.2g} < {interim:.2g})",
+        )
+    if not final:
+        status = "no_traffic" if c.served < health.min_requests else "healthy"
+        return verdict(
+            status, "wait", f"{seen}{vs} after {span(baked)} of a {span(rule.bake)} bake: no breach so far; baking on"
+        )
+    if (
+        health.max_throttle_rate is not None
+        and c.requests >= health.min_requests
+        and c.throttle_rate is not None
+        and c.throttle_rate > health.max_throttle_rate
+    ):
+        return verdict(
+            "unhealthy",
+            "rollback",
+            f"{c.throttled} of {c.requests} request(s) throttled (429, {c.throttle_rate:.1%}) is above "
+            f"max_throttle_rate {health.max_throttle_rate:.1%}",
+        )
+    if c.served < health.min_requests or c.served == 0:
+        why = f"{seen} is less traffic than min_requests {health.min_requests}"
+        if candidate.note:
+            why += f" ({candidate.note})"
+        if baked < rule.longest_bake:
+            return verdict("no_traffic", "wait", f"{why}; baking on, up to {span(rule.longest_bake)}")
+        action = {"promote": "advance", "hold": "hold", "rollback": "rollback"}[health.on_no_traffic]
+        return verdict(
+            "no_traffic", action, f"{why} after {span(baked)} of baking; on_no_traffic is {health.on_no_traffic}"
+        )
+    assert c.failure_rate is not None
+    if c.failure_rate > limit:
+        return verdict("unhealthy", "rollback", f"{seen} is above max_error_rate {limit:.1%}")
+    if p_value is not None and p_value < alpha:
+        return verdict(
+            "unhealthy",
+            "rollback",
+            f"{seen}{vs}: worse than the baseline ({test} p={p_value:.2g} < {alpha:.2g}, confidence "
+            f"{health.confidence:g} over the rollout)",
+        )
+    latency = f", p95 {c.p95_ms:.0f} ms" if c.p95_ms is not None else ""
+    if health.max_latency_ms is not None and c.p95_ms is not None and c.p95_ms > health.max_latency_ms:
+        return verdict(
+            "unhealthy",
+            "rollback",
+            f"p95 latency {c.p95_ms:.0f} ms is above max_latency_ms {health.max_latency_ms:.0f} ({seen})",
+        )
+    if health.max_latency_ratio is not None and ratio is not None and ratio > health.max_latency_ratio:
+        return verdict(
+            "unhealthy",
+            "rollback",
+            f"p95 latency {c.p95_ms:.0f} ms is {ratio:.2f} times the baseline's {b.p95_ms if b else 0:.0f} ms, "
+            f"above max_latency_ratio {health.max_latency_ratio:g} ({seen})",
+        )
+    compared_text = f" (p={p_value:.2g})" if p_value is not None else ""
+    return verdict("healthy", "advance", f"{seen}{latency}{vs}{compared_text}: within the policy's limits")
