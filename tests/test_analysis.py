@@ -278,3 +278,26 @@ def test_the_baseline_is_the_deployment_that_had_the_most_traffic() -> None:
     assert analysis.baseline_of({"blue": 70, "green": 30}, "cand") == "blue"
     assert analysis.baseline_of({"b": 50, "a": 50}, "cand") == "a"
     assert analysis.baseline_of({"cand": 100, "old": 0}, "cand") is None
+
+
+@given(
+    served=st.integers(1, 2000),
+    base_served=st.integers(0, 20000),
+    data=st.data(),
+    minutes=st.integers(1, 40),
+)
+def test_more_candidate_failures_never_turn_a_rollback_into_anything_else(
+    served: int, base_served: int, data: Any, minutes: int
+) -> None:
+    base_failed = data.draw(st.integers(0, base_served))
+    failed = data.draw(st.integers(0, served))
+    more = data.draw(st.integers(failed, served))
+    base = reading("blue", ok=base_served - base_failed, e5xx=base_failed)
+    baked = timedelta(minutes=minutes)
+    first = analysis.judge(rule(), reading(ok=served - failed, e424=failed), base, baked)
+    second = analysis.judge(rule(), reading(ok=served - more, e424=more), base, baked)
+    assert first.next in ("advance", "rollback", "hold", "wait")
+    if first.next == "rollback":
+        assert second.next == "rollback", (first.why, second.why)
+    if first.p_value is not None and second.p_value is not None and first.test == second.test:
+        assert second.p_value <= first.p_value + 1e-12  # (across the exact/z switch it may step a little)
