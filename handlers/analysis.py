@@ -10,7 +10,7 @@ limit). :func:`judge` then decides, with every number it used in the verdict:
 - **absolute limits**: the failure rate at most ``max_error_rate``, the p95 at most
   ``max_latency_ms``, the share of 429s at most ``max_throttle_rate``;
 - **against the baseline**, over the same window: a one-sided test that the candidate fails more
-  often than the baseline (:func:`two_proportion`), at ``confidence``, and its p95 at most
+  often than the baseline (:func:`handlers.proportions.two_proportion`), at ``confidence``, and its p95 at most
   ``max_latency_ratio`` times the baseline's;
 - **fail fast**: before the bake is over, and before ``min_requests``, a step is rolled back as soon
   as its failures alone decide it (see :func:`judge`).
@@ -28,12 +28,12 @@ Pure: stdlib only, no I/O, no clock read.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from handlers.proportions import binomial_greater, two_proportion
 from handlers.records import span
 
 if TYPE_CHECKING:
@@ -46,8 +46,6 @@ THROTTLED = 429
 # bake is over; a Haybittle-Peto boundary), so up to ten interim looks stay within the step's share.
 FINAL_SHARE = 1 / 2
 INTERIM_SHARE = 1 / 20
-# Below this smallest expected cell count the comparison is Fisher's exact test, above it a z-test.
-EXACT_BELOW = 1000.0
 
 Code = tuple[int, int | None, int]  # (ResponseCode, ModelStatusCode or None, requests)
 
@@ -125,6 +123,7 @@ class Reading:
             failures / served if served else None,
             throttled / requests if requests else None,
             self.p95_ms if requests else None,
+            self.codes,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -147,7 +146,7 @@ def matches(failure_code: str, code: int, model: int | None) -> bool:
 @dataclass(frozen=True)
 class Counts:
     """A reading counted: ``served`` = requests not throttled; ``failure_rate`` = failures / served;
-    ``throttle_rate`` = throttled / requests."""
+    ``throttle_rate`` = throttled / requests; ``codes`` the raw histogram it was counted from."""
 
     deployment: str
     requests: int
@@ -158,6 +157,7 @@ class Counts:
     failure_rate: float | None = None
     throttle_rate: float | None = None
     p95_ms: float | None = None
+    codes: tuple[Code, ...] = ()
 
     def text(self) -> str:
         classes = ", ".join(f"{n} {c}" for c, n in self.by_class.items() if n)
@@ -192,104 +192,7 @@ def baseline_of(original: Mapping[str, int], candidate: str) -> str | None:
     return others[0] if others else None
 
 
-# --------------------------------------------------------------------------- statistics
-
-
-def _lchoose(n: int, k: int) -> float:
-    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-
-
-def _tail_sum(first: float, ratio: Any, start: int, stop: int, step: int) -> float:
-    """Sum of pmf terms from ``start`` towards ``stop`` (inclusive), each term the previous times
-    ``ratio(k)``; stops once terms no longer matter."""
-    total, term, k = 0.0, first, start
-    while True:
-        total += term
-        if k == stop or term < total * 1e-17:
-            return total
-        term *= ratio(k)
-        k += step
-
-
-def fisher_greater(f1: int, n1: int, f0: int, n0: int) -> float:
-    """One-sided Fisher's exact test: P(X >= f1) where X, the candidate's failures given the total
-    failures ``f1 + f0`` of ``n1 + n0`` requests, is hypergeometric. Small: the candidate fails more."""
-    total, failed = n1 + n0, f1 + f0
-    low, high = max(0, n1 - (total - failed)), min(failed, n1)
-    if f1 <= low:
-        return 1.0
-    if f1 > high:
-        return 0.0
-    rest = total - failed - n1  # the baseline's successes are rest + k when the candidate has k failures
-
-    def log_pmf(k: int) -> float:
-        return _lchoose(failed, k) + _lchoose(total - failed, n1 - k) - _lchoose(total, n1)
-
-    mode = (n1 + 1) * (failed + 1) // (total + 2)
-    if f1 > mode:  # the upper tail decreases from f1 on
-        return min(
-            1.0,
-            _tail_sum(
-                math.exp(log_pmf(f1)),
-                lambda k: (failed - k) * (n1 - k) / ((k + 1) * (rest + k + 1)),
-                f1,
-                high,
-                1,
-            ),
-        )
-    below = _tail_sum(  # 1 - P(X <= f1 - 1), that lower tail decreasing from f1 - 1 down
-        math.exp(log_pmf(f1 - 1)),
-        lambda k: k * (rest + k) / ((failed - k + 1) * (n1 - k + 1)),
-        f1 - 1,
-        low,
-        -1,
-    )
-    return min(1.0, max(0.0, 1.0 - below))
-
-
-def binomial_greater(f: int, n: int, p: float) -> float:
-    """P(X >= f) for X ~ Binomial(n, p)."""
-    if f <= 0:
-        return 1.0
-    if f > n or p <= 0.0:
-        return 0.0
-    if p >= 1.0:
-        return 1.0
-    first = math.exp(_lchoose(n, f) + f * math.log(p) + (n - f) * math.log1p(-p))
-    odds = p / (1 - p)
-    if f >= n * p:
-        return min(1.0, _tail_sum(first, lambda k: (n - k) / (k + 1) * odds, f, n, 1))
-    below = _tail_sum(
-        first * f / ((n - f + 1) * odds), lambda k: k / ((n - k + 1) * odds), f - 1, 0, -1
-    )  # P(X <= f - 1)
-    return min(1.0, max(0.0, 1.0 - below))
-
-
-def z_greater(f1: int, n1: int, f0: int, n0: int) -> float:
-    """One-sided pooled z-test for two proportions, with Yates' continuity correction: small when
-    the candidate fails more."""
-    pooled = (f1 + f0) / (n1 + n0)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n0))
-    if se == 0.0:
-        return 1.0
-    z = (f1 / n1 - f0 / n0 - 0.5 * (1 / n1 + 1 / n0)) / se
-    return 0.5 * math.erfc(z / math.sqrt(2))
-
-
-def two_proportion(f1: int, n1: int, f0: int, n0: int) -> tuple[float, str]:
-    """The one-sided p-value that the candidate (``f1`` failures of ``n1``) fails more often than the
-    baseline (``f0`` of ``n0``), and the test used: Fisher's exact test while the smallest expected
-    cell count under equal rates is below :data:`EXACT_BELOW` (1,000), the continuity-corrected z-test
-    from there on. The exact tail costs about 0.05 ms at that size, but grows with the counts; the
-    z-test's skew error shrinks with them: at the switch, for a canary at 10% (the unbalanced case),
-    it gives 0.84 to 1.0 times the exact p-value at the levels used here (1e-2 to 2.5e-4), 0.7 at 1e-5."""
-    if n1 <= 0 or n0 <= 0:
-        return 1.0, "none"
-    pooled = (f1 + f0) / (n1 + n0)
-    smallest = min(n1, n0) * min(pooled, 1 - pooled)
-    if smallest < EXACT_BELOW:
-        return fisher_greater(f1, n1, f0, n0), "fisher-exact"
-    return z_greater(f1, n1, f0, n0), "z"
+# --------------------------------------------------------------------------- the error budget
 
 
 def step_alpha(rule: RolloutRule) -> float:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handlers import analysis
+from handlers import analysis, proportions
 from handlers.analysis import Reading
 from handlers.policy import RolloutRule
 
@@ -81,7 +81,7 @@ def brute_fisher(f1: int, n1: int, f0: int, n0: int) -> float:
 
 def test_fisher_matches_the_hypergeometric_sum() -> None:
     for args in [(3, 60, 5, 540), (0, 60, 5, 540), (6, 600, 54, 5400), (1, 5, 0, 100), (60, 60, 5, 540)]:
-        assert analysis.fisher_greater(*args) == pytest.approx(brute_fisher(*args), rel=1e-9, abs=1e-300)
+        assert proportions.fisher_greater(*args) == pytest.approx(brute_fisher(*args), rel=1e-9, abs=1e-300)
 
 
 @given(
@@ -91,7 +91,7 @@ def test_fisher_matches_the_hypergeometric_sum() -> None:
 )
 def test_fisher_is_a_probability_that_falls_as_the_candidate_fails_more(n1: int, n0: int, data: Any) -> None:
     f0 = data.draw(st.integers(0, n0))
-    values = [analysis.fisher_greater(f1, n1, f0, n0) for f1 in range(n1 + 1)]
+    values = [proportions.fisher_greater(f1, n1, f0, n0) for f1 in range(n1 + 1)]
     assert all(0.0 <= v <= 1.0 for v in values)
     assert all(a >= b - 1e-12 for a, b in itertools.pairwise(values))
     f1 = data.draw(st.integers(0, n1))
@@ -100,7 +100,7 @@ def test_fisher_is_a_probability_that_falls_as_the_candidate_fails_more(n1: int,
 
 @given(n=st.integers(1, 300), p=st.floats(0.001, 0.999), data=st.data())
 def test_the_binomial_tail_is_a_probability_that_falls_with_more_failures(n: int, p: float, data: Any) -> None:
-    values = [analysis.binomial_greater(f, n, p) for f in range(n + 1)]
+    values = [proportions.binomial_greater(f, n, p) for f in range(n + 1)]
     assert all(0.0 <= v <= 1.0 for v in values)
     assert all(a >= b - 1e-12 for a, b in itertools.pairwise(values))
     f = data.draw(st.integers(0, n))
@@ -115,18 +115,18 @@ def test_the_binomial_tail_is_a_probability_that_falls_with_more_failures(n: int
     r0=st.floats(0, 1),
 )
 def test_two_proportion_p_values_are_probabilities(n1: int, n0: int, r1: float, r0: float) -> None:
-    p, test = analysis.two_proportion(round(r1 * n1), n1, round(r0 * n0), n0)
+    p, test = proportions.two_proportion(round(r1 * n1), n1, round(r0 * n0), n0)
     assert 0.0 <= p <= 1.0 and test in ("fisher-exact", "z")
 
 
 def test_small_counts_are_tested_exactly_and_large_ones_with_z_which_agree_at_the_switch() -> None:
-    assert analysis.two_proportion(8, 600, 54, 5400)[1] == "fisher-exact"
+    assert proportions.two_proportion(8, 600, 54, 5400)[1] == "fisher-exact"
     n1, n0 = 40_000, 360_000  # a 10% canary whose smallest expected cell is just past the switch (1,000)
     f0 = round(n0 * 0.025)
     for f1 in (1079, 1104, 1118):  # exact p-values of about 1e-2, 1e-3 and 2.5e-4
-        p, test = analysis.two_proportion(f1, n1, f0, n0)
+        p, test = proportions.two_proportion(f1, n1, f0, n0)
         assert test == "z"
-        assert 0.8 <= p / analysis.fisher_greater(f1, n1, f0, n0) <= 1.05
+        assert 0.8 <= p / proportions.fisher_greater(f1, n1, f0, n0) <= 1.05
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -231,6 +231,7 @@ def test_the_verdict_records_every_number_and_the_limits() -> None:
     got = analysis.judge(rule(), cand, base, BAKE).as_dict()
     assert got["candidate"]["by_class"] == {"5xx": 0, "408": 0, "424": 10, "model_5xx": 0}
     assert got["baseline"]["failures"] == 54 and got["baseline"]["served"] == 5400
+    assert got["candidate"]["codes"] == ((200, 200, 590), (424, 500, 10))  # the raw numbers, as read
     assert got["limits"] == {
         "max_error_rate": 0.05,
         "min_requests": 20,
