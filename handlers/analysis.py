@@ -178,10 +178,11 @@ class HealthSource(Protocol):
         ...
 
 
-def window(rule: HealthRule, started: datetime, now: datetime) -> tuple[datetime, datetime]:
-    """The window a step is judged on: from its start to ``rule.lag`` (the source's ingestion lag)
-    before ``now``; empty (since == until) while the lag has not passed yet."""
-    until = max(started, now - rule.window_lag)
+def window(rule: HealthRule, started: datetime, now: datetime, source: str) -> tuple[datetime, datetime]:
+    """The window a step is judged on when read from ``source``: from the step's start to the
+    source's lag (``rule.lag_for``) before ``now``; empty (since == until) while the lag has not
+    passed yet. Its length is what :func:`judge` takes as ``baked``."""
+    until = max(started, now - rule.lag_for(source))
     return started, until
 
 

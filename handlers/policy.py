@@ -178,7 +178,8 @@ class HealthRule(_Strict):
     rollout) and a p95 at most ``max_latency_ratio`` times the live one's. 429s are throttling,
     limited by ``max_throttle_rate`` when set. The numbers come from ``source``: ``metrics`` (the
     endpoint's platform metrics, no setup) or ``logs`` (the endpoint's traffic log in Log
-    Analytics); the window ends ``lag`` before now (default 3m for metrics, 5m for logs). With
+    Analytics); unset, the service's setting decides (metrics by default: :meth:`source_or`). The
+    window ends ``lag`` before now (default: the source's, 3m for metrics, 5m for logs). With
     fewer requests the step keeps baking, up to ``max_bake`` (default three bakes), and then
     ``on_no_traffic`` decides: ``rollback`` (the default: nothing unverified gets more traffic),
     ``hold`` (stay at the step and keep waiting for traffic) or ``promote`` (go on unverified)."""
@@ -188,17 +189,21 @@ class HealthRule(_Strict):
     max_latency_ms: float | None = Field(default=None, gt=0)
     max_bake: Duration | None = None
     on_no_traffic: Literal["promote", "hold", "rollback"] = "rollback"
-    source: Literal["metrics", "logs"] = "metrics"
+    source: Literal["metrics", "logs"] | None = None
     failure_codes: Annotated[tuple[str, ...], BeforeValidator(_failure_codes)] = ("5xx", "408", "424", "model_5xx")
     confidence: float = Field(default=0.99, ge=0.5, lt=1)
     max_latency_ratio: float | None = Field(default=1.5, ge=1)
     max_throttle_rate: float | None = Field(default=None, ge=0, le=1)
     lag: Duration | None = None
 
-    @property
-    def window_lag(self) -> timedelta:
-        """How long before now a step's window ends: ``lag``, or the source's ingestion lag."""
-        return self.lag if self.lag is not None else DEFAULT_LAG[self.source]
+    def source_or(self, default: str = "metrics") -> str:
+        """The source to read: the policy's, else ``default`` (the service's setting)."""
+        return self.source or default
+
+    def lag_for(self, source: str) -> timedelta:
+        """How long before now a step's window ends when read from ``source``: ``lag``, or the
+        source's ingestion lag."""
+        return self.lag if self.lag is not None else DEFAULT_LAG[source]
 
 
 class RolloutRule(_Strict):

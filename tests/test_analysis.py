@@ -268,11 +268,11 @@ def test_the_absolute_rule_judges_once_the_bake_is_over() -> None:
 
 def test_the_window_ends_the_source_s_lag_before_now() -> None:
     started = NOW - timedelta(minutes=12)
-    assert analysis.window(rule().health, started, NOW) == (started, NOW - timedelta(minutes=3))
-    assert analysis.window(rule(source="logs").health, started, NOW) == (started, NOW - timedelta(minutes=5))
-    assert analysis.window(rule(lag="1m").health, started, NOW)[1] == NOW - timedelta(minutes=1)
+    assert analysis.window(rule().health, started, NOW, "metrics") == (started, NOW - timedelta(minutes=3))
+    assert analysis.window(rule().health, started, NOW, "logs") == (started, NOW - timedelta(minutes=5))
+    assert analysis.window(rule(lag="1m").health, started, NOW, "logs")[1] == NOW - timedelta(minutes=1)
     early = NOW - timedelta(minutes=1)
-    assert analysis.window(rule().health, early, NOW) == (early, early)  # the lag has not passed: empty
+    assert analysis.window(rule().health, early, NOW, "metrics") == (early, early)  # the lag has not passed: empty
 
 
 def test_the_baseline_is_the_deployment_that_had_the_most_traffic() -> None:

@@ -37,9 +37,10 @@ def error(**keys: Any) -> str:
 
 def test_the_defaults_count_what_users_feel_and_read_platform_metrics() -> None:
     rule = health()
-    assert rule.source == "metrics" and rule.failure_codes == ("5xx", "408", "424", "model_5xx")
+    assert rule.source is None and rule.source_or() == "metrics" and rule.source_or("logs") == "logs"
+    assert rule.failure_codes == ("5xx", "408", "424", "model_5xx")
     assert (rule.confidence, rule.max_latency_ratio, rule.max_throttle_rate) == (0.99, 1.5, None)
-    assert rule.window_lag == timedelta(minutes=3) and rule.lag is None
+    assert rule.lag_for("metrics") == timedelta(minutes=3) and rule.lag is None
     assert (rule.max_error_rate, rule.min_requests, rule.on_no_traffic) == (0.05, 20, "rollback")
 
 
@@ -49,9 +50,10 @@ def test_the_existing_keys_keep_working_beside_the_new_ones() -> None:
     assert rule.max_bake == timedelta(minutes=20) and rule.on_no_traffic == "hold"
 
 
-def test_the_logs_source_has_its_own_lag_and_lag_overrides_it() -> None:
-    assert health(source="logs").window_lag == timedelta(minutes=5)
-    assert health(source="logs", lag="90s").window_lag == timedelta(seconds=90)
+def test_the_policy_s_source_wins_over_the_setting_and_lag_overrides_the_source_s() -> None:
+    assert health(source="logs").source_or("metrics") == "logs"
+    assert health().lag_for("logs") == timedelta(minutes=5)
+    assert health(source="logs", lag="90s").lag_for("logs") == timedelta(seconds=90)
 
 
 def test_failure_codes_take_classes_and_codes_and_drop_repeats() -> None:

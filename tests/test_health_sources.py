@@ -53,12 +53,11 @@ class World:
 
     @property
     def lag(self) -> timedelta:
-        return RULE.health.model_copy(update={"source": self.name}).window_lag
+        return RULE.health.lag_for(self.name)
 
     def read(self, now: datetime | None = None) -> tuple[Reading, Reading | None]:
         """Over the step's window at ``now`` (default: when a whole bake is in, the source's lag after it)."""
-        health = RULE.health.model_copy(update={"source": self.name})
-        start, until = analysis.window(health, STARTED, now or STARTED + RULE.bake + self.lag)
+        start, until = analysis.window(RULE.health, STARTED, now or STARTED + RULE.bake + self.lag, self.name)
         return self.source.read(ENDPOINT, CAND, BASE, start, until)
 
     def judge(self, now: datetime | None = None) -> analysis.Verdict:
