@@ -10,8 +10,8 @@ limit). :func:`judge` then decides, with every number it used in the verdict:
 - **absolute limits**: the failure rate at most ``max_error_rate``, the p95 at most
   ``max_latency_ms``, the share of 429s at most ``max_throttle_rate``;
 - **against the baseline**, over the same window: a one-sided test that the candidate fails more
-  often than the baseline (:func:`handlers.proportions.two_proportion`), at ``confidence``, and its p95 at most
-  ``max_latency_ratio`` times the baseline's;
+  often than the baseline (:func:`handlers.proportions.two_proportion`), at ``confidence``, and
+  its p95 at most ``max_latency_ratio`` times the baseline's;
 - **fail fast**: before the bake is over, and before ``min_requests``, a step is rolled back as soon
   as its failures alone decide it (see :func:`judge`).
 
@@ -268,7 +268,8 @@ def judge(
         "failure_codes": list(classes),
         "bake_s": rule.bake.total_seconds(),
     }
-    compared = b is not None and b.served >= max(1, health.min_requests) and c.served > 0
+    baseline_ok = b is not None and b.served >= max(1, health.min_requests)
+    compared = baseline_ok and c.served > 0
     p_value, test = two_proportion(c.failures, c.served, b.failures, b.served) if compared and b else (None, None)
     ratio = (
         c.p95_ms / b.p95_ms
@@ -276,13 +277,16 @@ def judge(
         else None
     )
     notes = [n for n in (candidate.note, baseline.note if baseline else None) if n]
+    alone = None  # why the baseline is not compared, when it is not
     if b is None:
-        notes.append("no baseline deployment: absolute limits only")
-    elif not compared:
-        notes.append(
+        alone = "no baseline deployment: absolute limits only"
+    elif not baseline_ok:
+        alone = (
             f"baseline {b.deployment} served {b.served} request(s), fewer than min_requests {health.min_requests}: "
             "absolute limits only"
         )
+    if alone:
+        notes.append(alone)
 
     def verdict(status: str, nxt: str, why: str) -> Verdict:
         return Verdict(
@@ -382,5 +386,5 @@ def judge(
             f"p95 latency {c.p95_ms:.0f} ms is {ratio:.2f} times the baseline's {b.p95_ms if b else 0:.0f} ms, "
             f"above max_latency_ratio {health.max_latency_ratio:g} ({seen})",
         )
-    compared_text = f" (p={p_value:.2g})" if p_value is not None else ""
+    compared_text = f" (p={p_value:.2g})" if p_value is not None else f" ({alone})" if alone else ""
     return verdict("healthy", "advance", f"{seen}{latency}{vs}{compared_text}: within the policy's limits")

@@ -190,8 +190,10 @@ def test_without_baseline_traffic_only_absolute_limits_apply_and_it_says_so() ->
     v = analysis.judge(rule(), reading(ok=590, e424=10), reading("blue"), BAKE)
     assert (v.next, v.p_value) == ("advance", None)
     assert v.note is not None and "baseline blue served 0 request(s)" in v.note and "absolute limits only" in v.note
+    assert "(baseline blue served 0 request(s), fewer than min_requests 20: absolute limits only)" in v.why
     none = analysis.judge(rule(), reading(ok=590, e424=10), None, BAKE)
     assert none.note == "no baseline deployment: absolute limits only" and none.baseline is None
+    assert none.why.endswith("(no baseline deployment: absolute limits only): within the policy's limits")
 
 
 def test_a_candidate_without_requests_bakes_on_then_on_no_traffic_decides() -> None:
@@ -302,3 +304,8 @@ def test_more_candidate_failures_never_turn_a_rollback_into_anything_else(
         assert second.next == "rollback", (first.why, second.why)
     if first.p_value is not None and second.p_value is not None and first.test == second.test:
         assert second.p_value <= first.p_value + 1e-12  # (across the exact/z switch it may step a little)
+
+
+def test_a_candidate_without_requests_beside_a_busy_baseline_does_not_blame_the_baseline() -> None:
+    v = analysis.judge(rule(), reading(), reading("blue", ok=5000), BAKE)
+    assert v.note is None and v.p_value is None and v.next == "wait"
