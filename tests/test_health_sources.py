@@ -317,8 +317,9 @@ def test_a_refusal_says_to_grant_monitoring_reader_and_throttling_is_retried_the
     with pytest.raises(PermanentError, match=r"HTTP 403.*Monitoring Reader \(43d0d8ad-25c7-4714-9337-8ba259a9fe05\)"):
         world.read()
     world.fake.fail(429, times=1, headers={"Retry-After": "2"})
-    cand, _ = world.read()  # retried inside the budget
-    assert cand.requests == 600
+    world.fake.fail(529, times=1)  # the metrics backend's throttling answer (the batch API's docs)
+    cand, _ = world.read()  # both retried inside the budget
+    assert cand.requests == 600 and [c.status for c in world.fake.calls[-4:]] == [429, 529, 200, 200]
     world.fake.fail(503, times=1000)
     with pytest.raises(TransientError, match="budget"):
         world.read()
