@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -251,6 +252,7 @@ def test_the_verdict_records_every_number_and_the_limits() -> None:
     )
     assert got["p_value"] is not None and got["test"] == "fisher-exact" and got["baked_s"] == 600.0
     assert got["latency_ratio"] == pytest.approx(1.1)
+    assert json.loads(json.dumps(got))["candidate"]["codes"] == [[200, 200, 590], [424, 500, 10]]  # recordable
 
 
 def test_the_rollout_s_error_is_shared_by_the_steps_that_have_a_baseline() -> None:
