@@ -4,12 +4,18 @@
 (``POST /v1/workspaces/{id}/query`` or ``POST /v1/{resourceId}/query``, body ``query`` and
 ``timespan``) and this transport answers in the service's JSON shape (``tables`` of ``columns`` and
 ``rows``), through the same ``requests``/``urllib3`` response objects the real transport reads (see
-:mod:`tests.fake_arm`). It keeps the rows of an ``AmlOnlineEndpointTrafficLog`` table and evaluates
-the one query the service sends: it reads the endpoint and deployment names from the query's
-``let`` statements (KQL string literals), filters by them (case-insensitively, as ``=~``) and by
-the timespan, and summarizes requests, 5xx answers and the p95 of ``TotalDurationMs``. A query it
-does not recognise, a wrong host, path or token audience is answered 400 and recorded in
-``unexpected``.
+:mod:`tests.fake_arm`).
+
+It keeps rows of the ``AmlOnlineEndpointTrafficLog`` table as the table reference describes them:
+``EndpointName``, ``DeploymentName``, ``ResponseCode`` (the final code to the client) and
+``ModelStatusCode`` (the model's own code; empty when the request never reached the model), both
+strings, ``TotalDurationMs`` and ``TimeGenerated``. It accepts one query, the service's, and checks
+that it is exactly that text (:data:`QUERY_SHAPE`, names aside); it evaluates it the way Kusto
+would: ``=~`` compares case-insensitively, ``toint`` of an empty string is null, ``count()`` by
+``DeploymentName``, ``code`` and ``model_code``, and the p95 of ``TotalDurationMs`` by
+``DeploymentName`` (nearest rank; Kusto estimates it), outer-unioned. What a failure is is not known
+here: the fake answers with what the rows hold. A query it does not recognise, a wrong host, path or
+token audience is answered 400 and recorded in ``unexpected``.
 """
 
 from __future__ import annotations
@@ -29,16 +35,38 @@ from azure.core.pipeline.transport import RequestsTransport
 from tests.fake_arm import _Answerer, token_audience
 
 LOGS_HOST = "api.loganalytics.io"
-_LET = re.compile(r'^let (endpoint_name|deployment_name) = "((?:[^"\\]|\\.)*)";$', re.MULTILINE)
+_LITERAL = r'"((?:[^"\\]|\\.)*)"'
+# The service's query, as the fake accepts it: the names are KQL string literals; the rest is fixed.
+QUERY_SHAPE = re.compile(
+    rf"""let endpoint_name = {_LITERAL};
+let deployment_name = {_LITERAL};(?:
+let baseline_name = {_LITERAL};)?
+let traffic = AmlOnlineEndpointTrafficLog
+\| where EndpointName =~ endpoint_name and \((DeploymentName =~ deployment_name(?: or DeploymentName =~ baseline_name)?)\);
+union
+    \(traffic \| summarize requests = count\(\) by DeploymentName, code = toint\(ResponseCode\), model_code = toint\(ModelStatusCode\)\),
+    \(traffic \| summarize p95_ms = percentile\(TotalDurationMs, 95\) by DeploymentName\)"""
+)
 
 
 @dataclass
 class TrafficRow:
+    """One row of AmlOnlineEndpointTrafficLog; the codes are strings, as in the table."""
+
     time: datetime
     endpoint: str
     deployment: str
-    code: int
+    response_code: str
+    model_status_code: str
     duration_ms: int
+
+
+def toint(value: str) -> int | None:
+    """Kusto's ``toint`` of a string: the number, or null when it is not one."""
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -68,10 +96,25 @@ class FakeLogs(RequestsTransport):
     def sleep(self, duration: float) -> None:
         """azure-core's own waits: never slept (its retries are off anyway)."""
 
-    def serve(self, when: datetime, endpoint: str, deployment: str, *, ok: int, errors: int = 0, ms: int = 40) -> None:
-        """``ok`` requests answered 200 and ``errors`` answered 503 at ``when``, taking ``ms`` each."""
-        for i in range(ok + errors):
-            self.rows.append(TrafficRow(when, endpoint, deployment, 503 if i < errors else 200, ms))
+    def serve(
+        self,
+        when: datetime,
+        endpoint: str,
+        deployment: str,
+        *,
+        ok: int,
+        errors: int = 0,
+        model_errors: int = 0,
+        timeouts: int = 0,
+        throttled: int = 0,
+        ms: int = 40,
+    ) -> None:
+        """Requests at ``when``, taking ``ms`` each: ``ok`` answered 200 by the model; ``errors`` 503
+        from the platform (the model never answered); ``model_errors`` 424 because the model answered
+        500; ``timeouts`` 408; ``throttled`` 429 (the model never called)."""
+        kinds = [("200", "200")] * ok + [("503", "")] * errors + [("424", "500")] * model_errors
+        kinds += [("408", "")] * timeouts + [("429", "")] * throttled
+        self.rows.extend(TrafficRow(when, endpoint, deployment, code, model, ms) for code, model in kinds)
 
     def fail(self, status: int, *, times: int = 1, headers: dict[str, str] | None = None) -> None:
         self.faults.append([status, times, dict(headers or {})])  # type: ignore[arg-type]
@@ -106,29 +149,41 @@ class FakeLogs(RequestsTransport):
                 code = "ServiceUnavailable" if fault[0] >= 500 else "Forbidden"
                 return fault[0], fault[2], {"error": {"code": code, "message": f"the service answered {fault[0]}"}}
         query = str(call.body.get("query") or "")
-        names = dict(_LET.findall(query))
-        if set(names) != {"endpoint_name", "deployment_name"} or "AmlOnlineEndpointTrafficLog" not in query:
+        match = QUERY_SHAPE.fullmatch(query)
+        if match is None:
             return bad("a query the fake does not know")
-        endpoint, deployment = (json.loads(f'"{names[k]}"') for k in ("endpoint_name", "deployment_name"))
+        endpoint, candidate, baseline = (json.loads(f'"{g}"') if g is not None else None for g in match.groups()[:3])
+        if (baseline is None) != (" or " not in match.group(4)):
+            return bad("baseline_name is declared but not used, or used but not declared")
+        wanted = {candidate.lower()} | ({baseline.lower()} if baseline else set())
         start_text, _, end_text = str(call.body.get("timespan") or "").partition("/")
         start, end = datetime.fromisoformat(start_text), datetime.fromisoformat(end_text)
         rows = [
             r
             for r in self.rows
-            if r.endpoint.lower() == endpoint.lower()
-            and r.deployment.lower() == deployment.lower()
-            and start <= r.time < end
+            if r.endpoint.lower() == endpoint.lower() and r.deployment.lower() in wanted and start <= r.time < end
         ]
-        durations = sorted(r.duration_ms for r in rows)
-        p95 = durations[max(0, math.ceil(0.95 * len(durations)) - 1)] if durations else None
+        groups: dict[tuple[str, int | None, int | None], int] = {}
+        durations: dict[str, list[int]] = {}
+        for r in rows:
+            key = (r.deployment, toint(r.response_code), toint(r.model_status_code))
+            groups[key] = groups.get(key, 0) + 1
+            durations.setdefault(r.deployment, []).append(r.duration_ms)
+        histogram = [[d, code, model, n, None] for (d, code, model), n in groups.items()]
+        percentiles = []
+        for d, values in durations.items():
+            values.sort()
+            percentiles.append([d, None, None, None, float(values[max(0, math.ceil(0.95 * len(values)) - 1)])])
         table = {
             "name": "PrimaryResult",
             "columns": [
+                {"name": "DeploymentName", "type": "string"},
+                {"name": "code", "type": "int"},
+                {"name": "model_code", "type": "int"},
                 {"name": "requests", "type": "long"},
-                {"name": "errors", "type": "long"},
                 {"name": "p95_ms", "type": "real"},
             ],
-            "rows": [[len(rows), sum(1 for r in rows if r.code >= 500), p95]],
+            "rows": histogram + percentiles,
         }
         out: dict[str, Any] = {"tables": [table]}
         if self.partial:

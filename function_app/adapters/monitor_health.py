@@ -1,18 +1,22 @@
-"""The rollout health check through Azure Monitor Logs (azure-monitor-query).
+"""The rollout health check through Azure Monitor Logs (azure-monitor-query): the ``logs`` source.
 
 Online endpoints write one row per request to the Log Analytics table ``AmlOnlineEndpointTrafficLog``
 (a diagnostic setting on each online endpoint, category "AmlOnlineEndpointTrafficLog"), with
 ``EndpointName``, ``DeploymentName``, ``ResponseCode`` (the code returned to the client),
-``TotalDurationMs`` and ``TimeGenerated``. :data:`QUERY` counts a deployment's requests and 5xx
-answers and takes the 95th percentile of their total duration; the time window is the API's
-``timespan``, not the query text.
+``ModelStatusCode`` (the model container's own code), ``TotalDurationMs`` and ``TimeGenerated``.
+:func:`build_query` reads the candidate and the baseline in one query: per deployment, the requests
+by ``(ResponseCode, ModelStatusCode)`` and the 95th percentile of their total duration. It does not
+decide what a failure is: the policy's ``failure_codes`` count the histogram
+(:mod:`handlers.analysis`), so a 424 from a failing model or a 408 timeout is counted however the
+policy says, and a 429 apart. The time window is the API's ``timespan``, not the query text; the
+caller ends it the source's ingestion lag before now (:func:`handlers.analysis.window`).
 
 The workspace is ``RETRAIN_LOG_ANALYTICS_WORKSPACE_ID``: its Azure resource id
 (``/subscriptions/.../workspaces/NAME``, what infra passes; queried with ``query_resource``) or its
 Workspace ID, the GUID of its Properties blade (queried with ``query_workspace``). Without it,
 :class:`NoHealthData` answers "no data" and says why, and the policy's ``on_no_traffic`` decides.
 
-This is the only module that imports ``azure.monitor.query``, on the first check (never at import),
+This is the only module that imports ``azure.monitor.query``, on the first read (never at import),
 with ``DefaultAzureCredential(managed_identity_client_id=AZURE_CLIENT_ID)`` and the client's own
 retries off: the retry budget (:mod:`function_app.retry`) and the error translation
 (:mod:`function_app.adapters.azure_errors`) are the Azure ML adapter's.
@@ -31,6 +35,7 @@ from azure.core.exceptions import AzureError
 from function_app.adapters import azure_errors
 from function_app.adapters.clients import LazyClient, sdk_options
 from function_app.retry import RetryPolicy
+from handlers.analysis import DEFAULT_FAILURE_CODES, Reading
 from handlers.errors import PermanentError, TransientError
 from handlers.ports import HealthReading
 from handlers.records import iso
@@ -52,12 +57,14 @@ _WORKSPACE_RESOURCE = re.compile(
     re.IGNORECASE,
 )
 
+SOURCE = "logs"
 QUERY = """let endpoint_name = {endpoint};
-let deployment_name = {deployment};
-AmlOnlineEndpointTrafficLog
-| where EndpointName =~ endpoint_name and DeploymentName =~ deployment_name
-| extend code = toint(ResponseCode)
-| summarize requests = count(), errors = countif(code >= 500), p95_ms = percentile(TotalDurationMs, 95)"""
+let deployment_name = {deployment};{baseline_let}
+let traffic = AmlOnlineEndpointTrafficLog
+| where EndpointName =~ endpoint_name and ({deployments});
+union
+    (traffic | summarize requests = count() by DeploymentName, code = toint(ResponseCode), model_code = toint(ModelStatusCode)),
+    (traffic | summarize p95_ms = percentile(TotalDurationMs, 95) by DeploymentName)"""
 
 
 def kql_string(value: str) -> str:
@@ -66,15 +73,31 @@ def kql_string(value: str) -> str:
     return f'"{escaped}"'
 
 
-def build_query(endpoint: str, deployment: str) -> str:
-    """The query for one deployment. Names that Azure ML would not accept are refused, not quoted."""
-    for what, name in (("endpoint", endpoint), ("deployment", deployment)):
+def build_query(endpoint: str, deployment: str, baseline: str | None = None) -> str:
+    """The query for the candidate ``deployment`` and, if given, the ``baseline`` deployment. Names
+    that Azure ML would not accept are refused, not quoted."""
+    names = [("endpoint", endpoint), ("deployment", deployment)]
+    if baseline is not None:
+        names.append(("deployment", baseline))
+    for what, name in names:
         if not _NAME.match(name):
             raise PermanentError(
                 f"{what} name {name!r} is not an Azure ML online {what} name (letters, digits and dashes, "
                 "starting with a letter, at most 32); it is not put into a Log Analytics query"
             )
-    return QUERY.format(endpoint=kql_string(endpoint), deployment=kql_string(deployment))
+    if baseline is None:
+        return QUERY.format(
+            endpoint=kql_string(endpoint),
+            deployment=kql_string(deployment),
+            baseline_let="",
+            deployments="DeploymentName =~ deployment_name",
+        )
+    return QUERY.format(
+        endpoint=kql_string(endpoint),
+        deployment=kql_string(deployment),
+        baseline_let=f"\nlet baseline_name = {kql_string(baseline)};",
+        deployments="DeploymentName =~ deployment_name or DeploymentName =~ baseline_name",
+    )
 
 
 def _number(value: Any) -> float | None:
@@ -87,29 +110,48 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+NO_WORKSPACE = "no Log Analytics workspace is configured (RETRAIN_LOG_ANALYTICS_WORKSPACE_ID); no data"
+
+
+def legacy(reading: Reading, endpoint: str) -> HealthReading:
+    """The old port's reading (:class:`handlers.ports.Health`) of a new one: ``errors`` are the
+    failures of the default failure codes (5xx, 408, 424, model 5xx; 429 is not one)."""
+    counts = reading.counts(DEFAULT_FAILURE_CODES)
+    return HealthReading(
+        endpoint,
+        reading.deployment,
+        reading.since,
+        reading.until,
+        counts.requests,
+        counts.failures,
+        counts.p95_ms,
+        "none" if reading.source == "none" else "log-analytics",
+        QUERY_NAME,
+        reading.note,
+    )
+
+
 class NoHealthData:
     """The local and dry-run health check: no Log Analytics workspace is configured, so there is
     no data; the reading says so, and the policy's ``on_no_traffic`` decides."""
 
     name = "none"
 
+    def read(
+        self, endpoint: str, candidate: str, baseline: str | None, since: datetime, until: datetime
+    ) -> tuple[Reading, Reading | None]:
+        def empty(deployment: str) -> Reading:
+            return Reading.of(endpoint, deployment, iso(since), iso(until), {}, None, "none", QUERY_NAME, NO_WORKSPACE)
+
+        return empty(candidate), (empty(baseline) if baseline is not None else None)
+
     def check(self, endpoint: str, deployment: str, since: datetime, until: datetime) -> HealthReading:
-        return HealthReading(
-            endpoint,
-            deployment,
-            iso(since),
-            iso(until),
-            0,
-            0,
-            None,
-            "none",
-            QUERY_NAME,
-            "no Log Analytics workspace is configured (RETRAIN_LOG_ANALYTICS_WORKSPACE_ID); no data",
-        )
+        return legacy(self.read(endpoint, deployment, None, since, until)[0], endpoint)
 
 
 class MonitorHealth:
-    """The health of a deployment from its endpoint's traffic log in a Log Analytics workspace."""
+    """The health of deployments from their endpoint's traffic log in a Log Analytics workspace:
+    a :class:`handlers.analysis.HealthSource` (``read``), and the old ``Health`` port (``check``)."""
 
     name = "log-analytics"
 
@@ -134,13 +176,13 @@ class MonitorHealth:
         retry: RetryPolicy | None = None,
         **client_kwargs: Any,
     ) -> MonitorHealth:
-        """Nothing is imported or built until the first check."""
+        """Nothing is imported or built until the first read."""
         assert settings.log_analytics_workspace_id
         deadline = settings.deadline_seconds
 
         def build() -> Any:
             from azure.identity import DefaultAzureCredential
-            from azure.monitor.query import LogsQueryClient  # lazily, on the first check
+            from azure.monitor.query import LogsQueryClient  # lazily, on the first read
 
             cred = credential or DefaultAzureCredential(managed_identity_client_id=settings.client_id)
             return LogsQueryClient(cred, **sdk_options(deadline, **client_kwargs))
@@ -152,8 +194,16 @@ class MonitorHealth:
         return self._client.get()
 
     def check(self, endpoint: str, deployment: str, since: datetime, until: datetime) -> HealthReading:
-        query = build_query(endpoint, deployment)
-        what = f"querying the traffic log of {endpoint}/{deployment} in Log Analytics"
+        """The old port: the candidate alone, its failures counted by the default failure codes."""
+        return legacy(self.read(endpoint, deployment, None, since, until)[0], endpoint)
+
+    def read(
+        self, endpoint: str, candidate: str, baseline: str | None, since: datetime, until: datetime
+    ) -> tuple[Reading, Reading | None]:
+        """The candidate's and the baseline's traffic over ``since``..``until``, in one query."""
+        query = build_query(endpoint, candidate, baseline)
+        names = f"{candidate} and {baseline}" if baseline else candidate
+        what = f"querying the traffic log of {endpoint}/{names} in Log Analytics"
         budget = self.retry.budget()
 
         def run() -> Any:
@@ -174,23 +224,40 @@ class MonitorHealth:
         if status != "Success":  # a partial result: the numbers may be short; ask again next pass
             error = getattr(result, "partial_error", None)
             raise TransientError(f"{what}: partial result ({getattr(error, 'message', error)}); will ask again")
-        requests, errors, p95 = 0, 0, None
+        codes: dict[str, dict[tuple[int, int | None], int]] = {}
+        p95: dict[str, float | None] = {}
         tables = list(getattr(result, "tables", None) or [])
-        rows = list(tables[0].rows) if tables else []
-        if rows:
-            columns = list(tables[0].columns)
-            row = dict(zip(columns, list(rows[0]), strict=False))
-            requests = int(_number(row.get("requests")) or 0)
-            errors = int(_number(row.get("errors")) or 0)
-            p95 = _number(row.get("p95_ms")) if requests else None
-        log.info(
-            "health %s/%s %s..%s: %d request(s), %d 5xx, p95 %s ms",
-            endpoint,
-            deployment,
-            iso(since),
-            iso(until),
-            requests,
-            errors,
-            p95,
-        )
-        return HealthReading(endpoint, deployment, iso(since), iso(until), requests, errors, p95, self.name, QUERY_NAME)
+        for table in tables[:1]:
+            columns = list(table.columns)
+            for raw in table.rows:
+                row = dict(zip(columns, list(raw), strict=False))
+                name = str(row.get("DeploymentName") or "").lower()
+                requests = _number(row.get("requests"))
+                if requests is not None:
+                    code, model = _number(row.get("code")), _number(row.get("model_code"))
+                    key = (int(code) if code is not None else 0, int(model) if model is not None else None)
+                    bucket = codes.setdefault(name, {})
+                    bucket[key] = bucket.get(key, 0) + int(requests)
+                elif "p95_ms" in row:
+                    p95[name] = _number(row.get("p95_ms"))
+
+        def reading(deployment: str) -> Reading:
+            key = deployment.lower()
+            return Reading.of(
+                endpoint, deployment, iso(since), iso(until), codes.get(key, {}), p95.get(key), SOURCE, query
+            )
+
+        got = reading(candidate), (reading(baseline) if baseline is not None else None)
+        for r in got:
+            if r is not None:
+                log.info(
+                    "health %s/%s %s..%s: %d request(s) by code %s, p95 %s ms",
+                    endpoint,
+                    r.deployment,
+                    r.since,
+                    r.until,
+                    r.requests,
+                    r.codes,
+                    r.p95_ms,
+                )
+        return got

@@ -1,0 +1,351 @@
+"""The rollout health check from the endpoint's platform metrics (azure-monitor-querymetrics): the
+``metrics`` source, which works with no setup.
+
+A managed online endpoint publishes, without any diagnostic setting, ``RequestsPerMinute`` (with
+the dimensions ``deployment``, ``statusCode``, ``statusCodeClass`` and ``modelStatusCode``) and
+``RequestLatency_P50/_P90/_P95/_P99`` (with ``deployment``), at a one-minute grain (Azure Monitor's
+supported-metrics reference for ``Microsoft.MachineLearningServices/workspaces/onlineEndpoints``).
+:meth:`MonitorMetrics.read` asks the metrics batch API (``POST {regional endpoint}/subscriptions/
+{sub}/metrics:getBatch``, through ``MetricsClient.query_resources``) twice for the endpoint's
+resource id:
+
+1. ``RequestsPerMinute``, ``Total`` per minute, split by ``deployment`` (the candidate and the
+   baseline), ``statusCode`` and ``modelStatusCode``: the histogram that the policy's
+   ``failure_codes`` count (:mod:`handlers.analysis`);
+2. ``RequestLatency_P95``, ``Average`` per minute, by ``deployment``: a window's p95 is the mean of
+   its minutes' p95s weighted by their requests (an approximation: percentiles do not add up).
+
+Two requests, because the batch API takes one filter for all the metrics of a request, and a filter
+on ``statusCode`` is refused for a metric that lacks that dimension. The window is rounded to whole
+minutes inside ``since``..``until`` (a minute's point covers that whole minute, and one that began
+before the step would count the previous step's traffic); the caller ends it the source's lag
+before now (:func:`handlers.analysis.window`). With a filter, the API returns only ``top`` series
+per metric (10 by default), so ``top`` is set well above what two deployments produce, and a reading
+that reaches it says so.
+
+The client needs the regional endpoint of the endpoint's region (``https://<region>.metrics.monitor.azure.com``)
+and its identity needs Monitoring Reader (``43d0d8ad-25c7-4714-9337-8ba259a9fe05``) on the
+subscription (the batch API is a subscription-level API). ``azure.monitor.querymetrics`` is imported
+on the first read, never at import, with ``DefaultAzureCredential(managed_identity_client_id=
+AZURE_CLIENT_ID)``; the client's own retries are off: the retry budget (:mod:`function_app.retry`)
+and the error translation (:mod:`function_app.adapters.azure_errors`) are the Azure ML adapter's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from azure.core.exceptions import AzureError
+
+from function_app.adapters import azure_errors
+from function_app.adapters.clients import LazyClient, sdk_options
+from function_app.retry import Budget, RetryPolicy
+from handlers.analysis import Reading
+from handlers.errors import PermanentError
+from handlers.records import iso
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+    from function_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SOURCE = "metrics"
+NAMESPACE = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints"
+REQUESTS = "RequestsPerMinute"
+LATENCY = "RequestLatency_P95"
+MONITORING_READER = "43d0d8ad-25c7-4714-9337-8ba259a9fe05"
+TOP = 500  # series per metric: two deployments x their (statusCode, modelStatusCode) pairs, with room
+GRAIN = timedelta(minutes=1)
+# Names as Azure ML allows them (letters, digits, dashes, at most 32): checked before they go into a filter.
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
+_REGION = re.compile(r"^[a-z0-9]+$")
+
+
+def regional_endpoint(region: str) -> str:
+    """``https://<region>.metrics.monitor.azure.com`` for an Azure region name ('westeurope', or
+    its display name 'West Europe')."""
+    name = region.replace(" ", "").lower()
+    if not _REGION.match(name):
+        raise ValueError(
+            f"{region!r} is not an Azure region name; give the region of the online endpoint, e.g. 'westeurope'"
+        )
+    return f"https://{name}.metrics.monitor.azure.com"
+
+
+def endpoint_resource_id(subscription: str, resource_group: str, workspace: str, endpoint: str) -> str:
+    return (
+        f"/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/"
+        f"Microsoft.MachineLearningServices/workspaces/{workspace}/onlineEndpoints/{endpoint}"
+    )
+
+
+def deployment_filter(candidate: str, baseline: str | None, *splits: str) -> str:
+    """The batch API's filter: the deployments (``or`` only between values of one dimension), then
+    each dimension of ``splits`` split out (``eq '*'``)."""
+    names = [candidate] + ([baseline] if baseline is not None else [])
+    for name in names:
+        if not _NAME.match(name):
+            raise PermanentError(
+                f"deployment name {name!r} is not an Azure ML online deployment name (letters, digits and dashes, "
+                "starting with a letter, at most 32); it is not put into a metrics filter"
+            )
+    clauses = [" or ".join(f"deployment eq '{n}'" for n in names)] + [f"{d} eq '*'" for d in splits]
+    return " and ".join(clauses)
+
+
+def _whole_minutes(since: datetime, until: datetime) -> tuple[datetime, datetime]:
+    """The whole minutes inside ``since``..``until``: since rounded up, until rounded down."""
+
+    def floor(t: datetime) -> datetime:
+        return t.replace(second=0, microsecond=0)
+
+    start = floor(since) if floor(since) == since else floor(since) + GRAIN
+    end = max(start, floor(until))
+    return start, end
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def _number(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _dims(series: Any) -> dict[str, Any]:
+    """A series' dimension values by lower-cased name (the API may answer 'statuscode' for 'statusCode')."""
+    return {str(k).lower(): v for k, v in (series.metadata_values or {}).items()}
+
+
+def _histogram(
+    series_list: list[Any],
+) -> tuple[dict[str, dict[tuple[int, int | None], int]], dict[tuple[str, datetime], float]]:
+    """RequestsPerMinute series -> per deployment (lower case) the requests by (statusCode,
+    modelStatusCode), and the requests of each deployment's minutes. A status that is not a number
+    is 0 (unknown); a model status that is not one is None (the model did not answer)."""
+    codes: dict[str, dict[tuple[int, int | None], int]] = {}
+    per_minute: dict[tuple[str, datetime], float] = {}
+    for series in series_list:
+        dims = _dims(series)
+        deployment = str(dims.get("deployment") or "").lower()
+        key = (_int(dims.get("statuscode")) or 0, _int(dims.get("modelstatuscode")))
+        for point in series.data or []:
+            total = _number(point.total) or 0.0
+            bucket = codes.setdefault(deployment, {})
+            bucket[key] = bucket.get(key, 0) + round(total)
+            minute = (deployment, point.timestamp)
+            per_minute[minute] = per_minute.get(minute, 0.0) + total
+    return codes, per_minute
+
+
+def _p95(series_list: list[Any], per_minute: dict[tuple[str, datetime], float]) -> dict[str, float]:
+    """RequestLatency_P95 series -> per deployment the mean of its minutes' p95, weighted by their
+    requests (a plain mean when no minute has a count)."""
+    sums: dict[str, list[float]] = {}  # deployment -> [sum of w * p95, sum of w, sum of p95, minutes]
+    for series in series_list:
+        deployment = str(_dims(series).get("deployment") or "").lower()
+        for point in series.data or []:
+            value = _number(point.average)
+            if value is None:
+                continue
+            w = per_minute.get((deployment, point.timestamp), 0.0)
+            acc = sums.setdefault(deployment, [0.0, 0.0, 0.0, 0.0])
+            acc[0] += w * value
+            acc[1] += w
+            acc[2] += value
+            acc[3] += 1
+    return {d: (a[0] / a[1] if a[1] > 0 else a[2] / a[3]) for d, a in sums.items()}
+
+
+class MonitorMetrics:
+    """The health of deployments from their endpoint's platform metrics: a
+    :class:`handlers.analysis.HealthSource`."""
+
+    name = "metrics"
+
+    def __init__(self, client: Any, subscription: str, resource_group: str, workspace: str, retry: RetryPolicy) -> None:
+        """``client``: a ``MetricsClient`` for the endpoints' region, or a function that builds one
+        on first use (once per worker)."""
+        self._client = LazyClient(client)
+        self.subscription, self.resource_group, self.workspace = subscription, resource_group, workspace
+        self.retry = retry
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        subscription: str,
+        resource_group: str,
+        workspace: str,
+        region: str | None = None,
+        endpoint: str | None = None,
+        client_id: str | None = None,
+        deadline: float = 25.0,
+        credential: TokenCredential | None = None,
+        retry: RetryPolicy | None = None,
+        audience: str | None = None,
+        **client_kwargs: Any,
+    ) -> MonitorMetrics:
+        """A source for the online endpoints of one Azure ML workspace. ``endpoint`` is the metrics
+        endpoint (``https://<region>.metrics.monitor.azure.com``), or it is derived from ``region``;
+        ``audience`` only for a sovereign cloud. Nothing is imported or built until the first read."""
+        if endpoint is None:
+            if region is None:
+                raise ValueError(
+                    "the metrics health source needs the region of the online endpoints (e.g. 'westeurope') or the "
+                    "regional metrics endpoint (https://<region>.metrics.monitor.azure.com)"
+                )
+            endpoint = regional_endpoint(region)
+        if not endpoint.startswith("https://"):
+            raise ValueError(
+                f"{endpoint!r}: the metrics endpoint is an https URL like https://westeurope.metrics.monitor.azure.com"
+            )
+        url = endpoint
+
+        def make() -> Any:
+            from azure.identity import DefaultAzureCredential
+            from azure.monitor.querymetrics import MetricsClient  # lazily, on the first read
+
+            cred = credential or DefaultAzureCredential(managed_identity_client_id=client_id)
+            extra = {"audience": audience} if audience else {}
+            return MetricsClient(url, cred, **sdk_options(deadline, **extra, **client_kwargs))
+
+        return cls(make, subscription, resource_group, workspace, retry or RetryPolicy(deadline=deadline))
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        region: str | None = None,
+        endpoint: str | None = None,
+        credential: TokenCredential | None = None,
+        retry: RetryPolicy | None = None,
+        **client_kwargs: Any,
+    ) -> MonitorMetrics:
+        """For the settings' Azure ML workspace and managed identity; ``region`` or ``endpoint`` as in
+        :meth:`build` (no setting holds them yet). Needs no Log Analytics workspace."""
+        return cls.build(
+            subscription=settings.subscription_id,
+            resource_group=settings.resource_group,
+            workspace=settings.workspace_name,
+            region=region,
+            endpoint=endpoint,
+            client_id=settings.client_id,
+            deadline=settings.deadline_seconds,
+            credential=credential,
+            retry=retry or RetryPolicy.from_settings(settings),
+            **client_kwargs,
+        )
+
+    @property
+    def client(self) -> Any:
+        return self._client.get()
+
+    def resource_id(self, endpoint: str) -> str:
+        if not _NAME.match(endpoint):
+            raise PermanentError(f"endpoint name {endpoint!r} is not an Azure ML online endpoint name")
+        return endpoint_resource_id(self.subscription, self.resource_group, self.workspace, endpoint)
+
+    def _series(
+        self,
+        budget: Budget,
+        what: str,
+        rid: str,
+        metric: str,
+        aggregation: str,
+        flt: str,
+        start: datetime,
+        end: datetime,
+    ) -> list[Any]:
+        """The time series of ``metric`` for the resource ``rid``, through the retry budget."""
+
+        def run() -> Any:
+            return self.client.query_resources(
+                resource_ids=[rid],
+                metric_namespace=NAMESPACE,
+                metric_names=[metric],
+                timespan=(start, end),
+                granularity=GRAIN,
+                aggregations=[aggregation],
+                filter=flt,
+                max_results=TOP,
+            )
+
+        try:
+            results = budget.call(what, run)
+        except AzureError as exc:
+            if azure_errors.status_of(exc) in (401, 403):
+                raise PermanentError(
+                    f"{what}: Azure Monitor refused access ({azure_errors.describe(exc)}); grant the function "
+                    f"app's managed identity Monitoring Reader ({MONITORING_READER}) on subscription "
+                    f"{self.subscription} (the metrics batch API is read at the subscription)"
+                ) from exc
+            raise azure_errors.translate(exc, what) from exc
+        return [s for result in results for m in result.metrics if m.name == metric for s in m.timeseries]
+
+    def read(
+        self, endpoint: str, candidate: str, baseline: str | None, since: datetime, until: datetime
+    ) -> tuple[Reading, Reading | None]:
+        """The candidate's and the baseline's requests and p95 over the whole minutes of the window."""
+        rid = self.resource_id(endpoint)
+        start, end = _whole_minutes(since, until)
+        names = f"{candidate} and {baseline}" if baseline else candidate
+        what = f"reading the platform metrics of {endpoint}/{names}"
+        counts_filter = deployment_filter(candidate, baseline, "statusCode", "modelStatusCode")
+        latency_filter = deployment_filter(candidate, baseline)
+        request = (
+            f"POST metrics:getBatch resource={rid} metricnamespace={NAMESPACE} interval=PT1M "
+            f"starttime={iso(start)} endtime={iso(end)}: "
+            f"{REQUESTS} aggregation=Total filter={counts_filter!r}; "
+            f"{LATENCY} aggregation=Average filter={latency_filter!r}"
+        )
+        empty = start >= end
+        requests_series: list[Any] = []
+        latency_series: list[Any] = []
+        if not empty:
+            budget = self.retry.budget()
+            requests_series = self._series(budget, what, rid, REQUESTS, "Total", counts_filter, start, end)
+            latency_series = self._series(budget, what, rid, LATENCY, "Average", latency_filter, start, end)
+        codes, per_minute = _histogram(requests_series)
+        p95s = _p95(latency_series, per_minute)
+        truncated = len(requests_series) >= TOP or len(latency_series) >= TOP
+        note = f"the metrics API returned its maximum of {TOP} series; the counts may be short" if truncated else None
+        if empty:
+            note = f"the window {iso(since)}..{iso(until)} holds no whole minute yet; no data"
+
+        def reading(deployment: str) -> Reading:
+            key = deployment.lower()
+            return Reading.of(
+                endpoint, deployment, iso(start), iso(end), codes.get(key, {}), p95s.get(key), SOURCE, request, note
+            )
+
+        got = reading(candidate), (reading(baseline) if baseline is not None else None)
+        for r in got:
+            if r is not None:
+                log.info(
+                    "health %s/%s %s..%s (metrics): %d request(s) by code %s, p95 %s ms",
+                    endpoint,
+                    r.deployment,
+                    r.since,
+                    r.until,
+                    r.requests,
+                    r.codes,
+                    r.p95_ms,
+                )
+        return got

@@ -1,0 +1,347 @@
+"""Both health sources, end to end: the real ``LogsQueryClient`` against the fake Log Analytics API
+(rows of AmlOnlineEndpointTrafficLog) and the real ``MetricsClient`` against the fake metrics batch
+API (per-minute platform metrics), read through their adapters and judged by
+:func:`handlers.analysis.judge`. The same scenarios run against each source."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+
+from function_app.adapters.monitor_health import MonitorHealth, NoHealthData, build_query
+from function_app.adapters.monitor_metrics import (
+    MonitorMetrics,
+    deployment_filter,
+    endpoint_resource_id,
+    regional_endpoint,
+)
+from function_app.retry import RetryPolicy
+from function_app.settings import Settings
+from handlers import analysis
+from handlers.analysis import HealthSource, Reading
+from handlers.errors import PermanentError, TransientError
+from handlers.policy import RolloutRule
+from tests.conftest import REPO
+from tests.fake_arm import FakeClock, FakeCredential
+from tests.fake_logs import FakeLogs
+from tests.fake_metrics import FakeMetrics
+
+SUB, RG, WS = "7a3c5f0e-1111-4d2b-9e8a-2b6f1c0d9e77", "rg-mlops", "ws-retrain"
+LOGS_WORKSPACE = "5b1f3b5e-0000-4c55-9c3b-4a3f2d1e0c9b"
+ENDPOINT, CAND, BASE = "churn-endpoint", "churn-cand", "blue"
+NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+STARTED = NOW - timedelta(minutes=13)
+RULE = RolloutRule.model_validate({"steps": [10, 50, 100], "bake": "10m"})
+
+
+class World:
+    """One source and its fake; ``serve`` spreads a deployment's requests over the window's minutes."""
+
+    name: str
+    source: HealthSource
+    fake: FakeLogs | FakeMetrics
+
+    def serve(self, deployment: str, minutes: int = 10, **per_minute: Any) -> None:
+        raise NotImplementedError
+
+    @property
+    def lag(self) -> timedelta:
+        return RULE.health.lag_for(self.name)
+
+    def read(self, now: datetime | None = None) -> tuple[Reading, Reading | None]:
+        """Over the step's window at ``now`` (default: when a whole bake is in, the source's lag after it)."""
+        start, until = analysis.window(RULE.health, STARTED, now or STARTED + RULE.bake + self.lag, self.name)
+        return self.source.read(ENDPOINT, CAND, BASE, start, until)
+
+    def judge(self, now: datetime | None = None) -> analysis.Verdict:
+        cand, base = self.read(now)
+        baked = datetime.fromisoformat(cand.until) - datetime.fromisoformat(cand.since)
+        return analysis.judge(RULE, cand, base, baked)
+
+
+def retry() -> RetryPolicy:
+    clock = FakeClock()
+    return RetryPolicy(sleep=clock.sleep, clock=clock)
+
+
+class LogsWorld(World):
+    name = "logs"
+
+    def __init__(self) -> None:
+        self.fake = FakeLogs(LOGS_WORKSPACE)
+        settings = Settings.from_env({"RETRAIN_LOG_ANALYTICS_WORKSPACE_ID": LOGS_WORKSPACE})
+        self.source = MonitorHealth.from_settings(
+            settings, credential=FakeCredential(), retry=retry(), transport=self.fake
+        )
+
+    def serve(self, deployment: str, minutes: int = 10, **per_minute: Any) -> None:
+        first = STARTED + timedelta(seconds=30)
+        kinds = {"ok": "ok", "e5xx": "errors", "e424": "model_errors", "e408": "timeouts", "throttled": "throttled"}
+        ms = per_minute.pop("p95", 40)
+        for m in range(minutes):
+            counts = {kinds[k]: v for k, v in per_minute.items()}
+            assert isinstance(self.fake, FakeLogs)
+            self.fake.serve(first + timedelta(minutes=m), ENDPOINT, deployment, ms=int(ms), **{"ok": 0, **counts})
+
+
+class MetricsWorld(World):
+    name = "metrics"
+
+    def __init__(self) -> None:
+        self.fake = FakeMetrics(SUB, region="westeurope")
+        settings = Settings.from_env(
+            {"AZUREML_SUBSCRIPTION_ID": SUB, "AZUREML_RESOURCE_GROUP": RG, "AZUREML_WORKSPACE_NAME": WS}
+        )
+        assert settings.log_analytics_workspace_id is None  # no Log Analytics: the metrics need no setup
+        self.source = MonitorMetrics.from_settings(
+            settings, region="West Europe", credential=FakeCredential(), retry=retry(), transport=self.fake
+        )
+        self.rid = endpoint_resource_id(SUB, RG, WS, ENDPOINT)
+
+    def serve(self, deployment: str, minutes: int = 10, **per_minute: Any) -> None:
+        kinds = {"ok": "ok", "e5xx": "errors", "e424": "model_errors", "e408": "timeouts", "throttled": "throttled"}
+        p95 = per_minute.pop("p95", 40.0)
+        for m in range(minutes):
+            counts = {kinds[k]: v for k, v in per_minute.items()}
+            assert isinstance(self.fake, FakeMetrics)
+            self.fake.serve(self.rid, STARTED + timedelta(minutes=m), deployment, p95_ms=p95, **counts)
+
+
+@pytest.fixture(params=["logs", "metrics"])
+def world(request: pytest.FixtureRequest) -> Iterator[World]:
+    built: World = LogsWorld() if request.param == "logs" else MetricsWorld()
+    yield built
+    assert built.fake.unexpected == []
+
+
+# --------------------------------------------------------------------------- the scenarios, on each source
+
+
+def test_424_and_408_count_as_failures(world: World) -> None:
+    world.serve(CAND, minutes=1, ok=10, e424=60, e408=30)  # the issue's reading: 0 errors, healthy, advance
+    world.serve(BASE, ok=540, e5xx=5)
+
+    cand, base = world.read()
+
+    counts = cand.counts(RULE.health.failure_codes)
+    assert (counts.requests, counts.failures, counts.by_class["424"], counts.by_class["408"]) == (100, 90, 60, 30)
+    assert base is not None and base.counts().failures == 50 and base.source == world.name
+    verdict = world.judge()
+    assert (verdict.status, verdict.next) == ("unhealthy", "rollback")
+
+
+def test_a_candidate_worse_than_its_baseline_but_under_the_absolute_limit_is_rolled_back(world: World) -> None:
+    world.serve(CAND, ok=58, e424=1, e408=1)  # 3.3%: under max_error_rate 5%
+    world.serve(BASE, ok=534, e5xx=3, e424=3)  # 1.1%
+
+    verdict = world.judge()
+
+    assert verdict.candidate.failure_rate is not None and verdict.candidate.failure_rate < 0.05
+    assert (verdict.next, verdict.final) == ("rollback", True) and "worse than the baseline" in verdict.why
+    assert verdict.p_value is not None and verdict.p_value < verdict.alpha
+    assert verdict.source == world.name and CAND in verdict.request and BASE in verdict.request
+
+
+def test_a_candidate_as_good_as_a_4_percent_baseline_advances(world: World) -> None:
+    world.serve(CAND, ok=58, e424=1, e5xx=1)  # 3.3%
+    world.serve(BASE, ok=518, e424=12, e408=5, e5xx=5)  # 4.1%
+
+    verdict = world.judge()
+
+    assert (verdict.status, verdict.next) == ("healthy", "advance")
+    assert verdict.baseline is not None and verdict.baseline.failures == 220 and verdict.baseline.served == 5400
+
+
+def test_a_step_where_every_request_failed_is_rolled_back_before_min_requests(world: World) -> None:
+    world.serve(CAND, minutes=1, e424=4, e408=2, e5xx=1)  # 7 requests, all failed, in the first minute
+    world.serve(BASE, minutes=1, ok=540)
+
+    verdict = world.judge(now=STARTED + world.lag + timedelta(minutes=2))  # two minutes into the step
+
+    assert verdict.candidate.served == 7 < RULE.health.min_requests
+    assert (verdict.next, verdict.final) == (
+        "rollback",
+        False,
+    ) and "even if the next 13 request(s) succeed" in verdict.why
+
+
+def test_throttled_requests_are_counted_apart(world: World) -> None:
+    world.serve(CAND, ok=50, throttled=10)
+    world.serve(BASE, ok=540)
+    cand, _ = world.read()
+    counts = cand.counts()
+    assert (counts.throttled, counts.failures, counts.served) == (100, 0, 500)
+
+
+def test_the_window_ends_the_source_s_lag_before_now(world: World) -> None:
+    world.serve(CAND, ok=60)
+    cand, _ = world.read(NOW)
+    lag = {"logs": timedelta(minutes=5), "metrics": timedelta(minutes=3)}[world.name]
+    assert world.lag == lag and datetime.fromisoformat(cand.until) == NOW - lag
+    assert cand.requests == (480 if world.name == "logs" else 600)  # the logs' last 2 minutes are not in yet
+
+
+def test_a_latency_far_above_the_baseline_s_is_rolled_back(world: World) -> None:
+    world.serve(CAND, ok=60, p95=120)
+    world.serve(BASE, ok=540, p95=40)
+    verdict = world.judge()
+    assert verdict.next == "rollback" and verdict.latency_ratio == pytest.approx(3.0)
+
+
+# --------------------------------------------------------------------------- the logs source
+
+
+def test_the_logs_source_sends_one_query_for_both_deployments() -> None:
+    world = LogsWorld()
+    world.serve(CAND, ok=60)
+    world.read()
+    [call] = world.fake.calls
+    assert call.body["query"] == build_query(ENDPOINT, CAND, BASE)
+    assert 'let baseline_name = "blue";' in call.body["query"] and call.path == f"/v1/workspaces/{LOGS_WORKSPACE}/query"
+
+
+def test_the_logs_query_refuses_a_baseline_name_azure_would_not_accept() -> None:
+    with pytest.raises(PermanentError, match="not an Azure ML online deployment name"):
+        build_query(ENDPOINT, CAND, 'x" or 1==1 //')
+
+
+def test_the_fake_logs_refuse_a_query_it_does_not_know() -> None:
+    world = LogsWorld()
+    assert isinstance(world.source, MonitorHealth)
+    query = build_query(ENDPOINT, CAND).replace("toint(ModelStatusCode)", "ModelStatusCode")
+    with pytest.raises(HttpResponseError, match="a query the fake does not know"):
+        world.source.client.query_workspace(LOGS_WORKSPACE, query, timespan=(STARTED, NOW))
+    assert world.fake.unexpected == [f"/v1/workspaces/{LOGS_WORKSPACE}/query: a query the fake does not know"]
+
+
+def test_without_a_workspace_no_health_data_reads_empty_and_says_why() -> None:
+    cand, base = NoHealthData().read(ENDPOINT, CAND, BASE, STARTED, NOW)
+    assert (cand.requests, cand.source, base is not None and base.requests) == (0, "none", 0)
+    assert "RETRAIN_LOG_ANALYTICS_WORKSPACE_ID" in str(cand.note)
+
+
+def test_the_old_check_counts_model_errors_too() -> None:
+    world = LogsWorld()
+    world.serve(CAND, minutes=1, ok=10, e424=60, e408=30)
+    assert isinstance(world.source, MonitorHealth)
+    got = world.source.check(ENDPOINT, CAND, STARTED, NOW)
+    assert (got.requests, got.errors, got.source, got.query) == (
+        100,
+        90,
+        "log-analytics",
+        "aml_online_endpoint_traffic",
+    )
+
+
+# --------------------------------------------------------------------------- the metrics source
+
+
+def test_the_metrics_source_asks_the_batch_api_for_the_endpoint_split_by_deployment_and_code() -> None:
+    world = MetricsWorld()
+    world.serve(CAND, ok=60)
+    world.read()
+    counts, latency = world.fake.calls
+    assert counts.path == f"/subscriptions/{SUB}/metrics:getBatch" and counts.body == {"resourceids": [world.rid]}
+    assert counts.query["metricnames"] == "RequestsPerMinute" and counts.query["aggregation"] == "Total"
+    assert counts.query["filter"] == deployment_filter(CAND, BASE, "statusCode", "modelStatusCode")
+    assert latency.query["metricnames"] == "RequestLatency_P95" and latency.query["filter"] == deployment_filter(
+        CAND, BASE
+    )
+    assert (counts.query["interval"], counts.query["top"], counts.query["api-version"]) == ("PT1M", "500", "2024-02-01")
+    assert (counts.query["starttime"], counts.query["endtime"]) == (
+        "2026-12-02T09:47:00.000Z",
+        "2026-12-02T09:57:00.000Z",
+    )
+
+
+def test_the_metrics_window_keeps_whole_minutes_only() -> None:
+    world = MetricsWorld()
+    world.serve(CAND, ok=60)
+    cand, _ = world.source.read(ENDPOINT, CAND, None, STARTED + timedelta(seconds=20), NOW - timedelta(seconds=150))
+    assert (cand.since, cand.until) == ("2026-12-02T09:48:00.000Z", "2026-12-02T09:57:00.000Z")
+    assert cand.requests == 540  # the minute that began before the window is left out
+    empty, _ = world.source.read(ENDPOINT, CAND, None, NOW - timedelta(seconds=50), NOW - timedelta(seconds=10))
+    assert empty.requests == 0 and "holds no whole minute yet" in str(empty.note) and len(world.fake.calls) == 2
+
+
+def test_the_fake_metrics_api_refuses_an_or_across_dimensions_and_unknown_dimensions() -> None:
+    world = MetricsWorld()
+    assert isinstance(world.source, MonitorMetrics)
+    client = world.source.client
+    for flt in ("deployment eq 'a' or statusCode eq '500'", "instanceId eq '*'"):
+        with pytest.raises(HttpResponseError, match="BadRequest"):
+            client.query_resources(
+                resource_ids=[world.rid],
+                metric_namespace="Microsoft.MachineLearningServices/workspaces/onlineEndpoints",
+                metric_names=["RequestsPerMinute"],
+                timespan=(STARTED, NOW),
+                granularity=timedelta(minutes=1),
+                aggregations=["Total"],
+                filter=flt,
+            )
+    assert (
+        len(world.fake.unexpected) == 2 and "cannot separate two different metadata names" in world.fake.unexpected[0]
+    )
+    assert "does not support requested dimension combination" in world.fake.unexpected[1]
+    world.fake.unexpected.clear()
+
+
+def test_without_top_the_metrics_api_returns_ten_series() -> None:
+    world = MetricsWorld()
+    for code in range(12):
+        world.fake.serve(world.rid, STARTED, f"d{code}", ok=1)
+    assert isinstance(world.source, MonitorMetrics)
+    [result] = world.source.client.query_resources(
+        resource_ids=[world.rid],
+        metric_namespace="Microsoft.MachineLearningServices/workspaces/onlineEndpoints",
+        metric_names=["RequestsPerMinute"],
+        timespan=(STARTED, NOW),
+        granularity=timedelta(minutes=1),
+        filter="deployment eq '*'",
+    )
+    assert len(result.metrics[0].timeseries) == 10
+
+
+def test_a_refusal_says_to_grant_monitoring_reader_and_throttling_is_retried_then_transient() -> None:
+    world = MetricsWorld()
+    world.serve(CAND, ok=60)
+    assert isinstance(world.fake, FakeMetrics)
+    world.fake.fail(403)
+    with pytest.raises(PermanentError, match=r"HTTP 403.*Monitoring Reader \(43d0d8ad-25c7-4714-9337-8ba259a9fe05\)"):
+        world.read()
+    world.fake.fail(429, times=1, headers={"Retry-After": "2"})
+    world.fake.fail(529, times=1)  # the metrics backend's throttling answer (the batch API's docs)
+    cand, _ = world.read()  # both retried inside the budget
+    assert cand.requests == 600 and [c.status for c in world.fake.calls[-4:]] == [429, 529, 200, 200]
+    world.fake.fail(503, times=1000)
+    with pytest.raises(TransientError, match="budget"):
+        world.read()
+    world.fake.faults.clear()
+
+
+def test_the_regional_endpoint_is_derived_from_the_region() -> None:
+    assert regional_endpoint("West Europe") == "https://westeurope.metrics.monitor.azure.com"
+    with pytest.raises(ValueError, match="not an Azure region name"):
+        regional_endpoint("west-europe!")
+    with pytest.raises(ValueError, match="needs the region"):
+        MonitorMetrics.build(subscription=SUB, resource_group=RG, workspace=WS)
+
+
+def test_the_metrics_source_loads_the_sdk_only_when_it_reads() -> None:
+    code = (
+        "import json, sys\n"
+        "from function_app.adapters.monitor_metrics import MonitorMetrics\n"
+        "m = MonitorMetrics.build(subscription='s', resource_group='r', workspace='w', region='westeurope')\n"
+        "print(json.dumps([m.name, 'azure.monitor.querymetrics' in sys.modules, 'azure.identity' in sys.modules]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, env=dict(os.environ)
+    )
+    assert out.stdout.strip().splitlines()[-1] == '["metrics", false, false]'
