@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # The placeholders of Microsoft's published sample events: the embedded local defaults name this
-# workspace so that the samples in ../shared/events route to the example policy without Azure.
+# workspace so that the samples in tests/data/events route to the example policy without Azure.
 SAMPLE_SUBSCRIPTION = "{subscription-id}"
 SAMPLE_RESOURCE_GROUP = "{resource-group-name}"
 SAMPLE_WORKSPACE = "{workspace-name}"
@@ -60,6 +60,20 @@ SETTINGS: tuple[Setting, ...] = (
         "Log Analytics workspace (resource id, or Workspace ID GUID) the rollout health check queries; "
         "empty: no health data, the policy's on_no_traffic decides",
     ),
+    Setting(
+        "RETRAIN_HEALTH_SOURCE",
+        "metrics",
+        "where rollout health comes from unless the policy says: 'metrics' (platform metrics, no setup) or 'logs'",
+    ),
+    Setting("RETRAIN_METRICS_REGION", None, "Azure region of the online endpoints, for the metrics API's endpoint"),
+    Setting("RETRAIN_METRICS_ENDPOINT", None, "override of the regional metrics endpoint (sovereign clouds)"),
+    Setting(
+        "RETRAIN_APP_SERVICE_AUTH",
+        "false",
+        "'true' when App Service authentication (Entra ID sign-in) fronts the app: manual requests then need a "
+        "signed-in principal with RETRAIN_OPERATOR_ROLE, and the principal is recorded",
+    ),
+    Setting("RETRAIN_OPERATOR_ROLE", "Retrain.Operator", "the app role a signed-in caller needs for manual requests"),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -98,6 +112,11 @@ class Settings:
     blob_account_url: str | None
     blob_connection: str | None = None
     log_analytics_workspace_id: str | None = None
+    health_source: str = "metrics"
+    metrics_region: str | None = None
+    metrics_endpoint: str | None = None
+    app_service_auth: bool = False
+    operator_role: str = "Retrain.Operator"
 
     @property
     def workspace_id(self) -> str:
@@ -138,6 +157,9 @@ class Settings:
             if numbers[name] <= 0:
                 problems.append(f"{name}={get(name)!r}: must be a positive number")
                 numbers[name] = float(_DEFAULTS[name] or 1)
+        health_source = req("RETRAIN_HEALTH_SOURCE").lower()
+        if health_source not in ("metrics", "logs"):
+            problems.append(f"RETRAIN_HEALTH_SOURCE={health_source!r}: use 'metrics' or 'logs'")
         workspace = (req("AZUREML_SUBSCRIPTION_ID"), req("AZUREML_RESOURCE_GROUP"), req("AZUREML_WORKSPACE_NAME"))
         if backend == "azureml" and any(part.startswith("{") for part in workspace):
             problems.append(
@@ -166,6 +188,11 @@ class Settings:
             blob_account_url=get("RETRAIN_BLOB_ACCOUNT_URL"),
             blob_connection=get("RETRAIN_BLOB_CONNECTION"),
             log_analytics_workspace_id=get("RETRAIN_LOG_ANALYTICS_WORKSPACE_ID"),
+            health_source=health_source,
+            metrics_region=get("RETRAIN_METRICS_REGION"),
+            metrics_endpoint=get("RETRAIN_METRICS_ENDPOINT"),
+            app_service_auth=_bool(get("RETRAIN_APP_SERVICE_AUTH")),
+            operator_role=req("RETRAIN_OPERATOR_ROLE"),
         )
 
     def summary(self) -> dict[str, object]:

@@ -11,6 +11,8 @@ yields the same decision, the same job name and the same ledger record.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,9 +38,11 @@ from handlers.signals import (
 )
 
 if TYPE_CHECKING:  # the policy module imports pydantic; decide only reads the objects
-    from handlers.policy import GateRule, ModelPolicy, Policy
+    from handlers.policy import GateRule, InputSpec, ModelPolicy, Policy
 
 SERVICE_TAG_VALUE = "retrain-service"
+# A model version as a manual deploy names it: a version number, or the one label the SDK resolves.
+_VERSION = re.compile(r"^(?:[1-9][0-9]{0,17}|latest)$")
 
 
 @dataclass(frozen=True)
@@ -304,7 +308,7 @@ def _retrain(
             value, origin = ci_get(event_data, spec.from_event), f"event.{spec.from_event}"
         else:
             value = spec.value
-        problem = _input_problem(model, name, spec.type, spec.from_event, value, origin, manual)
+        problem = _input_problem(model, name, spec, value, origin, manual)
         if problem is not None:
             return skip(trigger, problem, model, input=name)
         if spec.type != "literal" and origin.startswith("event.") and ":" not in str(value) and "/" not in str(value):
@@ -330,24 +334,37 @@ def _retrain(
     return Retrain(did, model, reason, trigger, plan, force=force, dry_run=dry_run)
 
 
-def _input_problem(
-    model: str, name: str, kind: str, from_event: str | None, value: Any, origin: str, manual: bool
-) -> str | None:
+def _input_problem(model: str, name: str, spec: InputSpec, value: Any, origin: str, manual: bool) -> str | None:
     """What is wrong with input ``name``'s value, in words that say how to fix it; None when nothing is."""
     where = "this request" if manual else "this event"
+    key = f"models.{model}.retrain.inputs.{name}"
+    source = "request's inputs" if origin == "request" else "policy" if origin == "policy" else f"{origin} of {where}"
     if value is None:
         return (
-            f"input {name!r} takes its value from the event's {from_event!r}, which {where} does not carry; "
-            f"give the input a fallback 'value' in the policy (models.{model}.retrain.inputs.{name})"
-            + (" or pass it in 'inputs'" if manual else "")
+            f"input {name!r} takes its value from the event's {spec.from_event!r}, which {where} does not carry; "
+            f"give the input a fallback 'value' in the policy ({key})" + (" or pass it in 'inputs'" if manual else "")
         )
-    if kind != "literal" and not isinstance(value, str):
-        source = "request's inputs" if origin == "request" else f"{origin} of {where}"
-        return (
-            f"input {name!r} is of type {kind} and takes a path or asset reference string, but the {source} "
-            f"gave {type(value).__name__} {str(value)[:80]!r}; send a string such as 'azureml:name:version' "
-            f"(models.{model}.retrain.inputs.{name})"
-        )
+    if spec.type != "literal":
+        if not isinstance(value, str):
+            return (
+                f"input {name!r} is of type {spec.type} and takes a path or asset reference string, but the {source} "
+                f"gave {type(value).__name__} {str(value)[:80]!r}; send a string such as 'azureml:name:version' ({key})"
+            )
+        return None
+    if not isinstance(value, str | int | float | bool):
+        return f"input {name!r} takes a number, a string or true/false; the {source} gave {type(value).__name__} ({key})"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"input {name!r} must be a finite number; the {source} gave {value} ({key})"
+    if spec.choices is not None and value not in spec.choices:
+        allowed = ", ".join(map(repr, spec.choices))
+        return f"input {name!r} must be one of {allowed}; the {source} gave {value!r} ({key}.choices)"
+    if spec.min is not None or spec.max is not None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"input {name!r} must be a number; the {source} gave {type(value).__name__} {str(value)[:80]!r} ({key})"
+        if spec.min is not None and value < spec.min:
+            return f"input {name!r} must be at least {spec.min}; the {source} gave {value} ({key}.min)"
+        if spec.max is not None and value > spec.max:
+            return f"input {name!r} must be at most {spec.max}; the {source} gave {value} ({key}.max)"
     return None
 
 
@@ -487,13 +504,19 @@ def _manual_problem(signal: ManualRequest, mp: ModelPolicy) -> str | None:
             )
         for name, spec in mp.retrain.inputs.items():
             value, origin = (signal.inputs[name], "request") if name in signal.inputs else (spec.value, "policy")
-            problem = _input_problem(model, name, spec.type, spec.from_event, value, origin, manual=True)
+            problem = _input_problem(model, name, spec, value, origin, manual=True)
             if problem is not None:
                 return problem
         return None
     if signal.action == "deploy":
         if mp.deploy is None:
             return f"model {model!r} has no 'deploy' section in the policy; add one to deploy it"
+        if signal.version is None or not _VERSION.match(signal.version):
+            shown = "none" if signal.version is None else repr(signal.version[:40])
+            return (
+                f"field 'version' must be a model version number (a whole number from 1, at most 18 digits) or "
+                f"'latest', the one label Azure ML resolves; got {shown}"
+            )
         return None
     return f"action {signal.action!r} is not one of retrain, deploy"
 

@@ -41,6 +41,14 @@ class Conflict(PermanentError):
     """The request is valid but the model's state refuses it (cooldown, in flight)."""
 
 
+class KeyReused(PermanentError):
+    """An Idempotency-Key sent again with another request than the one it was first used for."""
+
+
+class Unauthorized(PermanentError):
+    """The caller is not signed in (or its sign-in cannot be read), where sign-in is required."""
+
+
 class Forbidden(PermanentError):
     """The caller may not do this (for example force without RETRAIN_ALLOW_FORCE)."""
 

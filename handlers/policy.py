@@ -79,11 +79,18 @@ InputType = Literal["literal", "uri_folder", "uri_file", "mltable", "custom_mode
 
 
 class InputSpec(_Strict):
-    """One pipeline input: a literal ``value``, or a key of the triggering event's data."""
+    """One pipeline input: a literal ``value``, or a key of the triggering event's data. A literal may
+    bound what a manual request or an event may give it (``min``, ``max``, ``choices``); a path input
+    taken ``from_event`` must name something in the workspace unless ``allowed_prefixes`` lists the
+    URI prefixes it may also take."""
 
     type: InputType = "literal"
     value: str | int | float | bool | None = None
     from_event: str | None = Field(default=None, description="a key of the triggering event's data")
+    min: float | None = None
+    max: float | None = None
+    choices: list[str | int | float | bool] | None = None
+    allowed_prefixes: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _has_a_source(self) -> InputSpec:
@@ -91,6 +98,18 @@ class InputSpec(_Strict):
             raise ValueError("an input needs 'value' or 'from_event' (or both: 'value' is the fallback)")
         if self.type != "literal" and self.value is not None and not isinstance(self.value, str):
             raise ValueError(f"an input of type {self.type} takes a path or asset reference as 'value'")
+        if self.type != "literal" and (self.min is not None or self.max is not None or self.choices is not None):
+            raise ValueError("min, max and choices bound literal inputs; this input is a path or asset")
+        if self.type == "literal" and self.allowed_prefixes:
+            raise ValueError("allowed_prefixes is for path inputs taken from_event; this input is a literal")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        for prefix in self.allowed_prefixes:
+            if not re.match(r"^(https|abfss|wasbs|azureml)://[^/\s]+/", prefix):
+                raise ValueError(
+                    f"allowed prefix {prefix!r} must be a URI up to at least its host and a slash, e.g. "
+                    "'https://mydata.blob.core.windows.net/training/'"
+                )
         return self
 
 

@@ -91,8 +91,7 @@ def decision_from_record(record: DecisionRecord, model: str, kind: str) -> Retra
     if ACTIONS.get(kind) != record.action:
         raise ValueError(f"a {record.action!r} decision does not hold the {kind} slot")
     rendered = record.details["rendered"]
-    t = record.trigger
-    trigger = Trigger(str(t["source"]), str(t["event_id"]), str(t["event_type"]))
+    trigger = Trigger.from_dict(record.trigger)
     if kind == guards.RETRAIN:
         return Retrain(record.id, model, record.reason, trigger, JobPlan.from_dict(rendered))
     return Deploy(record.id, model, record.reason, trigger, DeployPlan.from_dict(rendered))

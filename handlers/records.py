@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,12 +47,20 @@ def cut(text: str, limit: int = MAX_TEXT) -> str:
     return text[: max(0, limit - len(mark))] + mark
 
 
-def _bounded(value: Any, limit: int) -> Any:
-    """Every string in ``value`` (keys included) cut to ``limit``; iterative, so depth costs no stack."""
+def _leaf(value: Any, limit: int) -> Any:
+    """A scalar as a record keeps it: texts cut, and numbers JSON can carry (NaN and infinities are
+    kept as their text, so that every reply stays strict JSON)."""
     if isinstance(value, str):
         return cut(value, limit)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _bounded(value: Any, limit: int) -> Any:
+    """Every string in ``value`` (keys included) cut to ``limit``; iterative, so depth costs no stack."""
     if not isinstance(value, dict | list | tuple):
-        return value
+        return _leaf(value, limit)
     root: Any = {} if isinstance(value, dict) else []
     stack: list[tuple[Any, Any]] = [(value, root)]
     while stack:
@@ -62,7 +71,7 @@ def _bounded(value: Any, limit: int) -> Any:
                 child: Any = {} if isinstance(item, dict) else []
                 stack.append((item, child))
             else:
-                child = cut(item, limit) if isinstance(item, str) else item
+                child = _leaf(item, limit)
             if isinstance(target, dict):
                 target[cut(str(key), limit)] = child
             else:
@@ -79,7 +88,7 @@ class DecisionRecord:
     action: str  # retrain, deploy, promote, rollback, none
     outcome: str  # one of OUTCOMES
     reason: str
-    trigger: dict[str, str]
+    trigger: dict[str, Any]
     at: str
     job: dict[str, Any] | None = None
     details: dict[str, Any] = field(default_factory=dict)
@@ -109,7 +118,7 @@ class DecisionRecord:
             id=cut(self.id),
             model=None if self.model is None else cut(self.model),
             reason=cut(self.reason, 4 * MAX_TEXT),
-            trigger={k: cut(str(v)) for k, v in self.trigger.items()},
+            trigger=_bounded(self.trigger, MAX_TEXT),
             job=_bounded(self.job, MAX_TEXT) if self.job is not None else None,
             details=details,
         )

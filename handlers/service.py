@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from handlers import guards
 from handlers.decisions import Skip, check_manual, decide, decision_id
-from handlers.errors import Conflict, Forbidden, PermanentError, TransientError
+from handlers.errors import Conflict, Forbidden, KeyReused, PermanentError, TransientError
 from handlers.executor import Executor
 from handlers.keys import ci_get
 from handlers.ports import Ledger
@@ -163,11 +163,28 @@ class RetrainService:
         check_manual(request, self.policy)
         if request.force and not self.allow_force:
             raise Forbidden("force is not allowed: set RETRAIN_ALLOW_FORCE=true to let callers force")
+        self._check_key(request)
         result = self.handle(request)
         record = result.decisions[0]
         if record.outcome == "skipped" and record.details.get("guard") in ("cooldown", "in_flight", "budget"):
             raise Conflict(record.reason)
         return record
+
+    def _check_key(self, request: ManualRequest) -> None:
+        """An idempotency key is bound to the request it was first sent with: the same key with another
+        request is refused (KeyReused, 422) and the original record is left as it is."""
+        trigger = request.trigger
+        if trigger.request is None:
+            return
+        seen = self.ledger.event_status(trigger)
+        for decision in seen[1] if seen else []:
+            original = self.ledger.get_decision(decision)
+            if original is not None and original.trigger.get("request") != trigger.request:
+                raise KeyReused(
+                    f"Idempotency-Key {trigger.event_id.partition(':')[2]!r} was first used at {original.at} for "
+                    f"another request to this route (decision {original.id}: {original.action} {original.outcome}); "
+                    "send a new key with a new request"
+                )
 
     # ------------------------------------------------------------------ reading
 

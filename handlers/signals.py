@@ -61,14 +61,34 @@ class Envelope:
 
 @dataclass(frozen=True)
 class Trigger:
-    """Where a signal came from; carried into every decision for the audit trail."""
+    """Where a signal came from; carried into every decision for the audit trail. A manual request's
+    trigger also says who asked (``caller``: what the platform vouched for) and which request it was
+    (``request``: a digest of the route, the model and the body, to which its idempotency key is bound)."""
 
     source: str
     event_id: str
     event_type: str
+    caller: tuple[tuple[str, str], ...] = ()
+    request: str | None = None
 
-    def as_dict(self) -> dict[str, str]:
-        return {"source": self.source, "event_id": self.event_id, "event_type": self.event_type}
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.source, "event_id": self.event_id, "event_type": self.event_type}
+        if self.caller:
+            out["caller"] = dict(self.caller)
+        if self.request:
+            out["request"] = self.request
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Trigger:
+        caller = data.get("caller")
+        return cls(
+            str(data["source"]),
+            str(data["event_id"]),
+            str(data["event_type"]),
+            tuple((str(k), str(v)) for k, v in caller.items()) if isinstance(caller, Mapping) else (),
+            None if data.get("request") is None else str(data["request"]),
+        )
 
 
 @dataclass(frozen=True)

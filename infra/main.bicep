@@ -149,6 +149,11 @@ var appSettings = {
   AZUREML_WORKSPACE_NAME: mlWorkspaceName
   // The rollout health check queries this workspace (Log Analytics Reader: log-analytics-reader.bicep).
   RETRAIN_LOG_ANALYTICS_WORKSPACE_ID: externalHealthWorkspace ? healthLogAnalyticsWorkspaceId : monitoring.outputs.logAnalyticsId
+  RETRAIN_HEALTH_SOURCE: 'metrics'
+  RETRAIN_METRICS_REGION: location
+  RETRAIN_METRICS_ENDPOINT: ''
+  RETRAIN_APP_SERVICE_AUTH: 'false'
+  RETRAIN_OPERATOR_ROLE: 'Retrain.Operator'
 }
 
 module functionApp 'modules/functionapp.bicep' = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from typing import Any
 
@@ -10,6 +12,7 @@ import azure.functions as func
 from function_app.delivery import one_delivery
 from function_app.runtime import get_retrainer, new_id
 from function_app.settings import Settings
+from function_app.triggers.callers import caller_of
 from function_app.triggers.replies import error, from_exception, json_body, reply
 from handlers.errors import InvalidInput, RetrainError
 from handlers.keys import as_str
@@ -36,14 +39,45 @@ def _check_body(body: dict[str, Any], allowed: dict[str, Any]) -> None:
             )
 
 
+def idempotency_key(headers: Any) -> str | None:
+    """The request's ``Idempotency-Key``: 1-255 printable ASCII characters, or InvalidInput."""
+    key = headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not all(32 <= ord(c) < 127 for c in key):
+        raise InvalidInput(
+            "header Idempotency-Key must be 1 to 255 printable ASCII characters (a UUID is a good key); "
+            f"got {len(key)} character(s)"
+        )
+    return str(key)
+
+
+def request_digest(action: str, model: str, body: dict[str, Any]) -> str:
+    """What an idempotency key is bound to: the route, the model and the body, canonically."""
+    canonical = json.dumps({"action": action, "model": model, "body": body}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
 def _manual(req: func.HttpRequest, action: str, allowed: dict[str, Any]) -> func.HttpResponse:
     model = req.route_params.get("model", "")
     try:
         body = json_body(req)
         _check_body(body, allowed)
-        request_id = req.headers.get("Idempotency-Key") or req.headers.get("x-request-id") or new_id()
+        settings = Settings.from_env()
+        caller = caller_of(
+            req.headers, app_service_auth=settings.app_service_auth, operator_role=settings.operator_role
+        )
+        key = idempotency_key(req.headers)
+        # A key is scoped to its route and model: the same key for another model is another request.
+        request_id = f"{model}:{key}" if key is not None else new_id()
         request = ManualRequest(
-            trigger=Trigger(source="http", event_id=request_id, event_type=f"ManualRequest.{action}"),
+            trigger=Trigger(
+                source="http",
+                event_id=request_id,
+                event_type=f"ManualRequest.{action}",
+                caller=tuple((k, str(v)) for k, v in caller.items()),
+                request=request_digest(action, model, body),
+            ),
             model=model,
             action=action,
             reason=(body.get("reason") or "no reason given").strip()[:500],

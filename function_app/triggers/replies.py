@@ -9,7 +9,17 @@ from typing import Any
 import azure.functions as func
 
 from handlers import jsonin
-from handlers.errors import Conflict, Forbidden, InvalidInput, NotFound, PermanentError, PolicyError, TransientError
+from handlers.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    KeyReused,
+    NotFound,
+    PermanentError,
+    PolicyError,
+    TransientError,
+    Unauthorized,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +49,12 @@ def from_exception(exc: Exception) -> func.HttpResponse:
         return error(
             409, str(exc), hint='wait for the cooldown or the work in flight, or send "force": true if allowed'
         )
+    if isinstance(exc, Unauthorized):
+        return error(401, str(exc))
     if isinstance(exc, Forbidden):
         return error(403, str(exc))
+    if isinstance(exc, KeyReused):
+        return error(422, str(exc))
     if isinstance(exc, TransientError):
         return error(503, str(exc), retry_after=int(exc.retry_after or 10))
     if isinstance(exc, PermanentError):
