@@ -61,6 +61,13 @@ param healthLogAnalyticsWorkspaceId string = ''
 @description('Name of the workspace\'s Event Grid system topic; empty derives one. A workspace has at most one: give its name if it exists.')
 param systemTopicName string = ''
 
+@description('custom: a role with exactly the Azure ML actions the service uses (needs roleDefinitions/write to create); AzureMLDataScientist: the broader built-in role.')
+@allowed([
+  'custom'
+  'AzureMLDataScientist'
+])
+param workspaceRole string = 'custom'
+
 @description('Event Grid delivery attempts before an event is dead-lettered.')
 @minValue(1)
 @maxValue(30)
@@ -215,6 +222,8 @@ module workspaceAccess 'modules/workspace-access.bicep' = {
   params: {
     workspaceName: mlWorkspaceName
     appPrincipalId: identity.outputs.principalId
+    workspaceRole: workspaceRole
+    nameToken: resourceToken
   }
 }
 

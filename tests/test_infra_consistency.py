@@ -202,7 +202,7 @@ def _role_assignments() -> list[tuple[Path, str, dict[str, Any]]]:
 
 def test_role_assignments_are_deterministic_and_to_service_principals() -> None:
     assignments = _role_assignments()
-    assert len(assignments) == 6
+    assert len(assignments) == 7
     for path, name, config in assignments:
         guid = config["name"]["function"]
         assert guid["type"] == "guid", f"{path.name}: {name}"
