@@ -374,13 +374,13 @@ def test_the_topic_dead_letters_as_its_own_identity_which_holds_only_the_contain
 def test_an_existing_topic_keeps_its_identities_and_tags_and_gains_ours() -> None:
     topic = bicep("modules/events.bicep")["resources"]["systemTopic"]["config"]
     assert topic["tags"] == {
-        "operator": {"type": "property_accessor", "operands": {"operand_1": "existing", "operand_2": "tags"}}
+        "operator": {"type": "property_accessor", "operands": {"operand_1": "topicState", "operand_2": "tags"}}
     }
     assert topic["identity"] == "topicIdentity"
     identity = variable("modules/events.bicep", "topicIdentity")
     merged = identity["userAssignedIdentities"]["function"]
     assert merged["type"] == "union"
-    assert "existing" in json.dumps(merged["parameters"]) and "topicIdentityId" in json.dumps(merged["parameters"])
+    assert "topicState" in json.dumps(merged["parameters"]) and "topicIdentityId" in json.dumps(merged["parameters"])
     assert "keepsSystemAssigned" in json.dumps(identity["type"])
     params = bicep("main.bicep")["modules"]["events"]["config"]["params"]
     assert params["existingTopicState"] == "systemTopicState"

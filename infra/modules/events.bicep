@@ -78,17 +78,17 @@ param maxDeliveryAttempts int = 10
 @description('Whether to create the event subscriptions (the function must already be deployed).')
 param deployEventSubscriptions bool = false
 
-var existing = empty(existingTopicState) ? {
+var topicState = empty(existingTopicState) ? {
   location: location
   identityType: 'None'
   userAssignedIdentities: {}
   tags: tags
 } : json(base64ToString(existingTopicState))
 // Keep a system-assigned identity the topic has; add ours to the user-assigned ones it has.
-var keepsSystemAssigned = contains(toLower(existing.identityType), 'systemassigned')
+var keepsSystemAssigned = contains(toLower(topicState.identityType), 'systemassigned')
 var topicIdentity = {
   type: keepsSystemAssigned ? 'SystemAssigned, UserAssigned' : 'UserAssigned'
-  userAssignedIdentities: union(existing.userAssignedIdentities, {
+  userAssignedIdentities: union(topicState.userAssignedIdentities, {
     '${topicIdentityId}': {}
   })
 }
@@ -141,8 +141,8 @@ var eventSubscriptions = [
 
 resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
   name: systemTopicName
-  location: existing.location
-  tags: existing.tags
+  location: topicState.location
+  tags: topicState.tags
   identity: topicIdentity
   properties: {
     source: workspaceId
