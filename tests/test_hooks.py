@@ -331,3 +331,24 @@ def test_azure_yaml_runs_every_hook_in_both_shells_and_each_file_exists() -> Non
         assert hook["posix"] == {"shell": "sh", "run": f"./infra/hooks/{name}.sh", "continueOnError": False}
         assert hook["windows"] == {"shell": "pwsh", "run": f"./infra/hooks/{name}.ps1", "continueOnError": False}
         assert (HOOKS / f"{name}.sh").is_file() and (HOOKS / f"{name}.ps1").is_file()
+
+
+def test_what_the_hooks_write_is_what_the_deployment_reads_and_what_they_read_it_writes() -> None:
+    """preprovision's `azd env set` names reach main.bicep through main.parameters.json; postdeploy
+    reads the deployment's outputs (azd writes them into the environment)."""
+    import re
+
+    from pycep import BicepParser
+
+    parameters = (REPO / "infra" / "main.parameters.json").read_text(encoding="utf-8")
+    consumed = set(re.findall(r"\$\{([A-Z0-9_]+)", parameters))
+    written = set(re.findall(r"azd env set ([A-Z0-9_]+)", (HOOKS / "preprovision.sh").read_text(encoding="utf-8")))
+    assert written - {"RETRAIN_SYSTEM_TOPIC_CREATED"} <= consumed  # CREATED is a note for removal
+    assert "RETRAIN_EVENT_SUBSCRIPTIONS" in consumed
+    outputs = set(BicepParser().parse(text=(REPO / "infra" / "main.bicep").read_text(encoding="utf-8"))["outputs"])
+    postdeploy = (HOOKS / "postdeploy.sh").read_text(encoding="utf-8")
+    match = re.search(r"^require (.+)$", postdeploy, re.MULTILINE)
+    assert match
+    required = set(match[1].split())
+    assert required <= outputs
+    assert {"RETRAIN_SYSTEM_TOPIC_RESOURCE_GROUP", "RETRAIN_EVENT_SUBSCRIPTION_NAMES"} <= outputs
