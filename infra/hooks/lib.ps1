@@ -1,5 +1,6 @@
 # Shared by the Windows azd hooks (dot-sourced); the POSIX twins are lib.sh and *.sh, which the
-# tests run (tests/test_hooks.py). Keep the two in step.
+# tests run (tests/test_hooks.py). Keep the two in step. Needs PowerShell 7.3 or later, which
+# passes empty arguments to native commands (azd env set NAME '').
 $ErrorActionPreference = 'Stop'
 
 function Fail([string]$message) { [Console]::Error.WriteLine("${script:Hook}: $message"); exit 1 }
@@ -30,9 +31,9 @@ function Get-ProjectPython {
     $python = if ($IsWindows -or $env:OS -eq 'Windows_NT') { "$venv/Scripts/python.exe" } else { "$venv/bin/python" }
     if (-not (Test-ProjectPython $python)) {
         Say "installing the project into $venv to validate the policy (once)"
-        python -m venv $venv; if ($LASTEXITCODE -ne 0) { Fail 'python -m venv failed: install Python 3.11' }
-        & $python -m pip install -q -r requirements.txt; if ($LASTEXITCODE -ne 0) { Fail 'pip install -r requirements.txt failed' }
-        & $python -m pip install -q --no-deps .; if ($LASTEXITCODE -ne 0) { Fail 'pip install of the project failed' }
+        python -m venv $venv | Out-Host; if ($LASTEXITCODE -ne 0) { Fail 'python -m venv failed: install Python 3.11' }
+        & $python -m pip install -q -r requirements.txt | Out-Host; if ($LASTEXITCODE -ne 0) { Fail 'pip install -r requirements.txt failed' }
+        & $python -m pip install -q --no-deps . | Out-Host; if ($LASTEXITCODE -ne 0) { Fail 'pip install of the project failed' }
     }
     return $python
 }
