@@ -352,3 +352,16 @@ def test_what_the_hooks_write_is_what_the_deployment_reads_and_what_they_read_it
     required = set(match[1].split())
     assert required <= outputs
     assert {"RETRAIN_SYSTEM_TOPIC_RESOURCE_GROUP", "RETRAIN_EVENT_SUBSCRIPTION_NAMES"} <= outputs
+
+
+def test_a_topic_without_identity_or_tags_is_passed_on_as_having_none() -> None:
+    bare = {k: v for k, v in portal_topic().items() if k not in ("identity", "tags")}
+    name, group, state = hooklib.topic(WORKSPACE_ID, [bare])
+    assert (name, group) == ("ws1-events", "rg-ml")
+    assert json.loads(base64.b64decode(state)) == {
+        "location": "westeurope",
+        "identityType": "None",
+        "userAssignedIdentities": {},
+        "tags": {},
+    }
+    assert hooklib.topic(WORKSPACE_ID, [portal_topic(source=WORKSPACE_ID + "/child")]) == []
