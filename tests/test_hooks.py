@@ -365,3 +365,19 @@ def test_a_topic_without_identity_or_tags_is_passed_on_as_having_none() -> None:
         "tags": {},
     }
     assert hooklib.topic(WORKSPACE_ID, [portal_topic(source=WORKSPACE_ID + "/child")]) == []
+
+
+def test_our_own_identity_is_left_for_the_deployment_to_add_whatever_its_casing(project: Project) -> None:
+    """Resource ids are case-insensitive, JSON keys are not: passing ours back in Azure's casing
+    would make the deployment's union name the same identity twice."""
+    ours = f"/subscriptions/{SUB}/resourceGroups/rg-test/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-evgt-retrain-abc"
+    topic = portal_topic(name="evgt-ws1")
+    topic["identity"]["userAssignedIdentities"] = {
+        ours.lower(): {"principalId": "p"},
+        OTHER_UAI: {},
+        OTHER_UAI.upper(): {},
+    }
+    project.world["topics"] = [topic]
+    assert project.run("preprovision", RETRAIN_TOPIC_IDENTITY_ID=ours).returncode == 0
+    state = json.loads(base64.b64decode(project.azd_env["RETRAIN_SYSTEM_TOPIC_STATE"]))
+    assert state["userAssignedIdentities"] == {OTHER_UAI: {}}

@@ -1,13 +1,16 @@
 """Helpers of the azd hooks (infra/hooks/*.sh, *.ps1) that are easier to get right in Python.
 
-    python hooklib.py topic WORKSPACE_ID < topics.json     the workspace's system topic, if any
+    python hooklib.py topic WORKSPACE_ID [OUR_IDENTITY_ID] < topics.json   the workspace's system topic
     python hooklib.py logs-endpoints POLICY                 endpoints whose rollout health reads logs
     python hooklib.py packaged PATH                         fail if .funcignore leaves PATH out
 
 ``topic`` reads ``az eventgrid system-topic list -o json`` and prints, for the topic whose source is
 the workspace (resource ids compare case-insensitively), three lines: its name, its resource group
 and the base64 of {location, identityType, userAssignedIdentities, tags}, which infra/main.bicep
-merges its own identity into (systemTopicState). Nothing is printed when there is none.
+merges its own identity into (systemTopicState). Nothing is printed when there is none. Resource ids
+are case-insensitive but JSON keys are not: an identity the topic already has under another casing
+of OUR_IDENTITY_ID (the deployment's output RETRAIN_TOPIC_IDENTITY_ID), or twice, is passed once, so
+that the deployment's union never names one identity twice.
 
 ``logs-endpoints`` prints the comma-separated endpoints of the models whose policy says
 ``deploy.rollout.health.source: logs`` (PyYAML; the policy's own validation is ``retrain
@@ -24,15 +27,20 @@ from pathlib import Path
 from typing import Any
 
 
-def topic(workspace_id: str, topics: list[dict[str, Any]]) -> list[str]:
+def topic(workspace_id: str, topics: list[dict[str, Any]], ours: str = "") -> list[str]:
     for found in topics:
         if str(found.get("source") or "").lower() == workspace_id.lower():
             identity = found.get("identity") or {}
+            kept: dict[str, dict[str, Any]] = {}
+            seen = {ours.lower()} if ours else set()
+            for key in identity.get("userAssignedIdentities") or {}:
+                if key.lower() not in seen:
+                    seen.add(key.lower())
+                    kept[key] = {}  # keys only: principal and client ids are read-only, not sent back
             state = {
                 "location": found.get("location"),
                 "identityType": identity.get("type") or "None",
-                # Keys only: principal and client ids are read-only and not sent back.
-                "userAssignedIdentities": {key: {} for key in identity.get("userAssignedIdentities") or {}},
+                "userAssignedIdentities": kept,
                 "tags": found.get("tags") or {},
             }
             encoded = base64.b64encode(json.dumps(state, sort_keys=True).encode()).decode()
@@ -68,8 +76,8 @@ def excluded_by(path: str, funcignore: str) -> str | None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == "topic":
-        print("\n".join(topic(argv[1], json.load(sys.stdin) or [])))
+    if len(argv) in (2, 3) and argv[0] == "topic":
+        print("\n".join(topic(argv[1], json.load(sys.stdin) or [], *argv[2:])))
         return 0
     if len(argv) == 2 and argv[0] == "logs-endpoints":
         import yaml

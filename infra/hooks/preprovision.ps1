@@ -17,7 +17,7 @@ $workspaceId = az resource show --subscription $subscription -g $env:AZUREML_RES
 if ($LASTEXITCODE -ne 0) { Fail "workspace $($env:AZUREML_WORKSPACE_NAME) not found in resource group $($env:AZUREML_RESOURCE_GROUP) (subscription $subscription); check AZUREML_WORKSPACE_NAME, AZUREML_RESOURCE_GROUP and AZUREML_SUBSCRIPTION_ID" }
 $topics = az eventgrid system-topic list --subscription $subscription -o json | Out-String
 if ($LASTEXITCODE -ne 0) { Fail "cannot list the Event Grid system topics of subscription $subscription" }
-$found = @($topics | & $python "$PSScriptRoot/hooklib.py" topic $workspaceId)
+$found = @($topics | & $python "$PSScriptRoot/hooklib.py" topic $workspaceId "$env:RETRAIN_TOPIC_IDENTITY_ID")
 
 if ($found.Count -ge 3) {
     Say "the workspace has the system topic $($found[0]) (resource group $($found[1])): adding this environment's identity and subscriptions to it, keeping its identities and tags"

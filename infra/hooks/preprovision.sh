@@ -32,7 +32,8 @@ WORKSPACE_ID=$(az resource show --subscription "$SUBSCRIPTION" -g "$AZUREML_RESO
   --query id -o tsv) || die "workspace $AZUREML_WORKSPACE_NAME not found in resource group $AZUREML_RESOURCE_GROUP (subscription $SUBSCRIPTION); check AZUREML_WORKSPACE_NAME, AZUREML_RESOURCE_GROUP and AZUREML_SUBSCRIPTION_ID"
 TOPICS=$(az eventgrid system-topic list --subscription "$SUBSCRIPTION" -o json) \
   || die "cannot list the Event Grid system topics of subscription $SUBSCRIPTION (az eventgrid system-topic list)"
-FOUND=$(printf '%s' "$TOPICS" | "$PYTHON" "$HOOKS/hooklib.py" topic "$WORKSPACE_ID")
+# RETRAIN_TOPIC_IDENTITY_ID (an output of earlier provisions): ours, which the deployment adds itself.
+FOUND=$(printf '%s' "$TOPICS" | "$PYTHON" "$HOOKS/hooklib.py" topic "$WORKSPACE_ID" "${RETRAIN_TOPIC_IDENTITY_ID:-}")
 
 if [ -n "$FOUND" ]; then
   NAME=$(printf '%s\n' "$FOUND" | sed -n 1p)
