@@ -10,8 +10,44 @@ targetScope = 'subscription'
 @description('Name of the azd environment: names the resource group and seeds unique resource names.')
 param environmentName string
 
+// Regions that offer Flex Consumption, as Microsoft's azd template for it lists them
+// (Azure-Samples/functions-quickstart-python-http-azd, infra/main.bicep), without the canary
+// region eastus2euap. `az functionapp list-flexconsumption-locations` gives today's list.
 @minLength(1)
 @description('Region of the service\'s resources; it must offer the Flex Consumption plan.')
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
 @metadata({
   azd: {
     type: 'location'
@@ -28,7 +64,7 @@ param mlWorkspaceResourceGroup string
 @description('Subscription of that workspace; empty means the subscription of this deployment.')
 param mlWorkspaceSubscriptionId string = ''
 
-@description('Policy file, relative to the app root, deployed with the code (RETRAIN_POLICY_PATH).')
+@description('Policy file, relative to the app root, deployed with the code (RETRAIN_POLICY_PATH). The predeploy hook refuses to deploy without a valid one.')
 param policyPath string = 'policy.yaml'
 
 @description('azureml acts on the workspace; dryrun only renders what it would submit (RETRAIN_BACKEND).')
@@ -58,8 +94,30 @@ param deployEventSubscriptions bool = false
 @description('Resource id of the Log Analytics workspace the rollout health gates query; empty means the one created here.')
 param healthLogAnalyticsWorkspaceId string = ''
 
-@description('Name of the workspace\'s Event Grid system topic; empty derives one. A workspace has at most one: give its name if it exists.')
+@description('Name of the workspace\'s Event Grid system topic; empty derives one. The preprovision hook sets it to the topic the workspace already has, if any.')
 param systemTopicName string = ''
+
+@description('Resource group of that topic; empty means the workspace\'s. Set by the preprovision hook.')
+param systemTopicResourceGroup string = ''
+
+@description('Base64 JSON of the existing topic\'s region, identities and tags, written by the preprovision hook; empty when there is no topic yet.')
+param systemTopicState string = ''
+
+@description('custom: a role with exactly the Azure ML actions the service uses (needs roleDefinitions/write to create); AzureMLDataScientist: the broader built-in role.')
+@allowed([
+  'custom'
+  'AzureMLDataScientist'
+])
+param workspaceRole string = 'custom'
+
+@description('E-mail address the alerts on lost events and failed invocations notify; empty: no e-mail.')
+param alertEmail string = ''
+
+@description('Comma-separated online endpoints whose AmlOnlineEndpointTrafficLog goes to the health workspace (models with rollout health source logs); the preprovision hook reads them from the policy.')
+param trafficLogEndpoints string = ''
+
+@description('Enable the Event Grid webhook route POST /api/events in Azure. The subscriptions use the Event Grid trigger, so it is off unless something posts there (a webhook subscription, a manual replay).')
+param enableEventsWebhook bool = false
 
 @description('Event Grid delivery attempts before an event is dead-lettered.')
 @minValue(1)
@@ -75,6 +133,8 @@ var tags = {
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var mlSubscriptionId = empty(mlWorkspaceSubscriptionId) ? subscription().subscriptionId : mlWorkspaceSubscriptionId
 var topicName = empty(systemTopicName) ? 'evgt-${replace(mlWorkspaceName, '_', '-')}' : systemTopicName
+var topicResourceGroup = empty(systemTopicResourceGroup) ? mlWorkspaceResourceGroup : systemTopicResourceGroup
+var trafficLogEndpointNames = empty(trafficLogEndpoints) ? [] : split(trafficLogEndpoints, ',')
 
 // The service name in azure.yaml; azd deploys the code to the app tagged with it.
 var serviceName = 'retrain'
@@ -87,6 +147,7 @@ var deadLetterContainerName = 'deadletter'
 var externalHealthWorkspace = !empty(healthLogAnalyticsWorkspaceId)
 var healthWorkspaceSubscription = externalHealthWorkspace ? split(healthLogAnalyticsWorkspaceId, '/')[2] : subscription().subscriptionId
 var healthWorkspaceResourceGroup = externalHealthWorkspace ? split(healthLogAnalyticsWorkspaceId, '/')[4] : 'rg-${environmentName}'
+var healthWorkspaceId = externalHealthWorkspace ? healthLogAnalyticsWorkspaceId : monitoring.outputs.logAnalyticsId
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -99,6 +160,18 @@ module identity 'modules/identity.bicep' = {
   scope: rg
   params: {
     name: 'id-retrain-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+// The system topic's own identity: it dead-letters as this one, which holds only the dead-letter
+// container role (storage-access.bicep), never the app's roles.
+module topicIdentity 'modules/identity.bicep' = {
+  name: 'topic-identity'
+  scope: rg
+  params: {
+    name: 'id-evgt-retrain-${resourceToken}'
     location: location
     tags: tags
   }
@@ -148,12 +221,19 @@ var appSettings = {
   AZUREML_RESOURCE_GROUP: mlWorkspaceResourceGroup
   AZUREML_WORKSPACE_NAME: mlWorkspaceName
   // The rollout health check queries this workspace (Log Analytics Reader: log-analytics-reader.bicep).
-  RETRAIN_LOG_ANALYTICS_WORKSPACE_ID: externalHealthWorkspace ? healthLogAnalyticsWorkspaceId : monitoring.outputs.logAnalyticsId
+  RETRAIN_LOG_ANALYTICS_WORKSPACE_ID: healthWorkspaceId
+  // Rollout health from platform metrics by default (no setup): the endpoints' region gives the
+  // regional metrics endpoint; Monitoring Reader is assigned to the identity.
   RETRAIN_HEALTH_SOURCE: 'metrics'
   RETRAIN_METRICS_REGION: location
   RETRAIN_METRICS_ENDPOINT: ''
+  // Entra ID sign-in in front of the manual API is turned on by hand (README, Security model).
   RETRAIN_APP_SERVICE_AUTH: 'false'
   RETRAIN_OPERATOR_ROLE: 'Retrain.Operator'
+  // The Event Grid webhook route's function (events_webhook in function_app/triggers/events.py) is
+  // disabled in Azure unless enableEventsWebhook: the host skips a disabled function, so
+  // POST /api/events answers 404. POST /api/alerts (action groups) stays on.
+  'AzureWebJobs.events_webhook.Disabled': enableEventsWebhook ? 'false' : 'true'
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -175,7 +255,7 @@ module functionApp 'modules/functionapp.bicep' = {
   }
 }
 
-// The same identity is the app's and the system topic's (dead-lettering), see storage-access.bicep.
+// The app's data roles, and the topic identity's one role on the dead-letter container.
 module storageAccess 'modules/storage-access.bicep' = {
   name: 'storage-access'
   scope: rg
@@ -183,7 +263,7 @@ module storageAccess 'modules/storage-access.bicep' = {
     storageAccountName: storage.outputs.name
     deadLetterContainerName: storage.outputs.deadLetterContainerName
     appPrincipalId: identity.outputs.principalId
-    eventGridPrincipalId: identity.outputs.principalId
+    eventGridPrincipalId: topicIdentity.outputs.principalId
   }
 }
 
@@ -206,7 +286,7 @@ module healthLogsAccess 'modules/log-analytics-reader.bicep' = if (!externalHeal
 }
 
 module healthLogsAccessExternal 'modules/log-analytics-reader.bicep' = if (externalHealthWorkspace) {
-  name: 'health-logs-access-external'
+  name: 'retrain-health-logs-access-${resourceToken}'
   scope: resourceGroup(healthWorkspaceSubscription, healthWorkspaceResourceGroup)
   params: {
     workspaceName: last(split(healthLogAnalyticsWorkspaceId, '/'))
@@ -214,24 +294,31 @@ module healthLogsAccessExternal 'modules/log-analytics-reader.bicep' = if (exter
   }
 }
 
+// Deployments into resource groups that other environments also deploy to (the workspace's, the
+// topic's, the health workspace's) carry the token: a nested deployment is named per resource
+// group, and a fixed name would let one environment's deployment replace another's record.
 module workspaceAccess 'modules/workspace-access.bicep' = {
-  name: 'workspace-access'
+  name: 'retrain-workspace-access-${resourceToken}'
   scope: resourceGroup(mlSubscriptionId, mlWorkspaceResourceGroup)
   params: {
     workspaceName: mlWorkspaceName
     appPrincipalId: identity.outputs.principalId
+    workspaceRole: workspaceRole
+    nameToken: resourceToken
   }
 }
 
 module events 'modules/events.bicep' = {
-  name: 'events'
-  scope: resourceGroup(mlSubscriptionId, mlWorkspaceResourceGroup)
+  name: 'retrain-events-${resourceToken}'
+  scope: resourceGroup(mlSubscriptionId, topicResourceGroup)
   params: {
     systemTopicName: topicName
     location: workspaceAccess.outputs.location
     tags: tags
+    existingTopicState: systemTopicState
     workspaceId: workspaceAccess.outputs.id
-    identityId: identity.outputs.id
+    topicIdentityId: topicIdentity.outputs.id
+    nameToken: resourceToken
     functionAppId: functionApp.outputs.id
     functionName: eventGridFunctionName
     deadLetterStorageAccountId: storage.outputs.id
@@ -245,6 +332,30 @@ module events 'modules/events.bicep' = {
   ]
 }
 
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    nameToken: resourceToken
+    systemTopicId: events.outputs.systemTopicId
+    subscriptionNames: events.outputs.subscriptionNames
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    alertEmail: alertEmail
+    tags: tags
+  }
+}
+
+module trafficLogs 'modules/traffic-logs.bicep' = if (!empty(trafficLogEndpointNames)) {
+  name: 'retrain-traffic-logs-${resourceToken}'
+  scope: resourceGroup(mlSubscriptionId, mlWorkspaceResourceGroup)
+  params: {
+    workspaceName: mlWorkspaceName
+    endpointNames: trafficLogEndpointNames
+    logAnalyticsWorkspaceId: healthWorkspaceId
+    settingName: 'retrain-traffic-${resourceToken}'
+  }
+}
+
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
@@ -254,5 +365,8 @@ output RETRAIN_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output RETRAIN_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output RETRAIN_DEADLETTER_CONTAINER_NAME string = storage.outputs.deadLetterContainerName
 output RETRAIN_SYSTEM_TOPIC_NAME string = events.outputs.systemTopicName
-output RETRAIN_LOG_ANALYTICS_WORKSPACE_ID string = externalHealthWorkspace ? healthLogAnalyticsWorkspaceId : monitoring.outputs.logAnalyticsId
+output RETRAIN_SYSTEM_TOPIC_RESOURCE_GROUP string = topicResourceGroup
+output RETRAIN_EVENT_SUBSCRIPTION_NAMES string = join(events.outputs.subscriptionNames, ',')
+output RETRAIN_TOPIC_IDENTITY_ID string = topicIdentity.outputs.id
+output RETRAIN_LOG_ANALYTICS_WORKSPACE_ID string = healthWorkspaceId
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName

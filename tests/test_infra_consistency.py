@@ -20,7 +20,7 @@ from pycep import BicepParser
 
 from function_app.settings import SETTINGS
 from handlers import signals
-from tests.conftest import REPO
+from tests.conftest import REPO, SHARED_EVENTS
 
 INFRA = REPO / "infra"
 RUN_STATUS = "Microsoft.MachineLearningServices.RunStatusChanged"
@@ -51,7 +51,7 @@ def app_setting_names() -> set[str]:
     """Names of every app setting the Bicep gives the function app."""
     main_settings = variable("main.bicep", "appSettings")
     host_settings = variable("modules/functionapp.bicep", "hostSettings")
-    return set(main_settings) | set(host_settings)
+    return {name.strip("'") for name in set(main_settings) | set(host_settings)}  # pycep keeps a quoted key's quotes
 
 
 def event_subscriptions() -> list[dict[str, Any]]:
@@ -140,6 +140,38 @@ def test_the_service_runs_against_azure_in_azure() -> None:
     assert bicep("main.bicep")["parameters"]["policyPath"]["default"] == "policy.yaml"
 
 
+def test_the_event_grid_webhook_route_is_disabled_in_azure_unless_enabled() -> None:
+    """The subscriptions use the trigger; POST /api/events is off through the host's
+    AzureWebJobs.<function>.Disabled setting, keyed by the function name the app registers."""
+    code = (
+        "import importlib, json\n"
+        "main = importlib.import_module('main')\n"
+        "print(json.dumps({f.get_function_name(): [json.loads(b) for b in f.get_raw_bindings()]\n"
+        "    for f in main.app.get_functions()}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    functions = json.loads(done.stdout)
+    routes = {b.get("route"): name for name, bindings in functions.items() for b in bindings if b.get("route")}
+    settings = {name.strip("'"): value for name, value in variable("main.bicep", "appSettings").items()}
+    webhook = routes["events"]
+    assert settings[f"AzureWebJobs.{webhook}.Disabled"] == {
+        "operator": {"type": "conditional", "operands": {"condition": "enableEventsWebhook", "true_value": "false", "false_value": "true"}}
+    }  # fmt: skip
+    assert bicep("main.bicep")["parameters"]["enableEventsWebhook"]["default"] is False
+    # Action groups post to /api/alerts: that one stays enabled.
+    assert not any(k.startswith("AzureWebJobs.") and k != f"AzureWebJobs.{webhook}.Disabled" for k in settings)
+    assert "alerts" in routes
+
+
+def test_location_is_limited_to_regions_that_offer_flex_consumption() -> None:
+    location = bicep("main.bicep")["parameters"]["location"]
+    allowed = next(d["argument"] for d in location["decorators"] if d["type"] == "allowed")
+    assert {"swedencentral", "eastus", "westeurope", "uksouth", "australiaeast"} <= set(allowed)
+    # Regions without Flex Consumption in Microsoft's template list, and its canary region.
+    assert not {"westindia", "eastus2euap", "chinaeast2", "brazilsoutheast"} & set(allowed)
+    assert len(allowed) == len(set(allowed)) and allowed == sorted(allowed)
+
+
 def test_every_setting_is_in_the_local_settings_example() -> None:
     values = json.loads((REPO / "local.settings.json.example").read_text(encoding="utf-8"))["Values"]
     missing = sorted(s.name for s in SETTINGS if s.name not in values)
@@ -158,11 +190,38 @@ def test_only_run_status_changes_are_filtered_and_each_filter_is_one_thing_the_c
     assert all(len(sub["advancedFilters"]) == 1 for sub in filtered)
     by_operator = {sub["advancedFilters"][0]["operatorType"]: sub["advancedFilters"][0] for sub in filtered}
     assert set(by_operator) == {"IsNotNull", "StringIn"}
-    breach = by_operator["IsNotNull"]["key"].lower()
-    assert breach == f"data.runtags.{signals.MONITOR_BREACH_TAG}".lower()
     failed = by_operator["StringIn"]
-    assert failed["key"].lower() == "data.runstatus"
-    assert {v.lower() for v in failed["values"]} == set(signals.FAILED_STATUSES)
+    assert {v.lower() for v in failed["values"]} == set(signals.FAILED_STATUSES)  # values: case-insensitive
+
+
+def _payload_keys(value: Any, prefix: str = "") -> set[str]:
+    """Every key path of an event payload, e.g. data.runTags.<tag>, in the payload's casing."""
+    if not isinstance(value, dict):
+        return set()
+    paths = set()
+    for key, item in value.items():
+        path = f"{prefix}{key}"
+        paths |= {path} | _payload_keys(item, f"{path}.")
+    return paths
+
+
+def test_filter_keys_are_written_exactly_as_the_run_status_payload_spells_them() -> None:
+    """Event Grid does not document whether filter keys are case-sensitive: the keys must be the
+    payload's own, letter for letter. Microsoft's published RunStatusChanged sample spells the
+    run's data data.runTags and data.runStatus; the breach tag is a key inside runTags."""
+    published = json.loads(
+        (SHARED_EVENTS / "Microsoft.MachineLearningServices.RunStatusChanged.eventgrid.json").read_text(
+            encoding="utf-8"
+        )
+    )
+    keys = set().union(*(_payload_keys({"data": e["data"]}) for e in published))
+    assert {"data.runTags", "data.runStatus"} <= keys
+    breach = json.loads((REPO / "examples" / "events" / "monitor-breach.cloudevents.json").read_text(encoding="utf-8"))
+    keys |= set().union(*(_payload_keys({"data": e["data"]}) for e in breach))
+    assert f"data.runTags.{signals.MONITOR_BREACH_TAG}" in keys
+    filters = {f["operatorType"]: f["key"] for sub in event_subscriptions() for f in sub["advancedFilters"]}
+    assert filters == {"IsNotNull": f"data.runTags.{signals.MONITOR_BREACH_TAG}", "StringIn": "data.runStatus"}
+    assert set(filters.values()) <= keys
 
 
 def test_the_subscriptions_call_the_event_grid_function_the_app_registers() -> None:
@@ -182,7 +241,7 @@ def test_undeliverable_events_are_retried_for_a_day_then_dead_lettered_where_the
     assert properties["retryPolicy"]["eventTimeToLiveInMinutes"] == 1440
     assert properties["retryPolicy"]["maxDeliveryAttempts"] == "maxDeliveryAttempts"
     dead_letter = properties["deadLetterWithResourceIdentity"]
-    assert dead_letter["identity"] == {"type": "UserAssigned", "userAssignedIdentity": "identityId"}
+    assert dead_letter["identity"] == {"type": "UserAssigned", "userAssignedIdentity": "topicIdentityId"}
     assert dead_letter["deadLetterDestination"]["properties"]["blobContainerName"] == "deadLetterContainerName"
     container = variable("main.bicep", "deadLetterContainerName")
     default = next(s.default for s in SETTINGS if s.name == "RETRAIN_DEADLETTER_CONTAINER")
@@ -202,7 +261,7 @@ def _role_assignments() -> list[tuple[Path, str, dict[str, Any]]]:
 
 def test_role_assignments_are_deterministic_and_to_service_principals() -> None:
     assignments = _role_assignments()
-    assert len(assignments) == 6
+    assert len(assignments) == 7
     for path, name, config in assignments:
         guid = config["name"]["function"]
         assert guid["type"] == "guid", f"{path.name}: {name}"
@@ -253,3 +312,113 @@ def test_host_json_loads_the_extension_bundle_flex_consumption_requires() -> Non
     assert host["version"] == "2.0"
     assert host["extensionBundle"]["id"] == "Microsoft.Azure.Functions.ExtensionBundle"
     assert host["extensionBundle"]["version"].startswith("[4.")
+
+
+def modules(relative: str = "main.bicep") -> dict[str, dict[str, Any]]:
+    """Each module's configuration (a conditional module's own, under its condition)."""
+    found = {}
+    for name, module in bicep(relative)["modules"].items():
+        config = module["config"]
+        found[name] = config["config"] if "condition" in config else config
+    return found
+
+
+def _symbol(expression: Any) -> Any:
+    """The symbol an expression like ``topicIdentity.outputs.id`` starts from ('topicIdentity')."""
+    while isinstance(expression, dict) and expression.get("operator", {}).get("type") == "property_accessor":
+        expression = expression["operator"]["operands"]["operand_1"]
+    return expression
+
+
+def _mentions_token(value: Any) -> bool:
+    return "resourceToken" in json.dumps(value) or "nameToken" in json.dumps(value)
+
+
+def test_every_name_outside_the_service_resource_group_carries_the_environment_token() -> None:
+    """A second azd environment on the same workspace must create its own subscriptions, role,
+    diagnostic settings and nested deployments, never re-target the first one's."""
+    main = modules()
+    outside = {name: config for name, config in main.items() if config["scope"] != "rg"}
+    assert set(outside) >= {"workspaceAccess", "events", "healthLogsAccessExternal", "trafficLogs"}
+    for name, config in outside.items():
+        assert _mentions_token(config["name"]), f"main.bicep: module {name}: its deployment name needs the token"
+    # Inside the modules deployed there: the subscription names, the custom role, the setting name.
+    assert all(sub["name"].startswith("${prefix}-") for sub in event_subscriptions())
+    assert variable("modules/events.bicep", "prefix") == "retrain-${nameToken}"
+    assert main["events"]["params"]["nameToken"] == "resourceToken"
+    role = bicep("modules/workspace-access.bicep")["resources"]["serviceRole"]["config"]["config"]
+    assert role["name"] == "customRoleName" and "nameToken" in role["properties"]["roleName"]
+    assert _mentions_token(variable("modules/workspace-access.bicep", "customRoleName"))
+    assert main["workspaceAccess"]["params"]["nameToken"] == "resourceToken"
+    assert _mentions_token(main["trafficLogs"]["params"]["settingName"])
+
+
+def test_the_topic_dead_letters_as_its_own_identity_which_holds_only_the_container_role() -> None:
+    main = modules()
+    assert main["identity"]["params"]["name"] != main["topicIdentity"]["params"]["name"]
+    assert _symbol(main["events"]["params"]["topicIdentityId"]) == "topicIdentity"
+    assert [k for k, v in main["events"]["params"].items() if _symbol(v) == "identity"] == []
+    # Every role assignment to the topic's principal: one, on the dead-letter container.
+    topic_principals = [
+        (path.name, name, config)
+        for path, name, config in _role_assignments()
+        if config["properties"]["principalId"] == "eventGridPrincipalId"
+    ]
+    assert [(p, n, c["scope"]) for p, n, c in topic_principals] == [
+        ("storage-access.bicep", "eventGridDeadLetterWriter", "deadLetterContainer")
+    ]
+    assert _symbol(main["storageAccess"]["params"]["eventGridPrincipalId"]) == "topicIdentity"
+    assert _symbol(main["storageAccess"]["params"]["appPrincipalId"]) == "identity"
+
+
+def test_an_existing_topic_keeps_its_identities_and_tags_and_gains_ours() -> None:
+    topic = bicep("modules/events.bicep")["resources"]["systemTopic"]["config"]
+    assert topic["tags"] == {
+        "operator": {"type": "property_accessor", "operands": {"operand_1": "topicState", "operand_2": "tags"}}
+    }
+    assert topic["identity"] == "topicIdentity"
+    identity = variable("modules/events.bicep", "topicIdentity")
+    merged = identity["userAssignedIdentities"]["function"]
+    assert merged["type"] == "union"
+    assert "topicState" in json.dumps(merged["parameters"]) and "topicIdentityId" in json.dumps(merged["parameters"])
+    assert "keepsSystemAssigned" in json.dumps(identity["type"])
+    params = bicep("main.bicep")["modules"]["events"]["config"]["params"]
+    assert params["existingTopicState"] == "systemTopicState"
+
+
+def test_lost_events_and_failed_invocations_alert_an_action_group() -> None:
+    alerts = bicep("modules/alerts.bicep")["resources"]
+    by_metric = {}
+    for name in ("deadLettered", "deliveryFailed"):
+        config = alerts[name]["config"]
+        assert config["loop_type"]["detail"]["array_name"] == "subscriptionNames"
+        (criterion,) = config["config"]["properties"]["criteria"]["allOf"]
+        assert criterion["metricNamespace"] == "Microsoft.EventGrid/systemTopics"
+        assert criterion["dimensions"] == [{"name": "EventSubscriptionName", "operator": "Include", "values": ["name"]}]
+        assert config["config"]["properties"]["scopes"] == ["systemTopicId"]
+        by_metric[criterion["metricName"]] = criterion
+    assert set(by_metric) == {"DeadLetteredCount", "DeliveryAttemptFailCount"}
+    assert all(c["operator"] == "GreaterThan" and c["threshold"] == 0 for c in by_metric.values())
+    failures = alerts["functionFailures"]["config"]["properties"]
+    assert failures["criteria"]["allOf"][0]["metricName"] == "requests/failed"
+    assert failures["scopes"] == ["applicationInsightsId"]
+    group = alerts["actionGroup"]["config"]["properties"]
+    assert "alertEmail" in json.dumps(group["emailReceivers"])
+    params = bicep("main.bicep")["modules"]["alerts"]["config"]["params"]
+    assert _symbol(params["subscriptionNames"]) == "events" and "subscriptionNames" in json.dumps(
+        params["subscriptionNames"]
+    )
+    assert params["alertEmail"] == "alertEmail"
+    supplied = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert supplied["alertEmail"]["value"] == "${RETRAIN_ALERT_EMAIL=}"
+
+
+def test_the_traffic_log_goes_from_each_named_endpoint_to_the_health_workspace() -> None:
+    module = bicep("modules/traffic-logs.bicep")["resources"]
+    setting = module["trafficLog"]["config"]
+    assert setting["loop_type"]["detail"]["array_name"] == "endpointNames"
+    assert setting["config"]["properties"]["logs"] == [{"category": "AmlOnlineEndpointTrafficLog", "enabled": True}]
+    assert module["endpoints"]["type"] == "Microsoft.MachineLearningServices/workspaces/onlineEndpoints"
+    params = modules()["trafficLogs"]["params"]
+    assert params["logAnalyticsWorkspaceId"] == "healthWorkspaceId"
+    assert variable("main.bicep", "appSettings")["RETRAIN_LOG_ANALYTICS_WORKSPACE_ID"] == "healthWorkspaceId"

@@ -1,42 +1,62 @@
 // Event Grid: the system topic of the existing Azure ML workspace, and the subscriptions that
-// deliver its events to the app's Event Grid trigger. Deployed to the workspace's resource group.
+// deliver its events to the app's Event Grid trigger. Deployed to the topic's resource group.
 //
 // Which events, and why three subscriptions. The code acts on five event types, but on
 // RunStatusChanged only when the run carries the model-monitor breach tag or the run failed or was
 // canceled. Advanced filters in one subscription are ANDed and apply to every event type of that
 // subscription, and "breach tag present OR status failed" is an OR across two keys, which one
-// subscription cannot express. So:
-//   retrain-ml-events       the four types the code always reads, unfiltered;
-//   retrain-monitor-breach  RunStatusChanged whose run tags hold the breach tag (any status);
-//   retrain-run-failed      RunStatusChanged whose status is failed, canceled or not responding.
+// subscription cannot express. So, each name prefixed with retrain-<token>- (one set per azd
+// environment, so that two environments on one workspace never re-target each other's):
+//   ml-events       the four types the code always reads, unfiltered;
+//   monitor-breach  RunStatusChanged whose run tags hold the breach tag (any status);
+//   run-failed      RunStatusChanged whose status is failed, canceled or not responding.
 // A failed monitor run matches both of the last two and is delivered twice with the same event
 // id and type: the ledger's de-duplication makes the second delivery a no-op. Every other status
 // change (Running, Queued, Completed, ...) is dropped by Event Grid, never billed or processed.
 //
+// Filter keys are written in the payload's casing (data.runTags, data.runStatus): Event Grid
+// compares values case-insensitively, but does not document whether keys are, so the casing
+// the event carries is the one that works either way.
+//
+// One system topic per source: the workspace may already have one (from the portal's Events
+// blade, another team, or another environment of this service). The preprovision hook
+// (infra/hooks/preprovision.sh) finds it and passes its name, resource group and current state
+// (region, identities, tags) here; the topic is then PUT with the identities it already has plus
+// ours, and with its own tags unchanged, so nothing another owner set is lost. A new topic gets
+// our tags. (A PUT replaces identity and tags as a whole: that is why they are merged here.)
+//
 // Dead letters: after maxDeliveryAttempts or 24 hours, Event Grid writes the event to the
-// dead-letter container as the user-assigned identity (deadLetterWithResourceIdentity).
+// dead-letter container as the topic's own user-assigned identity (deadLetterWithResourceIdentity),
+// which holds nothing but Storage Blob Data Contributor on that container. It is not the app's
+// identity: whoever can add an event subscription to this topic can make Event Grid write as the
+// topic's identity, and that must not reach the app's ledger, packages or workspace.
 // deliveryWithResourceIdentity does not apply: Event Grid invokes an AzureFunction destination
-// through the function's resource id, and managed-identity delivery is offered only for Service
-// Bus, Event Hubs, Storage queues and webhooks.
+// through the function's resource id.
 //
 // The subscriptions are created only when deployEventSubscriptions is true: Event Grid validates an
-// AzureFunction destination against the deployed function, which does not exist before the first
-// code deployment (see infra/hooks/postdeploy.sh).
+// AzureFunction destination against the deployed function ("Destination endpoint not found"
+// before the first code deployment); see infra/hooks/postdeploy.sh.
 
-@description('Name of the system topic. A workspace has at most one; reuse its name if it exists.')
+@description('Name of the system topic. A workspace has at most one; the preprovision hook finds it.')
 param systemTopicName string
 
-@description('Region of the ML workspace: a system topic lives in its source\'s region.')
+@description('Region of the ML workspace: a new system topic lives in its source\'s region.')
 param location string
 
-@description('Tags of the system topic.')
+@description('Tags of a topic this deployment creates (an existing topic keeps its own).')
 param tags object = {}
+
+@description('Base64 of the JSON the preprovision hook wrote for an existing topic ({location, identityType, userAssignedIdentities, tags}); empty when the topic does not exist yet.')
+param existingTopicState string = ''
 
 @description('Resource id of the existing Azure ML workspace (the topic\'s source).')
 param workspaceId string
 
-@description('Resource id of the user-assigned identity the topic dead-letters as.')
-param identityId string
+@description('Resource id of the user-assigned identity the topic dead-letters as (the topic\'s own, not the app\'s).')
+param topicIdentityId string
+
+@description('The environment\'s token: prefixes the subscription names.')
+param nameToken string
 
 @description('Resource id of the function app.')
 param functionAppId string
@@ -58,9 +78,25 @@ param maxDeliveryAttempts int = 10
 @description('Whether to create the event subscriptions (the function must already be deployed).')
 param deployEventSubscriptions bool = false
 
+var topicState = empty(existingTopicState) ? {
+  location: location
+  identityType: 'None'
+  userAssignedIdentities: {}
+  tags: tags
+} : json(base64ToString(existingTopicState))
+// Keep a system-assigned identity the topic has; add ours to the user-assigned ones it has.
+var keepsSystemAssigned = contains(toLower(topicState.identityType), 'systemassigned')
+var topicIdentity = {
+  type: keepsSystemAssigned ? 'SystemAssigned, UserAssigned' : 'UserAssigned'
+  userAssignedIdentities: union(topicState.userAssignedIdentities, {
+    '${topicIdentityId}': {}
+  })
+}
+
+var prefix = 'retrain-${nameToken}'
 var eventSubscriptions = [
   {
-    name: 'retrain-ml-events'
+    name: '${prefix}-ml-events'
     includedEventTypes: [
       'Microsoft.MachineLearningServices.DatasetDriftDetected'
       'Microsoft.MachineLearningServices.RunCompleted'
@@ -70,26 +106,26 @@ var eventSubscriptions = [
     advancedFilters: []
   }
   {
-    name: 'retrain-monitor-breach'
+    name: '${prefix}-monitor-breach'
     includedEventTypes: [
       'Microsoft.MachineLearningServices.RunStatusChanged'
     ]
     advancedFilters: [
       {
-        // The key as Microsoft's model-monitoring guide writes it for this filter.
+        // The payload's casing: data.runTags.<tag> (see above).
         operatorType: 'IsNotNull'
-        key: 'data.RunTags.azureml_modelmonitor_threshold_breached'
+        key: 'data.runTags.azureml_modelmonitor_threshold_breached'
       }
     ]
   }
   {
-    name: 'retrain-run-failed'
+    name: '${prefix}-run-failed'
     includedEventTypes: [
       'Microsoft.MachineLearningServices.RunStatusChanged'
     ]
     advancedFilters: [
       {
-        // String comparisons in Event Grid filters are case-insensitive.
+        // Values compare case-insensitively; the key is in the payload's casing.
         operatorType: 'StringIn'
         key: 'data.runStatus'
         values: [
@@ -105,14 +141,9 @@ var eventSubscriptions = [
 
 resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
   name: systemTopicName
-  location: location
-  tags: tags
-  identity: {
-    type: 'UserAssigned'
-    userAssignedIdentities: {
-      '${identityId}': {}
-    }
-  }
+  location: topicState.location
+  tags: topicState.tags
+  identity: topicIdentity
   properties: {
     source: workspaceId
     topicType: 'Microsoft.MachineLearningServices.Workspaces'
@@ -144,7 +175,7 @@ resource subscriptions 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025
     deadLetterWithResourceIdentity: {
       identity: {
         type: 'UserAssigned'
-        userAssignedIdentity: identityId
+        userAssignedIdentity: topicIdentityId
       }
       deadLetterDestination: {
         endpointType: 'StorageBlob'
@@ -159,3 +190,4 @@ resource subscriptions 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025
 
 output systemTopicName string = systemTopic.name
 output systemTopicId string = systemTopic.id
+output subscriptionNames array = [for sub in eventSubscriptions: sub.name]

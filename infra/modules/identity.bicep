@@ -1,5 +1,5 @@
-// The one user-assigned managed identity of the service. The function app runs as it (Azure ML,
-// Tables, Blobs, Application Insights) and the Event Grid system topic dead-letters as it.
+// A user-assigned managed identity. main.bicep makes two: the app's (Azure ML, Tables, Blobs,
+// Application Insights) and the Event Grid system topic's, which only dead-letters.
 // A user-assigned identity exists before the app and the topic, so its role assignments can be
 // made (and given time to propagate) before anything uses them, and its client id can be written
 // into the app settings in the same deployment.

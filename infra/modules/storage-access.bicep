@@ -10,7 +10,7 @@ param deadLetterContainerName string
 @description('Principal (object) id of the function app\'s user-assigned identity.')
 param appPrincipalId string
 
-@description('Principal id of the identity the Event Grid system topic dead-letters as.')
+@description('Principal id of the system topic\'s own identity, which Event Grid dead-letters as (not the app\'s).')
 param eventGridPrincipalId string
 
 var storageBlobDataOwner = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b')
@@ -60,10 +60,11 @@ resource appTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01
 // No Storage Queue Data Contributor: the app has no queue or blob (polling) triggers, and the host
 // keeps its keys and timer locks in blobs, so nothing here reads or writes queues.
 
-// Storage Blob Data Contributor on the dead-letter container only: what Event Grid needs to write
-// dead-lettered events with its resource identity (deadLetterWithResourceIdentity). Scoped to the
-// container so that this assignment grants nothing beyond it, even though the same identity
-// already holds Blob Data Owner above: dead-lettering keeps working if that role is ever narrowed.
+// Storage Blob Data Contributor on the dead-letter container only, for the topic's own identity:
+// what Event Grid needs to write dead-lettered events with its resource identity
+// (deadLetterWithResourceIdentity), and all that identity holds. Anyone who can add an event
+// subscription to the topic can make Event Grid write as it, so it reaches this container and
+// nothing else: not the app's packages, ledger or workspace.
 resource eventGridDeadLetterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(deadLetterContainer.id, eventGridPrincipalId, storageBlobDataContributor)
   scope: deadLetterContainer

@@ -1,6 +1,16 @@
-// The existing Azure Machine Learning workspace: the service's role on it, and its id and region
-// (the Event Grid system topic must be created in the workspace's region). Deployed to the
+// The existing Azure Machine Learning workspace: the service's roles on it, and its id and region
+// (a new Event Grid system topic must be created in the workspace's region). Deployed to the
 // workspace's resource group, which is not the service's.
+//
+// The workspace role is, by default, a custom role made for this environment that holds exactly the
+// Azure ML actions the service's adapters perform (function_app/adapters/permissions.py lists them
+// per operation, with sources; tests/test_permissions.py checks that this role grants each one and
+// nothing on the deny list). AzureML Data Scientist, the fallback (workspaceRole =
+// 'AzureMLDataScientist', for deployers who may assign roles but not create role definitions),
+// would also let the identity delete any endpoint, model or job and call listStorageAccountKeys,
+// connections/listsecrets and onlineEndpoints/listKeys.
+// Creating a role definition needs Microsoft.Authorization/roleDefinitions/write (Owner or User
+// Access Administrator); Role Based Access Control Administrator can only assign roles.
 
 @description('Name of the existing Azure ML workspace.')
 param workspaceName string
@@ -8,28 +18,116 @@ param workspaceName string
 @description('Principal (object) id of the function app\'s user-assigned identity.')
 param appPrincipalId string
 
+@description('custom: a role with only the actions the service uses; AzureMLDataScientist: the broader built-in role.')
+@allowed([
+  'custom'
+  'AzureMLDataScientist'
+])
+param workspaceRole string = 'custom'
+
+@description('The environment\'s token: names the custom role, so each environment has its own.')
+param nameToken string
+
+var useCustomRole = workspaceRole == 'custom'
+var customRoleName = guid(resourceGroup().id, workspaceName, 'retrain-service', nameToken)
 var azureMLDataScientist = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'f6c7c914-8db3-469d-8ca1-694a8f32e121')
+var monitoringReader = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '43d0d8ad-25c7-4714-9337-8ba259a9fe05')
 
 resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' existing = {
   name: workspaceName
 }
 
-// AzureML Data Scientist on the workspace: everything the service does (submit pipeline jobs,
-// read runs and models, register models, create online deployments and shift endpoint traffic)
-// is a workspaces/*/write or */action it allows. Not Contributor: Contributor could also delete
-// or reconfigure the workspace, create or delete compute, list the workspace's keys and touch every
-// other resource in scope; Data Scientist excludes exactly those (workspaces/write, delete,
-// computes/*/write and delete, listKeys).
-resource appDataScientist 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(workspace.id, appPrincipalId, azureMLDataScientist)
+// Action names from Microsoft's list of Microsoft.MachineLearningServices operations (Azure RBAC,
+// "Azure permissions for AI + machine learning") and the Azure ML "Manage roles" page (actions per
+// scenario: submitting V2 jobs, online endpoints, MLflow). No wildcards; grouped by what uses them.
+resource serviceRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (useCustomRole) {
+  name: customRoleName
+  properties: {
+    roleName: 'Retrain service ${nameToken} (${workspaceName})'
+    description: 'What the retrain service does in the Azure ML workspace ${workspaceName}: submit and read pipeline jobs, read components and data, read and register models, create, shift and retire online deployments, retarget model monitors, read MLflow runs. No keys, no secrets of connections, no workspace or compute changes.'
+    type: 'customRole'
+    assignableScopes: [
+      resourceGroup().id
+    ]
+    permissions: [
+      {
+        actions: [
+          // MLClient and the MLflow tracking URI (workspaces.get)
+          'Microsoft.MachineLearningServices/workspaces/read'
+          // submit_retrain, job_status, the gate's run facts, MLflow runs/get and runs/search
+          'Microsoft.MachineLearningServices/workspaces/jobs/read'
+          'Microsoft.MachineLearningServices/workspaces/jobs/write'
+          'Microsoft.MachineLearningServices/workspaces/experiments/read'
+          'Microsoft.MachineLearningServices/workspaces/experiments/runs/read'
+          'Microsoft.MachineLearningServices/workspaces/metadata/artifacts/write'
+          'Microsoft.MachineLearningServices/workspaces/environments/build/action'
+          'Microsoft.MachineLearningServices/workspaces/environments/readSecrets/action'
+          'Microsoft.MachineLearningServices/workspaces/components/read'
+          'Microsoft.MachineLearningServices/workspaces/components/versions/read'
+          'Microsoft.MachineLearningServices/workspaces/environments/read'
+          'Microsoft.MachineLearningServices/workspaces/environments/versions/read'
+          'Microsoft.MachineLearningServices/workspaces/codes/read'
+          'Microsoft.MachineLearningServices/workspaces/codes/versions/read'
+          'Microsoft.MachineLearningServices/workspaces/data/read'
+          'Microsoft.MachineLearningServices/workspaces/data/versions/read'
+          'Microsoft.MachineLearningServices/workspaces/datastores/read'
+          'Microsoft.MachineLearningServices/workspaces/computes/read'
+          // start_deploy: the champion, the candidate, registering it
+          'Microsoft.MachineLearningServices/workspaces/models/read'
+          'Microsoft.MachineLearningServices/workspaces/models/write'
+          'Microsoft.MachineLearningServices/workspaces/models/versions/read'
+          'Microsoft.MachineLearningServices/workspaces/models/versions/write'
+          // start_deploy, deployment_state, endpoint_traffic, set_traffic, retirement
+          'Microsoft.MachineLearningServices/workspaces/onlineEndpoints/read'
+          'Microsoft.MachineLearningServices/workspaces/onlineEndpoints/write'
+          'Microsoft.MachineLearningServices/workspaces/onlineendpoints/operationsstatus/read'
+          'Microsoft.MachineLearningServices/workspaces/onlineendpoints/operationresults/read'
+          'Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments/read'
+          'Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments/write'
+          'Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments/delete'
+          'Microsoft.MachineLearningServices/workspaces/onlineendpoints/deployments/operationsstatus/read'
+          'Microsoft.MachineLearningServices/workspaces/onlineendpoints/deployments/operationresults/read'
+          // model monitors follow the promoted deployment (schedules)
+          'Microsoft.MachineLearningServices/workspaces/schedules/read'
+          'Microsoft.MachineLearningServices/workspaces/schedules/write'
+        ]
+        notActions: []
+      }
+    ]
+  }
+}
+
+// A role definition is a subscription-level resource: its id is the subscription form, whichever
+// resource group deployed it.
+var workspaceRoleId = useCustomRole ? subscriptionResourceId('Microsoft.Authorization/roleDefinitions', customRoleName) : azureMLDataScientist
+
+// The workspace role (see the top of this file): exactly the Azure ML actions the service
+// performs, or AzureML Data Scientist when the deployer cannot create role definitions.
+resource appWorkspaceRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(workspace.id, appPrincipalId, workspaceRoleId)
   scope: workspace
   properties: {
     principalId: appPrincipalId
-    roleDefinitionId: azureMLDataScientist
+    roleDefinitionId: workspaceRoleId
+    principalType: 'ServicePrincipal'
+  }
+  dependsOn: [
+    serviceRole
+  ]
+}
+
+// Monitoring Reader on the workspace (its online endpoints inherit it): the rollout health gates
+// read the endpoints' platform metrics (RequestsPerMinute by deployment and status code) through
+// azure-monitor-querymetrics. Read only; no alert rules, no settings.
+resource appMetricsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(workspace.id, appPrincipalId, monitoringReader)
+  scope: workspace
+  properties: {
+    principalId: appPrincipalId
+    roleDefinitionId: monitoringReader
     principalType: 'ServicePrincipal'
   }
 }
 
 output id string = workspace.id
 output location string = workspace.location
-

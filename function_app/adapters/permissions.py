@@ -1,0 +1,214 @@
+"""What each adapter operation is allowed to do in Azure: the ARM actions (control plane) and data
+actions (data plane) it needs, so that the roles in infra/ can be checked against the code.
+
+Plain data, no SDK import. tests/test_permissions.py keeps it honest both ways: every public method
+of the adapter classes below must have an entry here (a new method without one fails, saying to add
+it), and every action listed must be granted to the app's identity by a role that infra/ assigns:
+the custom workspace role (infra/modules/workspace-access.bicep, which must grant none of
+:data:`NEVER_GRANTED`) or one of the built-in roles in :data:`BUILTIN_ROLES`.
+
+Action names come from Microsoft's list of resource provider operations ("Azure permissions for
+AI + machine learning", "... for Storage", "... for Monitor"), and which operation needs which
+from the Azure ML "Manage roles" page (common scenarios: "Submitting any type of run (V2)",
+"Create/manage online endpoints and deployments", "MLflow operations") and the SDK call the
+adapter makes (noted per entry). Entries marked planned are operations later issues add
+(:data:`PLANNED`); they are granted now so that adding the code needs no infra change.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+AML = "Microsoft.MachineLearningServices/workspaces"
+TABLES = "Microsoft.Storage/storageAccounts/tableServices/tables"
+BLOBS = "Microsoft.Storage/storageAccounts/blobServices/containers"
+
+SOURCES = {
+    "aml-operations": "https://learn.microsoft.com/azure/role-based-access-control/permissions/ai-machine-learning",
+    "aml-manage-roles": "https://learn.microsoft.com/azure/machine-learning/how-to-assign-roles#common-scenarios",
+    "storage-operations": "https://learn.microsoft.com/azure/role-based-access-control/permissions/storage",
+    "builtin-roles": "https://learn.microsoft.com/azure/role-based-access-control/built-in-roles",
+}
+
+_WORKSPACE = [f"{AML}/read"]  # MLClient reads the workspace (its id, region, MLflow tracking URI)
+# "Submitting any type of run (V2)" (Manage roles) without its wildcards: jobs, the artifacts and
+# environment builds a submission triggers, and the reads of what the job references.
+_SUBMIT_JOB = [
+    f"{AML}/jobs/read",
+    f"{AML}/jobs/write",
+    f"{AML}/metadata/artifacts/write",
+    f"{AML}/environments/build/action",
+    f"{AML}/environments/readSecrets/action",
+    f"{AML}/environments/read",
+    f"{AML}/environments/versions/read",
+    f"{AML}/codes/read",
+    f"{AML}/codes/versions/read",
+    f"{AML}/computes/read",
+]
+_COMPONENTS = [f"{AML}/components/read", f"{AML}/components/versions/read"]  # components.get(name, version|label)
+_DATA = [f"{AML}/data/read", f"{AML}/data/versions/read", f"{AML}/datastores/read"]  # azureml:name@latest inputs
+_MODELS_READ = [f"{AML}/models/read", f"{AML}/models/versions/read"]  # models.get, models.list
+_MODELS_WRITE = [f"{AML}/models/write", f"{AML}/models/versions/write"]  # models.create_or_update
+_ENDPOINT_READ = [f"{AML}/onlineEndpoints/read"]  # online_endpoints.get
+_ENDPOINT_WRITE = [  # online_endpoints.begin_create_or_update (traffic), and its poller
+    f"{AML}/onlineEndpoints/write",
+    f"{AML}/onlineendpoints/operationsstatus/read",
+    f"{AML}/onlineendpoints/operationresults/read",
+]
+_DEPLOYMENT_READ = [f"{AML}/onlineEndpoints/deployments/read"]  # online_deployments.get
+_DEPLOYMENT_WRITE = [  # online_deployments.begin_create_or_update, and its poller
+    f"{AML}/onlineEndpoints/deployments/write",
+    f"{AML}/onlineendpoints/deployments/operationsstatus/read",
+    f"{AML}/onlineendpoints/deployments/operationresults/read",
+]
+# MLflow's REST API on the tracking URI ("MLflow operations", Manage roles): runs of V2 jobs are
+# jobs; runs/get and runs/search read experiments and their runs.
+_MLFLOW_READ = [f"{AML}/jobs/read", f"{AML}/experiments/read", f"{AML}/experiments/runs/read"]
+
+OPERATIONS: dict[str, list[str]] = {
+    # function_app/adapters/azureml.py
+    "AzureMLActions.from_settings": [],  # builds nothing until the first action
+    "AzureMLActions.ml": [],  # the lazily built MLClient itself
+    "AzureMLActions.submit_retrain": _WORKSPACE + _SUBMIT_JOB + _COMPONENTS + _DATA,
+    "AzureMLActions.job_status": [f"{AML}/jobs/read"],
+    # the champion and the candidate (endpoint, live deployment, model versions, the version's run),
+    # registering the candidate, and the new deployment copying the live one's environment and code
+    "AzureMLActions.start_deploy": [
+        *_WORKSPACE,
+        *_ENDPOINT_READ,
+        *_DEPLOYMENT_READ,
+        *_MODELS_READ,
+        f"{AML}/jobs/read",
+        *_MODELS_WRITE,
+        *_DEPLOYMENT_WRITE,
+        f"{AML}/environments/read",
+        f"{AML}/environments/versions/read",
+        f"{AML}/codes/versions/read",
+    ],
+    "AzureMLActions.deployment_state": _DEPLOYMENT_READ,
+    "AzureMLActions.endpoint_traffic": _ENDPOINT_READ,
+    "AzureMLActions.set_traffic": _ENDPOINT_READ + _ENDPOINT_WRITE,
+    # planned (later issues): MLflow read, monitor retargeting, retirement
+    "AzureMLActions.run_metrics": _WORKSPACE + _MLFLOW_READ,
+    "AzureMLActions.retarget_monitors": [f"{AML}/schedules/read", f"{AML}/schedules/write"],
+    "AzureMLActions.retire_deployment": [*_DEPLOYMENT_READ, f"{AML}/onlineEndpoints/deployments/delete"],
+    # function_app/adapters/monitor_health.py: LogsQueryClient.query_resource / query_workspace
+    "MonitorHealth.from_settings": [],
+    "MonitorHealth.client": [],
+    "MonitorHealth.check": [
+        "Microsoft.OperationalInsights/workspaces/read",
+        "Microsoft.OperationalInsights/workspaces/query/read",
+        "Microsoft.OperationalInsights/workspaces/query/AmlOnlineEndpointTrafficLog/read",
+    ],
+    "NoHealthData.check": [],
+    # planned: the platform-metrics health source (azure-monitor-querymetrics MetricsClient)
+    "MetricsHealth.check": ["Microsoft.Insights/metrics/read", "Microsoft.Insights/metricDefinitions/read"],
+    # function_app/adapters/table_ledger.py (azure-data-tables)
+    "TableLedger.from_connection_string": [],
+    "TableLedger.from_settings": [],
+    "TableLedger.create_tables": [f"{TABLES}/read", f"{TABLES}/write"],
+    "TableLedger.claim_event": [
+        f"{TABLES}/entities/read",
+        f"{TABLES}/entities/add/action",
+        f"{TABLES}/entities/update/action",
+        f"{TABLES}/entities/write",
+    ],
+    "TableLedger.abandon_event": [f"{TABLES}/entities/read", f"{TABLES}/entities/delete"],
+    "TableLedger.finish_event": [f"{TABLES}/entities/update/action", f"{TABLES}/entities/write"],
+    "TableLedger.event_status": [f"{TABLES}/entities/read"],
+    "TableLedger.get_model": [f"{TABLES}/entities/read"],
+    "TableLedger.list_models": [f"{TABLES}/entities/read"],
+    "TableLedger.update_model": [
+        f"{TABLES}/entities/read",
+        f"{TABLES}/entities/add/action",
+        f"{TABLES}/entities/update/action",
+        f"{TABLES}/entities/write",
+    ],
+    "TableLedger.put_decision": [
+        f"{TABLES}/entities/add/action",
+        f"{TABLES}/entities/update/action",
+        f"{TABLES}/entities/write",
+    ],
+    "TableLedger.get_decision": [f"{TABLES}/entities/read"],
+    "TableLedger.decisions": [f"{TABLES}/entities/read"],
+    "TableLedger.purge": [f"{TABLES}/entities/read", f"{TABLES}/entities/delete"],
+    # function_app/adapters/blob_deadletters.py (azure-storage-blob)
+    "BlobDeadLetterStore.from_settings": [],
+    "BlobDeadLetterStore.pending": [f"{BLOBS}/blobs/read"],
+    "BlobDeadLetterStore.read": [f"{BLOBS}/blobs/read"],
+    "BlobDeadLetterStore.mark_replayed": [f"{BLOBS}/blobs/read", f"{BLOBS}/blobs/write"],
+}
+
+# Operations that later issues add; each is granted already. Remove a name from here when its
+# method exists: the test then checks it like any other.
+PLANNED = frozenset(
+    {
+        "AzureMLActions.run_metrics",
+        "AzureMLActions.retarget_monitors",
+        "AzureMLActions.retire_deployment",
+        "MetricsHealth.check",
+    }
+)
+
+# What the service must never be able to do, whatever role it holds in the workspace.
+NEVER_GRANTED = (
+    f"{AML}/listKeys/action",
+    f"{AML}/listStorageAccountKeys/action",
+    f"{AML}/connections/listsecrets/action",
+    f"{AML}/onlineEndpoints/listKeys/action",
+    f"{AML}/onlineEndpoints/token/action",
+    f"{AML}/datastores/listsecrets/action",
+    f"{AML}/delete",
+    f"{AML}/write",
+    f"{AML}/computes/write",
+    f"{AML}/computes/delete",
+    f"{AML}/onlineEndpoints/delete",
+    f"{AML}/models/delete",
+    f"{AML}/models/versions/delete",
+    f"{AML}/jobs/delete",
+)
+
+
+@dataclass(frozen=True)
+class BuiltinRole:
+    """A built-in role as Microsoft's built-in roles reference lists it (``*`` as Azure RBAC matches it)."""
+
+    name: str
+    actions: tuple[str, ...] = ()
+    data_actions: tuple[str, ...] = ()
+
+
+# Built-in roles infra/ assigns to the app's identity (by role definition id), with their
+# permissions as the built-in roles reference gives them (SOURCES["builtin-roles"]).
+BUILTIN_ROLES: dict[str, BuiltinRole] = {
+    "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": BuiltinRole(
+        "Storage Table Data Contributor",
+        actions=(f"{TABLES}/read", f"{TABLES}/write", f"{TABLES}/delete"),
+        data_actions=(
+            f"{TABLES}/entities/read",
+            f"{TABLES}/entities/write",
+            f"{TABLES}/entities/delete",
+            f"{TABLES}/entities/add/action",
+            f"{TABLES}/entities/update/action",
+        ),
+    ),
+    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": BuiltinRole(
+        "Storage Blob Data Owner",
+        actions=(f"{BLOBS}/*", "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action"),
+        data_actions=(f"{BLOBS}/blobs/*",),
+    ),
+    "73c42c96-874c-492b-b04d-ab87d138a893": BuiltinRole(
+        "Log Analytics Reader",
+        actions=("*/read", "Microsoft.OperationalInsights/workspaces/search/action", "Microsoft.Support/*"),
+    ),
+    "43d0d8ad-25c7-4714-9337-8ba259a9fe05": BuiltinRole(
+        "Monitoring Reader", actions=("*/read", "Microsoft.OperationalInsights/workspaces/search/action")
+    ),
+}
+
+
+def matches(granted: str, action: str) -> bool:
+    """Whether the permission ``granted`` covers ``action``: ``*`` matches any characters, slashes
+    included, and names are case-insensitive, as Azure RBAC matches them."""
+    return fnmatch.fnmatchcase(action.lower(), granted.lower())

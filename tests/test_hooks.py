@@ -1,0 +1,383 @@
+"""The azd hooks (infra/hooks/*.sh), run with sh against a fake ``az`` and ``azd`` first on PATH.
+
+What they must do on a real subscription: reuse the workspace's existing system topic without
+rewriting it; stop a deploy whose policy is missing or invalid with the policy's own message; and
+leave RETRAIN_EVENT_SUBSCRIPTIONS true only once the subscriptions exist, so that running again
+after any failure converges.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests import fake_azcli
+from tests.conftest import REPO
+
+HOOKS = REPO / "infra" / "hooks"
+SUB = "00000000-0000-0000-0000-000000000001"
+WORKSPACE_ID = f"/subscriptions/{SUB}/resourceGroups/rg-ml/providers/Microsoft.MachineLearningServices/workspaces/ws1"
+OTHER_UAI = (
+    f"/subscriptions/{SUB}/resourceGroups/rg-other/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-other"
+)
+NAMES = ["retrain-abc-ml-events", "retrain-abc-monitor-breach", "retrain-abc-run-failed"]
+VALID_POLICY = (REPO / "examples" / "policy.yaml").read_text(encoding="utf-8")
+
+
+def _hooklib() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("hooklib", HOOKS / "hooklib.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+hooklib = _hooklib()
+
+
+def portal_topic(source: str = WORKSPACE_ID, name: str = "ws1-events") -> dict[str, Any]:
+    """A system topic as `az eventgrid system-topic list` shows one created from the portal's Events blade."""
+    return {
+        "name": name,
+        "resourceGroup": "rg-ml",
+        "location": "westeurope",
+        "source": source,
+        "topicType": "Microsoft.MachineLearningServices.Workspaces",
+        "identity": {
+            "type": "SystemAssigned, UserAssigned",
+            "principalId": "11111111-1111-1111-1111-111111111111",
+            "userAssignedIdentities": {OTHER_UAI: {"principalId": "2222", "clientId": "3333"}},
+        },
+        "tags": {"owner": "data-platform", "cost-center": "42"},
+    }
+
+
+class Project:
+    """A copy of what the hooks read (hooks, policy, .funcignore) and the fake tools' world."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.world_file = root / "world.json"
+        (root / "infra").mkdir()
+        subprocess.run(["cp", "-r", str(HOOKS), str(root / "infra" / "hooks")], check=True)
+        (root / ".funcignore").write_text((REPO / ".funcignore").read_text(encoding="utf-8"), encoding="utf-8")
+        (root / "policy.yaml").write_text(VALID_POLICY, encoding="utf-8")
+        self.world: dict[str, Any] = {
+            "subscription": SUB,
+            "workspace": {"name": "ws1", "resourceGroup": "rg-ml", "id": WORKSPACE_ID},
+            "topics": [],
+            "event_subscriptions": {},
+            "functions": [],
+            "created_topic": {**portal_topic(name="evgt-ws1"), "identity": {}, "tags": {}},
+            "subscription_names": NAMES,
+            "env": {},
+        }
+        self.env = {
+            "AZURE_ENV_NAME": "test",
+            "AZURE_SUBSCRIPTION_ID": SUB,
+            "AZUREML_WORKSPACE_NAME": "ws1",
+            "AZUREML_RESOURCE_GROUP": "rg-ml",
+            "RETRAIN_HOOK_PYTHON": sys.executable,
+            "HOME": str(root),
+            **fake_azcli.install(root / "bin", self.world_file),
+        }
+
+    def run(self, hook: str, **env: str) -> subprocess.CompletedProcess[str]:
+        self.world_file.write_text(json.dumps(self.world), encoding="utf-8")
+        done = subprocess.run(
+            ["sh", f"./infra/hooks/{hook}.sh"],
+            cwd=self.root, env={**self.env, **env}, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        self.world = json.loads(self.world_file.read_text(encoding="utf-8"))
+        return done
+
+    def calls(self, tool: str, *prefix: str) -> list[list[str]]:
+        return [c[1:] for c in self.world.get("calls", []) if c[0] == tool and c[1 : 1 + len(prefix)] == list(prefix)]
+
+    @property
+    def azd_env(self) -> dict[str, str]:
+        env: dict[str, str] = self.world["env"]
+        return env
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path)
+
+
+# ------------------------------------------------------------------ preprovision: the system topic
+
+
+def test_an_existing_topic_is_found_and_reused_with_its_identities_and_tags(project: Project) -> None:
+    project.world["topics"] = [portal_topic(source="/subscriptions/x/other/workspace"), portal_topic()]
+    project.world["topics"][0]["name"] = "someone-elses"
+    done = project.run("preprovision")
+    assert done.returncode == 0, done.stderr
+    env = project.azd_env
+    assert env["RETRAIN_SYSTEM_TOPIC_NAME"] == "ws1-events"
+    assert env["RETRAIN_SYSTEM_TOPIC_RESOURCE_GROUP"] == "rg-ml"
+    assert env["RETRAIN_SYSTEM_TOPIC_CREATED"] == "false"
+    state = json.loads(base64.b64decode(env["RETRAIN_SYSTEM_TOPIC_STATE"]))
+    assert state == {
+        "location": "westeurope",
+        "identityType": "SystemAssigned, UserAssigned",
+        "userAssignedIdentities": {OTHER_UAI: {}},
+        "tags": {"owner": "data-platform", "cost-center": "42"},
+    }
+    # The hook only reads: nothing of the topic is written outside the deployment's merge.
+    assert [c for c in project.calls("az") if c[:2] == ["eventgrid", "system-topic"] and c[2] != "list"] == []
+
+
+def test_the_topic_is_matched_by_source_whatever_the_casing_of_the_resource_id(project: Project) -> None:
+    project.world["topics"] = [portal_topic(source=WORKSPACE_ID.upper())]
+    assert project.run("preprovision").returncode == 0
+    assert project.azd_env["RETRAIN_SYSTEM_TOPIC_NAME"] == "ws1-events"
+
+
+def test_without_a_topic_the_deployment_creates_one_and_remembers_it_did(project: Project) -> None:
+    project.world["topics"] = [portal_topic(source="/subscriptions/x/another/workspace")]
+    done = project.run("preprovision")
+    assert done.returncode == 0, done.stderr
+    env = project.azd_env
+    assert (env["RETRAIN_SYSTEM_TOPIC_NAME"], env["RETRAIN_SYSTEM_TOPIC_STATE"]) == ("", "")
+    assert env["RETRAIN_SYSTEM_TOPIC_CREATED"] == "true"
+
+
+def test_a_topic_this_environment_created_stays_marked_as_its_own_on_the_next_provision(project: Project) -> None:
+    project.world["topics"] = [portal_topic(name="evgt-ws1")]
+    assert project.run("preprovision", RETRAIN_SYSTEM_TOPIC_CREATED="true").returncode == 0
+    assert "RETRAIN_SYSTEM_TOPIC_CREATED" not in project.azd_env
+    assert project.azd_env["RETRAIN_SYSTEM_TOPIC_NAME"] == "evgt-ws1"
+
+
+def test_a_workspace_that_does_not_exist_stops_the_provision_with_what_to_check(project: Project) -> None:
+    done = project.run("preprovision", AZUREML_WORKSPACE_NAME="ws-typo")
+    assert done.returncode != 0
+    assert "workspace ws-typo not found in resource group rg-ml" in done.stderr
+    assert project.calls("az", "eventgrid") == []
+
+
+def test_an_unset_workspace_name_says_which_azd_env_value_to_set(project: Project) -> None:
+    env = dict(project.env)
+    del env["AZUREML_WORKSPACE_NAME"]
+    project.env = env
+    done = project.run("preprovision")
+    assert done.returncode != 0
+    assert "AZUREML_WORKSPACE_NAME is not set; run: azd env set AZUREML_WORKSPACE_NAME" in done.stderr
+
+
+# ------------------------------------------------------------------ the policy: preprovision and predeploy
+
+
+@pytest.mark.parametrize("hook", ["predeploy", "preprovision"])
+def test_a_missing_policy_stops_with_the_policys_message(project: Project, hook: str) -> None:
+    done = project.run(hook, RETRAIN_POLICY_PATH="policies/prod.yaml")
+    assert done.returncode != 0
+    assert "policies/prod.yaml: cannot read the policy file (No such file or directory)" in done.stderr
+    assert "azd env set RETRAIN_POLICY_PATH" in done.stderr
+    assert project.calls("azd", "provision") == [] and project.calls("az", "eventgrid") == []
+
+
+def test_an_invalid_policy_stops_the_deploy_with_the_key_and_the_fix(project: Project) -> None:
+    (project.root / "policy.yaml").write_text(
+        VALID_POLICY.replace("cooldown: 6h", "cooldown: soon", 1), encoding="utf-8"
+    )
+    done = project.run("predeploy")
+    assert done.returncode != 0
+    assert "policy.yaml: defaults.cooldown" in done.stderr, done.stderr
+    assert "is not valid (above)" in done.stderr
+
+
+def test_a_valid_policy_lets_the_deploy_go_on(project: Project) -> None:
+    done = project.run("predeploy")
+    assert done.returncode == 0, done.stderr
+    assert "policy.yaml: valid; models: sklearn_regression_model, churn-classifier" in done.stdout
+
+
+def test_a_policy_the_package_leaves_out_stops_the_deploy(project: Project) -> None:
+    (project.root / "tests").mkdir()
+    (project.root / "tests" / "policy.yaml").write_text(VALID_POLICY, encoding="utf-8")
+    done = project.run("predeploy", RETRAIN_POLICY_PATH="tests/policy.yaml")
+    assert done.returncode != 0
+    assert "tests/policy.yaml is left out of the function package by the line 'tests/' of .funcignore" in done.stderr
+
+
+def test_preprovision_passes_no_traffic_log_endpoints_for_a_policy_on_metrics(project: Project) -> None:
+    assert project.run("preprovision").returncode == 0
+    assert project.azd_env["RETRAIN_TRAFFIC_LOG_ENDPOINTS"] == ""
+
+
+def test_the_endpoints_of_models_whose_rollout_health_reads_logs_get_the_traffic_log() -> None:
+    policy = {
+        "models": {
+            "a": {"deploy": {"endpoint": "ep-a", "rollout": {"health": {"source": "logs"}}}},
+            "b": {"deploy": {"endpoint": "ep-b", "rollout": {"health": {"source": "metrics"}}}},
+            "c": {"deploy": {"endpoint": "ep-c"}},
+            "d": {"deploy": {"endpoint": "ep-a", "rollout": {"health": {"source": "logs"}}}},
+            "e": {"retrain": {}},
+        }
+    }
+    assert hooklib.logs_endpoints(policy) == ["ep-a"]
+
+
+@pytest.mark.parametrize(
+    ("path", "excluded"),
+    [("policy.yaml", None), ("policies/prod.yaml", None), ("tests/p.yaml", "tests/"), ("infra/p.yaml", "infra/")],
+)
+def test_funcignore_lines_are_matched_as_gitignore_matches_them(path: str, excluded: str | None) -> None:
+    assert hooklib.excluded_by(path, (REPO / ".funcignore").read_text(encoding="utf-8")) == excluded
+
+
+# ------------------------------------------------------------------ postdeploy: the subscriptions
+
+
+def deployed(project: Project, **world: Any) -> Project:
+    """After the first provision and deploy: the topic exists without subscriptions, the code is deployed."""
+    project.world.update({"topics": [project.world["created_topic"]], "functions": ["on_workspace_event"]})
+    project.world.update(world)
+    project.env.update(
+        {
+            "AZURE_RESOURCE_GROUP": "rg-test",
+            "AZURE_FUNCTION_APP_NAME": "func-retrain-abc",
+            "RETRAIN_SYSTEM_TOPIC_NAME": "evgt-ws1",
+            "RETRAIN_EVENT_SUBSCRIPTION_NAMES": ",".join(NAMES),
+            "RETRAIN_INDEX_INTERVAL": "0",
+            "RETRAIN_INDEX_ATTEMPTS": "3",
+        }
+    )
+    return project
+
+
+def test_the_first_deploy_provisions_the_subscriptions_and_only_then_marks_them(project: Project) -> None:
+    deployed(project)
+    done = project.run("postdeploy")
+    assert done.returncode == 0, done.stderr
+    assert project.world["event_subscriptions"]["evgt-ws1"] == NAMES
+    assert project.azd_env["RETRAIN_EVENT_SUBSCRIPTIONS"] == "true"
+    assert len(project.calls("azd", "provision")) == 1
+    shows = [i for i, c in enumerate(project.world["calls"]) if c[1:4] == ["functionapp", "function", "show"]]
+    provision = next(i for i, c in enumerate(project.world["calls"]) if c[:2] == ["azd", "provision"])
+    assert shows and shows[-1] < provision  # indexed before Event Grid validates the destination
+
+
+def test_a_failed_provision_leaves_the_flag_unset_and_the_next_run_converges(project: Project) -> None:
+    deployed(project, provision_fails=True)
+    done = project.run("postdeploy")
+    assert done.returncode != 0
+    assert "RETRAIN_EVENT_SUBSCRIPTIONS is false again" in done.stderr
+    assert project.azd_env["RETRAIN_EVENT_SUBSCRIPTIONS"] == "false"
+    assert project.world["event_subscriptions"] == {}
+    # azd passes the environment's values to the hook: the next run sees the flag the last one left.
+    project.world["provision_fails"] = False
+    done = project.run("postdeploy", RETRAIN_EVENT_SUBSCRIPTIONS=project.azd_env["RETRAIN_EVENT_SUBSCRIPTIONS"])
+    assert done.returncode == 0, done.stderr
+    assert project.world["event_subscriptions"]["evgt-ws1"] == NAMES
+    assert project.azd_env["RETRAIN_EVENT_SUBSCRIPTIONS"] == "true"
+
+
+def test_a_flag_left_true_by_an_interrupted_run_does_not_hide_missing_subscriptions(project: Project) -> None:
+    deployed(project)
+    done = project.run("postdeploy", RETRAIN_EVENT_SUBSCRIPTIONS="true")
+    assert done.returncode == 0, done.stderr
+    assert len(project.calls("azd", "provision")) == 1
+    assert project.world["event_subscriptions"]["evgt-ws1"] == NAMES
+
+
+def test_the_hook_waits_for_the_function_to_be_indexed_before_provisioning(project: Project) -> None:
+    deployed(project, index_after=2)
+    done = project.run("postdeploy")
+    assert done.returncode == 0, done.stderr
+    assert "waiting for on_workspace_event to be indexed" in done.stdout
+    assert len(project.calls("az", "functionapp", "function", "show")) == 3
+
+
+def test_a_function_never_indexed_stops_before_event_grid_refuses_the_destination(project: Project) -> None:
+    deployed(project, functions=[])
+    done = project.run("postdeploy")
+    assert done.returncode != 0
+    assert "on_workspace_event is not indexed on func-retrain-abc after 3 checks" in done.stderr
+    assert project.calls("azd", "provision") == []
+    assert project.azd_env.get("RETRAIN_EVENT_SUBSCRIPTIONS") != "true"
+
+
+def test_with_the_subscriptions_in_place_a_deploy_changes_nothing(project: Project) -> None:
+    deployed(project, event_subscriptions={"evgt-ws1": NAMES})
+    done = project.run("postdeploy", RETRAIN_EVENT_SUBSCRIPTIONS="true")
+    assert done.returncode == 0, done.stderr
+    assert "nothing to do" in done.stdout
+    assert project.calls("azd") == []
+
+
+def test_ci_skips_the_subscriptions_without_calling_azure(project: Project) -> None:
+    done = project.run("postdeploy", RETRAIN_SKIP_EVENT_SUBSCRIPTIONS="true")
+    assert done.returncode == 0, done.stderr
+    assert project.world.get("calls", []) == []
+
+
+def test_azure_yaml_runs_every_hook_in_both_shells_and_each_file_exists() -> None:
+    import yaml
+
+    hooks = yaml.safe_load((REPO / "azure.yaml").read_text(encoding="utf-8"))["hooks"]
+    assert set(hooks) == {"preprovision", "predeploy", "postdeploy", "predown"}
+    for name, hook in hooks.items():
+        assert hook["posix"] == {"shell": "sh", "run": f"./infra/hooks/{name}.sh", "continueOnError": False}
+        assert hook["windows"] == {"shell": "pwsh", "run": f"./infra/hooks/{name}.ps1", "continueOnError": False}
+        assert (HOOKS / f"{name}.sh").is_file() and (HOOKS / f"{name}.ps1").is_file()
+
+
+def test_what_the_hooks_write_is_what_the_deployment_reads_and_what_they_read_it_writes() -> None:
+    """preprovision's `azd env set` names reach main.bicep through main.parameters.json; postdeploy
+    reads the deployment's outputs (azd writes them into the environment)."""
+    import re
+
+    from pycep import BicepParser
+
+    parameters = (REPO / "infra" / "main.parameters.json").read_text(encoding="utf-8")
+    consumed = set(re.findall(r"\$\{([A-Z0-9_]+)", parameters))
+    written = set(re.findall(r"azd env set ([A-Z0-9_]+)", (HOOKS / "preprovision.sh").read_text(encoding="utf-8")))
+    assert written - {"RETRAIN_SYSTEM_TOPIC_CREATED"} <= consumed  # CREATED is a note for removal
+    assert "RETRAIN_EVENT_SUBSCRIPTIONS" in consumed
+    outputs = set(BicepParser().parse(text=(REPO / "infra" / "main.bicep").read_text(encoding="utf-8"))["outputs"])
+    postdeploy = (HOOKS / "postdeploy.sh").read_text(encoding="utf-8")
+    match = re.search(r"^require (.+)$", postdeploy, re.MULTILINE)
+    assert match
+    required = set(match[1].split())
+    assert required <= outputs
+    assert {"RETRAIN_SYSTEM_TOPIC_RESOURCE_GROUP", "RETRAIN_EVENT_SUBSCRIPTION_NAMES"} <= outputs
+
+
+def test_a_topic_without_identity_or_tags_is_passed_on_as_having_none() -> None:
+    bare = {k: v for k, v in portal_topic().items() if k not in ("identity", "tags")}
+    name, group, state = hooklib.topic(WORKSPACE_ID, [bare])
+    assert (name, group) == ("ws1-events", "rg-ml")
+    assert json.loads(base64.b64decode(state)) == {
+        "location": "westeurope",
+        "identityType": "None",
+        "userAssignedIdentities": {},
+        "tags": {},
+    }
+    assert hooklib.topic(WORKSPACE_ID, [portal_topic(source=WORKSPACE_ID + "/child")]) == []
+
+
+def test_our_own_identity_is_left_for_the_deployment_to_add_whatever_its_casing(project: Project) -> None:
+    """Resource ids are case-insensitive, JSON keys are not: passing ours back in Azure's casing
+    would make the deployment's union name the same identity twice."""
+    ours = f"/subscriptions/{SUB}/resourceGroups/rg-test/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-evgt-retrain-abc"
+    topic = portal_topic(name="evgt-ws1")
+    topic["identity"]["userAssignedIdentities"] = {
+        ours.lower(): {"principalId": "p"},
+        OTHER_UAI: {},
+        OTHER_UAI.upper(): {},
+    }
+    project.world["topics"] = [topic]
+    assert project.run("preprovision", RETRAIN_TOPIC_IDENTITY_ID=ours).returncode == 0
+    state = json.loads(base64.b64decode(project.azd_env["RETRAIN_SYSTEM_TOPIC_STATE"]))
+    assert state["userAssignedIdentities"] == {OTHER_UAI: {}}

@@ -1,0 +1,185 @@
+"""The roles infra/ gives the app's identity grant what the adapters do, and no more than that.
+
+function_app/adapters/permissions.py lists, per adapter operation, the Azure actions it needs. Here:
+every public method of the adapters has an entry; every Azure ML action is granted by the custom
+workspace role in infra/modules/workspace-access.bicep (named exactly: no wildcards there); every
+other action by a built-in role that infra/ assigns to the app's identity; and the custom role
+grants nothing on the deny list (keys, secrets, workspace or compute changes, deleting endpoints,
+models or jobs).
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import cache
+from typing import Any, cast
+
+import pytest
+from pycep import BicepParser
+
+from function_app.adapters import permissions
+from function_app.adapters.azureml import AzureMLActions
+from function_app.adapters.blob_deadletters import BlobDeadLetterStore
+from function_app.adapters.monitor_health import MonitorHealth, NoHealthData
+from function_app.adapters.table_ledger import TableLedger
+from tests.conftest import REPO
+
+INFRA = REPO / "infra"
+ADAPTERS = [AzureMLActions, MonitorHealth, NoHealthData, TableLedger, BlobDeadLetterStore]
+
+
+@cache
+def bicep(relative: str) -> dict[str, Any]:
+    return cast("dict[str, Any]", BicepParser().parse(text=(INFRA / relative).read_text(encoding="utf-8")))
+
+
+def public_operations(cls: type) -> set[str]:
+    """Public methods, class methods and properties the class defines (not plain attributes like ``name``)."""
+    found = set()
+    for name, member in vars(cls).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(member, (staticmethod, classmethod, property)) or inspect.isfunction(member):
+            found.add(f"{cls.__name__}.{name}")
+    return found
+
+
+def custom_role_actions() -> list[str]:
+    role = bicep("modules/workspace-access.bicep")["resources"]["serviceRole"]["config"]
+    assert role["condition"] == "useCustomRole"
+    (permission,) = role["config"]["properties"]["permissions"]
+    assert permission["notActions"] == []
+    actions: list[str] = permission["actions"]
+    return actions
+
+
+def assigned_builtin_roles() -> dict[str, set[str]]:
+    """Built-in role definition ids that infra/ assigns, each with the principal parameters it goes to."""
+    assigned: dict[str, set[str]] = {}
+    for path in sorted(INFRA.rglob("*.bicep")):
+        parsed = bicep(str(path.relative_to(INFRA)))
+        role_ids = {}
+        for name, var in parsed.get("variables", {}).items():
+            function = var["value"].get("function", {}) if isinstance(var["value"], dict) else {}
+            params = function.get("parameters", {})
+            if function.get("type") == "subscription_resource_id" and "roleDefinitions" in params["resource_type"]:
+                role_ids[name] = params["resource_name_1"]
+        for resource in parsed.get("resources", {}).values():
+            if resource["type"] != "Microsoft.Authorization/roleAssignments":
+                continue
+            props = resource["config"]["properties"]
+            guid = role_ids.get(props["roleDefinitionId"])
+            if guid:
+                assigned.setdefault(guid, set()).add(props["principalId"])
+    return assigned
+
+
+def test_every_public_adapter_method_says_what_it_may_do_in_azure() -> None:
+    operations = set().union(*(public_operations(cls) for cls in ADAPTERS))
+    missing = sorted(operations - set(permissions.OPERATIONS))
+    assert missing == [], (
+        f"add these to OPERATIONS in function_app/adapters/permissions.py with the Azure actions they need "
+        f"(and grant them in infra/modules/workspace-access.bicep if they are Azure ML actions): {missing}"
+    )
+
+
+def test_every_entry_but_the_planned_ones_is_a_method_that_exists() -> None:
+    classes = {cls.__name__ for cls in ADAPTERS}
+    operations = set().union(*(public_operations(cls) for cls in ADAPTERS))
+    stale = sorted(
+        name
+        for name in permissions.OPERATIONS
+        if name not in permissions.PLANNED and (name.split(".")[0] in classes) and name not in operations
+    )
+    assert stale == [], f"no such method any more; remove it from OPERATIONS: {stale}"
+    unknown = sorted(
+        n for n in permissions.OPERATIONS if n.split(".")[0] not in classes and n not in permissions.PLANNED
+    )
+    assert unknown == [], f"an adapter class this test does not introspect; add it to ADAPTERS: {unknown}"
+    arrived = sorted(name for name in permissions.PLANNED if name in operations)
+    assert arrived == [], f"these exist now: remove them from PLANNED so they are checked like the others: {arrived}"
+
+
+def test_the_planned_operations_later_issues_add_are_granted_already() -> None:
+    planned = {name: permissions.OPERATIONS[name] for name in permissions.PLANNED}
+    aml = permissions.AML
+    assert f"{aml}/experiments/runs/read" in planned["AzureMLActions.run_metrics"]  # MLflow runs/get, runs/search
+    assert f"{aml}/schedules/write" in planned["AzureMLActions.retarget_monitors"]
+    assert f"{aml}/onlineEndpoints/deployments/delete" in planned["AzureMLActions.retire_deployment"]
+    assert "Microsoft.Insights/metrics/read" in planned["MetricsHealth.check"]
+
+
+def test_the_custom_workspace_role_names_every_azure_ml_action_the_adapters_need() -> None:
+    granted = {a.lower() for a in custom_role_actions()}
+    needed = {a for actions in permissions.OPERATIONS.values() for a in actions if a.startswith(permissions.AML)}
+    assert sorted(a for a in needed if a.lower() not in granted) == []
+
+
+def test_the_custom_workspace_role_grants_nothing_the_adapters_do_not_use() -> None:
+    needed = {a.lower() for actions in permissions.OPERATIONS.values() for a in actions}
+    assert sorted(a for a in custom_role_actions() if a.lower() not in needed) == []
+
+
+def test_the_custom_workspace_role_has_no_wildcard_and_none_of_the_forbidden_actions() -> None:
+    actions = custom_role_actions()
+    assert [a for a in actions if "*" in a] == []
+    forbidden = [
+        (a, f)
+        for a in actions
+        for f in permissions.NEVER_GRANTED
+        if permissions.matches(a, f) or a.lower() == f.lower()
+    ]
+    assert forbidden == []
+    assert {"Microsoft.MachineLearningServices/workspaces/listStorageAccountKeys/action",
+            "Microsoft.MachineLearningServices/workspaces/connections/listsecrets/action",
+            "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/listKeys/action",
+            "Microsoft.MachineLearningServices/workspaces/delete"} <= set(permissions.NEVER_GRANTED)  # fmt: skip
+
+
+def test_every_other_action_is_granted_by_a_built_in_role_infra_assigns_to_the_app() -> None:
+    assigned = {guid for guid, principals in assigned_builtin_roles().items() if "appPrincipalId" in principals}
+    ungranted = []
+    for operation, actions in permissions.OPERATIONS.items():
+        for action in actions:
+            if action.startswith(permissions.AML):
+                continue
+            roles = [permissions.BUILTIN_ROLES[g] for g in assigned if g in permissions.BUILTIN_ROLES]
+            if not any(permissions.matches(p, action) for r in roles for p in r.actions + r.data_actions):
+                ungranted.append(f"{operation}: {action}")
+    assert ungranted == []
+
+
+def test_the_app_holds_monitoring_reader_on_the_workspace_for_platform_metrics() -> None:
+    resource = bicep("modules/workspace-access.bicep")["resources"]["appMetricsReader"]["config"]
+    assert resource["scope"] == "workspace"
+    role = bicep("modules/workspace-access.bicep")["variables"][resource["properties"]["roleDefinitionId"]]
+    assert role["value"]["function"]["parameters"]["resource_name_1"] == "43d0d8ad-25c7-4714-9337-8ba259a9fe05"
+
+
+def test_the_workspace_role_falls_back_to_data_scientist_only_when_asked() -> None:
+    module = bicep("modules/workspace-access.bicep")
+    assert module["parameters"]["workspaceRole"]["default"] == "custom"
+    choice = module["variables"]["workspaceRoleId"]["value"]["operator"]["operands"]
+    assert choice["condition"] == "useCustomRole"
+    assert choice["false_value"] == "azureMLDataScientist"
+    scientist = module["variables"]["azureMLDataScientist"]["value"]["function"]["parameters"]
+    assert scientist["resource_name_1"] == "f6c7c914-8db3-469d-8ca1-694a8f32e121"
+    assignment = module["resources"]["appWorkspaceRole"]["config"]["properties"]
+    assert assignment["roleDefinitionId"] == "workspaceRoleId"
+    main = bicep("main.bicep")["modules"]["workspaceAccess"]["config"]["params"]
+    assert main["workspaceRole"] == "workspaceRole"
+
+
+@pytest.mark.parametrize(
+    ("granted", "action", "expected"),
+    [
+        ("*/read", "Microsoft.Insights/metrics/read", True),
+        ("*/read", "Microsoft.Insights/metrics/write", False),
+        ("Microsoft.Storage/x/blobs/*", "microsoft.storage/x/blobs/read", True),
+        ("Microsoft.Storage/x/blobs/*", "Microsoft.Storage/x/read", False),
+        ("a/b/read", "a/b/read", True),
+        ("a/*/read", "a/b/c/read", True),
+    ],
+)
+def test_a_permission_matches_actions_as_azure_rbac_does(granted: str, action: str, expected: bool) -> None:
+    assert permissions.matches(granted, action) is expected
