@@ -20,7 +20,7 @@ from pycep import BicepParser
 
 from function_app.settings import SETTINGS
 from handlers import signals
-from tests.conftest import REPO, SHARED_EVENTS
+from tests.conftest import REPO, SAMPLE_EVENTS
 
 INFRA = REPO / "infra"
 RUN_STATUS = "Microsoft.MachineLearningServices.RunStatusChanged"
@@ -210,7 +210,7 @@ def test_filter_keys_are_written_exactly_as_the_run_status_payload_spells_them()
     payload's own, letter for letter. Microsoft's published RunStatusChanged sample spells the
     run's data data.runTags and data.runStatus; the breach tag is a key inside runTags."""
     published = json.loads(
-        (SHARED_EVENTS / "Microsoft.MachineLearningServices.RunStatusChanged.eventgrid.json").read_text(
+        (SAMPLE_EVENTS / "Microsoft.MachineLearningServices.RunStatusChanged.eventgrid.json").read_text(
             encoding="utf-8"
         )
     )

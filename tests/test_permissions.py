@@ -21,11 +21,12 @@ from function_app.adapters import permissions
 from function_app.adapters.azureml import AzureMLActions
 from function_app.adapters.blob_deadletters import BlobDeadLetterStore
 from function_app.adapters.monitor_health import MonitorHealth, NoHealthData
+from function_app.adapters.monitor_metrics import MonitorMetrics
 from function_app.adapters.table_ledger import TableLedger
 from tests.conftest import REPO
 
 INFRA = REPO / "infra"
-ADAPTERS = [AzureMLActions, MonitorHealth, NoHealthData, TableLedger, BlobDeadLetterStore]
+ADAPTERS = [AzureMLActions, MonitorHealth, NoHealthData, MonitorMetrics, TableLedger, BlobDeadLetterStore]
 
 
 @cache
@@ -106,7 +107,7 @@ def test_the_planned_operations_later_issues_add_are_granted_already() -> None:
     assert f"{aml}/experiments/runs/read" in planned["AzureMLActions.run_metrics"]  # MLflow runs/get, runs/search
     assert f"{aml}/schedules/write" in planned["AzureMLActions.retarget_monitors"]
     assert f"{aml}/onlineEndpoints/deployments/delete" in planned["AzureMLActions.retire_deployment"]
-    assert "Microsoft.Insights/metrics/read" in planned["MetricsHealth.check"]
+    assert "Microsoft.Insights/metrics/read" in permissions.OPERATIONS["MonitorMetrics.read"]  # arrived
 
 
 def test_the_custom_workspace_role_names_every_azure_ml_action_the_adapters_need() -> None:

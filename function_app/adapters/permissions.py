@@ -66,20 +66,31 @@ _DEPLOYMENT_WRITE = [  # online_deployments.begin_create_or_update, and its poll
 # jobs; runs/get and runs/search read experiments and their runs.
 _MLFLOW_READ = [f"{AML}/jobs/read", f"{AML}/experiments/read", f"{AML}/experiments/runs/read"]
 
+_LOGS_QUERY = [
+    "Microsoft.OperationalInsights/workspaces/read",
+    "Microsoft.OperationalInsights/workspaces/query/read",
+    "Microsoft.OperationalInsights/workspaces/query/AmlOnlineEndpointTrafficLog/read",
+]
+
 OPERATIONS: dict[str, list[str]] = {
     # function_app/adapters/azureml.py
     "AzureMLActions.from_settings": [],  # builds nothing until the first action
     "AzureMLActions.ml": [],  # the lazily built MLClient itself
     "AzureMLActions.submit_retrain": _WORKSPACE + _SUBMIT_JOB + _COMPONENTS + _DATA,
     "AzureMLActions.job_status": [f"{AML}/jobs/read"],
-    # the champion and the candidate (endpoint, live deployment, model versions, the version's run),
-    # registering the candidate, and the new deployment copying the live one's environment and code
-    "AzureMLActions.start_deploy": [
+    # the facts the gate judges: the champion and the candidate (endpoint, live deployment, model
+    # versions, the version's run)
+    "AzureMLActions.candidate_facts": [
         *_WORKSPACE,
         *_ENDPOINT_READ,
         *_DEPLOYMENT_READ,
         *_MODELS_READ,
         f"{AML}/jobs/read",
+    ],
+    # registering the candidate, and the new deployment copying the live one's environment and code
+    "AzureMLActions.start_deploy": [
+        *_WORKSPACE,
+        *_DEPLOYMENT_READ,
         *_MODELS_WRITE,
         *_DEPLOYMENT_WRITE,
         f"{AML}/environments/read",
@@ -96,14 +107,16 @@ OPERATIONS: dict[str, list[str]] = {
     # function_app/adapters/monitor_health.py: LogsQueryClient.query_resource / query_workspace
     "MonitorHealth.from_settings": [],
     "MonitorHealth.client": [],
-    "MonitorHealth.check": [
-        "Microsoft.OperationalInsights/workspaces/read",
-        "Microsoft.OperationalInsights/workspaces/query/read",
-        "Microsoft.OperationalInsights/workspaces/query/AmlOnlineEndpointTrafficLog/read",
-    ],
+    "MonitorHealth.check": _LOGS_QUERY,
+    "MonitorHealth.read": _LOGS_QUERY,
     "NoHealthData.check": [],
-    # planned: the platform-metrics health source (azure-monitor-querymetrics MetricsClient)
-    "MetricsHealth.check": ["Microsoft.Insights/metrics/read", "Microsoft.Insights/metricDefinitions/read"],
+    "NoHealthData.read": [],
+    # function_app/adapters/monitor_metrics.py: the platform-metrics health source (MetricsClient)
+    "MonitorMetrics.build": [],
+    "MonitorMetrics.client": [],
+    "MonitorMetrics.from_settings": [],
+    "MonitorMetrics.resource_id": [],
+    "MonitorMetrics.read": ["Microsoft.Insights/metrics/read", "Microsoft.Insights/metricDefinitions/read"],
     # function_app/adapters/table_ledger.py (azure-data-tables)
     "TableLedger.from_connection_string": [],
     "TableLedger.from_settings": [],
@@ -147,7 +160,6 @@ PLANNED = frozenset(
         "AzureMLActions.run_metrics",
         "AzureMLActions.retarget_monitors",
         "AzureMLActions.retire_deployment",
-        "MetricsHealth.check",
     }
 )
 
