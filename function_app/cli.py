@@ -44,7 +44,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from handlers import gate, guards
     from handlers.decisions import Deploy, Retrain, decide
     from handlers.policy import load_policy
-    from handlers.signals import parse_body, to_signal, workspace_key
+    from handlers.service import verified
+    from handlers.signals import RunFinished, parse_body, to_signal, workspace_key
 
     settings = Settings.from_env()
     policy = load_policy(Path(args.policy) if args.policy else resolve(settings.policy_path))
@@ -52,11 +53,27 @@ def cmd_explain(args: argparse.Namespace) -> int:
     actions = make_actions(settings)  # reads only: the candidate gate's facts
     now = utcnow()
     for env in parse_body(json.dumps(_read_events(args.event))):
-        signal = to_signal(env, frozenset({workspace_key(settings.workspace_id)}))
+        workspaces = frozenset({workspace_key(settings.workspace_id)})
+        signal = to_signal(env, workspaces)
+        if ledger is not None:
+            signal = verified(signal, ledger)
         print(f"event   {env.event_id}  {env.event_type}  ({env.schema} schema)")
         print(f"source  {env.source}")
         print(f"signal  {type(signal).__name__} {json.dumps(_signal_fields(signal), default=str)}")
-        decisions = decide(signal, policy, now)
+        if isinstance(signal, RunFinished) and signal.claims_service:
+            print(
+                "runner  "
+                + (
+                    (
+                        "this service's own run (the ledger holds its decision)"
+                        if signal.ours
+                        else "claims to be this service's run; the ledger does not confirm it"
+                    )
+                    if ledger is not None
+                    else "claims to be this service's run; not checked (pass --with-ledger to check it in the ledger)"
+                )
+            )
+        decisions = decide(signal, policy, now, workspaces)
         if not decisions:
             print("decide  nothing to decide (handshake)")
         for d in decisions:

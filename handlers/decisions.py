@@ -203,8 +203,9 @@ def skip(trigger: Trigger, reason: str, model: str | None = None, **details: Any
 # --------------------------------------------------------------------------- decide
 
 
-def decide(signal: Signal, policy: Policy, now: datetime) -> list[Decision]:
-    """The decisions for one signal. ``now`` is passed in; nothing here reads a clock."""
+def decide(signal: Signal, policy: Policy, now: datetime, workspaces: frozenset[str] = frozenset()) -> list[Decision]:
+    """The decisions for one signal. ``now`` is passed in; nothing here reads a clock. ``workspaces``:
+    the normalised ids of the workspaces the service acts for (an alert counts only about them)."""
     del now  # rules that depend on time (cooldown, budget) are guards, applied with the ledger
     if isinstance(signal, Ignored):
         return [skip(signal.trigger, signal.reason)]
@@ -222,7 +223,7 @@ def decide(signal: Signal, policy: Policy, now: datetime) -> list[Decision]:
     if isinstance(signal, ManualRequest):
         return [_on_manual(signal, policy)]
     assert isinstance(signal, AlertFired)
-    return _on_alert(signal, policy)
+    return _on_alert(signal, policy, workspaces)
 
 
 def _on_drift(signal: DriftDetected, policy: Policy) -> list[Decision]:
@@ -233,20 +234,26 @@ def _on_drift(signal: DriftDetected, policy: Policy) -> list[Decision]:
                 "the drift signal comes from a run this service started; it never retrains from its own runs",
             )
         ]
-    names = {signal.monitor.lower()}
-    signal_name = (signal.signal_name or "").lower()
-    concerned = [
-        (name, mp)
-        for name, mp in policy.models.items()
-        if names & {m.lower() for m in mp.drift.monitors}
-        or (signal_name and signal_name in {s.lower() for s in mp.drift.signals})
-    ]
+    concerned = [(name, mp) for name, mp in policy.models.items() if _listens(mp, signal)]
     if not concerned:
         what = f"drift monitor {signal.monitor!r}" + (f" (signal {signal.signal_name!r})" if signal.signal_name else "")
         return [skip(signal.trigger, f"no model in the policy listens to {what}")]
     out: list[Decision] = []
     for model, mp in concerned:
         rule = mp.drift
+        if rule.min_coefficient is not None and signal.generation == "v1" and signal.coefficient is None:
+            got = "no DriftCoefficient" if signal.coefficient_raw is None else f"{signal.coefficient_raw!r}"
+            out.append(
+                skip(
+                    signal.trigger,
+                    f"the drift event's DriftCoefficient is not a number (it has {str(got)[:80]}), and the policy "
+                    f"retrains only from {rule.min_coefficient} up (models.{model}.drift.min_coefficient); "
+                    "nothing is retrained on a value that cannot be compared",
+                    model,
+                    field="DriftCoefficient",
+                )
+            )
+            continue
         if (
             rule.min_coefficient is not None
             and signal.coefficient is not None
@@ -263,18 +270,54 @@ def _on_drift(signal: DriftDetected, policy: Policy) -> list[Decision]:
         reason = signal.detail
         if rule.min_coefficient is not None and signal.coefficient is not None:
             reason += f" (>= min_coefficient {rule.min_coefficient})"
-        out.append(_retrain(model, mp, signal.trigger, reason, signal.event_data, {}))
+        out.append(_retrain(model, mp, signal.trigger, reason, signal.event_data, {}, workspace=signal.workspace))
     return out
 
 
-def _on_alert(signal: AlertFired, policy: Policy) -> list[Decision]:
-    concerned = [(n, mp) for n, mp in policy.models.items() if signal.rule.lower() in {a.lower() for a in mp.alerts}]
-    if not concerned:
+def _listens(mp: ModelPolicy, signal: DriftDetected) -> bool:
+    """A v1 drift monitor the model lists; or a v2 breach from a monitor the model lists (its run's
+    experiment), of a signal it lists when it lists signals."""
+    monitors = {m.lower() for m in mp.drift.monitors}
+    if signal.monitor.lower() not in monitors:
+        return False
+    if signal.generation == "v1" or not mp.drift.signals:
+        return True
+    return (signal.signal_name or "").lower() in {s.lower() for s in mp.drift.signals}
+
+
+def in_scope(target: str, workspaces: frozenset[str], named: list[str]) -> bool:
+    """Whether an alert's target resource is the workspace (or a resource in it, such as an online
+    endpoint), or one the policy names for the model."""
+    key = target.strip().strip("/").lower()
+    return any(key == w or key.startswith(w + "/") for w in workspaces) or key in {
+        n.strip().strip("/").lower() for n in named
+    }
+
+
+def _on_alert(signal: AlertFired, policy: Policy, workspaces: frozenset[str]) -> list[Decision]:
+    listening = [(n, mp) for n, mp in policy.models.items() if signal.rule.lower() in {a.lower() for a in mp.alerts}]
+    if not listening:
         return [skip(signal.trigger, f"no model in the policy listens to alert rule {signal.rule!r}")]
     if not signal.fired:
         return [
             skip(signal.trigger, f"alert {signal.rule!r} {signal.condition.lower()}; recorded", model)
-            for model, _ in concerned
+            for model, _ in listening
+        ]
+    concerned = [
+        (n, mp) for n, mp in listening if any(in_scope(t, workspaces, mp.alert_targets) for t in signal.targets)
+    ]
+    if not concerned:
+        targets = ", ".join(t[:200] for t in signal.targets[:3]) or "no resource"
+        return [
+            skip(
+                signal.trigger,
+                f"alert {signal.rule!r} fired for {targets}, which is neither this service's workspace nor a resource "
+                f"in it: it is not acted on; to act on alerts about another resource, list its id under "
+                f"models.{model}.alert_targets",
+                model,
+                targets=list(signal.targets[:10]),
+            )
+            for model, _ in listening
         ]
     what = (
         f"Azure Monitor alert {signal.rule!r} fired ({', '.join(filter(None, (signal.severity, signal.signal_type)))})"
@@ -293,6 +336,7 @@ def _retrain(
     manual: bool = False,
     force: bool = False,
     dry_run: bool = False,
+    workspace: str = "",
 ) -> Retrain | Skip:
     rule = mp.retrain
     if rule is None:
@@ -309,6 +353,8 @@ def _retrain(
         else:
             value = spec.value
         problem = _input_problem(model, name, spec, value, origin, manual)
+        if problem is None and origin.startswith("event.") and spec.type != "literal":
+            problem = _reference_problem(model, name, spec, str(value), workspace)
         if problem is not None:
             return skip(trigger, problem, model, input=name)
         if spec.type != "literal" and origin.startswith("event.") and ":" not in str(value) and "/" not in str(value):
@@ -334,6 +380,38 @@ def _retrain(
     return Retrain(did, model, reason, trigger, plan, force=force, dry_run=dry_run)
 
 
+_ASSET = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}"
+_WORKSPACE_REFERENCE = re.compile(
+    rf"^(?:azureml:)?{_ASSET}(?::[A-Za-z0-9_.-]+|@latest)?$"  # a data asset: name, name:version, name@latest
+    r"|^azureml://datastores/[A-Za-z0-9_]{1,255}/paths/\S+$"  # a path on one of the workspace's datastores
+)
+_LONG_DATASTORE = re.compile(
+    r"^azureml://subscriptions/(?P<sub>[^/]+)/resource[gG]roups/(?P<rg>[^/]+)/workspaces/(?P<ws>[^/]+)/datastores/[A-Za-z0-9_]{1,255}/paths/\S+$"
+)
+
+
+def _reference_problem(model: str, name: str, spec: InputSpec, value: str, workspace: str) -> str | None:
+    """A path input's value taken from an event must name something in the workspace (a data asset or
+    a path on one of its datastores) or start with a prefix the policy allows: event data never
+    chooses what a model trains on beyond what the policy allows. None when it is allowed."""
+    if any(value.startswith(prefix) for prefix in spec.allowed_prefixes):
+        return None
+    if _WORKSPACE_REFERENCE.match(value) and ".." not in value:
+        return None
+    long_form = _LONG_DATASTORE.match(value)
+    if long_form and ".." not in value:
+        ws = workspace.strip("/").lower()
+        if ws.startswith(
+            f"subscriptions/{long_form['sub'].lower()}/resourcegroups/{long_form['rg'].lower()}/"
+        ) and ws.endswith(f"/workspaces/{long_form['ws'].lower()}"):
+            return None
+    return (
+        f"input {name!r} takes its value from the event's {spec.from_event!r}, which is {value[:200]!r}: not a data "
+        "asset or datastore path of this workspace, so nothing is trained on it; to allow such URIs, list their "
+        f"prefix in models.{model}.retrain.inputs.{name}.allowed_prefixes"
+    )
+
+
 def _input_problem(model: str, name: str, spec: InputSpec, value: Any, origin: str, manual: bool) -> str | None:
     """What is wrong with input ``name``'s value, in words that say how to fix it; None when nothing is."""
     where = "this request" if manual else "this event"
@@ -352,7 +430,9 @@ def _input_problem(model: str, name: str, spec: InputSpec, value: Any, origin: s
             )
         return None
     if not isinstance(value, str | int | float | bool):
-        return f"input {name!r} takes a number, a string or true/false; the {source} gave {type(value).__name__} ({key})"
+        return (
+            f"input {name!r} takes a number, a string or true/false; the {source} gave {type(value).__name__} ({key})"
+        )
     if isinstance(value, float) and not math.isfinite(value):
         return f"input {name!r} must be a finite number; the {source} gave {value} ({key})"
     if spec.choices is not None and value not in spec.choices:
@@ -360,7 +440,9 @@ def _input_problem(model: str, name: str, spec: InputSpec, value: Any, origin: s
         return f"input {name!r} must be one of {allowed}; the {source} gave {value!r} ({key}.choices)"
     if spec.min is not None or spec.max is not None:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"input {name!r} must be a number; the {source} gave {type(value).__name__} {str(value)[:80]!r} ({key})"
+            return (
+                f"input {name!r} must be a number; the {source} gave {type(value).__name__} {str(value)[:80]!r} ({key})"
+            )
         if spec.min is not None and value < spec.min:
             return f"input {name!r} must be at least {spec.min}; the {source} gave {value} ({key}.min)"
         if spec.max is not None and value > spec.max:
@@ -393,7 +475,7 @@ def _deploy_plan(
 
 def _on_run(signal: RunFinished, policy: Policy) -> list[Decision]:
     trigger, run = signal.trigger, signal.run_id
-    ours = signal.started_by_service
+    ours = signal.ours  # verified against the ledger; a tag alone proves nothing
     tagged_model = ci_get(signal.run_tags, TAG_MODEL) if ours else None
     if signal.is_child:
         return [
@@ -437,6 +519,18 @@ def _on_run(signal: RunFinished, policy: Policy) -> list[Decision]:
             )
         ]
     if not candidates:
+        if signal.claims_service:
+            claimed = ci_get(signal.run_tags, TAG_DECISION)
+            return [
+                skip(
+                    trigger,
+                    f"run {run} carries the tag {TAG_DECISION}={str(claimed)[:80]!r}, but the ledger holds no "
+                    f"retraining decision of that id whose job is {run}: this service did not submit it, so it is "
+                    f"not deployed; to deploy runs of experiment {signal.experiment!r} anyway, list it under "
+                    "models.<model>.candidates.experiments (with candidates.tags to narrow it)",
+                    provenance="unverified",
+                )
+            ]
         return [
             skip(
                 trigger,

@@ -270,6 +270,10 @@ class DeployRule(_Strict):
 class ModelPolicy(_Strict):
     drift: DriftRule = Field(default_factory=DriftRule)
     alerts: list[str] = Field(default_factory=list, description="Azure Monitor alert rule names that retrain the model")
+    alert_targets: list[str] = Field(
+        default_factory=list,
+        description="resource ids besides the workspace (and what is in it) whose alerts may retrain the model",
+    )
     retrain: RetrainRule | None = None
     candidates: CandidateRule = Field(default_factory=CandidateRule)
     deploy: DeployRule | None = None

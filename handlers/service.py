@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +53,30 @@ class EventResult:
             "status": self.status,
             "decisions": [d.to_dict() for d in self.decisions],
         }
+
+
+def verified(signal: Signal, ledger: Ledger) -> Signal:
+    """Provenance from the ledger: a run that carries this service's decision tag is ours only when
+    the ledger holds that retraining decision, for the model the run names, and its job is the run.
+    A tag alone is what anyone who can submit a job in the workspace can write."""
+    if not isinstance(signal, RunFinished) or not signal.claims_service:
+        return signal
+    decision = str(ci_get(signal.run_tags, TAG_DECISION) or "")
+    model = str(ci_get(signal.run_tags, TAG_MODEL) or "")
+    record = ledger.get_decision(decision) if decision.startswith("re-") and len(decision) < 64 else None
+    ours = (
+        record is not None
+        and record.action == "retrain"
+        and record.model == model
+        and (record.job or {}).get("name") == signal.run_id
+    )
+    if not ours:
+        log.warning(
+            "run %s claims decision %s of this service, which the ledger does not confirm; not treated as ours",
+            signal.run_id[:200],
+            decision[:80],
+        )
+    return replace(signal, ours=ours)
 
 
 class RetrainService:
@@ -98,8 +122,9 @@ class RetrainService:
         model: str | None = getattr(signal, "model", None)  # what a failure is about, as far as known
         try:
             try:
+                signal = verified(signal, self.ledger)
                 self._observe(signal)
-                for decision in decide(signal, self.policy, now):
+                for decision in decide(signal, self.policy, now, self.workspaces):
                     model = decision.model
                     if isinstance(decision, Skip):  # no reservation: written with the event's completion
                         unwritten.append(self.executor.record(decision, "skipped", now, **decision.details))
@@ -145,7 +170,7 @@ class RetrainService:
 
     def _observe(self, signal: Signal) -> None:
         """Facts that change state whatever is decided: a run of ours has finished."""
-        if isinstance(signal, RunFinished) and signal.started_by_service and not signal.is_child:
+        if isinstance(signal, RunFinished) and signal.ours and not signal.is_child:
             model = str(ci_get(signal.run_tags, TAG_MODEL) or "")
             decision = str(ci_get(signal.run_tags, TAG_DECISION) or "")
             if model:

@@ -8,6 +8,7 @@ on becomes :class:`Ignored` with the reason, so that every event has an answer.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -102,6 +103,7 @@ class DriftDetected:
     detail: str
     event_data: Mapping[str, Any] = field(default_factory=dict)
     run_tags: Mapping[str, str] = field(default_factory=dict)
+    coefficient_raw: Any = None  # DriftCoefficient as the event gave it (for the reason when it is no number)
 
 
 @dataclass(frozen=True)
@@ -115,12 +117,16 @@ class RunFinished:
     run_tags: Mapping[str, str]
     run_properties: Mapping[str, Any]
 
+    ours: bool = False  # verified: the ledger holds the retrain decision its tag names, whose job is this run
+
     @property
     def succeeded(self) -> bool:
         return self.status == "completed"
 
     @property
-    def started_by_service(self) -> bool:
+    def claims_service(self) -> bool:
+        """The run carries this service's decision tag: what anyone who can tag a run can claim, so
+        it counts only once the ledger confirms it (``ours``)."""
         return bool(ci_get(self.run_tags, TAG_DECISION))
 
 
@@ -299,10 +305,14 @@ def _is_child_run(run_id: str, props: Mapping[str, Any], run_type: Any) -> bool:
 
 
 def _float(value: Any) -> float | None:
+    """A finite number, or None: ``true``, ``"NaN"``, infinities and text are no number."""
+    if value is None or isinstance(value, bool):
+        return None
     try:
-        return None if value is None else float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    return number if math.isfinite(number) else None
 
 
 def to_signal(env: Envelope, workspaces: frozenset[str] | None = None) -> Signal:
@@ -325,7 +335,8 @@ def to_signal(env: Envelope, workspaces: frozenset[str] | None = None) -> Signal
         monitor = env.get("DataDriftName") or env.get("DataDriftId")
         if not monitor:
             return Ignored(trigger, "drift event without DataDriftName: cannot tell which monitor fired")
-        coefficient = _float(env.get("DriftCoefficient"))
+        raw_coefficient = env.get("DriftCoefficient")
+        coefficient = _float(raw_coefficient)
         return DriftDetected(
             trigger=trigger,
             workspace=ws,
@@ -335,6 +346,7 @@ def to_signal(env: Envelope, workspaces: frozenset[str] | None = None) -> Signal
             generation="v1",
             detail=f"data drift monitor {monitor!s} reported drift coefficient {coefficient}",
             event_data=dict(env.data),
+            coefficient_raw=raw_coefficient,
         )
     if env.event_type in (RUN_STATUS, RUN_COMPLETED):
         return _run_signal(env, trigger, ws)
@@ -360,6 +372,12 @@ def _run_signal(env: Envelope, trigger: Trigger, ws: str) -> Signal:
     status = "completed" if env.event_type == RUN_COMPLETED else str(env.get("runStatus") or "").lower()
     breach = ci_get(tags, MONITOR_BREACH_TAG)
     if env.event_type == RUN_STATUS and breach:
+        if status not in FINISHED_STATUSES:
+            return Ignored(
+                trigger,
+                f"run {run_id or '?'} of experiment {experiment!r} carries a model-monitoring breach tag but is "
+                f"{status or 'in an unknown status'}: only a finished monitor run counts",
+            )
         match = _SIGNAL_IN_BREACH.search(str(breach))
         return DriftDetected(
             trigger=trigger,

@@ -13,6 +13,7 @@ WORKSPACE = (
     "/providers/Microsoft.MachineLearningServices/workspaces/{workspace-name}"
 )
 ML = "Microsoft.MachineLearningServices."
+SCOPE = frozenset({WORKSPACE.strip("/").lower()})  # the workspaces decide() acts for, normalised
 
 
 def event(

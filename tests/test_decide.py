@@ -70,9 +70,20 @@ def test_same_event_gives_the_same_decision_and_job_name() -> None:
     assert c.id != a.id
 
 
-def test_v2_breach_retrains_the_model_listening_to_that_signal() -> None:
-    [d] = decisions_for(breach_event(signal="churn-data-drift", experiment="unrelated"))
+def test_v2_breach_retrains_the_model_listening_to_that_monitor_and_signal() -> None:
+    [d] = decisions_for(breach_event(signal="churn-data-drift", experiment="churn-monitor"))
     assert isinstance(d, Retrain) and d.model == "churn-classifier"
+
+
+def test_a_breach_tag_on_a_run_of_a_monitor_the_policy_does_not_name_is_a_skip() -> None:
+    """Anyone who can tag a run can write the breach tag: only the monitors the policy names count."""
+    [d] = decisions_for(breach_event(signal="churn-data-drift", experiment="my-own-experiment"))
+    assert isinstance(d, Skip) and "no model in the policy listens to drift monitor 'my-own-experiment'" in d.reason
+
+
+def test_a_breach_of_a_signal_the_model_does_not_list_is_a_skip() -> None:
+    [d] = decisions_for(breach_event(signal="some-other-signal", experiment="churn-monitor"))
+    assert isinstance(d, Skip) and d.model is None
 
 
 def test_a_run_this_service_started_never_triggers_a_retrain() -> None:

@@ -9,7 +9,7 @@ import pytest
 from handlers.decisions import Deploy, Retrain, decide
 from handlers.policy import load_policy
 from handlers.signals import parse_alert, parse_body, to_signal, workspace_key
-from tests.builders import NOW, WORKSPACE
+from tests.builders import NOW, SCOPE, WORKSPACE
 from tests.conftest import REPO
 
 EXAMPLES = REPO / "examples"
@@ -34,7 +34,7 @@ def test_example_event_decides_as_documented(name: str, kind: type, model: str) 
 def test_example_alert_retrains_the_model_that_listens_to_its_rule() -> None:
     policy = load_policy(EXAMPLES / "policy.yaml")
     signal = parse_alert((EXAMPLES / "events" / "alert.common-schema.json").read_bytes())
-    [decision] = decide(signal, policy, NOW)
+    [decision] = decide(signal, policy, NOW, SCOPE)
     assert isinstance(decision, Retrain) and decision.model == "sklearn_regression_model"
 
 
