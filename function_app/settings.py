@@ -196,7 +196,7 @@ class Settings:
         )
 
     def summary(self) -> dict[str, object]:
-        """What /api/health shows: choices and names, never secrets (no connection strings)."""
+        """What /api/config shows (behind a key): choices and names, never secrets (no connection strings)."""
         return {
             "policy": str(self.policy_path),
             "ledger": self.ledger,

@@ -13,10 +13,26 @@ from tests.conftest import Client, load_sample
 MODEL = "sklearn_regression_model"
 
 
-def test_health_answers_without_secrets(client: Client) -> None:
+def test_the_anonymous_health_route_tells_status_and_version_only(client: Client) -> None:
     status, _, body = client.call("GET", "/api/health")
+    assert (status, body) == (200, {"status": "ok", "version": "0.1.0"})
+
+
+def test_the_configuration_is_behind_a_key_and_holds_no_secrets(client: Client) -> None:
+    # its auth level (FUNCTION) is checked with every route's in tests/test_layout.py
+    status, _, body = client.call("GET", "/api/config")
     assert status == 200 and body["status"] == "ok" and body["backend"] == "dryrun"
+    assert body["settings"]["workspace"].endswith("/workspaces/{workspace-name}")
     assert "AccountKey" not in json.dumps(body)
+
+
+def test_the_version_the_app_reports_is_the_package_version() -> None:
+    import tomllib
+
+    from function_app.triggers.api import VERSION
+    from tests.conftest import REPO
+
+    assert VERSION == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 
 def test_validation_event_gets_its_validation_response(client: Client) -> None:

@@ -20,6 +20,8 @@ from handlers.signals import ManualRequest, Trigger
 
 log = logging.getLogger(__name__)
 
+VERSION = "0.1.0"  # pyproject.toml's version (a test keeps them equal)
+
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 _RETRAIN_KEYS = {"reason": str, "dry_run": bool, "force": bool, "inputs": dict}
@@ -136,7 +138,21 @@ def list_decisions(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
-    """Liveness and a configuration summary: no secrets, no connection strings."""
+    """Liveness for anyone: status and version only. The configuration is behind a key (/api/config):
+    the workspace id and model names are what a forged event would need."""
+    try:
+        Settings.from_env()
+        get_retrainer()
+    except (RetrainError, ValueError):
+        log.exception("health: the service cannot start")
+        return reply({"status": "misconfigured", "version": VERSION}, 503)
+    return reply({"status": "ok", "version": VERSION})
+
+
+@bp.function_name("config")
+@bp.route(route="config", methods=["GET"])
+def config(req: func.HttpRequest) -> func.HttpResponse:
+    """The configuration summary (function key): no secrets, no connection strings."""
     try:
         settings = Settings.from_env()
     except ValueError as exc:
@@ -148,6 +164,7 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     return reply(
         {
             "status": "ok",
+            "version": VERSION,
             "settings": settings.summary(),
             "backend": service.backend,
             "models": sorted(service.policy.models),
