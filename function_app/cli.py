@@ -141,6 +141,12 @@ def cmd_decisions(args: argparse.Namespace) -> int:
     for r in records:
         job = (r.job or {}).get("name") or "-"
         print(f"{r.at}  {r.model or '-':24}  {r.action:8}  {r.outcome:9}  {job}\n    {r.reason}")
+        caller = r.trigger.get("caller")
+        if isinstance(caller, dict):
+            who = caller.get("name") or caller.get("id") or caller.get("kind")
+            print(
+                f"    asked by: {who}" + (f" ({caller.get('id')})" if caller.get("name") and caller.get("id") else "")
+            )
     if not records:
         print("no decisions recorded yet")
     return 0

@@ -104,6 +104,17 @@ class InputSpec(_Strict):
             raise ValueError("allowed_prefixes is for path inputs taken from_event; this input is a literal")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
+        if self.type == "literal" and self.value is not None:
+            if self.choices is not None and self.value not in self.choices:
+                raise ValueError(f"value {self.value!r} is not one of its own choices")
+            value = self.value
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if (self.min is not None or self.max is not None) and not number:
+                raise ValueError(f"min and max bound numbers; value {value!r} is not one")
+            if isinstance(value, int | float) and (
+                (self.min is not None and value < self.min) or (self.max is not None and value > self.max)
+            ):
+                raise ValueError(f"value {value} is outside its own min {self.min} and max {self.max}")
         for prefix in self.allowed_prefixes:
             if not re.match(r"^(https|abfss|wasbs|azureml)://[^/\s]+/", prefix):
                 raise ValueError(

@@ -48,7 +48,7 @@ class AzureWorld(World):
     """One workspace (the fake ARM), the Azure ML backend built from settings, and the service and
     reconciler on it (:class:`tests.world.World`)."""
 
-    def __init__(self, tmp_path: Path, ledger: LedgerSpec | None = None) -> None:
+    def __init__(self, tmp_path: Path, ledger: LedgerSpec | None = None, policy: Any = None) -> None:
         self.clock = self.retry_clock = FakeClock()
         self.now = Clock()
         self.arm = FakeArm(SUB, RG, WS, clock=self.clock)
@@ -82,7 +82,7 @@ class AzureWorld(World):
         self.ledger_spec = ledger or LedgerSpec("sqlite", str(tmp_path / "ledger.db"))
         super().__init__(
             self.ledger_spec,
-            policy=POLICY,
+            policy=policy or POLICY,
             actions=self.actions,
             health=self.health,
             clock=self.now,

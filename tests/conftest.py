@@ -17,6 +17,7 @@ from tests.ledgers import LedgerSpec
 
 if TYPE_CHECKING:
     from tests.azure_world import AzureWorld
+    from tests.world import App
 
 REPO = Path(__file__).resolve().parent.parent
 # Microsoft's published sample events, kept in the repository as data (tests/data/events/README.md).
@@ -154,3 +155,24 @@ def azure(ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         thread.join(timeout=5)
     assert world.arm.unexpected == []
     assert world.logs.unexpected == []
+
+
+@pytest.fixture
+def app(ledger_spec: LedgerSpec, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    """The app as the local host serves it (dry-run backend, example policy), on each ledger."""
+    import main
+    from function_app import runtime
+    from function_app.localhost import Host
+    from function_app.settings import Settings
+    from tests.fakes import Clock
+    from tests.world import App
+
+    if ledger_spec.kind == "table":
+        monkeypatch.setenv("RETRAIN_LEDGER", "table")
+        monkeypatch.setenv("RETRAIN_TABLES_CONNECTION", ledger_spec.target)
+        monkeypatch.setenv("RETRAIN_TABLE_PREFIX", ledger_spec.prefix)
+    else:
+        monkeypatch.setenv("RETRAIN_SQLITE_PATH", ledger_spec.target)
+    runtime.set_retrainer(runtime.build(Settings.from_env(), clock=Clock()))
+    yield App(ledger_spec, Client(Host(main.app)))
+    runtime.set_retrainer(None)

@@ -7,7 +7,6 @@ route and through the Event Grid trigger's own delivery path."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,55 +16,10 @@ from handlers.errors import PermanentError
 from handlers.records import MAX_TEXT
 from handlers.signals import Trigger
 from tests.builders import WORKSPACE, breach_event, drift_event, ours, run_event
-from tests.conftest import Client
 from tests.ledgers import LedgerSpec
-from tests.world import MODEL, World
+from tests.world import DRIFT, MODEL, App, World
 
-DRIFT = "Microsoft.MachineLearningServices.DatasetDriftDetected"
 TRIGGER_PATH = "/runtime/webhooks/eventgrid?functionName=on_workspace_event"
-
-
-class App:
-    """The app as the local host serves it, on the ledger of ``spec``, and that ledger to read back."""
-
-    def __init__(self, spec: LedgerSpec, client: Client) -> None:
-        self.spec = spec
-        self.client = client
-        self.ledger = spec.open()
-
-    def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        status, _, out = self.client.call("POST", path, body, headers)
-        return status, out
-
-    def deliver(self, path: str, events: list[dict[str, Any]]) -> tuple[int, Any]:
-        """One delivery, the way Event Grid makes it on ``path``."""
-        return self.post(path, events, {"aeg-event-type": "Notification"})
-
-    def decisions_of(self, event_id: str, event_type: str = DRIFT) -> list[Any]:
-        found = self.ledger.event_status(Trigger(WORKSPACE, event_id, event_type))
-        assert found is not None and found[0] == "done", found
-        records = [self.ledger.get_decision(d) for d in found[1]]
-        assert all(r is not None for r in records)
-        return records
-
-
-@pytest.fixture
-def app(ledger_spec: LedgerSpec, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
-    import main
-    from function_app import runtime
-    from function_app.localhost import Host
-    from function_app.settings import Settings
-    from tests.fakes import Clock
-
-    if ledger_spec.kind == "table":
-        monkeypatch.setenv("RETRAIN_LEDGER", "table")
-        monkeypatch.setenv("RETRAIN_TABLES_CONNECTION", ledger_spec.target)
-        monkeypatch.setenv("RETRAIN_TABLE_PREFIX", ledger_spec.prefix)
-    else:
-        monkeypatch.setenv("RETRAIN_SQLITE_PATH", ledger_spec.target)
-    runtime.set_retrainer(runtime.build(Settings.from_env(), clock=Clock()))
-    yield App(ledger_spec, Client(Host(main.app)))
-    runtime.set_retrainer(None)
 
 
 def numeric_dataset_drift(event_id: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def test_the_version_the_app_reports_is_the_package_version() -> None:
     from function_app.triggers.api import VERSION
     from tests.conftest import REPO
 
-    assert VERSION == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"] == VERSION
 
 
 def test_validation_event_gets_its_validation_response(client: Client) -> None:

@@ -23,6 +23,7 @@ from tests.fakes import Clock, RecordingActions
 from tests.ledgers import LedgerSpec
 
 MODEL = "sklearn_regression_model"
+DRIFT = "Microsoft.MachineLearningServices.DatasetDriftDetected"
 EXAMPLE_POLICY = load_policy(REPO / "examples" / "policy.yaml")
 
 
@@ -97,3 +98,28 @@ class World:
 
     def flights(self, model: str = MODEL) -> dict[str, Any]:
         return dict(self.ledger.get_model(model).flights)
+
+
+class App:
+    """The app as the local host serves it, on the ledger of ``spec``, and that ledger to read back
+    (the ``app`` fixture of tests/conftest.py builds it)."""
+
+    def __init__(self, spec: LedgerSpec, client: Any) -> None:
+        self.spec = spec
+        self.client = client
+        self.ledger = spec.open()
+
+    def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        status, _, out = self.client.call("POST", path, body, headers)
+        return status, out
+
+    def deliver(self, path: str, events: list[dict[str, Any]]) -> tuple[int, Any]:
+        """One delivery, the way Event Grid makes it on ``path``."""
+        return self.post(path, events, {"aeg-event-type": "Notification"})
+
+    def decisions_of(self, event_id: str, event_type: str = DRIFT) -> list[Any]:
+        found = self.ledger.event_status(Trigger(WORKSPACE, event_id, event_type))
+        assert found is not None and found[0] == "done", found
+        records = [self.ledger.get_decision(d) for d in found[1]]
+        assert all(r is not None for r in records)
+        return records
