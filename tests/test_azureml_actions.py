@@ -525,3 +525,19 @@ def test_retrain_explain_prints_the_gate_verdict_for_a_finished_candidate_run(
     assert "r2_score 0.61 reaches the floor 0.4" in gate_line
     numbers = json.loads(out.split(gate_line, 1)[1].splitlines()[1])
     assert (numbers["passed"], numbers["candidate"], numbers["floor"]) == (True, 0.61, 0.4)
+
+
+def test_a_literal_of_another_type_than_the_component_declares_fails_the_decision_naming_the_input(
+    tmp_path: Path,
+) -> None:
+    from handlers.policy import parse_policy
+    from tests.ledgers import LedgerSpec
+
+    text = (REPO / "examples" / "policy.yaml").read_text()
+    policy = parse_policy(text.replace("max_epochs: {value: 20, min: 1, max: 500}", 'max_epochs: "twenty"'))
+    azure = AzureWorld(tmp_path, LedgerSpec("sqlite", str(tmp_path / "l.db")), policy=policy)
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
+    assert rec.outcome == "failed"
+    assert "input 'max_epochs' of pipeline component 'diabetes-retrain:3' is declared integer" in rec.reason
+    assert "gives str 'twenty'" in rec.reason and "models.sklearn_regression_model.retrain.inputs.max_epochs" in rec.reason
+    assert azure.arm.job_puts == []

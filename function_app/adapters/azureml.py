@@ -137,6 +137,36 @@ def _version(model: Any | None) -> ModelVersion | None:
     return ModelVersion(str(model.name), str(model.version), str(model.id), None if kind is None else str(kind))
 
 
+_LITERAL_TYPES: dict[str, tuple[type, ...]] = {
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "string": (str,),
+}
+
+
+def _check_inputs(plan: JobPlan, ref: str, declared: Mapping[str, Any]) -> None:
+    """The plan's inputs against the component's declared ones: a name it does not declare, or a
+    literal of another type than it declares (``true`` for an integer, ``"many"`` for a number), is
+    refused here, with the input's name, instead of reaching the job."""
+    for name, spec in plan.inputs.items():
+        if name not in declared:
+            raise PermanentError(
+                f"pipeline component {ref!r} has no input {name!r} (it has {', '.join(sorted(declared)) or 'none'}); "
+                f"fix models.{plan.model}.retrain.inputs"
+            )
+        kind = str(getattr(declared[name], "type", "") or "").lower()
+        allowed = _LITERAL_TYPES.get(kind)
+        if spec["type"] != "literal" or allowed is None:
+            continue
+        value = spec["value"]
+        if isinstance(value, bool) != (kind == "boolean") or not isinstance(value, allowed):
+            raise PermanentError(
+                f"input {name!r} of pipeline component {ref!r} is declared {kind}, but the {spec.get('from', 'plan')} "
+                f"gives {type(value).__name__} {str(value)[:80]!r}; fix models.{plan.model}.retrain.inputs.{name}"
+            )
+
+
 class AzureMLActions:
     name = "azureml"
 
@@ -256,6 +286,7 @@ class AzureMLActions:
                 f"component {ref!r} is a {kind} component, not a pipeline component; "
                 f"models.{plan.model}.retrain.pipeline must name a registered pipeline component"
             )
+        _check_inputs(plan, ref, getattr(component, "inputs", None) or {})
         return str(component.id)
 
     def _pipeline_job(self, plan: JobPlan, component_id: str) -> Any:
