@@ -21,10 +21,6 @@ MAX_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 64
 
 
-def _constant(name: str) -> Any:
-    raise InvalidInput(f"the body holds {name}, which JSON does not allow; send a finite number or null")
-
-
 def loads(raw: bytes | str, what: str) -> Any:
     """The JSON value of ``raw`` (``what`` says what was expected, for messages). Raises InvalidInput."""
     size = len(raw)
@@ -33,7 +29,7 @@ def loads(raw: bytes | str, what: str) -> Any:
             f"body of {size} bytes is larger than {MAX_BYTES} bytes; send {what} of at most {MAX_BYTES // 1024} KiB"
         )
     try:
-        value = json.loads(raw, parse_constant=_constant)
+        value = json.loads(raw)  # NaN and Infinity parse as floats: check() names where they are
     except RecursionError:
         raise InvalidInput(f"body is nested deeper than {MAX_DEPTH} levels; send {what}") from None
     except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError
@@ -49,7 +45,10 @@ def check(value: Any, what: str) -> None:
         item, path, depth = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
             where = f" at {path}" if path else ""
-            raise InvalidInput(f"the number{where} is out of range (it reads as {item}); send a finite number")
+            raise InvalidInput(
+                f"the number{where} is not a finite number (it reads as {item}: NaN and Infinity are not JSON, and "
+                "a number too large overflows); send a finite number"
+            )
         if isinstance(item, dict | list):
             if depth >= MAX_DEPTH:
                 raise InvalidInput(f"body is nested deeper than {MAX_DEPTH} levels; send {what}")

@@ -539,5 +539,7 @@ def test_a_literal_of_another_type_than_the_component_declares_fails_the_decisio
     [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
     assert rec.outcome == "failed"
     assert "input 'max_epochs' of pipeline component 'diabetes-retrain:3' is declared integer" in rec.reason
-    assert "gives str 'twenty'" in rec.reason and "models.sklearn_regression_model.retrain.inputs.max_epochs" in rec.reason
+    assert (
+        "gives str 'twenty'" in rec.reason and "models.sklearn_regression_model.retrain.inputs.max_epochs" in rec.reason
+    )
     assert azure.arm.job_puts == []
