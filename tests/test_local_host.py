@@ -155,3 +155,42 @@ def test_invalid_settings_stop_start_up_with_the_fix(tmp_path: Path) -> None:
     proc = start_host({"RETRAIN_LEDGER": "postgres"}, free_port())
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "RETRAIN_LEDGER='postgres': use 'sqlite' or 'table'" in err
+
+
+def test_cli_send_key_reaches_a_functions_host_as_x_functions_key(tmp_path: Path) -> None:
+    """A Functions host reads the function key from x-functions-key (or ?code=), not aeg-sas-key."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[dict[str, str]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            del format, args
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        sample = next(p for p in sample_files() if "DatasetDriftDetected" in p.name)
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        subprocess.run(
+            [sys.executable, "-m", "function_app.cli", "send", str(sample), "--url", url, "--key", "k-123"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    [headers] = seen
+    assert headers["x-functions-key"] == "k-123"
+    assert headers.get("aeg-sas-key") != "k-123"  # the key is not handed to the topic header
