@@ -134,7 +134,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_decisions(args: argparse.Namespace) -> int:
     ledger = make_ledger(Settings.from_env())
-    records = ledger.decisions(args.model, args.limit)
+    records = ledger.decisions(args.model, args.limit, event_id=args.event_id, outcome=args.outcome)
     if args.json:
         print(json.dumps([r.to_dict() for r in records], indent=2))
         return 0
@@ -149,6 +149,39 @@ def cmd_decisions(args: argparse.Namespace) -> int:
             )
     if not records:
         print("no decisions recorded yet")
+    return 0
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    """Why did (or didn't) event EVENT_ID do something: its decisions, the guards they met, what followed."""
+    from handlers.why import why
+
+    answers = why(make_ledger(Settings.from_env()), args.event_id)
+    if args.json:
+        print(json.dumps([a.to_dict() for a in answers], indent=2))
+        return 0 if answers else 1
+    if not answers:
+        print(
+            f"no decision is recorded for event {args.event_id}: it never reached the service (check the event "
+            "subscription's filters and dead letters: retrain replay --dry-run), or it was purged after "
+            "RETRAIN_RETENTION_DAYS"
+        )
+        return 1
+    for answer in answers:
+        d = answer.decision
+        print(
+            f"event    {d.trigger.get('event_id')}  {d.trigger.get('event_type')}  (source {d.trigger.get('source')})"
+        )
+        print(f"decided  {d.at}  {d.action} {d.outcome}  model={d.model or '-'}  id={d.id}")
+        print(f"why      {d.reason}")
+        if answer.guard is not None:
+            until = f" until {answer.guard['until']}" if answer.guard.get("until") else ""
+            print(f"guard    {answer.guard['guard']}{until}")
+        if d.job:
+            print(f"job      {d.job.get('name')}" + (f"  {d.job['url']}" if d.job.get("url") else ""))
+        for later in answer.led_to:
+            print(f"then     {later.at}  {later.action} {later.outcome}: {later.reason}")
+        print()
     return 0
 
 
@@ -211,8 +244,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("decisions", help="list the audit trail, newest first")
     p.add_argument("--model")
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--event-id", help="only the decisions that answered events of this id")
+    p.add_argument("--outcome", choices=["reserved", "submitted", "planned", "skipped", "failed"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_decisions)
+    p = sub.add_parser("why", help="why did (or didn't) an event do something: its decisions, guards and what followed")
+    p.add_argument("event_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_why)
     p = sub.add_parser("check-policy", help="validate a policy file")
     p.add_argument("file")
     p.set_defaults(fn=cmd_check_policy)

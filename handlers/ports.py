@@ -58,7 +58,19 @@ class Ledger(Protocol):
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None: ...
 
-    def decisions(self, model: str | None = None, limit: int = 50) -> list[DecisionRecord]: ...
+    def decisions(
+        self,
+        model: str | None = None,
+        limit: int = 50,
+        *,
+        event_id: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+    ) -> list[DecisionRecord]:
+        """The audit trail, newest first: all of it, a model's, or the decisions that answered events of
+        ``event_id`` (whatever model they concern, or none); ``outcome`` and ``since`` (first written
+        at or after) narrow it."""
+        ...
 
     def purge(self, before: datetime) -> int:
         """Delete event and decision records older than ``before``; returns how many."""

@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS decisions (
 -- Newest first is rowid order (rows are inserted when a decision is first made); an index on
 -- model (which carries the rowid) serves the per-model trail in the same order.
 CREATE INDEX IF NOT EXISTS decisions_model ON decisions (model);
+CREATE TABLE IF NOT EXISTS decision_events (id TEXT PRIMARY KEY, event_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS decision_events_event ON decision_events (event_id);
 CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL);
 """
 
@@ -142,6 +144,7 @@ class SqliteLedger:
             return
         with self._tx() as db:
             db.executemany(_UPSERT_DECISION, [_decision_row(r) for r in records])
+            db.executemany(_INDEX_EVENT, [(r.id, _event_of(r)) for r in records])
             db.execute(*done)
 
     def event_status(self, trigger: Trigger) -> tuple[str, list[str]] | None:
@@ -149,10 +152,6 @@ class SqliteLedger:
             self._conn().execute("SELECT status, decisions FROM events WHERE key = ?", (event_key(trigger),)).fetchone()
         )
         return None if row is None else (row[0], json.loads(row[1]))
-
-    def count_events(self) -> dict[str, int]:
-        rows = self._conn().execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall()
-        return dict(rows)
 
     # ------------------------------------------------------------------ models
 
@@ -189,21 +188,42 @@ class SqliteLedger:
     # ------------------------------------------------------------------ decisions
 
     def put_decision(self, record: DecisionRecord) -> None:
-        self._write(_UPSERT_DECISION, _decision_row(record))
+        with self._tx() as db:
+            db.execute(_UPSERT_DECISION, _decision_row(record))
+            db.execute(_INDEX_EVENT, (record.id, _event_of(record)))
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         row = self._conn().execute("SELECT body FROM decisions WHERE id = ?", (decision_id,)).fetchone()
         return None if row is None else DecisionRecord.from_dict(json.loads(row[0]))
 
-    def decisions(self, model: str | None = None, limit: int = 50) -> list[DecisionRecord]:
+    def decisions(
+        self,
+        model: str | None = None,
+        limit: int = 50,
+        *,
+        event_id: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+    ) -> list[DecisionRecord]:
+        where, params = [], []
         if model:
-            rows = (
-                self._conn()
-                .execute("SELECT body FROM decisions WHERE model = ? ORDER BY rowid DESC LIMIT ?", (model, limit))
-                .fetchall()
-            )
-        else:
-            rows = self._conn().execute("SELECT body FROM decisions ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
+            where.append("d.model = ?")
+            params.append(model)
+        if event_id is not None:
+            where.append("d.id IN (SELECT id FROM decision_events WHERE event_id = ?)")
+            params.append(event_id)
+        if outcome:
+            where.append("d.outcome = ?")
+            params.append(outcome)
+        if since is not None:
+            where.append("d.created_at >= ?")
+            params.append(iso(since))
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = (
+            self._conn()
+            .execute(f"SELECT d.body FROM decisions d{clause} ORDER BY d.rowid DESC LIMIT ?", (*params, limit))
+            .fetchall()
+        )
         return [DecisionRecord.from_dict(json.loads(r[0])) for r in rows]
 
     def purge(self, before: datetime) -> int:
@@ -211,6 +231,7 @@ class SqliteLedger:
         with self._tx() as db:
             n = db.execute("DELETE FROM events WHERE received_at < ? AND status = 'done'", (cutoff,)).rowcount
             n += db.execute("DELETE FROM decisions WHERE created_at < ? AND outcome != 'reserved'", (cutoff,)).rowcount
+            db.execute("DELETE FROM decision_events WHERE id NOT IN (SELECT id FROM decisions)")
         return int(n)
 
 
@@ -218,6 +239,14 @@ _UPSERT_DECISION = (
     "INSERT INTO decisions (id, model, action, outcome, at, created_at, body) VALUES (?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT(id) DO UPDATE SET outcome = excluded.outcome, at = excluded.at, body = excluded.body"
 )
+
+
+# Which event a decision answers, for GET /api/decisions?event_id= (whatever model, or none, it concerns).
+_INDEX_EVENT = "INSERT OR IGNORE INTO decision_events (id, event_id) VALUES (?, ?)"
+
+
+def _event_of(record: DecisionRecord) -> str:
+    return str(record.trigger.get("event_id") or "")
 
 
 def _decision_row(record: DecisionRecord) -> tuple[object, ...]:

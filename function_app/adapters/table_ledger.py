@@ -16,12 +16,12 @@ table      PartitionKey                        RowKey                read by
 events     event key (source, type, id digest) ``""``                claim_event: point read
 models     model name                          ``""``                guards: point read + ETag write
 decisions  decision id                         ``""``                get_decision: point read
-trail      ``m:<model>`` and ``all``           newest-first time+id  GET /api/decisions: one partition
+trail      ``m:<model>``, ``e:<event>``, ``all``  newest-first time+id  GET /api/decisions: one partition
 ========== =================================== ===================== =================================
 
-One partition per event, decision and model spreads the load; the trail holds each decision twice
-(its model's partition and ``all``), keyed by inverted creation time so a partition query returns
-newest first. Writes across partitions are not atomic: a decision is written before the event is
+One partition per event, decision and model spreads the load; the trail holds each decision up to
+three times (``all``, its event's partition, found by the event id alone, and its model's), keyed by
+inverted creation time so a partition query returns newest first. Writes across partitions are not atomic: a decision is written before the event is
 marked done, so a crash in between leaves a claim that the next delivery redoes (same decision ids,
 same rows). Table Storage has no TTL: :meth:`purge` (run by the reconciler) deletes what is older
 than the retention. See docs/ledger.md.
@@ -45,6 +45,7 @@ from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from function_app.adapters.azure_errors import translated
 from function_app.adapters.sqlite_ledger import event_key
 from handlers.errors import PermanentError, TransientError
+from handlers.keys import digest
 from handlers.ports import Claim
 from handlers.records import DecisionRecord, ModelState, cut, from_iso, iso
 from handlers.signals import Trigger
@@ -82,6 +83,19 @@ def trail_key(created: str, decision_id: str) -> str:
     moment = from_iso(created)
     ms = int(moment.timestamp() * 1000) if moment else 0
     return f"{_EPOCH_MS_MAX - ms:013d}_{safe_key(decision_id)}"
+
+
+def event_partition(event_id: str) -> str:
+    """The trail partition of the decisions that answer events of this id (any source or model)."""
+    return f"e:{digest('event', event_id, length=32)}"
+
+
+def _trail_partitions(record: DecisionRecord) -> list[str]:
+    """Each decision is in the trail of all, of its model (if it concerns one) and of its event."""
+    partitions = [ALL, event_partition(str(record.trigger.get("event_id") or ""))]
+    if record.model:
+        partitions.append(f"m:{safe_key(record.model)}")
+    return partitions
 
 
 def _put_body(entity: dict[str, Any], body: str) -> dict[str, Any]:
@@ -316,7 +330,7 @@ class TableLedger:
                     mode=UpdateMode.REPLACE,
                 )
             rk = trail_key(created, record.id)
-            for partition in [ALL] if not record.model else [f"m:{safe_key(record.model)}", ALL]:
+            for partition in _trail_partitions(record):
                 self.trail.upsert_entity(
                     _put_body(
                         {"PartitionKey": partition, "RowKey": rk, "decision": record.id, "created": created, **columns},
@@ -333,13 +347,29 @@ class TableLedger:
                 return None
         return DecisionRecord.from_dict(json.loads(_get_body(entity)))
 
-    def decisions(self, model: str | None = None, limit: int = 50) -> list[DecisionRecord]:
-        partition = f"m:{safe_key(model)}" if model else ALL
+    def decisions(
+        self,
+        model: str | None = None,
+        limit: int = 50,
+        *,
+        event_id: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+    ) -> list[DecisionRecord]:
+        """Newest first, from one trail partition (the event's, the model's, or all), filtered by the
+        columns each trail row carries."""
+        by_model = f"m:{safe_key(model)}" if model else ALL
+        partition = event_partition(event_id) if event_id is not None else by_model
+        query, parameters = "PartitionKey eq @pk", {"pk": partition}
+        if event_id is not None and model:
+            query, parameters["model"] = query + " and model eq @model", model
+        if outcome:
+            query, parameters["outcome"] = query + " and outcome eq @outcome", outcome
+        if since is not None:
+            query, parameters["since"] = query + " and created ge @since", iso(since)
         out: list[DecisionRecord] = []
         with translated("listing decisions"):
-            pages = self.trail.query_entities(
-                "PartitionKey eq @pk", parameters={"pk": partition}, results_per_page=min(max(limit, 1), 1000)
-            )
+            pages = self.trail.query_entities(query, parameters=parameters, results_per_page=min(max(limit, 1), 1000))
             for entity in pages:
                 out.append(DecisionRecord.from_dict(json.loads(_get_body(entity))))
                 if len(out) >= limit:

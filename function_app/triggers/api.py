@@ -16,6 +16,7 @@ from function_app.triggers.callers import caller_of
 from function_app.triggers.replies import error, from_exception, json_body, reply
 from handlers.errors import InvalidInput, RetrainError
 from handlers.keys import as_str
+from handlers.records import OUTCOMES, from_iso
 from handlers.signals import ManualRequest, Trigger
 
 log = logging.getLogger(__name__)
@@ -124,12 +125,27 @@ def list_models(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("list_decisions")
 @bp.route(route="decisions", methods=["GET"])
 def list_decisions(req: func.HttpRequest) -> func.HttpResponse:
+    """?model=&event_id=&outcome=&since=&limit=: the audit trail, newest first."""
     limit_text = req.params.get("limit", "50")
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
         return error(400, f"limit={limit_text!r}: give a whole number from 1 to 1000")
-    model = req.params.get("model") or None
+    outcome = req.params.get("outcome") or None
+    if outcome is not None and outcome not in OUTCOMES:
+        return error(400, f"outcome={outcome!r}: give one of {', '.join(OUTCOMES)}")
+    since_text = req.params.get("since") or None
+    since = None
+    if since_text is not None:
+        try:
+            since = from_iso(since_text)
+        except ValueError:
+            return error(400, f"since={since_text!r}: give an ISO 8601 time, e.g. 2026-12-01T00:00:00Z")
+        if since is not None and since.tzinfo is None:
+            return error(400, f"since={since_text!r}: give the time zone, e.g. 2026-12-01T00:00:00Z")
+    event_id = req.params.get("event_id") or None
     try:
-        records = get_retrainer().ledger.decisions(model, int(limit_text))
+        records = get_retrainer().ledger.decisions(
+            req.params.get("model") or None, int(limit_text), event_id=event_id, outcome=outcome, since=since
+        )
     except RetrainError as exc:
         return from_exception(exc)
     return reply({"decisions": [r.to_dict() for r in records]})
