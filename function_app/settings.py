@@ -205,5 +205,9 @@ class Settings:
             "deadline_seconds": self.deadline_seconds,
             "retention_days": self.retention_days,
             "identity": "user-assigned" if self.client_id else "default",
-            "health": "log-analytics" if self.log_analytics_workspace_id else "none",
+            "health": {
+                "source": self.health_source,
+                "metrics": "configured" if self.metrics_region or self.metrics_endpoint else "none",
+                "logs": "configured" if self.log_analytics_workspace_id else "none",
+            },
         }
