@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from handlers.analysis import HealthSource
 from handlers.executor import Executor, Limits
+from handlers.operate import Operator
 from handlers.ports import Deployments, Jobs, Ledger
 from handlers.reconcile import Reconciler, ReconcileReport
 from handlers.service import RetrainService
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Retrainer:
-    """The service (events and manual requests) and the reconciler (the timer), over one executor."""
+    """The service (events and manual requests), the reconciler (the timer) and the operator (rollback,
+    promote, pause, resume of rollouts), over one executor."""
 
     policy: Policy
     ledger: Ledger
@@ -34,6 +36,7 @@ class Retrainer:
     executor: Executor
     service: RetrainService
     reconciler: Reconciler
+    operator: Operator
     clock: Callable[[], datetime]
 
     @property
@@ -90,4 +93,5 @@ def assemble(
         job_grace=job_grace,
         retention=retention,
     )
-    return Retrainer(policy, ledger, jobs, deployments, executor, service, reconciler, clock)
+    operator = Operator(policy, ledger, deployments, stepper, clock, lease=lease)
+    return Retrainer(policy, ledger, jobs, deployments, executor, service, reconciler, operator, clock)
