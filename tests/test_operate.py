@@ -103,6 +103,10 @@ def test_a_pause_outlives_several_reconciler_passes_and_resume_restarts_the_step
     assert operated.traffic() == before == {"blue": 90, cand: 10} and len(azure.logs.calls) == calls
     status, again = operated.call("pause")
     assert status == 409 and "paused already" in again["error"] and "GET /api/models" in again["hint"]
+    _, _, models = operated.client.call("GET", "/api/models")
+    [view] = [m for m in models["models"] if m["model"] == MODEL]
+    assert view["state"] == "rollout paused" and view["in_flight"]["rollout"]["paused"]["decision"] == paused["id"]
+    assert (view["in_flight"]["rollout"]["step"], view["in_flight"]["rollout"]["traffic"]) == (0, before)
 
     status, resumed = operated.call("resume")
 
