@@ -220,3 +220,11 @@ def test_a_source_that_is_not_configured_reads_no_data_and_says_which_setting_is
         assert isinstance(sources[name], NoHealthData)
         got, _ = sources[name].read(ENDPOINT, "cand-1", None, now - timedelta(minutes=5), now)
         assert got.requests == 0 and setting in str(got.note)
+
+
+def test_a_metrics_region_or_endpoint_that_cannot_be_one_is_refused_at_start_up() -> None:
+    with pytest.raises(
+        ValueError, match=r"(?s)RETRAIN_METRICS_REGION=.west-europe!.*RETRAIN_METRICS_ENDPOINT=.ftp://x."
+    ):
+        Settings.from_env({"RETRAIN_METRICS_REGION": "west-europe!", "RETRAIN_METRICS_ENDPOINT": "ftp://x"})
+    assert Settings.from_env({"RETRAIN_METRICS_REGION": "West Europe"}).metrics_region == "West Europe"
