@@ -254,6 +254,9 @@ class Operator:
         state = self.ledger.get_model(request.model)
         planned = plan(request, state, self._facts(request, state), now)
         if isinstance(planned, Refused):
+            finished = self._finished_by_reconciler(request)
+            if finished is not None:
+                return finished
             log.info("operator %s model=%s refused: %s", request.action, request.model, planned.why)
             raise NotApplicable(planned.why)
         claim = self.ledger.claim_event(request.trigger, now, self.lease)
@@ -296,6 +299,17 @@ class Operator:
                 f"request to this route (decision {original.id}); send a new key with a new request"
             )
         return original
+
+    def _finished_by_reconciler(self, request: OperatorRequest) -> DecisionRecord | None:
+        """The record of this very request when its worker died after writing the transition ahead
+        and a reconciler pass carried it out (so its claim was never finished): a retry of the
+        request gets that record, not a refusal. Looked for among the model's latest decisions."""
+        for record in self.ledger.decisions(request.model, 20):
+            if record.trigger.get("event_id") == request.trigger.event_id and record.trigger.get("source") == (
+                request.trigger.source
+            ):
+                return record
+        return None
 
     def _facts(self, request: OperatorRequest, state: ModelState) -> Facts:
         """Only what the rule needs for this action, read through the Deployments port."""

@@ -213,6 +213,7 @@ def test_an_operator_s_promotion_that_died_after_setting_traffic_is_finished_by_
     [promote] = operated.records("promote")
     assert promote.trigger["event_id"] == "req-dies" and promote.trigger["caller"] == {"kind": "function key"}
     assert guards.ROLLOUT not in azure.ledger.get_model(MODEL).flights
+    assert azure.worker.operator.handle(request).id == promote.id  # the request again: its record, not a 409
 
 
 def test_the_command_line_pauses_and_resumes_on_the_configured_ledger(
