@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-QUERY_NAME = "aml_online_endpoint_traffic"
 # Endpoint and deployment names as Azure ML allows them (letters, digits, dashes; a deployment
 # name up to 32 characters, an endpoint name 3-32): validated before they go into the query text.
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
