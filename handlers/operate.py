@@ -94,11 +94,14 @@ def plan(request: OperatorRequest, state: ModelState, facts: Facts, now: datetim
     flight = state.flights.get(ROLLOUT)
     trig = request.trigger.as_dict()
     said = f" by {who(request.trigger)}: {request.reason}"
-    if flight is None or flight.status != "submitted" or not flight.job:
+    if flight is not None and (flight.status != "submitted" or not flight.job):
+        return Refused(
+            f"the deployment of {request.model} is still being started (decision {flight.decision}); try again once "
+            "it is"
+        )
+    if flight is None:
         if request.action == "rollback":
             return _to_kept(request, state, facts, now)
-        if flight is not None:
-            return Refused(f"the deployment of {request.model} is still being started (decision {flight.decision})")
         return Refused(f"no rollout of {request.model} is in flight; nothing to {request.action}")
     endpoint, _, candidate = flight.job.partition("/")
     data = rollout.data_of(flight) or {}

@@ -12,9 +12,11 @@ import pytest
 
 from handlers import rollout
 from handlers.errors import PolicyError
+from handlers.operate import Facts, OperatorRequest, Refused, plan
 from handlers.policy import RolloutRule, parse_policy
 from handlers.records import Flight, ModelState
 from handlers.rollout import Transition
+from handlers.signals import Trigger
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -182,3 +184,11 @@ def test_an_operator_s_transition_has_an_id_of_its_own_request_and_records_its_t
     assert Transition.from_dict(json.loads(json.dumps(one.to_dict()))) == one
     record = rollout.record_of("m", flight, one, NOW)
     assert (record.action, record.trigger["event_id"]) == ("pause", "req-1")
+
+
+def test_an_operator_s_action_waits_for_a_deployment_still_being_started() -> None:
+    reserved = ModelState("m", flights={"rollout": Flight("de-1", "2026-11-25T09:00:00.000Z", "reserved")})
+    for action in ("rollback", "promote", "pause", "resume"):
+        request = OperatorRequest(Trigger("http", f"r-{action}", f"ManualRequest.{action}"), "m", action, "x")
+        got = plan(request, reserved, Facts(), NOW)
+        assert isinstance(got, Refused) and "still being started" in got.why
