@@ -103,7 +103,7 @@ def plan(request: OperatorRequest, state: ModelState, facts: Facts, now: datetim
         if request.action == "rollback":
             return _to_kept(request, state, facts, now)
         return Refused(f"no rollout of {request.model} is in flight; nothing to {request.action}")
-    endpoint, _, candidate = flight.job.partition("/")
+    endpoint, _, candidate = str(flight.job).partition("/")
     data = rollout.data_of(flight) or {}
     pending = rollout.pending_of(flight)
     if pending is not None:
@@ -120,7 +120,7 @@ def plan(request: OperatorRequest, state: ModelState, facts: Facts, now: datetim
     def moved(kind: str, target: dict[str, int] | None, reason: str, start: dict[str, Any] | None = None) -> Planned:
         """The transition at the current step; a flight without rollout data yet gets the minimum."""
         t = Transition.of(request.model, flight, kind, step, step, target, reason + said, trigger=trig)
-        base = {"endpoint": endpoint, "deployment": candidate, "steps": [], "step": -1}
+        base: dict[str, Any] = {"endpoint": endpoint, "deployment": candidate, "steps": [], "step": -1}
         return Planned(flight, t, endpoint, start or (None if data else base))
 
     if request.action == "pause":
