@@ -7,8 +7,9 @@ deployment's rate; a failure is a 424 (the model answered 500) half of the time,
 and a 503 a quarter. The readings, counted per minute as the platform metrics give them, are
 judged by:
 
-- **today**: ``handlers.rollout.judge`` (absolute limits, once per bake) on what today's query
-  counts (``ResponseCode >= 500``: the 503s only);
+- **today**: the rule the service had before the analysis (absolute limits, once per bake, on what its
+  query counted, ``ResponseCode >= 500``: the 503s only), that is ``handlers.analysis.absolute`` with
+  ``failure_codes: [5xx]``;
 - **absolute**: ``handlers.analysis.absolute``, the same limits on the failures users feel;
 - **analysis**: ``handlers.analysis.judge`` against the live deployment over the same window, looked
   at every minute (fail fast), with the policy's defaults.
@@ -36,9 +37,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from handlers import analysis, rollout  # noqa: E402
+from handlers import analysis  # noqa: E402
 from handlers.policy import RolloutRule  # noqa: E402
-from handlers.ports import HealthReading  # noqa: E402
 
 PER_MINUTE = 600
 BASELINE_RATE = 0.01
@@ -93,18 +93,14 @@ class Tally:
         p95 = self.p95_weighted / requests if requests else None
         return analysis.Reading.of("ep", deployment, "0", str(minutes), self.codes, p95, "metrics", "simulated")
 
-    def today(self, minutes: int) -> HealthReading:
-        requests = sum(self.codes.values())
-        errors = sum(n for (code, _), n in self.codes.items() if code >= 500)  # what today's query counts
-        p95 = self.p95_weighted / requests if requests else None
-        return HealthReading("ep", "cand", "0", str(minutes), requests, errors, p95, "log-analytics", "q")
-
 
 Judge = Callable[[RolloutRule, Tally, Tally, int], str]
 
 
 def judge_today(rule: RolloutRule, cand: Tally, base: Tally, minutes: int) -> str:
-    return rollout.judge(rule, cand.today(minutes), timedelta(minutes=minutes)).next
+    """The old rule: absolute limits on the 5xx alone (what its query counted)."""
+    old = rule.model_copy(update={"health": rule.health.model_copy(update={"failure_codes": ("5xx",)})})
+    return analysis.absolute(old, cand.reading("cand", minutes), timedelta(minutes=minutes)).next
 
 
 def judge_absolute(rule: RolloutRule, cand: Tally, base: Tally, minutes: int) -> str:

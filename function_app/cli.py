@@ -6,6 +6,8 @@ retrain decisions               the audit trail from the configured ledger
 retrain check-policy FILE       validate a policy file (as start-up does)
 retrain replay                  replay dead-lettered events from their blobs
 retrain reconcile               one pass of the reconciler (the local host has no timers)
+retrain rollback|promote|pause|resume MODEL [--reason ...]
+                                steer MODEL's rollout, on the configured ledger and backend
 retrain host                    run the local development host
 """
 
@@ -218,6 +220,33 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 1 if report.deferred else 0
 
 
+def cmd_operate(args: argparse.Namespace) -> int:
+    """An operator's action on the configured ledger and backend, as ``retrain reconcile`` works:
+    the same decision as the HTTP route's, recorded with the command line's user as the caller."""
+    import getpass
+
+    from function_app.runtime import get_retrainer, new_id
+    from handlers.operate import OperatorRequest
+    from handlers.signals import Trigger
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container without USER): say so
+        user = "unknown"
+    request = OperatorRequest(
+        Trigger("cli", new_id(), f"ManualRequest.{args.command}", caller=(("kind", "command line"), ("user", user))),
+        args.model,
+        args.command,
+        (args.reason or "no reason given").strip()[:500],
+    )
+    record = get_retrainer().operator.handle(request)
+    if args.json:
+        print(json.dumps(record.to_dict(), indent=2))
+    else:
+        print(f"{record.action} {record.outcome}: {record.reason}")
+    return 1 if record.outcome == "failed" else 0
+
+
 def cmd_host(args: argparse.Namespace) -> int:
     from function_app.localhost import main as host_main
 
@@ -263,6 +292,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reconcile", help="run one pass of the reconciler and print its report as JSON (exit 1 if work was deferred)"
     )
     p.set_defaults(fn=cmd_reconcile)
+    for action, what in (
+        ("rollback", "roll MODEL's rollout back (none in flight: back to the deployment the last promotion replaced)"),
+        ("promote", "promote MODEL's rollout in flight now: the candidate gets 100%"),
+        ("pause", "pause MODEL's rollout in flight: the reconciler leaves it as it is"),
+        ("resume", "resume MODEL's paused rollout: its step goes on, the bake restarted"),
+    ):
+        p = sub.add_parser(action, help=what)
+        p.add_argument("model")
+        p.add_argument("--reason", help="why, for the audit trail")
+        p.add_argument("--json", action="store_true", help="print the decision record as JSON")
+        p.set_defaults(fn=cmd_operate)
     p = sub.add_parser("host", help="run the local development host")
     p.add_argument("--port", type=int)
     p.set_defaults(fn=cmd_host)

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from function_app.settings import Settings
 
 if TYPE_CHECKING:
-    from handlers.ports import Actions, Health, Ledger
+    from handlers.analysis import HealthSource
+    from handlers.ports import Actions, Ledger
     from handlers.wiring import Retrainer
 
 log = logging.getLogger(__name__)
@@ -63,15 +64,31 @@ def make_actions(settings: Settings) -> Actions:
     return actions
 
 
-def make_health(settings: Settings) -> Health:
-    """The rollout health check: Log Analytics when a workspace is set, else "no data"."""
-    if not settings.log_analytics_workspace_id:
-        from function_app.adapters.monitor_health import NoHealthData
+def make_health(settings: Settings) -> dict[str, HealthSource]:
+    """The rollout health sources by name: ``metrics`` (the endpoints' platform metrics, no setup;
+    their region or regional endpoint from RETRAIN_METRICS_REGION / RETRAIN_METRICS_ENDPOINT) and
+    ``logs`` (the traffic log in RETRAIN_LOG_ANALYTICS_WORKSPACE_ID). A source that is not configured
+    is "no data" (:class:`NoHealthData`, which says why), so the policy's ``on_no_traffic`` decides.
+    Each model reads its policy's ``health.source``, else RETRAIN_HEALTH_SOURCE. Nothing is imported
+    from the monitor SDKs until a source reads."""
+    from function_app.adapters.monitor_health import MonitorHealth, NoHealthData
 
-        return NoHealthData()
-    from function_app.adapters.monitor_health import MonitorHealth
+    sources: dict[str, HealthSource] = {}
+    if settings.metrics_region or settings.metrics_endpoint:
+        from function_app.adapters.monitor_metrics import MonitorMetrics
 
-    return MonitorHealth.from_settings(settings)
+        sources["metrics"] = MonitorMetrics.from_settings(
+            settings, region=settings.metrics_region, endpoint=settings.metrics_endpoint
+        )
+    else:
+        sources["metrics"] = NoHealthData(
+            "metrics", "no region for the platform metrics is configured (RETRAIN_METRICS_REGION); no data"
+        )
+    if settings.log_analytics_workspace_id:
+        sources["logs"] = MonitorHealth.from_settings(settings)
+    else:
+        sources["logs"] = NoHealthData()
+    return sources
 
 
 def build(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Retrainer:
@@ -89,6 +106,7 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Retrain
         clock,
         [settings.workspace_id],
         health=make_health(settings),
+        health_source=settings.health_source,
         allow_force=settings.allow_force,
         retention=timedelta(days=settings.retention_days),
         job_grace=timedelta(minutes=settings.job_grace_minutes),

@@ -160,6 +160,15 @@ class Settings:
         health_source = req("RETRAIN_HEALTH_SOURCE").lower()
         if health_source not in ("metrics", "logs"):
             problems.append(f"RETRAIN_HEALTH_SOURCE={health_source!r}: use 'metrics' or 'logs'")
+        region, metrics_at = get("RETRAIN_METRICS_REGION"), get("RETRAIN_METRICS_ENDPOINT")
+        if region and not region.replace(" ", "").isalnum():
+            problems.append(
+                f"RETRAIN_METRICS_REGION={region!r}: give the online endpoints' Azure region, e.g. westeurope"
+            )
+        if metrics_at and not metrics_at.startswith("https://"):
+            problems.append(
+                f"RETRAIN_METRICS_ENDPOINT={metrics_at!r}: an https URL like https://westeurope.metrics.monitor.azure.com"
+            )
         workspace = (req("AZUREML_SUBSCRIPTION_ID"), req("AZUREML_RESOURCE_GROUP"), req("AZUREML_WORKSPACE_NAME"))
         if backend == "azureml" and any(part.startswith("{") for part in workspace):
             problems.append(
@@ -205,5 +214,9 @@ class Settings:
             "deadline_seconds": self.deadline_seconds,
             "retention_days": self.retention_days,
             "identity": "user-assigned" if self.client_id else "default",
-            "health": "log-analytics" if self.log_analytics_workspace_id else "none",
+            "health": {
+                "source": self.health_source,
+                "metrics": "configured" if self.metrics_region or self.metrics_endpoint else "none",
+                "logs": "configured" if self.log_analytics_workspace_id else "none",
+            },
         }

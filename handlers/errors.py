@@ -38,7 +38,17 @@ class NotFound(PermanentError):
 
 
 class Conflict(PermanentError):
-    """The request is valid but the model's state refuses it (cooldown, in flight)."""
+    """The request is valid but the model's state refuses it (cooldown, in flight). ``hint``: what
+    the caller can do about it."""
+
+    hint = 'wait for the cooldown or the work in flight, or send "force": true if allowed'
+
+
+class NotApplicable(Conflict):
+    """An operator's action that does not apply to the rollout as it is (nothing to promote, already
+    paused, not paused, nothing to roll back to)."""
+
+    hint = "GET /api/models shows each model's rollout in flight; GET /api/decisions what happened to it"
 
 
 class KeyReused(PermanentError):

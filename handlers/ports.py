@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -198,35 +198,3 @@ class Deployments(Protocol):
 
 class Actions(Jobs, Deployments, Protocol):
     """A backend that stands for both: the Azure ML adapter and the dry run."""
-
-
-@dataclass(frozen=True)
-class HealthReading:
-    """What a deployment served over ``since``..``until`` (ISO times): how many requests, how many
-    answered 5xx, the 95th percentile of their total duration (None without requests), and where
-    the numbers come from: ``source`` ('log-analytics', or 'none' when no workspace is configured)
-    and ``query`` (the name of the query that produced them). ``note`` says anything unusual."""
-
-    endpoint: str
-    deployment: str
-    since: str
-    until: str
-    requests: int
-    errors: int
-    p95_ms: float | None
-    source: str
-    query: str
-    note: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class Health(Protocol):
-    """How a deployment is doing: the numbers the health check between rollout steps judges."""
-
-    name: str
-
-    def check(self, endpoint: str, deployment: str, since: datetime, until: datetime) -> HealthReading:
-        """Raises TransientError when the numbers cannot be had now, PermanentError when refused."""
-        ...

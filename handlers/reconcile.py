@@ -58,7 +58,8 @@ class ReconcileReport:
     asked for (``checked``), the decisions made for the runs among them that had ended without their
     event reaching the service (``caught``), what a transient failure left for the next pass, and
     how many old records it purged. ``rollouts``: each submitted rollout looked at, and what it
-    did (``state``: provisioning, baking, waiting_for_traffic, held, stepped, promoted, rolled_back,
+    did (``state``: provisioning, baking (with the interim look's ``why``), waiting_for_traffic, held,
+    paused (an operator paused it: nothing is read or moved), stepped, promoted, rolled_back,
     rollback_failed, changed_meanwhile), with the record id of a transition."""
 
     at: str

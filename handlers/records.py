@@ -155,7 +155,9 @@ class Flight:
 
 @dataclass
 class ModelState:
-    """Per-model guard state. ``etag`` is the ledger's concurrency token (opaque to the inside)."""
+    """Per-model guard state. ``etag`` is the ledger's concurrency token (opaque to the inside).
+    ``kept``: the traffic the last promotion replaced (``endpoint``, ``traffic``, ``replaced_by``,
+    ``decision``, ``at``), which an operator's rollback restores when no rollout is in flight."""
 
     model: str
     last_retrain_at: str | None = None
@@ -163,15 +165,19 @@ class ModelState:
     budget_used: int = 0
     flights: dict[str, Flight] = field(default_factory=dict)
     etag: str | None = None
+    kept: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "model": self.model,
             "last_retrain_at": self.last_retrain_at,
             "budget_day": self.budget_day,
             "budget_used": self.budget_used,
             "flights": {k: asdict(f) for k, f in self.flights.items()},
         }
+        if self.kept is not None:
+            out["kept"] = dict(self.kept)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], etag: str | None = None) -> ModelState:
@@ -182,4 +188,5 @@ class ModelState:
             budget_used=int(data.get("budget_used") or 0),
             flights={k: Flight(**v) for k, v in (data.get("flights") or {}).items()},
             etag=etag,
+            kept=dict(data["kept"]) if isinstance(data.get("kept"), dict) else None,
         )

@@ -1,12 +1,14 @@
-"""A rollout's steps, as pure rules: the traffic split of each step, the health verdict after a
-bake, and the changes to a model's rollout flight that the ledger applies atomically.
+"""A rollout's steps, as pure rules: the traffic split of each step and the changes to a model's
+rollout flight that the ledger applies atomically (the health verdict is :mod:`handlers.analysis`'s).
 
 A passing candidate becomes a deployment at 0% beside the live one (its rollout flight is
 ``submitted``). The reconciler then moves it on, one transition per pass
-(:class:`handlers.stepper.RolloutStepper`, run by :class:`handlers.reconcile.Reconciler`): once the deployment is provisioned, the candidate gets
-``steps[0]`` percent of the traffic; after each ``bake`` the health check over the step's window
-decides: healthy -> the next step (at 100%: ``promote``, the flight is released), unhealthy ->
-``rollback`` (the endpoint gets back the traffic it had before the rollout, the flight is released).
+(:class:`handlers.stepper.RolloutStepper`, run by :class:`handlers.reconcile.Reconciler`): once the
+deployment is provisioned, the candidate gets ``steps[0]`` percent of the traffic; on each pass the
+step's window is judged against the baseline: healthy after the ``bake`` -> the next step (at 100%:
+``promote``, the flight is released), unhealthy (at any look) -> ``rollback`` (the endpoint gets back
+the traffic it had before the rollout, the flight is released). An operator's ``pause``, ``resume``,
+``promote-now`` and ``manual-rollback`` (:mod:`handlers.operate`) are transitions like the others.
 
 Every transition (:class:`Transition`) is written ahead into the flight (``data["rollout"]["pending"]``) before it
 touches Azure, carried out, recorded under a deterministic id, then committed. A crash anywhere
@@ -17,16 +19,12 @@ traffic (which the adapter does not send twice), the same record id.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from handlers.keys import digest
-from handlers.records import DecisionRecord, Flight, ModelState, from_iso, iso, span
-
-if TYPE_CHECKING:
-    from handlers.policy import RolloutRule
-    from handlers.ports import HealthReading
+from handlers.records import DecisionRecord, Flight, ModelState, from_iso, iso
 
 ROLLOUT = "rollout"  # the flight kind (handlers.guards.ROLLOUT)
 RECONCILER = "reconciler"
@@ -39,7 +37,14 @@ _RECORDS = {
     "promote": ("promote", "pr"),
     "rollback": ("rollback", "rb"),
     "hold": ("rollout", "rh"),
+    "pause": ("pause", "pa"),  # an operator's: the reconciler leaves the rollout as it is
+    "resume": ("resume", "re"),  # an operator's: the step goes on, its bake restarted
+    "promote-now": ("promote", "pn"),  # an operator's: the candidate gets 100% now
+    "manual-rollback": ("rollback", "mr"),  # an operator's: the original (or the kept) traffic back
 }
+ENDS = frozenset({"promote", "rollback", "promote-now", "manual-rollback"})  # kinds that free the slot
+PROMOTES = frozenset({"promote", "promote-now"})
+ROLLS_BACK = frozenset({"rollback", "manual-rollback"})
 
 
 # --------------------------------------------------------------------------- traffic
@@ -74,86 +79,6 @@ def same_traffic(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return live(a) == live(b)
 
 
-# --------------------------------------------------------------------------- the health verdict
-
-
-@dataclass(frozen=True)
-class HealthVerdict:
-    """The judgement of one reading: ``status`` is healthy, unhealthy or no_traffic (fewer requests
-    than ``min_requests``); ``next`` what the rollout does: advance, rollback, hold or wait."""
-
-    status: str
-    next: str
-    why: str
-    requests: int
-    errors: int
-    error_rate: float | None
-    p95_ms: float | None
-    max_error_rate: float
-    min_requests: int
-    max_latency_ms: float | None
-    source: str
-    query: str
-    since: str
-    until: str
-    note: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def judge(rule: RolloutRule, reading: HealthReading, baked: timedelta) -> HealthVerdict:
-    """Judge a step's reading after it baked ``baked``: the numbers against ``rule.health``."""
-    health = rule.health
-    rate = reading.errors / reading.requests if reading.requests else None
-
-    def verdict(status: str, nxt: str, why: str) -> HealthVerdict:
-        return HealthVerdict(
-            status,
-            nxt,
-            why,
-            reading.requests,
-            reading.errors,
-            rate,
-            reading.p95_ms,
-            health.max_error_rate,
-            health.min_requests,
-            health.max_latency_ms,
-            reading.source,
-            reading.query,
-            reading.since,
-            reading.until,
-            reading.note,
-        )
-
-    seen = f"{reading.errors} 5xx of {reading.requests} request(s)"
-    if reading.requests < health.min_requests or reading.requests == 0:
-        why = f"{seen} is less traffic than min_requests {health.min_requests}"
-        if reading.note:
-            why += f" ({reading.note})"
-        if baked < rule.longest_bake:
-            return verdict("no_traffic", "wait", f"{why}; baking on, up to {span(rule.longest_bake)}")
-        action = {"promote": "advance", "hold": "hold", "rollback": "rollback"}[health.on_no_traffic]
-        return verdict(
-            "no_traffic",
-            action,
-            f"{why} after {span(baked)} of baking; on_no_traffic is {health.on_no_traffic}",
-        )
-    assert rate is not None
-    if rate > health.max_error_rate:
-        return verdict(
-            "unhealthy", "rollback", f"{seen} ({rate:.1%}) is above max_error_rate {health.max_error_rate:.1%}"
-        )
-    latency = f", p95 {reading.p95_ms:.0f} ms" if reading.p95_ms is not None else ""
-    if health.max_latency_ms is not None and reading.p95_ms is not None and reading.p95_ms > health.max_latency_ms:
-        return verdict(
-            "unhealthy",
-            "rollback",
-            f"p95 latency {reading.p95_ms:.0f} ms is above max_latency_ms {health.max_latency_ms:.0f} ({seen})",
-        )
-    return verdict("healthy", "advance", f"{seen} ({rate:.1%}){latency}: within the policy's limits")
-
-
 # --------------------------------------------------------------------------- the flight's rollout data
 
 
@@ -169,7 +94,8 @@ class Transition:
     ahead into the flight before it touches Azure: ``kind`` step (to ``steps[step]``), promote,
     rollback or hold; ``target`` the traffic to set (None: leave the traffic as it is). Its record id
     depends only on the model, the deploy decision, the kind and the step, so a pass that carries out
-    a transition a dead pass left pending writes the same record."""
+    a transition a dead pass left pending writes the same record. An operator's transition carries
+    the ``trigger`` of the request (who asked), and its id depends on that request too."""
 
     id: str
     kind: str
@@ -178,6 +104,7 @@ class Transition:
     target: dict[str, int] | None
     reason: str
     details: dict[str, Any] = field(default_factory=dict)
+    trigger: dict[str, Any] | None = None
 
     @classmethod
     def of(
@@ -189,17 +116,21 @@ class Transition:
         from_step: int,
         target: dict[str, int] | None,
         reason: str,
+        *,
+        trigger: Mapping[str, Any] | None = None,
         **details: Any,
     ) -> Transition:
         prefix = _RECORDS[kind][1]
+        asked = () if trigger is None else (str(trigger.get("event_id")),)
         return cls(
-            id=f"{prefix}-{digest(ROLLOUT, model, flight.decision, kind, str(step))}",
+            id=f"{prefix}-{digest(ROLLOUT, model, flight.decision, kind, str(step), *asked)}",
             kind=kind,
             step=step,
             from_step=from_step,
             target=None if target is None else dict(target),
             reason=reason,
             details={k: v for k, v in details.items() if v is not None},
+            trigger=None if trigger is None else dict(trigger),
         )
 
     def replaced_by_rollback(self, model: str, flight: Flight, original: dict[str, int] | None, why: str) -> Transition:
@@ -212,6 +143,7 @@ class Transition:
             self.from_step,
             original,
             f"rollout of {flight.job} rolled back: setting traffic {fmt(self.target)} was refused: {why}",
+            trigger=self.trigger,
             refused=why,
         )
 
@@ -227,6 +159,7 @@ class Transition:
             "target": self.target,
             "reason": self.reason,
             "details": dict(self.details),
+            "trigger": None if self.trigger is None else dict(self.trigger),
         }
 
     @classmethod
@@ -241,6 +174,7 @@ class Transition:
             target=None if target is None else {str(k): int(v) for k, v in dict(target).items()},
             reason=str(data["reason"]),
             details=dict(data.get("details") or {}),
+            trigger=dict(data["trigger"]) if data.get("trigger") else None,
         )
 
 
@@ -262,13 +196,13 @@ def begin(
     state: ModelState, decision: str, pending: Transition, start: dict[str, Any] | None = None
 ) -> tuple[ModelState | None, bool]:
     """Write ``pending`` ahead into ``decision``'s rollout flight (``start``: the rollout's data, on
-    its first transition). False when the flight is no longer this decision's, already has a
+    its first transition, laid over what the flight holds already, e.g. a pause). False when the flight is no longer this decision's, already has a
     transition pending (another pass wrote one: it is carried out first), or is no longer at the
     step ``pending.from_step`` that the transition was decided on (a concurrent pass moved it on)."""
     flight = state.flights.get(ROLLOUT)
     if flight is None or flight.decision != decision or flight.status != "submitted":
         return None, False
-    data = data_of(flight) or dict(start or {})
+    data = {**(data_of(flight) or {}), **(start or {})}
     if not data or data.get("pending"):
         return None, False
     if pending.from_step != data.get("step", -1):  # decided on a step that has moved on
@@ -281,8 +215,11 @@ def begin(
 
 def commit(state: ModelState, decision: str, pending_id: str, now: datetime) -> tuple[ModelState | None, bool]:
     """Apply the pending transition ``pending_id`` once it is carried out and recorded: a step
-    becomes the current one (its bake starts ``now``), a hold is noted, a promote or rollback ends
-    the rollout and frees the slot. False when it was committed already."""
+    becomes the current one (its bake starts ``now``), a hold or a pause is noted, a resume clears
+    the pause and restarts the step's bake, a promote or rollback ends the rollout and frees the
+    slot. A promotion keeps the traffic it replaced (``ModelState.kept``: what an operator's rollback
+    restores once no rollout is in flight); the rollback that restores it forgets it. False when it
+    was committed already."""
     flight = state.flights.get(ROLLOUT)
     if flight is None or flight.decision != decision:
         return None, False
@@ -291,11 +228,28 @@ def commit(state: ModelState, decision: str, pending_id: str, now: datetime) -> 
     if data is None or not pending or pending.get("id") != pending_id:
         return None, False
     kind = pending["kind"]
-    if kind in ("promote", "rollback"):
-        return replace(state, flights={k: f for k, f in state.flights.items() if k != ROLLOUT}), True
+    if kind in ENDS:
+        kept = state.kept
+        if kind in PROMOTES and data.get("original"):
+            kept = {
+                "endpoint": data.get("endpoint"),
+                "traffic": dict(data["original"]),
+                "replaced_by": data.get("deployment"),
+                "decision": pending_id,
+                "at": iso(now),
+            }
+        elif kind in ROLLS_BACK and data.get("restores_kept"):
+            kept = None
+        return replace(state, flights={k: f for k, f in state.flights.items() if k != ROLLOUT}, kept=kept), True
     data["pending"] = None
     if kind == "step":
         data.update(step=pending["step"], traffic=pending["target"], step_started=iso(now), held=None)
+    elif kind == "pause":
+        data["paused"] = {"at": iso(now), "by": (pending.get("trigger") or {}).get("caller"), "decision": pending_id}
+    elif kind == "resume":
+        data.update(paused=None, held=None)
+        if int(data.get("step", -1)) >= 0:
+            data["step_started"] = iso(now)  # the step's bake starts again
     else:
         data["held"] = pending["step"]
     return replace(
@@ -333,7 +287,9 @@ def record_of(
         action=action,
         outcome="skipped" if pending.kind == "hold" else outcome,
         reason=pending.reason,
-        trigger={
+        trigger=dict(pending.trigger)
+        if pending.trigger
+        else {
             "source": RECONCILER,
             "event_id": f"{RECONCILER}:{flight.job}:{pending.kind}:{pending.step}",
             "event_type": "Tick",

@@ -225,9 +225,14 @@ class RetrainService:
             k: {"decision": f.decision, "status": f.status, "job": f.job, "since": f.since}
             for k, f in state.flights.items()
         }
+        progress = state.flights["rollout"].data.get("rollout") if "rollout" in state.flights else None
+        if isinstance(progress, dict):  # where the rollout stands: its step, traffic and any pause
+            flights["rollout"].update({k: progress.get(k) for k in ("step", "steps", "traffic", "paused")})
         status = (
             "retraining"
             if "retrain" in flights
+            else "rollout paused"
+            if isinstance(progress, dict) and progress.get("paused")
             else "rolling out"
             if "rollout" in flights
             else "cooldown"

@@ -2,23 +2,28 @@
 
 For a model whose ``rollout`` flight is ``submitted`` (a candidate deployment was started at 0%),
 each reconciler pass does at most one of: wait for the deployment to be provisioned (a failed one
-is rolled back, recorded); give the candidate its first step; after a step's bake, check its health
-and go to the next step, promote it (at 100%) or roll the endpoint back to the traffic it had before
-the rollout. The rules are pure (:mod:`handlers.rollout`); this module reads the facts through the
-ports and writes each transition ahead into the ledger before acting on it.
+is rolled back, recorded); give the candidate its first step; judge the step so far, on the window
+from its start to the health source's lag before now, against the baseline (the deployment that had
+the most traffic before the rollout) over the same window, and go to the next step, promote it (at
+100%) or roll the endpoint back to the traffic it had before the rollout. Before the bake is over a
+step is only ever rolled back, and only when its failures alone decide it (fail fast,
+:func:`handlers.analysis.judge`). A paused rollout is left as it is. The rules are pure
+(:mod:`handlers.rollout`, :mod:`handlers.analysis`); this module reads the facts through the ports
+and writes each transition ahead into the ledger before acting on it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from handlers import rollout
+from handlers import analysis, rollout
+from handlers.analysis import HealthSource, Reading
 from handlers.errors import PermanentError
 from handlers.executor import Executor
-from handlers.ports import Deployments, Health, HealthReading, Ledger
+from handlers.ports import Deployments, Ledger
 from handlers.records import Flight, from_iso, iso
 from handlers.rollout import Transition, fmt
 
@@ -27,12 +32,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NO_HEALTH = "no health port configured; no data"
-
 
 class RolloutStepper:
     """Moves one rollout flight on by one transition (:meth:`advance`). ``rule(model)`` is the
-    model's rollout rule; ``health`` None means no health data (the rule's ``on_no_traffic`` decides)."""
+    model's rollout rule; ``sources`` the health sources by name (``metrics``, ``logs``), of which a
+    model reads the one its policy names (``deploy.rollout.health.source``), else ``default_source``
+    (the setting ``RETRAIN_HEALTH_SOURCE``). A source that is not configured reads "no data", says
+    why, and the rule's ``on_no_traffic`` decides."""
 
     def __init__(
         self,
@@ -40,13 +46,15 @@ class RolloutStepper:
         deployments: Deployments,
         executor: Executor,
         rule: Callable[[str], RolloutRule],
-        health: Health | None = None,
+        sources: Mapping[str, HealthSource] | None = None,
+        default_source: str = "metrics",
     ) -> None:
         self.ledger = ledger
         self.deployments = deployments
         self.executor = executor
         self.rule = rule
-        self.health = health
+        self.sources = dict(sources or {})
+        self.default_source = default_source
 
     def advance(self, model: str, flight: Flight, now: datetime) -> dict[str, Any]:
         """One transition of ``flight``; what it did, for the report. Raises TransientError (and
@@ -56,32 +64,35 @@ class RolloutStepper:
         data = rollout.data_of(flight)
         pending = rollout.pending_of(flight)
         if pending is not None:
-            return {**entry, **self._carry_out(model, flight, pending, endpoint, now)}
+            return {**entry, **self.carry_out(model, flight, pending, endpoint, now)}
+        if data is not None and data.get("paused"):
+            return {**entry, "state": "paused", "step": data.get("step"), "paused": data["paused"]}
         rule = self.rule(model)
-        if data is None:
+        if data is None or int(data.get("step", -1)) < 0:
             return {**entry, **self._start(model, flight, endpoint, deployment, rule, now)}
         step, steps = int(data["step"]), [int(p) for p in data["steps"]]
-        elapsed = rollout.baked(data, now)
         started = from_iso(data.get("step_started"))
-        if elapsed is None or started is None:  # pragma: no cover - a step is always written with its start
+        if started is None:  # pragma: no cover - a step is always written with its start
             raise PermanentError(f"rollout of {flight.job} has no step start; it cannot be judged")
         entry.update(step=step, traffic=data.get("traffic"))
-        if elapsed < rule.bake:
+        original = dict(data.get("original") or {})
+        verdict = self._judge(rule, endpoint, deployment, analysis.baseline_of(original, deployment), started, now)
+        if verdict is None:  # the source's lag has not passed since the step began: nothing to read yet
             return {**entry, "state": "baking", "until": iso(started + rule.bake)}
-        reading = self._reading(endpoint, deployment, started, now)
-        verdict = rollout.judge(rule, reading, elapsed)
         log.info(
-            "rollout %s model=%s step %d (%d%%): %s -> %s: %s",
+            "rollout %s model=%s step %d (%d%%) %s look: %s -> %s: %s",
             flight.job,
             model,
             step + 1,
             steps[step],
+            "final" if verdict.final else "interim",
             verdict.status,
             verdict.next,
             verdict.why,
         )
         if verdict.next == "wait":
-            return {**entry, "state": "waiting_for_traffic", "why": verdict.why}
+            state = "baking" if not verdict.final else "waiting_for_traffic"
+            return {**entry, "state": state, "until": iso(started + rule.bake), "why": verdict.why}
         if verdict.next == "hold" and data.get("held") == step:
             return {**entry, "state": "held", "why": verdict.why}
         at = f"at step {step + 1} of {len(steps)} ({steps[step]}%)"
@@ -98,7 +109,6 @@ class RolloutStepper:
                 health=health,
             )
         elif verdict.next == "rollback":
-            original = data.get("original") or {}
             pending = Transition.of(
                 model,
                 flight,
@@ -121,7 +131,7 @@ class RolloutStepper:
                 health=health,
             )
         else:
-            target = rollout.split(data.get("original") or {}, deployment, steps[step + 1])
+            target = rollout.split(original, deployment, steps[step + 1])
             pending = Transition.of(
                 model,
                 flight,
@@ -134,6 +144,34 @@ class RolloutStepper:
                 health=health,
             )
         return {**entry, **self._write_ahead(model, flight, pending, endpoint, now)}
+
+    def source_of(self, rule: RolloutRule) -> str:
+        """The name of the health source a model's step is read from."""
+        return rule.health.source_or(self.default_source)
+
+    def _judge(
+        self,
+        rule: RolloutRule,
+        endpoint: str,
+        candidate: str,
+        baseline: str | None,
+        started: datetime,
+        now: datetime,
+    ) -> analysis.Verdict | None:
+        """The verdict on the step so far, read over its window from the model's source; None while
+        the window is empty (the source's lag has not passed since the step began)."""
+        name = self.source_of(rule)
+        since, until = analysis.window(rule.health, started, now, name)
+        if until <= since:
+            return None
+        source = self.sources.get(name)
+        if source is None:
+            cand, base = _no_data(name, endpoint, candidate, baseline, since, until)
+        else:
+            cand, base = source.read(endpoint, candidate, baseline, since, until)
+        read_since, read_until = from_iso(cand.since), from_iso(cand.until)
+        baked = read_until - read_since if read_since and read_until else until - since  # what was read
+        return analysis.judge(rule, cand, base, baked, fail_fast=True)
 
     def _start(
         self, model: str, flight: Flight, endpoint: str, deployment: str, rule: RolloutRule, now: datetime
@@ -179,11 +217,6 @@ class RolloutStepper:
             model, flight, pending, endpoint, now, {**start, "original": original, "traffic": original}
         )
 
-    def _reading(self, endpoint: str, deployment: str, since: datetime, until: datetime) -> HealthReading:
-        if self.health is None:
-            return HealthReading(endpoint, deployment, iso(since), iso(until), 0, 0, None, "none", "none", NO_HEALTH)
-        return self.health.check(endpoint, deployment, since, until)
-
     def _write_ahead(
         self,
         model: str,
@@ -197,28 +230,29 @@ class RolloutStepper:
         if not self.ledger.update_model(model, lambda s: rollout.begin(s, decision, pending, start)):
             log.info("rollout %s model=%s: changed meanwhile; left for the next pass", flight.job, model)
             return {"state": "changed_meanwhile"}
-        return self._carry_out(model, flight, pending, endpoint, now)
+        return self.carry_out(model, flight, pending, endpoint, now)
 
-    def _carry_out(
+    def carry_out(
         self, model: str, flight: Flight, pending: Transition, endpoint: str, now: datetime
     ) -> dict[str, Any]:
         """Set the pending transition's traffic (not sent again if the endpoint has it), record it,
         commit it. A refusal by Azure turns a step or promotion into a rollback; a refused rollback
-        is recorded as failed and the slot freed, for an operator to look at."""
+        is recorded as failed and the slot freed, for an operator to look at. The one way a
+        transition is carried out, the reconciler's and the operator's (:mod:`handlers.operate`)."""
         decision = flight.decision
         outcome = "submitted"
         if pending.target is not None:
             try:
                 changed = self.deployments.set_traffic(endpoint, dict(pending.target))
             except PermanentError as exc:
-                if pending.kind != "rollback":
+                if pending.kind not in rollout.ROLLS_BACK:
                     now_held = self.ledger.get_model(model).flights.get(
                         rollout.ROLLOUT
                     )  # holds the start, if just written
                     original = (rollout.data_of(now_held or flight) or {}).get("original")
                     replacement = pending.replaced_by_rollback(model, flight, original, str(exc))
                     if self.ledger.update_model(model, lambda s: rollout.swap(s, decision, pending.id, replacement)):
-                        return self._carry_out(model, flight, replacement, endpoint, now)
+                        return self.carry_out(model, flight, replacement, endpoint, now)
                     return {"state": "changed_meanwhile"}
                 outcome = "failed"
                 pending = pending.failed(str(exc))
@@ -232,7 +266,31 @@ class RolloutStepper:
             )
         record = self.executor.write(self.executor.logged(rollout.record_of(model, flight, pending, now, outcome)))
         self.ledger.update_model(model, lambda s: rollout.commit(s, decision, pending.id, now))  # after the record
-        state = {"step": "stepped", "promote": "promoted", "rollback": "rolled_back", "hold": "held"}[pending.kind]
+        state = STATES[pending.kind]
         if outcome == "failed":
             state = "rollback_failed"
         return {"state": state, "step": pending.step, "traffic": pending.target, "record": record.id}
+
+
+STATES = {  # what the report says a carried-out transition did
+    "step": "stepped",
+    "promote": "promoted",
+    "rollback": "rolled_back",
+    "hold": "held",
+    "pause": "paused",
+    "resume": "resumed",
+    "promote-now": "promoted",
+    "manual-rollback": "rolled_back",
+}
+
+
+def _no_data(
+    name: str, endpoint: str, candidate: str, baseline: str | None, since: datetime, until: datetime
+) -> tuple[Reading, Reading | None]:
+    """The readings of a source that is not configured: empty, and saying so."""
+    note = f"the {name} health source is not configured; no data"
+
+    def empty(deployment: str) -> Reading:
+        return Reading.of(endpoint, deployment, iso(since), iso(until), {}, None, "none", "none", note)
+
+    return empty(candidate), (empty(baseline) if baseline is not None else None)

@@ -6,13 +6,15 @@ the objects tests drive are the objects Azure runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from handlers.analysis import HealthSource
 from handlers.executor import Executor, Limits
-from handlers.ports import Deployments, Health, Jobs, Ledger
+from handlers.operate import Operator
+from handlers.ports import Deployments, Jobs, Ledger
 from handlers.reconcile import Reconciler, ReconcileReport
 from handlers.service import RetrainService
 from handlers.signals import workspace_key
@@ -24,7 +26,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Retrainer:
-    """The service (events and manual requests) and the reconciler (the timer), over one executor."""
+    """The service (events and manual requests), the reconciler (the timer) and the operator (rollback,
+    promote, pause, resume of rollouts), over one executor."""
 
     policy: Policy
     ledger: Ledger
@@ -33,6 +36,7 @@ class Retrainer:
     executor: Executor
     service: RetrainService
     reconciler: Reconciler
+    operator: Operator
     clock: Callable[[], datetime]
 
     @property
@@ -53,14 +57,17 @@ def assemble(
     clock: Callable[[], datetime],
     workspaces: Iterable[str],
     *,
-    health: Health | None = None,
+    health: Mapping[str, HealthSource] | None = None,
+    health_source: str = "metrics",
     allow_force: bool = False,
     lease: timedelta = timedelta(seconds=60),
     job_grace: timedelta = timedelta(minutes=15),
     retention: timedelta = timedelta(days=30),
 ) -> Retrainer:
     """``workspaces``: the workspace resource ids whose events are acted on (the first is the one the
-    reconciler's signals of missed runs come from). ``health`` None: no rollout health data."""
+    reconciler's signals of missed runs come from). ``health``: the rollout health sources by name
+    (``metrics``, ``logs``; one left out reads "no data"); ``health_source``: the one a model whose
+    policy names none reads."""
     accepted = list(workspaces)
 
     def limits(model: str) -> Limits:
@@ -74,10 +81,11 @@ def assemble(
 
     executor = Executor(ledger, jobs, deployments, limits)
     service = RetrainService(policy, ledger, executor, clock, accepted, allow_force=allow_force, lease=lease)
+    stepper = RolloutStepper(ledger, deployments, executor, rule, health, health_source)
     reconciler = Reconciler(
         ledger,
         executor,
-        RolloutStepper(ledger, deployments, executor, rule, health),
+        stepper,
         jobs,
         service.handle,
         workspace_key(accepted[0]) if accepted else "",
@@ -85,4 +93,5 @@ def assemble(
         job_grace=job_grace,
         retention=retention,
     )
-    return Retrainer(policy, ledger, jobs, deployments, executor, service, reconciler, clock)
+    operator = Operator(policy, ledger, deployments, stepper, clock, lease=lease)
+    return Retrainer(policy, ledger, jobs, deployments, executor, service, reconciler, operator, clock)

@@ -11,6 +11,7 @@ from typing import Any
 
 from function_app.adapters.azureml import AzureMLActions
 from function_app.adapters.monitor_health import MonitorHealth
+from function_app.adapters.monitor_metrics import MonitorMetrics, endpoint_resource_id
 from function_app.retry import RetryPolicy
 from function_app.settings import Settings
 from handlers.policy import load_policy
@@ -20,6 +21,7 @@ from tests.conftest import REPO, load_sample
 from tests.crashes import DiesAfterActing, WorkerDied
 from tests.fake_arm import FakeArm, FakeClock, FakeCredential
 from tests.fake_logs import FakeLogs
+from tests.fake_metrics import FakeMetrics
 from tests.fakes import Clock
 from tests.ledgers import LedgerSpec
 from tests.world import World
@@ -35,6 +37,7 @@ LOGS_WORKSPACE = (
     f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.OperationalInsights/workspaces/log-retrain"
 )
 POLICY = load_policy(REPO / "examples" / "policy.yaml")
+REGION = "westeurope"
 
 
 def in_workspace(sample: str) -> dict[str, Any]:
@@ -45,10 +48,20 @@ def in_workspace(sample: str) -> dict[str, Any]:
 
 
 class AzureWorld(World):
-    """One workspace (the fake ARM), the Azure ML backend built from settings, and the service and
-    reconciler on it (:class:`tests.world.World`)."""
+    """One workspace (the fake ARM), the Azure ML backend built from settings, both health sources
+    (the real ``LogsQueryClient`` against :class:`FakeLogs`, the real ``MetricsClient`` against
+    :class:`FakeMetrics`; ``source`` is RETRAIN_HEALTH_SOURCE, ``logs_workspace`` False leaves Log
+    Analytics unconfigured), and the service and reconciler on it (:class:`tests.world.World`)."""
 
-    def __init__(self, tmp_path: Path, ledger: LedgerSpec | None = None, policy: Any = None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        ledger: LedgerSpec | None = None,
+        *,
+        source: str = "logs",
+        logs_workspace: bool = True,
+        policy: Any = None,
+    ) -> None:
         self.clock = self.retry_clock = FakeClock()
         self.now = Clock()
         self.arm = FakeArm(SUB, RG, WS, clock=self.clock)
@@ -66,7 +79,9 @@ class AzureWorld(World):
                 "AZUREML_SUBSCRIPTION_ID": SUB,
                 "AZUREML_RESOURCE_GROUP": RG,
                 "AZUREML_WORKSPACE_NAME": WS,
-                "RETRAIN_LOG_ANALYTICS_WORKSPACE_ID": LOGS_WORKSPACE,
+                "RETRAIN_LOG_ANALYTICS_WORKSPACE_ID": LOGS_WORKSPACE if logs_workspace else "",
+                "RETRAIN_HEALTH_SOURCE": source,
+                "RETRAIN_METRICS_REGION": REGION,
             }
         )
         self.retry = RetryPolicy.from_settings(
@@ -76,17 +91,30 @@ class AzureWorld(World):
             self.settings, credential=FakeCredential(), retry=self.retry, transport=self.arm
         )
         self.logs = FakeLogs(LOGS_WORKSPACE)
-        self.health = MonitorHealth.from_settings(
-            self.settings, credential=FakeCredential(), retry=self.retry, transport=self.logs
-        )
+        self.metrics = FakeMetrics(SUB, region=REGION)
+        self.source = source
+        sources: dict[str, Any] = {
+            "metrics": MonitorMetrics.from_settings(
+                self.settings,
+                region=self.settings.metrics_region,
+                credential=FakeCredential(),
+                retry=self.retry,
+                transport=self.metrics,
+            )
+        }
+        if logs_workspace:
+            sources["logs"] = MonitorHealth.from_settings(
+                self.settings, credential=FakeCredential(), retry=self.retry, transport=self.logs
+            )
         self.ledger_spec = ledger or LedgerSpec("sqlite", str(tmp_path / "ledger.db"))
         super().__init__(
             self.ledger_spec,
             policy=policy or POLICY,
             actions=self.actions,
-            health=self.health,
+            health=sources,
             clock=self.now,
             workspaces=(self.settings.workspace_id,),
+            health_source=self.settings.health_source,
         )
         self.clock = self.retry_clock  # here ``clock`` is the retries' clock, ``now`` the workers' time
 
@@ -94,6 +122,38 @@ class AzureWorld(World):
         """Wait for the SDK's pollers of started operations: their fake operations are then done."""
         for thread in self.arm.lro_threads():
             thread.join(timeout=5)
+
+    def serve(
+        self,
+        when: Any,
+        deployment: str,
+        *,
+        ok: int = 0,
+        errors: int = 0,
+        model_errors: int = 0,
+        timeouts: int = 0,
+        ms: int = 40,
+        source: str | None = None,
+    ) -> None:
+        """One minute of ``deployment``'s traffic at ``when``, in the health source the service reads
+        (``source``: another one): ``errors`` 503s, ``model_errors`` 424s (the model answered 500),
+        ``timeouts`` 408s, answering in ``ms``."""
+        if (source or self.source) == "logs":
+            self.logs.serve(
+                when, ENDPOINT, deployment, ok=ok, errors=errors, model_errors=model_errors, timeouts=timeouts, ms=ms
+            )
+        else:
+            rid = endpoint_resource_id(SUB, RG, WS, ENDPOINT)
+            self.metrics.serve(
+                rid,
+                when,
+                deployment,
+                ok=ok,
+                errors=errors,
+                model_errors=model_errors,
+                timeouts=timeouts,
+                p95_ms=float(ms),
+            )
 
     def decision(self, decision_id: str) -> DecisionRecord | None:
         return self.service.ledger.get_decision(decision_id)

@@ -144,17 +144,22 @@ def ledger_spec(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerSpec:
 
 
 @pytest.fixture
-def azure(ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AzureWorld]:
-    """A workspace behind the fake ARM, the real Azure ML backend, and the service on each ledger."""
+def azure(
+    request: pytest.FixtureRequest, ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[AzureWorld]:
+    """A workspace behind the fake ARM, the real Azure ML backend, and the service on each ledger;
+    the rollout health source is ``logs`` unless the test parametrizes ``azure`` (indirect) with
+    ``metrics``."""
     from tests.azure_world import AzureWorld  # imports azure-ai-ml: only for the tests that use it
 
     monkeypatch.chdir(tmp_path)  # not a git repository, as on Azure: the SDK adds no git properties to jobs
-    world = AzureWorld(tmp_path, ledger_spec)
+    world = AzureWorld(tmp_path, ledger_spec, source=getattr(request, "param", "logs"))
     yield world
     for thread in world.arm.lro_threads():  # the SDK's pollers of started deployments
         thread.join(timeout=5)
     assert world.arm.unexpected == []
     assert world.logs.unexpected == []
+    assert world.metrics.unexpected == []
 
 
 @pytest.fixture

@@ -460,14 +460,15 @@ def test_importing_main_handling_a_dry_run_event_and_reconciling_leave_the_sdks_
         "worker = get_retrainer()\n"
         "[rec] = worker.service.handle_envelope(parse_body(body)[0]).decisions\n"
         "report = worker.reconcile()\n"
-        "loaded = [m for m in ('azure.ai.ml', 'azure.monitor.query') if m in sys.modules]\n"
-        "print(json.dumps([rec.outcome, worker.backend, worker.reconciler.stepper.health.name, loaded]))\n"
+        "loaded = [m for m in ('azure.ai.ml', 'azure.monitor.query', 'azure.monitor.querymetrics') if m in sys.modules]\n"
+        "sources = {k: v.name for k, v in worker.reconciler.stepper.sources.items()}\n"
+        "print(json.dumps([rec.outcome, worker.backend, sources, loaded]))\n"
     )
     logs = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.OperationalInsights/workspaces/logs"
     assert _run(code, tmp_path, RETRAIN_BACKEND="dryrun", RETRAIN_LOG_ANALYTICS_WORKSPACE_ID=logs) == [
         "planned",
         "dryrun",
-        "log-analytics",
+        {"metrics": "none", "logs": "logs"},
         [],
     ]
 

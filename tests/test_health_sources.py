@@ -227,19 +227,6 @@ def test_without_a_workspace_no_health_data_reads_empty_and_says_why() -> None:
     assert "RETRAIN_LOG_ANALYTICS_WORKSPACE_ID" in str(cand.note)
 
 
-def test_the_old_check_counts_model_errors_too() -> None:
-    world = LogsWorld()
-    world.serve(CAND, minutes=1, ok=10, e424=60, e408=30)
-    assert isinstance(world.source, MonitorHealth)
-    got = world.source.check(ENDPOINT, CAND, STARTED, NOW)
-    assert (got.requests, got.errors, got.source, got.query) == (
-        100,
-        90,
-        "log-analytics",
-        "aml_online_endpoint_traffic",
-    )
-
-
 # --------------------------------------------------------------------------- the metrics source
 
 

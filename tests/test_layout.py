@@ -119,6 +119,10 @@ def test_root_script_holds_exactly_one_function_app_and_its_functions() -> None:
         "alerts": (["POST"], "FUNCTION"),
         "models/{model}/retrain": (["POST"], "FUNCTION"),
         "models/{model}/deploy": (["POST"], "FUNCTION"),
+        "models/{model}/rollback": (["POST"], "FUNCTION"),
+        "models/{model}/promote": (["POST"], "FUNCTION"),
+        "models/{model}/pause": (["POST"], "FUNCTION"),
+        "models/{model}/resume": (["POST"], "FUNCTION"),
         "models": (["GET"], "FUNCTION"),
         "decisions": (["GET"], "FUNCTION"),
         "health": (["GET"], "ANONYMOUS"),
@@ -136,7 +140,7 @@ def test_blueprints_are_not_visible_to_the_worker_as_a_second_app() -> None:
 def test_importing_the_root_script_loads_no_sdk_pydantic_or_policy() -> None:
     code = (
         "import sys, main\n"
-        "heavy = [m for m in ('azure.ai.ml', 'azure.monitor.query', 'azure.data.tables', 'azure.identity', 'pydantic', 'yaml', 'handlers.policy') if m in sys.modules]\n"
+        "heavy = [m for m in ('azure.ai.ml', 'azure.monitor.query', 'azure.monitor.querymetrics', 'azure.data.tables', 'azure.identity', 'pydantic', 'yaml', 'handlers.policy') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

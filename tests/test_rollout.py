@@ -1,26 +1,34 @@
 """Rollouts end to end: a candidate that passed the gate is moved through the policy's steps by
-reconciler passes, through the real Azure ML SDK against the fake ARM and the real
-``LogsQueryClient`` against a fake Log Analytics query API, on each ledger.
+reconciler passes, through the real Azure ML SDK against the fake ARM, on each ledger, and judged on
+each health source: the real ``LogsQueryClient`` against the fake Log Analytics query API, and the
+real ``MetricsClient`` against the fake metrics batch API.
 
 The example policy rolls ``sklearn_regression_model`` out in steps of [10, 50, 100] with a bake of
-10 minutes, and the default health rule (at least 20 requests, at most 5% 5xx; without traffic,
-bake on up to 30 minutes, then roll back).
+10 minutes, and the default health rule (failures: 5xx, 408, 424, model 5xx; at most 5%, at least 20
+requests, not worse than the live deployment ``blue`` at confidence 0.99; without traffic, bake on up
+to 30 minutes, then roll back). A step's window ends the source's lag (logs 5m, metrics 3m) before
+now, so a step's last look is a bake and a lag after it began.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from handlers import guards
+from handlers.policy import DEFAULT_LAG
 from handlers.reconcile import ReconcileReport
 from handlers.records import DecisionRecord, from_iso
-from tests.azure_world import ENDPOINT, MODEL, AzureWorld
+from tests.azure_world import ENDPOINT, MODEL, POLICY, AzureWorld
 from tests.crashes import DiesAfterSettingTraffic, WorkerDied
+from tests.ledgers import LedgerSpec
 
 BAKE = timedelta(minutes=10)
+
+SOURCES = pytest.mark.parametrize("azure", ["logs", "metrics"], indirect=True)  # each test on each source
 
 
 class Rollout:
@@ -32,6 +40,7 @@ class Rollout:
         assert self.deploy.outcome == "submitted"
         self.name = str(self.deploy.details["rendered"]["deployment"])
         azure.provisioned()
+        self.lag = DEFAULT_LAG[azure.source]
 
     def reconcile(self, **service: Any) -> ReconcileReport:
         return self.azure.new_worker(**service).reconcile()
@@ -40,13 +49,22 @@ class Rollout:
         [entry] = self.reconcile(**service).rollouts
         return str(entry["state"])
 
-    def serve(self, *, ok: int, errors: int = 0, ms: int = 40) -> None:
-        """Requests the candidate answered a minute ago (inside the current bake window)."""
-        when = self.azure.now() - timedelta(minutes=1)
-        self.azure.logs.serve(when, ENDPOINT, self.name, ok=ok, errors=errors, ms=ms)
+    def started(self) -> datetime:
+        at = from_iso(self.flight_data()["step_started"])
+        assert at is not None
+        return at
+
+    def serve(self, *, minutes: int = 1, blue: dict[str, int] | None = None, **candidate: int) -> None:
+        """Requests in each of the step's first ``minutes``: the candidate's, and the live ``blue``'s."""
+        for m in range(minutes):
+            when = self.started() + timedelta(minutes=m, seconds=30)
+            self.azure.serve(when, self.name, **candidate)
+            if blue:
+                self.azure.serve(when, "blue", **blue)
 
     def bake(self) -> None:
-        self.azure.now.advance(seconds=BAKE.total_seconds())
+        """To the step's last look: its bake and the source's lag after it began."""
+        self.azure.now.now = self.started() + BAKE + self.lag
 
     def flight_data(self) -> dict[str, Any]:
         flight = self.azure.service.ledger.get_model(MODEL).flights[guards.ROLLOUT]
@@ -60,26 +78,40 @@ class Rollout:
         assert len(found) == 1, [r.id for r in found]
         return found[0]
 
+    def windows(self) -> list[timedelta]:
+        """The length of each window the source was asked about."""
+        if self.azure.source == "logs":
+            spans = [c.body["timespan"].split("/") for c in self.azure.logs.calls]
+        else:
+            spans = [[c.query["starttime"], c.query["endtime"]] for c in self.azure.metrics.calls]
+        out = []
+        for start, end in spans:
+            a, b = from_iso(start), from_iso(end)
+            assert a is not None and b is not None
+            out.append(b - a)
+        return out
+
 
 @pytest.fixture
 def rollout(azure: AzureWorld) -> Rollout:
     return Rollout(azure)
 
 
+@SOURCES
 def test_a_healthy_candidate_goes_10_50_100_and_is_promoted(rollout: Rollout) -> None:
     azure, cand = rollout.azure, rollout.name
 
     assert rollout.state() == "stepped"
     assert azure.arm.endpoints[ENDPOINT]["properties"]["traffic"] == {"blue": 90, cand: 10}
-    assert rollout.state() == "baking"  # the same minute: no health check, no traffic change
+    assert rollout.state() == "baking"  # the same minute: nothing to read yet, no traffic change
+    rollout.serve(minutes=10, ok=10, blue={"ok": 90, "errors": 1})
     rollout.bake()
-    rollout.serve(ok=100, errors=1)
     assert rollout.state() == "stepped"
+    rollout.serve(minutes=10, ok=20, blue={"ok": 20})
     rollout.bake()
-    rollout.serve(ok=200)
     assert rollout.state() == "stepped"
+    rollout.serve(minutes=10, ok=30, ms=55)
     rollout.bake()
-    rollout.serve(ok=300, ms=55)
     report = rollout.reconcile()
 
     assert [r["state"] for r in report.rollouts] == ["promoted"]
@@ -89,41 +121,126 @@ def test_a_healthy_candidate_goes_10_50_100_and_is_promoted(rollout: Rollout) ->
     promote = rollout.record("promote")
     assert promote.outcome == "submitted" and promote.details["deploy_decision"] == rollout.deploy.id
     health = promote.details["health"]
-    assert (health["status"], health["requests"], health["errors"], health["p95_ms"]) == ("healthy", 300, 0, 55.0)
-    assert (health["source"], health["query"]) == ("log-analytics", "aml_online_endpoint_traffic")
+    assert (health["status"], health["candidate"]["requests"], health["candidate"]["failures"]) == ("healthy", 300, 0)
+    assert health["candidate"]["p95_ms"] == 55.0 and health["final"] is True
+    assert health["source"] == azure.source and cand in health["request"]
     steps = [r for r in azure.service.ledger.decisions(MODEL, 50) if r.action == "rollout"]
     assert sorted(r.details["traffic"][cand] for r in steps) == [10, 50, 100]
-    # each health check asked about the candidate over its own step's bake window, nothing else
-    windows = [c.body["timespan"] for c in azure.logs.calls]
-    assert len(windows) == 3 and all(c.status == 200 for c in azure.logs.calls)
-    for window in windows:
-        start, end = (from_iso(t) for t in window.split("/"))
-        assert start is not None and end is not None and end - start == BAKE
-    assert f'let deployment_name = "{cand}";' in azure.logs.calls[0].body["query"]
+    first = next(r for r in steps if r.details["traffic"][cand] == 50).details["health"]
+    assert first["baseline"]["deployment"] == "blue" and first["baseline"]["failures"] == 10  # the same window
+    assert first["p_value"] is not None and first["test"] == "fisher-exact"
+    # each step was judged once, at its last look, over its whole bake
+    assert rollout.windows() and all(w == BAKE for w in rollout.windows())
     assert rollout.reconcile().rollouts == []  # nothing in flight any more
 
 
-def test_a_5xx_heavy_reading_at_50_percent_rolls_back_to_the_original_traffic(rollout: Rollout) -> None:
+@SOURCES
+def test_424_and_408_failures_roll_back(rollout: Rollout) -> None:
     azure, cand = rollout.azure, rollout.name
     rollout.state()
+    rollout.serve(ok=10, model_errors=60, timeouts=30, blue={"ok": 540, "errors": 5})
     rollout.bake()
-    rollout.serve(ok=50)
+
+    assert rollout.state() == "rolled_back"
+
+    assert azure.arm.traffic_puts == [{"blue": 90, cand: 10}, {"blue": 100}] and rollout.released()
+    rollback = rollout.record("rollback")
+    candidate = rollback.details["health"]["candidate"]
+    assert (
+        candidate["requests"],
+        candidate["failures"],
+        candidate["by_class"]["424"],
+        candidate["by_class"]["408"],
+    ) == (
+        100,
+        90,
+        60,
+        30,
+    )
+    assert "rolled back at step 1 of 3 (10%)" in rollback.reason and "traffic back to {blue: 100%}" in rollback.reason
+
+
+@SOURCES
+def test_a_candidate_worse_than_its_baseline_but_under_the_absolute_limit_rolls_back(rollout: Rollout) -> None:
+    azure = rollout.azure
+    rollout.state()
+    rollout.serve(minutes=10, ok=58, model_errors=1, timeouts=1, blue={"ok": 534, "errors": 3, "model_errors": 3})
+    rollout.bake()
+
+    assert rollout.state() == "rolled_back"
+
+    health = rollout.record("rollback").details["health"]
+    assert health["candidate"]["failure_rate"] < health["limits"]["max_error_rate"]  # 3.3% < 5%
+    assert health["baseline"]["deployment"] == "blue" and health["baseline"]["failures"] == 60
+    assert health["p_value"] < health["alpha"] and "worse than the baseline" in health["why"]
+    assert azure.arm.endpoints[ENDPOINT]["properties"]["traffic"] == {"blue": 100} and rollout.released()
+
+
+@SOURCES
+def test_a_candidate_as_good_as_a_4_percent_baseline_is_promoted(rollout: Rollout) -> None:
+    rollout.state()
+    rollout.serve(
+        minutes=10, ok=58, model_errors=1, errors=1, blue={"ok": 518, "model_errors": 12, "timeouts": 5, "errors": 5}
+    )
+    rollout.bake()
     assert rollout.state() == "stepped"
+    rollout.serve(
+        minutes=10, ok=290, model_errors=5, errors=5, blue={"ok": 288, "model_errors": 7, "timeouts": 3, "errors": 2}
+    )
     rollout.bake()
-    rollout.serve(ok=80, errors=20)
+    assert rollout.state() == "stepped"
+    rollout.serve(minutes=10, ok=580, model_errors=10, errors=10)
+    rollout.bake()
+
+    assert rollout.state() == "promoted"
+
+    steps = sorted(
+        (r for r in rollout.azure.service.ledger.decisions(MODEL, 50) if r.action == "rollout"),
+        key=lambda r: r.details["step"],
+    )
+    for step in steps[1:]:  # the judged steps: as good as the baseline, within the limits
+        health = step.details["health"]
+        assert health["status"] == "healthy" and health["p_value"] > health["alpha"]
+        assert health["baseline"]["failure_rate"] >= 0.04
+    assert rollout.record("promote").details["health"]["candidate"]["failure_rate"] == pytest.approx(20 / 600)
+
+
+@SOURCES
+def test_a_step_where_every_request_failed_rolls_back_before_min_requests(rollout: Rollout) -> None:
+    azure = rollout.azure
+    rollout.state()
+    rollout.serve(model_errors=4, timeouts=2, errors=1, blue={"ok": 540})
+    azure.now.now = rollout.started() + rollout.lag + timedelta(minutes=2)  # two minutes of traffic in, mid-bake
+
+    assert rollout.state() == "rolled_back"
+
+    health = rollout.record("rollback").details["health"]
+    assert health["candidate"]["served"] == 7 < health["limits"]["min_requests"] and health["final"] is False
+    assert "even if the next 13 request(s) succeed" in health["why"]
+    assert rollout.windows()[-1] == timedelta(minutes=2) and rollout.released()
+
+
+@SOURCES
+def test_a_failing_step_is_judged_on_each_pass_and_rolled_back_before_its_bake_ends(rollout: Rollout) -> None:
+    azure, cand = rollout.azure, rollout.name
+    rollout.state()
+    rollout.serve(minutes=10, ok=10, blue={"ok": 90})
+    rollout.bake()
+    assert rollout.state() == "stepped"
+    azure.now.now = rollout.started() + rollout.lag + timedelta(minutes=1)
+    assert rollout.state() == "baking"  # an interim look, nothing served yet: bake on
+    rollout.serve(minutes=2, ok=40, errors=10, blue={"ok": 50})
+    azure.now.now = rollout.started() + rollout.lag + timedelta(minutes=2)
 
     assert rollout.state() == "rolled_back"
 
     assert azure.arm.traffic_puts == [{"blue": 90, cand: 10}, {"blue": 50, cand: 50}, {"blue": 100}]
-    assert azure.arm.endpoints[ENDPOINT]["properties"]["traffic"] == {"blue": 100}
-    assert rollout.released()
     rollback = rollout.record("rollback")
-    assert "rolled back at step 2 of 3 (50%)" in rollback.reason
-    assert "20 5xx of 100 request(s) (20.0%) is above max_error_rate 5.0%" in rollback.reason
-    assert rollback.details["traffic"] == {"blue": 100}
-    assert (rollback.details["health"]["errors"], rollback.details["health"]["error_rate"]) == (20, 0.2)
+    assert "rolled back at step 2 of 3 (50%)" in rollback.reason and "before the end of the bake" in rollback.reason
+    assert rollback.details["health"]["final"] is False and rollback.details["traffic"] == {"blue": 100}
 
 
+@SOURCES
 def test_a_crash_between_setting_traffic_and_recording_it_ends_in_the_same_state(rollout: Rollout) -> None:
     azure, cand = rollout.azure, rollout.name
     with pytest.raises(WorkerDied):
@@ -141,40 +258,44 @@ def test_a_crash_between_setting_traffic_and_recording_it_ends_in_the_same_state
     assert rollout.state() == "baking"
 
 
-def test_a_transient_503_from_log_analytics_defers_without_a_transition(rollout: Rollout) -> None:
+@SOURCES
+def test_a_transient_503_from_the_health_source_defers_without_a_transition(rollout: Rollout) -> None:
     azure = rollout.azure
     rollout.state()
+    rollout.serve(minutes=10, ok=10)
     rollout.bake()
-    rollout.serve(ok=100)
     before = rollout.flight_data()
-    azure.logs.fail(503, times=1000)
+    fake = azure.logs if azure.source == "logs" else azure.metrics
+    fake.fail(503, times=1000)
 
     report = rollout.reconcile()
 
     assert report.rollouts == [] and len(report.deferred) == 1
-    assert "Log Analytics" in report.deferred[0]["error"]
+    assert ("Log Analytics" if azure.source == "logs" else "platform metrics") in report.deferred[0]["error"]
     assert rollout.flight_data() == before and len(azure.arm.traffic_puts) == 1
-    azure.logs.faults.clear()
+    fake.faults.clear()
     assert rollout.state() == "stepped"  # once the service answers again
 
 
+@SOURCES
 def test_without_traffic_the_step_bakes_on_then_the_default_policy_rolls_back(rollout: Rollout) -> None:
     azure = rollout.azure
     rollout.state()
     rollout.bake()
     assert rollout.state() == "waiting_for_traffic"
-    rollout.bake()
+    azure.now.advance(minutes=10)
     assert rollout.state() == "waiting_for_traffic"
-    rollout.bake()  # three bakes without 20 requests
+    azure.now.advance(minutes=10)  # three bakes without 20 requests
 
     assert rollout.state() == "rolled_back"
 
     rollback = rollout.record("rollback")
-    assert "0 5xx of 0 request(s) is less traffic than min_requests 20" in rollback.reason
+    assert "0 failure(s) of 0 request(s) is less traffic than min_requests 20" in rollback.reason
     assert "on_no_traffic is rollback" in rollback.reason
     assert azure.arm.endpoints[ENDPOINT]["properties"]["traffic"] == {"blue": 100} and rollout.released()
 
 
+@SOURCES
 def test_a_deployment_whose_provisioning_failed_is_rolled_back_without_touching_traffic(rollout: Rollout) -> None:
     azure = rollout.azure
     azure.arm.provision(ENDPOINT, rollout.name, "Creating")
@@ -188,3 +309,60 @@ def test_a_deployment_whose_provisioning_failed_is_rolled_back_without_touching_
     assert "the deployment ended provisioning Failed" in rollback.reason
     assert rollback.details["provisioning"] == "Failed" and rollback.details["traffic"] is None
     assert azure.arm.endpoints[ENDPOINT]["properties"]["traffic"] == {"blue": 100}
+
+
+# --------------------------------------------------------------------------- choosing the source
+
+
+def healthy_rollout(rollout: Rollout, source: str | None = None) -> None:
+    """Serve a healthy candidate (and blue) in ``source`` through every step, to the promotion."""
+    for per_minute in (10, 20, 30):
+        for m in range(10):
+            when = rollout.started() + timedelta(minutes=m, seconds=30)
+            rollout.azure.serve(when, rollout.name, ok=per_minute, source=source)
+            rollout.azure.serve(when, "blue", ok=100 - per_minute, source=source)
+        rollout.bake()
+        rollout.state()
+
+
+def test_without_a_log_analytics_workspace_a_healthy_candidate_is_promoted_from_platform_metrics(
+    ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    world = AzureWorld(tmp_path, ledger_spec, source="metrics", logs_workspace=False)
+    assert world.settings.log_analytics_workspace_id is None
+    rollout = Rollout(world)
+    assert rollout.state() == "stepped"
+
+    healthy_rollout(rollout)
+
+    promote = rollout.record("promote")
+    assert (
+        promote.details["health"]["source"] == "metrics" and "RequestsPerMinute" in promote.details["health"]["request"]
+    )
+    assert world.logs.calls == [] and world.metrics.calls and world.metrics.unexpected == []
+    assert world.arm.endpoints[ENDPOINT]["properties"]["traffic"] == {rollout.name: 100}
+    for thread in world.arm.lro_threads():
+        thread.join(timeout=5)
+
+
+def test_a_policy_s_health_source_overrides_the_setting(
+    ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    mp = POLICY.models[MODEL]
+    assert mp.deploy is not None
+    health = mp.deploy.rollout.health.model_copy(update={"source": "logs"})
+    deploy = mp.deploy.model_copy(update={"rollout": mp.deploy.rollout.model_copy(update={"health": health})})
+    policy = POLICY.model_copy(update={"models": {**POLICY.models, MODEL: mp.model_copy(update={"deploy": deploy})}})
+    world = AzureWorld(tmp_path, ledger_spec, source="metrics", policy=policy)
+    rollout = Rollout(world)
+    rollout.lag = DEFAULT_LAG["logs"]
+    rollout.state()
+
+    healthy_rollout(rollout, source="logs")
+
+    assert rollout.record("promote").details["health"]["source"] == "logs"
+    assert world.metrics.calls == [] and len(world.logs.calls) == 3
+    for thread in world.arm.lro_threads():
+        thread.join(timeout=5)

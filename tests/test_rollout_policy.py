@@ -14,6 +14,7 @@ import pytest
 
 from function_app.adapters.monitor_health import MonitorHealth, NoHealthData, build_query, kql_string
 from function_app.retry import RetryPolicy
+from function_app.runtime import make_health
 from function_app.settings import Settings
 from handlers import guards
 from handlers.errors import PermanentError, TransientError
@@ -50,7 +51,11 @@ class World:
         self.clock = Clock()
         self.actions = RecordingActions(traffic={ENDPOINT: {"blue": 100}})
         self.world = BaseWorld(
-            spec, policy=policy(on_no_traffic), actions=self.actions, clock=self.clock, health=NoHealthData()
+            spec,
+            policy=policy(on_no_traffic),
+            actions=self.actions,
+            clock=self.clock,
+            health={"metrics": NoHealthData()},
         )
         self.service = self.world.service
         request = ManualRequest(Trigger("http", "req-1", "ManualRequest.deploy"), MODEL, "deploy", "ops", version="4")
@@ -71,13 +76,15 @@ def test_on_no_traffic_hold_keeps_the_step_and_records_it_once(ledger_spec: Ledg
     world = World(ledger_spec, "hold")
     assert world.state() == "stepped"
     world.clock.advance(minutes=5)
+    assert world.state() == "baking"  # the window ends the metrics' lag (3m) before now: 2m of a 5m bake
+    world.clock.advance(minutes=3)
     assert world.state() == "held"
     world.clock.advance(minutes=5)
     assert world.state() == "held"
 
     held = [r for r in world.service.ledger.decisions(MODEL, 50) if r.id.startswith("rh-")]
     assert len(held) == 1 and held[0].outcome == "skipped"
-    assert "no Log Analytics workspace is configured" in held[0].reason
+    assert "no Log Analytics workspace is configured" in held[0].reason  # what the unconfigured source said
     assert world.actions.traffic_sets == [(ENDPOINT, {"blue": 75, world.name: 25})]
     assert guards.ROLLOUT in world.flights()
 
@@ -85,9 +92,9 @@ def test_on_no_traffic_hold_keeps_the_step_and_records_it_once(ledger_spec: Ledg
 def test_on_no_traffic_promote_goes_on_unverified_and_says_so(ledger_spec: LedgerSpec) -> None:
     world = World(ledger_spec, "promote")
     world.state()
-    world.clock.advance(minutes=5)
+    world.clock.advance(minutes=8)  # the bake and the metrics' lag
     assert world.state() == "stepped"
-    world.clock.advance(minutes=5)
+    world.clock.advance(minutes=8)
     assert world.state() == "promoted"
 
     assert world.actions.traffic_sets == [
@@ -153,9 +160,9 @@ def test_a_workspace_guid_is_queried_with_query_workspace() -> None:
     logs.serve(clock.now, ENDPOINT, "blue", ok=500)  # the champion's traffic is not the candidate's
     since, until = clock.now - timedelta(minutes=10), clock.now + timedelta(minutes=1)
 
-    got = health(logs, WORKSPACE_GUID).check(ENDPOINT, "cand-1", since, until)
+    got, _ = health(logs, WORKSPACE_GUID).read(ENDPOINT, "cand-1", None, since, until)
 
-    assert (got.requests, got.errors, got.p95_ms, got.source) == (33, 3, 70.0, "log-analytics")
+    assert (got.requests, got.counts().failures, got.p95_ms, got.source) == (33, 3, 70.0, "logs")
     assert [c.path for c in logs.calls] == [f"/v1/workspaces/{WORKSPACE_GUID}/query"] and logs.unexpected == []
 
 
@@ -175,10 +182,10 @@ def test_a_refusal_is_permanent_and_a_partial_result_transient() -> None:
     with pytest.raises(
         PermanentError, match=r"HTTP 403.*grant the function app's managed identity Log Analytics Reader"
     ):
-        probe.check(ENDPOINT, "cand-1", now - timedelta(minutes=5), now)
+        probe.read(ENDPOINT, "cand-1", None, now - timedelta(minutes=5), now)
     logs.partial = True
     with pytest.raises(TransientError, match="partial result"):
-        probe.check(ENDPOINT, "cand-1", now - timedelta(minutes=5), now)
+        probe.read(ENDPOINT, "cand-1", None, now - timedelta(minutes=5), now)
 
 
 def test_a_workspace_setting_that_is_neither_a_guid_nor_a_resource_id_is_refused() -> None:
@@ -188,18 +195,36 @@ def test_a_workspace_setting_that_is_neither_a_guid_nor_a_resource_id_is_refused
 
 def test_without_a_workspace_the_reading_is_no_data_and_says_why() -> None:
     now = Clock().now
-    got = NoHealthData().check(ENDPOINT, "cand-1", now - timedelta(minutes=5), now)
+    got, _ = NoHealthData().read(ENDPOINT, "cand-1", None, now - timedelta(minutes=5), now)
     assert (got.requests, got.source) == (0, "none") and "RETRAIN_LOG_ANALYTICS_WORKSPACE_ID" in str(got.note)
 
 
-def test_the_health_adapter_loads_azure_monitor_query_only_when_it_checks(tmp_path: Path) -> None:
+def test_the_health_sources_load_their_sdks_only_when_they_read(tmp_path: Path) -> None:
     code = (
         "import json, sys\n"
         "from function_app.runtime import make_health\n"
         "from function_app.settings import Settings\n"
         "h = make_health(Settings.from_env())\n"
-        "print(json.dumps([h.name, 'azure.monitor.query' in sys.modules, 'azure.identity' in sys.modules]))\n"
+        "loaded = [m for m in ('azure.monitor.query', 'azure.monitor.querymetrics', 'azure.identity') if m in sys.modules]\n"
+        "print(json.dumps([{k: v.name for k, v in h.items()}, loaded]))\n"
     )
-    env = {**os.environ, "RETRAIN_LOG_ANALYTICS_WORKSPACE_ID": WORKSPACE_GUID}
+    env = {**os.environ, "RETRAIN_LOG_ANALYTICS_WORKSPACE_ID": WORKSPACE_GUID, "RETRAIN_METRICS_REGION": "westeurope"}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, env=env)
-    assert out.stdout.strip().splitlines()[-1] == '["log-analytics", false, false]'
+    assert out.stdout.strip().splitlines()[-1] == '[{"metrics": "metrics", "logs": "logs"}, []]'
+
+
+def test_a_source_that_is_not_configured_reads_no_data_and_says_which_setting_is_missing() -> None:
+    sources = make_health(Settings.from_env({"RETRAIN_METRICS_REGION": "", "RETRAIN_LOG_ANALYTICS_WORKSPACE_ID": ""}))
+    now = Clock().now
+    for name, setting in (("metrics", "RETRAIN_METRICS_REGION"), ("logs", "RETRAIN_LOG_ANALYTICS_WORKSPACE_ID")):
+        assert isinstance(sources[name], NoHealthData)
+        got, _ = sources[name].read(ENDPOINT, "cand-1", None, now - timedelta(minutes=5), now)
+        assert got.requests == 0 and setting in str(got.note)
+
+
+def test_a_metrics_region_or_endpoint_that_cannot_be_one_is_refused_at_start_up() -> None:
+    with pytest.raises(
+        ValueError, match=r"(?s)RETRAIN_METRICS_REGION=.west-europe!.*RETRAIN_METRICS_ENDPOINT=.ftp://x."
+    ):
+        Settings.from_env({"RETRAIN_METRICS_REGION": "west-europe!", "RETRAIN_METRICS_ENDPOINT": "ftp://x"})
+    assert Settings.from_env({"RETRAIN_METRICS_REGION": "West Europe"}).metrics_region == "West Europe"

@@ -1,4 +1,5 @@
-"""The rollout's pure rules: traffic splits, health verdicts, and the flight's write-ahead transitions."""
+"""The rollout's pure rules: traffic splits and the flight's write-ahead transitions (the health verdict
+is tested in tests/test_analysis.py)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,13 @@ import pytest
 
 from handlers import rollout
 from handlers.errors import PolicyError
+from handlers.operate import Facts, OperatorRequest, Refused, plan
 from handlers.policy import RolloutRule, parse_policy
-from handlers.ports import HealthReading
 from handlers.records import Flight, ModelState
 from handlers.rollout import Transition
+from handlers.signals import Trigger
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
-
-
-def reading(requests: int, errors: int = 0, p95: float | None = 40.0) -> HealthReading:
-    return HealthReading("ep", "cand", "a", "b", requests, errors, p95 if requests else None, "log-analytics", "q")
-
-
-def rule(**health: Any) -> RolloutRule:
-    return RolloutRule.model_validate({"steps": [10, 50, 100], "bake": "10m", "health": health})
 
 
 # --------------------------------------------------------------------------- splits
@@ -54,46 +48,7 @@ def test_zero_traffic_deployments_are_the_same_as_absent_ones() -> None:
     assert not rollout.same_traffic({"blue": 90, "cand": 10}, {"blue": 100})
 
 
-# --------------------------------------------------------------------------- verdicts
-
-
-def test_few_errors_with_enough_traffic_is_healthy_and_advances() -> None:
-    verdict = rollout.judge(rule(), reading(100, 5), timedelta(minutes=10))
-    assert (verdict.status, verdict.next, verdict.error_rate) == ("healthy", "advance", 0.05)
-    assert verdict.why == "5 5xx of 100 request(s) (5.0%), p95 40 ms: within the policy's limits"
-
-
-def test_an_error_rate_above_the_limit_rolls_back_with_its_numbers() -> None:
-    verdict = rollout.judge(rule(max_error_rate=0.01), reading(200, 3), timedelta(minutes=10))
-    assert (verdict.status, verdict.next) == ("unhealthy", "rollback")
-    assert verdict.why == "3 5xx of 200 request(s) (1.5%) is above max_error_rate 1.0%"
-    assert verdict.as_dict()["requests"] == 200 and verdict.as_dict()["max_error_rate"] == 0.01
-
-
-def test_a_slow_p95_rolls_back_when_the_policy_sets_a_latency_limit() -> None:
-    slow = reading(100, 0, p95=900.0)
-    assert rollout.judge(rule(), slow, timedelta(minutes=10)).next == "advance"
-    verdict = rollout.judge(rule(max_latency_ms=500), slow, timedelta(minutes=10))
-    assert (verdict.status, verdict.next) == ("unhealthy", "rollback")
-    assert "p95 latency 900 ms is above max_latency_ms 500" in verdict.why
-
-
-def test_too_little_traffic_bakes_on_until_the_longest_bake() -> None:
-    for baked in (timedelta(minutes=10), timedelta(minutes=29)):
-        verdict = rollout.judge(rule(), reading(5), baked)
-        assert (verdict.status, verdict.next) == ("no_traffic", "wait")
-    assert "baking on, up to 30m" in rollout.judge(rule(), reading(5), timedelta(minutes=10)).why
-
-
-@pytest.mark.parametrize(("policy", "action"), [("rollback", "rollback"), ("hold", "hold"), ("promote", "advance")])
-def test_after_the_longest_bake_on_no_traffic_decides(policy: str, action: str) -> None:
-    verdict = rollout.judge(rule(on_no_traffic=policy, max_bake="20m"), reading(0), timedelta(minutes=20))
-    assert (verdict.status, verdict.next) == ("no_traffic", action)
-    assert f"on_no_traffic is {policy}" in verdict.why
-
-
-def test_min_requests_zero_still_needs_one_request_to_judge_a_rate() -> None:
-    assert rollout.judge(rule(min_requests=0), reading(0), timedelta(hours=1)).status == "no_traffic"
+# --------------------------------------------------------------------------- the policy's health rule
 
 
 def test_the_health_rule_defaults_and_refuses_unknown_choices() -> None:
@@ -173,3 +128,67 @@ def test_a_transition_decided_on_a_step_that_has_moved_on_is_not_written() -> No
     current = replace(stale, from_step=1)
     written, ok = rollout.begin(state, "de-1", current)
     assert ok and written is not None and written.flights["rollout"].data["rollout"]["pending"] == current.to_dict()
+
+
+def stepped(step: int = 0, **extra: Any) -> ModelState:
+    data = {
+        "endpoint": "ep",
+        "deployment": "cand",
+        "steps": [10, 50, 100],
+        "original": {"blue": 100},
+        "step": step,
+        "traffic": {"blue": 90, "cand": 10},
+        "step_started": "2026-11-25T09:30:00.000Z",
+        "pending": None,
+        **extra,
+    }
+    return submitted(data)
+
+
+def carried(state: ModelState, kind: str, target: dict[str, int] | None = None) -> ModelState:
+    flight = state.flights["rollout"]
+    step = int(flight.data["rollout"]["step"])
+    pending = Transition.of("m", flight, kind, step, step, target, "why", trigger={"event_id": "req-1"})
+    written, ok = rollout.begin(state, "de-1", pending)
+    assert ok and written is not None
+    done, ok = rollout.commit(written, "de-1", pending.id, NOW)
+    assert ok and done is not None
+    return done
+
+
+def test_a_pause_is_kept_in_the_flight_and_a_resume_restarts_the_step_s_bake() -> None:
+    paused = carried(stepped(), "pause")
+    data = paused.flights["rollout"].data["rollout"]
+    assert data["paused"]["at"] == "2026-11-25T10:00:00.000Z" and data["step"] == 0
+    resumed = carried(paused, "resume")
+    data = resumed.flights["rollout"].data["rollout"]
+    assert (data["paused"], data["step"], data["step_started"]) == (None, 0, "2026-11-25T10:00:00.000Z")
+
+
+def test_a_promotion_keeps_the_traffic_it_replaced_and_the_rollback_to_it_forgets_it() -> None:
+    promoted = carried(stepped(), "promote-now", {"cand": 100})
+    assert promoted.flights == {}
+    assert promoted.kept is not None and promoted.kept["traffic"] == {"blue": 100}
+    assert (promoted.kept["endpoint"], promoted.kept["replaced_by"]) == ("ep", "cand")
+    again = ModelState.from_dict(json.loads(json.dumps(promoted.to_dict())))
+    assert again.kept == promoted.kept  # the ledgers keep it with the model's state
+    rolled = carried(stepped(restores_kept=True), "manual-rollback", {"blue": 100})
+    assert rolled.flights == {} and rolled.kept is None
+
+
+def test_an_operator_s_transition_has_an_id_of_its_own_request_and_records_its_trigger() -> None:
+    flight = stepped().flights["rollout"]
+    one = Transition.of("m", flight, "pause", 0, 0, None, "why", trigger={"event_id": "req-1", "source": "http"})
+    two = Transition.of("m", flight, "pause", 0, 0, None, "why", trigger={"event_id": "req-2", "source": "http"})
+    assert one.id != two.id and one.id.startswith("pa-")
+    assert Transition.from_dict(json.loads(json.dumps(one.to_dict()))) == one
+    record = rollout.record_of("m", flight, one, NOW)
+    assert (record.action, record.trigger["event_id"]) == ("pause", "req-1")
+
+
+def test_an_operator_s_action_waits_for_a_deployment_still_being_started() -> None:
+    reserved = ModelState("m", flights={"rollout": Flight("de-1", "2026-11-25T09:00:00.000Z", "reserved")})
+    for action in ("rollback", "promote", "pause", "resume"):
+        request = OperatorRequest(Trigger("http", f"r-{action}", f"ManualRequest.{action}"), "m", action, "x")
+        got = plan(request, reserved, Facts(), NOW)
+        assert isinstance(got, Refused) and "still being started" in got.why

@@ -35,9 +35,8 @@ from azure.core.exceptions import AzureError
 from function_app.adapters import azure_errors
 from function_app.adapters.clients import LazyClient, sdk_options
 from function_app.retry import RetryPolicy
-from handlers.analysis import DEFAULT_FAILURE_CODES, Reading
+from handlers.analysis import Reading
 from handlers.errors import PermanentError, TransientError
-from handlers.ports import HealthReading
 from handlers.records import iso
 
 if TYPE_CHECKING:
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-QUERY_NAME = "aml_online_endpoint_traffic"
 # Endpoint and deployment names as Azure ML allows them (letters, digits, dashes; a deployment
 # name up to 32 characters, an endpoint name 3-32): validated before they go into the query text.
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
@@ -113,47 +111,30 @@ def _number(value: Any) -> float | None:
 NO_WORKSPACE = "no Log Analytics workspace is configured (RETRAIN_LOG_ANALYTICS_WORKSPACE_ID); no data"
 
 
-def legacy(reading: Reading, endpoint: str) -> HealthReading:
-    """The old port's reading (:class:`handlers.ports.Health`) of a new one: ``errors`` are the
-    failures of the default failure codes (5xx, 408, 424, model 5xx; 429 is not one)."""
-    counts = reading.counts(DEFAULT_FAILURE_CODES)
-    return HealthReading(
-        endpoint,
-        reading.deployment,
-        reading.since,
-        reading.until,
-        counts.requests,
-        counts.failures,
-        counts.p95_ms,
-        "none" if reading.source == "none" else "log-analytics",
-        QUERY_NAME,
-        reading.note,
-    )
-
-
 class NoHealthData:
-    """The local and dry-run health check: no Log Analytics workspace is configured, so there is
-    no data; the reading says so, and the policy's ``on_no_traffic`` decides."""
+    """A health source that is not configured (locally, by default: no Log Analytics workspace, or
+    no region for the platform metrics): there is no data; the reading says why, and the policy's
+    ``on_no_traffic`` decides."""
 
-    name = "none"
+    def __init__(self, name: str = "logs", note: str = "") -> None:
+        self.name = "none"
+        self.stands_for = name  # the source it stands in for
+        self.note = note or NO_WORKSPACE
 
     def read(
         self, endpoint: str, candidate: str, baseline: str | None, since: datetime, until: datetime
     ) -> tuple[Reading, Reading | None]:
         def empty(deployment: str) -> Reading:
-            return Reading.of(endpoint, deployment, iso(since), iso(until), {}, None, "none", QUERY_NAME, NO_WORKSPACE)
+            return Reading.of(endpoint, deployment, iso(since), iso(until), {}, None, "none", "none", self.note)
 
         return empty(candidate), (empty(baseline) if baseline is not None else None)
-
-    def check(self, endpoint: str, deployment: str, since: datetime, until: datetime) -> HealthReading:
-        return legacy(self.read(endpoint, deployment, None, since, until)[0], endpoint)
 
 
 class MonitorHealth:
     """The health of deployments from their endpoint's traffic log in a Log Analytics workspace:
-    a :class:`handlers.analysis.HealthSource` (``read``), and the old ``Health`` port (``check``)."""
+    a :class:`handlers.analysis.HealthSource`."""
 
-    name = "log-analytics"
+    name = "logs"
 
     def __init__(self, client: Any, workspace: str, retry: RetryPolicy) -> None:
         """``client``: a ``LogsQueryClient``, or a function that builds one on first use (once per worker)."""
@@ -192,10 +173,6 @@ class MonitorHealth:
     @property
     def client(self) -> Any:
         return self._client.get()
-
-    def check(self, endpoint: str, deployment: str, since: datetime, until: datetime) -> HealthReading:
-        """The old port: the candidate alone, its failures counted by the default failure codes."""
-        return legacy(self.read(endpoint, deployment, None, since, until)[0], endpoint)
 
     def read(
         self, endpoint: str, candidate: str, baseline: str | None, since: datetime, until: datetime

@@ -1,4 +1,5 @@
-"""The manual HTTP API: retrain or deploy a model, read models and decisions, health."""
+"""The manual HTTP API: retrain or deploy a model, steer its rollout (rollback, promote, pause,
+resume), read models and decisions, health."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from function_app.triggers.callers import caller_of
 from function_app.triggers.replies import error, from_exception, json_body, reply
 from handlers.errors import InvalidInput, RetrainError
 from handlers.keys import as_str
+from handlers.operate import OperatorRequest
 from handlers.records import OUTCOMES, from_iso
 from handlers.signals import ManualRequest, Trigger
 
@@ -27,6 +29,7 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 _RETRAIN_KEYS = {"reason": str, "dry_run": bool, "force": bool, "inputs": dict}
 _DEPLOY_KEYS = {"reason": str, "dry_run": bool, "force": bool, "version": (str, int)}
+_OPERATE_KEYS = {"reason": str}
 
 
 def _check_body(body: dict[str, Any], allowed: dict[str, Any]) -> None:
@@ -111,6 +114,65 @@ def retrain_model(req: func.HttpRequest) -> func.HttpResponse:
 def deploy_model(req: func.HttpRequest) -> func.HttpResponse:
     """Body: {"version": str, "dry_run": bool, "reason": str, "force": bool}."""
     return _manual(req, "deploy", _DEPLOY_KEYS)
+
+
+def _operate(req: func.HttpRequest, action: str) -> func.HttpResponse:
+    """An operator's rollback, promote, pause or resume: who asked is recorded in the trigger, as
+    for the other manual requests; 409 with the reason when the action does not apply."""
+    model = req.route_params.get("model", "")
+    try:
+        body = json_body(req)
+        _check_body(body, _OPERATE_KEYS)
+        settings = Settings.from_env()
+        caller = caller_of(
+            req.headers, app_service_auth=settings.app_service_auth, operator_role=settings.operator_role
+        )
+        key = idempotency_key(req.headers)
+        request = OperatorRequest(
+            trigger=Trigger(
+                source="http",
+                event_id=f"{model}:{key}" if key is not None else new_id(),
+                event_type=f"ManualRequest.{action}",
+                caller=tuple((k, str(v)) for k, v in caller.items()),
+                request=request_digest(action, model, body),
+            ),
+            model=model,
+            action=action,
+            reason=(body.get("reason") or "no reason given").strip()[:500],
+        )
+        with one_delivery():
+            record = get_retrainer().operator.handle(request)
+    except RetrainError as exc:
+        return from_exception(exc)
+    return reply(record.to_dict(), 422 if record.outcome == "failed" else 202 if record.details.get("traffic") else 200)
+
+
+@bp.function_name("rollback_model")
+@bp.route(route="models/{model}/rollback", methods=["POST"])
+def rollback_model(req: func.HttpRequest) -> func.HttpResponse:
+    """Body: {"reason": str}. The rollout in flight: original traffic back; none: the kept previous deployment."""
+    return _operate(req, "rollback")
+
+
+@bp.function_name("promote_model")
+@bp.route(route="models/{model}/promote", methods=["POST"])
+def promote_model(req: func.HttpRequest) -> func.HttpResponse:
+    """Body: {"reason": str}. The rollout in flight skips its remaining steps: the candidate gets 100%."""
+    return _operate(req, "promote")
+
+
+@bp.function_name("pause_rollout")
+@bp.route(route="models/{model}/pause", methods=["POST"])
+def pause_rollout(req: func.HttpRequest) -> func.HttpResponse:
+    """Body: {"reason": str}. The reconciler leaves the rollout in flight as it is until resumed."""
+    return _operate(req, "pause")
+
+
+@bp.function_name("resume_rollout")
+@bp.route(route="models/{model}/resume", methods=["POST"])
+def resume_rollout(req: func.HttpRequest) -> func.HttpResponse:
+    """Body: {"reason": str}. The paused rollout goes on with its step, whose bake starts again."""
+    return _operate(req, "resume")
 
 
 @bp.function_name("list_models")

@@ -46,9 +46,7 @@ def from_exception(exc: Exception) -> func.HttpResponse:
     if isinstance(exc, NotFound):
         return error(404, str(exc))
     if isinstance(exc, Conflict):
-        return error(
-            409, str(exc), hint='wait for the cooldown or the work in flight, or send "force": true if allowed'
-        )
+        return error(409, str(exc), hint=exc.hint)
     if isinstance(exc, Unauthorized):
         return error(401, str(exc))
     if isinstance(exc, Forbidden):

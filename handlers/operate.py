@@ -1,0 +1,361 @@
+"""Operator control of a model's rollout: roll back, promote, pause and resume.
+
+Each request is a decision like the reconciler's: a :class:`handlers.rollout.Transition` written
+ahead into the model's rollout flight, carried out by the stepper (:meth:`RolloutStepper.carry_out`:
+traffic, then the record, then the commit), so an operator never sets traffic without a record and a
+worker that dies in between leaves the transition for the next reconciler pass. The transition
+carries the request's trigger (who asked), and its id depends on the request.
+
+- ``rollback``: the rollout in flight: the endpoint gets its original traffic back (before the first
+  step: nothing to change), the slot is freed. No rollout in flight: the traffic the last promotion
+  replaced (``ModelState.kept``) comes back, as far as those deployments still exist on the endpoint
+  (a rollout flight of its own, opened and ended by the one transition).
+- ``promote``: the remaining steps are skipped: the candidate gets 100%, the slot is freed.
+- ``pause``: the reconciler leaves the rollout as it is (no look, no step) until ``resume``, which
+  continues the step and restarts its bake.
+
+:func:`plan` is the pure rule (facts in, a transition or a refusal out); :class:`Operator` reads the
+facts, claims the request (an ``Idempotency-Key`` gives the same record again) and carries it out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from handlers import rollout
+from handlers.errors import InvalidInput, KeyReused, NotApplicable, NotFound, TransientError
+from handlers.keys import digest
+from handlers.ports import Deployments, Ledger
+from handlers.records import DecisionRecord, Flight, ModelState, iso
+from handlers.rollout import ROLLOUT, Transition, fmt
+from handlers.signals import Trigger
+from handlers.stepper import RolloutStepper
+
+if TYPE_CHECKING:
+    from handlers.policy import Policy
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("rollback", "promote", "pause", "resume")
+
+
+@dataclass(frozen=True)
+class OperatorRequest:
+    """``action`` (one of :data:`ACTIONS`) on ``model``'s rollout, asked by ``trigger.caller``."""
+
+    trigger: Trigger
+    model: str
+    action: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the rule needs from Azure, read beforehand: the candidate's provisioning state (for a
+    promotion before the first step), the endpoint's traffic now, and whether each deployment of
+    the kept traffic still exists and is provisioned."""
+
+    provisioning: str | None = None
+    traffic: Mapping[str, int] | None = None
+    existing: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Planned:
+    """The transition to write into ``flight`` (``start``: the rollout data to lay over the
+    flight's; ``opens``: the flight is new, a rollback to the kept traffic)."""
+
+    flight: Flight
+    transition: Transition
+    endpoint: str
+    start: dict[str, Any] | None = None
+    opens: bool = False
+    written: bool = False  # written ahead already by this same request (a retry after a crash)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Why the action does not apply (409)."""
+
+    why: str
+
+
+def who(trigger: Trigger) -> str:
+    caller = dict(trigger.caller)
+    return caller.get("name") or caller.get("user") or caller.get("id") or caller.get("kind") or "an operator"
+
+
+def plan(request: OperatorRequest, state: ModelState, facts: Facts, now: datetime) -> Planned | Refused:
+    """The operator's transition on ``state``, or why there is none. Pure."""
+    flight = state.flights.get(ROLLOUT)
+    trig = request.trigger.as_dict()
+    said = f" by {who(request.trigger)}: {request.reason}"
+    if flight is not None and (flight.status != "submitted" or not flight.job):
+        return Refused(
+            f"the deployment of {request.model} is still being started (decision {flight.decision}); try again once "
+            "it is"
+        )
+    if flight is None:
+        if request.action == "rollback":
+            return _to_kept(request, state, facts, now)
+        return Refused(f"no rollout of {request.model} is in flight; nothing to {request.action}")
+    endpoint, _, candidate = str(flight.job).partition("/")
+    data = rollout.data_of(flight) or {}
+    pending = rollout.pending_of(flight)
+    if pending is not None:
+        if pending.trigger and pending.trigger.get("event_id") == request.trigger.event_id:
+            return Planned(flight, pending, endpoint, written=True)
+        return Refused(
+            f"a {pending.kind} transition of the rollout of {flight.job} is being carried out; try again after "
+            "the next reconciler pass"
+        )
+    step, steps = int(data.get("step", -1)), [int(p) for p in data.get("steps") or []]
+    at = f"at step {step + 1} of {len(steps)} ({steps[step]}%)" if 0 <= step < len(steps) else "before its first step"
+    paused = data.get("paused")
+
+    def moved(kind: str, target: dict[str, int] | None, reason: str, start: dict[str, Any] | None = None) -> Planned:
+        """The transition at the current step; a flight without rollout data yet gets the minimum."""
+        t = Transition.of(request.model, flight, kind, step, step, target, reason + said, trigger=trig)
+        base: dict[str, Any] = {"endpoint": endpoint, "deployment": candidate, "steps": [], "step": -1}
+        return Planned(flight, t, endpoint, start or (None if data else base))
+
+    if request.action == "pause":
+        if paused:
+            return Refused(f"the rollout of {flight.job} is paused already (since {paused.get('at')}); resume it")
+        stays = f"traffic stays {fmt(data.get('traffic'))}" if data.get("traffic") else "no traffic was shifted yet"
+        return moved("pause", None, f"rollout of {flight.job} paused {at}; {stays}")
+    if request.action == "resume":
+        if not paused:
+            return Refused(f"the rollout of {flight.job} is not paused; nothing to resume")
+        restarts = "; its bake starts again" if step >= 0 else ""
+        return moved("resume", None, f"rollout of {flight.job} resumed {at}{restarts}")
+    if request.action == "promote":
+        start: dict[str, Any] | None = None
+        before: Any = data.get("traffic")
+        if step < 0:
+            state_now = facts.provisioning
+            if state_now is None or state_now.lower() != rollout.PROVISIONED:
+                return Refused(
+                    f"the deployment {flight.job} is {state_now or 'missing'}, not provisioned; promote it once it is"
+                )
+            before = rollout.live(facts.traffic or {})
+            start = {"endpoint": endpoint, "deployment": candidate, "steps": [], "original": before, "step": -1}
+        target = {candidate: 100}
+        skipped = [f"{p}%" for p in steps[step + 1 :]] if step >= 0 else [f"{p}%" for p in steps]
+        return moved(
+            "promote-now",
+            target,
+            f"candidate {flight.job} promoted {at}, skipping {', '.join(skipped) or 'no step'}: traffic "
+            f"{fmt(before)} -> {fmt(target)}",
+            start,
+        )
+    original: Any = data.get("original")
+    if step < 0 or not original:
+        return moved(
+            "manual-rollback", None, f"rollout of {flight.job} rolled back before any traffic; traffic never changed"
+        )
+    return moved(
+        "manual-rollback", dict(original), f"rollout of {flight.job} rolled back {at}; traffic back to {fmt(original)}"
+    )
+
+
+def _to_kept(request: OperatorRequest, state: ModelState, facts: Facts, now: datetime) -> Planned | Refused:
+    """No rollout in flight: the traffic the last promotion replaced, as far as it still exists."""
+    kept = state.kept
+    if not kept or not kept.get("traffic") or not kept.get("endpoint"):
+        return Refused(
+            f"no rollout of {request.model} is in flight and no promotion kept a previous deployment; nothing to "
+            "roll back to"
+        )
+    endpoint, traffic = str(kept["endpoint"]), {str(d): int(p) for d, p in dict(kept["traffic"]).items()}
+    left = {d: p for d, p in traffic.items() if d in facts.existing and p > 0}
+    if not left:
+        return Refused(
+            f"the deployment(s) {', '.join(sorted(traffic))} that {kept.get('replaced_by')} replaced no longer exist "
+            f"on endpoint {endpoint} (retired?); nothing to roll back to"
+        )
+    target = rescaled(left)
+    current = rollout.live(facts.traffic or {})
+    main = max(target, key=lambda d: (target[d], d))
+    decision = f"op-{digest('operate', request.model, 'rollback', request.trigger.event_id)}"
+    flight = Flight(decision, iso(now), "submitted", f"{endpoint}/{main}")
+    gone = sorted(set(traffic) - set(left))
+    note = f" ({', '.join(gone)} no longer exist)" if gone else ""
+    transition = Transition.of(
+        request.model,
+        flight,
+        "manual-rollback",
+        -1,
+        -1,
+        target,
+        f"traffic of {endpoint} back to the deployment(s) the promotion of {kept.get('replaced_by')} replaced"
+        f"{note}: {fmt(current)} -> {fmt(target)} by {who(request.trigger)}: {request.reason}",
+        trigger=request.trigger.as_dict(),
+        kept=dict(kept),
+    )
+    data = {
+        "endpoint": endpoint,
+        "deployment": main,
+        "steps": [],
+        "original": current,
+        "step": -1,
+        "restores_kept": True,
+        "pending": transition.to_dict(),
+    }
+    return Planned(replace(flight, data={ROLLOUT: data}), transition, endpoint, opens=True)
+
+
+def rescaled(traffic: Mapping[str, int]) -> dict[str, int]:
+    """``traffic`` scaled to sum to 100 (largest remainder), keeping its proportions."""
+    total = sum(traffic.values())
+    exact = {d: 100 * p / total for d, p in sorted(traffic.items())}
+    out = {d: int(v) for d, v in exact.items()}
+    for d in sorted(exact, key=lambda d: (-(exact[d] - out[d]), -traffic[d], d))[: 100 - sum(out.values())]:
+        out[d] += 1
+    return {d: p for d, p in out.items() if p > 0}
+
+
+def open_flight(state: ModelState, planned: Planned) -> tuple[ModelState | None, bool]:
+    """Open the rollback's own rollout flight, with its transition written ahead; False when a
+    rollout is in flight meanwhile."""
+    if ROLLOUT in state.flights:
+        return None, False
+    return replace(state, flights={**state.flights, ROLLOUT: planned.flight}), True
+
+
+class Operator:
+    """Carries out operator requests on rollouts (:meth:`handle`), through the stepper's write-ahead
+    protocol. Validated before anything is claimed: an unknown model is NotFound (404), a model
+    without ``deploy`` InvalidInput (400); an action that does not apply is NotApplicable (a Conflict, 409)."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        ledger: Ledger,
+        deployments: Deployments,
+        stepper: RolloutStepper,
+        clock: Callable[[], datetime],
+        lease: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self.policy = policy
+        self.ledger = ledger
+        self.deployments = deployments
+        self.stepper = stepper
+        self.clock = clock
+        self.lease = lease
+
+    def handle(self, request: OperatorRequest) -> DecisionRecord:
+        self._check(request)
+        done = self._seen(request.trigger)
+        if done is not None:
+            return done
+        now = self.clock()
+        state = self.ledger.get_model(request.model)
+        planned = plan(request, state, self._facts(request, state), now)
+        if isinstance(planned, Refused):
+            finished = self._finished_by_reconciler(request)
+            if finished is not None:
+                return finished
+            log.info("operator %s model=%s refused: %s", request.action, request.model, planned.why)
+            raise NotApplicable(planned.why)
+        claim = self.ledger.claim_event(request.trigger, now, self.lease)
+        if claim.status == "done":  # the same request, carried out meanwhile by another instance
+            again = self._seen(request.trigger)
+            if again is None:
+                raise TransientError(f"request {request.trigger.event_id} was carried out meanwhile; ask again")
+            return again
+        if claim.status == "busy":
+            raise TransientError(f"request {request.trigger.event_id} is being carried out; try again in a moment")
+        try:
+            record = self._carry_out(request, planned, now)
+            self.ledger.finish_event(request.trigger, [record.id], now)
+        except Exception:  # transient (or a bug): the claim is given back; a pending transition stays
+            self._abandon(request.trigger)
+            raise
+        return record
+
+    def _check(self, request: OperatorRequest) -> None:
+        mp = self.policy.models.get(request.model)
+        if mp is None:
+            raise NotFound(f"model {request.model!r} is not in the policy; known: {', '.join(self.policy.models)}")
+        if mp.deploy is None:
+            raise InvalidInput(f"model {request.model!r} has no 'deploy' section in the policy; it has no rollouts")
+        if request.action not in ACTIONS:
+            raise InvalidInput(f"action {request.action!r} is not one of {', '.join(ACTIONS)}")
+
+    def _seen(self, trigger: Trigger) -> DecisionRecord | None:
+        """The record of this request when it was carried out before (the same Idempotency-Key):
+        the same record again, unless the key came with another request (KeyReused)."""
+        seen = self.ledger.event_status(trigger)
+        if not seen or seen[0] != "done" or not seen[1]:
+            return None
+        original = self.ledger.get_decision(seen[1][0])
+        if original is None:
+            return None
+        if original.trigger.get("request") != trigger.request:
+            raise KeyReused(
+                f"Idempotency-Key {trigger.event_id.partition(':')[2]!r} was first used at {original.at} for another "
+                f"request to this route (decision {original.id}); send a new key with a new request"
+            )
+        return original
+
+    def _finished_by_reconciler(self, request: OperatorRequest) -> DecisionRecord | None:
+        """The record of this very request when its worker died after writing the transition ahead
+        and a reconciler pass carried it out (so its claim was never finished): a retry of the
+        request gets that record, not a refusal. Looked for among the model's latest decisions."""
+        for record in self.ledger.decisions(request.model, 20):
+            if record.trigger.get("event_id") == request.trigger.event_id and record.trigger.get("source") == (
+                request.trigger.source
+            ):
+                return record
+        return None
+
+    def _facts(self, request: OperatorRequest, state: ModelState) -> Facts:
+        """Only what the rule needs for this action, read through the Deployments port."""
+        flight = state.flights.get(ROLLOUT)
+        if flight is not None and flight.job:
+            data = rollout.data_of(flight) or {}
+            if request.action == "promote" and int(data.get("step", -1)) < 0:
+                endpoint, _, candidate = flight.job.partition("/")
+                return Facts(
+                    self.deployments.deployment_state(endpoint, candidate), self.deployments.endpoint_traffic(endpoint)
+                )
+            return Facts()
+        if request.action != "rollback" or not state.kept or not state.kept.get("endpoint"):
+            return Facts()
+        endpoint = str(state.kept["endpoint"])
+        existing = frozenset(
+            d
+            for d in dict(state.kept.get("traffic") or {})
+            if (self.deployments.deployment_state(endpoint, d) or "").lower() == rollout.PROVISIONED
+        )
+        return Facts(None, self.deployments.endpoint_traffic(endpoint), existing)
+
+    def _carry_out(self, request: OperatorRequest, planned: Planned, now: datetime) -> DecisionRecord:
+        model, flight, t = request.model, planned.flight, planned.transition
+        if planned.opens:
+            ok = self.ledger.update_model(model, lambda s: open_flight(s, planned))
+        elif planned.written:
+            ok = True
+        else:
+            ok = self.ledger.update_model(model, lambda s: rollout.begin(s, flight.decision, t, planned.start))
+        if not ok:
+            raise NotApplicable(
+                f"the rollout of {model} changed meanwhile; look at it again (GET /api/models) and retry"
+            )
+        log.info("operator %s model=%s by %s: %s", request.action, model, who(request.trigger), t.reason)
+        done = self.stepper.carry_out(model, flight, t, planned.endpoint, now)
+        record = self.ledger.get_decision(str(done["record"]))
+        if record is None:  # pragma: no cover - carry_out wrote it
+            raise TransientError(f"decision {done['record']} is not readable yet; ask again")
+        return record
+
+    def _abandon(self, trigger: Trigger) -> None:
+        try:
+            self.ledger.abandon_event(trigger)
+        except TransientError:
+            log.warning("could not release the claim on request %s; it expires with its lease", trigger.event_id)
