@@ -107,9 +107,7 @@ OPERATIONS: dict[str, list[str]] = {
     # function_app/adapters/monitor_health.py: LogsQueryClient.query_resource / query_workspace
     "MonitorHealth.from_settings": [],
     "MonitorHealth.client": [],
-    "MonitorHealth.check": _LOGS_QUERY,
     "MonitorHealth.read": _LOGS_QUERY,
-    "NoHealthData.check": [],
     "NoHealthData.read": [],
     # function_app/adapters/monitor_metrics.py: the platform-metrics health source (MetricsClient)
     "MonitorMetrics.build": [],
