@@ -299,6 +299,7 @@ def record_of(
         details={
             "deploy_decision": flight.decision,
             "step": pending.step,
+            "from_step": pending.from_step,  # the step its health verdict (if any) judged
             "traffic": pending.target,
             **pending.details,
         },

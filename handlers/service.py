@@ -21,7 +21,7 @@ from handlers.errors import Conflict, Forbidden, KeyReused, PermanentError, Tran
 from handlers.executor import Executor
 from handlers.keys import ci_get
 from handlers.ports import Ledger
-from handlers.records import DecisionRecord, ModelState, iso
+from handlers.records import DecisionRecord, ModelState, from_iso, iso
 from handlers.signals import (
     TAG_DECISION,
     TAG_MODEL,
@@ -53,6 +53,32 @@ class EventResult:
             "status": self.status,
             "decisions": [d.to_dict() for d in self.decisions],
         }
+
+
+def health_numbers(verdict: Any) -> dict[str, Any] | None:
+    """The numbers of a recorded health verdict that a person reads against their limits."""
+    if not isinstance(verdict, dict):
+        return None
+
+    def part(key: str) -> dict[str, Any]:
+        value = verdict.get(key)
+        return value if isinstance(value, dict) else {}
+
+    candidate, baseline, limits = part("candidate"), part("baseline"), part("limits")
+    return {
+        "status": verdict.get("status"),
+        "next": verdict.get("next"),
+        "why": verdict.get("why"),
+        "source": verdict.get("source"),
+        "requests": candidate.get("served"),
+        "failure_rate": candidate.get("failure_rate"),
+        "baseline_failure_rate": baseline.get("failure_rate"),
+        "p95_ms": candidate.get("p95_ms"),
+        "p_value": verdict.get("p_value"),
+        "max_error_rate": limits.get("max_error_rate"),
+        "max_latency_ms": limits.get("max_latency_ms"),
+        "min_requests": limits.get("min_requests"),
+    }
 
 
 def verified(signal: Signal, ledger: Ledger) -> Signal:
@@ -217,6 +243,40 @@ class RetrainService:
         now = self.clock()
         return [self.model_view(name, self.ledger.get_model(name), now) for name in self.policy.models]
 
+    def _explain_flights(
+        self, name: str, state: ModelState, flights: dict[str, dict[str, Any]], progress: Any, now: datetime
+    ) -> None:
+        """What an operator wants beside a flight: the retrain's job link; the rollout's bake and the
+        history of its steps with the health numbers each was judged on."""
+        if "retrain" in flights:
+            record = self.ledger.get_decision(state.flights["retrain"].decision)
+            flights["retrain"]["url"] = (record.job or {}).get("url") if record is not None else None
+        if "rollout" not in flights:
+            return
+        decision = state.flights["rollout"].decision
+        mp = self.policy.models.get(name)
+        rule = mp.deploy.rollout if mp is not None and mp.deploy is not None else None
+        started = from_iso(progress.get("step_started")) if isinstance(progress, dict) else None
+        if rule is not None:
+            flights["rollout"]["bake_s"] = rule.bake.total_seconds()
+            flights["rollout"]["bake_until"] = iso(started + rule.bake) if started is not None else None
+            left = (started + rule.bake - now).total_seconds() if started is not None else None
+            flights["rollout"]["bake_left_s"] = None if left is None else max(0.0, left)  # by the service's clock
+        history = [r for r in self.ledger.decisions(name, 100) if r.details.get("deploy_decision") == decision]
+        flights["rollout"]["history"] = [
+            {
+                "id": r.id,
+                "action": r.action,
+                "outcome": r.outcome,
+                "at": r.at,
+                "step": r.details.get("step"),
+                "judged_step": r.details.get("from_step", r.details.get("step")),
+                "traffic": r.details.get("traffic"),
+                "health": health_numbers(r.details.get("health")),
+            }
+            for r in reversed(history)
+        ]
+
     def model_view(self, name: str, state: ModelState, now: datetime) -> dict[str, Any]:
         last = self.ledger.decisions(name, 1)
         until = guards.cooldown_until(state, self.policy.cooldown(name))
@@ -228,6 +288,7 @@ class RetrainService:
         progress = state.flights["rollout"].data.get("rollout") if "rollout" in state.flights else None
         if isinstance(progress, dict):  # where the rollout stands: its step, traffic and any pause
             flights["rollout"].update({k: progress.get(k) for k in ("step", "steps", "traffic", "paused")})
+        self._explain_flights(name, state, flights, progress, now)
         status = (
             "retraining"
             if "retrain" in flights

@@ -127,6 +127,7 @@ def test_root_script_holds_exactly_one_function_app_and_its_functions() -> None:
         "decisions": (["GET"], "FUNCTION"),
         "health": (["GET"], "ANONYMOUS"),
         "config": (["GET"], "FUNCTION"),
+        "console": (["GET"], "FUNCTION"),
     }
 
 

@@ -3,82 +3,24 @@ with the real EventGridPublisherClient, replies read over HTTP."""
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from azure.core.credentials import AzureKeyCredential
-from azure.eventgrid import EventGridPublisherClient
 
 from tests.conftest import REPO, load_sample, sample_files
+from tests.hosts import RunningHost, free_port, serving, start_host
 
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RunningHost:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-
-    def request(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, Any]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        raw = json.dumps(body).encode() if body is not None else None
-        conn.request(method, path, body=raw, headers={"Content-Type": "application/json", **(headers or {})})
-        resp = conn.getresponse()
-        data = resp.read()
-        conn.close()
-        return resp.status, json.loads(data) if data else None
-
-    def publisher(self) -> EventGridPublisherClient:
-        return EventGridPublisherClient(f"{self.url}/api/events", AzureKeyCredential("local"))
-
-
-def start_host(env: dict[str, str], port: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "function_app.cli", "host", "--port", str(port)],
-        cwd=REPO,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 @pytest.fixture
 def host(tmp_path: Path) -> Iterator[RunningHost]:
-    port = free_port()
-    proc = start_host({"RETRAIN_SQLITE_PATH": str(tmp_path / "ledger.db"), "PORT": str(port)}, port)
-    running = RunningHost(port)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if running.request("GET", "/api/health")[0] == 200:
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"host did not start: {proc.communicate()[1][-2000:]}")
-        time.sleep(0.1)
-    yield running
-    proc.terminate()
-    proc.wait(timeout=10)
+    with serving({"RETRAIN_SQLITE_PATH": str(tmp_path / "ledger.db")}) as running:
+        yield running
 
 
 def test_every_published_sample_posted_to_the_webhook_gets_a_2xx(host: RunningHost) -> None:

@@ -1,0 +1,54 @@
+"""A real browser for the console's tests: Debian's Chromium, driven by Playwright.
+
+Playwright's own browser download cannot reach its host here, so the tests use the distribution's
+``chromium`` package, installed by :func:`chromium` where it is missing (as root, with apt-get, as CI
+runs), and launched with ``--no-sandbox`` (the tests run as root).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def chromium() -> str:
+    """The path of Chromium, installing Debian's package first when it is missing."""
+    if os.path.exists(CHROMIUM):
+        return CHROMIUM
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        pytest.fail(
+            "the console tests need Debian's chromium: run `apt-get update && apt-get install -y chromium` as root"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+    ):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
+        if done.returncode != 0:
+            pytest.fail(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
+    return CHROMIUM
+
+
+@contextmanager
+def browser_page(width: int = 1366, height: int = 900) -> Iterator[Any]:
+    """A page of a fresh headless Chromium at a laptop's screen size; confirmation dialogs are accepted."""
+    from playwright.sync_api import sync_playwright
+
+    path = chromium()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.on("dialog", lambda dialog: dialog.accept())
+            yield page
+        finally:
+            browser.close()

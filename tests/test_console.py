@@ -1,0 +1,181 @@
+"""The operator console in a real headless Chromium (Debian's package, driven by Playwright).
+
+First against the local host as `make run` starts it (a process, the example policy, the dry-run
+backend): events sent with the real EventGridPublisherClient appear, a decision is found by event id
+and expanded, a dry-run retrain is pressed and its decision shown. Then a rollout in flight, judged
+on health numbers, drawn with its traffic split, bake and chart. Screenshots go to the folder
+RETRAIN_SCREENSHOTS names (docs/ for the README's), else to the test's own folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from handlers.analysis import Reading
+from handlers.policy import parse_policy
+from tests.browser import browser_page
+from tests.conftest import REPO
+from tests.fakes import RecordingActions
+from tests.hosts import free_port, serving
+from tests.ledgers import LedgerSpec
+from tests.world import World
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+EXAMPLES = REPO / "examples" / "events"
+ENDPOINT = "diabetes-endpoint"
+
+
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("RETRAIN_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_the_console_shows_events_finds_a_decision_by_event_id_and_runs_a_dry_run_retrain(tmp_path: Path) -> None:
+    drift = json.loads((EXAMPLES / "drift.eventgrid.json").read_text())
+    finished = json.loads((EXAMPLES / "retrain-run-completed.eventgrid.json").read_text())
+    from playwright.sync_api import expect
+
+    with serving({"RETRAIN_SQLITE_PATH": str(tmp_path / "ledger.db")}) as host, browser_page() as page:
+        page.goto(f"{host.url}/api/console?code=local")
+        page.wait_for_selector('article.model[data-model="sklearn_regression_model"]')
+        assert page.locator("#backend").inner_text(timeout=5000).startswith("backend dryrun")
+
+        host.publisher().send(drift)
+        host.publisher().send(finished)
+        page.click("#refresh")
+        page.wait_for_selector("#decisions tr.row >> nth=1")
+        rows = page.locator("#decisions tr.row")
+        actions = {
+            (rows.nth(i).locator("td").nth(2).inner_text(), rows.nth(i).locator("td").nth(3).inner_text())
+            for i in range(rows.count())
+        }
+        assert ("retrain", "planned") in actions and ("deploy", "planned") in actions
+        card = page.locator('article.model[data-model="sklearn_regression_model"]')
+        assert (
+            "retrain planned" in card.locator(".last").inner_text()
+            or "deploy planned" in card.locator(".last").inner_text()
+        )
+
+        page.fill("#f-event", drift[0]["id"])
+        page.click("#filters button[type=submit]")
+        expect(page.locator("#decisions tr.row")).to_have_count(1)
+        row = page.locator("#decisions tr.row").first
+        assert row.locator("td").nth(2).inner_text() == "retrain"
+        row.click()
+        record = json.loads(page.locator("#decisions tr.detail pre").first.inner_text())
+        assert record["trigger"]["event_id"] == drift[0]["id"] and record["details"]["rendered"]["type"] == "pipeline"
+        page.screenshot(path=str(shots(tmp_path) / "console-timeline.png"), full_page=True)
+
+        page.click("#f-clear")
+        page.locator('article.model[data-model="churn-classifier"] button[data-action="retrain"]').click()
+        page.wait_for_selector("#result .decision")
+        result = page.locator("#result .decision")
+        assert "Dry-run retrain churn-classifier: retrain planned" in result.inner_text()
+        decision_id = result.get_attribute("data-id")
+        page.wait_for_selector(f'#decisions tr.row[data-id="{decision_id}"]')
+        shown = json.loads(result.locator("pre").inner_text())
+        assert shown["details"]["dry_run"] is True and shown["trigger"]["caller"] == {"kind": "function key"}
+        page.screenshot(path=str(shots(tmp_path) / "console.png"), full_page=True)
+
+
+class SteadyHealth:
+    """A health source of our own port that reports the same traffic every time: the candidate
+    answering 1 in 200 with a model error, the baseline 1 in 100."""
+
+    name = "metrics"
+
+    def read(
+        self, endpoint: str, candidate: str, baseline: str | None, since: datetime, until: datetime
+    ) -> tuple[Reading, Reading | None]:
+        def reading(deployment: str, failures: int, total: int) -> Reading:
+            codes = {(200, 200): total - failures, (424, 500): failures}
+            return Reading.of(
+                endpoint, deployment, since.isoformat(), until.isoformat(), codes, 41.0, "metrics", "test"
+            )
+
+        return reading(candidate, 2, 400), reading(baseline, 8, 800) if baseline else None
+
+
+@pytest.fixture
+def rollout_host(tmp_path: Path) -> Iterator[tuple[str, World]]:
+    """The app in this process on a free port, on a world whose rollout has taken a step."""
+    import main
+    from function_app import runtime
+    from function_app.localhost import Host, make_server
+
+    policy = parse_policy((REPO / "examples" / "policy.yaml").read_text())
+    actions = RecordingActions(traffic={ENDPOINT: {"blue": 100}})
+    world = World(
+        LedgerSpec("sqlite", str(tmp_path / "l.db")), policy=policy, actions=actions, health={"metrics": SteadyHealth()}
+    )
+    deploy = world.manual("deploy", version="4", reason="new model")
+    actions.provisioning[str(deploy.job["name"])] = "Succeeded"  # type: ignore[index]
+    world.reconcile()  # step 1: 10%
+    world.clock.advance(minutes=14)  # the 10-minute bake, then the metrics' 3 minutes of lag
+    report = world.reconcile()  # judged healthy: step 2, 50%
+    assert [r["state"] for r in report.rollouts] == ["stepped"], report.rollouts
+    world.clock.advance(minutes=3)
+    runtime.set_retrainer(world.worker)
+    server = make_server(Host(main.app), free_port())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", world
+    finally:
+        server.shutdown()
+        server.server_close()
+        runtime.set_retrainer(None)
+
+
+def test_a_rollout_in_flight_shows_its_split_step_bake_and_health_against_the_limits(
+    rollout_host: tuple[str, World], tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    url, world = rollout_host
+    with browser_page() as page:
+        page.goto(f"{url}/api/console")
+        card = page.locator('article.model[data-model="sklearn_regression_model"]')
+        card.locator(".rollout").wait_for()
+        assert card.locator(".state").inner_text() == "rolling out"
+        assert "step 2 of 3 (50%)" in card.locator(".rollout-step").inner_text()
+        traffic = card.locator(".traffic").inner_text()
+        assert traffic.startswith("Traffic: ") and "blue 50%" in traffic
+        assert "of bake left" in card.locator(".bake").inner_text()
+        health = card.locator(".health").inner_text()
+        assert "0.50% failures over 400 requests (limit 5.00%, baseline 1.00%)" in health
+        caption = card.locator(".chart-caption").inner_text()
+        assert (
+            caption.startswith("Failure rate of the candidate at each judged step")
+            and "step 1 0.50% (healthy)" in caption
+        )
+        assert card.locator(".chart rect").count() == 1
+        assert card.locator('button[data-action="pause"]').is_enabled()
+        assert not card.locator('button[data-action="resume"]').is_enabled()
+        page.screenshot(path=str(shots(tmp_path) / "console-rollout.png"), full_page=True)
+
+        card.locator('button[data-action="pause"]').click()
+        page.wait_for_selector("#result .decision")
+        assert "Pause sklearn_regression_model: pause" in page.locator("#result .decision").inner_text()
+        card = page.locator('article.model[data-model="sklearn_regression_model"]')
+        expect(card.locator(".state")).to_have_text("rollout paused")  # the page's CSP allows no eval
+        assert card.locator('button[data-action="resume"]').is_enabled()
+    assert world.worker.ledger.get_model("sklearn_regression_model").flights["rollout"].data["rollout"]["paused"]
+
+
+def test_the_console_is_behind_a_key_and_lets_nothing_else_run(tmp_path: Path) -> None:
+    from function_app.triggers.console import page
+
+    html = page("n0nce")
+    assert html.count('nonce="n0nce"') == 2 and "{{" not in html
+    assert "<script src" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert "innerHTML" not in (REPO / "function_app" / "console" / "console.js").read_text()
