@@ -8,7 +8,6 @@ on becomes :class:`Ignored` with the reason, so that every event has an answer.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 
 from handlers import jsonin
 from handlers.errors import InvalidInput
-from handlers.keys import as_str, ci_get
+from handlers.keys import as_str, ci_get, finite
 
 ML = "Microsoft.MachineLearningServices."
 DRIFT = ML + "DatasetDriftDetected"
@@ -304,17 +303,6 @@ def _is_child_run(run_id: str, props: Mapping[str, Any], run_type: Any) -> bool:
     return str(run_type or "").lower() in ("azureml.steprun", "azureml.stepruns")
 
 
-def _float(value: Any) -> float | None:
-    """A finite number, or None: ``true``, ``"NaN"``, infinities and text are no number."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def to_signal(env: Envelope, workspaces: frozenset[str] | None = None) -> Signal:
     """Turn one envelope into a signal. ``workspaces``: the normalised workspace ids to accept."""
     trigger = _trigger(env)
@@ -336,7 +324,7 @@ def to_signal(env: Envelope, workspaces: frozenset[str] | None = None) -> Signal
         if not monitor:
             return Ignored(trigger, "drift event without DataDriftName: cannot tell which monitor fired")
         raw_coefficient = env.get("DriftCoefficient")
-        coefficient = _float(raw_coefficient)
+        coefficient = finite(raw_coefficient)
         return DriftDetected(
             trigger=trigger,
             workspace=ws,

@@ -4,9 +4,15 @@ the paths that act), once per worker, and the options that leave retries and the
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from handlers.analysis import Reading
+
+log = logging.getLogger(__name__)
 
 
 class LazyClient:
@@ -34,3 +40,23 @@ def sdk_options(deadline: float, **extra: Any) -> dict[str, Any]:
     """Client options: the SDK's own azure-core retries off (tenacity owns retries and the time
     budget, function_app/retry.py), and timeouts that fit in a delivery's ``deadline``."""
     return {"retry_total": 0, "connection_timeout": min(5.0, deadline), "read_timeout": deadline, **extra}
+
+
+def logged_readings(
+    endpoint: str, source: str, readings: tuple[Reading, Reading | None]
+) -> tuple[Reading, Reading | None]:
+    """The readings a health source returns, each logged on one line (the numbers, no payload)."""
+    for r in readings:
+        if r is not None:
+            log.info(
+                "health %s/%s %s..%s (%s): %d request(s) by code %s, p95 %s ms",
+                endpoint,
+                r.deployment,
+                r.since,
+                r.until,
+                source,
+                r.requests,
+                r.codes,
+                r.p95_ms,
+            )
+    return readings

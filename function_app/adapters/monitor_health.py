@@ -25,7 +25,6 @@ retries off: the retry budget (:mod:`function_app.retry`) and the error translat
 from __future__ import annotations
 
 import logging
-import math
 import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -33,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 from azure.core.exceptions import AzureError
 
 from function_app.adapters import azure_errors
-from function_app.adapters.clients import LazyClient, sdk_options
+from function_app.adapters.clients import LazyClient, logged_readings, sdk_options
 from function_app.retry import RetryPolicy
 from handlers.analysis import Reading
 from handlers.errors import PermanentError, TransientError
+from handlers.keys import finite
 from handlers.records import iso
 
 if TYPE_CHECKING:
@@ -96,16 +96,6 @@ def build_query(endpoint: str, deployment: str, baseline: str | None = None) -> 
         baseline_let=f"\nlet baseline_name = {kql_string(baseline)};",
         deployments="DeploymentName =~ deployment_name or DeploymentName =~ baseline_name",
     )
-
-
-def _number(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 NO_WORKSPACE = "no Log Analytics workspace is configured (RETRAIN_LOG_ANALYTICS_WORKSPACE_ID); no data"
@@ -209,14 +199,14 @@ class MonitorHealth:
             for raw in table.rows:
                 row = dict(zip(columns, list(raw), strict=False))
                 name = str(row.get("DeploymentName") or "").lower()
-                requests = _number(row.get("requests"))
+                requests = finite(row.get("requests"))
                 if requests is not None:
-                    code, model = _number(row.get("code")), _number(row.get("model_code"))
+                    code, model = finite(row.get("code")), finite(row.get("model_code"))
                     key = (int(code) if code is not None else 0, int(model) if model is not None else None)
                     bucket = codes.setdefault(name, {})
                     bucket[key] = bucket.get(key, 0) + int(requests)
                 elif "p95_ms" in row:
-                    p95[name] = _number(row.get("p95_ms"))
+                    p95[name] = finite(row.get("p95_ms"))
 
         def reading(deployment: str) -> Reading:
             key = deployment.lower()
@@ -224,17 +214,6 @@ class MonitorHealth:
                 endpoint, deployment, iso(since), iso(until), codes.get(key, {}), p95.get(key), SOURCE, query
             )
 
-        got = reading(candidate), (reading(baseline) if baseline is not None else None)
-        for r in got:
-            if r is not None:
-                log.info(
-                    "health %s/%s %s..%s: %d request(s) by code %s, p95 %s ms",
-                    endpoint,
-                    r.deployment,
-                    r.since,
-                    r.until,
-                    r.requests,
-                    r.codes,
-                    r.p95_ms,
-                )
-        return got
+        return logged_readings(
+            endpoint, SOURCE, (reading(candidate), reading(baseline) if baseline is not None else None)
+        )

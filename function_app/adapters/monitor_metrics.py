@@ -34,7 +34,6 @@ and the error translation (:mod:`function_app.adapters.azure_errors`) are the Az
 from __future__ import annotations
 
 import logging
-import math
 import re
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -42,10 +41,11 @@ from typing import TYPE_CHECKING, Any
 from azure.core.exceptions import AzureError
 
 from function_app.adapters import azure_errors
-from function_app.adapters.clients import LazyClient, sdk_options
+from function_app.adapters.clients import LazyClient, logged_readings, sdk_options
 from function_app.retry import Budget, RetryPolicy
 from handlers.analysis import Reading
 from handlers.errors import PermanentError
+from handlers.keys import finite
 from handlers.records import iso
 
 if TYPE_CHECKING:
@@ -117,16 +117,6 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _number(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _dims(series: Any) -> dict[str, Any]:
     """A series' dimension values by lower-cased name (the API may answer 'statuscode' for 'statusCode')."""
     return {str(k).lower(): v for k, v in (series.metadata_values or {}).items()}
@@ -145,7 +135,7 @@ def _histogram(
         deployment = str(dims.get("deployment") or "").lower()
         key = (_int(dims.get("statuscode")) or 0, _int(dims.get("modelstatuscode")))
         for point in series.data or []:
-            total = _number(point.total) or 0.0
+            total = finite(point.total) or 0.0
             bucket = codes.setdefault(deployment, {})
             bucket[key] = bucket.get(key, 0) + round(total)
             minute = (deployment, point.timestamp)
@@ -160,7 +150,7 @@ def _p95(series_list: list[Any], per_minute: dict[tuple[str, datetime], float]) 
     for series in series_list:
         deployment = str(_dims(series).get("deployment") or "").lower()
         for point in series.data or []:
-            value = _number(point.average)
+            value = finite(point.average)
             if value is None:
                 continue
             w = per_minute.get((deployment, point.timestamp), 0.0)
@@ -335,17 +325,6 @@ class MonitorMetrics:
                 endpoint, deployment, iso(start), iso(end), codes.get(key, {}), p95s.get(key), SOURCE, request, note
             )
 
-        got = reading(candidate), (reading(baseline) if baseline is not None else None)
-        for r in got:
-            if r is not None:
-                log.info(
-                    "health %s/%s %s..%s (metrics): %d request(s) by code %s, p95 %s ms",
-                    endpoint,
-                    r.deployment,
-                    r.since,
-                    r.until,
-                    r.requests,
-                    r.codes,
-                    r.p95_ms,
-                )
-        return got
+        return logged_readings(
+            endpoint, SOURCE, (reading(candidate), reading(baseline) if baseline is not None else None)
+        )
