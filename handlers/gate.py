@@ -11,12 +11,11 @@ the model version behind the endpoint's live deployment) and this module judges 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from handlers.keys import ci_get
+from handlers.keys import ci_get, finite
 
 if TYPE_CHECKING:
     from handlers.policy import GateRule
@@ -40,14 +39,7 @@ class GateVerdict:
 
 def metric_value(facts: Mapping[str, Any] | None, metric: str) -> float | None:
     """The metric as a number, from tags/properties (values arrive as strings); None if absent or not numeric."""
-    raw = ci_get(facts, metric)
-    if raw is None or isinstance(raw, bool):
-        return None
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
+    return finite(ci_get(facts, metric))
 
 
 def _fmt(value: float) -> str:
