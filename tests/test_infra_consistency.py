@@ -259,6 +259,7 @@ def _role_assignments() -> list[tuple[Path, str, dict[str, Any]]]:
     return found
 
 
+@pytest.mark.slow  # parses every Bicep module (pycep): tens of seconds
 def test_role_assignments_are_deterministic_and_to_service_principals() -> None:
     assignments = _role_assignments()
     assert len(assignments) == 7

@@ -137,6 +137,7 @@ def test_the_custom_workspace_role_has_no_wildcard_and_none_of_the_forbidden_act
             "Microsoft.MachineLearningServices/workspaces/delete"} <= set(permissions.NEVER_GRANTED)  # fmt: skip
 
 
+@pytest.mark.slow  # parses every Bicep module (pycep): tens of seconds
 def test_every_other_action_is_granted_by_a_built_in_role_infra_assigns_to_the_app() -> None:
     assigned = {guid for guid, principals in assigned_builtin_roles().items() if "appPrincipalId" in principals}
     ungranted = []
