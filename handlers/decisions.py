@@ -390,7 +390,9 @@ _LONG_DATASTORE = re.compile(
 )
 
 
-def _reference_problem(model: str, name: str, spec: InputSpec, value: str, workspace: str) -> str | None:
+def _reference_problem(
+    model: str, name: str, spec: InputSpec, value: str, workspace: str, origin: str = "event"
+) -> str | None:
     """A path input's value taken from an event must name something in the workspace (a data asset or
     a path on one of its datastores) or start with a prefix the policy allows: event data never
     chooses what a model trains on beyond what the policy allows. None when it is allowed."""
@@ -405,10 +407,10 @@ def _reference_problem(model: str, name: str, spec: InputSpec, value: str, works
             f"subscriptions/{long_form['sub'].lower()}/resourcegroups/{long_form['rg'].lower()}/"
         ) and ws.endswith(f"/workspaces/{long_form['ws'].lower()}"):
             return None
+    given = f"takes its value from the event's {spec.from_event!r}, which is" if origin == "event" else "was sent as"
     return (
-        f"input {name!r} takes its value from the event's {spec.from_event!r}, which is {value[:200]!r}: not a data "
-        "asset or datastore path of this workspace, so nothing is trained on it; to allow such URIs, list their "
-        f"prefix in models.{model}.retrain.inputs.{name}.allowed_prefixes"
+        f"input {name!r} {given} {value[:200]!r}: not a data asset or datastore path of this workspace, so nothing "
+        f"is trained on it; to allow such URIs, list their prefix in models.{model}.retrain.inputs.{name}.allowed_prefixes"
     )
 
 
@@ -599,6 +601,8 @@ def _manual_problem(signal: ManualRequest, mp: ModelPolicy) -> str | None:
         for name, spec in mp.retrain.inputs.items():
             value, origin = (signal.inputs[name], "request") if name in signal.inputs else (spec.value, "policy")
             problem = _input_problem(model, name, spec, value, origin, manual=True)
+            if problem is None and origin == "request" and spec.type != "literal":
+                problem = _reference_problem(model, name, spec, str(value), "", origin="request")
             if problem is not None:
                 return problem
         return None

@@ -357,3 +357,28 @@ def test_a_model_registered_event_with_forged_tags_only_ever_skips(app: App) -> 
     raw = event("ModelRegistered", {"ModelName": MODEL, "ModelVersion": 9, "ModelTags": {"retrain_decision": "x"}})
     status, body = app.deliver("/api/events", [raw])
     assert status == 200 and [d["outcome"] for d in body["results"][0]["decisions"]] == ["skipped"]
+
+
+def test_a_path_input_a_manual_request_may_override_is_held_to_the_same_rule_as_event_data() -> None:
+    from handlers.decisions import check_manual
+    from handlers.errors import InvalidInput
+    from handlers.signals import ManualRequest, Trigger
+
+    policy = parse_policy(
+        """
+models:
+  m:
+    retrain:
+      pipeline: p:1
+      inputs:
+        data: {type: uri_folder, value: "azureml:d@latest"}
+      overridable: [data]
+"""
+    )
+
+    def request(value: str) -> ManualRequest:
+        return ManualRequest(Trigger("http", "r", "ManualRequest.retrain"), "m", "retrain", "x", inputs={"data": value})
+
+    with pytest.raises(InvalidInput, match=r"input 'data' was sent as 'https://attacker.example/x': not a data asset"):
+        check_manual(request("https://attacker.example/x"), policy)
+    check_manual(request("azureml:curated:4"), policy)  # an asset of the workspace
