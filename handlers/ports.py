@@ -117,6 +117,7 @@ class CandidateFacts:
     live_deployment: str | None = None
     champion_version: ModelVersion | None = None
     champion_metrics: dict[str, Any] | None = None
+    champion_unreadable: str | None = None  # why the champion cannot be compared (the gate skips)
     notes: tuple[str, ...] = ()
 
     @property

@@ -163,6 +163,10 @@ class Answer(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
+class MlflowAnswer(Answer):
+    """An error as the MLflow REST API spells it: ``{"error_code": ..., "message": ...}``."""
+
+
 class _Answerer(BaseAdapter):
     """The session's only adapter: the fake answers, nothing leaves the process."""
 
@@ -235,6 +239,12 @@ class FakeArm(RequestsTransport):
         self.endpoints: dict[str, dict[str, Any]] = {}
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
+        self.mlflow_runs: dict[str, dict[str, Any]] = {}  # run id -> the MLflow REST API's Run
+        self.schedules: dict[str, dict[str, Any]] = {}
+
+    @property
+    def mlflow_host(self) -> str:
+        return f"{self.location}.api.azureml.ms"
 
     # ------------------------------------------------------------------ azure-core hooks
 
@@ -335,8 +345,10 @@ class FakeArm(RequestsTransport):
         status: str = "Completed",
         outputs: tuple[str, ...] = ("model",),
         tags: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
     ) -> None:
-        """A finished run, as another client left it (its outputs can be registered as models)."""
+        """A finished run, as another client left it (its outputs can be registered as models), with
+        the MLflow metrics the pipeline run itself logged."""
         self.jobs[name] = self._job_resource(
             name,
             {
@@ -349,6 +361,56 @@ class FakeArm(RequestsTransport):
             },
             status,
         )
+        self.log_mlflow_run(name, experiment=experiment, metrics=metrics)
+
+    def log_mlflow_run(
+        self,
+        run_id: str,
+        *,
+        experiment: str = "Default",
+        name: str | None = None,
+        metrics: dict[str, float] | None = None,
+        parent: str | None = None,
+        status: str = "FINISHED",
+    ) -> None:
+        """The MLflow run every Azure ML job is (run id = job name), with the metrics it logged; a
+        pipeline step's run carries its parent in the tag ``mlflow.parentRunId``, its display name
+        as ``run_name`` (MLflow REST API, Run / RunInfo / RunData)."""
+        tags = [{"key": "mlflow.runName", "value": name or run_id}]
+        if parent is not None:
+            tags.append({"key": "mlflow.parentRunId", "value": parent})
+        self.mlflow_runs[run_id] = {
+            "info": {
+                "run_id": run_id,
+                "run_uuid": run_id,
+                "run_name": name or run_id,
+                "experiment_id": self.experiment_id(experiment),
+                "status": status,
+                "start_time": 1_795_000_000_000,
+                "end_time": 1_795_000_600_000,
+                "artifact_uri": f"azureml://experiments/{experiment}/runs/{run_id}/artifacts",
+                "lifecycle_stage": "active",
+            },
+            "data": {
+                "metrics": [
+                    {"key": k, "value": v, "timestamp": 1_795_000_500_000, "step": 0}
+                    for k, v in (metrics or {}).items()
+                ],
+                "params": [],
+                "tags": tags,
+            },
+        }
+
+    def add_step(self, parent: str, name: str, *, metrics: dict[str, float] | None = None) -> str:
+        """A pipeline step of job ``parent`` (a child job with its own MLflow run); returns its run id."""
+        run_id = f"{parent}_{name}_{len(self.mlflow_runs):04d}"
+        experiment = self.jobs[parent]["properties"].get("experimentName") or "Default"
+        self.log_mlflow_run(run_id, experiment=experiment, name=name, metrics=metrics, parent=parent)
+        return run_id
+
+    @staticmethod
+    def experiment_id(experiment: str) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"experiment:{experiment}"))
 
     def set_job_status(self, name: str, status: str, *, tags: dict[str, str] | None = None) -> None:
         """The job moves on, as Azure ML moves it ('Running', 'Completed', 'Failed', 'Canceled', ...);
@@ -470,7 +532,15 @@ class FakeArm(RequestsTransport):
         self.deployments[(endpoint, deployment)]["properties"]["provisioningState"] = state
 
     def writes(self) -> list[Call]:
-        return [c for c in self.calls if c.method in ("PUT", "POST", "PATCH", "DELETE")]
+        """The requests that change something (MLflow's ``runs/search`` is a POST that reads)."""
+        return [
+            c
+            for c in self.calls
+            if c.method in ("PUT", "POST", "PATCH", "DELETE") and not c.path.startswith("/mlflow/")
+        ]
+
+    def mlflow_calls(self, endpoint: str = "") -> list[Call]:
+        return [c for c in self.calls if c.path.startswith("/mlflow/") and c.path.endswith(endpoint)]
 
     # ------------------------------------------------------------------ answering
 
@@ -503,6 +573,8 @@ class FakeArm(RequestsTransport):
                 return fault.status, fault.headers, _error(fault.code, fault.message)
             try:
                 status, headers, out = self._route(call, url.hostname or "")
+            except MlflowAnswer as exc:
+                status, headers, out = exc.status, exc.headers, {"error_code": exc.code, "message": exc.message}
             except Answer as exc:
                 status, headers, out = exc.status, exc.headers, _error(exc.code, exc.message)
             call.status = status
@@ -513,6 +585,8 @@ class FakeArm(RequestsTransport):
         return Answer(400, "FakeArmUnexpectedRequest", f"the fake ARM does not expect this request: {why}")
 
     def _route(self, call: Call, host: str) -> tuple[int, dict[str, str], Any]:
+        if host == self.mlflow_host:
+            return self._mlflow(call)
         if host != ARM_HOST:
             raise self._unexpected(call, f"host {host}")
         if token_audience(call.headers.get("Authorization")) != f"https://{ARM_HOST}":
@@ -566,6 +640,7 @@ class FakeArm(RequestsTransport):
                     "friendlyName": self.workspace,
                     "workspaceId": "5b1f3b5e-7f0e-4c55-9c3b-4a3f2d1e0c9b",
                     "discoveryUrl": f"https://{self.location}.api.azureml.ms/discovery",
+                    "mlFlowTrackingUri": f"azureml://{self.mlflow_host}/mlflow/v1.0{self.ws_path}",
                     "provisioningState": "Succeeded",
                 },
             },
@@ -642,6 +717,7 @@ class FakeArm(RequestsTransport):
             k: {"jobOutputType": v["type"], "mode": "ReadWriteMount"} for k, v in declared.items()
         } | dict(props.get("outputs") or {})
         self.jobs[name] = job
+        self.log_mlflow_run(name, experiment=str(props.get("experimentName")), status="SCHEDULED")
         return 201, {}, job
 
     def _check_pipeline_job(self, call: Call, name: str, props: dict[str, Any]) -> None:
@@ -832,6 +908,50 @@ class FakeArm(RequestsTransport):
         elif done:
             self.deployments[op["deployment"]]["properties"]["provisioningState"] = "Succeeded"
         return 200, {}, {"id": operation, "name": operation, "status": "Succeeded" if done else "InProgress"}
+
+    # ------------------------------------------------------------------ MLflow (the tracking server)
+
+    def _mlflow(self, call: Call) -> tuple[int, dict[str, str], Any]:
+        """The MLflow REST API at the workspace's tracking URI (``/mlflow/v1.0/<workspace id>``):
+        ``GET runs/get?run_id=`` and ``POST runs/search``, with an Azure Resource Manager token."""
+        prefix = f"/mlflow/v1.0{self.ws_path}/api/2.0/mlflow/"
+        if not call.path.startswith(prefix):
+            raise self._unexpected(call, f"MLflow path {call.path}")
+        if token_audience(call.headers.get("Authorization")) != f"https://{ARM_HOST}":
+            raise self._unexpected(call, "MLflow call without a bearer token for https://management.azure.com")
+        endpoint = call.path.removeprefix(prefix)
+        if (call.method, endpoint) == ("GET", "runs/get"):
+            run_id = call.query.get("run_id") or call.query.get("run_uuid")
+            run = self.mlflow_runs.get(str(run_id))
+            if run is None:
+                raise MlflowAnswer(404, "RESOURCE_DOES_NOT_EXIST", f"Run '{run_id}' not found.")
+            return 200, {}, {"run": run}
+        if (call.method, endpoint) == ("POST", "runs/search"):
+            return 200, {}, self._search_runs(call)
+        raise self._unexpected(call, f"MLflow endpoint {call.method} {endpoint}")
+
+    def _search_runs(self, call: Call) -> dict[str, Any]:
+        body = call.body or {}
+        experiments = body.get("experiment_ids")
+        if not isinstance(experiments, list) or not experiments:
+            raise MlflowAnswer(400, "INVALID_PARAMETER_VALUE", "experiment_ids must be a non-empty list")
+        match = re.fullmatch(r"\s*tags\.`?mlflow\.parentRunId`?\s*=\s*'([^']*)'\s*", str(body.get("filter") or ""))
+        if match is None:
+            raise self._unexpected(call, f"runs/search filter {body.get('filter')!r}")
+        parent = match.group(1)
+        found = [
+            r
+            for r in self.mlflow_runs.values()
+            if r["info"]["experiment_id"] in experiments
+            and {"key": "mlflow.parentRunId", "value": parent} in r["data"]["tags"]
+        ]
+        size = int(body.get("max_results") or 1000)
+        start = int(body.get("page_token") or 0)
+        page = found[start : start + size]
+        out: dict[str, Any] = {"runs": page}
+        if start + size < len(found):
+            out["next_page_token"] = str(start + size)
+        return out
 
     # ------------------------------------------------------------------ helpers
 

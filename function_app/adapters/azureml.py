@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlparse
 
@@ -38,6 +38,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from function_app.adapters import azure_errors
 from function_app.adapters.azure_errors import describe, is_transient, status_of
 from function_app.adapters.clients import LazyClient, sdk_options
+from function_app.adapters.mlflow_metrics import MlflowRun, MlflowRuns
 from function_app.retry import Budget, RetryPolicy
 from handlers import gate, rollout
 from handlers.decisions import DeployPlan, JobPlan
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 STUDIO = "https://ml.azure.com"
 _VERSIONED_ID = re.compile(r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
 _SHORT_MODEL = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
+_MLFLOW_FIX = "the identity needs MLflow tracking on the workspace (AzureML Data Scientist allows it)"
+_REGISTRY_MODEL = re.compile(r"^azureml://registries/(?P<registry>[^/]+)/models/", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -106,22 +109,26 @@ class _Candidate:
     label: str  # for messages: "run X" or "model:5"
     model: Any | None  # the registered version, if any
     facts: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
 class _Champion:
-    """What the candidate is judged against: the live deployment and its model (all None without one)."""
+    """What the candidate is judged against: the live deployment and its model (all None without one).
+    ``metrics`` None: nothing to compare with (no live deployment); empty: nothing the gate can read."""
 
     deployment: str | None  # "endpoint/deployment"
     live: Any | None
     model: Any | None
+    metrics: dict[str, Any] | None = None
+    unreadable: str | None = None  # why the champion cannot be compared (served from a registry)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def facts(self) -> dict[str, Any] | None:
-        """None: nothing to compare with. Empty: a live model the gate cannot read a metric from."""
         if self.deployment is None:
             return None
-        return _facts(self.model.tags, self.model.properties) if self.model is not None else {}
+        return dict(self.metrics or {})
 
 
 def _traffic(endpoint: Any) -> dict[str, int]:
@@ -145,6 +152,8 @@ class AzureMLActions:
         self._ml = LazyClient(ml_client)
         self.workspace = workspace
         self.retry = retry
+        self.mlflow: MlflowRuns | None = None  # the workspace's MLflow tracking server (gate source mlflow)
+        self.started = retry.clock()  # role assignments made at deployment take up to an hour to apply
 
     @classmethod
     def from_settings(
@@ -159,16 +168,24 @@ class AzureMLActions:
         workspace = Workspace.from_settings(settings)
         deadline = settings.deadline_seconds
 
+        def identity() -> Any:
+            from azure.identity import DefaultAzureCredential  # lazily, on the first action
+
+            return credential or DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+
+        creds = LazyClient(identity)
+
         def build() -> Any:
             from azure.ai.ml import MLClient  # lazily, on the first action
-            from azure.identity import DefaultAzureCredential
 
-            cred = credential or DefaultAzureCredential(managed_identity_client_id=settings.client_id)
             kwargs = sdk_options(deadline, enable_telemetry=False, **client_kwargs)
             log.info("building MLClient for workspace %s", workspace.id)
-            return MLClient(cred, workspace.subscription_id, workspace.resource_group, workspace.name, **kwargs)
+            return MLClient(creds.get(), workspace.subscription_id, workspace.resource_group, workspace.name, **kwargs)
 
-        return cls(build, workspace, retry or RetryPolicy.from_settings(settings))
+        transport = {k: v for k, v in client_kwargs.items() if k == "transport"}
+        actions = cls(build, workspace, retry or RetryPolicy.from_settings(settings))
+        actions.mlflow = MlflowRuns(creds.get, actions.tracking_uri, **transport)
+        return actions
 
     @property
     def ml(self) -> Any:
@@ -322,6 +339,8 @@ class AzureMLActions:
             live_deployment=champion.deployment,
             champion_version=_version(champion.model),
             champion_metrics=champion.facts,
+            champion_unreadable=champion.unreadable,
+            notes=tuple(candidate.notes + champion.notes),
         )
 
     def start_deploy(self, plan: DeployPlan, facts: CandidateFacts) -> ActionResult:
@@ -425,12 +444,27 @@ class AzureMLActions:
             f"live deployment {plan.endpoint}/{name}",
             lambda: self.ml.online_deployments.get(name, endpoint_name=plan.endpoint),
         )
-        return _Champion(f"{plan.endpoint}/{name}", live, self._model_of(budget, live))
+        where = f"{plan.endpoint}/{name}"
+        ref = str(getattr(live, "model", None) or "")
+        registry = _REGISTRY_MODEL.match(ref)
+        if registry:  # a registry's model: not a version of this workspace, whose metrics we could read
+            why = (
+                f"not rolled out: the champion in {where} is served from registry {registry['registry']!r} "
+                f"({ref}), which the service does not read, so the candidate cannot be compared with it; "
+                "compare them by hand and deploy with POST /api/models/{model}/deploy, or serve the champion "
+                "from a version registered in this workspace"
+            ).replace("{model}", plan.model)
+            return _Champion(where, live, None, unreadable=why)
+        model = self._model_of(budget, live)
+        if model is None:
+            return _Champion(where, live, None)
+        facts, notes = self._version_metrics(budget, plan, model, tags_first=True)
+        return _Champion(where, live, model, facts, notes=notes)
 
     def _model_of(self, budget: Budget, deployment: Any) -> Any | None:
         ref = str(getattr(deployment, "model", None) or "")
         match = _VERSIONED_ID.search(ref) or _SHORT_MODEL.match(ref)
-        if not match:
+        if not match or ref.startswith("azureml://registries/"):
             log.warning(
                 "live deployment %s serves model %r, which is not a workspace model version", deployment.name, ref
             )
@@ -438,17 +472,71 @@ class AzureMLActions:
         name, version = match["name"], match["version"]
         return self._call(budget, f"champion model {name}:{version}", lambda: self.ml.models.get(name, version=version))
 
+    def _version_metrics(
+        self, budget: Budget, plan: DeployPlan, model: Any, *, tags_first: bool
+    ) -> tuple[dict[str, Any], list[str]]:
+        """What the gate reads for a model version: its tags and properties (source ``model``), or, for
+        ``run`` and ``mlflow``, its source run's tags and properties or MLflow metrics beside them
+        (``tags_first``: the version's tags win, as for a champion the service tagged when registering it)."""
+        source = plan.gate.source if plan.gate is not None else "run"
+        own = _facts(model.tags, model.properties)
+        job_name = getattr(model, "job_name", None)  # the run that produced the version holds its metrics
+        if source == "model" or not job_name:
+            return own, []
+        if source == "run":
+            job = self._call(
+                budget, f"run {job_name} of model {model.name}:{model.version}", lambda: self.ml.jobs.get(job_name)
+            )
+            return (_facts(job.tags, job.properties) if tags_first else own) | (
+                own if tags_first else _facts(job.tags, job.properties)
+            ), []
+        if tags_first and plan.gate is not None and gate.metric_value(own, plan.gate.metric) is not None:
+            return own, []
+        run = self._mlflow_run(budget, str(job_name))
+        if run is None:
+            return own, [f"MLflow has no run {job_name} (the source run of {model.name}:{model.version})"]
+        return ({**run.metrics, **own} if tags_first else {**own, **run.metrics}), []
+
+    def _mlflow(self) -> MlflowRuns:
+        if self.mlflow is None:
+            raise PermanentError(
+                "the gate reads MLflow metrics, but this backend has no MLflow reader; build it with "
+                "AzureMLActions.from_settings"
+            )
+        return self.mlflow
+
+    def _mlflow_run(self, budget: Budget, run_id: str) -> MlflowRun | None:
+        try:
+            return self._mlflow().run(budget, run_id)
+        except AzureError as exc:
+            raise translate(exc, f"reading MLflow run {run_id}", _MLFLOW_FIX, self.workspace.name) from exc
+
+    def _mlflow_steps(self, budget: Budget, pipeline: MlflowRun) -> list[MlflowRun]:
+        try:
+            return self._mlflow().children(budget, pipeline)
+        except AzureError as exc:
+            what = f"searching the MLflow runs of pipeline {pipeline.run_id}"
+            raise translate(exc, what, _MLFLOW_FIX, self.workspace.name) from exc
+
+    def tracking_uri(self) -> str:
+        """The workspace's MLflow tracking URI (``workspaces.get(name).mlflow_tracking_uri``)."""
+        found = self._call(
+            self.retry.budget(),
+            f"workspace {self.workspace.name}",
+            lambda: self.ml.workspaces.get(self.workspace.name),
+        )
+        uri = getattr(found, "mlflow_tracking_uri", None)
+        if not uri:
+            raise PermanentError(f"workspace {self.workspace.name} reports no MLflow tracking URI")
+        return str(uri)
+
     def _candidate(self, budget: Budget, plan: DeployPlan) -> _Candidate:
         """The model version to roll out (None: the run registered none yet) and the facts the gate reads:
-        the run's tags and properties (gate source ``run``) or the model version's (source ``model``)."""
+        the MLflow metrics of the run or of its step ``gate.step`` (gate source ``mlflow``), the run's
+        tags and properties (``run``) or the model version's (``model``)."""
         source = plan.gate.source if plan.gate is not None else "run"
         if plan.run_id:
-            model = next(iter(self._versions_of_run(budget, plan)), None)
-            if source == "run":
-                return _Candidate(f"run {plan.run_id}", model, _facts(plan.run_tags, plan.run_properties))
-            if model is None:
-                return _Candidate(f"run {plan.run_id} (which registered no version of {plan.model})", None, {})
-            return _Candidate(f"{model.name}:{model.version}", model, _facts(model.tags, model.properties))
+            return self._run_candidate(budget, plan, source)
         version, label = (plan.version, None) if plan.version else (None, "latest")
         model = self._call(
             budget,
@@ -456,21 +544,48 @@ class AzureMLActions:
             lambda: self.ml.models.get(plan.model, version=version, label=label),
             "register it, or send an existing version",
         )
-        if source == "model":
-            return _Candidate(f"{model.name}:{model.version}", model, _facts(model.tags, model.properties))
-        job_name = getattr(model, "job_name", None)  # the run that produced the version holds its metrics
-        job = (
-            self._call(
-                budget, f"run {job_name} of model {model.name}:{model.version}", lambda: self.ml.jobs.get(job_name)
-            )
-            if job_name
-            else None
-        )
-        facts = _facts(job.tags, job.properties) if job is not None else {}
-        return _Candidate(f"{model.name}:{model.version}", model, facts)
+        facts, notes = self._version_metrics(budget, plan, model, tags_first=False)
+        return _Candidate(f"{model.name}:{model.version}", model, facts, notes)
 
-    def _versions_of_run(self, budget: Budget, plan: DeployPlan) -> list[Any]:
-        """Versions of the model registered from this run (by the run, or by us on an earlier delivery)."""
+    def _run_candidate(self, budget: Budget, plan: DeployPlan, source: str) -> _Candidate:
+        """A finished pipeline run: the versions it or its steps registered, and its metric."""
+        assert plan.run_id is not None
+        run_id = plan.run_id
+        notes: list[str] = []
+        steps: list[MlflowRun] = []
+        pipeline: MlflowRun | None = None
+        if self.mlflow is not None or source == "mlflow":
+            try:
+                pipeline = self._mlflow_run(budget, run_id)
+                steps = self._mlflow_steps(budget, pipeline) if pipeline is not None else []
+            except PermanentError as exc:
+                if source == "mlflow":
+                    raise
+                notes.append(f"the versions its steps registered were not looked for: {exc}")
+            if pipeline is None and not notes:
+                notes.append(f"MLflow has no run {run_id}")
+        runs = {run_id, *(s.run_id for s in steps)}
+        model = next(iter(self._versions_of_run(budget, plan, runs)), None)
+        if source == "run":
+            return _Candidate(f"run {run_id}", model, _facts(plan.run_tags, plan.run_properties), notes)
+        if source == "model":
+            if model is None:
+                return _Candidate(f"run {run_id} (which registered no version of {plan.model})", None, {}, notes)
+            return _Candidate(f"{model.name}:{model.version}", model, _facts(model.tags, model.properties), notes)
+        step = plan.gate.step if plan.gate is not None else None
+        if step is None:
+            return _Candidate(f"run {run_id}", model, dict(pipeline.metrics) if pipeline else {}, notes)
+        found = [s for s in steps if s.name == step] or [s for s in steps if s.name.casefold() == step.casefold()]
+        if not found:
+            names = ", ".join(sorted(s.name for s in steps)) or "none"
+            notes.append(f"pipeline run {run_id} has no step named {step!r} (its steps: {names})")
+            return _Candidate(f"run {run_id} (step {step!r} not found; steps: {names})", model, {}, notes)
+        chosen = found[0]
+        return _Candidate(f"run {run_id} (step {step}: {chosen.run_id})", model, dict(chosen.metrics), notes)
+
+    def _versions_of_run(self, budget: Budget, plan: DeployPlan, runs: set[str]) -> list[Any]:
+        """Versions of the model registered from this run or one of its steps (``runs``; a step that calls
+        ``mlflow.register_model`` registers under its own run), or by us on an earlier delivery."""
         versions = (
             self._get_or_none(
                 budget, f"versions of model {plan.model}", lambda: list(self.ml.models.list(name=plan.model))
@@ -481,8 +596,7 @@ class AzureMLActions:
         return [
             v
             for v in versions
-            if getattr(v, "job_name", None) == plan.run_id
-            or (decision and (v.tags or {}).get(TAG_DECISION) == decision)
+            if getattr(v, "job_name", None) in runs or (decision and (v.tags or {}).get(TAG_DECISION) == decision)
         ]
 
     def _register(self, budget: Budget, plan: DeployPlan, facts: CandidateFacts) -> ModelVersion:

@@ -37,9 +37,11 @@ class DryRunActions:
             ModelVersion(plan.model, plan.version, f"azureml:{plan.model}:{plan.version}") if plan.version else None
         )
         label = version.label if version is not None else f"run {plan.run_id}"
-        metrics = {**plan.run_properties, **plan.run_tags} if source == "run" else {}
+        metrics = {**plan.run_properties, **plan.run_tags} if source in ("run", "mlflow") else {}
         notes = ["dry run: the workspace is not read; the champion is unknown, so the gate's floor alone decides"]
-        if source != "run":
+        if source == "mlflow":
+            notes.append("dry run: the workspace's MLflow metrics are not read; the event's run tags stand in for them")
+        elif source != "run":
             notes.append(f"dry run: the gate's source is {source!r}, which only the workspace holds")
         return CandidateFacts(
             candidate=label,
