@@ -100,6 +100,7 @@ class DeployPlan:
     run_properties: dict[str, Any] = field(default_factory=dict)
     gate: GateRule | None = None  # the policy's deploy.gate; None: every candidate passes
     model_output: str = "model"  # the run output registered as the candidate when the run registered none
+    instance_count: int | None = None  # deploy.instance_count: the candidate's start size (None: the live one's)
 
     def as_dict(self) -> dict[str, Any]:
         """Everything needed to act again (the reconciler resumes a reserved deploy from this)."""
@@ -116,6 +117,7 @@ class DeployPlan:
             },
             "gate": self.gate.model_dump() if self.gate else None,
             "model_output": self.model_output,
+            "instance_count": self.instance_count,
             "traffic": 0,
             "tags": self.tags,
         }
@@ -139,6 +141,7 @@ class DeployPlan:
             run_properties=dict(candidate["run_properties"]),
             gate=None if data["gate"] is None else GateRule.model_validate(data["gate"]),
             model_output=str(data["model_output"]),
+            instance_count=None if data.get("instance_count") is None else int(data["instance_count"]),
         )
 
 
@@ -371,6 +374,7 @@ def _deploy_plan(
         run_properties=dict(run.run_properties) if run else {},
         gate=mp.deploy.gate,
         model_output=mp.deploy.model_output,
+        instance_count=mp.deploy.instance_count,
     )
 
 

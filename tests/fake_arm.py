@@ -293,7 +293,7 @@ class FakeArm(RequestsTransport):
             },
         }
 
-    def add_data(self, name: str, version: str, *, kind: str = "mltable") -> None:
+    def add_data(self, name: str, version: str, *, kind: str = "mltable", uri: str | None = None) -> None:
         self.data[(name, version)] = {
             "id": self.arm_id("data", name, "versions", version),
             "name": version,
@@ -301,7 +301,7 @@ class FakeArm(RequestsTransport):
             "systemData": {"createdAt": CREATED},
             "properties": {
                 "dataType": kind,
-                "dataUri": f"azureml://datastores/workspaceblobstore/paths/{name}/{version}/",
+                "dataUri": uri or f"azureml://datastores/workspaceblobstore/paths/{name}/{version}/",
                 "isAnonymous": False,
                 "isArchived": False,
                 "properties": {},
@@ -438,6 +438,13 @@ class FakeArm(RequestsTransport):
         }
 
     def add_deployment(self, endpoint: str, name: str, *, model: tuple[str, str], instance_count: int = 2) -> None:
+        for collection in ("model_inputs", "model_outputs"):  # the SDK registered them when it was created
+            self.add_data(
+                f"{endpoint}-{name}-{collection}",
+                "1",
+                kind="uri_folder",
+                uri=f"azureml://datastores/workspaceblobstore/paths/modelDataCollector/{endpoint}/{name}/{collection}",
+            )
         self.deployments[(endpoint, name)] = {
             "id": self.arm_id("onlineEndpoints", endpoint, "deployments", name),
             "name": name,
@@ -467,6 +474,23 @@ class FakeArm(RequestsTransport):
                 },
                 "appInsightsEnabled": True,
                 "egressPublicNetworkAccess": "Enabled",
+                "modelMountPath": "/var/azureml-app/model",
+                "dataCollector": {  # what v2 model monitoring reads: the deployment's inputs and outputs
+                    "collections": {
+                        "model_inputs": {
+                            "dataCollectionMode": "Enabled",
+                            "dataId": self.arm_id("data", f"{endpoint}-{name}-model_inputs", "versions", "1"),
+                            "samplingRate": 1.0,
+                        },
+                        "model_outputs": {
+                            "dataCollectionMode": "Enabled",
+                            "dataId": self.arm_id("data", f"{endpoint}-{name}-model_outputs", "versions", "1"),
+                            "samplingRate": 1.0,
+                        },
+                    },
+                    "requestLogging": {"captureHeaders": []},
+                    "rollingRate": "Hour",
+                },
                 "provisioningState": "Succeeded",
                 "properties": {},
             },
@@ -598,6 +622,7 @@ class FakeArm(RequestsTransport):
             ("GET", r"^components/([^/]+)/versions/([^/]+)$", "components", self._get_component),
             ("GET", r"^data/([^/]+)$", "data", self._get_data_container),
             ("GET", r"^data/([^/]+)/versions/([^/]+)$", "data", self._get_data),
+            ("PUT", r"^data/([^/]+)/versions/([^/]+)$", "data", self._put_data),
             ("GET", r"^jobs/([^/]+)$", "jobs", self._get_job),
             ("PUT", r"^jobs/([^/]+)$", "jobs", self._put_job),
             ("GET", r"^models/([^/]+)$", "models", self._get_model_container),
@@ -674,6 +699,21 @@ class FakeArm(RequestsTransport):
 
     def _get_data(self, call: Call, name: str, version: str) -> tuple[int, dict[str, str], Any]:
         return 200, {}, self._found(self.data.get((name, version)), f"data asset {name}:{version}")
+
+    def _put_data(self, call: Call, name: str, version: str) -> tuple[int, dict[str, str], Any]:
+        """Registering a data asset version: an existing version with the same path is accepted as
+        it is; a changed path is refused ("Asset paths cannot be updated")."""
+        props = (call.body or {}).get("properties") or {}
+        uri, kind = str(props.get("dataUri") or ""), str(props.get("dataType") or "")
+        if not uri or not kind:
+            raise self._unexpected(call, "a data version needs dataType and dataUri")
+        existing = self.data.get((name, version))
+        if existing is not None:
+            if existing["properties"]["dataUri"].rstrip("/") != uri.rstrip("/"):
+                raise Answer(400, "UserError", "Asset paths cannot be updated.")
+            return 200, {}, existing
+        self.add_data(name, version, kind=kind, uri=uri)
+        return 201, {}, self.data[(name, version)]
 
     def _get_job(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
         return 200, {}, self._found(self.jobs.get(name), f"job {name}")

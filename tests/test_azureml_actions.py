@@ -321,9 +321,25 @@ def test_a_finished_run_that_beats_the_champion_starts_a_zero_traffic_deployment
     live = azure.arm.deployments[(ENDPOINT, "blue")]
     body = create.body
     assert body["properties"]["model"] == azure.arm.arm_id("models", MODEL, "versions", "4")
-    for copied in ("instanceType", "environmentId", "codeConfiguration", "environmentVariables", "requestSettings"):
+    for copied in (
+        "instanceType",
+        "environmentId",
+        "codeConfiguration",
+        "environmentVariables",
+        "requestSettings",
+        "appInsightsEnabled",
+        "egressPublicNetworkAccess",
+    ):
         assert body["properties"][copied] == live["properties"][copied], copied
     assert body["sku"]["capacity"] == live["sku"]["capacity"]
+    # the data collector that feeds model monitoring, collecting into the live deployment's data assets
+    collections = body["properties"]["dataCollector"]["collections"]
+    for name in ("model_inputs", "model_outputs"):
+        assert collections[name]["dataId"] == live["properties"]["dataCollector"]["collections"][name]["dataId"]
+        assert collections[name]["dataCollectionMode"].lower() == "enabled"
+    assert all(c.status in (200, 201) for c in azure.arm.requests_to("PUT", r"^data/"))
+    collected = sorted(n for n, _ in azure.arm.data if "model_" in n)  # no new asset: it collects into blue's
+    assert collected == [f"{ENDPOINT}-blue-model_inputs", f"{ENDPOINT}-blue-model_outputs"]
     assert body["tags"]["retrain_decision"] == rec.id
     assert azure.arm.endpoints[ENDPOINT]["properties"]["traffic"] == {"blue": 100}  # the new one starts at 0%
     assert azure.service.ledger.get_model(MODEL).flights["rollout"].job == rec.job["name"]  # type: ignore[index]
@@ -616,3 +632,31 @@ def test_a_champion_served_from_a_registry_is_a_recorded_skip_that_says_so(azure
     assert "served from registry 'shared-models'" in rec.reason and "compare them by hand" in rec.reason
     assert azure.arm.requests_to("GET", r"^models/sklearn_regression_model/versions/2$") == []
     assert azure.arm.writes() == []
+
+
+def test_the_candidate_starts_with_deploy_instance_count_and_an_mlflow_model_gets_no_environment(
+    azure: AzureWorld,
+) -> None:
+    azure.arm.add_job("run-mlflow", metrics={"r2_score": 0.7})
+    azure.arm.add_model(MODEL, "6", job_name="run-mlflow", kind="mlflow_model")
+    live = azure.arm.deployments[(ENDPOINT, "blue")]["properties"]
+    del live["codeConfiguration"]  # a no-code MLflow deployment: MLflow scores it
+    plan = DeployPlan(
+        model=MODEL,
+        endpoint=ENDPOINT,
+        deployment="sklearn-regressio-6",
+        run_id=None,
+        version="6",
+        source="manual",
+        tags={"retrain_decision": "de-6"},
+        gate=GateRule(metric="r2_score", source="mlflow"),
+        instance_count=1,
+    )
+    facts = azure.actions.candidate_facts(plan)
+    assert azure.actions.start_deploy(plan, facts).outcome == "submitted"
+    [create] = azure.arm.requests_to("PUT", r"^onlineEndpoints/[^/]+/deployments/")
+    assert create.body["sku"]["capacity"] == 1 and azure.arm.deployments[(ENDPOINT, "blue")]["sku"]["capacity"] == 2
+    assert "environmentId" not in create.body["properties"] and "codeConfiguration" not in create.body["properties"]
+    assert create.body["properties"]["dataCollector"]["collections"]["model_inputs"]["dataId"].endswith(
+        "/data/diabetes-endpoint-blue-model_inputs/versions/1"
+    )

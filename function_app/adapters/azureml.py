@@ -26,10 +26,12 @@ whose message says what is wrong and where to fix it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlparse
 
@@ -56,6 +58,8 @@ log = logging.getLogger(__name__)
 STUDIO = "https://ml.azure.com"
 _VERSIONED_ID = re.compile(r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
 _SHORT_MODEL = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
+_DATA_ID = re.compile(r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
+_SHORT_DATA = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
 _MLFLOW_FIX = "the identity needs MLflow tracking on the workspace (AzureML Data Scientist allows it)"
 _REGISTRY_MODEL = re.compile(r"^azureml://registries/(?P<registry>[^/]+)/models/", re.IGNORECASE)
 
@@ -374,7 +378,7 @@ class AzureMLActions:
         if self._find_deployment(budget, plan) is not None:
             note = f"deployment {plan.endpoint}/{plan.deployment} already existed (a redelivery); adopted"
             return ActionResult("submitted", job=job, details={**details, "adopted": True, "note": note})
-        deployment = self._deployment(plan, live, model)
+        deployment = self._deployment(plan, live, model, self._collector(budget, plan, live))
         self._call(
             budget,
             f"creating deployment {plan.endpoint}/{plan.deployment}",
@@ -637,7 +641,33 @@ class AzureMLActions:
             lambda: self.ml.online_deployments.get(plan.deployment, endpoint_name=plan.endpoint),
         )
 
-    def _deployment(self, plan: DeployPlan, live: Any, model: ModelVersion) -> Any:
+    def _collector(self, budget: Budget, plan: DeployPlan, live: Any) -> Any | None:
+        """The live deployment's data collector for the candidate, collecting into the same data assets
+        (so a model monitor reading them keeps its production data). The SDK registers each
+        collection's data asset when it creates a deployment, from a name, version and path: given
+        those of the live deployment's assets, it finds them registered already."""
+        from azure.ai.ml.entities._deployment.data_asset import DataAsset
+
+        collector = copy.deepcopy(getattr(live, "data_collector", None))
+        if collector is None:
+            return None
+        for name, collection in (collector.collections or {}).items():
+            ref = str(collection.data or "")
+            match = _DATA_ID.search(ref) or _SHORT_DATA.match(ref)
+            if not match:
+                collection.data = None  # the SDK registers <endpoint>-<deployment>-<name> for it
+                continue
+            asset_name, asset_version = match["name"], match["version"]
+            asset = self._call(
+                budget,
+                f"data asset {asset_name}:{asset_version} of the {name} collection of {live.name}",
+                partial(self.ml.data.get, asset_name, version=asset_version),
+            )
+            collection.data = DataAsset(name=asset.name, version=asset.version, path=asset.path)
+        log.info("candidate %s/%s collects into the data assets of %s", plan.endpoint, plan.deployment, live.name)
+        return collector
+
+    def _deployment(self, plan: DeployPlan, live: Any, model: ModelVersion, collector: Any | None) -> Any:
         from azure.ai.ml.entities import ManagedOnlineDeployment
 
         if not isinstance(live, ManagedOnlineDeployment):
@@ -645,21 +675,30 @@ class AzureMLActions:
                 f"live deployment {plan.endpoint}/{live.name} is a {type(live).__name__}; "
                 "the service rolls out to managed online endpoints only"
             )
+        no_code = model.type == "mlflow_model" and live.code_configuration is None
         return ManagedOnlineDeployment(
             name=plan.deployment,
             endpoint_name=plan.endpoint,
             model=str(model.id),
-            environment=live.environment,
+            # An MLflow model without scoring code is served by MLflow itself: an environment given
+            # here would replace the one Azure ML builds from the model, and its scoring with it.
+            environment=None if no_code else live.environment,
             code_configuration=live.code_configuration,
             environment_variables=dict(live.environment_variables or {}),
             instance_type=live.instance_type,
-            instance_count=live.instance_count,
+            instance_count=plan.instance_count or live.instance_count,
             scale_settings=live.scale_settings,  # type: ignore[arg-type]  # read from a managed deployment
             request_settings=live.request_settings,
             liveness_probe=live.liveness_probe,
             readiness_probe=live.readiness_probe,
             app_insights_enabled=bool(live.app_insights_enabled),
             egress_public_network_access=live.egress_public_network_access,
+            # The data collector feeds v2 model monitoring: without it the new deployment collects
+            # nothing once it is promoted, and the monitor has nothing to judge.
+            data_collector=collector,
+            # azure-ai-ml 1.35 does not read modelMountPath back from a managed deployment (its
+            # _from_rest_object drops it): copied when the SDK has it, otherwise Azure ML's default.
+            model_mount_path=getattr(live, "model_mount_path", None),
             tags={**dict(live.tags or {}), **plan.tags},
             description=f"candidate {model.label}, started at 0% beside {live.name}",
         )
