@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from handlers.executor import Executor, Limits
 from handlers.ports import Deployments, Health, Jobs, Ledger
-from handlers.reconcile import Reconciler, ReconcileReport
+from handlers.reconcile import Reconciler, ReconcileReport, RetireRule
 from handlers.service import RetrainService
 from handlers.signals import workspace_key
 from handlers.stepper import RolloutStepper
@@ -72,6 +72,12 @@ def assemble(
         mp = policy.models.get(model)
         return mp.deploy.rollout if mp is not None and mp.deploy is not None else RolloutRule()
 
+    def retiring(model: str) -> RetireRule | None:
+        mp = policy.models.get(model)
+        if mp is None or mp.deploy is None:
+            return None
+        return RetireRule(mp.deploy.endpoint, mp.deploy.retire_after, mp.deploy.keep_previous)
+
     executor = Executor(ledger, jobs, deployments, limits)
     service = RetrainService(policy, ledger, executor, clock, accepted, allow_force=allow_force, lease=lease)
     reconciler = Reconciler(
@@ -84,5 +90,7 @@ def assemble(
         lease=lease,
         job_grace=job_grace,
         retention=retention,
+        deployments=deployments,
+        retiring=retiring,
     )
     return Retrainer(policy, ledger, jobs, deployments, executor, service, reconciler, clock)

@@ -60,6 +60,7 @@ API_VERSIONS: dict[str, frozenset[str]] = {
     "onlineEndpoints": frozenset({"2022-02-01-preview", "2023-04-01-preview"}),
     "deployments": frozenset({"2023-04-01-preview"}),
     "operations": frozenset({"2023-04-01-preview"}),
+    "schedules": frozenset({"2023-06-01-preview"}),
 }
 JOB_INPUT_TYPES = frozenset(
     {"literal", "uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model"}
@@ -496,6 +497,71 @@ class FakeArm(RequestsTransport):
             },
         }
 
+    def add_monitor(self, name: str, endpoint: str, deployment: str, *, short_id: bool = False) -> None:
+        """A v2 model-monitor schedule (a ``CreateMonitor`` schedule, REST shape of the schedules API)
+        watching ``endpoint/deployment``'s collected data for drift, daily."""
+        target = (
+            f"azureml:{endpoint}:{deployment}"
+            if short_id
+            else self.arm_id("onlineEndpoints", endpoint, "deployments", deployment)
+        )
+        inputs = self.arm_id("data", f"{endpoint}-{deployment}-model_inputs", "versions", "1")
+        self.schedules[name] = {
+            "id": self.arm_id("schedules", name),
+            "name": name,
+            "type": f"{PROVIDER}/workspaces/schedules",
+            "systemData": {"createdAt": CREATED},
+            "properties": {
+                "displayName": name,
+                "isEnabled": True,
+                "provisioningState": "Succeeded",
+                "tags": {},
+                "properties": {},
+                "trigger": {
+                    "triggerType": "Recurrence",
+                    "frequency": "Day",
+                    "interval": 1,
+                    "schedule": {"hours": [3], "minutes": [0]},
+                    "timeZone": "UTC",
+                },
+                "action": {
+                    "actionType": "CreateMonitor",
+                    "monitorDefinition": {
+                        "computeConfiguration": {
+                            "computeType": "ServerlessSpark",
+                            "instanceType": "standard_e4s_v3",
+                            "runtimeVersion": "3.3",
+                            "computeIdentity": {"computeIdentityType": "AmlToken"},
+                        },
+                        "monitoringTarget": {"deploymentId": target, "taskType": "Regression"},
+                        "signals": {
+                            "feature-drift": {
+                                "signalType": "DataDrift",
+                                "productionData": {
+                                    "inputDataType": "Rolling",
+                                    "jobInputType": "uri_folder",
+                                    "uri": inputs,
+                                    "windowSize": "P1D",
+                                },
+                                "referenceData": {
+                                    "inputDataType": "Static",
+                                    "jobInputType": "mltable",
+                                    "uri": self.arm_id("data", "diabetes-training", "versions", "1"),
+                                },
+                                "metricThresholds": [
+                                    {
+                                        "dataType": "Numerical",
+                                        "metric": "JensenShannonDistance",
+                                        "threshold": {"value": 0.1},
+                                    }
+                                ],
+                            }
+                        },
+                    },
+                },
+            },
+        }
+
     # ------------------------------------------------------------------ scripting
 
     def fail(
@@ -634,6 +700,10 @@ class FakeArm(RequestsTransport):
             ("GET", r"^onlineEndpoints/([^/]+)/deployments$", "onlineEndpoints", self._list_deployments),
             ("GET", r"^onlineEndpoints/([^/]+)/deployments/([^/]+)$", "deployments", self._get_deployment),
             ("PUT", r"^onlineEndpoints/([^/]+)/deployments/([^/]+)$", "deployments", self._put_deployment),
+            ("DELETE", r"^onlineEndpoints/([^/]+)/deployments/([^/]+)$", "deployments", self._delete_deployment),
+            ("GET", r"^schedules$", "schedules", self._list_schedules),
+            ("GET", r"^schedules/([^/]+)$", "schedules", self._get_schedule),
+            ("PUT", r"^schedules/([^/]+)$", "schedules", self._put_schedule),
             (
                 "GET",
                 rf"^/subscriptions/{re.escape(self.subscription)}/providers/{PROVIDER}/locations/[^/]+/mfeOperationsStatus/([^/]+)$",
@@ -939,11 +1009,66 @@ class FakeArm(RequestsTransport):
         )
         return 201, {"Azure-AsyncOperation": status_url}, stored
 
+    def _delete_deployment(self, call: Call, endpoint: str, name: str) -> tuple[int, dict[str, str], Any]:
+        """Azure ML refuses to delete a deployment that has live or mirrored traffic; otherwise the
+        deletion is a long-running operation ('Deleting', then gone). A missing one is 204."""
+        found = self.deployments.get((endpoint, name))
+        if found is None:
+            return 204, {}, None
+        props = self.endpoints[endpoint]["properties"]
+        if (props.get("traffic") or {}).get(name) or (props.get("mirrorTraffic") or {}).get(name):
+            raise Answer(
+                400, "UserError", f"Deployment {name} has traffic; set its traffic and mirror traffic to 0 first"
+            )
+        found["properties"]["provisioningState"] = "Deleting"
+        operation = str(uuid.uuid4())
+        self.operations[operation] = {"polls": 0, "delete": (endpoint, name)}
+        status_url = (
+            f"https://{ARM_HOST}/subscriptions/{self.subscription}/providers/{PROVIDER}/locations/{self.location}"
+            f"/mfeOperationsStatus/{operation}?api-version=2023-04-01-preview"
+        )
+        return 202, {"Azure-AsyncOperation": status_url, "Location": status_url}, None
+
+    def _list_schedules(self, call: Call) -> tuple[int, dict[str, str], Any]:
+        view = call.query.get("listViewType", "EnabledOnly")
+        found = [
+            s
+            for s in self.schedules.values()
+            if view == "All" or s["properties"]["isEnabled"] == (view == "EnabledOnly")
+        ]
+        return 200, {}, {"value": found}
+
+    def _get_schedule(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+        return 200, {}, self._found(self.schedules.get(name), f"schedule {name}")
+
+    def _put_schedule(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+        """A schedule PUT replaces the schedule. The monitoring target must be a deployment of an
+        endpoint of the workspace."""
+        body = copy.deepcopy(call.body or {})
+        props = body.get("properties") or {}
+        action = props.get("action") or {}
+        if action.get("actionType") == "CreateMonitor":
+            target = str(((action.get("monitorDefinition") or {}).get("monitoringTarget") or {}).get("deploymentId"))
+            match = re.search(r"onlineEndpoints/([^/]+)/deployments/([^/]+)$", target) or re.match(
+                r"^azureml:([^:]+):([^:]+)$", target
+            )
+            if match is None or tuple(match.groups()) not in self.deployments:
+                raise Answer(400, "UserError", f"Monitoring target {target} is not a deployment of this workspace")
+        if not props.get("trigger"):
+            raise self._unexpected(call, "a schedule needs its trigger")
+        created = name not in self.schedules
+        body.update({"id": self.arm_id("schedules", name), "name": name, "type": f"{PROVIDER}/workspaces/schedules"})
+        body["properties"]["provisioningState"] = "Succeeded"
+        self.schedules[name] = body
+        return (201 if created else 200), {}, body
+
     def _get_operation(self, call: Call, operation: str) -> tuple[int, dict[str, str], Any]:
         op = self._found(self.operations.get(operation), f"operation {operation}")
         op["polls"] += 1
         done = op["polls"] >= self.lro_polls
-        if done and "endpoint" in op:
+        if done and "delete" in op:
+            self.deployments.pop(op["delete"], None)
+        elif done and "endpoint" in op:
             self.endpoints[op["endpoint"]]["properties"]["provisioningState"] = "Succeeded"
         elif done:
             self.deployments[op["deployment"]]["properties"]["provisioningState"] = "Succeeded"

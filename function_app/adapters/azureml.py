@@ -45,7 +45,7 @@ from function_app.retry import Budget, RetryPolicy
 from handlers import gate, rollout
 from handlers.decisions import DeployPlan, JobPlan
 from handlers.errors import PermanentError, TransientError
-from handlers.ports import ActionResult, CandidateFacts, JobInfo, ModelVersion
+from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo, ModelVersion
 from handlers.signals import FINISHED_STATUSES, TAG_DECISION
 
 if TYPE_CHECKING:
@@ -60,6 +60,9 @@ _VERSIONED_ID = re.compile(r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/?]+
 _SHORT_MODEL = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
 _DATA_ID = re.compile(r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
 _SHORT_DATA = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
+_DEPLOYMENT_ID = re.compile(r"onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<deployment>[^/?]+)$", re.IGNORECASE)
+_SHORT_DEPLOYMENT = re.compile(r"^azureml:(?P<endpoint>[^:/]+):(?P<deployment>[^:/]+)$")
+_BUSY = frozenset({409})  # an endpoint with an operation in progress: try again later
 _MLFLOW_FIX = "the identity needs MLflow tracking on the workspace (AzureML Data Scientist allows it)"
 _REGISTRY_MODEL = re.compile(r"^azureml://registries/(?P<registry>[^/]+)/models/", re.IGNORECASE)
 
@@ -133,6 +136,26 @@ class _Champion:
         if self.deployment is None:
             return None
         return dict(self.metrics or {})
+
+
+def _monitor_target(schedule: Any) -> tuple[str, str] | None:
+    """(endpoint, deployment) a model-monitor schedule watches, lower-cased; None for other schedules."""
+    action = (schedule.get("properties") or {}).get("action") or {}
+    if str(action.get("actionType") or "").lower() != "createmonitor":
+        return None
+    target = ((action.get("monitorDefinition") or {}).get("monitoringTarget") or {}).get("deploymentId")
+    match = _DEPLOYMENT_ID.search(str(target or "")) or _SHORT_DEPLOYMENT.match(str(target or ""))
+    return (match["endpoint"].lower(), match["deployment"].lower()) if match else None
+
+
+def _retargeted_id(old: str, endpoint: str, deployment: str) -> str:
+    """``old`` (an ARM id or ``azureml:endpoint:deployment``) naming ``endpoint/deployment`` instead."""
+    if _SHORT_DEPLOYMENT.match(old):
+        return f"azureml:{endpoint}:{deployment}"
+    match = _DEPLOYMENT_ID.search(old)
+    if match is None:
+        raise PermanentError(f"monitoring target {old!r} does not name an online deployment")
+    return f"{old[: match.start()]}onlineEndpoints/{endpoint}/deployments/{deployment}"
 
 
 def _traffic(endpoint: Any) -> dict[str, int]:
@@ -414,13 +437,90 @@ class AzureMLActions:
         if _traffic(current) == wanted:
             return False
         current.traffic = dict(wanted)
-        self._call(
-            budget,
-            f"setting the traffic of endpoint {endpoint} to {wanted}",
-            lambda: self.ml.online_endpoints.begin_create_or_update(current),
-            "check that every deployment named exists on the endpoint and is provisioned",
-        )  # the poller is not waited for: the next reconciler pass reads the endpoint again
+        what = f"setting the traffic of endpoint {endpoint} to {wanted}"
+        try:  # a 409 (another operation on the endpoint in progress) is retried, then transient
+            budget.call(what, lambda: self.ml.online_endpoints.begin_create_or_update(current), retry_on=_BUSY)
+        except AzureError as exc:
+            fix = "check that every deployment named exists on the endpoint and is provisioned"
+            raise translate(
+                exc, what, fix, self.workspace.name
+            ) from exc  # the poller is not waited for: the next reconciler pass reads the endpoint again
         log.info("set traffic endpoint=%s traffic=%s", endpoint, wanted)
+        return True
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:
+        """The endpoint's deployments (``online_deployments.list``) with the endpoint's traffic and
+        mirror traffic (``online_endpoints.get``)."""
+        budget = self.retry.budget()
+        current = self._endpoint(budget, endpoint)
+        traffic = {str(k): int(v) for k, v in (getattr(current, "traffic", None) or {}).items()}
+        mirror = {str(k): int(v) for k, v in (getattr(current, "mirror_traffic", None) or {}).items()}
+        found = self._call(
+            budget,
+            f"deployments of endpoint {endpoint}",
+            lambda: list(self.ml.online_deployments.list(endpoint_name=endpoint)),
+        )
+        out = []
+        for d in found:
+            raw = getattr(d, "provisioning_state", None)
+            state = str(getattr(raw, "value", raw) or "Unknown")
+            out.append(DeploymentInfo(str(d.name), traffic.get(str(d.name), 0), mirror.get(str(d.name), 0), state))
+        return out
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> bool:
+        """``online_deployments.begin_delete``, not waited for. A 409 (another operation on the
+        endpoint in progress) is retried like a transient failure."""
+        budget = self.retry.budget()
+        what = f"deleting deployment {endpoint}/{deployment}"
+        try:
+            budget.call(
+                what,
+                lambda: self.ml.online_deployments.begin_delete(name=deployment, endpoint_name=endpoint),
+                retry_on=_BUSY,
+            )
+        except ResourceNotFoundError:
+            return False
+        except AzureError as exc:
+            raise translate(exc, what, "check that it has no traffic or mirror traffic", self.workspace.name) from exc
+        log.info("deleting deployment endpoint=%s deployment=%s", endpoint, deployment)
+        return True
+
+    def monitors_targeting(self, endpoint: str, deployment: str) -> list[str]:
+        """The model-monitor schedules (``CreateMonitor`` schedules, enabled or not) whose monitoring
+        target (``MonitoringTarget(endpoint_deployment_id=...)``) is ``endpoint/deployment``."""
+        ops, rg, ws = self.ml.schedules.service_client, self.workspace.resource_group, self.workspace.name
+        found = self._call(
+            self.retry.budget(),
+            "model-monitor schedules",
+            lambda: list(ops.list(rg, ws, list_view_type="All")),
+        )
+        wanted = (endpoint.lower(), deployment.lower())
+        return sorted(str(s["name"]) for s in found if _monitor_target(s) == wanted)
+
+    def retarget_monitor(self, schedule: str, endpoint: str, deployment: str) -> bool:
+        """Read the schedule and PUT it back with only its monitoring target's deployment id changed
+        (in the form it had). Through the REST client the SDK's ``schedules`` use, so the signals,
+        compute and trigger go back exactly as Azure ML stored them (the entity round trip would
+        re-resolve every signal's data). A 409 (operation in progress) is retried."""
+        ops, rg, ws = self.ml.schedules.service_client, self.workspace.resource_group, self.workspace.name
+        budget = self.retry.budget()
+        found = self._call(budget, f"model-monitor schedule {schedule}", lambda: ops.get(rg, ws, schedule))
+        target = found["properties"]["action"]["monitorDefinition"]["monitoringTarget"]
+        old = str(target.get("deploymentId") or "")
+        new = _retargeted_id(old, endpoint, deployment)
+        if old == new:
+            return False
+        target["deploymentId"] = new
+        what = f"pointing model-monitor schedule {schedule} at {endpoint}/{deployment}"
+        try:
+            budget.call(
+                what, lambda: ops.begin_create_or_update(rg, ws, schedule, found, polling=False), retry_on=_BUSY
+            )
+        except AzureError as exc:
+            raise translate(
+                exc, what, "check the schedule in the studio's Monitoring page", self.workspace.name
+            ) from exc
+        log.info("model monitor %s now targets %s/%s (was %s)", schedule, endpoint, deployment, old)
         return True
 
     def _endpoint(self, budget: Budget, endpoint: str) -> Any:
