@@ -274,8 +274,7 @@ def test_every_error_the_sdk_raises_is_translated_to_transient_or_permanent() ->
     errors = [*_instances(core_exceptions), *_instances(ml_exceptions)]
     assert len(errors) > 40
     transient = {type(e).__name__ for e in errors if is_transient(e)}
-    assert transient == {
-        "ClientAuthenticationError",
+    assert transient == {  # a ClientAuthenticationError without a status is a misconfigured identity: permanent
         "IncompleteReadError",
         "ServiceRequestError",
         "ServiceRequestTimeoutError",
@@ -660,3 +659,34 @@ def test_the_candidate_starts_with_deploy_instance_count_and_an_mlflow_model_get
     assert create.body["properties"]["dataCollector"]["collections"]["model_inputs"]["dataId"].endswith(
         "/data/diabetes-endpoint-blue-model_inputs/versions/1"
     )
+
+
+# --------------------------------------------------------------------------- identity and roles
+
+
+class _NoToken:
+    """A credential as DefaultAzureCredential fails with a wrong AZURE_CLIENT_ID: no status, no wire error."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        raise core_exceptions.ClientAuthenticationError(
+            "DefaultAzureCredential failed to retrieve a token from the included credentials."
+        )
+
+
+def test_a_wrong_client_id_fails_the_decision_once_with_what_to_check(azure: AzureWorld) -> None:
+    actions = AzureMLActions.from_settings(
+        azure.settings, credential=_NoToken(), retry=azure.retry, transport=azure.arm
+    )
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE), azure.new_worker(actions)).decisions
+    assert rec.outcome == "failed"
+    assert "AZURE_CLIENT_ID" in rec.reason and "AzureML Data Scientist" in rec.reason
+    assert azure.clock.slept == []  # not retried: no retry mends a configuration fault
+
+
+def test_a_403_in_the_first_hour_is_retried_while_roles_propagate_then_recorded(azure: AzureWorld) -> None:
+    azure.arm.fail("GET", r"^components/", 403, times=1000, code="AuthorizationFailed", message="no access")
+    with pytest.raises(TransientError, match="take up to an hour to take effect"):
+        azure.deliver(in_workspace(DRIFT_SAMPLE))
+    azure.clock.now += 3600
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
+    assert rec.outcome == "failed" and "grant the function app's managed identity a role" in rec.reason

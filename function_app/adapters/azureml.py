@@ -38,7 +38,7 @@ from urllib.parse import quote, urlparse
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from function_app.adapters import azure_errors
-from function_app.adapters.azure_errors import describe, is_transient, status_of
+from function_app.adapters.azure_errors import describe, is_identity_fault, is_transient, status_of
 from function_app.adapters.clients import LazyClient, sdk_options
 from function_app.adapters.mlflow_metrics import MlflowRun, MlflowRuns
 from function_app.retry import Budget, RetryPolicy
@@ -82,22 +82,39 @@ class Workspace:
         return f"{STUDIO}/{path}?wsid={quote(self.id, safe='/')}"
 
 
-def translate(exc: AzureError, what: str, fix: str = "", workspace: str = "") -> PermanentError | TransientError:
+ROLE_PROPAGATION = 3600.0  # seconds: "role assignments can take up to an hour to take effect"
+
+
+def translate(
+    exc: AzureError, what: str, fix: str = "", workspace: str = "", *, roles_settling: bool = False
+) -> PermanentError | TransientError:
     """One SDK error as the service's error (:mod:`azure_errors` decides transient or permanent), with
-    what to do: ``what`` names the thing, ``workspace`` where it was looked for, ``fix`` the remedy."""
+    what to do: ``what`` names the thing, ``workspace`` where it was looked for, ``fix`` the remedy.
+    ``roles_settling``: the worker started less than an hour ago, when a 403 may be a role assignment
+    made at deployment that has not taken effect yet: retried (transient) rather than recorded."""
     if is_transient(exc):
         return azure_errors.translate(exc, what)
     status = status_of(exc)
     message = describe(exc)
     hint = f"; {fix}" if fix else ""
+    if is_identity_fault(exc):
+        return PermanentError(
+            f"{what}: the function app's identity could not get a token ({message}); {azure_errors.IDENTITY_FIX}"
+        )
     if isinstance(exc, ResourceNotFoundError) or status == 404:
         where = f" in workspace {workspace}" if workspace else ""
         return PermanentError(f"{what} not found{where}{hint} (Azure ML: {message})")
-    if status in (401, 403):
-        return PermanentError(
-            f"{what}: Azure ML refused access ({message}); grant the function app's managed identity a role "
-            "on the workspace that allows it (for example AzureML Data Scientist)"
+    grant = (
+        "grant the function app's managed identity a role on the workspace that allows it (for example "
+        "AzureML Data Scientist)"
+    )
+    if status == 403 and roles_settling:
+        return TransientError(
+            f"{what}: Azure ML refused access ({message}); role assignments take up to an hour to take effect "
+            f"after deployment, so this is retried; if it persists, {grant}"
         )
+    if status in (401, 403):
+        return PermanentError(f"{what}: Azure ML refused access ({message}); {grant}")
     return PermanentError(f"{what}: {message}{hint}")
 
 
@@ -215,6 +232,11 @@ class AzureMLActions:
         return actions
 
     @property
+    def roles_settling(self) -> bool:
+        """Whether this worker started less than :data:`ROLE_PROPAGATION` ago (a 403 is then retried)."""
+        return self.retry.clock() - self.started < ROLE_PROPAGATION
+
+    @property
     def ml(self) -> Any:
         return self._ml.get()
 
@@ -224,7 +246,7 @@ class AzureMLActions:
         try:
             return budget.call(what, fn)
         except AzureError as exc:
-            raise translate(exc, what, fix, self.workspace.name) from exc
+            raise translate(exc, what, fix, self.workspace.name, roles_settling=self.roles_settling) from exc
 
     def _get_or_none(self, budget: Budget, what: str, fn: Callable[[], Any]) -> Any | None:
         """Like :meth:`_call`, but a 404 means "there is none"."""
@@ -233,7 +255,7 @@ class AzureMLActions:
         except ResourceNotFoundError:
             return None
         except AzureError as exc:
-            raise translate(exc, what, workspace=self.workspace.name) from exc
+            raise translate(exc, what, workspace=self.workspace.name, roles_settling=self.roles_settling) from exc
 
     # ------------------------------------------------------------------ retrain
 
@@ -256,7 +278,11 @@ class AzureMLActions:
             raced = self._find_job(budget, plan.name)
             if raced is None:
                 raise translate(
-                    exc, what, f"check models.{plan.model}.retrain in the policy", self.workspace.name
+                    exc,
+                    what,
+                    f"check models.{plan.model}.retrain in the policy",
+                    self.workspace.name,
+                    roles_settling=self.roles_settling,
                 ) from exc
             log.info("pipeline job %s was submitted concurrently; adopting it", plan.name)
             return self._submitted(raced, adopted=True)
@@ -443,7 +469,7 @@ class AzureMLActions:
         except AzureError as exc:
             fix = "check that every deployment named exists on the endpoint and is provisioned"
             raise translate(
-                exc, what, fix, self.workspace.name
+                exc, what, fix, self.workspace.name, roles_settling=self.roles_settling
             ) from exc  # the poller is not waited for: the next reconciler pass reads the endpoint again
         log.info("set traffic endpoint=%s traffic=%s", endpoint, wanted)
         return True
@@ -481,7 +507,13 @@ class AzureMLActions:
         except ResourceNotFoundError:
             return False
         except AzureError as exc:
-            raise translate(exc, what, "check that it has no traffic or mirror traffic", self.workspace.name) from exc
+            raise translate(
+                exc,
+                what,
+                "check that it has no traffic or mirror traffic",
+                self.workspace.name,
+                roles_settling=self.roles_settling,
+            ) from exc
         log.info("deleting deployment endpoint=%s deployment=%s", endpoint, deployment)
         return True
 
@@ -518,7 +550,11 @@ class AzureMLActions:
             )
         except AzureError as exc:
             raise translate(
-                exc, what, "check the schedule in the studio's Monitoring page", self.workspace.name
+                exc,
+                what,
+                "check the schedule in the studio's Monitoring page",
+                self.workspace.name,
+                roles_settling=self.roles_settling,
             ) from exc
         log.info("model monitor %s now targets %s/%s (was %s)", schedule, endpoint, deployment, old)
         return True
@@ -613,14 +649,20 @@ class AzureMLActions:
         try:
             return self._mlflow().run(budget, run_id)
         except AzureError as exc:
-            raise translate(exc, f"reading MLflow run {run_id}", _MLFLOW_FIX, self.workspace.name) from exc
+            raise translate(
+                exc,
+                f"reading MLflow run {run_id}",
+                _MLFLOW_FIX,
+                self.workspace.name,
+                roles_settling=self.roles_settling,
+            ) from exc
 
     def _mlflow_steps(self, budget: Budget, pipeline: MlflowRun) -> list[MlflowRun]:
         try:
             return self._mlflow().children(budget, pipeline)
         except AzureError as exc:
             what = f"searching the MLflow runs of pipeline {pipeline.run_id}"
-            raise translate(exc, what, _MLFLOW_FIX, self.workspace.name) from exc
+            raise translate(exc, what, _MLFLOW_FIX, self.workspace.name, roles_settling=self.roles_settling) from exc
 
     def tracking_uri(self) -> str:
         """The workspace's MLflow tracking URI (``workspaces.get(name).mlflow_tracking_uri``)."""
