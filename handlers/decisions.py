@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from handlers.errors import InvalidInput, NotFound
 from handlers.keys import ci_get, digest, slug
 from handlers.signals import (
+    DRIFT,
     TAG_DECISION,
     TAG_MODEL,
     TAG_SERVICE,
@@ -305,6 +306,11 @@ def _retrain(
             value, origin = overrides[name], "request"
         elif spec.from_event and ci_get(event_data, spec.from_event) is not None:
             value, origin = ci_get(event_data, spec.from_event), f"event.{spec.from_event}"
+            if spec.type != "literal" and trigger.event_type == DRIFT and _bare(value):
+                # SDK v1 drift (legacy): its dataset ids are v1 dataset GUIDs, not data asset names
+                if spec.value is None:
+                    return skip(trigger, _v1_dataset_problem(model, name, spec.from_event, value), model, input=name)
+                value, origin = spec.value, f"policy (the event's {spec.from_event} is a v1 dataset id)"
         else:
             value = spec.value
         problem = _input_problem(model, name, spec.type, spec.from_event, value, origin, manual)
@@ -331,6 +337,18 @@ def _retrain(
         display_name=f"retrain {model}: {reason}"[:200],
     )
     return Retrain(did, model, reason, trigger, plan, force=force, dry_run=dry_run)
+
+
+def _bare(value: Any) -> bool:
+    return isinstance(value, str) and ":" not in value and "/" not in value
+
+
+def _v1_dataset_problem(model: str, name: str, key: str, value: Any) -> str:
+    return (
+        f"input {name!r} takes the event's {key!r}, but {str(value)[:80]!r} from an SDK v1 data-drift event "
+        "is a v1 dataset id, not a data asset name; give the input a data asset as 'value' "
+        f"(models.{model}.retrain.inputs.{name}), or move the model to v2 model monitoring"
+    )
 
 
 def _input_problem(

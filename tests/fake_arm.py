@@ -62,6 +62,7 @@ API_VERSIONS: dict[str, frozenset[str]] = {
     "operations": frozenset({"2023-04-01-preview"}),
     "schedules": frozenset({"2023-06-01-preview"}),
 }
+JOB_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$")
 JOB_INPUT_TYPES = frozenset(
     {"literal", "uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model"}
 )
@@ -831,6 +832,8 @@ class FakeArm(RequestsTransport):
         return 201, {}, job
 
     def _check_pipeline_job(self, call: Call, name: str, props: dict[str, Any]) -> None:
+        if not JOB_NAME.match(name):  # the REST API's pattern for a job's name
+            raise Answer(400, "UserError", f"Job name {name!r} must match {JOB_NAME.pattern}")
         if props.get("jobType") != "Pipeline":
             raise self._unexpected(call, f"jobType {props.get('jobType')!r}, expected a pipeline job")
         component = self._resource_by_id(self.components, props.get("componentId"))
@@ -906,8 +909,12 @@ class FakeArm(RequestsTransport):
         uri = str(props.get("modelUri") or "")
         if not props.get("modelType") or not uri:
             raise self._unexpected(call, "a model version needs modelType and modelUri")
-        if (name, version) in self.models:
-            raise Answer(409, "UserError", f"Model {name}:{version} already exists")
+        existing = self.models.get((name, version))
+        if existing is not None:  # re-registering: the same path is accepted, a changed one refused
+            if existing["properties"]["modelUri"].rstrip("/") != uri.rstrip("/"):
+                raise Answer(400, "UserError", "Asset paths cannot be updated.")
+            existing["properties"]["tags"] = dict(props.get("tags") or {})
+            return 200, {}, existing
         job_name = None
         job_output = re.match(r"^azureml://jobs/([^/]+)/outputs/([^/]+)$", uri)
         if job_output:

@@ -17,7 +17,7 @@ from handlers.errors import PermanentError
 from handlers.records import MAX_TEXT
 from handlers.signals import Trigger
 from tests.builders import WORKSPACE, breach_event, drift_event, ours, run_event
-from tests.conftest import Client
+from tests.conftest import REPO, Client
 from tests.ledgers import LedgerSpec
 from tests.world import MODEL, World
 
@@ -50,7 +50,7 @@ class App:
 
 
 @pytest.fixture
-def app(ledger_spec: LedgerSpec, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+def app(ledger_spec: LedgerSpec, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[App]:
     import main
     from function_app import runtime
     from function_app.localhost import Host
@@ -63,6 +63,13 @@ def app(ledger_spec: LedgerSpec, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ap
         monkeypatch.setenv("RETRAIN_TABLE_PREFIX", ledger_spec.prefix)
     else:
         monkeypatch.setenv("RETRAIN_SQLITE_PATH", ledger_spec.target)
+    # the example policy, with training_data taken from the drift event's data (what the bad events break)
+    example = (REPO / "examples" / "policy.yaml").read_text()
+    taken = "          type: mltable\n"
+    assert taken in example
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(example.replace(taken, taken + "          from_event: TargetDatasetId\n", 1))
+    monkeypatch.setenv("RETRAIN_POLICY_PATH", str(policy))
     runtime.set_retrainer(runtime.build(Settings.from_env(), clock=Clock()))
     yield App(ledger_spec, Client(Host(main.app)))
     runtime.set_retrainer(None)
