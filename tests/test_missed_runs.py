@@ -353,6 +353,10 @@ def test_job_status_is_retried_when_throttled_and_a_refusal_says_what_to_grant(a
 
     assert info is not None and info.terminal and azure.clock.slept == [3.0]
     azure.arm.fail("GET", r"^jobs/run-7$", 403, code="AuthorizationFailed", message="no access")
+    with pytest.raises(TransientError, match="take up to an hour to take effect"):  # roles may still propagate
+        azure.actions.job_status("run-7")
+    azure.clock.now += 3600  # an hour after the worker started: a 403 is a missing role
+    azure.arm.fail("GET", r"^jobs/run-7$", 403, code="AuthorizationFailed", message="no access")
     with pytest.raises(PermanentError, match="looking up pipeline job run-7: Azure ML refused access"):
         azure.actions.job_status("run-7")
     azure.arm.fail("GET", r"^jobs/run-7$", 503, times=1000)
