@@ -623,18 +623,18 @@ class AzureMLActions:
         job_name = getattr(model, "job_name", None)  # the run that produced the version holds its metrics
         if source == "model" or not job_name:
             return own, []
-        if source == "run":
-            job = self._call(
-                budget, f"run {job_name} of model {model.name}:{model.version}", lambda: self.ml.jobs.get(job_name)
-            )
-            return (_facts(job.tags, job.properties) if tags_first else own) | (
-                own if tags_first else _facts(job.tags, job.properties)
-            ), []
         if tags_first and plan.gate is not None and gate.metric_value(own, plan.gate.metric) is not None:
-            return own, []
+            return own, []  # a champion that carries the metric: its source run is not read
+        label = f"{model.name}:{model.version}"
+        if source == "run":
+            job = self._get_or_none(budget, f"run {job_name} of model {label}", lambda: self.ml.jobs.get(job_name))
+            if job is None:
+                return own, [f"the workspace has no run {job_name} (the source run of {label})"]
+            ran = _facts(job.tags, job.properties)
+            return ({**ran, **own} if tags_first else {**own, **ran}), []
         run = self._mlflow_run(budget, str(job_name))
         if run is None:
-            return own, [f"MLflow has no run {job_name} (the source run of {model.name}:{model.version})"]
+            return own, [f"MLflow has no run {job_name} (the source run of {label})"]
         return ({**run.metrics, **own} if tags_first else {**own, **run.metrics}), []
 
     def _mlflow(self) -> MlflowRuns:
