@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import tenacity
 from azure.core.exceptions import AzureError
 
-from function_app.adapters.azure_errors import describe, is_transient, retry_after
+from function_app.adapters.azure_errors import describe, is_transient, retry_after, status_of
 from function_app.delivery import budget_start
 from handlers.errors import TransientError
 
@@ -48,9 +48,14 @@ class Budget:
     policy: RetryPolicy
     deadline_at: float
 
-    def call(self, what: str, fn: Callable[[], T]) -> T:
-        """``fn()``, retried while it fails transiently and the budget allows; then TransientError."""
+    def call(self, what: str, fn: Callable[[], T], retry_on: frozenset[int] = frozenset()) -> T:
+        """``fn()``, retried while it fails transiently and the budget allows; then TransientError.
+        ``retry_on``: HTTP statuses that count as transient for this call (409 on an endpoint update
+        means "another operation is in progress", not "no")."""
         policy = self.policy
+
+        def again(exc: BaseException) -> bool:
+            return is_transient(exc) or (bool(retry_on) and status_of(exc) in retry_on)
 
         def wait(state: tenacity.RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
@@ -74,7 +79,7 @@ class Budget:
             )
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(is_transient),
+            retry=tenacity.retry_if_exception(again),
             wait=wait,
             stop=stop,
             sleep=policy.sleep,
@@ -84,7 +89,7 @@ class Budget:
         try:
             return retrying(fn)
         except AzureError as exc:
-            if not is_transient(exc):
+            if not again(exc):
                 raise
             asked = retry_after(exc, policy.clock())
             raise TransientError(

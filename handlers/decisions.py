@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from handlers.errors import InvalidInput, NotFound
 from handlers.keys import ci_get, digest, slug
 from handlers.signals import (
+    DRIFT,
     TAG_DECISION,
     TAG_MODEL,
     TAG_SERVICE,
@@ -104,6 +105,7 @@ class DeployPlan:
     run_properties: dict[str, Any] = field(default_factory=dict)
     gate: GateRule | None = None  # the policy's deploy.gate; None: every candidate passes
     model_output: str = "model"  # the run output registered as the candidate when the run registered none
+    instance_count: int | None = None  # deploy.instance_count: the candidate's start size (None: the live one's)
 
     def as_dict(self) -> dict[str, Any]:
         """Everything needed to act again (the reconciler resumes a reserved deploy from this)."""
@@ -120,6 +122,7 @@ class DeployPlan:
             },
             "gate": self.gate.model_dump() if self.gate else None,
             "model_output": self.model_output,
+            "instance_count": self.instance_count,
             "traffic": 0,
             "tags": self.tags,
         }
@@ -143,6 +146,7 @@ class DeployPlan:
             run_properties=dict(candidate["run_properties"]),
             gate=None if data["gate"] is None else GateRule.model_validate(data["gate"]),
             model_output=str(data["model_output"]),
+            instance_count=None if data.get("instance_count") is None else int(data["instance_count"]),
         )
 
 
@@ -350,6 +354,11 @@ def _retrain(
             value, origin = overrides[name], "request"
         elif spec.from_event and ci_get(event_data, spec.from_event) is not None:
             value, origin = ci_get(event_data, spec.from_event), f"event.{spec.from_event}"
+            if spec.type != "literal" and trigger.event_type == DRIFT and _bare(value):
+                # SDK v1 drift (legacy): its dataset ids are v1 dataset GUIDs, not data asset names
+                if spec.value is None:
+                    return skip(trigger, _v1_dataset_problem(model, name, spec.from_event, value), model, input=name)
+                value, origin = spec.value, f"policy (the event's {spec.from_event} is a v1 dataset id)"
         else:
             value = spec.value
         problem = _input_problem(model, name, spec, value, origin, manual)
@@ -378,6 +387,18 @@ def _retrain(
         display_name=f"retrain {model}: {reason}"[:200],
     )
     return Retrain(did, model, reason, trigger, plan, force=force, dry_run=dry_run)
+
+
+def _bare(value: Any) -> bool:
+    return isinstance(value, str) and ":" not in value and "/" not in value
+
+
+def _v1_dataset_problem(model: str, name: str, key: str, value: Any) -> str:
+    return (
+        f"input {name!r} takes the event's {key!r}, but {str(value)[:80]!r} from an SDK v1 data-drift event "
+        "is a v1 dataset id, not a data asset name; give the input a data asset as 'value' "
+        f"(models.{model}.retrain.inputs.{name}), or move the model to v2 model monitoring"
+    )
 
 
 _ASSET = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}"
@@ -472,6 +493,7 @@ def _deploy_plan(
         run_properties=dict(run.run_properties) if run else {},
         gate=mp.deploy.gate,
         model_output=mp.deploy.model_output,
+        instance_count=mp.deploy.instance_count,
     )
 
 

@@ -64,7 +64,10 @@ def evaluate(
         return GateVerdict(passed, metric, higher, cand, champ, rule.floor, rule.margin, why)
 
     if cand is None:
-        return verdict(False, f"{candidate_name} has no numeric {metric!r} in its {rule.source} tags or properties")
+        where = "MLflow metrics" if rule.source == "mlflow" else f"{rule.source} tags or properties"
+        if rule.source == "mlflow" and rule.step is not None:
+            where = f"MLflow metrics of step {rule.step!r}"
+        return verdict(False, f"{candidate_name} has no numeric {metric!r} in its {where}")
     if rule.floor is not None:
         below = cand < rule.floor if higher else cand > rule.floor
         if below:
@@ -111,6 +114,8 @@ def judge(rule: GateRule | None, facts: CandidateFacts) -> CandidateVerdict:
     if cand is not None and champ is not None and (cand.name, cand.version) == (champ.name, champ.version):
         return CandidateVerdict("skip", f"candidate {facts.candidate} is already live in deployment {facts.champion}")
     verdict = None
+    if rule is not None and facts.champion_unreadable is not None:
+        return CandidateVerdict("skip", facts.champion_unreadable)
     if rule is not None:
         verdict = evaluate(
             rule,

@@ -117,9 +117,11 @@ def plan(request: OperatorRequest, state: ModelState, facts: Facts, now: datetim
     at = f"at step {step + 1} of {len(steps)} ({steps[step]}%)" if 0 <= step < len(steps) else "before its first step"
     paused = data.get("paused")
 
-    def moved(kind: str, target: dict[str, int] | None, reason: str, start: dict[str, Any] | None = None) -> Planned:
+    def moved(
+        kind: str, target: dict[str, int] | None, reason: str, start: dict[str, Any] | None = None, **details: Any
+    ) -> Planned:
         """The transition at the current step; a flight without rollout data yet gets the minimum."""
-        t = Transition.of(request.model, flight, kind, step, step, target, reason + said, trigger=trig)
+        t = Transition.of(request.model, flight, kind, step, step, target, reason + said, trigger=trig, **details)
         base: dict[str, Any] = {"endpoint": endpoint, "deployment": candidate, "steps": [], "step": -1}
         return Planned(flight, t, endpoint, start or (None if data else base))
 
@@ -146,12 +148,15 @@ def plan(request: OperatorRequest, state: ModelState, facts: Facts, now: datetim
             start = {"endpoint": endpoint, "deployment": candidate, "steps": [], "original": before, "step": -1}
         target = {candidate: 100}
         skipped = [f"{p}%" for p in steps[step + 1 :]] if step >= 0 else [f"{p}%" for p in steps]
+        demoted = sorted(d for d, pct in (data.get("original") or before or {}).items() if d != candidate and pct)
         return moved(
             "promote-now",
             target,
             f"candidate {flight.job} promoted {at}, skipping {', '.join(skipped) or 'no step'}: traffic "
             f"{fmt(before)} -> {fmt(target)}",
             start,
+            endpoint=endpoint,
+            demoted=demoted,  # retired after deploy.retire_after, their monitors follow the candidate
         )
     original: Any = data.get("original")
     if step < 0 or not original:

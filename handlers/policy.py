@@ -70,9 +70,21 @@ def _pipeline(value: Any) -> Any:
         raise ValueError(
             f"component {text!r} has no version; write '{bare}:3' or '{bare}@latest'"
             if ":" not in text and "@" not in text
-            else f"{text!r} is not a component reference; write 'name:version' or 'name@label'"
+            else f"{text!r} is not a component reference; write 'name:version' or 'name@latest'"
         )
+    if match["label"] is not None and match["label"] != LATEST:
+        raise ValueError(_label_problem(text, match["name"], match["label"]))
     return {"name": match["name"], "version": match["version"], "label": match["label"]}
+
+
+LATEST = "latest"  # the only label azure-ai-ml resolves (components.get, data and model references)
+
+
+def _label_problem(text: str, name: str, label: str) -> str:
+    return (
+        f"{text!r} names the label {label!r}, but the Azure ML SDK resolves only the label 'latest'; "
+        f"write '{name}@latest' or pin a version ('{name}:3')"
+    )
 
 
 InputType = Literal["literal", "uri_folder", "uri_file", "mltable", "custom_model", "mlflow_model"]
@@ -121,6 +133,11 @@ class InputSpec(_Strict):
                     f"allowed prefix {prefix!r} must be a URI up to at least its host and a slash, e.g. "
                     "'https://mydata.blob.core.windows.net/training/'"
                 )
+        if self.type != "literal" and isinstance(self.value, str) and self.value.startswith("azureml:"):
+            ref = self.value.removeprefix("azureml:")
+            name, at, label = ref.partition("@")
+            if at and "/" not in ref and label != LATEST:
+                raise ValueError(_label_problem(self.value, name, label))
         return self
 
 
@@ -163,13 +180,25 @@ class CandidateRule(_Strict):
 
 class GateRule(_Strict):
     """The candidate gate (handlers/gate.py): the candidate must carry ``metric``, reach ``floor`` and,
-    when the endpoint has a live model that carries the metric, beat it by at least ``margin``."""
+    when the endpoint has a live model that carries the metric, beat it by at least ``margin``.
+    ``source``: where the candidate's metric is read: ``mlflow`` (the default: the MLflow metrics of the
+    finished pipeline run, or of its step whose display name is ``step``), ``run`` (the finished run's
+    tags and properties) or ``model`` (the candidate model version's tags and properties)."""
 
     metric: str
     higher_is_better: bool = True
     floor: float | None = None
     margin: float = Field(default=0.0, ge=0)
-    source: Literal["run", "model"] = "run"
+    source: Literal["mlflow", "run", "model"] = "mlflow"
+    step: str | None = Field(default=None, min_length=1, description="display name of the pipeline step")
+
+    @model_validator(mode="after")
+    def _step_needs_mlflow(self) -> GateRule:
+        if self.step is not None and self.source != "mlflow":
+            raise ValueError(
+                f"'step' names a pipeline step whose MLflow metrics are read; it needs source: mlflow, not {self.source}"
+            )
+        return self
 
 
 _FAILURE_CLASSES = ("5xx", "4xx", "model_5xx")
@@ -266,6 +295,13 @@ class DeployRule(_Strict):
         "(azureml://jobs/<run>/outputs/<model_output>) when the finished run registered none",
     )
     rollout: RolloutRule = Field(default_factory=RolloutRule)
+    instance_count: int | None = Field(
+        default=None, ge=1, description="instances the candidate starts with (default: as many as the live deployment)"
+    )
+    retire_after: Duration = Field(
+        default=timedelta(hours=24), description="how long a demoted deployment is kept at 0% for a fast rollback"
+    )
+    keep_previous: int = Field(default=1, ge=0, description="at most this many demoted deployments are kept at 0%")
 
     @field_validator("endpoint")
     @classmethod

@@ -129,6 +129,7 @@ class CandidateFacts:
     live_deployment: str | None = None
     champion_version: ModelVersion | None = None
     champion_metrics: dict[str, Any] | None = None
+    champion_unreadable: str | None = None  # why the champion cannot be compared (the gate skips)
     notes: tuple[str, ...] = ()
 
     @property
@@ -147,6 +148,22 @@ class CandidateFacts:
             "live_deployment": self.live_deployment,
             "notes": list(self.notes),
         }
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    """One deployment of an online endpoint as it stands: its share of the live traffic and of the
+    mirrored traffic (percent), and its provisioning state as Azure ML spells it."""
+
+    name: str
+    traffic: int
+    mirror: int
+    state: str
+
+    @property
+    def idle(self) -> bool:
+        """No live and no mirrored traffic: deleting it changes what no caller sees."""
+        return self.traffic == 0 and self.mirror == 0
 
 
 class Jobs(Protocol):
@@ -193,6 +210,24 @@ class Deployments(Protocol):
         """Give the endpoint the traffic split ``traffic`` (a deployment left out gets 0%); submit the
         update and do not wait for it. Returns False when the endpoint has that split already (nothing
         is sent), so setting the same traffic twice is harmless."""
+        ...
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:
+        """The endpoint's deployments, each with its live and mirrored traffic and its state."""
+        ...
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> bool:
+        """Start deleting ``endpoint/deployment`` (not waited for). False when it is gone already.
+        Azure refuses to delete a deployment that has traffic (PermanentError)."""
+        ...
+
+    def monitors_targeting(self, endpoint: str, deployment: str) -> list[str]:
+        """The model-monitor schedules whose monitoring target is ``endpoint/deployment``."""
+        ...
+
+    def retarget_monitor(self, schedule: str, endpoint: str, deployment: str) -> bool:
+        """Point the model-monitor schedule ``schedule`` at ``endpoint/deployment``, changing nothing
+        else. False when it targets it already (nothing is sent)."""
         ...
 
 

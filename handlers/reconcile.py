@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from handlers import guards
+from handlers import guards, retire
 from handlers.decisions import Deploy, DeployPlan, JobPlan, Retrain
 from handlers.errors import PermanentError, TransientError
 from handlers.executor import KEEPS_BUDGET, Executor
 from handlers.keys import digest
-from handlers.ports import JobInfo, Jobs, Ledger
+from handlers.ports import Deployments, JobInfo, Jobs, Ledger
 from handlers.records import DecisionRecord, Flight, iso
 from handlers.signals import (
     RUN_COMPLETED,
@@ -57,7 +57,8 @@ class ReconcileReport:
     outcome already recorded), what it released, the submitted jobs past their grace whose status it
     asked for (``checked``), the decisions made for the runs among them that had ended without their
     event reaching the service (``caught``), what a transient failure left for the next pass, and
-    how many old records it purged. ``rollouts``: each submitted rollout looked at, and what it
+    how many old records it purged. ``retired``: the ``retire`` decisions of demoted deployments it
+    deleted (or failed to). ``rollouts``: each submitted rollout looked at, and what it
     did (``state``: provisioning, baking (with the interim look's ``why``), waiting_for_traffic, held,
     paused (an operator paused it: nothing is read or moved), stepped, promoted, rolled_back,
     rollback_failed, changed_meanwhile), with the record id of a transition."""
@@ -70,6 +71,7 @@ class ReconcileReport:
     caught: list[DecisionRecord] = field(default_factory=list)
     deferred: list[dict[str, str]] = field(default_factory=list)
     rollouts: list[dict[str, Any]] = field(default_factory=list)
+    retired: list[DecisionRecord] = field(default_factory=list)
     purged: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,6 +84,7 @@ class ReconcileReport:
             "caught": [r.to_dict() for r in self.caught],
             "deferred": list(self.deferred),
             "rollouts": list(self.rollouts),
+            "retired": [r.to_dict() for r in self.retired],
             "purged": self.purged,
         }
 
@@ -162,6 +165,15 @@ def job_missing_record(model: str, flight: Flight, now: datetime) -> DecisionRec
     )
 
 
+@dataclass(frozen=True)
+class RetireRule:
+    """How a model's demoted deployments are retired (its policy's ``deploy``)."""
+
+    endpoint: str
+    retire_after: timedelta
+    keep_previous: int
+
+
 class Reconciler:
     """One pass over the ledger's in-flight work (:meth:`run`), acting through the executor's own
     act -> record -> settle path, so there is one way to carry a decision out, whoever resumes it.
@@ -185,6 +197,8 @@ class Reconciler:
         job_grace: timedelta = timedelta(minutes=15),
         retention: timedelta = timedelta(days=30),
         purge_every: timedelta = timedelta(hours=1),
+        deployments: Deployments | None = None,
+        retiring: Callable[[str], RetireRule | None] = lambda model: None,
     ) -> None:
         self.ledger = ledger
         self.executor = executor
@@ -199,6 +213,8 @@ class Reconciler:
         # once per ``purge_every`` per worker, not on every tick. Efficiency, not correctness.
         self.purge_every = purge_every
         self.last_purge: datetime | None = None
+        self.deployments = deployments
+        self.retiring = retiring
 
     def run(self, now: datetime) -> ReconcileReport:
         """One pass of the reconciler: finish each action whose worker died between reserve and
@@ -223,6 +239,11 @@ class Reconciler:
                     work(state.model, kind, flight, now, report)
                 except TransientError as exc:
                     self._defer(report, state.model, kind, flight, exc)
+            try:
+                self._retire(state.model, now, report)
+            except (TransientError, PermanentError) as exc:  # a read refused or failing: the next pass retries
+                log.warning("reconciler: retiring deployments of model=%s deferred: %s", state.model, exc)
+                report.deferred.append({"model": state.model, "decision": "retire", "error": str(exc)})
         if self.last_purge is None or now - self.last_purge >= self.purge_every:
             report.purged = self.ledger.purge(now - self.retention)
             self.last_purge = now
@@ -284,6 +305,31 @@ class Reconciler:
         # The signal released the hold; this makes sure of it, whatever the job's tags say.
         self.ledger.update_model(model, lambda s: guards.release(s, kind, flight.decision, job))
         report.caught.extend(result.decisions)
+
+    def _retire(self, model: str, now: datetime, report: ReconcileReport) -> None:
+        """Delete the deployments a promotion of ``model`` demoted, once the rule says so
+        (:mod:`handlers.retire`), each recorded as a ``retire`` decision. Nothing is asked of Azure
+        while no demoted deployment is left to retire."""
+        rule = self.retiring(model)
+        if rule is None or self.deployments is None:
+            return
+        demoted = retire.demotions(self.ledger.decisions(model, 200), rule.endpoint)
+        waiting = {name: d for name, d in demoted.items() if not self._retired(model, rule.endpoint, d, now)}
+        if not waiting:
+            return
+        found = self.deployments.list_deployments(rule.endpoint)
+        for chosen in retire.to_retire(rule.endpoint, found, waiting, rule.retire_after, rule.keep_previous, now):
+            try:
+                self.deployments.delete_deployment(rule.endpoint, chosen.deployment)
+                record = retire.record_of(model, chosen, now, "submitted")
+            except PermanentError as exc:
+                record = retire.record_of(model, chosen, now, "failed", str(exc))
+            report.retired.append(self.executor.write(self.executor.logged(record)))
+
+    def _retired(self, model: str, endpoint: str, demotion: retire.Demotion, now: datetime) -> bool:
+        probe = retire.Retirement(endpoint, demotion.deployment, demotion, "")
+        done = self.ledger.get_decision(retire.record_of(model, probe, now, "submitted").id)
+        return done is not None and done.outcome == "submitted"
 
     def _advance_rollout(self, model: str, kind: str, flight: Flight, now: datetime, report: ReconcileReport) -> None:
         """One transition of a submitted rollout. A read that Azure refuses (PermanentError) is

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from handlers.analysis import HealthSource, Reading
 from handlers.errors import PermanentError
 from handlers.executor import Executor
 from handlers.ports import Deployments, Ledger
-from handlers.records import Flight, from_iso, iso
+from handlers.records import DecisionRecord, Flight, from_iso, iso
 from handlers.rollout import Transition, fmt
 
 if TYPE_CHECKING:
@@ -120,6 +121,7 @@ class RolloutStepper:
                 health=health,
             )
         elif step + 1 >= len(steps):
+            demoted = sorted(d for d, pct in (data.get("original") or {}).items() if d != deployment and pct)
             pending = Transition.of(
                 model,
                 flight,
@@ -129,6 +131,8 @@ class RolloutStepper:
                 None,
                 f"candidate {flight.job} promoted: healthy {at}: {verdict.why}",
                 health=health,
+                endpoint=endpoint,
+                demoted=demoted,
             )
         else:
             target = rollout.split(original, deployment, steps[step + 1])
@@ -217,6 +221,36 @@ class RolloutStepper:
             model, flight, pending, endpoint, now, {**start, "original": original, "traffic": original}
         )
 
+    def _retargeted(self, record: DecisionRecord, endpoint: str, flight: Flight) -> DecisionRecord:
+        """Point each model-monitor schedule that watched a demoted deployment at the promoted one (a
+        v2 monitor targets one deployment: left alone, it would watch a deployment at 0%), and say so
+        in the promote decision. A schedule Azure refuses to change is recorded, for an operator;
+        a transient failure leaves the promotion pending for the next pass, which finds the
+        schedules already moved (and lists them as such)."""
+        candidate = str(flight.job).partition("/")[2]
+        moved: list[dict[str, Any]] = []
+        for old in record.details.get("demoted") or []:
+            for schedule in self.deployments.monitors_targeting(endpoint, str(old)):
+                entry: dict[str, Any] = {"schedule": schedule, "from": old, "to": candidate}
+                try:
+                    self.deployments.retarget_monitor(schedule, endpoint, candidate)
+                    entry["outcome"] = "retargeted"
+                except PermanentError as exc:
+                    entry.update(outcome="failed", error=f"{exc}; point its monitoring target at {candidate} by hand")
+                moved.append(entry)
+        named = {m["schedule"] for m in moved}
+        for schedule in self.deployments.monitors_targeting(endpoint, candidate):
+            if schedule not in named:
+                moved.append({"schedule": schedule, "to": candidate, "outcome": "targets it already"})
+        if not moved:
+            return replace(record, details={**record.details, "monitors": []})
+        said = ", ".join(f"{m['schedule']} ({m['outcome']})" for m in moved)
+        return replace(
+            record,
+            reason=f"{record.reason}; model monitors now targeting {candidate}: {said}",
+            details={**record.details, "monitors": moved},
+        )
+
     def _write_ahead(
         self,
         model: str,
@@ -264,7 +298,10 @@ class RolloutStepper:
                 fmt(pending.target),
                 "sent" if changed else "already so",
             )
-        record = self.executor.write(self.executor.logged(rollout.record_of(model, flight, pending, now, outcome)))
+        record = rollout.record_of(model, flight, pending, now, outcome)
+        if pending.kind in ("promote", "promote-now"):
+            record = self._retargeted(record, endpoint, flight)
+        record = self.executor.write(self.executor.logged(record))
         self.ledger.update_model(model, lambda s: rollout.commit(s, decision, pending.id, now))  # after the record
         state = STATES[pending.kind]
         if outcome == "failed":

@@ -15,7 +15,7 @@ from handlers.analysis import HealthSource
 from handlers.executor import Executor, Limits
 from handlers.operate import Operator
 from handlers.ports import Deployments, Jobs, Ledger
-from handlers.reconcile import Reconciler, ReconcileReport
+from handlers.reconcile import Reconciler, ReconcileReport, RetireRule
 from handlers.service import RetrainService
 from handlers.signals import workspace_key
 from handlers.stepper import RolloutStepper
@@ -79,6 +79,12 @@ def assemble(
         mp = policy.models.get(model)
         return mp.deploy.rollout if mp is not None and mp.deploy is not None else RolloutRule()
 
+    def retiring(model: str) -> RetireRule | None:
+        mp = policy.models.get(model)
+        if mp is None or mp.deploy is None:
+            return None
+        return RetireRule(mp.deploy.endpoint, mp.deploy.retire_after, mp.deploy.keep_previous)
+
     executor = Executor(ledger, jobs, deployments, limits)
     service = RetrainService(policy, ledger, executor, clock, accepted, allow_force=allow_force, lease=lease)
     stepper = RolloutStepper(ledger, deployments, executor, rule, health, health_source)
@@ -92,6 +98,8 @@ def assemble(
         lease=lease,
         job_grace=job_grace,
         retention=retention,
+        deployments=deployments,
+        retiring=retiring,
     )
     operator = Operator(policy, ledger, deployments, stepper, clock, lease=lease)
     return Retrainer(policy, ledger, jobs, deployments, executor, service, reconciler, operator, clock)

@@ -30,7 +30,7 @@ SUB, RG, WS = "7a3c5f0e-1111-4d2b-9e8a-2b6f1c0d9e77", "rg-mlops", "ws-retrain"
 WORKSPACE_ID = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}"
 MODEL = "sklearn_regression_model"
 ENDPOINT = "diabetes-endpoint"
-DATASET = "d7e74d2e-c972-4266-b5fb-6c9c182d2a74"  # TargetDatasetId of the published drift sample
+DATASET = "diabetes-training"  # the data asset the example policy trains on (a v1 event's dataset id is not one)
 DRIFT_SAMPLE = "Microsoft.MachineLearningServices.DatasetDriftDetected.eventgrid.json"
 RUN_SAMPLE = "Microsoft.MachineLearningServices.RunCompleted.eventgrid.json"
 LOGS_WORKSPACE = (
@@ -159,12 +159,24 @@ class AzureWorld(World):
         return self.service.ledger.get_decision(decision_id)
 
     def finished_run(
-        self, r2: str, run_id: str = "retrain-sklearn-regression-model-0123456789abcdef"
+        self,
+        r2: str,
+        run_id: str = "retrain-sklearn-regression-model-0123456789abcdef",
+        *,
+        register_step: bool = False,
     ) -> dict[str, Any]:
-        """The RunCompleted event of a retraining run this service submitted, which logged ``r2``."""
+        """The RunCompleted event of a retraining pipeline this service submitted, whose step
+        ``evaluate_model`` logged ``r2`` with MLflow (as Microsoft's MLOps template does; the event
+        carries no metric). ``register_step``: a ``register_model`` step registered the next version of
+        the model from its own run (``mlflow.register_model``), as the template does."""
         self.arm.add_job(run_id, experiment="diabetes-retrain")
-        tags = {**ours(MODEL, "re-0123456789abcdef"), "r2_score": r2}
-        return run_event(run_id=run_id, tags=tags, topic=WORKSPACE_ID)
+        self.arm.add_step(run_id, "train_model", metrics={"training_loss": 0.2})
+        self.step_run = self.arm.add_step(run_id, "evaluate_model", metrics={"r2_score": float(r2)})
+        if register_step:
+            registrar = self.arm.add_step(run_id, "register_model")
+            version = str(max(int(v) for (n, v) in self.arm.models if n == MODEL) + 1)
+            self.arm.add_model(MODEL, version, job_name=registrar, kind="custom_model")
+        return run_event(run_id=run_id, tags=ours(MODEL, "re-0123456789abcdef"), topic=WORKSPACE_ID)
 
 
 __all__ = ["AzureWorld", "DiesAfterActing", "WorkerDied", "in_workspace"]

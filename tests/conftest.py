@@ -163,8 +163,9 @@ def azure(
 
 
 @pytest.fixture
-def app(ledger_spec: LedgerSpec, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
-    """The app as the local host serves it (dry-run backend, example policy), on each ledger."""
+def app(ledger_spec: LedgerSpec, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[App]:
+    """The app as the local host serves it (dry-run backend), on each ledger, with the example policy
+    taking training_data from the drift event's TargetDatasetId (what bad and forged events try)."""
     import main
     from function_app import runtime
     from function_app.localhost import Host
@@ -178,6 +179,12 @@ def app(ledger_spec: LedgerSpec, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ap
         monkeypatch.setenv("RETRAIN_TABLE_PREFIX", ledger_spec.prefix)
     else:
         monkeypatch.setenv("RETRAIN_SQLITE_PATH", ledger_spec.target)
+    example = (REPO / "examples" / "policy.yaml").read_text()
+    taken = "          type: mltable\n"
+    assert taken in example
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(example.replace(taken, taken + "          from_event: TargetDatasetId\n", 1))
+    monkeypatch.setenv("RETRAIN_POLICY_PATH", str(policy))
     runtime.set_retrainer(runtime.build(Settings.from_env(), clock=Clock()))
     yield App(ledger_spec, Client(Host(main.app)))
     runtime.set_retrainer(None)

@@ -60,7 +60,9 @@ API_VERSIONS: dict[str, frozenset[str]] = {
     "onlineEndpoints": frozenset({"2022-02-01-preview", "2023-04-01-preview"}),
     "deployments": frozenset({"2023-04-01-preview"}),
     "operations": frozenset({"2023-04-01-preview"}),
+    "schedules": frozenset({"2023-06-01-preview"}),
 }
+JOB_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$")
 JOB_INPUT_TYPES = frozenset(
     {"literal", "uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model"}
 )
@@ -163,6 +165,10 @@ class Answer(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
+class MlflowAnswer(Answer):
+    """An error as the MLflow REST API spells it: ``{"error_code": ..., "message": ...}``."""
+
+
 class _Answerer(BaseAdapter):
     """The session's only adapter: the fake answers, nothing leaves the process."""
 
@@ -235,6 +241,12 @@ class FakeArm(RequestsTransport):
         self.endpoints: dict[str, dict[str, Any]] = {}
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
+        self.mlflow_runs: dict[str, dict[str, Any]] = {}  # run id -> the MLflow REST API's Run
+        self.schedules: dict[str, dict[str, Any]] = {}
+
+    @property
+    def mlflow_host(self) -> str:
+        return f"{self.location}.api.azureml.ms"
 
     # ------------------------------------------------------------------ azure-core hooks
 
@@ -283,7 +295,7 @@ class FakeArm(RequestsTransport):
             },
         }
 
-    def add_data(self, name: str, version: str, *, kind: str = "mltable") -> None:
+    def add_data(self, name: str, version: str, *, kind: str = "mltable", uri: str | None = None) -> None:
         self.data[(name, version)] = {
             "id": self.arm_id("data", name, "versions", version),
             "name": version,
@@ -291,7 +303,7 @@ class FakeArm(RequestsTransport):
             "systemData": {"createdAt": CREATED},
             "properties": {
                 "dataType": kind,
-                "dataUri": f"azureml://datastores/workspaceblobstore/paths/{name}/{version}/",
+                "dataUri": uri or f"azureml://datastores/workspaceblobstore/paths/{name}/{version}/",
                 "isAnonymous": False,
                 "isArchived": False,
                 "properties": {},
@@ -335,8 +347,10 @@ class FakeArm(RequestsTransport):
         status: str = "Completed",
         outputs: tuple[str, ...] = ("model",),
         tags: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
     ) -> None:
-        """A finished run, as another client left it (its outputs can be registered as models)."""
+        """A finished run, as another client left it (its outputs can be registered as models), with
+        the MLflow metrics the pipeline run itself logged."""
         self.jobs[name] = self._job_resource(
             name,
             {
@@ -349,6 +363,56 @@ class FakeArm(RequestsTransport):
             },
             status,
         )
+        self.log_mlflow_run(name, experiment=experiment, metrics=metrics)
+
+    def log_mlflow_run(
+        self,
+        run_id: str,
+        *,
+        experiment: str = "Default",
+        name: str | None = None,
+        metrics: dict[str, float] | None = None,
+        parent: str | None = None,
+        status: str = "FINISHED",
+    ) -> None:
+        """The MLflow run every Azure ML job is (run id = job name), with the metrics it logged; a
+        pipeline step's run carries its parent in the tag ``mlflow.parentRunId``, its display name
+        as ``run_name`` (MLflow REST API, Run / RunInfo / RunData)."""
+        tags = [{"key": "mlflow.runName", "value": name or run_id}]
+        if parent is not None:
+            tags.append({"key": "mlflow.parentRunId", "value": parent})
+        self.mlflow_runs[run_id] = {
+            "info": {
+                "run_id": run_id,
+                "run_uuid": run_id,
+                "run_name": name or run_id,
+                "experiment_id": self.experiment_id(experiment),
+                "status": status,
+                "start_time": 1_795_000_000_000,
+                "end_time": 1_795_000_600_000,
+                "artifact_uri": f"azureml://experiments/{experiment}/runs/{run_id}/artifacts",
+                "lifecycle_stage": "active",
+            },
+            "data": {
+                "metrics": [
+                    {"key": k, "value": v, "timestamp": 1_795_000_500_000, "step": 0}
+                    for k, v in (metrics or {}).items()
+                ],
+                "params": [],
+                "tags": tags,
+            },
+        }
+
+    def add_step(self, parent: str, name: str, *, metrics: dict[str, float] | None = None) -> str:
+        """A pipeline step of job ``parent`` (a child job with its own MLflow run); returns its run id."""
+        run_id = f"{parent}_{name}_{len(self.mlflow_runs):04d}"
+        experiment = self.jobs[parent]["properties"].get("experimentName") or "Default"
+        self.log_mlflow_run(run_id, experiment=experiment, name=name, metrics=metrics, parent=parent)
+        return run_id
+
+    @staticmethod
+    def experiment_id(experiment: str) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"experiment:{experiment}"))
 
     def set_job_status(self, name: str, status: str, *, tags: dict[str, str] | None = None) -> None:
         """The job moves on, as Azure ML moves it ('Running', 'Completed', 'Failed', 'Canceled', ...);
@@ -376,6 +440,13 @@ class FakeArm(RequestsTransport):
         }
 
     def add_deployment(self, endpoint: str, name: str, *, model: tuple[str, str], instance_count: int = 2) -> None:
+        for collection in ("model_inputs", "model_outputs"):  # the SDK registered them when it was created
+            self.add_data(
+                f"{endpoint}-{name}-{collection}",
+                "1",
+                kind="uri_folder",
+                uri=f"azureml://datastores/workspaceblobstore/paths/modelDataCollector/{endpoint}/{name}/{collection}",
+            )
         self.deployments[(endpoint, name)] = {
             "id": self.arm_id("onlineEndpoints", endpoint, "deployments", name),
             "name": name,
@@ -405,8 +476,90 @@ class FakeArm(RequestsTransport):
                 },
                 "appInsightsEnabled": True,
                 "egressPublicNetworkAccess": "Enabled",
+                "modelMountPath": "/var/azureml-app/model",
+                "dataCollector": {  # what v2 model monitoring reads: the deployment's inputs and outputs
+                    "collections": {
+                        "model_inputs": {
+                            "dataCollectionMode": "Enabled",
+                            "dataId": self.arm_id("data", f"{endpoint}-{name}-model_inputs", "versions", "1"),
+                            "samplingRate": 1.0,
+                        },
+                        "model_outputs": {
+                            "dataCollectionMode": "Enabled",
+                            "dataId": self.arm_id("data", f"{endpoint}-{name}-model_outputs", "versions", "1"),
+                            "samplingRate": 1.0,
+                        },
+                    },
+                    "requestLogging": {"captureHeaders": []},
+                    "rollingRate": "Hour",
+                },
                 "provisioningState": "Succeeded",
                 "properties": {},
+            },
+        }
+
+    def add_monitor(self, name: str, endpoint: str, deployment: str, *, short_id: bool = False) -> None:
+        """A v2 model-monitor schedule (a ``CreateMonitor`` schedule, REST shape of the schedules API)
+        watching ``endpoint/deployment``'s collected data for drift, daily."""
+        target = (
+            f"azureml:{endpoint}:{deployment}"
+            if short_id
+            else self.arm_id("onlineEndpoints", endpoint, "deployments", deployment)
+        )
+        inputs = self.arm_id("data", f"{endpoint}-{deployment}-model_inputs", "versions", "1")
+        self.schedules[name] = {
+            "id": self.arm_id("schedules", name),
+            "name": name,
+            "type": f"{PROVIDER}/workspaces/schedules",
+            "systemData": {"createdAt": CREATED},
+            "properties": {
+                "displayName": name,
+                "isEnabled": True,
+                "provisioningState": "Succeeded",
+                "tags": {},
+                "properties": {},
+                "trigger": {
+                    "triggerType": "Recurrence",
+                    "frequency": "Day",
+                    "interval": 1,
+                    "schedule": {"hours": [3], "minutes": [0]},
+                    "timeZone": "UTC",
+                },
+                "action": {
+                    "actionType": "CreateMonitor",
+                    "monitorDefinition": {
+                        "computeConfiguration": {
+                            "computeType": "ServerlessSpark",
+                            "instanceType": "standard_e4s_v3",
+                            "runtimeVersion": "3.3",
+                            "computeIdentity": {"computeIdentityType": "AmlToken"},
+                        },
+                        "monitoringTarget": {"deploymentId": target, "taskType": "Regression"},
+                        "signals": {
+                            "feature-drift": {
+                                "signalType": "DataDrift",
+                                "productionData": {
+                                    "inputDataType": "Rolling",
+                                    "jobInputType": "uri_folder",
+                                    "uri": inputs,
+                                    "windowSize": "P1D",
+                                },
+                                "referenceData": {
+                                    "inputDataType": "Static",
+                                    "jobInputType": "mltable",
+                                    "uri": self.arm_id("data", "diabetes-training", "versions", "1"),
+                                },
+                                "metricThresholds": [
+                                    {
+                                        "dataType": "Numerical",
+                                        "metric": "JensenShannonDistance",
+                                        "threshold": {"value": 0.1},
+                                    }
+                                ],
+                            }
+                        },
+                    },
+                },
             },
         }
 
@@ -470,7 +623,15 @@ class FakeArm(RequestsTransport):
         self.deployments[(endpoint, deployment)]["properties"]["provisioningState"] = state
 
     def writes(self) -> list[Call]:
-        return [c for c in self.calls if c.method in ("PUT", "POST", "PATCH", "DELETE")]
+        """The requests that change something (MLflow's ``runs/search`` is a POST that reads)."""
+        return [
+            c
+            for c in self.calls
+            if c.method in ("PUT", "POST", "PATCH", "DELETE") and not c.path.startswith("/mlflow/")
+        ]
+
+    def mlflow_calls(self, endpoint: str = "") -> list[Call]:
+        return [c for c in self.calls if c.path.startswith("/mlflow/") and c.path.endswith(endpoint)]
 
     # ------------------------------------------------------------------ answering
 
@@ -503,6 +664,8 @@ class FakeArm(RequestsTransport):
                 return fault.status, fault.headers, _error(fault.code, fault.message)
             try:
                 status, headers, out = self._route(call, url.hostname or "")
+            except MlflowAnswer as exc:
+                status, headers, out = exc.status, exc.headers, {"error_code": exc.code, "message": exc.message}
             except Answer as exc:
                 status, headers, out = exc.status, exc.headers, _error(exc.code, exc.message)
             call.status = status
@@ -513,6 +676,8 @@ class FakeArm(RequestsTransport):
         return Answer(400, "FakeArmUnexpectedRequest", f"the fake ARM does not expect this request: {why}")
 
     def _route(self, call: Call, host: str) -> tuple[int, dict[str, str], Any]:
+        if host == self.mlflow_host:
+            return self._mlflow(call)
         if host != ARM_HOST:
             raise self._unexpected(call, f"host {host}")
         if token_audience(call.headers.get("Authorization")) != f"https://{ARM_HOST}":
@@ -524,6 +689,7 @@ class FakeArm(RequestsTransport):
             ("GET", r"^components/([^/]+)/versions/([^/]+)$", "components", self._get_component),
             ("GET", r"^data/([^/]+)$", "data", self._get_data_container),
             ("GET", r"^data/([^/]+)/versions/([^/]+)$", "data", self._get_data),
+            ("PUT", r"^data/([^/]+)/versions/([^/]+)$", "data", self._put_data),
             ("GET", r"^jobs/([^/]+)$", "jobs", self._get_job),
             ("PUT", r"^jobs/([^/]+)$", "jobs", self._put_job),
             ("GET", r"^models/([^/]+)$", "models", self._get_model_container),
@@ -535,6 +701,10 @@ class FakeArm(RequestsTransport):
             ("GET", r"^onlineEndpoints/([^/]+)/deployments$", "onlineEndpoints", self._list_deployments),
             ("GET", r"^onlineEndpoints/([^/]+)/deployments/([^/]+)$", "deployments", self._get_deployment),
             ("PUT", r"^onlineEndpoints/([^/]+)/deployments/([^/]+)$", "deployments", self._put_deployment),
+            ("DELETE", r"^onlineEndpoints/([^/]+)/deployments/([^/]+)$", "deployments", self._delete_deployment),
+            ("GET", r"^schedules$", "schedules", self._list_schedules),
+            ("GET", r"^schedules/([^/]+)$", "schedules", self._get_schedule),
+            ("PUT", r"^schedules/([^/]+)$", "schedules", self._put_schedule),
             (
                 "GET",
                 rf"^/subscriptions/{re.escape(self.subscription)}/providers/{PROVIDER}/locations/[^/]+/mfeOperationsStatus/([^/]+)$",
@@ -566,6 +736,7 @@ class FakeArm(RequestsTransport):
                     "friendlyName": self.workspace,
                     "workspaceId": "5b1f3b5e-7f0e-4c55-9c3b-4a3f2d1e0c9b",
                     "discoveryUrl": f"https://{self.location}.api.azureml.ms/discovery",
+                    "mlFlowTrackingUri": f"azureml://{self.mlflow_host}/mlflow/v1.0{self.ws_path}",
                     "provisioningState": "Succeeded",
                 },
             },
@@ -599,6 +770,21 @@ class FakeArm(RequestsTransport):
 
     def _get_data(self, call: Call, name: str, version: str) -> tuple[int, dict[str, str], Any]:
         return 200, {}, self._found(self.data.get((name, version)), f"data asset {name}:{version}")
+
+    def _put_data(self, call: Call, name: str, version: str) -> tuple[int, dict[str, str], Any]:
+        """Registering a data asset version: an existing version with the same path is accepted as
+        it is; a changed path is refused ("Asset paths cannot be updated")."""
+        props = (call.body or {}).get("properties") or {}
+        uri, kind = str(props.get("dataUri") or ""), str(props.get("dataType") or "")
+        if not uri or not kind:
+            raise self._unexpected(call, "a data version needs dataType and dataUri")
+        existing = self.data.get((name, version))
+        if existing is not None:
+            if existing["properties"]["dataUri"].rstrip("/") != uri.rstrip("/"):
+                raise Answer(400, "UserError", "Asset paths cannot be updated.")
+            return 200, {}, existing
+        self.add_data(name, version, kind=kind, uri=uri)
+        return 201, {}, self.data[(name, version)]
 
     def _get_job(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
         return 200, {}, self._found(self.jobs.get(name), f"job {name}")
@@ -642,9 +828,12 @@ class FakeArm(RequestsTransport):
             k: {"jobOutputType": v["type"], "mode": "ReadWriteMount"} for k, v in declared.items()
         } | dict(props.get("outputs") or {})
         self.jobs[name] = job
+        self.log_mlflow_run(name, experiment=str(props.get("experimentName")), status="SCHEDULED")
         return 201, {}, job
 
     def _check_pipeline_job(self, call: Call, name: str, props: dict[str, Any]) -> None:
+        if not JOB_NAME.match(name):  # the REST API's pattern for a job's name
+            raise Answer(400, "UserError", f"Job name {name!r} must match {JOB_NAME.pattern}")
         if props.get("jobType") != "Pipeline":
             raise self._unexpected(call, f"jobType {props.get('jobType')!r}, expected a pipeline job")
         component = self._resource_by_id(self.components, props.get("componentId"))
@@ -720,8 +909,12 @@ class FakeArm(RequestsTransport):
         uri = str(props.get("modelUri") or "")
         if not props.get("modelType") or not uri:
             raise self._unexpected(call, "a model version needs modelType and modelUri")
-        if (name, version) in self.models:
-            raise Answer(409, "UserError", f"Model {name}:{version} already exists")
+        existing = self.models.get((name, version))
+        if existing is not None:  # re-registering: the same path is accepted, a changed one refused
+            if existing["properties"]["modelUri"].rstrip("/") != uri.rstrip("/"):
+                raise Answer(400, "UserError", "Asset paths cannot be updated.")
+            existing["properties"]["tags"] = dict(props.get("tags") or {})
+            return 200, {}, existing
         job_name = None
         job_output = re.match(r"^azureml://jobs/([^/]+)/outputs/([^/]+)$", uri)
         if job_output:
@@ -823,15 +1016,114 @@ class FakeArm(RequestsTransport):
         )
         return 201, {"Azure-AsyncOperation": status_url}, stored
 
+    def _delete_deployment(self, call: Call, endpoint: str, name: str) -> tuple[int, dict[str, str], Any]:
+        """Azure ML refuses to delete a deployment that has live or mirrored traffic; otherwise the
+        deletion is a long-running operation ('Deleting', then gone). A missing one is 204."""
+        found = self.deployments.get((endpoint, name))
+        if found is None:
+            return 204, {}, None
+        props = self.endpoints[endpoint]["properties"]
+        if (props.get("traffic") or {}).get(name) or (props.get("mirrorTraffic") or {}).get(name):
+            raise Answer(
+                400, "UserError", f"Deployment {name} has traffic; set its traffic and mirror traffic to 0 first"
+            )
+        found["properties"]["provisioningState"] = "Deleting"
+        operation = str(uuid.uuid4())
+        self.operations[operation] = {"polls": 0, "delete": (endpoint, name)}
+        status_url = (
+            f"https://{ARM_HOST}/subscriptions/{self.subscription}/providers/{PROVIDER}/locations/{self.location}"
+            f"/mfeOperationsStatus/{operation}?api-version=2023-04-01-preview"
+        )
+        return 202, {"Azure-AsyncOperation": status_url, "Location": status_url}, None
+
+    def _list_schedules(self, call: Call) -> tuple[int, dict[str, str], Any]:
+        view = call.query.get("listViewType", "EnabledOnly")
+        found = [
+            s
+            for s in self.schedules.values()
+            if view == "All" or s["properties"]["isEnabled"] == (view == "EnabledOnly")
+        ]
+        return 200, {}, {"value": found}
+
+    def _get_schedule(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+        return 200, {}, self._found(self.schedules.get(name), f"schedule {name}")
+
+    def _put_schedule(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+        """A schedule PUT replaces the schedule. The monitoring target must be a deployment of an
+        endpoint of the workspace."""
+        body = copy.deepcopy(call.body or {})
+        props = body.get("properties") or {}
+        action = props.get("action") or {}
+        if action.get("actionType") == "CreateMonitor":
+            target = str(((action.get("monitorDefinition") or {}).get("monitoringTarget") or {}).get("deploymentId"))
+            match = re.search(r"onlineEndpoints/([^/]+)/deployments/([^/]+)$", target) or re.match(
+                r"^azureml:([^:]+):([^:]+)$", target
+            )
+            if match is None or tuple(match.groups()) not in self.deployments:
+                raise Answer(400, "UserError", f"Monitoring target {target} is not a deployment of this workspace")
+        if not props.get("trigger"):
+            raise self._unexpected(call, "a schedule needs its trigger")
+        created = name not in self.schedules
+        body.update({"id": self.arm_id("schedules", name), "name": name, "type": f"{PROVIDER}/workspaces/schedules"})
+        body["properties"]["provisioningState"] = "Succeeded"
+        self.schedules[name] = body
+        return (201 if created else 200), {}, body
+
     def _get_operation(self, call: Call, operation: str) -> tuple[int, dict[str, str], Any]:
         op = self._found(self.operations.get(operation), f"operation {operation}")
         op["polls"] += 1
         done = op["polls"] >= self.lro_polls
-        if done and "endpoint" in op:
+        if done and "delete" in op:
+            self.deployments.pop(op["delete"], None)
+        elif done and "endpoint" in op:
             self.endpoints[op["endpoint"]]["properties"]["provisioningState"] = "Succeeded"
         elif done:
             self.deployments[op["deployment"]]["properties"]["provisioningState"] = "Succeeded"
         return 200, {}, {"id": operation, "name": operation, "status": "Succeeded" if done else "InProgress"}
+
+    # ------------------------------------------------------------------ MLflow (the tracking server)
+
+    def _mlflow(self, call: Call) -> tuple[int, dict[str, str], Any]:
+        """The MLflow REST API at the workspace's tracking URI (``/mlflow/v1.0/<workspace id>``):
+        ``GET runs/get?run_id=`` and ``POST runs/search``, with an Azure Resource Manager token."""
+        prefix = f"/mlflow/v1.0{self.ws_path}/api/2.0/mlflow/"
+        if not call.path.startswith(prefix):
+            raise self._unexpected(call, f"MLflow path {call.path}")
+        if token_audience(call.headers.get("Authorization")) != f"https://{ARM_HOST}":
+            raise self._unexpected(call, "MLflow call without a bearer token for https://management.azure.com")
+        endpoint = call.path.removeprefix(prefix)
+        if (call.method, endpoint) == ("GET", "runs/get"):
+            run_id = call.query.get("run_id") or call.query.get("run_uuid")
+            run = self.mlflow_runs.get(str(run_id))
+            if run is None:
+                raise MlflowAnswer(404, "RESOURCE_DOES_NOT_EXIST", f"Run '{run_id}' not found.")
+            return 200, {}, {"run": run}
+        if (call.method, endpoint) == ("POST", "runs/search"):
+            return 200, {}, self._search_runs(call)
+        raise self._unexpected(call, f"MLflow endpoint {call.method} {endpoint}")
+
+    def _search_runs(self, call: Call) -> dict[str, Any]:
+        body = call.body or {}
+        experiments = body.get("experiment_ids")
+        if not isinstance(experiments, list) or not experiments:
+            raise MlflowAnswer(400, "INVALID_PARAMETER_VALUE", "experiment_ids must be a non-empty list")
+        match = re.fullmatch(r"\s*tags\.`?mlflow\.parentRunId`?\s*=\s*'([^']*)'\s*", str(body.get("filter") or ""))
+        if match is None:
+            raise self._unexpected(call, f"runs/search filter {body.get('filter')!r}")
+        parent = match.group(1)
+        found = [
+            r
+            for r in self.mlflow_runs.values()
+            if r["info"]["experiment_id"] in experiments
+            and {"key": "mlflow.parentRunId", "value": parent} in r["data"]["tags"]
+        ]
+        size = int(body.get("max_results") or 1000)
+        start = int(body.get("page_token") or 0)
+        page = found[start : start + size]
+        out: dict[str, Any] = {"runs": page}
+        if start + size < len(found):
+            out["next_page_token"] = str(start + size)
+        return out
 
     # ------------------------------------------------------------------ helpers
 

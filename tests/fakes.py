@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from handlers.decisions import DeployPlan, JobPlan
 from handlers.errors import PermanentError, TransientError
-from handlers.ports import ActionResult, CandidateFacts, JobInfo, ModelVersion
+from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo, ModelVersion
 from handlers.signals import FINISHED_STATUSES
 
 
@@ -35,6 +35,9 @@ class RecordingActions:
     traffic_sets: list[tuple[str, dict[str, int]]] = field(default_factory=list)  # what set_traffic sent
     provisioning: dict[str, str] = field(default_factory=dict)  # "endpoint/deployment" -> state
     traffic_error: Exception | None = None
+    deleted: list[str] = field(default_factory=list)  # "endpoint/deployment" deletions asked for
+    monitors: dict[str, str] = field(default_factory=dict)  # schedule -> "endpoint/deployment" it targets
+    mirror: dict[str, dict[str, int]] = field(default_factory=dict)  # endpoint -> mirrored traffic
 
     def submit_retrain(self, plan: JobPlan) -> ActionResult:
         self.submissions.append(plan.name)
@@ -103,6 +106,31 @@ class RecordingActions:
             return False
         self.traffic_sets.append((endpoint, wanted))
         self.traffic[endpoint] = wanted
+        return True
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:
+        split, mirror = self.traffic.get(endpoint, {}), self.mirror.get(endpoint, {})
+        names = {key.partition("/")[2] for key in self.provisioning if key.startswith(f"{endpoint}/")} | set(split)
+        return [
+            DeploymentInfo(n, split.get(n, 0), mirror.get(n, 0), self.provisioning.get(f"{endpoint}/{n}", "Succeeded"))
+            for n in sorted(names)
+        ]
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> bool:
+        """Like Azure ML: a deployment with traffic is not deleted."""
+        key = f"{endpoint}/{deployment}"
+        if self.traffic.get(endpoint, {}).get(deployment) or self.mirror.get(endpoint, {}).get(deployment):
+            raise PermanentError(f"deployment {key} has traffic; it cannot be deleted")
+        self.deleted.append(key)
+        return self.provisioning.pop(key, None) is not None
+
+    def monitors_targeting(self, endpoint: str, deployment: str) -> list[str]:
+        return sorted(s for s, target in self.monitors.items() if target == f"{endpoint}/{deployment}")
+
+    def retarget_monitor(self, schedule: str, endpoint: str, deployment: str) -> bool:
+        if self.monitors.get(schedule) == f"{endpoint}/{deployment}":
+            return False
+        self.monitors[schedule] = f"{endpoint}/{deployment}"
         return True
 
     def forget(self, name: str) -> None:

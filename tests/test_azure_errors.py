@@ -17,7 +17,7 @@ from azure.core.exceptions import (
     ServiceResponseTimeoutError,
 )
 
-from function_app.adapters.azure_errors import is_transient, parse_retry_after, retry_after, translate
+from function_app.adapters.azure_errors import describe, is_transient, parse_retry_after, retry_after, translate
 from handlers.errors import PermanentError, TransientError
 
 
@@ -71,7 +71,9 @@ def test_connection_failures_timeouts_and_token_failures_are_transient() -> None
     assert is_transient(ServiceRequestError("connection refused"))
     assert is_transient(ServiceResponseError("connection reset"))
     assert is_transient(ServiceResponseTimeoutError("read timed out"))
-    assert is_transient(ClientAuthenticationError("the managed identity endpoint did not answer"))
+    unreachable = ClientAuthenticationError("ManagedIdentityCredential: no response")
+    unreachable.__cause__ = ServiceRequestError("no route to the managed identity endpoint")
+    assert is_transient(unreachable)  # the token endpoint could not be reached: try again later
     refused = ClientAuthenticationError(response=_Response(401))  # type: ignore[arg-type]
     assert not is_transient(refused)  # ARM refused the token
     assert not is_transient(ValueError("a bug is not retried"))
@@ -100,3 +102,24 @@ def test_retry_after_is_read_in_seconds_as_an_http_date_or_in_milliseconds() -> 
     assert retry_after(http_error(429, **{"retry-after-ms": "1500"}), now) == 1.5
     assert retry_after(http_error(429, **{"Retry-After": "3"}), now) == 3.0
     assert retry_after(http_error(503), now) is None
+
+
+def test_a_credential_that_gets_no_token_is_a_configuration_fault_naming_azure_client_id_and_the_role() -> None:
+    wrong_id = ClientAuthenticationError(
+        "DefaultAzureCredential failed to retrieve a token from the included credentials.\n"
+        "ManagedIdentityCredential: Azure ML identity not found for client id 0000"
+    )
+    assert not is_transient(wrong_id)
+    err = translate(wrong_id, "submitting pipeline job j")
+    assert isinstance(err, PermanentError)
+    assert "AZURE_CLIENT_ID" in str(err) and "AzureML Data Scientist" in str(err)
+    assert "DefaultAzureCredential failed to retrieve a token" in str(err)
+
+
+def test_messages_carry_text_never_terminal_colour_codes() -> None:
+    coloured = MlException(
+        message="\x1b[37m\n\x1b[31mError: the model field is required\x1b[39m\n\x1b[0m",
+        no_personal_data_message="x",
+    )
+    assert describe(coloured) == "MlException: Error: the model field is required"
+    assert "\x1b" not in str(translate(coloured, "creating deployment e/d"))

@@ -274,8 +274,7 @@ def test_every_error_the_sdk_raises_is_translated_to_transient_or_permanent() ->
     errors = [*_instances(core_exceptions), *_instances(ml_exceptions)]
     assert len(errors) > 40
     transient = {type(e).__name__ for e in errors if is_transient(e)}
-    assert transient == {
-        "ClientAuthenticationError",
+    assert transient == {  # a ClientAuthenticationError without a status is a misconfigured identity: permanent
         "IncompleteReadError",
         "ServiceRequestError",
         "ServiceRequestTimeoutError",
@@ -321,9 +320,25 @@ def test_a_finished_run_that_beats_the_champion_starts_a_zero_traffic_deployment
     live = azure.arm.deployments[(ENDPOINT, "blue")]
     body = create.body
     assert body["properties"]["model"] == azure.arm.arm_id("models", MODEL, "versions", "4")
-    for copied in ("instanceType", "environmentId", "codeConfiguration", "environmentVariables", "requestSettings"):
+    for copied in (
+        "instanceType",
+        "environmentId",
+        "codeConfiguration",
+        "environmentVariables",
+        "requestSettings",
+        "appInsightsEnabled",
+        "egressPublicNetworkAccess",
+    ):
         assert body["properties"][copied] == live["properties"][copied], copied
     assert body["sku"]["capacity"] == live["sku"]["capacity"]
+    # the data collector that feeds model monitoring, collecting into the live deployment's data assets
+    collections = body["properties"]["dataCollector"]["collections"]
+    for name in ("model_inputs", "model_outputs"):
+        assert collections[name]["dataId"] == live["properties"]["dataCollector"]["collections"][name]["dataId"]
+        assert collections[name]["dataCollectionMode"].lower() == "enabled"
+    assert all(c.status in (200, 201) for c in azure.arm.requests_to("PUT", r"^data/"))
+    collected = sorted(n for n, _ in azure.arm.data if "model_" in n)  # no new asset: it collects into blue's
+    assert collected == [f"{ENDPOINT}-blue-model_inputs", f"{ENDPOINT}-blue-model_outputs"]
     assert body["tags"]["retrain_decision"] == rec.id
     assert azure.arm.endpoints[ENDPOINT]["properties"]["traffic"] == {"blue": 100}  # the new one starts at 0%
     assert azure.service.ledger.get_model(MODEL).flights["rollout"].job == rec.job["name"]  # type: ignore[index]
@@ -366,8 +381,7 @@ def test_redelivery_after_a_crash_adopts_the_registered_model_and_the_started_de
 
 
 def test_manual_deploy_of_a_version_gates_it_by_its_run_and_deploys_it(azure: AzureWorld) -> None:
-    azure.arm.add_job("run-5")
-    azure.arm.jobs["run-5"]["properties"]["tags"] = {"r2_score": "0.7"}
+    azure.arm.add_job("run-5", metrics={"r2_score": 0.7})  # logged with MLflow by the run
     azure.arm.add_model(MODEL, "5", job_name="run-5")
     request = ManualRequest(Trigger("http", "req-1", "ManualRequest.deploy"), MODEL, "deploy", "ops", version="5")
     rec = azure.service.manual(request)
@@ -489,7 +503,7 @@ def test_choosing_the_azure_ml_backend_loads_the_sdk_only_when_it_acts(tmp_path:
 
 
 def test_a_dry_run_deploy_shows_the_gate_verdict_with_its_numbers_and_changes_nothing(azure: AzureWorld) -> None:
-    azure.arm.add_job("train-8", tags={"r2_score": "0.55"})  # the run that produced version 8 logged it
+    azure.arm.add_job("train-8", metrics={"r2_score": 0.55})  # the run that produced version 8 logged it
     azure.arm.add_model(MODEL, "8", job_name="train-8")
     rec = azure.manual("deploy", version="8", dry_run=True)
 
@@ -502,7 +516,7 @@ def test_a_dry_run_deploy_shows_the_gate_verdict_with_its_numbers_and_changes_no
 
 
 def test_a_dry_run_deploy_of_a_worse_version_is_a_skip_with_both_numbers(azure: AzureWorld) -> None:
-    azure.arm.add_job("train-9", tags={"r2_score": "0.45"})
+    azure.arm.add_job("train-9", metrics={"r2_score": 0.45})
     azure.arm.add_model(MODEL, "9", job_name="train-9")
     rec = azure.manual("deploy", version="9", dry_run=True)
     assert rec.outcome == "skipped" and rec.details["gate"]["passed"] is False
@@ -544,3 +558,154 @@ def test_a_literal_of_another_type_than_the_component_declares_fails_the_decisio
         "gives str 'twenty'" in rec.reason and "models.sklearn_regression_model.retrain.inputs.max_epochs" in rec.reason
     )
     assert azure.arm.job_puts == []
+
+
+# --------------------------------------------------------------------------- MLflow metrics
+
+
+def test_the_gate_reads_the_evaluation_steps_mlflow_metric_at_the_workspace_tracking_uri(azure: AzureWorld) -> None:
+    run_id = "retrain-sklearn-regression-model-0123456789abcdef"
+    [rec] = azure.deliver(azure.finished_run(r2="0.61")).decisions
+    assert (rec.outcome, rec.details["gate"]["candidate"], rec.details["gate"]["champion"]) == ("submitted", 0.61, 0.52)
+    assert rec.details["candidate"]["candidate"] == f"run {run_id} (step evaluate_model: {azure.step_run})"
+
+    base = f"/mlflow/v1.0{azure.arm.ws_path}/api/2.0/mlflow/"
+    [get] = azure.arm.mlflow_calls("runs/get")
+    assert (get.method, get.path, get.query) == ("GET", base + "runs/get", {"run_id": run_id})
+    assert get.url.startswith(f"https://{azure.arm.mlflow_host}/mlflow/v1.0/subscriptions/")  # azureml:// -> https
+    [search] = azure.arm.mlflow_calls("runs/search")
+    assert search.method == "POST" and search.status == 200
+    assert search.body["experiment_ids"] == [azure.arm.experiment_id("diabetes-retrain")]
+    assert search.body["filter"] == f"tags.`mlflow.parentRunId` = '{run_id}'"
+    assert all(c.headers["Authorization"].startswith("Bearer ") for c in (get, search))
+    [register] = azure.arm.requests_to("PUT", r"^models/")  # registered once, from the pipeline's output
+    assert register.body["properties"]["tags"]["r2_score"] == "0.61"
+
+
+def test_a_version_registered_by_a_pipeline_step_is_rolled_out_not_registered_again(azure: AzureWorld) -> None:
+    [rec] = azure.deliver(azure.finished_run(r2="0.61", register_step=True)).decisions
+    assert rec.outcome == "submitted"
+    assert rec.details["candidate"]["candidate_version"] == f"{MODEL}:4"
+    assert azure.arm.requests_to("PUT", r"^models/") == []
+    [create] = azure.arm.requests_to("PUT", r"^onlineEndpoints/[^/]+/deployments/")
+    assert create.body["properties"]["model"] == azure.arm.arm_id("models", MODEL, "versions", "4")
+
+
+def test_a_worse_step_metric_is_a_recorded_skip_with_both_numbers_and_nothing_is_registered(
+    azure: AzureWorld,
+) -> None:
+    [rec] = azure.deliver(azure.finished_run(r2="0.5", register_step=True)).decisions
+    assert rec.outcome == "skipped"
+    assert "r2_score 0.5 does not beat champion sklearn_regression_model:3" in rec.reason and "0.52" in rec.reason
+    assert (rec.details["gate"]["candidate"], rec.details["gate"]["champion"]) == (0.5, 0.52)
+    assert azure.arm.writes() == []
+
+
+def _mlflow_plan(run_id: str, step: str | None) -> DeployPlan:
+    return DeployPlan(
+        model=MODEL,
+        endpoint=ENDPOINT,
+        deployment="sklearn-regressio-8",
+        run_id=run_id,
+        version=None,
+        source="run",
+        tags={"retrain_decision": "de-8"},
+        gate=GateRule(metric="r2_score", floor=0.4, margin=0.01, source="mlflow", step=step),
+    )
+
+
+def test_without_a_step_the_gate_reads_the_pipeline_runs_own_mlflow_metric(azure: AzureWorld) -> None:
+    azure.arm.add_job("pipe-1", experiment="diabetes-retrain", metrics={"r2_score": 0.58})
+    verdict = gate.judge(_mlflow_plan("pipe-1", None).gate, azure.actions.candidate_facts(_mlflow_plan("pipe-1", None)))
+    assert (verdict.next, verdict.gate.candidate if verdict.gate else None) == ("deploy", 0.58)
+
+
+def test_a_step_the_pipeline_does_not_have_is_a_skip_that_names_its_steps(azure: AzureWorld) -> None:
+    azure.arm.add_job("pipe-2", experiment="diabetes-retrain", metrics={"r2_score": 0.9})
+    azure.arm.add_step("pipe-2", "train_model", metrics={"r2_score": 0.9})
+    plan = _mlflow_plan("pipe-2", "evaluate_model")
+    verdict = gate.judge(plan.gate, azure.actions.candidate_facts(plan))
+    assert verdict.next == "skip"
+    assert verdict.why == (
+        "not rolled out: candidate run pipe-2 (step 'evaluate_model' not found; steps: train_model) "
+        "has no numeric 'r2_score' in its MLflow metrics of step 'evaluate_model'"
+    )
+
+
+def test_the_champions_metric_comes_from_its_source_runs_mlflow_metrics_when_untagged(azure: AzureWorld) -> None:
+    azure.arm.add_job("champ-run", metrics={"r2_score": 0.7})
+    azure.arm.add_model(MODEL, "3", job_name="champ-run")  # the live version, without the tag
+    [rec] = azure.deliver(azure.finished_run(r2="0.61")).decisions
+    assert rec.outcome == "skipped" and (rec.details["gate"]["champion"], rec.details["gate"]["candidate"]) == (
+        0.7,
+        0.61,
+    )
+
+
+def test_a_champion_served_from_a_registry_is_a_recorded_skip_that_says_so(azure: AzureWorld) -> None:
+    ref = "azureml://registries/shared-models/models/sklearn_regression_model/versions/2"
+    azure.arm.deployments[(ENDPOINT, "blue")]["properties"]["model"] = ref
+    [rec] = azure.deliver(azure.finished_run(r2="0.61")).decisions
+    assert rec.outcome == "skipped"
+    assert "served from registry 'shared-models'" in rec.reason and "compare them by hand" in rec.reason
+    assert azure.arm.requests_to("GET", r"^models/sklearn_regression_model/versions/2$") == []
+    assert azure.arm.writes() == []
+
+
+def test_the_candidate_starts_with_deploy_instance_count_and_an_mlflow_model_gets_no_environment(
+    azure: AzureWorld,
+) -> None:
+    azure.arm.add_job("run-mlflow", metrics={"r2_score": 0.7})
+    azure.arm.add_model(MODEL, "6", job_name="run-mlflow", kind="mlflow_model")
+    live = azure.arm.deployments[(ENDPOINT, "blue")]["properties"]
+    del live["codeConfiguration"]  # a no-code MLflow deployment: MLflow scores it
+    plan = DeployPlan(
+        model=MODEL,
+        endpoint=ENDPOINT,
+        deployment="sklearn-regressio-6",
+        run_id=None,
+        version="6",
+        source="manual",
+        tags={"retrain_decision": "de-6"},
+        gate=GateRule(metric="r2_score", source="mlflow"),
+        instance_count=1,
+    )
+    facts = azure.actions.candidate_facts(plan)
+    assert azure.actions.start_deploy(plan, facts).outcome == "submitted"
+    [create] = azure.arm.requests_to("PUT", r"^onlineEndpoints/[^/]+/deployments/")
+    assert create.body["sku"]["capacity"] == 1 and azure.arm.deployments[(ENDPOINT, "blue")]["sku"]["capacity"] == 2
+    assert "environmentId" not in create.body["properties"] and "codeConfiguration" not in create.body["properties"]
+    assert create.body["properties"]["dataCollector"]["collections"]["model_inputs"]["dataId"].endswith(
+        "/data/diabetes-endpoint-blue-model_inputs/versions/1"
+    )
+
+
+# --------------------------------------------------------------------------- identity and roles
+
+
+class _NoToken:
+    """A credential as DefaultAzureCredential fails with a wrong AZURE_CLIENT_ID: no status, no wire error."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        raise core_exceptions.ClientAuthenticationError(
+            "DefaultAzureCredential failed to retrieve a token from the included credentials."
+        )
+
+
+def test_a_wrong_client_id_fails_the_decision_once_with_what_to_check(azure: AzureWorld) -> None:
+    actions = AzureMLActions.from_settings(
+        azure.settings, credential=_NoToken(), retry=azure.retry, transport=azure.arm
+    )
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE), azure.new_worker(actions)).decisions
+    assert rec.outcome == "failed"
+    assert "AZURE_CLIENT_ID" in rec.reason and "AzureML Data Scientist" in rec.reason
+    assert azure.clock.slept == []  # not retried: no retry mends a configuration fault
+
+
+def test_a_403_in_the_first_hour_is_retried_while_roles_propagate_then_recorded(azure: AzureWorld) -> None:
+    azure.arm.fail("GET", r"^components/", 403, times=1000, code="AuthorizationFailed", message="no access")
+    with pytest.raises(TransientError, match="take up to an hour to take effect"):
+        azure.deliver(in_workspace(DRIFT_SAMPLE))
+    azure.clock.now += 3600
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
+    assert rec.outcome == "failed" and "grant the function app's managed identity a role" in rec.reason

@@ -124,6 +124,7 @@ def test_reconcile_on_a_clean_ledger_does_nothing(azure: AzureWorld) -> None:
         "caught": [],
         "deferred": [],
         "rollouts": [],
+        "retired": [],
         "purged": 0,
     }
     assert azure.arm.calls == [] and azure.service.ledger.list_models() == []

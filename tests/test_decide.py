@@ -47,19 +47,50 @@ def test_drift_from_an_unknown_monitor_names_the_monitor() -> None:
     assert isinstance(d, Skip) and "'otherMonitor'" in d.reason
 
 
-def test_retrain_job_is_rendered_with_the_event_dataset_and_policy_inputs() -> None:
+def test_retrain_job_is_rendered_with_the_policy_inputs() -> None:
     [d] = decisions_for(drift_event(event_id="e-1"))
     job = d.job.as_dict()
     assert job["component"] == "diabetes-retrain:3"
     assert job["experiment_name"] == "diabetes-retrain" and job["compute"] == "cpu-cluster"
     assert job["inputs"]["training_data"] == {
         "type": "mltable",
-        "value": "azureml:target-ds",
-        "from": "event.TargetDatasetId",
+        "value": "azureml:diabetes-training@latest",
+        "from": "policy",
     }
     assert job["inputs"]["learning_rate"] == {"type": "literal", "value": 0.01, "from": "policy"}
     assert job["tags"]["retrain_model"] == MODEL and job["tags"]["retrain_decision"] == d.id
     assert job["name"] == "retrain-sklearn-regression-model-" + d.id.split("-", 1)[1]
+
+
+def _from_event_policy(fallback: str | None) -> Policy:
+    spec: dict[str, Any] = {"type": "mltable", "from_event": "TargetDatasetId"}
+    if fallback is not None:
+        spec["value"] = fallback
+    return Policy.model_validate(
+        {
+            "models": {
+                MODEL: {
+                    "drift": {"monitors": ["myDriftMonitor"], "signals": ["feature-drift"]},
+                    "retrain": {"pipeline": "diabetes-retrain:3", "inputs": {"training_data": spec}},
+                }
+            }
+        }
+    )
+
+
+def test_a_v1_drift_events_dataset_id_is_not_taken_for_a_data_asset_name() -> None:
+    [env] = parse_body(json.dumps([drift_event(event_id="e-2")]))
+    signal = to_signal(env, frozenset({workspace_key(WORKSPACE)}))
+    [with_fallback] = decide(signal, _from_event_policy("azureml:diabetes-training@latest"), NOW)
+    assert isinstance(with_fallback, Retrain)
+    assert with_fallback.job.inputs["training_data"] == {
+        "type": "mltable",
+        "value": "azureml:diabetes-training@latest",
+        "from": "policy (the event's TargetDatasetId is a v1 dataset id)",
+    }
+    [without] = decide(signal, _from_event_policy(None), NOW)
+    assert isinstance(without, Skip)
+    assert "'target-ds' from an SDK v1 data-drift event is a v1 dataset id, not a data asset name" in without.reason
 
 
 def test_same_event_gives_the_same_decision_and_job_name() -> None:
@@ -144,7 +175,8 @@ def test_manual_retrain_refuses_inputs_the_policy_does_not_allow_before_anything
 def test_an_event_value_of_the_wrong_type_for_an_input_is_a_skip_naming_the_input_and_the_fix() -> None:
     raw = drift_event()
     raw["data"]["TargetDatasetId"] = 12345
-    [d] = decisions_for(raw)
+    [env] = parse_body(json.dumps([raw]))
+    [d] = decide(to_signal(env, frozenset({workspace_key(WORKSPACE)})), _from_event_policy(None), NOW)
     assert isinstance(d, Skip) and d.model == MODEL and d.details == {"input": "training_data"}
     assert "input 'training_data' is of type mltable" in d.reason and "gave int '12345'" in d.reason
     assert "models.sklearn_regression_model.retrain.inputs.training_data" in d.reason

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from function_app.adapters.dryrun import DryRunActions
 from handlers.decisions import Deploy, Retrain, decide
 from handlers.policy import load_policy
 from handlers.signals import parse_alert, parse_body, to_signal, workspace_key
 from tests.builders import NOW, SCOPE, WORKSPACE
 from tests.conftest import REPO
+from tests.ledgers import LedgerSpec
+from tests.world import World
 
 EXAMPLES = REPO / "examples"
 
@@ -18,6 +22,7 @@ EXAMPLES = REPO / "examples"
 @pytest.mark.parametrize(
     ("name", "kind", "model"),
     [
+        ("monitor-breach.eventgrid.json", Retrain, "sklearn_regression_model"),
         ("drift.eventgrid.json", Retrain, "sklearn_regression_model"),
         ("monitor-breach.cloudevents.json", Retrain, "churn-classifier"),
         ("retrain-run-completed.eventgrid.json", Deploy, "sklearn_regression_model"),
@@ -43,3 +48,25 @@ def test_every_example_event_is_documented() -> None:
     for path in (EXAMPLES / "events").glob("*.json"):
         assert f"`{path.name}`" in listed
         json.loads(path.read_text())
+
+
+def test_the_example_policy_drives_the_v2_monitoring_loop_in_a_dry_run(tmp_path: Path) -> None:
+    """What `make run` does with the bundled samples: a v2 monitor's breach plans the retrain; the
+    retraining run's completion plans the deployment, gated on the evaluation step's r2_score (the
+    event's tags stand in for MLflow, and the record says so); nothing is held, so the reconciler has
+    no rollout to move and no deployment to retire."""
+    world = World(LedgerSpec("sqlite", str(tmp_path / "ledger.db")), actions=DryRunActions())
+    events = EXAMPLES / "events"
+    [retrain] = world.deliver(json.loads((events / "monitor-breach.eventgrid.json").read_text())[0]).decisions
+    assert (retrain.action, retrain.outcome, retrain.model) == ("retrain", "planned", "sklearn_regression_model")
+    assert "feature-drift" in retrain.reason
+    assert retrain.details["rendered"]["inputs"]["training_data"]["value"] == "azureml:diabetes-training@latest"
+
+    [deploy] = world.deliver(json.loads((events / "retrain-run-completed.eventgrid.json").read_text())[0]).decisions
+    assert (deploy.action, deploy.outcome) == ("deploy", "planned")
+    assert deploy.details["gate"]["passed"] is True and deploy.details["gate"]["candidate"] == 0.61
+    assert any("MLflow metrics are not read" in note for note in deploy.details["candidate"]["notes"])
+    assert deploy.details["rendered"]["gate"]["step"] == "evaluate_model"
+
+    report = world.reconcile()
+    assert (report.rollouts, report.retired, report.deferred) == ([], [], [])

@@ -96,10 +96,10 @@ def test_both_azure_core_request_types_read_the_answers(arm: FakeArm) -> None:
 
 
 def test_a_request_it_does_not_know_is_refused_and_recorded(arm: FakeArm) -> None:
-    request = TransportRequest("GET", f"{ARM}{arm.ws_path}/schedules?api-version=2024-01-01-preview")
+    request = TransportRequest("GET", f"{ARM}{arm.ws_path}/featuresets?api-version=2024-01-01-preview")
     request.headers["Authorization"] = "Bearer " + unsigned_jwt(ARM)
     assert arm.send(request).status_code == 400
-    assert arm.unexpected == ["GET schedules: no such route"]
+    assert arm.unexpected == ["GET featuresets: no such route"]
 
 
 def test_an_api_version_the_sdk_does_not_send_is_flagged(arm: FakeArm) -> None:
@@ -187,3 +187,43 @@ def test_deployment_creation_is_a_long_running_operation_followed_without_waitin
     assert poller.result().provisioning_state == "Succeeded"
     assert len(arm.requests_to("GET", "mfeOperationsStatus")) == 3
     assert arm.endpoints["ep"]["properties"]["traffic"] == {"blue": 100}
+
+
+def test_re_registering_a_model_version_accepts_the_same_path_and_refuses_a_changed_one(arm: FakeArm) -> None:
+    arm.add_job("run-1")
+    arm.add_job("run-2")
+    client = ml(arm)
+    first = client.models.create_or_update(Model(name="m", version="1", path="azureml://jobs/run-1/outputs/model"))
+    again = client.models.create_or_update(Model(name="m", version="1", path="azureml://jobs/run-1/outputs/model"))
+    assert (first.version, again.version) == ("1", "1")
+    assert [c.status for c in arm.requests_to("PUT", r"^models/")] == [201, 200]
+    with pytest.raises(HttpResponseError, match="Asset paths cannot be updated"):
+        client.models.create_or_update(Model(name="m", version="1", path="azureml://jobs/run-2/outputs/model"))
+
+
+def test_a_job_name_outside_the_rest_pattern_is_refused(arm: FakeArm) -> None:
+    job = pipeline_job(arm)
+    job.name = "bad.name"
+    with pytest.raises(HttpResponseError, match="must match"):
+        ml(arm).jobs.create_or_update(job, skip_validation=True)
+
+
+def test_the_mlflow_endpoints_answer_in_the_rest_apis_shape_at_the_tracking_uri(arm: FakeArm) -> None:
+    arm.add_job("pipe", experiment="exp", metrics={"loss": 0.3})
+    step = arm.add_step("pipe", "evaluate", metrics={"r2_score": 0.7})
+    uri = ml(arm).workspaces.get(WS).mlflow_tracking_uri
+    assert uri == f"azureml://westeurope.api.azureml.ms/mlflow/v1.0{arm.ws_path}"
+    client = PipelineClient(
+        uri.replace("azureml://", "https://"),
+        policies=[BearerTokenCredentialPolicy(FakeCredential(), f"{ARM}/.default")],
+        transport=arm,
+    )
+    got = client.send_request(RestRequest("GET", client._base_url + "/api/2.0/mlflow/runs/get?run_id=pipe"))
+    run = got.json()["run"]
+    assert run["info"]["experiment_id"] == arm.experiment_id("exp")
+    assert run["data"]["metrics"][0] == {"key": "loss", "value": 0.3, "timestamp": 1_795_000_500_000, "step": 0}
+    body = {"experiment_ids": [arm.experiment_id("exp")], "filter": "tags.`mlflow.parentRunId` = 'pipe'"}
+    found = client.send_request(RestRequest("POST", client._base_url + "/api/2.0/mlflow/runs/search", json=body))
+    assert [r["info"]["run_id"] for r in found.json()["runs"]] == [step]
+    missing = client.send_request(RestRequest("GET", client._base_url + "/api/2.0/mlflow/runs/get?run_id=nope"))
+    assert missing.status_code == 404 and missing.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"

@@ -90,5 +90,6 @@ def test_deploy_decision_carries_the_policy_gate_and_model_output() -> None:
         "higher_is_better": True,
         "floor": 0.4,
         "margin": 0.01,
-        "source": "run",
+        "source": "mlflow",
+        "step": "evaluate_model",
     }

@@ -288,7 +288,8 @@ def test_a_job_reported_completed_that_beats_the_champion_starts_exactly_one_zer
 ) -> None:
     rec = submitted_through_the_sdk(azure)
     job = str(rec.job["name"])  # type: ignore[index]
-    azure.arm.set_job_status(job, "Completed", tags={"r2_score": "0.61"})
+    azure.arm.set_job_status(job, "Completed")
+    azure.arm.add_step(job, "evaluate_model", metrics={"r2_score": 0.61})  # logged with MLflow by the step
     azure.now.advance(minutes=20)
 
     [deploy] = azure.new_worker().reconcile().caught
@@ -351,6 +352,10 @@ def test_job_status_is_retried_when_throttled_and_a_refusal_says_what_to_grant(a
     info = azure.actions.job_status("run-7")
 
     assert info is not None and info.terminal and azure.clock.slept == [3.0]
+    azure.arm.fail("GET", r"^jobs/run-7$", 403, code="AuthorizationFailed", message="no access")
+    with pytest.raises(TransientError, match="take up to an hour to take effect"):  # roles may still propagate
+        azure.actions.job_status("run-7")
+    azure.clock.now += 3600  # an hour after the worker started: a 403 is a missing role
     azure.arm.fail("GET", r"^jobs/run-7$", 403, code="AuthorizationFailed", message="no access")
     with pytest.raises(PermanentError, match="looking up pipeline job run-7: Azure ML refused access"):
         azure.actions.job_status("run-7")

@@ -105,3 +105,38 @@ def test_check_policy_command_reports_errors_and_exits_nonzero(tmp_path: Path) -
     )
     assert out.returncode == 2
     assert f"{bad}: models.churn.retrain.pipeline: component 'train' has no version" in out.stderr
+
+
+def test_a_label_the_sdk_cannot_resolve_is_refused_with_the_fix() -> None:
+    [problem] = problems(MINIMAL.replace("churn-train:3", "churn-train@prod"))
+    assert problem == (
+        "policy.yaml: models.churn.retrain.pipeline: 'churn-train@prod' names the label 'prod', but the Azure ML "
+        "SDK resolves only the label 'latest'; write 'churn-train@latest' or pin a version ('churn-train:3')"
+    )
+    text = MINIMAL + "      inputs:\n        data: {type: uri_folder, value: 'azureml:churn-data@champion'}\n"
+    [problem] = problems(text)
+    assert "models.churn.retrain.inputs.data" in problem and "resolves only the label 'latest'" in problem
+    assert parse_policy(MINIMAL.replace("churn-train:3", "churn-train@latest"))
+
+
+DEPLOY = (
+    MINIMAL
+    + """    deploy:
+      endpoint: churn-endpoint
+"""
+)
+
+
+def test_the_deploy_defaults_gate_on_mlflow_retire_after_a_day_and_keep_one_previous() -> None:
+    policy = parse_policy(DEPLOY + "      gate: {metric: auc}\n")
+    deploy = policy.models["churn"].deploy
+    assert deploy is not None and deploy.gate is not None
+    assert (deploy.gate.source, deploy.gate.step) == ("mlflow", None)
+    assert (deploy.retire_after, deploy.keep_previous, deploy.instance_count) == (timedelta(hours=24), 1, None)
+
+
+def test_a_gate_step_needs_the_mlflow_source_and_instance_count_is_positive() -> None:
+    [problem] = problems(DEPLOY + "      gate: {metric: auc, source: run, step: evaluate}\n")
+    assert "models.churn.deploy.gate" in problem and "it needs source: mlflow, not run" in problem
+    [problem] = problems(DEPLOY + "      instance_count: 0\n")
+    assert "models.churn.deploy.instance_count" in problem

@@ -12,6 +12,7 @@ now, so a step's last look is a bake and a lag after it began.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,11 @@ SOURCES = pytest.mark.parametrize("azure", ["logs", "metrics"], indirect=True)  
 class Rollout:
     """A candidate deployed from a finished run, provisioned, and the passes that move it on."""
 
-    def __init__(self, azure: AzureWorld) -> None:
+    def __init__(
+        self, azure: AzureWorld, run_id: str = "retrain-sklearn-regression-model-0123456789abcdef", r2: str = "0.61"
+    ) -> None:
         self.azure = azure
-        [self.deploy] = azure.deliver(azure.finished_run(r2="0.61")).decisions
+        [self.deploy] = azure.deliver(azure.finished_run(r2=r2, run_id=run_id)).decisions
         assert self.deploy.outcome == "submitted"
         self.name = str(self.deploy.details["rendered"]["deployment"])
         azure.provisioned()
@@ -366,3 +369,120 @@ def test_a_policy_s_health_source_overrides_the_setting(
     assert world.metrics.calls == [] and len(world.logs.calls) == 3
     for thread in world.arm.lro_threads():
         thread.join(timeout=5)
+
+
+def promote(rollout: Rollout) -> ReconcileReport:
+    """Take the rollout through its three healthy steps to its promotion."""
+    assert rollout.state() == "stepped"
+    for ok in (100, 200):
+        rollout.bake()
+        rollout.serve(ok=ok)
+        assert rollout.state() == "stepped"
+    rollout.bake()
+    rollout.serve(ok=300)
+    report = rollout.reconcile()
+    assert [r["state"] for r in report.rollouts] == ["promoted"]
+    return report
+
+
+def test_a_promotion_points_the_old_deployments_model_monitor_at_the_new_one(rollout: Rollout) -> None:
+    azure, cand = rollout.azure, rollout.name
+    azure.arm.add_monitor("diabetes-drift", ENDPOINT, "blue")
+    azure.arm.add_monitor("other-endpoint-drift", "churn-endpoint", "green", short_id=True)
+    before = json.loads(json.dumps(azure.arm.schedules["diabetes-drift"]))
+
+    promote(rollout)
+
+    [put] = azure.arm.requests_to("PUT", r"^schedules/")
+    assert put.path == "schedules/diabetes-drift" and put.status == 200
+    target = put.body["properties"]["action"]["monitorDefinition"]["monitoringTarget"]
+    assert target["deploymentId"] == azure.arm.arm_id("onlineEndpoints", ENDPOINT, "deployments", cand)
+    # nothing else changed: the signals, compute and trigger go back as Azure ML stored them
+    expected = json.loads(json.dumps(before))
+    expected["properties"]["action"]["monitorDefinition"]["monitoringTarget"]["deploymentId"] = target["deploymentId"]
+    for key in ("action", "trigger", "isEnabled", "displayName"):
+        assert put.body["properties"][key] == expected["properties"][key], key
+    promoted = rollout.record("promote")
+    assert promoted.details["demoted"] == ["blue"]
+    assert promoted.details["monitors"] == [
+        {"schedule": "diabetes-drift", "from": "blue", "to": cand, "outcome": "retargeted"}
+    ]
+    assert "model monitors now targeting" in promoted.reason
+    # the promoted deployment collects what the monitor reads
+    collector = azure.arm.deployments[(ENDPOINT, cand)]["properties"]["dataCollector"]
+    assert collector["collections"]["model_inputs"]["dataId"] == azure.arm.arm_id(
+        "data", f"{ENDPOINT}-blue-model_inputs", "versions", "1"
+    )
+
+
+def test_the_demoted_deployment_is_deleted_after_retire_after_and_the_deletion_is_a_decision(
+    rollout: Rollout,
+) -> None:
+    azure = rollout.azure
+    promote(rollout)
+    azure.provisioned()
+    assert (ENDPOINT, "blue") in azure.arm.deployments
+    azure.now.advance(hours=23)
+    assert rollout.reconcile().retired == []  # kept at 0% for a fast rollback
+    assert azure.arm.requests_to("DELETE") == []
+
+    azure.now.advance(hours=1)
+    report = rollout.reconcile()
+
+    [retired] = report.retired
+    [delete] = azure.arm.requests_to("DELETE")
+    assert delete.path == f"onlineEndpoints/{ENDPOINT}/deployments/blue" and delete.status == 202
+    assert (retired.action, retired.outcome, retired.job) == (
+        "retire",
+        "submitted",
+        {"name": f"{ENDPOINT}/blue", "url": None},
+    )
+    assert "longer than retire_after 1d" in retired.reason
+    assert azure.service.ledger.get_decision(retired.id) == retired
+    azure.provisioned()
+    assert (ENDPOINT, "blue") not in azure.arm.deployments
+    assert rollout.reconcile().retired == [] and len(azure.arm.requests_to("DELETE")) == 1  # once
+
+
+def test_a_demoted_deployment_that_has_traffic_again_is_never_deleted(rollout: Rollout) -> None:
+    azure, cand = rollout.azure, rollout.name
+    promote(rollout)
+    azure.provisioned()
+    azure.arm.endpoints[ENDPOINT]["properties"]["traffic"] = {cand: 100}
+    azure.arm.endpoints[ENDPOINT]["properties"]["mirrorTraffic"] = {"blue": 10}  # an operator mirrors to it
+    azure.now.advance(days=3)
+    assert rollout.reconcile().retired == []
+    assert azure.arm.requests_to("DELETE") == []
+
+
+def test_a_second_promotion_keeps_only_keep_previous_deployments_at_zero(rollout: Rollout) -> None:
+    azure, first = rollout.azure, rollout.name
+    promote(rollout)
+    azure.provisioned()
+    azure.now.advance(hours=1)
+    second = Rollout(azure, run_id="retrain-sklearn-regression-model-fedcba9876543210", r2="0.7")
+
+    report = promote(second)  # the pass that promotes retires too, within retire_after of both demotions
+
+    azure.provisioned()
+    [retired] = report.retired
+    assert retired.details["deployment"] == "blue" and "keep_previous is 1" in retired.reason
+    assert (ENDPOINT, first) in azure.arm.deployments  # the previous one, kept for a fast rollback
+    assert [c.path.rsplit("/", 1)[1] for c in azure.arm.requests_to("DELETE")] == ["blue"]
+
+
+def test_a_409_on_the_traffic_update_is_retried_and_never_turns_a_step_into_a_rollback(rollout: Rollout) -> None:
+    azure, cand = rollout.azure, rollout.name
+    busy = "Operation is in progress on this endpoint; try again later"
+    azure.arm.fail("PUT", r"^onlineEndpoints/[^/]+$", 409, code="Conflict", message=busy)
+    assert rollout.state() == "stepped"  # retried within the budget
+    assert azure.arm.traffic_puts == [{"blue": 90, cand: 10}] and len(azure.clock.slept) == 1
+
+    rollout.bake()
+    rollout.serve(ok=100)
+    azure.arm.fail("PUT", r"^onlineEndpoints/[^/]+$", 409, times=1000, code="Conflict", message=busy)
+    report = rollout.reconcile()
+    assert report.rollouts == [] and "409" in report.deferred[0]["error"]  # left for the next pass
+    assert [r.action for r in azure.service.ledger.decisions(MODEL, 50)].count("rollback") == 0
+    azure.arm.faults.clear()
+    assert rollout.state() == "stepped"

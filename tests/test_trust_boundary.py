@@ -101,8 +101,7 @@ def test_a_url_from_event_data_never_becomes_training_data(app: App, value: str)
 
 
 @pytest.mark.parametrize(
-    "value",
-    ["target-ds", "azureml:target-ds:3", "target-ds@latest", "azureml://datastores/workspaceblobstore/paths/d/x.csv"],
+    "value", ["azureml:target-ds:3", "target-ds@latest", "azureml://datastores/workspaceblobstore/paths/d/x.csv"]
 )
 def test_a_reference_into_the_workspace_from_event_data_is_used(app: App, value: str) -> None:
     raw = drift_event(event_id="fine")

@@ -1,13 +1,16 @@
 """Translating azure.core exceptions into the service's error tree, at the adapter boundary.
 
 Transient: no connection, timeouts, throttling (429), 408 and 5xx, and a credential that could not
-get a token: raised so that Event Grid redelivers. Everything else the SDKs raise is permanent:
-recorded and acknowledged. azure-ai-ml wraps service errors in its own exceptions (all of them
+reach its token endpoint: raised so that Event Grid redelivers. Everything else the SDKs raise is
+permanent: recorded and acknowledged. A credential that gets no token for another reason (a wrong
+``AZURE_CLIENT_ID``, an identity not assigned to the app: ``ClientAuthenticationError`` without a
+status) is a configuration fault: permanent, with a message that says what to check. azure-ai-ml wraps service errors in its own exceptions (all of them
 ``AzureError``s); an error is judged by the wire error it carries, wherever it is in the chain.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +28,12 @@ from azure.core.exceptions import (
 
 from handlers.errors import PermanentError, TransientError
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # colour codes (colorama) in SDK messages
+IDENTITY_FIX = (
+    "check the app setting AZURE_CLIENT_ID (the client id of the function app's user-assigned managed identity; "
+    "empty for a system-assigned one) and that this identity is assigned to the function app and holds a role "
+    "on the workspace such as AzureML Data Scientist"
+)
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})  # and any other 5xx
 _WIRE_ERRORS = (HttpResponseError, ServiceRequestError, ServiceResponseError)
 
@@ -65,11 +74,26 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(error, HttpResponseError):
         status = status_of(error)
         if status is None:
-            # No HTTP status: a credential that could not get a token (the managed identity endpoint
-            # did not answer) or a response cut short. Others (raised by the SDK itself) are verdicts.
-            return isinstance(error, (ClientAuthenticationError, IncompleteReadError))
+            # No HTTP status: a response cut short, or a credential that could not get a token: that
+            # is transient only when it could not reach its token endpoint; otherwise (a wrong client
+            # id, no identity) it is a configuration fault that no retry mends. Others (raised by the
+            # SDK itself) are verdicts.
+            if isinstance(error, ClientAuthenticationError):
+                return any(isinstance(e, (ServiceRequestError, ServiceResponseError)) for e in _chain(exc))
+            return isinstance(error, IncompleteReadError)
         return status in TRANSIENT_STATUS or status >= 500
     return False
+
+
+def is_identity_fault(exc: BaseException) -> bool:
+    """A credential that got no token, and not for want of a connection: the identity is misconfigured."""
+    error = wire_error(exc)
+    return isinstance(error, ClientAuthenticationError) and status_of(exc) is None and not is_transient(exc)
+
+
+def plain(text: str) -> str:
+    """``text`` without terminal colour codes."""
+    return _ANSI.sub("", text)
 
 
 def parse_retry_after(value: str, now: float) -> float | None:
@@ -108,7 +132,8 @@ def describe(exc: BaseException) -> str:
     """A one-line account of an SDK error: its HTTP status (or kind) and the first line of its message."""
     error = wire_error(exc) or exc
     status = status_of(exc)
-    message = str(getattr(error, "message", None) or error).strip().splitlines()
+    text = plain(str(getattr(error, "message", None) or error))
+    message = [line.strip() for line in text.splitlines() if line.strip()]
     kind = f"HTTP {status}" if status is not None else type(error).__name__
     return f"{kind}: {message[0][:300]}" if message else kind
 
@@ -122,12 +147,14 @@ def translate(exc: AzureError, what: str) -> TransientError | PermanentError:
                 f"{what}: cannot reach the service ({type(wire_error(exc) or exc).__name__}); will retry"
             )
         return TransientError(f"{what}: the service answered {status}; will retry", retry_after(exc))
+    if is_identity_fault(exc):
+        return PermanentError(f"{what}: the service's identity could not get a token ({describe(exc)}); {IDENTITY_FIX}")
     if status is not None:
         error = wire_error(exc)
         return PermanentError(
             f"{what}: the service answered {status}: {getattr(error, 'reason', None) or describe(exc)}"
         )
-    return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
+    return PermanentError(f"{what}: {describe(exc)}")
 
 
 @contextmanager

@@ -26,23 +26,26 @@ whose message says what is wrong and where to fix it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlparse
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from function_app.adapters import azure_errors
-from function_app.adapters.azure_errors import describe, is_transient, status_of
+from function_app.adapters.azure_errors import describe, is_identity_fault, is_transient, status_of
 from function_app.adapters.clients import LazyClient, sdk_options
+from function_app.adapters.mlflow_metrics import MlflowRun, MlflowRuns
 from function_app.retry import Budget, RetryPolicy
 from handlers import gate, rollout
 from handlers.decisions import DeployPlan, JobPlan
 from handlers.errors import PermanentError, TransientError
-from handlers.ports import ActionResult, CandidateFacts, JobInfo, ModelVersion
+from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo, ModelVersion
 from handlers.signals import FINISHED_STATUSES, TAG_DECISION
 
 if TYPE_CHECKING:
@@ -55,6 +58,13 @@ log = logging.getLogger(__name__)
 STUDIO = "https://ml.azure.com"
 _VERSIONED_ID = re.compile(r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
 _SHORT_MODEL = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
+_DATA_ID = re.compile(r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
+_SHORT_DATA = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
+_DEPLOYMENT_ID = re.compile(r"onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<deployment>[^/?]+)$", re.IGNORECASE)
+_SHORT_DEPLOYMENT = re.compile(r"^azureml:(?P<endpoint>[^:/]+):(?P<deployment>[^:/]+)$")
+_BUSY = frozenset({409})  # an endpoint with an operation in progress: try again later
+_MLFLOW_FIX = "the identity needs MLflow tracking on the workspace (AzureML Data Scientist allows it)"
+_REGISTRY_MODEL = re.compile(r"^azureml://registries/(?P<registry>[^/]+)/models/", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -72,22 +82,39 @@ class Workspace:
         return f"{STUDIO}/{path}?wsid={quote(self.id, safe='/')}"
 
 
-def translate(exc: AzureError, what: str, fix: str = "", workspace: str = "") -> PermanentError | TransientError:
+ROLE_PROPAGATION = 3600.0  # seconds: "role assignments can take up to an hour to take effect"
+
+
+def translate(
+    exc: AzureError, what: str, fix: str = "", workspace: str = "", *, roles_settling: bool = False
+) -> PermanentError | TransientError:
     """One SDK error as the service's error (:mod:`azure_errors` decides transient or permanent), with
-    what to do: ``what`` names the thing, ``workspace`` where it was looked for, ``fix`` the remedy."""
+    what to do: ``what`` names the thing, ``workspace`` where it was looked for, ``fix`` the remedy.
+    ``roles_settling``: the worker started less than an hour ago, when a 403 may be a role assignment
+    made at deployment that has not taken effect yet: retried (transient) rather than recorded."""
     if is_transient(exc):
         return azure_errors.translate(exc, what)
     status = status_of(exc)
     message = describe(exc)
     hint = f"; {fix}" if fix else ""
+    if is_identity_fault(exc):
+        return PermanentError(
+            f"{what}: the function app's identity could not get a token ({message}); {azure_errors.IDENTITY_FIX}"
+        )
     if isinstance(exc, ResourceNotFoundError) or status == 404:
         where = f" in workspace {workspace}" if workspace else ""
         return PermanentError(f"{what} not found{where}{hint} (Azure ML: {message})")
-    if status in (401, 403):
-        return PermanentError(
-            f"{what}: Azure ML refused access ({message}); grant the function app's managed identity a role "
-            "on the workspace that allows it (for example AzureML Data Scientist)"
+    grant = (
+        "grant the function app's managed identity a role on the workspace that allows it (for example "
+        "AzureML Data Scientist)"
+    )
+    if status == 403 and roles_settling:
+        return TransientError(
+            f"{what}: Azure ML refused access ({message}); role assignments take up to an hour to take effect "
+            f"after deployment, so this is retried; if it persists, {grant}"
         )
+    if status in (401, 403):
+        return PermanentError(f"{what}: Azure ML refused access ({message}); {grant}")
     return PermanentError(f"{what}: {message}{hint}")
 
 
@@ -106,22 +133,46 @@ class _Candidate:
     label: str  # for messages: "run X" or "model:5"
     model: Any | None  # the registered version, if any
     facts: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
 class _Champion:
-    """What the candidate is judged against: the live deployment and its model (all None without one)."""
+    """What the candidate is judged against: the live deployment and its model (all None without one).
+    ``metrics`` None: nothing to compare with (no live deployment); empty: nothing the gate can read."""
 
     deployment: str | None  # "endpoint/deployment"
     live: Any | None
     model: Any | None
+    metrics: dict[str, Any] | None = None
+    unreadable: str | None = None  # why the champion cannot be compared (served from a registry)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def facts(self) -> dict[str, Any] | None:
-        """None: nothing to compare with. Empty: a live model the gate cannot read a metric from."""
         if self.deployment is None:
             return None
-        return _facts(self.model.tags, self.model.properties) if self.model is not None else {}
+        return dict(self.metrics or {})
+
+
+def _monitor_target(schedule: Any) -> tuple[str, str] | None:
+    """(endpoint, deployment) a model-monitor schedule watches, lower-cased; None for other schedules."""
+    action = (schedule.get("properties") or {}).get("action") or {}
+    if str(action.get("actionType") or "").lower() != "createmonitor":
+        return None
+    target = ((action.get("monitorDefinition") or {}).get("monitoringTarget") or {}).get("deploymentId")
+    match = _DEPLOYMENT_ID.search(str(target or "")) or _SHORT_DEPLOYMENT.match(str(target or ""))
+    return (match["endpoint"].lower(), match["deployment"].lower()) if match else None
+
+
+def _retargeted_id(old: str, endpoint: str, deployment: str) -> str:
+    """``old`` (an ARM id or ``azureml:endpoint:deployment``) naming ``endpoint/deployment`` instead."""
+    if _SHORT_DEPLOYMENT.match(old):
+        return f"azureml:{endpoint}:{deployment}"
+    match = _DEPLOYMENT_ID.search(old)
+    if match is None:
+        raise PermanentError(f"monitoring target {old!r} does not name an online deployment")
+    return f"{old[: match.start()]}onlineEndpoints/{endpoint}/deployments/{deployment}"
 
 
 def _traffic(endpoint: Any) -> dict[str, int]:
@@ -175,6 +226,8 @@ class AzureMLActions:
         self._ml = LazyClient(ml_client)
         self.workspace = workspace
         self.retry = retry
+        self.mlflow: MlflowRuns | None = None  # the workspace's MLflow tracking server (gate source mlflow)
+        self.started = retry.clock()  # role assignments made at deployment take up to an hour to apply
 
     @classmethod
     def from_settings(
@@ -189,16 +242,29 @@ class AzureMLActions:
         workspace = Workspace.from_settings(settings)
         deadline = settings.deadline_seconds
 
+        def identity() -> Any:
+            from azure.identity import DefaultAzureCredential  # lazily, on the first action
+
+            return credential or DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+
+        creds = LazyClient(identity)
+
         def build() -> Any:
             from azure.ai.ml import MLClient  # lazily, on the first action
-            from azure.identity import DefaultAzureCredential
 
-            cred = credential or DefaultAzureCredential(managed_identity_client_id=settings.client_id)
             kwargs = sdk_options(deadline, enable_telemetry=False, **client_kwargs)
             log.info("building MLClient for workspace %s", workspace.id)
-            return MLClient(cred, workspace.subscription_id, workspace.resource_group, workspace.name, **kwargs)
+            return MLClient(creds.get(), workspace.subscription_id, workspace.resource_group, workspace.name, **kwargs)
 
-        return cls(build, workspace, retry or RetryPolicy.from_settings(settings))
+        transport = {k: v for k, v in client_kwargs.items() if k == "transport"}
+        actions = cls(build, workspace, retry or RetryPolicy.from_settings(settings))
+        actions.mlflow = MlflowRuns(creds.get, actions.tracking_uri, **transport)
+        return actions
+
+    @property
+    def roles_settling(self) -> bool:
+        """Whether this worker started less than :data:`ROLE_PROPAGATION` ago (a 403 is then retried)."""
+        return self.retry.clock() - self.started < ROLE_PROPAGATION
 
     @property
     def ml(self) -> Any:
@@ -210,7 +276,7 @@ class AzureMLActions:
         try:
             return budget.call(what, fn)
         except AzureError as exc:
-            raise translate(exc, what, fix, self.workspace.name) from exc
+            raise translate(exc, what, fix, self.workspace.name, roles_settling=self.roles_settling) from exc
 
     def _get_or_none(self, budget: Budget, what: str, fn: Callable[[], Any]) -> Any | None:
         """Like :meth:`_call`, but a 404 means "there is none"."""
@@ -219,7 +285,7 @@ class AzureMLActions:
         except ResourceNotFoundError:
             return None
         except AzureError as exc:
-            raise translate(exc, what, workspace=self.workspace.name) from exc
+            raise translate(exc, what, workspace=self.workspace.name, roles_settling=self.roles_settling) from exc
 
     # ------------------------------------------------------------------ retrain
 
@@ -242,7 +308,11 @@ class AzureMLActions:
             raced = self._find_job(budget, plan.name)
             if raced is None:
                 raise translate(
-                    exc, what, f"check models.{plan.model}.retrain in the policy", self.workspace.name
+                    exc,
+                    what,
+                    f"check models.{plan.model}.retrain in the policy",
+                    self.workspace.name,
+                    roles_settling=self.roles_settling,
                 ) from exc
             log.info("pipeline job %s was submitted concurrently; adopting it", plan.name)
             return self._submitted(raced, adopted=True)
@@ -353,6 +423,8 @@ class AzureMLActions:
             live_deployment=champion.deployment,
             champion_version=_version(champion.model),
             champion_metrics=champion.facts,
+            champion_unreadable=champion.unreadable,
+            notes=tuple(candidate.notes + champion.notes),
         )
 
     def start_deploy(self, plan: DeployPlan, facts: CandidateFacts) -> ActionResult:
@@ -386,7 +458,7 @@ class AzureMLActions:
         if self._find_deployment(budget, plan) is not None:
             note = f"deployment {plan.endpoint}/{plan.deployment} already existed (a redelivery); adopted"
             return ActionResult("submitted", job=job, details={**details, "adopted": True, "note": note})
-        deployment = self._deployment(plan, live, model)
+        deployment = self._deployment(plan, live, model, self._collector(budget, plan, live))
         self._call(
             budget,
             f"creating deployment {plan.endpoint}/{plan.deployment}",
@@ -422,13 +494,100 @@ class AzureMLActions:
         if _traffic(current) == wanted:
             return False
         current.traffic = dict(wanted)
-        self._call(
-            budget,
-            f"setting the traffic of endpoint {endpoint} to {wanted}",
-            lambda: self.ml.online_endpoints.begin_create_or_update(current),
-            "check that every deployment named exists on the endpoint and is provisioned",
-        )  # the poller is not waited for: the next reconciler pass reads the endpoint again
+        what = f"setting the traffic of endpoint {endpoint} to {wanted}"
+        try:  # a 409 (another operation on the endpoint in progress) is retried, then transient
+            budget.call(what, lambda: self.ml.online_endpoints.begin_create_or_update(current), retry_on=_BUSY)
+        except AzureError as exc:
+            fix = "check that every deployment named exists on the endpoint and is provisioned"
+            raise translate(
+                exc, what, fix, self.workspace.name, roles_settling=self.roles_settling
+            ) from exc  # the poller is not waited for: the next reconciler pass reads the endpoint again
         log.info("set traffic endpoint=%s traffic=%s", endpoint, wanted)
+        return True
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:
+        """The endpoint's deployments (``online_deployments.list``) with the endpoint's traffic and
+        mirror traffic (``online_endpoints.get``)."""
+        budget = self.retry.budget()
+        current = self._endpoint(budget, endpoint)
+        traffic = {str(k): int(v) for k, v in (getattr(current, "traffic", None) or {}).items()}
+        mirror = {str(k): int(v) for k, v in (getattr(current, "mirror_traffic", None) or {}).items()}
+        found = self._call(
+            budget,
+            f"deployments of endpoint {endpoint}",
+            lambda: list(self.ml.online_deployments.list(endpoint_name=endpoint)),
+        )
+        out = []
+        for d in found:
+            raw = getattr(d, "provisioning_state", None)
+            state = str(getattr(raw, "value", raw) or "Unknown")
+            out.append(DeploymentInfo(str(d.name), traffic.get(str(d.name), 0), mirror.get(str(d.name), 0), state))
+        return out
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> bool:
+        """``online_deployments.begin_delete``, not waited for. A 409 (another operation on the
+        endpoint in progress) is retried like a transient failure."""
+        budget = self.retry.budget()
+        what = f"deleting deployment {endpoint}/{deployment}"
+        try:
+            budget.call(
+                what,
+                lambda: self.ml.online_deployments.begin_delete(name=deployment, endpoint_name=endpoint),
+                retry_on=_BUSY,
+            )
+        except ResourceNotFoundError:
+            return False
+        except AzureError as exc:
+            raise translate(
+                exc,
+                what,
+                "check that it has no traffic or mirror traffic",
+                self.workspace.name,
+                roles_settling=self.roles_settling,
+            ) from exc
+        log.info("deleting deployment endpoint=%s deployment=%s", endpoint, deployment)
+        return True
+
+    def monitors_targeting(self, endpoint: str, deployment: str) -> list[str]:
+        """The model-monitor schedules (``CreateMonitor`` schedules, enabled or not) whose monitoring
+        target (``MonitoringTarget(endpoint_deployment_id=...)``) is ``endpoint/deployment``."""
+        ops, rg, ws = self.ml.schedules.service_client, self.workspace.resource_group, self.workspace.name
+        found = self._call(
+            self.retry.budget(),
+            "model-monitor schedules",
+            lambda: list(ops.list(rg, ws, list_view_type="All")),
+        )
+        wanted = (endpoint.lower(), deployment.lower())
+        return sorted(str(s["name"]) for s in found if _monitor_target(s) == wanted)
+
+    def retarget_monitor(self, schedule: str, endpoint: str, deployment: str) -> bool:
+        """Read the schedule and PUT it back with only its monitoring target's deployment id changed
+        (in the form it had). Through the REST client the SDK's ``schedules`` use, so the signals,
+        compute and trigger go back exactly as Azure ML stored them (the entity round trip would
+        re-resolve every signal's data). A 409 (operation in progress) is retried."""
+        ops, rg, ws = self.ml.schedules.service_client, self.workspace.resource_group, self.workspace.name
+        budget = self.retry.budget()
+        found = self._call(budget, f"model-monitor schedule {schedule}", lambda: ops.get(rg, ws, schedule))
+        target = found["properties"]["action"]["monitorDefinition"]["monitoringTarget"]
+        old = str(target.get("deploymentId") or "")
+        new = _retargeted_id(old, endpoint, deployment)
+        if old == new:
+            return False
+        target["deploymentId"] = new
+        what = f"pointing model-monitor schedule {schedule} at {endpoint}/{deployment}"
+        try:
+            budget.call(
+                what, lambda: ops.begin_create_or_update(rg, ws, schedule, found, polling=False), retry_on=_BUSY
+            )
+        except AzureError as exc:
+            raise translate(
+                exc,
+                what,
+                "check the schedule in the studio's Monitoring page",
+                self.workspace.name,
+                roles_settling=self.roles_settling,
+            ) from exc
+        log.info("model monitor %s now targets %s/%s (was %s)", schedule, endpoint, deployment, old)
         return True
 
     def _endpoint(self, budget: Budget, endpoint: str) -> Any:
@@ -456,12 +615,27 @@ class AzureMLActions:
             f"live deployment {plan.endpoint}/{name}",
             lambda: self.ml.online_deployments.get(name, endpoint_name=plan.endpoint),
         )
-        return _Champion(f"{plan.endpoint}/{name}", live, self._model_of(budget, live))
+        where = f"{plan.endpoint}/{name}"
+        ref = str(getattr(live, "model", None) or "")
+        registry = _REGISTRY_MODEL.match(ref)
+        if registry:  # a registry's model: not a version of this workspace, whose metrics we could read
+            why = (
+                f"not rolled out: the champion in {where} is served from registry {registry['registry']!r} "
+                f"({ref}), which the service does not read, so the candidate cannot be compared with it; "
+                "compare them by hand and deploy with POST /api/models/{model}/deploy, or serve the champion "
+                "from a version registered in this workspace"
+            ).replace("{model}", plan.model)
+            return _Champion(where, live, None, unreadable=why)
+        model = self._model_of(budget, live)
+        if model is None:
+            return _Champion(where, live, None)
+        facts, notes = self._version_metrics(budget, plan, model, tags_first=True)
+        return _Champion(where, live, model, facts, notes=notes)
 
     def _model_of(self, budget: Budget, deployment: Any) -> Any | None:
         ref = str(getattr(deployment, "model", None) or "")
         match = _VERSIONED_ID.search(ref) or _SHORT_MODEL.match(ref)
-        if not match:
+        if not match or ref.startswith("azureml://registries/"):
             log.warning(
                 "live deployment %s serves model %r, which is not a workspace model version", deployment.name, ref
             )
@@ -469,17 +643,77 @@ class AzureMLActions:
         name, version = match["name"], match["version"]
         return self._call(budget, f"champion model {name}:{version}", lambda: self.ml.models.get(name, version=version))
 
+    def _version_metrics(
+        self, budget: Budget, plan: DeployPlan, model: Any, *, tags_first: bool
+    ) -> tuple[dict[str, Any], list[str]]:
+        """What the gate reads for a model version: its tags and properties (source ``model``), or, for
+        ``run`` and ``mlflow``, its source run's tags and properties or MLflow metrics beside them
+        (``tags_first``: the version's tags win, as for a champion the service tagged when registering it)."""
+        source = plan.gate.source if plan.gate is not None else "run"
+        own = _facts(model.tags, model.properties)
+        job_name = getattr(model, "job_name", None)  # the run that produced the version holds its metrics
+        if source == "model" or not job_name:
+            return own, []
+        if tags_first and plan.gate is not None and gate.metric_value(own, plan.gate.metric) is not None:
+            return own, []  # a champion that carries the metric: its source run is not read
+        label = f"{model.name}:{model.version}"
+        if source == "run":
+            job = self._get_or_none(budget, f"run {job_name} of model {label}", lambda: self.ml.jobs.get(job_name))
+            if job is None:
+                return own, [f"the workspace has no run {job_name} (the source run of {label})"]
+            ran = _facts(job.tags, job.properties)
+            return ({**ran, **own} if tags_first else {**own, **ran}), []
+        run = self._mlflow_run(budget, str(job_name))
+        if run is None:
+            return own, [f"MLflow has no run {job_name} (the source run of {label})"]
+        return ({**run.metrics, **own} if tags_first else {**own, **run.metrics}), []
+
+    def _mlflow(self) -> MlflowRuns:
+        if self.mlflow is None:
+            raise PermanentError(
+                "the gate reads MLflow metrics, but this backend has no MLflow reader; build it with "
+                "AzureMLActions.from_settings"
+            )
+        return self.mlflow
+
+    def _mlflow_run(self, budget: Budget, run_id: str) -> MlflowRun | None:
+        try:
+            return self._mlflow().run(budget, run_id)
+        except AzureError as exc:
+            raise translate(
+                exc,
+                f"reading MLflow run {run_id}",
+                _MLFLOW_FIX,
+                self.workspace.name,
+                roles_settling=self.roles_settling,
+            ) from exc
+
+    def _mlflow_steps(self, budget: Budget, pipeline: MlflowRun) -> list[MlflowRun]:
+        try:
+            return self._mlflow().children(budget, pipeline)
+        except AzureError as exc:
+            what = f"searching the MLflow runs of pipeline {pipeline.run_id}"
+            raise translate(exc, what, _MLFLOW_FIX, self.workspace.name, roles_settling=self.roles_settling) from exc
+
+    def tracking_uri(self) -> str:
+        """The workspace's MLflow tracking URI (``workspaces.get(name).mlflow_tracking_uri``)."""
+        found = self._call(
+            self.retry.budget(),
+            f"workspace {self.workspace.name}",
+            lambda: self.ml.workspaces.get(self.workspace.name),
+        )
+        uri = getattr(found, "mlflow_tracking_uri", None)
+        if not uri:
+            raise PermanentError(f"workspace {self.workspace.name} reports no MLflow tracking URI")
+        return str(uri)
+
     def _candidate(self, budget: Budget, plan: DeployPlan) -> _Candidate:
         """The model version to roll out (None: the run registered none yet) and the facts the gate reads:
-        the run's tags and properties (gate source ``run``) or the model version's (source ``model``)."""
+        the MLflow metrics of the run or of its step ``gate.step`` (gate source ``mlflow``), the run's
+        tags and properties (``run``) or the model version's (``model``)."""
         source = plan.gate.source if plan.gate is not None else "run"
         if plan.run_id:
-            model = next(iter(self._versions_of_run(budget, plan)), None)
-            if source == "run":
-                return _Candidate(f"run {plan.run_id}", model, _facts(plan.run_tags, plan.run_properties))
-            if model is None:
-                return _Candidate(f"run {plan.run_id} (which registered no version of {plan.model})", None, {})
-            return _Candidate(f"{model.name}:{model.version}", model, _facts(model.tags, model.properties))
+            return self._run_candidate(budget, plan, source)
         version, label = (plan.version, None) if plan.version else (None, "latest")
         model = self._call(
             budget,
@@ -487,21 +721,48 @@ class AzureMLActions:
             lambda: self.ml.models.get(plan.model, version=version, label=label),
             "register it, or send an existing version",
         )
-        if source == "model":
-            return _Candidate(f"{model.name}:{model.version}", model, _facts(model.tags, model.properties))
-        job_name = getattr(model, "job_name", None)  # the run that produced the version holds its metrics
-        job = (
-            self._call(
-                budget, f"run {job_name} of model {model.name}:{model.version}", lambda: self.ml.jobs.get(job_name)
-            )
-            if job_name
-            else None
-        )
-        facts = _facts(job.tags, job.properties) if job is not None else {}
-        return _Candidate(f"{model.name}:{model.version}", model, facts)
+        facts, notes = self._version_metrics(budget, plan, model, tags_first=False)
+        return _Candidate(f"{model.name}:{model.version}", model, facts, notes)
 
-    def _versions_of_run(self, budget: Budget, plan: DeployPlan) -> list[Any]:
-        """Versions of the model registered from this run (by the run, or by us on an earlier delivery)."""
+    def _run_candidate(self, budget: Budget, plan: DeployPlan, source: str) -> _Candidate:
+        """A finished pipeline run: the versions it or its steps registered, and its metric."""
+        assert plan.run_id is not None
+        run_id = plan.run_id
+        notes: list[str] = []
+        steps: list[MlflowRun] = []
+        pipeline: MlflowRun | None = None
+        if self.mlflow is not None or source == "mlflow":
+            try:
+                pipeline = self._mlflow_run(budget, run_id)
+                steps = self._mlflow_steps(budget, pipeline) if pipeline is not None else []
+            except PermanentError as exc:
+                if source == "mlflow":
+                    raise
+                notes.append(f"the versions its steps registered were not looked for: {exc}")
+            if pipeline is None and not notes:
+                notes.append(f"MLflow has no run {run_id}")
+        runs = {run_id, *(s.run_id for s in steps)}
+        model = next(iter(self._versions_of_run(budget, plan, runs)), None)
+        if source == "run":
+            return _Candidate(f"run {run_id}", model, _facts(plan.run_tags, plan.run_properties), notes)
+        if source == "model":
+            if model is None:
+                return _Candidate(f"run {run_id} (which registered no version of {plan.model})", None, {}, notes)
+            return _Candidate(f"{model.name}:{model.version}", model, _facts(model.tags, model.properties), notes)
+        step = plan.gate.step if plan.gate is not None else None
+        if step is None:
+            return _Candidate(f"run {run_id}", model, dict(pipeline.metrics) if pipeline else {}, notes)
+        found = [s for s in steps if s.name == step] or [s for s in steps if s.name.casefold() == step.casefold()]
+        if not found:
+            names = ", ".join(sorted(s.name for s in steps)) or "none"
+            notes.append(f"pipeline run {run_id} has no step named {step!r} (its steps: {names})")
+            return _Candidate(f"run {run_id} (step {step!r} not found; steps: {names})", model, {}, notes)
+        chosen = found[0]
+        return _Candidate(f"run {run_id} (step {step}: {chosen.run_id})", model, dict(chosen.metrics), notes)
+
+    def _versions_of_run(self, budget: Budget, plan: DeployPlan, runs: set[str]) -> list[Any]:
+        """Versions of the model registered from this run or one of its steps (``runs``; a step that calls
+        ``mlflow.register_model`` registers under its own run), or by us on an earlier delivery."""
         versions = (
             self._get_or_none(
                 budget, f"versions of model {plan.model}", lambda: list(self.ml.models.list(name=plan.model))
@@ -512,8 +773,7 @@ class AzureMLActions:
         return [
             v
             for v in versions
-            if getattr(v, "job_name", None) == plan.run_id
-            or (decision and (v.tags or {}).get(TAG_DECISION) == decision)
+            if getattr(v, "job_name", None) in runs or (decision and (v.tags or {}).get(TAG_DECISION) == decision)
         ]
 
     def _register(self, budget: Budget, plan: DeployPlan, facts: CandidateFacts) -> ModelVersion:
@@ -554,7 +814,33 @@ class AzureMLActions:
             lambda: self.ml.online_deployments.get(plan.deployment, endpoint_name=plan.endpoint),
         )
 
-    def _deployment(self, plan: DeployPlan, live: Any, model: ModelVersion) -> Any:
+    def _collector(self, budget: Budget, plan: DeployPlan, live: Any) -> Any | None:
+        """The live deployment's data collector for the candidate, collecting into the same data assets
+        (so a model monitor reading them keeps its production data). The SDK registers each
+        collection's data asset when it creates a deployment, from a name, version and path: given
+        those of the live deployment's assets, it finds them registered already."""
+        from azure.ai.ml.entities._deployment.data_asset import DataAsset
+
+        collector = copy.deepcopy(getattr(live, "data_collector", None))
+        if collector is None:
+            return None
+        for name, collection in (collector.collections or {}).items():
+            ref = str(collection.data or "")
+            match = _DATA_ID.search(ref) or _SHORT_DATA.match(ref)
+            if not match:
+                collection.data = None  # the SDK registers <endpoint>-<deployment>-<name> for it
+                continue
+            asset_name, asset_version = match["name"], match["version"]
+            asset = self._call(
+                budget,
+                f"data asset {asset_name}:{asset_version} of the {name} collection of {live.name}",
+                partial(self.ml.data.get, asset_name, version=asset_version),
+            )
+            collection.data = DataAsset(name=asset.name, version=asset.version, path=asset.path)
+        log.info("candidate %s/%s collects into the data assets of %s", plan.endpoint, plan.deployment, live.name)
+        return collector
+
+    def _deployment(self, plan: DeployPlan, live: Any, model: ModelVersion, collector: Any | None) -> Any:
         from azure.ai.ml.entities import ManagedOnlineDeployment
 
         if not isinstance(live, ManagedOnlineDeployment):
@@ -562,21 +848,30 @@ class AzureMLActions:
                 f"live deployment {plan.endpoint}/{live.name} is a {type(live).__name__}; "
                 "the service rolls out to managed online endpoints only"
             )
+        no_code = model.type == "mlflow_model" and live.code_configuration is None
         return ManagedOnlineDeployment(
             name=plan.deployment,
             endpoint_name=plan.endpoint,
             model=str(model.id),
-            environment=live.environment,
+            # An MLflow model without scoring code is served by MLflow itself: an environment given
+            # here would replace the one Azure ML builds from the model, and its scoring with it.
+            environment=None if no_code else live.environment,
             code_configuration=live.code_configuration,
             environment_variables=dict(live.environment_variables or {}),
             instance_type=live.instance_type,
-            instance_count=live.instance_count,
+            instance_count=plan.instance_count or live.instance_count,
             scale_settings=live.scale_settings,  # type: ignore[arg-type]  # read from a managed deployment
             request_settings=live.request_settings,
             liveness_probe=live.liveness_probe,
             readiness_probe=live.readiness_probe,
             app_insights_enabled=bool(live.app_insights_enabled),
             egress_public_network_access=live.egress_public_network_access,
+            # The data collector feeds v2 model monitoring: without it the new deployment collects
+            # nothing once it is promoted, and the monitor has nothing to judge.
+            data_collector=collector,
+            # azure-ai-ml 1.35 does not read modelMountPath back from a managed deployment (its
+            # _from_rest_object drops it): copied when the SDK has it, otherwise Azure ML's default.
+            model_mount_path=getattr(live, "model_mount_path", None),
             tags={**dict(live.tags or {}), **plan.tags},
             description=f"candidate {model.label}, started at 0% beside {live.name}",
         )

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 
 from handlers.decisions import DeployPlan, JobPlan
-from handlers.ports import ActionResult, CandidateFacts, JobInfo, ModelVersion
+from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo, ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,11 @@ class DryRunActions:
             ModelVersion(plan.model, plan.version, f"azureml:{plan.model}:{plan.version}") if plan.version else None
         )
         label = version.label if version is not None else f"run {plan.run_id}"
-        metrics = {**plan.run_properties, **plan.run_tags} if source == "run" else {}
+        metrics = {**plan.run_properties, **plan.run_tags} if source in ("run", "mlflow") else {}
         notes = ["dry run: the workspace is not read; the champion is unknown, so the gate's floor alone decides"]
-        if source != "run":
+        if source == "mlflow":
+            notes.append("dry run: the workspace's MLflow metrics are not read; the event's run tags stand in for them")
+        elif source != "run":
             notes.append(f"dry run: the gate's source is {source!r}, which only the workspace holds")
         return CandidateFacts(
             candidate=label,
@@ -79,4 +81,21 @@ class DryRunActions:
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
         self.traffic.append((endpoint, dict(traffic)))
         log.info("dry run: would set the traffic of endpoint %s to %s", endpoint, traffic)
+        return False
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:
+        """A dry run reads no workspace: it knows no deployment, so it retires none."""
+        del endpoint
+        return []
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> bool:
+        log.info("dry run: would delete deployment %s/%s", endpoint, deployment)
+        return False
+
+    def monitors_targeting(self, endpoint: str, deployment: str) -> list[str]:
+        del endpoint, deployment
+        return []
+
+    def retarget_monitor(self, schedule: str, endpoint: str, deployment: str) -> bool:
+        log.info("dry run: would point model monitor %s at %s/%s", schedule, endpoint, deployment)
         return False
