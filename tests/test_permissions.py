@@ -101,13 +101,12 @@ def test_every_entry_but_the_planned_ones_is_a_method_that_exists() -> None:
     assert arrived == [], f"these exist now: remove them from PLANNED so they are checked like the others: {arrived}"
 
 
-def test_the_planned_operations_later_issues_add_are_granted_already() -> None:
-    planned = {name: permissions.OPERATIONS[name] for name in permissions.PLANNED}
-    aml = permissions.AML
-    assert f"{aml}/experiments/runs/read" in planned["AzureMLActions.run_metrics"]  # MLflow runs/get, runs/search
-    assert f"{aml}/schedules/write" in planned["AzureMLActions.retarget_monitors"]
-    assert f"{aml}/onlineEndpoints/deployments/delete" in planned["AzureMLActions.retire_deployment"]
-    assert "Microsoft.Insights/metrics/read" in permissions.OPERATIONS["MonitorMetrics.read"]  # arrived
+def test_the_operations_of_the_monitoring_loop_are_granted_what_they_do() -> None:
+    ops, aml = permissions.OPERATIONS, permissions.AML
+    assert f"{aml}/experiments/runs/read" in ops["AzureMLActions.candidate_facts"]  # MLflow runs/get, runs/search
+    assert f"{aml}/schedules/write" in ops["AzureMLActions.retarget_monitor"]
+    assert f"{aml}/onlineEndpoints/deployments/delete" in ops["AzureMLActions.delete_deployment"]
+    assert "Microsoft.Insights/metrics/read" in ops["MonitorMetrics.read"]
 
 
 def test_the_custom_workspace_role_names_every_azure_ml_action_the_adapters_need() -> None:

@@ -32,7 +32,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # colour codes (colorama) in S
 IDENTITY_FIX = (
     "check the app setting AZURE_CLIENT_ID (the client id of the function app's user-assigned managed identity; "
     "empty for a system-assigned one) and that this identity is assigned to the function app and holds a role "
-    "on the workspace such as AzureML Data Scientist"
+    "on the workspace: the service's custom role (infra/modules/workspace-access.bicep), or AzureML Data "
+    "Scientist where RETRAIN_WORKSPACE_ROLE chose it"
 )
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})  # and any other 5xx
 _WIRE_ERRORS = (HttpResponseError, ServiceRequestError, ServiceResponseError)

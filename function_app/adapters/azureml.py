@@ -63,7 +63,10 @@ _SHORT_DATA = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
 _DEPLOYMENT_ID = re.compile(r"onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<deployment>[^/?]+)$", re.IGNORECASE)
 _SHORT_DEPLOYMENT = re.compile(r"^azureml:(?P<endpoint>[^:/]+):(?P<deployment>[^:/]+)$")
 _BUSY = frozenset({409})  # an endpoint with an operation in progress: try again later
-_MLFLOW_FIX = "the identity needs MLflow tracking on the workspace (AzureML Data Scientist allows it)"
+_MLFLOW_FIX = (
+    "the identity needs MLflow tracking on the workspace (experiments/runs/read: the service's custom role "
+    "grants it, as does AzureML Data Scientist)"
+)
 _REGISTRY_MODEL = re.compile(r"^azureml://registries/(?P<registry>[^/]+)/models/", re.IGNORECASE)
 
 
@@ -105,8 +108,9 @@ def translate(
         where = f" in workspace {workspace}" if workspace else ""
         return PermanentError(f"{what} not found{where}{hint} (Azure ML: {message})")
     grant = (
-        "grant the function app's managed identity a role on the workspace that allows it (for example "
-        "AzureML Data Scientist)"
+        "grant the function app's managed identity a role on the workspace that allows it: the service's custom "
+        "role (infra/modules/workspace-access.bicep; the actions it needs are in function_app/adapters/"
+        "permissions.py), or AzureML Data Scientist"
     )
     if status == 403 and roles_settling:
         return TransientError(

@@ -85,7 +85,7 @@ OPERATIONS: dict[str, list[str]] = {
         *_ENDPOINT_READ,
         *_DEPLOYMENT_READ,
         *_MODELS_READ,
-        f"{AML}/jobs/read",
+        *_MLFLOW_READ,  # the gate's MLflow metrics (runs/get, runs/search at the tracking URI)
     ],
     # registering the candidate, and the new deployment copying the live one's environment and code
     "AzureMLActions.start_deploy": [
@@ -101,9 +101,14 @@ OPERATIONS: dict[str, list[str]] = {
     "AzureMLActions.endpoint_traffic": _ENDPOINT_READ,
     "AzureMLActions.set_traffic": _ENDPOINT_READ + _ENDPOINT_WRITE,
     # planned (later issues): MLflow read, monitor retargeting, retirement
-    "AzureMLActions.run_metrics": _WORKSPACE + _MLFLOW_READ,
-    "AzureMLActions.retarget_monitors": [f"{AML}/schedules/read", f"{AML}/schedules/write"],
-    "AzureMLActions.retire_deployment": [*_DEPLOYMENT_READ, f"{AML}/onlineEndpoints/deployments/delete"],
+    "AzureMLActions.roles_settling": [],  # a clock read
+    "AzureMLActions.tracking_uri": _WORKSPACE,  # workspaces.get: the MLflow tracking URI
+    # model monitors follow a promotion: the schedules that target a deployment, and their new target
+    "AzureMLActions.monitors_targeting": [f"{AML}/schedules/read"],
+    "AzureMLActions.retarget_monitor": [f"{AML}/schedules/read", f"{AML}/schedules/write"],
+    # retiring demoted deployments
+    "AzureMLActions.list_deployments": [*_ENDPOINT_READ, *_DEPLOYMENT_READ],
+    "AzureMLActions.delete_deployment": [*_DEPLOYMENT_READ, f"{AML}/onlineEndpoints/deployments/delete"],
     # function_app/adapters/monitor_health.py: LogsQueryClient.query_resource / query_workspace
     "MonitorHealth.from_settings": [],
     "MonitorHealth.client": [],
@@ -153,13 +158,7 @@ OPERATIONS: dict[str, list[str]] = {
 
 # Operations that later issues add; each is granted already. Remove a name from here when its
 # method exists: the test then checks it like any other.
-PLANNED = frozenset(
-    {
-        "AzureMLActions.run_metrics",
-        "AzureMLActions.retarget_monitors",
-        "AzureMLActions.retire_deployment",
-    }
-)
+PLANNED: frozenset[str] = frozenset()
 
 # What the service must never be able to do, whatever role it holds in the workspace.
 NEVER_GRANTED = (
