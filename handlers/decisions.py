@@ -390,7 +390,8 @@ def _retrain(
 
 
 def _bare(value: Any) -> bool:
-    return isinstance(value, str) and ":" not in value and "/" not in value
+    """An id with nothing that makes it a reference (no version, label or path): a v1 dataset id."""
+    return isinstance(value, str) and not any(c in value for c in ":/@")
 
 
 def _v1_dataset_problem(model: str, name: str, key: str, value: Any) -> str:
