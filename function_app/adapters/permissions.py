@@ -144,6 +144,8 @@ OPERATIONS: dict[str, list[str]] = {
     "TableLedger.get_decision": [f"{TABLES}/entities/read"],
     "TableLedger.decisions": [f"{TABLES}/entities/read"],
     "TableLedger.purge": [f"{TABLES}/entities/read", f"{TABLES}/entities/delete"],
+    "TableLedger.pending_notifications": [f"{TABLES}/entities/read"],
+    "TableLedger.mark_notified": [f"{TABLES}/entities/update/action", f"{TABLES}/entities/write"],
     # function_app/adapters/blob_deadletters.py (azure-storage-blob)
     "BlobDeadLetterStore.from_settings": [],
     "BlobDeadLetterStore.pending": [f"{BLOBS}/blobs/read"],
