@@ -109,7 +109,7 @@ class Outbox:
                 return report
             except PermanentError as exc:  # the topic refused the batch: it stays pending, and says why
                 report.error, report.more = str(exc), True
-                log.error("the notification topic refused a batch; left pending: %s", exc)
+                log.warning("the notification topic refused a batch; left pending: %s", exc)
                 return report
             report.sent.extend(n.id for n in pending)
             report.more = len(pending) >= self.batch

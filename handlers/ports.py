@@ -107,8 +107,8 @@ class Ledger(Protocol):
         ...
 
     def purge(self, before: datetime) -> int:
-        """Delete event and decision records older than ``before``, and notifications sent before it;
-        returns how many records."""
+        """Delete event and decision records older than ``before``, and notifications of decisions
+        made before it (sent or not: an outbox kept for the retention); returns how many records."""
         ...
 
     def pending_notifications(self, limit: int) -> list[Notification]:

@@ -71,6 +71,7 @@ class ReconcileReport:
     deferred: list[dict[str, str]] = field(default_factory=list)
     rollouts: list[dict[str, Any]] = field(default_factory=list)
     purged: int = 0
+    notified: dict[str, Any] = field(default_factory=dict)  # the outbox drained after the pass (handlers/notify.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +84,7 @@ class ReconcileReport:
             "deferred": list(self.deferred),
             "rollouts": list(self.rollouts),
             "purged": self.purged,
+            "notified": dict(self.notified),
         }
 
 

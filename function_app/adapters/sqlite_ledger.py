@@ -239,7 +239,7 @@ class SqliteLedger:
             n = db.execute("DELETE FROM events WHERE received_at < ? AND status = 'done'", (cutoff,)).rowcount
             n += db.execute("DELETE FROM decisions WHERE created_at < ? AND outcome != 'reserved'", (cutoff,)).rowcount
             db.execute("DELETE FROM decision_events WHERE id NOT IN (SELECT id FROM decisions)")
-            db.execute("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (cutoff,))
+            db.execute("DELETE FROM outbox WHERE created_at < ?", (cutoff,))  # sent or not: kept for the retention
         return int(n)
 
     # ------------------------------------------------------------------ outbox

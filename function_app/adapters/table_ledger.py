@@ -442,7 +442,7 @@ class TableLedger:
             self._delete(
                 self.outbox,
                 self.outbox.query_entities(
-                    "PartitionKey eq @pk and sent ne '' and sent lt @cutoff",
+                    "PartitionKey eq @pk and created lt @cutoff",  # sent or not: kept for the retention
                     parameters={"pk": OUTBOX, "cutoff": cutoff},
                     select=["PartitionKey", "RowKey"],
                 ),
