@@ -120,7 +120,12 @@ def _configure() -> _Telemetry | None:
 
             client_id = os.environ.get("AZURE_CLIENT_ID") or None
             options["credential"] = ManagedIdentityCredential(client_id=client_id)
-        configure_azure_monitor(**options)
+        try:
+            configure_azure_monitor(**options)
+        except ValueError as exc:  # a malformed connection string: telemetry off, deliveries unharmed
+            log.warning("telemetry off: %s cannot be used: %s", CONNECTION, exc)
+            _off = True
+            return None
         _state = _Telemetry()
         log.info("telemetry on: traces and metrics to Application Insights")
         return _state

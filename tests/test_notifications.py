@@ -8,6 +8,7 @@ loses none; a delivery makes at most one attempt at the topic, and is answered w
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +21,7 @@ from function_app.settings import Settings
 from handlers.errors import PermanentError
 from handlers.notify import notification_id, notification_of
 from handlers.ports import Ledger
-from tests.builders import drift_event
+from tests.builders import WORKSPACE, drift_event
 from tests.conftest import Client
 from tests.ledgers import LedgerSpec
 from tests.topic_receiver import TopicReceiver
@@ -143,3 +144,29 @@ def test_the_reconciler_sends_a_backlog_in_bounded_batches(ledger_spec: LedgerSp
     second = world.reconcile()
     assert (len(second.notified["sent"]), second.notified["more"]) == (1, False)
     assert sorted(receiver.ids()) == notifying_ids(world.ledger)
+
+
+def test_a_topic_that_does_not_answer_in_time_costs_a_delivery_one_short_attempt(
+    ledger_spec: LedgerSpec, receiver: TopicReceiver
+) -> None:
+    from azure.core.credentials import AzureKeyCredential
+
+    import main
+    from function_app.localhost import Host
+
+    quick = {"retry_total": 0, "connection_timeout": 0.5, "read_timeout": 0.5}
+    notifier = EventGridNotifier.build(receiver.endpoint, WORKSPACE, AzureKeyCredential(receiver.key), quick)
+    world = World(ledger_spec, notifier=notifier)
+    runtime.set_retrainer(world.worker)
+    try:
+        receiver.stall(5)  # it takes the batch but answers too late: the client gives up after 0.5 s
+        started = time.monotonic()
+        status, record = post(Client(Host(main.app)), RETRAIN, {"reason": "by hand"})
+        elapsed = time.monotonic() - started
+    finally:
+        runtime.set_retrainer(None)
+    assert status == 202 and receiver.attempts == 1
+    assert elapsed < 4, f"the delivery waited {elapsed:.1f} s for a topic that answers in 5"
+    receiver.stall(0)
+    assert world.reconcile().notified["sent"] == [notification_id(record["id"], "submitted")]  # not known as sent
+    assert set(receiver.ids()) == {notification_id(record["id"], "submitted")}  # at least once, under one id

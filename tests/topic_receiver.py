@@ -5,13 +5,15 @@ As the topic does (Event Grid docs, "Post to custom topic"): a batch is a JSON a
 posted with ``Content-Type: application/cloudevents-batch+json``, authenticated by the
 ``aeg-sas-key`` header; a wrong or missing key is 401, a body that is not a batch of CloudEvents 400,
 and success 200 with an empty body. ``outage(True)`` makes it answer 503 (the topic unavailable)
-until ``outage(False)``; every request counts as an attempt either way.
+until ``outage(False)``, ``stall(seconds)`` makes it wait that long before answering (a topic that
+does not answer in time); every request counts as an attempt either way.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -27,6 +29,7 @@ class TopicReceiver:
         self.attempts = 0
         self.refused: list[int] = []
         self._down = False
+        self._stall = 0.0
         self._lock = threading.Lock()
         receiver = self
 
@@ -34,6 +37,7 @@ class TopicReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status = receiver.answer(self.path, dict(self.headers.items()), body)
+                time.sleep(receiver.stalled())
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -42,6 +46,7 @@ class TopicReceiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -59,6 +64,14 @@ class TopicReceiver:
     def outage(self, down: bool) -> None:
         with self._lock:
             self._down = down
+
+    def stall(self, seconds: float) -> None:
+        with self._lock:
+            self._stall = seconds
+
+    def stalled(self) -> float:
+        with self._lock:
+            return self._stall
 
     def ids(self) -> list[str]:
         with self._lock:

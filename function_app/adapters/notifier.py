@@ -33,20 +33,23 @@ class EventGridNotifier:
     a test may pass a client with its own transport. ``source``: the CloudEvents' ``source`` (the
     workspace the service acts for)."""
 
-    def __init__(self, client: Any, source: str) -> None:
+    def __init__(self, client: Any, source: str, send_options: dict[str, Any] | None = None) -> None:
         self._client = LazyClient(client)
         self.source = source
+        self.send_options = dict(SEND_OPTIONS if send_options is None else send_options)
 
     @classmethod
-    def build(cls, endpoint: str, source: str, credential: Any) -> EventGridNotifier:
-        """A notifier that builds its client on first use."""
+    def build(
+        cls, endpoint: str, source: str, credential: Any, send_options: dict[str, Any] | None = None
+    ) -> EventGridNotifier:
+        """A notifier that builds its client on first use (``send_options``: SEND_OPTIONS by default)."""
 
         def client() -> Any:
             from azure.eventgrid import EventGridPublisherClient
 
             return EventGridPublisherClient(endpoint, credential)
 
-        return cls(client, source)
+        return cls(client, source, send_options)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EventGridNotifier:
@@ -82,4 +85,4 @@ class EventGridNotifier:
             for n in notifications
         ]
         with translated(f"publishing {len(events)} notification(s) to the topic"):
-            self._client.get().send(events, **SEND_OPTIONS)
+            self._client.get().send(events, **self.send_options)
