@@ -18,7 +18,7 @@ from function_app.settings import Settings
 
 if TYPE_CHECKING:
     from handlers.analysis import HealthSource
-    from handlers.ports import Actions, Ledger
+    from handlers.ports import Actions, Ledger, Notifier
     from handlers.wiring import Retrainer
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,16 @@ def make_health(settings: Settings) -> dict[str, HealthSource]:
     return sources
 
 
+def make_notifier(settings: Settings) -> Notifier | None:
+    """The Event Grid topic of RETRAIN_NOTIFY_TOPIC_ENDPOINT (None when empty: notifications are
+    kept in the outbox, not sent). The client is built on the first publish."""
+    if not settings.notify_topic_endpoint:
+        return None
+    from function_app.adapters.notifier import EventGridNotifier
+
+    return EventGridNotifier.from_settings(settings)
+
+
 def build(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Retrainer:
     """The service and the reconciler over one executor, from ``settings``."""
     from handlers.policy import load_policy
@@ -110,6 +120,7 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Retrain
         allow_force=settings.allow_force,
         retention=timedelta(days=settings.retention_days),
         job_grace=timedelta(minutes=settings.job_grace_minutes),
+        notifier=make_notifier(settings),
     )
 
 
@@ -121,6 +132,11 @@ def get_retrainer() -> Retrainer:
             if _retrainer is None:
                 _retrainer = build(Settings.from_env())
                 log.info("retrain service ready: %s", _retrainer.backend)
+    return _retrainer
+
+
+def current_retrainer() -> Retrainer | None:
+    """The worker's service if it is built (None before its first use): nothing is built here."""
     return _retrainer
 
 

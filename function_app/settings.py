@@ -74,6 +74,22 @@ SETTINGS: tuple[Setting, ...] = (
         "signed-in principal with RETRAIN_OPERATOR_ROLE, and the principal is recorded",
     ),
     Setting("RETRAIN_OPERATOR_ROLE", "Retrain.Operator", "the app role a signed-in caller needs for manual requests"),
+    Setting(
+        "RETRAIN_NOTIFY_TOPIC_ENDPOINT",
+        None,
+        "Event Grid custom topic endpoint the decisions are published to as CloudEvents; empty: notifications off",
+    ),
+    Setting(
+        "RETRAIN_NOTIFY_TOPIC_KEY",
+        None,
+        "access key for the notification topic (a local receiver or tests); empty: the managed identity",
+        azure=False,
+    ),
+    Setting(
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        None,
+        "Application Insights connection string: traces and metrics through OpenTelemetry; empty: telemetry off",
+    ),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -117,6 +133,8 @@ class Settings:
     metrics_endpoint: str | None = None
     app_service_auth: bool = False
     operator_role: str = "Retrain.Operator"
+    notify_topic_endpoint: str | None = None
+    notify_topic_key: str | None = None
 
     @property
     def workspace_id(self) -> str:
@@ -175,6 +193,12 @@ class Settings:
                 "RETRAIN_BACKEND=azureml needs AZUREML_SUBSCRIPTION_ID, AZUREML_RESOURCE_GROUP and "
                 "AZUREML_WORKSPACE_NAME set to a real workspace"
             )
+        topic = get("RETRAIN_NOTIFY_TOPIC_ENDPOINT")
+        if topic and not topic.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            problems.append(
+                f"RETRAIN_NOTIFY_TOPIC_ENDPOINT={topic!r}: the topic's https endpoint, like "
+                "https://TOPIC.REGION-1.eventgrid.azure.net/api/events (http only for a local receiver)"
+            )
         if problems:
             raise ValueError("invalid settings:\n  " + "\n  ".join(problems))
         return cls(
@@ -202,6 +226,8 @@ class Settings:
             metrics_endpoint=get("RETRAIN_METRICS_ENDPOINT"),
             app_service_auth=_bool(get("RETRAIN_APP_SERVICE_AUTH")),
             operator_role=req("RETRAIN_OPERATOR_ROLE"),
+            notify_topic_endpoint=topic,
+            notify_topic_key=get("RETRAIN_NOTIFY_TOPIC_KEY"),
         )
 
     def summary(self) -> dict[str, object]:
@@ -219,4 +245,5 @@ class Settings:
                 "metrics": "configured" if self.metrics_region or self.metrics_endpoint else "none",
                 "logs": "configured" if self.log_analytics_workspace_id else "none",
             },
+            "notifications": "configured" if self.notify_topic_endpoint else "off",
         }

@@ -27,6 +27,35 @@ class Claim:
     decisions: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Notification:
+    """One decision as news, kept in the ledger's outbox until sent: a CloudEvent's ``id`` (stable:
+    from the decision id and its outcome), ``type``, ``subject`` (the model), ``time`` and ``data``
+    (the decision record). See handlers/notify.py."""
+
+    id: str
+    type: str
+    subject: str
+    time: str
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type, "subject": self.subject, "time": self.time, "data": self.data}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Notification:
+        return cls(str(d["id"]), str(d["type"]), str(d.get("subject") or ""), str(d.get("time") or ""), d["data"])
+
+
+class Notifier(Protocol):
+    """Where notifications go (an Event Grid custom topic, as CloudEvents)."""
+
+    def publish(self, notifications: Sequence[Notification]) -> None:
+        """Send ``notifications`` (one batch, one attempt). Raises TransientError when the topic cannot
+        take them now (outage, throttling, timeout), PermanentError when it refuses them."""
+        ...
+
+
 class Ledger(Protocol):
     def claim_event(self, trigger: Trigger, now: datetime, lease: timedelta) -> Claim: ...
 
@@ -54,7 +83,12 @@ class Ledger(Protocol):
         it returns a new state. Returns what ``change`` returned beside the state."""
         ...
 
-    def put_decision(self, record: DecisionRecord) -> None: ...
+    def put_decision(self, record: DecisionRecord) -> None:
+        """Write ``record`` (insert or replace by id) and, when it notifies
+        (:func:`handlers.notify.notification_of`), its notification into the outbox, unless that
+        notification is there already (pending or sent): each notification is kept once. So does
+        :meth:`finish_event` for the records it writes."""
+        ...
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None: ...
 
@@ -73,7 +107,16 @@ class Ledger(Protocol):
         ...
 
     def purge(self, before: datetime) -> int:
-        """Delete event and decision records older than ``before``; returns how many."""
+        """Delete event and decision records older than ``before``, and notifications of decisions
+        made before it (sent or not: an outbox kept for the retention); returns how many records."""
+        ...
+
+    def pending_notifications(self, limit: int) -> list[Notification]:
+        """Up to ``limit`` notifications of the outbox not sent yet (in no promised order)."""
+        ...
+
+    def mark_notified(self, ids: Sequence[str], now: datetime) -> None:
+        """Record that the notifications ``ids`` were sent at ``now``: they are pending no more."""
         ...
 
 

@@ -73,6 +73,7 @@ class ReconcileReport:
     rollouts: list[dict[str, Any]] = field(default_factory=list)
     retired: list[DecisionRecord] = field(default_factory=list)
     purged: int = 0
+    notified: dict[str, Any] = field(default_factory=dict)  # the outbox drained after the pass (handlers/notify.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +87,7 @@ class ReconcileReport:
             "rollouts": list(self.rollouts),
             "retired": [r.to_dict() for r in self.retired],
             "purged": self.purged,
+            "notified": dict(self.notified),
         }
 
 

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 from handlers.analysis import HealthSource
 from handlers.executor import Executor, Limits
+from handlers.notify import DrainReport, Outbox
 from handlers.operate import Operator
-from handlers.ports import Deployments, Jobs, Ledger
+from handlers.ports import Deployments, Jobs, Ledger, Notifier
 from handlers.reconcile import Reconciler, ReconcileReport, RetireRule
 from handlers.service import RetrainService
 from handlers.signals import workspace_key
@@ -38,6 +39,9 @@ class Retrainer:
     reconciler: Reconciler
     operator: Operator
     clock: Callable[[], datetime]
+    outbox: Outbox
+    # Batches of notifications one reconciler pass sends at most (retrying what deliveries left).
+    notify_batches: int = 10
 
     @property
     def backend(self) -> str:
@@ -45,8 +49,16 @@ class Retrainer:
         return self.jobs.name
 
     def reconcile(self, now: datetime | None = None) -> ReconcileReport:
-        """One reconciler pass at ``now`` (default: the clock's now)."""
-        return self.reconciler.run(now or self.clock())
+        """One reconciler pass at ``now`` (default: the clock's now), then the notifications still
+        pending (bounded: ``notify_batches``), those the pass decided included."""
+        report = self.reconciler.run(now or self.clock())
+        report.notified = self.outbox.drain(self.clock(), attempts=self.notify_batches).to_dict()
+        return report
+
+    def notify(self) -> DrainReport:
+        """After a delivery: one attempt at sending what is pending; never raises (what is not sent
+        stays pending for the reconciler)."""
+        return self.outbox.drain(self.clock(), attempts=1)
 
 
 def assemble(
@@ -63,11 +75,12 @@ def assemble(
     lease: timedelta = timedelta(seconds=60),
     job_grace: timedelta = timedelta(minutes=15),
     retention: timedelta = timedelta(days=30),
+    notifier: Notifier | None = None,
 ) -> Retrainer:
     """``workspaces``: the workspace resource ids whose events are acted on (the first is the one the
     reconciler's signals of missed runs come from). ``health``: the rollout health sources by name
     (``metrics``, ``logs``; one left out reads "no data"); ``health_source``: the one a model whose
-    policy names none reads."""
+    policy names none reads. ``notifier``: where the outbox's notifications go (None: kept, not sent)."""
     accepted = list(workspaces)
 
     def limits(model: str) -> Limits:
@@ -102,4 +115,5 @@ def assemble(
         retiring=retiring,
     )
     operator = Operator(policy, ledger, deployments, stepper, clock, lease=lease)
-    return Retrainer(policy, ledger, jobs, deployments, executor, service, reconciler, operator, clock)
+    outbox = Outbox(ledger, notifier)
+    return Retrainer(policy, ledger, jobs, deployments, executor, service, reconciler, operator, clock, outbox)

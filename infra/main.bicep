@@ -230,6 +230,9 @@ var appSettings = {
   // Entra ID sign-in in front of the manual API is turned on by hand (README, Security model).
   RETRAIN_APP_SERVICE_AUTH: 'false'
   RETRAIN_OPERATOR_ROLE: 'Retrain.Operator'
+  // Every decision that changes something or fails is published here as a CloudEvent, with the
+  // identity (EventGrid Data Sender on the topic: modules/notifications.bicep).
+  RETRAIN_NOTIFY_TOPIC_ENDPOINT: notifications.outputs.endpoint
   // The Event Grid webhook route's function (events_webhook in function_app/triggers/events.py) is
   // disabled in Azure unless enableEventsWebhook: the host skips a disabled function, so
   // POST /api/events answers 404. POST /api/alerts (action groups) stays on.
@@ -252,6 +255,18 @@ module functionApp 'modules/functionapp.bicep' = {
     deploymentContainerName: storage.outputs.deploymentContainerName
     applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
     appSettings: appSettings
+  }
+}
+
+// The notification topic (CloudEvents 1.0, local auth off) and the app's EventGrid Data Sender role on it.
+module notifications 'modules/notifications.bicep' = {
+  name: 'notifications'
+  scope: rg
+  params: {
+    name: 'evgt-retrain-notify-${resourceToken}'
+    location: location
+    tags: tags
+    appPrincipalId: identity.outputs.principalId
   }
 }
 
@@ -370,3 +385,5 @@ output RETRAIN_EVENT_SUBSCRIPTION_NAMES string = join(events.outputs.subscriptio
 output RETRAIN_TOPIC_IDENTITY_ID string = topicIdentity.outputs.id
 output RETRAIN_LOG_ANALYTICS_WORKSPACE_ID string = healthWorkspaceId
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output RETRAIN_NOTIFY_TOPIC_ID string = notifications.outputs.id
+output RETRAIN_NOTIFY_TOPIC_NAME string = notifications.outputs.name

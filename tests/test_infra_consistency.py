@@ -262,7 +262,7 @@ def _role_assignments() -> list[tuple[Path, str, dict[str, Any]]]:
 @pytest.mark.slow  # parses every Bicep module (pycep): tens of seconds
 def test_role_assignments_are_deterministic_and_to_service_principals() -> None:
     assignments = _role_assignments()
-    assert len(assignments) == 7
+    assert len(assignments) == 8  # 7, and EventGrid Data Sender on the notification topic
     for path, name, config in assignments:
         guid = config["name"]["function"]
         assert guid["type"] == "guid", f"{path.name}: {name}"
@@ -423,3 +423,19 @@ def test_the_traffic_log_goes_from_each_named_endpoint_to_the_health_workspace()
     params = modules()["trafficLogs"]["params"]
     assert params["logAnalyticsWorkspaceId"] == "healthWorkspaceId"
     assert variable("main.bicep", "appSettings")["RETRAIN_LOG_ANALYTICS_WORKSPACE_ID"] == "healthWorkspaceId"
+
+
+def test_the_notification_topic_takes_cloudevents_with_entra_id_only_from_the_app() -> None:
+    module = bicep("modules/notifications.bicep")
+    topic = module["resources"]["topic"]
+    assert topic["type"] == "Microsoft.EventGrid/topics"
+    assert topic["config"]["properties"]["inputSchema"] == "CloudEventSchemaV1_0"
+    assert topic["config"]["properties"]["disableLocalAuth"] is True
+    sender = module["resources"]["appSender"]["config"]
+    assert sender["scope"] == "topic" and sender["properties"]["principalId"] == "appPrincipalId"
+    role = module["variables"]["eventGridDataSender"]["value"]["function"]["parameters"]["resource_name_1"]
+    assert role == "d5a91429-5739-47e2-a06b-3470a27159e7"
+    call = bicep("main.bicep")["modules"]["notifications"]["config"]
+    assert "resourceToken" in json.dumps(call["params"]["name"])  # named per environment, like the others
+    setting = json.dumps(variable("main.bicep", "appSettings")["RETRAIN_NOTIFY_TOPIC_ENDPOINT"])
+    assert '"notifications"' in setting and '"endpoint"' in setting  # notifications.outputs.endpoint

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from handlers import guards
+from handlers.notify import notification_id, notification_of
 from handlers.ports import Ledger
 from handlers.records import DecisionRecord, ModelState, iso
 from handlers.signals import Trigger
@@ -256,3 +257,48 @@ def test_model_state_survives_purge(ledger: Ledger) -> None:
     ledger.update_model("m1", lambda s: (ModelState("m1", last_retrain_at=iso(NOW - timedelta(days=90))), None))
     ledger.purge(NOW)
     assert ledger.get_model("m1").last_retrain_at == iso(NOW - timedelta(days=90))
+
+
+# --------------------------------------------------------------------------- outbox
+
+
+def test_a_submitted_decision_is_kept_in_the_outbox_once_until_it_is_sent(ledger: Ledger) -> None:
+    ledger.put_decision(record("d1", outcome="reserved"))  # reserved: no news yet
+    assert ledger.pending_notifications(10) == []
+    ledger.put_decision(record("d1", outcome="submitted"))
+    ledger.put_decision(record("d1", outcome="submitted"))  # written again (a redelivery): the same one
+    [note] = ledger.pending_notifications(10)
+    assert note == notification_of(record("d1", outcome="submitted"))
+    assert note.id == notification_id("d1", "submitted")
+    assert (note.type, note.subject, note.data["id"]) == ("retrain.decision.retrain.submitted", "m1", "d1")
+    ledger.mark_notified([note.id], NOW)
+    assert ledger.pending_notifications(10) == []
+    ledger.put_decision(record("d1", outcome="submitted"))  # sent already: never pending again
+    assert ledger.pending_notifications(10) == []
+
+
+def test_records_written_with_a_finished_event_notify_when_they_fail(ledger: Ledger) -> None:
+    ledger.claim_event(trig("e1"), NOW, LEASE)
+    ledger.finish_event(trig("e1"), ["s1", "f1"], NOW, [record("s1"), record("f1", outcome="failed")])
+    assert [n.id for n in ledger.pending_notifications(10)] == [notification_id("f1", "failed")]
+
+
+def test_pending_notifications_are_bounded_and_marking_some_leaves_the_rest(ledger: Ledger) -> None:
+    for n in range(5):
+        ledger.put_decision(record(f"d{n}", outcome="submitted", at=NOW + timedelta(seconds=n)))
+    first = ledger.pending_notifications(3)
+    assert len(first) == 3
+    ledger.mark_notified([n.id for n in first], NOW)
+    rest = ledger.pending_notifications(10)
+    assert len(rest) == 2
+    assert {n.id for n in first} | {n.id for n in rest} == {notification_id(f"d{n}", "submitted") for n in range(5)}
+
+
+def test_purge_removes_notifications_older_than_the_retention_and_keeps_the_rest(ledger: Ledger) -> None:
+    old = NOW - timedelta(days=40)
+    ledger.put_decision(record("old-sent", outcome="failed", at=old))
+    ledger.put_decision(record("old-pending", outcome="failed", at=old))  # e.g. notifications off: not kept forever
+    ledger.put_decision(record("recent", outcome="failed", at=NOW))
+    ledger.mark_notified([notification_id("old-sent", "failed")], old)
+    ledger.purge(NOW - timedelta(days=30))
+    assert [n.id for n in ledger.pending_notifications(10)] == [notification_id("recent", "failed")]

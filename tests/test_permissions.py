@@ -22,11 +22,20 @@ from function_app.adapters.azureml import AzureMLActions
 from function_app.adapters.blob_deadletters import BlobDeadLetterStore
 from function_app.adapters.monitor_health import MonitorHealth, NoHealthData
 from function_app.adapters.monitor_metrics import MonitorMetrics
+from function_app.adapters.notifier import EventGridNotifier
 from function_app.adapters.table_ledger import TableLedger
 from tests.conftest import REPO
 
 INFRA = REPO / "infra"
-ADAPTERS = [AzureMLActions, MonitorHealth, NoHealthData, MonitorMetrics, TableLedger, BlobDeadLetterStore]
+ADAPTERS = [
+    AzureMLActions,
+    MonitorHealth,
+    NoHealthData,
+    MonitorMetrics,
+    TableLedger,
+    BlobDeadLetterStore,
+    EventGridNotifier,
+]
 
 
 @cache

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 AML = "Microsoft.MachineLearningServices/workspaces"
 TABLES = "Microsoft.Storage/storageAccounts/tableServices/tables"
 BLOBS = "Microsoft.Storage/storageAccounts/blobServices/containers"
+TOPICS = "Microsoft.EventGrid/topics"
 
 SOURCES = {
     "aml-operations": "https://learn.microsoft.com/azure/role-based-access-control/permissions/ai-machine-learning",
@@ -149,6 +150,12 @@ OPERATIONS: dict[str, list[str]] = {
     "TableLedger.get_decision": [f"{TABLES}/entities/read"],
     "TableLedger.decisions": [f"{TABLES}/entities/read"],
     "TableLedger.purge": [f"{TABLES}/entities/read", f"{TABLES}/entities/delete"],
+    "TableLedger.pending_notifications": [f"{TABLES}/entities/read"],
+    "TableLedger.mark_notified": [f"{TABLES}/entities/update/action", f"{TABLES}/entities/write"],
+    # function_app/adapters/notifier.py (azure-eventgrid): EventGridPublisherClient.send with Entra ID
+    "EventGridNotifier.build": [],
+    "EventGridNotifier.from_settings": [],
+    "EventGridNotifier.publish": [f"{TOPICS}/events/send/action"],
     # function_app/adapters/blob_deadletters.py (azure-storage-blob)
     "BlobDeadLetterStore.from_settings": [],
     "BlobDeadLetterStore.pending": [f"{BLOBS}/blobs/read"],
@@ -210,6 +217,9 @@ BUILTIN_ROLES: dict[str, BuiltinRole] = {
     "73c42c96-874c-492b-b04d-ab87d138a893": BuiltinRole(
         "Log Analytics Reader",
         actions=("*/read", "Microsoft.OperationalInsights/workspaces/search/action", "Microsoft.Support/*"),
+    ),
+    "d5a91429-5739-47e2-a06b-3470a27159e7": BuiltinRole(
+        "EventGrid Data Sender", data_actions=(f"{TOPICS}/events/send/action",)
     ),
     "43d0d8ad-25c7-4714-9337-8ba259a9fe05": BuiltinRole(
         "Monitoring Reader", actions=("*/read", "Microsoft.OperationalInsights/workspaces/search/action")

@@ -17,7 +17,8 @@ from typing import TypeVar
 
 from handlers.errors import TransientError
 from handlers.keys import digest
-from handlers.ports import Claim
+from handlers.notify import notification_of
+from handlers.ports import Claim, Notification
 from handlers.records import DecisionRecord, ModelState, iso
 from handlers.signals import Trigger
 
@@ -39,6 +40,10 @@ CREATE INDEX IF NOT EXISTS decisions_model ON decisions (model);
 CREATE TABLE IF NOT EXISTS decision_events (id TEXT PRIMARY KEY, event_id TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS decision_events_event ON decision_events (event_id);
 CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL);
+-- The outbox: a decision's notification (handlers/notify.py), written in the decision's transaction,
+-- pending while sent_at is NULL; a notification id is kept once, so a rewrite never sends it again.
+CREATE TABLE IF NOT EXISTS outbox (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, sent_at TEXT, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (sent_at, created_at);
 """
 
 
@@ -145,6 +150,7 @@ class SqliteLedger:
         with self._tx() as db:
             db.executemany(_UPSERT_DECISION, [_decision_row(r) for r in records])
             db.executemany(_INDEX_EVENT, [(r.id, _event_of(r)) for r in records])
+            db.executemany(_ENQUEUE, _outbox_rows(records))
             db.execute(*done)
 
     def event_status(self, trigger: Trigger) -> tuple[str, list[str]] | None:
@@ -191,6 +197,7 @@ class SqliteLedger:
         with self._tx() as db:
             db.execute(_UPSERT_DECISION, _decision_row(record))
             db.execute(_INDEX_EVENT, (record.id, _event_of(record)))
+            db.executemany(_ENQUEUE, _outbox_rows([record]))
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         row = self._conn().execute("SELECT body FROM decisions WHERE id = ?", (decision_id,)).fetchone()
@@ -232,7 +239,26 @@ class SqliteLedger:
             n = db.execute("DELETE FROM events WHERE received_at < ? AND status = 'done'", (cutoff,)).rowcount
             n += db.execute("DELETE FROM decisions WHERE created_at < ? AND outcome != 'reserved'", (cutoff,)).rowcount
             db.execute("DELETE FROM decision_events WHERE id NOT IN (SELECT id FROM decisions)")
+            db.execute("DELETE FROM outbox WHERE created_at < ?", (cutoff,))  # sent or not: kept for the retention
         return int(n)
+
+    # ------------------------------------------------------------------ outbox
+
+    def pending_notifications(self, limit: int) -> list[Notification]:
+        rows = (
+            self._conn()
+            .execute("SELECT body FROM outbox WHERE sent_at IS NULL ORDER BY created_at, id LIMIT ?", (limit,))
+            .fetchall()
+        )
+        return [Notification.from_dict(json.loads(r[0])) for r in rows]
+
+    def mark_notified(self, ids: Sequence[str], now: datetime) -> None:
+        if not ids:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE outbox SET sent_at = ? WHERE id = ? AND sent_at IS NULL", [(iso(now), i) for i in ids]
+            )
 
 
 _UPSERT_DECISION = (
@@ -243,6 +269,14 @@ _UPSERT_DECISION = (
 
 # Which event a decision answers, for GET /api/decisions?event_id= (whatever model, or none, it concerns).
 _INDEX_EVENT = "INSERT OR IGNORE INTO decision_events (id, event_id) VALUES (?, ?)"
+
+
+_ENQUEUE = "INSERT OR IGNORE INTO outbox (id, created_at, body) VALUES (?, ?, ?)"
+
+
+def _outbox_rows(records: Sequence[DecisionRecord]) -> list[tuple[object, ...]]:
+    notes = [n for n in map(notification_of, records) if n is not None]
+    return [(n.id, n.time, json.dumps(n.to_dict(), default=str)) for n in notes]
 
 
 def _event_of(record: DecisionRecord) -> str:

@@ -17,13 +17,15 @@ events     event key (source, type, id digest) ``""``                claim_event
 models     model name                          ``""``                guards: point read + ETag write
 decisions  decision id                         ``""``                get_decision: point read
 trail      ``m:<model>``, ``e:<event>``, ``all``  newest-first time+id  GET /api/decisions: one partition
+outbox     ``outbox``                          notification id       the drain: ``sent eq ''``
 ========== =================================== ===================== =================================
 
 One partition per event, decision and model spreads the load; the trail holds each decision up to
 three times (``all``, its event's partition, found by the event id alone, and its model's), keyed by
 inverted creation time so a partition query returns newest first. Writes across partitions are not atomic: a decision is written before the event is
 marked done, so a crash in between leaves a claim that the next delivery redoes (same decision ids,
-same rows). Table Storage has no TTL: :meth:`purge` (run by the reconciler) deletes what is older
+same rows). A decision's notification is inserted (if absent) into the outbox before the decision is
+written, so a crash in between sends it at least once, never twice. Table Storage has no TTL: :meth:`purge` (run by the reconciler) deletes what is older
 than the retention. See docs/ledger.md.
 """
 
@@ -46,7 +48,8 @@ from function_app.adapters.azure_errors import translated
 from function_app.adapters.sqlite_ledger import event_key
 from handlers.errors import PermanentError, TransientError
 from handlers.keys import digest
-from handlers.ports import Claim
+from handlers.notify import notification_of
+from handlers.ports import Claim, Notification
 from handlers.records import DecisionRecord, ModelState, cut, from_iso, iso
 from handlers.signals import Trigger
 
@@ -55,8 +58,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-TABLES = ("events", "models", "decisions", "trail")
+TABLES = ("events", "models", "decisions", "trail", "outbox")
 ALL = "all"
+OUTBOX = "outbox"  # the outbox's one partition
 _CHUNK = 30_000  # characters per string property (the limit is 64 KiB of UTF-16)
 _MAX_CHUNKS = 30  # an entity holds at most 1 MiB
 _FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f%]")
@@ -144,7 +148,7 @@ class TableLedger:
         self.sleep = sleep
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.names = {suffix: f"{prefix}{suffix}" for suffix in TABLES}
-        self.events, self.models, self.decision_rows, self.trail = (
+        self.events, self.models, self.decision_rows, self.trail, self.outbox = (
             service.get_table_client(self.names[s]) for s in TABLES
         )
         if create:
@@ -317,6 +321,7 @@ class TableLedger:
         key = safe_key(record.id)
         columns = {"model": record.model or "", "outcome": record.outcome, "at": record.at}
         with translated(f"writing decision {record.id}"):
+            self._enqueue(record)
             created = record.at
             try:
                 self.decision_rows.create_entity(
@@ -376,6 +381,37 @@ class TableLedger:
                     break
         return out
 
+    def _enqueue(self, record: DecisionRecord) -> None:
+        """The record's notification into the outbox, unless it is there (pending or sent) already."""
+        note = notification_of(record)
+        if note is None:
+            return
+        entity = {"PartitionKey": OUTBOX, "RowKey": safe_key(note.id), "created": note.time, "sent": ""}
+        with contextlib.suppress(ResourceExistsError):
+            self.outbox.create_entity(_put_body(entity, json.dumps(note.to_dict(), default=str)))
+
+    # ------------------------------------------------------------------ outbox
+
+    def pending_notifications(self, limit: int) -> list[Notification]:
+        out: list[Notification] = []
+        with translated("reading pending notifications"):
+            pages = self.outbox.query_entities(
+                "PartitionKey eq @pk and sent eq ''", parameters={"pk": OUTBOX}, results_per_page=max(1, limit)
+            )
+            for entity in pages:
+                out.append(Notification.from_dict(json.loads(_get_body(entity))))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def mark_notified(self, ids: Sequence[str], now: datetime) -> None:
+        with translated("marking notifications sent"):
+            for note_id in ids:
+                with contextlib.suppress(ResourceNotFoundError):
+                    self.outbox.update_entity(
+                        {"PartitionKey": OUTBOX, "RowKey": safe_key(note_id), "sent": iso(now)}, mode=UpdateMode.MERGE
+                    )
+
     # ------------------------------------------------------------------ retention
 
     def purge(self, before: datetime) -> int:
@@ -402,6 +438,14 @@ class TableLedger:
             self._delete(
                 self.trail,
                 self.trail.query_entities(old, parameters={"cutoff": cutoff}, select=["PartitionKey", "RowKey"]),
+            )
+            self._delete(
+                self.outbox,
+                self.outbox.query_entities(
+                    "PartitionKey eq @pk and created lt @cutoff",  # sent or not: kept for the retention
+                    parameters={"pk": OUTBOX, "cutoff": cutoff},
+                    select=["PartitionKey", "RowKey"],
+                ),
             )
         return n
 

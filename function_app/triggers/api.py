@@ -94,8 +94,9 @@ def _manual(req: func.HttpRequest, action: str, allowed: dict[str, Any]) -> func
         )
         if action == "deploy" and not request.version:
             raise InvalidInput('field \'version\' is required: the model version to deploy, e.g. {"version": "7"}')
-        with one_delivery():
+        with one_delivery("manual", event_id=request.trigger.event_id, model=model) as span:
             record = get_retrainer().service.manual(request)
+            span.decided([record])
     except RetrainError as exc:
         return from_exception(exc)
     status = 202 if record.outcome == "submitted" else 422 if record.outcome == "failed" else 200
@@ -140,8 +141,9 @@ def _operate(req: func.HttpRequest, action: str) -> func.HttpResponse:
             action=action,
             reason=(body.get("reason") or "no reason given").strip()[:500],
         )
-        with one_delivery():
+        with one_delivery("operator", event_id=request.trigger.event_id, model=model) as span:
             record = get_retrainer().operator.handle(request)
+            span.decided([record])
     except RetrainError as exc:
         return from_exception(exc)
     return reply(record.to_dict(), 422 if record.outcome == "failed" else 202 if record.details.get("traffic") else 200)

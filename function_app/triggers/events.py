@@ -54,8 +54,9 @@ def envelope_from_binding(event: func.EventGridEvent | func.CloudEvent | dict[st
 def on_workspace_event(event: func.EventGridEvent) -> None:
     """Workspace events from the Event Grid system topic. Raising makes Event Grid redeliver."""
     env = envelope_from_binding(event)
-    with one_delivery():
+    with one_delivery("event_grid", event_id=env.event_id) as span:
         result = get_retrainer().service.handle_envelope(env)  # TransientError propagates: redelivery
+        span.decided(result.decisions, [env.event_id], count=result.status == "processed")
     log.info("event %s %s: %s, %d decision(s)", env.event_id, env.event_type, result.status, len(result.decisions))
 
 
@@ -97,19 +98,23 @@ def _deliver_batch(service: Any, items: list[Envelope | InvalidInput]) -> func.H
     down, and the reply says what happened to each. Any transient failure makes the reply 503, so
     that Event Grid delivers the batch again; the events already handled come back as duplicates."""
     results: list[dict[str, Any]] = []
+    decided: list[Any] = []  # the decisions made now (not a duplicate's), for the span
     transient: TransientError | None = None
-    with one_delivery():  # Event Grid waits 30 s for the whole batch
+    with one_delivery("webhook") as span:  # Event Grid waits 30 s for the whole batch
         for n, item in enumerate(items):
             if isinstance(item, InvalidInput):
                 log.warning("webhook event %d of the batch is unreadable: %s", n, item)
                 results.append({"index": n, "status": "rejected", "error": str(item)})
                 continue
             try:
-                results.append(service.handle_envelope(item).to_dict())
+                result = service.handle_envelope(item)
+                results.append(result.to_dict())
+                decided.extend(result.decisions if result.status == "processed" else ())
             except TransientError as exc:
                 log.warning("transient failure on event %s (%d of %d): %s", item.event_id, n + 1, len(items), exc)
                 transient = transient or exc
                 results.append({"event_id": item.event_id, "status": "retry", "error": str(exc)})
+        span.decided(decided, [e.event_id for e in items if isinstance(e, Envelope)])
     if transient is not None:
         return error(
             503,
@@ -125,8 +130,9 @@ def _deliver_batch(service: Any, items: list[Envelope | InvalidInput]) -> func.H
 def azure_monitor_alert(req: func.HttpRequest) -> func.HttpResponse:
     """Azure Monitor action-group webhook, common alert schema. 5xx makes the action group retry."""
     try:
-        with one_delivery():
+        with one_delivery("alert") as span:
             result = get_retrainer().service.handle(parse_alert(req.get_body()))
+            span.decided(result.decisions, [result.event_id], count=result.status == "processed")
     except RetrainError as exc:
         return from_exception(exc)
     return reply(result.to_dict())

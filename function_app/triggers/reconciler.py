@@ -8,6 +8,7 @@ import logging
 
 import azure.functions as func
 
+from function_app import telemetry
 from function_app.runtime import get_retrainer
 from handlers.errors import TransientError
 
@@ -25,7 +26,20 @@ def reconcile(timer: func.TimerRequest) -> None:
     so the failure shows in the function's invocations."""
     if timer.past_due:
         log.info("reconciler tick is past due; running it now")
-    try:
-        get_retrainer().reconcile()
-    except TransientError as exc:
-        log.warning("reconciler pass stopped by a transient failure; the next tick retries: %s", exc)
+    with telemetry.span("retrain.reconcile") as span:
+        try:
+            report = get_retrainer().reconcile()
+        except TransientError as exc:
+            span.set(outcome="deferred", error=str(exc))
+            log.warning("reconciler pass stopped by a transient failure; the next tick retries: %s", exc)
+            return
+        span.decided([*report.resumed, *report.released, *report.caught])
+        for rollout in report.rollouts:
+            if rollout.get("record"):  # a transition recorded as a decision
+                span.count("rollout", str(rollout.get("state")))
+        span.set(
+            rollouts=len(report.rollouts),
+            deferred=len(report.deferred),
+            notified=len(report.notified.get("sent", [])),
+            notify_pending=bool(report.notified.get("more")),
+        )

@@ -1,0 +1,88 @@
+"""Notifications out: the decisions of the outbox as CloudEvents 1.0 on an Event Grid custom topic,
+through the real ``EventGridPublisherClient`` (the only module that imports azure-eventgrid for it).
+
+In Azure the client authenticates with the managed identity
+(``DefaultAzureCredential(managed_identity_client_id=AZURE_CLIENT_ID)``, which holds the topic's
+``EventGrid Data Sender`` role; the topic's local auth is off). A key (``AzureKeyCredential``) is for
+a local receiver and tests only. One publish is one attempt with short timeouts (the SDK's own
+retries off): the outbox retries later, so a decision is never slowed by more than one attempt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from function_app.adapters.azure_errors import translated
+from function_app.adapters.clients import LazyClient
+from handlers.ports import Notification
+from handlers.records import from_iso
+
+if TYPE_CHECKING:
+    from function_app.settings import Settings
+
+# One attempt, and short: a topic that does not answer costs a delivery at most these seconds. Given
+# to each send, not to the client: azure-eventgrid 4.22's EventGridPublisherClient builds its client
+# for a basic (custom) topic without the keyword arguments it was given (transport, retry options),
+# while per-operation options reach its pipeline's retry policy and transport.
+SEND_OPTIONS: dict[str, Any] = {"retry_total": 0, "connection_timeout": 2.0, "read_timeout": 3.0}
+
+
+class EventGridNotifier:
+    """``client``: an ``EventGridPublisherClient`` or a function that builds one (on first publish);
+    a test may pass a client with its own transport. ``source``: the CloudEvents' ``source`` (the
+    workspace the service acts for)."""
+
+    def __init__(self, client: Any, source: str, send_options: dict[str, Any] | None = None) -> None:
+        self._client = LazyClient(client)
+        self.source = source
+        self.send_options = dict(SEND_OPTIONS if send_options is None else send_options)
+
+    @classmethod
+    def build(
+        cls, endpoint: str, source: str, credential: Any, send_options: dict[str, Any] | None = None
+    ) -> EventGridNotifier:
+        """A notifier that builds its client on first use (``send_options``: SEND_OPTIONS by default)."""
+
+        def client() -> Any:
+            from azure.eventgrid import EventGridPublisherClient
+
+            return EventGridPublisherClient(endpoint, credential)
+
+        return cls(client, source, send_options)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EventGridNotifier:
+        """The topic of RETRAIN_NOTIFY_TOPIC_ENDPOINT with the managed identity, or with
+        RETRAIN_NOTIFY_TOPIC_KEY when one is set (a local receiver, tests)."""
+        if not settings.notify_topic_endpoint:
+            raise ValueError("RETRAIN_NOTIFY_TOPIC_ENDPOINT is empty: notifications are off")
+        credential: Any
+        if settings.notify_topic_key:
+            from azure.core.credentials import AzureKeyCredential
+
+            credential = AzureKeyCredential(settings.notify_topic_key)
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+        return cls.build(settings.notify_topic_endpoint, settings.workspace_id, credential)
+
+    def publish(self, notifications: Sequence[Notification]) -> None:
+        """Send one batch of CloudEvents; TransientError on an outage, PermanentError on a refusal."""
+        from azure.core.messaging import CloudEvent
+
+        events = [
+            CloudEvent(
+                source=self.source,
+                type=n.type,
+                subject=n.subject or None,
+                data=n.data,
+                id=n.id,
+                time=from_iso(n.time),
+                datacontenttype="application/json",
+            )
+            for n in notifications
+        ]
+        with translated(f"publishing {len(events)} notification(s) to the topic"):
+            self._client.get().send(events, **self.send_options)

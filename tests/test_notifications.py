@@ -1,0 +1,172 @@
+"""Notifications as CloudEvents: the app's own triggers, served by the local host's dispatcher, on
+each ledger, publish through the real EventGridPublisherClient to a local topic receiver.
+
+What is shown: every decision that notifies is published once, under an id derived from the decision
+and its outcome; an outage of the topic delays notifications (the reconciler sends them later) and
+loses none; a delivery makes at most one attempt at the topic, and is answered whatever the topic does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from function_app import runtime
+from function_app.adapters.notifier import EventGridNotifier
+from function_app.settings import Settings
+from handlers.errors import PermanentError
+from handlers.notify import notification_id, notification_of
+from handlers.ports import Ledger
+from tests.builders import WORKSPACE, drift_event
+from tests.conftest import Client
+from tests.ledgers import LedgerSpec
+from tests.topic_receiver import TopicReceiver
+from tests.world import MODEL, World
+
+RETRAIN = f"/api/models/{MODEL}/retrain"
+DEPLOY = f"/api/models/{MODEL}/deploy"
+EVENTS = "/runtime/webhooks/eventgrid?functionName=on_workspace_event"
+
+
+@pytest.fixture
+def receiver() -> Iterator[TopicReceiver]:
+    topic = TopicReceiver().start()
+    yield topic
+    topic.close()
+
+
+def notifier_for(receiver: TopicReceiver) -> EventGridNotifier:
+    settings = Settings.from_env(
+        {"RETRAIN_NOTIFY_TOPIC_ENDPOINT": receiver.endpoint, "RETRAIN_NOTIFY_TOPIC_KEY": receiver.key}
+    )
+    return EventGridNotifier.from_settings(settings)
+
+
+@pytest.fixture
+def served(ledger_spec: LedgerSpec, receiver: TopicReceiver) -> Iterator[tuple[World, Client]]:
+    """A worker that notifies the receiver, installed as the app's service, and the app's HTTP functions."""
+    import main
+    from function_app.localhost import Host
+
+    world = World(ledger_spec, notifier=notifier_for(receiver))
+    runtime.set_retrainer(world.worker)
+    yield world, Client(Host(main.app))
+    runtime.set_retrainer(None)
+
+
+def notifying_ids(ledger: Ledger) -> list[str]:
+    """The notification ids of every decision in the ledger that notifies."""
+    notes = [notification_of(r) for r in ledger.decisions(limit=1000)]
+    return sorted(n.id for n in notes if n is not None)
+
+
+def post(client: Client, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    status, _, out = client.call("POST", path, body, headers)
+    return status, out
+
+
+def test_each_notifying_decision_is_published_once_with_a_stable_id(
+    served: tuple[World, Client], receiver: TopicReceiver
+) -> None:
+    world, client = served
+    status, submitted = post(client, RETRAIN, {"reason": "drift seen by hand"}, {"Idempotency-Key": "k1"})
+    assert status == 202
+    assert receiver.ids() == [notification_id(submitted["id"], "submitted")]  # sent by the delivery itself
+    [event] = receiver.accepted
+    assert event["type"] == "retrain.decision.retrain.submitted"
+    assert event["subject"] == MODEL
+    assert event["specversion"] == "1.0"
+    assert event["data"]["id"] == submitted["id"] and event["data"]["outcome"] == "submitted"
+
+    assert post(client, RETRAIN, {"reason": "drift seen by hand"}, {"Idempotency-Key": "k1"})[0] == 202  # a retry
+    assert post(client, EVENTS, [drift_event()], {"aeg-event-type": "Notification"})[0] == 200  # cooldown: a skip
+    world.actions.fail_with = PermanentError("deployment refused: quota")
+    status, failed = post(client, DEPLOY, {"version": "7", "reason": "new version"})
+    assert failed["outcome"] == "failed"
+    world.reconcile()
+    world.reconcile()
+
+    ids = receiver.ids()
+    assert Counter(ids).most_common(1)[0][1] == 1  # none twice
+    assert sorted(ids) == notifying_ids(world.ledger)  # every decision that notifies, and only those
+    assert notification_id(failed["id"], "failed") in ids
+    assert world.ledger.pending_notifications(10) == []
+
+
+def test_an_outage_of_the_topic_delays_notifications_and_loses_none(
+    served: tuple[World, Client], receiver: TopicReceiver
+) -> None:
+    world, client = served
+    receiver.outage(True)
+    answers = []
+    for n in range(3):
+        before = receiver.attempts
+        world.actions.fail_with = PermanentError(f"refused {n}") if n else None
+        body = {"reason": f"try {n}"} if n == 0 else {"reason": f"try {n}", "version": str(n)}
+        answers.append(post(client, RETRAIN if n == 0 else DEPLOY, body))
+        assert receiver.attempts - before == 1  # one attempt per delivery, however many are pending
+    assert [status for status, _ in answers] == [202, 422, 422]  # every decision answered, as without a topic
+    assert receiver.accepted == []
+    pending = {n.id for n in world.ledger.pending_notifications(10)}
+    assert pending == set(notifying_ids(world.ledger)) and len(pending) == 3
+
+    report = world.reconcile()  # still down: left pending, said so
+    assert report.notified["sent"] == [] and report.notified["more"] is True
+    receiver.outage(False)
+    report = world.reconcile()
+    assert sorted(report.notified["sent"]) == sorted(pending)
+    assert sorted(receiver.ids()) == sorted(pending)
+    world.reconcile()
+    assert sorted(receiver.ids()) == sorted(pending)  # sent once
+
+
+def test_notifications_wait_in_the_outbox_while_no_topic_is_configured(ledger_spec: LedgerSpec) -> None:
+    world = World(ledger_spec)
+    world.manual("retrain")
+    report = world.reconcile()
+    assert report.notified["sent"] == [] and report.notified["attempts"] == 0
+    assert len(world.ledger.pending_notifications(10)) == 1
+
+
+def test_the_reconciler_sends_a_backlog_in_bounded_batches(ledger_spec: LedgerSpec, receiver: TopicReceiver) -> None:
+    world = World(ledger_spec, notifier=notifier_for(receiver))
+    world.worker.outbox.batch = 2
+    for n in range(5):
+        world.actions.fail_with = PermanentError(f"refused {n}")
+        world.manual("deploy", version=str(n + 1))
+    object.__setattr__(world.worker, "notify_batches", 2)
+    first = world.reconcile()
+    assert (len(first.notified["sent"]), first.notified["more"]) == (4, True)  # two batches of two this pass
+    second = world.reconcile()
+    assert (len(second.notified["sent"]), second.notified["more"]) == (1, False)
+    assert sorted(receiver.ids()) == notifying_ids(world.ledger)
+
+
+def test_a_topic_that_does_not_answer_in_time_costs_a_delivery_one_short_attempt(
+    ledger_spec: LedgerSpec, receiver: TopicReceiver
+) -> None:
+    from azure.core.credentials import AzureKeyCredential
+
+    import main
+    from function_app.localhost import Host
+
+    quick = {"retry_total": 0, "connection_timeout": 0.5, "read_timeout": 0.5}
+    notifier = EventGridNotifier.build(receiver.endpoint, WORKSPACE, AzureKeyCredential(receiver.key), quick)
+    world = World(ledger_spec, notifier=notifier)
+    runtime.set_retrainer(world.worker)
+    try:
+        receiver.stall(5)  # it takes the batch but answers too late: the client gives up after 0.5 s
+        started = time.monotonic()
+        status, record = post(Client(Host(main.app)), RETRAIN, {"reason": "by hand"})
+        elapsed = time.monotonic() - started
+    finally:
+        runtime.set_retrainer(None)
+    assert status == 202 and receiver.attempts == 1
+    assert elapsed < 4, f"the delivery waited {elapsed:.1f} s for a topic that answers in 5"
+    receiver.stall(0)
+    assert world.reconcile().notified["sent"] == [notification_id(record["id"], "submitted")]  # not known as sent
+    assert set(receiver.ids()) == {notification_id(record["id"], "submitted")}  # at least once, under one id
