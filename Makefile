@@ -33,18 +33,22 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
+## make unit: every test; the ones not marked slow on both cores (pytest-xdist), then the slow ones
+## (storms, hosts, the browser) alone, since they run processes of their own
 unit: install node_modules/.bin/azurite
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 -m "not slow"
+	$(PY) -m pytest -m slow
 
 ## make test: every test and check, as CI runs them (check-infra first: its venv is used by a unit test)
 test: lint typecheck check-infra unit
 
-## make check: the loop while you work (under a minute): lint, types, and every test that needs neither
-## Azurite nor more than a few seconds (not marked azurite or slow; make test runs those too)
+## make check: the loop while you work (under a minute): lint, types, and the tests that need neither
+## Azurite, the Azure ML SDK world, the infra parsers nor long (not marked azurite, sdk, infra or
+## slow; make test runs those too)
 check: lint typecheck fast
 
 fast: install
-	$(PY) -m pytest -q -m "not azurite and not slow"
+	$(PY) -m pytest -q -n 2 -m "not azurite and not sdk and not infra and not slow"
 
 bench: install node_modules/.bin/azurite
 	$(PY) bench/run.py

@@ -67,14 +67,23 @@ def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
     return _real_getaddrinfo(host, *args, **kwargs)
 
 
+INFRA_MODULES = frozenset({"test_infra_consistency", "test_permissions", "test_hooks", "test_check_infra"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that needs Azurite is marked ``azurite`` (``make check`` leaves those to ``make test``):
-    one that uses the Azurite fixtures, or runs on the Table ledger (a ``table`` parameter)."""
+    """Markers that ``make check`` uses to leave the heavier tests to ``make test``: ``azurite`` (uses
+    the Azurite fixtures, or runs on the Table ledger: a ``table`` parameter), ``sdk`` (drives the
+    real Azure ML SDK through the fake ARM: the ``azure`` fixture) and ``infra`` (parses the Bicep or
+    runs the azd hooks)."""
     for item in items:
         callspec = getattr(item, "callspec", None)
-        on_table = callspec is not None and "table" in callspec.params.values()
-        if on_table or {"azurite", "own_azurite"} & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if (callspec is not None and "table" in callspec.params.values()) or {"azurite", "own_azurite"} & fixtures:
             item.add_marker(pytest.mark.azurite)
+        if "azure" in fixtures:
+            item.add_marker(pytest.mark.sdk)
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in INFRA_MODULES:
+            item.add_marker(pytest.mark.infra)
 
 
 @pytest.fixture(autouse=True)
