@@ -17,7 +17,6 @@ from function_app.triggers.callers import caller_of
 from function_app.triggers.replies import error, from_exception, json_body, reply
 from handlers.errors import InvalidInput, RetrainError
 from handlers.keys import as_str
-from handlers.operate import OperatorRequest
 from handlers.records import OUTCOMES, from_iso
 from handlers.signals import ManualRequest, Trigger
 
@@ -129,6 +128,8 @@ def _operate(req: func.HttpRequest, action: str) -> func.HttpResponse:
             req.headers, app_service_auth=settings.app_service_auth, operator_role=settings.operator_role
         )
         key = idempotency_key(req.headers)
+        from handlers.operate import OperatorRequest  # the rollout machinery: loaded on this path only
+
         request = OperatorRequest(
             trigger=Trigger(
                 source="http",
