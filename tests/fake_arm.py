@@ -196,6 +196,17 @@ class _Answerer(BaseAdapter):
         pass
 
 
+def offline_session(fake: Any, *schemes: str) -> requests.Session:
+    """A ``requests`` session whose only adapter answers from ``fake`` (its ``answer(request)``):
+    no proxy from the environment, no network adapter, nothing leaves the process."""
+    session = requests.Session()
+    session.trust_env = False
+    session.adapters.clear()
+    for scheme in schemes or ("https://",):
+        session.mount(scheme, _Answerer(fake))
+    return session
+
+
 # --------------------------------------------------------------------------- the fake
 
 
@@ -210,12 +221,7 @@ class FakeArm(RequestsTransport):
         clock: FakeClock | None = None,
         lro_polls: int = 1,
     ) -> None:
-        session = requests.Session()
-        session.trust_env = False
-        session.adapters.clear()
-        session.mount("https://", _Answerer(self))
-        session.mount("http://", _Answerer(self))
-        super().__init__(session=session)
+        super().__init__(session=offline_session(self, "https://", "http://"))
         self.subscription, self.resource_group, self.workspace, self.location = (
             subscription,
             resource_group,

@@ -1,7 +1,7 @@
 """Fake ``az`` and ``azd`` for the hook tests: one Python script, put first on PATH under both names.
 
 Each call is appended to the world file's ``calls`` and answered from its state, the way the real
-tools and Azure behave (../shared/AZURE-FACTS.md), not the way the hooks expect:
+tools and Azure behave (as the project's notes of Azure's documented behaviour say), not the way the hooks expect:
 - ``az eventgrid system-topic list`` returns every topic of the subscription, whatever its source;
 - ``az functionapp function show`` fails until the function is indexed (``index_after`` shows);
 - ``azd provision`` with RETRAIN_EVENT_SUBSCRIPTIONS=true creates the subscriptions only if the

@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlparse
 import requests
 from azure.core.pipeline.transport import RequestsTransport
 
-from tests.fake_arm import _Answerer, token_audience
+from tests.fake_arm import offline_session, token_audience
 
 LOGS_HOST = "api.loganalytics.io"
 _LITERAL = r'"((?:[^"\\]|\\.)*)"'
@@ -86,11 +86,7 @@ class FakeLogs(RequestsTransport):
     partial: bool = False
 
     def __post_init__(self) -> None:
-        session = requests.Session()
-        session.trust_env = False
-        session.adapters.clear()
-        session.mount("https://", _Answerer(self))  # type: ignore[arg-type]
-        super().__init__(session=session)
+        super().__init__(session=offline_session(self))
         self._lock = threading.Lock()
 
     def sleep(self, duration: float) -> None:

@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 import requests
 from azure.core.pipeline.transport import RequestsTransport
 
-from tests.fake_arm import _Answerer, token_audience
+from tests.fake_arm import offline_session, token_audience
 
 AUDIENCE = "https://metrics.monitor.azure.com"
 API_VERSIONS = frozenset({"2024-02-01"})  # what azure-monitor-querymetrics 1.0.0 sends
@@ -91,11 +91,7 @@ class FakeMetrics(RequestsTransport):
     faults: list[list[Any]] = field(default_factory=list)  # [status, times, headers]
 
     def __post_init__(self) -> None:
-        session = requests.Session()
-        session.trust_env = False
-        session.adapters.clear()
-        session.mount("https://", _Answerer(self))  # type: ignore[arg-type]
-        super().__init__(session=session)
+        super().__init__(session=offline_session(self))
         self._lock = threading.Lock()
 
     def sleep(self, duration: float) -> None:
