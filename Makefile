@@ -33,11 +33,11 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-## make unit: every test; the ones not marked slow on both cores (pytest-xdist), then the slow ones
-## (storms, hosts, the browser) alone, since they run processes of their own
+## make unit: every test; all but the storms on both cores (pytest-xdist), then the storms alone,
+## since each runs eight worker processes that keep both cores busy by themselves
 unit: install node_modules/.bin/azurite
-	$(PY) -m pytest -n 2 -m "not slow"
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -n 2 -m "not storm"
+	$(PY) -m pytest -m storm
 
 ## make test: every test and check, as CI runs them (check-infra first: its venv is used by a unit test)
 test: lint typecheck check-infra unit

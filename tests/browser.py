@@ -7,6 +7,7 @@ runs), and launched with ``--no-sandbox`` (the tests run as root).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -28,13 +29,18 @@ def chromium() -> str:
             "the console tests need Debian's chromium: run `apt-get update && apt-get install -y chromium` as root"
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
-    ):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
-        if done.returncode != 0:
-            pytest.fail(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
+    # pytest-xdist workers may both get here: one installs, the other waits for it (apt has one lock)
+    with open("/tmp/retrain-tests-chromium.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(CHROMIUM):
+            return CHROMIUM
+        for command in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+        ):
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
+            if done.returncode != 0:
+                pytest.fail(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
     return CHROMIUM
 
 

@@ -38,7 +38,7 @@ from tests.world import World
 POLICY = REPO / "examples" / "policy.yaml"
 DRIFT = ML + "DatasetDriftDetected"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.storm]  # processes of their own: run alone (make unit)
 
 
 def deliveries(n: int, redeliveries: int, seed: int = 7) -> tuple[list[str], list[str]]:
