@@ -220,6 +220,18 @@ def test_a_large_record_round_trips(ledger: Ledger) -> None:
     assert ledger.decisions("m1")[0] == big
 
 
+def test_each_model_keeps_its_own_trail_whatever_its_name(ledger: Ledger) -> None:
+    """One name the start of another, and a name near the cut, each read only their own decisions."""
+    long = "m" * 1_900
+    for n, model in enumerate(["m1", "m10", long, "m1/x?#"]):
+        ledger.put_decision(record(f"d{n}", model, at=NOW + timedelta(seconds=n)))
+    assert [d.id for d in ledger.decisions("m1")] == ["d0"]
+    assert [d.id for d in ledger.decisions("m10")] == ["d1"]
+    assert [d.id for d in ledger.decisions(long)] == ["d2"]
+    assert [d.id for d in ledger.decisions("m1/x?#")] == ["d3"]
+    assert [d.id for d in ledger.decisions(event_id="d2")] == ["d2"]
+
+
 def test_an_unknown_decision_is_none(ledger: Ledger) -> None:
     assert ledger.get_decision("nope") is None
 
@@ -244,6 +256,17 @@ def test_purge_removes_old_finished_records_but_never_work_in_flight(ledger: Led
     # An expired event id no longer blocks: the same id is a new event again.
     assert ledger.claim_event(trig("old-done"), NOW, LEASE).status == "new"
     assert ledger.claim_event(trig("new-done"), NOW, LEASE).status == "done"
+
+
+def test_purge_removes_more_old_decisions_than_one_batch_holds(ledger: Ledger) -> None:
+    old = NOW - timedelta(days=40)
+    for n in range(130):  # Table Storage deletes a hundred rows per transaction
+        ledger.put_decision(record(f"d{n:03}", "m1" if n % 2 else None, at=old + timedelta(seconds=n)))
+    ledger.put_decision(record("d-new", "m1", at=NOW))
+    assert ledger.purge(NOW - timedelta(days=30)) == 130
+    assert [d.id for d in ledger.decisions(limit=1000)] == ["d-new"]
+    assert [d.id for d in ledger.decisions("m1", limit=1000)] == ["d-new"]
+    assert ledger.decisions(event_id="d007") == [] and ledger.get_decision("d007") is None
 
 
 def test_purge_with_nothing_old_removes_nothing(ledger: Ledger) -> None:

@@ -15,18 +15,23 @@ table      PartitionKey                        RowKey                read by
 ========== =================================== ===================== =================================
 events     event key (source, type, id digest) ``""``                claim_event: point read
 models     model name                          ``""``                guards: point read + ETag write
-decisions  decision id                         ``""``                get_decision: point read
-trail      ``m:<model>``, ``e:<event>``, ``all``  newest-first time+id  GET /api/decisions: one partition
+decisions  ``d``                               ``r:<id>``; trail     get_decision: point read;
+                                               rows ``a:``, ``e:``,  GET /api/decisions: a RowKey
+                                               ``m:`` + newest-first range in the one partition
+                                               time and id
 outbox     ``outbox``                          notification id       the drain: ``sent eq ''``
 ========== =================================== ===================== =================================
 
-One partition per event, decision and model spreads the load; the trail holds each decision up to
-three times (``all``, its event's partition, found by the event id alone, and its model's), keyed by
-inverted creation time so a partition query returns newest first. Writes across partitions are not atomic: a decision is written before the event is
-marked done, so a crash in between leaves a claim that the next delivery redoes (same decision ids,
-same rows). A decision's notification is inserted (if absent) into the outbox before the decision is
-written, so a crash in between sends it at least once, never twice. Table Storage has no TTL: :meth:`purge` (run by the reconciler) deletes what is older
-than the retention. See docs/ledger.md.
+A partition per event and model spreads the conditional writes. A decision is one record row and up
+to three trail rows (``a:`` for all, ``e:<event digest>:`` found by the event id alone, and
+``m:<model digest>:``), keyed by inverted creation time so a range query returns newest first; they
+share the decisions table's one partition so that the four rows are one entity group transaction: one
+round trip, and never a record missing from a trail. Writes across partitions are not atomic: a
+decision is written before the event is marked done, so a crash in between leaves a claim that the
+next delivery redoes (same decision ids, same rows). A decision's notification is inserted (if
+absent) into the outbox before the decision is written, so a crash in between sends it at least
+once, never twice. Table Storage has no TTL: :meth:`purge` (run by the reconciler) deletes what is
+older than the retention. See docs/ledger.md.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from function_app.adapters.azure_errors import translated
 from function_app.adapters.sqlite_ledger import event_key
@@ -58,14 +63,16 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-TABLES = ("events", "models", "decisions", "trail", "outbox")
-ALL = "all"
+TABLES = ("events", "models", "decisions", "outbox")
+DECISIONS = "d"  # the decisions table's one partition: a record and its trail rows are one transaction
 OUTBOX = "outbox"  # the outbox's one partition
 _CHUNK = 30_000  # characters per string property (the limit is 64 KiB of UTF-16)
 _MAX_CHUNKS = 30  # an entity holds at most 1 MiB
 _FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f%]")
 _PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,50}$")
 _EPOCH_MS_MAX = 10**13
+_BATCH = 100  # operations in one entity group transaction
+_MAX_BATCH_CHARS = 3_500_000  # a transaction's payload is at most 4 MiB; bodies are ASCII JSON
 # The SDK's own retries stay short: a ledger that does not answer makes the delivery transient
 # (Event Grid redelivers) well inside its 30 s, instead of ten retries with 0.8 s backoff.
 CLIENT_OPTIONS: dict[str, Any] = {
@@ -89,17 +96,33 @@ def trail_key(created: str, decision_id: str) -> str:
     return f"{_EPOCH_MS_MAX - ms:013d}_{safe_key(decision_id)}"
 
 
-def event_partition(event_id: str) -> str:
-    """The trail partition of the decisions that answer events of this id (any source or model)."""
-    return f"e:{digest('event', event_id, length=32)}"
+def record_key(decision_id: str) -> str:
+    """The RowKey of a decision's record (its point read)."""
+    return f"r:{safe_key(decision_id)}"
 
 
-def _trail_partitions(record: DecisionRecord) -> list[str]:
-    """Each decision is in the trail of all, of its model (if it concerns one) and of its event."""
-    partitions = [ALL, event_partition(str(record.trigger.get("event_id") or ""))]
+def trail_prefix(*, event_id: str | None = None, model: str | None = None) -> str:
+    """The RowKey prefix of one trail: a decision's event's (any source or model), its model's, or
+    all. Event ids and model names are digested: a fixed length, so one prefix is never the start of
+    another, and within the 1 KiB a key may hold whatever their length."""
+    if event_id is not None:
+        return f"e:{digest('event', event_id, length=32)}:"
+    if model:
+        return f"m:{digest('model', model, length=32)}:"
+    return "a:"
+
+
+def _prefix_range(prefix: str) -> tuple[str, str]:
+    """``RowKey ge lo and RowKey lt hi`` selects exactly the keys that start with ``prefix``."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _trail_prefixes(record: DecisionRecord) -> list[str]:
+    """Each decision is in the trail of all, of its event and of its model (if it concerns one)."""
+    prefixes = [trail_prefix(), trail_prefix(event_id=str(record.trigger.get("event_id") or ""))]
     if record.model:
-        partitions.append(f"m:{safe_key(record.model)}")
-    return partitions
+        prefixes.append(trail_prefix(model=record.model))
+    return prefixes
 
 
 def _put_body(entity: dict[str, Any], body: str) -> dict[str, Any]:
@@ -148,7 +171,7 @@ class TableLedger:
         self.sleep = sleep
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.names = {suffix: f"{prefix}{suffix}" for suffix in TABLES}
-        self.events, self.models, self.decision_rows, self.trail, self.outbox = (
+        self.events, self.models, self.decision_rows, self.outbox = (
             service.get_table_client(self.names[s]) for s in TABLES
         )
         if create:
@@ -313,41 +336,46 @@ class TableLedger:
     # ------------------------------------------------------------------ decisions
 
     def put_decision(self, record: DecisionRecord) -> None:
-        """The record by id, then its rows in the trail, keyed by the time the decision was first
-        written: a rewrite (an outcome after 'reserved', a skip written again by a redelivery whose
-        first try died before finishing) keeps its one place in the trail. The first write is an
-        insert; only a rewrite pays a read for the original creation time."""
+        """The record and its rows in the trail, in one transaction, keyed by the time the decision was
+        first written: a rewrite (an outcome after 'reserved', a skip written again by a redelivery
+        whose first try died before finishing) keeps its one place in the trail. The first write
+        inserts the record row, so it is one round trip; only a rewrite, whose insert fails, pays a
+        read for the original creation time and a second transaction."""
         body = json.dumps(record.to_dict(), default=str)
-        key = safe_key(record.id)
-        columns = {"model": record.model or "", "outcome": record.outcome, "at": record.at}
+        prefixes = _trail_prefixes(record)
+        if len(body) * (1 + len(prefixes)) > _MAX_BATCH_CHARS:  # bounded records are far smaller: a bug
+            raise PermanentError(f"record of {len(body)} characters is too large to write with its trail rows")
         with translated(f"writing decision {record.id}"):
             self._enqueue(record)
-            created = record.at
             try:
-                self.decision_rows.create_entity(
-                    _put_body({"PartitionKey": key, "RowKey": "", "created": created, **columns}, body)
-                )
-            except ResourceExistsError:
-                existing = self.decision_rows.get_entity(key, "", select=["created"])
-                created = str(existing["created"])
-                self.decision_rows.upsert_entity(
-                    _put_body({"PartitionKey": key, "RowKey": "", "created": created, **columns}, body),
-                    mode=UpdateMode.REPLACE,
-                )
-            rk = trail_key(created, record.id)
-            for partition in _trail_partitions(record):
-                self.trail.upsert_entity(
-                    _put_body(
-                        {"PartitionKey": partition, "RowKey": rk, "decision": record.id, "created": created, **columns},
-                        body,
-                    ),
-                    mode=UpdateMode.REPLACE,
-                )
+                self.decision_rows.submit_transaction(self._decision_rows(record, body, record.at, prefixes, "create"))
+            except TableTransactionError as exc:
+                if getattr(exc, "error_code", None) != "EntityAlreadyExists" or exc.index != 0:
+                    raise
+                existing = self.decision_rows.get_entity(DECISIONS, record_key(record.id), select=["created"])
+                rows = self._decision_rows(record, body, str(existing["created"]), prefixes, "upsert")
+                self.decision_rows.submit_transaction(rows)
+
+    @staticmethod
+    def _decision_rows(
+        record: DecisionRecord, body: str, created: str, prefixes: list[str], first: str
+    ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """The operations that write ``record``: its record row (``first``: create or upsert), then
+        its trail rows (upserts: the same keys as any earlier write of the same decision)."""
+        columns = {"PartitionKey": DECISIONS, "model": record.model or "", "outcome": record.outcome, "at": record.at}
+        columns |= {"created": created, "decision": record.id}
+        replace = {"mode": UpdateMode.REPLACE}
+        rk = trail_key(created, record.id)
+        ops = [
+            (first, _put_body({**columns, "RowKey": record_key(record.id)}, body), replace if first == "upsert" else {})
+        ]
+        ops += [("upsert", _put_body({**columns, "RowKey": prefix + rk}, body), replace) for prefix in prefixes]
+        return ops
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         with translated(f"reading decision {decision_id}"):
             try:
-                entity = self.decision_rows.get_entity(safe_key(decision_id), "")
+                entity = self.decision_rows.get_entity(DECISIONS, record_key(decision_id))
             except ResourceNotFoundError:
                 return None
         return DecisionRecord.from_dict(json.loads(_get_body(entity)))
@@ -361,12 +389,12 @@ class TableLedger:
         outcome: str | None = None,
         since: datetime | None = None,
     ) -> list[DecisionRecord]:
-        """Newest first, from one trail partition (the event's, the model's, or all), filtered by the
-        columns each trail row carries."""
-        by_model = f"m:{safe_key(model)}" if model else ALL
-        partition = event_partition(event_id) if event_id is not None else by_model
-        query, parameters = "PartitionKey eq @pk", {"pk": partition}
-        if event_id is not None and model:
+        """Newest first, from one trail (the event's, the model's, or all): a RowKey range in the one
+        partition, filtered by the columns each trail row carries."""
+        lo, hi = _prefix_range(trail_prefix(event_id=event_id, model=model))
+        query = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
+        parameters: dict[str, Any] = {"pk": DECISIONS, "lo": lo, "hi": hi}
+        if model:  # the model's own trail, or a filter on the event's
             query, parameters["model"] = query + " and model eq @model", model
         if outcome:
             query, parameters["outcome"] = query + " and outcome eq @outcome", outcome
@@ -374,7 +402,9 @@ class TableLedger:
             query, parameters["since"] = query + " and created ge @since", iso(since)
         out: list[DecisionRecord] = []
         with translated("listing decisions"):
-            pages = self.trail.query_entities(query, parameters=parameters, results_per_page=min(max(limit, 1), 1000))
+            pages = self.decision_rows.query_entities(
+                query, parameters=parameters, results_per_page=min(max(limit, 1), 1000)
+            )
             for entity in pages:
                 out.append(DecisionRecord.from_dict(json.loads(_get_body(entity))))
                 if len(out) >= limit:
@@ -428,17 +458,15 @@ class TableLedger:
                     select=["PartitionKey", "RowKey"],
                 ),
             )
-            old = "created lt @cutoff and outcome ne 'reserved'"
-            n += self._delete(
-                self.decision_rows,
+            rows = list(
                 self.decision_rows.query_entities(
-                    old, parameters={"cutoff": cutoff}, select=["PartitionKey", "RowKey"]
-                ),
+                    "PartitionKey eq @pk and created lt @cutoff and outcome ne 'reserved'",
+                    parameters={"pk": DECISIONS, "cutoff": cutoff},
+                    select=["PartitionKey", "RowKey"],
+                )
             )
-            self._delete(
-                self.trail,
-                self.trail.query_entities(old, parameters={"cutoff": cutoff}, select=["PartitionKey", "RowKey"]),
-            )
+            n += sum(1 for row in rows if str(row["RowKey"]).startswith("r:"))
+            self._delete_in_batches(self.decision_rows, rows)
             self._delete(
                 self.outbox,
                 self.outbox.query_entities(
@@ -448,6 +476,17 @@ class TableLedger:
                 ),
             )
         return n
+
+    @classmethod
+    def _delete_in_batches(cls, table: TableClient, rows: list[Any]) -> None:
+        """Rows of one partition, deleted a hundred per transaction; a batch that another purge got to
+        first (a row already gone fails the whole batch) is deleted row by row."""
+        for start in range(0, len(rows), _BATCH):
+            batch = rows[start : start + _BATCH]
+            try:
+                table.submit_transaction([("delete", row) for row in batch])
+            except TableTransactionError:
+                cls._delete(table, batch)
 
     @staticmethod
     def _delete(table: TableClient, entities: Iterable[Any]) -> int:
