@@ -65,6 +65,7 @@ T = TypeVar("T")
 
 TABLES = ("events", "models", "decisions", "outbox")
 DECISIONS = "d"  # the decisions table's one partition: a record and its trail rows are one transaction
+_RECORD = "r:"  # the RowKey prefix of a decision's record row (trail rows start a:, e:, m:)
 OUTBOX = "outbox"  # the outbox's one partition
 _CHUNK = 30_000  # characters per string property (the limit is 64 KiB of UTF-16)
 _MAX_CHUNKS = 30  # an entity holds at most 1 MiB
@@ -98,7 +99,7 @@ def trail_key(created: str, decision_id: str) -> str:
 
 def record_key(decision_id: str) -> str:
     """The RowKey of a decision's record (its point read)."""
-    return f"r:{safe_key(decision_id)}"
+    return f"{_RECORD}{safe_key(decision_id)}"
 
 
 def trail_prefix(*, event_id: str | None = None, model: str | None = None) -> str:
@@ -465,7 +466,7 @@ class TableLedger:
                     select=["PartitionKey", "RowKey"],
                 )
             )
-            n += sum(1 for row in rows if str(row["RowKey"]).startswith("r:"))
+            n += sum(1 for row in rows if str(row["RowKey"]).startswith(_RECORD))
             self._delete_in_batches(self.decision_rows, rows)
             self._delete(
                 self.outbox,
