@@ -709,3 +709,32 @@ def test_a_403_in_the_first_hour_is_retried_while_roles_propagate_then_recorded(
     azure.clock.now += 3600
     [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
     assert rec.outcome == "failed" and "grant the function app's managed identity a role" in rec.reason
+
+
+def _from_rest_object(check: Any) -> bool:
+    """Named as the SDK's converters from a REST answer are, which its experimental check looks for."""
+    return bool(check())
+
+
+def _elsewhere(check: Any) -> bool:
+    return bool(check())
+
+
+def test_the_sdk_experimental_check_is_replaced_by_one_that_gives_its_answers_without_reading_the_stack(
+    azure: AzureWorld,
+) -> None:
+    """Reading a deployment with a data collector makes azure-ai-ml ask four times whether a
+    ``_from_rest_object`` is calling, with ``inspect.stack()`` (most of a rollout pass's CPU): the
+    backend puts a frame walk in its place when it builds its client, and both answer alike."""
+    from azure.ai.ml._utils import _experimental
+
+    from function_app.adapters import azureml
+
+    assert azure.actions.ml is not None  # the first action builds the client
+    assert _experimental._should_skip_warning is azureml._from_rest_object_is_calling
+    [sdk_check] = azureml._REPLACED
+    assert "inspect.stack()" in inspect.getsource(sdk_check)  # the SDK's own, kept for this comparison
+    for check in (sdk_check, azureml._from_rest_object_is_calling):
+        assert (_from_rest_object(check), _elsewhere(check)) == (True, False)
+    azureml._cheaper_experimental_check()  # a second client replaces nothing more
+    assert [sdk_check] == azureml._REPLACED

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -49,6 +50,8 @@ from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo
 from handlers.signals import FINISHED_STATUSES, TAG_DECISION
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from azure.core.credentials import TokenCredential
 
     from function_app.settings import Settings
@@ -86,6 +89,34 @@ class Workspace:
 
 
 ROLE_PROPAGATION = 3600.0  # seconds: "role assignments can take up to an hour to take effect"
+
+
+def _from_rest_object_is_calling() -> bool:
+    """azure-ai-ml's ``_should_skip_warning``, without its cost: whether a ``_from_rest_object`` is
+    among the callers (the SDK then skips its "experimental class" warning). The SDK answers it with
+    ``inspect.stack()``, which reads the source file of every frame on the stack and scans every loaded
+    module for each: tens of milliseconds, four times for each deployment read that carries a data
+    collector (every rollout pass lists them). Walking the frames answers the same question."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_from_rest_object":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _cheaper_experimental_check() -> None:
+    """Put :func:`_from_rest_object_is_calling` in place of the SDK's check (the same answer; it is
+    looked up at each call). Only where the pinned SDK has the check: a newer one is left as it is."""
+    from azure.ai.ml._utils import _experimental
+
+    sdk_check = getattr(_experimental, "_should_skip_warning", None)
+    if callable(sdk_check) and sdk_check is not _from_rest_object_is_calling:
+        _REPLACED.append(sdk_check)  # kept, so a test can hold the two to the same answers
+        _experimental._should_skip_warning = _from_rest_object_is_calling
+
+
+_REPLACED: list[Callable[[], bool]] = []
 
 
 def translate(
@@ -256,6 +287,7 @@ class AzureMLActions:
         def build() -> Any:
             from azure.ai.ml import MLClient  # lazily, on the first action
 
+            _cheaper_experimental_check()
             kwargs = sdk_options(deadline, enable_telemetry=False, **client_kwargs)
             log.info("building MLClient for workspace %s", workspace.id)
             return MLClient(creds.get(), workspace.subscription_id, workspace.resource_group, workspace.name, **kwargs)
