@@ -1,5 +1,6 @@
 """What the Table ledger costs in round trips, on Azurite: a decision's record and its trail rows are
-one entity group transaction, so the first write of a decision is one request, whatever trails it is in."""
+one entity group transaction in the shard of its id, so the first write of a decision is one request,
+whatever trails it is in; a trail is read from every shard and merged, newest first."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import UTC, datetime
 from azure.core.pipeline import PipelineRequest
 from azure.data.tables import TableServiceClient
 
-from function_app.adapters.table_ledger import CLIENT_OPTIONS, TableLedger
+from function_app.adapters.table_ledger import DECISION_PARTITIONS, TableLedger, client_options, decision_partition
 from handlers.records import DecisionRecord, iso
 from tests.azurite import Azurite
 
@@ -25,7 +26,7 @@ def counted_ledger(azurite: Azurite) -> tuple[TableLedger, list[str]]:
         seen.append(f"{http.method} {http.url.split('?')[0].rsplit('/', 1)[-1]}")
 
     service = TableServiceClient.from_connection_string(
-        azurite.connection_string, raw_request_hook=note, **CLIENT_OPTIONS
+        azurite.connection_string, **client_options(raw_request_hook=note)
     )
     return TableLedger(service, "t" + uuid.uuid4().hex[:12]), seen
 
@@ -63,7 +64,38 @@ def test_a_rewrite_reads_the_creation_time_and_writes_again_in_one_transaction(a
     assert seen == [
         f"POST {outbox}",
         "POST $batch",
-        f"GET {decisions}(PartitionKey='d',RowKey='r%3Ad1')",
+        f"GET {decisions}(PartitionKey='{decision_partition('d1')}',RowKey='r%3Ad1')",
         "POST $batch",
     ]
     assert [(d.id, d.outcome) for d in ledger.decisions("m1")] == [("d1", "submitted")]
+
+
+def test_decisions_spread_over_the_shards_and_every_trail_reads_newest_first_across_them(azurite: Azurite) -> None:
+    ledger, _ = counted_ledger(azurite)
+    ids = [f"d{n:02d}" for n in range(40)]
+    for minute, decision_id in enumerate(ids):
+        ledger.put_decision(skip(decision_id, at=NOW.replace(minute=minute)))
+    assert {decision_partition(i) for i in ids} == set(DECISION_PARTITIONS)  # forty ids reach all eight
+    newest_first = ids[::-1]
+    assert [d.id for d in ledger.decisions(limit=100)] == newest_first
+    assert [d.id for d in ledger.decisions("m1", limit=7)] == newest_first[:7]
+    assert [d.id for d in ledger.decisions(event_id="e1", limit=3)] == newest_first[:3]
+    assert ledger.get_decision("d17") is not None and ledger.get_decision("d17").at == iso(NOW.replace(minute=17))  # type: ignore[union-attr]
+
+
+def test_the_ledger_reads_the_proxy_environment_once_and_uses_it_when_it_is_set() -> None:
+    """requests would read the environment on every request; the ledger's session trusts it only when
+    a proxy variable is set, and otherwise gets the CA bundle requests would have used, once."""
+
+    def session_of(environ: dict[str, str]) -> tuple[bool, object, float, float]:
+        with client_options(environ)["transport"] as transport:  # opens the requests session
+            config = transport.connection_config
+            return bool(transport.session.trust_env), config.verify, config.timeout, config.read_timeout
+
+    assert session_of({"PATH": "/bin", "HOME": "/root"}) == (False, True, 5, 10)  # the timeouts kept
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "no_proxy"):
+        assert session_of({"PATH": "/bin", name: "x"}) == (True, True, 5, 10), name
+    assert session_of({"CURL_CA_BUNDLE": "/c.pem"}) == (False, "/c.pem", 5, 10)
+    assert session_of({"CURL_CA_BUNDLE": "/c.pem", "REQUESTS_CA_BUNDLE": "/r.pem"})[:2] == (False, "/r.pem")
+    options = client_options({}, raw_request_hook=print)
+    assert options["retry_total"] == 2 and options["raw_request_hook"] is print

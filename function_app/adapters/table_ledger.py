@@ -15,9 +15,9 @@ table      PartitionKey                        RowKey                read by
 ========== =================================== ===================== =================================
 events     event key (source, type, id digest) ``""``                claim_event: point read
 models     model name                          ``""``                guards: point read + ETag write
-decisions  ``d``                               ``r:<id>``; trail     get_decision: point read;
-                                               rows ``a:``, ``e:``,  GET /api/decisions: a RowKey
-                                               ``m:`` + newest-first range in the one partition
+decisions  ``d0`` .. ``d7``: the shard of the  ``r:<id>``; trail     get_decision: point read;
+           decision id                         rows ``a:``, ``e:``,  GET /api/decisions: a RowKey
+                                               ``m:`` + newest-first range in each shard, merged
                                                time and id
 outbox     ``outbox``                          notification id       the drain: ``sent eq ''``
 ========== =================================== ===================== =================================
@@ -25,8 +25,10 @@ outbox     ``outbox``                          notification id       the drain: 
 A partition per event and model spreads the conditional writes. A decision is one record row and up
 to three trail rows (``a:`` for all, ``e:<event digest>:`` found by the event id alone, and
 ``m:<model digest>:``), keyed by inverted creation time so a range query returns newest first; they
-share the decisions table's one partition so that the four rows are one entity group transaction: one
-round trip, and never a record missing from a trail. Writes across partitions are not atomic: a
+share one partition, the shard its id digests to, so that the four rows are one entity group
+transaction: one round trip, and never a record missing from a trail. Eight shards spread the writes
+(a partition serves about 2,000 entities a second) and keep partitions small; a trail query reads
+the same range in each shard and merges them, newest first. Writes across partitions are not atomic: a
 decision is written before the event is marked done, so a crash in between leaves a claim that the
 next delivery redoes (same decision ids, same rows). A decision's notification is inserted (if
 absent) into the outbox before the decision is written, so a crash in between sends it at least
@@ -37,16 +39,19 @@ older than the retention. See docs/ledger.md.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
+import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from function_app.adapters.azure_errors import translated
@@ -64,7 +69,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 TABLES = ("events", "models", "decisions", "outbox")
-DECISIONS = "d"  # the decisions table's one partition: a record and its trail rows are one transaction
+DECISIONS = "d"  # the decisions table's partitions: d0..d7, a record and its trail rows in its id's shard
+_SHARDS = 8  # fixed for good: a decision's partition is found from its id alone (changing it moves records)
 _RECORD = "r:"  # the RowKey prefix of a decision's record row (trail rows start a:, e:, m:)
 OUTBOX = "outbox"  # the outbox's one partition
 _CHUNK = 30_000  # characters per string property (the limit is 64 KiB of UTF-16)
@@ -83,6 +89,37 @@ CLIENT_OPTIONS: dict[str, Any] = {
     "connection_timeout": 5,
     "read_timeout": 10,
 }
+# The proxy variables requests reads (with their upper-case forms): it looks them up on every request.
+_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy"})
+
+
+def client_options(environ: Mapping[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+    """The ledger client's options, with a transport of its own that carries the timeouts.
+
+    A requests session that trusts the environment reads it again on every request: the proxy
+    variables, the CA bundle, ``~/.netrc`` (about a tenth of a delivery's CPU in the storm test). A
+    worker's environment is fixed when it starts, so it is read once here. With a proxy variable set,
+    the session keeps reading them (requests applies ``no_proxy`` per URL); otherwise it does not
+    look, and the CA bundle that requests would have used (``REQUESTS_CA_BUNDLE``, then
+    ``CURL_CA_BUNDLE``) is given to the transport. The ledger sends its own Authorization header, so
+    ``.netrc`` has nothing to add."""
+    env = os.environ if environ is None else environ
+    config = {k: CLIENT_OPTIONS[k] for k in ("connection_timeout", "read_timeout")}
+    if any(name.lower() in _PROXY_VARIABLES for name in env):
+        transport = RequestsTransport(**config)
+    else:
+        bundle = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE")
+        verify = {"connection_verify": bundle} if bundle else {}
+        transport = RequestsTransport(use_env_settings=False, **config, **verify)
+    return {**CLIENT_OPTIONS, "transport": transport, **extra}
+
+
+def decision_partition(decision_id: str) -> str:
+    """The shard that holds a decision's record and trail rows, from its id alone."""
+    return f"{DECISIONS}{int(digest('shard', decision_id, length=8), 16) % _SHARDS}"
+
+
+DECISION_PARTITIONS = tuple(f"{DECISIONS}{n}" for n in range(_SHARDS))
 
 
 def safe_key(text: str) -> str:
@@ -180,7 +217,7 @@ class TableLedger:
 
     @classmethod
     def from_connection_string(cls, connection: str, prefix: str = "retrain") -> TableLedger:
-        return cls(TableServiceClient.from_connection_string(connection, **CLIENT_OPTIONS), prefix)
+        return cls(TableServiceClient.from_connection_string(connection, **client_options()), prefix)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TableLedger:
@@ -191,7 +228,7 @@ class TableLedger:
         from azure.identity import DefaultAzureCredential
 
         credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
-        service = TableServiceClient(settings.tables_account_url, credential=credential, **CLIENT_OPTIONS)
+        service = TableServiceClient(settings.tables_account_url, credential=credential, **client_options())
         return cls(service, settings.table_prefix)
 
     def create_tables(self) -> None:
@@ -353,7 +390,9 @@ class TableLedger:
             except TableTransactionError as exc:
                 if getattr(exc, "error_code", None) != "EntityAlreadyExists" or exc.index != 0:
                     raise
-                existing = self.decision_rows.get_entity(DECISIONS, record_key(record.id), select=["created"])
+                existing = self.decision_rows.get_entity(
+                    decision_partition(record.id), record_key(record.id), select=["created"]
+                )
                 rows = self._decision_rows(record, body, str(existing["created"]), prefixes, "upsert")
                 self.decision_rows.submit_transaction(rows)
 
@@ -363,7 +402,8 @@ class TableLedger:
     ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
         """The operations that write ``record``: its record row (``first``: create or upsert), then
         its trail rows (upserts: the same keys as any earlier write of the same decision)."""
-        columns = {"PartitionKey": DECISIONS, "model": record.model or "", "outcome": record.outcome, "at": record.at}
+        columns = {"PartitionKey": decision_partition(record.id), "model": record.model or ""}
+        columns |= {"outcome": record.outcome, "at": record.at}
         columns |= {"created": created, "decision": record.id}
         replace = {"mode": UpdateMode.REPLACE}
         rk = trail_key(created, record.id)
@@ -376,7 +416,7 @@ class TableLedger:
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         with translated(f"reading decision {decision_id}"):
             try:
-                entity = self.decision_rows.get_entity(DECISIONS, record_key(decision_id))
+                entity = self.decision_rows.get_entity(decision_partition(decision_id), record_key(decision_id))
             except ResourceNotFoundError:
                 return None
         return DecisionRecord.from_dict(json.loads(_get_body(entity)))
@@ -390,11 +430,11 @@ class TableLedger:
         outcome: str | None = None,
         since: datetime | None = None,
     ) -> list[DecisionRecord]:
-        """Newest first, from one trail (the event's, the model's, or all): a RowKey range in the one
-        partition, filtered by the columns each trail row carries."""
+        """Newest first, from one trail (the event's, the model's, or all): a RowKey range in each
+        shard, filtered by the columns each trail row carries, merged by RowKey (inverted time)."""
         lo, hi = _prefix_range(trail_prefix(event_id=event_id, model=model))
         query = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
-        parameters: dict[str, Any] = {"pk": DECISIONS, "lo": lo, "hi": hi}
+        parameters: dict[str, Any] = {"lo": lo, "hi": hi}
         if model:  # the model's own trail, or a filter on the event's
             query, parameters["model"] = query + " and model eq @model", model
         if outcome:
@@ -403,10 +443,13 @@ class TableLedger:
             query, parameters["since"] = query + " and created ge @since", iso(since)
         out: list[DecisionRecord] = []
         with translated("listing decisions"):
-            pages = self.decision_rows.query_entities(
-                query, parameters=parameters, results_per_page=min(max(limit, 1), 1000)
-            )
-            for entity in pages:
+            shards = [
+                self.decision_rows.query_entities(
+                    query, parameters={**parameters, "pk": pk}, results_per_page=min(max(limit, 1), 1000)
+                )
+                for pk in DECISION_PARTITIONS
+            ]
+            for entity in heapq.merge(*shards, key=lambda e: str(e["RowKey"])):
                 out.append(DecisionRecord.from_dict(json.loads(_get_body(entity))))
                 if len(out) >= limit:
                     break
@@ -459,15 +502,16 @@ class TableLedger:
                     select=["PartitionKey", "RowKey"],
                 ),
             )
-            rows = list(
-                self.decision_rows.query_entities(
-                    "PartitionKey eq @pk and created lt @cutoff and outcome ne 'reserved'",
-                    parameters={"pk": DECISIONS, "cutoff": cutoff},
-                    select=["PartitionKey", "RowKey"],
+            for pk in DECISION_PARTITIONS:
+                rows = list(
+                    self.decision_rows.query_entities(
+                        "PartitionKey eq @pk and created lt @cutoff and outcome ne 'reserved'",
+                        parameters={"pk": pk, "cutoff": cutoff},
+                        select=["PartitionKey", "RowKey"],
+                    )
                 )
-            )
-            n += sum(1 for row in rows if str(row["RowKey"]).startswith(_RECORD))
-            self._delete_in_batches(self.decision_rows, rows)
+                n += sum(1 for row in rows if str(row["RowKey"]).startswith(_RECORD))
+                self._delete_in_batches(self.decision_rows, rows)
             self._delete(
                 self.outbox,
                 self.outbox.query_entities(
