@@ -17,7 +17,7 @@ import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +88,13 @@ def work(
     deliveries: list[str],
     out: str,
     progress: Any = None,
+    lease_s: float = 60.0,
     stall_s: float = 180.0,
 ) -> None:
     """Deliver ``deliveries`` (raw Event Grid bodies) through a worker of this process's own, assembled
-    as a function app instance assembles it. A worker gives up only when it has made no progress (no
-    delivery answered) for ``stall_s``: a busy machine is slow, a stuck ledger makes no progress."""
+    as a function app instance assembles it, with claims leased for ``lease_s``. A worker gives up only
+    when it has made no progress (no delivery answered) for ``stall_s``: a busy machine is slow, a
+    stuck ledger makes no progress."""
     from function_app.adapters.dryrun import DryRunActions
     from handlers.policy import load_policy
     from handlers.signals import parse_body
@@ -110,6 +112,7 @@ def work(
             DryRunActions(),
             lambda: datetime.now(UTC),
             [workspace],
+            lease=timedelta(seconds=lease_s),
         ).service
         queue = list(deliveries)
         while queue:

@@ -52,7 +52,7 @@ def deliveries(n: int, redeliveries: int, seed: int = 7) -> tuple[list[str], lis
 
 
 def run_storm(
-    spec: LedgerSpec, tmp_path: Path, bodies: list[str], workers: int, during: Any = None
+    spec: LedgerSpec, tmp_path: Path, bodies: list[str], workers: int, during: Any = None, lease_s: float = 60.0
 ) -> list[dict[str, Any]]:
     ctx = multiprocessing.get_context("spawn")
     progress = ctx.Value("i", 0)
@@ -60,7 +60,7 @@ def run_storm(
     procs = []
     for w in range(workers):
         out = tmp_path / f"worker-{w}.json"
-        args = (w, spec, str(POLICY), WORKSPACE, str(journal), bodies[w::workers], str(out), progress)
+        args = (w, spec, str(POLICY), WORKSPACE, str(journal), bodies[w::workers], str(out), progress, lease_s)
         procs.append(ctx.Process(target=storm.work, args=args))
     for p in procs:
         p.start()
@@ -167,7 +167,10 @@ def test_azurite_stopped_mid_storm_deliveries_are_transient_and_the_storm_still_
         seen_while_down.update(before=before, after=(progress.value, storm.jobs_in(journal)))
         own_azurite.start()
 
-    reports = run_storm(spec, tmp_path, bodies, workers=4, during=outage)
+    # A delivery cut off by the outage cannot give its claim back either ("it expires with its lease"):
+    # its redeliveries answer "busy" until the lease runs out and another worker takes the claim over.
+    # A short lease keeps that wait to seconds (at the default 60 s it was most of this test's minute).
+    reports = run_storm(spec, tmp_path, bodies, workers=4, during=outage, lease_s=3.0)
     assert seen_while_down["before"] == seen_while_down["after"]  # nothing answered, nothing acted on
     assert seen_while_down["before"][0] < len(bodies)  # the storm was not over when the ledger went away
     assert sum(r["transient"] for r in reports) > 0  # deliveries were answered "retry later"
