@@ -338,14 +338,14 @@ def test_what_the_hooks_write_is_what_the_deployment_reads_and_what_they_read_it
     reads the deployment's outputs (azd writes them into the environment)."""
     import re
 
-    from pycep import BicepParser
+    from tests.bicep import bicep
 
     parameters = (REPO / "infra" / "main.parameters.json").read_text(encoding="utf-8")
     consumed = set(re.findall(r"\$\{([A-Z0-9_]+)", parameters))
     written = set(re.findall(r"azd env set ([A-Z0-9_]+)", (HOOKS / "preprovision.sh").read_text(encoding="utf-8")))
     assert written - {"RETRAIN_SYSTEM_TOPIC_CREATED"} <= consumed  # CREATED is a note for removal
     assert "RETRAIN_EVENT_SUBSCRIPTIONS" in consumed
-    outputs = set(BicepParser().parse(text=(REPO / "infra" / "main.bicep").read_text(encoding="utf-8"))["outputs"])
+    outputs = set(bicep("main.bicep")["outputs"])
     postdeploy = (HOOKS / "postdeploy.sh").read_text(encoding="utf-8")
     match = re.search(r"^require (.+)$", postdeploy, re.MULTILINE)
     assert match

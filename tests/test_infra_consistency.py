@@ -10,19 +10,17 @@ import json
 import re
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import yaml
-from pycep import BicepParser
 
 from function_app.settings import SETTINGS
 from handlers import signals
+from tests.bicep import INFRA, bicep
 from tests.conftest import REPO, SAMPLE_EVENTS
 
-INFRA = REPO / "infra"
 RUN_STATUS = "Microsoft.MachineLearningServices.RunStatusChanged"
 # App settings that Flex Consumption replaces with functionAppConfig (or that would bring a key back).
 FLEX_REJECTS = {
@@ -36,11 +34,6 @@ FLEX_REJECTS = {
     "ENABLE_ORYX_BUILD",
     "AzureWebJobsStorage",
 }
-
-
-@cache
-def bicep(relative: str) -> dict[str, Any]:
-    return cast("dict[str, Any]", BicepParser().parse(text=(INFRA / relative).read_text(encoding="utf-8")))
 
 
 def variable(relative: str, name: str) -> Any:

@@ -11,11 +11,8 @@ models or jobs).
 from __future__ import annotations
 
 import inspect
-from functools import cache
-from typing import Any, cast
 
 import pytest
-from pycep import BicepParser
 
 from function_app.adapters import permissions
 from function_app.adapters.azureml import AzureMLActions
@@ -24,9 +21,8 @@ from function_app.adapters.monitor_health import MonitorHealth, NoHealthData
 from function_app.adapters.monitor_metrics import MonitorMetrics
 from function_app.adapters.notifier import EventGridNotifier
 from function_app.adapters.table_ledger import TableLedger
-from tests.conftest import REPO
+from tests.bicep import INFRA, bicep
 
-INFRA = REPO / "infra"
 ADAPTERS = [
     AzureMLActions,
     MonitorHealth,
@@ -36,11 +32,6 @@ ADAPTERS = [
     BlobDeadLetterStore,
     EventGridNotifier,
 ]
-
-
-@cache
-def bicep(relative: str) -> dict[str, Any]:
-    return cast("dict[str, Any]", BicepParser().parse(text=(INFRA / relative).read_text(encoding="utf-8")))
 
 
 def public_operations(cls: type) -> set[str]:
