@@ -57,6 +57,18 @@ def jobs_in(journal: Path) -> list[str]:
     return journal.read_text(encoding="utf-8").split() if journal.exists() else []
 
 
+def event_statuses(spec: Any, workspace: str, event_type: str, ids: list[str]) -> list[Any]:
+    """What the ledger ``spec`` says of each event id, read by a process of its own (a pool of them
+    reads a storm's ten thousand ids on every core; threads of one process would share one)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from handlers.signals import Trigger
+
+    ledger = spec.open()
+    with ThreadPoolExecutor(4) as pool:  # overlaps the round trips
+        return list(pool.map(lambda i: ledger.event_status(Trigger(workspace, i, event_type)), ids))
+
+
 @dataclass
 class WorkerReport:
     worker: int

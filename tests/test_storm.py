@@ -17,8 +17,9 @@ import random
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +85,12 @@ def assert_one_job_and_every_event_recorded(
     jobs = storm.jobs_in(tmp_path / "jobs.txt")
     assert len(jobs) == 1, jobs  # exactly one retraining job for the whole storm
 
+    chunks = [ids[n : n + 1_000] for n in range(0, len(ids), 1_000)]
+    read = partial(storm.event_statuses, spec, WORKSPACE, DRIFT)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        found = [status for part in pool.map(read, chunks) for status in part]
+    assert len(found) == len(ids)
     ledger = spec.open()
-    with ThreadPoolExecutor(8) as pool:
-        found = list(pool.map(lambda i: ledger.event_status(Trigger(WORKSPACE, i, DRIFT)), ids))
     assert all(f is not None and f[0] == "done" and len(f[1]) == 1 for f in found)
     decided = {f[1][0] for f in found if f is not None}
     assert len(decided) == len(ids)  # one decision per event, none shared
