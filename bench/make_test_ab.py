@@ -9,8 +9,9 @@ npm caches.
     .venv/bin/python bench/make_test_ab.py 69da337 HEAD --rounds 2 --shared ../shared
 
 ``--shared`` puts a folder beside the clone of a commit that has no ``tests/data/events`` of its
-own, as ``../shared``: commits before 2026-12-02 read the published sample events from there. Results go to stdout as a table and, one JSON object a run, to
-``--out`` (default ``.retrain/make_test_ab.jsonl``).
+own, as ``../shared``: commits before 2026-12-02 read the published sample events from there.
+Results go to stdout as a table and, one JSON object a run, to ``--out`` (default
+``.retrain/make_test_ab.jsonl``).
 """
 
 from __future__ import annotations
