@@ -45,6 +45,8 @@ from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3 import HTTPResponse
 
+from tests import rbac
+
 ARM_HOST = "management.azure.com"
 PROVIDER = "Microsoft.MachineLearningServices"
 CREATED = "2026-11-20T09:00:00.000000+00:00"
@@ -79,7 +81,7 @@ def unsigned_jwt(audience: str, **claims: Any) -> str:
 
     body = {
         "aud": audience,
-        "oid": "00000000-0000-0000-0000-0000000000aa",
+        "oid": rbac.APP_OID,
         "tid": "00000000-0000-0000-0000-0000000000bb",
     }
     body |= {"exp": int(time.time()) + 3600, **claims}
@@ -98,12 +100,18 @@ class FakeCredential:
         return AccessToken(unsigned_jwt(audience), int(time.time()) + 3600)
 
 
-def token_audience(header: str | None) -> str | None:
+def token_claims(header: str | None) -> dict[str, Any]:
     if not header or not header.startswith("Bearer "):
-        return None
+        return {}
     payload = header.removeprefix("Bearer ").split(".")[1]
     payload += "=" * (-len(payload) % 4)
-    return str(json.loads(base64.urlsafe_b64decode(payload)).get("aud"))
+    claims = json.loads(base64.urlsafe_b64decode(payload))
+    return claims if isinstance(claims, dict) else {}
+
+
+def token_audience(header: str | None) -> str | None:
+    audience = token_claims(header).get("aud")
+    return None if audience is None else str(audience)
 
 
 # --------------------------------------------------------------------------- clock
@@ -220,8 +228,12 @@ class FakeArm(RequestsTransport):
         location: str = "westeurope",
         clock: FakeClock | None = None,
         lro_polls: int = 1,
+        principal: rbac.Principal | None = None,
     ) -> None:
         super().__init__(session=offline_session(self, "https://", "http://"))
+        # Who may do what: the function app's identity as infra/ assigns its roles (tests/rbac.py)
+        self.principal = principal if principal is not None else rbac.app(subscription, resource_group, workspace)
+        self.refused: list[tuple[str, str]] = []  # (action, scope) of each request refused 403
         self.subscription, self.resource_group, self.workspace, self.location = (
             subscription,
             resource_group,
@@ -681,6 +693,18 @@ class FakeArm(RequestsTransport):
         self.unexpected.append(f"{call.method} {call.path}: {why}")
         return Answer(400, "FakeArmUnexpectedRequest", f"the fake ARM does not expect this request: {why}")
 
+    def _authorize(self, call: Call, action: str, scope: str, *, mlflow: bool = False) -> None:
+        """Refuse as Azure does when the caller's identity holds no role that grants ``action`` at
+        ``scope`` (an identity the fake does not know holds none)."""
+        oid = str(token_claims(call.headers.get("Authorization")).get("oid"))
+        if oid == self.principal.oid and self.principal.allows(action, scope):
+            return
+        self.refused.append((action, scope))
+        body = rbac.refusal(oid, action, scope)["error"]
+        if mlflow:  # unverified: the body Azure ML's MLflow server sends with its 403
+            raise MlflowAnswer(403, "PERMISSION_DENIED", body["message"])
+        raise Answer(403, body["code"], body["message"])
+
     def _route(self, call: Call, host: str) -> tuple[int, dict[str, str], Any]:
         if host == self.mlflow_host:
             return self._mlflow(call)
@@ -688,6 +712,8 @@ class FakeArm(RequestsTransport):
             raise self._unexpected(call, f"host {host}")
         if token_audience(call.headers.get("Authorization")) != f"https://{ARM_HOST}":
             raise self._unexpected(call, "no bearer token for https://management.azure.com")
+        if "/mfeOperationsStatus/" not in call.path:  # ARM answers an operation's status to its caller
+            self._authorize(call, *rbac.arm_action(call.method, urlparse(call.url).path))
         routes: list[tuple[str, str, str, Callable[..., tuple[int, dict[str, str], Any]]]] = [
             ("GET", r"^$", "workspace", self._get_workspace),
             ("GET", r"^computes/([^/]+)$", "computes", self._get_compute),
@@ -1098,6 +1124,8 @@ class FakeArm(RequestsTransport):
         if token_audience(call.headers.get("Authorization")) != f"https://{ARM_HOST}":
             raise self._unexpected(call, "MLflow call without a bearer token for https://management.azure.com")
         endpoint = call.path.removeprefix(prefix)
+        if endpoint in ("runs/get", "runs/search"):  # "MLflow operations" (Azure ML docs, Manage roles)
+            self._authorize(call, f"{PROVIDER}/workspaces/experiments/runs/read", self.ws_path, mlflow=True)
         if (call.method, endpoint) == ("GET", "runs/get"):
             run_id = call.query.get("run_id") or call.query.get("run_uuid")
             run = self.mlflow_runs.get(str(run_id))

@@ -94,6 +94,9 @@ OPERATIONS: dict[str, list[str]] = {
         *_DEPLOYMENT_READ,
         *_MODELS_WRITE,
         *_DEPLOYMENT_WRITE,
+        # with a data collector on the deployment, the SDK registers a data-asset version per collection
+        # (azure-ai-ml _online_deployment_operations._register_collection_data_assets)
+        f"{AML}/data/versions/write",
         f"{AML}/environments/read",
         f"{AML}/environments/versions/read",
         f"{AML}/codes/versions/read",

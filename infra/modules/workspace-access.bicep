@@ -70,6 +70,8 @@ resource serviceRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (
           'Microsoft.MachineLearningServices/workspaces/codes/versions/read'
           'Microsoft.MachineLearningServices/workspaces/data/read'
           'Microsoft.MachineLearningServices/workspaces/data/versions/read'
+          // start_deploy: a candidate that carries a data collector registers a data-asset version per collection
+          'Microsoft.MachineLearningServices/workspaces/data/versions/write'
           'Microsoft.MachineLearningServices/workspaces/datastores/read'
           'Microsoft.MachineLearningServices/workspaces/computes/read'
           // start_deploy: the champion, the candidate, registering it
