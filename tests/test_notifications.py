@@ -17,14 +17,15 @@ import pytest
 
 from function_app import runtime
 from function_app.adapters.notifier import EventGridNotifier
-from function_app.settings import Settings
 from handlers.errors import PermanentError
 from handlers.notify import notification_id, notification_of
 from handlers.ports import Ledger
+from tests import rbac
 from tests.builders import WORKSPACE, drift_event
 from tests.conftest import Client
+from tests.fake_arm import FakeCredential
 from tests.ledgers import LedgerSpec
-from tests.topic_receiver import TopicReceiver
+from tests.topic_receiver import WORLD, TopicReceiver
 from tests.world import MODEL, World
 
 RETRAIN = f"/api/models/{MODEL}/retrain"
@@ -33,17 +34,17 @@ EVENTS = "/runtime/webhooks/eventgrid?functionName=on_workspace_event"
 
 
 @pytest.fixture
-def receiver() -> Iterator[TopicReceiver]:
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[TopicReceiver]:
+    """The notification topic as infra/ creates it (Entra ID only), the app's identity with its roles."""
     topic = TopicReceiver().start()
+    topic.trust(monkeypatch)
     yield topic
     topic.close()
 
 
 def notifier_for(receiver: TopicReceiver) -> EventGridNotifier:
-    settings = Settings.from_env(
-        {"RETRAIN_NOTIFY_TOPIC_ENDPOINT": receiver.endpoint, "RETRAIN_NOTIFY_TOPIC_KEY": receiver.key}
-    )
-    return EventGridNotifier.from_settings(settings)
+    notifier: EventGridNotifier = receiver.notifier(WORKSPACE)
+    return notifier
 
 
 @pytest.fixture
@@ -149,13 +150,11 @@ def test_the_reconciler_sends_a_backlog_in_bounded_batches(ledger_spec: LedgerSp
 def test_a_topic_that_does_not_answer_in_time_costs_a_delivery_one_short_attempt(
     ledger_spec: LedgerSpec, receiver: TopicReceiver
 ) -> None:
-    from azure.core.credentials import AzureKeyCredential
-
     import main
     from function_app.localhost import Host
 
     quick = {"retry_total": 0, "connection_timeout": 0.5, "read_timeout": 0.5}
-    notifier = EventGridNotifier.build(receiver.endpoint, WORKSPACE, AzureKeyCredential(receiver.key), quick)
+    notifier = EventGridNotifier.build(receiver.endpoint, WORKSPACE, FakeCredential(), quick)
     world = World(ledger_spec, notifier=notifier)
     runtime.set_retrainer(world.worker)
     try:
@@ -170,3 +169,33 @@ def test_a_topic_that_does_not_answer_in_time_costs_a_delivery_one_short_attempt
     receiver.stall(0)
     assert world.reconcile().notified["sent"] == [notification_id(record["id"], "submitted")]  # not known as sent
     assert set(receiver.ids()) == {notification_id(record["id"], "submitted")}  # at least once, under one id
+
+
+def test_the_topic_refuses_a_key_and_an_identity_without_the_sender_role_and_nothing_is_lost(
+    ledger_spec: LedgerSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """infra/ turns the topic's local auth off and gives the app EventGrid Data Sender on it: a key is
+    refused, and so is the app's identity without that role (401); the notification waits in the outbox."""
+    from azure.core.credentials import AzureKeyCredential
+
+    app = rbac.principal(WORLD, rbac.APP_OID)
+    topic = TopicReceiver(principal=app.dropping("EventGrid Data Sender")).start()
+    topic.trust(monkeypatch)
+    try:
+        world = World(ledger_spec, notifier=topic.notifier(WORKSPACE))
+        keyed = EventGridNotifier.build(topic.endpoint, WORKSPACE, AzureKeyCredential("a-leaked-key"))
+        [record] = world.deliver(drift_event()).decisions
+        assert record.outcome == "submitted"
+        with pytest.raises(PermanentError):
+            keyed.publish(world.ledger.pending_notifications(10))
+        assert topic.refused == [401] and topic.accepted == []  # the key: local auth is off
+        world.reconcile()  # the app's own identity, without the sender role
+        assert topic.refused == [401, 401] and topic.accepted == []
+        assert [n.id for n in world.ledger.pending_notifications(10)] == [
+            notification_id(record.id, "submitted")
+        ]  # kept
+
+        topic.principal = app  # the role is granted (as infra/ does): the reconciler sends it
+        assert world.reconcile().notified["sent"] == [notification_id(record.id, "submitted")]
+    finally:
+        topic.close()

@@ -24,8 +24,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from function_app import runtime, telemetry
-from function_app.adapters.notifier import EventGridNotifier
-from function_app.settings import Settings
 from handlers import guards
 from handlers.notify import notification_id
 from tests.conftest import REPO, Client
@@ -78,15 +76,15 @@ def exporters(installed: Exporters) -> Exporters:
 
 
 @pytest.fixture
-def served(tmp_path: Any, exporters: Exporters) -> Iterator[tuple[World, Client, TopicReceiver]]:
+def served(
+    tmp_path: Any, exporters: Exporters, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[World, Client, TopicReceiver]]:
     import main
     from function_app.localhost import Host
 
-    receiver = TopicReceiver().start()
-    settings = Settings.from_env(
-        {"RETRAIN_NOTIFY_TOPIC_ENDPOINT": receiver.endpoint, "RETRAIN_NOTIFY_TOPIC_KEY": receiver.key}
-    )
-    world = World(LedgerSpec("sqlite", str(tmp_path / "ledger.db")), notifier=EventGridNotifier.from_settings(settings))
+    receiver = TopicReceiver().start()  # as infra/ creates it: Entra ID only, the app's roles
+    receiver.trust(monkeypatch)
+    world = World(LedgerSpec("sqlite", str(tmp_path / "ledger.db")), notifier=receiver.notifier())
     runtime.set_retrainer(world.worker)
     yield world, Client(Host(main.app)), receiver
     runtime.set_retrainer(None)

@@ -1,30 +1,97 @@
-"""A local stand-in for an Event Grid custom topic with the CloudEvents 1.0 input schema: an HTTP
+"""A local stand-in for an Event Grid custom topic with the CloudEvents 1.0 input schema: an HTTPS
 server on 127.0.0.1 that the real ``EventGridPublisherClient`` posts to, recording what it accepts.
 
-As the topic does (Event Grid docs, "Post to custom topic"): a batch is a JSON array of CloudEvents
-posted with ``Content-Type: application/cloudevents-batch+json``, authenticated by the
-``aeg-sas-key`` header; a wrong or missing key is 401, a body that is not a batch of CloudEvents 400,
-and success 200 with an empty body. ``outage(True)`` makes it answer 503 (the topic unavailable)
+As the topic ``infra/modules/notifications.bicep`` creates does (Event Grid docs, "Post to custom
+topic" and "Authenticate publishing clients using Microsoft Entra ID"): local auth is off, so a
+publisher signs in with Entra ID (a bearer token for ``https://eventgrid.azure.net``) and needs the
+``Microsoft.EventGrid/topics/events/send/action`` data action on the topic, which the receiver asks of
+its :class:`tests.rbac.Principal` (by default the function app's identity, as ``infra/`` assigns its
+roles); a key, a missing token or an identity without the role is 401 ("authorization failure", the
+Event Grid client libraries' reference). With ``key=`` it is a topic with local auth on instead
+(``aeg-sas-key``). A batch is a JSON array of CloudEvents posted with ``Content-Type:
+application/cloudevents-batch+json``; a body that is not one is 400, success 200 with an empty body.
+azure-core sends a bearer token over TLS only, so the server has a self-signed certificate that a test
+trusts through ``REQUESTS_CA_BUNDLE`` (:meth:`TopicReceiver.trust`). ``outage(True)`` makes it answer 503 (the topic unavailable)
 until ``outage(False)``, ``stall(seconds)`` makes it wait that long before answering (a topic that
 does not answer in time); every request counts as an attempt either way.
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
+import ssl
+import tempfile
 import threading
 import time
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests import rbac
+from tests.fake_arm import token_claims
+
 REQUIRED = ("id", "source", "type", "specversion")
+SEND = "Microsoft.EventGrid/topics/events/send/action"
+AUDIENCE = "https://eventgrid.azure.net"
+# the environment these tests deploy: its notification topic, and the workspace beside it
+WORLD = rbac.world("7a3c5f0e-1111-4d2b-9e8a-2b6f1c0d9e77", "rg-mlops", "ws-retrain")
+TOPIC_ID = (
+    f"/subscriptions/{WORLD.subscription}/resourceGroups/{WORLD.resource_group}/providers/Microsoft.EventGrid/topics/"
+    + WORLD.names["Microsoft.EventGrid/topics"][0]
+)
+
+
+@cache
+def _certificate() -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (its own CA), as PEM files: (certificate, key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, False, False, False), True
+        )  # digitalSignature, keyCertSign
+        .add_extension(ski, False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False)
+        .sign(key, hashes.SHA256())
+    )
+    folder = Path(tempfile.mkdtemp(prefix="topic-tls-"))
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(folder / "cert.pem"), str(folder / "key.pem")
 
 
 class TopicReceiver:
     __test__ = False
 
-    def __init__(self, key: str = "local-topic-key") -> None:
+    def __init__(
+        self, *, key: str | None = None, principal: rbac.Principal | None = None, topic_id: str = TOPIC_ID
+    ) -> None:
         self.key = key
+        self.principal = principal if principal is not None else rbac.principal(WORLD, rbac.APP_OID)
+        self.topic_id = topic_id
         self.accepted: list[dict[str, Any]] = []
         self.attempts = 0
         self.refused: list[int] = []
@@ -47,11 +114,31 @@ class TopicReceiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if key is None:  # Entra ID: over TLS only
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*_certificate())
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/api/events"
+        scheme = "http" if self.key is not None else "https"
+        return f"{scheme}://127.0.0.1:{self.server.server_address[1]}/api/events"
+
+    def trust(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Make ``requests`` (under azure-core) trust this receiver's certificate, for one test."""
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", _certificate()[0])
+
+    def notifier(self, source: str = "") -> Any:
+        """The app's notifier for this topic, signed in as the function app's identity."""
+        from function_app.adapters.notifier import EventGridNotifier
+        from tests.fake_arm import FakeCredential
+
+        if self.key is not None:
+            from azure.core.credentials import AzureKeyCredential
+
+            return EventGridNotifier.build(self.endpoint, source, AzureKeyCredential(self.key))
+        return EventGridNotifier.build(self.endpoint, source, FakeCredential())
 
     def start(self) -> TopicReceiver:
         self.thread.start()
@@ -89,7 +176,7 @@ class TopicReceiver:
     def _judge(self, path: str, headers: dict[str, str], body: bytes) -> int:
         if self._down:
             return 503
-        if not path.startswith("/api/events") or headers.get("aeg-sas-key") != self.key:
+        if not path.startswith("/api/events") or not self._signed_in(headers):
             return 401
         if not headers.get("content-type", "").startswith("application/cloudevents-batch+json"):
             return 400
@@ -101,3 +188,13 @@ class TopicReceiver:
             return 400
         self.accepted.extend(batch)
         return 200
+
+    def _signed_in(self, headers: dict[str, str]) -> bool:
+        if self.key is not None:
+            return headers.get("aeg-sas-key") == self.key
+        claims = token_claims(headers.get("authorization"))
+        return (
+            claims.get("aud") == AUDIENCE
+            and claims.get("oid") == self.principal.oid
+            and self.principal.allows(SEND, self.topic_id, data=True)
+        )
