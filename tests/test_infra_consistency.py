@@ -383,15 +383,24 @@ def test_an_existing_topic_keeps_its_identities_and_tags_and_gains_ours() -> Non
 def test_lost_events_and_failed_invocations_alert_an_action_group() -> None:
     alerts = bicep("modules/alerts.bicep")["resources"]
     by_metric = {}
-    for name in ("deadLettered", "deliveryFailed"):
+    for name in ("deadLettered", "deliveryFailed", "deadLetterFailed"):
         config = alerts[name]["config"]
         assert config["loop_type"]["detail"]["array_name"] == "subscriptionNames"
         (criterion,) = config["config"]["properties"]["criteria"]["allOf"]
         assert criterion["metricNamespace"] == "Microsoft.EventGrid/systemTopics"
-        assert criterion["dimensions"] == [{"name": "EventSubscriptionName", "operator": "Include", "values": ["name"]}]
+        assert criterion["dimensions"][0] == {
+            "name": "EventSubscriptionName",
+            "operator": "Include",
+            "values": ["name"],
+        }
         assert config["config"]["properties"]["scopes"] == ["systemTopicId"]
         by_metric[criterion["metricName"]] = criterion
-    assert set(by_metric) == {"DeadLetteredCount", "DeliveryAttemptFailCount"}
+    assert set(by_metric) == {"DeadLetteredCount", "DeliveryAttemptFailCount", "DroppedEventCount"}
+    # Dead-lettering itself failing: DeadLetteredCount stays 0, only DroppedEventCount counts it.
+    assert by_metric["DroppedEventCount"]["dimensions"][1:] == [
+        {"name": "DropReason", "operator": "Include", "values": ["*"]}
+    ]
+    assert by_metric["DroppedEventCount"]["timeAggregation"] == "Total"
     assert all(c["operator"] == "GreaterThan" and c["threshold"] == 0 for c in by_metric.values())
     failures = alerts["functionFailures"]["config"]["properties"]
     assert failures["criteria"]["allOf"][0]["metricName"] == "requests/failed"
@@ -407,11 +416,30 @@ def test_lost_events_and_failed_invocations_alert_an_action_group() -> None:
     assert supplied["alertEmail"]["value"] == "${RETRAIN_ALERT_EMAIL=}"
 
 
+def test_every_metric_alert_criterion_skips_metric_validation() -> None:
+    """The alerts are created with the topic, its subscriptions and the component, which have
+    emitted no metric yet: Azure Monitor's validation of a metric without data can refuse the rule."""
+    criteria = []
+    for path in sorted(INFRA.rglob("*.bicep")):
+        for name, resource in bicep(str(path.relative_to(INFRA))).get("resources", {}).items():
+            if resource["type"] == "Microsoft.Insights/metricAlerts":
+                config = resource["config"]
+                config = config.get("config", config) if "loop_type" in config else config
+                for criterion in config["properties"]["criteria"]["allOf"]:
+                    criteria.append((path.name, name, criterion.get("skipMetricValidation")))
+    assert len(criteria) == 4
+    assert [c for c in criteria if c[2] is not True] == []
+
+
 def test_the_traffic_log_goes_from_each_named_endpoint_to_the_health_workspace() -> None:
     module = bicep("modules/traffic-logs.bicep")["resources"]
     setting = module["trafficLog"]["config"]
     assert setting["loop_type"]["detail"]["array_name"] == "endpointNames"
     assert setting["config"]["properties"]["logs"] == [{"category": "AmlOnlineEndpointTrafficLog", "enabled": True}]
+    # The code queries the resource-specific table, which only a Dedicated destination fills.
+    assert setting["config"]["properties"]["logAnalyticsDestinationType"] == "Dedicated"
+    query = (REPO / "function_app" / "adapters" / "monitor_health.py").read_text(encoding="utf-8")
+    assert "= AmlOnlineEndpointTrafficLog" in query and "AzureDiagnostics" not in query
     assert module["endpoints"]["type"] == "Microsoft.MachineLearningServices/workspaces/onlineEndpoints"
     params = modules()["trafficLogs"]["params"]
     assert params["logAnalyticsWorkspaceId"] == "healthWorkspaceId"
