@@ -165,18 +165,6 @@ module identity 'modules/identity.bicep' = {
   }
 }
 
-// The system topic's own identity: it dead-letters as this one, which holds only the dead-letter
-// container role (storage-access.bicep), never the app's roles.
-module topicIdentity 'modules/identity.bicep' = {
-  name: 'topic-identity'
-  scope: rg
-  params: {
-    name: 'id-evgt-retrain-${resourceToken}'
-    location: location
-    tags: tags
-  }
-}
-
 module monitoring 'modules/monitoring.bicep' = {
   name: 'monitoring'
   scope: rg
@@ -270,15 +258,13 @@ module notifications 'modules/notifications.bicep' = {
   }
 }
 
-// The app's data roles, and the topic identity's one role on the dead-letter container.
+// The app's data roles on the storage account.
 module storageAccess 'modules/storage-access.bicep' = {
   name: 'storage-access'
   scope: rg
   params: {
     storageAccountName: storage.outputs.name
-    deadLetterContainerName: storage.outputs.deadLetterContainerName
     appPrincipalId: identity.outputs.principalId
-    eventGridPrincipalId: topicIdentity.outputs.principalId
   }
 }
 
@@ -332,7 +318,6 @@ module events 'modules/events.bicep' = {
     tags: tags
     existingTopicState: systemTopicState
     workspaceId: workspaceAccess.outputs.id
-    topicIdentityId: topicIdentity.outputs.id
     nameToken: resourceToken
     functionAppId: functionApp.outputs.id
     functionName: eventGridFunctionName
@@ -341,10 +326,19 @@ module events 'modules/events.bicep' = {
     maxDeliveryAttempts: maxDeliveryAttempts
     deployEventSubscriptions: deployEventSubscriptions
   }
-  // Dead-lettering as the identity needs its role on the container first.
-  dependsOn: [
-    storageAccess
-  ]
+}
+
+// The topic dead-letters as its system-assigned identity, which exists once the topic does: its
+// one role, on this environment's dead-letter container. The subscriptions that dead-letter are
+// created by the postdeploy hook's provision, after the first provision made this role.
+module deadLetterAccess 'modules/deadletter-access.bicep' = {
+  name: 'deadletter-access'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    deadLetterContainerName: storage.outputs.deadLetterContainerName
+    topicPrincipalId: events.outputs.systemTopicPrincipalId
+  }
 }
 
 module alerts 'modules/alerts.bicep' = {
@@ -382,7 +376,6 @@ output RETRAIN_DEADLETTER_CONTAINER_NAME string = storage.outputs.deadLetterCont
 output RETRAIN_SYSTEM_TOPIC_NAME string = events.outputs.systemTopicName
 output RETRAIN_SYSTEM_TOPIC_RESOURCE_GROUP string = topicResourceGroup
 output RETRAIN_EVENT_SUBSCRIPTION_NAMES string = join(events.outputs.subscriptionNames, ',')
-output RETRAIN_TOPIC_IDENTITY_ID string = topicIdentity.outputs.id
 output RETRAIN_LOG_ANALYTICS_WORKSPACE_ID string = healthWorkspaceId
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output RETRAIN_NOTIFY_TOPIC_ID string = notifications.outputs.id

@@ -234,7 +234,7 @@ def test_undeliverable_events_are_retried_for_a_day_then_dead_lettered_where_the
     assert properties["retryPolicy"]["eventTimeToLiveInMinutes"] == 1440
     assert properties["retryPolicy"]["maxDeliveryAttempts"] == "maxDeliveryAttempts"
     dead_letter = properties["deadLetterWithResourceIdentity"]
-    assert dead_letter["identity"] == {"type": "UserAssigned", "userAssignedIdentity": "topicIdentityId"}
+    assert dead_letter["identity"] == {"type": "SystemAssigned"}
     assert dead_letter["deadLetterDestination"]["properties"]["blobContainerName"] == "deadLetterContainerName"
     container = variable("main.bicep", "deadLetterContainerName")
     default = next(s.default for s in SETTINGS if s.name == "RETRAIN_DEADLETTER_CONTAINER")
@@ -347,37 +347,64 @@ def test_every_name_outside_the_service_resource_group_carries_the_environment_t
     assert _mentions_token(main["trafficLogs"]["params"]["settingName"])
 
 
-def test_the_topic_dead_letters_as_its_own_identity_which_holds_only_the_container_role() -> None:
+def test_the_topic_dead_letters_as_its_system_identity_which_holds_only_each_container_role() -> None:
+    """A system topic holds one system-assigned and at most two user-assigned identities: one
+    user-assigned identity per environment would stop the third environment on a workspace."""
     main = modules()
-    assert main["identity"]["params"]["name"] != main["topicIdentity"]["params"]["name"]
-    assert _symbol(main["events"]["params"]["topicIdentityId"]) == "topicIdentity"
+    assert "topicIdentity" not in main
+    assert not any("topicIdentity" in json.dumps(c["params"]) for c in main.values())
     assert [k for k, v in main["events"]["params"].items() if _symbol(v) == "identity"] == []
     # Every role assignment to the topic's principal: one, on the dead-letter container.
     topic_principals = [
         (path.name, name, config)
         for path, name, config in _role_assignments()
-        if config["properties"]["principalId"] == "eventGridPrincipalId"
+        if config["properties"]["principalId"] == "topicPrincipalId"
     ]
     assert [(p, n, c["scope"]) for p, n, c in topic_principals] == [
-        ("storage-access.bicep", "eventGridDeadLetterWriter", "deadLetterContainer")
+        ("deadletter-access.bicep", "topicDeadLetterWriter", "deadLetterContainer")
     ]
-    assert _symbol(main["storageAccess"]["params"]["eventGridPrincipalId"]) == "topicIdentity"
+    (writer,) = topic_principals
+    role = bicep("modules/deadletter-access.bicep")["variables"]["storageBlobDataContributor"]
+    assert "ba92f5b4-2d11-453d-a403-e96b0029c9fe" in json.dumps(role)  # Storage Blob Data Contributor
+    assert writer[2]["properties"]["roleDefinitionId"] == "storageBlobDataContributor"
+    access = main["deadLetterAccess"]
+    assert access["scope"] == "rg"  # this environment's own storage account and container
+    assert "systemTopicPrincipalId" in json.dumps(access["params"]["topicPrincipalId"])
+    assert _symbol(access["params"]["topicPrincipalId"]) == "events"
+    assert "deadLetterContainerName" in json.dumps(access["params"]["deadLetterContainerName"])
     assert _symbol(main["storageAccess"]["params"]["appPrincipalId"]) == "identity"
+    assert set(main["storageAccess"]["params"]) == {"storageAccountName", "appPrincipalId"}
+    output = bicep("modules/events.bicep")["outputs"]["systemTopicPrincipalId"]["value"]
+    assert "systemTopic" in json.dumps(output) and "principalId" in json.dumps(output)
 
 
-def test_an_existing_topic_keeps_its_identities_and_tags_and_gains_ours() -> None:
+def test_the_topic_gets_its_system_identity_and_keeps_exactly_the_user_assigned_ones_it_had() -> None:
+    """The deployment adds no user-assigned identity, so any number of environments fit on one
+    topic, including one that already carries two of another team's (tests/fake_azcli.py's
+    `azd provision` PUTs the topic's identity exactly this way, and checks Event Grid's limits)."""
     topic = bicep("modules/events.bicep")["resources"]["systemTopic"]["config"]
     assert topic["tags"] == {
         "operator": {"type": "property_accessor", "operands": {"operand_1": "topicState", "operand_2": "tags"}}
     }
     assert topic["identity"] == "topicIdentity"
-    identity = variable("modules/events.bicep", "topicIdentity")
-    merged = identity["userAssignedIdentities"]["function"]
-    assert merged["type"] == "union"
-    assert "topicState" in json.dumps(merged["parameters"]) and "topicIdentityId" in json.dumps(merged["parameters"])
-    assert "keepsSystemAssigned" in json.dumps(identity["type"])
+    assert variable("modules/events.bicep", "keptUserAssigned") == {
+        "operator": {
+            "type": "property_accessor",
+            "operands": {"operand_1": "topicState", "operand_2": "userAssignedIdentities"},
+        }
+    }
+    identity = variable("modules/events.bicep", "topicIdentity")["operator"]
+    assert identity["type"] == "conditional"
+    operands = identity["operands"]
+    assert "keptUserAssigned" in json.dumps(operands["condition"]) and "empty" in json.dumps(operands["condition"])
+    assert operands["true_value"] == {"type": "SystemAssigned"}
+    assert operands["false_value"] == {
+        "type": "SystemAssigned, UserAssigned",
+        "userAssignedIdentities": "keptUserAssigned",
+    }
     params = bicep("main.bicep")["modules"]["events"]["config"]["params"]
     assert params["existingTopicState"] == "systemTopicState"
+    assert "topicIdentityId" not in bicep("modules/events.bicep")["parameters"]
 
 
 def test_lost_events_and_failed_invocations_alert_an_action_group() -> None:
