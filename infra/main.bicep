@@ -124,6 +124,15 @@ param enableEventsWebhook bool = false
 @maxValue(30)
 param maxDeliveryAttempts int = 10
 
+@description('Client (application) id of the Entra app registration for sign-in in front of the manual API (App Service authentication); empty: off.')
+param authClientId string = ''
+
+@description('OpenID issuer of that registration; empty: this tenant\'s v2.0 issuer.')
+param authIssuer string = ''
+
+@description('App role a signed-in caller needs for manual requests (RETRAIN_OPERATOR_ROLE).')
+param operatorRole string = 'Retrain.Operator'
+
 @description('Replication of the storage account: Standard_GRS, Standard_RAGRS, Standard_GZRS or Standard_RAGZRS.')
 param storageSkuName string = 'Standard_GRS'
 
@@ -215,9 +224,11 @@ var appSettings = {
   RETRAIN_HEALTH_SOURCE: 'metrics'
   RETRAIN_METRICS_REGION: location
   RETRAIN_METRICS_ENDPOINT: ''
-  // Entra ID sign-in in front of the manual API is turned on by hand (README, Security model).
-  RETRAIN_APP_SERVICE_AUTH: 'false'
-  RETRAIN_OPERATOR_ROLE: 'Retrain.Operator'
+  // Entra ID sign-in in front of the manual API: on exactly when authClientId configures App
+  // Service authentication (functionapp.bicep, authsettingsV2). App settings are replaced whole on
+  // every provision, so this follows the parameter, never a value set by hand.
+  RETRAIN_APP_SERVICE_AUTH: empty(authClientId) ? 'false' : 'true'
+  RETRAIN_OPERATOR_ROLE: operatorRole
   // Every decision that changes something or fails is published here as a CloudEvent, with the
   // identity (EventGrid Data Sender on the topic: modules/notifications.bicep).
   RETRAIN_NOTIFY_TOPIC_ENDPOINT: notifications.outputs.endpoint
@@ -243,6 +254,8 @@ module functionApp 'modules/functionapp.bicep' = {
     deploymentContainerName: storage.outputs.deploymentContainerName
     applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
     appSettings: appSettings
+    authClientId: authClientId
+    authIssuer: authIssuer
   }
 }
 

@@ -487,3 +487,59 @@ def test_the_notification_topic_takes_cloudevents_with_entra_id_only_from_the_ap
     assert "resourceToken" in json.dumps(call["params"]["name"])  # named per environment, like the others
     setting = json.dumps(variable("main.bicep", "appSettings")["RETRAIN_NOTIFY_TOPIC_ENDPOINT"])
     assert '"notifications"' in setting and '"endpoint"' in setting  # notifications.outputs.endpoint
+
+
+EMPTY_CLIENT_ID = {"function": {"type": "empty", "parameters": {"item_to_test": "authClientId"}}}
+
+
+def test_sign_in_is_an_azd_parameter_that_every_provision_writes_and_the_app_setting_follows() -> None:
+    """App settings are replaced whole on every provision: a sign-in set up by hand, and the
+    RETRAIN_APP_SERVICE_AUTH=true beside it, were lost on the next one. Both follow authClientId."""
+    from function_app.settings import _bool
+
+    settings = variable("main.bicep", "appSettings")
+    assert settings["RETRAIN_APP_SERVICE_AUTH"] == {
+        "operator": {
+            "type": "conditional",
+            "operands": {"condition": EMPTY_CLIENT_ID, "true_value": "false", "false_value": "true"},
+        }
+    }
+    assert (_bool("true"), _bool("false")) == (True, False)  # what the code makes of the two values
+    assert settings["RETRAIN_OPERATOR_ROLE"] == "operatorRole"
+    declared = bicep("main.bicep")["parameters"]
+    assert declared["authClientId"]["default"] == "" and declared["operatorRole"]["default"] == "Retrain.Operator"
+    supplied = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert supplied["authClientId"]["value"] == "${RETRAIN_AUTH_CLIENT_ID=}"
+    assert supplied["authIssuer"]["value"] == "${RETRAIN_AUTH_ISSUER=}"
+    assert supplied["operatorRole"]["value"] == "${RETRAIN_OPERATOR_ROLE=Retrain.Operator}"
+    params = modules()["functionApp"]["params"]
+    assert (params["authClientId"], params["authIssuer"]) == ("authClientId", "authIssuer")
+
+    module = bicep("modules/functionapp.bicep")
+    assert module["variables"]["signIn"]["value"] == {
+        "operator": {"type": "not", "operands": {"bool_value": EMPTY_CLIENT_ID}}
+    }
+    auth = module["resources"]["authSettings"]
+    assert auth["type"] == "Microsoft.Web/sites/config" and "condition" not in auth["config"]  # written even when off
+    config = auth["config"]
+    assert (config["parent"], config["name"]) == ("functionApp", "authsettingsV2")
+    properties = config["properties"]
+    assert properties["platform"] == {"enabled": "signIn"}
+    # Event Grid, action groups and /api/health call without a token; the app refuses manual
+    # requests without a principal holding the role, from the headers App Service sets.
+    assert properties["globalValidation"] == {
+        "requireAuthentication": False,
+        "unauthenticatedClientAction": "AllowAnonymous",
+    }
+    entra = properties["identityProviders"]["azureActiveDirectory"]["operator"]["operands"]
+    assert entra["condition"] == "signIn" and entra["false_value"] == {"enabled": False}
+    assert entra["true_value"]["registration"] == {"clientId": "authClientId", "openIdIssuer": "issuer"}
+    assert "api://${authClientId}" in entra["true_value"]["validation"]["allowedAudiences"]
+
+
+def test_the_sign_in_configuration_holds_no_secret_and_names_no_secret_setting() -> None:
+    text = (INFRA / "modules" / "functionapp.bicep").read_text(encoding="utf-8")
+    assert "clientSecret" not in json.dumps(bicep("modules/functionapp.bicep")["resources"]["authSettings"])
+    assert "clientSecret" not in text and "MICROSOFT_PROVIDER_AUTHENTICATION_SECRET" not in json.dumps(
+        variable("main.bicep", "appSettings")
+    )
