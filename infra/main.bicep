@@ -124,6 +124,15 @@ param enableEventsWebhook bool = false
 @maxValue(30)
 param maxDeliveryAttempts int = 10
 
+@description('Client (application) id of the Entra app registration for sign-in in front of the manual API (App Service authentication); empty: off.')
+param authClientId string = ''
+
+@description('OpenID issuer of that registration; empty: this tenant\'s v2.0 issuer.')
+param authIssuer string = ''
+
+@description('App role a signed-in caller needs for manual requests (RETRAIN_OPERATOR_ROLE).')
+param operatorRole string = 'Retrain.Operator'
+
 @description('Replication of the storage account: Standard_GRS, Standard_RAGRS, Standard_GZRS or Standard_RAGZRS.')
 param storageSkuName string = 'Standard_GRS'
 
@@ -160,18 +169,6 @@ module identity 'modules/identity.bicep' = {
   scope: rg
   params: {
     name: 'id-retrain-${resourceToken}'
-    location: location
-    tags: tags
-  }
-}
-
-// The system topic's own identity: it dead-letters as this one, which holds only the dead-letter
-// container role (storage-access.bicep), never the app's roles.
-module topicIdentity 'modules/identity.bicep' = {
-  name: 'topic-identity'
-  scope: rg
-  params: {
-    name: 'id-evgt-retrain-${resourceToken}'
     location: location
     tags: tags
   }
@@ -227,9 +224,11 @@ var appSettings = {
   RETRAIN_HEALTH_SOURCE: 'metrics'
   RETRAIN_METRICS_REGION: location
   RETRAIN_METRICS_ENDPOINT: ''
-  // Entra ID sign-in in front of the manual API is turned on by hand (README, Security model).
-  RETRAIN_APP_SERVICE_AUTH: 'false'
-  RETRAIN_OPERATOR_ROLE: 'Retrain.Operator'
+  // Entra ID sign-in in front of the manual API: on exactly when authClientId configures App
+  // Service authentication (functionapp.bicep, authsettingsV2). App settings are replaced whole on
+  // every provision, so this follows the parameter, never a value set by hand.
+  RETRAIN_APP_SERVICE_AUTH: empty(authClientId) ? 'false' : 'true'
+  RETRAIN_OPERATOR_ROLE: operatorRole
   // Every decision that changes something or fails is published here as a CloudEvent, with the
   // identity (EventGrid Data Sender on the topic: modules/notifications.bicep).
   RETRAIN_NOTIFY_TOPIC_ENDPOINT: notifications.outputs.endpoint
@@ -255,6 +254,8 @@ module functionApp 'modules/functionapp.bicep' = {
     deploymentContainerName: storage.outputs.deploymentContainerName
     applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
     appSettings: appSettings
+    authClientId: authClientId
+    authIssuer: authIssuer
   }
 }
 
@@ -270,15 +271,13 @@ module notifications 'modules/notifications.bicep' = {
   }
 }
 
-// The app's data roles, and the topic identity's one role on the dead-letter container.
+// The app's data roles on the storage account.
 module storageAccess 'modules/storage-access.bicep' = {
   name: 'storage-access'
   scope: rg
   params: {
     storageAccountName: storage.outputs.name
-    deadLetterContainerName: storage.outputs.deadLetterContainerName
     appPrincipalId: identity.outputs.principalId
-    eventGridPrincipalId: topicIdentity.outputs.principalId
   }
 }
 
@@ -332,7 +331,6 @@ module events 'modules/events.bicep' = {
     tags: tags
     existingTopicState: systemTopicState
     workspaceId: workspaceAccess.outputs.id
-    topicIdentityId: topicIdentity.outputs.id
     nameToken: resourceToken
     functionAppId: functionApp.outputs.id
     functionName: eventGridFunctionName
@@ -341,10 +339,19 @@ module events 'modules/events.bicep' = {
     maxDeliveryAttempts: maxDeliveryAttempts
     deployEventSubscriptions: deployEventSubscriptions
   }
-  // Dead-lettering as the identity needs its role on the container first.
-  dependsOn: [
-    storageAccess
-  ]
+}
+
+// The topic dead-letters as its system-assigned identity, which exists once the topic does: its
+// one role, on this environment's dead-letter container. The subscriptions that dead-letter are
+// created by the postdeploy hook's provision, after the first provision made this role.
+module deadLetterAccess 'modules/deadletter-access.bicep' = {
+  name: 'deadletter-access'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    deadLetterContainerName: storage.outputs.deadLetterContainerName
+    topicPrincipalId: events.outputs.systemTopicPrincipalId
+  }
 }
 
 module alerts 'modules/alerts.bicep' = {
@@ -382,7 +389,6 @@ output RETRAIN_DEADLETTER_CONTAINER_NAME string = storage.outputs.deadLetterCont
 output RETRAIN_SYSTEM_TOPIC_NAME string = events.outputs.systemTopicName
 output RETRAIN_SYSTEM_TOPIC_RESOURCE_GROUP string = topicResourceGroup
 output RETRAIN_EVENT_SUBSCRIPTION_NAMES string = join(events.outputs.subscriptionNames, ',')
-output RETRAIN_TOPIC_IDENTITY_ID string = topicIdentity.outputs.id
 output RETRAIN_LOG_ANALYTICS_WORKSPACE_ID string = healthWorkspaceId
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output RETRAIN_NOTIFY_TOPIC_ID string = notifications.outputs.id

@@ -125,3 +125,23 @@ def test_a_bicep_file_that_does_not_parse_fails_the_check(tmp_path: Path) -> Non
     assert any("broken.bicep: checkov could not parse it" in line for line in lines), done.stderr
     assert any("checkov parsed 1 of 2 Bicep file(s)" in line for line in lines), done.stderr
     assert not any("main.bicep" in line for line in lines), done.stderr
+
+
+def test_every_action_in_the_workflows_is_pinned_to_a_commit_with_its_tag_named() -> None:
+    """A tag can be moved to other code; a commit cannot. zizmor checks the same offline, but only
+    as strictly as .github/zizmor.yml lets it: an exception there (a ref-pin policy) is refused too."""
+    import re
+
+    import yaml
+
+    unpinned = []
+    for workflow in sorted((REPO / ".github" / "workflows").glob("*.yml")):
+        for line in workflow.read_text(encoding="utf-8").splitlines():
+            match = re.match(r"\s*(?:-\s*)?uses:\s*(\S+)(.*)$", line)
+            if match and not match[1].startswith("./"):
+                pinned = re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", match[1])
+                if not pinned or not re.fullmatch(r"\s*#\s*v\d+(\.\d+)*", match[2]):
+                    unpinned.append(f"{workflow.name}: {line.strip()}")
+    assert unpinned == [], "pin these to a full commit SHA with '# vX.Y.Z' after it"
+    config = yaml.safe_load((REPO / ".github" / "zizmor.yml").read_text(encoding="utf-8"))
+    assert config["rules"]["unpinned-uses"]["config"]["policies"] == {"*": "hash-pin"}

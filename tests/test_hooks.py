@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,7 +73,13 @@ class Project:
         (root / "policy.yaml").write_text(VALID_POLICY, encoding="utf-8")
         self.world: dict[str, Any] = {
             "subscription": SUB,
-            "workspace": {"name": "ws1", "resourceGroup": "rg-ml", "id": WORKSPACE_ID},
+            "workspace": {
+                "name": "ws1",
+                "resourceGroup": "rg-ml",
+                "id": WORKSPACE_ID,
+                "properties": {"publicNetworkAccess": "Enabled"},
+            },
+            "identities": [OTHER_UAI],
             "topics": [],
             "event_subscriptions": {},
             "functions": [],
@@ -342,7 +349,9 @@ def test_what_the_hooks_write_is_what_the_deployment_reads_and_what_they_read_it
 
     parameters = (REPO / "infra" / "main.parameters.json").read_text(encoding="utf-8")
     consumed = set(re.findall(r"\$\{([A-Z0-9_]+)", parameters))
-    written = set(re.findall(r"azd env set ([A-Z0-9_]+)", (HOOKS / "preprovision.sh").read_text(encoding="utf-8")))
+    hook = (HOOKS / "preprovision.sh").read_text(encoding="utf-8")
+    written = set(re.findall(r"(?m)^[^\"'\n]*\bazd env set ([A-Z0-9_]+)", hook))  # commands, not messages
+    assert {"RETRAIN_SYSTEM_TOPIC_STATE", "RETRAIN_TRAFFIC_LOG_ENDPOINTS"} <= written
     assert written - {"RETRAIN_SYSTEM_TOPIC_CREATED"} <= consumed  # CREATED is a note for removal
     assert "RETRAIN_EVENT_SUBSCRIPTIONS" in consumed
     outputs = set(bicep("main.bicep")["outputs"])
@@ -350,7 +359,7 @@ def test_what_the_hooks_write_is_what_the_deployment_reads_and_what_they_read_it
     match = re.search(r"^require (.+)$", postdeploy, re.MULTILINE)
     assert match
     required = set(match[1].split())
-    assert required <= outputs
+    assert required - {"AZURE_SUBSCRIPTION_ID"} <= outputs  # azd itself keeps AZURE_SUBSCRIPTION_ID
     assert {"RETRAIN_SYSTEM_TOPIC_RESOURCE_GROUP", "RETRAIN_EVENT_SUBSCRIPTION_NAMES"} <= outputs
 
 
@@ -367,17 +376,217 @@ def test_a_topic_without_identity_or_tags_is_passed_on_as_having_none() -> None:
     assert hooklib.topic(WORKSPACE_ID, [portal_topic(source=WORKSPACE_ID + "/child")]) == []
 
 
-def test_our_own_identity_is_left_for_the_deployment_to_add_whatever_its_casing(project: Project) -> None:
-    """Resource ids are case-insensitive, JSON keys are not: passing ours back in Azure's casing
-    would make the deployment's union name the same identity twice."""
-    ours = f"/subscriptions/{SUB}/resourceGroups/rg-test/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-evgt-retrain-abc"
+def test_an_identity_listed_twice_under_two_casings_is_passed_once(project: Project) -> None:
+    """Resource ids are case-insensitive, JSON keys are not: passing both would make the PUT name
+    the same identity twice."""
     topic = portal_topic(name="evgt-ws1")
-    topic["identity"]["userAssignedIdentities"] = {
-        ours.lower(): {"principalId": "p"},
-        OTHER_UAI: {},
-        OTHER_UAI.upper(): {},
-    }
+    topic["identity"]["userAssignedIdentities"] = {OTHER_UAI: {}, OTHER_UAI.upper(): {}}
     project.world["topics"] = [topic]
-    assert project.run("preprovision", RETRAIN_TOPIC_IDENTITY_ID=ours).returncode == 0
+    assert project.run("preprovision").returncode == 0
     state = json.loads(base64.b64decode(project.azd_env["RETRAIN_SYSTEM_TOPIC_STATE"]))
     assert state["userAssignedIdentities"] == {OTHER_UAI: {}}
+
+
+# ------------------------------------------------------------------ several environments on one topic
+
+
+def uai(name: str, group: str = "rg-other") -> str:
+    return (
+        f"/subscriptions/{SUB}/resourceGroups/{group}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+    )
+
+
+def provision_environment(project: Project, name: str) -> subprocess.CompletedProcess[str]:
+    """`azd up` of one more environment: its own azd environment, preprovision, then the deployment
+    (the fake's `azd provision` PUTs the topic as events.bicep does and checks Event Grid's limits)."""
+    project.world["env"] = {}
+    done = project.run("preprovision", AZURE_ENV_NAME=name)
+    if done.returncode != 0:
+        return done
+    project.world_file.write_text(json.dumps(project.world), encoding="utf-8")
+    provision = subprocess.run(
+        [str(project.root / "bin" / "azd"), "provision", "--no-prompt"],
+        env={**project.env, "AZURE_ENV_NAME": name}, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    project.world = json.loads(project.world_file.read_text(encoding="utf-8"))
+    return provision
+
+
+def test_three_environments_share_a_topic_that_already_carries_two_user_assigned_identities(
+    project: Project,
+) -> None:
+    """A system topic holds one system-assigned and at most two user-assigned identities: the
+    environments dead-letter with the system-assigned one and add none of their own."""
+    team = [uai("id-team-a"), uai("id-team-b")]
+    topic = portal_topic()
+    topic["identity"] = {"type": "UserAssigned", "userAssignedIdentities": {i: {"principalId": "p"} for i in team}}
+    project.world.update(topics=[topic], identities=team)
+    for name in ("prod", "staging", "dev"):
+        done = provision_environment(project, name)
+        assert done.returncode == 0, f"{name}: {done.stderr}"
+        (found,) = project.world["topics"]
+        assert found["identity"]["type"] == "SystemAssigned, UserAssigned"
+        assert sorted(found["identity"]["userAssignedIdentities"]) == sorted(team)
+    assert len(project.world["topic_puts"]) == 3
+
+
+def test_three_environments_on_a_workspace_without_a_topic_create_it_once_and_share_it(project: Project) -> None:
+    for name in ("prod", "staging", "dev"):
+        done = provision_environment(project, name)
+        assert done.returncode == 0, f"{name}: {done.stderr}"
+    (topic,) = project.world["topics"]
+    assert topic["name"] == "evgt-ws1" and topic["identity"]["type"] == "SystemAssigned"
+
+
+def test_a_deleted_environments_identity_is_dropped_so_the_next_provision_succeeds(project: Project) -> None:
+    deleted = uai("id-evgt-retrain-gone", group="rg-gone")  # an environment's resource group, deleted
+    topic = portal_topic()
+    topic["identity"]["userAssignedIdentities"] = {OTHER_UAI: {}, deleted: {"principalId": "p"}}
+    project.world["topics"] = [topic]  # identities: OTHER_UAI only
+    done = provision_environment(project, "prod")
+    assert done.returncode == 0, done.stderr
+    assert project.world["topics"][0]["identity"]["userAssignedIdentities"] == {OTHER_UAI: {}}
+    assert ["identity", "show", "--ids", deleted, "--query", "id", "-o", "tsv"] in project.calls("az")
+    # Without the check, the PUT names the deleted identity and ARM refuses it: every later provision fails.
+    project.world["topics"][0]["identity"]["userAssignedIdentities"][deleted] = {}
+    project.world["env"] = {
+        "RETRAIN_SYSTEM_TOPIC_STATE": hooklib.topic(WORKSPACE_ID, project.world["topics"], lambda _: True)[2]
+    }
+    project.world_file.write_text(json.dumps(project.world), encoding="utf-8")
+    refused = subprocess.run(
+        [str(project.root / "bin" / "azd"), "provision"], env=project.env, capture_output=True, text=True, check=False
+    )
+    assert refused.returncode != 0 and "does not exist" in refused.stderr
+
+
+def test_preprovision_says_which_identity_it_drops_and_keeps_one_it_cannot_read(project: Project) -> None:
+    deleted, foreign = uai("id-gone"), uai("id-foreign", group="rg-elsewhere")
+    topic = portal_topic()
+    topic["identity"]["userAssignedIdentities"] = {deleted: {}, foreign: {}}
+    project.world.update(topics=[topic], unreadable_identities=[foreign])
+    done = project.run("preprovision")
+    assert done.returncode == 0, done.stderr
+    assert f"dropping the user-assigned identity {deleted} from the topic: it no longer exists" in done.stderr
+    assert f"cannot read the user-assigned identity {foreign}; keeping it" in done.stderr
+    state = json.loads(base64.b64decode(project.azd_env["RETRAIN_SYSTEM_TOPIC_STATE"]))
+    assert state["userAssignedIdentities"] == {foreign: {}}  # an unknown is never dropped
+
+
+def test_a_topic_listing_more_user_assigned_identities_than_event_grid_allows_is_refused(project: Project) -> None:
+    many = [uai("id-1"), uai("id-2"), uai("id-3")]
+    topic = portal_topic()
+    topic["identity"]["userAssignedIdentities"] = {i: {} for i in many}
+    project.world.update(topics=[topic], identities=many)
+    done = project.run("preprovision")
+    assert done.returncode != 0
+    assert "lists 3 user-assigned identities and Event Grid allows at most 2" in done.stderr
+    assert "remove the ones nobody uses (portal: the topic > Identity > User assigned)" in done.stderr
+    assert "RETRAIN_SYSTEM_TOPIC_STATE" not in project.azd_env
+
+
+# ------------------------------------------------------------------ preprovision: what the workspace needs
+
+
+def test_a_workspace_without_public_network_access_is_refused_with_what_to_do(project: Project) -> None:
+    project.world["workspace"]["properties"]["publicNetworkAccess"] = "Disabled"
+    done = project.run("preprovision")
+    assert done.returncode != 0
+    assert "the workspace ws1 has public network access disabled" in done.stderr
+    assert "--public-network-access Enabled" in done.stderr
+    assert "azd env set RETRAIN_ALLOW_PRIVATE_WORKSPACE true" in done.stderr
+    assert project.calls("az", "eventgrid") == []
+    allowed = project.run("preprovision", RETRAIN_ALLOW_PRIVATE_WORKSPACE="true")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "public network access disabled; RETRAIN_ALLOW_PRIVATE_WORKSPACE=true" in allowed.stdout
+
+
+def test_event_grid_is_registered_in_the_workspace_subscription_before_topics_are_listed(project: Project) -> None:
+    project.world["providers"] = {"Microsoft.EventGrid": "NotRegistered"}
+    done = project.run("preprovision")
+    assert done.returncode == 0, done.stderr
+    assert "registering the resource provider Microsoft.EventGrid in subscription" in done.stdout
+    calls = [c for c in project.world["calls"] if c[0] == "az"]
+    register = calls.index(
+        ["az", "provider", "register", "--namespace", "Microsoft.EventGrid", "--subscription", SUB, "--wait"]
+    )
+    listing = next(i for i, c in enumerate(calls) if c[1:4] == ["eventgrid", "system-topic", "list"])
+    assert register < listing
+    assert project.world["providers"]["Microsoft.EventGrid"] == "Registered"
+
+
+def test_an_unregistered_event_grid_that_cannot_be_registered_stops_with_the_command(project: Project) -> None:
+    project.world.update(providers={"Microsoft.EventGrid": "NotRegistered"}, register_fails=True)
+    done = project.run("preprovision")
+    assert done.returncode != 0
+    assert f"az provider register --namespace Microsoft.EventGrid --subscription {SUB} --wait" in done.stderr
+    assert project.calls("az", "eventgrid") == []
+
+
+ML_SUB = "00000000-0000-0000-0000-0000000000ml"
+APP_SUB = "00000000-0000-0000-0000-00000000app0"
+
+
+def _untargeted(project: Project) -> list[list[str]]:
+    """az calls that rely on the account's default subscription (no --subscription, no --ids)."""
+    return [
+        c
+        for c in project.calls("az")
+        if c[:2] != ["account", "show"] and "--subscription" not in c and "--ids" not in c
+    ]
+
+
+def test_preprovision_targets_the_workspace_subscription_whatever_az_defaults_to(project: Project) -> None:
+    project.world.update(subscription=ML_SUB, account_subscription="someone-elses-default")
+    project.world["workspace"]["id"] = WORKSPACE_ID.replace(SUB, ML_SUB)
+    project.world["topics"] = [portal_topic(source=WORKSPACE_ID.replace(SUB, ML_SUB))]
+    done = project.run("preprovision", AZUREML_SUBSCRIPTION_ID=ML_SUB, AZURE_SUBSCRIPTION_ID=APP_SUB)
+    assert done.returncode == 0, done.stderr
+    assert project.azd_env["RETRAIN_SYSTEM_TOPIC_NAME"] == "ws1-events"
+    assert _untargeted(project) == []
+
+
+def test_postdeploy_targets_the_app_and_workspace_subscriptions_whatever_az_defaults_to(project: Project) -> None:
+    deployed(project, subscription=ML_SUB, app_subscription=APP_SUB, account_subscription="someone-elses-default")
+    done = project.run("postdeploy", AZUREML_SUBSCRIPTION_ID=ML_SUB, AZURE_SUBSCRIPTION_ID=APP_SUB)
+    assert done.returncode == 0, done.stderr
+    assert project.world["event_subscriptions"]["evgt-ws1"] == NAMES
+    assert _untargeted(project) == []
+    (show, *_) = project.calls("az", "functionapp", "function", "show")
+    assert show[show.index("--subscription") + 1] == APP_SUB
+
+
+# ------------------------------------------------------------------ the PowerShell twins
+
+NATIVE = re.compile(r"(?:^|[\s({;|=])(?:az|azd|python3?)\s|&\s*[\"$]")
+
+
+def unchecked_native_calls(script: str) -> list[str]:
+    """Lines of a .ps1 that run a native command (az, azd, python, & $exe) without a $LASTEXITCODE
+    check on the same or the next line: PowerShell does not stop on a native command's failure."""
+    logical = re.sub(r"`\r?\n\s*", " ", script).splitlines()  # a trailing backtick continues the line
+    lines = []
+    for line in logical:
+        # String contents are not commands ('... run azd up ...'); a comment is not code.
+        code = re.sub(r'"[^"]*"', '""', re.sub(r"'[^']*'", "''", line))
+        lines.append(code.split("#", 1)[0].rstrip())
+    unchecked = []
+    for i, line in enumerate(lines):
+        if not NATIVE.search(line) or line.lstrip().startswith(("function ", "Write-Error")):
+            continue
+        following = next((later for later in lines[i + 1 :] if later.strip()), "")
+        if "$LASTEXITCODE" not in line and "$LASTEXITCODE" not in following:
+            unchecked.append(logical[i].strip())
+    return unchecked
+
+
+def test_the_static_check_finds_a_native_call_whose_failure_would_be_ignored() -> None:
+    script = "azd env set A b\n$x = az resource show --ids $id\nif ($LASTEXITCODE -ne 0) { Fail 'x' }\n"
+    assert unchecked_native_calls(script) == ["azd env set A b"]
+    continued = "$x = az resource show `\n    --ids $id\nif ($LASTEXITCODE -ne 0) { Fail 'x' }\n"
+    assert unchecked_native_calls(continued) == []
+    assert unchecked_native_calls("$found = @($t | & $python hooklib.py topic $id)\n") != []
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in HOOKS.glob("*.ps1")))
+def test_every_native_command_in_the_powershell_hooks_is_checked(script: str) -> None:
+    assert unchecked_native_calls((HOOKS / script).read_text(encoding="utf-8")) == []

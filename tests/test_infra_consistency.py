@@ -234,7 +234,7 @@ def test_undeliverable_events_are_retried_for_a_day_then_dead_lettered_where_the
     assert properties["retryPolicy"]["eventTimeToLiveInMinutes"] == 1440
     assert properties["retryPolicy"]["maxDeliveryAttempts"] == "maxDeliveryAttempts"
     dead_letter = properties["deadLetterWithResourceIdentity"]
-    assert dead_letter["identity"] == {"type": "UserAssigned", "userAssignedIdentity": "topicIdentityId"}
+    assert dead_letter["identity"] == {"type": "SystemAssigned"}
     assert dead_letter["deadLetterDestination"]["properties"]["blobContainerName"] == "deadLetterContainerName"
     container = variable("main.bicep", "deadLetterContainerName")
     default = next(s.default for s in SETTINGS if s.name == "RETRAIN_DEADLETTER_CONTAINER")
@@ -347,51 +347,87 @@ def test_every_name_outside_the_service_resource_group_carries_the_environment_t
     assert _mentions_token(main["trafficLogs"]["params"]["settingName"])
 
 
-def test_the_topic_dead_letters_as_its_own_identity_which_holds_only_the_container_role() -> None:
+def test_the_topic_dead_letters_as_its_system_identity_which_holds_only_each_container_role() -> None:
+    """A system topic holds one system-assigned and at most two user-assigned identities: one
+    user-assigned identity per environment would stop the third environment on a workspace."""
     main = modules()
-    assert main["identity"]["params"]["name"] != main["topicIdentity"]["params"]["name"]
-    assert _symbol(main["events"]["params"]["topicIdentityId"]) == "topicIdentity"
+    assert "topicIdentity" not in main
+    assert not any("topicIdentity" in json.dumps(c["params"]) for c in main.values())
     assert [k for k, v in main["events"]["params"].items() if _symbol(v) == "identity"] == []
     # Every role assignment to the topic's principal: one, on the dead-letter container.
     topic_principals = [
         (path.name, name, config)
         for path, name, config in _role_assignments()
-        if config["properties"]["principalId"] == "eventGridPrincipalId"
+        if config["properties"]["principalId"] == "topicPrincipalId"
     ]
     assert [(p, n, c["scope"]) for p, n, c in topic_principals] == [
-        ("storage-access.bicep", "eventGridDeadLetterWriter", "deadLetterContainer")
+        ("deadletter-access.bicep", "topicDeadLetterWriter", "deadLetterContainer")
     ]
-    assert _symbol(main["storageAccess"]["params"]["eventGridPrincipalId"]) == "topicIdentity"
+    (writer,) = topic_principals
+    role = bicep("modules/deadletter-access.bicep")["variables"]["storageBlobDataContributor"]
+    assert "ba92f5b4-2d11-453d-a403-e96b0029c9fe" in json.dumps(role)  # Storage Blob Data Contributor
+    assert writer[2]["properties"]["roleDefinitionId"] == "storageBlobDataContributor"
+    access = main["deadLetterAccess"]
+    assert access["scope"] == "rg"  # this environment's own storage account and container
+    assert "systemTopicPrincipalId" in json.dumps(access["params"]["topicPrincipalId"])
+    assert _symbol(access["params"]["topicPrincipalId"]) == "events"
+    assert "deadLetterContainerName" in json.dumps(access["params"]["deadLetterContainerName"])
     assert _symbol(main["storageAccess"]["params"]["appPrincipalId"]) == "identity"
+    assert set(main["storageAccess"]["params"]) == {"storageAccountName", "appPrincipalId"}
+    output = bicep("modules/events.bicep")["outputs"]["systemTopicPrincipalId"]["value"]
+    assert "systemTopic" in json.dumps(output) and "principalId" in json.dumps(output)
 
 
-def test_an_existing_topic_keeps_its_identities_and_tags_and_gains_ours() -> None:
+def test_the_topic_gets_its_system_identity_and_keeps_exactly_the_user_assigned_ones_it_had() -> None:
+    """The deployment adds no user-assigned identity, so any number of environments fit on one
+    topic, including one that already carries two of another team's (tests/fake_azcli.py's
+    `azd provision` PUTs the topic's identity exactly this way, and checks Event Grid's limits)."""
     topic = bicep("modules/events.bicep")["resources"]["systemTopic"]["config"]
     assert topic["tags"] == {
         "operator": {"type": "property_accessor", "operands": {"operand_1": "topicState", "operand_2": "tags"}}
     }
     assert topic["identity"] == "topicIdentity"
-    identity = variable("modules/events.bicep", "topicIdentity")
-    merged = identity["userAssignedIdentities"]["function"]
-    assert merged["type"] == "union"
-    assert "topicState" in json.dumps(merged["parameters"]) and "topicIdentityId" in json.dumps(merged["parameters"])
-    assert "keepsSystemAssigned" in json.dumps(identity["type"])
+    assert variable("modules/events.bicep", "keptUserAssigned") == {
+        "operator": {
+            "type": "property_accessor",
+            "operands": {"operand_1": "topicState", "operand_2": "userAssignedIdentities"},
+        }
+    }
+    identity = variable("modules/events.bicep", "topicIdentity")["operator"]
+    assert identity["type"] == "conditional"
+    operands = identity["operands"]
+    assert "keptUserAssigned" in json.dumps(operands["condition"]) and "empty" in json.dumps(operands["condition"])
+    assert operands["true_value"] == {"type": "SystemAssigned"}
+    assert operands["false_value"] == {
+        "type": "SystemAssigned, UserAssigned",
+        "userAssignedIdentities": "keptUserAssigned",
+    }
     params = bicep("main.bicep")["modules"]["events"]["config"]["params"]
     assert params["existingTopicState"] == "systemTopicState"
+    assert "topicIdentityId" not in bicep("modules/events.bicep")["parameters"]
 
 
 def test_lost_events_and_failed_invocations_alert_an_action_group() -> None:
     alerts = bicep("modules/alerts.bicep")["resources"]
     by_metric = {}
-    for name in ("deadLettered", "deliveryFailed"):
+    for name in ("deadLettered", "deliveryFailed", "deadLetterFailed"):
         config = alerts[name]["config"]
         assert config["loop_type"]["detail"]["array_name"] == "subscriptionNames"
         (criterion,) = config["config"]["properties"]["criteria"]["allOf"]
         assert criterion["metricNamespace"] == "Microsoft.EventGrid/systemTopics"
-        assert criterion["dimensions"] == [{"name": "EventSubscriptionName", "operator": "Include", "values": ["name"]}]
+        assert criterion["dimensions"][0] == {
+            "name": "EventSubscriptionName",
+            "operator": "Include",
+            "values": ["name"],
+        }
         assert config["config"]["properties"]["scopes"] == ["systemTopicId"]
         by_metric[criterion["metricName"]] = criterion
-    assert set(by_metric) == {"DeadLetteredCount", "DeliveryAttemptFailCount"}
+    assert set(by_metric) == {"DeadLetteredCount", "DeliveryAttemptFailCount", "DroppedEventCount"}
+    # Dead-lettering itself failing: DeadLetteredCount stays 0, only DroppedEventCount counts it.
+    assert by_metric["DroppedEventCount"]["dimensions"][1:] == [
+        {"name": "DropReason", "operator": "Include", "values": ["*"]}
+    ]
+    assert by_metric["DroppedEventCount"]["timeAggregation"] == "Total"
     assert all(c["operator"] == "GreaterThan" and c["threshold"] == 0 for c in by_metric.values())
     failures = alerts["functionFailures"]["config"]["properties"]
     assert failures["criteria"]["allOf"][0]["metricName"] == "requests/failed"
@@ -407,11 +443,30 @@ def test_lost_events_and_failed_invocations_alert_an_action_group() -> None:
     assert supplied["alertEmail"]["value"] == "${RETRAIN_ALERT_EMAIL=}"
 
 
+def test_every_metric_alert_criterion_skips_metric_validation() -> None:
+    """The alerts are created with the topic, its subscriptions and the component, which have
+    emitted no metric yet: Azure Monitor's validation of a metric without data can refuse the rule."""
+    criteria = []
+    for path in sorted(INFRA.rglob("*.bicep")):
+        for name, resource in bicep(str(path.relative_to(INFRA))).get("resources", {}).items():
+            if resource["type"] == "Microsoft.Insights/metricAlerts":
+                config = resource["config"]
+                config = config.get("config", config) if "loop_type" in config else config
+                for criterion in config["properties"]["criteria"]["allOf"]:
+                    criteria.append((path.name, name, criterion.get("skipMetricValidation")))
+    assert len(criteria) == 4
+    assert [c for c in criteria if c[2] is not True] == []
+
+
 def test_the_traffic_log_goes_from_each_named_endpoint_to_the_health_workspace() -> None:
     module = bicep("modules/traffic-logs.bicep")["resources"]
     setting = module["trafficLog"]["config"]
     assert setting["loop_type"]["detail"]["array_name"] == "endpointNames"
     assert setting["config"]["properties"]["logs"] == [{"category": "AmlOnlineEndpointTrafficLog", "enabled": True}]
+    # The code queries the resource-specific table, which only a Dedicated destination fills.
+    assert setting["config"]["properties"]["logAnalyticsDestinationType"] == "Dedicated"
+    query = (REPO / "function_app" / "adapters" / "monitor_health.py").read_text(encoding="utf-8")
+    assert "= AmlOnlineEndpointTrafficLog" in query and "AzureDiagnostics" not in query
     assert module["endpoints"]["type"] == "Microsoft.MachineLearningServices/workspaces/onlineEndpoints"
     params = modules()["trafficLogs"]["params"]
     assert params["logAnalyticsWorkspaceId"] == "healthWorkspaceId"
@@ -432,3 +487,59 @@ def test_the_notification_topic_takes_cloudevents_with_entra_id_only_from_the_ap
     assert "resourceToken" in json.dumps(call["params"]["name"])  # named per environment, like the others
     setting = json.dumps(variable("main.bicep", "appSettings")["RETRAIN_NOTIFY_TOPIC_ENDPOINT"])
     assert '"notifications"' in setting and '"endpoint"' in setting  # notifications.outputs.endpoint
+
+
+EMPTY_CLIENT_ID = {"function": {"type": "empty", "parameters": {"item_to_test": "authClientId"}}}
+
+
+def test_sign_in_is_an_azd_parameter_that_every_provision_writes_and_the_app_setting_follows() -> None:
+    """App settings are replaced whole on every provision: a sign-in set up by hand, and the
+    RETRAIN_APP_SERVICE_AUTH=true beside it, were lost on the next one. Both follow authClientId."""
+    from function_app.settings import _bool
+
+    settings = variable("main.bicep", "appSettings")
+    assert settings["RETRAIN_APP_SERVICE_AUTH"] == {
+        "operator": {
+            "type": "conditional",
+            "operands": {"condition": EMPTY_CLIENT_ID, "true_value": "false", "false_value": "true"},
+        }
+    }
+    assert (_bool("true"), _bool("false")) == (True, False)  # what the code makes of the two values
+    assert settings["RETRAIN_OPERATOR_ROLE"] == "operatorRole"
+    declared = bicep("main.bicep")["parameters"]
+    assert declared["authClientId"]["default"] == "" and declared["operatorRole"]["default"] == "Retrain.Operator"
+    supplied = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert supplied["authClientId"]["value"] == "${RETRAIN_AUTH_CLIENT_ID=}"
+    assert supplied["authIssuer"]["value"] == "${RETRAIN_AUTH_ISSUER=}"
+    assert supplied["operatorRole"]["value"] == "${RETRAIN_OPERATOR_ROLE=Retrain.Operator}"
+    params = modules()["functionApp"]["params"]
+    assert (params["authClientId"], params["authIssuer"]) == ("authClientId", "authIssuer")
+
+    module = bicep("modules/functionapp.bicep")
+    assert module["variables"]["signIn"]["value"] == {
+        "operator": {"type": "not", "operands": {"bool_value": EMPTY_CLIENT_ID}}
+    }
+    auth = module["resources"]["authSettings"]
+    assert auth["type"] == "Microsoft.Web/sites/config" and "condition" not in auth["config"]  # written even when off
+    config = auth["config"]
+    assert (config["parent"], config["name"]) == ("functionApp", "authsettingsV2")
+    properties = config["properties"]
+    assert properties["platform"] == {"enabled": "signIn"}
+    # Event Grid, action groups and /api/health call without a token; the app refuses manual
+    # requests without a principal holding the role, from the headers App Service sets.
+    assert properties["globalValidation"] == {
+        "requireAuthentication": False,
+        "unauthenticatedClientAction": "AllowAnonymous",
+    }
+    entra = properties["identityProviders"]["azureActiveDirectory"]["operator"]["operands"]
+    assert entra["condition"] == "signIn" and entra["false_value"] == {"enabled": False}
+    assert entra["true_value"]["registration"] == {"clientId": "authClientId", "openIdIssuer": "issuer"}
+    assert "api://${authClientId}" in entra["true_value"]["validation"]["allowedAudiences"]
+
+
+def test_the_sign_in_configuration_holds_no_secret_and_names_no_secret_setting() -> None:
+    text = (INFRA / "modules" / "functionapp.bicep").read_text(encoding="utf-8")
+    assert "clientSecret" not in json.dumps(bicep("modules/functionapp.bicep")["resources"]["authSettings"])
+    assert "clientSecret" not in text and "MICROSOFT_PROVIDER_AUTHENTICATION_SECRET" not in json.dumps(
+        variable("main.bicep", "appSettings")
+    )

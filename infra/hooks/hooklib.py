@@ -1,16 +1,20 @@
 """Helpers of the azd hooks (infra/hooks/*.sh, *.ps1) that are easier to get right in Python.
 
-    python hooklib.py topic WORKSPACE_ID [OUR_IDENTITY_ID] < topics.json   the workspace's system topic
+    python hooklib.py topic WORKSPACE_ID < topics.json      the workspace's system topic
     python hooklib.py logs-endpoints POLICY                 endpoints whose rollout health reads logs
     python hooklib.py packaged PATH                         fail if .funcignore leaves PATH out
 
 ``topic`` reads ``az eventgrid system-topic list -o json`` and prints, for the topic whose source is
 the workspace (resource ids compare case-insensitively), three lines: its name, its resource group
 and the base64 of {location, identityType, userAssignedIdentities, tags}, which infra/main.bicep
-merges its own identity into (systemTopicState). Nothing is printed when there is none. Resource ids
-are case-insensitive but JSON keys are not: an identity the topic already has under another casing
-of OUR_IDENTITY_ID (the deployment's output RETRAIN_TOPIC_IDENTITY_ID), or twice, is passed once, so
-that the deployment's union never names one identity twice.
+PUTs back with the topic's system-assigned identity added (systemTopicState). Nothing is printed
+when there is none. The user-assigned identities are passed on as the topic lists them, except:
+- one listed twice under two casings (resource ids are case-insensitive, JSON keys are not) once;
+- one that no longer exists (``az identity show --ids`` answers ResourceNotFound or
+  ResourceGroupNotFound: a deleted environment's, say) is dropped, because a PUT naming it fails;
+  one that cannot be read (no access to its subscription) is kept, with a warning;
+- more than two (a system topic holds one system-assigned and at most two user-assigned
+  identities) is refused with exit code 1 and what to do.
 
 ``logs-endpoints`` prints the comma-separated endpoints of the models whose policy says
 ``deploy.rollout.health.source: logs`` (PyYAML; the policy's own validation is ``retrain
@@ -22,29 +26,72 @@ from __future__ import annotations
 import base64
 import fnmatch
 import json
+import shutil
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# Event Grid, "Enable managed identity for system topics": one system-assigned and at most two
+# user-assigned identities per system topic.
+MAX_USER_ASSIGNED = 2
+GONE = ("ResourceNotFound", "ResourceGroupNotFound")
 
-def topic(workspace_id: str, topics: list[dict[str, Any]], ours: str = "") -> list[str]:
+
+class TopicRefused(Exception):
+    """The topic cannot take this deployment; the message says what to do."""
+
+
+def identity_exists(resource_id: str) -> bool | None:
+    """Whether the identity exists: True, False (Azure says it is not found), None (cannot tell)."""
+    az = shutil.which("az") or "az"
+    command = [az, "identity", "show", "--ids", resource_id, "--query", "id", "-o", "tsv"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603  (an argv, no shell)
+    if done.returncode == 0:
+        return True
+    return False if any(code in done.stderr for code in GONE) else None
+
+
+def topic(
+    workspace_id: str,
+    topics: list[dict[str, Any]],
+    exists: Callable[[str], bool | None] = identity_exists,
+    warn: Callable[[str], None] = lambda message: None,
+) -> list[str]:
     for found in topics:
-        if str(found.get("source") or "").lower() == workspace_id.lower():
-            identity = found.get("identity") or {}
-            kept: dict[str, dict[str, Any]] = {}
-            seen = {ours.lower()} if ours else set()
-            for key in identity.get("userAssignedIdentities") or {}:
-                if key.lower() not in seen:
-                    seen.add(key.lower())
-                    kept[key] = {}  # keys only: principal and client ids are read-only, not sent back
-            state = {
-                "location": found.get("location"),
-                "identityType": identity.get("type") or "None",
-                "userAssignedIdentities": kept,
-                "tags": found.get("tags") or {},
-            }
-            encoded = base64.b64encode(json.dumps(state, sort_keys=True).encode()).decode()
-            return [str(found["name"]), str(found["resourceGroup"]), encoded]
+        if str(found.get("source") or "").lower() != workspace_id.lower():
+            continue
+        identity = found.get("identity") or {}
+        kept: dict[str, dict[str, Any]] = {}
+        seen: set[str] = set()
+        for key in identity.get("userAssignedIdentities") or {}:
+            if key.lower() in seen:
+                continue
+            seen.add(key.lower())
+            state = exists(key)
+            if state is False:
+                warn(f"dropping the user-assigned identity {key} from the topic: it no longer exists")
+                continue
+            if state is None:
+                warn(f"cannot read the user-assigned identity {key}; keeping it on the topic")
+            kept[key] = {}  # keys only: principal and client ids are read-only, not sent back
+        if len(kept) > MAX_USER_ASSIGNED:
+            raise TopicRefused(
+                f"the system topic {found['name']} (resource group {found['resourceGroup']}) lists "
+                f"{len(kept)} user-assigned identities and Event Grid allows at most {MAX_USER_ASSIGNED}: "
+                "remove the ones nobody uses (portal: the topic > Identity > User assigned), then run azd "
+                "provision again. This service adds none; it dead-letters with the topic's system-assigned "
+                "identity. Still listed: " + ", ".join(kept)
+            )
+        state = {
+            "location": found.get("location"),
+            "identityType": identity.get("type") or "None",
+            "userAssignedIdentities": kept,
+            "tags": found.get("tags") or {},
+        }
+        encoded = base64.b64encode(json.dumps(state, sort_keys=True).encode()).decode()
+        return [str(found["name"]), str(found["resourceGroup"]), encoded]
     return []
 
 
@@ -76,8 +123,13 @@ def excluded_by(path: str, funcignore: str) -> str | None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) in (2, 3) and argv[0] == "topic":
-        print("\n".join(topic(argv[1], json.load(sys.stdin) or [], *argv[2:])))
+    if len(argv) == 2 and argv[0] == "topic":
+        try:
+            found = topic(argv[1], json.load(sys.stdin) or [], warn=lambda m: print(m, file=sys.stderr))
+        except TopicRefused as refused:
+            print(refused, file=sys.stderr)
+            return 1
+        print("\n".join(found))
         return 0
     if len(argv) == 2 and argv[0] == "logs-endpoints":
         import yaml

@@ -46,3 +46,10 @@ function Assert-Policy([string]$python, [string]$policy) {
     & $python "$PSScriptRoot/hooklib.py" packaged $policy
     if ($LASTEXITCODE -ne 0) { Fail 'move the policy, or change .funcignore' }
 }
+
+# `azd env set` that stops the hook when azd fails (PowerShell does not stop on a native command's
+# exit code, whatever $ErrorActionPreference says: every native call here checks $LASTEXITCODE).
+function Set-AzdEnv([string]$name, [string]$value) {
+    azd env set $name $value
+    if ($LASTEXITCODE -ne 0) { Fail "azd env set $name failed (above); is this an azd project with a selected environment (azd env select)?" }
+}

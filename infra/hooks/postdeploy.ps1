@@ -1,4 +1,5 @@
-# azd postdeploy hook for Windows; see postdeploy.sh for why it exists and what it checks.
+# azd postdeploy hook for Windows; see postdeploy.sh for why it exists and what it checks. Every
+# native command is followed by a $LASTEXITCODE check (tests/test_hooks.py checks that statically).
 $script:Hook = 'postdeploy'
 . "$PSScriptRoot/lib.ps1"
 
@@ -6,7 +7,7 @@ if ($env:RETRAIN_SKIP_EVENT_SUBSCRIPTIONS -eq 'true') {
     Say 'RETRAIN_SKIP_EVENT_SUBSCRIPTIONS=true (CI): the subscriptions are the business of azd up; nothing to do.'
     exit 0
 }
-Require @('AZURE_RESOURCE_GROUP', 'AZURE_FUNCTION_APP_NAME', 'RETRAIN_SYSTEM_TOPIC_NAME', 'RETRAIN_EVENT_SUBSCRIPTION_NAMES')
+Require @('AZURE_SUBSCRIPTION_ID', 'AZURE_RESOURCE_GROUP', 'AZURE_FUNCTION_APP_NAME', 'RETRAIN_SYSTEM_TOPIC_NAME', 'RETRAIN_EVENT_SUBSCRIPTION_NAMES')
 $subscription = if ($env:AZUREML_SUBSCRIPTION_ID) { $env:AZUREML_SUBSCRIPTION_ID } else { $env:AZURE_SUBSCRIPTION_ID }
 $topicGroup = if ($env:RETRAIN_SYSTEM_TOPIC_RESOURCE_GROUP) { $env:RETRAIN_SYSTEM_TOPIC_RESOURCE_GROUP } else { $env:AZUREML_RESOURCE_GROUP }
 $function = 'on_workspace_event'
@@ -23,14 +24,14 @@ function Get-Missing {
 
 $missing = Get-Missing
 if ($missing.Count -eq 0) {
-    if ($env:RETRAIN_EVENT_SUBSCRIPTIONS -ne 'true') { azd env set RETRAIN_EVENT_SUBSCRIPTIONS true }
+    if ($env:RETRAIN_EVENT_SUBSCRIPTIONS -ne 'true') { Set-AzdEnv 'RETRAIN_EVENT_SUBSCRIPTIONS' 'true' }
     Say "the Event Grid subscriptions exist ($($env:RETRAIN_EVENT_SUBSCRIPTION_NAMES)); nothing to do."
     exit 0
 }
 Say "missing Event Grid subscriptions: $($missing -join ' ')"
 
 for ($attempt = 1; ; $attempt++) {
-    az functionapp function show -g $env:AZURE_RESOURCE_GROUP -n $env:AZURE_FUNCTION_APP_NAME --function-name $function --query name -o tsv *> $null
+    az functionapp function show --subscription $env:AZURE_SUBSCRIPTION_ID -g $env:AZURE_RESOURCE_GROUP -n $env:AZURE_FUNCTION_APP_NAME --function-name $function --query name -o tsv *> $null
     if ($LASTEXITCODE -eq 0) { break }
     if ($attempt -ge $attempts) {
         Fail "the function $function is not indexed on $($env:AZURE_FUNCTION_APP_NAME) after $attempts checks; Event Grid would refuse the subscriptions (Destination endpoint not found). Look at the app's start-up in Application Insights (traces), fix it, then run azd deploy again."
@@ -39,18 +40,18 @@ for ($attempt = 1; ; $attempt++) {
     Start-Sleep -Seconds $interval
 }
 
-azd env set RETRAIN_EVENT_SUBSCRIPTIONS true
+Set-AzdEnv 'RETRAIN_EVENT_SUBSCRIPTIONS' 'true'
 $ok = $false
 try {
     azd provision --no-prompt
     $ok = $LASTEXITCODE -eq 0
 } finally {
-    if (-not $ok) { azd env set RETRAIN_EVENT_SUBSCRIPTIONS false }
+    if (-not $ok) { Set-AzdEnv 'RETRAIN_EVENT_SUBSCRIPTIONS' 'false' }
 }
 if (-not $ok) { Fail 'provisioning the Event Grid subscriptions failed (above); RETRAIN_EVENT_SUBSCRIPTIONS is false again: fix the cause and run azd up again.' }
 $missing = Get-Missing
 if ($missing.Count -gt 0) {
-    azd env set RETRAIN_EVENT_SUBSCRIPTIONS false
+    Set-AzdEnv 'RETRAIN_EVENT_SUBSCRIPTIONS' 'false'
     Fail "the provision succeeded but these subscriptions do not exist: $($missing -join ' '); run azd up again."
 }
 Say "the Event Grid subscriptions exist: $($env:RETRAIN_EVENT_SUBSCRIPTION_NAMES)"

@@ -16,15 +16,17 @@ if [ "${RETRAIN_SKIP_EVENT_SUBSCRIPTIONS:-false}" = "true" ]; then
   exit 0
 fi
 
-require AZURE_RESOURCE_GROUP AZURE_FUNCTION_APP_NAME RETRAIN_SYSTEM_TOPIC_NAME RETRAIN_EVENT_SUBSCRIPTION_NAMES
-SUBSCRIPTION=${AZUREML_SUBSCRIPTION_ID:-${AZURE_SUBSCRIPTION_ID:-}}
+require AZURE_SUBSCRIPTION_ID AZURE_RESOURCE_GROUP AZURE_FUNCTION_APP_NAME RETRAIN_SYSTEM_TOPIC_NAME RETRAIN_EVENT_SUBSCRIPTION_NAMES
+# Every az call names its subscription: az's default (az account set) need not be the app's
+# (AZURE_SUBSCRIPTION_ID) or the workspace's (AZUREML_SUBSCRIPTION_ID, where the topic lives).
+SUBSCRIPTION=${AZUREML_SUBSCRIPTION_ID:-$AZURE_SUBSCRIPTION_ID}
 TOPIC_GROUP=${RETRAIN_SYSTEM_TOPIC_RESOURCE_GROUP:-${AZUREML_RESOURCE_GROUP:-}}
 FUNCTION=on_workspace_event
 ATTEMPTS=${RETRAIN_INDEX_ATTEMPTS:-20}
 INTERVAL=${RETRAIN_INDEX_INTERVAL:-15}
 
 missing_subscriptions() {
-  existing=$(az eventgrid system-topic event-subscription list ${SUBSCRIPTION:+--subscription "$SUBSCRIPTION"} \
+  existing=$(az eventgrid system-topic event-subscription list --subscription "$SUBSCRIPTION" \
     -g "$TOPIC_GROUP" --system-topic-name "$RETRAIN_SYSTEM_TOPIC_NAME" --query "[].name" -o tsv 2>/dev/null) || existing=""
   missing=""
   for name in $(printf '%s' "$RETRAIN_EVENT_SUBSCRIPTION_NAMES" | tr ',' ' '); do
@@ -42,7 +44,7 @@ fi
 say "missing Event Grid subscriptions:$MISSING"
 
 attempt=1
-until az functionapp function show -g "$AZURE_RESOURCE_GROUP" -n "$AZURE_FUNCTION_APP_NAME" \
+until az functionapp function show --subscription "$AZURE_SUBSCRIPTION_ID" -g "$AZURE_RESOURCE_GROUP" -n "$AZURE_FUNCTION_APP_NAME" \
     --function-name "$FUNCTION" --query name -o tsv >/dev/null 2>&1; do
   if [ "$attempt" -ge "$ATTEMPTS" ]; then
     die "the function $FUNCTION is not indexed on $AZURE_FUNCTION_APP_NAME after $ATTEMPTS checks; Event Grid would refuse the subscriptions (Destination endpoint not found). Look at the app's start-up in Application Insights (traces), fix it, then run azd deploy again."

@@ -3,9 +3,12 @@
 // address given (none: the alerts still fire and show in Azure Monitor > Alerts).
 // Deployed to the service's resource group; a metric alert may watch a resource in another one.
 //
-// Event Grid publishes DeadLetteredCount and DeliveryAttemptFailCount on the system topic with the
-// dimension EventSubscriptionName (Event Grid monitoring reference, push delivery), so each alert
+// Event Grid publishes DeadLetteredCount, DeliveryAttemptFailCount and DroppedEventCount on the
+// system topic with the dimension EventSubscriptionName (Event Grid monitoring reference, push
+// delivery; Azure Monitor supported metrics, Microsoft.EventGrid/systemTopics), so each alert
 // watches one subscription of this environment and nothing of another environment's.
+// Every criterion has skipMetricValidation: the rules are created with resources that may have
+// emitted nothing yet (infra/README.md, Alerts).
 
 @description('The environment\'s token: names the alert rules and the action group.')
 param nameToken string
@@ -68,12 +71,71 @@ resource deadLettered 'Microsoft.Insights/metricAlerts@2018-03-01' = [for name i
           timeAggregation: 'Total'
           operator: 'GreaterThan'
           threshold: 0
+          // The topic, its subscriptions or the component may be minutes old: their metrics have
+          // no data yet, and Azure Monitor's validation of the metric could refuse the rule.
+          skipMetricValidation: true
           dimensions: [
             {
               name: 'EventSubscriptionName'
               operator: 'Include'
               values: [
                 name
+              ]
+            }
+          ]
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: [
+      {
+        actionGroupId: actionGroup.id
+      }
+    ]
+  }
+}]
+
+// An event Event Grid could not even dead-letter (the dead-letter container unreachable, the topic's
+// identity without its role there, the container deleted): it is lost, and DeadLetteredCount stays
+// 0, so only DroppedEventCount shows it. Split by DropReason, so the alert names the reason.
+resource deadLetterFailed 'Microsoft.Insights/metricAlerts@2018-03-01' = [for name in subscriptionNames: {
+  name: '${name}-dropped'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'Events of ${name} were dropped: Event Grid could not dead-letter them (see the DropReason dimension). Check the deadletter container and the topic identity\'s role on it; the events are lost.'
+    severity: 0
+    enabled: true
+    scopes: [
+      systemTopicId
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'Dropped'
+          metricNamespace: 'Microsoft.EventGrid/systemTopics'
+          metricName: 'DroppedEventCount'
+          timeAggregation: 'Total'
+          operator: 'GreaterThan'
+          threshold: 0
+          skipMetricValidation: true
+          dimensions: [
+            {
+              name: 'EventSubscriptionName'
+              operator: 'Include'
+              values: [
+                name
+              ]
+            }
+            {
+              name: 'DropReason'
+              operator: 'Include'
+              values: [
+                '*'
               ]
             }
           ]
@@ -115,6 +177,9 @@ resource deliveryFailed 'Microsoft.Insights/metricAlerts@2018-03-01' = [for name
           timeAggregation: 'Total'
           operator: 'GreaterThan'
           threshold: 0
+          // The topic, its subscriptions or the component may be minutes old: their metrics have
+          // no data yet, and Azure Monitor's validation of the metric could refuse the rule.
+          skipMetricValidation: true
           dimensions: [
             {
               name: 'EventSubscriptionName'
@@ -162,6 +227,9 @@ resource functionFailures 'Microsoft.Insights/metricAlerts@2018-03-01' = {
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0
+          // The topic, its subscriptions or the component may be minutes old: their metrics have
+          // no data yet, and Azure Monitor's validation of the metric could refuse the rule.
+          skipMetricValidation: true
         }
       ]
     }

@@ -21,15 +21,21 @@
 // One system topic per source: the workspace may already have one (from the portal's Events
 // blade, another team, or another environment of this service). The preprovision hook
 // (infra/hooks/preprovision.sh) finds it and passes its name, resource group and current state
-// (region, identities, tags) here; the topic is then PUT with the identities it already has plus
-// ours, and with its own tags unchanged, so nothing another owner set is lost. A new topic gets
-// our tags. (A PUT replaces identity and tags as a whole: that is why they are merged here.)
+// (region, identities, tags) here; the topic is then PUT with the user-assigned identities it
+// already has and its own tags unchanged, so nothing another owner set is lost, plus its
+// system-assigned identity. A new topic gets our tags. (A PUT replaces identity and tags as a
+// whole: that is why they are passed through.) The hook drops identities that no longer exist (a
+// PUT naming a deleted identity fails) and refuses a topic listing more than Event Grid allows.
 //
 // Dead letters: after maxDeliveryAttempts or 24 hours, Event Grid writes the event to the
-// dead-letter container as the topic's own user-assigned identity (deadLetterWithResourceIdentity),
-// which holds nothing but Storage Blob Data Contributor on that container. It is not the app's
-// identity: whoever can add an event subscription to this topic can make Event Grid write as the
-// topic's identity, and that must not reach the app's ledger, packages or workspace.
+// dead-letter container as the topic's SYSTEM-assigned identity (deadLetterWithResourceIdentity,
+// identity type SystemAssigned). A system topic holds one system-assigned and at most two
+// user-assigned identities (Event Grid docs, "Enable managed identity for system topics"), so one
+// user-assigned identity per environment would stop the third environment on a workspace, or any
+// environment on a topic where another team already put two. The system-assigned one is shared by
+// every environment; each gives it Storage Blob Data Contributor on its own dead-letter container
+// only (deadletter-access.bicep), never the app's roles. Whoever can add an event subscription to
+// this topic can make Event Grid write as that identity into those containers, and nowhere else.
 // deliveryWithResourceIdentity does not apply: Event Grid invokes an AzureFunction destination
 // through the function's resource id.
 //
@@ -51,9 +57,6 @@ param existingTopicState string = ''
 
 @description('Resource id of the existing Azure ML workspace (the topic\'s source).')
 param workspaceId string
-
-@description('Resource id of the user-assigned identity the topic dead-letters as (the topic\'s own, not the app\'s).')
-param topicIdentityId string
 
 @description('The environment\'s token: prefixes the subscription names.')
 param nameToken string
@@ -84,13 +87,14 @@ var topicState = empty(existingTopicState) ? {
   userAssignedIdentities: {}
   tags: tags
 } : json(base64ToString(existingTopicState))
-// Keep a system-assigned identity the topic has; add ours to the user-assigned ones it has.
-var keepsSystemAssigned = contains(toLower(topicState.identityType), 'systemassigned')
-var topicIdentity = {
-  type: keepsSystemAssigned ? 'SystemAssigned, UserAssigned' : 'UserAssigned'
-  userAssignedIdentities: union(topicState.userAssignedIdentities, {
-    '${topicIdentityId}': {}
-  })
+// The topic's system-assigned identity (it dead-letters), and exactly the user-assigned identities
+// the hook passed: this deployment adds none.
+var keptUserAssigned = topicState.userAssignedIdentities
+var topicIdentity = empty(keptUserAssigned) ? {
+  type: 'SystemAssigned'
+} : {
+  type: 'SystemAssigned, UserAssigned'
+  userAssignedIdentities: keptUserAssigned
 }
 
 var prefix = 'retrain-${nameToken}'
@@ -174,8 +178,7 @@ resource subscriptions 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025
     }
     deadLetterWithResourceIdentity: {
       identity: {
-        type: 'UserAssigned'
-        userAssignedIdentity: topicIdentityId
+        type: 'SystemAssigned'
       }
       deadLetterDestination: {
         endpointType: 'StorageBlob'
@@ -190,4 +193,6 @@ resource subscriptions 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025
 
 output systemTopicName string = systemTopic.name
 output systemTopicId string = systemTopic.id
+// The principal Event Grid dead-letters as: main.bicep gives it this environment's container role.
+output systemTopicPrincipalId string = systemTopic.identity.principalId
 output subscriptionNames array = [for sub in eventSubscriptions: sub.name]

@@ -42,6 +42,12 @@ param applicationInsightsConnectionString string
 @description('The service\'s own settings (RETRAIN_*, AZUREML_*...), merged over the host settings below.')
 param appSettings object
 
+@description('Client (application) id of the Entra app registration that callers sign in to; empty: App Service authentication off.')
+param authClientId string = ''
+
+@description('OpenID issuer of that registration; empty: https://login.microsoftonline.com/<this tenant>/v2.0.')
+param authIssuer string = ''
+
 @description('Python version of the Flex Consumption runtime.')
 @allowed([
   '3.10'
@@ -136,6 +142,58 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       runtime: {
         name: 'python'
         version: pythonVersion
+      }
+    }
+  }
+}
+
+// Entra ID sign-in (App Service authentication), written on every provision from the parameters,
+// so a provision never leaves behind what it does not say; with authClientId empty it is off.
+// Client-secret-less: the platform only validates bearer tokens issued for the registration (an
+// API's callers: `az account get-access-token --resource api://<client id>`, MSAL); no browser
+// login flow, so no secret and no setting holding one. Unauthenticated requests still reach the
+// app (AllowAnonymous): Event Grid and action groups call with keys, /api/health is public, and
+// the app itself refuses a manual request without a signed-in principal holding the operator role
+// (RETRAIN_APP_SERVICE_AUTH, set from the same parameter in main.bicep). App Service strips
+// client-sent X-MS-CLIENT-PRINCIPAL* headers once authentication is on ("External requests aren't
+// allowed to set these headers", App Service docs, "Work with user identities").
+var signIn = !empty(authClientId)
+var issuer = empty(authIssuer) ? '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0' : authIssuer
+
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: functionApp
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: signIn
+    }
+    globalValidation: {
+      requireAuthentication: false
+      unauthenticatedClientAction: 'AllowAnonymous'
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
+    identityProviders: {
+      azureActiveDirectory: signIn ? {
+        enabled: true
+        registration: {
+          clientId: authClientId
+          openIdIssuer: issuer
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${authClientId}'
+            authClientId
+          ]
+        }
+      } : {
+        enabled: false
       }
     }
   }

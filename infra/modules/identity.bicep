@@ -1,5 +1,5 @@
-// A user-assigned managed identity. main.bicep makes two: the app's (Azure ML, Tables, Blobs,
-// Application Insights) and the Event Grid system topic's, which only dead-letters.
+// A user-assigned managed identity: the app's (Azure ML, Tables, Blobs, Application Insights).
+// The Event Grid system topic dead-letters with its own system-assigned identity (events.bicep).
 // A user-assigned identity exists before the app and the topic, so its role assignments can be
 // made (and given time to propagate) before anything uses them, and its client id can be written
 // into the app settings in the same deployment.

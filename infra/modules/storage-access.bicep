@@ -4,31 +4,14 @@
 @description('Name of the service\'s storage account (in this resource group).')
 param storageAccountName string
 
-@description('Name of the dead-letter container in that account.')
-param deadLetterContainerName string
-
 @description('Principal (object) id of the function app\'s user-assigned identity.')
 param appPrincipalId string
 
-@description('Principal id of the system topic\'s own identity, which Event Grid dead-letters as (not the app\'s).')
-param eventGridPrincipalId string
-
 var storageBlobDataOwner = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b')
-var storageBlobDataContributor = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
 var storageTableDataContributor = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3')
 
 resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' existing = {
   name: storageAccountName
-}
-
-resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2024-01-01' existing = {
-  parent: storage
-  name: 'default'
-}
-
-resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2024-01-01' existing = {
-  parent: blobService
-  name: deadLetterContainerName
 }
 
 // Storage Blob Data Owner on the account: the Functions host with identity-based
@@ -60,17 +43,5 @@ resource appTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01
 // No Storage Queue Data Contributor: the app has no queue or blob (polling) triggers, and the host
 // keeps its keys and timer locks in blobs, so nothing here reads or writes queues.
 
-// Storage Blob Data Contributor on the dead-letter container only, for the topic's own identity:
-// what Event Grid needs to write dead-lettered events with its resource identity
-// (deadLetterWithResourceIdentity), and all that identity holds. Anyone who can add an event
-// subscription to the topic can make Event Grid write as it, so it reaches this container and
-// nothing else: not the app's packages, ledger or workspace.
-resource eventGridDeadLetterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(deadLetterContainer.id, eventGridPrincipalId, storageBlobDataContributor)
-  scope: deadLetterContainer
-  properties: {
-    principalId: eventGridPrincipalId
-    roleDefinitionId: storageBlobDataContributor
-    principalType: 'ServicePrincipal'
-  }
-}
+// The topic's role on the dead-letter container is in deadletter-access.bicep: its principal
+// exists only once the topic does.

@@ -36,6 +36,9 @@ resource trafficLog 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' =
   scope: endpoints[i]
   properties: {
     workspaceId: logAnalyticsWorkspaceId
+    // Resource-specific table AmlOnlineEndpointTrafficLog, which the health gates query; without
+    // it (null is the default) the rows go to the shared AzureDiagnostics table instead.
+    logAnalyticsDestinationType: 'Dedicated'
     logs: [
       {
         category: 'AmlOnlineEndpointTrafficLog'
