@@ -65,7 +65,12 @@ SETTINGS: tuple[Setting, ...] = (
         "metrics",
         "where rollout health comes from unless the policy says: 'metrics' (platform metrics, no setup) or 'logs'",
     ),
-    Setting("RETRAIN_METRICS_REGION", None, "Azure region of the online endpoints, for the metrics API's endpoint"),
+    Setting(
+        "RETRAIN_METRICS_REGION",
+        None,
+        "Azure region of the Azure ML workspace (its online endpoints are in it; not the function app's), "
+        "for the metrics batch API's regional endpoint",
+    ),
     Setting("RETRAIN_METRICS_ENDPOINT", None, "override of the regional metrics endpoint (sovereign clouds)"),
     Setting(
         "RETRAIN_APP_SERVICE_AUTH",

@@ -219,10 +219,12 @@ var appSettings = {
   AZUREML_WORKSPACE_NAME: mlWorkspaceName
   // The rollout health check queries this workspace (Log Analytics Reader: log-analytics-reader.bicep).
   RETRAIN_LOG_ANALYTICS_WORKSPACE_ID: healthWorkspaceId
-  // Rollout health from platform metrics by default (no setup): the endpoints' region gives the
-  // regional metrics endpoint; Monitoring Reader is assigned to the identity.
+  // Rollout health from platform metrics by default (no setup). The metrics batch API is asked in the
+  // region of the resources queried, the online endpoints, which are in the workspace's region, not
+  // the app's; asked elsewhere it answers empty series, read as no traffic (Azure Monitor docs,
+  // Migrate from the metrics API to the getBatch API). Monitoring Reader: modules/metrics-reader.bicep.
   RETRAIN_HEALTH_SOURCE: 'metrics'
-  RETRAIN_METRICS_REGION: location
+  RETRAIN_METRICS_REGION: workspaceAccess.outputs.location
   RETRAIN_METRICS_ENDPOINT: ''
   // Entra ID sign-in in front of the manual API: on exactly when authClientId configures App
   // Service authentication (functionapp.bicep, authsettingsV2). App settings are replaced whole on
@@ -319,6 +321,17 @@ module workspaceAccess 'modules/workspace-access.bicep' = {
     appPrincipalId: identity.outputs.principalId
     workspaceRole: workspaceRole
     nameToken: resourceToken
+  }
+}
+
+// Monitoring Reader on the workspace's subscription itself: the metrics batch API (the rollout health
+// gates' platform metrics) is a subscription-level API and answers 401 with the role on the workspace
+// only. Named with the token: each environment's deployment record at that subscription is its own.
+module metricsReader 'modules/metrics-reader.bicep' = {
+  name: 'retrain-metrics-reader-${resourceToken}'
+  scope: subscription(mlSubscriptionId)
+  params: {
+    appPrincipalId: identity.outputs.principalId
   }
 }
 

@@ -21,7 +21,7 @@ from tests.conftest import REPO, load_sample
 from tests.crashes import DiesAfterActing, WorkerDied
 from tests.fake_arm import FakeArm, FakeClock, FakeCredential
 from tests.fake_logs import FakeLogs
-from tests.fake_metrics import FakeMetrics
+from tests.fake_metrics import MONITORING_READER, FakeMetrics, Grants
 from tests.fakes import Clock
 from tests.ledgers import LedgerSpec
 from tests.world import World
@@ -37,7 +37,64 @@ LOGS_WORKSPACE = (
     f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.OperationalInsights/workspaces/log-retrain"
 )
 POLICY = load_policy(REPO / "examples" / "policy.yaml")
-REGION = "westeurope"
+REGION = "westeurope"  # the workspace's region, and so its online endpoints'
+APP_REGION = "swedencentral"  # the function app's (azd's location): a Flex Consumption region, not the workspace's
+
+
+def _symbol(expression: Any) -> Any:
+    """The expression ``a.b.c`` as the string 'a.b.c' (a plain name stays itself)."""
+    if isinstance(expression, dict) and expression.get("operator", {}).get("type") == "property_accessor":
+        operands = expression["operator"]["operands"]
+        return f"{_symbol(operands['operand_1'])}.{_symbol(operands['operand_2'])}"
+    return expression
+
+
+def infra_metrics_region() -> str:
+    """The region infra/main.bicep gives RETRAIN_METRICS_REGION, in this world: the app's location
+    (``location``) or the workspace's (``workspaceAccess.outputs.location``)."""
+    from tests.bicep import bicep
+
+    value = _symbol(bicep("main.bicep")["variables"]["appSettings"]["value"]["RETRAIN_METRICS_REGION"])
+    regions = {"location": APP_REGION, "workspaceAccess.outputs.location": REGION}
+    assert value in regions, f"infra/main.bicep sets RETRAIN_METRICS_REGION to {value!r}, which this world cannot place"
+    return regions[value]
+
+
+def infra_monitoring_reader() -> Grants:
+    """Monitoring Reader as infra/ assigns it to the app's identity: at each scope a module of
+    main.bicep assigns it (the workspace, its resource group, or the subscription the module is
+    deployed to), as concrete scopes of this world. (tests/rbac.py will read every role this way.)"""
+    from tests.bicep import bicep
+
+    scopes = []
+    for module in bicep("main.bicep")["modules"].values():
+        config = module["config"].get("config", module["config"])
+        parsed = bicep(module["detail"]["path"])
+        roles = {
+            name: var["value"]["function"]["parameters"]["resource_name_1"]
+            for name, var in parsed.get("variables", {}).items()
+            if isinstance(var["value"], dict)
+            and var["value"].get("function", {}).get("type") == "subscription_resource_id"
+        }
+        existing = {name: r["type"] for name, r in parsed.get("resources", {}).items() if r.get("existing")}
+        for resource in parsed.get("resources", {}).values():
+            props = resource["config"].get("properties", {})
+            if (
+                resource["type"] != "Microsoft.Authorization/roleAssignments"
+                or props.get("principalId") != "appPrincipalId"
+            ):
+                continue
+            if roles.get(props.get("roleDefinitionId")) != MONITORING_READER:
+                continue
+            target = resource["config"].get("scope")
+            if target is not None:
+                assert existing.get(target) == "Microsoft.MachineLearningServices/workspaces", target
+                scopes.append(WORKSPACE_ID)
+            elif config["scope"].get("function", {}).get("type") == "subscription":
+                scopes.append(f"/subscriptions/{SUB}")
+            else:
+                scopes.append(f"/subscriptions/{SUB}/resourceGroups/{RG}")
+    return Grants.role(MONITORING_READER, *scopes)
 
 
 def in_workspace(sample: str) -> dict[str, Any]:
@@ -81,7 +138,7 @@ class AzureWorld(World):
                 "AZUREML_WORKSPACE_NAME": WS,
                 "RETRAIN_LOG_ANALYTICS_WORKSPACE_ID": LOGS_WORKSPACE if logs_workspace else "",
                 "RETRAIN_HEALTH_SOURCE": source,
-                "RETRAIN_METRICS_REGION": REGION,
+                "RETRAIN_METRICS_REGION": infra_metrics_region(),
             }
         )
         self.retry = RetryPolicy.from_settings(
@@ -91,7 +148,9 @@ class AzureWorld(World):
             self.settings, credential=FakeCredential(), retry=self.retry, transport=self.arm
         )
         self.logs = FakeLogs(LOGS_WORKSPACE)
-        self.metrics = FakeMetrics(SUB, region=REGION)
+        # The metrics batch API holds the endpoints in the workspace's region; the caller is the app's
+        # identity with the Monitoring Reader assignments infra/ makes.
+        self.metrics = FakeMetrics(SUB, region=REGION, principal=infra_monitoring_reader())
         self.source = source
         sources: dict[str, Any] = {
             "metrics": MonitorMetrics.from_settings(

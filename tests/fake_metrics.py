@@ -14,16 +14,38 @@ What it holds: per-minute samples of the online endpoints' platform metrics, as 
 reference defines them: ``RequestsPerMinute`` by ``deployment``, ``statusCode``, ``statusCodeClass``
 and ``modelStatusCode``; ``RequestLatency_P50/_P90/_P95/_P99`` by ``deployment``; one-minute grain.
 
-What it checks, as the service does: the host (the region's), the bearer token's audience
-(``https://metrics.monitor.azure.com``), the path, the api-version, the namespace and metric names,
-the aggregations, the interval, every resource id in the subscription and of the namespace's type
-(the batch API refuses others), and the filter's syntax: clauses joined by ``and``, each one
-dimension (``or`` only between values of the same dimension: "the logical 'or' operator cannot
-separate two different metadata names"), every dimension one the metrics have ("does not support
-requested dimension combination"). With a filter it returns at most ``top`` series per metric and
-resource, 10 when ``top`` is not given (ordered by their total, largest first: the order is an
-assumption). Minutes without samples are points with no aggregation values. A request it does not
-know is answered 400 and recorded in ``unexpected``.
+What it checks, as the service does (Azure Monitor docs, "Migrate from the metrics API to the
+getBatch API", batching restrictions and troubleshooting; the supported-metrics reference):
+
+- the caller: the batch API is a subscription-level API, so the caller's ``principal`` must be allowed
+  ``Microsoft.Insights/metrics/read`` at the subscription itself: the role on the workspace or on each
+  endpoint is not enough ("even if users have Monitoring Reader on all the resources being queried
+  ... the request fails"): **401**. ``principal`` is any object with ``allows(action, scope)``
+  (:class:`Grants` here; None: an identity holding Monitoring Reader on the subscription);
+- ``provider_registered`` False: the Microsoft.Insights provider is not registered in the
+  subscription: **403**; ``throttle(n)``: the next n calls are **529** (the metrics backend throttling);
+- the host (``<region>.metrics.monitor.azure.com``), the bearer token's audience
+  (``https://metrics.monitor.azure.com``), the path, the api-version, the namespace and metric names,
+  the interval, every resource id in the path's subscription and of the namespace's type, at most
+  50 of them;
+- the aggregations: only those the supported-metrics reference lists for each metric
+  (:data:`METRICS`; ``RequestsPerMinute`` and the latency percentiles list ``Average`` only); another
+  is answered **501** "Sampling type is not found" (see :data:`UNSUPPORTED_AGGREGATION`);
+- the region: the batch API does *not* refuse resources of another region than the host's: "the only
+  indicator that the region may be wrong ... is getting empty time series data for all that
+  resource". So a resource of :attr:`FakeMetrics.region` (the workspace's region) asked of another
+  region's host is answered with ``"timeseries": []``, and the call is listed in ``wrong_region``;
+- the filter's syntax: clauses joined by ``and``, each one dimension (``or`` only between values of
+  the same dimension: "the logical 'or' operator cannot separate two different metadata names"),
+  every dimension one the metrics have ("does not support requested dimension combination").
+
+With a filter it returns at most ``top`` series per metric and resource, 10 when ``top`` is not
+given (ordered by their total, largest first: the order is an assumption). A minute's value of a
+series is the one sample of that minute for that combination of dimension values (several ``serve``
+calls for one minute add up, as requests do); a point aggregates the minute's values of the
+combinations the series merges (its ``average`` is their mean). Minutes without samples are points
+with no aggregation values. A request it does not know is answered 400 and recorded in
+``unexpected``, as is an aggregation the metric does not support.
 """
 
 from __future__ import annotations
@@ -33,23 +55,37 @@ import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlparse
 
 import requests
 from azure.core.pipeline.transport import RequestsTransport
 
+from function_app.adapters.permissions import BUILTIN_ROLES, matches
 from tests.fake_arm import offline_session, token_audience
 
 AUDIENCE = "https://metrics.monitor.azure.com"
 API_VERSIONS = frozenset({"2024-02-01"})  # what azure-monitor-querymetrics 1.0.0 sends
 NAMESPACE = "microsoft.machinelearningservices/workspaces/onlineendpoints"
 _PERCENTILES = ("RequestLatency_P50", "RequestLatency_P90", "RequestLatency_P95", "RequestLatency_P99")
-METRICS: dict[str, tuple[str, tuple[str, ...]]] = {  # name -> (unit, dimensions)
-    "RequestsPerMinute": ("Count", ("deployment", "statusCode", "statusCodeClass", "modelStatusCode")),
-    **dict.fromkeys(_PERCENTILES, ("MilliSeconds", ("deployment",))),
+# name -> (unit, dimensions, aggregations): the supported-metrics reference for
+# Microsoft.MachineLearningServices/workspaces/onlineEndpoints lists each of these with "Average" only.
+METRICS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "RequestsPerMinute": ("Count", ("deployment", "statusCode", "statusCodeClass", "modelStatusCode"), ("average",)),
+    "RequestLatency": ("MilliSeconds", ("deployment",), ("average",)),
+    **dict.fromkeys(_PERCENTILES, ("MilliSeconds", ("deployment",), ("average",))),
 }
-AGGREGATIONS = ("total", "average", "minimum", "maximum", "count")
+AGGREGATIONS = ("total", "average", "minimum", "maximum", "count")  # what the API's parameter takes
+# An aggregation the metric does not support: Azure Monitor answers 501 Not Implemented, "Sampling type
+# is not found. Metric: ..." (reported against the metrics API by the OpenTelemetry azuremonitor
+# receiver: open-telemetry/opentelemetry-collector-contrib issue #43648 and PR #43880, "Collect only
+# supported aggregations for each metric (501 not implemented issue)"). Unverified: that the batch API
+# answers the same and the error body's code; the body here has the batch API's {"error": {...}} shape.
+UNSUPPORTED_AGGREGATION = 501
+MAX_RESOURCES = 50  # "Up to 50 unique resource IDs may be specified in each call"
+METRICS_READ = "Microsoft.Insights/metrics/read"
+MONITORING_READER = "43d0d8ad-25c7-4714-9337-8ba259a9fe05"
+_HOST = re.compile(r"^([a-z0-9]+)\.metrics\.monitor\.azure\.com$")
 _CLAUSE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*) eq '([^']*)'\s*$")
 _RESOURCE = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/[^/]+/providers/Microsoft\.MachineLearningServices/"
@@ -75,10 +111,49 @@ class MetricsCall:
     query: dict[str, str]
     body: dict[str, Any]
     status: int = 0
+    host: str = ""
 
 
 class BadRequest(Exception):
     pass
+
+
+class Refused(Exception):
+    """An answer other than 400 that Azure gives a request it refuses: status and error body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+class Principal(Protocol):
+    """Who calls: whether it may do ``action`` at ``scope`` (a resource id, a resource group's, or
+    ``/subscriptions/<id>``), with its role assignments inherited from the scopes above."""
+
+    def allows(self, action: str, scope: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Grants:
+    """A principal from explicit role assignments: ``(actions, scope)`` pairs. An action is allowed
+    at a scope when an assignment at that scope or one above it (its prefix, as Azure RBAC
+    inherits) has an action that matches it (``*`` as Azure RBAC matches)."""
+
+    assignments: tuple[tuple[tuple[str, ...], str], ...] = ()
+
+    @classmethod
+    def role(cls, role_id: str, *scopes: str) -> Grants:
+        """A built-in role (its actions from :data:`function_app.adapters.permissions.BUILTIN_ROLES`) at each scope."""
+        actions = BUILTIN_ROLES[role_id].actions
+        return cls(tuple((actions, scope) for scope in scopes))
+
+    def allows(self, action: str, scope: str) -> bool:
+        target = scope.rstrip("/").lower()
+        for actions, at in self.assignments:
+            base = at.rstrip("/").lower()
+            if (target == base or target.startswith(base + "/")) and any(matches(a, action) for a in actions):
+                return True
+        return False
 
 
 @dataclass
@@ -89,10 +164,15 @@ class FakeMetrics(RequestsTransport):
     calls: list[MetricsCall] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     faults: list[list[Any]] = field(default_factory=list)  # [status, times, headers]
+    principal: Principal | None = None
+    provider_registered: bool = True
+    wrong_region: list[str] = field(default_factory=list)  # calls to another region's host
 
     def __post_init__(self) -> None:
         super().__init__(session=offline_session(self))
         self._lock = threading.Lock()
+        if self.principal is None:
+            self.principal = Grants.role(MONITORING_READER, f"/subscriptions/{self.subscription}")
 
     def sleep(self, duration: float) -> None:
         """azure-core's own waits: never slept (its retries are off anyway)."""
@@ -140,6 +220,10 @@ class FakeMetrics(RequestsTransport):
     def fail(self, status: int, *, times: int = 1, headers: dict[str, str] | None = None) -> None:
         self.faults.append([status, times, dict(headers or {})])
 
+    def throttle(self, times: int = 1) -> None:
+        """The next ``times`` calls are throttled by the metrics backend: 529 (the batch API's docs)."""
+        self.fail(529, times=times)
+
     # ------------------------------------------------------------------ answering
 
     def answer(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], Any]:
@@ -150,16 +234,22 @@ class FakeMetrics(RequestsTransport):
         call = MetricsCall(unquote(url.path), query, body)
         with self._lock:
             self.calls.append(call)
+            call.host = url.hostname or ""
             try:
-                call.status, headers, out = self._answer(call, url.hostname or "", request.headers.get("Authorization"))
+                call.status, headers, out = self._answer(call, call.host, request.headers.get("Authorization"))
             except BadRequest as exc:
                 self.unexpected.append(f"{call.path}?{url.query}: {exc}")
                 call.status, headers, out = 400, {}, {"error": {"code": "BadRequest", "message": str(exc)}}
+            except Refused as exc:
+                if exc.status == UNSUPPORTED_AGGREGATION:
+                    self.unexpected.append(f"{call.path}?{url.query}: {exc}")
+                call.status, headers, out = exc.status, {}, {"error": {"code": exc.code, "message": str(exc)}}
             return call.status, headers, out
 
     def _answer(self, call: MetricsCall, host: str, auth: str | None) -> tuple[int, dict[str, str], Any]:
-        if host != self.host:
-            raise BadRequest(f"host {host}, expected {self.host}")
+        region = _HOST.match(host)
+        if region is None:
+            raise BadRequest(f"host {host}: not a regional metrics endpoint (<region>.metrics.monitor.azure.com)")
         if token_audience(auth) != AUDIENCE:
             raise BadRequest(f"no bearer token for {AUDIENCE}")
         if call.path != f"/subscriptions/{self.subscription}/metrics:getBatch":
@@ -167,11 +257,30 @@ class FakeMetrics(RequestsTransport):
         q = call.query
         if q.get("api-version") not in API_VERSIONS:
             raise BadRequest(f"api-version {q.get('api-version')}")
+        subscription = f"/subscriptions/{self.subscription}"
+        assert self.principal is not None
+        if not self.principal.allows(METRICS_READ, subscription):
+            # The status is the docs' ("401 authorization errors"); the body's code and text are
+            # unverified, written as ARM words an authorization failure.
+            raise Refused(
+                401,
+                "AuthorizationFailed",
+                f"The client does not have authorization to perform action '{METRICS_READ}' over scope "
+                f"'{subscription}': the metrics:getBatch API is a subscription level API and needs Monitoring "
+                "Reader on the subscription itself.",
+            )
+        if not self.provider_registered:  # status from the docs; the body's words are unverified
+            raise Refused(
+                403,
+                "SubscriptionNotRegistered",
+                f"The subscription '{self.subscription}' is not registered with the resource provider "
+                "'Microsoft.Insights'.",
+            )
         for fault in self.faults:
             if fault[1] > 0:
                 fault[1] -= 1
-                code = (
-                    "TooManyRequests" if fault[0] == 429 else "Forbidden" if fault[0] == 403 else "ServiceUnavailable"
+                code = {429: "TooManyRequests", 403: "Forbidden", 529: "TooManyRequests"}.get(
+                    fault[0], "ServiceUnavailable"
                 )
                 return fault[0], fault[2], {"error": {"code": code, "message": f"the service answered {fault[0]}"}}
         if str(q.get("metricnamespace", "")).lower() != NAMESPACE:
@@ -182,6 +291,15 @@ class FakeMetrics(RequestsTransport):
         aggregations = [a.strip().lower() for a in str(q.get("aggregation", "average")).split(",")]
         if any(a not in AGGREGATIONS for a in aggregations):
             raise BadRequest(f"aggregation {q.get('aggregation')}")
+        for name in names:
+            for a in aggregations:
+                if a not in METRICS[name][2]:
+                    raise Refused(
+                        UNSUPPORTED_AGGREGATION,
+                        "NotImplemented",
+                        f"Sampling type is not found. Metric: {name}, sampling type: {a.capitalize()} "
+                        f"(supported: {', '.join(x.capitalize() for x in METRICS[name][2])})",
+                    )
         if q.get("interval", "PT1M") != "PT1M":
             raise BadRequest(f"interval {q.get('interval')}: the fake keeps one-minute samples only")
         start, end = (
@@ -192,13 +310,18 @@ class FakeMetrics(RequestsTransport):
         ids = call.body.get("resourceids")
         if not isinstance(ids, list) or not ids:
             raise BadRequest("no resourceids in the body")
+        if len({str(r).lower() for r in ids}) > MAX_RESOURCES:  # the body's words are unverified
+            raise BadRequest(f"{len(ids)} resource ids: at most {MAX_RESOURCES} may be specified in each call")
         for rid in ids:
             match = _RESOURCE.match(str(rid))
             if match is None or match["sub"] != self.subscription:
                 raise BadRequest(f"resource {rid} is not an online endpoint of subscription {self.subscription}")
         dims = self._filter(q.get("filter"), names)
         top = int(q.get("top", "10")) if q.get("filter") else None
-        values = [self._resource(str(rid), names, aggregations, start, end, dims, top) for rid in ids]
+        here = region[1] == self.region
+        if not here:
+            self.wrong_region.append(f"{host}: resources in {self.region}")
+        values = [self._resource(str(rid), names, aggregations, start, end, dims, top, here) for rid in ids]
         return 200, {}, {"values": values}
 
     def _filter(self, text: str | None, names: list[str]) -> dict[str, list[str]]:
@@ -240,6 +363,7 @@ class FakeMetrics(RequestsTransport):
         end: datetime,
         dims: dict[str, list[str]],
         top: int | None,
+        here: bool = True,
     ) -> dict[str, Any]:
         minutes = []
         t = start
@@ -248,14 +372,21 @@ class FakeMetrics(RequestsTransport):
             t += timedelta(minutes=1)
         metrics = []
         for name in names:
-            series: dict[tuple[str, ...], dict[datetime, list[float]]] = {}
-            for s in self.samples:
+            # One value per minute and combination of all the dimension values (what was served in it).
+            # A count adds up (requests served in the minute), a latency is their mean.
+            served: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...], datetime], list[float]] = {}
+            for s in self.samples if here else ():
                 if s.resource.lower() != rid.lower() or s.metric != name or not start <= s.minute < end:
                     continue
                 if not self._selected(s, dims):
                     continue
                 key = tuple(s.dims.get(d, "") for d in dims)
-                series.setdefault(key, {}).setdefault(s.minute, []).append(s.value)
+                served.setdefault((key, tuple(sorted(s.dims.items())), s.minute), []).append(s.value)
+            count = METRICS[name][0] == "Count"
+            series: dict[tuple[str, ...], dict[datetime, list[float]]] = {}
+            for (key, _, minute), raw in served.items():
+                value = sum(raw) if count else sum(raw) / len(raw)
+                series.setdefault(key, {}).setdefault(minute, []).append(value)
             ordered = sorted(series.items(), key=lambda kv: -sum(sum(v) for v in kv[1].values()))
             if top is not None:
                 ordered = ordered[:top]

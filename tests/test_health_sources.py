@@ -31,9 +31,10 @@ from handlers.policy import RolloutRule
 from tests.conftest import REPO
 from tests.fake_arm import FakeClock, FakeCredential
 from tests.fake_logs import FakeLogs
-from tests.fake_metrics import FakeMetrics
+from tests.fake_metrics import MONITORING_READER, FakeMetrics, Grants, Principal
 
 SUB, RG, WS = "7a3c5f0e-1111-4d2b-9e8a-2b6f1c0d9e77", "rg-mlops", "ws-retrain"
+WORKSPACE_ID = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}"
 LOGS_WORKSPACE = "5b1f3b5e-0000-4c55-9c3b-4a3f2d1e0c9b"
 ENDPOINT, CAND, BASE = "churn-endpoint", "churn-cand", "blue"
 NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
@@ -92,16 +93,21 @@ class LogsWorld(World):
 
 
 class MetricsWorld(World):
+    """The endpoints in westeurope (their workspace's region); the source asks ``region``'s batch
+    endpoint as an identity holding ``principal``'s roles (default: Monitoring Reader on the subscription)."""
+
     name = "metrics"
 
-    def __init__(self) -> None:
-        self.fake = FakeMetrics(SUB, region="westeurope")
+    def __init__(self, region: str = "West Europe", principal: Principal | None = None) -> None:
+        self.fake = FakeMetrics(
+            SUB, region="westeurope", principal=principal or Grants.role(MONITORING_READER, f"/subscriptions/{SUB}")
+        )
         settings = Settings.from_env(
             {"AZUREML_SUBSCRIPTION_ID": SUB, "AZUREML_RESOURCE_GROUP": RG, "AZUREML_WORKSPACE_NAME": WS}
         )
         assert settings.log_analytics_workspace_id is None  # no Log Analytics: the metrics need no setup
         self.source = MonitorMetrics.from_settings(
-            settings, region="West Europe", credential=FakeCredential(), retry=retry(), transport=self.fake
+            settings, region=region, credential=FakeCredential(), retry=retry(), transport=self.fake
         )
         self.rid = endpoint_resource_id(SUB, RG, WS, ENDPOINT)
 
@@ -236,7 +242,7 @@ def test_the_metrics_source_asks_the_batch_api_for_the_endpoint_split_by_deploym
     world.read()
     counts, latency = world.fake.calls
     assert counts.path == f"/subscriptions/{SUB}/metrics:getBatch" and counts.body == {"resourceids": [world.rid]}
-    assert counts.query["metricnames"] == "RequestsPerMinute" and counts.query["aggregation"] == "Total"
+    assert counts.query["metricnames"] == "RequestsPerMinute" and counts.query["aggregation"] == "Average"
     assert counts.query["filter"] == deployment_filter(CAND, BASE, "statusCode", "modelStatusCode")
     assert latency.query["metricnames"] == "RequestLatency_P95" and latency.query["filter"] == deployment_filter(
         CAND, BASE
@@ -270,7 +276,7 @@ def test_the_fake_metrics_api_refuses_an_or_across_dimensions_and_unknown_dimens
                 metric_names=["RequestsPerMinute"],
                 timespan=(STARTED, NOW),
                 granularity=timedelta(minutes=1),
-                aggregations=["Total"],
+                aggregations=["Average"],
                 filter=flt,
             )
     assert (
@@ -296,15 +302,12 @@ def test_without_top_the_metrics_api_returns_ten_series() -> None:
     assert len(result.metrics[0].timeseries) == 10
 
 
-def test_a_refusal_says_to_grant_monitoring_reader_and_throttling_is_retried_then_transient() -> None:
+def test_throttling_is_retried_then_transient() -> None:
     world = MetricsWorld()
     world.serve(CAND, ok=60)
     assert isinstance(world.fake, FakeMetrics)
-    world.fake.fail(403)
-    with pytest.raises(PermanentError, match=r"HTTP 403.*Monitoring Reader \(43d0d8ad-25c7-4714-9337-8ba259a9fe05\)"):
-        world.read()
     world.fake.fail(429, times=1, headers={"Retry-After": "2"})
-    world.fake.fail(529, times=1)  # the metrics backend's throttling answer (the batch API's docs)
+    world.fake.throttle(1)  # 529: the metrics backend's throttling answer (the batch API's docs)
     cand, _ = world.read()  # both retried inside the budget
     assert cand.requests == 600 and [c.status for c in world.fake.calls[-4:]] == [429, 529, 200, 200]
     world.fake.fail(503, times=1000)
@@ -332,3 +335,118 @@ def test_the_metrics_source_loads_the_sdk_only_when_it_reads() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, env=dict(os.environ)
     )
     assert out.stdout.strip().splitlines()[-1] == '["metrics", false, false]'
+
+
+# --------------------------------------------------------------------------- the batch API's rules
+
+
+def test_monitoring_reader_on_the_workspace_is_refused_and_on_the_subscription_it_reads() -> None:
+    """metrics:getBatch is a subscription-level API: the role on the workspace (inherited by every
+    endpoint) is answered 401, and the error says which role to grant where."""
+    on_workspace = MetricsWorld(principal=Grants.role(MONITORING_READER, WORKSPACE_ID))
+    on_workspace.serve(CAND, ok=60)
+    with pytest.raises(
+        PermanentError, match=rf"HTTP 401.*Monitoring Reader \({MONITORING_READER}\) on the subscription {SUB}"
+    ):
+        on_workspace.read()
+    assert [c.status for c in on_workspace.fake.calls] == [401]  # not retried: no retry mends a role
+
+    on_subscription = MetricsWorld(principal=Grants.role(MONITORING_READER, f"/subscriptions/{SUB}"))
+    on_subscription.serve(CAND, ok=60)
+    cand, _ = on_subscription.read()
+    assert cand.requests == 600 and [c.status for c in on_subscription.fake.calls] == [200, 200]
+
+
+def test_a_role_assignment_applies_at_its_scope_and_below_only() -> None:
+    grants = Grants.role(MONITORING_READER, WORKSPACE_ID)
+    assert grants.allows("Microsoft.Insights/metrics/read", f"{WORKSPACE_ID}/onlineEndpoints/{ENDPOINT}")
+    assert not grants.allows("Microsoft.Insights/metrics/read", f"/subscriptions/{SUB}")
+    assert not grants.allows("Microsoft.Insights/metrics/read", f"{WORKSPACE_ID}-2")  # a sibling is not below
+    assert not grants.allows("Microsoft.Insights/alertRules/write", WORKSPACE_ID)  # a reader writes nothing
+
+
+def test_an_unregistered_insights_provider_is_a_403_that_says_to_register_it() -> None:
+    world = MetricsWorld()
+    assert isinstance(world.fake, FakeMetrics)
+    world.fake.provider_registered = False
+    with pytest.raises(
+        PermanentError, match=rf"HTTP 403.*az provider register --namespace Microsoft.Insights --subscription {SUB}"
+    ):
+        world.read()
+
+
+def test_the_batch_api_serves_only_the_aggregations_documented_for_each_metric() -> None:
+    world = MetricsWorld()
+    world.serve(CAND, ok=60)
+    assert isinstance(world.source, MonitorMetrics) and isinstance(world.fake, FakeMetrics)
+    for metric in ("RequestsPerMinute", "RequestLatency_P95"):
+        with pytest.raises(HttpResponseError, match="Sampling type is not found") as refused:
+            world.source.client.query_resources(
+                resource_ids=[world.rid],
+                metric_namespace="Microsoft.MachineLearningServices/workspaces/onlineEndpoints",
+                metric_names=[metric],
+                timespan=(STARTED, NOW),
+                granularity=timedelta(minutes=1),
+                aggregations=["Total"],
+            )
+        assert refused.value.status_code == 501
+    assert len(world.fake.unexpected) == 2
+    world.fake.unexpected.clear()
+
+
+def test_the_requests_of_a_window_are_the_sum_of_its_minutes_averages() -> None:
+    world = MetricsWorld()
+    for minute, ok in enumerate((10, 20, 30)):
+        assert isinstance(world.fake, FakeMetrics)
+        world.fake.serve(world.rid, STARTED + timedelta(minutes=minute), CAND, ok=ok, model_errors=minute)
+    cand, _ = world.source.read(ENDPOINT, CAND, None, STARTED, STARTED + timedelta(minutes=3))
+    assert cand.requests == 63 and cand.counts().failures == 3
+
+
+def test_an_unsupported_aggregation_is_a_permanent_error_not_retried() -> None:
+    world = MetricsWorld()
+    assert isinstance(world.fake, FakeMetrics)
+    world.fake.fail(501, times=1)
+    with pytest.raises(PermanentError, match="does not serve RequestsPerMinute with aggregation Average"):
+        world.read()
+    assert len(world.fake.calls) == 1
+
+
+def test_asked_in_another_region_than_the_endpoints_the_batch_api_answers_empty_series() -> None:
+    """The batch API does not check the host's region: resources of another region read as no
+    data, which a rollout would take for no traffic. So the region must be the workspace's."""
+    world = MetricsWorld(region="swedencentral")  # the function app's region, not the workspace's
+    world.serve(CAND, ok=60)
+    cand, _ = world.read()
+    assert cand.requests == 0 and all(c.status == 200 for c in world.fake.calls)
+    assert world.fake.wrong_region == ["swedencentral.metrics.monitor.azure.com: resources in westeurope"] * 2
+
+
+def test_the_batch_api_takes_at_most_50_resources_of_one_subscription() -> None:
+    world = MetricsWorld()
+    assert isinstance(world.source, MonitorMetrics) and isinstance(world.fake, FakeMetrics)
+    other = endpoint_resource_id("00000000-0000-0000-0000-000000000000", RG, WS, ENDPOINT)
+    many = [endpoint_resource_id(SUB, RG, WS, f"ep-{i}") for i in range(51)]
+    for ids in (many, [world.rid, other]):
+        with pytest.raises(HttpResponseError, match="BadRequest"):
+            world.source.client.query_resources(
+                resource_ids=ids,
+                metric_namespace="Microsoft.MachineLearningServices/workspaces/onlineEndpoints",
+                metric_names=["RequestsPerMinute"],
+                timespan=(STARTED, NOW),
+                granularity=timedelta(minutes=1),
+                aggregations=["Average"],
+            )
+    assert (
+        "at most 50" in world.fake.unexpected[0]
+        and "not an online endpoint of subscription" in world.fake.unexpected[1]
+    )
+    world.fake.unexpected.clear()
+
+
+def test_the_metrics_region_infra_sets_is_the_workspace_s_not_the_app_s() -> None:
+    from tests.azure_world import APP_REGION, REGION, infra_metrics_region
+
+    assert infra_metrics_region() == REGION != APP_REGION
+    with pytest.raises(ValueError, match="workspace's region"):
+        MonitorMetrics.build(subscription=SUB, resource_group=RG, workspace=WS, region="")

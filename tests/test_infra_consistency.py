@@ -259,10 +259,18 @@ def test_role_assignments_are_deterministic_and_to_service_principals() -> None:
     for path, name, config in assignments:
         guid = config["name"]["function"]
         assert guid["type"] == "guid", f"{path.name}: {name}"
-        scope_id = guid["parameters"]["base_string"]["operator"]["operands"]
-        assert scope_id == {"operand_1": config["scope"], "operand_2": "id"}, (
-            f"{path.name}: {name}: guid(scope.id, ...)"
-        )
+        base = guid["parameters"]["base_string"]
+        if "scope" in config:
+            assert base["operator"]["operands"] == {"operand_1": config["scope"], "operand_2": "id"}, (
+                f"{path.name}: {name}: guid(scope.id, ...)"
+            )
+        else:  # assigned at the scope the module is deployed to: a subscription (targetScope)
+            assert bicep(str(path.relative_to(INFRA)))["globals"]["scope"]["value"] == "subscription"
+            assert base["function"] == {
+                "type": "subscription",
+                "parameters": {"subscription_id": None},
+                "property_name": "id",
+            }, f"{path.name}: {name}: guid(subscription().id, ...)"
         assert guid["parameters"]["extra_string_1"] == config["properties"]["principalId"], f"{path.name}: {name}"
         assert guid["parameters"]["extra_string_2"] == config["properties"]["roleDefinitionId"], f"{path.name}: {name}"
         assert config["properties"]["principalType"] == "ServicePrincipal", f"{path.name}: {name}"

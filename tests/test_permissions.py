@@ -21,7 +21,9 @@ from function_app.adapters.monitor_health import MonitorHealth, NoHealthData
 from function_app.adapters.monitor_metrics import MonitorMetrics
 from function_app.adapters.notifier import EventGridNotifier
 from function_app.adapters.table_ledger import TableLedger
+from tests.azure_world import SUB, infra_monitoring_reader
 from tests.bicep import INFRA, bicep
+from tests.fake_metrics import MONITORING_READER
 
 ADAPTERS = [
     AzureMLActions,
@@ -150,11 +152,32 @@ def test_every_other_action_is_granted_by_a_built_in_role_infra_assigns_to_the_a
     assert ungranted == []
 
 
-def test_the_app_holds_monitoring_reader_on_the_workspace_for_platform_metrics() -> None:
-    resource = bicep("modules/workspace-access.bicep")["resources"]["appMetricsReader"]["config"]
-    assert resource["scope"] == "workspace"
-    role = bicep("modules/workspace-access.bicep")["variables"][resource["properties"]["roleDefinitionId"]]
-    assert role["value"]["function"]["parameters"]["resource_name_1"] == "43d0d8ad-25c7-4714-9337-8ba259a9fe05"
+def test_the_app_holds_monitoring_reader_on_the_ml_subscription_itself_for_platform_metrics() -> None:
+    """metrics:getBatch is a subscription-level API: Monitoring Reader on the workspace (or each
+    endpoint) is answered 401, so infra/ assigns it at the workspace's subscription, and not on the
+    workspace as well."""
+    module = bicep("modules/metrics-reader.bicep")
+    assert module["globals"]["scope"]["value"] == "subscription"
+    resource = module["resources"]["appMetricsReader"]["config"]
+    assert "scope" not in resource  # the scope the module is deployed to: the subscription
+    assert resource["properties"]["principalId"] == "appPrincipalId"
+    role = module["variables"][resource["properties"]["roleDefinitionId"]]
+    assert role["value"]["function"]["parameters"]["resource_name_1"] == MONITORING_READER
+    deployed = bicep("main.bicep")["modules"]["metricsReader"]["config"]
+    assert deployed["scope"] == {
+        "function": {"type": "subscription", "parameters": {"subscription_id": "mlSubscriptionId"}}
+    }
+    assert "identity" in str(deployed["params"]["appPrincipalId"]) and "principalId" in str(deployed["params"])
+    workspace = bicep("modules/workspace-access.bicep")
+    assert not [
+        name
+        for name, r in workspace["resources"].items()
+        if r["type"] == "Microsoft.Authorization/roleAssignments"
+        and MONITORING_READER in str(workspace["variables"].get(r["config"]["properties"]["roleDefinitionId"], ""))
+    ]
+    # As the test world reads it: the app may read metrics at the subscription itself.
+    reader = infra_monitoring_reader()
+    assert reader.allows("Microsoft.Insights/metrics/read", f"/subscriptions/{SUB}")
 
 
 def test_the_workspace_role_falls_back_to_data_scientist_only_when_asked() -> None:

@@ -23,8 +23,9 @@ from handlers import guards
 from handlers.policy import DEFAULT_LAG
 from handlers.reconcile import ReconcileReport
 from handlers.records import DecisionRecord, from_iso
-from tests.azure_world import ENDPOINT, MODEL, POLICY, AzureWorld
+from tests.azure_world import ENDPOINT, MODEL, POLICY, SUB, WORKSPACE_ID, AzureWorld
 from tests.crashes import DiesAfterSettingTraffic, WorkerDied
+from tests.fake_metrics import MONITORING_READER, Grants
 from tests.ledgers import LedgerSpec
 
 BAKE = timedelta(minutes=10)
@@ -345,6 +346,32 @@ def test_without_a_log_analytics_workspace_a_healthy_candidate_is_promoted_from_
     )
     assert world.logs.calls == [] and world.metrics.calls and world.metrics.unexpected == []
     assert world.arm.endpoints[ENDPOINT]["properties"]["traffic"] == {rollout.name: 100}
+    for thread in world.arm.lro_threads():
+        thread.join(timeout=5)
+
+
+def test_with_monitoring_reader_on_the_workspace_only_the_rollout_defers_and_says_which_role_is_missing(
+    ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The role as infra/ used to assign it (on the workspace): every read of the metrics batch API is
+    401, so nothing is decided on a guess, and the deferral says what to grant where."""
+    monkeypatch.chdir(tmp_path)
+    world = AzureWorld(tmp_path, ledger_spec, source="metrics", logs_workspace=False)
+    world.metrics.principal = Grants.role(MONITORING_READER, WORKSPACE_ID)
+    rollout = Rollout(world)
+    assert rollout.state() == "stepped"
+    rollout.serve(minutes=10, ok=10)
+    rollout.bake()
+    before = rollout.flight_data()
+
+    report = rollout.reconcile()
+
+    assert report.rollouts == [] and len(report.deferred) == 1
+    error = report.deferred[0]["error"]
+    assert f"Monitoring Reader ({MONITORING_READER}) on the subscription {SUB} itself" in error and "401" in error
+    assert rollout.flight_data() == before and [c.status for c in world.metrics.calls] == [401]
+    world.metrics.principal = Grants.role(MONITORING_READER, f"/subscriptions/{SUB}")  # as infra/ assigns it now
+    assert rollout.state() == "stepped"
     for thread in world.arm.lro_threads():
         thread.join(timeout=5)
 

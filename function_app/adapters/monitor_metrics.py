@@ -9,9 +9,12 @@ supported-metrics reference for ``Microsoft.MachineLearningServices/workspaces/o
 {sub}/metrics:getBatch``, through ``MetricsClient.query_resources``) twice for the endpoint's
 resource id:
 
-1. ``RequestsPerMinute``, ``Total`` per minute, split by ``deployment`` (the candidate and the
-   baseline), ``statusCode`` and ``modelStatusCode``: the histogram that the policy's
-   ``failure_codes`` count (:mod:`handlers.analysis`);
+1. ``RequestsPerMinute``, ``Average`` per minute (the only aggregation the supported-metrics
+   reference lists for it; another is refused), split by ``deployment`` (the candidate and the
+   baseline), ``statusCode`` and ``modelStatusCode``: each series is then one combination of those
+   values, its minute's value the requests of that minute, and the window's requests are the sum of
+   its minutes', added up here: the histogram that the policy's ``failure_codes`` count
+   (:mod:`handlers.analysis`);
 2. ``RequestLatency_P95``, ``Average`` per minute, by ``deployment``: a window's p95 is the mean of
    its minutes' p95s weighted by their requests (an approximation: percentiles do not add up).
 
@@ -23,9 +26,15 @@ before now (:func:`handlers.analysis.window`). With a filter, the API returns on
 per metric (10 by default), so ``top`` is set well above what two deployments produce, and a reading
 that reaches it says so.
 
-The client needs the regional endpoint of the endpoint's region (``https://<region>.metrics.monitor.azure.com``)
-and its identity needs Monitoring Reader (``43d0d8ad-25c7-4714-9337-8ba259a9fe05``) on the
-subscription (the batch API is a subscription-level API). ``azure.monitor.querymetrics`` is imported
+The client needs the regional endpoint of the resources' region (``https://<region>.metrics.monitor.azure.com``):
+online endpoints are in their workspace's region, which need not be the function app's. The batch
+API does not refuse another region: it answers empty time series, which would read as "no traffic",
+so the region is the workspace's (RETRAIN_METRICS_REGION, which infra sets from the workspace) or
+nothing is read. The identity needs Monitoring Reader (``43d0d8ad-25c7-4714-9337-8ba259a9fe05``) on
+the *subscription itself*: the batch API is a subscription-level API and answers 401 without it, even
+with the role on every endpoint. 403 means the Microsoft.Insights provider is not registered in the
+subscription; 529 is the backend's throttling, retried like 429 (Azure Monitor docs, "Migrate from
+the metrics API to the getBatch API", troubleshooting). ``azure.monitor.querymetrics`` is imported
 on the first read, never at import, with ``DefaultAzureCredential(managed_identity_client_id=
 AZURE_CLIENT_ID)``; the client's own retries are off: the retry budget (:mod:`function_app.retry`)
 and the error translation (:mod:`function_app.adapters.azure_errors`) are the Azure ML adapter's.
@@ -38,7 +47,7 @@ import re
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, HttpResponseError
 
 from function_app.adapters import azure_errors
 from function_app.adapters.clients import LazyClient, logged_readings, sdk_options
@@ -65,6 +74,12 @@ GRAIN = timedelta(minutes=1)
 # Names as Azure ML allows them (letters, digits, dashes, at most 32): checked before they go into a filter.
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
 _REGION = re.compile(r"^[a-z0-9]+$")
+
+
+REGION_FIX = (
+    "set RETRAIN_METRICS_REGION to the Azure ML workspace's region (az ml workspace show --query location; "
+    "its online endpoints are in it), not the function app's"
+)
 
 
 def regional_endpoint(region: str) -> str:
@@ -125,21 +140,24 @@ def _dims(series: Any) -> dict[str, Any]:
 def _histogram(
     series_list: list[Any],
 ) -> tuple[dict[str, dict[tuple[int, int | None], int]], dict[tuple[str, datetime], float]]:
-    """RequestsPerMinute series -> per deployment (lower case) the requests by (statusCode,
-    modelStatusCode), and the requests of each deployment's minutes. A status that is not a number
-    is 0 (unknown); a model status that is not one is None (the model did not answer)."""
-    codes: dict[str, dict[tuple[int, int | None], int]] = {}
+    """RequestsPerMinute series (``Average`` per minute, one series per combination of the split
+    dimensions: a minute's average is that minute's requests) -> per deployment (lower case) the
+    requests by (statusCode, modelStatusCode), the sum of the minutes, and the requests of each
+    deployment's minutes. A status that is not a number is 0 (unknown); a model status that is not
+    one is None (the model did not answer)."""
+    sums: dict[str, dict[tuple[int, int | None], float]] = {}
     per_minute: dict[tuple[str, datetime], float] = {}
     for series in series_list:
         dims = _dims(series)
         deployment = str(dims.get("deployment") or "").lower()
         key = (_int(dims.get("statuscode")) or 0, _int(dims.get("modelstatuscode")))
         for point in series.data or []:
-            total = finite(point.total) or 0.0
-            bucket = codes.setdefault(deployment, {})
-            bucket[key] = bucket.get(key, 0) + round(total)
+            requests = finite(point.average) or 0.0
+            bucket = sums.setdefault(deployment, {})
+            bucket[key] = bucket.get(key, 0.0) + requests
             minute = (deployment, point.timestamp)
-            per_minute[minute] = per_minute.get(minute, 0.0) + total
+            per_minute[minute] = per_minute.get(minute, 0.0) + requests
+    codes = {d: {k: round(v) for k, v in bucket.items()} for d, bucket in sums.items()}
     return codes, per_minute
 
 
@@ -195,10 +213,11 @@ class MonitorMetrics:
         endpoint (``https://<region>.metrics.monitor.azure.com``), or it is derived from ``region``;
         ``audience`` only for a sovereign cloud. Nothing is imported or built until the first read."""
         if endpoint is None:
-            if region is None:
+            if not region:
                 raise ValueError(
-                    "the metrics health source needs the region of the online endpoints (e.g. 'westeurope') or the "
-                    "regional metrics endpoint (https://<region>.metrics.monitor.azure.com)"
+                    "the metrics health source needs the region of the online endpoints, which is the Azure ML "
+                    "workspace's (e.g. 'westeurope'), or the regional metrics endpoint "
+                    f"(https://<region>.metrics.monitor.azure.com): {REGION_FIX}"
                 )
             endpoint = regional_endpoint(region)
         if not endpoint.startswith("https://"):
@@ -266,25 +285,45 @@ class MonitorMetrics:
         """The time series of ``metric`` for the resource ``rid``, through the retry budget."""
 
         def run() -> Any:
-            return self.client.query_resources(
-                resource_ids=[rid],
-                metric_namespace=NAMESPACE,
-                metric_names=[metric],
-                timespan=(start, end),
-                granularity=GRAIN,
-                aggregations=[aggregation],
-                filter=flt,
-                max_results=TOP,
-            )
+            try:
+                return self.client.query_resources(
+                    resource_ids=[rid],
+                    metric_namespace=NAMESPACE,
+                    metric_names=[metric],
+                    timespan=(start, end),
+                    granularity=GRAIN,
+                    aggregations=[aggregation],
+                    filter=flt,
+                    max_results=TOP,
+                )
+            except HttpResponseError as exc:
+                if azure_errors.status_of(exc) == 501:  # returned, not raised: a 5xx, but no retry mends it
+                    return exc
+                raise
 
         try:
             results = budget.call(what, run)
+            if isinstance(results, HttpResponseError):
+                raise results
         except AzureError as exc:
-            if azure_errors.status_of(exc) in (401, 403):
+            status = azure_errors.status_of(exc)
+            if status == 401:
                 raise PermanentError(
-                    f"{what}: Azure Monitor refused access ({azure_errors.describe(exc)}); grant the function "
-                    f"app's managed identity Monitoring Reader ({MONITORING_READER}) on subscription "
-                    f"{self.subscription} (the metrics batch API is read at the subscription)"
+                    f"{what}: Azure Monitor refused the metrics batch API ({azure_errors.describe(exc)}); grant the "
+                    f"function app's managed identity Monitoring Reader ({MONITORING_READER}) on the subscription "
+                    f"{self.subscription} itself: the batch API is a subscription-level API, and the role on the "
+                    "workspace or on each endpoint is not enough (infra/modules/metrics-reader.bicep assigns it)"
+                ) from exc
+            if status == 403:
+                raise PermanentError(
+                    f"{what}: Azure Monitor answered 403 ({azure_errors.describe(exc)}): the Microsoft.Insights "
+                    f"resource provider is not registered in the subscription {self.subscription}; register it "
+                    f"(az provider register --namespace Microsoft.Insights --subscription {self.subscription})"
+                ) from exc
+            if status == 501:  # an aggregation the metric does not support: no retry mends it
+                raise PermanentError(
+                    f"{what}: Azure Monitor does not serve {metric} with aggregation {aggregation} "
+                    f"({azure_errors.describe(exc)})"
                 ) from exc
             raise azure_errors.translate(exc, what) from exc
         return [s for result in results for m in result.metrics if m.name == metric for s in m.timeseries]
@@ -302,7 +341,7 @@ class MonitorMetrics:
         request = (
             f"POST metrics:getBatch resource={rid} metricnamespace={NAMESPACE} interval=PT1M "
             f"starttime={iso(start)} endtime={iso(end)}: "
-            f"{REQUESTS} aggregation=Total filter={counts_filter!r}; "
+            f"{REQUESTS} aggregation=Average filter={counts_filter!r}; "
             f"{LATENCY} aggregation=Average filter={latency_filter!r}"
         )
         empty = start >= end
@@ -310,7 +349,7 @@ class MonitorMetrics:
         latency_series: list[Any] = []
         if not empty:
             budget = self.retry.budget()
-            requests_series = self._series(budget, what, rid, REQUESTS, "Total", counts_filter, start, end)
+            requests_series = self._series(budget, what, rid, REQUESTS, "Average", counts_filter, start, end)
             latency_series = self._series(budget, what, rid, LATENCY, "Average", latency_filter, start, end)
         codes, per_minute = _histogram(requests_series)
         p95s = _p95(latency_series, per_minute)

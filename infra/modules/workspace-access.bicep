@@ -1,5 +1,6 @@
 // The existing Azure Machine Learning workspace: the service's roles on it, and its id and region
-// (a new Event Grid system topic must be created in the workspace's region). Deployed to the
+// (a new Event Grid system topic must be created in the workspace's region, and the metrics batch
+// API is asked in it). Deployed to the
 // workspace's resource group, which is not the service's.
 //
 // The workspace role is, by default, a custom role made for this environment that holds exactly the
@@ -31,7 +32,6 @@ param nameToken string
 var useCustomRole = workspaceRole == 'custom'
 var customRoleName = guid(resourceGroup().id, workspaceName, 'retrain-service', nameToken)
 var azureMLDataScientist = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'f6c7c914-8db3-469d-8ca1-694a8f32e121')
-var monitoringReader = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '43d0d8ad-25c7-4714-9337-8ba259a9fe05')
 
 resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' existing = {
   name: workspaceName
@@ -118,18 +118,10 @@ resource appWorkspaceRole 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   ]
 }
 
-// Monitoring Reader on the workspace (its online endpoints inherit it): the rollout health gates
-// read the endpoints' platform metrics (RequestsPerMinute by deployment and status code) through
-// azure-monitor-querymetrics. Read only; no alert rules, no settings.
-resource appMetricsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(workspace.id, appPrincipalId, monitoringReader)
-  scope: workspace
-  properties: {
-    principalId: appPrincipalId
-    roleDefinitionId: monitoringReader
-    principalType: 'ServicePrincipal'
-  }
-}
+// Monitoring Reader for the platform metrics is not assigned here: the metrics batch API needs it on
+// the subscription itself, not on the workspace (modules/metrics-reader.bicep).
 
 output id string = workspace.id
+// The workspace's region: its online endpoints are in it, so the metrics batch API is asked there
+// (RETRAIN_METRICS_REGION), and a new system topic is created there.
 output location string = workspace.location
