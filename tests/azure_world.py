@@ -21,7 +21,7 @@ from tests.conftest import REPO, load_sample
 from tests.crashes import DiesAfterActing, WorkerDied
 from tests.fake_arm import FakeArm, FakeClock, FakeCredential
 from tests.fake_logs import FakeLogs
-from tests.fake_metrics import MONITORING_READER, FakeMetrics, Grants
+from tests.fake_metrics import FakeMetrics
 from tests.fakes import Clock
 from tests.ledgers import LedgerSpec
 from tests.world import World
@@ -58,43 +58,6 @@ def infra_metrics_region() -> str:
     regions = {"location": APP_REGION, "workspaceAccess.outputs.location": REGION}
     assert value in regions, f"infra/main.bicep sets RETRAIN_METRICS_REGION to {value!r}, which this world cannot place"
     return regions[value]
-
-
-def infra_monitoring_reader() -> Grants:
-    """Monitoring Reader as infra/ assigns it to the app's identity: at each scope a module of
-    main.bicep assigns it (the workspace, its resource group, or the subscription the module is
-    deployed to), as concrete scopes of this world. (tests/rbac.py will read every role this way.)"""
-    from tests.bicep import bicep
-
-    scopes = []
-    for module in bicep("main.bicep")["modules"].values():
-        config = module["config"].get("config", module["config"])
-        parsed = bicep(module["detail"]["path"])
-        roles = {
-            name: var["value"]["function"]["parameters"]["resource_name_1"]
-            for name, var in parsed.get("variables", {}).items()
-            if isinstance(var["value"], dict)
-            and var["value"].get("function", {}).get("type") == "subscription_resource_id"
-        }
-        existing = {name: r["type"] for name, r in parsed.get("resources", {}).items() if r.get("existing")}
-        for resource in parsed.get("resources", {}).values():
-            props = resource["config"].get("properties", {})
-            if (
-                resource["type"] != "Microsoft.Authorization/roleAssignments"
-                or props.get("principalId") != "appPrincipalId"
-            ):
-                continue
-            if roles.get(props.get("roleDefinitionId")) != MONITORING_READER:
-                continue
-            target = resource["config"].get("scope")
-            if target is not None:
-                assert existing.get(target) == "Microsoft.MachineLearningServices/workspaces", target
-                scopes.append(WORKSPACE_ID)
-            elif config["scope"].get("function", {}).get("type") == "subscription":
-                scopes.append(f"/subscriptions/{SUB}")
-            else:
-                scopes.append(f"/subscriptions/{SUB}/resourceGroups/{RG}")
-    return Grants.role(MONITORING_READER, *scopes)
 
 
 def in_workspace(sample: str) -> dict[str, Any]:
@@ -150,7 +113,7 @@ class AzureWorld(World):
         self.logs = FakeLogs(LOGS_WORKSPACE)
         # The metrics batch API holds the endpoints in the workspace's region; the caller is the app's
         # identity with the Monitoring Reader assignments infra/ makes.
-        self.metrics = FakeMetrics(SUB, region=REGION, principal=infra_monitoring_reader())
+        self.metrics = FakeMetrics(SUB, region=REGION, principal=self.arm.principal)
         self.source = source
         sources: dict[str, Any] = {
             "metrics": MonitorMetrics.from_settings(

@@ -20,8 +20,8 @@ getBatch API", batching restrictions and troubleshooting; the supported-metrics 
 - the caller: the batch API is a subscription-level API, so the caller's ``principal`` must be allowed
   ``Microsoft.Insights/metrics/read`` at the subscription itself: the role on the workspace or on each
   endpoint is not enough ("even if users have Monitoring Reader on all the resources being queried
-  ... the request fails"): **401**. ``principal`` is any object with ``allows(action, scope)``
-  (:class:`Grants` here; None: an identity holding Monitoring Reader on the subscription);
+  ... the request fails"): **401**. ``principal`` is a :class:`tests.rbac.Principal`
+  (None: the app's identity as ``infra/`` assigns its roles), and the token must be its (``oid``);
 - ``provider_registered`` False: the Microsoft.Insights provider is not registered in the
   subscription: **403**; ``throttle(n)``: the next n calls are **529** (the metrics backend throttling);
 - the host (``<region>.metrics.monitor.azure.com``), the bearer token's audience
@@ -55,14 +55,14 @@ import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import requests
 from azure.core.pipeline.transport import RequestsTransport
 
-from function_app.adapters.permissions import BUILTIN_ROLES, matches
-from tests.fake_arm import offline_session, token_audience
+from tests import rbac
+from tests.fake_arm import offline_session, token_audience, token_claims
 
 AUDIENCE = "https://metrics.monitor.azure.com"
 API_VERSIONS = frozenset({"2024-02-01"})  # what azure-monitor-querymetrics 1.0.0 sends
@@ -126,36 +126,6 @@ class Refused(Exception):
         self.status, self.code = status, code
 
 
-class Principal(Protocol):
-    """Who calls: whether it may do ``action`` at ``scope`` (a resource id, a resource group's, or
-    ``/subscriptions/<id>``), with its role assignments inherited from the scopes above."""
-
-    def allows(self, action: str, scope: str) -> bool: ...
-
-
-@dataclass(frozen=True)
-class Grants:
-    """A principal from explicit role assignments: ``(actions, scope)`` pairs. An action is allowed
-    at a scope when an assignment at that scope or one above it (its prefix, as Azure RBAC
-    inherits) has an action that matches it (``*`` as Azure RBAC matches)."""
-
-    assignments: tuple[tuple[tuple[str, ...], str], ...] = ()
-
-    @classmethod
-    def role(cls, role_id: str, *scopes: str) -> Grants:
-        """A built-in role (its actions from :data:`function_app.adapters.permissions.BUILTIN_ROLES`) at each scope."""
-        actions = BUILTIN_ROLES[role_id].actions
-        return cls(tuple((actions, scope) for scope in scopes))
-
-    def allows(self, action: str, scope: str) -> bool:
-        target = scope.rstrip("/").lower()
-        for actions, at in self.assignments:
-            base = at.rstrip("/").lower()
-            if (target == base or target.startswith(base + "/")) and any(matches(a, action) for a in actions):
-                return True
-        return False
-
-
 @dataclass
 class FakeMetrics(RequestsTransport):
     subscription: str
@@ -164,7 +134,7 @@ class FakeMetrics(RequestsTransport):
     calls: list[MetricsCall] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     faults: list[list[Any]] = field(default_factory=list)  # [status, times, headers]
-    principal: Principal | None = None
+    principal: rbac.Principal | None = None
     provider_registered: bool = True
     wrong_region: list[str] = field(default_factory=list)  # calls to another region's host
 
@@ -172,7 +142,8 @@ class FakeMetrics(RequestsTransport):
         super().__init__(session=offline_session(self))
         self._lock = threading.Lock()
         if self.principal is None:
-            self.principal = Grants.role(MONITORING_READER, f"/subscriptions/{self.subscription}")
+            # the app's identity as infra/ assigns its roles, beside a workspace of this subscription
+            self.principal = rbac.app(self.subscription, "rg-ml", "ws-ml")
 
     def sleep(self, duration: float) -> None:
         """azure-core's own waits: never slept (its retries are off anyway)."""
@@ -259,7 +230,8 @@ class FakeMetrics(RequestsTransport):
             raise BadRequest(f"api-version {q.get('api-version')}")
         subscription = f"/subscriptions/{self.subscription}"
         assert self.principal is not None
-        if not self.principal.allows(METRICS_READ, subscription):
+        caller = str(token_claims(auth).get("oid"))
+        if caller != self.principal.oid or not self.principal.allows(METRICS_READ, subscription):
             # The status is the docs' ("401 authorization errors"); the body's code and text are
             # unverified, written as ARM words an authorization failure.
             raise Refused(

@@ -28,13 +28,15 @@ from handlers import analysis
 from handlers.analysis import HealthSource, Reading
 from handlers.errors import PermanentError, TransientError
 from handlers.policy import RolloutRule
+from tests import rbac
 from tests.conftest import REPO
 from tests.fake_arm import FakeClock, FakeCredential
 from tests.fake_logs import FakeLogs
-from tests.fake_metrics import MONITORING_READER, FakeMetrics, Grants, Principal
+from tests.fake_metrics import MONITORING_READER, FakeMetrics
 
 SUB, RG, WS = "7a3c5f0e-1111-4d2b-9e8a-2b6f1c0d9e77", "rg-mlops", "ws-retrain"
 WORKSPACE_ID = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}"
+APP = rbac.app(SUB, RG, WS)  # the app's identity, as infra/ assigns its roles (Monitoring Reader: the subscription)
 LOGS_WORKSPACE = "5b1f3b5e-0000-4c55-9c3b-4a3f2d1e0c9b"
 ENDPOINT, CAND, BASE = "churn-endpoint", "churn-cand", "blue"
 NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
@@ -94,14 +96,12 @@ class LogsWorld(World):
 
 class MetricsWorld(World):
     """The endpoints in westeurope (their workspace's region); the source asks ``region``'s batch
-    endpoint as an identity holding ``principal``'s roles (default: Monitoring Reader on the subscription)."""
+    endpoint as an identity holding ``principal``'s roles (default: the app's, as infra/ assigns them: Monitoring Reader on the subscription)."""
 
     name = "metrics"
 
-    def __init__(self, region: str = "West Europe", principal: Principal | None = None) -> None:
-        self.fake = FakeMetrics(
-            SUB, region="westeurope", principal=principal or Grants.role(MONITORING_READER, f"/subscriptions/{SUB}")
-        )
+    def __init__(self, region: str = "West Europe", principal: rbac.Principal | None = None) -> None:
+        self.fake = FakeMetrics(SUB, region="westeurope", principal=principal or APP)
         settings = Settings.from_env(
             {"AZUREML_SUBSCRIPTION_ID": SUB, "AZUREML_RESOURCE_GROUP": RG, "AZUREML_WORKSPACE_NAME": WS}
         )
@@ -343,7 +343,7 @@ def test_the_metrics_source_loads_the_sdk_only_when_it_reads() -> None:
 def test_monitoring_reader_on_the_workspace_is_refused_and_on_the_subscription_it_reads() -> None:
     """metrics:getBatch is a subscription-level API: the role on the workspace (inherited by every
     endpoint) is answered 401, and the error says which role to grant where."""
-    on_workspace = MetricsWorld(principal=Grants.role(MONITORING_READER, WORKSPACE_ID))
+    on_workspace = MetricsWorld(principal=APP.moved("Monitoring Reader", WORKSPACE_ID))
     on_workspace.serve(CAND, ok=60)
     with pytest.raises(
         PermanentError, match=rf"HTTP 401.*Monitoring Reader \({MONITORING_READER}\) on the subscription {SUB}"
@@ -351,14 +351,14 @@ def test_monitoring_reader_on_the_workspace_is_refused_and_on_the_subscription_i
         on_workspace.read()
     assert [c.status for c in on_workspace.fake.calls] == [401]  # not retried: no retry mends a role
 
-    on_subscription = MetricsWorld(principal=Grants.role(MONITORING_READER, f"/subscriptions/{SUB}"))
+    on_subscription = MetricsWorld(principal=APP)
     on_subscription.serve(CAND, ok=60)
     cand, _ = on_subscription.read()
     assert cand.requests == 600 and [c.status for c in on_subscription.fake.calls] == [200, 200]
 
 
 def test_a_role_assignment_applies_at_its_scope_and_below_only() -> None:
-    grants = Grants.role(MONITORING_READER, WORKSPACE_ID)
+    grants = APP.moved("Monitoring Reader", WORKSPACE_ID)
     assert grants.allows("Microsoft.Insights/metrics/read", f"{WORKSPACE_ID}/onlineEndpoints/{ENDPOINT}")
     assert not grants.allows("Microsoft.Insights/metrics/read", f"/subscriptions/{SUB}")
     assert not grants.allows("Microsoft.Insights/metrics/read", f"{WORKSPACE_ID}-2")  # a sibling is not below

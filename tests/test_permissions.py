@@ -21,7 +21,8 @@ from function_app.adapters.monitor_health import MonitorHealth, NoHealthData
 from function_app.adapters.monitor_metrics import MonitorMetrics
 from function_app.adapters.notifier import EventGridNotifier
 from function_app.adapters.table_ledger import TableLedger
-from tests.azure_world import SUB, infra_monitoring_reader
+from tests import rbac
+from tests.azure_world import RG, SUB, WS
 from tests.bicep import INFRA, bicep
 from tests.fake_metrics import MONITORING_READER
 
@@ -176,7 +177,8 @@ def test_the_app_holds_monitoring_reader_on_the_ml_subscription_itself_for_platf
         and MONITORING_READER in str(workspace["variables"].get(r["config"]["properties"]["roleDefinitionId"], ""))
     ]
     # As the test world reads it: the app may read metrics at the subscription itself.
-    reader = infra_monitoring_reader()
+    reader = rbac.app(SUB, RG, WS)
+    assert reader.roles_at(f"/subscriptions/{SUB}") == ["Monitoring Reader"]
     assert reader.allows("Microsoft.Insights/metrics/read", f"/subscriptions/{SUB}")
 
 

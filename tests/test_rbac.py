@@ -37,8 +37,10 @@ def test_the_app_identity_holds_the_workspace_role_at_the_workspace_and_nothing_
 def test_a_workspace_module_deployed_to_another_resource_group_grants_nothing_on_the_workspace() -> None:
     misplaced = rbac.principal(rbac.world(SUB, "rg-other", WS), rbac.APP_OID)
 
-    assert misplaced.roles_at(WORKSPACE_ID) == []
-    assert not misplaced.allows(f"{AML}/read", WORKSPACE_ID)
+    # only Monitoring Reader reaches it, from the subscription (*/read: a read, never a job or a deployment)
+    assert misplaced.roles_at(WORKSPACE_ID) == ["Monitoring Reader"]
+    assert not misplaced.allows(f"{AML}/jobs/write", WORKSPACE_ID)
+    assert not misplaced.allows(f"{AML}/onlineEndpoints/deployments/write", WORKSPACE_ID + "/onlineEndpoints/e")
 
 
 @pytest.mark.parametrize(

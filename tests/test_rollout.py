@@ -25,7 +25,7 @@ from handlers.reconcile import ReconcileReport
 from handlers.records import DecisionRecord, from_iso
 from tests.azure_world import ENDPOINT, MODEL, POLICY, SUB, WORKSPACE_ID, AzureWorld
 from tests.crashes import DiesAfterSettingTraffic, WorkerDied
-from tests.fake_metrics import MONITORING_READER, Grants
+from tests.fake_metrics import MONITORING_READER
 from tests.ledgers import LedgerSpec
 
 BAKE = timedelta(minutes=10)
@@ -357,7 +357,9 @@ def test_with_monitoring_reader_on_the_workspace_only_the_rollout_defers_and_say
     401, so nothing is decided on a guess, and the deferral says what to grant where."""
     monkeypatch.chdir(tmp_path)
     world = AzureWorld(tmp_path, ledger_spec, source="metrics", logs_workspace=False)
-    world.metrics.principal = Grants.role(MONITORING_READER, WORKSPACE_ID)
+    as_infra = world.metrics.principal
+    assert as_infra is not None
+    world.metrics.principal = as_infra.moved("Monitoring Reader", WORKSPACE_ID)
     rollout = Rollout(world)
     assert rollout.state() == "stepped"
     rollout.serve(minutes=10, ok=10)
@@ -370,7 +372,7 @@ def test_with_monitoring_reader_on_the_workspace_only_the_rollout_defers_and_say
     error = report.deferred[0]["error"]
     assert f"Monitoring Reader ({MONITORING_READER}) on the subscription {SUB} itself" in error and "401" in error
     assert rollout.flight_data() == before and [c.status for c in world.metrics.calls] == [401]
-    world.metrics.principal = Grants.role(MONITORING_READER, f"/subscriptions/{SUB}")  # as infra/ assigns it now
+    world.metrics.principal = as_infra  # as infra/ assigns it now: on the subscription
     assert rollout.state() == "stepped"
     for thread in world.arm.lro_threads():
         thread.join(timeout=5)
