@@ -576,7 +576,7 @@ def test_the_gate_reads_the_evaluation_steps_mlflow_metric_at_the_workspace_trac
     [search] = azure.arm.mlflow_calls("runs/search")
     assert search.method == "POST" and search.status == 200
     assert search.body["experiment_ids"] == [azure.arm.experiment_id("diabetes-retrain")]
-    assert search.body["filter"] == f"tags.`mlflow.parentRunId` = '{run_id}'"
+    assert search.body["filter"] == f"tags.mlflow.parentRunId = '{run_id}'"  # as Azure ML documents it
     assert all(c.headers["Authorization"].startswith("Bearer ") for c in (get, search))
     [register] = azure.arm.requests_to("PUT", r"^models/")  # registered once, from the pipeline's output
     assert register.body["properties"]["tags"]["r2_score"] == "0.61"
