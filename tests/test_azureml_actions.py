@@ -344,6 +344,20 @@ def test_a_finished_run_that_beats_the_champion_starts_a_zero_traffic_deployment
     assert azure.service.ledger.get_model(MODEL).flights["rollout"].job == rec.job["name"]  # type: ignore[index]
 
 
+def test_the_candidate_mounts_its_model_where_the_live_deployment_does(azure: AzureWorld) -> None:
+    """azure-ai-ml 1.35 drops ``modelMountPath`` when it reads a deployment; the REST body has it, and
+    the candidate gets the live deployment's (a custom container reads its model from there)."""
+    azure.arm.deployments[(ENDPOINT, "blue")]["properties"]["modelMountPath"] = "/opt/models/diabetes"
+    assert azure.actions.ml.online_deployments.get("blue", endpoint_name=ENDPOINT).model_mount_path is None  # SDK
+    [rec] = azure.deliver(azure.finished_run(r2="0.61")).decisions
+    assert rec.outcome == "submitted"
+    [create] = azure.arm.requests_to("PUT", r"^onlineEndpoints/[^/]+/deployments/")
+    assert create.body["properties"]["modelMountPath"] == "/opt/models/diabetes"
+    name = rec.details["rendered"]["deployment"]
+    ops = azure.actions.ml.online_deployments._online_deployment  # the REST answer, as Azure keeps it
+    assert ops.get(RG, WS, ENDPOINT, name).properties.model_mount_path == "/opt/models/diabetes"
+
+
 def test_a_run_that_does_not_beat_the_champion_is_recorded_with_both_metrics_and_the_margin(
     azure: AzureWorld,
 ) -> None:

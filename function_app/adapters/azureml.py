@@ -470,11 +470,7 @@ class AzureMLActions:
         if facts.live_deployment is None:
             raise PermanentError(f"endpoint {plan.endpoint!r} has no live deployment to copy the settings from")
         live_name = facts.live_deployment.partition("/")[2]
-        live = self._call(
-            budget,
-            f"live deployment {facts.live_deployment}",
-            lambda: self.ml.online_deployments.get(live_name, endpoint_name=plan.endpoint),
-        )
+        live, mount_path = self._live_deployment(budget, plan.endpoint, live_name)
         details: dict[str, Any] = {"backend": self.name}
         model = facts.candidate_version
         if model is None:
@@ -494,7 +490,7 @@ class AzureMLActions:
         if self._find_deployment(budget, plan) is not None:
             note = f"deployment {plan.endpoint}/{plan.deployment} already existed (a redelivery); adopted"
             return ActionResult("submitted", job=job, details={**details, "adopted": True, "note": note})
-        deployment = self._deployment(plan, live, model, self._collector(budget, plan, live))
+        deployment = self._deployment(plan, live, model, self._collector(budget, plan, live), mount_path)
         self._call(
             budget,
             f"creating deployment {plan.endpoint}/{plan.deployment}",
@@ -843,6 +839,34 @@ class AzureMLActions:
         assert version is not None
         return version
 
+    def _live_deployment(self, budget: Budget, endpoint: str, name: str) -> tuple[Any, str | None]:
+        """The live deployment as the SDK's entity, and its ``modelMountPath``. azure-ai-ml 1.35 drops
+        ``modelMountPath`` when it converts a deployment it read (``ManagedOnlineDeployment._from_rest_object``),
+        so the deployment is read through the REST client ``online_deployments.get`` itself uses, and
+        converted here: one request, and the mount path from the REST body."""
+        from azure.ai.ml.entities import OnlineDeployment
+
+        rest = getattr(self.ml.online_deployments, "_online_deployment", None)
+        if rest is None:  # another SDK than the pinned one: its entity, if it keeps the path
+            live = self._call(
+                budget,
+                f"live deployment {endpoint}/{name}",
+                lambda: self.ml.online_deployments.get(name, endpoint_name=endpoint),
+            )
+            return live, getattr(live, "model_mount_path", None)
+        raw = self._call(
+            budget,
+            f"live deployment {endpoint}/{name}",
+            lambda: rest.get(
+                resource_group_name=self.workspace.resource_group,
+                workspace_name=self.workspace.name,
+                endpoint_name=endpoint,
+                deployment_name=name,
+            ),
+        )
+        mount_path = getattr(raw.properties, "model_mount_path", None)
+        return OnlineDeployment._from_rest_object(raw), None if mount_path is None else str(mount_path)
+
     def _find_deployment(self, budget: Budget, plan: DeployPlan) -> Any | None:
         return self._get_or_none(
             budget,
@@ -876,7 +900,9 @@ class AzureMLActions:
         log.info("candidate %s/%s collects into the data assets of %s", plan.endpoint, plan.deployment, live.name)
         return collector
 
-    def _deployment(self, plan: DeployPlan, live: Any, model: ModelVersion, collector: Any | None) -> Any:
+    def _deployment(
+        self, plan: DeployPlan, live: Any, model: ModelVersion, collector: Any | None, mount_path: str | None
+    ) -> Any:
         from azure.ai.ml.entities import ManagedOnlineDeployment
 
         if not isinstance(live, ManagedOnlineDeployment):
@@ -905,9 +931,8 @@ class AzureMLActions:
             # The data collector feeds v2 model monitoring: without it the new deployment collects
             # nothing once it is promoted, and the monitor has nothing to judge.
             data_collector=collector,
-            # azure-ai-ml 1.35 does not read modelMountPath back from a managed deployment (its
-            # _from_rest_object drops it): copied when the SDK has it, otherwise Azure ML's default.
-            model_mount_path=getattr(live, "model_mount_path", None),
+            # The live one's modelMountPath, read from the REST body (the SDK drops it on read).
+            model_mount_path=mount_path,
             tags={**dict(live.tags or {}), **plan.tags},
             description=f"candidate {model.label}, started at 0% beside {live.name}",
         )
