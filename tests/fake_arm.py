@@ -1003,6 +1003,12 @@ class FakeArm(RequestsTransport):
             raise Answer(400, "UserError", f"Model {props.get('model')} not found")
         if not isinstance((body.get("sku") or {}).get("capacity"), int):
             raise self._unexpected(call, "sku.capacity is the instance count")
+        # A data collector collects into data-asset versions that exist: azure-ai-ml registers one per
+        # collection (a PUT of data/<name>/versions/<version>) before it PUTs the deployment.
+        for collection, spec in ((props.get("dataCollector") or {}).get("collections") or {}).items():
+            data_id = (spec or {}).get("dataId")
+            if data_id and self._resource_by_id(self.data, data_id) is None:
+                raise Answer(400, "UserError", f"Data asset {data_id} of collection {collection} not found")
         operation = str(uuid.uuid4())
         stored = copy.deepcopy(body)
         stored.update(

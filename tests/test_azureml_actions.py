@@ -344,6 +344,36 @@ def test_a_finished_run_that_beats_the_champion_starts_a_zero_traffic_deployment
     assert azure.service.ledger.get_model(MODEL).flights["rollout"].job == rec.job["name"]  # type: ignore[index]
 
 
+def test_creating_a_candidate_beside_a_data_collector_registers_each_collections_data_version(
+    azure: AzureWorld,
+) -> None:
+    """The live deployment collects its inputs into its own data asset; its outputs collection names
+    none. azure-ai-ml PUTs a data-asset version per collection while it creates the candidate: blue's
+    for the inputs (it exists: 200), a new ``<endpoint>-<deployment>-model_outputs`` for the outputs
+    (201), which the candidate then collects into. The identity needs data/versions/write for it."""
+    from function_app.adapters import permissions
+
+    live = azure.arm.deployments[(ENDPOINT, "blue")]["properties"]["dataCollector"]["collections"]
+    del live["model_outputs"]["dataId"]
+    [rec] = azure.deliver(azure.finished_run(r2="0.61")).decisions
+    assert rec.outcome == "submitted"
+    name = rec.details["rendered"]["deployment"]
+    puts = {c.path: c.status for c in azure.arm.requests_to("PUT", r"^data/")}
+    assert puts == {
+        f"data/{ENDPOINT}-blue-model_inputs/versions/1": 200,
+        f"data/{ENDPOINT}-{name}-model_outputs/versions/1": 201,
+    }
+    registered = azure.arm.data[(f"{ENDPOINT}-{name}-model_outputs", "1")]["properties"]
+    assert registered["dataUri"].endswith(f"/modelDataCollector/{ENDPOINT}/{name}/model_outputs")
+    collections = azure.arm.deployments[(ENDPOINT, name)]["properties"]["dataCollector"]["collections"]
+    assert collections["model_outputs"]["dataId"] == azure.arm.arm_id(
+        "data", f"{ENDPOINT}-{name}-model_outputs", "versions", "1"
+    )
+    granted = permissions.OPERATIONS["AzureMLActions.start_deploy"]
+    for action in ("data/versions/write", "data/versions/read"):  # the PUTs above, and the adapter's data.get
+        assert any(permissions.matches(g, f"{permissions.AML}/{action}") for g in granted), action
+
+
 def test_the_candidate_mounts_its_model_where_the_live_deployment_does(azure: AzureWorld) -> None:
     """azure-ai-ml 1.35 drops ``modelMountPath`` when it reads a deployment; the REST body has it, and
     the candidate gets the live deployment's (a custom container reads its model from there)."""

@@ -77,6 +77,8 @@ resource serviceRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (
           'Microsoft.MachineLearningServices/workspaces/models/write'
           'Microsoft.MachineLearningServices/workspaces/models/versions/read'
           'Microsoft.MachineLearningServices/workspaces/models/versions/write'
+          // start_deploy with a data collector: the SDK registers a data-asset version per collection
+          'Microsoft.MachineLearningServices/workspaces/data/versions/write'
           // start_deploy, deployment_state, endpoint_traffic, set_traffic, retirement
           'Microsoft.MachineLearningServices/workspaces/onlineEndpoints/read'
           'Microsoft.MachineLearningServices/workspaces/onlineEndpoints/write'
