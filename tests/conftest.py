@@ -164,8 +164,7 @@ def azure(
     monkeypatch.chdir(tmp_path)  # not a git repository, as on Azure: the SDK adds no git properties to jobs
     world = AzureWorld(tmp_path, ledger_spec, source=getattr(request, "param", "logs"))
     yield world
-    for thread in world.arm.lro_threads():  # the SDK's pollers of started deployments
-        thread.join(timeout=5)
+    world.close()  # the SDK's pollers of started operations end
     assert world.arm.unexpected == []
     assert world.logs.unexpected == []
     assert world.metrics.unexpected == []

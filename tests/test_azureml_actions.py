@@ -374,6 +374,40 @@ def test_creating_a_candidate_beside_a_data_collector_registers_each_collections
         assert any(permissions.matches(g, f"{permissions.AML}/{action}") for g in granted), action
 
 
+def test_a_candidate_created_while_the_endpoint_is_updating_waits_for_it_within_the_budget(
+    azure: AzureWorld,
+) -> None:
+    """Azure ML refuses a deployment on an endpoint with an operation in progress (409 Conflict): the
+    creation is retried as the update goes on, and made once it is done."""
+    azure.arm.update_endpoint(ENDPOINT, seconds=10)
+    [rec] = azure.deliver(azure.finished_run(r2="0.61")).decisions
+    assert rec.outcome == "submitted"
+    statuses = [c.status for c in azure.arm.requests_to("PUT", r"^onlineEndpoints/[^/]+/deployments/")]
+    assert statuses[0] == 409 and statuses[-1] == 201 and set(statuses) == {409, 201}
+
+
+def test_a_candidate_that_meets_a_long_endpoint_update_is_deferred_not_failed(azure: AzureWorld) -> None:
+    azure.arm.update_endpoint(ENDPOINT, seconds=600)  # longer than a delivery's retry budget
+    with pytest.raises(TransientError, match="409"):
+        azure.deliver(azure.finished_run(r2="0.61"))
+    azure.clock.now += 600
+    [rec] = azure.deliver(azure.finished_run(r2="0.61")).decisions  # Event Grid's redelivery
+    assert rec.outcome == "submitted"
+
+
+def test_an_endpoint_with_twenty_deployments_fails_the_deploy_saying_to_delete_some_or_raise_the_quota(
+    azure: AzureWorld,
+) -> None:
+    for i in range(19):  # with blue: the 20 an endpoint may hold
+        azure.arm.add_deployment(ENDPOINT, f"old-{i}", model=(MODEL, "3"))
+    [rec] = azure.deliver(azure.finished_run(r2="0.61")).decisions
+    assert rec.outcome == "failed"
+    assert f"endpoint {ENDPOINT} already has 20 deployments, the most Azure ML allows per endpoint" in rec.reason
+    assert "delete deployments it no longer needs" in rec.reason and "quota request" in rec.reason
+    assert [c.status for c in azure.arm.requests_to("PUT", r"^onlineEndpoints/[^/]+/deployments/")] == [400]
+    assert azure.clock.slept == []  # refused for good: not retried
+
+
 def test_the_candidate_mounts_its_model_where_the_live_deployment_does(azure: AzureWorld) -> None:
     """azure-ai-ml 1.35 drops ``modelMountPath`` when it reads a deployment; the REST body has it, and
     the candidate gets the live deployment's (a custom container reads its model from there)."""

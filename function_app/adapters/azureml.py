@@ -66,6 +66,7 @@ _SHORT_DATA = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
 _DEPLOYMENT_ID = re.compile(r"onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<deployment>[^/?]+)$", re.IGNORECASE)
 _SHORT_DEPLOYMENT = re.compile(r"^azureml:(?P<endpoint>[^:/]+):(?P<deployment>[^:/]+)$")
 _BUSY = frozenset({409})  # an endpoint with an operation in progress: try again later
+MAX_DEPLOYMENTS = 20  # per online endpoint (Azure ML docs, "Manage and increase quotas")
 _MLFLOW_FIX = (
     "the identity needs MLflow tracking on the workspace (experiments/runs/read: the service's custom role "
     "grants it, as does AzureML Data Scientist)"
@@ -491,12 +492,22 @@ class AzureMLActions:
             note = f"deployment {plan.endpoint}/{plan.deployment} already existed (a redelivery); adopted"
             return ActionResult("submitted", job=job, details={**details, "adopted": True, "note": note})
         deployment = self._deployment(plan, live, model, self._collector(budget, plan, live), mount_path)
-        self._call(
-            budget,
-            f"creating deployment {plan.endpoint}/{plan.deployment}",
-            lambda: self.ml.online_deployments.begin_create_or_update(deployment, skip_script_validation=True),
-            f"check models.{plan.model}.deploy and the live deployment {facts.live_deployment}",
-        )  # the poller is not waited for: the reconciler follows the rollout
+        what = f"creating deployment {plan.endpoint}/{plan.deployment}"
+        # The SDK rewrites the entity it is given (each collection's data becomes an id string), so that
+        # each attempt gets a fresh copy: a retried creation would otherwise fail inside the SDK.
+        try:  # a 409 (an operation on the endpoint in progress) is retried, then transient
+            budget.call(
+                what,
+                lambda: self.ml.online_deployments.begin_create_or_update(
+                    copy.deepcopy(deployment), skip_script_validation=True
+                ),
+                retry_on=_BUSY,
+            )  # the poller is not waited for: the reconciler follows the rollout
+        except AzureError as exc:
+            fix = f"check models.{plan.model}.deploy and the live deployment {facts.live_deployment}"
+            error = translate(exc, what, fix, self.workspace.name, roles_settling=self.roles_settling)
+            full = self._endpoint_full(budget, plan.endpoint) if isinstance(error, PermanentError) else None
+            raise (PermanentError(f"{what}: {full}") if full else error) from exc
         log.info("started deployment %s model=%s traffic=0", job["name"], model.label)
         return ActionResult("submitted", job=job, details=details)
 
@@ -866,6 +877,26 @@ class AzureMLActions:
         )
         mount_path = getattr(raw.properties, "model_mount_path", None)
         return OnlineDeployment._from_rest_object(raw), None if mount_path is None else str(mount_path)
+
+    def _endpoint_full(self, budget: Budget, endpoint: str) -> str | None:
+        """Why a refused creation was refused, when the endpoint holds as many deployments as Azure ML
+        allows (:data:`MAX_DEPLOYMENTS`); None otherwise (Azure's wording for it is not documented, so
+        the count decides, read after the refusal)."""
+        try:
+            found = budget.call(
+                f"deployments of endpoint {endpoint}",
+                lambda: list(self.ml.online_deployments.list(endpoint_name=endpoint)),
+            )
+        except (AzureError, TransientError):
+            return None  # the creation's own error says what it can
+        if len(found) < MAX_DEPLOYMENTS:
+            return None
+        names = ", ".join(sorted(str(d.name) for d in found))
+        return (
+            f"endpoint {endpoint} already has {len(found)} deployments, the most Azure ML allows per endpoint "
+            f'("Manage and increase quotas"); delete deployments it no longer needs (rolled-back or demoted '
+            f"ones at 0% traffic: {names}) or ask for a higher limit with a quota request, then deploy again"
+        )
 
     def _find_deployment(self, budget: Budget, plan: DeployPlan) -> Any | None:
         return self._get_or_none(
