@@ -273,6 +273,7 @@ class FakeArm(RequestsTransport):
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.mlflow_runs: dict[str, dict[str, Any]] = {}  # run id -> the MLflow REST API's Run
+        self.steps: dict[str, dict[str, Any]] = {}  # a pipeline step's run id -> its run history Run
         self.schedules: dict[str, dict[str, Any]] = {}
 
     @property
@@ -524,11 +525,38 @@ class FakeArm(RequestsTransport):
             },
         }
 
-    def add_step(self, parent: str, name: str, *, metrics: dict[str, float] | None = None) -> str:
-        """A pipeline step of job ``parent`` (a child job with its own MLflow run); returns its run id."""
+    def add_step(
+        self,
+        parent: str,
+        name: str,
+        *,
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, str] | None = None,
+        properties: dict[str, str] | None = None,
+    ) -> str:
+        """A pipeline step of job ``parent`` (a child job with its own MLflow run and run-history run, with
+        ``tags`` and ``properties``); returns its run id."""
         run_id = f"{parent}_{name}_{len(self.mlflow_runs):04d}"
         experiment = self.jobs[parent]["properties"].get("experimentName") or "Default"
         self.log_mlflow_run(run_id, experiment=experiment, name=name, metrics=metrics, parent=parent)
+        # What run history keeps of it (the SDK reads a step there: MFE does not serve child jobs).
+        self.steps[run_id] = {
+            "runId": run_id,
+            "runUuid": str(uuid.uuid5(uuid.NAMESPACE_URL, run_id)),
+            "parentRunId": parent,
+            "rootRunId": parent,
+            "experimentId": self.experiment_id(experiment),
+            "status": "Completed",
+            "displayName": name,
+            "name": name,
+            "runType": "azureml.StepRun",
+            "createdUtc": "2026-11-20T09:00:00.000Z",
+            "startTimeUtc": "2026-11-20T09:01:00.000Z",
+            "endTimeUtc": "2026-11-20T09:10:00.000Z",
+            "tags": dict(tags or {}),
+            "properties": {"azureml.nodeid": name, "azureml.pipeline": parent, **dict(properties or {})},
+            "compute": {"target": "cpu-cluster"},
+        }
         return run_id
 
     @staticmethod
@@ -914,6 +942,12 @@ class FakeArm(RequestsTransport):
         return 201, {}, self.data[(name, version)]
 
     def _get_job(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+        """A pipeline step's run is a job too, but the jobs API answers it without ``properties``: the SDK
+        reads that as a pipeline child job ("Child jobs are no longer available through MFE",
+        ``JobOperations.get``) and asks run history (``/history/v1.0/.../runs/<id>``) instead. (The
+        REST specs' examples show only top-level jobs; the empty answer is the SDK's reading of it.)"""
+        if name in self.steps and name not in self.jobs:
+            return 200, {}, {"id": self.arm_id("jobs", name), "name": name, "type": f"{PROVIDER}/workspaces/jobs"}
         return 200, {}, self._found(self.jobs.get(name), f"job {name}")
 
     def _put_job(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
@@ -1215,6 +1249,17 @@ class FakeArm(RequestsTransport):
         """The MLflow REST API at the workspace's tracking URI (``/mlflow/v1.0/<workspace id>``):
         ``GET runs/get?run_id=`` and ``POST runs/search``, with an Azure Resource Manager token."""
         prefix = f"/mlflow/v1.0{self.ws_path}/api/2.0/mlflow/"
+        if call.method == "GET" and call.path == "/discovery":  # the workspace's discoveryUrl: its services
+            base = f"https://{self.mlflow_host}"
+            return 200, {}, {"api": base, "catalog": base, "experimentation": base, "history": base}
+        if call.method == "GET" and call.path.startswith(f"/history/v1.0{self.ws_path}/runs/"):
+            if token_audience(call.headers.get("Authorization")) != f"https://{ARM_HOST}":
+                raise self._unexpected(call, "run history call without a bearer token for Azure Resource Manager")
+            run_id = call.path.rsplit("/", 1)[1]
+            run = self.steps.get(run_id)
+            if run is None:
+                raise Answer(404, "UserError", f"Run {run_id} was not found")
+            return 200, {}, run
         if not call.path.startswith(prefix):
             raise self._unexpected(call, f"MLflow path {call.path}")
         if token_audience(call.headers.get("Authorization")) != f"https://{ARM_HOST}":

@@ -758,6 +758,36 @@ def test_the_candidate_starts_with_deploy_instance_count_and_an_mlflow_model_get
     )
 
 
+def test_a_champion_registered_by_a_pipeline_step_is_judged_on_the_steps_run(azure: AzureWorld) -> None:
+    """The champion's version names a pipeline step's run as its job (``mlflow.register_model`` in the
+    step). Azure ML's jobs API answers a step without properties, and the SDK reads it from run history:
+    its tags (here the metric the step logged as a tag) are the champion's facts with ``source: run``."""
+    azure.arm.add_job("retrain-earlier", experiment="diabetes-retrain")
+    step = azure.arm.add_step("retrain-earlier", "register_model", tags={"r2_score": "0.55"})
+    azure.arm.add_model(MODEL, "5", job_name=step)
+    azure.arm.deployments[(ENDPOINT, "blue")]["properties"]["model"] = azure.arm.arm_id(
+        "models", MODEL, "versions", "5"
+    )
+    plan = DeployPlan(
+        model=MODEL,
+        endpoint=ENDPOINT,
+        deployment="sklearn-regressio-3",
+        run_id=None,
+        version="3",
+        source="manual",
+        tags={"retrain_decision": "de-3"},
+        gate=GateRule(metric="r2_score", source="run"),
+        instance_count=1,
+    )
+    facts = azure.actions.candidate_facts(plan)
+    assert facts.champion_version is not None and facts.champion_version.label == f"{MODEL}:5"
+    assert facts.champion_metrics is not None and facts.champion_metrics["r2_score"] == "0.55"
+    assert facts.champion_metrics["azureml.pipeline"] == "retrain-earlier"  # the step's run properties
+    assert facts.notes == ()
+    [history] = [c for c in azure.arm.calls if c.path.startswith("/history/")]
+    assert history.path.endswith(f"/runs/{step}") and history.status == 200
+
+
 # --------------------------------------------------------------------------- identity and roles
 
 
