@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import random
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,37 @@ def in_workspace(sample: str) -> dict[str, Any]:
     return dict(raw)
 
 
+class WorldTime(Clock):
+    """The workers' time (``datetime``); moving it on moves the fake ARM's clock as far, so that Azure
+    ML's operations (minutes on that clock) are done when the workers' time says they would be."""
+
+    def __init__(self, arm_clock: FakeClock) -> None:
+        self._arm_clock = arm_clock
+        self._now: datetime | None = None
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def now(self) -> datetime:
+        assert self._now is not None
+        return self._now
+
+    @now.setter
+    def now(self, value: datetime) -> None:
+        if self._now is not None and value > self._now:
+            self._arm_clock.now += (value - self._now).total_seconds()
+        self._now = value
+
+
+# The worlds of the running test: their SDK pollers wait on the fake clock until closed, so a world
+# left open would keep a thread that every later join waits for.
+OPEN: list[AzureWorld] = []
+
+
+def close_open_worlds() -> None:
+    while OPEN:
+        OPEN.pop().close()
+
+
 class AzureWorld(World):
     """One workspace (the fake ARM), the Azure ML backend built from settings, both health sources
     (the real ``LogsQueryClient`` against :class:`FakeLogs`, the real ``MetricsClient`` against
@@ -83,8 +115,9 @@ class AzureWorld(World):
         policy: Any = None,
     ) -> None:
         self.clock = self.retry_clock = FakeClock()
-        self.now = Clock()
+        self.now = WorldTime(self.retry_clock)
         self.arm = FakeArm(SUB, RG, WS, clock=self.clock)
+        OPEN.append(self)  # closed after the test (tests/conftest.py), even one that fails or forgets
         self.arm.add_compute("cpu-cluster")
         inputs = {"training_data": "mltable", "learning_rate": "number", "max_epochs": "integer"}
         self.arm.add_component("diabetes-retrain", "3", inputs=inputs)
@@ -141,7 +174,15 @@ class AzureWorld(World):
         self.clock = self.retry_clock  # here ``clock`` is the retries' clock, ``now`` the workers' time
 
     def provisioned(self) -> None:
-        """Wait for the SDK's pollers of started operations: their fake operations are then done."""
+        """The fake clock moves on until the started operations are done (a deployment takes minutes),
+        and the SDK's pollers of them, which wait for that clock, see them done and end."""
+        self.arm.finish_operations()
+        for thread in self.arm.lro_threads():
+            thread.join(timeout=5)
+
+    def close(self) -> None:
+        """The test is over: the fake's operations report done, the SDK's pollers end."""
+        self.arm.close()
         for thread in self.arm.lro_threads():
             thread.join(timeout=5)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +94,15 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
 
 
+@pytest.fixture(autouse=True)
+def _close_azure_worlds() -> Iterator[None]:
+    """Every :class:`tests.azure_world.AzureWorld` a test made is closed after it (its SDK pollers end)."""
+    yield
+    module = sys.modules.get("tests.azure_world")  # imported only by the tests that use it
+    if module is not None:
+        module.close_open_worlds()
+
+
 class Client:
     """Calls the app's own HTTP functions through the local host's dispatcher (no sockets)."""
 
@@ -164,8 +174,7 @@ def azure(
     monkeypatch.chdir(tmp_path)  # not a git repository, as on Azure: the SDK adds no git properties to jobs
     world = AzureWorld(tmp_path, ledger_spec, source=getattr(request, "param", "logs"))
     yield world
-    for thread in world.arm.lro_threads():  # the SDK's pollers of started deployments
-        thread.join(timeout=5)
+    world.close()  # the SDK's pollers of started operations end
     assert world.arm.unexpected == []
     assert world.logs.unexpected == []
     assert world.metrics.unexpected == []

@@ -18,9 +18,12 @@ What it keeps: components, data assets, computes, jobs, models, endpoints and de
 sequence of calls behaves like a workspace. A PUT on an existing job name is an update, as the
 REST reference says ("for update case, the Tags in the definition passed in will replace Tags in
 the existing job"); one that changes what the job runs is refused with 400 UserError. Deployment
-creation is a long-running operation: 201 with ``Azure-AsyncOperation``, completed after
-``lro_polls`` polls. Nothing here ever sleeps: ``sleep()`` (azure-core's retry and polling waits)
-is recorded and advances the injected clock.
+creation, deletion and a traffic update are long-running operations (``Azure-AsyncOperation``) that
+are done ``durations[kind]`` seconds later on the fake clock, whether or not anyone polls; while one
+runs, a write to that endpoint or its deployments is refused with 409 Conflict, as Azure ML refuses
+it. An endpoint holds at most 20 deployments. Nothing here ever sleeps in real time: ``sleep()``
+(azure-core's retry and polling waits) is recorded, and an SDK poller's thread waits there for the
+fake clock to move (the test moves it: :meth:`finish_operations`; :meth:`close` ends the pollers).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ API_VERSIONS: dict[str, frozenset[str]] = {
     "operations": frozenset({"2023-04-01-preview"}),
     "schedules": frozenset({"2023-06-01-preview"}),
 }
+MAX_DEPLOYMENTS = 20  # per online endpoint (Azure ML docs, "Manage and increase quotas")
 JOB_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$")
 JOB_INPUT_TYPES = frozenset(
     {"literal", "uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model"}
@@ -118,11 +122,23 @@ def token_audience(header: str | None) -> str | None:
 
 
 class FakeClock:
-    """Epoch seconds that move only when something waits (a recorded sleep) or a fault says so."""
+    """Epoch seconds that move only when something waits (a recorded sleep) or a fault says so.
+    A thread can wait for it (:meth:`wait_until`): the SDK's pollers wait for the fake's time."""
 
     def __init__(self, start: float = 1_795_000_000.0) -> None:
-        self.now = start
+        self._moved = threading.Condition()
+        self._now = start
         self.slept: list[float] = []
+
+    @property
+    def now(self) -> float:
+        return self._now
+
+    @now.setter
+    def now(self, value: float) -> None:
+        with self._moved:
+            self._now = value
+            self._moved.notify_all()
 
     def __call__(self) -> float:
         return self.now
@@ -130,6 +146,11 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.now += seconds
+
+    def wait_until(self, when: float, released: Callable[[], bool], real_timeout: float) -> None:
+        """Block until the clock reaches ``when`` or ``released()``, at most ``real_timeout`` real seconds."""
+        with self._moved:
+            self._moved.wait_for(lambda: self._now >= when or released(), timeout=real_timeout)
 
 
 # --------------------------------------------------------------------------- requests and faults
@@ -227,7 +248,6 @@ class FakeArm(RequestsTransport):
         *,
         location: str = "westeurope",
         clock: FakeClock | None = None,
-        lro_polls: int = 1,
         principal: rbac.Principal | None = None,
     ) -> None:
         super().__init__(session=offline_session(self, "https://", "http://"))
@@ -243,8 +263,13 @@ class FakeArm(RequestsTransport):
         self.ws_path = (
             f"/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/{PROVIDER}/workspaces/{workspace}"
         )
-        self.clock = clock
-        self.lro_polls = lro_polls
+        self.clock = clock or FakeClock()
+        # How long Azure ML's operations take on the fake clock (seconds). Azure documents no figure;
+        # a managed deployment takes minutes to create, a traffic update seconds (unverified orders of
+        # magnitude: what matters is that an operation takes time, polled or not). A traffic update
+        # shorter than a delivery's retry budget: a write that meets it (409) is retried until it ends.
+        self.durations: dict[str, float] = {"create": 300.0, "update": 20.0, "delete": 120.0}
+        self._closed = False
         self.calls: list[Call] = []
         self.unexpected: list[str] = []
         self.faults: list[Fault] = []
@@ -260,6 +285,7 @@ class FakeArm(RequestsTransport):
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.mlflow_runs: dict[str, dict[str, Any]] = {}  # run id -> the MLflow REST API's Run
+        self.steps: dict[str, dict[str, Any]] = {}  # a pipeline step's run id -> its run history Run
         self.schedules: dict[str, dict[str, Any]] = {}
 
     @property
@@ -269,8 +295,98 @@ class FakeArm(RequestsTransport):
     # ------------------------------------------------------------------ azure-core hooks
 
     def sleep(self, duration: float) -> None:
-        """azure-core's waits (RetryPolicy backoff, LRO polling): recorded, never slept."""
+        """azure-core's waits (RetryPolicy backoff, LRO polling): recorded, never slept in real time.
+        An SDK poller's thread waits for the fake clock to move ``duration`` on (the test moves it, or
+        :meth:`finish_operations`); no other thread ever blocks here."""
         self.sdk_sleeps.append(duration)
+        if threading.current_thread().name.startswith("LROPoller"):
+            self.clock.wait_until(self.clock.now + duration, self._all_done, real_timeout=30.0)
+
+    def _all_done(self) -> bool:
+        """Whether no operation is left to wait for (read without the fake's lock: the clock's is held)."""
+        now = self.clock.now
+        return self._closed or all(
+            op["status"] != "InProgress" or op["done_at"] <= now for op in list(self.operations.values())
+        )
+
+    def close(self) -> None:
+        """The test is over: every operation reports done, so that the SDK's pollers end."""
+        with self._lock:
+            self._closed = True
+            self.clock.now = self.clock.now  # wakes the pollers waiting for the clock
+
+    # ------------------------------------------------------------------ operations in time
+
+    def _start_operation(self, kind: str, endpoint: str, target: tuple[str, str] | None = None) -> str:
+        """An operation on ``endpoint`` (``target``: the deployment it creates or deletes) that is done
+        ``durations[kind]`` seconds from now on the fake clock, whether or not anyone polls it."""
+        operation = str(uuid.uuid4())
+        self.operations[operation] = {
+            "kind": kind,
+            "endpoint": endpoint,
+            "target": target,
+            "done_at": self.clock.now + self.durations[kind],
+            "status": "InProgress",
+        }
+        return operation
+
+    def _status_url(self, operation: str) -> str:
+        return (
+            f"https://{ARM_HOST}/subscriptions/{self.subscription}/providers/{PROVIDER}/locations/{self.location}"
+            f"/mfeOperationsStatus/{operation}?api-version=2023-04-01-preview"
+        )
+
+    def settle(self) -> None:
+        """The operations whose time has come are done: the deployment created is 'Succeeded', the one
+        deleted is gone, the endpoint updated is 'Succeeded' again."""
+        with self._lock:
+            for op in self.operations.values():
+                if op["status"] != "InProgress" or (op["done_at"] > self.clock.now and not self._closed):
+                    continue
+                op["status"] = "Succeeded"
+                if op["kind"] == "delete":
+                    self.deployments.pop(op["target"], None)
+                elif op["kind"] == "create" and op["target"] in self.deployments:
+                    self.deployments[op["target"]]["properties"]["provisioningState"] = "Succeeded"
+                elif op["kind"] == "update" and op["endpoint"] in self.endpoints:
+                    self.endpoints[op["endpoint"]]["properties"]["provisioningState"] = "Succeeded"
+
+    def running(self, endpoint: str) -> list[dict[str, Any]]:
+        """The operations on ``endpoint`` still in progress."""
+        self.settle()
+        return [op for op in self.operations.values() if op["endpoint"] == endpoint and op["status"] == "InProgress"]
+
+    def finish_operations(self) -> float:
+        """Move the clock to when every running operation is done (the seconds it moved)."""
+        with self._lock:
+            pending = [op["done_at"] for op in self.operations.values() if op["status"] == "InProgress"]
+            moved = max(0.0, max(pending, default=self.clock.now) - self.clock.now)
+            self.clock.now += moved
+            self.settle()
+            return moved
+
+    def update_endpoint(self, endpoint: str, seconds: float | None = None) -> None:
+        """Another client updates the endpoint (its traffic, say): an operation on it runs for ``seconds``."""
+        with self._lock:
+            operation = self._start_operation("update", endpoint)
+            if seconds is not None:
+                self.operations[operation]["done_at"] = self.clock.now + seconds
+            self.endpoints[endpoint]["properties"]["provisioningState"] = "Updating"
+
+    def _refuse_while_busy(self, endpoint: str, what: str) -> None:
+        """Azure ML refuses a write to an endpoint or its deployments while an operation on the endpoint
+        runs: 409 Conflict, e.g. "Cannot create a deployment in endpoint <name> because it is in
+        Updating provisioning state." (the message seen by azure-sdk-for-net#36961; the status and the
+        wording for other writes are unverified)."""
+        running = self.running(endpoint)
+        if running:
+            state = self.endpoints[endpoint]["properties"].get("provisioningState") or "Updating"
+            state = "Updating" if state == "Succeeded" else state
+            raise Answer(
+                409,
+                "Conflict",
+                f"Cannot {what} in endpoint {endpoint} because it is in {state} provisioning state.",
+            )
 
     # ------------------------------------------------------------------ seeding the workspace
 
@@ -421,11 +537,38 @@ class FakeArm(RequestsTransport):
             },
         }
 
-    def add_step(self, parent: str, name: str, *, metrics: dict[str, float] | None = None) -> str:
-        """A pipeline step of job ``parent`` (a child job with its own MLflow run); returns its run id."""
+    def add_step(
+        self,
+        parent: str,
+        name: str,
+        *,
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, str] | None = None,
+        properties: dict[str, str] | None = None,
+    ) -> str:
+        """A pipeline step of job ``parent`` (a child job with its own MLflow run and run-history run, with
+        ``tags`` and ``properties``); returns its run id."""
         run_id = f"{parent}_{name}_{len(self.mlflow_runs):04d}"
         experiment = self.jobs[parent]["properties"].get("experimentName") or "Default"
         self.log_mlflow_run(run_id, experiment=experiment, name=name, metrics=metrics, parent=parent)
+        # What run history keeps of it (the SDK reads a step there: MFE does not serve child jobs).
+        self.steps[run_id] = {
+            "runId": run_id,
+            "runUuid": str(uuid.uuid5(uuid.NAMESPACE_URL, run_id)),
+            "parentRunId": parent,
+            "rootRunId": parent,
+            "experimentId": self.experiment_id(experiment),
+            "status": "Completed",
+            "displayName": name,
+            "name": name,
+            "runType": "azureml.StepRun",
+            "createdUtc": "2026-11-20T09:00:00.000Z",
+            "startTimeUtc": "2026-11-20T09:01:00.000Z",
+            "endTimeUtc": "2026-11-20T09:10:00.000Z",
+            "tags": dict(tags or {}),
+            "properties": {"azureml.nodeid": name, "azureml.pipeline": parent, **dict(properties or {})},
+            "compute": {"target": "cpu-cluster"},
+        }
         return run_id
 
     @staticmethod
@@ -637,8 +780,14 @@ class FakeArm(RequestsTransport):
         ]
 
     def provision(self, endpoint: str, deployment: str, state: str) -> None:
-        """The deployment's provisioning ends (or is still going): 'Succeeded', 'Failed', 'Creating', ..."""
+        """The deployment's provisioning ends (or is still going): 'Succeeded', 'Failed', 'Creating', ...
+        A final state ends its running operation with that outcome."""
+        self.settle()
         self.deployments[(endpoint, deployment)]["properties"]["provisioningState"] = state
+        if state in ("Succeeded", "Failed", "Canceled"):
+            for op in self.operations.values():
+                if op["target"] == (endpoint, deployment) and op["status"] == "InProgress":
+                    op["status"] = state
 
     def writes(self) -> list[Call]:
         """The requests that change something (MLflow's ``runs/search`` is a POST that reads)."""
@@ -673,7 +822,7 @@ class FakeArm(RequestsTransport):
             fault = next((f for f in self.faults if f.matches(call.method, call.path)), None)
             if fault is not None:
                 fault.times -= 1
-                if self.clock is not None:
+                if fault.advance:
                     self.clock.now += fault.advance
                 if fault.raise_ is not None:
                     call.status = -1
@@ -819,6 +968,12 @@ class FakeArm(RequestsTransport):
         return 201, {}, self.data[(name, version)]
 
     def _get_job(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+        """A pipeline step's run is a job too, but the jobs API answers it without ``properties``: the SDK
+        reads that as a pipeline child job ("Child jobs are no longer available through MFE",
+        ``JobOperations.get``) and asks run history (``/history/v1.0/.../runs/<id>``) instead. (The
+        REST specs' examples show only top-level jobs; the empty answer is the SDK's reading of it.)"""
+        if name in self.steps and name not in self.jobs:
+            return 200, {}, {"id": self.arm_id("jobs", name), "name": name, "type": f"{PROVIDER}/workspaces/jobs"}
         return 200, {}, self._found(self.jobs.get(name), f"job {name}")
 
     def _put_job(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
@@ -967,6 +1122,7 @@ class FakeArm(RequestsTransport):
         return 201, {}, self.models[(name, version)]
 
     def _get_endpoint(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+        self.settle()
         return 200, {}, self._found(self.endpoints.get(name), f"online endpoint {name}")
 
     def _put_endpoint(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
@@ -976,6 +1132,7 @@ class FakeArm(RequestsTransport):
         existing = self.endpoints.get(name)
         if existing is None:
             raise self._unexpected(call, "the service creates no endpoints, it only updates their traffic")
+        self._refuse_while_busy(name, "update the endpoint's traffic")
         body = call.body or {}
         props = body.get("properties") or {}
         if body.get("location") != self.location:
@@ -1001,19 +1158,16 @@ class FakeArm(RequestsTransport):
         existing["properties"]["traffic"] = dict(traffic)
         existing["properties"]["provisioningState"] = "Updating"
         existing["tags"] = dict(body.get("tags") or existing["tags"])
-        operation = str(uuid.uuid4())
-        self.operations[operation] = {"polls": 0, "endpoint": name}
-        status_url = (
-            f"https://{ARM_HOST}/subscriptions/{self.subscription}/providers/{PROVIDER}/locations/{self.location}"
-            f"/mfeOperationsStatus/{operation}?api-version=2023-04-01-preview"
-        )
-        return 200, {"Azure-AsyncOperation": status_url}, existing
+        operation = self._start_operation("update", name)
+        return 200, {"Azure-AsyncOperation": self._status_url(operation)}, existing
 
     def _list_deployments(self, call: Call, endpoint: str) -> tuple[int, dict[str, str], Any]:
         self._found(self.endpoints.get(endpoint), f"online endpoint {endpoint}")
+        self.settle()
         return 200, {}, {"value": [d for (e, _), d in self.deployments.items() if e == endpoint]}
 
     def _get_deployment(self, call: Call, endpoint: str, name: str) -> tuple[int, dict[str, str], Any]:
+        self.settle()
         return 200, {}, self._found(self.deployments.get((endpoint, name)), f"deployment {endpoint}/{name}")
 
     def _put_deployment(self, call: Call, endpoint: str, name: str) -> tuple[int, dict[str, str], Any]:
@@ -1029,7 +1183,23 @@ class FakeArm(RequestsTransport):
             raise Answer(400, "UserError", f"Model {props.get('model')} not found")
         if not isinstance((body.get("sku") or {}).get("capacity"), int):
             raise self._unexpected(call, "sku.capacity is the instance count")
-        operation = str(uuid.uuid4())
+        self._refuse_while_busy(endpoint, "create a deployment")
+        count = sum(1 for (e, _) in self.deployments if e == endpoint)
+        if (endpoint, name) not in self.deployments and count >= MAX_DEPLOYMENTS:
+            # At most 20 deployments per endpoint (Azure ML docs, "Manage and increase quotas"). Azure's
+            # wording and code for the refusal are unverified: a 400 that says what the limit is.
+            raise Answer(
+                400,
+                "BadRequest",
+                f"Endpoint {endpoint} already has {count} deployments; the limit is {MAX_DEPLOYMENTS} "
+                "deployments per endpoint",
+            )
+        # A data collector collects into data-asset versions that exist: azure-ai-ml registers one per
+        # collection (a PUT of data/<name>/versions/<version>) before it PUTs the deployment.
+        for collection, spec in ((props.get("dataCollector") or {}).get("collections") or {}).items():
+            data_id = (spec or {}).get("dataId")
+            if data_id and self._resource_by_id(self.data, data_id) is None:
+                raise Answer(400, "UserError", f"Data asset {data_id} of collection {collection} not found")
         stored = copy.deepcopy(body)
         stored.update(
             {
@@ -1041,31 +1211,24 @@ class FakeArm(RequestsTransport):
         stored["properties"].setdefault("scaleSettings", {"scaleType": "Default"})  # the service's default
         stored["properties"]["provisioningState"] = "Creating"
         self.deployments[(endpoint, name)] = stored
-        self.operations[operation] = {"polls": 0, "deployment": (endpoint, name)}
-        status_url = (
-            f"https://{ARM_HOST}/subscriptions/{self.subscription}/providers/{PROVIDER}/locations/{self.location}"
-            f"/mfeOperationsStatus/{operation}?api-version=2023-04-01-preview"
-        )
-        return 201, {"Azure-AsyncOperation": status_url}, stored
+        operation = self._start_operation("create", endpoint, (endpoint, name))
+        return 201, {"Azure-AsyncOperation": self._status_url(operation)}, stored
 
     def _delete_deployment(self, call: Call, endpoint: str, name: str) -> tuple[int, dict[str, str], Any]:
         """Azure ML refuses to delete a deployment that has live or mirrored traffic; otherwise the
         deletion is a long-running operation ('Deleting', then gone). A missing one is 204."""
+        self.settle()
         found = self.deployments.get((endpoint, name))
         if found is None:
             return 204, {}, None
+        self._refuse_while_busy(endpoint, "delete a deployment")
         props = self.endpoints[endpoint]["properties"]
         if (props.get("traffic") or {}).get(name) or (props.get("mirrorTraffic") or {}).get(name):
             raise Answer(
                 400, "UserError", f"Deployment {name} has traffic; set its traffic and mirror traffic to 0 first"
             )
         found["properties"]["provisioningState"] = "Deleting"
-        operation = str(uuid.uuid4())
-        self.operations[operation] = {"polls": 0, "delete": (endpoint, name)}
-        status_url = (
-            f"https://{ARM_HOST}/subscriptions/{self.subscription}/providers/{PROVIDER}/locations/{self.location}"
-            f"/mfeOperationsStatus/{operation}?api-version=2023-04-01-preview"
-        )
+        status_url = self._status_url(self._start_operation("delete", endpoint, (endpoint, name)))
         return 202, {"Azure-AsyncOperation": status_url, "Location": status_url}, None
 
     def _list_schedules(self, call: Call) -> tuple[int, dict[str, str], Any]:
@@ -1103,15 +1266,8 @@ class FakeArm(RequestsTransport):
 
     def _get_operation(self, call: Call, operation: str) -> tuple[int, dict[str, str], Any]:
         op = self._found(self.operations.get(operation), f"operation {operation}")
-        op["polls"] += 1
-        done = op["polls"] >= self.lro_polls
-        if done and "delete" in op:
-            self.deployments.pop(op["delete"], None)
-        elif done and "endpoint" in op:
-            self.endpoints[op["endpoint"]]["properties"]["provisioningState"] = "Succeeded"
-        elif done:
-            self.deployments[op["deployment"]]["properties"]["provisioningState"] = "Succeeded"
-        return 200, {}, {"id": operation, "name": operation, "status": "Succeeded" if done else "InProgress"}
+        self.settle()  # done when its time has come, not after some number of polls
+        return 200, {}, {"id": operation, "name": operation, "status": op["status"]}
 
     # ------------------------------------------------------------------ MLflow (the tracking server)
 
@@ -1119,6 +1275,19 @@ class FakeArm(RequestsTransport):
         """The MLflow REST API at the workspace's tracking URI (``/mlflow/v1.0/<workspace id>``):
         ``GET runs/get?run_id=`` and ``POST runs/search``, with an Azure Resource Manager token."""
         prefix = f"/mlflow/v1.0{self.ws_path}/api/2.0/mlflow/"
+        if call.method == "GET" and call.path == "/discovery":  # the workspace's discoveryUrl: its services
+            base = f"https://{self.mlflow_host}"
+            return 200, {}, {"api": base, "catalog": base, "experimentation": base, "history": base}
+        if call.method == "GET" and call.path.startswith(f"/history/v1.0{self.ws_path}/runs/"):
+            if token_audience(call.headers.get("Authorization")) != f"https://{ARM_HOST}":
+                raise self._unexpected(call, "run history call without a bearer token for Azure Resource Manager")
+            # reading a run is experiments/runs/read, as for MLflow (the error body's shape is unverified)
+            self._authorize(call, f"{PROVIDER}/workspaces/experiments/runs/read", self.ws_path)
+            run_id = call.path.rsplit("/", 1)[1]
+            run = self.steps.get(run_id)
+            if run is None:
+                raise Answer(404, "UserError", f"Run {run_id} was not found")
+            return 200, {}, run
         if not call.path.startswith(prefix):
             raise self._unexpected(call, f"MLflow path {call.path}")
         if token_audience(call.headers.get("Authorization")) != f"https://{ARM_HOST}":
@@ -1141,7 +1310,16 @@ class FakeArm(RequestsTransport):
         experiments = body.get("experiment_ids")
         if not isinstance(experiments, list) or not experiments:
             raise MlflowAnswer(400, "INVALID_PARAMETER_VALUE", "experiment_ids must be a non-empty list")
-        match = re.fullmatch(r"\s*tags\.`?mlflow\.parentRunId`?\s*=\s*'([^']*)'\s*", str(body.get("filter") or ""))
+        text = str(body.get("filter") or "")
+        if "`" in text:
+            # Azure ML's support matrix for MLflow queries lists names with escaped special characters
+            # (backticks) as not supported. The exact answer is unverified: an MLflow-shaped 400.
+            raise MlflowAnswer(
+                400,
+                "INVALID_PARAMETER_VALUE",
+                f"Invalid filter {text!r}: names escaped with backticks are not supported by Azure Machine Learning",
+            )
+        match = re.fullmatch(r"\s*tags\.mlflow\.parentRunId\s*=\s*'([^']*)'\s*", text)
         if match is None:
             raise self._unexpected(call, f"runs/search filter {body.get('filter')!r}")
         parent = match.group(1)

@@ -344,6 +344,84 @@ def test_a_finished_run_that_beats_the_champion_starts_a_zero_traffic_deployment
     assert azure.service.ledger.get_model(MODEL).flights["rollout"].job == rec.job["name"]  # type: ignore[index]
 
 
+def test_creating_a_candidate_beside_a_data_collector_registers_each_collections_data_version(
+    azure: AzureWorld,
+) -> None:
+    """The live deployment collects its inputs into its own data asset; its outputs collection names
+    none. azure-ai-ml PUTs a data-asset version per collection while it creates the candidate: blue's
+    for the inputs (it exists: 200), a new ``<endpoint>-<deployment>-model_outputs`` for the outputs
+    (201), which the candidate then collects into. The identity needs data/versions/write for it."""
+    from function_app.adapters import permissions
+
+    live = azure.arm.deployments[(ENDPOINT, "blue")]["properties"]["dataCollector"]["collections"]
+    del live["model_outputs"]["dataId"]
+    [rec] = azure.deliver(azure.finished_run(r2="0.61")).decisions
+    assert rec.outcome == "submitted"
+    name = rec.details["rendered"]["deployment"]
+    puts = {c.path: c.status for c in azure.arm.requests_to("PUT", r"^data/")}
+    assert puts == {
+        f"data/{ENDPOINT}-blue-model_inputs/versions/1": 200,
+        f"data/{ENDPOINT}-{name}-model_outputs/versions/1": 201,
+    }
+    registered = azure.arm.data[(f"{ENDPOINT}-{name}-model_outputs", "1")]["properties"]
+    assert registered["dataUri"].endswith(f"/modelDataCollector/{ENDPOINT}/{name}/model_outputs")
+    collections = azure.arm.deployments[(ENDPOINT, name)]["properties"]["dataCollector"]["collections"]
+    assert collections["model_outputs"]["dataId"] == azure.arm.arm_id(
+        "data", f"{ENDPOINT}-{name}-model_outputs", "versions", "1"
+    )
+    granted = permissions.OPERATIONS["AzureMLActions.start_deploy"]
+    for action in ("data/versions/write", "data/versions/read"):  # the PUTs above, and the adapter's data.get
+        assert any(permissions.matches(g, f"{permissions.AML}/{action}") for g in granted), action
+
+
+def test_a_candidate_created_while_the_endpoint_is_updating_waits_for_it_within_the_budget(
+    azure: AzureWorld,
+) -> None:
+    """Azure ML refuses a deployment on an endpoint with an operation in progress (409 Conflict): the
+    creation is retried as the update goes on, and made once it is done."""
+    azure.arm.update_endpoint(ENDPOINT, seconds=10)
+    [rec] = azure.deliver(azure.finished_run(r2="0.61")).decisions
+    assert rec.outcome == "submitted"
+    statuses = [c.status for c in azure.arm.requests_to("PUT", r"^onlineEndpoints/[^/]+/deployments/")]
+    assert statuses[0] == 409 and statuses[-1] == 201 and set(statuses) == {409, 201}
+
+
+def test_a_candidate_that_meets_a_long_endpoint_update_is_deferred_not_failed(azure: AzureWorld) -> None:
+    azure.arm.update_endpoint(ENDPOINT, seconds=600)  # longer than a delivery's retry budget
+    with pytest.raises(TransientError, match="409"):
+        azure.deliver(azure.finished_run(r2="0.61"))
+    azure.clock.now += 600
+    [rec] = azure.deliver(azure.finished_run(r2="0.61")).decisions  # Event Grid's redelivery
+    assert rec.outcome == "submitted"
+
+
+def test_an_endpoint_with_twenty_deployments_fails_the_deploy_saying_to_delete_some_or_raise_the_quota(
+    azure: AzureWorld,
+) -> None:
+    for i in range(19):  # with blue: the 20 an endpoint may hold
+        azure.arm.add_deployment(ENDPOINT, f"old-{i}", model=(MODEL, "3"))
+    [rec] = azure.deliver(azure.finished_run(r2="0.61")).decisions
+    assert rec.outcome == "failed"
+    assert f"endpoint {ENDPOINT} already has 20 deployments, the most Azure ML allows per endpoint" in rec.reason
+    assert "delete deployments it no longer needs" in rec.reason and "quota request" in rec.reason
+    assert [c.status for c in azure.arm.requests_to("PUT", r"^onlineEndpoints/[^/]+/deployments/")] == [400]
+    assert azure.clock.slept == []  # refused for good: not retried
+
+
+def test_the_candidate_mounts_its_model_where_the_live_deployment_does(azure: AzureWorld) -> None:
+    """azure-ai-ml 1.35 drops ``modelMountPath`` when it reads a deployment; the REST body has it, and
+    the candidate gets the live deployment's (a custom container reads its model from there)."""
+    azure.arm.deployments[(ENDPOINT, "blue")]["properties"]["modelMountPath"] = "/opt/models/diabetes"
+    assert azure.actions.ml.online_deployments.get("blue", endpoint_name=ENDPOINT).model_mount_path is None  # SDK
+    [rec] = azure.deliver(azure.finished_run(r2="0.61")).decisions
+    assert rec.outcome == "submitted"
+    [create] = azure.arm.requests_to("PUT", r"^onlineEndpoints/[^/]+/deployments/")
+    assert create.body["properties"]["modelMountPath"] == "/opt/models/diabetes"
+    name = rec.details["rendered"]["deployment"]
+    ops = azure.actions.ml.online_deployments._online_deployment  # the REST answer, as Azure keeps it
+    assert ops.get(RG, WS, ENDPOINT, name).properties.model_mount_path == "/opt/models/diabetes"
+
+
 def test_a_run_that_does_not_beat_the_champion_is_recorded_with_both_metrics_and_the_margin(
     azure: AzureWorld,
 ) -> None:
@@ -576,7 +654,7 @@ def test_the_gate_reads_the_evaluation_steps_mlflow_metric_at_the_workspace_trac
     [search] = azure.arm.mlflow_calls("runs/search")
     assert search.method == "POST" and search.status == 200
     assert search.body["experiment_ids"] == [azure.arm.experiment_id("diabetes-retrain")]
-    assert search.body["filter"] == f"tags.`mlflow.parentRunId` = '{run_id}'"
+    assert search.body["filter"] == f"tags.mlflow.parentRunId = '{run_id}'"  # as Azure ML documents it
     assert all(c.headers["Authorization"].startswith("Bearer ") for c in (get, search))
     [register] = azure.arm.requests_to("PUT", r"^models/")  # registered once, from the pipeline's output
     assert register.body["properties"]["tags"]["r2_score"] == "0.61"
@@ -678,6 +756,36 @@ def test_the_candidate_starts_with_deploy_instance_count_and_an_mlflow_model_get
     assert create.body["properties"]["dataCollector"]["collections"]["model_inputs"]["dataId"].endswith(
         "/data/diabetes-endpoint-blue-model_inputs/versions/1"
     )
+
+
+def test_a_champion_registered_by_a_pipeline_step_is_judged_on_the_steps_run(azure: AzureWorld) -> None:
+    """The champion's version names a pipeline step's run as its job (``mlflow.register_model`` in the
+    step). Azure ML's jobs API answers a step without properties, and the SDK reads it from run history:
+    its tags (here the metric the step logged as a tag) are the champion's facts with ``source: run``."""
+    azure.arm.add_job("retrain-earlier", experiment="diabetes-retrain")
+    step = azure.arm.add_step("retrain-earlier", "register_model", tags={"r2_score": "0.55"})
+    azure.arm.add_model(MODEL, "5", job_name=step)
+    azure.arm.deployments[(ENDPOINT, "blue")]["properties"]["model"] = azure.arm.arm_id(
+        "models", MODEL, "versions", "5"
+    )
+    plan = DeployPlan(
+        model=MODEL,
+        endpoint=ENDPOINT,
+        deployment="sklearn-regressio-3",
+        run_id=None,
+        version="3",
+        source="manual",
+        tags={"retrain_decision": "de-3"},
+        gate=GateRule(metric="r2_score", source="run"),
+        instance_count=1,
+    )
+    facts = azure.actions.candidate_facts(plan)
+    assert facts.champion_version is not None and facts.champion_version.label == f"{MODEL}:5"
+    assert facts.champion_metrics is not None and facts.champion_metrics["r2_score"] == "0.55"
+    assert facts.champion_metrics["azureml.pipeline"] == "retrain-earlier"  # the step's run properties
+    assert facts.notes == ()
+    [history] = [c for c in azure.arm.calls if c.path.startswith("/history/")]
+    assert history.path.endswith(f"/runs/{step}") and history.status == 200
 
 
 # --------------------------------------------------------------------------- identity and roles

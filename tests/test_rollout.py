@@ -346,8 +346,7 @@ def test_without_a_log_analytics_workspace_a_healthy_candidate_is_promoted_from_
     )
     assert world.logs.calls == [] and world.metrics.calls and world.metrics.unexpected == []
     assert world.arm.endpoints[ENDPOINT]["properties"]["traffic"] == {rollout.name: 100}
-    for thread in world.arm.lro_threads():
-        thread.join(timeout=5)
+    world.close()
 
 
 def test_with_monitoring_reader_on_the_workspace_only_the_rollout_defers_and_says_which_role_is_missing(
@@ -374,8 +373,7 @@ def test_with_monitoring_reader_on_the_workspace_only_the_rollout_defers_and_say
     assert rollout.flight_data() == before and [c.status for c in world.metrics.calls] == [401]
     world.metrics.principal = as_infra  # as infra/ assigns it now: on the subscription
     assert rollout.state() == "stepped"
-    for thread in world.arm.lro_threads():
-        thread.join(timeout=5)
+    world.close()
 
 
 def test_a_policy_s_health_source_overrides_the_setting(
@@ -396,8 +394,7 @@ def test_a_policy_s_health_source_overrides_the_setting(
 
     assert rollout.record("promote").details["health"]["source"] == "logs"
     assert world.metrics.calls == [] and len(world.logs.calls) == 3
-    for thread in world.arm.lro_threads():
-        thread.join(timeout=5)
+    world.close()
 
 
 def promote(rollout: Rollout) -> ReconcileReport:

@@ -66,6 +66,7 @@ _SHORT_DATA = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
 _DEPLOYMENT_ID = re.compile(r"onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<deployment>[^/?]+)$", re.IGNORECASE)
 _SHORT_DEPLOYMENT = re.compile(r"^azureml:(?P<endpoint>[^:/]+):(?P<deployment>[^:/]+)$")
 _BUSY = frozenset({409})  # an endpoint with an operation in progress: try again later
+MAX_DEPLOYMENTS = 20  # per online endpoint (Azure ML docs, "Manage and increase quotas")
 _MLFLOW_FIX = (
     "the identity needs MLflow tracking on the workspace (experiments/runs/read: the service's custom role "
     "grants it, as does AzureML Data Scientist)"
@@ -470,11 +471,7 @@ class AzureMLActions:
         if facts.live_deployment is None:
             raise PermanentError(f"endpoint {plan.endpoint!r} has no live deployment to copy the settings from")
         live_name = facts.live_deployment.partition("/")[2]
-        live = self._call(
-            budget,
-            f"live deployment {facts.live_deployment}",
-            lambda: self.ml.online_deployments.get(live_name, endpoint_name=plan.endpoint),
-        )
+        live, mount_path = self._live_deployment(budget, plan.endpoint, live_name)
         details: dict[str, Any] = {"backend": self.name}
         model = facts.candidate_version
         if model is None:
@@ -494,13 +491,23 @@ class AzureMLActions:
         if self._find_deployment(budget, plan) is not None:
             note = f"deployment {plan.endpoint}/{plan.deployment} already existed (a redelivery); adopted"
             return ActionResult("submitted", job=job, details={**details, "adopted": True, "note": note})
-        deployment = self._deployment(plan, live, model, self._collector(budget, plan, live))
-        self._call(
-            budget,
-            f"creating deployment {plan.endpoint}/{plan.deployment}",
-            lambda: self.ml.online_deployments.begin_create_or_update(deployment, skip_script_validation=True),
-            f"check models.{plan.model}.deploy and the live deployment {facts.live_deployment}",
-        )  # the poller is not waited for: the reconciler follows the rollout
+        deployment = self._deployment(plan, live, model, self._collector(budget, plan, live), mount_path)
+        what = f"creating deployment {plan.endpoint}/{plan.deployment}"
+        # The SDK rewrites the entity it is given (each collection's data becomes an id string), so that
+        # each attempt gets a fresh copy: a retried creation would otherwise fail inside the SDK.
+        try:  # a 409 (an operation on the endpoint in progress) is retried, then transient
+            budget.call(
+                what,
+                lambda: self.ml.online_deployments.begin_create_or_update(
+                    copy.deepcopy(deployment), skip_script_validation=True
+                ),
+                retry_on=_BUSY,
+            )  # the poller is not waited for: the reconciler follows the rollout
+        except AzureError as exc:
+            fix = f"check models.{plan.model}.deploy and the live deployment {facts.live_deployment}"
+            error = translate(exc, what, fix, self.workspace.name, roles_settling=self.roles_settling)
+            full = self._endpoint_full(budget, plan.endpoint) if isinstance(error, PermanentError) else None
+            raise (PermanentError(f"{what}: {full}") if full else error) from exc
         log.info("started deployment %s model=%s traffic=0", job["name"], model.label)
         return ActionResult("submitted", job=job, details=details)
 
@@ -843,6 +850,54 @@ class AzureMLActions:
         assert version is not None
         return version
 
+    def _live_deployment(self, budget: Budget, endpoint: str, name: str) -> tuple[Any, str | None]:
+        """The live deployment as the SDK's entity, and its ``modelMountPath``. azure-ai-ml 1.35 drops
+        ``modelMountPath`` when it converts a deployment it read (``ManagedOnlineDeployment._from_rest_object``),
+        so the deployment is read through the REST client ``online_deployments.get`` itself uses, and
+        converted here: one request, and the mount path from the REST body."""
+        from azure.ai.ml.entities import OnlineDeployment
+
+        rest = getattr(self.ml.online_deployments, "_online_deployment", None)
+        if rest is None:  # another SDK than the pinned one: its entity, if it keeps the path
+            live = self._call(
+                budget,
+                f"live deployment {endpoint}/{name}",
+                lambda: self.ml.online_deployments.get(name, endpoint_name=endpoint),
+            )
+            return live, getattr(live, "model_mount_path", None)
+        raw = self._call(
+            budget,
+            f"live deployment {endpoint}/{name}",
+            lambda: rest.get(
+                resource_group_name=self.workspace.resource_group,
+                workspace_name=self.workspace.name,
+                endpoint_name=endpoint,
+                deployment_name=name,
+            ),
+        )
+        mount_path = getattr(raw.properties, "model_mount_path", None)
+        return OnlineDeployment._from_rest_object(raw), None if mount_path is None else str(mount_path)
+
+    def _endpoint_full(self, budget: Budget, endpoint: str) -> str | None:
+        """Why a refused creation was refused, when the endpoint holds as many deployments as Azure ML
+        allows (:data:`MAX_DEPLOYMENTS`); None otherwise (Azure's wording for it is not documented, so
+        the count decides, read after the refusal)."""
+        try:
+            found = budget.call(
+                f"deployments of endpoint {endpoint}",
+                lambda: list(self.ml.online_deployments.list(endpoint_name=endpoint)),
+            )
+        except (AzureError, TransientError):
+            return None  # the creation's own error says what it can
+        if len(found) < MAX_DEPLOYMENTS:
+            return None
+        names = ", ".join(sorted(str(d.name) for d in found))
+        return (
+            f"endpoint {endpoint} already has {len(found)} deployments, the most Azure ML allows per endpoint "
+            f'("Manage and increase quotas"); delete deployments it no longer needs (rolled-back or demoted '
+            f"ones at 0% traffic: {names}) or ask for a higher limit with a quota request, then deploy again"
+        )
+
     def _find_deployment(self, budget: Budget, plan: DeployPlan) -> Any | None:
         return self._get_or_none(
             budget,
@@ -876,7 +931,9 @@ class AzureMLActions:
         log.info("candidate %s/%s collects into the data assets of %s", plan.endpoint, plan.deployment, live.name)
         return collector
 
-    def _deployment(self, plan: DeployPlan, live: Any, model: ModelVersion, collector: Any | None) -> Any:
+    def _deployment(
+        self, plan: DeployPlan, live: Any, model: ModelVersion, collector: Any | None, mount_path: str | None
+    ) -> Any:
         from azure.ai.ml.entities import ManagedOnlineDeployment
 
         if not isinstance(live, ManagedOnlineDeployment):
@@ -905,9 +962,8 @@ class AzureMLActions:
             # The data collector feeds v2 model monitoring: without it the new deployment collects
             # nothing once it is promoted, and the monitor has nothing to judge.
             data_collector=collector,
-            # azure-ai-ml 1.35 does not read modelMountPath back from a managed deployment (its
-            # _from_rest_object drops it): copied when the SDK has it, otherwise Azure ML's default.
-            model_mount_path=getattr(live, "model_mount_path", None),
+            # The live one's modelMountPath, read from the REST body (the SDK drops it on read).
+            model_mount_path=mount_path,
             tags={**dict(live.tags or {}), **plan.tags},
             description=f"candidate {model.label}, started at 0% beside {live.name}",
         )

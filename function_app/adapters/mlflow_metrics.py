@@ -142,7 +142,9 @@ class MlflowRuns:
         for _ in range(MAX_PAGES):
             body: dict[str, Any] = {
                 "experiment_ids": [parent.experiment_id],
-                "filter": f"tags.`{PARENT_TAG}` = '{parent.run_id}'",
+                # As Azure ML documents it ("Query & compare experiments and runs with MLflow", child
+                # runs): its support matrix lists backtick-escaped names as not supported.
+                "filter": f"tags.{PARENT_TAG} = '{parent.run_id}'",
                 "max_results": PAGE,
             }
             if token:

@@ -57,6 +57,11 @@ _ENDPOINT_WRITE = [  # online_endpoints.begin_create_or_update (traffic), and it
     f"{AML}/onlineendpoints/operationsstatus/read",
     f"{AML}/onlineendpoints/operationresults/read",
 ]
+# A deployment with a data collector (v2 model monitoring): the adapter reads the live deployment's
+# collection assets (data.get), and azure-ai-ml registers a data-asset version per collection while
+# it creates the deployment (_online_deployment_operations.py, _register_collection_data_assets:
+# data.create_or_update, a PUT of data/<name>/versions/<version>).
+_COLLECTOR_DATA = [f"{AML}/data/versions/read", f"{AML}/data/versions/write"]
 _DEPLOYMENT_READ = [f"{AML}/onlineEndpoints/deployments/read"]  # online_deployments.get
 _DEPLOYMENT_WRITE = [  # online_deployments.begin_create_or_update, and its poller
     f"{AML}/onlineEndpoints/deployments/write",
@@ -94,9 +99,7 @@ OPERATIONS: dict[str, list[str]] = {
         *_DEPLOYMENT_READ,
         *_MODELS_WRITE,
         *_DEPLOYMENT_WRITE,
-        # with a data collector on the deployment, the SDK registers a data-asset version per collection
-        # (azure-ai-ml _online_deployment_operations._register_collection_data_assets)
-        f"{AML}/data/versions/write",
+        *_COLLECTOR_DATA,
         f"{AML}/environments/read",
         f"{AML}/environments/versions/read",
         f"{AML}/codes/versions/read",
