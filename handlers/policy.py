@@ -299,9 +299,15 @@ class DeployRule(_Strict):
         default=None, ge=1, description="instances the candidate starts with (default: as many as the live deployment)"
     )
     retire_after: Duration = Field(
-        default=timedelta(hours=24), description="how long a demoted deployment is kept at 0% for a fast rollback"
+        default=timedelta(hours=24),
+        description="how long a demoted deployment is kept at 0% for a fast rollback, and a rolled-back or failed "
+        "candidate at 0%, before the reconciler deletes it",
     )
-    keep_previous: int = Field(default=1, ge=0, description="at most this many demoted deployments are kept at 0%")
+    keep_previous: int = Field(
+        default=1,
+        ge=0,
+        description="at most this many demoted deployments are kept at 0% (rolled-back candidates are not counted)",
+    )
 
     @field_validator("endpoint")
     @classmethod

@@ -15,7 +15,9 @@ lost (dead-lettered, filtered out), the reconciler asks the workspace how the jo
 has ended, hands ``handle`` the :class:`RunFinished` signal the event would have carried
 (:func:`missed_run`), under a trigger of its own whose id depends only on the job and its status.
 
-Rollouts are moved on by one transition per pass (:class:`handlers.stepper.RolloutStepper`).
+Rollouts are moved on by one transition per pass (:class:`handlers.stepper.RolloutStepper`), and
+the deployments that no longer serve (demoted by a promotion, or candidates rolled back or failed)
+are deleted once the policy's ``deploy.retire_after`` has passed (:mod:`handlers.retire`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from handlers.errors import PermanentError, TransientError
 from handlers.executor import KEEPS_BUDGET, Executor
 from handlers.keys import digest
 from handlers.ports import Deployments, JobInfo, Jobs, Ledger
-from handlers.records import DecisionRecord, Flight, iso
+from handlers.records import DecisionRecord, Flight, ModelState, iso
 from handlers.signals import (
     RUN_COMPLETED,
     RUN_STATUS,
@@ -57,8 +59,8 @@ class ReconcileReport:
     outcome already recorded), what it released, the submitted jobs past their grace whose status it
     asked for (``checked``), the decisions made for the runs among them that had ended without their
     event reaching the service (``caught``), what a transient failure left for the next pass, and
-    how many old records it purged. ``retired``: the ``retire`` decisions of demoted deployments it
-    deleted (or failed to). ``rollouts``: each submitted rollout looked at, and what it
+    how many old records it purged. ``retired``: the ``retire`` decisions of the demoted deployments
+    and the rolled-back or failed candidates it deleted (or failed to). ``rollouts``: each submitted rollout looked at, and what it
     did (``state``: provisioning, baking (with the interim look's ``why``), waiting_for_traffic, held,
     paused (an operator paused it: nothing is read or moved), stepped, promoted, rolled_back,
     rollback_failed, changed_meanwhile), with the record id of a transition."""
@@ -169,7 +171,8 @@ def job_missing_record(model: str, flight: Flight, now: datetime) -> DecisionRec
 
 @dataclass(frozen=True)
 class RetireRule:
-    """How a model's demoted deployments are retired (its policy's ``deploy``)."""
+    """How a model's demoted deployments and rolled-back or failed candidates are retired (its
+    policy's ``deploy``): ``keep_previous`` applies to demoted deployments only."""
 
     endpoint: str
     retire_after: timedelta
@@ -242,7 +245,7 @@ class Reconciler:
                 except TransientError as exc:
                     self._defer(report, state.model, kind, flight, exc)
             try:
-                self._retire(state.model, now, report)
+                self._retire(state, now, report)
             except (TransientError, PermanentError) as exc:  # a read refused or failing: the next pass retries
                 log.warning("reconciler: retiring deployments of model=%s deferred: %s", state.model, exc)
                 report.deferred.append({"model": state.model, "decision": "retire", "error": str(exc)})
@@ -308,30 +311,31 @@ class Reconciler:
         self.ledger.update_model(model, lambda s: guards.release(s, kind, flight.decision, job))
         report.caught.extend(result.decisions)
 
-    def _retire(self, model: str, now: datetime, report: ReconcileReport) -> None:
-        """Delete the deployments a promotion of ``model`` demoted, once the rule says so
-        (:mod:`handlers.retire`), each recorded as a ``retire`` decision. Nothing is asked of Azure
-        while no demoted deployment is left to retire."""
+    def _retire(self, state: ModelState, now: datetime, report: ReconcileReport) -> None:
+        """Delete the deployments a promotion of the model demoted and its rolled-back or failed
+        candidates, once the rule says so (:mod:`handlers.retire`), each recorded as a ``retire``
+        decision. One read of the model's last 200 decisions says what waits and what was retired
+        already; nothing is asked of Azure while no demoted deployment waits and no rejected
+        candidate is due."""
+        model = state.model
         rule = self.retiring(model)
         if rule is None or self.deployments is None:
             return
-        demoted = retire.demotions(self.ledger.decisions(model, 200), rule.endpoint)
-        waiting = {name: d for name, d in demoted.items() if not self._retired(model, rule.endpoint, d, now)}
-        if not waiting:
+        records = self.ledger.decisions(model, 200)
+        demoted, rejected = retire.waiting(
+            model, rule.endpoint, records, retire.in_flight(state), rule.retire_after, now
+        )
+        if not demoted and not rejected:
             return
         found = self.deployments.list_deployments(rule.endpoint)
-        for chosen in retire.to_retire(rule.endpoint, found, waiting, rule.retire_after, rule.keep_previous, now):
+        chosen = retire.to_retire(rule.endpoint, found, demoted, rule.retire_after, rule.keep_previous, now, rejected)
+        for one in chosen:
             try:
-                self.deployments.delete_deployment(rule.endpoint, chosen.deployment)
-                record = retire.record_of(model, chosen, now, "submitted")
+                self.deployments.delete_deployment(rule.endpoint, one.deployment)
+                record = retire.record_of(model, one, now, "submitted")
             except PermanentError as exc:
-                record = retire.record_of(model, chosen, now, "failed", str(exc))
+                record = retire.record_of(model, one, now, "failed", str(exc))
             report.retired.append(self.executor.write(self.executor.logged(record)))
-
-    def _retired(self, model: str, endpoint: str, demotion: retire.Demotion, now: datetime) -> bool:
-        probe = retire.Retirement(endpoint, demotion.deployment, demotion, "")
-        done = self.ledger.get_decision(retire.record_of(model, probe, now, "submitted").id)
-        return done is not None and done.outcome == "submitted"
 
     def _advance_rollout(self, model: str, kind: str, flight: Flight, now: datetime, report: ReconcileReport) -> None:
         """One transition of a submitted rollout. A read that Azure refuses (PermanentError) is

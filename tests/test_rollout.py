@@ -497,6 +497,57 @@ def test_a_second_promotion_keeps_only_keep_previous_deployments_at_zero(rollout
     assert [c.path.rsplit("/", 1)[1] for c in azure.arm.requests_to("DELETE")] == ["blue"]
 
 
+def roll_back(rollout: Rollout) -> DecisionRecord:
+    """The candidate's first step fails (every request a 5xx) and the judge rolls it back."""
+    assert rollout.state() == "stepped"
+    rollout.serve(errors=30, blue={"ok": 300})
+    rollout.bake()
+    assert rollout.state() == "rolled_back"
+    rollout.azure.provisioned()
+    return rollout.record("rollback")
+
+
+def test_a_rolled_back_candidate_is_deleted_after_retire_after_and_not_before(rollout: Rollout) -> None:
+    azure, cand = rollout.azure, rollout.name
+    rollback = roll_back(rollout)
+    assert azure.arm.endpoints[ENDPOINT]["properties"]["traffic"] == {"blue": 100}
+    azure.now.advance(hours=23)
+    assert rollout.reconcile().retired == []  # not before retire_after (24h in the example policy)
+    assert azure.arm.requests_to("DELETE") == [] and (ENDPOINT, cand) in azure.arm.deployments
+
+    azure.now.advance(hours=1)
+    [retired] = rollout.reconcile().retired
+
+    [delete] = azure.arm.requests_to("DELETE")
+    assert delete.path == f"onlineEndpoints/{ENDPOINT}/deployments/{cand}" and delete.status == 202
+    assert (retired.action, retired.outcome, retired.job) == (
+        "retire",
+        "submitted",
+        {"name": f"{ENDPOINT}/{cand}", "url": None},
+    )
+    assert f"rolled back at {rollback.at} by {rollback.id}" in retired.reason
+    assert "longer than retire_after 1d" in retired.reason
+    azure.provisioned()
+    assert (ENDPOINT, cand) not in azure.arm.deployments and (ENDPOINT, "blue") in azure.arm.deployments
+    assert rollout.reconcile().retired == [] and len(azure.arm.requests_to("DELETE")) == 1  # once
+
+
+def test_a_rolled_back_candidate_with_live_or_mirrored_traffic_is_never_deleted(rollout: Rollout) -> None:
+    azure, cand = rollout.azure, rollout.name
+    roll_back(rollout)
+    props = azure.arm.endpoints[ENDPOINT]["properties"]
+    props["traffic"] = {"blue": 80, cand: 20}  # an operator sends traffic back to it
+    azure.now.advance(days=3)
+    assert rollout.reconcile().retired == []
+    props["traffic"], props["mirrorTraffic"] = {"blue": 100}, {cand: 10}  # ... or mirrors traffic to it
+    azure.now.advance(days=3)
+    assert rollout.reconcile().retired == []
+    assert azure.arm.requests_to("DELETE") == [] and (ENDPOINT, cand) in azure.arm.deployments
+    props["mirrorTraffic"] = {}  # once nothing reaches it, it goes
+    [retired] = rollout.reconcile().retired
+    assert retired.details["deployment"] == cand and len(azure.arm.requests_to("DELETE")) == 1
+
+
 def test_a_409_on_the_traffic_update_is_retried_and_never_turns_a_step_into_a_rollback(rollout: Rollout) -> None:
     azure, cand = rollout.azure, rollout.name
     busy = "Operation is in progress on this endpoint; try again later"
