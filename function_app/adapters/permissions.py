@@ -91,7 +91,7 @@ OPERATIONS: dict[str, list[str]] = {
         *_ENDPOINT_READ,
         *_DEPLOYMENT_READ,
         *_MODELS_READ,
-        *_MLFLOW_READ,  # the gate's MLflow metrics (runs/get, runs/search at the tracking URI)
+        *_MLFLOW_READ,  # the gate's MLflow metrics (runs/get, runs/search), a step's run in run history
     ],
     # registering the candidate, and the new deployment copying the live one's environment and code
     "AzureMLActions.start_deploy": [
@@ -107,7 +107,6 @@ OPERATIONS: dict[str, list[str]] = {
     "AzureMLActions.deployment_state": _DEPLOYMENT_READ,
     "AzureMLActions.endpoint_traffic": _ENDPOINT_READ,
     "AzureMLActions.set_traffic": _ENDPOINT_READ + _ENDPOINT_WRITE,
-    # planned (later issues): MLflow read, monitor retargeting, retirement
     "AzureMLActions.roles_settling": [],  # a clock read
     "AzureMLActions.tracking_uri": _WORKSPACE,  # workspaces.get: the MLflow tracking URI
     # model monitors follow a promotion: the schedules that target a deployment, and their new target
