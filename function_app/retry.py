@@ -94,7 +94,8 @@ class Budget:
             asked = retry_after(exc, policy.clock())
             raise TransientError(
                 f"{what} failed transiently ({describe(exc)}) and the {policy.deadline:g} s budget of this "
-                f"delivery is spent; Event Grid will deliver the event again",
+                f"attempt is spent; it is tried again later (an event when Event Grid redelivers it, a rollout or "
+                "a retirement on the reconciler's next pass)",
                 retry_after=asked,
             ) from exc
 

@@ -198,7 +198,7 @@ def test_a_webhook_batch_shares_one_deadline_across_its_events(azure: AzureWorld
         )
     finally:
         runtime.set_retrainer(None)
-    assert status == 503 and "budget of this delivery is spent" in body["error"]
+    assert status == 503 and "budget of this attempt is spent" in body["error"]
     assert azure.clock.now - start <= azure.settings.deadline_seconds
     assert azure.clock.slept[0] == 20.0 and len(azure.arm.requests_to("GET", r"^onlineEndpoints/")) >= 2
     assert [c.status for c in azure.arm.job_puts] == [429, 201]  # the first event's job was submitted

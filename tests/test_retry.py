@@ -128,7 +128,7 @@ def test_budgets_started_inside_one_delivery_end_when_its_first_one_does() -> No
         first, _ = failing(http_error(429, {"Retry-After": "20"}))
         retry.budget().call("first action", first)  # succeeds after 20 s
         second, calls = failing(*(http_error(503) for _ in range(100)))
-        with pytest.raises(TransientError, match="budget of this delivery is spent"):
+        with pytest.raises(TransientError, match="budget of this attempt is spent"):
             retry.budget().call("second action", second)
     assert sum(clock.slept) <= 25.0
     assert sum(clock.slept[1:]) <= 5.0 and len(calls) >= 2
