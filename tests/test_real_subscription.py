@@ -13,7 +13,6 @@ deployment that holds quota after its rollback.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
