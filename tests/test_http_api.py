@@ -9,6 +9,7 @@ import pytest
 
 from tests.builders import cloud, drift_event
 from tests.conftest import Client, load_sample
+from tests.world import App
 
 MODEL = "sklearn_regression_model"
 
@@ -123,6 +124,21 @@ def test_models_and_decisions_read_back_the_ledger(client: Client) -> None:
     _, _, trail = client.call("GET", f"/api/decisions?model={MODEL}&limit=5")
     assert [d["trigger"]["event_id"] for d in trail["decisions"]] == ["d1"]
     assert client.call("GET", "/api/decisions?limit=abc")[0] == 400
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("limit=%C2%B2", "whole number from 1 to 1000"),  # "²": a digit to str.isdigit(), not to int()
+        ("limit=-1", "whole number from 1 to 1000"),
+        ("limit=" + "9" * 5000, "whole number from 1 to 1000"),
+        ("since=0001-01-01T00:00:00%2B14:00", "between years 1 and 9999"),  # before the first UTC time
+        ("since=9999-12-31T23:59:59-14:00", "between years 1 and 9999"),  # after the last
+    ],
+)
+def test_a_bad_decisions_query_is_a_400_saying_what_is_wrong(app: App, query: str, says: str) -> None:
+    status, _, body = app.client.call("GET", f"/api/decisions?{query}")
+    assert status == 400 and says in body["error"] and len(body["error"]) < 200, body
 
 
 def test_unknown_route_and_wrong_method(client: Client) -> None:

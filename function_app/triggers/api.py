@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from datetime import UTC
 from typing import Any
 
 import azure.functions as func
@@ -192,8 +193,9 @@ def list_models(req: func.HttpRequest) -> func.HttpResponse:
 def list_decisions(req: func.HttpRequest) -> func.HttpResponse:
     """?model=&event_id=&outcome=&since=&limit=: the audit trail, newest first."""
     limit_text = req.params.get("limit", "50")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
-        return error(400, f"limit={limit_text!r}: give a whole number from 1 to 1000")
+    # ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses
+    if not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 4 and 1 <= int(limit_text) <= 1000):
+        return error(400, f"limit={limit_text[:40]!r}: give a whole number from 1 to 1000")
     outcome = req.params.get("outcome") or None
     if outcome is not None and outcome not in OUTCOMES:
         return error(400, f"outcome={outcome!r}: give one of {', '.join(OUTCOMES)}")
@@ -206,6 +208,10 @@ def list_decisions(req: func.HttpRequest) -> func.HttpResponse:
             return error(400, f"since={since_text!r}: give an ISO 8601 time, e.g. 2026-12-01T00:00:00Z")
         if since is not None and since.tzinfo is None:
             return error(400, f"since={since_text!r}: give the time zone, e.g. 2026-12-01T00:00:00Z")
+        try:
+            since = since.astimezone(UTC) if since is not None else None
+        except OverflowError:  # 0001-01-01T00:00:00+14:00 is before the first UTC time there is
+            return error(400, f"since={since_text!r}: give a time between years 1 and 9999 in UTC")
     event_id = req.params.get("event_id") or None
     try:
         records = get_retrainer().ledger.decisions(
