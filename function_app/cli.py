@@ -16,24 +16,54 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sqlite3
 import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from function_app.runtime import make_ledger, resolve, utcnow
 from function_app.settings import Settings
-from handlers.errors import PolicyError, RetrainError
+from handlers import jsonin
+from handlers.errors import InvalidInput, PolicyError, RetrainError
+
+if TYPE_CHECKING:
+    from handlers.ports import Ledger
 
 
 def _read_events(path: str) -> Any:
+    """The events in file ``path``: one event object or a non-empty array of them, read as the webhook
+    reads a body (bounded size and depth); anything else is one line saying what is wrong (exit 2)."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = Path(path).read_bytes()
     except OSError as exc:
-        raise SystemExit(f"cannot read {path}: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise SystemExit(f"{path} is not valid JSON: {exc}") from exc
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        events = jsonin.loads(raw, "an event object or a JSON array of events")
+    except InvalidInput as exc:
+        raise InvalidInput(f"{path}: {exc}") from None
+    if not (
+        isinstance(events, dict) or (isinstance(events, list) and events and all(isinstance(e, dict) for e in events))
+    ):
+        raise InvalidInput(f"{path}: give an event object or a non-empty JSON array of event objects")
+    return events
+
+
+def _existing_ledger(settings: Settings) -> Ledger:
+    """The configured ledger, to read: a SQLite file that is not there is said, not created."""
+    if settings.ledger == "sqlite" and not resolve(settings.sqlite_path).exists():
+        raise InvalidInput(
+            f"no ledger at {resolve(settings.sqlite_path)}: check RETRAIN_SQLITE_PATH (the service creates the file "
+            "when it first records a decision)"
+        )
+    return make_ledger(settings)
+
+
+def _limit(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and len(text) <= 4 and 1 <= int(text) <= 1000):
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: give a whole number from 1 to 1000")
+    return int(text)
 
 
 def _signal_fields(signal: Any) -> dict[str, Any]:
@@ -135,7 +165,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_decisions(args: argparse.Namespace) -> int:
-    ledger = make_ledger(Settings.from_env())
+    ledger = _existing_ledger(Settings.from_env())
     records = ledger.decisions(args.model, args.limit, event_id=args.event_id, outcome=args.outcome)
     if args.json:
         print(json.dumps([r.to_dict() for r in records], indent=2))
@@ -158,7 +188,7 @@ def cmd_why(args: argparse.Namespace) -> int:
     """Why did (or didn't) event EVENT_ID do something: its decisions, the guards they met, what followed."""
     from handlers.why import why
 
-    answers = why(make_ledger(Settings.from_env()), args.event_id)
+    answers = why(_existing_ledger(Settings.from_env()), args.event_id)
     if args.json:
         print(json.dumps([a.to_dict() for a in answers], indent=2))
         return 0 if answers else 1
@@ -272,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(fn=cmd_send)
     p = sub.add_parser("decisions", help="list the audit trail, newest first")
     p.add_argument("--model")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=_limit, default=20, help="how many, newest first: 1 to 1000 (default 20)")
     p.add_argument("--event-id", help="only the decisions that answered events of this id")
     p.add_argument("--outcome", choices=["reserved", "submitted", "planned", "skipped", "failed"])
     p.add_argument("--json", action="store_true")
@@ -306,7 +336,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("host", help="run the local development host")
     p.add_argument("--port", type=int)
     p.set_defaults(fn=cmd_host)
-    args = parser.parse_args(argv)
+    return _run(parser.parse_args(argv))
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the chosen command; a handled error is one line on stderr and exit 2, never a traceback."""
     try:
         return int(args.fn(args))
     except PolicyError as exc:
@@ -314,6 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (RetrainError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:  # a ledger file that cannot be opened or read: say which, no traceback
+        print(f"the SQLite ledger (RETRAIN_SQLITE_PATH) cannot be used: {exc}", file=sys.stderr)
         return 2
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from function_app.settings import Settings
+from handlers.errors import InvalidInput
 
 if TYPE_CHECKING:
     from handlers.analysis import HealthSource
@@ -46,7 +47,12 @@ def make_ledger(settings: Settings) -> Ledger:
     if settings.ledger == "sqlite":
         from function_app.adapters.sqlite_ledger import SqliteLedger
 
-        return SqliteLedger(resolve(settings.sqlite_path))
+        path = resolve(settings.sqlite_path)
+        if path.is_dir():
+            raise InvalidInput(
+                f"RETRAIN_SQLITE_PATH={settings.sqlite_path} is a directory; give the ledger's file, e.g. {path / 'ledger.db'}"
+            )
+        return SqliteLedger(path)
     from function_app.adapters.table_ledger import TableLedger
 
     ledger: Ledger = TableLedger.from_settings(settings)
