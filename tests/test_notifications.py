@@ -8,6 +8,7 @@ loses none; a delivery makes at most one attempt at the topic, and is answered w
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -199,3 +200,21 @@ def test_the_topic_refuses_a_key_and_an_identity_without_the_sender_role_and_not
         assert world.reconcile().notified["sent"] == [notification_id(record.id, "submitted")]
     finally:
         topic.close()
+
+
+def test_sending_logs_no_warning_per_notification(
+    served: tuple[World, Client], receiver: TopicReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client's options (one attempt, short timeouts) are given once, when it is built: options
+    given to each send made azure-eventgrid log three warnings per notification per send."""
+    world, client = served
+    for n in range(3):
+        world.actions.fail_with = PermanentError(f"refused {n}")
+        world.manual("deploy", version=str(n + 1))
+    with caplog.at_level(logging.DEBUG, logger="azure"):
+        assert len(world.reconcile().notified["sent"]) == 3
+        world.actions.fail_with = None
+        assert post(client, RETRAIN, {"reason": "by hand"})[0] == 202
+    assert len(receiver.ids()) == 4
+    noisy = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert noisy == []

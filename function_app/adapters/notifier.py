@@ -5,7 +5,8 @@ In Azure the client authenticates with the managed identity
 (``DefaultAzureCredential(managed_identity_client_id=AZURE_CLIENT_ID)``, which holds the topic's
 ``EventGrid Data Sender`` role; the topic's local auth is off). A key (``AzureKeyCredential``) is for
 a local receiver and tests only. One publish is one attempt with short timeouts (the SDK's own
-retries off): the outbox retries later, so a decision is never slowed by more than one attempt.
+retries off, set once on the client): the outbox retries later, so a decision is never slowed by more
+than one attempt.
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ if TYPE_CHECKING:
     from function_app.settings import Settings
 
 # One attempt, and short: a topic that does not answer costs a delivery at most these seconds. Given
-# to each send, not to the client: azure-eventgrid 4.22's EventGridPublisherClient builds its client
-# for a basic (custom) topic without the keyword arguments it was given (transport, retry options),
-# while per-operation options reach its pipeline's retry policy and transport.
-SEND_OPTIONS: dict[str, Any] = {"retry_total": 0, "connection_timeout": 2.0, "read_timeout": 3.0}
+# to the client once, when it is built. Not to each send: azure-eventgrid 4.22's public
+# EventGridPublisherClient drops the options it is built with for a basic (custom) topic, and passes
+# those given to ``send`` on to each CloudEvent's model as well as to the pipeline, which logs three
+# warnings per event per send ("... is not a known attribute"). So the client is the one the public
+# client wraps for a basic topic, ``azure.eventgrid._legacy.EventGridPublisherClient``, which builds
+# its pipeline (retry policy, transport) from its options; azure-eventgrid is pinned exactly in
+# requirements.txt for that private import.
+CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 0, "connection_timeout": 2.0, "read_timeout": 3.0}
 
 
 class EventGridNotifier:
@@ -33,23 +38,23 @@ class EventGridNotifier:
     a test may pass a client with its own transport. ``source``: the CloudEvents' ``source`` (the
     workspace the service acts for)."""
 
-    def __init__(self, client: Any, source: str, send_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, client: Any, source: str) -> None:
         self._client = LazyClient(client)
         self.source = source
-        self.send_options = dict(SEND_OPTIONS if send_options is None else send_options)
 
     @classmethod
     def build(
-        cls, endpoint: str, source: str, credential: Any, send_options: dict[str, Any] | None = None
+        cls, endpoint: str, source: str, credential: Any, options: dict[str, Any] | None = None
     ) -> EventGridNotifier:
-        """A notifier that builds its client on first use (``send_options``: SEND_OPTIONS by default)."""
+        """A notifier that builds its client on first use, with ``options`` (CLIENT_OPTIONS by default)."""
+        settings = dict(CLIENT_OPTIONS if options is None else options)
 
         def client() -> Any:
-            from azure.eventgrid import EventGridPublisherClient
+            from azure.eventgrid._legacy import EventGridPublisherClient
 
-            return EventGridPublisherClient(endpoint, credential)
+            return EventGridPublisherClient(endpoint, credential, **settings)
 
-        return cls(client, source, send_options)
+        return cls(client, source)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EventGridNotifier:
@@ -85,4 +90,4 @@ class EventGridNotifier:
             for n in notifications
         ]
         with translated(f"publishing {len(events)} notification(s) to the topic"):
-            self._client.get().send(events, **self.send_options)
+            self._client.get().send(events)
