@@ -7,8 +7,8 @@ the code that runs in Azure:
 - HTTP triggers under ``/api/<route>`` (route templates and methods from their bindings);
 - Event Grid triggers under ``/runtime/webhooks/eventgrid?functionName=NAME``, answering the
   ``aeg-event-type: SubscriptionValidation`` handshake and delivering ``Notification`` batches one
-  event at a time, as the Functions host does. A function that raises gets a 500, so Event Grid
-  (or ``retrain send``) would redeliver.
+  event at a time, as the Functions host does (POST only: other methods get 405). A function that
+  raises gets a 500, so Event Grid (or ``retrain send``) would redeliver.
 
 Function keys are not enforced locally (neither does Core Tools); in Azure the host enforces them.
 """
@@ -130,6 +130,12 @@ class Host:
         parts = urlsplit(url)
         params = dict(parse_qsl(parts.query))
         if parts.path.rstrip("/") == "/runtime/webhooks/eventgrid":
+            if method != "POST":  # Event Grid delivers and validates with POST; nothing else is a delivery
+                return (
+                    405,
+                    {"Allow": "POST", "Content-Type": "application/json"},
+                    json.dumps({"error": f"{method} not allowed; Event Grid delivers with POST"}).encode(),
+                )
             return self._eventgrid(params.get("functionName", ""), headers, body)
         allowed: set[str] = set()
         for fn in self.http:
@@ -218,9 +224,15 @@ def make_server(host: Host, port: int, address: str = "127.0.0.1") -> ThreadingH
         def log_message(self, format: str, *args: Any) -> None:
             log.info("%s %s", self.address_string(), format % args)
 
-    server = ThreadingHTTPServer((address, port), Handler)
+    server = _Server((address, port), Handler)
     server.daemon_threads = True
     return server
+
+
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a burst of clients (Event Grid delivering in parallel,
+    # a storm test) overflows it and connections stall or are reset. The kernel caps it at somaxconn.
+    request_queue_size = 1024
 
 
 def load_local_settings(path: str = "local.settings.json") -> None:

@@ -3,9 +3,11 @@ with the real EventGridPublisherClient, replies read over HTTP."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,3 +138,40 @@ def test_cli_send_key_reaches_a_functions_host_as_x_functions_key(tmp_path: Path
     [headers] = seen
     assert headers["x-functions-key"] == "k-123"
     assert headers.get("aeg-sas-key") != "k-123"  # the key is not handed to the topic header
+
+
+def test_128_clients_at_once_are_all_answered(host: RunningHost) -> None:
+    """A burst of parallel deliveries (Event Grid sends in parallel) is queued, not stalled or reset."""
+    clients = 128
+    barrier = threading.Barrier(clients)
+    answers: list[object] = []
+
+    def one() -> None:
+        barrier.wait()
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=20)
+            conn.request("GET", "/api/health")
+            reply = conn.getresponse()
+            reply.read()
+            conn.close()
+            answers.append(reply.status)
+        except OSError as exc:
+            answers.append(repr(exc))
+
+    threads = [threading.Thread(target=one) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answers == [200] * clients, [a for a in answers if a != 200][:5]
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "GET", "PUT", "DELETE"])
+def test_only_post_on_the_event_grid_trigger_path_is_a_delivery(host: RunningHost, method: str) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=10)
+    conn.request(method, "/runtime/webhooks/eventgrid?functionName=on_workspace_event", body=b"[]")
+    reply = conn.getresponse()
+    body = json.loads(reply.read())
+    conn.close()
+    assert (reply.status, reply.getheader("Allow")) == (405, "POST") and "delivers with POST" in body["error"]
+    assert host.request("GET", "/api/decisions")[1] == {"decisions": []}
