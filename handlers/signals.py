@@ -360,11 +360,13 @@ def _run_signal(env: Envelope, trigger: Trigger, ws: str) -> Signal:
     status = "completed" if env.event_type == RUN_COMPLETED else str(env.get("runStatus") or "").lower()
     breach = ci_get(tags, MONITOR_BREACH_TAG)
     if env.event_type == RUN_STATUS and breach:
-        if status not in FINISHED_STATUSES:
+        if status != "completed":
+            # A monitor run that finds a breach tags it and completes (azureml-assets,
+            # evaluate_metrics_threshold); a failed or canceled run with the tag measured nothing to act on.
             return Ignored(
                 trigger,
                 f"run {run_id or '?'} of experiment {experiment!r} carries a model-monitoring breach tag but is "
-                f"{status or 'in an unknown status'}: only a finished monitor run counts",
+                f"{status or 'in an unknown status'}: only a monitor run that completed counts",
             )
         match = _SIGNAL_IN_BREACH.search(str(breach))
         return DriftDetected(

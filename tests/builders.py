@@ -62,7 +62,7 @@ def breach_event(
     signal: str = "churn-data-drift",
     experiment: str = "churn-monitor",
     tags: dict[str, str] | None = None,
-    status: str = "Failed",
+    status: str = "Completed",
     **kw: Any,
 ) -> dict[str, Any]:
     run_tags = {

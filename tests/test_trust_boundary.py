@@ -66,8 +66,11 @@ def test_a_forged_run_in_a_candidate_experiment_is_judged_as_a_candidate_never_a
 @pytest.mark.parametrize(
     ("status", "experiment", "says"),
     [
-        ("Running", "churn-monitor", "only a finished monitor run counts"),
-        ("Failed", "my-own-experiment", "no model in the policy listens to drift monitor 'my-own-experiment'"),
+        ("Running", "churn-monitor", "only a monitor run that completed counts"),
+        # a hand-made run in the monitor's own experiment: a monitor that breaches completes its run
+        ("Failed", "churn-monitor", "is failed: only a monitor run that completed counts"),
+        ("Canceled", "churn-monitor", "is canceled: only a monitor run that completed counts"),
+        ("Completed", "my-own-experiment", "no model in the policy listens to drift monitor 'my-own-experiment'"),
     ],
 )
 def test_a_stray_breach_tag_is_a_recorded_skip(app: App, status: str, experiment: str, says: str) -> None:
