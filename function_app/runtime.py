@@ -138,7 +138,10 @@ def get_retrainer() -> Retrainer:
     if _retrainer is None:
         with _lock:
             if _retrainer is None:
-                _retrainer = build(Settings.from_env())
+                settings = Settings.from_env()
+                if settings.sign_in_warning:
+                    log.error("SECURITY: %s", settings.sign_in_warning)
+                _retrainer = build(settings)
                 log.info("retrain service ready: %s", _retrainer.backend)
     return _retrainer
 

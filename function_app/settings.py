@@ -138,6 +138,9 @@ class Settings:
     metrics_endpoint: str | None = None
     app_service_auth: bool = False
     operator_role: str = "Retrain.Operator"
+    # App Service sets WEBSITE_AUTH_ENABLED=True in the app's environment while its authentication
+    # (sign-in) is on; only then does the platform strip client-sent X-MS-CLIENT-PRINCIPAL* headers.
+    platform_sign_in: bool = False
     notify_topic_endpoint: str | None = None
     notify_topic_key: str | None = None
 
@@ -230,10 +233,23 @@ class Settings:
             metrics_region=get("RETRAIN_METRICS_REGION"),
             metrics_endpoint=get("RETRAIN_METRICS_ENDPOINT"),
             app_service_auth=_bool(get("RETRAIN_APP_SERVICE_AUTH")),
+            platform_sign_in=_bool(source.get("WEBSITE_AUTH_ENABLED")),
             operator_role=req("RETRAIN_OPERATOR_ROLE"),
             notify_topic_endpoint=topic,
             notify_topic_key=get("RETRAIN_NOTIFY_TOPIC_KEY"),
         )
+
+    @property
+    def sign_in_warning(self) -> str | None:
+        """Said loudly at start-up when the app is told sign-in fronts it but the platform says it does not."""
+        if self.app_service_auth and not self.platform_sign_in:
+            return (
+                "RETRAIN_APP_SERVICE_AUTH=true but App Service authentication is off (WEBSITE_AUTH_ENABLED is not "
+                "True): any function key holder could send X-MS-CLIENT-PRINCIPAL headers and claim any identity, so "
+                "they are not trusted and every manual request is refused (403). Turn sign-in on (azd env set "
+                "RETRAIN_AUTH_CLIENT_ID, azd provision) or set RETRAIN_APP_SERVICE_AUTH=false"
+            )
+        return None
 
     def summary(self) -> dict[str, object]:
         """What /api/config shows (behind a key): choices and names, never secrets (no connection strings)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from handlers.policy import parse_policy
 from tests.azure_world import DRIFT_SAMPLE, ENDPOINT, MODEL, AzureWorld, in_workspace
 from tests.builders import ML, breach_event, drift_event, event, run_event
 from tests.conftest import REPO
+from tests.hosts import RunningHost, free_port, start_host
 from tests.ledgers import LedgerSpec
 from tests.world import App
 
@@ -281,7 +283,43 @@ def test_without_sign_in_the_caller_is_recorded_as_the_function_key(app: App) ->
 @pytest.fixture
 def signed_in(app: App, monkeypatch: pytest.MonkeyPatch) -> App:
     monkeypatch.setenv("RETRAIN_APP_SERVICE_AUTH", "true")
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")  # what App Service sets while its sign-in is on
     return app
+
+
+def test_sign_in_said_on_while_the_platform_s_is_off_trusts_no_principal(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without App Service authentication nothing strips client-sent principal headers: a key holder's
+    forged operator is refused, not recorded as who asked."""
+    monkeypatch.setenv("RETRAIN_APP_SERVICE_AUTH", "true")
+    monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
+    forged = {"X-MS-CLIENT-PRINCIPAL": principal("Retrain.Operator"), "X-MS-CLIENT-PRINCIPAL-NAME": "ceo@contoso"}
+    for route in ("retrain", "rollback"):
+        status, _, raw = app.client.host.dispatch("POST", f"/api/models/{MODEL}/{route}", forged, b"{}")
+        assert status == 403 and "WEBSITE_AUTH_ENABLED is not True" in strict(raw)["error"]
+    assert app.ledger.decisions() == []
+
+
+def test_start_up_says_loudly_that_principal_headers_are_not_trusted_without_platform_sign_in(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    env = {"RETRAIN_SQLITE_PATH": str(tmp_path / "l.db"), "RETRAIN_APP_SERVICE_AUTH": "true", "PORT": str(port)}
+    proc = start_host(env, port)
+    try:
+        host = RunningHost(port)
+        for _ in range(300):
+            try:
+                if host.request("GET", "/api/health")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "SECURITY: RETRAIN_APP_SERVICE_AUTH=true but App Service authentication is off" in err
+    assert "claim any identity" in err
 
 
 def test_with_sign_in_the_principal_is_required_checked_for_the_role_and_recorded(signed_in: App) -> None:

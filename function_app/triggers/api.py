@@ -71,7 +71,10 @@ def _manual(req: func.HttpRequest, action: str, allowed: dict[str, Any]) -> func
         _check_body(body, allowed)
         settings = Settings.from_env()
         caller = caller_of(
-            req.headers, app_service_auth=settings.app_service_auth, operator_role=settings.operator_role
+            req.headers,
+            app_service_auth=settings.app_service_auth,
+            operator_role=settings.operator_role,
+            platform_sign_in=settings.platform_sign_in,
         )
         key = idempotency_key(req.headers)
         # A key is scoped to its route and model: the same key for another model is another request.
@@ -126,7 +129,10 @@ def _operate(req: func.HttpRequest, action: str) -> func.HttpResponse:
         _check_body(body, _OPERATE_KEYS)
         settings = Settings.from_env()
         caller = caller_of(
-            req.headers, app_service_auth=settings.app_service_auth, operator_role=settings.operator_role
+            req.headers,
+            app_service_auth=settings.app_service_auth,
+            operator_role=settings.operator_role,
+            platform_sign_in=settings.platform_sign_in,
         )
         key = idempotency_key(req.headers)
         from handlers.operate import OperatorRequest  # the rollout machinery: loaded on this path only

@@ -4,7 +4,8 @@ With App Service authentication (Entra ID sign-in) in front of the app, the plat
 signed-in principal as ``X-MS-CLIENT-PRINCIPAL`` (base64 JSON with its claims), ``-NAME`` and ``-ID``.
 Whether the platform strips copies of these headers that a client sends itself is not documented
 (AZURE-FACTS.md), so they are trusted only when ``RETRAIN_APP_SERVICE_AUTH`` says authentication is
-on; then a manual request needs a principal with the operator app role (``RETRAIN_OPERATOR_ROLE``).
+on and App Service says its authentication is on (``WEBSITE_AUTH_ENABLED=True``, set by the platform);
+then a manual request needs a principal with the operator app role (``RETRAIN_OPERATOR_ROLE``).
 Otherwise the caller is whoever holds a function key, and is recorded as such.
 """
 
@@ -43,11 +44,21 @@ def _claims(encoded: str) -> tuple[str, list[str]]:
     return str(data.get("auth_typ") or "aad"), roles
 
 
-def caller_of(headers: Mapping[str, str], *, app_service_auth: bool, operator_role: str) -> dict[str, Any]:
+def caller_of(
+    headers: Mapping[str, str], *, app_service_auth: bool, operator_role: str, platform_sign_in: bool
+) -> dict[str, Any]:
     """The caller to record. With authentication on: the signed-in principal, which must hold
-    ``operator_role`` (Unauthorized without a principal, Forbidden without the role)."""
+    ``operator_role`` (Unauthorized without a principal, Forbidden without the role). Authentication
+    said on (``app_service_auth``) while the platform's is off (``platform_sign_in``): the headers could
+    be anyone's, so no request passes (Forbidden), rather than trusting them or dropping the role check."""
     if not app_service_auth:
         return dict(FUNCTION_KEY)
+    if not platform_sign_in:
+        raise Forbidden(
+            "RETRAIN_APP_SERVICE_AUTH=true but App Service authentication is off (WEBSITE_AUTH_ENABLED is not True), "
+            "so no signed-in principal can be trusted; turn sign-in on or set RETRAIN_APP_SERVICE_AUTH=false "
+            "(README, Security model)"
+        )
     lowered = {k.lower(): v for k, v in headers.items()}
     encoded = lowered.get(PRINCIPAL)
     if not encoded:
