@@ -97,8 +97,40 @@ class Executor:
     def write(self, record: DecisionRecord) -> DecisionRecord:
         """Write ``record`` (bounded) to the ledger: the one writer of decision records."""
         rec = record.bounded()
-        self.ledger.put_decision(rec)
-        return rec
+        stored = self.ledger.put_decision(rec)
+        if stored.outcome != rec.outcome or stored.at != rec.at:
+            log.info(
+                "decision %s model=%s: recorded already as %s at %s; kept, not replaced by %s",
+                rec.id,
+                rec.model,
+                stored.outcome,
+                stored.at,
+                rec.outcome,
+            )
+        return stored
+
+    def recorded(self, decision: Decision) -> DecisionRecord | None:
+        """The final record already under ``decision``'s id (anything past ``reserved``), or None: what a
+        redelivery of its event, or a retried request, answers with instead of deciding again. When
+        the decision still holds its model's slot as reserved (its worker died after recording the
+        outcome, before settling), the slot is settled by that record first."""
+        done = self.ledger.get_decision(decision.id)
+        if done is None or done.outcome == "reserved":
+            return None
+        model = decision.model
+        if model is not None:
+            for kind, held in self.ledger.get_model(model).flights.items():
+                if held.decision == decision.id and held.status == "reserved":
+                    self.settle(model, kind, done)
+        log.info(
+            "decision %s model=%s event_id=%s: recorded already (outcome %s, job %s); answered as recorded",
+            decision.id,
+            decision.model,
+            decision.trigger.event_id,
+            done.outcome,
+            (done.job or {}).get("name"),
+        )
+        return done
 
     # ------------------------------------------------------------------ carrying out
 
@@ -137,7 +169,7 @@ class Executor:
                     (done.job or {}).get("name"),
                 )
                 return done
-        self.write(
+        stored = self.write(
             self.record(
                 decision,
                 "reserved",
@@ -147,6 +179,12 @@ class Executor:
                 resumed=verdict.resumed or None,
             )
         )
+        if stored.outcome != "reserved":  # a final record was there (another writer): it stands
+            if not verdict.resumed:  # the slot just taken goes back, with the cooldown and budget it took
+                self.ledger.update_model(
+                    model, lambda s: guards.confirm(s, kind, decision.id, "failed", None, give_back=True)
+                )
+            return stored
         return self.act(decision, now)
 
     def _preview(self, decision: Retrain | Deploy, kind: str, limits: Limits, now: datetime) -> DecisionRecord:

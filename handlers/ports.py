@@ -71,7 +71,8 @@ class Ledger(Protocol):
         self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()
     ) -> None:
         """Mark the event done with its decisions, first writing ``records`` (decisions not yet
-        written, i.e. skips, which need no reservation), in one transaction where the store allows."""
+        written, i.e. skips, which need no reservation; each as :meth:`put_decision` writes it, never
+        over a final record), in one transaction where the store allows."""
         ...
 
     def get_model(self, model: str) -> ModelState: ...
@@ -83,11 +84,13 @@ class Ledger(Protocol):
         it returns a new state. Returns what ``change`` returned beside the state."""
         ...
 
-    def put_decision(self, record: DecisionRecord) -> None:
-        """Write ``record`` (insert or replace by id) and, when it notifies
-        (:func:`handlers.notify.notification_of`), its notification into the outbox, unless that
-        notification is there already (pending or sent): each notification is kept once. So does
-        :meth:`finish_event` for the records it writes."""
+    def put_decision(self, record: DecisionRecord) -> DecisionRecord:
+        """Write ``record`` and, when it notifies (:func:`handlers.notify.notification_of`), its
+        notification into the outbox, unless that notification is there already (pending or sent):
+        each notification is kept once. A record already stored under its id is replaced only as
+        :func:`handlers.records.may_replace` allows (a final outcome is never downgraded), decided
+        atomically against concurrent writers; otherwise nothing is written. Returns the record
+        stored. So does :meth:`finish_event` for the records it writes."""
         ...
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None: ...

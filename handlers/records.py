@@ -141,6 +141,24 @@ class DecisionRecord:
         )
 
 
+def may_replace(stored: DecisionRecord, new: DecisionRecord) -> bool:
+    """Whether ``new`` may be written over ``stored``, the record under the same id: a recorded final
+    outcome is never downgraded. ``reserved`` gives way to anything (what came of the reservation, or
+    the reservation resumed); a guard's refusal (``skipped`` with its ``guard``) only to a new
+    reservation, the executor carrying the decision out after all (a run's deploy decision judged
+    again from another event about the run); ``failed`` only to an action tried again that went
+    through (``submitted``, ``planned``: a retirement retried by the next reconciler pass). Nothing
+    else replaces a final record, so a redelivery, a retried request or a second writer finds the
+    record as it was first decided."""
+    if stored.outcome == "reserved":
+        return True
+    if stored.outcome == "skipped" and stored.details.get("guard"):
+        return new.outcome == "reserved"
+    if stored.outcome == "failed":
+        return new.outcome in ("submitted", "planned")
+    return False
+
+
 @dataclass(frozen=True)
 class Flight:
     """Work in flight for a model: a retrain job or a rollout. One per kind (single-flight)."""

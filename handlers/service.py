@@ -146,20 +146,25 @@ class RetrainService:
         records: list[DecisionRecord] = []
         unwritten: list[DecisionRecord] = []
         model: str | None = getattr(signal, "model", None)  # what a failure is about, as far as known
+        again = claim.status == "retry"  # an earlier delivery took the claim and never finished it
         try:
             try:
                 signal = verified(signal, self.ledger)
                 self._observe(signal)
                 for decision in decide(signal, self.policy, now, self.workspaces):
                     model = decision.model
-                    if isinstance(decision, Skip):  # no reservation: written with the event's completion
+                    recorded = self.executor.recorded(decision) if again else None
+                    if recorded is not None:  # decided before: the record stands, whatever the guards say now
+                        records.append(recorded)
+                    elif isinstance(decision, Skip):  # no reservation: written with the event's completion
                         unwritten.append(self.executor.record(decision, "skipped", now, **decision.details))
                         records.append(unwritten[-1])
                     else:
                         records.append(self.executor.carry_out(decision, now, unwritten))
             except PermanentError as exc:
                 failure = self._failure(signal, model, records, now, exc)
-                records.append(failure)
+                stored = self.ledger.get_decision(failure.id) if again else None
+                records.append(failure if stored is None else stored)
                 unwritten.append(failure)
             self.ledger.finish_event(trigger, [r.id for r in records], now, unwritten)
         except Exception:  # transient (or a bug): the claim is given back, Event Grid redelivers

@@ -95,10 +95,11 @@ class LedgerThatDies:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def put_decision(self, record: DecisionRecord) -> None:
-        self.inner.put_decision(record)
+    def put_decision(self, record: DecisionRecord) -> DecisionRecord:
+        stored = self.inner.put_decision(record)
         if self.after == "outcome" and record.outcome != "reserved":
             raise WorkerDied
+        return stored
 
     def finish_event(
         self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()

@@ -7,15 +7,18 @@ route and through the Event Grid trigger's own delivery path."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from handlers.errors import PermanentError
-from handlers.records import MAX_TEXT
+from handlers.records import MAX_TEXT, DecisionRecord
 from handlers.signals import Trigger
+from handlers.wiring import Retrainer, assemble
 from tests.builders import WORKSPACE, breach_event, drift_event, ours, run_event
+from tests.crashes import DiesAfterActing, DiesBeforeActing, LedgerThatDies, WorkerDied
 from tests.ledgers import LedgerSpec
 from tests.world import DRIFT, MODEL, App, World
 
@@ -189,3 +192,95 @@ def test_strict_json_replies_carry_no_nan_or_infinity(app: App) -> None:
     status, _, raw = app.client.host.dispatch("GET", "/api/decisions", {}, b"")
     assert status == 200
     json.loads(raw, parse_constant=lambda name: pytest.fail(f"reply holds {name}"))
+
+
+# --------------------------------------------------------------------------- a recorded outcome stands
+
+POINTS = ["after-reserve", "after-act", "after-outcome", "after-confirm"]
+
+
+def install_worker(point: str | None = None) -> Retrainer:
+    """The local host's worker from now on: the app's own (``point`` None), or one on the same
+    settings, ledger and clock whose ports make it die at ``point`` (tests/crashes.py)."""
+    from function_app import runtime
+    from function_app.settings import Settings
+
+    settings = Settings.from_env()
+    base = runtime.build(settings, clock=runtime.get_retrainer().clock)
+    if point is None:
+        runtime.set_retrainer(base)
+        return base
+    actions: Any = base.jobs
+    ledger: Any = base.ledger
+    if point == "after-reserve":
+        actions = DiesBeforeActing(actions)
+    elif point == "after-act":
+        actions = DiesAfterActing(actions)
+    else:
+        ledger = LedgerThatDies(ledger, point.removeprefix("after-"))
+    dying = assemble(base.policy, ledger, actions, actions, base.clock, [settings.workspace_id])
+    runtime.set_retrainer(dying)
+    return dying
+
+
+def cli_why(event_id: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """What `retrain why EVENT_ID` prints, on the ledger the app's settings configure."""
+    from function_app.cli import main as cli
+
+    capsys.readouterr()
+    assert cli(["why", event_id]) == 0
+    return capsys.readouterr().out
+
+
+def freed_after_a_crash(app: App, point: str, send: Callable[[], Any]) -> DecisionRecord:
+    """``send`` reaches a worker that dies at ``point``; the lease runs out and the reconciler carries
+    the reservation out (the dry run plans at once, which frees the model's slot; its cooldown
+    stands). The record that stands."""
+    install_worker(point)
+    with pytest.raises(WorkerDied):
+        send()
+    healthy = install_worker()
+    healthy.clock.advance(seconds=61)  # type: ignore[attr-defined]
+    healthy.reconcile()
+    [rec] = app.ledger.decisions(MODEL)
+    assert (rec.action, rec.outcome) == ("retrain", "planned")
+    state = app.ledger.get_model(MODEL)
+    assert state.flights == {} and state.last_retrain_at is not None  # free, in its cooldown
+    return rec
+
+
+@pytest.mark.parametrize("path", ["/api/events", TRIGGER_PATH])
+@pytest.mark.parametrize("point", POINTS)
+def test_a_redelivery_after_the_slot_was_freed_answers_with_the_decision_recorded_and_rewrites_nothing(
+    app: App, path: str, point: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 21, finding 2: the redelivery found the model in cooldown and wrote ``skipped: model is
+    in cooldown`` over the decision that had planned the retrain; `retrain why` then said it had not."""
+    raw = drift_event(event_id="crashed-1")
+    rec = freed_after_a_crash(app, point, lambda: app.deliver(path, [raw]))
+
+    status, body = app.deliver(path, [raw])
+
+    assert status == 200
+    assert app.decisions_of("crashed-1") == [rec] and app.ledger.decisions(MODEL) == [rec]
+    if path == "/api/events":
+        assert body["results"][0]["decisions"] == [rec.to_dict()]
+    out = cli_why("crashed-1", capsys)
+    assert f"retrain planned  model={MODEL}  id={rec.id}" in out and "cooldown" not in out
+    again_status, again = app.deliver("/api/events", [raw])  # finished now: a duplicate
+    assert again_status == 200 and again["results"][0]["status"] == "duplicate"
+    assert again["results"][0]["decisions"] == [rec.to_dict()]
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_a_manual_request_retried_with_its_key_after_the_slot_was_freed_gets_its_record_not_a_409(
+    app: App, point: str
+) -> None:
+    route, key = f"/api/models/{MODEL}/retrain", {"Idempotency-Key": "nightly-1"}
+    rec = freed_after_a_crash(app, point, lambda: app.post(route, {"reason": "nightly"}, key))
+
+    status, body = app.post(route, {"reason": "nightly"}, key)
+
+    assert (status, body) == (200, rec.to_dict())
+    assert app.ledger.decisions(MODEL) == [rec]
+    assert app.post(route, {"reason": "another"}, {"Idempotency-Key": "nightly-2"})[0] == 409  # the cooldown holds

@@ -198,19 +198,102 @@ def test_rewriting_a_decision_updates_it_in_place_in_the_trail(ledger: Ledger) -
     assert ledger.get_decision("d0").outcome == "submitted"  # type: ignore[union-attr]
 
 
-def test_a_skip_written_again_by_a_later_redelivery_stays_one_record(ledger: Ledger) -> None:
+def test_a_skip_written_again_by_a_later_redelivery_stays_one_record_as_first_written(ledger: Ledger) -> None:
     """The first delivery wrote its skip, then died (or lost the ledger) before marking the event
-    done; the redelivery, minutes later, writes the same decision again with its own time."""
+    done; the redelivery, minutes later, writes the same decision again with its own time: the
+    record first written stands."""
     ledger.claim_event(trig("e1"), NOW, LEASE)
     ledger.finish_event(trig("e0"), ["d0"], NOW - timedelta(seconds=1), [record("d0", at=NOW - timedelta(seconds=1))])
     ledger.put_decision(record("d1", at=NOW))  # as the first try's finish_event got that far
     later = NOW + timedelta(minutes=5)
     ledger.finish_event(trig("e1"), ["d1"], later, [record("d1", at=later)])
     assert [(d.id, d.at) for d in ledger.decisions("m1")] == [
-        ("d1", iso(later)),
+        ("d1", iso(NOW)),
         ("d0", iso(NOW - timedelta(seconds=1))),
     ]
     assert [d.id for d in ledger.decisions()] == ["d1", "d0"]
+    assert ledger.event_status(trig("e1")) == ("done", ["d1"])
+
+
+def guard_skip(decision_id: str, at: datetime = NOW) -> DecisionRecord:
+    """What a redelivery decides when the model's slot is free again: a refusal by a guard."""
+    return replace(
+        record(decision_id, at=at),
+        reason="model is in cooldown until ...",
+        details={"guard": "cooldown", "until": iso(at + timedelta(hours=6))},
+    )
+
+
+@pytest.mark.parametrize("final", ["submitted", "planned", "failed", "skipped"])
+def test_a_final_record_is_never_replaced_by_another_outcome_and_put_decision_returns_it(
+    ledger: Ledger, final: str
+) -> None:
+    """Finding 2 of issue 21: a redelivery after the slot was freed wrote ``skipped: model is in
+    cooldown`` over the decision that had acted. Only a reservation gives way to what came of it."""
+    ledger.put_decision(record("d1", outcome="reserved", at=NOW))
+    first = replace(record("d1", outcome=final, at=NOW + timedelta(seconds=1)), job={"name": "job-1", "url": None})
+    assert ledger.put_decision(first) == first
+    later = NOW + timedelta(hours=1)
+    for attempt in (
+        guard_skip("d1", later),
+        record("d1", outcome="reserved", at=later),
+        record("d1", "m1", final, later),
+    ):
+        assert ledger.put_decision(attempt) == first
+    ledger.claim_event(trig("e1"), later, LEASE)
+    ledger.finish_event(trig("e1"), ["d1"], later, [guard_skip("d1", later)])
+    assert ledger.get_decision("d1") == first
+    assert ledger.decisions("m1") == [first] and ledger.decisions(event_id="d1") == [first]
+    assert [n.id for n in ledger.pending_notifications(10)] == (
+        [notification_id("d1", final)] if notification_of(first) is not None else []
+    )  # nothing of the refused writes reached the outbox
+
+
+def test_what_may_replace_a_final_record(ledger: Ledger) -> None:
+    """A guard's refusal gives way to a reservation (the executor carries the decision out after all);
+    a failure to an action tried again that went through (a retirement retried); nothing else."""
+    ledger.put_decision(guard_skip("d1"))
+    assert ledger.put_decision(record("d1", outcome="submitted")).outcome == "skipped"
+    reserved = record("d1", outcome="reserved", at=NOW + timedelta(seconds=1))
+    assert ledger.put_decision(reserved) == reserved
+    ledger.put_decision(record("d2", outcome="failed", at=NOW + timedelta(seconds=2)))
+    assert ledger.put_decision(guard_skip("d2")).outcome == "failed"
+    assert ledger.put_decision(record("d2", outcome="reserved")).outcome == "failed"
+    retried = record("d2", outcome="submitted", at=NOW + timedelta(minutes=5))
+    assert ledger.put_decision(retried) == retried
+    assert ledger.get_decision("d2") == retried
+    assert [(d.id, d.outcome) for d in ledger.decisions("m1")] == [("d2", "submitted"), ("d1", "reserved")]
+
+
+def test_concurrent_writers_of_one_decision_leave_one_final_record(ledger_spec: LedgerSpec) -> None:
+    """Workers racing to write the same decision, each over the reservation it read: the first final
+    outcome wins on every ledger (a conditional write, re-read when it loses), and every writer is
+    told the record that was stored."""
+    spec_ledger = ledger_spec.open()
+    spec_ledger.put_decision(record("d1", outcome="reserved"))
+    outcomes = ["submitted", "skipped", "planned"] * 4  # none of them may replace another
+    results: list[DecisionRecord] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(outcomes))
+
+    def write(outcome: str) -> None:
+        mine = ledger_spec.open()
+        try:
+            start.wait()
+            results.append(mine.put_decision(record("d1", outcome=outcome, at=NOW + timedelta(seconds=1))))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(o,)) for o in outcomes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    stored = spec_ledger.get_decision("d1")
+    assert stored is not None and stored.outcome != "reserved"
+    assert results == [stored] * len(outcomes)
+    assert [d.outcome for d in spec_ledger.decisions("m1")] == [stored.outcome]
 
 
 def test_a_large_record_round_trips(ledger: Ledger) -> None:

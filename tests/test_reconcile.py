@@ -143,10 +143,11 @@ def test_a_reserved_record_without_a_plan_is_released_and_its_cooldown_stands(wo
     state = world.ledger.get_model(MODEL)
     assert state.flights == {} and state.last_retrain_at == flight.since and state.budget_used == 1
     assert world.actions.submissions == []
-    # The redelivered event finds the released decision and does not act on it behind the reconciler's back.
+    # The redelivered event finds the released decision, answers with it as recorded, and does not act
+    # on it behind the reconciler's back.
     world.clock.advance(minutes=1)
     [again] = world.deliver(raw).decisions
-    assert again.outcome == "skipped" and again.details["guard"] == "cooldown" and world.actions.submissions == []
+    assert again == rec == world.ledger.get_decision(rec.id) and world.actions.submissions == []
 
 
 def test_a_deploy_whose_worker_died_is_resumed_with_the_plan_it_reserved(world: World) -> None:

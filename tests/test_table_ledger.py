@@ -5,7 +5,7 @@ whatever trails it is in; a trail is read from every shard and merged, newest fi
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from azure.core.pipeline import PipelineRequest
 from azure.data.tables import TableServiceClient
@@ -54,20 +54,51 @@ def test_the_first_write_of_a_decision_is_one_transaction(azurite: Azurite) -> N
     assert [d.id for d in ledger.decisions(event_id="e1")] == ["d1"]
 
 
-def test_a_rewrite_reads_the_creation_time_and_writes_again_in_one_transaction(azurite: Azurite) -> None:
+def test_a_rewrite_reads_the_record_and_writes_again_conditionally_in_one_transaction(azurite: Azurite) -> None:
     ledger, seen = counted_ledger(azurite)
     ledger.put_decision(skip("d1", outcome="reserved"))
     seen.clear()
     ledger.put_decision(skip("d1", outcome="submitted"))
-    # the outbox row of the submitted decision, the insert that finds the record, its read, the rewrite
+    # a record that notifies is read first (what it may replace), then its outbox row, then the
+    # rewrite, conditional on the ETag read
     decisions, outbox = ledger.names["decisions"], ledger.names["outbox"]
     assert seen == [
-        f"POST {outbox}",
-        "POST $batch",
         f"GET {decisions}(PartitionKey='{decision_partition('d1')}',RowKey='r%3Ad1')",
+        f"POST {outbox}",
         "POST $batch",
     ]
     assert [(d.id, d.outcome) for d in ledger.decisions("m1")] == [("d1", "submitted")]
+    seen.clear()
+    # a skip over it (a redelivery after the slot was freed): the insert finds the record, its read
+    # says it is final; nothing is written
+    assert ledger.put_decision(skip("d1", at=NOW + timedelta(hours=1))).outcome == "submitted"
+    assert seen == ["POST $batch", f"GET {decisions}(PartitionKey='{decision_partition('d1')}',RowKey='r%3Ad1')"]
+    assert [(d.id, d.outcome, d.at) for d in ledger.decisions("m1")] == [("d1", "submitted", iso(NOW))]
+
+
+def test_a_rewrite_that_loses_to_another_writer_reads_again_and_keeps_the_winner(azurite: Azurite) -> None:
+    """The ETag read is stale by the time the rewrite is sent (another instance recorded the outcome
+    in between): the transaction fails with 412, the record is read again, and it stands; the
+    loser's notification is taken back out of the outbox."""
+    winner = skip("d1", outcome="planned", at=NOW + timedelta(seconds=1))
+    other: list[TableLedger] = []
+
+    def race(request: PipelineRequest) -> None:  # type: ignore[type-arg]
+        if other and request.http_request.method == "POST" and request.http_request.url.endswith("$batch"):
+            other.pop().put_decision(winner)  # another instance, just before this rewrite is sent
+
+    service = TableServiceClient.from_connection_string(
+        azurite.connection_string, **client_options(raw_request_hook=race)
+    )
+    ledger = TableLedger(service, "t" + uuid.uuid4().hex[:12])
+    ledger.put_decision(skip("d1", outcome="reserved"))
+    other.append(TableLedger.from_connection_string(azurite.connection_string, ledger.prefix))
+
+    assert ledger.put_decision(skip("d1", outcome="failed", at=NOW + timedelta(seconds=2))) == winner
+
+    assert other == [] and ledger.get_decision("d1") == winner
+    assert [(d.id, d.outcome) for d in ledger.decisions("m1")] == [("d1", "planned")]
+    assert ledger.pending_notifications(10) == []  # neither the loser's failure nor a (silent) plan
 
 
 def test_decisions_spread_over_the_shards_and_every_trail_reads_newest_first_across_them(azurite: Azurite) -> None:

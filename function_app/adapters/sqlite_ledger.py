@@ -19,7 +19,7 @@ from handlers.errors import TransientError
 from handlers.keys import digest
 from handlers.notify import notification_of
 from handlers.ports import Claim, Notification
-from handlers.records import DecisionRecord, ModelState, iso
+from handlers.records import DecisionRecord, ModelState, iso, may_replace
 from handlers.signals import Trigger
 
 T = TypeVar("T")
@@ -148,9 +148,8 @@ class SqliteLedger:
             self._write(*done)
             return
         with self._tx() as db:
-            db.executemany(_UPSERT_DECISION, [_decision_row(r) for r in records])
-            db.executemany(_INDEX_EVENT, [(r.id, _event_of(r)) for r in records])
-            db.executemany(_ENQUEUE, _outbox_rows(records))
+            for record in records:
+                _put(db, record)
             db.execute(*done)
 
     def event_status(self, trigger: Trigger) -> tuple[str, list[str]] | None:
@@ -193,11 +192,9 @@ class SqliteLedger:
 
     # ------------------------------------------------------------------ decisions
 
-    def put_decision(self, record: DecisionRecord) -> None:
+    def put_decision(self, record: DecisionRecord) -> DecisionRecord:
         with self._tx() as db:
-            db.execute(_UPSERT_DECISION, _decision_row(record))
-            db.execute(_INDEX_EVENT, (record.id, _event_of(record)))
-            db.executemany(_ENQUEUE, _outbox_rows([record]))
+            return _put(db, record)
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         row = self._conn().execute("SELECT body FROM decisions WHERE id = ?", (decision_id,)).fetchone()
@@ -272,6 +269,21 @@ _INDEX_EVENT = "INSERT OR IGNORE INTO decision_events (id, event_id) VALUES (?, 
 
 
 _ENQUEUE = "INSERT OR IGNORE INTO outbox (id, created_at, body) VALUES (?, ?, ?)"
+
+
+def _put(db: sqlite3.Connection, record: DecisionRecord) -> DecisionRecord:
+    """Write ``record`` in the open transaction unless the record under its id may not be replaced
+    by it (:func:`handlers.records.may_replace`); the record stored, either way. The read and the
+    write are one transaction (``BEGIN IMMEDIATE`` holds the write lock), so no writer slips between."""
+    row = db.execute("SELECT body FROM decisions WHERE id = ?", (record.id,)).fetchone()
+    if row is not None:
+        stored = DecisionRecord.from_dict(json.loads(row[0]))
+        if not may_replace(stored, record):
+            return stored
+    db.execute(_UPSERT_DECISION, _decision_row(record))
+    db.execute(_INDEX_EVENT, (record.id, _event_of(record)))
+    db.executemany(_ENQUEUE, _outbox_rows([record]))
+    return record
 
 
 def _outbox_rows(records: Sequence[DecisionRecord]) -> list[tuple[object, ...]]:

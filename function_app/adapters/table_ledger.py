@@ -60,7 +60,7 @@ from handlers.errors import PermanentError, TransientError
 from handlers.keys import digest
 from handlers.notify import notification_of
 from handlers.ports import Claim, Notification
-from handlers.records import DecisionRecord, ModelState, cut, from_iso, iso
+from handlers.records import DecisionRecord, ModelState, cut, from_iso, iso, may_replace
 from handlers.signals import Trigger
 
 if TYPE_CHECKING:
@@ -79,6 +79,8 @@ _FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f%]")
 _PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,50}$")
 _EPOCH_MS_MAX = 10**13
 _BATCH = 100  # operations in one entity group transaction
+# A transaction's conditional update that lost to another writer (412), or found the row gone (purged).
+_CHANGED_MEANWHILE = frozenset({"UpdateConditionNotSatisfied", "ConditionNotMet", "ResourceNotFound"})
 _MAX_BATCH_CHARS = 3_500_000  # a transaction's payload is at most 4 MiB; bodies are ASCII JSON
 # The SDK's own retries stay short: a ledger that does not answer makes the delivery transient
 # (Event Grid redelivers) well inside its 30 s, instead of ten retries with 0.8 s backoff.
@@ -373,42 +375,81 @@ class TableLedger:
 
     # ------------------------------------------------------------------ decisions
 
-    def put_decision(self, record: DecisionRecord) -> None:
+    def put_decision(self, record: DecisionRecord, attempts: int = 8) -> DecisionRecord:
         """The record and its rows in the trail, in one transaction, keyed by the time the decision was
-        first written: a rewrite (an outcome after 'reserved', a skip written again by a redelivery
-        whose first try died before finishing) keeps its one place in the trail. The first write
-        inserts the record row, so it is one round trip; only a rewrite, whose insert fails, pays a
-        read for the original creation time and a second transaction."""
+        first written: a rewrite (an outcome after 'reserved') keeps its one place in the trail. A
+        record under the same id is replaced only as :func:`handlers.records.may_replace` allows, by
+        an update conditional on the ETag read (If-Match), read again on 412; otherwise it is kept
+        and returned. The first write inserts the record row, so it is one round trip; a rewrite, whose
+        insert fails, pays a read and a second transaction. A record that notifies is read first, so
+        that its notification goes into the outbox (before the record: sent at least once) only when
+        the record will be written."""
         body = json.dumps(record.to_dict(), default=str)
         prefixes = _trail_prefixes(record)
         if len(body) * (1 + len(prefixes)) > _MAX_BATCH_CHARS:  # bounded records are far smaller: a bug
             raise PermanentError(f"record of {len(body)} characters is too large to write with its trail rows")
         with translated(f"writing decision {record.id}"):
-            self._enqueue(record)
-            try:
-                self.decision_rows.submit_transaction(self._decision_rows(record, body, record.at, prefixes, "create"))
-            except TableTransactionError as exc:
-                if getattr(exc, "error_code", None) != "EntityAlreadyExists" or exc.index != 0:
-                    raise
-                existing = self.decision_rows.get_entity(
-                    decision_partition(record.id), record_key(record.id), select=["created"]
-                )
-                rows = self._decision_rows(record, body, str(existing["created"]), prefixes, "upsert")
-                self.decision_rows.submit_transaction(rows)
+            stored = self._read_record(record.id) if notification_of(record) is not None else None
+            enqueued = False  # this call put the record's notification in the outbox
+            for _ in range(attempts):
+                if stored is None:
+                    enqueued = self._enqueue(record) or enqueued
+                    try:
+                        self.decision_rows.submit_transaction(
+                            self._decision_rows(record, body, record.at, prefixes, "create")
+                        )
+                    except TableTransactionError as exc:
+                        if getattr(exc, "error_code", None) != "EntityAlreadyExists" or exc.index != 0:
+                            raise
+                    else:
+                        return record
+                    stored = self._read_record(record.id)
+                    continue  # None: purged since the insert failed; insert again
+                current, entity = stored
+                if not may_replace(current, record):
+                    if enqueued and notification_of(current) != notification_of(record):
+                        self._dequeue(record)  # lost to another writer: no news of what was not recorded
+                    return current
+                enqueued = self._enqueue(record) or enqueued
+                rows = self._decision_rows(record, body, str(entity["created"]), prefixes, "update", _etag(entity))
+                try:
+                    self.decision_rows.submit_transaction(rows)
+                except TableTransactionError as exc:
+                    code = getattr(exc, "error_code", None)
+                    if str(getattr(code, "value", code)) not in _CHANGED_MEANWHILE or exc.index != 0:
+                        raise
+                else:
+                    return record
+                stored = self._read_record(record.id)
+        raise TransientError(f"decision {record.id}: {attempts} concurrent writers in a row; retry later")
+
+    def _read_record(self, decision_id: str) -> tuple[DecisionRecord, Any] | None:
+        """The record stored under ``decision_id`` and its entity (for the ETag), or None."""
+        try:
+            entity = self.decision_rows.get_entity(decision_partition(decision_id), record_key(decision_id))
+        except ResourceNotFoundError:
+            return None
+        return DecisionRecord.from_dict(json.loads(_get_body(entity))), entity
 
     @staticmethod
     def _decision_rows(
-        record: DecisionRecord, body: str, created: str, prefixes: list[str], first: str
+        record: DecisionRecord, body: str, created: str, prefixes: list[str], first: str, etag: str | None = None
     ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-        """The operations that write ``record``: its record row (``first``: create or upsert), then
-        its trail rows (upserts: the same keys as any earlier write of the same decision)."""
+        """The operations that write ``record``: its record row (``first``: create, or an update
+        conditional on ``etag``), then its trail rows (upserts: the same keys as any earlier write of
+        the same decision)."""
         columns = {"PartitionKey": decision_partition(record.id), "model": record.model or ""}
         columns |= {"outcome": record.outcome, "at": record.at}
         columns |= {"created": created, "decision": record.id}
-        replace = {"mode": UpdateMode.REPLACE}
+        replace: dict[str, Any] = {"mode": UpdateMode.REPLACE}
         rk = trail_key(created, record.id)
+        condition: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
         ops = [
-            (first, _put_body({**columns, "RowKey": record_key(record.id)}, body), replace if first == "upsert" else {})
+            (
+                first,
+                _put_body({**columns, "RowKey": record_key(record.id)}, body),
+                replace | condition if first == "update" else {},
+            )
         ]
         ops += [("upsert", _put_body({**columns, "RowKey": prefix + rk}, body), replace) for prefix in prefixes]
         return ops
@@ -455,14 +496,30 @@ class TableLedger:
                     break
         return out
 
-    def _enqueue(self, record: DecisionRecord) -> None:
-        """The record's notification into the outbox, unless it is there (pending or sent) already."""
+    def _enqueue(self, record: DecisionRecord) -> bool:
+        """The record's notification into the outbox, unless it is there (pending or sent) already;
+        whether this call put it there."""
+        note = notification_of(record)
+        if note is None:
+            return False
+        entity = {"PartitionKey": OUTBOX, "RowKey": safe_key(note.id), "created": note.time, "sent": ""}
+        try:
+            self.outbox.create_entity(_put_body(entity, json.dumps(note.to_dict(), default=str)))
+        except ResourceExistsError:
+            return False
+        return True
+
+    def _dequeue(self, record: DecisionRecord) -> None:
+        """Take back the notification :meth:`_enqueue` put in the outbox for ``record``, if not sent yet."""
         note = notification_of(record)
         if note is None:
             return
-        entity = {"PartitionKey": OUTBOX, "RowKey": safe_key(note.id), "created": note.time, "sent": ""}
-        with contextlib.suppress(ResourceExistsError):
-            self.outbox.create_entity(_put_body(entity, json.dumps(note.to_dict(), default=str)))
+        with contextlib.suppress(ResourceNotFoundError):
+            entity = self.outbox.get_entity(OUTBOX, safe_key(note.id), select=["sent"])
+            if not entity.get("sent"):
+                self.outbox.delete_entity(
+                    OUTBOX, safe_key(note.id), etag=_etag(entity), match_condition=MatchConditions.IfNotModified
+                )
 
     # ------------------------------------------------------------------ outbox
 
