@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -47,7 +48,13 @@ class RunningHost:
         return EventGridPublisherClient(f"{self.url}/api/events", AzureKeyCredential("local"))
 
 
-def start_host(env: dict[str, str], port: int) -> subprocess.Popen[str]:
+def start_host(env: dict[str, str], port: int, max_file_bytes: int | None = None) -> subprocess.Popen[str]:
+    """``max_file_bytes``: no file the host writes may grow past it (RLIMIT_FSIZE): a full disk."""
+
+    def limit() -> None:
+        if max_file_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
     return subprocess.Popen(
         [sys.executable, "-m", "function_app.cli", "host", "--port", str(port)],
         cwd=REPO,
@@ -55,14 +62,15 @@ def start_host(env: dict[str, str], port: int) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=limit if max_file_bytes is not None else None,  # noqa: PLW1509 (only setrlimit, before exec)
     )
 
 
 @contextmanager
-def serving(env: dict[str, str]) -> Iterator[RunningHost]:
+def serving(env: dict[str, str], max_file_bytes: int | None = None) -> Iterator[RunningHost]:
     """`retrain host` on a free port with ``env``, once it answers /api/health; stopped after."""
     port = free_port()
-    proc = start_host({**env, "PORT": str(port)}, port)
+    proc = start_host({**env, "PORT": str(port)}, port, max_file_bytes)
     running = RunningHost(port)
     deadline = time.monotonic() + 30
     while True:

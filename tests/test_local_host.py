@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.builders import drift_event
 from tests.conftest import REPO, load_sample, sample_files
 from tests.hosts import RunningHost, free_port, serving, start_host
 
@@ -175,3 +176,39 @@ def test_only_post_on_the_event_grid_trigger_path_is_a_delivery(host: RunningHos
     conn.close()
     assert (reply.status, reply.getheader("Allow")) == (405, "POST") and "delivers with POST" in body["error"]
     assert host.request("GET", "/api/decisions")[1] == {"decisions": []}
+
+
+def test_a_ledger_disk_that_is_full_answers_503_with_retry_after_and_the_redelivery_finds_what_was_done(
+    tmp_path: Path,
+) -> None:
+    """SQLite refusing to grow its file (disk full, an I/O error on COMMIT) is transient: Event Grid is
+    told to retry (503, Retry-After), never a 500; once there is room the redelivery is handled once."""
+    env = {"RETRAIN_SQLITE_PATH": str(tmp_path / "ledger.db")}
+    refused: dict[str, object] = {}
+    with serving(env, max_file_bytes=100_000) as full:
+        for i in range(200):
+            batch = [drift_event(event_id=f"full-{i}", monitor=f"monitor-{i}")]
+            conn = http.client.HTTPConnection("127.0.0.1", full.port, timeout=10)
+            conn.request("POST", "/api/events", json.dumps(batch), {"aeg-event-type": "Notification"})
+            reply = conn.getresponse()
+            body = json.loads(reply.read())
+            conn.close()
+            if reply.status != 200:
+                refused = {
+                    "status": reply.status,
+                    "retry_after": reply.getheader("Retry-After"),
+                    "body": body,
+                    "batch": batch,
+                }
+                break
+    assert refused, "the ledger never filled up"
+    assert refused["status"] == 503 and refused["retry_after"], refused
+    [result] = refused["body"]["results"]  # type: ignore[index]
+    assert result["status"] == "retry" and "cannot be written now" in result["error"]
+    event_id = result["event_id"]
+
+    with serving(env) as roomy:  # space again: the redelivery of the refused event
+        status, body = roomy.request("POST", "/api/events", refused["batch"], {"aeg-event-type": "Notification"})
+        assert status == 200 and body["results"][0]["status"] in ("processed", "duplicate")
+        _, trail = roomy.request("GET", f"/api/decisions?event_id={event_id}")
+        assert len(trail["decisions"]) == 1

@@ -7,6 +7,7 @@ state is atomic across processes sharing the file, without optimistic retries.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +24,8 @@ from handlers.records import DecisionRecord, ModelState, iso, may_replace
 from handlers.signals import Trigger
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -94,19 +97,33 @@ class SqliteLedger:
                 raise TransientError(f"ledger {self.path} is busy: {exc}") from exc
             try:
                 yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            else:
                 db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:  # disk full, I/O error, locked: nothing of it was kept
+                self._rollback(db)
+                raise self._unwritable(exc) from exc
+            except BaseException:
+                self._rollback(db)
+                raise
+
+    def _rollback(self, db: sqlite3.Connection) -> None:
+        if db.in_transaction:  # a failed COMMIT may have rolled back already (SQLite's own choice)
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.OperationalError:
+                log.warning("ledger %s: rollback after a failed write failed too", self.path, exc_info=True)
+
+    def _unwritable(self, exc: sqlite3.OperationalError) -> TransientError:
+        """A write the file refused (SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY): transient, so the caller
+        answers 503 and Event Grid (or the client) retries when space or the lock is back."""
+        return TransientError(f"ledger {self.path} cannot be written now ({exc}); that write was not kept, retry later")
 
     def _write(self, sql: str, params: tuple[object, ...]) -> int:
         """One statement is its own atomic transaction (autocommit); returns the rows changed."""
         with self._memory_lock if self.path == ":memory:" else _nolock():
             try:
                 return int(self._conn().execute(sql, params).rowcount)
-            except sqlite3.OperationalError as exc:  # database locked past the timeout
-                raise TransientError(f"ledger {self.path} is busy: {exc}") from exc
+            except sqlite3.OperationalError as exc:  # locked past the timeout, disk full
+                raise self._unwritable(exc) from exc
 
     # ------------------------------------------------------------------ events
 
