@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from handlers.decisions import DeployPlan, JobPlan
+from handlers.errors import TransientError
 from handlers.ports import ActionResult, Actions, CandidateFacts, JobInfo, Ledger
 from handlers.records import DecisionRecord
 from handlers.signals import Trigger
@@ -106,4 +107,24 @@ class LedgerThatDies:
     ) -> None:
         if self.after == "confirm":
             raise WorkerDied
+        self.inner.finish_event(trigger, decision_ids, now, records)
+
+
+class FinishFailsOnce:
+    """A ledger whose first marking of an event done fails transiently (the storage answered 503):
+    the delivery is answered transient, the claim given back, and Event Grid redelivers later."""
+
+    def __init__(self, inner: Ledger) -> None:
+        self.inner = inner
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def finish_event(
+        self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()
+    ) -> None:
+        if not self.failed:
+            self.failed = True
+            raise TransientError(f"finishing event {trigger.event_id}: the service answered 503 (ServerBusy)")
         self.inner.finish_event(trigger, decision_ids, now, records)

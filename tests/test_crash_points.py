@@ -10,6 +10,9 @@ service is given, at each point:
 - after-submit: Azure accepted the job; the outcome is neither recorded nor confirmed;
 - after-outcome: the outcome is recorded; the model's state still says reserved;
 - after-confirm: the outcome is confirmed; the event is not marked finished.
+
+And whatever comes after (the run ends and frees the model's slot, a redelivery), the decision
+recorded under the event's id stands: the redelivery answers with it and `retrain why` tells it.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ from typing import Any
 
 import pytest
 
+from handlers.errors import TransientError
 from handlers.ports import Claim
 from handlers.records import DecisionRecord, iso
 from handlers.signals import Trigger
 from handlers.wiring import Retrainer
-from tests.azure_world import DRIFT_SAMPLE, MODEL, AzureWorld, in_workspace
-from tests.crashes import DiesAfterActing, DiesBeforeActing, LedgerThatDies, WorkerDied
+from tests.azure_world import DRIFT_SAMPLE, MODEL, WORKSPACE_ID, AzureWorld, in_workspace
+from tests.crashes import DiesAfterActing, DiesBeforeActing, FinishFailsOnce, LedgerThatDies, WorkerDied
+from tests.ledgers import LedgerSpec
 
 POINTS = ["after-reserve", "after-submit", "after-outcome", "after-confirm"]
 LEASE = timedelta(seconds=60)  # the service's default
@@ -87,6 +92,88 @@ def test_redelivery_after_a_crash_ends_with_one_job_confirmed_and_the_event_fini
         assert len(azure.arm.calls) == calls
     else:
         assert rec.details.get("adopted", False) is (point == "after-submit")  # after-reserve: submitted now
+
+
+def retrain_why(
+    spec: LedgerSpec, event_id: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """What `retrain why EVENT_ID` prints on the ledger of ``spec``."""
+    from function_app.cli import main as cli
+
+    if spec.kind == "table":
+        monkeypatch.setenv("RETRAIN_LEDGER", "table")
+        monkeypatch.setenv("RETRAIN_TABLES_CONNECTION", spec.target)
+        monkeypatch.setenv("RETRAIN_TABLE_PREFIX", spec.prefix)
+    else:
+        monkeypatch.setenv("RETRAIN_SQLITE_PATH", spec.target)
+    capsys.readouterr()
+    assert cli(["why", event_id]) == 0
+    return capsys.readouterr().out
+
+
+def run_ends(world: AzureWorld, rec: DecisionRecord) -> None:
+    """The retrain's job ends (failed: nothing to deploy) and no event says so; the reconciler finds
+    it after the grace and frees the model's slot. The model stays in its cooldown."""
+    world.arm.set_job_status(str(rec.job["name"]), "Failed")  # type: ignore[index]
+    world.now.advance(minutes=20)
+    [caught] = world.new_worker().reconcile().caught
+    assert caught.outcome == "skipped" and "ended failed" in caught.reason
+    state = world.ledger_spec.open().get_model(MODEL)
+    assert state.flights == {} and state.last_retrain_at is not None
+
+
+def answered_as_recorded(
+    world: AzureWorld, raw: dict[str, Any], rec: DecisionRecord, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """The redelivery (its claim taken over) answers with ``rec``, asks Azure nothing, submits no
+    second job, rewrites nothing, finishes the event; `retrain why` says the event retrained."""
+    calls = len(world.arm.calls)
+
+    [again] = world.deliver(raw, world.new_worker()).decisions
+
+    assert again.to_dict() == rec.to_dict()
+    ledger = world.ledger_spec.open()
+    assert ledger.get_decision(rec.id) == rec and ledger.decisions(event_id=raw["id"]) == [rec]
+    assert len(world.arm.calls) == calls and len(world.arm.job_puts) == 1
+    assert event_claim(world, rec) == Claim("done", (rec.id,))
+    out = retrain_why(world.ledger_spec, raw["id"], monkeypatch, capsys)
+    assert f"retrain submitted  model={MODEL}  id={rec.id}" in out
+    assert f"job      {rec.job['name']}" in out and "cooldown" not in out  # type: ignore[index]
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_a_redelivery_after_the_run_ended_answers_with_the_decision_recorded_and_rewrites_nothing(
+    azure: AzureWorld, point: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 21, finding 2: once the run had ended and freed the slot, the redelivery met the cooldown
+    and wrote ``skipped: model is in cooldown``, job null, over the decision that had retrained."""
+    raw = in_workspace(DRIFT_SAMPLE)
+    decision_id = crash(azure, point, raw)
+    azure.now.advance(seconds=LEASE.total_seconds())
+    azure.new_worker().reconcile()  # carries the dead worker's reservation out (after-confirm: nothing to)
+    rec = assert_one_job_confirmed(azure, decision_id)
+    run_ends(azure, rec)
+
+    answered_as_recorded(azure, raw, rec, monkeypatch, capsys)
+
+
+def test_one_transient_failure_marking_the_event_done_never_leads_to_a_rewrite(
+    azure: AzureWorld, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 21, finding 2, on the Azure ML backend: the job was submitted and recorded, marking the
+    event done failed once (transient: Event Grid redelivers, later); the run ended meanwhile."""
+    raw = in_workspace(DRIFT_SAMPLE)
+    with pytest.raises(TransientError, match="503"):
+        azure.deliver(raw, azure.new_worker(ledger=FinishFailsOnce(azure.ledger_spec.open())))
+    decision_id = azure.ledger_spec.open().get_model(MODEL).flights["retrain"].decision
+    rec = assert_one_job_confirmed(azure, decision_id)
+    assert azure.ledger_spec.open().event_status(Trigger(WORKSPACE_ID, raw["id"], raw["eventType"])) == (
+        "processing",
+        [],
+    )
+    run_ends(azure, rec)
+
+    answered_as_recorded(azure, raw, rec, monkeypatch, capsys)
 
 
 @pytest.mark.parametrize("point", POINTS)
