@@ -100,3 +100,24 @@ def test_the_trail_by_outcome_and_since_works_on_the_ledger_itself(ledger_spec: 
     assert [r.trigger["event_id"] for r in world.ledger.decisions(since=start)] == ["b"]
     assert [r.trigger["event_id"] for r in world.ledger.decisions(MODEL, outcome="submitted")] == ["a"]
     assert [r.trigger["event_id"] for r in world.ledger.decisions(outcome="skipped", event_id="b")] == ["b"]
+
+
+@pytest.mark.parametrize("length", [2_001, 5_000, 60_000])
+def test_an_event_id_longer_than_a_record_keeps_is_still_found_by_its_id(
+    app: App, length: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The record keeps a long id cut, with its digest; looking up the whole id finds it, and only it."""
+    from urllib.parse import quote
+
+    from function_app.cli import main as cli
+
+    long_id = "evt-" + "x" * (length - 5) + "1"
+    twin = long_id[:-1] + "2"  # the same first 2,000 characters: another event
+    assert app.deliver("/api/events", [drift_event(event_id=long_id)])[0] == 200
+    app.deliver("/api/events", [drift_event(event_id=twin, monitor="nobody")])
+    [found] = listed(app, f"event_id={quote(long_id)}")
+    kept = found["trigger"]["event_id"]
+    assert found["action"] == "retrain" and len(kept) <= 2_000 and f"[cut: {length} characters, sha256 " in kept
+    assert [d["action"] for d in listed(app, f"event_id={quote(twin)}")] == ["none"]
+    assert cli(["why", long_id]) == 0
+    assert "retrain planned" in capsys.readouterr().out

@@ -20,7 +20,7 @@ from handlers.errors import TransientError
 from handlers.keys import digest
 from handlers.notify import notification_of
 from handlers.ports import Claim, Notification
-from handlers.records import DecisionRecord, ModelState, iso, may_replace
+from handlers.records import DecisionRecord, ModelState, cut, iso, may_replace
 from handlers.signals import Trigger
 
 T = TypeVar("T")
@@ -232,7 +232,7 @@ class SqliteLedger:
             params.append(model)
         if event_id is not None:
             where.append("d.id IN (SELECT id FROM decision_events WHERE event_id = ?)")
-            params.append(event_id)
+            params.append(cut(event_id))  # as the record keeps it: an id over MAX_TEXT is cut, with its digest
         if outcome:
             where.append("d.outcome = ?")
             params.append(outcome)
@@ -309,7 +309,7 @@ def _outbox_rows(records: Sequence[DecisionRecord]) -> list[tuple[object, ...]]:
 
 
 def _event_of(record: DecisionRecord) -> str:
-    return str(record.trigger.get("event_id") or "")
+    return cut(str(record.trigger.get("event_id") or ""))
 
 
 def _decision_row(record: DecisionRecord) -> tuple[object, ...]:

@@ -145,8 +145,8 @@ def trail_prefix(*, event_id: str | None = None, model: str | None = None) -> st
     """The RowKey prefix of one trail: a decision's event's (any source or model), its model's, or
     all. Event ids and model names are digested: a fixed length, so one prefix is never the start of
     another, and within the 1 KiB a key may hold whatever their length."""
-    if event_id is not None:
-        return f"e:{digest('event', event_id, length=32)}:"
+    if event_id is not None:  # as the record keeps it: an id over MAX_TEXT is cut, with its digest
+        return f"e:{digest('event', cut(event_id), length=32)}:"
     if model:
         return f"m:{digest('model', model, length=32)}:"
     return "a:"
