@@ -69,10 +69,11 @@ class Ledger(Protocol):
 
     def finish_event(
         self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()
-    ) -> None:
+    ) -> list[DecisionRecord]:
         """Mark the event done with its decisions, first writing ``records`` (decisions not yet
         written, i.e. skips, which need no reservation; each as :meth:`put_decision` writes it, never
-        over a final record), in one transaction where the store allows."""
+        over a final record), in one transaction where the store allows. Returns ``records`` as
+        stored (a final record already under an id in place of the one given)."""
         ...
 
     def get_model(self, model: str) -> ModelState: ...

@@ -163,10 +163,10 @@ class RetrainService:
                         records.append(self.executor.carry_out(decision, now, unwritten))
             except PermanentError as exc:
                 failure = self._failure(signal, model, records, now, exc)
-                stored = self.ledger.get_decision(failure.id) if again else None
-                records.append(failure if stored is None else stored)
+                records.append(failure)
                 unwritten.append(failure)
-            self.ledger.finish_event(trigger, [r.id for r in records], now, unwritten)
+            kept = {r.id: r for r in self.ledger.finish_event(trigger, [r.id for r in records], now, unwritten)}
+            records = [kept.get(r.id, r) for r in records]  # what the ledger holds, should it differ
         except Exception:  # transient (or a bug): the claim is given back, Event Grid redelivers
             self._abandon(signal)
             raise

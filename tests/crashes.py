@@ -104,10 +104,10 @@ class LedgerThatDies:
 
     def finish_event(
         self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()
-    ) -> None:
+    ) -> list[DecisionRecord]:
         if self.after == "confirm":
             raise WorkerDied
-        self.inner.finish_event(trigger, decision_ids, now, records)
+        return self.inner.finish_event(trigger, decision_ids, now, records)
 
 
 class FinishFailsOnce:
@@ -123,8 +123,8 @@ class FinishFailsOnce:
 
     def finish_event(
         self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()
-    ) -> None:
+    ) -> list[DecisionRecord]:
         if not self.failed:
             self.failed = True
             raise TransientError(f"finishing event {trigger.event_id}: the service answered 503 (ServerBusy)")
-        self.inner.finish_event(trigger, decision_ids, now, records)
+        return self.inner.finish_event(trigger, decision_ids, now, records)

@@ -241,8 +241,8 @@ def test_a_final_record_is_never_replaced_by_another_outcome_and_put_decision_re
     ):
         assert ledger.put_decision(attempt) == first
     ledger.claim_event(trig("e1"), later, LEASE)
-    ledger.finish_event(trig("e1"), ["d1"], later, [guard_skip("d1", later)])
-    assert ledger.get_decision("d1") == first
+    assert ledger.finish_event(trig("e1"), ["d1"], later, [guard_skip("d1", later)]) == [first]  # as stored
+    assert ledger.get_decision("d1") == first and ledger.event_status(trig("e1")) == ("done", ["d1"])
     assert ledger.decisions("m1") == [first] and ledger.decisions(event_id="d1") == [first]
     assert [n.id for n in ledger.pending_notifications(10)] == (
         [notification_id("d1", final)] if notification_of(first) is not None else []

@@ -156,18 +156,18 @@ class SqliteLedger:
 
     def finish_event(
         self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()
-    ) -> None:
+    ) -> list[DecisionRecord]:
         done = (
             "UPDATE events SET status = 'done', lease_until = NULL, decisions = ?, finished_at = ? WHERE key = ?",
             (json.dumps(list(decision_ids)), iso(now), event_key(trigger)),
         )
         if not records:
             self._write(*done)
-            return
+            return []
         with self._tx() as db:
-            for record in records:
-                _put(db, record)
+            stored = [_put(db, record) for record in records]
             db.execute(*done)
+        return stored
 
     def event_status(self, trigger: Trigger) -> tuple[str, list[str]] | None:
         row = (

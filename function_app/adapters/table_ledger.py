@@ -300,9 +300,8 @@ class TableLedger:
 
     def finish_event(
         self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()
-    ) -> None:
-        for record in records:  # first the records, then "done"
-            self.put_decision(record)
+    ) -> list[DecisionRecord]:
+        stored = [self.put_decision(record) for record in records]  # first the records, then "done"
         with translated(f"finishing event {trigger.event_id}"):
             self.events.upsert_entity(
                 {
@@ -315,6 +314,7 @@ class TableLedger:
                 },
                 mode=UpdateMode.MERGE,
             )
+        return stored
 
     def event_status(self, trigger: Trigger) -> tuple[str, list[str]] | None:
         with translated(f"reading event {trigger.event_id}"):
