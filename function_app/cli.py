@@ -239,7 +239,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
     if not reports:
         print(f"no dead-lettered events waiting in container {settings.deadletter_container!r}")
-    return 1 if any(r.outcome in ("failed", "transient") for r in reports) else 0
+    return 1 if any(r.outcome in ("failed", "transient", "unreadable") for r in reports) else 0
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:

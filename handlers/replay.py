@@ -60,7 +60,7 @@ class ReplayReport:
     event_id: str | None
     event_type: str | None
     dead_letter_reason: str
-    outcome: str  # replayed, duplicate, would replay, failed, transient
+    outcome: str  # replayed, duplicate, would replay, unreadable, failed, transient
     detail: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,14 +100,31 @@ def parse_dead_letters(blob: str, content: bytes) -> list[DeadLettered]:
 
 
 def replay(service: RetrainService, store: DeadLetterStore, dry_run: bool = False) -> list[ReplayReport]:
+    """Each pending blob's events through the service. A blob or an entry that cannot be read (too large,
+    not JSON, not an event) is reported ``unreadable`` and does not stop the others; the blob is marked
+    with why, so the next replay does not trip on it again (it stays in the container for a person)."""
     reports: list[ReplayReport] = []
     for name in store.pending():
-        complete = True
-        for item in parse_dead_letters(name, store.read(name)):
+        try:
+            content = store.read(name)
+        except InvalidInput as exc:  # too large to be a dead letter: not downloaded
+            reports.append(ReplayReport(name, None, None, "unknown", "unreadable", str(exc)))
+            if not dry_run:
+                store.mark_replayed(name, _summary(f"unreadable: {exc}"))
+            continue
+        except TransientError as exc:
+            reports.append(ReplayReport(name, None, None, "unknown", "transient", f"{exc}; replay again later"))
+            continue
+        except PermanentError as exc:  # gone since it was listed, or not ours to read: the others go on
+            reports.append(ReplayReport(name, None, None, "unknown", "failed", str(exc)))
+            continue
+        complete, unreadable = True, []
+        for item in parse_dead_letters(name, content):
             env = item.envelope
             if env is None:
-                reports.append(ReplayReport(name, None, None, item.reason, "failed", item.error or "unreadable"))
-                complete = False
+                detail = item.error or "unreadable"
+                reports.append(ReplayReport(name, None, None, item.reason, "unreadable", detail))
+                unreadable.append(detail)
                 continue
             base = (name, env.event_id, env.event_type, item.reason)
             if dry_run:
@@ -132,6 +149,12 @@ def replay(service: RetrainService, store: DeadLetterStore, dry_run: bool = Fals
             outcomes = ", ".join(f"{d.model or '-'}: {d.action} {d.outcome}" for d in result.decisions) or "no decision"
             reports.append(ReplayReport(*base, status, outcomes))
         if complete and not dry_run:
-            store.mark_replayed(name, "replayed")
+            summary = f"replayed; {len(unreadable)} unreadable: {unreadable[0]}" if unreadable else "replayed"
+            store.mark_replayed(name, _summary(summary))
             log.info("dead-letter blob %s replayed", name)
     return reports
+
+
+def _summary(text: str) -> str:
+    """What a blob's metadata can carry: printable ASCII (a header value), at most 256 characters."""
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)[:256]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from handlers.errors import TransientError
+from handlers.errors import InvalidInput, TransientError
 from handlers.replay import parse_dead_letters, replay
 from tests.azurite import Azurite
 from tests.builders import ML, WORKSPACE, drift_event
@@ -88,11 +88,14 @@ def test_transient_failure_leaves_the_blob_for_another_replay(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("content", [b"not json", b"[1]", json.dumps([{"eventType": "x"}]).encode()])
-def test_unreadable_dead_letters_are_reported_not_dropped(tmp_path: Path, content: bytes) -> None:
+def test_unreadable_dead_letters_are_reported_and_marked_with_why(tmp_path: Path, content: bytes) -> None:
+    """Reported once, and marked so the next replay does not trip on it again; the blob stays for a person."""
     world = World(LedgerSpec("sqlite", str(tmp_path / "l.db")))
     store = MemoryStore({"b.json": content})
     [report] = replay(world.service, store)
-    assert report.outcome == "failed" and report.detail and store.marked == {}
+    assert report.outcome == "unreadable" and report.detail
+    assert store.marked["b.json"].startswith("replayed; 1 unreadable: ")
+    assert replay(world.service, store) == []
 
 
 def test_dry_run_lists_and_changes_nothing(tmp_path: Path) -> None:
@@ -142,4 +145,52 @@ def test_retrain_replay_reads_and_marks_real_blobs_and_decides_on_the_table_ledg
     assert (decision.id, decision.outcome) == (status[1][0], "planned")  # the dry-run backend
 
     assert main(["replay"]) == 0  # a replayed blob is not replayed again
+    assert "no dead-lettered events waiting" in capsys.readouterr().out
+
+
+def test_one_unreadable_blob_is_reported_and_skipped_and_the_others_are_replayed(
+    azurite: Azurite, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`retrain replay` on Azurite: a blob too large to be a dead letter is refused without being
+    downloaded, one that is not JSON is reported; neither stops the good blobs, and neither makes the
+    next replay fail again."""
+    from azure.storage.blob import ContainerClient
+
+    from function_app.adapters.blob_deadletters import BlobDeadLetterStore
+    from function_app.cli import main
+
+    container = "deadletter" + uuid.uuid4().hex[:8]
+    blobs = ContainerClient.from_connection_string(azurite.connection_string, container)
+    blobs.create_container()
+    blobs.upload_blob("SUB/a-huge.json", b"[" + b" " * (5 * 1024 * 1024) + b"]")
+    blobs.upload_blob("SUB/b-garbled.json", b"\x00not json")
+    blobs.upload_blob("SUB/c-good.json", json.dumps([dead_letter(drift_event(event_id="good-one"))]).encode())
+    prefix = table_prefix()
+    for key, value in {
+        "RETRAIN_BLOB_CONNECTION": azurite.connection_string,
+        "RETRAIN_DEADLETTER_CONTAINER": container,
+        "RETRAIN_LEDGER": "table",
+        "RETRAIN_TABLES_CONNECTION": azurite.connection_string,
+        "RETRAIN_TABLE_PREFIX": prefix,
+    }.items():
+        monkeypatch.setenv(key, value)
+
+    sent: list[tuple[str, str]] = []  # what the SDK sends for the huge blob: its properties only
+    watched = ContainerClient.from_connection_string(
+        azurite.connection_string,
+        container,
+        raw_request_hook=lambda r: sent.append((r.http_request.method, r.http_request.url)),
+    )
+    with pytest.raises(InvalidInput, match="larger than 4194304 bytes"):
+        BlobDeadLetterStore(watched).read("SUB/a-huge.json")
+    assert [method for method, url in sent if "a-huge" in url] == ["HEAD"]
+
+    assert main(["replay"]) == 1  # the unreadable ones are reported: someone should look at them
+    out = capsys.readouterr().out
+    assert "unreadable" in out and "larger than 4194304 bytes" in out and "not valid JSON" in out
+    assert "replayed      Microsoft.MachineLearningServices.DatasetDriftDetected  good-one" in out
+    huge = blobs.get_blob_client("SUB/a-huge.json").get_blob_properties().metadata
+    assert huge["retrain_outcome"].startswith("unreadable: blob of 5242882 bytes")
+
+    assert main(["replay"]) == 0  # marked with why: the next replay does not trip on them again
     assert "no dead-lettered events waiting" in capsys.readouterr().out

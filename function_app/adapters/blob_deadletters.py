@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from function_app.adapters.azure_errors import translated
+from handlers import jsonin
+from handlers.errors import InvalidInput
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
@@ -47,8 +49,17 @@ class BlobDeadLetterStore:
         yield from sorted(names)
 
     def read(self, name: str) -> bytes:
+        """The blob's content; InvalidInput, without downloading it, when it is larger than any body the
+        service reads (:data:`handlers.jsonin.MAX_BYTES`; Event Grid dead-letters at most 1 MB a batch)."""
         with translated(f"reading dead-letter blob {name}"):
-            return bytes(self.container.download_blob(name).readall())
+            blob = self.container.get_blob_client(name)
+            size = int(blob.get_blob_properties().size or 0)
+            if size > jsonin.MAX_BYTES:
+                raise InvalidInput(
+                    f"blob of {size} bytes is larger than {jsonin.MAX_BYTES} bytes, so not a dead-letter batch "
+                    "Event Grid writes (at most 1 MB); not downloaded, look at it by hand"
+                )
+            return bytes(blob.download_blob().readall())
 
     def mark_replayed(self, name: str, summary: str) -> None:
         with translated(f"marking dead-letter blob {name}"):
