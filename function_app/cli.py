@@ -3,6 +3,7 @@
 retrain explain EVENT.json      the decision trace for an event file, without side effects
 retrain send EVENT.json         post it to a running host with the real EventGridPublisherClient
 retrain decisions               the audit trail from the configured ledger
+retrain notifications [--dead]  the outbox: notifications not sent yet, or those dead-lettered
 retrain check-policy FILE       validate a policy file (as start-up does)
 retrain replay                  replay dead-lettered events from their blobs
 retrain reconcile               one pass of the reconciler (the local host has no timers)
@@ -184,6 +185,24 @@ def cmd_decisions(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notifications(args: argparse.Namespace) -> int:
+    """The outbox: the notifications not sent yet (their failed attempts, next try, last error), or
+    with --dead those given up on, with why."""
+    entries = _existing_ledger(Settings.from_env()).notifications(dead=args.dead, limit=args.limit)
+    if args.json:
+        print(json.dumps([e.to_dict() for e in entries], indent=2))
+        return 0
+    for e in entries:
+        n = e.notification
+        when = f"dead-lettered {e.sent}" if e.dead else (f"next try {e.due}" if e.due else "due")
+        print(f"{n.time}  {n.id}  {n.type}  {n.subject or '-'}\n    {e.attempts} failed attempt(s), {when}")
+        if e.error:
+            print(f"    {'why' if e.dead else 'last error'}: {e.error}")
+    if not entries:
+        print("no dead-lettered notifications" if args.dead else "no notifications waiting to be sent")
+    return 0
+
+
 def cmd_why(args: argparse.Namespace) -> int:
     """Why did (or didn't) event EVENT_ID do something: its decisions, the guards they met, what followed."""
     from handlers.why import why
@@ -307,6 +326,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--outcome", choices=["reserved", "submitted", "planned", "skipped", "failed"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_decisions)
+    p = sub.add_parser("notifications", help="the outbox: notifications not sent yet, or (--dead) dead-lettered")
+    p.add_argument("--dead", action="store_true", help="those given up on (refused too often, or too old), with why")
+    p.add_argument("--limit", type=_limit, default=20, help="how many, newest first: 1 to 1000 (default 20)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_notifications)
     p = sub.add_parser("why", help="why did (or didn't) an event do something: its decisions, guards and what followed")
     p.add_argument("event_id")
     p.add_argument("--json", action="store_true")

@@ -129,6 +129,8 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Retrain
         retention=timedelta(days=settings.retention_days),
         job_grace=timedelta(minutes=settings.job_grace_minutes),
         notifier=make_notifier(settings),
+        notify_max_attempts=settings.notify_max_attempts,
+        notify_max_age=timedelta(hours=settings.notify_max_age_hours),
     )
 
 

@@ -91,6 +91,16 @@ SETTINGS: tuple[Setting, ...] = (
         azure=False,
     ),
     Setting(
+        "RETRAIN_NOTIFY_MAX_ATTEMPTS",
+        "10",
+        "attempts the topic may refuse a notification before it is dead-lettered in the ledger",
+    ),
+    Setting(
+        "RETRAIN_NOTIFY_MAX_AGE_HOURS",
+        "24",
+        "hours after its decision that a notification not sent yet is dead-lettered at its next failure",
+    ),
+    Setting(
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
         None,
         "Application Insights connection string: traces and metrics through OpenTelemetry; empty: telemetry off",
@@ -143,6 +153,8 @@ class Settings:
     platform_sign_in: bool = False
     notify_topic_endpoint: str | None = None
     notify_topic_key: str | None = None
+    notify_max_attempts: int = 10
+    notify_max_age_hours: float = 24.0
 
     @property
     def workspace_id(self) -> str:
@@ -178,7 +190,13 @@ class Settings:
                 "or RETRAIN_TABLES_CONNECTION (a connection string, e.g. UseDevelopmentStorage=true)"
             )
         numbers: dict[str, float] = {}
-        for name in ("RETRAIN_RETENTION_DAYS", "RETRAIN_DEADLINE_SECONDS", "RETRAIN_JOB_GRACE_MINUTES"):
+        for name in (
+            "RETRAIN_RETENTION_DAYS",
+            "RETRAIN_DEADLINE_SECONDS",
+            "RETRAIN_JOB_GRACE_MINUTES",
+            "RETRAIN_NOTIFY_MAX_ATTEMPTS",
+            "RETRAIN_NOTIFY_MAX_AGE_HOURS",
+        ):
             numbers[name] = _positive(req(name))
             if numbers[name] <= 0:
                 problems.append(f"{name}={get(name)!r}: must be a positive number")
@@ -237,6 +255,8 @@ class Settings:
             operator_role=req("RETRAIN_OPERATOR_ROLE"),
             notify_topic_endpoint=topic,
             notify_topic_key=get("RETRAIN_NOTIFY_TOPIC_KEY"),
+            notify_max_attempts=max(1, int(numbers["RETRAIN_NOTIFY_MAX_ATTEMPTS"])),
+            notify_max_age_hours=numbers["RETRAIN_NOTIFY_MAX_AGE_HOURS"],
         )
 
     @property

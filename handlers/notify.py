@@ -17,15 +17,17 @@ for the reconciler), and on each reconciler pass a bounded number of batches.
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from handlers.errors import PermanentError, TransientError
 from handlers.keys import digest
-from handlers.ports import Ledger, Notification, Notifier
-from handlers.records import DecisionRecord
+from handlers.ports import Ledger, Notification, Notifier, OutboxEntry
+from handlers.records import DecisionRecord, from_iso
 
 log = logging.getLogger(__name__)
 
@@ -62,58 +64,188 @@ def notification_of(record: DecisionRecord) -> Notification | None:
     )
 
 
+LEASE = timedelta(seconds=60)  # a sender's claim on a notification; a publish takes at most 5 s
+MAX_ATTEMPTS = 10  # RETRAIN_NOTIFY_MAX_ATTEMPTS: refusals before a notification is dead-lettered
+MAX_AGE = timedelta(hours=24)  # RETRAIN_NOTIFY_MAX_AGE_HOURS: after this, a failure dead-letters it
+FIRST_RETRY, LAST_RETRY = 30.0, 3600.0  # seconds: the backoff doubles from one to the other
+# Event Grid takes at most 1 MB per post (the array of events), and refuses more with 413 (Event Grid
+# docs, "Event schema": the array can have a total size of up to 1 MB). A post is kept under it,
+# counting each event's JSON and the envelope the client adds; one notification too big alone is
+# dead-lettered without a post.
+MAX_POST_BYTES = 1_000_000
+_ENVELOPE_BYTES = 1_000  # per event: source, specversion, datacontenttype, separators, with room
+REFUSED = "refused: "  # the prefix of the error of an attempt the topic refused (4xx)
+
+
+def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
+    """The wait after the ``attempts``-th failed attempt: 30 s, doubling, at most an hour, plus up to
+    a fifth more (jitter, so that notifications refused together are not retried together)."""
+    base = min(LAST_RETRY, FIRST_RETRY * 2 ** min(max(attempts, 1) - 1, 20))
+    return timedelta(seconds=base * (1 + (rng or random).random() / 5))
+
+
+def size_of(note: Notification) -> int:
+    """About how many bytes ``note`` adds to a post."""
+    return len(json.dumps(note.to_dict(), default=str).encode()) + _ENVELOPE_BYTES
+
+
 @dataclass
 class DrainReport:
-    """What one drain did: the ids sent, whether rows are still pending, and the error that stopped it."""
+    """What one drain did: the ids sent, retried later (``deferred``) and dead-lettered (``dead``), the
+    posts made (``attempts``), whether rows are still pending, and the error that stopped it."""
 
     sent: list[str] = field(default_factory=list)
     attempts: int = 0
     more: bool = False
     error: str | None = None
+    deferred: list[str] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sent": list(self.sent), "attempts": self.attempts, "more": self.more, "error": self.error}
+        return {
+            "sent": list(self.sent),
+            "attempts": self.attempts,
+            "more": self.more,
+            "error": self.error,
+            "deferred": list(self.deferred),
+            "dead": list(self.dead),
+        }
 
 
 class Outbox:
     """Sends the ledger's pending notifications to ``notifier``, ``batch`` at a time. Never raises:
-    what cannot be sent now stays pending, for the next drain."""
+    what cannot be sent now stays pending, for a later drain.
 
-    def __init__(self, ledger: Ledger, notifier: Notifier | None, batch: int = 50) -> None:
+    A drain claims what is due (the ledger leases each row to one sender at a time, so concurrent
+    drains never post the same notification together), posts it in batches under Event Grid's 1 MB,
+    and records each outcome: sent; or a failed attempt, tried again after :func:`backoff`; or, once
+    the topic has refused it ``max_attempts`` times or it is older than ``max_age`` (whatever failed),
+    dead-lettered in the ledger with why. A batch refused as a whole (4xx) may be refused for one bad
+    notification: each of its notifications is posted alone on its next try, so the others go."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        notifier: Notifier | None,
+        batch: int = 50,
+        *,
+        max_attempts: int = MAX_ATTEMPTS,
+        max_age: timedelta = MAX_AGE,
+        lease: timedelta = LEASE,
+        rng: random.Random | None = None,
+    ) -> None:
         self.ledger = ledger
         self.notifier = notifier
         self.batch = batch
+        self.max_attempts = max_attempts
+        self.max_age = max_age
+        self.lease = lease
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
 
     @property
     def enabled(self) -> bool:
         return self.notifier is not None
 
     def drain(self, now: datetime, attempts: int = 1) -> DrainReport:
-        """At most ``attempts`` batches (each one publish): after a delivery 1, so a decision is never
-        slowed by more than one attempt; a reconciler pass a few more."""
+        """At most ``attempts`` posts: after a delivery 1, so a decision is never slowed by more than
+        one attempt; a reconciler pass a few more."""
         report = DrainReport()
         if self.notifier is None:
             return report
-        for _ in range(attempts):
-            try:
-                pending = self.ledger.pending_notifications(self.batch)
-                if not pending:
+        try:
+            while report.attempts < attempts:
+                claimed = self.ledger.claim_notifications(self.batch, now, self.lease)
+                if not claimed:
                     report.more = False
                     return report
-                report.attempts += 1
-                self.notifier.publish(pending)
-                self.ledger.mark_notified([n.id for n in pending], now)
-            except TransientError as exc:
-                report.error, report.more = str(exc), True
-                log.warning("notifications left pending for the next try: %s", exc)
-                return report
-            except PermanentError as exc:  # the topic refused the batch: it stays pending, and says why
-                report.error, report.more = str(exc), True
-                log.warning("the notification topic refused a batch; left pending: %s", exc)
-                return report
-            report.sent.extend(n.id for n in pending)
-            report.more = len(pending) >= self.batch
-            log.info("notified %d decision(s): %s", len(pending), ", ".join(n.id for n in pending))
-            if not report.more:
-                return report
+                posts = self._posts(claimed, now, report)
+                for post in posts:
+                    # What was claimed but is not posted in this drain waits for its lease to lapse.
+                    if report.attempts >= attempts:
+                        report.more = True
+                        return report
+                    if not self._send(post, now, report):
+                        report.more = True
+                        return report
+                report.more = len(claimed) >= self.batch
+                if not report.more:
+                    return report
+        except (TransientError, PermanentError) as exc:  # the ledger: what was claimed waits out its lease
+            report.error, report.more = str(exc), True
+            log.warning("notifications left pending: the ledger failed: %s", exc)
         return report
+
+    def _posts(self, claimed: list[OutboxEntry], now: datetime, report: DrainReport) -> list[list[OutboxEntry]]:
+        """``claimed`` as posts: those the topic refused last time alone, the others together up to
+        MAX_POST_BYTES each; one too big alone is dead-lettered here."""
+        posts: list[list[OutboxEntry]] = []
+        current: list[OutboxEntry] = []
+        size = 0
+        for entry in claimed:
+            bytes_ = size_of(entry.notification)
+            if bytes_ > MAX_POST_BYTES:
+                why = f"{REFUSED}{bytes_} bytes, over the topic's {MAX_POST_BYTES} per post; not sent"
+                self.ledger.fail_notification(entry.id, now, entry.attempts, why, None)
+                report.dead.append(entry.id)
+                log.warning("notification %s dead-lettered: %s", entry.id, why)
+            elif entry.error.startswith(REFUSED):
+                posts.append([entry])
+            else:
+                if current and size + bytes_ > MAX_POST_BYTES:
+                    posts.append(current)
+                    current, size = [], 0
+                current.append(entry)
+                size += bytes_
+        return ([current] if current else []) + posts
+
+    def _send(self, post: list[OutboxEntry], now: datetime, report: DrainReport) -> bool:
+        """Post ``post`` and record how it went; False when the topic is unavailable (stop for now)."""
+        assert self.notifier is not None
+        ids = [e.id for e in post]
+        report.attempts += 1
+        try:
+            self.notifier.publish([e.notification for e in post])
+        except TransientError as exc:  # the topic is unavailable: back off; say so once for the post
+            report.error = str(exc)
+            self._failed(post, now, str(exc), report, refused=False, wait=exc.retry_after)
+            log.warning("%d notification(s) left pending for a later try: %s", len(post), exc)
+            return False
+        except PermanentError as exc:  # refused: back off, dead-letter after max_attempts
+            report.error = str(exc)
+            self._failed(post, now, f"{REFUSED}{exc}", report, refused=True)
+            log.warning("the notification topic refused %d notification(s): %s", len(post), exc)
+            return True
+        self.ledger.mark_notified(ids, now)
+        report.sent.extend(ids)
+        log.info("notified %d decision(s): %s", len(ids), ", ".join(ids))
+        return True
+
+    def _failed(
+        self,
+        post: list[OutboxEntry],
+        now: datetime,
+        why: str,
+        report: DrainReport,
+        *,
+        refused: bool,
+        wait: float | None = None,
+    ) -> None:
+        dead = []
+        for entry in post:
+            attempts = entry.attempts + 1
+            made = from_iso(entry.notification.time)
+            too_old = made is not None and now - made >= self.max_age
+            if too_old or (refused and attempts >= self.max_attempts):
+                self.ledger.fail_notification(entry.id, now, attempts, why, None)
+                dead.append(entry.id)
+                continue
+            delay = backoff(attempts, self.rng)
+            if wait is not None:
+                delay = max(delay, timedelta(seconds=wait))
+            self.ledger.fail_notification(entry.id, now, attempts, why, now + delay)
+            report.deferred.append(entry.id)
+        if dead:
+            report.dead.extend(dead)
+            log.warning(
+                "%d notification(s) dead-lettered in the ledger (retrain notifications --dead): %s", len(dead), why
+            )

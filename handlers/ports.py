@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from handlers.decisions import DeployPlan, JobPlan
+from handlers.errors import PermanentError
 from handlers.records import DecisionRecord, ModelState
 from handlers.signals import Trigger
 
@@ -47,12 +48,56 @@ class Notification:
         return cls(str(d["id"]), str(d["type"]), str(d.get("subject") or ""), str(d.get("time") or ""), d["data"])
 
 
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A notification in the outbox and how sending it went: ``attempts`` failed so far, ``due`` (not
+    tried again before then: its backoff), ``error`` (why the last attempt failed: the topic's status
+    and message, never the payload), ``sent`` (when it left the outbox: sent, or given up on when
+    ``dead``, dead-lettered in the ledger with ``error`` as why)."""
+
+    notification: Notification
+    attempts: int = 0
+    due: str = ""
+    error: str = ""
+    sent: str = ""
+    dead: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.notification.id
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``retrain notifications`` shows: the notification's id, type and subject, no data."""
+        n = self.notification
+        return {
+            "id": n.id,
+            "type": n.type,
+            "subject": n.subject,
+            "time": n.time,
+            "decision": n.data.get("id"),
+            "attempts": self.attempts,
+            "due": self.due,
+            "error": self.error,
+            "sent": self.sent,
+            "dead": self.dead,
+        }
+
+
+class Refused(PermanentError):
+    """The topic refused a batch (4xx): ``status``, and a message that holds no payload."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class Notifier(Protocol):
     """Where notifications go (an Event Grid custom topic, as CloudEvents)."""
 
     def publish(self, notifications: Sequence[Notification]) -> None:
         """Send ``notifications`` (one batch, one attempt). Raises TransientError when the topic cannot
-        take them now (outage, throttling, timeout), PermanentError when it refuses them."""
+        take them now (outage, throttling, timeout), PermanentError (:class:`Refused` with the topic's
+        status) when it refuses them."""
         ...
 
 
@@ -116,11 +161,32 @@ class Ledger(Protocol):
         ...
 
     def pending_notifications(self, limit: int) -> list[Notification]:
-        """Up to ``limit`` notifications of the outbox not sent yet (in no promised order)."""
+        """Up to ``limit`` notifications of the outbox not sent (nor dead-lettered) yet, due or backing
+        off (in no promised order)."""
+        ...
+
+    def claim_notifications(self, limit: int, now: datetime, lease: timedelta) -> list[OutboxEntry]:
+        """Up to ``limit`` pending notifications due at ``now`` and claimed by no one (or whose claim
+        lapsed), each now claimed for ``lease``: atomically, so that two senders never hold the same
+        notification at a time. The claim ends with :meth:`mark_notified` or :meth:`fail_notification`
+        (or when its lease lapses)."""
         ...
 
     def mark_notified(self, ids: Sequence[str], now: datetime) -> None:
         """Record that the notifications ``ids`` were sent at ``now``: they are pending no more."""
+        ...
+
+    def fail_notification(
+        self, note_id: str, now: datetime, attempts: int, error: str, retry_at: datetime | None
+    ) -> None:
+        """Record a failed attempt (``attempts`` failed so far, ``error`` why) and end its claim: tried
+        again from ``retry_at``; or, when ``retry_at`` is None, dead-lettered at ``now`` (it leaves the
+        outbox, kept with ``error`` as why). Nothing changes once it has been sent."""
+        ...
+
+    def notifications(self, dead: bool = False, limit: int = 50) -> list[OutboxEntry]:
+        """What ``retrain notifications`` lists: the pending notifications with their attempts, or with
+        ``dead`` those dead-lettered, newest first."""
         ...
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from handlers.analysis import HealthSource
 from handlers.executor import Executor, Limits
-from handlers.notify import DrainReport, Outbox
+from handlers.notify import MAX_AGE, MAX_ATTEMPTS, DrainReport, Outbox
 from handlers.operate import Operator
 from handlers.ports import Deployments, Jobs, Ledger, Notifier
 from handlers.reconcile import Reconciler, ReconcileReport, RetireRule
@@ -76,11 +76,14 @@ def assemble(
     job_grace: timedelta = timedelta(minutes=15),
     retention: timedelta = timedelta(days=30),
     notifier: Notifier | None = None,
+    notify_max_attempts: int = MAX_ATTEMPTS,
+    notify_max_age: timedelta = MAX_AGE,
 ) -> Retrainer:
     """``workspaces``: the workspace resource ids whose events are acted on (the first is the one the
     reconciler's signals of missed runs come from). ``health``: the rollout health sources by name
     (``metrics``, ``logs``; one left out reads "no data"); ``health_source``: the one a model whose
-    policy names none reads. ``notifier``: where the outbox's notifications go (None: kept, not sent)."""
+    policy names none reads. ``notifier``: where the outbox's notifications go (None: kept, not sent);
+    ``notify_max_attempts`` refusals or ``notify_max_age`` after its decision, a notification is dead-lettered."""
     accepted = list(workspaces)
 
     def limits(model: str) -> Limits:
@@ -115,5 +118,5 @@ def assemble(
         retiring=retiring,
     )
     operator = Operator(policy, ledger, deployments, stepper, clock, lease=lease)
-    outbox = Outbox(ledger, notifier)
+    outbox = Outbox(ledger, notifier, max_attempts=notify_max_attempts, max_age=notify_max_age)
     return Retrainer(policy, ledger, jobs, deployments, executor, service, reconciler, operator, clock, outbox)

@@ -234,6 +234,10 @@ var appSettings = {
   // Every decision that changes something or fails is published here as a CloudEvent, with the
   // identity (EventGrid Data Sender on the topic: modules/notifications.bicep).
   RETRAIN_NOTIFY_TOPIC_ENDPOINT: notifications.outputs.endpoint
+  // A notification the topic keeps refusing is dead-lettered in the ledger after this many attempts,
+  // or after this many hours whatever failed (retrain notifications --dead lists them).
+  RETRAIN_NOTIFY_MAX_ATTEMPTS: '10'
+  RETRAIN_NOTIFY_MAX_AGE_HOURS: '24'
   // The Event Grid webhook route's function (events_webhook in function_app/triggers/events.py) is
   // disabled in Azure unless enableEventsWebhook: the host skips a disabled function, so
   // POST /api/events answers 404. POST /api/alerts (action groups) stays on.

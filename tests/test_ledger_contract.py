@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -400,6 +401,66 @@ def test_pending_notifications_are_bounded_and_marking_some_leaves_the_rest(ledg
     assert {n.id for n in first} | {n.id for n in rest} == {notification_id(f"d{n}", "submitted") for n in range(5)}
 
 
+def test_a_notification_is_claimed_by_one_sender_until_its_lease_lapses(ledger: Ledger) -> None:
+    for n in range(3):
+        ledger.put_decision(record(f"d{n}", outcome="failed", at=NOW + timedelta(seconds=n)))
+    first = ledger.claim_notifications(2, NOW, LEASE)
+    second = ledger.claim_notifications(10, NOW, LEASE)
+    assert len(first) == 2 and len(second) == 1 and not {e.id for e in first} & {e.id for e in second}
+    assert ledger.claim_notifications(10, NOW + LEASE - timedelta(seconds=1), LEASE) == []  # all held
+    ledger.mark_notified([first[0].id], NOW)
+    again = ledger.claim_notifications(10, NOW + LEASE, LEASE)  # the others' claims lapsed; the sent one is gone
+    assert sorted(e.id for e in again) == sorted([first[1].id, second[0].id])
+    assert len(ledger.pending_notifications(10)) == 2
+
+
+def test_concurrent_claims_never_hand_out_a_notification_twice(ledger_spec: LedgerSpec) -> None:
+    writer = ledger_spec.open()
+    for n in range(30):
+        writer.put_decision(record(f"d{n}", outcome="failed", at=NOW + timedelta(seconds=n)))
+    claimed: list[str] = []
+    start = threading.Barrier(8)
+
+    def claim() -> None:
+        ledger = ledger_spec.open()
+        start.wait()
+        for _ in range(10):
+            claimed.extend(e.id for e in ledger.claim_notifications(3, NOW, LEASE))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(claimed) == sorted({notification_id(f"d{n}", "failed") for n in range(30)})
+
+
+def test_a_failed_notification_backs_off_then_is_dead_lettered_with_why(ledger: Ledger) -> None:
+    ledger.put_decision(record("d1", outcome="failed"))
+    [entry] = ledger.claim_notifications(10, NOW, LEASE)
+    assert (entry.attempts, entry.error, entry.dead) == (0, "", False)
+    ledger.fail_notification(entry.id, NOW, 1, "refused: HTTP 400: bad", NOW + timedelta(minutes=1))
+    assert ledger.claim_notifications(10, NOW + timedelta(seconds=59), LEASE) == []  # backing off
+    [entry] = ledger.claim_notifications(10, NOW + timedelta(minutes=1), LEASE)
+    assert (entry.attempts, entry.error) == (1, "refused: HTTP 400: bad")
+    [listed] = ledger.notifications()
+    assert listed.attempts == 1 and listed.due == iso(NOW + timedelta(minutes=1)) and not listed.dead
+    ledger.fail_notification(entry.id, NOW + timedelta(minutes=2), 2, "refused: HTTP 400: still bad", None)
+    assert ledger.pending_notifications(10) == [] and ledger.notifications() == []
+    assert ledger.claim_notifications(10, NOW + timedelta(days=1), LEASE) == []
+    [dead] = ledger.notifications(dead=True)
+    assert (dead.id, dead.attempts, dead.error, dead.dead) == (entry.id, 2, "refused: HTTP 400: still bad", True)
+    assert dead.sent == iso(NOW + timedelta(minutes=2))
+
+
+def test_a_notification_sent_stays_sent_whatever_a_late_failure_says(ledger: Ledger) -> None:
+    ledger.put_decision(record("d1", outcome="failed"))
+    [entry] = ledger.claim_notifications(10, NOW, LEASE)
+    ledger.mark_notified([entry.id], NOW)
+    ledger.fail_notification(entry.id, NOW, 1, "refused: HTTP 400: late", None)  # a sender whose lease lapsed
+    assert ledger.notifications(dead=True) == [] and ledger.pending_notifications(10) == []
+
+
 def test_purge_removes_notifications_older_than_the_retention_and_keeps_the_rest(ledger: Ledger) -> None:
     old = NOW - timedelta(days=40)
     ledger.put_decision(record("old-sent", outcome="failed", at=old))
@@ -408,3 +469,20 @@ def test_purge_removes_notifications_older_than_the_retention_and_keeps_the_rest
     ledger.mark_notified([notification_id("old-sent", "failed")], old)
     ledger.purge(NOW - timedelta(days=30))
     assert [n.id for n in ledger.pending_notifications(10)] == [notification_id("recent", "failed")]
+
+
+def test_a_sqlite_ledger_from_before_the_outbox_kept_attempts_gains_them(tmp_path: Path) -> None:
+    import sqlite3
+
+    from function_app.adapters.sqlite_ledger import SqliteLedger
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the outbox as it was
+        db.execute(
+            "CREATE TABLE outbox (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, sent_at TEXT, body TEXT NOT NULL)"
+        )
+    ledger = SqliteLedger(path)
+    ledger.put_decision(record("d1", outcome="failed"))
+    [entry] = ledger.claim_notifications(10, NOW, LEASE)
+    assert entry.attempts == 0 and entry.id == notification_id("d1", "failed")
+    SqliteLedger(path)  # opened again: nothing to add

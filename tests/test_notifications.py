@@ -116,9 +116,11 @@ def test_an_outage_of_the_topic_delays_notifications_and_loses_none(
     pending = {n.id for n in world.ledger.pending_notifications(10)}
     assert pending == set(notifying_ids(world.ledger)) and len(pending) == 3
 
+    world.clock.advance(minutes=2)  # past each one's backoff (30 s, plus jitter)
     report = world.reconcile()  # still down: left pending, said so
     assert report.notified["sent"] == [] and report.notified["more"] is True
     receiver.outage(False)
+    world.clock.advance(minutes=3)  # past the backoff of a second failure (60 s, plus jitter)
     report = world.reconcile()
     assert sorted(report.notified["sent"]) == sorted(pending)
     assert sorted(receiver.ids()) == sorted(pending)
@@ -168,6 +170,7 @@ def test_a_topic_that_does_not_answer_in_time_costs_a_delivery_one_short_attempt
     assert status == 202 and receiver.attempts == 1
     assert elapsed < 4, f"the delivery waited {elapsed:.1f} s for a topic that answers in 5"
     receiver.stall(0)
+    world.clock.advance(minutes=1)  # past its backoff
     assert world.reconcile().notified["sent"] == [notification_id(record["id"], "submitted")]  # not known as sent
     assert set(receiver.ids()) == {notification_id(record["id"], "submitted")}  # at least once, under one id
 
@@ -196,7 +199,8 @@ def test_the_topic_refuses_a_key_and_an_identity_without_the_sender_role_and_not
             notification_id(record.id, "submitted")
         ]  # kept
 
-        topic.principal = app  # the role is granted (as infra/ does): the reconciler sends it
+        topic.principal = app  # the role is granted (as infra/ does): the reconciler sends it, after its backoff
+        world.clock.advance(minutes=1)
         assert world.reconcile().notified["sent"] == [notification_id(record.id, "submitted")]
     finally:
         topic.close()
@@ -218,3 +222,179 @@ def test_sending_logs_no_warning_per_notification(
     assert len(receiver.ids()) == 4
     noisy = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert noisy == []
+
+
+def failed_deploys(world: World, n: int) -> list[str]:
+    """``n`` failed deploys (each notifies), left pending in the outbox; their notification ids."""
+    ids = []
+    for k in range(n):
+        world.actions.fail_with = PermanentError(f"deployment refused: quota {k}")
+        record = world.manual("deploy", version=str(k + 1))
+        ids.append(notification_id(record.id, "failed"))
+    world.actions.fail_with = None
+    return ids
+
+
+def test_a_topic_that_refuses_everything_gets_bounded_posts_and_each_notification_is_dead_lettered_with_why(
+    served: tuple[World, Client], receiver: TopicReceiver
+) -> None:
+    """A 4xx for every post, 60 deliveries: each delivery posts only its own new notification (the
+    refused ones back off, the head of the outbox is not posted again), and each notification is
+    posted RETRAIN_NOTIFY_MAX_ATTEMPTS (10) times in all, then dead-lettered in the ledger with the
+    topic's status and message, no payload. Before: 60 posts carrying 1,775 events, and for ever."""
+    world, client = served
+    receiver.refuse(400, "Event data is not valid for the topic's schema")
+    world.actions.fail_with = PermanentError("deployment refused: quota")
+    for k in range(60):
+        status, _ = post(client, DEPLOY, {"version": str(k + 1), "reason": f"secret reason {k}"})
+        assert status == 422
+    world.actions.fail_with = None
+    notes = notifying_ids(world.ledger)
+    assert len(notes) == 60
+    assert len(receiver.posts) == 60 and sum(map(len, receiver.posts)) == 60  # one post each, itself only
+
+    passes = 0
+    while world.ledger.pending_notifications(100) and passes < 500:
+        world.clock.advance(minutes=5)
+        world.reconcile()
+        passes += 1
+    assert world.ledger.pending_notifications(100) == []
+    posted = Counter(i for p in receiver.posts for i in p)
+    assert sorted(posted) == notes and set(posted.values()) == {10}  # 600 posts, 600 events, then no more
+    assert len(receiver.posts) == 600 and receiver.accepted == []
+    dead = world.ledger.notifications(dead=True, limit=100)
+    assert sorted(e.id for e in dead) == notes
+    for entry in dead:
+        assert entry.dead and entry.attempts == 10 and entry.sent
+        assert "400" in entry.error and "Event data is not valid for the topic's schema" in entry.error
+        assert "secret reason" not in entry.error and "quota" not in entry.error  # no payload
+    world.clock.advance(hours=2)
+    assert world.reconcile().notified["attempts"] == 0 and len(receiver.posts) == 600
+
+
+def test_an_outage_longer_than_the_max_age_dead_letters_at_the_next_failure(
+    ledger_spec: LedgerSpec, receiver: TopicReceiver
+) -> None:
+    """An outage (503) is not a refusal: it backs off (at most an hour apart) and counts no attempt
+    towards the cap; a notification still unsent RETRAIN_NOTIFY_MAX_AGE_HOURS after its decision is
+    dead-lettered at its next failure, with the status."""
+    world = World(ledger_spec, notifier=notifier_for(receiver))
+    [note] = failed_deploys(world, 1)
+    receiver.outage(True)
+    for _ in range(23):
+        world.reconcile()
+        world.clock.advance(hours=1)
+    [entry] = world.ledger.notifications()
+    assert entry.attempts >= 12 and not entry.dead and "503" in entry.error  # more than the cap of 10: not dead
+    assert receiver.attempts == entry.attempts  # backed off: not a post per pass once an hour apart
+    world.clock.advance(hours=2)
+    world.reconcile()
+    assert world.ledger.pending_notifications(10) == []
+    [dead] = world.ledger.notifications(dead=True)
+    assert dead.id == note and "503" in dead.error
+
+
+def test_a_batch_refused_for_one_notification_does_not_dead_letter_the_others(
+    ledger_spec: LedgerSpec, receiver: TopicReceiver
+) -> None:
+    """The topic refuses a whole batch (400) for one bad event in it: each of them is posted alone on
+    its next try, so the good ones are sent (once) and only the bad one is dead-lettered."""
+    world = World(ledger_spec, notifier=notifier_for(receiver))
+    good, bad, other = failed_deploys(world, 3)
+    receiver.poisoned = {bad}
+    assert world.reconcile().notified["sent"] == []
+    [batch] = receiver.posts  # the three together, refused as a whole
+    assert sorted(batch) == sorted([good, bad, other])
+    for _ in range(40):
+        world.clock.advance(minutes=30)
+        world.reconcile()
+    assert sorted(receiver.ids()) == sorted([good, other])  # each sent once
+    [dead] = world.ledger.notifications(dead=True)
+    assert dead.id == bad and dead.attempts == 10 and "An event in the batch is not valid" in dead.error
+    assert world.ledger.pending_notifications(10) == []
+
+
+def test_concurrent_deliveries_send_each_notification_once(
+    served: tuple[World, Client], receiver: TopicReceiver
+) -> None:
+    """40 deliveries at once, each draining the outbox after its decision (small batches, so that
+    drains overlap): a notification is claimed by one sender at a time, none is posted twice."""
+    import threading
+
+    world, client = served
+    world.worker.outbox.batch = 3
+    failed_deploys(world, 30)
+    start = threading.Barrier(40)
+    answers: list[int] = []
+
+    def deliver(k: int) -> None:
+        start.wait()
+        answers.append(post(client, RETRAIN, {"reason": f"by hand {k}"}, {"Idempotency-Key": f"k{k}"})[0])
+
+    threads = [threading.Thread(target=deliver, args=(k,)) for k in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(answers) == 40
+    world.clock.advance(minutes=2)
+    while world.reconcile().notified["more"]:
+        pass
+    posted = Counter(i for p in receiver.posts for i in p)
+    assert sorted(posted) == notifying_ids(world.ledger) and set(posted.values()) == {1}, posted.most_common(3)
+    assert Counter(receiver.ids()) == posted
+
+
+def test_the_cli_lists_the_notifications_waiting_and_those_dead_lettered(
+    ledger_spec: LedgerSpec, receiver: TopicReceiver
+) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    world = World(ledger_spec, notifier=notifier_for(receiver), notify_max_attempts=2)
+    receiver.refuse(403, "The client is not authorized to publish to this topic")
+    refused = failed_deploys(world, 2)
+    world.reconcile()
+    world.clock.advance(minutes=5)
+    world.reconcile()  # the second refusal: dead-lettered
+    receiver.refuse(None)
+    receiver.outage(True)
+    [waiting] = failed_deploys(world, 1)
+    world.reconcile()
+
+    if ledger_spec.kind == "sqlite":
+        env = {"RETRAIN_LEDGER": "sqlite", "RETRAIN_SQLITE_PATH": ledger_spec.target}
+    else:
+        env = {
+            "RETRAIN_LEDGER": "table",
+            "RETRAIN_TABLES_CONNECTION": ledger_spec.target,
+            "RETRAIN_TABLE_PREFIX": ledger_spec.prefix,
+        }
+
+    def retrain(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "function_app.cli", "notifications", *args],
+            cwd=REPO,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        return out.stdout
+
+    pending = retrain()
+    assert waiting in pending and "1 failed attempt(s), next try" in pending and "503" in pending
+    assert not any(i in pending for i in refused)
+    dead = retrain("--dead")
+    assert all(i in dead for i in refused) and waiting not in dead
+    assert dead.count("why: refused: ") == 2 and "403" in dead and "not authorized to publish" in dead
+    rows = json.loads(retrain("--dead", "--json"))
+    assert sorted(r["id"] for r in rows) == sorted(refused)
+    assert all(r["dead"] and r["attempts"] == 2 and r["type"] == "retrain.decision.deploy.failed" for r in rows)
+    assert all("data" not in r for r in rows)

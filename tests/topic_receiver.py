@@ -13,7 +13,11 @@ application/cloudevents-batch+json``; a body that is not one is 400, success 200
 azure-core sends a bearer token over TLS only, so the server has a self-signed certificate that a test
 trusts through ``REQUESTS_CA_BUNDLE`` (:meth:`TopicReceiver.trust`). ``outage(True)`` makes it answer 503 (the topic unavailable)
 until ``outage(False)``, ``stall(seconds)`` makes it wait that long before answering (a topic that
-does not answer in time); every request counts as an attempt either way.
+does not answer in time); every request counts as an attempt either way. ``refuse(status, message)``
+makes it refuse every batch with that 4xx and an Event Grid error body, ``poisoned`` holds event ids
+a batch is refused for (400: the batch as a whole, as a topic does with one invalid event in it);
+a body over 1 MB is 413, as Event Grid answers. ``posts`` keeps the event ids of every post, answered
+as it was or not.
 """
 
 from __future__ import annotations
@@ -97,6 +101,9 @@ class TopicReceiver:
         self.refused: list[int] = []
         self._down = False
         self._stall = 0.0
+        self._refusal: tuple[int, str] | None = None
+        self.poisoned: set[str] = set()
+        self.posts: list[list[str]] = []
         self._lock = threading.Lock()
         receiver = self
 
@@ -105,9 +112,13 @@ class TopicReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status = receiver.answer(self.path, dict(self.headers.items()), body)
                 time.sleep(receiver.stalled())
+                reply = receiver.error_body(status)
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                if reply:
+                    self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
+                self.wfile.write(reply)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -152,6 +163,23 @@ class TopicReceiver:
         with self._lock:
             self._down = down
 
+    def refuse(self, status: int | None, message: str = "The request is invalid") -> None:
+        """Refuse every batch with ``status`` and ``message`` (None: stop refusing)."""
+        with self._lock:
+            self._refusal = None if status is None else (status, message)
+
+    def error_body(self, status: int) -> bytes:
+        """Event Grid's error answer (code and message), for a 4xx."""
+        if not 400 <= status < 500:
+            return b""
+        with self._lock:
+            message = self._refusal[1] if self._refusal and self._refusal[0] == status else f"HTTP {status}"
+        if status == 400 and self.poisoned and not self._refusal:
+            message = "An event in the batch is not valid"
+        if status == 413:
+            message = "The maximum size (1048576) has been exceeded"
+        return json.dumps({"error": {"code": "BadRequest", "message": message}}).encode()
+
     def stall(self, seconds: float) -> None:
         with self._lock:
             self._stall = seconds
@@ -174,8 +202,17 @@ class TopicReceiver:
             return status
 
     def _judge(self, path: str, headers: dict[str, str], body: bytes) -> int:
+        try:
+            posted = json.loads(body)
+            self.posts.append([str(e.get("id")) for e in posted] if isinstance(posted, list) else [])
+        except (ValueError, AttributeError):
+            self.posts.append([])
         if self._down:
             return 503
+        if len(body) > 1024 * 1024:
+            return 413
+        if self._refusal is not None:
+            return self._refusal[0]
         if not path.startswith("/api/events") or not self._signed_in(headers):
             return 401
         if not headers.get("content-type", "").startswith("application/cloudevents-batch+json"):
@@ -185,6 +222,8 @@ class TopicReceiver:
         except ValueError:
             return 400
         if not isinstance(batch, list) or not all(isinstance(e, dict) and all(k in e for k in REQUIRED) for e in batch):
+            return 400
+        if any(e["id"] in self.poisoned for e in batch):
             return 400
         self.accepted.extend(batch)
         return 200

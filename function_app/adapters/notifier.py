@@ -14,9 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from function_app.adapters.azure_errors import translated
+from azure.core.exceptions import AzureError
+
+from function_app.adapters.azure_errors import describe, status_of, translate
 from function_app.adapters.clients import LazyClient
-from handlers.ports import Notification
+from handlers.errors import TransientError
+from handlers.ports import Notification, Refused
 from handlers.records import from_iso
 
 if TYPE_CHECKING:
@@ -74,7 +77,8 @@ class EventGridNotifier:
         return cls.build(settings.notify_topic_endpoint, settings.workspace_id, credential)
 
     def publish(self, notifications: Sequence[Notification]) -> None:
-        """Send one batch of CloudEvents; TransientError on an outage, PermanentError on a refusal."""
+        """Send one batch of CloudEvents; TransientError on an outage, Refused (a PermanentError) with the
+        topic's status and the first line of its message (no payload) on a refusal."""
         from azure.core.messaging import CloudEvent
 
         events = [
@@ -89,5 +93,12 @@ class EventGridNotifier:
             )
             for n in notifications
         ]
-        with translated(f"publishing {len(events)} notification(s) to the topic"):
+        what = f"publishing {len(events)} notification(s) to the topic"
+        try:
             self._client.get().send(events)
+        except AzureError as exc:
+            error = translate(exc, what)
+            status = status_of(exc)
+            if isinstance(error, TransientError) or status is None:
+                raise error from exc
+            raise Refused(f"{what}: the topic answered {describe(exc)}", status) from exc

@@ -156,7 +156,18 @@ OPERATIONS: dict[str, list[str]] = {
     "TableLedger.decisions": [f"{TABLES}/entities/read"],
     "TableLedger.purge": [f"{TABLES}/entities/read", f"{TABLES}/entities/delete"],
     "TableLedger.pending_notifications": [f"{TABLES}/entities/read"],
+    "TableLedger.claim_notifications": [
+        f"{TABLES}/entities/read",
+        f"{TABLES}/entities/update/action",
+        f"{TABLES}/entities/write",
+    ],
     "TableLedger.mark_notified": [f"{TABLES}/entities/update/action", f"{TABLES}/entities/write"],
+    "TableLedger.fail_notification": [
+        f"{TABLES}/entities/read",
+        f"{TABLES}/entities/update/action",
+        f"{TABLES}/entities/write",
+    ],
+    "TableLedger.notifications": [f"{TABLES}/entities/read"],
     # function_app/adapters/notifier.py (azure-eventgrid): EventGridPublisherClient.send with Entra ID
     "EventGridNotifier.build": [],
     "EventGridNotifier.from_settings": [],

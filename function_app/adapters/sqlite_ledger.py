@@ -19,7 +19,7 @@ from typing import TypeVar
 from handlers.errors import TransientError
 from handlers.keys import digest
 from handlers.notify import notification_of
-from handlers.ports import Claim, Notification
+from handlers.ports import Claim, Notification, OutboxEntry
 from handlers.records import DecisionRecord, ModelState, cut, iso, may_replace
 from handlers.signals import Trigger
 
@@ -44,8 +44,13 @@ CREATE TABLE IF NOT EXISTS decision_events (id TEXT PRIMARY KEY, event_id TEXT N
 CREATE INDEX IF NOT EXISTS decision_events_event ON decision_events (event_id);
 CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL);
 -- The outbox: a decision's notification (handlers/notify.py), written in the decision's transaction,
--- pending while sent_at is NULL; a notification id is kept once, so a rewrite never sends it again.
-CREATE TABLE IF NOT EXISTS outbox (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, sent_at TEXT, body TEXT NOT NULL);
+-- pending while sent_at is NULL (sent_at: when it left, sent or, with dead_at, dead-lettered); a
+-- notification id is kept once, so a rewrite never sends it again. A sender claims a row until
+-- lease_until; a failed attempt counts in attempts, says why in error and backs off until due_at.
+CREATE TABLE IF NOT EXISTS outbox (
+    id TEXT PRIMARY KEY, created_at TEXT NOT NULL, sent_at TEXT, body TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, due_at TEXT, lease_until TEXT, error TEXT, dead_at TEXT
+);
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (sent_at, created_at);
 """
 
@@ -67,6 +72,7 @@ class SqliteLedger:
         self._memory_lock = threading.RLock()
         with self._memory_lock:
             self._conn().executescript(SCHEMA)
+            _add_outbox_columns(self._conn())
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
@@ -266,13 +272,72 @@ class SqliteLedger:
         )
         return [Notification.from_dict(json.loads(r[0])) for r in rows]
 
+    def claim_notifications(self, limit: int, now: datetime, lease: timedelta) -> list[OutboxEntry]:
+        at = iso(now)
+        with self._tx() as db:  # the write lock: no other sender reads these rows unclaimed
+            rows = db.execute(
+                f"SELECT {_ENTRY} FROM outbox WHERE sent_at IS NULL AND (due_at IS NULL OR due_at <= ?) "
+                "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY created_at, id LIMIT ?",
+                (at, at, limit),
+            ).fetchall()
+            db.executemany("UPDATE outbox SET lease_until = ? WHERE id = ?", [(iso(now + lease), r[0]) for r in rows])
+        return [_entry(r) for r in rows]
+
     def mark_notified(self, ids: Sequence[str], now: datetime) -> None:
         if not ids:
             return
         with self._tx() as db:
             db.executemany(
-                "UPDATE outbox SET sent_at = ? WHERE id = ? AND sent_at IS NULL", [(iso(now), i) for i in ids]
+                "UPDATE outbox SET sent_at = ?, lease_until = NULL WHERE id = ? AND sent_at IS NULL",
+                [(iso(now), i) for i in ids],
             )
+
+    def fail_notification(
+        self, note_id: str, now: datetime, attempts: int, error: str, retry_at: datetime | None
+    ) -> None:
+        if retry_at is None:
+            sql = "UPDATE outbox SET attempts = ?, error = ?, sent_at = ?, dead_at = ?, lease_until = NULL"
+            params: tuple[object, ...] = (attempts, error, iso(now), iso(now))
+        else:
+            sql = "UPDATE outbox SET attempts = ?, error = ?, due_at = ?, lease_until = NULL"
+            params = (attempts, error, iso(retry_at))
+        self._write(f"{sql} WHERE id = ? AND sent_at IS NULL", (*params, note_id))
+
+    def notifications(self, dead: bool = False, limit: int = 50) -> list[OutboxEntry]:
+        where = "dead_at IS NOT NULL" if dead else "sent_at IS NULL"
+        rows = (
+            self._conn()
+            .execute(f"SELECT {_ENTRY} FROM outbox WHERE {where} ORDER BY created_at DESC, id LIMIT ?", (limit,))
+            .fetchall()
+        )
+        return [_entry(r) for r in rows]
+
+
+_ENTRY = "id, body, attempts, due_at, error, sent_at, dead_at"
+
+
+def _entry(row: Sequence[object]) -> OutboxEntry:
+    note = Notification.from_dict(json.loads(str(row[1])))
+    attempts = row[2] if isinstance(row[2], int) else 0
+    return OutboxEntry(note, attempts, str(row[3] or ""), str(row[4] or ""), str(row[5] or ""), row[6] is not None)
+
+
+def _add_outbox_columns(db: sqlite3.Connection) -> None:
+    """A ledger file from before the outbox kept attempts: its outbox gains the columns (empty)."""
+    have = {str(r[1]) for r in db.execute("PRAGMA table_info(outbox)")}
+    for column in (
+        "attempts INTEGER NOT NULL DEFAULT 0",
+        "due_at TEXT",
+        "lease_until TEXT",
+        "error TEXT",
+        "dead_at TEXT",
+    ):
+        if column.split()[0] not in have:
+            try:
+                db.execute(f"ALTER TABLE outbox ADD COLUMN {column}")
+            except sqlite3.OperationalError as exc:  # another process opening the file added it first
+                if "duplicate column" not in str(exc):
+                    raise
 
 
 _UPSERT_DECISION = (

@@ -19,7 +19,7 @@ decisions  ``d0`` .. ``d7``: the shard of the  ``r:<id>``; trail     get_decisio
            decision id                         rows ``a:``, ``e:``,  GET /api/decisions: a RowKey
                                                ``m:`` + newest-first range in each shard, merged
                                                time and id
-outbox     ``outbox``                          notification id       the drain: ``sent eq ''``
+outbox     ``outbox``                          notification id       the drain: ``sent eq ''``, ETag claims
 ========== =================================== ===================== =================================
 
 A partition per event and model spreads the conditional writes. A decision is one record row and up
@@ -59,7 +59,7 @@ from function_app.adapters.sqlite_ledger import event_key
 from handlers.errors import PermanentError, TransientError
 from handlers.keys import digest
 from handlers.notify import notification_of
-from handlers.ports import Claim, Notification
+from handlers.ports import Claim, Notification, OutboxEntry
 from handlers.records import DecisionRecord, ModelState, cut, from_iso, iso, may_replace
 from handlers.signals import Trigger
 
@@ -184,6 +184,18 @@ def _get_body(entity: dict[str, Any]) -> str:
         parts.append(str(entity[f"body{n}"]))
         n += 1
     return "".join(parts)
+
+
+def _outbox_entry(entity: Any) -> OutboxEntry:
+    attempts = entity.get("attempts")
+    return OutboxEntry(
+        Notification.from_dict(json.loads(_get_body(entity))),
+        attempts if isinstance(attempts, int) else 0,
+        str(entity.get("due") or ""),
+        str(entity.get("error") or ""),
+        str(entity.get("sent") or ""),
+        bool(entity.get("dead")),
+    )
 
 
 def _etag(entity: Any) -> str:
@@ -535,13 +547,73 @@ class TableLedger:
                     break
         return out
 
+    def claim_notifications(self, limit: int, now: datetime, lease: timedelta) -> list[OutboxEntry]:
+        """Each pending row due and unclaimed is claimed by an update conditional on the ETag read: of
+        two senders that read it, one claims it (the other gets 412 and goes on to the next row)."""
+        at, until = iso(now), iso(now + lease)
+        out: list[OutboxEntry] = []
+        if limit < 1:
+            return out
+        with translated("claiming notifications to send"):
+            pending = self.outbox.query_entities(
+                "PartitionKey eq @pk and sent eq ''", parameters={"pk": OUTBOX}, results_per_page=100
+            )
+            for entity in pending:
+                if str(entity.get("due") or "") > at or str(entity.get("lease") or "") > at:
+                    continue  # backing off, or claimed by another sender
+                try:
+                    self.outbox.update_entity(
+                        {"PartitionKey": OUTBOX, "RowKey": entity["RowKey"], "lease": until},
+                        mode=UpdateMode.MERGE,
+                        etag=_etag(entity),
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    continue  # another sender claimed (or sent) it since it was read
+                out.append(_outbox_entry(entity))
+                if len(out) >= limit:
+                    break
+        return out
+
     def mark_notified(self, ids: Sequence[str], now: datetime) -> None:
         with translated("marking notifications sent"):
             for note_id in ids:
                 with contextlib.suppress(ResourceNotFoundError):
                     self.outbox.update_entity(
-                        {"PartitionKey": OUTBOX, "RowKey": safe_key(note_id), "sent": iso(now)}, mode=UpdateMode.MERGE
+                        {"PartitionKey": OUTBOX, "RowKey": safe_key(note_id), "sent": iso(now), "lease": ""},
+                        mode=UpdateMode.MERGE,
                     )
+
+    def fail_notification(
+        self, note_id: str, now: datetime, attempts: int, error: str, retry_at: datetime | None
+    ) -> None:
+        change: dict[str, Any] = {"PartitionKey": OUTBOX, "RowKey": safe_key(note_id), "attempts": attempts}
+        change.update(error=error, lease="")
+        if retry_at is None:
+            change.update(sent=iso(now), dead=iso(now))
+        else:
+            change.update(due=iso(retry_at))
+        with translated("recording a failed notification"):
+            for _ in range(5):
+                try:
+                    entity = self.outbox.get_entity(OUTBOX, safe_key(note_id))
+                    if entity.get("sent"):
+                        return  # sent (or given up on) meanwhile: that stands
+                    self.outbox.update_entity(
+                        change, mode=UpdateMode.MERGE, etag=_etag(entity), match_condition=MatchConditions.IfNotModified
+                    )
+                except ResourceNotFoundError:
+                    return  # purged
+                except ResourceModifiedError:
+                    continue  # changed since read: read it again
+                return
+
+    def notifications(self, dead: bool = False, limit: int = 50) -> list[OutboxEntry]:
+        query = "PartitionKey eq @pk and " + ("dead gt ''" if dead else "sent eq ''")
+        with translated("listing notifications"):
+            entries = [_outbox_entry(e) for e in self.outbox.query_entities(query, parameters={"pk": OUTBOX})]
+        entries.sort(key=lambda e: (e.notification.time, e.id), reverse=True)
+        return entries[:limit]
 
     # ------------------------------------------------------------------ retention
 
