@@ -213,7 +213,7 @@ def test_reconcile_on_a_clean_ledger_does_nothing(azure: AzureWorld) -> None:
         "rollouts": [],
         "retired": [],
         "purged": 0,
-        "notified": {"sent": [], "attempts": 0, "more": False, "error": None},  # no topic: nothing sent
+        "notified": {"sent": [], "attempts": 0, "more": False, "error": None, "deferred": [], "dead": []},  # no topic
     }
     assert azure.arm.calls == [] and azure.service.ledger.list_models() == []
 
