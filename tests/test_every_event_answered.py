@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from handlers import guards
 from handlers.errors import PermanentError
 from handlers.records import MAX_TEXT, DecisionRecord
 from handlers.signals import Trigger
@@ -284,3 +285,26 @@ def test_a_manual_request_retried_with_its_key_after_the_slot_was_freed_gets_its
     assert (status, body) == (200, rec.to_dict())
     assert app.ledger.decisions(MODEL) == [rec]
     assert app.post(route, {"reason": "another"}, {"Idempotency-Key": "nightly-2"})[0] == 409  # the cooldown holds
+
+
+def test_a_run_s_deploy_refused_by_a_guard_is_still_carried_out_from_a_later_event_about_the_run(
+    ledger_spec: LedgerSpec,
+) -> None:
+    """What may replace a final record: a guard's refusal gives way to the executor's reservation. A
+    run's deploy decision (keyed by the run) met another rollout in flight; once that one is over,
+    the next event about the same run judges the candidate after all, under the same id."""
+    world = World(ledger_spec)
+    world.ledger.update_model(
+        MODEL, lambda s: guards.reserve(s, guards.ROLLOUT, "de-another", world.clock(), None, None)
+    )
+    run = {"run_id": "run-9", "tags": {**ours(MODEL), "r2_score": "0.61"}}
+    [refused] = world.deliver(run_event(**run, event_id="completed")).decisions
+    assert (refused.action, refused.outcome, refused.details["guard"]) == ("deploy", "skipped", "in_flight")
+    world.ledger.update_model(MODEL, lambda s: guards.release(s, guards.ROLLOUT, "de-another", None))
+    world.clock.advance(minutes=5)
+
+    [deploy] = world.deliver(run_event(**run, event_id="completed-via-another-subscription")).decisions
+
+    assert (deploy.id, deploy.action, deploy.outcome) == (refused.id, "deploy", "submitted")
+    assert world.ledger.get_decision(refused.id) == deploy and len(world.actions.deployments) == 1
+    assert world.ledger.get_model(MODEL).flights[guards.ROLLOUT].decision == deploy.id
