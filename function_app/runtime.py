@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from function_app.settings import Settings
+from function_app.settings import Settings, job_name_key
 from handlers.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -131,6 +131,7 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Retrain
         notifier=make_notifier(settings),
         notify_max_attempts=settings.notify_max_attempts,
         notify_max_age=timedelta(hours=settings.notify_max_age_hours),
+        job_name_key=job_name_key(settings, resolve(settings.sqlite_path)),
     )
 
 

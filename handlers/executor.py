@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from handlers import gate, guards
 from handlers.decisions import Decision, Deploy, Retrain
 from handlers.errors import PermanentError
+from handlers.jobnames import job_name
 from handlers.ports import ActionResult, CandidateFacts, Deployments, Jobs, Ledger
 from handlers.records import DecisionRecord, iso
 
@@ -46,11 +47,21 @@ class Limits:
 class Executor:
     """Records, acts, settles. ``limits(model)`` gives a model's retrain cooldown and budget."""
 
-    def __init__(self, ledger: Ledger, jobs: Jobs, deployments: Deployments, limits: Callable[[str], Limits]) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        jobs: Jobs,
+        deployments: Deployments,
+        limits: Callable[[str], Limits],
+        job_name_key: bytes | None = None,
+    ) -> None:
+        """``job_name_key``: the secret the retraining jobs are named with (:mod:`handlers.jobnames`);
+        None keeps the plan's own name (a digest of public inputs: tests and tools only)."""
         self.ledger = ledger
         self.jobs = jobs
         self.deployments = deployments
         self.limits = limits
+        self.job_name_key = job_name_key
 
     # ------------------------------------------------------------------ records
 
@@ -139,7 +150,8 @@ class Executor:
         goes to ``unwritten``, to be written with the event's completion, as skips are."""
         kind = guards.RETRAIN if isinstance(decision, Retrain) else guards.ROLLOUT
         limits = self.limits(decision.model) if kind == guards.RETRAIN else Limits(None, None)
-        model, rendered = decision.model, rendered_of(decision)
+        decision = self.named(decision)
+        model = decision.model
         if decision.dry_run:  # a preview: the guards are consulted, nothing is reserved or submitted
             unwritten.append(self._preview(decision, kind, limits, now))
             return unwritten[-1]
@@ -169,6 +181,8 @@ class Executor:
                     (done.job or {}).get("name"),
                 )
                 return done
+            decision = named_as_reserved(decision, done)
+        rendered = rendered_of(decision)
         stored = self.write(
             self.record(
                 decision,
@@ -186,6 +200,13 @@ class Executor:
                 )
             return stored
         return self.act(decision, now)
+
+    def named(self, decision: Retrain | Deploy) -> Retrain | Deploy:
+        """``decision`` with its job named under the key (:func:`handlers.jobnames.job_name`)."""
+        if self.job_name_key is None or not isinstance(decision, Retrain):
+            return decision
+        name = job_name(self.job_name_key, decision.model, decision.id)
+        return replace(decision, job=replace(decision.job, name=name))
 
     def _preview(self, decision: Retrain | Deploy, kind: str, limits: Limits, now: datetime) -> DecisionRecord:
         """A dry run: what the guards say and, for a deploy, the gate's verdict on what the workspace
@@ -313,6 +334,19 @@ class Executor:
         """The facts and the gate's verdict for ``decision``, read now, changing nothing (``retrain explain``)."""
         facts = self.deployments.candidate_facts(decision.plan)
         return facts, gate.judge(decision.plan.gate, facts)
+
+
+def named_as_reserved(decision: Retrain | Deploy, reserved: DecisionRecord | None) -> Retrain | Deploy:
+    """A resumed retrain keeps the job name its reservation recorded: the job may exist under it (the
+    worker died after submitting), and a key rotated since would otherwise name a second job."""
+    if not isinstance(decision, Retrain) or reserved is None or reserved.outcome != "reserved":
+        return decision
+    rendered = reserved.details.get("rendered")
+    name = rendered.get("name") if isinstance(rendered, dict) and rendered.get("type") == "pipeline" else None
+    if not isinstance(name, str) or not name or name == decision.job.name:
+        return decision
+    log.info("decision %s resumes under the job name its reservation recorded: %s", decision.id, name[:200])
+    return replace(decision, job=replace(decision.job, name=name))
 
 
 def rendered_of(decision: Retrain | Deploy) -> dict[str, Any]:

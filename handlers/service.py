@@ -83,8 +83,10 @@ def health_numbers(verdict: Any) -> dict[str, Any] | None:
 
 def verified(signal: Signal, ledger: Ledger) -> Signal:
     """Provenance from the ledger: a run that carries this service's decision tag is ours only when
-    the ledger holds that retraining decision, for the model the run names, and its job is the run.
-    A tag alone is what anyone who can submit a job in the workspace can write."""
+    the ledger holds that retraining decision, for the model the run names, recorded ``submitted``
+    (the backend submitted or adopted it as its own), and its job is the run. A tag alone is what
+    anyone who can submit a job in the workspace can write; a ``reserved`` record names the job
+    before it exists, and a ``failed`` one may name a job someone else created under that name."""
     if not isinstance(signal, RunFinished) or not signal.claims_service:
         return signal
     decision = str(ci_get(signal.run_tags, TAG_DECISION) or "")
@@ -93,6 +95,7 @@ def verified(signal: Signal, ledger: Ledger) -> Signal:
     ours = (
         record is not None
         and record.action == "retrain"
+        and record.outcome == "submitted"
         and record.model == model
         and (record.job or {}).get("name") == signal.run_id
     )

@@ -78,12 +78,14 @@ def assemble(
     notifier: Notifier | None = None,
     notify_max_attempts: int = MAX_ATTEMPTS,
     notify_max_age: timedelta = MAX_AGE,
+    job_name_key: bytes | None = None,
 ) -> Retrainer:
     """``workspaces``: the workspace resource ids whose events are acted on (the first is the one the
     reconciler's signals of missed runs come from). ``health``: the rollout health sources by name
     (``metrics``, ``logs``; one left out reads "no data"); ``health_source``: the one a model whose
     policy names none reads. ``notifier``: where the outbox's notifications go (None: kept, not sent);
-    ``notify_max_attempts`` refusals or ``notify_max_age`` after its decision, a notification is dead-lettered."""
+    ``notify_max_attempts`` refusals or ``notify_max_age`` after its decision, a notification is dead-lettered.
+    ``job_name_key``: the secret retraining jobs are named with (RETRAIN_JOB_NAME_KEY, :mod:`handlers.jobnames`)."""
     accepted = list(workspaces)
 
     def limits(model: str) -> Limits:
@@ -101,7 +103,7 @@ def assemble(
             return None
         return RetireRule(mp.deploy.endpoint, mp.deploy.retire_after, mp.deploy.keep_previous)
 
-    executor = Executor(ledger, jobs, deployments, limits)
+    executor = Executor(ledger, jobs, deployments, limits, job_name_key)
     service = RetrainService(policy, ledger, executor, clock, accepted, allow_force=allow_force, lease=lease)
     stepper = RolloutStepper(ledger, deployments, executor, rule, health, health_source)
     reconciler = Reconciler(

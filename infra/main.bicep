@@ -77,6 +77,11 @@ param retrainBackend string = 'azureml'
 @description('Whether manual requests may send force=true to pass cooldown and in-flight holds (RETRAIN_ALLOW_FORCE).')
 param allowForce bool = false
 
+@secure()
+@minLength(32)
+@description('Secret the retraining jobs are named with (RETRAIN_JOB_NAME_KEY): the preprovision hook generates it once per azd environment.')
+param jobNameKey string
+
 @description('NCRONTAB schedule of the reconciler timer (RETRAIN_RECONCILE_SCHEDULE).')
 param reconcileSchedule string = '0 */5 * * * *'
 
@@ -210,6 +215,8 @@ var appSettings = {
   RETRAIN_JOB_GRACE_MINUTES: string(jobGraceMinutes)
   RETRAIN_BACKEND: retrainBackend
   RETRAIN_DEADLINE_SECONDS: '25'
+  // Job names are a keyed digest (handlers/jobnames.py): no workspace user can predict the next one.
+  RETRAIN_JOB_NAME_KEY: jobNameKey
   RETRAIN_ALLOW_FORCE: allowForce ? 'true' : 'false'
   RETRAIN_RECONCILE_SCHEDULE: reconcileSchedule
   RETRAIN_DEADLETTER_CONTAINER: deadLetterContainerName

@@ -14,7 +14,7 @@ from function_app.adapters.azureml import AzureMLActions
 from function_app.adapters.monitor_health import MonitorHealth
 from function_app.adapters.monitor_metrics import MonitorMetrics, endpoint_resource_id
 from function_app.retry import RetryPolicy
-from function_app.settings import Settings
+from function_app.settings import Settings, job_name_key
 from handlers.policy import load_policy
 from handlers.records import DecisionRecord
 from tests.builders import ours, run_event
@@ -38,6 +38,7 @@ LOGS_WORKSPACE = (
     f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.OperationalInsights/workspaces/log-retrain"
 )
 POLICY = load_policy(REPO / "examples" / "policy.yaml")
+JOB_NAME_KEY = "5f0c9d2e7a41b3c8" * 4  # RETRAIN_JOB_NAME_KEY: this service's secret, which no workspace user holds
 REGION = "westeurope"  # the workspace's region, and so its online endpoints'
 APP_REGION = "swedencentral"  # the function app's (azd's location): a Flex Consumption region, not the workspace's
 
@@ -135,6 +136,7 @@ class AzureWorld(World):
                 "RETRAIN_LOG_ANALYTICS_WORKSPACE_ID": LOGS_WORKSPACE if logs_workspace else "",
                 "RETRAIN_HEALTH_SOURCE": source,
                 "RETRAIN_METRICS_REGION": infra_metrics_region(),
+                "RETRAIN_JOB_NAME_KEY": JOB_NAME_KEY,
             }
         )
         self.retry = RetryPolicy.from_settings(
@@ -170,6 +172,7 @@ class AzureWorld(World):
             clock=self.now,
             workspaces=(self.settings.workspace_id,),
             health_source=self.settings.health_source,
+            job_name_key=job_name_key(self.settings, tmp_path / "ledger.db"),
         )
         self.clock = self.retry_clock  # here ``clock`` is the retries' clock, ``now`` the workers' time
 

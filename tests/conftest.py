@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from tests.world import App
 
 REPO = Path(__file__).resolve().parent.parent
+# RETRAIN_JOB_NAME_KEY of the tests that run the app on the Table ledger (where it is required).
+TEST_JOB_NAME_KEY = "0123456789abcdef" * 4
+
 # Microsoft's published sample events, kept in the repository as data (tests/data/events/README.md).
 SAMPLE_EVENTS = REPO / "tests" / "data" / "events"
 
@@ -193,6 +196,7 @@ def app(ledger_spec: LedgerSpec, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
     if ledger_spec.kind == "table":
         monkeypatch.setenv("RETRAIN_LEDGER", "table")
+        monkeypatch.setenv("RETRAIN_JOB_NAME_KEY", TEST_JOB_NAME_KEY)
         monkeypatch.setenv("RETRAIN_TABLES_CONNECTION", ledger_spec.target)
         monkeypatch.setenv("RETRAIN_TABLE_PREFIX", ledger_spec.prefix)
     else:

@@ -38,6 +38,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -77,15 +78,44 @@ JOB_INPUT_TYPES = frozenset(
 # --------------------------------------------------------------------------- credential
 
 
+# The function app's user-assigned managed identity as its tokens name it: ``appid`` (v1) and ``azp``
+# (v2) are its client id, ``oid`` its object id, ``xms_mirid`` its resource id; ``idtyp`` "app".
+APP_CLIENT_ID = "00000000-0000-0000-0000-0000000000ac"
+APP_IDENTITY = (
+    "/subscriptions/00000000-0000-0000-0000-0000000000cc/resourceGroups/rg-retrain-dev/providers/"
+    "Microsoft.ManagedIdentity/userAssignedIdentities/id-retrain-dev"
+)
+APP_CLAIMS: dict[str, Any] = {
+    "oid": rbac.APP_OID,
+    "appid": APP_CLIENT_ID,
+    "azp": APP_CLIENT_ID,
+    "idtyp": "app",
+    "xms_mirid": APP_IDENTITY,
+}
+# A person with a workspace account (AzureML Data Scientist), signed in with the Azure CLI: a user
+# token names them by ``upn``; its ``appid`` is the CLI's client id, not theirs.
+USER_OID = "00000000-0000-0000-0000-0000000000dd"
+USER_UPN = "mallory@contoso.example"
+USER_CLAIMS: dict[str, Any] = {
+    "oid": USER_OID,
+    "upn": USER_UPN,
+    "unique_name": USER_UPN,
+    "name": "Mallory",
+    "appid": "04b07795-8ddb-461a-bbee-02f9e1bf7b46",
+    "idtyp": "user",
+}
+
+
 def unsigned_jwt(audience: str, **claims: Any) -> str:
-    """What the SDK decodes (without verifying) to check the audience of its Azure ML token."""
+    """What the SDK decodes (without verifying) to check the audience of its Azure ML token; by
+    default the function app's managed identity's (:data:`APP_CLAIMS`)."""
 
     def part(obj: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
     body = {
         "aud": audience,
-        "oid": rbac.APP_OID,
+        **APP_CLAIMS,
         "tid": "00000000-0000-0000-0000-0000000000bb",
     }
     body |= {"exp": int(time.time()) + 3600, **claims}
@@ -93,15 +123,37 @@ def unsigned_jwt(audience: str, **claims: Any) -> str:
 
 
 class FakeCredential:
-    """A TokenCredential handing out unsigned JWTs whose ``aud`` is the requested resource."""
+    """A TokenCredential handing out unsigned JWTs whose ``aud`` is the requested resource: the
+    function app's identity's, or another's (``claims``: :data:`USER_CLAIMS` for a workspace user)."""
 
-    def __init__(self) -> None:
+    def __init__(self, **claims: Any) -> None:
         self.scopes: list[str] = []
+        self.claims = claims
 
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         self.scopes.extend(scopes)
         audience = scopes[0].removesuffix("/.default")
-        return AccessToken(unsigned_jwt(audience), int(time.time()) + 3600)
+        return AccessToken(unsigned_jwt(audience, **self.claims), int(time.time()) + 3600)
+
+
+def system_data(claims: dict[str, Any], at: str) -> dict[str, Any]:
+    """The ``systemData`` ARM records on a resource created with a token of ``claims`` (ARM common
+    types, SystemData): a person by their sign-in name, type ``User``; an application by its client
+    id, type ``ManagedIdentity`` for a managed identity's token (it carries ``xms_mirid``), else
+    ``Application``."""
+    if claims.get("idtyp") == "user" or "upn" in claims:
+        who, kind = str(claims.get("upn") or claims.get("unique_name") or claims.get("oid")), "User"
+    else:
+        who = str(claims.get("appid") or claims.get("azp") or claims.get("oid"))
+        kind = "ManagedIdentity" if "xms_mirid" in claims else "Application"
+    return {
+        "createdAt": at,
+        "createdBy": who,
+        "createdByType": kind,
+        "lastModifiedAt": at,
+        "lastModifiedBy": who,
+        "lastModifiedByType": kind,
+    }
 
 
 def token_claims(header: str | None) -> dict[str, Any]:
@@ -253,6 +305,7 @@ class FakeArm(RequestsTransport):
         super().__init__(session=offline_session(self, "https://", "http://"))
         # Who may do what: the function app's identity as infra/ assigns its roles (tests/rbac.py)
         self.principal = principal if principal is not None else rbac.app(subscription, resource_group, workspace)
+        self.others: dict[str, rbac.Principal] = {}  # other identities that may call (:meth:`admit`)
         self.refused: list[tuple[str, str]] = []  # (action, scope) of each request refused 403
         self.subscription, self.resource_group, self.workspace, self.location = (
             subscription,
@@ -393,6 +446,49 @@ class FakeArm(RequestsTransport):
     def arm_id(self, *parts: str) -> str:
         return "/".join((self.ws_path, *parts))
 
+    def admit(self, principal: rbac.Principal) -> None:
+        """Another identity that may call, with the grants it holds (a workspace user, say)."""
+        self.others[principal.oid] = principal
+
+    def workspace_user(self) -> FakeCredential:
+        """A person with a workspace account (AzureML Data Scientist on the workspace: they submit
+        jobs and create deployments), admitted here; their credential, for an ``MLClient`` of theirs."""
+        self.admit(
+            rbac.Principal(
+                USER_OID,
+                "workspace user",
+                (
+                    rbac.Grant(
+                        "AzureML Data Scientist",
+                        self.ws_path,
+                        actions=(
+                            f"{PROVIDER}/workspaces/*/read",
+                            f"{PROVIDER}/workspaces/*/action",
+                            f"{PROVIDER}/workspaces/*/delete",
+                            f"{PROVIDER}/workspaces/*/write",
+                        ),
+                        not_actions=(f"{PROVIDER}/workspaces/write", f"{PROVIDER}/workspaces/computes/*/write"),
+                    ),
+                ),
+            )
+        )
+        return FakeCredential(**USER_CLAIMS)
+
+    def _now_iso(self) -> str:
+        return datetime.fromtimestamp(self.clock.now, UTC).isoformat()
+
+    def _created_by(self, call: Call) -> dict[str, Any]:
+        """``systemData`` for a resource the caller of ``call`` creates now (its token says who)."""
+        return system_data(token_claims(call.headers.get("Authorization")), self._now_iso())
+
+    def _modified_by(self, call: Call, existing: dict[str, Any] | None) -> dict[str, Any]:
+        """``systemData`` after ``call`` writes a resource: its creator stays whoever created it."""
+        now = self._created_by(call)
+        if existing is None:
+            return now
+        before = existing.get("systemData") or {}
+        return {**now, **{k: v for k, v in before.items() if k.startswith("created")}}
+
     def add_compute(self, name: str) -> None:
         self.computes[name] = {
             "id": self.arm_id("computes", name),
@@ -482,9 +578,11 @@ class FakeArm(RequestsTransport):
         outputs: tuple[str, ...] = ("model",),
         tags: dict[str, str] | None = None,
         metrics: dict[str, float] | None = None,
+        created_by: dict[str, Any] | None = None,
     ) -> None:
         """A finished run, as another client left it (its outputs can be registered as models), with
-        the MLflow metrics the pipeline run itself logged."""
+        the MLflow metrics the pipeline run itself logged; ``created_by``: the claims of whoever
+        created it (default: a workspace user, :data:`USER_CLAIMS`)."""
         self.jobs[name] = self._job_resource(
             name,
             {
@@ -496,6 +594,7 @@ class FakeArm(RequestsTransport):
                 "properties": {},
             },
             status,
+            system_data(USER_CLAIMS if created_by is None else created_by, CREATED),
         )
         self.log_mlflow_run(name, experiment=experiment, metrics=metrics)
 
@@ -846,7 +945,8 @@ class FakeArm(RequestsTransport):
         """Refuse as Azure does when the caller's identity holds no role that grants ``action`` at
         ``scope`` (an identity the fake does not know holds none)."""
         oid = str(token_claims(call.headers.get("Authorization")).get("oid"))
-        if oid == self.principal.oid and self.principal.allows(action, scope):
+        principal = self.principal if oid == self.principal.oid else self.others.get(oid)
+        if principal is not None and principal.allows(action, scope):
             return
         self.refused.append((action, scope))
         body = rbac.refusal(oid, action, scope)["error"]
@@ -1006,7 +1106,7 @@ class FakeArm(RequestsTransport):
             raise Answer(
                 401, "UserError", "a pipeline job is submitted with the user's Azure ML token (x-azureml-token)"
             )
-        job = self._job_resource(name, props, "NotStarted")
+        job = self._job_resource(name, props, "NotStarted", self._created_by(call))
         # The service binds the outputs the job does not name to the pipeline component's outputs.
         component = self._resource_by_id(self.components, props.get("componentId"))
         assert component is not None  # checked above
@@ -1049,7 +1149,10 @@ class FakeArm(RequestsTransport):
         if not all(isinstance(v, str) for v in tags.values()):
             raise self._unexpected(call, "tag values are strings")
 
-    def _job_resource(self, name: str, props: dict[str, Any], status: str) -> dict[str, Any]:
+    def _job_resource(
+        self, name: str, props: dict[str, Any], status: str, system: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A job's resource; ``system``: its ``systemData`` (default: created by the function app's identity)."""
         stored = copy.deepcopy(props)
         stored["status"] = status
         stored["services"] = {
@@ -1059,7 +1162,7 @@ class FakeArm(RequestsTransport):
             "id": self.arm_id("jobs", name),
             "name": name,
             "type": f"{PROVIDER}/workspaces/jobs",
-            "systemData": {"createdAt": CREATED},
+            "systemData": system if system is not None else system_data(APP_CLAIMS, CREATED),
             "properties": stored,
         }
 
@@ -1206,6 +1309,7 @@ class FakeArm(RequestsTransport):
                 "id": self.arm_id("onlineEndpoints", endpoint, "deployments", name),
                 "name": name,
                 "type": f"{PROVIDER}/workspaces/onlineEndpoints/deployments",
+                "systemData": self._modified_by(call, self.deployments.get((endpoint, name))),
             }
         )
         stored["properties"].setdefault("scaleSettings", {"scaleType": "Default"})  # the service's default

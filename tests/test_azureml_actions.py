@@ -27,12 +27,14 @@ from function_app.adapters.azureml import AzureMLActions, translate
 from handlers import gate
 from handlers.decisions import DeployPlan, JobPlan
 from handlers.errors import PermanentError, TransientError
+from handlers.jobnames import job_name as keyed_job_name
 from handlers.policy import GateRule
 from handlers.signals import ManualRequest, Trigger
 from tests.azure_world import (
     DATASET,
     DRIFT_SAMPLE,
     ENDPOINT,
+    JOB_NAME_KEY,
     MODEL,
     RG,
     RUN_SAMPLE,
@@ -56,7 +58,9 @@ def test_sample_drift_event_submits_exactly_the_expected_pipeline_job(azure: Azu
     [rec] = azure.deliver(raw).decisions
     assert (rec.action, rec.outcome, rec.model) == ("retrain", "submitted", MODEL)
     job_name = rec.job["name"]  # type: ignore[index]
-    assert job_name == f"retrain-sklearn-regression-model-{rec.id.split('-', 1)[1]}"  # from the decision key
+    # from the decision key, under the service's secret (RETRAIN_JOB_NAME_KEY)
+    assert job_name == keyed_job_name(JOB_NAME_KEY.encode(), MODEL, rec.id)
+    assert rec.id.split("-", 1)[1] not in job_name  # not the public digest a workspace user can compute
 
     [put] = azure.arm.job_puts
     assert put.path == f"jobs/{job_name}"

@@ -590,3 +590,20 @@ def test_the_static_check_finds_a_native_call_whose_failure_would_be_ignored() -
 @pytest.mark.parametrize("script", sorted(p.name for p in HOOKS.glob("*.ps1")))
 def test_every_native_command_in_the_powershell_hooks_is_checked(script: str) -> None:
     assert unchecked_native_calls((HOOKS / script).read_text(encoding="utf-8")) == []
+
+
+# ------------------------------------------------------------------ preprovision: the job-name key
+
+
+def test_preprovision_generates_the_job_name_key_once_and_never_prints_it(project: Project) -> None:
+    done = project.run("preprovision")
+    assert done.returncode == 0, done.stderr
+    key = project.azd_env["RETRAIN_JOB_NAME_KEY"]
+    assert re.fullmatch(r"[0-9a-f]{64}", key)
+    assert key not in done.stdout and key not in done.stderr
+    assert "generated RETRAIN_JOB_NAME_KEY" in done.stdout
+
+    project.world["env"] = {}
+    again = project.run("preprovision", RETRAIN_JOB_NAME_KEY=key)  # azd passes the environment's values
+    assert again.returncode == 0, again.stderr
+    assert "RETRAIN_JOB_NAME_KEY" not in project.azd_env  # kept: a new key would not find jobs in progress

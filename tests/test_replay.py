@@ -127,6 +127,7 @@ def test_retrain_replay_reads_and_marks_real_blobs_and_decides_on_the_table_ledg
         "RETRAIN_BLOB_CONNECTION": azurite.connection_string,
         "RETRAIN_DEADLETTER_CONTAINER": container,
         "RETRAIN_LEDGER": "table",
+        "RETRAIN_JOB_NAME_KEY": "0123456789abcdef" * 4,
         "RETRAIN_TABLES_CONNECTION": azurite.connection_string,
         "RETRAIN_TABLE_PREFIX": prefix,
     }.items():

@@ -26,7 +26,9 @@ whose message says what is wrong and where to fix it.
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import logging
 import re
 import sys
@@ -254,6 +256,57 @@ def _check_inputs(plan: JobPlan, ref: str, declared: Mapping[str, Any]) -> None:
             )
 
 
+_COMPONENT_ID = re.compile(r"/components/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
+_SHORT_COMPONENT = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
+
+
+def _same_component(ref: str, job_component: str) -> bool:
+    """Whether a job's component (an ARM id, or ``azureml:name:version``) is the plan's ``ref``
+    (``name:version``, or ``name@label``: a label moves, so the name decides)."""
+    match = _COMPONENT_ID.search(job_component) or _SHORT_COMPONENT.match(job_component)
+    if match is None:
+        return False
+    name, sep, rest = ref.partition("@") if "@" in ref else ref.partition(":")
+    if match["name"].lower() != name.lower():
+        return False
+    return sep == "@" or match["version"] == rest
+
+
+def _claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, read without verifying it (our own credential's token)."""
+    try:
+        payload = token.split(".")[1]
+        payload += "=" * (-len(payload) % 4)
+        claims = json.loads(base64.urlsafe_b64decode(payload))
+    except (IndexError, ValueError) as exc:
+        raise PermanentError(f"the service's own access token is not a JWT ({type(exc).__name__})") from exc
+    return claims if isinstance(claims, dict) else {}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the service acts as, as Azure records a creator (``systemData.createdBy`` / ``createdByType``):
+    an application or managed identity by its client id (``appid`` / ``azp``) or object id (``oid``);
+    a person (running the service locally with their sign-in) by sign-in name or object id."""
+
+    names: frozenset[str]
+    kinds: frozenset[str]
+    label: str
+
+    @classmethod
+    def from_claims(cls, claims: Mapping[str, Any]) -> Identity:
+        if claims.get("idtyp") == "user" or "upn" in claims:
+            keys: tuple[str, ...] = ("upn", "unique_name", "preferred_username", "email", "oid")
+            kinds = frozenset({"user"})
+        else:
+            keys, kinds = ("appid", "azp", "oid"), frozenset({"application", "managedidentity"})
+        names = frozenset(str(claims[k]).lower() for k in keys if claims.get(k))
+        if not names:
+            raise PermanentError("the service's own access token names no identity (no appid, azp, oid or upn)")
+        label = str(claims.get("appid") or claims.get("azp") or claims.get("upn") or claims.get("oid"))
+        return cls(names, kinds, label)
+
+
 class AzureMLActions:
     name = "azureml"
 
@@ -264,6 +317,8 @@ class AzureMLActions:
         self.retry = retry
         self.mlflow: MlflowRuns | None = None  # the workspace's MLflow tracking server (gate source mlflow)
         self.started = retry.clock()  # role assignments made at deployment take up to an hour to apply
+        self._credential: Callable[[], Any] | None = None  # the client's credential (from_settings)
+        self._identity: Identity | None = None
 
     @classmethod
     def from_settings(
@@ -295,6 +350,7 @@ class AzureMLActions:
 
         transport = {k: v for k, v in client_kwargs.items() if k == "transport"}
         actions = cls(build, workspace, retry or RetryPolicy.from_settings(settings))
+        actions._credential = creds.get
         actions.mlflow = MlflowRuns(creds.get, actions.tracking_uri, **transport)
         return actions
 
@@ -327,9 +383,13 @@ class AzureMLActions:
     # ------------------------------------------------------------------ retrain
 
     def submit_retrain(self, plan: JobPlan) -> ActionResult:
+        """Submit the pipeline job ``plan.name``; adopt a job of that name only when it is provably the
+        one this decision submitted (:meth:`_not_ours`): anything else is a PermanentError (a recorded
+        ``failed`` decision) that names who created it, and nothing is submitted or deployed."""
         budget = self.retry.budget()
         existing = self._find_job(budget, plan.name)
         if existing is not None:
+            self._refuse_foreign(budget, plan, existing)
             log.info("pipeline job %s exists already; adopting it (model=%s)", plan.name, plan.model)
             return self._submitted(existing, adopted=True)
         component_id = self._component_id(budget, plan)
@@ -351,10 +411,82 @@ class AzureMLActions:
                     self.workspace.name,
                     roles_settling=self.roles_settling,
                 ) from exc
+            self._refuse_foreign(budget, plan, raced)
             log.info("pipeline job %s was submitted concurrently; adopting it", plan.name)
             return self._submitted(raced, adopted=True)
+        # A PUT on a name someone created between our look and our PUT is an update of their job
+        # (the REST API's create-or-update): the answer says whose job it is.
+        self._refuse_foreign(budget, plan, job)
         log.info("submitted pipeline job %s model=%s component=%s", plan.name, plan.model, component_id)
         return self._submitted(job, adopted=False)
+
+    # ------------------------------------------------------------------ provenance
+
+    def _own_identity(self) -> Identity:
+        """Who this client acts as: read once from the claims of its own ARM token (unverified: it
+        is our credential's own token, not a caller's)."""
+        if self._identity is None:
+            credential = self._credential() if self._credential is not None else getattr(self.ml, "_credential", None)
+            if credential is None:
+                raise PermanentError("the Azure ML client has no credential to tell this service's own jobs apart")
+            try:
+                token = credential.get_token("https://management.azure.com/.default").token
+            except AzureError as exc:
+                raise translate(exc, "reading the service's own identity", workspace=self.workspace.name) from exc
+            self._identity = Identity.from_claims(_claims(token))
+        return self._identity
+
+    def _refuse_foreign(self, budget: Budget, plan: JobPlan, job: Any) -> None:
+        why = self._not_ours(budget, plan, job)
+        if why is None:
+            return
+        creator = getattr(job, "creation_context", None)
+        who = getattr(creator, "created_by", None) or "an unknown identity"
+        raw = getattr(creator, "created_by_type", None)
+        kind = str(getattr(raw, "value", raw) or "unknown type")
+        experiment = getattr(job, "experiment_name", None) or "(none)"
+        log.warning(
+            "pipeline job %s exists but is not this decision's (%s); created by %s (%s) in experiment %s; not adopted",
+            plan.name,
+            why,
+            str(who)[:200],
+            kind,
+            str(experiment)[:200],
+        )
+        raise PermanentError(
+            f"pipeline job {plan.name} already exists in workspace {self.workspace.name} but was not submitted by "
+            f"this service for this decision ({why}): it was created by {str(who)[:200]} ({kind}) in experiment "
+            f"{str(experiment)[:200]!r}; it is not adopted and nothing is deployed from it. Someone with access "
+            "to the workspace created a job under the name this decision uses: find out who, and cancel it "
+            "(RETRAIN_JOB_NAME_KEY keeps job names unguessable; rotate it if it leaked)"
+        )
+
+    def _not_ours(self, budget: Budget, plan: JobPlan, job: Any) -> str | None:
+        """Why ``job`` is not the job this decision submitted (None: it is): it must carry the plan's
+        tags, sit in the plan's experiment, run the plan's pipeline component, and have been created
+        by this service's own identity (the job's ``systemData``; a tag or a name anyone can write)."""
+        tags = {str(k): v for k, v in (getattr(job, "tags", None) or {}).items()}
+        wrong = sorted(k for k, v in plan.tags.items() if tags.get(k) != v)
+        if wrong:
+            return f"its tags {', '.join(wrong)} are not this decision's"
+        experiment = str(getattr(job, "experiment_name", None) or "")
+        if experiment != plan.experiment:
+            return f"it is in experiment {experiment[:200]!r}, not {plan.experiment!r}"
+        component = str(getattr(job, "component", None) or "")
+        if not _same_component(plan.component, component):
+            return f"it runs component {component[:300]!r}, not {plan.component!r}"
+        return self._not_created_by_us(getattr(job, "creation_context", None))
+
+    def _not_created_by_us(self, creator: Any) -> str | None:
+        who = str(getattr(creator, "created_by", None) or "")
+        raw = getattr(creator, "created_by_type", None)
+        kind = str(getattr(raw, "value", raw) or "")
+        mine = self._own_identity()
+        if not who:
+            return "Azure ML reports no creator for it"
+        if kind.lower() not in mine.kinds or who.lower() not in mine.names:
+            return f"this service's identity ({mine.label}) did not create it"
+        return None
 
     def job_status(self, name: str) -> JobInfo | None:
         """The job as the workspace reports it now (``jobs.get``); None when there is no such job.
@@ -488,7 +620,9 @@ class AzureMLActions:
             "name": f"{plan.endpoint}/{plan.deployment}",
             "url": self.workspace.studio(f"endpoints/realtime/{quote(plan.endpoint)}/detail"),
         }
-        if self._find_deployment(budget, plan) is not None:
+        found = self._find_deployment_rest(budget, plan)
+        if found is not None:
+            self._refuse_foreign_deployment(plan, found, model)
             note = f"deployment {plan.endpoint}/{plan.deployment} already existed (a redelivery); adopted"
             return ActionResult("submitted", job=job, details={**details, "adopted": True, "note": note})
         deployment = self._deployment(plan, live, model, self._collector(budget, plan, live), mount_path)
@@ -896,6 +1030,57 @@ class AzureMLActions:
             f"endpoint {endpoint} already has {len(found)} deployments, the most Azure ML allows per endpoint "
             f'("Manage and increase quotas"); delete deployments it no longer needs (rolled-back or demoted '
             f"ones at 0% traffic: {names}) or ask for a higher limit with a quota request, then deploy again"
+        )
+
+    def _find_deployment_rest(self, budget: Budget, plan: DeployPlan) -> Any | None:
+        """The deployment as the REST API answers it (the SDK's entity drops ``systemData``)."""
+        rest = getattr(self.ml.online_deployments, "_online_deployment", None)
+        if rest is None:
+            return self._find_deployment(budget, plan)
+        return self._get_or_none(
+            budget,
+            f"deployment {plan.endpoint}/{plan.deployment}",
+            lambda: rest.get(
+                resource_group_name=self.workspace.resource_group,
+                workspace_name=self.workspace.name,
+                endpoint_name=plan.endpoint,
+                deployment_name=plan.deployment,
+            ),
+        )
+
+    def _refuse_foreign_deployment(self, plan: DeployPlan, found: Any, model: ModelVersion) -> None:
+        """A deployment of the candidate's name is adopted only when it is this decision's: its tags,
+        the candidate model, created by this service's identity. Otherwise a PermanentError naming
+        its creator: nothing is deployed and no traffic moves."""
+        tags = {str(k): v for k, v in (getattr(found, "tags", None) or {}).items()}
+        props = getattr(found, "properties", None)
+        served = str(getattr(props, "model", None) or getattr(found, "model", None) or "")
+        creator = getattr(found, "system_data", None) or getattr(found, "creation_context", None)
+        wrong = sorted(k for k, v in plan.tags.items() if tags.get(k) != v)
+        if wrong:
+            why: str | None = f"its tags {', '.join(wrong)} are not this decision's"
+        elif served.lower() != str(model.id).lower():
+            why = f"it serves {served[:300]!r}, not the candidate {model.label}"
+        else:
+            why = self._not_created_by_us(creator)
+        if why is None:
+            return
+        who = str(getattr(creator, "created_by", None) or "an unknown identity")[:200]
+        raw = getattr(creator, "created_by_type", None)
+        kind = str(getattr(raw, "value", raw) or "unknown type")
+        log.warning(
+            "deployment %s/%s exists but is not this decision's (%s); created by %s (%s); not adopted",
+            plan.endpoint,
+            plan.deployment,
+            why,
+            who,
+            kind,
+        )
+        raise PermanentError(
+            f"deployment {plan.endpoint}/{plan.deployment} already exists but was not created by this service for "
+            f"this decision ({why}): it was created by {who} ({kind}); it is not adopted and no traffic is moved. "
+            "Someone with access to the workspace created a deployment under the name this decision uses: find "
+            "out who, and delete it"
         )
 
     def _find_deployment(self, budget: Budget, plan: DeployPlan) -> Any | None:

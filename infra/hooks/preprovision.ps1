@@ -57,3 +57,11 @@ if ($found.Count -ge 3) {
     Set-AzdEnv 'RETRAIN_SYSTEM_TOPIC_STATE' ''
     Set-AzdEnv 'RETRAIN_SYSTEM_TOPIC_CREATED' 'true'
 }
+
+# 5. The secret the retraining jobs are named with: generated once, kept after that.
+if (-not $env:RETRAIN_JOB_NAME_KEY) {
+    $key = (& $python -c 'import secrets; print(secrets.token_hex(32))' | Out-String).Trim()
+    if ($LASTEXITCODE -ne 0) { Fail "cannot generate RETRAIN_JOB_NAME_KEY with $python" }
+    Set-AzdEnv 'RETRAIN_JOB_NAME_KEY' $key
+    Say 'generated RETRAIN_JOB_NAME_KEY (the secret the retraining jobs are named with) in this azd environment'
+}

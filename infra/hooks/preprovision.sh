@@ -17,6 +17,10 @@
 #     that no longer exists (a deleted environment's) is dropped, since a PUT naming it fails; a
 #     topic with more user-assigned identities than Event Grid allows stops here with what to do.
 #     RETRAIN_SYSTEM_TOPIC_CREATED records, the first time, whether this environment created it.
+#  5. Generates RETRAIN_JOB_NAME_KEY once per environment (64 random hex digits, never printed): the
+#     secret the app names its retraining jobs with, so that no workspace user can predict the name of
+#     the next one and create it first. Kept when it is set: a new key would not find the jobs of
+#     retrains in progress (README, Security model).
 set -eu
 HOOK=preprovision
 HOOKS=$(cd "$(dirname "$0")" && pwd)
@@ -79,4 +83,11 @@ else
   azd env set RETRAIN_SYSTEM_TOPIC_RESOURCE_GROUP ""
   azd env set RETRAIN_SYSTEM_TOPIC_STATE ""
   azd env set RETRAIN_SYSTEM_TOPIC_CREATED true
+fi
+
+# 5. The secret the retraining jobs are named with: generated once, kept after that.
+if [ -z "${RETRAIN_JOB_NAME_KEY:-}" ]; then
+  KEY=$("$PYTHON" -c "import secrets; print(secrets.token_hex(32))") || die "cannot generate RETRAIN_JOB_NAME_KEY with $PYTHON"
+  azd env set RETRAIN_JOB_NAME_KEY "$KEY"
+  say "generated RETRAIN_JOB_NAME_KEY (the secret the retraining jobs are named with) in this azd environment"
 fi

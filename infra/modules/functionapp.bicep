@@ -39,6 +39,9 @@ param deploymentContainerName string
 @description('Application Insights connection string (no key use: local auth is disabled on the component).')
 param applicationInsightsConnectionString string
 
+// Secure: it carries RETRAIN_JOB_NAME_KEY, which a plain object parameter would show in the
+// deployment history to anyone who can read the resource group.
+@secure()
 @description('The service\'s own settings (RETRAIN_*, AZUREML_*...), merged over the host settings below.')
 param appSettings object
 
