@@ -114,6 +114,7 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Retrain
     from handlers.policy import load_policy
     from handlers.wiring import assemble
 
+    job_key = job_name_key(settings, resolve(settings.sqlite_path))  # refused first: a setting is missing
     policy = load_policy(resolve(settings.policy_path))
     actions = make_actions(settings)
     return assemble(
@@ -131,7 +132,7 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Retrain
         notifier=make_notifier(settings),
         notify_max_attempts=settings.notify_max_attempts,
         notify_max_age=timedelta(hours=settings.notify_max_age_hours),
-        job_name_key=job_name_key(settings, resolve(settings.sqlite_path)),
+        job_name_key=job_key,
     )
 
 

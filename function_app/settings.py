@@ -101,6 +101,8 @@ SETTINGS: tuple[Setting, ...] = (
         "RETRAIN_NOTIFY_MAX_AGE_HOURS",
         "24",
         "hours after its decision that a notification not sent yet is dead-lettered at its next failure",
+    ),
+    Setting(
         "RETRAIN_JOB_NAME_KEY",
         None,
         "secret key the retraining jobs are named with (HMAC-SHA256, at least 32 characters), so that no workspace "
@@ -241,12 +243,6 @@ class Settings:
                 f"RETRAIN_JOB_NAME_KEY is {len(job_key.strip())} characters: use a random secret of at least "
                 f'{MIN_JOB_NAME_KEY} (e.g. python -c "import secrets; print(secrets.token_hex(32))")'
             )
-        elif job_key is None and ledger == "table":
-            problems.append(
-                "RETRAIN_JOB_NAME_KEY is required with RETRAIN_LEDGER=table: the secret the retraining jobs are "
-                "named with (the deployment generates it: infra/hooks/preprovision; by hand: azd env set "
-                'RETRAIN_JOB_NAME_KEY $(python -c "import secrets; print(secrets.token_hex(32))") and provision)'
-            )
         if problems:
             raise ValueError("invalid settings:\n  " + "\n  ".join(problems))
         return cls(
@@ -320,8 +316,12 @@ def job_name_key(settings: Settings, sqlite_file: Path) -> bytes:
     so that the service names a redelivered event's job as it did the first time."""
     if settings.job_name_key:
         return settings.job_name_key.encode()
-    if settings.ledger != "sqlite":  # from_env refuses this; a hand-built Settings may not
-        raise ValueError("RETRAIN_JOB_NAME_KEY is required with RETRAIN_LEDGER=table")
+    if settings.ledger != "sqlite":
+        raise ValueError(
+            "invalid settings:\n  RETRAIN_JOB_NAME_KEY is required with RETRAIN_LEDGER=table: the secret the "
+            "retraining jobs are named with (the deployment generates it: infra/hooks/preprovision; by hand: azd env "
+            'set RETRAIN_JOB_NAME_KEY $(python -c "import secrets; print(secrets.token_hex(32))") and provision)'
+        )
     return _key_file(sqlite_file.parent / JOB_NAME_KEY_FILE)
 
 

@@ -21,6 +21,7 @@ import pytest
 from azure.ai.ml import MLClient
 from azure.ai.ml.entities import PipelineJob
 
+from function_app import runtime
 from function_app.settings import JOB_NAME_KEY_FILE, Settings, job_name_key
 from handlers.decisions import Retrain, decide
 from handlers.errors import TransientError
@@ -280,7 +281,7 @@ def test_a_local_service_keeps_its_job_name_key_in_a_private_file_beside_the_led
 def test_the_table_ledger_without_a_job_name_key_is_a_start_up_error_saying_how_to_set_it() -> None:
     env = {"RETRAIN_LEDGER": "table", "RETRAIN_TABLES_ACCOUNT_URL": "https://st.table.core.windows.net"}
     with pytest.raises(ValueError, match=r"RETRAIN_JOB_NAME_KEY is required with RETRAIN_LEDGER=table.*azd env set"):
-        Settings.from_env(env)
+        runtime.build(Settings.from_env(env))
     with pytest.raises(ValueError, match=r"RETRAIN_JOB_NAME_KEY is 5 characters.*at least 32"):
         Settings.from_env({**env, "RETRAIN_JOB_NAME_KEY": "short"})
     assert Settings.from_env({**env, "RETRAIN_JOB_NAME_KEY": "x" * 64}).job_name_key == "x" * 64
