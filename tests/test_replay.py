@@ -171,6 +171,7 @@ def test_one_unreadable_blob_is_reported_and_skipped_and_the_others_are_replayed
         "RETRAIN_BLOB_CONNECTION": azurite.connection_string,
         "RETRAIN_DEADLETTER_CONTAINER": container,
         "RETRAIN_LEDGER": "table",
+        "RETRAIN_JOB_NAME_KEY": "0123456789abcdef" * 4,
         "RETRAIN_TABLES_CONNECTION": azurite.connection_string,
         "RETRAIN_TABLE_PREFIX": prefix,
     }.items():
