@@ -39,7 +39,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RETRAIN_TABLE_PREFIX", "retrain", "prefix of the ledger's table names"),
     Setting("RETRAIN_RETENTION_DAYS", "30", "days to keep event and decision records"),
     Setting("RETRAIN_BACKEND", "dryrun", "'dryrun' renders what would be submitted; 'azureml' acts on the workspace"),
-    Setting("RETRAIN_DEADLINE_SECONDS", "25", "time budget of one delivery, retries included (Event Grid waits 30 s)"),
+    Setting(
+        "RETRAIN_DEADLINE_SECONDS",
+        "25",
+        "time budget of one delivery, retries included; under 30 (Event Grid waits 30 s). A webhook batch "
+        "answers after 80% of it, leaving the events not reached to the redelivery",
+    ),
     Setting("RETRAIN_ALLOW_FORCE", "false", "whether manual requests may send force=true to pass cooldown/in-flight"),
     Setting(
         "RETRAIN_JOB_GRACE_MINUTES",
@@ -119,6 +124,9 @@ SETTINGS: tuple[Setting, ...] = (
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 MIN_JOB_NAME_KEY = 32  # characters of RETRAIN_JOB_NAME_KEY (the deployment generates 64 hex digits)
 JOB_NAME_KEY_FILE = "job-name.key"  # beside the SQLite ledger, when RETRAIN_JOB_NAME_KEY is empty
+
+
+EVENT_GRID_WAITS = 30.0  # seconds Event Grid waits for a delivery's answer (AZURE-FACTS.md)
 
 
 def _positive(text: str) -> float:
@@ -213,6 +221,11 @@ class Settings:
             if numbers[name] <= 0:
                 problems.append(f"{name}={get(name)!r}: must be a positive number")
                 numbers[name] = float(_DEFAULTS[name] or 1)
+        if numbers["RETRAIN_DEADLINE_SECONDS"] >= EVENT_GRID_WAITS:
+            problems.append(
+                f"RETRAIN_DEADLINE_SECONDS={get('RETRAIN_DEADLINE_SECONDS')!r}: must be under {EVENT_GRID_WAITS:g} "
+                "(Event Grid waits 30 s for an answer, then counts the delivery failed); 25 leaves room for the reply"
+            )
         health_source = req("RETRAIN_HEALTH_SOURCE").lower()
         if health_source not in ("metrics", "logs"):
             problems.append(f"RETRAIN_HEALTH_SOURCE={health_source!r}: use 'metrics' or 'logs'")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -308,3 +309,42 @@ def test_a_run_s_deploy_refused_by_a_guard_is_still_carried_out_from_a_later_eve
     assert (deploy.id, deploy.action, deploy.outcome) == (refused.id, "deploy", "submitted")
     assert world.ledger.get_decision(refused.id) == deploy and len(world.actions.deployments) == 1
     assert world.ledger.get_model(MODEL).flights[guards.ROLLOUT].decision == deploy.id
+
+
+class TickingClock:
+    """A clock that moves ``tick`` on every reading: work takes time, deterministically (no waiting)."""
+
+    def __init__(self, tick: timedelta) -> None:
+        self.now = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+        self.tick = tick
+
+    def __call__(self) -> datetime:
+        self.now += self.tick
+        return self.now
+
+
+def test_a_batch_answers_within_its_deadline_and_the_redelivery_goes_on_from_what_was_done(app: App) -> None:
+    """Event Grid waits 30 s whatever the batch's size: past 80% of RETRAIN_DEADLINE_SECONDS the events not
+    reached are deferred with a 503, and each redelivery finds what was done and gets further."""
+    from function_app import runtime
+    from function_app.settings import Settings
+
+    runtime.set_retrainer(runtime.build(Settings.from_env(), clock=TickingClock(timedelta(seconds=1))))
+    batch = [drift_event(event_id=f"big-{i}", monitor=f"monitor-{i % 3}") for i in range(24)]
+    deliveries, handled_before = [], 0
+    while True:
+        status, body = app.deliver("/api/events", batch)
+        deliveries.append(status)
+        assert [r["event_id"] for r in body["results"]] == [e["id"] for e in batch]  # every event answered
+        statuses = [r["status"] for r in body["results"]]
+        if status == 200:
+            break
+        assert status == 503 and "were not reached within the 20 s" in body["error"]
+        handled = statuses.index("deferred")
+        assert set(statuses[handled:]) == {"deferred"} and handled > handled_before  # each delivery gets on
+        assert set(statuses[:handled_before]) <= {"duplicate"}
+        handled_before = handled
+        assert len(deliveries) < len(batch)
+    assert len(deliveries) > 2 and set(statuses) <= {"processed", "duplicate"}
+    for event in batch:  # each event decided once, whichever delivery reached it
+        assert len(app.decisions_of(event["id"])) == 1

@@ -212,3 +212,13 @@ def test_a_ledger_disk_that_is_full_answers_503_with_retry_after_and_the_redeliv
         assert status == 200 and body["results"][0]["status"] in ("processed", "duplicate")
         _, trail = roomy.request("GET", f"/api/decisions?event_id={event_id}")
         assert len(trail["decisions"]) == 1
+
+
+@pytest.mark.parametrize("seconds", ["30", "45"])
+def test_a_deadline_event_grid_would_not_wait_for_stops_start_up(seconds: str) -> None:
+    proc = start_host({"RETRAIN_DEADLINE_SECONDS": seconds}, free_port())
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()  # a host that started anyway is not left running
+    assert proc.returncode == 2 and f"RETRAIN_DEADLINE_SECONDS='{seconds}': must be under 30" in err

@@ -4,12 +4,15 @@ schemas) and the Azure Monitor alert webhook (common alert schema)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import azure.functions as func
 
 from function_app.delivery import one_delivery
 from function_app.runtime import get_retrainer
+from function_app.settings import Settings
 from function_app.triggers.replies import error, from_exception, reply
 from handlers.errors import InvalidInput, RetrainError, TransientError
 from handlers.signals import VALIDATION, Envelope, envelope_from_dict, parse_alert, parse_events
@@ -87,21 +90,45 @@ def events_webhook(req: func.HttpRequest) -> func.HttpResponse:
         problems = [str(e) for e in items if isinstance(e, InvalidInput)]
         return error(400, f"no event in the body can be read: {problems[0]}", problems=problems)
     try:
-        service = get_retrainer().service
-    except RetrainError as exc:
-        return from_exception(exc)
-    return _deliver_batch(service, items)
+        retrainer = get_retrainer()
+        budget = timedelta(seconds=Settings.from_env().deadline_seconds * BATCH_SHARE)
+    except (RetrainError, ValueError) as exc:
+        return from_exception(exc if isinstance(exc, RetrainError) else TransientError(str(exc)))
+    return _deliver_batch(retrainer.service, items, retrainer.clock, budget)
 
 
-def _deliver_batch(service: Any, items: list[Envelope | InvalidInput]) -> func.HttpResponse:
+# The share of RETRAIN_DEADLINE_SECONDS a batch may spend before it answers: the event in hand when the
+# budget runs out still has the rest of the deadline (its retries are bounded by it, function_app/retry.py).
+BATCH_SHARE = 0.8
+
+
+def _deliver_batch(
+    service: Any, items: list[Envelope | InvalidInput], clock: Callable[[], datetime], budget: timedelta
+) -> func.HttpResponse:
     """Each event of a webhook batch on its own: one bad or failing event never takes the others
     down, and the reply says what happened to each. Any transient failure makes the reply 503, so
-    that Event Grid delivers the batch again; the events already handled come back as duplicates."""
+    that Event Grid delivers the batch again; the events already handled come back as duplicates.
+    Event Grid waits 30 s whatever the batch's size: once ``budget`` has passed, the events not reached
+    are ``deferred`` and the reply is a 503 too, so the redelivery finds what was done and goes on.
+    Each delivery handles at least one event that was not done before, so redeliveries always get on."""
     results: list[dict[str, Any]] = []
     decided: list[Any] = []  # the decisions made now (not a duplicate's), for the span
     transient: TransientError | None = None
+    deferred = 0
+    progressed = False  # an event not done before was handled: once one was, the budget may end the batch
+    started = clock()
     with one_delivery("webhook") as span:  # Event Grid waits 30 s for the whole batch
         for n, item in enumerate(items):
+            if progressed and clock() - started >= budget:
+                deferred = len(items) - n
+                results.extend(_deferred(rest, n + i) for i, rest in enumerate(items[n:]))
+                log.warning(
+                    "webhook batch: %d of %d event(s) deferred to the redelivery after %.1f s",
+                    deferred,
+                    len(items),
+                    (clock() - started).total_seconds(),
+                )
+                break
             if isinstance(item, InvalidInput):
                 log.warning("webhook event %d of the batch is unreadable: %s", n, item)
                 results.append({"index": n, "status": "rejected", "error": str(item)})
@@ -109,10 +136,12 @@ def _deliver_batch(service: Any, items: list[Envelope | InvalidInput]) -> func.H
             try:
                 result = service.handle_envelope(item)
                 results.append(result.to_dict())
+                progressed = progressed or result.status != "duplicate"
                 decided.extend(result.decisions if result.status == "processed" else ())
             except TransientError as exc:
                 log.warning("transient failure on event %s (%d of %d): %s", item.event_id, n + 1, len(items), exc)
                 transient = transient or exc
+                progressed = True
                 results.append({"event_id": item.event_id, "status": "retry", "error": str(exc)})
         span.decided(decided, [e.event_id for e in items if isinstance(e, Envelope)])
     if transient is not None:
@@ -122,7 +151,21 @@ def _deliver_batch(service: Any, items: list[Envelope | InvalidInput]) -> func.H
             retry_after=int(transient.retry_after or 10),
             results=results,
         )
+    if deferred:
+        return error(
+            503,
+            f"{deferred} of {len(items)} event(s) were not reached within the {budget.total_seconds():g} s this "
+            "batch may take (Event Grid waits 30 s); deliver the batch again: the events handled are duplicates",
+            retry_after=1,
+            results=results,
+        )
     return reply({"results": results})
+
+
+def _deferred(item: Envelope | InvalidInput, index: int) -> dict[str, Any]:
+    if isinstance(item, InvalidInput):
+        return {"index": index, "status": "rejected", "error": str(item)}
+    return {"event_id": item.event_id, "status": "deferred"}
 
 
 @bp.function_name("azure_monitor_alert")
