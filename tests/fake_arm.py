@@ -462,6 +462,7 @@ class FakeArm(RequestsTransport):
                         "AzureML Data Scientist",
                         self.ws_path,
                         actions=(
+                            f"{PROVIDER}/workspaces/read",
                             f"{PROVIDER}/workspaces/*/read",
                             f"{PROVIDER}/workspaces/*/action",
                             f"{PROVIDER}/workspaces/*/delete",

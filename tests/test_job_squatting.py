@@ -23,7 +23,7 @@ from azure.ai.ml.entities import PipelineJob
 
 from function_app import runtime
 from function_app.settings import JOB_NAME_KEY_FILE, Settings, job_name_key
-from handlers.decisions import Retrain, decide
+from handlers.decisions import Deploy, Retrain, decide
 from handlers.errors import TransientError
 from handlers.jobnames import job_name
 from handlers.signals import envelope_from_dict, to_signal, workspace_key
@@ -285,3 +285,38 @@ def test_the_table_ledger_without_a_job_name_key_is_a_start_up_error_saying_how_
     with pytest.raises(ValueError, match=r"RETRAIN_JOB_NAME_KEY is 5 characters.*at least 32"):
         Settings.from_env({**env, "RETRAIN_JOB_NAME_KEY": "short"})
     assert Settings.from_env({**env, "RETRAIN_JOB_NAME_KEY": "x" * 64}).job_name_key == "x" * 64
+
+
+# --------------------------------------------------------------------------- candidate deployments
+
+
+def public_deployment_name(azure: AzureWorld, raw: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """The candidate deployment's name and tags, as anyone can compute them from a run's event."""
+    workspaces = frozenset({workspace_key(WORKSPACE_ID)})
+    signal = to_signal(envelope_from_dict(raw), workspaces)
+    [decision] = decide(signal, POLICY, azure_now(), workspaces)
+    assert isinstance(decision, Deploy)
+    return decision.plan.deployment, dict(decision.plan.tags)
+
+
+def test_a_deployment_someone_else_created_under_the_candidates_name_is_not_adopted(azure: AzureWorld) -> None:
+    """A finished candidate run's deployment name is a digest of the run id: the workspace user creates a
+    deployment of that name on the endpoint first, with the decision's tags. The service must not
+    adopt it (the rollout would move production traffic to it): a failed decision naming them."""
+    raw = azure.finished_run(r2="0.61")
+    name, tags = public_deployment_name(azure, raw)
+    theirs = workspace_user(azure)
+    live = theirs.online_deployments.get("blue", endpoint_name=ENDPOINT)
+    live.name, live.tags, live.data_collector = name, tags, None
+    theirs.online_deployments.begin_create_or_update(live, skip_script_validation=True)
+    assert azure.arm.deployments[(ENDPOINT, name)]["systemData"]["createdBy"] == USER_UPN
+    puts = len(azure.arm.requests_to("PUT", r"^onlineEndpoints/"))
+
+    [rec] = azure.deliver(raw).decisions
+    assert (rec.action, rec.outcome) == ("deploy", "failed"), rec.reason
+    assert f"deployment {ENDPOINT}/{name} already exists" in rec.reason and USER_UPN in rec.reason
+    assert "adopted" not in rec.details
+    assert len(azure.arm.requests_to("PUT", r"^onlineEndpoints/")) == puts  # nothing created, no traffic moved
+    assert azure.arm.requests_to("PUT", r"^models/") == []  # nor a version registered for it
+    assert azure.arm.endpoints[ENDPOINT]["properties"]["traffic"] == {"blue": 100}
+    assert "rollout" not in azure.ledger.get_model(MODEL).flights

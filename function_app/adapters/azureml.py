@@ -605,7 +605,17 @@ class AzureMLActions:
         live_name = facts.live_deployment.partition("/")[2]
         live, mount_path = self._live_deployment(budget, plan.endpoint, live_name)
         details: dict[str, Any] = {"backend": self.name}
+        job = {
+            "name": f"{plan.endpoint}/{plan.deployment}",
+            "url": self.workspace.studio(f"endpoints/realtime/{quote(plan.endpoint)}/detail"),
+        }
+        # Looked for before anything is registered: a deployment of the name that is not this
+        # decision's fails it with nothing changed.
+        found = self._find_deployment_rest(budget, plan)
         model = facts.candidate_version
+        if found is not None:
+            self._refuse_foreign_deployment(plan, found, model)
+            assert model is not None  # checked: it serves this decision's candidate
         if model is None:
             model = self._register(budget, plan, facts)
             details["registered"] = model.label
@@ -616,13 +626,7 @@ class AzureMLActions:
                 "traffic": 0,
             }
         )
-        job = {
-            "name": f"{plan.endpoint}/{plan.deployment}",
-            "url": self.workspace.studio(f"endpoints/realtime/{quote(plan.endpoint)}/detail"),
-        }
-        found = self._find_deployment_rest(budget, plan)
         if found is not None:
-            self._refuse_foreign_deployment(plan, found, model)
             note = f"deployment {plan.endpoint}/{plan.deployment} already existed (a redelivery); adopted"
             return ActionResult("submitted", job=job, details={**details, "adopted": True, "note": note})
         deployment = self._deployment(plan, live, model, self._collector(budget, plan, live), mount_path)
@@ -1048,10 +1052,11 @@ class AzureMLActions:
             ),
         )
 
-    def _refuse_foreign_deployment(self, plan: DeployPlan, found: Any, model: ModelVersion) -> None:
+    def _refuse_foreign_deployment(self, plan: DeployPlan, found: Any, model: ModelVersion | None) -> None:
         """A deployment of the candidate's name is adopted only when it is this decision's: its tags,
-        the candidate model, created by this service's identity. Otherwise a PermanentError naming
-        its creator: nothing is deployed and no traffic moves."""
+        the candidate model (``model``; None: this decision has registered no version yet, so no
+        deployment of it can be its own), created by this service's identity. Otherwise a
+        PermanentError naming its creator: nothing is registered or deployed and no traffic moves."""
         tags = {str(k): v for k, v in (getattr(found, "tags", None) or {}).items()}
         props = getattr(found, "properties", None)
         served = str(getattr(props, "model", None) or getattr(found, "model", None) or "")
@@ -1059,6 +1064,8 @@ class AzureMLActions:
         wrong = sorted(k for k, v in plan.tags.items() if tags.get(k) != v)
         if wrong:
             why: str | None = f"its tags {', '.join(wrong)} are not this decision's"
+        elif model is None:
+            why = f"it serves {served[:300]!r}, and this decision has registered no candidate version yet"
         elif served.lower() != str(model.id).lower():
             why = f"it serves {served[:300]!r}, not the candidate {model.label}"
         else:
