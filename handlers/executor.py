@@ -124,9 +124,12 @@ class Executor:
         """The final record already under ``decision``'s id (anything past ``reserved``), or None: what a
         redelivery of its event, or a retried request, answers with instead of deciding again. When
         the decision still holds its model's slot as reserved (its worker died after recording the
-        outcome, before settling), the slot is settled by that record first."""
+        outcome, before settling), the slot is settled by that record first. A run's deploy decision
+        that a guard refused is not final (:meth:`_judged_already`): it is judged again."""
         done = self.ledger.get_decision(decision.id)
         if done is None or done.outcome == "reserved":
+            return None
+        if isinstance(decision, Deploy) and decision.plan.source == "run" and "guard" in done.details:
             return None
         model = decision.model
         if model is not None:

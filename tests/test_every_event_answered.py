@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from handlers import guards
-from handlers.errors import PermanentError
+from handlers.errors import PermanentError, TransientError
 from handlers.records import MAX_TEXT, DecisionRecord
 from handlers.signals import Trigger
 from handlers.wiring import Retrainer, assemble
 from tests.builders import WORKSPACE, breach_event, drift_event, ours, run_event
-from tests.crashes import DiesAfterActing, DiesBeforeActing, LedgerThatDies, WorkerDied
+from tests.crashes import DiesAfterActing, DiesBeforeActing, FinishFailsOnce, LedgerThatDies, WorkerDied
 from tests.ledgers import LedgerSpec
 from tests.world import DRIFT, MODEL, App, World
 
@@ -348,3 +348,33 @@ def test_a_batch_answers_within_its_deadline_and_the_redelivery_goes_on_from_wha
     assert len(deliveries) > 2 and set(statuses) <= {"processed", "duplicate"}
     for event in batch:  # each event decided once, whichever delivery reached it
         assert len(app.decisions_of(event["id"])) == 1
+
+
+def test_the_redelivery_of_a_run_s_deploy_refused_by_a_guard_judges_it_again_once_the_slot_is_free(
+    ledger_spec: LedgerSpec,
+) -> None:
+    """The event's own redelivery (its records were written, marking it done failed: the Table
+    ledger's order) is another chance for a refusal by a guard, as a later event about the run is;
+    a final outcome it would not replace."""
+
+    class DoneFails(FinishFailsOnce):
+        def finish_event(self, trigger: Trigger, ids: Any, now: Any, records: Any = ()) -> list[Any]:
+            for record in records:  # the records first, as the Table ledger writes them
+                self.inner.put_decision(record)
+            return super().finish_event(trigger, ids, now, records)
+
+    world = World(ledger_spec)
+    world.ledger.update_model(
+        MODEL, lambda s: guards.reserve(s, guards.ROLLOUT, "de-another", world.clock(), None, None)
+    )
+    raw = run_event(run_id="run-9", tags={**ours(MODEL), "r2_score": "0.61"}, event_id="completed")
+    with pytest.raises(TransientError):
+        world.deliver(raw, world.new_worker(ledger=DoneFails(ledger_spec.open())))
+    [refused] = world.ledger.decisions(MODEL)
+    assert (refused.action, refused.outcome, refused.details["guard"]) == ("deploy", "skipped", "in_flight")
+    world.ledger.update_model(MODEL, lambda s: guards.release(s, guards.ROLLOUT, "de-another", None))
+
+    [deploy] = world.deliver(raw).decisions
+
+    assert (deploy.id, deploy.outcome) == (refused.id, "submitted") and len(world.actions.deployments) == 1
+    assert world.ledger.get_decision(deploy.id) == deploy
