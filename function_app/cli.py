@@ -72,6 +72,31 @@ def _signal_fields(signal: Any) -> dict[str, Any]:
     return {f.name: getattr(signal, f.name) for f in dataclasses.fields(signal) if f.name not in skip}
 
 
+def _job_name_key_if_any(settings: Settings) -> bytes | None:
+    """The key the service names its jobs with, when there is one (none is generated here)."""
+    from function_app.settings import JOB_NAME_KEY_FILE, job_name_key
+
+    if settings.job_name_key:
+        return settings.job_name_key.encode()
+    ledger_file = resolve(settings.sqlite_path)
+    if settings.ledger == "sqlite" and (ledger_file.parent / JOB_NAME_KEY_FILE).exists():
+        return job_name_key(settings, ledger_file)
+    return None
+
+
+def _rendered(decision: Any, job_key: bytes | None) -> dict[str, Any]:
+    """What a Retrain or Deploy would submit; a retraining job under the name the service would give it."""
+    from handlers.decisions import Retrain
+    from handlers.jobnames import job_name
+
+    if not isinstance(decision, Retrain):
+        return dict(decision.plan.as_dict())
+    job = decision.job
+    if job_key is not None:
+        job = dataclasses.replace(job, name=job_name(job_key, decision.model, decision.id))
+    return job.as_dict()
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from function_app.runtime import make_actions
     from handlers import gate, guards
@@ -84,6 +109,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     policy = load_policy(Path(args.policy) if args.policy else resolve(settings.policy_path))
     ledger = make_ledger(settings) if args.with_ledger else None
     actions = make_actions(settings)  # reads only: the candidate gate's facts
+    job_key = _job_name_key_if_any(settings)
     now = utcnow()
     for env in parse_body(json.dumps(_read_events(args.event))):
         workspaces = frozenset({workspace_key(settings.workspace_id)})
@@ -128,7 +154,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                     if judged.gate is not None:
                         numbers = {k: v for k, v in judged.gate.as_dict().items() if k != "why"}
                         print(f"        {json.dumps(numbers)}")
-                rendered = d.job.as_dict() if isinstance(d, Retrain) else d.plan.as_dict()
+                rendered = _rendered(d, job_key)
                 print("render  " + json.dumps(rendered, indent=2).replace("\n", "\n        "))
         print()
     return 0

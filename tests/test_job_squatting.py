@@ -320,3 +320,19 @@ def test_a_deployment_someone_else_created_under_the_candidates_name_is_not_adop
     assert azure.arm.requests_to("PUT", r"^models/") == []  # nor a version registered for it
     assert azure.arm.endpoints[ENDPOINT]["properties"]["traffic"] == {"blue": 100}
     assert "rollout" not in azure.ledger.get_model(MODEL).flights
+
+
+def test_retrain_explain_renders_the_job_name_the_service_would_submit_under(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from function_app.cli import main as cli
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("RETRAIN_SQLITE_PATH", str(tmp_path / "ledger.db"))
+    monkeypatch.setenv("RETRAIN_JOB_NAME_KEY", JOB_NAME_KEY)
+    assert cli(["explain", str(REPO / "examples" / "events" / "drift.eventgrid.json")]) == 0
+    out = capsys.readouterr().out
+    decision = out.split("decide  retrain model=", 1)[1].split("id=", 1)[1].split()[0]
+    model = out.split("decide  retrain model=", 1)[1].split()[0]
+    assert f'"name": "{job_name(JOB_NAME_KEY.encode(), model, decision)}"' in out
+    assert not (tmp_path / JOB_NAME_KEY_FILE).exists()  # explaining generates no key
