@@ -44,6 +44,7 @@ from tests.azure_world import (
 )
 from tests.builders import run_event
 from tests.fake_arm import APP_CLIENT_ID, USER_UPN
+from tests.world import App
 
 EXPERIMENT = "diabetes-retrain"  # the experiment the example policy retrains in
 
@@ -336,3 +337,26 @@ def test_retrain_explain_renders_the_job_name_the_service_would_submit_under(
     model = out.split("decide  retrain model=", 1)[1].split()[0]
     assert f'"name": "{job_name(JOB_NAME_KEY.encode(), model, decision)}"' in out
     assert not (tmp_path / JOB_NAME_KEY_FILE).exists()  # explaining generates no key
+
+
+def test_the_app_names_its_jobs_with_the_key_it_keeps_beside_its_sqlite_ledger_or_is_given(app: App) -> None:
+    """Through the local host (dry-run backend): the job a drift event's decision names is the keyed
+    digest, under RETRAIN_JOB_NAME_KEY (Table ledger) or the key file the app made beside its SQLite
+    ledger, private to its owner; never the public digest of the event."""
+    from tests.builders import drift_event
+    from tests.conftest import TEST_JOB_NAME_KEY
+
+    raw = drift_event(event_id="keyed-1")
+    status, _ = app.deliver("/runtime/webhooks/eventgrid?functionName=on_workspace_event", [raw])
+    assert status == 200
+    [rec] = app.decisions_of("keyed-1")
+    assert rec.action == "retrain", rec.reason
+    if app.spec.kind == "sqlite":
+        key_file = Path(app.spec.target).parent / JOB_NAME_KEY_FILE
+        key = key_file.read_text(encoding="ascii").strip().encode()
+        if os.name == "posix":
+            assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    else:
+        key = TEST_JOB_NAME_KEY.encode()
+    assert rec.job["name"] == job_name(key, MODEL, rec.id)
+    assert rec.id.split("-", 1)[1] not in rec.job["name"]
