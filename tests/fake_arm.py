@@ -15,7 +15,9 @@ registered from an existing job output, a deployment of an existing model versio
 does not know is answered 400 and recorded in ``unexpected``: the ``arm`` fixture fails the test.
 
 What it keeps: components, data assets, computes, jobs, models, endpoints and deployments, so a
-sequence of calls behaves like a workspace. A PUT on an existing job name is an update, as the
+sequence of calls behaves like a workspace. A job or deployment records ``systemData`` from the
+token of whoever created it (:func:`system_data`), as ARM does, so a job a workspace user created
+(:meth:`FakeArm.workspace_user`) is told apart from the service's own. A PUT on an existing job name is an update, as the
 REST reference says ("for update case, the Tags in the definition passed in will replace Tags in
 the existing job"); one that changes what the job runs is refused with 400 UserError. Deployment
 creation, deletion and a traffic update are long-running operations (``Azure-AsyncOperation``) that
