@@ -285,7 +285,8 @@ class Jobs(Protocol):
     name: str
 
     def submit_retrain(self, plan: JobPlan) -> ActionResult:
-        """Submit the pipeline job named ``plan.name``; adopt an existing job of that name."""
+        """Submit the pipeline job named ``plan.name``; adopt an existing job of that name only when it is
+        provably this decision's (its tags, experiment, component and creator), else raise PermanentError."""
         ...
 
     def job_status(self, name: str) -> JobInfo | None:

@@ -8,7 +8,10 @@ the SDK's own retries off (``retry_total=0``): :mod:`function_app.retry` owns th
 
 Retrain: the pipeline job ``plan.name`` is submitted from the registered pipeline component
 (``name:version``, or ``name@label`` resolved through the SDK). The name is derived from the
-decision key, so a redelivered event finds the job it already submitted and adopts it.
+decision key (keyed: :mod:`handlers.jobnames`), so a redelivered event finds the job it already
+submitted and adopts it; a job of that name is adopted only when it is provably this decision's (its
+tags, experiment and component, and its creator in ``systemData`` is this client's own identity), and
+is otherwise a failed decision that names who created it. A candidate deployment likewise.
 
 Deploy: :meth:`AzureMLActions.candidate_facts` reads what the candidate gate (:mod:`handlers.gate`,
 run by the executor) judges: the candidate and the champion, the model version behind the endpoint's
@@ -389,7 +392,7 @@ class AzureMLActions:
         budget = self.retry.budget()
         existing = self._find_job(budget, plan.name)
         if existing is not None:
-            self._refuse_foreign(budget, plan, existing)
+            self._refuse_foreign(plan, existing)
             log.info("pipeline job %s exists already; adopting it (model=%s)", plan.name, plan.model)
             return self._submitted(existing, adopted=True)
         component_id = self._component_id(budget, plan)
@@ -411,12 +414,12 @@ class AzureMLActions:
                     self.workspace.name,
                     roles_settling=self.roles_settling,
                 ) from exc
-            self._refuse_foreign(budget, plan, raced)
+            self._refuse_foreign(plan, raced)
             log.info("pipeline job %s was submitted concurrently; adopting it", plan.name)
             return self._submitted(raced, adopted=True)
         # A PUT on a name someone created between our look and our PUT is an update of their job
         # (the REST API's create-or-update): the answer says whose job it is.
-        self._refuse_foreign(budget, plan, job)
+        self._refuse_foreign(plan, job)
         log.info("submitted pipeline job %s model=%s component=%s", plan.name, plan.model, component_id)
         return self._submitted(job, adopted=False)
 
@@ -436,8 +439,8 @@ class AzureMLActions:
             self._identity = Identity.from_claims(_claims(token))
         return self._identity
 
-    def _refuse_foreign(self, budget: Budget, plan: JobPlan, job: Any) -> None:
-        why = self._not_ours(budget, plan, job)
+    def _refuse_foreign(self, plan: JobPlan, job: Any) -> None:
+        why = self._not_ours(plan, job)
         if why is None:
             return
         creator = getattr(job, "creation_context", None)
@@ -446,7 +449,7 @@ class AzureMLActions:
         kind = str(getattr(raw, "value", raw) or "unknown type")
         experiment = getattr(job, "experiment_name", None) or "(none)"
         log.warning(
-            "pipeline job %s exists but is not this decision's (%s); created by %s (%s) in experiment %s; not adopted",
+            "pipeline job %s exists but is not this decision's (%s); created by %r (%s) in experiment %r; not adopted",
             plan.name,
             why,
             str(who)[:200],
@@ -461,7 +464,7 @@ class AzureMLActions:
             "(RETRAIN_JOB_NAME_KEY keeps job names unguessable; rotate it if it leaked)"
         )
 
-    def _not_ours(self, budget: Budget, plan: JobPlan, job: Any) -> str | None:
+    def _not_ours(self, plan: JobPlan, job: Any) -> str | None:
         """Why ``job`` is not the job this decision submitted (None: it is): it must carry the plan's
         tags, sit in the plan's experiment, run the plan's pipeline component, and have been created
         by this service's own identity (the job's ``systemData``; a tag or a name anyone can write)."""
@@ -1076,7 +1079,7 @@ class AzureMLActions:
         raw = getattr(creator, "created_by_type", None)
         kind = str(getattr(raw, "value", raw) or "unknown type")
         log.warning(
-            "deployment %s/%s exists but is not this decision's (%s); created by %s (%s); not adopted",
+            "deployment %s/%s exists but is not this decision's (%s); created by %r (%s); not adopted",
             plan.endpoint,
             plan.deployment,
             why,
