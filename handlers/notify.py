@@ -178,8 +178,8 @@ class Outbox:
     def _posts(self, claimed: list[OutboxEntry], now: datetime, report: DrainReport) -> list[list[OutboxEntry]]:
         """``claimed`` as posts: those the topic refused last time alone, the others together up to
         MAX_POST_BYTES each; one too big alone is dead-lettered here."""
-        posts: list[list[OutboxEntry]] = []
-        current: list[OutboxEntry] = []
+        batches: list[list[OutboxEntry]] = []  # in the order claimed, each under MAX_POST_BYTES
+        alone: list[list[OutboxEntry]] = []
         size = 0
         for entry in claimed:
             bytes_ = size_of(entry.notification)
@@ -189,14 +189,14 @@ class Outbox:
                 report.dead.append(entry.id)
                 log.warning("notification %s dead-lettered: %s", entry.id, why)
             elif entry.error.startswith(REFUSED):
-                posts.append([entry])
+                alone.append([entry])
             else:
-                if current and size + bytes_ > MAX_POST_BYTES:
-                    posts.append(current)
-                    current, size = [], 0
-                current.append(entry)
+                if not batches or size + bytes_ > MAX_POST_BYTES:
+                    batches.append([])
+                    size = 0
+                batches[-1].append(entry)
                 size += bytes_
-        return ([current] if current else []) + posts
+        return batches + alone
 
     def _send(self, post: list[OutboxEntry], now: datetime, report: DrainReport) -> bool:
         """Post ``post`` and record how it went; False when the topic is unavailable (stop for now)."""

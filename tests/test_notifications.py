@@ -398,3 +398,46 @@ def test_the_cli_lists_the_notifications_waiting_and_those_dead_lettered(
     assert sorted(r["id"] for r in rows) == sorted(refused)
     assert all(r["dead"] and r["attempts"] == 2 and r["type"] == "retrain.decision.deploy.failed" for r in rows)
     assert all("data" not in r for r in rows)
+
+
+def big_failure(decision_id: str, size: int) -> Any:
+    """A failed decision whose record (and so notification) is about ``size`` bytes."""
+    from handlers.records import DecisionRecord
+
+    return DecisionRecord(
+        id=decision_id,
+        model=MODEL,
+        action="deploy",
+        outcome="failed",
+        reason="deployment refused",
+        trigger={"source": "http", "event_id": decision_id, "event_type": "ManualRequest.deploy"},
+        at="2026-11-25T10:00:00.000Z",
+        details={"note": "x" * size},
+    )
+
+
+def test_posts_stay_under_the_topics_1_mb_so_big_notifications_do_not_block_the_others(
+    ledger_spec: LedgerSpec, receiver: TopicReceiver
+) -> None:
+    """Event Grid takes at most 1 MB per post (413 above, as the receiver answers): a batch is split
+    into posts under it, so three notifications of 400 KB go in two posts instead of being refused
+    together for ever."""
+    world = World(ledger_spec, notifier=notifier_for(receiver))
+    for k in range(3):
+        world.ledger.put_decision(big_failure(f"big-{k}", 400_000))
+    report = world.reconcile()
+    assert sorted(report.notified["sent"]) == notifying_ids(world.ledger) and len(report.notified["sent"]) == 3
+    assert [len(p) for p in receiver.posts] == [2, 1] and 413 not in receiver.refused
+
+
+def test_a_notification_over_1_mb_alone_is_dead_lettered_without_a_post(tmp_path: Any, receiver: TopicReceiver) -> None:
+    """(SQLite only: a Table Storage entity holds less than 1 MB, so there the decision cannot be that big.)"""
+    world = World(LedgerSpec("sqlite", str(tmp_path / "ledger.db")), notifier=notifier_for(receiver))
+    world.ledger.put_decision(big_failure("huge", 1_100_000))
+    world.ledger.put_decision(big_failure("small", 1_000))
+    report = world.reconcile()
+    assert report.notified["sent"] == [notification_id("small", "failed")]
+    assert report.notified["dead"] == [notification_id("huge", "failed")]
+    assert receiver.posts == [[notification_id("small", "failed")]]
+    [dead] = world.ledger.notifications(dead=True)
+    assert dead.id == notification_id("huge", "failed") and "over the topic's 1000000 per post" in dead.error
