@@ -134,6 +134,8 @@ def test_models_and_decisions_read_back_the_ledger(client: Client) -> None:
         ("limit=" + "9" * 5000, "whole number from 1 to 1000"),
         ("since=0001-01-01T00:00:00%2B14:00", "between years 1 and 9999"),  # before the first UTC time
         ("since=9999-12-31T23:59:59-14:00", "between years 1 and 9999"),  # after the last
+        ("since=" + "x" * 5000, "give an ISO 8601 time"),  # the reply does not echo all of it back
+        ("outcome=" + "x" * 5000, "give one of"),
     ],
 )
 def test_a_bad_decisions_query_is_a_400_saying_what_is_wrong(app: App, query: str, says: str) -> None:

@@ -204,20 +204,20 @@ def list_decisions(req: func.HttpRequest) -> func.HttpResponse:
         return error(400, f"limit={limit_text[:40]!r}: give a whole number from 1 to 1000")
     outcome = req.params.get("outcome") or None
     if outcome is not None and outcome not in OUTCOMES:
-        return error(400, f"outcome={outcome!r}: give one of {', '.join(OUTCOMES)}")
+        return error(400, f"outcome={outcome[:40]!r}: give one of {', '.join(OUTCOMES)}")
     since_text = req.params.get("since") or None
     since = None
     if since_text is not None:
         try:
             since = from_iso(since_text)
         except ValueError:
-            return error(400, f"since={since_text!r}: give an ISO 8601 time, e.g. 2026-12-01T00:00:00Z")
+            return error(400, f"since={since_text[:40]!r}: give an ISO 8601 time, e.g. 2026-12-01T00:00:00Z")
         if since is not None and since.tzinfo is None:
-            return error(400, f"since={since_text!r}: give the time zone, e.g. 2026-12-01T00:00:00Z")
+            return error(400, f"since={since_text[:40]!r}: give the time zone, e.g. 2026-12-01T00:00:00Z")
         try:
             since = since.astimezone(UTC) if since is not None else None
         except OverflowError:  # 0001-01-01T00:00:00+14:00 is before the first UTC time there is
-            return error(400, f"since={since_text!r}: give a time between years 1 and 9999 in UTC")
+            return error(400, f"since={since_text[:40]!r}: give a time between years 1 and 9999 in UTC")
     event_id = req.params.get("event_id") or None
     try:
         records = get_retrainer().ledger.decisions(
