@@ -12,6 +12,7 @@ ARM records as the job's creator.
 
 from __future__ import annotations
 
+import copy
 import os
 import stat
 from pathlib import Path
@@ -195,16 +196,22 @@ def test_a_squatters_run_that_finishes_while_the_decision_is_only_reserved_is_no
     nothing_deployed(azure)
 
 
-def test_a_squatted_job_met_at_the_submission_itself_is_not_taken_for_the_services(azure: AzureWorld) -> None:
+@pytest.mark.parametrize("same_inputs", [True, False])
+def test_a_squatted_job_met_at_the_submission_itself_is_not_taken_for_the_services(
+    azure: AzureWorld, same_inputs: bool
+) -> None:
     """The squatter creates the job between the service's look and its PUT: Azure ML answers the PUT
-    as an update of their job (same component and inputs), which is still theirs."""
+    as an update of their job (same component and inputs), which is still theirs; or refuses it (other
+    inputs), and the job the service then finds under the name is theirs too."""
     raw = in_workspace(DRIFT_SAMPLE)
     name = first_delivery_fails(azure, raw)
     [reserved] = azure.service.ledger.decisions(outcome="reserved")
     rendered = reserved.details["rendered"]
 
     def squatter_gets_there_first() -> None:
-        body = azure.arm.job_puts[-1].body["properties"]
+        body = copy.deepcopy(azure.arm.job_puts[-1].body["properties"])
+        if not same_inputs:
+            body["inputs"]["learning_rate"]["value"] = "0.5"
         azure.arm.jobs[name] = azure.arm._job_resource(
             name,
             {k: v for k, v in body.items() if k != "tags"} | {"tags": dict(rendered["tags"])},
@@ -216,6 +223,7 @@ def test_a_squatted_job_met_at_the_submission_itself_is_not_taken_for_the_servic
     azure.now.advance(minutes=2)
     [rec] = azure.deliver(raw).decisions
     assert rec.outcome == "failed" and USER_UPN in rec.reason, rec.reason
+    assert [c.status for c in azure.arm.job_puts][-1] == (200 if same_inputs else 400)
     nothing_deployed(azure)
 
 
