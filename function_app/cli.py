@@ -302,14 +302,20 @@ def cmd_operate(args: argparse.Namespace) -> int:
 
     from function_app.runtime import get_retrainer, new_id
     from handlers.operate import OperatorRequest
-    from handlers.signals import Trigger
+    from handlers.signals import OPERATOR, Trigger
 
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no login name (a container without USER): say so
         user = "unknown"
     request = OperatorRequest(
-        Trigger("cli", new_id(), f"ManualRequest.{args.command}", caller=(("kind", "command line"), ("user", user))),
+        Trigger(
+            "cli",
+            new_id(),
+            f"ManualRequest.{args.command}",
+            caller=(("kind", "command line"), ("user", user)),
+            channel=OPERATOR,
+        ),
         args.model,
         args.command,
         (args.reason or "no reason given").strip()[:500],

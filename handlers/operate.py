@@ -27,9 +27,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers import rollout
-from handlers.errors import InvalidInput, KeyReused, NotApplicable, NotFound, TransientError
+from handlers.errors import InvalidInput, NotApplicable, NotFound, TransientError
+from handlers.idempotency import bound_to, check_binding, key_reused, legacy_records
 from handlers.keys import digest
-from handlers.ports import Deployments, Ledger
+from handlers.ports import Claim, Deployments, Ledger
 from handlers.records import DecisionRecord, Flight, ModelState, iso
 from handlers.rollout import ROLLOUT, Transition, fmt
 from handlers.signals import Trigger
@@ -268,6 +269,8 @@ class Operator:
             log.info("operator %s model=%s refused: %s", request.action, request.model, planned.why)
             raise NotApplicable(planned.why)
         claim = self.ledger.claim_event(request.trigger, now, self.lease)
+        if claim.status == "reused":  # the key was bound to another request meanwhile
+            raise key_reused(request.trigger, claim)
         if claim.status == "done":  # the same request, carried out meanwhile by another instance
             again = self._seen(request.trigger)
             if again is None:
@@ -294,28 +297,28 @@ class Operator:
 
     def _seen(self, trigger: Trigger) -> DecisionRecord | None:
         """The record of this request when it was carried out before (the same Idempotency-Key):
-        the same record again, unless the key came with another request (KeyReused)."""
+        the same record again, unless the key is bound to another request (KeyReused)."""
+        check_binding(self.ledger, trigger)
+        before = legacy_records(self.ledger, trigger)  # a key claimed before claim channels
+        if before:
+            return before[0]
         seen = self.ledger.event_status(trigger)
         if not seen or seen[0] != "done" or not seen[1]:
             return None
-        original = self.ledger.get_decision(seen[1][0])
-        if original is None:
-            return None
-        if original.trigger.get("request") != trigger.request:
-            raise KeyReused(
-                f"Idempotency-Key {trigger.event_id.partition(':')[2]!r} was first used at {original.at} for another "
-                f"request to this route (decision {original.id}); send a new key with a new request"
-            )
-        return original
+        return self.ledger.get_decision(seen[1][0])
 
     def _finished_by_reconciler(self, request: OperatorRequest) -> DecisionRecord | None:
         """The record of this very request when its worker died after writing the transition ahead
         and a reconciler pass carried it out (so its claim was never finished): a retry of the
-        request gets that record, not a refusal. Looked for among the model's latest decisions."""
+        request gets that record, not a refusal. Looked for among the model's latest decisions,
+        bound to the same request (the key's claim, checked again: the request may have come meanwhile)."""
+        check_binding(self.ledger, request.trigger)
         for record in self.ledger.decisions(request.model, 20):
-            if record.trigger.get("event_id") == request.trigger.event_id and record.trigger.get("source") == (
-                request.trigger.source
-            ):
+            if bound_to(record, request.trigger):
+                if record.trigger.get("request") != request.trigger.request:
+                    raise key_reused(
+                        request.trigger, Claim("done", (record.id,), record.at, str(record.trigger.get("event_type")))
+                    )
                 return record
         return None
 

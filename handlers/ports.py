@@ -21,11 +21,19 @@ class Claim:
 
     new: first delivery; retry: seen, but its processing never finished (crash): process again;
     busy: another instance is processing it right now (answer transient, Event Grid retries);
-    done: processed before; ``decisions`` are the ids recorded for it.
+    done: processed before; ``decisions`` are the ids recorded for it;
+    reused: the key was claimed first for another request (an Idempotency-Key sent with another route
+    or body: the claim binds the key to ``trigger.request`` when it is made): ``first_used`` (when),
+    ``first_for`` (the event type: the route) and ``decisions`` (if done) of the request it is bound
+    to; nothing is taken over. As :meth:`Ledger.event_claim` reads it: ``status`` processing or done,
+    and ``request``, the digest the key is bound to.
     """
 
     status: str
     decisions: tuple[str, ...] = ()
+    first_used: str = ""
+    first_for: str = ""
+    request: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,15 @@ class Notifier(Protocol):
 
 
 class Ledger(Protocol):
-    def claim_event(self, trigger: Trigger, now: datetime, lease: timedelta) -> Claim: ...
+    def claim_event(self, trigger: Trigger, now: datetime, lease: timedelta) -> Claim:
+        """Claim ``trigger`` under its :func:`handlers.signals.claim_key`, binding the key to
+        ``trigger.request`` in the same atomic write that creates the claim."""
+        ...
+
+    def event_claim(self, trigger: Trigger) -> Claim | None:
+        """The claim of ``trigger``'s key as stored (status processing or done, the request digest it
+        is bound to, when and for which event type it was first made); None if never claimed (or purged)."""
+        ...
 
     def abandon_event(self, trigger: Trigger) -> None:
         """Give up a claim (the delivery failed transiently), so that the redelivery takes it at once."""

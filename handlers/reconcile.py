@@ -36,6 +36,7 @@ from handlers.keys import digest
 from handlers.ports import Deployments, JobInfo, Jobs, Ledger
 from handlers.records import DecisionRecord, Flight, ModelState, iso
 from handlers.signals import (
+    RECONCILER_CHANNEL,
     RUN_COMPLETED,
     RUN_STATUS,
     TAG_DECISION,
@@ -131,7 +132,7 @@ def missed_run(model: str, flight: Flight, job: JobInfo, workspace: str) -> RunF
     event_type = RUN_COMPLETED if status == "completed" else RUN_STATUS
     tags = {TAG_SERVICE: "retrain-service", TAG_MODEL: model, TAG_DECISION: flight.decision, **job.tags}
     return RunFinished(
-        trigger=Trigger(RECONCILER, f"{RECONCILER}:{job.name}:{status}", event_type),
+        trigger=Trigger(RECONCILER, f"{RECONCILER}:{job.name}:{status}", event_type, channel=RECONCILER_CHANNEL),
         workspace=workspace,
         run_id=job.name,
         experiment=job.experiment,

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from handlers import guards
 from handlers.decisions import Skip, check_manual, decide, decision_id
-from handlers.errors import Conflict, Forbidden, KeyReused, PermanentError, TransientError
+from handlers.errors import Conflict, Forbidden, PermanentError, TransientError
 from handlers.executor import Executor
+from handlers.idempotency import key_reused, legacy_records
 from handlers.keys import ci_get
 from handlers.ports import Ledger
 from handlers.records import DecisionRecord, ModelState, from_iso, iso
@@ -140,6 +141,8 @@ class RetrainService:
             return EventResult(trigger.event_id, "validation", validation_code=signal.validation_code)
         now = self.clock()
         claim = self.ledger.claim_event(trigger, now, self.lease)
+        if claim.status == "reused":  # an Idempotency-Key bound to another request: not its records
+            raise key_reused(trigger, claim)
         if claim.status == "done":
             log.info("duplicate delivery event_id=%s type=%s: already decided", trigger.event_id, trigger.event_type)
             found = [self.ledger.get_decision(d) for d in claim.decisions]
@@ -218,32 +221,16 @@ class RetrainService:
 
     def manual(self, request: ManualRequest) -> DecisionRecord:
         """A manual request; raises NotFound (404), InvalidInput (400), Forbidden (403) or Conflict
-        (409), all before the request is claimed, except Conflict, which a guard decides."""
+        (409), all before the request is claimed, except Conflict, which a guard decides, and
+        KeyReused (422), which the claim finds: its Idempotency-Key is bound to another request."""
         check_manual(request, self.policy)
         if request.force and not self.allow_force:
             raise Forbidden("force is not allowed: set RETRAIN_ALLOW_FORCE=true to let callers force")
-        self._check_key(request)
-        result = self.handle(request)
-        record = result.decisions[0]
+        before = legacy_records(self.ledger, request.trigger)  # a key claimed before claim channels
+        record = before[0] if before else self.handle(request).decisions[0]
         if record.outcome == "skipped" and record.details.get("guard") in ("cooldown", "in_flight", "budget"):
             raise Conflict(record.reason)
         return record
-
-    def _check_key(self, request: ManualRequest) -> None:
-        """An idempotency key is bound to the request it was first sent with: the same key with another
-        request is refused (KeyReused, 422) and the original record is left as it is."""
-        trigger = request.trigger
-        if trigger.request is None:
-            return
-        seen = self.ledger.event_status(trigger)
-        for decision in seen[1] if seen else []:
-            original = self.ledger.get_decision(decision)
-            if original is not None and original.trigger.get("request") != trigger.request:
-                raise KeyReused(
-                    f"Idempotency-Key {trigger.event_id.partition(':')[2]!r} was first used at {original.at} for "
-                    f"another request to this route (decision {original.id}: {original.action} {original.outcome}); "
-                    "send a new key with a new request"
-                )
 
     # ------------------------------------------------------------------ reading
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from handlers import jsonin
 from handlers.errors import InvalidInput
-from handlers.keys import as_str, ci_get, finite
+from handlers.keys import as_str, ci_get, digest, finite
 
 ML = "Microsoft.MachineLearningServices."
 DRIFT = ML + "DatasetDriftDetected"
@@ -59,17 +59,32 @@ class Envelope:
         return ci_get(self.data, *names)
 
 
+# The ways in, each a claim namespace of its own (:func:`claim_key`): what an event posted to the
+# webhook says (its topic, type and id) can never name a claim of the HTTP API, an alert or the reconciler.
+EVENT_GRID = "event_grid"  # Event Grid deliveries (the trigger, the webhook, replays of dead letters)
+ALERT = "alert"  # Azure Monitor alerts (POST /api/alerts)
+MANUAL = "manual"  # POST /api/models/{model}/retrain, /deploy
+OPERATOR = "operator"  # rollback, promote, pause, resume (HTTP API and command line)
+RECONCILER_CHANNEL = "reconciler"  # the reconciler's catch of a run whose event was missed
+CHANNELS = (EVENT_GRID, ALERT, MANUAL, OPERATOR, RECONCILER_CHANNEL)
+# The key space of each channel. The HTTP API's routes share one: an Idempotency-Key names one request
+# of a model, whichever route it was sent to.
+_KEY_SPACES = {ALERT: "alert", MANUAL: "api", OPERATOR: "api", RECONCILER_CHANNEL: "reconciler"}
+
+
 @dataclass(frozen=True)
 class Trigger:
     """Where a signal came from; carried into every decision for the audit trail. A manual request's
     trigger also says who asked (``caller``: what the platform vouched for) and which request it was
-    (``request``: a digest of the route, the model and the body, to which its idempotency key is bound)."""
+    (``request``: a digest of the route, the model and the body, to which its idempotency key is bound).
+    ``channel``: the way it came in (one of :data:`CHANNELS`), which names its claim's key space."""
 
     source: str
     event_id: str
     event_type: str
     caller: tuple[tuple[str, str], ...] = ()
     request: str | None = None
+    channel: str = EVENT_GRID
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"source": self.source, "event_id": self.event_id, "event_type": self.event_type}
@@ -77,6 +92,8 @@ class Trigger:
             out["caller"] = dict(self.caller)
         if self.request:
             out["request"] = self.request
+        if self.channel != EVENT_GRID:
+            out["channel"] = self.channel
         return out
 
     @classmethod
@@ -88,7 +105,23 @@ class Trigger:
             str(data["event_type"]),
             tuple((str(k), str(v)) for k, v in caller.items()) if isinstance(caller, Mapping) else (),
             None if data.get("request") is None else str(data["request"]),
+            str(data.get("channel") or EVENT_GRID),
         )
+
+
+def claim_key(trigger: Trigger) -> str:
+    """The ledger key of a trigger's claim. Event Grid's is a digest of source, type and id, as it
+    always was (a redelivery in flight across an upgrade still finds its claim); every other channel's
+    starts with its key space and a dot, which no such digest (hex) does. The HTTP API's is the model
+    and the Idempotency-Key alone (``event_id``): one key, one request, whatever the route."""
+    if trigger.channel == EVENT_GRID:
+        return digest(trigger.source.lower(), trigger.event_type, trigger.event_id, length=32)
+    space = _KEY_SPACES.get(trigger.channel)
+    if space is None:
+        raise ValueError(f"unknown trigger channel {trigger.channel!r}; one of {', '.join(CHANNELS)}")
+    if space == "api":
+        return f"{space}.{digest(space, trigger.event_id, length=32)}"
+    return f"{space}.{digest(space, trigger.source.lower(), trigger.event_type, trigger.event_id, length=32)}"
 
 
 @dataclass(frozen=True)
@@ -425,7 +458,7 @@ def parse_alert(body: bytes | str) -> AlertFired:
     # One alert instance notifies once when it fires and once when it resolves: both are events.
     event_id = f"{str(alert_id).rstrip('/').rsplit('/', 1)[-1]}:{condition.lower()}"
     return AlertFired(
-        trigger=Trigger(source="azure-monitor", event_id=event_id, event_type=ALERT_EVENT_TYPE),
+        trigger=Trigger(source="azure-monitor", event_id=event_id, event_type=ALERT_EVENT_TYPE, channel=ALERT),
         rule=str(rule),
         condition=condition,
         severity=str(essentials.get("severity") or ""),

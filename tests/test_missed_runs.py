@@ -64,6 +64,7 @@ def test_a_completed_run_whose_event_was_missed_releases_the_hold_and_is_judged_
         "source": "reconciler",
         "event_id": f"reconciler:{job}:completed",
         "event_type": "Microsoft.MachineLearningServices.RunCompleted",
+        "channel": "reconciler",
     }
     [plan] = world.actions.deployments
     assert plan.run_id == job and plan.source == "run" and plan.run_tags["r2_score"] == "0.61"

@@ -20,7 +20,7 @@ from handlers.errors import InvalidInput, NotFound
 from handlers.operate import OperatorRequest
 from handlers.policy import parse_policy
 from handlers.records import DecisionRecord, from_iso
-from handlers.signals import Trigger
+from handlers.signals import OPERATOR, Trigger
 from tests.azure_world import ENDPOINT, MODEL, AzureWorld
 from tests.conftest import Client
 from tests.crashes import DiesAfterSettingTraffic, WorkerDied
@@ -202,7 +202,17 @@ def test_an_operator_s_promotion_that_died_after_setting_traffic_is_finished_by_
     azure, cand = operated.azure, operated.name
     dying = azure.new_worker(actions=DiesAfterSettingTraffic(azure.actions))
     request = OperatorRequest(
-        Trigger("http", "req-dies", "ManualRequest.promote", caller=(("kind", "function key"),)), MODEL, "promote", "x"
+        Trigger(
+            "http",
+            "req-dies",
+            "ManualRequest.promote",
+            caller=(("kind", "function key"),),
+            request="promote-digest",
+            channel=OPERATOR,
+        ),
+        MODEL,
+        "promote",
+        "x",
     )
     with pytest.raises(WorkerDied):
         dying.operator.handle(request)

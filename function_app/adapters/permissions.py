@@ -139,6 +139,7 @@ OPERATIONS: dict[str, list[str]] = {
     "TableLedger.abandon_event": [f"{TABLES}/entities/read", f"{TABLES}/entities/delete"],
     "TableLedger.finish_event": [f"{TABLES}/entities/update/action", f"{TABLES}/entities/write"],
     "TableLedger.event_status": [f"{TABLES}/entities/read"],
+    "TableLedger.event_claim": [f"{TABLES}/entities/read"],
     "TableLedger.get_model": [f"{TABLES}/entities/read"],
     "TableLedger.list_models": [f"{TABLES}/entities/read"],
     "TableLedger.update_model": [

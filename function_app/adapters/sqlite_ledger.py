@@ -12,16 +12,16 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 from handlers.errors import TransientError
-from handlers.keys import digest
 from handlers.notify import notification_of
 from handlers.ports import Claim, Notification, OutboxEntry
 from handlers.records import DecisionRecord, ModelState, cut, iso, may_replace
-from handlers.signals import Trigger
+from handlers.signals import Trigger, claim_key
 
 T = TypeVar("T")
 
@@ -31,7 +31,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     key TEXT PRIMARY KEY, source TEXT, event_id TEXT NOT NULL, event_type TEXT,
     status TEXT NOT NULL, lease_until TEXT, decisions TEXT NOT NULL DEFAULT '[]',
-    received_at TEXT NOT NULL, finished_at TEXT
+    received_at TEXT NOT NULL, finished_at TEXT, request TEXT
 );
 CREATE TABLE IF NOT EXISTS decisions (
     id TEXT PRIMARY KEY, model TEXT, action TEXT, outcome TEXT, at TEXT NOT NULL,
@@ -57,8 +57,20 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (sent_at, created_at);
 
 def event_key(trigger: Trigger) -> str:
     """Event ids are unique per source (topic); the key combines source, type and id, so that a
-    redelivery (same source, type and id) matches and nothing else does."""
-    return digest(trigger.source.lower(), trigger.event_type, trigger.event_id, length=32)
+    redelivery (same source, type and id) matches and nothing else does, in the key space of the
+    trigger's channel (:func:`handlers.signals.claim_key`)."""
+    return claim_key(trigger)
+
+
+def _add_request_column(db: sqlite3.Connection) -> None:
+    """A ledger made before claims were bound to their request gets the column (NULL in old rows)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    if "request" not in columns:
+        try:
+            db.execute("ALTER TABLE events ADD COLUMN request TEXT")
+        except sqlite3.OperationalError as exc:  # another process added it first
+            if "duplicate column" not in str(exc):
+                raise
 
 
 class SqliteLedger:
@@ -73,6 +85,7 @@ class SqliteLedger:
         with self._memory_lock:
             self._conn().executescript(SCHEMA)
             _add_outbox_columns(self._conn())
+            _add_request_column(self._conn())
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
@@ -135,13 +148,18 @@ class SqliteLedger:
 
     def claim_event(self, trigger: Trigger, now: datetime, lease: timedelta) -> Claim:
         key, until = event_key(trigger), iso(now + lease)
+        # The request the key is bound to goes in with the claim, in one statement: of two requests
+        # racing for a key, the one that did not insert it reads the winner's binding.
         inserted = self._write(
-            "INSERT OR IGNORE INTO events (key, source, event_id, event_type, status, lease_until, received_at) "
-            "VALUES (?, ?, ?, ?, 'processing', ?, ?)",
-            (key, trigger.source, trigger.event_id, trigger.event_type, until, iso(now)),
+            "INSERT OR IGNORE INTO events (key, source, event_id, event_type, status, lease_until, received_at, "
+            "request) VALUES (?, ?, ?, ?, 'processing', ?, ?, ?)",
+            (key, trigger.source, trigger.event_id, trigger.event_type, until, iso(now), trigger.request),
         )
         if inserted:
             return Claim("new")
+        bound = self._claim(key)
+        if bound is not None and bound.request != trigger.request:  # never taken over, never answered from
+            return replace(bound, status="reused")
         # Seen before: take over an unfinished claim only if its lease has run out (one statement, atomic).
         taken = self._write(
             "UPDATE events SET lease_until = ? WHERE key = ? AND status = 'processing' "
@@ -174,6 +192,19 @@ class SqliteLedger:
             stored = [_put(db, record) for record in records]
             db.execute(*done)
         return stored
+
+    def event_claim(self, trigger: Trigger) -> Claim | None:
+        return self._claim(event_key(trigger))
+
+    def _claim(self, key: str) -> Claim | None:
+        row = (
+            self._conn()
+            .execute("SELECT status, decisions, received_at, event_type, request FROM events WHERE key = ?", (key,))
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return Claim(str(row[0]), tuple(json.loads(row[1])), str(row[2] or ""), str(row[3] or ""), row[4])
 
     def event_status(self, trigger: Trigger) -> tuple[str, list[str]] | None:
         row = (

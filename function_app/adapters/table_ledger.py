@@ -13,7 +13,7 @@ Tables (names are ``RETRAIN_TABLE_PREFIX`` + the suffix) and keys, chosen for th
 ========== =================================== ===================== =================================
 table      PartitionKey                        RowKey                read by
 ========== =================================== ===================== =================================
-events     event key (source, type, id digest) ``""``                claim_event: point read
+events     claim key (channel, event digest)   ``""``                claim_event: point read
 models     model name                          ``""``                guards: point read + ETag write
 decisions  ``d0`` .. ``d7``: the shard of the  ``r:<id>``; trail     get_decision: point read;
            decision id                         rows ``a:``, ``e:``,  GET /api/decisions: a RowKey
@@ -46,6 +46,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -198,6 +199,17 @@ def _outbox_entry(entity: Any) -> OutboxEntry:
     )
 
 
+def _claim_of(entity: Mapping[str, Any]) -> Claim:
+    """An event entity as the claim it stores."""
+    return Claim(
+        str(entity.get("status") or ""),
+        tuple(json.loads(entity.get("decisions") or "[]")),
+        str(entity.get("received_at") or ""),
+        str(entity.get("event_type") or ""),
+        entity.get("request") or None,
+    )
+
+
 def _etag(entity: Any) -> str:
     return str(entity.metadata["etag"])
 
@@ -265,6 +277,9 @@ class TableLedger:
             "lease_until": until,
             "decisions": "[]",
             "received_at": iso(now),
+            # the request the key is bound to, inserted with the claim: of two requests racing for a
+            # key, the one whose insert got 409 reads the winner's binding
+            "request": trigger.request or "",
         }
         with translated(f"claiming event {trigger.event_id}"):
             for _ in range(3):  # the entity can vanish between the 409 and the read (purged)
@@ -277,6 +292,8 @@ class TableLedger:
                     existing = self.events.get_entity(key, "")
                 except ResourceNotFoundError:
                     continue
+                if (existing.get("request") or None) != trigger.request:  # never taken over, never answered from
+                    return replace(_claim_of(existing), status="reused")
                 if existing.get("status") == "done":
                     return Claim("done", tuple(json.loads(existing.get("decisions") or "[]")))
                 lease_until = existing.get("lease_until") or ""
@@ -327,6 +344,13 @@ class TableLedger:
                 mode=UpdateMode.MERGE,
             )
         return stored
+
+    def event_claim(self, trigger: Trigger) -> Claim | None:
+        with translated(f"reading event {trigger.event_id}"):
+            try:
+                return _claim_of(self.events.get_entity(event_key(trigger), ""))
+            except ResourceNotFoundError:
+                return None
 
     def event_status(self, trigger: Trigger) -> tuple[str, list[str]] | None:
         with translated(f"reading event {trigger.event_id}"):

@@ -19,7 +19,7 @@ from function_app.triggers.replies import error, from_exception, json_body, repl
 from handlers.errors import InvalidInput, RetrainError
 from handlers.keys import as_str
 from handlers.records import OUTCOMES, from_iso
-from handlers.signals import ManualRequest, Trigger
+from handlers.signals import MANUAL, OPERATOR, ManualRequest, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def _manual(req: func.HttpRequest, action: str, allowed: dict[str, Any]) -> func
             platform_sign_in=settings.platform_sign_in,
         )
         key = idempotency_key(req.headers)
-        # A key is scoped to its route and model: the same key for another model is another request.
+        # A key is scoped to its model (the same key for another model is another request) and bound,
+        # whatever the route, to the first request it came with (claim_key, Ledger.claim_event).
         request_id = f"{model}:{key}" if key is not None else new_id()
         request = ManualRequest(
             trigger=Trigger(
@@ -86,6 +87,7 @@ def _manual(req: func.HttpRequest, action: str, allowed: dict[str, Any]) -> func
                 event_type=f"ManualRequest.{action}",
                 caller=tuple((k, str(v)) for k, v in caller.items()),
                 request=request_digest(action, model, body),
+                channel=MANUAL,
             ),
             model=model,
             action=action,
@@ -144,6 +146,7 @@ def _operate(req: func.HttpRequest, action: str) -> func.HttpResponse:
                 event_type=f"ManualRequest.{action}",
                 caller=tuple((k, str(v)) for k, v in caller.items()),
                 request=request_digest(action, model, body),
+                channel=OPERATOR,
             ),
             model=model,
             action=action,

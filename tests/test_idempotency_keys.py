@@ -1,0 +1,151 @@
+"""Issue 21, findings 3-5, through the local host on both ledgers: an Idempotency-Key stands for one
+request (its route, model and body), bound atomically when the request is claimed, and checked by
+every path that answers from a stored record; and each way in (Event Grid, alerts, the HTTP API, the
+reconciler) claims in a key space of its own, so a webhook body can never take another's claim."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from function_app import runtime
+from function_app.localhost import Host
+from function_app.triggers.api import request_digest
+from handlers.decisions import run_decision_id
+from handlers.keys import digest
+from handlers.signals import EVENT_GRID, MANUAL, RECONCILER_CHANNEL, Trigger, claim_key
+from tests.builders import ML, event
+from tests.conftest import Client
+from tests.ledgers import LedgerSpec
+from tests.test_missed_runs import World as MissedRunWorld
+from tests.test_operate import Operated
+from tests.world import App
+
+MODEL = "sklearn_regression_model"
+DRY = {"dry_run": True, "reason": "look first"}
+
+
+def post(client: Any, path: str, body: Any, key: str | None = None) -> tuple[int, Any]:
+    status, _, raw = client.host.dispatch(
+        "POST", path, {"Idempotency-Key": key} if key else {}, json.dumps(body).encode()
+    )
+    return status, json.loads(raw) if raw else None
+
+
+@pytest.fixture
+def operated(azure: Any) -> Iterator[Operated]:
+    yield Operated(azure)
+    runtime.set_retrainer(None)
+
+
+# --------------------------------------------------------------------------- 3. the operator's routes
+
+
+@pytest.mark.parametrize("then", ["rollback", "pause"])
+def test_a_promotion_s_key_sent_with_a_rollback_or_a_pause_is_a_422_and_nothing_moves(
+    operated: Operated, then: str
+) -> None:
+    status, promoted = operated.call("promote", {"reason": "hotfix"}, key="K-op")
+    assert status == 202 and promoted["action"] == "promote"
+    traffic, records = operated.traffic(), [r.id for r in operated.azure.ledger.decisions(MODEL, 100)]
+
+    status, refused = operated.call(then, {"reason": "oops"}, key="K-op")
+
+    assert status == 422, refused
+    assert "Idempotency-Key 'K-op' was first used at" in refused["error"]
+    assert f"/api/models/{MODEL}/promote" in refused["error"] and promoted["id"] in refused["error"]
+    assert operated.traffic() == traffic and [r.id for r in operated.azure.ledger.decisions(MODEL, 100)] == records
+    status, again = operated.call("promote", {"reason": "hotfix"}, key="K-op")  # the same request: its record
+    assert (status, again["id"]) == (202, promoted["id"])
+
+
+# --------------------------------------------------------------------------- 4. the race
+
+
+def test_sixteen_requests_racing_with_one_key_and_two_bodies_never_get_the_other_s_record(app: App) -> None:
+    bodies = [{"dry_run": True, "reason": "body a"}, {"dry_run": True, "reason": "body b"}]
+    digests = [request_digest("retrain", MODEL, b) for b in bodies]
+    rounds = 12 if app.spec.kind == "sqlite" else 6
+    answers: list[tuple[int, int, Any]] = []
+    lock = threading.Lock()
+
+    def ask(n: int, key: str) -> None:
+        status, out = post(app.client, f"/api/models/{MODEL}/retrain", bodies[n % 2], key)
+        with lock:
+            answers.append((n % 2, status, out))
+
+    with ThreadPoolExecutor(16) as pool:
+        for r in range(rounds):
+            list(pool.map(lambda n, key=f"race-{r}": ask(n, key), range(16)))
+
+    wrong = [(n, out) for n, status, out in answers if status == 200 and out["trigger"]["request"] != digests[n]]
+    assert wrong == []
+    assert {status for _, status, _ in answers} <= {200, 422, 503}
+    assert sum(status == 422 for _, status, _ in answers) >= rounds  # each key went to one body only
+    for r in range(rounds):  # one decision per key: the body that claimed it first
+        records = app.ledger.decisions(event_id=f"{MODEL}:race-{r}")
+        assert len(records) == 1 and records[0].trigger["request"] in digests
+
+
+# --------------------------------------------------------------------------- 5. claim namespaces
+
+
+def test_a_webhook_event_posted_as_topic_http_with_a_manual_key_s_id_does_not_stop_the_request(app: App) -> None:
+    forged = event("ManualRequest.retrain", {"reason": "mine"}, event_id=f"{MODEL}:K-taken", topic="http")
+    status, _ = app.deliver("/api/events", [forged])
+    assert status == 200
+    assert app.ledger.event_status(Trigger("http", f"{MODEL}:K-taken", "ManualRequest.retrain"))[0] == "done"  # type: ignore[index]
+
+    status, record = post(app.client, f"/api/models/{MODEL}/retrain", DRY, "K-taken")
+
+    assert status == 200, record
+    assert (record["action"], record["outcome"]) == ("retrain", "planned")
+    assert record["trigger"]["request"] == request_digest("retrain", MODEL, DRY)
+    status, again = post(app.client, f"/api/models/{MODEL}/retrain", DRY, "K-taken")
+    assert (status, again["id"]) == (200, record["id"])
+
+
+def test_a_webhook_event_shaped_like_the_reconciler_s_catch_does_not_suppress_it(ledger_spec: LedgerSpec) -> None:
+    import main
+
+    world = MissedRunWorld(ledger_spec)
+    retrain = world.submit()
+    job = world.job_of(retrain)
+    world.actions.statuses[job] = "Completed"
+    world.actions.run_tags[job] = {"r2_score": "0.61"}
+    runtime.set_retrainer(world.worker)
+    try:
+        client = Client(Host(main.app))
+        forged = event(
+            "RunCompleted",
+            {"runId": job, "experimentName": "x", "runStatus": "Completed"},
+            event_id=f"reconciler:{job}:completed",
+            topic="reconciler",
+        )
+        status, _, _ = client.call("POST", "/api/events", [forged], {"aeg-event-type": "Notification"})
+        assert status == 200
+    finally:
+        runtime.set_retrainer(None)
+    world.clock.advance(minutes=20)
+
+    report = world.reconcile()
+
+    [deploy] = report.caught
+    assert (deploy.id, deploy.action, deploy.outcome) == (run_decision_id(MODEL, job), "deploy", "submitted")
+    assert deploy.trigger["event_id"] == f"reconciler:{job}:completed"
+    assert "retrain" not in world.flights() and world.flights()["rollout"].decision == deploy.id
+
+
+def test_each_channel_claims_in_its_own_key_space_and_event_grid_keeps_its_format() -> None:
+    grid = Trigger("/subscriptions/x/workspaces/w", "e1", ML + "RunCompleted")
+    assert claim_key(grid) == digest(grid.source.lower(), grid.event_type, grid.event_id, length=32)
+    same = [Trigger("x", "m:k", "ManualRequest.retrain", channel=c) for c in (EVENT_GRID, MANUAL, RECONCILER_CHANNEL)]
+    assert len({claim_key(t) for t in same}) == 3
+    retrain = Trigger("http", "m:k", "ManualRequest.retrain", request="a", channel=MANUAL)
+    promote = Trigger("http", "m:k", "ManualRequest.promote", request="b", channel="operator")
+    assert claim_key(retrain) == claim_key(promote)  # one key, one request, whatever the route
