@@ -1224,6 +1224,7 @@ class FakeArm(RequestsTransport):
             job_name=job_name,
         )
         self.models[(name, version)]["properties"]["modelUri"] = uri
+        self.models[(name, version)]["systemData"] = self._created_by(call)
         assert model_id
         return 201, {}, self.models[(name, version)]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from azure.ai.ml import MLClient
-from azure.ai.ml.entities import PipelineJob
+from azure.ai.ml.entities import Model, PipelineJob
 
 from function_app import runtime
 from function_app.settings import JOB_NAME_KEY_FILE, Settings, job_name_key
@@ -368,3 +368,25 @@ def test_the_app_names_its_jobs_with_the_key_it_keeps_beside_its_sqlite_ledger_o
         key = TEST_JOB_NAME_KEY.encode()
     assert rec.job["name"] == job_name(key, MODEL, rec.id)
     assert rec.id.split("-", 1)[1] not in rec.job["name"]
+
+
+def test_a_model_version_someone_else_tagged_with_the_deploy_decision_is_not_taken_for_the_candidate(
+    azure: AzureWorld,
+) -> None:
+    """The deploy decision's id is a digest of the run id, so anyone can tag a version of the model with
+    it before the service registers the candidate: that version is not the one the service registered
+    on an earlier delivery. The service registers its own from the run and deploys that."""
+    raw = azure.finished_run(r2="0.61")
+    _, tags = public_deployment_name(azure, raw)
+    theirs = workspace_user(azure)
+    azure.arm.add_job("mallory-model-run", experiment="mallory-sandbox")
+    forged = Model(name=MODEL, path="azureml://jobs/mallory-model-run/outputs/model", type="custom_model", tags=tags)
+    registered = theirs.models.create_or_update(forged)
+    assert azure.arm.models[(MODEL, str(registered.version))]["systemData"]["createdBy"] == USER_UPN
+
+    [rec] = azure.deliver(raw).decisions
+    assert (rec.action, rec.outcome) == ("deploy", "submitted"), rec.reason
+    [create] = azure.arm.requests_to("PUT", r"^onlineEndpoints/")
+    served = create.body["properties"]["model"]
+    assert served != azure.arm.arm_id("models", MODEL, "versions", str(registered.version))
+    assert azure.arm.models[(MODEL, served.rsplit("/", 1)[1])]["systemData"]["createdBy"] == APP_CLIENT_ID

@@ -946,7 +946,8 @@ class AzureMLActions:
 
     def _versions_of_run(self, budget: Budget, plan: DeployPlan, runs: set[str]) -> list[Any]:
         """Versions of the model registered from this run or one of its steps (``runs``; a step that calls
-        ``mlflow.register_model`` registers under its own run), or by us on an earlier delivery."""
+        ``mlflow.register_model`` registers under its own run), or by us on an earlier delivery (tagged
+        with the decision, and created by this service's identity)."""
         versions = (
             self._get_or_none(
                 budget, f"versions of model {plan.model}", lambda: list(self.ml.models.list(name=plan.model))
@@ -957,7 +958,13 @@ class AzureMLActions:
         return [
             v
             for v in versions
-            if getattr(v, "job_name", None) in runs or (decision and (v.tags or {}).get(TAG_DECISION) == decision)
+            if getattr(v, "job_name", None) in runs
+            or (
+                decision
+                and (v.tags or {}).get(TAG_DECISION) == decision
+                # a tag is anyone's to write: only a version this service registered is its own
+                and self._not_created_by_us(getattr(v, "creation_context", None)) is None
+            )
         ]
 
     def _register(self, budget: Budget, plan: DeployPlan, facts: CandidateFacts) -> ModelVersion:
