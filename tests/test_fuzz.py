@@ -179,3 +179,23 @@ def test_any_manual_body_gets_a_documented_status_and_strict_json(
 def test_the_fuzz_world_is_on_a_fresh_ledger(tmp_path: Path) -> None:
     """The properties above share one ledger across examples: distinct event ids keep them apart."""
     assert World(LedgerSpec("sqlite", str(tmp_path / "l.db"))).ledger.decisions() == []
+
+
+query_values = (
+    st.text(max_size=40)
+    | st.integers(min_value=-(10**30), max_value=10**30).map(str)
+    | st.datetimes(timezones=st.timezones() | st.none()).map(lambda t: t.isoformat())
+    | st.sampled_from(["²", "٣", "1e3", " 5", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+)
+
+
+@FUZZ
+@given(query=st.dictionaries(st.sampled_from(["limit", "since", "outcome", "model", "event_id"]), query_values))
+def test_any_decisions_query_gets_200_or_a_400_saying_what_is_wrong(client: Client, query: dict[str, str]) -> None:
+    from urllib.parse import urlencode
+
+    status, _, raw = client.host.dispatch("GET", f"/api/decisions?{urlencode(query)}", {}, b"")
+    reply = json.loads(raw)
+    assert status in (200, 400), (status, reply)
+    if status == 400:
+        assert isinstance(reply["error"], str) and len(reply["error"]) < 300
