@@ -199,3 +199,105 @@ def test_any_decisions_query_gets_200_or_a_400_saying_what_is_wrong(client: Clie
     assert status in (200, 400), (status, reply)
     if status == 400:
         assert isinstance(reply["error"], str) and len(reply["error"]) < 300
+
+
+# --------------------------------------------------------------------------- keys and claim namespaces
+
+RACE = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+api_keys = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=40)
+FORGED_TYPES = ["ManualRequest.retrain", "ManualRequest.promote", "AzureMonitor.Alert", *EVENT_TYPES]
+dry_bodies = st.fixed_dictionaries({"dry_run": st.just(True), "reason": st.text(max_size=30)})
+
+
+def _post(client: Client, path: str, body: Any, key: str | None = None) -> tuple[int, Any]:
+    status, _, raw = client.host.dispatch(
+        "POST", path, {"Idempotency-Key": key} if key else {}, json.dumps(body).encode()
+    )
+    return status, json.loads(raw) if raw else None
+
+
+@FUZZ
+@given(
+    key=api_keys,
+    action=st.sampled_from(["retrain", "deploy", "rollback", "promote", "pause", "resume"]),
+    topic=st.sampled_from(["http", "HTTP", "reconciler", "azure-monitor", "cli", WORKSPACE]),
+    event_type=st.sampled_from(FORGED_TYPES),
+    shape=st.sampled_from(["manual", "reconciler", "alert"]),
+    body=dry_bodies,
+)
+def test_no_webhook_body_lands_in_another_channel_s_key_space(
+    client: Client, key: str, action: str, topic: str, event_type: str, shape: str, body: dict[str, Any]
+) -> None:
+    """Whatever a webhook event says (a topic of ``http``, an id shaped like a manual request's, the
+    reconciler's or an alert's), it is claimed as an Event Grid event: the manual request with that key
+    is answered with its own record, and the reconciler's and the alert's claims stay free."""
+    from function_app.runtime import get_retrainer
+    from function_app.triggers.api import request_digest
+    from handlers.signals import ALERT, OPERATOR, RECONCILER_CHANNEL
+
+    key = f"{key}-{uuid.uuid4().hex[:8]}"  # examples share the ledger: a key per example
+    forged_id = {
+        "manual": f"{MODEL}:{key}",
+        "reconciler": f"reconciler:job-{key}:completed",
+        "alert": f"{key}:fired",
+    }[shape]
+    forged = {
+        "id": forged_id,
+        "topic": topic,
+        "subject": "",
+        "eventType": event_type,
+        "eventTime": "2026-11-25T10:00:00Z",
+        "data": {"runId": f"job-{key}", "runStatus": "Completed", "experimentName": "x"},
+        "dataVersion": "",
+        "metadataVersion": "1",
+    }
+    status, _, _ = client.host.dispatch("POST", "/api/events", {"aeg-event-type": "Notification"}, json.dumps([forged]))
+    assert status == 200
+
+    ledger = get_retrainer().ledger
+    for channel in (RECONCILER_CHANNEL, ALERT, OPERATOR):
+        assert ledger.event_claim(Trigger(topic, forged_id, event_type, channel=channel)) is None
+    status, record = _post(client, f"/api/models/{MODEL}/retrain", body, key)
+    assert status == 200, record  # never 422 for a key that only a webhook event named
+    assert record["trigger"]["request"] == request_digest("retrain", MODEL, body)
+    if action not in ("retrain", "deploy"):  # the same key on an operator route: bound to the retrain
+        status, refused = _post(client, f"/api/models/{MODEL}/{action}", {"reason": "x"}, key)
+        assert status == 422 and "was first used at" in refused["error"]
+
+
+@RACE
+@given(
+    bodies=st.lists(dry_bodies, min_size=2, max_size=3, unique_by=lambda b: b["reason"]),
+    threads=st.integers(min_value=2, max_value=16),
+    actions=st.lists(st.sampled_from(["retrain", "pause"]), min_size=1, max_size=2),
+)
+def test_concurrent_requests_sharing_a_key_never_get_another_request_s_record(
+    client: Client, bodies: list[dict[str, Any]], threads: int, actions: list[str]
+) -> None:
+    """Requests racing with one key and different bodies (or routes): each answer is that request's
+    own record, a 422 naming the first, or a 503 to retry; one decision per key, whichever won."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from function_app.runtime import get_retrainer
+    from function_app.triggers.api import request_digest
+
+    key = f"race-{uuid.uuid4().hex}"
+    asks = [(actions[n % len(actions)], bodies[n % len(bodies)]) for n in range(threads)]
+    asks = [(a, b if a == "retrain" else {"reason": b["reason"]}) for a, b in asks]  # an operator body: a reason
+
+    def ask(n: int) -> tuple[int, int, Any]:
+        action, body = asks[n]
+        status, out = _post(client, f"/api/models/{MODEL}/{action}", body, key)
+        return n, status, out
+
+    with ThreadPoolExecutor(threads) as pool:
+        answers = list(pool.map(ask, range(threads)))
+
+    for n, status, out in answers:
+        action, body = asks[n]
+        assert status in (200, 409, 422, 503), (status, out)  # 409: a pause with no rollout to pause
+        if status == 200:
+            assert out["trigger"]["request"] == request_digest(action, MODEL, body)
+    winners = {json.dumps(asks[n], sort_keys=True) for n, status, _ in answers if status == 200}
+    assert len(winners) <= 1
+    assert len(get_retrainer().ledger.decisions(event_id=f"{MODEL}:{key}")) <= 1
