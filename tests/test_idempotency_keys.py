@@ -149,3 +149,50 @@ def test_each_channel_claims_in_its_own_key_space_and_event_grid_keeps_its_forma
     retrain = Trigger("http", "m:k", "ManualRequest.retrain", request="a", channel=MANUAL)
     promote = Trigger("http", "m:k", "ManualRequest.promote", request="b", channel="operator")
     assert claim_key(retrain) == claim_key(promote)  # one key, one request, whatever the route
+
+
+# --------------------------------------------------------------------------- keys claimed before the upgrade
+
+
+def test_a_key_claimed_before_claim_channels_is_still_found_and_still_bound(app: App) -> None:
+    """A request finished by the service before claims had channels (its claim under the digest of
+    ``http``, the route and ``model:key``) is retried after the upgrade: the same record again, and
+    another body is still a 422; what a webhook event left under such a key is no answer."""
+    from function_app.runtime import get_retrainer
+    from handlers.signals import ManualRequest
+
+    real = {"reason": "real"}
+    before = Trigger(
+        "http", f"{MODEL}:K-old", "ManualRequest.retrain", request=request_digest("retrain", MODEL, real)
+    )  # no channel: as the API made it before
+    first = get_retrainer().service.manual(ManualRequest(before, MODEL, "retrain", "real"))
+    assert first.outcome in ("planned", "submitted")
+
+    status, refused = post(app.client, f"/api/models/{MODEL}/retrain", {"reason": "other"}, "K-old")
+    assert status == 422 and first.id in refused["error"]
+    status, again = post(app.client, f"/api/models/{MODEL}/retrain", real, "K-old")
+    assert (status, again["id"], again["outcome"]) == (
+        200 if first.outcome == "planned" else 202,
+        first.id,
+        first.outcome,
+    )
+    assert [r.id for r in app.ledger.decisions(MODEL)] == [first.id]
+
+
+def test_each_ledger_binds_a_key_to_its_request_in_the_claim(ledger_spec: LedgerSpec) -> None:
+    """The ledger contract under the routes above: the claim that creates a key's row binds it; a claim
+    with another request is ``reused`` (when and for what), never taken over, whatever its state."""
+    from datetime import UTC, datetime, timedelta
+
+    ledger = ledger_spec.open()
+    now, lease = datetime(2026, 12, 1, tzinfo=UTC), timedelta(seconds=60)
+    promote = Trigger("http", f"{MODEL}:K", "ManualRequest.promote", request="aaa", channel="operator")
+    pause = Trigger("http", f"{MODEL}:K", "ManualRequest.pause", request="bbb", channel="operator")
+    assert ledger.claim_event(promote, now, lease).status == "new"
+    reused = ledger.claim_event(pause, now + lease * 2, lease)  # the first claim's lease ran out: still not taken
+    assert (reused.status, reused.first_for, reused.request) == ("reused", "ManualRequest.promote", "aaa")
+    assert reused.first_used.startswith("2026-12-01T00:00:00")
+    assert ledger.claim_event(promote, now + lease * 2, lease).status == "retry"
+    ledger.finish_event(promote, ["op-1"], now)
+    assert ledger.claim_event(pause, now, lease).decisions == ("op-1",)
+    assert ledger.claim_event(promote, now, lease).status == "done"
