@@ -196,3 +196,39 @@ def test_each_ledger_binds_a_key_to_its_request_in_the_claim(ledger_spec: Ledger
     ledger.finish_event(promote, ["op-1"], now)
     assert ledger.claim_event(pause, now, lease).decisions == ("op-1",)
     assert ledger.claim_event(promote, now, lease).status == "done"
+
+
+def test_a_promotion_finished_by_the_reconciler_answers_its_own_retry_but_a_pause_with_its_key_is_a_422(
+    operated: Operated,
+) -> None:
+    """The issue's path: the promotion's worker died after setting traffic, a reconciler pass finished
+    it, so its claim was never marked done; the lookup that finds its record checks the key's binding."""
+    from handlers.operate import OperatorRequest
+    from handlers.signals import OPERATOR
+    from tests.crashes import DiesAfterSettingTraffic, WorkerDied
+
+    azure, body = operated.azure, {"reason": "hotfix"}
+    trigger = Trigger(
+        "http",
+        f"{MODEL}:K-dies",
+        "ManualRequest.promote",
+        caller=(("kind", "function key"),),
+        request=request_digest("promote", MODEL, body),
+        channel=OPERATOR,
+    )  # what the route makes of POST .../promote with Idempotency-Key K-dies
+    with pytest.raises(WorkerDied):
+        azure.new_worker(actions=DiesAfterSettingTraffic(azure.actions)).operator.handle(
+            OperatorRequest(trigger, MODEL, "promote", "hotfix")
+        )
+    assert operated.state() == "promoted"
+    [promote] = operated.records("promote")
+    traffic = operated.traffic()
+
+    status, refused = operated.call("pause", {"reason": "hold on"}, key="K-dies")
+    assert status == 422, refused
+    assert f"/api/models/{MODEL}/promote" in refused["error"]
+    status, rollback = operated.call("rollback", {"reason": "undo"}, key="K-dies")
+    assert status == 422, rollback
+    assert operated.traffic() == traffic and operated.records("rollback") == []
+    status, again = operated.call("promote", body, key="K-dies")
+    assert (status, again["id"]) == (202, promote.id)
