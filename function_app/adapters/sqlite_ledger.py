@@ -160,6 +160,8 @@ class SqliteLedger:
         bound = self._claim(key)
         if bound is not None and bound.request != trigger.request:  # never taken over, never answered from
             return replace(bound, status="reused")
+        if bound is not None and bound.status == "done":  # final: a redelivery needs no write
+            return Claim("done", bound.decisions)
         # Seen before: take over an unfinished claim only if its lease has run out (one statement, atomic).
         taken = self._write(
             "UPDATE events SET lease_until = ? WHERE key = ? AND status = 'processing' "
