@@ -1,7 +1,7 @@
 """Retrying calls to Azure inside one delivery's time budget (tenacity).
 
 Event Grid waits 30 s for an answer. Every call an action makes to Azure goes through one
-:class:`Budget`, started when the action starts, or, inside :func:`function_app.delivery.one_delivery` (what the trigger
+:class:`Budget`, started when the action starts, or, inside :func:`function_app.deadline.one_deadline` (what the trigger
 functions wrap each delivery in), when the delivery's first action starts, so that the actions of
 one delivery (an event that concerns two models, a webhook batch) share one deadline: throttling (429), timeouts (408 and client-side),
 connection failures and 5xx are retried with exponential backoff and jitter, honouring the
@@ -30,7 +30,7 @@ import tenacity
 from azure.core.exceptions import AzureError
 
 from function_app.adapters.azure_errors import describe, is_transient, retry_after, status_of
-from function_app.delivery import budget_start
+from function_app.deadline import budget_start
 from handlers.errors import TransientError
 
 if TYPE_CHECKING:
@@ -117,6 +117,6 @@ class RetryPolicy:
         return cls(deadline=settings.deadline_seconds, **overrides)
 
     def budget(self) -> Budget:
-        """A budget of ``deadline`` seconds from now, or, inside :func:`function_app.delivery.one_delivery`, from when the
+        """A budget of ``deadline`` seconds from now, or, inside :func:`function_app.deadline.one_deadline`, from when the
         delivery's first budget started."""
         return Budget(self, budget_start(self.clock) + self.deadline)
