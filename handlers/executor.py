@@ -25,7 +25,7 @@ from typing import Any
 from handlers import gate, guards
 from handlers.decisions import Decision, Deploy, Retrain
 from handlers.errors import PermanentError
-from handlers.jobnames import job_name
+from handlers.jobnames import deployment_name, job_name
 from handlers.ports import ActionResult, CandidateFacts, Deployments, Jobs, Ledger
 from handlers.records import DecisionRecord, iso
 
@@ -205,11 +205,14 @@ class Executor:
         return self.act(decision, now)
 
     def named(self, decision: Retrain | Deploy) -> Retrain | Deploy:
-        """``decision`` with its job named under the key (:func:`handlers.jobnames.job_name`)."""
-        if self.job_name_key is None or not isinstance(decision, Retrain):
+        """``decision`` with its job or candidate deployment named under the key (:mod:`handlers.jobnames`)."""
+        if self.job_name_key is None:
             return decision
-        name = job_name(self.job_name_key, decision.model, decision.id)
-        return replace(decision, job=replace(decision.job, name=name))
+        if isinstance(decision, Retrain):
+            name = job_name(self.job_name_key, decision.model, decision.id)
+            return replace(decision, job=replace(decision.job, name=name))
+        deployment = deployment_name(self.job_name_key, decision.plan.deployment, decision.id)
+        return replace(decision, plan=replace(decision.plan, deployment=deployment))
 
     def _preview(self, decision: Retrain | Deploy, kind: str, limits: Limits, now: datetime) -> DecisionRecord:
         """A dry run: what the guards say and, for a deploy, the gate's verdict on what the workspace
@@ -340,16 +343,25 @@ class Executor:
 
 
 def named_as_reserved(decision: Retrain | Deploy, reserved: DecisionRecord | None) -> Retrain | Deploy:
-    """A resumed retrain keeps the job name its reservation recorded: the job may exist under it (the
-    worker died after submitting), and a key rotated since would otherwise name a second job."""
-    if not isinstance(decision, Retrain) or reserved is None or reserved.outcome != "reserved":
+    """A resumed decision keeps the job or deployment name its reservation recorded: the job or
+    deployment may exist under it (the worker died after acting), and a key rotated since would
+    otherwise name a second one."""
+    if reserved is None or reserved.outcome != "reserved":
         return decision
     rendered = reserved.details.get("rendered")
-    name = rendered.get("name") if isinstance(rendered, dict) and rendered.get("type") == "pipeline" else None
-    if not isinstance(name, str) or not name or name == decision.job.name:
+    if not isinstance(rendered, dict):
         return decision
-    log.info("decision %s resumes under the job name its reservation recorded: %s", decision.id, name[:200])
-    return replace(decision, job=replace(decision.job, name=name))
+    if isinstance(decision, Retrain):
+        name = rendered.get("name") if rendered.get("type") == "pipeline" else None
+        if not isinstance(name, str) or not name or name == decision.job.name:
+            return decision
+        log.info("decision %s resumes under the job name its reservation recorded: %s", decision.id, name[:200])
+        return replace(decision, job=replace(decision.job, name=name))
+    name = rendered.get("deployment")
+    if not isinstance(name, str) or not name or name == decision.plan.deployment:
+        return decision
+    log.info("decision %s resumes under the deployment name its reservation recorded: %s", decision.id, name[:200])
+    return replace(decision, plan=replace(decision.plan, deployment=name))
 
 
 def rendered_of(decision: Retrain | Deploy) -> dict[str, Any]:

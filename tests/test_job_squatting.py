@@ -26,7 +26,7 @@ from function_app import runtime
 from function_app.settings import JOB_NAME_KEY_FILE, Settings, job_name_key
 from handlers.decisions import Deploy, Retrain, decide
 from handlers.errors import TransientError
-from handlers.jobnames import job_name
+from handlers.jobnames import deployment_name, job_name
 from handlers.signals import envelope_from_dict, to_signal, workspace_key
 from tests.azure_world import (
     DRIFT_SAMPLE,
@@ -299,26 +299,34 @@ def test_the_table_ledger_without_a_job_name_key_is_a_start_up_error_saying_how_
 # --------------------------------------------------------------------------- candidate deployments
 
 
-def public_deployment_name(azure: AzureWorld, raw: dict[str, Any]) -> tuple[str, dict[str, str]]:
-    """The candidate deployment's name and tags, as anyone can compute them from a run's event."""
+def public_deploy_plan(raw: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
+    """The deploy decision's id, its plan's candidate deployment name and its tags, as anyone can
+    compute them from a run's event."""
     workspaces = frozenset({workspace_key(WORKSPACE_ID)})
     signal = to_signal(envelope_from_dict(raw), workspaces)
     [decision] = decide(signal, POLICY, azure_now(), workspaces)
     assert isinstance(decision, Deploy)
-    return decision.plan.deployment, dict(decision.plan.tags)
+    return decision.id, decision.plan.deployment, dict(decision.plan.tags)
 
 
-def test_a_deployment_someone_else_created_under_the_candidates_name_is_not_adopted(azure: AzureWorld) -> None:
-    """A finished candidate run's deployment name is a digest of the run id: the workspace user creates a
-    deployment of that name on the endpoint first, with the decision's tags. The service must not
-    adopt it (the rollout would move production traffic to it): a failed decision naming them."""
-    raw = azure.finished_run(r2="0.61")
-    name, tags = public_deployment_name(azure, raw)
+def squat_deployment(azure: AzureWorld, name: str, tags: dict[str, str]) -> None:
+    """The workspace user creates a deployment ``name`` on the endpoint (a copy of the live one)."""
     theirs = workspace_user(azure)
     live = theirs.online_deployments.get("blue", endpoint_name=ENDPOINT)
     live.name, live.tags, live.data_collector = name, tags, None
     theirs.online_deployments.begin_create_or_update(live, skip_script_validation=True)
     assert azure.arm.deployments[(ENDPOINT, name)]["systemData"]["createdBy"] == USER_UPN
+    azure.provisioned()  # their deployment is created (the endpoint takes the next write)
+
+
+def test_a_deployment_someone_else_created_under_the_candidates_name_is_not_adopted(azure: AzureWorld) -> None:
+    """The workspace user learned the candidate deployment's name and created a deployment of that name
+    on the endpoint first, with the decision's tags. The service must not adopt it (the rollout would
+    move production traffic to it): a failed decision naming them, nothing registered or moved."""
+    raw = azure.finished_run(r2="0.61")
+    decision, planned, tags = public_deploy_plan(raw)
+    name = deployment_name(JOB_NAME_KEY.encode(), planned, decision)  # leaked: it takes the key
+    squat_deployment(azure, name, tags)
     puts = len(azure.arm.requests_to("PUT", r"^onlineEndpoints/"))
 
     [rec] = azure.deliver(raw).decisions
@@ -329,6 +337,20 @@ def test_a_deployment_someone_else_created_under_the_candidates_name_is_not_adop
     assert azure.arm.requests_to("PUT", r"^models/") == []  # nor a version registered for it
     assert azure.arm.endpoints[ENDPOINT]["properties"]["traffic"] == {"blue": 100}
     assert "rollout" not in azure.ledger.get_model(MODEL).flights
+
+
+def test_the_candidate_deployment_name_cannot_be_computed_from_the_run_without_the_key(azure: AzureWorld) -> None:
+    """The deployment name the plan derives from the run id is public; the service deploys under a
+    keyed one, so a deployment created at the public name is in nobody's way."""
+    raw = azure.finished_run(r2="0.61")
+    decision, planned, tags = public_deploy_plan(raw)
+    squat_deployment(azure, planned, tags)
+
+    [rec] = azure.deliver(raw).decisions
+    assert (rec.action, rec.outcome, rec.details.get("adopted")) == ("deploy", "submitted", None), rec.reason
+    name = rec.details["rendered"]["deployment"]
+    assert name != planned and name == deployment_name(JOB_NAME_KEY.encode(), planned, decision)
+    assert azure.arm.deployments[(ENDPOINT, name)]["systemData"]["createdBy"] == APP_CLIENT_ID
 
 
 def test_retrain_explain_renders_the_job_name_the_service_would_submit_under(
@@ -377,7 +399,7 @@ def test_a_model_version_someone_else_tagged_with_the_deploy_decision_is_not_tak
     it before the service registers the candidate: that version is not the one the service registered
     on an earlier delivery. The service registers its own from the run and deploys that."""
     raw = azure.finished_run(r2="0.61")
-    _, tags = public_deployment_name(azure, raw)
+    _, _, tags = public_deploy_plan(raw)
     theirs = workspace_user(azure)
     azure.arm.add_job("mallory-model-run", experiment="mallory-sandbox")
     forged = Model(name=MODEL, path="azureml://jobs/mallory-model-run/outputs/model", type="custom_model", tags=tags)
@@ -390,3 +412,20 @@ def test_a_model_version_someone_else_tagged_with_the_deploy_decision_is_not_tak
     served = create.body["properties"]["model"]
     assert served != azure.arm.arm_id("models", MODEL, "versions", str(registered.version))
     assert azure.arm.models[(MODEL, served.rsplit("/", 1)[1])]["systemData"]["createdBy"] == APP_CLIENT_ID
+
+
+def test_a_deploy_redelivered_after_the_key_is_rotated_adopts_the_deployment_its_reservation_named(
+    azure: AzureWorld,
+) -> None:
+    raw = azure.finished_run(r2="0.61")
+    with pytest.raises(WorkerDied):  # registered and started the candidate, then died before recording it
+        azure.deliver(raw, azure.new_worker(DiesAfterActing(azure.actions)))
+    started = [d for (e, d) in azure.arm.deployments if d != "blue"]
+    assert len(started) == 1
+
+    azure.now.advance(minutes=2)
+    rotated = azure.new_worker(job_name_key=b"a-new-key-after-rotation-0123456789abcdef")
+    [rec] = azure.deliver(raw, rotated).decisions
+    assert (rec.outcome, rec.details.get("adopted")) == ("submitted", True), rec.reason
+    assert rec.details["rendered"]["deployment"] == started[0]
+    assert [d for (e, d) in azure.arm.deployments if d != "blue"] == started
