@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check lint typecheck unit fast bench clean
+.PHONY: install run test check lint typecheck unit fast docs bench clean
 
 include infra/checks.mk
 
@@ -39,8 +39,13 @@ unit: install node_modules/.bin/azurite
 	$(PY) -m pytest -n 2 -m "not storm"
 	$(PY) -m pytest -m storm
 
+## make docs: the documentation site (mkdocs.yml, docs/) in strict mode: a broken link or a page
+## missing from the nav fails; the site goes to .retrain/site (not committed)
+docs: install
+	$(VENV)/bin/mkdocs build --strict --site-dir .retrain/site
+
 ## make test: every test and check, as CI runs them (check-infra first: its venv is used by a unit test)
-test: lint typecheck check-infra unit
+test: lint typecheck docs check-infra unit
 
 ## make check: the loop while you work (under a minute): lint, types, and the tests that need neither
 ## Azurite, the Azure ML SDK world, the infra parsers nor long (not marked azurite, sdk, infra or

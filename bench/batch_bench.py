@@ -1,5 +1,5 @@
 """Webhook batches against Event Grid's 30 s: how long each delivery of a large batch takes to answer,
-and how many deliveries it takes until every event is handled (README.md, "Benchmarks").
+and how many deliveries it takes until every event is handled (docs/benchmarks.md).
 
 The local host (`retrain host`, a real process) serves the webhook with the Table ledger on Azurite
 (started here on free ports of 127.0.0.1 and stopped at the end) and the dry-run backend. A batch of

@@ -1,4 +1,4 @@
-"""Benchmarks, run with `make bench` (figures go into README.md, "Benchmarks").
+"""Benchmarks, run with `make bench` (figures go into docs/benchmarks.md).
 
 (a) Cold start: median wall time and peak RSS of a fresh interpreter importing the app's root
     script, beside one importing only azure.functions, interleaved in the same run; and the root

@@ -1,7 +1,7 @@
 """The policy file: which models the service looks after, and how.
 
 Loaded once per worker and validated with pydantic; every problem is reported as
-``FILE: key.path: what is wrong; how to fix it``. See README.md, "Policy reference".
+``FILE: key.path: what is wrong; how to fix it``. See docs/policy.md.
 """
 
 from __future__ import annotations

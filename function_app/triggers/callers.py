@@ -57,20 +57,20 @@ def caller_of(
         raise Forbidden(
             "RETRAIN_APP_SERVICE_AUTH=true but App Service authentication is off (WEBSITE_AUTH_ENABLED is not True), "
             "so no signed-in principal can be trusted; turn sign-in on or set RETRAIN_APP_SERVICE_AUTH=false "
-            "(README, Security model)"
+            "(docs/security.md, Entra ID sign-in)"
         )
     lowered = {k.lower(): v for k, v in headers.items()}
     encoded = lowered.get(PRINCIPAL)
     if not encoded:
         raise Unauthorized(
             "App Service authentication is on (RETRAIN_APP_SERVICE_AUTH=true) and this request carries no "
-            "signed-in principal; sign in with Entra ID (see README, Security model)"
+            "signed-in principal; sign in with Entra ID (see docs/security.md)"
         )
     provider, roles = _claims(encoded)
     name, principal_id = lowered.get(PRINCIPAL_NAME, ""), lowered.get(PRINCIPAL_ID, "")
     if operator_role not in roles:
         raise Forbidden(
             f"{name or principal_id or 'the caller'} lacks the app role {operator_role!r} that manual requests "
-            "need; an owner of the app registration assigns it (README, Security model)"
+            "need; an owner of the app registration assigns it (docs/security.md, Entra ID sign-in)"
         )
     return {"kind": "principal", "provider": provider, "name": name[:256], "id": principal_id[:128]}

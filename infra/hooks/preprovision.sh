@@ -20,7 +20,7 @@
 #  5. Generates RETRAIN_JOB_NAME_KEY once per environment (64 random hex digits, never printed): the
 #     secret the app names its retraining jobs with, so that no workspace user can predict the name of
 #     the next one and create it first. Kept when it is set: a new key would not find the jobs of
-#     retrains in progress (README, Security model).
+#     retrains in progress (docs/security.md).
 set -eu
 HOOK=preprovision
 HOOKS=$(cd "$(dirname "$0")" && pwd)

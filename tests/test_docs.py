@@ -1,0 +1,94 @@
+"""The documentation: README.md links into docs/, and the MkDocs site builds in strict mode, so that a
+broken link, a missing page or a link to a repository file that is gone fails (``make docs``)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def build(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "-f",
+            str(config),
+            "--site-dir",
+            str(config.parent / "site"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def nav_pages() -> set[str]:
+    config = yaml.safe_load((REPO / "mkdocs.yml").read_text(encoding="utf-8"))
+    return {page for item in config["nav"] for page in item.values()}
+
+
+def test_every_link_of_the_readme_names_a_file_and_its_docs_links_a_page_of_the_site() -> None:
+    links = [link for link in LINK.findall((REPO / "README.md").read_text(encoding="utf-8")) if "://" not in link]
+    missing = [link for link in links if not (REPO / link.split("#")[0]).exists()]
+    into_docs = [link.split("#")[0].removeprefix("docs/") for link in links if link.startswith("docs/")]
+    assert missing == []
+    assert {"concepts.md", "architecture.md", "policy.md", "security.md", "settings.md"} <= set(into_docs)
+    assert [page for page in into_docs if page.endswith(".md") and page not in nav_pages()] == []
+
+
+def test_the_readme_stays_a_first_page() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 250
+    assert "make run " in readme and "make test " in readme
+
+
+def test_every_page_of_docs_is_in_the_nav() -> None:
+    assert {p.name for p in (REPO / "docs").glob("*.md")} == nav_pages()
+
+
+def copy_site(tmp_path: Path) -> Path:
+    """A copy of docs/ and a config that builds it, with the repository's own hook."""
+    shutil.copytree(REPO / "docs", tmp_path / "docs")
+    config = yaml.safe_load((REPO / "mkdocs.yml").read_text(encoding="utf-8"))
+    config["docs_dir"] = str(tmp_path / "docs")
+    config["hooks"] = [str(REPO / hook) for hook in config["hooks"]]
+    (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return tmp_path / "mkdocs.yml"
+
+
+def test_the_site_builds_in_strict_mode(tmp_path: Path) -> None:
+    result = build(copy_site(tmp_path))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("link", "complaint"),
+    [
+        ("[gone](no-such-page.md)", "no-such-page.md"),
+        ("[gone](rollouts.md#no-such-section)", "no-such-section"),
+        ("[gone](/handlers/no_such_module.py)", "/handlers/no_such_module.py"),
+    ],
+)
+def test_a_broken_link_fails_the_build(tmp_path: Path, link: str, complaint: str) -> None:
+    config = copy_site(tmp_path)
+    page = tmp_path / "docs" / "concepts.md"
+    page.write_text(page.read_text(encoding="utf-8") + f"\nSee {link}.\n", encoding="utf-8")
+    result = build(config)
+    assert result.returncode != 0
+    assert complaint in result.stderr
