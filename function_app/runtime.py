@@ -88,7 +88,6 @@ def make_health(settings: Settings) -> dict[str, HealthSource]:
         )
     else:
         sources["metrics"] = NoHealthData(
-            "metrics",
             "no region for the platform metrics is configured (RETRAIN_METRICS_REGION: the Azure ML workspace's "
             "region, where its online endpoints are, not the function app's); no data",
         )

@@ -26,7 +26,7 @@ from handlers import gate, guards
 from handlers.decisions import Decision, Deploy, Retrain
 from handlers.errors import PermanentError
 from handlers.jobnames import deployment_name, job_name
-from handlers.ports import ActionResult, CandidateFacts, Deployments, Jobs, Ledger
+from handlers.ports import ActionResult, Deployments, Jobs, Ledger
 from handlers.records import DecisionRecord, iso
 
 log = logging.getLogger(__name__)
@@ -335,11 +335,6 @@ class Executor:
         rec = self.write(record)
         self.settle(model, kind, rec)
         return rec
-
-    def describe_facts(self, decision: Deploy) -> tuple[CandidateFacts, gate.CandidateVerdict]:
-        """The facts and the gate's verdict for ``decision``, read now, changing nothing (``retrain explain``)."""
-        facts = self.deployments.candidate_facts(decision.plan)
-        return facts, gate.judge(decision.plan.gate, facts)
 
 
 def named_as_reserved(decision: Retrain | Deploy, reserved: DecisionRecord | None) -> Retrain | Deploy:

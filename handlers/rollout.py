@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from handlers.keys import digest
-from handlers.records import DecisionRecord, Flight, ModelState, from_iso, iso
+from handlers.records import DecisionRecord, Flight, ModelState, iso
 
 ROLLOUT = "rollout"  # the flight kind (handlers.guards.ROLLOUT)
 RECONCILER = "reconciler"
@@ -268,12 +268,6 @@ def swap(state: ModelState, decision: str, pending_id: str, replacement: Transit
     return replace(
         state, flights={**state.flights, ROLLOUT: replace(flight, data={**flight.data, ROLLOUT: data})}
     ), True
-
-
-def baked(data: dict[str, Any], now: datetime) -> timedelta | None:
-    """How long the current step has baked; None before the first step."""
-    started = from_iso(data.get("step_started"))
-    return None if started is None else now - started
 
 
 def record_of(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from handlers.decisions import DeployPlan, JobPlan
 from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo, ModelVersion
@@ -13,11 +13,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DryRunActions:
-    """Submits nothing. ``traffic`` lists the splits it was asked to set (a dry run never holds a
-    rollout, so the reconciler does not ask; a caller that does gets it logged, not done)."""
+    """Submits nothing. A dry run never holds a rollout, so the reconciler never asks it to set
+    traffic; a caller that does gets it logged, not done."""
 
     name: str = "dryrun"
-    traffic: list[tuple[str, dict[str, int]]] = field(default_factory=list)
 
     def submit_retrain(self, plan: JobPlan) -> ActionResult:
         return ActionResult(
@@ -79,7 +78,6 @@ class DryRunActions:
         return {}
 
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
-        self.traffic.append((endpoint, dict(traffic)))
         log.info("dry run: would set the traffic of endpoint %s to %s", endpoint, traffic)
         return False
 

@@ -106,9 +106,8 @@ class NoHealthData:
     no region for the platform metrics): there is no data; the reading says why, and the policy's
     ``on_no_traffic`` decides."""
 
-    def __init__(self, name: str = "logs", note: str = "") -> None:
+    def __init__(self, note: str = "") -> None:
         self.name = "none"
-        self.stands_for = name  # the source it stands in for
         self.note = note or NO_WORKSPACE
 
     def read(
