@@ -132,7 +132,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                     else "claims to be this service's run; not checked (pass --with-ledger to check it in the ledger)"
                 )
             )
-        decisions = decide(signal, policy, now, workspaces)
+        decisions = decide(signal, policy, workspaces)
         if not decisions:
             print("decide  nothing to decide (handshake)")
         for d in decisions:

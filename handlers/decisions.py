@@ -1,6 +1,6 @@
 """Decide: the pure heart of the service.
 
-``decide(signal, policy, now)`` returns one decision per concerned model (or one ``Skip`` when no
+``decide(signal, policy)`` returns one decision per concerned model (or one ``Skip`` when no
 model is concerned): ``Retrain``, ``Deploy`` or ``Skip(reason)``, never an exception: whatever is
 wrong with an event is a skip that says what and how to fix it. A manual request is checked before
 it is claimed (:func:`check_manual`), so that its caller gets a 4xx instead. No I/O, no clock read,
@@ -15,7 +15,6 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from handlers.errors import InvalidInput, NotFound
@@ -207,10 +206,10 @@ def skip(trigger: Trigger, reason: str, model: str | None = None, **details: Any
 # --------------------------------------------------------------------------- decide
 
 
-def decide(signal: Signal, policy: Policy, now: datetime, workspaces: frozenset[str] = frozenset()) -> list[Decision]:
-    """The decisions for one signal. ``now`` is passed in; nothing here reads a clock. ``workspaces``:
-    the normalised ids of the workspaces the service acts for (an alert counts only about them)."""
-    del now  # rules that depend on time (cooldown, budget) are guards, applied with the ledger
+def decide(signal: Signal, policy: Policy, workspaces: frozenset[str] = frozenset()) -> list[Decision]:
+    """The decisions for one signal; nothing here reads a clock: the rules that depend on time
+    (cooldown, budget) are guards, applied with the ledger. ``workspaces``: the normalised ids of the
+    workspaces the service acts for (an alert counts only about them)."""
     if isinstance(signal, Ignored):
         return [skip(signal.trigger, signal.reason)]
     if isinstance(signal, ValidationRequest):

@@ -157,7 +157,7 @@ class RetrainService:
             try:
                 signal = verified(signal, self.ledger)
                 self._observe(signal)
-                for decision in decide(signal, self.policy, now, self.workspaces):
+                for decision in decide(signal, self.policy, self.workspaces):
                     model = decision.model
                     recorded = self.executor.recorded(decision) if again else None
                     if recorded is not None:  # decided before: the record stands, whatever the guards say now

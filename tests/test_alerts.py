@@ -12,7 +12,7 @@ from handlers.decisions import Retrain, Skip, decide
 from handlers.errors import InvalidInput
 from handlers.policy import load_policy
 from handlers.signals import parse_alert
-from tests.builders import NOW, SCOPE
+from tests.builders import SCOPE
 from tests.conftest import REPO, Client
 
 ALERT: dict[str, Any] = json.loads((REPO / "examples" / "events" / "alert.common-schema.json").read_text())
@@ -33,17 +33,17 @@ def test_fired_and_resolved_notifications_are_distinct_events() -> None:
 
 
 def test_resolved_alert_is_recorded_not_acted_on() -> None:
-    [d] = decide(parse_alert(alert(monitorCondition="Resolved")), POLICY, NOW, SCOPE)
+    [d] = decide(parse_alert(alert(monitorCondition="Resolved")), POLICY, SCOPE)
     assert isinstance(d, Skip) and "resolved" in d.reason and d.model == "sklearn_regression_model"
 
 
 def test_alert_rule_names_match_case_insensitively() -> None:
-    [d] = decide(parse_alert(alert(alertRule="Diabetes-Feature-Drift")), POLICY, NOW, SCOPE)
+    [d] = decide(parse_alert(alert(alertRule="Diabetes-Feature-Drift")), POLICY, SCOPE)
     assert isinstance(d, Retrain) and "fired (Sev2, Log)" in d.reason
 
 
 def test_alert_for_a_rule_no_model_listens_to_is_skipped_with_its_name() -> None:
-    [d] = decide(parse_alert(alert(alertRule="cpu-high")), POLICY, NOW, SCOPE)
+    [d] = decide(parse_alert(alert(alertRule="cpu-high")), POLICY, SCOPE)
     assert isinstance(d, Skip) and "'cpu-high'" in d.reason
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from handlers.decisions import Deploy, Retrain, Skip, check_manual, decide
 from handlers.errors import InvalidInput
 from handlers.policy import Policy, load_policy
 from handlers.signals import ManualRequest, Trigger, parse_body, to_signal, workspace_key
-from tests.builders import NOW, WORKSPACE, breach_event, drift_event, event, ours, run_event
+from tests.builders import WORKSPACE, breach_event, drift_event, event, ours, run_event
 from tests.conftest import REPO
 
 POLICY: Policy = load_policy(REPO / "examples" / "policy.yaml")
@@ -22,12 +23,12 @@ MODEL = "sklearn_regression_model"
 
 def decisions_for(raw: dict[str, Any]) -> list[Any]:
     [env] = parse_body(json.dumps([raw]))
-    return decide(to_signal(env, frozenset({workspace_key(WORKSPACE)})), POLICY, NOW)
+    return decide(to_signal(env, frozenset({workspace_key(WORKSPACE)})), POLICY)
 
 
 def manual(model: str = MODEL, action: str = "retrain", **kw: Any) -> list[Any]:
     req = ManualRequest(Trigger("http", "req-1", "ManualRequest." + action), model, action, "because", **kw)
-    return decide(req, POLICY, NOW)
+    return decide(req, POLICY)
 
 
 def test_drift_above_threshold_retrains_the_model_that_listens() -> None:
@@ -81,14 +82,14 @@ def _from_event_policy(fallback: str | None) -> Policy:
 def test_a_v1_drift_events_dataset_id_is_not_taken_for_a_data_asset_name() -> None:
     [env] = parse_body(json.dumps([drift_event(event_id="e-2")]))
     signal = to_signal(env, frozenset({workspace_key(WORKSPACE)}))
-    [with_fallback] = decide(signal, _from_event_policy("azureml:diabetes-training@latest"), NOW)
+    [with_fallback] = decide(signal, _from_event_policy("azureml:diabetes-training@latest"))
     assert isinstance(with_fallback, Retrain)
     assert with_fallback.job.inputs["training_data"] == {
         "type": "mltable",
         "value": "azureml:diabetes-training@latest",
         "from": "policy (the event's TargetDatasetId is a v1 dataset id)",
     }
-    [without] = decide(signal, _from_event_policy(None), NOW)
+    [without] = decide(signal, _from_event_policy(None))
     assert isinstance(without, Skip)
     assert "'target-ds' from an SDK v1 data-drift event is a v1 dataset id, not a data asset name" in without.reason
 
@@ -176,15 +177,20 @@ def test_an_event_value_of_the_wrong_type_for_an_input_is_a_skip_naming_the_inpu
     raw = drift_event()
     raw["data"]["TargetDatasetId"] = 12345
     [env] = parse_body(json.dumps([raw]))
-    [d] = decide(to_signal(env, frozenset({workspace_key(WORKSPACE)})), _from_event_policy(None), NOW)
+    [d] = decide(to_signal(env, frozenset({workspace_key(WORKSPACE)})), _from_event_policy(None))
     assert isinstance(d, Skip) and d.model == MODEL and d.details == {"input": "training_data"}
     assert "input 'training_data' is of type mltable" in d.reason and "gave int '12345'" in d.reason
     assert "models.sklearn_regression_model.retrain.inputs.training_data" in d.reason
 
 
-def test_decide_reads_no_clock_and_no_io() -> None:
-    # the same inputs at two different times give the same decisions
-    e = drift_event(event_id="fixed")
-    [env] = parse_body(json.dumps([e]))
-    s = to_signal(env, frozenset({workspace_key(WORKSPACE)}))
-    assert decide(s, POLICY, NOW) == decide(s, POLICY, datetime(2030, 1, 1, tzinfo=UTC))
+def test_decide_is_given_no_time_and_its_module_reads_no_clock() -> None:
+    """Time-dependent rules (cooldown, budget) are guards applied with the ledger: decide takes no
+    ``now`` (it had one it never read), and nothing in its module reads a clock or does I/O."""
+    assert "now" not in inspect.signature(decide).parameters
+    tree = ast.parse((REPO / "handlers" / "decisions.py").read_text())
+    called = {
+        node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+    }
+    assert not called & {"now", "utcnow", "today", "time", "monotonic", "open", "urlopen", "read_text"}

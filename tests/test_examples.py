@@ -11,7 +11,7 @@ from function_app.adapters.dryrun import DryRunActions
 from handlers.decisions import Deploy, Retrain, decide
 from handlers.policy import load_policy
 from handlers.signals import parse_alert, parse_body, to_signal, workspace_key
-from tests.builders import NOW, SCOPE, WORKSPACE
+from tests.builders import SCOPE, WORKSPACE
 from tests.conftest import REPO
 from tests.ledgers import LedgerSpec
 from tests.world import World
@@ -31,7 +31,7 @@ EXAMPLES = REPO / "examples"
 def test_example_event_decides_as_documented(name: str, kind: type, model: str) -> None:
     policy = load_policy(EXAMPLES / "policy.yaml")
     [env] = parse_body((EXAMPLES / "events" / name).read_text())
-    [decision] = decide(to_signal(env, frozenset({workspace_key(WORKSPACE)})), policy, NOW)
+    [decision] = decide(to_signal(env, frozenset({workspace_key(WORKSPACE)})), policy)
     assert isinstance(decision, kind) and decision.model == model
     assert name in (EXAMPLES / "events" / "README.md").read_text()
 
@@ -39,7 +39,7 @@ def test_example_event_decides_as_documented(name: str, kind: type, model: str) 
 def test_example_alert_retrains_the_model_that_listens_to_its_rule() -> None:
     policy = load_policy(EXAMPLES / "policy.yaml")
     signal = parse_alert((EXAMPLES / "events" / "alert.common-schema.json").read_bytes())
-    [decision] = decide(signal, policy, NOW, SCOPE)
+    [decision] = decide(signal, policy, SCOPE)
     assert isinstance(decision, Retrain) and decision.model == "sklearn_regression_model"
 
 

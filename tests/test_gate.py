@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 from handlers.decisions import Deploy, decide
 from handlers.gate import evaluate, metric_value
@@ -81,7 +80,7 @@ def test_deploy_decision_carries_the_policy_gate_and_model_output() -> None:
     policy = load_policy(REPO / "examples" / "policy.yaml")
     raw = run_event(tags={**ours(), "r2_score": "0.6"})
     [env] = parse_body(json.dumps([raw]))
-    [decision] = decide(to_signal(env), policy, datetime(2026, 11, 25, tzinfo=UTC))
+    [decision] = decide(to_signal(env), policy)
     assert isinstance(decision, Deploy)
     assert decision.plan.gate == policy.models["sklearn_regression_model"].deploy.gate  # type: ignore[union-attr]
     assert decision.plan.model_output == "model"

@@ -60,7 +60,7 @@ def public_job_name(raw: dict[str, Any]) -> str:
     digest of the event's public parts (what the service submitted under before the key)."""
     workspaces = frozenset({workspace_key(WORKSPACE_ID)})
     signal = to_signal(envelope_from_dict(raw), workspaces)
-    [decision] = decide(signal, POLICY, azure_now(), workspaces)
+    [decision] = decide(signal, POLICY, workspaces)
     assert isinstance(decision, Retrain)
     return decision.job.name
 
@@ -304,7 +304,7 @@ def public_deploy_plan(raw: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
     compute them from a run's event."""
     workspaces = frozenset({workspace_key(WORKSPACE_ID)})
     signal = to_signal(envelope_from_dict(raw), workspaces)
-    [decision] = decide(signal, POLICY, azure_now(), workspaces)
+    [decision] = decide(signal, POLICY, workspaces)
     assert isinstance(decision, Deploy)
     return decision.id, decision.plan.deployment, dict(decision.plan.tags)
 

@@ -20,7 +20,7 @@ from handlers.signals import ManualRequest, Trigger, parse_body, to_signal, work
 from tests.builders import WORKSPACE, drift_event, ours, run_event
 from tests.conftest import REPO
 from tests.crashes import DiesBeforeActing, WorkerDied
-from tests.fakes import Clock, RecordingActions
+from tests.fakes import RecordingActions
 from tests.ledgers import LedgerSpec
 from tests.world import World as BaseWorld
 
@@ -49,7 +49,7 @@ def world(ledger_spec: LedgerSpec) -> World:
 
 def decided(raw: dict[str, Any]) -> Any:
     [env] = parse_body(json.dumps([raw]))
-    [d] = decide(to_signal(env, frozenset({workspace_key(WORKSPACE)})), POLICY, Clock()())
+    [d] = decide(to_signal(env, frozenset({workspace_key(WORKSPACE)})), POLICY)
     return d
 
 

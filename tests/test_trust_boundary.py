@@ -120,7 +120,7 @@ def test_a_reference_into_the_workspace_from_event_data_is_used(app: App, value:
 def test_a_prefix_the_policy_allows_is_used_as_it_is() -> None:
     from handlers.decisions import Retrain, decide
     from handlers.signals import parse_body, to_signal
-    from tests.builders import NOW, SCOPE
+    from tests.builders import SCOPE
 
     policy = parse_policy(
         """
@@ -135,7 +135,7 @@ models:
     )
     raw = drift_event()
     raw["data"]["TargetDatasetId"] = "https://ours.blob.core.windows.net/in/today.csv"
-    [d] = decide(to_signal(parse_body(json.dumps([raw]))[0], SCOPE), policy, NOW, SCOPE)
+    [d] = decide(to_signal(parse_body(json.dumps([raw]))[0], SCOPE), policy, SCOPE)
     assert isinstance(d, Retrain) and d.job.inputs["data"]["value"] == "https://ours.blob.core.windows.net/in/today.csv"
 
 
