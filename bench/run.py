@@ -7,6 +7,8 @@
 (b) Throughput: decisions per second and p50/p99 latency of parse -> decide -> guard -> record
     through the service as a worker assembles it, one process, with the SQLite ledger on a temp file and the Table
     ledger on Azurite (started by bench/ledger_bench.py), in the same run.
+(c) Round trips: Table requests per drift event, per deploying run and per idle reconciler pass
+    (bench/round_trips.py, on an Azurite of its own).
 """
 
 from __future__ import annotations
@@ -139,8 +141,12 @@ def main() -> int:
         from bench import ledger_bench
 
         results["throughput"].update(ledger_bench.table_results(args.table_events, throughput))
+        from bench import round_trips
+
+        results["round_trips"] = round_trips.results()
 
     if args.json:
+        results["round_trips"] = {k: len(v) for k, v in results.get("round_trips", {}).items()}
         print(json.dumps(results, indent=2))
         return 0
     cs = results["cold_start"]
@@ -163,6 +169,10 @@ def main() -> int:
         print(
             f"  {name:8} {r['events']:6d} events  {r['per_second']:8.0f} decisions/s   p50 {r['p50_ms']:.3f} ms   p99 {r['p99_ms']:.3f} ms"
         )
+    if "round_trips" in results:
+        from bench import round_trips
+
+        round_trips.print_results(results["round_trips"])
     return 0
 
 

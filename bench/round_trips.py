@@ -1,0 +1,257 @@
+"""Table storage requests per drift event, per deploying run and per idle reconciler pass
+(docs/benchmarks.md, "Table requests per flow"; issue 22, "Fewer round trips").
+
+The service and the reconciler are assembled as a worker assembles them (:func:`handlers.wiring.assemble`)
+on the Table ledger, against Azurite (started here on free ports of 127.0.0.1 and stopped at the end),
+with the tests' in-memory workspace (``tests.fakes.RecordingActions``) as the Azure ML backend. Every
+HTTP request the ledger's Table client sends is counted by the transport it is given: a wrapper
+around the ledger's own transport that counts and passes each request on, so what is counted is what
+goes over the wire (an entity group transaction is one request; an SDK retry is another).
+
+- a drift event that starts a retrain, and one the guards refuse (the same model, in its cooldown);
+- a deploying run: the retrain's run completes, it is judged and its candidate starts rolling out;
+- an idle reconciler pass (nothing in flight, nothing pending in the outbox, the purge not due) with
+  1, 5 and 20 models in the policy, each with a ``deploy`` section and a past (a retrain whose run
+  failed, 40 drift events refused), without and with a past promotion (it demoted a deployment
+  that was retired since).
+
+A notification topic is configured (a post that always succeeds), so the outbox is drained as it is
+in Azure with ``RETRAIN_NOTIFY_TOPIC`` set.
+
+    .venv/bin/python bench/round_trips.py            # the table
+    .venv/bin/python bench/round_trips.py --detail   # and each request: method, table, kind
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from azure.core.pipeline.transport import HttpTransport  # noqa: E402 (after the path: run as a script)
+
+# The goals of issue 22: a drift event at most 6; an idle pass at most one per model plus a constant.
+GOALS = {"drift event (retrain)": 6, "drift event (refused)": 6}
+
+
+class CountingTransport(HttpTransport):  # type: ignore[misc]
+    """The ledger's transport, counting each request it sends (and what it was, for ``--detail``)."""
+
+    def __init__(self, inner: HttpTransport) -> None:
+        self.inner = inner
+        self.sent: list[str] = []
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        path = request.url.split("?")[0].rsplit("/", 1)[-1]
+        table = path.split("(")[0]
+        kind = "transaction" if path == "$batch" else ("point" if "PartitionKey=" in path else "query/insert")
+        self.sent.append(f"{request.method} {table} {kind}")
+        return self.inner.send(request, **kwargs)
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> CountingTransport:
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        self.inner.__exit__(*args)
+
+    def take(self) -> list[str]:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+def policy_text(models: int) -> str:
+    """The example policy's first model, ``models`` times under other names (each its own endpoint)."""
+    import yaml
+
+    example = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
+    first = example["models"]["sklearn_regression_model"]
+    out = {"version": 1, "defaults": example["defaults"], "models": {}}
+    for n in range(models):
+        one = json.loads(json.dumps(first))
+        one["drift"]["monitors"] = [f"monitor-{n}"]
+        one["drift"].pop("signals", None)
+        one.pop("alerts", None)
+        one["deploy"]["endpoint"] = f"endpoint-{n}"
+        out["models"][f"model-{n}"] = one
+    return yaml.safe_dump(out)
+
+
+class Bench:
+    def __init__(self, connection: str, prefix: str, models: int) -> None:
+        from azure.data.tables import TableServiceClient
+
+        from function_app.adapters.table_ledger import TableLedger, client_options
+        from handlers.policy import parse_policy
+        from handlers.wiring import assemble
+        from tests.builders import WORKSPACE
+        from tests.fakes import Clock, RecordingActions
+
+        options = client_options()
+        self.transport = CountingTransport(options["transport"])
+        service = TableServiceClient.from_connection_string(connection, **{**options, "transport": self.transport})
+        self.ledger = TableLedger(service, prefix)
+        self.clock = Clock()
+        self.actions = RecordingActions()
+        self.policy = parse_policy(policy_text(models))
+        self.posted: list[Any] = []
+        self.worker = assemble(
+            self.policy, self.ledger, self.actions, self.actions, self.clock, [WORKSPACE], notifier=self
+        )
+        self.transport.take()  # the tables' creation is the worker's start, not a request's
+
+    def publish(self, notifications: Any) -> None:
+        """The notification topic (RETRAIN_NOTIFY_TOPIC set): takes every post."""
+        self.posted.extend(notifications)
+
+    def deliver(self, raw: dict[str, Any]) -> tuple[Any, list[str]]:
+        from handlers.signals import parse_body
+
+        self.transport.take()
+        [env] = parse_body(json.dumps([raw]))
+        result = self.worker.service.handle_envelope(env)
+        return result, self.transport.take()
+
+    def reconcile(self, now: datetime | None = None) -> tuple[Any, list[str]]:
+        self.transport.take()
+        report = self.worker.reconcile(now)
+        return report, self.transport.take()
+
+
+def event_figures(connection: str) -> dict[str, list[str]]:
+    from tests.builders import drift_event, ours, run_event
+
+    bench = Bench(connection, "rtevents", 1)
+    out: dict[str, list[str]] = {}
+    result, out["drift event (retrain)"] = bench.deliver(drift_event(monitor="monitor-0", event_id="drift-1"))
+    [retrain] = result.decisions
+    assert (retrain.action, retrain.outcome) == ("retrain", "submitted"), retrain
+    bench.clock.advance(minutes=5)
+    result, out["drift event (refused)"] = bench.deliver(drift_event(monitor="monitor-0", event_id="drift-2"))
+    assert result.decisions[0].outcome == "skipped", result.decisions
+    bench.clock.advance(minutes=30)
+    job = retrain.job["name"]
+    run = run_event(run_id=job, experiment="diabetes-retrain", tags=ours(model="model-0", decision=retrain.id))
+    result, out["deploying run"] = bench.deliver(run)
+    [deploy] = result.decisions
+    assert (deploy.action, deploy.outcome) == ("deploy", "submitted"), deploy
+    return out
+
+
+def seed_history(bench: Bench, models: int) -> None:
+    """Each model's past, through the service (not counted): a drift event retrained it, its run
+    failed (the hold released, the cooldown kept), and 40 drift events were refused by the guards."""
+    from tests.builders import drift_event, ours, run_event
+
+    for n in range(models):
+        result, _ = bench.deliver(drift_event(monitor=f"monitor-{n}", event_id=f"seed-{n}"))
+        [retrain] = result.decisions
+        tags = ours(model=f"model-{n}", decision=retrain.id)
+        bench.deliver(run_event(run_id=retrain.job["name"], tags=tags, status="Failed", event_id=f"seed-run-{n}"))
+        for k in range(40):
+            bench.deliver(drift_event(monitor=f"monitor-{n}", event_id=f"seed-{n}-{k}"))
+
+
+def seed_promotions(bench: Bench, models: int) -> None:
+    """Each model's promotion that demoted ``blue`` 3 days ago, and the retirement of ``blue`` a day
+    later, written straight into the ledger (not counted)."""
+    from handlers import retire
+    from handlers.records import DecisionRecord, iso
+
+    then = bench.clock() - timedelta(days=3)
+    for n in range(models):
+        model, endpoint = f"model-{n}", f"endpoint-{n}"
+        promote = DecisionRecord(
+            id=f"pr-seed-{n}",
+            model=model,
+            action="promote",
+            outcome="submitted",
+            reason="seeded promotion",
+            trigger={"source": "reconciler", "event_id": f"seed-{n}", "event_type": "Tick"},
+            at=iso(then),
+            job={"name": f"{endpoint}/green", "url": None},
+            details={"endpoint": endpoint, "demoted": ["blue"], "traffic": {"green": 100}},
+        )
+        bench.ledger.put_decision(promote)
+        demotion = retire.Demotion("blue", then, promote.id)
+        why = "demoted long ago"
+        done = retire.Retirement(endpoint, "blue", demotion, why)
+        bench.ledger.put_decision(retire.record_of(model, done, then + timedelta(days=1, minutes=1), "submitted"))
+        bench.actions.traffic[endpoint] = {"green": 100}
+
+
+def pass_figures(connection: str, models: int, promoted: bool) -> list[str]:
+    bench = Bench(connection, f"rtpass{models}{'p' if promoted else 'n'}", models)
+    seed_history(bench, models)
+    if promoted:
+        seed_promotions(bench, models)
+    bench.reconcile()  # the worker's first pass purges; an idle pass does not
+    bench.clock.advance(minutes=5)
+    report, sent = bench.reconcile()
+    if report.found or report.resumed or report.rollouts or report.retired or report.purged:
+        raise SystemExit(f"the pass was not idle: {report.to_dict()}")
+    return sent
+
+
+def results() -> dict[str, list[str]]:
+    """Each flow's requests (``method table kind``), on an Azurite of its own."""
+    from tests.azurite import Azurite
+
+    azurite = Azurite().start()
+    try:
+        out = event_figures(azurite.connection_string)
+        for promoted in (False, True):
+            for models in (1, 5, 20):
+                name = f"idle pass, {models:2d} model(s), " + ("promoted before" if promoted else "never promoted")
+                out[name] = pass_figures(azurite.connection_string, models, promoted)
+    finally:
+        azurite.close()
+    return out
+
+
+def goal(name: str) -> str:
+    if name in GOALS:
+        return f"goal <= {GOALS[name]}"
+    if name.startswith("idle pass"):
+        models = int(name.split(",")[1].split(maxsplit=1)[0])
+        return f"goal: {models} + a constant"
+    return ""
+
+
+def print_results(out: dict[str, list[str]], detail: bool = False) -> None:
+    print("Table requests (each HTTP request the ledger's client sent to Azurite):")
+    for name, sent in out.items():
+        print(f"  {name:36} {len(sent):4d}   {goal(name)}")
+        if detail:
+            for what, n in sorted(Counter(sent).items()):
+                print(f"      {n:3d} x {what}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--detail", action="store_true", help="each request: method, table, kind")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    out = results()
+    if args.json:
+        print(json.dumps({name: len(sent) for name, sent in out.items()}, indent=2))
+    else:
+        print_results(out, args.detail)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
