@@ -521,8 +521,8 @@ def test_a_missing_endpoint_fails_the_decision_naming_the_policy_key(azure: Azur
 def test_the_client_is_built_on_first_use_and_only_once(azure: AzureWorld) -> None:
     builds: list[int] = []
     real = AzureMLActions.from_settings(azure.settings, credential=FakeCredential(), transport=azure.arm)
-    factory = real._ml.factory
-    assert factory is not None and not real._ml.built
+    factory = real.client.lazy.factory
+    assert factory is not None and not real.client.lazy.built
 
     def counting() -> Any:
         builds.append(1)
@@ -840,7 +840,7 @@ def test_the_sdk_experimental_check_is_replaced_by_one_that_gives_its_answers_wi
     backend puts a frame walk in its place when it builds its client, and both answer alike."""
     from azure.ai.ml._utils import _experimental
 
-    from function_app.adapters import azureml
+    from function_app.adapters.azureml import client as azureml
 
     assert azure.actions.ml is not None  # the first action builds the client
     assert _experimental._should_skip_warning is azureml._from_rest_object_is_calling

@@ -79,7 +79,7 @@ _LOGS_QUERY = [
 ]
 
 OPERATIONS: dict[str, list[str]] = {
-    # function_app/adapters/azureml.py
+    # function_app/adapters/azureml/ (AzureMLActions: each method is its port module's)
     "AzureMLActions.from_settings": [],  # builds nothing until the first action
     "AzureMLActions.ml": [],  # the lazily built MLClient itself
     "AzureMLActions.submit_retrain": _WORKSPACE + _SUBMIT_JOB + _COMPONENTS + _DATA,

@@ -1,0 +1,123 @@
+"""The Azure ML backend: carries decisions out through the real SDK (azure-ai-ml).
+
+One module per port it implements, over one client:
+
+- :mod:`.client`: the ``MLClient`` (built once per worker, on first use, with the worker's managed
+  identity and the SDK's own retries off), who the service acts as, and the one call helper every SDK
+  call goes through (the retry budget of :mod:`function_app.retry`, and the error translation).
+- :mod:`.jobs`: the Jobs port (:class:`handlers.ports.Jobs`): retraining pipeline jobs.
+- :mod:`.candidates`: what the candidate gate judges, and registering a candidate.
+- :mod:`.deployments`: candidate deployments, traffic and retirement.
+- :mod:`.monitors`: model monitors that follow a promotion.
+
+:class:`AzureMLActions` is the backend the runtime builds (:func:`function_app.runtime.make_actions`):
+the Jobs and Deployments ports of :mod:`handlers.ports` in one object. Only these modules import
+``azure.ai.ml``, and they do so on the first action, not at import.
+
+Errors: the SDK's exceptions are translated at the boundary (:mod:`azure_errors` decides what is
+transient). Transient ones (throttling, timeouts, 5xx) are retried inside the budget
+(:mod:`function_app.retry`) and then raised as TransientError; the others become a PermanentError
+whose message says what is wrong and where to fix it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from function_app.adapters.azureml.candidates import AzureMLCandidates
+from function_app.adapters.azureml.client import BACKEND, AzureMLClient, Workspace, translate
+from function_app.adapters.azureml.deployments import AzureMLDeployments
+from function_app.adapters.azureml.jobs import AzureMLJobs
+from function_app.adapters.azureml.monitors import AzureMLMonitors
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+    from function_app.retry import RetryPolicy
+    from function_app.settings import Settings
+    from handlers.decisions import DeployPlan, JobPlan
+    from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo
+
+__all__ = ["AzureMLActions", "AzureMLClient", "Workspace", "translate"]
+
+
+class AzureMLActions:
+    """The Jobs and Deployments ports on one client: each call goes to the module of its port."""
+
+    name = BACKEND
+
+    def __init__(self, ml_client: Any, workspace: Workspace, retry: RetryPolicy) -> None:
+        """``ml_client``: an ``MLClient``, or a function that builds one on first use (once per worker)."""
+        self._on(AzureMLClient(ml_client, workspace, retry))
+
+    def _on(self, client: AzureMLClient) -> None:
+        self.client = client
+        self.workspace: Workspace = client.workspace
+        self.retry: RetryPolicy = client.retry
+        self.jobs = AzureMLJobs(client)
+        self.candidates = AzureMLCandidates(client)
+        self.deployments = AzureMLDeployments(client, self.candidates)
+        self.monitors = AzureMLMonitors(client)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        credential: TokenCredential | None = None,
+        retry: RetryPolicy | None = None,
+        **client_kwargs: Any,
+    ) -> AzureMLActions:
+        """The worker's backend. Nothing is imported or built until the first action."""
+        actions = cls.__new__(cls)
+        actions._on(AzureMLClient.from_settings(settings, credential=credential, retry=retry, **client_kwargs))
+        return actions
+
+    @property
+    def ml(self) -> Any:
+        """The ``MLClient`` (built on first use)."""
+        return self.client.ml
+
+    @property
+    def roles_settling(self) -> bool:
+        return self.client.roles_settling
+
+    def tracking_uri(self) -> str:
+        return self.client.tracking_uri()
+
+    # ------------------------------------------------------------------ the Jobs port
+
+    def submit_retrain(self, plan: JobPlan) -> ActionResult:
+        return self.jobs.submit_retrain(plan)
+
+    def job_status(self, name: str) -> JobInfo | None:
+        return self.jobs.job_status(name)
+
+    # ------------------------------------------------------------------ the Deployments port
+
+    def candidate_facts(self, plan: DeployPlan) -> CandidateFacts:
+        return self.candidates.candidate_facts(plan)
+
+    def start_deploy(self, plan: DeployPlan, facts: CandidateFacts) -> ActionResult:
+        return self.deployments.start_deploy(plan, facts)
+
+    def deployment_state(self, endpoint: str, deployment: str) -> str | None:
+        return self.deployments.deployment_state(endpoint, deployment)
+
+    def endpoint_traffic(self, endpoint: str) -> dict[str, int]:
+        return self.deployments.endpoint_traffic(endpoint)
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
+        return self.deployments.set_traffic(endpoint, traffic)
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:
+        return self.deployments.list_deployments(endpoint)
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> bool:
+        return self.deployments.delete_deployment(endpoint, deployment)
+
+    def monitors_targeting(self, endpoint: str, deployment: str) -> list[str]:
+        return self.monitors.monitors_targeting(endpoint, deployment)
+
+    def retarget_monitor(self, schedule: str, endpoint: str, deployment: str) -> bool:
+        return self.monitors.retarget_monitor(schedule, endpoint, deployment)

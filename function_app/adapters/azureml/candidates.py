@@ -1,0 +1,312 @@
+"""What the candidate gate judges (:meth:`AzureMLCandidates.candidate_facts`, part of the Deployments
+port, :class:`handlers.ports.Deployments`), and registering a candidate that has no version yet.
+
+The candidate: its registered version, if any, and the metrics the gate reads (the MLflow metrics of
+the run or of its step ``gate.step``, the run's tags and properties, or the model version's). The
+champion: the model version behind the endpoint's live deployment (the one with the most traffic). A
+passing candidate that the run did not register is registered from the run's output
+``deploy.model_output`` (:meth:`AzureMLCandidates.register`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core.exceptions import AzureError
+
+from function_app.adapters.azureml.client import AzureMLClient, translate
+from function_app.adapters.mlflow_metrics import MlflowRun, MlflowRuns
+from function_app.retry import Budget
+from handlers import gate
+from handlers.decisions import DeployPlan
+from handlers.errors import PermanentError
+from handlers.ports import CandidateFacts, ModelVersion
+from handlers.signals import TAG_DECISION
+
+log = logging.getLogger(__name__)
+
+_VERSIONED_ID = re.compile(r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
+_SHORT_MODEL = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
+_REGISTRY_MODEL = re.compile(r"^azureml://registries/(?P<registry>[^/]+)/models/", re.IGNORECASE)
+_MLFLOW_FIX = (
+    "the identity needs MLflow tracking on the workspace (experiments/runs/read: the service's custom role "
+    "grants it, as does AzureML Data Scientist)"
+)
+
+
+def _facts(tags: Mapping[str, Any] | None, properties: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Tags and properties as one mapping for the gate; a tag wins over a property of the same name."""
+    return {**dict(properties or {}), **dict(tags or {})}
+
+
+@dataclass
+class _Candidate:
+    label: str  # for messages: "run X" or "model:5"
+    model: Any | None  # the registered version, if any
+    facts: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Champion:
+    """What the candidate is judged against: the live deployment and its model (all None without one).
+    ``metrics`` None: nothing to compare with (no live deployment); empty: nothing the gate can read."""
+
+    deployment: str | None  # "endpoint/deployment"
+    live: Any | None
+    model: Any | None
+    metrics: dict[str, Any] | None = None
+    unreadable: str | None = None  # why the champion cannot be compared (served from a registry)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def facts(self) -> dict[str, Any] | None:
+        if self.deployment is None:
+            return None
+        return dict(self.metrics or {})
+
+
+def _version(model: Any | None) -> ModelVersion | None:
+    """An SDK model version as the plain fact the inside judges."""
+    if model is None:
+        return None
+    kind = getattr(model, "type", None)
+    return ModelVersion(str(model.name), str(model.version), str(model.id), None if kind is None else str(kind))
+
+
+class AzureMLCandidates:
+    """The candidate and the champion as the gate reads them; the candidate's registration."""
+
+    def __init__(self, client: AzureMLClient) -> None:
+        self.client = client
+
+    def candidate_facts(self, plan: DeployPlan) -> CandidateFacts:
+        """The candidate (its registered version, if any, and the metrics the gate reads) and the
+        champion (the model version behind the endpoint's deployment with the most traffic)."""
+        budget = self.client.retry.budget()
+        champion = self._champion(budget, plan)
+        candidate = self._candidate(budget, plan)
+        return CandidateFacts(
+            candidate=candidate.label,
+            candidate_version=_version(candidate.model),
+            candidate_metrics=candidate.facts,
+            live_deployment=champion.deployment,
+            champion_version=_version(champion.model),
+            champion_metrics=champion.facts,
+            champion_unreadable=champion.unreadable,
+            notes=tuple(candidate.notes + champion.notes),
+        )
+
+    def _champion(self, budget: Budget, plan: DeployPlan) -> _Champion:
+        """The endpoint's live deployment (the one with the most traffic) and the model version it serves."""
+        endpoint = self.client.call(
+            budget,
+            f"online endpoint {plan.endpoint!r}",
+            lambda: self.client.ml.online_endpoints.get(plan.endpoint),
+            f"create it or fix models.{plan.model}.deploy.endpoint",
+        )
+        traffic = {str(k): int(v) for k, v in (getattr(endpoint, "traffic", None) or {}).items()}
+        name = max((d for d, pct in traffic.items() if pct > 0), key=lambda d: traffic[d], default=None)
+        if name is None:
+            return _Champion(None, None, None)
+        live = self.client.call(
+            budget,
+            f"live deployment {plan.endpoint}/{name}",
+            lambda: self.client.ml.online_deployments.get(name, endpoint_name=plan.endpoint),
+        )
+        where = f"{plan.endpoint}/{name}"
+        ref = str(getattr(live, "model", None) or "")
+        registry = _REGISTRY_MODEL.match(ref)
+        if registry:  # a registry's model: not a version of this workspace, whose metrics we could read
+            why = (
+                f"not rolled out: the champion in {where} is served from registry {registry['registry']!r} "
+                f"({ref}), which the service does not read, so the candidate cannot be compared with it; "
+                "compare them by hand and deploy with POST /api/models/{model}/deploy, or serve the champion "
+                "from a version registered in this workspace"
+            ).replace("{model}", plan.model)
+            return _Champion(where, live, None, unreadable=why)
+        model = self._model_of(budget, live)
+        if model is None:
+            return _Champion(where, live, None)
+        facts, notes = self._version_metrics(budget, plan, model, tags_first=True)
+        return _Champion(where, live, model, facts, notes=notes)
+
+    def _model_of(self, budget: Budget, deployment: Any) -> Any | None:
+        ref = str(getattr(deployment, "model", None) or "")
+        match = _VERSIONED_ID.search(ref) or _SHORT_MODEL.match(ref)
+        if not match or ref.startswith("azureml://registries/"):
+            log.warning(
+                "live deployment %s serves model %r, which is not a workspace model version", deployment.name, ref
+            )
+            return None
+        name, version = match["name"], match["version"]
+        return self.client.call(
+            budget, f"champion model {name}:{version}", lambda: self.client.ml.models.get(name, version=version)
+        )
+
+    def _version_metrics(
+        self, budget: Budget, plan: DeployPlan, model: Any, *, tags_first: bool
+    ) -> tuple[dict[str, Any], list[str]]:
+        """What the gate reads for a model version: its tags and properties (source ``model``), or, for
+        ``run`` and ``mlflow``, its source run's tags and properties or MLflow metrics beside them
+        (``tags_first``: the version's tags win, as for a champion the service tagged when registering it)."""
+        source = plan.gate.source if plan.gate is not None else "run"
+        own = _facts(model.tags, model.properties)
+        job_name = getattr(model, "job_name", None)  # the run that produced the version holds its metrics
+        if source == "model" or not job_name:
+            return own, []
+        if tags_first and plan.gate is not None and gate.metric_value(own, plan.gate.metric) is not None:
+            return own, []  # a champion that carries the metric: its source run is not read
+        label = f"{model.name}:{model.version}"
+        if source == "run":
+            job = self.client.get_or_none(
+                budget, f"run {job_name} of model {label}", lambda: self.client.ml.jobs.get(job_name)
+            )
+            if job is None:
+                return own, [f"the workspace has no run {job_name} (the source run of {label})"]
+            ran = _facts(job.tags, job.properties)
+            return ({**ran, **own} if tags_first else {**own, **ran}), []
+        run = self._mlflow_run(budget, str(job_name))
+        if run is None:
+            return own, [f"MLflow has no run {job_name} (the source run of {label})"]
+        return ({**run.metrics, **own} if tags_first else {**own, **run.metrics}), []
+
+    def _mlflow(self) -> MlflowRuns:
+        if self.client.mlflow is None:
+            raise PermanentError(
+                "the gate reads MLflow metrics, but this backend has no MLflow reader; build it with "
+                "AzureMLActions.from_settings"
+            )
+        return self.client.mlflow
+
+    def _mlflow_run(self, budget: Budget, run_id: str) -> MlflowRun | None:
+        try:
+            return self._mlflow().run(budget, run_id)
+        except AzureError as exc:
+            raise translate(
+                exc,
+                f"reading MLflow run {run_id}",
+                _MLFLOW_FIX,
+                self.client.workspace.name,
+                roles_settling=self.client.roles_settling,
+            ) from exc
+
+    def _mlflow_steps(self, budget: Budget, pipeline: MlflowRun) -> list[MlflowRun]:
+        try:
+            return self._mlflow().children(budget, pipeline)
+        except AzureError as exc:
+            what = f"searching the MLflow runs of pipeline {pipeline.run_id}"
+            raise translate(
+                exc, what, _MLFLOW_FIX, self.client.workspace.name, roles_settling=self.client.roles_settling
+            ) from exc
+
+    def _candidate(self, budget: Budget, plan: DeployPlan) -> _Candidate:
+        """The model version to roll out (None: the run registered none yet) and the facts the gate reads:
+        the MLflow metrics of the run or of its step ``gate.step`` (gate source ``mlflow``), the run's
+        tags and properties (``run``) or the model version's (``model``)."""
+        source = plan.gate.source if plan.gate is not None else "run"
+        if plan.run_id:
+            return self._run_candidate(budget, plan, source)
+        version, label = (plan.version, None) if plan.version else (None, "latest")
+        model = self.client.call(
+            budget,
+            f"candidate model {plan.model}:{plan.version or '@latest'}",
+            lambda: self.client.ml.models.get(plan.model, version=version, label=label),
+            "register it, or send an existing version",
+        )
+        facts, notes = self._version_metrics(budget, plan, model, tags_first=False)
+        return _Candidate(f"{model.name}:{model.version}", model, facts, notes)
+
+    def _run_candidate(self, budget: Budget, plan: DeployPlan, source: str) -> _Candidate:
+        """A finished pipeline run: the versions it or its steps registered, and its metric."""
+        assert plan.run_id is not None
+        run_id = plan.run_id
+        notes: list[str] = []
+        steps: list[MlflowRun] = []
+        pipeline: MlflowRun | None = None
+        if self.client.mlflow is not None or source == "mlflow":
+            try:
+                pipeline = self._mlflow_run(budget, run_id)
+                steps = self._mlflow_steps(budget, pipeline) if pipeline is not None else []
+            except PermanentError as exc:
+                if source == "mlflow":
+                    raise
+                notes.append(f"the versions its steps registered were not looked for: {exc}")
+            if pipeline is None and not notes:
+                notes.append(f"MLflow has no run {run_id}")
+        runs = {run_id, *(s.run_id for s in steps)}
+        model = next(iter(self._versions_of_run(budget, plan, runs)), None)
+        if source == "run":
+            return _Candidate(f"run {run_id}", model, _facts(plan.run_tags, plan.run_properties), notes)
+        if source == "model":
+            if model is None:
+                return _Candidate(f"run {run_id} (which registered no version of {plan.model})", None, {}, notes)
+            return _Candidate(f"{model.name}:{model.version}", model, _facts(model.tags, model.properties), notes)
+        step = plan.gate.step if plan.gate is not None else None
+        if step is None:
+            return _Candidate(f"run {run_id}", model, dict(pipeline.metrics) if pipeline else {}, notes)
+        found = [s for s in steps if s.name == step] or [s for s in steps if s.name.casefold() == step.casefold()]
+        if not found:
+            names = ", ".join(sorted(s.name for s in steps)) or "none"
+            notes.append(f"pipeline run {run_id} has no step named {step!r} (its steps: {names})")
+            return _Candidate(f"run {run_id} (step {step!r} not found; steps: {names})", model, {}, notes)
+        chosen = found[0]
+        return _Candidate(f"run {run_id} (step {step}: {chosen.run_id})", model, dict(chosen.metrics), notes)
+
+    def _versions_of_run(self, budget: Budget, plan: DeployPlan, runs: set[str]) -> list[Any]:
+        """Versions of the model registered from this run or one of its steps (``runs``; a step that calls
+        ``mlflow.register_model`` registers under its own run), or by us on an earlier delivery (tagged
+        with the decision, and created by this service's identity)."""
+        versions = (
+            self.client.get_or_none(
+                budget, f"versions of model {plan.model}", lambda: list(self.client.ml.models.list(name=plan.model))
+            )
+            or []
+        )
+        decision = plan.tags.get(TAG_DECISION)
+        return [
+            v
+            for v in versions
+            if getattr(v, "job_name", None) in runs
+            or (
+                decision
+                and (v.tags or {}).get(TAG_DECISION) == decision
+                # a tag is anyone's to write: only a version this service registered is its own
+                and self.client.not_created_by_us(getattr(v, "creation_context", None)) is None
+            )
+        ]
+
+    def register(self, budget: Budget, plan: DeployPlan, facts: CandidateFacts) -> ModelVersion:
+        from azure.ai.ml.entities import Model
+
+        if not plan.run_id:
+            raise PermanentError(
+                f"candidate {facts.candidate} has no registered version and no run to register it from"
+            )
+        tags = dict(plan.tags)
+        if plan.gate is not None:
+            value = gate.metric_value(facts.candidate_metrics, plan.gate.metric)
+            if value is not None:
+                tags[plan.gate.metric] = f"{value:g}"  # so that it can be judged as a champion later
+        path = f"azureml://jobs/{plan.run_id}/outputs/{plan.model_output}"
+        champion = facts.champion_version
+        model = Model(
+            name=plan.model,
+            path=path,
+            type=(champion.type if champion is not None else None) or "custom_model",
+            tags=tags,
+            description=f"registered by the retrain service from run {plan.run_id}",
+        )
+        registered = self.client.call(
+            budget,
+            f"registering model {plan.model} from {path}",
+            lambda: self.client.ml.models.create_or_update(model),
+            f"check that the pipeline has the output models.{plan.model}.deploy.model_output ({plan.model_output!r})",
+        )
+        version = _version(registered)
+        assert version is not None
+        return version

@@ -1,0 +1,269 @@
+"""The client every port of the Azure ML backend goes through: the ``MLClient`` (built once per
+worker, on first use, with the worker's managed identity and the SDK's own retries off:
+:mod:`function_app.retry` owns the time budget), who the service acts as, and :meth:`AzureMLClient.call`,
+the one way an SDK call is made: within the budget, its errors translated here, at the boundary.
+
+Nothing here imports ``azure.ai.ml`` at import time: importing the SDK costs about a second and
+100 MB, and nothing the root script imports may depend on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+from function_app.adapters import azure_errors
+from function_app.adapters.azure_errors import describe, is_identity_fault, is_transient, status_of
+from function_app.adapters.clients import LazyClient, sdk_options
+from function_app.adapters.mlflow_metrics import MlflowRuns
+from function_app.retry import Budget, RetryPolicy
+from handlers.errors import PermanentError, TransientError
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from azure.core.credentials import TokenCredential
+
+    from function_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BACKEND = "azureml"  # the backend's name, as RETRAIN_BACKEND and the decisions' details spell it
+STUDIO = "https://ml.azure.com"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    subscription_id: str
+    resource_group: str
+    name: str
+    id: str  # the ARM resource id
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Workspace:
+        return cls(settings.subscription_id, settings.resource_group, settings.workspace_name, settings.workspace_id)
+
+    def studio(self, path: str) -> str:
+        return f"{STUDIO}/{path}?wsid={quote(self.id, safe='/')}"
+
+
+ROLE_PROPAGATION = 3600.0  # seconds: "role assignments can take up to an hour to take effect"
+
+
+def _from_rest_object_is_calling() -> bool:
+    """azure-ai-ml's ``_should_skip_warning``, without its cost: whether a ``_from_rest_object`` is
+    among the callers (the SDK then skips its "experimental class" warning). The SDK answers it with
+    ``inspect.stack()``, which reads the source file of every frame on the stack and scans every loaded
+    module for each: tens of milliseconds, four times for each deployment read that carries a data
+    collector (every rollout pass lists them). Walking the frames answers the same question."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_from_rest_object":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _cheaper_experimental_check() -> None:
+    """Put :func:`_from_rest_object_is_calling` in place of the SDK's check (the same answer; it is
+    looked up at each call). Only where the pinned SDK has the check: a newer one is left as it is."""
+    from azure.ai.ml._utils import _experimental
+
+    sdk_check = getattr(_experimental, "_should_skip_warning", None)
+    if callable(sdk_check) and sdk_check is not _from_rest_object_is_calling:
+        _REPLACED.append(sdk_check)  # kept, so a test can hold the two to the same answers
+        _experimental._should_skip_warning = _from_rest_object_is_calling
+
+
+_REPLACED: list[Callable[[], bool]] = []
+
+
+def translate(
+    exc: AzureError, what: str, fix: str = "", workspace: str = "", *, roles_settling: bool = False
+) -> PermanentError | TransientError:
+    """One SDK error as the service's error (:mod:`azure_errors` decides transient or permanent), with
+    what to do: ``what`` names the thing, ``workspace`` where it was looked for, ``fix`` the remedy.
+    ``roles_settling``: the worker started less than an hour ago, when a 403 may be a role assignment
+    made at deployment that has not taken effect yet: retried (transient) rather than recorded."""
+    if is_transient(exc):
+        return azure_errors.translate(exc, what)
+    status = status_of(exc)
+    message = describe(exc)
+    hint = f"; {fix}" if fix else ""
+    if is_identity_fault(exc):
+        return PermanentError(
+            f"{what}: the function app's identity could not get a token ({message}); {azure_errors.IDENTITY_FIX}"
+        )
+    if isinstance(exc, ResourceNotFoundError) or status == 404:
+        where = f" in workspace {workspace}" if workspace else ""
+        return PermanentError(f"{what} not found{where}{hint} (Azure ML: {message})")
+    grant = (
+        "grant the function app's managed identity a role on the workspace that allows it: the service's custom "
+        "role (infra/modules/workspace-access.bicep; the actions it needs are in function_app/adapters/"
+        "permissions.py), or AzureML Data Scientist"
+    )
+    if status == 403 and roles_settling:
+        return TransientError(
+            f"{what}: Azure ML refused access ({message}); role assignments take up to an hour to take effect "
+            f"after deployment, so this is retried; if it persists, {grant}"
+        )
+    if status in (401, 403):
+        return PermanentError(f"{what}: Azure ML refused access ({message}); {grant}")
+    return PermanentError(f"{what}: {message}{hint}")
+
+
+def _claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, read without verifying it (our own credential's token)."""
+    try:
+        payload = token.split(".")[1]
+        payload += "=" * (-len(payload) % 4)
+        claims = json.loads(base64.urlsafe_b64decode(payload))
+    except (IndexError, ValueError) as exc:
+        raise PermanentError(f"the service's own access token is not a JWT ({type(exc).__name__})") from exc
+    return claims if isinstance(claims, dict) else {}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the service acts as, as Azure records a creator (``systemData.createdBy`` / ``createdByType``):
+    an application or managed identity by its client id (``appid`` / ``azp``) or object id (``oid``);
+    a person (running the service locally with their sign-in) by sign-in name or object id."""
+
+    names: frozenset[str]
+    kinds: frozenset[str]
+    label: str
+
+    @classmethod
+    def from_claims(cls, claims: Mapping[str, Any]) -> Identity:
+        if claims.get("idtyp") == "user" or "upn" in claims:
+            keys: tuple[str, ...] = ("upn", "unique_name", "preferred_username", "email", "oid")
+            kinds = frozenset({"user"})
+        else:
+            keys, kinds = ("appid", "azp", "oid"), frozenset({"application", "managedidentity"})
+        names = frozenset(str(claims[k]).lower() for k in keys if claims.get(k))
+        if not names:
+            raise PermanentError("the service's own access token names no identity (no appid, azp, oid or upn)")
+        label = str(claims.get("appid") or claims.get("azp") or claims.get("upn") or claims.get("oid"))
+        return cls(names, kinds, label)
+
+
+class AzureMLClient:
+    """What every port of the backend shares: the ``MLClient`` (built on first use), the workspace, the
+    retry policy, the MLflow reader, who the service acts as, and :meth:`call`, which every SDK call
+    goes through."""
+
+    def __init__(self, ml_client: Any, workspace: Workspace, retry: RetryPolicy) -> None:
+        """``ml_client``: an ``MLClient``, or a function that builds one on first use (once per worker)."""
+        self.lazy = LazyClient(ml_client)
+        self.workspace = workspace
+        self.retry = retry
+        self.mlflow: MlflowRuns | None = None  # the workspace's MLflow tracking server (gate source mlflow)
+        self.started = retry.clock()  # role assignments made at deployment take up to an hour to apply
+        self._credential: Callable[[], Any] | None = None  # the client's credential (from_settings)
+        self._identity: Identity | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        credential: TokenCredential | None = None,
+        retry: RetryPolicy | None = None,
+        **client_kwargs: Any,
+    ) -> AzureMLClient:
+        """The worker's client: nothing is imported or built until the first action. The ``MLClient`` is
+        built with the worker's managed identity and with the SDK's own retries off."""
+        workspace = Workspace.from_settings(settings)
+        deadline = settings.deadline_seconds
+
+        def identity() -> Any:
+            from azure.identity import DefaultAzureCredential  # lazily, on the first action
+
+            return credential or DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+
+        creds = LazyClient(identity)
+
+        def build() -> Any:
+            from azure.ai.ml import MLClient  # lazily, on the first action
+
+            _cheaper_experimental_check()
+            kwargs = sdk_options(deadline, enable_telemetry=False, **client_kwargs)
+            log.info("building MLClient for workspace %s", workspace.id)
+            return MLClient(creds.get(), workspace.subscription_id, workspace.resource_group, workspace.name, **kwargs)
+
+        transport = {k: v for k, v in client_kwargs.items() if k == "transport"}
+        client = cls(build, workspace, retry or RetryPolicy.from_settings(settings))
+        client._credential = creds.get
+        client.mlflow = MlflowRuns(creds.get, client.tracking_uri, **transport)
+        return client
+
+    @property
+    def roles_settling(self) -> bool:
+        """Whether this worker started less than :data:`ROLE_PROPAGATION` ago (a 403 is then retried)."""
+        return self.retry.clock() - self.started < ROLE_PROPAGATION
+
+    @property
+    def ml(self) -> Any:
+        return self.lazy.get()
+
+    def call(self, budget: Budget, what: str, fn: Callable[[], Any], fix: str = "") -> Any:
+        """``fn()`` within the budget; a permanent SDK error becomes a PermanentError about ``what``.
+        (Every error azure-ai-ml raises on purpose is an azure-core ``AzureError``.)"""
+        try:
+            return budget.call(what, fn)
+        except AzureError as exc:
+            raise translate(exc, what, fix, self.workspace.name, roles_settling=self.roles_settling) from exc
+
+    def get_or_none(self, budget: Budget, what: str, fn: Callable[[], Any]) -> Any | None:
+        """Like :meth:`call`, but a 404 means "there is none"."""
+        try:
+            return budget.call(what, fn)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise translate(exc, what, workspace=self.workspace.name, roles_settling=self.roles_settling) from exc
+
+    def own_identity(self) -> Identity:
+        """Who this client acts as: read once from the claims of its own ARM token (unverified: it
+        is our credential's own token, not a caller's)."""
+        if self._identity is None:
+            credential = self._credential() if self._credential is not None else getattr(self.ml, "_credential", None)
+            if credential is None:
+                raise PermanentError("the Azure ML client has no credential to tell this service's own jobs apart")
+            try:
+                token = credential.get_token("https://management.azure.com/.default").token
+            except AzureError as exc:
+                raise translate(exc, "reading the service's own identity", workspace=self.workspace.name) from exc
+            self._identity = Identity.from_claims(_claims(token))
+        return self._identity
+
+    def not_created_by_us(self, creator: Any) -> str | None:
+        who = str(getattr(creator, "created_by", None) or "")
+        raw = getattr(creator, "created_by_type", None)
+        kind = str(getattr(raw, "value", raw) or "")
+        mine = self.own_identity()
+        if not who:
+            return "Azure ML reports no creator for it"
+        if kind.lower() not in mine.kinds or who.lower() not in mine.names:
+            return f"this service's identity ({mine.label}) did not create it"
+        return None
+
+    def tracking_uri(self) -> str:
+        """The workspace's MLflow tracking URI (``workspaces.get(name).mlflow_tracking_uri``)."""
+        found = self.call(
+            self.retry.budget(),
+            f"workspace {self.workspace.name}",
+            lambda: self.ml.workspaces.get(self.workspace.name),
+        )
+        uri = getattr(found, "mlflow_tracking_uri", None)
+        if not uri:
+            raise PermanentError(f"workspace {self.workspace.name} reports no MLflow tracking URI")
+        return str(uri)

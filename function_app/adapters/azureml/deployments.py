@@ -1,0 +1,358 @@
+"""The Deployments port (:class:`handlers.ports.Deployments`) on Azure ML: candidate deployments,
+traffic and retirement.
+
+A new managed online deployment is started beside the live one, copying its settings (its data
+collector, its ``modelMountPath``), with the candidate model and no traffic. A deployment of the
+candidate's name is adopted only when it is this decision's. Long-running operations are started and
+not waited for: the SDK's poller follows them on a daemon thread, the reconciler follows the rollout.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from functools import partial
+from typing import Any
+from urllib.parse import quote
+
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+from function_app.adapters.azureml.candidates import AzureMLCandidates
+from function_app.adapters.azureml.client import BACKEND, AzureMLClient, translate
+from function_app.retry import Budget
+from handlers import rollout
+from handlers.decisions import DeployPlan
+from handlers.errors import PermanentError, TransientError
+from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, ModelVersion
+
+log = logging.getLogger(__name__)
+
+_DATA_ID = re.compile(r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
+_SHORT_DATA = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
+_BUSY = frozenset({409})  # an endpoint with an operation in progress: try again later
+MAX_DEPLOYMENTS = 20  # per online endpoint (Azure ML docs, "Manage and increase quotas")
+
+
+def _traffic(endpoint: Any) -> dict[str, int]:
+    """An endpoint's split, deployments at 0% left out."""
+    return rollout.live(getattr(endpoint, "traffic", None) or {})
+
+
+class AzureMLDeployments:
+    """Starting candidate deployments, reading and setting an endpoint's traffic, retiring deployments."""
+
+    def __init__(self, client: AzureMLClient, candidates: AzureMLCandidates) -> None:
+        self.client = client
+        self.candidates = candidates  # a candidate without a version is registered before it is deployed
+
+    def start_deploy(self, plan: DeployPlan, facts: CandidateFacts) -> ActionResult:
+        """Register the candidate if it has no version yet, then start its deployment at 0% beside the
+        live one, copying the live one's settings. The poller is not waited for."""
+        budget = self.client.retry.budget()
+        if facts.live_deployment is None:
+            raise PermanentError(f"endpoint {plan.endpoint!r} has no live deployment to copy the settings from")
+        live_name = facts.live_deployment.partition("/")[2]
+        live, mount_path = self._live_deployment(budget, plan.endpoint, live_name)
+        details: dict[str, Any] = {"backend": BACKEND}
+        job = {
+            "name": f"{plan.endpoint}/{plan.deployment}",
+            "url": self.client.workspace.studio(f"endpoints/realtime/{quote(plan.endpoint)}/detail"),
+        }
+        # Looked for before anything is registered: a deployment of the name that is not this
+        # decision's fails it with nothing changed.
+        found = self._find_deployment_rest(budget, plan)
+        model = facts.candidate_version
+        if found is not None:
+            self._refuse_foreign_deployment(plan, found, model)
+            assert model is not None  # checked: it serves this decision's candidate
+        if model is None:
+            model = self.candidates.register(budget, plan, facts)
+            details["registered"] = model.label
+        details.update(
+            {
+                "candidate": model.label + (f" (run {plan.run_id})" if plan.run_id else ""),
+                "copied_from": facts.live_deployment,
+                "traffic": 0,
+            }
+        )
+        if found is not None:
+            note = f"deployment {plan.endpoint}/{plan.deployment} already existed (a redelivery); adopted"
+            return ActionResult("submitted", job=job, details={**details, "adopted": True, "note": note})
+        deployment = self._deployment(plan, live, model, self._collector(budget, plan, live), mount_path)
+        what = f"creating deployment {plan.endpoint}/{plan.deployment}"
+        # The SDK rewrites the entity it is given (each collection's data becomes an id string), so that
+        # each attempt gets a fresh copy: a retried creation would otherwise fail inside the SDK.
+        try:  # a 409 (an operation on the endpoint in progress) is retried, then transient
+            budget.call(
+                what,
+                lambda: self.client.ml.online_deployments.begin_create_or_update(
+                    copy.deepcopy(deployment), skip_script_validation=True
+                ),
+                retry_on=_BUSY,
+            )  # the poller is not waited for: the reconciler follows the rollout
+        except AzureError as exc:
+            fix = f"check models.{plan.model}.deploy and the live deployment {facts.live_deployment}"
+            error = translate(exc, what, fix, self.client.workspace.name, roles_settling=self.client.roles_settling)
+            full = self._endpoint_full(budget, plan.endpoint) if isinstance(error, PermanentError) else None
+            raise (PermanentError(f"{what}: {full}") if full else error) from exc
+        log.info("started deployment %s model=%s traffic=0", job["name"], model.label)
+        return ActionResult("submitted", job=job, details=details)
+
+    def deployment_state(self, endpoint: str, deployment: str) -> str | None:
+        """The deployment's provisioning state (``online_deployments.get``); None when it does not exist."""
+        found = self.client.get_or_none(
+            self.client.retry.budget(),
+            f"deployment {endpoint}/{deployment}",
+            lambda: self.client.ml.online_deployments.get(deployment, endpoint_name=endpoint),
+        )
+        if found is None:
+            return None
+        raw = getattr(found, "provisioning_state", None)
+        return str(getattr(raw, "value", raw) or "Unknown")
+
+    def endpoint_traffic(self, endpoint: str) -> dict[str, int]:
+        return _traffic(self._endpoint(self.client.retry.budget(), endpoint))
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
+        """Read the endpoint; if its split differs, PUT it with ``traffic`` (``begin_create_or_update``,
+        whose poller is not waited for). The SDK leaves out deployments at 0%, as does Azure ML."""
+        budget = self.client.retry.budget()
+        current = self._endpoint(budget, endpoint)
+        wanted = rollout.live(traffic)
+        if _traffic(current) == wanted:
+            return False
+        current.traffic = dict(wanted)
+        what = f"setting the traffic of endpoint {endpoint} to {wanted}"
+        try:  # a 409 (another operation on the endpoint in progress) is retried, then transient
+            budget.call(what, lambda: self.client.ml.online_endpoints.begin_create_or_update(current), retry_on=_BUSY)
+        except AzureError as exc:
+            fix = "check that every deployment named exists on the endpoint and is provisioned"
+            raise translate(
+                exc, what, fix, self.client.workspace.name, roles_settling=self.client.roles_settling
+            ) from exc  # the poller is not waited for: the next reconciler pass reads the endpoint again
+        log.info("set traffic endpoint=%s traffic=%s", endpoint, wanted)
+        return True
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:
+        """The endpoint's deployments (``online_deployments.list``) with the endpoint's traffic and
+        mirror traffic (``online_endpoints.get``)."""
+        budget = self.client.retry.budget()
+        current = self._endpoint(budget, endpoint)
+        traffic = {str(k): int(v) for k, v in (getattr(current, "traffic", None) or {}).items()}
+        mirror = {str(k): int(v) for k, v in (getattr(current, "mirror_traffic", None) or {}).items()}
+        found = self.client.call(
+            budget,
+            f"deployments of endpoint {endpoint}",
+            lambda: list(self.client.ml.online_deployments.list(endpoint_name=endpoint)),
+        )
+        out = []
+        for d in found:
+            raw = getattr(d, "provisioning_state", None)
+            state = str(getattr(raw, "value", raw) or "Unknown")
+            out.append(DeploymentInfo(str(d.name), traffic.get(str(d.name), 0), mirror.get(str(d.name), 0), state))
+        return out
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> bool:
+        """``online_deployments.begin_delete``, not waited for. A 409 (another operation on the
+        endpoint in progress) is retried like a transient failure."""
+        budget = self.client.retry.budget()
+        what = f"deleting deployment {endpoint}/{deployment}"
+        try:
+            budget.call(
+                what,
+                lambda: self.client.ml.online_deployments.begin_delete(name=deployment, endpoint_name=endpoint),
+                retry_on=_BUSY,
+            )
+        except ResourceNotFoundError:
+            return False
+        except AzureError as exc:
+            raise translate(
+                exc,
+                what,
+                "check that it has no traffic or mirror traffic",
+                self.client.workspace.name,
+                roles_settling=self.client.roles_settling,
+            ) from exc
+        log.info("deleting deployment endpoint=%s deployment=%s", endpoint, deployment)
+        return True
+
+    def _endpoint(self, budget: Budget, endpoint: str) -> Any:
+        return self.client.call(
+            budget,
+            f"online endpoint {endpoint!r}",
+            lambda: self.client.ml.online_endpoints.get(endpoint),
+            "create it or fix the model's deploy.endpoint in the policy",
+        )
+
+    def _live_deployment(self, budget: Budget, endpoint: str, name: str) -> tuple[Any, str | None]:
+        """The live deployment as the SDK's entity, and its ``modelMountPath``. azure-ai-ml 1.35 drops
+        ``modelMountPath`` when it converts a deployment it read (``ManagedOnlineDeployment._from_rest_object``),
+        so the deployment is read through the REST client ``online_deployments.get`` itself uses, and
+        converted here: one request, and the mount path from the REST body."""
+        from azure.ai.ml.entities import OnlineDeployment
+
+        rest = getattr(self.client.ml.online_deployments, "_online_deployment", None)
+        if rest is None:  # another SDK than the pinned one: its entity, if it keeps the path
+            live = self.client.call(
+                budget,
+                f"live deployment {endpoint}/{name}",
+                lambda: self.client.ml.online_deployments.get(name, endpoint_name=endpoint),
+            )
+            return live, getattr(live, "model_mount_path", None)
+        raw = self.client.call(
+            budget,
+            f"live deployment {endpoint}/{name}",
+            lambda: rest.get(
+                resource_group_name=self.client.workspace.resource_group,
+                workspace_name=self.client.workspace.name,
+                endpoint_name=endpoint,
+                deployment_name=name,
+            ),
+        )
+        mount_path = getattr(raw.properties, "model_mount_path", None)
+        return OnlineDeployment._from_rest_object(raw), None if mount_path is None else str(mount_path)
+
+    def _endpoint_full(self, budget: Budget, endpoint: str) -> str | None:
+        """Why a refused creation was refused, when the endpoint holds as many deployments as Azure ML
+        allows (:data:`MAX_DEPLOYMENTS`); None otherwise (Azure's wording for it is not documented, so
+        the count decides, read after the refusal)."""
+        try:
+            found = budget.call(
+                f"deployments of endpoint {endpoint}",
+                lambda: list(self.client.ml.online_deployments.list(endpoint_name=endpoint)),
+            )
+        except (AzureError, TransientError):
+            return None  # the creation's own error says what it can
+        if len(found) < MAX_DEPLOYMENTS:
+            return None
+        names = ", ".join(sorted(str(d.name) for d in found))
+        return (
+            f"endpoint {endpoint} already has {len(found)} deployments, the most Azure ML allows per endpoint "
+            f'("Manage and increase quotas"); delete deployments it no longer needs (rolled-back or demoted '
+            f"ones at 0% traffic: {names}) or ask for a higher limit with a quota request, then deploy again"
+        )
+
+    def _find_deployment_rest(self, budget: Budget, plan: DeployPlan) -> Any | None:
+        """The deployment as the REST API answers it (the SDK's entity drops ``systemData``)."""
+        rest = getattr(self.client.ml.online_deployments, "_online_deployment", None)
+        if rest is None:
+            return self._find_deployment(budget, plan)
+        return self.client.get_or_none(
+            budget,
+            f"deployment {plan.endpoint}/{plan.deployment}",
+            lambda: rest.get(
+                resource_group_name=self.client.workspace.resource_group,
+                workspace_name=self.client.workspace.name,
+                endpoint_name=plan.endpoint,
+                deployment_name=plan.deployment,
+            ),
+        )
+
+    def _refuse_foreign_deployment(self, plan: DeployPlan, found: Any, model: ModelVersion | None) -> None:
+        """A deployment of the candidate's name is adopted only when it is this decision's: its tags,
+        the candidate model (``model``; None: this decision has registered no version yet, so no
+        deployment of it can be its own), created by this service's identity. Otherwise a
+        PermanentError naming its creator: nothing is registered or deployed and no traffic moves."""
+        tags = {str(k): v for k, v in (getattr(found, "tags", None) or {}).items()}
+        props = getattr(found, "properties", None)
+        served = str(getattr(props, "model", None) or getattr(found, "model", None) or "")
+        creator = getattr(found, "system_data", None) or getattr(found, "creation_context", None)
+        wrong = sorted(k for k, v in plan.tags.items() if tags.get(k) != v)
+        if wrong:
+            why: str | None = f"its tags {', '.join(wrong)} are not this decision's"
+        elif model is None:
+            why = f"it serves {served[:300]!r}, and this decision has registered no candidate version yet"
+        elif served.lower() != str(model.id).lower():
+            why = f"it serves {served[:300]!r}, not the candidate {model.label}"
+        else:
+            why = self.client.not_created_by_us(creator)
+        if why is None:
+            return
+        who = str(getattr(creator, "created_by", None) or "an unknown identity")[:200]
+        raw = getattr(creator, "created_by_type", None)
+        kind = str(getattr(raw, "value", raw) or "unknown type")
+        log.warning(
+            "deployment %s/%s exists but is not this decision's (%s); created by %r (%s); not adopted",
+            plan.endpoint,
+            plan.deployment,
+            why,
+            who,
+            kind,
+        )
+        raise PermanentError(
+            f"deployment {plan.endpoint}/{plan.deployment} already exists but was not created by this service for "
+            f"this decision ({why}): it was created by {who} ({kind}); it is not adopted and no traffic is moved. "
+            "Someone with access to the workspace created a deployment under the name this decision uses: find "
+            "out who, and delete it"
+        )
+
+    def _find_deployment(self, budget: Budget, plan: DeployPlan) -> Any | None:
+        return self.client.get_or_none(
+            budget,
+            f"deployment {plan.endpoint}/{plan.deployment}",
+            lambda: self.client.ml.online_deployments.get(plan.deployment, endpoint_name=plan.endpoint),
+        )
+
+    def _collector(self, budget: Budget, plan: DeployPlan, live: Any) -> Any | None:
+        """The live deployment's data collector for the candidate, collecting into the same data assets
+        (so a model monitor reading them keeps its production data). The SDK registers each
+        collection's data asset when it creates a deployment, from a name, version and path: given
+        those of the live deployment's assets, it finds them registered already."""
+        from azure.ai.ml.entities._deployment.data_asset import DataAsset
+
+        collector = copy.deepcopy(getattr(live, "data_collector", None))
+        if collector is None:
+            return None
+        for name, collection in (collector.collections or {}).items():
+            ref = str(collection.data or "")
+            match = _DATA_ID.search(ref) or _SHORT_DATA.match(ref)
+            if not match:
+                collection.data = None  # the SDK registers <endpoint>-<deployment>-<name> for it
+                continue
+            asset_name, asset_version = match["name"], match["version"]
+            asset = self.client.call(
+                budget,
+                f"data asset {asset_name}:{asset_version} of the {name} collection of {live.name}",
+                partial(self.client.ml.data.get, asset_name, version=asset_version),
+            )
+            collection.data = DataAsset(name=asset.name, version=asset.version, path=asset.path)
+        log.info("candidate %s/%s collects into the data assets of %s", plan.endpoint, plan.deployment, live.name)
+        return collector
+
+    def _deployment(
+        self, plan: DeployPlan, live: Any, model: ModelVersion, collector: Any | None, mount_path: str | None
+    ) -> Any:
+        from azure.ai.ml.entities import ManagedOnlineDeployment
+
+        if not isinstance(live, ManagedOnlineDeployment):
+            raise PermanentError(
+                f"live deployment {plan.endpoint}/{live.name} is a {type(live).__name__}; "
+                "the service rolls out to managed online endpoints only"
+            )
+        no_code = model.type == "mlflow_model" and live.code_configuration is None
+        return ManagedOnlineDeployment(
+            name=plan.deployment,
+            endpoint_name=plan.endpoint,
+            model=str(model.id),
+            # An MLflow model without scoring code is served by MLflow itself: an environment given
+            # here would replace the one Azure ML builds from the model, and its scoring with it.
+            environment=None if no_code else live.environment,
+            code_configuration=live.code_configuration,
+            environment_variables=dict(live.environment_variables or {}),
+            instance_type=live.instance_type,
+            instance_count=plan.instance_count or live.instance_count,
+            scale_settings=live.scale_settings,  # type: ignore[arg-type]  # read from a managed deployment
+            request_settings=live.request_settings,
+            liveness_probe=live.liveness_probe,
+            readiness_probe=live.readiness_probe,
+            app_insights_enabled=bool(live.app_insights_enabled),
+            egress_public_network_access=live.egress_public_network_access,
+            # The data collector feeds v2 model monitoring: without it the new deployment collects
+            # nothing once it is promoted, and the monitor has nothing to judge.
+            data_collector=collector,
+            # The live one's modelMountPath, read from the REST body (the SDK drops it on read).
+            model_mount_path=mount_path,
+            tags={**dict(live.tags or {}), **plan.tags},
+            description=f"candidate {model.label}, started at 0% beside {live.name}",
+        )
