@@ -133,8 +133,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 )
             )
         decisions = decide(signal, policy, workspaces)
-        if not decisions:
-            print("decide  nothing to decide (handshake)")
         for d in decisions:
             print(f"decide  {d.action} model={d.model} id={d.id}")
             print(f"        why: {d.reason}")

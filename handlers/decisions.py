@@ -34,7 +34,6 @@ from handlers.signals import (
     RunFinished,
     Signal,
     Trigger,
-    ValidationRequest,
 )
 
 if TYPE_CHECKING:  # the policy module imports pydantic; decide only reads the objects
@@ -212,8 +211,6 @@ def decide(signal: Signal, policy: Policy, workspaces: frozenset[str] = frozense
     workspaces the service acts for (an alert counts only about them)."""
     if isinstance(signal, Ignored):
         return [skip(signal.trigger, signal.reason)]
-    if isinstance(signal, ValidationRequest):
-        return []
     if isinstance(signal, DriftDetected):
         return _on_drift(signal, policy)
     if isinstance(signal, RunFinished):

@@ -30,7 +30,6 @@ from handlers.signals import (
     ManualRequest,
     RunFinished,
     Signal,
-    ValidationRequest,
     to_signal,
     workspace_key,
 )
@@ -44,9 +43,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class EventResult:
     event_id: str
-    status: str  # processed, duplicate, validation
+    status: str  # processed or duplicate
     decisions: list[DecisionRecord] = field(default_factory=list)
-    validation_code: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,8 +135,6 @@ class RetrainService:
         """Claim the event, decide, carry out, finish. Raises TransientError only (the claim given
         back): everything else that goes wrong after the claim is a recorded ``failed`` decision."""
         trigger = signal.trigger
-        if isinstance(signal, ValidationRequest):
-            return EventResult(trigger.event_id, "validation", validation_code=signal.validation_code)
         now = self.clock()
         claim = self.ledger.claim_event(trigger, now, self.lease)
         if claim.status == "reused":  # an Idempotency-Key bound to another request: not its records

@@ -215,22 +215,7 @@ class Ignored:
     reason: str
 
 
-@dataclass(frozen=True)
-class ValidationRequest:
-    trigger: Trigger
-    validation_code: str
-
-
-Signal = (
-    AlertFired
-    | DriftDetected
-    | RunFinished
-    | ModelRegistered
-    | ModelDeployed
-    | ManualRequest
-    | Ignored
-    | ValidationRequest
-)
+Signal = AlertFired | DriftDetected | RunFinished | ModelRegistered | ModelDeployed | ManualRequest | Ignored
 
 
 # --------------------------------------------------------------------------- envelopes
@@ -339,11 +324,12 @@ def _is_child_run(run_id: str, props: Mapping[str, Any], run_type: Any) -> bool:
 def to_signal(env: Envelope, workspaces: frozenset[str] | None = None) -> Signal:
     """Turn one envelope into a signal. ``workspaces``: the normalised workspace ids to accept."""
     trigger = _trigger(env)
-    if env.event_type == VALIDATION:
-        code = env.get("validationCode")
-        if not code:
-            return Ignored(trigger, "subscription validation event without a validationCode")
-        return ValidationRequest(trigger, str(code))
+    if env.event_type == VALIDATION:  # the webhook answers it before the service sees an event
+        return Ignored(
+            trigger,
+            "a subscription validation event is a handshake, answered by the webhook (POST /api/events) "
+            "when Event Grid sends it; there is nothing to decide",
+        )
     if env.event_type not in ML_EVENT_TYPES:
         return Ignored(trigger, f"event type {env.event_type!r} is not an Azure ML event this service handles")
     if workspaces is not None and workspace_key(env.source) not in workspaces:

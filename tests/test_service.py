@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from handlers.errors import Conflict, Forbidden, NotFound, PermanentError, TransientError
 from handlers.policy import load_policy
 from tests.builders import WORKSPACE, drift_event, ours, run_event
-from tests.conftest import REPO
+from tests.conftest import REPO, load_sample
 from tests.ledgers import LedgerSpec
 from tests.world import World
 
@@ -158,3 +158,15 @@ def test_a_storm_of_drift_events_inside_the_cooldown_starts_one_retrain(
         w.clock.advance(seconds=30)
     assert len(set(w.actions.submissions)) == 1
     assert len(w.ledger.decisions(MODEL, limit=1000)) == len(set(ids))
+
+
+def test_a_validation_event_that_reaches_the_service_is_recorded_as_a_skip_like_any_other(world: World) -> None:
+    """The webhook answers Event Grid's handshake itself (tests/test_http_api.py); a validation event
+    that reaches the service anyway (a replayed dead letter, a file given to the bench) is an event it
+    does not act on: one recorded skip that says so, and done."""
+    [raw] = load_sample("Microsoft.EventGrid.SubscriptionValidationEvent.eventgrid.json")
+    result = world.deliver(raw)
+    [rec] = result.decisions
+    assert result.status == "processed" and (rec.action, rec.outcome) == ("none", "skipped")
+    assert "handshake, answered by the webhook" in rec.reason
+    assert world.deliver(raw).decisions == [rec] and world.actions.submissions == []

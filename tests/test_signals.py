@@ -15,7 +15,6 @@ from handlers.signals import (
     ModelDeployed,
     ModelRegistered,
     RunFinished,
-    ValidationRequest,
     parse_body,
     to_signal,
     workspace_key,
@@ -33,7 +32,7 @@ def signal_of(raw: Any) -> Any:
 
 EXPECTED = {
     "DeadLetter.Microsoft.Storage.BlobCreated.eventgrid.json": Ignored,
-    "Microsoft.EventGrid.SubscriptionValidationEvent.eventgrid.json": ValidationRequest,
+    "Microsoft.EventGrid.SubscriptionValidationEvent.eventgrid.json": Ignored,
     "Microsoft.MachineLearningServices.DatasetDriftDetected.eventgrid.json": DriftDetected,
     "Microsoft.MachineLearningServices.ModelDeployed.eventgrid.json": ModelDeployed,
     "Microsoft.MachineLearningServices.ModelRegistered.eventgrid.json": ModelRegistered,
