@@ -378,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(fn=cmd_reconcile)
     for action, what in (
         ("rollback", "roll MODEL's rollout back (none in flight: back to the deployment the last promotion replaced)"),
-        ("promote", "promote MODEL's rollout in flight now: the candidate gets 100%"),
+        ("promote", "promote MODEL's rollout in flight now: the candidate gets 100%%"),
         ("pause", "pause MODEL's rollout in flight: the reconciler leaves it as it is"),
         ("resume", "resume MODEL's paused rollout: its step goes on, the bake restarted"),
     ):

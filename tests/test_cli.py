@@ -70,3 +70,10 @@ def test_decisions_limit_out_of_range_is_refused(tmp_path: Path, limit: str) -> 
     out = retrain("decisions", "--limit", limit, env={"RETRAIN_SQLITE_PATH": str(tmp_path / "l.db")})
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "argument --limit" in out.stderr and "give a whole number from 1 to 1000" in out.stderr
+
+
+def test_help_lists_every_command_without_a_traceback() -> None:
+    out = retrain("--help", env={})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    assert "promote" in out.stdout and "replay" in out.stdout
