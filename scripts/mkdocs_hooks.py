@@ -1,9 +1,10 @@
 """MkDocs hook (mkdocs.yml `hooks`): a root-relative link names a file of the repository.
 
 Pages link to source files outside docs/ as `/handlers/gate.py`, which GitHub resolves from the
-repository root and MkDocs does not check (`validation.links.absolute_links: info`). This hook checks
-them: a link to a path that does not exist is a warning, which `mkdocs build --strict` turns into a
-failed build. Anchors into other repository files (`/infra/README.md#notifications`) are not checked.
+repository root and MkDocs does not check (`validation.links.absolute_links: ignore`). This hook checks
+them: a link to a path that does not exist, or to a heading a Markdown file does not have
+(`/infra/README.md#dead-letters`, GitHub's anchors), is a warning, which `mkdocs build --strict` turns
+into a failed build.
 """
 
 import logging
@@ -13,12 +14,22 @@ from typing import Any
 
 log = logging.getLogger("mkdocs.hooks.repo_links")
 REPO = Path(__file__).resolve().parent.parent
-LINK = re.compile(r"\]\((/[^)\s#]*)(?:#[^)\s]*)?\)")
+LINK = re.compile(r"\]\((/[^)\s#]*)(?:#([^)\s]*))?\)")
+HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings: lower case, punctuation dropped, spaces
+    as hyphens (a repeated heading's -1, -2, ... suffixes are left out: no page links to one)."""
+    return {re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-") for title in HEADING.findall(markdown)}
 
 
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
     for match in LINK.finditer(markdown):
-        target = match.group(1).lstrip("/")
-        if not target or not (REPO / target).exists():
-            log.warning("%s links to %s, which is not a file of the repository", page.file.src_uri, match.group(1))
+        path, anchor = match.group(1), match.group(2)
+        target = REPO / path.lstrip("/")
+        if path == "/" or not target.exists():
+            log.warning("%s links to %s, which is not a file of the repository", page.file.src_uri, path)
+        elif anchor and target.suffix == ".md" and anchor not in github_anchors(target.read_text(encoding="utf-8")):
+            log.warning("%s links to %s#%s, a heading %s does not have", page.file.src_uri, path, anchor, path)
     return markdown

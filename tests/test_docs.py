@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from function_app import cli
+from function_app.settings import SETTINGS
 from tests.conftest import REPO
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -83,6 +85,7 @@ def test_the_site_builds_in_strict_mode(tmp_path: Path) -> None:
         ("[gone](no-such-page.md)", "no-such-page.md"),
         ("[gone](rollouts.md#no-such-section)", "no-such-section"),
         ("[gone](/handlers/no_such_module.py)", "/handlers/no_such_module.py"),
+        ("[gone](/infra/README.md#no-such-heading)", "no-such-heading"),
     ],
 )
 def test_a_broken_link_fails_the_build(tmp_path: Path, link: str, complaint: str) -> None:
@@ -92,3 +95,23 @@ def test_a_broken_link_fails_the_build(tmp_path: Path, link: str, complaint: str
     result = build(config)
     assert result.returncode != 0
     assert complaint in result.stderr
+
+
+def test_the_settings_page_lists_every_setting_the_code_reads() -> None:
+    rows = [
+        line
+        for line in (REPO / "docs" / "settings.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `")
+    ]
+    documented = {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])}
+    assert sorted({s.name for s in SETTINGS} - documented) == []
+    assert sorted(documented - {s.name for s in SETTINGS}) == []
+
+
+def test_the_operations_page_shows_every_command_of_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    commands = re.search(r"\{([a-z,-]+)\}", capsys.readouterr().out)
+    assert commands is not None
+    page = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    assert [c for c in commands.group(1).split(",") if f"retrain {c}" not in page] == []
