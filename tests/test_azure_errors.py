@@ -123,3 +123,20 @@ def test_messages_carry_text_never_terminal_colour_codes() -> None:
     )
     assert describe(coloured) == "MlException: Error: the model field is required"
     assert "\x1b" not in str(translate(coloured, "creating deployment e/d"))
+
+
+def test_the_one_translator_says_what_to_do_with_what_the_adapter_knows() -> None:
+    """The Azure ML backend's context (which service, where, what to grant, a remedy): the same
+    translator, with messages that say what was looked for where, and what to fix."""
+    azure_ml = {"service": "Azure ML", "where": "workspace ws", "refused": "grant the identity a role"}
+    missing = translate(http_error(404), "online endpoint 'e'", "create it", **azure_ml)
+    assert isinstance(missing, PermanentError)
+    assert str(missing) == "online endpoint 'e' not found in workspace ws; create it (Azure ML: HTTP 404: status 404)"
+    refused = translate(http_error(403), "reading job j", **azure_ml)
+    assert isinstance(refused, PermanentError)
+    assert str(refused) == "reading job j: Azure ML refused access (HTTP 403: status 403); grant the identity a role"
+    settling = translate(http_error(403), "reading job j", roles_settling=True, **azure_ml)
+    assert isinstance(settling, TransientError) and "take up to an hour" in str(settling)
+    assert isinstance(translate(http_error(400), "x", "fix it", **azure_ml), PermanentError)
+    assert str(translate(http_error(400), "x", "fix it", **azure_ml)) == "x: HTTP 400: status 400; fix it"
+    assert str(translate(http_error(400), "x", "fix it")) == "x: the service answered 400: reason; fix it"

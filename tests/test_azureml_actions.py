@@ -22,8 +22,8 @@ import azure.core.exceptions as core_exceptions
 import pytest
 from azure.ai.ml import MLClient
 
-from function_app.adapters.azure_errors import is_transient
-from function_app.adapters.azureml import AzureMLActions, translate
+from function_app.adapters.azure_errors import is_transient, translate
+from function_app.adapters.azureml import AzureMLActions
 from handlers import gate
 from handlers.decisions import DeployPlan, JobPlan
 from handlers.errors import PermanentError, TransientError
@@ -287,7 +287,8 @@ def test_every_error_the_sdk_raises_is_translated_to_transient_or_permanent() ->
     }
     for error in errors:
         if isinstance(error, core_exceptions.AzureError):  # what the adapter catches: every SDK error is one
-            assert isinstance(translate(error, "x"), TransientError if is_transient(error) else PermanentError)
+            as_azure_ml = translate(error, "x", service="Azure ML", refused="grant a role")  # as the backend does
+            assert isinstance(as_azure_ml, TransientError if is_transient(error) else PermanentError)
     sdk_errors = [cls for _, cls in inspect.getmembers(ml_exceptions, inspect.isclass) if issubclass(cls, Exception)]
     assert all(
         issubclass(cls, core_exceptions.AzureError) for cls in sdk_errors if cls.__module__.startswith("azure.ai.ml")

@@ -22,6 +22,7 @@ from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
     IncompleteReadError,
+    ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
 )
@@ -139,8 +140,22 @@ def describe(exc: BaseException) -> str:
     return f"{kind}: {message[0][:300]}" if message else kind
 
 
-def translate(exc: AzureError, what: str) -> TransientError | PermanentError:
-    """The service's error for an SDK error raised while doing ``what``."""
+def translate(
+    exc: AzureError,
+    what: str,
+    fix: str = "",
+    *,
+    service: str = "",
+    where: str = "",
+    refused: str = "",
+    roles_settling: bool = False,
+) -> TransientError | PermanentError:
+    """The service's error for an SDK error raised while doing ``what``: the one translator of the
+    adapters. What the caller knows makes the message say what to do: ``fix`` the remedy, ``service``
+    which service answered ("Azure ML"), ``where`` where a missing thing was looked for ("workspace
+    w"), ``refused`` what to grant on a 401 or 403. ``roles_settling``: the worker started less than an
+    hour ago, when a 403 may be a role assignment made at deployment that has not taken effect yet:
+    retried (transient) rather than recorded."""
     status = status_of(exc)
     if is_transient(exc):
         if status is None:
@@ -149,13 +164,28 @@ def translate(exc: AzureError, what: str) -> TransientError | PermanentError:
             )
         return TransientError(f"{what}: the service answered {status}; will retry", retry_after(exc))
     if is_identity_fault(exc):
-        return PermanentError(f"{what}: the service's identity could not get a token ({describe(exc)}); {IDENTITY_FIX}")
-    if status is not None:
-        error = wire_error(exc)
         return PermanentError(
-            f"{what}: the service answered {status}: {getattr(error, 'reason', None) or describe(exc)}"
+            f"{what}: the function app's identity could not get a token ({describe(exc)}); {IDENTITY_FIX}"
         )
-    return PermanentError(f"{what}: {describe(exc)}")
+    hint = f"; {fix}" if fix else ""
+    if not service:
+        if status is not None:
+            error = wire_error(exc)
+            return PermanentError(
+                f"{what}: the service answered {status}: {getattr(error, 'reason', None) or describe(exc)}{hint}"
+            )
+        return PermanentError(f"{what}: {describe(exc)}{hint}")
+    message = describe(exc)
+    if isinstance(exc, ResourceNotFoundError) or status == 404:
+        return PermanentError(f"{what} not found{f' in {where}' if where else ''}{hint} ({service}: {message})")
+    if status == 403 and roles_settling and refused:
+        return TransientError(
+            f"{what}: {service} refused access ({message}); role assignments take up to an hour to take effect "
+            f"after deployment, so this is retried; if it persists, {refused}"
+        )
+    if status in (401, 403) and refused:
+        return PermanentError(f"{what}: {service} refused access ({message}); {refused}")
+    return PermanentError(f"{what}: {message}{hint}")
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from function_app.adapters.azureml.candidates import AzureMLCandidates
-from function_app.adapters.azureml.client import BACKEND, AzureMLClient, Workspace, translate
+from function_app.adapters.azureml.client import BACKEND, AzureMLClient, Workspace
 from function_app.adapters.azureml.deployments import AzureMLDeployments
 from function_app.adapters.azureml.jobs import AzureMLJobs
 from function_app.adapters.azureml.monitors import AzureMLMonitors
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from handlers.decisions import DeployPlan, JobPlan
     from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo
 
-__all__ = ["AzureMLActions", "AzureMLClient", "Workspace", "translate"]
+__all__ = ["AzureMLActions", "AzureMLClient", "Workspace"]
 
 
 class AzureMLActions:

@@ -16,9 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from azure.core.exceptions import AzureError
-
-from function_app.adapters.azureml.client import AzureMLClient, translate
+from function_app.adapters.azureml.client import AzureMLClient
 from function_app.adapters.mlflow_metrics import MlflowRun, MlflowRuns
 from function_app.retry import Budget
 from handlers import gate
@@ -163,8 +161,8 @@ class AzureMLCandidates:
             return own, []  # a champion that carries the metric: its source run is not read
         label = f"{model.name}:{model.version}"
         if source == "run":
-            job = self.client.get_or_none(
-                budget, f"run {job_name} of model {label}", lambda: self.client.ml.jobs.get(job_name)
+            job = self.client.call(
+                budget, f"run {job_name} of model {label}", lambda: self.client.ml.jobs.get(job_name), or_none=True
             )
             if job is None:
                 return own, [f"the workspace has no run {job_name} (the source run of {label})"]
@@ -184,25 +182,12 @@ class AzureMLCandidates:
         return self.client.mlflow
 
     def _mlflow_run(self, budget: Budget, run_id: str) -> MlflowRun | None:
-        try:
+        with self.client.translating(f"reading MLflow run {run_id}", _MLFLOW_FIX):  # the reader keeps the budget
             return self._mlflow().run(budget, run_id)
-        except AzureError as exc:
-            raise translate(
-                exc,
-                f"reading MLflow run {run_id}",
-                _MLFLOW_FIX,
-                self.client.workspace.name,
-                roles_settling=self.client.roles_settling,
-            ) from exc
 
     def _mlflow_steps(self, budget: Budget, pipeline: MlflowRun) -> list[MlflowRun]:
-        try:
+        with self.client.translating(f"searching the MLflow runs of pipeline {pipeline.run_id}", _MLFLOW_FIX):
             return self._mlflow().children(budget, pipeline)
-        except AzureError as exc:
-            what = f"searching the MLflow runs of pipeline {pipeline.run_id}"
-            raise translate(
-                exc, what, _MLFLOW_FIX, self.client.workspace.name, roles_settling=self.client.roles_settling
-            ) from exc
 
     def _candidate(self, budget: Budget, plan: DeployPlan) -> _Candidate:
         """The model version to roll out (None: the run registered none yet) and the facts the gate reads:
@@ -262,8 +247,11 @@ class AzureMLCandidates:
         ``mlflow.register_model`` registers under its own run), or by us on an earlier delivery (tagged
         with the decision, and created by this service's identity)."""
         versions = (
-            self.client.get_or_none(
-                budget, f"versions of model {plan.model}", lambda: list(self.client.ml.models.list(name=plan.model))
+            self.client.call(
+                budget,
+                f"versions of model {plan.model}",
+                lambda: list(self.client.ml.models.list(name=plan.model)),
+                or_none=True,
             )
             or []
         )

@@ -13,7 +13,8 @@ import base64
 import json
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -21,7 +22,6 @@ from urllib.parse import quote
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from function_app.adapters import azure_errors
-from function_app.adapters.azure_errors import describe, is_identity_fault, is_transient, status_of
 from function_app.adapters.clients import LazyClient, sdk_options
 from function_app.adapters.mlflow_metrics import MlflowRuns
 from function_app.retry import Budget, RetryPolicy
@@ -86,38 +86,11 @@ def _cheaper_experimental_check() -> None:
 _REPLACED: list[Callable[[], bool]] = []
 
 
-def translate(
-    exc: AzureError, what: str, fix: str = "", workspace: str = "", *, roles_settling: bool = False
-) -> PermanentError | TransientError:
-    """One SDK error as the service's error (:mod:`azure_errors` decides transient or permanent), with
-    what to do: ``what`` names the thing, ``workspace`` where it was looked for, ``fix`` the remedy.
-    ``roles_settling``: the worker started less than an hour ago, when a 403 may be a role assignment
-    made at deployment that has not taken effect yet: retried (transient) rather than recorded."""
-    if is_transient(exc):
-        return azure_errors.translate(exc, what)
-    status = status_of(exc)
-    message = describe(exc)
-    hint = f"; {fix}" if fix else ""
-    if is_identity_fault(exc):
-        return PermanentError(
-            f"{what}: the function app's identity could not get a token ({message}); {azure_errors.IDENTITY_FIX}"
-        )
-    if isinstance(exc, ResourceNotFoundError) or status == 404:
-        where = f" in workspace {workspace}" if workspace else ""
-        return PermanentError(f"{what} not found{where}{hint} (Azure ML: {message})")
-    grant = (
-        "grant the function app's managed identity a role on the workspace that allows it: the service's custom "
-        "role (infra/modules/workspace-access.bicep; the actions it needs are in function_app/adapters/"
-        "permissions.py), or AzureML Data Scientist"
-    )
-    if status == 403 and roles_settling:
-        return TransientError(
-            f"{what}: Azure ML refused access ({message}); role assignments take up to an hour to take effect "
-            f"after deployment, so this is retried; if it persists, {grant}"
-        )
-    if status in (401, 403):
-        return PermanentError(f"{what}: Azure ML refused access ({message}); {grant}")
-    return PermanentError(f"{what}: {message}{hint}")
+GRANT = (  # what to do when Azure ML refuses the service access
+    "grant the function app's managed identity a role on the workspace that allows it: the service's custom "
+    "role (infra/modules/workspace-access.bicep; the actions it needs are in function_app/adapters/"
+    "permissions.py), or AzureML Data Scientist"
+)
 
 
 def _claims(token: str) -> dict[str, Any]:
@@ -214,22 +187,52 @@ class AzureMLClient:
     def ml(self) -> Any:
         return self.lazy.get()
 
-    def call(self, budget: Budget, what: str, fn: Callable[[], Any], fix: str = "") -> Any:
-        """``fn()`` within the budget; a permanent SDK error becomes a PermanentError about ``what``.
-        (Every error azure-ai-ml raises on purpose is an azure-core ``AzureError``.)"""
-        try:
-            return budget.call(what, fn)
-        except AzureError as exc:
-            raise translate(exc, what, fix, self.workspace.name, roles_settling=self.roles_settling) from exc
+    def call(
+        self,
+        budget: Budget,
+        what: str,
+        fn: Callable[[], Any],
+        fix: str = "",
+        *,
+        retry_on: frozenset[int] = frozenset(),
+        or_none: bool = False,
+    ) -> Any:
+        """``fn()``, one SDK call about ``what``: retried within ``budget`` while it fails transiently
+        (and on the HTTP statuses ``retry_on``: 409 on an endpoint means "an operation is in progress"),
+        then a TransientError; any other SDK error becomes the PermanentError that :meth:`translate`
+        makes of it, with ``fix``. ``or_none``: a 404 means "there is none", and answers None. (Every
+        error azure-ai-ml raises on purpose is an azure-core ``AzureError``.)"""
+        with self.translating(what, fix):
+            try:
+                return budget.call(what, fn, retry_on=retry_on)
+            except ResourceNotFoundError:
+                if or_none:
+                    return None
+                raise
 
-    def get_or_none(self, budget: Budget, what: str, fn: Callable[[], Any]) -> Any | None:
-        """Like :meth:`call`, but a 404 means "there is none"."""
+    @contextmanager
+    def translating(self, what: str, fix: str = "", *, roles_settling: bool | None = None) -> Iterator[None]:
+        """An SDK error raised inside, translated (:meth:`translate`): for calls that run their own budget
+        (the MLflow reader's) or that are no Azure ML request (the credential's token)."""
         try:
-            return budget.call(what, fn)
-        except ResourceNotFoundError:
-            return None
+            yield
         except AzureError as exc:
-            raise translate(exc, what, workspace=self.workspace.name, roles_settling=self.roles_settling) from exc
+            raise self.translate(exc, what, fix, roles_settling=roles_settling) from exc
+
+    def translate(
+        self, exc: AzureError, what: str, fix: str = "", *, roles_settling: bool | None = None
+    ) -> PermanentError | TransientError:
+        """``exc`` as the service's error (:func:`azure_errors.translate`), as Azure ML's answer about
+        ``what`` in this workspace: ``fix`` the remedy; a 403 while roles settle is retried."""
+        return azure_errors.translate(
+            exc,
+            what,
+            fix,
+            service="Azure ML",
+            where=f"workspace {self.workspace.name}",
+            refused=GRANT,
+            roles_settling=self.roles_settling if roles_settling is None else roles_settling,
+        )
 
     def own_identity(self) -> Identity:
         """Who this client acts as: read once from the claims of its own ARM token (unverified: it
@@ -238,10 +241,8 @@ class AzureMLClient:
             credential = self._credential() if self._credential is not None else getattr(self.ml, "_credential", None)
             if credential is None:
                 raise PermanentError("the Azure ML client has no credential to tell this service's own jobs apart")
-            try:
+            with self.translating("reading the service's own identity", roles_settling=False):
                 token = credential.get_token("https://management.azure.com/.default").token
-            except AzureError as exc:
-                raise translate(exc, "reading the service's own identity", workspace=self.workspace.name) from exc
             self._identity = Identity.from_claims(_claims(token))
         return self._identity
 

@@ -16,10 +16,8 @@ from functools import partial
 from typing import Any
 from urllib.parse import quote
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
-
 from function_app.adapters.azureml.candidates import AzureMLCandidates
-from function_app.adapters.azureml.client import BACKEND, AzureMLClient, translate
+from function_app.adapters.azureml.client import BACKEND, AzureMLClient
 from function_app.retry import Budget
 from handlers import rollout
 from handlers.decisions import DeployPlan
@@ -84,27 +82,30 @@ class AzureMLDeployments:
         # The SDK rewrites the entity it is given (each collection's data becomes an id string), so that
         # each attempt gets a fresh copy: a retried creation would otherwise fail inside the SDK.
         try:  # a 409 (an operation on the endpoint in progress) is retried, then transient
-            budget.call(
+            self.client.call(
+                budget,
                 what,
                 lambda: self.client.ml.online_deployments.begin_create_or_update(
                     copy.deepcopy(deployment), skip_script_validation=True
                 ),
+                f"check models.{plan.model}.deploy and the live deployment {facts.live_deployment}",
                 retry_on=_BUSY,
             )  # the poller is not waited for: the reconciler follows the rollout
-        except AzureError as exc:
-            fix = f"check models.{plan.model}.deploy and the live deployment {facts.live_deployment}"
-            error = translate(exc, what, fix, self.client.workspace.name, roles_settling=self.client.roles_settling)
-            full = self._endpoint_full(budget, plan.endpoint) if isinstance(error, PermanentError) else None
-            raise (PermanentError(f"{what}: {full}") if full else error) from exc
+        except PermanentError as error:
+            full = self._endpoint_full(budget, plan.endpoint)
+            if full:
+                raise PermanentError(f"{what}: {full}") from error
+            raise
         log.info("started deployment %s model=%s traffic=0", job["name"], model.label)
         return ActionResult("submitted", job=job, details=details)
 
     def deployment_state(self, endpoint: str, deployment: str) -> str | None:
         """The deployment's provisioning state (``online_deployments.get``); None when it does not exist."""
-        found = self.client.get_or_none(
+        found = self.client.call(
             self.client.retry.budget(),
             f"deployment {endpoint}/{deployment}",
             lambda: self.client.ml.online_deployments.get(deployment, endpoint_name=endpoint),
+            or_none=True,
         )
         if found is None:
             return None
@@ -124,13 +125,13 @@ class AzureMLDeployments:
             return False
         current.traffic = dict(wanted)
         what = f"setting the traffic of endpoint {endpoint} to {wanted}"
-        try:  # a 409 (another operation on the endpoint in progress) is retried, then transient
-            budget.call(what, lambda: self.client.ml.online_endpoints.begin_create_or_update(current), retry_on=_BUSY)
-        except AzureError as exc:
-            fix = "check that every deployment named exists on the endpoint and is provisioned"
-            raise translate(
-                exc, what, fix, self.client.workspace.name, roles_settling=self.client.roles_settling
-            ) from exc  # the poller is not waited for: the next reconciler pass reads the endpoint again
+        self.client.call(  # a 409 (another operation on the endpoint in progress) is retried, then transient
+            budget,
+            what,
+            lambda: self.client.ml.online_endpoints.begin_create_or_update(current),
+            "check that every deployment named exists on the endpoint and is provisioned",
+            retry_on=_BUSY,
+        )  # the poller is not waited for: the next reconciler pass reads the endpoint again
         log.info("set traffic endpoint=%s traffic=%s", endpoint, wanted)
         return True
 
@@ -158,22 +159,16 @@ class AzureMLDeployments:
         endpoint in progress) is retried like a transient failure."""
         budget = self.client.retry.budget()
         what = f"deleting deployment {endpoint}/{deployment}"
-        try:
-            budget.call(
-                what,
-                lambda: self.client.ml.online_deployments.begin_delete(name=deployment, endpoint_name=endpoint),
-                retry_on=_BUSY,
-            )
-        except ResourceNotFoundError:
+        started = self.client.call(
+            budget,
+            what,
+            lambda: self.client.ml.online_deployments.begin_delete(name=deployment, endpoint_name=endpoint),
+            "check that it has no traffic or mirror traffic",
+            retry_on=_BUSY,
+            or_none=True,
+        )
+        if started is None:  # no such deployment (a 404): nothing to delete
             return False
-        except AzureError as exc:
-            raise translate(
-                exc,
-                what,
-                "check that it has no traffic or mirror traffic",
-                self.client.workspace.name,
-                roles_settling=self.client.roles_settling,
-            ) from exc
         log.info("deleting deployment endpoint=%s deployment=%s", endpoint, deployment)
         return True
 
@@ -218,11 +213,12 @@ class AzureMLDeployments:
         allows (:data:`MAX_DEPLOYMENTS`); None otherwise (Azure's wording for it is not documented, so
         the count decides, read after the refusal)."""
         try:
-            found = budget.call(
+            found = self.client.call(
+                budget,
                 f"deployments of endpoint {endpoint}",
                 lambda: list(self.client.ml.online_deployments.list(endpoint_name=endpoint)),
             )
-        except (AzureError, TransientError):
+        except (PermanentError, TransientError):
             return None  # the creation's own error says what it can
         if len(found) < MAX_DEPLOYMENTS:
             return None
@@ -238,7 +234,7 @@ class AzureMLDeployments:
         rest = getattr(self.client.ml.online_deployments, "_online_deployment", None)
         if rest is None:
             return self._find_deployment(budget, plan)
-        return self.client.get_or_none(
+        return self.client.call(
             budget,
             f"deployment {plan.endpoint}/{plan.deployment}",
             lambda: rest.get(
@@ -247,6 +243,7 @@ class AzureMLDeployments:
                 endpoint_name=plan.endpoint,
                 deployment_name=plan.deployment,
             ),
+            or_none=True,
         )
 
     def _refuse_foreign_deployment(self, plan: DeployPlan, found: Any, model: ModelVersion | None) -> None:
@@ -288,10 +285,11 @@ class AzureMLDeployments:
         )
 
     def _find_deployment(self, budget: Budget, plan: DeployPlan) -> Any | None:
-        return self.client.get_or_none(
+        return self.client.call(
             budget,
             f"deployment {plan.endpoint}/{plan.deployment}",
             lambda: self.client.ml.online_deployments.get(plan.deployment, endpoint_name=plan.endpoint),
+            or_none=True,
         )
 
     def _collector(self, budget: Budget, plan: DeployPlan, live: Any) -> Any | None:

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlparse
 
 from azure.core.exceptions import AzureError
 
-from function_app.adapters.azureml.client import BACKEND, AzureMLClient, translate
+from function_app.adapters.azureml.client import BACKEND, AzureMLClient
 from function_app.retry import Budget
 from handlers.decisions import JobPlan
 from handlers.errors import PermanentError
@@ -97,7 +97,7 @@ class AzureMLJobs:
             return self._submitted(existing, adopted=True)
         component_id = self._component_id(budget, plan)
         what = f"submitting pipeline job {plan.name} from {plan.component}"
-        try:
+        try:  # not through the client's call: a refusal may be a concurrent submission, adopted below
             job = budget.call(
                 what,
                 lambda: self.client.ml.jobs.create_or_update(
@@ -109,13 +109,7 @@ class AzureMLJobs:
             # answers an update, or refuses one that changes the job): the name is the key.
             raced = self._find_job(budget, plan.name)
             if raced is None:
-                raise translate(
-                    exc,
-                    what,
-                    f"check models.{plan.model}.retrain in the policy",
-                    self.client.workspace.name,
-                    roles_settling=self.client.roles_settling,
-                ) from exc
+                raise self.client.translate(exc, what, f"check models.{plan.model}.retrain in the policy") from exc
             self._refuse_foreign(plan, raced)
             log.info("pipeline job %s was submitted concurrently; adopting it", plan.name)
             return self._submitted(raced, adopted=True)
@@ -184,7 +178,9 @@ class AzureMLJobs:
         )
 
     def _find_job(self, budget: Budget, name: str) -> Any | None:
-        return self.client.get_or_none(budget, f"looking up pipeline job {name}", lambda: self.client.ml.jobs.get(name))
+        return self.client.call(
+            budget, f"looking up pipeline job {name}", lambda: self.client.ml.jobs.get(name), or_none=True
+        )
 
     def _component_id(self, budget: Budget, plan: JobPlan) -> str:
         ref = plan.component

@@ -8,9 +8,7 @@ import logging
 import re
 from typing import Any
 
-from azure.core.exceptions import AzureError
-
-from function_app.adapters.azureml.client import AzureMLClient, translate
+from function_app.adapters.azureml.client import AzureMLClient
 from handlers.errors import PermanentError
 
 log = logging.getLogger(__name__)
@@ -81,17 +79,12 @@ class AzureMLMonitors:
             return False
         target["deploymentId"] = new
         what = f"pointing model-monitor schedule {schedule} at {endpoint}/{deployment}"
-        try:
-            budget.call(
-                what, lambda: ops.begin_create_or_update(rg, ws, schedule, found, polling=False), retry_on=_BUSY
-            )
-        except AzureError as exc:
-            raise translate(
-                exc,
-                what,
-                "check the schedule in the studio's Monitoring page",
-                self.client.workspace.name,
-                roles_settling=self.client.roles_settling,
-            ) from exc
+        self.client.call(  # a 409 (an operation on the schedule in progress) is retried, then transient
+            budget,
+            what,
+            lambda: ops.begin_create_or_update(rg, ws, schedule, found, polling=False),
+            "check the schedule in the studio's Monitoring page",
+            retry_on=_BUSY,
+        )
         log.info("model monitor %s now targets %s/%s (was %s)", schedule, endpoint, deployment, old)
         return True
