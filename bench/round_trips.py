@@ -234,7 +234,7 @@ def goal(name: str) -> str:
 def print_results(out: dict[str, list[str]], detail: bool = False) -> None:
     print("Table requests (each HTTP request the ledger's client sent to Azurite):")
     for name, sent in out.items():
-        print(f"  {name:36} {len(sent):4d}   {goal(name)}")
+        print(f"  {name:40} {len(sent):4d}   {goal(name)}")
         if detail:
             for what, n in sorted(Counter(sent).items()):
                 print(f"      {n:3d} x {what}")

@@ -229,6 +229,7 @@ class Reconciler:
         missed, move each rollout on by one transition, and purge records older than the retention."""
         report = ReconcileReport(iso(now))
         for state in self.ledger.list_models():
+            moved = False  # a rollout of the model was worked on: it may have ended in this pass
             for kind, flight in sorted(state.flights.items()):
                 if guards.stale(flight, now, self.lease):
                     report.found.append(
@@ -241,12 +242,13 @@ class Reconciler:
                     work = self._advance_rollout
                 else:
                     continue
+                moved = moved or kind == guards.ROLLOUT
                 try:
                     work(state.model, kind, flight, now, report)
                 except TransientError as exc:
                     self._defer(report, state.model, kind, flight, exc)
             try:
-                self._retire(state, now, report)
+                self._retire(state, now, report, moved)
             except (TransientError, PermanentError) as exc:  # a read refused or failing: the next pass retries
                 log.warning("reconciler: retiring deployments of model=%s deferred: %s", state.model, exc)
                 report.deferred.append({"model": state.model, "decision": "retire", "error": str(exc)})
@@ -312,31 +314,43 @@ class Reconciler:
         self.ledger.update_model(model, lambda s: guards.release(s, kind, flight.decision, job))
         report.caught.extend(result.decisions)
 
-    def _retire(self, state: ModelState, now: datetime, report: ReconcileReport) -> None:
+    def _retire(self, state: ModelState, now: datetime, report: ReconcileReport, moved: bool = False) -> None:
         """Delete the deployments a promotion of the model demoted and its rolled-back or failed
         candidates, once the rule says so (:mod:`handlers.retire`), each recorded as a ``retire``
         decision. One read of the model's last 200 decisions says what waits and what was retired
-        already; nothing is asked of Azure while no demoted deployment waits and no rejected
-        candidate is due."""
+        already, made only when something may be due (the model's ``retire_due``) or its rollout
+        was worked on in this pass; nothing is asked of Azure while no demoted deployment waits and
+        no rejected candidate is due. After the look, when the next one is due is noted in the
+        model's state (a write only when that changes)."""
         model = state.model
         rule = self.retiring(model)
-        if rule is None or self.deployments is None:
+        if rule is None or self.deployments is None or not (moved or retire.due(state, now)):
             return
         records = self.ledger.decisions(model, 200)
-        demoted, rejected = retire.waiting(
-            model, rule.endpoint, records, retire.in_flight(state), rule.retire_after, now
-        )
-        if not demoted and not rejected:
-            return
-        found = self.deployments.list_deployments(rule.endpoint)
-        chosen = retire.to_retire(rule.endpoint, found, demoted, rule.retire_after, rule.keep_previous, now, rejected)
+        keep = retire.in_flight(state)
+        demoted, rejected = retire.waiting(model, rule.endpoint, records, keep, rule.retire_after, now)
+        chosen: list[retire.Retirement] = []
+        retired: set[str] = set()
+        if demoted or rejected:
+            found = self.deployments.list_deployments(rule.endpoint)
+            chosen = retire.to_retire(
+                rule.endpoint, found, demoted, rule.retire_after, rule.keep_previous, now, rejected
+            )
         for one in chosen:
             try:
                 self.deployments.delete_deployment(rule.endpoint, one.deployment)
                 record = retire.record_of(model, one, now, "submitted")
             except PermanentError as exc:
                 record = retire.record_of(model, one, now, "failed", str(exc))
-            report.retired.append(self.executor.write(self.executor.logged(record)))
+            written = self.executor.write(self.executor.logged(record))
+            report.retired.append(written)
+            if written.outcome == "submitted":
+                retired.add(one.deployment)
+        due_next = retire.next_due(
+            model, rule.endpoint, records, keep, rule.retire_after, now, {c.deployment for c in chosen}, retired
+        )
+        if due_next != state.retire_due:
+            self.ledger.update_model(model, lambda s: retire.noted(s, state.retire_due, due_next))
 
     def _advance_rollout(self, model: str, kind: str, flight: Flight, now: datetime, report: ReconcileReport) -> None:
         """One transition of a submitted rollout. A read that Azure refuses (PermanentError) is

@@ -175,7 +175,11 @@ class Flight:
 class ModelState:
     """Per-model guard state. ``etag`` is the ledger's concurrency token (opaque to the inside).
     ``kept``: the traffic the last promotion replaced (``endpoint``, ``traffic``, ``replaced_by``,
-    ``decision``, ``at``), which an operator's rollback restores when no rollout is in flight."""
+    ``decision``, ``at``), which an operator's rollback restores when no rollout is in flight.
+    ``retire_due``: when the reconciler next reads the model's decisions for deployments to retire
+    (:mod:`handlers.retire`): None not known yet (a state written before it was kept: read on the
+    next pass), ``""`` nothing waits until a rollout ends, else a time (``iso``, or ``iso#id``: set by
+    the end of rollout ``id``), from which on each pass reads them."""
 
     model: str
     last_retrain_at: str | None = None
@@ -184,6 +188,7 @@ class ModelState:
     flights: dict[str, Flight] = field(default_factory=dict)
     etag: str | None = None
     kept: dict[str, Any] | None = None
+    retire_due: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -195,6 +200,8 @@ class ModelState:
         }
         if self.kept is not None:
             out["kept"] = dict(self.kept)
+        if self.retire_due is not None:
+            out["retire_due"] = self.retire_due
         return out
 
     @classmethod
@@ -207,4 +214,5 @@ class ModelState:
             flights={k: Flight(**v) for k, v in (data.get("flights") or {}).items()},
             etag=etag,
             kept=dict(data["kept"]) if isinstance(data.get("kept"), dict) else None,
+            retire_due=data["retire_due"] if isinstance(data.get("retire_due"), str) else None,
         )

@@ -23,12 +23,17 @@ each one whose deployment failed to provision (rolled back before any traffic). 
 Each deletion is a ``retire`` decision under an id that depends only on the model, the deployment
 and the event it is retired for (its demotion's time, or its rollback decision), so a pass that dies
 between deleting and recording repeats the same one.
+
+The model's decisions are read only when something may be due (:func:`due`): the end of a rollout
+(:func:`handlers.rollout.commit`) makes the model's ``retire_due`` now; after a look it becomes the
+time the next deployment that waits is due (:func:`next_due`), or ``""`` when none waits. A state
+that has none yet (written before it was kept) is looked at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -276,3 +281,43 @@ def record_of(
         job={"name": name, "url": None},
         details={**details, "why": retirement.why},
     )
+
+
+def due(state: ModelState, now: datetime) -> bool:
+    """Whether the model's decisions may name a deployment to retire at ``now``: its ``retire_due``
+    is not known (looked at once), or is a time that has come; ``""``: none waits."""
+    if state.retire_due is None:
+        return True
+    if not state.retire_due:
+        return False
+    at = from_iso(state.retire_due.partition("#")[0])
+    return at is None or now >= at
+
+
+def next_due(
+    model: str,
+    endpoint: str,
+    records: Sequence[DecisionRecord],
+    keep: Collection[str],
+    retire_after: timedelta,
+    now: datetime,
+    chosen: Collection[str],
+    retired: Collection[str],
+) -> str:
+    """After a look at ``records``: when the next one that waits is due (``iso``), or ``""`` when
+    none does. ``chosen``: the deployments this look chose to delete, ``retired`` those it deleted
+    (recorded ``submitted``); one chosen and not deleted is due again at once, as is one due that
+    was not chosen (it has traffic, is gone or being deleted: looked at on each pass, as before)."""
+    demoted, rejected = waiting(model, endpoint, records, keep, retire_after, datetime.max.replace(tzinfo=now.tzinfo))
+    waits: dict[str, datetime] = {n: d.at for n, d in demoted.items()}
+    waits.update((n, r.at) for n, r in rejected.items())
+    times = [now if name in chosen else at + retire_after for name, at in waits.items() if name not in retired]
+    return iso(min(times)) if times else ""
+
+
+def noted(state: ModelState, seen: str | None, due_next: str) -> tuple[ModelState | None, None]:
+    """``state`` with ``retire_due`` set to ``due_next``, unless a rollout ended since it was ``seen``
+    (that end's mark stands) or it is so already."""
+    if state.retire_due != seen or state.retire_due == due_next:
+        return None, None
+    return replace(state, retire_due=due_next), None

@@ -218,8 +218,9 @@ def commit(state: ModelState, decision: str, pending_id: str, now: datetime) -> 
     becomes the current one (its bake starts ``now``), a hold or a pause is noted, a resume clears
     the pause and restarts the step's bake, a promote or rollback ends the rollout and frees the
     slot. A promotion keeps the traffic it replaced (``ModelState.kept``: what an operator's rollback
-    restores once no rollout is in flight); the rollback that restores it forgets it. False when it
-    was committed already."""
+    restores once no rollout is in flight); the rollback that restores it forgets it. The end of a
+    rollout makes the model's retirement due (``ModelState.retire_due``). False when it was
+    committed already."""
     flight = state.flights.get(ROLLOUT)
     if flight is None or flight.decision != decision:
         return None, False
@@ -240,7 +241,9 @@ def commit(state: ModelState, decision: str, pending_id: str, now: datetime) -> 
             }
         elif kind in ROLLS_BACK and data.get("restores_kept"):
             kept = None
-        return replace(state, flights={k: f for k, f in state.flights.items() if k != ROLLOUT}, kept=kept), True
+        flights = {k: f for k, f in state.flights.items() if k != ROLLOUT}
+        # a promotion demoted a deployment, a rollback rejected a candidate: the reconciler looks (retire)
+        return replace(state, flights=flights, kept=kept, retire_due=f"{iso(now)}#{pending_id}"), True
     data["pending"] = None
     if kind == "step":
         data.update(step=pending["step"], traffic=pending["target"], step_started=iso(now), held=None)

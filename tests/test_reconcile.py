@@ -4,7 +4,7 @@ the plans it resumes from: ``from_dict`` gives back exactly what ``as_dict`` ren
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -319,6 +319,49 @@ def test_a_failed_candidate_is_deleted_after_retire_after_and_its_retire_decisio
 
     assert candidates.actions.deleted == [f"{ENDPOINT}/{cand}"] and retired.details["failed"] == "Failed"
     assert "a failed candidate (its deployment ended provisioning Failed)" in retired.reason
+
+
+def test_a_model_with_nothing_to_retire_has_its_trail_read_once_not_on_every_pass(world: World) -> None:
+    [retrain] = world.deliver(drift_event(event_id="e-1")).decisions
+    world.deliver(run_event(run_id=retrain.job["name"], tags=ours(decision=retrain.id), status="Failed"))  # type: ignore[index]
+    ledger = CountingLedger(world.spec.open())
+    worker = world.new_worker(ledger=ledger)
+    worker.reconcile()
+    assert ledger.reads == ["decisions"]  # its state predates retire_due: looked at once
+    assert world.ledger.get_model(MODEL).retire_due == ""  # nothing waits until a rollout ends
+
+    for hours in (0.1, 30, 24 * 40):
+        world.clock.advance(hours=hours)
+        ledger.reads.clear()
+        assert worker.reconcile().retired == []
+        assert ledger.reads == []  # was: the model's last 200 decisions on every pass
+
+
+def test_a_rolled_back_candidate_s_trail_is_read_when_its_retirement_is_due_not_on_every_pass(
+    candidates: Candidates,
+) -> None:
+    cand = candidates.deploy("run-1", provisioning="Failed")
+    assert candidates.states() == ["rolled_back"]
+    [rollback] = [r for r in candidates.ledger.decisions(MODEL, 50) if r.action == "rollback"]
+    ledger = CountingLedger(candidates.spec.open())
+    worker = candidates.new_worker(ledger=ledger)
+    worker.reconcile()  # the first look after the rollout ended: the candidate is due in retire_after
+    assert ledger.reads == ["decisions"] and candidates.ledger.get_model(MODEL).retire_due == iso(
+        datetime.fromisoformat(rollback.at) + timedelta(hours=24)
+    )
+    for _ in range(3):
+        candidates.clock.advance(hours=7)
+        ledger.reads.clear()
+        assert worker.reconcile().retired == [] and ledger.reads == []  # not due: not read
+
+    candidates.clock.advance(hours=3)
+    ledger.reads.clear()
+    [retired] = worker.reconcile().retired
+    assert ledger.reads == ["decisions"] and candidates.actions.deleted == [f"{ENDPOINT}/{cand}"]
+    assert retired.outcome == "submitted" and candidates.ledger.get_model(MODEL).retire_due == ""
+    candidates.clock.advance(hours=1)
+    ledger.reads.clear()
+    assert worker.reconcile().retired == [] and ledger.reads == []
 
 
 def test_an_operator_s_rolled_back_candidate_with_live_or_mirrored_traffic_is_never_deleted(
