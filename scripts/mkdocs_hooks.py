@@ -4,7 +4,9 @@ Pages link to source files outside docs/ as `/handlers/gate.py`, which GitHub re
 repository root and MkDocs does not check (`validation.links.absolute_links: ignore`). This hook checks
 them: a link to a path that does not exist, or to a heading a Markdown file does not have
 (`/infra/README.md#dead-letters`, GitHub's anchors), is a warning, which `mkdocs build --strict` turns
-into a failed build.
+into a failed build. So is a repository path in backticks (`handlers/service.py`) that names nothing:
+when code moves, the pages that walk a newcomer through it must move with it (a name the code had
+before, in a benchmark's history, is written without backticks).
 """
 
 import logging
@@ -15,6 +17,7 @@ from typing import Any
 log = logging.getLogger("mkdocs.hooks.repo_links")
 REPO = Path(__file__).resolve().parent.parent
 LINK = re.compile(r"\]\((/[^)\s#]*)(?:#([^)\s]*))?\)")
+CODE_PATH = re.compile(r"`((?:function_app|handlers|tests|bench|scripts|infra|examples|docs)/[\w./-]*\w)`")
 HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
 
 
@@ -24,7 +27,14 @@ def github_anchors(markdown: str) -> set[str]:
     return {re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-") for title in HEADING.findall(markdown)}
 
 
+def missing_paths(markdown: str) -> list[str]:
+    """The repository paths a page names in backticks that do not exist."""
+    return [path for path in CODE_PATH.findall(markdown) if not (REPO / path).exists()]
+
+
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
+    for path in missing_paths(markdown):
+        log.warning("%s names `%s`, which is not in the repository (moved or renamed?)", page.file.src_uri, path)
     for match in LINK.finditer(markdown):
         path, anchor = match.group(1), match.group(2)
         target = REPO / path.lstrip("/")

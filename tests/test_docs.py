@@ -3,6 +3,7 @@ broken link, a missing page or a link to a repository file that is gone fails (`
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -54,6 +55,15 @@ def test_every_link_of_the_readme_names_a_file_and_its_docs_links_a_page_of_the_
     assert [page for page in into_docs if page.endswith(".md") and page not in nav_pages()] == []
 
 
+def test_every_repository_path_the_readme_names_exists() -> None:
+    spec = importlib.util.spec_from_file_location("mkdocs_hooks", REPO / "scripts" / "mkdocs_hooks.py")
+    assert spec is not None and spec.loader is not None
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    assert hooks.missing_paths((REPO / "README.md").read_text(encoding="utf-8")) == []
+    assert hooks.missing_paths("see `handlers/no_such_module.py`") == ["handlers/no_such_module.py"]
+
+
 def test_the_readme_stays_a_first_page() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) <= 250
@@ -86,6 +96,7 @@ def test_the_site_builds_in_strict_mode(tmp_path: Path) -> None:
         ("[gone](rollouts.md#no-such-section)", "no-such-section"),
         ("[gone](/handlers/no_such_module.py)", "/handlers/no_such_module.py"),
         ("[gone](/infra/README.md#no-such-heading)", "no-such-heading"),
+        ("`handlers/no_such_module.py`", "handlers/no_such_module.py"),
     ],
 )
 def test_a_broken_link_fails_the_build(tmp_path: Path, link: str, complaint: str) -> None:
