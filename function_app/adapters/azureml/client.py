@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 BACKEND = "azureml"  # the backend's name, as RETRAIN_BACKEND and the decisions' details spell it
 STUDIO = "https://ml.azure.com"
+BUSY = frozenset({409})  # an endpoint or schedule with an operation in progress: retried (call's retry_on)
 
 
 @dataclass(frozen=True)

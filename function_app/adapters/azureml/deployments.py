@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from function_app.adapters.azureml.candidates import AzureMLCandidates
-from function_app.adapters.azureml.client import BACKEND, AzureMLClient
+from function_app.adapters.azureml.client import BACKEND, BUSY, AzureMLClient
 from function_app.retry import Budget
 from handlers import rollout
 from handlers.decisions import DeployPlan
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 _DATA_ID = re.compile(r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
 _SHORT_DATA = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
-_BUSY = frozenset({409})  # an endpoint with an operation in progress: try again later
 MAX_DEPLOYMENTS = 20  # per online endpoint (Azure ML docs, "Manage and increase quotas")
 
 
@@ -89,7 +88,7 @@ class AzureMLDeployments:
                     copy.deepcopy(deployment), skip_script_validation=True
                 ),
                 f"check models.{plan.model}.deploy and the live deployment {facts.live_deployment}",
-                retry_on=_BUSY,
+                retry_on=BUSY,
             )  # the poller is not waited for: the reconciler follows the rollout
         except PermanentError as error:
             full = self._endpoint_full(budget, plan.endpoint)
@@ -130,7 +129,7 @@ class AzureMLDeployments:
             what,
             lambda: self.client.ml.online_endpoints.begin_create_or_update(current),
             "check that every deployment named exists on the endpoint and is provisioned",
-            retry_on=_BUSY,
+            retry_on=BUSY,
         )  # the poller is not waited for: the next reconciler pass reads the endpoint again
         log.info("set traffic endpoint=%s traffic=%s", endpoint, wanted)
         return True
@@ -164,7 +163,7 @@ class AzureMLDeployments:
             what,
             lambda: self.client.ml.online_deployments.begin_delete(name=deployment, endpoint_name=endpoint),
             "check that it has no traffic or mirror traffic",
-            retry_on=_BUSY,
+            retry_on=BUSY,
             or_none=True,
         )
         if started is None:  # no such deployment (a 404): nothing to delete

@@ -8,14 +8,13 @@ import logging
 import re
 from typing import Any
 
-from function_app.adapters.azureml.client import AzureMLClient
+from function_app.adapters.azureml.client import BUSY, AzureMLClient
 from handlers.errors import PermanentError
 
 log = logging.getLogger(__name__)
 
 _DEPLOYMENT_ID = re.compile(r"onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<deployment>[^/?]+)$", re.IGNORECASE)
 _SHORT_DEPLOYMENT = re.compile(r"^azureml:(?P<endpoint>[^:/]+):(?P<deployment>[^:/]+)$")
-_BUSY = frozenset({409})  # an operation on the schedule in progress: try again later
 
 
 def _monitor_target(schedule: Any) -> tuple[str, str] | None:
@@ -84,7 +83,7 @@ class AzureMLMonitors:
             what,
             lambda: ops.begin_create_or_update(rg, ws, schedule, found, polling=False),
             "check the schedule in the studio's Monitoring page",
-            retry_on=_BUSY,
+            retry_on=BUSY,
         )
         log.info("model monitor %s now targets %s/%s (was %s)", schedule, endpoint, deployment, old)
         return True
