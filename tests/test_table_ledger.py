@@ -17,8 +17,9 @@ from tests.azurite import Azurite
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 
-def counted_ledger(azurite: Azurite) -> tuple[TableLedger, list[str]]:
-    """A Table ledger whose every HTTP request is noted as 'METHOD path'."""
+def counted_ledger(azurite: Azurite, prefix: str | None = None) -> tuple[TableLedger, list[str]]:
+    """A Table ledger whose every HTTP request is noted as 'METHOD path' (``prefix``: another
+    worker's ledger, the same tables)."""
     seen: list[str] = []
 
     def note(request: PipelineRequest) -> None:  # type: ignore[type-arg]
@@ -28,7 +29,7 @@ def counted_ledger(azurite: Azurite) -> tuple[TableLedger, list[str]]:
     service = TableServiceClient.from_connection_string(
         azurite.connection_string, **client_options(raw_request_hook=note)
     )
-    return TableLedger(service, "t" + uuid.uuid4().hex[:12]), seen
+    return TableLedger(service, prefix or "t" + uuid.uuid4().hex[:12]), seen
 
 
 def skip(decision_id: str, at: datetime = NOW, outcome: str = "skipped") -> DecisionRecord:
@@ -54,13 +55,26 @@ def test_the_first_write_of_a_decision_is_one_transaction(azurite: Azurite) -> N
     assert [d.id for d in ledger.decisions(event_id="e1")] == ["d1"]
 
 
-def test_a_rewrite_reads_the_record_and_writes_again_conditionally_in_one_transaction(azurite: Azurite) -> None:
+def test_the_outcome_of_a_worker_s_own_reservation_is_written_without_reading_it_first(azurite: Azurite) -> None:
     ledger, seen = counted_ledger(azurite)
     ledger.put_decision(skip("d1", outcome="reserved"))
     seen.clear()
     ledger.put_decision(skip("d1", outcome="submitted"))
-    # a record that notifies is read first (what it may replace), then its outbox row, then the
-    # rewrite, conditional on the ETag read
+    # the worker that wrote the reservation knows its ETag: the outbox row, then the rewrite,
+    # conditional on that ETag (was: a read of the record first)
+    outbox = ledger.names["outbox"]
+    assert seen == [f"POST {outbox}", "POST $batch"]
+    assert [(d.id, d.outcome) for d in ledger.decisions("m1")] == [("d1", "submitted")]
+
+
+def test_a_rewrite_reads_the_record_and_writes_again_conditionally_in_one_transaction(azurite: Azurite) -> None:
+    first, _ = counted_ledger(azurite)
+    first.put_decision(skip("d1", outcome="reserved"))
+    ledger, seen = counted_ledger(azurite, first.prefix)
+    seen.clear()
+    ledger.put_decision(skip("d1", outcome="submitted"))
+    # another worker (a redelivery, the reconciler): a record that notifies is read first (what it
+    # may replace), then its outbox row, then the rewrite, conditional on the ETag read
     decisions, outbox = ledger.names["decisions"], ledger.names["outbox"]
     assert seen == [
         f"GET {decisions}(PartitionKey='{decision_partition('d1')}',RowKey='r%3Ad1')",

@@ -80,6 +80,7 @@ _FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f%]")
 _PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,50}$")
 _EPOCH_MS_MAX = 10**13
 _BATCH = 100  # operations in one entity group transaction
+_REMEMBERED = 256  # reserved records whose ETag a worker keeps for their outcome's write
 # A transaction's conditional update that lost to another writer (412), or found the row gone (purged).
 _CHANGED_MEANWHILE = frozenset({"UpdateConditionNotSatisfied", "ConditionNotMet", "ResourceNotFound"})
 _MAX_BATCH_CHARS = 3_500_000  # a transaction's payload is at most 4 MiB; bodies are ASCII JSON
@@ -238,6 +239,10 @@ class TableLedger:
         self.events, self.models, self.decision_rows, self.outbox = (
             service.get_table_client(self.names[s]) for s in TABLES
         )
+        # The record rows this ledger wrote last, by decision id: (record, created, ETag). A record
+        # rewritten by the same worker (``reserved``, then its outcome) is updated conditionally on
+        # that ETag without reading it first; a 412 (another writer since) reads it, as before.
+        self._written: dict[str, tuple[DecisionRecord, str, str]] = {}
         if create:
             self.create_tables()
 
@@ -425,47 +430,61 @@ class TableLedger:
         if len(body) * (1 + len(prefixes)) > _MAX_BATCH_CHARS:  # bounded records are far smaller: a bug
             raise PermanentError(f"record of {len(body)} characters is too large to write with its trail rows")
         with translated(f"writing decision {record.id}"):
-            stored = self._read_record(record.id) if notification_of(record) is not None else None
+            stored = self._written.pop(record.id, None)
+            if stored is None and notification_of(record) is not None:
+                stored = self._read_record(record.id)
             enqueued = False  # this call put the record's notification in the outbox
             for _ in range(attempts):
                 if stored is None:
                     enqueued = self._enqueue(record) or enqueued
                     try:
-                        self.decision_rows.submit_transaction(
+                        done = self.decision_rows.submit_transaction(
                             self._decision_rows(record, body, record.at, prefixes, "create")
                         )
                     except TableTransactionError as exc:
                         if getattr(exc, "error_code", None) != "EntityAlreadyExists" or exc.index != 0:
                             raise
                     else:
+                        self._remember(record, record.at, done)
                         return record
                     stored = self._read_record(record.id)
                     continue  # None: purged since the insert failed; insert again
-                current, entity = stored
+                current, created, etag = stored
                 if not may_replace(current, record):
                     if enqueued and notification_of(current) != notification_of(record):
                         self._dequeue(record)  # lost to another writer: no news of what was not recorded
                     return current
                 enqueued = self._enqueue(record) or enqueued
-                rows = self._decision_rows(record, body, str(entity["created"]), prefixes, "update", _etag(entity))
+                rows = self._decision_rows(record, body, created, prefixes, "update", etag)
                 try:
-                    self.decision_rows.submit_transaction(rows)
+                    done = self.decision_rows.submit_transaction(rows)
                 except TableTransactionError as exc:
                     code = getattr(exc, "error_code", None)
                     if str(getattr(code, "value", code)) not in _CHANGED_MEANWHILE or exc.index != 0:
                         raise
                 else:
+                    self._remember(record, created, done)
                     return record
                 stored = self._read_record(record.id)
         raise TransientError(f"decision {record.id}: {attempts} concurrent writers in a row; retry later")
 
-    def _read_record(self, decision_id: str) -> tuple[DecisionRecord, Any] | None:
-        """The record stored under ``decision_id`` and its entity (for the ETag), or None."""
+    def _read_record(self, decision_id: str) -> tuple[DecisionRecord, str, str] | None:
+        """The record stored under ``decision_id``, the time it was first written and its ETag, or None."""
         try:
             entity = self.decision_rows.get_entity(decision_partition(decision_id), record_key(decision_id))
         except ResourceNotFoundError:
             return None
-        return DecisionRecord.from_dict(json.loads(_get_body(entity))), entity
+        return DecisionRecord.from_dict(json.loads(_get_body(entity))), str(entity["created"]), _etag(entity)
+
+    def _remember(self, record: DecisionRecord, created: str, results: Sequence[Mapping[str, Any]]) -> None:
+        """Keep the ETag a transaction gave the record row, for a rewrite by this worker (a ``reserved``
+        record's outcome) without a read; a final record is not rewritten, so it is not kept."""
+        etag = results[0].get("etag") if results else None
+        if record.outcome != "reserved" or not etag:
+            return
+        if len(self._written) >= _REMEMBERED:
+            self._written.clear()
+        self._written[record.id] = (record, created, str(etag))
 
     @staticmethod
     def _decision_rows(
