@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
@@ -55,11 +56,25 @@ def test_every_link_of_the_readme_names_a_file_and_its_docs_links_a_page_of_the_
     assert [page for page in into_docs if page.endswith(".md") and page not in nav_pages()] == []
 
 
-def test_every_repository_path_the_readme_names_exists() -> None:
+def load_hooks() -> ModuleType:
     spec = importlib.util.spec_from_file_location("mkdocs_hooks", REPO / "scripts" / "mkdocs_hooks.py")
     assert spec is not None and spec.loader is not None
     hooks = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hooks)
+    return hooks
+
+
+def test_every_anchor_a_link_of_the_readme_names_is_a_heading_of_its_page() -> None:
+    hooks = load_hooks()
+    links = [link for link in LINK.findall((REPO / "README.md").read_text(encoding="utf-8")) if "://" not in link]
+    anchored = [link.split("#") for link in links if "#" in link and link.split("#")[0].endswith(".md")]
+    assert anchored  # the README links into sections of pages
+    page = {path: hooks.github_anchors((REPO / path).read_text(encoding="utf-8")) for path, _ in anchored}
+    assert [f"{path}#{anchor}" for path, anchor in anchored if anchor not in page[path]] == []
+
+
+def test_every_repository_path_the_readme_names_exists() -> None:
+    hooks = load_hooks()
     assert hooks.missing_paths((REPO / "README.md").read_text(encoding="utf-8")) == []
     assert hooks.missing_paths("see `handlers/no_such_module.py`") == ["handlers/no_such_module.py"]
 
