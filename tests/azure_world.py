@@ -15,10 +15,9 @@ from function_app.adapters.monitor_health import MonitorHealth
 from function_app.adapters.monitor_metrics import MonitorMetrics, endpoint_resource_id
 from function_app.retry import RetryPolicy
 from function_app.settings import Settings, job_name_key
-from handlers.policy import load_policy
 from handlers.records import DecisionRecord
-from tests.builders import ours, run_event
-from tests.conftest import REPO, load_sample
+from tests.builders import EXAMPLE_POLICY, MODEL, ours, run_event
+from tests.conftest import load_sample
 from tests.crashes import DiesAfterActing, WorkerDied
 from tests.fake_arm import FakeArm, FakeClock, FakeCredential
 from tests.fake_logs import FakeLogs
@@ -29,7 +28,6 @@ from tests.world import World
 
 SUB, RG, WS = "7a3c5f0e-1111-4d2b-9e8a-2b6f1c0d9e77", "rg-mlops", "ws-retrain"
 WORKSPACE_ID = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}"
-MODEL = "sklearn_regression_model"
 ENDPOINT = "diabetes-endpoint"
 DATASET = "diabetes-training"  # the data asset the example policy trains on (a v1 event's dataset id is not one)
 DRIFT_SAMPLE = "Microsoft.MachineLearningServices.DatasetDriftDetected.eventgrid.json"
@@ -37,7 +35,6 @@ RUN_SAMPLE = "Microsoft.MachineLearningServices.RunCompleted.eventgrid.json"
 LOGS_WORKSPACE = (
     f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.OperationalInsights/workspaces/log-retrain"
 )
-POLICY = load_policy(REPO / "examples" / "policy.yaml")
 JOB_NAME_KEY = "5f0c9d2e7a41b3c8" * 4  # RETRAIN_JOB_NAME_KEY: this service's secret, which no workspace user holds
 REGION = "westeurope"  # the workspace's region, and so its online endpoints'
 APP_REGION = "swedencentral"  # the function app's (azd's location): a Flex Consumption region, not the workspace's
@@ -166,7 +163,7 @@ class AzureWorld(World):
         self.ledger_spec = ledger or LedgerSpec("sqlite", str(tmp_path / "ledger.db"))
         super().__init__(
             self.ledger_spec,
-            policy=policy or POLICY,
+            policy=policy or EXAMPLE_POLICY,
             actions=self.actions,
             health=sources,
             clock=self.now,

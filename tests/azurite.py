@@ -51,6 +51,7 @@ def ensure_installed() -> Path:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for Azurite, the local host, a receiver)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

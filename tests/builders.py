@@ -1,10 +1,16 @@
-"""Small builders for events and signals, so tests say only what matters to them."""
+"""Small builders for events, signals and Azure SDK errors, so tests say only what matters to them."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from handlers.policy import load_policy
+from tests.conftest import REPO
+
+if TYPE_CHECKING:
+    from azure.core.exceptions import HttpResponseError
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)  # the tests' fixed now (tests.fakes.Clock starts there)
 
@@ -13,6 +19,8 @@ WORKSPACE = (
     "/providers/Microsoft.MachineLearningServices/workspaces/{workspace-name}"
 )
 ML = "Microsoft.MachineLearningServices."
+MODEL = "sklearn_regression_model"  # the example policy's model (examples/policy.yaml)
+EXAMPLE_POLICY = load_policy(REPO / "examples" / "policy.yaml")
 SCOPE = frozenset({WORKSPACE.strip("/").lower()})  # the workspaces decide() acts for, normalised
 
 
@@ -103,7 +111,7 @@ def run_event(
     return event("RunStatusChanged", data, **kw)
 
 
-def ours(model: str = "sklearn_regression_model", decision: str = "re-0123456789abcdef") -> dict[str, str]:
+def ours(model: str = MODEL, decision: str = "re-0123456789abcdef") -> dict[str, str]:
     """The tags this service puts on the jobs it submits."""
     return {
         "retrain_service": "retrain-service",
@@ -111,3 +119,23 @@ def ours(model: str = "sklearn_regression_model", decision: str = "re-0123456789
         "retrain_decision": decision,
         "retrain_trigger": "DatasetDriftDetected:x",
     }
+
+
+class Response:
+    """Just what azure-core's HttpResponseError reads from a response."""
+
+    def __init__(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.status_code = status
+        self.reason = "Status"
+        self.headers = headers or {}
+        self.request = None
+
+    def text(self) -> str:
+        return ""
+
+
+def http_error(status: int, headers: dict[str, str] | None = None) -> HttpResponseError:
+    """The error an Azure SDK raises for an HTTP ``status`` answer with ``headers``."""
+    from azure.core.exceptions import HttpResponseError
+
+    return HttpResponseError(message=f"HTTP {status}", response=Response(status, headers))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import json
+import os
 import socket
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -133,6 +137,29 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
     runtime.set_retrainer(runtime.build(Settings.from_env(), clock=Clock()))
     yield Client(Host(main.app))
     runtime.set_retrainer(None)
+
+
+def retrain_cli(*args: str, env: dict[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """``retrain ARGS`` (``python -m function_app.cli``) run from the repository root, as a newcomer runs it,
+    with ``env`` over this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "function_app.cli", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+    )
+
+
+def load_module(name: str, path: Path) -> ModuleType:
+    """The Python file at ``path`` (a script, a hook) loaded as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_sample(name: str) -> Any:

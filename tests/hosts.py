@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -19,13 +18,8 @@ import pytest
 from azure.core.credentials import AzureKeyCredential
 from azure.eventgrid import EventGridPublisherClient
 
+from tests.azurite import free_port
 from tests.conftest import REPO
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RunningHost:

@@ -25,8 +25,6 @@ from handlers.decisions import JobPlan
 from handlers.errors import TransientError
 from handlers.ports import ActionResult, JobInfo
 
-MODEL = "sklearn_regression_model"
-
 
 @dataclass
 class JournalActions:

@@ -10,13 +10,11 @@ import pytest
 
 from handlers.decisions import Retrain, Skip, decide
 from handlers.errors import InvalidInput
-from handlers.policy import load_policy
 from handlers.signals import parse_alert
-from tests.builders import SCOPE
+from tests.builders import EXAMPLE_POLICY, SCOPE
 from tests.conftest import REPO, Client
 
 ALERT: dict[str, Any] = json.loads((REPO / "examples" / "events" / "alert.common-schema.json").read_text())
-POLICY = load_policy(REPO / "examples" / "policy.yaml")
 
 
 def alert(**essentials: Any) -> bytes:
@@ -33,17 +31,17 @@ def test_fired_and_resolved_notifications_are_distinct_events() -> None:
 
 
 def test_resolved_alert_is_recorded_not_acted_on() -> None:
-    [d] = decide(parse_alert(alert(monitorCondition="Resolved")), POLICY, SCOPE)
+    [d] = decide(parse_alert(alert(monitorCondition="Resolved")), EXAMPLE_POLICY, SCOPE)
     assert isinstance(d, Skip) and "resolved" in d.reason and d.model == "sklearn_regression_model"
 
 
 def test_alert_rule_names_match_case_insensitively() -> None:
-    [d] = decide(parse_alert(alert(alertRule="Diabetes-Feature-Drift")), POLICY, SCOPE)
+    [d] = decide(parse_alert(alert(alertRule="Diabetes-Feature-Drift")), EXAMPLE_POLICY, SCOPE)
     assert isinstance(d, Retrain) and "fired (Sev2, Log)" in d.reason
 
 
 def test_alert_for_a_rule_no_model_listens_to_is_skipped_with_its_name() -> None:
-    [d] = decide(parse_alert(alert(alertRule="cpu-high")), POLICY, SCOPE)
+    [d] = decide(parse_alert(alert(alertRule="cpu-high")), EXAMPLE_POLICY, SCOPE)
     assert isinstance(d, Skip) and "'cpu-high'" in d.reason
 
 

@@ -19,20 +19,7 @@ from azure.core.exceptions import (
 
 from function_app.adapters.azure_errors import describe, is_transient, parse_retry_after, retry_after, translate
 from handlers.errors import PermanentError, TransientError
-
-
-class _Response:
-    def __init__(self, status: int, headers: dict[str, str] | None = None) -> None:
-        self.status_code = status
-        self.headers = headers or {}
-        self.reason = "reason"
-
-    def text(self) -> str:
-        return ""
-
-
-def http_error(status: int, **headers: str) -> HttpResponseError:
-    return HttpResponseError(message=f"status {status}", response=_Response(status, headers))  # type: ignore[arg-type]
+from tests.builders import Response, http_error
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
@@ -47,7 +34,7 @@ def test_client_errors_are_permanent(status: int) -> None:
 
 
 def test_retry_after_is_carried() -> None:
-    err = translate(http_error(429, **{"Retry-After": "7"}), "x")
+    err = translate(http_error(429, {"Retry-After": "7"}), "x")
     assert isinstance(err, TransientError) and err.retry_after == 7.0
 
 
@@ -74,7 +61,7 @@ def test_connection_failures_timeouts_and_token_failures_are_transient() -> None
     unreachable = ClientAuthenticationError("ManagedIdentityCredential: no response")
     unreachable.__cause__ = ServiceRequestError("no route to the managed identity endpoint")
     assert is_transient(unreachable)  # the token endpoint could not be reached: try again later
-    refused = ClientAuthenticationError(response=_Response(401))  # type: ignore[arg-type]
+    refused = ClientAuthenticationError(response=Response(401))  # type: ignore[arg-type]
     assert not is_transient(refused)  # ARM refused the token
     assert not is_transient(ValueError("a bug is not retried"))
 
@@ -99,8 +86,8 @@ def test_retry_after_is_read_in_seconds_as_an_http_date_or_in_milliseconds() -> 
     assert parse_retry_after("2", now) == 2.0
     assert parse_retry_after(format_datetime(datetime(2026, 11, 25, 10, 0, 7, tzinfo=UTC), usegmt=True), now) == 7.0
     assert parse_retry_after("yesterday-ish", now) is None
-    assert retry_after(http_error(429, **{"retry-after-ms": "1500"}), now) == 1.5
-    assert retry_after(http_error(429, **{"Retry-After": "3"}), now) == 3.0
+    assert retry_after(http_error(429, {"retry-after-ms": "1500"}), now) == 1.5
+    assert retry_after(http_error(429, {"Retry-After": "3"}), now) == 3.0
     assert retry_after(http_error(503), now) is None
 
 

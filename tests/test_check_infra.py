@@ -6,15 +6,13 @@ The pure parts run here in the app's venv; the end-to-end test runs the script w
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_module
 
 INFRA_PYTHON = REPO / ".venv-infra" / "bin" / "python"
 LOG = "[bicep] start to parse 3 files\n[bicep] successfully parsed 3 files\n"
@@ -31,15 +29,7 @@ BROKEN = """resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@
 """
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("check_infra", REPO / "scripts" / "check_infra.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-check_infra = _load()
+check_infra = load_module("check_infra", REPO / "scripts" / "check_infra.py")
 
 
 def report(**results: Sequence[object]) -> dict[str, object]:

@@ -3,26 +3,14 @@ wrong and exit 2, never a traceback; reading commands never create a ledger."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import retrain_cli
 
-
-def retrain(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "function_app.cli", *args],
-        cwd=REPO,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+retrain = retrain_cli
 
 
 def one_line_error(out: subprocess.CompletedProcess[str]) -> str:

@@ -20,10 +20,11 @@ import pytest
 
 from handlers.analysis import Reading
 from handlers.policy import parse_policy
+from tests.azurite import free_port
 from tests.browser import browser_page
 from tests.conftest import REPO
 from tests.fakes import RecordingActions
-from tests.hosts import free_port, serving
+from tests.hosts import serving
 from tests.ledgers import LedgerSpec
 from tests.world import World
 

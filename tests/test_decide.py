@@ -12,23 +12,20 @@ import pytest
 
 from handlers.decisions import Deploy, Retrain, Skip, check_manual, decide
 from handlers.errors import InvalidInput
-from handlers.policy import Policy, load_policy
+from handlers.policy import Policy
 from handlers.signals import ManualRequest, Trigger, parse_body, to_signal, workspace_key
-from tests.builders import WORKSPACE, breach_event, drift_event, event, ours, run_event
+from tests.builders import EXAMPLE_POLICY, MODEL, WORKSPACE, breach_event, drift_event, event, ours, run_event
 from tests.conftest import REPO
-
-POLICY: Policy = load_policy(REPO / "examples" / "policy.yaml")
-MODEL = "sklearn_regression_model"
 
 
 def decisions_for(raw: dict[str, Any]) -> list[Any]:
     [env] = parse_body(json.dumps([raw]))
-    return decide(to_signal(env, frozenset({workspace_key(WORKSPACE)})), POLICY)
+    return decide(to_signal(env, frozenset({workspace_key(WORKSPACE)})), EXAMPLE_POLICY)
 
 
 def manual(model: str = MODEL, action: str = "retrain", **kw: Any) -> list[Any]:
     req = ManualRequest(Trigger("http", "req-1", "ManualRequest." + action), model, action, "because", **kw)
-    return decide(req, POLICY)
+    return decide(req, EXAMPLE_POLICY)
 
 
 def test_drift_above_threshold_retrains_the_model_that_listens() -> None:
@@ -168,7 +165,7 @@ def test_manual_retrain_refuses_inputs_the_policy_does_not_allow_before_anything
     )
     says = r"'training_data' may not be overridden.*overridable: learning_rate, max_epochs"
     with pytest.raises(InvalidInput, match=says):
-        check_manual(request, POLICY)
+        check_manual(request, EXAMPLE_POLICY)
     [d] = manual(inputs={"training_data": "azureml:mine:1"})  # decide itself never raises: a skip that says why
     assert isinstance(d, Skip) and re.search(says, d.reason)
 

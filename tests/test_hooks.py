@@ -9,19 +9,17 @@ after any failure converges.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from tests import fake_azcli
-from tests.conftest import REPO
+from tests.conftest import REPO, load_module
 
 HOOKS = REPO / "infra" / "hooks"
 SUB = "00000000-0000-0000-0000-000000000001"
@@ -33,15 +31,7 @@ NAMES = ["retrain-abc-ml-events", "retrain-abc-monitor-breach", "retrain-abc-run
 VALID_POLICY = (REPO / "examples" / "policy.yaml").read_text(encoding="utf-8")
 
 
-def _hooklib() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("hooklib", HOOKS / "hooklib.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-hooklib = _hooklib()
+hooklib = load_module("hooklib", HOOKS / "hooklib.py")
 
 
 def portal_topic(source: str = WORKSPACE_ID, name: str = "ws1-events") -> dict[str, Any]:

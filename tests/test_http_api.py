@@ -7,11 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.builders import cloud, drift_event
+from tests.builders import MODEL, cloud, drift_event
 from tests.conftest import Client, load_sample
 from tests.world import App
-
-MODEL = "sklearn_regression_model"
 
 
 def test_the_anonymous_health_route_tells_status_and_version_only(client: Client) -> None:

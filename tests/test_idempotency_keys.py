@@ -19,14 +19,13 @@ from function_app.triggers.api import request_digest
 from handlers.decisions import run_decision_id
 from handlers.keys import digest
 from handlers.signals import EVENT_GRID, MANUAL, RECONCILER_CHANNEL, Trigger, claim_key
-from tests.builders import ML, event
+from tests.builders import ML, MODEL, event
 from tests.conftest import Client
 from tests.ledgers import LedgerSpec
 from tests.test_missed_runs import World as MissedRunWorld
 from tests.test_operate import Operated
 from tests.world import App
 
-MODEL = "sklearn_regression_model"
 DRY = {"dry_run": True, "reason": "look first"}
 
 

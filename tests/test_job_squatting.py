@@ -33,7 +33,6 @@ from tests.azure_world import (
     ENDPOINT,
     JOB_NAME_KEY,
     MODEL,
-    POLICY,
     RG,
     SUB,
     WORKSPACE_ID,
@@ -43,7 +42,7 @@ from tests.azure_world import (
     WorkerDied,
     in_workspace,
 )
-from tests.builders import run_event
+from tests.builders import EXAMPLE_POLICY, run_event
 from tests.fake_arm import APP_CLIENT_ID, USER_UPN
 from tests.world import App
 
@@ -60,7 +59,7 @@ def public_job_name(raw: dict[str, Any]) -> str:
     digest of the event's public parts (what the service submitted under before the key)."""
     workspaces = frozenset({workspace_key(WORKSPACE_ID)})
     signal = to_signal(envelope_from_dict(raw), workspaces)
-    [decision] = decide(signal, POLICY, workspaces)
+    [decision] = decide(signal, EXAMPLE_POLICY, workspaces)
     assert isinstance(decision, Retrain)
     return decision.job.name
 
@@ -304,7 +303,7 @@ def public_deploy_plan(raw: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
     compute them from a run's event."""
     workspaces = frozenset({workspace_key(WORKSPACE_ID)})
     signal = to_signal(envelope_from_dict(raw), workspaces)
-    [decision] = decide(signal, POLICY, workspaces)
+    [decision] = decide(signal, EXAMPLE_POLICY, workspaces)
     assert isinstance(decision, Deploy)
     return decision.id, decision.plan.deployment, dict(decision.plan.tags)
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import http.client
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.azurite import free_port
 from tests.builders import drift_event
-from tests.conftest import REPO, load_sample, sample_files
-from tests.hosts import RunningHost, free_port, serving, start_host
+from tests.conftest import load_sample, retrain_cli, sample_files
+from tests.hosts import RunningHost, serving, start_host
 
 pytestmark = pytest.mark.slow
 
@@ -60,13 +59,7 @@ def test_drift_sample_plans_a_retrain_then_dedups_then_cools_down(host: RunningH
 
 def test_cli_send_posts_with_the_publisher_client(host: RunningHost) -> None:
     sample = next(p for p in sample_files() if "DatasetDriftDetected" in p.name)
-    out = subprocess.run(
-        [sys.executable, "-m", "function_app.cli", "send", str(sample), "--url", host.url, "--new-id"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    out = retrain_cli("send", str(sample), "--url", host.url, "--new-id", check=True)
     assert out.stdout.startswith("sent 1 event(s)")
     _, trail = host.request("GET", "/api/decisions")
     assert trail["decisions"][0]["outcome"] == "planned"
@@ -126,13 +119,7 @@ def test_cli_send_key_reaches_a_functions_host_as_x_functions_key(tmp_path: Path
     try:
         sample = next(p for p in sample_files() if "DatasetDriftDetected" in p.name)
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        subprocess.run(
-            [sys.executable, "-m", "function_app.cli", "send", str(sample), "--url", url, "--key", "k-123"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        retrain_cli("send", str(sample), "--url", url, "--key", "k-123", check=True)
     finally:
         server.shutdown()
         server.server_close()

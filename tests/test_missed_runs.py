@@ -14,16 +14,12 @@ import pytest
 from handlers import guards
 from handlers.decisions import run_decision_id
 from handlers.errors import PermanentError, TransientError
-from handlers.policy import load_policy
 from handlers.records import DecisionRecord
 from tests.azure_world import ENDPOINT, WORKSPACE_ID, AzureWorld, in_workspace
-from tests.builders import WORKSPACE, drift_event, run_event
-from tests.conftest import REPO
+from tests.builders import MODEL, WORKSPACE, drift_event, run_event
 from tests.ledgers import LedgerSpec
 from tests.world import World as BaseWorld
 
-MODEL = "sklearn_regression_model"
-POLICY = load_policy(REPO / "examples" / "policy.yaml")
 GRACE = timedelta(minutes=15)
 
 

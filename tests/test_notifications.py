@@ -23,7 +23,7 @@ from handlers.notify import notification_id, notification_of
 from handlers.ports import Ledger
 from tests import rbac
 from tests.builders import WORKSPACE, drift_event
-from tests.conftest import Client
+from tests.conftest import Client, retrain_cli
 from tests.fake_arm import FakeCredential
 from tests.ledgers import LedgerSpec
 from tests.topic_receiver import WORLD, TopicReceiver
@@ -349,11 +349,6 @@ def test_the_cli_lists_the_notifications_waiting_and_those_dead_lettered(
     ledger_spec: LedgerSpec, receiver: TopicReceiver
 ) -> None:
     import json
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
 
     world = World(ledger_spec, notifier=notifier_for(receiver), notify_max_attempts=2)
     receiver.refuse(403, "The client is not authorized to publish to this topic")
@@ -376,15 +371,7 @@ def test_the_cli_lists_the_notifications_waiting_and_those_dead_lettered(
         }
 
     def retrain(*args: str) -> str:
-        out = subprocess.run(
-            [sys.executable, "-m", "function_app.cli", "notifications", *args],
-            cwd=REPO,
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        out = retrain_cli("notifications", *args, env=env)
         assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
         return out.stdout
 

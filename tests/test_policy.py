@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,7 +9,7 @@ import pytest
 
 from handlers.errors import PolicyError
 from handlers.policy import load_policy, parse_duration, parse_policy
-from tests.conftest import REPO
+from tests.conftest import REPO, retrain_cli
 
 MINIMAL = """
 models:
@@ -96,13 +94,7 @@ def test_durations(text: str | int, seconds: int) -> None:
 def test_check_policy_command_reports_errors_and_exits_nonzero(tmp_path: Path) -> None:
     bad = tmp_path / "policy.yaml"
     bad.write_text(MINIMAL.replace("churn-train:3", "train"))
-    out = subprocess.run(
-        [sys.executable, "-m", "function_app.cli", "check-policy", str(bad)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    out = retrain_cli("check-policy", str(bad))
     assert out.returncode == 2
     assert f"{bad}: models.churn.retrain.pipeline: component 'train' has no version" in out.stderr
 

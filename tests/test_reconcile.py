@@ -13,19 +13,16 @@ from handlers import guards
 from handlers.decisions import Deploy, DeployPlan, JobPlan, Retrain, decide
 from handlers.errors import PermanentError, TransientError
 from handlers.operate import OperatorRequest
-from handlers.policy import GateRule, load_policy
+from handlers.policy import GateRule
 from handlers.reconcile import release_record
 from handlers.records import DecisionRecord, iso
 from handlers.signals import ManualRequest, Trigger, parse_body, to_signal, workspace_key
-from tests.builders import WORKSPACE, drift_event, ours, run_event
-from tests.conftest import REPO
+from tests.builders import EXAMPLE_POLICY, MODEL, WORKSPACE, drift_event, ours, run_event
 from tests.crashes import DiesBeforeActing, WorkerDied
 from tests.fakes import RecordingActions
 from tests.ledgers import LedgerSpec
 from tests.world import World as BaseWorld
 
-MODEL = "sklearn_regression_model"
-POLICY = load_policy(REPO / "examples" / "policy.yaml")
 LEASE = timedelta(seconds=60)
 
 
@@ -49,7 +46,7 @@ def world(ledger_spec: LedgerSpec) -> World:
 
 def decided(raw: dict[str, Any]) -> Any:
     [env] = parse_body(json.dumps([raw]))
-    [d] = decide(to_signal(env, frozenset({workspace_key(WORKSPACE)})), POLICY)
+    [d] = decide(to_signal(env, frozenset({workspace_key(WORKSPACE)})), EXAMPLE_POLICY)
     return d
 
 

@@ -18,9 +18,8 @@ from handlers import guards
 from handlers.errors import PermanentError, TransientError
 from handlers.ports import Ledger
 from handlers.wiring import Retrainer
+from tests.builders import MODEL
 from tests.fakes import Clock
-
-MODEL = "sklearn_regression_model"
 
 
 class LedgerThatFails:

@@ -12,24 +12,8 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, Serv
 from function_app.delivery import one_delivery
 from function_app.retry import RetryPolicy
 from handlers.errors import TransientError
+from tests.builders import http_error
 from tests.fake_arm import FakeClock
-
-
-class Response:
-    """Just what azure-core's HttpResponseError reads from a response."""
-
-    def __init__(self, status: int, headers: dict[str, str] | None = None) -> None:
-        self.status_code = status
-        self.reason = "Status"
-        self.headers = headers or {}
-        self.request = None
-
-    def text(self) -> str:
-        return ""
-
-
-def http_error(status: int, headers: dict[str, str] | None = None) -> HttpResponseError:
-    return HttpResponseError(message=f"HTTP {status}", response=Response(status, headers))
 
 
 def failing(*errors: Exception, result: str = "done") -> tuple[Callable[[], str], list[int]]:

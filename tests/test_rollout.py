@@ -23,7 +23,8 @@ from handlers import guards
 from handlers.policy import DEFAULT_LAG
 from handlers.reconcile import ReconcileReport
 from handlers.records import DecisionRecord, from_iso
-from tests.azure_world import ENDPOINT, MODEL, POLICY, SUB, WORKSPACE_ID, AzureWorld
+from tests.azure_world import ENDPOINT, MODEL, SUB, WORKSPACE_ID, AzureWorld
+from tests.builders import EXAMPLE_POLICY
 from tests.crashes import DiesAfterSettingTraffic, WorkerDied
 from tests.fake_metrics import MONITORING_READER
 from tests.ledgers import LedgerSpec
@@ -380,11 +381,13 @@ def test_a_policy_s_health_source_overrides_the_setting(
     ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    mp = POLICY.models[MODEL]
+    mp = EXAMPLE_POLICY.models[MODEL]
     assert mp.deploy is not None
     health = mp.deploy.rollout.health.model_copy(update={"source": "logs"})
     deploy = mp.deploy.model_copy(update={"rollout": mp.deploy.rollout.model_copy(update={"health": health})})
-    policy = POLICY.model_copy(update={"models": {**POLICY.models, MODEL: mp.model_copy(update={"deploy": deploy})}})
+    policy = EXAMPLE_POLICY.model_copy(
+        update={"models": {**EXAMPLE_POLICY.models, MODEL: mp.model_copy(update={"deploy": deploy})}}
+    )
     world = AzureWorld(tmp_path, ledger_spec, source="metrics", policy=policy)
     rollout = Rollout(world)
     rollout.lag = DEFAULT_LAG["logs"]

@@ -9,14 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from handlers.errors import Conflict, Forbidden, NotFound, PermanentError, TransientError
-from handlers.policy import load_policy
-from tests.builders import WORKSPACE, drift_event, ours, run_event
-from tests.conftest import REPO, load_sample
+from tests.builders import MODEL, WORKSPACE, drift_event, ours, run_event
+from tests.conftest import load_sample
 from tests.ledgers import LedgerSpec
 from tests.world import World
-
-MODEL = "sklearn_regression_model"
-POLICY = load_policy(REPO / "examples" / "policy.yaml")
 
 
 def sqlite_world(path: Path, allow_force: bool = False) -> World:

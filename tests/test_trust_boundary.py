@@ -16,9 +16,10 @@ import pytest
 
 from handlers.policy import parse_policy
 from tests.azure_world import DRIFT_SAMPLE, ENDPOINT, MODEL, AzureWorld, in_workspace
+from tests.azurite import free_port
 from tests.builders import ML, breach_event, drift_event, event, run_event
 from tests.conftest import REPO
-from tests.hosts import RunningHost, free_port, start_host
+from tests.hosts import RunningHost, start_host
 from tests.ledgers import LedgerSpec
 from tests.world import App
 

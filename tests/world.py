@@ -12,19 +12,16 @@ import json
 from datetime import datetime
 from typing import Any
 
-from handlers.policy import Policy, load_policy
+from handlers.policy import Policy
 from handlers.reconcile import ReconcileReport
 from handlers.service import EventResult, RetrainService
 from handlers.signals import ManualRequest, Trigger, parse_body
 from handlers.wiring import Retrainer, assemble
-from tests.builders import WORKSPACE
-from tests.conftest import REPO
+from tests.builders import EXAMPLE_POLICY, MODEL, WORKSPACE
 from tests.fakes import Clock, RecordingActions
 from tests.ledgers import LedgerSpec
 
-MODEL = "sklearn_regression_model"
 DRIFT = "Microsoft.MachineLearningServices.DatasetDriftDetected"
-EXAMPLE_POLICY = load_policy(REPO / "examples" / "policy.yaml")
 
 
 class World:
