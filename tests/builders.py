@@ -126,7 +126,7 @@ class Response:
 
     def __init__(self, status: int, headers: dict[str, str] | None = None) -> None:
         self.status_code = status
-        self.reason = "Status"
+        self.reason = "reason"
         self.headers = headers or {}
         self.request = None
 
@@ -138,4 +138,4 @@ def http_error(status: int, headers: dict[str, str] | None = None) -> HttpRespon
     """The error an Azure SDK raises for an HTTP ``status`` answer with ``headers``."""
     from azure.core.exceptions import HttpResponseError
 
-    return HttpResponseError(message=f"HTTP {status}", response=Response(status, headers))
+    return HttpResponseError(message=f"status {status}", response=Response(status, headers))
