@@ -4,7 +4,7 @@ First against the local host as `make run` starts it (a process, the example pol
 backend): events sent with the real EventGridPublisherClient appear, a decision is found by event id
 and expanded, a dry-run retrain is pressed and its decision shown. Then a rollout in flight, judged
 on health numbers, drawn with its traffic split, bake and chart. Screenshots go to the folder
-RETRAIN_SCREENSHOTS names (docs/ for the README's), else to the test's own folder.
+RETRAIN_SCREENSHOTS names (docs/ for the README's and docs/operations.md's), else to the test's own folder.
 """
 
 from __future__ import annotations

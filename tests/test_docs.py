@@ -141,3 +141,17 @@ def test_the_operations_page_shows_every_command_of_the_cli(capsys: pytest.Captu
     assert commands is not None
     page = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
     assert [c for c in commands.group(1).split(",") if f"retrain {c}" not in page] == []
+
+
+def test_the_links_of_infra_readme_into_the_docs_name_pages_and_headings() -> None:
+    hooks = load_hooks()
+    links = LINK.findall((REPO / "infra" / "README.md").read_text(encoding="utf-8"))
+    into_docs = [link.removeprefix("../").split("#") for link in links if link.startswith("../docs/")]
+    assert into_docs  # it sends readers to the security model and the notifications
+    missing = [path for path, *_ in into_docs if not (REPO / path).is_file()]
+    headings = [
+        f"{path}#{anchor[0]}"
+        for path, *anchor in into_docs
+        if anchor and (REPO / path).is_file() and anchor[0] not in hooks.github_anchors((REPO / path).read_text())
+    ]
+    assert (missing, headings) == ([], [])
