@@ -5,7 +5,9 @@ whatever trails it is in; a trail is read from every shard and merged, newest fi
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from azure.core.pipeline import PipelineRequest
 from azure.data.tables import TableServiceClient
@@ -144,3 +146,39 @@ def test_the_ledger_reads_the_proxy_environment_once_and_uses_it_when_it_is_set(
     assert session_of({"CURL_CA_BUNDLE": "/c.pem", "REQUESTS_CA_BUNDLE": "/r.pem"})[:2] == (False, "/r.pem")
     options = client_options({}, raw_request_hook=print)
     assert options["retry_total"] == 2 and options["raw_request_hook"] is print
+
+
+def _used(n: int) -> Any:
+    """A change that counts a retrain into the model's budget, and returns the count it saw."""
+    return lambda s: (replace(s, budget_used=s.budget_used + n), s.budget_used)
+
+
+def test_a_worker_s_next_change_to_a_model_is_one_conditional_write_without_a_read(azurite: Azurite) -> None:
+    ledger, seen = counted_ledger(azurite)
+    models = ledger.names["models"]
+    seen.clear()
+    assert ledger.update_model("m1", _used(1)) == 0  # never seen: a read (404), then an insert
+    assert seen == [f"GET {models}(PartitionKey='m1',RowKey='')", f"POST {models}"]
+    seen.clear()
+    assert ledger.update_model("m1", _used(1)) == 1
+    assert seen == [f"PUT {models}(PartitionKey='m1',RowKey='')"]  # was: a read first
+    seen.clear()
+    # a change that writes nothing is not decided on what the worker remembers: the row is read
+    assert ledger.update_model("m1", lambda s: (None, s.budget_used)) == 2
+    assert seen == [f"GET {models}(PartitionKey='m1',RowKey='')"]
+
+
+def test_a_change_on_a_row_another_worker_changed_since_is_applied_again_to_the_row_read(azurite: Azurite) -> None:
+    ledger, seen = counted_ledger(azurite)
+    other = TableLedger.from_connection_string(azurite.connection_string, ledger.prefix)
+    ledger.update_model("m1", _used(1))
+    other.update_model("m1", _used(10))  # another instance, meanwhile
+    seen.clear()
+    assert ledger.update_model("m1", _used(1)) == 11  # the count the other worker left, not the one remembered
+    models = ledger.names["models"]
+    point = f"{models}(PartitionKey='m1',RowKey='')"
+    assert seen == [f"PUT {point}", f"GET {point}", f"PUT {point}"]  # 412 on the guess, read, write
+    assert ledger.get_model("m1").budget_used == 12 and other.get_model("m1").budget_used == 12
+    seen.clear()
+    # the other worker's guess is stale now: its write is refused, and it reads what this one wrote
+    assert other.update_model("m1", lambda s: (None, s.budget_used)) == 12

@@ -243,6 +243,11 @@ class TableLedger:
         # rewritten by the same worker (``reserved``, then its outcome) is updated conditionally on
         # that ETag without reading it first; a 412 (another writer since) reads it, as before.
         self._written: dict[str, tuple[DecisionRecord, str, str]] = {}
+        # Each model's row as this worker last read or wrote it: (body, ETag). A change to a model is
+        # first tried on it, as a write conditional on that ETag, without reading the row; a 412
+        # (another writer since) reads it, as before. Nothing is decided on it without a write: a
+        # change that writes nothing is applied again to the row read.
+        self._rows: dict[str, tuple[str, str]] = {}
         if create:
             self.create_tables()
 
@@ -388,29 +393,48 @@ class TableLedger:
         self, model: str, change: Callable[[ModelState], tuple[ModelState | None, T]], attempts: int = 64
     ) -> T:
         """Optimistic concurrency: apply ``change`` to the state read, write only if its ETag still
-        matches (or, for a new model, only if nobody inserted it first); otherwise read and apply again."""
+        matches (or, for a new model, only if nobody inserted it first); otherwise read and apply again.
+        The first try applies it to the row as this worker last read or wrote it, without a read: the
+        write is conditional on that row's ETag all the same, and a change that would write nothing
+        is applied again to the row read (nothing is decided on what may be stale)."""
         with translated(f"updating model {model}"):
+            known = self._rows.pop(model, None)
             for attempt in range(attempts):
-                state, entity = self._read_model(model)
+                if known is not None:  # a guess, written only if the row is still what it was
+                    body, etag = known
+                    known = None
+                    state: ModelState = ModelState.from_dict(json.loads(body), etag=etag)
+                    guess: str | None = etag
+                else:
+                    state, entity = self._read_model(model)
+                    guess = None
+                    etag = _etag(entity) if entity is not None else ""
+                    if entity is not None:
+                        self._rows[model] = (_get_body(entity), etag)
                 new, result = change(state)
                 if new is None:
+                    if guess is not None:
+                        continue  # decided on the guess: read the row and decide on that
                     return result
-                row = _put_body(
-                    {"PartitionKey": safe_key(model), "RowKey": ""}, json.dumps(new.to_dict(), sort_keys=True)
-                )
+                body = json.dumps(new.to_dict(), sort_keys=True)
+                row = _put_body({"PartitionKey": safe_key(model), "RowKey": ""}, body)
                 try:
-                    if entity is None:
-                        self.models.create_entity(row)
+                    if not etag:
+                        written = self.models.create_entity(row)
                     else:
-                        self.models.update_entity(
+                        written = self.models.update_entity(
                             row,
                             mode=UpdateMode.REPLACE,
-                            etag=_etag(entity),
+                            etag=etag,
                             match_condition=MatchConditions.IfNotModified,
                         )
                 except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError):
-                    self.sleep(self.rng.uniform(0, min(0.05, 0.002 * 2**attempt)))
+                    self._rows.pop(model, None)
+                    if guess is None:
+                        self.sleep(self.rng.uniform(0, min(0.05, 0.002 * 2**attempt)))
                 else:
+                    if written and written.get("etag"):
+                        self._rows[model] = (body, str(written["etag"]))
                     return result
         raise TransientError(f"model {model}: {attempts} concurrent writers in a row; retry later")
 
