@@ -74,11 +74,6 @@ def live(traffic: Mapping[str, Any]) -> dict[str, int]:
     return {str(k): int(v) for k, v in traffic.items() if int(v) > 0}
 
 
-def same_traffic(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Equal splits, a deployment at 0% being the same as one left out."""
-    return live(a) == live(b)
-
-
 # --------------------------------------------------------------------------- the flight's rollout data
 
 

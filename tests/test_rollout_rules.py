@@ -44,8 +44,8 @@ def test_a_split_always_sums_to_100_and_gives_the_candidate_exactly_its_step(
 
 
 def test_zero_traffic_deployments_are_the_same_as_absent_ones() -> None:
-    assert rollout.same_traffic({"blue": 100, "cand": 0}, {"blue": 100})
-    assert not rollout.same_traffic({"blue": 90, "cand": 10}, {"blue": 100})
+    assert rollout.live({"blue": 100, "cand": 0}) == rollout.live({"blue": 100})
+    assert rollout.live({"blue": 90, "cand": 10}) != rollout.live({"blue": 100})
 
 
 # --------------------------------------------------------------------------- the policy's health rule
