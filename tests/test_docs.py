@@ -3,7 +3,6 @@ broken link, a missing page or a link to a repository file that is gone fails (`
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ import yaml
 
 from function_app import cli
 from function_app.settings import SETTINGS
-from tests.conftest import REPO
+from tests.conftest import REPO, load_module
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
@@ -57,11 +56,7 @@ def test_every_link_of_the_readme_names_a_file_and_its_docs_links_a_page_of_the_
 
 
 def load_hooks() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("mkdocs_hooks", REPO / "scripts" / "mkdocs_hooks.py")
-    assert spec is not None and spec.loader is not None
-    hooks = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hooks)
-    return hooks
+    return load_module("mkdocs_hooks", REPO / "scripts" / "mkdocs_hooks.py")
 
 
 def test_every_anchor_a_link_of_the_readme_names_is_a_heading_of_its_page() -> None:
