@@ -448,7 +448,8 @@ class TableLedger:
         and returned. The first write inserts the record row, so it is one round trip; a rewrite, whose
         insert fails, pays a read and a second transaction. A record that notifies is read first, so
         that its notification goes into the outbox (before the record: sent at least once) only when
-        the record will be written."""
+        the record will be written; the outcome of a reservation this ledger wrote is not read first:
+        it is written on the ETag that write returned (another writer since: 412, read, as above)."""
         body = json.dumps(record.to_dict(), default=str)
         prefixes = _trail_prefixes(record)
         if len(body) * (1 + len(prefixes)) > _MAX_BATCH_CHARS:  # bounded records are far smaller: a bug
