@@ -30,7 +30,7 @@ from handlers.policy import load_policy
 from handlers.signals import Trigger, parse_body
 from tests import storm
 from tests.azurite import Azurite
-from tests.builders import ML, WORKSPACE, drift_event
+from tests.builders import ML, MODEL, WORKSPACE, drift_event
 from tests.conftest import REPO
 from tests.fakes import RecordingActions
 from tests.ledgers import LedgerSpec
@@ -95,7 +95,7 @@ def assert_one_job_and_every_event_recorded(
     decided = {f[1][0] for f in found if f is not None}
     assert len(decided) == len(ids)  # one decision per event, none shared
 
-    records = ledger.decisions(storm.MODEL, limit=len(ids) + 10)
+    records = ledger.decisions(MODEL, limit=len(ids) + 10)
     assert {r.id for r in records} == decided
     outcomes = Counter(r.outcome for r in records)
     assert outcomes == {"submitted": 1, "skipped": len(ids) - 1}
@@ -103,7 +103,7 @@ def assert_one_job_and_every_event_recorded(
     assert submitted.job is not None and submitted.job["name"] == jobs[0]
     skipped_because = Counter(r.details.get("guard") for r in records if r.outcome == "skipped")
     assert set(skipped_because) <= {"in_flight", "cooldown"}
-    assert ledger.get_model(storm.MODEL).flights["retrain"].job == jobs[0]
+    assert ledger.get_model(MODEL).flights["retrain"].job == jobs[0]
 
 
 @pytest.mark.parametrize("kind", ["table", "sqlite"])
