@@ -15,7 +15,7 @@ from handlers.errors import InvalidInput, TransientError
 from handlers.replay import parse_dead_letters, replay
 from tests.azurite import Azurite
 from tests.builders import ML, WORKSPACE, drift_event
-from tests.conftest import load_sample, table_prefix
+from tests.conftest import TEST_JOB_NAME_KEY, load_sample, table_prefix
 from tests.ledgers import LedgerSpec
 from tests.world import World
 
@@ -106,6 +106,22 @@ def test_dry_run_lists_and_changes_nothing(tmp_path: Path) -> None:
     assert store.marked == {} and world.actions.submissions == [] and world.ledger.decisions() == []
 
 
+def replay_settings(monkeypatch: pytest.MonkeyPatch, azurite: Azurite, container: str) -> str:
+    """The app settings `retrain replay` reads in Azure: dead letters in ``container``, the Table ledger
+    under a fresh prefix (returned), both on Azurite."""
+    prefix = table_prefix()
+    for key, value in {
+        "RETRAIN_BLOB_CONNECTION": azurite.connection_string,
+        "RETRAIN_DEADLETTER_CONTAINER": container,
+        "RETRAIN_LEDGER": "table",
+        "RETRAIN_JOB_NAME_KEY": TEST_JOB_NAME_KEY,
+        "RETRAIN_TABLES_CONNECTION": azurite.connection_string,
+        "RETRAIN_TABLE_PREFIX": prefix,
+    }.items():
+        monkeypatch.setenv(key, value)
+    return prefix
+
+
 def test_retrain_replay_reads_and_marks_real_blobs_and_decides_on_the_table_ledger(
     azurite: Azurite, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -122,16 +138,7 @@ def test_retrain_replay_reads_and_marks_real_blobs_and_decides_on_the_table_ledg
     name = "SUB/2026/11/26/10/lost.json"
     blobs.upload_blob(name, json.dumps([dead_letter(drift_event(event_id="lost-in-blob"))]).encode())
     blobs.upload_blob("SUB/2026/11/26/10/README.txt", b"not a dead letter")  # ignored: not .json
-    prefix = table_prefix()
-    for key, value in {
-        "RETRAIN_BLOB_CONNECTION": azurite.connection_string,
-        "RETRAIN_DEADLETTER_CONTAINER": container,
-        "RETRAIN_LEDGER": "table",
-        "RETRAIN_JOB_NAME_KEY": "0123456789abcdef" * 4,
-        "RETRAIN_TABLES_CONNECTION": azurite.connection_string,
-        "RETRAIN_TABLE_PREFIX": prefix,
-    }.items():
-        monkeypatch.setenv(key, value)
+    prefix = replay_settings(monkeypatch, azurite, container)
 
     assert main(["replay"]) == 0
     out = capsys.readouterr().out
@@ -166,16 +173,7 @@ def test_one_unreadable_blob_is_reported_and_skipped_and_the_others_are_replayed
     blobs.upload_blob("SUB/a-huge.json", b"[" + b" " * (5 * 1024 * 1024) + b"]")
     blobs.upload_blob("SUB/b-garbled.json", b"\x00not json")
     blobs.upload_blob("SUB/c-good.json", json.dumps([dead_letter(drift_event(event_id="good-one"))]).encode())
-    prefix = table_prefix()
-    for key, value in {
-        "RETRAIN_BLOB_CONNECTION": azurite.connection_string,
-        "RETRAIN_DEADLETTER_CONTAINER": container,
-        "RETRAIN_LEDGER": "table",
-        "RETRAIN_JOB_NAME_KEY": "0123456789abcdef" * 4,
-        "RETRAIN_TABLES_CONNECTION": azurite.connection_string,
-        "RETRAIN_TABLE_PREFIX": prefix,
-    }.items():
-        monkeypatch.setenv(key, value)
+    replay_settings(monkeypatch, azurite, container)
 
     sent: list[tuple[str, str]] = []  # what the SDK sends for the huge blob: its properties only
     watched = ContainerClient.from_connection_string(

@@ -31,7 +31,7 @@ from handlers.signals import Trigger, parse_body
 from tests import storm
 from tests.azurite import Azurite
 from tests.builders import ML, MODEL, WORKSPACE, drift_event
-from tests.conftest import REPO
+from tests.conftest import REPO, TEST_JOB_NAME_KEY
 from tests.fakes import RecordingActions
 from tests.ledgers import LedgerSpec
 from tests.world import World
@@ -192,7 +192,7 @@ def test_the_webhook_answers_503_while_the_ledger_is_unreachable_never_a_code_ev
     from tests.conftest import Client
 
     monkeypatch.setenv("RETRAIN_LEDGER", "table")
-    monkeypatch.setenv("RETRAIN_JOB_NAME_KEY", "0123456789abcdef" * 4)
+    monkeypatch.setenv("RETRAIN_JOB_NAME_KEY", TEST_JOB_NAME_KEY)
     monkeypatch.setenv("RETRAIN_TABLES_CONNECTION", own_azurite.connection_string)
     monkeypatch.setenv("RETRAIN_TABLE_PREFIX", "webhook")
     runtime.set_retrainer(runtime.build(Settings.from_env()))
