@@ -168,8 +168,8 @@ def seed_history(bench: Bench, models: int) -> None:
 def seed_promotions(bench: Bench, models: int) -> None:
     """Each model's promotion that demoted ``blue`` 3 days ago, and the retirement of ``blue`` a day
     later, written straight into the ledger (not counted)."""
-    from handlers import retire
     from handlers.records import DecisionRecord, iso
+    from handlers.rollout import retire
 
     then = bench.clock() - timedelta(days=3)
     for n in range(models):

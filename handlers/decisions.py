@@ -4,7 +4,7 @@
 model is concerned): ``Retrain``, ``Deploy`` or ``Skip(reason)``, never an exception: whatever is
 wrong with an event is a skip that says what and how to fix it. A manual request is checked before
 it is claimed (:func:`check_manual`), so that its caller gets a 4xx instead. No I/O, no clock read,
-no SDK import. Rollout transitions are decided by :mod:`handlers.rollout`. Every decision carries a deterministic key, derived from the model
+no SDK import. Rollout transitions are decided by :mod:`handlers.rollout.progress`. Every decision carries a deterministic key, derived from the model
 and the triggering event (for the deploy of a finished run: from the run), so a redelivered event
 yields the same decision, the same job name and the same ledger record.
 """

@@ -1,6 +1,6 @@
 """Operator control of a model's rollout: roll back, promote, pause and resume.
 
-Each request is a decision like the reconciler's: a :class:`handlers.rollout.Transition` written
+Each request is a decision like the reconciler's: a :class:`handlers.rollout.progress.Transition` written
 ahead into the model's rollout flight, carried out by the stepper (:meth:`RolloutStepper.carry_out`:
 traffic, then the record, then the commit), so an operator never sets traffic without a record and a
 worker that dies in between leaves the transition for the next reconciler pass. The transition
@@ -26,15 +26,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from handlers import rollout
 from handlers.errors import InvalidInput, NotApplicable, NotFound, TransientError
 from handlers.idempotency import bound_to, check_binding, key_reused, legacy_records
 from handlers.keys import digest
 from handlers.ports import Claim, Deployments, Ledger
 from handlers.records import DecisionRecord, Flight, ModelState, iso
-from handlers.rollout import ROLLOUT, Transition, fmt
+from handlers.rollout import progress
+from handlers.rollout.progress import ROLLOUT, Transition, fmt
+from handlers.rollout.stepper import RolloutStepper
 from handlers.signals import Trigger
-from handlers.stepper import RolloutStepper
 
 if TYPE_CHECKING:
     from handlers.policy import Policy
@@ -105,8 +105,8 @@ def plan(request: OperatorRequest, state: ModelState, facts: Facts, now: datetim
             return _to_kept(request, state, facts, now)
         return Refused(f"no rollout of {request.model} is in flight; nothing to {request.action}")
     endpoint, _, candidate = str(flight.job).partition("/")
-    data = rollout.data_of(flight) or {}
-    pending = rollout.pending_of(flight)
+    data = progress.data_of(flight) or {}
+    pending = progress.pending_of(flight)
     if pending is not None:
         if pending.trigger and pending.trigger.get("event_id") == request.trigger.event_id:
             return Planned(flight, pending, endpoint, written=True)
@@ -141,11 +141,11 @@ def plan(request: OperatorRequest, state: ModelState, facts: Facts, now: datetim
         before: Any = data.get("traffic")
         if step < 0:
             state_now = facts.provisioning
-            if state_now is None or state_now.lower() != rollout.PROVISIONED:
+            if state_now is None or state_now.lower() != progress.PROVISIONED:
                 return Refused(
                     f"the deployment {flight.job} is {state_now or 'missing'}, not provisioned; promote it once it is"
                 )
-            before = rollout.live(facts.traffic or {})
+            before = progress.live(facts.traffic or {})
             start = {"endpoint": endpoint, "deployment": candidate, "steps": [], "original": before, "step": -1}
         target = {candidate: 100}
         skipped = [f"{p}%" for p in steps[step + 1 :]] if step >= 0 else [f"{p}%" for p in steps]
@@ -185,7 +185,7 @@ def _to_kept(request: OperatorRequest, state: ModelState, facts: Facts, now: dat
             f"on endpoint {endpoint} (retired?); nothing to roll back to"
         )
     target = rescaled(left)
-    current = rollout.live(facts.traffic or {})
+    current = progress.live(facts.traffic or {})
     main = max(target, key=lambda d: (target[d], d))
     decision = f"op-{digest('operate', request.model, 'rollback', request.trigger.event_id)}"
     flight = Flight(decision, iso(now), "submitted", f"{endpoint}/{main}")
@@ -326,7 +326,7 @@ class Operator:
         """Only what the rule needs for this action, read through the Deployments port."""
         flight = state.flights.get(ROLLOUT)
         if flight is not None and flight.job:
-            data = rollout.data_of(flight) or {}
+            data = progress.data_of(flight) or {}
             if request.action == "promote" and int(data.get("step", -1)) < 0:
                 endpoint, _, candidate = flight.job.partition("/")
                 return Facts(
@@ -339,7 +339,7 @@ class Operator:
         existing = frozenset(
             d
             for d in dict(state.kept.get("traffic") or {})
-            if (self.deployments.deployment_state(endpoint, d) or "").lower() == rollout.PROVISIONED
+            if (self.deployments.deployment_state(endpoint, d) or "").lower() == progress.PROVISIONED
         )
         return Facts(None, self.deployments.endpoint_traffic(endpoint), existing)
 
@@ -350,7 +350,7 @@ class Operator:
         elif planned.written:
             ok = True
         else:
-            ok = self.ledger.update_model(model, lambda s: rollout.begin(s, flight.decision, t, planned.start))
+            ok = self.ledger.update_model(model, lambda s: progress.begin(s, flight.decision, t, planned.start))
         if not ok:
             raise NotApplicable(
                 f"the rollout of {model} changed meanwhile; look at it again (GET /api/models) and retry"

@@ -15,9 +15,9 @@ lost (dead-lettered, filtered out), the reconciler asks the workspace how the jo
 has ended, hands ``handle`` the :class:`RunFinished` signal the event would have carried
 (:func:`missed_run`), under a trigger of its own whose id depends only on the job and its status.
 
-Rollouts are moved on by one transition per pass (:class:`handlers.stepper.RolloutStepper`), and
+Rollouts are moved on by one transition per pass (:class:`handlers.rollout.stepper.RolloutStepper`), and
 the deployments that no longer serve (demoted by a promotion, or candidates rolled back or failed)
-are deleted once the policy's ``deploy.retire_after`` has passed (:mod:`handlers.retire`).
+are deleted once the policy's ``deploy.retire_after`` has passed (:mod:`handlers.rollout.retire`).
 """
 
 from __future__ import annotations
@@ -28,13 +28,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from handlers import guards, retire
+from handlers import guards
 from handlers.decisions import Deploy, DeployPlan, JobPlan, Retrain
 from handlers.errors import PermanentError, TransientError
 from handlers.executor import KEEPS_BUDGET, Executor
 from handlers.keys import digest
 from handlers.ports import Deployments, JobInfo, Jobs, Ledger
 from handlers.records import DecisionRecord, Flight, ModelState, iso
+from handlers.rollout import retire
+from handlers.rollout.stepper import RolloutStepper
 from handlers.signals import (
     RECONCILER_CHANNEL,
     RUN_COMPLETED,
@@ -46,7 +48,6 @@ from handlers.signals import (
     Signal,
     Trigger,
 )
-from handlers.stepper import RolloutStepper
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +317,7 @@ class Reconciler:
 
     def _retire(self, state: ModelState, now: datetime, report: ReconcileReport, moved: bool = False) -> None:
         """Delete the deployments a promotion of the model demoted and its rolled-back or failed
-        candidates, once the rule says so (:mod:`handlers.retire`), each recorded as a ``retire``
+        candidates, once the rule says so (:mod:`handlers.rollout.retire`), each recorded as a ``retire``
         decision. One read of the model's last 200 decisions says what waits and what was retired
         already, made only when something may be due (the model's ``retire_due``) or its rollout
         was worked on in this pass; nothing is asked of Azure while no demoted deployment waits and

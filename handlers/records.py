@@ -177,7 +177,7 @@ class ModelState:
     ``kept``: the traffic the last promotion replaced (``endpoint``, ``traffic``, ``replaced_by``,
     ``decision``, ``at``), which an operator's rollback restores when no rollout is in flight.
     ``retire_due``: when the reconciler next reads the model's decisions for deployments to retire
-    (:mod:`handlers.retire`): None not known yet (a state written before it was kept: read on the
+    (:mod:`handlers.rollout.retire`): None not known yet (a state written before it was kept: read on the
     next pass), ``""`` nothing waits until a rollout ends, else a time (``iso``, or ``iso#id``: set by
     the end of rollout ``id``), from which on each pass reads them."""
 

@@ -17,9 +17,9 @@ from handlers.notify import MAX_AGE, MAX_ATTEMPTS, DrainReport, Outbox
 from handlers.operate import Operator
 from handlers.ports import Deployments, Jobs, Ledger, Notifier
 from handlers.reconcile import Reconciler, ReconcileReport, RetireRule
+from handlers.rollout.stepper import RolloutStepper
 from handlers.service import RetrainService
 from handlers.signals import workspace_key
-from handlers.stepper import RolloutStepper
 
 if TYPE_CHECKING:
     from handlers.policy import Policy, RolloutRule

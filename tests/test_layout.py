@@ -94,7 +94,7 @@ def test_the_cycle_finder_finds_a_circle_through_three_modules() -> None:
 
 def test_no_import_circle_among_handlers_modules_type_checking_and_local_imports_included() -> None:
     graph = handlers_import_graph()
-    assert {"handlers.service", "handlers.reconcile", "handlers.stepper", "handlers.executor"} <= set(graph)
+    assert {"handlers.service", "handlers.reconcile", "handlers.rollout.stepper", "handlers.executor"} <= set(graph)
     assert cycles(graph) == []
 
 
@@ -120,7 +120,8 @@ def test_the_deadline_module_needs_only_the_standard_library() -> None:
 def test_the_reconciler_and_the_stepper_never_receive_the_service() -> None:
     graph = handlers_import_graph()
     assert (
-        "handlers.service" not in graph["handlers.reconcile"] | graph["handlers.stepper"] | graph["handlers.executor"]
+        "handlers.service"
+        not in graph["handlers.reconcile"] | graph["handlers.rollout.stepper"] | graph["handlers.executor"]
     )
 
 
@@ -184,7 +185,7 @@ def test_blueprints_are_not_visible_to_the_worker_as_a_second_app() -> None:
 def test_importing_the_root_script_loads_no_sdk_pydantic_or_policy() -> None:
     code = (
         "import sys, main\n"
-        "heavy = [m for m in ('azure.ai.ml', 'azure.monitor.query', 'azure.monitor.querymetrics', 'azure.data.tables', 'azure.identity', 'pydantic', 'yaml', 'handlers.policy', 'handlers.operate', 'handlers.stepper', 'handlers.executor') if m in sys.modules]\n"
+        "heavy = [m for m in ('azure.ai.ml', 'azure.monitor.query', 'azure.monitor.querymetrics', 'azure.data.tables', 'azure.identity', 'pydantic', 'yaml', 'handlers.policy', 'handlers.operate', 'handlers.rollout.stepper', 'handlers.executor') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

@@ -1,12 +1,12 @@
-"""The retirement rules (handlers/retire.py) as pure functions."""
+"""The retirement rules (handlers/rollout/retire.py) as pure functions."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from handlers import retire
 from handlers.ports import DeploymentInfo
 from handlers.records import DecisionRecord, Flight, ModelState, iso
+from handlers.rollout import retire
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 DAY = timedelta(hours=24)

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from handlers import rollout
 from handlers.errors import PolicyError
 from handlers.operate import Facts, OperatorRequest, Refused, plan
 from handlers.policy import RolloutRule, parse_policy
 from handlers.records import Flight, ModelState
-from handlers.rollout import Transition
+from handlers.rollout import progress
+from handlers.rollout.progress import Transition
 from handlers.signals import Trigger
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -25,13 +25,13 @@ NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 
 def test_the_candidate_takes_its_step_and_the_champion_keeps_the_rest() -> None:
-    assert rollout.split({"blue": 100}, "cand", 10) == {"cand": 10, "blue": 90}
-    assert rollout.split({"blue": 100}, "cand", 100) == {"cand": 100}
+    assert progress.split({"blue": 100}, "cand", 10) == {"cand": 10, "blue": 90}
+    assert progress.split({"blue": 100}, "cand", 100) == {"cand": 100}
 
 
 def test_the_rest_is_shared_in_proportion_to_what_each_deployment_had() -> None:
-    assert rollout.split({"blue": 60, "green": 40}, "cand", 50) == {"cand": 50, "blue": 30, "green": 20}
-    assert rollout.split({"blue": 80, "green": 20, "idle": 0}, "cand", 10) == {"cand": 10, "blue": 72, "green": 18}
+    assert progress.split({"blue": 60, "green": 40}, "cand", 50) == {"cand": 50, "blue": 30, "green": 20}
+    assert progress.split({"blue": 80, "green": 20, "idle": 0}, "cand", 10) == {"cand": 10, "blue": 72, "green": 18}
 
 
 @pytest.mark.parametrize("original", [{"a": 1, "b": 1, "c": 1}, {"a": 33, "b": 33, "c": 34}, {"a": 7, "b": 93}])
@@ -39,13 +39,13 @@ def test_the_rest_is_shared_in_proportion_to_what_each_deployment_had() -> None:
 def test_a_split_always_sums_to_100_and_gives_the_candidate_exactly_its_step(
     original: dict[str, int], percent: int
 ) -> None:
-    out = rollout.split(original, "cand", percent)
+    out = progress.split(original, "cand", percent)
     assert sum(out.values()) == 100 and out["cand"] == percent and all(v > 0 for v in out.values())
 
 
 def test_zero_traffic_deployments_are_the_same_as_absent_ones() -> None:
-    assert rollout.live({"blue": 100, "cand": 0}) == rollout.live({"blue": 100})
-    assert rollout.live({"blue": 90, "cand": 10}) != rollout.live({"blue": 100})
+    assert progress.live({"blue": 100, "cand": 0}) == progress.live({"blue": 100})
+    assert progress.live({"blue": 90, "cand": 10}) != progress.live({"blue": 100})
 
 
 # --------------------------------------------------------------------------- the policy's health rule
@@ -79,12 +79,12 @@ def test_a_transition_is_written_ahead_once_and_committed_once() -> None:
     state = submitted()
     pending = Transition.of("m", state.flights["rollout"], "step", 0, -1, {"blue": 90, "cand": 10}, "why")
     start = {"steps": [10, 50, 100], "original": {"blue": 100}, "step": -1}
-    written, ok = rollout.begin(state, "de-1", pending, start)
+    written, ok = progress.begin(state, "de-1", pending, start)
     assert ok and written is not None
-    assert rollout.begin(written, "de-1", pending, start) == (None, False)  # one pending at a time
-    assert rollout.begin(written, "de-other", pending) == (None, False)
+    assert progress.begin(written, "de-1", pending, start) == (None, False)  # one pending at a time
+    assert progress.begin(written, "de-other", pending) == (None, False)
 
-    committed, ok = rollout.commit(written, "de-1", pending.id, NOW)
+    committed, ok = progress.commit(written, "de-1", pending.id, NOW)
     assert ok and committed is not None
     data = committed.flights["rollout"].data["rollout"]
     assert (data["step"], data["traffic"], data["step_started"], data["pending"]) == (
@@ -93,16 +93,16 @@ def test_a_transition_is_written_ahead_once_and_committed_once() -> None:
         "2026-11-25T10:00:00.000Z",
         None,
     )
-    assert rollout.commit(committed, "de-1", pending.id, NOW) == (None, False)
+    assert progress.commit(committed, "de-1", pending.id, NOW) == (None, False)
 
 
 def test_a_promotion_or_rollback_commits_by_freeing_the_slot() -> None:
     state = submitted({"steps": [100], "original": {"blue": 100}, "step": 0, "step_started": "x", "pending": None})
     for kind in ("promote", "rollback"):
         pending = Transition.of("m", state.flights["rollout"], kind, 0, 0, None, "why")
-        written, _ = rollout.begin(state, "de-1", pending)
+        written, _ = progress.begin(state, "de-1", pending)
         assert written is not None
-        freed, ok = rollout.commit(written, "de-1", pending.id, NOW)
+        freed, ok = progress.commit(written, "de-1", pending.id, NOW)
         assert ok and freed is not None and freed.flights == {}
 
 
@@ -124,9 +124,9 @@ def test_a_transition_comes_back_from_the_flight_exactly() -> None:
 def test_a_transition_decided_on_a_step_that_has_moved_on_is_not_written() -> None:
     state = submitted({"steps": [10, 100], "original": {"b": 100}, "step": 1, "step_started": "x", "pending": None})
     stale = Transition.of("m", state.flights["rollout"], "rollback", 0, 0, {"b": 100}, "why")
-    assert rollout.begin(state, "de-1", stale) == (None, False)
+    assert progress.begin(state, "de-1", stale) == (None, False)
     current = replace(stale, from_step=1)
-    written, ok = rollout.begin(state, "de-1", current)
+    written, ok = progress.begin(state, "de-1", current)
     assert ok and written is not None and written.flights["rollout"].data["rollout"]["pending"] == current.to_dict()
 
 
@@ -149,9 +149,9 @@ def carried(state: ModelState, kind: str, target: dict[str, int] | None = None) 
     flight = state.flights["rollout"]
     step = int(flight.data["rollout"]["step"])
     pending = Transition.of("m", flight, kind, step, step, target, "why", trigger={"event_id": "req-1"})
-    written, ok = rollout.begin(state, "de-1", pending)
+    written, ok = progress.begin(state, "de-1", pending)
     assert ok and written is not None
-    done, ok = rollout.commit(written, "de-1", pending.id, NOW)
+    done, ok = progress.commit(written, "de-1", pending.id, NOW)
     assert ok and done is not None
     return done
 
@@ -182,7 +182,7 @@ def test_an_operator_s_transition_has_an_id_of_its_own_request_and_records_its_t
     two = Transition.of("m", flight, "pause", 0, 0, None, "why", trigger={"event_id": "req-2", "source": "http"})
     assert one.id != two.id and one.id.startswith("pa-")
     assert Transition.from_dict(json.loads(json.dumps(one.to_dict()))) == one
-    record = rollout.record_of("m", flight, one, NOW)
+    record = progress.record_of("m", flight, one, NOW)
     assert (record.action, record.trigger["event_id"]) == ("pause", "req-1")
 
 

@@ -19,10 +19,10 @@ from urllib.parse import quote
 from function_app.adapters.azureml.candidates import AzureMLCandidates
 from function_app.adapters.azureml.client import BACKEND, BUSY, AzureMLClient
 from function_app.retry import Budget
-from handlers import rollout
 from handlers.decisions import DeployPlan
 from handlers.errors import PermanentError, TransientError
 from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, ModelVersion
+from handlers.rollout import progress
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ MAX_DEPLOYMENTS = 20  # per online endpoint (Azure ML docs, "Manage and increase
 
 def _traffic(endpoint: Any) -> dict[str, int]:
     """An endpoint's split, deployments at 0% left out."""
-    return rollout.live(getattr(endpoint, "traffic", None) or {})
+    return progress.live(getattr(endpoint, "traffic", None) or {})
 
 
 class AzureMLDeployments:
@@ -119,7 +119,7 @@ class AzureMLDeployments:
         whose poller is not waited for). The SDK leaves out deployments at 0%, as does Azure ML."""
         budget = self.client.retry.budget()
         current = self._endpoint(budget, endpoint)
-        wanted = rollout.live(traffic)
+        wanted = progress.live(traffic)
         if _traffic(current) == wanted:
             return False
         current.traffic = dict(wanted)

@@ -8,7 +8,7 @@ the most traffic before the rollout) over the same window, and go to the next st
 100%) or roll the endpoint back to the traffic it had before the rollout. Before the bake is over a
 step is only ever rolled back, and only when its failures alone decide it (fail fast,
 :func:`handlers.analysis.judge`). A paused rollout is left as it is. The rules are pure
-(:mod:`handlers.rollout`, :mod:`handlers.analysis`); this module reads the facts through the ports
+(:mod:`handlers.rollout.progress`, :mod:`handlers.analysis`); this module reads the facts through the ports
 and writes each transition ahead into the ledger before acting on it.
 """
 
@@ -20,13 +20,14 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from handlers import analysis, rollout
+from handlers import analysis
 from handlers.analysis import HealthSource, Reading
 from handlers.errors import PermanentError
 from handlers.executor import Executor
 from handlers.ports import Deployments, Ledger
 from handlers.records import DecisionRecord, Flight, from_iso, iso
-from handlers.rollout import Transition, fmt
+from handlers.rollout import progress
+from handlers.rollout.progress import Transition, fmt
 
 if TYPE_CHECKING:
     from handlers.policy import RolloutRule
@@ -62,8 +63,8 @@ class RolloutStepper:
         PermanentError from a read) for the reconciler to defer: nothing is decided on a guess."""
         endpoint, _, deployment = str(flight.job).partition("/")
         entry: dict[str, Any] = {"model": model, "decision": flight.decision, "deployment": str(flight.job)}
-        data = rollout.data_of(flight)
-        pending = rollout.pending_of(flight)
+        data = progress.data_of(flight)
+        pending = progress.pending_of(flight)
         if pending is not None:
             return {**entry, **self.carry_out(model, flight, pending, endpoint, now)}
         if data is not None and data.get("paused"):
@@ -135,7 +136,7 @@ class RolloutStepper:
                 demoted=demoted,
             )
         else:
-            target = rollout.split(original, deployment, steps[step + 1])
+            target = progress.split(original, deployment, steps[step + 1])
             pending = Transition.of(
                 model,
                 flight,
@@ -188,7 +189,7 @@ class RolloutStepper:
             "original": None,
             "step": -1,
         }
-        if state is None or state.lower() in rollout.PROVISIONING_FAILED:
+        if state is None or state.lower() in progress.PROVISIONING_FAILED:
             what = "does not exist" if state is None else f"ended provisioning {state}"
             pending = Transition.of(
                 model,
@@ -202,10 +203,10 @@ class RolloutStepper:
                 provisioning=state or "missing",
             )
             return self._write_ahead(model, flight, pending, endpoint, now, start)
-        if state.lower() != rollout.PROVISIONED:
+        if state.lower() != progress.PROVISIONED:
             return {"state": "provisioning", "provisioning": state}
-        original = rollout.live(self.deployments.endpoint_traffic(endpoint))
-        target = rollout.split(original, deployment, rule.steps[0])
+        original = progress.live(self.deployments.endpoint_traffic(endpoint))
+        target = progress.split(original, deployment, rule.steps[0])
         pending = Transition.of(  # from -1: a concurrent pass that started the rollout first wins
             model,
             flight,
@@ -261,7 +262,7 @@ class RolloutStepper:
         start: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         decision = flight.decision
-        if not self.ledger.update_model(model, lambda s: rollout.begin(s, decision, pending, start)):
+        if not self.ledger.update_model(model, lambda s: progress.begin(s, decision, pending, start)):
             log.info("rollout %s model=%s: changed meanwhile; left for the next pass", flight.job, model)
             return {"state": "changed_meanwhile"}
         return self.carry_out(model, flight, pending, endpoint, now)
@@ -279,13 +280,13 @@ class RolloutStepper:
             try:
                 changed = self.deployments.set_traffic(endpoint, dict(pending.target))
             except PermanentError as exc:
-                if pending.kind not in rollout.ROLLS_BACK:
+                if pending.kind not in progress.ROLLS_BACK:
                     now_held = self.ledger.get_model(model).flights.get(
-                        rollout.ROLLOUT
+                        progress.ROLLOUT
                     )  # holds the start, if just written
-                    original = (rollout.data_of(now_held or flight) or {}).get("original")
+                    original = (progress.data_of(now_held or flight) or {}).get("original")
                     replacement = pending.replaced_by_rollback(model, flight, original, str(exc))
-                    if self.ledger.update_model(model, lambda s: rollout.swap(s, decision, pending.id, replacement)):
+                    if self.ledger.update_model(model, lambda s: progress.swap(s, decision, pending.id, replacement)):
                         return self.carry_out(model, flight, replacement, endpoint, now)
                     return {"state": "changed_meanwhile"}
                 outcome = "failed"
@@ -298,11 +299,11 @@ class RolloutStepper:
                 fmt(pending.target),
                 "sent" if changed else "already so",
             )
-        record = rollout.record_of(model, flight, pending, now, outcome)
+        record = progress.record_of(model, flight, pending, now, outcome)
         if pending.kind in ("promote", "promote-now"):
             record = self._retargeted(record, endpoint, flight)
         record = self.executor.write(self.executor.logged(record))
-        self.ledger.update_model(model, lambda s: rollout.commit(s, decision, pending.id, now))  # after the record
+        self.ledger.update_model(model, lambda s: progress.commit(s, decision, pending.id, now))  # after the record
         state = STATES[pending.kind]
         if outcome == "failed":
             state = "rollback_failed"

@@ -25,7 +25,7 @@ and the event it is retired for (its demotion's time, or its rollback decision),
 between deleting and recording repeats the same one.
 
 The model's decisions are read only when something may be due (:func:`due`): the end of a rollout
-(:func:`handlers.rollout.commit`) makes the model's ``retire_due`` now; after a look it becomes the
+(:func:`handlers.rollout.progress.commit`) makes the model's ``retire_due`` now; after a look it becomes the
 time the next deployment that waits is due (:func:`next_due`), or ``""`` when none waits. A state
 that has none yet (written before it was kept) is looked at once.
 """
@@ -39,7 +39,7 @@ from typing import Any
 
 from handlers.keys import digest
 from handlers.records import DecisionRecord, ModelState, from_iso, iso, span
-from handlers.rollout import RECONCILER, ROLLOUT
+from handlers.rollout.progress import RECONCILER, ROLLOUT
 
 DELETING = frozenset({"deleting"})
 # decisions that start or move a rollout of the deployment they name (``job``): after one of these, a

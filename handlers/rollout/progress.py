@@ -3,7 +3,7 @@ rollout flight that the ledger applies atomically (the health verdict is :mod:`h
 
 A passing candidate becomes a deployment at 0% beside the live one (its rollout flight is
 ``submitted``). The reconciler then moves it on, one transition per pass
-(:class:`handlers.stepper.RolloutStepper`, run by :class:`handlers.reconcile.Reconciler`): once the
+(:class:`handlers.rollout.stepper.RolloutStepper`, run by :class:`handlers.reconcile.Reconciler`): once the
 deployment is provisioned, the candidate gets ``steps[0]`` percent of the traffic; on each pass the
 step's window is judged against the baseline: healthy after the ``bake`` -> the next step (at 100%:
 ``promote``, the flight is released), unhealthy (at any look) -> ``rollback`` (the endpoint gets back
