@@ -118,7 +118,7 @@ class Bench:
         self.posted.extend(notifications)
 
     def deliver(self, raw: dict[str, Any]) -> tuple[Any, list[str]]:
-        from handlers.signals import parse_body
+        from handlers.envelopes import parse_body
 
         self.transport.take()
         [env] = parse_body(json.dumps([raw]))

@@ -91,8 +91,8 @@ def throughput(make_ledger: Callable[[], Any], n: int) -> dict[str, float]:
     """parse -> decide -> guard -> record for ``n`` distinct drift events (one model: one retrain, the
     rest skipped by the guards, which is the storm case the ledger must absorb)."""
     from function_app.adapters.dryrun import DryRunActions
+    from handlers.envelopes import parse_body
     from handlers.policy import load_policy
-    from handlers.signals import parse_body
     from handlers.wiring import assemble
 
     policy = load_policy(REPO / "examples" / "policy.yaml")

@@ -86,8 +86,8 @@ def _job_name_key_if_any(settings: Settings) -> bytes | None:
 
 def _rendered(decision: Any, job_key: bytes | None) -> dict[str, Any]:
     """What a Retrain or Deploy would submit; a retraining job under the name the service would give it."""
-    from handlers.decisions import Retrain
     from handlers.jobnames import job_name
+    from handlers.plans import Retrain
 
     if not isinstance(decision, Retrain):
         return dict(decision.plan.as_dict())
@@ -100,10 +100,12 @@ def _rendered(decision: Any, job_key: bytes | None) -> dict[str, Any]:
 def cmd_explain(args: argparse.Namespace) -> int:
     from function_app.runtime import make_actions
     from handlers import gate, guards
-    from handlers.decisions import Deploy, Retrain, decide
+    from handlers.decisions import decide
+    from handlers.envelopes import parse_body, to_signal, workspace_key
+    from handlers.plans import Deploy, Retrain
     from handlers.policy import load_policy
     from handlers.service import verified
-    from handlers.signals import RunFinished, parse_body, to_signal, workspace_key
+    from handlers.signals import RunFinished
 
     settings = Settings.from_env()
     policy = load_policy(Path(args.policy) if args.policy else resolve(settings.policy_path))

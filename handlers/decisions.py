@@ -1,24 +1,31 @@
 """Decide: the pure heart of the service.
 
 ``decide(signal, policy)`` returns one decision per concerned model (or one ``Skip`` when no
-model is concerned): ``Retrain``, ``Deploy`` or ``Skip(reason)``, never an exception: whatever is
-wrong with an event is a skip that says what and how to fix it. A manual request is checked before
-it is claimed (:func:`check_manual`), so that its caller gets a 4xx instead. No I/O, no clock read,
-no SDK import. Rollout transitions are decided by :mod:`handlers.rollout.progress`. Every decision carries a deterministic key, derived from the model
-and the triggering event (for the deploy of a finished run: from the run), so a redelivered event
-yields the same decision, the same job name and the same ledger record.
+model is concerned): ``Retrain``, ``Deploy`` or ``Skip(reason)`` (:mod:`handlers.plans`), never an
+exception: whatever is wrong with an event is a skip that says what and how to fix it. A manual request
+is checked before it is claimed (:func:`handlers.inputs.check_manual`), so that its caller gets a 4xx
+instead. No I/O, no clock read, no SDK import. Rollout transitions are decided by :mod:`handlers.rollout.progress`.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from handlers.errors import InvalidInput, NotFound
-from handlers.keys import ci_get, digest, slug
+from handlers.inputs import bare, input_problem, manual_problem, reference_problem, v1_dataset_problem
+from handlers.keys import ci_get, slug
+from handlers.plans import (
+    SERVICE_TAG_VALUE,
+    Decision,
+    Deploy,
+    DeployPlan,
+    JobPlan,
+    Retrain,
+    Skip,
+    decision_id,
+    run_decision_id,
+    skip,
+)
 from handlers.signals import (
     DRIFT,
     TAG_DECISION,
@@ -37,170 +44,7 @@ from handlers.signals import (
 )
 
 if TYPE_CHECKING:  # the policy module imports pydantic; decide only reads the objects
-    from handlers.policy import GateRule, InputSpec, ModelPolicy, Policy
-
-SERVICE_TAG_VALUE = "retrain-service"
-# A model version as a manual deploy names it: a version number, or the one label the SDK resolves.
-_VERSION = re.compile(r"^(?:[1-9][0-9]{0,17}|latest)$")
-
-
-@dataclass(frozen=True)
-class JobPlan:
-    """The exact pipeline job a Retrain submits (or, in dry run, would submit)."""
-
-    name: str
-    model: str
-    component: str
-    experiment: str
-    compute: str | None
-    inputs: dict[str, dict[str, Any]]
-    tags: dict[str, str]
-    display_name: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "type": "pipeline",
-            "model": self.model,
-            "component": self.component,
-            "experiment_name": self.experiment,
-            "compute": self.compute,
-            "inputs": self.inputs,
-            "tags": self.tags,
-            "display_name": self.display_name,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> JobPlan:
-        """The plan ``as_dict`` rendered (a reserved decision's record): raises KeyError, TypeError or
-        ValueError when ``data`` is not such a rendering."""
-        if data["type"] != "pipeline":
-            raise ValueError(f"not a pipeline job rendering: type {data['type']!r}")
-        return cls(
-            name=str(data["name"]),
-            model=str(data["model"]),
-            component=str(data["component"]),
-            experiment=str(data["experiment_name"]),
-            compute=None if data["compute"] is None else str(data["compute"]),
-            inputs={k: dict(v) for k, v in data["inputs"].items()},
-            tags=dict(data["tags"]),
-            display_name=str(data["display_name"]),
-        )
-
-
-@dataclass(frozen=True)
-class DeployPlan:
-    """A candidate to gate and roll out on the model's online endpoint."""
-
-    model: str
-    endpoint: str
-    deployment: str
-    run_id: str | None
-    version: str | None
-    source: str  # run, registration, manual
-    tags: dict[str, str]
-    run_tags: dict[str, str] = field(default_factory=dict)
-    run_properties: dict[str, Any] = field(default_factory=dict)
-    gate: GateRule | None = None  # the policy's deploy.gate; None: every candidate passes
-    model_output: str = "model"  # the run output registered as the candidate when the run registered none
-    instance_count: int | None = None  # deploy.instance_count: the candidate's start size (None: the live one's)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Everything needed to act again (the reconciler resumes a reserved deploy from this)."""
-        return {
-            "model": self.model,
-            "endpoint": self.endpoint,
-            "deployment": self.deployment,
-            "candidate": {
-                "run_id": self.run_id,
-                "version": self.version,
-                "source": self.source,
-                "run_tags": self.run_tags,
-                "run_properties": self.run_properties,
-            },
-            "gate": self.gate.model_dump() if self.gate else None,
-            "model_output": self.model_output,
-            "instance_count": self.instance_count,
-            "traffic": 0,
-            "tags": self.tags,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DeployPlan:
-        """The plan ``as_dict`` rendered: raises KeyError, TypeError or ValueError (a pydantic
-        ValidationError for a gate the policy model no longer accepts) when it is not one."""
-        from handlers.policy import GateRule  # pydantic: loaded only on the path that resumes a deploy
-
-        candidate = data["candidate"]
-        return cls(
-            model=str(data["model"]),
-            endpoint=str(data["endpoint"]),
-            deployment=str(data["deployment"]),
-            run_id=None if candidate["run_id"] is None else str(candidate["run_id"]),
-            version=None if candidate["version"] is None else str(candidate["version"]),
-            source=str(candidate["source"]),
-            tags=dict(data["tags"]),
-            run_tags=dict(candidate["run_tags"]),
-            run_properties=dict(candidate["run_properties"]),
-            gate=None if data["gate"] is None else GateRule.model_validate(data["gate"]),
-            model_output=str(data["model_output"]),
-            instance_count=None if data.get("instance_count") is None else int(data["instance_count"]),
-        )
-
-
-@dataclass(frozen=True)
-class Retrain:
-    id: str
-    model: str
-    reason: str
-    trigger: Trigger
-    job: JobPlan
-    force: bool = False
-    dry_run: bool = False
-    action: str = "retrain"
-
-
-@dataclass(frozen=True)
-class Deploy:
-    id: str
-    model: str
-    reason: str
-    trigger: Trigger
-    plan: DeployPlan
-    force: bool = False
-    dry_run: bool = False
-    action: str = "deploy"
-
-
-@dataclass(frozen=True)
-class Skip:
-    id: str
-    model: str | None
-    reason: str
-    trigger: Trigger
-    action: str = "none"
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-Decision = Retrain | Deploy | Skip
-
-
-def decision_id(action: str, model: str | None, trigger: Trigger) -> str:
-    """Deterministic: the same event (source, type, id) and model always give the same id."""
-    key = digest(action, model or "-", trigger.source.lower(), trigger.event_type, trigger.event_id)
-    return f"{action[:2]}-{key}"
-
-
-def run_decision_id(model: str, run_id: str) -> str:
-    """The deploy decision for a finished run: keyed by the run, not by the event that told of it, so
-    that its RunCompleted event and the reconciler, which catches a completion whose event was
-    missed, make the same decision (one deployment name, one record) whichever comes first or twice."""
-    return f"de-{digest('deploy', model, 'run', run_id)}"
-
-
-def skip(trigger: Trigger, reason: str, model: str | None = None, **details: Any) -> Skip:
-    return Skip(decision_id("skip", model, trigger), model, reason, trigger, details=details)
-
+    from handlers.policy import ModelPolicy, Policy
 
 # --------------------------------------------------------------------------- decide
 
@@ -350,16 +194,16 @@ def _retrain(
             value, origin = overrides[name], "request"
         elif spec.from_event and ci_get(event_data, spec.from_event) is not None:
             value, origin = ci_get(event_data, spec.from_event), f"event.{spec.from_event}"
-            if spec.type != "literal" and trigger.event_type == DRIFT and _bare(value):
+            if spec.type != "literal" and trigger.event_type == DRIFT and bare(value):
                 # SDK v1 drift (legacy): its dataset ids are v1 dataset GUIDs, not data asset names
                 if spec.value is None:
-                    return skip(trigger, _v1_dataset_problem(model, name, spec.from_event, value), model, input=name)
+                    return skip(trigger, v1_dataset_problem(model, name, spec.from_event, value), model, input=name)
                 value, origin = spec.value, f"policy (the event's {spec.from_event} is a v1 dataset id)"
         else:
             value = spec.value
-        problem = _input_problem(model, name, spec, value, origin, manual)
+        problem = input_problem(model, name, spec, value, origin, manual)
         if problem is None and origin.startswith("event.") and spec.type != "literal":
-            problem = _reference_problem(model, name, spec, str(value), workspace)
+            problem = reference_problem(model, name, spec, str(value), workspace)
         if problem is not None:
             return skip(trigger, problem, model, input=name)
         if spec.type != "literal" and origin.startswith("event.") and ":" not in str(value) and "/" not in str(value):
@@ -383,91 +227,6 @@ def _retrain(
         display_name=f"retrain {model}: {reason}"[:200],
     )
     return Retrain(did, model, reason, trigger, plan, force=force, dry_run=dry_run)
-
-
-def _bare(value: Any) -> bool:
-    """An id with nothing that makes it a reference (no version, label or path): a v1 dataset id."""
-    return isinstance(value, str) and not any(c in value for c in ":/@")
-
-
-def _v1_dataset_problem(model: str, name: str, key: str, value: Any) -> str:
-    return (
-        f"input {name!r} takes the event's {key!r}, but {str(value)[:80]!r} from an SDK v1 data-drift event "
-        "is a v1 dataset id, not a data asset name; give the input a data asset as 'value' "
-        f"(models.{model}.retrain.inputs.{name}), or move the model to v2 model monitoring"
-    )
-
-
-_ASSET = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}"
-_WORKSPACE_REFERENCE = re.compile(
-    rf"^(?:azureml:)?{_ASSET}(?::[A-Za-z0-9_.-]+|@latest)?$"  # a data asset: name, name:version, name@latest
-    r"|^azureml://datastores/[A-Za-z0-9_]{1,255}/paths/\S+$"  # a path on one of the workspace's datastores
-)
-_LONG_DATASTORE = re.compile(
-    r"^azureml://subscriptions/(?P<sub>[^/]+)/resource[gG]roups/(?P<rg>[^/]+)/workspaces/(?P<ws>[^/]+)/datastores/[A-Za-z0-9_]{1,255}/paths/\S+$"
-)
-
-
-def _reference_problem(
-    model: str, name: str, spec: InputSpec, value: str, workspace: str, origin: str = "event"
-) -> str | None:
-    """A path input's value taken from an event must name something in the workspace (a data asset or
-    a path on one of its datastores) or start with a prefix the policy allows: event data never
-    chooses what a model trains on beyond what the policy allows. None when it is allowed."""
-    if any(value.startswith(prefix) for prefix in spec.allowed_prefixes):
-        return None
-    if _WORKSPACE_REFERENCE.match(value) and ".." not in value:
-        return None
-    long_form = _LONG_DATASTORE.match(value)
-    if long_form and ".." not in value:
-        ws = workspace.strip("/").lower()
-        if ws.startswith(
-            f"subscriptions/{long_form['sub'].lower()}/resourcegroups/{long_form['rg'].lower()}/"
-        ) and ws.endswith(f"/workspaces/{long_form['ws'].lower()}"):
-            return None
-    given = f"takes its value from the event's {spec.from_event!r}, which is" if origin == "event" else "was sent as"
-    return (
-        f"input {name!r} {given} {value[:200]!r}: not a data asset or datastore path of this workspace, so nothing "
-        f"is trained on it; to allow such URIs, list their prefix in models.{model}.retrain.inputs.{name}.allowed_prefixes"
-    )
-
-
-def _input_problem(model: str, name: str, spec: InputSpec, value: Any, origin: str, manual: bool) -> str | None:
-    """What is wrong with input ``name``'s value, in words that say how to fix it; None when nothing is."""
-    where = "this request" if manual else "this event"
-    key = f"models.{model}.retrain.inputs.{name}"
-    source = "request's inputs" if origin == "request" else "policy" if origin == "policy" else f"{origin} of {where}"
-    if value is None:
-        return (
-            f"input {name!r} takes its value from the event's {spec.from_event!r}, which {where} does not carry; "
-            f"give the input a fallback 'value' in the policy ({key})" + (" or pass it in 'inputs'" if manual else "")
-        )
-    if spec.type != "literal":
-        if not isinstance(value, str):
-            return (
-                f"input {name!r} is of type {spec.type} and takes a path or asset reference string, but the {source} "
-                f"gave {type(value).__name__} {str(value)[:80]!r}; send a string such as 'azureml:name:version' ({key})"
-            )
-        return None
-    if not isinstance(value, str | int | float | bool):
-        return (
-            f"input {name!r} takes a number, a string or true/false; the {source} gave {type(value).__name__} ({key})"
-        )
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"input {name!r} must be a finite number; the {source} gave {value} ({key})"
-    if spec.choices is not None and value not in spec.choices:
-        allowed = ", ".join(map(repr, spec.choices))
-        return f"input {name!r} must be one of {allowed}; the {source} gave {value!r} ({key}.choices)"
-    if spec.min is not None or spec.max is not None:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return (
-                f"input {name!r} must be a number; the {source} gave {type(value).__name__} {str(value)[:80]!r} ({key})"
-            )
-        if spec.min is not None and value < spec.min:
-            return f"input {name!r} must be at least {spec.min}; the {source} gave {value} ({key}.min)"
-        if spec.max is not None and value > spec.max:
-            return f"input {name!r} must be at most {spec.max}; the {source} gave {value} ({key}.max)"
-    return None
 
 
 def _deploy_plan(
@@ -594,54 +353,10 @@ def _on_registration(signal: ModelRegistered, policy: Policy) -> Decision:
     return Deploy(did, name, f"model {name}:{version} registered and the policy deploys on registration", trigger, plan)
 
 
-def check_manual(request: ManualRequest, policy: Policy) -> None:
-    """A manual request the policy can carry out, or NotFound / InvalidInput saying why not (checked
-    before the request is claimed, so that the caller gets a 4xx and nothing is recorded)."""
-    mp = policy.models.get(request.model)
-    if mp is None:
-        raise NotFound(f"model {request.model!r} is not in the policy; known: {', '.join(policy.models)}")
-    problem = _manual_problem(request, mp)
-    if problem is not None:
-        raise InvalidInput(problem)
-
-
-def _manual_problem(signal: ManualRequest, mp: ModelPolicy) -> str | None:
-    model = signal.model
-    if signal.action == "retrain":
-        if mp.retrain is None:
-            return f"model {model!r} has no 'retrain' section in the policy; add one to retrain it"
-        allowed = set(mp.retrain.overridable)
-        refused = sorted(set(signal.inputs) - allowed)
-        if refused:
-            return (
-                f"inputs {', '.join(map(repr, refused))} may not be overridden for model {model!r}; "
-                f"overridable: {', '.join(sorted(allowed)) or 'none'} (policy: models.{model}.retrain.overridable)"
-            )
-        for name, spec in mp.retrain.inputs.items():
-            value, origin = (signal.inputs[name], "request") if name in signal.inputs else (spec.value, "policy")
-            problem = _input_problem(model, name, spec, value, origin, manual=True)
-            if problem is None and origin == "request" and spec.type != "literal":
-                problem = _reference_problem(model, name, spec, str(value), "", origin="request")
-            if problem is not None:
-                return problem
-        return None
-    if signal.action == "deploy":
-        if mp.deploy is None:
-            return f"model {model!r} has no 'deploy' section in the policy; add one to deploy it"
-        if signal.version is None or not _VERSION.match(signal.version):
-            shown = "none" if signal.version is None else repr(signal.version[:40])
-            return (
-                f"field 'version' must be a model version number (a whole number from 1, at most 18 digits) or "
-                f"'latest', the one label Azure ML resolves; got {shown}"
-            )
-        return None
-    return f"action {signal.action!r} is not one of retrain, deploy"
-
-
 def _on_manual(signal: ManualRequest, policy: Policy) -> Decision:
     model, trigger = signal.model, signal.trigger
     mp = policy.models.get(model)
-    problem = _manual_problem(signal, mp) if mp is not None else f"model {model!r} is not in the policy"
+    problem = manual_problem(signal, mp) if mp is not None else f"model {model!r} is not in the policy"
     if problem is not None or mp is None:  # check_manual refuses these before the claim
         return skip(trigger, problem or "", model if mp is not None else None)
     reason = f"manual request: {signal.reason}"

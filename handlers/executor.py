@@ -23,9 +23,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from handlers import gate, guards
-from handlers.decisions import Decision, Deploy, Retrain
 from handlers.errors import PermanentError
 from handlers.jobnames import deployment_name, job_name
+from handlers.plans import Decision, Deploy, Retrain
 from handlers.ports import ActionResult, Deployments, Jobs, Ledger
 from handlers.records import DecisionRecord, iso
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from handlers.decisions import DeployPlan, JobPlan
 from handlers.errors import PermanentError
+from handlers.plans import DeployPlan, JobPlan
 from handlers.records import DecisionRecord, ModelState
 from handlers.signals import Trigger
 

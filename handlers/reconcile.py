@@ -29,10 +29,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from handlers import guards
-from handlers.decisions import Deploy, DeployPlan, JobPlan, Retrain
 from handlers.errors import PermanentError, TransientError
 from handlers.executor import KEEPS_BUDGET, Executor
 from handlers.keys import digest
+from handlers.plans import Deploy, DeployPlan, JobPlan, Retrain
 from handlers.ports import Deployments, JobInfo, Jobs, Ledger
 from handlers.records import DecisionRecord, Flight, ModelState, iso
 from handlers.rollout import retire

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from handlers import jsonin
+from handlers.envelopes import Envelope, envelope_from_dict
 from handlers.errors import InvalidInput, PermanentError, RetrainError, TransientError
-from handlers.signals import Envelope, envelope_from_dict
 
 if TYPE_CHECKING:
     from handlers.service import RetrainService

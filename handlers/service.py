@@ -16,23 +16,17 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers import guards
-from handlers.decisions import Skip, check_manual, decide, decision_id
+from handlers.decisions import decide
+from handlers.envelopes import Envelope, to_signal, workspace_key
 from handlers.errors import Conflict, Forbidden, PermanentError, TransientError
 from handlers.executor import Executor
 from handlers.idempotency import key_reused, legacy_records
+from handlers.inputs import check_manual
 from handlers.keys import ci_get
+from handlers.plans import Skip, decision_id
 from handlers.ports import Ledger
 from handlers.records import DecisionRecord, ModelState, from_iso, iso
-from handlers.signals import (
-    TAG_DECISION,
-    TAG_MODEL,
-    Envelope,
-    ManualRequest,
-    RunFinished,
-    Signal,
-    to_signal,
-    workspace_key,
-)
+from handlers.signals import TAG_DECISION, TAG_MODEL, ManualRequest, RunFinished, Signal
 
 if TYPE_CHECKING:
     from handlers.policy import Policy

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from handlers.decisions import run_decision_id
+from handlers.plans import run_decision_id
 from handlers.ports import Ledger
 from handlers.records import DecisionRecord
 

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from handlers.analysis import HealthSource
+from handlers.envelopes import workspace_key
 from handlers.executor import Executor, Limits
 from handlers.notify import MAX_AGE, MAX_ATTEMPTS, DrainReport, Outbox
 from handlers.operate import Operator
@@ -19,7 +20,6 @@ from handlers.ports import Deployments, Jobs, Ledger, Notifier
 from handlers.reconcile import Reconciler, ReconcileReport, RetireRule
 from handlers.rollout.stepper import RolloutStepper
 from handlers.service import RetrainService
-from handlers.signals import workspace_key
 
 if TYPE_CHECKING:
     from handlers.policy import Policy, RolloutRule

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from handlers.decisions import DeployPlan, JobPlan
 from handlers.errors import TransientError
+from handlers.plans import DeployPlan, JobPlan
 from handlers.ports import ActionResult, Actions, CandidateFacts, JobInfo, Ledger
 from handlers.records import DecisionRecord
 from handlers.signals import Trigger

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from handlers.decisions import DeployPlan, JobPlan
 from handlers.errors import PermanentError, TransientError
+from handlers.plans import DeployPlan, JobPlan
 from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo, ModelVersion
 from handlers.signals import FINISHED_STATUSES
 

@@ -21,8 +21,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from handlers.decisions import JobPlan
 from handlers.errors import TransientError
+from handlers.plans import JobPlan
 from handlers.ports import ActionResult, JobInfo
 
 
@@ -106,8 +106,8 @@ def work(
     when it has made no progress (no delivery answered) for ``stall_s``: a busy machine is slow, a
     stuck ledger makes no progress."""
     from function_app.adapters.dryrun import DryRunActions
+    from handlers.envelopes import parse_body
     from handlers.policy import load_policy
-    from handlers.signals import parse_body
     from handlers.wiring import assemble
 
     report = WorkerReport(worker)

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from handlers.decisions import Retrain, Skip, decide
+from handlers.decisions import decide
+from handlers.envelopes import parse_alert
 from handlers.errors import InvalidInput
-from handlers.signals import parse_alert
+from handlers.plans import Retrain, Skip
 from tests.builders import EXAMPLE_POLICY, SCOPE
 from tests.conftest import REPO, Client
 

@@ -25,9 +25,9 @@ from azure.ai.ml import MLClient
 from function_app.adapters.azure_errors import is_transient, translate
 from function_app.adapters.azureml import AzureMLActions
 from handlers import gate
-from handlers.decisions import DeployPlan, JobPlan
 from handlers.errors import PermanentError, TransientError
 from handlers.jobnames import job_name as keyed_job_name
+from handlers.plans import DeployPlan, JobPlan
 from handlers.policy import GateRule
 from handlers.signals import ManualRequest, Trigger
 from tests.azure_world import (
@@ -551,7 +551,7 @@ def test_importing_main_handling_a_dry_run_event_and_reconciling_leave_the_sdks_
         "import json, sys\n"
         "import main\n"
         "from function_app.runtime import get_retrainer\n"
-        "from handlers.signals import parse_body\n"
+        "from handlers.envelopes import parse_body\n"
         "from tests.conftest import SAMPLE_EVENTS\n"
         f"body = (SAMPLE_EVENTS / {DRIFT_SAMPLE!r}).read_text()\n"
         "worker = get_retrainer()\n"

@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 
-from handlers.decisions import Deploy, Retrain, Skip, check_manual, decide
+from handlers.decisions import decide
+from handlers.envelopes import parse_body, to_signal, workspace_key
 from handlers.errors import InvalidInput
+from handlers.inputs import check_manual
+from handlers.plans import Deploy, Retrain, Skip
 from handlers.policy import Policy
-from handlers.signals import ManualRequest, Trigger, parse_body, to_signal, workspace_key
+from handlers.signals import ManualRequest, Trigger
 from tests.builders import EXAMPLE_POLICY, MODEL, WORKSPACE, breach_event, drift_event, event, ours, run_event
 from tests.conftest import REPO
 
@@ -182,12 +185,14 @@ def test_an_event_value_of_the_wrong_type_for_an_input_is_a_skip_naming_the_inpu
 
 def test_decide_is_given_no_time_and_its_module_reads_no_clock() -> None:
     """Time-dependent rules (cooldown, budget) are guards applied with the ledger: decide takes no
-    ``now`` (it had one it never read), and nothing in its module reads a clock or does I/O."""
+    ``now`` (it had one it never read), and nothing in its modules (the rules, the input checks, the
+    plans) reads a clock or does I/O."""
     assert "now" not in inspect.signature(decide).parameters
-    tree = ast.parse((REPO / "handlers" / "decisions.py").read_text())
-    called = {
-        node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-    }
-    assert not called & {"now", "utcnow", "today", "time", "monotonic", "open", "urlopen", "read_text"}
+    for module in ("decisions.py", "inputs.py", "plans.py"):
+        tree = ast.parse((REPO / "handlers" / module).read_text())
+        called = {
+            node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+        }
+        assert not called & {"now", "utcnow", "today", "time", "monotonic", "open", "urlopen", "read_text"}, module

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from function_app.adapters.dryrun import DryRunActions
-from handlers.decisions import Deploy, Retrain, decide
+from handlers.decisions import decide
+from handlers.envelopes import parse_alert, parse_body, to_signal, workspace_key
+from handlers.plans import Deploy, Retrain
 from handlers.policy import load_policy
-from handlers.signals import parse_alert, parse_body, to_signal, workspace_key
 from tests.builders import SCOPE, WORKSPACE
 from tests.conftest import REPO
 from tests.ledgers import LedgerSpec

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from handlers.envelopes import Envelope, parse_alert, parse_events
 from handlers.errors import InvalidInput
-from handlers.signals import Envelope, Trigger, parse_alert, parse_events
+from handlers.signals import Trigger
 from tests.builders import ML, WORKSPACE
 from tests.conftest import Client
 from tests.ledgers import LedgerSpec

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-from handlers.decisions import Deploy, decide
+from handlers.decisions import decide
+from handlers.envelopes import parse_body, to_signal
 from handlers.gate import evaluate, metric_value
+from handlers.plans import Deploy
 from handlers.policy import GateRule, load_policy
-from handlers.signals import parse_body, to_signal
 from tests.builders import ours, run_event
 from tests.conftest import REPO
 

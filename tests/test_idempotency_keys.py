@@ -16,8 +16,8 @@ import pytest
 from function_app import runtime
 from function_app.localhost import Host
 from function_app.triggers.api import request_digest
-from handlers.decisions import run_decision_id
 from handlers.keys import digest
+from handlers.plans import run_decision_id
 from handlers.signals import EVENT_GRID, MANUAL, RECONCILER_CHANNEL, Trigger, claim_key
 from tests.builders import ML, MODEL, event
 from tests.conftest import Client

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from function_app.settings import SETTINGS
-from handlers import signals
+from handlers import envelopes, signals
 from tests.bicep import INFRA, bicep
 from tests.conftest import REPO, SAMPLE_EVENTS
 
@@ -211,9 +211,9 @@ def test_filter_keys_are_written_exactly_as_the_run_status_payload_spells_them()
     assert {"data.runTags", "data.runStatus"} <= keys
     breach = json.loads((REPO / "examples" / "events" / "monitor-breach.cloudevents.json").read_text(encoding="utf-8"))
     keys |= set().union(*(_payload_keys({"data": e["data"]}) for e in breach))
-    assert f"data.runTags.{signals.MONITOR_BREACH_TAG}" in keys
+    assert f"data.runTags.{envelopes.MONITOR_BREACH_TAG}" in keys
     filters = {f["operatorType"]: f["key"] for sub in event_subscriptions() for f in sub["advancedFilters"]}
-    assert filters == {"IsNotNull": f"data.runTags.{signals.MONITOR_BREACH_TAG}", "StringIn": "data.runStatus"}
+    assert filters == {"IsNotNull": f"data.runTags.{envelopes.MONITOR_BREACH_TAG}", "StringIn": "data.runStatus"}
     assert set(filters.values()) <= keys
 
 

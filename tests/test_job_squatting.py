@@ -24,10 +24,11 @@ from azure.ai.ml.entities import Model, PipelineJob
 
 from function_app import runtime
 from function_app.settings import JOB_NAME_KEY_FILE, Settings, job_name_key
-from handlers.decisions import Deploy, Retrain, decide
+from handlers.decisions import decide
+from handlers.envelopes import envelope_from_dict, to_signal, workspace_key
 from handlers.errors import TransientError
 from handlers.jobnames import deployment_name, job_name
-from handlers.signals import envelope_from_dict, to_signal, workspace_key
+from handlers.plans import Deploy, Retrain
 from tests.azure_world import (
     DRIFT_SAMPLE,
     ENDPOINT,

@@ -12,8 +12,8 @@ from datetime import timedelta
 import pytest
 
 from handlers import guards
-from handlers.decisions import run_decision_id
 from handlers.errors import PermanentError, TransientError
+from handlers.plans import run_decision_id
 from handlers.records import DecisionRecord
 from tests.azure_world import ENDPOINT, WORKSPACE_ID, AzureWorld, in_workspace
 from tests.builders import MODEL, WORKSPACE, drift_event, run_event

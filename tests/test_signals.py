@@ -8,17 +8,9 @@ from typing import Any
 
 import pytest
 
+from handlers.envelopes import parse_body, to_signal, workspace_key
 from handlers.errors import InvalidInput
-from handlers.signals import (
-    DriftDetected,
-    Ignored,
-    ModelDeployed,
-    ModelRegistered,
-    RunFinished,
-    parse_body,
-    to_signal,
-    workspace_key,
-)
+from handlers.signals import DriftDetected, Ignored, ModelDeployed, ModelRegistered, RunFinished
 from tests.builders import WORKSPACE, breach_event, cloud, drift_event, event, run_event
 from tests.conftest import load_sample, sample_files
 

@@ -25,9 +25,10 @@ from typing import Any
 
 import pytest
 
+from handlers.envelopes import parse_body
 from handlers.errors import TransientError
 from handlers.policy import load_policy
-from handlers.signals import Trigger, parse_body
+from handlers.signals import Trigger
 from tests import storm
 from tests.azurite import Azurite
 from tests.builders import ML, MODEL, WORKSPACE, drift_event

@@ -119,8 +119,9 @@ def test_a_reference_into_the_workspace_from_event_data_is_used(app: App, value:
 
 
 def test_a_prefix_the_policy_allows_is_used_as_it_is() -> None:
-    from handlers.decisions import Retrain, decide
-    from handlers.signals import parse_body, to_signal
+    from handlers.decisions import decide
+    from handlers.envelopes import parse_body, to_signal
+    from handlers.plans import Retrain
     from tests.builders import SCOPE
 
     policy = parse_policy(
@@ -402,8 +403,8 @@ def test_a_model_registered_event_with_forged_tags_only_ever_skips(app: App) -> 
 
 
 def test_a_path_input_a_manual_request_may_override_is_held_to_the_same_rule_as_event_data() -> None:
-    from handlers.decisions import check_manual
     from handlers.errors import InvalidInput
+    from handlers.inputs import check_manual
     from handlers.signals import ManualRequest, Trigger
 
     policy = parse_policy(

@@ -12,10 +12,11 @@ import json
 from datetime import datetime
 from typing import Any
 
+from handlers.envelopes import parse_body
 from handlers.policy import Policy
 from handlers.reconcile import ReconcileReport
 from handlers.service import EventResult, RetrainService
-from handlers.signals import ManualRequest, Trigger, parse_body
+from handlers.signals import ManualRequest, Trigger
 from handlers.wiring import Retrainer, assemble
 from tests.builders import EXAMPLE_POLICY, MODEL, WORKSPACE
 from tests.fakes import Clock, RecordingActions

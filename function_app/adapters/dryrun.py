@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from handlers.decisions import DeployPlan, JobPlan
+from handlers.plans import DeployPlan, JobPlan
 from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo, ModelVersion
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,9 @@ from function_app.delivery import one_delivery
 from function_app.runtime import get_retrainer
 from function_app.settings import Settings
 from function_app.triggers.replies import error, from_exception, reply
+from handlers.envelopes import Envelope, envelope_from_dict, parse_alert, parse_events
 from handlers.errors import InvalidInput, RetrainError, TransientError
-from handlers.signals import VALIDATION, Envelope, envelope_from_dict, parse_alert, parse_events
+from handlers.signals import VALIDATION
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from function_app.retry import RetryPolicy
     from function_app.settings import Settings
-    from handlers.decisions import DeployPlan, JobPlan
+    from handlers.plans import DeployPlan, JobPlan
     from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo
 
 __all__ = ["AzureMLActions", "AzureMLClient", "Workspace"]

@@ -20,8 +20,8 @@ from function_app.adapters.azureml.client import AzureMLClient
 from function_app.adapters.mlflow_metrics import MlflowRun, MlflowRuns
 from function_app.retry import Budget
 from handlers import gate
-from handlers.decisions import DeployPlan
 from handlers.errors import PermanentError
+from handlers.plans import DeployPlan
 from handlers.ports import CandidateFacts, ModelVersion
 from handlers.signals import TAG_DECISION
 

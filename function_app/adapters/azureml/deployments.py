@@ -19,8 +19,8 @@ from urllib.parse import quote
 from function_app.adapters.azureml.candidates import AzureMLCandidates
 from function_app.adapters.azureml.client import BACKEND, BUSY, AzureMLClient
 from function_app.retry import Budget
-from handlers.decisions import DeployPlan
 from handlers.errors import PermanentError, TransientError
+from handlers.plans import DeployPlan
 from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, ModelVersion
 from handlers.rollout import progress
 

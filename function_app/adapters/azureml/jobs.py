@@ -20,8 +20,8 @@ from azure.core.exceptions import AzureError
 
 from function_app.adapters.azureml.client import BACKEND, AzureMLClient
 from function_app.retry import Budget
-from handlers.decisions import JobPlan
 from handlers.errors import PermanentError
+from handlers.plans import JobPlan
 from handlers.ports import ActionResult, JobInfo
 from handlers.signals import FINISHED_STATUSES
 

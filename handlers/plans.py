@@ -1,0 +1,181 @@
+"""Plans and decisions: the values :func:`handlers.decisions.decide` returns.
+
+A decision is ``Retrain``, ``Deploy`` or ``Skip(reason)``; the first two carry the exact plan the
+executor carries out (:class:`JobPlan`: the pipeline job to submit; :class:`DeployPlan`: the candidate
+to gate and roll out), rendered to and read back from the ledger by ``as_dict`` / ``from_dict``. Every
+decision carries a deterministic key, derived from the model and the triggering event (for the deploy of
+a finished run: from the run), so a redelivered event yields the same decision, the same job name and the
+same ledger record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from handlers.keys import digest
+from handlers.signals import Trigger
+
+if TYPE_CHECKING:  # the policy module imports pydantic; a plan only carries the gate
+    from handlers.policy import GateRule
+
+SERVICE_TAG_VALUE = "retrain-service"
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """The exact pipeline job a Retrain submits (or, in dry run, would submit)."""
+
+    name: str
+    model: str
+    component: str
+    experiment: str
+    compute: str | None
+    inputs: dict[str, dict[str, Any]]
+    tags: dict[str, str]
+    display_name: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": "pipeline",
+            "model": self.model,
+            "component": self.component,
+            "experiment_name": self.experiment,
+            "compute": self.compute,
+            "inputs": self.inputs,
+            "tags": self.tags,
+            "display_name": self.display_name,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobPlan:
+        """The plan ``as_dict`` rendered (a reserved decision's record): raises KeyError, TypeError or
+        ValueError when ``data`` is not such a rendering."""
+        if data["type"] != "pipeline":
+            raise ValueError(f"not a pipeline job rendering: type {data['type']!r}")
+        return cls(
+            name=str(data["name"]),
+            model=str(data["model"]),
+            component=str(data["component"]),
+            experiment=str(data["experiment_name"]),
+            compute=None if data["compute"] is None else str(data["compute"]),
+            inputs={k: dict(v) for k, v in data["inputs"].items()},
+            tags=dict(data["tags"]),
+            display_name=str(data["display_name"]),
+        )
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    """A candidate to gate and roll out on the model's online endpoint."""
+
+    model: str
+    endpoint: str
+    deployment: str
+    run_id: str | None
+    version: str | None
+    source: str  # run, registration, manual
+    tags: dict[str, str]
+    run_tags: dict[str, str] = field(default_factory=dict)
+    run_properties: dict[str, Any] = field(default_factory=dict)
+    gate: GateRule | None = None  # the policy's deploy.gate; None: every candidate passes
+    model_output: str = "model"  # the run output registered as the candidate when the run registered none
+    instance_count: int | None = None  # deploy.instance_count: the candidate's start size (None: the live one's)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Everything needed to act again (the reconciler resumes a reserved deploy from this)."""
+        return {
+            "model": self.model,
+            "endpoint": self.endpoint,
+            "deployment": self.deployment,
+            "candidate": {
+                "run_id": self.run_id,
+                "version": self.version,
+                "source": self.source,
+                "run_tags": self.run_tags,
+                "run_properties": self.run_properties,
+            },
+            "gate": self.gate.model_dump() if self.gate else None,
+            "model_output": self.model_output,
+            "instance_count": self.instance_count,
+            "traffic": 0,
+            "tags": self.tags,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeployPlan:
+        """The plan ``as_dict`` rendered: raises KeyError, TypeError or ValueError (a pydantic
+        ValidationError for a gate the policy model no longer accepts) when it is not one."""
+        from handlers.policy import GateRule  # pydantic: loaded only on the path that resumes a deploy
+
+        candidate = data["candidate"]
+        return cls(
+            model=str(data["model"]),
+            endpoint=str(data["endpoint"]),
+            deployment=str(data["deployment"]),
+            run_id=None if candidate["run_id"] is None else str(candidate["run_id"]),
+            version=None if candidate["version"] is None else str(candidate["version"]),
+            source=str(candidate["source"]),
+            tags=dict(data["tags"]),
+            run_tags=dict(candidate["run_tags"]),
+            run_properties=dict(candidate["run_properties"]),
+            gate=None if data["gate"] is None else GateRule.model_validate(data["gate"]),
+            model_output=str(data["model_output"]),
+            instance_count=None if data.get("instance_count") is None else int(data["instance_count"]),
+        )
+
+
+@dataclass(frozen=True)
+class Retrain:
+    id: str
+    model: str
+    reason: str
+    trigger: Trigger
+    job: JobPlan
+    force: bool = False
+    dry_run: bool = False
+    action: str = "retrain"
+
+
+@dataclass(frozen=True)
+class Deploy:
+    id: str
+    model: str
+    reason: str
+    trigger: Trigger
+    plan: DeployPlan
+    force: bool = False
+    dry_run: bool = False
+    action: str = "deploy"
+
+
+@dataclass(frozen=True)
+class Skip:
+    id: str
+    model: str | None
+    reason: str
+    trigger: Trigger
+    action: str = "none"
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+Decision = Retrain | Deploy | Skip
+
+
+def decision_id(action: str, model: str | None, trigger: Trigger) -> str:
+    """Deterministic: the same event (source, type, id) and model always give the same id."""
+    key = digest(action, model or "-", trigger.source.lower(), trigger.event_type, trigger.event_id)
+    return f"{action[:2]}-{key}"
+
+
+def run_decision_id(model: str, run_id: str) -> str:
+    """The deploy decision for a finished run: keyed by the run, not by the event that told of it, so
+    that its RunCompleted event and the reconciler, which catches a completion whose event was
+    missed, make the same decision (one deployment name, one record) whichever comes first or twice."""
+    return f"de-{digest('deploy', model, 'run', run_id)}"
+
+
+def skip(trigger: Trigger, reason: str, model: str | None = None, **details: Any) -> Skip:
+    return Skip(decision_id("skip", model, trigger), model, reason, trigger, details=details)
