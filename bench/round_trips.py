@@ -94,7 +94,8 @@ class Bench:
     def __init__(self, connection: str, prefix: str, models: int) -> None:
         from azure.data.tables import TableServiceClient
 
-        from function_app.adapters.table_ledger import TableLedger, client_options
+        from function_app.adapters.table_entities import client_options
+        from function_app.adapters.table_ledger import TableLedger
         from handlers.policy import parse_policy
         from handlers.wiring import assemble
         from tests.builders import WORKSPACE

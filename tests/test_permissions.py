@@ -38,13 +38,17 @@ ADAPTERS = [
 
 
 def public_operations(cls: type) -> set[str]:
-    """Public methods, class methods and properties the class defines (not plain attributes like ``name``)."""
+    """Public methods, class methods and properties the class defines (not plain attributes like ``name``),
+    itself or in a class of the app it is made of (the Table ledger's parts: events, models, ...)."""
     found = set()
-    for name, member in vars(cls).items():
-        if name.startswith("_"):
+    for part in cls.__mro__:
+        if part is not cls and not part.__module__.startswith("function_app."):
             continue
-        if isinstance(member, (staticmethod, classmethod, property)) or inspect.isfunction(member):
-            found.add(f"{cls.__name__}.{name}")
+        for name, member in vars(part).items():
+            if name.startswith("_"):
+                continue
+            if isinstance(member, (staticmethod, classmethod, property)) or inspect.isfunction(member):
+                found.add(f"{cls.__name__}.{name}")
     return found
 
 

@@ -12,7 +12,8 @@ from typing import Any
 from azure.core.pipeline import PipelineRequest
 from azure.data.tables import TableServiceClient
 
-from function_app.adapters.table_ledger import DECISION_PARTITIONS, TableLedger, client_options, decision_partition
+from function_app.adapters.table_entities import DECISION_PARTITIONS, client_options, decision_partition
+from function_app.adapters.table_ledger import TableLedger
 from handlers.records import DecisionRecord, iso
 from tests.azurite import Azurite
 

@@ -1,58 +1,26 @@
 """The embedded ledger: SQLite, one file, safe for several processes and threads.
 
-Writers serialise on ``BEGIN IMMEDIATE`` (WAL mode), so a guard's read-check-write of a model's
+Its parts: the file, its schema and transactions (:mod:`function_app.adapters.sqlite_store`), the
+outbox (:mod:`function_app.adapters.sqlite_outbox`); here events, models and decisions. Writers serialise on ``BEGIN IMMEDIATE`` (WAL mode), so a guard's read-check-write of a model's
 state is atomic across processes sharing the file, without optimistic retries.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TypeVar
 
-from handlers.errors import TransientError
+from function_app.adapters.sqlite_outbox import SqliteOutbox
 from handlers.notify import notification_of
-from handlers.ports import Claim, Notification, OutboxEntry
+from handlers.ports import Claim
 from handlers.records import DecisionRecord, ModelState, cut, iso, may_replace
 from handlers.signals import Trigger, claim_key
 
 T = TypeVar("T")
-
-log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    key TEXT PRIMARY KEY, source TEXT, event_id TEXT NOT NULL, event_type TEXT,
-    status TEXT NOT NULL, lease_until TEXT, decisions TEXT NOT NULL DEFAULT '[]',
-    received_at TEXT NOT NULL, finished_at TEXT, request TEXT
-);
-CREATE TABLE IF NOT EXISTS decisions (
-    id TEXT PRIMARY KEY, model TEXT, action TEXT, outcome TEXT, at TEXT NOT NULL,
-    created_at TEXT NOT NULL, body TEXT NOT NULL
-);
--- Newest first is rowid order (rows are inserted when a decision is first made); an index on
--- model (which carries the rowid) serves the per-model trail in the same order.
-CREATE INDEX IF NOT EXISTS decisions_model ON decisions (model);
-CREATE TABLE IF NOT EXISTS decision_events (id TEXT PRIMARY KEY, event_id TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS decision_events_event ON decision_events (event_id);
-CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, body TEXT NOT NULL, version INTEGER NOT NULL);
--- The outbox: a decision's notification (handlers/notify.py), written in the decision's transaction,
--- pending while sent_at is NULL (sent_at: when it left, sent or, with dead_at, dead-lettered); a
--- notification id is kept once, so a rewrite never sends it again. A sender claims a row until
--- lease_until; a failed attempt counts in attempts, says why in error and backs off until due_at.
-CREATE TABLE IF NOT EXISTS outbox (
-    id TEXT PRIMARY KEY, created_at TEXT NOT NULL, sent_at TEXT, body TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0, due_at TEXT, lease_until TEXT, error TEXT, dead_at TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (sent_at, created_at);
-"""
 
 
 def event_key(trigger: Trigger) -> str:
@@ -62,87 +30,8 @@ def event_key(trigger: Trigger) -> str:
     return claim_key(trigger)
 
 
-def _add_request_column(db: sqlite3.Connection) -> None:
-    """A ledger made before claims were bound to their request gets the column (NULL in old rows)."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
-    if "request" not in columns:
-        try:
-            db.execute("ALTER TABLE events ADD COLUMN request TEXT")
-        except sqlite3.OperationalError as exc:  # another process added it first
-            if "duplicate column" not in str(exc):
-                raise
-
-
-class SqliteLedger:
-    def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.timeout = timeout
-        self._local = threading.local()
-        self._memory: sqlite3.Connection | None = None
-        self._memory_lock = threading.RLock()
-        with self._memory_lock:
-            self._conn().executescript(SCHEMA)
-            _add_outbox_columns(self._conn())
-            _add_request_column(self._conn())
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes, not power loss
-        db.execute("PRAGMA wal_autocheckpoint=4000")  # fewer, larger checkpoints: less tail latency
-        db.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
-        return db
-
-    def _conn(self) -> sqlite3.Connection:
-        if self.path == ":memory:":
-            if self._memory is None:
-                self._memory = self._connect()
-            return self._memory
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = self._connect()
-            self._local.db = db
-        return db
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._memory_lock if self.path == ":memory:" else _nolock():
-            db = self._conn()
-            try:
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:  # database locked past the timeout
-                raise TransientError(f"ledger {self.path} is busy: {exc}") from exc
-            try:
-                yield db
-                db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:  # disk full, I/O error, locked: nothing of it was kept
-                self._rollback(db)
-                raise self._unwritable(exc) from exc
-            except BaseException:
-                self._rollback(db)
-                raise
-
-    def _rollback(self, db: sqlite3.Connection) -> None:
-        if db.in_transaction:  # a failed COMMIT may have rolled back already (SQLite's own choice)
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.OperationalError:
-                log.warning("ledger %s: rollback after a failed write failed too", self.path, exc_info=True)
-
-    def _unwritable(self, exc: sqlite3.OperationalError) -> TransientError:
-        """A write the file refused (SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY): transient, so the caller
-        answers 503 and Event Grid (or the client) retries when space or the lock is back."""
-        return TransientError(f"ledger {self.path} cannot be written now ({exc}); that write was not kept, retry later")
-
-    def _write(self, sql: str, params: tuple[object, ...]) -> int:
-        """One statement is its own atomic transaction (autocommit); returns the rows changed."""
-        with self._memory_lock if self.path == ":memory:" else _nolock():
-            try:
-                return int(self._conn().execute(sql, params).rowcount)
-            except sqlite3.OperationalError as exc:  # locked past the timeout, disk full
-                raise self._unwritable(exc) from exc
+class SqliteLedger(SqliteOutbox):
+    """Events, models and decisions; the outbox and the file's connections are its parts."""
 
     # ------------------------------------------------------------------ events
 
@@ -295,83 +184,6 @@ class SqliteLedger:
             db.execute("DELETE FROM outbox WHERE created_at < ?", (cutoff,))  # sent or not: kept for the retention
         return int(n)
 
-    # ------------------------------------------------------------------ outbox
-
-    def pending_notifications(self, limit: int) -> list[Notification]:
-        rows = (
-            self._conn()
-            .execute("SELECT body FROM outbox WHERE sent_at IS NULL ORDER BY created_at, id LIMIT ?", (limit,))
-            .fetchall()
-        )
-        return [Notification.from_dict(json.loads(r[0])) for r in rows]
-
-    def claim_notifications(self, limit: int, now: datetime, lease: timedelta) -> list[OutboxEntry]:
-        at = iso(now)
-        with self._tx() as db:  # the write lock: no other sender reads these rows unclaimed
-            rows = db.execute(
-                f"SELECT {_ENTRY} FROM outbox WHERE sent_at IS NULL AND (due_at IS NULL OR due_at <= ?) "
-                "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY created_at, id LIMIT ?",
-                (at, at, limit),
-            ).fetchall()
-            db.executemany("UPDATE outbox SET lease_until = ? WHERE id = ?", [(iso(now + lease), r[0]) for r in rows])
-        return [_entry(r) for r in rows]
-
-    def mark_notified(self, ids: Sequence[str], now: datetime) -> None:
-        if not ids:
-            return
-        with self._tx() as db:
-            db.executemany(
-                "UPDATE outbox SET sent_at = ?, lease_until = NULL WHERE id = ? AND sent_at IS NULL",
-                [(iso(now), i) for i in ids],
-            )
-
-    def fail_notification(
-        self, note_id: str, now: datetime, attempts: int, error: str, retry_at: datetime | None
-    ) -> None:
-        if retry_at is None:
-            sql = "UPDATE outbox SET attempts = ?, error = ?, sent_at = ?, dead_at = ?, lease_until = NULL"
-            params: tuple[object, ...] = (attempts, error, iso(now), iso(now))
-        else:
-            sql = "UPDATE outbox SET attempts = ?, error = ?, due_at = ?, lease_until = NULL"
-            params = (attempts, error, iso(retry_at))
-        self._write(f"{sql} WHERE id = ? AND sent_at IS NULL", (*params, note_id))
-
-    def notifications(self, dead: bool = False, limit: int = 50) -> list[OutboxEntry]:
-        where = "dead_at IS NOT NULL" if dead else "sent_at IS NULL"
-        rows = (
-            self._conn()
-            .execute(f"SELECT {_ENTRY} FROM outbox WHERE {where} ORDER BY created_at DESC, id LIMIT ?", (limit,))
-            .fetchall()
-        )
-        return [_entry(r) for r in rows]
-
-
-_ENTRY = "id, body, attempts, due_at, error, sent_at, dead_at"
-
-
-def _entry(row: Sequence[object]) -> OutboxEntry:
-    note = Notification.from_dict(json.loads(str(row[1])))
-    attempts = row[2] if isinstance(row[2], int) else 0
-    return OutboxEntry(note, attempts, str(row[3] or ""), str(row[4] or ""), str(row[5] or ""), row[6] is not None)
-
-
-def _add_outbox_columns(db: sqlite3.Connection) -> None:
-    """A ledger file from before the outbox kept attempts: its outbox gains the columns (empty)."""
-    have = {str(r[1]) for r in db.execute("PRAGMA table_info(outbox)")}
-    for column in (
-        "attempts INTEGER NOT NULL DEFAULT 0",
-        "due_at TEXT",
-        "lease_until TEXT",
-        "error TEXT",
-        "dead_at TEXT",
-    ):
-        if column.split()[0] not in have:
-            try:
-                db.execute(f"ALTER TABLE outbox ADD COLUMN {column}")
-            except sqlite3.OperationalError as exc:  # another process opening the file added it first
-                if "duplicate column" not in str(exc):
-                    raise
-
 
 _UPSERT_DECISION = (
     "INSERT INTO decisions (id, model, action, outcome, at, created_at, body) VALUES (?, ?, ?, ?, ?, ?, ?) "
@@ -413,8 +225,3 @@ def _event_of(record: DecisionRecord) -> str:
 def _decision_row(record: DecisionRecord) -> tuple[object, ...]:
     body = json.dumps(record.to_dict(), default=str)
     return (record.id, record.model, record.action, record.outcome, record.at, record.at, body)
-
-
-@contextmanager
-def _nolock() -> Iterator[None]:
-    yield

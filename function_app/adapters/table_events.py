@@ -1,0 +1,134 @@
+"""The Table ledger's events: an event is claimed by inserting its entity (insert-if-absent), an
+expired claim taken over by an update conditional on its ETag, and finished (``done``, with its
+decision ids) after the records it answers with are written."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
+
+from function_app.adapters.azure_errors import translated
+from function_app.adapters.table_decisions import TableDecisions
+from function_app.adapters.table_entities import etag_of
+from handlers.ports import Claim
+from handlers.records import DecisionRecord, cut, iso
+from handlers.signals import Trigger, claim_key
+
+
+def claim_of(entity: Mapping[str, Any]) -> Claim:
+    """An event entity as the claim it stores."""
+    return Claim(
+        str(entity.get("status") or ""),
+        tuple(json.loads(entity.get("decisions") or "[]")),
+        str(entity.get("received_at") or ""),
+        str(entity.get("event_type") or ""),
+        entity.get("request") or None,
+    )
+
+
+class TableEvents(TableDecisions):
+    """The ``events`` table: one entity per claim key (PartitionKey), RowKey ``""``. Finishing an
+    event writes its unwritten records first (:class:`TableDecisions`), then marks it done."""
+
+    def claim_event(self, trigger: Trigger, now: datetime, lease: timedelta) -> Claim:
+        key, until = claim_key(trigger), iso(now + lease)
+        entity = {
+            "PartitionKey": key,
+            "RowKey": "",
+            # informational copies (the key is a digest of the whole): cut to fit a string property
+            "source": cut(trigger.source),
+            "event_id": cut(trigger.event_id),
+            "event_type": cut(trigger.event_type),
+            "status": "processing",
+            "lease_until": until,
+            "decisions": "[]",
+            "received_at": iso(now),
+            # the request the key is bound to, inserted with the claim: of two requests racing for a
+            # key, the one whose insert got 409 reads the winner's binding
+            "request": trigger.request or "",
+        }
+        with translated(f"claiming event {trigger.event_id}"):
+            for _ in range(3):  # the entity can vanish between the 409 and the read (purged)
+                try:
+                    self.events.create_entity(entity)
+                    return Claim("new")
+                except ResourceExistsError:
+                    pass
+                try:
+                    existing = self.events.get_entity(key, "")
+                except ResourceNotFoundError:
+                    continue
+                if (existing.get("request") or None) != trigger.request:  # never taken over, never answered from
+                    return replace(claim_of(existing), status="reused")
+                if existing.get("status") == "done":
+                    return Claim("done", tuple(json.loads(existing.get("decisions") or "[]")))
+                lease_until = existing.get("lease_until") or ""
+                if lease_until and lease_until > iso(now):
+                    return Claim("busy")
+                try:  # take over the expired claim, unless another instance just did
+                    self.events.update_entity(
+                        {"PartitionKey": key, "RowKey": "", "lease_until": until},
+                        mode=UpdateMode.MERGE,
+                        etag=etag_of(existing),
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                    return Claim("retry")
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    return Claim("busy")
+        return Claim("busy")
+
+    def abandon_event(self, trigger: Trigger) -> None:
+        key = claim_key(trigger)
+        with translated(f"releasing the claim on event {trigger.event_id}"):
+            try:
+                existing = self.events.get_entity(key, "")
+                if existing.get("status") != "processing":
+                    return
+                self.events.update_entity(
+                    {"PartitionKey": key, "RowKey": "", "lease_until": ""},
+                    mode=UpdateMode.MERGE,
+                    etag=etag_of(existing),
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except (ResourceModifiedError, ResourceNotFoundError):
+                pass  # someone else took or finished it: nothing of ours to release
+
+    def finish_event(
+        self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()
+    ) -> list[DecisionRecord]:
+        stored = [self.put_decision(record) for record in records]  # first the records, then "done"
+        with translated(f"finishing event {trigger.event_id}"):
+            self.events.upsert_entity(
+                {
+                    "PartitionKey": claim_key(trigger),
+                    "RowKey": "",
+                    "status": "done",
+                    "lease_until": "",
+                    "decisions": json.dumps(list(decision_ids)),
+                    "finished_at": iso(now),
+                },
+                mode=UpdateMode.MERGE,
+            )
+        return stored
+
+    def event_claim(self, trigger: Trigger) -> Claim | None:
+        with translated(f"reading event {trigger.event_id}"):
+            try:
+                return claim_of(self.events.get_entity(claim_key(trigger), ""))
+            except ResourceNotFoundError:
+                return None
+
+    def event_status(self, trigger: Trigger) -> tuple[str, list[str]] | None:
+        with translated(f"reading event {trigger.event_id}"):
+            try:
+                entity = self.events.get_entity(claim_key(trigger), "", select=["status", "decisions"])
+            except ResourceNotFoundError:
+                return None
+        return str(entity["status"]), list(json.loads(entity.get("decisions") or "[]"))
