@@ -31,9 +31,10 @@ from handlers.idempotency import bound_to, check_binding, key_reused, legacy_rec
 from handlers.keys import digest
 from handlers.ports import Claim, Deployments, Ledger
 from handlers.records import DecisionRecord, Flight, ModelState, iso
-from handlers.rollout import progress
-from handlers.rollout.progress import ROLLOUT, Transition, fmt
+from handlers.rollout import changes
+from handlers.rollout.progress import ROLLOUT, RolloutProgress, Transition
 from handlers.rollout.stepper import RolloutStepper
+from handlers.rollout.traffic import PROVISIONED, fmt, live
 from handlers.signals import Trigger
 
 if TYPE_CHECKING:
@@ -67,13 +68,13 @@ class Facts:
 
 @dataclass(frozen=True)
 class Planned:
-    """The transition to write into ``flight`` (``start``: the rollout data to lay over the
+    """The transition to write into ``flight`` (``start``: the rollout's progress to lay over the
     flight's; ``opens``: the flight is new, a rollback to the kept traffic)."""
 
     flight: Flight
     transition: Transition
     endpoint: str
-    start: dict[str, Any] | None = None
+    start: RolloutProgress | None = None
     opens: bool = False
     written: bool = False  # written ahead already by this same request (a retry after a crash)
 
@@ -105,8 +106,9 @@ def plan(request: OperatorRequest, state: ModelState, facts: Facts, now: datetim
             return _to_kept(request, state, facts, now)
         return Refused(f"no rollout of {request.model} is in flight; nothing to {request.action}")
     endpoint, _, candidate = str(flight.job).partition("/")
-    data = progress.data_of(flight) or {}
-    pending = progress.pending_of(flight)
+    held = RolloutProgress.of(flight)
+    data = held or RolloutProgress()
+    pending = data.pending
     if pending is not None:
         if pending.trigger and pending.trigger.get("event_id") == request.trigger.event_id:
             return Planned(flight, pending, endpoint, written=True)
@@ -114,22 +116,19 @@ def plan(request: OperatorRequest, state: ModelState, facts: Facts, now: datetim
             f"a {pending.kind} transition of the rollout of {flight.job} is being carried out; try again after "
             "the next reconciler pass"
         )
-    step, steps = int(data.get("step", -1)), [int(p) for p in data.get("steps") or []]
-    at = f"at step {step + 1} of {len(steps)} ({steps[step]}%)" if 0 <= step < len(steps) else "before its first step"
-    paused = data.get("paused")
+    step, steps, at, paused = data.step, data.steps, data.at, data.paused
 
     def moved(
-        kind: str, target: dict[str, int] | None, reason: str, start: dict[str, Any] | None = None, **details: Any
+        kind: str, target: dict[str, int] | None, reason: str, start: RolloutProgress | None = None, **details: Any
     ) -> Planned:
-        """The transition at the current step; a flight without rollout data yet gets the minimum."""
+        """The transition at the current step; a flight without rollout progress yet gets the minimum."""
         t = Transition.of(request.model, flight, kind, step, step, target, reason + said, trigger=trig, **details)
-        base: dict[str, Any] = {"endpoint": endpoint, "deployment": candidate, "steps": [], "step": -1}
-        return Planned(flight, t, endpoint, start or (None if data else base))
+        return Planned(flight, t, endpoint, start or (None if held else RolloutProgress(endpoint, candidate)))
 
     if request.action == "pause":
         if paused:
             return Refused(f"the rollout of {flight.job} is paused already (since {paused.get('at')}); resume it")
-        stays = f"traffic stays {fmt(data.get('traffic'))}" if data.get("traffic") else "no traffic was shifted yet"
+        stays = f"traffic stays {fmt(data.traffic)}" if data.traffic else "no traffic was shifted yet"
         return moved("pause", None, f"rollout of {flight.job} paused {at}; {stays}")
     if request.action == "resume":
         if not paused:
@@ -137,19 +136,19 @@ def plan(request: OperatorRequest, state: ModelState, facts: Facts, now: datetim
         restarts = "; its bake starts again" if step >= 0 else ""
         return moved("resume", None, f"rollout of {flight.job} resumed {at}{restarts}")
     if request.action == "promote":
-        start: dict[str, Any] | None = None
-        before: Any = data.get("traffic")
+        start: RolloutProgress | None = None
+        before = data.traffic
         if step < 0:
             state_now = facts.provisioning
-            if state_now is None or state_now.lower() != progress.PROVISIONED:
+            if state_now is None or state_now.lower() != PROVISIONED:
                 return Refused(
                     f"the deployment {flight.job} is {state_now or 'missing'}, not provisioned; promote it once it is"
                 )
-            before = progress.live(facts.traffic or {})
-            start = {"endpoint": endpoint, "deployment": candidate, "steps": [], "original": before, "step": -1}
+            before = live(facts.traffic or {})
+            start = RolloutProgress(endpoint, candidate, original=before)
         target = {candidate: 100}
         skipped = [f"{p}%" for p in steps[step + 1 :]] if step >= 0 else [f"{p}%" for p in steps]
-        demoted = sorted(d for d, pct in (data.get("original") or before or {}).items() if d != candidate and pct)
+        demoted = sorted(d for d, pct in (data.original or before or {}).items() if d != candidate and pct)
         return moved(
             "promote-now",
             target,
@@ -159,7 +158,7 @@ def plan(request: OperatorRequest, state: ModelState, facts: Facts, now: datetim
             endpoint=endpoint,
             demoted=demoted,  # retired after deploy.retire_after, their monitors follow the candidate
         )
-    original: Any = data.get("original")
+    original = data.original
     if step < 0 or not original:
         return moved(
             "manual-rollback", None, f"rollout of {flight.job} rolled back before any traffic; traffic never changed"
@@ -185,7 +184,7 @@ def _to_kept(request: OperatorRequest, state: ModelState, facts: Facts, now: dat
             f"on endpoint {endpoint} (retired?); nothing to roll back to"
         )
     target = rescaled(left)
-    current = progress.live(facts.traffic or {})
+    current = live(facts.traffic or {})
     main = max(target, key=lambda d: (target[d], d))
     decision = f"op-{digest('operate', request.model, 'rollback', request.trigger.event_id)}"
     flight = Flight(decision, iso(now), "submitted", f"{endpoint}/{main}")
@@ -203,16 +202,8 @@ def _to_kept(request: OperatorRequest, state: ModelState, facts: Facts, now: dat
         trigger=request.trigger.as_dict(),
         kept=dict(kept),
     )
-    data = {
-        "endpoint": endpoint,
-        "deployment": main,
-        "steps": [],
-        "original": current,
-        "step": -1,
-        "restores_kept": True,
-        "pending": transition.to_dict(),
-    }
-    return Planned(replace(flight, data={ROLLOUT: data}), transition, endpoint, opens=True)
+    progress = RolloutProgress(endpoint, main, original=current, restores_kept=True, pending=transition)
+    return Planned(progress.kept_in(flight), transition, endpoint, opens=True)
 
 
 def rescaled(traffic: Mapping[str, int]) -> dict[str, int]:
@@ -326,8 +317,8 @@ class Operator:
         """Only what the rule needs for this action, read through the Deployments port."""
         flight = state.flights.get(ROLLOUT)
         if flight is not None and flight.job:
-            data = progress.data_of(flight) or {}
-            if request.action == "promote" and int(data.get("step", -1)) < 0:
+            progress = RolloutProgress.of(flight)
+            if request.action == "promote" and (progress is None or progress.step < 0):
                 endpoint, _, candidate = flight.job.partition("/")
                 return Facts(
                     self.deployments.deployment_state(endpoint, candidate), self.deployments.endpoint_traffic(endpoint)
@@ -339,7 +330,7 @@ class Operator:
         existing = frozenset(
             d
             for d in dict(state.kept.get("traffic") or {})
-            if (self.deployments.deployment_state(endpoint, d) or "").lower() == progress.PROVISIONED
+            if (self.deployments.deployment_state(endpoint, d) or "").lower() == PROVISIONED
         )
         return Facts(None, self.deployments.endpoint_traffic(endpoint), existing)
 
@@ -350,7 +341,7 @@ class Operator:
         elif planned.written:
             ok = True
         else:
-            ok = self.ledger.update_model(model, lambda s: progress.begin(s, flight.decision, t, planned.start))
+            ok = self.ledger.update_model(model, lambda s: changes.begin(s, flight.decision, t, planned.start))
         if not ok:
             raise NotApplicable(
                 f"the rollout of {model} changed meanwhile; look at it again (GET /api/models) and retry"

@@ -25,7 +25,8 @@ from handlers.inputs import check_manual
 from handlers.keys import ci_get
 from handlers.plans import Skip, decision_id
 from handlers.ports import Ledger
-from handlers.records import DecisionRecord, ModelState, from_iso, iso
+from handlers.records import DecisionRecord, ModelState, iso
+from handlers.rollout.progress import RolloutProgress
 from handlers.signals import TAG_DECISION, TAG_MODEL, ManualRequest, RunFinished, Signal
 
 if TYPE_CHECKING:
@@ -229,7 +230,12 @@ class RetrainService:
         return [self.model_view(name, self.ledger.get_model(name), now) for name in self.policy.models]
 
     def _explain_flights(
-        self, name: str, state: ModelState, flights: dict[str, dict[str, Any]], progress: Any, now: datetime
+        self,
+        name: str,
+        state: ModelState,
+        flights: dict[str, dict[str, Any]],
+        progress: RolloutProgress | None,
+        now: datetime,
     ) -> None:
         """What an operator wants beside a flight: the retrain's job link; the rollout's bake and the
         history of its steps with the health numbers each was judged on."""
@@ -241,7 +247,7 @@ class RetrainService:
         decision = state.flights["rollout"].decision
         mp = self.policy.models.get(name)
         rule = mp.deploy.rollout if mp is not None and mp.deploy is not None else None
-        started = from_iso(progress.get("step_started")) if isinstance(progress, dict) else None
+        started = progress.started if progress is not None else None
         if rule is not None:
             flights["rollout"]["bake_s"] = rule.bake.total_seconds()
             flights["rollout"]["bake_until"] = iso(started + rule.bake) if started is not None else None
@@ -266,19 +272,21 @@ class RetrainService:
         last = self.ledger.decisions(name, 1)
         until = guards.cooldown_until(state, self.policy.cooldown(name))
         in_cooldown = until is not None and now < until
-        flights = {
+        flights: dict[str, dict[str, Any]] = {
             k: {"decision": f.decision, "status": f.status, "job": f.job, "since": f.since}
             for k, f in state.flights.items()
         }
-        progress = state.flights["rollout"].data.get("rollout") if "rollout" in state.flights else None
-        if isinstance(progress, dict):  # where the rollout stands: its step, traffic and any pause
-            flights["rollout"].update({k: progress.get(k) for k in ("step", "steps", "traffic", "paused")})
+        progress = RolloutProgress.of(state.flights.get("rollout"))
+        if progress is not None:  # where the rollout stands: its step, traffic and any pause
+            flights["rollout"].update(
+                step=progress.step, steps=list(progress.steps), traffic=progress.traffic, paused=progress.paused
+            )
         self._explain_flights(name, state, flights, progress, now)
         status = (
             "retraining"
             if "retrain" in flights
             else "rollout paused"
-            if isinstance(progress, dict) and progress.get("paused")
+            if progress is not None and progress.paused
             else "rolling out"
             if "rollout" in flights
             else "cooldown"

@@ -125,6 +125,41 @@ def test_the_reconciler_and_the_stepper_never_receive_the_service() -> None:
     )
 
 
+def test_rollout_progress_is_read_from_its_flight_in_one_place() -> None:
+    """Only :class:`handlers.rollout.progress.RolloutProgress` reads or writes a flight's
+    ``data["rollout"]``, and only it knows the keys that exist there alone; everything else reads
+    its typed fields."""
+    offenders = []
+    paths = [
+        *(REPO / "handlers").rglob("*.py"),
+        *(REPO / "function_app").rglob("*.py"),
+        *(REPO / "bench").rglob("*.py"),
+    ]
+    for path in [*paths, REPO / "main.py"]:
+        if path == REPO / "handlers" / "rollout" / "progress.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            key: ast.expr | None = None
+            if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr == "data":
+                key = node.slice
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get"
+                and isinstance(node.func.value, ast.Attribute)
+                and node.func.value.attr == "data"
+                and node.args
+            ):
+                key = node.args[0]
+            if (isinstance(key, ast.Constant) and key.value == "rollout") or (
+                isinstance(key, ast.Name) and key.id == "ROLLOUT"
+            ):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: reads a flight's rollout data")
+            if isinstance(node, ast.Constant) and node.value in ("step_started", "restores_kept"):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
+    assert offenders == []
+
+
 def _index_like_the_worker() -> tuple[list[str], dict[str, list[dict[str, object]]]]:
     """Import the root script by its stem from the repo root, in a fresh interpreter, as the worker does."""
     code = (

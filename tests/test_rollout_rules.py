@@ -14,8 +14,8 @@ from handlers.errors import PolicyError
 from handlers.operate import Facts, OperatorRequest, Refused, plan
 from handlers.policy import RolloutRule, parse_policy
 from handlers.records import Flight, ModelState
-from handlers.rollout import progress
-from handlers.rollout.progress import Transition
+from handlers.rollout import changes, traffic
+from handlers.rollout.progress import KINDS, ROLLS_OUT, RolloutProgress, Transition
 from handlers.signals import Trigger
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -25,13 +25,13 @@ NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 
 def test_the_candidate_takes_its_step_and_the_champion_keeps_the_rest() -> None:
-    assert progress.split({"blue": 100}, "cand", 10) == {"cand": 10, "blue": 90}
-    assert progress.split({"blue": 100}, "cand", 100) == {"cand": 100}
+    assert traffic.split({"blue": 100}, "cand", 10) == {"cand": 10, "blue": 90}
+    assert traffic.split({"blue": 100}, "cand", 100) == {"cand": 100}
 
 
 def test_the_rest_is_shared_in_proportion_to_what_each_deployment_had() -> None:
-    assert progress.split({"blue": 60, "green": 40}, "cand", 50) == {"cand": 50, "blue": 30, "green": 20}
-    assert progress.split({"blue": 80, "green": 20, "idle": 0}, "cand", 10) == {"cand": 10, "blue": 72, "green": 18}
+    assert traffic.split({"blue": 60, "green": 40}, "cand", 50) == {"cand": 50, "blue": 30, "green": 20}
+    assert traffic.split({"blue": 80, "green": 20, "idle": 0}, "cand", 10) == {"cand": 10, "blue": 72, "green": 18}
 
 
 @pytest.mark.parametrize("original", [{"a": 1, "b": 1, "c": 1}, {"a": 33, "b": 33, "c": 34}, {"a": 7, "b": 93}])
@@ -39,13 +39,13 @@ def test_the_rest_is_shared_in_proportion_to_what_each_deployment_had() -> None:
 def test_a_split_always_sums_to_100_and_gives_the_candidate_exactly_its_step(
     original: dict[str, int], percent: int
 ) -> None:
-    out = progress.split(original, "cand", percent)
+    out = traffic.split(original, "cand", percent)
     assert sum(out.values()) == 100 and out["cand"] == percent and all(v > 0 for v in out.values())
 
 
 def test_zero_traffic_deployments_are_the_same_as_absent_ones() -> None:
-    assert progress.live({"blue": 100, "cand": 0}) == progress.live({"blue": 100})
-    assert progress.live({"blue": 90, "cand": 10}) != progress.live({"blue": 100})
+    assert traffic.live({"blue": 100, "cand": 0}) == traffic.live({"blue": 100})
+    assert traffic.live({"blue": 90, "cand": 10}) != traffic.live({"blue": 100})
 
 
 # --------------------------------------------------------------------------- the policy's health rule
@@ -78,13 +78,13 @@ def submitted(data: dict[str, Any] | None = None) -> ModelState:
 def test_a_transition_is_written_ahead_once_and_committed_once() -> None:
     state = submitted()
     pending = Transition.of("m", state.flights["rollout"], "step", 0, -1, {"blue": 90, "cand": 10}, "why")
-    start = {"steps": [10, 50, 100], "original": {"blue": 100}, "step": -1}
-    written, ok = progress.begin(state, "de-1", pending, start)
+    start = RolloutProgress(steps=(10, 50, 100), original={"blue": 100}, step=-1)
+    written, ok = changes.begin(state, "de-1", pending, start)
     assert ok and written is not None
-    assert progress.begin(written, "de-1", pending, start) == (None, False)  # one pending at a time
-    assert progress.begin(written, "de-other", pending) == (None, False)
+    assert changes.begin(written, "de-1", pending, start) == (None, False)  # one pending at a time
+    assert changes.begin(written, "de-other", pending) == (None, False)
 
-    committed, ok = progress.commit(written, "de-1", pending.id, NOW)
+    committed, ok = changes.commit(written, "de-1", pending.id, NOW)
     assert ok and committed is not None
     data = committed.flights["rollout"].data["rollout"]
     assert (data["step"], data["traffic"], data["step_started"], data["pending"]) == (
@@ -93,16 +93,16 @@ def test_a_transition_is_written_ahead_once_and_committed_once() -> None:
         "2026-11-25T10:00:00.000Z",
         None,
     )
-    assert progress.commit(committed, "de-1", pending.id, NOW) == (None, False)
+    assert changes.commit(committed, "de-1", pending.id, NOW) == (None, False)
 
 
 def test_a_promotion_or_rollback_commits_by_freeing_the_slot() -> None:
     state = submitted({"steps": [100], "original": {"blue": 100}, "step": 0, "step_started": "x", "pending": None})
     for kind in ("promote", "rollback"):
         pending = Transition.of("m", state.flights["rollout"], kind, 0, 0, None, "why")
-        written, _ = progress.begin(state, "de-1", pending)
+        written, _ = changes.begin(state, "de-1", pending)
         assert written is not None
-        freed, ok = progress.commit(written, "de-1", pending.id, NOW)
+        freed, ok = changes.commit(written, "de-1", pending.id, NOW)
         assert ok and freed is not None and freed.flights == {}
 
 
@@ -124,9 +124,9 @@ def test_a_transition_comes_back_from_the_flight_exactly() -> None:
 def test_a_transition_decided_on_a_step_that_has_moved_on_is_not_written() -> None:
     state = submitted({"steps": [10, 100], "original": {"b": 100}, "step": 1, "step_started": "x", "pending": None})
     stale = Transition.of("m", state.flights["rollout"], "rollback", 0, 0, {"b": 100}, "why")
-    assert progress.begin(state, "de-1", stale) == (None, False)
+    assert changes.begin(state, "de-1", stale) == (None, False)
     current = replace(stale, from_step=1)
-    written, ok = progress.begin(state, "de-1", current)
+    written, ok = changes.begin(state, "de-1", current)
     assert ok and written is not None and written.flights["rollout"].data["rollout"]["pending"] == current.to_dict()
 
 
@@ -149,9 +149,9 @@ def carried(state: ModelState, kind: str, target: dict[str, int] | None = None) 
     flight = state.flights["rollout"]
     step = int(flight.data["rollout"]["step"])
     pending = Transition.of("m", flight, kind, step, step, target, "why", trigger={"event_id": "req-1"})
-    written, ok = progress.begin(state, "de-1", pending)
+    written, ok = changes.begin(state, "de-1", pending)
     assert ok and written is not None
-    done, ok = progress.commit(written, "de-1", pending.id, NOW)
+    done, ok = changes.commit(written, "de-1", pending.id, NOW)
     assert ok and done is not None
     return done
 
@@ -182,7 +182,7 @@ def test_an_operator_s_transition_has_an_id_of_its_own_request_and_records_its_t
     two = Transition.of("m", flight, "pause", 0, 0, None, "why", trigger={"event_id": "req-2", "source": "http"})
     assert one.id != two.id and one.id.startswith("pa-")
     assert Transition.from_dict(json.loads(json.dumps(one.to_dict()))) == one
-    record = progress.record_of("m", flight, one, NOW)
+    record = changes.record_of("m", flight, one, NOW)
     assert (record.action, record.trigger["event_id"]) == ("pause", "req-1")
 
 
@@ -192,3 +192,142 @@ def test_an_operator_s_action_waits_for_a_deployment_still_being_started() -> No
         request = OperatorRequest(Trigger("http", f"r-{action}", f"ManualRequest.{action}"), "m", action, "x")
         got = plan(request, reserved, Facts(), NOW)
         assert isinstance(got, Refused) and "still being started" in got.why
+
+
+# --------------------------------------------------------------------------- the stored shape
+
+PENDING = {
+    "id": "rs-0a1b",
+    "kind": "step",
+    "step": 0,
+    "from": -1,
+    "target": {"blue": 90, "cand": 10},
+    "reason": "deployment ep/cand is provisioned; step 1 of 3: traffic {blue: 100%} -> {blue: 90%, cand: 10%}",
+    "details": {"original": {"blue": 100}},
+    "trigger": None,
+}
+# the progress as the previous version wrote it into the flight, at each point of a rollout
+STORED = {
+    "first step written ahead": {
+        "endpoint": "ep",
+        "deployment": "cand",
+        "steps": [10, 50, 100],
+        "original": {"blue": 100},
+        "step": -1,
+        "traffic": {"blue": 100},
+        "pending": PENDING,
+    },
+    "at a step, paused": {
+        "endpoint": "ep",
+        "deployment": "cand",
+        "steps": [10, 50, 100],
+        "original": {"blue": 100},
+        "step": 0,
+        "traffic": {"blue": 90, "cand": 10},
+        "step_started": "2026-11-25T09:30:00.000Z",
+        "held": None,
+        "pending": None,
+        "paused": {"at": "2026-11-25T09:40:00.000Z", "by": {"name": "ada"}, "decision": "pa-77"},
+    },
+    "held at a step": {
+        "endpoint": "ep",
+        "deployment": "cand",
+        "steps": [10, 100],
+        "original": {"blue": 60, "green": 40},
+        "step": 0,
+        "traffic": {"blue": 54, "cand": 10, "green": 36},
+        "step_started": "2026-11-25T09:30:00.000Z",
+        "held": 0,
+        "pending": None,
+    },
+    "an operator's pause before the first step": {
+        "endpoint": "ep",
+        "deployment": "cand",
+        "steps": [],
+        "step": -1,
+        "pending": {**PENDING, "id": "pa-1", "kind": "pause", "target": None, "trigger": {"event_id": "req-1"}},
+    },
+    "a rollback to the kept traffic": {
+        "endpoint": "ep",
+        "deployment": "blue",
+        "steps": [],
+        "original": {"cand": 100},
+        "step": -1,
+        "restores_kept": True,
+        "pending": {**PENDING, "id": "mr-1", "kind": "manual-rollback", "target": {"blue": 100}},
+    },
+}
+
+
+@pytest.mark.parametrize("stored", STORED.values(), ids=list(STORED))
+def test_progress_stored_by_the_previous_version_loads_and_is_written_back_in_the_same_shape(
+    stored: dict[str, Any],
+) -> None:
+    loaded = RolloutProgress.from_dict(json.loads(json.dumps(stored)))
+    written = json.loads(json.dumps(loaded.to_dict()))
+    assert {k: written[k] for k in stored} == stored  # every key it had, with the same value
+    assert all(written[k] is None for k in set(written) - set(stored))  # what a .get of it gave: None
+    assert RolloutProgress.from_dict(written) == loaded
+    flight = Flight("de-1", "2026-11-25T09:00:00.000Z", "submitted", "ep/cand", data={"rollout": stored})
+    assert RolloutProgress.of(flight) == loaded and RolloutProgress.of(replace(flight, data={})) is None
+
+
+def test_progress_is_written_under_the_keys_the_previous_version_reads() -> None:
+    full = RolloutProgress(
+        "ep",
+        "cand",
+        (10, 100),
+        {"blue": 100},
+        0,
+        {"blue": 90, "cand": 10},
+        "2026-11-25T09:30:00.000Z",
+        0,
+        {"at": "x", "by": None, "decision": "pa-1"},
+        Transition.from_dict(PENDING),
+        True,
+    )
+    assert full.to_dict() == {
+        "endpoint": "ep",
+        "deployment": "cand",
+        "steps": [10, 100],
+        "original": {"blue": 100},
+        "step": 0,
+        "traffic": {"blue": 90, "cand": 10},
+        "step_started": "2026-11-25T09:30:00.000Z",
+        "held": 0,
+        "paused": {"at": "x", "by": None, "decision": "pa-1"},
+        "pending": PENDING,
+        "restores_kept": True,
+    }
+
+
+def test_a_flight_stored_by_the_previous_version_moves_on() -> None:
+    state = submitted(STORED["held at a step"])
+    flight = state.flights["rollout"]
+    moved = Transition.of("m", flight, "step", 1, 0, {"cand": 100}, "why")
+    written, ok = changes.begin(state, "de-1", moved)
+    assert ok and written is not None
+    done, ok = changes.commit(written, "de-1", moved.id, NOW)
+    assert ok and done is not None
+    data = done.flights["rollout"].data["rollout"]
+    assert (data["step"], data["traffic"], data["held"], data["original"]) == (
+        1,
+        {"cand": 100},
+        None,
+        {"blue": 60, "green": 40},
+    )
+
+
+def test_each_kind_of_transition_is_one_row_of_one_table() -> None:
+    assert set(KINDS) == {"step", "hold", "promote", "rollback", "pause", "resume", "promote-now", "manual-rollback"}
+    assert {k for k, row in KINDS.items() if row.then is None} == {"promote", "rollback", "promote-now", "manual-rollback"}
+    assert {k for k, row in KINDS.items() if row.promotes} == {"promote", "promote-now"}
+    assert {k for k, row in KINDS.items() if row.rolls_back} == {"rollback", "manual-rollback"}
+    assert len({row.prefix for row in KINDS.values()}) == len(KINDS)  # record ids of two kinds never meet
+    assert {"deploy", "rollout", "promote", "pause", "resume"} == ROLLS_OUT
+    flight = submitted().flights["rollout"]
+    for kind, row in KINDS.items():
+        t = Transition.of("m", flight, kind, 0, 0, None, "why")
+        record = changes.record_of("m", flight, t, NOW)
+        assert (t.id[:3], record.action) == (f"{row.prefix}-", row.action)
+        assert record.outcome == ("skipped" if kind == "hold" else "submitted")

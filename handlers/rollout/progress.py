@@ -1,5 +1,7 @@
-"""A rollout's steps, as pure rules: the traffic split of each step and the changes to a model's
-rollout flight that the ledger applies atomically (the health verdict is :mod:`handlers.analysis`'s).
+"""A rollout's progress and its transitions, as values: where a rollout stands
+(:class:`RolloutProgress`, kept in its flight), one move of it (:class:`Transition`), and the one
+table of transition kinds (:data:`KINDS`) that says everything the service does differently for
+each kind.
 
 A passing candidate becomes a deployment at 0% beside the live one (its rollout flight is
 ``submitted``). The reconciler then moves it on, one transition per pass
@@ -10,87 +12,43 @@ step's window is judged against the baseline: healthy after the ``bake`` -> the 
 the traffic it had before the rollout, the flight is released). An operator's ``pause``, ``resume``,
 ``promote-now`` and ``manual-rollback`` (:mod:`handlers.operate`) are transitions like the others.
 
-Every transition (:class:`Transition`) is written ahead into the flight (``data["rollout"]["pending"]``) before it
-touches Azure, carried out, recorded under a deterministic id, then committed. A crash anywhere
-leaves the pending transition for the next pass, which carries out the same one again: the same
-traffic (which the adapter does not send twice), the same record id.
+Every transition is written ahead into the flight (:attr:`RolloutProgress.pending`) before it
+touches Azure, carried out, recorded under a deterministic id, then committed
+(:mod:`handlers.rollout.changes`). A crash anywhere leaves the pending transition for the next pass,
+which carries out the same one again: the same traffic (which the adapter does not send twice), the
+same record id.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from handlers.keys import digest
-from handlers.records import DecisionRecord, Flight, ModelState, iso
+from handlers.records import Flight, from_iso
+from handlers.rollout.traffic import fmt
 
-ROLLOUT = "rollout"  # the flight kind (handlers.guards.ROLLOUT)
+ROLLOUT = "rollout"  # the flight kind (handlers.guards.ROLLOUT), and the key of its progress in the flight's data
 RECONCILER = "reconciler"
-PROVISIONED = "succeeded"
-PROVISIONING_FAILED = frozenset({"failed", "canceled", "cancelled"})
-
-# kind of a transition -> (decision record action, id prefix)
-_RECORDS = {
-    "step": ("rollout", "rs"),
-    "promote": ("promote", "pr"),
-    "rollback": ("rollback", "rb"),
-    "hold": ("rollout", "rh"),
-    "pause": ("pause", "pa"),  # an operator's: the reconciler leaves the rollout as it is
-    "resume": ("resume", "re"),  # an operator's: the step goes on, its bake restarted
-    "promote-now": ("promote", "pn"),  # an operator's: the candidate gets 100% now
-    "manual-rollback": ("rollback", "mr"),  # an operator's: the original (or the kept) traffic back
-}
-ENDS = frozenset({"promote", "rollback", "promote-now", "manual-rollback"})  # kinds that free the slot
-PROMOTES = frozenset({"promote", "promote-now"})
-ROLLS_BACK = frozenset({"rollback", "manual-rollback"})
 
 
-# --------------------------------------------------------------------------- traffic
+def _split_of(value: Any) -> dict[str, int] | None:
+    return None if value is None else {str(k): int(v) for k, v in dict(value).items()}
 
 
-def split(original: dict[str, int], candidate: str, percent: int) -> dict[str, int]:
-    """The candidate gets ``percent``; the rest is shared among the deployments that had traffic
-    before the rollout, in proportion to what they had (largest remainder, so it sums to 100).
-    Deployments that had 0% keep 0% and are left out."""
-    others = {d: p for d, p in sorted(original.items()) if d != candidate and p > 0}
-    rest = 100 - percent
-    total = sum(others.values())
-    if not others or rest <= 0:  # nobody else served: nothing to share (start_deploy needs a live deployment)
-        return {candidate: 100}
-    out = {candidate: percent}
-    exact = {d: rest * p / total for d, p in others.items()}
-    shares = {d: int(v) for d, v in exact.items()}
-    left = rest - sum(shares.values())
-    for d in sorted(exact, key=lambda d: (-(exact[d] - shares[d]), -others[d], d))[:left]:
-        shares[d] += 1
-    out.update({d: s for d, s in shares.items() if s > 0})
-    return out
-
-
-def live(traffic: Mapping[str, Any]) -> dict[str, int]:
-    """The deployments that get traffic, name -> percent: one at 0% is the same as one left out."""
-    return {str(k): int(v) for k, v in traffic.items() if int(v) > 0}
-
-
-# --------------------------------------------------------------------------- the flight's rollout data
-
-
-def data_of(flight: Flight) -> dict[str, Any] | None:
-    """The rollout's progress kept in the flight: None until the first step is written."""
-    data = flight.data.get(ROLLOUT)
-    return dict(data) if isinstance(data, dict) else None
+# --------------------------------------------------------------------------- a transition
 
 
 @dataclass(frozen=True)
 class Transition:
     """One move of a rollout, decided on the step ``from_step`` (-1: before the first step) and written
-    ahead into the flight before it touches Azure: ``kind`` step (to ``steps[step]``), promote,
-    rollback or hold; ``target`` the traffic to set (None: leave the traffic as it is). Its record id
-    depends only on the model, the deploy decision, the kind and the step, so a pass that carries out
-    a transition a dead pass left pending writes the same record. An operator's transition carries
-    the ``trigger`` of the request (who asked), and its id depends on that request too."""
+    ahead into the flight before it touches Azure: ``kind`` one of :data:`KINDS`; ``target`` the
+    traffic to set (None: leave the traffic as it is). Its record id depends only on the model, the
+    deploy decision, the kind and the step, so a pass that carries out a transition a dead pass left
+    pending writes the same record. An operator's transition carries the ``trigger`` of the request
+    (who asked), and its id depends on that request too."""
 
     id: str
     kind: str
@@ -115,7 +73,7 @@ class Transition:
         trigger: Mapping[str, Any] | None = None,
         **details: Any,
     ) -> Transition:
-        prefix = _RECORDS[kind][1]
+        prefix = KINDS[kind].prefix
         asked = () if trigger is None else (str(trigger.get("event_id")),)
         return cls(
             id=f"{prefix}-{digest(ROLLOUT, model, flight.decision, kind, str(step), *asked)}",
@@ -127,6 +85,11 @@ class Transition:
             details={k: v for k, v in details.items() if v is not None},
             trigger=None if trigger is None else dict(trigger),
         )
+
+    @property
+    def row(self) -> Kind:
+        """Its kind's row in :data:`KINDS`."""
+        return KINDS[self.kind]
 
     def replaced_by_rollback(self, model: str, flight: Flight, original: dict[str, int] | None, why: str) -> Transition:
         """The rollback that takes this transition's place when Azure refused it for good."""
@@ -160,139 +123,184 @@ class Transition:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Transition:
         """A transition as the flight keeps it (raises KeyError, TypeError or ValueError otherwise)."""
-        target = data["target"]
         return cls(
             id=str(data["id"]),
             kind=str(data["kind"]),
             step=int(data["step"]),
             from_step=int(data.get("from", data["step"])),
-            target=None if target is None else {str(k): int(v) for k, v in dict(target).items()},
+            target=_split_of(data["target"]),
             reason=str(data["reason"]),
             details=dict(data.get("details") or {}),
             trigger=dict(data["trigger"]) if data.get("trigger") else None,
         )
 
 
-def fmt(traffic: Mapping[str, int] | None) -> str:
-    """A split for people: ``{blue: 90%, cand: 10%}``, largest first."""
-    if not traffic:
-        return "{}"
-    return "{" + ", ".join(f"{d}: {p}%" for d, p in sorted(traffic.items(), key=lambda kv: (-kv[1], kv[0]))) + "}"
+# --------------------------------------------------------------------------- the progress
 
 
-def pending_of(flight: Flight) -> Transition | None:
-    """The transition written ahead into ``flight`` and not committed yet."""
-    data = data_of(flight)
-    pending = (data or {}).get("pending")
-    return Transition.from_dict(pending) if pending else None
+@dataclass(frozen=True)
+class RolloutProgress:
+    """Where a rollout stands, as its flight keeps it (``flight.data["rollout"]``, written by
+    :meth:`to_dict`, read by :meth:`from_dict`: the stored shape is the one every earlier version
+    wrote, so ledgers written by them load).
+
+    ``endpoint``/``deployment``: the candidate; ``steps``: its traffic percentages; ``original``: the
+    endpoint's traffic before the rollout (None until the first step is decided); ``step``: the
+    current step (-1: before the first); ``traffic``: what the current step set; ``step_started``:
+    when its bake started (``iso``); ``held``: the step a hold was recorded at (once per step);
+    ``paused``: an operator's pause (``at``, ``by``, ``decision``); ``pending``: the transition
+    written ahead and not committed yet; ``restores_kept``: an operator's rollback to the traffic the
+    last promotion replaced (its commit forgets :attr:`handlers.records.ModelState.kept`)."""
+
+    endpoint: str = ""
+    deployment: str = ""
+    steps: tuple[int, ...] = ()
+    original: dict[str, int] | None = None
+    step: int = -1
+    traffic: dict[str, int] | None = None
+    step_started: str | None = None
+    held: int | None = None
+    paused: dict[str, Any] | None = None
+    pending: Transition | None = None
+    restores_kept: bool = False
+
+    @property
+    def started(self) -> datetime | None:
+        """When the current step's bake started."""
+        return from_iso(self.step_started)
+
+    @property
+    def at(self) -> str:
+        """Where it stands, for people: ``at step 2 of 3 (50%)`` or ``before its first step``."""
+        if 0 <= self.step < len(self.steps):
+            return f"at step {self.step + 1} of {len(self.steps)} ({self.steps[self.step]}%)"
+        return "before its first step"
+
+    @classmethod
+    def of(cls, flight: Flight | None) -> RolloutProgress | None:
+        """The progress ``flight`` keeps; None until the rollout's first transition is written."""
+        data = None if flight is None else flight.data.get(ROLLOUT)
+        return cls.from_dict(data) if isinstance(data, Mapping) else None
+
+    def kept_in(self, flight: Flight) -> Flight:
+        """``flight`` keeping this progress."""
+        return replace(flight, data={**flight.data, ROLLOUT: self.to_dict()})
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RolloutProgress:
+        """The progress as a flight keeps it; a key left out reads as its default (raises KeyError,
+        TypeError or ValueError on a value of another type)."""
+        held, paused, pending = data.get("held"), data.get("paused"), data.get("pending")
+        return cls(
+            endpoint=str(data.get("endpoint") or ""),
+            deployment=str(data.get("deployment") or ""),
+            steps=tuple(int(p) for p in data.get("steps") or ()),
+            original=_split_of(data.get("original")),
+            step=int(data.get("step", -1)),
+            traffic=_split_of(data.get("traffic")),
+            step_started=str(data["step_started"]) if data.get("step_started") else None,
+            held=None if held is None else int(held),
+            paused=dict(paused) if paused else None,
+            pending=Transition.from_dict(pending) if pending else None,
+            restores_kept=bool(data.get("restores_kept")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "endpoint": self.endpoint,
+            "deployment": self.deployment,
+            "steps": list(self.steps),
+            "original": None if self.original is None else dict(self.original),
+            "step": self.step,
+            "traffic": None if self.traffic is None else dict(self.traffic),
+            "step_started": self.step_started,
+            "held": self.held,
+            "paused": None if self.paused is None else dict(self.paused),
+            "pending": None if self.pending is None else self.pending.to_dict(),
+        }
+        if self.restores_kept:
+            out["restores_kept"] = True
+        return out
+
+    def started_over(self, held: RolloutProgress | None) -> RolloutProgress:
+        """This start of a rollout (its candidate, steps, original traffic, step and traffic) laid
+        over what the flight holds already (a pause, a pending transition, ...)."""
+        if held is None:
+            return self
+        return replace(
+            held,
+            endpoint=self.endpoint,
+            deployment=self.deployment,
+            steps=self.steps,
+            original=self.original,
+            step=self.step,
+            traffic=self.traffic,
+        )
 
 
-def begin(
-    state: ModelState, decision: str, pending: Transition, start: dict[str, Any] | None = None
-) -> tuple[ModelState | None, bool]:
-    """Write ``pending`` ahead into ``decision``'s rollout flight (``start``: the rollout's data, on
-    its first transition, laid over what the flight holds already, e.g. a pause). False when the flight is no longer this decision's, already has a
-    transition pending (another pass wrote one: it is carried out first), or is no longer at the
-    step ``pending.from_step`` that the transition was decided on (a concurrent pass moved it on)."""
-    flight = state.flights.get(ROLLOUT)
-    if flight is None or flight.decision != decision or flight.status != "submitted":
-        return None, False
-    data = {**(data_of(flight) or {}), **(start or {})}
-    if not data or data.get("pending"):
-        return None, False
-    if pending.from_step != data.get("step", -1):  # decided on a step that has moved on
-        return None, False
-    data["pending"] = pending.to_dict()
-    return replace(
-        state, flights={**state.flights, ROLLOUT: replace(flight, data={**flight.data, ROLLOUT: data})}
-    ), True
+# --------------------------------------------------------------------------- the kinds
+
+# How a transition that does not end the rollout changes its progress when it is committed at ``at``
+# (``iso``); the pending transition is cleared before.
+Rule = Callable[[RolloutProgress, Transition, str], RolloutProgress]
 
 
-def commit(state: ModelState, decision: str, pending_id: str, now: datetime) -> tuple[ModelState | None, bool]:
-    """Apply the pending transition ``pending_id`` once it is carried out and recorded: a step
-    becomes the current one (its bake starts ``now``), a hold or a pause is noted, a resume clears
-    the pause and restarts the step's bake, a promote or rollback ends the rollout and frees the
-    slot. A promotion keeps the traffic it replaced (``ModelState.kept``: what an operator's rollback
-    restores once no rollout is in flight); the rollback that restores it forgets it. The end of a
-    rollout makes the model's retirement due (``ModelState.retire_due``). False when it was
-    committed already."""
-    flight = state.flights.get(ROLLOUT)
-    if flight is None or flight.decision != decision:
-        return None, False
-    data = data_of(flight)
-    pending = (data or {}).get("pending")
-    if data is None or not pending or pending.get("id") != pending_id:
-        return None, False
-    kind = pending["kind"]
-    if kind in ENDS:
-        kept = state.kept
-        if kind in PROMOTES and data.get("original"):
-            kept = {
-                "endpoint": data.get("endpoint"),
-                "traffic": dict(data["original"]),
-                "replaced_by": data.get("deployment"),
-                "decision": pending_id,
-                "at": iso(now),
-            }
-        elif kind in ROLLS_BACK and data.get("restores_kept"):
-            kept = None
-        flights = {k: f for k, f in state.flights.items() if k != ROLLOUT}
-        # a promotion demoted a deployment, a rollback rejected a candidate: the reconciler looks (retire)
-        return replace(state, flights=flights, kept=kept, retire_due=f"{iso(now)}#{pending_id}"), True
-    data["pending"] = None
-    if kind == "step":
-        data.update(step=pending["step"], traffic=pending["target"], step_started=iso(now), held=None)
-    elif kind == "pause":
-        data["paused"] = {"at": iso(now), "by": (pending.get("trigger") or {}).get("caller"), "decision": pending_id}
-    elif kind == "resume":
-        data.update(paused=None, held=None)
-        if int(data.get("step", -1)) >= 0:
-            data["step_started"] = iso(now)  # the step's bake starts again
-    else:
-        data["held"] = pending["step"]
-    return replace(
-        state, flights={**state.flights, ROLLOUT: replace(flight, data={**flight.data, ROLLOUT: data})}
-    ), True
+def _stepped(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
+    return replace(p, step=t.step, traffic=t.target, step_started=at, held=None)  # the step's bake starts
 
 
-def swap(state: ModelState, decision: str, pending_id: str, replacement: Transition) -> tuple[ModelState | None, bool]:
-    """Replace the pending transition ``pending_id`` (which Azure refused for good) with
-    ``replacement`` (a rollback). False when it is no longer pending."""
-    flight = state.flights.get(ROLLOUT)
-    data = data_of(flight) if flight is not None and flight.decision == decision else None
-    if flight is None or data is None or (data.get("pending") or {}).get("id") != pending_id:
-        return None, False
-    data["pending"] = replacement.to_dict()
-    return replace(
-        state, flights={**state.flights, ROLLOUT: replace(flight, data={**flight.data, ROLLOUT: data})}
-    ), True
+def _held(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
+    return replace(p, held=t.step)  # recorded once per step
 
 
-def record_of(
-    model: str, flight: Flight, pending: Transition, now: datetime, outcome: str = "submitted"
-) -> DecisionRecord:
-    """The audit-trail record of a transition, under its deterministic id."""
-    action = _RECORDS[pending.kind][0]
-    return DecisionRecord(
-        id=pending.id,
-        model=model,
-        action=action,
-        outcome="skipped" if pending.kind == "hold" else outcome,
-        reason=pending.reason,
-        trigger=dict(pending.trigger)
-        if pending.trigger
-        else {
-            "source": RECONCILER,
-            "event_id": f"{RECONCILER}:{flight.job}:{pending.kind}:{pending.step}",
-            "event_type": "Tick",
-        },
-        at=iso(now),
-        job={"name": flight.job, "url": None} if flight.job else None,
-        details={
-            "deploy_decision": flight.decision,
-            "step": pending.step,
-            "from_step": pending.from_step,  # the step its health verdict (if any) judged
-            "traffic": pending.target,
-            **pending.details,
-        },
+def _paused(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
+    return replace(p, paused={"at": at, "by": (t.trigger or {}).get("caller"), "decision": t.id})
+
+
+def _resumed(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
+    return replace(p, paused=None, held=None, step_started=at if p.step >= 0 else p.step_started)  # bake again
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of transition, all the service does differently for it in one row.
+
+    ``action``: its decision record's action; ``prefix``: its record id's; ``shows``: the state the
+    reconciler's report (and the stepper's answer to an operator) says once it is carried out;
+    ``then``: how its commit changes the progress, None when it ends the rollout (the slot is freed
+    and the model's retirement becomes due); ``promotes``: the candidate takes the endpoint (its
+    monitors follow it; the traffic it replaced is kept for an operator's rollback); ``rolls_back``:
+    the candidate is rejected (a refusal of its traffic is recorded, not replaced by a rollback);
+    ``skipped``: its record's outcome is ``skipped`` (nothing changed)."""
+
+    name: str
+    action: str
+    prefix: str
+    shows: str
+    then: Rule | None
+    promotes: bool = False
+    rolls_back: bool = False
+    skipped: bool = False
+
+
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind("step", "rollout", "rs", "stepped", _stepped),
+        Kind("hold", "rollout", "rh", "held", _held, skipped=True),
+        Kind("promote", "promote", "pr", "promoted", None, promotes=True),
+        Kind("rollback", "rollback", "rb", "rolled_back", None, rolls_back=True),
+        # an operator's: the reconciler leaves the rollout as it is until it is resumed
+        Kind("pause", "pause", "pa", "paused", _paused),
+        # an operator's: the step goes on, its bake restarted
+        Kind("resume", "resume", "re", "resumed", _resumed),
+        # an operator's: the candidate gets 100% now
+        Kind("promote-now", "promote", "pn", "promoted", None, promotes=True),
+        # an operator's: the original (or the kept) traffic back
+        Kind("manual-rollback", "rollback", "mr", "rolled_back", None, rolls_back=True),
     )
+}
+
+# decision actions that start or move a rollout of the deployment they name: after one of these, a
+# rollback before it no longer says the deployment is rejected (handlers.rollout.retire)
+ROLLS_OUT = frozenset({"deploy"} | {k.action for k in KINDS.values() if not k.rolls_back})

@@ -39,12 +39,9 @@ from typing import Any
 
 from handlers.keys import digest
 from handlers.records import DecisionRecord, ModelState, from_iso, iso, span
-from handlers.rollout.progress import RECONCILER, ROLLOUT
+from handlers.rollout.progress import RECONCILER, ROLLOUT, ROLLS_OUT, RolloutProgress
 
 DELETING = frozenset({"deleting"})
-# decisions that start or move a rollout of the deployment they name (``job``): after one of these, a
-# rollback before it no longer says the deployment is rejected
-_ROLLS_OUT = frozenset({"deploy", "rollout", "promote", "pause", "resume"})
 
 
 @dataclass(frozen=True)
@@ -157,7 +154,7 @@ def rejections(records: Iterable[DecisionRecord], endpoint: str) -> dict[str, Re
                 out[found.deployment] = found
         names = set(_served(rec))
         where, name = _named(rec)
-        if rec.action in _ROLLS_OUT and rec.outcome == "submitted" and where == endpoint:
+        if rec.action in ROLLS_OUT and rec.outcome == "submitted" and where == endpoint:
             names.add(name)
         for name in names:
             if name not in revived or at > revived[name]:
@@ -170,10 +167,10 @@ def in_flight(state: ModelState | None) -> set[str]:
     flight = None if state is None else state.flights.get(ROLLOUT)
     if flight is None:
         return set()
-    data = flight.data.get(ROLLOUT)
+    progress = RolloutProgress.of(flight)
     names = {str(flight.job or "").partition("/")[2]}
-    if isinstance(data, Mapping) and data.get("deployment"):
-        names.add(str(data["deployment"]))
+    if progress is not None and progress.deployment:
+        names.add(progress.deployment)
     return names - {""}
 
 

@@ -26,8 +26,9 @@ from handlers.errors import PermanentError
 from handlers.executor import Executor
 from handlers.ports import Deployments, Ledger
 from handlers.records import DecisionRecord, Flight, from_iso, iso
-from handlers.rollout import progress
-from handlers.rollout.progress import Transition, fmt
+from handlers.rollout import changes, traffic
+from handlers.rollout.progress import ROLLOUT, RolloutProgress, Transition
+from handlers.rollout.traffic import fmt
 
 if TYPE_CHECKING:
     from handlers.policy import RolloutRule
@@ -63,21 +64,20 @@ class RolloutStepper:
         PermanentError from a read) for the reconciler to defer: nothing is decided on a guess."""
         endpoint, _, deployment = str(flight.job).partition("/")
         entry: dict[str, Any] = {"model": model, "decision": flight.decision, "deployment": str(flight.job)}
-        data = progress.data_of(flight)
-        pending = progress.pending_of(flight)
-        if pending is not None:
-            return {**entry, **self.carry_out(model, flight, pending, endpoint, now)}
-        if data is not None and data.get("paused"):
-            return {**entry, "state": "paused", "step": data.get("step"), "paused": data["paused"]}
+        progress = RolloutProgress.of(flight)
+        if progress is not None and progress.pending is not None:
+            return {**entry, **self.carry_out(model, flight, progress.pending, endpoint, now)}
+        if progress is not None and progress.paused:
+            return {**entry, "state": "paused", "step": progress.step, "paused": progress.paused}
         rule = self.rule(model)
-        if data is None or int(data.get("step", -1)) < 0:
+        if progress is None or progress.step < 0:
             return {**entry, **self._start(model, flight, endpoint, deployment, rule, now)}
-        step, steps = int(data["step"]), [int(p) for p in data["steps"]]
-        started = from_iso(data.get("step_started"))
+        step, steps = progress.step, list(progress.steps)
+        started = progress.started
         if started is None:  # pragma: no cover - a step is always written with its start
             raise PermanentError(f"rollout of {flight.job} has no step start; it cannot be judged")
-        entry.update(step=step, traffic=data.get("traffic"))
-        original = dict(data.get("original") or {})
+        entry.update(step=step, traffic=progress.traffic)
+        original = dict(progress.original or {})
         verdict = self._judge(rule, endpoint, deployment, analysis.baseline_of(original, deployment), started, now)
         if verdict is None:  # the source's lag has not passed since the step began: nothing to read yet
             return {**entry, "state": "baking", "until": iso(started + rule.bake)}
@@ -95,9 +95,9 @@ class RolloutStepper:
         if verdict.next == "wait":
             state = "baking" if not verdict.final else "waiting_for_traffic"
             return {**entry, "state": state, "until": iso(started + rule.bake), "why": verdict.why}
-        if verdict.next == "hold" and data.get("held") == step:
+        if verdict.next == "hold" and progress.held == step:
             return {**entry, "state": "held", "why": verdict.why}
-        at = f"at step {step + 1} of {len(steps)} ({steps[step]}%)"
+        at = progress.at
         health = verdict.as_dict()
         if verdict.next == "hold":
             pending = Transition.of(
@@ -122,7 +122,7 @@ class RolloutStepper:
                 health=health,
             )
         elif step + 1 >= len(steps):
-            demoted = sorted(d for d, pct in (data.get("original") or {}).items() if d != deployment and pct)
+            demoted = sorted(d for d, pct in (progress.original or {}).items() if d != deployment and pct)
             pending = Transition.of(
                 model,
                 flight,
@@ -136,7 +136,7 @@ class RolloutStepper:
                 demoted=demoted,
             )
         else:
-            target = progress.split(original, deployment, steps[step + 1])
+            target = traffic.split(original, deployment, steps[step + 1])
             pending = Transition.of(
                 model,
                 flight,
@@ -145,7 +145,7 @@ class RolloutStepper:
                 step,
                 target,
                 f"rollout of {flight.job}: healthy {at} ({verdict.why}); step {step + 2} of {len(steps)}: "
-                f"traffic {fmt(data.get('traffic'))} -> {fmt(target)}",
+                f"traffic {fmt(progress.traffic)} -> {fmt(target)}",
                 health=health,
             )
         return {**entry, **self._write_ahead(model, flight, pending, endpoint, now)}
@@ -182,14 +182,8 @@ class RolloutStepper:
         self, model: str, flight: Flight, endpoint: str, deployment: str, rule: RolloutRule, now: datetime
     ) -> dict[str, Any]:
         state = self.deployments.deployment_state(endpoint, deployment)
-        start = {
-            "endpoint": endpoint,
-            "deployment": deployment,
-            "steps": list(rule.steps),
-            "original": None,
-            "step": -1,
-        }
-        if state is None or state.lower() in progress.PROVISIONING_FAILED:
+        start = RolloutProgress(endpoint, deployment, tuple(rule.steps))
+        if state is None or state.lower() in traffic.PROVISIONING_FAILED:
             what = "does not exist" if state is None else f"ended provisioning {state}"
             pending = Transition.of(
                 model,
@@ -203,10 +197,10 @@ class RolloutStepper:
                 provisioning=state or "missing",
             )
             return self._write_ahead(model, flight, pending, endpoint, now, start)
-        if state.lower() != progress.PROVISIONED:
+        if state.lower() != traffic.PROVISIONED:
             return {"state": "provisioning", "provisioning": state}
-        original = progress.live(self.deployments.endpoint_traffic(endpoint))
-        target = progress.split(original, deployment, rule.steps[0])
+        original = traffic.live(self.deployments.endpoint_traffic(endpoint))
+        target = traffic.split(original, deployment, rule.steps[0])
         pending = Transition.of(  # from -1: a concurrent pass that started the rollout first wins
             model,
             flight,
@@ -219,7 +213,7 @@ class RolloutStepper:
             original=original,
         )
         return self._write_ahead(
-            model, flight, pending, endpoint, now, {**start, "original": original, "traffic": original}
+            model, flight, pending, endpoint, now, replace(start, original=original, traffic=original)
         )
 
     def _retargeted(self, record: DecisionRecord, endpoint: str, flight: Flight) -> DecisionRecord:
@@ -259,10 +253,10 @@ class RolloutStepper:
         pending: Transition,
         endpoint: str,
         now: datetime,
-        start: dict[str, Any] | None = None,
+        start: RolloutProgress | None = None,
     ) -> dict[str, Any]:
         decision = flight.decision
-        if not self.ledger.update_model(model, lambda s: progress.begin(s, decision, pending, start)):
+        if not self.ledger.update_model(model, lambda s: changes.begin(s, decision, pending, start)):
             log.info("rollout %s model=%s: changed meanwhile; left for the next pass", flight.job, model)
             return {"state": "changed_meanwhile"}
         return self.carry_out(model, flight, pending, endpoint, now)
@@ -280,13 +274,12 @@ class RolloutStepper:
             try:
                 changed = self.deployments.set_traffic(endpoint, dict(pending.target))
             except PermanentError as exc:
-                if pending.kind not in progress.ROLLS_BACK:
-                    now_held = self.ledger.get_model(model).flights.get(
-                        progress.ROLLOUT
-                    )  # holds the start, if just written
-                    original = (progress.data_of(now_held or flight) or {}).get("original")
+                if not pending.row.rolls_back:
+                    now_held = self.ledger.get_model(model).flights.get(ROLLOUT)  # holds the start, if just written
+                    held = RolloutProgress.of(now_held or flight)
+                    original = None if held is None else held.original
                     replacement = pending.replaced_by_rollback(model, flight, original, str(exc))
-                    if self.ledger.update_model(model, lambda s: progress.swap(s, decision, pending.id, replacement)):
+                    if self.ledger.update_model(model, lambda s: changes.swap(s, decision, pending.id, replacement)):
                         return self.carry_out(model, flight, replacement, endpoint, now)
                     return {"state": "changed_meanwhile"}
                 outcome = "failed"
@@ -299,27 +292,13 @@ class RolloutStepper:
                 fmt(pending.target),
                 "sent" if changed else "already so",
             )
-        record = progress.record_of(model, flight, pending, now, outcome)
-        if pending.kind in ("promote", "promote-now"):
+        record = changes.record_of(model, flight, pending, now, outcome)
+        if pending.row.promotes:
             record = self._retargeted(record, endpoint, flight)
         record = self.executor.write(self.executor.logged(record))
-        self.ledger.update_model(model, lambda s: progress.commit(s, decision, pending.id, now))  # after the record
-        state = STATES[pending.kind]
-        if outcome == "failed":
-            state = "rollback_failed"
+        self.ledger.update_model(model, lambda s: changes.commit(s, decision, pending.id, now))  # after the record
+        state = "rollback_failed" if outcome == "failed" else pending.row.shows
         return {"state": state, "step": pending.step, "traffic": pending.target, "record": record.id}
-
-
-STATES = {  # what the report says a carried-out transition did
-    "step": "stepped",
-    "promote": "promoted",
-    "rollback": "rolled_back",
-    "hold": "held",
-    "pause": "paused",
-    "resume": "resumed",
-    "promote-now": "promoted",
-    "manual-rollback": "rolled_back",
-}
 
 
 def _no_data(

@@ -22,7 +22,7 @@ from function_app.retry import Budget
 from handlers.errors import PermanentError, TransientError
 from handlers.plans import DeployPlan
 from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, ModelVersion
-from handlers.rollout import progress
+from handlers.rollout.traffic import live as live_split
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ MAX_DEPLOYMENTS = 20  # per online endpoint (Azure ML docs, "Manage and increase
 
 def _traffic(endpoint: Any) -> dict[str, int]:
     """An endpoint's split, deployments at 0% left out."""
-    return progress.live(getattr(endpoint, "traffic", None) or {})
+    return live_split(getattr(endpoint, "traffic", None) or {})
 
 
 class AzureMLDeployments:
@@ -119,7 +119,7 @@ class AzureMLDeployments:
         whose poller is not waited for). The SDK leaves out deployments at 0%, as does Azure ML."""
         budget = self.client.retry.budget()
         current = self._endpoint(budget, endpoint)
-        wanted = progress.live(traffic)
+        wanted = live_split(traffic)
         if _traffic(current) == wanted:
             return False
         current.traffic = dict(wanted)
