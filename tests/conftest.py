@@ -183,9 +183,26 @@ def table_prefix() -> str:
     return "t" + uuid.uuid4().hex[:12]
 
 
-@pytest.fixture(params=["sqlite", "table"])
+LEDGERS = ("sqlite", "table")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that asks for ``ledger_spec`` runs on SQLite; one whose subject is the ledger itself
+    (marked ``both_ledgers``, on the test or its module: the ledger contract, crash points,
+    notifications, the storms) runs on each ledger. A test may still parametrize ``ledger_spec``
+    (indirect) itself, with the kinds it needs."""
+    if "ledger_spec" not in metafunc.fixturenames:
+        return
+    if any("ledger_spec" in marker.args[0] for marker in metafunc.definition.iter_markers("parametrize")):
+        return
+    both = metafunc.definition.get_closest_marker("both_ledgers") is not None
+    metafunc.parametrize("ledger_spec", LEDGERS if both else LEDGERS[:1], indirect=True)
+
+
+@pytest.fixture
 def ledger_spec(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerSpec:
-    """Each ledger the service can run on, fresh for the test: the contract holds on all of them."""
+    """A ledger the service can run on, fresh for the test: SQLite, or each ledger for a test marked
+    ``both_ledgers`` (the contract holds on all of them)."""
     if request.param == "table":
         instance: Azurite = request.getfixturevalue("azurite")
         return LedgerSpec("table", instance.connection_string, table_prefix())

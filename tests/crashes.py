@@ -1,17 +1,20 @@
-"""The worker's death, injected by test code around the ports the service is given: never by
-patching the service. :class:`WorkerDied` is a BaseException, so nothing in the service catches it."""
+"""The worker's death, and another worker's write landing first, injected by test code around the
+ports the service is given: never by patching the service. :class:`WorkerDied` is a BaseException,
+so nothing in the service catches it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from handlers.errors import TransientError
 from handlers.plans import DeployPlan, JobPlan
 from handlers.ports import ActionResult, Actions, CandidateFacts, JobInfo, Ledger
-from handlers.records import DecisionRecord
+from handlers.records import DecisionRecord, ModelState
 from handlers.signals import Trigger
+
+T = TypeVar("T")
 
 
 class WorkerDied(BaseException):
@@ -128,3 +131,21 @@ class FinishFailsOnce:
             self.failed = True
             raise TransientError(f"finishing event {trigger.event_id}: the service answered 503 (ServerBusy)")
         return self.inner.finish_event(trigger, decision_ids, now, records)
+
+
+class ChangedTwiceOnce:
+    """A ledger on which another worker makes the same first change to a model just before this
+    one: two operators sending one request at the same moment (the second write meets the first's)."""
+
+    def __init__(self, inner: Ledger) -> None:
+        self.inner = inner
+        self.raced = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def update_model(self, model: str, change: Callable[[ModelState], tuple[ModelState | None, T]]) -> T:
+        if not self.raced:
+            self.raced = True
+            self.inner.update_model(model, change)  # the other worker's write lands first
+        return self.inner.update_model(model, change)

@@ -98,6 +98,7 @@ def test_redelivered_drift_event_submits_no_second_job(azure: AzureWorld) -> Non
     assert len(azure.arm.job_puts) == 1 and len(azure.arm.jobs) == 1
 
 
+@pytest.mark.both_ledgers
 def test_redelivery_after_a_crash_between_submit_and_confirm_adopts_the_job(azure: AzureWorld) -> None:
     raw = in_workspace(DRIFT_SAMPLE)
     with pytest.raises(WorkerDied):
@@ -450,6 +451,7 @@ def test_a_child_step_or_a_failed_run_starts_nothing(azure: AzureWorld) -> None:
     assert azure.arm.calls == []
 
 
+@pytest.mark.both_ledgers
 def test_redelivery_after_a_crash_adopts_the_registered_model_and_the_started_deployment(
     azure: AzureWorld,
 ) -> None:

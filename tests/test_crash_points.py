@@ -32,6 +32,8 @@ from tests.azure_world import DRIFT_SAMPLE, MODEL, WORKSPACE_ID, AzureWorld, in_
 from tests.crashes import DiesAfterActing, DiesBeforeActing, FinishFailsOnce, LedgerThatDies, WorkerDied
 from tests.ledgers import LedgerSpec
 
+pytestmark = pytest.mark.both_ledgers  # crash points: what each ledger keeps when a worker dies between two writes
+
 POINTS = ["after-reserve", "after-submit", "after-outcome", "after-confirm"]
 LEASE = timedelta(seconds=60)  # the service's default
 

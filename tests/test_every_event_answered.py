@@ -1,8 +1,8 @@
 """DESIGN guarantee 4: every event gets an answer. Once an event is claimed, anything but a transient
 failure ends in a recorded decision and a finished event, acknowledged with 2xx, and a redelivery is
 a duplicate; a batch is answered event by event; values too large for a ledger are cut, not a 500;
-a body nested too deep is a 400 before anything is claimed. On both ledgers, through the webhook
-route and through the Event Grid trigger's own delivery path."""
+a body nested too deep is a 400 before anything is claimed. On SQLite (the crash points and the
+values too large for a record on both ledgers), through the webhook route and through the Event Grid trigger's own delivery path."""
 
 from __future__ import annotations
 
@@ -78,6 +78,7 @@ def test_a_body_in_which_no_event_can_be_read_is_a_400_saying_why(app: App) -> N
     assert body["problems"][0].startswith("event is missing 'id'") and "must be a JSON object" in body["problems"][1]
 
 
+@pytest.mark.both_ledgers
 def test_values_too_large_for_a_ledger_are_recorded_cut_with_their_length_and_digest(app: App) -> None:
     long_id = "e" * 40_000
     huge_monitor = "m" * 1_000_000
@@ -95,6 +96,7 @@ def test_values_too_large_for_a_ledger_are_recorded_cut_with_their_length_and_di
     assert again_status == 200 and again["results"][0]["status"] == "duplicate"
 
 
+@pytest.mark.both_ledgers
 def test_a_candidate_run_with_a_megabyte_of_tags_is_recorded_and_frees_its_slot(app: App) -> None:
     tags = {**ours(), "r2_score": "0.61", "notes": "x" * 1_000_000}
     raw = run_event(run_id="retrain-big-1", tags=tags, event_id="big-run")
@@ -251,6 +253,7 @@ def freed_after_a_crash(app: App, point: str, send: Callable[[], Any]) -> Decisi
     return rec
 
 
+@pytest.mark.both_ledgers
 @pytest.mark.parametrize("path", ["/api/events", TRIGGER_PATH])
 @pytest.mark.parametrize("point", POINTS)
 def test_a_redelivery_after_the_slot_was_freed_answers_with_the_decision_recorded_and_rewrites_nothing(
@@ -274,6 +277,7 @@ def test_a_redelivery_after_the_slot_was_freed_answers_with_the_decision_recorde
     assert again["results"][0]["decisions"] == [rec.to_dict()]
 
 
+@pytest.mark.both_ledgers
 @pytest.mark.parametrize("point", POINTS)
 def test_a_manual_request_retried_with_its_key_after_the_slot_was_freed_gets_its_record_not_a_409(
     app: App, point: str
@@ -350,6 +354,7 @@ def test_a_batch_answers_within_its_deadline_and_the_redelivery_goes_on_from_wha
         assert len(app.decisions_of(event["id"])) == 1
 
 
+@pytest.mark.both_ledgers
 def test_the_redelivery_of_a_run_s_deploy_refused_by_a_guard_judges_it_again_once_the_slot_is_free(
     ledger_spec: LedgerSpec,
 ) -> None:

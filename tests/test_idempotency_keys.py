@@ -1,4 +1,4 @@
-"""Issue 21, findings 3-5, through the local host on both ledgers: an Idempotency-Key stands for one
+"""Issue 21, findings 3-5, through the local host (on SQLite; the ledger's binding and a crash on both ledgers): an Idempotency-Key stands for one
 request (its route, model and body), bound atomically when the request is claimed, and checked by
 every path that answers from a stored record; and each way in (Event Grid, alerts, the HTTP API, the
 reconciler) claims in a key space of its own, so a webhook body can never take another's claim."""
@@ -178,6 +178,7 @@ def test_a_key_claimed_before_claim_channels_is_still_found_and_still_bound(app:
     assert [r.id for r in app.ledger.decisions(MODEL)] == [first.id]
 
 
+@pytest.mark.both_ledgers
 def test_each_ledger_binds_a_key_to_its_request_in_the_claim(ledger_spec: LedgerSpec) -> None:
     """The ledger contract under the routes above: the claim that creates a key's row binds it; a claim
     with another request is ``reused`` (when and for what), never taken over, whatever its state."""
@@ -197,6 +198,7 @@ def test_each_ledger_binds_a_key_to_its_request_in_the_claim(ledger_spec: Ledger
     assert ledger.claim_event(promote, now, lease).status == "done"
 
 
+@pytest.mark.both_ledgers
 def test_a_promotion_finished_by_the_reconciler_answers_its_own_retry_but_a_pause_with_its_key_is_a_422(
     operated: Operated,
 ) -> None:

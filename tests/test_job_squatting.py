@@ -5,7 +5,7 @@ identity as the job's ``systemData`` says), record anything else as a ``failed``
 who created it, and deploy nothing from it; and it must name its jobs with a key no workspace user
 holds (RETRAIN_JOB_NAME_KEY), so that the name cannot be predicted in the first place.
 
-Through the real azure-ai-ml SDK against the fake ARM (tests/azure_world.py), on both ledgers; the
+Through the real azure-ai-ml SDK against the fake ARM (tests/azure_world.py), on SQLite (the crashes on both ledgers); the
 workspace user is another identity with their own ``MLClient`` on the same workspace, whose token
 ARM records as the job's creator.
 """
@@ -227,6 +227,7 @@ def test_a_squatted_job_met_at_the_submission_itself_is_not_taken_for_the_servic
     nothing_deployed(azure)
 
 
+@pytest.mark.both_ledgers
 def test_the_services_own_redelivery_still_adopts_its_own_job(azure: AzureWorld) -> None:
     raw = in_workspace(DRIFT_SAMPLE)
     with pytest.raises(WorkerDied):  # submitted, then died before recording it
@@ -242,6 +243,7 @@ def test_the_services_own_redelivery_still_adopts_its_own_job(azure: AzureWorld)
     assert len(azure.arm.job_puts) == 1
 
 
+@pytest.mark.both_ledgers
 def test_a_redelivery_after_the_key_is_rotated_adopts_the_job_its_reservation_named(azure: AzureWorld) -> None:
     """The worker died after submitting; the key is rotated before the redelivery. The reservation
     recorded the name it submitted under, so the redelivery adopts that job, not a second one."""
@@ -414,6 +416,7 @@ def test_a_model_version_someone_else_tagged_with_the_deploy_decision_is_not_tak
     assert azure.arm.models[(MODEL, served.rsplit("/", 1)[1])]["systemData"]["createdBy"] == APP_CLIENT_ID
 
 
+@pytest.mark.both_ledgers
 def test_a_deploy_redelivered_after_the_key_is_rotated_adopts_the_deployment_its_reservation_named(
     azure: AzureWorld,
 ) -> None:

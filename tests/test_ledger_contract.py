@@ -21,6 +21,8 @@ from handlers.records import DecisionRecord, ModelState, iso
 from handlers.signals import Trigger
 from tests.ledgers import LedgerSpec
 
+pytestmark = pytest.mark.both_ledgers  # the contract every ledger keeps
+
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
 TOPIC = "/subscriptions/s/resourceGroups/r/providers/Microsoft.MachineLearningServices/workspaces/w"
@@ -83,6 +85,28 @@ def test_abandoning_a_finished_event_leaves_it_finished(ledger: Ledger) -> None:
     ledger.finish_event(trig("e1"), [], NOW)
     ledger.abandon_event(trig("e1"))  # type: ignore[attr-defined]
     assert ledger.claim_event(trig("e1"), NOW, LEASE).status == "done"
+
+
+def test_a_claim_reads_back_as_stored_with_the_request_its_key_is_bound_to(ledger: Ledger) -> None:
+    """What handlers/idempotency.py reads before it answers a manual request with records: the claim
+    as stored, processing then done, bound to the request digest of the claim that made it."""
+    keyed = Trigger("http", "m1:K", "ManualRequest.promote", request="aaa", channel="operator")
+    assert ledger.event_claim(keyed) is None  # never claimed
+    ledger.claim_event(keyed, NOW, LEASE)
+    claim = ledger.event_claim(keyed)
+    assert claim is not None
+    assert (claim.status, claim.request, claim.first_for, claim.decisions) == (
+        "processing",
+        "aaa",
+        "ManualRequest.promote",
+        (),
+    )
+    assert claim.first_used.startswith("2026-11-25T10:00:00")
+    ledger.finish_event(keyed, ["op-1"], NOW + timedelta(seconds=5))
+    done = ledger.event_claim(keyed)
+    assert done is not None and (done.status, done.request, done.decisions) == ("done", "aaa", ("op-1",))
+    assert ledger.event_claim(replace(keyed, channel="event_grid")) is None  # another way in: another key
+    assert ledger.event_claim(trig("never")) is None
 
 
 def test_concurrent_claims_of_one_event_make_exactly_one_owner(ledger_spec: LedgerSpec) -> None:

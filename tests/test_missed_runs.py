@@ -1,6 +1,6 @@
 """The reconciler catches retraining runs whose RunCompleted / RunStatusChanged event never arrived
 (dead-lettered, filtered out): a submitted job past its grace period is looked up, and an ended one
-is handled as its event would have been. First with the recording Actions fake, on each ledger;
+is handled as its event would have been. First with the recording Actions fake, on SQLite;
 then through the real SDK against the fake ARM."""
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ from tests.ledgers import LedgerSpec
 from tests.topic_receiver import WORLD, TopicReceiver
 from tests.world import MODEL, World
 
+pytestmark = pytest.mark.both_ledgers  # the outbox is in the ledger: its claims, leases and dead letters on each
+
 RETRAIN = f"/api/models/{MODEL}/retrain"
 DEPLOY = f"/api/models/{MODEL}/deploy"
 EVENTS = "/runtime/webhooks/eventgrid?functionName=on_workspace_event"

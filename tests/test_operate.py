@@ -1,6 +1,6 @@
 """Operators steer rollouts: ``POST /api/models/{model}/rollback|promote|pause|resume`` through the
-app's own HTTP functions, and ``retrain rollback|promote|pause|resume MODEL``, end to end on each
-ledger, with the real Azure ML SDK against the fake ARM and the real ``LogsQueryClient`` against the
+app's own HTTP functions, and ``retrain rollback|promote|pause|resume MODEL``, end to end on SQLite
+(a crash on both ledgers), with the real Azure ML SDK against the fake ARM and the real ``LogsQueryClient`` against the
 fake Log Analytics API. Each action is a recorded decision with who asked, carried out through the
 rollout's write-ahead protocol; each refuses with 409 and why when it does not apply."""
 
@@ -16,14 +16,14 @@ import pytest
 from function_app import cli, runtime
 from function_app.localhost import Host
 from handlers import guards
-from handlers.errors import InvalidInput, NotFound
+from handlers.errors import InvalidInput, NotApplicable, NotFound
 from handlers.operate import OperatorRequest
 from handlers.policy import parse_policy
 from handlers.records import DecisionRecord, from_iso
 from handlers.signals import OPERATOR, Trigger
 from tests.azure_world import ENDPOINT, MODEL, AzureWorld
 from tests.conftest import Client
-from tests.crashes import DiesAfterSettingTraffic, WorkerDied
+from tests.crashes import ChangedTwiceOnce, DiesAfterSettingTraffic, WorkerDied
 from tests.fakes import RecordingActions
 from tests.ledgers import LedgerSpec
 from tests.world import World
@@ -167,6 +167,25 @@ def test_rollback_without_a_rollout_goes_back_to_the_deployment_the_last_promoti
     assert status == 409 and "nothing to roll back to" in refused["error"]
 
 
+def test_a_rollback_that_meets_the_same_rollback_opened_meanwhile_is_refused_and_sets_nothing(
+    operated: Operated,
+) -> None:
+    """Two operators roll back at the same moment: the second write finds the rollout flight the first
+    opened and refuses, setting no traffic."""
+    azure = operated.azure
+    operated.promote_to_the_end()
+    puts = len(azure.arm.traffic_puts)
+    worker = azure.new_worker(ledger=ChangedTwiceOnce(azure.ledger_spec.open()))
+    trigger = Trigger("http", "r-both", "ManualRequest.rollback", caller=(("kind", "function key"),))
+
+    with pytest.raises(NotApplicable, match=f"the rollout of {MODEL} changed meanwhile; look at it again"):
+        worker.operator.handle(OperatorRequest(trigger, MODEL, "rollback", "x"))
+
+    assert guards.ROLLOUT in azure.ledger.get_model(MODEL).flights  # the other one's, opened once
+    assert len(azure.arm.traffic_puts) == puts and operated.traffic() == {operated.name: 100}
+    assert operated.records("rollback") == []
+
+
 def test_rollback_refuses_when_the_kept_deployment_no_longer_exists(operated: Operated) -> None:
     operated.call("promote")
     del operated.azure.arm.deployments[(ENDPOINT, "blue")]  # retired meanwhile
@@ -196,6 +215,7 @@ def test_unknown_models_and_fields_are_refused_before_anything_is_claimed(operat
     assert operated.records("pause") == []
 
 
+@pytest.mark.both_ledgers
 def test_an_operator_s_promotion_that_died_after_setting_traffic_is_finished_by_the_reconciler(
     operated: Operated,
 ) -> None:

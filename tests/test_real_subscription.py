@@ -23,6 +23,7 @@ from tests.ledgers import LedgerSpec
 from tests.test_rollout import Rollout, healthy_rollout, roll_back
 
 
+@pytest.mark.both_ledgers
 def test_a_finished_run_is_promoted_from_platform_metrics_and_a_rolled_back_one_is_retired(
     ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -122,6 +122,7 @@ def test_a_hold_without_a_decision_record_is_released_with_its_reason_and_its_co
     assert world.actions.submissions == []
 
 
+@pytest.mark.both_ledgers
 def test_a_reserved_record_without_a_plan_is_released_and_its_cooldown_stands(world: World) -> None:
     raw = drift_event(event_id="e-1")
     world.crash_before_acting(raw)
@@ -149,6 +150,7 @@ def test_a_reserved_record_without_a_plan_is_released_and_its_cooldown_stands(wo
     assert again == rec == world.ledger.get_decision(rec.id) and world.actions.submissions == []
 
 
+@pytest.mark.both_ledgers
 def test_a_deploy_whose_worker_died_is_resumed_with_the_plan_it_reserved(world: World) -> None:
     raw = run_event(run_id="run-9", tags={**ours(MODEL), "r2_score": "0.61"})
     [planned] = world.crash_before_acting(raw).plans
@@ -166,6 +168,7 @@ def test_a_deploy_whose_worker_died_is_resumed_with_the_plan_it_reserved(world: 
     assert world.ledger.get_decision(rec.id) == rec
 
 
+@pytest.mark.both_ledgers
 def test_a_transient_failure_leaves_the_reservation_for_a_later_pass_and_no_pass_runs_it_twice(world: World) -> None:
     world.crash_before_acting(drift_event(event_id="e-1"))
     world.clock.advance(minutes=2)
@@ -184,6 +187,7 @@ def test_a_transient_failure_leaves_the_reservation_for_a_later_pass_and_no_pass
     assert world.actions.submissions == [rec.job["name"]] * 2  # type: ignore[index]  # the failed try, the good one
 
 
+@pytest.mark.both_ledgers
 def test_a_release_recorded_before_a_crash_is_honoured_by_the_next_pass(world: World) -> None:
     world.crash_before_acting(drift_event(event_id="e-1"))
     [flight] = world.ledger.get_model(MODEL).flights.values()

@@ -1,5 +1,5 @@
 """Rollouts end to end: a candidate that passed the gate is moved through the policy's steps by
-reconciler passes, through the real Azure ML SDK against the fake ARM, on each ledger, and judged on
+reconciler passes, through the real Azure ML SDK against the fake ARM, on SQLite (a crash on both ledgers), and judged on
 each health source: the real ``LogsQueryClient`` against the fake Log Analytics query API, and the
 real ``MetricsClient`` against the fake metrics batch API.
 
@@ -245,6 +245,7 @@ def test_a_failing_step_is_judged_on_each_pass_and_rolled_back_before_its_bake_e
     assert rollback.details["health"]["final"] is False and rollback.details["traffic"] == {"blue": 100}
 
 
+@pytest.mark.both_ledgers
 @SOURCES
 def test_a_crash_between_setting_traffic_and_recording_it_ends_in_the_same_state(rollout: Rollout) -> None:
     azure, cand = rollout.azure, rollout.name

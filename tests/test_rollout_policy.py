@@ -1,5 +1,5 @@
 """Rollout choices of the policy, and the health adapter's edges: with the recording Actions fake
-on each ledger, and the real ``LogsQueryClient`` against the fake Log Analytics API."""
+on SQLite, and the real ``LogsQueryClient`` against the fake Log Analytics API."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """DESIGN guarantee 7, tried as an attacker with a workspace account (or a function key) would: nothing
 that arrives steers the service's identity beyond what the policy allows. Each observation of issue
-9, through the local host on both ledgers, now gives the safe answer; and the service's own runs
+9, through the local host on SQLite, now gives the safe answer; and the service's own runs
 still deploy, through the real Azure ML SDK against the fake ARM."""
 
 from __future__ import annotations

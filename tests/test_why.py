@@ -1,6 +1,7 @@
-""" "My drift event arrived an hour ago; why did nothing retrain?" answered by event id, on both ledgers:
-GET /api/decisions?event_id= (and ?outcome=, ?since=), and `retrain why EVENT_ID`, including for an
-event about a workspace the service is not configured for (a decision that concerns no model)."""
+""" "My drift event arrived an hour ago; why did nothing retrain?" answered by event id: GET
+/api/decisions?event_id= (and ?outcome=, ?since=), and `retrain why EVENT_ID`, including for an event
+about a workspace the service is not configured for (a decision that concerns no model). On SQLite;
+the ledger's own trail and an id longer than a record keeps on both ledgers."""
 
 from __future__ import annotations
 
@@ -91,6 +92,7 @@ def test_why_follows_a_retrain_to_its_run_s_deploy_and_the_rollout_steps(ledger_
     assert json.loads(json.dumps([a.to_dict() for a in why(world.ledger, "drift-why")]))
 
 
+@pytest.mark.both_ledgers
 def test_the_trail_by_outcome_and_since_works_on_the_ledger_itself(ledger_spec: LedgerSpec) -> None:
     world = World(ledger_spec)
     world.deliver(drift_event(event_id="a"))
@@ -102,6 +104,7 @@ def test_the_trail_by_outcome_and_since_works_on_the_ledger_itself(ledger_spec: 
     assert [r.trigger["event_id"] for r in world.ledger.decisions(outcome="skipped", event_id="b")] == ["b"]
 
 
+@pytest.mark.both_ledgers
 @pytest.mark.parametrize("length", [2_001, 5_000, 60_000])
 def test_an_event_id_longer_than_a_record_keeps_is_still_found_by_its_id(
     app: App, length: int, capsys: pytest.CaptureFixture[str]
