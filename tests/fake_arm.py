@@ -2,11 +2,10 @@
 
 ``MLClient(credential, sub, rg, ws, transport=FakeArm(...))`` reaches every pipeline of the client:
 the SDK builds and sends its real requests, and this transport answers them like the service.
-It is a :class:`RequestsTransport` whose ``requests`` session has no network adapter, only
-:class:`_Answerer`, which answers with a ``requests.Response`` wrapping a ``urllib3.HTTPResponse``:
-the same object the real transport reads, for both azure-core request types (``azure.core.rest``
-and the pipeline transport's). A scripted fault can raise what ``requests`` raises on a timeout or
-a refused connection, so azure-core maps it to its own exceptions exactly as in production.
+It is a :class:`tests.fake_http.FakeService` (the transport, the scripted faults and the tokens
+every fake shares): this module is its handler. A scripted fault (``fail``, ``time_out``,
+``refuse_connections``, each for a method and a path regex) can raise what ``requests`` raises on
+a timeout or a refused connection, so azure-core maps it to its own exceptions as in production.
 
 What it checks, for every request: the host, the workspace path, the api-version (the ones the
 installed SDK uses; a new one fails loudly), the bearer token's audience, and for writes the body
@@ -30,28 +29,32 @@ fake clock to move (the test moves it: :meth:`finish_operations`; :meth:`close` 
 
 from __future__ import annotations
 
-import base64
 import copy
-import io
-import json
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-import requests
-from azure.core.credentials import AccessToken
-from azure.core.pipeline.transport import RequestsTransport
-from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
-from urllib3 import HTTPResponse
 
 from tests import rbac
+from tests.fake_http import (
+    APP_CLAIMS,
+    USER_CLAIMS,
+    USER_OID,
+    Answer,
+    FakeCredential,
+    FakeService,
+    Refusal,
+    Request,
+    Unexpected,
+    token_audience,
+    token_claims,
+)
 
 ARM_HOST = "management.azure.com"
 PROVIDER = "Microsoft.MachineLearningServices"
@@ -77,67 +80,6 @@ JOB_INPUT_TYPES = frozenset(
 )
 
 
-# --------------------------------------------------------------------------- credential
-
-
-# The function app's user-assigned managed identity as its tokens name it: ``appid`` (v1) and ``azp``
-# (v2) are its client id, ``oid`` its object id, ``xms_mirid`` its resource id; ``idtyp`` "app".
-APP_CLIENT_ID = "00000000-0000-0000-0000-0000000000ac"
-APP_IDENTITY = (
-    "/subscriptions/00000000-0000-0000-0000-0000000000cc/resourceGroups/rg-retrain-dev/providers/"
-    "Microsoft.ManagedIdentity/userAssignedIdentities/id-retrain-dev"
-)
-APP_CLAIMS: dict[str, Any] = {
-    "oid": rbac.APP_OID,
-    "appid": APP_CLIENT_ID,
-    "azp": APP_CLIENT_ID,
-    "idtyp": "app",
-    "xms_mirid": APP_IDENTITY,
-}
-# A person with a workspace account (AzureML Data Scientist), signed in with the Azure CLI: a user
-# token names them by ``upn``; its ``appid`` is the CLI's client id, not theirs.
-USER_OID = "00000000-0000-0000-0000-0000000000dd"
-USER_UPN = "mallory@contoso.example"
-USER_CLAIMS: dict[str, Any] = {
-    "oid": USER_OID,
-    "upn": USER_UPN,
-    "unique_name": USER_UPN,
-    "name": "Mallory",
-    "appid": "04b07795-8ddb-461a-bbee-02f9e1bf7b46",
-    "idtyp": "user",
-}
-
-
-def unsigned_jwt(audience: str, **claims: Any) -> str:
-    """What the SDK decodes (without verifying) to check the audience of its Azure ML token; by
-    default the function app's managed identity's (:data:`APP_CLAIMS`)."""
-
-    def part(obj: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
-
-    body = {
-        "aud": audience,
-        **APP_CLAIMS,
-        "tid": "00000000-0000-0000-0000-0000000000bb",
-    }
-    body |= {"exp": int(time.time()) + 3600, **claims}
-    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(body)}."
-
-
-class FakeCredential:
-    """A TokenCredential handing out unsigned JWTs whose ``aud`` is the requested resource: the
-    function app's identity's, or another's (``claims``: :data:`USER_CLAIMS` for a workspace user)."""
-
-    def __init__(self, **claims: Any) -> None:
-        self.scopes: list[str] = []
-        self.claims = claims
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        self.scopes.extend(scopes)
-        audience = scopes[0].removesuffix("/.default")
-        return AccessToken(unsigned_jwt(audience, **self.claims), int(time.time()) + 3600)
-
-
 def system_data(claims: dict[str, Any], at: str) -> dict[str, Any]:
     """The ``systemData`` ARM records on a resource created with a token of ``claims`` (ARM common
     types, SystemData): a person by their sign-in name, type ``User``; an application by its client
@@ -156,20 +98,6 @@ def system_data(claims: dict[str, Any], at: str) -> dict[str, Any]:
         "lastModifiedBy": who,
         "lastModifiedByType": kind,
     }
-
-
-def token_claims(header: str | None) -> dict[str, Any]:
-    if not header or not header.startswith("Bearer "):
-        return {}
-    payload = header.removeprefix("Bearer ").split(".")[1]
-    payload += "=" * (-len(payload) % 4)
-    claims = json.loads(base64.urlsafe_b64decode(payload))
-    return claims if isinstance(claims, dict) else {}
-
-
-def token_audience(header: str | None) -> str | None:
-    audience = token_claims(header).get("aud")
-    return None if audience is None else str(audience)
 
 
 # --------------------------------------------------------------------------- clock
@@ -222,78 +150,20 @@ class Call:
     status: int = 0
 
 
-@dataclass
-class Fault:
-    """A scripted answer for requests whose method matches and whose path matches ``path`` (regex)."""
-
-    method: str
-    path: str
-    times: int
-    status: int = 503
-    headers: dict[str, str] = field(default_factory=dict)
-    code: str = "ServiceUnavailable"
-    message: str = "The service is temporarily unavailable"
-    raise_: Callable[[], Exception] | None = None
-    advance: float = 0.0  # seconds the call takes (a timeout), added to the clock
-
-    def matches(self, method: str, path: str) -> bool:
-        return self.times > 0 and method == self.method and re.search(self.path, path) is not None
-
-
-class Answer(Exception):
-    """Raised inside a handler to answer with an error status."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
-
-
-class MlflowAnswer(Answer):
+class MlflowAnswer(Refusal):
     """An error as the MLflow REST API spells it: ``{"error_code": ..., "message": ...}``."""
 
-
-class _Answerer(BaseAdapter):
-    """The session's only adapter: the fake answers, nothing leaves the process."""
-
-    def __init__(self, arm: FakeArm) -> None:
-        super().__init__()
-        self.arm = arm
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        status, headers, body = self.arm.answer(request)
-        data = b"" if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json; charset=utf-8", "Content-Length": str(len(data)), **headers}
-        raw = HTTPResponse(
-            body=io.BytesIO(data), headers=headers, status=status, preload_content=False, decode_content=False
-        )
-        response = requests.Response()
-        response.status_code = status
-        response.headers = CaseInsensitiveDict(headers)
-        response.raw = raw
-        response.url = str(request.url)
-        response.request = request
-        response.reason = {200: "OK", 201: "Created", 202: "Accepted", 404: "Not Found"}.get(status, "Status")
-        return response
-
-    def close(self) -> None:
-        pass
-
-
-def offline_session(fake: Any, *schemes: str) -> requests.Session:
-    """A ``requests`` session whose only adapter answers from ``fake`` (its ``answer(request)``):
-    no proxy from the environment, no network adapter, nothing leaves the process."""
-    session = requests.Session()
-    session.trust_env = False
-    session.adapters.clear()
-    for scheme in schemes or ("https://",):
-        session.mount(scheme, _Answerer(fake))
-    return session
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(status, code, message, body={"error_code": code, "message": message})
 
 
 # --------------------------------------------------------------------------- the fake
 
 
-class FakeArm(RequestsTransport):
+class FakeArm(FakeService):
+    unexpected_code = "FakeArmUnexpectedRequest"
+    fault_message = "The service is temporarily unavailable"
+
     def __init__(
         self,
         subscription: str,
@@ -304,7 +174,7 @@ class FakeArm(RequestsTransport):
         clock: FakeClock | None = None,
         principal: rbac.Principal | None = None,
     ) -> None:
-        super().__init__(session=offline_session(self, "https://", "http://"))
+        super().__init__()
         # Who may do what: the function app's identity as infra/ assigns its roles (tests/rbac.py)
         self.principal = principal if principal is not None else rbac.app(subscription, resource_group, workspace)
         self.others: dict[str, rbac.Principal] = {}  # other identities that may call (:meth:`admit`)
@@ -326,11 +196,8 @@ class FakeArm(RequestsTransport):
         self.durations: dict[str, float] = {"create": 300.0, "update": 20.0, "delete": 120.0}
         self._closed = False
         self.calls: list[Call] = []
-        self.unexpected: list[str] = []
-        self.faults: list[Fault] = []
         self.hooks: list[tuple[str, str, Callable[[], None]]] = []
         self.sdk_sleeps: list[float] = []
-        self._lock = threading.RLock()
         self.computes: dict[str, dict[str, Any]] = {}
         self.components: dict[tuple[str, str], dict[str, Any]] = {}
         self.data: dict[tuple[str, str], dict[str, Any]] = {}
@@ -366,7 +233,7 @@ class FakeArm(RequestsTransport):
 
     def close(self) -> None:
         """The test is over: every operation reports done, so that the SDK's pollers end."""
-        with self._lock:
+        with self.lock:
             self._closed = True
             self.clock.now = self.clock.now  # wakes the pollers waiting for the clock
 
@@ -394,7 +261,7 @@ class FakeArm(RequestsTransport):
     def settle(self) -> None:
         """The operations whose time has come are done: the deployment created is 'Succeeded', the one
         deleted is gone, the endpoint updated is 'Succeeded' again."""
-        with self._lock:
+        with self.lock:
             for op in self.operations.values():
                 if op["status"] != "InProgress" or (op["done_at"] > self.clock.now and not self._closed):
                     continue
@@ -413,7 +280,7 @@ class FakeArm(RequestsTransport):
 
     def finish_operations(self) -> float:
         """Move the clock to when every running operation is done (the seconds it moved)."""
-        with self._lock:
+        with self.lock:
             pending = [op["done_at"] for op in self.operations.values() if op["status"] == "InProgress"]
             moved = max(0.0, max(pending, default=self.clock.now) - self.clock.now)
             self.clock.now += moved
@@ -422,7 +289,7 @@ class FakeArm(RequestsTransport):
 
     def update_endpoint(self, endpoint: str, seconds: float | None = None) -> None:
         """Another client updates the endpoint (its traffic, say): an operation on it runs for ``seconds``."""
-        with self._lock:
+        with self.lock:
             operation = self._start_operation("update", endpoint)
             if seconds is not None:
                 self.operations[operation]["done_at"] = self.clock.now + seconds
@@ -437,7 +304,7 @@ class FakeArm(RequestsTransport):
         if running:
             state = self.endpoints[endpoint]["properties"].get("provisioningState") or "Updating"
             state = "Updating" if state == "Succeeded" else state
-            raise Answer(
+            raise Refusal(
                 409,
                 "Conflict",
                 f"Cannot {what} in endpoint {endpoint} because it is in {state} provisioning state.",
@@ -828,36 +695,12 @@ class FakeArm(RequestsTransport):
 
     # ------------------------------------------------------------------ scripting
 
-    def fail(
-        self,
-        method: str,
-        path: str,
-        status: int = 503,
-        *,
-        times: int = 1,
-        headers: dict[str, str] | None = None,
-        code: str | None = None,
-        message: str | None = None,
-    ) -> None:
-        """Answer the next ``times`` matching requests with ``status`` (``path``: a regex on the path)."""
+    def fault_code(self, status: int) -> str:
         codes = {429: "TooManyRequests", 503: "ServiceUnavailable", 500: "InternalServerError", 404: "NotFound"}
-        fault = Fault(method, path, times, status, dict(headers or {}))
-        fault.code = code or codes.get(status, "UserError")
-        fault.message = message or fault.message
-        self.faults.append(fault)
+        return codes.get(status, "UserError")
 
-    def time_out(self, method: str, path: str, *, times: int = 1, seconds: float = 5.0) -> None:
-        """The next matching requests get no answer: the read times out after ``seconds``."""
-        self.faults.append(
-            Fault(
-                method, path, times, raise_=lambda: requests.exceptions.ReadTimeout("read timed out"), advance=seconds
-            )
-        )
-
-    def refuse_connections(self, method: str, path: str, *, times: int = 1) -> None:
-        self.faults.append(
-            Fault(method, path, times, raise_=lambda: requests.exceptions.ConnectionError("connection refused"))
-        )
+    def advance(self, seconds: float) -> None:
+        self.clock.now += seconds
 
     def before(self, method: str, path: str, hook: Callable[[], None]) -> None:
         """Run ``hook`` once, just before the first matching request is answered (a concurrent writer)."""
@@ -904,45 +747,27 @@ class FakeArm(RequestsTransport):
 
     # ------------------------------------------------------------------ answering
 
-    def answer(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], Any]:
-        url = urlparse(str(request.url))
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        raw = request.body
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        body = json.loads(text) if text else None
-        path = url.path[len(self.ws_path) + 1 :] if url.path.startswith(self.ws_path + "/") else url.path
-        if url.path == self.ws_path:
-            path = ""
-        call = Call(str(request.method), str(request.url), path, query.get("api-version"), query, request.headers, body)
-        with self._lock:
-            self.calls.append(call)
-            for i, (method, pattern, hook) in enumerate(self.hooks):
-                if method == call.method and re.search(pattern, call.path):
-                    del self.hooks[i]
-                    hook()
-                    break
-            fault = next((f for f in self.faults if f.matches(call.method, call.path)), None)
-            if fault is not None:
-                fault.times -= 1
-                if fault.advance:
-                    self.clock.now += fault.advance
-                if fault.raise_ is not None:
-                    call.status = -1
-                    raise fault.raise_()
-                call.status = fault.status
-                return fault.status, fault.headers, _error(fault.code, fault.message)
-            try:
-                status, headers, out = self._route(call, url.hostname or "")
-            except MlflowAnswer as exc:
-                status, headers, out = exc.status, exc.headers, {"error_code": exc.code, "message": exc.message}
-            except Answer as exc:
-                status, headers, out = exc.status, exc.headers, _error(exc.code, exc.message)
-            call.status = status
-            return status, headers, copy.deepcopy(out)
+    def record(self, request: Request) -> Call:
+        path = urlparse(request.url).path
+        below = path[len(self.ws_path) + 1 :] if path.startswith(self.ws_path + "/") else path
+        if path == self.ws_path:
+            below = ""
+        query = {k: v[-1] for k, v in parse_qs(urlparse(request.url).query).items()}
+        return Call(request.method, request.url, below, query.get("api-version"), query, request.headers, request.body)
 
-    def _unexpected(self, call: Call, why: str) -> Answer:
-        self.unexpected.append(f"{call.method} {call.path}: {why}")
-        return Answer(400, "FakeArmUnexpectedRequest", f"the fake ARM does not expect this request: {why}")
+    def check(self, call: Call) -> None:
+        """A test's hook (:meth:`before`) runs before anything answers."""
+        for i, (method, pattern, hook) in enumerate(self.hooks):
+            if method == call.method and re.search(pattern, call.path):
+                del self.hooks[i]
+                hook()
+                break
+
+    def handle(self, call: Call) -> Answer:
+        return self._route(call, urlparse(call.url).hostname or "")
+
+    def error(self, code: str, message: str) -> Any:
+        return {"error": {"code": code, "message": message, "details": [], "additionalInfo": []}}
 
     def _authorize(self, call: Call, action: str, scope: str, *, mlflow: bool = False) -> None:
         """Refuse as Azure does when the caller's identity holds no role that grants ``action`` at
@@ -955,18 +780,18 @@ class FakeArm(RequestsTransport):
         body = rbac.refusal(oid, action, scope)["error"]
         if mlflow:  # unverified: the body Azure ML's MLflow server sends with its 403
             raise MlflowAnswer(403, "PERMISSION_DENIED", body["message"])
-        raise Answer(403, body["code"], body["message"])
+        raise Refusal(403, body["code"], body["message"])
 
-    def _route(self, call: Call, host: str) -> tuple[int, dict[str, str], Any]:
+    def _route(self, call: Call, host: str) -> Answer:
         if host == self.mlflow_host:
             return self._mlflow(call)
         if host != ARM_HOST:
-            raise self._unexpected(call, f"host {host}")
+            raise Unexpected(f"host {host}")
         if token_audience(call.headers.get("Authorization")) != f"https://{ARM_HOST}":
-            raise self._unexpected(call, "no bearer token for https://management.azure.com")
+            raise Unexpected("no bearer token for https://management.azure.com")
         if "/mfeOperationsStatus/" not in call.path:  # ARM answers an operation's status to its caller
             self._authorize(call, *rbac.arm_action(call.method, urlparse(call.url).path))
-        routes: list[tuple[str, str, str, Callable[..., tuple[int, dict[str, str], Any]]]] = [
+        routes: list[tuple[str, str, str, Callable[..., Answer]]] = [
             ("GET", r"^$", "workspace", self._get_workspace),
             ("GET", r"^computes/([^/]+)$", "computes", self._get_compute),
             ("GET", r"^components/([^/]+)/versions$", "components", self._list_components),
@@ -1000,13 +825,13 @@ class FakeArm(RequestsTransport):
             match = re.match(pattern, call.path)
             if method == call.method and match:
                 if call.api_version not in API_VERSIONS[kind]:
-                    raise self._unexpected(call, f"api-version {call.api_version} for {kind}")
+                    raise Unexpected(f"api-version {call.api_version} for {kind}")
                 return handler(call, *match.groups())
-        raise self._unexpected(call, "no such route")
+        raise Unexpected("no such route")
 
     # ------------------------------------------------------------------ handlers
 
-    def _get_workspace(self, call: Call) -> tuple[int, dict[str, str], Any]:
+    def _get_workspace(self, call: Call) -> Answer:
         return (
             200,
             {},
@@ -1026,21 +851,21 @@ class FakeArm(RequestsTransport):
             },
         )
 
-    def _get_compute(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+    def _get_compute(self, call: Call, name: str) -> Answer:
         return 200, {}, self._found(self.computes.get(name), f"compute {name}")
 
-    def _get_component(self, call: Call, name: str, version: str) -> tuple[int, dict[str, str], Any]:
+    def _get_component(self, call: Call, name: str, version: str) -> Answer:
         return 200, {}, self._found(self.components.get((name, version)), f"component {name}:{version}")
 
-    def _list_components(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+    def _list_components(self, call: Call, name: str) -> Answer:
         versions = [v for (n, _), v in self.components.items() if n == name]
         versions.sort(key=lambda v: v["systemData"]["createdAt"], reverse="desc" in call.query.get("$orderBy", ""))
         return 200, {}, {"value": versions[: int(call.query.get("$top", len(versions) or 1))]}
 
-    def _get_data_container(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+    def _get_data_container(self, call: Call, name: str) -> Answer:
         versions = sorted((int(v) for (n, v) in self.data if n == name and v.isdigit()), reverse=True)
         if not versions:
-            raise Answer(404, "UserError", f"Could not find data asset {name} in workspace {self.workspace}")
+            raise Refusal(404, "UserError", f"Could not find data asset {name} in workspace {self.workspace}")
         latest = str(versions[0])
         return (
             200,
@@ -1052,25 +877,25 @@ class FakeArm(RequestsTransport):
             },
         )
 
-    def _get_data(self, call: Call, name: str, version: str) -> tuple[int, dict[str, str], Any]:
+    def _get_data(self, call: Call, name: str, version: str) -> Answer:
         return 200, {}, self._found(self.data.get((name, version)), f"data asset {name}:{version}")
 
-    def _put_data(self, call: Call, name: str, version: str) -> tuple[int, dict[str, str], Any]:
+    def _put_data(self, call: Call, name: str, version: str) -> Answer:
         """Registering a data asset version: an existing version with the same path is accepted as
         it is; a changed path is refused ("Asset paths cannot be updated")."""
         props = (call.body or {}).get("properties") or {}
         uri, kind = str(props.get("dataUri") or ""), str(props.get("dataType") or "")
         if not uri or not kind:
-            raise self._unexpected(call, "a data version needs dataType and dataUri")
+            raise Unexpected("a data version needs dataType and dataUri")
         existing = self.data.get((name, version))
         if existing is not None:
             if existing["properties"]["dataUri"].rstrip("/") != uri.rstrip("/"):
-                raise Answer(400, "UserError", "Asset paths cannot be updated.")
+                raise Refusal(400, "UserError", "Asset paths cannot be updated.")
             return 200, {}, existing
         self.add_data(name, version, kind=kind, uri=uri)
         return 201, {}, self.data[(name, version)]
 
-    def _get_job(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+    def _get_job(self, call: Call, name: str) -> Answer:
         """A pipeline step's run is a job too, but the jobs API answers it without ``properties``: the SDK
         reads that as a pipeline child job ("Child jobs are no longer available through MFE",
         ``JobOperations.get``) and asks run history (``/history/v1.0/.../runs/<id>``) instead. (The
@@ -1079,7 +904,7 @@ class FakeArm(RequestsTransport):
             return 200, {}, {"id": self.arm_id("jobs", name), "name": name, "type": f"{PROVIDER}/workspaces/jobs"}
         return 200, {}, self._found(self.jobs.get(name), f"job {name}")
 
-    def _put_job(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+    def _put_job(self, call: Call, name: str) -> Answer:
         props = (call.body or {}).get("properties") or {}
         self._check_pipeline_job(call, name, props)
         existing = self.jobs.get(name)
@@ -1091,7 +916,7 @@ class FakeArm(RequestsTransport):
                 if old.get(k) != props.get(k)
             ]
             if changed:
-                raise Answer(
+                raise Refusal(
                     400,
                     "UserError",
                     f"Job {name} already exists; an existing job's {', '.join(changed)} cannot be changed, "
@@ -1106,7 +931,7 @@ class FakeArm(RequestsTransport):
             call.headers.get("x-azureml-token") is None
             or token_audience("Bearer " + call.headers["x-azureml-token"]) != "https://ml.azure.com"
         ):
-            raise Answer(
+            raise Refusal(
                 401, "UserError", "a pipeline job is submitted with the user's Azure ML token (x-azureml-token)"
             )
         job = self._job_resource(name, props, "NotStarted", self._created_by(call))
@@ -1123,34 +948,34 @@ class FakeArm(RequestsTransport):
 
     def _check_pipeline_job(self, call: Call, name: str, props: dict[str, Any]) -> None:
         if not JOB_NAME.match(name):  # the REST API's pattern for a job's name
-            raise Answer(400, "UserError", f"Job name {name!r} must match {JOB_NAME.pattern}")
+            raise Refusal(400, "UserError", f"Job name {name!r} must match {JOB_NAME.pattern}")
         if props.get("jobType") != "Pipeline":
-            raise self._unexpected(call, f"jobType {props.get('jobType')!r}, expected a pipeline job")
+            raise Unexpected(f"jobType {props.get('jobType')!r}, expected a pipeline job")
         component = self._resource_by_id(self.components, props.get("componentId"))
         if component is None:
-            raise Answer(400, "UserError", f"Component {props.get('componentId')} not found")
+            raise Refusal(400, "UserError", f"Component {props.get('componentId')} not found")
         if self._resource_by_id({("c", k): v for k, v in self.computes.items()}, props.get("computeId")) is None:
-            raise Answer(400, "UserError", f"Compute {props.get('computeId')} not found in workspace {self.workspace}")
+            raise Refusal(400, "UserError", f"Compute {props.get('computeId')} not found in workspace {self.workspace}")
         if not props.get("experimentName"):
-            raise self._unexpected(call, "no experimentName")
+            raise Unexpected("no experimentName")
         declared = component["properties"]["componentSpec"]["inputs"]
         for key, value in (props.get("inputs") or {}).items():
             if key not in declared:
-                raise Answer(400, "UserError", f"Input {key} is not an input of component {props['componentId']}")
+                raise Refusal(400, "UserError", f"Input {key} is not an input of component {props['componentId']}")
             kind = value.get("jobInputType")
             if kind not in JOB_INPUT_TYPES:
-                raise self._unexpected(call, f"input {key}: jobInputType {kind!r}")
+                raise Unexpected(f"input {key}: jobInputType {kind!r}")
             if kind == "literal" and not isinstance(value.get("value"), str):
-                raise self._unexpected(call, f"input {key}: a literal's value is a string on the wire")
+                raise Unexpected(f"input {key}: a literal's value is a string on the wire")
             if kind != "literal":
                 uri = str(value.get("uri") or "")
                 if "/data/" in uri and self._resource_by_id(self.data, uri) is None:
-                    raise Answer(400, "UserError", f"Data asset {uri} not found")
+                    raise Refusal(400, "UserError", f"Data asset {uri} not found")
                 if not uri:
-                    raise self._unexpected(call, f"input {key}: no uri")
+                    raise Unexpected(f"input {key}: no uri")
         tags = props.get("tags") or {}
         if not all(isinstance(v, str) for v in tags.values()):
-            raise self._unexpected(call, "tag values are strings")
+            raise Unexpected("tag values are strings")
 
     def _job_resource(
         self, name: str, props: dict[str, Any], status: str, system: dict[str, Any] | None = None
@@ -1169,10 +994,10 @@ class FakeArm(RequestsTransport):
             "properties": stored,
         }
 
-    def _get_model_container(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+    def _get_model_container(self, call: Call, name: str) -> Answer:
         versions = sorted((int(v) for (n, v) in self.models if n == name and v.isdigit()), reverse=True)
         if not versions:
-            raise Answer(404, "UserError", f"Could not find model {name} in workspace {self.workspace}")
+            raise Refusal(404, "UserError", f"Could not find model {name} in workspace {self.workspace}")
         return (
             200,
             {},
@@ -1187,25 +1012,25 @@ class FakeArm(RequestsTransport):
             },
         )
 
-    def _list_models(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+    def _list_models(self, call: Call, name: str) -> Answer:
         versions = [v for (n, _), v in self.models.items() if n == name]
         if not versions:
-            raise Answer(404, "UserError", f"Could not find model {name} in workspace {self.workspace}")
+            raise Refusal(404, "UserError", f"Could not find model {name} in workspace {self.workspace}")
         top = int(call.query.get("$top", len(versions)))
         return 200, {}, {"value": list(reversed(versions))[:top]}
 
-    def _get_model(self, call: Call, name: str, version: str) -> tuple[int, dict[str, str], Any]:
+    def _get_model(self, call: Call, name: str, version: str) -> Answer:
         return 200, {}, self._found(self.models.get((name, version)), f"model {name}:{version}")
 
-    def _put_model(self, call: Call, name: str, version: str) -> tuple[int, dict[str, str], Any]:
+    def _put_model(self, call: Call, name: str, version: str) -> Answer:
         props = (call.body or {}).get("properties") or {}
         uri = str(props.get("modelUri") or "")
         if not props.get("modelType") or not uri:
-            raise self._unexpected(call, "a model version needs modelType and modelUri")
+            raise Unexpected("a model version needs modelType and modelUri")
         existing = self.models.get((name, version))
         if existing is not None:  # re-registering: the same path is accepted, a changed one refused
             if existing["properties"]["modelUri"].rstrip("/") != uri.rstrip("/"):
-                raise Answer(400, "UserError", "Asset paths cannot be updated.")
+                raise Refusal(400, "UserError", "Asset paths cannot be updated.")
             existing["properties"]["tags"] = dict(props.get("tags") or {})
             return 200, {}, existing
         job_name = None
@@ -1214,7 +1039,7 @@ class FakeArm(RequestsTransport):
             job_name, output = job_output.groups()
             job = self.jobs.get(job_name)
             if job is None or output not in (job["properties"].get("outputs") or {}):
-                raise Answer(400, "UserError", f"Job {job_name} has no output named {output}")
+                raise Refusal(400, "UserError", f"Job {job_name} has no output named {output}")
         model_id = self.add_model(
             name,
             version,
@@ -1228,36 +1053,36 @@ class FakeArm(RequestsTransport):
         assert model_id
         return 201, {}, self.models[(name, version)]
 
-    def _get_endpoint(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+    def _get_endpoint(self, call: Call, name: str) -> Answer:
         self.settle()
         return 200, {}, self._found(self.endpoints.get(name), f"online endpoint {name}")
 
-    def _put_endpoint(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+    def _put_endpoint(self, call: Call, name: str) -> Answer:
         """An update of an existing endpoint, as ``online_endpoints.begin_create_or_update`` sends it: the
         traffic split must name deployments of the endpoint that are provisioned, and sum to 100 (or
         be empty). Accepted as a long-running operation, like a deployment."""
         existing = self.endpoints.get(name)
         if existing is None:
-            raise self._unexpected(call, "the service creates no endpoints, it only updates their traffic")
+            raise Unexpected("the service creates no endpoints, it only updates their traffic")
         self._refuse_while_busy(name, "update the endpoint's traffic")
         body = call.body or {}
         props = body.get("properties") or {}
         if body.get("location") != self.location:
-            raise self._unexpected(call, f"location {body.get('location')!r}, the workspace is in {self.location}")
+            raise Unexpected(f"location {body.get('location')!r}, the workspace is in {self.location}")
         if props.get("authMode") != existing["properties"]["authMode"]:
-            raise self._unexpected(call, "an update that changes the endpoint's authMode")
+            raise Unexpected("an update that changes the endpoint's authMode")
         traffic = props.get("traffic") or {}
         if not all(isinstance(v, int) and 0 <= v <= 100 for v in traffic.values()):
-            raise Answer(400, "UserError", f"Traffic values must be integers between 0 and 100: {traffic}")
+            raise Refusal(400, "UserError", f"Traffic values must be integers between 0 and 100: {traffic}")
         if traffic and sum(traffic.values()) != 100:
-            raise Answer(400, "UserError", f"Traffic values must add up to 100; got {sum(traffic.values())}")
+            raise Refusal(400, "UserError", f"Traffic values must add up to 100; got {sum(traffic.values())}")
         for deployment, percent in traffic.items():
             found = self.deployments.get((name, deployment))
             if found is None:
-                raise Answer(400, "UserError", f"Deployment {deployment} does not exist on endpoint {name}")
+                raise Refusal(400, "UserError", f"Deployment {deployment} does not exist on endpoint {name}")
             state = found["properties"].get("provisioningState")
             if percent and state != "Succeeded":
-                raise Answer(
+                raise Refusal(
                     400,
                     "UserError",
                     f"Deployment {deployment} is in provisioning state {state}; traffic needs Succeeded",
@@ -1268,34 +1093,34 @@ class FakeArm(RequestsTransport):
         operation = self._start_operation("update", name)
         return 200, {"Azure-AsyncOperation": self._status_url(operation)}, existing
 
-    def _list_deployments(self, call: Call, endpoint: str) -> tuple[int, dict[str, str], Any]:
+    def _list_deployments(self, call: Call, endpoint: str) -> Answer:
         self._found(self.endpoints.get(endpoint), f"online endpoint {endpoint}")
         self.settle()
         return 200, {}, {"value": [d for (e, _), d in self.deployments.items() if e == endpoint]}
 
-    def _get_deployment(self, call: Call, endpoint: str, name: str) -> tuple[int, dict[str, str], Any]:
+    def _get_deployment(self, call: Call, endpoint: str, name: str) -> Answer:
         self.settle()
         return 200, {}, self._found(self.deployments.get((endpoint, name)), f"deployment {endpoint}/{name}")
 
-    def _put_deployment(self, call: Call, endpoint: str, name: str) -> tuple[int, dict[str, str], Any]:
+    def _put_deployment(self, call: Call, endpoint: str, name: str) -> Answer:
         body = call.body or {}
         props = body.get("properties") or {}
         if endpoint not in self.endpoints:
-            raise Answer(404, "UserError", f"Online endpoint {endpoint} not found")
+            raise Refusal(404, "UserError", f"Online endpoint {endpoint} not found")
         if body.get("location") != self.location:
-            raise self._unexpected(call, f"location {body.get('location')!r}, the workspace is in {self.location}")
+            raise Unexpected(f"location {body.get('location')!r}, the workspace is in {self.location}")
         if props.get("endpointComputeType") != "Managed" or not props.get("instanceType"):
-            raise self._unexpected(call, "a managed deployment names its instance type")
+            raise Unexpected("a managed deployment names its instance type")
         if self._resource_by_id(self.models, props.get("model")) is None:
-            raise Answer(400, "UserError", f"Model {props.get('model')} not found")
+            raise Refusal(400, "UserError", f"Model {props.get('model')} not found")
         if not isinstance((body.get("sku") or {}).get("capacity"), int):
-            raise self._unexpected(call, "sku.capacity is the instance count")
+            raise Unexpected("sku.capacity is the instance count")
         self._refuse_while_busy(endpoint, "create a deployment")
         count = sum(1 for (e, _) in self.deployments if e == endpoint)
         if (endpoint, name) not in self.deployments and count >= MAX_DEPLOYMENTS:
             # At most 20 deployments per endpoint (Azure ML docs, "Manage and increase quotas"). Azure's
             # wording and code for the refusal are unverified: a 400 that says what the limit is.
-            raise Answer(
+            raise Refusal(
                 400,
                 "BadRequest",
                 f"Endpoint {endpoint} already has {count} deployments; the limit is {MAX_DEPLOYMENTS} "
@@ -1306,7 +1131,7 @@ class FakeArm(RequestsTransport):
         for collection, spec in ((props.get("dataCollector") or {}).get("collections") or {}).items():
             data_id = (spec or {}).get("dataId")
             if data_id and self._resource_by_id(self.data, data_id) is None:
-                raise Answer(400, "UserError", f"Data asset {data_id} of collection {collection} not found")
+                raise Refusal(400, "UserError", f"Data asset {data_id} of collection {collection} not found")
         stored = copy.deepcopy(body)
         stored.update(
             {
@@ -1322,7 +1147,7 @@ class FakeArm(RequestsTransport):
         operation = self._start_operation("create", endpoint, (endpoint, name))
         return 201, {"Azure-AsyncOperation": self._status_url(operation)}, stored
 
-    def _delete_deployment(self, call: Call, endpoint: str, name: str) -> tuple[int, dict[str, str], Any]:
+    def _delete_deployment(self, call: Call, endpoint: str, name: str) -> Answer:
         """Azure ML refuses to delete a deployment that has live or mirrored traffic; otherwise the
         deletion is a long-running operation ('Deleting', then gone). A missing one is 204."""
         self.settle()
@@ -1332,14 +1157,14 @@ class FakeArm(RequestsTransport):
         self._refuse_while_busy(endpoint, "delete a deployment")
         props = self.endpoints[endpoint]["properties"]
         if (props.get("traffic") or {}).get(name) or (props.get("mirrorTraffic") or {}).get(name):
-            raise Answer(
+            raise Refusal(
                 400, "UserError", f"Deployment {name} has traffic; set its traffic and mirror traffic to 0 first"
             )
         found["properties"]["provisioningState"] = "Deleting"
         status_url = self._status_url(self._start_operation("delete", endpoint, (endpoint, name)))
         return 202, {"Azure-AsyncOperation": status_url, "Location": status_url}, None
 
-    def _list_schedules(self, call: Call) -> tuple[int, dict[str, str], Any]:
+    def _list_schedules(self, call: Call) -> Answer:
         view = call.query.get("listViewType", "EnabledOnly")
         found = [
             s
@@ -1348,10 +1173,10 @@ class FakeArm(RequestsTransport):
         ]
         return 200, {}, {"value": found}
 
-    def _get_schedule(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+    def _get_schedule(self, call: Call, name: str) -> Answer:
         return 200, {}, self._found(self.schedules.get(name), f"schedule {name}")
 
-    def _put_schedule(self, call: Call, name: str) -> tuple[int, dict[str, str], Any]:
+    def _put_schedule(self, call: Call, name: str) -> Answer:
         """A schedule PUT replaces the schedule. The monitoring target must be a deployment of an
         endpoint of the workspace."""
         body = copy.deepcopy(call.body or {})
@@ -1363,23 +1188,23 @@ class FakeArm(RequestsTransport):
                 r"^azureml:([^:]+):([^:]+)$", target
             )
             if match is None or tuple(match.groups()) not in self.deployments:
-                raise Answer(400, "UserError", f"Monitoring target {target} is not a deployment of this workspace")
+                raise Refusal(400, "UserError", f"Monitoring target {target} is not a deployment of this workspace")
         if not props.get("trigger"):
-            raise self._unexpected(call, "a schedule needs its trigger")
+            raise Unexpected("a schedule needs its trigger")
         created = name not in self.schedules
         body.update({"id": self.arm_id("schedules", name), "name": name, "type": f"{PROVIDER}/workspaces/schedules"})
         body["properties"]["provisioningState"] = "Succeeded"
         self.schedules[name] = body
         return (201 if created else 200), {}, body
 
-    def _get_operation(self, call: Call, operation: str) -> tuple[int, dict[str, str], Any]:
+    def _get_operation(self, call: Call, operation: str) -> Answer:
         op = self._found(self.operations.get(operation), f"operation {operation}")
         self.settle()  # done when its time has come, not after some number of polls
         return 200, {}, {"id": operation, "name": operation, "status": op["status"]}
 
     # ------------------------------------------------------------------ MLflow (the tracking server)
 
-    def _mlflow(self, call: Call) -> tuple[int, dict[str, str], Any]:
+    def _mlflow(self, call: Call) -> Answer:
         """The MLflow REST API at the workspace's tracking URI (``/mlflow/v1.0/<workspace id>``):
         ``GET runs/get?run_id=`` and ``POST runs/search``, with an Azure Resource Manager token."""
         prefix = f"/mlflow/v1.0{self.ws_path}/api/2.0/mlflow/"
@@ -1388,18 +1213,18 @@ class FakeArm(RequestsTransport):
             return 200, {}, {"api": base, "catalog": base, "experimentation": base, "history": base}
         if call.method == "GET" and call.path.startswith(f"/history/v1.0{self.ws_path}/runs/"):
             if token_audience(call.headers.get("Authorization")) != f"https://{ARM_HOST}":
-                raise self._unexpected(call, "run history call without a bearer token for Azure Resource Manager")
+                raise Unexpected("run history call without a bearer token for Azure Resource Manager")
             # reading a run is experiments/runs/read, as for MLflow (the error body's shape is unverified)
             self._authorize(call, f"{PROVIDER}/workspaces/experiments/runs/read", self.ws_path)
             run_id = call.path.rsplit("/", 1)[1]
             run = self.steps.get(run_id)
             if run is None:
-                raise Answer(404, "UserError", f"Run {run_id} was not found")
+                raise Refusal(404, "UserError", f"Run {run_id} was not found")
             return 200, {}, run
         if not call.path.startswith(prefix):
-            raise self._unexpected(call, f"MLflow path {call.path}")
+            raise Unexpected(f"MLflow path {call.path}")
         if token_audience(call.headers.get("Authorization")) != f"https://{ARM_HOST}":
-            raise self._unexpected(call, "MLflow call without a bearer token for https://management.azure.com")
+            raise Unexpected("MLflow call without a bearer token for https://management.azure.com")
         endpoint = call.path.removeprefix(prefix)
         if endpoint in ("runs/get", "runs/search"):  # "MLflow operations" (Azure ML docs, Manage roles)
             self._authorize(call, f"{PROVIDER}/workspaces/experiments/runs/read", self.ws_path, mlflow=True)
@@ -1411,7 +1236,7 @@ class FakeArm(RequestsTransport):
             return 200, {}, {"run": run}
         if (call.method, endpoint) == ("POST", "runs/search"):
             return 200, {}, self._search_runs(call)
-        raise self._unexpected(call, f"MLflow endpoint {call.method} {endpoint}")
+        raise Unexpected(f"MLflow endpoint {call.method} {endpoint}")
 
     def _search_runs(self, call: Call) -> dict[str, Any]:
         body = call.body or {}
@@ -1429,7 +1254,7 @@ class FakeArm(RequestsTransport):
             )
         match = re.fullmatch(r"\s*tags\.mlflow\.parentRunId\s*=\s*'([^']*)'\s*", text)
         if match is None:
-            raise self._unexpected(call, f"runs/search filter {body.get('filter')!r}")
+            raise Unexpected(f"runs/search filter {body.get('filter')!r}")
         parent = match.group(1)
         found = [
             r
@@ -1449,7 +1274,7 @@ class FakeArm(RequestsTransport):
 
     def _found(self, resource: dict[str, Any] | None, what: str) -> dict[str, Any]:
         if resource is None:
-            raise Answer(404, "UserError", f"Could not find {what} in workspace {self.workspace}")
+            raise Refusal(404, "UserError", f"Could not find {what} in workspace {self.workspace}")
         return resource
 
     @staticmethod
@@ -1459,7 +1284,3 @@ class FakeArm(RequestsTransport):
 
     def lro_threads(self) -> Iterator[threading.Thread]:
         return (t for t in threading.enumerate() if t.name.startswith("LROPoller"))
-
-
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": [], "additionalInfo": []}}

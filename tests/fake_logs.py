@@ -2,9 +2,8 @@
 
 ``LogsQueryClient(credential, transport=FakeLogs(...))``: the SDK sends its real request
 (``POST /v1/workspaces/{id}/query`` or ``POST /v1/{resourceId}/query``, body ``query`` and
-``timespan``) and this transport answers in the service's JSON shape (``tables`` of ``columns`` and
-``rows``), through the same ``requests``/``urllib3`` response objects the real transport reads (see
-:mod:`tests.fake_arm`).
+``timespan``) and this handler (a :class:`tests.fake_http.FakeService`) answers in the service's JSON
+shape (``tables`` of ``columns`` and ``rows``).
 
 It keeps rows of the ``AmlOnlineEndpointTrafficLog`` table as the table reference describes them:
 ``EndpointName``, ``DeploymentName``, ``ResponseCode`` (the final code to the client) and
@@ -23,16 +22,11 @@ from __future__ import annotations
 import json
 import math
 import re
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote, urlparse
 
-import requests
-from azure.core.pipeline.transport import RequestsTransport
-
-from tests.fake_arm import offline_session, token_audience
+from tests.fake_http import Answer, FakeService, Request, Unexpected, token_audience
 
 LOGS_HOST = "api.loganalytics.io"
 _LITERAL = r'"((?:[^"\\]|\\.)*)"'
@@ -69,28 +63,18 @@ def toint(value: str) -> int | None:
         return None
 
 
-@dataclass
-class LogsCall:
-    path: str
-    body: dict[str, Any]
-    status: int = 0
+class FakeLogs(FakeService):
+    """``workspace``: the Workspace ID (GUID) or the workspace's resource id the service must query;
+    ``rows`` the table's; ``partial``: the query answers with a partial error beside its tables."""
 
+    unexpected_code = "BadArgumentError"
 
-@dataclass
-class FakeLogs(RequestsTransport):
-    workspace: str  # the Workspace ID (GUID) or the workspace's resource id the service must query
-    rows: list[TrafficRow] = field(default_factory=list)
-    calls: list[LogsCall] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    faults: list[tuple[int, int, dict[str, str]]] = field(default_factory=list)  # [status, times, headers]
-    partial: bool = False
-
-    def __post_init__(self) -> None:
-        super().__init__(session=offline_session(self))
-        self._lock = threading.Lock()
-
-    def sleep(self, duration: float) -> None:
-        """azure-core's own waits: never slept (its retries are off anyway)."""
+    def __init__(self, workspace: str) -> None:
+        super().__init__()
+        self.workspace = workspace
+        self.rows: list[TrafficRow] = []
+        self.calls: list[Request] = []
+        self.partial = False
 
     def serve(
         self,
@@ -112,45 +96,29 @@ class FakeLogs(RequestsTransport):
         kinds += [("408", "")] * timeouts + [("429", "")] * throttled
         self.rows.extend(TrafficRow(when, endpoint, deployment, code, model, ms) for code, model in kinds)
 
-    def fail(self, status: int, *, times: int = 1, headers: dict[str, str] | None = None) -> None:
-        self.faults.append([status, times, dict(headers or {})])  # type: ignore[arg-type]
+    def fault_code(self, status: int) -> str:
+        return "ServiceUnavailable" if status >= 500 else "Forbidden"
 
-    def answer(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], Any]:
-        url = urlparse(str(request.url))
-        raw = request.body
-        body = json.loads(raw.decode() if isinstance(raw, bytes) else (raw or "{}"))
-        call = LogsCall(unquote(url.path), body)
-        with self._lock:
-            self.calls.append(call)
-            call.status, headers, out = self._answer(call, url.hostname or "", request.headers.get("Authorization"))
-            return call.status, headers, out
-
-    def _answer(self, call: LogsCall, host: str, auth: str | None) -> tuple[int, dict[str, str], Any]:
-        def bad(why: str) -> tuple[int, dict[str, str], Any]:
-            self.unexpected.append(f"{call.path}: {why}")
-            return 400, {}, {"error": {"code": "BadArgumentError", "message": why}}
-
-        if host != LOGS_HOST:
-            return bad(f"host {host}")
-        if token_audience(auth) != f"https://{LOGS_HOST}":
-            return bad("no bearer token for https://api.loganalytics.io")
+    def check(self, call: Request) -> None:
+        if call.host != LOGS_HOST:
+            raise Unexpected(f"host {call.host}")
+        if token_audience(call.authorization) != f"https://{LOGS_HOST}":
+            raise Unexpected("no bearer token for https://api.loganalytics.io")
         expected = (
             f"/v1{self.workspace}/query" if self.workspace.startswith("/") else f"/v1/workspaces/{self.workspace}/query"
         )
         if call.path != expected:
-            return bad(f"path {call.path}, expected {expected}")
-        for fault in self.faults:
-            if fault[1] > 0:
-                fault[1] -= 1
-                code = "ServiceUnavailable" if fault[0] >= 500 else "Forbidden"
-                return fault[0], fault[2], {"error": {"code": code, "message": f"the service answered {fault[0]}"}}
+            raise Unexpected(f"path {call.path}, expected {expected}")
+
+    def handle(self, call: Request) -> Answer:
+        call.body = call.body or {}
         query = str(call.body.get("query") or "")
         match = QUERY_SHAPE.fullmatch(query)
         if match is None:
-            return bad("a query the fake does not know")
+            raise Unexpected("a query the fake does not know")
         endpoint, candidate, baseline = (json.loads(f'"{g}"') if g is not None else None for g in match.groups()[:3])
         if (baseline is None) != (" or " not in match.group(4)):
-            return bad("baseline_name is declared but not used, or used but not declared")
+            raise Unexpected("baseline_name is declared but not used, or used but not declared")
         wanted = {candidate.lower()} | ({baseline.lower()} if baseline else set())
         start_text, _, end_text = str(call.body.get("timespan") or "").partition("/")
         start, end = datetime.fromisoformat(start_text), datetime.fromisoformat(end_text)

@@ -50,19 +50,13 @@ with no aggregation values. A request it does not know is answered 400 and recor
 
 from __future__ import annotations
 
-import json
 import re
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
-
-import requests
-from azure.core.pipeline.transport import RequestsTransport
 
 from tests import rbac
-from tests.fake_arm import offline_session, token_audience, token_claims
+from tests.fake_http import Answer, FakeService, Refusal, Request, Unexpected, token_audience, token_claims
 
 AUDIENCE = "https://metrics.monitor.azure.com"
 API_VERSIONS = frozenset({"2024-02-01"})  # what azure-monitor-querymetrics 1.0.0 sends
@@ -105,48 +99,25 @@ class Sample:
     value: float
 
 
-@dataclass
-class MetricsCall:
-    path: str
-    query: dict[str, str]
-    body: dict[str, Any]
-    status: int = 0
-    host: str = ""
+class FakeMetrics(FakeService):
+    """The batch API of ``subscription``, its endpoints in ``region``; ``principal`` the caller's
+    roles (None: the app's identity as ``infra/`` assigns them, beside a workspace of this
+    subscription); ``provider_registered`` False: Microsoft.Insights is not registered."""
 
-
-class BadRequest(Exception):
-    pass
-
-
-class Refused(Exception):
-    """An answer other than 400 that Azure gives a request it refuses: status and error body."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code = status, code
-
-
-@dataclass
-class FakeMetrics(RequestsTransport):
-    subscription: str
-    region: str = "westeurope"
-    samples: list[Sample] = field(default_factory=list)
-    calls: list[MetricsCall] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    faults: list[list[Any]] = field(default_factory=list)  # [status, times, headers]
-    principal: rbac.Principal | None = None
-    provider_registered: bool = True
-    wrong_region: list[str] = field(default_factory=list)  # calls to another region's host
-
-    def __post_init__(self) -> None:
-        super().__init__(session=offline_session(self))
-        self._lock = threading.Lock()
-        if self.principal is None:
-            # the app's identity as infra/ assigns its roles, beside a workspace of this subscription
-            self.principal = rbac.app(self.subscription, "rg-ml", "ws-ml")
-
-    def sleep(self, duration: float) -> None:
-        """azure-core's own waits: never slept (its retries are off anyway)."""
+    def __init__(
+        self,
+        subscription: str,
+        region: str = "westeurope",
+        *,
+        principal: rbac.Principal | None = None,
+        provider_registered: bool = True,
+    ) -> None:
+        super().__init__()
+        self.subscription, self.region, self.provider_registered = subscription, region, provider_registered
+        self.principal = principal if principal is not None else rbac.app(subscription, "rg-ml", "ws-ml")
+        self.samples: list[Sample] = []
+        self.calls: list[Request] = []
+        self.wrong_region: list[str] = []  # calls to another region's host
 
     @property
     def host(self) -> str:
@@ -188,8 +159,8 @@ class FakeMetrics(RequestsTransport):
         if p95_ms is not None and ok + errors + model_errors + timeouts + throttled:
             self.samples.append(Sample(resource, "RequestLatency_P95", at, {"deployment": deployment}, p95_ms))
 
-    def fail(self, status: int, *, times: int = 1, headers: dict[str, str] | None = None) -> None:
-        self.faults.append([status, times, dict(headers or {})])
+    def fault_code(self, status: int) -> str:
+        return {429: "TooManyRequests", 403: "Forbidden", 529: "TooManyRequests"}.get(status, "ServiceUnavailable")
 
     def throttle(self, times: int = 1) -> None:
         """The next ``times`` calls are throttled by the metrics backend: 529 (the batch API's docs)."""
@@ -197,44 +168,22 @@ class FakeMetrics(RequestsTransport):
 
     # ------------------------------------------------------------------ answering
 
-    def answer(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], Any]:
-        url = urlparse(str(request.url))
-        raw = request.body
-        body = json.loads(raw.decode() if isinstance(raw, bytes) else (raw or "{}"))
-        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-        call = MetricsCall(unquote(url.path), query, body)
-        with self._lock:
-            self.calls.append(call)
-            call.host = url.hostname or ""
-            try:
-                call.status, headers, out = self._answer(call, call.host, request.headers.get("Authorization"))
-            except BadRequest as exc:
-                self.unexpected.append(f"{call.path}?{url.query}: {exc}")
-                call.status, headers, out = 400, {}, {"error": {"code": "BadRequest", "message": str(exc)}}
-            except Refused as exc:
-                if exc.status == UNSUPPORTED_AGGREGATION:
-                    self.unexpected.append(f"{call.path}?{url.query}: {exc}")
-                call.status, headers, out = exc.status, {}, {"error": {"code": exc.code, "message": str(exc)}}
-            return call.status, headers, out
-
-    def _answer(self, call: MetricsCall, host: str, auth: str | None) -> tuple[int, dict[str, str], Any]:
-        region = _HOST.match(host)
-        if region is None:
-            raise BadRequest(f"host {host}: not a regional metrics endpoint (<region>.metrics.monitor.azure.com)")
+    def check(self, call: Request) -> None:
+        host, auth = call.host, call.authorization
+        if _HOST.match(host) is None:
+            raise Unexpected(f"host {host}: not a regional metrics endpoint (<region>.metrics.monitor.azure.com)")
         if token_audience(auth) != AUDIENCE:
-            raise BadRequest(f"no bearer token for {AUDIENCE}")
+            raise Unexpected(f"no bearer token for {AUDIENCE}")
         if call.path != f"/subscriptions/{self.subscription}/metrics:getBatch":
-            raise BadRequest(f"path {call.path}")
-        q = call.query
-        if q.get("api-version") not in API_VERSIONS:
-            raise BadRequest(f"api-version {q.get('api-version')}")
+            raise Unexpected(f"path {call.path}")
+        if call.query.get("api-version") not in API_VERSIONS:
+            raise Unexpected(f"api-version {call.query.get('api-version')}")
         subscription = f"/subscriptions/{self.subscription}"
-        assert self.principal is not None
         caller = str(token_claims(auth).get("oid"))
         if caller != self.principal.oid or not self.principal.allows(METRICS_READ, subscription):
             # The status is the docs' ("401 authorization errors"); the body's code and text are
             # unverified, written as ARM words an authorization failure.
-            raise Refused(
+            raise Refusal(
                 401,
                 "AuthorizationFailed",
                 f"The client does not have authorization to perform action '{METRICS_READ}' over scope "
@@ -242,52 +191,51 @@ class FakeMetrics(RequestsTransport):
                 "Reader on the subscription itself.",
             )
         if not self.provider_registered:  # status from the docs; the body's words are unverified
-            raise Refused(
+            raise Refusal(
                 403,
                 "SubscriptionNotRegistered",
                 f"The subscription '{self.subscription}' is not registered with the resource provider "
                 "'Microsoft.Insights'.",
             )
-        for fault in self.faults:
-            if fault[1] > 0:
-                fault[1] -= 1
-                code = {429: "TooManyRequests", 403: "Forbidden", 529: "TooManyRequests"}.get(
-                    fault[0], "ServiceUnavailable"
-                )
-                return fault[0], fault[2], {"error": {"code": code, "message": f"the service answered {fault[0]}"}}
+
+    def handle(self, call: Request) -> Answer:
+        q, host = call.query, call.host
+        region = _HOST.match(host)
+        assert region is not None  # checked
+        call.body = call.body or {}
         if str(q.get("metricnamespace", "")).lower() != NAMESPACE:
-            raise BadRequest(f"metricnamespace {q.get('metricnamespace')}")
+            raise Unexpected(f"metricnamespace {q.get('metricnamespace')}")
         names = [n for n in str(q.get("metricnames", "")).split(",") if n]
         if not names or any(n not in METRICS for n in names):
-            raise BadRequest(f"metricnames {names}")
+            raise Unexpected(f"metricnames {names}")
         aggregations = [a.strip().lower() for a in str(q.get("aggregation", "average")).split(",")]
         if any(a not in AGGREGATIONS for a in aggregations):
-            raise BadRequest(f"aggregation {q.get('aggregation')}")
+            raise Unexpected(f"aggregation {q.get('aggregation')}")
         for name in names:
             for a in aggregations:
                 if a not in METRICS[name][2]:
-                    raise Refused(
-                        UNSUPPORTED_AGGREGATION,
-                        "NotImplemented",
+                    why = (
                         f"Sampling type is not found. Metric: {name}, sampling type: {a.capitalize()} "
-                        f"(supported: {', '.join(x.capitalize() for x in METRICS[name][2])})",
+                        f"(supported: {', '.join(x.capitalize() for x in METRICS[name][2])})"
                     )
+                    self.unexpected.append(f"{call.method} {call.path}: {why}")  # the service never asks it
+                    raise Refusal(UNSUPPORTED_AGGREGATION, "NotImplemented", why)
         if q.get("interval", "PT1M") != "PT1M":
-            raise BadRequest(f"interval {q.get('interval')}: the fake keeps one-minute samples only")
+            raise Unexpected(f"interval {q.get('interval')}: the fake keeps one-minute samples only")
         start, end = (
             datetime.fromisoformat(str(q.get(k, "")).replace("Z", "+00:00")) for k in ("starttime", "endtime")
         )
         if end <= start:
-            raise BadRequest("endtime is not after starttime")
+            raise Unexpected("endtime is not after starttime")
         ids = call.body.get("resourceids")
         if not isinstance(ids, list) or not ids:
-            raise BadRequest("no resourceids in the body")
+            raise Unexpected("no resourceids in the body")
         if len({str(r).lower() for r in ids}) > MAX_RESOURCES:  # the body's words are unverified
-            raise BadRequest(f"{len(ids)} resource ids: at most {MAX_RESOURCES} may be specified in each call")
+            raise Unexpected(f"{len(ids)} resource ids: at most {MAX_RESOURCES} may be specified in each call")
         for rid in ids:
             match = _RESOURCE.match(str(rid))
             if match is None or match["sub"] != self.subscription:
-                raise BadRequest(f"resource {rid} is not an online endpoint of subscription {self.subscription}")
+                raise Unexpected(f"resource {rid} is not an online endpoint of subscription {self.subscription}")
         dims = self._filter(q.get("filter"), names)
         top = int(q.get("top", "10")) if q.get("filter") else None
         here = region[1] == self.region
@@ -304,17 +252,17 @@ class FakeMetrics(RequestsTransport):
         for clause in text.split(" and "):
             parts = [_CLAUSE.match(p) for p in clause.split(" or ")]
             if any(p is None for p in parts):
-                raise BadRequest(f"filter {text!r}: cannot parse {clause!r}")
+                raise Unexpected(f"filter {text!r}: cannot parse {clause!r}")
             dims = {p[1] for p in parts if p is not None}
             if len(dims) != 1:
-                raise BadRequest(
+                raise Unexpected(
                     f"filter {text!r}: the logical 'or' operator cannot separate two different metadata names"
                 )
             [dim] = dims
             known = {d.lower(): d for d in METRICS[names[0]][1]}
             for name in names:
                 if dim.lower() not in {d.lower() for d in METRICS[name][1]}:
-                    raise BadRequest(f"Metric: {name} does not support requested dimension combination: {dim}")
+                    raise Unexpected(f"Metric: {name} does not support requested dimension combination: {dim}")
             out[known[dim.lower()]] = [p[2] for p in parts if p is not None]
         return out
 

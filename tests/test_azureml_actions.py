@@ -48,7 +48,7 @@ from tests.azure_world import (
 )
 from tests.builders import ours, run_event
 from tests.conftest import REPO
-from tests.fake_arm import FakeCredential
+from tests.fake_http import FakeCredential
 
 # --------------------------------------------------------------------------- retraining
 
@@ -163,7 +163,7 @@ def test_a_local_input_path_is_refused_rather_than_uploaded(azure: AzureWorld) -
 
 
 def test_throttled_submission_is_retried_after_its_retry_after(azure: AzureWorld) -> None:
-    azure.arm.fail("PUT", r"^jobs/", 429, headers={"Retry-After": "2"})
+    azure.arm.fail(429, method="PUT", path=r"^jobs/", headers={"Retry-After": "2"})
     [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
     assert rec.outcome == "submitted"
     assert azure.clock.slept == [2.0]
@@ -172,7 +172,7 @@ def test_throttled_submission_is_retried_after_its_retry_after(azure: AzureWorld
 
 def test_a_run_of_503s_ends_as_a_transient_error_within_the_deadline(azure: AzureWorld) -> None:
     start = azure.clock.now
-    azure.arm.fail("GET", r"^components/", 503, times=1000)
+    azure.arm.fail(503, method="GET", path=r"^components/", times=1000)
     raw = in_workspace(DRIFT_SAMPLE)
     with pytest.raises(TransientError, match=r"HTTP 503.*25 s budget"):
         azure.deliver(raw)
@@ -193,8 +193,8 @@ def test_a_webhook_batch_shares_one_deadline_across_its_events(azure: AzureWorld
     from function_app.localhost import Host
     from tests.conftest import Client
 
-    azure.arm.fail("PUT", r"^jobs/", 429, headers={"Retry-After": "20"})
-    azure.arm.fail("GET", r"^onlineEndpoints/", 503, times=1000)
+    azure.arm.fail(429, method="PUT", path=r"^jobs/", headers={"Retry-After": "20"})
+    azure.arm.fail(503, method="GET", path=r"^onlineEndpoints/", times=1000)
     start = azure.clock.now
     runtime.set_retrainer(azure.worker)
     try:
@@ -232,7 +232,7 @@ def test_a_missing_component_fails_the_decision_naming_the_component(azure: Azur
 
 
 def test_the_sdks_own_retries_are_off_so_the_budget_is_tenacitys(azure: AzureWorld) -> None:
-    azure.arm.fail("GET", r"^components/", 503)
+    azure.arm.fail(503, method="GET", path=r"^components/")
     [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
     assert rec.outcome == "submitted"
     assert len(azure.arm.requests_to("GET", r"^components/")) == 2  # one failure, one retry: ours
@@ -240,7 +240,7 @@ def test_the_sdks_own_retries_are_off_so_the_budget_is_tenacitys(azure: AzureWor
 
     # Built with its defaults, the SDK retries by itself underneath, outside the budget's sight.
     default = MLClient(FakeCredential(), SUB, RG, WS, transport=azure.arm, enable_telemetry=False)
-    azure.arm.fail("GET", r"^components/", 503)
+    azure.arm.fail(503, method="GET", path=r"^components/")
     default.components.get("diabetes-retrain", version="3")
     assert len(azure.arm.requests_to("GET", r"^components/")) == 4 and len(azure.clock.slept) == 1
 
@@ -818,7 +818,7 @@ def test_a_wrong_client_id_fails_the_decision_once_with_what_to_check(azure: Azu
 
 
 def test_a_403_in_the_first_hour_is_retried_while_roles_propagate_then_recorded(azure: AzureWorld) -> None:
-    azure.arm.fail("GET", r"^components/", 403, times=1000, code="AuthorizationFailed", message="no access")
+    azure.arm.fail(403, method="GET", path=r"^components/", times=1000, code="AuthorizationFailed", message="no access")
     with pytest.raises(TransientError, match="take up to an hour to take effect"):
         azure.deliver(in_workspace(DRIFT_SAMPLE))
     azure.clock.now += 3600

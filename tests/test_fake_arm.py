@@ -20,7 +20,8 @@ from azure.core.pipeline.transport import HttpRequest as TransportRequest
 from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest as RestRequest
 
-from tests.fake_arm import FakeArm, FakeClock, FakeCredential, unsigned_jwt
+from tests.fake_arm import FakeArm, FakeClock
+from tests.fake_http import FakeCredential, unsigned_jwt
 
 SUB, RG, WS = "7a3c5f0e-1111-4d2b-9e8a-2b6f1c0d9e77", "rg-mlops", "ws-retrain"
 ARM = "https://management.azure.com"
@@ -150,7 +151,7 @@ def test_inputs_the_component_does_not_declare_are_refused(arm: FakeArm) -> None
 
 
 def test_scripted_faults_come_first_then_the_workspace_answers(arm: FakeArm) -> None:
-    arm.fail("GET", r"^computes/", 429, headers={"Retry-After": "2"})
+    arm.fail(429, method="GET", path=r"^computes/", headers={"Retry-After": "2"})
     client = ml(arm)
     with pytest.raises(HttpResponseError) as caught:
         client.compute.get("cpu-cluster")

@@ -30,7 +30,8 @@ from handlers.errors import PermanentError, TransientError
 from handlers.policy import RolloutRule
 from tests import rbac
 from tests.conftest import REPO
-from tests.fake_arm import FakeClock, FakeCredential
+from tests.fake_arm import FakeClock
+from tests.fake_http import FakeCredential
 from tests.fake_logs import FakeLogs
 from tests.fake_metrics import MONITORING_READER, FakeMetrics
 
@@ -224,7 +225,7 @@ def test_the_fake_logs_refuse_a_query_it_does_not_know() -> None:
     query = build_query(ENDPOINT, CAND).replace("toint(ModelStatusCode)", "ModelStatusCode")
     with pytest.raises(HttpResponseError, match="a query the fake does not know"):
         world.source.client.query_workspace(LOGS_WORKSPACE, query, timespan=(STARTED, NOW))
-    assert world.fake.unexpected == [f"/v1/workspaces/{LOGS_WORKSPACE}/query: a query the fake does not know"]
+    assert world.fake.unexpected == [f"POST /v1/workspaces/{LOGS_WORKSPACE}/query: a query the fake does not know"]
 
 
 def test_without_a_workspace_no_health_data_reads_empty_and_says_why() -> None:

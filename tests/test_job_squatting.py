@@ -44,7 +44,7 @@ from tests.azure_world import (
     in_workspace,
 )
 from tests.builders import EXAMPLE_POLICY, run_event
-from tests.fake_arm import APP_CLIENT_ID, USER_UPN
+from tests.fake_http import APP_CLIENT_ID, USER_UPN
 from tests.world import App
 
 EXPERIMENT = "diabetes-retrain"  # the experiment the example policy retrains in
@@ -95,7 +95,7 @@ def squat(
 def first_delivery_fails(azure: AzureWorld, raw: dict[str, Any]) -> str:
     """The service's first try meets an Azure ML outage when it submits: the decision stays reserved
     (Event Grid delivers again), under the job name it will submit. Returns that name."""
-    azure.arm.fail("PUT", r"^jobs/", 503, times=1000)
+    azure.arm.fail(503, method="PUT", path=r"^jobs/", times=1000)
     with pytest.raises(TransientError):
         azure.deliver(raw)
     azure.arm.faults.clear()

@@ -344,19 +344,19 @@ def test_job_status_reads_the_job_as_azure_ml_reports_it(azure: AzureWorld) -> N
 
 def test_job_status_is_retried_when_throttled_and_a_refusal_says_what_to_grant(azure: AzureWorld) -> None:
     azure.arm.add_job("run-7", status="Failed")
-    azure.arm.fail("GET", r"^jobs/run-7$", 429, headers={"Retry-After": "3"})
+    azure.arm.fail(429, method="GET", path=r"^jobs/run-7$", headers={"Retry-After": "3"})
 
     info = azure.actions.job_status("run-7")
 
     assert info is not None and info.terminal and azure.clock.slept == [3.0]
-    azure.arm.fail("GET", r"^jobs/run-7$", 403, code="AuthorizationFailed", message="no access")
+    azure.arm.fail(403, method="GET", path=r"^jobs/run-7$", code="AuthorizationFailed", message="no access")
     with pytest.raises(TransientError, match="take up to an hour to take effect"):  # roles may still propagate
         azure.actions.job_status("run-7")
     azure.clock.now += 3600  # an hour after the worker started: a 403 is a missing role
-    azure.arm.fail("GET", r"^jobs/run-7$", 403, code="AuthorizationFailed", message="no access")
+    azure.arm.fail(403, method="GET", path=r"^jobs/run-7$", code="AuthorizationFailed", message="no access")
     with pytest.raises(PermanentError, match="looking up pipeline job run-7: Azure ML refused access"):
         azure.actions.job_status("run-7")
-    azure.arm.fail("GET", r"^jobs/run-7$", 503, times=1000)
+    azure.arm.fail(503, method="GET", path=r"^jobs/run-7$", times=1000)
     with pytest.raises(TransientError, match="looking up pipeline job run-7"):
         azure.actions.job_status("run-7")
 

@@ -24,7 +24,7 @@ from handlers.ports import Ledger
 from tests import rbac
 from tests.builders import WORKSPACE, drift_event
 from tests.conftest import Client, retrain_cli
-from tests.fake_arm import FakeCredential
+from tests.fake_http import FakeCredential
 from tests.ledgers import LedgerSpec
 from tests.topic_receiver import WORLD, TopicReceiver
 from tests.world import MODEL, World

@@ -555,13 +555,13 @@ def test_a_rolled_back_candidate_with_live_or_mirrored_traffic_is_never_deleted(
 def test_a_409_on_the_traffic_update_is_retried_and_never_turns_a_step_into_a_rollback(rollout: Rollout) -> None:
     azure, cand = rollout.azure, rollout.name
     busy = "Operation is in progress on this endpoint; try again later"
-    azure.arm.fail("PUT", r"^onlineEndpoints/[^/]+$", 409, code="Conflict", message=busy)
+    azure.arm.fail(409, method="PUT", path=r"^onlineEndpoints/[^/]+$", code="Conflict", message=busy)
     assert rollout.state() == "stepped"  # retried within the budget
     assert azure.arm.traffic_puts == [{"blue": 90, cand: 10}] and len(azure.clock.slept) == 1
 
     rollout.bake()
     rollout.serve(ok=100)
-    azure.arm.fail("PUT", r"^onlineEndpoints/[^/]+$", 409, times=1000, code="Conflict", message=busy)
+    azure.arm.fail(409, method="PUT", path=r"^onlineEndpoints/[^/]+$", times=1000, code="Conflict", message=busy)
     report = rollout.reconcile()
     assert report.rollouts == [] and "409" in report.deferred[0]["error"]  # left for the next pass
     assert [r.action for r in azure.service.ledger.decisions(MODEL, 50)].count("rollback") == 0

@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 
 from tests import rbac
-from tests.fake_arm import token_claims
+from tests.fake_http import token_claims
 
 REQUIRED = ("id", "source", "type", "specversion")
 SEND = "Microsoft.EventGrid/topics/events/send/action"
@@ -143,7 +143,7 @@ class TopicReceiver:
     def notifier(self, source: str = "") -> Any:
         """The app's notifier for this topic, signed in as the function app's identity."""
         from function_app.adapters.notifier import EventGridNotifier
-        from tests.fake_arm import FakeCredential
+        from tests.fake_http import FakeCredential
 
         if self.key is not None:
             from azure.core.credentials import AzureKeyCredential
