@@ -26,10 +26,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from handlers.claims import Claims
 from handlers.errors import InvalidInput, NotApplicable, NotFound, TransientError
-from handlers.idempotency import bound_to, check_binding, key_reused, legacy_records
 from handlers.keys import digest
-from handlers.ports import Claim, Deployments, Ledger
+from handlers.ports import Deployments, Ledger
 from handlers.records import DecisionRecord, Flight, ModelState, iso
 from handlers.rollout import changes
 from handlers.rollout.progress import ROLLOUT, RolloutProgress, Transition
@@ -244,38 +244,33 @@ class Operator:
         self.stepper = stepper
         self.clock = clock
         self.lease = lease
+        self.claims = Claims(ledger, lease)
 
     def handle(self, request: OperatorRequest) -> DecisionRecord:
         self._check(request)
-        done = self._seen(request.trigger)
+        done = self.claims.answered(request.trigger)
         if done is not None:
             return done
         now = self.clock()
         state = self.ledger.get_model(request.model)
         planned = plan(request, state, self._facts(request, state), now)
         if isinstance(planned, Refused):
-            finished = self._finished_by_reconciler(request)
+            # this very request, when its worker died after writing the transition ahead and a
+            # reconciler pass carried it out (its claim never finished): its record, not a refusal
+            finished = self.claims.bound_among(request.trigger, self.ledger.decisions(request.model, 20))
             if finished is not None:
                 return finished
             log.info("operator %s model=%s refused: %s", request.action, request.model, planned.why)
             raise NotApplicable(planned.why)
-        claim = self.ledger.claim_event(request.trigger, now, self.lease)
-        if claim.status == "reused":  # the key was bound to another request meanwhile
-            raise key_reused(request.trigger, claim)
-        if claim.status == "done":  # the same request, carried out meanwhile by another instance
-            again = self._seen(request.trigger)
-            if again is None:
-                raise TransientError(f"request {request.trigger.event_id} was carried out meanwhile; ask again")
-            return again
-        if claim.status == "busy":
-            raise TransientError(f"request {request.trigger.event_id} is being carried out; try again in a moment")
-        try:
-            record = self._carry_out(request, planned, now)
-            self.ledger.finish_event(request.trigger, [record.id], now)
-        except Exception:  # transient (or a bug): the claim is given back; a pending transition stays
-            self._abandon(request.trigger)
-            raise
-        return record
+
+        def work(_again: bool) -> tuple[list[DecisionRecord], list[DecisionRecord]]:
+            return [self._carry_out(request, planned, now)], []  # a pending transition stays on error
+
+        busy = f"request {request.trigger.event_id} is being carried out; try again in a moment"
+        answer = self.claims.run(request.trigger, now, work, busy=busy)
+        if not answer.records:  # carried out meanwhile by another instance, its record not readable yet
+            raise TransientError(f"request {request.trigger.event_id} was carried out meanwhile; ask again")
+        return answer.records[0]
 
     def _check(self, request: OperatorRequest) -> None:
         mp = self.policy.models.get(request.model)
@@ -285,33 +280,6 @@ class Operator:
             raise InvalidInput(f"model {request.model!r} has no 'deploy' section in the policy; it has no rollouts")
         if request.action not in ACTIONS:
             raise InvalidInput(f"action {request.action!r} is not one of {', '.join(ACTIONS)}")
-
-    def _seen(self, trigger: Trigger) -> DecisionRecord | None:
-        """The record of this request when it was carried out before (the same Idempotency-Key):
-        the same record again, unless the key is bound to another request (KeyReused)."""
-        check_binding(self.ledger, trigger)
-        before = legacy_records(self.ledger, trigger)  # a key claimed before claim channels
-        if before:
-            return before[0]
-        seen = self.ledger.event_status(trigger)
-        if not seen or seen[0] != "done" or not seen[1]:
-            return None
-        return self.ledger.get_decision(seen[1][0])
-
-    def _finished_by_reconciler(self, request: OperatorRequest) -> DecisionRecord | None:
-        """The record of this very request when its worker died after writing the transition ahead
-        and a reconciler pass carried it out (so its claim was never finished): a retry of the
-        request gets that record, not a refusal. Looked for among the model's latest decisions,
-        bound to the same request (the key's claim, checked again: the request may have come meanwhile)."""
-        check_binding(self.ledger, request.trigger)
-        for record in self.ledger.decisions(request.model, 20):
-            if bound_to(record, request.trigger):
-                if record.trigger.get("request") != request.trigger.request:
-                    raise key_reused(
-                        request.trigger, Claim("done", (record.id,), record.at, str(record.trigger.get("event_type")))
-                    )
-                return record
-        return None
 
     def _facts(self, request: OperatorRequest, state: ModelState) -> Facts:
         """Only what the rule needs for this action, read through the Deployments port."""
@@ -352,9 +320,3 @@ class Operator:
         if record is None:  # pragma: no cover - carry_out wrote it
             raise TransientError(f"decision {done['record']} is not readable yet; ask again")
         return record
-
-    def _abandon(self, trigger: Trigger) -> None:
-        try:
-            self.ledger.abandon_event(trigger)
-        except TransientError:
-            log.warning("could not release the claim on request %s; it expires with its lease", trigger.event_id)

@@ -16,11 +16,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers import guards
+from handlers.claims import Claims
 from handlers.decisions import decide
 from handlers.envelopes import Envelope, to_signal, workspace_key
-from handlers.errors import Conflict, Forbidden, PermanentError, TransientError
+from handlers.errors import Conflict, Forbidden, PermanentError
 from handlers.executor import Executor
-from handlers.idempotency import key_reused, legacy_records
 from handlers.inputs import check_manual
 from handlers.keys import ci_get
 from handlers.plans import Skip, decision_id
@@ -120,6 +120,7 @@ class RetrainService:
         self.workspaces = frozenset(workspace_key(w) for w in workspaces)
         self.allow_force = allow_force
         self.lease = lease
+        self.claims = Claims(ledger, lease)
 
     # ------------------------------------------------------------------ events
 
@@ -131,20 +132,13 @@ class RetrainService:
         back): everything else that goes wrong after the claim is a recorded ``failed`` decision."""
         trigger = signal.trigger
         now = self.clock()
-        claim = self.ledger.claim_event(trigger, now, self.lease)
-        if claim.status == "reused":  # an Idempotency-Key bound to another request: not its records
-            raise key_reused(trigger, claim)
-        if claim.status == "done":
-            log.info("duplicate delivery event_id=%s type=%s: already decided", trigger.event_id, trigger.event_type)
-            found = [self.ledger.get_decision(d) for d in claim.decisions]
-            return EventResult(trigger.event_id, "duplicate", [d for d in found if d is not None])
-        if claim.status == "busy":
-            raise TransientError(f"event {trigger.event_id} is being processed by another instance; retry later")
-        records: list[DecisionRecord] = []
-        unwritten: list[DecisionRecord] = []
         model: str | None = getattr(signal, "model", None)  # what a failure is about, as far as known
-        again = claim.status == "retry"  # an earlier delivery took the claim and never finished it
-        try:
+
+        def work(again: bool) -> tuple[list[DecisionRecord], list[DecisionRecord]]:
+            """``again``: an earlier delivery took the claim and never finished it."""
+            nonlocal signal, model
+            records: list[DecisionRecord] = []
+            unwritten: list[DecisionRecord] = []
             try:
                 signal = verified(signal, self.ledger)
                 self._observe(signal)
@@ -162,12 +156,11 @@ class RetrainService:
                 failure = self._failure(signal, model, records, now, exc)
                 records.append(failure)
                 unwritten.append(failure)
-            kept = {r.id: r for r in self.ledger.finish_event(trigger, [r.id for r in records], now, unwritten)}
-            records = [kept.get(r.id, r) for r in records]  # what the ledger holds, should it differ
-        except Exception:  # transient (or a bug): the claim is given back, Event Grid redelivers
-            self._abandon(signal)
-            raise
-        return EventResult(trigger.event_id, "processed", records)
+            return records, unwritten
+
+        busy = f"event {trigger.event_id} is being processed by another instance; retry later"
+        answer = self.claims.run(trigger, now, work, busy=busy)
+        return EventResult(trigger.event_id, answer.status, answer.records)
 
     def _failure(
         self, signal: Signal, model: str | None, records: list[DecisionRecord], now: datetime, exc: PermanentError
@@ -187,14 +180,6 @@ class RetrainService:
                 details={"error": type(exc).__name__, "decided_before": [r.id for r in records] or None},
             )
         )
-
-    def _abandon(self, signal: Signal) -> None:
-        try:
-            self.ledger.abandon_event(signal.trigger)
-        except TransientError:
-            log.warning(
-                "could not release the claim on event_id=%s; it expires with its lease", signal.trigger.event_id
-            )
 
     def _observe(self, signal: Signal) -> None:
         """Facts that change state whatever is decided: a run of ours has finished."""
@@ -217,7 +202,7 @@ class RetrainService:
         check_manual(request, self.policy)
         if request.force and not self.allow_force:
             raise Forbidden("force is not allowed: set RETRAIN_ALLOW_FORCE=true to let callers force")
-        before = legacy_records(self.ledger, request.trigger)  # a key claimed before claim channels
+        before = self.claims.legacy(request.trigger)  # a key claimed before claim channels
         record = before[0] if before else self.handle(request).decisions[0]
         if record.outcome == "skipped" and record.details.get("guard") in ("cooldown", "in_flight", "budget"):
             raise Conflict(record.reason)

@@ -1,0 +1,106 @@
+"""One claim path for every way in: claim -> run -> finish or abandon, and the Idempotency-Key binding.
+
+An Event Grid event, an alert, a manual request and an operator request all go through
+:meth:`Claims.run`: the trigger is claimed (:meth:`handlers.ports.Ledger.claim_event`, which binds an
+Idempotency-Key to its request in the same write); a claim finished before answers with its records
+(a duplicate); one another instance holds is a TransientError (asked again later); a key bound to
+another request is KeyReused (422). Otherwise the work runs, and the claim is finished with its
+records, or, on any error, given back (abandoned) so that a redelivery takes it at once; a claim
+that cannot be given back expires with its lease.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from handlers.errors import TransientError
+from handlers.idempotency import bound_to, check_binding, key_reused, legacy_records
+from handlers.ports import Claim, Ledger
+from handlers.records import DecisionRecord
+from handlers.signals import Trigger
+
+log = logging.getLogger(__name__)
+
+# The work done under a claim: given whether an earlier delivery took the claim and never finished
+# it (``again``), the decisions to finish the claim with, and those of them not written yet.
+Work = Callable[[bool], tuple[list[DecisionRecord], list[DecisionRecord]]]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """``processed`` (the work ran, ``records`` as the ledger holds them) or ``duplicate`` (finished
+    before: its records, read back)."""
+
+    status: str
+    records: list[DecisionRecord]
+
+
+class Claims:
+    def __init__(self, ledger: Ledger, lease: timedelta = timedelta(seconds=60)) -> None:
+        self.ledger = ledger
+        self.lease = lease
+
+    def run(self, trigger: Trigger, now: datetime, work: Work, *, busy: str) -> Answer:
+        """Claim ``trigger`` and run ``work`` under the claim; ``busy``: the TransientError's message
+        when another instance holds the claim. Raises what ``work`` raises, the claim given back."""
+        claim = self.ledger.claim_event(trigger, now, self.lease)
+        if claim.status == "reused":  # an Idempotency-Key bound to another request: not its records
+            raise key_reused(trigger, claim)
+        if claim.status == "done":
+            log.info("duplicate delivery event_id=%s type=%s: already decided", trigger.event_id, trigger.event_type)
+            return Answer("duplicate", self.records(claim.decisions))
+        if claim.status == "busy":
+            raise TransientError(busy)
+        try:
+            records, unwritten = work(claim.status == "retry")
+            kept = {r.id: r for r in self.ledger.finish_event(trigger, [r.id for r in records], now, unwritten)}
+        except Exception:  # transient (or a bug): the claim is given back, the caller asks again
+            self.abandon(trigger)
+            raise
+        return Answer("processed", [kept.get(r.id, r) for r in records])  # as the ledger holds them
+
+    def records(self, ids: Iterable[str]) -> list[DecisionRecord]:
+        found = [self.ledger.get_decision(d) for d in ids]
+        return [d for d in found if d is not None]
+
+    def abandon(self, trigger: Trigger) -> None:
+        try:
+            self.ledger.abandon_event(trigger)
+        except TransientError:
+            log.warning("could not release the claim on event_id=%s; it expires with its lease", trigger.event_id)
+
+    # ------------------------------------------------------------------ answers before a claim
+
+    def legacy(self, trigger: Trigger) -> list[DecisionRecord] | None:
+        """The records of a request whose key was claimed before claims had channels
+        (:func:`handlers.idempotency.legacy_records`)."""
+        return legacy_records(self.ledger, trigger)
+
+    def answered(self, trigger: Trigger) -> DecisionRecord | None:
+        """The record of this request when it was carried out before (the same Idempotency-Key):
+        the same record again, unless the key is bound to another request (KeyReused)."""
+        check_binding(self.ledger, trigger)
+        before = self.legacy(trigger)
+        if before:
+            return before[0]
+        seen = self.ledger.event_status(trigger)
+        if not seen or seen[0] != "done" or not seen[1]:
+            return None
+        return self.ledger.get_decision(seen[1][0])
+
+    def bound_among(self, trigger: Trigger, records: Sequence[DecisionRecord]) -> DecisionRecord | None:
+        """The one of ``records`` that answers this very request although its claim was never
+        finished (its worker died after the record was written and someone else finished the work);
+        KeyReused when the key's claim, or that record, is bound to another request."""
+        check_binding(self.ledger, trigger)
+        for record in records:
+            if bound_to(record, trigger):
+                if record.trigger.get("request") != trigger.request:
+                    raise key_reused(
+                        trigger, Claim("done", (record.id,), record.at, str(record.trigger.get("event_type")))
+                    )
+                return record
+        return None
