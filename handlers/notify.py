@@ -11,8 +11,9 @@ The notification id is stable: derived from the decision id and its outcome, so 
 again with the same outcome (a redelivery, a resumed transition) is the same notification, and one
 rewritten ``reserved`` -> ``submitted`` notifies once, for ``submitted``. The ledger writes the
 outbox row with the decision (``put_decision``, ``finish_event``) and keeps it until it is sent;
-:class:`Outbox` sends what is pending: after each delivery one attempt (a failure leaves the rows
-for the reconciler), and on each reconciler pass a bounded number of batches.
+:class:`Outbox` sends what is pending: after each delivery one attempt at what that delivery put in
+the outbox (a failure leaves the rows for the reconciler), and on each reconciler pass a bounded
+number of batches of whatever is due.
 """
 
 from __future__ import annotations
@@ -146,15 +147,20 @@ class Outbox:
     def enabled(self) -> bool:
         return self.notifier is not None
 
-    def drain(self, now: datetime, attempts: int = 1) -> DrainReport:
+    def drain(self, now: datetime, attempts: int = 1, *, own: bool = False) -> DrainReport:
         """At most ``attempts`` posts: after a delivery 1, so a decision is never slowed by more than
-        one attempt; a reconciler pass a few more."""
+        one attempt; a reconciler pass a few more. ``own``: only what this worker's ledger put in the
+        outbox since (:meth:`Ledger.claim_own_notifications`: no query for the rest), what a
+        delivery sends as it ends; the rest is the reconciler's."""
         report = DrainReport()
         if self.notifier is None:
             return report
         try:
             while report.attempts < attempts:
-                claimed = self.ledger.claim_notifications(self.batch, now, self.lease)
+                if own:
+                    claimed = self.ledger.claim_own_notifications(self.batch, now, self.lease)
+                else:
+                    claimed = self.ledger.claim_notifications(self.batch, now, self.lease)
                 if not claimed:
                     report.more = False
                     return report

@@ -188,6 +188,15 @@ class Ledger(Protocol):
         (or when its lease lapses)."""
         ...
 
+    def claim_own_notifications(self, limit: int, now: datetime, lease: timedelta) -> list[OutboxEntry]:
+        """Up to ``limit`` of the notifications this ledger object put in the outbox (with the decisions
+        it wrote) since they were last asked for, each claimed for ``lease`` as
+        :meth:`claim_notifications` claims; without looking for any other: what a delivery sends as
+        it ends. One that another sender claimed, or that was sent, meanwhile is left out; those over
+        ``limit`` are kept for the next call. Whatever it leaves pending, a :meth:`claim_notifications`
+        finds."""
+        ...
+
     def mark_notified(self, ids: Sequence[str], now: datetime) -> None:
         """Record that the notifications ``ids`` were sent at ``now``: they are pending no more."""
         ...

@@ -56,9 +56,9 @@ class Retrainer:
         return report
 
     def notify(self) -> DrainReport:
-        """After a delivery: one attempt at sending what is pending; never raises (what is not sent
-        stays pending for the reconciler)."""
-        return self.outbox.drain(self.clock(), attempts=1)
+        """After a delivery: one attempt at sending what this worker put in the outbox; never raises
+        (what is not sent, and what others left pending, is the reconciler's)."""
+        return self.outbox.drain(self.clock(), attempts=1, own=True)
 
 
 def assemble(

@@ -438,6 +438,35 @@ def test_a_notification_is_claimed_by_one_sender_until_its_lease_lapses(ledger: 
     assert len(ledger.pending_notifications(10)) == 2
 
 
+def test_a_ledger_claims_the_notifications_it_put_in_the_outbox_each_once_and_no_other(ledger_spec: LedgerSpec) -> None:
+    mine, theirs = ledger_spec.open(), ledger_spec.open()  # two workers
+    for n in range(3):
+        mine.put_decision(record(f"d{n}", outcome="failed", at=NOW + timedelta(seconds=n)))
+    mine.put_decision(record("r1", outcome="reserved"))  # no news
+    theirs.put_decision(record("t1", outcome="failed"))
+    mine.put_decision(record("t1", outcome="failed"))  # recorded (and queued) by the other already: not mine
+    first = mine.claim_own_notifications(2, NOW, LEASE)
+    rest = mine.claim_own_notifications(10, NOW, LEASE)  # over the limit: kept for the next call
+    assert (len(first), len(rest)) == (2, 1)
+    assert sorted(e.id for e in first + rest) == sorted(notification_id(f"d{n}", "failed") for n in range(3))
+    assert all(e.attempts == 0 and e.notification.data["outcome"] == "failed" for e in first + rest)
+    assert mine.claim_own_notifications(10, NOW, LEASE) == []  # each once
+    # claimed: held from every other sender for the lease, as claim_notifications holds them
+    assert [e.id for e in theirs.claim_notifications(10, NOW, LEASE)] == [notification_id("t1", "failed")]
+    assert theirs.claim_own_notifications(10, NOW, LEASE) == []  # its own, claimed by it already
+    assert len(theirs.claim_notifications(10, NOW + LEASE, LEASE)) == 4  # every claim lapsed; none was sent
+
+
+def test_a_ledger_leaves_out_a_notification_of_its_own_that_another_sender_claimed(ledger_spec: LedgerSpec) -> None:
+    mine, theirs = ledger_spec.open(), ledger_spec.open()
+    mine.put_decision(record("d1", outcome="failed"))
+    mine.put_decision(record("d2", outcome="failed", at=NOW + timedelta(seconds=1)))
+    [taken] = theirs.claim_notifications(1, NOW, LEASE)  # the reconciler's drain, say
+    theirs.mark_notified([taken.id], NOW)
+    [left] = mine.claim_own_notifications(10, NOW, LEASE)
+    assert {taken.id, left.id} == {notification_id("d1", "failed"), notification_id("d2", "failed")}
+
+
 def test_concurrent_claims_never_hand_out_a_notification_twice(ledger_spec: LedgerSpec) -> None:
     writer = ledger_spec.open()
     for n in range(30):

@@ -130,6 +130,27 @@ def test_an_outage_of_the_topic_delays_notifications_and_loses_none(
     assert sorted(receiver.ids()) == sorted(pending)  # sent once
 
 
+def test_a_delivery_sends_the_notifications_it_decided_and_leaves_a_backlog_to_the_reconciler(
+    served: tuple[World, Client], receiver: TopicReceiver
+) -> None:
+    world, client = served
+    receiver.outage(True)
+    for n in range(2):  # two failed deploys, their notifications left pending by the outage
+        world.actions.fail_with = PermanentError(f"refused {n}")
+        assert post(client, DEPLOY, {"reason": f"try {n}", "version": str(n + 1)})[0] == 422
+    backlog = set(notifying_ids(world.ledger))
+    assert len(backlog) == 2 and len(receiver.posts) == 2  # each delivery tried its own, once
+    receiver.outage(False)
+    world.clock.advance(minutes=2)  # past their backoff
+    world.actions.fail_with = None
+
+    assert post(client, RETRAIN, {"reason": "now"})[0] == 202
+    sent = receiver.posts[-1]  # one post, of this delivery's own notification only: no query for the rest
+    assert len(receiver.posts) == 3
+    assert set(sent) == set(notifying_ids(world.ledger)) - backlog and len(sent) == 1
+    assert sorted(world.reconcile().notified["sent"]) == sorted(backlog)  # the backlog: the reconciler's
+
+
 def test_notifications_wait_in_the_outbox_while_no_topic_is_configured(ledger_spec: LedgerSpec) -> None:
     world = World(ledger_spec)
     world.manual("retrain")

@@ -118,6 +118,18 @@ def test_a_rewrite_that_loses_to_another_writer_reads_again_and_keeps_the_winner
     assert ledger.pending_notifications(10) == []  # neither the loser's failure nor a (silent) plan
 
 
+def test_a_worker_claims_the_notification_it_wrote_on_the_etag_of_its_insert_without_a_query(
+    azurite: Azurite,
+) -> None:
+    ledger, seen = counted_ledger(azurite)
+    ledger.put_decision(skip("d1", outcome="failed"))
+    seen.clear()
+    [entry] = ledger.claim_own_notifications(10, NOW, timedelta(seconds=60))
+    # one conditional update of its row (was, as a delivery ended: a query of the outbox, then that update)
+    assert seen == [f"PATCH {ledger.names['outbox']}(PartitionKey='outbox',RowKey='{entry.id}')"]
+    assert entry.notification.data["id"] == "d1"
+
+
 def test_decisions_spread_over_the_shards_and_every_trail_reads_newest_first_across_them(azurite: Azurite) -> None:
     ledger, _ = counted_ledger(azurite)
     ids = [f"d{n:02d}" for n in range(40)]

@@ -162,6 +162,7 @@ OPERATIONS: dict[str, list[str]] = {
         f"{TABLES}/entities/update/action",
         f"{TABLES}/entities/write",
     ],
+    "TableLedger.claim_own_notifications": [f"{TABLES}/entities/update/action", f"{TABLES}/entities/write"],
     "TableLedger.mark_notified": [f"{TABLES}/entities/update/action", f"{TABLES}/entities/write"],
     "TableLedger.fail_notification": [
         f"{TABLES}/entities/read",

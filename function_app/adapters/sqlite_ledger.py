@@ -80,7 +80,7 @@ class SqliteLedger(SqliteOutbox):
             self._write(*done)
             return []
         with self._tx() as db:
-            stored = [_put(db, record) for record in records]
+            stored = [_put(db, record, self._own) for record in records]
             db.execute(*done)
         return stored
 
@@ -139,7 +139,7 @@ class SqliteLedger(SqliteOutbox):
 
     def put_decision(self, record: DecisionRecord) -> DecisionRecord:
         with self._tx() as db:
-            return _put(db, record)
+            return _put(db, record, self._own)
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         row = self._conn().execute("SELECT body FROM decisions WHERE id = ?", (decision_id,)).fetchone()
@@ -198,9 +198,10 @@ _INDEX_EVENT = "INSERT OR IGNORE INTO decision_events (id, event_id) VALUES (?, 
 _ENQUEUE = "INSERT OR IGNORE INTO outbox (id, created_at, body) VALUES (?, ?, ?)"
 
 
-def _put(db: sqlite3.Connection, record: DecisionRecord) -> DecisionRecord:
+def _put(db: sqlite3.Connection, record: DecisionRecord, own: dict[str, None]) -> DecisionRecord:
     """Write ``record`` in the open transaction unless the record under its id may not be replaced
-    by it (:func:`handlers.records.may_replace`); the record stored, either way. The read and the
+    by it (:func:`handlers.records.may_replace`); the record stored, either way. The notification it
+    puts in the outbox (one not there yet) goes into ``own``, the ledger's to send as its delivery ends. The read and the
     write are one transaction (``BEGIN IMMEDIATE`` holds the write lock), so no writer slips between."""
     row = db.execute("SELECT body FROM decisions WHERE id = ?", (record.id,)).fetchone()
     if row is not None:
@@ -209,7 +210,9 @@ def _put(db: sqlite3.Connection, record: DecisionRecord) -> DecisionRecord:
             return stored
     db.execute(_UPSERT_DECISION, _decision_row(record))
     db.execute(_INDEX_EVENT, (record.id, _event_of(record)))
-    db.executemany(_ENQUEUE, _outbox_rows([record]))
+    for row in _outbox_rows([record]):
+        if db.execute(_ENQUEUE, row).rowcount:
+            own[str(row[0])] = None
     return record
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from function_app.adapters.sqlite_store import SqliteStore
 from handlers.ports import Notification, OutboxEntry
@@ -14,6 +15,11 @@ from handlers.records import iso
 
 class SqliteOutbox(SqliteStore):
     """The ``outbox`` table (its schema: :data:`function_app.adapters.sqlite_store.SCHEMA`)."""
+
+    def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
+        super().__init__(path, timeout)
+        # The notifications this ledger put in the outbox and has not claimed yet (in order).
+        self._own: dict[str, None] = {}
 
     def pending_notifications(self, limit: int) -> list[Notification]:
         rows = (
@@ -30,6 +36,24 @@ class SqliteOutbox(SqliteStore):
                 f"SELECT {_ENTRY} FROM outbox WHERE sent_at IS NULL AND (due_at IS NULL OR due_at <= ?) "
                 "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY created_at, id LIMIT ?",
                 (at, at, limit),
+            ).fetchall()
+            db.executemany("UPDATE outbox SET lease_until = ? WHERE id = ?", [(iso(now + lease), r[0]) for r in rows])
+        for r in rows:
+            self._own.pop(str(r[0]), None)  # claimed here: not this ledger's to claim again
+        return [_entry(r) for r in rows]
+
+    def claim_own_notifications(self, limit: int, now: datetime, lease: timedelta) -> list[OutboxEntry]:
+        # Up to ``limit`` of them, each taken out of ``_own`` once (pop gives None, its value, only to
+        # the one caller that takes it), the rest kept for the next call.
+        mine = [i for i in list(self._own)[: max(0, limit)] if self._own.pop(i, False) is None]
+        if not mine:
+            return []
+        at = iso(now)
+        with self._tx() as db:  # the write lock: no other sender claims these meanwhile
+            rows = db.execute(
+                f"SELECT {_ENTRY} FROM outbox WHERE id IN ({', '.join('?' * len(mine))}) AND sent_at IS NULL "
+                "AND (due_at IS NULL OR due_at <= ?) AND (lease_until IS NULL OR lease_until <= ?) ORDER BY created_at, id",
+                (*mine, at, at),
             ).fetchall()
             db.executemany("UPDATE outbox SET lease_until = ? WHERE id = ?", [(iso(now + lease), r[0]) for r in rows])
         return [_entry(r) for r in rows]

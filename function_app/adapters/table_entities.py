@@ -153,3 +153,5 @@ class TableParts:
     _written: dict[str, tuple[DecisionRecord, str, str]]
     # Each model's row as this worker last read or wrote it: (body, ETag).
     _rows: dict[str, tuple[str, str]]
+    # The outbox rows this worker inserted and has not claimed yet, by notification id: (entity, ETag).
+    _own: dict[str, tuple[dict[str, Any], str]]

@@ -107,6 +107,9 @@ class TableLedger(TableEvents, TableModels):
         # (another writer since) reads it, as before. Nothing is decided on it without a write: a
         # change that writes nothing is applied again to the row read.
         self._rows: dict[str, tuple[str, str]] = {}
+        # The outbox rows this worker inserted, not claimed yet: sent as its delivery ends, claimed
+        # on the ETag their insert returned (:meth:`claim_own_notifications`), without a query.
+        self._own: dict[str, tuple[dict[str, Any], str]] = {}
         if create:
             self.create_tables()
 

@@ -14,7 +14,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 
 from function_app.adapters.azure_errors import translated
-from function_app.adapters.table_entities import OUTBOX, TableParts, etag_of, get_body, put_body, safe_key
+from function_app.adapters.table_entities import OUTBOX, REMEMBERED, TableParts, etag_of, get_body, put_body, safe_key
 from handlers.notify import notification_of
 from handlers.ports import Notification, OutboxEntry
 from handlers.records import DecisionRecord, iso
@@ -43,9 +43,13 @@ class TableOutbox(TableParts):
             return False
         entity = {"PartitionKey": OUTBOX, "RowKey": safe_key(note.id), "created": note.time, "sent": ""}
         try:
-            self.outbox.create_entity(put_body(entity, json.dumps(note.to_dict(), default=str)))
+            written = self.outbox.create_entity(put_body(entity, json.dumps(note.to_dict(), default=str)))
         except ResourceExistsError:
             return False
+        if written and written.get("etag"):  # this worker's, to send as its delivery ends
+            if len(self._own) >= REMEMBERED:
+                self._own.clear()  # left to the reconciler's drain
+            self._own[note.id] = (entity, str(written["etag"]))
         return True
 
     def _dequeue(self, record: DecisionRecord) -> None:
@@ -53,6 +57,7 @@ class TableOutbox(TableParts):
         note = notification_of(record)
         if note is None:
             return
+        self._own.pop(note.id, None)
         with contextlib.suppress(ResourceNotFoundError):
             entity = self.outbox.get_entity(OUTBOX, safe_key(note.id), select=["sent"])
             if not entity.get("sent"):
@@ -96,8 +101,33 @@ class TableOutbox(TableParts):
                 except (ResourceModifiedError, ResourceNotFoundError):
                     continue  # another sender claimed (or sent) it since it was read
                 out.append(outbox_entry(entity))
+                self._own.pop(out[-1].id, None)  # claimed here: not this worker's to claim again
                 if len(out) >= limit:
                     break
+        return out
+
+    def claim_own_notifications(self, limit: int, now: datetime, lease: timedelta) -> list[OutboxEntry]:
+        """Each row this worker inserted, claimed by an update conditional on the ETag its insert
+        returned (no query: a row changed since, claimed or sent by another, is left out); up to
+        ``limit``, the rest kept for the next call."""
+        until = iso(now + lease)
+        out: list[OutboxEntry] = []
+        with translated("claiming the notifications this worker wrote"):
+            for note_id in list(self._own)[: max(0, limit)]:
+                held = self._own.pop(note_id, None)
+                if held is None:
+                    continue  # taken by another thread of this worker
+                entity, etag = held
+                try:
+                    self.outbox.update_entity(
+                        {"PartitionKey": OUTBOX, "RowKey": entity["RowKey"], "lease": until},
+                        mode=UpdateMode.MERGE,
+                        etag=etag,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    continue  # another sender claimed (or sent) it, or it was purged
+                out.append(outbox_entry(entity))
         return out
 
     def mark_notified(self, ids: Sequence[str], now: datetime) -> None:
