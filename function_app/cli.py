@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from function_app.runtime import make_ledger, resolve, utcnow
+from function_app.runtime import make_credential, make_ledger, resolve, utcnow
 from function_app.settings import Settings
 from handlers import jsonin
 from handlers.errors import InvalidInput, PolicyError, RetrainError
@@ -58,7 +58,7 @@ def _existing_ledger(settings: Settings) -> Ledger:
             f"no ledger at {resolve(settings.sqlite_path)}: check RETRAIN_SQLITE_PATH (the service creates the file "
             "when it first records a decision)"
         )
-    return make_ledger(settings)
+    return make_ledger(settings, make_credential(settings))
 
 
 def _limit(text: str) -> int:
@@ -109,8 +109,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     policy = load_policy(Path(args.policy) if args.policy else resolve(settings.policy_path))
-    ledger = make_ledger(settings) if args.with_ledger else None
-    actions = make_actions(settings)  # reads only: the candidate gate's facts
+    credential = make_credential(settings)
+    ledger = make_ledger(settings, credential) if args.with_ledger else None
+    actions = make_actions(settings, credential)  # reads only: the candidate gate's facts
     job_key = _job_name_key_if_any(settings)
     now = utcnow()
     for env in parse_body(json.dumps(_read_events(args.event))):
@@ -276,8 +277,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from handlers.replay import replay
 
     settings = Settings.from_env()
-    store = BlobDeadLetterStore.from_settings(settings, prefix=args.prefix or "")
-    reports = replay(build(settings).service, store, dry_run=args.dry_run)
+    credential = make_credential(settings)
+    store = BlobDeadLetterStore.from_settings(settings, credential, prefix=args.prefix or "")
+    reports = replay(build(settings, credential=credential).service, store, dry_run=args.dry_run)
     for r in reports:
         print(
             f"{r.outcome:12}  {r.event_type or '-'}  {r.event_id or '-'}  (dead-lettered: {r.dead_letter_reason})\n    {r.blob}: {r.detail}"

@@ -18,6 +18,8 @@ from function_app.settings import Settings, job_name_key
 from handlers.errors import InvalidInput
 
 if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
     from handlers.analysis import HealthSource
     from handlers.ports import Actions, Ledger, Notifier
     from handlers.wiring import Retrainer
@@ -43,7 +45,16 @@ def resolve(path: Path) -> Path:
     return path if path.is_absolute() else APP_ROOT / path
 
 
-def make_ledger(settings: Settings) -> Ledger:
+def make_credential(settings: Settings) -> TokenCredential:
+    """The worker's one Azure credential, which every adapter a build makes is given: the managed
+    identity of AZURE_CLIENT_ID (``DefaultAzureCredential``), built on the first token a client asks
+    for, so that nothing of azure-identity is imported on the dry-run and read-only paths."""
+    from function_app.adapters.clients import SharedCredential
+
+    return SharedCredential(settings.client_id)
+
+
+def make_ledger(settings: Settings, credential: TokenCredential) -> Ledger:
     if settings.ledger == "sqlite":
         from function_app.adapters.sqlite_ledger import SqliteLedger
 
@@ -55,22 +66,22 @@ def make_ledger(settings: Settings) -> Ledger:
         return SqliteLedger(path)
     from function_app.adapters.table_ledger import TableLedger
 
-    ledger: Ledger = TableLedger.from_settings(settings)
+    ledger: Ledger = TableLedger.from_settings(settings, credential)
     return ledger
 
 
-def make_actions(settings: Settings) -> Actions:
+def make_actions(settings: Settings, credential: TokenCredential) -> Actions:
     if settings.backend == "dryrun":
         from function_app.adapters.dryrun import DryRunActions
 
         return DryRunActions()
     from function_app.adapters.azureml import AzureMLActions  # type: ignore[import-not-found,unused-ignore]
 
-    actions: Actions = AzureMLActions.from_settings(settings)
+    actions: Actions = AzureMLActions.from_settings(settings, credential=credential)
     return actions
 
 
-def make_health(settings: Settings) -> dict[str, HealthSource]:
+def make_health(settings: Settings, credential: TokenCredential) -> dict[str, HealthSource]:
     """The rollout health sources by name: ``metrics`` (the endpoints' platform metrics, no setup;
     their region or regional endpoint from RETRAIN_METRICS_REGION / RETRAIN_METRICS_ENDPOINT) and
     ``logs`` (the traffic log in RETRAIN_LOG_ANALYTICS_WORKSPACE_ID). A source that is not configured
@@ -84,7 +95,7 @@ def make_health(settings: Settings) -> dict[str, HealthSource]:
         from function_app.adapters.monitor_metrics import MonitorMetrics
 
         sources["metrics"] = MonitorMetrics.from_settings(
-            settings, region=settings.metrics_region, endpoint=settings.metrics_endpoint
+            settings, region=settings.metrics_region, endpoint=settings.metrics_endpoint, credential=credential
         )
     else:
         sources["metrics"] = NoHealthData(
@@ -92,43 +103,47 @@ def make_health(settings: Settings) -> dict[str, HealthSource]:
             "region, where its online endpoints are, not the function app's); no data",
         )
     if settings.log_analytics_workspace_id:
-        sources["logs"] = MonitorHealth.from_settings(settings)
+        sources["logs"] = MonitorHealth.from_settings(settings, credential=credential)
     else:
         sources["logs"] = NoHealthData()
     return sources
 
 
-def make_notifier(settings: Settings) -> Notifier | None:
+def make_notifier(settings: Settings, credential: TokenCredential) -> Notifier | None:
     """The Event Grid topic of RETRAIN_NOTIFY_TOPIC_ENDPOINT (None when empty: notifications are
     kept in the outbox, not sent). The client is built on the first publish."""
     if not settings.notify_topic_endpoint:
         return None
     from function_app.adapters.notifier import EventGridNotifier
 
-    return EventGridNotifier.from_settings(settings)
+    return EventGridNotifier.from_settings(settings, credential)
 
 
-def build(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Retrainer:
-    """The service and the reconciler over one executor, from ``settings``."""
+def build(
+    settings: Settings, clock: Callable[[], datetime] = utcnow, *, credential: TokenCredential | None = None
+) -> Retrainer:
+    """The service and the reconciler over one executor, from ``settings``; every adapter gets the one
+    ``credential`` (:func:`make_credential`, unless the caller, which needs it too, passes its own)."""
     from handlers.policy import load_policy
     from handlers.wiring import assemble
 
     job_key = job_name_key(settings, resolve(settings.sqlite_path))  # refused first: a setting is missing
     policy = load_policy(resolve(settings.policy_path))
-    actions = make_actions(settings)
+    credential = credential or make_credential(settings)
+    actions = make_actions(settings, credential)
     return assemble(
         policy,
-        make_ledger(settings),
+        make_ledger(settings, credential),
         actions,
         actions,
         clock,
         [settings.workspace_id],
-        health=make_health(settings),
+        health=make_health(settings, credential),
         health_source=settings.health_source,
         allow_force=settings.allow_force,
         retention=timedelta(days=settings.retention_days),
         job_grace=timedelta(minutes=settings.job_grace_minutes),
-        notifier=make_notifier(settings),
+        notifier=make_notifier(settings, credential),
         notify_max_attempts=settings.notify_max_attempts,
         notify_max_age=timedelta(hours=settings.notify_max_age_hours),
         job_name_key=job_key,

@@ -575,9 +575,10 @@ def test_importing_main_handling_a_dry_run_event_and_reconciling_leave_the_sdks_
 def test_choosing_the_azure_ml_backend_loads_the_sdk_only_when_it_acts(tmp_path: Path) -> None:
     code = (
         "import json, sys\n"
-        "from function_app.runtime import make_actions\n"
+        "from function_app.runtime import make_actions, make_credential\n"
         "from function_app.settings import Settings\n"
-        "actions = make_actions(Settings.from_env())\n"
+        "settings = Settings.from_env()\n"
+        "actions = make_actions(settings, make_credential(settings))\n"
         "print(json.dumps([actions.name, 'azure.ai.ml' in sys.modules, 'azure.identity' in sys.modules]))\n"
     )
     workspace = {"AZUREML_SUBSCRIPTION_ID": SUB, "AZUREML_RESOURCE_GROUP": RG, "AZUREML_WORKSPACE_NAME": WS}

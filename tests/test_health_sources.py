@@ -322,14 +322,17 @@ def test_the_regional_endpoint_is_derived_from_the_region() -> None:
     with pytest.raises(ValueError, match="not an Azure region name"):
         regional_endpoint("west-europe!")
     with pytest.raises(ValueError, match="needs the region"):
-        MonitorMetrics.build(subscription=SUB, resource_group=RG, workspace=WS)
+        MonitorMetrics.build(subscription=SUB, resource_group=RG, workspace=WS, credential=FakeCredential())
 
 
 def test_the_metrics_source_loads_the_sdk_only_when_it_reads() -> None:
     code = (
         "import json, sys\n"
+        "from function_app.adapters.clients import SharedCredential\n"
         "from function_app.adapters.monitor_metrics import MonitorMetrics\n"
-        "m = MonitorMetrics.build(subscription='s', resource_group='r', workspace='w', region='westeurope')\n"
+        "m = MonitorMetrics.build(\n"
+        "    subscription='s', resource_group='r', workspace='w', region='westeurope', credential=SharedCredential(None)\n"
+        ")\n"
         "print(json.dumps([m.name, 'azure.monitor.querymetrics' in sys.modules, 'azure.identity' in sys.modules]))\n"
     )
     out = subprocess.run(
@@ -450,4 +453,4 @@ def test_the_metrics_region_infra_sets_is_the_workspace_s_not_the_app_s() -> Non
 
     assert infra_metrics_region() == REGION != APP_REGION
     with pytest.raises(ValueError, match="workspace's region"):
-        MonitorMetrics.build(subscription=SUB, resource_group=RG, workspace=WS, region="")
+        MonitorMetrics.build(subscription=SUB, resource_group=RG, workspace=WS, region="", credential=FakeCredential())

@@ -14,7 +14,7 @@ import pytest
 
 from function_app.adapters.monitor_health import MonitorHealth, NoHealthData, build_query, kql_string
 from function_app.retry import RetryPolicy
-from function_app.runtime import make_health
+from function_app.runtime import make_credential, make_health
 from function_app.settings import Settings
 from handlers import guards
 from handlers.errors import PermanentError, TransientError
@@ -203,9 +203,10 @@ def test_without_a_workspace_the_reading_is_no_data_and_says_why() -> None:
 def test_the_health_sources_load_their_sdks_only_when_they_read(tmp_path: Path) -> None:
     code = (
         "import json, sys\n"
-        "from function_app.runtime import make_health\n"
+        "from function_app.runtime import make_credential, make_health\n"
         "from function_app.settings import Settings\n"
-        "h = make_health(Settings.from_env())\n"
+        "settings = Settings.from_env()\n"
+        "h = make_health(settings, make_credential(settings))\n"
         "loaded = [m for m in ('azure.monitor.query', 'azure.monitor.querymetrics', 'azure.identity') if m in sys.modules]\n"
         "print(json.dumps([{k: v.name for k, v in h.items()}, loaded]))\n"
     )
@@ -215,7 +216,8 @@ def test_the_health_sources_load_their_sdks_only_when_they_read(tmp_path: Path) 
 
 
 def test_a_source_that_is_not_configured_reads_no_data_and_says_which_setting_is_missing() -> None:
-    sources = make_health(Settings.from_env({"RETRAIN_METRICS_REGION": "", "RETRAIN_LOG_ANALYTICS_WORKSPACE_ID": ""}))
+    settings = Settings.from_env({"RETRAIN_METRICS_REGION": "", "RETRAIN_LOG_ANALYTICS_WORKSPACE_ID": ""})
+    sources = make_health(settings, make_credential(settings))
     now = Clock().now
     for name, setting in (("metrics", "RETRAIN_METRICS_REGION"), ("logs", "RETRAIN_LOG_ANALYTICS_WORKSPACE_ID")):
         assert isinstance(sources[name], NoHealthData)

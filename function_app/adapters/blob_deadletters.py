@@ -11,6 +11,7 @@ from handlers import jsonin
 from handlers.errors import InvalidInput
 
 if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
     from azure.storage.blob import ContainerClient
 
     from function_app.settings import Settings
@@ -24,7 +25,7 @@ class BlobDeadLetterStore:
         self.prefix = prefix
 
     @classmethod
-    def from_settings(cls, settings: Settings, prefix: str = "") -> BlobDeadLetterStore:
+    def from_settings(cls, settings: Settings, credential: TokenCredential, prefix: str = "") -> BlobDeadLetterStore:
         from azure.storage.blob import ContainerClient
 
         name = settings.deadletter_container
@@ -34,9 +35,6 @@ class BlobDeadLetterStore:
             raise ValueError(
                 "set RETRAIN_BLOB_ACCOUNT_URL (managed identity) or RETRAIN_BLOB_CONNECTION to replay dead letters"
             )
-        from azure.identity import DefaultAzureCredential
-
-        credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
         return cls(ContainerClient(settings.blob_account_url, name, credential=credential), prefix)
 
     def pending(self) -> Iterator[str]:

@@ -1,6 +1,6 @@
 """What the Azure SDK adapters share: a client built on first use (the SDKs are imported only on
-the paths that act), once per worker, and the options that leave retries and the time budget to
-:mod:`function_app.retry`."""
+the paths that act), once per worker, the worker's one credential (:class:`SharedCredential`), and the
+options that leave retries and the time budget to :mod:`function_app.retry`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from azure.core.credentials import AccessToken, AccessTokenInfo
+
     from handlers.analysis import Reading
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,34 @@ class LazyClient:
                     assert self.factory is not None
                     self._client = self.factory()
         return self._client
+
+
+class SharedCredential:
+    """The worker's one Azure credential, shared by every adapter: ``DefaultAzureCredential`` with the
+    managed identity ``client_id`` (AZURE_CLIENT_ID), built on the first token any client asks for. Until
+    then nothing is imported (azure-identity stays off the dry-run and read-only paths), and whichever
+    client asks first, there is one credential and one token cache per worker."""
+
+    def __init__(self, client_id: str | None) -> None:
+        self.client_id = client_id
+        self._credential = LazyClient(self._build)
+
+    def _build(self) -> Any:
+        from azure.identity import DefaultAzureCredential  # lazily, on the first token
+
+        return DefaultAzureCredential(managed_identity_client_id=self.client_id)
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        token: AccessToken = self._credential.get().get_token(*scopes, **kwargs)
+        return token
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        info: AccessTokenInfo = self._credential.get().get_token_info(*scopes, options=options)
+        return info
+
+    def close(self) -> None:
+        if self._credential.built:
+            self._credential.get().close()
 
 
 def sdk_options(deadline: float, **extra: Any) -> dict[str, Any]:

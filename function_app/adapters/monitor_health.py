@@ -17,7 +17,7 @@ Workspace ID, the GUID of its Properties blade (queried with ``query_workspace``
 :class:`NoHealthData` answers "no data" and says why, and the policy's ``on_no_traffic`` decides.
 
 This is the only module that imports ``azure.monitor.query``, on the first read (never at import),
-with ``DefaultAzureCredential(managed_identity_client_id=AZURE_CLIENT_ID)`` and the client's own
+with the worker's one credential (:func:`function_app.runtime.make_credential`) and the client's own
 retries off: the retry budget (:mod:`function_app.retry`) and the error translation
 (:mod:`function_app.adapters.azure_errors`) are the Azure ML adapter's.
 """
@@ -142,7 +142,7 @@ class MonitorHealth:
         cls,
         settings: Settings,
         *,
-        credential: TokenCredential | None = None,
+        credential: TokenCredential,
         retry: RetryPolicy | None = None,
         **client_kwargs: Any,
     ) -> MonitorHealth:
@@ -151,11 +151,9 @@ class MonitorHealth:
         deadline = settings.deadline_seconds
 
         def build() -> Any:
-            from azure.identity import DefaultAzureCredential
             from azure.monitor.query import LogsQueryClient  # lazily, on the first read
 
-            cred = credential or DefaultAzureCredential(managed_identity_client_id=settings.client_id)
-            return LogsQueryClient(cred, **sdk_options(deadline, **client_kwargs))
+            return LogsQueryClient(credential, **sdk_options(deadline, **client_kwargs))
 
         return cls(build, settings.log_analytics_workspace_id, retry or RetryPolicy.from_settings(settings))
 

@@ -35,8 +35,8 @@ the *subscription itself*: the batch API is a subscription-level API and answers
 with the role on every endpoint. 403 means the Microsoft.Insights provider is not registered in the
 subscription; 529 is the backend's throttling, retried like 429 (Azure Monitor docs, "Migrate from
 the metrics API to the getBatch API", troubleshooting). ``azure.monitor.querymetrics`` is imported
-on the first read, never at import, with ``DefaultAzureCredential(managed_identity_client_id=
-AZURE_CLIENT_ID)``; the client's own retries are off: the retry budget (:mod:`function_app.retry`)
+on the first read, never at import, with the worker's one credential (the managed identity of
+AZURE_CLIENT_ID, :func:`function_app.runtime.make_credential`); the client's own retries are off: the retry budget (:mod:`function_app.retry`)
 and the error translation (:mod:`function_app.adapters.azure_errors`) are the Azure ML adapter's.
 """
 
@@ -202,9 +202,8 @@ class MonitorMetrics:
         workspace: str,
         region: str | None = None,
         endpoint: str | None = None,
-        client_id: str | None = None,
         deadline: float = 25.0,
-        credential: TokenCredential | None = None,
+        credential: TokenCredential,
         retry: RetryPolicy | None = None,
         audience: str | None = None,
         **client_kwargs: Any,
@@ -227,12 +226,10 @@ class MonitorMetrics:
         url = endpoint
 
         def make() -> Any:
-            from azure.identity import DefaultAzureCredential
             from azure.monitor.querymetrics import MetricsClient  # lazily, on the first read
 
-            cred = credential or DefaultAzureCredential(managed_identity_client_id=client_id)
             extra = {"audience": audience} if audience else {}
-            return MetricsClient(url, cred, **sdk_options(deadline, **extra, **client_kwargs))
+            return MetricsClient(url, credential, **sdk_options(deadline, **extra, **client_kwargs))
 
         return cls(make, subscription, resource_group, workspace, retry or RetryPolicy(deadline=deadline))
 
@@ -243,7 +240,7 @@ class MonitorMetrics:
         *,
         region: str | None = None,
         endpoint: str | None = None,
-        credential: TokenCredential | None = None,
+        credential: TokenCredential,
         retry: RetryPolicy | None = None,
         **client_kwargs: Any,
     ) -> MonitorMetrics:
@@ -255,7 +252,6 @@ class MonitorMetrics:
             workspace=settings.workspace_name,
             region=region,
             endpoint=endpoint,
-            client_id=settings.client_id,
             deadline=settings.deadline_seconds,
             credential=credential,
             retry=retry or RetryPolicy.from_settings(settings),

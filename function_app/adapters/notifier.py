@@ -2,7 +2,7 @@
 through the real ``EventGridPublisherClient`` (the only module that imports azure-eventgrid for it).
 
 In Azure the client authenticates with the managed identity
-(``DefaultAzureCredential(managed_identity_client_id=AZURE_CLIENT_ID)``, which holds the topic's
+(the worker's one credential, :func:`function_app.runtime.make_credential`, which holds the topic's
 ``EventGrid Data Sender`` role; the topic's local auth is off). A key (``AzureKeyCredential``) is for
 a local receiver and tests only. One publish is one attempt with short timeouts (the SDK's own
 retries off, set once on the client): the outbox retries later, so a decision is never slowed by more
@@ -60,20 +60,15 @@ class EventGridNotifier:
         return cls(client, source)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> EventGridNotifier:
-        """The topic of RETRAIN_NOTIFY_TOPIC_ENDPOINT with the managed identity, or with
-        RETRAIN_NOTIFY_TOPIC_KEY when one is set (a local receiver, tests)."""
+    def from_settings(cls, settings: Settings, credential: Any) -> EventGridNotifier:
+        """The topic of RETRAIN_NOTIFY_TOPIC_ENDPOINT with ``credential`` (the worker's managed identity),
+        or with RETRAIN_NOTIFY_TOPIC_KEY when one is set (a local receiver, tests)."""
         if not settings.notify_topic_endpoint:
             raise ValueError("RETRAIN_NOTIFY_TOPIC_ENDPOINT is empty: notifications are off")
-        credential: Any
         if settings.notify_topic_key:
             from azure.core.credentials import AzureKeyCredential
 
             credential = AzureKeyCredential(settings.notify_topic_key)
-        else:
-            from azure.identity import DefaultAzureCredential
-
-            credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
         return cls.build(settings.notify_topic_endpoint, settings.workspace_id, credential)
 
     def publish(self, notifications: Sequence[Notification]) -> None:

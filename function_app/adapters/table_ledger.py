@@ -69,6 +69,8 @@ from handlers.records import DecisionRecord, iso
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from azure.core.credentials import TokenCredential
+
     from function_app.settings import Settings
 
 _PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,50}$")
@@ -118,14 +120,13 @@ class TableLedger(TableEvents, TableModels):
         return cls(TableServiceClient.from_connection_string(connection, **client_options()), prefix)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TableLedger:
+    def from_settings(cls, settings: Settings, credential: TokenCredential) -> TableLedger:
+        """The ledger of RETRAIN_TABLES_CONNECTION, else of RETRAIN_TABLES_ACCOUNT_URL with ``credential``
+        (the worker's one: :func:`function_app.runtime.make_credential`)."""
         if settings.tables_connection:
             return cls.from_connection_string(settings.tables_connection, settings.table_prefix)
         if not settings.tables_account_url:
             raise ValueError("RETRAIN_LEDGER=table needs RETRAIN_TABLES_ACCOUNT_URL or RETRAIN_TABLES_CONNECTION")
-        from azure.identity import DefaultAzureCredential
-
-        credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
         service = TableServiceClient(settings.tables_account_url, credential=credential, **client_options())
         return cls(service, settings.table_prefix)
 

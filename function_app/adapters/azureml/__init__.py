@@ -64,7 +64,7 @@ class AzureMLActions:
         cls,
         settings: Settings,
         *,
-        credential: TokenCredential | None = None,
+        credential: TokenCredential,
         retry: RetryPolicy | None = None,
         **client_kwargs: Any,
     ) -> AzureMLActions:

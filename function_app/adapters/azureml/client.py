@@ -141,7 +141,7 @@ class AzureMLClient:
         self.retry = retry
         self.mlflow: MlflowRuns | None = None  # the workspace's MLflow tracking server (gate source mlflow)
         self.started = retry.clock()  # role assignments made at deployment take up to an hour to apply
-        self._credential: Callable[[], Any] | None = None  # the client's credential (from_settings)
+        self._credential: TokenCredential | None = None  # the client's credential (from_settings)
         self._identity: Identity | None = None
 
     @classmethod
@@ -149,21 +149,15 @@ class AzureMLClient:
         cls,
         settings: Settings,
         *,
-        credential: TokenCredential | None = None,
+        credential: TokenCredential,
         retry: RetryPolicy | None = None,
         **client_kwargs: Any,
     ) -> AzureMLClient:
         """The worker's client: nothing is imported or built until the first action. The ``MLClient`` is
-        built with the worker's managed identity and with the SDK's own retries off."""
+        built with ``credential`` (the worker's one: :func:`function_app.runtime.make_credential`) and with
+        the SDK's own retries off."""
         workspace = Workspace.from_settings(settings)
         deadline = settings.deadline_seconds
-
-        def identity() -> Any:
-            from azure.identity import DefaultAzureCredential  # lazily, on the first action
-
-            return credential or DefaultAzureCredential(managed_identity_client_id=settings.client_id)
-
-        creds = LazyClient(identity)
 
         def build() -> Any:
             from azure.ai.ml import MLClient  # lazily, on the first action
@@ -171,12 +165,12 @@ class AzureMLClient:
             _cheaper_experimental_check()
             kwargs = sdk_options(deadline, enable_telemetry=False, **client_kwargs)
             log.info("building MLClient for workspace %s", workspace.id)
-            return MLClient(creds.get(), workspace.subscription_id, workspace.resource_group, workspace.name, **kwargs)
+            return MLClient(credential, workspace.subscription_id, workspace.resource_group, workspace.name, **kwargs)
 
         transport = {k: v for k, v in client_kwargs.items() if k == "transport"}
         client = cls(build, workspace, retry or RetryPolicy.from_settings(settings))
-        client._credential = creds.get
-        client.mlflow = MlflowRuns(creds.get, client.tracking_uri, **transport)
+        client._credential = credential
+        client.mlflow = MlflowRuns(credential, client.tracking_uri, **transport)
         return client
 
     @property
@@ -239,7 +233,7 @@ class AzureMLClient:
         """Who this client acts as: read once from the claims of its own ARM token (unverified: it
         is our credential's own token, not a caller's)."""
         if self._identity is None:
-            credential = self._credential() if self._credential is not None else getattr(self.ml, "_credential", None)
+            credential = self._credential if self._credential is not None else getattr(self.ml, "_credential", None)
             if credential is None:
                 raise PermanentError("the Azure ML client has no credential to tell this service's own jobs apart")
             with self.translating("reading the service's own identity", roles_settling=False):
