@@ -25,32 +25,21 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 EVENT_GRID_FUNCTION = "on_workspace_event"
 
 
-def envelope_from_binding(event: func.EventGridEvent | func.CloudEvent | dict[str, Any]) -> Envelope:
-    """The same envelope whichever way the event arrived."""
+def envelope_from_binding(event: func.EventGridEvent | func.CloudEvent) -> Envelope:
+    """The same envelope whichever schema the event arrived in."""
     if isinstance(event, func.EventGridEvent):
         return envelope_from_dict(
-            {
-                "id": event.id,
-                "eventType": event.event_type,
-                "topic": event.topic,
-                "subject": event.subject,
-                "eventTime": event.event_time.isoformat() if event.event_time else None,
-                "data": event.get_json(),
-            }
+            {"id": event.id, "eventType": event.event_type, "topic": event.topic, "data": event.get_json()}
         )
-    if isinstance(event, func.CloudEvent):
-        return envelope_from_dict(
-            {
-                "specversion": event.specversion,
-                "id": event.id,
-                "type": event.type,
-                "source": event.source,
-                "subject": event.subject,
-                "time": event.time.isoformat() if event.time else None,
-                "data": event.get_json(),
-            }
-        )
-    return envelope_from_dict(event)
+    return envelope_from_dict(
+        {
+            "specversion": event.specversion,
+            "id": event.id,
+            "type": event.type,
+            "source": event.source,
+            "data": event.get_json(),
+        }
+    )
 
 
 @bp.function_name(EVENT_GRID_FUNCTION)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from function_app.adapters.azureml.client import AzureMLClient
+from function_app.adapters.azureml.client import SHORT_ASSET, AzureMLClient
 from function_app.adapters.mlflow_metrics import MlflowRun, MlflowRuns
 from function_app.retry import Budget
 from handlers import gate
@@ -28,7 +28,6 @@ from handlers.signals import TAG_DECISION
 log = logging.getLogger(__name__)
 
 _VERSIONED_ID = re.compile(r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
-_SHORT_MODEL = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
 _REGISTRY_MODEL = re.compile(r"^azureml://registries/(?P<registry>[^/]+)/models/", re.IGNORECASE)
 _MLFLOW_FIX = (
     "the identity needs MLflow tracking on the workspace (experiments/runs/read: the service's custom role "
@@ -135,7 +134,7 @@ class AzureMLCandidates:
 
     def _model_of(self, budget: Budget, deployment: Any) -> Any | None:
         ref = str(getattr(deployment, "model", None) or "")
-        match = _VERSIONED_ID.search(ref) or _SHORT_MODEL.match(ref)
+        match = _VERSIONED_ID.search(ref) or SHORT_ASSET.match(ref)
         if not match or ref.startswith("azureml://registries/"):
             log.warning(
                 "live deployment %s serves model %r, which is not a workspace model version", deployment.name, ref

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 BACKEND = "azureml"  # the backend's name, as RETRAIN_BACKEND and the decisions' details spell it
 STUDIO = "https://ml.azure.com"
 BUSY = frozenset({409})  # an endpoint or schedule with an operation in progress: retried (call's retry_on)
+# A versioned asset (a data asset, a model, a component) as the SDK writes it in short form.
+SHORT_ASSET = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from function_app.adapters.azureml.candidates import AzureMLCandidates
-from function_app.adapters.azureml.client import BACKEND, BUSY, AzureMLClient
+from function_app.adapters.azureml.client import BACKEND, BUSY, SHORT_ASSET, AzureMLClient
 from function_app.retry import Budget
 from handlers.errors import PermanentError, TransientError
 from handlers.plans import DeployPlan
@@ -27,7 +27,6 @@ from handlers.rollout.traffic import live as live_split
 log = logging.getLogger(__name__)
 
 _DATA_ID = re.compile(r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
-_SHORT_DATA = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
 MAX_DEPLOYMENTS = 20  # per online endpoint (Azure ML docs, "Manage and increase quotas")
 
 
@@ -303,7 +302,7 @@ class AzureMLDeployments:
             return None
         for name, collection in (collector.collections or {}).items():
             ref = str(collection.data or "")
-            match = _DATA_ID.search(ref) or _SHORT_DATA.match(ref)
+            match = _DATA_ID.search(ref) or SHORT_ASSET.match(ref)
             if not match:
                 collection.data = None  # the SDK registers <endpoint>-<deployment>-<name> for it
                 continue

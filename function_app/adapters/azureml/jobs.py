@@ -18,7 +18,7 @@ from urllib.parse import quote, urlparse
 
 from azure.core.exceptions import AzureError
 
-from function_app.adapters.azureml.client import BACKEND, AzureMLClient
+from function_app.adapters.azureml.client import BACKEND, SHORT_ASSET, AzureMLClient
 from function_app.retry import Budget
 from handlers.errors import PermanentError
 from handlers.plans import JobPlan
@@ -64,13 +64,12 @@ def _check_inputs(plan: JobPlan, ref: str, declared: Mapping[str, Any]) -> None:
 
 
 _COMPONENT_ID = re.compile(r"/components/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
-_SHORT_COMPONENT = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
 
 
 def _same_component(ref: str, job_component: str) -> bool:
     """Whether a job's component (an ARM id, or ``azureml:name:version``) is the plan's ``ref``
     (``name:version``, or ``name@label``: a label moves, so the name decides)."""
-    match = _COMPONENT_ID.search(job_component) or _SHORT_COMPONENT.match(job_component)
+    match = _COMPONENT_ID.search(job_component) or SHORT_ASSET.match(job_component)
     if match is None:
         return False
     name, sep, rest = ref.partition("@") if "@" in ref else ref.partition(":")
