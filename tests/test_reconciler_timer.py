@@ -99,7 +99,8 @@ def test_retrain_reconcile_prints_the_report_as_json(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("RETRAIN_SQLITE_PATH", str(tmp_path / "cli.db"))
-    ledger = runtime.make_ledger(Settings.from_env())
+    settings = Settings.from_env()
+    ledger = runtime.make_ledger(settings, runtime.make_credential(settings))
     long_ago = datetime(2020, 1, 1, tzinfo=UTC)  # the command runs on the real clock
     ledger.update_model(MODEL, lambda s: guards.reserve(s, guards.RETRAIN, "re-lost", long_ago, None, None))
 
