@@ -113,7 +113,7 @@ class Bench:
 
         from function_app.adapters.table_entities import client_options
         from function_app.adapters.table_ledger import TableLedger
-        from handlers.policy import parse_policy
+        from handlers.policy_file import parse_policy
         from handlers.wiring import assemble
         from tests.builders import WORKSPACE
         from tests.fakes import Clock, RecordingActions

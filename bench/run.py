@@ -92,7 +92,7 @@ def throughput(make_ledger: Callable[[], Any], n: int) -> dict[str, float]:
     rest skipped by the guards, which is the storm case the ledger must absorb)."""
     from function_app.adapters.dryrun import DryRunActions
     from handlers.envelopes import parse_body
-    from handlers.policy import load_policy
+    from handlers.policy_file import load_policy
     from handlers.wiring import assemble
 
     policy = load_policy(REPO / "examples" / "policy.yaml")

@@ -103,7 +103,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from handlers.decisions import decide
     from handlers.envelopes import parse_body, to_signal, workspace_key
     from handlers.plans import Deploy, Retrain
-    from handlers.policy import load_policy
+    from handlers.policy_file import load_policy
     from handlers.service import verified
     from handlers.signals import RunFinished
 
@@ -264,7 +264,7 @@ def cmd_why(args: argparse.Namespace) -> int:
 
 
 def cmd_check_policy(args: argparse.Namespace) -> int:
-    from handlers.policy import load_policy
+    from handlers.policy_file import load_policy
 
     policy = load_policy(args.file)
     print(f"{args.file}: valid; models: {', '.join(policy.models)}")

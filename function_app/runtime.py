@@ -124,7 +124,7 @@ def build(
 ) -> Retrainer:
     """The service and the reconciler over one executor, from ``settings``; every adapter gets the one
     ``credential`` (:func:`make_credential`, unless the caller, which needs it too, passes its own)."""
-    from handlers.policy import load_policy
+    from handlers.policy_file import load_policy
     from handlers.wiring import assemble
 
     job_key = job_name_key(settings, resolve(settings.sqlite_path))  # refused first: a setting is missing

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from handlers.policy import load_policy
+from handlers.policy_file import load_policy
 from tests.conftest import REPO
 
 if TYPE_CHECKING:

@@ -107,7 +107,7 @@ def work(
     stuck ledger makes no progress."""
     from function_app.adapters.dryrun import DryRunActions
     from handlers.envelopes import parse_body
-    from handlers.policy import load_policy
+    from handlers.policy_file import load_policy
     from handlers.wiring import assemble
 
     report = WorkerReport(worker)

@@ -631,7 +631,7 @@ def test_retrain_explain_prints_the_gate_verdict_for_a_finished_candidate_run(
 def test_a_literal_of_another_type_than_the_component_declares_fails_the_decision_naming_the_input(
     tmp_path: Path,
 ) -> None:
-    from handlers.policy import parse_policy
+    from handlers.policy_file import parse_policy
     from tests.ledgers import LedgerSpec
 
     text = (REPO / "examples" / "policy.yaml").read_text()

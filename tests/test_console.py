@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from handlers.analysis import Reading
-from handlers.policy import parse_policy
+from handlers.policy_file import parse_policy
 from tests.azurite import free_port
 from tests.browser import browser_page
 from tests.conftest import REPO

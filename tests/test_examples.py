@@ -11,7 +11,7 @@ from function_app.adapters.dryrun import DryRunActions
 from handlers.decisions import decide
 from handlers.envelopes import parse_alert, parse_body, to_signal, workspace_key
 from handlers.plans import Deploy, Retrain
-from handlers.policy import load_policy
+from handlers.policy_file import load_policy
 from tests.builders import SCOPE, WORKSPACE
 from tests.conftest import REPO
 from tests.ledgers import LedgerSpec

@@ -8,7 +8,8 @@ from handlers.decisions import decide
 from handlers.envelopes import parse_body, to_signal
 from handlers.gate import evaluate, metric_value
 from handlers.plans import Deploy
-from handlers.policy import GateRule, load_policy
+from handlers.policy import GateRule
+from handlers.policy_file import load_policy
 from tests.builders import ours, run_event
 from tests.conftest import REPO
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from handlers.errors import PolicyError
-from handlers.policy import HealthRule, parse_policy
+from handlers.policy import HealthRule
+from handlers.policy_file import parse_policy
 
 
 def health(**keys: Any) -> HealthRule:

@@ -18,7 +18,7 @@ from function_app.localhost import Host
 from handlers import guards
 from handlers.errors import InvalidInput, NotApplicable, NotFound
 from handlers.operate import OperatorRequest
-from handlers.policy import parse_policy
+from handlers.policy_file import parse_policy
 from handlers.records import DecisionRecord, from_iso
 from handlers.signals import OPERATOR, Trigger
 from tests.azure_world import ENDPOINT, MODEL, AzureWorld

@@ -18,7 +18,7 @@ from function_app.runtime import make_credential, make_health
 from function_app.settings import Settings
 from handlers import guards
 from handlers.errors import PermanentError, TransientError
-from handlers.policy import parse_policy
+from handlers.policy_file import parse_policy
 from handlers.signals import ManualRequest, Trigger
 from tests.conftest import REPO
 from tests.fake_arm import FakeClock

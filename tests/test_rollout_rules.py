@@ -12,7 +12,8 @@ import pytest
 
 from handlers.errors import PolicyError
 from handlers.operate import Facts, OperatorRequest, Refused, plan
-from handlers.policy import RolloutRule, parse_policy
+from handlers.policy import RolloutRule
+from handlers.policy_file import parse_policy
 from handlers.records import Flight, ModelState
 from handlers.rollout import changes, traffic
 from handlers.rollout.progress import KINDS, ROLLS_OUT, RolloutProgress, Transition

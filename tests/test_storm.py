@@ -27,7 +27,7 @@ import pytest
 
 from handlers.envelopes import parse_body
 from handlers.errors import TransientError
-from handlers.policy import load_policy
+from handlers.policy_file import load_policy
 from handlers.signals import Trigger
 from tests import storm
 from tests.azurite import Azurite

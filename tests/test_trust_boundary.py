@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from handlers.policy import parse_policy
+from handlers.policy_file import parse_policy
 from tests.azure_world import DRIFT_SAMPLE, ENDPOINT, MODEL, AzureWorld, in_workspace
 from tests.azurite import free_port
 from tests.builders import ML, breach_event, drift_event, event, run_event
