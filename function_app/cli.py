@@ -22,15 +22,12 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from function_app.runtime import make_credential, make_ledger, resolve, utcnow
+from function_app.runtime import audit, build, deadletters, explainer, get_retrainer, make_credential, new_id
 from function_app.settings import Settings
-from handlers import jsonin
 from handlers.errors import InvalidInput, PolicyError, RetrainError
-
-if TYPE_CHECKING:
-    from handlers.ports import Ledger
+from handlers.retrainer import OPERATOR, OperatorRequest, Trigger, check_policy, parse_body, read_json
 
 
 def _read_events(path: str) -> Any:
@@ -41,7 +38,7 @@ def _read_events(path: str) -> Any:
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
     try:
-        events = jsonin.loads(raw, "an event object or a JSON array of events")
+        events = read_json(raw, "an event object or a JSON array of events")
     except InvalidInput as exc:
         raise InvalidInput(f"{path}: {exc}") from None
     if not (
@@ -49,16 +46,6 @@ def _read_events(path: str) -> Any:
     ):
         raise InvalidInput(f"{path}: give an event object or a non-empty JSON array of event objects")
     return events
-
-
-def _existing_ledger(settings: Settings) -> Ledger:
-    """The configured ledger, to read: a SQLite file that is not there is said, not created."""
-    if settings.ledger == "sqlite" and not resolve(settings.sqlite_path).exists():
-        raise InvalidInput(
-            f"no ledger at {resolve(settings.sqlite_path)}: check RETRAIN_SQLITE_PATH (the service creates the file "
-            "when it first records a decision)"
-        )
-    return make_ledger(settings, make_credential(settings))
 
 
 def _limit(text: str) -> int:
@@ -72,93 +59,43 @@ def _signal_fields(signal: Any) -> dict[str, Any]:
     return {f.name: getattr(signal, f.name) for f in dataclasses.fields(signal) if f.name not in skip}
 
 
-def _job_name_key_if_any(settings: Settings) -> bytes | None:
-    """The key the service names its jobs with, when there is one (none is generated here)."""
-    from function_app.settings import JOB_NAME_KEY_FILE, job_name_key
-
-    if settings.job_name_key:
-        return settings.job_name_key.encode()
-    ledger_file = resolve(settings.sqlite_path)
-    if settings.ledger == "sqlite" and (ledger_file.parent / JOB_NAME_KEY_FILE).exists():
-        return job_name_key(settings, ledger_file)
-    return None
-
-
-def _rendered(decision: Any, job_key: bytes | None) -> dict[str, Any]:
-    """What a Retrain or Deploy would submit; a retraining job under the name the service would give it."""
-    from handlers.jobnames import job_name
-    from handlers.plans import Retrain
-
-    if not isinstance(decision, Retrain):
-        return dict(decision.plan.as_dict())
-    job = decision.job
-    if job_key is not None:
-        job = dataclasses.replace(job, name=job_name(job_key, decision.model, decision.id))
-    return job.as_dict()
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
-    from function_app.runtime import make_actions
-    from handlers import gate, guards
-    from handlers.decisions import decide
-    from handlers.envelopes import parse_body, to_signal, workspace_key
-    from handlers.plans import Deploy, Retrain
-    from handlers.policy_file import load_policy
-    from handlers.service import verified
-    from handlers.signals import RunFinished
-
-    settings = Settings.from_env()
-    policy = load_policy(Path(args.policy) if args.policy else resolve(settings.policy_path))
-    credential = make_credential(settings)
-    ledger = make_ledger(settings, credential) if args.with_ledger else None
-    actions = make_actions(settings, credential)  # reads only: the candidate gate's facts
-    job_key = _job_name_key_if_any(settings)
-    now = utcnow()
-    for env in parse_body(json.dumps(_read_events(args.event))):
-        workspaces = frozenset({workspace_key(settings.workspace_id)})
-        signal = to_signal(env, workspaces)
-        if ledger is not None:
-            signal = verified(signal, ledger)
+    """Each decision as the executor would carry it out, previewed (Retrainer.explain): nothing recorded."""
+    retrainer = explainer(Settings.from_env(), Path(args.policy) if args.policy else None, args.with_ledger)
+    for item in retrainer.explain(parse_body(json.dumps(_read_events(args.event))), check=args.with_ledger):
+        env, signal = item.envelope, item.signal
         print(f"event   {env.event_id}  {env.event_type}  ({env.schema} schema)")
         print(f"source  {env.source}")
         print(f"signal  {type(signal).__name__} {json.dumps(_signal_fields(signal), default=str)}")
-        if isinstance(signal, RunFinished) and signal.claims_service:
-            print(
-                "runner  "
-                + (
-                    (
-                        "this service's own run (the ledger holds its decision)"
-                        if signal.ours
-                        else "claims to be this service's run; the ledger does not confirm it"
-                    )
-                    if ledger is not None
-                    else "claims to be this service's run; not checked (pass --with-ledger to check it in the ledger)"
-                )
-            )
-        decisions = decide(signal, policy, workspaces)
-        for d in decisions:
+        if getattr(signal, "claims_service", False):
+            print("runner  " + _runner(bool(getattr(signal, "ours", False)), item.checked))
+        for d, preview in item.decisions:
             print(f"decide  {d.action} model={d.model} id={d.id}")
             print(f"        why: {d.reason}")
-            if isinstance(d, (Retrain, Deploy)):
-                kind = guards.RETRAIN if isinstance(d, Retrain) else guards.ROLLOUT
-                if ledger is None:
-                    print("guard   not checked (pass --with-ledger to check cooldown, single-flight and budget)")
-                else:
-                    cooldown = policy.cooldown(d.model) if isinstance(d, Retrain) else None
-                    budget = policy.daily_budget(d.model) if isinstance(d, Retrain) else None
-                    verdict = guards.check(ledger.get_model(d.model), kind, d.id, now, cooldown, budget)
-                    print(f"guard   {'would act' if verdict.granted else 'would skip'}: {verdict.reason}")
-                if isinstance(d, Deploy):
-                    facts = actions.candidate_facts(d.plan)
-                    judged = gate.judge(d.plan.gate, facts)
-                    print(f"gate    {judged.next} ({actions.name} backend): {judged.why}")
-                    if judged.gate is not None:
-                        numbers = {k: v for k, v in judged.gate.as_dict().items() if k != "why"}
-                        print(f"        {json.dumps(numbers)}")
-                rendered = _rendered(d, job_key)
-                print("render  " + json.dumps(rendered, indent=2).replace("\n", "\n        "))
+            if preview is None:
+                continue
+            if preview.verdict is None:
+                print("guard   not checked (pass --with-ledger to check cooldown, single-flight and budget)")
+            else:
+                print(f"guard   {'would act' if preview.verdict.granted else 'would skip'}: {preview.verdict.reason}")
+            if preview.error is not None:
+                raise preview.error
+            judged = preview.judged
+            if judged is not None:
+                print(f"gate    {judged.next} ({retrainer.backend} backend): {judged.why}")
+                if judged.gate is not None:
+                    print(f"        {json.dumps({k: v for k, v in judged.gate.as_dict().items() if k != 'why'})}")
+            print("render  " + json.dumps(preview.rendered, indent=2).replace("\n", "\n        "))
         print()
     return 0
+
+
+def _runner(ours: bool, checked: bool) -> str:
+    if not checked:
+        return "claims to be this service's run; not checked (pass --with-ledger to check it in the ledger)"
+    if ours:
+        return "this service's own run (the ledger holds its decision)"
+    return "claims to be this service's run; the ledger does not confirm it"
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -193,8 +130,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_decisions(args: argparse.Namespace) -> int:
-    ledger = _existing_ledger(Settings.from_env())
-    records = ledger.decisions(args.model, args.limit, event_id=args.event_id, outcome=args.outcome)
+    records = audit(Settings.from_env()).decisions(args.model, args.limit, event_id=args.event_id, outcome=args.outcome)
     if args.json:
         print(json.dumps([r.to_dict() for r in records], indent=2))
         return 0
@@ -215,7 +151,7 @@ def cmd_decisions(args: argparse.Namespace) -> int:
 def cmd_notifications(args: argparse.Namespace) -> int:
     """The outbox: the notifications not sent yet (their failed attempts, next try, last error), or
     with --dead those given up on, with why."""
-    entries = _existing_ledger(Settings.from_env()).notifications(dead=args.dead, limit=args.limit)
+    entries = audit(Settings.from_env()).notifications(dead=args.dead, limit=args.limit)
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=2))
         return 0
@@ -232,9 +168,7 @@ def cmd_notifications(args: argparse.Namespace) -> int:
 
 def cmd_why(args: argparse.Namespace) -> int:
     """Why did (or didn't) event EVENT_ID do something: its decisions, the guards they met, what followed."""
-    from handlers.why import why
-
-    answers = why(_existing_ledger(Settings.from_env()), args.event_id)
+    answers = audit(Settings.from_env()).why(args.event_id)
     if args.json:
         print(json.dumps([a.to_dict() for a in answers], indent=2))
         return 0 if answers else 1
@@ -264,22 +198,15 @@ def cmd_why(args: argparse.Namespace) -> int:
 
 
 def cmd_check_policy(args: argparse.Namespace) -> int:
-    from handlers.policy_file import load_policy
-
-    policy = load_policy(args.file)
-    print(f"{args.file}: valid; models: {', '.join(policy.models)}")
+    print(f"{args.file}: valid; models: {', '.join(check_policy(args.file))}")
     return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from function_app.adapters.blob_deadletters import BlobDeadLetterStore
-    from function_app.runtime import build
-    from handlers.replay import replay
-
     settings = Settings.from_env()
     credential = make_credential(settings)
-    store = BlobDeadLetterStore.from_settings(settings, credential, prefix=args.prefix or "")
-    reports = replay(build(settings, credential=credential).service, store, dry_run=args.dry_run)
+    store = deadletters(settings, credential, args.prefix or "")
+    reports = build(settings, credential=credential).replay(store, dry_run=args.dry_run)
     for r in reports:
         print(
             f"{r.outcome:12}  {r.event_type or '-'}  {r.event_id or '-'}  (dead-lettered: {r.dead_letter_reason})\n    {r.blob}: {r.detail}"
@@ -290,8 +217,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from function_app.runtime import build
-
     report = build(Settings.from_env()).reconcile()
     print(json.dumps(report.to_dict(), indent=2))
     return 1 if report.deferred else 0
@@ -301,10 +226,6 @@ def cmd_operate(args: argparse.Namespace) -> int:
     """An operator's action on the configured ledger and backend, as ``retrain reconcile`` works:
     the same decision as the HTTP route's, recorded with the command line's user as the caller."""
     import getpass
-
-    from function_app.runtime import get_retrainer, new_id
-    from handlers.operate import OperatorRequest
-    from handlers.signals import OPERATOR, Trigger
 
     try:
         user = getpass.getuser()
@@ -322,7 +243,7 @@ def cmd_operate(args: argparse.Namespace) -> int:
         args.command,
         (args.reason or "no reason given").strip()[:500],
     )
-    record = get_retrainer().operator.handle(request)
+    record = get_retrainer().operate(request)
     if args.json:
         print(json.dumps(record.to_dict(), indent=2))
     else:

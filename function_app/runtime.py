@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
     from handlers.analysis import HealthSource
     from handlers.ports import Actions, Ledger, Notifier
-    from handlers.wiring import Retrainer
+    from handlers.replay import DeadLetterStore
+    from handlers.retrainer import Audit, Retrainer
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,59 @@ def build(
         notify_max_age=timedelta(hours=settings.notify_max_age_hours),
         job_name_key=job_key,
     )
+
+
+def audit(settings: Settings) -> Audit:
+    """The audit trail of the configured ledger, to read: a SQLite file that is not there is said, not created."""
+    from handlers.retrainer import Audit
+
+    if settings.ledger == "sqlite" and not resolve(settings.sqlite_path).exists():
+        raise InvalidInput(
+            f"no ledger at {resolve(settings.sqlite_path)}: check RETRAIN_SQLITE_PATH (the service creates the file "
+            "when it first records a decision)"
+        )
+    return Audit(make_ledger(settings, make_credential(settings)))
+
+
+def _job_name_key_if_any(settings: Settings) -> bytes | None:
+    """The key the service names its jobs with, when there is one (none is generated here)."""
+    from function_app.settings import JOB_NAME_KEY_FILE
+
+    if settings.job_name_key:
+        return settings.job_name_key.encode()
+    ledger_file = resolve(settings.sqlite_path)
+    if settings.ledger == "sqlite" and (ledger_file.parent / JOB_NAME_KEY_FILE).exists():
+        return job_name_key(settings, ledger_file)
+    return None
+
+
+def explainer(settings: Settings, policy: Path | None, with_ledger: bool) -> Retrainer:
+    """The Retrainer ``retrain explain`` asks: the configured backend (read only: the candidate gate's
+    facts), ``policy`` (default: RETRAIN_POLICY_PATH), the configured ledger ``with_ledger`` (read
+    only), else an empty one in memory that nothing reads; the job-name key when there is one (none is
+    generated)."""
+    from function_app.adapters.sqlite_ledger import SqliteLedger
+    from handlers.policy_file import load_policy
+    from handlers.wiring import assemble
+
+    credential = make_credential(settings)
+    actions = make_actions(settings, credential)
+    return assemble(
+        load_policy(policy or resolve(settings.policy_path)),
+        make_ledger(settings, credential) if with_ledger else SqliteLedger(":memory:"),
+        actions,
+        actions,
+        utcnow,
+        [settings.workspace_id],
+        job_name_key=_job_name_key_if_any(settings),
+    )
+
+
+def deadletters(settings: Settings, credential: TokenCredential, prefix: str) -> DeadLetterStore:
+    """The dead-lettered events in RETRAIN_DEADLETTER_CONTAINER, under ``prefix``."""
+    from function_app.adapters.blob_deadletters import BlobDeadLetterStore
+
+    return BlobDeadLetterStore.from_settings(settings, credential, prefix=prefix)
 
 
 def get_retrainer() -> Retrainer:

@@ -44,6 +44,21 @@ class Limits:
     budget: int | None
 
 
+@dataclass(frozen=True)
+class Preview:
+    """What carrying ``decision`` out would do, as :meth:`Executor.preview` found it: the decision as it
+    would be carried out (named), what it would render, the guards' verdict (None: not checked), a
+    deploy's gate verdict (None: not judged), the error reading the candidate's facts, if any, and
+    the record a dry run records."""
+
+    decision: Retrain | Deploy
+    rendered: dict[str, Any]
+    verdict: guards.Verdict | None
+    judged: gate.CandidateVerdict | None
+    error: PermanentError | None
+    record: DecisionRecord
+
+
 class Executor:
     """Records, acts, settles. ``limits(model)`` gives a model's retrain cooldown and budget."""
 
@@ -151,13 +166,13 @@ class Executor:
     def carry_out(self, decision: Retrain | Deploy, now: datetime, unwritten: list[DecisionRecord]) -> DecisionRecord:
         """Reserve, act, confirm. What reserves nothing (a refusal by the guards, a dry-run preview)
         goes to ``unwritten``, to be written with the event's completion, as skips are."""
+        if decision.dry_run:  # a preview: the guards are consulted, nothing is reserved or submitted
+            unwritten.append(self.preview(decision, now).record)
+            return unwritten[-1]
         kind = guards.RETRAIN if isinstance(decision, Retrain) else guards.ROLLOUT
         limits = self.limits(decision.model) if kind == guards.RETRAIN else Limits(None, None)
         decision = self.named(decision)
         model = decision.model
-        if decision.dry_run:  # a preview: the guards are consulted, nothing is reserved or submitted
-            unwritten.append(self._preview(decision, kind, limits, now))
-            return unwritten[-1]
         if isinstance(decision, Deploy) and decision.plan.source == "run":
             judged = self._judged_already(decision, kind)
             if judged is not None:
@@ -214,35 +229,54 @@ class Executor:
         deployment = deployment_name(self.job_name_key, decision.plan.deployment, decision.id)
         return replace(decision, plan=replace(decision.plan, deployment=deployment))
 
-    def _preview(self, decision: Retrain | Deploy, kind: str, limits: Limits, now: datetime) -> DecisionRecord:
+    def preview(
+        self, decision: Retrain | Deploy, now: datetime, *, check_guards: bool = True, judge_always: bool = False
+    ) -> Preview:
         """A dry run: what the guards say and, for a deploy, the gate's verdict on what the workspace
-        holds now; nothing is reserved, registered or submitted."""
+        holds now; nothing is reserved, registered or submitted, nothing written. The record is what a
+        dry-run request records. ``check_guards=False``: the ledger is not read (the guards are not
+        checked); ``judge_always``: a deploy's gate is judged even when a guard refuses it (what
+        ``retrain explain`` shows; the record stays the guard's skip)."""
+        kind = guards.RETRAIN if isinstance(decision, Retrain) else guards.ROLLOUT
+        limits = self.limits(decision.model) if kind == guards.RETRAIN else Limits(None, None)
+        decision = self.named(decision)
         rendered = rendered_of(decision)
-        verdict = guards.check(
-            self.ledger.get_model(decision.model),
-            kind,
-            decision.id,
-            now,
-            limits.cooldown,
-            limits.budget,
-            decision.force,
+        verdict = (
+            guards.check(
+                self.ledger.get_model(decision.model),
+                kind,
+                decision.id,
+                now,
+                limits.cooldown,
+                limits.budget,
+                decision.force,
+            )
+            if check_guards
+            else None
         )
-        if not verdict.granted:
-            return self.record(decision, "skipped", now, verdict.reason, guard=verdict.code, dry_run=True)
-        extra: dict[str, Any] = {}
-        if isinstance(decision, Deploy):
-            try:
-                facts = self.deployments.candidate_facts(decision.plan)
-            except PermanentError as exc:
-                return self.record(
-                    decision, "failed", now, f"{decision.reason}; failed: {exc}", rendered=rendered, dry_run=True
-                )
-            judged = gate.judge(decision.plan.gate, facts)
-            extra = {"gate": judged.gate.as_dict() if judged.gate else None, "candidate": facts.as_dict()}
-            if judged.next != "deploy":
-                outcome = "skipped" if judged.next == "skip" else "failed"
-                return self.record(decision, outcome, now, judged.why, rendered=rendered, dry_run=True, **extra)
-        return self.record(decision, "planned", now, job=job_of(rendered), rendered=rendered, dry_run=True, **extra)
+        refused = None
+        if verdict is not None and not verdict.granted:
+            refused = self.record(decision, "skipped", now, verdict.reason, guard=verdict.code, dry_run=True)
+            if not (judge_always and isinstance(decision, Deploy)):
+                return Preview(decision, rendered, verdict, None, None, refused)
+        if not isinstance(decision, Deploy):
+            planned = self.record(decision, "planned", now, job=job_of(rendered), rendered=rendered, dry_run=True)
+            return Preview(decision, rendered, verdict, None, None, refused or planned)
+        try:
+            facts = self.deployments.candidate_facts(decision.plan)
+        except PermanentError as exc:
+            failed = self.record(
+                decision, "failed", now, f"{decision.reason}; failed: {exc}", rendered=rendered, dry_run=True
+            )
+            return Preview(decision, rendered, verdict, None, exc, refused or failed)
+        judged = gate.judge(decision.plan.gate, facts)
+        extra: dict[str, Any] = {"gate": judged.gate.as_dict() if judged.gate else None, "candidate": facts.as_dict()}
+        if judged.next != "deploy":
+            outcome = "skipped" if judged.next == "skip" else "failed"
+            rec = self.record(decision, outcome, now, judged.why, rendered=rendered, dry_run=True, **extra)
+        else:
+            rec = self.record(decision, "planned", now, job=job_of(rendered), rendered=rendered, dry_run=True, **extra)
+        return Preview(decision, rendered, verdict, judged, None, refused or rec)
 
     def _judged_already(self, decision: Deploy, kind: str) -> DecisionRecord | None:
         """The recorded outcome of a run's deploy decision that was carried out before, from another

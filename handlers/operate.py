@@ -35,7 +35,7 @@ from handlers.rollout import changes
 from handlers.rollout.progress import ROLLOUT, RolloutProgress, Transition
 from handlers.rollout.stepper import RolloutStepper
 from handlers.rollout.traffic import PROVISIONED, fmt, live
-from handlers.signals import Trigger
+from handlers.signals import OperatorRequest, Trigger
 
 if TYPE_CHECKING:
     from handlers.policy import Policy
@@ -43,16 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ACTIONS = ("rollback", "promote", "pause", "resume")
-
-
-@dataclass(frozen=True)
-class OperatorRequest:
-    """``action`` (one of :data:`ACTIONS`) on ``model``'s rollout, asked by ``trigger.caller``."""
-
-    trigger: Trigger
-    model: str
-    action: str
-    reason: str
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,17 @@ class ManualRequest:
 
 
 @dataclass(frozen=True)
+class OperatorRequest:
+    """``action`` (rollback, promote, pause or resume: :data:`handlers.operate.ACTIONS`) on ``model``'s
+    rollout, asked by ``trigger.caller``."""
+
+    trigger: Trigger
+    model: str
+    action: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class AlertFired:
     """An Azure Monitor alert (common alert schema) that fired or resolved."""
 

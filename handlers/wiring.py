@@ -1,4 +1,5 @@
-"""Putting the inside together: one executor, the service and the reconciler that share it.
+"""Putting the inside together: one executor, the service, the reconciler and the operator that share
+it, behind the application's API (:class:`handlers.retrainer.Retrainer`).
 
 A worker builds this once (function_app.runtime), a test world once per test: the same assembly, so
 the objects tests drive are the objects Azure runs.
@@ -7,58 +8,22 @@ the objects tests drive are the objects Azure runs.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from handlers.analysis import HealthSource
 from handlers.envelopes import workspace_key
 from handlers.executor import Executor, Limits
-from handlers.notify import MAX_AGE, MAX_ATTEMPTS, DrainReport, Outbox
+from handlers.notify import MAX_AGE, MAX_ATTEMPTS, Outbox
 from handlers.operate import Operator
 from handlers.ports import Deployments, Jobs, Ledger, Notifier
-from handlers.reconcile import Reconciler, ReconcileReport, RetireRule
+from handlers.reconcile import Reconciler, RetireRule
+from handlers.retrainer import Retrainer
 from handlers.rollout.stepper import RolloutStepper
 from handlers.service import RetrainService
 
 if TYPE_CHECKING:
     from handlers.policy import Policy, RolloutRule
-
-
-@dataclass(frozen=True)
-class Retrainer:
-    """The service (events and manual requests), the reconciler (the timer) and the operator (rollback,
-    promote, pause, resume of rollouts), over one executor."""
-
-    policy: Policy
-    ledger: Ledger
-    jobs: Jobs
-    deployments: Deployments
-    executor: Executor
-    service: RetrainService
-    reconciler: Reconciler
-    operator: Operator
-    clock: Callable[[], datetime]
-    outbox: Outbox
-    # Batches of notifications one reconciler pass sends at most (retrying what deliveries left).
-    notify_batches: int = 10
-
-    @property
-    def backend(self) -> str:
-        """The name of the backend that acts (``dryrun``, ``azureml``, or a test's fake)."""
-        return self.jobs.name
-
-    def reconcile(self, now: datetime | None = None) -> ReconcileReport:
-        """One reconciler pass at ``now`` (default: the clock's now), then the notifications still
-        pending (bounded: ``notify_batches``), those the pass decided included."""
-        report = self.reconciler.run(now or self.clock())
-        report.notified = self.outbox.drain(self.clock(), attempts=self.notify_batches).to_dict()
-        return report
-
-    def notify(self) -> DrainReport:
-        """After a delivery: one attempt at sending what this worker put in the outbox; never raises
-        (what is not sent, and what others left pending, is the reconciler's)."""
-        return self.outbox.drain(self.clock(), attempts=1, own=True)
 
 
 def assemble(

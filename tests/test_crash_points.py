@@ -26,8 +26,8 @@ import pytest
 from handlers.errors import TransientError
 from handlers.ports import Claim
 from handlers.records import DecisionRecord, iso
+from handlers.retrainer import Retrainer
 from handlers.signals import Trigger
-from handlers.wiring import Retrainer
 from tests.azure_world import DRIFT_SAMPLE, MODEL, WORKSPACE_ID, AzureWorld, in_workspace
 from tests.crashes import DiesAfterActing, DiesBeforeActing, FinishFailsOnce, LedgerThatDies, WorkerDied
 from tests.ledgers import LedgerSpec

@@ -17,8 +17,9 @@ import pytest
 from handlers import guards
 from handlers.errors import PermanentError, TransientError
 from handlers.records import MAX_TEXT, DecisionRecord
+from handlers.retrainer import Retrainer
 from handlers.signals import Trigger
-from handlers.wiring import Retrainer, assemble
+from handlers.wiring import assemble
 from tests.builders import WORKSPACE, breach_event, drift_event, ours, run_event
 from tests.crashes import DiesAfterActing, DiesBeforeActing, FinishFailsOnce, LedgerThatDies, WorkerDied
 from tests.ledgers import LedgerSpec

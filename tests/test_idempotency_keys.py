@@ -204,8 +204,7 @@ def test_a_promotion_finished_by_the_reconciler_answers_its_own_retry_but_a_paus
 ) -> None:
     """The issue's path: the promotion's worker died after setting traffic, a reconciler pass finished
     it, so its claim was never marked done; the lookup that finds its record checks the key's binding."""
-    from handlers.operate import OperatorRequest
-    from handlers.signals import OPERATOR
+    from handlers.signals import OPERATOR, OperatorRequest
     from tests.crashes import DiesAfterSettingTraffic, WorkerDied
 
     azure, body = operated.azure, {"reason": "hotfix"}

@@ -13,6 +13,7 @@ ARM records as the job's creator.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import stat
 from pathlib import Path
@@ -432,3 +433,26 @@ def test_a_deploy_redelivered_after_the_key_is_rotated_adopts_the_deployment_its
     assert (rec.outcome, rec.details.get("adopted")) == ("submitted", True), rec.reason
     assert rec.details["rendered"]["deployment"] == started[0]
     assert [d for (e, d) in azure.arm.deployments if d != "blue"] == started
+
+
+def test_retrain_explain_renders_the_deployment_name_the_service_would_deploy_under(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """explain goes through the executor's preview, so it names the candidate as a delivery does (it
+    showed the plan's public name, a deployment the service would never create)."""
+    from function_app.cli import main as cli
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("RETRAIN_SQLITE_PATH", str(tmp_path / "ledger.db"))
+    monkeypatch.setenv("RETRAIN_JOB_NAME_KEY", JOB_NAME_KEY)
+    assert cli(["explain", str(REPO / "examples" / "events" / "retrain-run-completed.eventgrid.json")]) == 0
+    out = capsys.readouterr().out
+    decision = out.split("decide  deploy model=", 1)[1].split("id=", 1)[1].split()[0]
+    rendered = json.loads(out.split("render  ", 1)[1].split("\n\n", 1)[0])
+    planned = json.loads((REPO / "examples" / "events" / "retrain-run-completed.eventgrid.json").read_text())
+    raw = planned[0] if isinstance(planned, list) else planned
+    workspaces = frozenset({workspace_key(str(raw["topic"]))})
+    [d] = decide(to_signal(envelope_from_dict(raw), workspaces), EXAMPLE_POLICY, workspaces)
+    assert isinstance(d, Deploy) and d.id == decision
+    assert rendered["deployment"] == deployment_name(JOB_NAME_KEY.encode(), d.plan.deployment, decision)
+    assert rendered["deployment"] != d.plan.deployment

@@ -117,6 +117,57 @@ def test_the_deadline_module_needs_only_the_standard_library() -> None:
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported - set(sys.stdlib_module_names)
 
 
+# What the triggers and the command line may import of ours: the application's API (handlers.retrainer),
+# how the worker gets it and its settings, the delivery frame, telemetry, the triggers' own helpers, the
+# errors they answer; the command line also starts the local host (retrain host).
+ENTRY_POINTS_MAY_IMPORT = {
+    "handlers.retrainer",
+    "handlers.errors",
+    "function_app.runtime",
+    "function_app.settings",
+    "function_app.delivery",
+    "function_app.telemetry",
+    "function_app.triggers.replies",
+    "function_app.triggers.callers",
+    "function_app",  # the package itself (from function_app import telemetry)
+    "function_app.triggers",
+}
+TRIGGER_HELPERS = {"function_app.triggers.replies", "function_app.triggers.callers", "function_app.triggers"}
+
+
+def entry_point_imports(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """What each trigger module and the command line import of ours beyond what they may."""
+    entries = {n for n in graph if n.startswith("function_app.triggers.") and n not in TRIGGER_HELPERS}
+    allowed = {
+        name: ENTRY_POINTS_MAY_IMPORT | ({"function_app.localhost"} if name == "function_app.cli" else set())
+        for name in [*entries, "function_app.cli"]
+    }
+    return {name: extra for name in allowed if (extra := graph.get(name, set()) - allowed[name])}
+
+
+def test_the_triggers_and_the_command_line_reach_the_inside_only_through_the_retrainer_api() -> None:
+    """parse -> call -> reply: a trigger or a command that imports handlers.service, the executor, the
+    ledger adapters... works around the application's API (handlers.retrainer) and can disagree with it."""
+    graph = import_graph("handlers", "function_app")
+    assert len([n for n in graph if n.startswith("function_app.triggers.")]) >= 5  # the check sees them
+    assert entry_point_imports(graph) == {}
+
+
+def test_the_entry_point_check_names_what_a_trigger_or_the_cli_reaches_around_the_api() -> None:
+    """import_graph counts imports inside functions and under TYPE_CHECKING (the circle tests check that)."""
+    graph = {
+        "function_app.cli": {"handlers.retrainer", "function_app.localhost", "handlers.executor"},
+        "function_app.triggers.api": {"handlers.retrainer", "handlers.service"},
+        "function_app.triggers.events": {"handlers.retrainer", "function_app.localhost"},
+        "function_app.triggers.replies": {"handlers.jsonin"},
+    }
+    assert entry_point_imports(graph) == {
+        "function_app.cli": {"handlers.executor"},
+        "function_app.triggers.api": {"handlers.service"},
+        "function_app.triggers.events": {"function_app.localhost"},
+    }
+
+
 def test_the_reconciler_and_the_stepper_never_receive_the_service() -> None:
     graph = handlers_import_graph()
     assert (

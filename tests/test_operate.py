@@ -17,10 +17,9 @@ from function_app import cli, runtime
 from function_app.localhost import Host
 from handlers import guards
 from handlers.errors import InvalidInput, NotApplicable, NotFound
-from handlers.operate import OperatorRequest
 from handlers.policy_file import parse_policy
 from handlers.records import DecisionRecord, from_iso
-from handlers.signals import OPERATOR, Trigger
+from handlers.signals import OPERATOR, OperatorRequest, Trigger
 from tests.azure_world import ENDPOINT, MODEL, AzureWorld
 from tests.conftest import Client
 from tests.crashes import ChangedTwiceOnce, DiesAfterSettingTraffic, WorkerDied

@@ -13,12 +13,11 @@ from handlers import guards
 from handlers.decisions import decide
 from handlers.envelopes import parse_body, to_signal, workspace_key
 from handlers.errors import PermanentError, TransientError
-from handlers.operate import OperatorRequest
 from handlers.plans import Deploy, DeployPlan, JobPlan, Retrain
 from handlers.policy import GateRule
 from handlers.reconcile import release_record
 from handlers.records import DecisionRecord, iso
-from handlers.signals import ManualRequest, Trigger
+from handlers.signals import ManualRequest, OperatorRequest, Trigger
 from tests.builders import EXAMPLE_POLICY, MODEL, WORKSPACE, drift_event, ours, run_event
 from tests.crashes import DiesBeforeActing, WorkerDied
 from tests.fakes import RecordingActions

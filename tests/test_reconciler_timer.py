@@ -17,7 +17,7 @@ from function_app.settings import Settings
 from handlers import guards
 from handlers.errors import PermanentError, TransientError
 from handlers.ports import Ledger
-from handlers.wiring import Retrainer
+from handlers.retrainer import Retrainer
 from tests.builders import MODEL
 from tests.fakes import Clock
 

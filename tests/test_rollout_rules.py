@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from handlers.errors import PolicyError
-from handlers.operate import Facts, OperatorRequest, Refused, plan
+from handlers.operate import Facts, Refused, plan
 from handlers.policy import RolloutRule
 from handlers.policy_file import parse_policy
 from handlers.records import Flight, ModelState
 from handlers.rollout import changes, traffic
 from handlers.rollout.progress import KINDS, ROLLS_OUT, RolloutProgress, Transition
-from handlers.signals import Trigger
+from handlers.signals import OperatorRequest, Trigger
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 

@@ -15,9 +15,10 @@ from typing import Any
 from handlers.envelopes import parse_body
 from handlers.policy import Policy
 from handlers.reconcile import ReconcileReport
+from handlers.retrainer import Retrainer
 from handlers.service import EventResult, RetrainService
 from handlers.signals import ManualRequest, Trigger
-from handlers.wiring import Retrainer, assemble
+from handlers.wiring import assemble
 from tests.builders import EXAMPLE_POLICY, MODEL, WORKSPACE
 from tests.fakes import Clock, RecordingActions
 from tests.ledgers import LedgerSpec

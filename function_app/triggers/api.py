@@ -17,9 +17,7 @@ from function_app.settings import Settings
 from function_app.triggers.callers import caller_of
 from function_app.triggers.replies import error, from_exception, json_body, reply
 from handlers.errors import InvalidInput, RetrainError
-from handlers.keys import as_str
-from handlers.records import OUTCOMES, from_iso
-from handlers.signals import MANUAL, OPERATOR, ManualRequest, Trigger
+from handlers.retrainer import MANUAL, OPERATOR, OUTCOMES, ManualRequest, OperatorRequest, Trigger, as_str, from_iso
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +98,7 @@ def _manual(req: func.HttpRequest, action: str, allowed: dict[str, Any]) -> func
         if action == "deploy" and not request.version:
             raise InvalidInput('field \'version\' is required: the model version to deploy, e.g. {"version": "7"}')
         with one_delivery("manual", event_id=request.trigger.event_id, model=model) as span:
-            record = get_retrainer().service.manual(request)
+            record = get_retrainer().manual(request)
             span.decided([record])
     except RetrainError as exc:
         return from_exception(exc)
@@ -137,8 +135,6 @@ def _operate(req: func.HttpRequest, action: str) -> func.HttpResponse:
             platform_sign_in=settings.platform_sign_in,
         )
         key = idempotency_key(req.headers)
-        from handlers.operate import OperatorRequest  # the rollout machinery: loaded on this path only
-
         request = OperatorRequest(
             trigger=Trigger(
                 source="http",
@@ -153,7 +149,7 @@ def _operate(req: func.HttpRequest, action: str) -> func.HttpResponse:
             reason=(body.get("reason") or "no reason given").strip()[:500],
         )
         with one_delivery("operator", event_id=request.trigger.event_id, model=model) as span:
-            record = get_retrainer().operator.handle(request)
+            record = get_retrainer().operate(request)
             span.decided([record])
     except RetrainError as exc:
         return from_exception(exc)
@@ -192,7 +188,7 @@ def resume_rollout(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="models", methods=["GET"])
 def list_models(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        return reply({"models": get_retrainer().service.model_views()})
+        return reply({"models": get_retrainer().models()})
     except RetrainError as exc:
         return from_exception(exc)
 
@@ -223,7 +219,7 @@ def list_decisions(req: func.HttpRequest) -> func.HttpResponse:
             return error(400, f"since={since_text[:40]!r}: give a time between years 1 and 9999 in UTC")
     event_id = req.params.get("event_id") or None
     try:
-        records = get_retrainer().ledger.decisions(
+        records = get_retrainer().decisions(
             req.params.get("model") or None, int(limit_text), event_id=event_id, outcome=outcome, since=since
         )
     except RetrainError as exc:

@@ -4,8 +4,7 @@ schemas) and the Azure Monitor alert webhook (common alert schema)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import azure.functions as func
@@ -14,9 +13,8 @@ from function_app.delivery import one_delivery
 from function_app.runtime import get_retrainer
 from function_app.settings import Settings
 from function_app.triggers.replies import error, from_exception, reply
-from handlers.envelopes import Envelope, envelope_from_dict, parse_alert, parse_events
 from handlers.errors import InvalidInput, RetrainError, TransientError
-from handlers.signals import VALIDATION
+from handlers.retrainer import VALIDATION, Envelope, Retrainer, envelope_from_dict, parse_events
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +46,7 @@ def on_workspace_event(event: func.EventGridEvent) -> None:
     """Workspace events from the Event Grid system topic. Raising makes Event Grid redeliver."""
     env = envelope_from_binding(event)
     with one_delivery("event_grid", event_id=env.event_id) as span:
-        result = get_retrainer().service.handle_envelope(env)  # TransientError propagates: redelivery
+        result = get_retrainer().deliver(env)  # TransientError propagates: redelivery
         span.decided(result.decisions, [env.event_id], count=result.status == "processed")
     log.info("event %s %s: %s, %d decision(s)", env.event_id, env.event_type, result.status, len(result.decisions))
 
@@ -84,7 +82,7 @@ def events_webhook(req: func.HttpRequest) -> func.HttpResponse:
         budget = timedelta(seconds=Settings.from_env().deadline_seconds * BATCH_SHARE)
     except (RetrainError, ValueError) as exc:
         return from_exception(exc if isinstance(exc, RetrainError) else TransientError(str(exc)))
-    return _deliver_batch(retrainer.service, items, retrainer.clock, budget)
+    return _deliver_batch(retrainer, items, budget)
 
 
 # The share of RETRAIN_DEADLINE_SECONDS a batch may spend before it answers: the event in hand when the
@@ -92,9 +90,7 @@ def events_webhook(req: func.HttpRequest) -> func.HttpResponse:
 BATCH_SHARE = 0.8
 
 
-def _deliver_batch(
-    service: Any, items: list[Envelope | InvalidInput], clock: Callable[[], datetime], budget: timedelta
-) -> func.HttpResponse:
+def _deliver_batch(retrainer: Retrainer, items: list[Envelope | InvalidInput], budget: timedelta) -> func.HttpResponse:
     """Each event of a webhook batch on its own: one bad or failing event never takes the others
     down, and the reply says what happened to each. Any transient failure makes the reply 503, so
     that Event Grid delivers the batch again; the events already handled come back as duplicates.
@@ -106,6 +102,7 @@ def _deliver_batch(
     transient: TransientError | None = None
     deferred = 0
     progressed = False  # an event not done before was handled: once one was, the budget may end the batch
+    clock = retrainer.clock
     started = clock()
     with one_delivery("webhook") as span:  # Event Grid waits 30 s for the whole batch
         for n, item in enumerate(items):
@@ -124,7 +121,7 @@ def _deliver_batch(
                 results.append({"index": n, "status": "rejected", "error": str(item)})
                 continue
             try:
-                result = service.handle_envelope(item)
+                result = retrainer.deliver(item)
                 results.append(result.to_dict())
                 progressed = progressed or result.status != "duplicate"
                 decided.extend(result.decisions if result.status == "processed" else ())
@@ -164,7 +161,7 @@ def azure_monitor_alert(req: func.HttpRequest) -> func.HttpResponse:
     """Azure Monitor action-group webhook, common alert schema. 5xx makes the action group retry."""
     try:
         with one_delivery("alert") as span:
-            result = get_retrainer().service.handle(parse_alert(req.get_body()))
+            result = get_retrainer().alert(req.get_body())
             span.decided(result.decisions, [result.event_id], count=result.status == "processed")
     except RetrainError as exc:
         return from_exception(exc)

@@ -1,0 +1,123 @@
+"""Read models: what ``GET /api/models`` and the console show of each model, from the policy and the ledger."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from handlers import guards
+from handlers.ports import Ledger
+from handlers.records import ModelState, iso
+from handlers.rollout.progress import RolloutProgress
+
+if TYPE_CHECKING:
+    from handlers.policy import Policy
+
+
+def health_numbers(verdict: Any) -> dict[str, Any] | None:
+    """The numbers of a recorded health verdict that a person reads against their limits."""
+    if not isinstance(verdict, dict):
+        return None
+
+    def part(key: str) -> dict[str, Any]:
+        value = verdict.get(key)
+        return value if isinstance(value, dict) else {}
+
+    candidate, baseline, limits = part("candidate"), part("baseline"), part("limits")
+    return {
+        "status": verdict.get("status"),
+        "next": verdict.get("next"),
+        "why": verdict.get("why"),
+        "source": verdict.get("source"),
+        "requests": candidate.get("served"),
+        "failure_rate": candidate.get("failure_rate"),
+        "baseline_failure_rate": baseline.get("failure_rate"),
+        "p95_ms": candidate.get("p95_ms"),
+        "p_value": verdict.get("p_value"),
+        "max_error_rate": limits.get("max_error_rate"),
+        "max_latency_ms": limits.get("max_latency_ms"),
+        "min_requests": limits.get("min_requests"),
+    }
+
+
+def model_views(policy: Policy, ledger: Ledger, now: datetime) -> list[dict[str, Any]]:
+    """Every model of the policy: its state, what is in flight, its cooldown and budget, its last decision."""
+    return [model_view(policy, ledger, name, ledger.get_model(name), now) for name in policy.models]
+
+
+def _explain_flights(
+    policy: Policy,
+    ledger: Ledger,
+    name: str,
+    state: ModelState,
+    flights: dict[str, dict[str, Any]],
+    progress: RolloutProgress | None,
+    now: datetime,
+) -> None:
+    """What an operator wants beside a flight: the retrain's job link; the rollout's bake and the
+    history of its steps with the health numbers each was judged on."""
+    if "retrain" in flights:
+        record = ledger.get_decision(state.flights["retrain"].decision)
+        flights["retrain"]["url"] = (record.job or {}).get("url") if record is not None else None
+    if "rollout" not in flights:
+        return
+    decision = state.flights["rollout"].decision
+    mp = policy.models.get(name)
+    rule = mp.deploy.rollout if mp is not None and mp.deploy is not None else None
+    started = progress.started if progress is not None else None
+    if rule is not None:
+        flights["rollout"]["bake_s"] = rule.bake.total_seconds()
+        flights["rollout"]["bake_until"] = iso(started + rule.bake) if started is not None else None
+        left = (started + rule.bake - now).total_seconds() if started is not None else None
+        flights["rollout"]["bake_left_s"] = None if left is None else max(0.0, left)  # by the service's clock
+    history = [r for r in ledger.decisions(name, 100) if r.details.get("deploy_decision") == decision]
+    flights["rollout"]["history"] = [
+        {
+            "id": r.id,
+            "action": r.action,
+            "outcome": r.outcome,
+            "at": r.at,
+            "step": r.details.get("step"),
+            "judged_step": r.details.get("from_step", r.details.get("step")),
+            "traffic": r.details.get("traffic"),
+            "health": health_numbers(r.details.get("health")),
+        }
+        for r in reversed(history)
+    ]
+
+
+def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now: datetime) -> dict[str, Any]:
+    last = ledger.decisions(name, 1)
+    until = guards.cooldown_until(state, policy.cooldown(name))
+    in_cooldown = until is not None and now < until
+    flights: dict[str, dict[str, Any]] = {
+        k: {"decision": f.decision, "status": f.status, "job": f.job, "since": f.since}
+        for k, f in state.flights.items()
+    }
+    progress = RolloutProgress.of(state.flights.get("rollout"))
+    if progress is not None:  # where the rollout stands: its step, traffic and any pause
+        flights["rollout"].update(
+            step=progress.step, steps=list(progress.steps), traffic=progress.traffic, paused=progress.paused
+        )
+    _explain_flights(policy, ledger, name, state, flights, progress, now)
+    status = (
+        "retraining"
+        if "retrain" in flights
+        else "rollout paused"
+        if progress is not None and progress.paused
+        else "rolling out"
+        if "rollout" in flights
+        else "cooldown"
+        if in_cooldown
+        else "idle"
+    )
+    budget = policy.daily_budget(name)
+    used = state.budget_used if state.budget_day == now.date().isoformat() else 0
+    return {
+        "model": name,
+        "state": status,
+        "in_flight": flights,
+        "cooldown_until": iso(until) if in_cooldown and until else None,
+        "budget": {"used_today": used, "daily": budget},
+        "last_decision": last[0].summary() if last else None,
+    }
