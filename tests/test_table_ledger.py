@@ -14,6 +14,7 @@ from azure.data.tables import TableServiceClient
 
 from function_app.adapters.table_entities import DECISION_PARTITIONS, client_options, decision_partition
 from function_app.adapters.table_ledger import TableLedger
+from handlers.notify import notification_id
 from handlers.records import DecisionRecord, iso
 from tests.azurite import Azurite
 
@@ -128,6 +129,31 @@ def test_a_worker_claims_the_notification_it_wrote_on_the_etag_of_its_insert_wit
     # one conditional update of its row (was, as a delivery ended: a query of the outbox, then that update)
     assert seen == [f"PATCH {ledger.names['outbox']}(PartitionKey='outbox',RowKey='{entry.id}')"]
     assert entry.notification.data["id"] == "d1"
+
+
+def test_a_drain_claims_and_marks_what_it_sends_in_one_transaction_each_and_each_alone_when_one_was_taken(
+    azurite: Azurite,
+) -> None:
+    ledger, seen = counted_ledger(azurite)
+    for n in range(3):
+        ledger.put_decision(skip(f"d{n}", outcome="failed"))
+    ledger.claim_own_notifications(10, NOW - timedelta(hours=1), timedelta(seconds=1))  # not this test's: lapsed
+    seen.clear()
+    claimed = ledger.claim_notifications(10, NOW, timedelta(seconds=60))
+    ledger.mark_notified([e.id for e in claimed], NOW)
+    outbox = ledger.names["outbox"]
+    assert len(claimed) == 3 and seen == [f"GET {outbox}()", "POST $batch", "POST $batch"]  # was: 1 + 3 + 3
+
+    other, _ = counted_ledger(azurite, ledger.prefix)
+    for n in range(3, 6):
+        ledger.put_decision(skip(f"d{n}", outcome="failed"))
+    [taken] = other.claim_notifications(1, NOW, timedelta(seconds=60))  # another sender claims one of them
+    seen.clear()
+    mine = ledger.claim_own_notifications(10, NOW, timedelta(seconds=60))
+    # the transaction fails on the one taken (its ETag changed): each alone, and the one taken is left out
+    assert seen[0] == "POST $batch" and len(seen) == 1 + 3 and all(r.startswith("PATCH ") for r in seen[1:])
+    expected = {notification_id(f"d{n}", "failed") for n in range(3, 6)}
+    assert len(mine) == 2 and {e.id for e in mine} | {taken.id} == expected
 
 
 def test_decisions_spread_over_the_shards_and_every_trail_reads_newest_first_across_them(azurite: Azurite) -> None:
