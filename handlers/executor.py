@@ -241,19 +241,10 @@ class Executor:
         limits = self.limits(decision.model) if kind == guards.RETRAIN else Limits(None, None)
         decision = self.named(decision)
         rendered = rendered_of(decision)
-        verdict = (
-            guards.check(
-                self.ledger.get_model(decision.model),
-                kind,
-                decision.id,
-                now,
-                limits.cooldown,
-                limits.budget,
-                decision.force,
-            )
-            if check_guards
-            else None
-        )
+        verdict = None
+        if check_guards:
+            state = self.ledger.get_model(decision.model)
+            verdict = guards.check(state, kind, decision.id, now, limits.cooldown, limits.budget, decision.force)
         refused = None
         if verdict is not None and not verdict.granted:
             refused = self.record(decision, "skipped", now, verdict.reason, guard=verdict.code, dry_run=True)
