@@ -27,7 +27,10 @@ from handlers.errors import PermanentError
 from handlers.jobnames import deployment_name, job_name
 from handlers.plans import Decision, Deploy, Retrain
 from handlers.ports import ActionResult, Deployments, Jobs, Ledger
-from handlers.records import DecisionRecord, iso
+from handlers.records import DecisionRecord, Flight, iso
+from handlers.rollout.effects import RolloutEffects
+from handlers.rollout.progress import Transition
+from handlers.rollout.retire import Retirement
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,7 @@ class Executor:
         self.deployments = deployments
         self.limits = limits
         self.job_name_key = job_name_key
+        self.rollouts = RolloutEffects(ledger, deployments, lambda record: self.write(self.logged(record)))
 
     # ------------------------------------------------------------------ records
 
@@ -342,6 +346,17 @@ class Executor:
             **{**result.details, **extra},
         )
 
+    # ------------------------------------------------------------------ rollouts: traffic, monitors, deletions
+
+    def transition(self, model: str, flight: Flight, pending: Transition, now: datetime) -> dict[str, Any]:
+        """Carry out the rollout transition written ahead into ``flight`` (decided by the stepper or an
+        operator): its traffic, its record, its commit (:meth:`RolloutEffects.transition`)."""
+        return self.rollouts.transition(model, flight, pending, now)
+
+    def retire(self, model: str, retirement: Retirement, now: datetime) -> DecisionRecord:
+        """Delete a deployment the retirement rules chose, recorded (:meth:`RolloutEffects.retire`)."""
+        return self.rollouts.retire(model, retirement, now)
+
     # ------------------------------------------------------------------ slots
 
     def settle(self, model: str, kind: str, record: DecisionRecord) -> None:
@@ -354,11 +369,15 @@ class Executor:
             model, lambda s: guards.confirm(s, kind, record.id, record.outcome, job_name, give_back=give_back)
         )
 
-    def release(self, model: str, kind: str, record: DecisionRecord) -> DecisionRecord:
+    def release(self, model: str, kind: str, record: DecisionRecord, held: Flight | None = None) -> DecisionRecord:
         """Record why a hold is released, then free the slot: a crash in between leaves a record that
-        settling again honours."""
+        settling again (or the next pass) honours. ``held``: the hold, when ``record`` is not its own
+        decision but one of its own id: the hold is freed whatever the record says."""
         rec = self.write(record)
-        self.settle(model, kind, rec)
+        if held is None:
+            self.settle(model, kind, rec)
+        else:
+            self.ledger.update_model(model, lambda s: guards.release(s, kind, held.decision, held.job))
         return rec
 
 

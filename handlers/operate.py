@@ -1,7 +1,7 @@
 """Operator control of a model's rollout: roll back, promote, pause and resume.
 
 Each request is a decision like the reconciler's: a :class:`handlers.rollout.progress.Transition` written
-ahead into the model's rollout flight, carried out by the stepper (:meth:`RolloutStepper.carry_out`:
+ahead into the model's rollout flight, carried out by the executor (:meth:`Executor.transition`:
 traffic, then the record, then the commit), so an operator never sets traffic without a record and a
 worker that dies in between leaves the transition for the next reconciler pass. The transition
 carries the request's trigger (who asked), and its id depends on the request.
@@ -15,7 +15,8 @@ carries the request's trigger (who asked), and its id depends on the request.
   continues the step and restarts its bake.
 
 :func:`plan` is the pure rule (facts in, a transition or a refusal out); :class:`Operator` reads the
-facts, claims the request (an ``Idempotency-Key`` gives the same record again) and carries it out.
+facts, claims the request (an ``Idempotency-Key`` gives the same record again), writes the
+transition ahead and has the executor carry it out.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from handlers.claims import Claims
 from handlers.errors import InvalidInput, NotApplicable, NotFound, TransientError
+from handlers.executor import Executor
 from handlers.keys import digest
 from handlers.ports import Deployments, Ledger
 from handlers.records import DecisionRecord, Flight, ModelState, iso
 from handlers.rollout import changes
 from handlers.rollout.progress import ROLLOUT, RolloutProgress, Transition
-from handlers.rollout.stepper import RolloutStepper
 from handlers.rollout.traffic import PROVISIONED, fmt, live
 from handlers.signals import OperatorRequest, Trigger
 
@@ -63,7 +64,6 @@ class Planned:
 
     flight: Flight
     transition: Transition
-    endpoint: str
     start: RolloutProgress | None = None
     opens: bool = False
     written: bool = False  # written ahead already by this same request (a retry after a crash)
@@ -101,7 +101,7 @@ def plan(request: OperatorRequest, state: ModelState, facts: Facts, now: datetim
     pending = data.pending
     if pending is not None:
         if pending.trigger and pending.trigger.get("event_id") == request.trigger.event_id:
-            return Planned(flight, pending, endpoint, written=True)
+            return Planned(flight, pending, written=True)
         return Refused(
             f"a {pending.kind} transition of the rollout of {flight.job} is being carried out; try again after "
             "the next reconciler pass"
@@ -113,7 +113,7 @@ def plan(request: OperatorRequest, state: ModelState, facts: Facts, now: datetim
     ) -> Planned:
         """The transition at the current step; a flight without rollout progress yet gets the minimum."""
         t = Transition.of(request.model, flight, kind, step, step, target, reason + said, trigger=trig, **details)
-        return Planned(flight, t, endpoint, start or (None if held else RolloutProgress(endpoint, candidate)))
+        return Planned(flight, t, start or (None if held else RolloutProgress(endpoint, candidate)))
 
     if request.action == "pause":
         if paused:
@@ -193,7 +193,7 @@ def _to_kept(request: OperatorRequest, state: ModelState, facts: Facts, now: dat
         kept=dict(kept),
     )
     progress = RolloutProgress(endpoint, main, original=current, restores_kept=True, pending=transition)
-    return Planned(progress.kept_in(flight), transition, endpoint, opens=True)
+    return Planned(progress.kept_in(flight), transition, opens=True)
 
 
 def rescaled(traffic: Mapping[str, int]) -> dict[str, int]:
@@ -215,8 +215,8 @@ def open_flight(state: ModelState, planned: Planned) -> tuple[ModelState | None,
 
 
 class Operator:
-    """Carries out operator requests on rollouts (:meth:`handle`), through the stepper's write-ahead
-    protocol. Validated before anything is claimed: an unknown model is NotFound (404), a model
+    """Carries out operator requests on rollouts (:meth:`handle`) by the write-ahead protocol the stepper
+    uses too: the transition written ahead, then carried out by the executor. Validated before anything is claimed: an unknown model is NotFound (404), a model
     without ``deploy`` InvalidInput (400); an action that does not apply is NotApplicable (a Conflict, 409)."""
 
     def __init__(
@@ -224,14 +224,14 @@ class Operator:
         policy: Policy,
         ledger: Ledger,
         deployments: Deployments,
-        stepper: RolloutStepper,
+        executor: Executor,
         clock: Callable[[], datetime],
         lease: timedelta = timedelta(seconds=60),
     ) -> None:
         self.policy = policy
         self.ledger = ledger
         self.deployments = deployments
-        self.stepper = stepper
+        self.executor = executor
         self.clock = clock
         self.lease = lease
         self.claims = Claims(ledger, lease)
@@ -305,8 +305,8 @@ class Operator:
                 f"the rollout of {model} changed meanwhile; look at it again (GET /api/models) and retry"
             )
         log.info("operator %s model=%s by %s: %s", request.action, model, who(request.trigger), t.reason)
-        done = self.stepper.carry_out(model, flight, t, planned.endpoint, now)
+        done = self.executor.transition(model, flight, t, now)
         record = self.ledger.get_decision(str(done["record"]))
-        if record is None:  # pragma: no cover - carry_out wrote it
+        if record is None:  # pragma: no cover - the executor wrote it
             raise TransientError(f"decision {done['record']} is not readable yet; ask again")
         return record

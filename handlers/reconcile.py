@@ -17,7 +17,8 @@ has ended, hands ``handle`` the :class:`RunFinished` signal the event would have
 
 Rollouts are moved on by one transition per pass (:class:`handlers.rollout.stepper.RolloutStepper`), and
 the deployments that no longer serve (demoted by a promotion, or candidates rolled back or failed)
-are deleted once the policy's ``deploy.retire_after`` has passed (:mod:`handlers.rollout.retire`).
+are deleted once the policy's ``deploy.retire_after`` has passed (:mod:`handlers.rollout.retire`
+decides which, the executor deletes them and records it).
 """
 
 from __future__ import annotations
@@ -296,8 +297,7 @@ class Reconciler:
             {"model": model, "decision": flight.decision, "job": job, "status": info.status if info else "missing"}
         )
         if info is None:
-            rec = self.executor.write(job_missing_record(model, flight, now))  # first: a crash repeats both
-            self.ledger.update_model(model, lambda s: guards.release(s, kind, flight.decision, job))
+            rec = self.executor.release(model, kind, job_missing_record(model, flight, now), held=flight)
             log.warning("reconciler: released retrain hold of model=%s: job %s does not exist", model, job)
             report.released.append(rec)
             return
@@ -338,12 +338,7 @@ class Reconciler:
                 rule.endpoint, found, demoted, rule.retire_after, rule.keep_previous, now, rejected
             )
         for one in chosen:
-            try:
-                self.deployments.delete_deployment(rule.endpoint, one.deployment)
-                record = retire.record_of(model, one, now, "submitted")
-            except PermanentError as exc:
-                record = retire.record_of(model, one, now, "failed", str(exc))
-            written = self.executor.write(self.executor.logged(record))
+            written = self.executor.retire(model, one, now)
             report.retired.append(written)
             if written.outcome == "submitted":
                 retired.add(one.deployment)

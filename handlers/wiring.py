@@ -84,6 +84,6 @@ def assemble(
         deployments=deployments,
         retiring=retiring,
     )
-    operator = Operator(policy, ledger, deployments, stepper, clock, lease=lease)
+    operator = Operator(policy, ledger, deployments, executor, clock, lease=lease)
     outbox = Outbox(ledger, notifier, max_attempts=notify_max_attempts, max_age=notify_max_age)
     return Retrainer(policy, ledger, jobs, deployments, executor, service, reconciler, operator, clock, outbox)

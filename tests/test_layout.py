@@ -211,6 +211,27 @@ def test_rollout_progress_is_read_from_its_flight_in_one_place() -> None:
     assert offenders == []
 
 
+# what changes Azure or writes a decision record, through the ports
+EFFECTS = frozenset(
+    {"submit_retrain", "start_deploy", "set_traffic", "retarget_monitor", "delete_deployment", "put_decision"}
+)
+
+
+def test_only_the_executor_carries_out_effects_the_stepper_operator_and_reconciler_decide() -> None:
+    """Every call that submits, deploys, sets traffic, moves a monitor, deletes a deployment or
+    writes a decision record is the executor's (``handlers/executor.py``, and the rollout effects it
+    carries out through, ``handlers/rollout/effects.py``)."""
+    executor = {REPO / "handlers" / "executor.py", REPO / "handlers" / "rollout" / "effects.py"}
+    offenders = []
+    for path in (REPO / "handlers").rglob("*.py"):
+        if path in executor:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in EFFECTS:
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.func.attr}")
+    assert offenders == []
+
+
 def _index_like_the_worker() -> tuple[list[str], dict[str, list[dict[str, object]]]]:
     """Import the root script by its stem from the repo root, in a fresh interpreter, as the worker does."""
     code = (

@@ -8,8 +8,9 @@ the most traffic before the rollout) over the same window, and go to the next st
 100%) or roll the endpoint back to the traffic it had before the rollout. Before the bake is over a
 step is only ever rolled back, and only when its failures alone decide it (fail fast,
 :func:`handlers.analysis.judge`). A paused rollout is left as it is. The rules are pure
-(:mod:`handlers.rollout.progress`, :mod:`handlers.analysis`); this module reads the facts through the ports
-and writes each transition ahead into the ledger before acting on it.
+(:mod:`handlers.rollout.progress`, :mod:`handlers.analysis`); this module reads the facts through the ports,
+decides a transition and writes it ahead into the ledger; the executor carries it out
+(:meth:`handlers.executor.Executor.transition`).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from handlers.analysis import HealthSource, Reading
 from handlers.errors import PermanentError
 from handlers.executor import Executor
 from handlers.ports import Deployments, Ledger
-from handlers.records import DecisionRecord, Flight, from_iso, iso
+from handlers.records import Flight, from_iso, iso
 from handlers.rollout import changes, traffic
-from handlers.rollout.progress import ROLLOUT, RolloutProgress, Transition
+from handlers.rollout.progress import RolloutProgress, Transition
 from handlers.rollout.traffic import fmt
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ class RolloutStepper:
         entry: dict[str, Any] = {"model": model, "decision": flight.decision, "deployment": str(flight.job)}
         progress = RolloutProgress.of(flight)
         if progress is not None and progress.pending is not None:
-            return {**entry, **self.carry_out(model, flight, progress.pending, endpoint, now)}
+            return {**entry, **self.executor.transition(model, flight, progress.pending, now)}
         if progress is not None and progress.paused:
             return {**entry, "state": "paused", "step": progress.step, "paused": progress.paused}
         rule = self.rule(model)
@@ -148,7 +149,7 @@ class RolloutStepper:
                 f"traffic {fmt(progress.traffic)} -> {fmt(target)}",
                 health=health,
             )
-        return {**entry, **self._write_ahead(model, flight, pending, endpoint, now)}
+        return {**entry, **self._write_ahead(model, flight, pending, now)}
 
     def source_of(self, rule: RolloutRule) -> str:
         """The name of the health source a model's step is read from."""
@@ -196,7 +197,7 @@ class RolloutStepper:
                 "traffic was never changed",
                 provisioning=state or "missing",
             )
-            return self._write_ahead(model, flight, pending, endpoint, now, start)
+            return self._write_ahead(model, flight, pending, now, start)
         if state.lower() != traffic.PROVISIONED:
             return {"state": "provisioning", "provisioning": state}
         original = traffic.live(self.deployments.endpoint_traffic(endpoint))
@@ -212,93 +213,22 @@ class RolloutStepper:
             f"{fmt(target)}",
             original=original,
         )
-        return self._write_ahead(
-            model, flight, pending, endpoint, now, replace(start, original=original, traffic=original)
-        )
-
-    def _retargeted(self, record: DecisionRecord, endpoint: str, flight: Flight) -> DecisionRecord:
-        """Point each model-monitor schedule that watched a demoted deployment at the promoted one (a
-        v2 monitor targets one deployment: left alone, it would watch a deployment at 0%), and say so
-        in the promote decision. A schedule Azure refuses to change is recorded, for an operator;
-        a transient failure leaves the promotion pending for the next pass, which finds the
-        schedules already moved (and lists them as such)."""
-        candidate = str(flight.job).partition("/")[2]
-        moved: list[dict[str, Any]] = []
-        for old in record.details.get("demoted") or []:
-            for schedule in self.deployments.monitors_targeting(endpoint, str(old)):
-                entry: dict[str, Any] = {"schedule": schedule, "from": old, "to": candidate}
-                try:
-                    self.deployments.retarget_monitor(schedule, endpoint, candidate)
-                    entry["outcome"] = "retargeted"
-                except PermanentError as exc:
-                    entry.update(outcome="failed", error=f"{exc}; point its monitoring target at {candidate} by hand")
-                moved.append(entry)
-        named = {m["schedule"] for m in moved}
-        for schedule in self.deployments.monitors_targeting(endpoint, candidate):
-            if schedule not in named:
-                moved.append({"schedule": schedule, "to": candidate, "outcome": "targets it already"})
-        if not moved:
-            return replace(record, details={**record.details, "monitors": []})
-        said = ", ".join(f"{m['schedule']} ({m['outcome']})" for m in moved)
-        return replace(
-            record,
-            reason=f"{record.reason}; model monitors now targeting {candidate}: {said}",
-            details={**record.details, "monitors": moved},
-        )
+        return self._write_ahead(model, flight, pending, now, replace(start, original=original, traffic=original))
 
     def _write_ahead(
         self,
         model: str,
         flight: Flight,
         pending: Transition,
-        endpoint: str,
         now: datetime,
         start: RolloutProgress | None = None,
     ) -> dict[str, Any]:
+        """Write ``pending`` ahead into the flight, then have the executor carry it out."""
         decision = flight.decision
         if not self.ledger.update_model(model, lambda s: changes.begin(s, decision, pending, start)):
             log.info("rollout %s model=%s: changed meanwhile; left for the next pass", flight.job, model)
             return {"state": "changed_meanwhile"}
-        return self.carry_out(model, flight, pending, endpoint, now)
-
-    def carry_out(
-        self, model: str, flight: Flight, pending: Transition, endpoint: str, now: datetime
-    ) -> dict[str, Any]:
-        """Set the pending transition's traffic (not sent again if the endpoint has it), record it,
-        commit it. A refusal by Azure turns a step or promotion into a rollback; a refused rollback
-        is recorded as failed and the slot freed, for an operator to look at. The one way a
-        transition is carried out, the reconciler's and the operator's (:mod:`handlers.operate`)."""
-        decision = flight.decision
-        outcome = "submitted"
-        if pending.target is not None:
-            try:
-                changed = self.deployments.set_traffic(endpoint, dict(pending.target))
-            except PermanentError as exc:
-                if not pending.row.rolls_back:
-                    now_held = self.ledger.get_model(model).flights.get(ROLLOUT)  # holds the start, if just written
-                    held = RolloutProgress.of(now_held or flight)
-                    original = None if held is None else held.original
-                    replacement = pending.replaced_by_rollback(model, flight, original, str(exc))
-                    if self.ledger.update_model(model, lambda s: changes.swap(s, decision, pending.id, replacement)):
-                        return self.carry_out(model, flight, replacement, endpoint, now)
-                    return {"state": "changed_meanwhile"}
-                outcome = "failed"
-                pending = pending.failed(str(exc))
-                changed = False
-            log.info(
-                "rollout %s model=%s: traffic %s (%s)",
-                flight.job,
-                model,
-                fmt(pending.target),
-                "sent" if changed else "already so",
-            )
-        record = changes.record_of(model, flight, pending, now, outcome)
-        if pending.row.promotes:
-            record = self._retargeted(record, endpoint, flight)
-        record = self.executor.write(self.executor.logged(record))
-        self.ledger.update_model(model, lambda s: changes.commit(s, decision, pending.id, now))  # after the record
-        state = "rollback_failed" if outcome == "failed" else pending.row.shows
-        return {"state": state, "step": pending.step, "traffic": pending.target, "record": record.id}
+        return self.executor.transition(model, flight, pending, now)
 
 
 def _no_data(

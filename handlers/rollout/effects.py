@@ -1,0 +1,114 @@
+"""The effects of rollouts, carried out for the executor (:meth:`handlers.executor.Executor.transition`
+and :meth:`~handlers.executor.Executor.retire`): a transition's traffic, the model monitors that
+follow a promoted candidate, a transition's record and commit; a retired deployment's deletion and
+its record. The stepper and the operator only decide; this is where Azure is changed for them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from handlers.errors import PermanentError
+from handlers.ports import Deployments, Ledger
+from handlers.records import DecisionRecord, Flight
+from handlers.rollout import changes, retire
+from handlers.rollout.progress import ROLLOUT, RolloutProgress, Transition
+from handlers.rollout.retire import Retirement
+from handlers.rollout.traffic import fmt
+
+log = logging.getLogger(__name__)
+
+
+class RolloutEffects:
+    """Changes Azure for a rollout through the ``deployments`` port and keeps the flight in the
+    ``ledger``; ``write`` is the executor's one writer of decision records (bounded, logged)."""
+
+    def __init__(
+        self, ledger: Ledger, deployments: Deployments, write: Callable[[DecisionRecord], DecisionRecord]
+    ) -> None:
+        self.ledger = ledger
+        self.deployments = deployments
+        self.write = write
+
+    def transition(self, model: str, flight: Flight, pending: Transition, now: datetime) -> dict[str, Any]:
+        """Carry out the rollout transition written ahead into ``flight`` (decided by the stepper or an
+        operator): set its traffic (not sent again if the endpoint has it), record it, commit it
+        (:func:`handlers.rollout.changes.commit`: an end of the rollout frees the slot). A refusal by
+        Azure turns a step or promotion into a rollback; a refused rollback is recorded as failed
+        and the slot freed, for an operator to look at. What it did, for the report."""
+        endpoint = str(flight.job).partition("/")[0]
+        decision = flight.decision
+        outcome = "submitted"
+        if pending.target is not None:
+            try:
+                changed = self.deployments.set_traffic(endpoint, dict(pending.target))
+            except PermanentError as exc:
+                if not pending.row.rolls_back:
+                    now_held = self.ledger.get_model(model).flights.get(ROLLOUT)  # holds the start, if just written
+                    held = RolloutProgress.of(now_held or flight)
+                    original = None if held is None else held.original
+                    replacement = pending.replaced_by_rollback(model, flight, original, str(exc))
+                    if self.ledger.update_model(model, lambda s: changes.swap(s, decision, pending.id, replacement)):
+                        return self.transition(model, flight, replacement, now)
+                    return {"state": "changed_meanwhile"}
+                outcome = "failed"
+                pending = pending.failed(str(exc))
+                changed = False
+            log.info(
+                "rollout %s model=%s: traffic %s (%s)",
+                flight.job,
+                model,
+                fmt(pending.target),
+                "sent" if changed else "already so",
+            )
+        record = changes.record_of(model, flight, pending, now, outcome)
+        if pending.row.promotes:
+            record = self._retargeted(record, endpoint, flight)
+        record = self.write(record)
+        self.ledger.update_model(model, lambda s: changes.commit(s, decision, pending.id, now))  # after the record
+        state = "rollback_failed" if outcome == "failed" else pending.row.shows
+        return {"state": state, "step": pending.step, "traffic": pending.target, "record": record.id}
+
+    def _retargeted(self, record: DecisionRecord, endpoint: str, flight: Flight) -> DecisionRecord:
+        """Point each model-monitor schedule that watched a demoted deployment at the promoted one (a
+        v2 monitor targets one deployment: left alone, it would watch a deployment at 0%), and say so
+        in the promote decision. A schedule Azure refuses to change is recorded, for an operator;
+        a transient failure leaves the promotion pending for the next pass, which finds the
+        schedules already moved (and lists them as such)."""
+        candidate = str(flight.job).partition("/")[2]
+        moved: list[dict[str, Any]] = []
+        for old in record.details.get("demoted") or []:
+            for schedule in self.deployments.monitors_targeting(endpoint, str(old)):
+                entry: dict[str, Any] = {"schedule": schedule, "from": old, "to": candidate}
+                try:
+                    self.deployments.retarget_monitor(schedule, endpoint, candidate)
+                    entry["outcome"] = "retargeted"
+                except PermanentError as exc:
+                    entry.update(outcome="failed", error=f"{exc}; point its monitoring target at {candidate} by hand")
+                moved.append(entry)
+        named = {m["schedule"] for m in moved}
+        for schedule in self.deployments.monitors_targeting(endpoint, candidate):
+            if schedule not in named:
+                moved.append({"schedule": schedule, "to": candidate, "outcome": "targets it already"})
+        if not moved:
+            return replace(record, details={**record.details, "monitors": []})
+        said = ", ".join(f"{m['schedule']} ({m['outcome']})" for m in moved)
+        return replace(
+            record,
+            reason=f"{record.reason}; model monitors now targeting {candidate}: {said}",
+            details={**record.details, "monitors": moved},
+        )
+
+    def retire(self, model: str, retirement: Retirement, now: datetime) -> DecisionRecord:
+        """Delete a deployment the retirement rules chose (:mod:`handlers.rollout.retire`) and record
+        it as a ``retire`` decision, ``failed`` when Azure refuses."""
+        try:
+            self.deployments.delete_deployment(retirement.endpoint, retirement.deployment)
+            record = retire.record_of(model, retirement, now, "submitted")
+        except PermanentError as exc:
+            record = retire.record_of(model, retirement, now, "failed", str(exc))
+        return self.write(record)
