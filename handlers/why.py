@@ -13,8 +13,9 @@ from typing import Any
 from handlers.plans import run_decision_id
 from handlers.ports import Ledger
 from handlers.records import DecisionRecord
+from handlers.rollout.progress import ACTIONS
 
-ROLLOUT_ACTIONS = ("rollout", "promote", "rollback", "retire", "pause", "resume")
+ROLLOUT_ACTIONS = ACTIONS | {"retire"}  # the decisions that follow a deploy decision, by its id
 
 
 @dataclass

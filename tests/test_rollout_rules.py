@@ -16,8 +16,9 @@ from handlers.policy import RolloutRule
 from handlers.policy_file import parse_policy
 from handlers.records import Flight, ModelState
 from handlers.rollout import changes, traffic
-from handlers.rollout.progress import KINDS, ROLLS_OUT, RolloutProgress, Transition
+from handlers.rollout.progress import KINDS, PROMOTIONS, ROLLBACKS, ROLLS_OUT, RolloutProgress, Transition
 from handlers.signals import OperatorRequest, Trigger
+from handlers.why import ROLLOUT_ACTIONS
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -327,6 +328,8 @@ def test_each_kind_of_transition_is_one_row_of_one_table() -> None:
     assert {k for k, row in KINDS.items() if row.rolls_back} == {"rollback", "manual-rollback"}
     assert len({row.prefix for row in KINDS.values()}) == len(KINDS)  # record ids of two kinds never meet
     assert {"deploy", "rollout", "promote", "pause", "resume"} == ROLLS_OUT
+    assert ({"promote"}, {"rollback"}) == (PROMOTIONS, ROLLBACKS)  # what retirement reads
+    assert {"rollout", "promote", "rollback", "retire", "pause", "resume"} == ROLLOUT_ACTIONS  # retrain why
     flight = submitted().flights["rollout"]
     for kind, row in KINDS.items():
         t = Transition.of("m", flight, kind, 0, 0, None, "why")

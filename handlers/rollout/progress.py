@@ -301,6 +301,11 @@ KINDS: dict[str, Kind] = {
     )
 }
 
-# decision actions that start or move a rollout of the deployment they name: after one of these, a
-# rollback before it no longer says the deployment is rejected (handlers.rollout.retire)
+# the decision actions of rollouts, read by retirement (handlers.rollout.retire) and `retrain why`:
+# those that start or move a rollout of the deployment they name (after one of these, a rollback
+# before it no longer says the deployment is rejected), those that demote the deployments that served,
+# those that reject a candidate
 ROLLS_OUT = frozenset({"deploy"} | {k.action for k in KINDS.values() if not k.rolls_back})
+PROMOTIONS = frozenset(k.action for k in KINDS.values() if k.promotes)
+ROLLBACKS = frozenset(k.action for k in KINDS.values() if k.rolls_back)
+ACTIONS = frozenset(k.action for k in KINDS.values())

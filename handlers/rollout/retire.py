@@ -39,7 +39,7 @@ from typing import Any
 
 from handlers.keys import digest
 from handlers.records import DecisionRecord, ModelState, from_iso, iso, span
-from handlers.rollout.progress import RECONCILER, ROLLOUT, ROLLS_OUT, RolloutProgress
+from handlers.rollout.progress import PROMOTIONS, RECONCILER, ROLLBACKS, ROLLOUT, ROLLS_OUT, RolloutProgress
 
 DELETING = frozenset({"deleting"})
 
@@ -90,7 +90,7 @@ def demotions(records: Iterable[DecisionRecord], endpoint: str) -> dict[str, Dem
     """The latest demotion of each deployment of ``endpoint``, from recorded promote decisions."""
     out: dict[str, Demotion] = {}
     for rec in records:
-        if rec.action != "promote" or rec.outcome != "submitted":
+        if rec.action not in PROMOTIONS or rec.outcome != "submitted":
             continue
         if str(rec.details.get("endpoint") or endpoint) != endpoint:
             continue
@@ -148,7 +148,7 @@ def rejections(records: Iterable[DecisionRecord], endpoint: str) -> dict[str, Re
         at = from_iso(rec.at)
         if at is None or rec.outcome not in ("submitted", "failed"):
             continue
-        if rec.action == "rollback":
+        if rec.action in ROLLBACKS:
             found = _rejected_by(rec, endpoint)
             if found is not None and (found.deployment not in out or found.at > out[found.deployment].at):
                 out[found.deployment] = found
