@@ -215,9 +215,10 @@ def open_flight(state: ModelState, planned: Planned) -> tuple[ModelState | None,
 
 
 class Operator:
-    """Carries out operator requests on rollouts (:meth:`handle`) by the write-ahead protocol the stepper
-    uses too: the transition written ahead, then carried out by the executor. Validated before anything is claimed: an unknown model is NotFound (404), a model
-    without ``deploy`` InvalidInput (400); an action that does not apply is NotApplicable (a Conflict, 409)."""
+    """Carries out operator requests on rollouts (:meth:`handle`) by the write-ahead protocol the
+    stepper uses too: the transition is written ahead, then carried out by the executor. Validated
+    before anything is claimed: an unknown model is NotFound (404), a model without ``deploy``
+    InvalidInput (400); an action that does not apply is NotApplicable (a Conflict, 409)."""
 
     def __init__(
         self,
