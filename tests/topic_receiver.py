@@ -108,6 +108,9 @@ class TopicReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the topic: one TLS handshake per client, not per post
+            disable_nagle_algorithm = True  # headers and body go in two writes: no delayed-ACK wait between
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status = receiver.answer(self.path, dict(self.headers.items()), body)
