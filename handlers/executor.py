@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from handlers import gate, guards
+from handlers import gate, guards, jobnames
 from handlers.errors import PermanentError
-from handlers.jobnames import deployment_name, job_name
-from handlers.plans import Decision, Deploy, Retrain
+from handlers.plans import Decision, Deploy, Retrain, job_of, rendered_of
 from handlers.ports import ActionResult, Deployments, Jobs, Ledger
 from handlers.records import DecisionRecord, Flight, iso
 from handlers.rollout.effects import RolloutEffects
@@ -203,7 +202,7 @@ class Executor:
                     (done.job or {}).get("name"),
                 )
                 return done
-            decision = named_as_reserved(decision, done)
+            decision = jobnames.named_as_reserved(decision, done)
         rendered = rendered_of(decision)
         stored = self.write(
             self.record(
@@ -225,13 +224,7 @@ class Executor:
 
     def named(self, decision: Retrain | Deploy) -> Retrain | Deploy:
         """``decision`` with its job or candidate deployment named under the key (:mod:`handlers.jobnames`)."""
-        if self.job_name_key is None:
-            return decision
-        if isinstance(decision, Retrain):
-            name = job_name(self.job_name_key, decision.model, decision.id)
-            return replace(decision, job=replace(decision.job, name=name))
-        deployment = deployment_name(self.job_name_key, decision.plan.deployment, decision.id)
-        return replace(decision, plan=replace(decision.plan, deployment=deployment))
+        return jobnames.named(decision, self.job_name_key)
 
     def preview(
         self, decision: Retrain | Deploy, now: datetime, *, check_guards: bool = True, judge_always: bool = False
@@ -379,37 +372,3 @@ class Executor:
         else:
             self.ledger.update_model(model, lambda s: guards.release(s, kind, held.decision, held.job))
         return rec
-
-
-def named_as_reserved(decision: Retrain | Deploy, reserved: DecisionRecord | None) -> Retrain | Deploy:
-    """A resumed decision keeps the job or deployment name its reservation recorded: the job or
-    deployment may exist under it (the worker died after acting), and a key rotated since would
-    otherwise name a second one."""
-    if reserved is None or reserved.outcome != "reserved":
-        return decision
-    rendered = reserved.details.get("rendered")
-    if not isinstance(rendered, dict):
-        return decision
-    if isinstance(decision, Retrain):
-        name = rendered.get("name") if rendered.get("type") == "pipeline" else None
-        if not isinstance(name, str) or not name or name == decision.job.name:
-            return decision
-        log.info("decision %s resumes under the job name its reservation recorded: %s", decision.id, name[:200])
-        return replace(decision, job=replace(decision.job, name=name))
-    name = rendered.get("deployment")
-    if not isinstance(name, str) or not name or name == decision.plan.deployment:
-        return decision
-    log.info("decision %s resumes under the deployment name its reservation recorded: %s", decision.id, name[:200])
-    return replace(decision, plan=replace(decision.plan, deployment=name))
-
-
-def rendered_of(decision: Retrain | Deploy) -> dict[str, Any]:
-    return decision.job.as_dict() if isinstance(decision, Retrain) else decision.plan.as_dict()
-
-
-def job_of(rendered: dict[str, Any]) -> dict[str, Any] | None:
-    if rendered.get("type") == "pipeline":
-        return {"name": rendered["name"], "url": None}
-    if "deployment" in rendered:
-        return {"name": f"{rendered['endpoint']}/{rendered['deployment']}", "url": None}
-    return None

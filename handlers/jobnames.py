@@ -8,15 +8,22 @@ holds (RETRAIN_JOB_NAME_KEY; locally a key file beside the SQLite ledger): deter
 service, unpredictable without the key. Adoption checks provenance as well (the Azure ML backend
 adopts only a job its own identity created for this decision): the name keeps a squatter from
 getting in the way, the check keeps one from being deployed. A candidate deployment's name is keyed
-the same way.
+the same way. A decision resumed after its worker died keeps the name its reservation recorded
+(:func:`named_as_reserved`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+from dataclasses import replace
 
 from handlers.keys import slug
+from handlers.plans import Deploy, Retrain
+from handlers.records import DecisionRecord
+
+log = logging.getLogger(__name__)
 
 DIGEST_CHARS = 32  # 128 bits of the HMAC, in hex
 
@@ -37,3 +44,35 @@ def deployment_name(key: bytes, planned: str, decision_id: str) -> str:
     base = planned.rsplit("-", 1)[0] if "-" in planned else planned
     mac = hmac.new(key, f"candidate-deployment\n{decision_id}".encode(), hashlib.sha256).hexdigest()
     return f"{base}-{mac[:DEPLOYMENT_DIGEST_CHARS]}"
+
+
+def named(decision: Retrain | Deploy, key: bytes | None) -> Retrain | Deploy:
+    """``decision`` with its job or candidate deployment named under ``key`` (None: its own name)."""
+    if key is None:
+        return decision
+    if isinstance(decision, Retrain):
+        return replace(decision, job=replace(decision.job, name=job_name(key, decision.model, decision.id)))
+    deployment = deployment_name(key, decision.plan.deployment, decision.id)
+    return replace(decision, plan=replace(decision.plan, deployment=deployment))
+
+
+def named_as_reserved(decision: Retrain | Deploy, reserved: DecisionRecord | None) -> Retrain | Deploy:
+    """A resumed decision keeps the job or deployment name its reservation recorded: the job or
+    deployment may exist under it (the worker died after acting), and a key rotated since would
+    otherwise name a second one."""
+    if reserved is None or reserved.outcome != "reserved":
+        return decision
+    rendered = reserved.details.get("rendered")
+    if not isinstance(rendered, dict):
+        return decision
+    if isinstance(decision, Retrain):
+        name = rendered.get("name") if rendered.get("type") == "pipeline" else None
+        if not isinstance(name, str) or not name or name == decision.job.name:
+            return decision
+        log.info("decision %s resumes under the job name its reservation recorded: %s", decision.id, name[:200])
+        return replace(decision, job=replace(decision.job, name=name))
+    name = rendered.get("deployment")
+    if not isinstance(name, str) or not name or name == decision.plan.deployment:
+        return decision
+    log.info("decision %s resumes under the deployment name its reservation recorded: %s", decision.id, name[:200])
+    return replace(decision, plan=replace(decision.plan, deployment=name))

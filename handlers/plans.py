@@ -179,3 +179,17 @@ def run_decision_id(model: str, run_id: str) -> str:
 
 def skip(trigger: Trigger, reason: str, model: str | None = None, **details: Any) -> Skip:
     return Skip(decision_id("skip", model, trigger), model, reason, trigger, details=details)
+
+
+def rendered_of(decision: Retrain | Deploy) -> dict[str, Any]:
+    """The plan a decision carries out, as its ``reserved`` record keeps it."""
+    return decision.job.as_dict() if isinstance(decision, Retrain) else decision.plan.as_dict()
+
+
+def job_of(rendered: dict[str, Any]) -> dict[str, Any] | None:
+    """The job (or ``endpoint/deployment``) a rendered plan names, as a record's ``job``."""
+    if rendered.get("type") == "pipeline":
+        return {"name": rendered["name"], "url": None}
+    if "deployment" in rendered:
+        return {"name": f"{rendered['endpoint']}/{rendered['deployment']}", "url": None}
+    return None
