@@ -467,6 +467,16 @@ def test_a_ledger_leaves_out_a_notification_of_its_own_that_another_sender_claim
     assert {taken.id, left.id} == {notification_id("d1", "failed"), notification_id("d2", "failed")}
 
 
+def test_the_notifications_a_ledger_keeps_for_itself_are_bounded_and_the_rest_wait_for_any_sender(
+    ledger: Ledger,
+) -> None:
+    for n in range(300):  # a worker without a topic: it never claims its own
+        ledger.put_decision(record(f"d{n}", outcome="failed"))
+    mine = ledger.claim_own_notifications(1000, NOW, LEASE)
+    assert 0 < len(mine) <= 256  # not every notification it ever wrote, held in memory
+    assert len(mine) + len(ledger.claim_notifications(1000, NOW, LEASE)) == 300
+
+
 def test_concurrent_claims_never_hand_out_a_notification_twice(ledger_spec: LedgerSpec) -> None:
     writer = ledger_spec.open()
     for n in range(30):

@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from function_app.adapters.sqlite_outbox import SqliteOutbox
+from function_app.adapters.sqlite_outbox import OWN_KEPT, SqliteOutbox
 from handlers.notify import notification_of
 from handlers.ports import Claim
 from handlers.records import DecisionRecord, ModelState, cut, iso, may_replace
@@ -212,6 +212,8 @@ def _put(db: sqlite3.Connection, record: DecisionRecord, own: dict[str, None]) -
     db.execute(_INDEX_EVENT, (record.id, _event_of(record)))
     for row in _outbox_rows([record]):
         if db.execute(_ENQUEUE, row).rowcount:
+            if len(own) >= OWN_KEPT:
+                own.clear()  # a worker that does not send (no topic): left to the reconciler's drain
             own[str(row[0])] = None
     return record
 

@@ -12,6 +12,8 @@ from function_app.adapters.sqlite_store import SqliteStore
 from handlers.ports import Notification, OutboxEntry
 from handlers.records import iso
 
+OWN_KEPT = 256  # notifications a ledger keeps for claim_own_notifications (a worker without a topic claims none)
+
 
 class SqliteOutbox(SqliteStore):
     """The ``outbox`` table (its schema: :data:`function_app.adapters.sqlite_store.SCHEMA`)."""
