@@ -238,13 +238,10 @@ def app(ledger_spec: LedgerSpec, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     from tests.fakes import Clock
     from tests.world import App
 
+    for name, value in ledger_spec.settings().items():
+        monkeypatch.setenv(name, value)
     if ledger_spec.kind == "table":
-        monkeypatch.setenv("RETRAIN_LEDGER", "table")
         monkeypatch.setenv("RETRAIN_JOB_NAME_KEY", TEST_JOB_NAME_KEY)
-        monkeypatch.setenv("RETRAIN_TABLES_CONNECTION", ledger_spec.target)
-        monkeypatch.setenv("RETRAIN_TABLE_PREFIX", ledger_spec.prefix)
-    else:
-        monkeypatch.setenv("RETRAIN_SQLITE_PATH", ledger_spec.target)
     example = (REPO / "examples" / "policy.yaml").read_text()
     taken = "          type: mltable\n"
     assert taken in example

@@ -27,5 +27,15 @@ class LedgerSpec:
         ledger: Ledger = TableLedger.from_connection_string(self.target, self.prefix)
         return ledger
 
+    def settings(self) -> dict[str, str]:
+        """The app's settings that put it on this ledger."""
+        if self.kind == "sqlite":
+            return {"RETRAIN_LEDGER": "sqlite", "RETRAIN_SQLITE_PATH": self.target}
+        return {
+            "RETRAIN_LEDGER": "table",
+            "RETRAIN_TABLES_CONNECTION": self.target,
+            "RETRAIN_TABLE_PREFIX": self.prefix,
+        }
+
     def __str__(self) -> str:
         return self.kind

@@ -102,12 +102,8 @@ def retrain_why(
     """What `retrain why EVENT_ID` prints on the ledger of ``spec``."""
     from function_app.cli import main as cli
 
-    if spec.kind == "table":
-        monkeypatch.setenv("RETRAIN_LEDGER", "table")
-        monkeypatch.setenv("RETRAIN_TABLES_CONNECTION", spec.target)
-        monkeypatch.setenv("RETRAIN_TABLE_PREFIX", spec.prefix)
-    else:
-        monkeypatch.setenv("RETRAIN_SQLITE_PATH", spec.target)
+    for name, value in spec.settings().items():
+        monkeypatch.setenv(name, value)
     capsys.readouterr()
     assert cli(["why", event_id]) == 0
     return capsys.readouterr().out

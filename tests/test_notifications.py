@@ -384,17 +384,8 @@ def test_the_cli_lists_the_notifications_waiting_and_those_dead_lettered(
     [waiting] = failed_deploys(world, 1)
     world.reconcile()
 
-    if ledger_spec.kind == "sqlite":
-        env = {"RETRAIN_LEDGER": "sqlite", "RETRAIN_SQLITE_PATH": ledger_spec.target}
-    else:
-        env = {
-            "RETRAIN_LEDGER": "table",
-            "RETRAIN_TABLES_CONNECTION": ledger_spec.target,
-            "RETRAIN_TABLE_PREFIX": ledger_spec.prefix,
-        }
-
     def retrain(*args: str) -> str:
-        out = retrain_cli("notifications", *args, env=env)
+        out = retrain_cli("notifications", *args, env=ledger_spec.settings())
         assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
         return out.stdout
 

@@ -109,17 +109,15 @@ def test_dry_run_lists_and_changes_nothing(tmp_path: Path) -> None:
 def replay_settings(monkeypatch: pytest.MonkeyPatch, azurite: Azurite, container: str) -> str:
     """The app settings `retrain replay` reads in Azure: dead letters in ``container``, the Table ledger
     under a fresh prefix (returned), both on Azurite."""
-    prefix = table_prefix()
+    ledger = LedgerSpec("table", azurite.connection_string, table_prefix())
     for key, value in {
         "RETRAIN_BLOB_CONNECTION": azurite.connection_string,
         "RETRAIN_DEADLETTER_CONTAINER": container,
-        "RETRAIN_LEDGER": "table",
         "RETRAIN_JOB_NAME_KEY": TEST_JOB_NAME_KEY,
-        "RETRAIN_TABLES_CONNECTION": azurite.connection_string,
-        "RETRAIN_TABLE_PREFIX": prefix,
+        **ledger.settings(),
     }.items():
         monkeypatch.setenv(key, value)
-    return prefix
+    return ledger.prefix
 
 
 def test_retrain_replay_reads_and_marks_real_blobs_and_decides_on_the_table_ledger(
