@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from handlers import analysis  # noqa: E402
-from handlers.policy import RolloutRule  # noqa: E402
+from handlers.rollout_rules import RolloutRule  # noqa: E402
 
 PER_MINUTE = 600
 BASELINE_RATE = 0.01

@@ -37,7 +37,7 @@ from handlers.proportions import binomial_greater, two_proportion
 from handlers.records import span
 
 if TYPE_CHECKING:
-    from handlers.policy import HealthRule, RolloutRule
+    from handlers.rollout_rules import HealthRule, RolloutRule
 
 # The classes a request can fail in: a ResponseCode class, one ResponseCode, or the model's own code.
 DEFAULT_FAILURE_CODES = ("5xx", "408", "424", "model_5xx")

@@ -11,9 +11,11 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-_DURATION = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
+from handlers.policy_base import Duration, Strict
+from handlers.rollout_rules import RolloutRule
+
 _PIPELINE = re.compile(
     r"^(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]{0,254})(?::(?P<version>[A-Za-z0-9_.-]+)|@(?P<label>[A-Za-z0-9_.-]+))$"
 )
@@ -21,31 +23,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 _ENDPOINT = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
 
 
-def parse_duration(value: Any) -> timedelta:
-    """'6h', '30m', '1d12h', '45s' or a number of seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as '6h', '30m' or '1d'")  # noqa: TRY004 (pydantic reports ValueError)
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value))
-    if not match or not any(match.groups()):
-        raise ValueError(f"{value!r} is not a duration; write it like '6h', '30m', '1d12h' or '45s'")
-    d, h, m, s = (int(g or 0) for g in match.groups())
-    return timedelta(days=d, hours=h, minutes=m, seconds=s)
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PipelineRef(_Strict):
+class PipelineRef(Strict):
     """A registered pipeline component: ``name:version`` or ``name@label``."""
 
     name: str
@@ -86,7 +64,7 @@ def _label_problem(text: str, name: str, label: str) -> str:
 InputType = Literal["literal", "uri_folder", "uri_file", "mltable", "custom_model", "mlflow_model"]
 
 
-class InputSpec(_Strict):
+class InputSpec(Strict):
     """One pipeline input: a literal ``value``, or a key of the triggering event's data. A literal may
     bound what a manual request or an event may give it (``min``, ``max``, ``choices``); a path input
     taken ``from_event`` must name something in the workspace unless ``allowed_prefixes`` lists the
@@ -141,13 +119,13 @@ def _input(value: Any) -> Any:
     return value if isinstance(value, (Mapping, InputSpec)) else {"value": value}
 
 
-class DriftRule(_Strict):
+class DriftRule(Strict):
     monitors: list[str] = Field(default_factory=list, description="SDK v1 DataDriftName or SDK v2 monitor name")
     signals: list[str] = Field(default_factory=list, description="SDK v2 model-monitoring signal names")
     min_coefficient: float | None = Field(default=None, ge=0, le=1)
 
 
-class RetrainRule(_Strict):
+class RetrainRule(Strict):
     pipeline: Annotated[PipelineRef, BeforeValidator(_pipeline)]
     experiment: str | None = None
     compute: str | None = None
@@ -167,14 +145,14 @@ class RetrainRule(_Strict):
         return self
 
 
-class CandidateRule(_Strict):
+class CandidateRule(Strict):
     """Finished runs that are deploy candidates besides those the service started itself."""
 
     experiments: list[str] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict)
 
 
-class GateRule(_Strict):
+class GateRule(Strict):
     """The candidate gate (handlers/gate.py): the candidate must carry ``metric``, reach ``floor`` and,
     when the endpoint has a live model that carries the metric, beat it by at least ``margin``.
     ``source``: where the candidate's metric is read: ``mlflow`` (the default: the MLflow metrics of the
@@ -197,90 +175,7 @@ class GateRule(_Strict):
         return self
 
 
-_FAILURE_CLASSES = ("5xx", "4xx", "model_5xx")
-DEFAULT_LAG = {"metrics": timedelta(minutes=3), "logs": timedelta(minutes=5)}
-
-
-def _failure_codes(value: Any) -> Any:
-    """``[5xx, 408, 424, model_5xx]``: ResponseCode classes, single ResponseCodes, the model's 5xx."""
-    if isinstance(value, (str, int)):
-        value = [value]
-    if not isinstance(value, (list, tuple)):
-        return value  # pydantic reports the type
-    if not value:
-        raise ValueError("no failure codes; leave the key out for the default [5xx, 408, 424, model_5xx]")
-    out: list[str] = []
-    for item in value:
-        text = str(item).strip().lower()
-        if text == "429":
-            raise ValueError("429 is throttling, judged by max_throttle_rate, not a failure; remove it")
-        if text not in _FAILURE_CLASSES and not (text.isdigit() and 400 <= int(text) <= 599):
-            raise ValueError(
-                f"{item!r} is not a failure code; write '5xx', '4xx', 'model_5xx' or a status code from 400 to 599 "
-                "such as 408"
-            )
-        if text not in out:
-            out.append(text)
-    return tuple(out)
-
-
-class HealthRule(_Strict):
-    """The health check between rollout steps (handlers/analysis.py): over a step's bake window the
-    candidate deployment must have served at least ``min_requests`` requests, with a share of
-    failures (``failure_codes``: by default 5xx, 408, 424 and a model status >= 500) of at most
-    ``max_error_rate`` and, if set, a p95 latency of at most ``max_latency_ms``; and, against the
-    live deployment over the same window, no failure rate higher at ``confidence`` (over the whole
-    rollout) and a p95 at most ``max_latency_ratio`` times the live one's. 429s are throttling,
-    limited by ``max_throttle_rate`` when set. The numbers come from ``source``: ``metrics`` (the
-    endpoint's platform metrics, no setup) or ``logs`` (the endpoint's traffic log in Log
-    Analytics); unset, the service's setting decides (metrics by default: :meth:`source_or`). The
-    window ends ``lag`` before now (default: the source's, 3m for metrics, 5m for logs). With
-    fewer requests the step keeps baking, up to ``max_bake`` (default three bakes), and then
-    ``on_no_traffic`` decides: ``rollback`` (the default: nothing unverified gets more traffic),
-    ``hold`` (stay at the step and keep waiting for traffic) or ``promote`` (go on unverified)."""
-
-    max_error_rate: float = Field(default=0.05, ge=0, le=1)
-    min_requests: int = Field(default=20, ge=0)
-    max_latency_ms: float | None = Field(default=None, gt=0)
-    max_bake: Duration | None = None
-    on_no_traffic: Literal["promote", "hold", "rollback"] = "rollback"
-    source: Literal["metrics", "logs"] | None = None
-    failure_codes: Annotated[tuple[str, ...], BeforeValidator(_failure_codes)] = ("5xx", "408", "424", "model_5xx")
-    confidence: float = Field(default=0.99, ge=0.5, lt=1)
-    max_latency_ratio: float | None = Field(default=1.5, ge=1)
-    max_throttle_rate: float | None = Field(default=None, ge=0, le=1)
-    lag: Duration | None = None
-
-    def source_or(self, default: str = "metrics") -> str:
-        """The source to read: the policy's, else ``default`` (the service's setting)."""
-        return self.source or default
-
-    def lag_for(self, source: str) -> timedelta:
-        """How long before now a step's window ends when read from ``source``: ``lag``, or the
-        source's ingestion lag."""
-        return self.lag if self.lag is not None else DEFAULT_LAG[source]
-
-
-class RolloutRule(_Strict):
-    steps: list[Annotated[int, Field(gt=0, le=100)]] = Field(default_factory=lambda: [10, 50, 100])
-    bake: Duration = timedelta(minutes=10)
-    health: HealthRule = Field(default_factory=HealthRule)
-
-    @property
-    def longest_bake(self) -> timedelta:
-        """How long a step waits for enough traffic before ``health.on_no_traffic`` decides."""
-        limit = self.health.max_bake if self.health.max_bake is not None else 3 * self.bake
-        return max(limit, self.bake)
-
-    @field_validator("steps")
-    @classmethod
-    def _ends_at_100(cls, steps: list[int]) -> list[int]:
-        if not steps or steps[-1] != 100 or steps != sorted(set(steps)):
-            raise ValueError("steps must rise strictly and end at 100, e.g. [10, 50, 100]")
-        return steps
-
-
-class DeployRule(_Strict):
+class DeployRule(Strict):
     endpoint: str
     on_registration: bool = False
     gate: GateRule | None = None
@@ -316,7 +211,7 @@ class DeployRule(_Strict):
         return value
 
 
-class ModelPolicy(_Strict):
+class ModelPolicy(Strict):
     drift: DriftRule = Field(default_factory=DriftRule)
     alerts: list[str] = Field(default_factory=list, description="Azure Monitor alert rule names that retrain the model")
     alert_targets: list[str] = Field(
@@ -328,12 +223,12 @@ class ModelPolicy(_Strict):
     deploy: DeployRule | None = None
 
 
-class Defaults(_Strict):
+class Defaults(Strict):
     cooldown: Duration = timedelta(hours=6)
     daily_budget: int = Field(default=4, ge=0)
 
 
-class Policy(_Strict):
+class Policy(Strict):
     version: Literal[1] = 1
     defaults: Defaults = Field(default_factory=Defaults)
     models: dict[str, ModelPolicy]

@@ -23,7 +23,8 @@ from handlers.rollout.stepper import RolloutStepper
 from handlers.service import RetrainService
 
 if TYPE_CHECKING:
-    from handlers.policy import Policy, RolloutRule
+    from handlers.policy import Policy
+    from handlers.rollout_rules import RolloutRule
 
 
 def assemble(
@@ -57,7 +58,7 @@ def assemble(
         return Limits(policy.cooldown(model), policy.daily_budget(model))
 
     def rule(model: str) -> RolloutRule:
-        from handlers.policy import RolloutRule  # pydantic: loaded on the reconciler's path only
+        from handlers.rollout_rules import RolloutRule  # pydantic: loaded on the reconciler's path only
 
         mp = policy.models.get(model)
         return mp.deploy.rollout if mp is not None and mp.deploy is not None else RolloutRule()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from handlers import analysis, proportions
 from handlers.analysis import Reading
-from handlers.policy import RolloutRule
+from handlers.rollout_rules import RolloutRule
 
 NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
 BAKE = timedelta(minutes=10)

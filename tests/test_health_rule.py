@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from handlers.errors import PolicyError
-from handlers.policy import HealthRule
 from handlers.policy_file import parse_policy
+from handlers.rollout_rules import HealthRule
 
 
 def health(**keys: Any) -> HealthRule:

@@ -27,7 +27,7 @@ from function_app.settings import Settings
 from handlers import analysis
 from handlers.analysis import HealthSource, Reading
 from handlers.errors import PermanentError, TransientError
-from handlers.policy import RolloutRule
+from handlers.rollout_rules import RolloutRule
 from tests import rbac
 from tests.conftest import REPO
 from tests.fake_arm import FakeClock

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from handlers.errors import PolicyError
-from handlers.policy import parse_duration
+from handlers.policy_base import parse_duration
 from handlers.policy_file import load_policy, parse_policy
 from tests.conftest import REPO, retrain_cli
 

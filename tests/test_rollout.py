@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from handlers import guards
-from handlers.policy import DEFAULT_LAG
 from handlers.reconcile import ReconcileReport
 from handlers.records import DecisionRecord, from_iso
+from handlers.rollout_rules import DEFAULT_LAG
 from tests.azure_world import ENDPOINT, MODEL, SUB, WORKSPACE_ID, AzureWorld
 from tests.builders import EXAMPLE_POLICY
 from tests.crashes import DiesAfterSettingTraffic, WorkerDied

@@ -12,11 +12,11 @@ import pytest
 
 from handlers.errors import PolicyError
 from handlers.operate import Facts, Refused, plan
-from handlers.policy import RolloutRule
 from handlers.policy_file import parse_policy
 from handlers.records import Flight, ModelState
 from handlers.rollout import changes, traffic
 from handlers.rollout.progress import KINDS, PROMOTIONS, ROLLBACKS, ROLLS_OUT, RolloutProgress, Transition
+from handlers.rollout_rules import RolloutRule
 from handlers.signals import OperatorRequest, Trigger
 from handlers.why import ROLLOUT_ACTIONS
 

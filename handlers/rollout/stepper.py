@@ -32,7 +32,7 @@ from handlers.rollout.progress import RolloutProgress, Transition
 from handlers.rollout.traffic import fmt
 
 if TYPE_CHECKING:
-    from handlers.policy import RolloutRule
+    from handlers.rollout_rules import RolloutRule
 
 log = logging.getLogger(__name__)
 
