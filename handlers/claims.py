@@ -82,14 +82,20 @@ class Claims:
     def answered(self, trigger: Trigger) -> DecisionRecord | None:
         """The record of this request when it was carried out before (the same Idempotency-Key):
         the same record again, unless the key is bound to another request (KeyReused)."""
-        check_binding(self.ledger, trigger)
         before = self.legacy(trigger)
         if before:
             return before[0]
-        seen = self.ledger.event_status(trigger)
-        if not seen or seen[0] != "done" or not seen[1]:
+        # one read for the binding and the answer: a binding checked on one read and the decisions
+        # taken from a later one answered a request with the record of another that claimed the key
+        # in between (a pause racing a retrain under one key got the retrain's record)
+        claim = self.ledger.event_claim(trigger)
+        if claim is None:
             return None
-        return self.ledger.get_decision(seen[1][0])
+        if trigger.request is not None and claim.request != trigger.request:
+            raise key_reused(trigger, claim)
+        if claim.status != "done" or not claim.decisions:
+            return None
+        return self.ledger.get_decision(claim.decisions[0])
 
     def bound_among(self, trigger: Trigger, records: Sequence[DecisionRecord]) -> DecisionRecord | None:
         """The one of ``records`` that answers this very request although its claim was never

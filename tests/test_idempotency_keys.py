@@ -232,3 +232,60 @@ def test_a_promotion_finished_by_the_reconciler_answers_its_own_retry_but_a_paus
     assert operated.traffic() == traffic and operated.records("rollback") == []
     status, again = operated.call("promote", body, key="K-dies")
     assert (status, again["id"]) == (202, promote.id)
+
+
+# --------------------------------------------------------------------------- a race between two routes
+
+
+def test_a_request_racing_another_route_under_its_key_is_never_answered_with_the_other_s_record(
+    tmp_path: Any,
+) -> None:
+    """A pause and a retrain sent at once with one key: the pause looks for its earlier answer while
+    the retrain claims the key and finishes in between. The pause is refused (422) or not answered
+    yet; never answered with the retrain's record (once seen under load in tests/test_fuzz.py: the
+    binding was checked on one read and the answer taken from a later one)."""
+    from datetime import UTC, datetime, timedelta
+
+    from function_app.adapters.sqlite_ledger import SqliteLedger
+    from handlers.claims import Claims
+    from handlers.errors import KeyReused
+    from handlers.records import DecisionRecord
+    from handlers.signals import OPERATOR
+
+    ledger = SqliteLedger(str(tmp_path / "ledger.db"))
+    now = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+    key = f"{MODEL}:K-race"
+    retrain = Trigger(
+        "http", key, "ManualRequest.retrain", request=request_digest("retrain", MODEL, DRY), channel=MANUAL
+    )
+    pause = Trigger("http", key, "ManualRequest.pause", request=request_digest("pause", MODEL, DRY), channel=OPERATOR)
+
+    class Interleaved:
+        """The ledger, with the retrain claiming the key and finishing right after the pause's first read."""
+
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def __getattr__(self, name: str) -> Any:
+            method = getattr(ledger, name)
+            if name not in ("event_claim", "event_status"):
+                return method
+
+            def read(*args: Any, **kwargs: Any) -> Any:
+                out = method(*args, **kwargs)
+                self.reads += 1
+                if self.reads == 1:
+                    assert ledger.claim_event(retrain, now, timedelta(seconds=60)).status == "new"
+                    record = DecisionRecord(
+                        "re-race", MODEL, "retrain", "dry_run", "look first", retrain.as_dict(), now.isoformat()
+                    )
+                    ledger.put_decision(record)
+                    ledger.finish_event(retrain, [record.id], now)
+                return out
+
+            return read
+
+    interleaved = Interleaved()
+    with pytest.raises(KeyReused, match="/retrain"):  # the key is the retrain's now: a 422, not its record
+        Claims(interleaved).answered(pause)  # type: ignore[arg-type]
+    assert interleaved.reads >= 2  # the retrain came in between the pause's reads
