@@ -196,6 +196,10 @@ def _to_kept(request: OperatorRequest, state: ModelState, facts: Facts, now: dat
     return Planned(progress.kept_in(flight), transition, opens=True)
 
 
+def _changed_meanwhile(model: str) -> NotApplicable:
+    return NotApplicable(f"the rollout of {model} changed meanwhile; look at it again (GET /api/models) and retry")
+
+
 def rescaled(traffic: Mapping[str, int]) -> dict[str, int]:
     """``traffic`` scaled to sum to 100 (largest remainder), keeping its proportions."""
     total = sum(traffic.values())
@@ -302,11 +306,11 @@ class Operator:
         else:
             ok = self.ledger.update_model(model, lambda s: changes.begin(s, flight.decision, t, planned.start))
         if not ok:
-            raise NotApplicable(
-                f"the rollout of {model} changed meanwhile; look at it again (GET /api/models) and retry"
-            )
+            raise _changed_meanwhile(model)
         log.info("operator %s model=%s by %s: %s", request.action, model, who(request.trigger), t.reason)
         done = self.executor.transition(model, flight, t, now)
+        if "record" not in done:  # Azure refused it, and the rollback replacing it met another writer's change
+            raise _changed_meanwhile(model)
         record = self.ledger.get_decision(str(done["record"]))
         if record is None:  # pragma: no cover - the executor wrote it
             raise TransientError(f"decision {done['record']} is not readable yet; ask again")

@@ -149,3 +149,32 @@ class ChangedTwiceOnce:
             self.raced = True
             self.inner.update_model(model, change)  # the other worker's write lands first
         return self.inner.update_model(model, change)
+
+
+class AnotherWorkerFinishesItFirst:
+    """A ledger on which, just before this worker's second change to a model, another worker finishes
+    the rollout transition this one wrote ahead (a reconciler pass that carried it out meanwhile)."""
+
+    def __init__(self, inner: Ledger, model: str) -> None:
+        self.inner = inner
+        self.model = model
+        self.updates = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def update_model(self, model: str, change: Callable[[ModelState], tuple[ModelState | None, T]]) -> T:
+        from datetime import UTC, datetime
+
+        from handlers.rollout import changes
+        from handlers.rollout.progress import ROLLOUT, RolloutProgress
+
+        self.updates += 1
+        if self.updates == 2:
+            flight = self.inner.get_model(self.model).flights[ROLLOUT]
+            progress = RolloutProgress.of(flight)
+            assert progress is not None and progress.pending is not None
+            pending = progress.pending.id
+            now = datetime.now(UTC)
+            assert self.inner.update_model(self.model, lambda s: changes.commit(s, flight.decision, pending, now))
+        return self.inner.update_model(model, change)

@@ -22,7 +22,7 @@ from handlers.records import DecisionRecord, from_iso
 from handlers.signals import OPERATOR, OperatorRequest, Trigger
 from tests.azure_world import ENDPOINT, MODEL, AzureWorld
 from tests.conftest import Client
-from tests.crashes import ChangedTwiceOnce, DiesAfterSettingTraffic, WorkerDied
+from tests.crashes import AnotherWorkerFinishesItFirst, ChangedTwiceOnce, DiesAfterSettingTraffic, WorkerDied
 from tests.fakes import RecordingActions
 from tests.ledgers import LedgerSpec
 from tests.world import World
@@ -183,6 +183,24 @@ def test_a_rollback_that_meets_the_same_rollback_opened_meanwhile_is_refused_and
     assert guards.ROLLOUT in azure.ledger.get_model(MODEL).flights  # the other one's, opened once
     assert len(azure.arm.traffic_puts) == puts and operated.traffic() == {operated.name: 100}
     assert operated.records("rollback") == []
+
+
+def test_a_refused_promotion_whose_rollback_meets_another_worker_s_change_is_a_409_not_a_crash(
+    operated: Operated,
+) -> None:
+    """Azure refuses a promotion's traffic (the candidate failed since), and the rollback that should
+    replace it cannot be written: another worker finished the rollout's transition meanwhile. The
+    operator is told the rollout changed and to look again (409), not answered with a 500."""
+    azure = operated.azure
+    azure.arm.finish_operations()  # the first step's traffic update is over
+    azure.arm.deployments[(ENDPOINT, operated.name)]["properties"]["provisioningState"] = "Failed"
+    worker = azure.new_worker(ledger=AnotherWorkerFinishesItFirst(azure.ledger_spec.open(), MODEL))
+    trigger = Trigger("http", "r-lost", "ManualRequest.promote", caller=(("kind", "function key"),))
+
+    with pytest.raises(NotApplicable, match=f"the rollout of {MODEL} changed meanwhile; look at it again"):
+        worker.operator.handle(OperatorRequest(trigger, MODEL, "promote", "x"))
+
+    assert operated.traffic() == {"blue": 90, operated.name: 10}  # Azure refused; nothing else was sent
 
 
 def test_rollback_refuses_when_the_kept_deployment_no_longer_exists(operated: Operated) -> None:
