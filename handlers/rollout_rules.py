@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator
 
+from handlers.guard_rules import GuardsRule
 from handlers.policy_base import Duration, Strict
 
 _FAILURE_CLASSES = ("5xx", "4xx", "model_5xx")
@@ -78,6 +79,7 @@ class RolloutRule(Strict):
     steps: list[Annotated[int, Field(gt=0, le=100)]] = Field(default_factory=lambda: [10, 50, 100])
     bake: Duration = timedelta(minutes=10)
     health: HealthRule = Field(default_factory=HealthRule)
+    guards: GuardsRule = Field(default_factory=GuardsRule)  # handlers/guard_rules.py: alerts and query guards
 
     @property
     def longest_bake(self) -> timedelta:
