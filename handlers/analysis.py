@@ -28,141 +28,24 @@ Pure: stdlib only, no I/O, no clock read.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from handlers.proportions import binomial_greater, two_proportion
+from handlers.readings import DEFAULT_FAILURE_CODES, THROTTLED, Code, Counts, Minute, Reading, matches
 from handlers.records import span
+
+__all__ = ["DEFAULT_FAILURE_CODES", "THROTTLED", "Code", "Counts", "Minute", "Reading", "judge", "matches"]
 
 if TYPE_CHECKING:
     from handlers.rollout_rules import HealthRule, RolloutRule
 
-# The classes a request can fail in: a ResponseCode class, one ResponseCode, or the model's own code.
-DEFAULT_FAILURE_CODES = ("5xx", "408", "424", "model_5xx")
-THROTTLED = 429
 # A step's error is spent: half at the final look, a twentieth at each interim look (before the
 # bake is over; a Haybittle-Peto boundary), so up to ten interim looks stay within the step's share.
 FINAL_SHARE = 1 / 2
 INTERIM_SHARE = 1 / 20
-
-Code = tuple[int, int | None, int]  # (ResponseCode, ModelStatusCode or None, requests)
-
-
-# --------------------------------------------------------------------------- readings
-
-
-@dataclass(frozen=True)
-class Reading:
-    """What one deployment answered over ``since``..``until`` (ISO times), from ``source``
-    ('metrics', 'logs' or 'none'): ``codes`` is the histogram (ResponseCode, ModelStatusCode or
-    None, requests), sorted; ``p95_ms`` the 95th percentile latency (None when unknown);
-    ``request`` the query text or the metrics request that produced it; ``note`` anything unusual."""
-
-    endpoint: str
-    deployment: str
-    since: str
-    until: str
-    codes: tuple[Code, ...]
-    p95_ms: float | None
-    source: str
-    request: str
-    note: str | None = None
-
-    @classmethod
-    def of(
-        cls,
-        endpoint: str,
-        deployment: str,
-        since: str,
-        until: str,
-        codes: Mapping[tuple[int, int | None], int] | Iterable[Code],
-        p95_ms: float | None,
-        source: str,
-        request: str,
-        note: str | None = None,
-    ) -> Reading:
-        """A reading whose histogram is merged (one entry per code pair) and sorted."""
-        merged: dict[tuple[int, int | None], int] = {}
-        items = codes.items() if isinstance(codes, Mapping) else (((c, m), n) for c, m, n in codes)
-        for (code, model), n in items:
-            if n > 0:
-                merged[(code, model)] = merged.get((code, model), 0) + int(n)
-        ordered = tuple(sorted(((c, m, n) for (c, m), n in merged.items()), key=lambda t: (t[0], t[1] or -1)))
-        return cls(endpoint, deployment, since, until, ordered, p95_ms, source, request, note)
-
-    @property
-    def requests(self) -> int:
-        return sum(n for _, _, n in self.codes)
-
-    @property
-    def throttled(self) -> int:
-        return sum(n for c, _, n in self.codes if c == THROTTLED)
-
-    def counts(self, failure_codes: Iterable[str] = DEFAULT_FAILURE_CODES) -> Counts:
-        """The histogram counted by ``failure_codes``: each request in the first class it matches."""
-        classes = tuple(failure_codes)
-        by_class = dict.fromkeys(classes, 0)
-        for code, model, n in self.codes:
-            if code == THROTTLED:
-                continue
-            hit = next((c for c in classes if matches(c, code, model)), None)
-            if hit is not None:
-                by_class[hit] += n
-        requests, throttled = self.requests, self.throttled
-        served = requests - throttled
-        failures = sum(by_class.values())
-        return Counts(
-            self.deployment,
-            requests,
-            throttled,
-            served,
-            failures,
-            by_class,
-            failures / served if served else None,
-            throttled / requests if requests else None,
-            self.p95_ms if requests else None,
-            self.codes,
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def matches(failure_code: str, code: int, model: int | None) -> bool:
-    """Whether a request answered ``code`` (the model answered ``model``) is in ``failure_code``:
-    '5xx' or '4xx' (a ResponseCode class; never 429), a ResponseCode such as '408', or
-    'model_5xx' (the model's own code >= 500, whatever the endpoint answered)."""
-    if failure_code == "model_5xx":
-        return model is not None and model >= 500
-    if code == THROTTLED:
-        return False
-    if failure_code in ("4xx", "5xx"):
-        return code // 100 == int(failure_code[0])
-    return failure_code.isdigit() and code == int(failure_code)
-
-
-@dataclass(frozen=True)
-class Counts:
-    """A reading counted: ``served`` = requests not throttled; ``failure_rate`` = failures / served;
-    ``throttle_rate`` = throttled / requests; ``codes`` the raw histogram it was counted from."""
-
-    deployment: str
-    requests: int
-    throttled: int
-    served: int
-    failures: int
-    by_class: dict[str, int] = field(default_factory=dict)
-    failure_rate: float | None = None
-    throttle_rate: float | None = None
-    p95_ms: float | None = None
-    codes: tuple[Code, ...] = ()
-
-    def text(self) -> str:
-        classes = ", ".join(f"{n} {c}" for c, n in self.by_class.items() if n)
-        rate = f" ({self.failure_rate:.2%})" if self.failure_rate is not None else ""
-        return f"{self.failures} failure(s){f' [{classes}]' if classes else ''} of {self.served} request(s){rate}"
 
 
 class HealthSource(Protocol):

@@ -10,9 +10,11 @@ It keeps rows of the ``AmlOnlineEndpointTrafficLog`` table as the table referenc
 ``ModelStatusCode`` (the model's own code; empty when the request never reached the model), both
 strings, ``TotalDurationMs`` and ``TimeGenerated``. It accepts one query, the service's, and checks
 that it is exactly that text (:data:`QUERY_SHAPE`, names aside); it evaluates it the way Kusto
-would: ``=~`` compares case-insensitively, ``toint`` of an empty string is null, ``count()`` by
-``DeploymentName``, ``code`` and ``model_code``, and the p95 of ``TotalDurationMs`` by
-``DeploymentName`` (nearest rank; Kusto estimates it), outer-unioned. What a failure is is not known
+would: ``=~`` compares case-insensitively, ``toint`` of an empty string is null, ``bin(TimeGenerated,
+1m)`` floors to the minute, ``count()`` by ``DeploymentName``, ``minute``, ``code`` and
+``model_code``, and the p95 of ``TotalDurationMs`` by ``DeploymentName`` and ``minute``, and by
+``DeploymentName`` alone (nearest rank; Kusto estimates it), outer-unioned (a column a leg lacks is
+null; a datetime column is an ISO string, which the SDK turns into a datetime). What a failure is is not known
 here: the fake answers with what the rows hold. A query it does not recognise, a wrong host, path or
 token audience is answered 400 and recorded in ``unexpected``.
 """
@@ -38,7 +40,8 @@ let baseline_name = {_LITERAL};)?
 let traffic = AmlOnlineEndpointTrafficLog
 \| where EndpointName =~ endpoint_name and \((DeploymentName =~ deployment_name(?: or DeploymentName =~ baseline_name)?)\);
 union
-    \(traffic \| summarize requests = count\(\) by DeploymentName, code = toint\(ResponseCode\), model_code = toint\(ModelStatusCode\)\),
+    \(traffic \| summarize requests = count\(\) by DeploymentName, minute = bin\(TimeGenerated, 1m\), code = toint\(ResponseCode\), model_code = toint\(ModelStatusCode\)\),
+    \(traffic \| summarize p95_ms = percentile\(TotalDurationMs, 95\) by DeploymentName, minute = bin\(TimeGenerated, 1m\)\),
     \(traffic \| summarize p95_ms = percentile\(TotalDurationMs, 95\) by DeploymentName\)"""
 )
 
@@ -53,6 +56,11 @@ class TrafficRow:
     response_code: str
     model_status_code: str
     duration_ms: int
+
+
+def stamp(moment: datetime) -> str:
+    """A datetime as Log Analytics writes one in a result: ISO 8601, UTC, with a Z."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def toint(value: str) -> int | None:
@@ -127,21 +135,25 @@ class FakeLogs(FakeService):
             for r in self.rows
             if r.endpoint.lower() == endpoint.lower() and r.deployment.lower() in wanted and start <= r.time < end
         ]
-        groups: dict[tuple[str, int | None, int | None], int] = {}
-        durations: dict[str, list[int]] = {}
+        groups: dict[tuple[str, datetime, int | None, int | None], int] = {}
+        durations: dict[tuple[str, datetime | None], list[int]] = {}
         for r in rows:
-            key = (r.deployment, toint(r.response_code), toint(r.model_status_code))
+            minute = r.time.replace(second=0, microsecond=0)  # bin(TimeGenerated, 1m)
+            key = (r.deployment, minute, toint(r.response_code), toint(r.model_status_code))
             groups[key] = groups.get(key, 0) + 1
-            durations.setdefault(r.deployment, []).append(r.duration_ms)
-        histogram = [[d, code, model, n, None] for (d, code, model), n in groups.items()]
+            durations.setdefault((r.deployment, minute), []).append(r.duration_ms)
+            durations.setdefault((r.deployment, None), []).append(r.duration_ms)
+        histogram = [[d, stamp(m), code, model, n, None] for (d, m, code, model), n in groups.items()]
         percentiles = []
-        for d, values in durations.items():
+        for (d, m), values in durations.items():
             values.sort()
-            percentiles.append([d, None, None, None, float(values[max(0, math.ceil(0.95 * len(values)) - 1)])])
+            p95 = float(values[max(0, math.ceil(0.95 * len(values)) - 1)])
+            percentiles.append([d, stamp(m) if m is not None else None, None, None, None, p95])
         table = {
             "name": "PrimaryResult",
             "columns": [
                 {"name": "DeploymentName", "type": "string"},
+                {"name": "minute", "type": "datetime"},
                 {"name": "code", "type": "int"},
                 {"name": "model_code", "type": "int"},
                 {"name": "requests", "type": "long"},

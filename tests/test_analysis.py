@@ -68,6 +68,26 @@ def test_the_histogram_is_merged_and_sorted() -> None:
     assert r.codes == ((200, 200, 4), (503, None, 3)) and r.requests == 7
 
 
+def test_a_reading_keeps_its_minutes_merged_and_in_order_and_without_them_is_one_minute() -> None:
+    r = Reading.of(
+        "ep",
+        "c",
+        "t0",
+        "t2",
+        {(200, 200): 7, (503, None): 2},
+        40.0,
+        "metrics",
+        "q",
+        minutes=[("t1", {(200, 200): 4}, 41.0), ("t0", [(503, None, 2), (200, 200, 3)], None), ("t1", {}, 42.0)],
+    )
+    assert [m.at for m in r.minutes] == ["t0", "t1"]
+    assert r.minutes[0].codes == ((200, 200, 3), (503, None, 2)) and r.minutes[1].p95_ms == 42.0
+    assert [m.counted() for m in r.by_minute()] == [(5, 2), (4, 0)]
+    whole = Reading.of("ep", "c", "t0", "t2", {(200, 200): 7, (503, None): 2}, 40.0, "logs", "q")
+    assert whole.by_minute() == (analysis.Minute("t0", ((200, 200, 7), (503, None, 2)), 40.0),)
+    assert json.loads(json.dumps(r.as_dict()))["minutes"][0] == ["t0", [[200, 200, 3], [503, None, 2]], None]
+
+
 # --------------------------------------------------------------------------- statistics
 
 

@@ -52,7 +52,8 @@ class World:
     source: HealthSource
     fake: FakeLogs | FakeMetrics
 
-    def serve(self, deployment: str, minutes: int = 10, **per_minute: Any) -> None:
+    def serve(self, deployment: str, minutes: int = 10, start: int = 0, **per_minute: Any) -> None:
+        """``per_minute`` in each of ``minutes`` minutes from the ``start``-th minute of the step."""
         raise NotImplementedError
 
     @property
@@ -85,8 +86,8 @@ class LogsWorld(World):
             settings, credential=FakeCredential(), retry=retry(), transport=self.fake
         )
 
-    def serve(self, deployment: str, minutes: int = 10, **per_minute: Any) -> None:
-        first = STARTED + timedelta(seconds=30)
+    def serve(self, deployment: str, minutes: int = 10, start: int = 0, **per_minute: Any) -> None:
+        first = STARTED + timedelta(minutes=start, seconds=30)
         kinds = {"ok": "ok", "e5xx": "errors", "e424": "model_errors", "e408": "timeouts", "throttled": "throttled"}
         ms = per_minute.pop("p95", 40)
         for m in range(minutes):
@@ -112,10 +113,10 @@ class MetricsWorld(World):
         )
         self.rid = endpoint_resource_id(SUB, RG, WS, ENDPOINT)
 
-    def serve(self, deployment: str, minutes: int = 10, **per_minute: Any) -> None:
+    def serve(self, deployment: str, minutes: int = 10, start: int = 0, **per_minute: Any) -> None:
         kinds = {"ok": "ok", "e5xx": "errors", "e424": "model_errors", "e408": "timeouts", "throttled": "throttled"}
         p95 = per_minute.pop("p95", 40.0)
-        for m in range(minutes):
+        for m in range(start, start + minutes):
             counts = {kinds[k]: v for k, v in per_minute.items()}
             assert isinstance(self.fake, FakeMetrics)
             self.fake.serve(self.rid, STARTED + timedelta(minutes=m), deployment, p95_ms=p95, **counts)
@@ -203,6 +204,25 @@ def test_a_latency_far_above_the_baseline_s_is_rolled_back(world: World) -> None
 
 
 # --------------------------------------------------------------------------- the logs source
+
+
+def test_each_source_gives_the_minutes_of_both_deployments_in_the_same_minutes(world: World) -> None:
+    world.serve(CAND, minutes=3, ok=9, e424=1, p95=50)
+    world.serve(CAND, minutes=1, start=3, ok=2, e5xx=8, p95=90)  # a minute both deployments fail in
+    world.serve(BASE, minutes=3, ok=90, p95=40)
+    world.serve(BASE, minutes=1, start=3, ok=30, e5xx=60, p95=80)
+
+    cand, base = world.read()
+
+    assert base is not None
+    first = datetime.fromisoformat(cand.since)
+    expected = [(first + timedelta(minutes=m)).isoformat() for m in range(4)]
+    assert [datetime.fromisoformat(m.at).isoformat() for m in cand.minutes] == expected
+    assert [m.at for m in base.minutes] == [m.at for m in cand.minutes]  # the same minutes, paired
+    assert [m.counted() for m in cand.minutes] == [(10, 1), (10, 1), (10, 1), (10, 8)]
+    assert [m.counted() for m in base.minutes] == [(90, 0), (90, 0), (90, 0), (90, 60)]
+    assert [m.p95_ms for m in cand.minutes] == [50, 50, 50, 90]
+    assert sum(m.counted()[0] for m in cand.minutes) == cand.counts().served == 40  # the window is their sum
 
 
 def test_the_logs_source_sends_one_query_for_both_deployments() -> None:

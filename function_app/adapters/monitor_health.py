@@ -4,8 +4,10 @@ Online endpoints write one row per request to the Log Analytics table ``AmlOnlin
 (a diagnostic setting on each online endpoint, category "AmlOnlineEndpointTrafficLog"), with
 ``EndpointName``, ``DeploymentName``, ``ResponseCode`` (the code returned to the client),
 ``ModelStatusCode`` (the model container's own code), ``TotalDurationMs`` and ``TimeGenerated``.
-:func:`build_query` reads the candidate and the baseline in one query: per deployment, the requests
-by ``(ResponseCode, ModelStatusCode)`` and the 95th percentile of their total duration. It does not
+:func:`build_query` reads the candidate and the baseline in one query: per deployment and minute
+(``bin(TimeGenerated, 1m)``), the requests by ``(ResponseCode, ModelStatusCode)`` and the 95th
+percentile of their total duration, and the p95 of the whole window (percentiles do not add up);
+the window's histogram is the sum of its minutes'. It does not
 decide what a failure is: the policy's ``failure_codes`` count the histogram
 (:mod:`handlers.analysis`), so a 424 from a failing model or a 408 timeout is counted however the
 policy says, and a 429 apart. The time window is the API's ``timespan``, not the query text; the
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError
@@ -61,7 +63,8 @@ let deployment_name = {deployment};{baseline_let}
 let traffic = AmlOnlineEndpointTrafficLog
 | where EndpointName =~ endpoint_name and ({deployments});
 union
-    (traffic | summarize requests = count() by DeploymentName, code = toint(ResponseCode), model_code = toint(ModelStatusCode)),
+    (traffic | summarize requests = count() by DeploymentName, minute = bin(TimeGenerated, 1m), code = toint(ResponseCode), model_code = toint(ModelStatusCode)),
+    (traffic | summarize p95_ms = percentile(TotalDurationMs, 95) by DeploymentName, minute = bin(TimeGenerated, 1m)),
     (traffic | summarize p95_ms = percentile(TotalDurationMs, 95) by DeploymentName)"""
 
 
@@ -96,6 +99,19 @@ def build_query(endpoint: str, deployment: str, baseline: str | None = None) -> 
         baseline_let=f"\nlet baseline_name = {kql_string(baseline)};",
         deployments="DeploymentName =~ deployment_name or DeploymentName =~ baseline_name",
     )
+
+
+def _minute(value: Any) -> str | None:
+    """A row's ``minute`` (the SDK turns a datetime column into a datetime; a string otherwise) as
+    an ISO time; None for the rows of the whole window."""
+    if isinstance(value, datetime):
+        return iso(value if value.tzinfo else value.replace(tzinfo=UTC))
+    if isinstance(value, str) and value:
+        try:
+            return _minute(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except ValueError:
+            return None
+    return None
 
 
 NO_WORKSPACE = "no Log Analytics workspace is configured (RETRAIN_LOG_ANALYTICS_WORKSPACE_ID); no data"
@@ -189,26 +205,43 @@ class MonitorHealth:
             error = getattr(result, "partial_error", None)
             raise TransientError(f"{what}: partial result ({getattr(error, 'message', error)}); will ask again")
         codes: dict[str, dict[tuple[int, int | None], int]] = {}
+        minutes: dict[str, dict[str, dict[tuple[int, int | None], int]]] = {}
         p95: dict[str, float | None] = {}
+        p95_minutes: dict[str, dict[str, float | None]] = {}
         tables = list(getattr(result, "tables", None) or [])
         for table in tables[:1]:
             columns = list(table.columns)
             for raw in table.rows:
                 row = dict(zip(columns, list(raw), strict=False))
                 name = str(row.get("DeploymentName") or "").lower()
+                minute = _minute(row.get("minute"))
                 requests = finite(row.get("requests"))
                 if requests is not None:
                     code, model = finite(row.get("code")), finite(row.get("model_code"))
                     key = (int(code) if code is not None else 0, int(model) if model is not None else None)
                     bucket = codes.setdefault(name, {})
                     bucket[key] = bucket.get(key, 0) + int(requests)
+                    if minute is not None:
+                        of_minute = minutes.setdefault(name, {}).setdefault(minute, {})
+                        of_minute[key] = of_minute.get(key, 0) + int(requests)
+                elif "p95_ms" in row and minute is not None:
+                    p95_minutes.setdefault(name, {})[minute] = finite(row.get("p95_ms"))
                 elif "p95_ms" in row:
                     p95[name] = finite(row.get("p95_ms"))
 
         def reading(deployment: str) -> Reading:
             key = deployment.lower()
+            counted, latencies = minutes.get(key, {}), p95_minutes.get(key, {})
             return Reading.of(
-                endpoint, deployment, iso(since), iso(until), codes.get(key, {}), p95.get(key), SOURCE, query
+                endpoint,
+                deployment,
+                iso(since),
+                iso(until),
+                codes.get(key, {}),
+                p95.get(key),
+                SOURCE,
+                query,
+                minutes=[(at, counted.get(at, {}), latencies.get(at)) for at in sorted(set(counted) | set(latencies))],
             )
 
         return logged_readings(

@@ -12,11 +12,12 @@ resource id:
 1. ``RequestsPerMinute``, ``Average`` per minute (the only aggregation the supported-metrics
    reference lists for it; another is refused), split by ``deployment`` (the candidate and the
    baseline), ``statusCode`` and ``modelStatusCode``: each series is then one combination of those
-   values, its minute's value the requests of that minute, and the window's requests are the sum of
-   its minutes', added up here: the histogram that the policy's ``failure_codes`` count
-   (:mod:`handlers.analysis`);
-2. ``RequestLatency_P95``, ``Average`` per minute, by ``deployment``: a window's p95 is the mean of
-   its minutes' p95s weighted by their requests (an approximation: percentiles do not add up).
+   values, its minute's value the requests of that minute; each minute's histogram is kept (the
+   judge compares the deployments minute by minute) and the window's is the sum of its minutes':
+   the histograms that the policy's ``failure_codes`` count (:mod:`handlers.analysis`);
+2. ``RequestLatency_P95``, ``Average`` per minute, by ``deployment``: each minute's p95 is kept, and a
+   window's is the mean of its minutes' p95s weighted by their requests (an approximation:
+   percentiles do not add up).
 
 Two requests, because the batch API takes one filter for all the metrics of a request, and a filter
 on ``statusCode`` is refused for a metric that lacks that dimension. The window is rounded to whole
@@ -137,15 +138,19 @@ def _dims(series: Any) -> dict[str, Any]:
     return {str(k).lower(): v for k, v in (series.metadata_values or {}).items()}
 
 
+Histogram = dict[tuple[int, int | None], int]
+
+
 def _histogram(
     series_list: list[Any],
-) -> tuple[dict[str, dict[tuple[int, int | None], int]], dict[tuple[str, datetime], float]]:
+) -> tuple[dict[str, Histogram], dict[str, dict[str, Histogram]], dict[tuple[str, datetime], float]]:
     """RequestsPerMinute series (``Average`` per minute, one series per combination of the split
     dimensions: a minute's average is that minute's requests) -> per deployment (lower case) the
-    requests by (statusCode, modelStatusCode), the sum of the minutes, and the requests of each
-    deployment's minutes. A status that is not a number is 0 (unknown); a model status that is not
-    one is None (the model did not answer)."""
+    requests by (statusCode, modelStatusCode), the sum of the minutes; the same per minute (ISO
+    start); and the requests of each deployment's minutes. A status that is not a number is 0
+    (unknown); a model status that is not one is None (the model did not answer)."""
     sums: dict[str, dict[tuple[int, int | None], float]] = {}
+    minutes: dict[str, dict[str, dict[tuple[int, int | None], float]]] = {}
     per_minute: dict[tuple[str, datetime], float] = {}
     for series in series_list:
         dims = _dims(series)
@@ -153,31 +158,40 @@ def _histogram(
         key = (_int(dims.get("statuscode")) or 0, _int(dims.get("modelstatuscode")))
         for point in series.data or []:
             requests = finite(point.average) or 0.0
+            if not requests:
+                continue
             bucket = sums.setdefault(deployment, {})
             bucket[key] = bucket.get(key, 0.0) + requests
+            of_minute = minutes.setdefault(deployment, {}).setdefault(iso(point.timestamp), {})
+            of_minute[key] = of_minute.get(key, 0.0) + requests
             minute = (deployment, point.timestamp)
             per_minute[minute] = per_minute.get(minute, 0.0) + requests
     codes = {d: {k: round(v) for k, v in bucket.items()} for d, bucket in sums.items()}
-    return codes, per_minute
+    by_minute = {d: {at: {k: round(v) for k, v in h.items()} for at, h in ms.items()} for d, ms in minutes.items()}
+    return codes, by_minute, per_minute
 
 
-def _p95(series_list: list[Any], per_minute: dict[tuple[str, datetime], float]) -> dict[str, float]:
+def _p95(
+    series_list: list[Any], per_minute: dict[tuple[str, datetime], float]
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """RequestLatency_P95 series -> per deployment the mean of its minutes' p95, weighted by their
-    requests (a plain mean when no minute has a count)."""
+    requests (a plain mean when no minute has a count), and each minute's p95 (ISO start)."""
     sums: dict[str, list[float]] = {}  # deployment -> [sum of w * p95, sum of w, sum of p95, minutes]
+    minutes: dict[str, dict[str, float]] = {}
     for series in series_list:
         deployment = str(_dims(series).get("deployment") or "").lower()
         for point in series.data or []:
             value = finite(point.average)
             if value is None:
                 continue
+            minutes.setdefault(deployment, {})[iso(point.timestamp)] = value
             w = per_minute.get((deployment, point.timestamp), 0.0)
             acc = sums.setdefault(deployment, [0.0, 0.0, 0.0, 0.0])
             acc[0] += w * value
             acc[1] += w
             acc[2] += value
             acc[3] += 1
-    return {d: (a[0] / a[1] if a[1] > 0 else a[2] / a[3]) for d, a in sums.items()}
+    return {d: (a[0] / a[1] if a[1] > 0 else a[2] / a[3]) for d, a in sums.items()}, minutes
 
 
 class MonitorMetrics:
@@ -347,8 +361,8 @@ class MonitorMetrics:
             budget = self.retry.budget()
             requests_series = self._series(budget, what, rid, REQUESTS, "Average", counts_filter, start, end)
             latency_series = self._series(budget, what, rid, LATENCY, "Average", latency_filter, start, end)
-        codes, per_minute = _histogram(requests_series)
-        p95s = _p95(latency_series, per_minute)
+        codes, by_minute, per_minute = _histogram(requests_series)
+        p95s, p95_by_minute = _p95(latency_series, per_minute)
         truncated = len(requests_series) >= TOP or len(latency_series) >= TOP
         note = f"the metrics API returned its maximum of {TOP} series; the counts may be short" if truncated else None
         if empty:
@@ -356,8 +370,18 @@ class MonitorMetrics:
 
         def reading(deployment: str) -> Reading:
             key = deployment.lower()
+            minutes, latencies = by_minute.get(key, {}), p95_by_minute.get(key, {})
             return Reading.of(
-                endpoint, deployment, iso(start), iso(end), codes.get(key, {}), p95s.get(key), SOURCE, request, note
+                endpoint,
+                deployment,
+                iso(start),
+                iso(end),
+                codes.get(key, {}),
+                p95s.get(key),
+                SOURCE,
+                request,
+                note,
+                minutes=[(at, minutes.get(at, {}), latencies.get(at)) for at in sorted(set(minutes) | set(latencies))],
             )
 
         return logged_readings(
