@@ -49,10 +49,11 @@ def resolve(path: Path) -> Path:
 def make_credential(settings: Settings) -> TokenCredential:
     """The worker's one Azure credential, which every adapter a build makes is given: the managed
     identity of AZURE_CLIENT_ID (``DefaultAzureCredential``), built on the first token a client asks
-    for, so that nothing of azure-identity is imported on the dry-run and read-only paths."""
-    from function_app.adapters.clients import SharedCredential
+    for, so that nothing of azure-identity is imported on the dry-run and read-only paths; the same
+    object for every build in the process, and for the telemetry exporter."""
+    from function_app.adapters.clients import shared_credential
 
-    return SharedCredential(settings.client_id)
+    return shared_credential(settings.client_id)
 
 
 def make_ledger(settings: Settings, credential: TokenCredential) -> Ledger:

@@ -116,10 +116,9 @@ def _configure() -> _Telemetry | None:
 
         options: dict[str, Any] = {"connection_string": connection, "logger_name": NAME}
         if "authorization=aad" in os.environ.get(AUTHENTICATION, "").replace(" ", "").lower():
-            from azure.identity import ManagedIdentityCredential
+            from function_app.adapters.clients import shared_credential  # the workers' own
 
-            client_id = os.environ.get("AZURE_CLIENT_ID") or None
-            options["credential"] = ManagedIdentityCredential(client_id=client_id)
+            options["credential"] = shared_credential(os.environ.get("AZURE_CLIENT_ID") or None)
         try:
             configure_azure_monitor(**options)
         except ValueError as exc:  # a malformed connection string: telemetry off, deliveries unharmed

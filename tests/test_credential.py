@@ -111,3 +111,28 @@ def test_the_shared_credential_is_built_on_the_first_token_once_with_the_client_
     again = credential.get_token_info("https://monitor.azure.com/.default")
     assert first.token and again.token
     assert _Counted.built == [{"managed_identity_client_id": "client-1"}]
+
+
+def test_the_telemetry_exporter_authenticates_with_the_workers_credential(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With Entra authentication for Application Insights, the exporter is given the process's one
+    credential, the very object every worker's adapters get (one identity, one token cache), not a
+    credential of its own."""
+    import azure.monitor.opentelemetry
+
+    from function_app import runtime, telemetry
+    from function_app.settings import Settings
+
+    given: dict[str, Any] = {}
+    monkeypatch.setattr(azure.monitor.opentelemetry, "configure_azure_monitor", lambda **kw: given.update(kw))
+    monkeypatch.setattr(telemetry, "_state", None)
+    monkeypatch.setattr(telemetry, "_off", False)
+    monkeypatch.setenv(telemetry.CONNECTION, "InstrumentationKey=00000000-0000-0000-0000-000000000000")
+    monkeypatch.setenv(telemetry.AUTHENTICATION, "Authorization=AAD")
+    monkeypatch.setenv("AZURE_CLIENT_ID", "11111111-2222-3333-4444-555555555555")
+
+    assert telemetry._configure() is not None
+
+    worker_credential = runtime.make_credential(Settings.from_env())
+    assert isinstance(given["credential"], SharedCredential)
+    assert given["credential"] is worker_credential
+    assert worker_credential.client_id == "11111111-2222-3333-4444-555555555555"

@@ -66,6 +66,21 @@ class SharedCredential:
             self._credential.get().close()
 
 
+_credentials: dict[str | None, SharedCredential] = {}
+_credentials_lock = threading.Lock()
+
+
+def shared_credential(client_id: str | None) -> SharedCredential:
+    """The process's one credential for the managed identity ``client_id``: every worker built in
+    this process, and the telemetry exporter (:mod:`function_app.telemetry`), share it and its token
+    cache."""
+    with _credentials_lock:
+        credential = _credentials.get(client_id)
+        if credential is None:
+            credential = _credentials[client_id] = SharedCredential(client_id)
+        return credential
+
+
 def sdk_options(deadline: float, **extra: Any) -> dict[str, Any]:
     """Client options: the SDK's own azure-core retries off (tenacity owns retries and the time
     budget, function_app/retry.py), and timeouts that fit in a delivery's ``deadline``."""
