@@ -287,4 +287,6 @@ def parse_alert(body: bytes | str) -> AlertFired:
         severity=str(essentials.get("severity") or ""),
         signal_type=str(essentials.get("signalType") or ""),
         targets=tuple(str(t) for t in targets) if isinstance(targets, list) else (),
+        alert_id=str(alert_id)[:400],
+        fired_at=str(essentials.get("firedDateTime") or "")[:40],
     )

@@ -267,6 +267,19 @@ class Operator:
             raise TransientError(f"request {request.trigger.event_id} was carried out meanwhile; ask again")
         return answer.records[0]
 
+    def roll_back_in_flight(self, request: OperatorRequest, now: datetime) -> DecisionRecord | Refused:
+        """A rollback of the rollout in flight only (never to the traffic a promotion kept), under a
+        claim its caller holds: an alert guard's (:mod:`handlers.rollout.watch`), whose trigger the
+        transition carries. Its record, or why it does not apply; NotApplicable when the rollout
+        changed between the read and the write."""
+        state = self.ledger.get_model(request.model)
+        if ROLLOUT not in state.flights:
+            return Refused(f"no rollout of {request.model} is in flight")
+        planned = plan(request, state, Facts(), now)
+        if isinstance(planned, Refused) or planned.opens:
+            return planned if isinstance(planned, Refused) else Refused(f"no rollout of {request.model} is in flight")
+        return self._carry_out(request, planned, now)
+
     def _check(self, request: OperatorRequest) -> None:
         mp = self.policy.models.get(request.model)
         if mp is None:

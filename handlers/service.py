@@ -26,10 +26,12 @@ from handlers.keys import ci_get
 from handlers.plans import Skip, decision_id
 from handlers.ports import Ledger
 from handlers.records import DecisionRecord, iso
-from handlers.signals import TAG_DECISION, TAG_MODEL, ManualRequest, RunFinished, Signal
+from handlers.signals import TAG_DECISION, TAG_MODEL, AlertFired, ManualRequest, RunFinished, Signal
 
 if TYPE_CHECKING:
+    from handlers.plans import Decision
     from handlers.policy import Policy
+    from handlers.rollout.watch import AlertWatch
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,24 @@ def verified(signal: Signal, ledger: Ledger) -> Signal:
     return replace(signal, ours=ours)
 
 
+def _after_guards(decisions: list[Decision], rolled_back: dict[str, str]) -> list[Decision]:
+    """An alert's retraining decisions once its rollout guards have answered: the guards spoke for the
+    models no retraining rule listens to (no "no model listens" skip), and a model whose rollout the
+    alert rolled back is not retrained on it too (the guard wins during a rollout; with none in flight
+    the same rule may retrain)."""
+    out: list[Decision] = []
+    for d in decisions:
+        if d.model is None:
+            continue
+        rollback = rolled_back.get(d.model)
+        if rollback is None or isinstance(d, Skip):
+            out.append(d)
+            continue
+        why = f"not retrained on this alert: it rolled back the rollout in flight ({rollback}); the rollout guard wins"
+        out.append(Skip(d.id, d.model, why, d.trigger, details={"rolled_back": rollback}))
+    return out
+
+
 class RetrainService:
     def __init__(
         self,
@@ -85,8 +105,11 @@ class RetrainService:
         workspaces: Iterable[str],
         allow_force: bool = False,
         lease: timedelta = timedelta(seconds=60),
+        watch: AlertWatch | None = None,
     ) -> None:
+        """``watch``: the rollouts' alert guards (:mod:`handlers.rollout.watch`), asked first about each alert."""
         self.policy = policy
+        self.watch = watch
         self.ledger = ledger
         self.executor = executor
         self.clock = clock
@@ -115,7 +138,13 @@ class RetrainService:
             try:
                 signal = verified(signal, self.ledger)
                 self._observe(signal)
-                for decision in decide(signal, self.policy, self.workspaces):
+                decisions = decide(signal, self.policy, self.workspaces)
+                if isinstance(signal, AlertFired) and self.watch is not None and self.watch.guarding(signal):
+                    watched = self.watch.handle(signal, now, again)
+                    records.extend(watched.records)
+                    unwritten.extend(watched.unwritten)
+                    decisions = _after_guards(decisions, watched.rolled_back)
+                for decision in decisions:
                     model = decision.model
                     recorded = self.executor.recorded(decision) if again else None
                     if recorded is not None:  # decided before: the record stands, whatever the guards say now

@@ -188,6 +188,8 @@ class AlertFired:
     severity: str
     signal_type: str
     targets: tuple[str, ...]
+    alert_id: str = ""  # essentials.alertId: the alert instance's resource id
+    fired_at: str = ""  # essentials.firedDateTime, as sent
 
     @property
     def fired(self) -> bool:

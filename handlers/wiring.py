@@ -20,6 +20,7 @@ from handlers.ports import Deployments, Jobs, Ledger, Notifier
 from handlers.reconcile import Reconciler, RetireRule
 from handlers.retrainer import Retrainer
 from handlers.rollout.stepper import RolloutStepper
+from handlers.rollout.watch import AlertWatch
 from handlers.service import RetrainService
 
 if TYPE_CHECKING:
@@ -70,7 +71,11 @@ def assemble(
         return RetireRule(mp.deploy.endpoint, mp.deploy.retire_after, mp.deploy.keep_previous)
 
     executor = Executor(ledger, jobs, deployments, limits, job_name_key)
-    service = RetrainService(policy, ledger, executor, clock, accepted, allow_force=allow_force, lease=lease)
+    operator = Operator(policy, ledger, deployments, executor, clock, lease=lease)
+    watch = AlertWatch(policy, ledger, executor, operator, frozenset(workspace_key(w) for w in accepted))
+    service = RetrainService(
+        policy, ledger, executor, clock, accepted, allow_force=allow_force, lease=lease, watch=watch
+    )
     stepper = RolloutStepper(ledger, deployments, executor, rule, health, health_source)
     reconciler = Reconciler(
         ledger,
@@ -85,6 +90,5 @@ def assemble(
         deployments=deployments,
         retiring=retiring,
     )
-    operator = Operator(policy, ledger, deployments, executor, clock, lease=lease)
     outbox = Outbox(ledger, notifier, max_attempts=notify_max_attempts, max_age=notify_max_age)
     return Retrainer(policy, ledger, jobs, deployments, executor, service, reconciler, operator, clock, outbox)
