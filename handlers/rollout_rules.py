@@ -1,12 +1,13 @@
-"""The rollout's part of the policy (``deploy.rollout``): the steps, the bake and the health check
-between steps. :mod:`handlers.policy` assembles it into a model's deploy rule; see docs/rollouts.md."""
+"""The rollout's part of the policy (``deploy.rollout``): the steps, the bake, the health check
+between steps and the smoke test before any traffic. :mod:`handlers.policy` assembles it into a model's deploy rule; see docs/rollouts.md."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, JsonValue, field_validator, model_validator
 
 from handlers.guard_rules import GuardsRule
 from handlers.policy_base import Duration, Strict
@@ -75,11 +76,101 @@ class HealthRule(Strict):
         return self.lag if self.lag is not None else DEFAULT_LAG[source]
 
 
+MAX_SMOKE_REQUESTS = 20
+MAX_SMOKE_REQUEST_BYTES = 16_384  # one sample request, as JSON: the policy is kept small
+MAX_SMOKE_TIME = timedelta(minutes=5)  # all requests at their timeout, the champion's included: one reconciler pass
+
+
+def _schema(value: Any) -> Any:
+    """A JSON schema (draft 2020-12) the candidate's answers must satisfy, checked as a schema here."""
+    if not isinstance(value, dict):
+        return value  # pydantic reports the type
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(value)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path) or "(top)"
+        raise ValueError(
+            f"not a valid JSON schema at {where}: {exc.message}; write a JSON schema (draft 2020-12) such as "
+            "{type: object, required: [predictions]}"
+        ) from None
+    return value
+
+
+class ChampionRule(Strict):
+    """How far the candidate's answers to the smoke requests may be from the champion's (the deployment
+    that serves most of the endpoint's traffic) to the same requests: ``field``, where the answer is
+    (a dotted path into the JSON body, e.g. ``predictions`` or ``result.scores``; default the whole
+    body); numbers within ``abs_tolerance`` or ``rel_tolerance`` (of the champion's), anything else
+    (labels, booleans, the shape) equal."""
+
+    field: str | None = None
+    abs_tolerance: float = Field(default=0.0, ge=0)
+    rel_tolerance: float = Field(default=0.0, ge=0)
+
+    @field_validator("field")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(not part for part in value.split("."))):
+            raise ValueError(
+                f"{value!r} is not a path into the answer; write key names joined by dots, e.g. predictions or "
+                "result.scores (leave it out to compare the whole answer)"
+            )
+        return value
+
+
+class SmokeRule(Strict):
+    """The smoke test once the candidate is provisioned, before it gets any traffic (docs/rollouts.md):
+    each of ``requests`` (JSON bodies) is sent to the candidate by deployment name, and must be answered
+    ``status`` within ``timeout``, with a JSON body that satisfies ``response_schema`` (if set) and, with
+    ``champion``, close enough to the champion's answer to the same request. Any request that fails
+    rolls the candidate back before the traffic changes."""
+
+    requests: list[JsonValue] = Field(min_length=1, max_length=MAX_SMOKE_REQUESTS)
+    status: int = Field(default=200, ge=100, le=599)
+    response_schema: Annotated[dict[str, Any] | None, BeforeValidator(_schema)] = None
+    champion: ChampionRule | None = None
+    timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("requests")
+    @classmethod
+    def _small(cls, requests: list[JsonValue]) -> list[JsonValue]:
+        for i, body in enumerate(requests):
+            size = len(json.dumps(body))
+            if size > MAX_SMOKE_REQUEST_BYTES:
+                raise ValueError(
+                    f"request {i} is {size} bytes as JSON, more than {MAX_SMOKE_REQUEST_BYTES}; "
+                    "use a smaller sample request"
+                )
+        return requests
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(seconds=90):
+            raise ValueError("the per-request timeout must be from 1s to 90s, e.g. 10s")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_a_pass(self) -> SmokeRule:
+        calls = len(self.requests) * (2 if self.champion is not None else 1)
+        if calls * self.timeout > MAX_SMOKE_TIME:
+            raise ValueError(
+                f"{calls} requests of up to {int(self.timeout.total_seconds())}s each may take longer than "
+                f"{int(MAX_SMOKE_TIME.total_seconds() // 60)}m, which one reconciler pass may spend on a smoke "
+                "test; send fewer requests or set a shorter timeout"
+            )
+        return self
+
+
 class RolloutRule(Strict):
     steps: list[Annotated[int, Field(gt=0, le=100)]] = Field(default_factory=lambda: [10, 50, 100])
     bake: Duration = timedelta(minutes=10)
     health: HealthRule = Field(default_factory=HealthRule)
     guards: GuardsRule = Field(default_factory=GuardsRule)  # handlers/guard_rules.py: alerts and query guards
+    smoke: SmokeRule | None = None
 
     @property
     def longest_bake(self) -> timedelta:

@@ -321,11 +321,14 @@ def test_a_flight_stored_by_the_previous_version_moves_on() -> None:
 
 
 def test_each_kind_of_transition_is_one_row_of_one_table() -> None:
-    assert set(KINDS) == {"step", "hold", "promote", "rollback", "pause", "resume", "promote-now", "manual-rollback"}
+    assert set(KINDS) == {
+        *("step", "hold", "promote", "rollback", "pause", "resume", "promote-now", "manual-rollback"),
+        *("smoke", "smoke-failed"),
+    }
     ends = {k for k, row in KINDS.items() if row.then is None}  # the slot is freed
-    assert ends == {"promote", "rollback", "promote-now", "manual-rollback"}
+    assert ends == {"promote", "rollback", "promote-now", "manual-rollback", "smoke-failed"}
     assert {k for k, row in KINDS.items() if row.promotes} == {"promote", "promote-now"}
-    assert {k for k, row in KINDS.items() if row.rolls_back} == {"rollback", "manual-rollback"}
+    assert {k for k, row in KINDS.items() if row.rolls_back} == {"rollback", "manual-rollback", "smoke-failed"}
     assert len({row.prefix for row in KINDS.values()}) == len(KINDS)  # record ids of two kinds never meet
     assert {"deploy", "rollout", "promote", "pause", "resume"} == ROLLS_OUT
     assert ({"promote"}, {"rollback"}) == (PROMOTIONS, ROLLBACKS)  # what retirement reads

@@ -150,7 +150,8 @@ class RolloutProgress:
     when its bake started (``iso``); ``held``: the step a hold was recorded at (once per step);
     ``paused``: an operator's pause (``at``, ``by``, ``decision``); ``pending``: the transition
     written ahead and not committed yet; ``restores_kept``: an operator's rollback to the traffic the
-    last promotion replaced (its commit forgets :attr:`handlers.records.ModelState.kept`)."""
+    last promotion replaced (its commit forgets :attr:`handlers.records.ModelState.kept`); ``smoked``:
+    the record id of the candidate's passed smoke test (None: none passed yet)."""
 
     endpoint: str = ""
     deployment: str = ""
@@ -163,6 +164,7 @@ class RolloutProgress:
     paused: dict[str, Any] | None = None
     pending: Transition | None = None
     restores_kept: bool = False
+    smoked: str | None = None
 
     @property
     def started(self) -> datetime | None:
@@ -203,6 +205,7 @@ class RolloutProgress:
             paused=dict(paused) if paused else None,
             pending=Transition.from_dict(pending) if pending else None,
             restores_kept=bool(data.get("restores_kept")),
+            smoked=str(data["smoked"]) if data.get("smoked") else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -220,6 +223,8 @@ class RolloutProgress:
         }
         if self.restores_kept:
             out["restores_kept"] = True
+        if self.smoked:
+            out["smoked"] = self.smoked
         return out
 
     def started_over(self, held: RolloutProgress | None) -> RolloutProgress:
@@ -255,6 +260,10 @@ def _held(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
 
 def _paused(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
     return replace(p, paused={"at": at, "by": (t.trigger or {}).get("caller"), "decision": t.id})
+
+
+def _smoked(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
+    return replace(p, smoked=t.id)  # the candidate answered its smoke test: the rollout goes on
 
 
 def _resumed(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
@@ -298,6 +307,10 @@ KINDS: dict[str, Kind] = {
         Kind("promote-now", "promote", "pn", "promoted", None, promotes=True),
         # an operator's: the original (or the kept) traffic back
         Kind("manual-rollback", "rollback", "mr", "rolled_back", None, rolls_back=True),
+        # the candidate answered its smoke test (deploy.rollout.smoke) at 0%: the rollout goes on
+        Kind("smoke", "rollout", "sm", "smoke_passed", _smoked),
+        # the candidate failed its smoke test: rolled back before any traffic (it keeps 0%)
+        Kind("smoke-failed", "rollback", "sf", "smoke_failed", None, rolls_back=True),
     )
 }
 

@@ -1,0 +1,116 @@
+"""The policy's ``deploy.rollout.smoke`` keys: what is accepted, and errors that name the key and the fix."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from handlers.errors import PolicyError
+from handlers.policy_file import parse_policy
+from handlers.rollout_rules import SmokeRule
+
+KEY = "policy.yaml: models.churn.deploy.rollout.smoke"
+
+
+def smoke(body: str) -> SmokeRule | None:
+    policy = parse_policy(
+        f"""
+models:
+  churn:
+    deploy:
+      endpoint: churn-endpoint
+      rollout:
+        smoke: {body}
+"""
+    )
+    deploy = policy.models["churn"].deploy
+    assert deploy is not None
+    return deploy.rollout.smoke
+
+
+def error(body: str) -> str:
+    with pytest.raises(PolicyError) as raised:
+        smoke(body)
+    [message] = raised.value.problems
+    return message
+
+
+def test_a_rollout_without_smoke_has_none() -> None:
+    policy = parse_policy("models:\n  churn:\n    deploy: {endpoint: churn-endpoint}\n")
+    assert policy.models["churn"].deploy is not None
+    assert policy.models["churn"].deploy.rollout.smoke is None
+
+
+def test_inline_requests_with_the_defaults() -> None:
+    rule = smoke('{requests: [{"data": [[1, 2, 3]]}, {"data": [[4, 5, 6]]}]}')
+    assert rule is not None
+    assert rule.requests == [{"data": [[1, 2, 3]]}, {"data": [[4, 5, 6]]}]
+    assert (rule.status, rule.response_schema, rule.champion, rule.timeout) == (200, None, None, timedelta(seconds=10))
+
+
+def test_a_schema_and_a_champion_comparison() -> None:
+    rule = smoke(
+        '{requests: [{"data": [[1]]}], response_schema: {type: object, required: [predictions]}, '
+        "champion: {field: predictions, abs_tolerance: 0.1, rel_tolerance: 0.05}, timeout: 5s, status: 200}"
+    )
+    assert rule is not None and rule.champion is not None
+    assert rule.response_schema == {"type": "object", "required": ["predictions"]}
+    assert (rule.champion.field, rule.champion.abs_tolerance, rule.champion.rel_tolerance) == ("predictions", 0.1, 0.05)
+
+
+def test_no_requests_is_refused() -> None:
+    assert error("{requests: []}") == f"{KEY}.requests: List should have at least 1 item after validation, not 0"
+    assert error("{status: 200}") == f"{KEY}.requests: it is required; add it"
+
+
+def test_too_many_requests_is_refused() -> None:
+    assert "at most 20 items" in error("{requests: [" + ", ".join(["{}"] * 21) + "]}")
+
+
+def test_a_request_too_large_says_so() -> None:
+    big = '{"x": "' + "a" * 17000 + '"}'
+    assert error(f"{{requests: [{big}]}}") == (
+        f"{KEY}.requests: request 0 is 17009 bytes as JSON, more than 16384; use a smaller sample request"
+    )
+
+
+def test_a_bad_schema_says_where_and_how_to_write_one() -> None:
+    message = error("{requests: [{}], response_schema: {type: objekt}}")
+    assert message.startswith(f"{KEY}.response_schema: not a valid JSON schema at type: ")
+    assert message.endswith("write a JSON schema (draft 2020-12) such as {type: object, required: [predictions]}")
+
+
+def test_a_timeout_out_of_range_says_the_range() -> None:
+    assert error("{requests: [{}], timeout: 5m}") == (
+        f"{KEY}.timeout: the per-request timeout must be from 1s to 90s, e.g. 10s"
+    )
+
+
+def test_a_smoke_test_longer_than_a_pass_is_refused_with_the_fix() -> None:
+    requests = ", ".join(["{}"] * 20)
+    assert error(f"{{requests: [{requests}], timeout: 20s, champion: {{}}}}") == (
+        f"{KEY}: 40 requests of up to 20s each may take longer than 5m, which one reconciler pass may spend on a "
+        "smoke test; send fewer requests or set a shorter timeout"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ("{requests: [{}], status: 700}", "status"),
+        ("{requests: [{}], champion: {abs_tolerance: -1}}", "champion.abs_tolerance"),
+        ("{requests: [{}], champion: {field: 'a..b'}}", "champion.field"),
+        ("{requests: [{}], champion: {tolerance: 1}}", "champion.tolerance"),
+        ("{requests: [{}], schema: {}}", "schema"),
+    ],
+)
+def test_bad_values_name_the_key(body: str, where: str) -> None:
+    assert error(body).startswith(f"{KEY}.{where}: ")
+
+
+def test_a_bad_champion_field_says_how_to_write_a_path() -> None:
+    assert error("{requests: [{}], champion: {field: 'a..b'}}") == (
+        f"{KEY}.champion.field: 'a..b' is not a path into the answer; write key names joined by dots, e.g. "
+        "predictions or result.scores (leave it out to compare the whole answer)"
+    )
