@@ -3,8 +3,8 @@ between steps and the smoke test before any traffic. :mod:`handlers.policy` asse
 
 from __future__ import annotations
 
-from datetime import timedelta
 import json
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, JsonValue, field_validator, model_validator
