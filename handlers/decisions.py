@@ -250,6 +250,7 @@ def _deploy_plan(
         gate=mp.deploy.gate,
         model_output=mp.deploy.model_output,
         instance_count=mp.deploy.instance_count,
+        shadows=mp.deploy.rollout.mirror is not None,
     )
 
 

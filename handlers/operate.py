@@ -119,11 +119,13 @@ def plan(request: OperatorRequest, state: ModelState, facts: Facts, now: datetim
         if paused:
             return Refused(f"the rollout of {flight.job} is paused already (since {paused.get('at')}); resume it")
         stays = f"traffic stays {fmt(data.traffic)}" if data.traffic else "no traffic was shifted yet"
+        if data.mirror:
+            stays += f", {data.mirror.get('percent')}% mirrored to {candidate}"
         return moved("pause", None, f"rollout of {flight.job} paused {at}; {stays}")
     if request.action == "resume":
         if not paused:
             return Refused(f"the rollout of {flight.job} is not paused; nothing to resume")
-        restarts = "; its bake starts again" if step >= 0 else ""
+        restarts = "; its bake starts again" if step >= 0 or data.mirror else ""
         return moved("resume", None, f"rollout of {flight.job} resumed {at}{restarts}")
     if request.action == "promote":
         start: RolloutProgress | None = None
@@ -139,16 +141,26 @@ def plan(request: OperatorRequest, state: ModelState, facts: Facts, now: datetim
         target = {candidate: 100}
         skipped = [f"{p}%" for p in steps[step + 1 :]] if step >= 0 else [f"{p}%" for p in steps]
         demoted = sorted(d for d, pct in (data.original or before or {}).items() if d != candidate and pct)
+        cleared = "; mirror cleared" if data.mirror else ""
         return moved(
             "promote-now",
             target,
             f"candidate {flight.job} promoted {at}, skipping {', '.join(skipped) or 'no step'}: traffic "
-            f"{fmt(before)} -> {fmt(target)}",
+            f"{fmt(before)} -> {fmt(target)}{cleared}",
             start,
+            mirror={} if data.mirror else None,  # Azure ML: never live and mirrored at once
             endpoint=endpoint,
             demoted=demoted,  # retired after deploy.retire_after, their monitors follow the candidate
         )
     original = data.original
+    if step < 0 and data.mirror:
+        return moved(
+            "manual-rollback",
+            None,
+            f"rollout of {flight.job} rolled back {at}; mirror cleared, its traffic was never live (live traffic "
+            f"stays {fmt(data.traffic)})",
+            mirror={},
+        )
     if step < 0 or not original:
         return moved(
             "manual-rollback", None, f"rollout of {flight.job} rolled back before any traffic; traffic never changed"

@@ -83,6 +83,9 @@ class DeployPlan:
     gate: GateRule | None = None  # the policy's deploy.gate; None: every candidate passes
     model_output: str = "model"  # the run output registered as the candidate when the run registered none
     instance_count: int | None = None  # deploy.instance_count: the candidate's start size (None: the live one's)
+    # deploy.rollout.mirror: the candidate shadows the live one first, so its data collector collects into
+    # data assets of its own, never into the live deployment's
+    shadows: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """Everything needed to act again (the reconciler resumes a reserved deploy from this)."""
@@ -100,6 +103,7 @@ class DeployPlan:
             "gate": self.gate.model_dump() if self.gate else None,
             "model_output": self.model_output,
             "instance_count": self.instance_count,
+            **({"shadows": True} if self.shadows else {}),
             "traffic": 0,
             "tags": self.tags,
         }
@@ -124,6 +128,7 @@ class DeployPlan:
             gate=None if data["gate"] is None else GateRule.model_validate(data["gate"]),
             model_output=str(data["model_output"]),
             instance_count=None if data.get("instance_count") is None else int(data["instance_count"]),
+            shadows=bool(data.get("shadows")),
         )
 
 

@@ -345,10 +345,13 @@ class Deployments(Protocol):
         """The endpoint's traffic split now: deployment name -> percent (deployments at 0% may be absent)."""
         ...
 
-    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
-        """Give the endpoint the traffic split ``traffic`` (a deployment left out gets 0%); submit the
-        update and do not wait for it. Returns False when the endpoint has that split already (nothing
-        is sent), so setting the same traffic twice is harmless."""
+    def set_traffic(self, endpoint: str, traffic: dict[str, int] | None, mirror: dict[str, int] | None = None) -> bool:
+        """Give the endpoint the traffic split ``traffic`` (a deployment left out gets 0%; None: the
+        split it has) and, when ``mirror`` is not None, the mirror traffic ``mirror`` (``{}``: none), in
+        one update; submit it and do not wait for it. Returns False when the endpoint has both already
+        (nothing is sent), so setting the same traffic twice is harmless. Never asks for what Azure ML
+        refuses (a mirror over 50%, two mirrored deployments, one deployment live and mirrored): a
+        PermanentError instead."""
         ...
 
     def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:

@@ -11,6 +11,7 @@ from pydantic import BeforeValidator, Field, JsonValue, field_validator, model_v
 
 from handlers.guard_rules import GuardsRule
 from handlers.policy_base import Duration, Strict
+from handlers.rollout.traffic import MAX_MIRROR
 
 _FAILURE_CLASSES = ("5xx", "4xx", "model_5xx")
 DEFAULT_LAG = {"metrics": timedelta(minutes=3), "logs": timedelta(minutes=5)}
@@ -165,12 +166,55 @@ class SmokeRule(Strict):
         return self
 
 
+def _mirror_percent(value: Any) -> Any:
+    """``percent`` of ``deploy.rollout.mirror``: a whole number from 1 to 50, said in Azure's terms."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{value!r} is not a percent; write a whole number from 1 to {MAX_MIRROR}, e.g. 10")  # noqa: TRY004 (pydantic reports ValueError)
+    if value < 1:
+        raise ValueError(f"{value} mirrors nothing; write a percent from 1 to {MAX_MIRROR}, or leave 'mirror' out")
+    if value > MAX_MIRROR:
+        raise ValueError(
+            f"{value}% is more than Azure ML mirrors ({MAX_MIRROR}% of an endpoint's traffic at most, \"Safe rollout "
+            f'for online endpoints"); write a percent from 1 to {MAX_MIRROR}'
+        )
+    return value
+
+
+class MirrorRule(Strict):
+    """The shadow stage (``deploy.rollout.mirror``): once the candidate is provisioned, the endpoint
+    mirrors ``percent`` of its live traffic to it (Azure ML's ``mirror_traffic``: a copy of each
+    request, whose answer no client sees), for ``bake``; the candidate is judged on those requests
+    against the live deployment by the same analysis as a step (errors and latency, the ``health``
+    rule). Healthy: the mirror is cleared and the candidate gets ``steps[0]`` of the live traffic;
+    unhealthy: it is rolled back, its traffic never live. ``bake`` defaults to the rollout's."""
+
+    percent: Annotated[int, BeforeValidator(_mirror_percent)]
+    bake: Duration | None = None
+
+    @field_validator("bake")
+    @classmethod
+    def _bakes(cls, bake: timedelta | None) -> timedelta | None:
+        if bake is not None and bake <= timedelta(0):
+            raise ValueError("a shadow stage of 0s judges nothing; write a duration such as '10m', or leave it out")
+        return bake
+
+
 class RolloutRule(Strict):
     steps: list[Annotated[int, Field(gt=0, le=100)]] = Field(default_factory=lambda: [10, 50, 100])
     bake: Duration = timedelta(minutes=10)
     health: HealthRule = Field(default_factory=HealthRule)
     guards: GuardsRule = Field(default_factory=GuardsRule)  # handlers/guard_rules.py: alerts and query guards
     smoke: SmokeRule | None = None
+    mirror: MirrorRule | None = None
+
+    def mirror_stage(self) -> RolloutRule:
+        """The rule the shadow stage is judged by: this one, with the mirror's bake (the same health
+        rule, limits and comparison). Raises ValueError without a ``mirror``."""
+        if self.mirror is None:
+            raise ValueError("no deploy.rollout.mirror: the rollout has no shadow stage")
+        return self.model_copy(update={"bake": self.mirror.bake or self.bake, "mirror": None})
 
     @property
     def longest_bake(self) -> timedelta:

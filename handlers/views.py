@@ -66,9 +66,11 @@ def _explain_flights(
     rule = mp.deploy.rollout if mp is not None and mp.deploy is not None else None
     started = progress.started if progress is not None else None
     if rule is not None:
-        flights["rollout"]["bake_s"] = rule.bake.total_seconds()
-        flights["rollout"]["bake_until"] = iso(started + rule.bake) if started is not None else None
-        left = (started + rule.bake - now).total_seconds() if started is not None else None
+        shadowing = progress is not None and progress.step < 0 and progress.mirror and rule.mirror is not None
+        bake = rule.mirror_stage().bake if shadowing else rule.bake  # the shadow stage bakes for its own
+        flights["rollout"]["bake_s"] = bake.total_seconds()
+        flights["rollout"]["bake_until"] = iso(started + bake) if started is not None else None
+        left = (started + bake - now).total_seconds() if started is not None else None
         flights["rollout"]["bake_left_s"] = None if left is None else max(0.0, left)  # by the service's clock
     history = [r for r in ledger.decisions(name, 100) if r.details.get("deploy_decision") == decision]
     flights["rollout"]["history"] = [
@@ -80,6 +82,7 @@ def _explain_flights(
             "step": r.details.get("step"),
             "judged_step": r.details.get("from_step", r.details.get("step")),
             "traffic": r.details.get("traffic"),
+            "mirror": r.details.get("mirror"),
             "health": health_numbers(r.details.get("health")),
         }
         for r in reversed(history)
@@ -95,9 +98,15 @@ def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now
         for k, f in state.flights.items()
     }
     progress = RolloutProgress.of(state.flights.get("rollout"))
-    if progress is not None:  # where the rollout stands: its step, traffic and any pause
+    if progress is not None:  # where the rollout stands: its step (or shadow stage), traffic and any pause
+        stage = "steps" if progress.step >= 0 else "shadow" if progress.mirror else "provisioning"
         flights["rollout"].update(
-            step=progress.step, steps=list(progress.steps), traffic=progress.traffic, paused=progress.paused
+            step=progress.step,
+            steps=list(progress.steps),
+            traffic=progress.traffic,
+            paused=progress.paused,
+            stage=stage,
+            mirror=progress.mirror,  # the shadow stage: percent mirrored to the candidate, since when
         )
     _explain_flights(policy, ledger, name, state, flights, progress, now)
     status = (

@@ -219,6 +219,28 @@ class AzureWorld(World):
                 p95_ms=float(ms),
             )
 
+    def serve_endpoint(
+        self, when: Any, requests: int, *, failing: dict[str, float] | None = None, ms: dict[str, int] | None = None
+    ) -> dict[str, int]:
+        """One minute of ``requests`` sent to the endpoint (no deployment named), routed as Azure ML
+        routes them: split by the endpoint's live traffic, and its mirror traffic's share of them
+        copied to the mirrored deployment ("Safe rollout for online endpoints"). Both sources report
+        each deployment's requests under its name, mirrored ones too, with nothing that marks them
+        mirrored (the supported-metrics reference lists `deployment`, `statusCode`,
+        `statusCodeClass` and `modelStatusCode` as RequestsPerMinute's dimensions; the traffic log's
+        columns have none either). ``failing``: the share of a deployment's requests its model fails
+        (424); ``ms``: its latency. Returns the requests each deployment got."""
+        props = self.arm.endpoints[ENDPOINT]["properties"]
+        routed: dict[str, int] = {}
+        for split in (props.get("traffic") or {}, props.get("mirrorTraffic") or {}):
+            for deployment, percent in split.items():
+                if percent:
+                    routed[deployment] = routed.get(deployment, 0) + requests * int(percent) // 100
+        for deployment, n in routed.items():
+            bad = round(n * (failing or {}).get(deployment, 0.0))
+            self.serve(when, deployment, ok=n - bad, model_errors=bad, ms=(ms or {}).get(deployment, 40))
+        return routed
+
     def decision(self, decision_id: str) -> DecisionRecord | None:
         return self.service.ledger.get_decision(decision_id)
 

@@ -46,8 +46,8 @@ class _PassesThrough:
     def endpoint_traffic(self, endpoint: str) -> dict[str, int]:
         return self.inner.endpoint_traffic(endpoint)
 
-    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
-        return self.inner.set_traffic(endpoint, traffic)
+    def set_traffic(self, endpoint: str, traffic: dict[str, int] | None, mirror: dict[str, int] | None = None) -> bool:
+        return self.inner.set_traffic(endpoint, traffic, mirror)
 
 
 class DiesBeforeActing(_PassesThrough):
@@ -81,8 +81,8 @@ class DiesAfterActing(_PassesThrough):
 class DiesAfterSettingTraffic(DiesAfterActing):
     """Actions that set the endpoint's traffic, then die before the rollout step is recorded."""
 
-    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
-        self.inner.set_traffic(endpoint, traffic)
+    def set_traffic(self, endpoint: str, traffic: dict[str, int] | None, mirror: dict[str, int] | None = None) -> bool:
+        self.inner.set_traffic(endpoint, traffic, mirror)
         raise WorkerDied
 
 

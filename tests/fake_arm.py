@@ -74,6 +74,7 @@ API_VERSIONS: dict[str, frozenset[str]] = {
     "schedules": frozenset({"2023-06-01-preview"}),
 }
 MAX_DEPLOYMENTS = 20  # per online endpoint (Azure ML docs, "Manage and increase quotas")
+MAX_MIRROR_PERCENT = 50  # of an endpoint's traffic, to one deployment ("Safe rollout for online endpoints")
 JOB_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$")
 JOB_INPUT_TYPES = frozenset(
     {"literal", "uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model"}
@@ -564,6 +565,7 @@ class FakeArm(FakeService):
                 "authMode": "Key",
                 "scoringUri": f"https://{name}.{self.location}.inference.ml.azure.com/score",
                 "traffic": dict(traffic or {}),
+                "mirrorTraffic": {},
                 "provisioningState": "Succeeded",
                 "publicNetworkAccess": "Enabled",
             },
@@ -720,6 +722,15 @@ class FakeArm(FakeService):
         """The traffic splits sent to endpoints, in order (the PUTs the service answered)."""
         return [
             dict(c.body["properties"].get("traffic") or {})
+            for c in self.requests_to("PUT", r"^onlineEndpoints/[^/]+$")
+            if c.status in (200, 201)
+        ]
+
+    @property
+    def endpoint_puts(self) -> list[tuple[dict[str, int], dict[str, int]]]:
+        """The (traffic, mirror traffic) of each endpoint update the service answered, in order."""
+        return [
+            (dict(c.body["properties"].get("traffic") or {}), dict(c.body["properties"].get("mirrorTraffic") or {}))
             for c in self.requests_to("PUT", r"^onlineEndpoints/[^/]+$")
             if c.status in (200, 201)
         ]
@@ -1087,11 +1098,55 @@ class FakeArm(FakeService):
                     "UserError",
                     f"Deployment {deployment} is in provisioning state {state}; traffic needs Succeeded",
                 )
+        mirror = props.get("mirrorTraffic") or {}
+        self._check_mirror(name, traffic, mirror)
         existing["properties"]["traffic"] = dict(traffic)
+        # A PUT without mirrorTraffic clears it ("If you use an older version of the Azure Machine Learning
+        # CLI or the Python SDK to update an endpoint, you lose the mirror traffic setting")
+        existing["properties"]["mirrorTraffic"] = dict(mirror)
         existing["properties"]["provisioningState"] = "Updating"
         existing["tags"] = dict(body.get("tags") or existing["tags"])
         operation = self._start_operation("update", name)
         return 200, {"Azure-AsyncOperation": self._status_url(operation)}, existing
+
+    def _check_mirror(self, endpoint: str, traffic: dict[str, Any], mirror: dict[str, Any]) -> None:
+        """Azure ML's rules for mirror traffic ("Safe rollout for online endpoints", the mirroring
+        limitations; the REST spec's OnlineEndpoint ``mirrorTraffic``: "Percentage of traffic to be
+        mirrored to each deployment without using returned scoring. Traffic values need to sum to
+        utmost 50"): at most 50% in all, one mirrored deployment per endpoint, a deployment gets live
+        or mirrored traffic but not both, and the keys are deployments of the endpoint. Azure's
+        codes and wording for these refusals are unverified: 400 UserError saying which rule."""
+        if not all(isinstance(v, int) and 0 <= v <= 100 for v in mirror.values()):
+            raise Refusal(400, "UserError", f"Mirror traffic values must be integers between 0 and 100: {mirror}")
+        mirrored = {d: p for d, p in mirror.items() if p}
+        if sum(mirrored.values()) > MAX_MIRROR_PERCENT:
+            raise Refusal(
+                400,
+                "UserError",
+                f"Mirror traffic values must sum to at most {MAX_MIRROR_PERCENT}; got {sum(mirrored.values())}",
+            )
+        if len(mirrored) > 1:
+            raise Refusal(
+                400, "UserError", f"Traffic can be mirrored to one deployment only; got {', '.join(sorted(mirrored))}"
+            )
+        for deployment, percent in mirrored.items():
+            found = self.deployments.get((endpoint, deployment))
+            if found is None:
+                raise Refusal(400, "UserError", f"Deployment {deployment} does not exist on endpoint {endpoint}")
+            if (traffic.get(deployment) or 0) > 0:
+                raise Refusal(
+                    400,
+                    "UserError",
+                    f"Deployment {deployment} cannot receive both live traffic ({traffic[deployment]}%) and mirror "
+                    f"traffic ({percent}%)",
+                )
+            state = found["properties"].get("provisioningState")
+            if state != "Succeeded":
+                raise Refusal(
+                    400,
+                    "UserError",
+                    f"Deployment {deployment} is in provisioning state {state}; traffic needs Succeeded",
+                )
 
     def _list_deployments(self, call: Call, endpoint: str) -> Answer:
         self._found(self.endpoints.get(endpoint), f"online endpoint {endpoint}")

@@ -38,6 +38,7 @@ class RecordingActions:
     deleted: list[str] = field(default_factory=list)  # "endpoint/deployment" deletions asked for
     monitors: dict[str, str] = field(default_factory=dict)  # schedule -> "endpoint/deployment" it targets
     mirror: dict[str, dict[str, int]] = field(default_factory=dict)  # endpoint -> mirrored traffic
+    mirror_sets: list[tuple[str, dict[str, int]]] = field(default_factory=list)
 
     def submit_retrain(self, plan: JobPlan) -> ActionResult:
         self.submissions.append(plan.name)
@@ -97,13 +98,21 @@ class RecordingActions:
     def endpoint_traffic(self, endpoint: str) -> dict[str, int]:
         return dict(self.traffic.get(endpoint, {}))
 
-    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
-        """Like the workspace: a split the endpoint has already is not sent again."""
+    def set_traffic(self, endpoint: str, traffic: dict[str, int] | None, mirror: dict[str, int] | None = None) -> bool:
+        """Like the workspace: a split the endpoint has already is not sent again (live traffic in
+        ``traffic_sets``, mirror traffic in ``mirror_sets``)."""
         if self.traffic_error is not None:
             raise self.traffic_error
+        changed = False
+        if mirror is not None and self.mirror.get(endpoint, {}) != {k: v for k, v in mirror.items() if v}:
+            self.mirror[endpoint] = {k: v for k, v in mirror.items() if v}
+            self.mirror_sets.append((endpoint, dict(self.mirror[endpoint])))
+            changed = True
+        if traffic is None:
+            return changed
         wanted = {k: v for k, v in traffic.items() if v}
         if self.traffic.get(endpoint) == wanted:
-            return False
+            return changed
         self.traffic_sets.append((endpoint, wanted))
         self.traffic[endpoint] = wanted
         return True

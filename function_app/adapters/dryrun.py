@@ -77,8 +77,8 @@ class DryRunActions:
         del endpoint
         return {}
 
-    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
-        log.info("dry run: would set the traffic of endpoint %s to %s", endpoint, traffic)
+    def set_traffic(self, endpoint: str, traffic: dict[str, int] | None, mirror: dict[str, int] | None = None) -> bool:
+        log.info("dry run: would set the traffic of endpoint %s to %s (mirror %s)", endpoint, traffic, mirror)
         return False
 
     def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:

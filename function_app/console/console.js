@@ -119,8 +119,11 @@
       if (r) {
         card.querySelector(".rollout").hidden = false;
         const steps = r.steps || [];
-        card.querySelector(".rollout-step").textContent = (r.job || "") + (r.step !== undefined && r.step !== null && r.step >= 0 ? " · step " + (r.step + 1) + " of " + steps.length + " (" + steps[r.step] + "%)" : " · provisioning") + (r.paused ? " · PAUSED" : "");
-        card.querySelector(".traffic").textContent = "Traffic: " + split(r.traffic);
+        const stage = r.step !== undefined && r.step !== null && r.step >= 0
+          ? " · step " + (r.step + 1) + " of " + steps.length + " (" + steps[r.step] + "%)"
+          : r.mirror ? " · shadow stage (" + r.mirror.percent + "% mirrored, no live traffic)" : " · provisioning";
+        card.querySelector(".rollout-step").textContent = (r.job || "") + stage + (r.paused ? " · PAUSED" : "");
+        card.querySelector(".traffic").textContent = "Traffic: " + split(r.traffic) + (r.mirror ? " · mirrored to the candidate: " + r.mirror.percent + "%" : "");
         card.querySelector(".bake").textContent = r.paused ? "Paused: the reconciler leaves it as it is until resumed." : left(r.bake_until, r.bake_left_s);
         const history = r.history || [];
         const last = history.filter((h) => h.health).slice(-1)[0];

@@ -33,6 +33,8 @@ def begin(
         return None, False
     if pending.from_step != progress.step:  # decided on a step that has moved on
         return None, False
+    if pending.kind == "mirror" and progress.mirror is not None:  # a concurrent pass started the shadow stage
+        return None, False
     return _with(state, flight, replace(progress, pending=pending)), True
 
 
@@ -105,6 +107,7 @@ def record_of(
             "step": pending.step,
             "from_step": pending.from_step,  # the step its health verdict (if any) judged
             "traffic": pending.target,
+            **({} if pending.mirror is None else {"mirror": pending.mirror}),  # the mirror traffic it set
             **pending.details,
         },
     )

@@ -43,9 +43,13 @@ class RolloutEffects:
         endpoint = str(flight.job).partition("/")[0]
         decision = flight.decision
         outcome = "submitted"
-        if pending.target is not None:
+        if pending.target is not None or pending.mirror is not None:
             try:
-                changed = self.deployments.set_traffic(endpoint, dict(pending.target))
+                target = None if pending.target is None else dict(pending.target)
+                if pending.mirror is None:
+                    changed = self.deployments.set_traffic(endpoint, target)
+                else:  # the mirror traffic in the same update
+                    changed = self.deployments.set_traffic(endpoint, target, dict(pending.mirror))
             except PermanentError as exc:
                 if not pending.row.rolls_back:
                     now_held = self.ledger.get_model(model).flights.get(ROLLOUT)  # holds the start, if just written
@@ -59,10 +63,11 @@ class RolloutEffects:
                 pending = pending.failed(str(exc))
                 changed = False
             log.info(
-                "rollout %s model=%s: traffic %s (%s)",
+                "rollout %s model=%s: traffic %s, mirror %s (%s)",
                 flight.job,
                 model,
                 fmt(pending.target),
+                "as it is" if pending.mirror is None else fmt(pending.mirror),
                 "sent" if changed else "already so",
             )
         record = changes.record_of(model, flight, pending, now, outcome)

@@ -45,7 +45,8 @@ def _split_of(value: Any) -> dict[str, int] | None:
 class Transition:
     """One move of a rollout, decided on the step ``from_step`` (-1: before the first step) and written
     ahead into the flight before it touches Azure: ``kind`` one of :data:`KINDS`; ``target`` the
-    traffic to set (None: leave the traffic as it is). Its record id depends only on the model, the
+    traffic to set (None: leave the traffic as it is); ``mirror`` the endpoint's mirror traffic to set
+    with it, in the same request (None: leave it as it is; ``{}``: no deployment mirrored). Its record id depends only on the model, the
     deploy decision, the kind and the step, so a pass that carries out a transition a dead pass left
     pending writes the same record. An operator's transition carries the ``trigger`` of the request
     (who asked), and its id depends on that request too."""
@@ -58,6 +59,7 @@ class Transition:
     reason: str
     details: dict[str, Any] = field(default_factory=dict)
     trigger: dict[str, Any] | None = None
+    mirror: dict[str, int] | None = None
 
     @classmethod
     def of(
@@ -71,6 +73,7 @@ class Transition:
         reason: str,
         *,
         trigger: Mapping[str, Any] | None = None,
+        mirror: Mapping[str, int] | None = None,
         **details: Any,
     ) -> Transition:
         prefix = KINDS[kind].prefix
@@ -84,6 +87,7 @@ class Transition:
             reason=reason,
             details={k: v for k, v in details.items() if v is not None},
             trigger=None if trigger is None else dict(trigger),
+            mirror=None if mirror is None else dict(mirror),
         )
 
     @property
@@ -102,6 +106,7 @@ class Transition:
             original,
             f"rollout of {flight.job} rolled back: setting traffic {fmt(self.target)} was refused: {why}",
             trigger=self.trigger,
+            mirror=None if self.mirror is None else {},  # a mirror it was to set or clear: none
             refused=why,
         )
 
@@ -109,7 +114,7 @@ class Transition:
         return replace(self, reason=f"{self.reason}; failed: {why}; set the traffic by hand")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "kind": self.kind,
             "step": self.step,
@@ -119,6 +124,9 @@ class Transition:
             "details": dict(self.details),
             "trigger": None if self.trigger is None else dict(self.trigger),
         }
+        if self.mirror is not None:  # kept only when set: the shape earlier versions wrote otherwise
+            out["mirror"] = dict(self.mirror)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Transition:
@@ -132,6 +140,7 @@ class Transition:
             reason=str(data["reason"]),
             details=dict(data.get("details") or {}),
             trigger=dict(data["trigger"]) if data.get("trigger") else None,
+            mirror=_split_of(data.get("mirror")),
         )
 
 
@@ -151,7 +160,9 @@ class RolloutProgress:
     ``paused``: an operator's pause (``at``, ``by``, ``decision``); ``pending``: the transition
     written ahead and not committed yet; ``restores_kept``: an operator's rollback to the traffic the
     last promotion replaced (its commit forgets :attr:`handlers.records.ModelState.kept`); ``smoked``:
-    the record id of the candidate's passed smoke test (None: none passed yet)."""
+    the record id of the candidate's passed smoke test (None: none passed yet); ``mirror``: the shadow
+    stage, while the candidate gets mirrored traffic before its first step (``percent``, ``at``: since
+    when; its bake started then, ``step_started``)."""
 
     endpoint: str = ""
     deployment: str = ""
@@ -165,6 +176,7 @@ class RolloutProgress:
     pending: Transition | None = None
     restores_kept: bool = False
     smoked: str | None = None
+    mirror: dict[str, Any] | None = None
 
     @property
     def started(self) -> datetime | None:
@@ -176,6 +188,8 @@ class RolloutProgress:
         """Where it stands, for people: ``at step 2 of 3 (50%)`` or ``before its first step``."""
         if 0 <= self.step < len(self.steps):
             return f"at step {self.step + 1} of {len(self.steps)} ({self.steps[self.step]}%)"
+        if self.mirror:
+            return f"in its shadow stage ({self.mirror.get('percent')}% mirrored, no live traffic)"
         return "before its first step"
 
     @classmethod
@@ -192,7 +206,7 @@ class RolloutProgress:
     def from_dict(cls, data: Mapping[str, Any]) -> RolloutProgress:
         """The progress as a flight keeps it; a key left out reads as its default (raises KeyError,
         TypeError or ValueError on a value of another type)."""
-        held, paused, pending = data.get("held"), data.get("paused"), data.get("pending")
+        held, paused, pending, mirror = data.get("held"), data.get("paused"), data.get("pending"), data.get("mirror")
         return cls(
             endpoint=str(data.get("endpoint") or ""),
             deployment=str(data.get("deployment") or ""),
@@ -206,6 +220,7 @@ class RolloutProgress:
             pending=Transition.from_dict(pending) if pending else None,
             restores_kept=bool(data.get("restores_kept")),
             smoked=str(data["smoked"]) if data.get("smoked") else None,
+            mirror=dict(mirror) if mirror else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -225,6 +240,8 @@ class RolloutProgress:
             out["restores_kept"] = True
         if self.smoked:
             out["smoked"] = self.smoked
+        if self.mirror:
+            out["mirror"] = dict(self.mirror)
         return out
 
     def started_over(self, held: RolloutProgress | None) -> RolloutProgress:
@@ -251,7 +268,13 @@ Rule = Callable[[RolloutProgress, Transition, str], RolloutProgress]
 
 
 def _stepped(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
-    return replace(p, step=t.step, traffic=t.target, step_started=at, held=None)  # the step's bake starts
+    # the step's bake starts; a shadow stage is over (the step cleared the mirror with its traffic)
+    return replace(p, step=t.step, traffic=t.target, step_started=at, held=None, mirror=None)
+
+
+def _mirrored(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
+    percent = next(iter((t.mirror or {}).values()), None)
+    return replace(p, mirror={"percent": percent, "at": at}, step_started=at, held=None)  # the shadow's bake starts
 
 
 def _held(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
@@ -267,7 +290,8 @@ def _smoked(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
 
 
 def _resumed(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
-    return replace(p, paused=None, held=None, step_started=at if p.step >= 0 else p.step_started)  # bake again
+    baking = p.step >= 0 or p.mirror is not None  # a step or the shadow stage: its bake starts again
+    return replace(p, paused=None, held=None, step_started=at if baking else p.step_started)
 
 
 @dataclass(frozen=True)
@@ -296,6 +320,8 @@ KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
         Kind("step", "rollout", "rs", "stepped", _stepped),
+        # the shadow stage (deploy.rollout.mirror): the candidate gets mirrored traffic, no live traffic
+        Kind("mirror", "rollout", "rm", "mirroring", _mirrored),
         Kind("hold", "rollout", "rh", "held", _held, skipped=True),
         Kind("promote", "promote", "pr", "promoted", None, promotes=True),
         Kind("rollback", "rollback", "rb", "rolled_back", None, rolls_back=True),

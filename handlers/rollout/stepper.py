@@ -26,7 +26,7 @@ from handlers.analysis import HealthSource, Reading
 from handlers.errors import PermanentError
 from handlers.executor import Executor
 from handlers.ports import Deployments, Ledger
-from handlers.records import Flight, from_iso, iso
+from handlers.records import Flight, from_iso, iso, span
 from handlers.rollout import changes, traffic
 from handlers.rollout.progress import RolloutProgress, Transition
 from handlers.rollout.traffic import fmt
@@ -71,6 +71,8 @@ class RolloutStepper:
         if progress is not None and progress.paused:
             return {**entry, "state": "paused", "step": progress.step, "paused": progress.paused}
         rule = self.rule(model)
+        if progress is not None and progress.step < 0 and progress.mirror:
+            return {**entry, **self._shadow(model, flight, deployment, rule, progress, now)}
         if progress is None or progress.step < 0:
             return {**entry, **self._start(model, flight, endpoint, deployment, rule, now)}
         step, steps = progress.step, list(progress.steps)
@@ -201,6 +203,23 @@ class RolloutStepper:
         if state.lower() != traffic.PROVISIONED:
             return {"state": "provisioning", "provisioning": state}
         original = traffic.live(self.deployments.endpoint_traffic(endpoint))
+        start = replace(start, original=original, traffic=original)
+        if rule.mirror is not None:  # the shadow stage first: mirrored traffic, none live
+            mirror = {deployment: rule.mirror.percent}
+            pending = Transition.of(
+                model,
+                flight,
+                "mirror",
+                -1,
+                -1,
+                None,
+                f"deployment {flight.job} is provisioned; shadow stage: {fmt(mirror)} of the endpoint's traffic "
+                f"mirrored to it for {span(rule.mirror_stage().bake)} (no client sees its answers), live "
+                f"traffic stays {fmt(original)}",
+                mirror=mirror,
+                original=original,
+            )
+            return self._write_ahead(model, flight, pending, now, start)
         target = traffic.split(original, deployment, rule.steps[0])
         pending = Transition.of(  # from -1: a concurrent pass that started the rollout first wins
             model,
@@ -213,7 +232,72 @@ class RolloutStepper:
             f"{fmt(target)}",
             original=original,
         )
-        return self._write_ahead(model, flight, pending, now, replace(start, original=original, traffic=original))
+        return self._write_ahead(model, flight, pending, now, start)
+
+    def _shadow(
+        self, model: str, flight: Flight, deployment: str, rule: RolloutRule, progress: RolloutProgress, now: datetime
+    ) -> dict[str, Any]:
+        """The shadow stage judged so far: the candidate's requests (all of them mirrored: Azure ML
+        never gives one deployment live and mirrored traffic at once) against the baseline's, over
+        the same window, by the step's analysis with the mirror's bake. Healthy: the mirror cleared
+        and the first step's traffic set, in one request; unhealthy: rolled back, the mirror cleared,
+        the live traffic as it was."""
+        endpoint = progress.endpoint or str(flight.job).partition("/")[0]
+        stage = rule.mirror_stage() if rule.mirror is not None else rule  # a policy without it now: the step's bake
+        started = progress.started
+        if started is None:  # pragma: no cover - the shadow stage is always written with its start
+            raise PermanentError(f"rollout of {flight.job} has no shadow-stage start; it cannot be judged")
+        original = dict(progress.original or {})
+        entry: dict[str, Any] = {"step": -1, "traffic": progress.traffic, "mirror": progress.mirror}
+        verdict = self._judge(stage, endpoint, deployment, analysis.baseline_of(original, deployment), started, now)
+        if verdict is None:
+            return {**entry, "state": "mirroring", "until": iso(started + stage.bake)}
+        log.info(
+            "rollout %s model=%s shadow stage %s look: %s -> %s: %s",
+            flight.job,
+            model,
+            "final" if verdict.final else "interim",
+            verdict.status,
+            verdict.next,
+            verdict.why,
+        )
+        if verdict.next == "wait":
+            return {**entry, "state": "mirroring", "until": iso(started + stage.bake), "why": verdict.why}
+        if verdict.next == "hold" and progress.held == -1:
+            return {**entry, "state": "held", "why": verdict.why}
+        at, health, steps = progress.at, verdict.as_dict(), list(progress.steps or rule.steps)
+        if verdict.next == "hold":
+            pending = Transition.of(
+                model, flight, "hold", -1, -1, None, f"rollout of {flight.job} held {at}: {verdict.why}", health=health
+            )
+        elif verdict.next == "rollback":
+            pending = Transition.of(
+                model,
+                flight,
+                "rollback",
+                -1,
+                -1,
+                None,
+                f"rollout of {flight.job} rolled back {at}: {verdict.why}; mirror cleared, its traffic was never "
+                f"live (live traffic stays {fmt(original)})",
+                mirror={},
+                health=health,
+            )
+        else:
+            target = traffic.split(original, deployment, steps[0])
+            pending = Transition.of(
+                model,
+                flight,
+                "step",
+                0,
+                -1,
+                target,
+                f"rollout of {flight.job}: healthy {at} ({verdict.why}); mirror cleared; step 1 of {len(steps)}: "
+                f"traffic {fmt(original)} -> {fmt(target)}",
+                mirror={},
+                health=health,
+            )
+        return {**entry, **self._write_ahead(model, flight, pending, now)}
 
     def _write_ahead(
         self,

@@ -7,6 +7,7 @@ from typing import Any
 
 PROVISIONED = "succeeded"
 PROVISIONING_FAILED = frozenset({"failed", "canceled", "cancelled"})
+MAX_MIRROR = 50  # Azure ML mirrors at most 50% of an endpoint's traffic ("Safe rollout for online endpoints")
 
 
 def split(original: dict[str, int], candidate: str, percent: int) -> dict[str, int]:
@@ -38,3 +39,20 @@ def fmt(traffic: Mapping[str, int] | None) -> str:
     if not traffic:
         return "{}"
     return "{" + ", ".join(f"{d}: {p}%" for d, p in sorted(traffic.items(), key=lambda kv: (-kv[1], kv[0]))) + "}"
+
+
+def mirror_refusal(traffic: dict[str, int], mirror: dict[str, int]) -> str | None:
+    """Why Azure ML would refuse an endpoint with this live and mirror traffic, or None. Its rules
+    ("Safe rollout for online endpoints", the mirroring limitations; the REST spec's
+    ``mirrorTraffic``: "Traffic values need to sum to utmost 50"): at most 50% mirrored, to one
+    deployment, which gets no live traffic."""
+    if sum(mirror.values()) > MAX_MIRROR:
+        return f"Azure ML mirrors at most {MAX_MIRROR}% of an endpoint's traffic; lower the mirror's percent"
+    if len(mirror) > 1:
+        return (
+            f"Azure ML mirrors traffic to one deployment per endpoint, not {len(mirror)} ({', '.join(sorted(mirror))})"
+        )
+    both = sorted(set(mirror) & set(traffic))
+    if both:
+        return f"Azure ML never gives a deployment live and mirrored traffic at once ({', '.join(both)})"
+    return None

@@ -107,8 +107,8 @@ class AzureMLActions:
     def endpoint_traffic(self, endpoint: str) -> dict[str, int]:
         return self.deployments.endpoint_traffic(endpoint)
 
-    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
-        return self.deployments.set_traffic(endpoint, traffic)
+    def set_traffic(self, endpoint: str, traffic: dict[str, int] | None, mirror: dict[str, int] | None = None) -> bool:
+        return self.deployments.set_traffic(endpoint, traffic, mirror)
 
     def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:
         return self.deployments.list_deployments(endpoint)

@@ -23,6 +23,7 @@ from handlers.errors import PermanentError, TransientError
 from handlers.plans import DeployPlan
 from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, ModelVersion
 from handlers.rollout.traffic import live as live_split
+from handlers.rollout.traffic import mirror_refusal
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,11 @@ MAX_DEPLOYMENTS = 20  # per online endpoint (Azure ML docs, "Manage and increase
 def _traffic(endpoint: Any) -> dict[str, int]:
     """An endpoint's split, deployments at 0% left out."""
     return live_split(getattr(endpoint, "traffic", None) or {})
+
+
+def _mirrored(endpoint: Any) -> dict[str, int]:
+    """An endpoint's mirror traffic, deployments at 0% left out."""
+    return live_split(getattr(endpoint, "mirror_traffic", None) or {})
 
 
 class AzureMLDeployments:
@@ -75,7 +81,10 @@ class AzureMLDeployments:
         if found is not None:
             note = f"deployment {plan.endpoint}/{plan.deployment} already existed (a redelivery); adopted"
             return ActionResult("submitted", job=job, details={**details, "adopted": True, "note": note})
-        deployment = self._deployment(plan, live, model, self._collector(budget, plan, live), mount_path)
+        collector = self._collector(budget, plan, live)
+        if plan.shadows and collector is not None:  # said in the deploy decision: not the live one's assets
+            details["collects_into"] = sorted(f"{plan.endpoint}-{plan.deployment}-{n}" for n in collector.collections)
+        deployment = self._deployment(plan, live, model, collector, mount_path)
         what = f"creating deployment {plan.endpoint}/{plan.deployment}"
         # The SDK rewrites the entity it is given (each collection's data becomes an id string), so that
         # each attempt gets a fresh copy: a retried creation would otherwise fail inside the SDK.
@@ -113,16 +122,33 @@ class AzureMLDeployments:
     def endpoint_traffic(self, endpoint: str) -> dict[str, int]:
         return _traffic(self._endpoint(self.client.retry.budget(), endpoint))
 
-    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> bool:
-        """Read the endpoint; if its split differs, PUT it with ``traffic`` (``begin_create_or_update``,
-        whose poller is not waited for). The SDK leaves out deployments at 0%, as does Azure ML."""
+    def set_traffic(self, endpoint: str, traffic: dict[str, int] | None, mirror: dict[str, int] | None = None) -> bool:
+        """Read the endpoint; if its split or its mirror traffic differs from ``traffic`` (None: the
+        split it has) and ``mirror`` (None: the mirror it has), PUT it with both in one update
+        (``begin_create_or_update``, whose poller is not waited for). The SDK leaves out deployments
+        at 0%, as does Azure ML. What Azure ML refuses is not asked for (:func:`mirror_refusal`): a
+        kept mirror of a deployment that gets live traffic is dropped from the mirror, and anything
+        else Azure would refuse is a PermanentError before any request."""
         budget = self.client.retry.budget()
         current = self._endpoint(budget, endpoint)
-        wanted = live_split(traffic)
-        if _traffic(current) == wanted:
+        now_live, now_mirror = _traffic(current), _mirrored(current)
+        wanted = now_live if traffic is None else live_split(traffic)
+        if mirror is not None:
+            wanted_mirror = live_split(mirror)
+        else:  # the mirror as it is, less a deployment that goes live (Azure ML: never both at once)
+            wanted_mirror = {d: p for d, p in now_mirror.items() if d not in wanted}
+        if now_live == wanted and now_mirror == wanted_mirror:
             return False
+        refused = mirror_refusal(wanted, wanted_mirror)
+        if refused is not None:
+            raise PermanentError(
+                f"endpoint {endpoint}: traffic {wanted} with mirror traffic {wanted_mirror}: {refused}"
+            )
         current.traffic = dict(wanted)
-        what = f"setting the traffic of endpoint {endpoint} to {wanted}"
+        current.mirror_traffic = dict(wanted_mirror)
+        what = f"setting the traffic of endpoint {endpoint} to {wanted}" + (
+            f", mirror traffic {wanted_mirror}" if wanted_mirror or now_mirror else ""
+        )
         self.client.call(  # a 409 (another operation on the endpoint in progress) is retried, then transient
             budget,
             what,
@@ -130,7 +156,7 @@ class AzureMLDeployments:
             "check that every deployment named exists on the endpoint and is provisioned",
             retry_on=BUSY,
         )  # the poller is not waited for: the next reconciler pass reads the endpoint again
-        log.info("set traffic endpoint=%s traffic=%s", endpoint, wanted)
+        log.info("set traffic endpoint=%s traffic=%s mirror=%s", endpoint, wanted, wanted_mirror)
         return True
 
     def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:
@@ -294,12 +320,29 @@ class AzureMLDeployments:
         """The live deployment's data collector for the candidate, collecting into the same data assets
         (so a model monitor reading them keeps its production data). The SDK registers each
         collection's data asset when it creates a deployment, from a name, version and path: given
-        those of the live deployment's assets, it finds them registered already."""
+        those of the live deployment's assets, it finds them registered already.
+
+        A candidate that shadows the live one first (``plan.shadows``, ``deploy.rollout.mirror``)
+        would collect copies of the live requests, with its own answers, into the live deployment's
+        assets: its collections name no asset instead, so the SDK registers its own
+        (``<endpoint>-<deployment>-<collection>``, version 1, under
+        ``modelDataCollector/<endpoint>/<deployment>/<collection>``,
+        ``_register_collection_data_assets`` in azure-ai-ml)."""
         from azure.ai.ml.entities._deployment.data_asset import DataAsset
 
         collector = copy.deepcopy(getattr(live, "data_collector", None))
         if collector is None:
             return None
+        if plan.shadows:
+            for collection in (collector.collections or {}).values():
+                collection.data = None
+            log.info(
+                "candidate %s/%s shadows %s: it collects into its own data assets",
+                plan.endpoint,
+                plan.deployment,
+                live.name,
+            )
+            return collector
         for name, collection in (collector.collections or {}).items():
             ref = str(collection.data or "")
             match = _DATA_ID.search(ref) or SHORT_ASSET.match(ref)

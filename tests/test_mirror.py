@@ -1,0 +1,307 @@
+"""The shadow stage (``deploy.rollout.mirror``) end to end: the real Azure ML SDK against the fake ARM,
+which refuses what Azure ML refuses (more than 50% mirrored, two mirrored deployments, one deployment
+live and mirrored), and the real health clients against the fake sources, which report the mirrored
+copies of requests under the shadow deployment's name, as Azure Monitor does.
+
+The example policy with ``mirror: {percent: 10, bake: 10m}``: once provisioned, the candidate gets
+10% of the endpoint's requests mirrored to it, none live; judged after its bake against ``blue``, it
+goes on to the steps [10, 50, 100] or is rolled back with its traffic never live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+
+from handlers import guards
+from handlers.errors import PermanentError, PolicyError
+from handlers.policy import Policy
+from handlers.policy_file import parse_policy
+from handlers.records import DecisionRecord, from_iso
+from handlers.rollout_rules import DEFAULT_LAG, MirrorRule
+from handlers.signals import OperatorRequest, Trigger
+from tests.azure_world import ENDPOINT, MODEL, AzureWorld
+from tests.builders import EXAMPLE_POLICY
+from tests.crashes import DiesAfterSettingTraffic, WorkerDied
+from tests.ledgers import LedgerSpec
+
+BAKE = timedelta(minutes=10)
+SOURCES = pytest.mark.parametrize("shadow", ["logs", "metrics"], indirect=True)
+
+
+def with_mirror(percent: int = 10, bake: str = "10m") -> Policy:
+    """The example policy, its model's rollout with a shadow stage."""
+    mp = EXAMPLE_POLICY.models[MODEL]
+    assert mp.deploy is not None
+    rollout = mp.deploy.rollout.model_copy(
+        update={"mirror": MirrorRule.model_validate({"percent": percent, "bake": bake})}
+    )
+    deploy = mp.deploy.model_copy(update={"rollout": rollout})
+    models = {**EXAMPLE_POLICY.models, MODEL: mp.model_copy(update={"deploy": deploy})}
+    return EXAMPLE_POLICY.model_copy(update={"models": models})
+
+
+class Shadowed:
+    """A candidate deployed from a finished run under the mirror policy, provisioned."""
+
+    def __init__(self, azure: AzureWorld) -> None:
+        self.azure = azure
+        [self.deploy] = azure.deliver(azure.finished_run(r2="0.61")).decisions
+        assert self.deploy.outcome == "submitted"
+        self.name = str(self.deploy.details["rendered"]["deployment"])
+        azure.provisioned()
+        self.lag = DEFAULT_LAG[azure.source]
+
+    def state(self, **service: Any) -> str:
+        [entry] = self.azure.new_worker(**service).reconcile().rollouts
+        return str(entry["state"])
+
+    def started(self) -> datetime:
+        at = from_iso(self.flight_data()["step_started"])
+        assert at is not None
+        return at
+
+    def flight_data(self) -> dict[str, Any]:
+        flight = self.azure.service.ledger.get_model(MODEL).flights[guards.ROLLOUT]
+        return dict(flight.data["rollout"])
+
+    def traffic(self) -> tuple[dict[str, int], dict[str, int]]:
+        props = self.azure.arm.endpoints[ENDPOINT]["properties"]
+        return dict(props["traffic"]), dict(props.get("mirrorTraffic") or {})
+
+    def serve(self, minutes: int, requests: int = 600, failing: float = 0.0) -> None:
+        """``requests`` a minute sent to the endpoint for the stage's first ``minutes``."""
+        for m in range(minutes):
+            when = self.started() + timedelta(minutes=m, seconds=30)
+            self.azure.serve_endpoint(when, requests, failing={self.name: failing})
+
+    def bake(self) -> None:
+        self.azure.now.now = self.started() + BAKE + self.lag
+
+    def records(self, action: str) -> list[DecisionRecord]:
+        return [r for r in self.azure.service.ledger.decisions(MODEL, 50) if r.action == action]
+
+    def released(self) -> bool:
+        return guards.ROLLOUT not in self.azure.service.ledger.get_model(MODEL).flights
+
+
+@pytest.fixture
+def shadow(
+    request: pytest.FixtureRequest, ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Shadowed]:
+    monkeypatch.chdir(tmp_path)  # not a git repository, as on Azure
+    world = AzureWorld(tmp_path, ledger_spec, source=getattr(request, "param", "logs"), policy=with_mirror())
+    yield Shadowed(world)
+    world.close()
+    assert world.arm.unexpected == [] and world.logs.unexpected == [] and world.metrics.unexpected == []
+
+
+@SOURCES
+def test_a_healthy_shadow_goes_mirror_then_10_50_100_and_is_promoted(shadow: Shadowed) -> None:
+    azure, cand = shadow.azure, shadow.name
+
+    assert shadow.state() == "mirroring"
+    assert shadow.traffic() == ({"blue": 100}, {cand: 10})  # mirrored, no live traffic
+    assert shadow.state() == "mirroring"  # nothing to read yet
+    [view] = [m for m in azure.new_worker().models() if m["model"] == MODEL]  # GET /api/models
+    rollout = view["in_flight"]["rollout"]
+    assert (rollout["stage"], rollout["mirror"]["percent"], rollout["traffic"]) == ("shadow", 10, {"blue": 100})
+    assert from_iso(rollout["bake_until"]) == shadow.started() + BAKE
+    shadow.serve(minutes=10)  # 600 a minute to blue, a copy of 60 of them to the candidate
+    shadow.bake()
+    assert shadow.state() == "stepped"
+    assert shadow.traffic() == ({"blue": 90, cand: 10}, {})  # the mirror cleared with the first step
+    for state in ("stepped", "stepped", "promoted"):
+        shadow.serve(minutes=10)
+        shadow.bake()
+        assert shadow.state() == state
+
+    assert shadow.released()
+    assert azure.arm.endpoint_puts == [
+        ({"blue": 100}, {cand: 10}),  # the mirror set, the live split unchanged
+        ({"blue": 90, cand: 10}, {}),  # cleared, then live
+        ({"blue": 50, cand: 50}, {}),
+        ({cand: 100}, {}),
+    ]
+    [mirror, *steps] = sorted(shadow.records("rollout"), key=lambda r: r.at)
+    assert mirror.details["mirror"] == {cand: 10} and mirror.details["traffic"] is None
+    assert "shadow stage" in mirror.reason and "live traffic stays {blue: 100%}" in mirror.reason
+    first = next(r for r in steps if r.details["step"] == 0)
+    health = first.details["health"]
+    assert first.details["mirror"] == {} and first.details["from_step"] == -1
+    assert (health["status"], health["candidate"]["requests"], health["candidate"]["failures"]) == ("healthy", 600, 0)
+    assert health["baseline"]["deployment"] == "blue" and health["baseline"]["requests"] == 6000
+    assert "in its shadow stage (10% mirrored" in first.reason
+    assert [r.outcome for r in shadow.records("promote")] == ["submitted"]
+
+
+@SOURCES
+def test_a_failing_shadow_is_rolled_back_and_its_traffic_is_never_live(shadow: Shadowed) -> None:
+    azure, cand = shadow.azure, shadow.name
+    assert shadow.state() == "mirroring"
+    shadow.serve(minutes=1, failing=1.0)  # a broken scoring script: every mirrored copy fails
+    azure.now.now = shadow.started() + timedelta(minutes=1) + shadow.lag
+
+    assert shadow.state() == "rolled_back"  # fail fast, before the bake is over
+
+    assert shadow.released() and shadow.traffic() == ({"blue": 100}, {})
+    assert azure.arm.endpoint_puts == [({"blue": 100}, {cand: 10}), ({"blue": 100}, {})]
+    assert all(cand not in live for live, _ in azure.arm.endpoint_puts)  # never live
+    [rollback] = shadow.records("rollback")
+    health = rollback.details["health"]
+    assert (health["candidate"]["requests"], health["candidate"]["failures"]) == (60, 60)
+    assert health["final"] is False and rollback.details["mirror"] == {} and rollback.details["traffic"] is None
+    assert "its traffic was never live" in rollback.reason
+
+
+@pytest.mark.both_ledgers
+def test_a_crash_between_setting_the_mirror_and_recording_it_sends_nothing_twice(shadow: Shadowed) -> None:
+    azure, cand = shadow.azure, shadow.name
+    with pytest.raises(WorkerDied):
+        shadow.state(actions=DiesAfterSettingTraffic(azure.actions))
+    assert azure.arm.endpoint_puts == [({"blue": 100}, {cand: 10})]
+    assert shadow.flight_data()["pending"]["mirror"] == {cand: 10}
+
+    assert shadow.state() == "mirroring"  # the same transition, carried out by the next pass
+
+    assert azure.arm.endpoint_puts == [({"blue": 100}, {cand: 10})]  # read again, found so, not sent again
+    data = shadow.flight_data()
+    assert data["pending"] is None and data["mirror"]["percent"] == 10 and data["step"] == -1
+    [mirror] = shadow.records("rollout")
+    assert mirror.details["mirror"] == {cand: 10}
+    assert shadow.state() == "mirroring"  # baking: no second mirror transition
+    assert len(shadow.records("rollout")) == 1
+
+
+def operate(shadow: Shadowed, action: str) -> DecisionRecord:
+    trigger = Trigger("http", f"op-{action}-1", f"OperatorRequest.{action}", {"kind": "user", "name": "ana"})
+    return shadow.azure.new_worker().operate(OperatorRequest(trigger, MODEL, action, "checking"))
+
+
+def test_an_operator_rollback_in_the_shadow_stage_clears_the_mirror(shadow: Shadowed) -> None:
+    azure, cand = shadow.azure, shadow.name
+    assert shadow.state() == "mirroring"
+    azure.provisioned()  # the mirror's update is done
+
+    record = operate(shadow, "rollback")
+
+    assert record.action == "rollback" and record.outcome == "submitted"
+    assert "mirror cleared, its traffic was never live" in record.reason
+    assert shadow.traffic() == ({"blue": 100}, {}) and shadow.released()
+    assert azure.arm.endpoint_puts == [({"blue": 100}, {cand: 10}), ({"blue": 100}, {})]
+
+
+def test_pause_holds_the_mirror_and_promote_clears_it_with_the_live_traffic(shadow: Shadowed) -> None:
+    azure, cand = shadow.azure, shadow.name
+    assert shadow.state() == "mirroring"
+    azure.provisioned()
+
+    paused = operate(shadow, "pause")
+    assert f"10% mirrored to {cand}" in paused.reason and shadow.state() == "paused"
+    assert shadow.traffic() == ({"blue": 100}, {cand: 10})  # held
+    operate(shadow, "resume")
+    promoted = operate(shadow, "promote")
+
+    assert promoted.action == "promote" and "mirror cleared" in promoted.reason
+    assert shadow.traffic() == ({cand: 100}, {}) and shadow.released()
+    assert azure.arm.endpoint_puts[-1] == ({cand: 100}, {})
+
+
+def test_the_shadow_collects_into_its_own_data_assets_not_the_live_ones(shadow: Shadowed) -> None:
+    azure, cand = shadow.azure, shadow.name
+    collections = azure.arm.deployments[(ENDPOINT, cand)]["properties"]["dataCollector"]["collections"]
+    ids = {name: str(c["dataId"]) for name, c in collections.items()}
+    assert ids == {
+        name: azure.arm.arm_id("data", f"{ENDPOINT}-{cand}-{name}", "versions", "1")
+        for name in ("model_inputs", "model_outputs")
+    }
+    assert not any("-blue-" in i for i in ids.values())
+    assert shadow.deploy.details["collects_into"] == [
+        f"{ENDPOINT}-{cand}-model_inputs",
+        f"{ENDPOINT}-{cand}-model_outputs",
+    ]
+
+
+# --------------------------------------------------------------------------- Azure's rules, in the fake and the adapter
+
+
+def endpoint_update(azure: AzureWorld, traffic: dict[str, int], mirror: dict[str, int]) -> None:
+    """The SDK's own update of the endpoint, as a user of the workspace would send it."""
+    ml = azure.actions.deployments.client.ml
+    endpoint = ml.online_endpoints.get(ENDPOINT)
+    endpoint.traffic, endpoint.mirror_traffic = traffic, mirror
+    ml.online_endpoints.begin_create_or_update(endpoint)
+
+
+@pytest.mark.parametrize(
+    ("traffic", "mirror", "says"),
+    [
+        ({"blue": 100}, {"green": 51}, "at most 50"),
+        ({"blue": 100}, {"green": 10, "red": 10}, "one deployment only"),
+        ({"blue": 90, "green": 10}, {"green": 10}, "both live traffic"),
+        ({"blue": 100}, {"gone": 10}, "does not exist"),
+    ],
+)
+def test_the_fake_arm_refuses_what_azure_refuses_for_mirror_traffic(
+    tmp_path: Path, traffic: dict[str, int], mirror: dict[str, int], says: str
+) -> None:
+    azure = AzureWorld(tmp_path)
+    for name in ("green", "red"):
+        azure.arm.add_deployment(ENDPOINT, name, model=(MODEL, "3"))
+    with pytest.raises(HttpResponseError) as refused:
+        endpoint_update(azure, traffic, mirror)
+    assert refused.value.status_code == 400 and says in str(refused.value)
+    assert azure.arm.endpoints[ENDPOINT]["properties"]["mirrorTraffic"] == {}
+    endpoint_update(azure, {"blue": 100}, {"green": 50})  # what it allows
+    assert azure.arm.endpoints[ENDPOINT]["properties"]["mirrorTraffic"] == {"green": 50}
+    azure.close()
+
+
+def test_the_adapter_never_asks_for_what_azure_refuses(tmp_path: Path) -> None:
+    azure = AzureWorld(tmp_path)
+    azure.arm.add_deployment(ENDPOINT, "green", model=(MODEL, "3"))
+    deployments = azure.actions.deployments
+    for traffic, mirror in (({"blue": 100}, {"green": 60}), ({"blue": 90, "green": 10}, {"green": 10})):
+        with pytest.raises(PermanentError, match="Azure ML"):
+            deployments.set_traffic(ENDPOINT, traffic, mirror)
+    assert azure.arm.endpoint_puts == []  # refused here, nothing sent
+    assert deployments.set_traffic(ENDPOINT, None, {"green": 20})
+    azure.arm.finish_operations()
+    # a mirrored deployment that goes live leaves the mirror: one request, which Azure accepts
+    assert deployments.set_traffic(ENDPOINT, {"blue": 80, "green": 20})
+    assert azure.arm.endpoint_puts[-1] == ({"blue": 80, "green": 20}, {})
+    azure.close()
+
+
+@pytest.mark.parametrize(
+    ("mirror", "says"),
+    [
+        ("{percent: 51}", "mirror.percent: 51% is more than Azure ML mirrors (50% of an endpoint's traffic at most"),
+        ("{percent: 0}", "mirror.percent: 0 mirrors nothing; write a percent from 1 to 50, or leave 'mirror' out"),
+        ("{percent: ten}", "mirror.percent: 'ten' is not a percent; write a whole number from 1 to 50, e.g. 10"),
+        ("{percent: 10, bake: 0s}", "mirror.bake: a shadow stage of 0s judges nothing; write a duration such as '10m'"),
+        ("{percent: 10, bake: soon}", "mirror.bake: 'soon' is not a duration; write it like '6h'"),
+        ("{bake: 5m}", "mirror.percent: it is required; add it"),
+        ("{percent: 10, ratio: 2}", "mirror.ratio: unknown key; remove it or check its spelling"),
+    ],
+)
+def test_a_bad_mirror_policy_names_the_key_and_the_fix(mirror: str, says: str) -> None:
+    text = f"models:\n  m:\n    deploy:\n      endpoint: ep-one\n      rollout:\n        mirror: {mirror}\n"
+    with pytest.raises(PolicyError) as bad:
+        parse_policy(text)
+    assert f"policy.yaml: models.m.deploy.rollout.{says}" in str(bad.value)
+
+
+def test_a_mirror_policy_bakes_for_its_own_bake_or_the_rollout_s() -> None:
+    rollout = "steps: [20, 100]\n        bake: 7m\n        mirror"
+    text = "models:\n  m:\n    deploy:\n      endpoint: ep-one\n      rollout:\n        {}: {{percent: 50{}}}\n"
+    own = parse_policy(text.format(rollout, ", bake: 3m")).models["m"].deploy
+    default = parse_policy(text.format(rollout, "")).models["m"].deploy
+    assert own is not None and default is not None
+    assert own.rollout.mirror_stage().bake == timedelta(minutes=3) and own.rollout.mirror_stage().steps == [20, 100]
+    assert default.rollout.mirror_stage().bake == timedelta(minutes=7)
