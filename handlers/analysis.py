@@ -81,8 +81,9 @@ def baseline_of(original: Mapping[str, int], candidate: str) -> str | None:
 
 def step_alpha(rule: RolloutRule) -> float:
     """A step's share of the rollout's error ``1 - confidence``: split over the steps that can have
-    a baseline (those below 100%: at 100% the old deployment serves nothing)."""
-    compared = max(1, sum(1 for s in rule.steps if s < 100))
+    a baseline (those below 100%: at 100% the old deployment serves nothing) and the shadow stage,
+    if the rollout has one (``deploy.rollout.mirror``: judged against the baseline too)."""
+    compared = max(1, sum(1 for s in rule.steps if s < 100) + (1 if rule.mirror is not None else 0))
     return (1.0 - rule.health.confidence) / compared
 
 

@@ -211,10 +211,11 @@ class RolloutRule(Strict):
 
     def mirror_stage(self) -> RolloutRule:
         """The rule the shadow stage is judged by: this one, with the mirror's bake (the same health
-        rule, limits and comparison). Raises ValueError without a ``mirror``."""
+        rule, limits and comparison, its share of the rollout's error among the steps'). Raises
+        ValueError without a ``mirror``."""
         if self.mirror is None:
             raise ValueError("no deploy.rollout.mirror: the rollout has no shadow stage")
-        return self.model_copy(update={"bake": self.mirror.bake or self.bake, "mirror": None})
+        return self.model_copy(update={"bake": self.mirror.bake or self.bake})
 
     @property
     def longest_bake(self) -> timedelta:

@@ -19,6 +19,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 
 from handlers import guards
+from handlers.analysis import step_alpha
 from handlers.errors import PermanentError, PolicyError
 from handlers.policy import Policy
 from handlers.policy_file import parse_policy
@@ -157,6 +158,34 @@ def test_a_failing_shadow_is_rolled_back_and_its_traffic_is_never_live(shadow: S
     assert (health["candidate"]["requests"], health["candidate"]["failures"]) == (60, 60)
     assert health["final"] is False and rollback.details["mirror"] == {} and rollback.details["traffic"] is None
     assert "its traffic was never live" in rollback.reason
+
+
+def test_a_mirror_azure_refuses_is_a_rollback_whose_traffic_was_never_live(shadow: Shadowed) -> None:
+    azure = shadow.azure
+    azure.arm.fail(400, method="PUT", path=r"^onlineEndpoints/[^/]+$", code="UserError", message="Mirroring refused")
+
+    assert shadow.state() == "rolled_back"
+
+    [rollback] = shadow.records("rollback")
+    assert "Mirroring refused" in rollback.details["refused"] and rollback.details["mirror"] == {}
+    assert shadow.traffic() == ({"blue": 100}, {}) and shadow.released()
+    assert azure.arm.endpoint_puts == []  # the refused update changed nothing; nothing else needed sending
+
+
+def test_a_rolled_back_shadow_is_retired_after_retire_after(shadow: Shadowed) -> None:
+    azure, cand = shadow.azure, shadow.name
+    assert shadow.state() == "mirroring"
+    shadow.serve(minutes=1, failing=1.0)
+    azure.now.now = shadow.started() + timedelta(minutes=1) + shadow.lag
+    assert shadow.state() == "rolled_back"
+    azure.provisioned()
+    assert azure.new_worker().reconcile().retired == []  # kept for retire_after (24h)
+    azure.now.advance(days=2)
+
+    [retired] = azure.new_worker().reconcile().retired
+
+    assert retired.details["deployment"] == cand and "rolled back" in retired.reason
+    assert len(azure.arm.requests_to("DELETE")) == 1
 
 
 @pytest.mark.both_ledgers
@@ -305,3 +334,13 @@ def test_a_mirror_policy_bakes_for_its_own_bake_or_the_rollout_s() -> None:
     assert own is not None and default is not None
     assert own.rollout.mirror_stage().bake == timedelta(minutes=3) and own.rollout.mirror_stage().steps == [20, 100]
     assert default.rollout.mirror_stage().bake == timedelta(minutes=7)
+
+
+def test_the_shadow_stage_takes_its_share_of_the_rollout_s_error() -> None:
+    mp = with_mirror().models[MODEL]
+    assert mp.deploy is not None
+    rule = mp.deploy.rollout  # steps [10, 50, 100]: two compared steps and the shadow stage
+    without = rule.model_copy(update={"mirror": None})
+    assert step_alpha(rule) == pytest.approx((1 - rule.health.confidence) / 3)
+    assert step_alpha(rule.mirror_stage()) == step_alpha(rule)
+    assert step_alpha(without) == pytest.approx((1 - rule.health.confidence) / 2)
