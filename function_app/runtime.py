@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from handlers.ports import Actions, Ledger, Notifier
     from handlers.replay import DeadLetterStore
     from handlers.retrainer import Audit, Retrainer
+    from handlers.rollout.query_guards import GuardQueries
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,14 @@ def make_health(settings: Settings, credential: TokenCredential) -> dict[str, He
     return sources
 
 
+def make_guards(settings: Settings, credential: TokenCredential) -> GuardQueries:
+    """Where the rollouts' query guards are read: Log Analytics / Application Insights, each guard's
+    ``workspace`` or RETRAIN_LOG_ANALYTICS_WORKSPACE_ID. Nothing is imported until a guard is read."""
+    from function_app.adapters.monitor_guards import MonitorGuards
+
+    return MonitorGuards.from_settings(settings, credential=credential)
+
+
 def make_notifier(settings: Settings, credential: TokenCredential) -> Notifier | None:
     """The Event Grid topic of RETRAIN_NOTIFY_TOPIC_ENDPOINT (None when empty: notifications are
     kept in the outbox, not sent). The client is built on the first publish."""
@@ -142,6 +151,7 @@ def build(
         [settings.workspace_id],
         health=make_health(settings, credential),
         health_source=settings.health_source,
+        guard_queries=make_guards(settings, credential),
         allow_force=settings.allow_force,
         retention=timedelta(days=settings.retention_days),
         job_grace=timedelta(minutes=settings.job_grace_minutes),

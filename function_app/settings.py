@@ -64,8 +64,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "RETRAIN_LOG_ANALYTICS_WORKSPACE_ID",
         None,
-        "Log Analytics workspace (resource id, or Workspace ID GUID) the rollout health check queries; "
-        "empty: no health data, the policy's on_no_traffic decides",
+        "Log Analytics workspace (resource id, or Workspace ID GUID) the rollout health check queries, and the "
+        "rollouts' query guards that name no workspace; empty: no health data, the policy's on_no_traffic decides",
     ),
     Setting(
         "RETRAIN_HEALTH_SOURCE",

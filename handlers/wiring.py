@@ -19,6 +19,7 @@ from handlers.operate import Operator
 from handlers.ports import Deployments, Jobs, Ledger, Notifier
 from handlers.reconcile import Reconciler, RetireRule
 from handlers.retrainer import Retrainer
+from handlers.rollout.query_guards import GuardQueries
 from handlers.rollout.stepper import RolloutStepper
 from handlers.rollout.watch import AlertWatch
 from handlers.service import RetrainService
@@ -46,13 +47,15 @@ def assemble(
     notify_max_attempts: int = MAX_ATTEMPTS,
     notify_max_age: timedelta = MAX_AGE,
     job_name_key: bytes | None = None,
+    guard_queries: GuardQueries | None = None,
 ) -> Retrainer:
     """``workspaces``: the workspace resource ids whose events are acted on (the first is the one the
     reconciler's signals of missed runs come from). ``health``: the rollout health sources by name
     (``metrics``, ``logs``; one left out reads "no data"); ``health_source``: the one a model whose
     policy names none reads. ``notifier``: where the outbox's notifications go (None: kept, not sent);
     ``notify_max_attempts`` refusals or ``notify_max_age`` after its decision, a notification is dead-lettered.
-    ``job_name_key``: the secret retraining jobs are named with (RETRAIN_JOB_NAME_KEY, :mod:`handlers.jobnames`)."""
+    ``job_name_key``: the secret retraining jobs are named with (RETRAIN_JOB_NAME_KEY, :mod:`handlers.jobnames`).
+    ``guard_queries``: where the rollouts' query guards are read (None: each is unverified, and says why)."""
     accepted = list(workspaces)
 
     def limits(model: str) -> Limits:
@@ -76,7 +79,7 @@ def assemble(
     service = RetrainService(
         policy, ledger, executor, clock, accepted, allow_force=allow_force, lease=lease, watch=watch
     )
-    stepper = RolloutStepper(ledger, deployments, executor, rule, health, health_source)
+    stepper = RolloutStepper(ledger, deployments, executor, rule, health, health_source, guard_queries)
     reconciler = Reconciler(
         ledger,
         executor,

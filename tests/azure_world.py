@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from function_app.adapters.azureml import AzureMLActions
+from function_app.adapters.monitor_guards import MonitorGuards
 from function_app.adapters.monitor_health import MonitorHealth
 from function_app.adapters.monitor_metrics import MonitorMetrics, endpoint_resource_id
 from function_app.retry import RetryPolicy
@@ -33,8 +34,10 @@ ENDPOINT = "diabetes-endpoint"
 DATASET = "diabetes-training"  # the data asset the example policy trains on (a v1 event's dataset id is not one)
 DRIFT_SAMPLE = "Microsoft.MachineLearningServices.DatasetDriftDetected.eventgrid.json"
 RUN_SAMPLE = "Microsoft.MachineLearningServices.RunCompleted.eventgrid.json"
+# The environment's own Log Analytics workspace, where infra/ grants the app Log Analytics Reader (tests/rbac.py world)
 LOGS_WORKSPACE = (
-    f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.OperationalInsights/workspaces/log-retrain"
+    f"/subscriptions/{SUB}/resourceGroups/rg-retrain-dev/providers/Microsoft.OperationalInsights/workspaces/"
+    "log-retrain-dev"
 )
 JOB_NAME_KEY = "5f0c9d2e7a41b3c8" * 4  # RETRAIN_JOB_NAME_KEY: this service's secret, which no workspace user holds
 REGION = "westeurope"  # the workspace's region, and so its online endpoints'
@@ -143,7 +146,7 @@ class AzureWorld(World):
         self.actions = AzureMLActions.from_settings(
             self.settings, credential=FakeCredential(), retry=self.retry, transport=self.arm
         )
-        self.logs = FakeLogs(LOGS_WORKSPACE)
+        self.logs = FakeLogs(LOGS_WORKSPACE, principal=self.arm.principal)
         # The metrics batch API holds the endpoints in the workspace's region; the caller is the app's
         # identity with the Monitoring Reader assignments infra/ makes.
         self.metrics = FakeMetrics(SUB, region=REGION, principal=self.arm.principal)
@@ -161,6 +164,10 @@ class AzureWorld(World):
             sources["logs"] = MonitorHealth.from_settings(
                 self.settings, credential=FakeCredential(), retry=self.retry, transport=self.logs
             )
+        # the rollouts' query guards: the real LogsQueryClient against the same fake Log Analytics API
+        guard_queries = MonitorGuards.from_settings(
+            self.settings, credential=FakeCredential(), retry=self.retry, transport=self.logs
+        )
         self.ledger_spec = ledger or LedgerSpec("sqlite", str(tmp_path / "ledger.db"))
         super().__init__(
             self.ledger_spec,
@@ -171,6 +178,7 @@ class AzureWorld(World):
             workspaces=(self.settings.workspace_id,),
             health_source=self.settings.health_source,
             job_name_key=job_name_key(self.settings, tmp_path / "ledger.db"),
+            guard_queries=guard_queries,
         )
         self.clock = self.retry_clock  # here ``clock`` is the retries' clock, ``now`` the workers' time
 

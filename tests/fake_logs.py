@@ -24,11 +24,13 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from tests.fake_http import Answer, FakeService, Request, Unexpected, token_audience
+from tests import rbac
+from tests.fake_http import Answer, FakeService, Refusal, Request, Unexpected, token_audience, token_claims
 
 LOGS_HOST = "api.loganalytics.io"
 _LITERAL = r'"((?:[^"\\]|\\.)*)"'
@@ -44,6 +46,21 @@ union
     \(traffic \| summarize p95_ms = percentile\(TotalDurationMs, 95\) by DeploymentName, minute = bin\(TimeGenerated, 1m\)\),
     \(traffic \| summarize p95_ms = percentile\(TotalDurationMs, 95\) by DeploymentName\)"""
 )
+
+# A rollout guard's query (function_app/adapters/monitor_guards.py): the service's two names, then the
+# policy's text, which a test gives the fake with what it answers (:meth:`FakeLogs.guard`).
+GUARD_SHAPE = re.compile(rf"""let endpoint_name = {_LITERAL};\nlet deployment_name = {_LITERAL};\n(.*)""", re.DOTALL)
+# What querying a workspace, or a workspace-based Application Insights component, takes (Azure RBAC:
+# Log Analytics Reader's and Monitoring Reader's ``*/read`` hold both).
+QUERY_ACTIONS = {
+    "microsoft.operationalinsights/workspaces": "Microsoft.OperationalInsights/workspaces/query/read",
+    "microsoft.insights/components": "Microsoft.Insights/components/query/read",
+}
+# The Log Analytics API's refusal of a caller without that permission (Azure Monitor docs, "Log Analytics
+# API errors"; the SDKs' troubleshooting guides): 403 InsufficientAccessError.
+INSUFFICIENT_ACCESS = "The provided credentials have insufficient access to perform the requested operation"
+Rows = list[dict[str, Any]]
+GuardAnswer = Callable[[str, str, datetime, datetime], Rows]
 
 
 @dataclass
@@ -77,12 +94,26 @@ class FakeLogs(FakeService):
 
     unexpected_code = "BadArgumentError"
 
-    def __init__(self, workspace: str) -> None:
+    def __init__(self, workspace: str, *, principal: rbac.Principal | None = None) -> None:
         super().__init__()
         self.workspace = workspace
         self.rows: list[TrafficRow] = []
         self.calls: list[Request] = []
         self.partial = False
+        # Who may query: checked when given, at the resource each address stands for.
+        self.principal = principal
+        self.addresses: dict[str, str] = {workspace.lower(): workspace}  # GUID or resource id -> resource id
+        self.guards: dict[str, GuardAnswer] = {}
+
+    def add_workspace(self, address: str, resource_id: str | None = None) -> None:
+        """Another workspace (or Application Insights component) the fake answers for: ``address`` its
+        resource id, or its Workspace ID with ``resource_id`` the resource it is."""
+        self.addresses[address.lower()] = resource_id or address
+
+    def guard(self, query: str, answer: GuardAnswer) -> None:
+        """The policy's guard ``query`` text is known: ``answer(endpoint, deployment, start, end)`` gives its
+        rows, as Kusto would evaluate that query over the fake's data."""
+        self.guards[query] = answer
 
     def serve(
         self,
@@ -112,18 +143,24 @@ class FakeLogs(FakeService):
             raise Unexpected(f"host {call.host}")
         if token_audience(call.authorization) != f"https://{LOGS_HOST}":
             raise Unexpected("no bearer token for https://api.loganalytics.io")
-        expected = (
-            f"/v1{self.workspace}/query" if self.workspace.startswith("/") else f"/v1/workspaces/{self.workspace}/query"
-        )
-        if call.path != expected:
-            raise Unexpected(f"path {call.path}, expected {expected}")
+        address = call.path.removeprefix("/v1").removesuffix("/query")
+        address = address.removeprefix("/workspaces/") if not address.startswith("/subscriptions/") else address
+        resource = self.addresses.get(address.lower())
+        if resource is None:
+            raise Unexpected(f"path {call.path}, expected one of {sorted(self.addresses)}")
+        if self.principal is not None and resource.startswith("/"):
+            kind = "/".join(resource.lower().split("/providers/")[1].split("/")[:2])
+            action = QUERY_ACTIONS[kind]
+            caller = token_claims(call.authorization).get("oid")
+            if caller != self.principal.oid or not self.principal.allows(action, resource):
+                raise Refusal(403, "InsufficientAccessError", INSUFFICIENT_ACCESS)
 
     def handle(self, call: Request) -> Answer:
         call.body = call.body or {}
         query = str(call.body.get("query") or "")
         match = QUERY_SHAPE.fullmatch(query)
         if match is None:
-            raise Unexpected("a query the fake does not know")
+            return self._guard(call, query)
         endpoint, candidate, baseline = (json.loads(f'"{g}"') if g is not None else None for g in match.groups()[:3])
         if (baseline is None) != (" or " not in match.group(4)):
             raise Unexpected("baseline_name is declared but not used, or used but not declared")
@@ -165,3 +202,28 @@ class FakeLogs(FakeService):
         if self.partial:
             out["error"] = {"code": "PartialError", "message": "There were some errors when processing your query."}
         return 200, {}, out
+
+    def _guard(self, call: Request, query: str) -> Answer:
+        """A guard's query: the service's names decoded as Kusto reads the literals, the test's answer."""
+        match = GUARD_SHAPE.fullmatch(query)
+        if match is None or match.group(3) not in self.guards:
+            raise Unexpected("a query the fake does not know")
+        endpoint, deployment = (json.loads(f'"{g}"') for g in match.groups()[:2])
+        start_text, _, end_text = str(call.body.get("timespan") or "").partition("/")
+        rows = self.guards[match.group(3)](
+            endpoint, deployment, datetime.fromisoformat(start_text), datetime.fromisoformat(end_text)
+        )
+        names = list(rows[0]) if rows else ["value"]
+
+        def kind(name: str) -> str:
+            values = [r[name] for r in rows if r.get(name) is not None]
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in values) and values:
+                return "long"
+            return "string" if any(isinstance(v, str) for v in values) else "real"
+
+        table = {
+            "name": "PrimaryResult",
+            "columns": [{"name": n, "type": kind(n)} for n in names],
+            "rows": [[r.get(n) for n in names] for r in rows],
+        }
+        return 200, {}, {"tables": [table]}

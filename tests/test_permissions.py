@@ -17,6 +17,7 @@ import pytest
 from function_app.adapters import permissions
 from function_app.adapters.azureml import AzureMLActions
 from function_app.adapters.blob_deadletters import BlobDeadLetterStore
+from function_app.adapters.monitor_guards import MonitorGuards
 from function_app.adapters.monitor_health import MonitorHealth, NoHealthData
 from function_app.adapters.monitor_metrics import MonitorMetrics
 from function_app.adapters.notifier import EventGridNotifier
@@ -29,6 +30,7 @@ from tests.fake_metrics import MONITORING_READER
 ADAPTERS = [
     AzureMLActions,
     MonitorHealth,
+    MonitorGuards,
     NoHealthData,
     MonitorMetrics,
     TableLedger,

@@ -18,7 +18,7 @@ The workspace is ``RETRAIN_LOG_ANALYTICS_WORKSPACE_ID``: its Azure resource id
 Workspace ID, the GUID of its Properties blade (queried with ``query_workspace``). Without it,
 :class:`NoHealthData` answers "no data" and says why, and the policy's ``on_no_traffic`` decides.
 
-This is the only module that imports ``azure.monitor.query``, on the first read (never at import),
+This module and :mod:`function_app.adapters.monitor_guards` (the query guards) are the ones that import ``azure.monitor.query``, on the first read (never at import),
 with the worker's one credential (:func:`function_app.runtime.make_credential`) and the client's own
 retries off: the retry budget (:mod:`function_app.retry`) and the error translation
 (:mod:`function_app.adapters.azure_errors`) are the Azure ML adapter's.
@@ -74,18 +74,24 @@ def kql_string(value: str) -> str:
     return f'"{escaped}"'
 
 
-def build_query(endpoint: str, deployment: str, baseline: str | None = None) -> str:
-    """The query for the candidate ``deployment`` and, if given, the ``baseline`` deployment. Names
-    that Azure ML would not accept are refused, not quoted."""
-    names = [("endpoint", endpoint), ("deployment", deployment)]
-    if baseline is not None:
-        names.append(("deployment", baseline))
+def valid_names(*names: tuple[str, str]) -> None:
+    """Refuse (PermanentError) each ``(what, name)`` that Azure ML would not accept as an online
+    endpoint or deployment name: only such names are quoted into a Log Analytics query."""
     for what, name in names:
         if not _NAME.match(name):
             raise PermanentError(
                 f"{what} name {name!r} is not an Azure ML online {what} name (letters, digits and dashes, "
                 "starting with a letter, at most 32); it is not put into a Log Analytics query"
             )
+
+
+def build_query(endpoint: str, deployment: str, baseline: str | None = None) -> str:
+    """The query for the candidate ``deployment`` and, if given, the ``baseline`` deployment. Names
+    that Azure ML would not accept are refused, not quoted."""
+    names = [("endpoint", endpoint), ("deployment", deployment)]
+    if baseline is not None:
+        names.append(("deployment", baseline))
+    valid_names(*names)
     if baseline is None:
         return QUERY.format(
             endpoint=kql_string(endpoint),

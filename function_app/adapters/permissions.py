@@ -119,6 +119,15 @@ OPERATIONS: dict[str, list[str]] = {
     "MonitorHealth.from_settings": [],
     "MonitorHealth.client": [],
     "MonitorHealth.read": _LOGS_QUERY,
+    # a query guard's KQL (deploy.rollout.guards.queries): any table of the workspace the policy names, or
+    # of a workspace-based Application Insights component
+    "MonitorGuards.from_settings": [],
+    "MonitorGuards.value": [
+        "Microsoft.OperationalInsights/workspaces/read",
+        "Microsoft.OperationalInsights/workspaces/query/read",
+        "Microsoft.OperationalInsights/workspaces/query/*/read",
+        "Microsoft.Insights/components/query/read",
+    ],
     "NoHealthData.read": [],
     # function_app/adapters/monitor_metrics.py: the platform-metrics health source (MetricsClient)
     "MonitorMetrics.build": [],

@@ -7,7 +7,9 @@ from its start to the health source's lag before now, against the baseline (the 
 the most traffic before the rollout) over the same window, and go to the next step, promote it (at
 100%) or roll the endpoint back to the traffic it had before the rollout. Before the bake is over a
 step is only ever rolled back, and only when its failures alone decide it (fail fast,
-:func:`handlers.analysis.judge`). A paused rollout is left as it is. The rules are pure
+:func:`handlers.analysis.judge`), or when a query guard breaches; a query guard that cannot be
+verified keeps the step from advancing (:mod:`handlers.rollout.query_guards`). A paused rollout is
+left as it is. The rules are pure
 (:mod:`handlers.rollout.progress`, :mod:`handlers.analysis`); this module reads the facts through the ports,
 decides a transition and writes it ahead into the ledger; the executor carries it out
 (:meth:`handlers.executor.Executor.transition`).
@@ -27,8 +29,9 @@ from handlers.errors import PermanentError
 from handlers.executor import Executor
 from handlers.ports import Deployments, Ledger
 from handlers.records import Flight, from_iso, iso, span
-from handlers.rollout import changes, traffic
+from handlers.rollout import changes, query_guards, traffic
 from handlers.rollout.progress import RolloutProgress, Transition
+from handlers.rollout.query_guards import GuardQueries
 from handlers.rollout.traffic import fmt
 
 if TYPE_CHECKING:
@@ -52,6 +55,7 @@ class RolloutStepper:
         rule: Callable[[str], RolloutRule],
         sources: Mapping[str, HealthSource] | None = None,
         default_source: str = "metrics",
+        guards: GuardQueries | None = None,
     ) -> None:
         self.ledger = ledger
         self.deployments = deployments
@@ -59,6 +63,7 @@ class RolloutStepper:
         self.rule = rule
         self.sources = dict(sources or {})
         self.default_source = default_source
+        self.guards = guards  # where the query guards (deploy.rollout.guards.queries) are read
 
     def advance(self, model: str, flight: Flight, now: datetime) -> dict[str, Any]:
         """One transition of ``flight``; what it did, for the report. Raises TransientError (and
@@ -81,9 +86,15 @@ class RolloutStepper:
             raise PermanentError(f"rollout of {flight.job} has no step start; it cannot be judged")
         entry.update(step=step, traffic=progress.traffic)
         original = dict(progress.original or {})
-        verdict = self._judge(rule, endpoint, deployment, analysis.baseline_of(original, deployment), started, now)
+        baseline = analysis.baseline_of(original, deployment)
+        verdict = self._judge(rule, endpoint, deployment, baseline, started, now)
         if verdict is None:  # the source's lag has not passed since the step began: nothing to read yet
             return {**entry, "state": "baking", "until": iso(started + rule.bake)}
+        serving = baseline if baseline is not None and (progress.traffic or {}).get(baseline, 0) > 0 else None
+        verdict, checks = query_guards.look(
+            self.guards, rule.guards.queries, endpoint, deployment, serving, verdict, now >= started + rule.longest_bake
+        )
+        checked = query_guards.figures(checks) or None  # the query guards' figures, in every record of this look
         log.info(
             "rollout %s model=%s step %d (%d%%) %s look: %s -> %s: %s",
             flight.job,
@@ -97,7 +108,8 @@ class RolloutStepper:
         )
         if verdict.next == "wait":
             state = "baking" if not verdict.final else "waiting_for_traffic"
-            return {**entry, "state": state, "until": iso(started + rule.bake), "why": verdict.why}
+            waiting = {"guards": checked} if checked else {}
+            return {**entry, "state": state, "until": iso(started + rule.bake), "why": verdict.why, **waiting}
         if verdict.next == "hold" and progress.held == step:
             return {**entry, "state": "held", "why": verdict.why}
         at = progress.at
@@ -112,6 +124,7 @@ class RolloutStepper:
                 None,
                 f"rollout of {flight.job} held {at}: {verdict.why}",
                 health=health,
+                guards=checked,
             )
         elif verdict.next == "rollback":
             pending = Transition.of(
@@ -123,6 +136,7 @@ class RolloutStepper:
                 original,
                 f"rollout of {flight.job} rolled back {at}: {verdict.why}; traffic back to {fmt(original)}",
                 health=health,
+                guards=checked,
             )
         elif step + 1 >= len(steps):
             demoted = sorted(d for d, pct in (progress.original or {}).items() if d != deployment and pct)
@@ -135,6 +149,7 @@ class RolloutStepper:
                 None,
                 f"candidate {flight.job} promoted: healthy {at}: {verdict.why}",
                 health=health,
+                guards=checked,
                 endpoint=endpoint,
                 demoted=demoted,
             )
@@ -150,6 +165,7 @@ class RolloutStepper:
                 f"rollout of {flight.job}: healthy {at} ({verdict.why}); step {step + 2} of {len(steps)}: "
                 f"traffic {fmt(progress.traffic)} -> {fmt(target)}",
                 health=health,
+                guards=checked,
             )
         return {**entry, **self._write_ahead(model, flight, pending, now)}
 
