@@ -256,6 +256,29 @@ def test_the_shadow_collects_into_its_own_data_assets_not_the_live_ones(shadow: 
     ]
 
 
+def test_after_a_shadowed_promotion_the_monitor_reads_what_the_new_deployment_collects(shadow: Shadowed) -> None:
+    azure, cand = shadow.azure, shadow.name
+    azure.arm.add_monitor("diabetes-drift", ENDPOINT, "blue")
+    assert shadow.state() == "mirroring"
+    for state in ("stepped", "stepped", "stepped", "promoted"):  # the shadow stage, 10%, 50%, 100%
+        shadow.serve(minutes=10)
+        shadow.bake()
+        assert shadow.state() == state
+
+    definition = azure.arm.schedules["diabetes-drift"]["properties"]["action"]["monitorDefinition"]
+    assert definition["monitoringTarget"]["deploymentId"] == azure.arm.arm_id(
+        "onlineEndpoints", ENDPOINT, "deployments", cand
+    )
+    production = definition["signals"]["feature-drift"]["productionData"]
+    assert production["uri"] == azure.arm.arm_id("data", f"{ENDPOINT}-{cand}-model_inputs", "versions", "1")
+    reference = definition["signals"]["feature-drift"]["referenceData"]
+    assert reference["uri"] == azure.arm.arm_id("data", "diabetes-training", "versions", "1")  # left alone
+    [promoted] = shadow.records("promote")
+    assert promoted.details["monitors"] == [
+        {"schedule": "diabetes-drift", "from": "blue", "to": cand, "outcome": "retargeted"}
+    ]
+
+
 # --------------------------------------------------------------------------- Azure's rules, in the fake and the adapter
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from function_app.adapters.azureml.client import BUSY, AzureMLClient
@@ -13,6 +14,8 @@ from handlers.errors import PermanentError
 
 log = logging.getLogger(__name__)
 
+_DATA_ID = re.compile(r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
+_SHORT_DATA = re.compile(r"^azureml:(?P<name>[^:/]+):(?P<version>[^:/]+)$")
 _DEPLOYMENT_ID = re.compile(r"onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<deployment>[^/?]+)$", re.IGNORECASE)
 _SHORT_DEPLOYMENT = re.compile(r"^azureml:(?P<endpoint>[^:/]+):(?P<deployment>[^:/]+)$")
 
@@ -35,6 +38,43 @@ def _retargeted_id(old: str, endpoint: str, deployment: str) -> str:
     if match is None:
         raise PermanentError(f"monitoring target {old!r} does not name an online deployment")
     return f"{old[: match.start()]}onlineEndpoints/{endpoint}/deployments/{deployment}"
+
+
+def _asset(ref: Any) -> tuple[str, str] | None:
+    """(name, version) of a data asset reference (an ARM id or ``azureml:name:version``), lower-cased."""
+    match = _DATA_ID.search(str(ref or "")) or _SHORT_DATA.match(str(ref or ""))
+    return (match["name"].lower(), match["version"].lower()) if match else None
+
+
+def _collected(deployment: Any) -> dict[str, tuple[str, str]]:
+    """The data asset each data collection of a deployment (REST shape) collects into, by collection."""
+    collector = getattr(getattr(deployment, "properties", None), "data_collector", None)
+    out = {}
+    for name, collection in (getattr(collector, "collections", None) or {}).items():
+        ref = getattr(collection, "data_id", None)
+        if ref is None and isinstance(collection, Mapping):  # the REST model's nested values read as mappings
+            ref = collection.get("dataId")
+        asset = _asset(ref)
+        if asset is not None:
+            out[str(name)] = asset
+    return out
+
+
+def _production_inputs(definition: Mapping[str, Any]) -> list[MutableMapping[str, Any]]:
+    """Each signal's production data input (one, or a list for some signal types), REST shape."""
+    found: list[MutableMapping[str, Any]] = []
+    for signal in (definition.get("signals") or {}).values():
+        data = (signal or {}).get("productionData")
+        found.extend(d for d in (data if isinstance(data, list) else [data]) if isinstance(d, MutableMapping))
+    return found
+
+
+def _moved_uri(uri: str, new: tuple[str, str]) -> str:
+    """``uri`` (a data asset reference :func:`_asset` read) naming the asset ``new``, in the form it had."""
+    match = _DATA_ID.search(uri)
+    if match is None:  # azureml:name:version
+        return f"azureml:{new[0]}:{new[1]}"
+    return f"{uri[: match.start()]}/data/{new[0]}/versions/{new[1]}"
 
 
 class AzureMLMonitors:
@@ -71,12 +111,14 @@ class AzureMLMonitors:
         )
         budget = self.client.retry.budget()
         found = self.client.call(budget, f"model-monitor schedule {schedule}", lambda: ops.get(rg, ws, schedule))
-        target = found["properties"]["action"]["monitorDefinition"]["monitoringTarget"]
+        definition = found["properties"]["action"]["monitorDefinition"]
+        target = definition["monitoringTarget"]
         old = str(target.get("deploymentId") or "")
         new = _retargeted_id(old, endpoint, deployment)
         if old == new:
             return False
         target["deploymentId"] = new
+        self._follow_collections(budget, definition, old, endpoint, deployment)
         what = f"pointing model-monitor schedule {schedule} at {endpoint}/{deployment}"
         self.client.call(  # a 409 (an operation on the schedule in progress) is retried, then transient
             budget,
@@ -87,3 +129,41 @@ class AzureMLMonitors:
         )
         log.info("model monitor %s now targets %s/%s (was %s)", schedule, endpoint, deployment, old)
         return True
+
+    def _follow_collections(
+        self, budget: Any, definition: dict[str, Any], old: str, endpoint: str, deployment: str
+    ) -> None:
+        """A production data input that reads what the old deployment's data collector collected is
+        pointed at what the new one's collects instead, collection by collection, when they differ: a
+        candidate that shadowed the live one first (``deploy.rollout.mirror``) collects into data
+        assets of its own (docs/rollouts.md, "Shadow stage"). Inputs that name other data, and
+        deployments that collect into the same assets, are left as they are."""
+        inputs = _production_inputs(definition)
+        match = _DEPLOYMENT_ID.search(old) or _SHORT_DEPLOYMENT.match(old)
+        if not inputs or match is None:
+            return
+        rest = getattr(self.client.ml.online_deployments, "_online_deployment", None)
+        if rest is None:  # another SDK than the pinned one: the inputs are left as they are
+            return
+
+        def collections(e: str, d: str) -> dict[str, tuple[str, str]]:
+            found = self.client.call(
+                budget,
+                f"deployment {e}/{d}",
+                lambda: rest.get(
+                    resource_group_name=self.client.workspace.resource_group,
+                    workspace_name=self.client.workspace.name,
+                    endpoint_name=e,
+                    deployment_name=d,
+                ),
+                or_none=True,
+            )
+            return {} if found is None else _collected(found)
+
+        before, after = collections(match["endpoint"], match["deployment"]), collections(endpoint, deployment)
+        moved = {before[c]: after[c] for c in before if c in after and before[c] != after[c]}
+        for data in inputs:
+            asset = _asset(data.get("uri"))
+            if asset in moved:
+                data["uri"] = _moved_uri(str(data["uri"]), moved[asset])
+                log.info("model monitor input %s now reads %s:%s", asset, *moved[asset])
