@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from function_app.settings import Settings, job_name_key
 from handlers.errors import InvalidInput
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from handlers.replay import DeadLetterStore
     from handlers.retrainer import Audit, Retrainer
     from handlers.rollout.query_guards import GuardQueries
+    from handlers.rollout.smoke import Scoring
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,8 @@ def build(
     policy = load_policy(resolve(settings.policy_path))
     credential = credential or make_credential(settings)
     actions = make_actions(settings, credential)
+    # the Azure ML backend invokes deployments for smoke tests (a dry run invokes nothing)
+    scoring = None if settings.backend == "dryrun" else cast("Scoring", actions)
     return assemble(
         policy,
         make_ledger(settings, credential),
@@ -149,6 +152,7 @@ def build(
         actions,
         clock,
         [settings.workspace_id],
+        scoring=scoring,
         health=make_health(settings, credential),
         health_source=settings.health_source,
         guard_queries=make_guards(settings, credential),

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handlers import gate, guards, jobnames
 from handlers.errors import PermanentError
@@ -30,6 +30,10 @@ from handlers.records import DecisionRecord, Flight, iso
 from handlers.rollout.effects import RolloutEffects
 from handlers.rollout.progress import Transition
 from handlers.rollout.retire import Retirement
+from handlers.rollout.smoke import Scoring
+
+if TYPE_CHECKING:
+    from handlers.rollout_rules import RolloutRule
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +75,20 @@ class Executor:
         deployments: Deployments,
         limits: Callable[[str], Limits],
         job_name_key: bytes | None = None,
+        scoring: Scoring | None = None,
+        rollout_rule: Callable[[str], RolloutRule] | None = None,
     ) -> None:
         """``job_name_key``: the secret the retraining jobs are named with (:mod:`handlers.jobnames`);
-        None keeps the plan's own name (a digest of public inputs: tests and tools only)."""
+        None keeps the plan's own name (a digest of public inputs: tests and tools only). ``scoring``
+        invokes deployments for a smoke test of the model's ``rollout_rule``."""
         self.ledger = ledger
         self.jobs = jobs
         self.deployments = deployments
         self.limits = limits
         self.job_name_key = job_name_key
-        self.rollouts = RolloutEffects(ledger, deployments, lambda record: self.write(self.logged(record)))
+        self.rollouts = RolloutEffects(
+            ledger, deployments, lambda record: self.write(self.logged(record)), scoring, rollout_rule
+        )
 
     # ------------------------------------------------------------------ records
 

@@ -20,6 +20,7 @@ from handlers.ports import Deployments, Jobs, Ledger, Notifier
 from handlers.reconcile import Reconciler, RetireRule
 from handlers.retrainer import Retrainer
 from handlers.rollout.query_guards import GuardQueries
+from handlers.rollout.smoke import Scoring
 from handlers.rollout.stepper import RolloutStepper
 from handlers.rollout.watch import AlertWatch
 from handlers.service import RetrainService
@@ -48,6 +49,7 @@ def assemble(
     notify_max_age: timedelta = MAX_AGE,
     job_name_key: bytes | None = None,
     guard_queries: GuardQueries | None = None,
+    scoring: Scoring | None = None,
 ) -> Retrainer:
     """``workspaces``: the workspace resource ids whose events are acted on (the first is the one the
     reconciler's signals of missed runs come from). ``health``: the rollout health sources by name
@@ -55,7 +57,8 @@ def assemble(
     policy names none reads. ``notifier``: where the outbox's notifications go (None: kept, not sent);
     ``notify_max_attempts`` refusals or ``notify_max_age`` after its decision, a notification is dead-lettered.
     ``job_name_key``: the secret retraining jobs are named with (RETRAIN_JOB_NAME_KEY, :mod:`handlers.jobnames`).
-    ``guard_queries``: where the rollouts' query guards are read (None: each is unverified, and says why)."""
+    ``guard_queries``: where the rollouts' query guards are read (None: each is unverified, and says why).
+    ``scoring``: how a smoke test invokes deployments (None: a smoke test fails, saying so)."""
     accepted = list(workspaces)
 
     def limits(model: str) -> Limits:
@@ -73,7 +76,7 @@ def assemble(
             return None
         return RetireRule(mp.deploy.endpoint, mp.deploy.retire_after, mp.deploy.keep_previous)
 
-    executor = Executor(ledger, jobs, deployments, limits, job_name_key)
+    executor = Executor(ledger, jobs, deployments, limits, job_name_key, scoring, rule)
     operator = Operator(policy, ledger, deployments, executor, clock, lease=lease)
     watch = AlertWatch(policy, ledger, executor, operator, frozenset(workspace_key(w) for w in accepted))
     service = RetrainService(

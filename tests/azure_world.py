@@ -179,6 +179,7 @@ class AzureWorld(World):
             health_source=self.settings.health_source,
             job_name_key=job_name_key(self.settings, tmp_path / "ledger.db"),
             guard_queries=guard_queries,
+            scoring=self.actions,  # smoke tests invoke deployments through the fake ARM's scoring URIs
         )
         self.clock = self.retry_clock  # here ``clock`` is the retries' clock, ``now`` the workers' time
 

@@ -55,6 +55,7 @@ from tests.fake_http import (
     token_audience,
     token_claims,
 )
+from tests.fake_scoring import FakeScoring
 
 ARM_HOST = "management.azure.com"
 PROVIDER = "Microsoft.MachineLearningServices"
@@ -210,6 +211,7 @@ class FakeArm(FakeService):
         self.mlflow_runs: dict[str, dict[str, Any]] = {}  # run id -> the MLflow REST API's Run
         self.steps: dict[str, dict[str, Any]] = {}  # a pipeline step's run id -> its run history Run
         self.schedules: dict[str, dict[str, Any]] = {}
+        self.scoring = FakeScoring(self)  # the endpoints' scoring URIs
 
     @property
     def mlflow_host(self) -> str:
@@ -796,6 +798,8 @@ class FakeArm(FakeService):
     def _route(self, call: Call, host: str) -> Answer:
         if host == self.mlflow_host:
             return self._mlflow(call)
+        if self.scoring.handles(host):  # an endpoint's scoring URI (the data plane): tests/fake_scoring.py
+            return self.scoring.answer(call)
         if host != ARM_HOST:
             raise Unexpected(f"host {host}")
         if token_audience(call.headers.get("Authorization")) != f"https://{ARM_HOST}":

@@ -213,7 +213,7 @@ def test_rollout_progress_is_read_from_its_flight_in_one_place() -> None:
 
 # what changes Azure or writes a decision record, through the ports
 EFFECTS = frozenset(
-    {"submit_retrain", "start_deploy", "set_traffic", "retarget_monitor", "delete_deployment", "put_decision"}
+    {"submit_retrain", "start_deploy", "set_traffic", "retarget_monitor", "delete_deployment", "put_decision", "score"}
 )
 
 

@@ -10,29 +10,41 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handlers.errors import PermanentError
 from handlers.ports import Deployments, Ledger
 from handlers.records import DecisionRecord, Flight
-from handlers.rollout import changes, retire
+from handlers.rollout import changes, retire, smoke
 from handlers.rollout.progress import ROLLOUT, RolloutProgress, Transition
 from handlers.rollout.retire import Retirement
+from handlers.rollout.smoke import Scoring, SmokeVerdict
 from handlers.rollout.traffic import fmt
+
+if TYPE_CHECKING:
+    from handlers.rollout_rules import RolloutRule
 
 log = logging.getLogger(__name__)
 
 
 class RolloutEffects:
     """Changes Azure for a rollout through the ``deployments`` port and keeps the flight in the
-    ``ledger``; ``write`` is the executor's one writer of decision records (bounded, logged)."""
+    ``ledger``; ``write`` is the executor's one writer of decision records (bounded, logged). A smoke
+    test invokes deployments through ``scoring`` with the sample requests of the model's ``rule``."""
 
     def __init__(
-        self, ledger: Ledger, deployments: Deployments, write: Callable[[DecisionRecord], DecisionRecord]
+        self,
+        ledger: Ledger,
+        deployments: Deployments,
+        write: Callable[[DecisionRecord], DecisionRecord],
+        scoring: Scoring | None = None,
+        rule: Callable[[str], RolloutRule] | None = None,
     ) -> None:
         self.ledger = ledger
         self.deployments = deployments
         self.write = write
+        self.scoring = scoring
+        self.rule = rule
 
     def transition(self, model: str, flight: Flight, pending: Transition, now: datetime) -> dict[str, Any]:
         """Carry out the rollout transition written ahead into ``flight`` (decided by the stepper or an
@@ -43,6 +55,28 @@ class RolloutEffects:
         endpoint = str(flight.job).partition("/")[0]
         decision = flight.decision
         outcome = "submitted"
+        if pending.kind == "smoke":
+            verdict = self._smoke(model, flight, pending)
+            if not verdict.passed:
+                failed = Transition.of(
+                    model,
+                    flight,
+                    "smoke-failed",
+                    pending.step,
+                    pending.from_step,
+                    None,
+                    f"rollout of {flight.job} rolled back before any traffic: {verdict.why}; the candidate keeps 0% "
+                    "and the endpoint's traffic was never changed",
+                    smoke=verdict.details,
+                )
+                if self.ledger.update_model(model, lambda s: changes.swap(s, decision, pending.id, failed)):
+                    return self.transition(model, flight, failed, now)
+                return {"state": "changed_meanwhile"}
+            pending = replace(
+                pending,
+                reason=f"{pending.reason}: {verdict.why}",
+                details={**pending.details, "smoke": verdict.details},
+            )
         if pending.target is not None or pending.mirror is not None:
             try:
                 target = None if pending.target is None else dict(pending.target)
@@ -77,6 +111,27 @@ class RolloutEffects:
         self.ledger.update_model(model, lambda s: changes.commit(s, decision, pending.id, now))  # after the record
         state = "rollback_failed" if outcome == "failed" else pending.row.shows
         return {"state": state, "step": pending.step, "traffic": pending.target, "record": record.id}
+
+    def _smoke(self, model: str, flight: Flight, pending: Transition) -> SmokeVerdict:
+        """Send the policy's sample requests to the candidate (and to the champion the transition names,
+        when the policy compares) and judge the answers (:func:`handlers.rollout.smoke.judge`). Run
+        again by a pass that finds the transition pending: the requests read nothing back, and the
+        record is written once, under the transition's id."""
+        rule = self.rule(model).smoke if self.rule is not None else None
+        endpoint, _, candidate = str(flight.job).partition("/")
+        if rule is None:
+            return SmokeVerdict(True, "no smoke test: the policy no longer has deploy.rollout.smoke")
+        if self.scoring is None:
+            return SmokeVerdict(False, "smoke test failed: this backend cannot invoke deployments (a dry run)")
+        timeout = rule.timeout.total_seconds()
+        answers = [self.scoring.score(endpoint, candidate, body, timeout) for body in rule.requests]
+        champion = pending.details.get("champion")
+        theirs = None
+        if rule.champion is not None and champion:
+            theirs = [self.scoring.score(endpoint, str(champion), body, timeout) for body in rule.requests]
+        verdict = smoke.judge(rule, candidate, answers, str(champion) if champion else None, theirs)
+        log.info("rollout %s model=%s: %s", flight.job, model, verdict.why)
+        return verdict
 
     def _retargeted(self, record: DecisionRecord, endpoint: str, flight: Flight) -> DecisionRecord:
         """Point each model-monitor schedule that watched a demoted deployment at the promoted one (a

@@ -79,7 +79,7 @@ class RolloutStepper:
         if progress is not None and progress.step < 0 and progress.mirror:
             return {**entry, **self._shadow(model, flight, deployment, rule, progress, now)}
         if progress is None or progress.step < 0:
-            return {**entry, **self._start(model, flight, endpoint, deployment, rule, now)}
+            return {**entry, **self._start(model, flight, endpoint, deployment, rule, now, progress)}
         step, steps = progress.step, list(progress.steps)
         started = progress.started
         if started is None:  # pragma: no cover - a step is always written with its start
@@ -198,7 +198,14 @@ class RolloutStepper:
         return analysis.judge(rule, cand, base, baked, fail_fast=True)
 
     def _start(
-        self, model: str, flight: Flight, endpoint: str, deployment: str, rule: RolloutRule, now: datetime
+        self,
+        model: str,
+        flight: Flight,
+        endpoint: str,
+        deployment: str,
+        rule: RolloutRule,
+        now: datetime,
+        progress: RolloutProgress | None = None,
     ) -> dict[str, Any]:
         state = self.deployments.deployment_state(endpoint, deployment)
         start = RolloutProgress(endpoint, deployment, tuple(rule.steps))
@@ -218,6 +225,22 @@ class RolloutStepper:
             return self._write_ahead(model, flight, pending, now, start)
         if state.lower() != traffic.PROVISIONED:
             return {"state": "provisioning", "provisioning": state}
+        if rule.smoke is not None and (progress is None or progress.smoked is None):
+            # before any traffic: the executor invokes the candidate (and the champion, to compare)
+            live = traffic.live(self.deployments.endpoint_traffic(endpoint))
+            champion = analysis.baseline_of(live, deployment) if rule.smoke.champion is not None else None
+            pending = Transition.of(
+                model,
+                flight,
+                "smoke",
+                -1,
+                -1,
+                None,
+                f"deployment {flight.job} is provisioned; smoke test at 0% with {len(rule.smoke.requests)} sample "
+                f"request(s)" + (f", compared with {champion}'s answers" if champion else ""),
+                champion=champion,
+            )
+            return self._write_ahead(model, flight, pending, now, start)
         original = traffic.live(self.deployments.endpoint_traffic(endpoint))
         start = replace(start, original=original, traffic=original)
         if rule.mirror is not None:  # the shadow stage first: mirrored traffic, none live

@@ -44,7 +44,7 @@ resource serviceRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (
   name: customRoleName
   properties: {
     roleName: 'Retrain service ${nameToken} (${workspaceName})'
-    description: 'What the retrain service does in the Azure ML workspace ${workspaceName}: submit and read pipeline jobs, read components and data, read and register models, create, shift and retire online deployments, retarget model monitors, read MLflow runs. No keys, no secrets of connections, no workspace or compute changes.'
+    description: 'What the retrain service does in the Azure ML workspace ${workspaceName}: submit and read pipeline jobs, read components and data, read and register models, create, shift and retire online deployments, invoke them for a smoke test, retarget model monitors, read MLflow runs. No keys, no secrets of connections, no workspace or compute changes.'
     type: 'customRole'
     assignableScopes: [
       resourceGroup().id
@@ -94,6 +94,12 @@ resource serviceRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (
           'Microsoft.MachineLearningServices/workspaces/schedules/write'
         ]
         notActions: []
+        // A data-plane action: the smoke test invokes a candidate deployment (and the champion) through
+        // the endpoint's scoring URI with the identity's Microsoft Entra token (endpoints with
+        // auth_mode aad_token; Azure ML docs, "Authenticate clients for online endpoints").
+        dataActions: [
+          'Microsoft.MachineLearningServices/workspaces/onlineEndpoints/score/action'
+        ]
       }
     ]
   }

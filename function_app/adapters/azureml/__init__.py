@@ -9,6 +9,8 @@ One module per port it implements, over one client:
 - :mod:`.candidates`: what the candidate gate judges, and registering a candidate.
 - :mod:`.deployments`: candidate deployments, traffic and retirement.
 - :mod:`.monitors`: model monitors that follow a promotion.
+- :mod:`.scoring`: the Scoring port (:class:`handlers.rollout.smoke.Scoring`): a deployment invoked
+  directly, for a smoke test.
 
 :class:`AzureMLActions` is the backend the runtime builds (:func:`function_app.runtime.make_actions`):
 the Jobs and Deployments ports of :mod:`handlers.ports` in one object. Only these modules import
@@ -29,6 +31,7 @@ from function_app.adapters.azureml.client import BACKEND, AzureMLClient, Workspa
 from function_app.adapters.azureml.deployments import AzureMLDeployments
 from function_app.adapters.azureml.jobs import AzureMLJobs
 from function_app.adapters.azureml.monitors import AzureMLMonitors
+from function_app.adapters.azureml.scoring import AzureMLScoring
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from function_app.settings import Settings
     from handlers.plans import DeployPlan, JobPlan
     from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo
+    from handlers.rollout.smoke import Scored
 
 __all__ = ["AzureMLActions", "AzureMLClient", "Workspace"]
 
@@ -58,6 +62,7 @@ class AzureMLActions:
         self.candidates = AzureMLCandidates(client)
         self.deployments = AzureMLDeployments(client, self.candidates)
         self.monitors = AzureMLMonitors(client)
+        self.scoring = AzureMLScoring(client)
 
     @classmethod
     def from_settings(
@@ -121,3 +126,8 @@ class AzureMLActions:
 
     def retarget_monitor(self, schedule: str, endpoint: str, deployment: str) -> bool:
         return self.monitors.retarget_monitor(schedule, endpoint, deployment)
+
+    # ------------------------------------------------------------------ the Scoring port
+
+    def score(self, endpoint: str, deployment: str, body: Any, timeout: float) -> Scored:
+        return self.scoring.score(endpoint, deployment, body, timeout)

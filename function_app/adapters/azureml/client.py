@@ -146,6 +146,7 @@ class AzureMLClient:
         self.started = retry.clock()  # role assignments made at deployment take up to an hour to apply
         self._credential: TokenCredential | None = None  # the client's credential (from_settings)
         self._identity: Identity | None = None
+        self.http_options: dict[str, Any] = {}  # what a plain azure-core client of the backend gets (transport=)
 
     @classmethod
     def from_settings(
@@ -173,6 +174,7 @@ class AzureMLClient:
         transport = {k: v for k, v in client_kwargs.items() if k == "transport"}
         client = cls(build, workspace, retry or RetryPolicy.from_settings(settings))
         client._credential = credential
+        client.http_options = transport
         client.mlflow = MlflowRuns(credential, client.tracking_uri, **transport)
         return client
 
@@ -184,6 +186,11 @@ class AzureMLClient:
     @property
     def ml(self) -> Any:
         return self.lazy.get()
+
+    @property
+    def credential(self) -> TokenCredential | None:
+        """The credential the client acts with (None for a client built around a given ``MLClient``)."""
+        return self._credential if self._credential is not None else getattr(self.ml, "_credential", None)
 
     def call(
         self,
@@ -236,7 +243,7 @@ class AzureMLClient:
         """Who this client acts as: read once from the claims of its own ARM token (unverified: it
         is our credential's own token, not a caller's)."""
         if self._identity is None:
-            credential = self._credential if self._credential is not None else getattr(self.ml, "_credential", None)
+            credential = self.credential
             if credential is None:
                 raise PermanentError("the Azure ML client has no credential to tell this service's own jobs apart")
             with self.translating("reading the service's own identity", roles_settling=False):

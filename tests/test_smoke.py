@@ -1,0 +1,253 @@
+"""The smoke test before any traffic (``deploy.rollout.smoke``), end to end: a candidate that passed the
+gate is deployed through the real Azure ML SDK against the fake ARM, provisioned, and then invoked by
+deployment name through the endpoint's scoring URI (tests/fake_scoring.py), as the service's identity
+with the roles infra/ gives it. A failure is a ``rollback`` before the traffic changes: the ARM's
+traffic history shows the candidate never got any.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from handlers import guards
+from handlers.policy import Policy
+from handlers.records import DecisionRecord
+from tests.azure_world import ENDPOINT, MODEL, AzureWorld
+from tests.conftest import REPO
+from tests.crashes import WorkerDied
+from tests.fake_scoring import SCORE, answers, healthy, model_fails
+from tests.ledgers import LedgerSpec
+
+SAMPLES = [{"data": [[1, 2, 3]]}, {"data": [[4, 5, 6], [7, 8, 9]]}]
+SCHEMA = {
+    "type": "object",
+    "required": ["predictions"],
+    "properties": {"predictions": {"type": "array", "items": {"type": "number"}}},
+}
+
+
+def policy(**smoke: Any) -> Policy:
+    raw = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
+    raw["models"][MODEL]["deploy"]["rollout"]["smoke"] = {"requests": SAMPLES, **smoke}
+    return Policy.model_validate(raw)
+
+
+class Smoke:
+    """A world whose policy smoke-tests ``sklearn_regression_model``'s candidates, one deployed and provisioned."""
+
+    def __init__(self, tmp_path: Path, spec: LedgerSpec, aad: bool = True, **smoke: Any) -> None:
+        self.azure = AzureWorld(tmp_path, spec, policy=policy(**smoke))
+        if aad:
+            self.azure.arm.scoring.aad(ENDPOINT)
+        [self.deploy] = self.azure.deliver(self.azure.finished_run(r2="0.61")).decisions
+        assert self.deploy.outcome == "submitted"
+        self.name = str(self.deploy.details["rendered"]["deployment"])
+        self.azure.provisioned()
+
+    def state(self, **service: Any) -> str:
+        [entry] = self.azure.new_worker(**service).reconcile().rollouts
+        return str(entry["state"])
+
+    def records(self, action: str) -> list[DecisionRecord]:
+        return [r for r in self.azure.service.ledger.decisions(MODEL, 50) if r.action == action]
+
+    def in_flight(self) -> bool:
+        return guards.ROLLOUT in self.azure.service.ledger.get_model(MODEL).flights
+
+    def traffic(self) -> dict[str, int]:
+        return dict(self.azure.arm.endpoints[ENDPOINT]["properties"]["traffic"])
+
+
+@pytest.fixture
+def world(tmp_path: Path, ledger_spec: LedgerSpec, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.chdir(tmp_path)  # not a git repository, as on Azure
+    made: list[Smoke] = []
+
+    def make(**kw: Any) -> Smoke:
+        made.append(Smoke(tmp_path, ledger_spec, **kw))
+        return made[-1]
+
+    yield make
+    for smoke in made:
+        smoke.azure.close()
+        assert smoke.azure.arm.unexpected == []
+
+
+def test_a_healthy_candidate_passes_its_smoke_test_then_gets_its_first_step(world: Any) -> None:
+    smoke = world(response_schema=SCHEMA, champion={"field": "predictions", "abs_tolerance": 0.01})
+    azure, cand = smoke.azure, smoke.name
+
+    assert smoke.state() == "smoke_passed"
+    assert azure.arm.traffic_puts == []  # the smoke test changed no traffic
+    assert azure.arm.scoring.to(cand) == SAMPLES and azure.arm.scoring.to("blue") == SAMPLES
+    [passed] = smoke.records("rollout")
+    assert passed.outcome == "submitted" and passed.id.startswith("sm-")
+    details = passed.details["smoke"]
+    assert (details["candidate"], details["champion"], details["requests"], details["failed"]) == (cand, "blue", 2, [])
+    assert [a["status"] for a in details["answers"]] == [200, 200]
+    assert "smoke test passed: 2 request(s) answered with status 200, the response schema" in passed.reason
+    assert "within tolerance of blue's answers" in passed.reason
+    assert json_free_of(passed.details, "data")  # no request or answer body is recorded
+
+    assert smoke.state() == "stepped"  # and the rollout goes on
+    assert azure.arm.traffic_puts == [{"blue": 90, cand: 10}]
+    assert smoke.state() == "baking"
+    assert len(azure.arm.scoring.to(cand)) == 2  # the smoke test ran once
+
+
+def test_a_candidate_whose_scoring_fails_never_gets_traffic(world: Any) -> None:
+    smoke = world()
+    azure, cand = smoke.azure, smoke.name
+    azure.arm.scoring.answer_with(ENDPOINT, cand, model_fails(500))
+
+    assert smoke.state() == "smoke_failed"
+
+    assert azure.arm.traffic_puts == []  # never any traffic: the ARM saw no traffic update at all
+    assert smoke.traffic() == {"blue": 100}
+    assert not smoke.in_flight()  # the slot is free
+    [rollback] = smoke.records("rollback")
+    assert rollback.id.startswith("sf-") and rollback.outcome == "submitted"
+    assert rollback.details["traffic"] is None
+    assert rollback.reason == (
+        f"rollout of {ENDPOINT}/{cand} rolled back before any traffic: smoke test failed: 2 of 2 request(s); "
+        "request 0: status 424 (the model answered 500), expected 200; the candidate keeps 0% and the endpoint's "
+        "traffic was never changed"
+    )
+    assert rollback.details["smoke"]["failed"] == [0, 1]
+    assert smoke.records("rollout") == []
+    assert azure.new_worker().reconcile().rollouts == []  # nothing in flight any more
+    assert (ENDPOINT, cand) in azure.arm.deployments  # kept at 0% until it is retired, like any rolled-back one
+
+
+def test_an_answer_of_the_wrong_shape_fails_the_schema_and_is_rolled_back(world: Any) -> None:
+    smoke = world(response_schema=SCHEMA)
+    azure, cand = smoke.azure, smoke.name
+    azure.arm.scoring.answer_with(ENDPOINT, cand, answers({"predictions": ["high"]}))
+
+    assert smoke.state() == "smoke_failed"
+
+    assert azure.arm.traffic_puts == []
+    [rollback] = smoke.records("rollback")
+    problem = rollback.details["smoke"]["answers"][0]["problem"]
+    assert problem == 'the answer fails the response schema at /predictions/0: type "number"'
+    assert "high" not in json_dump(rollback.details)  # the answer's values are not recorded
+
+
+def test_answers_too_far_from_the_champion_s_roll_the_candidate_back(world: Any) -> None:
+    smoke = world(champion={"field": "predictions", "abs_tolerance": 0.5, "rel_tolerance": 0.01})
+    azure, cand = smoke.azure, smoke.name
+    azure.arm.scoring.answer_with(ENDPOINT, cand, healthy(scale=1.1))  # 200s, silently 10% off
+
+    assert smoke.state() == "smoke_failed"
+
+    assert azure.arm.traffic_puts == []
+    [rollback] = smoke.records("rollback")
+    assert rollback.details["smoke"]["answers"][0]["problem"] == (
+        "differs from the champion's at /predictions/0: 6.6 vs 6 (difference 0.6; tolerance 0.5 absolute, "
+        "0.01 relative)"
+    )
+    assert rollback.details["smoke"]["tolerance"] == {"field": "predictions", "abs": 0.5, "rel": 0.01}
+
+
+def test_within_the_tolerance_the_candidate_passes(world: Any) -> None:
+    smoke = world(champion={"field": "predictions", "rel_tolerance": 0.2})
+    smoke.azure.arm.scoring.answer_with(ENDPOINT, smoke.name, healthy(scale=1.1))
+    assert smoke.state() == "smoke_passed"
+
+
+def test_an_endpoint_with_key_auth_cannot_be_smoke_tested_and_the_rollback_says_how_to_fix_it(world: Any) -> None:
+    smoke = world(aad=False)
+
+    assert smoke.state() == "smoke_failed"
+
+    assert smoke.azure.arm.traffic_puts == [] and smoke.azure.arm.scoring.calls == []
+    [rollback] = smoke.records("rollback")
+    assert "authenticates callers with key" in rollback.reason
+    assert "set the endpoint's auth_mode to aad_token, or remove deploy.rollout.smoke" in rollback.reason
+
+
+def test_without_the_scoring_data_action_the_smoke_test_defers_and_names_the_action(world: Any) -> None:
+    smoke = world()
+    azure = smoke.azure
+    azure.arm.principal = azure.arm.principal.without(SCORE)
+
+    report = azure.new_worker().reconcile()
+
+    assert report.rollouts == [] and len(report.deferred) == 1
+    assert SCORE in report.deferred[0]["error"] and "401" in report.deferred[0]["error"]
+    assert azure.arm.traffic_puts == [] and smoke.records("rollback") == []
+    assert smoke.in_flight()  # the smoke test is pending, for the next pass
+    assert azure.arm.refused[-1][0] == SCORE
+
+
+def test_a_crash_after_the_smoke_test_before_its_record_ends_in_the_same_state(world: Any) -> None:
+    smoke = world()
+    azure, cand = smoke.azure, smoke.name
+    dying = azure.new_worker(ledger=DiesAtSmokeRecord(azure.ledger_spec.open()))
+
+    with pytest.raises(WorkerDied):
+        dying.reconcile()
+    assert len(azure.arm.scoring.to(cand)) == 2 and smoke.records("rollout") == []
+    assert azure.arm.traffic_puts == []
+
+    assert smoke.state() == "smoke_passed"  # the next pass carries out the pending smoke test again
+    [passed] = smoke.records("rollout")  # one record, under the same id
+    assert smoke.state() == "stepped"
+    assert azure.arm.traffic_puts == [{"blue": 90, cand: 10}]
+    assert passed.id in {r.id for r in smoke.records("rollout")}
+
+
+def test_a_crash_between_the_smoke_test_and_the_first_step_sets_the_traffic_once(world: Any) -> None:
+    smoke = world()
+    azure, cand = smoke.azure, smoke.name
+    assert smoke.state() == "smoke_passed"
+    dying = azure.new_worker(ledger=DiesAtStepRecord(azure.ledger_spec.open()))
+
+    with pytest.raises(WorkerDied):
+        dying.reconcile()
+    assert azure.arm.traffic_puts == [{"blue": 90, cand: 10}]
+
+    assert smoke.state() == "stepped"
+    assert azure.arm.traffic_puts == [{"blue": 90, cand: 10}]  # not sent again
+    assert len(azure.arm.scoring.to(cand)) == 2  # and the smoke test was not run again
+    assert sorted(r.id[:3] for r in smoke.records("rollout")) == ["rs-", "sm-"]  # one smoke test, one step
+
+
+class _DiesAtRecord:
+    """A ledger whose worker dies right after a rollout record of the prefix is written."""
+
+    prefix = ""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def put_decision(self, record: DecisionRecord) -> DecisionRecord:
+        if record.id.startswith(self.prefix):
+            raise WorkerDied
+        return self.inner.put_decision(record)  # type: ignore[no-any-return]
+
+
+class DiesAtSmokeRecord(_DiesAtRecord):
+    prefix = "sm-"
+
+
+class DiesAtStepRecord(_DiesAtRecord):
+    prefix = "rs-"
+
+
+def json_dump(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def json_free_of(value: Any, key: str) -> bool:
+    return f'"{key}"' not in json_dump(value)
