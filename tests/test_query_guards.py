@@ -45,8 +45,10 @@ class Checkout:
     converted: bool
 
 
-def guarded_policy(**guard: Any) -> Any:
+def guarded_policy(mirror: bool = False, **guard: Any) -> Any:
     raw = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
+    if mirror:
+        raw["models"][MODEL]["deploy"]["rollout"]["mirror"] = {"percent": 10, "bake": "10m"}
     raw["models"][MODEL]["deploy"]["rollout"]["guards"] = {
         "queries": {"conversion": {"query": CONVERSION, "baseline": {"margin": 0.2}, **guard}}
     }
@@ -57,8 +59,9 @@ class Shop:
     """A candidate at its first step (10%) under a policy with a conversion guard; the fake Log
     Analytics holds checkout events beside the traffic log and answers the guard's query as Kusto would."""
 
-    def __init__(self, tmp_path: Path, **guard: Any) -> None:
-        self.azure = AzureWorld(tmp_path, LedgerSpec("sqlite", str(tmp_path / "l.db")), policy=guarded_policy(**guard))
+    def __init__(self, tmp_path: Path, mirror: bool = False, **guard: Any) -> None:
+        policy = guarded_policy(mirror, **guard)
+        self.azure = AzureWorld(tmp_path, LedgerSpec("sqlite", str(tmp_path / "l.db")), policy=policy)
         self.checkouts: list[Checkout] = []
         self.refuse: Refusal | None = None
         self.azure.logs.guard(CONVERSION, self.answer)
@@ -66,7 +69,7 @@ class Shop:
         [deploy] = self.azure.deliver(self.azure.finished_run(r2="0.61")).decisions
         self.name = str(deploy.details["rendered"]["deployment"])
         self.azure.provisioned()
-        assert self.look()["state"] == "stepped"
+        assert self.look()["state"] == ("mirroring" if mirror else "stepped")
 
     def answer(self, endpoint: str, deployment: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """``summarize value = avg(...)`` over no rows is one row with a null, as in Kusto."""
@@ -200,6 +203,30 @@ def test_a_workspace_the_identity_holds_no_role_on_is_refused_as_azure_does_and_
         shop.azure.close()
 
 
+@pytest.mark.parametrize(("candidate", "state"), [(0.1, "rolled_back"), (None, "stepped")])
+def test_in_the_shadow_stage_a_breach_rolls_back_never_live_and_nothing_to_read_does_not_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, candidate: float | None, state: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    shop = Shop(tmp_path, mirror=True)
+    try:
+        assert shop.traffic() == {"blue": 100}
+        shop.bake(candidate=candidate, baseline=0.3)
+        shop.azure.now.now = shop.started() + BAKE + LAG
+
+        assert shop.look()["state"] == state
+
+        [record] = shop.records("rollback") or [r for r in shop.records("rollout") if r.details["step"] == 0]
+        [figures] = record.details["guards"]
+        assert figures["status"] == ("breach" if candidate is not None else "unverified")
+        props = shop.azure.arm.endpoints[ENDPOINT]["properties"]
+        assert not props.get("mirrorTraffic")  # the mirror cleared either way
+        if state == "rolled_back":  # its traffic was never live
+            assert shop.traffic() == {"blue": 100} and "never live" in record.reason
+    finally:
+        shop.azure.close()
+
+
 # --------------------------------------------------------------------------- the rule and the quoting
 
 
@@ -251,6 +278,7 @@ def test_an_unverified_guard_turns_advance_into_hold_but_never_an_interim_wait_i
     assert apply(verdict("advance"), unverified, past_max_bake=True).next == "rollback"
     assert apply(verdict("wait"), unverified, past_max_bake=True).next == "wait"
     assert apply(verdict("hold"), unverified, past_max_bake=True).next == "hold"  # on_no_traffic: hold stays
+    assert apply(verdict("advance"), unverified, past_max_bake=True, shadow=True).next == "advance"
 
 
 @pytest.mark.parametrize("name", ['blue"; AppEvents | take 1; let x = "', "blue\nx", "x" * 40, "9blue"])

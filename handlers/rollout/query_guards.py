@@ -145,9 +145,11 @@ def judge(
     return [check(name, guard, *readings[name]) for name, guard in guards.items()]
 
 
-def apply(verdict: Verdict, checks: list[GuardCheck], past_max_bake: bool) -> Verdict:
+def apply(verdict: Verdict, checks: list[GuardCheck], past_max_bake: bool, *, shadow: bool = False) -> Verdict:
     """The health ``verdict`` with the guards' ``checks`` laid over it (see the module's docstring);
-    ``past_max_bake``: the step has waited its longest (``RolloutRule.longest_bake``). Pure."""
+    ``past_max_bake``: the step has waited its longest (``RolloutRule.longest_bake``). In the shadow
+    stage (``shadow``) only a breach counts: a mirrored request's answer reaches no client, so a signal
+    of what clients did with it cannot exist yet, and an unverified guard does not hold the stage. Pure."""
     breached = [c for c in checks if c.status == "breach"]
     unverified = [c for c in checks if c.status == "unverified"]
     if verdict.next == "rollback" or not checks:
@@ -155,7 +157,7 @@ def apply(verdict: Verdict, checks: list[GuardCheck], past_max_bake: bool) -> Ve
     if breached:
         why = "; ".join(c.why for c in breached)
         return replace(verdict, status="unhealthy", next="rollback", why=f"{why} (health: {verdict.why})")
-    if unverified and verdict.next in ("advance", "hold"):
+    if unverified and not shadow and verdict.next in ("advance", "hold"):
         why = "; ".join(c.why for c in unverified)
         if verdict.next == "hold":  # waiting for traffic already (on_no_traffic: hold): it waits on
             return replace(verdict, why=f"{verdict.why}; {why}")
@@ -193,13 +195,16 @@ def look(
     candidate: str,
     baseline: str | None,
     verdict: Verdict,
-    past_max_bake: bool,
+    past_max_bake: bool = False,
+    *,
+    shadow: bool = False,
 ) -> tuple[Verdict, list[GuardCheck]]:
-    """One look of the query guards at a step (or a stage) already judged by ``verdict``, over its
-    window (``verdict.since``..``verdict.until``): the verdict they leave, and their checks.
-    ``baseline``: the deployment to compare with, None when it serves nothing in this step."""
+    """One look of the query guards at a step (or the shadow stage: ``shadow``, see :func:`apply`)
+    already judged by ``verdict``, over its window (``verdict.since``..``verdict.until``): the verdict
+    they leave, and their checks. ``baseline``: the deployment to compare with, None when it serves
+    nothing in this step."""
     if not guards or verdict.next == "rollback":
         return verdict, []
     since, until = datetime.fromisoformat(verdict.since), datetime.fromisoformat(verdict.until)
     checks = judge(guards, read(source or Unconfigured(), guards, endpoint, candidate, baseline, since, until))
-    return apply(verdict, checks, past_max_bake), checks
+    return apply(verdict, checks, past_max_bake, shadow=shadow), checks

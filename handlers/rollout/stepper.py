@@ -288,9 +288,14 @@ class RolloutStepper:
             raise PermanentError(f"rollout of {flight.job} has no shadow-stage start; it cannot be judged")
         original = dict(progress.original or {})
         entry: dict[str, Any] = {"step": -1, "traffic": progress.traffic, "mirror": progress.mirror}
-        verdict = self._judge(stage, endpoint, deployment, analysis.baseline_of(original, deployment), started, now)
+        baseline = analysis.baseline_of(original, deployment)
+        verdict = self._judge(stage, endpoint, deployment, baseline, started, now)
         if verdict is None:
             return {**entry, "state": "mirroring", "until": iso(started + stage.bake)}
+        guarded = query_guards.look(
+            self.guards, rule.guards.queries, endpoint, deployment, baseline, verdict, shadow=True
+        )
+        verdict, checked = guarded[0], query_guards.figures(guarded[1]) or None
         log.info(
             "rollout %s model=%s shadow stage %s look: %s -> %s: %s",
             flight.job,
@@ -306,9 +311,8 @@ class RolloutStepper:
             return {**entry, "state": "held", "why": verdict.why}
         at, health, steps = progress.at, verdict.as_dict(), list(progress.steps or rule.steps)
         if verdict.next == "hold":
-            pending = Transition.of(
-                model, flight, "hold", -1, -1, None, f"rollout of {flight.job} held {at}: {verdict.why}", health=health
-            )
+            why = f"rollout of {flight.job} held {at}: {verdict.why}"
+            pending = Transition.of(model, flight, "hold", -1, -1, None, why, health=health, guards=checked)
         elif verdict.next == "rollback":
             pending = Transition.of(
                 model,
@@ -321,6 +325,7 @@ class RolloutStepper:
                 f"live (live traffic stays {fmt(original)})",
                 mirror={},
                 health=health,
+                guards=checked,
             )
         else:
             target = traffic.split(original, deployment, steps[0])
@@ -335,6 +340,7 @@ class RolloutStepper:
                 f"traffic {fmt(original)} -> {fmt(target)}",
                 mirror={},
                 health=health,
+                guards=checked,
             )
         return {**entry, **self._write_ahead(model, flight, pending, now)}
 
