@@ -18,7 +18,7 @@ from handlers.keys import digest
 from handlers.signals import Trigger
 
 if TYPE_CHECKING:  # the policy module imports pydantic; a plan only carries the gate
-    from handlers.policy import GateRule
+    from handlers.gate_rules import GateRule
 
 SERVICE_TAG_VALUE = "retrain-service"
 
@@ -112,7 +112,7 @@ class DeployPlan:
     def from_dict(cls, data: Mapping[str, Any]) -> DeployPlan:
         """The plan ``as_dict`` rendered: raises KeyError, TypeError or ValueError (a pydantic
         ValidationError for a gate the policy model no longer accepts) when it is not one."""
-        from handlers.policy import GateRule  # pydantic: loaded only on the path that resumes a deploy
+        from handlers.gate_rules import GateRule  # pydantic: loaded only on the path that resumes a deploy
 
         candidate = data["candidate"]
         return cls(

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from handlers.gate_rules import GateRule
 from handlers.policy_base import Duration, Strict
 from handlers.rollout_rules import RolloutRule
 
@@ -150,29 +151,6 @@ class CandidateRule(Strict):
 
     experiments: list[str] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict)
-
-
-class GateRule(Strict):
-    """The candidate gate (handlers/gate.py): the candidate must carry ``metric``, reach ``floor`` and,
-    when the endpoint has a live model that carries the metric, beat it by at least ``margin``.
-    ``source``: where the candidate's metric is read: ``mlflow`` (the default: the MLflow metrics of the
-    finished pipeline run, or of its step whose display name is ``step``), ``run`` (the finished run's
-    tags and properties) or ``model`` (the candidate model version's tags and properties)."""
-
-    metric: str
-    higher_is_better: bool = True
-    floor: float | None = None
-    margin: float = Field(default=0.0, ge=0)
-    source: Literal["mlflow", "run", "model"] = "mlflow"
-    step: str | None = Field(default=None, min_length=1, description="display name of the pipeline step")
-
-    @model_validator(mode="after")
-    def _step_needs_mlflow(self) -> GateRule:
-        if self.step is not None and self.source != "mlflow":
-            raise ValueError(
-                f"'step' names a pipeline step whose MLflow metrics are read; it needs source: mlflow, not {self.source}"
-            )
-        return self
 
 
 class DeployRule(Strict):

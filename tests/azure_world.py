@@ -259,6 +259,7 @@ class AzureWorld(World):
         run_id: str = "retrain-sklearn-regression-model-0123456789abcdef",
         *,
         register_step: bool = False,
+        metrics: dict[str, float] | None = None,
     ) -> dict[str, Any]:
         """The RunCompleted event of a retraining pipeline this service submitted, whose step
         ``evaluate_model`` logged ``r2`` with MLflow (as Microsoft's MLOps template does; the event
@@ -266,7 +267,7 @@ class AzureWorld(World):
         the model from its own run (``mlflow.register_model``), as the template does."""
         self.arm.add_job(run_id, experiment="diabetes-retrain")
         self.arm.add_step(run_id, "train_model", metrics={"training_loss": 0.2})
-        self.step_run = self.arm.add_step(run_id, "evaluate_model", metrics={"r2_score": float(r2)})
+        self.step_run = self.arm.add_step(run_id, "evaluate_model", metrics={"r2_score": float(r2), **(metrics or {})})
         if register_step:
             registrar = self.arm.add_step(run_id, "register_model")
             version = str(max(int(v) for (n, v) in self.arm.models if n == MODEL) + 1)

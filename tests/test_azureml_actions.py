@@ -26,9 +26,9 @@ from function_app.adapters.azure_errors import is_transient, translate
 from function_app.adapters.azureml import AzureMLActions
 from handlers import gate
 from handlers.errors import PermanentError, TransientError
+from handlers.gate_rules import GateRule
 from handlers.jobnames import job_name as keyed_job_name
 from handlers.plans import DeployPlan, JobPlan
-from handlers.policy import GateRule
 from handlers.signals import ManualRequest, Trigger
 from tests.azure_world import (
     DATASET,
@@ -313,7 +313,12 @@ def test_a_finished_run_that_beats_the_champion_starts_a_zero_traffic_deployment
         "floor": 0.4,
         "margin": 0.01,
         "why": rec.details["gate"]["why"],
+        "metrics": [rec.details["gate"]["metrics"][0]],
     }
+    [r2] = rec.details["gate"]["metrics"]
+    assert (r2["metric"], r2["passed"], r2["required"], r2["slices"]) == ("r2_score", True, True, [])
+    assert (r2["candidate"], r2["champion"], r2["needed"]) == (0.61, 0.52, 0.01)
+    assert r2["gain"] == pytest.approx(0.09)
 
     [register] = azure.arm.requests_to("PUT", r"^models/")
     assert register.path == f"models/{MODEL}/versions/4"

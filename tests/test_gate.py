@@ -7,8 +7,8 @@ import json
 from handlers.decisions import decide
 from handlers.envelopes import parse_body, to_signal
 from handlers.gate import evaluate, metric_value
+from handlers.gate_rules import GateRule
 from handlers.plans import Deploy
-from handlers.policy import GateRule
 from handlers.policy_file import load_policy
 from tests.builders import ours, run_event
 from tests.conftest import REPO
@@ -91,6 +91,8 @@ def test_deploy_decision_carries_the_policy_gate_and_model_output() -> None:
         "higher_is_better": True,
         "floor": 0.4,
         "margin": 0.01,
+        "metrics": None,  # the one-metric form
+        "require": "all",
         "source": "mlflow",
         "step": "evaluate_model",
     }

@@ -13,8 +13,8 @@ from handlers import guards
 from handlers.decisions import decide
 from handlers.envelopes import parse_body, to_signal, workspace_key
 from handlers.errors import PermanentError, TransientError
+from handlers.gate_rules import GateRule
 from handlers.plans import Deploy, DeployPlan, JobPlan, Retrain
-from handlers.policy import GateRule
 from handlers.reconcile import release_record
 from handlers.records import DecisionRecord, iso
 from handlers.signals import ManualRequest, OperatorRequest, Trigger

@@ -156,8 +156,8 @@ class AzureMLCandidates:
         job_name = getattr(model, "job_name", None)  # the run that produced the version holds its metrics
         if source == "model" or not job_name:
             return own, []
-        if tags_first and plan.gate is not None and gate.metric_value(own, plan.gate.metric) is not None:
-            return own, []  # a champion that carries the metric: its source run is not read
+        if tags_first and plan.gate is not None and gate.carries_all(plan.gate, own):
+            return own, []  # a champion that carries the metrics: its source run is not read
         label = f"{model.name}:{model.version}"
         if source == "run":
             job = self.client.call(
@@ -275,10 +275,8 @@ class AzureMLCandidates:
                 f"candidate {facts.candidate} has no registered version and no run to register it from"
             )
         tags = dict(plan.tags)
-        if plan.gate is not None:
-            value = gate.metric_value(facts.candidate_metrics, plan.gate.metric)
-            if value is not None:
-                tags[plan.gate.metric] = f"{value:g}"  # so that it can be judged as a champion later
+        if plan.gate is not None:  # so that it can be judged as a champion later
+            tags.update(gate.tags_for(plan.gate, facts.candidate_metrics))
         path = f"azureml://jobs/{plan.run_id}/outputs/{plan.model_output}"
         champion = facts.champion_version
         model = Model(
