@@ -83,6 +83,7 @@ class Project:
             "AZUREML_WORKSPACE_NAME": "ws1",
             "AZUREML_RESOURCE_GROUP": "rg-ml",
             "RETRAIN_HOOK_PYTHON": sys.executable,
+            "PYTHONPATH": str(REPO),  # the hooks validate with the code under test, whatever the venv installed
             "HOME": str(root),
             **fake_azcli.install(root / "bin", self.world_file),
         }
