@@ -31,9 +31,11 @@ SCHEMA = {
 }
 
 
-def policy(**smoke: Any) -> Policy:
+def policy(mirror: dict[str, Any] | None = None, **smoke: Any) -> Policy:
     raw = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
     raw["models"][MODEL]["deploy"]["rollout"]["smoke"] = {"requests": SAMPLES, **smoke}
+    if mirror is not None:
+        raw["models"][MODEL]["deploy"]["rollout"]["mirror"] = mirror
     return Policy.model_validate(raw)
 
 
@@ -98,6 +100,26 @@ def test_a_healthy_candidate_passes_its_smoke_test_then_gets_its_first_step(worl
     assert azure.arm.traffic_puts == [{"blue": 90, cand: 10}]
     assert smoke.state() == "baking"
     assert len(azure.arm.scoring.to(cand)) == 2  # the smoke test ran once
+
+
+def test_the_smoke_test_comes_before_the_shadow_stage(world: Any) -> None:
+    smoke = world(mirror={"percent": 10, "bake": "10m"})
+    azure, cand = smoke.azure, smoke.name
+
+    assert smoke.state() == "smoke_passed"
+    assert azure.arm.requests_to("PUT", "^onlineEndpoints/[^/]+$") == []  # the endpoint is not touched
+    assert smoke.state() == "mirroring"  # then mirrored traffic, none live
+    assert smoke.traffic() == {"blue": 100}
+    assert azure.arm.endpoints[ENDPOINT]["properties"]["mirrorTraffic"] == {cand: 10}
+
+
+def test_a_failed_smoke_test_never_reaches_the_shadow_stage(world: Any) -> None:
+    smoke = world(mirror={"percent": 10, "bake": "10m"})
+    smoke.azure.arm.scoring.answer_with(ENDPOINT, smoke.name, model_fails(503))
+
+    assert smoke.state() == "smoke_failed"
+    assert smoke.azure.arm.requests_to("PUT", "^onlineEndpoints/[^/]+$") == []  # no traffic, no mirror
+    assert not (smoke.azure.arm.endpoints[ENDPOINT]["properties"].get("mirrorTraffic") or {})
 
 
 def test_a_candidate_whose_scoring_fails_never_gets_traffic(world: Any) -> None:
