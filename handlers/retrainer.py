@@ -134,7 +134,8 @@ class Retrainer:
         return self.service.handle_envelope(envelope)
 
     def alert(self, body: bytes | str) -> EventResult:
-        """An Azure Monitor alert (common alert schema); InvalidInput when the body is not one."""
+        """An Azure Monitor alert (common alert schema): the rollout guards it trips
+        (:mod:`handlers.rollout.watch`), the retrains it starts; InvalidInput when the body is not one."""
         return self.service.handle(parse_alert(body))
 
     def manual(self, request: ManualRequest) -> DecisionRecord:

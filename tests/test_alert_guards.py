@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from handlers.policy_file import parse_policy
 from handlers.records import DecisionRecord, iso
 from tests.azure_world import ENDPOINT, MODEL, WORKSPACE_ID, AzureWorld
 from tests.conftest import REPO, Client
+from tests.crashes import DiesAfterSettingTraffic, WorkerDied
 from tests.ledgers import LedgerSpec
 
 GUARD = "diabetes-endpoint-5xx"  # a rollout guard only
@@ -166,3 +168,43 @@ def test_during_a_rollout_the_guard_wins_over_retraining_on_the_same_rule(guarde
 
     assert retrained["action"] == "retrain" and retrained["outcome"] == "submitted"  # and no guard skip beside it
     assert set(guarded.azure.arm.jobs) - jobs == {retrained["job"]["name"]}
+
+
+@pytest.mark.parametrize("reconciled_first", [False, True])
+def test_an_alert_whose_worker_died_after_setting_the_traffic_ends_in_one_rollback(
+    guarded: Guarded, reconciled_first: bool
+) -> None:
+    dying = guarded.azure.new_worker(actions=DiesAfterSettingTraffic(guarded.azure.actions))
+    with pytest.raises(WorkerDied):
+        dying.alert(json.dumps(guarded.alert()).encode())
+    assert guarded.traffic() == {"blue": 100} and guarded.records("rollback") == []  # set, not recorded
+    guarded.azure.now.advance(minutes=2)  # the dead worker's claim on the alert expires with its lease
+    if reconciled_first:  # the reconciler carries out the rollback the alert wrote ahead
+        assert guarded.azure.new_worker().reconcile().rollouts[0]["state"] == "rolled_back"
+
+    [rolled] = guarded.post(guarded.alert())["decisions"]  # the action group sends it again
+
+    assert rolled["action"] == "rollback" and rolled["trigger"]["caller"]["rule"] == GUARD
+    assert [r.id for r in guarded.records("rollback")] == [rolled["id"]] and not guarded.in_flight()
+    assert guarded.azure.arm.traffic_puts.count({"blue": 100}) == 1
+
+
+def test_an_alert_meeting_a_transition_being_carried_out_is_a_503_the_action_group_retries(guarded: Guarded) -> None:
+    dying = guarded.azure.new_worker(actions=DiesAfterSettingTraffic(guarded.azure.actions))
+    # the reconciler's next step dies after setting its traffic: the step stays pending
+    for m in range(10):
+        when = guarded.azure.now() + timedelta(minutes=m, seconds=30)
+        guarded.azure.serve(when, guarded.name, ok=30)
+        guarded.azure.serve(when, "blue", ok=30)
+    guarded.azure.now.advance(minutes=15)
+    with pytest.raises(WorkerDied):
+        dying.reconcile()
+    assert guarded.traffic() == {"blue": 50, guarded.name: 50}
+
+    status, _, body = guarded.client.call("POST", "/api/alerts", guarded.alert())
+
+    assert status == 503 and "being carried out" in json.dumps(body)
+    guarded.azure.new_worker().reconcile()  # the step is finished
+    [rolled] = guarded.post(guarded.alert())["decisions"]  # retried: the claim was given back
+    assert rolled["action"] == "rollback" and guarded.traffic() == {"blue": 100}
+    assert "at step 2 of 3 (50%)" in rolled["reason"]
