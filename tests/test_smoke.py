@@ -273,3 +273,29 @@ def json_dump(value: Any) -> str:
 
 def json_free_of(value: Any, key: str) -> bool:
     return f'"{key}"' not in json_dump(value)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://collector.attacker.example/score",
+        "http://diabetes-endpoint.eastus.inference.ml.azure.com/score",
+        "https://diabetes-endpoint.eastus.inference.ml.azure.com.attacker.example/score",
+        "https://user:pw@diabetes-endpoint.eastus.inference.ml.azure.com/score",
+        "https://diabetes-endpoint.eastus.inference.ml.azure.com:8443/score",
+    ],
+)
+def test_the_service_s_token_goes_only_to_an_azure_ml_inference_host(world: Any, uri: str) -> None:
+    """An endpoint object whose scoring URI points elsewhere (a Kubernetes endpoint, or one tampered
+    with) is not invoked: the service's Entra token never leaves for another host; the candidate is
+    rolled back before any traffic, saying why."""
+    smoke = world()
+    smoke.azure.arm.endpoints[ENDPOINT]["properties"]["scoringUri"] = uri
+
+    assert smoke.state() == "smoke_failed"
+
+    assert smoke.azure.arm.scoring.calls == [] and smoke.azure.arm.traffic_puts == []
+    [rollback] = smoke.records("rollback")
+    assert (
+        "the service's token is sent only to one" in rollback.reason or "sends its token only there" in rollback.reason
+    )

@@ -38,6 +38,9 @@ SCORING_SCOPE = "https://ml.azure.com/.default"
 SCORE_ACTION = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/score/action"
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 MODEL_STATUS_HEADER = "ms-azureml-model-error-statuscode"
+# The hosts of managed online endpoints' scoring URIs (public cloud, Azure Government, Azure China): the
+# only hosts the service's Entra token is ever sent to, whatever an endpoint object says.
+INFERENCE_DOMAINS = (".inference.ml.azure.com", ".inference.ml.azure.us", ".inference.ml.azure.cn")
 ENDPOINT_TTL = 300.0  # seconds a read endpoint (scoring URI, auth mode) is used before it is read again
 
 
@@ -94,6 +97,10 @@ class AzureMLScoring:
             )
         if not uri:
             return Scored(None, error=f"endpoint {endpoint} reports no scoring URI")
+        refused = _untrusted(uri)
+        if refused is not None:
+            log.warning("smoke test of %s/%s not sent: %s", endpoint, deployment, refused)
+            return Scored(None, error=f"endpoint {endpoint}'s {refused}")
         request = HttpRequest(
             "POST",
             uri,
@@ -125,6 +132,23 @@ class AzureMLScoring:
             answer = None
             error = error or "the answer is not JSON"
         return Scored(response.status_code, answer, ms, error)
+
+
+def _untrusted(uri: str) -> str | None:
+    """Why the service's token must not go to ``uri``; None for a managed online endpoint's scoring URI
+    (https, on Azure ML's inference domain, no user info, the default port)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    host = (parts.hostname or "").lower()
+    if parts.scheme != "https" or parts.username or parts.password or parts.port not in (None, 443):
+        return f"scoring URI {uri[:200]!r} is not a plain https URI; the service's token is sent only to one"
+    if not host.endswith(INFERENCE_DOMAINS):
+        return (
+            f"scoring URI host {host!r} is not a managed online endpoint's ({', '.join('*' + d for d in INFERENCE_DOMAINS)}); "
+            "the service sends its token only there: smoke-test managed online endpoints, or remove deploy.rollout.smoke"
+        )
+    return None
 
 
 def _ms(started: float) -> float:
