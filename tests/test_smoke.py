@@ -8,6 +8,7 @@ traffic history shows the candidate never got any.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,48 @@ def test_a_crash_between_the_smoke_test_and_the_first_step_sets_the_traffic_once
     assert azure.arm.traffic_puts == [{"blue": 90, cand: 10}]  # not sent again
     assert len(azure.arm.scoring.to(cand)) == 2  # and the smoke test was not run again
     assert sorted(r.id[:3] for r in smoke.records("rollout")) == ["rs-", "sm-"]  # one smoke test, one step
+
+
+def test_a_request_the_candidate_does_not_answer_in_time_fails_the_smoke_test(world: Any) -> None:
+    smoke = world(timeout="5s")
+    smoke.azure.arm.time_out("POST", "^/score$", seconds=5.0)
+
+    assert smoke.state() == "smoke_failed"
+    [rollback] = smoke.records("rollback")
+    assert rollback.details["smoke"]["answers"][0]["problem"] == (
+        "no answer: no answer within 5s (ServiceResponseTimeoutError)"
+    )
+    assert rollback.details["smoke"]["failed"] == [0]  # the second request was answered
+    assert smoke.azure.arm.traffic_puts == []
+
+
+def test_a_throttled_smoke_test_is_deferred_and_sent_again_on_the_next_pass(world: Any) -> None:
+    smoke = world()
+    azure, cand = smoke.azure, smoke.name
+    azure.arm.scoring.answer_with(ENDPOINT, cand, answers({"message": "Too many requests"}, status=429))
+
+    report = azure.new_worker().reconcile()
+    assert report.rollouts == [] and "throttled" in report.deferred[0]["error"]
+    assert smoke.records("rollback") == [] and smoke.in_flight()
+
+    azure.arm.scoring.answer_with(ENDPOINT, cand, healthy())
+    assert smoke.state() == "smoke_passed"
+
+
+def test_a_candidate_rolled_back_by_its_smoke_test_is_retired_after_retire_after(world: Any) -> None:
+    smoke = world()
+    azure, cand = smoke.azure, smoke.name
+    azure.arm.scoring.answer_with(ENDPOINT, cand, model_fails(500))
+    assert smoke.state() == "smoke_failed"
+    azure.new_worker().reconcile()
+    assert azure.arm.requests_to("DELETE", f"deployments/{cand}$") == []  # kept until retire_after (24h)
+
+    azure.now.now = azure.now.now + timedelta(hours=25)
+    azure.new_worker().reconcile()
+
+    [retire] = smoke.records("retire")
+    assert retire.outcome == "submitted" and retire.job is not None and retire.job["name"] == f"{ENDPOINT}/{cand}"
+    assert azure.arm.requests_to("DELETE", f"deployments/{cand}$")
 
 
 class _DiesAtRecord:

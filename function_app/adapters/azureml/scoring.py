@@ -15,7 +15,8 @@ invoked", and the smoke test fails saying how to fix it.
 Status codes as the endpoint answers them (Azure ML docs, "Troubleshoot online endpoints", HTTP status
 codes): 401 when the caller may not score or its token is wrong, 404 when no deployment of that name can
 take the request, 408 on the deployment's own request timeout, 424 when the model's container answered
-another status than 200 (its code in ``ms-azureml-model-error-statuscode``), 429 throttled. Plain
+another status than 200 (its code in ``ms-azureml-model-error-statuscode``), 429 throttled (not the
+candidate's verdict: the smoke test is tried again on the next pass). Plain
 azure-core HTTP with retries off; the body is never logged.
 """
 
@@ -29,7 +30,7 @@ from typing import Any
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
 from function_app.adapters.azureml.client import AzureMLClient
-from handlers.errors import PermanentError
+from handlers.errors import PermanentError, TransientError
 from handlers.rollout.smoke import Scored
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,11 @@ class AzureMLScoring:
                 f"{deployment}: grant it the data action {SCORE_ACTION} on the workspace (the service's custom role, "
                 "infra/modules/workspace-access.bicep, or AzureML Data Scientist); a new role assignment can take up "
                 "to an hour to apply"
+            )
+        if response.status_code == 429:  # the endpoint throttles (its request limits): not the candidate's verdict
+            raise TransientError(
+                f"endpoint {endpoint} throttled the smoke test's request to deployment {deployment} (429); it is "
+                "sent again on the next pass"
             )
         error = None
         if response.status_code == 424:
