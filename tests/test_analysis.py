@@ -163,7 +163,9 @@ def test_a_candidate_worse_than_its_baseline_under_the_absolute_limit_is_rolled_
     assert v.p_value is not None and v.p_value < v.alpha
     assert "worse than the baseline" in v.why and "24 failure(s) [10 408, 14 424] of 600 request(s) (4.00%)" in v.why
     assert "vs baseline blue: 54 failure(s)" in v.why
-    assert analysis.absolute(rule(), cand, BAKE).next == "advance"  # the absolute rule alone lets it through
+    assert (
+        analysis.judge(rule(), cand, None, BAKE, fail_fast=False).next == "advance"
+    )  # the absolute rule alone lets it through
 
 
 def test_a_candidate_as_good_as_a_4_percent_baseline_advances() -> None:
@@ -181,7 +183,7 @@ def test_a_step_where_every_request_failed_is_rolled_back_before_min_requests() 
     cand = reading(e424=3, e408=2)
     v = analysis.judge(rule(), cand, reading("blue", ok=100), timedelta(minutes=1))
     assert (v.status, v.next, v.final) == ("unhealthy", "rollback", False)
-    assert "even if the next 15 request(s) succeed, 5 of min_requests 20 is above max_error_rate 5.0%" in v.why
+    assert "every one of its 5 request(s) failed (p=1e-08 < 0.05 against the baseline in the same minutes)" in v.why
 
 
 def test_failures_that_do_not_decide_yet_wait_below_min_requests() -> None:
@@ -210,8 +212,8 @@ def test_an_interim_look_without_a_breach_bakes_on() -> None:
 def test_without_baseline_traffic_only_absolute_limits_apply_and_it_says_so() -> None:
     v = analysis.judge(rule(), reading(ok=590, e424=10), reading("blue"), BAKE)
     assert (v.next, v.p_value) == ("advance", None)
-    assert v.note is not None and "baseline blue served 0 request(s)" in v.note and "absolute limits only" in v.note
-    assert "(baseline blue served 0 request(s), fewer than min_requests 20: absolute limits only)" in v.why
+    assert v.note == "baseline blue served no request in the step: absolute limits only"
+    assert "(baseline blue served no request in the step: absolute limits only)" in v.why
     none = analysis.judge(rule(), reading(ok=590, e424=10), None, BAKE)
     assert none.note == "no baseline deployment: absolute limits only" and none.baseline is None
     assert none.why.endswith("(no baseline deployment: absolute limits only): within the policy's limits")
@@ -244,9 +246,14 @@ def test_throttling_is_reported_apart_and_judged_by_its_own_limit() -> None:
     assert limited.next == "rollback" and "180 of 600 request(s) throttled (429, 30.0%)" in limited.why
 
 
-def test_the_absolute_limit_still_applies_against_an_equally_bad_baseline() -> None:
-    v = analysis.judge(rule(), reading(ok=540, e5xx=60), reading("blue", ok=4860, e5xx=540), BAKE)
-    assert v.next == "rollback" and "is above max_error_rate 5.0%" in v.why
+def test_an_equally_bad_baseline_holds_the_step_until_the_longest_bake_then_the_limit_applies() -> None:
+    cand, base = reading(ok=540, e5xx=60), reading("blue", ok=4860, e5xx=540)  # 10% both, in the same minutes
+    held = analysis.judge(rule(), cand, base, BAKE)
+    assert (held.status, held.next) == ("endpoint_failing", "hold")
+    assert "baseline 540 failure(s) of 5400" in held.why and "the endpoint's problem, not the candidate's" in held.why
+    assert held.note is not None and "1 minute(s) the baseline failed in too" in held.note
+    late = analysis.judge(rule(), cand, base, 3 * BAKE)  # max_bake (three bakes) is over: every minute counts
+    assert late.next == "rollback" and "is above max_error_rate 5.0%" in late.why
 
 
 def test_the_verdict_records_every_number_and_the_limits() -> None:
@@ -275,16 +282,16 @@ def test_the_verdict_records_every_number_and_the_limits() -> None:
     assert json.loads(json.dumps(got))["candidate"]["codes"] == [[200, 200, 590], [424, 500, 10]]  # recordable
 
 
-def test_the_rollout_s_error_is_shared_by_the_steps_that_have_a_baseline() -> None:
-    assert analysis.step_alpha(rule([10, 50, 100])) == pytest.approx(0.005)
-    assert analysis.step_alpha(rule([5, 25, 50, 100], confidence=0.95)) == pytest.approx(0.05 / 3)
+def test_the_rollout_s_error_is_shared_by_its_steps() -> None:
+    assert analysis.step_alpha(rule([10, 50, 100])) == pytest.approx(0.01 / 3)  # 100%: against the earlier minutes
+    assert analysis.step_alpha(rule([5, 25, 50, 100], confidence=0.95)) == pytest.approx(0.05 / 4)
     assert analysis.step_alpha(rule([100])) == pytest.approx(0.01)
 
 
-def test_the_absolute_rule_judges_once_the_bake_is_over() -> None:
+def test_without_fail_fast_the_absolute_limits_judge_once_the_bake_is_over() -> None:
     failing = reading(e424=60)
-    assert analysis.absolute(rule(), failing, timedelta(minutes=1)).next == "wait"
-    assert analysis.absolute(rule(), failing, BAKE).next == "rollback"
+    assert analysis.judge(rule(), failing, None, timedelta(minutes=1), fail_fast=False).next == "wait"
+    assert analysis.judge(rule(), failing, None, BAKE, fail_fast=False).next == "rollback"
 
 
 # --------------------------------------------------------------------------- window and baseline

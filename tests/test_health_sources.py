@@ -177,7 +177,7 @@ def test_a_step_where_every_request_failed_is_rolled_back_before_min_requests(wo
     assert (verdict.next, verdict.final) == (
         "rollback",
         False,
-    ) and "even if the next 13 request(s) succeed" in verdict.why
+    ) and "every one of its 7 request(s) failed" in verdict.why
 
 
 def test_throttled_requests_are_counted_apart(world: World) -> None:

@@ -101,8 +101,8 @@ def test_the_shadow_stage_takes_its_share_of_the_rollout_s_error() -> None:
     mp = EXAMPLE_POLICY.models[MODEL]
     assert mp.deploy is not None
     mirror = MirrorRule.model_validate({"percent": 10})
-    rule = mp.deploy.rollout.model_copy(update={"mirror": mirror})  # [10, 50, 100]: two compared steps, one shadow
+    rule = mp.deploy.rollout.model_copy(update={"mirror": mirror})  # [10, 50, 100]: three compared steps, one shadow
     without = rule.model_copy(update={"mirror": None})
-    assert step_alpha(rule) == pytest.approx((1 - rule.health.confidence) / 3)
+    assert step_alpha(rule) == pytest.approx((1 - rule.health.confidence) / 4)
     assert step_alpha(rule.mirror_stage()) == step_alpha(rule)
-    assert step_alpha(without) == pytest.approx((1 - rule.health.confidence) / 2)
+    assert step_alpha(without) == pytest.approx((1 - rule.health.confidence) / 3)

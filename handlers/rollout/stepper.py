@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers import analysis
@@ -87,7 +87,7 @@ class RolloutStepper:
         entry.update(step=step, traffic=progress.traffic)
         original = dict(progress.original or {})
         baseline = analysis.baseline_of(original, deployment)
-        verdict = self._judge(rule, endpoint, deployment, baseline, started, now)
+        verdict = self._judge(rule, endpoint, deployment, baseline, started, now, from_iso(flight.since))
         if verdict is None:  # the source's lag has not passed since the step began: nothing to read yet
             return {**entry, "state": "baking", "until": iso(started + rule.bake)}
         serving = baseline if baseline is not None and (progress.traffic or {}).get(baseline, 0) > 0 else None
@@ -181,21 +181,27 @@ class RolloutStepper:
         baseline: str | None,
         started: datetime,
         now: datetime,
+        rollout_since: datetime | None = None,
     ) -> analysis.Verdict | None:
-        """The verdict on the step so far, read over its window from the model's source; None while
-        the window is empty (the source's lag has not passed since the step began)."""
+        """The verdict on the step so far, read from the model's source; None while the step's window
+        is empty (the source's lag has not passed since the step began). The read reaches back to
+        the rollout's start (``rollout_since``, at most :func:`handlers.analysis.reach` before the
+        step): the earlier steps' minutes count in the comparison with the baseline."""
         name = self.source_of(rule)
         since, until = analysis.window(rule.health, started, now, name)
         if until <= since:
             return None
+        first = analysis.reach(rule, started, rollout_since)
         source = self.sources.get(name)
         if source is None:
-            cand, base = _no_data(name, endpoint, candidate, baseline, since, until)
+            cand, base = _no_data(name, endpoint, candidate, baseline, first, until)
         else:
-            cand, base = source.read(endpoint, candidate, baseline, since, until)
+            cand, base = source.read(endpoint, candidate, baseline, first, until)
         read_since, read_until = from_iso(cand.since), from_iso(cand.until)
-        baked = read_until - read_since if read_since and read_until else until - since  # what was read
-        return analysis.judge(rule, cand, base, baked, fail_fast=True)
+        step_start = max(since, read_since) if read_since else since
+        baked = max(read_until - step_start, timedelta(0)) if read_until else until - since  # what was read
+        step_since = iso(started.replace(second=0, microsecond=0)) if first < since else None
+        return analysis.judge(rule, cand, base, baked, fail_fast=True, step_since=step_since)
 
     def _start(
         self,
