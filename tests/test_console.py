@@ -9,6 +9,7 @@ RETRAIN_SCREENSHOTS names (docs/ for the README's and docs/operations.md's), els
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -106,35 +107,54 @@ class SteadyHealth:
         return reading(candidate, 2, 400), reading(baseline, 8, 800) if baseline else None
 
 
-@pytest.fixture
-def rollout_host(tmp_path: Path) -> Iterator[tuple[str, World]]:
-    """The app in this process on a free port, on a world whose rollout has taken a step."""
+def rolling_out(tmp_path: Path, mirror: bool = False) -> World:
+    """A world whose rollout of a new version has begun (``mirror``: under a policy with a shadow stage
+    of 10%), with a steady health source."""
+    text = (REPO / "examples" / "policy.yaml").read_text()
+    if mirror:
+        text = text.replace("      rollout:\n", "      rollout:\n        mirror: {percent: 10, bake: 10m}\n", 1)
+    actions = RecordingActions(traffic={ENDPOINT: {"blue": 100}})
+    world = World(
+        LedgerSpec("sqlite", str(tmp_path / "l.db")),
+        policy=parse_policy(text),
+        actions=actions,
+        health={"metrics": SteadyHealth()},
+    )
+    deploy = world.manual("deploy", version="4", reason="new model")
+    actions.provisioning[str(deploy.job["name"])] = "Succeeded"  # type: ignore[index]
+    return world
+
+
+@contextlib.contextmanager
+def hosting(world: World) -> Iterator[str]:
+    """The app in this process on a free port, serving ``world``; its URL."""
     import main
     from function_app import runtime
     from function_app.localhost import Host, make_server
 
-    policy = parse_policy((REPO / "examples" / "policy.yaml").read_text())
-    actions = RecordingActions(traffic={ENDPOINT: {"blue": 100}})
-    world = World(
-        LedgerSpec("sqlite", str(tmp_path / "l.db")), policy=policy, actions=actions, health={"metrics": SteadyHealth()}
-    )
-    deploy = world.manual("deploy", version="4", reason="new model")
-    actions.provisioning[str(deploy.job["name"])] = "Succeeded"  # type: ignore[index]
-    world.reconcile()  # step 1: 10%
-    world.clock.advance(minutes=14)  # the 10-minute bake, then the metrics' 3 minutes of lag
-    report = world.reconcile()  # judged healthy: step 2, 50%
-    assert [r["state"] for r in report.rollouts] == ["stepped"], report.rollouts
-    world.clock.advance(minutes=3)
     runtime.set_retrainer(world.worker)
     server = make_server(Host(main.app), free_port())
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", world
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
         runtime.set_retrainer(None)
+
+
+@pytest.fixture
+def rollout_host(tmp_path: Path) -> Iterator[tuple[str, World]]:
+    """The app in this process on a free port, on a world whose rollout has taken a step."""
+    world = rolling_out(tmp_path)
+    world.reconcile()  # step 1: 10%
+    world.clock.advance(minutes=14)  # the 10-minute bake, then the metrics' 3 minutes of lag
+    report = world.reconcile()  # judged healthy: step 2, 50%
+    assert [r["state"] for r in report.rollouts] == ["stepped"], report.rollouts
+    world.clock.advance(minutes=3)
+    with hosting(world) as url:
+        yield url, world
 
 
 def test_a_rollout_in_flight_shows_its_split_step_bake_and_health_against_the_limits(
@@ -171,6 +191,27 @@ def test_a_rollout_in_flight_shows_its_split_step_bake_and_health_against_the_li
         expect(card.locator(".state")).to_have_text("rollout paused")  # the page's CSP allows no eval
         assert card.locator('button[data-action="resume"]').is_enabled()
     assert world.worker.ledger.get_model("sklearn_regression_model").flights["rollout"].data["rollout"]["paused"]
+
+
+def test_a_rollout_in_its_shadow_stage_shows_the_mirror_then_the_shadow_verdict(tmp_path: Path) -> None:
+    world = rolling_out(tmp_path, mirror=True)
+    assert [r["state"] for r in world.reconcile().rollouts] == ["mirroring"]
+    with hosting(world) as url, browser_page() as page:
+        page.goto(f"{url}/api/console")
+        card = page.locator('article.model[data-model="sklearn_regression_model"]')
+        card.locator(".rollout").wait_for()
+        assert "shadow stage (10% mirrored, no live traffic)" in card.locator(".rollout-step").inner_text()
+        traffic = card.locator(".traffic").inner_text()
+        assert "blue 100%" in traffic and "mirrored to the candidate: 10%" in traffic
+        assert "of bake left" in card.locator(".bake").inner_text()
+        world.clock.advance(minutes=14)
+        assert [r["state"] for r in world.reconcile().rollouts] == ["stepped"]  # healthy: mirror cleared, 10% live
+        page.reload()
+        card = page.locator('article.model[data-model="sklearn_regression_model"]')
+        card.locator(".rollout").wait_for()
+        assert "step 1 of 3 (10%)" in card.locator(".rollout-step").inner_text()
+        assert "mirrored" not in card.locator(".traffic").inner_text()
+        assert "shadow 0.50% (healthy)" in card.locator(".chart-caption").inner_text()
 
 
 def test_the_console_is_behind_a_key_and_lets_nothing_else_run(tmp_path: Path) -> None:

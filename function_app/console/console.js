@@ -43,6 +43,11 @@
     return Math.floor(s / 60) + " min " + (s % 60) + " s of bake left (until " + until + ")";
   }
 
+  function stageName(j) {  // the step a verdict judged; before the first step, the shadow stage (mirrored traffic)
+    const n = Number(j.judged_step);
+    return n < 0 ? "shadow" : "step " + (n + 1);
+  }
+
   function chart(svg, caption, history, limit) {
     while (svg.firstChild) svg.removeChild(svg.firstChild);
     const judged = history.filter((h) => h.health && h.health.failure_rate !== null && h.health.failure_rate !== undefined);
@@ -69,7 +74,7 @@
       label.setAttribute("x", String(i * step + step / 2));
       label.setAttribute("y", String(h - 8));
       label.setAttribute("text-anchor", "middle");
-      label.textContent = "step " + (Number(j.judged_step) + 1) + ": " + pct(rate);
+      label.textContent = stageName(j) + ": " + pct(rate);
       svg.appendChild(label);
     });
     if (limit !== null && limit !== undefined) {
@@ -84,7 +89,7 @@
       svg.appendChild(text);
     }
     caption.textContent = "Failure rate of the candidate at each judged step (dashed: max_error_rate " + pct(limit) + "): " +
-      judged.map((j) => "step " + (Number(j.judged_step) + 1) + " " + pct(j.health.failure_rate) + " (" + (j.health.status || "?") + ")").join("; ") + ".";
+      judged.map((j) => stageName(j) + " " + pct(j.health.failure_rate) + " (" + (j.health.status || "?") + ")").join("; ") + ".";
     svg.setAttribute("aria-label", caption.textContent);
   }
 
