@@ -107,6 +107,7 @@ def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now
             paused=progress.paused,
             stage=stage,
             mirror=progress.mirror,  # the shadow stage: percent mirrored to the candidate, since when
+            smoked=progress.smoked,  # the record of the candidate's passed smoke test (deploy.rollout.smoke)
         )
     _explain_flights(policy, ledger, name, state, flights, progress, now)
     status = (

@@ -97,6 +97,8 @@ def test_a_healthy_candidate_passes_its_smoke_test_then_gets_its_first_step(worl
     assert "within tolerance of blue's answers" in passed.reason
     assert json_free_of(passed.details, "data")  # no request or answer body is recorded
 
+    [view] = [m for m in azure.new_worker().models() if m["model"] == MODEL]  # GET /api/models
+    assert view["in_flight"]["rollout"]["smoked"] == passed.id
     assert smoke.state() == "stepped"  # and the rollout goes on
     assert azure.arm.traffic_puts == [{"blue": 90, cand: 10}]
     assert smoke.state() == "baking"
