@@ -8,11 +8,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from handlers.analysis import FINAL_SHARE, INTERIM_SHARE, Verdict, step_alpha
+from handlers.analysis import Verdict
 from handlers.proportions import binomial_greater, two_proportion
 from handlers.readings import Reading
 from handlers.records import span
 from handlers.rollout_rules import RolloutRule
+
+# The error budget as it was: half of a step's share at the final look, a twentieth at each interim
+# one, shared by the steps below 100% (the last step had absolute limits only).
+FINAL_SHARE = 1 / 2
+INTERIM_SHARE = 1 / 20
+
+
+def step_alpha(rule: RolloutRule) -> float:
+    return (1.0 - rule.health.confidence) / max(1, sum(1 for s in rule.steps if s < 100))
 
 
 def judge(

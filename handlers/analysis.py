@@ -1,27 +1,33 @@
 """Rollout analysis: a step's candidate judged against the deployment it replaces, as a pure rule.
 
-A health source (:class:`HealthSource`: platform metrics or the endpoint's traffic log) reads, over
-one window, what the candidate and the live (baseline) deployment answered: a histogram of
-``(ResponseCode, ModelStatusCode) -> requests`` and a p95 latency each (:class:`Reading`). The
-policy's ``failure_codes`` turn the histogram into failures, the way users feel them (by default
-5xx, 408, 424 and a model status >= 500; 429 is throttling, counted apart and judged by its own
-limit). :func:`judge` then decides, with every number it used in the verdict:
+A health source (:class:`HealthSource`: platform metrics or the endpoint's traffic log) reads what
+the candidate and the live (baseline) deployment answered, minute by minute, from the rollout's
+start: a histogram of ``(ResponseCode, ModelStatusCode) -> requests`` and a p95 latency each
+(:class:`Reading`). The policy's ``failure_codes`` turn the histograms into failures, the way users
+feel them (by default 5xx, 408, 424 and a model status >= 500; 429 is throttling, counted apart and
+judged by its own limit). :func:`judge` then decides, with every number it used in the verdict
+(:class:`handlers.look.Verdict`):
 
-- **absolute limits**: the failure rate at most ``max_error_rate``, the p95 at most
-  ``max_latency_ms``, the share of 429s at most ``max_throttle_rate``;
-- **against the baseline**, over the same window: a one-sided test that the candidate fails more
-  often than the baseline (:func:`handlers.proportions.two_proportion`), at ``confidence``, and
-  its p95 at most ``max_latency_ratio`` times the baseline's;
-- **fail fast**: before the bake is over, and before ``min_requests``, a step is rolled back as soon
-  as its failures alone decide it (see :func:`judge`).
+- **against the baseline in the same minutes** (:func:`handlers.strata.compare`): the candidate's
+  failures against the baseline's minute by minute, over the step and the earlier steps, so a
+  spike both deployments share is no evidence; the variance widened by how much the baseline's own
+  failure rate varies from minute to minute; a handful of failures judged by an exact test. At
+  100% (no baseline in the step's minutes) against the baseline's earlier minutes. And its p95 at
+  most ``max_latency_ratio`` times the baseline's, the per-minute p95s higher by a rank test;
+- **absolute limits** on the candidate's *own* minutes (:class:`handlers.minutes.Table`): not those
+  the baseline failed in as well (the endpoint's problem: the step holds while it lasts, up to
+  ``max_bake``), nor bursts without a baseline: the failure rate above ``max_error_rate`` by a
+  binomial test, the p95 at most ``max_latency_ms``, the share of 429s at most ``max_throttle_rate``;
+- **fail fast**: before the bake is over a step is rolled back as soon as its failures alone
+  decide it (see :func:`judge`); a handful of failures at a few requests a minute does not.
 
 ``confidence`` is the rollout's: a candidate as good as its baseline is rolled back by the
 comparison with probability at most ``1 - confidence`` over the whole rollout. That error is shared
-out between the steps that have a baseline (Bonferroni), and inside a step between the final look
-(half of the step's share) and the interim looks, which use a fixed twentieth of it each (a
-Haybittle-Peto boundary: stateless, so a pass needs no memory of earlier looks; within the bound
-for up to ten interim looks a step, and far below it in practice, since the looks are cumulative
-and so strongly correlated).
+out between the steps and the shadow stage (Bonferroni, :func:`handlers.look.step_alpha`), and
+inside a step between the final look (three quarters of the step's share) and the interim looks,
+which use a fixed fortieth of it each (a Haybittle-Peto boundary: stateless, so a pass needs no
+memory of earlier looks; within the bound for up to ten interim looks a step, and far below it in
+practice, since the looks are cumulative and so strongly correlated).
 
 Pure: stdlib only, no I/O, no clock read.
 """

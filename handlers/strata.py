@@ -44,7 +44,7 @@ Stratum = tuple[int, int, int, int]  # (candidate failures, candidate requests, 
 EXACT_UP_TO = 40.0  # the exact distribution while V is at most this; the normal approximation above
 # The squared coefficients of variation of a failure rate from minute to minute that are weighed,
 # and their prior weights: a steady rate (the binomial) as likely as one that varies.
-GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0)
+GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
 PRIOR = (0.5, *([0.5 / (len(GRID) - 1)] * (len(GRID) - 1)))
 TINY = 1e-16  # probabilities below this share of a distribution's largest are left out
 
@@ -168,23 +168,27 @@ def compare(
 ) -> Comparison | None:
     """The candidate against the baseline over the minutes both served in (see the module); None
     when no minute carries information (nobody failed, or everybody, or one side served nothing).
-    ``baseline``: the baseline's minutes ``(failures, requests)`` the minute-to-minute variation is
-    estimated from (default: those of the strata). ``by_minute`` False: the strata are not minutes
+    ``baseline``: the baseline's minutes ``(failures, requests)`` the minute-to-minute variation and
+    the calm failure rate are estimated from (default: those of the strata). ``by_minute`` False: the strata are not minutes
     (a window read whole): no variation is assumed."""
     informative = [s for s in strata if s[1] > 0 and s[3] > 0 and 0 < s[0] + s[2] < s[1] + s[3]]
     if not informative:
         return None
+    reference = list(baseline) or [(s[2], s[3]) for s in strata]
+    calm = sum(f for f, _ in reference) / max(1, sum(n for _, n in reference))
     d = variance = spread = 0.0
     for f1, n1, f0, n0 in informative:
         total, m = n1 + n0, f1 + f0
         d += f1 - m * n1 / total
         variance += m * (total - m) * n1 * n0 / (total * total * (total - 1))
-        mu1, mu0 = m * n1 / total, m * n0 / total  # each side's expected failures as good as the other
+        # each side's own expected failures, at most at the calm rate: what varies deployment by deployment is
+        # its own rate, not a failure both share (a dependency down fails both alike)
+        mu1, mu0 = min(m / total, calm) * n1, min(m / total, calm) * n0
         spread += (n0 / total) ** 2 * mu1 * mu1 + (n1 / total) ** 2 * mu0 * mu0
     observed = sum(s[0] for s in informative)
     if variance <= 0.0:
         return None
-    weights = variation(baseline or [(s[2], s[3]) for s in strata]) if by_minute else [(0.0, 1.0)]
+    weights = variation(reference) if by_minute else [(0.0, 1.0)]
     c2 = sum(c * w for c, w in weights)
     inflated = variance + c2 * spread
     if d <= 0.0:  # no more failures than expected: far from deciding, the normal tail will do
