@@ -57,6 +57,7 @@ fast: install
 
 bench: install node_modules/.bin/azurite
 	$(PY) bench/run.py
+	$(PY) bench/rollout_sim.py
 
 clean:
 	rm -rf $(VENV) .venv-infra node_modules .retrain .pytest_cache .mypy_cache .ruff_cache

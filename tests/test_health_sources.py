@@ -225,6 +225,30 @@ def test_each_source_gives_the_minutes_of_both_deployments_in_the_same_minutes(w
     assert sum(m.counted()[0] for m in cand.minutes) == cand.counts().served == 40  # the window is their sum
 
 
+def test_a_spike_both_deployments_fail_in_holds_the_step_through_either_source(world: World) -> None:
+    world.serve(CAND, minutes=3, ok=60)
+    world.serve(CAND, minutes=1, start=3, ok=30, e5xx=30)  # a dependency down: half of everything fails
+    world.serve(BASE, minutes=3, ok=535, e5xx=5)
+    world.serve(BASE, minutes=1, start=3, ok=270, e5xx=270)
+
+    verdict = world.judge(STARTED + timedelta(minutes=4) + world.lag)  # mid-bake, the spike the latest minute
+
+    assert (verdict.status, verdict.next) == ("endpoint_failing", "hold")
+    assert "baseline 270 failure(s) of 540" in verdict.why and "the endpoint's problem" in verdict.why
+    assert verdict.minutes[-1][1:] == (60, 30, 540, 270, "shared")  # the minute the record keeps
+
+
+def test_two_failures_at_a_few_requests_a_minute_do_not_roll_back_through_either_source(world: World) -> None:
+    world.serve(CAND, minutes=8, ok=2)
+    world.serve(CAND, minutes=2, start=8, ok=1, e424=1)  # 2 of 20 failed: 10%, twice max_error_rate
+    world.serve(BASE, minutes=10, ok=18)
+
+    verdict = world.judge()
+
+    assert verdict.candidate.failures == 2 and verdict.final
+    assert verdict.next != "rollback", verdict.why
+
+
 def test_the_logs_source_sends_one_query_for_both_deployments() -> None:
     world = LogsWorld()
     world.serve(CAND, ok=60)
