@@ -209,6 +209,25 @@ def test_a_crash_between_setting_the_mirror_and_recording_it_sends_nothing_twice
     assert len(shadow.records("rollout")) == 1
 
 
+def test_a_crash_between_clearing_the_mirror_with_the_first_step_and_recording_it_sends_nothing_twice(
+    shadow: Shadowed,
+) -> None:
+    azure, cand = shadow.azure, shadow.name
+    assert shadow.state() == "mirroring"
+    shadow.serve(minutes=10)
+    shadow.bake()
+    with pytest.raises(WorkerDied):
+        shadow.state(actions=DiesAfterSettingTraffic(azure.actions))
+    assert shadow.traffic() == ({"blue": 90, cand: 10}, {})
+
+    assert shadow.state() == "stepped"  # the pending step, carried out again: found so, not sent again
+
+    assert azure.arm.endpoint_puts == [({"blue": 100}, {cand: 10}), ({"blue": 90, cand: 10}, {})]
+    data = shadow.flight_data()
+    assert (data["pending"], data["step"], data.get("mirror")) == (None, 0, None)
+    assert len([r for r in shadow.records("rollout") if r.details["step"] == 0]) == 1
+
+
 def operate(shadow: Shadowed, action: str) -> DecisionRecord:
     trigger = Trigger("http", f"op-{action}-1", f"OperatorRequest.{action}", {"kind": "user", "name": "ana"})
     return shadow.azure.new_worker().operate(OperatorRequest(trigger, MODEL, action, "checking"))
