@@ -127,13 +127,16 @@ class SmokeRule(Strict):
     each of ``requests`` (JSON bodies) is sent to the candidate by deployment name, and must be answered
     ``status`` within ``timeout``, with a JSON body that satisfies ``response_schema`` (if set) and, with
     ``champion``, close enough to the champion's answer to the same request. Any request that fails
-    rolls the candidate back before the traffic changes."""
+    rolls the candidate back before the traffic changes. ``load``: a step whose bake is over with fewer
+    than ``health.min_requests`` requests gets up to this many synthetic requests (the sample requests
+    in turn), once, for the health source to judge (0: none)."""
 
     requests: list[JsonValue] = Field(min_length=1, max_length=MAX_SMOKE_REQUESTS)
     status: int = Field(default=200, ge=100, le=599)
     response_schema: Annotated[dict[str, Any] | None, BeforeValidator(_schema)] = None
     champion: ChampionRule | None = None
     timeout: Duration = timedelta(seconds=10)
+    load: int = Field(default=0, ge=0, le=200)
 
     @field_validator("requests")
     @classmethod
@@ -162,6 +165,12 @@ class SmokeRule(Strict):
                 f"{calls} requests of up to {int(self.timeout.total_seconds())}s each may take longer than "
                 f"{int(MAX_SMOKE_TIME.total_seconds() // 60)}m, which one reconciler pass may spend on a smoke "
                 "test; send fewer requests or set a shorter timeout"
+            )
+        if self.load * self.timeout > MAX_SMOKE_TIME:
+            raise ValueError(
+                f"a synthetic load of {self.load} requests of up to {int(self.timeout.total_seconds())}s each may take "
+                f"longer than {int(MAX_SMOKE_TIME.total_seconds() // 60)}m, which one reconciler pass may spend on it; "
+                "set a smaller load or a shorter timeout"
             )
         return self
 

@@ -182,6 +182,13 @@ class AzureWorld(World):
             scoring=self.actions,  # smoke tests invoke deployments through the fake ARM's scoring URIs
         )
         self.clock = self.retry_clock  # here ``clock`` is the retries' clock, ``now`` the workers' time
+        self.arm.scoring.counted = self._counted  # a deployment invoked directly serves a request too
+
+    def _counted(self, endpoint: str, deployment: str, status: int) -> None:
+        """A request a deployment answered through its scoring URI, in the health source, now."""
+        kind = {200: "ok", 424: "model_errors", 408: "timeouts"}.get(status, "errors" if status >= 500 else "")
+        if kind and endpoint == ENDPOINT:
+            self.serve(self.now.now, deployment, **{kind: 1})
 
     def provisioned(self) -> None:
         """The fake clock moves on until the started operations are done (a deployment takes minutes),

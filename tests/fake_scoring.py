@@ -68,6 +68,9 @@ class FakeScoring:
         self.arm = arm
         self.behaviours: dict[tuple[str, str], Behaviour] = {}
         self.calls: list[tuple[str, str, Any]] = []
+        # Where an answered request is counted, as Azure Monitor counts every request a deployment
+        # answers (the platform metrics and the traffic log): set by the test world to its health fakes.
+        self.counted: Callable[[str, str, int], None] | None = None
 
     def aad(self, endpoint: str) -> None:
         """The endpoint authenticates callers with Microsoft Entra tokens (``auth_mode: aad_token``)."""
@@ -101,7 +104,10 @@ class FakeScoring:
         deployment = self._route(call, endpoint)
         self.calls.append((endpoint, deployment, call.body))
         behaviour = self.behaviours.get((endpoint, deployment), healthy())
-        return behaviour(call.body)
+        answer = behaviour(call.body)
+        if self.counted is not None:
+            self.counted(endpoint, deployment, answer[0])
+        return answer
 
     def _authorize(self, call: Call, endpoint: str) -> None:
         props = self.arm.endpoints[endpoint]["properties"]

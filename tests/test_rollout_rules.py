@@ -323,7 +323,7 @@ def test_a_flight_stored_by_the_previous_version_moves_on() -> None:
 def test_each_kind_of_transition_is_one_row_of_one_table() -> None:
     assert set(KINDS) == {
         *("step", "hold", "promote", "rollback", "pause", "resume", "promote-now", "manual-rollback"),
-        *("smoke", "smoke-failed", "mirror"),
+        *("smoke", "smoke-failed", "mirror", "load"),
     }
     ends = {k for k, row in KINDS.items() if row.then is None}  # the slot is freed
     assert ends == {"promote", "rollback", "promote-now", "manual-rollback", "smoke-failed"}

@@ -17,7 +17,7 @@ import yaml
 
 from handlers import guards
 from handlers.policy import Policy
-from handlers.records import DecisionRecord
+from handlers.records import DecisionRecord, from_iso
 from tests.azure_world import ENDPOINT, MODEL, AzureWorld
 from tests.conftest import REPO
 from tests.crashes import WorkerDied
@@ -283,6 +283,35 @@ def test_a_candidate_rolled_back_by_its_smoke_test_is_retired_after_retire_after
     [retire] = smoke.records("retire")
     assert retire.outcome == "submitted" and retire.job is not None and retire.job["name"] == f"{ENDPOINT}/{cand}"
     assert azure.arm.requests_to("DELETE", f"deployments/{cand}$")
+
+
+def test_a_step_without_enough_traffic_gets_a_synthetic_load_once_and_is_judged_on_it(world: Any) -> None:
+    smoke = world(load=30)
+    azure, cand = smoke.azure, smoke.name
+    assert smoke.state() == "smoke_passed"
+    assert smoke.state() == "stepped"
+    started = from_iso(azure.service.ledger.get_model(MODEL).flights[guards.ROLLOUT].data["rollout"]["step_started"])
+    assert started is not None
+    for m in range(10):  # a quiet endpoint: 1 request a minute reaches the candidate's 10%
+        azure.serve(started + timedelta(minutes=m, seconds=30), cand, ok=1)
+        azure.serve(started + timedelta(minutes=m, seconds=30), "blue", ok=9)
+    azure.now.now = started + timedelta(minutes=15)  # the bake (10m) and the logs' lag (5m) are over
+
+    assert smoke.state() == "loaded"
+    [load] = [r for r in smoke.records("rollout") if r.id.startswith("ld-")]
+    sent = load.details["requests"]
+    # what it lacked of min_requests (20): the step's 10, and the smoke test's 2 (sent in the minute the
+    # step began: the passes of this test take no time)
+    assert sent == 8 and load.details["answered"] == {"200": 8}
+    assert "synthetic load: 8 sample request(s) sent to the candidate" in load.reason
+    assert len(azure.arm.scoring.to(cand)) == 2 + 8  # the smoke test's, then the load (samples in turn)
+    assert smoke.traffic() == {"blue": 90, cand: 10}  # no traffic change
+
+    assert smoke.state() == "waiting_for_traffic"  # not read yet (the lag), and never loaded twice a step
+    assert len(azure.arm.scoring.to(cand)) == 10
+    azure.now.now = started + timedelta(minutes=21)
+    assert smoke.state() == "stepped"  # judged on the requests it got, synthetic ones included
+    assert smoke.traffic() == {"blue": 50, cand: 50}
 
 
 class _DiesAtRecord:

@@ -114,3 +114,13 @@ def test_a_bad_champion_field_says_how_to_write_a_path() -> None:
         f"{KEY}.champion.field: 'a..b' is not a path into the answer; write key names joined by dots, e.g. "
         "predictions or result.scores (leave it out to compare the whole answer)"
     )
+
+
+def test_a_synthetic_load_is_bounded_by_what_a_pass_may_spend() -> None:
+    rule = smoke("{requests: [{}], load: 30}")
+    assert rule is not None and rule.load == 30
+    assert error("{requests: [{}], load: 31}") == (
+        f"{KEY}: a synthetic load of 31 requests of up to 10s each may take longer than 5m, which one reconciler "
+        "pass may spend on it; set a smaller load or a shorter timeout"
+    )
+    assert error("{requests: [{}], load: -1}").startswith(f"{KEY}.load: ")

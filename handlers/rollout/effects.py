@@ -77,6 +77,8 @@ class RolloutEffects:
                 reason=f"{pending.reason}: {verdict.why}",
                 details={**pending.details, "smoke": verdict.details},
             )
+        if pending.kind == "load":
+            pending = self._load(model, flight, pending)
         if pending.target is not None or pending.mirror is not None:
             try:
                 target = None if pending.target is None else dict(pending.target)
@@ -132,6 +134,24 @@ class RolloutEffects:
         verdict = smoke.judge(rule, candidate, answers, str(champion) if champion else None, theirs)
         log.info("rollout %s model=%s: %s", flight.job, model, verdict.why)
         return verdict
+
+    def _load(self, model: str, flight: Flight, pending: Transition) -> Transition:
+        """Send ``pending``'s count of synthetic requests (the policy's sample requests in turn) to the
+        candidate; what they were answered is for the record, the health source judges them."""
+        rule = self.rule(model).smoke if self.rule is not None else None
+        endpoint, _, candidate = str(flight.job).partition("/")
+        if rule is None or self.scoring is None:
+            return replace(pending, reason=f"{pending.reason}; none sent: no smoke requests or no way to invoke")
+        statuses: dict[str, int] = {}
+        count = int(pending.details.get("requests") or 0)
+        for i in range(count):
+            answer = self.scoring.score(
+                endpoint, candidate, rule.requests[i % len(rule.requests)], rule.timeout.total_seconds()
+            )
+            key = str(answer.status) if answer.status is not None else "no answer"
+            statuses[key] = statuses.get(key, 0) + 1
+        log.info("rollout %s model=%s: synthetic load of %d request(s): %s", flight.job, model, count, statuses)
+        return replace(pending, details={**pending.details, "answered": statuses})
 
     def _retargeted(self, record: DecisionRecord, endpoint: str, flight: Flight) -> DecisionRecord:
         """Point each model-monitor schedule that watched a demoted deployment at the promoted one (a

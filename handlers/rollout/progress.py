@@ -176,6 +176,7 @@ class RolloutProgress:
     pending: Transition | None = None
     restores_kept: bool = False
     smoked: str | None = None
+    loaded: int | None = None
     mirror: dict[str, Any] | None = None
 
     @property
@@ -220,6 +221,7 @@ class RolloutProgress:
             pending=Transition.from_dict(pending) if pending else None,
             restores_kept=bool(data.get("restores_kept")),
             smoked=str(data["smoked"]) if data.get("smoked") else None,
+            loaded=None if data.get("loaded") is None else int(data["loaded"]),
             mirror=dict(mirror) if mirror else None,
         )
 
@@ -240,6 +242,8 @@ class RolloutProgress:
             out["restores_kept"] = True
         if self.smoked:
             out["smoked"] = self.smoked
+        if self.loaded is not None:
+            out["loaded"] = self.loaded
         if self.mirror:
             out["mirror"] = dict(self.mirror)
         return out
@@ -287,6 +291,10 @@ def _paused(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
 
 def _smoked(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
     return replace(p, smoked=t.id)  # the candidate answered its smoke test: the rollout goes on
+
+
+def _loaded(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
+    return replace(p, loaded=t.step)  # once per step: the step waits for the synthetic requests to be read
 
 
 def _resumed(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
@@ -337,6 +345,8 @@ KINDS: dict[str, Kind] = {
         Kind("smoke", "rollout", "sm", "smoke_passed", _smoked),
         # the candidate failed its smoke test: rolled back before any traffic (it keeps 0%)
         Kind("smoke-failed", "rollback", "sf", "smoke_failed", None, rolls_back=True),
+        # a step whose bake is over with too few requests gets synthetic ones (deploy.rollout.smoke.load)
+        Kind("load", "rollout", "ld", "loaded", _loaded),
     )
 }
 

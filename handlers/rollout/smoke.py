@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from handlers.rollout_rules import ChampionRule, SmokeRule
+    from handlers.look import Verdict
+    from handlers.rollout_rules import ChampionRule, RolloutRule, SmokeRule
 
 
 @dataclass(frozen=True)
@@ -199,3 +200,12 @@ def judge(
     slowest = max((a.ms for a in answers), default=0.0)
     why = f"smoke test passed: {len(answers)} request(s) answered with {', '.join(checks)} (slowest {slowest:.0f} ms)"
     return SmokeVerdict(True, why, details)
+
+
+def synthetic_load(rule: RolloutRule, step: int, loaded: int | None, verdict: Verdict) -> int:
+    """How many synthetic requests (``deploy.rollout.smoke.load``) a step gets whose look says wait:
+    none before its bake is over, none twice in one step (``loaded``: the step that had them), else
+    what it lacks of ``health.min_requests``, at most ``load``."""
+    if rule.smoke is None or not rule.smoke.load or not verdict.final or loaded == step:
+        return 0
+    return max(0, min(rule.smoke.load, rule.health.min_requests - verdict.candidate.served))

@@ -29,7 +29,7 @@ from handlers.errors import PermanentError
 from handlers.executor import Executor
 from handlers.ports import Deployments, Ledger
 from handlers.records import Flight, from_iso, iso, span
-from handlers.rollout import changes, query_guards, traffic
+from handlers.rollout import changes, query_guards, smoke, traffic
 from handlers.rollout.progress import RolloutProgress, Transition
 from handlers.rollout.query_guards import GuardQueries
 from handlers.rollout.traffic import fmt
@@ -107,6 +107,12 @@ class RolloutStepper:
             verdict.why,
         )
         if verdict.next == "wait":
+            count = smoke.synthetic_load(rule, progress.step, progress.loaded, verdict)
+            if count:  # the bake is over with too few requests: synthetic ones, once (deploy.rollout.smoke.load)
+                why = f"{verdict.why}; synthetic load: {count} sample request(s) sent to the candidate"
+                reason = f"rollout of {flight.job} {progress.at}: {why}"
+                pending = Transition.of(model, flight, "load", step, step, None, reason, requests=count)
+                return {**entry, **self._write_ahead(model, flight, pending, now)}
             state = "baking" if not verdict.final else "waiting_for_traffic"
             waiting = {"guards": checked} if checked else {}
             return {**entry, "state": state, "until": iso(started + rule.bake), "why": verdict.why, **waiting}
