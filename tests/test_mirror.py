@@ -162,6 +162,21 @@ def test_a_failing_shadow_is_rolled_back_and_its_traffic_is_never_live(shadow: S
     assert "its traffic was never live" in rollback.reason
 
 
+@SOURCES
+def test_a_shadow_slower_than_the_live_deployment_is_rolled_back_on_its_latency(shadow: Shadowed) -> None:
+    azure, cand = shadow.azure, shadow.name
+    assert shadow.state() == "mirroring"
+    for m in range(10):  # no failures, but the shadow answers in 200 ms where blue answers in 40
+        azure.serve_endpoint(shadow.started() + timedelta(minutes=m, seconds=30), 600, ms={cand: 200, "blue": 40})
+    shadow.bake()
+
+    assert shadow.state() == "rolled_back"
+
+    health = shadow.records("rollback")[0].details["health"]
+    assert health["candidate"]["failures"] == 0 and health["latency_ratio"] == pytest.approx(5.0)
+    assert shadow.traffic() == ({"blue": 100}, {}) and all(cand not in t for t, _ in azure.arm.endpoint_puts)
+
+
 def test_a_mirror_azure_refuses_is_a_rollback_whose_traffic_was_never_live(shadow: Shadowed) -> None:
     azure = shadow.azure
     azure.arm.fail(400, method="PUT", path=r"^onlineEndpoints/[^/]+$", code="UserError", message="Mirroring refused")
