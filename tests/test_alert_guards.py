@@ -32,22 +32,26 @@ ALERT: dict[str, Any] = json.loads((REPO / "examples" / "events" / "alert.common
 ENDPOINT_ID = f"{WORKSPACE_ID}/onlineEndpoints/{ENDPOINT}"
 
 
-def guarded_policy() -> Any:
+def guarded_policy(mirror: bool = False) -> Any:
     raw = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
     raw["models"][MODEL]["deploy"]["rollout"]["guards"] = {"alerts": [GUARD.upper(), BOTH]}
+    if mirror:
+        raw["models"][MODEL]["deploy"]["rollout"]["mirror"] = {"percent": 10, "bake": "10m"}
     return parse_policy(yaml.safe_dump(raw))
 
 
 class Guarded:
-    """A candidate rolled out to its first step (10%) under a policy with alert guards, and the app."""
+    """A candidate rolled out to its first step (10%), or ``mirror``ed in its shadow stage, under a
+    policy with alert guards, and the app."""
 
-    def __init__(self, tmp_path: Path) -> None:
-        self.azure = AzureWorld(tmp_path, LedgerSpec("sqlite", str(tmp_path / "l.db")), policy=guarded_policy())
+    def __init__(self, tmp_path: Path, mirror: bool = False) -> None:
+        policy = guarded_policy(mirror)
+        self.azure = AzureWorld(tmp_path, LedgerSpec("sqlite", str(tmp_path / "l.db")), policy=policy)
         [self.deploy] = self.azure.deliver(self.azure.finished_run(r2="0.61")).decisions
         self.name = str(self.deploy.details["rendered"]["deployment"])
         self.azure.provisioned()
         [entry] = self.azure.new_worker().reconcile().rollouts
-        assert entry["state"] == "stepped"
+        assert entry["state"] == ("mirroring" if mirror else "stepped")
         import main
 
         runtime.set_retrainer(self.azure.worker)
@@ -208,3 +212,24 @@ def test_an_alert_meeting_a_transition_being_carried_out_is_a_503_the_action_gro
     [rolled] = guarded.post(guarded.alert())["decisions"]  # retried: the claim was given back
     assert rolled["action"] == "rollback" and guarded.traffic() == {"blue": 100}
     assert "at step 2 of 3 (50%)" in rolled["reason"]
+
+
+def test_a_fired_alert_in_the_shadow_stage_rolls_back_with_the_candidate_never_live(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    guarded = Guarded(tmp_path, mirror=True)
+    try:
+        runtime.set_retrainer(guarded.azure.worker)
+        props = guarded.azure.arm.endpoints[ENDPOINT]["properties"]
+        assert guarded.traffic() == {"blue": 100} and props["mirrorTraffic"] == {guarded.name: 10}
+
+        [rolled] = guarded.post(guarded.alert())["decisions"]
+
+        assert rolled["action"] == "rollback" and rolled["trigger"]["caller"]["rule"] == GUARD
+        props = guarded.azure.arm.endpoints[ENDPOINT]["properties"]
+        assert guarded.traffic() == {"blue": 100} and not props.get("mirrorTraffic") and not guarded.in_flight()
+        assert guarded.azure.arm.endpoint_puts[-1] == ({"blue": 100}, {})  # the mirror cleared, live as it was
+    finally:
+        runtime.set_retrainer(None)
+        guarded.azure.close()
