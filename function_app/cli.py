@@ -9,6 +9,8 @@ retrain replay                  replay dead-lettered events from their blobs
 retrain reconcile               one pass of the reconciler (the local host has no timers)
 retrain rollback|promote|pause|resume MODEL [--reason ...]
                                 steer MODEL's rollout, on the configured ledger and backend
+retrain freeze|unfreeze --reason ... [--model M ...] [--action A ...]
+                                the stop switch: no new work, rollouts hold their step (all models by default)
 retrain host                    run the local development host
 """
 
@@ -225,12 +227,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 def cmd_operate(args: argparse.Namespace) -> int:
     """An operator's action on the configured ledger and backend, as ``retrain reconcile`` works:
     the same decision as the HTTP route's, recorded with the command line's user as the caller."""
-    import getpass
-
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no login name (a container without USER): say so
-        user = "unknown"
+    user = _user()
     request = OperatorRequest(
         Trigger(
             "cli",
@@ -249,6 +246,35 @@ def cmd_operate(args: argparse.Namespace) -> int:
     else:
         print(f"{record.action} {record.outcome}: {record.reason}")
     return 1 if record.outcome == "failed" else 0
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container without USER): say so
+        return "unknown"
+
+
+def cmd_freeze(args: argparse.Namespace) -> int:
+    """The stop switch set or lifted on the configured ledger, recorded with the command line's user."""
+    on = args.command == "freeze"
+    trigger = Trigger(
+        "cli",
+        new_id(),
+        f"ManualRequest.{args.command}",
+        caller=(("kind", "command line"), ("user", _user())),
+        channel=OPERATOR,
+    )
+    records = get_retrainer().freeze(on, trigger, args.reason.strip()[:500], models=args.model, actions=args.action)
+    for record in records:
+        print(
+            json.dumps(record.to_dict())
+            if args.json
+            else f"{record.model}: {record.action} {record.outcome}: {record.reason}"
+        )
+    return 0
 
 
 def cmd_host(args: argparse.Namespace) -> int:
@@ -312,10 +338,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--reason", help="why, for the audit trail")
         p.add_argument("--json", action="store_true", help="print the decision record as JSON")
         p.set_defaults(fn=cmd_operate)
+    _switch_parsers(sub)
     p = sub.add_parser("host", help="run the local development host")
     p.add_argument("--port", type=int)
     p.set_defaults(fn=cmd_host)
     return _run(parser.parse_args(argv))
+
+
+def _switch_parsers(sub: Any) -> None:
+    """``retrain freeze`` and ``retrain unfreeze``: the stop switch."""
+    for verb, what in (
+        ("freeze", "the stop switch: no new retrains or deployments, rollouts hold their step (rollbacks go on)"),
+        ("unfreeze", "lift the stop switch"),
+    ):
+        p = sub.add_parser(verb, help=what)
+        p.add_argument("--reason", required=True, help="why, for the audit trail")
+        p.add_argument("--model", action="append", help="only this model (repeat for more; default: every model)")
+        if verb == "freeze":
+            p.add_argument(
+                "--action", action="append", choices=["retrain", "deploy", "promote"], help="only this action"
+            )
+        else:
+            p.set_defaults(action=None)
+        p.add_argument("--json", action="store_true", help="print the decision records as JSON lines")
+        p.set_defaults(fn=cmd_freeze)
 
 
 def _run(args: argparse.Namespace) -> int:

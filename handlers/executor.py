@@ -48,6 +48,11 @@ class Limits:
 
     cooldown: timedelta | None
     budget: int | None
+    windows: tuple[Any, ...] = ()  # the model's freeze windows (handlers.freeze.WindowLike)
+
+    def of(self, kind: str) -> Limits:
+        """The limits of ``kind``'s slot: a rollout's has no cooldown or budget, only the freezes."""
+        return self if kind == guards.RETRAIN else Limits(None, None, self.windows)
 
 
 @dataclass(frozen=True)
@@ -182,7 +187,7 @@ class Executor:
             unwritten.append(self.preview(decision, now).record)
             return unwritten[-1]
         kind = guards.RETRAIN if isinstance(decision, Retrain) else guards.ROLLOUT
-        limits = self.limits(decision.model) if kind == guards.RETRAIN else Limits(None, None)
+        limits = self.limits(decision.model).of(kind)
         decision = self.named(decision)
         model = decision.model
         if isinstance(decision, Deploy) and decision.plan.source == "run":
@@ -191,7 +196,9 @@ class Executor:
                 return judged
         verdict = self.ledger.update_model(
             model,
-            lambda s: guards.reserve(s, kind, decision.id, now, limits.cooldown, limits.budget, decision.force),
+            lambda s: guards.reserve(
+                s, kind, decision.id, now, limits.cooldown, limits.budget, decision.force, limits.windows
+            ),
         )
         if not verdict.granted:
             rec = self.record(decision, "skipped", now, verdict.reason, guard=verdict.code, until=verdict.until)
@@ -244,13 +251,15 @@ class Executor:
         checked); ``judge_always``: a deploy's gate is judged even when a guard refuses it (what
         ``retrain explain`` shows; the record stays the guard's skip)."""
         kind = guards.RETRAIN if isinstance(decision, Retrain) else guards.ROLLOUT
-        limits = self.limits(decision.model) if kind == guards.RETRAIN else Limits(None, None)
+        limits = self.limits(decision.model).of(kind)
         decision = self.named(decision)
         rendered = rendered_of(decision)
         verdict = None
         if check_guards:
             state = self.ledger.get_model(decision.model)
-            verdict = guards.check(state, kind, decision.id, now, limits.cooldown, limits.budget, decision.force)
+            verdict = guards.check(
+                state, kind, decision.id, now, limits.cooldown, limits.budget, decision.force, limits.windows
+            )
         refused = None
         if verdict is not None and not verdict.granted:
             refused = self.record(decision, "skipped", now, verdict.reason, guard=verdict.code, dry_run=True)

@@ -8,20 +8,23 @@ re-reads and asks again. That is how N concurrent drift events start one retrain
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from handlers import freeze
 from handlers.records import Flight, ModelState, from_iso, iso, span
 
 RETRAIN = "retrain"
 ROLLOUT = "rollout"
+ACTION_OF = {RETRAIN: "retrain", ROLLOUT: "deploy"}  # what a freeze of each slot's new work names
 
 
 @dataclass(frozen=True)
 class Verdict:
     granted: bool
     reason: str
-    code: str  # granted, resumed, done, in_flight, cooldown, budget
+    code: str  # granted, resumed, done, in_flight, frozen, cooldown, budget
     until: str | None = None
 
     @property
@@ -44,8 +47,10 @@ def check(
     cooldown: timedelta | None,
     budget: int | None,
     force: bool = False,
+    windows: Iterable[freeze.WindowLike] = (),
 ) -> Verdict:
-    """Whether ``decision_id`` may act now, and if not, why (read-only)."""
+    """Whether ``decision_id`` may act now, and if not, why (read-only). A freeze (a window of
+    ``windows`` or the model's stop switch) refuses new work even with ``force``."""
     flight = state.flights.get(kind)
     if flight and flight.decision == decision_id:
         if flight.status != "reserved":
@@ -56,6 +61,9 @@ def check(
         return Verdict(
             False, f"a {kind} is already in flight for this model ({what}, since {flight.since})", "in_flight"
         )
+    frozen = freeze.frozen(state.frozen, windows, ACTION_OF[kind], now)
+    if frozen is not None:
+        return Verdict(False, f"frozen by {frozen.reason}", "frozen", frozen.until)
     if cooldown is not None and not force:
         until = cooldown_until(state, cooldown)
         if until and now < until:
@@ -81,9 +89,10 @@ def reserve(
     cooldown: timedelta | None,
     budget: int | None,
     force: bool = False,
+    windows: Iterable[freeze.WindowLike] = (),
 ) -> tuple[ModelState | None, Verdict]:
     """Take the model's ``kind`` slot for ``decision_id`` if the rules allow it."""
-    verdict = check(state, kind, decision_id, now, cooldown, budget, force)
+    verdict = check(state, kind, decision_id, now, cooldown, budget, force, windows)
     if not verdict.granted or verdict.resumed:
         return None, verdict
     flights = {
@@ -157,3 +166,10 @@ def take_over(
         return None, False
     taken = replace(flight, data={**flight.data, "resumed_at": iso(now)})
     return replace(state, flights={**state.flights, kind: taken}), True
+
+
+def switch(state: ModelState, on: dict[str, object] | None) -> tuple[ModelState | None, bool]:
+    """Set (``on``: by, why, at, actions) or lift (None) the model's stop switch; False when it was so."""
+    if (state.frozen is None) == (on is None) and (on is None or state.frozen == on):
+        return None, False
+    return replace(state, frozen=dict(on) if on is not None else None), True

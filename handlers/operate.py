@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from handlers import freeze
 from handlers.claims import Claims
 from handlers.errors import InvalidInput, NotApplicable, NotFound, TransientError
 from handlers.executor import Executor
@@ -260,6 +261,10 @@ class Operator:
             return done
         now = self.clock()
         state = self.ledger.get_model(request.model)
+        if request.action == "promote":  # a rollback, a pause and a resume are never frozen
+            held = freeze.frozen(state.frozen, self.policy.freeze_windows(request.model), "promote", now)
+            if held is not None:
+                raise NotApplicable(f"{request.model} is frozen by {held.reason}; lift the freeze first to promote")
         planned = plan(request, state, self._facts(request, state), now)
         if isinstance(planned, Refused):
             # this very request, when its worker died after writing the transition ahead and a

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from handlers.freeze_rules import FreezeWindow
 from handlers.gate_rules import GateRule
 from handlers.policy_base import Duration, Strict
 from handlers.rollout_rules import RolloutRule
@@ -199,11 +200,15 @@ class ModelPolicy(Strict):
     retrain: RetrainRule | None = None
     candidates: CandidateRule = Field(default_factory=CandidateRule)
     deploy: DeployRule | None = None
+    freeze: list[FreezeWindow] = Field(
+        default_factory=list, description="freeze windows of this model (and the defaults')"
+    )
 
 
 class Defaults(Strict):
     cooldown: Duration = timedelta(hours=6)
     daily_budget: int = Field(default=4, ge=0)
+    freeze: list[FreezeWindow] = Field(default_factory=list, description="freeze windows of every model")
 
 
 class Policy(Strict):
@@ -224,6 +229,11 @@ class Policy(Strict):
     def cooldown(self, model: str) -> timedelta:
         rule = self.models[model].retrain
         return rule.cooldown if rule and rule.cooldown is not None else self.defaults.cooldown
+
+    def freeze_windows(self, model: str) -> tuple[FreezeWindow, ...]:
+        """The windows that freeze ``model``: the defaults' and its own."""
+        mp = self.models.get(model)
+        return (*self.defaults.freeze, *(mp.freeze if mp is not None else ()))
 
     def daily_budget(self, model: str) -> int:
         rule = self.models[model].retrain

@@ -189,6 +189,7 @@ class ModelState:
     etag: str | None = None
     kept: dict[str, Any] | None = None
     retire_due: str | None = None
+    frozen: dict[str, Any] | None = None  # the stop switch (handlers.freeze): by, why, at, actions
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -202,6 +203,8 @@ class ModelState:
             out["kept"] = dict(self.kept)
         if self.retire_due is not None:
             out["retire_due"] = self.retire_due
+        if self.frozen is not None:
+            out["frozen"] = dict(self.frozen)
         return out
 
     @classmethod
@@ -215,4 +218,5 @@ class ModelState:
             etag=etag,
             kept=dict(data["kept"]) if isinstance(data.get("kept"), dict) else None,
             retire_due=data["retire_due"] if isinstance(data.get("retire_due"), str) else None,
+            frozen=dict(data["frozen"]) if isinstance(data.get("frozen"), dict) else None,
         )

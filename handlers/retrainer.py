@@ -146,6 +146,22 @@ class Retrainer:
         """An operator's rollback, promote, pause or resume (:class:`handlers.operate.Operator`)."""
         return self.operator.handle(request)
 
+    def freeze(
+        self,
+        on: bool,
+        trigger: Trigger,
+        reason: str,
+        *,
+        models: Sequence[str] | None = None,
+        actions: Sequence[str] | None = None,
+    ) -> list[DecisionRecord]:
+        """The stop switch set (``on``) or lifted on ``models`` (default all), recorded per model
+        (:mod:`handlers.stopswitch`)."""
+        from handlers.stopswitch import StopSwitch
+
+        switch = StopSwitch(self.ledger, self.executor.write, lambda: list(self.policy.models), self.clock)
+        return switch.set(on, trigger, reason, models=models, actions=actions)
+
     def reconcile(self, now: datetime | None = None) -> ReconcileReport:
         """One reconciler pass at ``now`` (default: the clock's now), then the notifications still
         pending (bounded: ``notify_batches``), those the pass decided included."""

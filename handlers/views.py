@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from handlers import guards
+from handlers import freeze, guards
 from handlers.ports import Ledger
 from handlers.records import ModelState, iso
 from handlers.rollout.progress import RolloutProgress
@@ -123,6 +123,8 @@ def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now
     )
     budget = policy.daily_budget(name)
     used = state.budget_used if state.budget_day == now.date().isoformat() else 0
+    windows = policy.freeze_windows(name)
+    frozen = {a: f.reason for a in freeze.ACTIONS if (f := freeze.frozen(state.frozen, windows, a, now)) is not None}
     return {
         "model": name,
         "state": status,
@@ -130,4 +132,7 @@ def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now
         "cooldown_until": iso(until) if in_cooldown and until else None,
         "budget": {"used_today": used, "daily": budget},
         "last_decision": last[0].summary() if last else None,
+        # what is frozen now, and why (the stop switch or a window: handlers.freeze); {} when nothing
+        "frozen": frozen,
+        "stop_switch": dict(state.frozen) if state.frozen else None,
     }

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from handlers import freeze
 from handlers.analysis import HealthSource
 from handlers.envelopes import workspace_key
 from handlers.executor import Executor, Limits
@@ -26,6 +27,7 @@ from handlers.rollout.watch import AlertWatch
 from handlers.service import RetrainService
 
 if TYPE_CHECKING:
+    from handlers.freeze import Frozen
     from handlers.policy import Policy
     from handlers.rollout_rules import RolloutRule
 
@@ -62,7 +64,7 @@ def assemble(
     accepted = list(workspaces)
 
     def limits(model: str) -> Limits:
-        return Limits(policy.cooldown(model), policy.daily_budget(model))
+        return Limits(policy.cooldown(model), policy.daily_budget(model), policy.freeze_windows(model))
 
     def rule(model: str) -> RolloutRule:
         from handlers.rollout_rules import RolloutRule  # pydantic: loaded on the reconciler's path only
@@ -82,7 +84,11 @@ def assemble(
     service = RetrainService(
         policy, ledger, executor, clock, accepted, allow_force=allow_force, lease=lease, watch=watch
     )
-    stepper = RolloutStepper(ledger, deployments, executor, rule, health, health_source, guard_queries)
+
+    def frozen(model: str, action: str, now: datetime) -> Frozen | None:
+        return freeze.frozen(ledger.get_model(model).frozen, policy.freeze_windows(model), action, now)
+
+    stepper = RolloutStepper(ledger, deployments, executor, rule, health, health_source, guard_queries, frozen)
     reconciler = Reconciler(
         ledger,
         executor,

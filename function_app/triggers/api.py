@@ -1,5 +1,5 @@
 """The manual HTTP API: retrain or deploy a model, steer its rollout (rollback, promote, pause,
-resume), read models and decisions, health."""
+resume), freeze and unfreeze (the stop switch), read models and decisions, health."""
 
 from __future__ import annotations
 
@@ -182,6 +182,60 @@ def pause_rollout(req: func.HttpRequest) -> func.HttpResponse:
 def resume_rollout(req: func.HttpRequest) -> func.HttpResponse:
     """Body: {"reason": str}. The paused rollout goes on with its step, whose bake starts again."""
     return _operate(req, "resume")
+
+
+_FREEZE_KEYS = {"reason": str, "models": list, "actions": list}
+
+
+def _switch(req: func.HttpRequest, on: bool) -> func.HttpResponse:
+    """The stop switch set or lifted, recorded per model with who asked (as the operator's routes)."""
+    verb = "freeze" if on else "unfreeze"
+    try:
+        body = json_body(req)
+        _check_body(body, _FREEZE_KEYS)
+        reason = (body.get("reason") or "").strip()[:500]
+        if not reason:
+            raise InvalidInput('field "reason" is required: say why, e.g. {"reason": "incident 4711"}')
+        lists = {k: body.get(k) for k in ("models", "actions")}
+        for key, value in lists.items():
+            if value is not None and not (value and all(isinstance(v, str) for v in value)):
+                raise InvalidInput(f"field {key!r} must be a non-empty list of names, or left out (all)")
+        settings = Settings.from_env()
+        caller = caller_of(
+            req.headers,
+            app_service_auth=settings.app_service_auth,
+            operator_role=settings.operator_role,
+            platform_sign_in=settings.platform_sign_in,
+        )
+        trigger = Trigger(
+            source="http",
+            event_id=new_id(),
+            event_type=f"ManualRequest.{verb}",
+            caller=tuple((k, str(v)) for k, v in caller.items()),
+            request=request_digest(verb, "*", body),
+            channel=OPERATOR,
+        )
+        with one_delivery("operator", event_id=trigger.event_id, model="*") as span:
+            records = get_retrainer().freeze(on, trigger, reason, models=lists["models"], actions=lists["actions"])
+            span.decided(records)
+    except RetrainError as exc:
+        return from_exception(exc)
+    return reply({"decisions": [r.to_dict() for r in records]})
+
+
+@bp.function_name("freeze")
+@bp.route(route="freeze", methods=["POST"])
+def freeze(req: func.HttpRequest) -> func.HttpResponse:
+    """Body: {"reason": str, "models"?: [str], "actions"?: ["retrain", "deploy", "promote"]}. The stop
+    switch: no new retrain or deployment, rollouts hold their step (rollbacks go on), until unfrozen."""
+    return _switch(req, True)
+
+
+@bp.function_name("unfreeze")
+@bp.route(route="unfreeze", methods=["POST"])
+def unfreeze(req: func.HttpRequest) -> func.HttpResponse:
+    """Body: {"reason": str, "models"?: [str]}. The stop switch lifted."""
+    return _switch(req, False)
 
 
 @bp.function_name("list_models")

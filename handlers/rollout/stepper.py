@@ -35,9 +35,11 @@ from handlers.rollout.query_guards import GuardQueries
 from handlers.rollout.traffic import fmt
 
 if TYPE_CHECKING:
+    from handlers.freeze import Frozen
     from handlers.rollout_rules import RolloutRule
 
 log = logging.getLogger(__name__)
+FORWARD = ("step", "mirror", "promote")  # the stepper's moves that give a candidate more traffic (or the endpoint)
 
 
 class RolloutStepper:
@@ -56,7 +58,9 @@ class RolloutStepper:
         sources: Mapping[str, HealthSource] | None = None,
         default_source: str = "metrics",
         guards: GuardQueries | None = None,
+        frozen: Callable[[str, str, datetime], Frozen | None] | None = None,
     ) -> None:
+        self.frozen = frozen  # (model, action, now): why the model's rollouts may not move forward now
         self.ledger = ledger
         self.deployments = deployments
         self.executor = executor
@@ -364,8 +368,22 @@ class RolloutStepper:
         now: datetime,
         start: RolloutProgress | None = None,
     ) -> dict[str, Any]:
-        """Write ``pending`` ahead into the flight, then have the executor carry it out."""
+        """Write ``pending`` ahead into the flight, then have the executor carry it out. A move that
+        gives the candidate more traffic while the model is frozen (:mod:`handlers.freeze`) becomes a
+        hold at the step it was decided on, recorded once; a rollback is never held."""
         decision = flight.decision
+        if pending.kind in FORWARD and self.frozen is not None:
+            candidate = str(flight.job).partition("/")[2]
+            whole = pending.row.promotes or (pending.target or {}).get(candidate) == 100  # the endpoint is its
+            frozen = self.frozen(model, "promote" if whole else "deploy", now)
+            if frozen is not None:
+                held = RolloutProgress.of(flight) or start
+                if held is not None and held.held == pending.from_step:
+                    return {"state": "frozen", "step": pending.from_step, "why": frozen.reason}
+                pending = Transition.of(
+                    model, flight, "hold", pending.from_step, pending.from_step, None,
+                    f"rollout of {flight.job} held: frozen by {frozen.reason}", frozen=frozen.reason,
+                )  # fmt: skip
         if not self.ledger.update_model(model, lambda s: changes.begin(s, decision, pending, start)):
             log.info("rollout %s model=%s: changed meanwhile; left for the next pass", flight.job, model)
             return {"state": "changed_meanwhile"}
