@@ -19,11 +19,12 @@ import yaml
 from function_app import runtime
 from function_app.localhost import Host
 from handlers import guards
+from handlers.errors import TransientError
 from handlers.policy_file import parse_policy
 from handlers.records import DecisionRecord, iso
 from tests.azure_world import ENDPOINT, MODEL, WORKSPACE_ID, AzureWorld
 from tests.conftest import REPO, Client
-from tests.crashes import DiesAfterSettingTraffic, WorkerDied
+from tests.crashes import DiesAfterSettingTraffic, FinishFailsOnce, WorkerDied
 from tests.ledgers import LedgerSpec
 
 GUARD = "diabetes-endpoint-5xx"  # a rollout guard only
@@ -233,3 +234,19 @@ def test_a_fired_alert_in_the_shadow_stage_rolls_back_with_the_candidate_never_l
     finally:
         runtime.set_retrainer(None)
         guarded.azure.close()
+
+
+def test_an_alert_whose_claim_was_given_back_after_its_rollback_answers_with_that_rollback(guarded: Guarded) -> None:
+    """Its claim given back (finishing it failed: 503), the action group's retry takes it again: the
+    rollback the first delivery carried out answers, not "no rollout in flight", and the retraining
+    on the same rule still gives way to it."""
+    busy = guarded.azure.new_worker(ledger=FinishFailsOnce(guarded.azure.spec.open()))
+    with pytest.raises(TransientError):
+        busy.alert(json.dumps(guarded.alert(alertRule=BOTH)).encode())
+    [first] = guarded.records("rollback")
+
+    answer = guarded.post(guarded.alert(alertRule=BOTH))  # retried
+
+    by_action = {d["action"]: d for d in answer["decisions"]}
+    assert by_action["rollback"]["id"] == first.id and by_action["none"]["details"]["rolled_back"] == first.id
+    assert len(guarded.records("rollback")) == 1 and guarded.records("retrain") == []

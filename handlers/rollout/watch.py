@@ -80,14 +80,16 @@ class AlertWatch:
         ]
 
     def handle(self, signal: AlertFired, now: datetime, again: bool) -> Watched:
-        """Each guarding model's answer to the alert. ``again``: an earlier delivery took the claim and
-        never finished it, so a record it wrote stands. Raises TransientError when a rollout's
-        transition is being carried out (the action group retries a 503)."""
+        """Each guarding model's answer to the alert. A rollback an earlier delivery of it carried out
+        stands (its worker died, or its claim was given back, e.g. when another model's rollout was
+        busy: looked up whatever the claim says); ``again``: an earlier delivery took the claim and
+        never finished it, so a skip it decided stands too. Raises
+        TransientError when a rollout's transition is being carried out (the action group retries a 503)."""
         records: list[DecisionRecord] = []
         unwritten: list[DecisionRecord] = []
         rolled_back: dict[str, str] = {}
         for model in self.guarding(signal):
-            done = self._done_before(model, signal) if again else None
+            done = self._done_before(model, signal)
             if done is not None:
                 records.append(done)
                 if done.action == "rollback":
