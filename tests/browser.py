@@ -46,7 +46,8 @@ def chromium() -> str:
 
 @contextmanager
 def browser_page(width: int = 1366, height: int = 900) -> Iterator[Any]:
-    """A page of a fresh headless Chromium at a laptop's screen size; confirmation dialogs are accepted."""
+    """A page of a fresh headless Chromium at a laptop's screen size; confirmation dialogs are accepted,
+    and prompts answered with the text they offer."""
     from playwright.sync_api import sync_playwright
 
     path = chromium()
@@ -54,7 +55,10 @@ def browser_page(width: int = 1366, height: int = 900) -> Iterator[Any]:
         browser = p.chromium.launch(executable_path=path, headless=True, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
-            page.on("dialog", lambda dialog: dialog.accept())
+            page.on(
+                "dialog",
+                lambda dialog: dialog.accept(dialog.default_value) if dialog.type == "prompt" else dialog.accept(),
+            )
             yield page
         finally:
             browser.close()

@@ -221,3 +221,33 @@ def test_the_console_is_behind_a_key_and_lets_nothing_else_run(tmp_path: Path) -
     assert html.count('nonce="n0nce"') == 2 and "{{" not in html
     assert "<script src" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
     assert "innerHTML" not in (REPO / "function_app" / "console" / "console.js").read_text()
+
+
+def test_the_stop_switch_from_the_console_freezes_a_model_and_shows_why(tmp_path: Path) -> None:
+    """The Freeze button asks why, sets the stop switch on that model only, and its card says FROZEN
+    with the reason; Unfreeze lifts it."""
+    from playwright.sync_api import expect
+
+    world = rolling_out(tmp_path)
+    with hosting(world) as url, browser_page() as page:
+        page.goto(f"{url}/api/console")
+        card = page.locator('article.model[data-model="sklearn_regression_model"]')
+        card.wait_for()
+        assert card.locator(".frozen").inner_text() == "no"
+        assert not card.locator('button[data-action="unfreeze"]').is_enabled()
+
+        card.locator('button[data-action="freeze"]').click()
+        page.wait_for_selector("#result .decision")
+        assert "Freeze sklearn_regression_model: freeze submitted" in page.locator("#result .decision").inner_text()
+        card = page.locator('article.model[data-model="sklearn_regression_model"]')
+        expect(card.locator(".frozen")).to_contain_text("FROZEN (retrain, deploy, promote)")
+        assert "frozen from the console" in card.locator(".frozen").inner_text()
+        other = page.locator('article.model[data-model="churn-classifier"]')
+        assert other.locator(".frozen").inner_text() == "no"
+        switch = world.worker.ledger.get_model("sklearn_regression_model").frozen
+        assert switch is not None and switch["why"] == "frozen from the console" and switch["by"] == "function key"
+
+        card.locator('button[data-action="unfreeze"]').click()
+        card = page.locator('article.model[data-model="sklearn_regression_model"]')
+        expect(card.locator(".frozen")).to_have_text("no")
+    assert world.worker.ledger.get_model("sklearn_regression_model").frozen is None

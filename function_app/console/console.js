@@ -5,7 +5,7 @@
   const base = location.pathname.replace(/\/console\/?$/, "");
   const key = new URLSearchParams(location.search).get("code");
   const $ = (id) => document.getElementById(id);
-  const LABELS = { retrain: "Dry-run retrain", rollback: "Roll back", promote: "Promote", pause: "Pause", resume: "Resume" };
+  const LABELS = { retrain: "Dry-run retrain", rollback: "Roll back", promote: "Promote", pause: "Pause", resume: "Resume", freeze: "Freeze", unfreeze: "Unfreeze" };
 
   async function api(path, init) {
     const headers = Object.assign({ Accept: "application/json" }, (init && init.headers) || {});
@@ -111,6 +111,14 @@
       card.querySelector(".cooldown").textContent = m.cooldown_until ? "until " + m.cooldown_until : "none";
       const b = m.budget || {};
       card.querySelector(".budget").textContent = Math.max(0, (b.daily || 0) - (b.used_today || 0)) + " of " + (b.daily || 0) + " retrains left today";
+      const frozen = m.frozen || {};
+      const frozenActions = Object.keys(frozen);
+      card.querySelector(".frozen").textContent = frozenActions.length
+        ? "FROZEN (" + frozenActions.join(", ") + "): " + short(frozen[frozenActions[0]], 200)
+        : "no";
+      card.dataset.frozen = frozenActions.length ? "yes" : "no";
+      card.querySelector('[data-action="freeze"]').disabled = Boolean(m.stop_switch);
+      card.querySelector('[data-action="unfreeze"]').disabled = !m.stop_switch;
       card.querySelector(".last").textContent = m.last_decision ? m.last_decision.action + " " + m.last_decision.outcome + ": " + short(m.last_decision.reason, 140) : "none yet";
       const flights = m.in_flight || {};
       if (flights.retrain) {
@@ -183,15 +191,22 @@
   }
 
   async function act(model, action) {
-    if (!window.confirm(LABELS[action] + " " + model + "?")) return;
-    const body = action === "retrain" ? { dry_run: true, reason: "dry run from the console" } : { reason: "from the console" };
+    const switching = action === "freeze" || action === "unfreeze";
+    let reason = "from the console";
+    if (switching) {  // the stop switch for this model: why is recorded with who pressed it
+      const said = window.prompt(LABELS[action] + " " + model + ": why? (recorded)", action === "freeze" ? "frozen from the console" : "unfrozen from the console");
+      if (said === null || !said.trim()) return;
+      reason = said.trim();
+    } else if (!window.confirm(LABELS[action] + " " + model + "?")) return;
+    const body = action === "retrain" ? { dry_run: true, reason: "dry run from the console" } : switching ? { reason: reason, models: [model] } : { reason: reason };
     const id = window.crypto && crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random();
     try {
-      const decision = await api("/models/" + encodeURIComponent(model) + "/" + action, {
+      const answer = await api(switching ? "/" + action : "/models/" + encodeURIComponent(model) + "/" + action, {
         method: "POST",
         headers: { "Content-Type": "application/json", "Idempotency-Key": id },
         body: JSON.stringify(body),
       });
+      const decision = switching ? answer.decisions[0] : answer;
       const box = el("div", null, { class: "decision", "data-id": decision.id });
       box.appendChild(el("p", LABELS[action] + " " + model + ": " + decision.action + " " + decision.outcome));
       box.appendChild(el("p", decision.reason));
