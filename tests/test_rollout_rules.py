@@ -329,6 +329,7 @@ def test_each_kind_of_transition_is_one_row_of_one_table() -> None:
     assert ends == {"promote", "rollback", "promote-now", "manual-rollback", "smoke-failed"}
     assert {k for k, row in KINDS.items() if row.promotes} == {"promote", "promote-now"}
     assert {k for k, row in KINDS.items() if row.rolls_back} == {"rollback", "manual-rollback", "smoke-failed"}
+    assert {k: row.invokes for k, row in KINDS.items() if row.invokes} == {"smoke": "smoke", "load": "load"}
     assert len({row.prefix for row in KINDS.values()}) == len(KINDS)  # record ids of two kinds never meet
     assert {"deploy", "rollout", "promote", "pause", "resume"} == ROLLS_OUT
     assert ({"promote"}, {"rollback"}) == (PROMOTIONS, ROLLBACKS)  # what retirement reads

@@ -55,7 +55,7 @@ class RolloutEffects:
         endpoint = str(flight.job).partition("/")[0]
         decision = flight.decision
         outcome = "submitted"
-        if pending.kind == "smoke":
+        if pending.row.invokes == "smoke":
             verdict = self._smoke(model, flight, pending)
             if not verdict.passed:
                 failed = Transition.of(
@@ -77,7 +77,7 @@ class RolloutEffects:
                 reason=f"{pending.reason}: {verdict.why}",
                 details={**pending.details, "smoke": verdict.details},
             )
-        if pending.kind == "load":
+        if pending.row.invokes == "load":
             pending = self._load(model, flight, pending)
         if pending.target is not None or pending.mirror is not None:
             try:

@@ -312,7 +312,9 @@ class Kind:
     and the model's retirement becomes due); ``promotes``: the candidate takes the endpoint (its
     monitors follow it; the traffic it replaced is kept for an operator's rollback); ``rolls_back``:
     the candidate is rejected (a refusal of its traffic is recorded, not replaced by a rollback);
-    ``skipped``: its record's outcome is ``skipped`` (nothing changed)."""
+    ``skipped``: its record's outcome is ``skipped`` (nothing changed); ``invokes``: the candidate is
+    invoked with the smoke test's sample requests before it is recorded (``smoke``: the smoke test,
+    judged; ``load``: a synthetic load, counted), by :mod:`handlers.rollout.effects`."""
 
     name: str
     action: str
@@ -322,6 +324,7 @@ class Kind:
     promotes: bool = False
     rolls_back: bool = False
     skipped: bool = False
+    invokes: str | None = None
 
 
 KINDS: dict[str, Kind] = {
@@ -342,11 +345,11 @@ KINDS: dict[str, Kind] = {
         # an operator's: the original (or the kept) traffic back
         Kind("manual-rollback", "rollback", "mr", "rolled_back", None, rolls_back=True),
         # the candidate answered its smoke test (deploy.rollout.smoke) at 0%: the rollout goes on
-        Kind("smoke", "rollout", "sm", "smoke_passed", _smoked),
+        Kind("smoke", "rollout", "sm", "smoke_passed", _smoked, invokes="smoke"),
         # the candidate failed its smoke test: rolled back before any traffic (it keeps 0%)
         Kind("smoke-failed", "rollback", "sf", "smoke_failed", None, rolls_back=True),
         # a step whose bake is over with too few requests gets synthetic ones (deploy.rollout.smoke.load)
-        Kind("load", "rollout", "ld", "loaded", _loaded),
+        Kind("load", "rollout", "ld", "loaded", _loaded, invokes="load"),
     )
 }
 
