@@ -290,3 +290,25 @@ def test_a_name_azure_ml_would_not_accept_is_never_put_into_a_query(name: str) -
 def test_the_names_are_declared_as_kql_string_literals_in_front_of_the_policy_s_text() -> None:
     text = guard_query(CONVERSION, ENDPOINT, "blue-2")
     assert text == f'let endpoint_name = "{ENDPOINT}";\nlet deployment_name = "blue-2";\n{CONVERSION}'
+
+
+def test_a_guard_on_a_workspace_based_application_insights_component_queries_the_component(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    component = f"/subscriptions/{SUB}/resourceGroups/rg-shop/providers/Microsoft.Insights/components/appi-shop"
+    shop = Shop(tmp_path, workspace=component)
+    try:
+        shop.azure.logs.add_workspace(component)
+        shop.bake(candidate=0.3, baseline=0.3)
+        shop.azure.now.now = shop.started() + BAKE + LAG
+
+        assert shop.look()["state"] == "stepped"
+
+        asked = {c.path for c in shop.azure.logs.calls if CONVERSION in str((c.body or {}).get("query"))}
+        assert asked == {f"/v1{component}/query"}  # query_resource on the component, not a workspace id
+        # allowed by a role infra assigns: Monitoring Reader on the subscription (*/read) covers the query
+        assert shop.azure.logs.principal is not None
+        assert "Monitoring Reader" in shop.azure.logs.principal.roles_at(component)
+    finally:
+        shop.azure.close()
