@@ -314,6 +314,23 @@ def test_a_step_without_enough_traffic_gets_a_synthetic_load_once_and_is_judged_
     assert smoke.traffic() == {"blue": 50, cand: 50}
 
 
+def test_a_crash_during_a_synthetic_load_sends_it_again_and_records_it_once(world: Any) -> None:
+    smoke = world(load=30)
+    azure, cand = smoke.azure, smoke.name
+    assert smoke.state() == "smoke_passed" and smoke.state() == "stepped"
+    started = from_iso(azure.service.ledger.get_model(MODEL).flights[guards.ROLLOUT].data["rollout"]["step_started"])
+    assert started is not None
+    azure.now.now = started + timedelta(minutes=15)  # the bake is over: no request but the smoke test's 2
+
+    with pytest.raises(WorkerDied):
+        azure.new_worker(ledger=DiesAtLoadRecord(azure.ledger_spec.open())).reconcile()
+    assert len(azure.arm.scoring.to(cand)) == 2 + 18
+
+    assert smoke.state() == "loaded"  # the pending load, carried out again
+    assert len(azure.arm.scoring.to(cand)) == 2 + 18 + 18
+    assert len([r for r in smoke.records("rollout") if r.id.startswith("ld-")]) == 1
+
+
 class _DiesAtRecord:
     """A ledger whose worker dies right after a rollout record of the prefix is written."""
 
@@ -337,6 +354,10 @@ class DiesAtSmokeRecord(_DiesAtRecord):
 
 class DiesAtStepRecord(_DiesAtRecord):
     prefix = "rs-"
+
+
+class DiesAtLoadRecord(_DiesAtRecord):
+    prefix = "ld-"
 
 
 def json_dump(value: Any) -> str:
