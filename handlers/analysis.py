@@ -142,7 +142,7 @@ def judge(
     absolute failure rate only when a binomial test puts it above ``max_error_rate`` at
     :data:`ABSOLUTE_LEVEL`: a handful of failures does not decide), and healthy advances."""
     look = Look.of(rule, candidate, baseline, baked, step_since)
-    early = look.fail_fast() if fail_fast and not look.final else None
+    early = look.fail_fast() if fail_fast else None  # also while a finished bake waits for traffic
     if early is not None:
         return early
     held = look.held() if fail_fast else None

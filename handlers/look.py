@@ -27,9 +27,12 @@ INTERIM_SHARE = 1 / 40
 # At the end of a bake, a failure rate above max_error_rate rolls back when a one-sided binomial
 # test puts it there at this level (2 failures of 20 at 5%: p=0.26, no; 6 of 20: p=0.0003, yes).
 ABSOLUTE_LEVEL = 0.05
-# Before it, a step whose every request failed (at least two) rolls back when the exact test puts it
-# below the baseline in the same minutes at this level (2 of 2 against 0 of 18: p=0.005).
+# Before it, a step whose every request failed (at least two) rolls back when a binomial test puts it
+# above max_error_rate at this level (2 of 2 at 5%: p=0.0025) ...
 ALL_FAILED_LEVEL = 0.05
+# ... and the baseline, in the same minutes, does not explain them (the exact test at this level: a
+# minute both deployments fail alike is the endpoint's, not the candidate's).
+ALL_FAILED_BASELINE = 0.2
 # Before the bake is over the comparison decides only over this many minutes with failures in them
 # (one bad minute of a rate that varies minute to minute is not enough).
 INTERIM_MINUTES = 3
@@ -250,13 +253,15 @@ class Look:
         served, failures = self.table.own
         strata = self.table.own_strata
         alone = compare(strata, by_minute=False) if strata else None
-        worse = alone.p_value if alone is not None else binomial_greater(failures, served, limit) if not strata else 1.0
-        if served >= 2 and failures == served and worse < ALL_FAILED_LEVEL:
+        worse = alone.p_value if alone is not None else 0.0
+        above = binomial_greater(failures, served, limit)
+        if served >= 2 and failures == served and above < ALL_FAILED_LEVEL and worse < ALL_FAILED_BASELINE:
             return self.verdict(
                 "unhealthy",
                 "rollback",
-                f"{self.seen} after {span(baked)}: every one of its {served} request(s) failed "
-                f"(p={worse:.2g} < {ALL_FAILED_LEVEL:g} against the baseline in the same minutes)",
+                f"{self.seen} after {span(baked)}: every one of its {served} request(s) failed (p={above:.2g} < "
+                f"{ALL_FAILED_LEVEL:g} at max_error_rate {limit:.1%}; p={worse:.2g} < {ALL_FAILED_BASELINE:g} against "
+                "the baseline in the same minutes)",
             )
         if served and failures > limit * served:
             p_abs = binomial_greater(failures, served, limit)

@@ -10,7 +10,7 @@ candidate did in the rest, its *own* minutes. Pure stdlib.
   has baked less than its longest bake (``max_bake``); after that they count.
 - A minute **without a baseline** (the last step, at 100%, or an endpoint with no other
   deployment) cannot tell an endpoint's burst from the candidate's own failures: up to
-  :data:`BURST_MINUTES` of them that fail far more than the step's other minutes (above
+  :data:`BURST_MINUTES` of them (or half the step's) that fail far more than the step's other minutes (above
   ``max_error_rate``, and above the others' rate at :data:`SHARED_LEVEL`) are left out of the
   absolute limits, so a burst of a minute or two does not roll a healthy candidate back, while a
   candidate failing on its own fails in the other minutes too (and has no such burst).
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 SHARED_LEVEL = 0.01  # a baseline minute is failing when above max_error_rate at this level
 WORSE_LEVEL = 1e-4  # ... and the candidate's share of it is its own when worse than the baseline's at this level
-BURST_MINUTES = 2  # minutes without a baseline left out of the absolute limits (the worst)
+BURST_MINUTES = 3  # minutes without a baseline left out of the absolute limits at most (or half the step's)
 
 
 @dataclass(frozen=True)
@@ -115,8 +115,14 @@ class Table:
 
     @property
     def strata(self) -> list[Stratum]:
-        """Every minute of the window both served in (the earlier steps' too), as strata."""
-        return [(r.failures, r.served, r.base_failures, r.base_served) for r in self.rows if r.served and r.base_served]
+        """Every minute of the window both served in (the earlier steps' too), as strata, but the
+        shared ones: a minute the endpoint failed in, both deployments alike, holds much variance and
+        no evidence, and would only dilute the rest."""
+        return [
+            (r.failures, r.served, r.base_failures, r.base_served)
+            for r in self.rows
+            if r.served and r.base_served and not r.shared
+        ]
 
     @property
     def calm(self) -> list[tuple[int, int]]:
@@ -136,7 +142,7 @@ class Table:
 def _bursts(rows: list[Row], reference: list[Row], limit: float) -> list[Row]:
     """Of minutes without a baseline (``rows``), the bursts: above ``limit`` and above the
     candidate's rate in its other minutes of the window (``reference``: the earlier steps' too)
-    beyond doubt (a binomial test at :data:`SHARED_LEVEL`), at most :data:`BURST_MINUTES` or a third of
+    beyond doubt (a binomial test at :data:`SHARED_LEVEL`), at most :data:`BURST_MINUTES` or half of
     the step's minutes. A candidate that fails in every minute has no burst: its minutes are alike."""
     served, failures = sum(r.served for r in reference), sum(r.failures for r in reference)
     found = []
@@ -149,7 +155,7 @@ def _bursts(rows: list[Row], reference: list[Row], limit: float) -> list[Row]:
         p = binomial_greater(r.failures, r.served, min(rate, 1.0))
         if p < SHARED_LEVEL:
             found.append((p, r.at, r))
-    return [r for _, _, r in sorted(found)[: max(BURST_MINUTES, len(rows) // 3)]]
+    return [r for _, _, r in sorted(found)[: max(BURST_MINUTES, len(rows) // 2)]]
 
 
 def step_minutes(reading: Reading, step_since: str | None) -> Reading:

@@ -45,7 +45,11 @@ EXACT_UP_TO = 40.0  # the exact distribution while V is at most this; the normal
 # The squared coefficients of variation of a failure rate from minute to minute that are weighed,
 # and their prior weights: a steady rate (the binomial) as likely as one that varies.
 GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
-PRIOR = (0.5, *([0.5 / (len(GRID) - 1)] * (len(GRID) - 1)))
+PRIOR = (0.25, *([0.75 / (len(GRID) - 1)] * (len(GRID) - 1)))
+# The likelihood is tempered (raised to this power): minutes whose rate varies are less alike than the
+# scaled chi-square has them (a heavy-tailed factor, requests that differ minute to minute), so the
+# minutes are held to say less than they seem to, and the prior keeps more weight.
+TEMPER = 0.5
 TINY = 1e-16  # probabilities below this share of a distribution's largest are left out
 
 
@@ -138,7 +142,7 @@ def variation(baseline: Sequence[tuple[int, int]]) -> list[tuple[float, float]]:
     coefficient of variation ``c2`` gives a minute with ``mu`` expected failures a variance of about
     ``mu (1 + c2 mu)``; Pearson's statistic over ``k`` minutes is then about ``1 + c2 mu`` times a
     chi-square with ``k - 1`` degrees of freedom. The prior (:data:`PRIOR`: the binomial or a rate
-    that varies, alike) is weighed by that likelihood: a quiet endpoint's few failures say little and
+    that varies, alike) is weighed by that likelihood (tempered, :data:`TEMPER`): a quiet endpoint's few failures say little and
     leave the prior; a busy endpoint's minutes soon tell a steady rate from a varying one."""
     minutes = [(f, n) for f, n in baseline if n > 0]
     k = len(minutes)
@@ -151,7 +155,7 @@ def variation(baseline: Sequence[tuple[int, int]]) -> list[tuple[float, float]]:
         for i, c2 in enumerate(GRID):
             scale = 1 + c2 * mu
             x = pearson / scale
-            logs[i] += (half - 1) * math.log(max(x, 1e-300)) - x / 2 - math.log(scale)
+            logs[i] += TEMPER * ((half - 1) * math.log(max(x, 1e-300)) - x / 2 - math.log(scale))
     top = max(logs)
     weights = [math.exp(v - top) for v in logs]
     total = sum(weights)
@@ -191,9 +195,7 @@ def compare(
     weights = variation(reference) if by_minute else [(0.0, 1.0)]
     c2 = sum(c * w for c, w in weights)
     inflated = variance + c2 * spread
-    if d <= 0.0:  # no more failures than expected: far from deciding, the normal tail will do
-        counted, test = normal_greater((d - 0.5) / math.sqrt(variance)), "z"
-    elif variance <= EXACT_UP_TO:
+    if variance <= EXACT_UP_TO:
         counted, test = exact_greater(informative), "exact"
     else:
         counted, test = normal_greater((d - 0.5) / math.sqrt(variance)), "z"

@@ -183,7 +183,7 @@ def test_a_step_where_every_request_failed_is_rolled_back_before_min_requests() 
     cand = reading(e424=3, e408=2)
     v = analysis.judge(rule(), cand, reading("blue", ok=100), timedelta(minutes=1))
     assert (v.status, v.next, v.final) == ("unhealthy", "rollback", False)
-    assert "every one of its 5 request(s) failed (p=1e-08 < 0.05 against the baseline in the same minutes)" in v.why
+    assert "every one of its 5 request(s) failed (p=3.1e-07 < 0.05 at max_error_rate 5.0%; p=1e-08 < 0.2" in v.why
 
 
 def test_failures_that_do_not_decide_yet_wait_below_min_requests() -> None:

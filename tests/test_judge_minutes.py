@@ -99,7 +99,7 @@ def test_two_failures_at_a_few_requests_a_minute_do_not_roll_back() -> None:
 def test_every_request_failing_is_caught_within_two_minutes_of_traffic() -> None:
     v = judge([(1, 1), (1, 1)], [(9, 0), (9, 0)])  # 2 of 2 failed at 10 requests a minute
     assert (v.next, v.final) == ("rollback", False)
-    assert "every one of its 2 request(s) failed (p=0.01 < 0.05" in v.why  # 1 in 10 each minute
+    assert "every one of its 2 request(s) failed (p=0.0025 < 0.05 at max_error_rate 5.0%; p=0.01 < 0.2" in v.why
     one = judge([(1, 1)], [(9, 0)])  # one request proves nothing yet
     assert one.next == "wait"
     during = judge([(60, 60)], [(540, 270)])  # failing everything in a minute the baseline fails half of
@@ -129,8 +129,13 @@ def test_a_burst_without_a_baseline_is_left_out_of_the_absolute_limits() -> None
     burst = earlier + [(600, 6)] * 4 + [(600, 300)] + [(600, 6)] * 5  # one minute at 50% at 100%
     v = analysis.judge(rule(), reading("cand", burst), reading("blue", base), timedelta(minutes=10), step_since=at(10))
     assert v.next == "advance" and v.note is not None and "1 burst minute(s) without a baseline" in v.note
-    failing = earlier + [(600, 600)] * 3  # failing every request in every minute at 100% is no burst
-    f = analysis.judge(rule(), reading("cand", failing), reading("blue", base), timedelta(minutes=3), step_since=at(10))
+    # failing every request from the first minute at 100% (after passing the earlier steps) cannot be told from
+    # an outage for three minutes; the fourth rolls it back
+    failing = earlier + [(600, 600)] * 4
+    three = reading("cand", failing[:13])
+    f = analysis.judge(rule(), three, reading("blue", base), timedelta(minutes=3), step_since=at(10))
+    assert f.next == "wait"
+    f = analysis.judge(rule(), reading("cand", failing), reading("blue", base), timedelta(minutes=4), step_since=at(10))
     assert f.next == "rollback"
 
 
