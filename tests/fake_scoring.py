@@ -6,8 +6,9 @@ What it checks, as Azure ML documents it:
 
 - who calls ("Authenticate clients for online endpoints"): an endpoint whose ``authMode`` is
   ``AADToken`` takes a Microsoft Entra token whose audience is ``https://ml.azure.com``, from an identity
-  that holds the data action ``Microsoft.MachineLearningServices/workspaces/onlineEndpoints/score/action``
-  at the endpoint (its roles read from infra/, tests/rbac.py); ``Key`` and ``AMLToken`` endpoints take a
+  that holds the action ``Microsoft.MachineLearningServices/workspaces/onlineEndpoints/score/action``
+  at the endpoint (its roles read from infra/, tests/rbac.py; a "data plane" action in Azure ML's words
+  that roles grant under ``actions``: AzureML Data Scientist's ``workspaces/*/action``); ``Key`` and ``AMLToken`` endpoints take a
   key or an endpoint token, which no Entra token is. Refused: 401 ("Troubleshoot online endpoints", HTTP
   status codes: 401 when the caller may not score or its token is wrong).
 - where it goes: the ``azureml-model-deployment`` header names the deployment ("Safe rollout for online
@@ -120,7 +121,7 @@ class FakeScoring:
         oid = str(token_claims(header).get("oid"))
         principal = self.arm.principal if oid == self.arm.principal.oid else self.arm.others.get(oid)
         scope = self.arm.endpoints[endpoint]["id"]
-        if principal is None or not principal.allows(SCORE, scope, data=True):
+        if principal is None or not principal.allows(SCORE, scope):
             self.arm.refused.append((SCORE, scope))
             message = f"The client '{oid}' does not have permission to perform '{SCORE}' over scope '{scope}'"
             raise Refusal(401, "Unauthorized", message, body={"message": message})

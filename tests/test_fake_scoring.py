@@ -1,5 +1,5 @@
 """The fake scoring URIs answer as Azure ML documents (tests/fake_scoring.py): a fake that said yes to
-everything could not catch a wrong token audience, a missing data action or an unprovisioned candidate."""
+everything could not catch a wrong token audience, a missing scoring action or an unprovisioned candidate."""
 
 from __future__ import annotations
 

@@ -196,7 +196,7 @@ def test_an_endpoint_with_key_auth_cannot_be_smoke_tested_and_the_rollback_says_
     assert "set the endpoint's auth_mode to aad_token, or remove deploy.rollout.smoke" in rollback.reason
 
 
-def test_without_the_scoring_data_action_the_smoke_test_defers_and_names_the_action(world: Any) -> None:
+def test_without_the_scoring_action_the_smoke_test_defers_and_names_the_action(world: Any) -> None:
     smoke = world()
     azure = smoke.azure
     azure.arm.principal = azure.arm.principal.without(SCORE)

@@ -113,7 +113,8 @@ OPERATIONS: dict[str, list[str]] = {
     "AzureMLActions.monitors_targeting": [f"{AML}/schedules/read"],
     "AzureMLActions.retarget_monitor": [f"{AML}/schedules/read", f"{AML}/schedules/write"],
     # a smoke test: the endpoint's scoring URI and auth mode, then the deployment invoked by name with a
-    # Microsoft Entra token for https://ml.azure.com (a data action: the custom role's dataActions)
+    # Microsoft Entra token for https://ml.azure.com (a "data plane" action that roles grant under actions:
+    # AzureML Data Scientist's workspaces/*/action, the docs' custom scoring role's onlineEndpoints/*/action)
     "AzureMLActions.score": [*_ENDPOINT_READ, f"{AML}/onlineEndpoints/score/action"],
     # retiring demoted deployments
     "AzureMLActions.list_deployments": [*_ENDPOINT_READ, *_DEPLOYMENT_READ],
@@ -192,9 +193,6 @@ OPERATIONS: dict[str, list[str]] = {
     "BlobDeadLetterStore.read": [f"{BLOBS}/blobs/read"],
     "BlobDeadLetterStore.mark_replayed": [f"{BLOBS}/blobs/read", f"{BLOBS}/blobs/write"],
 }
-
-# Data actions among the above (granted by a role's dataActions, not its actions; Azure RBAC keeps them apart).
-DATA_ACTIONS: frozenset[str] = frozenset({f"{AML}/onlineEndpoints/score/action"})
 
 # Operations that later issues add; each is granted already. Remove a name from here when its
 # method exists: the test then checks it like any other.

@@ -92,14 +92,11 @@ resource serviceRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (
           // model monitors follow the promoted deployment (schedules)
           'Microsoft.MachineLearningServices/workspaces/schedules/read'
           'Microsoft.MachineLearningServices/workspaces/schedules/write'
-        ]
-        notActions: []
-        // A data-plane action: the smoke test invokes a candidate deployment (and the champion) through
-        // the endpoint's scoring URI with the identity's Microsoft Entra token (endpoints with
-        // auth_mode aad_token; Azure ML docs, "Authenticate clients for online endpoints").
-        dataActions: [
+          // the smoke test: invoking a deployment with an Entra token (endpoints with aad_token auth),
+          // a data plane operation whose role permission goes in actions, see the end of this file
           'Microsoft.MachineLearningServices/workspaces/onlineEndpoints/score/action'
         ]
+        notActions: []
       }
     ]
   }
@@ -131,3 +128,8 @@ output id string = workspace.id
 // The workspace's region: its online endpoints are in it, so the metrics batch API is asked there
 // (RETRAIN_METRICS_REGION), and a new system topic is created there.
 output location string = workspace.location
+
+// onlineEndpoints/score/action: Azure ML calls it a data plane action, but roles grant it under
+// actions, not dataActions (AzureML Data Scientist through its wildcard workspace actions; the
+// custom scoring role in the Azure ML docs, Authenticate clients for online endpoints, through a
+// wildcard of the endpoint actions).

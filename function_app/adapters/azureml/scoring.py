@@ -5,9 +5,9 @@ The request goes to the endpoint's scoring URI (``online_endpoints.get``: ``scor
 ``azureml-model-deployment`` header, which routes it to that deployment whatever the traffic split (Azure
 ML docs, "Safe rollout for online endpoints", test the new deployment). The service authenticates as its
 own identity with a Microsoft Entra token for ``https://ml.azure.com``: that is what an endpoint whose
-``auth_mode`` is ``aad_token`` accepts, and the caller needs the data action
+``auth_mode`` is ``aad_token`` accepts, and the caller needs
 ``Microsoft.MachineLearningServices/workspaces/onlineEndpoints/score/action`` (Azure ML docs,
-"Authenticate clients for online endpoints"). An endpoint with ``key`` or ``aml_token`` auth wants a key
+"Authenticate clients for online endpoints": a "data plane" action, which roles grant under ``actions``). An endpoint with ``key`` or ``aml_token`` auth wants a key
 or a token the service would have to fetch with ``listKeys`` or ``token``, which its role does not hold on
 purpose (function_app/adapters/permissions.py, NEVER_GRANTED): such an endpoint is answered "cannot be
 invoked", and the smoke test fails saying how to fix it.
@@ -119,7 +119,7 @@ class AzureMLScoring:
         if response.status_code in (401, 403):
             raise PermanentError(
                 f"endpoint {endpoint} refused the service's identity ({response.status_code}) when invoking deployment "
-                f"{deployment}: grant it the data action {SCORE_ACTION} on the workspace (the service's custom role, "
+                f"{deployment}: grant it {SCORE_ACTION} on the workspace (the service's custom role, "
                 "infra/modules/workspace-access.bicep, or AzureML Data Scientist); a new role assignment can take up "
                 "to an hour to apply"
             )
