@@ -11,6 +11,8 @@ retrain rollback|promote|pause|resume MODEL [--reason ...]
                                 steer MODEL's rollout, on the configured ledger and backend
 retrain freeze|unfreeze --reason ... [--model M ...] [--action A ...]
                                 the stop switch: no new work, rollouts hold their step (all models by default)
+retrain approve|reject DECISION --reason ...
+                                a deploy waiting for approval carried out (once) or released
 retrain host                    run the local development host
 """
 
@@ -29,7 +31,7 @@ from typing import Any
 from function_app.runtime import audit, build, deadletters, explainer, get_retrainer, make_credential, new_id
 from function_app.settings import Settings
 from handlers.errors import InvalidInput, PolicyError, RetrainError
-from handlers.retrainer import OPERATOR, OperatorRequest, Trigger, check_policy, parse_body, read_json
+from handlers.retrainer import OPERATOR, OUTCOMES, OperatorRequest, Trigger, check_policy, parse_body, read_json
 
 
 def _read_events(path: str) -> Any:
@@ -277,6 +279,26 @@ def cmd_freeze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_approve(args: argparse.Namespace) -> int:
+    """A pending deploy approved or rejected on the configured ledger, recorded with the command line's user."""
+    trigger = Trigger(
+        "cli",
+        new_id(),
+        f"ManualRequest.{args.command}",
+        caller=(("kind", "command line"), ("user", _user())),
+        channel=OPERATOR,
+    )
+    record = get_retrainer().approve(
+        args.decision, trigger, args.reason.strip()[:500], approve=args.command == "approve"
+    )
+    print(
+        json.dumps(record.to_dict())
+        if args.json
+        else f"{record.model}: {record.action} {record.outcome}: {record.reason}"
+    )
+    return 1 if record.outcome == "failed" else 0
+
+
 def cmd_host(args: argparse.Namespace) -> int:
     from function_app.localhost import main as host_main
 
@@ -304,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model")
     p.add_argument("--limit", type=_limit, default=20, help="how many, newest first: 1 to 1000 (default 20)")
     p.add_argument("--event-id", help="only the decisions that answered events of this id")
-    p.add_argument("--outcome", choices=["reserved", "submitted", "planned", "skipped", "failed"])
+    p.add_argument("--outcome", choices=OUTCOMES)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_decisions)
     p = sub.add_parser("notifications", help="the outbox: notifications not sent yet, or (--dead) dead-lettered")
@@ -362,6 +384,15 @@ def _switch_parsers(sub: Any) -> None:
             p.set_defaults(action=None)
         p.add_argument("--json", action="store_true", help="print the decision records as JSON lines")
         p.set_defaults(fn=cmd_freeze)
+    for verb, what in (
+        ("approve", "carry out a deploy waiting for approval"),
+        ("reject", "release it, nothing deployed"),
+    ):
+        p = sub.add_parser(verb, help=what)
+        p.add_argument("decision", help="the pending decision's id (retrain decisions --outcome pending)")
+        p.add_argument("--reason", required=True, help="why, for the audit trail")
+        p.add_argument("--json", action="store_true", help="print the decision record as JSON")
+        p.set_defaults(fn=cmd_approve)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -49,10 +49,12 @@ class Limits:
     cooldown: timedelta | None
     budget: int | None
     windows: tuple[Any, ...] = ()  # the model's freeze windows (handlers.freeze.WindowLike)
+    approval: Any = None  # deploy.approval when required (handlers.policy.ApprovalRule): deploys wait
 
     def of(self, kind: str) -> Limits:
-        """The limits of ``kind``'s slot: a rollout's has no cooldown or budget, only the freezes."""
-        return self if kind == guards.RETRAIN else Limits(None, None, self.windows)
+        """The limits of ``kind``'s slot: a rollout's has no cooldown or budget, only the freezes
+        and the approval its deploys wait for."""
+        return self if kind == guards.RETRAIN else Limits(None, None, self.windows, self.approval)
 
 
 @dataclass(frozen=True)
@@ -337,8 +339,29 @@ class Executor:
             return self.record(
                 decision, "failed", now, f"{decision.reason}; failed: {judged.why}", rendered=rendered, **seen, **extra
             )
+        approval = self.limits(decision.model).approval
+        if approval is not None and not (extra.get("approval") or {}).get("approved_by"):
+            return self._pending(decision, now, rendered, approval, judged.why, {**seen, **extra})
         result = self.deployments.start_deploy(decision.plan, facts)
         return self._recorded(decision, now, result, rendered, {**seen, **extra})
+
+    def _pending(
+        self, decision: Deploy, now: datetime, rendered: dict[str, Any], rule: Any, why: str, extra: dict[str, Any]
+    ) -> DecisionRecord:
+        """A deploy that passed the gate and waits for a person (``deploy.approval``): recorded
+        ``pending`` with its plan and the gate's figures, holding the rollout slot; nothing deployed."""
+        until = iso(now + rule.expires)
+        return self.record(
+            decision,
+            "pending",
+            now,
+            f"{decision.reason}; {why}; waits for approval until {until}: POST /api/decisions/{decision.id}/approve "
+            "or /reject (retrain approve|reject)",
+            job=job_of(rendered),
+            rendered=rendered,
+            approval={"expires": until, "four_eyes": rule.four_eyes, "asked_at": iso(now)},
+            **extra,
+        )
 
     def _recorded(
         self,

@@ -58,6 +58,7 @@ def check(
         return Verdict(True, f"resuming decision {decision_id} reserved at {flight.since}", "resumed")
     if flight and not force:
         what = f"job {flight.job}" if flight.job else f"decision {flight.decision}"
+        what += ", which waits for approval" if flight.status == "pending" else ""
         return Verdict(
             False, f"a {kind} is already in flight for this model ({what}, since {flight.since})", "in_flight"
         )
@@ -109,7 +110,8 @@ def reserve(
 def confirm(
     state: ModelState, kind: str, decision_id: str, outcome: str, job: str | None, give_back: bool = True
 ) -> tuple[ModelState | None, bool]:
-    """Record the outcome of the reserved action. ``planned``, ``skipped`` and ``failed`` free the
+    """Record the outcome of the reserved action. ``submitted`` and ``pending`` keep the slot;
+    ``planned``, ``skipped`` and ``failed`` free the
     slot; ``failed`` also gives back the cooldown and budget the reservation took, unless
     ``give_back`` is False (the action may have run: what it took stands)."""
     flight = state.flights.get(kind)
@@ -118,6 +120,9 @@ def confirm(
     flights = dict(state.flights)
     if outcome == "submitted":
         flights[kind] = replace(flight, status="submitted", job=job)
+        return replace(state, flights=flights), True
+    if outcome == "pending":  # waits for a person's approval, holding the slot (handlers.approvals)
+        flights[kind] = replace(flight, status="pending")
         return replace(state, flights=flights), True
     del flights[kind]
     if outcome == "failed" and kind == RETRAIN and give_back:

@@ -154,8 +154,27 @@ class CandidateRule(Strict):
     tags: dict[str, str] = Field(default_factory=dict)
 
 
+class ApprovalRule(Strict):
+    """``deploy.approval``: a candidate that passed the gate waits, holding the model's rollout slot,
+    for a person to approve or reject it (:mod:`handlers.approvals`, docs/policy.md, Approvals)."""
+
+    required: bool = True
+    expires: Duration = Field(
+        default=timedelta(hours=24), description="how long a pending deploy waits before the reconciler releases it"
+    )
+    four_eyes: bool = Field(default=True, description="the approver may not be the caller who asked")
+
+    @field_validator("expires")
+    @classmethod
+    def _expires(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= value <= timedelta(days=30):
+            raise ValueError("expires must be from 1m to 30d, e.g. '24h'; a pending deploy holds the model's slot")
+        return value
+
+
 class DeployRule(Strict):
     endpoint: str
+    approval: ApprovalRule | None = Field(default=None, description="deploys wait for a person's approval")
     on_registration: bool = False
     gate: GateRule | None = None
     model_output: str = Field(

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handlers import guards
 from handlers.errors import PermanentError, TransientError
@@ -49,6 +49,9 @@ from handlers.signals import (
     Signal,
     Trigger,
 )
+
+if TYPE_CHECKING:
+    from handlers.approvals import Approvals
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +210,7 @@ class Reconciler:
         purge_every: timedelta = timedelta(hours=1),
         deployments: Deployments | None = None,
         retiring: Callable[[str], RetireRule | None] = lambda model: None,
+        approvals: Approvals | None = None,
     ) -> None:
         self.ledger = ledger
         self.executor = executor
@@ -223,6 +227,7 @@ class Reconciler:
         self.last_purge: datetime | None = None
         self.deployments = deployments
         self.retiring = retiring
+        self.approvals = approvals  # releases expired deploys waiting for approval
 
     def run(self, now: datetime) -> ReconcileReport:
         """One pass of the reconciler: finish each action whose worker died between reserve and
@@ -242,6 +247,8 @@ class Reconciler:
                     work = self._catch_missed_run
                 elif kind == guards.ROLLOUT and flight.status == "submitted" and flight.job:
                     work = self._advance_rollout
+                elif kind == guards.ROLLOUT and flight.status == "pending" and self.approvals is not None:
+                    work = self._tend_pending
                 else:
                     continue
                 moved = moved or kind == guards.ROLLOUT
@@ -381,7 +388,15 @@ class Reconciler:
             why = f"its reserved record holds no plan this version can act on ({type(exc).__name__}: {exc}); it may have acted"
             report.released.append(self._release(model, kind, flight, now, why, give_back=False))
             return
-        report.resumed.append(self.executor.act(decision, now, resumed_by=RECONCILER))
+        approval = record.details.get("approval") or None  # an approved deploy goes on as approved
+        report.resumed.append(self.executor.act(decision, now, resumed_by=RECONCILER, approval=approval))
+
+    def _tend_pending(self, model: str, kind: str, flight: Flight, now: datetime, report: ReconcileReport) -> None:
+        """A deploy waiting for approval: released when it expired (:meth:`Approvals.tend`)."""
+        assert self.approvals is not None
+        rec = self.approvals.tend(model, flight, now)
+        if rec is not None and rec.outcome == "skipped":
+            report.released.append(rec)
 
     def _release(
         self, model: str, kind: str, flight: Flight, now: datetime, why: str, give_back: bool

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-OUTCOMES = ("reserved", "submitted", "planned", "skipped", "failed")
+OUTCOMES = ("reserved", "pending", "submitted", "planned", "skipped", "failed")
 
 # Bounds that keep every record inside what every ledger stores (an Azure Table entity holds at most
 # 1 MiB, a string property 64 KiB): a longer text is cut, keeping its start, its length and a digest.
@@ -147,11 +147,14 @@ def may_replace(stored: DecisionRecord, new: DecisionRecord) -> bool:
     the reservation resumed); a guard's refusal (``skipped`` with its ``guard``) only to a new
     reservation, the executor carrying the decision out after all (a run's deploy decision judged
     again from another event about the run); ``failed`` only to an action tried again that went
-    through (``submitted``, ``planned``: a retirement retried by the next reconciler pass). Nothing
+    through (``submitted``, ``planned``: a retirement retried by the next reconciler pass); ``pending``
+    (a deploy waiting for approval) only to its approval (``reserved``) or its release (``skipped``). Nothing
     else replaces a final record, so a redelivery, a retried request or a second writer finds the
     record as it was first decided."""
     if stored.outcome == "reserved":
         return True
+    if stored.outcome == "pending":  # waiting for a person: approved (reserved again), rejected or expired
+        return new.outcome in ("reserved", "skipped")
     if stored.outcome == "skipped" and stored.details.get("guard"):
         return new.outcome == "reserved"
     if stored.outcome == "failed":
@@ -165,7 +168,9 @@ class Flight:
 
     decision: str
     since: str
-    status: str = "reserved"  # reserved (before the action), submitted (acting in Azure)
+    status: str = (
+        "reserved"  # reserved (before the action), pending (waiting for approval), submitted (acting in Azure)
+    )
     job: str | None = None
     previous_retrain_at: str | None = None  # restored if the reserved action fails for good
     data: dict[str, Any] = field(default_factory=dict)

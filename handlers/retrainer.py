@@ -162,6 +162,14 @@ class Retrainer:
         switch = StopSwitch(self.ledger, self.executor.write, lambda: list(self.policy.models), self.clock)
         return switch.set(on, trigger, reason, models=models, actions=actions)
 
+    def approve(self, decision_id: str, trigger: Trigger, reason: str, *, approve: bool = True) -> DecisionRecord:
+        """A deploy waiting for approval approved (carried out, once) or rejected (released), recorded
+        with who did it and why (:mod:`handlers.approvals`)."""
+        from handlers.approvals import Approvals
+
+        approvals = Approvals(self.policy, self.ledger, self.executor, self.clock)
+        return (approvals.approve if approve else approvals.reject)(decision_id, trigger, reason)
+
     def reconcile(self, now: datetime | None = None) -> ReconcileReport:
         """One reconciler pass at ``now`` (default: the clock's now), then the notifications still
         pending (bounded: ``notify_batches``), those the pass decided included."""

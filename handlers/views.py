@@ -115,6 +115,8 @@ def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now
         if "retrain" in flights
         else "rollout paused"
         if progress is not None and progress.paused
+        else "waiting for approval"
+        if "rollout" in flights and state.flights["rollout"].status == "pending"
         else "rolling out"
         if "rollout" in flights
         else "cooldown"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from handlers import freeze
 from handlers.analysis import HealthSource
+from handlers.approvals import Approvals
 from handlers.envelopes import workspace_key
 from handlers.executor import Executor, Limits
 from handlers.notify import MAX_AGE, MAX_ATTEMPTS, Outbox
@@ -64,7 +65,9 @@ def assemble(
     accepted = list(workspaces)
 
     def limits(model: str) -> Limits:
-        return Limits(policy.cooldown(model), policy.daily_budget(model), policy.freeze_windows(model))
+        deploy = policy.models[model].deploy if model in policy.models else None
+        approval = deploy.approval if deploy is not None and deploy.approval and deploy.approval.required else None
+        return Limits(policy.cooldown(model), policy.daily_budget(model), policy.freeze_windows(model), approval)
 
     def rule(model: str) -> RolloutRule:
         from handlers.rollout_rules import RolloutRule  # pydantic: loaded on the reconciler's path only
@@ -101,6 +104,7 @@ def assemble(
         retention=retention,
         deployments=deployments,
         retiring=retiring,
+        approvals=Approvals(policy, ledger, executor, clock),
     )
     outbox = Outbox(ledger, notifier, max_attempts=notify_max_attempts, max_age=notify_max_age)
     return Retrainer(policy, ledger, jobs, deployments, executor, service, reconciler, operator, clock, outbox)

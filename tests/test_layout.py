@@ -276,6 +276,8 @@ def test_root_script_holds_exactly_one_function_app_and_its_functions() -> None:
         "models/{model}/resume": (["POST"], "FUNCTION"),
         "freeze": (["POST"], "FUNCTION"),  # the stop switch: behind a key like every operator route
         "unfreeze": (["POST"], "FUNCTION"),
+        "decisions/{id}/approve": (["POST"], "FUNCTION"),  # a pending deploy approved or rejected
+        "decisions/{id}/reject": (["POST"], "FUNCTION"),
         "models": (["GET"], "FUNCTION"),
         "decisions": (["GET"], "FUNCTION"),
         "health": (["GET"], "ANONYMOUS"),

@@ -238,6 +238,57 @@ def unfreeze(req: func.HttpRequest) -> func.HttpResponse:
     return _switch(req, False)
 
 
+def _decide(req: func.HttpRequest, approve: bool) -> func.HttpResponse:
+    """A deploy waiting for approval approved or rejected, recorded with who asked (as the operator's
+    routes record it) and why."""
+    verb = "approve" if approve else "reject"
+    decision_id = req.route_params.get("id", "")
+    try:
+        body = json_body(req)
+        _check_body(body, _OPERATE_KEYS)
+        reason = (body.get("reason") or "").strip()[:500]
+        if not reason:
+            raise InvalidInput(
+                f'field "reason" is required: say why you {verb} it, e.g. {{"reason": "metrics look right"}}'
+            )
+        settings = Settings.from_env()
+        caller = caller_of(
+            req.headers,
+            app_service_auth=settings.app_service_auth,
+            operator_role=settings.operator_role,
+            platform_sign_in=settings.platform_sign_in,
+        )
+        trigger = Trigger(
+            source="http",
+            event_id=new_id(),
+            event_type=f"ManualRequest.{verb}",
+            caller=tuple((k, str(v)) for k, v in caller.items()),
+            request=request_digest(verb, decision_id, body),
+            channel=OPERATOR,
+        )
+        with one_delivery("operator", event_id=trigger.event_id, model="*") as span:
+            record = get_retrainer().approve(decision_id, trigger, reason, approve=approve)
+            span.decided([record])
+    except RetrainError as exc:
+        return from_exception(exc)
+    return reply(record.to_dict(), 202 if record.outcome == "submitted" else 422 if record.outcome == "failed" else 200)
+
+
+@bp.function_name("approve_decision")
+@bp.route(route="decisions/{id}/approve", methods=["POST"])
+def approve_decision(req: func.HttpRequest) -> func.HttpResponse:
+    """Body: {"reason": str}. The deploy waiting for approval is carried out (once); four eyes: not
+    by the caller who asked for it."""
+    return _decide(req, True)
+
+
+@bp.function_name("reject_decision")
+@bp.route(route="decisions/{id}/reject", methods=["POST"])
+def reject_decision(req: func.HttpRequest) -> func.HttpResponse:
+    """Body: {"reason": str}. The deploy waiting for approval is released, nothing deployed."""
+    return _decide(req, False)
+
+
 @bp.function_name("list_models")
 @bp.route(route="models", methods=["GET"])
 def list_models(req: func.HttpRequest) -> func.HttpResponse:

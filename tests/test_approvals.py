@@ -1,0 +1,243 @@
+"""Approvals of deploys (issue 24, its first part): ``deploy.approval`` makes a candidate that passed the
+gate wait, recorded ``pending`` and holding its model's rollout slot, until a second caller approves it
+(carried out once, also when approve is sent twice, at once, or its worker dies) or rejects it; the
+reconciler releases an expired one. End to end through the local host, with the real Azure ML SDK
+against the fake ARM."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from function_app import cli, runtime
+from function_app.localhost import Host
+from handlers import guards
+from handlers.errors import NotApplicable, PolicyError, TransientError
+from handlers.policy import Policy
+from handlers.policy_file import parse_policy
+from handlers.records import DecisionRecord
+from handlers.signals import OPERATOR, Trigger
+from tests.azure_world import ENDPOINT, MODEL, AzureWorld
+from tests.conftest import REPO, Client
+from tests.ledgers import LedgerSpec
+
+DEPLOYMENTS = rf"^onlineEndpoints/{ENDPOINT}/deployments/[^/]+$"
+ADA = "6f1e0000-0000-4000-8000-00000000ada0"
+BOB = "6f1e0000-0000-4000-8000-0000000000b0"
+
+
+def signed(oid: str, name: str) -> dict[str, str]:
+    claims = [{"typ": "roles", "val": "Retrain.Operator"}, {"typ": "name", "val": name}]
+    encoded = base64.b64encode(json.dumps({"auth_typ": "aad", "claims": claims}).encode()).decode()
+    return {"X-MS-CLIENT-PRINCIPAL": encoded, "X-MS-CLIENT-PRINCIPAL-NAME": name, "X-MS-CLIENT-PRINCIPAL-ID": oid}
+
+
+class Approving:
+    """The example policy with ``deploy.approval`` on the model, the app serving the routes."""
+
+    def __init__(self, tmp_path: Path, spec: LedgerSpec, approval: dict[str, Any]) -> None:
+        import main
+
+        raw = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
+        raw["models"][MODEL]["deploy"]["approval"] = approval
+        self.azure = AzureWorld(tmp_path, spec, policy=Policy.model_validate(raw))
+        runtime.set_retrainer(self.azure.worker)
+        self.client = Client(Host(main.app))
+
+    def pending(self) -> DecisionRecord:
+        [rec] = self.azure.deliver(self.azure.finished_run(r2="0.61")).decisions
+        return rec
+
+    def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        status, _, out = self.client.call("POST", path, body, headers or {})
+        return status, out
+
+    def deployments_put(self) -> int:
+        return len([c for c in self.azure.arm.requests_to("PUT", DEPLOYMENTS) if c.status in (200, 201)])
+
+    def slot(self) -> Any:
+        return self.azure.ledger.get_model(MODEL).flights.get(guards.ROLLOUT)
+
+
+@pytest.fixture
+def approving(ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Approving]:
+    monkeypatch.chdir(tmp_path)  # not a git repository, as on Azure
+    world = Approving(tmp_path, ledger_spec, {"required": True, "expires": "24h", "four_eyes": True})
+    yield world
+    runtime.set_retrainer(None)
+    world.azure.close()
+    assert world.azure.arm.unexpected == []
+
+
+@pytest.mark.both_ledgers
+def test_a_pending_deploy_holds_the_slot_and_is_carried_out_once_when_approved(approving: Approving) -> None:
+    rec = approving.pending()
+
+    assert (rec.action, rec.outcome) == ("deploy", "pending") and "waits for approval until" in rec.reason
+    assert rec.details["gate"]["passed"] is True and rec.details["rendered"]["endpoint"] == ENDPOINT
+    assert rec.details["approval"]["expires"] and rec.details["approval"]["four_eyes"] is True
+    assert approving.deployments_put() == 0  # nothing deployed
+    slot = approving.slot()
+    assert (slot.decision, slot.status) == (rec.id, "pending")
+    status, manual = approving.post(f"/api/models/{MODEL}/deploy", {"reason": "another", "version": "3"})
+    assert status == 409 and "waits for approval" in manual["error"]  # the guards count it
+    _, _, models = approving.client.call("GET", "/api/models")
+    [view] = [m for m in models["models"] if m["model"] == MODEL]
+    assert view["state"] == "waiting for approval" and view["in_flight"]["rollout"]["status"] == "pending"
+    _, _, listed = approving.client.call("GET", "/api/decisions?outcome=pending")
+    assert [d["id"] for d in listed["decisions"]] == [rec.id]
+    approving.azure.reconcile()  # a pass leaves it waiting
+    assert approving.slot().status == "pending"
+
+    status, done = approving.post(f"/api/decisions/{rec.id}/approve", {"reason": "numbers look right"})
+
+    assert status == 202 and (done["id"], done["outcome"]) == (rec.id, "submitted")
+    assert done["details"]["approval"]["approved_by"] == "function key"
+    assert done["details"]["approval"]["approve_reason"] == "numbers look right"
+    assert "approved by function key" in done["reason"] and approving.deployments_put() == 1
+    assert approving.slot().status == "submitted"
+
+    status, again = approving.post(f"/api/decisions/{rec.id}/approve", {"reason": "twice"})
+    assert status == 202 and again["at"] == done["at"] and approving.deployments_put() == 1
+
+
+def test_approvals_sent_at_once_carry_the_deploy_out_once(approving: Approving) -> None:
+    rec = approving.pending()
+    workers = [approving.azure.new_worker() for _ in range(4)]
+    results: list[Any] = []
+    barrier = threading.Barrier(len(workers))
+
+    def approve(worker: Any, n: int) -> None:
+        trigger = Trigger(
+            "http", f"approve-{n}", "ManualRequest.approve", (("kind", "function key"),), channel=OPERATOR
+        )
+        barrier.wait()
+        try:
+            results.append(worker.approve(rec.id, trigger, f"go {n}"))
+        except (NotApplicable, TransientError) as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=approve, args=(w, n)) for n, w in enumerate(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    assert approving.deployments_put() == 1
+    records = [r for r in results if isinstance(r, DecisionRecord)]
+    assert records and all(r.id == rec.id for r in records)
+    assert all(isinstance(r, DecisionRecord) or "being approved" in str(r) for r in results)
+    stored = approving.azure.decision(rec.id)
+    assert stored is not None and stored.outcome == "submitted"
+
+
+@pytest.mark.both_ledgers
+def test_a_rejected_deploy_releases_the_slot_with_its_reason(approving: Approving) -> None:
+    rec = approving.pending()
+
+    status, out = approving.post(f"/api/decisions/{rec.id}/reject", {"reason": "wrong data window"})
+
+    assert status == 200 and out["outcome"] == "skipped"
+    assert "rejected by function key" in out["reason"] and "wrong data window" in out["reason"]
+    assert out["details"]["approval"]["rejected_by"] == "function key" and approving.slot() is None
+    status, late = approving.post(f"/api/decisions/{rec.id}/approve", {"reason": "too late"})
+    assert status == 409 and "skipped, not pending" in late["error"]
+    assert approving.deployments_put() == 0
+    status, again = approving.post(f"/api/decisions/{rec.id}/reject", {"reason": "again"})
+    assert status == 200 and again["at"] == out["at"]
+
+
+@pytest.mark.both_ledgers
+def test_an_expired_deploy_is_released_by_the_reconciler(approving: Approving) -> None:
+    rec = approving.pending()
+    approving.azure.now.advance(hours=23)
+    approving.azure.reconcile()
+    assert approving.slot().status == "pending"
+
+    approving.azure.now.advance(hours=1, minutes=1)
+    report = approving.azure.reconcile()
+
+    assert [r.id for r in report.released] == [rec.id] and approving.slot() is None
+    stored = approving.azure.decision(rec.id)
+    assert stored is not None and stored.outcome == "skipped" and "expired at" in stored.reason
+    assert stored.details["approval"]["released_by"] == "reconciler" and approving.deployments_put() == 0
+    status, late = approving.post(f"/api/decisions/{rec.id}/approve", {"reason": "late"})
+    assert status == 409 and "skipped, not pending" in late["error"]
+
+
+def test_four_eyes_refuses_the_requester_and_lets_a_second_caller_approve(
+    approving: Approving, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RETRAIN_APP_SERVICE_AUTH", "true")
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+    approving.azure.arm.add_model(MODEL, "4", tags={"r2_score": "0.61"})
+    status, rec = approving.post(
+        f"/api/models/{MODEL}/deploy", {"reason": "ship 4", "version": "4"}, signed(ADA, "ada@contoso")
+    )
+    assert status == 200 and rec["outcome"] == "pending", rec
+
+    status, own = approving.post(f"/api/decisions/{rec['id']}/approve", {"reason": "mine"}, signed(ADA, "ada@contoso"))
+    assert status == 403 and "may not approve it too" in own["error"] and approving.deployments_put() == 0
+
+    status, done = approving.post(f"/api/decisions/{rec['id']}/approve", {"reason": "checked"}, signed(BOB, "bob@c"))
+    assert status == 202 and done["details"]["approval"]["approver"]["id"] == BOB
+    assert done["trigger"]["caller"]["id"] == ADA and approving.deployments_put() == 1
+
+
+def test_an_approved_deploy_whose_worker_failed_is_finished_by_the_reconciler_as_approved(
+    approving: Approving,
+) -> None:
+    rec = approving.pending()
+    approving.azure.arm.fail(
+        503, method="PUT", path=DEPLOYMENTS, times=1000
+    )  # Azure unavailable: the reservation stays
+    trigger = Trigger("cli", "a-1", "ManualRequest.approve", (("kind", "command line"), ("user", "bob")))
+    with pytest.raises(TransientError):
+        approving.azure.worker.approve(rec.id, trigger, "go")
+    assert approving.slot().status == "reserved" and approving.deployments_put() == 0
+    approving.azure.arm.faults.clear()
+
+    approving.azure.now.advance(minutes=2)  # past the lease
+    report = approving.azure.reconcile()
+
+    [resumed] = report.resumed
+    assert (resumed.id, resumed.outcome) == (rec.id, "submitted") and approving.deployments_put() == 1
+    assert resumed.details["approval"]["approved_by"] == "bob"
+
+
+def test_the_command_line_approves_and_rejects(approving: Approving, capsys: pytest.CaptureFixture[str]) -> None:
+    rec = approving.pending()
+    assert cli.main(["reject", rec.id, "--reason", "not this week", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["outcome"] == "skipped" and "not this week" in out["reason"]
+    assert cli.main(["approve", rec.id, "--reason", "x"]) == 2
+    assert "not pending" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ("{expires: 0s}", "expires must be from 1m to 30d"),
+        ("{expires: soon}", "not a duration"),
+        ("{required: true, four_eye: true}", "four_eye"),
+    ],
+)
+def test_each_approval_mistake_names_the_key_and_the_fix(entry: str, says: str) -> None:
+    policy = "models:\n  churn:\n    deploy:\n      endpoint: churn-ep\n      approval: " + entry + "\n"
+    with pytest.raises(PolicyError) as info:
+        parse_policy(policy, "policy.yaml")
+    assert any(says in p and "models.churn.deploy.approval" in p for p in info.value.problems), info.value.problems
+
+
+def test_expiry_defaults_to_a_day() -> None:
+    policy = parse_policy("models:\n  churn:\n    deploy:\n      endpoint: churn-ep\n      approval: {}\n", "p.yaml")
+    approval = policy.models["churn"].deploy.approval  # type: ignore[union-attr]
+    assert approval is not None and approval.expires == timedelta(hours=24) and approval.four_eyes
