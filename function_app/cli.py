@@ -229,15 +229,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 def cmd_operate(args: argparse.Namespace) -> int:
     """An operator's action on the configured ledger and backend, as ``retrain reconcile`` works:
     the same decision as the HTTP route's, recorded with the command line's user as the caller."""
-    user = _user()
     request = OperatorRequest(
-        Trigger(
-            "cli",
-            new_id(),
-            f"ManualRequest.{args.command}",
-            caller=(("kind", "command line"), ("user", user)),
-            channel=OPERATOR,
-        ),
+        _trigger(args.command),
         args.model,
         args.command,
         (args.reason or "no reason given").strip()[:500],
@@ -262,13 +255,7 @@ def _user() -> str:
 def cmd_freeze(args: argparse.Namespace) -> int:
     """The stop switch set or lifted on the configured ledger, recorded with the command line's user."""
     on = args.command == "freeze"
-    trigger = Trigger(
-        "cli",
-        new_id(),
-        f"ManualRequest.{args.command}",
-        caller=(("kind", "command line"), ("user", _user())),
-        channel=OPERATOR,
-    )
+    trigger = _trigger(args.command)
     records = get_retrainer().freeze(on, trigger, args.reason.strip()[:500], models=args.model, actions=args.action)
     for record in records:
         print(
@@ -279,15 +266,15 @@ def cmd_freeze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trigger(command: str) -> Trigger:
+    """An operator's request from the command line, recorded with its user as the caller."""
+    caller = (("kind", "command line"), ("user", _user()))
+    return Trigger("cli", new_id(), f"ManualRequest.{command}", caller=caller, channel=OPERATOR)
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
     """A pending deploy approved or rejected on the configured ledger, recorded with the command line's user."""
-    trigger = Trigger(
-        "cli",
-        new_id(),
-        f"ManualRequest.{args.command}",
-        caller=(("kind", "command line"), ("user", _user())),
-        channel=OPERATOR,
-    )
+    trigger = _trigger(args.command)
     record = get_retrainer().approve(
         args.decision, trigger, args.reason.strip()[:500], approve=args.command == "approve"
     )

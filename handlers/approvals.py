@@ -25,15 +25,16 @@ the route. docs/policy.md (Approvals) says so; four eyes mean something with App
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from handlers import freeze, guards
+from handlers.approval_rules import PENDING, RELEASE, mark, self_approval, take, who
 from handlers.errors import Forbidden, NotApplicable, NotFound
 from handlers.plans import Deploy, DeployPlan
-from handlers.records import DecisionRecord, Flight, ModelState, from_iso, iso
+from handlers.records import DecisionRecord, Flight, from_iso, iso
 from handlers.signals import Trigger
 
 if TYPE_CHECKING:
@@ -42,50 +43,6 @@ if TYPE_CHECKING:
     from handlers.ports import Ledger
 
 log = logging.getLogger(__name__)
-
-PENDING = "pending"
-RELEASE = "release"  # the mark on a pending flight that is being released (rejected or expired)
-
-
-def who(caller: Mapping[str, Any]) -> str:
-    return str(caller.get("name") or caller.get("user") or caller.get("id") or caller.get("kind") or "someone")
-
-
-def identity(caller: Mapping[str, Any]) -> str | None:
-    """Who ``caller`` is, as far as anyone can tell: a signed-in principal's object id (or name), a
-    command line's login name; None for a function key, an event or the reconciler (nobody known)."""
-    kind = caller.get("kind")
-    if kind == "principal" and (caller.get("id") or caller.get("name")):
-        return f"principal:{caller.get('id') or caller.get('name')}"
-    if kind == "command line" and caller.get("user") not in (None, "", "unknown"):
-        return f"command line:{caller.get('user')}"
-    return None
-
-
-def self_approval(asked: Mapping[str, Any], approving: Mapping[str, Any]) -> bool:
-    """Whether the approver is, as far as can be told, the caller who asked (four eyes refuses it)."""
-    mine, theirs = identity(approving), identity(asked)
-    return mine is not None and mine == theirs
-
-
-def take(state: ModelState, decision_id: str, now: datetime) -> tuple[ModelState | None, bool]:
-    """The approval's atomic step: the pending flight of ``decision_id``, not being released, becomes
-    ``reserved`` (from now, for the reconciler's lease). False when it is not (any more)."""
-    flight = state.flights.get(guards.ROLLOUT)
-    if flight is None or flight.decision != decision_id or flight.status != PENDING or RELEASE in flight.data:
-        return None, False
-    taken = replace(flight, status="reserved", since=iso(now))
-    return replace(state, flights={**state.flights, guards.ROLLOUT: taken}), True
-
-
-def mark(state: ModelState, decision_id: str, release: dict[str, Any]) -> tuple[ModelState | None, bool]:
-    """The release's atomic step: the pending flight of ``decision_id`` is marked released (an
-    approval can no longer take it). False when it is not pending, or marked already."""
-    flight = state.flights.get(guards.ROLLOUT)
-    if flight is None or flight.decision != decision_id or flight.status != PENDING or RELEASE in flight.data:
-        return None, False
-    marked = replace(flight, data={**flight.data, RELEASE: dict(release)})
-    return replace(state, flights={**state.flights, guards.ROLLOUT: marked}), True
 
 
 def deploy_of(record: DecisionRecord) -> Deploy:
@@ -199,9 +156,14 @@ class Approvals:
         log.info("approval decision=%s model=%s released: %s", record.id, record.model, release.get("said"))
         return rec
 
-    def tend(self, model: str, flight: Flight, now: datetime) -> DecisionRecord | None:
+    def tend(self, model: str, kind: str, flight: Flight, now: datetime, report: Any) -> None:
         """The reconciler's pass over a pending flight: a release marked and not finished (its worker
-        died) is finished; an expired one is released; else nothing (None)."""
+        died) is finished; an expired one is released (into ``report.released``); else nothing."""
+        rec = self._tend(model, flight, now)
+        if rec is not None and rec.outcome == "skipped":
+            report.released.append(rec)
+
+    def _tend(self, model: str, flight: Flight, now: datetime) -> DecisionRecord | None:
         record = self.ledger.get_decision(flight.decision)
         if record is None or record.outcome != PENDING:
             if record is not None and record.outcome != "reserved":  # recorded, its settling lost

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from handlers import gate, guards, jobnames
+from handlers import approval_rules, gate, guards, jobnames
 from handlers.errors import PermanentError
 from handlers.plans import Decision, Deploy, Retrain, job_of, rendered_of
 from handlers.ports import ActionResult, Deployments, Jobs, Ledger
@@ -340,28 +340,14 @@ class Executor:
                 decision, "failed", now, f"{decision.reason}; failed: {judged.why}", rendered=rendered, **seen, **extra
             )
         approval = self.limits(decision.model).approval
-        if approval is not None and not (extra.get("approval") or {}).get("approved_by"):
-            return self._pending(decision, now, rendered, approval, judged.why, {**seen, **extra})
+        if approval is not None and not (extra.get("approval") or {}).get("approved_by"):  # a person decides
+            asked = approval_rules.asked(decision.id, approval, now)
+            why = f"{decision.reason}; {judged.why}; waits for approval until {asked['expires']}: approve or reject it"
+            return self.record(
+                decision, "pending", now, why, job=job_of(rendered), rendered=rendered, approval=asked, **seen, **extra
+            )
         result = self.deployments.start_deploy(decision.plan, facts)
         return self._recorded(decision, now, result, rendered, {**seen, **extra})
-
-    def _pending(
-        self, decision: Deploy, now: datetime, rendered: dict[str, Any], rule: Any, why: str, extra: dict[str, Any]
-    ) -> DecisionRecord:
-        """A deploy that passed the gate and waits for a person (``deploy.approval``): recorded
-        ``pending`` with its plan and the gate's figures, holding the rollout slot; nothing deployed."""
-        until = iso(now + rule.expires)
-        return self.record(
-            decision,
-            "pending",
-            now,
-            f"{decision.reason}; {why}; waits for approval until {until}: POST /api/decisions/{decision.id}/approve "
-            "or /reject (retrain approve|reject)",
-            job=job_of(rendered),
-            rendered=rendered,
-            approval={"expires": until, "four_eyes": rule.four_eyes, "asked_at": iso(now)},
-            **extra,
-        )
 
     def _recorded(
         self,

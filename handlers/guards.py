@@ -56,7 +56,7 @@ def check(
         if flight.status != "reserved":
             return Verdict(True, f"decision {decision_id} was carried out already (job {flight.job})", "done")
         return Verdict(True, f"resuming decision {decision_id} reserved at {flight.since}", "resumed")
-    if flight and not force:
+    if flight and (not force or flight.status == "pending"):  # force never takes a slot from a waiting approval
         what = f"job {flight.job}" if flight.job else f"decision {flight.decision}"
         what += ", which waits for approval" if flight.status == "pending" else ""
         return Verdict(

@@ -46,7 +46,7 @@ def notification_id(decision_id: str, outcome: str) -> str:
 def notifies(record: DecisionRecord) -> bool:
     if record.outcome in NEVER or record.details.get("dry_run"):
         return False
-    if record.outcome in ("submitted", "failed") or record.action in ALWAYS:
+    if record.outcome in ("submitted", "failed", "pending") or record.action in ALWAYS:  # pending: asks a person
         return True
     return record.action == "rollout" and record.outcome == "skipped"  # a held rollout
 

@@ -87,6 +87,11 @@ def plan(request: OperatorRequest, state: ModelState, facts: Facts, now: datetim
     flight = state.flights.get(ROLLOUT)
     trig = request.trigger.as_dict()
     said = f" by {who(request.trigger)}: {request.reason}"
+    if flight is not None and flight.status == "pending":
+        return Refused(
+            f"the deploy of {request.model} waits for approval; approve or reject it first "
+            f"(POST /api/decisions/{flight.decision}/approve or /reject)"
+        )
     if flight is not None and (flight.status != "submitted" or not flight.job):
         return Refused(
             f"the deployment of {request.model} is still being started (decision {flight.decision}); try again once "

@@ -248,7 +248,7 @@ class Reconciler:
                 elif kind == guards.ROLLOUT and flight.status == "submitted" and flight.job:
                     work = self._advance_rollout
                 elif kind == guards.ROLLOUT and flight.status == "pending" and self.approvals is not None:
-                    work = self._tend_pending
+                    work = self.approvals.tend
                 else:
                     continue
                 moved = moved or kind == guards.ROLLOUT
@@ -390,13 +390,6 @@ class Reconciler:
             return
         approval = record.details.get("approval") or None  # an approved deploy goes on as approved
         report.resumed.append(self.executor.act(decision, now, resumed_by=RECONCILER, approval=approval))
-
-    def _tend_pending(self, model: str, kind: str, flight: Flight, now: datetime, report: ReconcileReport) -> None:
-        """A deploy waiting for approval: released when it expired (:meth:`Approvals.tend`)."""
-        assert self.approvals is not None
-        rec = self.approvals.tend(model, flight, now)
-        if rec is not None and rec.outcome == "skipped":
-            report.released.append(rec)
 
     def _release(
         self, model: str, kind: str, flight: Flight, now: datetime, why: str, give_back: bool

@@ -89,6 +89,16 @@ def test_a_pending_deploy_holds_the_slot_and_is_carried_out_once_when_approved(a
     assert (slot.decision, slot.status) == (rec.id, "pending")
     status, manual = approving.post(f"/api/models/{MODEL}/deploy", {"reason": "another", "version": "3"})
     assert status == 409 and "waits for approval" in manual["error"]  # the guards count it
+    forced = guards.check(
+        approving.azure.ledger.get_model(MODEL), guards.ROLLOUT, "de-x", approving.azure.now(), None, None, True
+    )
+    assert forced.code == "in_flight"  # force takes no slot from a deploy waiting for a person
+    status, rolled = approving.post(f"/api/models/{MODEL}/rollback", {"reason": "no"})
+    assert status == 409 and f"/api/decisions/{rec.id}/approve" in rolled["error"]
+    outbox = approving.azure.ledger.notifications(dead=False, limit=50)
+    [note] = [e.notification for e in outbox if e.notification.type.endswith(".pending")]
+    assert note.type == "retrain.decision.deploy.pending" and note.data["details"]["gate"]["passed"] is True
+    assert note.data["details"]["approval"]["links"]["approve"] == f"/api/decisions/{rec.id}/approve"
     _, _, models = approving.client.call("GET", "/api/models")
     [view] = [m for m in models["models"] if m["model"] == MODEL]
     assert view["state"] == "waiting for approval" and view["in_flight"]["rollout"]["status"] == "pending"
