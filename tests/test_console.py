@@ -251,3 +251,40 @@ def test_the_stop_switch_from_the_console_freezes_a_model_and_shows_why(tmp_path
         card = page.locator('article.model[data-model="sklearn_regression_model"]')
         expect(card.locator(".frozen")).to_have_text("no")
     assert world.worker.ledger.get_model("sklearn_regression_model").frozen is None
+
+
+def test_a_deploy_waiting_for_approval_is_approved_from_the_console(tmp_path: Path) -> None:
+    """Under deploy.approval the card says WAITING FOR APPROVAL with the decision; Approve asks why and
+    carries the deploy out, recorded with who pressed it."""
+    from playwright.sync_api import expect
+
+    text = (REPO / "examples" / "policy.yaml").read_text()
+    text = text.replace(
+        "      endpoint: diabetes-endpoint\n", "      endpoint: diabetes-endpoint\n      approval: {}\n", 1
+    )
+    world = World(
+        LedgerSpec("sqlite", str(tmp_path / "l.db")),
+        policy=parse_policy(text),
+        actions=RecordingActions(traffic={ENDPOINT: {"blue": 100}}),
+        health={"metrics": SteadyHealth()},
+    )
+    pending = world.manual("deploy", version="4", reason="new model")
+    assert pending.outcome == "pending"
+    with hosting(world) as url, browser_page() as page:
+        page.goto(f"{url}/api/console")
+        card = page.locator('article.model[data-model="sklearn_regression_model"]')
+        card.wait_for()
+        assert f"WAITING FOR APPROVAL: decision {pending.id}" in card.locator(".rollout-step").inner_text()
+        assert not card.locator('button[data-action="promote"]').is_enabled()
+        assert not page.locator(
+            'article.model[data-model="churn-classifier"] button[data-action="approve"]'
+        ).is_enabled()
+
+        card.locator('button[data-action="approve"]').click()
+        page.wait_for_selector("#result .decision")
+        assert "Approve sklearn_regression_model: deploy submitted" in page.locator("#result .decision").inner_text()
+        card = page.locator('article.model[data-model="sklearn_regression_model"]')
+        expect(card.locator('button[data-action="approve"]')).to_be_disabled()
+    done = world.worker.ledger.get_decision(pending.id)
+    assert done is not None and done.outcome == "submitted"
+    assert done.details["approval"]["approve_reason"] == "approved from the console"

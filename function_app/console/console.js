@@ -5,7 +5,7 @@
   const base = location.pathname.replace(/\/console\/?$/, "");
   const key = new URLSearchParams(location.search).get("code");
   const $ = (id) => document.getElementById(id);
-  const LABELS = { retrain: "Dry-run retrain", rollback: "Roll back", promote: "Promote", pause: "Pause", resume: "Resume", freeze: "Freeze", unfreeze: "Unfreeze" };
+  const LABELS = { retrain: "Dry-run retrain", rollback: "Roll back", promote: "Promote", pause: "Pause", resume: "Resume", freeze: "Freeze", unfreeze: "Unfreeze", approve: "Approve", reject: "Reject" };
 
   async function api(path, init) {
     const headers = Object.assign({ Accept: "application/json" }, (init && init.headers) || {});
@@ -135,7 +135,9 @@
         const stage = r.step !== undefined && r.step !== null && r.step >= 0
           ? " · step " + (r.step + 1) + " of " + steps.length + " (" + steps[r.step] + "%)"
           : r.mirror ? " · shadow stage (" + r.mirror.percent + "% mirrored, no live traffic)" : " · provisioning";
-        card.querySelector(".rollout-step").textContent = (r.job || "") + stage + (r.paused ? " · PAUSED" : "");
+        card.querySelector(".rollout-step").textContent = r.status === "pending"
+          ? "WAITING FOR APPROVAL: decision " + r.decision + " (its gate passed; see its record below)"
+          : (r.job || "") + stage + (r.paused ? " · PAUSED" : "");
         card.querySelector(".traffic").textContent = "Traffic: " + split(r.traffic) + (r.mirror ? " · mirrored to the candidate: " + r.mirror.percent + "%" : "");
         card.querySelector(".bake").textContent = r.paused ? "Paused: the reconciler leaves it as it is until resumed." : left(r.bake_until, r.bake_left_s);
         const history = r.history || [];
@@ -146,12 +148,15 @@
           : "Health: not judged yet.";
         chart(card.querySelector(".chart"), card.querySelector(".chart-caption"), history, health ? health.max_error_rate : null);
       }
-      const rolling = Boolean(r);
+      const waiting = Boolean(r && r.status === "pending");  // a deploy waiting for a person (deploy.approval)
+      const rolling = Boolean(r) && !waiting;
       card.querySelector('[data-action="promote"]').disabled = !rolling || Boolean(r && r.paused);
       card.querySelector('[data-action="pause"]').disabled = !rolling || Boolean(r && r.paused);
+      card.querySelector('[data-action="approve"]').disabled = !waiting;
+      card.querySelector('[data-action="reject"]').disabled = !waiting;
       card.querySelector('[data-action="resume"]').disabled = !(r && r.paused);
       for (const button of card.querySelectorAll("button[data-action]")) {
-        button.addEventListener("click", () => act(m.model, button.dataset.action));
+        button.addEventListener("click", () => act(m.model, button.dataset.action, r ? r.decision : null));
       }
       box.appendChild(card);
     }
@@ -190,18 +195,22 @@
     $("result").replaceChildren(node);
   }
 
-  async function act(model, action) {
+  async function act(model, action, decisionId) {
     const switching = action === "freeze" || action === "unfreeze";
+    const deciding = action === "approve" || action === "reject";
     let reason = "from the console";
-    if (switching) {  // the stop switch for this model: why is recorded with who pressed it
-      const said = window.prompt(LABELS[action] + " " + model + ": why? (recorded)", action === "freeze" ? "frozen from the console" : "unfrozen from the console");
+    if (switching || deciding) {  // the stop switch, an approval: why is recorded with who pressed it
+      const said = window.prompt(LABELS[action] + " " + model + ": why? (recorded)", { freeze: "frozen", unfreeze: "unfrozen", approve: "approved", reject: "rejected" }[action] + " from the console");
       if (said === null || !said.trim()) return;
       reason = said.trim();
     } else if (!window.confirm(LABELS[action] + " " + model + "?")) return;
     const body = action === "retrain" ? { dry_run: true, reason: "dry run from the console" } : switching ? { reason: reason, models: [model] } : { reason: reason };
     const id = window.crypto && crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random();
     try {
-      const answer = await api(switching ? "/" + action : "/models/" + encodeURIComponent(model) + "/" + action, {
+      const path = switching ? "/" + action
+        : deciding ? "/decisions/" + encodeURIComponent(decisionId) + "/" + action
+        : "/models/" + encodeURIComponent(model) + "/" + action;
+      const answer = await api(path, {
         method: "POST",
         headers: { "Content-Type": "application/json", "Idempotency-Key": id },
         body: JSON.stringify(body),
