@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from handlers.records import ModelState, iso
+from handlers.records import DecisionRecord, ModelState, iso
 
 ROLLOUT = "rollout"  # the slot a deploy holds (handlers.guards.ROLLOUT)
 PENDING = "pending"
@@ -65,3 +65,16 @@ def asked(decision_id: str, rule: Any, now: datetime) -> dict[str, Any]:
         "asked_at": iso(now),
         "links": {v: f"/api/decisions/{decision_id}/{v}" for v in ("approve", "reject")},
     }
+
+
+def superseded(old: DecisionRecord, newer: str, now: datetime) -> DecisionRecord:
+    """The record of a deploy waiting for approval whose slot the newer candidate ``newer`` took."""
+    approval = {**dict(old.details.get("approval") or {}), "superseded_by": newer, "superseded_at": iso(now)}
+    return replace(
+        old,
+        outcome="skipped",
+        reason=f"{old.reason.split('; waits for approval')[0]}; superseded by decision {newer}, a newer candidate, "
+        "before anyone approved it; nothing deployed",
+        at=iso(now),
+        details={**old.details, "approval": approval},
+    )

@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from handlers import freeze, guards
-from handlers.approval_rules import PENDING, RELEASE, mark, self_approval, take, who
+from handlers.approval_rules import PENDING, RELEASE, mark, self_approval, superseded, take, who
 from handlers.errors import Forbidden, NotApplicable, NotFound
 from handlers.plans import Deploy, DeployPlan
 from handlers.records import DecisionRecord, Flight, from_iso, iso
@@ -104,6 +104,10 @@ class Approvals:
             again = self._record(decision_id)
             if again.outcome != PENDING:
                 return again
+            flight = self.ledger.get_model(model).flights.get(guards.ROLLOUT)
+            if flight is not None and flight.data.get("supersedes") == decision_id:  # its superseder died first
+                self.executor.write(superseded(record, flight.decision, now))
+                raise NotApplicable(f"decision {decision_id} was superseded by decision {flight.decision}")
             raise NotApplicable(f"decision {decision_id} is being approved or released by another request; look again")
         said = f"{record.reason}; approved by {who(caller)} at {iso(now)}: {reason}"
         stored = self.executor.write(

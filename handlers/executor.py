@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -206,6 +206,11 @@ class Executor:
             rec = self.record(decision, "skipped", now, verdict.reason, guard=verdict.code, until=verdict.until)
             unwritten.append(rec)
             return rec
+        if verdict.supersedes:  # a deploy waited for approval in this slot: said in both records
+            old = self.ledger.get_decision(verdict.supersedes)
+            if old is not None and old.outcome == "pending":
+                self.write(approval_rules.superseded(old, decision.id, now))
+            decision = replace(decision, reason=f"{decision.reason}; {verdict.reason}")
         if verdict.resumed:  # reserved by an earlier delivery of this event, whose worker died
             done = self.ledger.get_decision(decision.id)
             if done is not None and done.outcome != "reserved":  # it acted and recorded the outcome

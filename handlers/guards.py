@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from handlers import freeze
+from handlers.approval_rules import RELEASE
 from handlers.records import Flight, ModelState, from_iso, iso, span
 
 RETRAIN = "retrain"
@@ -24,8 +25,9 @@ ACTION_OF = {RETRAIN: "retrain", ROLLOUT: "deploy"}  # what a freeze of each slo
 class Verdict:
     granted: bool
     reason: str
-    code: str  # granted, resumed, done, in_flight, frozen, cooldown, budget
+    code: str  # granted, supersedes, resumed, done, in_flight, frozen, cooldown, budget
     until: str | None = None
+    supersedes: str | None = None  # the deploy waiting for approval whose slot a newer candidate takes
 
     @property
     def resumed(self) -> bool:
@@ -56,7 +58,9 @@ def check(
         if flight.status != "reserved":
             return Verdict(True, f"decision {decision_id} was carried out already (job {flight.job})", "done")
         return Verdict(True, f"resuming decision {decision_id} reserved at {flight.since}", "resumed")
-    if flight and (not force or flight.status == "pending"):  # force never takes a slot from a waiting approval
+    # a deploy waiting for approval (not being released) gives its slot to a newer candidate (handlers.approvals)
+    waiting = flight is not None and kind == ROLLOUT and flight.status == "pending" and RELEASE not in flight.data
+    if flight and not force and not waiting:
         what = f"job {flight.job}" if flight.job else f"decision {flight.decision}"
         what += ", which waits for approval" if flight.status == "pending" else ""
         return Verdict(
@@ -79,6 +83,9 @@ def check(
         used = state.budget_used if state.budget_day == now.date().isoformat() else 0
         if used >= budget:
             return Verdict(False, f"daily retrain budget used up ({used} of {budget} on {now.date()})", "budget")
+    if waiting and flight is not None:
+        why = f"supersedes decision {flight.decision}, which waited for approval"
+        return Verdict(True, why, "supersedes", supersedes=flight.decision)
     return Verdict(True, "granted", "granted")
 
 
@@ -98,7 +105,12 @@ def reserve(
         return None, verdict
     flights = {
         **state.flights,
-        kind: Flight(decision=decision_id, since=iso(now), previous_retrain_at=state.last_retrain_at),
+        kind: Flight(
+            decision=decision_id,
+            since=iso(now),
+            previous_retrain_at=state.last_retrain_at,
+            data={"supersedes": verdict.supersedes} if verdict.supersedes else {},
+        ),
     }
     if kind != RETRAIN:
         return replace(state, flights=flights), verdict

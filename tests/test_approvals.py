@@ -87,13 +87,7 @@ def test_a_pending_deploy_holds_the_slot_and_is_carried_out_once_when_approved(a
     assert approving.deployments_put() == 0  # nothing deployed
     slot = approving.slot()
     assert (slot.decision, slot.status) == (rec.id, "pending")
-    status, manual = approving.post(f"/api/models/{MODEL}/deploy", {"reason": "another", "version": "3"})
-    assert status == 409 and "waits for approval" in manual["error"]  # the guards count it
-    forced = guards.check(
-        approving.azure.ledger.get_model(MODEL), guards.ROLLOUT, "de-x", approving.azure.now(), None, None, True
-    )
-    assert forced.code == "in_flight"  # force takes no slot from a deploy waiting for a person
-    status, rolled = approving.post(f"/api/models/{MODEL}/rollback", {"reason": "no"})
+    status, rolled = approving.post(f"/api/models/{MODEL}/rollback", {"reason": "no"})  # the slot is held
     assert status == 409 and f"/api/decisions/{rec.id}/approve" in rolled["error"]
     outbox = approving.azure.ledger.notifications(dead=False, limit=50)
     [note] = [e.notification for e in outbox if e.notification.type.endswith(".pending")]
@@ -117,6 +111,26 @@ def test_a_pending_deploy_holds_the_slot_and_is_carried_out_once_when_approved(a
 
     status, again = approving.post(f"/api/decisions/{rec.id}/approve", {"reason": "twice"})
     assert status == 202 and again["at"] == done["at"] and approving.deployments_put() == 1
+
+
+@pytest.mark.both_ledgers
+def test_a_newer_candidate_supersedes_a_pending_deploy_said_in_both_records(approving: Approving) -> None:
+    old = approving.pending()
+    approving.azure.arm.add_model(MODEL, "4", tags={"r2_score": "0.61"})
+
+    status, newer = approving.post(f"/api/models/{MODEL}/deploy", {"reason": "ship 4", "version": "4"})
+
+    assert status == 200 and newer["outcome"] == "pending"
+    assert f"supersedes decision {old.id}, which waited for approval" in newer["reason"]
+    stored = approving.azure.decision(old.id)
+    assert stored is not None and stored.outcome == "skipped"
+    assert f"superseded by decision {newer['id']}, a newer candidate" in stored.reason
+    assert stored.details["approval"]["superseded_by"] == newer["id"]
+    assert (approving.slot().decision, approving.slot().status) == (newer["id"], "pending")
+    status, late = approving.post(f"/api/decisions/{old.id}/approve", {"reason": "the old one"})
+    assert status == 409 and "skipped, not pending" in late["error"] and approving.deployments_put() == 0
+    status, done = approving.post(f"/api/decisions/{newer['id']}/approve", {"reason": "the new one"})
+    assert status == 202 and done["outcome"] == "submitted" and approving.deployments_put() == 1
 
 
 def test_approvals_sent_at_once_carry_the_deploy_out_once(approving: Approving) -> None:
