@@ -28,8 +28,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers import freeze
+from handlers.approval_rules import self_approval
 from handlers.claims import Claims
-from handlers.errors import InvalidInput, NotApplicable, NotFound, TransientError
+from handlers.errors import Forbidden, InvalidInput, NotApplicable, NotFound, TransientError
 from handlers.executor import Executor
 from handlers.keys import digest
 from handlers.ports import Deployments, Ledger
@@ -270,6 +271,7 @@ class Operator:
             held = freeze.frozen(state.frozen, self.policy.freeze_windows(request.model), "promote", now)
             if held is not None:
                 raise NotApplicable(f"{request.model} is frozen by {held.reason}; lift the freeze first to promote")
+            self._four_eyes(request, state)
         planned = plan(request, state, self._facts(request, state), now)
         if isinstance(planned, Refused):
             # this very request, when its worker died after writing the transition ahead and a
@@ -301,6 +303,17 @@ class Operator:
         if isinstance(planned, Refused) or planned.opens:
             return planned if isinstance(planned, Refused) else Refused(f"no rollout of {request.model} is in flight")
         return self._carry_out(request, planned, now)
+
+    def _four_eyes(self, request: OperatorRequest, state: ModelState) -> None:
+        """A promotion that ``deploy.approval.promote`` holds for a person: not by the caller who asked
+        for the deploy when four eyes are on (:mod:`handlers.approval_rules`)."""
+        deploy, flight = self.policy.models[request.model].deploy, state.flights.get(ROLLOUT)
+        rule = deploy.approval if deploy is not None else None
+        if rule is None or not (rule.promote and rule.four_eyes) or flight is None:
+            return
+        asked = self.ledger.get_decision(flight.decision)
+        if asked is not None and self_approval(asked.trigger.get("caller") or {}, dict(request.trigger.caller)):
+            raise Forbidden(f"{who(request.trigger)} asked for this deploy and may not approve its promotion too")
 
     def _check(self, request: OperatorRequest) -> None:
         mp = self.policy.models.get(request.model)

@@ -163,6 +163,9 @@ class ApprovalRule(Strict):
         default=timedelta(hours=24), description="how long a pending deploy waits before the reconciler releases it"
     )
     four_eyes: bool = Field(default=True, description="the approver may not be the caller who asked")
+    promote: bool = Field(
+        default=False, description="a rollout holds before its promotion until an operator promotes it"
+    )
 
     @field_validator("expires")
     @classmethod

@@ -89,7 +89,12 @@ def assemble(
     )
 
     def frozen(model: str, action: str, now: datetime) -> Frozen | None:
-        return freeze.frozen(ledger.get_model(model).frozen, policy.freeze_windows(model), action, now)
+        found = freeze.frozen(ledger.get_model(model).frozen, policy.freeze_windows(model), action, now)
+        deploy = policy.models[model].deploy if model in policy.models else None
+        if found is None and action == "promote" and deploy is not None and deploy.approval and deploy.approval.promote:
+            why = f"the promotion waits for a person; POST /api/models/{model}/promote (or retrain promote) approves it"
+            return freeze.Frozen("deploy.approval.promote", why, None)
+        return found
 
     stepper = RolloutStepper(ledger, deployments, executor, rule, health, health_source, guard_queries, frozen)
     reconciler = Reconciler(

@@ -67,6 +67,11 @@ class Approving:
         return self.azure.ledger.get_model(MODEL).flights.get(guards.ROLLOUT)
 
 
+def approving_post(operated: Any, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+    status, _, out = operated.client.call("POST", path, body, headers)
+    return status, out
+
+
 @pytest.fixture
 def approving(ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Approving]:
     monkeypatch.chdir(tmp_path)  # not a git repository, as on Azure
@@ -265,3 +270,59 @@ def test_expiry_defaults_to_a_day() -> None:
     policy = parse_policy("models:\n  churn:\n    deploy:\n      endpoint: churn-ep\n      approval: {}\n", "p.yaml")
     approval = policy.models["churn"].deploy.approval  # type: ignore[union-attr]
     assert approval is not None and approval.expires == timedelta(hours=24) and approval.four_eyes
+
+
+def test_a_promote_held_for_approval_waits_however_many_passes_go_by(
+    ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy.approval.promote: the rollout holds before its promotion, recorded once, however many passes
+    go by; the operator's promote approves it, not by the caller who asked for the deploy (four eyes)."""
+    import main
+    from tests.test_operate import BAKE, LAG, Operated
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RETRAIN_APP_SERVICE_AUTH", "true")  # four eyes: signed-in callers
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+    raw = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
+    raw["models"][MODEL]["deploy"]["approval"] = {"required": False, "promote": True}
+    azure = AzureWorld(tmp_path, ledger_spec, policy=Policy.model_validate(raw))
+    try:
+        runtime.set_retrainer(azure.worker)
+        operated = Operated.__new__(Operated)  # its helpers, on a deploy Ada asked for
+        operated.azure, operated.client = azure, Client(Host(main.app))
+        azure.arm.add_model(MODEL, "4", tags={"r2_score": "0.61"})
+        path = f"/api/models/{MODEL}/"
+        status, deploy = approving_post(operated, path + "deploy", {"reason": "v4", "version": "4"}, signed(ADA, "a"))
+        assert status == 202 and deploy["outcome"] == "submitted"  # required: false, no approval for the deploy
+        operated.name = str(deploy["details"]["rendered"]["deployment"])
+        azure.provisioned()
+        assert operated.state() == "stepped"
+
+        def healthy_bake() -> str:
+            for m in range(10):
+                when = operated.started() + timedelta(minutes=m, seconds=30)
+                azure.serve(when, operated.name, ok=30)
+                azure.serve(when, "blue", ok=30)
+            azure.now.now = operated.started() + BAKE + LAG
+            return operated.state()
+
+        assert healthy_bake() == "stepped" and operated.traffic()[operated.name] == 50
+        assert healthy_bake() == "held" and operated.traffic()[operated.name] == 50
+        [hold] = [r for r in operated.records("rollout") if "waits for a person" in r.reason]
+        assert "deploy.approval.promote" in hold.reason and f"/api/models/{MODEL}/promote" in hold.reason
+        for _ in range(4):  # however many passes: held, recorded once
+            azure.now.advance(minutes=15)
+            assert operated.state() in ("held", "frozen") and operated.traffic()[operated.name] == 50
+        assert len([r for r in operated.records("rollout") if "waits for a person" in r.reason]) == 1
+
+        status, own = approving_post(operated, path + "promote", {"reason": "mine"}, signed(ADA, "a"))
+        assert status == 403 and "may not approve its promotion too" in own["error"]
+        assert operated.traffic()[operated.name] == 50
+
+        status, promoted = approving_post(operated, path + "promote", {"reason": "canary held"}, signed(BOB, "b"))
+
+        assert status == 202 and promoted["action"] == "promote" and operated.traffic() == {operated.name: 100}
+        assert promoted["trigger"]["caller"]["id"] == BOB
+    finally:
+        runtime.set_retrainer(None)
+        azure.close()
