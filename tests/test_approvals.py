@@ -326,3 +326,28 @@ def test_a_promote_held_for_approval_waits_however_many_passes_go_by(
     finally:
         runtime.set_retrainer(None)
         azure.close()
+
+
+@pytest.mark.both_ledgers
+def test_a_worker_that_dies_after_the_approval_deployed_leaves_it_to_the_reconciler_once(
+    approving: Approving,
+) -> None:
+    from tests.crashes import DiesAfterActing, WorkerDied
+
+    rec = approving.pending()
+    dying = approving.azure.new_worker(DiesAfterActing(approving.azure.actions))
+    trigger = Trigger("http", "a-1", "ManualRequest.approve", (("kind", "function key"),), channel=OPERATOR)
+    with pytest.raises(WorkerDied):
+        dying.approve(rec.id, trigger, "go")
+    assert approving.deployments_put() == 1 and approving.slot().status == "reserved"
+
+    status, again = approving.post(f"/api/decisions/{rec.id}/approve", {"reason": "did it work?"})
+    assert status == 200 and again["outcome"] == "reserved"  # approved already: nothing done again
+    approving.azure.now.advance(minutes=2)  # past the lease
+    [resumed] = approving.azure.reconcile().resumed
+
+    assert (resumed.id, resumed.outcome) == (rec.id, "submitted")
+    assert resumed.details["approval"]["approved_by"] == "function key"
+    names = {c.path for c in approving.azure.arm.requests_to("PUT", DEPLOYMENTS) if c.status in (200, 201)}
+    assert len(names) == 1  # one candidate deployment: the resumed action adopted the one the dead worker started
+    assert approving.slot().status == "submitted"
