@@ -56,6 +56,27 @@ def idempotency_key(headers: Any) -> str | None:
     return str(key)
 
 
+def _caller(req: func.HttpRequest) -> tuple[tuple[str, str], ...]:
+    """Who sent a manual or operator request, as its trigger records it (:func:`caller_of`: the
+    signed-in principal with the operator role, or the function key)."""
+    settings = Settings.from_env()
+    caller = caller_of(
+        req.headers,
+        app_service_auth=settings.app_service_auth,
+        operator_role=settings.operator_role,
+        platform_sign_in=settings.platform_sign_in,
+    )
+    return tuple((k, str(v)) for k, v in caller.items())
+
+
+def _required_reason(body: dict[str, Any], example: str) -> str:
+    """The body's ``reason`` (at most 500 characters), or InvalidInput showing ``example``."""
+    reason = (body.get("reason") or "").strip()[:500]
+    if not reason:
+        raise InvalidInput(f'field "reason" is required: {example}')
+    return reason
+
+
 def request_digest(action: str, model: str, body: dict[str, Any]) -> str:
     """What an idempotency key is bound to: the route, the model and the body, canonically."""
     canonical = json.dumps({"action": action, "model": model, "body": body}, sort_keys=True, separators=(",", ":"))
@@ -67,13 +88,7 @@ def _manual(req: func.HttpRequest, action: str, allowed: dict[str, Any]) -> func
     try:
         body = json_body(req)
         _check_body(body, allowed)
-        settings = Settings.from_env()
-        caller = caller_of(
-            req.headers,
-            app_service_auth=settings.app_service_auth,
-            operator_role=settings.operator_role,
-            platform_sign_in=settings.platform_sign_in,
-        )
+        caller = _caller(req)
         key = idempotency_key(req.headers)
         # A key is scoped to its model (the same key for another model is another request) and bound,
         # whatever the route, to the first request it came with (claim_key, Ledger.claim_event).
@@ -83,7 +98,7 @@ def _manual(req: func.HttpRequest, action: str, allowed: dict[str, Any]) -> func
                 source="http",
                 event_id=request_id,
                 event_type=f"ManualRequest.{action}",
-                caller=tuple((k, str(v)) for k, v in caller.items()),
+                caller=caller,
                 request=request_digest(action, model, body),
                 channel=MANUAL,
             ),
@@ -127,20 +142,14 @@ def _operate(req: func.HttpRequest, action: str) -> func.HttpResponse:
     try:
         body = json_body(req)
         _check_body(body, _OPERATE_KEYS)
-        settings = Settings.from_env()
-        caller = caller_of(
-            req.headers,
-            app_service_auth=settings.app_service_auth,
-            operator_role=settings.operator_role,
-            platform_sign_in=settings.platform_sign_in,
-        )
+        caller = _caller(req)
         key = idempotency_key(req.headers)
         request = OperatorRequest(
             trigger=Trigger(
                 source="http",
                 event_id=f"{model}:{key}" if key is not None else new_id(),
                 event_type=f"ManualRequest.{action}",
-                caller=tuple((k, str(v)) for k, v in caller.items()),
+                caller=caller,
                 request=request_digest(action, model, body),
                 channel=OPERATOR,
             ),
@@ -193,25 +202,17 @@ def _switch(req: func.HttpRequest, on: bool) -> func.HttpResponse:
     try:
         body = json_body(req)
         _check_body(body, _FREEZE_KEYS)
-        reason = (body.get("reason") or "").strip()[:500]
-        if not reason:
-            raise InvalidInput('field "reason" is required: say why, e.g. {"reason": "incident 4711"}')
+        reason = _required_reason(body, 'say why, e.g. {"reason": "incident 4711"}')
         lists = {k: body.get(k) for k in ("models", "actions")}
         for key, value in lists.items():
             if value is not None and not (value and all(isinstance(v, str) for v in value)):
                 raise InvalidInput(f"field {key!r} must be a non-empty list of names, or left out (all)")
-        settings = Settings.from_env()
-        caller = caller_of(
-            req.headers,
-            app_service_auth=settings.app_service_auth,
-            operator_role=settings.operator_role,
-            platform_sign_in=settings.platform_sign_in,
-        )
+        caller = _caller(req)
         trigger = Trigger(
             source="http",
             event_id=new_id(),
             event_type=f"ManualRequest.{verb}",
-            caller=tuple((k, str(v)) for k, v in caller.items()),
+            caller=caller,
             request=request_digest(verb, "*", body),
             channel=OPERATOR,
         )
@@ -246,23 +247,13 @@ def _decide(req: func.HttpRequest, approve: bool) -> func.HttpResponse:
     try:
         body = json_body(req)
         _check_body(body, _OPERATE_KEYS)
-        reason = (body.get("reason") or "").strip()[:500]
-        if not reason:
-            raise InvalidInput(
-                f'field "reason" is required: say why you {verb} it, e.g. {{"reason": "metrics look right"}}'
-            )
-        settings = Settings.from_env()
-        caller = caller_of(
-            req.headers,
-            app_service_auth=settings.app_service_auth,
-            operator_role=settings.operator_role,
-            platform_sign_in=settings.platform_sign_in,
-        )
+        reason = _required_reason(body, f'say why you {verb} it, e.g. {{"reason": "metrics look right"}}')
+        caller = _caller(req)
         trigger = Trigger(
             source="http",
             event_id=new_id(),
             event_type=f"ManualRequest.{verb}",
-            caller=tuple((k, str(v)) for k, v in caller.items()),
+            caller=caller,
             request=request_digest(verb, decision_id, body),
             channel=OPERATOR,
         )
