@@ -215,6 +215,28 @@ class AzureMLClient:
                     return None
                 raise
 
+    @property
+    def reads_deployment_bodies(self) -> bool:
+        """Whether :meth:`deployment_body` can be used: the pinned azure-ai-ml keeps the REST client
+        ``online_deployments.get`` itself uses (another version may not)."""
+        return getattr(self.ml.online_deployments, "_online_deployment", None) is not None
+
+    def deployment_body(self, budget: Budget, what: str, endpoint: str, name: str, *, or_none: bool = False) -> Any:
+        """Deployment ``endpoint/name`` as the REST API answers it, through :meth:`call`: the SDK's entity
+        drops parts of it (``systemData``, ``modelMountPath``). Only when :attr:`reads_deployment_bodies`."""
+        rest = self.ml.online_deployments._online_deployment
+        return self.call(
+            budget,
+            what,
+            lambda: rest.get(
+                resource_group_name=self.workspace.resource_group,
+                workspace_name=self.workspace.name,
+                endpoint_name=endpoint,
+                deployment_name=name,
+            ),
+            or_none=or_none,
+        )
+
     @contextmanager
     def translating(self, what: str, fix: str = "", *, roles_settling: bool | None = None) -> Iterator[None]:
         """An SDK error raised inside, translated (:meth:`translate`): for calls that run their own budget

@@ -211,24 +211,14 @@ class AzureMLDeployments:
         converted here: one request, and the mount path from the REST body."""
         from azure.ai.ml.entities import OnlineDeployment
 
-        rest = getattr(self.client.ml.online_deployments, "_online_deployment", None)
-        if rest is None:  # another SDK than the pinned one: its entity, if it keeps the path
+        if not self.client.reads_deployment_bodies:  # another SDK than the pinned one: its entity, if it keeps the path
             live = self.client.call(
                 budget,
                 f"live deployment {endpoint}/{name}",
                 lambda: self.client.ml.online_deployments.get(name, endpoint_name=endpoint),
             )
             return live, getattr(live, "model_mount_path", None)
-        raw = self.client.call(
-            budget,
-            f"live deployment {endpoint}/{name}",
-            lambda: rest.get(
-                resource_group_name=self.client.workspace.resource_group,
-                workspace_name=self.client.workspace.name,
-                endpoint_name=endpoint,
-                deployment_name=name,
-            ),
-        )
+        raw = self.client.deployment_body(budget, f"live deployment {endpoint}/{name}", endpoint, name)
         mount_path = getattr(raw.properties, "model_mount_path", None)
         return OnlineDeployment._from_rest_object(raw), None if mount_path is None else str(mount_path)
 
@@ -255,20 +245,10 @@ class AzureMLDeployments:
 
     def _find_deployment_rest(self, budget: Budget, plan: DeployPlan) -> Any | None:
         """The deployment as the REST API answers it (the SDK's entity drops ``systemData``)."""
-        rest = getattr(self.client.ml.online_deployments, "_online_deployment", None)
-        if rest is None:
+        if not self.client.reads_deployment_bodies:
             return self._find_deployment(budget, plan)
-        return self.client.call(
-            budget,
-            f"deployment {plan.endpoint}/{plan.deployment}",
-            lambda: rest.get(
-                resource_group_name=self.client.workspace.resource_group,
-                workspace_name=self.client.workspace.name,
-                endpoint_name=plan.endpoint,
-                deployment_name=plan.deployment,
-            ),
-            or_none=True,
-        )
+        what = f"deployment {plan.endpoint}/{plan.deployment}"
+        return self.client.deployment_body(budget, what, plan.endpoint, plan.deployment, or_none=True)
 
     def _refuse_foreign_deployment(self, plan: DeployPlan, found: Any, model: ModelVersion | None) -> None:
         """A deployment of the candidate's name is adopted only when it is this decision's: its tags,

@@ -142,22 +142,11 @@ class AzureMLMonitors:
         match = _DEPLOYMENT_ID.search(old) or _SHORT_DEPLOYMENT.match(old)
         if not inputs or match is None:
             return
-        rest = getattr(self.client.ml.online_deployments, "_online_deployment", None)
-        if rest is None:  # another SDK than the pinned one: the inputs are left as they are
+        if not self.client.reads_deployment_bodies:  # another SDK than the pinned one: the inputs are left as they are
             return
 
         def collections(e: str, d: str) -> dict[str, tuple[str, str]]:
-            found = self.client.call(
-                budget,
-                f"deployment {e}/{d}",
-                lambda: rest.get(
-                    resource_group_name=self.client.workspace.resource_group,
-                    workspace_name=self.client.workspace.name,
-                    endpoint_name=e,
-                    deployment_name=d,
-                ),
-                or_none=True,
-            )
+            found = self.client.deployment_body(budget, f"deployment {e}/{d}", e, d, or_none=True)
             return {} if found is None else _collected(found)
 
         before, after = collections(match["endpoint"], match["deployment"]), collections(endpoint, deployment)
