@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -64,7 +64,7 @@ class Frozen:
 
 
 def _utc(local: datetime, zone: ZoneInfo) -> datetime:
-    return local.replace(tzinfo=zone).astimezone(ZoneInfo("UTC"))
+    return local.replace(tzinfo=zone).astimezone(UTC)
 
 
 def window_end(window: WindowLike, now: datetime) -> datetime | None:
@@ -84,8 +84,9 @@ def window_end(window: WindowLike, now: datetime) -> datetime | None:
         end_day = day if window.to > window.from_ else day + timedelta(days=1)
         end = datetime.combine(end_day, window.to, tzinfo=zone)
         # wall-clock times, as people write them: 16:00 is 16:00 in summer and in winter
-        if start.astimezone(ZoneInfo("UTC")) <= now < end.astimezone(ZoneInfo("UTC")):
-            return end.astimezone(ZoneInfo("UTC"))
+        # as instants in UTC (two datetimes of one zone would compare by their wall clocks)
+        if start.astimezone(UTC) <= now.astimezone(UTC) < end.astimezone(UTC):
+            return end.astimezone(UTC)
     return None
 
 

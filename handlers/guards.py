@@ -187,6 +187,6 @@ def take_over(
 
 def switch(state: ModelState, on: dict[str, object] | None) -> tuple[ModelState | None, bool]:
     """Set (``on``: by, why, at, actions) or lift (None) the model's stop switch; False when it was so."""
-    if (state.frozen is None) == (on is None) and (on is None or state.frozen == on):
+    if state.frozen == on:
         return None, False
     return replace(state, frozen=dict(on) if on is not None else None), True
