@@ -64,6 +64,15 @@ param mlWorkspaceResourceGroup string
 @description('Subscription of that workspace; empty means the subscription of this deployment.')
 param mlWorkspaceSubscriptionId string = ''
 
+@description('Azure ML registry this environment serves promoted models from (a downstream, prod, environment: docs/environments.md); empty: none.')
+param registryName string = ''
+
+@description('Resource group of that registry; empty means the workspace\'s.')
+param registryResourceGroup string = ''
+
+@description('Subscription of that registry; empty means the workspace\'s.')
+param registrySubscriptionId string = ''
+
 @description('Policy file, relative to the app root, deployed with the code (RETRAIN_POLICY_PATH). The predeploy hook refuses to deploy without a valid one.')
 param policyPath string = 'policy.yaml'
 
@@ -146,6 +155,8 @@ var tags = {
 }
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var mlSubscriptionId = empty(mlWorkspaceSubscriptionId) ? subscription().subscriptionId : mlWorkspaceSubscriptionId
+var registrySubscription = empty(registrySubscriptionId) ? mlSubscriptionId : registrySubscriptionId
+var registryGroup = empty(registryResourceGroup) ? mlWorkspaceResourceGroup : registryResourceGroup
 var topicName = empty(systemTopicName) ? 'evgt-${replace(mlWorkspaceName, '_', '-')}' : systemTopicName
 var topicResourceGroup = empty(systemTopicResourceGroup) ? mlWorkspaceResourceGroup : systemTopicResourceGroup
 var trafficLogEndpointNames = empty(trafficLogEndpoints) ? [] : split(trafficLogEndpoints, ',')
@@ -331,6 +342,18 @@ module workspaceAccess 'modules/workspace-access.bicep' = {
     workspaceName: mlWorkspaceName
     appPrincipalId: identity.outputs.principalId
     workspaceRole: workspaceRole
+    nameToken: resourceToken
+  }
+}
+
+// The registry a downstream environment serves from: a custom role that reads its model versions
+// (modules/registry-access.bicep), only when one is named.
+module registryAccess 'modules/registry-access.bicep' = if (!empty(registryName)) {
+  name: 'retrain-registry-access-${resourceToken}'
+  scope: resourceGroup(registrySubscription, registryGroup)
+  params: {
+    registryName: registryName
+    appPrincipalId: identity.outputs.principalId
     nameToken: resourceToken
   }
 }

@@ -55,6 +55,7 @@ from tests.fake_http import (
     token_audience,
     token_claims,
 )
+from tests.fake_registry import FakeRegistries
 from tests.fake_scoring import FakeScoring
 
 ARM_HOST = "management.azure.com"
@@ -212,6 +213,7 @@ class FakeArm(FakeService):
         self.steps: dict[str, dict[str, Any]] = {}  # a pipeline step's run id -> its run history Run
         self.schedules: dict[str, dict[str, Any]] = {}
         self.scoring = FakeScoring(self)  # the endpoints' scoring URIs
+        self.registries = FakeRegistries(self)  # Azure ML registries: discovery and their regional endpoints
 
     @property
     def mlflow_host(self) -> str:
@@ -800,6 +802,8 @@ class FakeArm(FakeService):
             return self._mlflow(call)
         if self.scoring.handles(host):  # an endpoint's scoring URI (the data plane): tests/fake_scoring.py
             return self.scoring.answer(call)
+        if self.registries.handles(host):  # a registry's discovery and data plane: tests/fake_registry.py
+            return self.registries.answer(call)
         if host != ARM_HOST:
             raise Unexpected(f"host {host}")
         if token_audience(call.headers.get("Authorization")) != f"https://{ARM_HOST}":

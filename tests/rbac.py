@@ -234,11 +234,8 @@ def _role(module: Mapping[str, Any], ref: str, source: str) -> tuple[str, Builti
     if name in ROLES:
         return ROLES[name].name, ROLES[name], ()
     for resource in module.get("resources", {}).values():
-        if (
-            resource["type"] == "Microsoft.Authorization/roleDefinitions"
-            and resource["config"]["config"]["name"] == name
-        ):
-            props = resource["config"]["config"]["properties"]
+        if resource["type"] == "Microsoft.Authorization/roleDefinitions" and _resource_config(resource)["name"] == name:
+            props = _resource_config(resource)["properties"]
             (permission,) = props["permissions"]
             role = BuiltinRole(
                 "custom workspace role",
@@ -345,6 +342,9 @@ def arm_action(method: str, path: str) -> tuple[str, str]:
     return "/".join([provider, *types, verb]), scope
 
 
+# The Azure ML registry of the test world (infra/'s registryName), in a resource group of its own.
+REGISTRY, REGISTRY_GROUP = "mlreg-shared", "rg-mlops-registry"
+
 # The object id in the tokens tests.fake_arm.FakeCredential hands out: the function app's identity.
 APP_OID = "00000000-0000-0000-0000-0000000000aa"
 
@@ -358,11 +358,14 @@ def world(
     resource_group: str = "rg-retrain-dev",
     storage: str = "stretraindev",
     logs: str = "log-retrain-dev",
+    registry: str = REGISTRY,
+    registry_resource_group: str = REGISTRY_GROUP,
+    registry_subscription: str | None = None,
 ) -> Topology:
     """The topology of one environment (``azd up`` with its defaults) beside the workspace
     ``workspace`` in ``ml_resource_group``: the app's resources in ``resource_group`` of
     ``subscription`` (the workspace's, unless given), the health logs in the environment's own Log
-    Analytics workspace."""
+    Analytics workspace; the registry it serves from (``registry``) in its own resource group."""
     return Topology(
         subscription or ml_subscription,
         resource_group,
@@ -372,6 +375,8 @@ def world(
             "topicResourceGroup": ml_resource_group,
             "healthWorkspaceSubscription": ml_subscription,
             "healthWorkspaceResourceGroup": ml_resource_group,
+            "registrySubscription": registry_subscription or ml_subscription,
+            "registryGroup": registry_resource_group,
         },
         names={
             "Microsoft.MachineLearningServices/workspaces": (workspace,),
@@ -380,6 +385,7 @@ def world(
             "Microsoft.OperationalInsights/workspaces": (logs,),
             "Microsoft.Insights/components": ("appi-retrain-dev",),
             "Microsoft.EventGrid/topics": ("evgt-retrain-dev",),
+            "Microsoft.MachineLearningServices/registries": (registry,),
         },
         conditions={"externalHealthWorkspace": False},
     )

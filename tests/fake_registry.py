@@ -1,0 +1,151 @@
+"""Azure ML registries as the real ``MLClient(registry_name=...)`` reaches them, answered inside
+:class:`tests.fake_arm.FakeArm` (the one transport the Azure ML backend is given).
+
+Two services, as azure-ai-ml 1.35's ``_registry_utils`` calls them:
+
+- the registry discovery service, ``https://eastus.api.azureml.ms/registrymanagement/v1.0/registries/
+  <r>/discovery`` (the SDK's discovery endpoint for the public cloud, whatever the registry's region):
+  where the registry is (``subscriptionId``, ``resourceGroup``, ``primaryRegion``,
+  ``primaryRegionResourceProviderUri``); 404 for a registry that does not exist;
+- the registry's regional endpoint, ``https://cert-<region>.experiments.azureml.net/mferp/
+  managementfrontend`` + the registry's ARM path, api-version ``2021-10-01-dataplanepreview``: model
+  versions, ``GET .../registries/<r>/models/<m>/versions/<v>`` in the ModelVersion resource's shape
+  (azure-rest-api-specs, machinelearningservices registries ``registryModelVersions``; ``flavors``
+  always present, as the SDK reads it); 404 ``UserError`` for a version the registry does not hold.
+
+Who may: the caller's token must hold, at the registry's scope, ``registries/read`` to discover it
+and ``registries/assets/read`` to read a version (the actions of AzureML Registry User, whose
+``registries/assets/*`` also writes and deletes), as :mod:`tests.rbac` reads them from ``infra/``;
+otherwise 403 ``AuthorizationFailed`` as ARM words it. (Unverified: that the discovery service checks
+``registries/read`` itself; the service needs the role for the read that follows in any case.)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tests.fake_http import Refusal, Unexpected, token_audience
+
+if TYPE_CHECKING:
+    from tests.fake_arm import Call, FakeArm
+
+DISCOVERY_HOST = "eastus.api.azureml.ms"
+MFE_PREFIX = "/mferp/managementfrontend"
+API_VERSION = "2021-10-01-dataplanepreview"
+PROVIDER = "Microsoft.MachineLearningServices"
+AUDIENCES = ("https://management.azure.com", "https://ml.azure.com")
+
+
+@dataclass
+class Registry:
+    name: str
+    subscription: str
+    resource_group: str
+    region: str
+    models: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}/providers/{PROVIDER}"
+            f"/registries/{self.name}"
+        )
+
+    @property
+    def host(self) -> str:
+        return f"cert-{self.region}.experiments.azureml.net"
+
+
+class FakeRegistries:
+    """The registries the world holds, answered for :class:`FakeArm` (its caller check, its calls)."""
+
+    def __init__(self, arm: FakeArm) -> None:
+        self.arm = arm
+        self.registries: dict[str, Registry] = {}
+
+    def add_registry(self, name: str, subscription: str, resource_group: str, region: str = "westeurope") -> Registry:
+        self.registries[name.casefold()] = Registry(name, subscription, resource_group, region)
+        return self.registries[name.casefold()]
+
+    def add_model(
+        self,
+        registry: str,
+        name: str,
+        version: str,
+        *,
+        tags: dict[str, str] | None = None,
+        properties: dict[str, str] | None = None,
+        kind: str = "custom_model",
+    ) -> str:
+        """A model version in ``registry``; its id as a deployment names it."""
+        reg = self.registries[registry.casefold()]
+        asset_id = f"azureml://registries/{reg.name}/models/{name}/versions/{version}"
+        reg.models[(name, version)] = {
+            "id": asset_id,
+            "name": version,
+            "type": f"{PROVIDER}/registries/models/versions",
+            "systemData": {"createdAt": "2026-11-20T09:00:00.000000+00:00"},
+            "properties": {
+                "modelType": kind,
+                "flavors": {},
+                "modelUri": f"azureml://registries/{reg.name}/models/{name}/versions/{version}",
+                "tags": dict(tags or {}),
+                "properties": dict(properties or {}),
+                "isAnonymous": False,
+                "isArchived": False,
+            },
+        }
+        return asset_id
+
+    def handles(self, host: str) -> bool:
+        return host == DISCOVERY_HOST or any(host == r.host for r in self.registries.values())
+
+    def answer(self, call: Call) -> tuple[int, dict[str, str], Any]:
+        if token_audience(call.headers.get("Authorization")) not in AUDIENCES:
+            raise Unexpected("no bearer token for Azure ML")
+        if call.url.split("/")[2] == DISCOVERY_HOST:
+            return self._discover(call)
+        return self._model_version(call)
+
+    def _registry(self, name: str) -> Registry:
+        found = self.registries.get(name.casefold())
+        if found is None:
+            raise Refusal(404, "UserError", f"Registry {name} not found.")
+        return found
+
+    def _discover(self, call: Call) -> tuple[int, dict[str, str], Any]:
+        match = re.fullmatch(r"/registrymanagement/v1\.0/registries/([^/]+)/discovery", call.path)
+        if call.method != "GET" or match is None or call.api_version != "v1.0":
+            raise Unexpected(f"discovery {call.method} {call.path} api-version {call.api_version}")
+        reg = self._registry(match[1])
+        self.arm._authorize(call, f"{PROVIDER}/registries/read", reg.path)
+        body = {
+            "registryName": reg.name,
+            "tenantId": "00000000-0000-0000-0000-00000000000f",
+            "primaryRegion": reg.region,
+            "regions": [reg.region],
+            "subscriptionId": reg.subscription,
+            "resourceGroup": reg.resource_group,
+            "primaryRegionResourceProviderUri": f"https://{reg.host}/",
+        }
+        return 200, {}, body
+
+    def _model_version(self, call: Call) -> tuple[int, dict[str, str], Any]:
+        pattern = (
+            rf"{MFE_PREFIX}/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/{PROVIDER}"
+            r"/registries/([^/]+)/models/([^/]+)/versions/([^/]+)"
+        )
+        match = re.fullmatch(pattern, call.path)
+        if call.method != "GET" or match is None or call.api_version != API_VERSION:
+            raise Unexpected(f"registry {call.method} {call.path} api-version {call.api_version}")
+        sub, rg, name, model, version = match.groups()
+        reg = self._registry(name)
+        if (sub, rg.casefold()) != (reg.subscription, reg.resource_group.casefold()):
+            raise Refusal(404, "UserError", f"Registry {name} not found in resource group {rg}.")
+        self.arm._authorize(call, f"{PROVIDER}/registries/assets/read", reg.path)
+        found = reg.models.get((model, version))
+        if found is None:
+            raise Refusal(404, "UserError", f"Could not find asset with ID: {model}:{version}")
+        return 200, {}, found
