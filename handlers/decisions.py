@@ -251,6 +251,7 @@ def _deploy_plan(
         model_output=mp.deploy.model_output,
         instance_count=mp.deploy.instance_count,
         shadows=mp.deploy.rollout.mirror is not None,
+        registry=mp.environment.registry if mp.environment is not None else None,
     )
 
 

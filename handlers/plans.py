@@ -86,6 +86,7 @@ class DeployPlan:
     # deploy.rollout.mirror: the candidate shadows the live one first, so its data collector collects into
     # data assets of its own, never into the live deployment's
     shadows: bool = False
+    registry: str | None = None  # environment.registry: the one registry whose champions are read
 
     def as_dict(self) -> dict[str, Any]:
         """Everything needed to act again (the reconciler resumes a reserved deploy from this)."""
@@ -104,6 +105,7 @@ class DeployPlan:
             "model_output": self.model_output,
             "instance_count": self.instance_count,
             **({"shadows": True} if self.shadows else {}),
+            **({"registry": self.registry} if self.registry else {}),
             "traffic": 0,
             "tags": self.tags,
         }
@@ -129,6 +131,7 @@ class DeployPlan:
             model_output=str(data["model_output"]),
             instance_count=None if data.get("instance_count") is None else int(data["instance_count"]),
             shadows=bool(data.get("shadows")),
+            registry=None if data.get("registry") is None else str(data["registry"]),
         )
 
 

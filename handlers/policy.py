@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from handlers.environment_rules import EnvironmentRule
 from handlers.freeze_rules import FreezeWindow
 from handlers.gate_rules import GateRule
 from handlers.policy_base import Duration, Strict
@@ -222,6 +223,9 @@ class ModelPolicy(Strict):
     retrain: RetrainRule | None = None
     candidates: CandidateRule = Field(default_factory=CandidateRule)
     deploy: DeployRule | None = None
+    environment: EnvironmentRule | None = Field(
+        default=None, description="the Azure ML registry the model's promotions come from (docs/environments.md)"
+    )
     freeze: list[FreezeWindow] = Field(
         default_factory=list, description="freeze windows of this model (and the defaults')"
     )

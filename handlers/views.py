@@ -127,6 +127,8 @@ def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now
     used = state.budget_used if state.budget_day == now.date().isoformat() else 0
     windows = policy.freeze_windows(name)
     frozen = {a: f.reason for a in freeze.ACTIONS if (f := freeze.frozen(state.frozen, windows, a, now)) is not None}
+    mp = policy.models.get(name)
+    environment = mp.environment if mp is not None else None
     return {
         "model": name,
         "state": status,
@@ -137,4 +139,6 @@ def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now
         # what is frozen now, and why (the stop switch or a window: handlers.freeze); {} when nothing
         "frozen": frozen,
         "stop_switch": dict(state.frozen) if state.frozen else None,
+        # the registry the model's champions may be served from (docs/environments.md); None: this workspace's
+        "environment": {"registry": environment.registry, "role": environment.role} if environment else None,
     }

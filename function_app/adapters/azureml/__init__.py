@@ -9,6 +9,7 @@ One module per port it implements, over one client:
 - :mod:`.candidates`: what the candidate gate judges, and registering a candidate.
 - :mod:`.deployments`: candidate deployments, traffic and retirement.
 - :mod:`.monitors`: model monitors that follow a promotion.
+- :mod:`.registry`: model versions of the policy's Azure ML registry (a champion served from it).
 - :mod:`.scoring`: the Scoring port (:class:`handlers.rollout.smoke.Scoring`): a deployment invoked
   directly, for a smoke test.
 
@@ -31,6 +32,7 @@ from function_app.adapters.azureml.client import BACKEND, AzureMLClient, Workspa
 from function_app.adapters.azureml.deployments import AzureMLDeployments
 from function_app.adapters.azureml.jobs import AzureMLJobs
 from function_app.adapters.azureml.monitors import AzureMLMonitors
+from function_app.adapters.azureml.registry import RegistryModels
 from function_app.adapters.azureml.scoring import AzureMLScoring
 
 if TYPE_CHECKING:
@@ -59,7 +61,7 @@ class AzureMLActions:
         self.workspace: Workspace = client.workspace
         self.retry: RetryPolicy = client.retry
         self.jobs = AzureMLJobs(client)
-        self.candidates = AzureMLCandidates(client)
+        self.candidates = AzureMLCandidates(client, RegistryModels(client.registry_client))
         self.deployments = AzureMLDeployments(client, self.candidates)
         self.monitors = AzureMLMonitors(client)
         self.scoring = AzureMLScoring(client)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from function_app.adapters.azureml.client import SHORT_ASSET, AzureMLClient
+from function_app.adapters.azureml.registry import RegistryModelRef, RegistryModels
 from function_app.adapters.mlflow_metrics import MlflowRun, MlflowRuns
 from function_app.retry import Budget
 from handlers import gate
@@ -78,8 +79,9 @@ def _version(model: Any | None) -> ModelVersion | None:
 class AzureMLCandidates:
     """The candidate and the champion as the gate reads them; the candidate's registration."""
 
-    def __init__(self, client: AzureMLClient) -> None:
+    def __init__(self, client: AzureMLClient, registries: RegistryModels | None = None) -> None:
         self.client = client
+        self.registries = registries or RegistryModels(client.registry_client)
 
     def candidate_facts(self, plan: DeployPlan) -> CandidateFacts:
         """The candidate (its registered version, if any, and the metrics the gate reads) and the
@@ -118,19 +120,37 @@ class AzureMLCandidates:
         where = f"{plan.endpoint}/{name}"
         ref = str(getattr(live, "model", None) or "")
         registry = _REGISTRY_MODEL.match(ref)
-        if registry:  # a registry's model: not a version of this workspace, whose metrics we could read
-            why = (
-                f"not rolled out: the champion in {where} is served from registry {registry['registry']!r} "
-                f"({ref}), which the service does not read, so the candidate cannot be compared with it; "
-                "compare them by hand and deploy with POST /api/models/{model}/deploy, or serve the champion "
-                "from a version registered in this workspace"
-            ).replace("{model}", plan.model)
-            return _Champion(where, live, None, unreadable=why)
+        if registry:  # a registry's model: read from the registry the policy names, and no other
+            return self._registry_champion(budget, plan, where, live, ref, registry["registry"])
         model = self._model_of(budget, live)
         if model is None:
             return _Champion(where, live, None)
         facts, notes = self._version_metrics(budget, plan, model, tags_first=True)
         return _Champion(where, live, model, facts, notes=notes)
+
+    def _registry_champion(
+        self, budget: Budget, plan: DeployPlan, where: str, live: Any, ref: str, registry: str
+    ) -> _Champion:
+        """A champion served from a registry: judged by its registry version's tags and properties
+        (the lineage a promotion writes there; its source run is in another workspace, not read here),
+        when the registry is the policy's ``environment.registry``; any other registry is not read."""
+        parsed = RegistryModelRef.parse(ref)
+        if parsed is None or plan.registry is None or parsed.registry.casefold() != plan.registry.casefold():
+            trusted = (
+                f"the policy reads registry {plan.registry!r} only (models.{plan.model}.environment.registry)"
+                if plan.registry
+                else f"the policy names no registry for it (models.{plan.model}.environment.registry)"
+            )
+            why = (
+                f"not rolled out: the champion in {where} is served from registry {registry!r} ({ref}), and "
+                f"{trusted}, so the candidate cannot be compared with it; name that registry in the policy's "
+                f"environment (role downstream), or compare them by hand and deploy with "
+                f"POST /api/models/{plan.model}/deploy"
+            )
+            return _Champion(where, live, None, unreadable=why)
+        model = self.registries.version(budget, parsed, roles_settling=self.client.roles_settling)
+        note = f"the champion {parsed} was read from the registry"
+        return _Champion(where, live, model, _facts(model.tags, model.properties), notes=[note])
 
     def _model_of(self, budget: Budget, deployment: Any) -> Any | None:
         ref = str(getattr(deployment, "model", None) or "")

@@ -147,6 +147,7 @@ class AzureMLClient:
         self._credential: TokenCredential | None = None  # the client's credential (from_settings)
         self._identity: Identity | None = None
         self.http_options: dict[str, Any] = {}  # what a plain azure-core client of the backend gets (transport=)
+        self.registry_client: Callable[[str], Any] | None = None  # builds an MLClient for a registry (from_settings)
 
     @classmethod
     def from_settings(
@@ -171,8 +172,17 @@ class AzureMLClient:
             log.info("building MLClient for workspace %s", workspace.id)
             return MLClient(credential, workspace.subscription_id, workspace.resource_group, workspace.name, **kwargs)
 
+        def build_for_registry(registry: str) -> Any:
+            from azure.ai.ml import MLClient
+
+            _cheaper_experimental_check()
+            kwargs = sdk_options(deadline, enable_telemetry=False, **client_kwargs)
+            log.info("building MLClient for registry %s", registry)
+            return MLClient(credential, registry_name=registry, **kwargs)
+
         transport = {k: v for k, v in client_kwargs.items() if k == "transport"}
         client = cls(build, workspace, retry or RetryPolicy.from_settings(settings))
+        client.registry_client = build_for_registry
         client._credential = credential
         client.http_options = transport
         client.mlflow = MlflowRuns(credential, client.tracking_uri, **transport)
