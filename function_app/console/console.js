@@ -117,6 +117,8 @@
         ? "FROZEN (" + frozenActions.join(", ") + "): " + short(frozen[frozenActions[0]], 200)
         : "no";
       card.dataset.frozen = frozenActions.length ? "yes" : "no";
+      const env = m.environment;  // models.<name>.environment: the registry its champions are read from
+      card.querySelector(".environment").textContent = env ? env.role + ", registry " + env.registry : "this workspace only";
       card.querySelector('[data-action="freeze"]').disabled = Boolean(m.stop_switch);
       card.querySelector('[data-action="unfreeze"]').disabled = !m.stop_switch;
       card.querySelector(".last").textContent = m.last_decision ? m.last_decision.action + " " + m.last_decision.outcome + ": " + short(m.last_decision.reason, 140) : "none yet";
