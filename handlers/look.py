@@ -15,7 +15,7 @@ from handlers.minutes import Row, Table, latencies, step_minutes
 from handlers.proportions import binomial_greater
 from handlers.readings import Counts, Reading
 from handlers.records import span
-from handlers.strata import Comparison, against_history, compare, mann_whitney_greater
+from handlers.strata import Comparison, against_history, compare, exact_greater, mann_whitney_greater
 
 if TYPE_CHECKING:
     from handlers.rollout_rules import RolloutRule
@@ -33,6 +33,10 @@ ALL_FAILED_LEVEL = 0.05
 # ... and the baseline, in the same minutes, does not explain them (the exact test at this level: a
 # minute both deployments fail alike is the endpoint's, not the candidate's).
 ALL_FAILED_BASELINE = 0.2
+# A candidate failing every request through minutes the endpoint failed in too (a shared outage) rolls back
+# when the baseline, in those same minutes, failed less beyond this level (the exact test over the minutes):
+# all of the candidate's requests failing while the baseline still served most of its own is not the outage.
+ALL_FAILED_OUTAGE = 0.01
 # Before the bake is over the comparison decides only over this many minutes with failures in them
 # (one bad minute of a rate that varies minute to minute is not enough).
 INTERIM_MINUTES = 3
@@ -133,7 +137,8 @@ class Look:
             mine = [(r.failures, r.served) for r in table.step if r.excused is None and r.served]
             cmp = against_history(mine, table.calm)
         elif baseline is not None:
-            cmp = compare(table.strata, by_minute=bool(candidate.minutes), baseline=table.calm)
+            own = [(r.failures, r.served) for r in table.step if r.excused is None and r.served and not r.shared]
+            cmp = compare(table.strata, by_minute=bool(candidate.minutes), baseline=table.calm, own=own)
         else:
             cmp = None
         b = step_base.counts(classes) if step_base is not None else None
@@ -263,6 +268,9 @@ class Look:
                 f"{ALL_FAILED_LEVEL:g} at max_error_rate {limit:.1%}; p={worse:.2g} < {ALL_FAILED_BASELINE:g} against "
                 "the baseline in the same minutes)",
             )
+        outage = self._all_failed_in_outage(baked)
+        if outage is not None:
+            return outage
         if served and failures > limit * served:
             p_abs = binomial_greater(failures, served, limit)
             if p_abs < interim:
@@ -281,6 +289,27 @@ class Look:
                 f"({self.test_text} < {interim:.2g})",
             )
         return None
+
+    def _all_failed_in_outage(self, baked: timedelta) -> Verdict | None:
+        """Every request of the step failed, in minutes the baseline failed in too (left out of its
+        own minutes), while the baseline failed fewer of its own in those same minutes beyond
+        :data:`ALL_FAILED_OUTAGE`: 6 of 6 against 22 of 54 (p=0.004) is the candidate's, not the outage's."""
+        rows = [r for r in self.table.step if r.served and r.base_served]
+        served, failures = sum(r.served for r in rows), sum(r.failures for r in rows)
+        if served < 2 or failures < served or not any(r.excused == "shared" for r in rows):
+            return None
+        p = exact_greater([(r.failures, r.served, r.base_failures, r.base_served) for r in rows])
+        if p >= ALL_FAILED_OUTAGE:
+            return None
+        base_served, base_failures = sum(r.base_served for r in rows), sum(r.base_failures for r in rows)
+        return self.verdict(
+            "unhealthy",
+            "rollback",
+            f"{self.c.text()} after {span(baked)}: every one of its {served} request(s) failed, in minutes the "
+            f"endpoint failed in too ({_rows([r for r in rows if r.excused == 'shared'])}), while the baseline "
+            f"failed {base_failures} of {base_served} in the same minutes (p={p:.2g} < {ALL_FAILED_OUTAGE:g}): "
+            "the candidate's failures, not the outage's",
+        )
 
     def held(self) -> Verdict | None:
         """A hold while the endpoint fails in the latest minute, the baseline as much as the candidate."""

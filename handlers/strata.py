@@ -134,7 +134,9 @@ class Comparison:
     minutes: int
 
 
-def variation(baseline: Sequence[tuple[int, int]]) -> list[tuple[float, float]]:
+def variation(
+    baseline: Sequence[tuple[int, int]], candidate: Sequence[tuple[int, int]] = ()
+) -> list[tuple[float, float]]:
     """How much a failure rate varies from minute to minute beyond chance, as weights over
     :data:`GRID` (``(c2, weight)``, summing to 1), from the baseline's minutes ``(failures,
     requests)`` (the busier deployment, unaffected by the candidate's own failures; the caller leaves
@@ -143,12 +145,18 @@ def variation(baseline: Sequence[tuple[int, int]]) -> list[tuple[float, float]]:
     ``mu (1 + c2 mu)``; Pearson's statistic over ``k`` minutes is then about ``1 + c2 mu`` times a
     chi-square with ``k - 1`` degrees of freedom. The prior (:data:`PRIOR`: the binomial or a rate
     that varies, alike) is weighed by that likelihood (tempered, :data:`TEMPER`): a quiet endpoint's few failures say little and
-    leave the prior; a busy endpoint's minutes soon tell a steady rate from a varying one."""
-    minutes = [(f, n) for f, n in baseline if n > 0]
-    k = len(minutes)
-    failures, requests = sum(f for f, _ in minutes), sum(n for _, n in minutes)
+    leave the prior; a busy endpoint's minutes soon tell a steady rate from a varying one.
+
+    ``candidate``: the candidate's minutes of one step (one share of the traffic), weighed the same
+    way around its *own* rate: how much a rate varies is told by both deployments, whether or not the
+    candidate fails more (a candidate failing every request tells nothing and is left out)."""
     logs = [math.log(w) for w in PRIOR]
-    if k >= 2 and 0 < failures < requests:
+    for group in (baseline, candidate):
+        minutes = [(f, n) for f, n in group if n > 0]
+        k = len(minutes)
+        failures, requests = sum(f for f, _ in minutes), sum(n for _, n in minutes)
+        if k < 2 or not 0 < failures < requests:
+            continue
         p = failures / requests
         pearson = sum((f - n * p) ** 2 / (n * p * (1 - p)) for f, n in minutes)
         mu, half = failures / (1 - p) / k, (k - 1) / 2
@@ -168,12 +176,17 @@ def _mixed(z_of: Callable[[float], float], weights: list[tuple[float, float]]) -
 
 
 def compare(
-    strata: Sequence[Stratum], *, by_minute: bool = True, baseline: Sequence[tuple[int, int]] = ()
+    strata: Sequence[Stratum],
+    *,
+    by_minute: bool = True,
+    baseline: Sequence[tuple[int, int]] = (),
+    own: Sequence[tuple[int, int]] = (),
 ) -> Comparison | None:
     """The candidate against the baseline over the minutes both served in (see the module); None
     when no minute carries information (nobody failed, or everybody, or one side served nothing).
     ``baseline``: the baseline's minutes ``(failures, requests)`` the minute-to-minute variation and
-    the calm failure rate are estimated from (default: those of the strata). ``by_minute`` False: the strata are not minutes
+    the calm failure rate are estimated from (default: those of the strata); ``own``: the candidate's minutes of
+    the step, which tell the variation too (:func:`variation`). ``by_minute`` False: the strata are not minutes
     (a window read whole): no variation is assumed."""
     informative = [s for s in strata if s[1] > 0 and s[3] > 0 and 0 < s[0] + s[2] < s[1] + s[3]]
     if not informative:
@@ -185,14 +198,15 @@ def compare(
         total, m = n1 + n0, f1 + f0
         d += f1 - m * n1 / total
         variance += m * (total - m) * n1 * n0 / (total * total * (total - 1))
-        # each side's own expected failures, at most at the calm rate: what varies deployment by deployment is
-        # its own rate, not a failure both share (a dependency down fails both alike)
-        mu1, mu0 = min(m / total, calm) * n1, min(m / total, calm) * n0
+        # each side's own expected failures at the baseline's calm rate: what varies deployment by deployment is
+        # its own rate (a minute both fail in alike is left out by the caller). Not the minute's own rate: in a
+        # minute below the calm rate that would shrink the variance exactly when the candidate looks worse
+        mu1, mu0 = calm * n1, calm * n0
         spread += (n0 / total) ** 2 * mu1 * mu1 + (n1 / total) ** 2 * mu0 * mu0
     observed = sum(s[0] for s in informative)
     if variance <= 0.0:
         return None
-    weights = variation(reference) if by_minute else [(0.0, 1.0)]
+    weights = variation(reference, own) if by_minute else [(0.0, 1.0)]
     c2 = sum(c * w for c, w in weights)
     inflated = variance + c2 * spread
     if variance <= EXACT_UP_TO:
@@ -211,7 +225,7 @@ def against_history(candidate: Sequence[tuple[int, int]], baseline: Sequence[tup
     for a step without a baseline in its own minutes (at 100% the old deployment serves nothing):
     the two rates compared as one table (Fisher's exact test, or the normal approximation), and,
     as :func:`compare` does, the larger p-value of that and of the statistic whose variance the
-    minute-to-minute variation (:func:`variation`, from the baseline's minutes) inflates."""
+    minute-to-minute variation (:func:`variation`, from both deployments' minutes) inflates."""
     f1, n1 = sum(f for f, _ in candidate), sum(n for _, n in candidate)
     f0, n0 = sum(f for f, _ in baseline), sum(n for _, n in baseline)
     if n1 == 0 or n0 == 0 or f1 + f0 in (0, n1 + n0):
@@ -220,7 +234,7 @@ def against_history(candidate: Sequence[tuple[int, int]], baseline: Sequence[tup
     if whole is None:
         return None
     p = (f1 + f0) / (n1 + n0)
-    weights = variation(baseline)
+    weights = variation(baseline, candidate)
     c2 = sum(c * w for c, w in weights)
     binomial = p * (1 - p) * (1 / n1 + 1 / n0)
     spread = p * p * (sum(n * n for _, n in candidate) / n1**2 + sum(n * n for _, n in baseline) / n0**2)
