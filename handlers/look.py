@@ -293,7 +293,7 @@ class Look:
     def _all_failed_in_outage(self, baked: timedelta) -> Verdict | None:
         """Every request of the step failed, in minutes the baseline failed in too (left out of its
         own minutes), while the baseline failed fewer of its own in those same minutes beyond
-        :data:`ALL_FAILED_OUTAGE`: 6 of 6 against 22 of 54 (p=0.004) is the candidate's, not the outage's."""
+        :data:`ALL_FAILED_OUTAGE`: 6 of 6 against 22 of 54 (p=0.0075) is the candidate's, not the outage's."""
         rows = [r for r in self.table.step if r.served and r.base_served]
         served, failures = sum(r.served for r in rows), sum(r.failures for r in rows)
         if served < 2 or failures < served or not any(r.excused == "shared" for r in rows):

@@ -50,6 +50,22 @@ def judge(cand: list[tuple[int, int]], base: list[tuple[int, int]], *, minutes: 
     return analysis.judge(kw.pop("rule", rule()), reading("cand", cand), reading("blue", base), baked, **kw)
 
 
+def test_a_candidate_failing_everything_in_an_outage_the_baseline_only_half_fails_rolls_back_at_once() -> None:
+    # 60 requests a minute at 10%: the candidate's 6 all fail while the baseline fails 22 of 54 in the same minute
+    v = judge([(6, 6)], [(54, 22)], minutes=1)
+    assert v.minutes[-1][-1] == "shared"  # the minute is the endpoint's failing one
+    assert (v.status, v.next) == ("unhealthy", "rollback")
+    assert "every one of its 6 request(s) failed, in minutes the endpoint failed in too" in v.why
+    assert "while the baseline failed 22 of 54 in the same minutes (p=0.0075 < 0.01)" in v.why
+
+
+def test_a_healthy_candidate_failing_with_the_outage_holds() -> None:
+    v = judge([(6, 3)], [(54, 22)], minutes=1)  # its share of the outage
+    assert (v.status, v.next) == ("endpoint_failing", "hold")
+    few = judge([(2, 2)], [(58, 30)], minutes=1)  # 2 of 2 when the baseline fails half: nothing to tell
+    assert few.next == "hold"
+
+
 def test_a_failure_spike_the_baseline_shares_holds_the_step_and_says_so() -> None:
     cand = [(60, 1)] * 3 + [(60, 30)]  # half of everything fails in the latest minute
     base = [(540, 5)] * 3 + [(540, 270)]

@@ -100,3 +100,25 @@ def test_the_last_step_is_compared_with_the_baseline_s_earlier_minutes() -> None
     same = strata.against_history([(1, 60), (0, 60)] * 5, earlier)
     assert same is not None and same.p_value > 0.3
     assert strata.against_history([(0, 600)], [(0, 900)]) is None  # nobody failed: nothing to tell
+
+
+def test_the_candidate_s_own_minutes_tell_the_variation_too() -> None:
+    rng = random.Random(11)
+    steady = [(round(rng.gauss(54, math.sqrt(53.5))), 5400) for _ in range(10)]
+    varying = [(round(54 * rng.gammavariate(4.0, 0.25)), 5400) for _ in range(10)]  # c2 = 0.25, as the baseline's would
+
+    def mean(weights: list[tuple[float, float]]) -> float:
+        return sum(c * w for c, w in weights)
+
+    alone = mean(strata.variation(steady))
+    assert mean(strata.variation(steady, varying)) > alone  # the candidate's minutes vary: more than the baseline says
+    assert mean(strata.variation(steady, [(600, 600)] * 10)) == pytest.approx(alone)  # all failing tells nothing
+
+
+def test_the_variation_is_weighed_at_the_calm_rate_even_in_a_minute_below_it() -> None:
+    calm = [(54, 5400)] * 10
+    quiet = strata.compare([(6, 600, 20, 5400)], baseline=calm)  # the minute's own rate (0.4%) is below the calm 1%
+    usual = strata.compare([(6, 600, 54, 5400)], baseline=calm)
+    assert quiet is not None and usual is not None
+    # the variance the variation adds is the same: a minute that is quiet by chance does not shrink it
+    assert quiet.inflated - quiet.variance == pytest.approx(usual.inflated - usual.variance)
