@@ -24,7 +24,9 @@ _FIXES = {
 
 
 def _format(path: str, err: Mapping[str, Any]) -> str:
-    loc = ".".join(str(part) for part in err.get("loc", ()) if not str(part).startswith("function-"))
+    loc = ".".join(
+        str(p) for p in err.get("loc", ()) if not str(p).startswith(("function-", "tag-"))
+    )  # tag-: a union's branch
     msg = str(err.get("msg", "invalid"))
     msg = msg.removeprefix("Value error, ")
     fix = _FIXES.get(str(err.get("type")), "")

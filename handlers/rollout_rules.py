@@ -4,10 +4,11 @@ between steps and the smoke test before any traffic. :mod:`handlers.policy` asse
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, JsonValue, field_validator, model_validator
+from pydantic import BeforeValidator, Discriminator, Field, JsonValue, Tag, field_validator, model_validator
 
 from handlers.guard_rules import GuardsRule
 from handlers.policy_base import Duration, Strict
@@ -122,6 +123,44 @@ class ChampionRule(Strict):
         return value
 
 
+_ASSET = re.compile(r"^azureml:([A-Za-z0-9][A-Za-z0-9_.-]{0,254}):([A-Za-z0-9][A-Za-z0-9_.-]{0,29})$")
+
+
+class SmokeData(Strict):
+    """Sample requests kept in a data asset (``deploy.rollout.smoke.requests: {data: azureml:name:version}``):
+    a ``uri_file`` asset whose file holds one JSON request a line (JSON lines); the first ``count`` lines
+    are sent. The asset and its version are named, so the requests a rollout sends are the ones reviewed.
+    The file is read when the smoke test runs (the Azure ML data asset, then its blob in the datastore's
+    storage account, as the service's identity); one that cannot be read fails the smoke test."""
+
+    data: str
+    count: int = Field(default=10, ge=1, le=MAX_SMOKE_REQUESTS)
+
+    @field_validator("data")
+    @classmethod
+    def _asset(cls, value: str) -> str:
+        if not _ASSET.match(value):
+            raise ValueError(
+                f"{value[:120]!r} does not name a data asset version; write azureml:<name>:<version>, e.g. "
+                "azureml:churn-smoke-requests:3 (a uri_file asset with one JSON request a line; a version, not "
+                "@latest, so the requests sent are the ones reviewed)"
+            )
+        return value
+
+    @property
+    def name(self) -> str:
+        return self.data.split(":")[1]
+
+    @property
+    def version(self) -> str:
+        return self.data.split(":")[2]
+
+
+def _requests_kind(value: Any) -> str:
+    """``requests`` is the sample requests themselves (a list) or a data asset that holds them (a mapping)."""
+    return "tag-asset" if isinstance(value, (dict, SmokeData)) else "tag-inline"
+
+
 class SmokeRule(Strict):
     """The smoke test once the candidate is provisioned, before it gets any traffic (docs/rollouts.md):
     each of ``requests`` (JSON bodies) is sent to the candidate by deployment name, and must be answered
@@ -131,7 +170,10 @@ class SmokeRule(Strict):
     than ``health.min_requests`` requests gets up to this many synthetic requests (the sample requests
     in turn), once, for the health source to judge (0: none)."""
 
-    requests: list[JsonValue] = Field(min_length=1, max_length=MAX_SMOKE_REQUESTS)
+    requests: Annotated[
+        Annotated[list[JsonValue], Tag("tag-inline")] | Annotated[SmokeData, Tag("tag-asset")],
+        Discriminator(_requests_kind),
+    ]
     status: int = Field(default=200, ge=100, le=599)
     response_schema: Annotated[dict[str, Any] | None, BeforeValidator(_schema)] = None
     champion: ChampionRule | None = None
@@ -140,7 +182,14 @@ class SmokeRule(Strict):
 
     @field_validator("requests")
     @classmethod
-    def _small(cls, requests: list[JsonValue]) -> list[JsonValue]:
+    def _small(cls, requests: list[JsonValue] | SmokeData) -> list[JsonValue] | SmokeData:
+        if isinstance(requests, SmokeData):
+            return requests
+        if not 1 <= len(requests) <= MAX_SMOKE_REQUESTS:
+            raise ValueError(
+                f"{len(requests)} sample requests; write 1 to {MAX_SMOKE_REQUESTS} JSON bodies, or name a data asset "
+                "that holds them: {data: azureml:<name>:<version>}"
+            )
         for i, body in enumerate(requests):
             size = len(json.dumps(body))
             if size > MAX_SMOKE_REQUEST_BYTES:
@@ -157,9 +206,19 @@ class SmokeRule(Strict):
             raise ValueError("the per-request timeout must be from 1s to 90s, e.g. 10s")
         return value
 
+    @property
+    def count(self) -> int:
+        """How many sample requests are sent (those of a data asset: at most its ``count``)."""
+        return self.requests.count if isinstance(self.requests, SmokeData) else len(self.requests)
+
+    @property
+    def where(self) -> str:
+        """Where the sample requests are, said after their count: '' for the policy's own."""
+        return f" (at most, from data asset {self.requests.data})" if isinstance(self.requests, SmokeData) else ""
+
     @model_validator(mode="after")
     def _fits_a_pass(self) -> SmokeRule:
-        calls = len(self.requests) * (2 if self.champion is not None else 1)
+        calls = self.count * (2 if self.champion is not None else 1)
         if calls * self.timeout > MAX_SMOKE_TIME:
             raise ValueError(
                 f"{calls} requests of up to {int(self.timeout.total_seconds())}s each may take longer than "

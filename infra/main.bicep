@@ -124,6 +124,9 @@ param systemTopicState string = ''
 ])
 param workspaceRole string = 'custom'
 
+@description('The workspace\'s storage account (in its resource group), where data assets of smoke requests are (deploy.rollout.smoke.requests: {data: ...}): the identity gets Storage Blob Data Reader on it; empty: none.')
+param workspaceStorageAccountName string = ''
+
 @description('E-mail address the alerts on lost events and failed invocations notify; empty: no e-mail.')
 param alertEmail string = ''
 
@@ -343,6 +346,7 @@ module workspaceAccess 'modules/workspace-access.bicep' = {
     appPrincipalId: identity.outputs.principalId
     workspaceRole: workspaceRole
     nameToken: resourceToken
+    workspaceStorageAccountName: workspaceStorageAccountName
   }
 }
 

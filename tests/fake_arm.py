@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, urlparse
 from requests.structures import CaseInsensitiveDict
 
 from tests import rbac
+from tests.fake_datastores import FakeDatastores
 from tests.fake_http import (
     APP_CLAIMS,
     USER_CLAIMS,
@@ -68,6 +69,7 @@ API_VERSIONS: dict[str, frozenset[str]] = {
     "computes": frozenset({"2023-08-01-preview"}),
     "components": frozenset({"2024-01-01-preview"}),
     "data": frozenset({"2023-04-01-preview"}),
+    "datastores": frozenset({"2024-10-01-preview", "2024-01-01-preview", "2023-04-01-preview"}),
     "jobs": frozenset({"2024-01-01-preview"}),
     "models": frozenset({"2023-08-01-preview"}),
     "onlineEndpoints": frozenset({"2022-02-01-preview", "2023-04-01-preview"}),
@@ -214,6 +216,7 @@ class FakeArm(FakeService):
         self.schedules: dict[str, dict[str, Any]] = {}
         self.scoring = FakeScoring(self)  # the endpoints' scoring URIs
         self.registries = FakeRegistries(self)  # Azure ML registries: discovery and their regional endpoints
+        self.datastores = FakeDatastores(self, "stretraindev")  # workspaceblobstore and its blobs
 
     @property
     def mlflow_host(self) -> str:
@@ -804,6 +807,8 @@ class FakeArm(FakeService):
             return self.scoring.answer(call)
         if self.registries.handles(host):  # a registry's discovery and data plane: tests/fake_registry.py
             return self.registries.answer(call)
+        if self.datastores.handles(host):  # a datastore's blobs (Azure Storage): tests/fake_datastores.py
+            return self.datastores.answer(call)
         if host != ARM_HOST:
             raise Unexpected(f"host {host}")
         if token_audience(call.headers.get("Authorization")) != f"https://{ARM_HOST}":
@@ -818,6 +823,7 @@ class FakeArm(FakeService):
             ("GET", r"^data/([^/]+)$", "data", self._get_data_container),
             ("GET", r"^data/([^/]+)/versions/([^/]+)$", "data", self._get_data),
             ("PUT", r"^data/([^/]+)/versions/([^/]+)$", "data", self._put_data),
+            ("GET", r"^datastores/([^/]+)$", "datastores", self.datastores.datastore),
             ("GET", r"^jobs/([^/]+)$", "jobs", self._get_job),
             ("PUT", r"^jobs/([^/]+)$", "jobs", self._put_job),
             ("GET", r"^models/([^/]+)$", "models", self._get_model_container),

@@ -43,7 +43,7 @@ from urllib3 import HTTPResponse
 
 from tests import rbac
 
-Answer = tuple[int, dict[str, str], Any]  # status, headers, JSON body (None: no body)
+Answer = tuple[int, dict[str, str], Any]  # status, headers, JSON body (None: no body; bytes: sent as they are)
 
 # --------------------------------------------------------------------------- tokens
 
@@ -208,8 +208,10 @@ class _Answerer(BaseAdapter):
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         status, headers, body = self.fake.answer(request)
-        data = b"" if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json; charset=utf-8", "Content-Length": str(len(data)), **headers}
+        raw_bytes = isinstance(body, bytes)  # a file's bytes (a blob), sent as they are
+        data = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode()
+        kind = "application/octet-stream" if raw_bytes else "application/json; charset=utf-8"
+        headers = {"Content-Type": kind, "Content-Length": str(len(data)), **headers}
         raw = HTTPResponse(
             body=io.BytesIO(data), headers=headers, status=status, preload_content=False, decode_content=False
         )

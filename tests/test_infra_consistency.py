@@ -248,14 +248,14 @@ def _role_assignments() -> list[tuple[Path, str, dict[str, Any]]]:
         parsed = bicep(str(path.relative_to(INFRA)))
         for name, resource in parsed.get("resources", {}).items():
             if resource["type"] == "Microsoft.Authorization/roleAssignments":
-                found.append((path, name, resource["config"]))
+                found.append((path, name, resource["config"].get("config", resource["config"])))  # `if (...)`: inside
     return found
 
 
 @pytest.mark.slow  # parses every Bicep module (pycep): tens of seconds
 def test_role_assignments_are_deterministic_and_to_service_principals() -> None:
     assignments = _role_assignments()
-    assert len(assignments) == 9  # 7, EventGrid Data Sender on the notification topic, the registry reader
+    assert len(assignments) == 10  # 7, EventGrid Data Sender on the notification topic, the registry reader, the smoke requests' reader
     for path, name, config in assignments:
         guid = config["name"]["function"]
         assert guid["type"] == "guid", f"{path.name}: {name}"

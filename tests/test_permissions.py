@@ -87,7 +87,7 @@ def assigned_builtin_roles() -> dict[str, set[str]]:
         for resource in parsed.get("resources", {}).values():
             if resource["type"] != "Microsoft.Authorization/roleAssignments":
                 continue
-            props = resource["config"]["properties"]
+            props = resource["config"].get("config", resource["config"])["properties"]  # an `if (...)` wraps it
             guid = role_ids.get(props["roleDefinitionId"])
             if guid:
                 assigned.setdefault(guid, set()).add(props["principalId"])
@@ -190,7 +190,8 @@ def test_the_app_holds_monitoring_reader_on_the_ml_subscription_itself_for_platf
         name
         for name, r in workspace["resources"].items()
         if r["type"] == "Microsoft.Authorization/roleAssignments"
-        and MONITORING_READER in str(workspace["variables"].get(r["config"]["properties"]["roleDefinitionId"], ""))
+        and MONITORING_READER
+        in str(workspace["variables"].get(r["config"].get("config", r["config"])["properties"]["roleDefinitionId"], ""))
     ]
     # As the test world reads it: the app may read metrics at the subscription itself.
     reader = rbac.app(SUB, RG, WS)

@@ -8,7 +8,7 @@ import pytest
 
 from handlers.errors import PolicyError
 from handlers.policy_file import parse_policy
-from handlers.rollout_rules import SmokeRule
+from handlers.rollout_rules import SmokeData, SmokeRule
 
 KEY = "policy.yaml: models.churn.deploy.rollout.smoke"
 
@@ -60,12 +60,44 @@ def test_a_schema_and_a_champion_comparison() -> None:
 
 
 def test_no_requests_is_refused() -> None:
-    assert error("{requests: []}") == f"{KEY}.requests: List should have at least 1 item after validation, not 0"
+    assert error("{requests: []}") == (
+        f"{KEY}.requests: 0 sample requests; write 1 to 20 JSON bodies, or name a data asset that holds them: "
+        "{data: azureml:<name>:<version>}"
+    )
     assert error("{status: 200}") == f"{KEY}.requests: it is required; add it"
 
 
 def test_too_many_requests_is_refused() -> None:
-    assert "at most 20 items" in error("{requests: [" + ", ".join(["{}"] * 21) + "]}")
+    assert "21 sample requests; write 1 to 20 JSON bodies" in error("{requests: [" + ", ".join(["{}"] * 21) + "]}")
+
+
+def test_requests_from_a_data_asset_name_its_version_and_how_many_lines() -> None:
+    rule = smoke("{requests: {data: azureml:churn-smoke:3, count: 5}, champion: {}}")
+    assert rule is not None and isinstance(rule.requests, SmokeData)
+    assert (rule.requests.name, rule.requests.version, rule.count) == ("churn-smoke", "3", 5)
+    assert smoke("{requests: {data: azureml:churn-smoke:3}}").count == 10  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "asset", ["azureml:churn-smoke@latest", "churn-smoke:3", "azureml:churn-smoke", "azureml:a:b:c"]
+)
+def test_a_data_asset_without_a_version_says_how_to_write_one(asset: str) -> None:
+    assert error(f"{{requests: {{data: '{asset}'}}}}").startswith(
+        f"{KEY}.requests.data: {asset!r} does not name a data asset version; write azureml:<name>:<version>, e.g. "
+    )
+
+
+def test_a_data_asset_s_requests_must_fit_a_pass_too() -> None:
+    assert error("{requests: {data: azureml:churn-smoke:3, count: 21}}") == (
+        f"{KEY}.requests.count: Input should be less than or equal to 20"
+    )
+    assert error("{requests: {data: azureml:churn-smoke:3, count: 20}, champion: {}}").startswith(
+        f"{KEY}: 40 requests of up to 10s each may take longer than 5m"
+    )
+    assert (
+        error("{requests: {data: azureml:churn-smoke:3, file: x}}")
+        == f"{KEY}.requests.file: unknown key; remove it or check its spelling"
+    )
 
 
 def test_a_request_too_large_says_so() -> None:

@@ -116,6 +116,9 @@ OPERATIONS: dict[str, list[str]] = {
     # Microsoft Entra token for https://ml.azure.com (a "data plane" action that roles grant under actions:
     # AzureML Data Scientist's workspaces/*/action, the docs' custom scoring role's onlineEndpoints/*/action)
     "AzureMLActions.score": [*_ENDPOINT_READ, f"{AML}/onlineEndpoints/score/action"],
+    # the smoke test's sample requests in a data asset: data.get and datastores.get (no secrets), then the file
+    # read from the datastore's storage account with the service's identity (Storage Blob Data Reader)
+    "AzureMLActions.samples": [*_DATA, f"{BLOBS}/blobs/read"],
     # retiring demoted deployments
     "AzureMLActions.list_deployments": [*_ENDPOINT_READ, *_DEPLOYMENT_READ],
     "AzureMLActions.delete_deployment": [*_DEPLOYMENT_READ, f"{AML}/onlineEndpoints/deployments/delete"],
@@ -239,6 +242,11 @@ BUILTIN_ROLES: dict[str, BuiltinRole] = {
             f"{TABLES}/entities/add/action",
             f"{TABLES}/entities/update/action",
         ),
+    ),
+    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": BuiltinRole(
+        "Storage Blob Data Reader",
+        actions=(f"{BLOBS}/read", "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action"),
+        data_actions=(f"{BLOBS}/blobs/read",),
     ),
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": BuiltinRole(
         "Storage Blob Data Owner",

@@ -20,9 +20,10 @@ from handlers.rollout.progress import ROLLOUT, RolloutProgress, Transition
 from handlers.rollout.retire import Retirement
 from handlers.rollout.smoke import Scoring, SmokeVerdict
 from handlers.rollout.traffic import fmt
+from handlers.rollout_rules import SmokeData
 
 if TYPE_CHECKING:
-    from handlers.rollout_rules import RolloutRule
+    from handlers.rollout_rules import RolloutRule, SmokeRule
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +127,16 @@ class RolloutEffects:
         if self.scoring is None:
             return SmokeVerdict(False, "smoke test failed: this backend cannot invoke deployments (a dry run)")
         timeout = rule.timeout.total_seconds()
-        answers = [self.scoring.score(endpoint, candidate, body, timeout) for body in rule.requests]
+        try:
+            bodies = self._requests(rule)
+        except PermanentError as exc:
+            asset = rule.requests.data if isinstance(rule.requests, SmokeData) else None
+            return SmokeVerdict(False, f"smoke test failed: no sample requests: {exc}", {"requests_from": asset})
+        answers = [self.scoring.score(endpoint, candidate, body, timeout) for body in bodies]
         champion = pending.details.get("champion")
         theirs = None
         if rule.champion is not None and champion:
-            theirs = [self.scoring.score(endpoint, str(champion), body, timeout) for body in rule.requests]
+            theirs = [self.scoring.score(endpoint, str(champion), body, timeout) for body in bodies]
         verdict = smoke.judge(rule, candidate, answers, str(champion) if champion else None, theirs)
         log.info("rollout %s model=%s: %s", flight.job, model, verdict.why)
         return verdict
@@ -144,14 +150,24 @@ class RolloutEffects:
             return replace(pending, reason=f"{pending.reason}; none sent: no smoke requests or no way to invoke")
         statuses: dict[str, int] = {}
         count = int(pending.details.get("requests") or 0)
+        try:
+            bodies = self._requests(rule)
+        except PermanentError as exc:
+            return replace(pending, reason=f"{pending.reason}; none sent: {exc}")
         for i in range(count):
-            answer = self.scoring.score(
-                endpoint, candidate, rule.requests[i % len(rule.requests)], rule.timeout.total_seconds()
-            )
+            answer = self.scoring.score(endpoint, candidate, bodies[i % len(bodies)], rule.timeout.total_seconds())
             key = str(answer.status) if answer.status is not None else "no answer"
             statuses[key] = statuses.get(key, 0) + 1
         log.info("rollout %s model=%s: synthetic load of %d request(s): %s", flight.job, model, count, statuses)
         return replace(pending, details={**pending.details, "answered": statuses})
+
+    def _requests(self, rule: SmokeRule) -> list[Any]:
+        """The sample requests: the policy's, or those of the data asset it names (read each time: a
+        smoke test runs once a rollout, a load once a step)."""
+        if isinstance(rule.requests, SmokeData):
+            assert self.scoring is not None
+            return self.scoring.samples(rule.requests)
+        return list(rule.requests)
 
     def _retargeted(self, record: DecisionRecord, endpoint: str, flight: Flight) -> DecisionRecord:
         """Point each model-monitor schedule that watched a demoted deployment at the promoted one (a

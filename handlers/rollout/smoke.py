@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from handlers.look import Verdict
-    from handlers.rollout_rules import ChampionRule, RolloutRule, SmokeRule
+    from handlers.rollout_rules import ChampionRule, RolloutRule, SmokeData, SmokeRule
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,13 @@ class Scoring(Protocol):
         service cannot invoke is an answer without a status; raises PermanentError when the endpoint
         refuses the service's identity (a missing role), TransientError when the scoring URI cannot be
         read now."""
+        ...
+
+    def samples(self, data: SmokeData) -> list[Any]:
+        """The sample requests kept in the data asset ``data`` names (its file's first ``data.count``
+        JSON lines). Raises PermanentError naming the asset and the fix when they cannot be read (no
+        such asset, not a file in a datastore, not JSON lines, the storage refusing the service's
+        identity), TransientError when not now."""
         ...
 
 

@@ -252,8 +252,8 @@ class RolloutStepper:
                 -1,
                 -1,
                 None,
-                f"deployment {flight.job} is provisioned; smoke test at 0% with {len(rule.smoke.requests)} sample "
-                f"request(s)" + (f", compared with {champion}'s answers" if champion else ""),
+                f"deployment {flight.job} is provisioned; smoke test at 0% with {rule.smoke.count} sample "
+                f"request(s){rule.smoke.where}" + (f", compared with {champion}'s answers" if champion else ""),
                 champion=champion,
             )
             return self._write_ahead(model, flight, pending, now, start)

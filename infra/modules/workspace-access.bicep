@@ -29,8 +29,12 @@ param workspaceRole string = 'custom'
 @description('The environment\'s token: names the custom role, so each environment has its own.')
 param nameToken string
 
+@description('Name of the workspace\'s storage account (in the workspace\'s resource group) where data assets of smoke requests are; empty: none read.')
+param workspaceStorageAccountName string = ''
+
 var useCustomRole = workspaceRole == 'custom'
 var customRoleName = guid(resourceGroup().id, workspaceName, 'retrain-service', nameToken)
+var storageBlobDataReader = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1')
 var azureMLDataScientist = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'f6c7c914-8db3-469d-8ca1-694a8f32e121')
 
 resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' existing = {
@@ -119,6 +123,25 @@ resource appWorkspaceRole 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   dependsOn: [
     serviceRole
   ]
+}
+
+resource workspaceStorage 'Microsoft.Storage/storageAccounts@2024-01-01' existing = if (!empty(workspaceStorageAccountName)) {
+  name: empty(workspaceStorageAccountName) ? 'none' : workspaceStorageAccountName
+}
+
+// Storage Blob Data Reader on the workspace's storage account (its default datastore), when named: the
+// smoke test's sample requests kept in a data asset (deploy.rollout.smoke.requests: {data: ...}) are
+// read from it with the service's identity. The service never lists a datastore's key or SAS token
+// (datastores/listsecrets/action is on its deny list), so without this role such a smoke test fails
+// saying to set workspaceStorageAccountName.
+resource appSampleReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(workspaceStorageAccountName)) {
+  name: guid(workspaceStorage.id, appPrincipalId, storageBlobDataReader)
+  scope: workspaceStorage
+  properties: {
+    principalId: appPrincipalId
+    roleDefinitionId: storageBlobDataReader
+    principalType: 'ServicePrincipal'
+  }
 }
 
 // Monitoring Reader for the platform metrics is not assigned here: the metrics batch API needs it on

@@ -11,7 +11,7 @@ One module per port it implements, over one client:
 - :mod:`.monitors`: model monitors that follow a promotion.
 - :mod:`.registry`: model versions of the policy's Azure ML registry (a champion served from it).
 - :mod:`.scoring`: the Scoring port (:class:`handlers.rollout.smoke.Scoring`): a deployment invoked
-  directly, for a smoke test.
+  directly, for a smoke test; :mod:`.samples`: its sample requests read from a data asset.
 
 :class:`AzureMLActions` is the backend the runtime builds (:func:`function_app.runtime.make_actions`):
 the Jobs and Deployments ports of :mod:`handlers.ports` in one object. Only these modules import
@@ -33,6 +33,7 @@ from function_app.adapters.azureml.deployments import AzureMLDeployments
 from function_app.adapters.azureml.jobs import AzureMLJobs
 from function_app.adapters.azureml.monitors import AzureMLMonitors
 from function_app.adapters.azureml.registry import RegistryModels
+from function_app.adapters.azureml.samples import DataSamples
 from function_app.adapters.azureml.scoring import AzureMLScoring
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from handlers.plans import DeployPlan, JobPlan
     from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo
     from handlers.rollout.smoke import Scored
+    from handlers.rollout_rules import SmokeData
 
 __all__ = ["AzureMLActions", "AzureMLClient", "Workspace"]
 
@@ -65,6 +67,7 @@ class AzureMLActions:
         self.deployments = AzureMLDeployments(client, self.candidates)
         self.monitors = AzureMLMonitors(client)
         self.scoring = AzureMLScoring(client)
+        self.data_samples = DataSamples(client)
 
     @classmethod
     def from_settings(
@@ -133,3 +136,6 @@ class AzureMLActions:
 
     def score(self, endpoint: str, deployment: str, body: Any, timeout: float) -> Scored:
         return self.scoring.score(endpoint, deployment, body, timeout)
+
+    def samples(self, data: SmokeData) -> list[Any]:
+        return self.data_samples.samples(data)
