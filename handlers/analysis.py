@@ -136,8 +136,10 @@ def judge(
     Before the bake is over (an interim look) the answer is ``wait`` (or ``hold``) unless the step's
     failures alone already decide it (``fail_fast``), which rolls it back: every one of at least two
     requests of its own minutes failed while the baseline did not (the exact test at
-    :data:`ALL_FAILED_LEVEL`); its own failure rate above ``max_error_rate`` at the interim level;
-    or the comparison rejecting at the interim level. Once the bake is over: too few requests bake
+    :data:`ALL_FAILED_LEVEL`), or every one through minutes the endpoint failed in too while the
+    baseline failed fewer of its own in them (:data:`handlers.look.ALL_FAILED_OUTAGE`); its own
+    failure rate above ``max_error_rate`` at the interim level; or the comparison rejecting at the
+    interim level. Once the bake is over: too few requests bake
     on up to ``longest_bake``, then ``on_no_traffic`` decides; else each limit in turn (the
     absolute failure rate only when a binomial test puts it above ``max_error_rate`` at
     :data:`ABSOLUTE_LEVEL`: a handful of failures does not decide), and healthy advances."""
