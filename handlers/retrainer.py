@@ -1,5 +1,5 @@
 """The application's API: what the triggers (function_app/triggers/) and the command line
-(function_app/cli.py) call, and all they call of the inside.
+(function_app/cli/) call, and all they call of the inside.
 
 A trigger is parse -> call -> reply: it reads its input into the values this module re-exports
 (envelopes, :class:`ManualRequest`, :class:`OperatorRequest`, :class:`Trigger`, the channels), calls

@@ -138,9 +138,11 @@ TRIGGER_HELPERS = {"function_app.triggers.replies", "function_app.triggers.calle
 def entry_point_imports(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     """What each trigger module and the command line import of ours beyond what they may."""
     entries = {n for n in graph if n.startswith("function_app.triggers.") and n not in TRIGGER_HELPERS}
+    commands = {n for n in graph if n == "function_app.cli" or n.startswith("function_app.cli.")}
     allowed = {
-        name: ENTRY_POINTS_MAY_IMPORT | ({"function_app.localhost"} if name == "function_app.cli" else set())
-        for name in [*entries, "function_app.cli"]
+        name: ENTRY_POINTS_MAY_IMPORT
+        | ({"function_app.localhost", *commands} if name.startswith("function_app.cli") else set())
+        for name in [*entries, *commands, "function_app.cli"]
     }
     return {name: extra for name in allowed if (extra := graph.get(name, set()) - allowed[name])}
 
