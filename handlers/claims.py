@@ -43,10 +43,11 @@ class Claims:
         self.ledger = ledger
         self.lease = lease
 
-    def run(self, trigger: Trigger, now: datetime, work: Work, *, busy: str) -> Answer:
+    def run(self, trigger: Trigger, now: datetime, work: Work, *, busy: str, signal: str | None = None) -> Answer:
         """Claim ``trigger`` and run ``work`` under the claim; ``busy``: the TransientError's message
-        when another instance holds the claim. Raises what ``work`` raises, the claim given back."""
-        claim = self.ledger.claim_event(trigger, now, self.lease)
+        when another instance holds the claim; ``signal``: what the claim keeps for a replay
+        (:mod:`handlers.recorded`). Raises what ``work`` raises, the claim given back."""
+        claim = self.ledger.claim_event(trigger, now, self.lease, signal)
         if claim.status == "reused":  # an Idempotency-Key bound to another request: not its records
             raise key_reused(trigger, claim)
         if claim.status == "done":

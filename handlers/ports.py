@@ -9,6 +9,7 @@ from typing import Any, Protocol, TypeVar
 
 from handlers.errors import PermanentError
 from handlers.plans import DeployPlan, JobPlan
+from handlers.recorded import RecordedEvent
 from handlers.records import DecisionRecord, ModelState
 from handlers.signals import Trigger
 
@@ -110,9 +111,15 @@ class Notifier(Protocol):
 
 
 class Ledger(Protocol):
-    def claim_event(self, trigger: Trigger, now: datetime, lease: timedelta) -> Claim:
+    def claim_event(self, trigger: Trigger, now: datetime, lease: timedelta, signal: str | None = None) -> Claim:
         """Claim ``trigger`` under its :func:`handlers.signals.claim_key`, binding the key to
-        ``trigger.request`` in the same atomic write that creates the claim."""
+        ``trigger.request`` in the same atomic write that creates the claim, which also keeps, for a
+        replay, ``signal`` (:func:`handlers.recorded.encode`) and ``now`` as the event's arrival."""
+        ...
+
+    def recorded_events(self, since: datetime, limit: int) -> list[RecordedEvent]:
+        """The events claimed at or after ``since``, oldest first (by arrival, then claim key), at most
+        ``limit``, each with the signal kept with its claim (None for a claim made without one)."""
         ...
 
     def event_claim(self, trigger: Trigger) -> Claim | None:

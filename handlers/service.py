@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from handlers import guards
+from handlers import guards, recorded
 from handlers.claims import Claims
 from handlers.decisions import decide
 from handlers.envelopes import Envelope, to_signal, workspace_key
@@ -161,7 +161,7 @@ class RetrainService:
             return records, unwritten
 
         busy = f"event {trigger.event_id} is being processed by another instance; retry later"
-        answer = self.claims.run(trigger, now, work, busy=busy)
+        answer = self.claims.run(trigger, now, work, busy=busy, signal=recorded.encode(signal))
         return EventResult(trigger.event_id, answer.status, answer.records)
 
     def _failure(

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from handlers import guards
+from handlers import guards, recorded
 from handlers.notify import notification_id, notification_of
 from handlers.ports import Ledger
 from handlers.records import DecisionRecord, ModelState, iso
-from handlers.signals import Trigger
+from handlers.signals import DriftDetected, Trigger
 from tests.ledgers import LedgerSpec
 
 pytestmark = pytest.mark.both_ledgers  # the contract every ledger keeps
@@ -132,6 +132,33 @@ def test_event_status_tells_processing_from_done(ledger: Ledger) -> None:
     assert ledger.event_status(trig("e1")) == ("processing", [])
     ledger.finish_event(trig("e1"), ["d1", "d2"], NOW)
     assert ledger.event_status(trig("e1")) == ("done", ["d1", "d2"])
+
+
+def test_a_claim_keeps_its_signal_and_arrival_for_a_replay_oldest_first(ledger: Ledger) -> None:
+    """``retrain backtest`` replays what the claims kept: the signal as JSON and when the event arrived."""
+    drift = DriftDetected(trig("e2"), TOPIC, "mon", "sig", 0.4, "v2", "breach", {"k": "v"}, {"t": "1"})
+    ledger.claim_event(trig("e2"), NOW + timedelta(minutes=5), LEASE, recorded.encode(drift))
+    ledger.claim_event(trig("e1"), NOW, LEASE)  # a claim without a signal (an operator's, or made before)
+    ledger.claim_event(trig("e0"), NOW - timedelta(days=2), LEASE, recorded.encode(drift))  # before the window
+    ledger.finish_event(trig("e2"), ["d2"], NOW + timedelta(minutes=5))
+    ledger.claim_event(trig("e2"), NOW + timedelta(hours=1), LEASE, None)  # a redelivery changes nothing kept
+    events = ledger.recorded_events(NOW - timedelta(days=1), 10)
+    assert [(e.event_id, e.received_at, e.status, e.decisions) for e in events] == [
+        ("e1", iso(NOW), "processing", ()),
+        ("e2", iso(NOW + timedelta(minutes=5)), "done", ("d2",)),
+    ]
+    assert events[0].signal is None
+    assert events[1].signal is not None and recorded.decode(events[1].signal) == drift
+    assert (events[1].source, events[1].event_type) == (TOPIC, trig("e2").event_type)
+    assert [e.event_id for e in ledger.recorded_events(NOW - timedelta(days=3), 2)] == ["e0", "e1"]  # the limit
+
+
+def test_a_signal_over_what_a_ledger_keeps_is_not_kept_and_its_claim_is(ledger: Ledger) -> None:
+    drift = DriftDetected(trig("e1"), TOPIC, "mon", "sig", 0.4, "v2", "breach", {"k": "v" * recorded.MAX_SIGNAL})
+    assert recorded.encode(drift) is None
+    assert ledger.claim_event(trig("e1"), NOW, LEASE, recorded.encode(drift)).status == "new"
+    [event] = ledger.recorded_events(NOW, 10)
+    assert (event.event_id, event.signal) == ("e1", None)
 
 
 # --------------------------------------------------------------------------- models
@@ -549,3 +576,23 @@ def test_a_sqlite_ledger_from_before_the_outbox_kept_attempts_gains_them(tmp_pat
     [entry] = ledger.claim_notifications(10, NOW, LEASE)
     assert entry.attempts == 0 and entry.id == notification_id("d1", "failed")
     SqliteLedger(path)  # opened again: nothing to add
+
+
+def test_a_sqlite_ledger_from_before_claims_kept_their_signal_gains_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from function_app.adapters.sqlite_ledger import SqliteLedger
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the events table as it was, with a claim in it
+        db.execute(
+            "CREATE TABLE events (key TEXT PRIMARY KEY, source TEXT, event_id TEXT NOT NULL, event_type TEXT, "
+            "status TEXT NOT NULL, lease_until TEXT, decisions TEXT NOT NULL DEFAULT '[]', received_at TEXT NOT NULL, "
+            "finished_at TEXT, request TEXT)"
+        )
+        db.execute(
+            "INSERT INTO events (key, event_id, status, received_at) VALUES ('k', 'old', 'done', ?)", (iso(NOW),)
+        )
+    ledger = SqliteLedger(path)
+    [old] = ledger.recorded_events(NOW, 10)
+    assert (old.event_id, old.signal) == ("old", None)  # kept before the upgrade: it cannot be replayed

@@ -17,6 +17,7 @@ from typing import TypeVar
 from function_app.adapters.sqlite_outbox import OWN_KEPT, SqliteOutbox
 from handlers.notify import notification_of
 from handlers.ports import Claim
+from handlers.recorded import RecordedEvent
 from handlers.records import DecisionRecord, ModelState, cut, iso, may_replace
 from handlers.signals import Trigger, claim_key
 
@@ -35,14 +36,14 @@ class SqliteLedger(SqliteOutbox):
 
     # ------------------------------------------------------------------ events
 
-    def claim_event(self, trigger: Trigger, now: datetime, lease: timedelta) -> Claim:
+    def claim_event(self, trigger: Trigger, now: datetime, lease: timedelta, signal: str | None = None) -> Claim:
         key, until = event_key(trigger), iso(now + lease)
         # The request the key is bound to goes in with the claim, in one statement: of two requests
         # racing for a key, the one that did not insert it reads the winner's binding.
         inserted = self._write(
             "INSERT OR IGNORE INTO events (key, source, event_id, event_type, status, lease_until, received_at, "
-            "request) VALUES (?, ?, ?, ?, 'processing', ?, ?, ?)",
-            (key, trigger.source, trigger.event_id, trigger.event_type, until, iso(now), trigger.request),
+            "request, signal) VALUES (?, ?, ?, ?, 'processing', ?, ?, ?, ?)",
+            (key, trigger.source, trigger.event_id, trigger.event_type, until, iso(now), trigger.request, signal),
         )
         if inserted:
             return Claim("new")
@@ -102,6 +103,23 @@ class SqliteLedger(SqliteOutbox):
             self._conn().execute("SELECT status, decisions FROM events WHERE key = ?", (event_key(trigger),)).fetchone()
         )
         return None if row is None else (row[0], json.loads(row[1]))
+
+    def recorded_events(self, since: datetime, limit: int) -> list[RecordedEvent]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT source, event_id, event_type, received_at, status, decisions, signal FROM events "
+                "WHERE received_at >= ? ORDER BY received_at, key LIMIT ?",
+                (iso(since), limit),
+            )
+            .fetchall()
+        )
+        return [
+            RecordedEvent(
+                str(r[0] or ""), str(r[1]), str(r[2] or ""), str(r[3]), str(r[4]), tuple(json.loads(r[5])), r[6]
+            )
+            for r in rows
+        ]
 
     # ------------------------------------------------------------------ models
 

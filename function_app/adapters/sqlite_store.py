@@ -22,8 +22,9 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     key TEXT PRIMARY KEY, source TEXT, event_id TEXT NOT NULL, event_type TEXT,
     status TEXT NOT NULL, lease_until TEXT, decisions TEXT NOT NULL DEFAULT '[]',
-    received_at TEXT NOT NULL, finished_at TEXT, request TEXT
+    received_at TEXT NOT NULL, finished_at TEXT, request TEXT, signal TEXT
 );
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
 CREATE TABLE IF NOT EXISTS decisions (
     id TEXT PRIMARY KEY, model TEXT, action TEXT, outcome TEXT, at TEXT NOT NULL,
     created_at TEXT NOT NULL, body TEXT NOT NULL
@@ -46,15 +47,17 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (sent_at, created_at);
 """
 
 
-def _add_request_column(db: sqlite3.Connection) -> None:
-    """A ledger made before claims were bound to their request gets the column (NULL in old rows)."""
+def _add_event_columns(db: sqlite3.Connection) -> None:
+    """A ledger made before claims were bound to their request, or before they kept their signal (for
+    ``retrain backtest``), gets the column (NULL in old rows: those events cannot be replayed)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
-    if "request" not in columns:
-        try:
-            db.execute("ALTER TABLE events ADD COLUMN request TEXT")
-        except sqlite3.OperationalError as exc:  # another process added it first
-            if "duplicate column" not in str(exc):
-                raise
+    for column in ("request", "signal"):
+        if column not in columns:
+            try:
+                db.execute(f"ALTER TABLE events ADD COLUMN {column} TEXT")
+            except sqlite3.OperationalError as exc:  # another process added it first
+                if "duplicate column" not in str(exc):
+                    raise
 
 
 def _add_outbox_columns(db: sqlite3.Connection) -> None:
@@ -89,7 +92,7 @@ class SqliteStore:
         with self._memory_lock:
             self._conn().executescript(SCHEMA)
             _add_outbox_columns(self._conn())
-            _add_request_column(self._conn())
+            _add_event_columns(self._conn())
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)

@@ -18,6 +18,7 @@ from function_app.adapters.azure_errors import translated
 from function_app.adapters.table_decisions import TableDecisions
 from function_app.adapters.table_entities import etag_of
 from handlers.ports import Claim
+from handlers.recorded import RecordedEvent
 from handlers.records import DecisionRecord, cut, iso
 from handlers.signals import Trigger, claim_key
 
@@ -37,7 +38,7 @@ class TableEvents(TableDecisions):
     """The ``events`` table: one entity per claim key (PartitionKey), RowKey ``""``. Finishing an
     event writes its unwritten records first (:class:`TableDecisions`), then marks it done."""
 
-    def claim_event(self, trigger: Trigger, now: datetime, lease: timedelta) -> Claim:
+    def claim_event(self, trigger: Trigger, now: datetime, lease: timedelta, signal: str | None = None) -> Claim:
         key, until = claim_key(trigger), iso(now + lease)
         entity = {
             "PartitionKey": key,
@@ -53,6 +54,8 @@ class TableEvents(TableDecisions):
             # the request the key is bound to, inserted with the claim: of two requests racing for a
             # key, the one whose insert got 409 reads the winner's binding
             "request": trigger.request or "",
+            # the signal, for a replay (retrain backtest): within a string property (MAX_SIGNAL)
+            "signal": signal or "",
         }
         with translated(f"claiming event {trigger.event_id}"):
             for _ in range(3):  # the entity can vanish between the 409 and the read (purged)
@@ -124,6 +127,39 @@ class TableEvents(TableDecisions):
                 return claim_of(self.events.get_entity(claim_key(trigger), ""))
             except ResourceNotFoundError:
                 return None
+
+    def recorded_events(self, since: datetime, limit: int) -> list[RecordedEvent]:
+        """A scan of the table (claim keys are digests: arrival is no key), filtered by the service."""
+        found = []
+        with translated("reading the recorded events"):
+            for e in self.events.query_entities(
+                "received_at ge @since",
+                parameters={"since": iso(since)},
+                select=[
+                    "PartitionKey",
+                    "source",
+                    "event_id",
+                    "event_type",
+                    "received_at",
+                    "status",
+                    "decisions",
+                    "signal",
+                ],
+            ):
+                found.append((str(e.get("received_at") or ""), str(e["PartitionKey"]), e))
+        found.sort(key=lambda item: item[:2])
+        return [
+            RecordedEvent(
+                str(e.get("source") or ""),
+                str(e.get("event_id") or ""),
+                str(e.get("event_type") or ""),
+                at,
+                str(e.get("status") or ""),
+                tuple(json.loads(e.get("decisions") or "[]")),
+                e.get("signal") or None,
+            )
+            for at, _, e in found[:limit]
+        ]
 
     def event_status(self, trigger: Trigger) -> tuple[str, list[str]] | None:
         with translated(f"reading event {trigger.event_id}"):
