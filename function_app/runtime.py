@@ -212,6 +212,19 @@ def explainer(settings: Settings, policy: Path | None, with_ledger: bool) -> Ret
     )
 
 
+def backtester(settings: Settings, policy: Path) -> Retrainer:
+    """The Retrainer ``retrain backtest`` asks: the draft ``policy``, the configured ledger (read only: a
+    SQLite file that is not there is said, not created) and the dry-run backend (nothing acts, nothing
+    in Azure ML is read)."""
+    from function_app.adapters.dryrun import DryRunActions
+    from handlers.policy_file import load_policy
+    from handlers.wiring import assemble
+
+    draft = load_policy(policy)  # the draft's problems first: they are what the command is about
+    actions = DryRunActions()
+    return assemble(draft, audit(settings).ledger, actions, actions, utcnow, [settings.workspace_id])
+
+
 def deadletters(settings: Settings, credential: TokenCredential, prefix: str) -> DeadLetterStore:
     """The dead-lettered events in RETRAIN_DEADLETTER_CONTAINER, under ``prefix``."""
     from function_app.adapters.blob_deadletters import BlobDeadLetterStore

@@ -28,12 +28,12 @@ _TYPES: dict[str, type[Any]] = {t.__name__: t for t in typing.get_args(Signal)}
 
 
 def encode(signal: Signal) -> str | None:
-    """``signal`` as the ledger keeps it (JSON, sorted keys), or None when it is over :data:`MAX_SIGNAL`."""
+    """``signal`` as the ledger keeps it (JSON, in field order), or None when it is over :data:`MAX_SIGNAL`."""
     fields = {}
     for f in dataclasses.fields(signal):
         value = getattr(signal, f.name)
         fields[f.name] = value.as_dict() if isinstance(value, Trigger) else value
-    text = json.dumps({"type": type(signal).__name__, "fields": fields}, sort_keys=True, default=_plain)
+    text = json.dumps({"type": type(signal).__name__, "fields": fields}, default=_plain)
     return text if len(text) <= MAX_SIGNAL else None
 
 

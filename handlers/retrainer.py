@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from handlers.records import OUTCOMES, DecisionRecord, from_iso
 from handlers.signals import MANUAL, OPERATOR, VALIDATION, ManualRequest, OperatorRequest, RunFinished, Signal, Trigger
 
 if TYPE_CHECKING:
+    from handlers.backtest_report import Report
     from handlers.executor import Executor, Preview
     from handlers.notify import DrainReport, Outbox
     from handlers.operate import Operator
@@ -189,6 +190,15 @@ class Retrainer:
         return replay(self.service, store, dry_run=dry_run)
 
     # ------------------------------------------------------------------ reading
+
+    def backtest(self, window: timedelta, name: str = "") -> Report:
+        """What this Retrainer's policy (``name``: its file) would have decided on the events the ledger
+        kept over the last ``window``, replayed at their own clock against a copy of the guard state,
+        beside what was recorded (:mod:`handlers.backtest`). Reads the ledger; changes nothing, acts on nothing."""
+        from handlers.backtest import backtest
+
+        now = self.clock()
+        return backtest(self.ledger, self.policy, name, self.service.workspaces, now - window, now)
 
     def models(self) -> list[dict[str, Any]]:
         """Each model of the policy as ``GET /api/models`` shows it (:mod:`handlers.views`)."""

@@ -8,6 +8,8 @@ retrain decisions               the audit trail from the configured ledger
 retrain notifications [--dead]  the outbox: notifications not sent yet, or those dead-lettered
 retrain why EVENT_ID            why an event did (or didn't) do something
 retrain check-policy FILE       validate a policy file (as start-up does)
+retrain backtest --policy DRAFT.yaml [--since 30d] [--json]
+                                what a draft policy would have done with the recorded events, beside what was done
 retrain reconcile               one pass of the reconciler (the local host has no timers)
 retrain rollback|promote|pause|resume MODEL [--reason ...]
                                 steer MODEL's rollout, on the configured ledger and backend
@@ -18,8 +20,9 @@ retrain approve|reject DECISION --reason ...
 retrain host                    run the local development host
 
 The commands live by group: :mod:`function_app.cli.events` (event files, dead letters),
-:mod:`function_app.cli.trail` (reading the ledger and policies), :mod:`function_app.cli.steer`
-(acting: the reconciler, operators, the stop switch, approvals, the host).
+:mod:`function_app.cli.trail` (reading the ledger and policies), :mod:`function_app.cli.backtest` (a draft
+policy replayed), :mod:`function_app.cli.steer` (acting: the reconciler, operators, the stop switch,
+approvals, the host).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 
-from function_app.cli import events, steer, trail
+from function_app.cli import backtest, events, steer, trail
 from handlers.errors import PolicyError, RetrainError
 
 
@@ -39,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     events.add_parsers(sub)
     trail.add_parsers(sub)
+    backtest.add_parsers(sub)
     steer.add_parsers(sub)
     return top
 
