@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from handlers import guards, recorded
-from handlers.backtest_report import NO_MODEL, Compute, Difference, Outcome, Report, compute, recorded_outcome
+from handlers.backtest_report import NO_MODEL, Difference, Outcome, Report, compute, recorded_outcome
 from handlers.decisions import decide
 from handlers.keys import ci_get
 from handlers.plans import Retrain, Skip
@@ -228,6 +228,3 @@ def _compare(
         entry.draft.extend(would)
         if sorted(o.label for o in was) != sorted(o.label for o in would):
             entry.differences.append(Difference(event.received_at, event.event_id, event.event_type, was, would))
-
-
-__all__ = ["Compute", "Report", "backtest"]

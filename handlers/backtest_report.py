@@ -17,7 +17,6 @@ from typing import Any
 
 from handlers.records import DecisionRecord
 
-RESULTS = ("started", "refused", "skipped", "failed")
 STARTED = frozenset({"submitted", "planned", "pending", "reserved"})  # what came of a decision that acted
 NO_MODEL = "(no model)"  # events no model of either policy is concerned with
 

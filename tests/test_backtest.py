@@ -205,6 +205,9 @@ def test_a_draft_with_a_shorter_cooldown_and_no_alert_rule_differs_exactly_there
         "draft: retrain refused (budget)",
         *NOTES,
     ]
+    page = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")  # its sample is this very output
+    sample = page.split("## Backtesting a draft policy", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    assert sample.splitlines() == out.replace(str(tmp_path / "draft.yaml"), "draft.yaml").splitlines()
 
 
 def test_the_json_report_has_each_model_s_counts_compute_and_differences(backtest: Any) -> None:
