@@ -123,6 +123,25 @@ NOTES = [
     "metrics from the workspace); a rollout's single flight and the alerts' rollout guards are not replayed",
 ]
 ALERT_ID = "0f0e0d0c-0000-4000-8000-00000000a1e7:fired"
+# the churn model's lines, which neither draft changes (its run never ended: its duration is unknown)
+CHURN_THE_SAME = [
+    "model churn-classifier",
+    "  recorded  retrain 1 started, 1 refused (in_flight 1); deploy none; skipped 0",
+    "  draft     retrain 1 started, 1 refused (in_flight 1); deploy none; skipped 0",
+    "  compute   recorded 1 run(s), unknown (no recorded run of churn-train@latest); "
+    "draft 1 run(s), unknown (no recorded run of churn-train@latest)",
+    "  differences: 0",
+]
+
+
+def head(tmp_path: Path) -> list[str]:
+    """The report's first lines for the day: the window, what was replayed, the pipelines' durations."""
+    return [
+        f"backtest of {tmp_path / 'draft.yaml'} over 2026-12-04T23:00:00.000Z .. 2026-12-05T23:00:00.000Z: "
+        "12 event(s) replayed, 1 not replayable, 1 operator request(s)",
+        "  not replayable (no signal kept: recorded before this version, or too large): e-old",
+        "pipeline durations (mean of recorded runs): diabetes-retrain:3 1h",
+    ]
 
 
 @pytest.fixture
@@ -150,20 +169,12 @@ def test_the_recorded_policy_replayed_through_itself_differs_in_nothing(backtest
     code, out, _ = backtest(EXAMPLE, "--since", "1d")
     assert code == 0
     assert out.splitlines() == [
-        f"backtest of {tmp_path / 'draft.yaml'} over 2026-12-04T23:00:00.000Z .. 2026-12-05T23:00:00.000Z: "
-        "12 event(s) replayed, 1 not replayable, 1 operator request(s)",
-        "  not replayable (no signal kept: recorded before this version, or too large): e-old",
-        "pipeline durations (mean of recorded runs): diabetes-retrain:3 1h",
+        *head(tmp_path),
         "model (no model)",
         "  recorded  retrain none; deploy none; skipped 1",
         "  draft     retrain none; deploy none; skipped 1",
         "  differences: 0",
-        "model churn-classifier",
-        "  recorded  retrain 1 started, 1 refused (in_flight 1); deploy none; skipped 0",
-        "  draft     retrain 1 started, 1 refused (in_flight 1); deploy none; skipped 0",
-        "  compute   recorded 1 run(s), unknown (no recorded run of churn-train@latest); "
-        "draft 1 run(s), unknown (no recorded run of churn-train@latest)",
-        "  differences: 0",
+        *CHURN_THE_SAME,
         "model sklearn_regression_model",
         "  recorded  retrain 2 started, 5 refused (cooldown 3, frozen 1, in_flight 1); deploy 1 started; skipped 1",
         "  draft     retrain 2 started, 5 refused (cooldown 3, frozen 1, in_flight 1); deploy 1 started; skipped 1",
@@ -179,21 +190,13 @@ def test_a_draft_with_a_shorter_cooldown_and_no_alert_rule_differs_exactly_there
     code, out, _ = backtest(draft_text(), "--since", "1d")
     assert code == 0
     assert out.splitlines() == [
-        f"backtest of {tmp_path / 'draft.yaml'} over 2026-12-04T23:00:00.000Z .. 2026-12-05T23:00:00.000Z: "
-        "12 event(s) replayed, 1 not replayable, 1 operator request(s)",
-        "  not replayable (no signal kept: recorded before this version, or too large): e-old",
-        "pipeline durations (mean of recorded runs): diabetes-retrain:3 1h",
+        *head(tmp_path),
         "model (no model)",
         "  recorded  retrain none; deploy none; skipped 1",
         "  draft     retrain none; deploy none; skipped 2",
         "  differences: 1",
         f"    2026-12-05T04:00:00.000Z  {ALERT_ID} (Alert)  recorded: nothing  draft: skipped",
-        "model churn-classifier",
-        "  recorded  retrain 1 started, 1 refused (in_flight 1); deploy none; skipped 0",
-        "  draft     retrain 1 started, 1 refused (in_flight 1); deploy none; skipped 0",
-        "  compute   recorded 1 run(s), unknown (no recorded run of churn-train@latest); "
-        "draft 1 run(s), unknown (no recorded run of churn-train@latest)",
-        "  differences: 0",
+        *CHURN_THE_SAME,
         "model sklearn_regression_model",
         "  recorded  retrain 2 started, 5 refused (cooldown 3, frozen 1, in_flight 1); deploy 1 started; skipped 1",
         "  draft     retrain 3 started, 3 refused (budget 1, frozen 1, in_flight 1); deploy 1 started; skipped 1",
