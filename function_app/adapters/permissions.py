@@ -156,6 +156,7 @@ OPERATIONS: dict[str, list[str]] = {
     "TableLedger.finish_event": [f"{TABLES}/entities/update/action", f"{TABLES}/entities/write"],
     "TableLedger.event_status": [f"{TABLES}/entities/read"],
     "TableLedger.event_claim": [f"{TABLES}/entities/read"],
+    "TableLedger.recorded_events": [f"{TABLES}/entities/read"],
     "TableLedger.get_model": [f"{TABLES}/entities/read"],
     "TableLedger.list_models": [f"{TABLES}/entities/read"],
     "TableLedger.update_model": [
