@@ -67,6 +67,13 @@ param mlWorkspaceSubscriptionId string = ''
 @description('Azure ML registry this environment serves promoted models from (a downstream, prod, environment: docs/environments.md); empty: none.')
 param registryName string = ''
 
+@description('downstream (prod): reads the registry\'s versions; upstream (dev): shares promotions into it.')
+@allowed([
+  'downstream'
+  'upstream'
+])
+param registryRole string = 'downstream'
+
 @description('Resource group of that registry; empty means the workspace\'s.')
 param registryResourceGroup string = ''
 
@@ -160,6 +167,8 @@ var resourceToken = toLower(uniqueString(subscription().id, environmentName, loc
 var mlSubscriptionId = empty(mlWorkspaceSubscriptionId) ? subscription().subscriptionId : mlWorkspaceSubscriptionId
 var registrySubscription = empty(registrySubscriptionId) ? mlSubscriptionId : registrySubscriptionId
 var registryGroup = empty(registryResourceGroup) ? mlWorkspaceResourceGroup : registryResourceGroup
+var registryReads = !empty(registryName) && registryRole == 'downstream'
+var registryPublishes = !empty(registryName) && registryRole == 'upstream'
 var topicName = empty(systemTopicName) ? 'evgt-${replace(mlWorkspaceName, '_', '-')}' : systemTopicName
 var topicResourceGroup = empty(systemTopicResourceGroup) ? mlWorkspaceResourceGroup : systemTopicResourceGroup
 var trafficLogEndpointNames = empty(trafficLogEndpoints) ? [] : split(trafficLogEndpoints, ',')
@@ -352,8 +361,20 @@ module workspaceAccess 'modules/workspace-access.bicep' = {
 
 // The registry a downstream environment serves from: a custom role that reads its model versions
 // (modules/registry-access.bicep), only when one is named.
-module registryAccess 'modules/registry-access.bicep' = if (!empty(registryName)) {
+module registryAccess 'modules/registry-access.bicep' = if (registryReads) {
   name: 'retrain-registry-access-${resourceToken}'
+  scope: resourceGroup(registrySubscription, registryGroup)
+  params: {
+    registryName: registryName
+    appPrincipalId: identity.outputs.principalId
+    nameToken: resourceToken
+  }
+}
+
+// The registry a dev (upstream) environment shares its promotions into: a custom role that also
+// imports versions (modules/registry-publisher.bicep).
+module registryPublisher 'modules/registry-publisher.bicep' = if (registryPublishes) {
+  name: 'retrain-registry-publisher-${resourceToken}'
   scope: resourceGroup(registrySubscription, registryGroup)
   params: {
     registryName: registryName

@@ -14,7 +14,7 @@ Two services, as azure-ai-ml 1.35's ``_registry_utils`` calls them:
   always present, as the SDK reads it); 404 ``UserError`` for a version the registry does not hold.
 
 Who may: the caller's token must hold, at the registry's scope, ``registries/read`` to discover it
-and ``registries/assets/read`` to read a version (the actions of AzureML Registry User, whose
+``registries/assets/read`` to read a version and ``registries/assets/write`` to import one (the actions of AzureML Registry User, whose
 ``registries/assets/*`` also writes and deletes), as :mod:`tests.rbac` reads them from ``infra/``;
 otherwise 403 ``AuthorizationFailed`` as ARM words it. (Unverified: that the discovery service checks
 ``registries/read`` itself; the service needs the role for the read that follows in any case.)
@@ -23,6 +23,7 @@ otherwise 403 ``AuthorizationFailed`` as ARM words it. (Unverified: that the dis
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ DISCOVERY_HOST = "eastus.api.azureml.ms"
 MFE_PREFIX = "/mferp/managementfrontend"
 API_VERSION = "2021-10-01-dataplanepreview"
 PROVIDER = "Microsoft.MachineLearningServices"
+WORKSPACE_ID = "5b1f3b5e-7f0e-4c55-9c3b-4a3f2d1e0c9b"  # the fake workspace's id (its workspaceId)
 AUDIENCES = ("https://management.azure.com", "https://ml.azure.com")
 
 
@@ -115,6 +117,47 @@ class FakeRegistries:
             raise Refusal(404, "UserError", f"Registry {name} not found.")
         return found
 
+    def _in(self, sub: str, rg: str, name: str) -> Registry:
+        reg = self._registry(name)
+        if (sub, rg.casefold()) != (reg.subscription, reg.resource_group.casefold()):
+            raise Refusal(404, "UserError", f"Registry {name} not found in resource group {rg}.")
+        return reg
+
+    def _import(self, call: Call, reg: Registry) -> tuple[int, dict[str, str], Any]:
+        """``models.create_or_update(WorkspaceAssetReference)``: the workspace's version copied into the
+        registry under ``destinationName``/``destinationVersion`` with its type, tags and properties
+        (unverified that Azure carries the tags over; the service checks what the copy carries), as a
+        long-running operation (202 and a ``Location``). The source must be this workspace's version,
+        named by its region and workspace id; an existing destination version is refused (409)."""
+        self.arm._authorize(call, f"{PROVIDER}/registries/assets/write", reg.path)
+        props = (call.body or {}).get("properties") or {}
+        source = re.fullmatch(
+            r"azureml://locations/([^/]+)/workspaces/([^/]+)/models/([^/]+)/versions/([^/]+)",
+            str(props.get("sourceAssetId") or ""),
+        )
+        if props.get("referenceType") != "Id" or source is None:
+            raise Unexpected(f"an import of {props!r}")
+        location, workspace_id, name, version = source.groups()
+        found = self.arm.models.get((name, version))
+        if (location, workspace_id) != (self.arm.location, WORKSPACE_ID) or found is None:
+            raise Refusal(404, "UserError", f"Could not find asset with ID: {props['sourceAssetId']}")
+        to = (str(props.get("destinationName") or name), str(props.get("destinationVersion") or version))
+        if to in reg.models:
+            raise Refusal(409, "UserError", f"Asset {to[0]}:{to[1]} already exists in registry {reg.name}.")
+        source_props = found["properties"]
+        self.add_model(
+            reg.name,
+            *to,
+            tags=source_props.get("tags"),
+            properties=source_props.get("properties"),
+            kind=source_props.get("modelType") or "custom_model",
+        )
+        status = (
+            f"https://{reg.host}{MFE_PREFIX}/subscriptions/{reg.subscription}/providers/{PROVIDER}/locations/"
+            f"{reg.region}/registryOperations/{uuid.uuid4()}?api-version={API_VERSION}"
+        )
+        return 202, {"Location": status}, None
+
     def _discover(self, call: Call) -> tuple[int, dict[str, str], Any]:
         match = re.fullmatch(r"/registrymanagement/v1\.0/registries/([^/]+)/discovery", call.path)
         if call.method != "GET" or match is None or call.api_version != "v1.0":
@@ -133,17 +176,32 @@ class FakeRegistries:
         return 200, {}, body
 
     def _model_version(self, call: Call) -> tuple[int, dict[str, str], Any]:
+        base = rf"{MFE_PREFIX}/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/{PROVIDER}/registries/([^/]+)"
+        if call.api_version != API_VERSION:
+            raise Unexpected(f"registry api-version {call.api_version}")
+        if re.fullmatch(
+            rf"{MFE_PREFIX}/subscriptions/[^/]+/providers/{PROVIDER}/locations/[^/]+/registryOperations/[^/]+",
+            call.path,
+        ):
+            return 200, {}, None  # an import's status: done when asked (its version is there already)
+        listed = re.fullmatch(base + r"/models/([^/]+)/versions", call.path)
+        if call.method == "GET" and listed:
+            reg = self._in(*listed.groups()[:3])
+            self.arm._authorize(call, f"{PROVIDER}/registries/assets/read", reg.path)
+            versions = [v for (n, _), v in reg.models.items() if n == listed[4]]
+            return 200, {}, {"value": versions[-1:]}
+        imported = re.fullmatch(base + "/import", call.path)
+        if call.method == "POST" and imported:
+            return self._import(call, self._in(*imported.groups()))
         pattern = (
             rf"{MFE_PREFIX}/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/{PROVIDER}"
             r"/registries/([^/]+)/models/([^/]+)/versions/([^/]+)"
         )
         match = re.fullmatch(pattern, call.path)
-        if call.method != "GET" or match is None or call.api_version != API_VERSION:
+        if call.method != "GET" or match is None:
             raise Unexpected(f"registry {call.method} {call.path} api-version {call.api_version}")
         sub, rg, name, model, version = match.groups()
-        reg = self._registry(name)
-        if (sub, rg.casefold()) != (reg.subscription, reg.resource_group.casefold()):
-            raise Refusal(404, "UserError", f"Registry {name} not found in resource group {rg}.")
+        reg = self._in(sub, rg, name)
         self.arm._authorize(call, f"{PROVIDER}/registries/assets/read", reg.path)
         found = reg.models.get((model, version))
         if found is None:

@@ -361,6 +361,7 @@ def world(
     registry: str = REGISTRY,
     registry_resource_group: str = REGISTRY_GROUP,
     registry_subscription: str | None = None,
+    registry_role: str = "downstream",
 ) -> Topology:
     """The topology of one environment (``azd up`` with its defaults) beside the workspace
     ``workspace`` in ``ml_resource_group``: the app's resources in ``resource_group`` of
@@ -387,7 +388,11 @@ def world(
             "Microsoft.EventGrid/topics": ("evgt-retrain-dev",),
             "Microsoft.MachineLearningServices/registries": (registry,),
         },
-        conditions={"externalHealthWorkspace": False},
+        conditions={
+            "externalHealthWorkspace": False,
+            "registryReads": registry_role == "downstream",
+            "registryPublishes": registry_role == "upstream",
+        },
     )
 
 

@@ -255,8 +255,9 @@ def _role_assignments() -> list[tuple[Path, str, dict[str, Any]]]:
 @pytest.mark.slow  # parses every Bicep module (pycep): tens of seconds
 def test_role_assignments_are_deterministic_and_to_service_principals() -> None:
     assignments = _role_assignments()
-    # 7, EventGrid Data Sender on the notification topic, the registry's and the smoke requests' readers
-    assert len(assignments) == 10
+    # 7, EventGrid Data Sender on the notification topic, the registry's reader and publisher, the smoke
+    # requests' reader
+    assert len(assignments) == 11
     for path, name, config in assignments:
         guid = config["name"]["function"]
         assert guid["type"] == "guid", f"{path.name}: {name}"
