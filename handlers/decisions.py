@@ -233,6 +233,7 @@ def _deploy_plan(
     model: str, mp: ModelPolicy, did: str, source: str, run: RunFinished | None, version: str | None
 ) -> DeployPlan:
     assert mp.deploy is not None
+    env = mp.environment
     key = did.split("-", 1)[1]
     base = slug(model, 20)
     if not base[0].isalpha():
@@ -251,7 +252,8 @@ def _deploy_plan(
         model_output=mp.deploy.model_output,
         instance_count=mp.deploy.instance_count,
         shadows=mp.deploy.rollout.mirror is not None,
-        registry=mp.environment.registry if mp.environment is not None else None,
+        registry=env.registry if env is not None and env.role == "downstream" else None,
+        share_to=env.registry if env is not None and env.role == "upstream" else None,
     )
 
 

@@ -86,7 +86,8 @@ class DeployPlan:
     # deploy.rollout.mirror: the candidate shadows the live one first, so its data collector collects into
     # data assets of its own, never into the live deployment's
     shadows: bool = False
-    registry: str | None = None  # environment.registry: the one registry whose champions are read
+    registry: str | None = None  # environment.registry, role downstream: the one registry whose champions are read
+    share_to: str | None = None  # environment.registry, role upstream: the registry a promotion shares into
 
     def as_dict(self) -> dict[str, Any]:
         """Everything needed to act again (the reconciler resumes a reserved deploy from this)."""
@@ -106,6 +107,7 @@ class DeployPlan:
             "instance_count": self.instance_count,
             **({"shadows": True} if self.shadows else {}),
             **({"registry": self.registry} if self.registry else {}),
+            **({"share_to": self.share_to} if self.share_to else {}),
             "traffic": 0,
             "tags": self.tags,
         }
@@ -132,6 +134,7 @@ class DeployPlan:
             instance_count=None if data.get("instance_count") is None else int(data["instance_count"]),
             shadows=bool(data.get("shadows")),
             registry=None if data.get("registry") is None else str(data["registry"]),
+            share_to=None if data.get("share_to") is None else str(data["share_to"]),
         )
 
 

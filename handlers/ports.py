@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -377,6 +377,14 @@ class Deployments(Protocol):
     def retarget_monitor(self, schedule: str, endpoint: str, deployment: str) -> bool:
         """Point the model-monitor schedule ``schedule`` at ``endpoint/deployment``, changing nothing
         else. False when it targets it already (nothing is sent)."""
+        ...
+
+    def share_promoted(
+        self, endpoint: str, deployment: str, registry: str, lineage: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """Share the workspace model version ``endpoint/deployment`` serves into ``registry`` (its name and
+        version), tagged with ``lineage``; what was done, for the promotion's record. A version the
+        registry holds from the same decision already is not shared again; another one is refused."""
         ...
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from handlers.errors import PermanentError, TransientError
 from handlers.plans import DeployPlan, JobPlan
@@ -37,6 +39,7 @@ class RecordingActions:
     traffic_error: Exception | None = None
     deleted: list[str] = field(default_factory=list)  # "endpoint/deployment" deletions asked for
     monitors: dict[str, str] = field(default_factory=dict)  # schedule -> "endpoint/deployment" it targets
+    shared: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)  # (deployment, registry, lineage)
     mirror: dict[str, dict[str, int]] = field(default_factory=dict)  # endpoint -> mirrored traffic
     mirror_sets: list[tuple[str, dict[str, int]]] = field(default_factory=list)
 
@@ -141,6 +144,12 @@ class RecordingActions:
             return False
         self.monitors[schedule] = f"{endpoint}/{deployment}"
         return True
+
+    def share_promoted(
+        self, endpoint: str, deployment: str, registry: str, lineage: Mapping[str, str]
+    ) -> dict[str, Any]:
+        self.shared.append((f"{endpoint}/{deployment}", registry, dict(lineage)))
+        return {"registry": registry, "outcome": "shared", "lineage": dict(lineage)}
 
     def forget(self, name: str) -> None:
         """The job is deleted from the workspace."""

@@ -139,7 +139,7 @@ def _environment_problems(environment: Any) -> list[str]:
 @pytest.mark.parametrize(
     ("environment", "says"),
     [
-        ({"registry": "mlreg-shared", "role": "upstream"}, "role 'upstream' (sharing promoted candidates"),
+        ({"registry": "mlreg-shared", "role": "dev"}, "write role: upstream"),
         ({"registry": "mlreg-shared", "role": "prod"}, "write role: downstream"),
         ({"registry": "azureml://registries/mlreg-shared", "role": "downstream"}, "write its name"),
         ({"role": "downstream"}, "registry"),

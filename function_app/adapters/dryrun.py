@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from handlers.plans import DeployPlan, JobPlan
 from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo, ModelVersion
@@ -97,3 +99,9 @@ class DryRunActions:
     def retarget_monitor(self, schedule: str, endpoint: str, deployment: str) -> bool:
         log.info("dry run: would point model monitor %s at %s/%s", schedule, endpoint, deployment)
         return False
+
+    def share_promoted(
+        self, endpoint: str, deployment: str, registry: str, lineage: Mapping[str, str]
+    ) -> dict[str, Any]:
+        log.info("dry run: would share the version %s/%s serves into registry %s", endpoint, deployment, registry)
+        return {"registry": registry, "outcome": "planned", "lineage": dict(lineage)}

@@ -119,6 +119,10 @@ OPERATIONS: dict[str, list[str]] = {
     # the smoke test's sample requests in a data asset: data.get and datastores.get (no secrets), then the file
     # read from the datastore's storage account with the service's identity (Storage Blob Data Reader)
     "AzureMLActions.samples": [*_DATA, f"{BLOBS}/blobs/read"],
+    # an upstream environment's promotion shared into its registry: the promoted deployment's version, tagged
+    # with its lineage, and the workspace's id; on the registry (registries/read, registries/assets/read and
+    # write) the custom role of infra/modules/registry-publisher.bicep, assigned there
+    "AzureMLActions.share_promoted": [*_WORKSPACE, *_DEPLOYMENT_READ, *_MODELS_READ, *_MODELS_WRITE],
     # retiring demoted deployments
     "AzureMLActions.list_deployments": [*_ENDPOINT_READ, *_DEPLOYMENT_READ],
     "AzureMLActions.delete_deployment": [*_DEPLOYMENT_READ, f"{AML}/onlineEndpoints/deployments/delete"],

@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from handlers import lineage
 from handlers.errors import PermanentError
 from handlers.ports import Deployments, Ledger
 from handlers.records import DecisionRecord, Flight
@@ -109,7 +110,7 @@ class RolloutEffects:
             )
         record = changes.record_of(model, flight, pending, now, outcome)
         if pending.row.promotes:
-            record = self._retargeted(record, endpoint, flight)
+            record = self._shared(self._retargeted(record, endpoint, flight), endpoint, flight)
         record = self.write(record)
         self.ledger.update_model(model, lambda s: changes.commit(s, decision, pending.id, now))  # after the record
         state = "rollback_failed" if outcome == "failed" else pending.row.shows
@@ -198,6 +199,23 @@ class RolloutEffects:
             reason=f"{record.reason}; model monitors now targeting {candidate}: {said}",
             details={**record.details, "monitors": moved},
         )
+
+    def _shared(self, record: DecisionRecord, endpoint: str, flight: Flight) -> DecisionRecord:
+        """An upstream (dev) environment's promotion, shared into its registry with its lineage
+        (``models.<m>.environment``, :mod:`handlers.lineage`), and said in the promote record, whose
+        notification carries it. A refusal is recorded for an operator (the promotion stands); a
+        transient failure leaves the promotion pending for the next pass, which finds it shared already."""
+        deploy = self.ledger.get_decision(flight.decision)
+        registry = lineage.share_target(deploy)
+        if registry is None or deploy is None:
+            return record
+        candidate = str(flight.job).partition("/")[2]
+        try:
+            shared = self.deployments.share_promoted(endpoint, candidate, registry, lineage.lineage(deploy, record.id))
+        except PermanentError as exc:
+            shared = {"registry": registry, "outcome": "failed", "error": f"{exc}; share it by hand"}
+        said = f"shared into registry {registry}: {shared['outcome']}"
+        return replace(record, reason=f"{record.reason}; {said}", details={**record.details, "shared": shared})
 
     def retire(self, model: str, retirement: Retirement, now: datetime) -> DecisionRecord:
         """Delete a deployment the retirement rules chose (:mod:`handlers.rollout.retire`) and record

@@ -25,6 +25,7 @@ whose message says what is wrong and where to fix it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from function_app.adapters.azureml.candidates import AzureMLCandidates
@@ -32,7 +33,7 @@ from function_app.adapters.azureml.client import BACKEND, AzureMLClient, Workspa
 from function_app.adapters.azureml.deployments import AzureMLDeployments
 from function_app.adapters.azureml.jobs import AzureMLJobs
 from function_app.adapters.azureml.monitors import AzureMLMonitors
-from function_app.adapters.azureml.registry import RegistryModels
+from function_app.adapters.azureml.registry import RegistryModels, RegistryShare
 from function_app.adapters.azureml.samples import DataSamples
 from function_app.adapters.azureml.scoring import AzureMLScoring
 
@@ -63,7 +64,9 @@ class AzureMLActions:
         self.workspace: Workspace = client.workspace
         self.retry: RetryPolicy = client.retry
         self.jobs = AzureMLJobs(client)
-        self.candidates = AzureMLCandidates(client, RegistryModels(client.registry_client))
+        registries = RegistryModels(client.registry_client)
+        self.candidates = AzureMLCandidates(client, registries)
+        self.shares = RegistryShare(client, registries)
         self.deployments = AzureMLDeployments(client, self.candidates)
         self.monitors = AzureMLMonitors(client)
         self.scoring = AzureMLScoring(client)
@@ -131,6 +134,11 @@ class AzureMLActions:
 
     def retarget_monitor(self, schedule: str, endpoint: str, deployment: str) -> bool:
         return self.monitors.retarget_monitor(schedule, endpoint, deployment)
+
+    def share_promoted(
+        self, endpoint: str, deployment: str, registry: str, lineage: Mapping[str, str]
+    ) -> dict[str, Any]:
+        return self.shares.share(endpoint, deployment, registry, lineage)
 
     # ------------------------------------------------------------------ the Scoring port
 
