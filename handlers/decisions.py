@@ -240,7 +240,7 @@ def _deploy_plan(
         base = "m" + base[:19]
     return DeployPlan(
         model=model,
-        endpoint=mp.deploy.endpoint,
+        endpoint=mp.deploy.target,
         deployment=f"{base}-{key[:8]}",
         run_id=run.run_id if run else None,
         version=version,

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from handlers.batch_rules import BatchEndpointRule
 from handlers.environment_rules import EnvironmentRule
 from handlers.freeze_rules import FreezeWindow
 from handlers.gate_rules import GateRule
@@ -177,7 +178,10 @@ class ApprovalRule(Strict):
 
 
 class DeployRule(Strict):
-    endpoint: str
+    endpoint: str | None = Field(default=None, description="the managed online endpoint the model is rolled out on")
+    batch_endpoint: BatchEndpointRule | None = Field(
+        default=None, description="the batch endpoint whose default deployment the candidate becomes"
+    )
     approval: ApprovalRule | None = Field(default=None, description="deploys wait for a person's approval")
     on_registration: bool = False
     gate: GateRule | None = None
@@ -202,10 +206,44 @@ class DeployRule(Strict):
         description="at most this many demoted deployments are kept at 0% (rolled-back candidates are not counted)",
     )
 
+    @property
+    def target(self) -> str:
+        """The endpoint candidates go to: the online ``endpoint`` or the ``batch_endpoint``'s name."""
+        if self.batch_endpoint is not None:
+            return self.batch_endpoint.name
+        assert self.endpoint is not None  # _one_endpoint
+        return self.endpoint
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> DeployRule:
+        if (self.endpoint is None) == (self.batch_endpoint is None):
+            raise ValueError(
+                "name one endpoint: 'endpoint: <online endpoint>' for a model served online, or "
+                "'batch_endpoint: {name: <batch endpoint>}' for a model scored in batch"
+                + (", not both" if self.endpoint is not None else "")
+            )
+        if self.batch_endpoint is not None:
+            online_only = [
+                key
+                for key, set_ in (
+                    ("rollout.mirror", self.rollout.mirror is not None),
+                    ("rollout.smoke", self.rollout.smoke is not None),
+                    ("rollout.guards", bool(self.rollout.guards.queries or self.rollout.guards.alerts)),
+                    ("approval.promote", self.approval is not None and self.approval.promote),
+                )
+                if set_
+            ]
+            if online_only:
+                raise ValueError(
+                    f"batch_endpoint: {', '.join(online_only)} judge(s) live online traffic, which a batch endpoint "
+                    "does not have; remove them (a batch candidate's default is switched once it is provisioned)"
+                )
+        return self
+
     @field_validator("endpoint")
     @classmethod
-    def _endpoint_name(cls, value: str) -> str:
-        if not _ENDPOINT.match(value):
+    def _endpoint_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENDPOINT.match(value):
             raise ValueError(
                 f"{value!r} is not a valid online endpoint name; use 3-32 letters, digits and dashes, "
                 "starting with a letter"

@@ -37,7 +37,7 @@ from handlers.plans import Deploy, DeployPlan, JobPlan, Retrain
 from handlers.ports import Deployments, JobInfo, Jobs, Ledger
 from handlers.records import DecisionRecord, Flight, ModelState, iso
 from handlers.rollout import retire
-from handlers.rollout.stepper import RolloutStepper
+from handlers.rollout.batch import Advances
 from handlers.signals import (
     RECONCILER_CHANNEL,
     RUN_COMPLETED,
@@ -199,7 +199,7 @@ class Reconciler:
         self,
         ledger: Ledger,
         executor: Executor,
-        stepper: RolloutStepper,
+        stepper: Advances,
         jobs: Jobs,
         handle: Callable[[Signal], Any],
         workspace: str,

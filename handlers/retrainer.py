@@ -202,9 +202,9 @@ class Retrainer:
 
     def models(self) -> list[dict[str, Any]]:
         """Each model of the policy as ``GET /api/models`` shows it (:mod:`handlers.views`)."""
-        from handlers.views import model_views
+        from handlers.views import batch_defaults, model_views
 
-        return model_views(self.policy, self.ledger, self.clock())
+        return model_views(self.policy, self.ledger, self.clock(), batch_defaults(self.policy, self.deployments))
 
     @property
     def audit(self) -> Audit:

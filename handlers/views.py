@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from handlers import freeze, guards
-from handlers.ports import Ledger
+from handlers.errors import PermanentError, TransientError
+from handlers.ports import Deployments, Ledger
 from handlers.records import ModelState, iso
 from handlers.rollout.progress import RolloutProgress
 
@@ -40,9 +42,32 @@ def health_numbers(verdict: Any) -> dict[str, Any] | None:
     }
 
 
-def model_views(policy: Policy, ledger: Ledger, now: datetime) -> list[dict[str, Any]]:
-    """Every model of the policy: its state, what is in flight, its cooldown and budget, its last decision."""
-    return [model_view(policy, ledger, name, ledger.get_model(name), now) for name in policy.models]
+def model_views(
+    policy: Policy, ledger: Ledger, now: datetime, batch: Mapping[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Every model of the policy: its state, what is in flight, its cooldown and budget, its last decision;
+    a batch model's endpoint and its default deployment as Azure has it now (``batch``: :func:`batch_defaults`)."""
+    views = [model_view(policy, ledger, name, ledger.get_model(name), now) for name in policy.models]
+    for view in views:
+        if batch and view["model"] in batch:
+            view["batch_endpoint"] = batch[view["model"]]
+    return views
+
+
+def batch_defaults(policy: Policy, deployments: Deployments) -> dict[str, dict[str, Any]]:
+    """Each batch model's endpoint (``deploy.batch_endpoint``) and its default deployment now, read
+    through the port (one read per batch model); a read that fails says why instead."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, mp in policy.models.items():
+        if mp.deploy is None or mp.deploy.batch_endpoint is None:
+            continue
+        endpoint = mp.deploy.target
+        try:
+            default = next(iter(deployments.endpoint_traffic(endpoint)), None)
+            out[name] = {"name": endpoint, "default": default}
+        except (PermanentError, TransientError) as exc:
+            out[name] = {"name": endpoint, "default": None, "error": str(exc)[:300]}
+    return out
 
 
 def _explain_flights(

@@ -21,10 +21,12 @@ from handlers.operate import Operator
 from handlers.ports import Deployments, Jobs, Ledger, Notifier
 from handlers.reconcile import Reconciler, RetireRule
 from handlers.retrainer import Retrainer
+from handlers.rollout.batch import BatchStepper, ByModel
 from handlers.rollout.query_guards import GuardQueries
 from handlers.rollout.smoke import Scoring
 from handlers.rollout.stepper import RolloutStepper
 from handlers.rollout.watch import AlertWatch
+from handlers.routing import routed
 from handlers.service import RetrainService
 
 if TYPE_CHECKING:
@@ -63,6 +65,8 @@ def assemble(
     ``guard_queries``: where the rollouts' query guards are read (None: each is unverified, and says why).
     ``scoring``: how a smoke test invokes deployments (None: a smoke test fails, saying so)."""
     accepted = list(workspaces)
+    batch = {m: mp.deploy.target for m, mp in policy.models.items() if mp.deploy and mp.deploy.batch_endpoint}
+    deployments = routed(deployments, frozenset(batch.values()))  # batch endpoints through the backend's batch port
 
     def limits(model: str) -> Limits:
         deploy = policy.models[model].deploy if model in policy.models else None
@@ -79,7 +83,7 @@ def assemble(
         mp = policy.models.get(model)
         if mp is None or mp.deploy is None:
             return None
-        return RetireRule(mp.deploy.endpoint, mp.deploy.retire_after, mp.deploy.keep_previous)
+        return RetireRule(mp.deploy.target, mp.deploy.retire_after, mp.deploy.keep_previous)
 
     executor = Executor(ledger, jobs, deployments, limits, job_name_key, scoring, rule)
     operator = Operator(policy, ledger, deployments, executor, clock, lease=lease)
@@ -96,7 +100,8 @@ def assemble(
             return freeze.Frozen("deploy.approval.promote", why, None)
         return found
 
-    stepper = RolloutStepper(ledger, deployments, executor, rule, health, health_source, guard_queries, frozen)
+    online = RolloutStepper(ledger, deployments, executor, rule, health, health_source, guard_queries, frozen)
+    stepper = ByModel(online, BatchStepper(ledger, deployments, executor, frozen), batch.__contains__)
     reconciler = Reconciler(
         ledger,
         executor,

@@ -28,6 +28,11 @@ class _PassesThrough:
         self.inner = inner
         self.name = inner.name
 
+    @property
+    def batch(self) -> Any:
+        """The backend's batch endpoints, dying where this one dies."""
+        return type(self)(getattr(self.inner, "batch", self.inner))
+
     def submit_retrain(self, plan: JobPlan) -> ActionResult:
         return self.inner.submit_retrain(plan)
 

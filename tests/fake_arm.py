@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, urlparse
 from requests.structures import CaseInsensitiveDict
 
 from tests import rbac
+from tests.fake_batch import FakeBatch
 from tests.fake_datastores import FakeDatastores
 from tests.fake_http import (
     APP_CLAIMS,
@@ -76,6 +77,8 @@ API_VERSIONS: dict[str, frozenset[str]] = {
     "deployments": frozenset({"2023-04-01-preview"}),
     "operations": frozenset({"2023-04-01-preview"}),
     "schedules": frozenset({"2023-06-01-preview"}),
+    "batchEndpoints": frozenset({"2023-10-01", "2024-01-01-preview"}),  # batch_deployments reads it too
+    "batchDeployments": frozenset({"2024-01-01-preview"}),
 }
 MAX_DEPLOYMENTS = 20  # per online endpoint (Azure ML docs, "Manage and increase quotas")
 MAX_MIRROR_PERCENT = 50  # of an endpoint's traffic, to one deployment ("Safe rollout for online endpoints")
@@ -199,6 +202,8 @@ class FakeArm(FakeService):
         # magnitude: what matters is that an operation takes time, polled or not). A traffic update
         # shorter than a delivery's retry budget: a write that meets it (409) is retried until it ends.
         self.durations: dict[str, float] = {"create": 300.0, "update": 20.0, "delete": 120.0}
+        # batch endpoints' operations (tests/fake_batch.py): a batch deployment is created like an online one
+        self.durations.update({"batch-create": 300.0, "batch-update": 20.0, "batch-delete": 120.0})
         self._closed = False
         self.calls: list[Call] = []
         self.hooks: list[tuple[str, str, Callable[[], None]]] = []
@@ -217,6 +222,7 @@ class FakeArm(FakeService):
         self.scoring = FakeScoring(self)  # the endpoints' scoring URIs
         self.registries = FakeRegistries(self)  # Azure ML registries: discovery and their regional endpoints
         self.datastores = FakeDatastores(self, "stretraindev")  # workspaceblobstore and its blobs
+        self.batch = FakeBatch(self)  # batch endpoints and their deployments
 
     @property
     def mlflow_host(self) -> str:
@@ -271,6 +277,8 @@ class FakeArm(FakeService):
         deleted is gone, the endpoint updated is 'Succeeded' again."""
         with self.lock:
             for op in self.operations.values():
+                if op["kind"].startswith("batch-"):  # a batch endpoint's: tests/fake_batch.py settles it
+                    continue
                 if op["status"] != "InProgress" or (op["done_at"] > self.clock.now and not self._closed):
                     continue
                 op["status"] = "Succeeded"
@@ -280,6 +288,7 @@ class FakeArm(FakeService):
                     self.deployments[op["target"]]["properties"]["provisioningState"] = "Succeeded"
                 elif op["kind"] == "update" and op["endpoint"] in self.endpoints:
                     self.endpoints[op["endpoint"]]["properties"]["provisioningState"] = "Succeeded"
+            self.batch.settle()
 
     def running(self, endpoint: str) -> list[dict[str, Any]]:
         """The operations on ``endpoint`` still in progress."""
@@ -836,6 +845,7 @@ class FakeArm(FakeService):
             ("GET", r"^onlineEndpoints/([^/]+)/deployments/([^/]+)$", "deployments", self._get_deployment),
             ("PUT", r"^onlineEndpoints/([^/]+)/deployments/([^/]+)$", "deployments", self._put_deployment),
             ("DELETE", r"^onlineEndpoints/([^/]+)/deployments/([^/]+)$", "deployments", self._delete_deployment),
+            *self.batch.routes(),
             ("GET", r"^schedules$", "schedules", self._list_schedules),
             ("GET", r"^schedules/([^/]+)$", "schedules", self._get_schedule),
             ("PUT", r"^schedules/([^/]+)$", "schedules", self._put_schedule),

@@ -16,6 +16,7 @@ import pytest
 
 from function_app.adapters import permissions
 from function_app.adapters.azureml import AzureMLActions
+from function_app.adapters.azureml.batch import AzureMLBatch
 from function_app.adapters.blob_deadletters import BlobDeadLetterStore
 from function_app.adapters.monitor_guards import MonitorGuards
 from function_app.adapters.monitor_health import MonitorHealth, NoHealthData
@@ -29,6 +30,7 @@ from tests.fake_metrics import MONITORING_READER
 
 ADAPTERS = [
     AzureMLActions,
+    AzureMLBatch,
     MonitorHealth,
     MonitorGuards,
     NoHealthData,

@@ -68,6 +68,10 @@ _DEPLOYMENT_WRITE = [  # online_deployments.begin_create_or_update, and its poll
     f"{AML}/onlineendpoints/deployments/operationsstatus/read",
     f"{AML}/onlineendpoints/deployments/operationresults/read",
 ]
+_BATCH_READ = [
+    f"{AML}/batchEndpoints/read",
+    f"{AML}/batchEndpoints/deployments/read",
+]  # batch_endpoints/_deployments.get
 # MLflow's REST API on the tracking URI ("MLflow operations", Manage roles): runs of V2 jobs are
 # jobs; runs/get and runs/search read experiments and their runs.
 _MLFLOW_READ = [f"{AML}/jobs/read", f"{AML}/experiments/read", f"{AML}/experiments/runs/read"]
@@ -126,6 +130,26 @@ OPERATIONS: dict[str, list[str]] = {
     # retiring demoted deployments
     "AzureMLActions.list_deployments": [*_ENDPOINT_READ, *_DEPLOYMENT_READ],
     "AzureMLActions.delete_deployment": [*_DEPLOYMENT_READ, f"{AML}/onlineEndpoints/deployments/delete"],
+    # function_app/adapters/azureml/batch.py (AzureMLBatch: the Deployments port of batch endpoints)
+    "AzureMLBatch.candidate_facts": [*_WORKSPACE, *_BATCH_READ, *_MODELS_READ, *_MLFLOW_READ],
+    "AzureMLBatch.start_deploy": [  # batch_deployments.begin_create_or_update: it reads the endpoint, resolves
+        *_WORKSPACE,  # the assets the copied default deployment names, and the workspace's region
+        *_BATCH_READ,
+        *_MODELS_WRITE,
+        f"{AML}/batchEndpoints/deployments/write",
+        f"{AML}/environments/read",
+        f"{AML}/environments/versions/read",
+        f"{AML}/codes/versions/read",
+        f"{AML}/computes/read",
+    ],
+    "AzureMLBatch.deployment_state": _BATCH_READ,
+    "AzureMLBatch.endpoint_traffic": _BATCH_READ,
+    "AzureMLBatch.set_traffic": [*_BATCH_READ, f"{AML}/batchEndpoints/write"],  # defaults.deployment_name
+    "AzureMLBatch.list_deployments": _BATCH_READ,
+    "AzureMLBatch.delete_deployment": [*_BATCH_READ, f"{AML}/batchEndpoints/deployments/delete"],
+    "AzureMLBatch.monitors_targeting": [],  # none: model monitors target online deployments
+    "AzureMLBatch.retarget_monitor": [],
+    "AzureMLBatch.share_promoted": [],  # refused: registries for batch models are not built (nothing is asked)
     # function_app/adapters/monitor_health.py: LogsQueryClient.query_resource / query_workspace
     "MonitorHealth.from_settings": [],
     "MonitorHealth.client": [],

@@ -109,6 +109,11 @@
       state.textContent = m.state;
       state.dataset.state = m.state;
       card.querySelector(".cooldown").textContent = m.cooldown_until ? "until " + m.cooldown_until : "none";
+      if (m.batch_endpoint) {  // deploy.batch_endpoint: the endpoint's default deployment as Azure has it now
+        const be = m.batch_endpoint;
+        card.querySelector(".batch").textContent = be.name + ": " + (be.default || (be.error ? "unread: " + short(be.error, 120) : "none"));
+        card.querySelector(".batch").hidden = card.querySelector(".batch-label").hidden = false;
+      }
       const b = m.budget || {};
       card.querySelector(".budget").textContent = Math.max(0, (b.daily || 0) - (b.used_today || 0)) + " of " + (b.daily || 0) + " retrains left today";
       const frozen = m.frozen || {};

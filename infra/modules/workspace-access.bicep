@@ -93,6 +93,13 @@ resource serviceRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (
           'Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments/delete'
           'Microsoft.MachineLearningServices/workspaces/onlineendpoints/deployments/operationsstatus/read'
           'Microsoft.MachineLearningServices/workspaces/onlineendpoints/deployments/operationresults/read'
+          // batch endpoints (deploy.batch_endpoint): the candidate batch deployment, the default switched,
+          // retirement (AzureMLBatch in function_app/adapters/azureml/batch.py)
+          'Microsoft.MachineLearningServices/workspaces/batchEndpoints/read'
+          'Microsoft.MachineLearningServices/workspaces/batchEndpoints/write'
+          'Microsoft.MachineLearningServices/workspaces/batchEndpoints/deployments/read'
+          'Microsoft.MachineLearningServices/workspaces/batchEndpoints/deployments/write'
+          'Microsoft.MachineLearningServices/workspaces/batchEndpoints/deployments/delete'
           // model monitors follow the promoted deployment (schedules)
           'Microsoft.MachineLearningServices/workspaces/schedules/read'
           'Microsoft.MachineLearningServices/workspaces/schedules/write'

@@ -8,6 +8,8 @@ One module per port it implements, over one client:
 - :mod:`.jobs`: the Jobs port (:class:`handlers.ports.Jobs`): retraining pipeline jobs.
 - :mod:`.candidates`: what the candidate gate judges, and registering a candidate.
 - :mod:`.deployments`: candidate deployments, traffic and retirement.
+- :mod:`.batch`: the Deployments port for batch endpoints (``deploy.batch_endpoint``): candidate batch
+  deployments and the switch of an endpoint's default deployment (``AzureMLActions.batch``).
 - :mod:`.monitors`: model monitors that follow a promotion.
 - :mod:`.registry`: model versions of the policy's Azure ML registry (a champion served from it).
 - :mod:`.scoring`: the Scoring port (:class:`handlers.rollout.smoke.Scoring`): a deployment invoked
@@ -28,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from function_app.adapters.azureml.batch import AzureMLBatch
 from function_app.adapters.azureml.candidates import AzureMLCandidates
 from function_app.adapters.azureml.client import BACKEND, AzureMLClient, Workspace
 from function_app.adapters.azureml.deployments import AzureMLDeployments
@@ -69,6 +72,7 @@ class AzureMLActions:
         self.shares = RegistryShare(client, registries)
         self.deployments = AzureMLDeployments(client, self.candidates)
         self.monitors = AzureMLMonitors(client)
+        self.batch = AzureMLBatch(client, self.candidates)  # the Deployments port of batch endpoints
         self.scoring = AzureMLScoring(client)
         self.data_samples = DataSamples(client)
 

@@ -87,7 +87,10 @@ class AzureMLCandidates:
         """The candidate (its registered version, if any, and the metrics the gate reads) and the
         champion (the model version behind the endpoint's deployment with the most traffic)."""
         budget = self.client.retry.budget()
-        champion = self._champion(budget, plan)
+        return self.facts_of(budget, plan, self._champion(budget, plan))
+
+    def facts_of(self, budget: Budget, plan: DeployPlan, champion: _Champion) -> CandidateFacts:
+        """The candidate of ``plan`` read, beside ``champion`` (an online or a batch endpoint's)."""
         candidate = self._candidate(budget, plan)
         return CandidateFacts(
             candidate=candidate.label,
@@ -117,7 +120,10 @@ class AzureMLCandidates:
             f"live deployment {plan.endpoint}/{name}",
             lambda: self.client.ml.online_deployments.get(name, endpoint_name=plan.endpoint),
         )
-        where = f"{plan.endpoint}/{name}"
+        return self.champion_in(budget, plan, f"{plan.endpoint}/{name}", live)
+
+    def champion_in(self, budget: Budget, plan: DeployPlan, where: str, live: Any) -> _Champion:
+        """The champion the deployment ``live`` (``where``: ``endpoint/deployment``) serves, with its metrics."""
         ref = str(getattr(live, "model", None) or "")
         registry = _REGISTRY_MODEL.match(ref)
         if registry:  # a registry's model: read from the registry the policy names, and no other

@@ -1,0 +1,198 @@
+"""Batch endpoints (``deploy.batch_endpoint``), end to end with the real Azure ML SDK against the fake
+ARM's batch endpoints (tests/fake_batch.py): a finished retraining run's candidate becomes a batch
+deployment named after its decision, the reconciler switches the endpoint's default deployment to it
+once it is provisioned, a worse candidate is a recorded skip, an operator's rollback (the HTTP API)
+switches the default back, the demoted deployment is retired after ``retire_after``, and a worker that
+dies between the steps leaves what the next pass finishes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from function_app import runtime
+from function_app.localhost import Host
+from handlers import guards
+from handlers.errors import PolicyError
+from handlers.policy import Policy
+from handlers.policy_file import parse_policy
+from handlers.records import DecisionRecord
+from tests.azure_world import MODEL, AzureWorld
+from tests.conftest import REPO, Client
+from tests.crashes import DiesAfterActing, DiesAfterSettingTraffic, WorkerDied
+from tests.ledgers import LedgerSpec
+
+BATCH = "diabetes-batch"
+
+
+def batch_policy() -> Policy:
+    """The example policy, its model scored by the batch endpoint ``diabetes-batch``."""
+    raw = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
+    deploy = raw["models"][MODEL]["deploy"]
+    del deploy["endpoint"]
+    deploy["batch_endpoint"] = {"name": BATCH}
+    deploy["rollout"] = {k: v for k, v in deploy["rollout"].items() if k not in ("smoke", "mirror", "guards")}
+    return parse_policy(yaml.safe_dump(raw))
+
+
+class Batch:
+    """The workspace with the batch endpoint, its default ``nightly`` serving version 3 (r2 0.52)."""
+
+    def __init__(self, azure: AzureWorld) -> None:
+        self.azure = azure
+        azure.arm.batch.add_endpoint(BATCH, default="nightly")
+        azure.arm.batch.add_deployment(BATCH, "nightly", model=(MODEL, "3"))
+
+    def candidate(self, r2: str = "0.61", **kw: Any) -> DecisionRecord:
+        [deploy] = self.azure.deliver(self.azure.finished_run(r2=r2, **kw)).decisions
+        return deploy
+
+    def default(self) -> str | None:
+        return self.azure.arm.batch.default(BATCH)
+
+    def state(self, **worker: Any) -> str:
+        [entry] = self.azure.new_worker(**worker).reconcile().rollouts
+        return str(entry["state"])
+
+    def records(self, action: str) -> list[DecisionRecord]:
+        return [r for r in self.azure.ledger.decisions(MODEL, 100) if r.action == action]
+
+    def in_flight(self) -> bool:
+        return guards.ROLLOUT in self.azure.ledger.get_model(MODEL).flights
+
+
+@pytest.fixture
+def batch(ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Batch]:
+    monkeypatch.chdir(tmp_path)
+    world = AzureWorld(tmp_path, ledger_spec, policy=batch_policy())
+    yield Batch(world)
+    runtime.set_retrainer(None)
+    world.close()
+    assert world.arm.unexpected == []
+
+
+def test_a_better_candidate_becomes_a_batch_deployment_then_the_endpoint_s_default(batch: Batch) -> None:
+    azure = batch.azure
+    deploy = batch.candidate(r2="0.61")
+    assert deploy.outcome == "submitted", deploy.reason
+    name = str(deploy.details["rendered"]["deployment"])
+    assert deploy.job is not None and deploy.job["name"] == f"{BATCH}/{name}"
+    created = azure.arm.batch.deployments[(BATCH, name)]
+    assert created["properties"]["model"]["assetId"].endswith(f"/models/{MODEL}/versions/4")
+    assert created["properties"]["compute"].endswith("/computes/cpu-cluster")  # copied from the default
+    assert created["tags"]["retrain_decision"] == deploy.id and batch.default() == "nightly"
+
+    assert batch.state() == "provisioning"  # minutes on the fake clock; nothing switched meanwhile
+    azure.provisioned()
+    assert batch.state() == "promoted"
+    assert batch.default() == name and not batch.in_flight()
+    [promote] = batch.records("promote")
+    assert promote.details["demoted"] == ["nightly"] and promote.details["traffic"] == {name: 100}
+    assert "nightly -> " + name in promote.reason
+    assert azure.arm.refused == []  # the custom role grants every batch call
+
+
+def test_a_worse_candidate_is_a_recorded_skip_and_the_default_stays(batch: Batch) -> None:
+    deploy = batch.candidate(r2="0.40")
+    assert deploy.outcome == "skipped" and "0.4" in deploy.reason
+    assert batch.azure.arm.batch.deployments.keys() == {(BATCH, "nightly")}
+    assert batch.default() == "nightly" and not batch.in_flight()
+
+
+def promoted(batch: Batch) -> str:
+    deploy = batch.candidate(r2="0.61")
+    batch.azure.provisioned()
+    assert batch.state() == "promoted"
+    return str(deploy.details["rendered"]["deployment"])
+
+
+def test_an_operator_s_rollback_through_the_api_switches_the_default_back(batch: Batch) -> None:
+    import main
+
+    name = promoted(batch)
+    batch.azure.provisioned()  # the endpoint's update is done
+    runtime.set_retrainer(batch.azure.worker)
+    client = Client(Host(main.app))
+    status, _, rolled = client.call("POST", f"/api/models/{MODEL}/rollback", {"reason": "scores look off"})
+    assert status == 202, rolled  # accepted: the switch is a long-running operation
+    assert rolled["action"] == "rollback" and rolled["outcome"] == "submitted"
+    assert batch.default() == "nightly"
+    assert rolled["details"]["traffic"] == {"nightly": 100} and name in rolled["reason"]
+    status, _, models = client.call("GET", "/api/models")
+    [view] = [m for m in models["models"] if m["model"] == MODEL] if isinstance(models, dict) else models
+    assert view["batch_endpoint"] == {"name": BATCH, "default": "nightly"}
+
+
+def test_policy_validation_names_the_key_and_the_fix_for_batch_endpoints() -> None:
+    raw = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
+    deploy = raw["models"][MODEL]["deploy"]
+    deploy["batch_endpoint"] = {"name": BATCH}
+    with pytest.raises(PolicyError, match=r"name one endpoint.*not both"):
+        parse_policy(yaml.safe_dump(raw))
+    del deploy["endpoint"]
+    with pytest.raises(PolicyError, match=r"batch_endpoint: rollout\.guards.*remove them"):
+        parse_policy(yaml.safe_dump(raw))
+    deploy["rollout"] = {"steps": [100]}
+    deploy["batch_endpoint"] = {"name": "9-bad"}
+    with pytest.raises(PolicyError, match=r"batch_endpoint\.name.*'9-bad' is not a valid batch endpoint name"):
+        parse_policy(yaml.safe_dump(raw))
+    deploy["batch_endpoint"] = {"name": BATCH}
+    assert parse_policy(yaml.safe_dump(raw)).models[MODEL].deploy.target == BATCH  # type: ignore[union-attr]
+
+
+def test_the_demoted_batch_deployment_is_retired_after_retire_after(batch: Batch) -> None:
+    azure = batch.azure
+    name = promoted(batch)
+    azure.provisioned()
+    azure.now.now = azure.now.now + timedelta(hours=25)  # the example policy's retire_after: 24h
+    report = azure.new_worker().reconcile()
+    [retired] = report.retired
+    assert retired.outcome == "submitted" and retired.details["deployment"] == "nightly"
+    azure.provisioned()
+    assert azure.arm.batch.deployments.keys() == {(BATCH, name)}  # the default is never deleted
+
+
+def test_a_deployment_that_fails_to_provision_is_rolled_back_and_the_default_never_moves(batch: Batch) -> None:
+    deploy = batch.candidate(r2="0.61")
+    name = str(deploy.details["rendered"]["deployment"])
+    batch.azure.arm.batch.provision(BATCH, name, "Failed")
+    assert batch.state() == "rolled_back"
+    [rollback] = batch.records("rollback")
+    assert "ended provisioning Failed" in rollback.reason and rollback.details["provisioning"] == "Failed"
+    assert batch.default() == "nightly" and not batch.in_flight()
+
+
+@pytest.mark.parametrize("ledger_spec", ["sqlite", "table"], indirect=True)
+def test_a_worker_that_dies_after_creating_the_batch_deployment_is_finished_by_the_reconciler(batch: Batch) -> None:
+    azure = batch.azure
+    with pytest.raises(WorkerDied):
+        azure.deliver(azure.finished_run(r2="0.61"), worker=azure.new_worker(actions=DiesAfterActing(azure.actions)))
+    [(_, name)] = [k for k in azure.arm.batch.deployments if k[1] != "nightly"]
+    azure.now.now = azure.now.now + timedelta(minutes=2)  # past the reservation's lease
+    report = azure.new_worker().reconcile()
+    [resumed] = report.resumed
+    assert resumed.outcome == "submitted" and resumed.details.get("adopted") is True  # the same deployment
+    assert len(azure.arm.batch.deployments) == 2
+    azure.provisioned()
+    assert batch.state() == "promoted" and batch.default() == name
+
+
+@pytest.mark.parametrize("ledger_spec", ["sqlite", "table"], indirect=True)
+def test_a_worker_that_dies_after_switching_the_default_is_finished_by_the_next_pass(batch: Batch) -> None:
+    azure = batch.azure
+    deploy = batch.candidate(r2="0.61")
+    name = str(deploy.details["rendered"]["deployment"])
+    azure.provisioned()
+    with pytest.raises(WorkerDied):
+        batch.state(actions=DiesAfterSettingTraffic(azure.actions))
+    assert batch.default() == name and batch.records("promote") == [] and batch.in_flight()
+    switches = len(azure.arm.requests_to("PUT", r"^batchEndpoints/[^/]+$"))
+    azure.provisioned()
+    assert batch.state() == "promoted"
+    assert len(azure.arm.requests_to("PUT", r"^batchEndpoints/[^/]+$")) == switches  # found so, not sent again
+    assert len(batch.records("promote")) == 1 and not batch.in_flight()
