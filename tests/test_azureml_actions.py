@@ -565,7 +565,7 @@ def test_importing_main_handling_a_dry_run_event_and_reconciling_leave_the_sdks_
         "[rec] = worker.service.handle_envelope(parse_body(body)[0]).decisions\n"
         "report = worker.reconcile()\n"
         "loaded = [m for m in ('azure.ai.ml', 'azure.monitor.query', 'azure.monitor.querymetrics') if m in sys.modules]\n"
-        "sources = {k: v.name for k, v in worker.reconciler.stepper.sources.items()}\n"
+        "sources = {k: v.name for k, v in worker.reconciler.stepper.online.sources.items()}\n"
         "print(json.dumps([rec.outcome, worker.backend, sources, loaded]))\n"
     )
     logs = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.OperationalInsights/workspaces/logs"
