@@ -1,5 +1,6 @@
-"""Approvals' pure rules (:mod:`handlers.approvals`): who a caller is, four eyes, and the atomic steps on
-a pending rollout flight that the ledger applies (as :mod:`handlers.guards` does). Stdlib only."""
+"""Approvals' pure rules (:mod:`handlers.approvals`): who a caller is, who may decide (four eyes, the
+approver role), and the atomic steps on a pending flight (a retrain's or a rollout's) that the ledger
+applies (as :mod:`handlers.guards` does). Stdlib only."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from handlers.records import DecisionRecord, ModelState, iso
 
 ROLLOUT = "rollout"  # the slot a deploy holds (handlers.guards.ROLLOUT)
+SLOT_OF = {"retrain": "retrain", "deploy": ROLLOUT}  # the slot each action that may wait holds
 PENDING = "pending"
 RELEASE = "release"  # the mark on a pending flight that is being released (rejected or expired)
 
@@ -36,45 +38,100 @@ def self_approval(asked: Mapping[str, Any], approving: Mapping[str, Any]) -> boo
     return mine is not None and mine == theirs
 
 
-def take(state: ModelState, decision_id: str, now: datetime) -> tuple[ModelState | None, bool]:
-    """The approval's atomic step: the pending flight of ``decision_id``, not being released, becomes
-    ``reserved`` (from now, for the reconciler's lease). False when it is not (any more)."""
-    flight = state.flights.get(ROLLOUT)
+def roles(caller: Mapping[str, Any]) -> frozenset[str]:
+    """The app roles a signed-in principal's claims gave it (as the routes record them: space-separated;
+    an app role's value holds no spaces). None for anyone else."""
+    if caller.get("kind") != "principal":
+        return frozenset()
+    return frozenset(str(caller.get("roles") or "").split())
+
+
+def refusal(
+    key: str,
+    four_eyes: bool,
+    approver_role: str | None,
+    asked: Mapping[str, Any],
+    deciding: Mapping[str, Any],
+    verb: str,
+) -> str | None:
+    """Why ``deciding`` may not ``verb`` (approve, reject, promote) what ``asked`` asked for under the rule at
+    ``key`` (``models.<m>.deploy.approval``), or None. The approver role needs a signed-in principal that holds
+    it. Four eyes (an approval only) needs an approver whom the record can tell from the requester: a function
+    key names nobody, so it is refused rather than counted as a second person; nor may the requester approve."""
+    name = who(deciding)
+    if approver_role is not None and approver_role not in roles(deciding):
+        if deciding.get("kind") != "principal":
+            return (
+                f"{key}.approver_role: only a signed-in principal holding the app role {approver_role!r} may {verb} "
+                f"it, and {name} is not signed in; sign in with Entra ID (RETRAIN_APP_SERVICE_AUTH=true, "
+                "docs/security.md)"
+            )
+        return (
+            f"{name} lacks the app role {approver_role!r} that {key}.approver_role asks of whoever may {verb} it; "
+            "an owner of the app registration assigns it (docs/security.md, Approvals)"
+        )
+    if verb == "reject" or not four_eyes:
+        return None
+    if identity(deciding) is None:
+        return (
+            f"{key}.four_eyes: a signed-in identity is needed to {verb} it, so that the approver can be told from "
+            f"the requester; {name} names nobody. Sign in with Entra ID (RETRAIN_APP_SERVICE_AUTH=true, "
+            "docs/security.md), or set four_eyes: false"
+        )
+    if self_approval(asked, deciding):
+        return f"{name} asked for this and may not {verb} it too ({key}.four_eyes); another operator does"
+    return None
+
+
+def take(state: ModelState, decision_id: str, now: datetime, kind: str = ROLLOUT) -> tuple[ModelState | None, bool]:
+    """The approval's atomic step: the pending ``kind`` flight of ``decision_id``, not being released,
+    becomes ``reserved`` (from now, for the reconciler's lease). False when it is not (any more)."""
+    flight = state.flights.get(kind)
     if flight is None or flight.decision != decision_id or flight.status != PENDING or RELEASE in flight.data:
         return None, False
     taken = replace(flight, status="reserved", since=iso(now))
-    return replace(state, flights={**state.flights, ROLLOUT: taken}), True
+    return replace(state, flights={**state.flights, kind: taken}), True
 
 
-def mark(state: ModelState, decision_id: str, release: dict[str, Any]) -> tuple[ModelState | None, bool]:
-    """The release's atomic step: the pending flight of ``decision_id`` is marked released (an
+def mark(
+    state: ModelState, decision_id: str, release: dict[str, Any], kind: str = ROLLOUT
+) -> tuple[ModelState | None, bool]:
+    """The release's atomic step: the pending ``kind`` flight of ``decision_id`` is marked released (an
     approval can no longer take it). False when it is not pending, or marked already."""
-    flight = state.flights.get(ROLLOUT)
+    flight = state.flights.get(kind)
     if flight is None or flight.decision != decision_id or flight.status != PENDING or RELEASE in flight.data:
         return None, False
     marked = replace(flight, data={**flight.data, RELEASE: dict(release)})
-    return replace(state, flights={**state.flights, ROLLOUT: marked}), True
+    return replace(state, flights={**state.flights, kind: marked}), True
 
 
 def asked(decision_id: str, rule: Any, now: datetime) -> dict[str, Any]:
-    """What a pending deploy records of its approval (``rule``: :class:`handlers.policy.ApprovalRule`):
-    when it expires, whether four eyes apply, and the two routes that decide it (for a notification)."""
+    """What a pending decision records of its approval (``rule``: :class:`handlers.policy.ApprovalRule`):
+    when it expires, whether four eyes apply, the role that decides, and the two routes that decide it
+    (for a notification)."""
     return {
         "expires": iso(now + rule.expires),
         "four_eyes": rule.four_eyes,
+        **({"approver_role": rule.approver_role} if rule.approver_role else {}),
         "asked_at": iso(now),
         "links": {v: f"/api/decisions/{decision_id}/{v}" for v in ("approve", "reject")},
     }
 
 
 def superseded(old: DecisionRecord, newer: str, now: datetime) -> DecisionRecord:
-    """The record of a deploy waiting for approval whose slot the newer candidate ``newer`` took."""
+    """The record of a decision waiting for approval whose slot the newer decision ``newer`` took (a newer
+    candidate's deploy, a newer signal's retrain)."""
     approval = {**dict(old.details.get("approval") or {}), "superseded_by": newer, "superseded_at": iso(now)}
+    newer_one, done = (
+        ("a newer signal's retrain", "nothing submitted")
+        if old.action == "retrain"
+        else ("a newer candidate", "nothing deployed")
+    )
     return replace(
         old,
         outcome="skipped",
-        reason=f"{old.reason.split('; waits for approval')[0]}; superseded by decision {newer}, a newer candidate, "
-        "before anyone approved it; nothing deployed",
+        reason=f"{old.reason.split('; waits for approval')[0]}; superseded by decision {newer}, {newer_one}, "
+        f"before anyone approved it; {done}",
         at=iso(now),
         details={**old.details, "approval": approval},
     )

@@ -1,25 +1,27 @@
-"""Approvals of deploys (``deploy.approval`` in the policy; docs/policy.md (Approvals)).
+"""Approvals of retrains and deploys (``retrain.approval``, ``deploy.approval`` in the policy;
+docs/policy.md (Approvals)).
 
-A deploy of such a model that passed the gate is recorded ``pending`` by the executor, with the plan
-it would carry out and the gate's figures, and its rollout flight stays in the model's state with
-status ``pending``: the guards count it (one rollout per model), nothing is deployed. Then:
+A retrain, or a deploy that passed the gate, of such a model is recorded ``pending`` by the executor,
+with the plan it would carry out (the pipeline job it would submit; the deployment and the gate's
+figures), and its flight stays in the model's state with status ``pending``: the guards count it (one
+retrain, one rollout per model), nothing is submitted or deployed. Then:
 
 - **approve** (``POST /api/decisions/{id}/approve``, ``retrain approve``): the flight goes from
   ``pending`` to ``reserved`` in one atomic write of the model's state (the ledger's ETag or
   transaction), so of two approvals, sent twice or at once, one wins; the winner records the
-  decision ``reserved`` with its approver and has the executor carry it out (the gate judged again on
-  what the workspace holds now). A worker that dies after the write leaves a reserved flight, which the
-  reconciler resumes as any other (the approval travels in the record).
-- **reject** (``/reject``, ``retrain reject``) and **expiry** (the reconciler, past
-  ``deploy.approval.expires``): the release is marked on the pending flight first (atomic: an approval
-  can no longer win), then the decision is recorded ``skipped`` with who, why and when, then the slot
-  is freed. A worker that dies in between leaves the mark, which the next reconciler pass finishes.
+  decision ``reserved`` with its approver and has the executor carry it out (a deploy's gate judged
+  again on what the workspace holds now). A worker that dies after the write leaves a reserved flight,
+  which the reconciler resumes as any other (the approval travels in the record).
+- **reject** (``/reject``, ``retrain reject``) and **expiry** (the reconciler, past ``approval.expires``):
+  the release is marked on the pending flight first (atomic: an approval can no longer win), then the
+  decision is recorded ``skipped`` with who, why and when, then the slot is freed. A worker that dies in
+  between leaves the mark, which the next reconciler pass finishes.
 
-Four eyes (``four_eyes: true``, the default): the approver may not be the caller who asked. Callers
-are compared as the routes record them: a signed-in principal by its object id, a command line by its
-login name. A function key names nobody: an approval sent with one is never refused as the
-requester's own, and a deploy asked for with one (or by an event) may be approved by any caller of
-the route. docs/policy.md (Approvals) says so; four eyes mean something with App Service authentication on.
+Who may decide (:func:`handlers.approval_rules.refusal`): with ``approver_role``, a signed-in principal
+holding that app role; with four eyes (``four_eyes: true``, the default), an approver the record can tell
+apart from the requester (a signed-in principal by its object id, the command line by its login name) and
+not the requester. A function key names nobody, so with four eyes an approval sent with one is refused
+(403), never counted as a second person. A decision asked for by an event has no requester.
 """
 
 from __future__ import annotations
@@ -30,26 +32,19 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from handlers import freeze, guards
-from handlers.approval_rules import PENDING, RELEASE, mark, self_approval, superseded, take, who
+from handlers import freeze
+from handlers.approval_rules import PENDING, RELEASE, SLOT_OF, mark, refusal, superseded, take, who
 from handlers.errors import Forbidden, NotApplicable, NotFound
-from handlers.plans import Deploy, DeployPlan
+from handlers.holds import decision_from_record
 from handlers.records import DecisionRecord, Flight, from_iso, iso
-from handlers.signals import Trigger
 
 if TYPE_CHECKING:
     from handlers.executor import Executor
     from handlers.policy import Policy
     from handlers.ports import Ledger
+    from handlers.signals import Trigger
 
 log = logging.getLogger(__name__)
-
-
-def deploy_of(record: DecisionRecord) -> Deploy:
-    """The deploy a pending record was written for, with the plan it rendered."""
-    assert record.model is not None
-    plan = DeployPlan.from_dict(record.details["rendered"])
-    return Deploy(record.id, record.model, record.reason, Trigger.from_dict(record.trigger), plan)
 
 
 class Approvals:
@@ -61,36 +56,46 @@ class Approvals:
 
     def _record(self, decision_id: str) -> DecisionRecord:
         record = self.ledger.get_decision(decision_id)
-        if record is None or record.action != "deploy" or record.model is None:
+        if record is None or record.action not in SLOT_OF or record.model is None:
             raise NotFound(
-                f"no deploy decision {decision_id!r}; GET /api/decisions?outcome=pending lists those waiting"
+                f"no retrain or deploy decision {decision_id!r}; GET /api/decisions?outcome=pending lists those waiting"
             )
         return record
 
+    def _refuse(self, record: DecisionRecord, caller: dict[str, Any], verb: str) -> None:
+        """Forbidden when ``caller`` may not ``verb`` ``record``: the policy's rule as it is now, four eyes
+        also when the record was asked under them."""
+        model, asked_under = str(record.model), dict(record.details.get("approval") or {})
+        mp = self.policy.models.get(model)
+        section = (mp.retrain if record.action == "retrain" else mp.deploy) if mp is not None else None
+        rule = section.approval if section is not None else None
+        four_eyes = bool(asked_under.get("four_eyes")) or (rule is not None and rule.four_eyes)
+        role = rule.approver_role if rule is not None else asked_under.get("approver_role")
+        key = f"models.{model}.{record.action}.approval"
+        why = refusal(key, four_eyes, role, record.trigger.get("caller") or {}, caller, verb)
+        if why is not None:
+            raise Forbidden(why)
+
     def approve(self, decision_id: str, trigger: Trigger, reason: str) -> DecisionRecord:
-        """Carry the pending deploy out, once; its record (the one already recorded when it was
-        approved before). NotApplicable when it is not pending, expired, or frozen; Forbidden when
-        four eyes refuses the caller."""
+        """Carry the pending retrain or deploy out, once; its record (the one already recorded when it
+        was approved before). NotApplicable when it is not pending, expired, or frozen; Forbidden when
+        the caller may not approve it (four eyes, the approver role)."""
         record = self._record(decision_id)
         approval = dict(record.details.get("approval") or {})
         if record.outcome != PENDING:
             if approval.get("approved_by"):
                 return record  # approved already (sent twice): its record, nothing done again
             raise NotApplicable(f"decision {decision_id} is {record.outcome}, not pending; nothing to approve")
-        model, now, caller = str(record.model), self.clock(), dict(trigger.caller)
+        model, now, caller, kind = str(record.model), self.clock(), dict(trigger.caller), SLOT_OF[record.action]
         expires = from_iso(approval.get("expires"))
         if expires is not None and now >= expires:
             raise NotApplicable(
-                f"decision {decision_id} expired at {approval.get('expires')}; the reconciler releases it. Deploy again "
-                "to ask for a new approval"
+                f"decision {decision_id} expired at {approval.get('expires')}; the reconciler releases it. Ask for "
+                f"the {record.action} again to ask for a new approval"
             )
-        if approval.get("four_eyes") and self_approval(record.trigger.get("caller") or {}, caller):
-            raise Forbidden(
-                f"{who(caller)} asked for this deploy and may not approve it too (deploy.approval.four_eyes); "
-                "another operator approves it"
-            )
+        self._refuse(record, caller, "approve")
         state = self.ledger.get_model(model)
-        held = freeze.frozen(state.frozen, self.policy.freeze_windows(model), "deploy", now)
+        held = freeze.frozen(state.frozen, self.policy.freeze_windows(model), record.action, now)
         if held is not None:
             raise NotApplicable(f"{model} is frozen by {held.reason}; approve it once the freeze is lifted")
         approved = {
@@ -100,11 +105,11 @@ class Approvals:
             "approved_at": iso(now),
             "approve_reason": reason,
         }
-        if not self.ledger.update_model(model, lambda s: take(s, decision_id, now)):
+        if not self.ledger.update_model(model, lambda s: take(s, decision_id, now, kind)):
             again = self._record(decision_id)
             if again.outcome != PENDING:
                 return again
-            flight = self.ledger.get_model(model).flights.get(guards.ROLLOUT)
+            flight = self.ledger.get_model(model).flights.get(kind)
             if flight is not None and flight.data.get("supersedes") == decision_id:  # its superseder died first
                 self.executor.write(superseded(record, flight.decision, now))
                 raise NotApplicable(f"decision {decision_id} was superseded by decision {flight.decision}")
@@ -116,13 +121,14 @@ class Approvals:
             )
         )
         if stored.outcome != "reserved":  # cannot happen while the flight is ours; the record stands
-            self.executor.settle(model, guards.ROLLOUT, stored)
+            self.executor.settle(model, kind, stored)
             return stored
         log.info("approval decision=%s model=%s approved by %s", decision_id, model, who(caller))
-        return self.executor.act(replace(deploy_of(record), reason=said), now, approval=approved)
+        decision = decision_from_record(record, model, kind)
+        return self.executor.act(replace(decision, reason=said), now, approval=approved)
 
     def reject(self, decision_id: str, trigger: Trigger, reason: str) -> DecisionRecord:
-        """Release the pending deploy, recorded with who rejected it and why. NotApplicable when it is
+        """Release the pending retrain or deploy, recorded with who rejected it and why. NotApplicable when it is
         not pending (a rejected one gives its record again)."""
         record = self._record(decision_id)
         approval = dict(record.details.get("approval") or {})
@@ -131,17 +137,19 @@ class Approvals:
                 return record
             raise NotApplicable(f"decision {decision_id} is {record.outcome}, not pending; nothing to reject")
         caller, now = dict(trigger.caller), self.clock()
+        self._refuse(record, caller, "reject")
         release = {"rejected_by": who(caller), "rejecter": caller, "rejected_at": iso(now), "why": reason}
         said = f"rejected by {who(caller)} at {iso(now)}: {reason}"
         return self._release(record, release, said, now)
 
     def _release(self, record: DecisionRecord, release: dict[str, Any], said: str, now: datetime) -> DecisionRecord:
-        model = str(record.model)
-        if not self.ledger.update_model(model, lambda s: mark(s, record.id, release)):
+        model, kind = str(record.model), SLOT_OF[record.action]
+        marked = {**release, "said": said}  # what a reconciler finishing it says, if this worker dies
+        if not self.ledger.update_model(model, lambda s: mark(s, record.id, marked, kind)):
             again = self._record(record.id)
             if again.outcome != PENDING:
                 return again
-            flight = self.ledger.get_model(model).flights.get(guards.ROLLOUT)
+            flight = self.ledger.get_model(model).flights.get(kind)
             if flight is None or flight.decision != record.id or RELEASE not in flight.data:
                 raise NotApplicable(f"decision {record.id} is being approved; it no longer waits")
             release = dict(flight.data[RELEASE])  # marked by another request: finish that one
@@ -150,33 +158,36 @@ class Approvals:
 
     def _finish(self, record: DecisionRecord, release: dict[str, Any], now: datetime) -> DecisionRecord:
         approval = {**dict(record.details.get("approval") or {}), **{k: v for k, v in release.items() if k != "said"}}
-        reason = f"{record.reason.split('; waits for approval')[0]}; {release.get('said')}; nothing deployed, the slot is free"
+        done = "nothing submitted" if record.action == "retrain" else "nothing deployed"
+        reason = f"{record.reason.split('; waits for approval')[0]}; {release.get('said')}; {done}, the slot is free"
         rec = self.executor.write(
             replace(
                 record, outcome="skipped", reason=reason, at=iso(now), details={**record.details, "approval": approval}
             )
         )
-        self.executor.settle(str(record.model), guards.ROLLOUT, rec)
+        self.executor.settle(str(record.model), SLOT_OF[record.action], rec)
         log.info("approval decision=%s model=%s released: %s", record.id, record.model, release.get("said"))
         return rec
 
     def tend(self, model: str, kind: str, flight: Flight, now: datetime, report: Any) -> None:
         """The reconciler's pass over a pending flight: a release marked and not finished (its worker
         died) is finished; an expired one is released (into ``report.released``); else nothing."""
-        rec = self._tend(model, flight, now)
+        rec = self._tend(model, kind, flight, now)
         if rec is not None and rec.outcome == "skipped":
             report.released.append(rec)
 
-    def _tend(self, model: str, flight: Flight, now: datetime) -> DecisionRecord | None:
+    def _tend(self, model: str, kind: str, flight: Flight, now: datetime) -> DecisionRecord | None:
         record = self.ledger.get_decision(flight.decision)
         if record is None or record.outcome != PENDING:
             if record is not None and record.outcome != "reserved":  # recorded, its settling lost
-                self.executor.settle(model, guards.ROLLOUT, record)
+                self.executor.settle(model, kind, record)
             return record
         if RELEASE in flight.data:
             return self._finish(record, dict(flight.data[RELEASE]), now)
         expires = from_iso((record.details.get("approval") or {}).get("expires"))
         if expires is None or now < expires:
             return None
-        said = f"expired at {iso(expires)} without approval (deploy.approval.expires); released by the reconciler"
+        said = (
+            f"expired at {iso(expires)} without approval ({record.action}.approval.expires); released by the reconciler"
+        )
         return self._release(record, {"expired_at": iso(expires), "released_by": "reconciler", "said": said}, said, now)

@@ -26,6 +26,7 @@ from handlers import approval_rules, gate, guards, jobnames
 from handlers.errors import PermanentError
 from handlers.plans import Decision, Deploy, Retrain, job_of, rendered_of
 from handlers.ports import ActionResult, Deployments, Jobs, Ledger
+from handlers.preview import Preview, preview
 from handlers.records import DecisionRecord, Flight, iso
 from handlers.rollout.effects import RolloutEffects
 from handlers.rollout.progress import Transition
@@ -50,26 +51,14 @@ class Limits:
     budget: int | None
     windows: tuple[Any, ...] = ()  # the model's freeze windows (handlers.freeze.WindowLike)
     approval: Any = None  # deploy.approval when required (handlers.policy.ApprovalRule): deploys wait
+    retrain_approval: Any = None  # retrain.approval when required (handlers.policy.Approval): retrains wait
 
     def of(self, kind: str) -> Limits:
-        """The limits of ``kind``'s slot: a rollout's has no cooldown or budget, only the freezes
-        and the approval its deploys wait for."""
-        return self if kind == guards.RETRAIN else Limits(None, None, self.windows, self.approval)
-
-
-@dataclass(frozen=True)
-class Preview:
-    """What carrying ``decision`` out would do, as :meth:`Executor.preview` found it: the decision as it
-    would be carried out (named), what it would render, the guards' verdict (None: not checked), a
-    deploy's gate verdict (None: not judged), the error reading the candidate's facts, if any, and
-    the record a dry run records."""
-
-    decision: Retrain | Deploy
-    rendered: dict[str, Any]
-    verdict: guards.Verdict | None
-    judged: gate.CandidateVerdict | None
-    error: PermanentError | None
-    record: DecisionRecord
+        """The limits of ``kind``'s slot: a retrain's cooldown, budget and the approval it waits for; a
+        rollout's has no cooldown or budget, only the freezes and the approval its deploys wait for."""
+        if kind == guards.RETRAIN:
+            return Limits(self.cooldown, self.budget, self.windows, self.retrain_approval)
+        return Limits(None, None, self.windows, self.approval)
 
 
 class Executor:
@@ -206,11 +195,10 @@ class Executor:
             rec = self.record(decision, "skipped", now, verdict.reason, guard=verdict.code, until=verdict.until)
             unwritten.append(rec)
             return rec
-        if verdict.supersedes:  # a deploy waited for approval in this slot: said in both records
-            old = self.ledger.get_decision(verdict.supersedes)
-            if old is not None and old.outcome == "pending":
-                self.write(approval_rules.superseded(old, decision.id, now))
-            decision = replace(decision, reason=f"{decision.reason}; {verdict.reason}")
+        if verdict.supersedes:  # a decision waited for approval in this slot: said in both records (again, resumed)
+            self.supersede(verdict.supersedes, decision.id, now)
+            took = f"supersedes decision {verdict.supersedes}, which waited for approval"
+            decision = replace(decision, reason=f"{decision.reason}; {took}")
         if verdict.resumed:  # reserved by an earlier delivery of this event, whose worker died
             done = self.ledger.get_decision(decision.id)
             if done is not None and done.outcome != "reserved":  # it acted and recorded the outcome
@@ -245,6 +233,13 @@ class Executor:
             return stored
         return self.act(decision, now)
 
+    def supersede(self, old_id: str, newer: str, now: datetime) -> None:
+        """Record the decision ``old_id``, which waited for approval, superseded by ``newer`` (which took
+        its slot); a record no longer pending (said already, or released first) stands."""
+        old = self.ledger.get_decision(old_id)
+        if old is not None and old.outcome == "pending":
+            self.write(approval_rules.superseded(old, newer, now))
+
     def named(self, decision: Retrain | Deploy) -> Retrain | Deploy:
         """``decision`` with its job or candidate deployment named under the key (:mod:`handlers.jobnames`)."""
         return jobnames.named(decision, self.job_name_key)
@@ -252,44 +247,8 @@ class Executor:
     def preview(
         self, decision: Retrain | Deploy, now: datetime, *, check_guards: bool = True, judge_always: bool = False
     ) -> Preview:
-        """A dry run: what the guards say and, for a deploy, the gate's verdict on what the workspace
-        holds now; nothing is reserved, registered or submitted, nothing written. The record is what a
-        dry-run request records. ``check_guards=False``: the ledger is not read (the guards are not
-        checked); ``judge_always``: a deploy's gate is judged even when a guard refuses it (what
-        ``retrain explain`` shows; the record stays the guard's skip)."""
-        kind = guards.RETRAIN if isinstance(decision, Retrain) else guards.ROLLOUT
-        limits = self.limits(decision.model).of(kind)
-        decision = self.named(decision)
-        rendered = rendered_of(decision)
-        verdict = None
-        if check_guards:
-            state = self.ledger.get_model(decision.model)
-            verdict = guards.check(
-                state, kind, decision.id, now, limits.cooldown, limits.budget, decision.force, limits.windows
-            )
-        refused = None
-        if verdict is not None and not verdict.granted:
-            refused = self.record(decision, "skipped", now, verdict.reason, guard=verdict.code, dry_run=True)
-            if not (judge_always and isinstance(decision, Deploy)):
-                return Preview(decision, rendered, verdict, None, None, refused)
-        if not isinstance(decision, Deploy):
-            planned = self.record(decision, "planned", now, job=job_of(rendered), rendered=rendered, dry_run=True)
-            return Preview(decision, rendered, verdict, None, None, refused or planned)
-        try:
-            facts = self.deployments.candidate_facts(decision.plan)
-        except PermanentError as exc:
-            failed = self.record(
-                decision, "failed", now, f"{decision.reason}; failed: {exc}", rendered=rendered, dry_run=True
-            )
-            return Preview(decision, rendered, verdict, None, exc, refused or failed)
-        judged = gate.judge(decision.plan.gate, facts)
-        extra: dict[str, Any] = {"gate": judged.gate.as_dict() if judged.gate else None, "candidate": facts.as_dict()}
-        if judged.next != "deploy":
-            outcome = "skipped" if judged.next == "skip" else "failed"
-            rec = self.record(decision, outcome, now, judged.why, rendered=rendered, dry_run=True, **extra)
-        else:
-            rec = self.record(decision, "planned", now, job=job_of(rendered), rendered=rendered, dry_run=True, **extra)
-        return Preview(decision, rendered, verdict, judged, None, refused or rec)
+        """A dry run of ``decision`` (:func:`handlers.preview.preview`): nothing reserved, submitted or written."""
+        return preview(self, decision, now, check_guards=check_guards, judge_always=judge_always)
 
     def _judged_already(self, decision: Deploy, kind: str) -> DecisionRecord | None:
         """The recorded outcome of a run's deploy decision that was carried out before, from another
@@ -321,7 +280,9 @@ class Executor:
         kind = guards.RETRAIN if isinstance(decision, Retrain) else guards.ROLLOUT
         try:
             if isinstance(decision, Retrain):
-                rec = self._recorded(decision, now, self.jobs.submit_retrain(decision.job), rendered, extra)
+                rec = self._waits(decision, now, rendered, extra, decision.reason) or self._recorded(
+                    decision, now, self.jobs.submit_retrain(decision.job), rendered, extra
+                )
             else:
                 rec = self._deploy(decision, now, rendered, extra)
         except PermanentError as exc:
@@ -344,15 +305,26 @@ class Executor:
             return self.record(
                 decision, "failed", now, f"{decision.reason}; failed: {judged.why}", rendered=rendered, **seen, **extra
             )
-        approval = self.limits(decision.model).approval
-        if approval is not None and not (extra.get("approval") or {}).get("approved_by"):  # a person decides
-            asked = approval_rules.asked(decision.id, approval, now)
-            why = f"{decision.reason}; {judged.why}; waits for approval until {asked['expires']}: approve or reject it"
-            return self.record(
-                decision, "pending", now, why, job=job_of(rendered), rendered=rendered, approval=asked, **seen, **extra
-            )
+        waits = self._waits(decision, now, rendered, {**seen, **extra}, f"{decision.reason}; {judged.why}")
+        if waits is not None:
+            return waits
         result = self.deployments.start_deploy(decision.plan, facts)
         return self._recorded(decision, now, result, rendered, {**seen, **extra})
+
+    def _waits(
+        self, decision: Retrain | Deploy, now: datetime, rendered: dict[str, Any], extra: dict[str, Any], why: str
+    ) -> DecisionRecord | None:
+        """The ``pending`` record of a decision whose action waits for a person (``retrain.approval``,
+        ``deploy.approval``), with the plan it would carry out; None when none is asked or it was approved."""
+        kind = guards.RETRAIN if isinstance(decision, Retrain) else guards.ROLLOUT
+        approval = self.limits(decision.model).of(kind).approval
+        if approval is None or (extra.get("approval") or {}).get("approved_by"):
+            return None
+        asked = approval_rules.asked(decision.id, approval, now)
+        said = f"{why}; waits for approval until {asked['expires']}: approve or reject it"
+        return self.record(
+            decision, "pending", now, said, job=job_of(rendered), rendered=rendered, **{**extra, "approval": asked}
+        )
 
     def _recorded(
         self,

@@ -57,10 +57,21 @@ class Frozen:
     what: str
     why: str
     until: str | None
+    approval: bool = False  # not a freeze: the move waits for a person's approval (deploy.approval.promote)
 
     @property
     def reason(self) -> str:
         return f"{self.what}: {self.why}"
+
+    @property
+    def state(self) -> str:
+        """What the reconciler's report says of a rollout it holds: ``frozen``, or ``waiting`` for approval."""
+        return "waiting" if self.approval else "frozen"
+
+    @property
+    def held(self) -> str:
+        """Why a rollout holds, as its record says it: frozen by a window or the switch, or waiting for approval."""
+        return f"waits for approval ({self.reason})" if self.approval else f"frozen by {self.reason}"
 
 
 def _utc(local: datetime, zone: ZoneInfo) -> datetime:

@@ -27,7 +27,7 @@ class Verdict:
     reason: str
     code: str  # granted, supersedes, resumed, done, in_flight, frozen, cooldown, budget
     until: str | None = None
-    supersedes: str | None = None  # the deploy waiting for approval whose slot a newer candidate takes
+    supersedes: str | None = None  # the decision waiting for approval whose slot a newer one takes
 
     @property
     def resumed(self) -> bool:
@@ -55,11 +55,15 @@ def check(
     ``windows`` or the model's stop switch) refuses new work even with ``force``."""
     flight = state.flights.get(kind)
     if flight and flight.decision == decision_id:
+        took = flight.data.get("supersedes")  # the waiting decision it took the slot from, said again if need be
         if flight.status != "reserved":
-            return Verdict(True, f"decision {decision_id} was carried out already (job {flight.job})", "done")
-        return Verdict(True, f"resuming decision {decision_id} reserved at {flight.since}", "resumed")
-    # a deploy waiting for approval (not being released) gives its slot to a newer candidate (handlers.approvals)
-    waiting = flight is not None and kind == ROLLOUT and flight.status == "pending" and RELEASE not in flight.data
+            return Verdict(
+                True, f"decision {decision_id} was carried out already (job {flight.job})", "done", None, took
+            )
+        return Verdict(True, f"resuming decision {decision_id} reserved at {flight.since}", "resumed", None, took)
+    # a decision waiting for approval (not being released) gives its slot to a newer one: a newer candidate's
+    # deploy, a newer signal's retrain past the cooldown (handlers.approvals)
+    waiting = flight is not None and flight.status == "pending" and RELEASE not in flight.data
     if flight and not force and not waiting:
         what = f"job {flight.job}" if flight.job else f"decision {flight.decision}"
         what += ", which waits for approval" if flight.status == "pending" else ""

@@ -3,7 +3,8 @@ the ledger's outbox with the decision and sent to the Notifier (an Event Grid cu
 
 Which records notify (:func:`notification_of`, pure): a ``submitted`` or ``failed`` decision of any
 action (a retrain, a deploy, a rollout step, a promotion, a rollback, a retirement, an operator's
-pause or resume), a held rollout (``rollout`` recorded ``skipped``), and every other recorded
+pause or resume), a held rollout (``rollout`` recorded ``skipped``), a retrain or deploy waiting for
+approval (``pending``) and how it ended without one (rejected, expired, superseded), and every other recorded
 outcome of ``promote``, ``rollback`` and ``retire``. Never a ``reserved`` record (it is written again
 with its outcome), a dry run or a ``planned`` one (nothing changed), nor another skip.
 
@@ -43,22 +44,39 @@ def notification_id(decision_id: str, outcome: str) -> str:
     return f"n-{digest('notify', decision_id, outcome, length=32)}"
 
 
+# How a decision that waited for approval ended without it: the key its details.approval then holds.
+APPROVAL_ENDS = (("rejected_by", "rejected"), ("expired_at", "expired"), ("superseded_by", "superseded"))
+
+
+def approval_ended(record: DecisionRecord) -> str | None:
+    """``rejected``, ``expired`` or ``superseded`` when ``record`` is a retrain or deploy that waited for
+    approval and was released so (:mod:`handlers.approvals`); else None."""
+    approval = record.details.get("approval")
+    if record.outcome != "skipped" or not isinstance(approval, dict):
+        return None
+    return next((end for key, end in APPROVAL_ENDS if approval.get(key)), None)
+
+
 def notifies(record: DecisionRecord) -> bool:
     if record.outcome in NEVER or record.details.get("dry_run"):
         return False
     if record.outcome in ("submitted", "failed", "pending") or record.action in ALWAYS:  # pending: asks a person
+        return True
+    if approval_ended(record) is not None:  # the person asked, or the card that asked them, learns how it ended
         return True
     return record.action == "rollout" and record.outcome == "skipped"  # a held rollout
 
 
 def notification_of(record: DecisionRecord) -> Notification | None:
     """The notification ``record`` gives (None when it gives none): a CloudEvent's id, type
-    (``retrain.decision.<action>.<outcome>``), subject (the model) and data (the record)."""
+    (``retrain.decision.<action>.<outcome>``; ``rejected``, ``expired`` or ``superseded`` for the outcome
+    of one that waited for approval), subject (the model) and data (the record)."""
     if not notifies(record):
         return None
+    outcome = approval_ended(record) or record.outcome
     return Notification(
-        id=notification_id(record.id, record.outcome),
-        type=f"{TYPE_PREFIX}.{record.action}.{record.outcome}",
+        id=notification_id(record.id, outcome),
+        type=f"{TYPE_PREFIX}.{record.action}.{outcome}",
         subject=record.model or "",
         time=record.at,
         data=record.to_dict(),

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers import freeze
-from handlers.approval_rules import self_approval
+from handlers.approval_rules import refusal
 from handlers.claims import Claims
 from handlers.errors import Forbidden, InvalidInput, NotApplicable, NotFound, TransientError
 from handlers.executor import Executor
@@ -305,15 +305,19 @@ class Operator:
         return self._carry_out(request, planned, now)
 
     def _four_eyes(self, request: OperatorRequest, state: ModelState) -> None:
-        """A promotion that ``deploy.approval.promote`` holds for a person: not by the caller who asked
-        for the deploy when four eyes are on (:mod:`handlers.approval_rules`)."""
+        """A promotion that ``deploy.approval.promote`` holds for a person is its approval: by a caller the
+        rule allows (the approver role; four eyes: signed in, and not the caller who asked for the deploy;
+        :func:`handlers.approval_rules.refusal`)."""
         deploy, flight = self.policy.models[request.model].deploy, state.flights.get(ROLLOUT)
         rule = deploy.approval if deploy is not None else None
-        if rule is None or not (rule.promote and rule.four_eyes) or flight is None:
+        if rule is None or not rule.promote or flight is None:
             return
         asked = self.ledger.get_decision(flight.decision)
-        if asked is not None and self_approval(asked.trigger.get("caller") or {}, dict(request.trigger.caller)):
-            raise Forbidden(f"{who(request.trigger)} asked for this deploy and may not approve its promotion too")
+        requester = (asked.trigger.get("caller") or {}) if asked is not None else {}
+        key = f"models.{request.model}.deploy.approval"
+        why = refusal(key, rule.four_eyes, rule.approver_role, requester, dict(request.trigger.caller), "promote")
+        if why is not None:
+            raise Forbidden(why)
 
     def _check(self, request: OperatorRequest) -> None:
         mp = self.policy.models.get(request.model)

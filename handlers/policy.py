@@ -129,6 +129,52 @@ class DriftRule(Strict):
     min_coefficient: float | None = Field(default=None, ge=0, le=1)
 
 
+_ROLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,119}$")
+
+
+class Approval(Strict):
+    """``retrain.approval`` (and the keys ``deploy.approval`` shares): the decision waits, recorded
+    ``pending`` and holding the model's slot, for a person to approve or reject it (:mod:`handlers.approvals`,
+    docs/policy.md, Approvals)."""
+
+    required: bool = True
+    expires: Duration = Field(
+        default=timedelta(hours=24), description="how long a pending decision waits before the reconciler releases it"
+    )
+    four_eyes: bool = Field(
+        default=True, description="the approver is a signed-in identity, and not the caller who asked"
+    )
+    approver_role: str | None = Field(
+        default=None, description="the app role a signed-in caller needs to approve or reject (None: any operator)"
+    )
+
+    @field_validator("expires")
+    @classmethod
+    def _expires(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= value <= timedelta(days=30):
+            raise ValueError("expires must be from 1m to 30d, e.g. '24h'; a pending decision holds the model's slot")
+        return value
+
+    @field_validator("approver_role")
+    @classmethod
+    def _role(cls, value: str | None) -> str | None:
+        if value is not None and not _ROLE.match(value):
+            raise ValueError(
+                f"{value[:60]!r} is not an app role value; write the role's value as the app registration declares "
+                "it, without spaces, e.g. 'Retrain.Approver'"
+            )
+        return value
+
+
+class ApprovalRule(Approval):
+    """``deploy.approval``: a candidate that passed the gate waits, holding the model's rollout slot,
+    for a person to approve or reject it; ``promote``: a rollout holds before its promotion."""
+
+    promote: bool = Field(
+        default=False, description="a rollout holds before its promotion until an operator promotes it"
+    )
+
+
 class RetrainRule(Strict):
     pipeline: Annotated[PipelineRef, BeforeValidator(_pipeline)]
     experiment: str | None = None
@@ -137,6 +183,7 @@ class RetrainRule(Strict):
     overridable: list[str] = Field(default_factory=list)
     cooldown: Duration | None = None
     daily_budget: int | None = Field(default=None, ge=0)
+    approval: Approval | None = Field(default=None, description="retrains wait for a person's approval")
 
     @model_validator(mode="after")
     def _overridable_are_inputs(self) -> RetrainRule:
@@ -154,27 +201,6 @@ class CandidateRule(Strict):
 
     experiments: list[str] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict)
-
-
-class ApprovalRule(Strict):
-    """``deploy.approval``: a candidate that passed the gate waits, holding the model's rollout slot,
-    for a person to approve or reject it (:mod:`handlers.approvals`, docs/policy.md, Approvals)."""
-
-    required: bool = True
-    expires: Duration = Field(
-        default=timedelta(hours=24), description="how long a pending deploy waits before the reconciler releases it"
-    )
-    four_eyes: bool = Field(default=True, description="the approver may not be the caller who asked")
-    promote: bool = Field(
-        default=False, description="a rollout holds before its promotion until an operator promotes it"
-    )
-
-    @field_validator("expires")
-    @classmethod
-    def _expires(cls, value: timedelta) -> timedelta:
-        if not timedelta(minutes=1) <= value <= timedelta(days=30):
-            raise ValueError("expires must be from 1m to 30d, e.g. '24h'; a pending deploy holds the model's slot")
-        return value
 
 
 class DeployRule(Strict):

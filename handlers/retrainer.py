@@ -26,12 +26,13 @@ from handlers.signals import MANUAL, OPERATOR, VALIDATION, ManualRequest, Operat
 
 if TYPE_CHECKING:
     from handlers.backtest_report import Report
-    from handlers.executor import Executor, Preview
+    from handlers.executor import Executor
     from handlers.notify import DrainReport, Outbox
     from handlers.operate import Operator
     from handlers.plans import Decision
     from handlers.policy import Policy
     from handlers.ports import Deployments, Jobs, Ledger, OutboxEntry
+    from handlers.preview import Preview
     from handlers.reconcile import Reconciler, ReconcileReport
     from handlers.replay import DeadLetterStore, ReplayReport
     from handlers.service import EventResult, RetrainService

@@ -136,12 +136,12 @@ def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now
         )
     _explain_flights(policy, ledger, name, state, flights, progress, now)
     status = (
-        "retraining"
+        "waiting for approval"
+        if any(f.status == "pending" for f in state.flights.values())
+        else "retraining"
         if "retrain" in flights
         else "rollout paused"
         if progress is not None and progress.paused
-        else "waiting for approval"
-        if "rollout" in flights and state.flights["rollout"].status == "pending"
         else "rolling out"
         if "rollout" in flights
         else "cooldown"

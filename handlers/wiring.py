@@ -31,7 +31,7 @@ from handlers.service import RetrainService
 
 if TYPE_CHECKING:
     from handlers.freeze import Frozen
-    from handlers.policy import Policy
+    from handlers.policy import Approval, DeployRule, Policy, RetrainRule
     from handlers.rollout_rules import RolloutRule
 
 
@@ -68,10 +68,20 @@ def assemble(
     batch = {m: mp.deploy.target for m, mp in policy.models.items() if mp.deploy and mp.deploy.batch_endpoint}
     deployments = routed(deployments, frozenset(batch.values()))  # batch endpoints through the backend's batch port
 
+    def asked(rule: DeployRule | RetrainRule | None) -> Approval | None:
+        """The approval ``rule``'s actions wait for (None: none required)."""
+        return rule.approval if rule is not None and rule.approval is not None and rule.approval.required else None
+
     def limits(model: str) -> Limits:
-        deploy = policy.models[model].deploy if model in policy.models else None
-        approval = deploy.approval if deploy is not None and deploy.approval and deploy.approval.required else None
-        return Limits(policy.cooldown(model), policy.daily_budget(model), policy.freeze_windows(model), approval)
+        mp = policy.models.get(model)
+        deploy, retrain = (mp.deploy, mp.retrain) if mp is not None else (None, None)
+        return Limits(
+            policy.cooldown(model),
+            policy.daily_budget(model),
+            policy.freeze_windows(model),
+            asked(deploy),
+            asked(retrain),
+        )
 
     def rule(model: str) -> RolloutRule:
         from handlers.rollout_rules import RolloutRule  # pydantic: loaded on the reconciler's path only
@@ -97,7 +107,7 @@ def assemble(
         deploy = policy.models[model].deploy if model in policy.models else None
         if found is None and action == "promote" and deploy is not None and deploy.approval and deploy.approval.promote:
             why = f"the promotion waits for a person; POST /api/models/{model}/promote (or retrain promote) approves it"
-            return freeze.Frozen("deploy.approval.promote", why, None)
+            return freeze.Frozen("deploy.approval.promote", why, None, approval=True)
         return found
 
     online = RolloutStepper(ledger, deployments, executor, rule, health, health_source, guard_queries, frozen)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -139,3 +141,22 @@ def http_error(status: int, headers: dict[str, str] | None = None) -> HttpRespon
     from azure.core.exceptions import HttpResponseError
 
     return HttpResponseError(message=f"status {status}", response=Response(status, headers))
+
+
+# Signed-in callers (App Service authentication): two operators, and how a route records one of them.
+ADA = "6f1e0000-0000-4000-8000-00000000ada0"
+BOB = "6f1e0000-0000-4000-8000-0000000000b0"
+BOB_CALLER = (("kind", "principal"), ("id", BOB), ("name", "bob@c"), ("roles", "Retrain.Operator"))
+
+
+def signed(oid: str, name: str, *roles: str) -> dict[str, str]:
+    """The headers App Service adds for a signed-in principal with the operator role and ``roles``."""
+    claims = [{"typ": "roles", "val": r} for r in ("Retrain.Operator", *roles)] + [{"typ": "name", "val": name}]
+    encoded = base64.b64encode(json.dumps({"auth_typ": "aad", "claims": claims}).encode()).decode()
+    return {"X-MS-CLIENT-PRINCIPAL": encoded, "X-MS-CLIENT-PRINCIPAL-NAME": name, "X-MS-CLIENT-PRINCIPAL-ID": oid}
+
+
+def signed_in(monkeypatch: Any) -> None:
+    """App Service authentication on, as the setting and the platform say it (pytest's ``monkeypatch``)."""
+    monkeypatch.setenv("RETRAIN_APP_SERVICE_AUTH", "true")
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")

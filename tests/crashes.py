@@ -118,6 +118,23 @@ class LedgerThatDies:
         return self.inner.finish_event(trigger, decision_ids, now, records)
 
 
+class DiesBeforeRecording:
+    """A ledger whose worker dies just before writing a decision record of ``outcome``: the writes before
+    it (a slot taken, a release marked) landed, that record and everything after did not."""
+
+    def __init__(self, inner: Ledger, outcome: str) -> None:
+        self.inner = inner
+        self.outcome = outcome
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def put_decision(self, record: DecisionRecord) -> DecisionRecord:
+        if record.outcome == self.outcome:
+            raise WorkerDied
+        return self.inner.put_decision(record)
+
+
 class FinishFailsOnce:
     """A ledger whose first marking of an event done fails transiently (the storage answered 503):
     the delivery is answered transient, the claim given back, and Event Grid redelivers later."""

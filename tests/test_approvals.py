@@ -6,7 +6,6 @@ against the fake ARM."""
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 from collections.abc import Iterator
@@ -26,18 +25,11 @@ from handlers.policy_file import parse_policy
 from handlers.records import DecisionRecord
 from handlers.signals import OPERATOR, Trigger
 from tests.azure_world import ENDPOINT, MODEL, AzureWorld
+from tests.builders import ADA, BOB, BOB_CALLER, signed, signed_in
 from tests.conftest import REPO, Client
 from tests.ledgers import LedgerSpec
 
 DEPLOYMENTS = rf"^onlineEndpoints/{ENDPOINT}/deployments/[^/]+$"
-ADA = "6f1e0000-0000-4000-8000-00000000ada0"
-BOB = "6f1e0000-0000-4000-8000-0000000000b0"
-
-
-def signed(oid: str, name: str) -> dict[str, str]:
-    claims = [{"typ": "roles", "val": "Retrain.Operator"}, {"typ": "name", "val": name}]
-    encoded = base64.b64encode(json.dumps({"auth_typ": "aad", "claims": claims}).encode()).decode()
-    return {"X-MS-CLIENT-PRINCIPAL": encoded, "X-MS-CLIENT-PRINCIPAL-NAME": name, "X-MS-CLIENT-PRINCIPAL-ID": oid}
 
 
 class Approving:
@@ -57,7 +49,8 @@ class Approving:
         return rec
 
     def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        status, _, out = self.client.call("POST", path, body, headers or {})
+        """POST as ``headers`` say; by default signed in as Bob, an operator (four eyes need a signed-in caller)."""
+        status, _, out = self.client.call("POST", path, body, signed(BOB, "bob@c") if headers is None else headers)
         return status, out
 
     def deployments_put(self) -> int:
@@ -75,6 +68,7 @@ def approving_post(operated: Any, path: str, body: Any, headers: dict[str, str])
 @pytest.fixture
 def approving(ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Approving]:
     monkeypatch.chdir(tmp_path)  # not a git repository, as on Azure
+    signed_in(monkeypatch)
     world = Approving(tmp_path, ledger_spec, {"required": True, "expires": "24h", "four_eyes": True})
     yield world
     runtime.set_retrainer(None)
@@ -109,9 +103,9 @@ def test_a_pending_deploy_holds_the_slot_and_is_carried_out_once_when_approved(a
     status, done = approving.post(f"/api/decisions/{rec.id}/approve", {"reason": "numbers look right"})
 
     assert status == 202 and (done["id"], done["outcome"]) == (rec.id, "submitted")
-    assert done["details"]["approval"]["approved_by"] == "function key"
+    assert done["details"]["approval"]["approved_by"] == "bob@c"
     assert done["details"]["approval"]["approve_reason"] == "numbers look right"
-    assert "approved by function key" in done["reason"] and approving.deployments_put() == 1
+    assert "approved by bob@c" in done["reason"] and approving.deployments_put() == 1
     assert approving.slot().status == "submitted"
 
     status, again = approving.post(f"/api/decisions/{rec.id}/approve", {"reason": "twice"})
@@ -123,7 +117,9 @@ def test_a_newer_candidate_supersedes_a_pending_deploy_said_in_both_records(appr
     old = approving.pending()
     approving.azure.arm.add_model(MODEL, "4", tags={"r2_score": "0.61"})
 
-    status, newer = approving.post(f"/api/models/{MODEL}/deploy", {"reason": "ship 4", "version": "4"})
+    status, newer = approving.post(
+        f"/api/models/{MODEL}/deploy", {"reason": "ship 4", "version": "4"}, signed(ADA, "ada@contoso")
+    )
 
     assert status == 200 and newer["outcome"] == "pending"
     assert f"supersedes decision {old.id}, which waited for approval" in newer["reason"]
@@ -138,6 +134,7 @@ def test_a_newer_candidate_supersedes_a_pending_deploy_said_in_both_records(appr
     assert status == 202 and done["outcome"] == "submitted" and approving.deployments_put() == 1
 
 
+@pytest.mark.both_ledgers
 def test_approvals_sent_at_once_carry_the_deploy_out_once(approving: Approving) -> None:
     rec = approving.pending()
     workers = [approving.azure.new_worker() for _ in range(4)]
@@ -145,9 +142,7 @@ def test_approvals_sent_at_once_carry_the_deploy_out_once(approving: Approving) 
     barrier = threading.Barrier(len(workers))
 
     def approve(worker: Any, n: int) -> None:
-        trigger = Trigger(
-            "http", f"approve-{n}", "ManualRequest.approve", (("kind", "function key"),), channel=OPERATOR
-        )
+        trigger = Trigger("http", f"approve-{n}", "ManualRequest.approve", BOB_CALLER, channel=OPERATOR)
         barrier.wait()
         try:
             results.append(worker.approve(rec.id, trigger, f"go {n}"))
@@ -175,8 +170,8 @@ def test_a_rejected_deploy_releases_the_slot_with_its_reason(approving: Approvin
     status, out = approving.post(f"/api/decisions/{rec.id}/reject", {"reason": "wrong data window"})
 
     assert status == 200 and out["outcome"] == "skipped"
-    assert "rejected by function key" in out["reason"] and "wrong data window" in out["reason"]
-    assert out["details"]["approval"]["rejected_by"] == "function key" and approving.slot() is None
+    assert "rejected by bob@c" in out["reason"] and "wrong data window" in out["reason"]
+    assert out["details"]["approval"]["rejected_by"] == "bob@c" and approving.slot() is None
     status, late = approving.post(f"/api/decisions/{rec.id}/approve", {"reason": "too late"})
     assert status == 409 and "skipped, not pending" in late["error"]
     assert approving.deployments_put() == 0
@@ -202,11 +197,8 @@ def test_an_expired_deploy_is_released_by_the_reconciler(approving: Approving) -
     assert status == 409 and "skipped, not pending" in late["error"]
 
 
-def test_four_eyes_refuses_the_requester_and_lets_a_second_caller_approve(
-    approving: Approving, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("RETRAIN_APP_SERVICE_AUTH", "true")
-    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+@pytest.mark.both_ledgers
+def test_four_eyes_refuses_the_requester_and_lets_a_second_caller_approve(approving: Approving) -> None:
     approving.azure.arm.add_model(MODEL, "4", tags={"r2_score": "0.61"})
     status, rec = approving.post(
         f"/api/models/{MODEL}/deploy", {"reason": "ship 4", "version": "4"}, signed(ADA, "ada@contoso")
@@ -215,6 +207,7 @@ def test_four_eyes_refuses_the_requester_and_lets_a_second_caller_approve(
 
     status, own = approving.post(f"/api/decisions/{rec['id']}/approve", {"reason": "mine"}, signed(ADA, "ada@contoso"))
     assert status == 403 and "may not approve it too" in own["error"] and approving.deployments_put() == 0
+    assert f"models.{MODEL}.deploy.approval.four_eyes" in own["error"]
 
     status, done = approving.post(f"/api/decisions/{rec['id']}/approve", {"reason": "checked"}, signed(BOB, "bob@c"))
     assert status == 202 and done["details"]["approval"]["approver"]["id"] == BOB
@@ -272,6 +265,7 @@ def test_expiry_defaults_to_a_day() -> None:
     assert approval is not None and approval.expires == timedelta(hours=24) and approval.four_eyes
 
 
+@pytest.mark.both_ledgers
 def test_a_promote_held_for_approval_waits_however_many_passes_go_by(
     ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -309,14 +303,15 @@ def test_a_promote_held_for_approval_waits_however_many_passes_go_by(
         assert healthy_bake() == "stepped" and operated.traffic()[operated.name] == 50
         assert healthy_bake() == "held" and operated.traffic()[operated.name] == 50
         [hold] = [r for r in operated.records("rollout") if "waits for a person" in r.reason]
-        assert "deploy.approval.promote" in hold.reason and f"/api/models/{MODEL}/promote" in hold.reason
+        assert "held: waits for approval (deploy.approval.promote" in hold.reason and "frozen" not in hold.reason
+        assert f"/api/models/{MODEL}/promote" in hold.reason
         for _ in range(4):  # however many passes: held, recorded once
             azure.now.advance(minutes=15)
-            assert operated.state() in ("held", "frozen") and operated.traffic()[operated.name] == 50
+            assert operated.state() == "waiting" and operated.traffic()[operated.name] == 50
         assert len([r for r in operated.records("rollout") if "waits for a person" in r.reason]) == 1
 
         status, own = approving_post(operated, path + "promote", {"reason": "mine"}, signed(ADA, "a"))
-        assert status == 403 and "may not approve its promotion too" in own["error"]
+        assert status == 403 and "asked for this and may not promote it too" in own["error"]
         assert operated.traffic()[operated.name] == 50
 
         status, promoted = approving_post(operated, path + "promote", {"reason": "canary held"}, signed(BOB, "b"))
@@ -336,7 +331,7 @@ def test_a_worker_that_dies_after_the_approval_deployed_leaves_it_to_the_reconci
 
     rec = approving.pending()
     dying = approving.azure.new_worker(DiesAfterActing(approving.azure.actions))
-    trigger = Trigger("http", "a-1", "ManualRequest.approve", (("kind", "function key"),), channel=OPERATOR)
+    trigger = Trigger("http", "a-1", "ManualRequest.approve", BOB_CALLER, channel=OPERATOR)
     with pytest.raises(WorkerDied):
         dying.approve(rec.id, trigger, "go")
     assert approving.deployments_put() == 1 and approving.slot().status == "reserved"
@@ -347,7 +342,7 @@ def test_a_worker_that_dies_after_the_approval_deployed_leaves_it_to_the_reconci
     [resumed] = approving.azure.reconcile().resumed
 
     assert (resumed.id, resumed.outcome) == (rec.id, "submitted")
-    assert resumed.details["approval"]["approved_by"] == "function key"
+    assert resumed.details["approval"]["approved_by"] == "bob@c"
     names = {c.path for c in approving.azure.arm.requests_to("PUT", DEPLOYMENTS) if c.status in (200, 201)}
     assert len(names) == 1  # one candidate deployment: the resumed action adopted the one the dead worker started
     assert approving.slot().status == "submitted"

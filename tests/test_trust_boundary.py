@@ -339,6 +339,7 @@ def test_with_sign_in_the_principal_is_required_checked_for_the_role_and_recorde
         "provider": "aad",
         "name": "ada@contoso.example",
         "id": "6f1e0000-0000-4000-8000-00000000ada0",
+        "roles": "Retrain.Operator",
     }
 
     no_role = {**headers, "X-MS-CLIENT-PRINCIPAL": principal("Reader")}

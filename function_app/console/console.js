@@ -132,7 +132,9 @@
         const job = card.querySelector(".job");
         job.hidden = false;
         const link = card.querySelector(".job-link");
-        link.textContent = flights.retrain.job || flights.retrain.decision;
+        link.textContent = flights.retrain.status === "pending"
+          ? "WAITING FOR APPROVAL: retrain " + flights.retrain.decision + " (the job it would submit is in its record below)"
+          : flights.retrain.job || flights.retrain.decision;
         if (flights.retrain.url) link.href = flights.retrain.url; else link.removeAttribute("href");
       }
       const r = flights.rollout;
@@ -155,15 +157,17 @@
           : "Health: not judged yet.";
         chart(card.querySelector(".chart"), card.querySelector(".chart-caption"), history, health ? health.max_error_rate : null);
       }
-      const waiting = Boolean(r && r.status === "pending");  // a deploy waiting for a person (deploy.approval)
-      const rolling = Boolean(r) && !waiting;
+      const asking = flights.retrain && flights.retrain.status === "pending" ? flights.retrain : null;  // retrain.approval
+      const waiting = Boolean(r && r.status === "pending") || Boolean(asking);  // a person decides (approval)
+      const rolling = Boolean(r) && r.status !== "pending";
       card.querySelector('[data-action="promote"]').disabled = !rolling || Boolean(r && r.paused);
       card.querySelector('[data-action="pause"]').disabled = !rolling || Boolean(r && r.paused);
       card.querySelector('[data-action="approve"]').disabled = !waiting;
       card.querySelector('[data-action="reject"]').disabled = !waiting;
       card.querySelector('[data-action="resume"]').disabled = !(r && r.paused);
       for (const button of card.querySelectorAll("button[data-action]")) {
-        button.addEventListener("click", () => act(m.model, button.dataset.action, r ? r.decision : null));
+        const decided = ["approve", "reject"].includes(button.dataset.action) && asking ? asking : r;
+        button.addEventListener("click", () => act(m.model, button.dataset.action, decided ? decided.decision : null));
       }
       box.appendChild(card);
     }

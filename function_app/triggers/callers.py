@@ -47,8 +47,8 @@ def _claims(encoded: str) -> tuple[str, list[str]]:
 def caller_of(
     headers: Mapping[str, str], *, app_service_auth: bool, operator_role: str, platform_sign_in: bool
 ) -> dict[str, Any]:
-    """The caller to record. With authentication on: the signed-in principal, which must hold
-    ``operator_role`` (Unauthorized without a principal, Forbidden without the role). Authentication
+    """The caller to record. With authentication on: the signed-in principal (name, object id and app
+    roles), which must hold ``operator_role`` (Unauthorized without a principal, Forbidden without the role). Authentication
     said on (``app_service_auth``) while the platform's is off (``platform_sign_in``): the headers could
     be anyone's, so no request passes (Forbidden), rather than trusting them or dropping the role check."""
     if not app_service_auth:
@@ -73,4 +73,6 @@ def caller_of(
             f"{name or principal_id or 'the caller'} lacks the app role {operator_role!r} that manual requests "
             "need; an owner of the app registration assigns it (docs/security.md, Entra ID sign-in)"
         )
-    return {"kind": "principal", "provider": provider, "name": name[:256], "id": principal_id[:128]}
+    # its app roles too, for a policy's approver_role (space-separated: an app role's value has no spaces)
+    held = " ".join(sorted({r for r in roles if r.isprintable() and " " not in r and len(r) <= 120})[:20])
+    return {"kind": "principal", "provider": provider, "name": name[:256], "id": principal_id[:128], "roles": held}

@@ -379,10 +379,10 @@ class RolloutStepper:
             if frozen is not None:
                 held = RolloutProgress.of(flight) or start
                 if held is not None and held.held == pending.from_step:
-                    return {"state": "frozen", "step": pending.from_step, "why": frozen.reason}
+                    return {"state": frozen.state, "step": pending.from_step, "why": frozen.held}
                 pending = Transition.of(
                     model, flight, "hold", pending.from_step, pending.from_step, None,
-                    f"rollout of {flight.job} held: frozen by {frozen.reason}", frozen=frozen.reason,
+                    f"rollout of {flight.job} held: {frozen.held}", frozen=frozen.reason,
                 )  # fmt: skip
         if not self.ledger.update_model(model, lambda s: changes.begin(s, decision, pending, start)):
             log.info("rollout %s model=%s: changed meanwhile; left for the next pass", flight.job, model)

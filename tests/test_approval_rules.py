@@ -1,0 +1,58 @@
+"""Who may decide on a decision waiting for approval (:func:`handlers.approval_rules.refusal`), and the
+notification each way a wait ends gives (:func:`handlers.notify.notification_of`): pure rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from handlers.approval_rules import refusal
+from handlers.notify import notification_of
+from handlers.records import DecisionRecord
+
+KEY = "models.churn.deploy.approval"
+ADA = {"kind": "principal", "id": "a", "name": "ada", "roles": "Retrain.Operator"}
+BOB = {"kind": "principal", "id": "b", "name": "bob", "roles": "Retrain.Operator Retrain.Approver"}
+KEYED = {"kind": "function key"}
+
+
+@pytest.mark.parametrize(
+    ("four_eyes", "role", "asked", "deciding", "verb", "says"),
+    [
+        (True, None, ADA, BOB, "approve", None),
+        (True, None, ADA, ADA, "approve", "ada asked for this and may not approve it too"),
+        (True, None, {}, KEYED, "approve", "a signed-in identity is needed to approve it"),
+        (True, None, KEYED, KEYED, "reject", None),  # withdrawing needs no second person
+        (False, None, KEYED, KEYED, "approve", None),
+        (False, "Retrain.Approver", ADA, KEYED, "approve", "is not signed in"),
+        (True, "Retrain.Approver", BOB, ADA, "reject", "ada lacks the app role 'Retrain.Approver'"),
+        (True, "Retrain.Approver", ADA, BOB, "promote", None),
+        (True, None, {"kind": "command line", "user": "ada"}, {"kind": "command line", "user": "bob"}, "approve", None),
+    ],
+)
+def test_who_may_decide_is_the_approver_role_then_four_eyes(
+    four_eyes: bool, role: str | None, asked: dict[str, str], deciding: dict[str, str], verb: str, says: str | None
+) -> None:
+    why = refusal(KEY, four_eyes, role, asked, deciding, verb)
+    assert (why is None) if says is None else (why is not None and says in why and KEY in why)
+
+
+@pytest.mark.parametrize(
+    ("approval", "kind"),
+    [
+        ({"rejected_by": "bob", "why": "no"}, "rejected"),
+        ({"expired_at": "2026-12-06T10:00:00Z", "released_by": "reconciler"}, "expired"),
+        ({"superseded_by": "re-2"}, "superseded"),
+    ],
+)
+def test_a_wait_that_ended_without_approval_is_published_by_how_it_ended(approval: dict[str, str], kind: str) -> None:
+    record = DecisionRecord(
+        "re-1", "churn", "retrain", "skipped", "why", {}, "2026-12-06T10:00:00Z", None, {"approval": approval}
+    )
+    note = notification_of(record)
+    assert (
+        note is not None
+        and note.type == f"retrain.decision.retrain.{kind}"
+        and note.data["details"]["approval"] == approval
+    )
+    plain = DecisionRecord("re-1", "churn", "retrain", "skipped", "cooldown", {}, "2026-12-06T10:00:00Z", None, {})
+    assert notification_of(plain) is None
