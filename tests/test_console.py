@@ -255,12 +255,13 @@ def test_the_stop_switch_from_the_console_freezes_a_model_and_shows_why(tmp_path
 
 def test_a_deploy_waiting_for_approval_is_approved_from_the_console(tmp_path: Path) -> None:
     """Under deploy.approval the card says WAITING FOR APPROVAL with the decision; Approve asks why and
-    carries the deploy out, recorded with who pressed it."""
+    carries the deploy out, recorded with who pressed it (the local host has no sign-in: a function key
+    approves only with four eyes off)."""
     from playwright.sync_api import expect
 
     text = (REPO / "examples" / "policy.yaml").read_text()
     text = text.replace(
-        "      endpoint: diabetes-endpoint\n", "      endpoint: diabetes-endpoint\n      approval: {}\n", 1
+        "      endpoint: diabetes-endpoint\n", "      endpoint: diabetes-endpoint\n      approval: {four_eyes: false}\n", 1
     )
     world = World(
         LedgerSpec("sqlite", str(tmp_path / "l.db")),
