@@ -261,7 +261,9 @@ def test_a_deploy_waiting_for_approval_is_approved_from_the_console(tmp_path: Pa
 
     text = (REPO / "examples" / "policy.yaml").read_text()
     text = text.replace(
-        "      endpoint: diabetes-endpoint\n", "      endpoint: diabetes-endpoint\n      approval: {four_eyes: false}\n", 1
+        "      endpoint: diabetes-endpoint\n",
+        "      endpoint: diabetes-endpoint\n      approval: {four_eyes: false}\n",
+        1,
     )
     world = World(
         LedgerSpec("sqlite", str(tmp_path / "l.db")),
