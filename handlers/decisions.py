@@ -9,30 +9,27 @@ instead. No I/O, no clock read, no SDK import. Rollout transitions are decided b
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from handlers.inputs import bare, input_problem, manual_problem, reference_problem, v1_dataset_problem
+from handlers.inputs import manual_problem
 from handlers.keys import ci_get, slug
+from handlers.newdata import on_blob
 from handlers.plans import (
     SERVICE_TAG_VALUE,
     Decision,
     Deploy,
     DeployPlan,
-    JobPlan,
-    Retrain,
-    Skip,
     decision_id,
     run_decision_id,
     skip,
 )
+from handlers.retrain_plan import retrain
 from handlers.signals import (
-    DRIFT,
     TAG_DECISION,
     TAG_MODEL,
     TAG_SERVICE,
-    TAG_TRIGGER,
     AlertFired,
+    BlobCreated,
     DriftDetected,
     Ignored,
     ManualRequest,
@@ -40,7 +37,6 @@ from handlers.signals import (
     ModelRegistered,
     RunFinished,
     Signal,
-    Trigger,
 )
 
 if TYPE_CHECKING:  # the policy module imports pydantic; decide only reads the objects
@@ -57,6 +53,8 @@ def decide(signal: Signal, policy: Policy, workspaces: frozenset[str] = frozense
         return [skip(signal.trigger, signal.reason)]
     if isinstance(signal, DriftDetected):
         return _on_drift(signal, policy)
+    if isinstance(signal, BlobCreated):
+        return on_blob(signal, policy)
     if isinstance(signal, RunFinished):
         return _on_run(signal, policy)
     if isinstance(signal, ModelRegistered):
@@ -114,7 +112,7 @@ def _on_drift(signal: DriftDetected, policy: Policy) -> list[Decision]:
         reason = signal.detail
         if rule.min_coefficient is not None and signal.coefficient is not None:
             reason += f" (>= min_coefficient {rule.min_coefficient})"
-        out.append(_retrain(model, mp, signal.trigger, reason, signal.event_data, {}, workspace=signal.workspace))
+        out.append(retrain(model, mp, signal.trigger, reason, signal.event_data, {}, workspace=signal.workspace))
     return out
 
 
@@ -166,67 +164,7 @@ def _on_alert(signal: AlertFired, policy: Policy, workspaces: frozenset[str]) ->
     what = (
         f"Azure Monitor alert {signal.rule!r} fired ({', '.join(filter(None, (signal.severity, signal.signal_type)))})"
     )
-    return [_retrain(model, mp, signal.trigger, what, {}, {}) for model, mp in concerned]
-
-
-def _retrain(
-    model: str,
-    mp: ModelPolicy,
-    trigger: Trigger,
-    reason: str,
-    event_data: Mapping[str, Any],
-    overrides: Mapping[str, Any],
-    *,
-    manual: bool = False,
-    force: bool = False,
-    dry_run: bool = False,
-    workspace: str = "",
-) -> Retrain | Skip:
-    rule = mp.retrain
-    if rule is None:
-        return skip(trigger, f"policy has no 'retrain' section for model {model!r}", model)
-    did = decision_id("retrain", model, trigger)
-    inputs: dict[str, dict[str, Any]] = {}
-    for name, spec in rule.inputs.items():
-        value: Any = None
-        origin = "policy"
-        if name in overrides:
-            value, origin = overrides[name], "request"
-        elif spec.from_event and ci_get(event_data, spec.from_event) is not None:
-            value, origin = ci_get(event_data, spec.from_event), f"event.{spec.from_event}"
-            if spec.type != "literal" and trigger.event_type == DRIFT and bare(value):
-                # SDK v1 drift (legacy): its dataset ids are v1 dataset GUIDs, not data asset names
-                if spec.value is None:
-                    return skip(trigger, v1_dataset_problem(model, name, spec.from_event, value), model, input=name)
-                value, origin = spec.value, f"policy (the event's {spec.from_event} is a v1 dataset id)"
-        else:
-            value = spec.value
-        problem = input_problem(model, name, spec, value, origin, manual)
-        if problem is None and origin.startswith("event.") and spec.type != "literal":
-            problem = reference_problem(model, name, spec, str(value), workspace)
-        if problem is not None:
-            return skip(trigger, problem, model, input=name)
-        if spec.type != "literal" and origin.startswith("event.") and ":" not in str(value) and "/" not in str(value):
-            value = f"azureml:{value}"  # a bare dataset id or name from an event names a data asset
-        inputs[name] = {"type": spec.type, "value": value, "from": origin}
-    job_name = f"retrain-{slug(model, 40)}-{did.split('-', 1)[1]}"
-    tags = {
-        TAG_SERVICE: SERVICE_TAG_VALUE,
-        TAG_MODEL: model,
-        TAG_DECISION: did,
-        TAG_TRIGGER: f"{trigger.event_type.rsplit('.', 1)[-1]}:{trigger.event_id}"[:256],
-    }
-    plan = JobPlan(
-        name=job_name,
-        model=model,
-        component=str(rule.pipeline),
-        experiment=rule.experiment or f"retrain-{slug(model, 40)}",
-        compute=rule.compute,
-        inputs=inputs,
-        tags=tags,
-        display_name=f"retrain {model}: {reason}"[:200],
-    )
-    return Retrain(did, model, reason, trigger, plan, force=force, dry_run=dry_run)
+    return [retrain(model, mp, signal.trigger, what, {}, {}) for model, mp in concerned]
 
 
 def _deploy_plan(
@@ -365,7 +303,7 @@ def _on_manual(signal: ManualRequest, policy: Policy) -> Decision:
         return skip(trigger, problem or "", model if mp is not None else None)
     reason = f"manual request: {signal.reason}"
     if signal.action == "retrain":
-        return _retrain(
+        return retrain(
             model, mp, trigger, reason, {}, signal.inputs, manual=True, force=signal.force, dry_run=signal.dry_run
         )
     assert mp.deploy is not None

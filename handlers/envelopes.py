@@ -19,6 +19,7 @@ from handlers.errors import InvalidInput
 from handlers.keys import as_str, ci_get, finite
 from handlers.signals import (
     ALERT,
+    BLOB_CREATED,
     DRIFT,
     FINISHED_STATUSES,
     ML_EVENT_TYPES,
@@ -27,6 +28,7 @@ from handlers.signals import (
     RUN_STATUS,
     VALIDATION,
     AlertFired,
+    BlobCreated,
     DriftDetected,
     Ignored,
     ModelDeployed,
@@ -52,6 +54,7 @@ class Envelope:
     source: str
     data: Mapping[str, Any]
     schema: str  # "eventgrid" or "cloudevents"
+    subject: str = ""  # what the event is about, in its source (a blob's container and name, for storage)
 
     def get(self, *names: str) -> Any:
         return ci_get(self.data, *names)
@@ -92,6 +95,7 @@ def envelope_from_dict(raw: Mapping[str, Any]) -> Envelope:
         source=str(source or ""),
         data=data if isinstance(data, Mapping) else {},
         schema=schema,
+        subject=str(raw.get("subject") or "")[:2000],
     )
 
 
@@ -167,6 +171,8 @@ def to_signal(env: Envelope, workspaces: frozenset[str] | None = None) -> Signal
             "a subscription validation event is a handshake, answered by the webhook (POST /api/events) "
             "when Event Grid sends it; there is nothing to decide",
         )
+    if env.event_type == BLOB_CREATED:  # which accounts count is the policy's (retrain.on.data): decide says
+        return _blob_signal(env, trigger)
     if env.event_type not in ML_EVENT_TYPES:
         return Ignored(trigger, f"event type {env.event_type!r} is not an Azure ML event this service handles")
     if workspaces is not None and workspace_key(env.source) not in workspaces:
@@ -205,6 +211,22 @@ def to_signal(env: Envelope, workspaces: frozenset[str] | None = None) -> Signal
     ids = env.get("ModelIds") or ""
     model_ids = tuple(part.strip() for part in str(ids).split(",") if part.strip())
     return ModelDeployed(trigger, ws, str(env.get("ServiceName") or ""), model_ids)
+
+
+_BLOB_SUBJECT = re.compile(r"^/?blobServices/default/containers/([^/]+)/blobs/(.+)$")
+
+
+def _blob_signal(env: Envelope, trigger: Trigger) -> Signal:
+    """A storage account's BlobCreated: the subject (``/blobServices/default/containers/<c>/blobs/<name>``)
+    names the container and the blob, in both schemas; the topic (source) is the account."""
+    match = _BLOB_SUBJECT.match(env.subject)
+    if not match or not env.source:
+        return Ignored(
+            trigger,
+            f"BlobCreated event without a blob subject and a storage account source (subject {env.subject[:200]!r}): "
+            "cannot tell which blob was created",
+        )
+    return BlobCreated(trigger, env.source.strip().rstrip("/"), match.group(1), match.group(2))
 
 
 def _run_signal(env: Envelope, trigger: Trigger, ws: str) -> Signal:

@@ -22,12 +22,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from handlers import approval_rules, gate, guards, jobnames
+from handlers import approval_rules, gate, guards, jobnames, newdata
 from handlers.errors import PermanentError
-from handlers.plans import Decision, Deploy, Retrain, job_of, rendered_of
+from handlers.plans import Collect, Decision, Deploy, Retrain, job_of, rendered_of
 from handlers.ports import ActionResult, Deployments, Jobs, Ledger
 from handlers.preview import Preview, preview
-from handlers.records import DecisionRecord, Flight, iso
+from handlers.records import DecisionRecord, Flight, iso, span
 from handlers.rollout.effects import RolloutEffects
 from handlers.rollout.progress import Transition
 from handlers.rollout.retire import Retirement
@@ -342,6 +342,16 @@ class Executor:
             rendered=rendered,
             **{**result.details, **extra},
         )
+
+    def collect(self, decision: Collect, now: datetime) -> DecisionRecord:
+        """Count a new blob into its model's burst (:mod:`handlers.newdata`); the record (not written yet,
+        like a skip's) says which burst and when its retrain may start."""
+        burst = self.ledger.update_model(decision.model, lambda s: newdata.collected(s, decision, now))
+        why = (
+            f"{decision.reason}; counted into burst {burst['id']} ({burst['blobs']} blob(s) since {burst['first']}): "
+            f"one retrain starts once no new blob has come for {span(decision.settle)}"
+        )
+        return self.record(decision, "skipped", now, why, burst=burst["id"], blobs=burst["blobs"])
 
     # ------------------------------------------------------------------ rollouts: traffic, monitors, deletions
 

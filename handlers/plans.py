@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers.keys import digest
@@ -172,7 +173,21 @@ class Skip:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-Decision = Retrain | Deploy | Skip
+@dataclass(frozen=True)
+class Collect:
+    """A new blob counted into ``model``'s burst of new data (:mod:`handlers.newdata`): nothing starts
+    now; the reconciler starts one retrain once the burst has settled (no new blob for ``settle``)."""
+
+    id: str
+    model: str
+    reason: str
+    trigger: Trigger
+    blob: str  # container/name
+    settle: timedelta
+    action: str = "collect"
+
+
+Decision = Retrain | Deploy | Collect | Skip
 
 
 def decision_id(action: str, model: str | None, trigger: Trigger) -> str:

@@ -19,6 +19,7 @@ from handlers.freeze_rules import FreezeWindow
 from handlers.gate_rules import GateRule
 from handlers.policy_base import Duration, Strict
 from handlers.rollout_rules import RolloutRule
+from handlers.trigger_rules import OnRule
 
 _PIPELINE = re.compile(
     r"^(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]{0,254})(?::(?P<version>[A-Za-z0-9_.-]+)|@(?P<label>[A-Za-z0-9_.-]+))$"
@@ -184,6 +185,15 @@ class RetrainRule(Strict):
     cooldown: Duration | None = None
     daily_budget: int | None = Field(default=None, ge=0)
     approval: Approval | None = Field(default=None, description="retrains wait for a person's approval")
+    on: OnRule = Field(default_factory=OnRule, description="new data that starts a retrain")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_key(cls, data: Any) -> Any:
+        """YAML 1.1 (PyYAML) reads a bare ``on:`` key as the boolean true: it means ``on``."""
+        if isinstance(data, Mapping) and True in data and "on" not in data:
+            return {("on" if key is True else key): value for key, value in data.items()}
+        return data
 
     @model_validator(mode="after")
     def _overridable_are_inputs(self) -> RetrainRule:

@@ -37,12 +37,11 @@ from handlers.ports import Deployments, Jobs, Ledger
 from handlers.records import DecisionRecord, Flight, ModelState, iso
 from handlers.rollout import retire
 from handlers.rollout.batch import Advances
-from handlers.signals import (
-    Signal,
-)
+from handlers.signals import Signal
 
 if TYPE_CHECKING:
     from handlers.approvals import Approvals
+    from handlers.settler import Settler
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +67,7 @@ class ReconcileReport:
     deferred: list[dict[str, str]] = field(default_factory=list)
     rollouts: list[dict[str, Any]] = field(default_factory=list)
     retired: list[DecisionRecord] = field(default_factory=list)
+    started: list[DecisionRecord] = field(default_factory=list)  # the retrains of settled bursts of new data
     purged: int = 0
     notified: dict[str, Any] = field(default_factory=dict)  # the outbox drained after the pass (handlers/notify.py)
 
@@ -82,6 +82,7 @@ class ReconcileReport:
             "deferred": list(self.deferred),
             "rollouts": list(self.rollouts),
             "retired": [r.to_dict() for r in self.retired],
+            "started": [r.to_dict() for r in self.started],
             "purged": self.purged,
             "notified": dict(self.notified),
         }
@@ -123,6 +124,7 @@ class Reconciler:
         deployments: Deployments | None = None,
         retiring: Callable[[str], RetireRule | None] = lambda model: None,
         approvals: Approvals | None = None,
+        settler: Settler | None = None,
     ) -> None:
         self.ledger = ledger
         self.executor = executor
@@ -140,6 +142,7 @@ class Reconciler:
         self.deployments = deployments
         self.retiring = retiring
         self.approvals = approvals  # releases expired retrains and deploys waiting for approval
+        self.settler = settler  # starts the retrain of a settled burst of new data
 
     def run(self, now: datetime) -> ReconcileReport:
         """One pass of the reconciler: finish each action whose worker died between reserve and
@@ -168,6 +171,14 @@ class Reconciler:
                     work(state.model, kind, flight, now, report)
                 except TransientError as exc:
                     self._defer(report, state.model, kind, flight, exc)
+            if state.burst is not None and self.settler is not None:
+                try:
+                    started = self.settler.start(state, now)
+                except TransientError as exc:
+                    log.warning("reconciler: new data of model=%s deferred: %s", state.model, exc)
+                    report.deferred.append({"model": state.model, "decision": "new data", "error": str(exc)})
+                else:
+                    report.started.extend([started] if started is not None else [])
             try:
                 self._retire(state, now, report, moved)
             except (TransientError, PermanentError) as exc:  # a read refused or failing: the next pass retries

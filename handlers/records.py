@@ -195,6 +195,7 @@ class ModelState:
     kept: dict[str, Any] | None = None
     retire_due: str | None = None
     frozen: dict[str, Any] | None = None  # the stop switch (handlers.freeze): by, why, at, actions
+    burst: dict[str, Any] | None = None  # new blobs not yet retrained on (handlers.newdata): id, first, last, blobs
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -210,6 +211,8 @@ class ModelState:
             out["retire_due"] = self.retire_due
         if self.frozen is not None:
             out["frozen"] = dict(self.frozen)
+        if self.burst is not None:
+            out["burst"] = dict(self.burst)
         return out
 
     @classmethod
@@ -224,4 +227,5 @@ class ModelState:
             kept=dict(data["kept"]) if isinstance(data.get("kept"), dict) else None,
             retire_due=data["retire_due"] if isinstance(data.get("retire_due"), str) else None,
             frozen=dict(data["frozen"]) if isinstance(data.get("frozen"), dict) else None,
+            burst=dict(data["burst"]) if isinstance(data.get("burst"), dict) else None,
         )

@@ -23,7 +23,7 @@ from handlers.errors import Conflict, Forbidden, PermanentError
 from handlers.executor import Executor
 from handlers.inputs import check_manual
 from handlers.keys import ci_get
-from handlers.plans import Skip, decision_id
+from handlers.plans import Collect, Skip, decision_id
 from handlers.ports import Ledger
 from handlers.records import DecisionRecord, iso
 from handlers.signals import TAG_DECISION, TAG_MODEL, AlertFired, ManualRequest, RunFinished, Signal
@@ -151,6 +151,9 @@ class RetrainService:
                         records.append(recorded)
                     elif isinstance(decision, Skip):  # no reservation: written with the event's completion
                         unwritten.append(self.executor.record(decision, "skipped", now, **decision.details))
+                        records.append(unwritten[-1])
+                    elif isinstance(decision, Collect):  # new data: counted into the model's burst
+                        unwritten.append(self.executor.collect(decision, now))
                         records.append(unwritten[-1])
                     else:
                         records.append(self.executor.carry_out(decision, now, unwritten))

@@ -22,6 +22,7 @@ MODEL_REGISTERED = ML + "ModelRegistered"
 MODEL_DEPLOYED = ML + "ModelDeployed"
 VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
 ML_EVENT_TYPES = (DRIFT, RUN_COMPLETED, RUN_STATUS, MODEL_REGISTERED, MODEL_DEPLOYED)
+BLOB_CREATED = "Microsoft.Storage.BlobCreated"  # a storage account's system topic: new data (retrain.on.data)
 
 
 # Tags that this service sets on every job it submits: they tie a run to a model and a decision.
@@ -139,6 +140,18 @@ class RunFinished:
 
 
 @dataclass(frozen=True)
+class BlobCreated:
+    """A blob created or replaced in a storage account (its system topic's ``Microsoft.Storage.BlobCreated``):
+    ``account`` the account's resource id (the event's topic or source), ``container`` and ``blob`` (its
+    name, a path) read from the event's subject."""
+
+    trigger: Trigger
+    account: str
+    container: str
+    blob: str
+
+
+@dataclass(frozen=True)
 class ModelRegistered:
     trigger: Trigger
     workspace: str
@@ -204,4 +217,6 @@ class Ignored:
     reason: str
 
 
-Signal = AlertFired | DriftDetected | RunFinished | ModelRegistered | ModelDeployed | ManualRequest | Ignored
+Signal = (
+    AlertFired | BlobCreated | DriftDetected | RunFinished | ModelRegistered | ModelDeployed | ManualRequest | Ignored
+)

@@ -28,6 +28,7 @@ from handlers.rollout.stepper import RolloutStepper
 from handlers.rollout.watch import AlertWatch
 from handlers.routing import routed
 from handlers.service import RetrainService
+from handlers.settler import Settler
 
 if TYPE_CHECKING:
     from handlers.freeze import Frozen
@@ -125,6 +126,7 @@ def assemble(
         deployments=deployments,
         retiring=retiring,
         approvals=Approvals(policy, ledger, executor, clock),
+        settler=Settler(policy, ledger, executor),
     )
     outbox = Outbox(ledger, notifier, max_attempts=notify_max_attempts, max_age=notify_max_age)
     return Retrainer(policy, ledger, jobs, deployments, executor, service, reconciler, operator, clock, outbox)

@@ -160,3 +160,33 @@ def signed_in(monkeypatch: Any) -> None:
     """App Service authentication on, as the setting and the platform say it (pytest's ``monkeypatch``)."""
     monkeypatch.setenv("RETRAIN_APP_SERVICE_AUTH", "true")
     monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+
+
+STORAGE = "/subscriptions/{subscription-id}/resourceGroups/rg-data/providers/Microsoft.Storage/storageAccounts/mydata"
+
+
+def blob_event(
+    blob: str, *, container: str = "training", account: str = STORAGE, event_id: str | None = None
+) -> dict[str, Any]:
+    """A storage account's BlobCreated (Event Grid schema; :func:`cloud` for CloudEvents), as its system topic sends it."""
+    name = account.rsplit("/", 1)[-1]
+    data = {
+        "api": "PutBlob",
+        "eTag": "0x8D96060BDA19D9D",
+        "contentType": "text/csv",
+        "contentLength": 1024,
+        "blobType": "BlockBlob",
+        "url": f"https://{name}.blob.core.windows.net/{container}/{blob}",
+        "sequencer": "0000000000000000000000000000B00D0000000005b058d3",
+    }
+    subject = f"/blobServices/default/containers/{container}/blobs/{blob}"
+    return event("Microsoft.Storage.BlobCreated", data, event_id=event_id, topic=account, subject=subject)
+
+
+def with_retrain_on(on: dict[str, Any], model: str = MODEL, policy: Any = None) -> Any:
+    """``policy`` (the example's) with ``models.<model>.retrain.on`` set to ``on``, validated as a file is."""
+    from handlers.policy import Policy
+
+    raw = (policy or EXAMPLE_POLICY).model_dump()
+    raw["models"][model]["retrain"]["on"] = on
+    return Policy.model_validate(raw)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from handlers.envelopes import parse_body
-from handlers.executor import Preview
+from handlers.preview import Preview
 from handlers.records import DecisionRecord
 from tests.builders import MODEL, NOW, drift_event, ours, run_event
 from tests.ledgers import LedgerSpec

@@ -27,7 +27,13 @@ def envelope_from_binding(event: func.EventGridEvent | func.CloudEvent) -> Envel
     """The same envelope whichever schema the event arrived in."""
     if isinstance(event, func.EventGridEvent):
         return envelope_from_dict(
-            {"id": event.id, "eventType": event.event_type, "topic": event.topic, "data": event.get_json()}
+            {
+                "id": event.id,
+                "eventType": event.event_type,
+                "topic": event.topic,
+                "subject": event.subject,
+                "data": event.get_json(),
+            }
         )
     return envelope_from_dict(
         {
@@ -35,6 +41,7 @@ def envelope_from_binding(event: func.EventGridEvent | func.CloudEvent) -> Envel
             "id": event.id,
             "type": event.type,
             "source": event.source,
+            "subject": event.subject,
             "data": event.get_json(),
         }
     )
