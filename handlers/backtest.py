@@ -32,7 +32,7 @@ from handlers import guards, recorded
 from handlers.backtest_report import NO_MODEL, Difference, Outcome, Report, compute, recorded_outcome
 from handlers.decisions import decide
 from handlers.keys import ci_get
-from handlers.plans import Retrain, Skip
+from handlers.plans import Collect, Retrain, Skip
 from handlers.records import DecisionRecord, ModelState, from_iso, iso
 from handlers.service import verified
 from handlers.signals import OPERATOR, TAG_DECISION, TAG_MODEL, RunFinished, Signal
@@ -108,6 +108,8 @@ class Replay:
     def _guarded(self, d: Decision, now: datetime) -> Outcome:
         if isinstance(d, Skip):
             return Outcome("none", "skipped", None, d.reason)
+        if isinstance(d, Collect):  # new data: its burst's retrain is the reconciler's, not replayed here
+            return Outcome(d.action, "skipped", None, f"{d.reason}: counted into a burst (its retrain is not replayed)")
         if d.dry_run:
             return Outcome(d.action, "skipped", None, f"dry run: {d.reason}")
         retrain = isinstance(d, Retrain)
