@@ -210,6 +210,7 @@ def test_reconcile_on_a_clean_ledger_does_nothing(azure: AzureWorld) -> None:
         "deferred": [],
         "rollouts": [],
         "retired": [],
+        "started": [],
         "purged": 0,
         "notified": {"sent": [], "attempts": 0, "more": False, "error": None, "deferred": [], "dead": []},  # no topic
     }
