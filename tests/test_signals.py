@@ -10,7 +10,7 @@ import pytest
 
 from handlers.envelopes import parse_body, to_signal, workspace_key
 from handlers.errors import InvalidInput
-from handlers.signals import DriftDetected, Ignored, ModelDeployed, ModelRegistered, RunFinished
+from handlers.signals import BlobCreated, DriftDetected, Ignored, ModelDeployed, ModelRegistered, RunFinished
 from tests.builders import WORKSPACE, breach_event, cloud, drift_event, event, run_event
 from tests.conftest import load_sample, sample_files
 
@@ -23,7 +23,8 @@ def signal_of(raw: Any) -> Any:
 
 
 EXPECTED = {
-    "DeadLetter.Microsoft.Storage.BlobCreated.eventgrid.json": Ignored,
+    "DeadLetter.Microsoft.Storage.BlobCreated.eventgrid.json": BlobCreated,  # a dead-letter record: its event, read as such
+    "Microsoft.Storage.BlobCreated.eventgrid.json": BlobCreated,
     "Microsoft.EventGrid.SubscriptionValidationEvent.eventgrid.json": Ignored,
     "Microsoft.MachineLearningServices.DatasetDriftDetected.eventgrid.json": DriftDetected,
     "Microsoft.MachineLearningServices.ModelDeployed.eventgrid.json": ModelDeployed,
@@ -113,8 +114,8 @@ def test_workspace_match_ignores_case_and_slashes() -> None:
 
 
 def test_unknown_event_type_is_ignored_with_reason() -> None:
-    s = signal_of([event("Microsoft.Storage.BlobCreated", {"url": "x"})])
-    assert isinstance(s, Ignored) and "Microsoft.Storage.BlobCreated" in s.reason
+    s = signal_of([event("Microsoft.Storage.BlobDeleted", {"url": "x"})])
+    assert isinstance(s, Ignored) and "Microsoft.Storage.BlobDeleted" in s.reason
 
 
 def test_single_event_object_is_accepted_like_a_batch_of_one() -> None:
