@@ -196,3 +196,25 @@ def test_a_worker_that_dies_after_switching_the_default_is_finished_by_the_next_
     assert batch.state() == "promoted"
     assert len(azure.arm.requests_to("PUT", r"^batchEndpoints/[^/]+$")) == switches  # found so, not sent again
     assert len(batch.records("promote")) == 1 and not batch.in_flight()
+
+
+def test_a_frozen_promotion_holds_the_switch_once_and_unfreezing_lets_it_go_on(batch: Batch) -> None:
+    import main
+
+    azure = batch.azure
+    deploy = batch.candidate(r2="0.61")
+    name = str(deploy.details["rendered"]["deployment"])
+    runtime.set_retrainer(azure.worker)
+    client = Client(Host(main.app))
+    status, _, out = client.call("POST", "/api/freeze", {"reason": "quarter close", "actions": ["promote"]})
+    assert status == 200, out
+    azure.provisioned()
+    assert batch.state() == "held" and batch.default() == "nightly"
+    [hold] = [r for r in batch.records("rollout") if "frozen" in r.reason]
+    assert hold.outcome == "skipped" and "frozen by the stop switch" in hold.reason
+    assert batch.state() == "frozen"  # the next pass: held still, no second record
+    assert [r.id for r in batch.records("rollout") if "frozen" in r.reason] == [hold.id]
+
+    status, _, out = client.call("POST", "/api/unfreeze", {"reason": "closed"})
+    assert status == 200, out
+    assert batch.state() == "promoted" and batch.default() == name

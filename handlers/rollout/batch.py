@@ -17,7 +17,6 @@ endpoint the policy names go to the backend's batch port, the others to its onli
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -26,14 +25,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from handlers.executor import Executor
 from handlers.ports import Deployments, Ledger
 from handlers.records import Flight
-from handlers.rollout import changes, traffic
+from handlers.rollout import traffic, writeahead
 from handlers.rollout.progress import RolloutProgress, Transition
 from handlers.rollout.traffic import fmt
 
 if TYPE_CHECKING:
     from handlers.freeze import Frozen
-
-log = logging.getLogger(__name__)
 
 
 class Advances(Protocol):
@@ -65,10 +62,6 @@ class BatchStepper:
             return {**entry, **self.executor.transition(model, flight, progress.pending, now)}
         if progress is not None and progress.paused:
             return {**entry, "state": "paused", "step": progress.step, "paused": progress.paused}
-        if progress is not None and progress.held == -1:
-            frozen = self._frozen(model, now)
-            if frozen is not None:
-                return {**entry, "state": "frozen", "why": frozen.reason}
         state = self.deployments.deployment_state(endpoint, deployment)
         start = RolloutProgress(endpoint, deployment, (100,))
         if state is None or state.lower() in traffic.PROVISIONING_FAILED:
@@ -90,13 +83,6 @@ class BatchStepper:
             return {**entry, "state": "provisioning", "provisioning": state}
         original = traffic.live(self.deployments.endpoint_traffic(endpoint))
         start = replace(start, original=original, traffic=original)
-        frozen = self._frozen(model, now)
-        if frozen is not None:
-            pending = Transition.of(
-                model, flight, "hold", -1, -1, None, f"batch rollout of {flight.job} held: frozen by {frozen.reason}",
-                frozen=frozen.reason,
-            )  # fmt: skip
-            return {**entry, **self._write_ahead(model, flight, pending, now, start)}
         before = next(iter(original), None)
         demoted = sorted(d for d in original if d != deployment)
         pending = Transition.of(
@@ -114,16 +100,10 @@ class BatchStepper:
         )
         return {**entry, **self._write_ahead(model, flight, pending, now, start)}
 
-    def _frozen(self, model: str, now: datetime) -> Frozen | None:
-        return None if self.frozen is None else self.frozen(model, "promote", now)
-
     def _write_ahead(
         self, model: str, flight: Flight, pending: Transition, now: datetime, start: RolloutProgress
     ) -> dict[str, Any]:
-        if not self.ledger.update_model(model, lambda s: changes.begin(s, flight.decision, pending, start)):
-            log.info("batch rollout %s model=%s: changed meanwhile; left for the next pass", flight.job, model)
-            return {"state": "changed_meanwhile"}
-        return self.executor.transition(model, flight, pending, now)
+        return writeahead.write_ahead(self.ledger, self.executor, self.frozen, model, flight, pending, now, start)
 
 
 class ByModel:

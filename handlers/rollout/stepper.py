@@ -29,7 +29,7 @@ from handlers.errors import PermanentError
 from handlers.executor import Executor
 from handlers.ports import Deployments, Ledger
 from handlers.records import Flight, from_iso, iso, span
-from handlers.rollout import changes, query_guards, smoke, traffic
+from handlers.rollout import query_guards, smoke, traffic, writeahead
 from handlers.rollout.progress import RolloutProgress, Transition
 from handlers.rollout.query_guards import GuardQueries
 from handlers.rollout.traffic import fmt
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from handlers.rollout_rules import RolloutRule
 
 log = logging.getLogger(__name__)
-FORWARD = ("step", "mirror", "promote")  # the stepper's moves that give a candidate more traffic (or the endpoint)
 
 
 class RolloutStepper:
@@ -368,26 +367,7 @@ class RolloutStepper:
         now: datetime,
         start: RolloutProgress | None = None,
     ) -> dict[str, Any]:
-        """Write ``pending`` ahead into the flight, then have the executor carry it out. A move that
-        gives the candidate more traffic while the model is frozen (:mod:`handlers.freeze`) becomes a
-        hold at the step it was decided on, recorded once; a rollback is never held."""
-        decision = flight.decision
-        if pending.kind in FORWARD and self.frozen is not None:
-            candidate = str(flight.job).partition("/")[2]
-            whole = pending.row.promotes or (pending.target or {}).get(candidate) == 100  # the endpoint is its
-            frozen = self.frozen(model, "promote" if whole else "deploy", now)
-            if frozen is not None:
-                held = RolloutProgress.of(flight) or start
-                if held is not None and held.held == pending.from_step:
-                    return {"state": frozen.state, "step": pending.from_step, "why": frozen.held}
-                pending = Transition.of(
-                    model, flight, "hold", pending.from_step, pending.from_step, None,
-                    f"rollout of {flight.job} held: {frozen.held}", frozen=frozen.reason,
-                )  # fmt: skip
-        if not self.ledger.update_model(model, lambda s: changes.begin(s, decision, pending, start)):
-            log.info("rollout %s model=%s: changed meanwhile; left for the next pass", flight.job, model)
-            return {"state": "changed_meanwhile"}
-        return self.executor.transition(model, flight, pending, now)
+        return writeahead.write_ahead(self.ledger, self.executor, self.frozen, model, flight, pending, now, start)
 
 
 def _no_data(
