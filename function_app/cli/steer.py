@@ -117,7 +117,7 @@ def add_parsers(sub: Any) -> None:
         p.add_argument("--json", action="store_true", help="print the decision records as JSON lines")
         p.set_defaults(fn=cmd_freeze)
     for verb, what in (
-        ("approve", "carry out a deploy waiting for approval"),
+        ("approve", "carry out a retrain or deploy waiting for approval"),
         ("reject", "release it, nothing deployed"),
     ):
         p = sub.add_parser(verb, help=what)
