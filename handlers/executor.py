@@ -214,6 +214,9 @@ class Executor:
                 )
                 return done
             decision = jobnames.named_as_reserved(decision, done)
+            approved = dict(done.details.get("approval") or {}) if done is not None else {}
+            if done is not None and approved.get("approved_by"):  # approved, then its worker died: on as approved,
+                return self.act(replace(decision, reason=done.reason), now, approval=approved)  # said as recorded
         rendered = rendered_of(decision)
         stored = self.write(
             self.record(

@@ -346,3 +346,29 @@ def test_a_worker_that_dies_after_the_approval_deployed_leaves_it_to_the_reconci
     names = {c.path for c in approving.azure.arm.requests_to("PUT", DEPLOYMENTS) if c.status in (200, 201)}
     assert len(names) == 1  # one candidate deployment: the resumed action adopted the one the dead worker started
     assert approving.slot().status == "submitted"
+
+
+@pytest.mark.both_ledgers
+def test_a_candidate_redelivered_after_its_approval_is_deployed_as_approved_once(approving: Approving) -> None:
+    """The RunCompleted's worker recorded the deploy pending and died before finishing the event; Bob's
+    approval died before deploying. The redelivery deploys it as approved, once, without asking again."""
+    from tests.crashes import DiesBeforeActing, LedgerThatDies, WorkerDied
+
+    event = approving.azure.finished_run(r2="0.61")
+    with pytest.raises(WorkerDied):
+        approving.azure.deliver(
+            json.loads(json.dumps(event)),
+            approving.azure.new_worker(ledger=LedgerThatDies(approving.azure.spec.open(), "confirm")),
+        )
+    rec = approving.slot().decision
+    trigger = Trigger("http", "a-1", "ManualRequest.approve", BOB_CALLER, channel=OPERATOR)
+    with pytest.raises(WorkerDied):
+        approving.azure.new_worker(DiesBeforeActing(approving.azure.actions)).approve(rec, trigger, "go")
+    approving.azure.now.advance(minutes=3)  # past the event's lease: Event Grid redelivers it
+
+    [again] = approving.azure.deliver(event).decisions
+
+    assert (again.id, again.outcome) == (rec, "submitted") and approving.deployments_put() == 1
+    assert again.details["approval"]["approved_by"] == "bob@c" and again.reason.count("waits for approval") == 1
+    outbox = approving.azure.ledger.notifications(dead=False, limit=50)
+    assert [e.notification.data["id"] for e in outbox if e.notification.type.endswith(".pending")] == [rec]

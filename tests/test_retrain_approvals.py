@@ -24,7 +24,7 @@ from handlers.signals import OPERATOR, Trigger
 from tests.azure_world import DRIFT_SAMPLE, MODEL, AzureWorld, in_workspace
 from tests.builders import BOB, BOB_CALLER, signed, signed_in
 from tests.conftest import REPO, Client
-from tests.crashes import DiesBeforeRecording, WorkerDied
+from tests.crashes import DiesBeforeActing, DiesBeforeRecording, LedgerThatDies, WorkerDied
 from tests.ledgers import LedgerSpec
 
 CAROL = "6f1e0000-0000-4000-8000-0000000ca401"
@@ -208,6 +208,39 @@ def test_a_superseding_worker_that_dies_before_saying_so_is_repaired_by_the_reco
     assert stored is not None and stored.outcome == "skipped"
     assert f"superseded by decision {newer.decision}" in stored.reason
     assert [n.data["id"] for n in waiting.notes("superseded")] == [old.id] and waiting.azure.arm.job_puts == []
+
+
+@pytest.mark.both_ledgers
+def test_a_superseding_event_redelivered_after_its_approval_changes_nothing_and_says_nothing_twice(
+    waiting: Waiting,
+) -> None:
+    """The superseding event's worker died before finishing the event; Bob approved its retrain and his
+    worker died before submitting. The redelivery carries it out as approved, once: it does not ask for
+    approval again, and neither record nor the outbox says 'supersedes' or 'pending' a second time."""
+    old = waiting.drift()
+    waiting.azure.now.advance(hours=7)
+    with pytest.raises(WorkerDied):  # recorded pending, superseded the old one, died before finishing the event
+        waiting.drift(waiting.azure.new_worker(ledger=LedgerThatDies(waiting.azure.spec.open(), "confirm")))
+    newer = waiting.slot().decision
+    said_before = waiting.azure.decision(old.id)
+    trigger = Trigger("http", "a-1", "ManualRequest.approve", BOB_CALLER, channel=OPERATOR)
+    with pytest.raises(WorkerDied):
+        waiting.azure.new_worker(DiesBeforeActing(waiting.azure.actions)).approve(newer, trigger, "go")
+    assert waiting.slot().status == "reserved" and waiting.azure.arm.job_puts == []
+    waiting.azure.now.advance(minutes=3)  # past the event's lease: Event Grid redelivers it
+    raw = copy.deepcopy(in_workspace(DRIFT_SAMPLE))
+    raw["id"] = "drift-2"
+
+    [again] = waiting.azure.deliver(raw).decisions
+
+    assert (again.id, again.outcome) == (newer, "submitted") and len(waiting.azure.arm.job_puts) == 1
+    assert again.details["approval"]["approved_by"] == "bob@c" and "approved by bob@c" in again.reason
+    assert again.reason.count(f"supersedes decision {old.id}") == 1
+    assert waiting.azure.decision(old.id) == said_before  # the superseded record is not written again
+    assert [n.data["id"] for n in waiting.notes("superseded")] == [old.id]
+    assert sorted(n.data["id"] for n in waiting.notes("pending")) == sorted([old.id, newer])
+    waiting.azure.reconcile()
+    assert len(waiting.azure.arm.job_puts) == 1 and waiting.slot().status == "submitted"
 
 
 def test_the_approver_role_is_asked_of_whoever_approves_or_rejects(
