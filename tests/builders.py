@@ -146,6 +146,7 @@ def http_error(status: int, headers: dict[str, str] | None = None) -> HttpRespon
 # Signed-in callers (App Service authentication): two operators, and how a route records one of them.
 ADA = "6f1e0000-0000-4000-8000-00000000ada0"
 BOB = "6f1e0000-0000-4000-8000-0000000000b0"
+CAROL = "6f1e0000-0000-4000-8000-0000000ca401"  # a third person: the approver role
 BOB_CALLER = (("kind", "principal"), ("id", BOB), ("name", "bob@c"), ("roles", "Retrain.Operator"))
 
 

@@ -25,7 +25,7 @@ from handlers.policy_file import parse_policy
 from handlers.records import DecisionRecord
 from handlers.signals import OPERATOR, Trigger
 from tests.azure_world import ENDPOINT, MODEL, AzureWorld
-from tests.builders import ADA, BOB, BOB_CALLER, signed, signed_in
+from tests.builders import ADA, BOB, BOB_CALLER, CAROL, signed, signed_in
 from tests.conftest import REPO, Client
 from tests.ledgers import LedgerSpec
 
@@ -65,15 +65,19 @@ def approving_post(operated: Any, path: str, body: Any, headers: dict[str, str])
     return status, out
 
 
-@pytest.fixture
-def approving(ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Approving]:
-    monkeypatch.chdir(tmp_path)  # not a git repository, as on Azure
-    signed_in(monkeypatch)
-    world = Approving(tmp_path, ledger_spec, {"required": True, "expires": "24h", "four_eyes": True})
+def opened(tmp_path: Path, spec: LedgerSpec, approval: dict[str, Any]) -> Iterator[Approving]:
+    world = Approving(tmp_path, spec, approval)
     yield world
     runtime.set_retrainer(None)
     world.azure.close()
     assert world.azure.arm.unexpected == []
+
+
+@pytest.fixture
+def approving(ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Approving]:
+    monkeypatch.chdir(tmp_path)  # not a git repository, as on Azure
+    signed_in(monkeypatch)
+    yield from opened(tmp_path, ledger_spec, {"required": True, "expires": "24h", "four_eyes": True})
 
 
 @pytest.mark.both_ledgers
@@ -212,6 +216,30 @@ def test_four_eyes_refuses_the_requester_and_lets_a_second_caller_approve(approv
     status, done = approving.post(f"/api/decisions/{rec['id']}/approve", {"reason": "checked"}, signed(BOB, "bob@c"))
     assert status == 202 and done["details"]["approval"]["approver"]["id"] == BOB
     assert done["trigger"]["caller"]["id"] == ADA and approving.deployments_put() == 1
+
+
+@pytest.mark.both_ledgers
+def test_the_approver_role_is_asked_of_whoever_approves_or_rejects_a_deploy(
+    ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy.approval.approver_role: an operator without the app role (from the App Service principal's
+    claims) is refused both ways with a 403 naming the role and the key; a holder of the role approves."""
+    monkeypatch.chdir(tmp_path)
+    signed_in(monkeypatch)
+    for approving in opened(tmp_path, ledger_spec, {"approver_role": "Retrain.Approver"}):
+        rec = approving.pending()
+        for verb in ("approve", "reject"):
+            status, out = approving.post(f"/api/decisions/{rec.id}/{verb}", {"reason": verb})  # Bob: operator only
+            assert status == 403 and "bob@c lacks the app role 'Retrain.Approver'" in out["error"]
+            assert f"models.{MODEL}.deploy.approval.approver_role" in out["error"]
+        assert approving.slot().status == "pending" and approving.deployments_put() == 0
+
+        approver = signed(CAROL, "carol@c", "Retrain.Approver")
+        status, done = approving.post(f"/api/decisions/{rec.id}/approve", {"reason": "go"}, approver)
+
+        assert status == 202 and done["outcome"] == "submitted" and approving.deployments_put() == 1
+        assert done["details"]["approval"]["approver"]["id"] == CAROL
+        assert "Retrain.Approver" in done["details"]["approval"]["approver"]["roles"]
 
 
 def test_an_approved_deploy_whose_worker_failed_is_finished_by_the_reconciler_as_approved(

@@ -22,12 +22,10 @@ from handlers.policy import Policy
 from handlers.records import DecisionRecord
 from handlers.signals import OPERATOR, Trigger
 from tests.azure_world import DRIFT_SAMPLE, MODEL, AzureWorld, in_workspace
-from tests.builders import BOB, BOB_CALLER, signed, signed_in
+from tests.builders import BOB, BOB_CALLER, CAROL, signed, signed_in
 from tests.conftest import REPO, Client
 from tests.crashes import DiesBeforeActing, DiesBeforeRecording, LedgerThatDies, WorkerDied
 from tests.ledgers import LedgerSpec
-
-CAROL = "6f1e0000-0000-4000-8000-0000000ca401"
 
 
 class Waiting:
@@ -243,6 +241,7 @@ def test_a_superseding_event_redelivered_after_its_approval_changes_nothing_and_
     assert len(waiting.azure.arm.job_puts) == 1 and waiting.slot().status == "submitted"
 
 
+@pytest.mark.both_ledgers
 def test_the_approver_role_is_asked_of_whoever_approves_or_rejects(
     ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -264,21 +263,31 @@ def test_the_approver_role_is_asked_of_whoever_approves_or_rejects(
         assert len(waiting.azure.arm.job_puts) == 1
 
 
-def test_a_function_key_cannot_approve_under_four_eyes_and_can_with_them_off(
+@pytest.mark.both_ledgers
+def test_a_function_key_cannot_approve_under_four_eyes_but_may_reject(
     ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without sign-in every caller is 'function key': under four eyes nobody can tell the approver from
-    the requester, so it is refused rather than counted as a second person; with four eyes off it may."""
+    the requester, so it is refused rather than counted as a second person; a rejection asks no second person."""
     monkeypatch.chdir(tmp_path)
     for waiting in open_world(tmp_path, ledger_spec, {"four_eyes": True}):
         rec = waiting.drift()
         status, out = waiting.post(f"/api/decisions/{rec.id}/approve", {"reason": "go"}, {})
         assert status == 403 and "a signed-in identity is needed to approve it" in out["error"]
         assert "four_eyes: false" in out["error"] and waiting.slot().status == "pending"
+        assert waiting.azure.arm.job_puts == []
         status, out = waiting.post(f"/api/decisions/{rec.id}/reject", {"reason": "withdrawn"}, {})
         assert status == 200 and out["details"]["approval"]["rejected_by"] == "function key"
-    (tmp_path / "off").mkdir()
-    for waiting in open_world(tmp_path / "off", LedgerSpec("sqlite", str(tmp_path / "off.db")), {"four_eyes": False}):
+        assert waiting.slot() is None
+
+
+@pytest.mark.both_ledgers
+def test_a_function_key_may_approve_with_four_eyes_off(
+    ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for waiting in open_world(tmp_path, ledger_spec, {"four_eyes": False}):
         rec = waiting.drift()
         status, out = waiting.post(f"/api/decisions/{rec.id}/approve", {"reason": "go"}, {})
         assert status == 202 and out["details"]["approval"]["approved_by"] == "function key"
+        assert len(waiting.azure.arm.job_puts) == 1
