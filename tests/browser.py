@@ -45,19 +45,26 @@ def chromium() -> str:
 
 
 @contextmanager
-def browser_page(width: int = 1366, height: int = 900) -> Iterator[Any]:
+def browser_page(
+    width: int = 1366, height: int = 900, answer: str | None = None, headers: dict[str, str] | None = None
+) -> Iterator[Any]:
     """A page of a fresh headless Chromium at a laptop's screen size; confirmation dialogs are accepted,
-    and prompts answered with the text they offer."""
+    and prompts answered with ``answer`` (by default the text they offer). ``headers`` go with every
+    request the page sends (what App Service adds for a signed-in person, say)."""
     from playwright.sync_api import sync_playwright
 
     path = chromium()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=path, headless=True, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
+            page = browser.new_page(viewport={"width": width, "height": height}, extra_http_headers=headers)
             page.on(
                 "dialog",
-                lambda dialog: dialog.accept(dialog.default_value) if dialog.type == "prompt" else dialog.accept(),
+                lambda dialog: (
+                    dialog.accept(dialog.default_value if answer is None else answer)
+                    if dialog.type == "prompt"
+                    else dialog.accept()
+                ),
             )
             yield page
         finally:
