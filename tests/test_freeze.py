@@ -176,6 +176,11 @@ def test_the_stop_switch_holds_a_rollout_refuses_new_work_lets_a_rollback_throug
     assert status == 202 and rolled["action"] == "rollback"  # a rollback is never held
     assert operated.traffic() == {"blue": 100}
 
+    newer = operated.azure.finished_run(r2="0.65", run_id="retrain-sklearn-regression-model-0123456789abcdee")
+    [deploy] = operated.azure.deliver(newer).decisions  # the slot is free now: the switch alone refuses it
+    assert (deploy.action, deploy.outcome, deploy.details["guard"]) == ("deploy", "skipped", "frozen")
+    assert "frozen by the stop switch: set by function key" in deploy.reason and "incident 4711" in deploy.reason
+
 
 def test_unfreezing_lets_the_held_rollout_go_on(operated: Operated) -> None:
     operated.client.call("POST", "/api/freeze", {"reason": "release train", "actions": ["promote"]})
@@ -249,3 +254,61 @@ def test_the_command_line_freezes_one_model_and_unfreezes_it(
     with pytest.raises(SystemExit) as refused:  # argparse: --reason is required
         cli.main(["freeze", "--model", MODEL])
     assert refused.value.code == 2 and "--reason" in capsys.readouterr().err
+
+
+def test_a_freeze_window_holds_a_rollout_refuses_new_work_and_lets_a_rollback_through(tmp_path: Any) -> None:
+    """A one-off window in New York's time, beginning while a rollout bakes its first step: the step is
+    held (recorded once), a retrain and a new candidate's deploy are recorded skips naming the window,
+    GET /api/models shows it, and a rollback goes through."""
+    import yaml
+
+    from function_app import runtime
+    from handlers.policy import Policy
+    from tests.conftest import REPO
+    from tests.ledgers import LedgerSpec
+
+    raw = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
+    raw["models"][MODEL]["freeze"] = [
+        {
+            "name": "month-end close",
+            "timezone": "America/New_York",
+            "start": "2026-11-25T05:10",
+            "end": "2026-11-25T18:00",
+        }
+    ]
+    azure = AzureWorld(tmp_path, LedgerSpec("sqlite", str(tmp_path / "l.db")), policy=Policy.model_validate(raw))
+    try:
+        operated = Operated(azure)  # a candidate at 10%, before the window (05:10 EST is 10:10Z)
+        assert azure.now.now < at("2026-11-25T10:10:00+00:00") and operated.traffic()[operated.name] == 10
+        window = (  # 18:00 in New York (EST) is 23:00Z
+            "frozen by freeze window 'month-end close': 2026-11-25T05:10 to 2026-11-25T18:00 America/New_York, "
+            "until 2026-11-25T23:00:00Z"
+        )
+
+        _healthy_bake(operated)  # healthy and baked, inside the window: it would go on to 50%
+
+        assert operated.state() == "held" and operated.traffic()[operated.name] == 10
+        [hold] = [r for r in operated.records("rollout") if "frozen" in r.reason]
+        assert window in hold.reason, hold.reason
+        azure.now.advance(minutes=20)
+        assert operated.state() == "frozen" and operated.traffic()[operated.name] == 10  # held still, said once
+        assert [r.id for r in operated.records("rollout") if "frozen" in r.reason] == [hold.id]
+        _, _, view = operated.client.call("GET", "/api/models")
+        [model] = [m for m in view["models"] if m["model"] == MODEL]
+        assert set(model["frozen"]) == {"retrain", "deploy", "promote"}, model
+        assert "month-end close" in json.dumps(model["frozen"]) and model["stop_switch"] is None
+
+        status, _, retrain = operated.client.call("POST", f"/api/models/{MODEL}/retrain", {"reason": "now"})
+        assert status == 200 and (retrain["outcome"], retrain["details"]["guard"]) == ("skipped", "frozen")
+        assert window in retrain["reason"] and azure.arm.job_puts == []
+
+        status, _, rolled = operated.client.call("POST", f"/api/models/{MODEL}/rollback", {"reason": "bad canary"})
+        assert status == 202 and rolled["action"] == "rollback" and operated.traffic() == {"blue": 100}
+
+        newer = azure.finished_run(r2="0.65", run_id="retrain-sklearn-regression-model-0123456789abcdee")
+        [deploy] = azure.deliver(newer).decisions
+        assert (deploy.action, deploy.outcome, deploy.details["guard"]) == ("deploy", "skipped", "frozen")
+        assert window in deploy.reason and guards.ROLLOUT not in azure.ledger.get_model(MODEL).flights
+    finally:
+        runtime.set_retrainer(None)
+        azure.close()
