@@ -157,13 +157,17 @@ SLICED_GATE = """      gate:
             floor: 0.4
             margin: 0.01
             slices: {pattern: "r2_region_*", tolerance: 0.01}
+          - name: mae
+            higher_is_better: false
+            relative_margin: 0.01
 """
 
 
 @pytest.fixture
 def sliced(tmp_path: Any) -> Any:
-    """The example policy with a gate on r2_score and its per-region slices; the champion (version 3)
-    tagged with its r2_score and slices, as the service tags a version it registers."""
+    """The example policy with a gate on r2_score and its per-region slices and on mae (lower is better, by
+    1% of the champion's); the champion (version 3) tagged with its figures, as the service tags a version
+    it registers."""
     import re
 
     from handlers.policy_file import parse_policy as parse
@@ -174,7 +178,9 @@ def sliced(tmp_path: Any) -> Any:
     text, n = re.subn(r"      gate:.*?\n        margin: 0\.01\n", SLICED_GATE, text, count=1, flags=re.DOTALL)
     assert n == 1
     azure = AzureWorld(tmp_path, LedgerSpec("sqlite", str(tmp_path / "l.db")), policy=parse(text))
-    azure.arm.models[(MODEL, "3")]["properties"]["tags"].update({"r2_region_north": "0.60", "r2_region_south": "0.45"})
+    azure.arm.models[(MODEL, "3")]["properties"]["tags"].update(
+        {"r2_region_north": "0.60", "r2_region_south": "0.45", "mae": "41.0"}
+    )
     yield azure
     azure.close()
     assert azure.arm.unexpected == []
@@ -182,14 +188,17 @@ def sliced(tmp_path: Any) -> Any:
 
 @pytest.mark.sdk
 def test_a_candidate_better_overall_but_worse_on_a_protected_slice_is_a_recorded_skip(sliced: AzureWorld) -> None:
-    event = sliced.finished_run(r2="0.61", metrics={"r2_region_north": 0.62, "r2_region_south": 0.40})
+    event = sliced.finished_run(r2="0.61", metrics={"r2_region_north": 0.62, "r2_region_south": 0.40, "mae": 39.0})
 
     [rec] = sliced.deliver(event).decisions
 
     assert (rec.action, rec.outcome) == ("deploy", "skipped")
     assert "r2_region_south 0.4 vs 0.45: regresses (tolerance 0.01)" in rec.reason
-    [r2] = rec.details["gate"]["metrics"]
-    assert (r2["candidate"], r2["champion"], r2["passed"]) == (0.61, 0.52, False)
+    r2, mae = rec.details["gate"]["metrics"]  # each metric's numbers, the one that passes too
+    assert (r2["metric"], r2["candidate"], r2["champion"], r2["passed"]) == ("r2_score", 0.61, 0.52, False)
+    assert (mae["metric"], mae["candidate"], mae["champion"], mae["passed"]) == ("mae", 39.0, 41.0, True)
+    assert (mae["gain"], mae["needed"], mae["relative_margin"]) == (2.0, pytest.approx(0.41), 0.01)
+    assert "1 of 2 required metric(s) pass" in rec.reason
     assert {s["name"]: (s["candidate"], s["champion"], s["passed"]) for s in r2["slices"]} == {
         "r2_region_north": (0.62, 0.60, True),
         "r2_region_south": (0.40, 0.45, False),
@@ -199,7 +208,7 @@ def test_a_candidate_better_overall_but_worse_on_a_protected_slice_is_a_recorded
 
 @pytest.mark.sdk
 def test_a_candidate_that_holds_every_slice_rolls_out_and_its_version_carries_them(sliced: AzureWorld) -> None:
-    event = sliced.finished_run(r2="0.61", metrics={"r2_region_north": 0.60, "r2_region_south": 0.47})
+    event = sliced.finished_run(r2="0.61", metrics={"r2_region_north": 0.60, "r2_region_south": 0.47, "mae": 40.5})
 
     [rec] = sliced.deliver(event).decisions
 
