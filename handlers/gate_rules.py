@@ -20,7 +20,7 @@ See docs/policy.md ("The candidate gate").
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -81,6 +81,13 @@ class GateRule(Strict):
     require: Literal["all"] | list[str] = "all"
     source: Literal["mlflow", "run", "model"] = "mlflow"
     step: str | None = Field(default=None, min_length=1, description="display name of the pipeline step")
+
+    @field_validator("require", mode="before")
+    @classmethod
+    def _require(cls, value: Any) -> Any:
+        if value != "all" and not isinstance(value, list):
+            raise ValueError(f"{str(value)[:60]!r}: write 'all' or a list of the gate's metric names, e.g. [auc, f1]")
+        return value
 
     @model_validator(mode="after")
     def _one_form(self) -> GateRule:

@@ -14,13 +14,29 @@ from pydantic import ValidationError
 from handlers.errors import PolicyError
 from handlers.policy import Policy
 
+_NUMBER = "write a number, e.g. 0.7"
+_DATETIME = "write a date-time such as '2026-12-24T00:00'"
 _FIXES = {
     "missing": "it is required; add it",
     "extra_forbidden": "unknown key; remove it or check its spelling",
     "literal_error": "",
     "dict_type": "expected a mapping of keys to values",
+    "model_type": "expected a mapping of keys to values, e.g. {key: value}",  # pydantic's says the class name
     "list_type": "expected a list, e.g. [a, b]",
+    "too_short": "list at least one",
+    "bool_parsing": "write true or false",
+    "bool_type": "write true or false",
+    "float_parsing": _NUMBER,
+    "float_type": _NUMBER,
+    "int_parsing": "write a whole number, e.g. 3",
+    "int_type": "write a whole number, e.g. 3",
+    "time_parsing": "write a time as HH:MM, e.g. '06:00'",
+    "time_type": "write a time as HH:MM, e.g. '06:00'",
+    "datetime_parsing": _DATETIME,
+    "datetime_from_date_parsing": _DATETIME,
+    "datetime_type": _DATETIME,
 }
+_REPLACES = ("extra_forbidden", "missing", "model_type")  # the fix is the whole message
 
 
 def _format(path: str, err: Mapping[str, Any]) -> str:
@@ -30,7 +46,7 @@ def _format(path: str, err: Mapping[str, Any]) -> str:
     msg = str(err.get("msg", "invalid"))
     msg = msg.removeprefix("Value error, ")
     fix = _FIXES.get(str(err.get("type")), "")
-    if err.get("type") in ("extra_forbidden", "missing"):
+    if err.get("type") in _REPLACES:
         msg = fix
     elif fix and fix not in msg:
         msg = f"{msg}; {fix}"

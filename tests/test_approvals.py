@@ -278,6 +278,9 @@ def test_the_command_line_approves_and_rejects(approving: Approving, capsys: pyt
         ("{expires: 0s}", "expires must be from 1m to 30d"),
         ("{expires: soon}", "not a duration"),
         ("{required: true, four_eye: true}", "four_eye"),
+        ("{required: maybe}", "write true or false"),
+        ("{approver_role: 'Retrain Approver'}", "without spaces, e.g. 'Retrain.Approver'"),
+        ("true", "expected a mapping of keys to values, e.g. {key: value}"),
     ],
 )
 def test_each_approval_mistake_names_the_key_and_the_fix(entry: str, says: str) -> None:

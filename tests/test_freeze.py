@@ -104,6 +104,9 @@ models:
         ("{name: x, start: '2026-12-24T00:00+01:00', end: '2026-12-25T00:00'}", "without an offset"),
         ("{name: x, days: [sat], from: '06:00'}", "needs 'days', 'from' and 'to'"),
         ("{name: x, days: [sat], from: '00:00', to: '06:00', actions: [retrain, delete]}", "actions"),
+        ("{name: x, days: [sat], from: '25:00', to: '06:00'}", "write a time as HH:MM, e.g. '06:00'"),
+        ("{name: x, start: tomorrow, end: '2026-12-25T00:00'}", "write a date-time such as '2026-12-24T00:00'"),
+        ("{days: [sat], from: '00:00', to: '06:00'}", "name: it is required; add it"),
     ],
 )
 def test_each_freeze_mistake_names_the_key_and_the_fix(entry: str, says: str) -> None:

@@ -138,6 +138,10 @@ def problems(gate: str) -> list[str]:
         ("        metrics: [{name: auc, slices: {pattern: auc_north}}]\n", "is not a slice pattern"),
         ("        metrics: [{name: auc, relative_margin: 2}]\n", "relative_margin"),
         ("        metrics: [{name: auc, slices: {pattern: 'auc_*', tolerance: -1}}]\n", "tolerance"),
+        ("        metrics: [{name: auc}]\n        require: any\n", "'any': write 'all' or a list of the gate's metric"),
+        ("        metrics: []\n", "list at least one"),
+        ("        metrics: [{name: auc, floor: high}]\n", "write a number, e.g. 0.7"),
+        ("        metrics: [{name: auc, higher_is_better: maybe}]\n", "write true or false"),
     ],
 )
 def test_each_gate_mistake_names_the_key_and_the_fix(gate: str, says: str) -> None:
