@@ -361,3 +361,21 @@ def test_a_retrain_waiting_for_approval_is_rejected_from_the_console_with_a_reas
     done = world.worker.ledger.get_decision(pending)
     assert done is not None and done.outcome == "skipped" and "rejected by bob@c at" in done.reason
     assert (done.details["approval"]["rejected_by"], done.details["approval"]["why"]) == ("bob@c", why)
+
+
+def test_a_model_in_a_freeze_window_shows_the_window_on_its_card(tmp_path: Path) -> None:
+    """A weekly window in Berlin's time (the tests' clock: Wednesday 11:00 there) freezes deploys of every
+    model: each card says FROZEN with the window's name and when it ends; the stop switch stays free to set."""
+    window = "  freeze:\n    - {name: release freeze, timezone: Europe/Berlin, days: [wed], from: '09:00', to: '17:00', actions: [deploy]}\n"
+    text = (REPO / "examples" / "policy.yaml").read_text().replace("defaults:\n", "defaults:\n" + window, 1)
+    world = World(LedgerSpec("sqlite", str(tmp_path / "l.db")), policy=parse_policy(text))
+    with hosting(world) as url, browser_page() as page:
+        page.goto(f"{url}/api/console")
+        for model in ("sklearn_regression_model", "churn-classifier"):
+            card = page.locator(f'article.model[data-model="{model}"]')
+            card.wait_for()
+            said = card.locator(".frozen").inner_text()
+            assert said.startswith("FROZEN (deploy): ") and "freeze window 'release freeze'" in said, said
+            assert "until 2026-11-25T16:00:00Z" in said
+            assert card.locator('button[data-action="freeze"]').is_enabled()
+            assert not card.locator('button[data-action="unfreeze"]').is_enabled()
