@@ -221,3 +221,35 @@ def test_a_candidate_that_holds_every_slice_rolls_out_and_its_version_carries_th
     [register] = sliced.arm.requests_to("PUT", r"^models/")
     tags = register.body["properties"]["tags"]
     assert (tags["r2_score"], tags["r2_region_north"], tags["r2_region_south"]) == ("0.61", "0.6", "0.47")
+
+
+def test_retrain_explain_prints_every_metric_s_figures(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dry run reads no champion, so floors decide: r2_score reaches its floor, mae (lower is better)
+    misses its ceiling; explain prints both metrics' figures, the one that fails included."""
+    import json
+    import re
+
+    from function_app.cli import main as cli
+    from tests.conftest import REPO
+
+    text = (REPO / "examples" / "policy.yaml").read_text()
+    gate = "      gate:\n        metrics:\n          - {name: r2_score, floor: 0.4}\n          - {name: mae, higher_is_better: false, floor: 38}\n"
+    text, n = re.subn(r"      gate:.*?\n        margin: 0\.01\n", gate, text, count=1, flags=re.DOTALL)
+    (tmp_path / "policy.yaml").write_text(text)
+    [event] = json.loads((REPO / "examples" / "events" / "retrain-run-completed.eventgrid.json").read_text())
+    event["data"]["runTags"]["mae"] = "39.5"
+    (tmp_path / "event.json").write_text(json.dumps(event))
+    monkeypatch.setenv("RETRAIN_SQLITE_PATH", str(tmp_path / "l.db"))
+
+    assert n == 1 and cli(["explain", str(tmp_path / "event.json"), "--policy", str(tmp_path / "policy.yaml")]) == 0
+
+    out = capsys.readouterr().out
+    gate_line = next(line for line in out.splitlines() if line.startswith("gate    "))
+    assert gate_line.startswith("gate    skip") and "1 of 2 required metric(s) pass" in gate_line, gate_line
+    figures = json.loads(out.split(gate_line, 1)[1].splitlines()[1])
+    assert {m["metric"]: (m["candidate"], m["floor"], m["passed"]) for m in figures["metrics"]} == {
+        "r2_score": (0.61, 0.4, True),
+        "mae": (39.5, 38.0, False),
+    }
