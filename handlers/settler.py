@@ -13,9 +13,8 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from handlers import newdata
+from handlers import newdata, starts
 from handlers.executor import Executor
-from handlers.plans import Skip
 from handlers.ports import Ledger
 from handlers.records import DecisionRecord, ModelState
 
@@ -40,21 +39,10 @@ class Settler:
         if burst is None or not newdata.settled(burst, settle, now):
             return None
         decision = newdata.burst_retrain(model, self.policy, burst, settle)
-        done = self.ledger.get_decision(decision.id)
-        if done is not None and done.outcome != "reserved" and "guard" not in done.details:
-            record = done  # started (or skipped for good) by an earlier pass that died before clearing
-        elif isinstance(decision, Skip):
-            record = self.executor.write(self.executor.record(decision, "skipped", now, **decision.details))
-        else:
-            refused: list[DecisionRecord] = []
-            record = self.executor.carry_out(decision, now, refused)
-            if refused:  # a guard said not now: recorded (the first refusal stands), and the burst waits
-                why = f"{decision.reason}; waits: {record.reason}"
-                guard = {k: v for k, v in record.details.items() if k in ("guard", "until")}
-                record = self.executor.record(decision, "skipped", now, why, **guard)
-                self.executor.write(record)
-                log.info("new data of model=%s waits for the guards: %s", model, record.reason)
-                return record
+        record, waits = starts.start(self.executor, self.ledger, decision, now)
+        if waits:  # the burst waits for the guards
+            log.info("new data of model=%s waits for the guards: %s", model, record.reason)
+            return record
         self.ledger.update_model(model, lambda s: newdata.cleared(s, burst))
         log.info("burst %s of model=%s: %s (%s)", burst.get("id"), model, record.outcome, record.id)
         return record
