@@ -19,6 +19,7 @@ from handlers.plans import (
     Decision,
     Deploy,
     DeployPlan,
+    Skip,
     decision_id,
     run_decision_id,
     skip,
@@ -38,6 +39,7 @@ from handlers.signals import (
     RunFinished,
     Signal,
 )
+from handlers.upstream import on_upstream
 
 if TYPE_CHECKING:  # the policy module imports pydantic; decide only reads the objects
     from handlers.policy import ModelPolicy, Policy
@@ -196,6 +198,20 @@ def _deploy_plan(
 
 
 def _on_run(signal: RunFinished, policy: Policy) -> list[Decision]:
+    """A finished run: a deploy candidate (:func:`_on_candidate_run`) and, for the models whose
+    ``retrain.on.runs`` names its experiment, an upstream run (:func:`handlers.upstream.on_upstream`);
+    when upstream rules spoke, the candidate rules' skips about no model are left out."""
+    upstream = on_upstream(signal, policy)
+    if not upstream:
+        return _on_candidate_run(signal, policy)
+    out: dict[str, Decision] = {d.id: d for d in upstream}
+    for d in _on_candidate_run(signal, policy):
+        if d.model is not None and not (isinstance(d, Skip) and d.id in out):
+            out[d.id] = d
+    return list(out.values())
+
+
+def _on_candidate_run(signal: RunFinished, policy: Policy) -> list[Decision]:
     trigger, run = signal.trigger, signal.run_id
     ours = signal.ours  # verified against the ledger; a tag alone proves nothing
     tagged_model = ci_get(signal.run_tags, TAG_MODEL) if ours else None

@@ -181,7 +181,9 @@ class Executor:
         limits = self.limits(decision.model).of(kind)
         decision = self.named(decision)
         model = decision.model
-        if isinstance(decision, Deploy) and decision.plan.source == "run":
+        if (isinstance(decision, Deploy) and decision.plan.source == "run") or (
+            isinstance(decision, Retrain) and decision.once
+        ):
             judged = self._judged_already(decision, kind)
             if judged is not None:
                 return judged
@@ -253,10 +255,11 @@ class Executor:
         """A dry run of ``decision`` (:func:`handlers.preview.preview`): nothing reserved, submitted or written."""
         return preview(self, decision, now, check_guards=check_guards, judge_always=judge_always)
 
-    def _judged_already(self, decision: Deploy, kind: str) -> DecisionRecord | None:
+    def _judged_already(self, decision: Retrain | Deploy, kind: str) -> DecisionRecord | None:
         """The recorded outcome of a run's deploy decision that was carried out before, from another
         event about the same run (its RunCompleted, or the reconciler that caught the completion when
-        the event was late): a candidate is judged, and deployed, once. None when it must (still) be
+        the event was late): a candidate is judged, and deployed, once; so is the retrain an upstream
+        run starts (:attr:`Retrain.once`). None when it must (still) be
         carried out: never recorded, only reserved, refused by a guard, or holding the slot itself
         (the resume path finishes that one)."""
         done = self.ledger.get_decision(decision.id)
@@ -266,11 +269,10 @@ class Executor:
         if held is not None and held.decision == decision.id and held.status == "reserved":
             return None
         log.info(
-            "decision %s model=%s event_id=%s: run %s was judged already (outcome %s); not acting again",
+            "decision %s model=%s event_id=%s: decided already (outcome %s); not acting again",
             decision.id,
             decision.model,
             decision.trigger.event_id,
-            decision.plan.run_id,
             done.outcome,
         )
         return done

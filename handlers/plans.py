@@ -149,6 +149,7 @@ class Retrain:
     force: bool = False
     dry_run: bool = False
     action: str = "retrain"
+    once: bool = False  # keyed by what it is about (an upstream run): carried out once, whichever event asks
 
 
 @dataclass(frozen=True)

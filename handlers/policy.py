@@ -185,7 +185,10 @@ class RetrainRule(Strict):
     cooldown: Duration | None = None
     daily_budget: int | None = Field(default=None, ge=0)
     approval: Approval | None = Field(default=None, description="retrains wait for a person's approval")
-    on: OnRule = Field(default_factory=OnRule, description="new data that starts a retrain")
+    on: OnRule = Field(default_factory=OnRule, description="new data and upstream runs that start a retrain")
+    max_age: Duration | None = Field(
+        default=None, description="the reconciler retrains once the champion the endpoint serves is older than this"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -194,6 +197,16 @@ class RetrainRule(Strict):
         if isinstance(data, Mapping) and True in data and "on" not in data:
             return {("on" if key is True else key): value for key, value in data.items()}
         return data
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and not timedelta(hours=1) <= value <= timedelta(days=3650):
+            raise ValueError(
+                "max_age must be from 1h to 3650d, e.g. '30d': the champion's age is its model version's creation "
+                "time, read by the reconciler"
+            )
+        return value
 
     @model_validator(mode="after")
     def _overridable_are_inputs(self) -> RetrainRule:
@@ -303,6 +316,17 @@ class ModelPolicy(Strict):
     freeze: list[FreezeWindow] = Field(
         default_factory=list, description="freeze windows of this model (and the defaults')"
     )
+
+    @model_validator(mode="after")
+    def _age_has_a_champion(self) -> ModelPolicy:
+        if self.retrain is None or self.retrain.max_age is None:
+            return self
+        if self.deploy is None or self.deploy.endpoint is None:
+            raise ValueError(
+                "retrain.max_age judges the champion the model's online endpoint serves: name it under "
+                "deploy.endpoint, or remove retrain.max_age (a batch endpoint's champion is not judged by age)"
+            )
+        return self
 
 
 class Defaults(Strict):

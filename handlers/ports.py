@@ -244,6 +244,7 @@ class JobInfo:
     tags: dict[str, str] = field(default_factory=dict)
     properties: dict[str, Any] = field(default_factory=dict)
     terminal: bool = False
+    display_name: str = ""
 
 
 @dataclass(frozen=True)

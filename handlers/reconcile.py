@@ -42,6 +42,7 @@ from handlers.signals import Signal
 if TYPE_CHECKING:
     from handlers.approvals import Approvals
     from handlers.settler import Settler
+    from handlers.watcher import Watcher
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ class ReconcileReport:
     deferred: list[dict[str, str]] = field(default_factory=list)
     rollouts: list[dict[str, Any]] = field(default_factory=list)
     retired: list[DecisionRecord] = field(default_factory=list)
-    started: list[DecisionRecord] = field(default_factory=list)  # the retrains of settled bursts of new data
+    # the retrains of settled bursts of new data, old champions and new data-asset versions (and their records)
+    started: list[DecisionRecord] = field(default_factory=list)
     purged: int = 0
     notified: dict[str, Any] = field(default_factory=dict)  # the outbox drained after the pass (handlers/notify.py)
 
@@ -125,6 +127,7 @@ class Reconciler:
         retiring: Callable[[str], RetireRule | None] = lambda model: None,
         approvals: Approvals | None = None,
         settler: Settler | None = None,
+        watcher: Watcher | None = None,
     ) -> None:
         self.ledger = ledger
         self.executor = executor
@@ -143,6 +146,7 @@ class Reconciler:
         self.retiring = retiring
         self.approvals = approvals  # releases expired retrains and deploys waiting for approval
         self.settler = settler  # starts the retrain of a settled burst of new data
+        self.watcher = watcher  # starts the retrains of old champions and new data-asset versions
 
     def run(self, now: datetime) -> ReconcileReport:
         """One pass of the reconciler: finish each action whose worker died between reserve and
@@ -150,7 +154,8 @@ class Reconciler:
         a recorded reason, catch the end of each retraining run past ``job_grace`` whose event was
         missed, move each rollout on by one transition, and purge records older than the retention."""
         report = ReconcileReport(iso(now))
-        for state in self.ledger.list_models():
+        states = self.ledger.list_models()
+        for state in states:
             moved = False  # a rollout of the model was worked on: it may have ended in this pass
             for kind, flight in sorted(state.flights.items()):
                 if guards.stale(flight, now, self.lease):
@@ -184,6 +189,8 @@ class Reconciler:
             except (TransientError, PermanentError) as exc:  # a read refused or failing: the next pass retries
                 log.warning("reconciler: retiring deployments of model=%s deferred: %s", state.model, exc)
                 report.deferred.append({"model": state.model, "decision": "retire", "error": str(exc)})
+        if self.watcher is not None:
+            self._watch(states, now, report)
         if self.last_purge is None or now - self.last_purge >= self.purge_every:
             report.purged = self.ledger.purge(now - self.retention)
             self.last_purge = now
@@ -203,6 +210,17 @@ class Reconciler:
             report.purged,
         )
         return report
+
+    def _watch(self, states: list[ModelState], now: datetime, report: ReconcileReport) -> None:
+        """Old champions and new data-asset versions (:class:`handlers.watcher.Watcher`), model by model;
+        a read that fails is left to the next pass."""
+        assert self.watcher is not None
+        for state in self.watcher.states(states):
+            try:
+                report.started.extend(self.watcher.look(state, now))
+            except (TransientError, PermanentError) as exc:
+                log.warning("reconciler: the freshness of model=%s deferred: %s", state.model, exc)
+                report.deferred.append({"model": state.model, "decision": "freshness", "error": str(exc)})
 
     @staticmethod
     def _defer(report: ReconcileReport, model: str, kind: str, flight: Flight, exc: Exception) -> None:

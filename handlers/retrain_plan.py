@@ -36,6 +36,7 @@ def retrain(
     rule = mp.retrain
     if rule is None:
         return skip(trigger, f"policy has no 'retrain' section for model {model!r}", model)
+    keyed = did is not None  # keyed by its subject: carried out once, whichever trigger asks (Retrain.once)
     did = did or decision_id("retrain", model, trigger)
     inputs: dict[str, dict[str, Any]] = {}
     for name, spec in rule.inputs.items():
@@ -77,4 +78,4 @@ def retrain(
         tags=tags,
         display_name=f"retrain {model}: {reason}"[:200],
     )
-    return Retrain(did, model, reason, trigger, plan, force=force, dry_run=dry_run)
+    return Retrain(did, model, reason, trigger, plan, force=force, dry_run=dry_run, once=keyed)

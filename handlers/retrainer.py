@@ -227,6 +227,7 @@ class Retrainer:
         executor's own preview (:meth:`handlers.executor.Executor.preview`), so that the explanation is
         what a delivery does: nothing is recorded, nothing submitted. ``check``: the signals'
         provenance and the guards are checked in the ledger (read only); otherwise neither is."""
+        from handlers import upstream
         from handlers.decisions import decide
         from handlers.plans import Deploy, Retrain
         from handlers.service import verified
@@ -235,8 +236,8 @@ class Retrainer:
         out = []
         for env in envelopes:
             signal = to_signal(env, self.service.workspaces)
-            if check and isinstance(signal, RunFinished):
-                signal = verified(signal, self.ledger)
+            if check and isinstance(signal, RunFinished):  # read only: the ledger, and an upstream run's state
+                signal = upstream.confirmed(verified(signal, self.ledger), self.policy, self.executor.jobs)
             decisions: list[tuple[Decision, Preview | None]] = [
                 (
                     d,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from handlers import guards, recorded
+from handlers import guards, recorded, upstream
 from handlers.claims import Claims
 from handlers.decisions import decide
 from handlers.envelopes import Envelope, to_signal, workspace_key
@@ -137,6 +137,7 @@ class RetrainService:
             unwritten: list[DecisionRecord] = []
             try:
                 signal = verified(signal, self.ledger)
+                signal = upstream.confirmed(signal, self.policy, self.executor.jobs)
                 self._observe(signal)
                 decisions = decide(signal, self.policy, self.workspaces)
                 if isinstance(signal, AlertFired) and self.watch is not None and self.watch.guarding(signal):

@@ -116,6 +116,18 @@ class DriftDetected:
 
 
 @dataclass(frozen=True)
+class RunSeen:
+    """A run as the workspace reports it when asked (not as an event tells of it): ``found`` False when
+    the workspace has no run of that name."""
+
+    found: bool
+    status: str = ""  # as Azure ML spells it: Completed, Failed, Running, ...
+    experiment: str = ""
+    display_name: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RunFinished:
     trigger: Trigger
     workspace: str
@@ -127,6 +139,7 @@ class RunFinished:
     run_properties: Mapping[str, Any]
 
     ours: bool = False  # verified: the ledger holds the retrain decision its tag names, whose job is this run
+    seen: RunSeen | None = None  # the run re-read from the workspace (an upstream run, retrain.on.runs)
 
     @property
     def succeeded(self) -> bool:

@@ -3,6 +3,8 @@ and people (docs/policy.md, "New data and upstream runs").
 
 ``on.data.blobs``: new blobs in the storage containers and prefixes named here (BlobCreated events of the
 account's Event Grid system topic), coalesced into one retrain per burst by ``on.data.settle``.
+``on.data.assets``: new versions of the workspace's data assets named here, found by the reconciler (data
+assets publish no event). ``on.runs``: the completion of a named upstream run (an ingestion or feature job).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from handlers.policy_base import Duration, Strict
 
@@ -19,6 +21,7 @@ _ACCOUNT = re.compile(
     re.IGNORECASE,
 )
 _CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_ASSET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")  # a data asset's name (no version: every new one counts)
 
 
 class BlobSource(Strict):
@@ -59,7 +62,11 @@ class BlobSource(Strict):
 class DataRule(Strict):
     """``retrain.on.data``: new blobs start one retrain after a burst has settled."""
 
-    blobs: list[BlobSource] = Field(min_length=1)
+    blobs: list[BlobSource] = Field(default_factory=list)
+    assets: list[str] = Field(
+        default_factory=list,
+        description="data assets of the workspace whose new versions (found by the reconciler) start a retrain",
+    )
     settle: Duration = Field(
         default=timedelta(minutes=5),
         description="a burst of new blobs starts one retrain once no new blob has come for this long",
@@ -75,8 +82,55 @@ class DataRule(Strict):
             )
         return value
 
+    @field_validator("assets")
+    @classmethod
+    def _assets(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if ":" in name or "@" in name or not _ASSET.match(name):
+                raise ValueError(
+                    f"{name!r} is not a data asset name; write the name alone (e.g. 'diabetes-training', without "
+                    "'azureml:' or a version): every version created after the service first looks starts a retrain"
+                )
+        if len({n.lower() for n in value}) != len(value):
+            raise ValueError("a data asset is named twice; name each once")
+        return value
+
+    @model_validator(mode="after")
+    def _names_some_data(self) -> DataRule:
+        if not self.blobs and not self.assets:
+            raise ValueError(
+                "names no new data; list storage places under 'blobs' ({account, container, prefix}) or data asset "
+                "names under 'assets', or remove 'data'"
+            )
+        return self
+
+
+class UpstreamRun(Strict):
+    """One upstream run whose completion starts the retrain: the runs of an experiment, narrowed by the
+    run's display name and tags as the workspace reports them (the event is not trusted for these)."""
+
+    experiment: str = Field(description="the experiment the upstream pipeline or job runs in (its experimentName)")
+    display_name: str | None = Field(
+        default=None, description="only runs with this display name (case-insensitive), as the workspace reports it"
+    )
+    tags: dict[str, str] = Field(default_factory=dict, description="only runs carrying these tags with these values")
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment(cls, value: str) -> str:
+        value = value.strip()
+        if not value or len(value) > 255 or "/" in value:
+            raise ValueError(
+                f"{value!r} is not an experiment name; write the experiment the upstream job runs in, as the studio "
+                "shows it (e.g. 'ingest-daily'), not a path or a job name (a job's name differs on every run)"
+            )
+        return value
+
 
 class OnRule(Strict):
-    """``retrain.on``: what else starts the model's retraining (new data)."""
+    """``retrain.on``: what else starts the model's retraining (new data, upstream runs)."""
 
     data: DataRule | None = None
+    runs: list[UpstreamRun] = Field(
+        default_factory=list, description="upstream runs whose completion starts one retrain per run"
+    )

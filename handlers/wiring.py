@@ -29,6 +29,7 @@ from handlers.rollout.watch import AlertWatch
 from handlers.routing import routed
 from handlers.service import RetrainService
 from handlers.settler import Settler
+from handlers.watcher import Freshness, Watcher
 
 if TYPE_CHECKING:
     from handlers.freeze import Frozen
@@ -127,6 +128,7 @@ def assemble(
         retiring=retiring,
         approvals=Approvals(policy, ledger, executor, clock),
         settler=Settler(policy, ledger, executor),
+        watcher=Watcher(policy, ledger, executor, jobs) if isinstance(jobs, Freshness) else None,
     )
     outbox = Outbox(ledger, notifier, max_attempts=notify_max_attempts, max_age=notify_max_age)
     return Retrainer(policy, ledger, jobs, deployments, executor, service, reconciler, operator, clock, outbox)

@@ -186,8 +186,13 @@ def blob_event(
 
 def with_retrain_on(on: dict[str, Any], model: str = MODEL, policy: Any = None) -> Any:
     """``policy`` (the example's) with ``models.<model>.retrain.on`` set to ``on``, validated as a file is."""
+    return with_retrain({"on": on}, model, policy)
+
+
+def with_retrain(keys: dict[str, Any], model: str = MODEL, policy: Any = None) -> Any:
+    """``policy`` (the example's) with ``keys`` set in ``models.<model>.retrain``, validated as a file is."""
     from handlers.policy import Policy
 
     raw = (policy or EXAMPLE_POLICY).model_dump()
-    raw["models"][model]["retrain"]["on"] = on
+    raw["models"][model]["retrain"].update(keys)
     return Policy.model_validate(raw)

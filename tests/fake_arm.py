@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 from requests.structures import CaseInsensitiveDict
 
@@ -211,6 +211,7 @@ class FakeArm(FakeService):
         self.computes: dict[str, dict[str, Any]] = {}
         self.components: dict[tuple[str, str], dict[str, Any]] = {}
         self.data: dict[tuple[str, str], dict[str, Any]] = {}
+        self.data_page = 100  # data versions a page of Data Versions - List (a test may make it small)
         self.jobs: dict[str, dict[str, Any]] = {}
         self.models: dict[tuple[str, str], dict[str, Any]] = {}
         self.endpoints: dict[str, dict[str, Any]] = {}
@@ -412,12 +413,14 @@ class FakeArm(FakeService):
             },
         }
 
-    def add_data(self, name: str, version: str, *, kind: str = "mltable", uri: str | None = None) -> None:
+    def add_data(
+        self, name: str, version: str, *, kind: str = "mltable", uri: str | None = None, created: str = CREATED
+    ) -> None:
         self.data[(name, version)] = {
             "id": self.arm_id("data", name, "versions", version),
             "name": version,
             "type": f"{PROVIDER}/workspaces/data/versions",
-            "systemData": {"createdAt": CREATED},
+            "systemData": {"createdAt": created},
             "properties": {
                 "dataType": kind,
                 "dataUri": uri or f"azureml://datastores/workspaceblobstore/paths/{name}/{version}/",
@@ -437,12 +440,13 @@ class FakeArm(FakeService):
         properties: dict[str, str] | None = None,
         kind: str = "custom_model",
         job_name: str | None = None,
+        created: str = CREATED,
     ) -> str:
         self.models[(name, version)] = {
             "id": self.arm_id("models", name, "versions", version),
             "name": version,
             "type": f"{PROVIDER}/workspaces/models/versions",
-            "systemData": {"createdAt": CREATED},
+            "systemData": {"createdAt": created},
             "properties": {
                 "modelType": kind,
                 "flavors": {},
@@ -466,6 +470,7 @@ class FakeArm(FakeService):
         tags: dict[str, str] | None = None,
         metrics: dict[str, float] | None = None,
         created_by: dict[str, Any] | None = None,
+        display_name: str | None = None,
     ) -> None:
         """A finished run, as another client left it (its outputs can be registered as models), with
         the MLflow metrics the pipeline run itself logged; ``created_by``: the claims of whoever
@@ -474,6 +479,7 @@ class FakeArm(FakeService):
             name,
             {
                 "jobType": "Pipeline",
+                "displayName": display_name,
                 "experimentName": experiment,
                 "inputs": {},
                 "outputs": {o: {"jobOutputType": "custom_model", "mode": "ReadWriteMount"} for o in outputs},
@@ -830,6 +836,7 @@ class FakeArm(FakeService):
             ("GET", r"^components/([^/]+)/versions$", "components", self._list_components),
             ("GET", r"^components/([^/]+)/versions/([^/]+)$", "components", self._get_component),
             ("GET", r"^data/([^/]+)$", "data", self._get_data_container),
+            ("GET", r"^data/([^/]+)/versions$", "data", self._list_data),
             ("GET", r"^data/([^/]+)/versions/([^/]+)$", "data", self._get_data),
             ("PUT", r"^data/([^/]+)/versions/([^/]+)$", "data", self._put_data),
             ("GET", r"^datastores/([^/]+)$", "datastores", self.datastores.datastore),
@@ -911,6 +918,27 @@ class FakeArm(FakeService):
                 "properties": {"latestVersion": latest, "nextVersion": str(versions[0] + 1), "isArchived": False},
             },
         )
+
+    def _list_data(self, call: Call, name: str) -> Answer:
+        """Data Versions - List: the versions of one data asset, newest first, ``DATA_PAGE`` a page, the
+        next page behind ``nextLink`` (a ``$skipToken``); archived versions only when ``listViewType`` asks
+        for them. No such asset: an empty list (a list is not a lookup)."""
+        view = call.query.get("listViewType", "ActiveOnly")
+        if view not in ("ActiveOnly", "ArchivedOnly", "All"):
+            raise Unexpected(f"listViewType {view}")
+        versions = [
+            v
+            for (n, _), v in self.data.items()
+            if n == name and (view == "All" or v["properties"]["isArchived"] == (view == "ArchivedOnly"))
+        ]
+        versions.sort(key=lambda v: v["systemData"]["createdAt"], reverse=True)
+        start = int(call.query.get("$skipToken", "0") or 0)
+        page = versions[start : start + self.data_page]
+        out: dict[str, Any] = {"value": page}
+        if start + self.data_page < len(versions):
+            query = urlencode({**call.query, "$skipToken": str(start + self.data_page)})
+            out["nextLink"] = f"https://{ARM_HOST}{urlparse(call.url).path}?{query}"
+        return 200, {}, out
 
     def _get_data(self, call: Call, name: str, version: str) -> Answer:
         return 200, {}, self._found(self.data.get((name, version)), f"data asset {name}:{version}")

@@ -11,6 +11,7 @@ One module per port it implements, over one client:
 - :mod:`.batch`: the Deployments port for batch endpoints (``deploy.batch_endpoint``): candidate batch
   deployments and the switch of an endpoint's default deployment (``AzureMLActions.batch``).
 - :mod:`.monitors`: model monitors that follow a promotion.
+- :mod:`.freshness`: the Freshness port (:class:`handlers.watcher.Freshness`): the champion's age, data-asset versions.
 - :mod:`.registry`: model versions of the policy's Azure ML registry (a champion served from it).
 - :mod:`.scoring`: the Scoring port (:class:`handlers.rollout.smoke.Scoring`): a deployment invoked
   directly, for a smoke test; :mod:`.samples`: its sample requests read from a data asset.
@@ -34,6 +35,7 @@ from function_app.adapters.azureml.batch import AzureMLBatch
 from function_app.adapters.azureml.candidates import AzureMLCandidates
 from function_app.adapters.azureml.client import BACKEND, AzureMLClient, Workspace
 from function_app.adapters.azureml.deployments import AzureMLDeployments
+from function_app.adapters.azureml.freshness import AzureMLFreshness
 from function_app.adapters.azureml.jobs import AzureMLJobs
 from function_app.adapters.azureml.monitors import AzureMLMonitors
 from function_app.adapters.azureml.registry import RegistryModels, RegistryShare
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 
     from function_app.retry import RetryPolicy
     from function_app.settings import Settings
+    from handlers.freshness import AssetVersion, Champion
     from handlers.plans import DeployPlan, JobPlan
     from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo
     from handlers.rollout.smoke import Scored
@@ -75,6 +78,7 @@ class AzureMLActions:
         self.batch = AzureMLBatch(client, self.candidates)  # the Deployments port of batch endpoints
         self.scoring = AzureMLScoring(client)
         self.data_samples = DataSamples(client)
+        self.freshness = AzureMLFreshness(client, self.candidates)
 
     @classmethod
     def from_settings(
@@ -143,6 +147,14 @@ class AzureMLActions:
         self, endpoint: str, deployment: str, registry: str, lineage: Mapping[str, str]
     ) -> dict[str, Any]:
         return self.shares.share(endpoint, deployment, registry, lineage)
+
+    # ------------------------------------------------------------------ the Freshness port
+
+    def champion(self, endpoint: str) -> Champion | None:
+        return self.freshness.champion(endpoint)
+
+    def data_versions(self, name: str) -> list[AssetVersion]:
+        return self.freshness.data_versions(name)
 
     # ------------------------------------------------------------------ the Scoring port
 

@@ -105,22 +105,28 @@ class AzureMLCandidates:
 
     def _champion(self, budget: Budget, plan: DeployPlan) -> _Champion:
         """The endpoint's live deployment (the one with the most traffic) and the model version it serves."""
-        endpoint = self.client.call(
-            budget,
-            f"online endpoint {plan.endpoint!r}",
-            lambda: self.client.ml.online_endpoints.get(plan.endpoint),
-            f"create it or fix models.{plan.model}.deploy.endpoint",
+        found = self.live(budget, plan.endpoint, f"create it or fix models.{plan.model}.deploy.endpoint")
+        if found is None:
+            return _Champion(None, None, None)
+        name, live = found
+        return self.champion_in(budget, plan, f"{plan.endpoint}/{name}", live)
+
+    def live(self, budget: Budget, endpoint: str, fix: str) -> tuple[str, Any] | None:
+        """The online endpoint's deployment with the most live traffic (its name and the SDK's deployment);
+        None when no deployment has traffic."""
+        found = self.client.call(
+            budget, f"online endpoint {endpoint!r}", lambda: self.client.ml.online_endpoints.get(endpoint), fix
         )
-        traffic = {str(k): int(v) for k, v in (getattr(endpoint, "traffic", None) or {}).items()}
+        traffic = {str(k): int(v) for k, v in (getattr(found, "traffic", None) or {}).items()}
         name = max((d for d, pct in traffic.items() if pct > 0), key=lambda d: traffic[d], default=None)
         if name is None:
-            return _Champion(None, None, None)
+            return None
         live = self.client.call(
             budget,
-            f"live deployment {plan.endpoint}/{name}",
-            lambda: self.client.ml.online_deployments.get(name, endpoint_name=plan.endpoint),
+            f"live deployment {endpoint}/{name}",
+            lambda: self.client.ml.online_deployments.get(name, endpoint_name=endpoint),
         )
-        return self.champion_in(budget, plan, f"{plan.endpoint}/{name}", live)
+        return name, live
 
     def champion_in(self, budget: Budget, plan: DeployPlan, where: str, live: Any) -> _Champion:
         """The champion the deployment ``live`` (``where``: ``endpoint/deployment``) serves, with its metrics."""
@@ -128,7 +134,7 @@ class AzureMLCandidates:
         registry = _REGISTRY_MODEL.match(ref)
         if registry:  # a registry's model: read from the registry the policy names, and no other
             return self._registry_champion(budget, plan, where, live, ref, registry["registry"])
-        model = self._model_of(budget, live)
+        model = self.model_of(budget, live)
         if model is None:
             return _Champion(where, live, None)
         facts, notes = self._version_metrics(budget, plan, model, tags_first=True)
@@ -158,7 +164,7 @@ class AzureMLCandidates:
         note = f"the champion {parsed} was read from the registry"
         return _Champion(where, live, model, _facts(model.tags, model.properties), notes=[note])
 
-    def _model_of(self, budget: Budget, deployment: Any) -> Any | None:
+    def model_of(self, budget: Budget, deployment: Any) -> Any | None:
         ref = str(getattr(deployment, "model", None) or "")
         match = _VERSIONED_ID.search(ref) or SHORT_ASSET.match(ref)
         if not match or ref.startswith("azureml://registries/"):

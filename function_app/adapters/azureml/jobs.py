@@ -174,6 +174,7 @@ class AzureMLJobs:
             tags={str(k): "" if v is None else str(v) for k, v in (getattr(job, "tags", None) or {}).items()},
             properties=dict(getattr(job, "properties", None) or {}),
             terminal=status.lower() in FINISHED_STATUSES,
+            display_name=str(getattr(job, "display_name", None) or ""),
         )
 
     def _find_job(self, budget: Budget, name: str) -> Any | None:

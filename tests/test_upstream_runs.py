@@ -1,0 +1,190 @@
+"""Upstream runs as a trigger (retrain.on.runs): the completion of a named upstream pipeline starts the
+model's retrain, once per upstream run, with the run re-read from the workspace through the real Azure ML
+SDK (the fake ARM) rather than taken from the event."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from handlers.envelopes import envelope_from_dict
+from handlers.plans import Retrain, Skip
+from handlers.policy_file import PolicyError, parse_policy
+from handlers.upstream import upstream_decision_id
+from tests.azure_world import WORKSPACE_ID, AzureWorld
+from tests.builders import MODEL, ours, run_event, with_retrain, with_retrain_on
+from tests.ledgers import LedgerSpec
+
+RUN = "ingest-daily-20261125-0400"
+UPSTREAM = {"runs": [{"experiment": "ingest-daily", "display_name": "nightly ingestion"}]}
+POLICY = with_retrain_on(UPSTREAM)
+OTHER_WORKSPACE = WORKSPACE_ID.replace("/ws-retrain", "/ws-other")
+
+
+def world_with(tmp_path: Path, ledger: LedgerSpec | None = None, policy: Any = POLICY, **job: Any) -> AzureWorld:
+    """The workspace holding the upstream run ``RUN`` (``job``: how it stands there)."""
+    world = AzureWorld(tmp_path, ledger, policy=policy)
+    world.arm.add_job(
+        RUN, **{"experiment": "ingest-daily", "display_name": "nightly ingestion", "outputs": ("data",), **job}
+    )
+    return world
+
+
+def upstream_event(**kw: Any) -> dict[str, Any]:
+    kw.setdefault("topic", WORKSPACE_ID)
+    return run_event(run_id=kw.pop("run_id", RUN), experiment=kw.pop("experiment", "ingest-daily"), **kw)
+
+
+def job_puts(world: AzureWorld) -> list[str]:
+    return [c.path.rsplit("/", 1)[-1] for c in world.arm.job_puts]
+
+
+@pytest.mark.both_ledgers
+def test_a_completed_upstream_run_starts_one_retrain_however_often_it_is_told_of(
+    tmp_path: Path, ledger_spec: LedgerSpec
+) -> None:
+    world = world_with(tmp_path, ledger_spec)
+    first = upstream_event(event_id="up-1")
+    [started] = world.deliver(first).decisions
+    assert started.id == upstream_decision_id(MODEL, RUN) and started.outcome == "submitted"
+    assert started.reason == (
+        f"upstream run {RUN} (nightly ingestion) of experiment 'ingest-daily' completed "
+        f"(models.{MODEL}.retrain.on.runs)"
+    )
+    assert job_puts(world) == [started.job["name"]]
+    assert world.arm.requests_to("GET", f"jobs/{RUN}"), "the run is read back from the workspace"
+    assert world.deliver(first).status == "duplicate"  # Event Grid delivers it again
+    [again] = world.deliver(upstream_event(event_id="up-2")).decisions  # a second event about the same run
+    assert again.id == started.id and again.outcome == "submitted"
+    [status] = world.deliver(upstream_event(event_id="up-3", status="Completed")).decisions
+    assert status.outcome == "skipped" and "handled from its RunCompleted event" in status.reason
+    assert job_puts(world) == [started.job["name"]]
+    assert [r.id for r in world.ledger.decisions(MODEL, 10) if r.action == "retrain"] == [started.id]
+
+
+@pytest.mark.parametrize("status", ["Failed", "Canceled"])
+def test_an_upstream_run_that_failed_or_was_canceled_starts_nothing_recorded(tmp_path: Path, status: str) -> None:
+    world = world_with(tmp_path, status=status)
+    [skipped] = world.deliver(upstream_event(status=status)).decisions
+    assert skipped.outcome == "skipped" and skipped.model == MODEL
+    assert f"ended {status.lower()}: only a completed run starts a retrain" in skipped.reason
+    assert job_puts(world) == [] and world.flights() == {}
+
+
+@pytest.mark.parametrize(
+    ("job", "says"),
+    [
+        ({"status": "Failed"}, f"the workspace reports upstream run {RUN} Failed, not Completed"),
+        ({"status": "Running"}, f"the workspace reports upstream run {RUN} Running, not Completed"),
+        ({"experiment": "scratch"}, "in experiment 'scratch', not 'ingest-daily' as the event says"),
+        ({"display_name": "ad-hoc backfill"}, "display name 'ad-hoc backfill') is not an upstream run"),
+    ],
+)
+def test_the_workspace_not_the_event_says_whether_the_upstream_run_completed(
+    tmp_path: Path, job: dict[str, Any], says: str
+) -> None:
+    world = world_with(tmp_path, **job)
+    [skipped] = world.deliver(upstream_event()).decisions  # the event says: completed, in ingest-daily
+    assert skipped.outcome == "skipped" and says in skipped.reason
+    assert job_puts(world) == []
+
+
+def test_an_event_about_a_run_the_workspace_does_not_have_starts_nothing(tmp_path: Path) -> None:
+    world = world_with(tmp_path)
+    [skipped] = world.deliver(upstream_event(run_id="forged-run-1")).decisions
+    assert skipped.outcome == "skipped" and "the workspace has no run forged-run-1" in skipped.reason
+    assert job_puts(world) == []
+
+
+def test_runs_of_other_experiments_and_of_other_workspaces_are_recorded_skips(tmp_path: Path) -> None:
+    world = world_with(tmp_path)
+    [other] = world.deliver(upstream_event(experiment="ingest-weekly")).decisions
+    assert other.outcome == "skipped" and "no policy names it as a candidate" in other.reason
+    [elsewhere] = world.deliver(upstream_event(topic=OTHER_WORKSPACE)).decisions
+    assert elsewhere.outcome == "skipped" and "is not a workspace this service is configured for" in elsewhere.reason
+    assert job_puts(world) == [] and not world.arm.requests_to("GET", f"jobs/{RUN}")
+
+
+def test_tags_narrow_the_upstream_runs_as_the_workspace_reports_them(tmp_path: Path) -> None:
+    tagged = with_retrain_on({"runs": [{"experiment": "ingest-daily", "tags": {"stage": "prod"}}]})
+    world = world_with(tmp_path, policy=tagged, tags={"stage": "dev"})
+    # the event claims the tag; the workspace's run does not carry it
+    [skipped] = world.deliver(upstream_event(tags={"stage": "prod"})).decisions
+    assert skipped.outcome == "skipped" and "tag stage='prod'" in skipped.reason
+    world.arm.jobs[RUN]["properties"]["tags"] = {"stage": "prod"}
+    [started] = world.deliver(upstream_event(event_id="again")).decisions
+    assert started.outcome == "submitted"
+
+
+def test_a_run_this_service_started_never_starts_a_retrain_of_itself(tmp_path: Path) -> None:
+    world = world_with(tmp_path, tags=ours())
+    decisions = world.deliver(upstream_event(tags=ours())).decisions
+    assert [d.outcome for d in decisions] == ["skipped"] * len(decisions)
+    assert any("was started by this service" in d.reason for d in decisions)
+    assert job_puts(world) == []
+
+
+def test_a_step_of_the_upstream_pipeline_is_a_recorded_skip(tmp_path: Path) -> None:
+    world = world_with(tmp_path)
+    step = upstream_event(run_id="step-1", properties={"azureml.pipelinerunid": RUN})
+    [skipped] = world.deliver(step).decisions
+    assert skipped.outcome == "skipped" and "step or child of another run" in skipped.reason
+    assert job_puts(world) == []
+
+
+def test_an_upstream_run_meets_the_same_guards_as_any_retrain(tmp_path: Path) -> None:
+    world = world_with(tmp_path)
+    manual = world.manual(reason="by hand")
+    [refused] = world.deliver(upstream_event()).decisions
+    assert refused.outcome == "skipped" and refused.details["guard"] == "in_flight"
+    world.arm.set_job_status(manual.job["name"], "Completed")
+    world.deliver(run_event(run_id=manual.job["name"], tags=ours(MODEL, manual.id), topic=WORKSPACE_ID))
+    assert world.flights() == {}
+    world.arm.add_job("ingest-daily-20261126-0400", experiment="ingest-daily", display_name="nightly ingestion")
+    [cooling] = world.deliver(upstream_event(run_id="ingest-daily-20261126-0400")).decisions
+    assert cooling.outcome == "skipped" and cooling.details["guard"] == "cooldown"
+    assert job_puts(world) == [manual.job["name"]]
+
+
+def test_an_upstream_run_waits_for_approval_when_the_policy_asks_for_it(tmp_path: Path) -> None:
+    world = world_with(tmp_path, policy=with_retrain({"on": UPSTREAM, "approval": {"required": True}}))
+    [waiting] = world.deliver(upstream_event()).decisions
+    assert waiting.outcome == "pending" and "waits for approval" in waiting.reason
+    assert waiting.reason.startswith(f"upstream run {RUN}") and job_puts(world) == []
+
+
+def test_explain_reads_the_run_and_says_why_the_retrain_would_start(tmp_path: Path) -> None:
+    world = world_with(tmp_path)
+    env = envelope_from_dict(upstream_event())
+    [checked] = world.worker.explain([env], check=True)
+    [(decision, preview)] = checked.decisions
+    assert isinstance(decision, Retrain) and decision.reason.startswith(f"upstream run {RUN} (nightly ingestion)")
+    assert preview is not None and job_puts(world) == []
+    [unchecked] = world.worker.explain([env], check=False)  # nothing asked of Azure: the event alone is not trusted
+    [(skipped, _)] = unchecked.decisions
+    assert isinstance(skipped, Skip) and "was not read from the workspace" in skipped.reason
+
+
+@pytest.mark.parametrize(
+    ("runs", "says"),
+    [
+        ("[{experiment: 'azureml://x/y'}]", "retrain.on.runs.0.experiment"),
+        ("[{display_name: nightly}]", "retrain.on.runs.0.experiment"),
+        ("[{experiment: ingest, schedule: nightly}]", "retrain.on.runs.0.schedule"),
+        ("{experiment: ingest}", "retrain.on.runs"),
+    ],
+)
+def test_a_bad_upstream_run_rule_names_the_key(runs: str, says: str) -> None:
+    text = f"""
+models:
+  m:
+    retrain:
+      pipeline: "p:1"
+      on:
+        runs: {runs}
+"""
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text, "policy.yaml")
+    assert says in str(caught.value)
