@@ -38,6 +38,8 @@ def encode(signal: Signal) -> str | None:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, signals.RunSeen):  # an upstream run as the workspace reported it
+        return dataclasses.asdict(value)
     if isinstance(value, Mapping):
         return dict(value)
     if isinstance(value, (set, frozenset)):
@@ -67,6 +69,8 @@ def decode(text: str) -> Signal:
 def _typed(hint: Any, value: Any) -> Any:
     if hint is Trigger:
         return Trigger.from_dict(value)
+    if isinstance(value, dict) and signals.RunSeen in typing.get_args(hint):
+        return signals.RunSeen(**value)
     if typing.get_origin(hint) is tuple and isinstance(value, list):
         return tuple(tuple(v) if isinstance(v, list) else v for v in value)
     return value

@@ -129,6 +129,9 @@ class RetrainService:
         trigger = signal.trigger
         now = self.clock()
         model: str | None = getattr(signal, "model", None)  # what a failure is about, as far as known
+        # An upstream run read from the workspace before the claim, so that the claim keeps what the
+        # workspace said with the signal (a backtest replays it as it was decided)
+        signal = upstream.confirmed(signal, self.policy, self.executor.jobs)
 
         def work(again: bool) -> tuple[list[DecisionRecord], list[DecisionRecord]]:
             """``again``: an earlier delivery took the claim and never finished it."""
@@ -137,7 +140,6 @@ class RetrainService:
             unwritten: list[DecisionRecord] = []
             try:
                 signal = verified(signal, self.ledger)
-                signal = upstream.confirmed(signal, self.policy, self.executor.jobs)
                 self._observe(signal)
                 decisions = decide(signal, self.policy, self.workspaces)
                 if isinstance(signal, AlertFired) and self.watch is not None and self.watch.guarding(signal):

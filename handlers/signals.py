@@ -125,6 +125,7 @@ class RunSeen:
     experiment: str = ""
     display_name: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
+    problem: str = ""  # why the workspace would not say (a refusal): nothing is acted on
 
 
 @dataclass(frozen=True)

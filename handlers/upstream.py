@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from handlers.errors import PermanentError
 from handlers.keys import digest
 from handlers.plans import Decision, skip
 from handlers.retrain_plan import retrain
@@ -44,7 +45,7 @@ def listeners(policy: Policy, experiment: str) -> list[tuple[str, ModelPolicy, l
 def confirmed(signal: Signal, policy: Policy, jobs: Jobs) -> Signal:
     """``signal`` with the run as the workspace reports it (:class:`RunSeen`), when it is a completion that
     an upstream rule may act on: a top-level run, not this service's, of an experiment a model names. Raises
-    what the Jobs port raises (TransientError: the event is delivered again)."""
+    a TransientError (the event is delivered again); a refusal is what the workspace said (``problem``)."""
     if (
         not isinstance(signal, RunFinished)
         or not signal.succeeded
@@ -53,7 +54,10 @@ def confirmed(signal: Signal, policy: Policy, jobs: Jobs) -> Signal:
         or not listeners(policy, signal.experiment)
     ):
         return signal
-    info = jobs.job_status(signal.run_id)
+    try:
+        info = jobs.job_status(signal.run_id)
+    except PermanentError as exc:  # refused (a role missing): recorded as a skip that says so
+        return replace(signal, seen=RunSeen(False, problem=str(exc)[:500]))
     if info is None:
         return replace(signal, seen=RunSeen(False))
     return replace(signal, seen=RunSeen(True, info.status, info.experiment, info.display_name, dict(info.tags)))
@@ -94,6 +98,8 @@ def on_upstream(signal: RunFinished, policy: Policy) -> list[Decision]:
             why = f"upstream run {run} of experiment {experiment!r} ended {signal.status}: only a completed run starts a retrain"
         elif seen is None:
             why = f"upstream run {run} was not read from the workspace, so it is not acted on (the event alone is not trusted)"
+        elif seen.problem:
+            why = f"upstream run {run} could not be read from the workspace, so nothing starts: {seen.problem}"
         elif not seen.found:
             why = f"the workspace has no run {run}: the event is not trusted, nothing starts"
         elif seen.experiment.lower() != experiment.lower():

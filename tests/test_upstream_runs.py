@@ -4,12 +4,14 @@ SDK (the fake ARM) rather than taken from the event."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from handlers.envelopes import envelope_from_dict
+from handlers.errors import TransientError
 from handlers.plans import Retrain, Skip
 from handlers.policy_file import PolicyError, parse_policy
 from handlers.upstream import upstream_decision_id
@@ -96,6 +98,27 @@ def test_an_event_about_a_run_the_workspace_does_not_have_starts_nothing(tmp_pat
     [skipped] = world.deliver(upstream_event(run_id="forged-run-1")).decisions
     assert skipped.outcome == "skipped" and "the workspace has no run forged-run-1" in skipped.reason
     assert job_puts(world) == []
+
+
+def test_a_refused_read_of_the_run_is_a_recorded_skip_that_says_why(tmp_path: Path) -> None:
+    world = world_with(tmp_path)
+    world.arm.fail(403, method="GET", path=f"jobs/{RUN}", times=10)
+    with pytest.raises(TransientError):  # within the hour roles take to settle: Event Grid delivers it again
+        world.deliver(upstream_event())
+    world.now.advance(hours=1)  # a 403 now is a role missing: recorded, not retried forever
+    [skipped] = world.deliver(upstream_event()).decisions
+    assert skipped.outcome == "skipped" and "could not be read from the workspace, so nothing starts" in skipped.reason
+    assert job_puts(world) == []
+
+
+def test_a_backtest_replays_the_upstream_run_as_the_workspace_reported_it(tmp_path: Path) -> None:
+    world = world_with(tmp_path)
+    [started] = world.deliver(upstream_event()).decisions
+    world.now.advance(hours=1)
+    report = world.worker.backtest(timedelta(days=1))
+    mine = report.models[MODEL]
+    assert [(o.action, o.result) for o in mine.draft] == [("retrain", "started")] and mine.differences == []
+    assert mine.draft[0].reason == started.reason
 
 
 def test_runs_of_other_experiments_and_of_other_workspaces_are_recorded_skips(tmp_path: Path) -> None:

@@ -127,6 +127,10 @@ OPERATIONS: dict[str, list[str]] = {
     # with its lineage, and the workspace's id; on the registry (registries/read, registries/assets/read and
     # write) the custom role of infra/modules/registry-publisher.bicep, assigned there
     "AzureMLActions.share_promoted": [*_WORKSPACE, *_DEPLOYMENT_READ, *_MODELS_READ, *_MODELS_WRITE],
+    # the reconciler's freshness look (handlers/watcher.py): the champion's model version and its creation time
+    # (retrain.max_age), and the versions of the data assets retrain.on.data.assets names (data.list)
+    "AzureMLActions.champion": [*_ENDPOINT_READ, *_DEPLOYMENT_READ, *_MODELS_READ],
+    "AzureMLActions.data_versions": [f"{AML}/data/read", f"{AML}/data/versions/read"],
     # retiring demoted deployments
     "AzureMLActions.list_deployments": [*_ENDPOINT_READ, *_DEPLOYMENT_READ],
     "AzureMLActions.delete_deployment": [*_DEPLOYMENT_READ, f"{AML}/onlineEndpoints/deployments/delete"],
