@@ -6,10 +6,11 @@ reads the facts and carries them out):
   champion 30 days old with ``max_age: 30d`` gets one, and, if it is still the champion at 60 days,
   another; never one per pass.
 - **new data-asset versions** (``retrain.on.data.assets``): data assets publish no event, so the
-  reconciler lists each named asset's versions. The first look records the newest version as where
-  watching starts (:func:`baseline`, nothing is retrained on data the service found there); each
-  version created after it starts one retrain (:func:`asset_retrain`), keyed by the version; versions
-  that came together with a newer one are covered by the newer one's retrain (recorded as such).
+  reconciler lists each named asset's versions. The first look marks the newest version as where
+  watching starts (:func:`baseline`, recorded; nothing is retrained on data the service found there);
+  each version created after the mark starts one retrain (:func:`asset_retrain`), keyed by the version,
+  and becomes the mark; versions that came together with a newer one are covered by the newer one's
+  retrain (recorded as such).
 
 Each decision's trigger is the reconciler's, keyed by what it is about, so every pass (and every
 worker) makes the same decision, with the same id and job name: the ledger says whether it was made.
@@ -85,7 +86,7 @@ def asset_trigger(model: str, version: AssetVersion) -> Trigger:
 
 def baseline(model: str, asset: str, newest: AssetVersion | None) -> Skip:
     """The record of where watching ``asset`` starts for ``model``: its newest version when first looked at
-    (None: it has none yet; every version then counts as new). Its id depends on the model and asset only."""
+    (None: it has none yet; every version then counts as new). The mark itself is kept in the model's state."""
     trigger = Trigger(f"model:{model}", f"data-asset:{asset}:watched", NEW_ASSET_VERSION, channel=RECONCILER_CHANNEL)
     if newest is None:
         why = f"watching data asset {asset!r} for new versions (retrain.on.data.assets): it has none yet"
@@ -94,20 +95,16 @@ def baseline(model: str, asset: str, newest: AssetVersion | None) -> Skip:
             f"watching data asset {asset!r} for new versions (retrain.on.data.assets) from {newest.label} (created "
             f"{iso(newest.created) if newest.created else 'at an unknown time'}): a newer version starts a retrain"
         )
-    return skip(trigger, why, model, asset=asset, version=newest.version if newest else None, created=_at(newest))
+    return skip(trigger, why, model, asset=asset, version=newest.version if newest else None, created=at(newest))
 
 
-def baseline_id(model: str, asset: str) -> str:
-    return baseline(model, asset, None).id
-
-
-def _at(version: AssetVersion | None) -> str | None:
+def at(version: AssetVersion | None) -> str | None:
     return iso(version.created) if version is not None and version.created is not None else None
 
 
 def newer(versions: list[AssetVersion], since: str | None, since_version: str | None) -> list[AssetVersion]:
-    """The versions created after the baseline (``since``, its creation time; ``since_version`` its
-    version), oldest first. Without a creation time, a version counts by being another one than the baseline's."""
+    """The versions created after the mark (``since``, its creation time; ``since_version`` its version),
+    oldest first. Without a creation time, a version counts by being another one than the mark's."""
     out = [
         v
         for v in versions

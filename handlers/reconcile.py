@@ -154,8 +154,7 @@ class Reconciler:
         a recorded reason, catch the end of each retraining run past ``job_grace`` whose event was
         missed, move each rollout on by one transition, and purge records older than the retention."""
         report = ReconcileReport(iso(now))
-        states = self.ledger.list_models()
-        for state in states:
+        for state in self.ledger.list_models():
             moved = False  # a rollout of the model was worked on: it may have ended in this pass
             for kind, flight in sorted(state.flights.items()):
                 if guards.stale(flight, now, self.lease):
@@ -190,7 +189,7 @@ class Reconciler:
                 log.warning("reconciler: retiring deployments of model=%s deferred: %s", state.model, exc)
                 report.deferred.append({"model": state.model, "decision": "retire", "error": str(exc)})
         if self.watcher is not None:
-            self._watch(states, now, report)
+            self._watch(now, report)
         if self.last_purge is None or now - self.last_purge >= self.purge_every:
             report.purged = self.ledger.purge(now - self.retention)
             self.last_purge = now
@@ -211,11 +210,11 @@ class Reconciler:
         )
         return report
 
-    def _watch(self, states: list[ModelState], now: datetime, report: ReconcileReport) -> None:
+    def _watch(self, now: datetime, report: ReconcileReport) -> None:
         """Old champions and new data-asset versions (:class:`handlers.watcher.Watcher`), model by model;
         a read that fails is left to the next pass."""
         assert self.watcher is not None
-        for state in self.watcher.states(states):
+        for state in self.watcher.states():
             try:
                 report.started.extend(self.watcher.look(state, now))
             except (TransientError, PermanentError) as exc:

@@ -196,6 +196,8 @@ class ModelState:
     retire_due: str | None = None
     frozen: dict[str, Any] | None = None  # the stop switch (handlers.freeze): by, why, at, actions
     burst: dict[str, Any] | None = None  # new blobs not yet retrained on (handlers.newdata): id, first, last, blobs
+    # data assets watched for new versions (handlers.watcher): asset -> the newest version seen, and its creation
+    assets: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -213,6 +215,8 @@ class ModelState:
             out["frozen"] = dict(self.frozen)
         if self.burst is not None:
             out["burst"] = dict(self.burst)
+        if self.assets is not None:
+            out["assets"] = dict(self.assets)
         return out
 
     @classmethod
@@ -228,4 +232,5 @@ class ModelState:
             retire_due=data["retire_due"] if isinstance(data.get("retire_due"), str) else None,
             frozen=dict(data["frozen"]) if isinstance(data.get("frozen"), dict) else None,
             burst=dict(data["burst"]) if isinstance(data.get("burst"), dict) else None,
+            assets=dict(data["assets"]) if isinstance(data.get("assets"), dict) else None,
         )

@@ -11,7 +11,7 @@ once per ``age_every`` per worker (it changes only by a promotion or with time),
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -95,33 +95,51 @@ class Watcher:
         return [record]
 
     def _asset(self, model: str, mp: ModelPolicy, asset: str, now: datetime) -> list[DecisionRecord]:
+        """The newest version of ``asset`` created since the model's mark (``ModelState.assets``) starts a
+        retrain; the mark moves to it once the retrain is made (a pass that dies in between is repeated
+        by the next, which finds the decision made). Without a mark, the newest version becomes it."""
         versions = self.facts.data_versions(asset)
-        base = self.ledger.get_decision(freshness.baseline_id(model, asset))
-        if base is None:  # the first look (or the first since retention purged it): where watching starts
+        mark = (self.ledger.get_model(model).assets or {}).get(asset)
+        if mark is None:  # the first look: where watching starts (recorded), nothing retrained on it
             newest = max(versions, key=_order, default=None)
             record, _ = starts.start(self.executor, self.ledger, freshness.baseline(model, asset, newest), now)
+            self._mark(model, asset, newest)
             return [record]
-        new = freshness.newer(versions, base.details.get("created"), base.details.get("version"))
-        if not new or starts.made(self.ledger, freshness.asset_decision_id(model, new[-1])) is not None:
+        new = freshness.newer(versions, mark.get("created"), mark.get("version"))
+        if not new:
             return []
-        latest = new[-1]
-        older = [v for v in new[:-1] if starts.made(self.ledger, freshness.asset_decision_id(model, v)) is None]
-        record, waits = starts.start(self.executor, self.ledger, freshness.asset_retrain(model, mp, latest, older), now)
-        out = [record]
-        if not waits:
+        latest, out = new[-1], []
+        if starts.made(self.ledger, freshness.asset_decision_id(model, latest)) is None:
+            older = [v for v in new[:-1] if starts.made(self.ledger, freshness.asset_decision_id(model, v)) is None]
+            decision = freshness.asset_retrain(model, mp, latest, older)
+            record, waits = starts.start(self.executor, self.ledger, decision, now)
+            out.append(record)
+            log.info(
+                "data asset %s of model=%s: version %s %s (%s)", asset, model, latest.version, record.outcome, record.id
+            )
+            if waits:
+                return out
             for version in older:
                 out.append(
                     starts.start(self.executor, self.ledger, freshness.covered(model, version, record.id), now)[0]
                 )
-        log.info(
-            "data asset %s of model=%s: version %s %s (%s)", asset, model, latest.version, record.outcome, record.id
-        )
+        self._mark(model, asset, latest)
         return out
 
-    def states(self, known: Iterable[ModelState]) -> list[ModelState]:
-        """The watched models' states: those the pass read, and a fresh read of the others."""
-        by_model = {s.model: s for s in known}
-        return [by_model.get(m) or self.ledger.get_model(m) for m in self.watched()]
+    def _mark(self, model: str, asset: str, version: freshness.AssetVersion | None) -> None:
+        mark = {"version": version.version if version else None, "created": freshness.at(version)}
+
+        def change(state: ModelState) -> tuple[ModelState | None, None]:
+            marks = dict(state.assets or {})
+            if marks.get(asset) == mark:
+                return None, None
+            return replace(state, assets={**marks, asset: mark}), None
+
+        self.ledger.update_model(model, change)
+
+    def states(self) -> list[ModelState]:
+        """The watched models' states, read now (this pass may have started or ended a retrain)."""
+        return [self.ledger.get_model(m) for m in self.watched()]
 
 
 def _assets(mp: ModelPolicy) -> list[str]:

@@ -4,6 +4,7 @@ Azure ML SDK from the fake ARM (Data Versions - List, paged; the model version's
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -153,6 +154,25 @@ def test_the_first_version_of_an_asset_watched_before_it_existed_starts_a_retrai
     world.now.advance(minutes=5)
     [started] = world.reconcile().started
     assert started.outcome == "submitted" and "fresh-labels:1" in started.reason
+
+
+def test_the_mark_is_kept_in_the_model_state_so_purged_records_and_a_pass_that_died_change_nothing(
+    tmp_path: Path,
+) -> None:
+    world = AzureWorld(tmp_path, policy=ASSETS)
+    world.reconcile()
+    assert world.ledger.get_model(MODEL).assets[DATASET]["version"] == "2"
+    world.ledger.purge(world.now.now + timedelta(days=1))  # retention took the trail of the first look
+    world.arm.add_data(DATASET, "3", created=iso(world.now.now))
+    world.now.advance(minutes=5)
+    [started] = world.reconcile().started
+    assert started.outcome == "submitted" and world.ledger.get_model(MODEL).assets[DATASET]["version"] == "3"
+    # a pass that died after starting it, before moving the mark: the next one moves it, starting nothing
+    world.ledger.update_model(
+        MODEL, lambda s: (replace(s, assets={**s.assets, DATASET: {"version": "2", "created": None}}), None)
+    )
+    ended(world, started)
+    assert world.ledger.get_model(MODEL).assets[DATASET]["version"] == "3" and len(job_puts(world)) == 1
 
 
 def test_a_failing_read_of_the_versions_is_deferred_to_the_next_pass(tmp_path: Path) -> None:
