@@ -403,3 +403,21 @@ def test_a_candidate_redelivered_after_its_approval_is_deployed_as_approved_once
     assert again.details["approval"]["approved_by"] == "bob@c" and again.reason.count("waits for approval") == 1
     outbox = approving.azure.ledger.notifications(dead=False, limit=50)
     assert [e.notification.data["id"] for e in outbox if e.notification.type.endswith(".pending")] == [rec]
+
+
+def test_an_approval_while_the_model_is_frozen_is_refused_and_waits_for_the_unfreeze(approving: Approving) -> None:
+    """A freeze of deploys holds a pending deploy too: approving it is a 409 naming the freeze, nothing is
+    deployed and it stays pending; once unfrozen the same approval carries it out."""
+    rec = approving.pending()
+    status, _ = approving.post("/api/freeze", {"reason": "incident 4711", "actions": ["deploy"]})
+    assert status == 200
+
+    status, refused = approving.post(f"/api/decisions/{rec.id}/approve", {"reason": "go"})
+
+    assert status == 409 and "frozen by the stop switch" in refused["error"] and "incident 4711" in refused["error"]
+    assert "approve it once the freeze is lifted" in refused["error"]
+    assert approving.slot().status == "pending" and approving.deployments_put() == 0
+    status, _ = approving.post("/api/unfreeze", {"reason": "resolved"})
+    assert status == 200
+    status, done = approving.post(f"/api/decisions/{rec.id}/approve", {"reason": "go"})
+    assert status == 202 and done["outcome"] == "submitted" and approving.deployments_put() == 1
