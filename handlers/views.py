@@ -79,11 +79,12 @@ def _explain_flights(
     progress: RolloutProgress | None,
     now: datetime,
 ) -> None:
-    """What an operator wants beside a flight: the retrain's job link; the rollout's bake and the
+    """What an operator wants beside a flight: the retrain's job link and why it started; the rollout's bake and the
     history of its steps with the health numbers each was judged on."""
     if "retrain" in flights:
         record = ledger.get_decision(state.flights["retrain"].decision)
         flights["retrain"]["url"] = (record.job or {}).get("url") if record is not None else None
+        flights["retrain"]["why"] = record.reason if record is not None else None  # what started it
     if "rollout" not in flights:
         return
     decision = state.flights["rollout"].decision

@@ -379,3 +379,20 @@ def test_a_model_in_a_freeze_window_shows_the_window_on_its_card(tmp_path: Path)
             assert "until 2026-11-25T16:00:00Z" in said
             assert card.locator('button[data-action="freeze"]').is_enabled()
             assert not card.locator('button[data-action="unfreeze"]').is_enabled()
+
+
+def test_a_retrain_in_flight_says_what_started_it(tmp_path: Path) -> None:
+    from tests.azure_world import AzureWorld
+    from tests.builders import with_retrain
+
+    world = AzureWorld(tmp_path, policy=with_retrain({"max_age": "30d"}))
+    world.arm.models[("sklearn_regression_model", "3")]["systemData"]["createdAt"] = "2026-10-01T09:00:00Z"
+    [started] = world.reconcile().started
+    [model] = [m for m in world.worker.models() if m["model"] == "sklearn_regression_model"]
+    assert model["in_flight"]["retrain"]["why"] == started.reason
+    with hosting(world) as url, browser_page() as page:
+        page.goto(f"{url}/api/console")
+        card = page.locator('article.model[data-model="sklearn_regression_model"]')
+        card.locator(".job").wait_for()
+        why = card.locator(".job-why").inner_text()
+        assert why.startswith("started by model age: the champion sklearn_regression_model:3") and "30d" in why

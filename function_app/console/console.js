@@ -136,6 +136,7 @@
           ? "WAITING FOR APPROVAL: retrain " + flights.retrain.decision + " (the job it would submit is in its record below)"
           : flights.retrain.job || flights.retrain.decision;
         if (flights.retrain.url) link.href = flights.retrain.url; else link.removeAttribute("href");
+        card.querySelector(".job-why").textContent = flights.retrain.why ? "started by " + short(flights.retrain.why, 200) : "";
       }
       const r = flights.rollout;
       if (r) {
