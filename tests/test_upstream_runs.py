@@ -15,8 +15,8 @@ from handlers.errors import TransientError
 from handlers.plans import Retrain, Skip
 from handlers.policy_file import PolicyError, parse_policy
 from handlers.upstream import upstream_decision_id
-from tests.azure_world import WORKSPACE_ID, AzureWorld
-from tests.builders import MODEL, ours, run_event, with_retrain, with_retrain_on
+from tests.azure_world import RUN_SAMPLE, WORKSPACE_ID, AzureWorld, in_workspace
+from tests.builders import MODEL, cloud, ours, run_event, with_retrain, with_retrain_on
 from tests.ledgers import LedgerSpec
 
 RUN = "ingest-daily-20261125-0400"
@@ -64,6 +64,21 @@ def test_a_completed_upstream_run_starts_one_retrain_however_often_it_is_told_of
     assert status.outcome == "skipped" and "handled from its RunCompleted event" in status.reason
     assert job_puts(world) == [started.job["name"]]
     assert [r.id for r in world.ledger.decisions(MODEL, 10) if r.action == "retrain"] == [started.id]
+
+
+def test_microsofts_published_run_completed_of_a_named_experiment_is_an_automl_child_and_starts_nothing(
+    tmp_path: Path,
+) -> None:
+    world = AzureWorld(tmp_path, policy=with_retrain_on({"runs": [{"experiment": "automl-local-regression"}]}))
+    [skipped] = world.deliver(in_workspace(RUN_SAMPLE)).decisions
+    assert skipped.outcome == "skipped" and "step or child of another run" in skipped.reason
+    assert job_puts(world) == []
+
+
+def test_an_upstream_run_in_the_cloudevents_schema_starts_the_same_retrain(tmp_path: Path) -> None:
+    world = world_with(tmp_path)
+    [started] = world.deliver(cloud(upstream_event())).decisions
+    assert started.id == upstream_decision_id(MODEL, RUN) and started.outcome == "submitted"
 
 
 @pytest.mark.parametrize("status", ["Failed", "Canceled"])
