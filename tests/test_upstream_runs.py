@@ -14,6 +14,7 @@ from handlers.envelopes import envelope_from_dict
 from handlers.errors import TransientError
 from handlers.plans import Retrain, Skip
 from handlers.policy_file import PolicyError, parse_policy
+from handlers.signals import OPERATOR, Trigger
 from handlers.upstream import upstream_decision_id
 from tests.azure_world import RUN_SAMPLE, WORKSPACE_ID, AzureWorld, in_workspace
 from tests.builders import MODEL, cloud, ours, run_event, with_retrain, with_retrain_on
@@ -184,6 +185,17 @@ def test_an_upstream_run_meets_the_same_guards_as_any_retrain(tmp_path: Path) ->
     [cooling] = world.deliver(upstream_event(run_id="ingest-daily-20261126-0400")).decisions
     assert cooling.outcome == "skipped" and cooling.details["guard"] == "cooldown"
     assert job_puts(world) == [manual.job["name"]]
+
+
+def test_an_upstream_run_of_a_frozen_model_or_over_its_budget_is_refused_recorded(tmp_path: Path) -> None:
+    world = world_with(tmp_path, policy=with_retrain({"on": UPSTREAM, "daily_budget": 0}))
+    [spent] = world.deliver(upstream_event()).decisions
+    assert spent.outcome == "skipped" and spent.details["guard"] == "budget"
+    world = world_with(tmp_path / "frozen")
+    switch = Trigger("cli", "sw-1", "ManualRequest.freeze", (("kind", "command line"),), channel=OPERATOR)
+    world.worker.freeze(True, switch, "release week", models=[MODEL])
+    [frozen] = world.deliver(upstream_event()).decisions
+    assert frozen.outcome == "skipped" and frozen.details["guard"] == "frozen" and job_puts(world) == []
 
 
 def test_an_upstream_run_waits_for_approval_when_the_policy_asks_for_it(tmp_path: Path) -> None:
