@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from handlers.freshness import AssetVersion, newer, periods
+from handlers.freshness import AssetVersion, Champion, age_retrain, newer, periods
+from handlers.plans import Retrain
 from handlers.policy_file import PolicyError, parse_policy
 from handlers.records import DecisionRecord, iso
 from handlers.signals import Trigger
@@ -52,6 +53,21 @@ def ended(world: AzureWorld, record: DecisionRecord, hours: float = 7) -> None:
 def test_periods_count_whole_ages_of_the_champion() -> None:
     created = datetime.fromisoformat("2026-10-01T00:00:00+00:00")
     assert [periods(created, timedelta(days=30), created + timedelta(days=d)) for d in (29, 30, 59, 61)] == [0, 1, 1, 2]
+
+
+def test_an_age_retrain_is_decided_only_for_an_old_champion_once_per_age() -> None:
+    mp = AGE.models[MODEL]
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def champion(days: float | None) -> Champion:
+        created = None if days is None else now - timedelta(days=days)
+        return Champion(f"{ENDPOINT}/blue", AssetVersion(MODEL, "3", created))
+
+    assert age_retrain(MODEL, mp, champion(29), timedelta(days=30), now) is None
+    assert age_retrain(MODEL, mp, champion(None), timedelta(days=30), now) is None
+    first, again, second = (age_retrain(MODEL, mp, champion(d), timedelta(days=30), now) for d in (31, 59, 61))
+    assert isinstance(first, Retrain) and isinstance(again, Retrain) and isinstance(second, Retrain)
+    assert first.id == again.id != second.id and "31d ago, older than retrain.max_age 30d" in first.reason
 
 
 @pytest.mark.both_ledgers

@@ -14,8 +14,8 @@ from handlers.envelopes import envelope_from_dict
 from handlers.errors import TransientError
 from handlers.plans import Retrain, Skip
 from handlers.policy_file import PolicyError, parse_policy
-from handlers.signals import OPERATOR, Trigger
-from handlers.upstream import upstream_decision_id
+from handlers.signals import OPERATOR, RunFinished, RunSeen, Trigger
+from handlers.upstream import on_upstream, upstream_decision_id
 from tests.azure_world import RUN_SAMPLE, WORKSPACE_ID, AzureWorld, in_workspace
 from tests.builders import MODEL, cloud, ours, run_event, with_retrain, with_retrain_on
 from tests.ledgers import LedgerSpec
@@ -42,6 +42,46 @@ def upstream_event(**kw: Any) -> dict[str, Any]:
 
 def job_puts(world: AzureWorld) -> list[str]:
     return [c.path.rsplit("/", 1)[-1] for c in world.arm.job_puts]
+
+
+def finished(seen: RunSeen | None, **kw: Any) -> RunFinished:
+    trigger = Trigger(WORKSPACE_ID, "e-1", "Microsoft.MachineLearningServices.RunCompleted")
+    fields: dict[str, Any] = {
+        "workspace": WORKSPACE_ID,
+        "run_id": RUN,
+        "experiment": "INGEST-daily",
+        "status": "completed",
+        "is_child": False,
+        "run_tags": {},
+        "run_properties": {},
+        **kw,
+    }
+    return RunFinished(trigger, seen=seen, **fields)
+
+
+@pytest.mark.parametrize(
+    ("seen", "started"),
+    [
+        (RunSeen(True, "Completed", "ingest-daily", "Nightly Ingestion"), True),  # names compare case-insensitively
+        (RunSeen(True, "Completed", "ingest-daily", "nightly ingestion", {"extra": "x"}), True),
+        (RunSeen(True, "Completed", "ingest-daily", "weekly ingestion"), False),
+        (RunSeen(True, "Completed", "other", "nightly ingestion"), False),
+        (RunSeen(True, "Failed", "ingest-daily", "nightly ingestion"), False),
+        (RunSeen(False), False),
+        (None, False),
+    ],
+)
+def test_the_upstream_rule_judges_what_the_workspace_reported(seen: RunSeen | None, started: bool) -> None:
+    [decision] = on_upstream(finished(seen), POLICY)
+    assert isinstance(decision, Retrain) == started and decision.model == MODEL
+    if started:
+        assert decision.id == upstream_decision_id(MODEL, RUN) and decision.once
+
+
+def test_the_upstream_rule_keeps_out_of_steps_and_experiments_no_model_names() -> None:
+    seen = RunSeen(True, "Completed", "ingest-daily", "nightly ingestion")
+    assert on_upstream(finished(seen, is_child=True), POLICY) == []
+    assert on_upstream(finished(seen, experiment="ingest-weekly"), POLICY) == []
 
 
 @pytest.mark.both_ledgers
