@@ -71,3 +71,17 @@ def test_the_example_policy_drives_the_v2_monitoring_loop_in_a_dry_run(tmp_path:
 
     report = world.reconcile()
     assert (report.rollouts, report.retired, report.deferred) == ([], [], [])
+
+
+def test_the_example_policys_commented_retrain_triggers_validate_once_uncommented() -> None:
+    from handlers.policy_file import parse_policy
+
+    text = (EXAMPLES / "policy.yaml").read_text()
+    start = text.index("      # max_age:")
+    end = text.index("    candidates:", start)
+    lines = text[start:end].splitlines(keepends=True)
+    uncommented = "".join(line.replace("# ", "", 1) for line in lines)
+    retrain = parse_policy(text[:start] + uncommented + text[end:]).models["sklearn_regression_model"].retrain
+    assert retrain is not None and retrain.max_age is not None and retrain.max_age.days == 30
+    assert [r.experiment for r in retrain.on.runs] == ["ingest-daily"]
+    assert retrain.on.data is not None and retrain.on.data.assets == ["diabetes-training"]
