@@ -12,15 +12,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from handlers.inputs import manual_problem
-from handlers.keys import ci_get, slug
+from handlers.keys import ci_get
 from handlers.newdata import on_blob
+from handlers.pickup import on_registry_version
 from handlers.plans import (
-    SERVICE_TAG_VALUE,
     Decision,
     Deploy,
-    DeployPlan,
     Skip,
     decision_id,
+    deploy_plan,
     run_decision_id,
     skip,
 )
@@ -28,7 +28,6 @@ from handlers.retrain_plan import retrain
 from handlers.signals import (
     TAG_DECISION,
     TAG_MODEL,
-    TAG_SERVICE,
     AlertFired,
     BlobCreated,
     DriftDetected,
@@ -36,6 +35,7 @@ from handlers.signals import (
     ManualRequest,
     ModelDeployed,
     ModelRegistered,
+    RegistryVersion,
     RunFinished,
     Signal,
 )
@@ -66,6 +66,8 @@ def decide(signal: Signal, policy: Policy, workspaces: frozenset[str] = frozense
         return [skip(signal.trigger, f"deployment of {models} to {signal.service_name or 'a service'} recorded")]
     if isinstance(signal, ManualRequest):
         return [_on_manual(signal, policy)]
+    if isinstance(signal, RegistryVersion):
+        return on_registry_version(signal, policy)
     assert isinstance(signal, AlertFired)
     return _on_alert(signal, policy, workspaces)
 
@@ -169,34 +171,6 @@ def _on_alert(signal: AlertFired, policy: Policy, workspaces: frozenset[str]) ->
     return [retrain(model, mp, signal.trigger, what, {}, {}) for model, mp in concerned]
 
 
-def _deploy_plan(
-    model: str, mp: ModelPolicy, did: str, source: str, run: RunFinished | None, version: str | None
-) -> DeployPlan:
-    assert mp.deploy is not None
-    env = mp.environment
-    key = did.split("-", 1)[1]
-    base = slug(model, 20)
-    if not base[0].isalpha():
-        base = "m" + base[:19]
-    return DeployPlan(
-        model=model,
-        endpoint=mp.deploy.target,
-        deployment=f"{base}-{key[:8]}",
-        run_id=run.run_id if run else None,
-        version=version,
-        source=source,
-        tags={TAG_SERVICE: SERVICE_TAG_VALUE, TAG_MODEL: model, TAG_DECISION: did},
-        run_tags=dict(run.run_tags) if run else {},
-        run_properties=dict(run.run_properties) if run else {},
-        gate=mp.deploy.gate,
-        model_output=mp.deploy.model_output,
-        instance_count=mp.deploy.instance_count,
-        shadows=mp.deploy.rollout.mirror is not None,
-        registry=env.registry if env is not None and env.role == "downstream" else None,
-        share_to=env.registry if env is not None and env.role == "upstream" else None,
-    )
-
-
 def _on_run(signal: RunFinished, policy: Policy) -> list[Decision]:
     """A finished run: a deploy candidate (:func:`_on_candidate_run`) and, for the models whose
     ``retrain.on.runs`` names its experiment, an upstream run (:func:`handlers.upstream.on_upstream`);
@@ -283,7 +257,7 @@ def _on_candidate_run(signal: RunFinished, policy: Policy) -> list[Decision]:
             )
             continue
         did = run_decision_id(model, run)
-        plan = _deploy_plan(model, mp, did, "run", signal, None)
+        plan = deploy_plan(model, mp, did, "run", signal, None)
         why = "retraining run" if ours else f"candidate run of experiment {signal.experiment!r}"
         out.append(Deploy(did, model, f"{why} {run} completed; evaluating it as a candidate", trigger, plan))
     return out
@@ -307,7 +281,7 @@ def _on_registration(signal: ModelRegistered, policy: Policy) -> Decision:
             name,
         )
     did = decision_id("deploy", name, trigger)
-    plan = _deploy_plan(name, mp, did, "registration", None, version)
+    plan = deploy_plan(name, mp, did, "registration", None, version)
     return Deploy(did, name, f"model {name}:{version} registered and the policy deploys on registration", trigger, plan)
 
 
@@ -324,5 +298,5 @@ def _on_manual(signal: ManualRequest, policy: Policy) -> Decision:
         )
     assert mp.deploy is not None
     did = decision_id("deploy", model, trigger)
-    plan = _deploy_plan(model, mp, did, "manual", None, signal.version)
+    plan = deploy_plan(model, mp, did, "manual", None, signal.version)
     return Deploy(did, model, reason, trigger, plan, force=signal.force, dry_run=signal.dry_run)

@@ -24,8 +24,10 @@ from handlers.signals import (
     FINISHED_STATUSES,
     ML_EVENT_TYPES,
     MODEL_REGISTERED,
+    NOTIFICATION_PREFIX,
     RUN_COMPLETED,
     RUN_STATUS,
+    UPSTREAM_PROMOTED,
     VALIDATION,
     AlertFired,
     BlobCreated,
@@ -33,6 +35,7 @@ from handlers.signals import (
     Ignored,
     ModelDeployed,
     ModelRegistered,
+    RegistryVersion,
     RunFinished,
     Signal,
     Trigger,
@@ -173,6 +176,8 @@ def to_signal(env: Envelope, workspaces: frozenset[str] | None = None) -> Signal
         )
     if env.event_type == BLOB_CREATED:  # which accounts count is the policy's (retrain.on.data): decide says
         return _blob_signal(env, trigger)
+    if env.event_type.startswith(NOTIFICATION_PREFIX):  # whose source counts is the policy's: decide says
+        return _upstream_signal(env, trigger)
     if env.event_type not in ML_EVENT_TYPES:
         return Ignored(trigger, f"event type {env.event_type!r} is not an Azure ML event this service handles")
     if workspaces is not None and workspace_key(env.source) not in workspaces:
@@ -211,6 +216,44 @@ def to_signal(env: Envelope, workspaces: frozenset[str] | None = None) -> Signal
     ids = env.get("ModelIds") or ""
     model_ids = tuple(part.strip() for part in str(ids).split(",") if part.strip())
     return ModelDeployed(trigger, ws, str(env.get("ServiceName") or ""), model_ids)
+
+
+_REGISTRY_VERSION = re.compile(
+    r"^azureml://registries/([A-Za-z0-9][A-Za-z0-9_-]{0,63})/models/([A-Za-z0-9_.-]{1,255})/versions/([A-Za-z0-9_.-]{1,64})$"
+)
+
+
+def _upstream_signal(env: Envelope, trigger: Trigger) -> Signal:
+    """An upstream retrain service's notification (a CloudEvent of its topic, :mod:`handlers.notify`): its
+    promotion, shared into a registry, names the registry version (``data.details.shared.id``). Nothing
+    else in it is used: the version is read again from the registry, and the source is judged by decide."""
+    if env.event_type != UPSTREAM_PROMOTED:
+        return Ignored(
+            trigger,
+            f"a retrain service's notification {env.event_type[:120]!r}: only its promotions "
+            f"({UPSTREAM_PROMOTED}) are picked up",
+        )
+    details = env.get("details")
+    shared = ci_get(details, "shared") if isinstance(details, Mapping) else None
+    shared = shared if isinstance(shared, Mapping) else {}
+    outcome = str(ci_get(shared, "outcome") or "none")[:40]
+    if outcome not in ("shared", "shared already"):
+        return Ignored(
+            trigger,
+            f"the promotion {str(env.get('id') or '?')[:80]} was not shared into a registry (shared: {outcome!r}): "
+            "nothing to pick up",
+        )
+    match = _REGISTRY_VERSION.match(str(ci_get(shared, "id") or ""))
+    if match is None:
+        return Ignored(
+            trigger,
+            "the promotion's details.shared.id is not a registry model version "
+            "(azureml://registries/<registry>/models/<model>/versions/<version>): nothing to pick up",
+        )
+    promotion = env.get("id")
+    return RegistryVersion(
+        trigger, match[1], match[2], match[3], str(promotion)[:120] if isinstance(promotion, str) else None
+    )
 
 
 _BLOB_SUBJECT = re.compile(r"^/?blobServices/default/containers/([^/]+)/blobs/(.+)$")

@@ -7,7 +7,10 @@ workspace version, with its lineage as tags (:mod:`handlers.lineage`), when it i
 **downstream** (prod): a champion served from the policy's registry
 (``azureml://registries/<registry>/models/<m>/versions/<v>``) is judged by the metric on that registry
 version's tags. A champion served from any other registry is not read: the policy decides which
-registry the service trusts, not the endpoint.
+registry the service trusts, not the endpoint. With ``upstream`` (the dev workspace whose service
+shares into the registry), new versions of the model in the registry are picked up
+(:mod:`handlers.pickup`): from the upstream service's promotion notifications, whose ``source`` must be
+``upstream``, and by polling the registry; only versions whose lineage names ``upstream`` are taken.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from handlers.policy_base import Strict
 
@@ -23,6 +26,12 @@ from handlers.policy_base import Strict
 # or a digit (the rules `az ml registry create` enforces for a registry's name).
 _REGISTRY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,32}$")
 _ALIASES = {"dev": "upstream", "prod": "downstream"}
+# An Azure ML workspace's resource id: what the upstream service's notifications carry as their source
+# (RETRAIN_NOTIFY's CloudEvents: the workspace it acts for) and its lineage as retrain_source_workspace.
+_WORKSPACE_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.MachineLearningServices/workspaces/[^/]+$",
+    re.IGNORECASE,
+)
 
 
 class EnvironmentRule(Strict):
@@ -34,6 +43,34 @@ class EnvironmentRule(Strict):
     role: Literal["upstream", "downstream"] = Field(
         description="upstream: dev, sharing its promotions into the registry; downstream: prod, serving its versions"
     )
+    upstream: str | None = Field(
+        default=None,
+        description="downstream only: the dev workspace (its resource id) whose promotions are picked up from the "
+        "registry; unset, nothing is picked up",
+    )
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        if not _WORKSPACE_ID.match(value):
+            raise ValueError(
+                f"{value[:200]!r} is not an Azure ML workspace's resource id: write the dev workspace's id, "
+                "/subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.MachineLearningServices/workspaces/"
+                "<name> (the source of its service's notifications)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _upstream_downstream(self) -> EnvironmentRule:
+        if self.upstream is not None and self.role != "downstream":
+            raise ValueError(
+                "upstream names the dev workspace a downstream (prod) environment picks up from; with role "
+                "upstream, remove it"
+            )
+        return self
 
     @field_validator("registry")
     @classmethod

@@ -152,7 +152,7 @@ class Executor:
         done = self.ledger.get_decision(decision.id)
         if done is None or done.outcome == "reserved":
             return None
-        if isinstance(decision, Deploy) and decision.plan.source == "run" and "guard" in done.details:
+        if isinstance(decision, Deploy) and decision.plan.keyed and "guard" in done.details:
             return None
         model = decision.model
         if model is not None:
@@ -181,9 +181,7 @@ class Executor:
         limits = self.limits(decision.model).of(kind)
         decision = self.named(decision)
         model = decision.model
-        if (isinstance(decision, Deploy) and decision.plan.source == "run") or (
-            isinstance(decision, Retrain) and decision.once
-        ):
+        if (isinstance(decision, Deploy) and decision.plan.keyed) or (isinstance(decision, Retrain) and decision.once):
             judged = self._judged_already(decision, kind)
             if judged is not None:
                 return judged

@@ -28,7 +28,7 @@ from handlers.keys import ci_get, finite
 
 if TYPE_CHECKING:
     from handlers.gate_rules import GateRule, MetricRule
-    from handlers.ports import CandidateFacts
+    from handlers.ports import CandidateFacts, ModelVersion
 
 MAX_SLICES = 50  # slice metrics per pattern: each is recorded in the verdict (and tagged on the version)
 
@@ -273,10 +273,21 @@ class CandidateVerdict:
     gate: GateVerdict | None = None
 
 
+def _same(cand: ModelVersion, champ: ModelVersion) -> bool:
+    """The same model version: name and version, both a registry's or both a workspace's (a registry's
+    version 4 is not the workspace's version 4 of the same name)."""
+    registry = "azureml://registries/"
+    return (cand.name, cand.version) == (champ.name, champ.version) and (
+        cand.id.lower().startswith(registry) == champ.id.lower().startswith(registry)
+    )
+
+
 def judge(rule: GateRule | None, facts: CandidateFacts) -> CandidateVerdict:
     """The candidate gate on ``facts``: pure, so a dry run and ``retrain explain`` show the verdict."""
+    if facts.candidate_unreadable is not None:  # a registry version not there, or not from the upstream
+        return CandidateVerdict("skip", facts.candidate_unreadable)
     cand, champ = facts.candidate_version, facts.champion_version
-    if cand is not None and champ is not None and (cand.name, cand.version) == (champ.name, champ.version):
+    if cand is not None and champ is not None and _same(cand, champ):
         return CandidateVerdict("skip", f"candidate {facts.candidate} is already live in deployment {facts.champion}")
     verdict = None
     if rule is not None and facts.champion_unreadable is not None:

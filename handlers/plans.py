@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from handlers.keys import digest
-from handlers.signals import Trigger
+from handlers.keys import digest, slug
+from handlers.signals import TAG_DECISION, TAG_MODEL, TAG_SERVICE, RunFinished, Trigger
 
 if TYPE_CHECKING:  # the policy module imports pydantic; a plan only carries the gate
     from handlers.gate_rules import GateRule
+    from handlers.policy import ModelPolicy
 
 SERVICE_TAG_VALUE = "retrain-service"
 
@@ -89,6 +90,14 @@ class DeployPlan:
     shadows: bool = False
     registry: str | None = None  # environment.registry, role downstream: the one registry whose champions are read
     share_to: str | None = None  # environment.registry, role upstream: the registry a promotion shares into
+    # environment.upstream (role downstream): the dev workspace a registry version's lineage must name to be picked up
+    upstream: str | None = None
+
+    @property
+    def keyed(self) -> bool:
+        """A decision keyed by its candidate (a run's, a registry version's), not by the event that told of
+        it: every event about the candidate makes the same decision, judged once."""
+        return self.source in ("run", "registry")
 
     def as_dict(self) -> dict[str, Any]:
         """Everything needed to act again (the reconciler resumes a reserved deploy from this)."""
@@ -109,6 +118,7 @@ class DeployPlan:
             **({"shadows": True} if self.shadows else {}),
             **({"registry": self.registry} if self.registry else {}),
             **({"share_to": self.share_to} if self.share_to else {}),
+            **({"upstream": self.upstream} if self.upstream else {}),
             "traffic": 0,
             "tags": self.tags,
         }
@@ -136,6 +146,7 @@ class DeployPlan:
             shadows=bool(data.get("shadows")),
             registry=None if data.get("registry") is None else str(data["registry"]),
             share_to=None if data.get("share_to") is None else str(data["share_to"]),
+            upstream=None if data.get("upstream") is None else str(data["upstream"]),
         )
 
 
@@ -204,6 +215,12 @@ def run_decision_id(model: str, run_id: str) -> str:
     return f"de-{digest('deploy', model, 'run', run_id)}"
 
 
+def registry_decision_id(model: str, registry: str, version: str) -> str:
+    """The deploy decision for a registry version picked up (:mod:`handlers.pickup`): keyed by the version,
+    so its notification, a redelivery of it and the reconciler's poll of the registry make one decision."""
+    return f"de-{digest('deploy', model, 'registry', registry.casefold(), version)}"
+
+
 def skip(trigger: Trigger, reason: str, model: str | None = None, **details: Any) -> Skip:
     return Skip(decision_id("skip", model, trigger), model, reason, trigger, details=details)
 
@@ -220,3 +237,33 @@ def job_of(rendered: dict[str, Any]) -> dict[str, Any] | None:
     if "deployment" in rendered:
         return {"name": f"{rendered['endpoint']}/{rendered['deployment']}", "url": None}
     return None
+
+
+def deploy_plan(
+    model: str, mp: ModelPolicy, did: str, source: str, run: RunFinished | None, version: str | None
+) -> DeployPlan:
+    """The candidate plan of ``model`` under its policy ``mp`` (which has a deploy section), for decision ``did``."""
+    assert mp.deploy is not None
+    env = mp.environment
+    key = did.split("-", 1)[1]
+    base = slug(model, 20)
+    if not base[0].isalpha():
+        base = "m" + base[:19]
+    return DeployPlan(
+        model=model,
+        endpoint=mp.deploy.target,
+        deployment=f"{base}-{key[:8]}",
+        run_id=run.run_id if run else None,
+        version=version,
+        source=source,
+        tags={TAG_SERVICE: SERVICE_TAG_VALUE, TAG_MODEL: model, TAG_DECISION: did},
+        run_tags=dict(run.run_tags) if run else {},
+        run_properties=dict(run.run_properties) if run else {},
+        gate=mp.deploy.gate,
+        model_output=mp.deploy.model_output,
+        instance_count=mp.deploy.instance_count,
+        shadows=mp.deploy.rollout.mirror is not None,
+        registry=env.registry if env is not None and env.role == "downstream" else None,
+        share_to=env.registry if env is not None and env.role == "upstream" else None,
+        upstream=env.upstream if env is not None and env.role == "downstream" else None,
+    )

@@ -328,6 +328,23 @@ class ModelPolicy(Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _picks_up_to_deploy(self) -> ModelPolicy:
+        env = self.environment
+        if env is None or env.upstream is None:
+            return self
+        if self.deploy is None:
+            raise ValueError(
+                "environment.upstream picks up registry versions to roll out, and the model has no deploy section: "
+                "add deploy (its endpoint, gate and rollout) or remove environment.upstream"
+            )
+        if self.deploy.batch_endpoint:
+            raise ValueError(
+                "environment.upstream: picking up registry versions for a batch endpoint is not built; remove "
+                "environment.upstream (deploy the registry's version by hand) or serve the model online"
+            )
+        return self
+
 
 class Defaults(Strict):
     cooldown: Duration = timedelta(hours=6)

@@ -276,6 +276,7 @@ class CandidateFacts:
     champion_version: ModelVersion | None = None
     champion_metrics: dict[str, Any] | None = None
     champion_unreadable: str | None = None  # why the champion cannot be compared (the gate skips)
+    candidate_unreadable: str | None = None  # why the candidate is not one to judge (the gate skips)
     notes: tuple[str, ...] = ()
 
     @property

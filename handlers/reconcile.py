@@ -41,6 +41,7 @@ from handlers.signals import Signal
 
 if TYPE_CHECKING:
     from handlers.approvals import Approvals
+    from handlers.pickup import RegistryPoll
     from handlers.settler import Settler
     from handlers.watcher import Watcher
 
@@ -70,6 +71,7 @@ class ReconcileReport:
     retired: list[DecisionRecord] = field(default_factory=list)
     # the retrains of settled bursts of new data, old champions and new data-asset versions (and their records)
     started: list[DecisionRecord] = field(default_factory=list)
+    picked_up: list[DecisionRecord] = field(default_factory=list)  # registry versions polled (handlers.pickup)
     purged: int = 0
     notified: dict[str, Any] = field(default_factory=dict)  # the outbox drained after the pass (handlers/notify.py)
 
@@ -85,6 +87,7 @@ class ReconcileReport:
             "rollouts": list(self.rollouts),
             "retired": [r.to_dict() for r in self.retired],
             "started": [r.to_dict() for r in self.started],
+            "picked_up": [r.to_dict() for r in self.picked_up],
             "purged": self.purged,
             "notified": dict(self.notified),
         }
@@ -128,6 +131,7 @@ class Reconciler:
         approvals: Approvals | None = None,
         settler: Settler | None = None,
         watcher: Watcher | None = None,
+        pickup: RegistryPoll | None = None,
     ) -> None:
         self.ledger = ledger
         self.executor = executor
@@ -147,6 +151,7 @@ class Reconciler:
         self.approvals = approvals  # releases expired retrains and deploys waiting for approval
         self.settler = settler  # starts the retrain of a settled burst of new data
         self.watcher = watcher  # starts the retrains of old champions and new data-asset versions
+        self.pickup = pickup  # polls the registries downstream models pick new versions up from
 
     def run(self, now: datetime) -> ReconcileReport:
         """One pass of the reconciler: finish each action whose worker died between reserve and
@@ -190,6 +195,7 @@ class Reconciler:
                 report.deferred.append({"model": state.model, "decision": "retire", "error": str(exc)})
         if self.watcher is not None:
             self._watch(now, report)
+        self._poll_registries(now, report)
         if self.last_purge is None or now - self.last_purge >= self.purge_every:
             report.purged = self.ledger.purge(now - self.retention)
             self.last_purge = now
@@ -209,6 +215,19 @@ class Reconciler:
             report.purged,
         )
         return report
+
+    def _poll_registries(self, now: datetime, report: ReconcileReport) -> None:
+        """The newest version each downstream model's upstream shared into its registry, picked up if no
+        event told of it (:class:`handlers.pickup.RegistryPoll`); a read that fails waits for the next pass."""
+        for model, registry, upstream in self.pickup.watched() if self.pickup is not None else ():
+            try:
+                assert self.pickup is not None
+                record = self.pickup.poll(model, registry, upstream, now)
+            except (TransientError, PermanentError) as exc:
+                log.warning("reconciler: polling registry %s for model=%s deferred: %s", registry, model, exc)
+                report.deferred.append({"model": model, "decision": f"registry {registry}", "error": str(exc)})
+            else:
+                report.picked_up.extend([record] if record is not None else [])
 
     def _watch(self, now: datetime, report: ReconcileReport) -> None:
         """Old champions and new data-asset versions (:class:`handlers.watcher.Watcher`), model by model;

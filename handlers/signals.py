@@ -23,6 +23,10 @@ MODEL_DEPLOYED = ML + "ModelDeployed"
 VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
 ML_EVENT_TYPES = (DRIFT, RUN_COMPLETED, RUN_STATUS, MODEL_REGISTERED, MODEL_DEPLOYED)
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"  # a storage account's system topic: new data (retrain.on.data)
+# An upstream (dev) service's notification of a promotion (handlers.notify: retrain.decision.<action>.<outcome>),
+# delivered from its notification topic: what a downstream (prod) service picks registry versions up from.
+UPSTREAM_PROMOTED = "retrain.decision.promote.submitted"
+NOTIFICATION_PREFIX = "retrain.decision."
 
 
 # Tags that this service sets on every job it submits: they tie a run to a model and a decision.
@@ -166,6 +170,20 @@ class BlobCreated:
 
 
 @dataclass(frozen=True)
+class RegistryVersion:
+    """A model version of an Azure ML registry to pick up (a downstream environment, :mod:`handlers.pickup`):
+    told of by an upstream service's promotion notification (``trigger.channel`` event_grid: its source is
+    the notification's, checked against the policy) or found by the reconciler polling the registry
+    (channel reconciler). What it names is only a hint: the version is read again from the registry."""
+
+    trigger: Trigger
+    registry: str
+    model: str
+    version: str
+    promotion: str | None = None  # the upstream's promote record id, as the notification named it
+
+
+@dataclass(frozen=True)
 class ModelRegistered:
     trigger: Trigger
     workspace: str
@@ -232,5 +250,13 @@ class Ignored:
 
 
 Signal = (
-    AlertFired | BlobCreated | DriftDetected | RunFinished | ModelRegistered | ModelDeployed | ManualRequest | Ignored
+    AlertFired
+    | BlobCreated
+    | DriftDetected
+    | RunFinished
+    | ModelRegistered
+    | ModelDeployed
+    | ManualRequest
+    | RegistryVersion
+    | Ignored
 )

@@ -166,5 +166,13 @@ def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now
         "frozen": frozen,
         "stop_switch": dict(state.frozen) if state.frozen else None,
         # the registry the model's champions may be served from (docs/environments.md); None: this workspace's
-        "environment": {"registry": environment.registry, "role": environment.role} if environment else None,
+        "environment": (
+            {
+                "registry": environment.registry,
+                "role": environment.role,
+                **({"upstream": environment.upstream} if environment.upstream else {}),  # picks up from it
+            }
+            if environment
+            else None
+        ),
     }

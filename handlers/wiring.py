@@ -18,6 +18,7 @@ from handlers.envelopes import workspace_key
 from handlers.executor import Executor, Limits
 from handlers.notify import MAX_AGE, MAX_ATTEMPTS, Outbox
 from handlers.operate import Operator
+from handlers.pickup import RegistryPoll, RegistryVersions
 from handlers.ports import Deployments, Jobs, Ledger, Notifier
 from handlers.reconcile import Reconciler, RetireRule
 from handlers.retrainer import Retrainer
@@ -57,6 +58,7 @@ def assemble(
     job_name_key: bytes | None = None,
     guard_queries: GuardQueries | None = None,
     scoring: Scoring | None = None,
+    registry: RegistryVersions | None = None,
 ) -> Retrainer:
     """``workspaces``: the workspace resource ids whose events are acted on (the first is the one the
     reconciler's signals of missed runs come from). ``health``: the rollout health sources by name
@@ -65,7 +67,8 @@ def assemble(
     ``notify_max_attempts`` refusals or ``notify_max_age`` after its decision, a notification is dead-lettered.
     ``job_name_key``: the secret retraining jobs are named with (RETRAIN_JOB_NAME_KEY, :mod:`handlers.jobnames`).
     ``guard_queries``: where the rollouts' query guards are read (None: each is unverified, and says why).
-    ``scoring``: how a smoke test invokes deployments (None: a smoke test fails, saying so)."""
+    ``scoring``: how a smoke test invokes deployments (None: a smoke test fails, saying so). ``registry``:
+    where the reconciler lists registry versions for the models that pick them up (None: it polls none)."""
     accepted = list(workspaces)
     batch = {m: mp.deploy.target for m, mp in policy.models.items() if mp.deploy and mp.deploy.batch_endpoint}
     deployments = routed(deployments, frozenset(batch.values()))  # batch endpoints through the backend's batch port
@@ -129,6 +132,7 @@ def assemble(
         approvals=Approvals(policy, ledger, executor, clock),
         settler=Settler(policy, ledger, executor),
         watcher=Watcher(policy, ledger, executor, jobs) if isinstance(jobs, Freshness) else None,
+        pickup=RegistryPoll(policy, ledger, executor, registry) if registry is not None else None,
     )
     outbox = Outbox(ledger, notifier, max_attempts=notify_max_attempts, max_age=notify_max_age)
     return Retrainer(policy, ledger, jobs, deployments, executor, service, reconciler, operator, clock, outbox)

@@ -1,0 +1,173 @@
+"""A downstream (prod) environment picks up new versions of its models from the registry
+(``models.<m>.environment`` with ``role: downstream`` and ``upstream``; docs/environments.md).
+
+Two ways to learn of a version, one decision: the upstream (dev) service's promotion notification, a
+CloudEvent delivered from its notification topic by an Event Grid subscription (:data:`handlers.signals.
+UPSTREAM_PROMOTED`, read by :mod:`handlers.envelopes` into a :class:`RegistryVersion`), and, because an
+event can be lost and a registry publishes no events, the reconciler polling the registry
+(:class:`RegistryPoll`). Both make the deploy decision keyed by the version
+(:func:`handlers.plans.registry_decision_id`), so a redelivery, a second notification and the poll all
+answer with the one record: a version is picked up once.
+
+Nothing in a notification is trusted: its ``source`` must be the policy's ``upstream`` (anyone who can
+publish to a topic, or post to the webhook with a key, writes the source they like), the registry and
+model it names must be the policy's, and what it names is only a hint: the executor reads the version
+again from the registry (:meth:`handlers.ports.Deployments.candidate_facts`), whose lineage must name the
+upstream workspace, and the gate judges it against the prod champion like any candidate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from handlers.plans import Decision, Deploy, deploy_plan, registry_decision_id, skip
+from handlers.records import DecisionRecord
+from handlers.signals import EVENT_GRID, RECONCILER_CHANNEL, RegistryVersion, Trigger
+
+if TYPE_CHECKING:
+    from handlers.executor import Executor
+    from handlers.policy import Policy
+    from handlers.ports import Ledger
+
+log = logging.getLogger(__name__)
+
+SOURCE_WORKSPACE = "retrain_source_workspace"  # the lineage tag naming the workspace a version came from
+POLLED = "RegistryVersion.poll"  # the event type of the reconciler's trigger of a version it found
+
+
+def _key(resource_id: str) -> str:
+    return resource_id.strip().strip("/").lower()
+
+
+@dataclass(frozen=True)
+class RegistryVersionInfo:
+    """One version of a model in a registry, as the registry lists it: its tags (the lineage) and when
+    it was created (ISO, as the registry says it)."""
+
+    version: str
+    created_at: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class RegistryVersions(Protocol):
+    """The versions of a registry's model (the Azure ML backend: ``MLClient(registry_name=...)``'s
+    ``models.list``). Raises TransientError / PermanentError like every read."""
+
+    def registry_versions(self, registry: str, model: str) -> list[RegistryVersionInfo]: ...
+
+
+def from_upstream(info: RegistryVersionInfo, upstream: str) -> bool:
+    """Whether the version's lineage names ``upstream`` as the workspace it came from."""
+    return _key(str(info.tags.get(SOURCE_WORKSPACE) or "")) == _key(upstream)
+
+
+def newest(versions: Sequence[RegistryVersionInfo], upstream: str) -> RegistryVersionInfo | None:
+    """The newest version shared by ``upstream`` (created last; a numeric version breaks a tie), or None."""
+
+    def order(info: RegistryVersionInfo) -> tuple[str, int, str]:
+        return (info.created_at, int(info.version) if info.version.isdigit() else -1, info.version)
+
+    ours = [v for v in versions if from_upstream(v, upstream)]
+    return max(ours, key=order, default=None)
+
+
+def on_registry_version(signal: RegistryVersion, policy: Policy) -> list[Decision]:
+    """The deploy decision of a registry version to pick up, or a skip that says why not (pure)."""
+    trigger, model, registry, version = signal.trigger, signal.model, signal.registry, signal.version
+    what = f"version {version} of model {model} in registry {registry}"
+    mp = policy.models.get(model)
+    if mp is None:
+        return [skip(trigger, f"{what}: the policy has no model {model!r}; not picked up")]
+    env = mp.environment
+    if env is None or env.role != "downstream" or env.upstream is None:
+        return [
+            skip(
+                trigger,
+                f"{what}: not picked up: models.{model}.environment names no upstream to pick up from (set role: "
+                "downstream and upstream: the dev workspace's resource id)",
+                model,
+            )
+        ]
+    if registry.casefold() != env.registry.casefold():
+        return [
+            skip(
+                trigger,
+                f"{what}: not picked up: the policy reads registry {env.registry!r} only "
+                f"(models.{model}.environment.registry)",
+                model,
+            )
+        ]
+    if trigger.channel == EVENT_GRID and _key(trigger.source) != _key(env.upstream):
+        return [
+            skip(
+                trigger,
+                f"{what}: not picked up: the notification's source {trigger.source[:300]!r} is not the upstream "
+                f"the policy names (models.{model}.environment.upstream: {env.upstream}); only that service's "
+                "promotions are picked up",
+                model,
+                source=trigger.source[:300],
+            )
+        ]
+    did = registry_decision_id(model, env.registry, version)
+    plan = deploy_plan(model, mp, did, "registry", None, version)
+    told = (
+        f"told by the upstream's promotion {signal.promotion or '(unnamed)'}"
+        if trigger.channel == EVENT_GRID
+        else "found by polling the registry"
+    )
+    return [Deploy(did, model, f"{what}, {told}; evaluating it against the champion", trigger, plan)]
+
+
+class RegistryPoll:
+    """The reconciler's poll of the registries the policy's downstream models pick up from: per model,
+    the newest version its upstream shared, when no decision was made for it yet, is carried out as its
+    notification would have been (the same decision). A guard's refusal (a rollout in flight) is
+    recorded, and the next pass tries again; a version decided already is left."""
+
+    def __init__(self, policy: Policy, ledger: Ledger, executor: Executor, registry: RegistryVersions) -> None:
+        self.policy = policy
+        self.ledger = ledger
+        self.executor = executor
+        self.registry = registry
+
+    def watched(self) -> list[tuple[str, str, str]]:
+        """(model, registry, upstream) of each model that picks up from a registry."""
+        out = []
+        for model, mp in self.policy.models.items():
+            env = mp.environment
+            if env is not None and env.role == "downstream" and env.upstream is not None:
+                out.append((model, env.registry, env.upstream))
+        return out
+
+    def poll(self, model: str, registry: str, upstream: str, now: datetime) -> DecisionRecord | None:
+        """Pick up ``model``'s newest version in ``registry`` from ``upstream``, if it is new; the record of
+        what came of it (None: nothing new)."""
+        found = newest(self.registry.registry_versions(registry, model), upstream)
+        if found is None:
+            return None
+        trigger = Trigger(
+            f"azureml://registries/{registry}", f"{model}/{found.version}", POLLED, channel=RECONCILER_CHANNEL
+        )
+        [decision] = on_registry_version(RegistryVersion(trigger, registry, model, found.version), self.policy)
+        done = self.ledger.get_decision(decision.id)
+        if done is not None and "guard" not in done.details:
+            return None  # picked up already (a reserved one is the reconciler's to resume)
+        if not isinstance(decision, Deploy):  # the policy changed between the two reads: nothing to do
+            return None
+        refused: list[DecisionRecord] = []
+        record = self.executor.carry_out(decision, now, refused)
+        for rec in refused:  # a guard said not now: recorded (the first refusal stands), tried again next pass
+            self.executor.write(rec)
+        log.info(
+            "registry poll model=%s version %s of %s: %s (%s)",
+            model,
+            found.version,
+            registry,
+            record.outcome,
+            record.id,
+        )
+        return record
