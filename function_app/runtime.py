@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
     from handlers.analysis import HealthSource
+    from handlers.pickup import RegistryVersions
     from handlers.ports import Actions, Ledger, Notifier
     from handlers.replay import DeadLetterStore
     from handlers.retrainer import Audit, Retrainer
@@ -163,6 +164,8 @@ def build(
         notify_max_attempts=settings.notify_max_attempts,
         notify_max_age=timedelta(hours=settings.notify_max_age_hours),
         job_name_key=job_key,
+        # the reconciler polls the registries downstream models pick up from (a dry run reads none)
+        registry=None if settings.backend == "dryrun" else cast("RegistryVersions", actions),
     )
 
 

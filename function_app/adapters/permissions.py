@@ -131,6 +131,9 @@ OPERATIONS: dict[str, list[str]] = {
     # (retrain.max_age), and the versions of the data assets retrain.on.data.assets names (data.list)
     "AzureMLActions.champion": [*_ENDPOINT_READ, *_DEPLOYMENT_READ, *_MODELS_READ],
     "AzureMLActions.data_versions": [f"{AML}/data/read", f"{AML}/data/versions/read"],
+    # a downstream environment's poll of its registry (handlers/pickup.py): models.list of the registry's client,
+    # on the registry only (registries/read, registries/assets/read: infra/modules/registry-access.bicep's role)
+    "AzureMLActions.registry_versions": [],
     # retiring demoted deployments
     "AzureMLActions.list_deployments": [*_ENDPOINT_READ, *_DEPLOYMENT_READ],
     "AzureMLActions.delete_deployment": [*_DEPLOYMENT_READ, f"{AML}/onlineEndpoints/deployments/delete"],

@@ -123,7 +123,7 @@
         : "no";
       card.dataset.frozen = frozenActions.length ? "yes" : "no";
       const env = m.environment;  // models.<name>.environment: the registry its champions are read from
-      card.querySelector(".environment").textContent = env ? env.role + ", registry " + env.registry : "this workspace only";
+      card.querySelector(".environment").textContent = env ? env.role + ", registry " + env.registry + (env.upstream ? ", picks up versions from " + env.upstream : "") : "this workspace only";
       card.querySelector('[data-action="freeze"]').disabled = Boolean(m.stop_switch);
       card.querySelector('[data-action="unfreeze"]').disabled = !m.stop_switch;
       card.querySelector(".last").textContent = m.last_decision ? m.last_decision.action + " " + m.last_decision.outcome + ": " + short(m.last_decision.reason, 140) : "none yet";
@@ -175,6 +175,17 @@
     select.value = chosen;
   }
 
+  // Where a deploy decision's candidate came from: a registry version picked up (handlers/pickup.py), told
+  // by the upstream's notification (its source) or found by the reconciler's poll of the registry.
+  function cameFrom(d) {
+    const candidate = ((d.details || {}).rendered || {}).candidate || {};
+    if (candidate.source !== "registry") return null;
+    const registry = d.details.rendered.registry;
+    const trigger = d.trigger || {};
+    const via = trigger.channel === "reconciler" ? "found by polling the registry" : "told by the notification of " + trigger.source;
+    return "From registry " + registry + ", version " + candidate.version + ": " + via;
+  }
+
   function renderDecisions(decisions) {
     const body = $("decisions");
     body.replaceChildren();
@@ -185,7 +196,10 @@
       row.appendChild(el("td", d.model || "–"));
       row.appendChild(el("td", d.action));
       row.appendChild(el("td", d.outcome, { class: "outcome", "data-outcome": d.outcome }));
-      row.appendChild(el("td", d.reason, { class: "why" }));
+      const why = el("td", d.reason, { class: "why" });
+      const origin = cameFrom(d);
+      if (origin) why.appendChild(el("p", origin, { class: "origin" }));
+      row.appendChild(why);
       const detail = el("tr", null, { class: "detail", hidden: "" });
       const cell = el("td", null, { colspan: "5" });
       cell.appendChild(el("pre", JSON.stringify(d, null, 2), { class: "record" }));

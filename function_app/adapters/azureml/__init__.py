@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from function_app.retry import RetryPolicy
     from function_app.settings import Settings
     from handlers.freshness import AssetVersion, Champion
+    from handlers.pickup import RegistryVersionInfo
     from handlers.plans import DeployPlan, JobPlan
     from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo
     from handlers.rollout.smoke import Scored
@@ -155,6 +156,13 @@ class AzureMLActions:
 
     def data_versions(self, name: str) -> list[AssetVersion]:
         return self.freshness.data_versions(name)
+
+    # ------------------------------------------------------------------ the registry (handlers.pickup)
+
+    def registry_versions(self, registry: str, model: str) -> list[RegistryVersionInfo]:
+        return self.shares.registries.versions(
+            self.retry.budget(), registry, model, roles_settling=self.client.roles_settling
+        )
 
     # ------------------------------------------------------------------ the Scoring port
 

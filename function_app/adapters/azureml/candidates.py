@@ -22,6 +22,7 @@ from function_app.adapters.mlflow_metrics import MlflowRun, MlflowRuns
 from function_app.retry import Budget
 from handlers import gate
 from handlers.errors import PermanentError
+from handlers.pickup import SOURCE_WORKSPACE
 from handlers.plans import DeployPlan
 from handlers.ports import CandidateFacts, ModelVersion
 from handlers.signals import TAG_DECISION
@@ -47,6 +48,9 @@ class _Candidate:
     model: Any | None  # the registered version, if any
     facts: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    unreadable: str | None = (
+        None  # why it is not a candidate to judge (a registry version not there or not the upstream's)
+    )
 
 
 @dataclass
@@ -100,6 +104,7 @@ class AzureMLCandidates:
             champion_version=_version(champion.model),
             champion_metrics=champion.facts,
             champion_unreadable=champion.unreadable,
+            candidate_unreadable=candidate.unreadable,
             notes=tuple(candidate.notes + champion.notes),
         )
 
@@ -225,6 +230,8 @@ class AzureMLCandidates:
         the MLflow metrics of the run or of its step ``gate.step`` (gate source ``mlflow``), the run's
         tags and properties (``run``) or the model version's (``model``)."""
         source = plan.gate.source if plan.gate is not None else "run"
+        if plan.source == "registry":
+            return self._registry_candidate(budget, plan)
         if plan.run_id:
             return self._run_candidate(budget, plan, source)
         version, label = (plan.version, None) if plan.version else (None, "latest")
@@ -236,6 +243,25 @@ class AzureMLCandidates:
         )
         facts, notes = self._version_metrics(budget, plan, model, tags_first=False)
         return _Candidate(f"{model.name}:{model.version}", model, facts, notes)
+
+    def _registry_candidate(self, budget: Budget, plan: DeployPlan) -> _Candidate:
+        """A registry version picked up (:mod:`handlers.pickup`), read again from the registry whatever told
+        of it: judged by its tags and properties (the lineage its upstream's promotion wrote: the gate's
+        figures under the metrics' names), only when that lineage names the policy's upstream workspace."""
+        ref = RegistryModelRef(str(plan.registry), plan.model, str(plan.version))
+        model = self.registries.version(budget, ref, roles_settling=self.client.roles_settling, or_none=True)
+        if model is None:
+            why = f"not rolled out: registry {ref.registry} holds no version {ref.name}:{ref.version} (read from the registry)"
+            return _Candidate(str(ref), None, {}, unreadable=why)
+        came_from = str((model.tags or {}).get(SOURCE_WORKSPACE) or "")
+        if plan.upstream and came_from.strip("/").casefold() != plan.upstream.strip("/").casefold():
+            why = (
+                f"not rolled out: the lineage of {ref} names {came_from[:300] or 'no workspace'} as its source "
+                f"({SOURCE_WORKSPACE}), not the upstream models.{plan.model}.environment.upstream ({plan.upstream})"
+            )
+            return _Candidate(str(ref), model, {}, unreadable=why)
+        facts = _facts(model.tags, model.properties)
+        return _Candidate(str(ref), model, facts, [f"the candidate {ref} was read from the registry"])
 
     def _run_candidate(self, budget: Budget, plan: DeployPlan, source: str) -> _Candidate:
         """A finished pipeline run: the versions it or its steps registered, and its metric."""

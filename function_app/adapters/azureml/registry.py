@@ -24,6 +24,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
@@ -32,6 +33,7 @@ from function_app.adapters import azure_errors
 from function_app.adapters.azureml.client import SHORT_ASSET, AzureMLClient
 from function_app.retry import Budget
 from handlers.errors import PermanentError
+from handlers.pickup import SOURCE_WORKSPACE, RegistryVersionInfo
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,6 @@ GRANT = (
     "(infra/modules/registry-access.bicep: registries/read and registries/assets/read; "
     "registry-publisher.bicep to share: registries/assets/write too)"
 )
-SOURCE_WORKSPACE = "retrain_source_workspace"  # the lineage tag naming the workspace the version came from
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,26 @@ class RegistryModels:
             roles_settling=roles_settling,
             or_none=or_none,
         )
+
+    def versions(self, budget: Budget, registry: str, model: str, *, roles_settling: bool) -> list[RegistryVersionInfo]:
+        """The versions of ``model`` in ``registry`` (``models.list(name=...)`` of the registry's client: one
+        ``GET .../registries/<r>/models/<m>/versions``), with their tags and creation times; none when the
+        registry holds no such model."""
+        found = self.call(
+            budget,
+            f"listing the versions of model {model} in registry {registry}",
+            lambda: list(self.client(registry).models.list(name=model)),
+            registry,
+            roles_settling=roles_settling,
+            or_none=True,
+        )
+        out = []
+        for v in found or []:
+            created: Any = getattr(getattr(v, "creation_context", None), "created_at", None)
+            stamp = created.isoformat() if isinstance(created, datetime) else str(created or "")
+            tags = {str(k): str(t) for k, t in (getattr(v, "tags", None) or {}).items()}
+            out.append(RegistryVersionInfo(str(v.version), stamp, tags))
+        return out
 
     def call(
         self,
