@@ -115,10 +115,15 @@ class AzureWorld(World):
         source: str = "logs",
         logs_workspace: bool = True,
         policy: Any = None,
+        workspace: str = WS,
+        **options: Any,
     ) -> None:
+        """``workspace``: the workspace's name (another one than WS for a second environment's world)."""
+        self.workspace = workspace
+        self.workspace_id = WORKSPACE_ID.replace(f"/workspaces/{WS}", f"/workspaces/{workspace}")
         self.clock = self.retry_clock = FakeClock()
         self.now = WorldTime(self.retry_clock)
-        self.arm = FakeArm(SUB, RG, WS, clock=self.clock)
+        self.arm = FakeArm(SUB, RG, workspace, clock=self.clock)
         OPEN.append(self)  # closed after the test (tests/conftest.py), even one that fails or forgets
         self.arm.add_compute("cpu-cluster")
         inputs = {"training_data": "mltable", "learning_rate": "number", "max_epochs": "integer"}
@@ -133,7 +138,7 @@ class AzureWorld(World):
                 "RETRAIN_BACKEND": "azureml",
                 "AZUREML_SUBSCRIPTION_ID": SUB,
                 "AZUREML_RESOURCE_GROUP": RG,
-                "AZUREML_WORKSPACE_NAME": WS,
+                "AZUREML_WORKSPACE_NAME": workspace,
                 "RETRAIN_LOG_ANALYTICS_WORKSPACE_ID": LOGS_WORKSPACE if logs_workspace else "",
                 "RETRAIN_HEALTH_SOURCE": source,
                 "RETRAIN_METRICS_REGION": infra_metrics_region(),
@@ -180,6 +185,8 @@ class AzureWorld(World):
             job_name_key=job_name_key(self.settings, tmp_path / "ledger.db"),
             guard_queries=guard_queries,
             scoring=self.actions,  # smoke tests invoke deployments through the fake ARM's scoring URIs
+            registry=self.actions,  # the reconciler polls the registries downstream models pick up from
+            **options,  # e.g. notifier: where the outbox's notifications go
         )
         self.clock = self.retry_clock  # here ``clock`` is the retries' clock, ``now`` the workers' time
         self.arm.scoring.counted = self._counted  # a deployment invoked directly serves a request too
@@ -223,7 +230,7 @@ class AzureWorld(World):
                 when, ENDPOINT, deployment, ok=ok, errors=errors, model_errors=model_errors, timeouts=timeouts, ms=ms
             )
         else:
-            rid = endpoint_resource_id(SUB, RG, WS, ENDPOINT)
+            rid = endpoint_resource_id(SUB, RG, self.workspace, ENDPOINT)
             self.metrics.serve(
                 rid,
                 when,
@@ -257,6 +264,23 @@ class AzureWorld(World):
             self.serve(when, deployment, ok=n - bad, model_errors=bad, ms=(ms or {}).get(deployment, 40))
         return routed
 
+    def operator(self, action: str, reason: str) -> DecisionRecord:
+        """An operator's ``action`` (promote, rollback, ...) on the model's rollout, asked with a function key."""
+        from handlers.signals import OPERATOR, OperatorRequest, Trigger
+
+        caller = (("kind", "function key"),)
+        trigger = Trigger("http", f"req-{action}", f"ManualRequest.{action}", caller=caller, channel=OPERATOR)
+        return self.worker.operator.handle(OperatorRequest(trigger, MODEL, action, reason))
+
+    def promoted(self, r2: str = "0.71") -> tuple[DecisionRecord, DecisionRecord]:
+        """A better candidate (``r2``) deployed, provisioned, at its first step, then promoted by an operator:
+        its deploy and promote records."""
+        [deploy] = self.deliver(self.finished_run(r2=r2)).decisions
+        assert deploy.outcome == "submitted", deploy.reason
+        self.provisioned()
+        self.new_worker().reconcile()
+        return deploy, self.operator("promote", "ship it")
+
     def decision(self, decision_id: str) -> DecisionRecord | None:
         return self.service.ledger.get_decision(decision_id)
 
@@ -279,7 +303,7 @@ class AzureWorld(World):
             registrar = self.arm.add_step(run_id, "register_model")
             version = str(max(int(v) for (n, v) in self.arm.models if n == MODEL) + 1)
             self.arm.add_model(MODEL, version, job_name=registrar, kind="custom_model")
-        return run_event(run_id=run_id, tags=ours(MODEL, "re-0123456789abcdef"), topic=WORKSPACE_ID)
+        return run_event(run_id=run_id, tags=ours(MODEL, "re-0123456789abcdef"), topic=self.workspace_id)
 
 
 __all__ = ["AzureWorld", "DiesAfterActing", "WorkerDied", "in_workspace"]

@@ -184,6 +184,29 @@ def blob_event(
     return event("Microsoft.Storage.BlobCreated", data, event_id=event_id, topic=account, subject=subject)
 
 
+def promotion_event(
+    *,
+    source: str = WORKSPACE,
+    registry: str = "mlreg-shared",
+    model: str = MODEL,
+    version: str = "4",
+    outcome: str = "shared",
+    event_id: str = "n-promotion-1",
+) -> dict[str, Any]:
+    """An upstream (dev) service's promotion notification as its topic delivers it (CloudEvents 1.0, the
+    shape function_app/adapters/notifier.py publishes: the promote record as data, its share in details)."""
+    shared = {"registry": registry, "id": f"azureml://registries/{registry}/models/{model}/versions/{version}"}
+    record = {"id": "pr-0123", "model": model, "action": "promote", "outcome": "submitted"}
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "type": "retrain.decision.promote.submitted",
+        "source": source,
+        "subject": model,
+        "data": {**record, "details": {"shared": {**shared, "outcome": outcome}}},
+    }
+
+
 def with_retrain_on(on: dict[str, Any], model: str = MODEL, policy: Any = None) -> Any:
     """``policy`` (the example's) with ``models.<model>.retrain.on`` set to ``on``, validated as a file is."""
     return with_retrain({"on": on}, model, policy)

@@ -75,7 +75,9 @@ def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
     return _real_getaddrinfo(host, *args, **kwargs)
 
 
-INFRA_MODULES = frozenset({"test_infra_consistency", "test_permissions", "test_hooks", "test_check_infra"})
+INFRA_MODULES = frozenset(
+    {"test_infra_consistency", "test_infra_upstream", "test_permissions", "test_hooks", "test_check_infra"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1218,7 +1218,9 @@ class FakeArm(FakeService):
             raise Unexpected(f"location {body.get('location')!r}, the workspace is in {self.location}")
         if props.get("endpointComputeType") != "Managed" or not props.get("instanceType"):
             raise Unexpected("a managed deployment names its instance type")
-        if self._resource_by_id(self.models, props.get("model")) is None:
+        if not self.registries.deployable(call, str(props.get("model") or "")) and (
+            self._resource_by_id(self.models, props.get("model")) is None
+        ):
             raise Refusal(400, "UserError", f"Model {props.get('model')} not found")
         if not isinstance((body.get("sku") or {}).get("capacity"), int):
             raise Unexpected("sku.capacity is the instance count")

@@ -47,6 +47,11 @@ class Registry:
     resource_group: str
     region: str
     models: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    made: int = 0  # versions made: each one's creation time is a minute after the one before
+
+    def created(self) -> str:
+        self.made += 1
+        return f"2026-11-20T{9 + self.made // 60:02d}:{self.made % 60:02d}:00.000000+00:00"
 
     @property
     def path(self) -> str:
@@ -88,7 +93,7 @@ class FakeRegistries:
             "id": asset_id,
             "name": version,
             "type": f"{PROVIDER}/registries/models/versions",
-            "systemData": {"createdAt": "2026-11-20T09:00:00.000000+00:00"},
+            "systemData": {"createdAt": reg.created()},
             "properties": {
                 "modelType": kind,
                 "flavors": {},
@@ -100,6 +105,20 @@ class FakeRegistries:
             },
         }
         return asset_id
+
+    def deployable(self, call: Call, model: str) -> bool:
+        """Whether a deployment's ``model`` is a version of a registry (``azureml://registries/<r>/models/
+        <m>/versions/<v>``) that the registry holds; the caller creating the deployment must be able to
+        read it there (``registries/assets/read`` at the registry; unverified which action Azure checks),
+        else 403 as ARM words it. False for a model that is not a registry's (the workspace's to find)."""
+        match = re.fullmatch(r"azureml://registries/([^/]+)/models/([^/]+)/versions/([^/]+)", model, re.IGNORECASE)
+        if match is None:
+            return False
+        reg = self._registry(match[1])
+        self.arm._authorize(call, f"{PROVIDER}/registries/assets/read", reg.path)
+        if (match[2], match[3]) not in reg.models:
+            raise Refusal(400, "UserError", f"Model {model} not found")
+        return True
 
     def handles(self, host: str) -> bool:
         return host == DISCOVERY_HOST or any(host == r.host for r in self.registries.values())
@@ -188,8 +207,15 @@ class FakeRegistries:
         if call.method == "GET" and listed:
             reg = self._in(*listed.groups()[:3])
             self.arm._authorize(call, f"{PROVIDER}/registries/assets/read", reg.path)
+            # All of the model's versions, one page; $orderBy (createdtime desc) and $top as the SDK's
+            # latest-version lookup sends them (unverified: the registry's order without $orderBy)
             versions = [v for (n, _), v in reg.models.items() if n == listed[4]]
-            return 200, {}, {"value": versions[-1:]}
+            query = {k.casefold(): v for k, v in call.query.items()}
+            if "desc" in str(query.get("$orderby") or "").casefold():
+                versions.sort(key=lambda v: v["systemData"]["createdAt"], reverse=True)
+            if query.get("$top"):
+                versions = versions[: int(query["$top"])]
+            return 200, {}, {"value": versions}
         imported = re.fullmatch(base + "/import", call.path)
         if call.method == "POST" and imported:
             return self._import(call, self._in(*imported.groups()))

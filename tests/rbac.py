@@ -378,6 +378,9 @@ def world(
             "healthWorkspaceResourceGroup": ml_resource_group,
             "registrySubscription": registry_subscription or ml_subscription,
             "registryGroup": registry_resource_group,
+            # a downstream environment's upstream topic (modules/upstream-subscription.bicep: no role assigned)
+            "upstreamTopicSubscription": ml_subscription,
+            "upstreamTopicGroup": "rg-retrain-upstream",
         },
         names={
             "Microsoft.MachineLearningServices/workspaces": (workspace,),
@@ -392,6 +395,7 @@ def world(
             "externalHealthWorkspace": False,
             "registryReads": registry_role == "downstream",
             "registryPublishes": registry_role == "upstream",
+            "upstreamSubscribes": False,
         },
     )
 

@@ -21,7 +21,18 @@ from function_app.cli import main as cli
 from handlers import recorded
 from handlers.policy_file import parse_policy
 from handlers.signals import MANUAL, OPERATOR, ManualRequest, OperatorRequest, Signal, Trigger
-from tests.builders import ML, MODEL, SCOPE, WORKSPACE, blob_event, breach_event, event, ours, run_event
+from tests.builders import (
+    ML,
+    MODEL,
+    SCOPE,
+    WORKSPACE,
+    blob_event,
+    breach_event,
+    event,
+    ours,
+    promotion_event,
+    run_event,
+)
 from tests.conftest import REPO
 from tests.fakes import Clock, RecordingActions
 from tests.ledgers import LedgerSpec
@@ -311,6 +322,7 @@ def test_every_kind_of_signal_round_trips_through_what_the_ledger_keeps() -> Non
         event("DatasetDriftDetected", {"DataDriftName": "mon", "DriftCoefficient": 0.5}, event_id="v1"),
         event("Something.Else", {}, event_id="i"),
         blob_event("diabetes/a.csv", event_id="bl"),
+        promotion_event(),
     ]
     signals: list[Any] = [to_signal(env, SCOPE) for env in parse_body(json.dumps(events))]
     signals.append(parse_alert(json.dumps(ALERT)))

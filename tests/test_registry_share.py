@@ -15,7 +15,6 @@ import yaml
 from handlers.lineage import lineage, share_target
 from handlers.policy import Policy
 from handlers.records import DecisionRecord
-from handlers.signals import OPERATOR, OperatorRequest, Trigger
 from tests import rbac
 from tests.azure_world import MODEL, RG, SUB, WORKSPACE_ID, WS, AzureWorld
 from tests.conftest import REPO
@@ -36,21 +35,8 @@ def dev(tmp_path: Path, ledger_spec: LedgerSpec) -> Iterator[AzureWorld]:
     assert azure.arm.unexpected == []
 
 
-def _promoted(azure: AzureWorld) -> tuple[DecisionRecord, DecisionRecord]:
-    """A better candidate deployed, provisioned, at its first step, then promoted by an operator."""
-    [deploy] = azure.deliver(azure.finished_run(r2="0.71")).decisions
-    assert deploy.outcome == "submitted", deploy.reason
-    azure.provisioned()
-    azure.new_worker().reconcile()
-    trigger = Trigger(
-        "http", "req-promote", "ManualRequest.promote", caller=(("kind", "function key"),), channel=OPERATOR
-    )
-    promote = azure.worker.operator.handle(OperatorRequest(trigger, MODEL, "promote", "ship it"))
-    return deploy, promote
-
-
 def test_a_promotion_in_dev_appears_in_the_registry_with_its_lineage(dev: AzureWorld) -> None:
-    deploy, promote = _promoted(dev)
+    deploy, promote = dev.promoted()
     shared = promote.details["shared"]
     assert shared["outcome"] == "shared", promote.reason
     [(key, version)] = dev.arm.registries.registries[rbac.REGISTRY.casefold()].models.items()
@@ -63,7 +49,7 @@ def test_a_promotion_in_dev_appears_in_the_registry_with_its_lineage(dev: AzureW
 
 
 def test_a_promotion_shared_already_is_not_imported_again(dev: AzureWorld) -> None:
-    deploy, promote = _promoted(dev)
+    deploy, promote = dev.promoted()
     again = dev.actions.share_promoted(
         "diabetes-endpoint", str(deploy.details["rendered"]["deployment"]), rbac.REGISTRY, lineage(deploy, promote.id)
     )
@@ -75,7 +61,7 @@ def test_a_promotion_shared_already_is_not_imported_again(dev: AzureWorld) -> No
 def test_without_the_write_role_the_share_is_recorded_failed_and_the_promotion_stands(dev: AzureWorld) -> None:
     dev.arm.principal = dev.arm.principal.without("Microsoft.MachineLearningServices/registries/assets/write")
     dev.actions.client.started -= 7200  # past the hour new role assignments take
-    _, promote = _promoted(dev)
+    _, promote = dev.promoted()
     assert promote.outcome == "submitted"
     assert promote.details["shared"]["outcome"] == "failed"
     assert "registries/assets/write" in promote.details["shared"]["error"]

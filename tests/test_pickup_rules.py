@@ -1,0 +1,154 @@
+"""The pure rules of a downstream environment's pickup (handlers/pickup.py, issue 25): what an upstream
+promotion notification becomes, whose notification counts, one decision per registry version whoever
+tells of it, which version a poll takes, and the policy keys, each refused naming the key and the fix."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from handlers.envelopes import parse_body, to_signal
+from handlers.errors import PolicyError
+from handlers.gate import judge
+from handlers.pickup import RegistryVersionInfo, newest, on_registry_version
+from handlers.plans import Deploy, Skip
+from handlers.policy import Policy
+from handlers.policy_file import parse_policy
+from handlers.ports import CandidateFacts
+from handlers.signals import RECONCILER_CHANNEL, Ignored, RegistryVersion, Trigger
+from tests.builders import MODEL, WORKSPACE, promotion_event
+from tests.conftest import REPO
+
+UPSTREAM = WORKSPACE.replace("/workspaces/", "/workspaces/dev-")  # the dev workspace, not this one
+
+
+def _policy(**environment: Any) -> Policy:
+    raw = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
+    raw["models"][MODEL]["environment"] = {"registry": "mlreg-shared", "role": "downstream", **environment}
+    return Policy.model_validate(raw)
+
+
+def _signal(raw: dict[str, Any]) -> Any:
+    [env] = parse_body(json.dumps([raw]))
+    return to_signal(env)
+
+
+def test_a_promotion_notification_names_the_registry_version_it_shared() -> None:
+    signal = _signal(promotion_event(source=UPSTREAM))
+    assert isinstance(signal, RegistryVersion)
+    assert (signal.registry, signal.model, signal.version, signal.promotion) == ("mlreg-shared", MODEL, "4", "pr-0123")
+    assert signal.trigger.source == UPSTREAM
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ({**promotion_event(), "type": "retrain.decision.rollback.submitted"}, "only its promotions"),
+        (promotion_event(outcome="failed"), "was not shared into a registry"),
+        (promotion_event(registry="../../etc"), "is not a registry model version"),
+    ],
+)
+def test_other_notifications_and_promotions_not_shared_are_recorded_not_acted_on(
+    raw: dict[str, Any], says: str
+) -> None:
+    signal = _signal(raw)
+    assert isinstance(signal, Ignored) and says in signal.reason
+
+
+def test_the_upstreams_notification_and_the_poll_make_one_decision_for_one_version() -> None:
+    policy = _policy(upstream=UPSTREAM)
+    [by_event] = on_registry_version(_signal(promotion_event(source=UPSTREAM)), policy)
+    [again] = on_registry_version(_signal(promotion_event(source=UPSTREAM, event_id="another")), policy)
+    poll = Trigger(
+        "azureml://registries/mlreg-shared", f"{MODEL}/4", "RegistryVersion.poll", channel=RECONCILER_CHANNEL
+    )
+    [by_poll] = on_registry_version(RegistryVersion(poll, "mlreg-shared", MODEL, "4"), policy)
+    assert isinstance(by_event, Deploy) and isinstance(by_poll, Deploy)
+    assert by_event.id == again.id == by_poll.id
+    assert by_event.plan.source == "registry" and by_event.plan.keyed
+    assert (by_event.plan.registry, by_event.plan.version, by_event.plan.upstream) == ("mlreg-shared", "4", UPSTREAM)
+    [next_version] = on_registry_version(_signal(promotion_event(source=UPSTREAM, version="5")), policy)
+    assert next_version.id != by_event.id
+
+
+@pytest.mark.parametrize(
+    ("policy", "raw", "says"),
+    [
+        (_policy(upstream=UPSTREAM), promotion_event(source=WORKSPACE), "is not the upstream the policy names"),
+        (_policy(upstream=UPSTREAM), promotion_event(source=UPSTREAM, registry="theirs"), "reads registry"),
+        (_policy(upstream=UPSTREAM), promotion_event(source=UPSTREAM, model="other"), "has no model 'other'"),
+        (_policy(), promotion_event(source=UPSTREAM), f"models.{MODEL}.environment names no upstream"),
+    ],
+)
+def test_a_notification_the_policy_does_not_name_is_a_skip_that_says_why(
+    policy: Policy, raw: dict[str, Any], says: str
+) -> None:
+    [decision] = on_registry_version(_signal(raw), policy)
+    assert isinstance(decision, Skip) and says in decision.reason
+
+
+def test_the_poll_takes_the_newest_version_the_upstream_shared() -> None:
+    lineage = {"retrain_source_workspace": UPSTREAM.upper()}  # resource ids compare case-insensitively
+    versions = [
+        RegistryVersionInfo("3", "2026-11-20T09:01:00", lineage),
+        RegistryVersionInfo("10", "2026-11-20T09:03:00", lineage),
+        RegistryVersionInfo("11", "2026-11-20T09:04:00", {"retrain_source_workspace": "/elsewhere"}),
+        RegistryVersionInfo("12", "2026-11-20T09:05:00", {}),
+    ]
+    found = newest(versions, UPSTREAM)
+    assert found is not None and found.version == "10"
+    assert newest(versions[2:], UPSTREAM) is None
+
+
+def test_a_candidate_that_is_not_one_to_judge_is_skipped_before_any_metric() -> None:
+    facts = CandidateFacts("m:4 of registry r", None, {}, candidate_unreadable="not rolled out: not from the upstream")
+    verdict = judge(None, facts)
+    assert (verdict.next, verdict.why) == ("skip", "not rolled out: not from the upstream")
+
+
+def _problems(model: dict[str, Any]) -> list[str]:
+    with pytest.raises(PolicyError) as info:
+        parse_policy(yaml.safe_dump({"models": {"churn": model}}), "policy.yaml")
+    return info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("environment", "deploy", "says"),
+    [
+        (
+            {"role": "downstream", "upstream": "ws-dev"},
+            {"endpoint": "churn-ep"},
+            "not an Azure ML workspace's resource id",
+        ),
+        ({"role": "upstream", "upstream": UPSTREAM}, {"endpoint": "churn-ep"}, "with role upstream, remove it"),
+        ({"role": "downstream", "upstream": UPSTREAM}, None, "add deploy"),
+        ({"role": "downstream", "upstream": UPSTREAM}, {"batch_endpoint": {"name": "churn-batch"}}, "batch endpoint"),
+    ],
+)
+def test_an_upstream_the_service_cannot_pick_up_from_is_refused_naming_the_key_and_the_fix(
+    environment: dict[str, Any], deploy: dict[str, Any] | None, says: str
+) -> None:
+    model: dict[str, Any] = {
+        "retrain": {"pipeline": "churn-train:3"},
+        "environment": {"registry": "mlreg", **environment},
+    }
+    if deploy is not None:
+        model["deploy"] = deploy
+    [problem] = _problems(model)
+    assert "models.churn" in problem and says in problem, problem
+    assert "upstream" in problem
+
+
+def test_a_registry_version_is_not_the_workspace_version_of_the_same_number() -> None:
+    from handlers.ports import ModelVersion
+
+    registry = ModelVersion(MODEL, "4", f"azureml://registries/mlreg-shared/models/{MODEL}/versions/4")
+    workspace = ModelVersion(MODEL, "4", f"{WORKSPACE}/models/{MODEL}/versions/4")
+    live = f"{WORKSPACE}/onlineEndpoints/e/deployments/blue"
+    facts = CandidateFacts(str(registry.label), registry, {}, live_deployment=live, champion_version=workspace)
+    assert judge(None, facts).next == "deploy"
+    same = CandidateFacts(str(registry.label), registry, {}, live_deployment=live, champion_version=registry)
+    assert judge(None, same).next == "skip" and "already live" in judge(None, same).why
