@@ -80,6 +80,9 @@ param registryResourceGroup string = ''
 @description('Subscription of that registry; empty means the workspace\'s.')
 param registrySubscriptionId string = ''
 
+@description('A downstream (prod) environment: resource id of the upstream (dev) environment\'s notification topic (its RETRAIN_NOTIFY_TOPIC_ID output), which the prod function subscribes to for promotions (docs/environments.md); empty: none.')
+param upstreamTopicId string = ''
+
 @description('Policy file, relative to the app root, deployed with the code (RETRAIN_POLICY_PATH). The predeploy hook refuses to deploy without a valid one.')
 param policyPath string = 'policy.yaml'
 
@@ -168,6 +171,12 @@ var mlSubscriptionId = empty(mlWorkspaceSubscriptionId) ? subscription().subscri
 var registrySubscription = empty(registrySubscriptionId) ? mlSubscriptionId : registrySubscriptionId
 var registryGroup = empty(registryResourceGroup) ? mlWorkspaceResourceGroup : registryResourceGroup
 var registryReads = !empty(registryName) && registryRole == 'downstream'
+// A downstream environment's subscription to its upstream's notification topic: where that topic is, from its id.
+var upstreamSubscribes = !empty(upstreamTopicId)
+// (Without one, a placeholder id of the same shape: no expression here indexes an empty string.)
+var upstreamTopicParts = split(upstreamSubscribes ? upstreamTopicId : '/subscriptions/${subscription().subscriptionId}/resourceGroups/rg-${environmentName}/providers/Microsoft.EventGrid/topics/none', '/')
+var upstreamTopicSubscription = upstreamTopicParts[2]
+var upstreamTopicGroup = upstreamTopicParts[4]
 var registryPublishes = !empty(registryName) && registryRole == 'upstream'
 var topicName = empty(systemTopicName) ? 'evgt-${replace(mlWorkspaceName, '_', '-')}' : systemTopicName
 var topicResourceGroup = empty(systemTopicResourceGroup) ? mlWorkspaceResourceGroup : systemTopicResourceGroup
@@ -408,6 +417,22 @@ module events 'modules/events.bicep' = {
     functionName: eventGridFunctionName
     deadLetterStorageAccountId: storage.outputs.id
     deadLetterContainerName: storage.outputs.deadLetterContainerName
+    maxDeliveryAttempts: maxDeliveryAttempts
+    deployEventSubscriptions: deployEventSubscriptions
+  }
+}
+
+// A downstream (prod) environment learns of its upstream's promotions from the upstream's
+// notification topic (in the dev subscription): a subscription to it delivering to the Event Grid
+// trigger (modules/upstream-subscription.bicep); the registry poll catches what it misses.
+module upstreamSubscription 'modules/upstream-subscription.bicep' = if (upstreamSubscribes) {
+  name: 'retrain-upstream-${resourceToken}'
+  scope: resourceGroup(upstreamTopicSubscription, upstreamTopicGroup)
+  params: {
+    topicName: last(upstreamTopicParts)
+    nameToken: resourceToken
+    functionAppId: functionApp.outputs.id
+    functionName: eventGridFunctionName
     maxDeliveryAttempts: maxDeliveryAttempts
     deployEventSubscriptions: deployEventSubscriptions
   }
