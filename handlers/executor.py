@@ -147,8 +147,9 @@ class Executor:
         """The final record already under ``decision``'s id (anything past ``reserved``), or None: what a
         redelivery of its event, or a retried request, answers with instead of deciding again. When
         the decision still holds its model's slot as reserved (its worker died after recording the
-        outcome, before settling), the slot is settled by that record first. A run's deploy decision
-        that a guard refused is not final (:meth:`_judged_already`): it is judged again."""
+        outcome, before settling), the slot is settled by that record first. A keyed deploy decision (a
+        run's, a registry version's) that a guard refused, or whose registry version was not there yet,
+        is not final (:meth:`_judged_already`): it is judged again."""
         done = self.ledger.get_decision(decision.id)
         if done is None or done.outcome == "reserved":
             return None
@@ -302,8 +303,9 @@ class Executor:
         judged = gate.judge(decision.plan.gate, facts)
         seen = {"gate": judged.gate.as_dict() if judged.gate else None, "candidate": facts.as_dict()}
         log.info("gate model=%s candidate=%s: %s: %s", decision.model, facts.candidate, judged.next, judged.why)
-        if judged.next == "skip":
-            return self.record(decision, "skipped", now, judged.why, rendered=rendered, **seen, **extra)
+        if judged.next == "skip":  # a registry version not there yet: not final, like a guard's refusal
+            later: dict[str, Any] = {"guard": "not_in_registry"} if facts.candidate_absent else {}
+            return self.record(decision, "skipped", now, judged.why, rendered=rendered, **seen, **extra, **later)
         if judged.next == "fail":
             return self.record(
                 decision, "failed", now, f"{decision.reason}; failed: {judged.why}", rendered=rendered, **seen, **extra

@@ -21,6 +21,7 @@ from handlers.policy import Policy
 from handlers.signals import UPSTREAM_PROMOTED
 from tests import rbac
 from tests.azure_world import ENDPOINT, MODEL, RG, SUB, WORKSPACE_ID, WS, AzureWorld
+from tests.builders import promotion_event
 from tests.conftest import REPO, Client
 from tests.crashes import DiesAfterActing, WorkerDied
 from tests.ledgers import LedgerSpec
@@ -192,13 +193,17 @@ def test_a_forged_or_foreign_notification_is_a_recorded_skip(
     assert not [c for c in envs.prod.arm.calls if "registr" in c.path]  # nothing of it was read
 
 
-def test_a_notification_naming_a_version_the_registry_does_not_hold_is_a_recorded_skip(envs: Environments) -> None:
-    forged = envs.promote_in_dev()
-    forged["id"] = "forged-2"
-    forged["data"]["details"]["shared"]["id"] = REGISTRY_ID.replace("/versions/4", "/versions/99")
-    [rec] = envs.prod.deliver(forged).decisions
-    assert rec.outcome == "skipped" and "holds no version" in rec.reason, rec.reason
-    assert envs.prod.arm.writes() == []
+def test_a_notification_of_a_version_the_registry_does_not_hold_yet_does_not_stop_its_pickup(
+    envs: Environments,
+) -> None:
+    """Posted before dev shares version 4 (a forged source, a leaked key): recorded, and not final."""
+    early = promotion_event(source=WORKSPACE_ID, registry=rbac.REGISTRY, version="4", event_id="forged-early")
+    [skipped] = envs.prod.deliver(early).decisions
+    assert skipped.outcome == "skipped" and "holds no version" in skipped.reason, skipped.reason
+    assert skipped.details["guard"] == "not_in_registry" and envs.prod.arm.writes() == []
+    [picked] = envs.prod.deliver(envs.promote_in_dev()).decisions
+    assert (picked.id, picked.outcome) == (skipped.id, "submitted"), picked.reason
+    assert REGISTRY_ID in _deployed_models(envs.prod).values()
 
 
 def test_a_registry_version_whose_lineage_names_another_workspace_is_not_rolled_out(envs: Environments) -> None:

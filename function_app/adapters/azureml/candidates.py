@@ -48,9 +48,9 @@ class _Candidate:
     model: Any | None  # the registered version, if any
     facts: dict[str, Any]
     notes: list[str] = field(default_factory=list)
-    unreadable: str | None = (
-        None  # why it is not a candidate to judge (a registry version not there or not the upstream's)
-    )
+    # why it is not a candidate to judge (a registry version not there, or not the upstream's)
+    unreadable: str | None = None
+    absent: bool = False  # a registry version the registry does not hold (yet)
 
 
 @dataclass
@@ -105,6 +105,7 @@ class AzureMLCandidates:
             champion_metrics=champion.facts,
             champion_unreadable=champion.unreadable,
             candidate_unreadable=candidate.unreadable,
+            candidate_absent=candidate.absent,
             notes=tuple(candidate.notes + champion.notes),
         )
 
@@ -251,8 +252,11 @@ class AzureMLCandidates:
         ref = RegistryModelRef(str(plan.registry), plan.model, str(plan.version))
         model = self.registries.version(budget, ref, roles_settling=self.client.roles_settling, or_none=True)
         if model is None:
-            why = f"not rolled out: registry {ref.registry} holds no version {ref.name}:{ref.version} (read from the registry)"
-            return _Candidate(str(ref), None, {}, unreadable=why)
+            why = (
+                f"not rolled out: registry {ref.registry} holds no version {ref.name}:{ref.version} (read from the "
+                "registry); judged again when the registry holds it"
+            )
+            return _Candidate(str(ref), None, {}, unreadable=why, absent=True)
         came_from = str((model.tags or {}).get(SOURCE_WORKSPACE) or "")
         if plan.upstream and came_from.strip("/").casefold() != plan.upstream.strip("/").casefold():
             why = (
