@@ -211,6 +211,7 @@ def test_reconcile_on_a_clean_ledger_does_nothing(azure: AzureWorld) -> None:
         "rollouts": [],
         "retired": [],
         "started": [],
+        "picked_up": [],  # no model picks up from a registry: none is polled
         "purged": 0,
         "notified": {"sent": [], "attempts": 0, "more": False, "error": None, "deferred": [], "dead": []},  # no topic
     }
