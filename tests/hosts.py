@@ -9,6 +9,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,3 +87,22 @@ def serving(env: dict[str, str], max_file_bytes: int | None = None) -> Iterator[
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def hosting(world: Any) -> Iterator[str]:
+    """The app in this process on a free port, serving ``world``; its URL."""
+    import main
+    from function_app import runtime
+    from function_app.localhost import Host, make_server
+
+    runtime.set_retrainer(world.worker)
+    server = make_server(Host(main.app), free_port())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        runtime.set_retrainer(None)

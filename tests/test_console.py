@@ -9,10 +9,8 @@ RETRAIN_SCREENSHOTS names (docs/ for the README's and docs/operations.md's), els
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import threading
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -21,12 +19,11 @@ import pytest
 
 from handlers.analysis import Reading
 from handlers.policy_file import parse_policy
-from tests.azurite import free_port
 from tests.browser import browser_page
 from tests.builders import BOB, drift_event, signed, signed_in
 from tests.conftest import REPO
 from tests.fakes import RecordingActions
-from tests.hosts import serving
+from tests.hosts import hosting, serving
 from tests.ledgers import LedgerSpec
 from tests.world import World
 
@@ -124,25 +121,6 @@ def rolling_out(tmp_path: Path, mirror: bool = False) -> World:
     deploy = world.manual("deploy", version="4", reason="new model")
     actions.provisioning[str(deploy.job["name"])] = "Succeeded"  # type: ignore[index]
     return world
-
-
-@contextlib.contextmanager
-def hosting(world: World) -> Iterator[str]:
-    """The app in this process on a free port, serving ``world``; its URL."""
-    import main
-    from function_app import runtime
-    from function_app.localhost import Host, make_server
-
-    runtime.set_retrainer(world.worker)
-    server = make_server(Host(main.app), free_port())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        runtime.set_retrainer(None)
 
 
 @pytest.fixture
