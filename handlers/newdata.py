@@ -89,9 +89,13 @@ def collected(state: ModelState, decision: Collect, now: datetime) -> tuple[Mode
     return replace(state, burst=burst), burst
 
 
-def settled(burst: dict[str, Any] | None, settle: timedelta, now: datetime) -> bool:
-    """The burst's last blob came at least ``settle`` ago: its retrain may start."""
+def settled(burst: dict[str, Any] | None, settle: timedelta, now: datetime, max_wait: timedelta | None = None) -> bool:
+    """The burst's last blob came at least ``settle`` ago, or (``max_wait``) its first blob came at least
+    that long ago, however many have come since (a trickle that never settles): its retrain may start."""
     last = from_iso(burst.get("last")) if burst else None
+    first = from_iso(burst.get("first")) if burst else None
+    if max_wait is not None and first is not None and first + max_wait <= now:
+        return True
     return last is not None and last + settle <= now
 
 
@@ -120,14 +124,20 @@ def burst_trigger(burst: dict[str, Any]) -> Trigger:
     )
 
 
-def burst_retrain(model: str, policy: Policy, burst: dict[str, Any], settle: timedelta) -> Retrain | Skip:
-    """The retrain a settled burst starts (or the skip that says why it cannot)."""
+def burst_retrain(
+    model: str, policy: Policy, burst: dict[str, Any], settle: timedelta, now: datetime | None = None
+) -> Retrain | Skip:
+    """The retrain a settled burst starts (or the skip that says why it cannot); ``now``: when it is
+    started, which says whether it settled or reached the policy's ``max_wait``."""
     trigger = burst_trigger(burst)
     mp = policy.models.get(model)
-    if mp is None or data_rule(policy, model) is None:
+    rule = data_rule(policy, model)
+    if mp is None or rule is None:
         return skip(trigger, f"new data for {model!r} recorded; the policy no longer retrains it on new data", model)
-    reason = (
-        f"new data: {burst.get('blobs')} blob(s) from {burst.get('first')} to {burst.get('last')} (the last "
-        f"{burst.get('latest')}), none since for {span(settle)}"
-    )
+    head = f"new data: {burst.get('blobs')} blob(s) from {burst.get('first')} to {burst.get('last')} (the last {burst.get('latest')})"
+    last = from_iso(burst.get("last"))
+    if now is not None and rule.max_wait is not None and last is not None and last + settle > now:
+        reason = f"{head}, still coming, but the first came {span(rule.max_wait)} ago or more (on.data.max_wait)"
+    else:
+        reason = f"{head}, none since for {span(settle)}"
     return retrain(model, mp, trigger, reason, {}, {})

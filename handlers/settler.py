@@ -36,9 +36,9 @@ class Settler:
         burst, model = state.burst, state.model
         rule = newdata.data_rule(self.policy, model)
         settle = rule.settle if rule is not None else timedelta(0)  # no longer named: settled, and skipped
-        if burst is None or not newdata.settled(burst, settle, now):
+        if burst is None or not newdata.settled(burst, settle, now, rule.max_wait if rule is not None else None):
             return None
-        decision = newdata.burst_retrain(model, self.policy, burst, settle)
+        decision = newdata.burst_retrain(model, self.policy, burst, settle, now)
         record, waits = starts.start(self.executor, self.ledger, decision, now)
         if waits:  # the burst waits for the guards
             log.info("new data of model=%s waits for the guards: %s", model, record.reason)

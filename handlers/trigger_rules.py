@@ -72,6 +72,22 @@ class DataRule(Strict):
         description="a burst of new blobs starts one retrain once no new blob has come for this long",
     )
 
+    max_wait: Duration | None = Field(
+        default=None,
+        description="a burst that never settles (a file every few seconds) starts its retrain this long after its "
+        "first blob all the same; default none (it waits for the settle window)",
+    )
+
+    @model_validator(mode="after")
+    def _max_wait(self) -> DataRule:
+        wait = self.max_wait
+        if wait is not None and not (self.settle <= wait <= timedelta(days=7)):
+            raise ValueError(
+                f"max_wait {wait} must be from settle ({self.settle}) to 7d, e.g. '1h': a burst that keeps receiving "
+                "blobs starts its retrain that long after its first blob (remove max_wait to wait for a quiet settle window)"
+            )
+        return self
+
     @field_validator("settle")
     @classmethod
     def _settle(cls, value: timedelta) -> timedelta:

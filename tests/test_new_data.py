@@ -276,6 +276,14 @@ def test_blobs_of_other_accounts_and_prefixes_never_open_a_burst(tmp_path: Any) 
             f"data: {{blobs: [{{account: '{STORAGE}', container: training}}], settle: 5s}}",
             "settle must be from 30s to 1d",
         ),
+        (
+            f"data: {{blobs: [{{account: '{STORAGE}', container: training}}], settle: 10m, max_wait: 5m}}",
+            "max_wait 0:05:00 must be from settle (0:10:00) to 7d",
+        ),
+        (
+            f"data: {{blobs: [{{account: '{STORAGE}', container: training}}], max_wait: 8d}}",
+            "remove max_wait to wait for a quiet settle window",
+        ),
         ("data: {blobs: []}", "blobs"),
         ("files: []", "files"),
     ],
