@@ -51,6 +51,8 @@ NOTES = (
     "recorded duration when that run was never recorded",
     "deploys meet the freezes only and count as started before the candidate gate (it needs the candidate's "
     "metrics from the workspace); a rollout's single flight and the alerts' rollout guards are not replayed",
+    "a retrain's checks before submission (a veto signal in its monitor run, the worthiness of the champion's data) "
+    "read the workspace and are not replayed: such a retrain counts as started",
 )
 
 
@@ -114,7 +116,8 @@ class Replay:
             return Outcome(d.action, "skipped", None, f"dry run: {d.reason}")
         retrain = isinstance(d, Retrain)
         kind = guards.RETRAIN if retrain else guards.ROLLOUT
-        cooldown = self.draft.cooldown(d.model) if retrain else None
+        urgent = isinstance(d, Retrain) and d.urgent  # a retrain_now signal's: past the cooldown
+        cooldown = self.draft.cooldown(d.model) if retrain and not urgent else None
         budget = self.draft.daily_budget(d.model) if retrain else None
         windows = self.draft.freeze_windows(d.model)
         state = self.state(d.model)

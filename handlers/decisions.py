@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from handlers.breaches import on_breach
 from handlers.inputs import manual_problem
 from handlers.keys import ci_get
 from handlers.newdata import on_blob
@@ -116,6 +117,9 @@ def _on_drift(signal: DriftDetected, policy: Policy) -> list[Decision]:
         reason = signal.detail
         if rule.min_coefficient is not None and signal.coefficient is not None:
             reason += f" (>= min_coefficient {rule.min_coefficient})"
+        if signal.generation == "v2":
+            out.append(on_breach(model, mp, signal, reason))
+            continue
         out.append(retrain(model, mp, signal.trigger, reason, signal.event_data, {}, workspace=signal.workspace))
     return out
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from handlers import approval_rules, gate, guards, jobnames, newdata
+from handlers import approval_rules, gate, guards, jobnames, newdata, worthiness
 from handlers.errors import PermanentError
 from handlers.plans import Collect, Decision, Deploy, Retrain, job_of, rendered_of
 from handlers.ports import ActionResult, Deployments, Jobs, Ledger
-from handlers.preview import Preview, preview
+from handlers.preview import Preview, cooldown_of, preview
 from handlers.records import DecisionRecord, Flight, iso, span
 from handlers.rollout.effects import RolloutEffects
 from handlers.rollout.progress import Transition
@@ -108,7 +108,7 @@ class Executor:
                 trigger=decision.trigger.as_dict(),
                 at=iso(now),
                 job=job,
-                details={k: v for k, v in details.items() if v is not None},
+                details={k: v for k, v in {**getattr(decision, "details", {}), **details}.items() if v is not None},
             )
         )
 
@@ -189,7 +189,7 @@ class Executor:
         verdict = self.ledger.update_model(
             model,
             lambda s: guards.reserve(
-                s, kind, decision.id, now, limits.cooldown, limits.budget, decision.force, limits.windows
+                s, kind, decision.id, now, cooldown_of(decision, limits), limits.budget, decision.force, limits.windows
             ),
         )
         if not verdict.granted:
@@ -284,8 +284,10 @@ class Executor:
         kind = guards.RETRAIN if isinstance(decision, Retrain) else guards.ROLLOUT
         try:
             if isinstance(decision, Retrain):
-                rec = self._waits(decision, now, rendered, extra, decision.reason) or self._recorded(
-                    decision, now, self.jobs.submit_retrain(decision.job), rendered, extra
+                rec = (
+                    self._unworthy(decision, now, rendered, extra)
+                    or self._waits(decision, now, rendered, extra, decision.reason)
+                    or self._recorded(decision, now, self.jobs.submit_retrain(decision.job), rendered, extra)
                 )
             else:
                 rec = self._deploy(decision, now, rendered, extra)
@@ -315,6 +317,17 @@ class Executor:
             return waits
         result = self.deployments.start_deploy(decision.plan, facts)
         return self._recorded(decision, now, result, rendered, {**seen, **extra})
+
+    def _unworthy(
+        self, decision: Retrain, now: datetime, rendered: dict[str, Any], extra: dict[str, Any]
+    ) -> DecisionRecord | None:
+        """The ``skipped`` record of a retrain its checks find not worth submitting (:mod:`handlers.worthiness`);
+        None when it goes ahead, with what was judged added to ``extra`` for its record."""
+        judged = worthiness.judge(decision.job, self.jobs.retrain_facts(decision.job)) if decision.job.checks else None
+        extra.update(judged.details if judged else {})
+        if judged is None or judged.skip is None:
+            return None
+        return self.record(decision, "skipped", now, judged.skip, rendered=rendered, **extra, gives_back=True)
 
     def _waits(
         self, decision: Retrain | Deploy, now: datetime, rendered: dict[str, Any], extra: dict[str, Any], why: str
@@ -376,9 +389,9 @@ class Executor:
         job), anything else frees it; ``failed`` gives back the cooldown and budget the reservation
         took, unless the record says it keeps them (:data:`KEEPS_BUDGET`)."""
         job_name = (record.job or {}).get("name")
-        give_back = not record.details.get(KEEPS_BUDGET)
+        give_back, skipped = not record.details.get(KEEPS_BUDGET), bool(record.details.get(worthiness.GIVES_BACK))
         self.ledger.update_model(
-            model, lambda s: guards.confirm(s, kind, record.id, record.outcome, job_name, give_back=give_back)
+            model, lambda s: guards.confirm(s, kind, record.id, record.outcome, job_name, give_back, skipped)
         )
 
     def release(self, model: str, kind: str, record: DecisionRecord, held: Flight | None = None) -> DecisionRecord:

@@ -124,12 +124,19 @@ def reserve(
 
 
 def confirm(
-    state: ModelState, kind: str, decision_id: str, outcome: str, job: str | None, give_back: bool = True
+    state: ModelState,
+    kind: str,
+    decision_id: str,
+    outcome: str,
+    job: str | None,
+    give_back: bool = True,
+    skipped_gives_back: bool = False,
 ) -> tuple[ModelState | None, bool]:
     """Record the outcome of the reserved action. ``submitted`` and ``pending`` keep the slot;
     ``planned``, ``skipped`` and ``failed`` free the
     slot; ``failed`` also gives back the cooldown and budget the reservation took, unless
-    ``give_back`` is False (the action may have run: what it took stands)."""
+    ``give_back`` is False (the action may have run: what it took stands); so does ``skipped`` when
+    ``skipped_gives_back`` (a retrain found not worth submitting: nothing ran)."""
     flight = state.flights.get(kind)
     if flight is None or flight.decision != decision_id:
         return None, False
@@ -141,7 +148,7 @@ def confirm(
         flights[kind] = replace(flight, status="pending")
         return replace(state, flights=flights), True
     del flights[kind]
-    if outcome == "failed" and kind == RETRAIN and give_back:
+    if (outcome == "failed" or (outcome == "skipped" and skipped_gives_back)) and kind == RETRAIN and give_back:
         return replace(
             state,
             flights=flights,

@@ -35,7 +35,8 @@ def decision_from_record(record: DecisionRecord, model: str, kind: str) -> Retra
     rendered = record.details["rendered"]
     trigger = Trigger.from_dict(record.trigger)
     if kind == guards.RETRAIN:
-        return Retrain(record.id, model, record.reason, trigger, JobPlan.from_dict(rendered))
+        said = {"signal": record.details["signal"]} if "signal" in record.details else {}
+        return Retrain(record.id, model, record.reason, trigger, JobPlan.from_dict(rendered), details=said)
     return Deploy(record.id, model, record.reason, trigger, DeployPlan.from_dict(rendered))
 
 

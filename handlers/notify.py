@@ -64,6 +64,8 @@ def notifies(record: DecisionRecord) -> bool:
         return True
     if approval_ended(record) is not None:  # the person asked, or the card that asked them, learns how it ended
         return True
+    if record.details.get("incident"):  # a veto: a data-quality breach someone must look into
+        return True
     return record.action == "rollout" and record.outcome == "skipped"  # a held rollout
 
 
@@ -73,7 +75,7 @@ def notification_of(record: DecisionRecord) -> Notification | None:
     of one that waited for approval), subject (the model) and data (the record)."""
     if not notifies(record):
         return None
-    outcome = approval_ended(record) or record.outcome
+    outcome = approval_ended(record) or ("vetoed" if record.details.get("incident") else record.outcome)
     return Notification(
         id=notification_id(record.id, outcome),
         type=f"{TYPE_PREFIX}.{record.action}.{outcome}",

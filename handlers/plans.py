@@ -37,9 +37,13 @@ class JobPlan:
     inputs: dict[str, dict[str, Any]]
     tags: dict[str, str]
     display_name: str
+    # what is read before it is submitted (handlers.worthiness): "veto" {run, signals}: the monitor run
+    # whose veto-class breaches block it; "worthiness" {}: the champion's training data must have moved on
+    checks: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            **({"checks": self.checks} if self.checks else {}),
             "name": self.name,
             "type": "pipeline",
             "model": self.model,
@@ -66,6 +70,7 @@ class JobPlan:
             inputs={k: dict(v) for k, v in data["inputs"].items()},
             tags=dict(data["tags"]),
             display_name=str(data["display_name"]),
+            checks=dict(data.get("checks") or {}),
         )
 
 
@@ -161,6 +166,8 @@ class Retrain:
     dry_run: bool = False
     action: str = "retrain"
     once: bool = False  # keyed by what it is about (an upstream run): carried out once, whichever event asks
+    urgent: bool = False  # a retrain_now signal's: past the cooldown, never past the budget (handlers.signal_rules)
+    details: dict[str, Any] = field(default_factory=dict)  # said in each of its records (the signal and its class)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from handlers.freeze_rules import FreezeWindow
 from handlers.gate_rules import GateRule
 from handlers.policy_base import Duration, Strict
 from handlers.rollout_rules import RolloutRule
+from handlers.signal_rules import checked_classes, class_problem
 from handlers.trigger_rules import OnRule
 
 _PIPELINE = re.compile(
@@ -128,6 +129,16 @@ class DriftRule(Strict):
     monitors: list[str] = Field(default_factory=list, description="SDK v1 DataDriftName or SDK v2 monitor name")
     signals: list[str] = Field(default_factory=list, description="SDK v2 model-monitoring signal names")
     min_coefficient: float | None = Field(default=None, ge=0, le=1)
+    classes: Annotated[dict[str, str], BeforeValidator(checked_classes)] = Field(
+        default_factory=dict, description="SDK v2 signal name -> retrain, retrain_now, veto or record"
+    )
+
+    @model_validator(mode="after")
+    def _classes(self) -> DriftRule:
+        problem = class_problem(self.classes, self.signals, self.monitors)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 _ROLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,119}$")
@@ -188,6 +199,10 @@ class RetrainRule(Strict):
     on: OnRule = Field(default_factory=OnRule, description="new data and upstream runs that start a retrain")
     max_age: Duration | None = Field(
         default=None, description="the reconciler retrains once the champion the endpoint serves is older than this"
+    )
+    worthiness: bool = Field(
+        default=True,
+        description="skip a drift or alert retrain when the champion's training data has no newer version",
     )
 
     @model_validator(mode="before")

@@ -12,6 +12,7 @@ from handlers.plans import DeployPlan, JobPlan
 from handlers.recorded import RecordedEvent
 from handlers.records import DecisionRecord, ModelState
 from handlers.signals import Trigger
+from handlers.worthiness import RetrainFacts
 
 T = TypeVar("T")
 
@@ -327,6 +328,12 @@ class Jobs(Protocol):
     def job_status(self, name: str) -> JobInfo | None:
         """The job ``name`` as it is now; None when the workspace has no such job. Raises
         TransientError when Azure cannot answer now, PermanentError when it refuses."""
+        ...
+
+    def retrain_facts(self, plan: JobPlan) -> RetrainFacts:
+        """What ``plan.checks`` need (:mod:`handlers.worthiness`): the monitor run's breached signals, the
+        champion's training data and those assets' latest versions. What cannot be read is a note, not an
+        error; TransientError when Azure cannot answer now."""
         ...
 
 

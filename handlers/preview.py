@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from handlers import gate, guards
+from handlers import gate, guards, worthiness
 from handlers.errors import PermanentError
 from handlers.plans import Deploy, Retrain, job_of, rendered_of
-from handlers.ports import Deployments, Ledger
+from handlers.ports import Deployments, Jobs, Ledger
 from handlers.records import DecisionRecord
 
 
@@ -20,6 +20,7 @@ class Executor(Protocol):
     """What a preview uses of :class:`handlers.executor.Executor` (no import of it: no circle)."""
 
     ledger: Ledger
+    jobs: Jobs
     deployments: Deployments
     limits: Callable[[str], Any]
 
@@ -34,6 +35,11 @@ class Executor(Protocol):
         job: dict[str, Any] | None = None,
         **details: Any,
     ) -> DecisionRecord: ...
+
+
+def cooldown_of(decision: Retrain | Deploy, limits: Any) -> Any:
+    """The cooldown that holds ``decision`` back: none for an urgent retrain (a ``retrain_now`` signal's)."""
+    return None if isinstance(decision, Retrain) and decision.urgent else limits.cooldown
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ def preview(
     if check_guards:
         state = executor.ledger.get_model(decision.model)
         verdict = guards.check(
-            state, kind, decision.id, now, limits.cooldown, limits.budget, decision.force, limits.windows
+            state, kind, decision.id, now, cooldown_of(decision, limits), limits.budget, decision.force, limits.windows
         )
     refused = None
     if verdict is not None and not verdict.granted:
@@ -80,7 +86,17 @@ def preview(
         if not (judge_always and isinstance(decision, Deploy)):
             return Preview(decision, rendered, verdict, None, None, refused)
     if not isinstance(decision, Deploy):
-        planned = executor.record(decision, "planned", now, job=job_of(rendered), rendered=rendered, dry_run=True)
+        worth = worthiness.Judged(None, {})
+        if decision.job.checks and refused is None:  # what its checks find now (a veto, the champion's data)
+            worth = worthiness.judge(decision.job, executor.jobs.retrain_facts(decision.job))
+        if worth.skip is not None:
+            said = executor.record(
+                decision, "skipped", now, worth.skip, rendered=rendered, dry_run=True, **worth.details
+            )
+            return Preview(decision, rendered, verdict, None, None, said)
+        planned = executor.record(
+            decision, "planned", now, job=job_of(rendered), rendered=rendered, dry_run=True, **worth.details
+        )
         return Preview(decision, rendered, verdict, None, None, refused or planned)
     try:
         facts = executor.deployments.candidate_facts(decision.plan)

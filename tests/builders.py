@@ -219,3 +219,14 @@ def with_retrain(keys: dict[str, Any], model: str = MODEL, policy: Any = None) -
     raw = (policy or EXAMPLE_POLICY).model_dump()
     raw["models"][model]["retrain"].update(keys)
     return Policy.model_validate(raw)
+
+
+def with_classes(classes: dict[str, str], model: str = MODEL, policy: Any = None, **retrain: Any) -> Any:
+    """``policy`` (the example's) with ``models.<model>.drift`` listening to the signals ``classes`` names,
+    each of that class, and ``retrain`` keys set (``worthiness``, ``daily_budget``), validated as a file is."""
+    from handlers.policy import Policy
+
+    raw = (policy or EXAMPLE_POLICY).model_dump()
+    raw["models"][model]["drift"].update(signals=sorted(classes), classes=classes)
+    raw["models"][model]["retrain"].update(retrain)
+    return Policy.model_validate(raw)

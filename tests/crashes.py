@@ -13,6 +13,7 @@ from handlers.plans import DeployPlan, JobPlan
 from handlers.ports import ActionResult, Actions, CandidateFacts, JobInfo, Ledger
 from handlers.records import DecisionRecord, ModelState
 from handlers.signals import Trigger
+from handlers.worthiness import RetrainFacts
 
 T = TypeVar("T")
 
@@ -44,6 +45,9 @@ class _PassesThrough:
 
     def job_status(self, name: str) -> JobInfo | None:
         return self.inner.job_status(name)
+
+    def retrain_facts(self, plan: JobPlan) -> RetrainFacts:
+        return self.inner.retrain_facts(plan)
 
     def deployment_state(self, endpoint: str, deployment: str) -> str | None:
         return self.inner.deployment_state(endpoint, deployment)

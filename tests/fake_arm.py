@@ -471,17 +471,21 @@ class FakeArm(FakeService):
         metrics: dict[str, float] | None = None,
         created_by: dict[str, Any] | None = None,
         display_name: str | None = None,
+        inputs: dict[str, str] | None = None,
     ) -> None:
         """A finished run, as another client left it (its outputs can be registered as models), with
         the MLflow metrics the pipeline run itself logged; ``created_by``: the claims of whoever
-        created it (default: a workspace user, :data:`USER_CLAIMS`)."""
+        created it (default: a workspace user, :data:`USER_CLAIMS`); ``inputs``: its data inputs (name ->
+        a data asset reference such as ``azureml:name:version``), as the REST API's ``JobInput`` (mltable)."""
         self.jobs[name] = self._job_resource(
             name,
             {
                 "jobType": "Pipeline",
                 "displayName": display_name,
                 "experimentName": experiment,
-                "inputs": {},
+                "inputs": {
+                    k: {"jobInputType": "mltable", "uri": v, "mode": "ReadOnlyMount"} for k, v in (inputs or {}).items()
+                },
                 "outputs": {o: {"jobOutputType": "custom_model", "mode": "ReadWriteMount"} for o in outputs},
                 "tags": dict(tags or {}),
                 "properties": {},
@@ -500,13 +504,16 @@ class FakeArm(FakeService):
         metrics: dict[str, float] | None = None,
         parent: str | None = None,
         status: str = "FINISHED",
+        tags: dict[str, str] | None = None,
     ) -> None:
         """The MLflow run every Azure ML job is (run id = job name), with the metrics it logged; a
         pipeline step's run carries its parent in the tag ``mlflow.parentRunId``, its display name
         as ``run_name`` (MLflow REST API, Run / RunInfo / RunData)."""
-        tags = [{"key": "mlflow.runName", "value": name or run_id}]
-        if parent is not None:
-            tags.append({"key": "mlflow.parentRunId", "value": parent})
+        logged = [{"key": "mlflow.runName", "value": name or run_id}]
+        if parent is not None:  # Azure ML sets both on a step's run (model monitoring reads mlflow.rootRunId)
+            root = self._root_of(parent)
+            logged += [{"key": "mlflow.parentRunId", "value": parent}, {"key": "mlflow.rootRunId", "value": root}]
+        logged += [{"key": k, "value": v} for k, v in (tags or {}).items()]
         self.mlflow_runs[run_id] = {
             "info": {
                 "run_id": run_id,
@@ -525,9 +532,20 @@ class FakeArm(FakeService):
                     for k, v in (metrics or {}).items()
                 ],
                 "params": [],
-                "tags": tags,
+                "tags": logged,
             },
         }
+
+    def _root_of(self, run_id: str) -> str:
+        """The top-level run above ``run_id`` (itself when it has no parent), as MLflow tags tell it."""
+        run = self.mlflow_runs.get(run_id)
+        tags = {t["key"]: t["value"] for t in (run or {}).get("data", {}).get("tags", [])}
+        return str(tags.get("mlflow.rootRunId") or run_id)
+
+    def tag_mlflow_run(self, run_id: str, tags: dict[str, str]) -> None:
+        """Tags set on an MLflow run after it was logged (``MlflowClient.set_tag``)."""
+        logged = self.mlflow_runs[run_id]["data"]["tags"]
+        logged += [{"key": k, "value": v} for k, v in tags.items()]
 
     def add_step(
         self,
@@ -542,7 +560,7 @@ class FakeArm(FakeService):
         ``tags`` and ``properties``); returns its run id."""
         run_id = f"{parent}_{name}_{len(self.mlflow_runs):04d}"
         experiment = self.jobs[parent]["properties"].get("experimentName") or "Default"
-        self.log_mlflow_run(run_id, experiment=experiment, name=name, metrics=metrics, parent=parent)
+        self.log_mlflow_run(run_id, experiment=experiment, name=name, metrics=metrics, parent=parent, tags=tags)
         # What run history keeps of it (the SDK reads a step there: MFE does not serve child jobs).
         self.steps[run_id] = {
             "runId": run_id,

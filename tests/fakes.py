@@ -11,6 +11,7 @@ from handlers.errors import PermanentError, TransientError
 from handlers.plans import DeployPlan, JobPlan
 from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo, ModelVersion
 from handlers.signals import FINISHED_STATUSES
+from handlers.worthiness import RetrainFacts
 
 
 @dataclass
@@ -42,6 +43,9 @@ class RecordingActions:
     shared: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)  # (deployment, registry, lineage)
     mirror: dict[str, dict[str, int]] = field(default_factory=dict)  # endpoint -> mirrored traffic
     mirror_sets: list[tuple[str, dict[str, int]]] = field(default_factory=list)
+    breaches: dict[str, list[str]] = field(default_factory=dict)  # monitor run -> its breached signals
+    trained_on: dict[str, str] = field(default_factory=dict)  # the champion's lineage: data asset -> version
+    latest: dict[str, str] = field(default_factory=dict)  # data asset -> its latest version
 
     def submit_retrain(self, plan: JobPlan) -> ActionResult:
         self.submissions.append(plan.name)
@@ -51,6 +55,20 @@ class RecordingActions:
         self.jobs.setdefault(plan.name, plan)
         return ActionResult(
             "submitted", job={"name": plan.name, "url": f"https://ml.example/{plan.name}"}, details={"adopted": adopted}
+        )
+
+    def retrain_facts(self, plan: JobPlan) -> RetrainFacts:
+        """What the world was told: ``breaches`` of monitor runs (run -> signal names) and the champion's
+        lineage (``trained_on``, ``latest``); nothing told: nothing known."""
+        run = str((plan.checks.get("veto") or {}).get("run") or "")
+        found = self.breaches.get(run)
+        return RetrainFacts(
+            breaches=None if found is None else {s.lower(): "breached" for s in found},
+            monitor_run=run or None,
+            champion=f"{plan.model}:1" if self.trained_on else None,
+            trained_on=dict(self.trained_on) or None,
+            latest=dict(self.latest),
+            notes=() if self.trained_on else ("the world knows no lineage",),
         )
 
     def candidate_facts(self, plan: DeployPlan) -> CandidateFacts:

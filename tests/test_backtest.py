@@ -132,6 +132,8 @@ NOTES = [
     "recorded duration when that run was never recorded",
     "note: deploys meet the freezes only and count as started before the candidate gate (it needs the candidate's "
     "metrics from the workspace); a rollout's single flight and the alerts' rollout guards are not replayed",
+    "note: a retrain's checks before submission (a veto signal in its monitor run, the worthiness of the champion's "
+    "data) read the workspace and are not replayed: such a retrain counts as started",
 ]
 ALERT_ID = "0f0e0d0c-0000-4000-8000-00000000a1e7:fired"
 # the churn model's lines, which neither draft changes (its run never ended: its duration is unknown)

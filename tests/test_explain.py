@@ -14,7 +14,8 @@ import pytest
 from handlers.envelopes import parse_body
 from handlers.preview import Preview
 from handlers.records import DecisionRecord
-from tests.builders import MODEL, NOW, drift_event, ours, run_event
+from tests.builders import MODEL, NOW, breach_event, drift_event, ours, run_event, with_classes
+from tests.conftest import REPO, retrain_cli
 from tests.ledgers import LedgerSpec
 from tests.world import World
 
@@ -99,3 +100,45 @@ def test_a_finished_run_whose_candidate_the_gate_refuses(world: World) -> None:
     assert preview.judged is not None and preview.judged.next != "deploy"
     says_what_happens(preview, record)
     assert world.actions.deployments == []
+
+
+# --------------------------------------------------------------------------- signal classes and worthiness
+
+
+def test_a_retrain_on_the_data_the_champion_saw_is_explained_as_the_skip_a_delivery_records(world: World) -> None:
+    world.actions.trained_on = {"diabetes-training": "2"}
+    world.actions.latest = {"diabetes-training": "2"}
+    preview, record = explained_then_delivered(world, drift_event(event_id="e1"))
+    assert record.outcome == "skipped" and record.reason.startswith("not worth it: the champion")
+    says_what_happens(preview, record)
+    assert world.actions.submissions == []
+
+
+def test_a_vetoed_breach_is_explained_as_the_skip_a_delivery_records(world: World) -> None:
+    world.policy = with_classes({"churn-data-drift": "retrain", "churn-data-quality": "veto"}, model="churn-classifier")
+    world.worker = world.new_worker()
+    world.actions.breaches = {"monitor-run-1": ["churn-data-drift", "churn-data-quality"]}
+    preview, record = explained_then_delivered(world, breach_event(event_id="b1"))
+    assert record.outcome == "skipped" and "'churn-data-quality' of class veto breached" in record.reason
+    says_what_happens(preview, record)
+
+
+def test_retrain_explain_prints_the_signal_class_and_what_the_checks_found(tmp_path: Path) -> None:
+    policy = (REPO / "examples" / "policy.yaml").read_text()
+    policy = policy.replace(
+        "signals: [feature-drift]            # SDK v2 model-monitoring signal names",
+        "signals: [feature-drift, accuracy]\n      classes: {accuracy: retrain_now}",
+    )
+    (tmp_path / "policy.yaml").write_text(policy)
+    raw = breach_event(signal="accuracy", experiment="diabetes-monitor", event_id="b1")
+    (tmp_path / "event.json").write_text(json.dumps([raw]))
+    out = retrain_cli(
+        "explain",
+        str(tmp_path / "event.json"),
+        "--policy",
+        str(tmp_path / "policy.yaml"),
+        env={"RETRAIN_SQLITE_PATH": str(tmp_path / "l.db")},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "class   signal 'accuracy' of monitor 'diabetes-monitor': retrain_now" in out.stdout
+    assert "worth   goes ahead, not judged: dry run: no workspace is read" in out.stdout

@@ -9,6 +9,7 @@ from typing import Any
 
 from handlers.plans import DeployPlan, JobPlan
 from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo, ModelVersion
+from handlers.worthiness import RetrainFacts
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,10 @@ class DryRunActions:
                 "note": f"dry run: would submit pipeline job {plan.name} from {plan.component}",
             },
         )
+
+    def retrain_facts(self, plan: JobPlan) -> RetrainFacts:
+        """A dry run reads no workspace: no breach is known, the lineage is not judged."""
+        return RetrainFacts(notes=("dry run: no workspace is read",))
 
     def candidate_facts(self, plan: DeployPlan) -> CandidateFacts:
         """What a dry run knows without a workspace: the candidate's own tags and properties (from

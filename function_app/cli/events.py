@@ -52,6 +52,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         for d, preview in item.decisions:
             print(f"decide  {d.action} model={d.model} id={d.id}")
             print(f"        why: {d.reason}")
+            said = getattr(d, "details", {}).get("signal")
+            if isinstance(said, dict):  # a v2 monitor's breach: its signal's class decided (drift.classes)
+                print(f"class   signal {said.get('signal')!r} of monitor {said.get('monitor')!r}: {said.get('class')}")
             if preview is None:
                 continue
             if preview.verdict is None:
@@ -65,9 +68,28 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 print(f"gate    {judged.next} ({retrainer.backend} backend): {judged.why}")
                 if judged.gate is not None:
                     print(f"        {json.dumps({k: v for k, v in judged.gate.as_dict().items() if k != 'why'})}")
+            _worth(preview.record)
             print("render  " + json.dumps(preview.rendered, indent=2).replace("\n", "\n        "))
         print()
     return 0
+
+
+def _worth(record: Any) -> None:
+    """What a retrain's checks found (handlers.worthiness): a veto in its monitor run, the champion's data."""
+    if "veto" not in record.details and "worthiness" not in record.details:
+        return
+    if record.outcome == "skipped" and "guard" not in record.details:
+        print(f"worth   would skip: {record.reason}")
+        return
+    judged = record.details.get("worthiness") or {}
+    if judged.get("judged") is False:
+        print(f"worth   goes ahead, not judged: {judged.get('why')}")
+    elif judged:
+        print(
+            f"worth   goes ahead: newer data {json.dumps(judged.get('newer'))} than the champion {judged.get('champion')} saw"
+        )
+    if "veto" in record.details:
+        print(f"veto    checked {json.dumps(record.details['veto'])}")
 
 
 def _runner(ours: bool, checked: bool) -> str:

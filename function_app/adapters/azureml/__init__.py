@@ -37,6 +37,7 @@ from function_app.adapters.azureml.client import BACKEND, AzureMLClient, Workspa
 from function_app.adapters.azureml.deployments import AzureMLDeployments
 from function_app.adapters.azureml.freshness import AzureMLFreshness
 from function_app.adapters.azureml.jobs import AzureMLJobs
+from function_app.adapters.azureml.lineage import AzureMLLineage
 from function_app.adapters.azureml.monitors import AzureMLMonitors
 from function_app.adapters.azureml.registry import RegistryModels, RegistryShare
 from function_app.adapters.azureml.samples import DataSamples
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo
     from handlers.rollout.smoke import Scored
     from handlers.rollout_rules import SmokeData
+    from handlers.worthiness import RetrainFacts
 
 __all__ = ["AzureMLActions", "AzureMLClient", "Workspace"]
 
@@ -71,6 +73,7 @@ class AzureMLActions:
         self.workspace: Workspace = client.workspace
         self.retry: RetryPolicy = client.retry
         self.jobs = AzureMLJobs(client)
+        self.lineage = AzureMLLineage(client)
         registries = RegistryModels(client.registry_client)
         self.candidates = AzureMLCandidates(client, registries)
         self.shares = RegistryShare(client, registries)
@@ -114,6 +117,9 @@ class AzureMLActions:
 
     def job_status(self, name: str) -> JobInfo | None:
         return self.jobs.job_status(name)
+
+    def retrain_facts(self, plan: JobPlan) -> RetrainFacts:
+        return self.lineage.retrain_facts(plan)
 
     # ------------------------------------------------------------------ the Deployments port
 

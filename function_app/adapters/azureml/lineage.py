@@ -1,0 +1,132 @@
+"""What a retrain's checks read before it is submitted (``Jobs.retrain_facts``, :mod:`handlers.worthiness`).
+
+- The monitor run of a breach (``veto``): the breach step's MLflow run, its root run (``mlflow.rootRunId``,
+  else ``mlflow.parentRunId``), and the root's steps (``runs/search`` by ``mlflow.parentRunId``). Model
+  monitoring tags the step that evaluated a signal with ``azureml_modelmonitor_threshold_breached``
+  ("The signal '<name>' has failed ..."), and, when it notifies by e-mail, the root run with
+  ``azureml.modelmonitor.threshold.breached.<name>`` (azureml-assets, model monitoring's ``event_utils``).
+- The champion's lineage (``worthiness``): the model's latest version (``models.list``), its ``job_name``
+  (the run that produced it), that job's inputs that name a data asset version (``azureml:<name>:<version>``
+  or the version's resource id), and each asset's latest version (``data.get(name, label='latest')``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from function_app.adapters.azureml.client import SHORT_ASSET, AzureMLClient
+from function_app.adapters.mlflow_metrics import PARENT_TAG
+from handlers.errors import PermanentError
+from handlers.worthiness import RetrainFacts
+
+if TYPE_CHECKING:
+    from function_app.retry import Budget
+    from handlers.plans import JobPlan
+
+log = logging.getLogger(__name__)
+
+ROOT_TAG = "mlflow.rootRunId"
+BREACH_TAG = "azureml_modelmonitor_threshold_breached"
+ROOT_BREACH_PREFIX = "azureml.modelmonitor.threshold.breached."
+_SIGNAL = re.compile(r"signal\s+'([^']+)'", re.IGNORECASE)
+_DATA_ID = re.compile(r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
+_BARE = re.compile(
+    r"^(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]*):(?P<version>[A-Za-z0-9_.-]+)$"
+)  # as azure-ai-ml reads a job back
+
+
+def data_version(path: Any) -> tuple[str, str] | None:
+    """The data asset ``(name, version)`` a job input's path names, or None (a URI, a label, a literal).
+    azure-ai-ml reads a pipeline job's input that the REST API gives as the version's resource id back
+    as ``name:version``."""
+    text = str(path or "").strip()
+    match = SHORT_ASSET.match(text) or _DATA_ID.search(text) or _BARE.match(text)
+    return (match["name"], match["version"]) if match else None
+
+
+class AzureMLLineage:
+    def __init__(self, client: AzureMLClient) -> None:
+        self.client = client
+
+    def retrain_facts(self, plan: JobPlan) -> RetrainFacts:
+        budget = self.client.retry.budget()
+        breaches: dict[str, str] | None = None
+        run: str | None = None
+        veto = plan.checks.get("veto")
+        if isinstance(veto, dict) and veto.get("run"):
+            breaches, run = self._breaches(budget, str(veto["run"]))
+        if "worthiness" not in plan.checks:
+            return RetrainFacts(breaches, run)
+        try:
+            champion, trained_on, notes = self._lineage(budget, plan.model)
+        except PermanentError as exc:  # the lineage is an optimisation: unreadable, the retrain goes ahead
+            champion, trained_on, notes = None, None, [f"the champion's lineage could not be read: {exc}"]
+        latest: dict[str, str] = {}
+        for name in trained_on or {}:
+            version = self._latest(budget, name)
+            if version is not None:
+                latest[name] = version
+        return RetrainFacts(breaches, run, champion, trained_on, latest, tuple(notes))
+
+    def _latest(self, budget: Budget, name: str) -> str | None:
+        """The data asset's latest version (None: the workspace has no such asset)."""
+        asset = self.client.call(
+            budget, f"data asset {name}", lambda: self.client.ml.data.get(name, label="latest"), or_none=True
+        )
+        return None if asset is None else str(asset.version)
+
+    # ------------------------------------------------------------------ the monitor run
+
+    def _breaches(self, budget: Budget, step: str) -> tuple[dict[str, str] | None, str | None]:
+        mlflow = self.client.mlflow
+        if mlflow is None:
+            return None, None
+        run = mlflow.run(budget, step)
+        if run is None:
+            log.warning("monitor step run %s is not in MLflow: its monitor run's breaches are not read", step)
+            return None, None
+        root_id = run.tags.get(ROOT_TAG) or run.tags.get(PARENT_TAG) or run.run_id
+        root = run if root_id == run.run_id else mlflow.run(budget, root_id)
+        if root is None:
+            return None, None
+        found: dict[str, str] = {}
+        for key, value in root.tags.items():
+            if key.lower().startswith(ROOT_BREACH_PREFIX):
+                found[key[len(ROOT_BREACH_PREFIX) :].lower()] = value[:300]
+        for child in [run, *mlflow.children(budget, root)]:
+            breach = child.tags.get(BREACH_TAG)
+            match = _SIGNAL.search(breach or "")
+            if match:
+                found[match.group(1).lower()] = str(breach)[:300]
+        return found, root.run_id
+
+    # ------------------------------------------------------------------ the champion's lineage
+
+    def _lineage(self, budget: Budget, model: str) -> tuple[str | None, dict[str, str] | None, list[str]]:
+        versions = self.client.call(
+            budget, f"versions of model {model}", lambda: list(self.client.ml.models.list(name=model)), or_none=True
+        )
+        if not versions:
+            return None, None, [f"the workspace has no version of model {model}: no champion to compare with"]
+        latest = max(
+            versions, key=lambda m: (str(m.version).isdigit(), int(m.version) if str(m.version).isdigit() else 0)
+        )
+        champion = f"{model}:{latest.version}"
+        job_name = getattr(latest, "job_name", None)
+        if not job_name:
+            return champion, None, [f"{champion} names no job that produced it"]
+        job = self.client.call(
+            budget, f"job {job_name} of {champion}", lambda: self.client.ml.jobs.get(job_name), or_none=True
+        )
+        if job is None:
+            return champion, None, [f"the workspace has no job {job_name} (the job of {champion})"]
+        trained: dict[str, str] = {}
+        for value in (getattr(job, "inputs", None) or {}).values():
+            found = data_version(getattr(value, "path", None))
+            if found is not None:
+                trained[found[0]] = found[1]
+        if not trained:
+            return champion, None, [f"job {job_name} of {champion} read no data asset version"]
+        return champion, trained, []

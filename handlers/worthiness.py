@@ -1,0 +1,90 @@
+"""Whether a retrain is worth submitting, judged on facts read just before it is (pure).
+
+A retrain's plan names its checks (:attr:`handlers.plans.JobPlan.checks`); the Jobs port reads the facts
+they need (:class:`RetrainFacts`, ``Jobs.retrain_facts``) and :func:`judge` says go, or why not:
+
+- ``veto`` (``drift.classes``, :mod:`handlers.signal_rules`): a signal of class ``veto`` breached in the
+  same monitor run as the breach that asked for the retrain (a data-quality breach: the monitor run's
+  data is suspect). The retrain is a recorded skip, published as an incident.
+- ``worthiness`` (``retrain.worthiness``, on by default for drift and alerts): the champion's lineage
+  (its version's job and the data-asset versions that job read) against each data asset's latest
+  version. When none has a newer version, the retrain would train on exactly what the champion saw: a
+  recorded skip that says so. When the lineage cannot be read (no champion, no job, no data-asset
+  input), the retrain goes ahead and its record says why it was not judged.
+
+A skip here gives the cooldown and budget its reservation took back: nothing ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from handlers.plans import JobPlan
+
+GIVES_BACK = "gives_back"  # a skipped retrain's record: the cooldown and budget its reservation took are given back
+
+
+@dataclass(frozen=True)
+class RetrainFacts:
+    """What the workspace says for a plan's checks. ``breaches``: the monitor run's breached signals
+    (lower-case name -> the breach text), None when not read; ``monitor_run``: the run read for them.
+    ``champion``: ``name:version``; ``trained_on``: each data asset its job read -> that version
+    (None: the lineage could not be read, ``notes`` say why); ``latest``: each of those assets' latest version."""
+
+    breaches: dict[str, str] | None = None
+    monitor_run: str | None = None
+    champion: str | None = None
+    trained_on: dict[str, str] | None = None
+    latest: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Judged:
+    """``skip``: why the retrain is not submitted (None: it goes ahead); ``details``: what the record keeps."""
+
+    skip: str | None
+    details: dict[str, Any]
+
+
+def judge(plan: JobPlan, facts: RetrainFacts) -> Judged:
+    """Go, or the reason it is not worth it, with what was judged (for the record and ``explain``)."""
+    checks: Mapping[str, Any] = plan.checks
+    details: dict[str, Any] = {}
+    veto = checks.get("veto")
+    if isinstance(veto, Mapping) and facts.breaches is not None:
+        hits = [s for s in veto.get("signals") or [] if str(s).lower() in facts.breaches]
+        run = facts.monitor_run or veto.get("run")
+        details["veto"] = {"run": run, "checked": list(veto.get("signals") or []), "breached": hits}
+        if hits:
+            details["incident"] = "veto"
+            return Judged(
+                f"not retrained: signal(s) {', '.join(map(repr, hits))} of class veto breached in the same monitor "
+                f"run ({run}): its data is suspect, so no retrain on it (models.{plan.model}.drift.classes); "
+                "published as an incident to look into",
+                details,
+            )
+    if "worthiness" not in checks:
+        return Judged(None, details)
+    if not facts.trained_on:
+        why = "; ".join(facts.notes) or "the champion's lineage names no data asset version"
+        details["worthiness"] = {"judged": False, "why": why, "champion": facts.champion}
+        return Judged(None, details)
+    newer = {name: facts.latest[name] for name, v in facts.trained_on.items() if facts.latest.get(name, v) != v}
+    details["worthiness"] = {
+        "judged": True,
+        "champion": facts.champion,
+        "trained_on": dict(facts.trained_on),
+        "latest": dict(facts.latest),
+        "newer": newer,
+    }
+    if newer:
+        return Judged(None, details)
+    seen = ", ".join(f"{name}:{version}" for name, version in sorted(facts.trained_on.items()))
+    return Judged(
+        f"not worth it: the champion {facts.champion} was trained on {seen}, and no newer version exists; "
+        f"retraining would learn from the same data (retrain.worthiness: false in models.{plan.model} retrains anyway)",
+        details,
+    )

@@ -1,0 +1,236 @@
+"""Signal classes of v2 model monitoring and the worthiness check, end to end: breach events through the
+service and the real azure-ai-ml SDK (and the MLflow REST client) to the fake workspace, which holds the
+monitor run's steps, the champion's job and its data asset versions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from handlers.policy import Policy
+from tests.azure_world import DATASET, DRIFT_SAMPLE, MODEL, WORKSPACE_ID, AzureWorld, in_workspace
+from tests.builders import EXAMPLE_POLICY, breach_event, ours, run_event, with_classes
+
+BREACH = "azureml_modelmonitor_threshold_breached"
+MONITOR = "diabetes-monitor"
+CLASSES = {"feature-drift": "retrain", "accuracy": "retrain_now", "data-quality": "veto", "prediction-drift": "record"}
+
+
+def policy(classes: dict[str, str] | None = None, **retrain: Any) -> Policy:
+    return with_classes(classes or CLASSES, **retrain)
+
+
+def use(azure: AzureWorld, p: Policy) -> None:
+    """The world's workers run ``p`` from now on (the same ledger and workspace)."""
+    azure.policy = p
+    azure.worker = azure.new_worker()
+
+
+def monitor_run(azure: AzureWorld, run: str, *breached: str, quiet: tuple[str, ...] = ()) -> dict[str, str]:
+    """A finished monitor pass ``run`` whose signals ``breached`` each failed (their evaluation step's run
+    tagged as model monitoring tags it) and ``quiet`` passed; returns each signal's step run id."""
+    azure.arm.add_job(run, experiment=MONITOR, outputs=())
+    steps = {}
+    for signal in breached:
+        text = f"The signal '{signal}' has failed due to one or more features violating metric thresholds."
+        steps[signal] = azure.arm.add_step(run, f"{signal}_evaluate", tags={BREACH: text})
+    for signal in quiet:
+        steps[signal] = azure.arm.add_step(run, f"{signal}_evaluate")
+    return steps
+
+
+def breach(signal: str, step: str) -> dict[str, Any]:
+    """The RunStatusChanged of the evaluation step ``step`` that found ``signal`` breached."""
+    raw = breach_event(signal=signal, experiment=MONITOR, topic=WORKSPACE_ID)
+    raw["data"]["runId"] = step
+    return raw
+
+
+def ended(azure: AzureWorld, rec: Any) -> None:
+    """The retraining run of ``rec`` failed (its event came): the model's slot is free, its cooldown stands."""
+    job = rec.job["name"]
+    [done] = azure.deliver(
+        run_event(run_id=job, tags=ours(MODEL, rec.id), status="Failed", topic=WORKSPACE_ID)
+    ).decisions
+    assert done.outcome == "skipped" and azure.flights() == {}
+
+
+def vetoed_notes(azure: AzureWorld) -> list[Any]:
+    return [
+        e.notification
+        for e in azure.ledger.notifications(dead=False, limit=50)
+        if e.notification.type.endswith(".vetoed")
+    ]
+
+
+# --------------------------------------------------------------------------- signal classes
+
+
+def test_a_drift_breach_retrains_and_its_record_names_the_signal_and_its_class(azure: AzureWorld) -> None:
+    use(azure, policy())
+    steps = monitor_run(azure, "monitor-run-1", "feature-drift", quiet=("data-quality",))
+    [rec] = azure.deliver(breach("feature-drift", steps["feature-drift"])).decisions
+    assert (rec.action, rec.outcome) == ("retrain", "submitted")
+    assert rec.details["signal"] == {
+        "signal": "feature-drift",
+        "class": "retrain",
+        "monitor": MONITOR,
+        "run": steps["feature-drift"],
+    }
+    # the monitor run was read through MLflow: the data-quality step passed, so nothing vetoed it
+    assert rec.details["veto"] == {"run": "monitor-run-1", "checked": ["data-quality"], "breached": []}
+    assert len(azure.arm.job_puts) == 1
+    assert "signal 'feature-drift', class retrain" in rec.reason
+
+
+def test_a_data_quality_breach_in_the_same_monitor_run_vetoes_the_retrain_and_is_published(
+    azure: AzureWorld,
+) -> None:
+    use(azure, policy())
+    steps = monitor_run(azure, "monitor-run-2", "feature-drift", "data-quality")
+    [rec] = azure.deliver(breach("feature-drift", steps["feature-drift"])).decisions
+    assert (rec.action, rec.outcome) == ("retrain", "skipped")
+    assert "'data-quality' of class veto breached in the same monitor run (monitor-run-2)" in rec.reason
+    assert rec.details["veto"]["breached"] == ["data-quality"] and rec.details["incident"] == "veto"
+    assert azure.arm.job_puts == []
+    # nothing ran: the slot, the cooldown and the budget are as they were
+    state = azure.ledger.get_model(MODEL)
+    assert state.flights == {} and state.last_retrain_at is None and state.budget_used == 0
+    [note] = vetoed_notes(azure)
+    assert note.type == "retrain.decision.retrain.vetoed" and note.data["id"] == rec.id
+
+
+def test_a_veto_breach_itself_is_recorded_and_published_as_an_incident(azure: AzureWorld) -> None:
+    use(azure, policy())
+    steps = monitor_run(azure, "monitor-run-3", "data-quality")
+    [rec] = azure.deliver(breach("data-quality", steps["data-quality"])).decisions
+    assert rec.outcome == "skipped" and rec.details["signal"]["class"] == "veto"
+    assert "is a veto (models.sklearn_regression_model.drift.classes)" in rec.reason
+    assert [n.data["id"] for n in vetoed_notes(azure)] == [rec.id]
+    assert azure.arm.job_puts == []
+
+
+def test_a_record_class_breach_is_recorded_and_never_acted_on(azure: AzureWorld) -> None:
+    use(azure, policy())
+    steps = monitor_run(azure, "monitor-run-4", "prediction-drift")
+    [rec] = azure.deliver(breach("prediction-drift", steps["prediction-drift"])).decisions
+    assert rec.outcome == "skipped" and rec.details["signal"]["class"] == "record"
+    assert "its class is record" in rec.reason
+    assert azure.arm.job_puts == [] and vetoed_notes(azure) == []
+
+
+def test_a_performance_breach_retrains_past_the_cooldown_but_not_past_the_budget(azure: AzureWorld) -> None:
+    use(azure, policy(daily_budget=2))
+    first = monitor_run(azure, "monitor-run-5", "feature-drift")
+    [started] = azure.deliver(breach("feature-drift", first["feature-drift"])).decisions
+    assert started.outcome == "submitted"
+    ended(azure, started)
+
+    second = monitor_run(azure, "monitor-run-6", "feature-drift")
+    [cooled] = azure.deliver(breach("feature-drift", second["feature-drift"])).decisions
+    assert (cooled.outcome, cooled.details["guard"]) == ("skipped", "cooldown")
+
+    third = monitor_run(azure, "monitor-run-7", "accuracy")
+    [urgent] = azure.deliver(breach("accuracy", third["accuracy"])).decisions
+    assert urgent.outcome == "submitted" and urgent.details["signal"]["class"] == "retrain_now"
+    assert "past the cooldown, within the budget" in urgent.reason
+    ended(azure, urgent)
+
+    fourth = monitor_run(azure, "monitor-run-8", "accuracy")
+    [spent] = azure.deliver(breach("accuracy", fourth["accuracy"])).decisions
+    assert (spent.outcome, spent.details["guard"]) == ("skipped", "budget")
+    assert len(azure.arm.job_puts) == 2
+
+
+# --------------------------------------------------------------------------- worthiness
+
+
+def champion_trained_on(azure: AzureWorld, version: str) -> None:
+    """The champion (the model's latest version, 4) came from a pipeline run that read ``DATASET:version``
+    (as the SDK submits it: the version's resource id)."""
+    azure.arm.add_job(
+        "train-champion-4",
+        experiment="diabetes-retrain",
+        inputs={"training_data": azure.arm.arm_id("data", DATASET, "versions", version)},
+    )
+    azure.arm.add_model(MODEL, "4", job_name="train-champion-4")
+
+
+def test_a_drift_retrain_on_the_data_the_champion_was_trained_on_is_a_recorded_skip(azure: AzureWorld) -> None:
+    champion_trained_on(azure, "2")  # the latest version of the data asset
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
+    assert (rec.action, rec.outcome) == ("retrain", "skipped")
+    assert rec.reason.startswith(
+        f"not worth it: the champion {MODEL}:4 was trained on {DATASET}:2, and no newer version exists"
+    )
+    assert rec.details["worthiness"] == {
+        "judged": True,
+        "champion": f"{MODEL}:4",
+        "trained_on": {DATASET: "2"},
+        "latest": {DATASET: "2"},
+        "newer": {},
+    }
+    assert azure.arm.job_puts == []
+    state = azure.ledger.get_model(MODEL)
+    assert state.flights == {} and state.last_retrain_at is None and state.budget_used == 0
+
+    azure.arm.add_data(DATASET, "3")  # new data lands as a new version: now it is worth it
+    [again] = azure.deliver(in_workspace(DRIFT_SAMPLE) | {"id": "drift-2"}).decisions
+    assert again.outcome == "submitted" and again.details["worthiness"]["newer"] == {DATASET: "3"}
+    assert len(azure.arm.job_puts) == 1
+
+
+def test_the_policy_may_turn_the_worthiness_check_off(azure: AzureWorld) -> None:
+    use(azure, policy(worthiness=False))
+    champion_trained_on(azure, "2")
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
+    assert rec.outcome == "submitted" and "worthiness" not in rec.details
+    assert "checks" not in rec.details["rendered"]
+
+
+def test_a_champion_whose_lineage_cannot_be_read_is_retrained_saying_why_it_was_not_judged(
+    azure: AzureWorld,
+) -> None:
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions  # version 3 names no job that produced it
+    assert rec.outcome == "submitted"
+    assert rec.details["worthiness"] == {
+        "judged": False,
+        "why": f"{MODEL}:3 names no job that produced it",
+        "champion": f"{MODEL}:3",
+    }
+
+
+def test_a_manual_retrain_is_not_second_guessed_by_the_worthiness_check(azure: AzureWorld) -> None:
+    champion_trained_on(azure, "2")
+    rec = azure.manual(reason="the data team asked")
+    assert rec.outcome == "submitted" and "worthiness" not in rec.details
+
+
+@pytest.mark.parametrize(
+    ("classes", "problem"),
+    [
+        ({"feature-drift": "retrain-now"}, "'retrain-now' is not a signal class; write one of retrain, retrain_now"),
+        ({"bad name!": "veto"}, "is not a monitor signal name"),
+        ({"Accuracy": "veto", "accuracy": "record"}, "is given a class twice"),
+    ],
+)
+def test_a_bad_signal_class_names_the_key_and_the_fix(classes: dict[str, str], problem: str) -> None:
+    from pydantic import ValidationError
+
+    raw = EXAMPLE_POLICY.model_dump()
+    raw["models"][MODEL]["drift"]["classes"] = classes
+    raw["models"][MODEL]["drift"]["signals"] = []
+    with pytest.raises(ValidationError) as err:
+        Policy.model_validate(raw)
+    assert "drift.classes" in str(err.value) and problem in str(err.value)
+
+
+def test_a_class_for_a_signal_the_rule_does_not_listen_to_says_to_list_it() -> None:
+    from pydantic import ValidationError
+
+    raw = EXAMPLE_POLICY.model_dump()
+    raw["models"][MODEL]["drift"]["classes"] = {"accuracy": "retrain_now"}  # signals: [feature-drift]
+    with pytest.raises(ValidationError) as err:
+        Policy.model_validate(raw)
+    assert "add it to drift.signals or remove its class" in str(err.value)

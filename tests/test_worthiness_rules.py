@@ -1,0 +1,68 @@
+"""The pure rules of signal classes and the worthiness check (handlers.signal_rules, handlers.worthiness),
+as pure functions; end to end with the SDK world: tests/test_signal_classes.py."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from handlers import guards
+from handlers.plans import JobPlan
+from handlers.records import ModelState
+from handlers.signal_rules import class_of, class_problem, vetoes
+from handlers.worthiness import RetrainFacts, judge
+from tests.builders import MODEL, NOW
+
+
+def plan(**checks: object) -> JobPlan:
+    return JobPlan("job", MODEL, "train:1", "exp", None, {}, {}, "retrain", checks=dict(checks))
+
+
+def test_a_signals_class_is_found_whatever_its_case_and_an_unnamed_signal_retrains() -> None:
+    classes = {"Data-Quality": "veto", "accuracy": "retrain_now"}
+    assert class_of(classes, "data-quality") == "veto" and class_of(classes, "ACCURACY") == "retrain_now"
+    assert class_of(classes, "feature-drift") == "retrain" and class_of(classes, None) == "retrain"
+    assert vetoes(classes) == ["Data-Quality"]
+
+
+def test_classes_need_monitors_and_must_be_listed_when_signals_are() -> None:
+    assert "needs drift.monitors" in str(class_problem({"a": "veto"}, [], []))
+    assert "add it to drift.signals" in str(class_problem({"a": "veto"}, ["b"], ["m"]))
+    assert class_problem({"A": "veto"}, ["a"], ["m"]) is None and class_problem({"a": "veto"}, [], ["m"]) is None
+
+
+def test_a_veto_breached_in_the_monitor_run_skips_and_one_not_breached_goes_ahead() -> None:
+    checks = plan(veto={"run": "step-1", "signals": ["data-quality"]})
+    hit = judge(checks, RetrainFacts(breaches={"data-quality": "x", "feature-drift": "y"}, monitor_run="run-1"))
+    assert hit.skip is not None and "'data-quality' of class veto breached in the same monitor run (run-1)" in hit.skip
+    assert hit.details == {
+        "veto": {"run": "run-1", "checked": ["data-quality"], "breached": ["data-quality"]},
+        "incident": "veto",
+    }
+    clean = judge(checks, RetrainFacts(breaches={"feature-drift": "y"}, monitor_run="run-1"))
+    assert clean.skip is None and clean.details["veto"]["breached"] == []
+    unread = judge(checks, RetrainFacts())  # the monitor run could not be read: nothing is claimed about it
+    assert unread == judge(plan(), RetrainFacts())
+
+
+def test_worthiness_skips_only_when_no_data_asset_the_champion_read_has_moved_on() -> None:
+    facts = RetrainFacts(champion=f"{MODEL}:4", trained_on={"a": "2", "b": "7"}, latest={"a": "2", "b": "7"})
+    same = judge(plan(worthiness={}), facts)
+    assert same.skip is not None and same.skip.startswith(
+        f"not worth it: the champion {MODEL}:4 was trained on a:2, b:7"
+    )
+    moved = judge(
+        plan(worthiness={}), RetrainFacts(champion="m:4", trained_on={"a": "2", "b": "7"}, latest={"a": "3", "b": "7"})
+    )
+    assert moved.skip is None and moved.details["worthiness"]["newer"] == {"a": "3"}
+    unknown = judge(plan(worthiness={}), RetrainFacts(notes=("m:4 names no job that produced it",)))
+    assert unknown.skip is None and unknown.details["worthiness"]["why"] == "m:4 names no job that produced it"
+    assert judge(plan(), facts) == judge(plan(), RetrainFacts())  # not asked: not judged
+
+
+def test_a_skipped_retrain_that_ran_nothing_gives_its_cooldown_and_budget_back() -> None:
+    state, verdict = guards.reserve(ModelState(MODEL), guards.RETRAIN, "re-1", NOW, timedelta(hours=6), 3)
+    assert verdict.granted and state is not None and state.budget_used == 1
+    kept, _ = guards.confirm(state, guards.RETRAIN, "re-1", "skipped", None)
+    back, _ = guards.confirm(state, guards.RETRAIN, "re-1", "skipped", None, skipped_gives_back=True)
+    assert kept is not None and (kept.flights, kept.budget_used, kept.last_retrain_at) == ({}, 1, state.last_retrain_at)
+    assert back is not None and (back.flights, back.budget_used, back.last_retrain_at) == ({}, 0, None)
