@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from handlers.records import iso
 from tests.azure_world import DATASET, AzureWorld
 from tests.builders import MODEL, blob_event, with_retrain_on
@@ -19,6 +21,7 @@ def use(azure: AzureWorld, on: dict[str, Any]) -> None:
     azure.worker = azure.new_worker()
 
 
+@pytest.mark.both_ledgers  # the burst is kept in the model's state: each ledger's conditional writes
 def test_a_burst_of_blob_events_submits_one_pipeline_job_through_the_sdk_after_the_settle_window(
     azure: AzureWorld,
 ) -> None:

@@ -84,6 +84,7 @@ def test_a_drift_breach_retrains_and_its_record_names_the_signal_and_its_class(a
     assert "signal 'feature-drift', class retrain" in rec.reason
 
 
+@pytest.mark.both_ledgers  # the slot, cooldown and budget given back: a guard's write
 def test_a_data_quality_breach_in_the_same_monitor_run_vetoes_the_retrain_and_is_published(
     azure: AzureWorld,
 ) -> None:
@@ -120,6 +121,7 @@ def test_a_record_class_breach_is_recorded_and_never_acted_on(azure: AzureWorld)
     assert azure.arm.job_puts == [] and vetoed_notes(azure) == []
 
 
+@pytest.mark.both_ledgers  # the slot, cooldown and budget given back: a guard's write
 def test_a_performance_breach_retrains_past_the_cooldown_but_not_past_the_budget(azure: AzureWorld) -> None:
     use(azure, policy(daily_budget=2))
     first = monitor_run(azure, "monitor-run-5", "feature-drift")
@@ -157,6 +159,7 @@ def champion_trained_on(azure: AzureWorld, version: str) -> None:
     azure.arm.add_model(MODEL, "4", job_name="train-champion-4")
 
 
+@pytest.mark.both_ledgers  # the slot, cooldown and budget given back: a guard's write
 def test_a_drift_retrain_on_the_data_the_champion_was_trained_on_is_a_recorded_skip(azure: AzureWorld) -> None:
     champion_trained_on(azure, "2")  # the latest version of the data asset
     [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
