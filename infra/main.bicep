@@ -163,6 +163,15 @@ param operatorRole string = 'Retrain.Operator'
 @description('Replication of the storage account: Standard_GRS, Standard_RAGRS, Standard_GZRS or Standard_RAGZRS.')
 param storageSkuName string = 'Standard_GRS'
 
+@description('Resource id of a storage account where new training data lands (the models\' retrain.on.data.blobs); empty: none. Its system topic and a BlobCreated subscription per entry of newDataPrefixes are created.')
+param newDataStorageAccountId string = ''
+
+@description('Comma-separated container/prefix pairs of that account that models retrain on, as retrain.on.data.blobs names them, e.g. "training/diabetes/,labels".')
+param newDataPrefixes string = ''
+
+@description('Name of that account\'s existing system topic (an account has at most one); empty: evgt-<account>.')
+param newDataTopicName string = ''
+
 var tags = {
   'azd-env-name': environmentName
 }
@@ -181,6 +190,12 @@ var registryPublishes = !empty(registryName) && registryRole == 'upstream'
 var topicName = empty(systemTopicName) ? 'evgt-${replace(mlWorkspaceName, '_', '-')}' : systemTopicName
 var topicResourceGroup = empty(systemTopicResourceGroup) ? mlWorkspaceResourceGroup : systemTopicResourceGroup
 var trafficLogEndpointNames = empty(trafficLogEndpoints) ? [] : split(trafficLogEndpoints, ',')
+// New data: ARM evaluates only the branch of a conditional that is taken, so an empty id never reaches the index expressions.
+var newData = !empty(newDataStorageAccountId)
+var newDataSubscription = newData ? split(newDataStorageAccountId, '/')[2] : subscription().subscriptionId
+var newDataResourceGroup = newData ? split(newDataStorageAccountId, '/')[4] : 'rg-${environmentName}'
+var newDataAccountName = newData ? last(split(newDataStorageAccountId, '/')) : ''
+var newDataSources = empty(newDataPrefixes) ? [] : split(newDataPrefixes, ',')
 
 // The service name in azure.yaml; azd deploys the code to the app tagged with it.
 var serviceName = 'retrain'
@@ -451,6 +466,37 @@ module deadLetterAccess 'modules/deadletter-access.bicep' = {
   }
 }
 
+// New training data (retrain.on.data): the data account's system topic and its BlobCreated subscriptions,
+// to the same Event Grid trigger. The app gets no role there (data-events.bicep says why).
+module dataEvents 'modules/data-events.bicep' = if (newData) {
+  name: 'retrain-data-events-${resourceToken}'
+  scope: resourceGroup(newDataSubscription, newDataResourceGroup)
+  params: {
+    storageAccountName: newDataAccountName
+    systemTopicName: empty(newDataTopicName) ? 'evgt-${newDataAccountName}' : newDataTopicName
+    tags: tags
+    sources: newDataSources
+    nameToken: resourceToken
+    functionAppId: functionApp.outputs.id
+    functionName: eventGridFunctionName
+    deadLetterStorageAccountId: storage.outputs.id
+    deadLetterContainerName: storage.outputs.deadLetterContainerName
+    maxDeliveryAttempts: maxDeliveryAttempts
+    deployEventSubscriptions: deployEventSubscriptions
+  }
+}
+
+// The data topic's system-assigned identity dead-letters too: the same one role, on this environment's container.
+module dataDeadLetterAccess 'modules/deadletter-access.bicep' = if (newData) {
+  name: 'data-deadletter-access'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    deadLetterContainerName: storage.outputs.deadLetterContainerName
+    topicPrincipalId: newData ? dataEvents.outputs.systemTopicPrincipalId : ''
+  }
+}
+
 module alerts 'modules/alerts.bicep' = {
   name: 'alerts'
   scope: rg
@@ -486,6 +532,7 @@ output RETRAIN_DEADLETTER_CONTAINER_NAME string = storage.outputs.deadLetterCont
 output RETRAIN_SYSTEM_TOPIC_NAME string = events.outputs.systemTopicName
 output RETRAIN_SYSTEM_TOPIC_RESOURCE_GROUP string = topicResourceGroup
 output RETRAIN_EVENT_SUBSCRIPTION_NAMES string = join(events.outputs.subscriptionNames, ',')
+output RETRAIN_NEW_DATA_SUBSCRIPTION_NAMES string = newData ? join(dataEvents.outputs.subscriptionNames, ',') : ''
 output RETRAIN_LOG_ANALYTICS_WORKSPACE_ID string = healthWorkspaceId
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output RETRAIN_NOTIFY_TOPIC_ID string = notifications.outputs.id

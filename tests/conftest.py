@@ -76,7 +76,14 @@ def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 INFRA_MODULES = frozenset(
-    {"test_infra_consistency", "test_infra_upstream", "test_permissions", "test_hooks", "test_check_infra"}
+    {
+        "test_infra_consistency",
+        "test_infra_upstream",
+        "test_infra_new_data",
+        "test_permissions",
+        "test_hooks",
+        "test_check_infra",
+    }
 )
 
 

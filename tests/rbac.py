@@ -396,6 +396,7 @@ def world(
             "registryReads": registry_role == "downstream",
             "registryPublishes": registry_role == "upstream",
             "upstreamSubscribes": False,
+            "newData": False,  # no newDataStorageAccountId: the data account's topic (it assigns the app nothing)
         },
     )
 
