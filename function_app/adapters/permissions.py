@@ -88,6 +88,16 @@ OPERATIONS: dict[str, list[str]] = {
     "AzureMLActions.ml": [],  # the lazily built MLClient itself
     "AzureMLActions.submit_retrain": _WORKSPACE + _SUBMIT_JOB + _COMPONENTS + _DATA,
     "AzureMLActions.job_status": [f"{AML}/jobs/read"],
+    # a retrain's checks before it is submitted (lineage.py): the monitor run's steps through MLflow
+    # (runs/get, runs/search), the model's versions (models.list), the champion's job (jobs.get) and
+    # each data asset's latest version (data.get with label latest: the container, then the version)
+    "AzureMLActions.retrain_facts": [
+        *_WORKSPACE,
+        *_MLFLOW_READ,
+        *_MODELS_READ,
+        f"{AML}/data/read",
+        f"{AML}/data/versions/read",
+    ],
     # the facts the gate judges: the champion and the candidate (endpoint, live deployment, model
     # versions, the version's run)
     "AzureMLActions.candidate_facts": [
