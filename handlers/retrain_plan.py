@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from handlers.inputs import bare, input_problem, reference_problem, v1_dataset_problem
 from handlers.keys import ci_get, slug
 from handlers.plans import SERVICE_TAG_VALUE, JobPlan, Retrain, Skip, decision_id, skip
-from handlers.signals import BLOB_CREATED, DRIFT, TAG_DECISION, TAG_MODEL, TAG_SERVICE, TAG_TRIGGER, Trigger
+from handlers.signals import ALERT, DRIFT, RUN_STATUS, TAG_DECISION, TAG_MODEL, TAG_SERVICE, TAG_TRIGGER, Trigger
 
 if TYPE_CHECKING:
     from handlers.policy import ModelPolicy
@@ -77,7 +77,13 @@ def retrain(
         inputs=inputs,
         tags=tags,
         display_name=f"retrain {model}: {reason}"[:200],
-        # new data is new by itself; a person who asks is not second-guessed (docs/policy.md, worthiness)
-        checks={"worthiness": {}} if rule.worthiness and not manual and trigger.event_type != BLOB_CREATED else {},
+        # drift and alerts only: new data (blobs, data-asset versions, an upstream run) is new by itself, an age is
+        # the policy's own word, and a person who asks is not second-guessed (docs/policy.md, worthiness)
+        checks={"worthiness": {}} if rule.worthiness and not manual and _about_drift(trigger) else {},
     )
     return Retrain(did, model, reason, trigger, plan, force=force, dry_run=dry_run, once=keyed)
+
+
+def _about_drift(trigger: Trigger) -> bool:
+    """A retrain asked for by a drift signal (a v2 monitor's breach, a legacy v1 drift event) or an alert."""
+    return trigger.event_type in (DRIFT, RUN_STATUS) or trigger.channel == ALERT
