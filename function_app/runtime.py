@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from handlers.ports import Actions, Ledger, Notifier
     from handlers.replay import DeadLetterStore
     from handlers.retrainer import Audit, Retrainer
+    from handlers.rollout.compare import BatchRuns
     from handlers.rollout.query_guards import GuardQueries
     from handlers.rollout.smoke import Scoring
 
@@ -154,6 +155,7 @@ def build(
         clock,
         [settings.workspace_id],
         scoring=scoring,
+        batch_runs=None if settings.backend == "dryrun" else cast("BatchRuns", actions),
         health=make_health(settings, credential),
         health_source=settings.health_source,
         guard_queries=make_guards(settings, credential),

@@ -34,6 +34,7 @@ from handlers.rollout.retire import Retirement
 from handlers.rollout.smoke import Scoring
 
 if TYPE_CHECKING:
+    from handlers.rollout.compare import BatchRuns
     from handlers.rollout_rules import RolloutRule
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class Executor:
         job_name_key: bytes | None = None,
         scoring: Scoring | None = None,
         rollout_rule: Callable[[str], RolloutRule] | None = None,
+        batch_runs: BatchRuns | None = None,
     ) -> None:
         """``job_name_key``: the secret the retraining jobs are named with (:mod:`handlers.jobnames`);
         None keeps the plan's own name (a digest of public inputs: tests and tools only). ``scoring``
@@ -83,7 +85,7 @@ class Executor:
         self.limits = limits
         self.job_name_key = job_name_key
         self.rollouts = RolloutEffects(
-            ledger, deployments, lambda record: self.write(self.logged(record)), scoring, rollout_rule
+            ledger, deployments, lambda record: self.write(self.logged(record)), scoring, rollout_rule, batch_runs
         )
 
     # ------------------------------------------------------------------ records

@@ -19,7 +19,7 @@ import hmac
 import logging
 from dataclasses import replace
 
-from handlers.keys import slug
+from handlers.keys import digest, slug
 from handlers.plans import Deploy, Retrain
 from handlers.records import DecisionRecord
 
@@ -44,6 +44,15 @@ def deployment_name(key: bytes, planned: str, decision_id: str) -> str:
     base = planned.rsplit("-", 1)[0] if "-" in planned else planned
     mac = hmac.new(key, f"candidate-deployment\n{decision_id}".encode(), hashlib.sha256).hexdigest()
     return f"{base}-{mac[:DEPLOYMENT_DIGEST_CHARS]}"
+
+
+def batch_job_name(key: bytes | None, model: str, transition_id: str, role: str) -> str:
+    """The name of the batch job a comparison (transition ``transition_id``) starts for ``role``
+    (``candidate`` or ``champion``) under ``key`` (None: a digest of public inputs, tests and tools only),
+    so that a pass that finds the comparison pending adopts the job instead of starting a second one."""
+    text = f"batch-compare-job\n{transition_id}\n{role}"
+    mac = hmac.new(key, text.encode(), hashlib.sha256).hexdigest() if key else digest(text, length=DIGEST_CHARS)
+    return f"compare-{slug(model, 40)}-{role}-{mac[:DIGEST_CHARS]}"
 
 
 def named(decision: Retrain | Deploy, key: bytes | None) -> Retrain | Deploy:

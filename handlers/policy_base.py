@@ -31,6 +31,19 @@ def parse_duration(value: Any) -> timedelta:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
+_ASSET = re.compile(r"^azureml:([A-Za-z0-9][A-Za-z0-9_.-]{0,254}):([A-Za-z0-9][A-Za-z0-9_.-]{0,29})$")
+
+
+def asset_version(value: str, example: str, holds: str) -> str:
+    """``value`` if it names a data asset version (``azureml:<name>:<version>``), else a ValueError that
+    shows ``example`` and says what the asset ``holds`` and why a version is named."""
+    if not _ASSET.match(value):
+        raise ValueError(
+            f"{value[:120]!r} does not name a data asset version; write azureml:<name>:<version>, e.g. "
+            f"azureml:{example} ({holds})"
+        )
+    return value
+
 
 class Strict(BaseModel):
     """A policy section: unknown keys are errors, values are frozen."""

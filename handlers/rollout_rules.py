@@ -4,14 +4,13 @@ between steps and the smoke test before any traffic. :mod:`handlers.policy` asse
 from __future__ import annotations
 
 import json
-import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Discriminator, Field, JsonValue, Tag, field_validator, model_validator
 
 from handlers.guard_rules import GuardsRule
-from handlers.policy_base import Duration, Strict
+from handlers.policy_base import Duration, Strict, asset_version
 from handlers.rollout.traffic import MAX_MIRROR
 
 _FAILURE_CLASSES = ("5xx", "4xx", "model_5xx")
@@ -123,9 +122,6 @@ class ChampionRule(Strict):
         return value
 
 
-_ASSET = re.compile(r"^azureml:([A-Za-z0-9][A-Za-z0-9_.-]{0,254}):([A-Za-z0-9][A-Za-z0-9_.-]{0,29})$")
-
-
 class SmokeData(Strict):
     """Sample requests kept in a data asset (``deploy.rollout.smoke.requests: {data: azureml:name:version}``):
     a ``uri_file`` asset whose file holds one JSON request a line (JSON lines); the first ``count`` lines
@@ -139,13 +135,8 @@ class SmokeData(Strict):
     @field_validator("data")
     @classmethod
     def _asset(cls, value: str) -> str:
-        if not _ASSET.match(value):
-            raise ValueError(
-                f"{value[:120]!r} does not name a data asset version; write azureml:<name>:<version>, e.g. "
-                "azureml:churn-smoke-requests:3 (a uri_file asset with one JSON request a line; a version, not "
-                "@latest, so the requests sent are the ones reviewed)"
-            )
-        return value
+        why = "a uri_file asset with one JSON request a line; a version, not @latest, so the requests sent are the ones reviewed"
+        return asset_version(value, "churn-smoke-requests:3", why)
 
     @property
     def name(self) -> str:

@@ -33,8 +33,10 @@ from handlers.settler import Settler
 from handlers.watcher import Freshness, Watcher
 
 if TYPE_CHECKING:
+    from handlers.batch_rules import CompareRule
     from handlers.freeze import Frozen
     from handlers.policy import Approval, DeployRule, Policy, RetrainRule
+    from handlers.rollout.compare import BatchRuns
     from handlers.rollout_rules import RolloutRule
 
 
@@ -59,6 +61,7 @@ def assemble(
     guard_queries: GuardQueries | None = None,
     scoring: Scoring | None = None,
     registry: RegistryVersions | None = None,
+    batch_runs: BatchRuns | None = None,
 ) -> Retrainer:
     """``workspaces``: the workspace resource ids whose events are acted on (the first is the one the
     reconciler's signals of missed runs come from). ``health``: the rollout health sources by name
@@ -68,7 +71,8 @@ def assemble(
     ``job_name_key``: the secret retraining jobs are named with (RETRAIN_JOB_NAME_KEY, :mod:`handlers.jobnames`).
     ``guard_queries``: where the rollouts' query guards are read (None: each is unverified, and says why).
     ``scoring``: how a smoke test invokes deployments (None: a smoke test fails, saying so). ``registry``:
-    where the reconciler lists registry versions for the models that pick them up (None: it polls none)."""
+    where the reconciler lists registry versions for the models that pick them up (None: it polls none).
+    ``batch_runs``: how a batch comparison starts and reads its batch jobs (None: a comparison fails, saying so)."""
     accepted = list(workspaces)
     batch = {m: mp.deploy.target for m, mp in policy.models.items() if mp.deploy and mp.deploy.batch_endpoint}
     deployments = routed(deployments, frozenset(batch.values()))  # batch endpoints through the backend's batch port
@@ -100,7 +104,7 @@ def assemble(
             return None
         return RetireRule(mp.deploy.target, mp.deploy.retire_after, mp.deploy.keep_previous)
 
-    executor = Executor(ledger, jobs, deployments, limits, job_name_key, scoring, rule)
+    executor = Executor(ledger, jobs, deployments, limits, job_name_key, scoring, rule, batch_runs)
     operator = Operator(policy, ledger, deployments, executor, clock, lease=lease)
     watch = AlertWatch(policy, ledger, executor, operator, frozenset(workspace_key(w) for w in accepted))
     service = RetrainService(
@@ -116,7 +120,13 @@ def assemble(
         return found
 
     online = RolloutStepper(ledger, deployments, executor, rule, health, health_source, guard_queries, frozen)
-    stepper = ByModel(online, BatchStepper(ledger, deployments, executor, frozen), batch.__contains__)
+
+    def comparing(model: str) -> CompareRule | None:
+        deploy = policy.models[model].deploy if model in policy.models else None
+        return deploy.batch_endpoint.compare if deploy is not None and deploy.batch_endpoint is not None else None
+
+    batch_stepper = BatchStepper(ledger, deployments, executor, frozen, comparing, batch_runs)
+    stepper = ByModel(online, batch_stepper, batch.__contains__)
     reconciler = Reconciler(
         ledger,
         executor,

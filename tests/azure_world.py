@@ -186,6 +186,7 @@ class AzureWorld(World):
             guard_queries=guard_queries,
             scoring=self.actions,  # smoke tests invoke deployments through the fake ARM's scoring URIs
             registry=self.actions,  # the reconciler polls the registries downstream models pick up from
+            batch_runs=self.actions,  # a batch comparison's jobs, through the fake ARM's batch endpoints
             **options,  # e.g. notifier: where the outbox's notifications go
         )
         self.clock = self.retry_clock  # here ``clock`` is the retries' clock, ``now`` the workers' time

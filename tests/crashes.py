@@ -204,3 +204,28 @@ class AnotherWorkerFinishesItFirst:
             now = datetime.now(UTC)
             assert self.inner.update_model(self.model, lambda s: changes.commit(s, flight.decision, pending, now))
         return self.inner.update_model(model, change)
+
+
+class BatchRunsThatDie:
+    """A batch comparison's jobs (the BatchRuns port) whose worker dies: ``after`` 'invoking' (once every
+    job of the comparison is started, before the comparison is recorded) or 'reading' (after reading the
+    first job of a pass, before the second: one job has finished, the worker is gone)."""
+
+    def __init__(self, inner: Any, after: str) -> None:
+        assert after in ("invoking", "reading")
+        self.inner = inner
+        self.after = after
+        self.invoked = 0
+
+    def invoke_batch(self, endpoint: str, deployment: str, data: str, job: str) -> str:
+        name = str(self.inner.invoke_batch(endpoint, deployment, data, job))
+        self.invoked += 1
+        if self.after == "invoking" and self.invoked == 2:
+            raise WorkerDied
+        return name
+
+    def batch_run(self, job: str, step: str | None) -> Any:
+        run = self.inner.batch_run(job, step)
+        if self.after == "reading":
+            raise WorkerDied
+        return run

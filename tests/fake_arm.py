@@ -204,6 +204,7 @@ class FakeArm(FakeService):
         self.durations: dict[str, float] = {"create": 300.0, "update": 20.0, "delete": 120.0}
         # batch endpoints' operations (tests/fake_batch.py): a batch deployment is created like an online one
         self.durations.update({"batch-create": 300.0, "batch-update": 20.0, "batch-delete": 120.0})
+        self.durations["batch-job"] = 900.0  # a batch job's run, from its invocation (unverified order of magnitude)
         self._closed = False
         self.calls: list[Call] = []
         self.hooks: list[tuple[str, str, Callable[[], None]]] = []
@@ -836,6 +837,8 @@ class FakeArm(FakeService):
     def _route(self, call: Call, host: str) -> Answer:
         if host == self.mlflow_host:
             return self._mlflow(call)
+        if self.batch.handles(host):  # a batch endpoint's scoring URI (invoking it): tests/fake_batch.py
+            return self.batch.invoke(call)
         if self.scoring.handles(host):  # an endpoint's scoring URI (the data plane): tests/fake_scoring.py
             return self.scoring.answer(call)
         if self.registries.handles(host):  # a registry's discovery and data plane: tests/fake_registry.py
@@ -981,6 +984,7 @@ class FakeArm(FakeService):
         reads that as a pipeline child job ("Child jobs are no longer available through MFE",
         ``JobOperations.get``) and asks run history (``/history/v1.0/.../runs/<id>``) instead. (The
         REST specs' examples show only top-level jobs; the empty answer is the SDK's reading of it.)"""
+        self.batch.settle()  # a batch job ends on the fake clock
         if name in self.steps and name not in self.jobs:
             return 200, {}, {"id": self.arm_id("jobs", name), "name": name, "type": f"{PROVIDER}/workspaces/jobs"}
         return 200, {}, self._found(self.jobs.get(name), f"job {name}")

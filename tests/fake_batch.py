@@ -12,19 +12,41 @@
 - DELETE of a deployment answers 202 (204 when there is none); deleting the endpoint's default
   deployment is refused with 400 (unverified: Azure's exact answer is not documented; the service
   never asks for it).
+
+Invoking ("Create jobs and input data for batch endpoints"; azure-ai-ml's ``BatchEndpointOperations.invoke``):
+``POST <scoringUri>`` (``https://<endpoint>.<region>.inference.ml.azure.com/jobs``) with a Microsoft Entra
+token for ``https://ml.azure.com``; "a batch deployment job is created under the identity associated with
+the token", which needs, among others, the actions to "create jobs in batch inference endpoints and
+deployments" ("Authorization on batch endpoints"): ``batchEndpoints/deployments/jobs/write`` at the
+deployment named by the ``azureml-model-deployment`` header (``batchEndpoints/jobs/write`` at the endpoint
+without one). The fake checks those two; the docs' list for a custom role also names datastore secrets,
+which the service's custom role does not hold (unverified whether a data asset input needs them). The
+body's ``properties.inputData`` holds one ``UriFile`` or ``UriFolder`` input whose ``uri`` is a data asset
+version of the workspace of that type; ``properties.name`` the job's name (honoured here; unverified that
+Azure honours it: the adapter keeps the name it is answered with). A name taken is refused 409 (unverified).
+The job is a pipeline job of the endpoint's experiment, created by the caller, ``Running`` until
+``durations["batch-job"]`` seconds later on the fake clock, then as the deployment scores
+(:meth:`FakeBatch.scores_with`: ``Completed`` by default); its step ``batchscoring`` logs the deployment's
+metrics with MLflow (what a scoring script that evaluates labelled data logs).
 """
 
 from __future__ import annotations
 
 import copy
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
-from tests.fake_http import Answer, Refusal, Unexpected
+from tests import rbac
+from tests.fake_http import Answer, Refusal, Unexpected, token_audience, token_claims
 
 if TYPE_CHECKING:
     from tests.fake_arm import Call, FakeArm
 
 PROVIDER = "Microsoft.MachineLearningServices"
+JOBS_WRITE = f"{PROVIDER}/workspaces/batchEndpoints/jobs/write"
+DEPLOYMENT_JOBS_WRITE = f"{PROVIDER}/workspaces/batchEndpoints/deployments/jobs/write"
+SCORING_STEP = "batchscoring"
+INPUT_TYPES = {"UriFile": "uri_file", "UriFolder": "uri_folder"}
 
 
 class FakeBatch:
@@ -34,6 +56,9 @@ class FakeBatch:
         self.arm = arm
         self.endpoints: dict[str, dict[str, Any]] = {}
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
+        self.scores: dict[tuple[str, str], tuple[dict[str, float], str]] = {}  # what each deployment's jobs log, end
+        self.due: dict[str, tuple[float, str]] = {}  # a running job's name -> when it ends, and how
+        self.invoked: list[tuple[str, str, str]] = []  # (endpoint, deployment, job) of each job started
 
     # ------------------------------------------------------------------ seeding
 
@@ -81,6 +106,10 @@ class FakeBatch:
             },
         }
 
+    def scores_with(self, endpoint: str, deployment: str, metrics: dict[str, float], status: str = "Completed") -> None:
+        """The batch jobs of ``endpoint/deployment`` log ``metrics`` (their step ``batchscoring``) and end ``status``."""
+        self.scores[(endpoint, deployment)] = (dict(metrics), status)
+
     # ------------------------------------------------------------------ reading what happened
 
     def default(self, endpoint: str) -> str | None:
@@ -91,6 +120,10 @@ class FakeBatch:
         """Operations whose time has come are done (the fake ARM's clock)."""
         arm = self.arm
         with arm.lock:
+            for job, (done_at, status) in list(self.due.items()):
+                if done_at <= arm.clock.now or arm._closed:
+                    arm.set_job_status(job, status)
+                    del self.due[job]
             for op in arm.operations.values():
                 if not op["kind"].startswith("batch-") or op["status"] != "InProgress":
                     continue
@@ -111,6 +144,79 @@ class FakeBatch:
         for op in self.arm.operations.values():
             if op["target"] == (endpoint, deployment) and op["status"] == "InProgress":
                 op["status"] = state
+
+    # ------------------------------------------------------------------ invoking (the scoring URI)
+
+    def handles(self, host: str) -> bool:
+        return any(urlparse(e["properties"]["scoringUri"]).hostname == host for e in self.endpoints.values())
+
+    def invoke(self, call: Call) -> Answer:
+        """``POST <scoringUri>``: a batch job of the deployment the header names, scoring the body's input."""
+        url = urlparse(call.url)
+        [endpoint] = [
+            n for n, e in self.endpoints.items() if urlparse(e["properties"]["scoringUri"]).hostname == url.hostname
+        ]
+        if call.method != "POST" or url.path != "/jobs":
+            raise Unexpected(f"{call.method} {url.path} on a batch endpoint's scoring URI")
+        self.settle()
+        deployment = call.headers.get("azureml-model-deployment") or self.endpoints[endpoint]["properties"][
+            "defaults"
+        ].get("deploymentName")
+        self._authorize(call, endpoint, call.headers.get("azureml-model-deployment"))
+        found = self.deployments.get((endpoint, str(deployment)))
+        if found is None or found["properties"]["provisioningState"] != "Succeeded":
+            raise Refusal(
+                404, "UserError", f"Deployment {deployment} not found or not ready on batch endpoint {endpoint}"
+            )
+        props = (call.body or {}).get("properties") or {}
+        inputs = props.get("inputData") or {}
+        if len(inputs) != 1:
+            raise Refusal(400, "UserError", "A model deployment's job takes one input")
+        [(key, given)] = inputs.items()
+        wanted = INPUT_TYPES.get(str(given.get("jobInputType")))
+        data = self.arm._resource_by_id(self.arm.data, given.get("uri"))
+        if key not in INPUT_TYPES or wanted is None:
+            raise Unexpected(f"input {key}: {given}")
+        if data is None:
+            raise Refusal(400, "UserError", f"Data asset {given.get('uri')} not found")
+        if data["properties"]["dataType"] != wanted:
+            raise Refusal(
+                400, "UserError", f"Data asset {given.get('uri')} is a {data['properties']['dataType']}, not {wanted}"
+            )
+        name = str(props.get("name") or f"batchjob-{len(self.invoked):04d}")
+        if name in self.arm.jobs:
+            raise Refusal(409, "UserError", f"Job {name} already exists")
+        experiment = str((props.get("properties") or {}).get("experimentName") or endpoint)
+        spec = {
+            "jobType": "Pipeline",
+            "experimentName": experiment,
+            "inputs": {},
+            "outputs": {},
+            "tags": {},
+            "properties": {},
+        }
+        self.arm.jobs[name] = self.arm._job_resource(name, spec, "Running", self.arm._created_by(call))
+        self.arm.log_mlflow_run(name, experiment=experiment)
+        metrics, status = self.scores.get((endpoint, str(deployment)), ({}, "Completed"))
+        self.arm.add_step(name, SCORING_STEP, metrics=metrics)
+        self.due[name] = (self.arm.clock.now + self.arm.durations["batch-job"], status)
+        self.invoked.append((endpoint, str(deployment), name))
+        job = self.arm.jobs[name]
+        return 200, {}, {"id": job["id"], "name": name, "type": job["type"], "properties": {"status": "Running"}}
+
+    def _authorize(self, call: Call, endpoint: str, deployment: str | None) -> None:
+        header = call.headers.get("Authorization")
+        if token_audience(header) != "https://ml.azure.com":
+            raise Refusal(401, "Unauthorized", "The token's audience is not https://ml.azure.com")
+        oid = str(token_claims(header).get("oid"))
+        principal = self.arm.principal if oid == self.arm.principal.oid else self.arm.others.get(oid)
+        action, scope = JOBS_WRITE, self.endpoints[endpoint]["id"]
+        if deployment:
+            action, scope = DEPLOYMENT_JOBS_WRITE, f"{scope}/deployments/{deployment}"
+        if principal is None or not principal.allows(action, scope):
+            self.arm.refused.append((action, scope))
+            body = rbac.refusal(oid, action, scope)["error"]
+            raise Refusal(403, body["code"], body["message"])
 
     # ------------------------------------------------------------------ answering
 

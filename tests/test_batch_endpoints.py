@@ -10,60 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from function_app import runtime
 from function_app.localhost import Host
-from handlers import guards
 from handlers.errors import PolicyError
-from handlers.policy import Policy
 from handlers.policy_file import parse_policy
-from handlers.records import DecisionRecord
 from tests.azure_world import MODEL, AzureWorld
+from tests.batch_world import BATCH, Batch, batch_policy
 from tests.conftest import REPO, Client
-from tests.crashes import DiesAfterActing, DiesAfterSettingTraffic, WorkerDied
+from tests.crashes import DiesAfterActing, WorkerDied
 from tests.ledgers import LedgerSpec
-
-BATCH = "diabetes-batch"
-
-
-def batch_policy() -> Policy:
-    """The example policy, its model scored by the batch endpoint ``diabetes-batch``."""
-    raw = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
-    deploy = raw["models"][MODEL]["deploy"]
-    del deploy["endpoint"]
-    deploy["batch_endpoint"] = {"name": BATCH}
-    deploy["rollout"] = {k: v for k, v in deploy["rollout"].items() if k not in ("smoke", "mirror", "guards")}
-    return parse_policy(yaml.safe_dump(raw))
-
-
-class Batch:
-    """The workspace with the batch endpoint, its default ``nightly`` serving version 3 (r2 0.52)."""
-
-    def __init__(self, azure: AzureWorld) -> None:
-        self.azure = azure
-        azure.arm.batch.add_endpoint(BATCH, default="nightly")
-        azure.arm.batch.add_deployment(BATCH, "nightly", model=(MODEL, "3"))
-
-    def candidate(self, r2: str = "0.61", **kw: Any) -> DecisionRecord:
-        [deploy] = self.azure.deliver(self.azure.finished_run(r2=r2, **kw)).decisions
-        return deploy
-
-    def default(self) -> str | None:
-        return self.azure.arm.batch.default(BATCH)
-
-    def state(self, **worker: Any) -> str:
-        [entry] = self.azure.new_worker(**worker).reconcile().rollouts
-        return str(entry["state"])
-
-    def records(self, action: str) -> list[DecisionRecord]:
-        return [r for r in self.azure.ledger.decisions(MODEL, 100) if r.action == action]
-
-    def in_flight(self) -> bool:
-        return guards.ROLLOUT in self.azure.ledger.get_model(MODEL).flights
 
 
 @pytest.fixture
@@ -188,14 +147,7 @@ def test_a_worker_that_dies_after_switching_the_default_is_finished_by_the_next_
     deploy = batch.candidate(r2="0.61")
     name = str(deploy.details["rendered"]["deployment"])
     azure.provisioned()
-    with pytest.raises(WorkerDied):
-        batch.state(actions=DiesAfterSettingTraffic(azure.actions))
-    assert batch.default() == name and batch.records("promote") == [] and batch.in_flight()
-    switches = len(azure.arm.requests_to("PUT", r"^batchEndpoints/[^/]+$"))
-    azure.provisioned()
-    assert batch.state() == "promoted"
-    assert len(azure.arm.requests_to("PUT", r"^batchEndpoints/[^/]+$")) == switches  # found so, not sent again
-    assert len(batch.records("promote")) == 1 and not batch.in_flight()
+    batch.switch_dies_then_the_next_pass_finishes(name)
 
 
 def test_a_frozen_promotion_holds_the_switch_once_and_unfreezing_lets_it_go_on(batch: Batch) -> None:

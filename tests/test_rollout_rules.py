@@ -323,13 +323,18 @@ def test_a_flight_stored_by_the_previous_version_moves_on() -> None:
 def test_each_kind_of_transition_is_one_row_of_one_table() -> None:
     assert set(KINDS) == {
         *("step", "hold", "promote", "rollback", "pause", "resume", "promote-now", "manual-rollback"),
-        *("smoke", "smoke-failed", "mirror", "load"),
+        *("smoke", "smoke-failed", "mirror", "load", "compare", "reject", "compare-failed"),
     }
     ends = {k for k, row in KINDS.items() if row.then is None}  # the slot is freed
-    assert ends == {"promote", "rollback", "promote-now", "manual-rollback", "smoke-failed"}
+    rejects = {"rollback", "manual-rollback", "smoke-failed", "reject", "compare-failed"}
+    assert ends == {"promote", "promote-now", *rejects}
     assert {k for k, row in KINDS.items() if row.promotes} == {"promote", "promote-now"}
-    assert {k for k, row in KINDS.items() if row.rolls_back} == {"rollback", "manual-rollback", "smoke-failed"}
-    assert {k: row.invokes for k, row in KINDS.items() if row.invokes} == {"smoke": "smoke", "load": "load"}
+    assert {k for k, row in KINDS.items() if row.rolls_back} == rejects
+    assert {k: row.invokes for k, row in KINDS.items() if row.invokes} == {
+        "smoke": "smoke",
+        "load": "load",
+        "compare": "batch",
+    }
     assert len({row.prefix for row in KINDS.values()}) == len(KINDS)  # record ids of two kinds never meet
     assert {"deploy", "rollout", "promote", "pause", "resume"} == ROLLS_OUT
     assert ({"promote"}, {"rollback"}) == (PROMOTIONS, ROLLBACKS)  # what retirement reads
@@ -339,4 +344,5 @@ def test_each_kind_of_transition_is_one_row_of_one_table() -> None:
         t = Transition.of("m", flight, kind, 0, 0, None, "why")
         record = changes.record_of("m", flight, t, NOW)
         assert (t.id[:3], record.action) == (f"{row.prefix}-", row.action)
-        assert record.outcome == ("skipped" if kind == "hold" else "submitted")
+        outcome = {"hold": "skipped", "reject": "skipped", "compare-failed": "failed"}.get(kind, "submitted")
+        assert record.outcome == outcome

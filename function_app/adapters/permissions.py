@@ -167,6 +167,19 @@ OPERATIONS: dict[str, list[str]] = {
     "AzureMLBatch.monitors_targeting": [],  # none: model monitors target online deployments
     "AzureMLBatch.retarget_monitor": [],
     "AzureMLBatch.share_promoted": [],  # refused: registries for batch models are not built (nothing is asked)
+    # function_app/adapters/azureml/batch_jobs.py: a batch candidate's comparison jobs (batch_endpoint.compare).
+    # The job looked up by name (adopted), the data asset's type, then batch_endpoints.invoke: it reads the
+    # endpoint and lists its deployments, resolves the data asset, and posts to the scoring URI with a token for
+    # https://ml.azure.com, which creates the job as the service ("Authorization on batch endpoints": create jobs
+    # in batch endpoints and deployments; the docs' custom role there lists more, datastore secrets among them)
+    "AzureMLActions.invoke_batch": [
+        *_BATCH_READ,
+        *_DATA,
+        f"{AML}/jobs/read",
+        f"{AML}/batchEndpoints/jobs/write",
+        f"{AML}/batchEndpoints/deployments/jobs/write",
+    ],
+    "AzureMLActions.batch_run": [f"{AML}/jobs/read", *_MLFLOW_READ],  # jobs.get, then the step's MLflow run
     # function_app/adapters/monitor_health.py: LogsQueryClient.query_resource / query_workspace
     "MonitorHealth.from_settings": [],
     "MonitorHealth.client": [],

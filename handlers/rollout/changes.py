@@ -35,6 +35,8 @@ def begin(
         return None, False
     if pending.kind == "mirror" and progress.mirror is not None:  # a concurrent pass started the shadow stage
         return None, False
+    if pending.kind == "compare" and progress.compare is not None:  # a concurrent pass started the comparison
+        return None, False
     return _with(state, flight, replace(progress, pending=pending)), True
 
 
@@ -91,7 +93,7 @@ def record_of(
         id=pending.id,
         model=model,
         action=kind.action,
-        outcome="skipped" if kind.skipped else outcome,
+        outcome="skipped" if kind.skipped else "failed" if kind.fails else outcome,
         reason=pending.reason,
         trigger=dict(pending.trigger)
         if pending.trigger

@@ -16,7 +16,8 @@ from handlers import lineage
 from handlers.errors import PermanentError
 from handlers.ports import Deployments, Ledger
 from handlers.records import DecisionRecord, Flight
-from handlers.rollout import changes, retire, smoke
+from handlers.rollout import changes, compare, retire, smoke
+from handlers.rollout.compare import BatchRuns
 from handlers.rollout.progress import ROLLOUT, RolloutProgress, Transition
 from handlers.rollout.retire import Retirement
 from handlers.rollout.smoke import Scoring, SmokeVerdict
@@ -41,12 +42,14 @@ class RolloutEffects:
         write: Callable[[DecisionRecord], DecisionRecord],
         scoring: Scoring | None = None,
         rule: Callable[[str], RolloutRule] | None = None,
+        batch_runs: BatchRuns | None = None,
     ) -> None:
         self.ledger = ledger
         self.deployments = deployments
         self.write = write
         self.scoring = scoring
         self.rule = rule
+        self.batch_runs = batch_runs  # a batch comparison's jobs (handlers.rollout.compare)
 
     def transition(self, model: str, flight: Flight, pending: Transition, now: datetime) -> dict[str, Any]:
         """Carry out the rollout transition written ahead into ``flight`` (decided by the stepper or an
@@ -81,6 +84,13 @@ class RolloutEffects:
             )
         if pending.row.invokes == "load":
             pending = self._load(model, flight, pending)
+        if pending.row.invokes == "batch":
+            started = self._compare(model, flight, pending)
+            if started is None:
+                return {"state": "changed_meanwhile"}
+            if started.kind != pending.kind:
+                return self.transition(model, flight, started, now)
+            pending = started
         if pending.target is not None or pending.mirror is not None:
             try:
                 target = None if pending.target is None else dict(pending.target)
@@ -141,6 +151,36 @@ class RolloutEffects:
         verdict = smoke.judge(rule, candidate, answers, str(champion) if champion else None, theirs)
         log.info("rollout %s model=%s: %s", flight.job, model, verdict.why)
         return verdict
+
+    def _compare(self, model: str, flight: Flight, pending: Transition) -> Transition | None:
+        """Start (or adopt) the comparison's batch jobs (:func:`handlers.rollout.compare.start`). The
+        transition, with the jobs' names as Azure ML gave them (kept in the flight before it is committed);
+        a ``compare-failed`` in its place when they cannot be started; None when the flight moved meanwhile."""
+        endpoint = str(flight.job).partition("/")[0]
+        decision = flight.decision
+        try:
+            jobs = compare.start(self.batch_runs, endpoint, pending)
+        except PermanentError as exc:
+            failed = Transition.of(
+                model,
+                flight,
+                "compare-failed",
+                pending.step,
+                pending.from_step,
+                None,
+                f"batch rollout of {flight.job}: the comparison could not start: {exc}; not switched; the default "
+                "stays as it was and the candidate is retired",
+                compare={"data": pending.details.get("data"), "jobs": pending.details.get("jobs"), "error": str(exc)},
+                batch=True,
+            )
+            swapped = self.ledger.update_model(model, lambda s: changes.swap(s, decision, pending.id, failed))
+            return failed if swapped else None
+        if jobs == pending.details.get("jobs"):
+            return pending
+        named = replace(pending, details={**pending.details, "jobs": jobs})  # the names Azure ML answered with
+        return (
+            named if self.ledger.update_model(model, lambda s: changes.swap(s, decision, pending.id, named)) else None
+        )
 
     def _load(self, model: str, flight: Flight, pending: Transition) -> Transition:
         """Send ``pending``'s count of synthetic requests (the policy's sample requests in turn) to the

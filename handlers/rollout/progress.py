@@ -162,7 +162,8 @@ class RolloutProgress:
     last promotion replaced (its commit forgets :attr:`handlers.records.ModelState.kept`); ``smoked``:
     the record id of the candidate's passed smoke test (None: none passed yet); ``mirror``: the shadow
     stage, while the candidate gets mirrored traffic before its first step (``percent``, ``at``: since
-    when; its bake started then, ``step_started``)."""
+    when; its bake started then, ``step_started``); ``compare``: a batch candidate's comparison job
+    (:mod:`handlers.rollout.compare`: ``jobs`` by role, ``data``, ``champion``, ``at``: since when)."""
 
     endpoint: str = ""
     deployment: str = ""
@@ -178,6 +179,7 @@ class RolloutProgress:
     smoked: str | None = None
     loaded: int | None = None
     mirror: dict[str, Any] | None = None
+    compare: dict[str, Any] | None = None
 
     @property
     def started(self) -> datetime | None:
@@ -208,6 +210,7 @@ class RolloutProgress:
         """The progress as a flight keeps it; a key left out reads as its default (raises KeyError,
         TypeError or ValueError on a value of another type)."""
         held, paused, pending, mirror = data.get("held"), data.get("paused"), data.get("pending"), data.get("mirror")
+        compare = data.get("compare")
         return cls(
             endpoint=str(data.get("endpoint") or ""),
             deployment=str(data.get("deployment") or ""),
@@ -223,6 +226,7 @@ class RolloutProgress:
             smoked=str(data["smoked"]) if data.get("smoked") else None,
             loaded=None if data.get("loaded") is None else int(data["loaded"]),
             mirror=dict(mirror) if mirror else None,
+            compare=dict(compare) if compare else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,6 +250,8 @@ class RolloutProgress:
             out["loaded"] = self.loaded
         if self.mirror:
             out["mirror"] = dict(self.mirror)
+        if self.compare:
+            out["compare"] = dict(self.compare)
         return out
 
     def started_over(self, held: RolloutProgress | None) -> RolloutProgress:
@@ -297,6 +303,12 @@ def _loaded(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
     return replace(p, loaded=t.step)  # once per step: the step waits for the synthetic requests to be read
 
 
+def _compared(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
+    # both batch jobs were invoked: the comparison waits for them from now (handlers.rollout.compare)
+    keys = ("jobs", "data", "deployments")
+    return replace(p, compare={**{k: t.details.get(k) for k in keys}, "at": at})
+
+
 def _resumed(p: RolloutProgress, t: Transition, at: str) -> RolloutProgress:
     baking = p.step >= 0 or p.mirror is not None  # a step or the shadow stage: its bake starts again
     return replace(p, paused=None, held=None, step_started=at if baking else p.step_started)
@@ -312,9 +324,11 @@ class Kind:
     and the model's retirement becomes due); ``promotes``: the candidate takes the endpoint (its
     monitors follow it; the traffic it replaced is kept for an operator's rollback); ``rolls_back``:
     the candidate is rejected (a refusal of its traffic is recorded, not replaced by a rollback);
-    ``skipped``: its record's outcome is ``skipped`` (nothing changed); ``invokes``: the candidate is
+    ``skipped``: its record's outcome is ``skipped`` (nothing changed); ``fails``: it is ``failed``
+    (nothing changed, and someone should look); ``invokes``: the candidate is
     invoked with the smoke test's sample requests before it is recorded (``smoke``: the smoke test,
-    judged; ``load``: a synthetic load, counted), by :mod:`handlers.rollout.effects`."""
+    judged; ``load``: a synthetic load, counted; ``batch``: the comparison's batch jobs started), by
+    :mod:`handlers.rollout.effects`."""
 
     name: str
     action: str
@@ -325,6 +339,7 @@ class Kind:
     rolls_back: bool = False
     skipped: bool = False
     invokes: str | None = None
+    fails: bool = False
 
 
 KINDS: dict[str, Kind] = {
@@ -350,6 +365,13 @@ KINDS: dict[str, Kind] = {
         Kind("smoke-failed", "rollback", "sf", "smoke_failed", None, rolls_back=True),
         # a step whose bake is over with too few requests gets synthetic ones (deploy.rollout.smoke.load)
         Kind("load", "rollout", "ld", "loaded", _loaded, invokes="load"),
+        # a batch candidate's comparison (deploy.batch_endpoint.compare): champion and candidate each score
+        # the same data asset in a batch job; the rollout waits for both
+        Kind("compare", "rollout", "cm", "comparing", _compared, invokes="batch"),
+        # the comparison judged the candidate no better: not switched, a recorded skip (it is retired)
+        Kind("reject", "rollback", "rj", "rejected", None, rolls_back=True, skipped=True),
+        # the comparison could not judge (a job failed, timed out, or could not start): not switched
+        Kind("compare-failed", "rollback", "cf", "compare_failed", None, rolls_back=True, fails=True),
     )
 }
 

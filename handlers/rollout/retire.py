@@ -135,7 +135,8 @@ def _rejected_by(rec: DecisionRecord, endpoint: str) -> Rejection | None:
     if state == "missing":  # nothing was created, nothing to delete
         return None
     failed = str(state) if state and str(state).lower() != "succeeded" else None
-    return Rejection(name, at, rec.id, failed, refused=rec.outcome == "failed")
+    compared = "compare" in rec.details  # a batch comparison's verdict: nothing was refused
+    return Rejection(name, at, rec.id, failed, refused=rec.outcome == "failed" and not compared)
 
 
 def rejections(records: Iterable[DecisionRecord], endpoint: str) -> dict[str, Rejection]:
@@ -146,7 +147,8 @@ def rejections(records: Iterable[DecisionRecord], endpoint: str) -> dict[str, Re
     revived: dict[str, datetime] = {}
     for rec in records:
         at = from_iso(rec.at)
-        if at is None or rec.outcome not in ("submitted", "failed"):
+        lost = rec.outcome == "skipped" and "compare" in rec.details  # a batch candidate that lost its comparison
+        if at is None or (rec.outcome not in ("submitted", "failed") and not lost):
             continue
         if rec.action in ROLLBACKS:
             found = _rejected_by(rec, endpoint)

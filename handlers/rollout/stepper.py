@@ -222,24 +222,14 @@ class RolloutStepper:
         now: datetime,
         progress: RolloutProgress | None = None,
     ) -> dict[str, Any]:
-        state = self.deployments.deployment_state(endpoint, deployment)
         start = RolloutProgress(endpoint, deployment, tuple(rule.steps))
-        if state is None or state.lower() in traffic.PROVISIONING_FAILED:
-            what = "does not exist" if state is None else f"ended provisioning {state}"
-            pending = Transition.of(
-                model,
-                flight,
-                "rollback",
-                -1,
-                -1,
-                None,
-                f"rollout of {flight.job} rolled back before any traffic: the deployment {what}; the endpoint's "
-                "traffic was never changed",
-                provisioning=state or "missing",
-            )
-            return self._write_ahead(model, flight, pending, now, start)
-        if state.lower() != traffic.PROVISIONED:
-            return {"state": "provisioning", "provisioning": state}
+        waiting = writeahead.unprovisioned(
+            self.deployments, model, flight, endpoint, deployment, "the endpoint's traffic was never changed"
+        )
+        if isinstance(waiting, Transition):
+            return self._write_ahead(model, flight, waiting, now, start)
+        if waiting is not None:
+            return waiting
         if rule.smoke is not None and (progress is None or progress.smoked is None):
             # before any traffic: the executor invokes the candidate (and the champion, to compare)
             live = traffic.live(self.deployments.endpoint_traffic(endpoint))

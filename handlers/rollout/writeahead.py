@@ -1,5 +1,6 @@
-"""Writing a rollout's transition ahead, for the online and the batch stepper alike: the transition is
-written into the model's flight (:func:`handlers.rollout.changes.begin`), then the executor carries it
+"""Writing a rollout's transition ahead, for the online and the batch stepper alike, and the check both
+start a rollout with (:func:`unprovisioned`: a candidate deployment missing or failed is rolled back, one
+still provisioning waits). The transition is written into the model's flight (:func:`handlers.rollout.changes.begin`), then the executor carries it
 out (:meth:`handlers.executor.Executor.transition`). A move that gives the candidate more traffic (or
 the endpoint) while the model is frozen (:mod:`handlers.freeze`) becomes a hold at the step it was
 decided on, recorded once; a rollback is never held."""
@@ -12,9 +13,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from handlers.executor import Executor
-from handlers.ports import Ledger
+from handlers.ports import Deployments, Ledger
 from handlers.records import Flight
-from handlers.rollout import changes
+from handlers.rollout import changes, traffic
 from handlers.rollout.progress import RolloutProgress, Transition
 
 if TYPE_CHECKING:
@@ -53,3 +54,22 @@ def write_ahead(
         log.info("rollout %s model=%s: changed meanwhile; left for the next pass", flight.job, model)
         return {"state": "changed_meanwhile"}
     return executor.transition(model, flight, pending, now)
+
+
+def unprovisioned(
+    deployments: Deployments, model: str, flight: Flight, endpoint: str, deployment: str, never: str, **details: Any
+) -> Transition | dict[str, Any] | None:
+    """None once the candidate ``endpoint/deployment`` is provisioned; while it is not yet, the reconciler
+    report's entry; when it does not exist or ended provisioning failed, the rollback to write ahead
+    (``never``: what it says was never changed)."""
+    state = deployments.deployment_state(endpoint, deployment)
+    if state is None or state.lower() in traffic.PROVISIONING_FAILED:
+        what = "does not exist" if state is None else f"ended provisioning {state}"
+        return Transition.of(
+            model, flight, "rollback", -1, -1, None,
+            f"rollout of {flight.job} rolled back before any traffic: the deployment {what}; {never}",
+            provisioning=state or "missing", **details,
+        )  # fmt: skip
+    if state.lower() != traffic.PROVISIONED:
+        return {"state": "provisioning", "provisioning": state}
+    return None

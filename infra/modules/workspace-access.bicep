@@ -48,7 +48,7 @@ resource serviceRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (
   name: customRoleName
   properties: {
     roleName: 'Retrain service ${nameToken} (${workspaceName})'
-    description: 'What the retrain service does in the Azure ML workspace ${workspaceName}: submit and read pipeline jobs, read components and data, read and register models, create, shift and retire online deployments, invoke them for a smoke test, retarget model monitors, read MLflow runs. No keys, no secrets of connections, no workspace or compute changes.'
+    description: 'What the retrain service does in the Azure ML workspace ${workspaceName}: submit and read pipeline jobs, read components and data, read and register models, create, shift and retire online deployments, invoke them for a smoke test, switch batch endpoints and run their comparison jobs, retarget model monitors, read MLflow runs. No keys, no secrets of connections, no workspace or compute changes.'
     type: 'customRole'
     assignableScopes: [
       resourceGroup().id
@@ -100,6 +100,10 @@ resource serviceRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (
           'Microsoft.MachineLearningServices/workspaces/batchEndpoints/deployments/read'
           'Microsoft.MachineLearningServices/workspaces/batchEndpoints/deployments/write'
           'Microsoft.MachineLearningServices/workspaces/batchEndpoints/deployments/delete'
+          // a batch candidate's comparison (batch_endpoint.compare): a batch job of each deployment, started as
+          // the service ("create jobs in batch inference endpoints and deployments", Authorization on batch endpoints)
+          'Microsoft.MachineLearningServices/workspaces/batchEndpoints/jobs/write'
+          'Microsoft.MachineLearningServices/workspaces/batchEndpoints/deployments/jobs/write'
           // model monitors follow the promoted deployment (schedules)
           'Microsoft.MachineLearningServices/workspaces/schedules/read'
           'Microsoft.MachineLearningServices/workspaces/schedules/write'

@@ -10,6 +10,8 @@ One module per port it implements, over one client:
 - :mod:`.deployments`: candidate deployments, traffic and retirement.
 - :mod:`.batch`: the Deployments port for batch endpoints (``deploy.batch_endpoint``): candidate batch
   deployments and the switch of an endpoint's default deployment (``AzureMLActions.batch``).
+- :mod:`.batch_jobs`: the BatchRuns port (:class:`handlers.rollout.compare.BatchRuns`): a batch
+  candidate's comparison jobs, started and read with their MLflow metrics.
 - :mod:`.monitors`: model monitors that follow a promotion.
 - :mod:`.freshness`: the Freshness port (:class:`handlers.watcher.Freshness`): the champion's age, data-asset versions.
 - :mod:`.registry`: model versions of the policy's Azure ML registry (a champion served from it).
@@ -32,6 +34,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from function_app.adapters.azureml.batch import AzureMLBatch
+from function_app.adapters.azureml.batch_jobs import AzureMLBatchJobs
 from function_app.adapters.azureml.candidates import AzureMLCandidates
 from function_app.adapters.azureml.client import BACKEND, AzureMLClient, Workspace
 from function_app.adapters.azureml.deployments import AzureMLDeployments
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
     from handlers.pickup import RegistryVersionInfo
     from handlers.plans import DeployPlan, JobPlan
     from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo
+    from handlers.rollout.compare import BatchRun
     from handlers.rollout.smoke import Scored
     from handlers.rollout_rules import SmokeData
     from handlers.worthiness import RetrainFacts
@@ -81,6 +85,7 @@ class AzureMLActions:
         self.monitors = AzureMLMonitors(client)
         self.batch = AzureMLBatch(client, self.candidates)  # the Deployments port of batch endpoints
         self.scoring = AzureMLScoring(client)
+        self.batch_jobs = AzureMLBatchJobs(client, self.candidates)
         self.data_samples = DataSamples(client)
         self.freshness = AzureMLFreshness(client, self.candidates)
 
@@ -177,3 +182,11 @@ class AzureMLActions:
 
     def samples(self, data: SmokeData) -> list[Any]:
         return self.data_samples.samples(data)
+
+    # ------------------------------------------------------------------ the BatchRuns port
+
+    def invoke_batch(self, endpoint: str, deployment: str, data: str, job: str) -> str:
+        return self.batch_jobs.invoke_batch(endpoint, deployment, data, job)
+
+    def batch_run(self, job: str, step: str | None) -> BatchRun | None:
+        return self.batch_jobs.batch_run(job, step)

@@ -205,7 +205,7 @@ class AzureMLCandidates:
                 return own, [f"the workspace has no run {job_name} (the source run of {label})"]
             ran = _facts(job.tags, job.properties)
             return ({**ran, **own} if tags_first else {**own, **ran}), []
-        run = self._mlflow_run(budget, str(job_name))
+        run = self.mlflow_run(budget, str(job_name))
         if run is None:
             return own, [f"MLflow has no run {job_name} (the source run of {label})"]
         return ({**run.metrics, **own} if tags_first else {**own, **run.metrics}), []
@@ -218,11 +218,11 @@ class AzureMLCandidates:
             )
         return self.client.mlflow
 
-    def _mlflow_run(self, budget: Budget, run_id: str) -> MlflowRun | None:
+    def mlflow_run(self, budget: Budget, run_id: str) -> MlflowRun | None:
         with self.client.translating(f"reading MLflow run {run_id}", _MLFLOW_FIX):  # the reader keeps the budget
             return self._mlflow().run(budget, run_id)
 
-    def _mlflow_steps(self, budget: Budget, pipeline: MlflowRun) -> list[MlflowRun]:
+    def mlflow_steps(self, budget: Budget, pipeline: MlflowRun) -> list[MlflowRun]:
         with self.client.translating(f"searching the MLflow runs of pipeline {pipeline.run_id}", _MLFLOW_FIX):
             return self._mlflow().children(budget, pipeline)
 
@@ -276,8 +276,8 @@ class AzureMLCandidates:
         pipeline: MlflowRun | None = None
         if self.client.mlflow is not None or source == "mlflow":
             try:
-                pipeline = self._mlflow_run(budget, run_id)
-                steps = self._mlflow_steps(budget, pipeline) if pipeline is not None else []
+                pipeline = self.mlflow_run(budget, run_id)
+                steps = self.mlflow_steps(budget, pipeline) if pipeline is not None else []
             except PermanentError as exc:
                 if source == "mlflow":
                     raise

@@ -1,0 +1,200 @@
+"""A batch candidate's comparison job (``deploy.batch_endpoint.compare``), end to end with the real Azure ML
+SDK against the fake ARM's batch endpoints (tests/fake_batch.py): once the candidate batch deployment is
+provisioned, champion and candidate each score the same data asset in a batch job (invoked through the
+endpoint's scoring URI as the service's identity); the reconciler waits for both, the gate judges the
+metrics both jobs logged with MLflow, and only a winner gets the endpoint's default switched. A worker
+that dies after invoking, between reading the two jobs, or after the switch leaves what the next pass
+finishes, on both ledgers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from function_app import runtime
+from handlers.errors import PolicyError
+from handlers.policy_file import parse_policy
+from handlers.retrainer import OperatorRequest
+from handlers.signals import Trigger
+from tests.azure_world import MODEL, AzureWorld
+from tests.batch_world import BATCH, RECENT, Batch, batch_policy
+from tests.conftest import REPO
+from tests.crashes import BatchRunsThatDie, WorkerDied
+from tests.ledgers import LedgerSpec
+
+COMPARE = {"data": f"azureml:{RECENT}:4", "metric": "r2_score", "margin": 0.01}
+JOB_TIME = timedelta(minutes=16)  # a batch job's run on the fake clock is 15 minutes
+
+
+@pytest.fixture
+def batch(ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Batch]:
+    monkeypatch.chdir(tmp_path)
+    world = AzureWorld(tmp_path, ledger_spec, policy=batch_policy(COMPARE))
+    yield Batch(world)
+    runtime.set_retrainer(None)
+    world.close()
+    assert world.arm.unexpected == []
+
+
+def provisioned_candidate(batch: Batch, *, champion: float, candidate: float, status: str = "Completed") -> str:
+    """A candidate batch deployment, provisioned; the scoring jobs of the default and of the candidate
+    will log ``champion`` and ``candidate`` as their r2_score (the candidate's job ends ``status``)."""
+    deploy = batch.candidate(r2="0.61")
+    assert deploy.outcome == "submitted", deploy.reason
+    name = str(deploy.details["rendered"]["deployment"])
+    fake = batch.azure.arm.batch
+    fake.scores_with(BATCH, "nightly", {"r2_score": champion, "rows": 5000})
+    fake.scores_with(BATCH, name, {"r2_score": candidate, "rows": 5000}, status)
+    batch.azure.provisioned()
+    return name
+
+
+def later(batch: Batch, by: timedelta = JOB_TIME) -> None:
+    batch.azure.now.now = batch.azure.now.now + by
+
+
+def test_a_candidate_that_wins_the_comparison_gets_the_default_switched(batch: Batch) -> None:
+    name = provisioned_candidate(batch, champion=0.52, candidate=0.58)
+    assert batch.state() == "comparing"  # both jobs started, nothing switched
+    fake = batch.azure.arm.batch
+    assert sorted((d, j.split("-")[-2]) for _, d, j in fake.invoked) == [("nightly", "champion"), (name, "candidate")]
+    [compare] = batch.records("rollout")
+    assert compare.outcome == "submitted" and RECENT in compare.reason and batch.default() == "nightly"
+    for _, _, job in fake.invoked:  # created as the service, of the data asset the policy names
+        created = batch.azure.arm.jobs[job]
+        assert created["systemData"]["createdByType"] != "User"
+    assert batch.state() == "comparing"  # the jobs run for minutes: waited for, never blocked on
+
+    later(batch)
+    assert batch.state() == "promoted"
+    assert batch.default() == name and not batch.in_flight()
+    [promote] = batch.records("promote")
+    figures = promote.details["compare"]
+    assert figures["gate"]["candidate"] == 0.58 and figures["gate"]["champion"] == 0.52 and figures["gate"]["passed"]
+    assert {r: j["status"] for r, j in figures["jobs"].items()} == {"candidate": "Completed", "champion": "Completed"}
+    assert "0.58 beats champion nightly r2_score 0.52" in promote.reason and "nightly -> " + name in promote.reason
+    assert batch.azure.arm.refused == []  # the custom role grants the invocations
+
+
+def test_a_candidate_that_loses_the_comparison_is_a_recorded_skip_never_switched_and_retired(batch: Batch) -> None:
+    name = provisioned_candidate(batch, champion=0.52, candidate=0.525)  # better, but not by the margin 0.01
+    assert batch.state() == "comparing"
+    later(batch)
+    assert batch.state() == "rejected"
+    [reject] = batch.records("rollback")
+    assert reject.outcome == "skipped" and "not switched" in reject.reason and "0.525" in reject.reason
+    assert reject.details["compare"]["gate"]["passed"] is False
+    assert batch.default() == "nightly" and not batch.in_flight() and batch.records("promote") == []
+
+    later(batch, timedelta(hours=25))  # the example policy's retire_after: 24h
+    [retired] = batch.azure.new_worker().reconcile().retired
+    assert retired.outcome == "submitted" and retired.details["deployment"] == name
+    batch.azure.provisioned()
+    assert batch.azure.arm.batch.deployments.keys() == {(BATCH, "nightly")}
+
+
+def test_a_comparison_whose_candidate_job_fails_is_recorded_failed_and_nothing_switches(batch: Batch) -> None:
+    provisioned_candidate(batch, champion=0.52, candidate=0.9, status="Failed")
+    assert batch.state() == "comparing"
+    later(batch)
+    assert batch.state() == "compare_failed"
+    [failed] = batch.records("rollback")
+    assert failed.outcome == "failed" and "the candidate's job" in failed.reason and "ended Failed" in failed.reason
+    assert batch.default() == "nightly" and not batch.in_flight()
+
+
+def test_a_comparison_the_service_may_not_invoke_fails_recorded_and_nothing_switches(batch: Batch) -> None:
+    provisioned_candidate(batch, champion=0.52, candidate=0.58)
+    action = "Microsoft.MachineLearningServices/workspaces/batchEndpoints/deployments/jobs/write"
+    batch.azure.arm.principal = batch.azure.arm.principal.without(action)
+    later(batch, timedelta(hours=2))  # past the hour a new role assignment may take: a 403 is a refusal now
+    assert batch.state() == "compare_failed"
+    [failed] = batch.records("rollback")
+    assert failed.outcome == "failed" and "could not start" in failed.reason and action in failed.reason
+    assert batch.default() == "nightly" and not batch.in_flight()
+
+
+@pytest.mark.parametrize("ledger_spec", ["sqlite", "table"], indirect=True)
+def test_a_worker_that_dies_after_invoking_leaves_the_comparison_to_the_next_pass_which_adopts_its_jobs(
+    batch: Batch,
+) -> None:
+    name = provisioned_candidate(batch, champion=0.52, candidate=0.58)
+    with pytest.raises(WorkerDied):
+        batch.state(batch_runs=BatchRunsThatDie(batch.azure.actions, "invoking"))
+    fake = batch.azure.arm.batch
+    assert len(fake.invoked) == 2 and batch.records("rollout") == [] and batch.in_flight()
+    assert batch.state() == "comparing"  # the same transition carried out: its jobs found, none started again
+    assert len(fake.invoked) == 2 and len(batch.records("rollout")) == 1
+    later(batch)
+    assert batch.state() == "promoted" and batch.default() == name
+
+
+@pytest.mark.parametrize("ledger_spec", ["sqlite", "table"], indirect=True)
+def test_a_worker_that_dies_between_reading_the_two_jobs_changes_nothing_and_the_next_pass_judges(
+    batch: Batch,
+) -> None:
+    name = provisioned_candidate(batch, champion=0.52, candidate=0.58)
+    assert batch.state() == "comparing"
+    later(batch)
+    with pytest.raises(WorkerDied):  # the first job read (finished), the worker gone before the second
+        batch.state(batch_runs=BatchRunsThatDie(batch.azure.actions, "reading"))
+    assert batch.default() == "nightly" and batch.in_flight() and batch.records("promote") == []
+    assert batch.state() == "promoted" and batch.default() == name
+
+
+@pytest.mark.parametrize("ledger_spec", ["sqlite", "table"], indirect=True)
+def test_a_worker_that_dies_after_the_comparison_s_switch_is_finished_with_its_numbers(batch: Batch) -> None:
+    name = provisioned_candidate(batch, champion=0.52, candidate=0.58)
+    assert batch.state() == "comparing"
+    later(batch)
+    promote = batch.switch_dies_then_the_next_pass_finishes(name)
+    assert promote.details["compare"]["gate"]["candidate"] == 0.58
+
+
+def test_an_operator_s_rollback_during_the_comparison_keeps_the_default_and_rejects_the_candidate(
+    batch: Batch,
+) -> None:
+    provisioned_candidate(batch, champion=0.52, candidate=0.58)
+    assert batch.state() == "comparing"
+    trigger = Trigger("http", "op-rollback-1", "OperatorRequest.rollback", {"kind": "user", "name": "ana"})
+    rolled = batch.azure.new_worker().operate(OperatorRequest(trigger, MODEL, "rollback", "wrong data asset"))
+    assert rolled.outcome == "submitted", rolled.reason
+    later(batch)
+    assert batch.azure.new_worker().reconcile().rollouts == []  # nothing in flight: the jobs' end is not judged
+    assert batch.default() == "nightly" and batch.records("promote") == []
+
+
+def policy_with(compare: Any) -> Any:
+    raw = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
+    deploy = raw["models"][MODEL]["deploy"]
+    del deploy["endpoint"]
+    deploy["rollout"] = {"steps": [100]}
+    deploy["batch_endpoint"] = {"name": BATCH, "compare": compare}
+    return parse_policy(yaml.safe_dump(raw))
+
+
+@pytest.mark.parametrize(
+    ("compare", "said"),
+    [
+        ({**COMPARE, "data": "recent"}, r"compare\.data.*'recent' does not name a data asset version.*azureml:<name>"),
+        ({**COMPARE, "source": "run"}, r"compare.*(source: run|needs source: mlflow)"),
+        ({**COMPARE, "timeout": "1m"}, r"compare\.timeout.*between 5m and 7d"),
+        ({"data": COMPARE["data"]}, r"compare.*write either 'metric'.*or 'metrics'"),
+        ({**COMPARE, "window": "7d"}, r"compare\.window: unknown key; remove it"),
+    ],
+)
+def test_policy_validation_names_the_comparison_s_key_and_the_fix(compare: dict[str, Any], said: str) -> None:
+    with pytest.raises(PolicyError, match=said):
+        policy_with(compare)
+
+
+def test_a_valid_comparison_reads_the_scoring_step_and_waits_six_hours_by_default() -> None:
+    rule = policy_with({"data": COMPARE["data"], "metrics": [{"name": "auc"}]})
+    compare = rule.models[MODEL].deploy.batch_endpoint.compare  # type: ignore[union-attr]
+    assert compare is not None and compare.step == "batchscoring" and compare.timeout == timedelta(hours=6)
+    assert compare.asset == (RECENT, "4") and [m.name for m in compare.rules] == ["auc"]
