@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from function_app.adapters.azureml.candidates import AzureMLCandidates, _Champion
 from function_app.adapters.azureml.client import BACKEND, BUSY, AzureMLClient
+from function_app.adapters.azureml.deployments import adopted, refuse_foreign
 from function_app.retry import Budget
 from handlers.errors import PermanentError
 from handlers.plans import DeployPlan
@@ -65,7 +66,7 @@ class AzureMLBatch:
         """Register the candidate if it has no version yet, then start its batch deployment beside the
         default one, copying the default's settings (compute, code, environment, batch sizes) with the
         candidate model. Not waited for. A deployment of the name is adopted only when it carries this
-        decision's tags."""
+        decision's (:func:`function_app.adapters.azureml.deployments.refuse_foreign`)."""
         budget = self.client.retry.budget()
         if facts.live_deployment is None:
             raise PermanentError(
@@ -77,17 +78,13 @@ class AzureMLBatch:
             "name": f"{plan.endpoint}/{plan.deployment}",
             "url": self.client.workspace.studio(f"endpoints/batch/{quote(plan.endpoint)}/detail"),
         }
+        # Looked for before anything is registered: a deployment of the name that is not this decision's
+        # (its tags, its model, its creator) fails it with nothing changed.
         found = self._deployment(budget, plan.endpoint, plan.deployment, or_none=True)
-        if found is not None:
-            tags = {str(k): v for k, v in (getattr(found, "tags", None) or {}).items()}
-            wrong = sorted(k for k, v in plan.tags.items() if tags.get(k) != v)
-            if wrong:
-                raise PermanentError(
-                    f"batch deployment {plan.endpoint}/{plan.deployment} already exists but is not this decision's "
-                    f"(its tags {', '.join(wrong)} differ); it is not adopted and the default is not switched: "
-                    "find out who created it, and delete it"
-                )
         model = facts.candidate_version
+        if found is not None:
+            refuse_foreign(self.client, plan, found, model, "batch deployment", "the default is not switched")
+            assert model is not None  # checked: it serves this decision's candidate
         details: dict[str, Any] = {"backend": BACKEND, "batch": True}
         if model is None:
             model = self.candidates.register(budget, plan, facts)
@@ -99,8 +96,7 @@ class AzureMLBatch:
             }
         )
         if found is not None:
-            note = f"batch deployment {plan.endpoint}/{plan.deployment} already existed (a redelivery); adopted"
-            return ActionResult("submitted", job=job, details={**details, "adopted": True, "note": note})
+            return adopted(plan, job, details, "batch deployment")
         template = self._deployment(budget, plan.endpoint, default)
         deployment = copy.deepcopy(template)
         deployment.name = plan.deployment

@@ -41,6 +41,61 @@ def _mirrored(endpoint: Any) -> dict[str, int]:
     return live_split(getattr(endpoint, "mirror_traffic", None) or {})
 
 
+def adopted(plan: DeployPlan, job: dict[str, Any], details: dict[str, Any], kind: str = "deployment") -> ActionResult:
+    """The answer for a candidate ``kind`` of this decision found already there (a redelivery, or a worker
+    that died after creating it): adopted, nothing created again."""
+    note = f"{kind} {plan.endpoint}/{plan.deployment} already existed (a redelivery); adopted"
+    return ActionResult("submitted", job=job, details={**details, "adopted": True, "note": note})
+
+
+def refuse_foreign(
+    client: AzureMLClient,
+    plan: DeployPlan,
+    found: Any,
+    model: ModelVersion | None,
+    kind: str = "deployment",
+    unchanged: str = "no traffic is moved",
+) -> None:
+    """A candidate ``kind`` (a deployment, a batch deployment) of the candidate's name is adopted only
+    when it is this decision's: its tags, the candidate model (``model``; None: this decision has
+    registered no version yet, so no deployment of it can be its own), created by this service's
+    identity. Otherwise a PermanentError naming its creator: nothing is registered or deployed, and
+    ``unchanged`` says what is left as it was."""
+    tags = {str(k): v for k, v in (getattr(found, "tags", None) or {}).items()}
+    props = getattr(found, "properties", None)
+    served = str(getattr(props, "model", None) or getattr(found, "model", None) or "")
+    creator = getattr(found, "system_data", None) or getattr(found, "creation_context", None)
+    wrong = sorted(k for k, v in plan.tags.items() if tags.get(k) != v)
+    if wrong:
+        why: str | None = f"its tags {', '.join(wrong)} are not this decision's"
+    elif model is None:
+        why = f"it serves {served[:300]!r}, and this decision has registered no candidate version yet"
+    elif served.lower() != str(model.id).lower():
+        why = f"it serves {served[:300]!r}, not the candidate {model.label}"
+    else:
+        why = client.not_created_by_us(creator)
+    if why is None:
+        return
+    who = str(getattr(creator, "created_by", None) or "an unknown identity")[:200]
+    raw = getattr(creator, "created_by_type", None)
+    by = str(getattr(raw, "value", raw) or "unknown type")
+    log.warning(
+        "%s %s/%s exists but is not this decision's (%s); created by %r (%s); not adopted",
+        kind,
+        plan.endpoint,
+        plan.deployment,
+        why,
+        who,
+        by,
+    )
+    raise PermanentError(
+        f"{kind} {plan.endpoint}/{plan.deployment} already exists but was not created by this service for "
+        f"this decision ({why}): it was created by {who} ({by}); it is not adopted and {unchanged}. "
+        "Someone with access to the workspace created a deployment under the name this decision uses: find "
+        "out who, and delete it"
+    )
+
+
 class AzureMLDeployments:
     """Starting candidate deployments, reading and setting an endpoint's traffic, retiring deployments."""
 
@@ -66,7 +121,7 @@ class AzureMLDeployments:
         found = self._find_deployment_rest(budget, plan)
         model = facts.candidate_version
         if found is not None:
-            self._refuse_foreign_deployment(plan, found, model)
+            refuse_foreign(self.client, plan, found, model)
             assert model is not None  # checked: it serves this decision's candidate
         if model is None:
             model = self.candidates.register(budget, plan, facts)
@@ -79,8 +134,7 @@ class AzureMLDeployments:
             }
         )
         if found is not None:
-            note = f"deployment {plan.endpoint}/{plan.deployment} already existed (a redelivery); adopted"
-            return ActionResult("submitted", job=job, details={**details, "adopted": True, "note": note})
+            return adopted(plan, job, details)
         collector = self._collector(budget, plan, live)
         if plan.shadows and collector is not None:  # said in the deploy decision: not the live one's assets
             details["collects_into"] = sorted(f"{plan.endpoint}-{plan.deployment}-{n}" for n in collector.collections)
@@ -249,44 +303,6 @@ class AzureMLDeployments:
             return self._find_deployment(budget, plan)
         what = f"deployment {plan.endpoint}/{plan.deployment}"
         return self.client.deployment_body(budget, what, plan.endpoint, plan.deployment, or_none=True)
-
-    def _refuse_foreign_deployment(self, plan: DeployPlan, found: Any, model: ModelVersion | None) -> None:
-        """A deployment of the candidate's name is adopted only when it is this decision's: its tags,
-        the candidate model (``model``; None: this decision has registered no version yet, so no
-        deployment of it can be its own), created by this service's identity. Otherwise a
-        PermanentError naming its creator: nothing is registered or deployed and no traffic moves."""
-        tags = {str(k): v for k, v in (getattr(found, "tags", None) or {}).items()}
-        props = getattr(found, "properties", None)
-        served = str(getattr(props, "model", None) or getattr(found, "model", None) or "")
-        creator = getattr(found, "system_data", None) or getattr(found, "creation_context", None)
-        wrong = sorted(k for k, v in plan.tags.items() if tags.get(k) != v)
-        if wrong:
-            why: str | None = f"its tags {', '.join(wrong)} are not this decision's"
-        elif model is None:
-            why = f"it serves {served[:300]!r}, and this decision has registered no candidate version yet"
-        elif served.lower() != str(model.id).lower():
-            why = f"it serves {served[:300]!r}, not the candidate {model.label}"
-        else:
-            why = self.client.not_created_by_us(creator)
-        if why is None:
-            return
-        who = str(getattr(creator, "created_by", None) or "an unknown identity")[:200]
-        raw = getattr(creator, "created_by_type", None)
-        kind = str(getattr(raw, "value", raw) or "unknown type")
-        log.warning(
-            "deployment %s/%s exists but is not this decision's (%s); created by %r (%s); not adopted",
-            plan.endpoint,
-            plan.deployment,
-            why,
-            who,
-            kind,
-        )
-        raise PermanentError(
-            f"deployment {plan.endpoint}/{plan.deployment} already exists but was not created by this service for "
-            f"this decision ({why}): it was created by {who} ({kind}); it is not adopted and no traffic is moved. "
-            "Someone with access to the workspace created a deployment under the name this decision uses: find "
-            "out who, and delete it"
-        )
 
     def _find_deployment(self, budget: Budget, plan: DeployPlan) -> Any | None:
         return self.client.call(
