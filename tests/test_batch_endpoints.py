@@ -16,12 +16,18 @@ import yaml
 
 from function_app import runtime
 from function_app.localhost import Host
+from handlers.decisions import decide
+from handlers.envelopes import envelope_from_dict, to_signal, workspace_key
 from handlers.errors import PolicyError
+from handlers.jobnames import deployment_name
+from handlers.plans import Deploy
 from handlers.policy_file import parse_policy
-from tests.azure_world import MODEL, AzureWorld
+from tests.azure_world import JOB_NAME_KEY, MODEL, WORKSPACE_ID, AzureWorld
 from tests.batch_world import BATCH, Batch, batch_policy
 from tests.conftest import REPO, Client
 from tests.crashes import DiesAfterActing, WorkerDied
+from tests.fake_arm import CREATED, system_data
+from tests.fake_http import USER_CLAIMS, USER_UPN
 from tests.ledgers import LedgerSpec
 
 
@@ -170,3 +176,23 @@ def test_a_frozen_promotion_holds_the_switch_once_and_unfreezing_lets_it_go_on(b
     status, _, out = client.call("POST", "/api/unfreeze", {"reason": "closed"})
     assert status == 200, out
     assert batch.state() == "promoted" and batch.default() == name
+
+
+def test_a_batch_deployment_someone_else_created_under_the_candidate_s_name_is_not_adopted(batch: Batch) -> None:
+    """A workspace user who learned the candidate's keyed name created a batch deployment of it first, with
+    the decision's tags: the service does not adopt it (the switch would make it the endpoint's default)."""
+    azure = batch.azure
+    raw = azure.finished_run(r2="0.61")
+    workspaces = frozenset({workspace_key(WORKSPACE_ID)})
+    [decision] = decide(to_signal(envelope_from_dict(raw), workspaces), azure.policy, workspaces)
+    assert isinstance(decision, Deploy)
+    name = deployment_name(JOB_NAME_KEY.encode(), decision.plan.deployment, decision.id)  # leaked: it takes the key
+    azure.arm.batch.add_deployment(BATCH, name, model=(MODEL, "3"))
+    theirs = azure.arm.batch.deployments[(BATCH, name)]
+    theirs["tags"], theirs["systemData"] = dict(decision.plan.tags), system_data(USER_CLAIMS, CREATED)
+
+    [rec] = azure.deliver(raw).decisions
+    assert (rec.action, rec.outcome) == ("deploy", "failed"), rec.reason
+    assert f"batch deployment {BATCH}/{name} already exists" in rec.reason and USER_UPN in rec.reason
+    assert "the default is not switched" in rec.reason and "adopted" not in rec.details
+    assert azure.arm.requests_to("PUT", r"^models/") == [] and batch.default() == "nightly" and not batch.in_flight()
