@@ -42,6 +42,26 @@ def health_numbers(verdict: Any) -> dict[str, Any] | None:
     }
 
 
+def compare_numbers(figures: Any) -> dict[str, Any] | None:
+    """The numbers of a recorded batch comparison (handlers/rollout/compare.py) a person reads: the data
+    both deployments scored, each job's state, each gate metric's candidate and champion value, the verdict."""
+    if not isinstance(figures, dict):
+        return None
+    gate: dict[str, Any] = figures["gate"] if isinstance(figures.get("gate"), dict) else {}
+    jobs: dict[str, Any] = figures["jobs"] if isinstance(figures.get("jobs"), dict) else {}
+    return {
+        "data": figures.get("data"),
+        "jobs": {str(r): f"{j.get('job')} {j.get('status')}" for r, j in jobs.items() if isinstance(j, dict)},
+        "passed": gate.get("passed"),
+        "why": gate.get("why") or figures.get("error"),
+        "metrics": [
+            {k: m.get(k) for k in ("metric", "candidate", "champion", "needed", "passed")}
+            for m in gate.get("metrics") or []
+            if isinstance(m, dict)
+        ],
+    }
+
+
 def model_views(
     policy: Policy, ledger: Ledger, now: datetime, batch: Mapping[str, dict[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
@@ -110,6 +130,7 @@ def _explain_flights(
             "traffic": r.details.get("traffic"),
             "mirror": r.details.get("mirror"),
             "health": health_numbers(r.details.get("health")),
+            "compare": compare_numbers(r.details.get("compare")),  # a batch candidate's comparison
         }
         for r in reversed(history)
     ]
@@ -125,7 +146,15 @@ def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now
     }
     progress = RolloutProgress.of(state.flights.get("rollout"))
     if progress is not None:  # where the rollout stands: its step (or shadow stage), traffic and any pause
-        stage = "steps" if progress.step >= 0 else "shadow" if progress.mirror else "provisioning"
+        stage = (
+            "steps"
+            if progress.step >= 0
+            else "shadow"
+            if progress.mirror
+            else "comparing"
+            if progress.compare
+            else "provisioning"
+        )
         flights["rollout"].update(
             step=progress.step,
             steps=list(progress.steps),
@@ -134,6 +163,7 @@ def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now
             stage=stage,
             mirror=progress.mirror,  # the shadow stage: percent mirrored to the candidate, since when
             smoked=progress.smoked,  # the record of the candidate's passed smoke test (deploy.rollout.smoke)
+            compare=progress.compare,  # a batch candidate's comparison: its jobs, data, since when
         )
     _explain_flights(policy, ledger, name, state, flights, progress, now)
     status = (
@@ -155,6 +185,17 @@ def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now
     frozen = {a: f.reason for a in freeze.ACTIONS if (f := freeze.frozen(state.frozen, windows, a, now)) is not None}
     mp = policy.models.get(name)
     environment = mp.environment if mp is not None else None
+    compared = None
+    if mp is not None and mp.deploy is not None and mp.deploy.batch_endpoint and mp.deploy.batch_endpoint.compare:
+        judged = [r for r in ledger.decisions(name, 20) if isinstance(r.details.get("compare"), dict)]
+        if judged:  # the latest comparison's verdict, with its numbers
+            compared = {
+                "decision": judged[0].id,
+                "action": judged[0].action,
+                "outcome": judged[0].outcome,
+                "at": judged[0].at,
+            }
+            compared.update(compare_numbers(judged[0].details["compare"]) or {})
     return {
         "model": name,
         "state": status,
@@ -175,4 +216,6 @@ def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now
             if environment
             else None
         ),
+        # a batch model's last comparison (deploy.batch_endpoint.compare): its verdict and numbers; None: none yet
+        "last_comparison": compared,
     }

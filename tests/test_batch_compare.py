@@ -21,10 +21,12 @@ from handlers.errors import PolicyError
 from handlers.policy_file import parse_policy
 from handlers.retrainer import OperatorRequest
 from handlers.signals import Trigger
-from tests.azure_world import MODEL, AzureWorld
+from tests.azure_world import DRIFT_SAMPLE, MODEL, WORKSPACE_ID, AzureWorld, in_workspace
 from tests.batch_world import BATCH, RECENT, Batch, batch_policy
+from tests.builders import run_event
 from tests.conftest import REPO
 from tests.crashes import BatchRunsThatDie, WorkerDied
+from tests.hosts import hosting
 from tests.ledgers import LedgerSpec
 
 COMPARE = {"data": f"azureml:{RECENT}:4", "metric": "r2_score", "margin": 0.01}
@@ -56,6 +58,28 @@ def provisioned_candidate(batch: Batch, *, champion: float, candidate: float, st
 
 def later(batch: Batch, by: timedelta = JOB_TIME) -> None:
     batch.azure.now.now = batch.azure.now.now + by
+
+
+def test_a_drift_retrains_and_its_candidate_wins_the_comparison_and_becomes_the_batch_default(batch: Batch) -> None:
+    azure = batch.azure
+    [retrain] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
+    assert (retrain.action, retrain.outcome) == ("retrain", "submitted"), retrain.reason
+    job = str(retrain.job["name"])  # type: ignore[index]
+    azure.arm.set_job_status(job, "Completed")  # the retraining pipeline ran; its evaluation step logged r2
+    azure.arm.add_step(job, "evaluate_model", metrics={"r2_score": 0.61})
+    tags = azure.arm.jobs[job]["properties"]["tags"]
+    [deploy] = azure.deliver(run_event(run_id=job, tags=tags, topic=WORKSPACE_ID)).decisions
+    assert (deploy.action, deploy.outcome) == ("deploy", "submitted"), deploy.reason
+    name = str(deploy.details["rendered"]["deployment"])
+    assert azure.arm.batch.deployments[(BATCH, name)]["properties"]["model"]["assetId"].endswith("/versions/4")
+    azure.arm.batch.scores_with(BATCH, "nightly", {"r2_score": 0.52})
+    azure.arm.batch.scores_with(BATCH, name, {"r2_score": 0.57})
+    azure.provisioned()
+    assert batch.state() == "comparing" and batch.default() == "nightly"
+    later(batch)
+    assert batch.state() == "promoted" and batch.default() == name
+    actions = [r.action for r in reversed(azure.ledger.decisions(MODEL, 20))]
+    assert actions == ["retrain", "deploy", "rollout", "promote"]  # every step a recorded decision
 
 
 def test_a_candidate_that_wins_the_comparison_gets_the_default_switched(batch: Batch) -> None:
@@ -198,3 +222,29 @@ def test_a_valid_comparison_reads_the_scoring_step_and_waits_six_hours_by_defaul
     compare = rule.models[MODEL].deploy.batch_endpoint.compare  # type: ignore[union-attr]
     assert compare is not None and compare.step == "batchscoring" and compare.timeout == timedelta(hours=6)
     assert compare.asset == (RECENT, "4") and [m.name for m in compare.rules] == ["auc"]
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_console_shows_a_comparison_in_flight_then_its_verdict_with_the_numbers(batch: Batch) -> None:
+    from tests.browser import browser_page
+
+    name = provisioned_candidate(batch, champion=0.52, candidate=0.58)
+    assert batch.state() == "comparing"
+    with hosting(batch.azure) as url, browser_page() as page:
+        page.goto(f"{url}/api/console")
+        card = page.locator(f'article.model[data-model="{MODEL}"]')
+        card.locator(".rollout").wait_for()
+        step = card.locator(".rollout-step").inner_text()
+        assert f"comparison on azureml:{RECENT}:4 since " in step and "candidate job compare-" in step
+        assert card.locator(".batch").inner_text() == f"{BATCH}: nightly"
+        later(batch)
+        assert batch.state() == "promoted"
+        page.reload()
+        card = page.locator(f'article.model[data-model="{MODEL}"]')
+        card.locator(".compare").wait_for()
+        said = card.locator(".compare").inner_text()
+        assert said == (
+            f"promote submitted on azureml:{RECENT}:4: r2_score: candidate 0.58 vs champion 0.52 (won: default switched)"
+        )
+        assert card.locator(".batch").inner_text() == f"{BATCH}: {name}"

@@ -114,6 +114,13 @@
         card.querySelector(".batch").textContent = be.name + ": " + (be.default || (be.error ? "unread: " + short(be.error, 120) : "none"));
         card.querySelector(".batch").hidden = card.querySelector(".batch-label").hidden = false;
       }
+      const c = m.last_comparison;  // deploy.batch_endpoint.compare: the last comparison's verdict and its numbers
+      if (c) {
+        const figures = (c.metrics || []).map((x) => x.metric + ": candidate " + (x.candidate ?? "none") + " vs champion " + (x.champion ?? "none")).join("; ");
+        const verdict = c.passed === true ? " (won: default switched)" : c.passed === false ? " (lost: not switched)" : " (not judged: " + short(c.why || "", 120) + ")";
+        card.querySelector(".compare").textContent = c.action + " " + c.outcome + " on " + c.data + ": " + (figures || "no figures") + verdict;
+        card.querySelector(".compare").hidden = card.querySelector(".compare-label").hidden = false;
+      }
       const b = m.budget || {};
       card.querySelector(".budget").textContent = Math.max(0, (b.daily || 0) - (b.used_today || 0)) + " of " + (b.daily || 0) + " retrains left today";
       const frozen = m.frozen || {};
@@ -144,7 +151,9 @@
         const steps = r.steps || [];
         const stage = r.step !== undefined && r.step !== null && r.step >= 0
           ? " · step " + (r.step + 1) + " of " + steps.length + " (" + steps[r.step] + "%)"
-          : r.mirror ? " · shadow stage (" + r.mirror.percent + "% mirrored, no live traffic)" : " · provisioning";
+          : r.mirror ? " · shadow stage (" + r.mirror.percent + "% mirrored, no live traffic)"
+          : r.compare ? " · comparison on " + r.compare.data + " since " + r.compare.at + " (" + Object.entries(r.compare.jobs || {}).map(([role, job]) => role + " job " + job).join(", ") + ")"
+          : " · provisioning";
         card.querySelector(".rollout-step").textContent = r.status === "pending"
           ? "WAITING FOR APPROVAL: decision " + r.decision + " (its gate passed; see its record below)"
           : (r.job || "") + stage + (r.paused ? " · PAUSED" : "");
