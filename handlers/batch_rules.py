@@ -42,7 +42,7 @@ class CompareRule(GateRule):
 
     data: str = Field(description="the data asset version both deployments score: azureml:<name>:<version>")
     step: str | None = Field(
-        default=SCORING_STEP, min_length=1, description="the step of the batch job whose MLflow metrics are read"
+        default=SCORING_STEP, description="the step of the batch job whose MLflow metrics are read"
     )
     timeout: Duration = Field(default=timedelta(hours=6), description="how long both jobs may take")
 
@@ -51,6 +51,16 @@ class CompareRule(GateRule):
     def _asset(cls, value: str) -> str:
         why = "a uri_file or uri_folder asset both deployments score; a version, so both read the same input"
         return asset_version(value, "churn-recent-labelled:12", why)
+
+    @field_validator("step")
+    @classmethod
+    def _step(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(
+                f"an empty step; write the display name of the batch job's step whose MLflow run logged the metrics, "
+                f"or leave it out for {SCORING_STEP!r} (the step that runs a model deployment's scoring script)"
+            )
+        return value
 
     @field_validator("timeout")
     @classmethod

@@ -209,6 +209,7 @@ def policy_with(compare: Any) -> Any:
         ({**COMPARE, "source": "run"}, r"compare.*(source: run|needs source: mlflow)"),
         ({**COMPARE, "timeout": "1m"}, r"compare\.timeout.*between 5m and 7d"),
         ({"data": COMPARE["data"]}, r"compare.*write either 'metric'.*or 'metrics'"),
+        ({**COMPARE, "step": " "}, r"compare\.step: an empty step; write the display name .* or leave it out"),
         ({**COMPARE, "window": "7d"}, r"compare\.window: unknown key; remove it"),
     ],
 )
