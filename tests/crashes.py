@@ -224,6 +224,9 @@ class BatchRunsThatDie:
             raise WorkerDied
         return name
 
+    def cancel_batch(self, job: str) -> bool:
+        return bool(self.inner.cancel_batch(job))
+
     def batch_run(self, job: str, step: str | None) -> Any:
         run = self.inner.batch_run(job, step)
         if self.after == "reading":

@@ -72,6 +72,7 @@ API_VERSIONS: dict[str, frozenset[str]] = {
     "data": frozenset({"2023-04-01-preview"}),
     "datastores": frozenset({"2024-10-01-preview", "2024-01-01-preview", "2023-04-01-preview"}),
     "jobs": frozenset({"2024-01-01-preview"}),
+    "jobCancel": frozenset({"2023-04-01-preview"}),  # azure-ai-ml's jobs.begin_cancel
     "models": frozenset({"2023-08-01-preview"}),
     "onlineEndpoints": frozenset({"2022-02-01-preview", "2023-04-01-preview"}),
     "deployments": frozenset({"2023-04-01-preview"}),
@@ -204,6 +205,7 @@ class FakeArm(FakeService):
         self.durations: dict[str, float] = {"create": 300.0, "update": 20.0, "delete": 120.0}
         # batch endpoints' operations (tests/fake_batch.py): a batch deployment is created like an online one
         self.durations.update({"batch-create": 300.0, "batch-update": 20.0, "batch-delete": 120.0})
+        self.durations["cancel"] = 30.0  # a job's cancellation, as an operation (unverified order of magnitude)
         self.durations["batch-job"] = 900.0  # a batch job's run, from its invocation (unverified order of magnitude)
         self._closed = False
         self.calls: list[Call] = []
@@ -863,6 +865,7 @@ class FakeArm(FakeService):
             ("GET", r"^datastores/([^/]+)$", "datastores", self.datastores.datastore),
             ("GET", r"^jobs/([^/]+)$", "jobs", self._get_job),
             ("PUT", r"^jobs/([^/]+)$", "jobs", self._put_job),
+            ("POST", r"^jobs/([^/]+)/cancel$", "jobCancel", self.batch.cancel),
             ("GET", r"^models/([^/]+)$", "models", self._get_model_container),
             ("GET", r"^models/([^/]+)/versions$", "models", self._list_models),
             ("GET", r"^models/([^/]+)/versions/([^/]+)$", "models", self._get_model),

@@ -59,6 +59,7 @@ class FakeBatch:
         self.scores: dict[tuple[str, str], tuple[dict[str, float], str]] = {}  # what each deployment's jobs log, end
         self.due: dict[str, tuple[float, str]] = {}  # a running job's name -> when it ends, and how
         self.invoked: list[tuple[str, str, str]] = []  # (endpoint, deployment, job) of each job started
+        self.canceled: list[str] = []  # the jobs canceled, in order
 
     # ------------------------------------------------------------------ seeding
 
@@ -203,6 +204,21 @@ class FakeBatch:
         self.invoked.append((endpoint, str(deployment), name))
         job = self.arm.jobs[name]
         return 200, {}, {"id": job["id"], "name": name, "type": job["type"], "properties": {"status": "Running"}}
+
+    def cancel(self, call: Call, name: str) -> Answer:
+        """``POST jobs/<name>/cancel`` (azure-ai-ml ``jobs.begin_cancel``): a running batch job ends
+        ``Canceled`` (at once here; Azure goes through ``CancelRequested``), a long-running operation whose
+        status the caller may poll. Unverified: the answer for a job that has ended (the service asks only
+        for one it read running)."""
+        self.settle()
+        job = self.arm._found(self.arm.jobs.get(name), f"job {name}")
+        if job["properties"]["status"] in ("Completed", "Failed", "Canceled"):
+            raise Refusal(400, "UserError", f"Job {name} is in a terminal state and cannot be canceled")
+        self.due.pop(name, None)
+        self.arm.set_job_status(name, "Canceled")
+        self.canceled.append(name)
+        status_url = self.arm._status_url(self.arm._start_operation("cancel", name))
+        return 202, {"Location": status_url}, None
 
     def _authorize(self, call: Call, endpoint: str, deployment: str | None) -> None:
         header = call.headers.get("Authorization")

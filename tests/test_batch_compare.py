@@ -132,6 +132,24 @@ def test_a_comparison_whose_candidate_job_fails_is_recorded_failed_and_nothing_s
     assert batch.default() == "nightly" and not batch.in_flight()
 
 
+def test_a_comparison_not_done_by_its_timeout_fails_and_its_jobs_still_running_are_canceled(batch: Batch) -> None:
+    batch.azure.arm.durations["batch-job"] = 8 * 3600.0  # the jobs will run for 8 hours
+    provisioned_candidate(batch, champion=0.52, candidate=0.58)
+    assert batch.state() == "comparing"
+    later(batch, timedelta(hours=6, minutes=1))  # the default timeout: 6h
+    assert batch.state() == "compare_failed"
+    [failed] = batch.records("rollback")
+    assert failed.outcome == "failed" and "not done after 6h (candidate Running, champion Running)" in failed.reason
+    fake = batch.azure.arm.batch
+    assert sorted(fake.canceled) == sorted(job for _, _, job in fake.invoked)
+    assert {role: said.split()[-1] for role, said in failed.details["canceled"].items()} == {
+        "candidate": "canceled",
+        "champion": "canceled",
+    }
+    assert {batch.azure.arm.jobs[job]["properties"]["status"] for job in fake.canceled} == {"Canceled"}
+    assert batch.default() == "nightly" and not batch.in_flight()
+
+
 def test_a_comparison_the_service_may_not_invoke_fails_recorded_and_nothing_switches(batch: Batch) -> None:
     provisioned_candidate(batch, champion=0.52, candidate=0.58)
     action = "Microsoft.MachineLearningServices/workspaces/batchEndpoints/deployments/jobs/write"
@@ -188,6 +206,9 @@ def test_an_operator_s_rollback_during_the_comparison_keeps_the_default_and_reje
     trigger = Trigger("http", "op-rollback-1", "OperatorRequest.rollback", {"kind": "user", "name": "ana"})
     rolled = batch.azure.new_worker().operate(OperatorRequest(trigger, MODEL, "rollback", "wrong data asset"))
     assert rolled.outcome == "submitted", rolled.reason
+    fake = batch.azure.arm.batch
+    assert sorted(fake.canceled) == sorted(job for _, _, job in fake.invoked)  # both jobs stopped, not left to run
+    assert sorted(rolled.details["canceled"]) == ["candidate", "champion"]
     later(batch)
     assert batch.azure.new_worker().reconcile().rollouts == []  # nothing in flight: the jobs' end is not judged
     assert batch.default() == "nightly" and batch.records("promote") == []

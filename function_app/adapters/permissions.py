@@ -180,6 +180,8 @@ OPERATIONS: dict[str, list[str]] = {
         f"{AML}/batchEndpoints/deployments/jobs/write",
     ],
     "AzureMLActions.batch_run": [f"{AML}/jobs/read", *_MLFLOW_READ],  # jobs.get, then the step's MLflow run
+    # a comparison's job still running when its rollout ends without a verdict: jobs.begin_cancel (POST .../cancel)
+    "AzureMLActions.cancel_batch": [f"{AML}/jobs/read", f"{AML}/jobs/cancel/action"],
     # function_app/adapters/monitor_health.py: LogsQueryClient.query_resource / query_workspace
     "MonitorHealth.from_settings": [],
     "MonitorHealth.client": [],

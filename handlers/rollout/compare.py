@@ -65,6 +65,11 @@ class BatchRuns(Protocol):
         run) once it completed; None when the workspace has no such job."""
         ...
 
+    def cancel_batch(self, job: str) -> bool:
+        """Ask Azure ML to cancel the batch job ``job`` (not waited for); False when it has ended already
+        or is not there (nothing is sent)."""
+        ...
+
 
 @dataclass(frozen=True)
 class CompareVerdict:
@@ -144,3 +149,19 @@ def start(runs: BatchRuns | None, endpoint: str, pending: Transition) -> dict[st
     deployments = dict(pending.details.get("deployments") or {})
     data = str(pending.details.get("data") or "")
     return {role: runs.invoke_batch(endpoint, deployments[role], data, job) for role, job in sorted(jobs.items())}
+
+
+def cancel_running(runs: BatchRuns | None, compare: Mapping[str, Any] | None) -> dict[str, str]:
+    """The comparison's jobs still running when its rollout ends without their verdict (a timeout, one
+    job failed, an operator's rollback) are canceled: what was done to each job, by role ({} without a
+    comparison). A refusal is said, not raised: the rollout's end stands."""
+    jobs = dict((compare or {}).get("jobs") or {})
+    if runs is None or not jobs:
+        return {}
+    done: dict[str, str] = {}
+    for role, job in sorted(jobs.items()):
+        try:
+            done[role] = f"{job} canceled" if runs.cancel_batch(str(job)) else f"{job} ended already"
+        except PermanentError as exc:
+            done[role] = f"{job} not canceled: {exc}"
+    return done

@@ -118,6 +118,12 @@ class RolloutEffects:
                 "as it is" if pending.mirror is None else fmt(pending.mirror),
                 "sent" if changed else "already so",
             )
+        if pending.row.then is None:  # the rollout ends: a batch comparison's jobs still running are canceled
+            canceled = compare.cancel_running(
+                self.batch_runs, (RolloutProgress.of(flight) or RolloutProgress()).compare
+            )
+            if any(not said.endswith("ended already") for said in canceled.values()):
+                pending = replace(pending, details={**pending.details, "canceled": canceled})
         record = changes.record_of(model, flight, pending, now, outcome)
         if pending.row.promotes:
             record = self._shared(self._retargeted(record, endpoint, flight), endpoint, flight)

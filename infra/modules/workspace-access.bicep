@@ -104,6 +104,8 @@ resource serviceRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (
           // the service ("create jobs in batch inference endpoints and deployments", Authorization on batch endpoints)
           'Microsoft.MachineLearningServices/workspaces/batchEndpoints/jobs/write'
           'Microsoft.MachineLearningServices/workspaces/batchEndpoints/deployments/jobs/write'
+          // ... and one still running when the comparison ends without it (timed out, the other failed, rolled back)
+          'Microsoft.MachineLearningServices/workspaces/jobs/cancel/action'
           // model monitors follow the promoted deployment (schedules)
           'Microsoft.MachineLearningServices/workspaces/schedules/read'
           'Microsoft.MachineLearningServices/workspaces/schedules/write'

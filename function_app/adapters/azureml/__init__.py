@@ -190,3 +190,6 @@ class AzureMLActions:
 
     def batch_run(self, job: str, step: str | None) -> BatchRun | None:
         return self.batch_jobs.batch_run(job, step)
+
+    def cancel_batch(self, job: str) -> bool:
+        return self.batch_jobs.cancel_batch(job)

@@ -99,6 +99,18 @@ class AzureMLBatchJobs:
             )
         return BatchRun(str(found.name), status, terminal, dict(chosen[-1].metrics))
 
+    def cancel_batch(self, job: str) -> bool:
+        budget = self.client.retry.budget()
+        found = self._job(budget, job)
+        raw = getattr(found, "status", None) if found is not None else None
+        if found is None or str(getattr(raw, "value", raw) or "").lower() in FINISHED_STATUSES:
+            return False
+        self.client.call(  # the poller is not waited for
+            budget, f"canceling batch job {job}", lambda: self.client.ml.jobs.begin_cancel(job), or_none=True
+        )
+        log.info("canceling batch job %s", job)
+        return True
+
     def _job(self, budget: Budget, job: str) -> Any:
         return self.client.call(
             budget, f"looking up batch job {job}", lambda: self.client.ml.jobs.get(job), or_none=True
