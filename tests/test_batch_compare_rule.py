@@ -72,3 +72,9 @@ def test_the_comparison_s_job_names_are_keyed_and_differ_by_role() -> None:
     assert len(names) == 2 and all(n.startswith("compare-churn-") for n in names)
     assert batch_job_name(key, "churn", "cm-1", "candidate") == batch_job_name(key, "churn", "cm-1", "candidate")
     assert batch_job_name(b"x" * 32, "churn", "cm-1", "candidate") != batch_job_name(key, "churn", "cm-1", "candidate")
+
+
+def test_a_job_whose_metrics_cannot_be_read_fails_the_comparison_rather_than_losing_it() -> None:
+    unread = BatchRun("job-cand", "Completed", True, {}, "job job-cand has no step 'batchscoring' (its steps: score)")
+    failed, why = verdict(unread, run("champion", auc=0.8))
+    assert failed == "fail" and "the candidate's job job-cand has no step 'batchscoring' (its steps: score)" in why

@@ -115,6 +115,10 @@ def judge(
     if failed:
         said = ", ".join(f"the {role}'s job {ended[role].name} ended {ended[role].status}" for role in failed)
         return CompareVerdict("fail", f"comparison on {rule.data} failed: {said}", figures)
+    unread = sorted(role for role, run in ended.items() if run.note)
+    if unread:  # no metrics to judge (no such step, no MLflow run): the comparison could not judge, not a loss
+        said = "; ".join(f"the {role}'s {ended[role].note}" for role in unread)
+        return CompareVerdict("fail", f"comparison on {rule.data} failed: {said}", figures)
     cand = ended[CANDIDATE]
     champ = ended.get(CHAMPION)
     verdict = gate.evaluate(
