@@ -30,11 +30,13 @@ GIVES_BACK = "gives_back"  # a skipped retrain's record: the cooldown and budget
 class RetrainFacts:
     """What the workspace says for a plan's checks. ``breaches``: the monitor run's breached signals
     (lower-case name -> the breach text), None when not read; ``monitor_run``: the run read for them.
+    ``veto_unread``: why that run could not be read (the retrain is then not submitted).
     ``champion``: ``name:version``; ``trained_on``: each data asset its job read -> that version
     (None: the lineage could not be read, ``notes`` say why); ``latest``: each of those assets' latest version."""
 
     breaches: dict[str, str] | None = None
     monitor_run: str | None = None
+    veto_unread: str | None = None  # why the monitor run could not be read (then nothing is trained on it)
     champion: str | None = None
     trained_on: dict[str, str] | None = None
     latest: dict[str, str] = field(default_factory=dict)
@@ -54,6 +56,18 @@ def judge(plan: JobPlan, facts: RetrainFacts) -> Judged:
     checks: Mapping[str, Any] = plan.checks
     details: dict[str, Any] = {}
     veto = checks.get("veto")
+    if isinstance(veto, Mapping) and facts.veto_unread:
+        details["veto"] = {
+            "run": veto.get("run"),
+            "checked": list(veto.get("signals") or []),
+            "unread": facts.veto_unread,
+        }
+        return Judged(
+            f"not retrained: the monitor run of the breach ({veto.get('run')}) could not be read to check its veto "
+            f"signal(s) {', '.join(map(repr, veto.get('signals') or []))}: {facts.veto_unread}; nothing is trained on "
+            "a monitor run that was not checked",
+            details,
+        )
     if isinstance(veto, Mapping) and facts.breaches is not None:
         hits = [s for s in veto.get("signals") or [] if str(s).lower() in facts.breaches]
         run = facts.monitor_run or veto.get("run")

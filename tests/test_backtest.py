@@ -348,3 +348,24 @@ def test_every_kind_of_signal_round_trips_through_what_the_ledger_keeps() -> Non
 def test_a_kept_signal_this_version_cannot_read_is_a_value_error_saying_why(kept: str, says: str) -> None:
     with pytest.raises(ValueError, match=re.escape(says)):
         recorded.decode(kept)
+
+
+def test_a_draft_that_classes_the_drift_signal_retrain_now_starts_past_the_cooldown_but_not_past_the_budget(
+    backtest: Any,
+) -> None:
+    listens = "      signals: [feature-drift]            # SDK v2 model-monitoring signal names\n"
+    assert listens in EXAMPLE
+    draft = EXAMPLE.replace(listens, listens + "      classes: {feature-drift: retrain_now}\n")
+    code, out, _ = backtest(draft, "--since", "1d")
+    assert code == 0
+    lines = out.splitlines()
+    start = lines.index("model sklearn_regression_model")
+    assert lines[start + 1 : start + 7] == [
+        "  recorded  retrain 2 started, 5 refused (cooldown 3, frozen 1, in_flight 1); deploy 1 started; skipped 1",
+        "  draft     retrain 3 started, 4 refused (budget 1, cooldown 1, frozen 1, in_flight 1); deploy 1 started; "
+        "skipped 1",
+        "  compute   recorded 2 run(s), 2h; draft 3 run(s), 3h",
+        "  differences: 2",
+        "    2026-12-05T03:00:00.000Z  e05 (RunStatusChanged)  recorded: retrain refused (cooldown)  draft: retrain started",
+        "    2026-12-05T10:00:00.000Z  e10 (RunStatusChanged)  recorded: retrain refused (cooldown)  draft: retrain refused (budget)",
+    ]

@@ -102,6 +102,15 @@ def test_a_data_quality_breach_in_the_same_monitor_run_vetoes_the_retrain_and_is
     assert note.type == "retrain.decision.retrain.vetoed" and note.data["id"] == rec.id
 
 
+def test_a_breach_whose_monitor_run_cannot_be_read_is_not_retrained_on(azure: AzureWorld) -> None:
+    use(azure, policy())
+    [rec] = azure.deliver(breach("feature-drift", "monitor-run-gone_feature-drift_evaluate_0001")).decisions
+    assert (rec.action, rec.outcome) == ("retrain", "skipped")
+    assert "could not be read to check its veto signal(s) 'data-quality'" in rec.reason
+    assert rec.details["veto"]["unread"] == "MLflow has no run monitor-run-gone_feature-drift_evaluate_0001"
+    assert azure.arm.job_puts == [] and azure.ledger.get_model(MODEL).budget_used == 0
+
+
 def test_a_veto_breach_itself_is_recorded_and_published_as_an_incident(azure: AzureWorld) -> None:
     use(azure, policy())
     steps = monitor_run(azure, "monitor-run-3", "data-quality")

@@ -40,8 +40,13 @@ def test_a_veto_breached_in_the_monitor_run_skips_and_one_not_breached_goes_ahea
     }
     clean = judge(checks, RetrainFacts(breaches={"feature-drift": "y"}, monitor_run="run-1"))
     assert clean.skip is None and clean.details["veto"]["breached"] == []
-    unread = judge(checks, RetrainFacts())  # the monitor run could not be read: nothing is claimed about it
-    assert unread == judge(plan(), RetrainFacts())
+    unasked = judge(checks, RetrainFacts())  # not read at all (a dry run reads no workspace): nothing is claimed
+    assert unasked == judge(plan(), RetrainFacts())
+    gone = judge(checks, RetrainFacts(veto_unread="MLflow has no run step-1"))  # read, and not there: fails closed
+    assert gone.skip is not None and "could not be read to check its veto signal(s) 'data-quality'" in gone.skip
+    assert gone.details == {
+        "veto": {"run": "step-1", "checked": ["data-quality"], "unread": "MLflow has no run step-1"}
+    }
 
 
 def test_worthiness_skips_only_when_no_data_asset_the_champion_read_has_moved_on() -> None:

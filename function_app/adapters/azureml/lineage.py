@@ -54,11 +54,12 @@ class AzureMLLineage:
         budget = self.client.retry.budget()
         breaches: dict[str, str] | None = None
         run: str | None = None
+        unread: str | None = None
         veto = plan.checks.get("veto")
         if isinstance(veto, dict) and veto.get("run"):
-            breaches, run = self._breaches(budget, str(veto["run"]))
+            breaches, run, unread = self._breaches(budget, str(veto["run"]))
         if "worthiness" not in plan.checks:
-            return RetrainFacts(breaches, run)
+            return RetrainFacts(breaches, run, unread)
         try:
             champion, trained_on, notes = self._lineage(budget, plan.model)
         except PermanentError as exc:  # the lineage is an optimisation: unreadable, the retrain goes ahead
@@ -68,7 +69,7 @@ class AzureMLLineage:
             version = self._latest(budget, name)
             if version is not None:
                 latest[name] = version
-        return RetrainFacts(breaches, run, champion, trained_on, latest, tuple(notes))
+        return RetrainFacts(breaches, run, unread, champion, trained_on, latest, tuple(notes))
 
     def _latest(self, budget: Budget, name: str) -> str | None:
         """The data asset's latest version (None: the workspace has no such asset)."""
@@ -79,18 +80,19 @@ class AzureMLLineage:
 
     # ------------------------------------------------------------------ the monitor run
 
-    def _breaches(self, budget: Budget, step: str) -> tuple[dict[str, str] | None, str | None]:
+    def _breaches(self, budget: Budget, step: str) -> tuple[dict[str, str] | None, str | None, str | None]:
+        """The breached signals of the monitor run ``step`` belongs to, that run's id, or why it could not be read."""
         mlflow = self.client.mlflow
         if mlflow is None:
-            return None, None
+            return None, None, "the workspace's MLflow tracking server is not known"
         run = mlflow.run(budget, step)
         if run is None:
-            log.warning("monitor step run %s is not in MLflow: its monitor run's breaches are not read", step)
-            return None, None
+            log.warning("monitor step run %s is not in MLflow: its monitor run's breaches cannot be read", step)
+            return None, None, f"MLflow has no run {step[:200]}"
         root_id = run.tags.get(ROOT_TAG) or run.tags.get(PARENT_TAG) or run.run_id
         root = run if root_id == run.run_id else mlflow.run(budget, root_id)
         if root is None:
-            return None, None
+            return None, None, f"MLflow has no run {root_id[:200]} (the monitor run of step {step[:200]})"
         found: dict[str, str] = {}
         for key, value in root.tags.items():
             if key.lower().startswith(ROOT_BREACH_PREFIX):
@@ -100,7 +102,7 @@ class AzureMLLineage:
             match = _SIGNAL.search(breach or "")
             if match:
                 found[match.group(1).lower()] = str(breach)[:300]
-        return found, root.run_id
+        return found, root.run_id, None
 
     # ------------------------------------------------------------------ the champion's lineage
 
