@@ -211,6 +211,18 @@ def test_a_policy_the_package_leaves_out_stops_the_deploy(project: Project) -> N
 def test_preprovision_passes_no_traffic_log_endpoints_for_a_policy_on_metrics(project: Project) -> None:
     assert project.run("preprovision").returncode == 0
     assert project.azd_env["RETRAIN_TRAFFIC_LOG_ENDPOINTS"] == ""
+    assert project.azd_env["RETRAIN_NEW_DATA_STORAGE_ACCOUNT_ID"] == project.azd_env["RETRAIN_NEW_DATA_PREFIXES"] == ""
+
+
+def test_preprovision_passes_the_storage_account_and_prefixes_the_policy_retrains_on(project: Project) -> None:
+    account = f"/subscriptions/{SUB}/resourceGroups/rg-data/providers/Microsoft.Storage/storageAccounts/mydata"
+    blobs = f"        data:\n          blobs:\n            - {{account: '{account}', container: training, prefix: diabetes/}}\n"
+    anchor = "      daily_budget: 3\n"
+    (project.root / "policy.yaml").write_text(VALID_POLICY.replace(anchor, anchor + "      on:\n" + blobs, 1))
+    done = project.run("preprovision")
+    assert done.returncode == 0, done.stderr
+    assert project.azd_env["RETRAIN_NEW_DATA_STORAGE_ACCOUNT_ID"] == account
+    assert project.azd_env["RETRAIN_NEW_DATA_PREFIXES"] == "training/diabetes/"
 
 
 def test_the_endpoints_of_models_whose_rollout_health_reads_logs_get_the_traffic_log() -> None:

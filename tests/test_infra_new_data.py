@@ -11,8 +11,11 @@ from typing import Any
 
 from handlers import envelopes, signals
 from tests.bicep import INFRA, bicep
+from tests.conftest import REPO, load_module
 
 DATA = "modules/data-events.bicep"
+hooklib = load_module("hooklib", REPO / "infra" / "hooks" / "hooklib.py")
+ACCOUNT = "/subscriptions/s/resourceGroups/rg-data/providers/Microsoft.Storage/storageAccounts/mydata"
 
 
 def data_subscription() -> dict[str, Any]:
@@ -81,3 +84,22 @@ def test_the_app_gets_no_role_on_the_data_account_and_the_data_topic_only_its_de
     assert set(access["params"]) == {"storageAccountName", "deadLetterContainerName", "topicPrincipalId"}
     assert "dataEvents" in json.dumps(access["params"]["topicPrincipalId"])
     assert "systemTopicPrincipalId" in json.dumps(access["params"]["topicPrincipalId"])
+
+
+def test_the_hook_passes_the_one_account_the_policy_retrains_on_and_each_container_prefix_once() -> None:
+    blobs = [
+        {"account": ACCOUNT, "container": "training", "prefix": "diabetes/"},
+        {"account": ACCOUNT.upper(), "container": "labels"},  # resource ids compare case-insensitively
+    ]
+    policy = {
+        "models": {
+            "a": {"retrain": {"on": {"data": {"blobs": blobs}}}},
+            "b": {"retrain": {True: {"data": {"blobs": blobs[:1]}}}},  # a bare `on:` as PyYAML reads it
+            "c": {"retrain": {}},
+        }
+    }
+    assert hooklib.new_data(policy) == (ACCOUNT, ["training/diabetes/", "labels"], [])
+    other = ACCOUNT.replace("mydata", "otherdata")
+    policy["models"]["c"] = {"retrain": {"on": {"data": {"blobs": [{"account": other, "container": "x"}]}}}}
+    assert hooklib.new_data(policy) == ("", [], sorted([ACCOUNT, other]))  # several: none, and said
+    assert hooklib.new_data({"models": {"c": {"retrain": {}}}}) == ("", [], [])

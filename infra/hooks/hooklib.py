@@ -2,6 +2,7 @@
 
     python hooklib.py topic WORKSPACE_ID < topics.json      the workspace's system topic
     python hooklib.py logs-endpoints POLICY                 endpoints whose rollout health reads logs
+    python hooklib.py new-data POLICY                       the storage account and container/prefix pairs of new data
     python hooklib.py packaged PATH                         fail if .funcignore leaves PATH out
 
 ``topic`` reads ``az eventgrid system-topic list -o json`` and prints, for the topic whose source is
@@ -105,6 +106,31 @@ def logs_endpoints(policy: dict[str, Any]) -> list[str]:
     return endpoints
 
 
+def new_data(policy: dict[str, Any]) -> tuple[str, list[str], list[str]]:
+    """The storage account the models' ``retrain.on.data.blobs`` name (``''`` unless exactly one), the
+    ``container/prefix`` pairs of it they name (one Event Grid subscription each), and the other accounts
+    (infra/ subscribes to one account; the others' subscriptions are the user's to create)."""
+    accounts: dict[str, str] = {}
+    pairs: dict[str, list[str]] = {}
+    for model in (policy.get("models") or {}).values():
+        retrain = (model or {}).get("retrain") or {}
+        on = retrain.get("on", retrain.get(True)) or {}  # PyYAML reads a bare on: as the boolean true
+        for blob in (((on or {}).get("data") or {}).get("blobs")) or []:
+            account = str((blob or {}).get("account") or "").strip().rstrip("/")
+            if not account:
+                continue
+            key = account.lower()
+            accounts.setdefault(key, account)
+            container, prefix = str(blob.get("container") or ""), str(blob.get("prefix") or "")
+            pair = f"{container}/{prefix}" if prefix else container
+            if pair and pair not in pairs.setdefault(key, []):
+                pairs[key].append(pair)
+    if len(accounts) != 1:
+        return "", [], sorted(accounts.values())
+    [(key, account)] = accounts.items()
+    return account, pairs[key], []
+
+
 def excluded_by(path: str, funcignore: str) -> str | None:
     """The .funcignore line (gitignore syntax, simplified: no negation) that leaves ``path`` out."""
     parts = Path(path).as_posix().lstrip("./").split("/")
@@ -135,6 +161,19 @@ def main(argv: list[str]) -> int:
         import yaml
 
         print(",".join(logs_endpoints(yaml.safe_load(Path(argv[1]).read_text(encoding="utf-8")) or {})))
+        return 0
+    if len(argv) == 2 and argv[0] == "new-data":
+        import yaml
+
+        account, pairs, others = new_data(yaml.safe_load(Path(argv[1]).read_text(encoding="utf-8")) or {})
+        if others:
+            print(
+                f"the policy names {len(others)} storage accounts for new data ({', '.join(others)}); infra/ subscribes "
+                "to one: create each account's BlobCreated subscription yourself (docs/policy.md, New data)",
+                file=sys.stderr,
+            )
+        print(account)
+        print(",".join(pairs))
         return 0
     if len(argv) == 2 and argv[0] == "packaged":
         ignore = Path(".funcignore")

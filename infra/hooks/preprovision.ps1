@@ -14,6 +14,10 @@ Assert-Policy $python $policy
 $endpoints = (& $python "$PSScriptRoot/hooklib.py" logs-endpoints $policy | Out-String).Trim()
 if ($LASTEXITCODE -ne 0) { Fail "cannot read the endpoints of $policy (above)" }
 Set-AzdEnv 'RETRAIN_TRAFFIC_LOG_ENDPOINTS' $endpoints
+$newData = @(& $python "$PSScriptRoot/hooklib.py" new-data $policy)
+if ($LASTEXITCODE -ne 0) { Fail "cannot read the new-data storage accounts of $policy (above)" }
+Set-AzdEnv 'RETRAIN_NEW_DATA_STORAGE_ACCOUNT_ID' $(if ($newData.Count -gt 0) { $newData[0].Trim() } else { '' })
+Set-AzdEnv 'RETRAIN_NEW_DATA_PREFIXES' $(if ($newData.Count -gt 1) { $newData[1].Trim() } else { '' })
 
 # 2. The workspace, and whether the service can reach it.
 $workspaceId = az resource show --subscription $subscription -g $env:AZUREML_RESOURCE_GROUP -n $env:AZUREML_WORKSPACE_NAME `

@@ -3,7 +3,9 @@
 #  1. Validates the policy (RETRAIN_POLICY_PATH, default policy.yaml) as the app's start-up does, and
 #     passes the endpoints of models whose rollout health reads logs
 #     (models.<m>.deploy.rollout.health.source: logs) as RETRAIN_TRAFFIC_LOG_ENDPOINTS, for their
-#     AmlOnlineEndpointTrafficLog diagnostic settings.
+#     AmlOnlineEndpointTrafficLog diagnostic settings; and the storage account and container/prefix pairs
+#     the models' retrain.on.data.blobs name as RETRAIN_NEW_DATA_STORAGE_ACCOUNT_ID and
+#     RETRAIN_NEW_DATA_PREFIXES, for its BlobCreated subscriptions (one account; none when they name several).
 #  2. Refuses a workspace with public network access disabled: the app (Flex Consumption, no virtual
 #     network here) could not reach its API. RETRAIN_ALLOW_PRIVATE_WORKSPACE=true if you connected
 #     the app to the workspace's network yourself.
@@ -37,6 +39,9 @@ check_policy "$PYTHON" "$POLICY"
 ENDPOINTS=$("$PYTHON" "$HOOKS/hooklib.py" logs-endpoints "$POLICY")
 azd env set RETRAIN_TRAFFIC_LOG_ENDPOINTS "$ENDPOINTS"
 [ -z "$ENDPOINTS" ] || say "traffic log diagnostic settings for the endpoints: $ENDPOINTS"
+NEW_DATA=$("$PYTHON" "$HOOKS/hooklib.py" new-data "$POLICY")
+azd env set RETRAIN_NEW_DATA_STORAGE_ACCOUNT_ID "$(printf '%s\n' "$NEW_DATA" | sed -n 1p)"
+azd env set RETRAIN_NEW_DATA_PREFIXES "$(printf '%s\n' "$NEW_DATA" | sed -n 2p)"
 
 # 2. The workspace, and whether the service can reach it.
 WORKSPACE_ID=$(az resource show --subscription "$SUBSCRIPTION" -g "$AZUREML_RESOURCE_GROUP" \
