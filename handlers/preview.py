@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from handlers import gate, guards, worthiness
-from handlers.errors import PermanentError
+from handlers.errors import PermanentError, TransientError
 from handlers.plans import Deploy, Retrain, job_of, rendered_of
 from handlers.ports import Deployments, Jobs, Ledger
 from handlers.records import DecisionRecord
@@ -88,7 +88,10 @@ def preview(
     if not isinstance(decision, Deploy):
         worth = worthiness.Judged(None, {})
         if decision.job.checks and refused is None:  # what its checks find now (a veto, the champion's data)
-            worth = worthiness.judge(decision.job, executor.jobs.retrain_facts(decision.job))
+            try:
+                worth = worthiness.judge(decision.job, executor.jobs.retrain_facts(decision.job))
+            except TransientError as exc:  # a delivery would wait (redelivered); a preview says so
+                worth = worthiness.Judged(None, {"worthiness": {"judged": False, "why": f"it would wait: {exc}"}})
         if worth.skip is not None:
             said = executor.record(
                 decision, "skipped", now, worth.skip, rendered=rendered, dry_run=True, **worth.details

@@ -4,10 +4,12 @@ monitor run's steps, the champion's job and its data asset versions."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from handlers.errors import TransientError
 from handlers.policy import Policy
 from tests.azure_world import DATASET, DRIFT_SAMPLE, MODEL, WORKSPACE_ID, AzureWorld, in_workspace
 from tests.builders import EXAMPLE_POLICY, breach_event, ours, run_event, with_classes
@@ -100,6 +102,23 @@ def test_a_data_quality_breach_in_the_same_monitor_run_vetoes_the_retrain_and_is
     assert state.flights == {} and state.last_retrain_at is None and state.budget_used == 0
     [note] = vetoed_notes(azure)
     assert note.type == "retrain.decision.retrain.vetoed" and note.data["id"] == rec.id
+
+
+def test_a_breach_whose_monitor_run_is_still_running_waits_for_its_veto_signals(azure: AzureWorld) -> None:
+    use(azure, policy())
+    steps = monitor_run(azure, "monitor-run-9", "feature-drift")
+    azure.arm.mlflow_runs["monitor-run-9"]["info"]["status"] = "RUNNING"  # the data-quality step is still going
+    raw = breach("feature-drift", steps["feature-drift"])
+    with pytest.raises(TransientError, match="monitor run monitor-run-9 is still running"):
+        azure.deliver(raw)  # Event Grid delivers it again later; the reservation waits for it
+    assert azure.arm.job_puts == [] and azure.flights()["retrain"].status == "reserved"
+    text = "The signal 'data-quality' has failed due to one or more features violating metric thresholds."
+    azure.arm.add_step("monitor-run-9", "data-quality_evaluate", tags={BREACH: text})
+    azure.arm.mlflow_runs["monitor-run-9"]["info"]["status"] = "FINISHED"
+    azure.now.now += timedelta(minutes=2)  # past the claim's lease: the redelivery resumes the reservation
+    [rec] = azure.deliver(raw).decisions
+    assert rec.outcome == "skipped" and rec.details["veto"]["breached"] == ["data-quality"]
+    assert azure.arm.job_puts == [] and azure.flights() == {}
 
 
 def test_a_breach_whose_monitor_run_cannot_be_read_is_not_retrained_on(azure: AzureWorld) -> None:

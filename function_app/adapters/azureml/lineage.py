@@ -1,7 +1,7 @@
 """What a retrain's checks read before it is submitted (``Jobs.retrain_facts``, :mod:`handlers.worthiness`).
 
 - The monitor run of a breach (``veto``): the breach step's MLflow run, its root run (``mlflow.rootRunId``,
-  else ``mlflow.parentRunId``), and the root's steps (``runs/search`` by ``mlflow.parentRunId``). Model
+  else ``mlflow.parentRunId``), which must have ended (else a TransientError: the retrain waits), and the root's steps (``runs/search`` by ``mlflow.parentRunId``). Model
   monitoring tags the step that evaluated a signal with ``azureml_modelmonitor_threshold_breached``
   ("The signal '<name>' has failed ..."), and, when it notifies by e-mail, the root run with
   ``azureml.modelmonitor.threshold.breached.<name>`` (azureml-assets, model monitoring's ``event_utils``).
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from function_app.adapters.azureml.client import SHORT_ASSET, AzureMLClient
 from function_app.adapters.mlflow_metrics import PARENT_TAG
-from handlers.errors import PermanentError
+from handlers.errors import PermanentError, TransientError
 from handlers.worthiness import RetrainFacts
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 ROOT_TAG = "mlflow.rootRunId"
 BREACH_TAG = "azureml_modelmonitor_threshold_breached"
 ROOT_BREACH_PREFIX = "azureml.modelmonitor.threshold.breached."
+UNFINISHED = ("RUNNING", "SCHEDULED")  # MLflow RunStatus values of a run that has not ended
 _SIGNAL = re.compile(r"signal\s+'([^']+)'", re.IGNORECASE)
 _DATA_ID = re.compile(r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
 _BARE = re.compile(
@@ -93,6 +94,13 @@ class AzureMLLineage:
         root = run if root_id == run.run_id else mlflow.run(budget, root_id)
         if root is None:
             return None, None, f"MLflow has no run {root_id[:200]} (the monitor run of step {step[:200]})"
+        if root.status.upper() in UNFINISHED:
+            # Each signal is evaluated in its own step, in parallel: a veto signal's step may not have tagged
+            # its breach yet. Wait for the run (the redelivery, or the reconciler, resumes this reservation).
+            raise TransientError(
+                f"monitor run {root.run_id} is still {root.status.lower()}: its veto signals are not all evaluated "
+                "yet; the retrain waits for it"
+            )
         found: dict[str, str] = {}
         for key, value in root.tags.items():
             if key.lower().startswith(ROOT_BREACH_PREFIX):
