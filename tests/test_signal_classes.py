@@ -121,6 +121,23 @@ def test_a_breach_whose_monitor_run_is_still_running_waits_for_its_veto_signals(
     assert azure.arm.job_puts == [] and azure.flights() == {}
 
 
+def test_a_monitor_run_that_never_ends_is_waited_for_six_hours_then_not_retrained_on(azure: AzureWorld) -> None:
+    use(azure, policy())
+    steps = monitor_run(azure, "monitor-run-10", "feature-drift")
+    azure.arm.mlflow_runs["monitor-run-10"]["info"]["status"] = "RUNNING"
+    azure.arm.mlflow_runs["monitor-run-10"]["info"]["start_time"] = int(azure.arm.clock.now * 1000)
+    raw = breach("feature-drift", steps["feature-drift"])
+    with pytest.raises(TransientError):
+        azure.deliver(raw)
+    azure.now.now += timedelta(hours=6, minutes=1)  # the fake's clock moves with it
+    [rec] = azure.deliver(raw).decisions
+    assert (
+        rec.outcome == "skipped"
+        and rec.details["veto"]["unread"] == "monitor run monitor-run-10 is still running after 6h"
+    )
+    assert azure.arm.job_puts == [] and azure.flights() == {}
+
+
 def test_a_breach_whose_monitor_run_cannot_be_read_is_not_retrained_on(azure: AzureWorld) -> None:
     use(azure, policy())
     [rec] = azure.deliver(breach("feature-drift", "monitor-run-gone_feature-drift_evaluate_0001")).decisions

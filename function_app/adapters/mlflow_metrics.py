@@ -48,6 +48,7 @@ class MlflowRun:
     status: str
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    start_time: float | None = None  # seconds since the epoch (the API's start_time is in milliseconds)
 
     @classmethod
     def from_rest(cls, run: dict[str, Any]) -> MlflowRun:
@@ -68,6 +69,7 @@ class MlflowRun:
             status=str(info.get("status") or ""),
             metrics={k: v[2] for k, v in metrics.items()},
             tags=tags,
+            start_time=float(info["start_time"]) / 1000 if isinstance(info.get("start_time"), (int, float)) else None,
         )
 
 

@@ -1,7 +1,8 @@
 """What a retrain's checks read before it is submitted (``Jobs.retrain_facts``, :mod:`handlers.worthiness`).
 
 - The monitor run of a breach (``veto``): the breach step's MLflow run, its root run (``mlflow.rootRunId``,
-  else ``mlflow.parentRunId``), which must have ended (else a TransientError: the retrain waits), and the root's steps (``runs/search`` by ``mlflow.parentRunId``). Model
+  else ``mlflow.parentRunId``), which must have ended (else a TransientError: the retrain waits, for at most
+  :data:`MAX_WAIT` after the run started, then it is not retrained on), and the root's steps (``runs/search`` by ``mlflow.parentRunId``). Model
   monitoring tags the step that evaluated a signal with ``azureml_modelmonitor_threshold_breached``
   ("The signal '<name>' has failed ..."), and, when it notifies by e-mail, the root run with
   ``azureml.modelmonitor.threshold.breached.<name>`` (azureml-assets, model monitoring's ``event_utils``).
@@ -31,6 +32,7 @@ ROOT_TAG = "mlflow.rootRunId"
 BREACH_TAG = "azureml_modelmonitor_threshold_breached"
 ROOT_BREACH_PREFIX = "azureml.modelmonitor.threshold.breached."
 UNFINISHED = ("RUNNING", "SCHEDULED")  # MLflow RunStatus values of a run that has not ended
+MAX_WAIT = 6 * 3600  # seconds a retrain waits for its monitor run to end; longer, it is not retrained on
 _SIGNAL = re.compile(r"signal\s+'([^']+)'", re.IGNORECASE)
 _DATA_ID = re.compile(r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
 _BARE = re.compile(
@@ -94,6 +96,9 @@ class AzureMLLineage:
         root = run if root_id == run.run_id else mlflow.run(budget, root_id)
         if root is None:
             return None, None, f"MLflow has no run {root_id[:200]} (the monitor run of step {step[:200]})"
+        started = root.start_time
+        if root.status.upper() in UNFINISHED and started is not None and self.client.retry.clock() - started > MAX_WAIT:
+            return None, None, f"monitor run {root.run_id} is still {root.status.lower()} after {MAX_WAIT // 3600}h"
         if root.status.upper() in UNFINISHED:
             # Each signal is evaluated in its own step, in parallel: a veto signal's step may not have tagged
             # its breach yet. Wait for the run (the redelivery, or the reconciler, resumes this reservation).
