@@ -4,12 +4,13 @@ applies (as :mod:`handlers.guards` does). Stdlib only."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from handlers.records import DecisionRecord, ModelState, iso
+from handlers.signals import TAG_DECISION
 
 ROLLOUT = "rollout"  # the slot a deploy holds (handlers.guards.ROLLOUT)
 SLOT_OF = {"retrain": "retrain", "deploy": ROLLOUT}  # the slot each action that may wait holds
@@ -53,6 +54,7 @@ def refusal(
     asked: Mapping[str, Any],
     deciding: Mapping[str, Any],
     verb: str,
+    what: str = "this",
 ) -> str | None:
     """Why ``deciding`` may not ``verb`` (approve, reject, promote) what ``asked`` asked for under the rule at
     ``key`` (``models.<m>.deploy.approval``), or None. The approver role needs a signed-in principal that holds
@@ -79,8 +81,31 @@ def refusal(
             "docs/security.md), or set four_eyes: false"
         )
     if self_approval(asked, deciding):
-        return f"{name} asked for this and may not {verb} it too ({key}.four_eyes); another operator does"
+        return f"{name} asked for {what} and may not {verb} it too ({key}.four_eyes); another operator does"
     return None
+
+
+def requesters(
+    record: DecisionRecord, get_decision: Callable[[str], DecisionRecord | None]
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """Who asked for ``record`` (what they asked for, their caller): its trigger's caller; for a deploy of a
+    run this service retrained, also whoever asked for that retrain, found through the ledger as provenance
+    is (the retrain decision the run's tag names, for the model, whose job is the run). The deploy's own
+    trigger is the run's event, which names nobody: without this, the person who retrained by hand could
+    approve the deploy of their own run, alone."""
+    out: list[tuple[str, Mapping[str, Any]]] = [("this", record.trigger.get("caller") or {})]
+    candidate = (record.details.get("rendered") or {}).get("candidate") or {} if record.action == "deploy" else {}
+    run, tags = candidate.get("run_id"), candidate.get("run_tags") or {}
+    named = next((str(v) for k, v in tags.items() if str(k).lower() == TAG_DECISION), "")
+    retrain = get_decision(named) if run and named.startswith("re-") and len(named) < 64 else None
+    if (
+        retrain is not None
+        and retrain.action == "retrain"
+        and retrain.model == record.model
+        and (retrain.job or {}).get("name") == run
+    ):
+        out.append((f"the retrain decision {retrain.id}, whose run this deploys,", retrain.trigger.get("caller") or {}))
+    return out
 
 
 def take(state: ModelState, decision_id: str, now: datetime, kind: str = ROLLOUT) -> tuple[ModelState | None, bool]:

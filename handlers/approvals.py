@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from handlers import freeze
-from handlers.approval_rules import PENDING, RELEASE, SLOT_OF, mark, refusal, superseded, take, who
+from handlers.approval_rules import PENDING, RELEASE, SLOT_OF, mark, refusal, requesters, superseded, take, who
 from handlers.errors import Forbidden, NotApplicable, NotFound
 from handlers.holds import decision_from_record
 from handlers.records import DecisionRecord, Flight, from_iso, iso
@@ -72,9 +72,10 @@ class Approvals:
         four_eyes = bool(asked_under.get("four_eyes")) or (rule is not None and rule.four_eyes)
         role = rule.approver_role if rule is not None else asked_under.get("approver_role")
         key = f"models.{model}.{record.action}.approval"
-        why = refusal(key, four_eyes, role, record.trigger.get("caller") or {}, caller, verb)
-        if why is not None:
-            raise Forbidden(why)
+        for what, asked in requesters(record, self.ledger.get_decision):
+            why = refusal(key, four_eyes, role, asked, caller, verb, what)
+            if why is not None:
+                raise Forbidden(why)
 
     def approve(self, decision_id: str, trigger: Trigger, reason: str) -> DecisionRecord:
         """Carry the pending retrain or deploy out, once; its record (the one already recorded when it

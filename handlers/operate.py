@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers import freeze
-from handlers.approval_rules import refusal
+from handlers.approval_rules import refusal, requesters
 from handlers.claims import Claims
 from handlers.errors import Forbidden, InvalidInput, NotApplicable, NotFound, TransientError
 from handlers.executor import Executor
@@ -313,11 +313,11 @@ class Operator:
         if rule is None or not rule.promote or flight is None:
             return
         asked = self.ledger.get_decision(flight.decision)
-        requester = (asked.trigger.get("caller") or {}) if asked is not None else {}
-        key = f"models.{request.model}.deploy.approval"
-        why = refusal(key, rule.four_eyes, rule.approver_role, requester, dict(request.trigger.caller), "promote")
-        if why is not None:
-            raise Forbidden(why)
+        key, caller = f"models.{request.model}.deploy.approval", dict(request.trigger.caller)
+        for what, requester in requesters(asked, self.ledger.get_decision) if asked is not None else [("this", {})]:
+            why = refusal(key, rule.four_eyes, rule.approver_role, requester, caller, "promote", what)
+            if why is not None:
+                raise Forbidden(why)
 
     def _check(self, request: OperatorRequest) -> None:
         mp = self.policy.models.get(request.model)

@@ -1,0 +1,49 @@
+"""Attacks on the features that landed last (approvals, the stop switch, the new triggers, the console's
+inputs), each tried the way an attacker would: through the local host's HTTP routes or as the event a
+workspace account or an events key can send, with the real Azure ML SDK against the fake ARM. Each test
+pins what stops it (docs/security.md, "What was attacked")."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.azure_world import MODEL
+from tests.builders import ADA, BOB, run_event, signed, signed_in
+from tests.ledgers import LedgerSpec
+from tests.test_approvals import Approving, opened
+
+
+@pytest.fixture
+def approving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Approving]:
+    monkeypatch.chdir(tmp_path)
+    signed_in(monkeypatch)
+    yield from opened(
+        tmp_path, LedgerSpec("sqlite", str(tmp_path / "l.db")), {"required": True, "expires": "24h", "four_eyes": True}
+    )
+
+
+def test_who_asked_for_the_retrain_cannot_approve_the_deploy_of_its_run_under_four_eyes(approving: Approving) -> None:
+    """Ada retrains by hand (inputs within `overridable`), her run becomes a candidate, and she approves its
+    deploy: the deploy's own trigger is the run's event (nobody), so without looking back she would be the
+    one person who put her model in production."""
+    status, retrain = approving.post(f"/api/models/{MODEL}/retrain", {"reason": "mine"}, signed(ADA, "ada@contoso"))
+    assert status == 202 and retrain["outcome"] == "submitted", retrain
+    job = retrain["job"]["name"]
+    arm = approving.azure.arm
+    arm.set_job_status(job, "Completed")
+    arm.add_step(job, "evaluate_model", metrics={"r2_score": 0.61})
+    tags = arm.jobs[job]["properties"]["tags"]
+    [deploy] = approving.azure.deliver(
+        run_event(run_id=job, tags=tags, topic=approving.azure.settings.workspace_id)
+    ).decisions
+    assert (deploy.action, deploy.outcome) == ("deploy", "pending"), deploy.reason
+
+    status, own = approving.post(f"/api/decisions/{deploy.id}/approve", {"reason": "lgtm"}, signed(ADA, "ada@x"))
+
+    assert status == 403 and "asked for" in own["error"] and approving.deployments_put() == 0, own
+    assert f"retrain decision {retrain['id']}" in own["error"]
+    status, done = approving.post(f"/api/decisions/{deploy.id}/approve", {"reason": "checked"}, signed(BOB, "bob@c"))
+    assert status == 202 and approving.deployments_put() == 1, done
