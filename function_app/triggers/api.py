@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import unicodedata
 from datetime import UTC
 from typing import Any
 
@@ -69,12 +70,23 @@ def _caller(req: func.HttpRequest) -> tuple[tuple[str, str], ...]:
     return tuple((k, str(v)) for k, v in caller.items())
 
 
-def _required_reason(body: dict[str, Any], example: str) -> str:
-    """The body's ``reason`` (at most 500 characters), or InvalidInput showing ``example``."""
+# bidirectional controls: they reorder how a record's text reads in the console, a terminal or a log viewer
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _reason(body: dict[str, Any], example: str | None = None) -> str:
+    """The body's ``reason`` (at most 500 characters; required when ``example`` shows one), or InvalidInput.
+    It is recorded, logged and shown to whoever decides next, so it is one line of plain text: a control
+    character (a new line forges a log line) or a bidirectional override is refused, naming the field."""
     reason = (body.get("reason") or "").strip()[:500]
-    if not reason:
+    bad = next((c for c in reason if unicodedata.category(c) == "Cc" or c in _BIDI), None)
+    if bad is not None:
+        raise InvalidInput(
+            f"field 'reason' holds the control character U+{ord(bad):04X}; write the reason as one line of plain text"
+        )
+    if not reason and example is not None:
         raise InvalidInput(f'field "reason" is required: {example}')
-    return reason
+    return reason or "no reason given"
 
 
 def request_digest(action: str, model: str, body: dict[str, Any]) -> str:
@@ -104,7 +116,7 @@ def _manual(req: func.HttpRequest, action: str, allowed: dict[str, Any]) -> func
             ),
             model=model,
             action=action,
-            reason=(body.get("reason") or "no reason given").strip()[:500],
+            reason=_reason(body),
             dry_run=bool(body.get("dry_run", False)),
             force=bool(body.get("force", False)),
             inputs=body.get("inputs") or {},
@@ -155,7 +167,7 @@ def _operate(req: func.HttpRequest, action: str) -> func.HttpResponse:
             ),
             model=model,
             action=action,
-            reason=(body.get("reason") or "no reason given").strip()[:500],
+            reason=_reason(body),
         )
         with one_delivery("operator", event_id=request.trigger.event_id, model=model) as span:
             record = get_retrainer().operate(request)
@@ -202,7 +214,7 @@ def _switch(req: func.HttpRequest, on: bool) -> func.HttpResponse:
     try:
         body = json_body(req)
         _check_body(body, _FREEZE_KEYS)
-        reason = _required_reason(body, 'say why, e.g. {"reason": "incident 4711"}')
+        reason = _reason(body, 'say why, e.g. {"reason": "incident 4711"}')
         lists = {k: body.get(k) for k in ("models", "actions")}
         for key, value in lists.items():
             if value is not None and not (value and all(isinstance(v, str) for v in value)):
@@ -247,7 +259,7 @@ def _decide(req: func.HttpRequest, approve: bool) -> func.HttpResponse:
     try:
         body = json_body(req)
         _check_body(body, _OPERATE_KEYS)
-        reason = _required_reason(body, f'say why you {verb} it, e.g. {{"reason": "metrics look right"}}')
+        reason = _reason(body, f'say why you {verb} it, e.g. {{"reason": "metrics look right"}}')
         caller = _caller(req)
         trigger = Trigger(
             source="http",
