@@ -52,6 +52,17 @@ def on_blob(signal: BlobCreated, policy: Policy) -> list[Decision]:
     out: list[Decision] = []
     for model, rule in same:
         sources = [b for b in rule.blobs if b.account.lower() == account]
+        if ambiguous(signal.blob):
+            out.append(
+                skip(
+                    trigger,
+                    f"blob {where[:300]} has a '.' or '..' segment or a backslash in its name, so whether it lies "
+                    f"under what models.{model}.retrain.on.data.blobs names depends on who resolves the path: "
+                    "recorded, not acted on",
+                    model,
+                )
+            )
+            continue
         if not any(b.container == signal.container and signal.blob.startswith(b.prefix) for b in sources):
             places = ", ".join(f"{b.container}/{b.prefix}" for b in sources)
             out.append(
@@ -66,6 +77,13 @@ def on_blob(signal: BlobCreated, policy: Policy) -> list[Decision]:
         reason = f"new data: blob {where[:300]} created in {signal.account.rsplit('/', 1)[-1]}"
         out.append(Collect(decision_id("collect", model, trigger), model, reason, trigger, where, rule.settle))
     return out
+
+
+def ambiguous(blob: str) -> bool:
+    """A blob name whose place depends on who reads it: a ``.`` or ``..`` segment (``prefix/../other`` is
+    under ``prefix/`` as a string, and ``other`` once a path is resolved) or a backslash (a separator to some
+    tools). Prefixes are matched on the name as it is, so such a name counts for no model."""
+    return "\\" in blob or any(part in (".", "..") for part in blob.split("/"))
 
 
 def collected(state: ModelState, decision: Collect, now: datetime) -> tuple[ModelState, dict[str, Any]]:

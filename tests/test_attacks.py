@@ -11,9 +11,13 @@ from pathlib import Path
 import pytest
 
 from tests.azure_world import MODEL
-from tests.builders import ADA, BOB, run_event, signed, signed_in
+from tests.builders import ADA, BOB, blob_event, run_event, signed, signed_in
+from tests.conftest import Client
 from tests.ledgers import LedgerSpec
 from tests.test_approvals import Approving, opened
+from tests.test_new_data import POLICY as NEW_DATA
+from tests.test_new_data import burst_of
+from tests.world import World
 
 
 @pytest.fixture
@@ -47,3 +51,43 @@ def test_who_asked_for_the_retrain_cannot_approve_the_deploy_of_its_run_under_fo
     assert f"retrain decision {retrain['id']}" in own["error"]
     status, done = approving.post(f"/api/decisions/{deploy.id}/approve", {"reason": "checked"}, signed(BOB, "bob@c"))
     assert status == 202 and approving.deployments_put() == 1, done
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (f"/api/models/{MODEL}/retrain", {"dry_run": True}),
+        (f"/api/models/{MODEL}/rollback", {}),
+        ("/api/freeze", {}),
+        ("/api/decisions/de-0123456789abcdef/approve", {}),
+    ],
+)
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "ok\n2026-12-06 10:00:00 INFO approval decision=de-1 approved by ada@contoso",  # a forged log line
+        "approved \u202egnorw koo\u202c",  # reads backwards in whatever shows it
+    ],
+)
+def test_a_reason_that_could_forge_a_log_line_or_reorder_a_record_is_a_400_and_nothing_happens(
+    client: Client, path: str, body: dict[str, object], reason: str
+) -> None:
+    status, _, out = client.call("POST", path, {**body, "reason": reason})
+
+    assert status == 400 and "field 'reason'" in out["error"] and "U+" in out["error"], out
+    _, _, listed = client.call("GET", "/api/decisions")
+    assert listed["decisions"] == []
+
+
+@pytest.mark.parametrize(
+    "blob", ["diabetes/../private/x.csv", "diabetes/./x.csv", "diabetes/..", "diabetes/..\\..\\private\\x.csv"]
+)
+def test_a_blob_name_that_climbs_out_of_the_named_prefix_opens_no_burst(tmp_path: Path, blob: str) -> None:
+    """`training/diabetes/` is what the policy names: a name under it as a string, but elsewhere once a path
+    is resolved, is a recorded skip that says so."""
+    world = World(LedgerSpec("sqlite", str(tmp_path / "ledger.db")), policy=NEW_DATA)
+    [skipped] = world.deliver(blob_event(blob)).decisions
+
+    assert skipped.outcome == "skipped" and "'..' segment or a backslash" in skipped.reason, skipped.reason
+    world.clock.advance(hours=1)
+    assert burst_of(world) is None and world.reconcile().started == [] and world.actions.submissions == []
