@@ -12,16 +12,32 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from handlers import guards, operate
-from handlers.errors import InvalidInput, NotFound
+from handlers.approval_rules import identity
+from handlers.errors import Forbidden, InvalidInput, NotFound
 from handlers.freeze import ACTIONS
 from handlers.keys import digest
 from handlers.records import DecisionRecord, iso
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from handlers.ports import Ledger
+    from handlers.records import ModelState
     from handlers.signals import Trigger
 
 log = logging.getLogger(__name__)
+
+
+def kept(frozen: Mapping[str, Any] | None, caller: Mapping[str, Any]) -> str | None:
+    """Why ``caller`` may not lift the stop switch ``frozen``, or None. A switch set by someone the record
+    names (a signed-in principal, the command line's login) is lifted only by someone it names too: a
+    function key names nobody, and a leaked one must not undo what a person set in an incident."""
+    if frozen is None or not frozen.get("identity") or identity(caller) is not None:
+        return None
+    return (
+        f"frozen by {frozen.get('by')} ({frozen.get('why')}); a function key names nobody, so it cannot lift what a "
+        "person set: unfreeze signed in (RETRAIN_APP_SERVICE_AUTH=true, docs/security.md) or with 'retrain unfreeze'"
+    )
 
 
 class StopSwitch:
@@ -64,13 +80,31 @@ class StopSwitch:
             {"by": who, "why": reason, "at": iso(now), "actions": list(wanted)} if on else None
         )
         verb = "freeze" if on else "unfreeze"
+        caller = dict(trigger.caller)
+        if switch is not None:
+            switch["identity"] = identity(caller)  # who set it, as four eyes tell people apart (kept)
+        else:
+            held = [(m, why) for m in chosen if (why := kept(self.ledger.get_model(m).frozen, caller))]
+            if held:
+                raise Forbidden("; ".join(f"{m}: {why}" for m, why in held))
         out = []
         for model in chosen:
-            changed = self.ledger.update_model(model, lambda s: guards.switch(s, switch))
+            refused: list[str] = []
+
+            def flip(s: ModelState, refused: list[str] = refused) -> tuple[ModelState | None, bool]:
+                why = None if on else kept(s.frozen, caller)  # set by a person since the look above
+                if why is not None:
+                    refused.append(why)
+                    return None, False
+                return guards.switch(s, switch)
+
+            changed = self.ledger.update_model(model, flip)
             what = f"{', '.join(wanted)} frozen" if on else "the stop switch lifted"
             said = (
                 f"{what} by {who}: {reason}"
                 if changed
+                else f"{verb}: not lifted, {refused[-1]}"
+                if refused
                 else f"{verb}: nothing to change ({'frozen' if on else 'not frozen'} already)"
             )
             record = DecisionRecord(

@@ -91,3 +91,30 @@ def test_a_blob_name_that_climbs_out_of_the_named_prefix_opens_no_burst(tmp_path
     assert skipped.outcome == "skipped" and "'..' segment or a backslash" in skipped.reason, skipped.reason
     world.clock.advance(hours=1)
     assert burst_of(world) is None and world.reconcile().started == [] and world.actions.submissions == []
+
+
+def test_a_function_key_cannot_lift_the_stop_switch_a_person_set(
+    client: Client, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Someone freezes from the command line in an incident; a leaked key tries to lift it (to deploy
+    through it). A freeze set with a key is still lifted with a key: nobody told them apart."""
+    from function_app import cli, runtime
+
+    monkeypatch.setenv("USER", "ada")
+    monkeypatch.setenv("LOGNAME", "ada")
+    assert cli.main(["freeze", "--reason", "incident 4711", "--model", MODEL]) == 0
+    capsys.readouterr()
+    ledger = runtime.get_retrainer().ledger
+
+    status, _, out = client.call("POST", "/api/unfreeze", {"reason": "all clear", "models": [MODEL]})
+
+    assert status == 403 and "frozen by ada (incident 4711)" in out["error"] and "retrain unfreeze" in out["error"]
+    assert ledger.get_model(MODEL).frozen is not None
+    _, _, listed = client.call("GET", "/api/decisions")
+    assert [d["action"] for d in listed["decisions"]] == ["freeze"]  # the refusal changed and recorded nothing
+    status, _, out = client.call("POST", "/api/freeze", {"reason": "mine", "models": ["churn-classifier"]})
+    assert status == 200 and out["decisions"][0]["outcome"] == "submitted"
+    status, _, out = client.call("POST", "/api/unfreeze", {"reason": "mine", "models": ["churn-classifier"]})
+    assert status == 200 and out["decisions"][0]["outcome"] == "submitted", out
+    assert cli.main(["unfreeze", "--reason", "all clear", "--model", MODEL]) == 0
+    assert ledger.get_model(MODEL).frozen is None
