@@ -23,13 +23,15 @@ def who(caller: Mapping[str, Any]) -> str:
 
 
 def identity(caller: Mapping[str, Any]) -> str | None:
-    """Who ``caller`` is, as far as anyone can tell: a signed-in principal's object id (or name), a
-    command line's login name; None for a function key, an event or the reconciler (nobody known)."""
+    """Who ``caller`` is, as far as anyone can tell: a signed-in principal's object id, a command line's
+    login name, either in one spelling (lower case: an object id is a GUID, a login name is compared without
+    case by Windows); None for a function key, an event, the reconciler, or a principal without an id (a
+    display name is not an identity: two spellings of one person, or one name of two)."""
     kind = caller.get("kind")
-    if kind == "principal" and (caller.get("id") or caller.get("name")):
-        return f"principal:{caller.get('id') or caller.get('name')}"
-    if kind == "command line" and caller.get("user") not in (None, "", "unknown"):
-        return f"command line:{caller.get('user')}"
+    if kind == "principal" and str(caller.get("id") or "").strip():
+        return f"principal:{str(caller.get('id')).strip().lower()}"
+    if kind == "command line" and str(caller.get("user") or "").strip().lower() not in ("", "unknown"):
+        return f"command line:{str(caller.get('user')).strip().lower()}"
     return None
 
 

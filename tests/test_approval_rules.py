@@ -22,6 +22,17 @@ KEYED = {"kind": "function key"}
         (True, None, ADA, ADA, "approve", "ada asked for this and may not approve it too"),
         (True, None, {}, KEYED, "approve", "a signed-in identity is needed to approve it"),
         (True, None, KEYED, KEYED, "reject", None),  # withdrawing needs no second person
+        # one person in another spelling: the object id's case, the name instead of the id, a login's case
+        (True, None, {**ADA, "id": "A"}, ADA, "approve", "ada asked for this and may not approve it too"),
+        (True, None, ADA, {**ADA, "id": ""}, "approve", "a signed-in identity is needed to approve it"),
+        (
+            True,
+            None,
+            {"kind": "command line", "user": "Ada"},
+            {"kind": "command line", "user": "ada"},
+            "approve",
+            "asked",
+        ),
         (False, None, KEYED, KEYED, "approve", None),
         (False, "Retrain.Approver", ADA, KEYED, "approve", "is not signed in"),
         (True, "Retrain.Approver", BOB, ADA, "reject", "ada lacks the app role 'Retrain.Approver'"),

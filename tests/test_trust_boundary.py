@@ -347,6 +347,9 @@ def test_with_sign_in_the_principal_is_required_checked_for_the_role_and_recorde
     assert status == 403 and "lacks the app role 'Retrain.Operator'" in strict(raw)["error"]
     status, _, raw = signed_in.client.host.dispatch("POST", f"/api/models/{MODEL}/retrain", {}, b"{}")
     assert status == 401 and "carries no signed-in principal" in strict(raw)["error"]
+    no_id = {k: v for k, v in headers.items() if k != "X-MS-CLIENT-PRINCIPAL-ID"}  # a name is no identity
+    status, _, raw = signed_in.client.host.dispatch("POST", f"/api/models/{MODEL}/retrain", no_id, b"{}")
+    assert status == 401 and "X-MS-CLIENT-PRINCIPAL-ID" in strict(raw)["error"].upper()
     bad = {"X-MS-CLIENT-PRINCIPAL": "not base64!"}
     assert signed_in.client.host.dispatch("POST", f"/api/models/{MODEL}/retrain", bad, b"{}")[0] == 401
     assert len(signed_in.ledger.decisions()) == 1  # only the signed-in operator's request

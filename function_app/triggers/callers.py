@@ -67,7 +67,12 @@ def caller_of(
             "signed-in principal; sign in with Entra ID (see docs/security.md)"
         )
     provider, roles = _claims(encoded)
-    name, principal_id = lowered.get(PRINCIPAL_NAME, ""), lowered.get(PRINCIPAL_ID, "")
+    name, principal_id = lowered.get(PRINCIPAL_NAME, ""), lowered.get(PRINCIPAL_ID, "").strip()
+    if not principal_id:  # the platform sends it with every principal; a name alone is no identity (four eyes)
+        raise Unauthorized(
+            f"the signed-in principal comes without its id ({PRINCIPAL_ID} header), so it cannot be told from "
+            "another; sign in with Entra ID again (docs/security.md, Entra ID sign-in)"
+        )
     if operator_role not in roles:
         raise Forbidden(
             f"{name or principal_id or 'the caller'} lacks the app role {operator_role!r} that manual requests "
