@@ -374,3 +374,27 @@ def test_a_retrain_in_flight_says_what_started_it(tmp_path: Path) -> None:
         card.locator(".job").wait_for()
         why = card.locator(".job-why").inner_text()
         assert why.startswith("started by model age: the champion sklearn_regression_model:3") and "30d" in why
+
+
+def test_markup_a_workspace_account_writes_into_a_run_is_shown_as_text_and_runs_nothing(tmp_path: Path) -> None:
+    """An upstream run's display name is whoever runs jobs in the experiment's to choose; it reaches the card
+    (what started the retrain) and the decisions table. Markup in it stays text: no element, no script."""
+    from tests.azure_world import AzureWorld
+    from tests.builders import run_event, with_retrain_on
+
+    markup = "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>"
+    world = AzureWorld(tmp_path, policy=with_retrain_on({"runs": [{"experiment": "ingest-daily"}]}))
+    world.arm.add_job("ingest-1", experiment="ingest-daily", display_name=markup, outputs=("data",))
+    event = run_event(run_id="ingest-1", experiment="ingest-daily", topic=world.settings.workspace_id)
+    [started] = world.deliver(event).decisions
+    assert started.outcome == "submitted" and markup in started.reason
+    with hosting(world) as url, browser_page() as page:
+        page.goto(f"{url}/api/console")
+        card = page.locator('article.model[data-model="sklearn_regression_model"]')
+        card.locator(".job").wait_for()
+        page.locator("#decisions tr.row").first.wait_for()
+
+        assert markup[:60] in card.locator(".job-why").inner_text()
+        assert markup[:60] in page.locator("#decisions tr.row").first.inner_text()
+        assert page.locator("main img, main script, #decisions img").count() == 0
+        assert page.title() != "pwned"
