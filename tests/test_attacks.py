@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.azure_world import MODEL
-from tests.builders import ADA, BOB, blob_event, run_event, signed, signed_in
+from tests.builders import ADA, BOB, MODEL, blob_event, run_event, signed, signed_in
 from tests.conftest import Client
 from tests.ledgers import LedgerSpec
 from tests.test_approvals import Approving, opened
