@@ -66,6 +66,7 @@ def test_who_asked_for_the_retrain_cannot_approve_the_deploy_of_its_run_under_fo
     [
         "ok\n2026-12-06 10:00:00 INFO approval decision=de-1 approved by ada@contoso",  # a forged log line
         "approved \u202egnorw koo\u202c",  # reads backwards in whatever shows it
+        "ok\u2028forged line",  # a line separator: a new line to some log viewers
     ],
 )
 def test_a_reason_that_could_forge_a_log_line_or_reorder_a_record_is_a_400_and_nothing_happens(

@@ -205,7 +205,15 @@ def test_any_decisions_query_gets_200_or_a_400_saying_what_is_wrong(client: Clie
 RACE = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 api_keys = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=40)
 FORGED_TYPES = ["ManualRequest.retrain", "ManualRequest.promote", "AzureMonitor.Alert", *EVENT_TYPES]
-dry_bodies = st.fixed_dictionaries({"dry_run": st.just(True), "reason": st.text(max_size=30)})
+# a reason any caller may send: one line of plain text (control characters and bidi overrides are a 400)
+reasons = st.text(
+    st.characters(
+        exclude_categories=("Cc", "Cs", "Zl", "Zp"),
+        exclude_characters="\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069",
+    ),
+    max_size=30,
+)
+dry_bodies = st.fixed_dictionaries({"dry_run": st.just(True), "reason": reasons})
 
 
 def _post(client: Client, path: str, body: Any, key: str | None = None) -> tuple[int, Any]:

@@ -79,7 +79,7 @@ def _reason(body: dict[str, Any], example: str | None = None) -> str:
     It is recorded, logged and shown to whoever decides next, so it is one line of plain text: a control
     character (a new line forges a log line) or a bidirectional override is refused, naming the field."""
     reason = (body.get("reason") or "").strip()[:500]
-    bad = next((c for c in reason if unicodedata.category(c) == "Cc" or c in _BIDI), None)
+    bad = next((c for c in reason if unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _BIDI), None)
     if bad is not None:
         raise InvalidInput(
             f"field 'reason' holds the control character U+{ord(bad):04X}; write the reason as one line of plain text"
