@@ -24,6 +24,7 @@ from typing import Any
 from handlers.errors import TransientError
 from handlers.plans import JobPlan
 from handlers.ports import ActionResult, JobInfo
+from handlers.worthiness import RetrainFacts
 
 
 @dataclass
@@ -45,6 +46,10 @@ class JournalActions:
                 f.flush()
                 os.fsync(f.fileno())
         return ActionResult("submitted", job={"name": plan.name, "url": None}, details={"adopted": adopted})
+
+    def retrain_facts(self, plan: JobPlan) -> RetrainFacts:
+        """A journal keeps no lineage and no monitor runs: the checks have nothing to judge, the retrain goes ahead."""
+        return RetrainFacts(notes=("the storm's workspace keeps no lineage",))
 
     def job_status(self, name: str) -> JobInfo | None:  # pragma: no cover - storms end before any grace period
         """A journalled job runs forever: nothing in a storm finishes it."""
