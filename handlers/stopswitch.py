@@ -28,15 +28,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def kept(frozen: Mapping[str, Any] | None, caller: Mapping[str, Any]) -> str | None:
-    """Why ``caller`` may not lift the stop switch ``frozen``, or None. A switch set by someone the record
-    names (a signed-in principal, the command line's login) is lifted only by someone it names too: a
-    function key names nobody, and a leaked one must not undo what a person set in an incident."""
+def kept(frozen: Mapping[str, Any] | None, caller: Mapping[str, Any], verb: str = "unfreeze") -> str | None:
+    """Why ``caller`` may not change the stop switch ``frozen`` (lift it, or set it anew: a freeze of fewer
+    actions would lift the rest), or None. A switch set by someone the record names (a signed-in principal,
+    the command line's login) is changed only by someone it names too: a function key names nobody, and a
+    leaked one must not undo what a person set in an incident."""
     if frozen is None or not frozen.get("identity") or identity(caller) is not None:
         return None
     return (
-        f"frozen by {frozen.get('by')} ({frozen.get('why')}); a function key names nobody, so it cannot lift what a "
-        "person set: unfreeze signed in (RETRAIN_APP_SERVICE_AUTH=true, docs/security.md) or with 'retrain unfreeze'"
+        f"frozen by {frozen.get('by')} ({frozen.get('why')}); a function key names nobody, so it cannot change what "
+        f"a person set: {verb} signed in (RETRAIN_APP_SERVICE_AUTH=true, docs/security.md) or with 'retrain {verb}'"
     )
 
 
@@ -92,7 +93,7 @@ class StopSwitch:
             refused: list[str] = []
 
             def flip(s: ModelState, refused: list[str] = refused) -> tuple[ModelState | None, bool]:
-                why = None if on else kept(s.frozen, caller)  # set by a person since the look above
+                why = kept(s.frozen, caller, verb)  # a freeze anew: recorded skipped; a lift: set since the look
                 if why is not None:
                     refused.append(why)
                     return None, False
@@ -103,7 +104,7 @@ class StopSwitch:
             said = (
                 f"{what} by {who}: {reason}"
                 if changed
-                else f"{verb}: not lifted, {refused[-1]}"
+                else f"{verb}: nothing changed, {refused[-1]}"
                 if refused
                 else f"{verb}: nothing to change ({'frozen' if on else 'not frozen'} already)"
             )

@@ -112,6 +112,13 @@ def test_a_function_key_cannot_lift_the_stop_switch_a_person_set(
     assert ledger.get_model(MODEL).frozen is not None
     _, _, listed = client.call("GET", "/api/decisions")
     assert [d["action"] for d in listed["decisions"]] == ["freeze"]  # the refusal changed and recorded nothing
+    # nor can it set the switch anew on fewer actions (which would lift the rest) to unfreeze it after
+    status, _, out = client.call(
+        "POST", "/api/freeze", {"reason": "narrower", "models": [MODEL], "actions": ["promote"]}
+    )
+    assert status == 200 and out["decisions"][0]["outcome"] == "skipped", out
+    assert "nothing changed, frozen by ada" in out["decisions"][0]["reason"]
+    assert (ledger.get_model(MODEL).frozen or {}).get("actions") == ["retrain", "deploy", "promote"]
     status, _, out = client.call("POST", "/api/freeze", {"reason": "mine", "models": ["churn-classifier"]})
     assert status == 200 and out["decisions"][0]["outcome"] == "submitted"
     status, _, out = client.call("POST", "/api/unfreeze", {"reason": "mine", "models": ["churn-classifier"]})
