@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from handlers import approval_rules, gate, guards, jobnames, newdata, worthiness
 from handlers.errors import PermanentError
+from handlers.guards import Limits
 from handlers.plans import Collect, Decision, Deploy, Retrain, job_of, rendered_of
 from handlers.ports import ActionResult, Deployments, Jobs, Ledger
 from handlers.preview import Preview, cooldown_of, preview
@@ -42,24 +43,6 @@ log = logging.getLogger(__name__)
 # A failed record that frees its slot without giving back the cooldown and budget it took (the
 # action may have run): set by whoever releases a hold it cannot finish, read when it is settled.
 KEEPS_BUDGET = "keeps_budget"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The guards' limits for one model's retrains (None: no limit)."""
-
-    cooldown: timedelta | None
-    budget: int | None
-    windows: tuple[Any, ...] = ()  # the model's freeze windows (handlers.freeze.WindowLike)
-    approval: Any = None  # deploy.approval when required (handlers.policy.ApprovalRule): deploys wait
-    retrain_approval: Any = None  # retrain.approval when required (handlers.policy.Approval): retrains wait
-
-    def of(self, kind: str) -> Limits:
-        """The limits of ``kind``'s slot: a retrain's cooldown, budget and the approval it waits for; a
-        rollout's has no cooldown or budget, only the freezes and the approval its deploys wait for."""
-        if kind == guards.RETRAIN:
-            return Limits(self.cooldown, self.budget, self.windows, self.retrain_approval)
-        return Limits(None, None, self.windows, self.approval)
 
 
 class Executor:

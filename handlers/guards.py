@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from handlers import freeze
 from handlers.approval_rules import RELEASE
@@ -34,6 +35,24 @@ class Verdict:
         """The decision holds the slot already: its action is resumed (``resumed``) or was carried
         out and confirmed (``done``); either way nothing new is reserved."""
         return self.code in ("resumed", "done")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The guards' limits for one model's retrains (None: no limit)."""
+
+    cooldown: timedelta | None
+    budget: int | None
+    windows: tuple[Any, ...] = ()  # the model's freeze windows (handlers.freeze.WindowLike)
+    approval: Any = None  # deploy.approval when required (handlers.policy.ApprovalRule): deploys wait
+    retrain_approval: Any = None  # retrain.approval when required (handlers.policy.Approval): retrains wait
+
+    def of(self, kind: str) -> Limits:
+        """The limits of ``kind``'s slot: a retrain's cooldown, budget and the approval it waits for; a
+        rollout's has no cooldown or budget, only the freezes and the approval its deploys wait for."""
+        if kind == RETRAIN:
+            return Limits(self.cooldown, self.budget, self.windows, self.retrain_approval)
+        return Limits(None, None, self.windows, self.approval)
 
 
 def cooldown_until(state: ModelState, cooldown: timedelta) -> datetime | None:

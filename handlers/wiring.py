@@ -15,7 +15,8 @@ from handlers import freeze
 from handlers.analysis import HealthSource
 from handlers.approvals import Approvals
 from handlers.envelopes import workspace_key
-from handlers.executor import Executor, Limits
+from handlers.executor import Executor
+from handlers.guards import Limits
 from handlers.notify import MAX_AGE, MAX_ATTEMPTS, Outbox
 from handlers.operate import Operator
 from handlers.pickup import RegistryPoll, RegistryVersions
