@@ -38,7 +38,8 @@ class JobPlan:
     tags: dict[str, str]
     display_name: str
     # what is read before it is submitted (handlers.worthiness): "veto" {run, signals}: the monitor run
-    # whose veto-class breaches block it; "worthiness" {}: the champion's training data must have moved on
+    # whose veto-class breaches block it; "worthiness" {endpoint?}: the training data of the champion (the
+    # version the endpoint serves; without one, the latest) must have moved on
     checks: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:

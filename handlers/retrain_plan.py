@@ -79,9 +79,16 @@ def retrain(
         display_name=f"retrain {model}: {reason}"[:200],
         # drift and alerts only: new data (blobs, data-asset versions, an upstream run) is new by itself, an age is
         # the policy's own word, and a person who asks is not second-guessed (docs/policy.md, worthiness)
-        checks={"worthiness": {}} if rule.worthiness and not manual and _about_drift(trigger) else {},
+        checks={"worthiness": _champion_at(mp)} if rule.worthiness and not manual and _about_drift(trigger) else {},
     )
     return Retrain(did, model, reason, trigger, plan, force=force, dry_run=dry_run, once=keyed)
+
+
+def _champion_at(mp: ModelPolicy) -> dict[str, Any]:
+    """Where the worthiness check finds the champion: the version the online endpoint serves (``endpoint``);
+    without one (no deploy section, a batch endpoint), the model's latest registered version."""
+    endpoint = mp.deploy.endpoint if mp.deploy is not None else None
+    return {"endpoint": endpoint} if endpoint else {}
 
 
 def _about_drift(trigger: Trigger) -> bool:

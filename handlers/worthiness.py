@@ -8,7 +8,10 @@ they need (:class:`RetrainFacts`, ``Jobs.retrain_facts``) and :func:`judge` says
   data is suspect). The retrain is a recorded skip, published as an incident.
 - ``worthiness`` (``retrain.worthiness``, on by default for drift and alerts): the champion's lineage
   (its version's job and the data-asset versions that job read) against each data asset's latest
-  version. When none has a newer version, the retrain would train on exactly what the champion saw: a
+  version. The champion is the version the policy's online endpoint serves (``{"endpoint": ...}`` in the
+  check; its deployment with the most live traffic, as the gate and ``retrain.max_age`` read it); without
+  an endpoint, or when it serves no version of the model, the latest registered version, and the record's
+  ``notes`` say so. When none has a newer version, the retrain would train on exactly what the champion saw: a
   recorded skip that says so. When the lineage cannot be read (no champion, no job, no data-asset
   input), the retrain goes ahead and its record says why it was not judged.
 
@@ -32,7 +35,8 @@ class RetrainFacts:
     (lower-case name -> the breach text), None when not read; ``monitor_run``: the run read for them.
     ``veto_unread``: why that run could not be read (the retrain is then not submitted).
     ``champion``: ``name:version``; ``trained_on``: each data asset its job read -> that version
-    (None: the lineage could not be read, ``notes`` say why); ``latest``: each of those assets' latest version."""
+    (None: the lineage could not be read, ``notes`` say why); ``latest``: each of those assets' latest version;
+    ``notes`` also say when the champion is not the served version (no endpoint, or it serves none of the model)."""
 
     breaches: dict[str, str] | None = None
     monitor_run: str | None = None
@@ -93,6 +97,7 @@ def judge(plan: JobPlan, facts: RetrainFacts) -> Judged:
         "trained_on": dict(facts.trained_on),
         "latest": dict(facts.latest),
         "newer": newer,
+        **({"notes": list(facts.notes)} if facts.notes else {}),
     }
     if newer:
         return Judged(None, details)

@@ -11,7 +11,7 @@ import pytest
 
 from handlers.errors import TransientError
 from handlers.policy import Policy
-from tests.azure_world import DATASET, DRIFT_SAMPLE, MODEL, WORKSPACE_ID, AzureWorld, in_workspace
+from tests.azure_world import DATASET, DRIFT_SAMPLE, ENDPOINT, MODEL, WORKSPACE_ID, AzureWorld, in_workspace
 from tests.builders import EXAMPLE_POLICY, breach_event, ours, run_event, with_classes
 
 BREACH = "azureml_modelmonitor_threshold_breached"
@@ -193,15 +193,21 @@ def test_a_performance_breach_retrains_past_the_cooldown_but_not_past_the_budget
 # --------------------------------------------------------------------------- worthiness
 
 
-def champion_trained_on(azure: AzureWorld, version: str) -> None:
-    """The champion (the model's latest version, 4) came from a pipeline run that read ``DATASET:version``
-    (as the SDK submits it: the version's resource id)."""
+def trained_on(azure: AzureWorld, version: str, data: str) -> None:
+    """Model version ``version`` came from a pipeline run that read ``DATASET:data`` (as the SDK submits it:
+    the version's resource id)."""
     azure.arm.add_job(
-        "train-champion-4",
+        f"train-{version}",
         experiment="diabetes-retrain",
-        inputs={"training_data": azure.arm.arm_id("data", DATASET, "versions", version)},
+        inputs={"training_data": azure.arm.arm_id("data", DATASET, "versions", data)},
     )
-    azure.arm.add_model(MODEL, "4", job_name="train-champion-4")
+    azure.arm.add_model(MODEL, version, job_name=f"train-{version}")
+
+
+def champion_trained_on(azure: AzureWorld, data: str) -> None:
+    """The champion, version 4, which the endpoint's live deployment serves, was trained on ``DATASET:data``."""
+    trained_on(azure, "4", data)
+    azure.arm.add_deployment(ENDPOINT, "blue", model=(MODEL, "4"))
 
 
 @pytest.mark.both_ledgers  # the slot, cooldown and budget given back: a guard's write
@@ -227,6 +233,45 @@ def test_a_drift_retrain_on_the_data_the_champion_was_trained_on_is_a_recorded_s
     [again] = azure.deliver(in_workspace(DRIFT_SAMPLE) | {"id": "drift-2"}).decisions
     assert again.outcome == "submitted" and again.details["worthiness"]["newer"] == {DATASET: "3"}
     assert len(azure.arm.job_puts) == 1
+
+
+def test_the_champion_is_the_served_version_so_newer_data_than_it_saw_is_worth_a_retrain(azure: AzureWorld) -> None:
+    champion_trained_on(azure, "1")  # served: trained on version 1 of the data
+    trained_on(azure, "5", "2")  # registered later, never deployed, trained on version 2, the latest
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
+    assert rec.outcome == "submitted"
+    assert rec.details["worthiness"] == {
+        "judged": True,
+        "champion": f"{MODEL}:4",
+        "trained_on": {DATASET: "1"},
+        "latest": {DATASET: "2"},
+        "newer": {DATASET: "2"},
+    }
+    assert len(azure.arm.job_puts) == 1
+
+
+def test_a_newer_registered_version_on_older_data_does_not_make_the_served_champions_data_new(
+    azure: AzureWorld,
+) -> None:
+    champion_trained_on(azure, "2")  # served, trained on the latest data
+    trained_on(azure, "5", "1")  # the latest registered version, not deployed, trained on older data
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
+    assert rec.outcome == "skipped" and rec.reason.startswith(f"not worth it: the champion {MODEL}:4 was trained on")
+    assert rec.details["worthiness"]["trained_on"] == {DATASET: "2"} and azure.arm.job_puts == []
+
+
+def test_without_an_endpoint_serving_the_model_the_latest_version_is_judged_and_the_record_says_so(
+    azure: AzureWorld,
+) -> None:
+    trained_on(azure, "4", "2")  # the latest registered version; the endpoint serves another model
+    azure.arm.add_model("other-model", "1")
+    azure.arm.add_deployment(ENDPOINT, "blue", model=("other-model", "1"))
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
+    assert rec.outcome == "skipped" and rec.details["worthiness"]["champion"] == f"{MODEL}:4"
+    assert rec.details["worthiness"]["notes"] == [
+        f"endpoint {ENDPOINT!r} serves no version of model {MODEL} (its live deployment serves other-model:1): "
+        f"the champion is taken to be its latest version, {MODEL}:4"
+    ]
 
 
 def test_the_policy_may_turn_the_worthiness_check_off(azure: AzureWorld) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from handlers import guards
-from handlers.plans import JobPlan
+from handlers.plans import JobPlan, Retrain
 from handlers.records import ModelState
+from handlers.retrain_plan import retrain
 from handlers.signal_rules import class_of, class_problem, vetoes
+from handlers.signals import DRIFT, Trigger
 from handlers.worthiness import RetrainFacts, judge
-from tests.builders import MODEL, NOW
+from tests.builders import EXAMPLE_POLICY, MODEL, NOW
 
 
 def plan(**checks: object) -> JobPlan:
@@ -71,3 +73,20 @@ def test_a_skipped_retrain_that_ran_nothing_gives_its_cooldown_and_budget_back()
     back, _ = guards.confirm(state, guards.RETRAIN, "re-1", "skipped", None, skipped_gives_back=True)
     assert kept is not None and (kept.flights, kept.budget_used, kept.last_retrain_at) == ({}, 1, state.last_retrain_at)
     assert back is not None and (back.flights, back.budget_used, back.last_retrain_at) == ({}, 0, None)
+
+
+def test_the_worthiness_check_names_the_endpoint_whose_served_version_is_the_champion() -> None:
+    mp = EXAMPLE_POLICY.models[MODEL]
+    assert mp.deploy is not None
+    breach = Trigger(f"model:{MODEL}", "drift-1", DRIFT)
+    served = retrain(MODEL, mp, breach, "drift", {}, {})
+    assert isinstance(served, Retrain) and served.job.checks == {"worthiness": {"endpoint": mp.deploy.endpoint}}
+    latest = retrain(MODEL, mp.model_copy(update={"deploy": None}), breach, "drift", {}, {})
+    assert isinstance(latest, Retrain) and latest.job.checks == {"worthiness": {}}  # no endpoint: the latest version
+
+
+def test_a_champion_that_is_not_the_served_version_is_said_in_the_judged_record() -> None:
+    why = "model m has no online endpoint (deploy.endpoint): the champion is taken to be its latest version, m:4"
+    facts = RetrainFacts(champion="m:4", trained_on={"a": "2"}, latest={"a": "2"}, notes=(why,))
+    judged = judge(plan(worthiness={}), facts)
+    assert judged.skip is not None and judged.details["worthiness"]["notes"] == [why]

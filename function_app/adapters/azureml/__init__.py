@@ -77,7 +77,6 @@ class AzureMLActions:
         self.workspace: Workspace = client.workspace
         self.retry: RetryPolicy = client.retry
         self.jobs = AzureMLJobs(client)
-        self.lineage = AzureMLLineage(client)
         registries = RegistryModels(client.registry_client)
         self.candidates = AzureMLCandidates(client, registries)
         self.shares = RegistryShare(client, registries)
@@ -88,6 +87,7 @@ class AzureMLActions:
         self.batch_jobs = AzureMLBatchJobs(client, self.candidates)
         self.data_samples = DataSamples(client)
         self.freshness = AzureMLFreshness(client, self.candidates)
+        self.lineage = AzureMLLineage(client, self.freshness)
 
     @classmethod
     def from_settings(

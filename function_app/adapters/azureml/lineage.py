@@ -6,9 +6,14 @@
   monitoring tags the step that evaluated a signal with ``azureml_modelmonitor_threshold_breached``
   ("The signal '<name>' has failed ..."), and, when it notifies by e-mail, the root run with
   ``azureml.modelmonitor.threshold.breached.<name>`` (azureml-assets, model monitoring's ``event_utils``).
-- The champion's lineage (``worthiness``): the model's latest version (``models.list``), its ``job_name``
-  (the run that produced it), that job's inputs that name a data asset version (``azureml:<name>:<version>``
-  or the version's resource id), and each asset's latest version (``data.get(name, label='latest')``).
+- The champion's lineage (``worthiness``): the champion is the version the policy's online endpoint serves
+  (its deployment with the most live traffic: :meth:`AzureMLFreshness.champion`, the rule the gate and
+  ``retrain.max_age`` use); without an endpoint, or when it serves no version of the model, the model's latest
+  version (``models.list``), and the notes say so. Then its ``job_name`` (the run that produced it), that job's
+  inputs that name a data asset version (``azureml:<name>:<version>`` or the version's resource id), and each
+  asset's latest version (``data.get(name, label='latest')``). A version registered by a pipeline's step names
+  the step's job, whose inputs are what the pipeline passed it: a data asset the pipeline binds to a step's
+  input by ``${{parent.inputs...}}`` is read from the step's own job as the workspace reports it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from handlers.errors import PermanentError, TransientError
 from handlers.worthiness import RetrainFacts
 
 if TYPE_CHECKING:
+    from function_app.adapters.azureml.freshness import AzureMLFreshness
     from function_app.retry import Budget
     from handlers.plans import JobPlan
 
@@ -50,8 +56,9 @@ def data_version(path: Any) -> tuple[str, str] | None:
 
 
 class AzureMLLineage:
-    def __init__(self, client: AzureMLClient) -> None:
+    def __init__(self, client: AzureMLClient, freshness: AzureMLFreshness) -> None:
         self.client = client
+        self.freshness = freshness  # the served champion, by the gate's rule (one copy of it)
 
     def retrain_facts(self, plan: JobPlan) -> RetrainFacts:
         budget = self.client.retry.budget()
@@ -64,7 +71,7 @@ class AzureMLLineage:
         if "worthiness" not in plan.checks:
             return RetrainFacts(breaches, run, unread)
         try:
-            champion, trained_on, notes = self._lineage(budget, plan.model)
+            champion, trained_on, notes = self._lineage(budget, plan.model, plan.checks["worthiness"].get("endpoint"))
         except PermanentError as exc:  # the lineage is an optimisation: unreadable, the retrain goes ahead
             champion, trained_on, notes = None, None, [f"the champion's lineage could not be read: {exc}"]
         latest: dict[str, str] = {}
@@ -119,29 +126,61 @@ class AzureMLLineage:
 
     # ------------------------------------------------------------------ the champion's lineage
 
-    def _lineage(self, budget: Budget, model: str) -> tuple[str | None, dict[str, str] | None, list[str]]:
+    def _lineage(
+        self, budget: Budget, model: str, endpoint: str | None
+    ) -> tuple[str | None, dict[str, str] | None, list[str]]:
+        version, notes = self._champion(budget, model, endpoint)
+        if version is None:
+            return None, None, notes
+        champion = f"{model}:{version.version}"
+        trained_on, why = self._trained_on(budget, champion, version)
+        return champion, trained_on, [*notes, *why]
+
+    def _champion(self, budget: Budget, model: str, endpoint: str | None) -> tuple[Any | None, list[str]]:
+        """The model version the endpoint serves (the champion), else the latest registered one, and notes
+        that say which it is when it is not the served one."""
+        if endpoint:
+            served = self.freshness.champion(endpoint)
+            if served is not None and served.version.name == model:
+                found = self.client.call(
+                    budget,
+                    f"model {served.version.label}",
+                    lambda: self.client.ml.models.get(model, version=served.version.version),
+                    or_none=True,
+                )
+                if found is not None:
+                    return found, []
+            fallback = (
+                f"endpoint {endpoint!r} serves no version of model {model} (its live deployment serves "
+                f"{served.version.label if served else 'no workspace model version'}): the champion is taken to be its latest version"
+            )
+        else:
+            fallback = f"model {model} has no online endpoint (deploy.endpoint): the champion is taken to be its latest version"
         versions = self.client.call(
             budget, f"versions of model {model}", lambda: list(self.client.ml.models.list(name=model)), or_none=True
         )
         if not versions:
-            return None, None, [f"the workspace has no version of model {model}: no champion to compare with"]
+            return None, [f"the workspace has no version of model {model}: no champion to compare with"]
         latest = max(
             versions, key=lambda m: (str(m.version).isdigit(), int(m.version) if str(m.version).isdigit() else 0)
         )
-        champion = f"{model}:{latest.version}"
+        return latest, [f"{fallback}, {model}:{latest.version}"]
+
+    def _trained_on(self, budget: Budget, champion: str, latest: Any) -> tuple[dict[str, str] | None, list[str]]:
+        """The data asset versions the job that produced the champion read (None, and why, when unknown)."""
         job_name = getattr(latest, "job_name", None)
         if not job_name:
-            return champion, None, [f"{champion} names no job that produced it"]
+            return None, [f"{champion} names no job that produced it"]
         job = self.client.call(
             budget, f"job {job_name} of {champion}", lambda: self.client.ml.jobs.get(job_name), or_none=True
         )
         if job is None:
-            return champion, None, [f"the workspace has no job {job_name} (the job of {champion})"]
+            return None, [f"the workspace has no job {job_name} (the job of {champion})"]
         trained: dict[str, str] = {}
         for value in (getattr(job, "inputs", None) or {}).values():
             found = data_version(getattr(value, "path", None))
             if found is not None:
                 trained[found[0]] = found[1]
         if not trained:
-            return champion, None, [f"job {job_name} of {champion} read no data asset version"]
-        return champion, trained, []
+            return None, [f"job {job_name} of {champion} read no data asset version"]
+        return trained, []
