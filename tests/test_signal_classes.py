@@ -274,6 +274,23 @@ def test_without_an_endpoint_serving_the_model_the_latest_version_is_judged_and_
     ]
 
 
+def test_a_champion_registered_by_a_pipeline_step_is_judged_on_its_pipelines_data_inputs(azure: AzureWorld) -> None:
+    azure.arm.add_job(  # the mlops-template pattern: the pipeline reads the data, its step registers the model
+        "train-pipeline-4",
+        experiment="diabetes-retrain",
+        inputs={"training_data": azure.arm.arm_id("data", DATASET, "versions", "1")},
+    )
+    step = azure.arm.add_step(
+        "train-pipeline-4", "register_model", properties={"azureml.pipelinerunid": "train-pipeline-4"}
+    )
+    azure.arm.add_model(MODEL, "4", job_name=step)
+    azure.arm.add_deployment(ENDPOINT, "blue", model=(MODEL, "4"))
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
+    assert rec.outcome == "submitted"
+    assert rec.details["worthiness"]["trained_on"] == {DATASET: "1"}
+    assert rec.details["worthiness"]["newer"] == {DATASET: "2"}
+
+
 def test_the_policy_may_turn_the_worthiness_check_off(azure: AzureWorld) -> None:
     use(azure, policy(worthiness=False))
     champion_trained_on(azure, "2")

@@ -12,8 +12,9 @@
   version (``models.list``), and the notes say so. Then its ``job_name`` (the run that produced it), that job's
   inputs that name a data asset version (``azureml:<name>:<version>`` or the version's resource id), and each
   asset's latest version (``data.get(name, label='latest')``). A version registered by a pipeline's step names
-  the step's job, whose inputs are what the pipeline passed it: a data asset the pipeline binds to a step's
-  input by ``${{parent.inputs...}}`` is read from the step's own job as the workspace reports it.
+  the step's run, which the SDK reads from run history without inputs: its ``azureml.pipelinerunid``
+  property names the pipeline job, whose data-asset inputs are read instead (all of them: which step read
+  which is not reported, so the retrain is skipped only when none of them has a newer version).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROOT_TAG = "mlflow.rootRunId"
+PIPELINE_RUN = "azureml.pipelinerunid"  # a pipeline step run's property: its pipeline job
 BREACH_TAG = "azureml_modelmonitor_threshold_breached"
 ROOT_BREACH_PREFIX = "azureml.modelmonitor.threshold.breached."
 UNFINISHED = ("RUNNING", "SCHEDULED")  # MLflow RunStatus values of a run that has not ended
@@ -176,11 +178,27 @@ class AzureMLLineage:
         )
         if job is None:
             return None, [f"the workspace has no job {job_name} (the job of {champion})"]
-        trained: dict[str, str] = {}
-        for value in (getattr(job, "inputs", None) or {}).values():
-            found = data_version(getattr(value, "path", None))
-            if found is not None:
-                trained[found[0]] = found[1]
+        trained = _data_inputs(job)
+        pipeline = str((getattr(job, "properties", None) or {}).get(PIPELINE_RUN) or "")
+        if not trained and pipeline and pipeline != job_name:  # a step's run: its pipeline's inputs
+            parent = self.client.call(
+                budget,
+                f"pipeline job {pipeline} of {champion}",
+                lambda: self.client.ml.jobs.get(pipeline),
+                or_none=True,
+            )
+            trained = _data_inputs(parent) if parent is not None else {}
+            job_name = f"{job_name} (a step of pipeline job {pipeline})"
         if not trained:
             return None, [f"job {job_name} of {champion} read no data asset version"]
         return trained, []
+
+
+def _data_inputs(job: Any) -> dict[str, str]:
+    """Each data asset a job's inputs name -> that version."""
+    trained: dict[str, str] = {}
+    for value in (getattr(job, "inputs", None) or {}).values():
+        found = data_version(getattr(value, "path", None))
+        if found is not None:
+            trained[found[0]] = found[1]
+    return trained
