@@ -80,7 +80,17 @@ class GateRule(Strict):
     metrics: list[MetricRule] | None = Field(default=None, min_length=1, max_length=MAX_METRICS)
     require: Literal["all"] | list[str] = "all"
     source: Literal["mlflow", "run", "model"] = "mlflow"
-    step: str | None = Field(default=None, min_length=1, description="display name of the pipeline step")
+    step: str | None = Field(default=None, description="display name of the pipeline step")
+
+    @field_validator("step")
+    @classmethod
+    def _step(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(
+                "an empty step; write the display name of the pipeline step whose MLflow run logged the metric "
+                "(e.g. evaluate_model), or leave it out to read the pipeline run's own metrics"
+            )
+        return value
 
     @field_validator("require", mode="before")
     @classmethod

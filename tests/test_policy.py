@@ -133,3 +133,10 @@ def test_a_gate_step_needs_the_mlflow_source_and_instance_count_is_positive() ->
     assert "models.churn.deploy.gate" in problem and "it needs source: mlflow, not run" in problem
     [problem] = problems(DEPLOY + "      instance_count: 0\n")
     assert "models.churn.deploy.instance_count" in problem
+
+
+@pytest.mark.parametrize("step", ['""', "' '"])
+def test_an_empty_gate_step_names_the_key_and_says_to_name_the_step_or_leave_it_out(step: str) -> None:
+    [problem] = problems(DEPLOY + f"      gate: {{metric: auc, step: {step}}}\n")
+    assert "models.churn.deploy.gate.step: an empty step; write the display name of the pipeline step" in problem
+    assert "or leave it out to read the pipeline run's own metrics" in problem and "at least 1" not in problem
