@@ -46,7 +46,7 @@ from tests.azure_world import (
     WorkerDied,
     in_workspace,
 )
-from tests.builders import ours, run_event
+from tests.builders import ours, run_event, with_retrain
 from tests.conftest import REPO
 from tests.fake_http import FakeCredential
 
@@ -193,6 +193,9 @@ def test_a_webhook_batch_shares_one_deadline_across_its_events(azure: AzureWorld
     from function_app.localhost import Host
     from tests.conftest import Client
 
+    # without the worthiness check, which reads the endpoint (its served champion) before the job is submitted
+    azure.policy = with_retrain({"worthiness": False})
+    azure.worker = azure.new_worker()
     azure.arm.fail(429, method="PUT", path=r"^jobs/", headers={"Retry-After": "20"})
     azure.arm.fail(503, method="GET", path=r"^onlineEndpoints/", times=1000)
     start = azure.clock.now
