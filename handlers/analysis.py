@@ -81,10 +81,18 @@ class HealthSource(Protocol):
     name: str
 
     def read(
-        self, endpoint: str, candidate: str, baseline: str | None, since: datetime, until: datetime
+        self,
+        endpoint: str,
+        candidate: str,
+        baseline: str | None,
+        since: datetime,
+        until: datetime,
+        before: datetime | None = None,
     ) -> tuple[Reading, Reading | None]:
-        """The candidate's reading, and the baseline's (None when ``baseline`` is None). Raises
-        TransientError when the numbers cannot be had now, PermanentError when refused."""
+        """The candidate's reading, and the baseline's (None when ``baseline`` is None); with
+        ``before``, the baseline's minutes from ``before`` to ``since`` in its reading's ``history``
+        (the judge's calm rate). Raises TransientError when the numbers cannot be had now,
+        PermanentError when refused."""
         ...
 
 

@@ -132,13 +132,13 @@ class Look:
         step_base = step_minutes(baseline, step_since) if baseline is not None else None
         bounded = baked >= rule.longest_bake
         table = Table.of(candidate, baseline, classes, rule.health.max_error_rate, step_since, not bounded)
-        earlier = baseline is not None and not any(r.base_served for r in table.step) and bool(table.calm)
-        if earlier:  # no baseline in the step's minutes (at 100%): its rate earlier in the rollout
+        earlier = baseline is not None and not any(r.base_served for r in table.step) and bool(table.reference)
+        if earlier:  # no baseline in the step's minutes (at 100%): its rate before and earlier in the rollout
             mine = [(r.failures, r.served) for r in table.step if r.excused is None and r.served]
-            cmp = against_history(mine, table.calm)
+            cmp = against_history(mine, table.reference)
         elif baseline is not None:
             own = [(r.failures, r.served) for r in table.step if r.excused is None and r.served and not r.shared]
-            cmp = compare(table.strata, by_minute=bool(candidate.minutes), baseline=table.calm, own=own)
+            cmp = compare(table.strata, by_minute=bool(candidate.minutes), baseline=table.reference, own=own)
         else:
             cmp = None
         b = step_base.counts(classes) if step_base is not None else None
@@ -185,6 +185,12 @@ class Look:
             notes.append("no baseline deployment: absolute limits only")
         elif self.b.served == 0:
             notes.append(f"baseline {self.b.deployment} served no request in the step: absolute limits only")
+        if self.table.before:
+            failures, served = (sum(x) for x in zip(*self.table.before, strict=True))
+            notes.append(
+                f"the baseline's {len(self.table.before)} minute(s) before the rollout ({failures} failure(s) of "
+                f"{served}) weighed in its calm failure rate and how much it varies"
+            )
         shared, burst = self.table.excused_of("shared"), self.table.excused_of("no_baseline")
         if shared:
             notes.append(
@@ -207,7 +213,8 @@ class Look:
     @property
     def vs(self) -> str:
         if self.earlier and self.cmp is not None and self.baseline is not None:
-            return f" vs baseline {self.baseline.deployment} earlier in the rollout: {self.cmp.expected:.0f} expected"
+            when = "before and earlier in the rollout" if self.table.before else "earlier in the rollout"
+            return f" vs baseline {self.baseline.deployment} {when}: {self.cmp.expected:.0f} expected"
         return f" vs baseline {self.b.deployment}: {self.b.text()}" if self.compared and self.b is not None else ""
 
     @property

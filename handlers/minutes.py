@@ -56,6 +56,9 @@ class Table:
     """The minutes of a window (see the module); ``rows`` in time order."""
 
     rows: tuple[Row, ...]
+    # the baseline's (failures, requests) in its minutes before the rollout (its reading's ``history``)
+    # that it did not fail in (above the limit beyond doubt, as a shared minute), oldest first
+    before: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def of(
@@ -74,11 +77,8 @@ class Table:
         for at in sorted(set(cand) | set(base)):
             served, failures = cand.get(at, (0, 0))
             b_served, b_failures = base.get(at, (0, 0))
-            shared = (
-                b_served > 0
-                and b_failures > limit * b_served
-                and binomial_greater(b_failures, b_served, limit) < SHARED_LEVEL
-                and (not served or fisher_greater(failures, served, b_failures, b_served) >= WORSE_LEVEL)
+            shared = _failing(b_failures, b_served, limit) and (
+                not served or fisher_greater(failures, served, b_failures, b_served) >= WORSE_LEVEL
             )
             in_step = single or step_since is None or at >= step_since
             rows.append(Row(at, served, failures, b_served, b_failures, in_step, shared))
@@ -92,7 +92,10 @@ class Table:
             elif r.at in burst:
                 why = "no_baseline"
             excused.append(Row(r.at, r.served, r.failures, r.base_served, r.base_failures, r.in_step, r.shared, why))
-        return cls(tuple(excused))
+        first = rows[0].at if rows else None
+        history = [m.counted(classes) for m in baseline.history if first is None or m.at < first] if baseline else []
+        before = tuple((f, n) for n, f in history if n and not _failing(f, n, limit))
+        return cls(tuple(excused), before)
 
     @property
     def step(self) -> tuple[Row, ...]:
@@ -129,6 +132,12 @@ class Table:
         """The baseline's (failures, requests) in the minutes of the window it did not fail in."""
         return [(r.base_failures, r.base_served) for r in self.rows if r.base_served and not r.shared]
 
+    @property
+    def reference(self) -> list[tuple[int, int]]:
+        """The baseline's calm minutes before the rollout (``before``) and in the window: what its
+        calm failure rate, and how much that rate varies from minute to minute, are estimated from."""
+        return [*self.before, *self.calm]
+
     def excused_of(self, why: str) -> list[Row]:
         return [r for r in self.step if r.excused == why]
 
@@ -137,6 +146,11 @@ class Table:
         """The latest minute of the window with traffic, when the baseline failed in it."""
         latest = next((r for r in reversed(self.rows) if r.served or r.base_served), None)
         return latest if latest is not None and latest.shared else None
+
+
+def _failing(failures: int, served: int, limit: float) -> bool:
+    """A baseline minute failing above ``limit`` beyond doubt (a one-sided binomial test at :data:`SHARED_LEVEL`)."""
+    return served > 0 and failures > limit * served and binomial_greater(failures, served, limit) < SHARED_LEVEL
 
 
 def _bursts(rows: list[Row], reference: list[Row], limit: float) -> list[Row]:

@@ -76,13 +76,27 @@ class Minute(NamedTuple):
         return requests - throttled, sum(by_class.values())
 
 
+def _ordered(minutes: Iterable[tuple[str, Codes, float | None]]) -> tuple[Minute, ...]:
+    """Minutes by time, each histogram merged (a minute given twice is merged; its p95 is the last one given)."""
+    by_minute: dict[str, tuple[dict[tuple[int, int | None], int], float | None]] = {}
+    for at, minute_codes, p95 in minutes:
+        histogram, _ = by_minute.get(at, ({}, None))
+        for c, m, n in merged(minute_codes):
+            histogram[(c, m)] = histogram.get((c, m), 0) + n
+        by_minute[at] = (histogram, p95)
+    return tuple(Minute(at, merged(h), p) for at, (h, p) in sorted(by_minute.items()) if h or p is not None)
+
+
 @dataclass(frozen=True)
 class Reading:
     """What one deployment answered over ``since``..``until`` (ISO times), from ``source``
     ('metrics', 'logs' or 'none'): ``codes`` is the histogram (ResponseCode, ModelStatusCode or
     None, requests), sorted; ``p95_ms`` the 95th percentile latency (None when unknown);
     ``request`` the query text or the metrics request that produced it; ``note`` anything unusual;
-    ``minutes`` the same minute by minute (sorted; empty when the source gave none)."""
+    ``minutes`` the same minute by minute (sorted; empty when the source gave none); ``history`` the
+    deployment's minutes *before* the window (read for the baseline only: its minutes before the
+    rollout, which tell the judge its calm failure rate and how much that rate varies from minute
+    to minute; empty when not read)."""
 
     endpoint: str
     deployment: str
@@ -94,6 +108,7 @@ class Reading:
     request: str
     note: str | None = None
     minutes: tuple[Minute, ...] = ()
+    history: tuple[Minute, ...] = ()
 
     @classmethod
     def of(
@@ -108,17 +123,23 @@ class Reading:
         request: str,
         note: str | None = None,
         minutes: Iterable[tuple[str, Codes, float | None]] = (),
+        history: Iterable[tuple[str, Codes, float | None]] = (),
     ) -> Reading:
         """A reading whose histograms are merged (one entry per code pair) and sorted, its minutes
-        by time (a minute given twice is merged; its p95 is the last one given)."""
-        by_minute: dict[str, tuple[dict[tuple[int, int | None], int], float | None]] = {}
-        for at, minute_codes, p95 in minutes:
-            histogram, _ = by_minute.get(at, ({}, None))
-            for c, m, n in merged(minute_codes):
-                histogram[(c, m)] = histogram.get((c, m), 0) + n
-            by_minute[at] = (histogram, p95)
-        ordered = tuple(Minute(at, merged(h), p) for at, (h, p) in sorted(by_minute.items()) if h or p is not None)
-        return cls(endpoint, deployment, since, until, merged(codes), p95_ms, source, request, note, ordered)
+        (and its ``history``'s) by time (a minute given twice is merged; its p95 is the last one given)."""
+        return cls(
+            endpoint,
+            deployment,
+            since,
+            until,
+            merged(codes),
+            p95_ms,
+            source,
+            request,
+            note,
+            _ordered(minutes),
+            _ordered(history),
+        )
 
     @property
     def requests(self) -> int:

@@ -21,8 +21,12 @@ careful) of two:
   expected failures varies by about ``mu (1 + c2 mu)``, for a rate whose squared coefficient of
   variation is ``c2``. :func:`variation` weighs the values of ``c2`` in :data:`GRID` by how well
   they explain the baseline's own minutes (the busier deployment, untouched by the candidate's
-  failures), from a prior that finds a steady rate as likely as a varying one; the p-value is the
-  normal tail of ``O - E`` over the variance each ``c2`` gives, averaged with those weights. A busy
+  failures; with its minutes before the rollout, which the caller passes as the reference), from a
+  prior that finds a steady rate as likely as a varying one; the p-value is the tail of ``O - E``
+  over the variance each ``c2`` gives, averaged with those weights. That variance is taken at the
+  baseline's calm rate (never below it: a minute the baseline happened to fail less in does not
+  narrow it), and the tail is a skewed one (:func:`skewed_greater`: a varying rate's counts have a
+  heavier upper tail than the normal's, which matters at thousands of requests a minute). A busy
   endpoint's minutes soon tell which; a quiet one's leave the prior, where the counts matter more.
 
 :func:`against_history` is the same question for a step without a baseline in its minutes (at 100%):
@@ -36,7 +40,7 @@ the tie correction otherwise.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 Stratum = tuple[int, int, int, int]  # (candidate failures, candidate requests, baseline failures, baseline requests)
@@ -121,8 +125,9 @@ class Comparison:
     ``test`` that gave it, the candidate's ``observed`` failures in the informative minutes, their
     ``expected`` number and binomial ``variance`` as good as the baseline, the ``variation`` (the
     squared coefficient of variation of a failure rate from minute to minute, its expected value
-    after :func:`variation`) and the ``inflated`` variance it gives, and the ``minutes`` that
-    carried information."""
+    after :func:`variation`) and the ``inflated`` variance it gives, the ``minutes`` that carried
+    information, and the baseline's ``calm`` failure rate and the ``reference`` minutes (its own,
+    those before the rollout included) that rate and the variation were estimated from."""
 
     p_value: float
     test: str
@@ -132,6 +137,8 @@ class Comparison:
     variation: float
     inflated: float
     minutes: int
+    calm: float | None = None
+    reference: int = 0
 
 
 def variation(
@@ -170,9 +177,52 @@ def variation(
     return [(c2, w / total) for c2, w in zip(GRID, weights, strict=True)]
 
 
-def _mixed(z_of: Callable[[float], float], weights: list[tuple[float, float]]) -> float:
+def skewed_greater(z: float, skew: float) -> float:
+    """P(X >= z) for a standardized statistic X whose skewness is ``skew``: a shifted gamma with the same
+    mean, variance and skewness (Pearson type III), its tail by the Wilson-Hilferty cube root; the normal
+    tail when ``skew`` is 0 (or below: never less careful than the normal)."""
+    if skew <= 1e-9:
+        return normal_greater(z)
+    k = 4.0 / (skew * skew)  # the gamma's shape
+    y = k + z * math.sqrt(k)
+    if y <= 0.0:
+        return 1.0
+    return normal_greater(((y / k) ** (1.0 / 3.0) - 1.0 + 1.0 / (9.0 * k)) * 3.0 * math.sqrt(k))
+
+
+@dataclass(frozen=True)
+class Moments:
+    """The statistic ``d`` of the dispersed test (continuity-corrected) and how its variance and third
+    cumulant grow with the variation ``c2``: variance ``binomial + c2 * spread``, third cumulant ``3 c2
+    k3[0] + 2 c2**2 k3[1]``. Each deployment's count in a minute is taken as negative binomial: a Poisson
+    count whose rate varies by a gamma factor of mean 1 and squared coefficient of variation ``c2``, of
+    third cumulant ``mu + 3 c2 mu**2 + 2 c2**2 mu**3``; the ``mu`` term, the skew of a few counts, is the
+    exact test's to weigh (:func:`compare` takes the larger p-value), the rest is the skew a varying rate
+    adds: at thousands of requests a minute the count is the rate factor's, and its upper tail is heavier
+    than the normal's."""
+
+    d: float
+    binomial: float
+    spread: float
+    k3: tuple[float, float]
+
+    def tail(self, c2: float) -> float:
+        variance = self.binomial + c2 * self.spread
+        if variance <= 0.0:
+            return 1.0
+        third = 3.0 * c2 * self.k3[0] + 2.0 * c2 * c2 * self.k3[1]
+        return skewed_greater(self.d / math.sqrt(variance), third / variance**1.5)
+
+
+def _mixed(moments: Moments, weights: list[tuple[float, float]]) -> float:
     """The upper tail of the statistic, averaged over the weights of the variation."""
-    return sum(w * normal_greater(z_of(c2)) for c2, w in weights if w > 1e-12)
+    return sum(w * moments.tail(c2) for c2, w in weights if w > 1e-12)
+
+
+def _cubes(a: float, mu1: float, b: float, mu0: float) -> tuple[float, float]:
+    """The terms of the third cumulant the variation adds to ``a f1 - b f0`` (``f1``, ``f0`` independent
+    counts of means ``mu1``, ``mu0``): ``3 c2`` times the first, ``2 c2**2`` times the second."""
+    return (a**3 * mu1**2 - b**3 * mu0**2, a**3 * mu1**3 - b**3 * mu0**3)
 
 
 def compare(
@@ -193,31 +243,39 @@ def compare(
         return None
     reference = list(baseline) or [(s[2], s[3]) for s in strata]
     calm = sum(f for f, _ in reference) / max(1, sum(n for _, n in reference))
-    d = variance = spread = 0.0
+    d = variance = binomial = spread = 0.0
+    k3 = (0.0, 0.0)
     for f1, n1, f0, n0 in informative:
         total, m = n1 + n0, f1 + f0
         d += f1 - m * n1 / total
         variance += m * (total - m) * n1 * n0 / (total * total * (total - 1))
         # each side's own expected failures at the baseline's calm rate: what varies deployment by deployment is
-        # its own rate (a minute both fail in alike is left out by the caller). Not the minute's own rate: in a
-        # minute below the calm rate that would shrink the variance exactly when the candidate looks worse
+        # its own rate (a minute both fail in alike is left out by the caller). Not the minute's own rate below
+        # it: in a minute the baseline failed less than usual that would shrink the variance exactly when the
+        # candidate looks worse (its share of the minute's failures is then larger)
+        rate = max(calm, m / total)
+        binomial += n1 * n0 * rate * (1 - rate) / total
         mu1, mu0 = calm * n1, calm * n0
-        spread += (n0 / total) ** 2 * mu1 * mu1 + (n1 / total) ** 2 * mu0 * mu0
+        a, b = n0 / total, n1 / total
+        spread += a * a * mu1 * mu1 + b * b * mu0 * mu0
+        k3 = tuple(x + y for x, y in zip(k3, _cubes(a, mu1, b, mu0), strict=True))  # type: ignore[assignment]
     observed = sum(s[0] for s in informative)
     if variance <= 0.0:
         return None
     weights = variation(reference, own) if by_minute else [(0.0, 1.0)]
     c2 = sum(c * w for c, w in weights)
-    inflated = variance + c2 * spread
+    inflated = binomial + c2 * spread
     if variance <= EXACT_UP_TO:
         counted, test = exact_greater(informative), "exact"
     else:
         counted, test = normal_greater((d - 0.5) / math.sqrt(variance)), "z"
-    dispersed = _mixed(lambda c: (d - 0.5) / math.sqrt(variance + c * spread), weights)
+    dispersed = _mixed(Moments(d - 0.5, binomial, spread, k3), weights)
     if c2 > 0 and dispersed > counted:
         counted, test = dispersed, "dispersed"
     name = {"exact": "fisher-exact", "z": "z"}.get(test, test) if len(informative) == 1 else f"minutes-{test}"
-    return Comparison(counted, name, observed, observed - d, variance, c2, inflated, len(informative))
+    return Comparison(
+        counted, name, observed, observed - d, variance, c2, inflated, len(informative), calm, len(reference)
+    )
 
 
 def against_history(candidate: Sequence[tuple[int, int]], baseline: Sequence[tuple[int, int]]) -> Comparison | None:
@@ -238,11 +296,26 @@ def against_history(candidate: Sequence[tuple[int, int]], baseline: Sequence[tup
     c2 = sum(c * w for c, w in weights)
     binomial = p * (1 - p) * (1 / n1 + 1 / n0)
     spread = p * p * (sum(n * n for _, n in candidate) / n1**2 + sum(n * n for _, n in baseline) / n0**2)
-    diff = f1 / n1 - f0 / n0 - 0.5 * (1 / n1 + 1 / n0)
-    dispersed = _mixed(lambda c: diff / math.sqrt(binomial + c * spread), weights)
+    diff = f1 / n1 - f0 / n0
+    k3 = (0.0, 0.0)
+    for minutes, total, sign in ((candidate, n1, 1.0), (baseline, n0, -1.0)):
+        for _, n in minutes:  # a minute's count is n p on average, weighed by 1 / total in its side's rate
+            k3 = tuple(x + sign * (p * n) ** i / total**3 for i, x in enumerate(k3, 2))  # type: ignore[assignment]
+    dispersed = _mixed(Moments(diff - 0.5 * (1 / n1 + 1 / n0), binomial, spread, k3), weights)
     p_value, test = (dispersed, "dispersed") if dispersed > whole.p_value else (whole.p_value, whole.test)
     inflated = whole.variance * (binomial + c2 * spread) / binomial
-    return Comparison(p_value, f"history-{test}", f1, n1 * f0 / n0, whole.variance, c2, inflated, len(candidate))
+    return Comparison(
+        p_value,
+        f"history-{test}",
+        f1,
+        n1 * f0 / n0,
+        whole.variance,
+        c2,
+        inflated,
+        len(candidate),
+        f0 / n0,
+        len(baseline),
+    )
 
 
 def mann_whitney_greater(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:

@@ -24,8 +24,19 @@ def at(minute: int) -> str:
     return f"2026-12-06T10:{minute:02d}:00.000Z"
 
 
-def reading(deployment: str, minutes: list[tuple[int, int]], start: int = 0, p95: list[float] | None = None) -> Reading:
-    """Minutes of (served, failed) from minute ``start``; ``p95`` each minute's (default 40 ms)."""
+def reading(
+    deployment: str,
+    minutes: list[tuple[int, int]],
+    start: int = 0,
+    p95: list[float] | None = None,
+    history: list[tuple[int, int]] = (),  # type: ignore[assignment]
+) -> Reading:
+    """Minutes of (served, failed) from minute ``start``; ``p95`` each minute's (default 40 ms); ``history``
+    the minutes before (of 09:xx, ending at 09:59)."""
+    before = [
+        (f"2026-12-06T09:{60 - len(history) + i:02d}:00.000Z", {OK: s - f, FAIL: f}, None)
+        for i, (s, f) in enumerate(history)
+    ]
     per = [
         (at(start + i), {OK: s - f, FAIL: f}, (p95[i] if p95 else 40.0) if s else None)
         for i, (s, f) in enumerate(minutes)
@@ -42,6 +53,7 @@ def reading(deployment: str, minutes: list[tuple[int, int]], start: int = 0, p95
         "metrics",
         f"request for {deployment}",
         minutes=per,
+        history=before,
     )
 
 
@@ -180,3 +192,35 @@ def test_every_verdict_records_its_minutes(minutes: int) -> None:
     got = v.as_dict()
     assert len(got["minutes"]) == minutes and got["minutes"][0] == (at(0), 60, 1, 540, 5, None)
     assert set(got["comparison"]) >= {"p_value", "test", "observed", "expected", "variance", "variation"}
+
+
+def test_a_baseline_quiet_by_chance_in_the_step_does_not_roll_back_a_candidate_its_hour_before_explains() -> None:
+    # 6,000 a minute at 10%: the baseline happens to fail 0.56% in the step's minutes, the candidate 1%; in the
+    # hour before the rollout the baseline failed 0.58% and 1.25% minute after minute (a rate that varies)
+    cand, base = [(600, 6)] * 10, [(5400, 30)] * 10
+    hour = [(6000, 35), (6000, 75)] * 30
+
+    alone = analysis.judge(rule(), reading("cand", cand), reading("blue", base), timedelta(minutes=10))
+    v = analysis.judge(rule(), reading("cand", cand), reading("blue", base, history=hour), timedelta(minutes=10))
+    worse = analysis.judge(
+        rule(), reading("cand", [(600, 8)] * 10), reading("blue", base, history=hour), timedelta(minutes=10)
+    )
+
+    assert alone.next == "rollback"  # the step's ten quiet minutes alone: a steady 0.56%, and the candidate above it
+    assert (v.status, v.next) == ("healthy", "advance")
+    assert v.comparison is not None and v.comparison["reference"] == 70 and v.comparison["variation"] > 0.1
+    assert v.comparison["calm"] == pytest.approx((3300 + 300) / (360000 + 54000))
+    assert "the baseline's 60 minute(s) before the rollout (3300 failure(s) of 360000)" in (v.note or "")
+    assert worse.next == "rollback"  # a candidate failing 1.33% is still worse than that
+
+
+def test_the_baseline_s_failing_minutes_before_the_rollout_are_left_out_of_its_calm_rate() -> None:
+    hour = [(6000, 60)] * 58 + [(6000, 3000), (6000, 2400)]  # an outage in its last two minutes
+    v = analysis.judge(
+        rule(),
+        reading("cand", [(600, 6)] * 10),
+        reading("blue", [(5400, 54)] * 10, history=hour),
+        timedelta(minutes=10),
+    )
+    assert v.comparison is not None and v.comparison["reference"] == 68
+    assert v.comparison["calm"] == pytest.approx(0.01) and v.next == "advance"

@@ -120,5 +120,28 @@ def test_the_variation_is_weighed_at_the_calm_rate_even_in_a_minute_below_it() -
     quiet = strata.compare([(6, 600, 20, 5400)], baseline=calm)  # the minute's own rate (0.4%) is below the calm 1%
     usual = strata.compare([(6, 600, 54, 5400)], baseline=calm)
     assert quiet is not None and usual is not None
-    # the variance the variation adds is the same: a minute that is quiet by chance does not shrink it
-    assert quiet.inflated - quiet.variance == pytest.approx(usual.inflated - usual.variance)
+    # the variance of the dispersed test is the same: a minute that is quiet by chance does not shrink it (neither
+    # its binomial part, at the calm rate, nor what the variation adds); the exact test's, conditional on the
+    # minute's failures, does
+    assert quiet.inflated == pytest.approx(usual.inflated) and quiet.variance < usual.variance
+    assert quiet.calm == pytest.approx(0.01) and quiet.reference == 10
+
+
+def _gamma_tail(shape: int, y: float) -> float:
+    """P(G >= y) for G ~ Gamma(shape, 1), shape a whole number: P(Poisson(y) <= shape - 1)."""
+    term, total = math.exp(-y), 0.0
+    for k in range(shape):
+        total += term
+        term *= y / (k + 1)
+    return total
+
+
+def test_the_skewed_tail_is_a_gamma_s_and_the_normal_without_skew() -> None:
+    assert strata.skewed_greater(3.0, 0.0) == strata.normal_greater(3.0)
+    assert strata.skewed_greater(3.0, -0.2) == strata.normal_greater(3.0)  # never less careful than the normal
+    # the mean of 10 minutes' gamma factors (shape 4 each: a coefficient of variation 0.5) is Gamma(40) / 40, of
+    # skewness 2 / sqrt(40): its tail 3.45 standard deviations up is about 4 times the normal's
+    k, z = 40, 3.45
+    exact = _gamma_tail(k, k + z * math.sqrt(k))
+    assert strata.skewed_greater(z, 2 / math.sqrt(k)) == pytest.approx(exact, rel=0.1)
+    assert exact > 3 * strata.normal_greater(z)
