@@ -11,10 +11,12 @@ from pydantic import BeforeValidator, Discriminator, Field, JsonValue, Tag, fiel
 
 from handlers.guard_rules import GuardsRule
 from handlers.policy_base import Duration, Strict, asset_version
+from handlers.records import span
 from handlers.rollout.traffic import MAX_MIRROR
 
 _FAILURE_CLASSES = ("5xx", "4xx", "model_5xx")
 DEFAULT_LAG = {"metrics": timedelta(minutes=3), "logs": timedelta(minutes=5)}
+MAX_HISTORY = timedelta(hours=24)  # the baseline's minutes before the rollout read at most (health.history)
 
 
 def _failure_codes(value: Any) -> Any:
@@ -53,7 +55,9 @@ class HealthRule(Strict):
     window ends ``lag`` before now (default: the source's, 3m for metrics, 5m for logs). With
     fewer requests the step keeps baking, up to ``max_bake`` (default three bakes), and then
     ``on_no_traffic`` decides: ``rollback`` (the default: nothing unverified gets more traffic),
-    ``hold`` (stay at the step and keep waiting for traffic) or ``promote`` (go on unverified)."""
+    ``hold`` (stay at the step and keep waiting for traffic) or ``promote`` (go on unverified).
+    ``history`` (default 1h, at most 24h): how much of the baseline's traffic from before the rollout
+    is read beside each step, for its calm failure rate and how much that rate varies minute to minute."""
 
     max_error_rate: float = Field(default=0.05, ge=0, le=1)
     min_requests: int = Field(default=20, ge=0)
@@ -66,6 +70,17 @@ class HealthRule(Strict):
     max_latency_ratio: float | None = Field(default=1.5, ge=1)
     max_throttle_rate: float | None = Field(default=None, ge=0, le=1)
     lag: Duration | None = None
+    history: Duration = timedelta(hours=1)
+
+    @field_validator("history")
+    @classmethod
+    def _history(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) <= value <= MAX_HISTORY:
+            raise ValueError(
+                f"{span(value)} is not a history the judge reads; write a duration from 0m (none: the baseline's minutes "
+                "in the rollout only) to 24h, e.g. 1h"
+            )
+        return value
 
     def source_or(self, default: str = "metrics") -> str:
         """The source to read: the policy's, else ``default`` (the service's setting)."""

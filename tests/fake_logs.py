@@ -14,7 +14,10 @@ would: ``=~`` compares case-insensitively, ``toint`` of an empty string is null,
 1m)`` floors to the minute, ``count()`` by ``DeploymentName``, ``minute``, ``code`` and
 ``model_code``, and the p95 of ``TotalDurationMs`` by ``DeploymentName`` and ``minute``, and by
 ``DeploymentName`` alone (nearest rank; Kusto estimates it), outer-unioned (a column a leg lacks is
-null; a datetime column is an ISO string, which the SDK turns into a datetime). What a failure is is not known
+null; a datetime column is an ISO string, which the SDK turns into a datetime). With the baseline's
+history, ``let window_start = datetime(...)`` (a Kusto datetime literal) keeps the traffic legs to the
+rows from it on, and a fourth leg counts the baseline's rows before it, within the timespan, by the same
+keys as ``history_requests`` (a column the union adds after the others). What a failure is is not known
 here: the fake answers with what the rows hold. A query it does not recognise, a wrong host, path or
 token audience is answered 400 and recorded in ``unexpected``.
 """
@@ -35,16 +38,25 @@ from tests.fake_http import Answer, FakeService, Refusal, Request, Unexpected, t
 LOGS_HOST = "api.loganalytics.io"
 _LITERAL = r'"((?:[^"\\]|\\.)*)"'
 # The service's query, as the fake accepts it: the names are KQL string literals; the rest is fixed.
+# With the baseline's history: ``window_start`` (a datetime literal) bounds the traffic, and the baseline's
+# rows before it are counted per minute and code in a fourth leg, ``history_requests``.
+_COUNTS = r"DeploymentName, minute = bin\(TimeGenerated, 1m\), code = toint\(ResponseCode\), model_code = toint\(ModelStatusCode\)"
 QUERY_SHAPE = re.compile(
     rf"""let endpoint_name = {_LITERAL};
 let deployment_name = {_LITERAL};(?:
-let baseline_name = {_LITERAL};)?
+let baseline_name = {_LITERAL};)?(?:
+let window_start = datetime\(([0-9T:.Z-]+)\);)?
 let traffic = AmlOnlineEndpointTrafficLog
-\| where EndpointName =~ endpoint_name and \((DeploymentName =~ deployment_name(?: or DeploymentName =~ baseline_name)?)\);
+\| where EndpointName =~ endpoint_name and \((DeploymentName =~ deployment_name(?: or DeploymentName =~ baseline_name)?)\)(
+\| where TimeGenerated >= window_start)?;(
+let history = AmlOnlineEndpointTrafficLog
+\| where EndpointName =~ endpoint_name and DeploymentName =~ baseline_name and TimeGenerated < window_start
+\| summarize history_requests = count\(\) by {_COUNTS};)?
 union
-    \(traffic \| summarize requests = count\(\) by DeploymentName, minute = bin\(TimeGenerated, 1m\), code = toint\(ResponseCode\), model_code = toint\(ModelStatusCode\)\),
+    \(traffic \| summarize requests = count\(\) by {_COUNTS}\),
     \(traffic \| summarize p95_ms = percentile\(TotalDurationMs, 95\) by DeploymentName, minute = bin\(TimeGenerated, 1m\)\),
-    \(traffic \| summarize p95_ms = percentile\(TotalDurationMs, 95\) by DeploymentName\)"""
+    \(traffic \| summarize p95_ms = percentile\(TotalDurationMs, 95\) by DeploymentName\)(,
+    history)?"""
 )
 
 # A rollout guard's query (function_app/adapters/monitor_guards.py): the service's two names, then the
@@ -162,16 +174,31 @@ class FakeLogs(FakeService):
         if match is None:
             return self._guard(call, query)
         endpoint, candidate, baseline = (json.loads(f'"{g}"') if g is not None else None for g in match.groups()[:3])
-        if (baseline is None) != (" or " not in match.group(4)):
+        window_text, deployments, *history = match.groups()[3:]
+        if (baseline is None) != (" or " not in deployments):
             raise Unexpected("baseline_name is declared but not used, or used but not declared")
+        if len({window_text is None, *(h is None for h in history)}) > 1 or (window_text and baseline is None):
+            raise Unexpected("window_start, its where, the history and its leg come together, with a baseline")
         wanted = {candidate.lower()} | ({baseline.lower()} if baseline else set())
         start_text, _, end_text = str(call.body.get("timespan") or "").partition("/")
         start, end = datetime.fromisoformat(start_text), datetime.fromisoformat(end_text)
-        rows = [
+        window = datetime.fromisoformat(window_text) if window_text else start  # a Kusto datetime literal
+        matching = [
             r
             for r in self.rows
             if r.endpoint.lower() == endpoint.lower() and r.deployment.lower() in wanted and start <= r.time < end
         ]
+        rows = [r for r in matching if r.time >= window]
+        earlier: dict[tuple[str, datetime, int | None, int | None], int] = {}
+        for r in matching:
+            if r.time < window and baseline is not None and r.deployment.lower() == baseline.lower():
+                key = (
+                    r.deployment,
+                    r.time.replace(second=0, microsecond=0),
+                    toint(r.response_code),
+                    toint(r.model_status_code),
+                )
+                earlier[key] = earlier.get(key, 0) + 1
         groups: dict[tuple[str, datetime, int | None, int | None], int] = {}
         durations: dict[tuple[str, datetime | None], list[int]] = {}
         for r in rows:
@@ -180,24 +207,26 @@ class FakeLogs(FakeService):
             groups[key] = groups.get(key, 0) + 1
             durations.setdefault((r.deployment, minute), []).append(r.duration_ms)
             durations.setdefault((r.deployment, None), []).append(r.duration_ms)
-        histogram = [[d, stamp(m), code, model, n, None] for (d, m, code, model), n in groups.items()]
+        # the union's columns in the order the legs bring them (Kusto's outer union), history_requests last
+        extra = [None] if window_text else []
+        histogram = [[d, stamp(m), code, model, n, None, *extra] for (d, m, code, model), n in groups.items()]
         percentiles = []
         for (d, m), values in durations.items():
             values.sort()
             p95 = float(values[max(0, math.ceil(0.95 * len(values)) - 1)])
-            percentiles.append([d, stamp(m) if m is not None else None, None, None, None, p95])
-        table = {
-            "name": "PrimaryResult",
-            "columns": [
-                {"name": "DeploymentName", "type": "string"},
-                {"name": "minute", "type": "datetime"},
-                {"name": "code", "type": "int"},
-                {"name": "model_code", "type": "int"},
-                {"name": "requests", "type": "long"},
-                {"name": "p95_ms", "type": "real"},
-            ],
-            "rows": histogram + percentiles,
-        }
+            percentiles.append([d, stamp(m) if m is not None else None, None, None, None, p95, *extra])
+        before = [[d, stamp(m), code, model, None, None, n] for (d, m, code, model), n in earlier.items()]
+        columns = [
+            {"name": "DeploymentName", "type": "string"},
+            {"name": "minute", "type": "datetime"},
+            {"name": "code", "type": "int"},
+            {"name": "model_code", "type": "int"},
+            {"name": "requests", "type": "long"},
+            {"name": "p95_ms", "type": "real"},
+        ]
+        if window_text:
+            columns.append({"name": "history_requests", "type": "long"})
+        table = {"name": "PrimaryResult", "columns": columns, "rows": histogram + percentiles + before}
         out: dict[str, Any] = {"tables": [table]}
         if self.partial:
             out["error"] = {"code": "PartialError", "message": "There were some errors when processing your query."}

@@ -94,7 +94,13 @@ class SteadyHealth:
     name = "metrics"
 
     def read(
-        self, endpoint: str, candidate: str, baseline: str | None, since: datetime, until: datetime
+        self,
+        endpoint: str,
+        candidate: str,
+        baseline: str | None,
+        since: datetime,
+        until: datetime,
+        before: datetime | None = None,
     ) -> tuple[Reading, Reading | None]:
         def reading(deployment: str, failures: int, total: int) -> Reading:
             codes = {(200, 200): total - failures, (424, 500): failures}

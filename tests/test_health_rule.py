@@ -93,3 +93,13 @@ def test_bad_values_name_the_key(keys: dict[str, Any], path: str) -> None:
 
 def test_the_lag_error_says_how_to_write_a_duration() -> None:
     assert "write it like '6h', '30m', '1d12h' or '45s'" in error(lag="soon")
+
+
+def test_the_baseline_s_history_is_an_hour_by_default_and_at_most_a_day() -> None:
+    assert health().history == timedelta(hours=1) and health(history="0m").history == timedelta(0)
+    assert health(history="6h").history == timedelta(hours=6)
+    assert error(history="2d") == (
+        "policy.yaml: models.churn.deploy.rollout.health.history: 2d is not a history the judge reads; "
+        "write a duration from 0m (none: the baseline's minutes in the rollout only) to 24h, e.g. 1h"
+    )
+    assert "write it like '6h'" in error(history="an hour")

@@ -249,6 +249,26 @@ def test_two_failures_at_a_few_requests_a_minute_do_not_roll_back_through_either
     assert verdict.next != "rollback", verdict.why
 
 
+def test_each_source_reads_the_baseline_s_hour_before_the_rollout_as_its_history(world: World) -> None:
+    world.serve(BASE, minutes=60, start=-60, ok=588, e5xx=12)  # the hour before: the baseline alone, 2%
+    world.serve(CAND, minutes=5, start=-5, ok=5, e424=5)  # the candidate's requests before the step (a mirror)
+    world.serve(CAND, ok=59, e5xx=1)
+    world.serve(BASE, ok=537, e5xx=3)
+    since, until = analysis.window(RULE.health, STARTED, STARTED + RULE.bake + world.lag, world.name)
+
+    cand, base = world.source.read(ENDPOINT, CAND, BASE, since, until, before=since - timedelta(hours=1))
+
+    assert base is not None and len(base.history) == 60
+    assert {m.counted() for m in base.history} == {(600, 12)} and base.history[-1].at < base.minutes[0].at
+    assert (base.counts().served, base.counts().failures) == (5400, 30)  # the window's counts are the window's
+    assert cand.history == () and (cand.counts().served, cand.counts().failures) == (600, 10)  # not its earlier ones
+    verdict = analysis.judge(RULE, cand, base, until - since)
+    assert verdict.comparison is not None and verdict.comparison["reference"] == 70  # 60 before, 10 in the step
+    assert verdict.comparison["calm"] == pytest.approx((720 + 30) / (36000 + 5400))
+    assert "the baseline's 60 minute(s) before the rollout (720 failure(s) of 36000)" in (verdict.note or "")
+    assert world.source.read(ENDPOINT, CAND, BASE, since, until)[1].history == ()  # none unless asked  # type: ignore[union-attr]
+
+
 def test_the_logs_source_sends_one_query_for_both_deployments() -> None:
     world = LogsWorld()
     world.serve(CAND, ok=60)
@@ -256,6 +276,17 @@ def test_the_logs_source_sends_one_query_for_both_deployments() -> None:
     [call] = world.fake.calls
     assert call.body["query"] == build_query(ENDPOINT, CAND, BASE)
     assert 'let baseline_name = "blue";' in call.body["query"] and call.path == f"/v1/workspaces/{LOGS_WORKSPACE}/query"
+
+
+def test_the_logs_source_reads_the_baseline_s_history_in_the_same_query() -> None:
+    world = LogsWorld()
+    world.serve(CAND, ok=60)
+    since, until = analysis.window(RULE.health, STARTED, NOW, world.name)
+    world.source.read(ENDPOINT, CAND, BASE, since, until, before=since - timedelta(hours=1))
+    [call] = world.fake.calls
+    assert call.body["query"] == build_query(ENDPOINT, CAND, BASE, since)
+    assert "let window_start = datetime(2026-12-02T09:47:00.000000Z);" in call.body["query"]
+    assert call.body["timespan"].startswith("2026-12-02T08:47:00")  # the hour before the window
 
 
 def test_the_logs_query_refuses_a_baseline_name_azure_would_not_accept() -> None:

@@ -13,6 +13,7 @@ now, so a step's last look is a bake and a lag after it began.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -84,11 +85,17 @@ class Rollout:
         return found[0]
 
     def windows(self) -> list[timedelta]:
-        """The length of each window the source was asked about."""
+        """The length of each window the source was asked about (the baseline's history before it aside:
+        the logs query's ``window_start``, the metrics' latency request, which reads the window only)."""
         if self.azure.source == "logs":
-            spans = [c.body["timespan"].split("/") for c in self.azure.logs.calls]
+            spans = []
+            for c in self.azure.logs.calls:
+                start, end = c.body["timespan"].split("/")
+                history = re.search(r"let window_start = datetime\(([^)]+)\);", c.body["query"])
+                spans.append([history.group(1) if history else start, end])
         else:
-            spans = [[c.query["starttime"], c.query["endtime"]] for c in self.azure.metrics.calls]
+            calls = [c for c in self.azure.metrics.calls if c.query["metricnames"] == "RequestLatency_P95"]
+            spans = [[c.query["starttime"], c.query["endtime"]] for c in calls]
         out = []
         for start, end in spans:
             a, b = from_iso(start), from_iso(end)
@@ -141,6 +148,26 @@ def test_a_healthy_candidate_goes_10_50_100_and_is_promoted(rollout: Rollout) ->
     judged = [r.details["health"] for r in steps if "health" in r.details] + [health]
     assert [h["baked_s"] for h in judged] == [600.0, 600.0, 600.0]
     assert rollout.reconcile().rollouts == []  # nothing in flight any more
+
+
+@SOURCES
+def test_each_step_weighs_the_baseline_s_hour_before_the_rollout(rollout: Rollout) -> None:
+    azure, cand = rollout.azure, rollout.name
+    assert rollout.state() == "stepped"
+    since = from_iso(rollout.azure.service.ledger.get_model(MODEL).flights[guards.ROLLOUT].since)
+    assert since is not None
+    for m in range(90):  # the live deployment alone, from long before the rollout began
+        azure.serve(since - timedelta(minutes=90 - m, seconds=-30), "blue", ok=98, errors=2)
+    rollout.serve(minutes=10, ok=10, blue={"ok": 89, "errors": 1})
+    rollout.bake()
+
+    assert rollout.state() == "stepped"
+
+    health = next(r for r in azure.service.ledger.decisions(MODEL, 50) if r.details.get("traffic", {}).get(cand) == 50)
+    health = health.details["health"]
+    assert "the baseline's 60 minute(s) before the rollout (120 failure(s) of 6000)" in health["note"]
+    assert health["comparison"]["reference"] >= 70  # the hour before and the step's minutes
+    assert health["baseline"]["served"] == 900  # the step's counts are the step's
 
 
 @SOURCES

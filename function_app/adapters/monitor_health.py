@@ -7,7 +7,10 @@ Online endpoints write one row per request to the Log Analytics table ``AmlOnlin
 :func:`build_query` reads the candidate and the baseline in one query: per deployment and minute
 (``bin(TimeGenerated, 1m)``), the requests by ``(ResponseCode, ModelStatusCode)`` and the 95th
 percentile of their total duration, and the p95 of the whole window (percentiles do not add up);
-the window's histogram is the sum of its minutes'. It does not
+the window's histogram is the sum of its minutes'. Asked for the baseline's history too (``before``), the
+same query's timespan begins at ``before``, the traffic legs keep the window's rows (``TimeGenerated >=
+window_start``) and a fourth leg counts the baseline's rows before the window per minute and code
+(``history_requests``): the baseline's reading's ``history``. It does not
 decide what a failure is: the policy's ``failure_codes`` count the histogram
 (:mod:`handlers.analysis`), so a 424 from a failing model or a 408 timeout is counted however the
 policy says, and a 429 apart. The time window is the API's ``timespan``, not the query text; the
@@ -59,13 +62,23 @@ _WORKSPACE_RESOURCE = re.compile(
 
 SOURCE = "logs"
 QUERY = """let endpoint_name = {endpoint};
-let deployment_name = {deployment};{baseline_let}
+let deployment_name = {deployment};{baseline_let}{window_let}
 let traffic = AmlOnlineEndpointTrafficLog
-| where EndpointName =~ endpoint_name and ({deployments});
+| where EndpointName =~ endpoint_name and ({deployments}){window_where};{history_let}
 union
     (traffic | summarize requests = count() by DeploymentName, minute = bin(TimeGenerated, 1m), code = toint(ResponseCode), model_code = toint(ModelStatusCode)),
     (traffic | summarize p95_ms = percentile(TotalDurationMs, 95) by DeploymentName, minute = bin(TimeGenerated, 1m)),
-    (traffic | summarize p95_ms = percentile(TotalDurationMs, 95) by DeploymentName)"""
+    (traffic | summarize p95_ms = percentile(TotalDurationMs, 95) by DeploymentName){history_leg}"""
+# With the baseline's minutes before the window (its history, read since ``before``): the query's timespan
+# begins at ``before``, the window's rows are those from ``window_start`` on, and the baseline's rows before
+# it are counted per minute and code as ``history_requests``.
+WINDOW_LET = "\nlet window_start = datetime({start});"
+WINDOW_WHERE = "\n| where TimeGenerated >= window_start"
+HISTORY_LET = """
+let history = AmlOnlineEndpointTrafficLog
+| where EndpointName =~ endpoint_name and DeploymentName =~ baseline_name and TimeGenerated < window_start
+| summarize history_requests = count() by DeploymentName, minute = bin(TimeGenerated, 1m), code = toint(ResponseCode), model_code = toint(ModelStatusCode);"""
+HISTORY_LEG = ",\n    history"
 
 
 def kql_string(value: str) -> str:
@@ -85,25 +98,28 @@ def valid_names(*names: tuple[str, str]) -> None:
             )
 
 
-def build_query(endpoint: str, deployment: str, baseline: str | None = None) -> str:
-    """The query for the candidate ``deployment`` and, if given, the ``baseline`` deployment. Names
-    that Azure ML would not accept are refused, not quoted."""
+def build_query(
+    endpoint: str, deployment: str, baseline: str | None = None, window_start: datetime | None = None
+) -> str:
+    """The query for the candidate ``deployment`` and, if given, the ``baseline`` deployment; with
+    ``window_start`` (and a baseline), the baseline's minutes before it too (its history: the query's
+    timespan then begins earlier). Names that Azure ML would not accept are refused, not quoted."""
     names = [("endpoint", endpoint), ("deployment", deployment)]
     if baseline is not None:
         names.append(("deployment", baseline))
     valid_names(*names)
-    if baseline is None:
-        return QUERY.format(
-            endpoint=kql_string(endpoint),
-            deployment=kql_string(deployment),
-            baseline_let="",
-            deployments="DeploymentName =~ deployment_name",
-        )
+    history = baseline is not None and window_start is not None
+    start = window_start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if window_start is not None else ""
     return QUERY.format(
         endpoint=kql_string(endpoint),
         deployment=kql_string(deployment),
-        baseline_let=f"\nlet baseline_name = {kql_string(baseline)};",
-        deployments="DeploymentName =~ deployment_name or DeploymentName =~ baseline_name",
+        baseline_let=f"\nlet baseline_name = {kql_string(baseline)};" if baseline is not None else "",
+        window_let=WINDOW_LET.format(start=start) if history else "",
+        deployments="DeploymentName =~ deployment_name"
+        + (" or DeploymentName =~ baseline_name" if baseline is not None else ""),
+        window_where=WINDOW_WHERE if history else "",
+        history_let=HISTORY_LET if history else "",
+        history_leg=HISTORY_LEG if history else "",
     )
 
 
@@ -120,6 +136,12 @@ def _minute(value: Any) -> str | None:
     return None
 
 
+def _code_key(row: dict[str, Any]) -> tuple[int, int | None]:
+    """A row's ``(code, model_code)``: a code that is not a number is 0 (unknown), a model code None."""
+    code, model = finite(row.get("code")), finite(row.get("model_code"))
+    return int(code) if code is not None else 0, int(model) if model is not None else None
+
+
 NO_WORKSPACE = "no Log Analytics workspace is configured (RETRAIN_LOG_ANALYTICS_WORKSPACE_ID); no data"
 
 
@@ -133,7 +155,13 @@ class NoHealthData:
         self.note = note or NO_WORKSPACE
 
     def read(
-        self, endpoint: str, candidate: str, baseline: str | None, since: datetime, until: datetime
+        self,
+        endpoint: str,
+        candidate: str,
+        baseline: str | None,
+        since: datetime,
+        until: datetime,
+        before: datetime | None = None,
     ) -> tuple[Reading, Reading | None]:
         def empty(deployment: str) -> Reading:
             return Reading.of(endpoint, deployment, iso(since), iso(until), {}, None, "none", "none", self.note)
@@ -184,18 +212,27 @@ class MonitorHealth:
         return self._client.get()
 
     def read(
-        self, endpoint: str, candidate: str, baseline: str | None, since: datetime, until: datetime
+        self,
+        endpoint: str,
+        candidate: str,
+        baseline: str | None,
+        since: datetime,
+        until: datetime,
+        before: datetime | None = None,
     ) -> tuple[Reading, Reading | None]:
-        """The candidate's and the baseline's traffic over ``since``..``until``, in one query."""
-        query = build_query(endpoint, candidate, baseline)
+        """The candidate's and the baseline's traffic over ``since``..``until``, in one query; with
+        ``before``, the baseline's minutes from ``before`` to ``since`` too (its reading's ``history``)."""
+        history = before is not None and baseline is not None and before < since
+        query = build_query(endpoint, candidate, baseline, since if history else None)
+        start = before if history and before is not None else since
         names = f"{candidate} and {baseline}" if baseline else candidate
         what = f"querying the traffic log of {endpoint}/{names} in Log Analytics"
         budget = self.retry.budget()
 
         def run() -> Any:
             if self.workspace.startswith("/"):
-                return self.client.query_resource(self.workspace, query, timespan=(since, until))
-            return self.client.query_workspace(self.workspace, query, timespan=(since, until))
+                return self.client.query_resource(self.workspace, query, timespan=(start, until))
+            return self.client.query_workspace(self.workspace, query, timespan=(start, until))
 
         try:
             result = budget.call(what, run)
@@ -214,6 +251,7 @@ class MonitorHealth:
         minutes: dict[str, dict[str, dict[tuple[int, int | None], int]]] = {}
         p95: dict[str, float | None] = {}
         p95_minutes: dict[str, dict[str, float | None]] = {}
+        earlier: dict[str, dict[tuple[int, int | None], int]] = {}  # the baseline's minutes before the window
         tables = list(getattr(result, "tables", None) or [])
         for table in tables[:1]:
             columns = list(table.columns)
@@ -222,9 +260,14 @@ class MonitorHealth:
                 name = str(row.get("DeploymentName") or "").lower()
                 minute = _minute(row.get("minute"))
                 requests = finite(row.get("requests"))
-                if requests is not None:
-                    code, model = finite(row.get("code")), finite(row.get("model_code"))
-                    key = (int(code) if code is not None else 0, int(model) if model is not None else None)
+                before_window = finite(row.get("history_requests"))
+                if before_window is not None:
+                    if minute is not None and name == str(baseline).lower():
+                        of_minute = earlier.setdefault(minute, {})
+                        key = _code_key(row)
+                        of_minute[key] = of_minute.get(key, 0) + int(before_window)
+                elif requests is not None:
+                    key = _code_key(row)
                     bucket = codes.setdefault(name, {})
                     bucket[key] = bucket.get(key, 0) + int(requests)
                     if minute is not None:
@@ -248,6 +291,7 @@ class MonitorHealth:
                 SOURCE,
                 query,
                 minutes=[(at, counted.get(at, {}), latencies.get(at)) for at in sorted(set(counted) | set(latencies))],
+                history=[(at, h, None) for at, h in sorted(earlier.items())] if deployment == baseline else (),
             )
 
         return logged_readings(

@@ -19,7 +19,9 @@ resource id:
    window's is the mean of its minutes' p95s weighted by their requests (an approximation:
    percentiles do not add up).
 
-Two requests, because the batch API takes one filter for all the metrics of a request, and a filter
+Asked for the baseline's history too (``before``), the first request begins there; the baseline's
+minutes before the window are its reading's ``history``, the candidate's are dropped, and the window's
+counts are its own minutes'. Two requests, because the batch API takes one filter for all the metrics of a request, and a filter
 on ``statusCode`` is refused for a metric that lacks that dimension. The window is rounded to whole
 minutes inside ``since``..``until`` (a minute's point covers that whole minute, and one that began
 before the step would count the previous step's traffic); the caller ends it the source's lag
@@ -52,10 +54,10 @@ from azure.core.exceptions import AzureError, HttpResponseError
 
 from function_app.adapters import azure_errors
 from function_app.adapters.clients import LazyClient, logged_readings, sdk_options
+from function_app.adapters.metric_series import Histogram, histogram, p95s, summed
 from function_app.retry import Budget, RetryPolicy
 from handlers.analysis import Reading
 from handlers.errors import PermanentError
-from handlers.keys import finite
 from handlers.records import iso
 
 if TYPE_CHECKING:
@@ -124,74 +126,6 @@ def _whole_minutes(since: datetime, until: datetime) -> tuple[datetime, datetime
     start = floor(since) if floor(since) == since else floor(since) + GRAIN
     end = max(start, floor(until))
     return start, end
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
-
-
-def _dims(series: Any) -> dict[str, Any]:
-    """A series' dimension values by lower-cased name (the API may answer 'statuscode' for 'statusCode')."""
-    return {str(k).lower(): v for k, v in (series.metadata_values or {}).items()}
-
-
-Histogram = dict[tuple[int, int | None], int]
-
-
-def _histogram(
-    series_list: list[Any],
-) -> tuple[dict[str, Histogram], dict[str, dict[str, Histogram]], dict[tuple[str, datetime], float]]:
-    """RequestsPerMinute series (``Average`` per minute, one series per combination of the split
-    dimensions: a minute's average is that minute's requests) -> per deployment (lower case) the
-    requests by (statusCode, modelStatusCode), the sum of the minutes; the same per minute (ISO
-    start); and the requests of each deployment's minutes. A status that is not a number is 0
-    (unknown); a model status that is not one is None (the model did not answer)."""
-    sums: dict[str, dict[tuple[int, int | None], float]] = {}
-    minutes: dict[str, dict[str, dict[tuple[int, int | None], float]]] = {}
-    per_minute: dict[tuple[str, datetime], float] = {}
-    for series in series_list:
-        dims = _dims(series)
-        deployment = str(dims.get("deployment") or "").lower()
-        key = (_int(dims.get("statuscode")) or 0, _int(dims.get("modelstatuscode")))
-        for point in series.data or []:
-            requests = finite(point.average) or 0.0
-            if not requests:
-                continue
-            bucket = sums.setdefault(deployment, {})
-            bucket[key] = bucket.get(key, 0.0) + requests
-            of_minute = minutes.setdefault(deployment, {}).setdefault(iso(point.timestamp), {})
-            of_minute[key] = of_minute.get(key, 0.0) + requests
-            minute = (deployment, point.timestamp)
-            per_minute[minute] = per_minute.get(minute, 0.0) + requests
-    codes = {d: {k: round(v) for k, v in bucket.items()} for d, bucket in sums.items()}
-    by_minute = {d: {at: {k: round(v) for k, v in h.items()} for at, h in ms.items()} for d, ms in minutes.items()}
-    return codes, by_minute, per_minute
-
-
-def _p95(
-    series_list: list[Any], per_minute: dict[tuple[str, datetime], float]
-) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """RequestLatency_P95 series -> per deployment the mean of its minutes' p95, weighted by their
-    requests (a plain mean when no minute has a count), and each minute's p95 (ISO start)."""
-    sums: dict[str, list[float]] = {}  # deployment -> [sum of w * p95, sum of w, sum of p95, minutes]
-    minutes: dict[str, dict[str, float]] = {}
-    for series in series_list:
-        deployment = str(_dims(series).get("deployment") or "").lower()
-        for point in series.data or []:
-            value = finite(point.average)
-            if value is None:
-                continue
-            minutes.setdefault(deployment, {})[iso(point.timestamp)] = value
-            w = per_minute.get((deployment, point.timestamp), 0.0)
-            acc = sums.setdefault(deployment, [0.0, 0.0, 0.0, 0.0])
-            acc[0] += w * value
-            acc[1] += w
-            acc[2] += value
-            acc[3] += 1
-    return {d: (a[0] / a[1] if a[1] > 0 else a[2] / a[3]) for d, a in sums.items()}, minutes
 
 
 class MonitorMetrics:
@@ -339,11 +273,20 @@ class MonitorMetrics:
         return [s for result in results for m in result.metrics if m.name == metric for s in m.timeseries]
 
     def read(
-        self, endpoint: str, candidate: str, baseline: str | None, since: datetime, until: datetime
+        self,
+        endpoint: str,
+        candidate: str,
+        baseline: str | None,
+        since: datetime,
+        until: datetime,
+        before: datetime | None = None,
     ) -> tuple[Reading, Reading | None]:
-        """The candidate's and the baseline's requests and p95 over the whole minutes of the window."""
+        """The candidate's and the baseline's requests and p95 over the whole minutes of the window;
+        with ``before``, the request for the requests begins there, and the baseline's minutes before
+        the window are its reading's ``history`` (the candidate's are not read)."""
         rid = self.resource_id(endpoint)
         start, end = _whole_minutes(since, until)
+        first = _whole_minutes(before, start)[0] if before is not None and baseline is not None else start
         names = f"{candidate} and {baseline}" if baseline else candidate
         what = f"reading the platform metrics of {endpoint}/{names}"
         counts_filter = deployment_filter(candidate, baseline, "statusCode", "modelStatusCode")
@@ -351,18 +294,25 @@ class MonitorMetrics:
         request = (
             f"POST metrics:getBatch resource={rid} metricnamespace={NAMESPACE} interval=PT1M "
             f"starttime={iso(start)} endtime={iso(end)}: "
-            f"{REQUESTS} aggregation=Average filter={counts_filter!r}; "
-            f"{LATENCY} aggregation=Average filter={latency_filter!r}"
+            f"{REQUESTS} aggregation=Average filter={counts_filter!r}"
+            + (f" from {iso(first)} (the baseline's history)" if first < start else "")
+            + f"; {LATENCY} aggregation=Average filter={latency_filter!r}"
         )
         empty = start >= end
         requests_series: list[Any] = []
         latency_series: list[Any] = []
         if not empty:
             budget = self.retry.budget()
-            requests_series = self._series(budget, what, rid, REQUESTS, "Average", counts_filter, start, end)
+            requests_series = self._series(budget, what, rid, REQUESTS, "Average", counts_filter, first, end)
             latency_series = self._series(budget, what, rid, LATENCY, "Average", latency_filter, start, end)
-        codes, by_minute, per_minute = _histogram(requests_series)
-        p95s, p95_by_minute = _p95(latency_series, per_minute)
+        codes, by_minute, per_minute = histogram(requests_series)
+        history: dict[str, Histogram] = {}
+        if first < start:  # the baseline's minutes before the window; the window's counts are its own minutes'
+            window = iso(start)
+            history = {at: h for at, h in by_minute.get(str(baseline).lower(), {}).items() if at < window}
+            by_minute = {d: {at: h for at, h in ms.items() if at >= window} for d, ms in by_minute.items()}
+            codes = {d: summed(ms.values()) for d, ms in by_minute.items()}
+        window_p95, p95_by_minute = p95s(latency_series, per_minute)
         truncated = len(requests_series) >= TOP or len(latency_series) >= TOP
         note = f"the metrics API returned its maximum of {TOP} series; the counts may be short" if truncated else None
         if empty:
@@ -377,11 +327,12 @@ class MonitorMetrics:
                 iso(start),
                 iso(end),
                 codes.get(key, {}),
-                p95s.get(key),
+                window_p95.get(key),
                 SOURCE,
                 request,
                 note,
                 minutes=[(at, minutes.get(at, {}), latencies.get(at)) for at in sorted(set(minutes) | set(latencies))],
+                history=[(at, h, None) for at, h in sorted(history.items())] if deployment == baseline else (),
             )
 
         return logged_readings(

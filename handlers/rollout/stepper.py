@@ -195,7 +195,8 @@ class RolloutStepper:
         """The verdict on the step so far, read from the model's source; None while the step's window
         is empty (the source's lag has not passed since the step began). The read reaches back to
         the rollout's start (``rollout_since``, at most :func:`handlers.analysis.reach` before the
-        step): the earlier steps' minutes count in the comparison with the baseline."""
+        step): the earlier steps' minutes count in the comparison with the baseline; and the
+        baseline's, ``health.history`` further (its minutes before the rollout: its calm rate)."""
         name = self.source_of(rule)
         since, until = analysis.window(rule.health, started, now, name)
         if until <= since:
@@ -205,7 +206,9 @@ class RolloutStepper:
         if source is None:
             cand, base = _no_data(name, endpoint, candidate, baseline, first, until)
         else:
-            cand, base = source.read(endpoint, candidate, baseline, first, until)
+            history = rule.health.history
+            before = first - history if baseline is not None and history > timedelta(0) else None
+            cand, base = source.read(endpoint, candidate, baseline, first, until, before=before)
         read_since, read_until = from_iso(cand.since), from_iso(cand.until)
         step_start = max(since, read_since) if read_since else since
         baked = max(read_until - step_start, timedelta(0)) if read_until else until - since  # what was read
