@@ -9,7 +9,9 @@ deployment's requests fail with that minute's rate. The judges look every minute
 - **before**: the window of the step alone, read whole (a histogram and a p95, no minutes), as the
   service did before issue 23;
 - **now**: the readings minute by minute since the rollout began (the earlier steps' minutes count in
-  the comparison with the baseline), the step's from its start (``step_since``).
+  the comparison with the baseline), the step's from its start (``step_since``), and the baseline's
+  ``--history`` minutes before the rollout (default 60, ``deploy.rollout.health.history``'s 1h), drawn
+  from the same traffic shape with the baseline serving everything.
 
 Families (each a traffic shape; the candidates of each are listed in :data:`FAMILIES`):
 
@@ -29,7 +31,8 @@ Goals (issue 23): ``good`` rolled back <= 1% (on its failures: a rollback for to
 policy's ``on_no_traffic``, is shown apart); every ``all`` within 2 minutes of its traffic (minutes in
 which it served requests); ``5x`` >= 99% in the first bake from 600/min, >= 95% before promotion from 60.
 
-    .venv/bin/python bench/rollout_sim.py [--rollouts 400] [--seed 101] [--jobs 2] [--only volume]
+    .venv/bin/python bench/rollout_sim.py [--rollouts 400] [--seed 101 [--seed 102 ...]] [--jobs 2] [--only volume]
+        [--history 60]
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import random
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -52,6 +56,7 @@ from handlers import analysis  # noqa: E402
 from handlers.rollout_rules import RolloutRule  # noqa: E402
 
 BASE_RATE = 0.01
+HISTORY = 60  # minutes of the baseline before the rollout (deploy.rollout.health.history's default)
 OK, FAIL = (200, 200), (503, None)
 RATES = {"good": 0.01, "5x": 0.05, "all": 1.0, "slow": 0.01, "1.5x": 0.015, "2x": 0.02}
 # family -> (volumes, candidates)
@@ -130,6 +135,7 @@ class Traffic:
 
 
 def _at(minute: int) -> str:
+    minute += 6 * 60  # the rollout begins at 06:00; the baseline's history before it
     return f"2026-12-06T{minute // 60:02d}:{minute % 60:02d}:00.000Z"
 
 
@@ -146,10 +152,15 @@ def reading(name: str, minutes: list[tuple[int, tuple[int, int, float | None]]],
     )
 
 
-def one_rollout(rng: random.Random, rule: RolloutRule, family: str, volume: int, candidate: str, now: bool) -> tuple:
-    """(minute of the rollback or None, minutes of the candidate's traffic until then, the step it was in)."""
+def one_rollout(
+    rng: random.Random, rule: RolloutRule, family: str, volume: int, candidate: str, now: bool, history: int = HISTORY
+) -> tuple:
+    """(minute of the rollback or None, minutes of the candidate's traffic until then, the step it was in).
+    The baseline's ``history`` minutes before the rollout (all the traffic) are drawn for both judges (the
+    same traffic after them); only the judge of now reads them."""
     traffic = Traffic(rng, family, volume, candidate)
     bake, longest = int(rule.bake.total_seconds() // 60), int(rule.longest_bake.total_seconds() // 60)
+    past = reading("blue", [(minute - history, traffic.minute(0.0)[1]) for minute in range(history)], True).minutes
     cand: list[tuple[int, tuple[int, int, float | None]]] = []
     base: list[tuple[int, tuple[int, int, float | None]]] = []
     elapsed = with_traffic = 0
@@ -166,7 +177,7 @@ def one_rollout(rng: random.Random, rule: RolloutRule, family: str, volume: int,
                 verdict = analysis.judge(
                     rule,
                     reading("cand", cand, True),
-                    reading("blue", base, True),
+                    replace(reading("blue", base, True), history=past),
                     baked,
                     step_since=_at(start),
                 )
@@ -181,12 +192,12 @@ def one_rollout(rng: random.Random, rule: RolloutRule, family: str, volume: int,
     return None, with_traffic, len(rule.steps), False, False
 
 
-def cell(args: tuple[str, int, str, bool, int, int]) -> tuple[tuple[str, int, str, bool], list[tuple]]:
-    family, volume, candidate, now, rollouts, seed = args
+def cell(args: tuple[str, int, str, bool, int, int, int]) -> tuple[tuple[str, int, str, bool], list[tuple]]:
+    family, volume, candidate, now, rollouts, seed, history = args
     rng = random.Random(f"{seed}/{family}/{volume}/{candidate}")
     rule = RolloutRule()
     return (family, volume, candidate, now), [
-        one_rollout(rng, rule, family, volume, candidate, now) for _ in range(rollouts)
+        one_rollout(rng, rule, family, volume, candidate, now, history) for _ in range(rollouts)
     ]
 
 
@@ -223,26 +234,44 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rollouts", type=int, default=400, help="rollouts per family, volume and candidate")
     parser.add_argument(
-        "--seed", type=int, default=101, help="tuned on seeds 1 to 20; report held-out ones (101, 102, 103)"
+        "--seed",
+        type=int,
+        action="append",
+        help="tuned on seeds 1 to 20; report held-out ones (101, 102, 103, 201-205); several: --rollouts of each, "
+        "pooled per cell (default 101)",
     )
     parser.add_argument("--jobs", type=int, default=2, help="processes")
+    parser.add_argument(
+        "--history", type=int, default=HISTORY, help="minutes of the baseline before the rollout the judge of now reads"
+    )
     parser.add_argument("--only", choices=sorted(FAMILIES), action="append", help="families to run (default: all)")
     args = parser.parse_args()
-    families = args.only or list(FAMILIES)
+    families, seeds = args.only or list(FAMILIES), args.seed or [101]
     started = time.perf_counter()
     work = [
-        (family, volume, candidate, now, args.rollouts, args.seed)
+        (family, volume, candidate, now, args.rollouts, seed, args.history)
         for family in families
         for volume in FAMILIES[family][0]
         for candidate in FAMILIES[family][1]
         for now in (False, True)
+        for seed in seeds
     ]
     work.sort(key=lambda w: w[2] != "good")  # the long cells first
+    results: dict[tuple[str, int, str, bool], list[tuple]] = {}
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        results = dict(pool.map(cell, work))
+        for key, rollouts in pool.map(cell, work):
+            results.setdefault(key, []).extend(rollouts)
+    each = (
+        f"{args.rollouts} rollouts per cell, seed {seeds[0]}"
+        if len(seeds) == 1
+        else (
+            f"{args.rollouts * len(seeds)} rollouts per cell ({args.rollouts} of each seed: {', '.join(map(str, seeds))})"
+        )
+    )
     print(
-        f"{args.rollouts} rollouts per cell, seed {args.seed}; baseline fails {BASE_RATE:.0%}; default policy "
-        "(steps [10, 50, 100], bake 10m, max_bake 30m, max_error_rate 0.05, min_requests 20, confidence 0.99)"
+        f"{each}; baseline fails {BASE_RATE:.0%}; default policy "
+        "(steps [10, 50, 100], bake 10m, max_bake 30m, max_error_rate 0.05, min_requests 20, confidence 0.99); "
+        f"the judge of now reads the baseline's {args.history} minutes before the rollout"
     )
     print()
     print("| family | requests/min | candidate | before | now | goals (now) |")
