@@ -24,10 +24,12 @@ judged by its own limit). :func:`judge` then decides, with every number it used 
 ``confidence`` is the rollout's: a candidate as good as its baseline is rolled back by the
 comparison with probability at most ``1 - confidence`` over the whole rollout. That error is shared
 out between the steps and the shadow stage (Bonferroni, :func:`handlers.look.step_alpha`), and
-inside a step between the final look (three quarters of the step's share) and the interim looks,
-which use a fixed fortieth of it each (a Haybittle-Peto boundary: stateless, so a pass needs no
-memory of earlier looks; within the bound for up to ten interim looks a step, and far below it in
-practice, since the looks are cumulative and so strongly correlated).
+inside a step between the final look (half the step's share) and the interim looks, which use a
+fixed eightieth of it each (a Haybittle-Peto boundary: stateless, so a pass needs no memory of
+earlier looks; within the bound for up to forty interim looks a step, and far below it in practice,
+since the looks are cumulative and so strongly correlated). Not all of it is spent: with the
+baseline's hour before the rollout the comparison is as exact as its level says, and the absolute
+limits and the bursts of the last step roll healthy candidates back too.
 
 Pure: stdlib only, no I/O, no clock read.
 """

@@ -20,10 +20,12 @@ from handlers.strata import Comparison, against_history, compare, exact_greater,
 if TYPE_CHECKING:
     from handlers.rollout_rules import RolloutRule
 
-# A step's error is spent: three quarters at the final look, a fortieth at each interim look (before
-# the bake is over; a Haybittle-Peto boundary), so up to ten interim looks stay within the step's share.
-FINAL_SHARE = 3 / 4
-INTERIM_SHARE = 1 / 40
+# A step's error is spent: half at the final look, an eightieth at each interim look (before the bake is
+# over; a Haybittle-Peto boundary), so up to forty interim looks stay within the step's share. Not all of
+# it: with the baseline's hour before the rollout the comparison is as exact as its level says, and the
+# absolute limits and the bursts at 100% roll back healthy candidates too, at thousands a minute.
+FINAL_SHARE = 1 / 2
+INTERIM_SHARE = 1 / 80
 # At the end of a bake, a failure rate above max_error_rate rolls back when a one-sided binomial
 # test puts it there at this level (2 failures of 20 at 5%: p=0.26, no; 6 of 20: p=0.0003, yes).
 ABSOLUTE_LEVEL = 0.05

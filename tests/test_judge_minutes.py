@@ -195,9 +195,9 @@ def test_every_verdict_records_its_minutes(minutes: int) -> None:
 
 
 def test_a_baseline_quiet_by_chance_in_the_step_does_not_roll_back_a_candidate_its_hour_before_explains() -> None:
-    # 6,000 a minute at 10%: the baseline happens to fail 0.56% in the step's minutes, the candidate 1%; in the
-    # hour before the rollout the baseline failed 0.58% and 1.25% minute after minute (a rate that varies)
-    cand, base = [(600, 6)] * 10, [(5400, 30)] * 10
+    # 6,000 a minute at 10%: the baseline happens to fail 0.56% in the step's minutes, the candidate 1.08%; in
+    # the hour before the rollout the baseline failed 0.58% and 1.25% minute after minute (a rate that varies)
+    cand, base = [(600, 7), (600, 6)] * 5, [(5400, 30)] * 10
     hour = [(6000, 35), (6000, 75)] * 30
 
     alone = analysis.judge(rule(), reading("cand", cand), reading("blue", base), timedelta(minutes=10))
