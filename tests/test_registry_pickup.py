@@ -27,6 +27,10 @@ from tests.crashes import DiesAfterActing, WorkerDied
 from tests.ledgers import LedgerSpec
 from tests.topic_receiver import TopicReceiver
 
+# Two SDK worlds built by the ``envs`` fixture, not the ``azure`` one the conftest marks by: said here, so
+# ``make check`` leaves these (20 s of it) to ``make test`` like every other SDK-world test.
+pytestmark = pytest.mark.sdk
+
 REGISTRY_SUB = "5d1e0c2b-2222-4c3d-8e9f-0a1b2c3d4e5f"
 PROD_WS = "ws-retrain-prod"
 REGISTRY_ID = f"azureml://registries/{rbac.REGISTRY}/models/{MODEL}/versions/4"
