@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from function_app import cli
+from function_app.adapters.monitor_health import build_query
 from function_app.settings import SETTINGS
 from tests.conftest import REPO, load_module
 
@@ -150,3 +152,15 @@ def test_the_links_of_infra_readme_into_the_docs_name_pages_and_headings() -> No
         if anchor and (REPO / path).is_file() and anchor[0] not in hooks.github_anchors((REPO / path).read_text())
     ]
     assert (missing, headings) == ([], [])
+
+
+def test_the_traffic_log_query_in_the_rollouts_page_is_the_one_the_service_sends() -> None:
+    """docs/rollouts.md shows the query a rollout's step sends, for a reader to run in Log Analytics:
+    it is built here with the same names and window and must match, so the page cannot drift from the code."""
+    page = (REPO / "docs" / "rollouts.md").read_text(encoding="utf-8")
+    shown = re.findall(r"```kusto\n(.*?)```", page, flags=re.S)
+    assert len(shown) == 1, "docs/rollouts.md should show exactly one kusto block: the health query"
+    sent = build_query(
+        "diabetes-endpoint", "sklearn-regressio-1a2b3c4d", "blue", datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
+    )
+    assert shown[0].strip() == sent.strip()
