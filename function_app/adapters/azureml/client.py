@@ -42,6 +42,8 @@ STUDIO = "https://ml.azure.com"
 BUSY = frozenset({409})  # an endpoint or schedule with an operation in progress: retried (call's retry_on)
 # A versioned asset (a data asset, a model, a component) as the SDK writes it in short form.
 SHORT_ASSET = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
+# A data asset version as its resource id ends (.../data/<name>/versions/<version>), as the REST API writes it.
+DATA_ID = re.compile(r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

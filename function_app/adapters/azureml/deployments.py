@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
 from functools import partial
 from typing import Any
 from urllib.parse import quote
 
 from function_app.adapters.azureml.candidates import AzureMLCandidates
-from function_app.adapters.azureml.client import BACKEND, BUSY, SHORT_ASSET, AzureMLClient
+from function_app.adapters.azureml.client import BACKEND, BUSY, DATA_ID, SHORT_ASSET, AzureMLClient
 from function_app.retry import Budget
 from handlers.errors import PermanentError, TransientError
 from handlers.plans import DeployPlan
@@ -27,7 +26,6 @@ from handlers.rollout.traffic import mirror_refusal
 
 log = logging.getLogger(__name__)
 
-_DATA_ID = re.compile(r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
 MAX_DEPLOYMENTS = 20  # per online endpoint (Azure ML docs, "Manage and increase quotas")
 
 
@@ -341,7 +339,7 @@ class AzureMLDeployments:
             return collector
         for name, collection in (collector.collections or {}).items():
             ref = str(collection.data or "")
-            match = _DATA_ID.search(ref) or SHORT_ASSET.match(ref)
+            match = DATA_ID.search(ref) or SHORT_ASSET.match(ref)
             if not match:
                 collection.data = None  # the SDK registers <endpoint>-<deployment>-<name> for it
                 continue

@@ -23,7 +23,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from function_app.adapters.azureml.client import SHORT_ASSET, AzureMLClient
+from function_app.adapters.azureml.client import DATA_ID, SHORT_ASSET, AzureMLClient
 from function_app.adapters.mlflow_metrics import PARENT_TAG
 from handlers.errors import PermanentError, TransientError
 from handlers.worthiness import RetrainFacts
@@ -42,7 +42,6 @@ ROOT_BREACH_PREFIX = "azureml.modelmonitor.threshold.breached."
 UNFINISHED = ("RUNNING", "SCHEDULED")  # MLflow RunStatus values of a run that has not ended
 MAX_WAIT = 6 * 3600  # seconds a retrain waits for its monitor run to end; longer, it is not retrained on
 _SIGNAL = re.compile(r"signal\s+'([^']+)'", re.IGNORECASE)
-_DATA_ID = re.compile(r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
 _BARE = re.compile(
     r"^(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]*):(?P<version>[A-Za-z0-9_.-]+)$"
 )  # as azure-ai-ml reads a job back
@@ -53,7 +52,7 @@ def data_version(path: Any) -> tuple[str, str] | None:
     azure-ai-ml reads a pipeline job's input that the REST API gives as the version's resource id back
     as ``name:version``."""
     text = str(path or "").strip()
-    match = SHORT_ASSET.match(text) or _DATA_ID.search(text) or _BARE.match(text)
+    match = SHORT_ASSET.match(text) or DATA_ID.search(text) or _BARE.match(text)
     return (match["name"], match["version"]) if match else None
 
 

@@ -9,12 +9,11 @@ import re
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from function_app.adapters.azureml.client import BUSY, AzureMLClient
+from function_app.adapters.azureml.client import BUSY, DATA_ID, AzureMLClient
 from handlers.errors import PermanentError
 
 log = logging.getLogger(__name__)
 
-_DATA_ID = re.compile(r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
 _SHORT_DATA = re.compile(r"^azureml:(?P<name>[^:/]+):(?P<version>[^:/]+)$")
 _DEPLOYMENT_ID = re.compile(r"onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<deployment>[^/?]+)$", re.IGNORECASE)
 _SHORT_DEPLOYMENT = re.compile(r"^azureml:(?P<endpoint>[^:/]+):(?P<deployment>[^:/]+)$")
@@ -42,7 +41,7 @@ def _retargeted_id(old: str, endpoint: str, deployment: str) -> str:
 
 def _asset(ref: Any) -> tuple[str, str] | None:
     """(name, version) of a data asset reference (an ARM id or ``azureml:name:version``), lower-cased."""
-    match = _DATA_ID.search(str(ref or "")) or _SHORT_DATA.match(str(ref or ""))
+    match = DATA_ID.search(str(ref or "")) or _SHORT_DATA.match(str(ref or ""))
     return (match["name"].lower(), match["version"].lower()) if match else None
 
 
@@ -71,7 +70,7 @@ def _production_inputs(definition: Mapping[str, Any]) -> list[MutableMapping[str
 
 def _moved_uri(uri: str, new: tuple[str, str]) -> str:
     """``uri`` (a data asset reference :func:`_asset` read) naming the asset ``new``, in the form it had."""
-    match = _DATA_ID.search(uri)
+    match = DATA_ID.search(uri)
     if match is None:  # azureml:name:version
         return f"azureml:{new[0]}:{new[1]}"
     return f"{uri[: match.start()]}/data/{new[0]}/versions/{new[1]}"
