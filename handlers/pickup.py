@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
+from handlers import starts
 from handlers.plans import Decision, Deploy, deploy_plan, registry_decision_id, skip
 from handlers.records import DecisionRecord
 from handlers.signals import EVENT_GRID, RECONCILER_CHANNEL, RegistryVersion, Trigger
@@ -125,8 +126,9 @@ def on_registry_version(signal: RegistryVersion, policy: Policy) -> list[Decisio
 class RegistryPoll:
     """The reconciler's poll of the registries the policy's downstream models pick up from: per model,
     the newest version its upstream shared, when no decision was made for it yet, is carried out as its
-    notification would have been (the same decision). A guard's refusal (a rollout in flight) is
-    recorded, and the next pass tries again; a version decided already is left."""
+    notification would have been (the same decision), through :func:`handlers.starts.start` as every
+    decision the reconciler makes: a guard's refusal (a rollout in flight) is recorded, and the next pass
+    tries again; a version decided already, or reserved by a worker, is left."""
 
     def __init__(self, policy: Policy, ledger: Ledger, executor: Executor, registry: RegistryVersions) -> None:
         self.policy = policy
@@ -153,15 +155,11 @@ class RegistryPoll:
             f"azureml://registries/{registry}", f"{model}/{found.version}", POLLED, channel=RECONCILER_CHANNEL
         )
         [decision] = on_registry_version(RegistryVersion(trigger, registry, model, found.version), self.policy)
-        done = self.ledger.get_decision(decision.id)
-        if done is not None and "guard" not in done.details:
-            return None  # picked up already (a reserved one is the reconciler's to resume)
         if not isinstance(decision, Deploy):  # the policy changed between the two reads: nothing to do
             return None
-        refused: list[DecisionRecord] = []
-        record = self.executor.carry_out(decision, now, refused)
-        for rec in refused:  # a guard said not now: recorded (the first refusal stands), tried again next pass
-            self.executor.write(rec)
+        record, status = starts.start(self.executor, self.ledger, decision, now)
+        if status in ("made", "reserved"):  # picked up already (a reserved one is the reconciler's to resume)
+            return None
         log.info(
             "registry poll model=%s version %s of %s: %s (%s)",
             model,

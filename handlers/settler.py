@@ -39,8 +39,10 @@ class Settler:
         if burst is None or not newdata.settled(burst, settle, now, rule.max_wait if rule is not None else None):
             return None
         decision = newdata.burst_retrain(model, self.policy, burst, settle, now)
-        record, waits = starts.start(self.executor, self.ledger, decision, now)
-        if waits:  # the burst waits for the guards
+        record, status = starts.start(self.executor, self.ledger, decision, now)
+        if status == "reserved":  # a worker holds it (its lease, then the repair): the burst stays till it ends
+            return None
+        if status == "waits":  # the burst waits for the guards
             log.info("new data of model=%s waits for the guards: %s", model, record.reason)
             return record
         self.ledger.update_model(model, lambda s: newdata.cleared(s, burst))

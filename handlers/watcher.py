@@ -88,8 +88,10 @@ class Watcher:
             return []
         if starts.made(self.ledger, decision.id) is not None:  # this champion's retrain of this period was made
             return []
-        record, waits = starts.start(self.executor, self.ledger, decision, now)
-        if waits:
+        record, status = starts.start(self.executor, self.ledger, decision, now)
+        if status == "reserved":  # being made by a worker (its lease, then the repair)
+            return []
+        if status == "waits":
             self.aged.pop(model, None)  # refused by a guard: looked at again on the next pass
         log.info("model age of model=%s: %s (%s)", model, record.outcome, record.id)
         return [record]
@@ -102,26 +104,28 @@ class Watcher:
         mark = (self.ledger.get_model(model).assets or {}).get(asset)
         if mark is None:  # the first look: where watching starts (recorded), nothing retrained on it
             newest = max(versions, key=_order, default=None)
-            record, _ = starts.start(self.executor, self.ledger, freshness.baseline(model, asset, newest), now)
+            record = starts.start(self.executor, self.ledger, freshness.baseline(model, asset, newest), now).record
             self._mark(model, asset, newest)
             return [record]
         new = freshness.newer(versions, mark.get("created"), mark.get("version"))
         if not new:
             return []
-        latest, out = new[-1], []
+        latest, out = new[-1], list[DecisionRecord]()
         if starts.made(self.ledger, freshness.asset_decision_id(model, latest)) is None:
             older = [v for v in new[:-1] if starts.made(self.ledger, freshness.asset_decision_id(model, v)) is None]
             decision = freshness.asset_retrain(model, mp, latest, older)
-            record, waits = starts.start(self.executor, self.ledger, decision, now)
+            record, status = starts.start(self.executor, self.ledger, decision, now)
+            if status == "reserved":  # being made by a worker (its lease, then the repair): marked once made
+                return out
             out.append(record)
             log.info(
                 "data asset %s of model=%s: version %s %s (%s)", asset, model, latest.version, record.outcome, record.id
             )
-            if waits:
+            if status == "waits":
                 return out
             for version in older:
                 out.append(
-                    starts.start(self.executor, self.ledger, freshness.covered(model, version, record.id), now)[0]
+                    starts.start(self.executor, self.ledger, freshness.covered(model, version, record.id), now).record
                 )
         self._mark(model, asset, latest)
         return out

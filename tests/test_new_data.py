@@ -18,7 +18,7 @@ from handlers.records import ModelState, iso
 from handlers.signals import BlobCreated, Trigger
 from tests.builders import MODEL, NOW, SCOPE, STORAGE, blob_event, cloud, event, run_event, with_retrain_on
 from tests.conftest import load_sample
-from tests.crashes import LedgerThatDies, WorkerDied
+from tests.crashes import DiesAfterActing, LedgerThatDies, WorkerDied
 from tests.ledgers import LedgerSpec
 from tests.world import World
 
@@ -235,6 +235,25 @@ def test_a_reconciler_that_dies_after_starting_the_retrain_leaves_the_next_pass_
     world.clock.advance(minutes=2)  # the reservation's lease has passed: the next pass confirms it as recorded
     world.reconcile()
     assert world.flights()["retrain"].status == "submitted"
+
+
+def test_a_reconciler_that_dies_after_submitting_leaves_the_retrain_to_the_repair_once_its_lease_ends(
+    tmp_path: Any,
+) -> None:
+    world = World(LedgerSpec("sqlite", str(tmp_path / "ledger.db")), policy=POLICY)
+    deliver_all(world, [blob_event(f"diabetes/{i}.csv") for i in range(3)])
+    world.clock.advance(minutes=6)
+    with pytest.raises(WorkerDied):  # the job is submitted; its decision is only reserved
+        world.new_worker(DiesAfterActing(world.actions)).reconcile(world.clock.now)
+    [reserved] = [r for r in world.ledger.decisions(MODEL, 10) if r.action == "retrain"]
+    assert reserved.outcome == "reserved" and len(world.actions.submissions) == 1
+    assert world.reconcile().started == [] and burst_of(world) is not None  # the dead worker's until its lease ends
+    world.clock.advance(minutes=2)
+    report = world.reconcile()  # the repair resumes it (adopting the job), then the burst is cleared with it
+    [resumed] = report.resumed
+    assert resumed.id == reserved.id and resumed.outcome == "submitted"
+    assert [r.id for r in report.started] == [reserved.id] and burst_of(world) is None
+    assert set(world.actions.submissions) == {reserved.job["name"]}  # submitted again by its name: the one job
 
 
 def test_new_data_while_a_retrain_is_in_flight_waits_recorded_and_starts_once_the_guards_allow(tmp_path: Any) -> None:
