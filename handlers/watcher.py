@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from handlers import freshness, guards, starts
 from handlers.executor import Executor
+from handlers.plans import Skip
 from handlers.ports import Ledger
 from handlers.records import DecisionRecord, ModelState
 
@@ -86,13 +87,11 @@ class Watcher:
         decision = freshness.age_retrain(model, mp, champion, max_age, now) if champion is not None else None
         if decision is None:
             return []
-        if starts.made(self.ledger, decision.id) is not None:  # this champion's retrain of this period was made
-            return []
         record, status = starts.start(self.executor, self.ledger, decision, now)
-        if status == "reserved":  # being made by a worker (its lease, then the repair)
-            return []
         if status == "waits":
             self.aged.pop(model, None)  # refused by a guard: looked at again on the next pass
+        if status in ("made", "reserved"):  # this champion's retrain of this period was made (or is being made)
+            return []
         log.info("model age of model=%s: %s (%s)", model, record.outcome, record.id)
         return [record]
 
@@ -111,17 +110,18 @@ class Watcher:
         if not new:
             return []
         latest, out = new[-1], list[DecisionRecord]()
-        if starts.made(self.ledger, freshness.asset_decision_id(model, latest)) is None:
-            older = [v for v in new[:-1] if starts.made(self.ledger, freshness.asset_decision_id(model, v)) is None]
-            decision = freshness.asset_retrain(model, mp, latest, older)
-            record, status = starts.start(self.executor, self.ledger, decision, now)
-            if status == "reserved":  # being made by a worker (its lease, then the repair): marked once made
-                return out
+        older = [v for v in new[:-1] if starts.made(self.ledger, freshness.asset_decision_id(model, v)) is None]
+        decision = freshness.asset_retrain(model, mp, latest, older)
+        started = starts.start(self.executor, self.ledger, decision, now)
+        if started.status == "reserved":  # being made by a worker (its lease, then the repair): marked once made
+            return out
+        if started.now or isinstance(decision, Skip):  # a skip (a bad input) is said again until marked
+            record = started.record
             out.append(record)
             log.info(
                 "data asset %s of model=%s: version %s %s (%s)", asset, model, latest.version, record.outcome, record.id
             )
-            if status == "waits":
+            if started.status == "waits":
                 return out
             for version in older:
                 out.append(
