@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 BACKEND = "azureml"  # the backend's name, as RETRAIN_BACKEND and the decisions' details spell it
 STUDIO = "https://ml.azure.com"
 BUSY = frozenset({409})  # an endpoint or schedule with an operation in progress: retried (call's retry_on)
-# A versioned asset (a data asset, a model, a component) as the SDK writes it in short form.
+# A versioned asset (a data asset, a model, a component) as the SDK writes it in short form; "@" is the
+# SDK's label separator (azure.ai.ml LABEL_SPLITTER: name@label), so it is in neither part.
 SHORT_ASSET = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[^:@/]+)$")
 # A data asset version as its resource id ends (.../data/<name>/versions/<version>), as the REST API writes it.
 DATA_ID = re.compile(r"/data/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)

@@ -9,12 +9,11 @@ import re
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from function_app.adapters.azureml.client import BUSY, DATA_ID, AzureMLClient
+from function_app.adapters.azureml.client import BUSY, DATA_ID, SHORT_ASSET, AzureMLClient
 from handlers.errors import PermanentError
 
 log = logging.getLogger(__name__)
 
-_SHORT_DATA = re.compile(r"^azureml:(?P<name>[^:/]+):(?P<version>[^:/]+)$")
 _DEPLOYMENT_ID = re.compile(r"onlineEndpoints/(?P<endpoint>[^/]+)/deployments/(?P<deployment>[^/?]+)$", re.IGNORECASE)
 _SHORT_DEPLOYMENT = re.compile(r"^azureml:(?P<endpoint>[^:/]+):(?P<deployment>[^:/]+)$")
 
@@ -41,7 +40,7 @@ def _retargeted_id(old: str, endpoint: str, deployment: str) -> str:
 
 def _asset(ref: Any) -> tuple[str, str] | None:
     """(name, version) of a data asset reference (an ARM id or ``azureml:name:version``), lower-cased."""
-    match = DATA_ID.search(str(ref or "")) or _SHORT_DATA.match(str(ref or ""))
+    match = DATA_ID.search(str(ref or "")) or SHORT_ASSET.match(str(ref or ""))
     return (match["name"].lower(), match["version"].lower()) if match else None
 
 
