@@ -33,7 +33,7 @@ import copy
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -1415,6 +1415,3 @@ class FakeArm(FakeService):
     def _resource_by_id(resources: dict[Any, dict[str, Any]], arm_id: Any) -> dict[str, Any] | None:
         wanted = str(arm_id or "").lower()
         return next((r for r in resources.values() if r["id"].lower() == wanted), None)
-
-    def lro_threads(self) -> Iterator[threading.Thread]:
-        return (t for t in threading.enumerate() if t.name.startswith("LROPoller"))

@@ -29,6 +29,7 @@ import json
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -228,6 +229,15 @@ class _Answerer(BaseAdapter):
         pass
 
 
+# Each SDK poller's thread (azure-core's LROPoller) and the fake it polls, known from its first request
+# (a poller's thread asks for the operation's status before it waits): a world joins its own pollers only.
+_POLLED: weakref.WeakKeyDictionary[threading.Thread, FakeService] = weakref.WeakKeyDictionary()
+
+
+def _is_poller(thread: threading.Thread) -> bool:
+    return thread.name.startswith("LROPoller")
+
+
 class FakeService(RequestsTransport):
     """An Azure service in the process, as the transport of the real SDK client: subclass it and
     answer in :meth:`handle`. ``calls`` holds what was asked (:meth:`record` turns a :class:`Request`
@@ -316,7 +326,19 @@ class FakeService(RequestsTransport):
 
     # ------------------------------------------------------------------ answering
 
+    def lro_threads(self) -> list[threading.Thread]:
+        """The SDK's poller threads alive that poll this fake. A poller started a moment ago that has not
+        sent its first request yet is waited for (a few milliseconds) rather than taken for another's."""
+        deadline = time.monotonic() + 5.0
+        pollers = [t for t in threading.enumerate() if _is_poller(t)]
+        while any(t.is_alive() and t not in _POLLED for t in pollers) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return [t for t in pollers if _POLLED.get(t) is self]
+
     def answer(self, sent: requests.PreparedRequest) -> Answer:
+        thread = threading.current_thread()
+        if _is_poller(thread):
+            _POLLED[thread] = self
         request = Request.read(sent)
         with self.lock:
             call = self.record(request)

@@ -68,7 +68,6 @@ class Environments:
         _, promote = dev.promoted(r2)
         assert promote.details["shared"]["outcome"] == "shared", promote.reason
         dev.worker.notify()
-        dev.provisioned()  # dev's operations done: its pollers end (a wait for them joins every poller of the process)
         [event] = [e for e in self.topic.accepted if e["type"] == UPSTREAM_PROMOTED]
         return dict(event)
 
@@ -76,8 +75,6 @@ class Environments:
         return [r for r in self.prod.ledger.decisions(MODEL, 100) if r.action == "deploy"]
 
     def close(self) -> None:
-        self.dev.arm.close()  # both first: closing one world waits for the SDK's pollers of both
-        self.prod.arm.close()
         self.dev.close()
         self.prod.close()
 
