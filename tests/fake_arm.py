@@ -557,10 +557,9 @@ class FakeArm(FakeService):
         *,
         metrics: dict[str, float] | None = None,
         tags: dict[str, str] | None = None,
-        properties: dict[str, str] | None = None,
     ) -> str:
         """A pipeline step of job ``parent`` (a child job with its own MLflow run and run-history run, with
-        ``tags`` and ``properties``); returns its run id."""
+        ``tags``); returns its run id."""
         run_id = f"{parent}_{name}_{len(self.mlflow_runs):04d}"
         experiment = self.jobs[parent]["properties"].get("experimentName") or "Default"
         self.log_mlflow_run(run_id, experiment=experiment, name=name, metrics=metrics, parent=parent, tags=tags)
@@ -579,7 +578,13 @@ class FakeArm(FakeService):
             "startTimeUtc": "2026-11-20T09:01:00.000Z",
             "endTimeUtc": "2026-11-20T09:10:00.000Z",
             "tags": dict(tags or {}),
-            "properties": {"azureml.nodeid": name, "azureml.pipeline": parent, **dict(properties or {})},
+            # As Azure ML records a step's run: its pipeline job (the parent run) under azureml.pipelinerunid
+            # (Microsoft's azureml-assets components read it so); azureml.pipeline is another id, the pipeline's.
+            "properties": {
+                "azureml.runsource": "azureml.StepRun",
+                "azureml.nodeid": name,
+                "azureml.pipelinerunid": parent,
+            },
             "compute": {"target": "cpu-cluster"},
         }
         return run_id

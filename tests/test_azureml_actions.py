@@ -798,7 +798,7 @@ def test_a_champion_registered_by_a_pipeline_step_is_judged_on_the_steps_run(azu
     facts = azure.actions.candidate_facts(plan)
     assert facts.champion_version is not None and facts.champion_version.label == f"{MODEL}:5"
     assert facts.champion_metrics is not None and facts.champion_metrics["r2_score"] == "0.55"
-    assert facts.champion_metrics["azureml.pipeline"] == "retrain-earlier"  # the step's run properties
+    assert facts.champion_metrics["azureml.pipelinerunid"] == "retrain-earlier"  # the step's run properties
     assert facts.notes == ()
     [history] = [c for c in azure.arm.calls if c.path.startswith("/history/")]
     assert history.path.endswith(f"/runs/{step}") and history.status == 200
