@@ -32,9 +32,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.azurite import Azurite  # noqa: E402 (after the path: run as a script)
+from tests.azurite import Azurite, free_port  # noqa: E402 (after the path: run as a script)
 from tests.builders import breach_event, drift_event, run_event  # noqa: E402
-from tests.hosts import free_port  # noqa: E402
 
 EVENT_GRID_WAITS = 30.0
 

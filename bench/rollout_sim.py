@@ -139,6 +139,10 @@ def _at(minute: int) -> str:
     return f"2026-12-06T{minute // 60:02d}:{minute % 60:02d}:00.000Z"
 
 
+# What one_rollout returns: (minute of the rollback or None, minutes with traffic, step, minute <= bake, no traffic).
+Outcome = tuple[int | None, int, int, bool, bool]
+
+
 def reading(name: str, minutes: list[tuple[int, tuple[int, int, float | None]]], with_minutes: bool) -> Any:
     served = sum(m[1][0] for m in minutes)
     failed = sum(m[1][1] for m in minutes)
@@ -154,7 +158,7 @@ def reading(name: str, minutes: list[tuple[int, tuple[int, int, float | None]]],
 
 def one_rollout(
     rng: random.Random, rule: RolloutRule, family: str, volume: int, candidate: str, now: bool, history: int = HISTORY
-) -> tuple:
+) -> Outcome:
     """(minute of the rollback or None, minutes of the candidate's traffic until then, the step it was in).
     The baseline's ``history`` minutes before the rollout (all the traffic) are drawn for both judges (the
     same traffic after them); only the judge of now reads them."""
@@ -192,7 +196,7 @@ def one_rollout(
     return None, with_traffic, len(rule.steps), False, False
 
 
-def cell(args: tuple[str, int, str, bool, int, int, int]) -> tuple[tuple[str, int, str, bool], list[tuple]]:
+def cell(args: tuple[str, int, str, bool, int, int, int]) -> tuple[tuple[str, int, str, bool], list[Outcome]]:
     family, volume, candidate, now, rollouts, seed, history = args
     rng = random.Random(f"{seed}/{family}/{volume}/{candidate}")
     rule = RolloutRule()
@@ -201,7 +205,7 @@ def cell(args: tuple[str, int, str, bool, int, int, int]) -> tuple[tuple[str, in
     ]
 
 
-def summary(candidate: str, results: list[tuple]) -> str:
+def summary(candidate: str, results: list[Outcome]) -> str:
     n = len(results)
     caught = [r for r in results if r[0] is not None]
     if candidate in ("good",):
@@ -214,7 +218,7 @@ def summary(candidate: str, results: list[tuple]) -> str:
     return f"{len(caught) / n:.1%} caught, {first:.1%} in the first bake"
 
 
-def goals(family: str, volume: int, candidate: str, results: list[tuple]) -> list[str]:
+def goals(family: str, volume: int, candidate: str, results: list[Outcome]) -> list[str]:
     """The goals this cell misses (an empty list: met or none applies)."""
     n = len(results)
     caught = [r for r in results if r[0] is not None]
@@ -257,7 +261,7 @@ def main() -> None:
         for seed in seeds
     ]
     work.sort(key=lambda w: w[2] != "good")  # the long cells first
-    results: dict[tuple[str, int, str, bool], list[tuple]] = {}
+    results: dict[tuple[str, int, str, bool], list[Outcome]] = {}
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for key, rollouts in pool.map(cell, work):
             results.setdefault(key, []).extend(rollouts)

@@ -60,10 +60,10 @@ BEFORE = {
 NOTIFYING = "notifying: "  # a request of the outbox attempt that ends a delivery
 
 
-class CountingTransport(HttpTransport):  # type: ignore[misc]
+class CountingTransport(HttpTransport[Any, Any]):
     """The ledger's transport, counting each request it sends (and what it was, for ``--detail``)."""
 
-    def __init__(self, inner: HttpTransport) -> None:
+    def __init__(self, inner: HttpTransport[Any, Any]) -> None:
         self.inner = inner
         self.sent: list[str] = []
 
