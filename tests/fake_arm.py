@@ -1375,6 +1375,13 @@ class FakeArm(FakeService):
             return 200, {}, {"run": run}
         if (call.method, endpoint) == ("POST", "runs/search"):
             return 200, {}, self._search_runs(call)
+        if (call.method, endpoint) == ("GET", "experiments/get-by-name"):  # MLflow's get_experiment_by_name
+            self._authorize(call, f"{PROVIDER}/workspaces/experiments/read", self.ws_path, mlflow=True)
+            name = str(call.query.get("experiment_name") or "")
+            wanted = self.experiment_id(name)
+            if not any(r["info"]["experiment_id"] == wanted for r in self.mlflow_runs.values()):
+                raise MlflowAnswer(404, "RESOURCE_DOES_NOT_EXIST", f"Experiment '{name}' does not exist.")
+            return 200, {}, {"experiment": {"experiment_id": wanted, "name": name, "lifecycle_stage": "active"}}
         raise Unexpected(f"MLflow endpoint {call.method} {endpoint}")
 
     def _search_runs(self, call: Call) -> dict[str, Any]:
@@ -1392,14 +1399,13 @@ class FakeArm(FakeService):
                 f"Invalid filter {text!r}: names escaped with backticks are not supported by Azure Machine Learning",
             )
         match = re.fullmatch(r"\s*tags\.mlflow\.parentRunId\s*=\s*'([^']*)'\s*", text)
-        if match is None:
+        if match is None and text.strip():
             raise Unexpected(f"runs/search filter {body.get('filter')!r}")
-        parent = match.group(1)
         found = [
             r
             for r in self.mlflow_runs.values()
             if r["info"]["experiment_id"] in experiments
-            and {"key": "mlflow.parentRunId", "value": parent} in r["data"]["tags"]
+            and (match is None or {"key": "mlflow.parentRunId", "value": match.group(1)} in r["data"]["tags"])
         ]
         size = int(body.get("max_results") or 1000)
         start = int(body.get("page_token") or 0)

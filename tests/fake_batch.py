@@ -22,9 +22,12 @@ deployment named by the ``azureml-model-deployment`` header (``batchEndpoints/jo
 without one). The fake checks those two; the docs' list for a custom role also names datastore secrets,
 which the service's custom role does not hold (unverified whether a data asset input needs them). The
 body's ``properties.inputData`` holds one ``UriFile`` or ``UriFolder`` input whose ``uri`` is a data asset
-version of the workspace of that type; ``properties.name`` the job's name (honoured here; unverified that
-Azure honours it: the adapter keeps the name it is answered with). A name taken is refused 409 (unverified).
-The job is a pipeline job of the endpoint's experiment, created by the caller, ``Running`` until
+version of the workspace of that type; ``properties.name`` the name the caller asks for. Whether Azure gives
+the job that name is not documented, and the one public report says it does not (azure-sdk-for-python#32763,
+azure-ai-ml 1.11: ``job_name`` "does nothing"): by default the job gets a name of its own
+(``batchjob-<uuid>``); :attr:`FakeBatch.honours_names` is the other case, where a name taken is refused 409
+(the status Azure would answer is not documented either; docs/azure-behaviour.md). The job is a pipeline job
+of the experiment ``properties.properties.experimentName`` (the endpoint's name without one), created by the caller, ``Running`` until
 ``durations["batch-job"]`` seconds later on the fake clock, then as the deployment scores
 (:meth:`FakeBatch.scores_with`: ``Completed`` by default); its step ``batchscoring`` logs the deployment's
 metrics with MLflow (what a scoring script that evaluates labelled data logs).
@@ -33,6 +36,7 @@ metrics with MLflow (what a scoring script that evaluates labelled data logs).
 from __future__ import annotations
 
 import copy
+import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -59,6 +63,11 @@ class FakeBatch:
         self.scores: dict[tuple[str, str], tuple[dict[str, float], str]] = {}  # what each deployment's jobs log, end
         self.due: dict[str, tuple[float, str]] = {}  # a running job's name -> when it ends, and how
         self.invoked: list[tuple[str, str, str]] = []  # (endpoint, deployment, job) of each job started
+        self.asked: dict[str, str] = {}  # each job started -> the name its caller asked for ('' for none)
+        # Whether a job gets the name its caller asks for (``properties.name``): not, by default, as the one
+        # public report has it (azure-sdk-for-python#32763: job_name "does nothing"); True for the other case.
+        self.honours_names = False
+        self.lost_answers = 0  # invocations whose job starts but whose answer is lost (a 503 in its place)
         self.canceled: list[str] = []  # the jobs canceled, in order
 
     # ------------------------------------------------------------------ seeding
@@ -184,9 +193,11 @@ class FakeBatch:
             raise Refusal(
                 400, "UserError", f"Data asset {given.get('uri')} is a {data['properties']['dataType']}, not {wanted}"
             )
-        name = str(props.get("name") or f"batchjob-{len(self.invoked):04d}")
-        if name in self.arm.jobs:
+        requested = str(props.get("name") or "")
+        name = requested if requested and self.honours_names else f"batchjob-{uuid.uuid4()}"
+        if name in self.arm.jobs:  # only a name the caller chose can be taken
             raise Refusal(409, "UserError", f"Job {name} already exists")
+        self.asked[name] = requested
         experiment = str((props.get("properties") or {}).get("experimentName") or endpoint)
         spec = {
             "jobType": "Pipeline",
@@ -203,6 +214,9 @@ class FakeBatch:
         self.due[name] = (self.arm.clock.now + self.arm.durations["batch-job"], status)
         self.invoked.append((endpoint, str(deployment), name))
         job = self.arm.jobs[name]
+        if self.lost_answers:  # the job runs; its caller is told the service was unavailable
+            self.lost_answers -= 1
+            raise Refusal(503, "ServiceUnavailable", "The service is temporarily unavailable")
         return 200, {}, {"id": job["id"], "name": name, "type": job["type"], "properties": {"status": "Running"}}
 
     def cancel(self, call: Call, name: str) -> Answer:

@@ -86,8 +86,12 @@ def test_a_candidate_that_wins_the_comparison_gets_the_default_switched(batch: B
     name = provisioned_candidate(batch, champion=0.52, candidate=0.58)
     assert batch.state() == "comparing"  # both jobs started, nothing switched
     fake = batch.azure.arm.batch
-    assert sorted((d, j.split("-")[-2]) for _, d, j in fake.invoked) == [("nightly", "champion"), (name, "candidate")]
+    asked = sorted((d, fake.asked[j].split("-")[-2]) for _, d, j in fake.invoked)
+    assert asked == [("nightly", "champion"), (name, "candidate")]
     [compare] = batch.records("rollout")
+    held = compare.details["jobs"]  # the names Azure gave the jobs (not the ones asked for), recorded
+    assert sorted(held.values()) == sorted(j for _, _, j in fake.invoked)
+    assert all(j.startswith("batchjob-") for j in held.values())
     assert compare.outcome == "submitted" and RECENT in compare.reason and batch.default() == "nightly"
     for _, _, job in fake.invoked:  # created as the service, of the data asset the policy names
         created = batch.azure.arm.jobs[job]
@@ -176,6 +180,32 @@ def test_a_worker_that_dies_after_invoking_leaves_the_comparison_to_the_next_pas
     assert batch.state() == "promoted" and batch.default() == name
 
 
+def test_a_worker_that_dies_after_invoking_adopts_its_jobs_by_name_when_azure_keeps_the_names_asked_for(
+    batch: Batch,
+) -> None:
+    fake = batch.azure.arm.batch
+    fake.honours_names = True  # the other case: whether Azure keeps a batch job's requested name is unverified
+    name = provisioned_candidate(batch, champion=0.52, candidate=0.58)
+    with pytest.raises(WorkerDied):
+        batch.state(batch_runs=BatchRunsThatDie(batch.azure.actions, "invoking"))
+    assert batch.state() == "comparing" and len(fake.invoked) == 2
+    assert all(fake.asked[j] == j for _, _, j in fake.invoked)  # found by the names asked for
+    later(batch)
+    assert batch.state() == "promoted" and batch.default() == name
+
+
+def test_an_invocation_whose_answer_is_lost_is_retried_into_the_job_it_started_not_a_second(batch: Batch) -> None:
+    name = provisioned_candidate(batch, champion=0.52, candidate=0.58)
+    fake = batch.azure.arm.batch
+    fake.lost_answers = 2  # each job starts, and its caller hears a 503
+    assert batch.state() == "comparing"
+    assert len(fake.invoked) == 2  # one job per role, found in its experiment when the retry looked first
+    [compare] = batch.records("rollout")
+    assert sorted(compare.details["jobs"].values()) == sorted(j for _, _, j in fake.invoked)
+    later(batch)
+    assert batch.state() == "promoted" and batch.default() == name
+
+
 @pytest.mark.parametrize("ledger_spec", ["sqlite", "table"], indirect=True)
 def test_a_worker_that_dies_between_reading_the_two_jobs_changes_nothing_and_the_next_pass_judges(
     batch: Batch,
@@ -258,7 +288,7 @@ def test_the_console_shows_a_comparison_in_flight_then_its_verdict_with_the_numb
         card = page.locator(f'article.model[data-model="{MODEL}"]')
         card.locator(".rollout").wait_for()
         step = card.locator(".rollout-step").inner_text()
-        assert f"comparison on azureml:{RECENT}:4 since " in step and "candidate job compare-" in step
+        assert f"comparison on azureml:{RECENT}:4 since " in step and "candidate job batchjob-" in step
         assert card.locator(".batch").inner_text() == f"{BATCH}: nightly"
         later(batch)
         assert batch.state() == "promoted"

@@ -157,3 +157,30 @@ class MlflowRuns:
             if not token:
                 break
         return out
+
+    def experiment_runs(self, budget: Budget, experiment: str) -> list[MlflowRun]:
+        """The top-level runs of the experiment named ``experiment`` (``experiments/get-by-name``, then
+        ``runs/search`` over its id; a step's run, which carries ``mlflow.parentRunId``, is left out); []
+        when the tracking server has no such experiment."""
+        query = urlencode({"experiment_name": experiment})
+        try:
+            found = budget.call(
+                f"MLflow experiment {experiment}", lambda: self._send("GET", f"experiments/get-by-name?{query}")
+            )
+        except ResourceNotFoundError:
+            return []
+        experiment_id = str((found.get("experiment") or {}).get("experiment_id") or "")
+        if not experiment_id:
+            return []
+        out: list[MlflowRun] = []
+        token: str | None = None
+        for _ in range(MAX_PAGES):
+            body: dict[str, Any] = {"experiment_ids": [experiment_id], "max_results": PAGE}
+            if token:
+                body["page_token"] = token
+            page = budget.call(f"MLflow runs of experiment {experiment}", self._search(body))
+            out.extend(MlflowRun.from_rest(r) for r in page.get("runs") or [])
+            token = page.get("next_page_token")
+            if not token:
+                break
+        return [r for r in out if PARENT_TAG not in r.tags]

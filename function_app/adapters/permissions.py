@@ -171,11 +171,12 @@ OPERATIONS: dict[str, list[str]] = {
     # The job looked up by name (adopted), the data asset's type, then batch_endpoints.invoke: it reads the
     # endpoint and lists its deployments, resolves the data asset, and posts to the scoring URI with a token for
     # https://ml.azure.com, which creates the job as the service ("Authorization on batch endpoints": create jobs
-    # in batch endpoints and deployments; the docs' custom role there lists more, datastore secrets among them)
+    # in batch endpoints and deployments; the docs' custom role there lists more, datastore secrets among them).
+    # A job Azure did not give the name asked for is found in its experiment through MLflow (get-by-name, search).
     "AzureMLActions.invoke_batch": [
         *_BATCH_READ,
         *_DATA,
-        f"{AML}/jobs/read",
+        *_MLFLOW_READ,
         f"{AML}/batchEndpoints/jobs/write",
         f"{AML}/batchEndpoints/deployments/jobs/write",
     ],

@@ -4,9 +4,12 @@ comparison (``deploy.batch_endpoint.compare``).
 A job is started with ``batch_endpoints.invoke`` (the SDK posts to the endpoint's scoring URI, the
 ``azureml-model-deployment`` header naming the deployment, as the invoking identity), with the policy's
 data asset as its input and the name the service chose (``job_name``; keyed, so nobody else can take it
-first, :func:`handlers.jobnames.batch_job_name`). A job of that name is adopted only when this service's
-identity created it: a pass that finds the comparison pending (the worker died after invoking) finds
-its job and starts no second one. A batch job is a pipeline job whose step ``batchscoring`` runs the
+first, :func:`handlers.jobnames.batch_job_name`) and the same name as its experiment's. Azure may not give
+the job that name (the one public report, azure-sdk-for-python#32763, says ``job_name`` "does nothing"):
+the name Azure answers is the one returned and recorded, and a job asked for is found by its name or, failing
+that, as the first job of its experiment (docs/azure-behaviour.md). A job so found is adopted only when this
+service's identity created it: a pass that finds the comparison pending (the worker died after invoking),
+or a retry of an invocation whose answer was lost, finds its job and starts no second one. A batch job is a pipeline job whose step ``batchscoring`` runs the
 scoring script ("Troubleshoot batch endpoints": its logs are under that step); the metrics the script
 logged with MLflow are read from that step's run (``runs/search`` by parent run), once the job completed.
 """
@@ -39,16 +42,9 @@ class AzureMLBatchJobs:
 
     def invoke_batch(self, endpoint: str, deployment: str, data: str, job: str) -> str:
         budget = self.client.retry.budget()
-        found = self._job(budget, job)
+        found = self._started(budget, job)
         if found is not None:
-            why = self.client.not_created_by_us(getattr(found, "creation_context", None))
-            if why is not None:
-                raise PermanentError(
-                    f"batch job {job} already exists but {why}; it is not adopted and the comparison is not judged "
-                    "on it: find out who created it"
-                )
-            log.info("batch job %s of %s/%s already started; adopted", job, endpoint, deployment)
-            return str(found.name)
+            return self._adopted(found, job, endpoint, deployment)
         _, name, version = data.split(":")
         asset = self.client.call(
             budget,
@@ -64,16 +60,72 @@ class AzureMLBatchJobs:
             )
         from azure.ai.ml import Input
 
-        started = self.client.call(  # not retried into a second job: a retry meets the first one's name
-            budget,
-            f"invoking batch deployment {endpoint}/{deployment}",
-            lambda: self.client.ml.batch_endpoints.invoke(
-                endpoint_name=endpoint, deployment_name=deployment, input=Input(type=kind, path=data), job_name=job
-            ),
-            f"check that {endpoint}/{deployment} exists and that the service may invoke it",
+        tries: list[Any] = []  # None for an invocation sent, the job found for one an earlier try started
+
+        def invoke() -> Any:
+            if tries:  # an earlier try may have started the job before it failed: Azure may not keep the name
+                again = self._started(budget, job)
+                if again is not None:
+                    tries.append(again)
+                    return again
+            tries.append(None)
+            return self.client.ml.batch_endpoints.invoke(
+                endpoint_name=endpoint,
+                deployment_name=deployment,
+                input=Input(type=kind, path=data),
+                job_name=job,
+                experiment_name=job,  # found by it when Azure does not give the job the name asked for
+            )
+
+        try:
+            started = self.client.call(
+                budget,
+                f"invoking batch deployment {endpoint}/{deployment}",
+                invoke,
+                f"check that {endpoint}/{deployment} exists and that the service may invoke it",
+            )
+        except PermanentError:
+            # A refusal may be the name taken meanwhile (another pass): what stands under it decides (the
+            # status Azure answers for a batch job name in use is not documented).
+            found = self._started(budget, job)
+            if found is None:
+                raise
+            return self._adopted(found, job, endpoint, deployment)
+        if tries and tries[-1] is not None:
+            return self._adopted(started, job, endpoint, deployment)
+        given = str(getattr(started, "name", None) or job)
+        log.info("started batch job %s (asked for %s) of %s/%s on %s", given, job, endpoint, deployment, data)
+        return given
+
+    def _started(self, budget: Budget, job: str) -> Any:
+        """The batch job a comparison asked to be named ``job``, if it was started: the job of that name, or,
+        as Azure may give a batch job a name of its own (azure-sdk-for-python#32763), the first job of the
+        experiment named ``job`` (each invocation names its experiment after the job it asks for; the run of
+        an Azure ML job in MLflow has the job's name as its id). None when neither is there."""
+        found = self._job(budget, job)
+        if found is not None:
+            return found
+        runs = self.candidates.mlflow_experiment_runs(budget, job)
+        if not runs:
+            return None
+        first = min(runs, key=lambda r: (r.start_time or 0.0, r.run_id))
+        if len(runs) > 1:
+            log.warning(
+                "experiment %s holds %d batch jobs; the first, %s, is the comparison's", job, len(runs), first.run_id
+            )
+        return self._job(budget, first.run_id)
+
+    def _adopted(self, found: Any, job: str, endpoint: str, deployment: str) -> str:
+        why = self.client.not_created_by_us(getattr(found, "creation_context", None))
+        if why is not None:
+            raise PermanentError(
+                f"batch job {found.name} (asked for as {job}) already exists but {why}; it is not adopted and the "
+                "comparison is not judged on it: find out who created it"
+            )
+        log.info(
+            "batch job %s (asked for as %s) of %s/%s already started; adopted", found.name, job, endpoint, deployment
         )
-        log.info("started batch job %s of %s/%s on %s", getattr(started, "name", job), endpoint, deployment, data)
-        return str(getattr(started, "name", None) or job)
+        return str(found.name)
 
     def batch_run(self, job: str, step: str | None) -> BatchRun | None:
         budget = self.client.retry.budget()

@@ -226,6 +226,10 @@ class AzureMLCandidates:
         with self.client.translating(f"searching the MLflow runs of pipeline {pipeline.run_id}", _MLFLOW_FIX):
             return self._mlflow().children(budget, pipeline)
 
+    def mlflow_experiment_runs(self, budget: Budget, experiment: str) -> list[MlflowRun]:
+        with self.client.translating(f"searching the MLflow runs of experiment {experiment}", _MLFLOW_FIX):
+            return self._mlflow().experiment_runs(budget, experiment)
+
     def _candidate(self, budget: Budget, plan: DeployPlan) -> _Candidate:
         """The model version to roll out (None: the run registered none yet) and the facts the gate reads:
         the MLflow metrics of the run or of its step ``gate.step`` (gate source ``mlflow``), the run's
