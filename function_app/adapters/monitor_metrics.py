@@ -25,7 +25,8 @@ counts are its own minutes'. Two requests, because the batch API takes one filte
 on ``statusCode`` is refused for a metric that lacks that dimension. The window is rounded to whole
 minutes inside ``since``..``until`` (a minute's point covers that whole minute, and one that began
 before the step would count the previous step's traffic); the caller ends it the source's lag
-before now (:func:`handlers.analysis.window`). With a filter, the API returns only ``top`` series
+before now (:func:`handlers.analysis.window`). A history of up to 24 hours is asked in spans of at most :data:`SPAN`
+(the API documents no cap on a request's points, and no paging; docs/azure-behaviour.md). With a filter, the API returns only ``top`` series
 per metric (10 by default), so ``top`` is set well above what two deployments produce, and a reading
 that reaches it says so.
 
@@ -74,6 +75,11 @@ LATENCY = "RequestLatency_P95"
 MONITORING_READER = "43d0d8ad-25c7-4714-9337-8ba259a9fe05"
 TOP = 500  # series per metric: two deployments x their (statusCode, modelStatusCode) pairs, with room
 GRAIN = timedelta(minutes=1)
+# The longest span one request asks for (360 one-minute points per series). The batch API documents no cap on
+# a request's points or span, only that it has no paging and that a large volume is to be split into several
+# queries (Azure Monitor docs, "Migrate from the metrics API to the getBatch API"): a baseline's history of up
+# to 24 hours is asked in spans of this size, so a cap Azure does not document cannot fail the read.
+SPAN = timedelta(hours=6)
 # Names as Azure ML allows them (letters, digits, dashes, at most 32): checked before they go into a filter.
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
 _REGION = re.compile(r"^[a-z0-9]+$")
@@ -225,9 +231,32 @@ class MonitorMetrics:
         flt: str,
         start: datetime,
         end: datetime,
-    ) -> list[Any]:
-        """The time series of ``metric`` for the resource ``rid``, through the retry budget."""
+    ) -> tuple[list[Any], bool]:
+        """The time series of ``metric`` for the resource ``rid`` from ``start`` to ``end``, asked in spans
+        of at most :data:`SPAN` (a series of one span and its namesake of the next cover different minutes:
+        ``endtime`` is exclusive), through the retry budget; and whether a span returned :data:`TOP` series."""
+        series: list[Any] = []
+        truncated = False
+        at = start
+        while at < end:
+            upto = min(at + SPAN, end)
+            got = self._span(budget, what, rid, metric, aggregation, flt, at, upto)
+            series.extend(got)
+            truncated = truncated or len(got) >= TOP
+            at = upto
+        return series, truncated
 
+    def _span(
+        self,
+        budget: Budget,
+        what: str,
+        rid: str,
+        metric: str,
+        aggregation: str,
+        flt: str,
+        start: datetime,
+        end: datetime,
+    ) -> list[Any]:
         def run() -> Any:
             try:
                 return self.client.query_resources(
@@ -297,14 +326,17 @@ class MonitorMetrics:
             f"{REQUESTS} aggregation=Average filter={counts_filter!r}"
             + (f" from {iso(first)} (the baseline's history)" if first < start else "")
             + f"; {LATENCY} aggregation=Average filter={latency_filter!r}"
+            + (f"; in spans of at most {SPAN.seconds // 3600}h" if end - first > SPAN else "")
         )
         empty = start >= end
         requests_series: list[Any] = []
         latency_series: list[Any] = []
+        truncated = False
         if not empty:
             budget = self.retry.budget()
-            requests_series = self._series(budget, what, rid, REQUESTS, "Average", counts_filter, first, end)
-            latency_series = self._series(budget, what, rid, LATENCY, "Average", latency_filter, start, end)
+            requests_series, cut = self._series(budget, what, rid, REQUESTS, "Average", counts_filter, first, end)
+            latency_series, cut_too = self._series(budget, what, rid, LATENCY, "Average", latency_filter, start, end)
+            truncated = cut or cut_too
         codes, by_minute, per_minute = histogram(requests_series)
         history: dict[str, Histogram] = {}
         if first < start:  # the baseline's minutes before the window; the window's counts are its own minutes'
@@ -313,7 +345,6 @@ class MonitorMetrics:
             by_minute = {d: {at: h for at, h in ms.items() if at >= window} for d, ms in by_minute.items()}
             codes = {d: summed(ms.values()) for d, ms in by_minute.items()}
         window_p95, p95_by_minute = p95s(latency_series, per_minute)
-        truncated = len(requests_series) >= TOP or len(latency_series) >= TOP
         note = f"the metrics API returned its maximum of {TOP} series; the counts may be short" if truncated else None
         if empty:
             note = f"the window {iso(since)}..{iso(until)} holds no whole minute yet; no data"
