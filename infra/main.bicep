@@ -137,6 +137,9 @@ param workspaceRole string = 'custom'
 @description('The workspace\'s storage account (in its resource group), where data assets of smoke requests are (deploy.rollout.smoke.requests: {data: ...}): the identity gets Storage Blob Data Reader on it; empty: none.')
 param workspaceStorageAccountName string = ''
 
+@description('The workspace datastore holding the data asset a batch comparison scores (deploy.batch_endpoint.compare.data): the identity may list its secrets, which invoking a batch endpoint needs; empty: none.')
+param batchDatastoreName string = ''
+
 @description('E-mail address the alerts on lost events and failed invocations notify; empty: no e-mail.')
 param alertEmail string = ''
 
@@ -380,6 +383,7 @@ module workspaceAccess 'modules/workspace-access.bicep' = {
     workspaceRole: workspaceRole
     nameToken: resourceToken
     workspaceStorageAccountName: workspaceStorageAccountName
+    batchDatastoreName: batchDatastoreName
   }
 }
 

@@ -19,8 +19,9 @@ token for ``https://ml.azure.com``; "a batch deployment job is created under the
 the token", which needs, among others, the actions to "create jobs in batch inference endpoints and
 deployments" ("Authorization on batch endpoints"): ``batchEndpoints/deployments/jobs/write`` at the
 deployment named by the ``azureml-model-deployment`` header (``batchEndpoints/jobs/write`` at the endpoint
-without one). The fake checks those two; the docs' list for a custom role also names datastore secrets,
-which the service's custom role does not hold (unverified whether a data asset input needs them). The
+without one). The fake checks those two, and, as the same page lists "Lists datastore secrets" among what the identity
+needs to create a job (``datastores/listsecrets/action`` in its list of actions), that action at the datastore
+of the input's data asset (docs/azure-behaviour.md: which scope Azure checks it at is not documented). The
 body's ``properties.inputData`` holds one ``UriFile`` or ``UriFolder`` input whose ``uri`` is a data asset
 version of the workspace of that type; ``properties.name`` the name the caller asks for. Whether Azure gives
 the job that name is not documented, and the one public report says it does not (azure-sdk-for-python#32763,
@@ -36,6 +37,7 @@ metrics with MLflow (what a scoring script that evaluates labelled data logs).
 from __future__ import annotations
 
 import copy
+import re
 import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 PROVIDER = "Microsoft.MachineLearningServices"
 JOBS_WRITE = f"{PROVIDER}/workspaces/batchEndpoints/jobs/write"
 DEPLOYMENT_JOBS_WRITE = f"{PROVIDER}/workspaces/batchEndpoints/deployments/jobs/write"
+DATASTORE_SECRETS = f"{PROVIDER}/workspaces/datastores/listsecrets/action"
 SCORING_STEP = "batchscoring"
 INPUT_TYPES = {"UriFile": "uri_file", "UriFolder": "uri_folder"}
 
@@ -193,6 +196,7 @@ class FakeBatch:
             raise Refusal(
                 400, "UserError", f"Data asset {given.get('uri')} is a {data['properties']['dataType']}, not {wanted}"
             )
+        self._may_list_secrets(call, str(data["properties"].get("dataUri") or ""))
         requested = str(props.get("name") or "")
         name = requested if requested and self.honours_names else f"batchjob-{uuid.uuid4()}"
         if name in self.arm.jobs:  # only a name the caller chose can be taken
@@ -234,15 +238,26 @@ class FakeBatch:
         status_url = self.arm._status_url(self.arm._start_operation("cancel", name))
         return 202, {"Location": status_url}, None
 
+    def _may_list_secrets(self, call: Call, uri: str) -> None:
+        """The invoker must be able to list the secrets of the data asset's datastore ("Lists datastore
+        secrets", Authorization on batch endpoints): ``datastores/listsecrets/action`` at the datastore."""
+        match = re.match(r"azureml://datastores/([^/]+)/", uri)
+        if match is None:
+            raise Unexpected(f"a data asset outside a datastore: {uri}")
+        self._refuse_unless(call, DATASTORE_SECRETS, f"{self.arm.ws_path}/datastores/{match[1]}")
+
     def _authorize(self, call: Call, endpoint: str, deployment: str | None) -> None:
         header = call.headers.get("Authorization")
         if token_audience(header) != "https://ml.azure.com":
             raise Refusal(401, "Unauthorized", "The token's audience is not https://ml.azure.com")
-        oid = str(token_claims(header).get("oid"))
-        principal = self.arm.principal if oid == self.arm.principal.oid else self.arm.others.get(oid)
         action, scope = JOBS_WRITE, self.endpoints[endpoint]["id"]
         if deployment:
             action, scope = DEPLOYMENT_JOBS_WRITE, f"{scope}/deployments/{deployment}"
+        self._refuse_unless(call, action, scope)
+
+    def _refuse_unless(self, call: Call, action: str, scope: str) -> None:
+        oid = str(token_claims(call.headers.get("Authorization")).get("oid"))
+        principal = self.arm.principal if oid == self.arm.principal.oid else self.arm.others.get(oid)
         if principal is None or not principal.allows(action, scope):
             self.arm.refused.append((action, scope))
             body = rbac.refusal(oid, action, scope)["error"]

@@ -342,6 +342,9 @@ def arm_action(method: str, path: str) -> tuple[str, str]:
     return "/".join([provider, *types, verb]), scope
 
 
+# The workspace datastore a batch comparison's data asset is in (infra/'s batchDatastoreName).
+DATASTORE = "workspaceblobstore"
+
 # The Azure ML registry of the test world (infra/'s registryName), in a resource group of its own.
 REGISTRY, REGISTRY_GROUP = "mlreg-shared", "rg-mlops-registry"
 
@@ -384,6 +387,7 @@ def world(
         },
         names={
             "Microsoft.MachineLearningServices/workspaces": (workspace,),
+            "Microsoft.MachineLearningServices/workspaces/datastores": (workspace, DATASTORE),
             "Microsoft.Storage/storageAccounts": (storage,),
             "Microsoft.Storage/storageAccounts/blobServices/containers": (storage, "default", "deadletters"),
             "Microsoft.OperationalInsights/workspaces": (logs,),

@@ -256,8 +256,8 @@ def _role_assignments() -> list[tuple[Path, str, dict[str, Any]]]:
 def test_role_assignments_are_deterministic_and_to_service_principals() -> None:
     assignments = _role_assignments()
     # 7, EventGrid Data Sender on the notification topic, the registry's reader and publisher, the smoke
-    # requests' reader
-    assert len(assignments) == 11
+    # requests' reader, the batch comparison's datastore secrets
+    assert len(assignments) == 12
     for path, name, config in assignments:
         guid = config["name"]["function"]
         assert guid["type"] == "guid", f"{path.name}: {name}"

@@ -132,7 +132,12 @@ def test_the_operations_of_the_monitoring_loop_are_granted_what_they_do() -> Non
 
 def test_the_custom_workspace_role_names_every_azure_ml_action_the_adapters_need() -> None:
     granted = {a.lower() for a in custom_role_actions()}
-    needed = {a for actions in permissions.OPERATIONS.values() for a in actions if a.startswith(permissions.AML)}
+    needed = {
+        a
+        for actions in permissions.OPERATIONS.values()
+        for a in actions
+        if a.startswith(permissions.AML) and a not in permissions.ON_THE_DATASTORE
+    }
     assert sorted(a for a in needed if a.lower() not in granted) == []
 
 
@@ -155,6 +160,24 @@ def test_the_custom_workspace_role_has_no_wildcard_and_none_of_the_forbidden_act
             "Microsoft.MachineLearningServices/workspaces/connections/listsecrets/action",
             "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/listKeys/action",
             "Microsoft.MachineLearningServices/workspaces/delete"} <= set(permissions.NEVER_GRANTED)  # fmt: skip
+
+
+def test_datastore_secrets_are_granted_on_the_batch_comparison_s_datastore_alone_by_a_role_holding_nothing_else() -> (
+    None
+):
+    module = bicep("modules/workspace-access.bicep")["resources"]
+    role = module["datastoreRole"]["config"]
+    assert role["condition"]["operator"]["type"] == "not"  # only when infra names the datastore
+    (permission,) = role["config"]["properties"]["permissions"]
+    assert tuple(permission["actions"]) == permissions.ON_THE_DATASTORE and permission["notActions"] == []
+    assignment = module["appDatastoreSecrets"]["config"]["config"]
+    assert assignment["scope"] == "batchDatastore"
+    assert module["batchDatastore"]["type"] == "Microsoft.MachineLearningServices/workspaces/datastores"
+    app = rbac.app(SUB, RG, WS)
+    datastores = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}/datastores"
+    [action] = permissions.ON_THE_DATASTORE
+    assert app.allows(action, f"{datastores}/{rbac.DATASTORE}")
+    assert not app.allows(action, f"{datastores}/another")  # not the workspace's other datastores
 
 
 @pytest.mark.slow  # parses every Bicep module (pycep): tens of seconds

@@ -75,6 +75,10 @@ _BATCH_READ = [
 # MLflow's REST API on the tracking URI ("MLflow operations", Manage roles): runs of V2 jobs are
 # jobs; runs/get and runs/search read experiments and their runs.
 _MLFLOW_READ = [f"{AML}/jobs/read", f"{AML}/experiments/read", f"{AML}/experiments/runs/read"]
+# Invoking a batch endpoint "needs ... Lists datastore secrets" (Azure ML docs, "Authorization on batch endpoints"):
+# granted by a role of its own on the datastore of the comparison's data (infra's batchDatastoreName), not by the
+# workspace role, which would give every datastore's key or SAS.
+ON_THE_DATASTORE = (f"{AML}/datastores/listsecrets/action",)
 
 _LOGS_QUERY = [
     "Microsoft.OperationalInsights/workspaces/read",
@@ -177,6 +181,7 @@ OPERATIONS: dict[str, list[str]] = {
         *_BATCH_READ,
         *_DATA,
         *_MLFLOW_READ,
+        *ON_THE_DATASTORE,
         f"{AML}/batchEndpoints/jobs/write",
         f"{AML}/batchEndpoints/deployments/jobs/write",
     ],
@@ -263,7 +268,8 @@ OPERATIONS: dict[str, list[str]] = {
 # method exists: the test then checks it like any other.
 PLANNED: frozenset[str] = frozenset()
 
-# What the service must never be able to do, whatever role it holds in the workspace.
+# What the service must never be able to do through its workspace role (datastore secrets are granted on the
+# one datastore a batch comparison reads, ON_THE_DATASTORE, and nowhere else).
 NEVER_GRANTED = (
     f"{AML}/listKeys/action",
     f"{AML}/listStorageAccountKeys/action",

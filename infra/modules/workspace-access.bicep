@@ -32,8 +32,12 @@ param nameToken string
 @description('Name of the workspace\'s storage account (in the workspace\'s resource group) where data assets of smoke requests are; empty: none read.')
 param workspaceStorageAccountName string = ''
 
+@description('Name of the workspace datastore that holds the data asset a batch comparison scores (deploy.batch_endpoint.compare.data): the identity may list that datastore\'s secrets, which invoking a batch endpoint needs; empty: none.')
+param batchDatastoreName string = ''
+
 var useCustomRole = workspaceRole == 'custom'
 var customRoleName = guid(resourceGroup().id, workspaceName, 'retrain-service', nameToken)
+var datastoreRoleName = guid(resourceGroup().id, workspaceName, 'retrain-batch-datastore-secrets', nameToken)
 var storageBlobDataReader = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1')
 var azureMLDataScientist = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'f6c7c914-8db3-469d-8ca1-694a8f32e121')
 
@@ -155,6 +159,56 @@ resource appSampleReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
     roleDefinitionId: storageBlobDataReader
     principalType: 'ServicePrincipal'
   }
+}
+
+// Datastore secrets for a batch comparison (deploy.batch_endpoint.compare), on the one datastore named. "To
+// invoke a batch endpoint ... the identity needs ... Lists datastore secrets" (Azure ML docs, "Authorization on
+// batch endpoints", and Microsoft.MachineLearningServices/workspaces/datastores/listsecrets/action in its list
+// of actions for invoking); the batch job reads a data asset of a datastore with credentials through them
+// (same page, "Configure compute clusters for data access"). The workspace role never holds this action
+// (function_app/adapters/permissions.py, NEVER_GRANTED): it would give every datastore's account key or SAS.
+// Assigned on the datastore itself, the narrowest scope ARM takes for a role assignment on it; whether Azure
+// ML's check at invocation accepts a datastore-scoped assignment is not documented (docs/azure-behaviour.md):
+// a refusal is a recorded failed comparison naming the action and scope.
+resource datastoreRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (!empty(batchDatastoreName)) {
+  name: datastoreRoleName
+  properties: {
+    roleName: 'Retrain batch datastore secrets ${nameToken} (${workspaceName})'
+    description: 'What invoking a batch endpoint needs of the datastore ${batchDatastoreName} of the Azure ML workspace ${workspaceName}: list its secrets. Nothing else.'
+    type: 'customRole'
+    assignableScopes: [
+      resourceGroup().id
+    ]
+    permissions: [
+      {
+        actions: [
+          'Microsoft.MachineLearningServices/workspaces/datastores/listsecrets/action'
+        ]
+        notActions: []
+      }
+    ]
+  }
+}
+
+resource batchDatastore 'Microsoft.MachineLearningServices/workspaces/datastores@2024-10-01' existing = if (!empty(batchDatastoreName)) {
+  parent: workspace
+  name: empty(batchDatastoreName) ? 'none' : batchDatastoreName
+}
+
+var datastoreRoleId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', datastoreRoleName)
+
+// The datastore-secrets role (see above), on the comparison data's datastore alone.
+resource appDatastoreSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(batchDatastoreName)) {
+  name: guid(batchDatastore.id, appPrincipalId, datastoreRoleId)
+  scope: batchDatastore
+  properties: {
+    principalId: appPrincipalId
+    roleDefinitionId: datastoreRoleId
+    principalType: 'ServicePrincipal'
+  }
+  dependsOn: [
+    datastoreRole
+  ]
 }
 
 // Monitoring Reader for the platform metrics is not assigned here: the metrics batch API needs it on
