@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from function_app.retry import Budget
 
 log = logging.getLogger(__name__)
+DATASTORE_SECRETS = "datastores/listsecrets/action"  # what invoking needs of the data's datastore (a refusal names it)
 INPUT_TYPES = ("uri_file", "uri_folder")  # what a model deployment's batch job reads (its InputData)
 
 
@@ -84,10 +85,15 @@ class AzureMLBatchJobs:
                 invoke,
                 f"check that {endpoint}/{deployment} exists and that the service may invoke it",
             )
-        except PermanentError:
+        except PermanentError as exc:
             # A refusal may be the name taken meanwhile (another pass): what stands under it decides (the
             # status Azure answers for a batch job name in use is not documented).
             found = self._started(budget, job)
+            if found is None and DATASTORE_SECRETS in str(exc).lower():
+                raise PermanentError(
+                    f"{exc}; listing the secrets of the data's datastore is granted by infra on that datastore alone "
+                    "(set RETRAIN_BATCH_DATASTORE to its name and provision; infra/modules/workspace-access.bicep)"
+                ) from exc
             if found is None:
                 raise
             return self._adopted(found, job, endpoint, deployment)
