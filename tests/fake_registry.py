@@ -109,8 +109,9 @@ class FakeRegistries:
     def deployable(self, call: Call, model: str) -> bool:
         """Whether a deployment's ``model`` is a version of a registry (``azureml://registries/<r>/models/
         <m>/versions/<v>``) that the registry holds; the caller creating the deployment must be able to
-        read it there (``registries/assets/read`` at the registry; unverified which action Azure checks),
-        else 403 as ARM words it. False for a model that is not a registry's (the workspace's to find)."""
+        read it there: ``registries/assets/read`` at the registry, which the docs tie to "use the assets in a
+        workspace" ("Manage Azure Machine Learning registries"; whether Azure checks ``registries/read`` too
+        is not said, and infra grants both: docs/azure-behaviour.md), else 403 as ARM words it. False for a model that is not a registry's (the workspace's to find)."""
         match = re.fullmatch(r"azureml://registries/([^/]+)/models/([^/]+)/versions/([^/]+)", model, re.IGNORECASE)
         if match is None:
             return False

@@ -5,10 +5,12 @@
 // docs/environments.md). Deployed to the topic's resource group, in the dev subscription.
 //
 // Delivery: the topic's input schema is CloudEvents 1.0, and a CloudEvents topic delivers CloudEvents
-// only (Event Grid docs, "Event schema compatibility"); the trigger binds both schemas. An
-// AzureFunction destination needs no validation handshake from the function: Event Grid checks, when
-// the subscription is created, that whoever creates it may reach the function (the identity running
-// this environment's `azd provision`, which owns the function app) and keeps its key itself. That
+// only (Event Grid docs, "CloudEvents v1.0 schema with Azure Event Grid": no CloudEvents-in, Event Grid-out
+// conversion); the trigger binds both schemas. An AzureFunction destination needs no validation handshake
+// from the function: Event Grid checks, when the subscription is created, that whoever creates it has
+// write access to the handler ("Permissions for event subscriptions"; the action it asks of a function
+// app is not documented): the identity running this environment's `azd provision`, which deployed the
+// function app, and Event Grid keeps the function's key itself (docs/azure-behaviour.md). That
 // identity also needs Microsoft.EventGrid/eventSubscriptions/write on the dev topic: EventGrid
 // EventSubscription Contributor on that topic only, granted by the dev environment's owner
 // (docs/environments.md). The function app's own identity needs nothing here, and the subscription

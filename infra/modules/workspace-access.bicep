@@ -149,7 +149,7 @@ resource workspaceStorage 'Microsoft.Storage/storageAccounts@2024-01-01' existin
 // Storage Blob Data Reader on the workspace's storage account (its default datastore), when named: the
 // smoke test's sample requests kept in a data asset (deploy.rollout.smoke.requests: {data: ...}) are
 // read from it with the service's identity. The service never lists a datastore's key or SAS token
-// (datastores/listsecrets/action is on its deny list), so without this role such a smoke test fails
+// (the workspace role never holds datastores/listsecrets/action), so without this role such a smoke test fails
 // saying to set workspaceStorageAccountName.
 resource appSampleReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(workspaceStorageAccountName)) {
   name: guid(workspaceStorage.id, appPrincipalId, storageBlobDataReader)
