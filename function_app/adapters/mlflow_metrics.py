@@ -139,24 +139,13 @@ class MlflowRuns:
 
     def children(self, budget: Budget, parent: MlflowRun) -> list[MlflowRun]:
         """The runs whose ``mlflow.parentRunId`` is ``parent`` (a pipeline's steps), by ``runs/search``."""
-        out: list[MlflowRun] = []
-        token: str | None = None
-        for _ in range(MAX_PAGES):
-            body: dict[str, Any] = {
-                "experiment_ids": [parent.experiment_id],
-                # As Azure ML documents it ("Query & compare experiments and runs with MLflow", child
-                # runs): its support matrix lists backtick-escaped names as not supported.
-                "filter": f"tags.{PARENT_TAG} = '{parent.run_id}'",
-                "max_results": PAGE,
-            }
-            if token:
-                body["page_token"] = token
-            page = budget.call(f"MLflow runs of pipeline {parent.run_id}", self._search(body))
-            out.extend(MlflowRun.from_rest(r) for r in page.get("runs") or [])
-            token = page.get("next_page_token")
-            if not token:
-                break
-        return out
+        body: dict[str, Any] = {
+            "experiment_ids": [parent.experiment_id],
+            # As Azure ML documents it ("Query & compare experiments and runs with MLflow", child
+            # runs): its support matrix lists backtick-escaped names as not supported.
+            "filter": f"tags.{PARENT_TAG} = '{parent.run_id}'",
+        }
+        return self._pages(budget, f"MLflow runs of pipeline {parent.run_id}", body)
 
     def experiment_runs(self, budget: Budget, experiment: str) -> list[MlflowRun]:
         """The top-level runs of the experiment named ``experiment`` (``experiments/get-by-name``, then
@@ -172,15 +161,20 @@ class MlflowRuns:
         experiment_id = str((found.get("experiment") or {}).get("experiment_id") or "")
         if not experiment_id:
             return []
+        runs = self._pages(budget, f"MLflow runs of experiment {experiment}", {"experiment_ids": [experiment_id]})
+        return [r for r in runs if PARENT_TAG not in r.tags]
+
+    def _pages(self, budget: Budget, what: str, query: dict[str, Any]) -> list[MlflowRun]:
+        """The runs ``runs/search`` finds for ``query``, page by page (at most :data:`MAX_PAGES`)."""
         out: list[MlflowRun] = []
         token: str | None = None
         for _ in range(MAX_PAGES):
-            body: dict[str, Any] = {"experiment_ids": [experiment_id], "max_results": PAGE}
+            body: dict[str, Any] = {**query, "max_results": PAGE}
             if token:
                 body["page_token"] = token
-            page = budget.call(f"MLflow runs of experiment {experiment}", self._search(body))
+            page = budget.call(what, self._search(body))
             out.extend(MlflowRun.from_rest(r) for r in page.get("runs") or [])
             token = page.get("next_page_token")
             if not token:
                 break
-        return [r for r in out if PARENT_TAG not in r.tags]
+        return out

@@ -240,23 +240,17 @@ class MonitorMetrics:
         at = start
         while at < end:
             upto = min(at + SPAN, end)
-            got = self._span(budget, what, rid, metric, aggregation, flt, at, upto)
+            got = self._span(budget, what, rid, (metric, aggregation, flt), at, upto)
             series.extend(got)
             truncated = truncated or len(got) >= TOP
             at = upto
         return series, truncated
 
     def _span(
-        self,
-        budget: Budget,
-        what: str,
-        rid: str,
-        metric: str,
-        aggregation: str,
-        flt: str,
-        start: datetime,
-        end: datetime,
+        self, budget: Budget, what: str, rid: str, query: tuple[str, str, str], start: datetime, end: datetime
     ) -> list[Any]:
+        metric, aggregation, flt = query
+
         def run() -> Any:
             try:
                 return self.client.query_resources(
