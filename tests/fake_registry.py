@@ -111,12 +111,24 @@ class FakeRegistries:
         <m>/versions/<v>``) that the registry holds; the caller creating the deployment must be able to
         read it there: ``registries/assets/read`` at the registry, which the docs tie to "use the assets in a
         workspace" ("Manage Azure Machine Learning registries"; whether Azure checks ``registries/read`` too
-        is not said, and infra grants both: docs/azure-behaviour.md), else 403 as ARM words it. False for a model that is not a registry's (the workspace's to find)."""
+        is not said, and infra grants both: docs/azure-behaviour.md), else 403 as ARM words it; and the
+        workspace must be in one of the registry's regions ("Share models ... with registries": deploy to
+        "any workspace ... provided the location of the workspace is one of the locations supported by the
+        registry"), else 400. False for a model that is not a registry's (the workspace's to find)."""
         match = re.fullmatch(r"azureml://registries/([^/]+)/models/([^/]+)/versions/([^/]+)", model, re.IGNORECASE)
         if match is None:
             return False
         reg = self._registry(match[1])
         self.arm._authorize(call, f"{PROVIDER}/registries/assets/read", reg.path)
+        if (
+            self.arm.location.casefold() != reg.region.casefold()
+        ):  # the registry's one region here (the words are unverified)
+            raise Refusal(
+                400,
+                "UserError",
+                f"Model {model} cannot be deployed in {self.arm.location}: registry {reg.name} is not available in "
+                f"that region (its regions: {reg.region})",
+            )
         if (match[2], match[3]) not in reg.models:
             raise Refusal(400, "UserError", f"Model {model} not found")
         return True

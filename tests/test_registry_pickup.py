@@ -228,6 +228,17 @@ def test_a_version_worse_than_the_prod_champion_is_a_recorded_skip(envs: Environ
     assert envs.prod.new_worker().reconcile().picked_up == []  # judged once: the poll leaves it
 
 
+def test_a_version_of_a_registry_not_in_prod_s_region_is_recorded_failed_and_nothing_is_deployed(
+    envs: Environments,
+) -> None:
+    event = envs.promote_in_dev()
+    [registry] = envs.prod.arm.registries.registries.values()
+    registry.region = "eastus"  # a registry prod's workspace (westeurope) is not in a region of
+    [deploy] = envs.prod.deliver(event).decisions
+    assert deploy.outcome == "failed" and "not available in that region" in deploy.reason, deploy.reason
+    assert REGISTRY_ID not in _deployed_models(envs.prod).values() and "rollout" not in envs.prod.flights()
+
+
 def test_a_version_met_while_a_rollout_is_in_flight_is_picked_up_by_a_later_poll(envs: Environments) -> None:
     prod = envs.prod
     [own] = prod.deliver(prod.finished_run(r2="0.6", run_id="retrain-prod-own-0001")).decisions
