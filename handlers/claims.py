@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from handlers.errors import TransientError
-from handlers.idempotency import bound_to, check_binding, key_reused, legacy_records
+from handlers.idempotency import bound_to, check_binding, key_reused, legacy_records, same_request
 from handlers.ports import Claim, Ledger
 from handlers.records import DecisionRecord
 from handlers.signals import Trigger
@@ -48,6 +48,9 @@ class Claims:
         when another instance holds the claim; ``signal``: what the claim keeps for a replay
         (:mod:`handlers.recorded`). Raises what ``work`` raises, the claim given back."""
         claim = self.ledger.claim_event(trigger, now, self.lease, signal)
+        if claim.status == "reused" and same_request(claim.request, trigger.request):
+            # bound before keys were bound to callers (the digest without its caller part): this request
+            claim = replace(claim, status="done" if claim.decisions else "busy")
         if claim.status == "reused":  # an Idempotency-Key bound to another request: not its records
             raise key_reused(trigger, claim)
         if claim.status == "done":
@@ -92,7 +95,7 @@ class Claims:
         claim = self.ledger.event_claim(trigger)
         if claim is None:
             return None
-        if trigger.request is not None and claim.request != trigger.request:
+        if trigger.request is not None and not same_request(claim.request, trigger.request):
             raise key_reused(trigger, claim)
         if claim.status != "done" or not claim.decisions:
             return None
@@ -105,9 +108,9 @@ class Claims:
         check_binding(self.ledger, trigger)
         for record in records:
             if bound_to(record, trigger):
-                if record.trigger.get("request") != trigger.request:
-                    raise key_reused(
-                        trigger, Claim("done", (record.id,), record.at, str(record.trigger.get("event_type")))
-                    )
+                stored = record.trigger.get("request")
+                if not same_request(stored, trigger.request):
+                    claim = Claim("done", (record.id,), record.at, str(record.trigger.get("event_type")), stored)
+                    raise key_reused(trigger, claim)
                 return record
         return None

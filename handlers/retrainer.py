@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from handlers.envelopes import Envelope, envelope_from_dict, parse_alert, parse_body, parse_events, to_signal
+from handlers.idempotency import bound_request
 from handlers.jsonin import loads as read_json
 from handlers.keys import as_str
 from handlers.records import OUTCOMES, DecisionRecord, from_iso
@@ -51,6 +52,7 @@ __all__ = [
     "Retrainer",
     "Trigger",
     "as_str",
+    "bound_request",
     "check_policy",
     "envelope_from_dict",
     "from_iso",

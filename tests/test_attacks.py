@@ -5,6 +5,7 @@ pins what stops it (docs/security.md, "What was attacked")."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,3 +126,23 @@ def test_a_function_key_cannot_lift_the_stop_switch_a_person_set(
     assert status == 200 and out["decisions"][0]["outcome"] == "submitted", out
     assert cli.main(["unfreeze", "--reason", "all clear", "--model", MODEL]) == 0
     assert ledger.get_model(MODEL).frozen is None
+
+
+def test_another_caller_resending_a_key_and_body_learns_nothing_of_the_first_caller_s_request(
+    approving: Approving,
+) -> None:
+    """Bob saw Ada's Idempotency-Key (a shared script's log, a proxy): resending it with her body must
+    not hand him her record (its id, plan, job) nor count as hers; Ada's own retry still gets hers."""
+    path, body = f"/api/models/{MODEL}/retrain", {"reason": "nightly", "dry_run": True}
+    ada = {**signed(ADA, "ada@contoso"), "Idempotency-Key": "K-ada"}
+    status, first = approving.post(path, body, ada)
+    assert status == 200 and first["outcome"] == "planned", first
+
+    status, bob = approving.post(path, body, {**signed(BOB, "bob@c"), "Idempotency-Key": "K-ada"})
+
+    assert status == 422 and "another caller" in bob["error"] and "a key of your own" in bob["error"], bob
+    assert first["id"] not in json.dumps(bob) and "nightly" not in json.dumps(bob) and "job" not in bob
+    status, again = approving.post(path, body, ada)
+    assert (status, again["id"]) == (200, first["id"])
+    _, _, listed = approving.client.call("GET", "/api/decisions")
+    assert [d["id"] for d in listed["decisions"]] == [first["id"]]  # Bob's refusal recorded and did nothing

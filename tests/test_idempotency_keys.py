@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,6 +17,8 @@ import pytest
 from function_app import runtime
 from function_app.localhost import Host
 from function_app.triggers.api import request_digest
+from function_app.triggers.callers import FUNCTION_KEY
+from handlers.idempotency import bound_request
 from handlers.keys import digest
 from handlers.plans import run_decision_id
 from handlers.signals import EVENT_GRID, MANUAL, RECONCILER_CHANNEL, Trigger, claim_key
@@ -68,7 +71,7 @@ def test_a_promotion_s_key_sent_with_a_rollback_or_a_pause_is_a_422_and_nothing_
 
 def test_sixteen_requests_racing_with_one_key_and_two_bodies_never_get_the_other_s_record(app: App) -> None:
     bodies = [{"dry_run": True, "reason": "body a"}, {"dry_run": True, "reason": "body b"}]
-    digests = [request_digest("retrain", MODEL, b) for b in bodies]
+    digests = [bound_request(request_digest("retrain", MODEL, b), FUNCTION_KEY) for b in bodies]
     rounds = 12 if app.spec.kind == "sqlite" else 6
     answers: list[tuple[int, int, Any]] = []
     lock = threading.Lock()
@@ -104,7 +107,7 @@ def test_a_webhook_event_posted_as_topic_http_with_a_manual_key_s_id_does_not_st
 
     assert status == 200, record
     assert (record["action"], record["outcome"]) == ("retrain", "planned")
-    assert record["trigger"]["request"] == request_digest("retrain", MODEL, DRY)
+    assert record["trigger"]["request"] == bound_request(request_digest("retrain", MODEL, DRY), FUNCTION_KEY)
     status, again = post(app.client, f"/api/models/{MODEL}/retrain", DRY, "K-taken")
     assert (status, again["id"]) == (200, record["id"])
 
@@ -178,6 +181,25 @@ def test_a_key_claimed_before_claim_channels_is_still_found_and_still_bound(app:
     assert [r.id for r in app.ledger.decisions(MODEL)] == [first.id]
 
 
+def test_a_key_bound_before_keys_were_bound_to_callers_still_answers_its_own_retry(app: App) -> None:
+    """A request claimed with the digest of its route, model and body alone (no caller part, as before
+    keys were bound to callers) is retried after the upgrade: its record again; another body is a 422."""
+    from function_app.runtime import get_retrainer
+    from handlers.signals import ManualRequest
+
+    real = {"reason": "real", "dry_run": True}
+    before = Trigger(
+        "http", f"{MODEL}:K-unbound", "ManualRequest.retrain", request=request_digest("retrain", MODEL, real)
+    )
+    first = get_retrainer().service.manual(ManualRequest(replace(before, channel=MANUAL), MODEL, "retrain", "real"))
+
+    status, again = post(app.client, f"/api/models/{MODEL}/retrain", real, "K-unbound")
+    assert (status, again["id"]) == (200, first.id)
+    status, refused = post(app.client, f"/api/models/{MODEL}/retrain", {"reason": "other"}, "K-unbound")
+    assert status == 422 and first.id in refused["error"]
+    assert [r.id for r in app.ledger.decisions(MODEL)] == [first.id]
+
+
 @pytest.mark.both_ledgers
 def test_each_ledger_binds_a_key_to_its_request_in_the_claim(ledger_spec: LedgerSpec) -> None:
     """The ledger contract under the routes above: the claim that creates a key's row binds it; a claim
@@ -213,7 +235,7 @@ def test_a_promotion_finished_by_the_reconciler_answers_its_own_retry_but_a_paus
         f"{MODEL}:K-dies",
         "ManualRequest.promote",
         caller=(("kind", "function key"),),
-        request=request_digest("promote", MODEL, body),
+        request=bound_request(request_digest("promote", MODEL, body), FUNCTION_KEY),
         channel=OPERATOR,
     )  # what the route makes of POST .../promote with Idempotency-Key K-dies
     with pytest.raises(WorkerDied):

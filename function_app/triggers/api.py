@@ -18,7 +18,17 @@ from function_app.settings import Settings
 from function_app.triggers.callers import caller_of
 from function_app.triggers.replies import error, from_exception, json_body, reply
 from handlers.errors import InvalidInput, RetrainError
-from handlers.retrainer import MANUAL, OPERATOR, OUTCOMES, ManualRequest, OperatorRequest, Trigger, as_str, from_iso
+from handlers.retrainer import (
+    MANUAL,
+    OPERATOR,
+    OUTCOMES,
+    ManualRequest,
+    OperatorRequest,
+    Trigger,
+    as_str,
+    bound_request,
+    from_iso,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +113,7 @@ def _manual(req: func.HttpRequest, action: str, allowed: dict[str, Any]) -> func
         caller = _caller(req)
         key = idempotency_key(req.headers)
         # A key is scoped to its model (the same key for another model is another request) and bound,
-        # whatever the route, to the first request it came with (claim_key, Ledger.claim_event).
+        # whatever the route, to the first request it came with and its caller (claim_key, Ledger.claim_event).
         request_id = f"{model}:{key}" if key is not None else new_id()
         request = ManualRequest(
             trigger=Trigger(
@@ -111,7 +121,7 @@ def _manual(req: func.HttpRequest, action: str, allowed: dict[str, Any]) -> func
                 event_id=request_id,
                 event_type=f"ManualRequest.{action}",
                 caller=caller,
-                request=request_digest(action, model, body),
+                request=bound_request(request_digest(action, model, body), dict(caller)),
                 channel=MANUAL,
             ),
             model=model,
@@ -162,7 +172,7 @@ def _operate(req: func.HttpRequest, action: str) -> func.HttpResponse:
                 event_id=f"{model}:{key}" if key is not None else new_id(),
                 event_type=f"ManualRequest.{action}",
                 caller=caller,
-                request=request_digest(action, model, body),
+                request=bound_request(request_digest(action, model, body), dict(caller)),
                 channel=OPERATOR,
             ),
             model=model,
