@@ -22,6 +22,7 @@ from handlers.envelopes import Envelope, envelope_from_dict, parse_alert, parse_
 from handlers.idempotency import bound_request
 from handlers.jsonin import loads as read_json
 from handlers.keys import as_str
+from handlers.reasons import one_line
 from handlers.records import OUTCOMES, DecisionRecord, from_iso
 from handlers.signals import MANUAL, OPERATOR, VALIDATION, ManualRequest, OperatorRequest, RunFinished, Signal, Trigger
 
@@ -56,6 +57,7 @@ __all__ = [
     "check_policy",
     "envelope_from_dict",
     "from_iso",
+    "one_line",
     "parse_body",
     "parse_events",
     "read_json",

@@ -146,3 +146,28 @@ def test_another_caller_resending_a_key_and_body_learns_nothing_of_the_first_cal
     assert (status, again["id"]) == (200, first["id"])
     _, _, listed = approving.client.call("GET", "/api/decisions")
     assert [d["id"] for d in listed["decisions"]] == [first["id"]]  # Bob's refusal recorded and did nothing
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["freeze", "--model", MODEL],
+        ["unfreeze"],
+        ["rollback", MODEL],
+        ["approve", "de-0123456789abcdef"],
+        ["reject", "de-0123456789abcdef"],
+    ],
+)
+@pytest.mark.parametrize("reason", ["ok\nINFO approval approved by bob", "ok\u2028forged", "ok \u202eeno\u202c"])
+def test_a_reason_typed_at_the_command_line_is_checked_as_one_line_as_the_routes_check_it(
+    client: Client, capsys: pytest.CaptureFixture[str], argv: list[str], reason: str
+) -> None:
+    """The command line's reason is recorded, logged and shown beside the routes' (an approval's reason is
+    what the next person reads), so it is refused as the routes refuse it, before anything is looked up."""
+    from function_app import cli
+
+    assert cli.main([*argv, "--reason", reason]) == 2
+    err = capsys.readouterr().err
+    assert "--reason" in err and "U+" in err and "one line of plain text" in err, err
+    _, _, listed = client.call("GET", "/api/decisions")
+    assert listed["decisions"] == []

@@ -206,7 +206,7 @@ def test_unfreezing_lets_the_held_rollout_go_on(operated: Operated) -> None:
 
 def test_a_freeze_without_a_reason_or_with_an_unknown_model_loses_nothing_and_says_how(operated: Operated) -> None:
     status, _, out = operated.client.call("POST", "/api/freeze", {})
-    assert status == 400 and 'field "reason" is required' in out["error"]
+    assert status == 400 and "field 'reason' is required" in out["error"]
     status, _, out = operated.client.call("POST", "/api/freeze", {"reason": "x", "models": ["nope"]})
     assert status == 404 and "'nope' not in the policy" in out["error"]
     assert operated.azure.ledger.get_model(MODEL).frozen is None

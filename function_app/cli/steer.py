@@ -9,7 +9,7 @@ from typing import Any
 
 from function_app.runtime import build, get_retrainer, new_id
 from function_app.settings import Settings
-from handlers.retrainer import OPERATOR, OperatorRequest, Trigger
+from handlers.retrainer import OPERATOR, OperatorRequest, Trigger, one_line
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -25,7 +25,7 @@ def cmd_operate(args: argparse.Namespace) -> int:
         _trigger(args.command),
         args.model,
         args.command,
-        (args.reason or "no reason given").strip()[:500],
+        one_line(args.reason, "--reason"),
     )
     record = get_retrainer().operate(request)
     if args.json:
@@ -46,9 +46,9 @@ def _user() -> str:
 
 def cmd_freeze(args: argparse.Namespace) -> int:
     """The stop switch set or lifted on the configured ledger, recorded with the command line's user."""
-    on = args.command == "freeze"
+    on, reason = args.command == "freeze", one_line(args.reason, "--reason", 'say why, e.g. --reason "incident 4711"')
     trigger = _trigger(args.command)
-    records = get_retrainer().freeze(on, trigger, args.reason.strip()[:500], models=args.model, actions=args.action)
+    records = get_retrainer().freeze(on, trigger, reason, models=args.model, actions=args.action)
     for record in records:
         print(
             json.dumps(record.to_dict())
@@ -66,10 +66,8 @@ def _trigger(command: str) -> Trigger:
 
 def cmd_approve(args: argparse.Namespace) -> int:
     """A pending deploy approved or rejected on the configured ledger, recorded with the command line's user."""
-    trigger = _trigger(args.command)
-    record = get_retrainer().approve(
-        args.decision, trigger, args.reason.strip()[:500], approve=args.command == "approve"
-    )
+    reason = one_line(args.reason, "--reason", f'say why you {args.command} it, e.g. --reason "metrics look right"')
+    record = get_retrainer().approve(args.decision, _trigger(args.command), reason, approve=args.command == "approve")
     print(
         json.dumps(record.to_dict())
         if args.json

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import unicodedata
 from datetime import UTC
 from typing import Any
 
@@ -28,6 +27,7 @@ from handlers.retrainer import (
     as_str,
     bound_request,
     from_iso,
+    one_line,
 )
 
 log = logging.getLogger(__name__)
@@ -80,23 +80,9 @@ def _caller(req: func.HttpRequest) -> tuple[tuple[str, str], ...]:
     return tuple((k, str(v)) for k, v in caller.items())
 
 
-# bidirectional controls: they reorder how a record's text reads in the console, a terminal or a log viewer
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
 def _reason(body: dict[str, Any], example: str | None = None) -> str:
-    """The body's ``reason`` (at most 500 characters; required when ``example`` shows one), or InvalidInput.
-    It is recorded, logged and shown to whoever decides next, so it is one line of plain text: a control
-    character (a new line forges a log line) or a bidirectional override is refused, naming the field."""
-    reason = (body.get("reason") or "").strip()[:500]
-    bad = next((c for c in reason if unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _BIDI), None)
-    if bad is not None:
-        raise InvalidInput(
-            f"field 'reason' holds the control character U+{ord(bad):04X}; write the reason as one line of plain text"
-        )
-    if not reason and example is not None:
-        raise InvalidInput(f'field "reason" is required: {example}')
-    return reason or "no reason given"
+    """The body's ``reason``, one line of plain text (:func:`handlers.reasons.one_line`), or InvalidInput."""
+    return one_line(body.get("reason"), "field 'reason'", example)
 
 
 def request_digest(action: str, model: str, body: dict[str, Any]) -> str:
