@@ -42,7 +42,9 @@ def bound_request(request: str, caller: Mapping[str, Any]) -> str:
 def same_request(stored: str | None, ours: str | None) -> bool:
     """Whether the request a key is bound to (``stored``) is this one (``ours``): the same digest, or a
     digest bound before keys were bound to callers (no caller part) that is this request's."""
-    return stored == ours or (stored is not None and ours is not None and "." not in stored and stored == ours.split(".")[0])
+    return stored == ours or (
+        stored is not None and ours is not None and "." not in stored and stored == ours.split(".")[0]
+    )
 
 
 def other_caller(stored: str | None, ours: str | None) -> bool:

@@ -146,7 +146,7 @@ def may_replace(stored: DecisionRecord, new: DecisionRecord) -> bool:
     outcome is never downgraded. ``reserved`` gives way to anything (what came of the reservation, or
     the reservation resumed); a guard's refusal (``skipped`` with its ``guard``) only to a new
     reservation, the executor carrying the decision out after all (a run's deploy decision judged
-    again from another event about the run); ``failed`` only to an action tried again that went
+    again from another event about the run), or to a later guard's refusal; ``failed`` only to an action tried again that went
     through (``submitted``, ``planned``: a retirement retried by the next reconciler pass); ``pending``
     (a deploy waiting for approval) only to its approval (``reserved``) or its release (``skipped``). Nothing
     else replaces a final record, so a redelivery, a retried request or a second writer finds the
@@ -155,8 +155,10 @@ def may_replace(stored: DecisionRecord, new: DecisionRecord) -> bool:
         return True
     if stored.outcome == "pending":  # waiting for a person: approved (reserved again), rejected or expired
         return new.outcome in ("reserved", "skipped")
-    if stored.outcome == "skipped" and stored.details.get("guard"):
-        return new.outcome == "reserved"
+    if stored.outcome == "skipped" and stored.details.get("guard"):  # judged again: carried out, or refused anew
+        return new.outcome == "reserved" or (
+            new.outcome == "skipped" and bool(new.details.get("guard")) and new.at >= stored.at
+        )
     if stored.outcome == "failed":
         return new.outcome in ("submitted", "planned")
     return False

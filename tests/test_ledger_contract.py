@@ -302,10 +302,17 @@ def test_a_final_record_is_never_replaced_by_another_outcome_and_put_decision_re
 
 
 def test_what_may_replace_a_final_record(ledger: Ledger) -> None:
-    """A guard's refusal gives way to a reservation (the executor carries the decision out after all);
-    a failure to an action tried again that went through (a retirement retried); nothing else."""
+    """A guard's refusal gives way to a reservation (the executor carries the decision out after all) or
+    to a later refusal (judged again from a later event, refused anew: why it is refused now); a failure
+    to an action tried again that went through (a retirement retried); nothing else."""
     ledger.put_decision(guard_skip("d1"))
     assert ledger.put_decision(record("d1", outcome="submitted")).outcome == "skipped"
+    anew = replace(
+        guard_skip("d1", NOW + timedelta(milliseconds=500)), reason="in flight", details={"guard": "in_flight"}
+    )
+    assert ledger.put_decision(anew) == anew
+    older = replace(guard_skip("d1"), reason="stale")
+    assert ledger.put_decision(older) == anew  # an older refusal written late does not come back
     reserved = record("d1", outcome="reserved", at=NOW + timedelta(seconds=1))
     assert ledger.put_decision(reserved) == reserved
     ledger.put_decision(record("d2", outcome="failed", at=NOW + timedelta(seconds=2)))

@@ -4,6 +4,7 @@ SDK (the fake ARM) rather than taken from the event."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,36 @@ def test_an_upstream_run_of_a_frozen_model_or_over_its_budget_is_refused_recorde
     world.worker.freeze(True, switch, "release week", models=[MODEL])
     [frozen] = world.deliver(upstream_event()).decisions
     assert frozen.outcome == "skipped" and frozen.details["guard"] == "frozen" and job_puts(world) == []
+
+
+def test_a_later_event_about_an_upstream_run_a_guard_refused_is_judged_again(
+    tmp_path: Path, ledger_spec: LedgerSpec
+) -> None:
+    """Refused while the model was frozen, the run's next event (another subscription's, or the run's own
+    RunCompleted after its RunStatusChanged) is judged on the model as it is now, as a run's keyed deploy
+    decision is: not answered with the freeze that was lifted meanwhile."""
+    world = world_with(tmp_path, ledger_spec)
+    switch = Trigger("cli", "sw-1", "ManualRequest.freeze", (("kind", "command line"),), channel=OPERATOR)
+    world.worker.freeze(True, switch, "release week", models=[MODEL])
+    [frozen] = world.deliver(upstream_event(event_id="up-1")).decisions
+    assert frozen.outcome == "skipped" and frozen.details["guard"] == "frozen" and job_puts(world) == []
+    world.worker.freeze(False, replace(switch, event_id="sw-2"), "released", models=[MODEL])
+    manual = world.manual(reason="by hand")
+
+    [busy] = world.deliver(upstream_event(event_id="up-2")).decisions
+
+    assert (busy.id, busy.outcome, busy.details["guard"]) == (frozen.id, "skipped", "in_flight"), busy.reason
+    assert "frozen" not in busy.reason and world.ledger.get_decision(busy.id).details["guard"] == "in_flight"
+    world.arm.set_job_status(manual.job["name"], "Completed")
+    world.deliver(run_event(run_id=manual.job["name"], tags=ours(MODEL, manual.id), topic=WORKSPACE_ID))
+    world.now.advance(hours=48)  # past the manual retrain's cooldown
+    [started] = world.deliver(upstream_event(event_id="up-4")).decisions
+
+    assert (started.id, started.outcome) == (frozen.id, "submitted") and "frozen" not in started.reason, started
+    assert job_puts(world) == [manual.job["name"], started.job["name"]]
+    [again] = world.deliver(upstream_event(event_id="up-3")).decisions  # judged once it was carried out
+    assert (again.id, again.outcome) == (started.id, "submitted") and len(job_puts(world)) == 2
+    assert world.deliver(upstream_event(event_id="up-1")).status == "duplicate"
 
 
 def test_an_upstream_run_waits_for_approval_when_the_policy_asks_for_it(tmp_path: Path) -> None:
