@@ -60,8 +60,9 @@ def refusal(
 ) -> str | None:
     """Why ``deciding`` may not ``verb`` (approve, reject, promote) what ``asked`` asked for under the rule at
     ``key`` (``models.<m>.deploy.approval``), or None. The approver role needs a signed-in principal that holds
-    it. Four eyes (an approval only) needs an approver whom the record can tell from the requester: a function
-    key names nobody, so it is refused rather than counted as a second person; nor may the requester approve."""
+    it. Four eyes needs an approver whom the record can tell from the requester: a function key names nobody, so
+    it is refused rather than counted as a second person; nor may the requester approve. Under four eyes a
+    rejection needs an identity too (a leaked key could reject every candidate, unnamed), not a second person."""
     name = who(deciding)
     if approver_role is not None and approver_role not in roles(deciding):
         if deciding.get("kind") != "principal":
@@ -74,14 +75,22 @@ def refusal(
             f"{name} lacks the app role {approver_role!r} that {key}.approver_role asks of whoever may {verb} it; "
             "an owner of the app registration assigns it (docs/security.md, Approvals)"
         )
-    if verb == "reject" or not four_eyes:
+    if not four_eyes:
         return None
     if identity(deciding) is None:
+        if verb == "reject":  # a leaked key could reject every candidate, unnamed: a denial of promotion
+            return (
+                f"{key}.four_eyes: a signed-in identity is needed to reject it, so that whoever stops it is named; "
+                f"{name} names nobody. Sign in with Entra ID (RETRAIN_APP_SERVICE_AUTH=true, docs/security.md), use "
+                f"`retrain reject` (as yourself), or let it expire ({key}.expires); or set four_eyes: false"
+            )
         return (
             f"{key}.four_eyes: a signed-in identity is needed to {verb} it, so that the approver can be told from "
             f"the requester; {name} names nobody. Sign in with Entra ID (RETRAIN_APP_SERVICE_AUTH=true, "
             "docs/security.md), or set four_eyes: false"
         )
+    if verb == "reject":  # withdrawing one's own request needs no second person
+        return None
     if self_approval(asked, deciding):
         return f"{name} asked for {what} and may not {verb} it too ({key}.four_eyes); another operator does"
     return None

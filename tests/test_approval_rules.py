@@ -21,7 +21,12 @@ KEYED = {"kind": "function key"}
         (True, None, ADA, BOB, "approve", None),
         (True, None, ADA, ADA, "approve", "ada asked for this and may not approve it too"),
         (True, None, {}, KEYED, "approve", "a signed-in identity is needed to approve it"),
-        (True, None, KEYED, KEYED, "reject", None),  # withdrawing needs no second person
+        # a leaked key could reject every candidate (a denial of promotion), anonymously: under four eyes a
+        # rejection needs an identity too; withdrawing one's own request needs no second person
+        (True, None, KEYED, KEYED, "reject", "a signed-in identity is needed to reject it"),
+        (True, None, {}, KEYED, "reject", "a signed-in identity is needed to reject it"),
+        (True, None, ADA, ADA, "reject", None),
+        (False, None, ADA, KEYED, "reject", None),
         # one person in another spelling: the object id's case, the name instead of the id, a login's case
         (True, None, {**ADA, "id": "A"}, ADA, "approve", "ada asked for this and may not approve it too"),
         (True, None, ADA, {**ADA, "id": ""}, "approve", "a signed-in identity is needed to approve it"),

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from function_app import runtime
+from function_app import cli, runtime
 from function_app.localhost import Host
 from handlers import guards
 from handlers.policy import Policy
@@ -264,11 +264,13 @@ def test_the_approver_role_is_asked_of_whoever_approves_or_rejects(
 
 
 @pytest.mark.both_ledgers
-def test_a_function_key_cannot_approve_under_four_eyes_but_may_reject(
-    ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_function_key_can_neither_approve_nor_reject_under_four_eyes(
+    ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Without sign-in every caller is 'function key': under four eyes nobody can tell the approver from
-    the requester, so it is refused rather than counted as a second person; a rejection asks no second person."""
+    the requester, so it is refused rather than counted as a second person; nor may it reject, or a leaked
+    key would reject every candidate, unnamed (a denial of promotion). A named person (the command line)
+    may; what nobody decides expires."""
     monkeypatch.chdir(tmp_path)
     for waiting in open_world(tmp_path, ledger_spec, {"four_eyes": True}):
         rec = waiting.drift()
@@ -276,9 +278,14 @@ def test_a_function_key_cannot_approve_under_four_eyes_but_may_reject(
         assert status == 403 and "a signed-in identity is needed to approve it" in out["error"]
         assert "four_eyes: false" in out["error"] and waiting.slot().status == "pending"
         assert waiting.azure.arm.job_puts == []
-        status, out = waiting.post(f"/api/decisions/{rec.id}/reject", {"reason": "withdrawn"}, {})
-        assert status == 200 and out["details"]["approval"]["rejected_by"] == "function key"
-        assert waiting.slot() is None
+        status, out = waiting.post(f"/api/decisions/{rec.id}/reject", {"reason": "nobody wants it"}, {})
+        assert status == 403 and "a signed-in identity is needed to reject it" in out["error"], out
+        assert "retrain reject" in out["error"] and "expires" in out["error"]
+        assert waiting.slot().status == "pending" and waiting.azure.ledger.get_decision(rec.id).outcome == "pending"
+        monkeypatch.setenv("USER", "ada")
+        monkeypatch.setenv("LOGNAME", "ada")
+        assert cli.main(["reject", rec.id, "--reason", "withdrawn"]) == 0
+        assert "rejected by ada" in capsys.readouterr().out and waiting.slot() is None
 
 
 @pytest.mark.both_ledgers
