@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from handlers.records import DecisionRecord, ModelState, iso
+from handlers.records import DecisionRecord, ModelState, iso, span
 from handlers.signals import TAG_DECISION
 
 ROLLOUT = "rollout"  # the slot a deploy holds (handlers.guards.ROLLOUT)
@@ -139,6 +139,16 @@ def mark(
         return None, False
     marked = replace(flight, data={**flight.data, RELEASE: dict(release)})
     return replace(state, flights={**state.flights, kind: marked}), True
+
+
+def still_acting(decision_id: str, approved: Mapping[str, Any], lease: timedelta) -> str:
+    """Why an approved reservation that another delivery (or the reconciler's catch of a run) found is not
+    carried out by it yet: the approval's worker may still be acting (within the lease, as the reconciler's
+    :func:`handlers.guards.take_over` waits), or another resumer took it over within the lease."""
+    return (
+        f"decision {decision_id}, approved by {approved.get('approved_by')} at {approved.get('approved_at')}, is "
+        f"being carried out by another worker (or was resumed within {span(lease)}); asked again later"
+    )
 
 
 def asked(decision_id: str, rule: Any, now: datetime) -> dict[str, Any]:

@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers import approval_rules, gate, guards, jobnames, newdata, worthiness
-from handlers.errors import PermanentError
+from handlers.errors import PermanentError, TransientError
 from handlers.guards import Limits
 from handlers.plans import Collect, Decision, Deploy, Retrain, job_of, rendered_of
 from handlers.ports import ActionResult, Deployments, Jobs, Ledger
@@ -58,15 +58,17 @@ class Executor:
         scoring: Scoring | None = None,
         rollout_rule: Callable[[str], RolloutRule] | None = None,
         batch_runs: BatchRuns | None = None,
+        lease: timedelta = timedelta(seconds=60),
     ) -> None:
         """``job_name_key``: the secret the retraining jobs are named with (:mod:`handlers.jobnames`);
         None keeps the plan's own name (a digest of public inputs: tests and tools only). ``scoring``
-        invokes deployments for a smoke test of the model's ``rollout_rule``."""
+        invokes deployments for a smoke test of the model's ``rollout_rule``; ``lease``: the reconciler's."""
         self.ledger = ledger
         self.jobs = jobs
         self.deployments = deployments
         self.limits = limits
         self.job_name_key = job_name_key
+        self.lease = lease
         self.rollouts = RolloutEffects(
             ledger, deployments, lambda record: self.write(self.logged(record)), scoring, rollout_rule, batch_runs
         )
@@ -202,6 +204,11 @@ class Executor:
             decision = jobnames.named_as_reserved(decision, done)
             approved = dict(done.details.get("approval") or {}) if done is not None else {}
             if done is not None and approved.get("approved_by"):  # approved, then its worker died: on as approved,
+                # taken over as the reconciler does, once its worker held it a lease, by one resumer a lease
+                if not self.ledger.update_model(
+                    model, lambda s: guards.take_over(s, kind, decision.id, now, self.lease)
+                ):
+                    raise TransientError(approval_rules.still_acting(decision.id, approved, self.lease))
                 return self.act(replace(decision, reason=done.reason), now, approval=approved)  # said as recorded
         rendered = rendered_of(decision)
         stored = self.write(

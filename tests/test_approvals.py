@@ -405,6 +405,49 @@ def test_a_candidate_redelivered_after_its_approval_is_deployed_as_approved_once
     assert [e.notification.data["id"] for e in outbox if e.notification.type.endswith(".pending")] == [rec]
 
 
+@pytest.mark.both_ledgers
+def test_a_redelivery_that_finds_an_approved_deploy_being_carried_out_waits_out_its_lease(
+    approving: Approving,
+) -> None:
+    """Bob's approval took the slot and its worker is still deploying (slow, not dead) when the candidate's
+    RunCompleted comes again (its first worker died before finishing the event): the redelivery must not
+    deploy beside it. It is asked again later (transient); past the lease it carries the approval out once,
+    and a second resumer inside the new lease waits too."""
+    from tests.crashes import DiesBeforeActing, LedgerThatDies, WorkerDied
+
+    event = approving.azure.finished_run(r2="0.61")
+    with pytest.raises(WorkerDied):
+        approving.azure.deliver(
+            json.loads(json.dumps(event)),
+            approving.azure.new_worker(ledger=LedgerThatDies(approving.azure.spec.open(), "confirm")),
+        )
+    rec = approving.slot().decision
+    approving.azure.now.advance(minutes=2)  # Bob approves later: the event's claim has run out by now
+    trigger = Trigger("http", "a-1", "ManualRequest.approve", BOB_CALLER, channel=OPERATOR)
+    with pytest.raises(WorkerDied):  # stands for a worker still acting: its reservation is inside the lease
+        approving.azure.new_worker(DiesBeforeActing(approving.azure.actions)).approve(rec, trigger, "go")
+    approving.azure.now.advance(seconds=30)
+
+    with pytest.raises(TransientError, match="being carried out"):
+        approving.azure.deliver(json.loads(json.dumps(event)))
+    assert approving.deployments_put() == 0 and approving.slot().status == "reserved"
+    assert approving.azure.reconcile().resumed == [] and approving.deployments_put() == 0
+
+    approving.azure.now.advance(seconds=31)  # the approval's reservation is past its lease: its worker is gone
+    with pytest.raises(WorkerDied):  # a redelivery takes it over (marked on the slot) and is still at it
+        approving.azure.deliver(
+            json.loads(json.dumps(event)), approving.azure.new_worker(DiesBeforeActing(approving.azure.actions))
+        )
+    other = {**json.loads(json.dumps(event)), "id": "another-subscription-1"}  # the same run, told again
+    with pytest.raises(TransientError, match="being carried out"):  # ... so another waits a lease again
+        approving.azure.deliver(other)
+    assert approving.deployments_put() == 0
+    approving.azure.now.advance(seconds=61)
+    [again] = approving.azure.deliver(json.loads(json.dumps(event))).decisions
+    assert (again.id, again.outcome) == (rec, "submitted") and approving.deployments_put() == 1
+    assert again.details["approval"]["approved_by"] == "bob@c"
+
+
 def test_an_approval_while_the_model_is_frozen_is_refused_and_waits_for_the_unfreeze(approving: Approving) -> None:
     """A freeze of deploys holds a pending deploy too: approving it is a 409 naming the freeze, nothing is
     deployed and it stays pending; once unfrozen the same approval carries it out."""
