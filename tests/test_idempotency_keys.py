@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import replace
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import pytest
