@@ -240,6 +240,8 @@ def test_no_webhook_body_lands_in_another_channel_s_key_space(
     is answered with its own record, and the reconciler's and the alert's claims stay free."""
     from function_app.runtime import get_retrainer
     from function_app.triggers.api import request_digest
+    from function_app.triggers.callers import FUNCTION_KEY
+    from handlers.idempotency import bound_request
     from handlers.signals import ALERT, OPERATOR, RECONCILER_CHANNEL
 
     key = f"{key}-{uuid.uuid4().hex[:8]}"  # examples share the ledger: a key per example
@@ -266,7 +268,7 @@ def test_no_webhook_body_lands_in_another_channel_s_key_space(
         assert ledger.event_claim(Trigger(topic, forged_id, event_type, channel=channel)) is None
     status, record = _post(client, f"/api/models/{MODEL}/retrain", body, key)
     assert status == 200, record  # never 422 for a key that only a webhook event named
-    assert record["trigger"]["request"] == request_digest("retrain", MODEL, body)
+    assert record["trigger"]["request"] == bound_request(request_digest("retrain", MODEL, body), FUNCTION_KEY)
     if action not in ("retrain", "deploy"):  # the same key on an operator route: bound to the retrain
         status, refused = _post(client, f"/api/models/{MODEL}/{action}", {"reason": "x"}, key)
         assert status == 422 and "was first used at" in refused["error"]
@@ -287,6 +289,8 @@ def test_concurrent_requests_sharing_a_key_never_get_another_request_s_record(
 
     from function_app.runtime import get_retrainer
     from function_app.triggers.api import request_digest
+    from function_app.triggers.callers import FUNCTION_KEY
+    from handlers.idempotency import bound_request
 
     key = f"race-{uuid.uuid4().hex}"
     asks = [(actions[n % len(actions)], bodies[n % len(bodies)]) for n in range(threads)]
@@ -304,7 +308,7 @@ def test_concurrent_requests_sharing_a_key_never_get_another_request_s_record(
         action, body = asks[n]
         assert status in (200, 409, 422, 503), (status, out)  # 409: a pause with no rollout to pause
         if status == 200:
-            assert out["trigger"]["request"] == request_digest(action, MODEL, body)
+            assert out["trigger"]["request"] == bound_request(request_digest(action, MODEL, body), FUNCTION_KEY)
     winners = {json.dumps(asks[n], sort_keys=True) for n, status, _ in answers if status == 200}
     assert len(winners) <= 1
     assert len(get_retrainer().ledger.decisions(event_id=f"{MODEL}:{key}")) <= 1
