@@ -109,6 +109,34 @@ def system_data(claims: dict[str, Any], at: str) -> dict[str, Any]:
     }
 
 
+def job_system_data(claims: dict[str, Any], at: str) -> dict[str, Any]:
+    """The ``systemData`` of a job: as :func:`system_data`, but a person is named by their display name, as
+    Azure ML records a job's creator (``az ml job create`` prints ``"created_by": "<full name>"`` with
+    ``created_by_type: User``; Az PowerShell's ``Get-AzMLWorkspaceJob`` help shows ``UserName (Example)``, ``User``)."""
+    data = system_data(claims, at)
+    if data["createdByType"] == "User" and claims.get("name"):
+        data["createdBy"] = data["lastModifiedBy"] = str(claims["name"])
+    return data
+
+
+def run_history_user(claims: dict[str, Any]) -> dict[str, Any]:
+    """Run history's ``createdBy`` (the REST client's ``User``: ``userObjectId`` "a user or service principal's
+    object ID", ``userName`` "a user's full name or a service principal's app ID", ``upn`` "a user's Principal
+    name") for a run created with a token of ``claims``."""
+    person = claims.get("idtyp") == "user" or "upn" in claims
+    tenant = str(claims.get("tid") or "00000000-0000-0000-0000-0000000000bb")
+    return {
+        "userObjectId": claims.get("oid"),
+        "userPuId": None,
+        "userIdp": None,
+        "userAltSecId": None,
+        "userIss": f"https://sts.windows.net/{tenant}/",
+        "userTenantId": tenant,
+        "userName": claims.get("name") if person else claims.get("appid"),
+        "upn": (claims.get("upn") or claims.get("unique_name")) if person else None,
+    }
+
+
 # --------------------------------------------------------------------------- clock
 
 
@@ -222,6 +250,7 @@ class FakeArm(FakeService):
         self.operations: dict[str, dict[str, Any]] = {}
         self.mlflow_runs: dict[str, dict[str, Any]] = {}  # run id -> the MLflow REST API's Run
         self.steps: dict[str, dict[str, Any]] = {}  # a pipeline step's run id -> its run history Run
+        self.creators: dict[str, dict[str, Any]] = {}  # a job's name -> the token claims of whoever created it
         self.schedules: dict[str, dict[str, Any]] = {}
         self.scoring = FakeScoring(self)  # the endpoints' scoring URIs
         self.registries = FakeRegistries(self)  # Azure ML registries: discovery and their regional endpoints
@@ -494,8 +523,9 @@ class FakeArm(FakeService):
                 "properties": {},
             },
             status,
-            system_data(USER_CLAIMS if created_by is None else created_by, CREATED),
+            job_system_data(USER_CLAIMS if created_by is None else created_by, CREATED),
         )
+        self.creators[name] = dict(USER_CLAIMS if created_by is None else created_by)
         self.log_mlflow_run(name, experiment=experiment, metrics=metrics)
 
     def log_mlflow_run(
@@ -578,6 +608,7 @@ class FakeArm(FakeService):
             "startTimeUtc": "2026-11-20T09:01:00.000Z",
             "endTimeUtc": "2026-11-20T09:10:00.000Z",
             "tags": dict(tags or {}),
+            "createdBy": run_history_user(self.creators.get(parent, APP_CLAIMS)),
             # As Azure ML records a step's run: its pipeline job (the parent run) under azureml.pipelinerunid
             # (Microsoft's azureml-assets components read it so); azureml.pipeline is another id, the pipeline's.
             "properties": {
@@ -1027,7 +1058,9 @@ class FakeArm(FakeService):
             raise Refusal(
                 401, "UserError", "a pipeline job is submitted with the user's Azure ML token (x-azureml-token)"
             )
-        job = self._job_resource(name, props, "NotStarted", self._created_by(call))
+        claims = token_claims(call.headers.get("Authorization"))
+        job = self._job_resource(name, props, "NotStarted", job_system_data(claims, self._now_iso()))
+        self.creators[name] = claims
         # The service binds the outputs the job does not name to the pipeline component's outputs.
         component = self._resource_by_id(self.components, props.get("componentId"))
         assert component is not None  # checked above
@@ -1083,7 +1116,7 @@ class FakeArm(FakeService):
             "id": self.arm_id("jobs", name),
             "name": name,
             "type": f"{PROVIDER}/workspaces/jobs",
-            "systemData": system if system is not None else system_data(APP_CLAIMS, CREATED),
+            "systemData": system if system is not None else job_system_data(APP_CLAIMS, CREATED),
             "properties": stored,
         }
 
@@ -1356,7 +1389,7 @@ class FakeArm(FakeService):
             # reading a run is experiments/runs/read, as for MLflow (the error body's shape is unverified)
             self._authorize(call, f"{PROVIDER}/workspaces/experiments/runs/read", self.ws_path)
             run_id = call.path.rsplit("/", 1)[1]
-            run = self.steps.get(run_id)
+            run = self.steps.get(run_id) or self._history_run(run_id)
             if run is None:
                 raise Refusal(404, "UserError", f"Run {run_id} was not found")
             return 200, {}, run
@@ -1383,6 +1416,29 @@ class FakeArm(FakeService):
                 raise MlflowAnswer(404, "RESOURCE_DOES_NOT_EXIST", f"Experiment '{name}' does not exist.")
             return 200, {}, {"experiment": {"experiment_id": wanted, "name": name, "lifecycle_stage": "active"}}
         raise Unexpected(f"MLflow endpoint {call.method} {endpoint}")
+
+    def _history_run(self, name: str) -> dict[str, Any] | None:
+        """What run history keeps of a top-level job (run id = job name): its status, experiment and tags as
+        the job has them, and who created it (``createdBy``, from the creating token)."""
+        job = self.jobs.get(name)
+        if job is None:
+            return None
+        props = job["properties"]
+        experiment = str(props.get("experimentName") or "Default")
+        return {
+            "runId": name,
+            "runUuid": str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
+            "rootRunId": name,
+            "experimentId": self.experiment_id(experiment),
+            "status": props.get("status"),
+            "displayName": props.get("displayName") or name,
+            "name": name,
+            "runType": "azureml.PipelineRun",
+            "createdUtc": job["systemData"].get("createdAt"),
+            "tags": dict(props.get("tags") or {}),
+            "properties": dict(props.get("properties") or {}),
+            "createdBy": run_history_user(self.creators.get(name, APP_CLAIMS)),
+        }
 
     def _search_runs(self, call: Call) -> dict[str, Any]:
         body = call.body or {}

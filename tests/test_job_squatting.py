@@ -45,7 +45,7 @@ from tests.azure_world import (
     in_workspace,
 )
 from tests.builders import EXAMPLE_POLICY, run_event
-from tests.fake_http import APP_CLIENT_ID, USER_UPN
+from tests.fake_http import APP_CLIENT_ID, USER_CLAIMS, USER_UPN
 from tests.world import App
 
 EXPERIMENT = "diabetes-retrain"  # the experiment the example policy retrains in
@@ -90,7 +90,9 @@ def squat(
         tags=dict(tags or {}),
     )
     workspace_user(azure).jobs.create_or_update(job, skip_validation=True)
-    assert azure.arm.jobs[name]["systemData"]["createdBy"] == USER_UPN
+    assert (
+        azure.arm.jobs[name]["systemData"]["createdBy"] == USER_CLAIMS["name"]
+    )  # a person by display name, as Azure ML records a job's creator
 
 
 def first_delivery_fails(azure: AzureWorld, raw: dict[str, Any]) -> str:
@@ -149,7 +151,7 @@ def test_a_job_someone_else_created_under_the_name_is_a_failed_decision_naming_t
     [rec] = azure.deliver(raw).decisions
     assert (rec.action, rec.outcome) == ("retrain", "failed"), rec.reason
     assert f"pipeline job {name} already exists" in rec.reason
-    assert USER_UPN in rec.reason and "(User)" in rec.reason, rec.reason  # who created it
+    assert USER_CLAIMS["name"] in rec.reason and "(User)" in rec.reason, rec.reason  # who created it
     assert why in rec.reason
     assert "mallory-sandbox" in rec.reason if variant == "experiment" else f"{EXPERIMENT!r}" in rec.reason
     assert "adopted" not in rec.details
