@@ -119,6 +119,16 @@ def requesters(
     return out
 
 
+def started_from(record: DecisionRecord) -> str | None:
+    """The run ``record`` starts from, whose creator four eyes compare with the approver: a deploy's candidate
+    run, an upstream run's retrain's upstream run (``details.upstream_run``); None for anything else."""
+    if record.action == "deploy":
+        run = ((record.details.get("rendered") or {}).get("candidate") or {}).get("run_id")
+    else:
+        run = record.details.get("upstream_run")
+    return str(run) if run else None
+
+
 def take(state: ModelState, decision_id: str, now: datetime, kind: str = ROLLOUT) -> tuple[ModelState | None, bool]:
     """The approval's atomic step: the pending ``kind`` flight of ``decision_id``, not being released,
     becomes ``reserved`` (from now, for the reconciler's lease). False when it is not (any more)."""

@@ -33,7 +33,19 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from handlers import freeze
-from handlers.approval_rules import PENDING, RELEASE, SLOT_OF, mark, refusal, requesters, superseded, take, who
+from handlers.approval_rules import (
+    PENDING,
+    RELEASE,
+    SLOT_OF,
+    mark,
+    refusal,
+    requesters,
+    started_from,
+    superseded,
+    take,
+    who,
+)
+from handlers.creators import Creators, RunCreator, creator_check
 from handlers.errors import Forbidden, NotApplicable, NotFound
 from handlers.holds import decision_from_record
 from handlers.records import DecisionRecord, Flight, from_iso, iso
@@ -46,13 +58,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+NO_READER = "this backend reads no workspace (the dry-run backend)"
+
 
 class Approvals:
-    def __init__(self, policy: Policy, ledger: Ledger, executor: Executor, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        ledger: Ledger,
+        executor: Executor,
+        clock: Callable[[], datetime],
+        creators: Creators | None = None,
+    ) -> None:
+        """``creators``: who created a run, read from the workspace (None: a backend that reads none)."""
         self.policy = policy
         self.ledger = ledger
         self.executor = executor
         self.clock = clock
+        self.creators = creators
 
     def _record(self, decision_id: str) -> DecisionRecord:
         record = self.ledger.get_decision(decision_id)
@@ -62,9 +85,11 @@ class Approvals:
             )
         return record
 
-    def _refuse(self, record: DecisionRecord, caller: dict[str, Any], verb: str) -> None:
+    def _refuse(self, record: DecisionRecord, caller: dict[str, Any], verb: str) -> dict[str, Any] | None:
         """Forbidden when ``caller`` may not ``verb`` ``record``: the policy's rule as it is now, four eyes
-        also when the record was asked under them."""
+        also when the record was asked under them; under four eyes an approver who created the run the
+        decision starts from (the candidate run, the upstream run) is refused too. Returns what the approval
+        records of that check (:func:`handlers.creators.creator_check`), or None when there was none."""
         model, asked_under = str(record.model), dict(record.details.get("approval") or {})
         mp = self.policy.models.get(model)
         section = (mp.retrain if record.action == "retrain" else mp.deploy) if mp is not None else None
@@ -76,6 +101,24 @@ class Approvals:
             why = refusal(key, four_eyes, role, asked, caller, verb, what)
             if why is not None:
                 raise Forbidden(why)
+        run = started_from(record)
+        if verb != "approve" or not four_eyes or run is None:
+            return None
+        creator = self.creators.run_creator(run) if self.creators is not None else RunCreator(run, problem=NO_READER)
+        created, checked = creator_check(creator, caller)
+        if created:
+            raise Forbidden(
+                f"{who(caller)} created run {run} (Azure ML records its creator by {checked['matched']}), which this "
+                f"{record.action} comes from, and may not approve it too ({key}.four_eyes); another operator does"
+            )
+        if "not_compared" in checked:
+            log.warning(
+                "approval decision=%s: the creator of run %s was not matched: %s",
+                record.id,
+                run,
+                checked["not_compared"],
+            )
+        return checked
 
     def approve(self, decision_id: str, trigger: Trigger, reason: str) -> DecisionRecord:
         """Carry the pending retrain or deploy out, once; its record (the one already recorded when it
@@ -94,7 +137,7 @@ class Approvals:
                 f"decision {decision_id} expired at {approval.get('expires')}; the reconciler releases it. Ask for "
                 f"the {record.action} again to ask for a new approval"
             )
-        self._refuse(record, caller, "approve")
+        creator = self._refuse(record, caller, "approve")
         state = self.ledger.get_model(model)
         held = freeze.frozen(state.frozen, self.policy.freeze_windows(model), record.action, now)
         if held is not None:
@@ -105,6 +148,7 @@ class Approvals:
             "approver": caller,
             "approved_at": iso(now),
             "approve_reason": reason,
+            **({"creator": creator} if creator is not None else {}),
         }
         if not self.ledger.update_model(model, lambda s: take(s, decision_id, now, kind)):
             again = self._record(decision_id)

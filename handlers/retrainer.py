@@ -172,8 +172,12 @@ class Retrainer:
         """A deploy waiting for approval approved (carried out, once) or rejected (released), recorded
         with who did it and why (:mod:`handlers.approvals`)."""
         from handlers.approvals import Approvals
+        from handlers.creators import Creators
 
-        approvals = Approvals(self.policy, self.ledger, self.executor, self.clock)
+        jobs = self.executor.jobs
+        approvals = Approvals(
+            self.policy, self.ledger, self.executor, self.clock, jobs if isinstance(jobs, Creators) else None
+        )
         return (approvals.approve if approve else approvals.reject)(decision_id, trigger, reason)
 
     def reconcile(self, now: datetime | None = None) -> ReconcileReport:

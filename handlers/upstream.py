@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from handlers.errors import PermanentError
 from handlers.keys import digest
-from handlers.plans import Decision, skip
+from handlers.plans import Decision, Retrain, skip
 from handlers.retrain_plan import retrain
 from handlers.signals import RunFinished, RunSeen, Signal
 
@@ -117,10 +117,14 @@ def on_upstream(signal: RunFinished, policy: Policy) -> list[Decision]:
         else:
             label = f" ({seen.display_name[:200]})" if seen.display_name else ""
             reason = f"upstream run {run}{label} of experiment {experiment!r} completed ({named})"
+            made = retrain(
+                model, mp, trigger, reason, {}, {}, workspace=signal.workspace, did=upstream_decision_id(model, run)
+            )
+            # the run it starts from, whose creator an approval's four eyes compare (handlers.approval_rules)
             out.append(
-                retrain(
-                    model, mp, trigger, reason, {}, {}, workspace=signal.workspace, did=upstream_decision_id(model, run)
-                )
+                replace(made, details={**made.details, "upstream_run": run[:200]})
+                if isinstance(made, Retrain)
+                else made
             )
             continue
         out.append(skip(trigger, why, model, upstream_run=run[:200]))

@@ -148,6 +148,14 @@ ADA = "6f1e0000-0000-4000-8000-00000000ada0"
 BOB = "6f1e0000-0000-4000-8000-0000000000b0"
 CAROL = "6f1e0000-0000-4000-8000-0000000ca401"  # a third person: the approver role
 BOB_CALLER = (("kind", "principal"), ("id", BOB), ("name", "bob@c"), ("roles", "Retrain.Operator"))
+# Ada's token as Azure sees it when she submits a run herself (the Azure CLI's client id; a person's claims)
+ADA_TOKEN = {
+    "oid": ADA,
+    "upn": "Ada@Contoso.example",
+    "name": "Ada Lovelace",
+    "appid": "04b07795-8ddb-461a-bbee-02f9e1bf7b46",
+    "idtyp": "user",
+}
 
 
 def signed(oid: str, name: str, *roles: str) -> dict[str, str]:

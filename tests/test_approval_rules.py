@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from handlers.approval_rules import refusal
+from handlers.creators import RunCreator, creator_check
 from handlers.notify import notification_of
 from handlers.records import DecisionRecord
 
@@ -72,3 +73,38 @@ def test_a_wait_that_ended_without_approval_is_published_by_how_it_ended(approva
     )
     plain = DecisionRecord("re-1", "churn", "retrain", "skipped", "cooldown", {}, "2026-12-06T10:00:00Z", None, {})
     assert notification_of(plain) is None
+
+
+ADA_RUN = RunCreator("r-1", object_id="6F1E-ADA", upn="Ada@Contoso.example", name="Ada Lovelace")
+
+
+@pytest.mark.parametrize(
+    ("creator", "approver", "created", "recorded"),
+    [
+        (ADA_RUN, {**ADA, "id": "6f1e-ada", "name": "someone@else"}, True, {"matched": "object id 6f1e-ada"}),
+        (
+            ADA_RUN,
+            {**ADA, "id": "other", "name": "ADA@contoso.EXAMPLE"},
+            True,
+            {"matched": "principal name ada@contoso.example"},
+        ),
+        (ADA_RUN, {**BOB, "name": "bob@contoso.example"}, False, {"compared": "object id, principal name"}),
+        (ADA_RUN, BOB, False, {"compared": "object id"}),  # "bob" is no principal name
+        # a display name is no identity: Azure ML's job names a person so, and nothing matches on it
+        (
+            RunCreator("r-1", name="Ada Lovelace"),
+            {**ADA, "name": "Ada Lovelace"},
+            False,
+            {"not_compared": "recorded no"},
+        ),
+        (ADA_RUN, {"kind": "command line", "user": "ada"}, False, {"not_compared": "command line"}),
+        (RunCreator("r-1", problem="403 Forbidden"), BOB, False, {"not_compared": "could not be read: 403"}),
+    ],
+)
+def test_an_approver_is_matched_with_a_run_s_creator_by_object_id_or_principal_name_only(
+    creator: RunCreator, approver: dict[str, str], created: bool, recorded: dict[str, str]
+) -> None:
+    mine, said = creator_check(creator, approver)
+    assert mine is created and said["run"] == "r-1"
+    [(key, text)] = recorded.items()
+    assert text in said[key] if key == "not_compared" else said[key] == text, said

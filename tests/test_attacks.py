@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.builders import ADA, BOB, MODEL, blob_event, run_event, signed, signed_in
+from tests.builders import ADA, ADA_TOKEN, BOB, MODEL, blob_event, run_event, signed, signed_in
 from tests.conftest import Client
 from tests.ledgers import LedgerSpec
 from tests.test_approvals import Approving, opened
@@ -171,3 +171,48 @@ def test_a_reason_typed_at_the_command_line_is_checked_as_one_line_as_the_routes
     assert "--reason" in err and "U+" in err and "one line of plain text" in err, err
     _, _, listed = client.call("GET", "/api/decisions")
     assert listed["decisions"] == []
+
+
+def test_who_created_a_candidate_run_cannot_approve_its_deploy_under_four_eyes(approving: Approving) -> None:
+    """Ada, a data scientist who also approves, submits a run in an experiment the policy's `candidates` admit;
+    its deploy waits for approval and she approves it. The deploy's trigger is the run's event (it names nobody):
+    only who created the run, as Azure ML records it (run history's object id and principal name, not the job's
+    display name), tells that it is hers."""
+    run, world = "ada-sweep-20261201", approving.azure
+    world.arm.add_job(run, experiment="diabetes-retrain", created_by=ADA_TOKEN)
+    world.arm.add_step(run, "evaluate_model", metrics={"r2_score": 0.61})
+    assert world.arm.jobs[run]["systemData"]["createdBy"] == "Ada Lovelace"  # what the job itself says of her
+    [deploy] = world.deliver(run_event(run_id=run, topic=world.settings.workspace_id)).decisions
+    assert (deploy.action, deploy.outcome) == ("deploy", "pending"), deploy.reason
+
+    status, own = approving.post(f"/api/decisions/{deploy.id}/approve", {"reason": "lgtm"}, signed(ADA, "al@x.example"))
+
+    assert status == 403 and f"created run {run}" in own["error"] and "object id" in own["error"], own
+    assert approving.deployments_put() == 0
+    status, done = approving.post(f"/api/decisions/{deploy.id}/approve", {"reason": "checked"}, signed(BOB, "bob@c"))
+    assert status == 202 and approving.deployments_put() == 1, done
+    checked = done["details"]["approval"]["creator"]
+    assert checked == {"run": run, "created_by": "Ada Lovelace", "compared": "object id, principal name"}
+
+
+def test_a_creator_the_service_cannot_match_is_said_in_the_approval_s_record(
+    approving: Approving, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command line names its user by login name, which no form of Azure ML's record of a creator is: the
+    approval goes through (the command line counts as an identity for four eyes) and its record says the run's
+    creator could not be matched, and why."""
+    from function_app import cli
+
+    run, world = "ada-sweep-20261202", approving.azure
+    world.arm.add_job(run, experiment="diabetes-retrain", created_by=ADA_TOKEN)
+    world.arm.add_step(run, "evaluate_model", metrics={"r2_score": 0.61})
+    [deploy] = world.deliver(run_event(run_id=run, topic=world.settings.workspace_id)).decisions
+    monkeypatch.setenv("USER", "ada")
+    monkeypatch.setenv("LOGNAME", "ada")
+
+    assert cli.main(["approve", deploy.id, "--reason", "checked"]) == 0
+
+    assert f"approved by ada" in capsys.readouterr().out
+    approval = world.ledger.get_decision(deploy.id).details["approval"]  # type: ignore[union-attr]
+    assert approval["approved_by"] == "ada" and approving.deployments_put() == 1
+    assert approval["creator"]["run"] == run and "command line" in approval["creator"]["not_compared"], approval

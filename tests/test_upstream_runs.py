@@ -18,7 +18,7 @@ from handlers.policy_file import PolicyError, parse_policy
 from handlers.signals import OPERATOR, RunFinished, RunSeen, Trigger
 from handlers.upstream import on_upstream, upstream_decision_id
 from tests.azure_world import RUN_SAMPLE, WORKSPACE_ID, AzureWorld, in_workspace
-from tests.builders import MODEL, cloud, ours, run_event, with_retrain, with_retrain_on
+from tests.builders import ADA, ADA_TOKEN, BOB_CALLER, MODEL, cloud, ours, run_event, with_retrain, with_retrain_on
 from tests.ledgers import LedgerSpec
 
 RUN = "ingest-daily-20261125-0400"
@@ -274,6 +274,29 @@ def test_an_upstream_run_waits_for_approval_when_the_policy_asks_for_it(tmp_path
     [waiting] = world.deliver(upstream_event()).decisions
     assert waiting.outcome == "pending" and "waits for approval" in waiting.reason
     assert waiting.reason.startswith(f"upstream run {RUN}") and job_puts(world) == []
+
+
+def test_who_created_the_upstream_run_cannot_approve_the_retrain_it_starts_under_four_eyes(tmp_path: Path) -> None:
+    """Ada submits the ingestion run herself and holds the approver role: the retrain it starts waits for
+    approval, and her approval is refused by who created the run (run history's object id); Bob's goes through,
+    its record saying the creator was compared."""
+    from handlers.errors import Forbidden
+
+    policy = with_retrain({"on": UPSTREAM, "approval": {"required": True, "four_eyes": True}})
+    world = world_with(tmp_path, policy=policy, created_by=ADA_TOKEN)
+    [waiting] = world.deliver(upstream_event()).decisions
+    assert waiting.outcome == "pending" and waiting.details["upstream_run"] == RUN
+
+    def approving(caller: tuple[tuple[str, str], ...]) -> Any:
+        trigger = Trigger("http", f"a-{len(caller)}", "ManualRequest.approve", caller, channel=OPERATOR)
+        return world.worker.approve(waiting.id, trigger, "go")
+
+    with pytest.raises(Forbidden, match=f"created run {RUN}"):
+        approving((("kind", "principal"), ("id", ADA.upper()), ("name", "ada.l@elsewhere.example")))
+    assert job_puts(world) == []
+    done = approving(BOB_CALLER)
+    assert done.outcome == "submitted" and len(job_puts(world)) == 1
+    assert done.details["approval"]["creator"]["compared"] == "object id, principal name"
 
 
 def test_explain_reads_the_run_and_says_why_the_retrain_would_start(tmp_path: Path) -> None:

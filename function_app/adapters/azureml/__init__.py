@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
     from function_app.retry import RetryPolicy
     from function_app.settings import Settings
+    from handlers.creators import RunCreator
     from handlers.freshness import AssetVersion, Champion
     from handlers.pickup import RegistryVersionInfo
     from handlers.plans import DeployPlan, JobPlan
@@ -125,6 +126,9 @@ class AzureMLActions:
 
     def retrain_facts(self, plan: JobPlan) -> RetrainFacts:
         return self.lineage.retrain_facts(plan)
+
+    def run_creator(self, run_id: str) -> RunCreator:
+        return self.jobs.run_creator(run_id)
 
     # ------------------------------------------------------------------ the Deployments port
 

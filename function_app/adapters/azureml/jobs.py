@@ -20,6 +20,7 @@ from azure.core.exceptions import AzureError
 
 from function_app.adapters.azureml.client import BACKEND, SHORT_ASSET, AzureMLClient
 from function_app.retry import Budget
+from handlers.creators import RunCreator
 from handlers.errors import PermanentError
 from handlers.plans import JobPlan
 from handlers.ports import ActionResult, JobInfo
@@ -175,6 +176,30 @@ class AzureMLJobs:
             properties=dict(getattr(job, "properties", None) or {}),
             terminal=status.lower() in FINISHED_STATUSES,
             display_name=str(getattr(job, "display_name", None) or ""),
+        )
+
+    def run_creator(self, run_id: str) -> RunCreator:
+        """Who created ``run_id`` as run history records it (``createdBy``: object id, principal name, name; the
+        job's ``systemData`` names a person only by display name), read with the SDK's run-history client, as
+        ``jobs.get`` reads a pipeline step. A refusal or no such run: ``problem`` says so."""
+        what = f"reading who created run {run_id}"
+        try:
+            run = self.client.call(
+                self.client.retry.budget(),
+                what,
+                lambda: self.client.ml.jobs._runs_operations.get_run(run_id),
+                or_none=True,
+            )
+        except PermanentError as exc:
+            return RunCreator(run_id, problem=str(exc)[:300])
+        if run is None:
+            return RunCreator(run_id, problem=f"the workspace has no run {run_id}")
+        user = getattr(run, "created_by", None)
+        return RunCreator(
+            run_id,
+            object_id=str(getattr(user, "user_object_id", None) or ""),
+            upn=str(getattr(user, "upn", None) or ""),
+            name=str(getattr(user, "user_name", None) or ""),
         )
 
     def _find_job(self, budget: Budget, name: str) -> Any | None:
