@@ -212,7 +212,7 @@ def test_a_creator_the_service_cannot_match_is_said_in_the_approval_s_record(
 
     assert cli.main(["approve", deploy.id, "--reason", "checked"]) == 0
 
-    assert f"approved by ada" in capsys.readouterr().out
+    assert "approved by ada" in capsys.readouterr().out
     approval = world.ledger.get_decision(deploy.id).details["approval"]  # type: ignore[union-attr]
     assert approval["approved_by"] == "ada" and approving.deployments_put() == 1
     assert approval["creator"]["run"] == run and "command line" in approval["creator"]["not_compared"], approval
