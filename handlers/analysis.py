@@ -12,7 +12,8 @@ judged by its own limit). :func:`judge` then decides, with every number it used 
   failures against the baseline's minute by minute, over the step and the earlier steps, so a
   spike both deployments share is no evidence; the variance widened by how much the baseline's own
   failure rate varies from minute to minute; a handful of failures judged by an exact test. At
-  100% (no baseline in the step's minutes) against the baseline's earlier minutes. And its p95 at
+  100% (no baseline in the step's minutes) the candidate's minutes of the rollout against the
+  baseline's earlier minutes (:attr:`handlers.minutes.Table.candidate_minutes`). And its p95 at
   most ``max_latency_ratio`` times the baseline's, the per-minute p95s higher by a rank test;
 - **absolute limits** on the candidate's *own* minutes (:class:`handlers.minutes.Table`): not those
   the baseline failed in as well (the endpoint's problem: the step holds while it lasts, up to

@@ -136,8 +136,7 @@ class Look:
         table = Table.of(candidate, baseline, classes, rule.health.max_error_rate, step_since, not bounded)
         earlier = baseline is not None and not any(r.base_served for r in table.step) and bool(table.reference)
         if earlier:  # no baseline in the step's minutes (at 100%): its rate before and earlier in the rollout
-            mine = [(r.failures, r.served) for r in table.step if r.excused is None and r.served]
-            cmp = against_history(mine, table.reference)
+            cmp = against_history(table.candidate_minutes, table.reference)
         elif baseline is not None:
             own = [(r.failures, r.served) for r in table.step if r.excused is None and r.served and not r.shared]
             cmp = compare(table.strata, by_minute=bool(candidate.minutes), baseline=table.reference, own=own)

@@ -128,6 +128,17 @@ class Table:
         ]
 
     @property
+    def candidate_minutes(self) -> list[tuple[int, int]]:
+        """The candidate's (failures, requests) over the rollout, for the last step's comparison with the
+        baseline's earlier minutes: the step's own minutes (bursts without a baseline left out) and the
+        earlier steps' (but those the endpoint failed in): its evidence adds up from step to step, as
+        the comparison in the same minutes' does (:attr:`strata`). A low-volume endpoint's 100% step
+        alone sees too few requests to tell a 5x-worse candidate whose rate varies from minute to minute."""
+        return [
+            (r.failures, r.served) for r in self.rows if r.served and (r.excused is None if r.in_step else not r.shared)
+        ]
+
+    @property
     def calm(self) -> list[tuple[int, int]]:
         """The baseline's (failures, requests) in the minutes of the window it did not fail in."""
         return [(r.base_failures, r.base_served) for r in self.rows if r.base_served and not r.shared]
@@ -155,15 +166,20 @@ def _failing(failures: int, served: int, limit: float) -> bool:
 
 def _bursts(rows: list[Row], reference: list[Row], limit: float) -> list[Row]:
     """Of minutes without a baseline (``rows``), the bursts: above ``limit`` and above the
-    candidate's rate in its other minutes of the window (``reference``: the earlier steps' too)
-    beyond doubt (a binomial test at :data:`SHARED_LEVEL`), at most :data:`BURST_MINUTES` or half of
-    the step's minutes. A candidate that fails in every minute has no burst: its minutes are alike."""
+    candidate's rate in its other minutes of the window (``reference``: the earlier steps' too),
+    each beyond doubt (binomial tests at :data:`SHARED_LEVEL`, the first as a shared minute's
+    baseline), at most :data:`BURST_MINUTES` or half of the step's minutes. A candidate that fails in
+    every minute has no burst: its minutes are alike. Nor does one whose rate merely varies from minute
+    to minute: a candidate failing 5% with a varying rate has minutes of 8 failures in 66 (12%), above
+    its other minutes' rate beyond chance but not above a 5% limit beyond doubt (p=0.02); taken for
+    bursts, its worst minutes were left out of the comparison with the baseline too, which then let
+    it through."""
     served, failures = sum(r.served for r in reference), sum(r.failures for r in reference)
     found = []
     for r in rows:
         mine = r in reference
         rest_served, rest_failures = served - r.served * mine, failures - r.failures * mine
-        if not rest_served or r.failures <= limit * r.served:
+        if not rest_served or not _failing(r.failures, r.served, limit):
             continue
         rate = max(rest_failures / rest_served, 1 / (2 * rest_served))
         p = binomial_greater(r.failures, r.served, min(rate, 1.0))

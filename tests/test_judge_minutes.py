@@ -167,6 +167,35 @@ def test_a_burst_without_a_baseline_is_left_out_of_the_absolute_limits() -> None
     assert f.next == "rollback"
 
 
+HOUR = [(60, 1)] * 36 + [(60, 0)] * 24  # the baseline's hour before the rollout: 1%
+
+
+def test_the_last_step_counts_the_candidate_s_earlier_steps_against_the_baseline_s_hour() -> None:
+    # 60 requests a minute: a candidate failing 5% at 10% and 50% (3 of 60, 15 of 300); at 100% 15 of 600 alone
+    # (2.5%, p=0.003 against 1%) is not beyond the step's level; with its earlier steps' minutes, 33 of 960 is
+    earlier = [(6, 1)] * 3 + [(6, 0)] * 7 + [(30, 1)] * 5 + [(30, 2)] * 5
+    base = [(54, 1), (54, 0)] * 5 + [(30, 0)] * 7 + [(30, 1)] * 3
+    step = [(60, 2)] * 5 + [(60, 1)] * 5
+    cand, blue = reading("cand", earlier + step), reading("blue", base, history=HOUR)
+    v = analysis.judge(rule(), cand, blue, timedelta(minutes=10), step_since=at(20))
+    assert v.next == "rollback" and v.test is not None and v.test.startswith("history-")
+    assert v.comparison is not None and (v.comparison["minutes"], v.comparison["observed"]) == (30, 33)
+    assert v.candidate.served == 600  # the step's own counts, as the absolute limits judge them
+    assert v.p_value is not None and v.p_value < v.alpha < 0.003
+
+
+def test_a_minute_above_the_limit_by_chance_is_not_a_burst_at_the_last_step() -> None:
+    # 8 failures of 66 (12%) against the candidate's 2.9% before: beyond chance, but not above max_error_rate 5%
+    # beyond doubt (p=0.017): a rate that varies from minute to minute, kept in the limits and the comparison
+    earlier, base = [(6, 0)] * 10 + [(30, 1)] * 10, [(54, 1)] * 10 + [(30, 0)] * 10
+    cand = reading("cand", earlier + [(66, 2)] * 9 + [(66, 8)])
+    v = analysis.judge(rule(), cand, reading("blue", base, history=HOUR), timedelta(minutes=10), step_since=at(20))
+    assert v.minutes[-1] == (at(29), 66, 8, 0, 0, None) and "burst" not in (v.note or "")
+    outage = reading("cand", earlier + [(66, 2)] * 9 + [(66, 30)])  # an outage's 45% is one
+    v = analysis.judge(rule(), outage, reading("blue", base, history=HOUR), timedelta(minutes=10), step_since=at(20))
+    assert v.minutes[-1][-1] == "no_baseline" and "1 burst minute(s) without a baseline" in (v.note or "")
+
+
 def test_a_slower_candidate_is_rolled_back_on_its_per_minute_p95s_and_one_slow_minute_is_not_enough() -> None:
     base = reading("blue", [(540, 5)] * 10, p95=[40.0] * 10)
     slow = reading("cand", [(60, 0)] * 10, p95=[80.0 + i for i in range(10)])
