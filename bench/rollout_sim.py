@@ -1,13 +1,13 @@
 """Rollout judge benchmark: simulated rollouts in families of traffic, judged by the real verdict code,
 the judge before issue 23 (``bench/judge_before.py``) beside today's (``handlers.analysis.judge``).
 
-A candidate goes through the default policy ([10, 50, 100] % of the traffic, 10-minute bakes,
+A candidate goes through the default policy ([10, 50, 100] % of the traffic, 15-minute bakes,
 ``max_bake`` three bakes) beside a live deployment that fails 1% of its requests. Every minute the
 endpoint receives Poisson(volume) requests, each routed to the candidate with its step's share; each
 deployment's requests fail with that minute's rate. The judges look every minute (no lag):
 
 - **before**: the window of the step alone, read whole (a histogram and a p95, no minutes), as the
-  service did before issue 23;
+  service did before issue 23, under the default policy as it was then (10-minute bakes);
 - **now**: the readings minute by minute since the rollout began (the earlier steps' minutes count in
   the comparison with the baseline), the step's from its start (``step_since``), and the baseline's
   ``--history`` minutes before the rollout (default 60, ``deploy.rollout.health.history``'s 1h), drawn
@@ -53,6 +53,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import judge_before  # noqa: E402
 from handlers import analysis  # noqa: E402
+from handlers.records import span  # noqa: E402
 from handlers.rollout_rules import RolloutRule  # noqa: E402
 
 BASE_RATE = 0.01
@@ -199,7 +200,7 @@ def one_rollout(
 def cell(args: tuple[str, int, str, bool, int, int, int]) -> tuple[tuple[str, int, str, bool], list[Outcome]]:
     family, volume, candidate, now, rollouts, seed, history = args
     rng = random.Random(f"{seed}/{family}/{volume}/{candidate}")
-    rule = RolloutRule()
+    rule = RolloutRule() if now else judge_before.RULE  # each judge under its own default policy
     return (family, volume, candidate, now), [
         one_rollout(rng, rule, family, volume, candidate, now, history) for _ in range(rollouts)
     ]
@@ -272,9 +273,11 @@ def main() -> None:
             f"{args.rollouts * len(seeds)} rollouts per cell ({args.rollouts} of each seed: {', '.join(map(str, seeds))})"
         )
     )
+    rule = RolloutRule()
     print(
-        f"{each}; baseline fails {BASE_RATE:.0%}; default policy "
-        "(steps [10, 50, 100], bake 10m, max_bake 30m, max_error_rate 0.05, min_requests 20, confidence 0.99); "
+        f"{each}; baseline fails {BASE_RATE:.0%}; default policy (steps {rule.steps}, bake {span(rule.bake)}, "
+        f"max_bake {span(rule.longest_bake)}, max_error_rate {rule.health.max_error_rate:g}, min_requests "
+        f"{rule.health.min_requests}, confidence {rule.health.confidence:g}); "
         f"the judge of now reads the baseline's {args.history} minutes before the rollout"
     )
     print()

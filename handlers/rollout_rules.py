@@ -277,7 +277,7 @@ class MirrorRule(Strict):
 
 class RolloutRule(Strict):
     steps: list[Annotated[int, Field(gt=0, le=100)]] = Field(default_factory=lambda: [10, 50, 100])
-    bake: Duration = timedelta(minutes=10)
+    bake: Duration = timedelta(minutes=15)
     health: HealthRule = Field(default_factory=HealthRule)
     guards: GuardsRule = Field(default_factory=GuardsRule)  # handlers/guard_rules.py: alerts and query guards
     smoke: SmokeRule | None = None
