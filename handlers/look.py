@@ -215,7 +215,10 @@ class Look:
     def vs(self) -> str:
         if self.earlier and self.cmp is not None and self.baseline is not None:
             when = "before and earlier in the rollout" if self.table.before else "earlier in the rollout"
-            return f" vs baseline {self.baseline.deployment} {when}: {self.cmp.expected:.0f} expected"
+            return (
+                f" vs baseline {self.baseline.deployment} {when}: the candidate's {self.cmp.observed} failure(s) in "
+                f"{self.cmp.minutes} minute(s) of the rollout against {self.cmp.expected:.0f} expected"
+            )
         return f" vs baseline {self.b.deployment}: {self.b.text()}" if self.compared and self.b is not None else ""
 
     @property

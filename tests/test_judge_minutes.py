@@ -181,6 +181,7 @@ def test_the_last_step_counts_the_candidate_s_earlier_steps_against_the_baseline
     assert v.next == "rollback" and v.test is not None and v.test.startswith("history-")
     assert v.comparison is not None and (v.comparison["minutes"], v.comparison["observed"]) == (30, 33)
     assert v.candidate.served == 600  # the step's own counts, as the absolute limits judge them
+    assert "the candidate's 33 failure(s) in 30 minute(s) of the rollout against 10 expected" in v.why
     assert v.p_value is not None and v.p_value < v.alpha < 0.003
 
 
