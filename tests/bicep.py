@@ -25,3 +25,16 @@ def _parser() -> Any:
 def bicep(relative: str) -> dict[str, Any]:
     """The parsed file at ``relative`` (to ``infra/``); the same object to every caller: do not change it."""
     return cast("dict[str, Any]", _parser().parse(text=(INFRA / relative).read_text(encoding="utf-8")))
+
+
+def variable(relative: str, name: str) -> Any:
+    return bicep(relative)["variables"][name]["value"]
+
+
+def modules(relative: str = "main.bicep") -> dict[str, dict[str, Any]]:
+    """Each module's configuration (a conditional module's own, under its condition)."""
+    found = {}
+    for name, module in bicep(relative)["modules"].items():
+        config = module["config"]
+        found[name] = config["config"] if "condition" in config else config
+    return found

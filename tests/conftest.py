@@ -77,7 +77,8 @@ def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
 
 INFRA_MODULES = frozenset(
     {
-        "test_infra_consistency",
+        "test_infra_settings",
+        "test_infra_events",
         "test_infra_upstream",
         "test_infra_new_data",
         "test_permissions",

@@ -14,7 +14,7 @@ tools and Azure behave (as the project's notes of Azure's documented behaviour s
 - ``az identity show --ids`` succeeds for ``identities``, answers AuthorizationFailed for
   ``unreadable_identities`` and ResourceNotFound for any other (a deleted identity);
 - ``az functionapp function show`` fails until the function is indexed (``index_after`` shows);
-- ``azd provision`` PUTs the system topic as infra/modules/events.bicep does (tests/test_infra_consistency.py
+- ``azd provision`` PUTs the system topic as infra/modules/events.bicep does (tests/test_infra_events.py
   pins that): the user-assigned identities of RETRAIN_SYSTEM_TOPIC_STATE exactly, plus the
   system-assigned one, and refuses as ARM does a PUT naming an identity that does not exist or
   more than two user-assigned identities (Event Grid's limit for system topics). With

@@ -1,7 +1,7 @@
 """Infra and code agree on new data (retrain.on.data): the data account's system topic and its
 BlobCreated subscriptions (infra/modules/data-events.bicep), created only when the deployment names an
 account, deliver what the code reads, to the function the app registers, and give the app nothing.
-Read with pycep, as tests/test_infra_consistency.py reads the rest."""
+Read with pycep, as tests/test_infra_settings.py and test_infra_events.py read the rest."""
 
 from __future__ import annotations
 
