@@ -82,7 +82,10 @@ INFRA_MODULES = frozenset(
         "test_infra_upstream",
         "test_infra_new_data",
         "test_permissions",
-        "test_hooks",
+        "test_hooks_topic",
+        "test_hooks_provision",
+        "test_hooks_subscriptions",
+        "test_hooks_wiring",
         "test_check_infra",
     }
 )
