@@ -20,7 +20,8 @@ from handlers.records import DecisionRecord
 from tests.builders import EXAMPLE_POLICY, MODEL, ours, run_event
 from tests.conftest import load_sample
 from tests.crashes import DiesAfterActing, WorkerDied
-from tests.fake_arm import FakeArm, FakeClock
+from tests.fake_arm import FakeArm
+from tests.fake_arm_common import FakeClock
 from tests.fake_http import FakeCredential
 from tests.fake_logs import FakeLogs
 from tests.fake_metrics import FakeMetrics

@@ -46,7 +46,8 @@ from tests import rbac
 from tests.fake_http import Answer, Refusal, Unexpected, token_audience, token_claims
 
 if TYPE_CHECKING:
-    from tests.fake_arm import Call, FakeArm
+    from tests.fake_arm import FakeArm
+    from tests.fake_arm_common import Call
 
 PROVIDER = "Microsoft.MachineLearningServices"
 JOBS_WRITE = f"{PROVIDER}/workspaces/batchEndpoints/jobs/write"

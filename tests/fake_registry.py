@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 from tests.fake_http import Refusal, Unexpected, token_audience
 
 if TYPE_CHECKING:
-    from tests.fake_arm import Call, FakeArm
+    from tests.fake_arm import FakeArm
+    from tests.fake_arm_common import Call
 
 DISCOVERY_HOST = "eastus.api.azureml.ms"
 MFE_PREFIX = "/mferp/managementfrontend"

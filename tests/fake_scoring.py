@@ -29,7 +29,8 @@ from urllib.parse import urlparse
 from tests.fake_http import Answer, Refusal, Unexpected, token_audience, token_claims
 
 if TYPE_CHECKING:
-    from tests.fake_arm import Call, FakeArm
+    from tests.fake_arm import FakeArm
+    from tests.fake_arm_common import Call
 
 SCORE = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/score/action"
 AUDIENCE = "https://ml.azure.com"

@@ -348,7 +348,7 @@ DATASTORE = "workspaceblobstore"
 # The Azure ML registry of the test world (infra/'s registryName), in a resource group of its own.
 REGISTRY, REGISTRY_GROUP = "mlreg-shared", "rg-mlops-registry"
 
-# The object id in the tokens tests.fake_arm.FakeCredential hands out: the function app's identity.
+# The object id in the tokens tests.fake_http.FakeCredential hands out: the function app's identity.
 APP_OID = "00000000-0000-0000-0000-0000000000aa"
 
 

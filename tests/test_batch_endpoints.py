@@ -26,7 +26,7 @@ from tests.azure_world import JOB_NAME_KEY, MODEL, WORKSPACE_ID, AzureWorld
 from tests.batch_world import BATCH, Batch, batch_policy
 from tests.conftest import REPO, Client
 from tests.crashes import DiesAfterActing, WorkerDied
-from tests.fake_arm import CREATED, system_data
+from tests.fake_arm_common import CREATED, system_data
 from tests.fake_http import USER_CLAIMS, USER_UPN
 from tests.ledgers import LedgerSpec
 

@@ -17,7 +17,7 @@ from azure.core.credentials import AccessToken, AccessTokenInfo
 from function_app.adapters.clients import SharedCredential
 from tests.azure_world import RG, SUB, WS
 from tests.conftest import REPO
-from tests.fake_arm import FakeCredential
+from tests.fake_http import FakeCredential
 
 # Run in a process of its own, so that what is imported is what the build imported. Every adapter
 # that authenticates is configured: the Azure ML backend (and its MLflow reader), both health

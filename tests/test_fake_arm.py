@@ -20,7 +20,8 @@ from azure.core.pipeline.transport import HttpRequest as TransportRequest
 from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest as RestRequest
 
-from tests.fake_arm import FakeArm, FakeClock
+from tests.fake_arm import FakeArm
+from tests.fake_arm_common import FakeClock
 from tests.fake_http import FakeCredential, unsigned_jwt
 
 SUB, RG, WS = "7a3c5f0e-1111-4d2b-9e8a-2b6f1c0d9e77", "rg-mlops", "ws-retrain"

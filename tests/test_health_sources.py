@@ -30,7 +30,7 @@ from handlers.errors import PermanentError, TransientError
 from handlers.rollout_rules import RolloutRule
 from tests import rbac
 from tests.conftest import REPO
-from tests.fake_arm import FakeClock
+from tests.fake_arm_common import FakeClock
 from tests.fake_http import FakeCredential
 from tests.fake_logs import FakeLogs
 from tests.fake_metrics import MONITORING_READER, FakeMetrics

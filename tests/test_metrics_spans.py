@@ -19,7 +19,7 @@ from function_app.retry import RetryPolicy
 from function_app.settings import Settings
 from handlers.analysis import Reading
 from tests import rbac
-from tests.fake_arm import FakeClock
+from tests.fake_arm_common import FakeClock
 from tests.fake_http import FakeCredential
 from tests.fake_metrics import FakeMetrics
 

@@ -13,7 +13,7 @@ from function_app.delivery import one_delivery
 from function_app.retry import RetryPolicy
 from handlers.errors import TransientError
 from tests.builders import http_error
-from tests.fake_arm import FakeClock
+from tests.fake_arm_common import FakeClock
 
 
 def failing(*errors: Exception, result: str = "done") -> tuple[Callable[[], str], list[int]]:

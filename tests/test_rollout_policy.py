@@ -21,7 +21,7 @@ from handlers.errors import PermanentError, TransientError
 from handlers.policy_file import parse_policy
 from handlers.signals import ManualRequest, Trigger
 from tests.conftest import REPO
-from tests.fake_arm import FakeClock
+from tests.fake_arm_common import FakeClock
 from tests.fake_http import FakeCredential
 from tests.fake_logs import FakeLogs
 from tests.fakes import Clock, RecordingActions
