@@ -45,7 +45,7 @@ from handlers.approval_rules import (
     take,
     who,
 )
-from handlers.creators import Creators, RunCreator, creator_check
+from handlers.creators import NO_READER, Creators, RunCreator, creator_check
 from handlers.errors import Forbidden, NotApplicable, NotFound
 from handlers.holds import decision_from_record
 from handlers.records import DecisionRecord, Flight, from_iso, iso
@@ -57,8 +57,6 @@ if TYPE_CHECKING:
     from handlers.signals import Trigger
 
 log = logging.getLogger(__name__)
-
-NO_READER = "this backend reads no workspace (the dry-run backend)"
 
 
 class Approvals:

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+NO_READER = "this backend reads no workspace (the dry-run backend)"
+
 
 @dataclass(frozen=True)
 class RunCreator:

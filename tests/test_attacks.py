@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,45 @@ def test_a_creator_the_service_cannot_match_is_said_in_the_approval_s_record(
     approval = world.ledger.get_decision(deploy.id).details["approval"]  # type: ignore[union-attr]
     assert approval["approved_by"] == "ada" and approving.deployments_put() == 1
     assert approval["creator"]["run"] == run and "command line" in approval["creator"]["not_compared"], approval
+
+
+def test_who_created_a_candidate_run_cannot_promote_its_rollout_held_for_approval_under_four_eyes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy.approval.promote without approval of the deploy: Ada's run becomes a candidate, rolls out on its own
+    and holds before its promotion for a person. Its deploy was asked by the run's event (nobody), so without
+    looking at who created the run she would be the one person who put her model in production."""
+    from tests.test_operate import BAKE, LAG, Operated
+
+    monkeypatch.chdir(tmp_path)
+    signed_in(monkeypatch)
+    run = "ada-sweep-20261206"
+    for approving in opened(
+        tmp_path, LedgerSpec("sqlite", str(tmp_path / "l.db")), {"required": False, "promote": True}
+    ):
+        world = approving.azure
+        world.arm.add_job(run, experiment="diabetes-retrain", created_by=ADA_TOKEN)
+        world.arm.add_step(run, "evaluate_model", metrics={"r2_score": 0.61})
+        [deploy] = world.deliver(run_event(run_id=run, topic=world.settings.workspace_id)).decisions
+        assert (deploy.action, deploy.outcome) == ("deploy", "submitted"), deploy.reason
+        operated = Operated.__new__(Operated)  # its helpers, on Ada's candidate
+        operated.azure, operated.client = world, approving.client
+        operated.name = str(deploy.details["rendered"]["deployment"])
+        world.provisioned()
+        assert operated.state() == "stepped"
+        while operated.state() != "held":
+            assert operated.traffic()[operated.name] < 100
+            for m in range(int(BAKE.total_seconds() // 60)):
+                when = operated.started() + timedelta(minutes=m, seconds=30)
+                world.serve(when, operated.name, ok=30)
+                world.serve(when, "blue", ok=30)
+            world.now.now = operated.started() + BAKE + LAG
+        held = dict(operated.traffic())
+        path = f"/api/models/{MODEL}/promote"
+
+        status, own = approving.post(path, {"reason": "mine"}, signed(ADA, "al@x.example"))
+
+        assert status == 403 and f"created run {run}" in own["error"] and "object id" in own["error"], own
+        assert "promote" in own["error"] and operated.traffic() == held
+        status, promoted = approving.post(path, {"reason": "canary held"}, signed(BOB, "bob@c"))
+        assert status == 202 and promoted["action"] == "promote" and operated.traffic() == {operated.name: 100}
