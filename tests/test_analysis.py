@@ -282,10 +282,24 @@ def test_the_verdict_records_every_number_and_the_limits() -> None:
     assert json.loads(json.dumps(got))["candidate"]["codes"] == [[200, 200, 590], [424, 500, 10]]  # recordable
 
 
-def test_the_rollout_s_error_is_shared_by_its_steps() -> None:
-    assert analysis.step_alpha(rule([10, 50, 100])) == pytest.approx(0.01 / 3)  # 100%: against the earlier minutes
-    assert analysis.step_alpha(rule([5, 25, 50, 100], confidence=0.95)) == pytest.approx(0.05 / 4)
-    assert analysis.step_alpha(rule([100])) == pytest.approx(0.01)
+def test_the_comparison_spends_half_the_rollout_s_error_and_the_last_step_a_quarter_share() -> None:
+    # [10, 50, 100]: two full shares and the last step's quarter share of 0.01 / 2
+    assert analysis.step_alpha(rule([10, 50, 100])) == pytest.approx(0.005 / 2.25)
+    assert analysis.step_alpha(rule([10, 50, 100]), last=True) == pytest.approx(0.005 / 9)
+    assert analysis.step_alpha(rule([5, 25, 50, 100], confidence=0.95)) == pytest.approx(0.025 / 3.25)
+    # a single step has the comparison's whole error, judged as the last one or in the same minutes
+    assert analysis.step_alpha(rule([100]), last=True) == pytest.approx(0.005)
+    assert analysis.step_alpha(rule([100])) == pytest.approx(0.005)
+
+
+@given(st.lists(st.integers(1, 99), max_size=8, unique=True), st.floats(0.5, 0.999))
+def test_the_steps_shares_never_add_up_to_more_than_the_rollout_s_error(below: list[int], confidence: float) -> None:
+    r = rule([*sorted(below), 100], confidence=confidence)
+    error = 1 - confidence
+    shares = [analysis.step_alpha(r)] * len(below)
+    assert sum(shares) + analysis.step_alpha(r, last=True) == pytest.approx(error * analysis.COMPARISON_SHARE)
+    assert sum(shares) + analysis.step_alpha(r) <= 0.8 * error + 1e-12  # the last step judged in the same minutes
+    assert analysis.step_alpha(r, last=True) <= analysis.step_alpha(r)
 
 
 def test_without_fail_fast_the_absolute_limits_judge_once_the_bake_is_over() -> None:

@@ -147,6 +147,12 @@ def test_the_last_step_is_compared_with_the_baseline_s_earlier_minutes() -> None
     )
     assert v.next == "rollback" and v.test is not None and v.test.startswith("history-")
     assert "earlier in the rollout" in v.why and v.candidate.served == 6000  # the step's own counts
+    assert v.alpha == pytest.approx(analysis.step_alpha(rule(), last=True) * analysis.FINAL_SHARE)  # its smaller share
+    middle = analysis.judge(
+        rule(), reading("cand", earlier), reading("blue", base), timedelta(minutes=10), step_since=at(10)
+    )
+    assert middle.alpha == pytest.approx(analysis.step_alpha(rule()) * analysis.FINAL_SHARE)
+    assert middle.alpha == pytest.approx(v.alpha * 4)  # a step below 100%: a full share
     good = earlier + [(600, 6)] * 10
     ok = analysis.judge(rule(), reading("cand", good), reading("blue", base), timedelta(minutes=10), step_since=at(20))
     assert ok.next == "advance"

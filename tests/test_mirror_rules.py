@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from handlers.analysis import step_alpha
+from handlers.analysis import COMPARISON_SHARE, step_alpha
 from handlers.errors import PermanentError, PolicyError
 from handlers.policy_file import parse_policy
 from handlers.rollout_rules import MirrorRule
@@ -103,6 +103,7 @@ def test_the_shadow_stage_takes_its_share_of_the_rollout_s_error() -> None:
     mirror = MirrorRule.model_validate({"percent": 10})
     rule = mp.deploy.rollout.model_copy(update={"mirror": mirror})  # [10, 50, 100]: three compared steps, one shadow
     without = rule.model_copy(update={"mirror": None})
-    assert step_alpha(rule) == pytest.approx((1 - rule.health.confidence) / 4)
+    half = (1 - rule.health.confidence) * COMPARISON_SHARE  # the comparison's error, the last step a quarter share
+    assert step_alpha(rule) == pytest.approx(half / 3.25)
     assert step_alpha(rule.mirror_stage()) == step_alpha(rule)
-    assert step_alpha(without) == pytest.approx((1 - rule.health.confidence) / 3)
+    assert step_alpha(without) == pytest.approx(half / 2.25)
