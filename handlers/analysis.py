@@ -22,15 +22,17 @@ judged by its own limit). :func:`judge` then decides, with every number it used 
 - **fail fast**: before the bake is over a step is rolled back as soon as its failures alone
   decide it (see :func:`judge`); a handful of failures at a few requests a minute does not.
 
-``confidence`` is the rollout's: a candidate as good as its baseline is rolled back by the
-comparison with probability at most ``1 - confidence`` over the whole rollout. That error is shared
-out between the steps and the shadow stage (Bonferroni, :func:`handlers.look.step_alpha`), and
-inside a step between the final look (half the step's share) and the interim looks, which use a
-fixed eightieth of it each (a Haybittle-Peto boundary: stateless, so a pass needs no memory of
-earlier looks; within the bound for up to forty interim looks a step, and far below it in practice,
-since the looks are cumulative and so strongly correlated). Not all of it is spent: with the
-baseline's hour before the rollout the comparison is as exact as its level says, and the absolute
-limits and the bursts of the last step roll healthy candidates back too.
+``confidence`` is the rollout's: a candidate as good as its baseline is rolled back with probability
+at most ``1 - confidence`` over the whole rollout, by any rule. The comparison spends half of that
+(:data:`handlers.look.COMPARISON_SHARE`); the rest is left to what its level does not bound (the
+absolute limits' tests, the bursts of the last step, a variation estimated from few minutes). Its half
+is shared out between the steps and the shadow stage (Bonferroni, :func:`handlers.look.step_alpha`),
+the last step, which weighs the earlier steps' minutes against the baseline's hour before the rollout
+and has power to spare, a quarter share (:data:`handlers.look.LAST_WEIGHT`); inside a step between the
+final look (half the step's share) and the interim looks, which use a fixed eightieth of it each (a
+Haybittle-Peto boundary: stateless, so a pass needs no memory of earlier looks; within the bound for up
+to forty interim looks a step, and far below it in practice, since the looks are cumulative and so
+strongly correlated).
 
 Pure: stdlib only, no I/O, no clock read.
 """
