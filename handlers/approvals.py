@@ -45,7 +45,7 @@ from handlers.approval_rules import (
     take,
     who,
 )
-from handlers.creators import NO_READER, Creators, RunCreator, creator_check
+from handlers.creators import Creators, refuse_creator
 from handlers.errors import Forbidden, NotApplicable, NotFound
 from handlers.holds import decision_from_record
 from handlers.records import DecisionRecord, Flight, from_iso, iso
@@ -87,7 +87,7 @@ class Approvals:
         """Forbidden when ``caller`` may not ``verb`` ``record``: the policy's rule as it is now, four eyes
         also when the record was asked under them; under four eyes an approver who created the run the
         decision starts from (the candidate run, the upstream run) is refused too. Returns what the approval
-        records of that check (:func:`handlers.creators.creator_check`), or None when there was none."""
+        records of that check (:func:`handlers.creators.refuse_creator`), or None when there was none."""
         model, asked_under = str(record.model), dict(record.details.get("approval") or {})
         mp = self.policy.models.get(model)
         section = (mp.retrain if record.action == "retrain" else mp.deploy) if mp is not None else None
@@ -102,21 +102,8 @@ class Approvals:
         run = started_from(record)
         if verb != "approve" or not four_eyes or run is None:
             return None
-        creator = self.creators.run_creator(run) if self.creators is not None else RunCreator(run, problem=NO_READER)
-        created, checked = creator_check(creator, caller)
-        if created:
-            raise Forbidden(
-                f"{who(caller)} created run {run} (Azure ML records its creator by {checked['matched']}), which this "
-                f"{record.action} comes from, and may not approve it too ({key}.four_eyes); another operator does"
-            )
-        if "not_compared" in checked:
-            log.warning(
-                "approval decision=%s: the creator of run %s was not matched: %s",
-                record.id,
-                run,
-                checked["not_compared"],
-            )
-        return checked
+        refused = f"which this {record.action} comes from, and may not approve it too ({key}.four_eyes)"
+        return refuse_creator(self.creators, run, caller, who(caller), refused)
 
     def approve(self, decision_id: str, trigger: Trigger, reason: str) -> DecisionRecord:
         """Carry the pending retrain or deploy out, once; its record (the one already recorded when it

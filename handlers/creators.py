@@ -15,14 +15,19 @@ Azure ML records a run's creator in three places, not all of them reliable:
 
 A signed-in approver is known by its object id (lower case) and, when its name is a principal name (holds an
 ``@``), by that name without case; the command line's login name is neither, so a creator is never matched
-against it. Stdlib only.
+against it. Stdlib and handlers.errors only.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from handlers.errors import Forbidden
+
+log = logging.getLogger(__name__)
 
 NO_READER = "this backend reads no workspace (the dry-run backend)"
 
@@ -79,3 +84,21 @@ def creator_check(creator: RunCreator, approver: Mapping[str, Any]) -> tuple[boo
     if not kinds:
         return False, {**seen, "not_compared": "the run's creator and the approver are known by no form in common"}
     return False, {**seen, "compared": ", ".join(sorted(kinds))}
+
+
+def refuse_creator(
+    creators: Creators | None, run: str, caller: Mapping[str, Any], named: str, refused: str
+) -> dict[str, Any]:
+    """Forbidden when ``caller`` (``named``) created ``run``: four eyes, for an approval or a promotion of what the run
+    starts; ``refused`` ends the message (what it comes to, and the key). What was compared otherwise (the approval's
+    record keeps it), a warning logged when the creator could not be matched."""
+    creator = creators.run_creator(run) if creators is not None else RunCreator(run, problem=NO_READER)
+    created, checked = creator_check(creator, caller)
+    if created:
+        raise Forbidden(
+            f"{named} created run {run} (Azure ML records its creator by {checked['matched']}), {refused}; another "
+            "operator does"
+        )
+    if "not_compared" in checked:
+        log.warning("the creator of run %s was not matched with %s: %s", run, named, checked["not_compared"])
+    return checked

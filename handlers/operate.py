@@ -31,7 +31,7 @@ from handlers import freeze
 from handlers.approval_rules import refusal, requesters, started_from
 from handlers.approval_rules import who as named
 from handlers.claims import Claims
-from handlers.creators import NO_READER, Creators, RunCreator, creator_check
+from handlers.creators import Creators, refuse_creator
 from handlers.errors import Forbidden, InvalidInput, NotApplicable, NotFound, TransientError
 from handlers.executor import Executor
 from handlers.keys import digest
@@ -323,20 +323,8 @@ class Operator:
         run = started_from(asked) if asked is not None and rule.four_eyes else None
         if run is not None:  # the candidate run's author promotes nothing of theirs either (handlers.creators)
             jobs = self.executor.jobs
-            found = jobs.run_creator(run) if isinstance(jobs, Creators) else RunCreator(run, problem=NO_READER)
-            created, checked = creator_check(found, caller)
-            if created:
-                raise Forbidden(
-                    f"{named(caller)} created run {run} (Azure ML records its creator by {checked['matched']}), whose "
-                    f"candidate this rollout serves, and may not promote it too ({key}.four_eyes); another operator does"
-                )
-            if "not_compared" in checked:
-                log.warning(
-                    "promote model=%s: the creator of run %s was not matched: %s",
-                    request.model,
-                    run,
-                    checked["not_compared"],
-                )
+            refused = f"whose candidate this rollout serves, and may not promote it too ({key}.four_eyes)"
+            refuse_creator(jobs if isinstance(jobs, Creators) else None, run, caller, named(caller), refused)
 
     def _check(self, request: OperatorRequest) -> None:
         mp = self.policy.models.get(request.model)
