@@ -6,6 +6,9 @@ about 15 ms. So one parser serves every file, and each file is parsed once, whic
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from functools import cache
 from typing import Any, cast
 
@@ -38,3 +41,18 @@ def modules(relative: str = "main.bicep") -> dict[str, dict[str, Any]]:
         config = module["config"]
         found[name] = config["config"] if "condition" in config else config
     return found
+
+
+@cache
+def app_functions() -> dict[str, list[dict[str, Any]]]:
+    """The app's functions and their bindings, found the way the worker finds them: import main, in a fresh
+    interpreter from the repo root (FunctionApp.get_functions() may run only once per app, and other tests, the
+    local host, have already run it in this process)."""
+    code = (
+        "import importlib, json\n"
+        "main = importlib.import_module('main')\n"
+        "print(json.dumps({f.get_function_name(): [json.loads(b) for b in f.get_raw_bindings()]\n"
+        "    for f in main.app.get_functions()}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return cast(dict[str, list[dict[str, Any]]], json.loads(done.stdout))

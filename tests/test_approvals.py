@@ -379,11 +379,10 @@ def test_a_worker_that_dies_after_the_approval_deployed_leaves_it_to_the_reconci
     assert approving.slot().status == "submitted"
 
 
-@pytest.mark.both_ledgers
-def test_a_candidate_redelivered_after_its_approval_is_deployed_as_approved_once(approving: Approving) -> None:
-    """The RunCompleted's worker recorded the deploy pending and died before finishing the event; Bob's
-    approval died before deploying. The redelivery deploys it as approved, once, without asking again."""
-    from tests.crashes import DiesBeforeActing, LedgerThatDies, WorkerDied
+def pending_unfinished(approving: Approving) -> tuple[dict[str, Any], str]:
+    """A candidate's RunCompleted whose worker recorded its deploy pending and died before finishing the event:
+    the event, and the pending decision's id."""
+    from tests.crashes import LedgerThatDies, WorkerDied
 
     event = approving.azure.finished_run(r2="0.61")
     with pytest.raises(WorkerDied):
@@ -391,7 +390,16 @@ def test_a_candidate_redelivered_after_its_approval_is_deployed_as_approved_once
             json.loads(json.dumps(event)),
             approving.azure.new_worker(ledger=LedgerThatDies(approving.azure.spec.open(), "confirm")),
         )
-    rec = approving.slot().decision
+    return event, approving.slot().decision
+
+
+@pytest.mark.both_ledgers
+def test_a_candidate_redelivered_after_its_approval_is_deployed_as_approved_once(approving: Approving) -> None:
+    """The RunCompleted's worker recorded the deploy pending and died before finishing the event; Bob's
+    approval died before deploying. The redelivery deploys it as approved, once, without asking again."""
+    from tests.crashes import DiesBeforeActing, WorkerDied
+
+    event, rec = pending_unfinished(approving)
     trigger = Trigger("http", "a-1", "ManualRequest.approve", BOB_CALLER, channel=OPERATOR)
     with pytest.raises(WorkerDied):
         approving.azure.new_worker(DiesBeforeActing(approving.azure.actions)).approve(rec, trigger, "go")
@@ -413,15 +421,9 @@ def test_a_redelivery_that_finds_an_approved_deploy_being_carried_out_waits_out_
     RunCompleted comes again (its first worker died before finishing the event): the redelivery must not
     deploy beside it. It is asked again later (transient); past the lease it carries the approval out once,
     and a second resumer inside the new lease waits too."""
-    from tests.crashes import DiesBeforeActing, LedgerThatDies, WorkerDied
+    from tests.crashes import DiesBeforeActing, WorkerDied
 
-    event = approving.azure.finished_run(r2="0.61")
-    with pytest.raises(WorkerDied):
-        approving.azure.deliver(
-            json.loads(json.dumps(event)),
-            approving.azure.new_worker(ledger=LedgerThatDies(approving.azure.spec.open(), "confirm")),
-        )
-    rec = approving.slot().decision
+    event, rec = pending_unfinished(approving)
     approving.azure.now.advance(minutes=2)  # Bob approves later: the event's claim has run out by now
     trigger = Trigger("http", "a-1", "ManualRequest.approve", BOB_CALLER, channel=OPERATOR)
     with pytest.raises(WorkerDied):  # stands for a worker still acting: its reservation is inside the lease

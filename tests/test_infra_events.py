@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import pytest
 
 from function_app.settings import SETTINGS
 from handlers import envelopes, signals
-from tests.bicep import INFRA, bicep, modules, variable
+from tests.bicep import INFRA, app_functions, bicep, modules, variable
 from tests.conftest import REPO, SAMPLE_EVENTS
 
 RUN_STATUS = "Microsoft.MachineLearningServices.RunStatusChanged"
@@ -31,20 +29,10 @@ def event_subscriptions() -> list[dict[str, Any]]:
 
 
 def registered_event_grid_functions() -> list[str]:
-    """Event Grid trigger functions of the app, found the way the worker finds them: import main.
-
-    In a fresh interpreter from the repo root, as the worker does: FunctionApp.get_functions() may
-    run only once per app, and other tests (the local host) have already run it in this process.
-    """
-    code = (
-        "import importlib, json\n"
-        "main = importlib.import_module('main')\n"
-        "print(json.dumps([f.get_function_name() for f in main.app.get_functions()\n"
-        "    if 'eventGridTrigger' in {json.loads(b)['type'] for b in f.get_raw_bindings()}]))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    names: list[str] = json.loads(done.stdout)
-    return names
+    """Event Grid trigger functions of the app, found the way the worker finds them (:func:`app_functions`)."""
+    return [
+        name for name, bindings in app_functions().items() if any(b["type"] == "eventGridTrigger" for b in bindings)
+    ]
 
 
 def test_the_subscriptions_deliver_exactly_the_event_types_the_code_handles() -> None:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from function_app.settings import SETTINGS
-from tests.bicep import INFRA, bicep, modules, variable
+from tests.bicep import INFRA, app_functions, bicep, modules, variable
 from tests.conftest import REPO
 
 # App settings that Flex Consumption replaces with functionAppConfig (or that would bring a key back).
@@ -108,14 +108,7 @@ def test_the_service_runs_against_azure_in_azure() -> None:
 def test_the_event_grid_webhook_route_is_disabled_in_azure_unless_enabled() -> None:
     """The subscriptions use the trigger; POST /api/events is off through the host's
     AzureWebJobs.<function>.Disabled setting, keyed by the function name the app registers."""
-    code = (
-        "import importlib, json\n"
-        "main = importlib.import_module('main')\n"
-        "print(json.dumps({f.get_function_name(): [json.loads(b) for b in f.get_raw_bindings()]\n"
-        "    for f in main.app.get_functions()}))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    functions = json.loads(done.stdout)
+    functions = app_functions()
     routes = {b.get("route"): name for name, bindings in functions.items() for b in bindings if b.get("route")}
     settings = {name.strip("'"): value for name, value in variable("main.bicep", "appSettings").items()}
     webhook = routes["events"]
