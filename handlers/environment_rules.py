@@ -49,6 +49,11 @@ class EnvironmentRule(Strict):
         "registry; unset, nothing is picked up",
     )
 
+    @property
+    def serves_from(self) -> str | None:
+        """The registry whose versions this environment serves and reads as its champion (downstream only)."""
+        return self.registry if self.role == "downstream" else None
+
     @field_validator("upstream")
     @classmethod
     def _upstream_id(cls, value: str | None) -> str | None:

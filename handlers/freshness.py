@@ -2,7 +2,9 @@
 reads the facts and carries them out):
 
 - **model age** (``retrain.max_age``): the champion (the model version the endpoint's live deployment
-  serves) is older than the age, by its version's creation time. One retrain per champion and period: a
+  serves) is older than the age, by its version's creation time: in the workspace, or, for a version served
+  from the policy's registry (``environment.registry``), in that registry (when it was shared there: its
+  training in the upstream workspace was earlier). One retrain per champion and period: a
   champion 30 days old with ``max_age: 30d`` gets one, and, if it is still the champion at 60 days,
   another; never one per pass.
 - **new data-asset versions** (``retrain.on.data.assets``): data assets publish no event, so the
@@ -50,10 +52,24 @@ class AssetVersion:
 
 @dataclass(frozen=True)
 class Champion:
-    """The model version an online endpoint's live deployment (``endpoint/deployment``) serves."""
+    """The model version an online endpoint's live deployment (``endpoint/deployment``) serves. ``registry``:
+    the Azure ML registry it is served from and was read from (None: a workspace version); ``unread``: why
+    it was not read (a registry the policy does not name: its age and lineage are unknown)."""
 
     where: str
     version: AssetVersion
+    registry: str | None = None
+    unread: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``name:version``, and the registry it is served from."""
+        return self.version.label if self.registry is None else f"{self.version.label} of registry {self.registry}"
+
+    @property
+    def key(self) -> str:
+        """What a decision about it is keyed by: a registry's version is not the workspace's of that number."""
+        return self.version.label if self.registry is None else f"registry/{self.registry}/{self.version.label}"
 
 
 def periods(created: datetime, max_age: timedelta, now: datetime) -> int:
@@ -62,7 +78,7 @@ def periods(created: datetime, max_age: timedelta, now: datetime) -> int:
 
 
 def age_trigger(model: str, champion: Champion, period: int) -> Trigger:
-    return Trigger(f"model:{model}", f"max-age:{champion.version.label}:{period}", MAX_AGE, channel=RECONCILER_CHANNEL)
+    return Trigger(f"model:{model}", f"max-age:{champion.key}:{period}", MAX_AGE, channel=RECONCILER_CHANNEL)
 
 
 def age_retrain(
@@ -74,7 +90,7 @@ def age_retrain(
     if created is None or period < 1:
         return None
     reason = (
-        f"model age: the champion {champion.version.label} ({champion.where}) was created {iso(created)}, "
+        f"model age: the champion {champion.label} ({champion.where}) was created {iso(created)}, "
         f"{span(timedelta(days=(now - created).days) or now - created)} ago, older than retrain.max_age {span(max_age)}"
     )
     return retrain(model, mp, age_trigger(model, champion, period), reason, {}, {})

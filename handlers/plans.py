@@ -271,7 +271,7 @@ def deploy_plan(
         model_output=mp.deploy.model_output,
         instance_count=mp.deploy.instance_count,
         shadows=mp.deploy.rollout.mirror is not None,
-        registry=env.registry if env is not None and env.role == "downstream" else None,
+        registry=env.serves_from if env is not None else None,
         share_to=env.registry if env is not None and env.role == "upstream" else None,
         upstream=env.upstream if env is not None and env.role == "downstream" else None,
     )

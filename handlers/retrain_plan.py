@@ -85,10 +85,14 @@ def retrain(
 
 
 def _champion_at(mp: ModelPolicy) -> dict[str, Any]:
-    """Where the worthiness check finds the champion: the version the online endpoint serves (``endpoint``);
-    without one (no deploy section, a batch endpoint), the model's latest registered version."""
+    """Where the worthiness check finds the champion: the version the online endpoint serves (``endpoint``),
+    read from the registry it is served from when that is the policy's (``registry``, a downstream
+    environment's); without an endpoint (no deploy section, a batch endpoint), the model's latest registered version."""
     endpoint = mp.deploy.endpoint if mp.deploy is not None else None
-    return {"endpoint": endpoint} if endpoint else {}
+    if not endpoint:
+        return {}
+    registry = mp.environment.serves_from if mp.environment is not None else None
+    return {"endpoint": endpoint, **({"registry": registry} if registry else {})}
 
 
 def _about_drift(trigger: Trigger) -> bool:

@@ -31,10 +31,12 @@ log = logging.getLogger(__name__)
 class Freshness(Protocol):
     """What the workspace says of a model's champion and of a data asset's versions."""
 
-    def champion(self, endpoint: str) -> freshness.Champion | None:
+    def champion(self, endpoint: str, registry: str | None = None) -> freshness.Champion | None:
         """The model version the online endpoint's live deployment (the one with the most traffic) serves,
-        with its creation time; None when the endpoint serves nothing, or a model that is not a version
-        of this workspace. Raises TransientError / PermanentError like every read."""
+        with its creation time; None when the endpoint serves nothing, or a model that is no version.
+        A version served from ``registry`` (the policy's ``environment.registry``) is read from it; one
+        served from any other registry is not read (``unread`` says why, its age is unknown).
+        Raises TransientError / PermanentError like every read."""
         ...
 
     def data_versions(self, name: str) -> list[freshness.AssetVersion]:
@@ -82,8 +84,11 @@ class Watcher:
         last = self.aged.get(model)
         if mp.deploy is None or mp.deploy.endpoint is None or (last is not None and now - last < self.age_every):
             return []
-        champion = self.facts.champion(mp.deploy.endpoint)
+        registry = mp.environment.serves_from if mp.environment is not None else None
+        champion = self.facts.champion(mp.deploy.endpoint, registry)
         self.aged[model] = now
+        if champion is not None and champion.unread:
+            log.warning("model age of model=%s is unknown: %s", model, champion.unread)
         decision = freshness.age_retrain(model, mp, champion, max_age, now) if champion is not None else None
         if decision is None:
             return []

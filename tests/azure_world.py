@@ -17,6 +17,7 @@ from function_app.adapters.monitor_metrics import MonitorMetrics, endpoint_resou
 from function_app.retry import RetryPolicy
 from function_app.settings import Settings, job_name_key
 from handlers.records import DecisionRecord
+from tests import rbac
 from tests.builders import EXAMPLE_POLICY, MODEL, ours, run_event
 from tests.conftest import load_sample
 from tests.crashes import DiesAfterActing, WorkerDied
@@ -30,6 +31,7 @@ from tests.ledgers import LedgerSpec
 from tests.world import World
 
 SUB, RG, WS = "7a3c5f0e-1111-4d2b-9e8a-2b6f1c0d9e77", "rg-mlops", "ws-retrain"
+REGISTRY_SUB = "5d1e0c2b-2222-4c3d-8e9f-0a1b2c3d4e5f"  # the registry's own subscription
 WORKSPACE_ID = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}"
 ENDPOINT = "diabetes-endpoint"
 DATASET = "diabetes-training"  # the data asset the example policy trains on (a v1 event's dataset id is not one)
@@ -192,6 +194,26 @@ class AzureWorld(World):
         )
         self.clock = self.retry_clock  # here ``clock`` is the retries' clock, ``now`` the workers' time
         self.arm.scoring.counted = self._counted  # a deployment invoked directly serves a request too
+
+    def trained_on(self, version: str, data: str) -> None:
+        """Model version ``version`` came from a pipeline run that read ``DATASET:data`` (as the SDK submits it:
+        the version's resource id)."""
+        self.arm.add_job(
+            f"train-{version}",
+            experiment="diabetes-retrain",
+            inputs={"training_data": self.arm.arm_id("data", DATASET, "versions", data)},
+        )
+        self.arm.add_model(MODEL, version, job_name=f"train-{version}")
+
+    def serve_from_registry(self, version: str, tags: dict[str, str] | None = None) -> str:
+        """The live deployment (blue) serves ``version`` of the model from registry ``rbac.REGISTRY`` (in a
+        subscription of its own), the app holding the roles infra/ assigns a downstream environment; its id."""
+        self.arm.principal = rbac.app(SUB, RG, self.workspace, registry_subscription=REGISTRY_SUB)
+        if rbac.REGISTRY.casefold() not in self.arm.registries.registries:
+            self.arm.registries.add_registry(rbac.REGISTRY, REGISTRY_SUB, rbac.REGISTRY_GROUP)
+        ref = self.arm.registries.add_model(rbac.REGISTRY, MODEL, version, tags=tags)
+        self.arm.deployments[(ENDPOINT, "blue")]["properties"]["model"] = ref
+        return ref
 
     def _counted(self, endpoint: str, deployment: str, status: int) -> None:
         """A request a deployment answered through its scoring URI, in the health source, now."""

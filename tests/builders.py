@@ -229,6 +229,15 @@ def with_retrain(keys: dict[str, Any], model: str = MODEL, policy: Any = None) -
     return Policy.model_validate(raw)
 
 
+def with_environment(environment: dict[str, Any] | None, policy: Any = None, model: str = MODEL) -> Any:
+    """``policy`` (the example's) with ``models.<model>.environment`` set (None: removed), validated as a file is."""
+    from handlers.policy import Policy
+
+    raw = (policy or EXAMPLE_POLICY).model_dump()
+    raw["models"][model]["environment"] = environment
+    return Policy.model_validate(raw)
+
+
 def with_classes(classes: dict[str, str], model: str = MODEL, policy: Any = None, **retrain: Any) -> Any:
     """``policy`` (the example's) with ``models.<model>.drift`` listening to the signals ``classes`` names,
     each of that class, and ``retrain`` keys set (``worthiness``, ``daily_budget``), validated as a file is."""

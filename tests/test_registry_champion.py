@@ -13,29 +13,18 @@ import pytest
 import yaml
 
 from handlers.errors import PolicyError
-from handlers.policy import Policy
 from handlers.policy_file import parse_policy
 from tests import rbac
-from tests.azure_world import ENDPOINT, MODEL, RG, SUB, WS, AzureWorld
-from tests.conftest import REPO
+from tests.azure_world import ENDPOINT, MODEL, REGISTRY_SUB, AzureWorld
+from tests.builders import with_environment
 from tests.ledgers import LedgerSpec
-
-REGISTRY_SUB = "5d1e0c2b-2222-4c3d-8e9f-0a1b2c3d4e5f"  # the registry's own subscription
-CHAMPION = f"azureml://registries/{rbac.REGISTRY}/models/{MODEL}/versions/7"
 
 
 def _prod(tmp_path: Path, ledger_spec: LedgerSpec, environment: dict[str, Any] | None) -> AzureWorld:
     """The example policy with ``environment`` on the model; the live deployment serves the registry's
     version 7, whose tags carry r2_score 0.66 (as a promotion from dev writes them)."""
-    raw = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
-    if environment is not None:
-        raw["models"][MODEL]["environment"] = environment
-    azure = AzureWorld(tmp_path, ledger_spec, policy=Policy.model_validate(raw))
-    # the app's identity as infra/ assigns its roles with the registry in a subscription of its own
-    azure.arm.principal = rbac.app(SUB, RG, WS, registry_subscription=REGISTRY_SUB)
-    azure.arm.registries.add_registry(rbac.REGISTRY, REGISTRY_SUB, rbac.REGISTRY_GROUP)
-    azure.arm.registries.add_model(rbac.REGISTRY, MODEL, "7", tags={"r2_score": "0.66", "retrain_decision": "de-1"})
-    azure.arm.deployments[(ENDPOINT, "blue")]["properties"]["model"] = CHAMPION
+    azure = AzureWorld(tmp_path, ledger_spec, policy=with_environment(environment))
+    azure.serve_from_registry("7", {"r2_score": "0.66", "retrain_decision": "de-1"})
     return azure
 
 

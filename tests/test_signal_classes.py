@@ -193,20 +193,9 @@ def test_a_performance_breach_retrains_past_the_cooldown_but_not_past_the_budget
 # --------------------------------------------------------------------------- worthiness
 
 
-def trained_on(azure: AzureWorld, version: str, data: str) -> None:
-    """Model version ``version`` came from a pipeline run that read ``DATASET:data`` (as the SDK submits it:
-    the version's resource id)."""
-    azure.arm.add_job(
-        f"train-{version}",
-        experiment="diabetes-retrain",
-        inputs={"training_data": azure.arm.arm_id("data", DATASET, "versions", data)},
-    )
-    azure.arm.add_model(MODEL, version, job_name=f"train-{version}")
-
-
 def champion_trained_on(azure: AzureWorld, data: str) -> None:
     """The champion, version 4, which the endpoint's live deployment serves, was trained on ``DATASET:data``."""
-    trained_on(azure, "4", data)
+    azure.trained_on("4", data)
     azure.arm.add_deployment(ENDPOINT, "blue", model=(MODEL, "4"))
 
 
@@ -237,7 +226,7 @@ def test_a_drift_retrain_on_the_data_the_champion_was_trained_on_is_a_recorded_s
 
 def test_the_champion_is_the_served_version_so_newer_data_than_it_saw_is_worth_a_retrain(azure: AzureWorld) -> None:
     champion_trained_on(azure, "1")  # served: trained on version 1 of the data
-    trained_on(azure, "5", "2")  # registered later, never deployed, trained on version 2, the latest
+    azure.trained_on("5", "2")  # registered later, never deployed, trained on version 2, the latest
     [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
     assert rec.outcome == "submitted"
     assert rec.details["worthiness"] == {
@@ -254,7 +243,7 @@ def test_a_newer_registered_version_on_older_data_does_not_make_the_served_champ
     azure: AzureWorld,
 ) -> None:
     champion_trained_on(azure, "2")  # served, trained on the latest data
-    trained_on(azure, "5", "1")  # the latest registered version, not deployed, trained on older data
+    azure.trained_on("5", "1")  # the latest registered version, not deployed, trained on older data
     [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
     assert rec.outcome == "skipped" and rec.reason.startswith(f"not worth it: the champion {MODEL}:4 was trained on")
     assert rec.details["worthiness"]["trained_on"] == {DATASET: "2"} and azure.arm.job_puts == []
@@ -263,7 +252,7 @@ def test_a_newer_registered_version_on_older_data_does_not_make_the_served_champ
 def test_without_an_endpoint_serving_the_model_the_latest_version_is_judged_and_the_record_says_so(
     azure: AzureWorld,
 ) -> None:
-    trained_on(azure, "4", "2")  # the latest registered version; the endpoint serves another model
+    azure.trained_on("4", "2")  # the latest registered version; the endpoint serves another model
     azure.arm.add_model("other-model", "1")
     azure.arm.add_deployment(ENDPOINT, "blue", model=("other-model", "1"))
     [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions

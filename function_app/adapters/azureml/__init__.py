@@ -166,8 +166,8 @@ class AzureMLActions:
 
     # ------------------------------------------------------------------ the Freshness port
 
-    def champion(self, endpoint: str) -> Champion | None:
-        return self.freshness.champion(endpoint)
+    def champion(self, endpoint: str, registry: str | None = None) -> Champion | None:
+        return self.freshness.champion(endpoint, registry)
 
     def data_versions(self, name: str) -> list[AssetVersion]:
         return self.freshness.data_versions(name)

@@ -1,15 +1,22 @@
 """The Freshness port (:class:`handlers.watcher.Freshness`) on Azure ML: the champion an online endpoint
 serves, with its model version's creation time (``model.retrain.max_age``), and a data asset's versions
-(``retrain.on.data.assets``), as the workspace reports them. Reads only."""
+(``retrain.on.data.assets``), as the workspace reports them. A champion served from the policy's registry
+(``azureml://registries/<r>/models/<m>/versions/<v>``, ``environment.registry``) is read from that registry
+(its creation time there); one served from any other registry is not read: the endpoint does not choose
+which registry the service trusts (the gate's rule, :meth:`AzureMLCandidates.champion_in`). Reads only."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from function_app.adapters.azureml.candidates import AzureMLCandidates
 from function_app.adapters.azureml.client import AzureMLClient
+from function_app.adapters.azureml.registry import RegistryModelRef
 from handlers.freshness import AssetVersion, Champion
+
+log = logging.getLogger(__name__)
 
 
 def _created(asset: Any) -> datetime | None:
@@ -27,17 +34,47 @@ class AzureMLFreshness:
         self.client = client
         self.candidates = candidates
 
-    def champion(self, endpoint: str) -> Champion | None:
-        """The version the endpoint's deployment with the most live traffic serves (a workspace model)."""
+    def champion(self, endpoint: str, registry: str | None = None) -> Champion | None:
+        """The version the endpoint's deployment with the most live traffic serves: a workspace model, or a
+        version of ``registry`` (the policy's), read there."""
+        return self.served(endpoint, registry)[0]
+
+    def served(self, endpoint: str, registry: str | None = None) -> tuple[Champion | None, Any | None]:
+        """:meth:`champion`, and the SDK's model version read for it (None: not read)."""
         budget = self.client.retry.budget()
         found = self.candidates.live(budget, endpoint, "create it or fix models.<model>.deploy.endpoint")
         if found is None:
-            return None
+            return None, None
         name, live = found
+        where = f"{endpoint}/{name}"
+        ref = RegistryModelRef.parse(str(getattr(live, "model", None) or ""))
+        if ref is not None:
+            return self._registry_champion(where, ref, registry)
         model = self.candidates.model_of(budget, live)
         if model is None:
-            return None
-        return Champion(f"{endpoint}/{name}", AssetVersion(str(model.name), str(model.version), _created(model)))
+            return None, None
+        return Champion(where, AssetVersion(str(model.name), str(model.version), _created(model))), model
+
+    def _registry_champion(
+        self, where: str, ref: RegistryModelRef, registry: str | None
+    ) -> tuple[Champion, Any | None]:
+        """A champion served from a registry: read from it when it is the policy's, else not read (why, in ``unread``)."""
+        if registry is None or ref.registry.casefold() != registry.casefold():
+            trusted = (
+                f"the policy reads registry {registry!r} only" if registry else "the policy names no registry for it"
+            )
+            why = (
+                f"{where} serves {ref}, and {trusted} (models.<model>.environment.registry, role downstream): "
+                "its creation time and lineage are not read"
+            )
+            return Champion(where, AssetVersion(ref.name, ref.version, None), ref.registry, unread=why), None
+        budget = self.client.retry.budget()
+        model = self.candidates.registries.version(budget, ref, roles_settling=self.client.roles_settling, or_none=True)
+        if model is None:
+            why = f"{where} serves {ref}, which the registry does not hold"
+            log.warning("champion of %s: %s", where, why)
+            return Champion(where, AssetVersion(ref.name, ref.version, None), ref.registry, unread=why), None
+        return Champion(where, AssetVersion(ref.name, ref.version, _created(model)), ref.registry), model
 
     def data_versions(self, name: str) -> list[AssetVersion]:
         """Every active version of the data asset ``name`` (the list is paged; all pages are read)."""

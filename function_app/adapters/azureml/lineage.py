@@ -9,7 +9,11 @@
 - The champion's lineage (``worthiness``): the champion is the version the policy's online endpoint serves
   (its deployment with the most live traffic: :meth:`AzureMLFreshness.champion`, the rule the gate and
   ``retrain.max_age`` use); without an endpoint, or when it serves no version of the model, the model's latest
-  version (``models.list``), and the notes say so. Then its ``job_name`` (the run that produced it), that job's
+  version (``models.list``), and the notes say so. A champion served from a registry is never replaced by a
+  workspace version: from the policy's registry (``environment.registry``) it is read there, and its lineage
+  tags (``retrain_source_workspace``, ``retrain_run``: what the upstream's promotion wrote) name the workspace
+  and run it was trained in, whose data asset versions are not this workspace's: its training data is not
+  compared (the retrain goes ahead, the notes say why); from another registry it is not read at all. Then its ``job_name`` (the run that produced it), that job's
   inputs that name a data asset version (``azureml:<name>:<version>`` or the version's resource id), and each
   asset's latest version (``data.get(name, label='latest')``). A version registered by a pipeline's step names
   the step's run, which the SDK reads from run history without inputs: its ``azureml.pipelinerunid``
@@ -26,11 +30,13 @@ from typing import TYPE_CHECKING, Any
 from function_app.adapters.azureml.client import DATA_ID, SHORT_ASSET, AzureMLClient
 from function_app.adapters.mlflow_metrics import PARENT_TAG
 from handlers.errors import PermanentError, TransientError
+from handlers.pickup import SOURCE_WORKSPACE
 from handlers.worthiness import RetrainFacts
 
 if TYPE_CHECKING:
     from function_app.adapters.azureml.freshness import AzureMLFreshness
     from function_app.retry import Budget
+    from handlers.freshness import Champion
     from handlers.plans import JobPlan
 
 log = logging.getLogger(__name__)
@@ -72,7 +78,10 @@ class AzureMLLineage:
         if "worthiness" not in plan.checks:
             return RetrainFacts(breaches, run, unread)
         try:
-            champion, trained_on, notes = self._lineage(budget, plan.model, plan.checks["worthiness"].get("endpoint"))
+            check = plan.checks["worthiness"]
+            champion, trained_on, notes = self._lineage(
+                budget, plan.model, check.get("endpoint"), check.get("registry")
+            )
         except PermanentError as exc:  # the lineage is an optimisation: unreadable, the retrain goes ahead
             champion, trained_on, notes = None, None, [f"the champion's lineage could not be read: {exc}"]
         latest: dict[str, str] = {}
@@ -128,20 +137,24 @@ class AzureMLLineage:
     # ------------------------------------------------------------------ the champion's lineage
 
     def _lineage(
-        self, budget: Budget, model: str, endpoint: str | None
+        self, budget: Budget, model: str, endpoint: str | None, registry: str | None
     ) -> tuple[str | None, dict[str, str] | None, list[str]]:
-        version, notes = self._champion(budget, model, endpoint)
+        served, read = self.freshness.served(endpoint, registry) if endpoint else (None, None)
+        if served is not None and served.registry is not None and served.version.name == model:
+            return served.label, None, [_registry_lineage(served, read)]
+        version, notes = self._champion(budget, model, endpoint, served)
         if version is None:
             return None, None, notes
         champion = f"{model}:{version.version}"
         trained_on, why = self._trained_on(budget, champion, version)
         return champion, trained_on, [*notes, *why]
 
-    def _champion(self, budget: Budget, model: str, endpoint: str | None) -> tuple[Any | None, list[str]]:
-        """The model version the endpoint serves (the champion), else the latest registered one, and notes
-        that say which it is when it is not the served one."""
+    def _champion(
+        self, budget: Budget, model: str, endpoint: str | None, served: Champion | None
+    ) -> tuple[Any | None, list[str]]:
+        """The model version the endpoint serves (``served``, the champion), else the latest registered one, and
+        notes that say which it is when it is not the served one."""
         if endpoint:
-            served = self.freshness.champion(endpoint)
             if served is not None and served.version.name == model:
                 found = self.client.call(
                     budget,
@@ -191,6 +204,20 @@ class AzureMLLineage:
         if not trained:
             return None, [f"job {job_name} of {champion} read no data asset version"]
         return trained, []
+
+
+def _registry_lineage(served: Champion, version: Any | None) -> str:
+    """Why a champion served from a registry has no training data to compare: not read (another registry), or
+    trained in the workspace its lineage names (read from the registry's version)."""
+    if served.unread or version is None:
+        return f"the champion {served.label} was not read: {served.unread}; its training data is not compared"
+    tags = getattr(version, "tags", None) or {}
+    source = str(tags.get(SOURCE_WORKSPACE) or "") or "a workspace its lineage does not name"
+    run = f", run {str(tags['retrain_run'])[:200]}" if tags.get("retrain_run") else ""
+    return (
+        f"the champion {served.label} ({served.where}) was trained in {source[:300]}{run} (its lineage, read "
+        "from the registry): that workspace's data asset versions are not this one's, so its training data is not compared"
+    )
 
 
 def _data_inputs(job: Any) -> dict[str, str]:
