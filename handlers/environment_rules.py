@@ -11,21 +11,25 @@ registry the service trusts, not the endpoint. With ``upstream`` (the dev worksp
 shares into the registry), new versions of the model in the registry are picked up
 (:mod:`handlers.pickup`): from the upstream service's promotion notifications, whose ``source`` must be
 ``upstream``, and by polling the registry; only versions whose lineage names ``upstream`` are taken.
+The reconciler polls on each of its passes (``RETRAIN_RECONCILE_SCHEDULE``), or at most once per
+``poll_every`` per worker.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from handlers.policy_base import Strict
+from handlers.policy_base import Duration, Strict
 
 # An Azure ML registry name: 3 to 33 characters, letters, digits, '-' and '_', starting with a letter
 # or a digit (the rules `az ml registry create` enforces for a registry's name).
 _REGISTRY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,32}$")
 _ALIASES = {"dev": "upstream", "prod": "downstream"}
+POLL_EVERY = (timedelta(minutes=1), timedelta(days=1))  # the range of environment.poll_every
 # An Azure ML workspace's resource id: what the upstream service's notifications carry as their source
 # (RETRAIN_NOTIFY's CloudEvents: the workspace it acts for) and its lineage as retrain_source_workspace.
 _WORKSPACE_ID = re.compile(
@@ -47,6 +51,11 @@ class EnvironmentRule(Strict):
         default=None,
         description="downstream only: the dev workspace (its resource id) whose promotions are picked up from the "
         "registry; unset, nothing is picked up",
+    )
+    poll_every: Duration | None = Field(
+        default=None,
+        description="downstream with upstream only: the reconciler lists the registry's versions of the model at most "
+        "this often, 1m to 1d (unset: on every reconciler pass)",
     )
 
     @property
@@ -75,7 +84,24 @@ class EnvironmentRule(Strict):
                 "upstream names the dev workspace a downstream (prod) environment picks up from; with role "
                 "upstream, remove it"
             )
+        if self.poll_every is not None and self.upstream is None:
+            raise ValueError(
+                "poll_every is how often the registry is polled for the versions upstream shares; without upstream "
+                "(role downstream) nothing is polled: remove poll_every, or set upstream"
+            )
         return self
+
+    @field_validator("poll_every")
+    @classmethod
+    def _poll_every(cls, value: timedelta | None) -> timedelta | None:
+        low, high = POLL_EVERY
+        if value is not None and not low <= value <= high:
+            raise ValueError(
+                "poll_every must be from 1m to 1d, e.g. '15m': the reconciler lists the registry's versions at most "
+                "this often (it runs every RETRAIN_RECONCILE_SCHEDULE, 5 minutes by default, so a shorter interval "
+                "polls on every pass)"
+            )
+        return value
 
     @field_validator("registry")
     @classmethod

@@ -128,13 +128,18 @@ class RegistryPoll:
     the newest version its upstream shared, when no decision was made for it yet, is carried out as its
     notification would have been (the same decision), through :func:`handlers.starts.start` as every
     decision the reconciler makes: a guard's refusal (a rollout in flight) is recorded, and the next pass
-    tries again; a version decided already, or reserved by a worker, is left."""
+    tries again; a version decided already, or reserved by a worker, is left.
+
+    A model is polled on every pass, or, with ``environment.poll_every``, at most once per that interval
+    per worker (when this worker last listed it is kept in memory: a worker started afresh polls on its
+    first pass; that costs a read, never a pickup, since the decision is keyed by the version)."""
 
     def __init__(self, policy: Policy, ledger: Ledger, executor: Executor, registry: RegistryVersions) -> None:
         self.policy = policy
         self.ledger = ledger
         self.executor = executor
         self.registry = registry
+        self.polled: dict[str, datetime] = {}  # when this worker last listed each model's versions (efficiency only)
 
     def watched(self) -> list[tuple[str, str, str]]:
         """(model, registry, upstream) of each model that picks up from a registry."""
@@ -145,10 +150,20 @@ class RegistryPoll:
                 out.append((model, env.registry, env.upstream))
         return out
 
+    def due(self, model: str, now: datetime) -> bool:
+        """Whether ``model``'s registry is polled in this pass (its ``environment.poll_every`` has passed)."""
+        env = self.policy.models[model].environment
+        every = env.poll_every if env is not None else None
+        last = self.polled.get(model)
+        return every is None or last is None or now - last >= every
+
     def poll(self, model: str, registry: str, upstream: str, now: datetime) -> DecisionRecord | None:
         """Pick up ``model``'s newest version in ``registry`` from ``upstream``, if it is new; the record of
-        what came of it (None: nothing new)."""
+        what came of it (None: nothing new, or not due yet: :meth:`due`)."""
+        if not self.due(model, now):
+            return None
         found = newest(self.registry.registry_versions(registry, model), upstream)
+        self.polled[model] = now
         if found is None:
             return None
         trigger = Trigger(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from handlers import freeze, guards
 from handlers.errors import PermanentError, TransientError
 from handlers.ports import Deployments, Ledger
-from handlers.records import ModelState, iso
+from handlers.records import ModelState, iso, span
 from handlers.rollout.progress import RolloutProgress
 
 if TYPE_CHECKING:
@@ -212,6 +212,8 @@ def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now
                 "registry": environment.registry,
                 "role": environment.role,
                 **({"upstream": environment.upstream} if environment.upstream else {}),  # picks up from it
+                # how often the reconciler polls the registry for it (unset: every pass)
+                **({"poll_every": span(environment.poll_every)} if environment.poll_every else {}),
             }
             if environment
             else None

@@ -26,7 +26,9 @@ def test_a_version_picked_up_from_the_registry_says_where_it_came_from(tmp_path:
     """Its row says the registry, the version and whether the upstream's notification (its source) or the
     reconciler's poll told of it."""
     text = (REPO / "examples" / "policy.yaml").read_text()
-    environment = f"    environment: {{registry: mlreg-shared, role: downstream, upstream: '{UPSTREAM}'}}\n"
+    environment = (
+        f"    environment: {{registry: mlreg-shared, role: downstream, upstream: '{UPSTREAM}', poll_every: 15m}}\n"
+    )
     text = text.replace("  sklearn_regression_model:\n", "  sklearn_regression_model:\n" + environment, 1)
     world = World(LedgerSpec("sqlite", str(tmp_path / "l.db")), policy=parse_policy(text), actions=RecordingActions())
     [picked] = world.deliver(promotion_event(source=UPSTREAM)).decisions
@@ -38,5 +40,5 @@ def test_a_version_picked_up_from_the_registry_says_where_it_came_from(tmp_path:
         assert origin == f"From registry mlreg-shared, version 4: told by the notification of {UPSTREAM}"
         card = page.locator('article.model[data-model="sklearn_regression_model"]')
         assert card.locator(".environment").inner_text() == (
-            f"downstream, registry mlreg-shared, picks up versions from {UPSTREAM}"
+            f"downstream, registry mlreg-shared, picks up versions from {UPSTREAM}, polled every 15m"
         )

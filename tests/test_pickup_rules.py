@@ -5,6 +5,7 @@ tells of it, which version a poll takes, and the policy keys, each refused namin
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -126,6 +127,7 @@ def _problems(model: dict[str, Any]) -> list[str]:
         ({"role": "upstream", "upstream": UPSTREAM}, {"endpoint": "churn-ep"}, "with role upstream, remove it"),
         ({"role": "downstream", "upstream": UPSTREAM}, None, "add deploy"),
         ({"role": "downstream", "upstream": UPSTREAM}, {"batch_endpoint": {"name": "churn-batch"}}, "batch endpoint"),
+        ({"role": "downstream", "poll_every": "15m"}, {"endpoint": "churn-ep"}, "remove poll_every, or set upstream"),
     ],
 )
 def test_an_upstream_the_service_cannot_pick_up_from_is_refused_naming_the_key_and_the_fix(
@@ -140,6 +142,24 @@ def test_an_upstream_the_service_cannot_pick_up_from_is_refused_naming_the_key_a
     [problem] = _problems(model)
     assert "models.churn" in problem and says in problem, problem
     assert "upstream" in problem
+
+
+@pytest.mark.parametrize(
+    ("poll_every", "says"),
+    [("30s", "must be from 1m to 1d, e.g. '15m'"), ("2d", "must be from 1m to 1d"), ("soon", "is not a duration")],
+)
+def test_a_registry_poll_interval_out_of_range_is_refused_naming_the_key_and_the_fix(
+    poll_every: str, says: str
+) -> None:
+    environment = {"registry": "mlreg", "role": "downstream", "upstream": UPSTREAM, "poll_every": poll_every}
+    [problem] = _problems(
+        {"retrain": {"pipeline": "churn-train:3"}, "deploy": {"endpoint": "churn-ep"}, "environment": environment}
+    )
+    assert problem.startswith("policy.yaml: models.churn.environment.poll_every: ") and says in problem, problem
+
+
+def test_a_registry_poll_interval_is_read_as_a_duration() -> None:
+    assert _policy(upstream=UPSTREAM, poll_every="1h30m").models[MODEL].environment.poll_every == timedelta(minutes=90)
 
 
 def test_a_registry_version_is_not_the_workspace_version_of_the_same_number() -> None:

@@ -273,3 +273,29 @@ def test_a_poll_whose_worker_dies_after_starting_the_deployment_is_finished_by_t
     assert (resumed.id, resumed.outcome, resumed.details.get("adopted")) == (reserved.id, "submitted", True)
     assert report.picked_up == []
     assert [n for (e, n), d in prod.arm.deployments.items() if d["properties"]["model"] == REGISTRY_ID] == [started]
+
+
+def _registry_lists(world: AzureWorld) -> int:
+    return sum(
+        1
+        for c in world.arm.calls
+        if c.method == "GET" and c.path.endswith(f"/registries/{rbac.REGISTRY}/models/{MODEL}/versions")
+    )
+
+
+@pytest.mark.parametrize(("poll_every", "lists"), [(None, [1, 2, 3, 4]), ("30m", [1, 1, 1, 2])])
+def test_the_registry_is_polled_on_every_pass_or_at_most_once_per_poll_every(
+    tmp_path: Path, poll_every: str | None, lists: list[int]
+) -> None:
+    environment = {"registry": rbac.REGISTRY, "role": "downstream", "upstream": WORKSPACE_ID}
+    prod = AzureWorld(tmp_path, policy=_policy({**environment, **({"poll_every": poll_every} if poll_every else {})}))
+    try:
+        prod.serve_from_registry("7", {"r2_score": "0.66"})  # a version whose lineage names no upstream: not picked up
+        seen = []
+        for step in (0, 5, 20, 6):  # passes of one worker at 0, 5, 25 and 31 minutes
+            prod.now.advance(minutes=step)
+            assert prod.reconcile().picked_up == []
+            seen.append(_registry_lists(prod))
+        assert seen == lists
+    finally:
+        prod.close()

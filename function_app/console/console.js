@@ -130,7 +130,7 @@
         : "no";
       card.dataset.frozen = frozenActions.length ? "yes" : "no";
       const env = m.environment;  // models.<name>.environment: the registry its champions are read from
-      card.querySelector(".environment").textContent = env ? env.role + ", registry " + env.registry + (env.upstream ? ", picks up versions from " + env.upstream : "") : "this workspace only";
+      card.querySelector(".environment").textContent = env ? env.role + ", registry " + env.registry + (env.upstream ? ", picks up versions from " + env.upstream + (env.poll_every ? ", polled every " + env.poll_every : "") : "") : "this workspace only";
       card.querySelector('[data-action="freeze"]').disabled = Boolean(m.stop_switch);
       card.querySelector('[data-action="unfreeze"]').disabled = !m.stop_switch;
       card.querySelector(".last").textContent = m.last_decision ? m.last_decision.action + " " + m.last_decision.outcome + ": " + short(m.last_decision.reason, 140) : "none yet";
