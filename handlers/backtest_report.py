@@ -141,7 +141,8 @@ class ModelReport:
 class Report:
     """The whole backtest: the window (``since`` .. ``until``), how many events were replayed, those
     that could not be (``unreplayable``: kept no signal) and the operators' requests (no policy
-    decides them), the durations the estimate used (pipeline -> mean of its recorded runs), each
+    decides them), the reconciler's recorded retrains replayed, the draft's retrains whose checks had
+    nothing recorded to be judged on (``unchecked``: counted as started), the durations the estimate used (pipeline -> mean of its recorded runs), each
     model, and ``notes``: what the replay assumed."""
 
     policy: str
@@ -150,6 +151,8 @@ class Report:
     replayed: int = 0
     unreplayable: list[str] = field(default_factory=list)
     operator: int = 0
+    reconciler: int = 0  # the reconciler's recorded retrains replayed (handlers.backtest_starts)
+    unchecked: list[str] = field(default_factory=list)  # the draft's retrains with checks nothing was read for
     truncated: bool = False
     durations: dict[str, timedelta] = field(default_factory=dict)
     models: dict[str, ModelReport] = field(default_factory=dict)
@@ -166,6 +169,8 @@ class Report:
             "replayed": self.replayed,
             "unreplayable": list(self.unreplayable),
             "operator_requests": self.operator,
+            "reconciler_starts": self.reconciler,
+            "unchecked": list(self.unchecked),
             "truncated": self.truncated,
             "durations": {k: int(v.total_seconds()) for k, v in sorted(self.durations.items())},
             "models": [self.models[m].to_dict() for m in sorted(self.models)],

@@ -20,7 +20,7 @@ worker) makes the same decision, with the same id and job name: the ledger says 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -93,7 +93,12 @@ def age_retrain(
         f"model age: the champion {champion.label} ({champion.where}) was created {iso(created)}, "
         f"{span(timedelta(days=(now - created).days) or now - created)} ago, older than retrain.max_age {span(max_age)}"
     )
-    return retrain(model, mp, age_trigger(model, champion, period), reason, {}, {})
+    decision = retrain(model, mp, age_trigger(model, champion, period), reason, {}, {})
+    if isinstance(decision, Skip):
+        return decision
+    # what a backtest needs to judge another max_age on the same champion (handlers.backtest_starts)
+    age = {"champion": champion.label, "key": champion.key, "where": champion.where, "created": iso(created)}
+    return replace(decision, details={**decision.details, "age": age})
 
 
 def asset_trigger(model: str, version: AssetVersion) -> Trigger:

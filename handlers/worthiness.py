@@ -16,6 +16,9 @@ they need (:class:`RetrainFacts`, ``Jobs.retrain_facts``) and :func:`judge` says
   input), the retrain goes ahead and its record says why it was not judged.
 
 A skip here gives the cooldown and budget its reservation took back: nothing ran.
+
+``retrain backtest`` judges a draft's checks again on what a record kept of the facts
+(:func:`recorded_facts`): the same decision, at the same moment, read the same workspace.
 """
 
 from __future__ import annotations
@@ -75,7 +78,8 @@ def judge(plan: JobPlan, facts: RetrainFacts) -> Judged:
     if isinstance(veto, Mapping) and facts.breaches is not None:
         hits = [s for s in veto.get("signals") or [] if str(s).lower() in facts.breaches]
         run = facts.monitor_run or veto.get("run")
-        details["veto"] = {"run": run, "checked": list(veto.get("signals") or []), "breached": hits}
+        found = sorted(facts.breaches)[:50]  # every signal breached in that run: a backtest judges another veto on it
+        details["veto"] = {"run": run, "checked": list(veto.get("signals") or []), "breached": hits, "found": found}
         if hits:
             details["incident"] = "veto"
             return Judged(
@@ -107,3 +111,47 @@ def judge(plan: JobPlan, facts: RetrainFacts) -> Judged:
         f"retraining would learn from the same data (retrain.worthiness: false in models.{plan.model} retrains anyway)",
         details,
     )
+
+
+def recorded_facts(plan: JobPlan, details: Mapping[str, Any]) -> tuple[RetrainFacts, list[str]]:
+    """The facts ``plan``'s checks need, as a record of the same decision kept them (the ``veto`` and
+    ``worthiness`` details :func:`judge` wrote), and the checks they cannot answer: nothing was read for
+    them (the recorded decision was refused by a guard first, or its policy had no such check), or the
+    record names the breaches of some of the signals only (written before ``found`` was kept). A check
+    listed missing matters only when the others let the retrain go (a veto that decided was read first)."""
+    missing: list[str] = []
+    breaches: dict[str, str] | None = None
+    run: str | None = None
+    unread: str | None = None
+    veto = plan.checks.get("veto")
+    kept = details.get("veto")
+    if isinstance(veto, Mapping) and not isinstance(kept, Mapping):
+        missing.append("veto")
+    elif isinstance(veto, Mapping) and isinstance(kept, Mapping):
+        run = str(kept.get("run") or "") or None
+        if kept.get("unread"):
+            unread = str(kept["unread"])
+        else:
+            found = kept.get("found")
+            if not isinstance(found, list):  # only the signals it checked were kept
+                checked = {str(s).lower() for s in kept.get("checked") or []}
+                if any(str(s).lower() not in checked for s in veto.get("signals") or []):
+                    missing.append("veto")
+                found = list(kept.get("breached") or [])
+            breaches = {str(s).lower(): "breached, as recorded" for s in found}
+    champion: str | None = None
+    trained_on: dict[str, str] | None = None
+    latest: dict[str, str] = {}
+    notes: tuple[str, ...] = ()
+    judged = details.get("worthiness")
+    if "worthiness" in plan.checks and not isinstance(judged, Mapping):
+        missing.append("worthiness")
+    elif "worthiness" in plan.checks and isinstance(judged, Mapping):
+        champion = None if judged.get("champion") is None else str(judged["champion"])
+        if judged.get("judged"):
+            trained_on = {str(k): str(v) for k, v in (judged.get("trained_on") or {}).items()}
+            latest = {str(k): str(v) for k, v in (judged.get("latest") or {}).items()}
+            notes = tuple(str(n) for n in judged.get("notes") or [])
+        else:
+            notes = (str(judged.get("why") or "not judged when it was recorded"),)
+    return RetrainFacts(breaches, run, unread, champion, trained_on, latest, notes), missing

@@ -133,7 +133,12 @@ NOTES = [
     "note: deploys meet the freezes only and count as started before the candidate gate (it needs the candidate's "
     "metrics from the workspace); a rollout's single flight and the alerts' rollout guards are not replayed",
     "note: a retrain's checks before submission (a veto signal in its monitor run, the worthiness of the champion's "
-    "data) read the workspace and are not replayed: such a retrain counts as started",
+    "data) are judged again on what was read for the same decision when it was recorded; one whose checks were never "
+    "read (a guard refused it first, or the recorded policy had no such check) counts as started",
+    "note: retrains the reconciler started (model age, new data-asset versions, settled bursts of new blobs) are "
+    "replayed at the moments they were recorded, through the draft's rules and guards; one the draft would start at "
+    "another moment (a shorter max_age or settle, a rule it adds) is not replayed: what the reconciler would have read "
+    "then was never read",
 ]
 ALERT_ID = "0f0e0d0c-0000-4000-8000-00000000a1e7:fired"
 # the churn model's lines, which neither draft changes (its run never ended: its duration is unknown)
@@ -151,7 +156,7 @@ def head(tmp_path: Path) -> list[str]:
     """The report's first lines for the day: the window, what was replayed, the pipelines' durations."""
     return [
         f"backtest of {tmp_path / 'draft.yaml'} over 2026-12-04T23:00:00.000Z .. 2026-12-05T23:00:00.000Z: "
-        "12 event(s) replayed, 1 not replayable, 1 operator request(s)",
+        "12 event(s) replayed, 1 not replayable, 1 operator request(s), 0 reconciler start(s)",
         "  not replayable (no signal kept: recorded before this version, or too large): e-old",
         "pipeline durations (mean of recorded runs): diabetes-retrain:3 1h",
     ]
@@ -220,6 +225,8 @@ def test_a_draft_with_a_shorter_cooldown_and_no_alert_rule_differs_exactly_there
         "    2026-12-05T10:00:00.000Z  e10 (RunStatusChanged)  recorded: retrain refused (cooldown)  "
         "draft: retrain refused (budget)",
         *NOTES,
+        # e05, refused by the cooldown when recorded: its worthiness was never read, so it counts as started
+        "note: 1 retrain(s) the draft starts have checks nothing was read for when recorded: counted as started",
     ]
     page = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")  # its sample is this very output
     sample = page.split("## Backtesting a draft policy", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
@@ -236,9 +243,11 @@ def test_the_json_report_has_each_model_s_counts_compute_and_differences(backtes
         "notes",
         "operator_requests",
         "policy",
+        "reconciler_starts",
         "replayed",
         "since",
         "truncated",
+        "unchecked",
         "unreplayable",
         "until",
     ]

@@ -81,7 +81,12 @@ def test_a_drift_breach_retrains_and_its_record_names_the_signal_and_its_class(a
         "run": steps["feature-drift"],
     }
     # the monitor run was read through MLflow: the data-quality step passed, so nothing vetoed it
-    assert rec.details["veto"] == {"run": "monitor-run-1", "checked": ["data-quality"], "breached": []}
+    assert rec.details["veto"] == {
+        "run": "monitor-run-1",
+        "checked": ["data-quality"],
+        "breached": [],
+        "found": ["feature-drift"],
+    }
     assert len(azure.arm.job_puts) == 1
     assert "signal 'feature-drift', class retrain" in rec.reason
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from handlers import guards
 from handlers.plans import JobPlan, Retrain
 from handlers.records import ModelState
 from handlers.retrain_plan import retrain
 from handlers.signal_rules import class_of, class_problem, vetoes
 from handlers.signals import DRIFT, Trigger
-from handlers.worthiness import RetrainFacts, judge
-from tests.builders import EXAMPLE_POLICY, MODEL, NOW
+from handlers.worthiness import RetrainFacts, judge, recorded_facts
+from tests.builders import EXAMPLE_POLICY, MODEL, NOW, with_environment
 
 
 def plan(**checks: object) -> JobPlan:
@@ -37,7 +39,12 @@ def test_a_veto_breached_in_the_monitor_run_skips_and_one_not_breached_goes_ahea
     hit = judge(checks, RetrainFacts(breaches={"data-quality": "x", "feature-drift": "y"}, monitor_run="run-1"))
     assert hit.skip is not None and "'data-quality' of class veto breached in the same monitor run (run-1)" in hit.skip
     assert hit.details == {
-        "veto": {"run": "run-1", "checked": ["data-quality"], "breached": ["data-quality"]},
+        "veto": {
+            "run": "run-1",
+            "checked": ["data-quality"],
+            "breached": ["data-quality"],
+            "found": ["data-quality", "feature-drift"],
+        },
         "incident": "veto",
     }
     clean = judge(checks, RetrainFacts(breaches={"feature-drift": "y"}, monitor_run="run-1"))
@@ -83,6 +90,51 @@ def test_the_worthiness_check_names_the_endpoint_whose_served_version_is_the_cha
     assert isinstance(served, Retrain) and served.job.checks == {"worthiness": {"endpoint": mp.deploy.endpoint}}
     latest = retrain(MODEL, mp.model_copy(update={"deploy": None}), breach, "drift", {}, {})
     assert isinstance(latest, Retrain) and latest.job.checks == {"worthiness": {}}  # no endpoint: the latest version
+
+
+def test_a_downstream_models_worthiness_check_names_the_registry_its_champion_is_read_from() -> None:
+    mp = with_environment({"registry": "mlreg-shared", "role": "downstream"}).models[MODEL]
+    assert mp.deploy is not None
+    served = retrain(MODEL, mp, Trigger(f"model:{MODEL}", "drift-1", DRIFT), "drift", {}, {})
+    assert isinstance(served, Retrain)
+    assert served.job.checks == {"worthiness": {"endpoint": mp.deploy.endpoint, "registry": "mlreg-shared"}}
+    upstream = with_environment({"registry": "mlreg-shared", "role": "upstream"}).models[MODEL]
+    shared = retrain(MODEL, upstream, Trigger(f"model:{MODEL}", "drift-1", DRIFT), "drift", {}, {})
+    assert isinstance(shared, Retrain) and shared.job.checks == {"worthiness": {"endpoint": mp.deploy.endpoint}}
+
+
+BOTH = plan(veto={"run": "step-1", "signals": ["data-quality"]}, worthiness={})
+
+
+@pytest.mark.parametrize(
+    "facts",
+    [
+        RetrainFacts(breaches={"data-quality": "x"}, monitor_run="run-1"),  # vetoed
+        RetrainFacts(veto_unread="MLflow has no run step-1"),  # not read: not retrained on
+        RetrainFacts(breaches={}, champion="m:4", trained_on={"a": "2"}, latest={"a": "2"}),  # not worth it
+        RetrainFacts(breaches={}, champion="m:4", trained_on={"a": "2"}, latest={"a": "3"}),  # newer data
+        RetrainFacts(breaches={}, notes=("m:4 names no job that produced it",)),  # not judged: goes ahead
+    ],
+)
+def test_checks_judged_again_on_what_their_record_kept_give_the_same_verdict(facts: RetrainFacts) -> None:
+    first = judge(BOTH, facts)
+    kept, missing = recorded_facts(BOTH, first.details)
+    assert judge(BOTH, kept).skip == first.skip
+    assert missing == [] or first.skip is not None  # a veto that decided: the worthiness was never read
+
+
+def test_a_record_whose_checks_were_never_read_answers_none_of_them() -> None:
+    kept, missing = recorded_facts(BOTH, {"guard": "cooldown"})  # refused by a guard before anything was read
+    assert missing == ["veto", "worthiness"] and judge(BOTH, kept).skip is None
+
+
+def test_another_veto_signal_is_judged_on_every_breach_its_record_found() -> None:
+    recorded = judge(BOTH, RetrainFacts(breaches={"feature-drift": "y", "label-shift": "z"}, monitor_run="run-1"))
+    draft = plan(veto={"run": "step-1", "signals": ["Label-Shift"]})
+    kept, missing = recorded_facts(draft, recorded.details)
+    assert missing == [] and judge(draft, kept).skip is not None and "'Label-Shift'" in str(judge(draft, kept).skip)
+    before = {"veto": {"run": "run-1", "checked": ["data-quality"], "breached": []}}  # kept no "found"
+    assert recorded_facts(draft, before)[1] == ["veto"] and recorded_facts(BOTH, before)[1] == ["worthiness"]
 
 
 def test_a_champion_that_is_not_the_served_version_is_said_in_the_judged_record() -> None:

@@ -81,7 +81,8 @@ def lines(report: dict[str, Any]) -> list[str]:
     """The report (:meth:`handlers.backtest_report.Report.to_dict`) as the command prints it."""
     out = [
         f"backtest of {report['policy']} over {report['since']} .. {report['until']}: {report['replayed']} event(s) "
-        f"replayed, {len(report['unreplayable'])} not replayable, {report['operator_requests']} operator request(s)"
+        f"replayed, {len(report['unreplayable'])} not replayable, {report['operator_requests']} operator request(s), "
+        f"{report['reconciler_starts']} reconciler start(s)"
     ]
     if report["unreplayable"]:
         out.append(
