@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from handlers.recorded import RecordedEvent
 
 LIMIT = 100_000  # events one backtest replays at most (the report says when there were more)
-ACTIONS = ("retrain", "deploy", "none")  # the recorded decisions a policy's rules make (not rollouts, switches)
+ACTIONS = ("retrain", "deploy", "none", "collect")  # the recorded decisions a policy's rules make (not rollouts)
 NOTES = (
     "the guard state starts empty at the window's start (no cooldown, budget or flight from before it)",
     "a retrain the draft starts holds its slot until its run's recorded completion, or for its pipeline's mean "
@@ -157,8 +157,9 @@ class Replay:
     def _guarded(self, d: Decision, now: datetime) -> Outcome:
         if isinstance(d, Skip):
             return Outcome("none", "skipped", None, d.reason)
-        if isinstance(d, Collect):  # new data: its burst's retrain is the reconciler's, not replayed here
-            return Outcome(d.action, "skipped", None, f"{d.reason}: counted into a burst (its retrain is not replayed)")
+        if isinstance(d, Collect):  # new data: its burst's retrain is the reconciler's (backtest_starts)
+            why = f"{d.reason}: counted into a burst (its retrain, the reconciler's, is replayed where it was recorded)"
+            return Outcome("none", "skipped", None, why)
         if d.dry_run:
             return Outcome(d.action, "skipped", None, f"dry run: {d.reason}")
         retrain = isinstance(d, Retrain)

@@ -50,6 +50,8 @@ def recorded_outcome(record: DecisionRecord) -> Outcome:
     component = rendered.get("component") if isinstance(rendered, dict) else None
     if record.details.get("dry_run"):
         return Outcome(record.action, "skipped", None, f"dry run: {record.reason}")
+    if record.action == "collect":  # a blob counted into a burst: a skip (its retrain is the reconciler's)
+        return Outcome("none", "skipped", None, record.reason)
     if record.outcome == "skipped" and guard:
         return Outcome(record.action, "refused", str(guard), record.reason)
     if record.outcome in STARTED and record.action in ("retrain", "deploy"):

@@ -16,7 +16,17 @@ from handlers.backtest_report import Report
 from handlers.policy import Policy
 from handlers.records import iso
 from tests.azure_world import DATASET, DRIFT_SAMPLE, AzureWorld, in_workspace
-from tests.builders import EXAMPLE_POLICY, MODEL, NOW, breach_event, with_classes, with_retrain, with_retrain_on
+from tests.builders import (
+    EXAMPLE_POLICY,
+    MODEL,
+    NOW,
+    STORAGE,
+    blob_event,
+    breach_event,
+    with_classes,
+    with_retrain,
+    with_retrain_on,
+)
 from tests.fakes import Clock, RecordingActions
 from tests.ledgers import LedgerSpec
 from tests.world import World
@@ -132,3 +142,21 @@ def test_a_new_data_asset_version_retrain_is_replayed_only_while_the_draft_watch
     [(event_id, was, would)] = differences(unwatched)
     assert (event_id, was, would) == (f"data-asset:{DATASET}:3", ["retrain started"], ["skipped"])
     assert f"the draft does not watch data asset {DATASET!r}" in unwatched.models[MODEL].draft[0].reason
+
+
+def test_a_settled_burst_retrain_is_replayed_only_while_the_draft_retrains_on_new_blobs(tmp_path: Path) -> None:
+    sources = [{"account": STORAGE, "container": "training", "prefix": "diabetes/"}]
+    policy = with_retrain_on({"data": {"blobs": sources, "settle": "5m"}})
+    world = World(LedgerSpec("sqlite", str(tmp_path / "ledger.db")), policy=policy, clock=Clock(NOW))
+    for i in range(3):
+        world.deliver(blob_event(f"diabetes/2026-11-25/part-{i}.csv", event_id=f"blob-{i}"))
+    world.clock.now = NOW + timedelta(minutes=6)
+    [started] = world.reconcile().started
+    assert started.outcome == "submitted" and started.trigger["event_id"].startswith("burst:")
+    world.clock.now = NOW + timedelta(minutes=10)
+    same = replay(world, policy)
+    assert same.reconciler == 1 and differences(same) == []
+    deaf = replay(world, EXAMPLE_POLICY)
+    [(_, was, would)] = [d for d in differences(deaf) if d[0] == started.trigger["event_id"]]
+    assert (was, would) == (["retrain started"], ["skipped"])
+    assert any("the draft does not retrain model" in o.reason for o in deaf.models[MODEL].draft)
