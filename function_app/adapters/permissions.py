@@ -96,7 +96,9 @@ OPERATIONS: dict[str, list[str]] = {
     "AzureMLActions.run_creator": [*_WORKSPACE, f"{AML}/experiments/runs/read"],
     # a retrain's checks before it is submitted (lineage.py): the monitor run's steps through MLflow
     # (runs/get, runs/search), the model's versions (models.list), the champion's job (jobs.get) and
-    # each data asset's latest version (data.get with label latest: the container, then the version)
+    # each data asset's latest version (data.get with label latest: the container, then the version); a
+    # champion served from the policy's registry is read there (registries/read, registries/assets/read:
+    # infra/modules/registry-access.bicep's role, on the registry only)
     "AzureMLActions.retrain_facts": [
         *_WORKSPACE,
         *_MLFLOW_READ,
@@ -144,7 +146,8 @@ OPERATIONS: dict[str, list[str]] = {
     # write) the custom role of infra/modules/registry-publisher.bicep, assigned there
     "AzureMLActions.share_promoted": [*_WORKSPACE, *_DEPLOYMENT_READ, *_MODELS_READ, *_MODELS_WRITE],
     # the reconciler's freshness look (handlers/watcher.py): the champion's model version and its creation time
-    # (retrain.max_age), and the versions of the data assets retrain.on.data.assets names (data.list)
+    # (retrain.max_age; a version served from the policy's registry is read on the registry, as above), and the
+    # versions of the data assets retrain.on.data.assets names (data.list)
     "AzureMLActions.champion": [*_ENDPOINT_READ, *_DEPLOYMENT_READ, *_MODELS_READ],
     "AzureMLActions.data_versions": [f"{AML}/data/read", f"{AML}/data/versions/read"],
     # a downstream environment's poll of its registry (handlers/pickup.py): models.list of the registry's client,
