@@ -105,6 +105,17 @@ def requesters(
     trigger is the run's event, which names nobody: without this, the person who retrained by hand could
     approve the deploy of their own run, alone."""
     out: list[tuple[str, Mapping[str, Any]]] = [("this", record.trigger.get("caller") or {})]
+    retrain = retrain_behind(record, get_decision)
+    if retrain is not None:
+        out.append((f"the retrain decision {retrain.id}, whose run this deploys,", retrain.trigger.get("caller") or {}))
+    return out
+
+
+def retrain_behind(
+    record: DecisionRecord, get_decision: Callable[[str], DecisionRecord | None]
+) -> DecisionRecord | None:
+    """The retrain decision whose run a deploy deploys, found as provenance is (the decision the candidate run's
+    tag names, for the model, whose job is the run); None for anything else."""
     candidate = (record.details.get("rendered") or {}).get("candidate") or {} if record.action == "deploy" else {}
     run, tags = candidate.get("run_id"), candidate.get("run_tags") or {}
     named = next((str(v) for k, v in tags.items() if str(k).lower() == TAG_DECISION), "")
@@ -115,8 +126,8 @@ def requesters(
         and retrain.model == record.model
         and (retrain.job or {}).get("name") == run
     ):
-        out.append((f"the retrain decision {retrain.id}, whose run this deploys,", retrain.trigger.get("caller") or {}))
-    return out
+        return retrain
+    return None
 
 
 def started_from(record: DecisionRecord) -> str | None:

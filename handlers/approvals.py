@@ -40,12 +40,11 @@ from handlers.approval_rules import (
     mark,
     refusal,
     requesters,
-    started_from,
     superseded,
     take,
     who,
 )
-from handlers.creators import Creators, refuse_creator
+from handlers.creators import Creators, refuse_creators, sources
 from handlers.errors import Forbidden, NotApplicable, NotFound
 from handlers.holds import decision_from_record
 from handlers.records import DecisionRecord, Flight, from_iso, iso
@@ -83,11 +82,12 @@ class Approvals:
             )
         return record
 
-    def _refuse(self, record: DecisionRecord, caller: dict[str, Any], verb: str) -> dict[str, Any] | None:
+    def _refuse(self, record: DecisionRecord, caller: dict[str, Any], verb: str) -> list[dict[str, Any]]:
         """Forbidden when ``caller`` may not ``verb`` ``record``: the policy's rule as it is now, four eyes
-        also when the record was asked under them; under four eyes an approver who created the run the
-        decision starts from (the candidate run, the upstream run) is refused too. Returns what the approval
-        records of that check (:func:`handlers.creators.refuse_creator`), or None when there was none."""
+        also when the record was asked under them; under four eyes an approver who created what the decision
+        comes from (the candidate run, the upstream run, the new data asset version, and what started the retrain
+        of a candidate run: :func:`handlers.creators.sources`) is refused too. Returns what the approval records of
+        those checks (:func:`handlers.creators.refuse_creators`), none when there were none."""
         model, asked_under = str(record.model), dict(record.details.get("approval") or {})
         mp = self.policy.models.get(model)
         section = (mp.retrain if record.action == "retrain" else mp.deploy) if mp is not None else None
@@ -99,11 +99,11 @@ class Approvals:
             why = refusal(key, four_eyes, role, asked, caller, verb, what)
             if why is not None:
                 raise Forbidden(why)
-        run = started_from(record)
-        if verb != "approve" or not four_eyes or run is None:
-            return None
+        found = sources(record, self.ledger.get_decision)
+        if verb != "approve" or not four_eyes or not found:
+            return []
         refused = f"which this {record.action} comes from, and may not approve it too ({key}.four_eyes)"
-        return refuse_creator(self.creators, run, caller, who(caller), refused)
+        return refuse_creators(self.creators, found, caller, who(caller), refused)
 
     def approve(self, decision_id: str, trigger: Trigger, reason: str) -> DecisionRecord:
         """Carry the pending retrain or deploy out, once; its record (the one already recorded when it
@@ -122,7 +122,7 @@ class Approvals:
                 f"decision {decision_id} expired at {approval.get('expires')}; the reconciler releases it. Ask for "
                 f"the {record.action} again to ask for a new approval"
             )
-        creator = self._refuse(record, caller, "approve")
+        creators = self._refuse(record, caller, "approve")
         state = self.ledger.get_model(model)
         held = freeze.frozen(state.frozen, self.policy.freeze_windows(model), record.action, now)
         if held is not None:
@@ -133,7 +133,7 @@ class Approvals:
             "approver": caller,
             "approved_at": iso(now),
             "approve_reason": reason,
-            **({"creator": creator} if creator is not None else {}),
+            **({"creators": creators} if creators else {}),
         }
         if not self.ledger.update_model(model, lambda s: take(s, decision_id, now, kind)):
             again = self._record(decision_id)

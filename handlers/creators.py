@@ -1,5 +1,8 @@
-"""Who created a run, as Azure ML records it, and whether that is who approves what the run starts (four eyes:
-the author of a candidate run, or of an upstream run, who also holds the approver role).
+"""Who created what an approval's decision comes from, as Azure ML records it, and whether that is who approves
+it (four eyes: the author of a candidate run, of an upstream run, or of the data asset version that started a
+retrain, who also holds the approver role). What a decision comes from is :func:`sources`: its own run or data
+version, and, for a deploy of a run this service retrained, what started that retrain (found through the ledger,
+as provenance is).
 
 Azure ML records a run's creator in three places, not all of them reliable:
 
@@ -13,43 +16,90 @@ Azure ML records a run's creator in three places, not all of them reliable:
 - MLflow's ``mlflow.user`` tag and ``RunInfo.user_id``: written by whatever client logs the run (the tag is a tag
   like any other; ``user_id`` is what the client sends to ``runs/create``): never matched on.
 
+A data asset version has only its ``systemData`` (``Data.creation_context``): ``createdBy`` is matched when it is
+a principal name (a person's, ``createdByType`` User, as ARM's ``systemData`` names a person); a display name or an
+application's client id is shown, never matched on (docs/security.md says which Azure ML writes is unverified).
+
 A signed-in approver is known by its object id (lower case) and, when its name is a principal name (holds an
 ``@``), by that name without case; the command line's login name is neither, so a creator is never matched
-against it. Stdlib and handlers.errors only.
+against it. Stdlib and handlers' pure modules only.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from handlers.approval_rules import retrain_behind, started_from
 from handlers.errors import Forbidden
+from handlers.freshness import ASSET_EVENT, NEW_ASSET_VERSION
+
+if TYPE_CHECKING:
+    from handlers.records import DecisionRecord
 
 log = logging.getLogger(__name__)
 
 NO_READER = "this backend reads no workspace (the dry-run backend)"
+RUN, DATA = "run", "data"
+THINGS = {RUN: "run", DATA: "data asset version"}
 
 
 @dataclass(frozen=True)
 class RunCreator:
-    """Who created run ``run``, as run history records it; ``problem``: why it could not be read."""
+    """Who created ``run`` (a run id; with ``of`` ``data``, a data asset version ``name:version``), as Azure ML
+    records it; ``problem``: why it could not be read."""
 
     run: str
     object_id: str = ""
     upn: str = ""
     name: str = ""  # a full name, or an application's client id: shown, never matched on
     problem: str = ""
+    of: str = RUN
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a decision comes from, whose author four eyes compare with the approver: a run (its id) or a data
+    asset version (``name:version``); ``what``: how it led to the decision, for the record."""
+
+    kind: str
+    name: str
+    what: str
 
 
 @runtime_checkable
 class Creators(Protocol):
-    """Reads who created a run (the Azure ML backend, from run history)."""
+    """Reads who created a run (the Azure ML backend, from run history) or a data asset version."""
 
     def run_creator(self, run_id: str) -> RunCreator:
         """The creator of ``run_id``; ``problem`` set when the workspace would not say, or has no such run."""
         ...
+
+    def data_creator(self, name: str, version: str) -> RunCreator:
+        """The creator of data asset version ``name:version`` (``of`` data); ``problem`` as for a run."""
+        ...
+
+
+def _own(record: DecisionRecord, whose: str) -> list[Source]:
+    run = started_from(record)
+    if run is not None:
+        what = "the candidate run" if record.action == "deploy" else "the upstream run"
+        return [Source(RUN, run, f"{what} of {whose}")]
+    trigger = record.trigger or {}
+    event = str(trigger.get("event_id") or "")
+    if record.action == "retrain" and trigger.get("event_type") == NEW_ASSET_VERSION and event.startswith(ASSET_EVENT):
+        return [Source(DATA, event.removeprefix(ASSET_EVENT), f"the new data asset version that started {whose}")]
+    return []
+
+
+def sources(record: DecisionRecord, get_decision: Callable[[str], DecisionRecord | None]) -> list[Source]:
+    """What ``record`` comes from: its candidate run (a deploy), its upstream run or new data asset version (a
+    retrain); for a deploy of a run this service retrained, also what started that retrain."""
+    out = _own(record, "this decision")
+    behind = retrain_behind(record, get_decision)
+    return out + (_own(behind, f"the retrain decision {behind.id}, whose run this deploys") if behind else [])
 
 
 def _forms(object_id: str, principal_name: str) -> set[str]:
@@ -66,15 +116,18 @@ def approver_forms(caller: Mapping[str, Any]) -> set[str]:
 
 
 def creator_check(creator: RunCreator, approver: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
-    """Whether ``approver`` created the run (True: four eyes refuse it), and what the approval records of the
-    check: ``compared`` (the kinds of form compared, none equal) or ``not_compared`` (why the creator could not be
-    matched: nothing reliable was recorded or read, or the approver is known by no such form)."""
-    seen: dict[str, Any] = {"run": creator.run[:200]} | ({"created_by": creator.name[:200]} if creator.name else {})
+    """Whether ``approver`` created the run or data version (True: four eyes refuse it), and what the approval
+    records of the check: ``compared`` (the kinds of form compared, none equal) or ``not_compared`` (why the
+    creator could not be matched: nothing reliable was recorded or read, or the approver is known by no such
+    form)."""
+    thing = THINGS.get(creator.of, creator.of)
+    seen = {creator.of: creator.run[:200]} | ({"created_by": creator.name[:200]} if creator.name else {})
     if creator.problem:
-        return False, {**seen, "not_compared": f"the run's creator could not be read: {creator.problem}"[:500]}
+        return False, {**seen, "not_compared": f"the {thing}'s creator could not be read: {creator.problem}"[:500]}
     theirs, mine = _forms(creator.object_id, creator.upn), approver_forms(approver)
     if not theirs:
-        return False, {**seen, "not_compared": "Azure ML recorded no object id or principal name for the run's creator"}
+        why = f"Azure ML recorded no object id or principal name for the {thing}'s creator"
+        return False, {**seen, "not_compared": why}
     if not mine:
         why = "the approver is known by no object id or principal name (a function key or the command line's login)"
         return False, {**seen, "not_compared": why}
@@ -82,23 +135,37 @@ def creator_check(creator: RunCreator, approver: Mapping[str, Any]) -> tuple[boo
         return True, {**seen, "matched": sorted(theirs & mine)[0]}
     kinds = {f.rsplit(" ", 1)[0] for f in theirs} & {f.rsplit(" ", 1)[0] for f in mine}
     if not kinds:
-        return False, {**seen, "not_compared": "the run's creator and the approver are known by no form in common"}
+        return False, {**seen, "not_compared": f"the {thing}'s creator and the approver are known by no form in common"}
     return False, {**seen, "compared": ", ".join(sorted(kinds))}
 
 
-def refuse_creator(
-    creators: Creators | None, run: str, caller: Mapping[str, Any], named: str, refused: str
-) -> dict[str, Any]:
-    """Forbidden when ``caller`` (``named``) created ``run``: four eyes, for an approval or a promotion of what the run
-    starts; ``refused`` ends the message (what it comes to, and the key). What was compared otherwise (the approval's
-    record keeps it), a warning logged when the creator could not be matched."""
-    creator = creators.run_creator(run) if creators is not None else RunCreator(run, problem=NO_READER)
-    created, checked = creator_check(creator, caller)
-    if created:
-        raise Forbidden(
-            f"{named} created run {run} (Azure ML records its creator by {checked['matched']}), {refused}; another "
-            "operator does"
-        )
-    if "not_compared" in checked:
-        log.warning("the creator of run %s was not matched with %s: %s", run, named, checked["not_compared"])
-    return checked
+def _read(creators: Creators | None, source: Source) -> RunCreator:
+    if creators is None:
+        return RunCreator(source.name, problem=NO_READER, of=source.kind)
+    if source.kind == DATA:
+        name, _, version = source.name.rpartition(":")
+        return creators.data_creator(name, version)
+    return creators.run_creator(source.name)
+
+
+def refuse_creators(
+    creators: Creators | None, found: list[Source], caller: Mapping[str, Any], named: str, refused: str
+) -> list[dict[str, Any]]:
+    """Forbidden when ``caller`` (``named``) created any of ``found``: four eyes, for an approval or a promotion of
+    what they start; ``refused`` ends the message (what it comes to, and the key). What was compared otherwise, one
+    entry each (the decision's record keeps them), a warning logged for each creator that could not be matched."""
+    checks = []
+    for source in found:
+        created, checked = creator_check(_read(creators, source), caller)
+        thing = THINGS.get(source.kind, source.kind)
+        if created:
+            raise Forbidden(
+                f"{named} created {thing} {source.name}, {source.what} (Azure ML records its creator by "
+                f"{checked['matched']}), {refused}; another operator does"
+            )
+        if "not_compared" in checked:
+            log.warning(
+                "the creator of %s %s was not matched with %s: %s", thing, source.name, named, checked["not_compared"]
+            )
+        checks.append({**checked, "as": source.what})
+    return checks

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 MAX_AGE = "retrain.max_age"  # the event type of an age retrain's trigger
 NEW_ASSET_VERSION = "retrain.on.data.assets"  # ... and of a new data-asset version's
+ASSET_EVENT = "data-asset:"  # ... keyed by the version (data-asset:<name>:<version>)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def age_retrain(
 
 
 def asset_trigger(model: str, version: AssetVersion) -> Trigger:
-    return Trigger(f"model:{model}", f"data-asset:{version.label}", NEW_ASSET_VERSION, channel=RECONCILER_CHANNEL)
+    return Trigger(f"model:{model}", f"{ASSET_EVENT}{version.label}", NEW_ASSET_VERSION, channel=RECONCILER_CHANNEL)
 
 
 def baseline(model: str, asset: str, newest: AssetVersion | None) -> Skip:

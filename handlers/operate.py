@@ -28,10 +28,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers import freeze
-from handlers.approval_rules import refusal, requesters, started_from
+from handlers.approval_rules import refusal, requesters
 from handlers.approval_rules import who as named
 from handlers.claims import Claims
-from handlers.creators import Creators, refuse_creator
+from handlers.creators import Creators, refuse_creators, sources
 from handlers.errors import Forbidden, InvalidInput, NotApplicable, NotFound, TransientError
 from handlers.executor import Executor
 from handlers.keys import digest
@@ -267,14 +267,17 @@ class Operator:
         done = self.claims.answered(request.trigger)
         if done is not None:
             return done
-        now = self.clock()
+        now, checks = self.clock(), list[dict[str, Any]]()
         state = self.ledger.get_model(request.model)
         if request.action == "promote":  # a rollback, a pause and a resume are never frozen
             held = freeze.frozen(state.frozen, self.policy.freeze_windows(request.model), "promote", now)
             if held is not None:
                 raise NotApplicable(f"{request.model} is frozen by {held.reason}; lift the freeze first to promote")
-            self._four_eyes(request, state)
+            checks = self._four_eyes(request, state)
         planned = plan(request, state, self._facts(request, state), now)
+        if checks and isinstance(planned, Planned) and not planned.written:  # what four eyes compared, recorded
+            t = planned.transition
+            planned = replace(planned, transition=replace(t, details={**t.details, "approval": {"creators": checks}}))
         if isinstance(planned, Refused):
             # this very request, when its worker died after writing the transition ahead and a
             # reconciler pass carried it out (its claim never finished): its record, not a refusal
@@ -306,25 +309,28 @@ class Operator:
             return planned if isinstance(planned, Refused) else Refused(f"no rollout of {request.model} is in flight")
         return self._carry_out(request, planned, now)
 
-    def _four_eyes(self, request: OperatorRequest, state: ModelState) -> None:
+    def _four_eyes(self, request: OperatorRequest, state: ModelState) -> list[dict[str, Any]]:
         """A promotion that ``deploy.approval.promote`` holds for a person is its approval: by a caller the
         rule allows (the approver role; four eyes: signed in, and not the caller who asked for the deploy;
-        :func:`handlers.approval_rules.refusal`)."""
+        :func:`handlers.approval_rules.refusal`), nor who created what the deploy comes from (the candidate run,
+        what started its retrain: :func:`handlers.creators.sources`). Returns what was compared of those
+        creators, for the promotion's record (``details.approval.creators``), as an approval records it."""
         deploy, flight = self.policy.models[request.model].deploy, state.flights.get(ROLLOUT)
         rule = deploy.approval if deploy is not None else None
         if rule is None or not rule.promote or flight is None:
-            return
+            return []
         asked = self.ledger.get_decision(flight.decision)
         key, caller = f"models.{request.model}.deploy.approval", dict(request.trigger.caller)
         for what, requester in requesters(asked, self.ledger.get_decision) if asked is not None else [("this", {})]:
             why = refusal(key, rule.four_eyes, rule.approver_role, requester, caller, "promote", what)
             if why is not None:
                 raise Forbidden(why)
-        run = started_from(asked) if asked is not None and rule.four_eyes else None
-        if run is not None:  # the candidate run's author promotes nothing of theirs either (handlers.creators)
-            jobs = self.executor.jobs
-            refused = f"whose candidate this rollout serves, and may not promote it too ({key}.four_eyes)"
-            refuse_creator(jobs if isinstance(jobs, Creators) else None, run, caller, named(caller), refused)
+        found = sources(asked, self.ledger.get_decision) if asked is not None and rule.four_eyes else []
+        if not found:
+            return []
+        jobs = self.executor.jobs  # the authors of the candidate promote nothing of theirs either (handlers.creators)
+        refused = f"whose candidate this rollout serves, and may not promote it too ({key}.four_eyes)"
+        return refuse_creators(jobs if isinstance(jobs, Creators) else None, found, caller, named(caller), refused)
 
     def _check(self, request: OperatorRequest) -> None:
         mp = self.policy.models.get(request.model)

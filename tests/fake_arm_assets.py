@@ -7,8 +7,8 @@ import re
 from typing import Any
 from urllib.parse import urlencode, urlparse
 
-from tests.fake_arm_common import ARM_HOST, CREATED, PROVIDER, Call
-from tests.fake_http import Answer, Refusal, Unexpected
+from tests.fake_arm_common import ARM_HOST, CREATED, PROVIDER, Call, system_data
+from tests.fake_http import USER_CLAIMS, Answer, Refusal, Unexpected
 
 
 class Assets:
@@ -52,13 +52,22 @@ class Assets:
         }
 
     def add_data(
-        self, name: str, version: str, *, kind: str = "mltable", uri: str | None = None, created: str = CREATED
+        self,
+        name: str,
+        version: str,
+        *,
+        kind: str = "mltable",
+        uri: str | None = None,
+        created: str = CREATED,
+        created_by: dict[str, Any] | None = None,
     ) -> None:
+        """A data asset version, created by a token of ``created_by`` (default: a person with a workspace
+        account), whose ``systemData`` names its creator as ARM's does (a person by principal name)."""
         self.data[(name, version)] = {
             "id": self.arm_id("data", name, "versions", version),
             "name": version,
             "type": f"{PROVIDER}/workspaces/data/versions",
-            "systemData": {"createdAt": created},
+            "systemData": system_data(USER_CLAIMS if created_by is None else created_by, created),
             "properties": {
                 "dataType": kind,
                 "dataUri": uri or f"azureml://datastores/workspaceblobstore/paths/{name}/{version}/",
@@ -161,6 +170,7 @@ class Assets:
                 raise Refusal(400, "UserError", "Asset paths cannot be updated.")
             return 200, {}, existing
         self.add_data(name, version, kind=kind, uri=uri)
+        self.data[(name, version)]["systemData"] = self._created_by(call)
         return 201, {}, self.data[(name, version)]
 
     def _get_model_container(self, call: Call, name: str) -> Answer:

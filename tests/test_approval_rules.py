@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from handlers.approval_rules import refusal
-from handlers.creators import RunCreator, creator_check
+from handlers.creators import RunCreator, creator_check, sources
 from handlers.notify import notification_of
 from handlers.records import DecisionRecord
 
@@ -108,3 +108,58 @@ def test_an_approver_is_matched_with_a_run_s_creator_by_object_id_or_principal_n
     assert mine is created and said["run"] == "r-1"
     [(key, text)] = recorded.items()
     assert text in said[key] if key == "not_compared" else said[key] == text, said
+
+
+AT = "2026-12-06T10:00:00Z"
+FROM_DATA = {"source": "model:churn", "event_id": "data-asset:churn-data:7", "event_type": "retrain.on.data.assets"}
+
+
+def deploy_of(run: str, tag: str) -> DecisionRecord:
+    candidate = {"run_id": run, "run_tags": {"Retrain_Decision": tag}}
+    return DecisionRecord(
+        "de-1", "churn", "deploy", "pending", "gate", {}, AT, None, {"rendered": {"candidate": candidate}}
+    )
+
+
+@pytest.mark.parametrize(
+    ("retrain", "found"),
+    [
+        # the service retrained on a new data version: the deploy comes from its run and from that version
+        (
+            DecisionRecord("re-7", "churn", "retrain", "submitted", "new data", FROM_DATA, AT, {"name": "job-7"}),
+            [("run", "job-7"), ("data", "churn-data:7")],
+        ),
+        # ... on an upstream run: from its run and the upstream run
+        (
+            DecisionRecord(
+                "re-7", "churn", "retrain", "submitted", "up", {}, AT, {"name": "job-7"}, {"upstream_run": "u-1"}
+            ),
+            [("run", "job-7"), ("run", "u-1")],
+        ),
+        # a tag naming a retrain whose job is another run, or of another model, adds nothing (provenance)
+        (
+            DecisionRecord("re-7", "churn", "retrain", "submitted", "new data", FROM_DATA, AT, {"name": "x"}),
+            [("run", "job-7")],
+        ),
+        (
+            DecisionRecord("re-7", "other", "retrain", "submitted", "new data", FROM_DATA, AT, {"name": "job-7"}),
+            [("run", "job-7")],
+        ),
+    ],
+)
+def test_a_deploy_comes_from_its_candidate_run_and_from_what_started_the_retrain_that_made_it(
+    retrain: DecisionRecord, found: list[tuple[str, str]]
+) -> None:
+    got = sources(deploy_of("job-7", "re-7"), {"re-7": retrain}.get)
+    assert [(s.kind, s.name) for s in got] == found
+
+
+def test_a_retrain_comes_from_the_new_data_version_or_upstream_run_that_started_it_and_a_manual_one_from_none() -> None:
+    by_data = DecisionRecord("re-7", "churn", "retrain", "pending", "new data", FROM_DATA, AT)
+    by_run = DecisionRecord("re-8", "churn", "retrain", "pending", "up", {}, AT, None, {"upstream_run": "u-1"})
+    manual = DecisionRecord("re-9", "churn", "retrain", "pending", "asked", {"event_type": "ManualRequest.retrain"}, AT)
+    assert [(s.kind, s.name, s.what) for s in sources(by_data, {}.get)] == [
+        ("data", "churn-data:7", "the new data asset version that started this decision")
+    ]
+    assert [(s.kind, s.name) for s in sources(by_run, {}.get)] == [("run", "u-1")]
+    assert sources(manual, {}.get) == []

@@ -192,8 +192,13 @@ def test_who_created_a_candidate_run_cannot_approve_its_deploy_under_four_eyes(a
     assert approving.deployments_put() == 0
     status, done = approving.post(f"/api/decisions/{deploy.id}/approve", {"reason": "checked"}, signed(BOB, "bob@c"))
     assert status == 202 and approving.deployments_put() == 1, done
-    checked = done["details"]["approval"]["creator"]
-    assert checked == {"run": run, "created_by": "Ada Lovelace", "compared": "object id, principal name"}
+    [checked] = done["details"]["approval"]["creators"]
+    assert checked == {
+        "run": run,
+        "created_by": "Ada Lovelace",
+        "compared": "object id, principal name",
+        "as": "the candidate run of this decision",
+    }
 
 
 def test_a_creator_the_service_cannot_match_is_said_in_the_approval_s_record(
@@ -216,7 +221,8 @@ def test_a_creator_the_service_cannot_match_is_said_in_the_approval_s_record(
     assert "approved by ada" in capsys.readouterr().out
     approval = world.ledger.get_decision(deploy.id).details["approval"]  # type: ignore[union-attr]
     assert approval["approved_by"] == "ada" and approving.deployments_put() == 1
-    assert approval["creator"]["run"] == run and "command line" in approval["creator"]["not_compared"], approval
+    [creator] = approval["creators"]
+    assert creator["run"] == run and "command line" in creator["not_compared"], approval
 
 
 def test_who_created_a_candidate_run_cannot_promote_its_rollout_held_for_approval_under_four_eyes(
@@ -257,5 +263,11 @@ def test_who_created_a_candidate_run_cannot_promote_its_rollout_held_for_approva
 
         assert status == 403 and f"created run {run}" in own["error"] and "object id" in own["error"], own
         assert "promote" in own["error"] and operated.traffic() == held
+        world.arm.fail(404, times=5, method="GET", path=f"/history/v1.0/.*/runs/{run}$")  # run history lost the run
         status, promoted = approving.post(path, {"reason": "canary held"}, signed(BOB, "bob@c"))
-        assert status == 202 and promoted["action"] == "promote" and operated.traffic() == {operated.name: 100}
+        assert status == 202 and promoted["action"] == "promote" and operated.traffic() == {operated.name: 100}, (
+            promoted
+        )
+        # the promotion's record says what four eyes compared, and what could not be read (as an approval's does)
+        [unread] = promoted["details"]["approval"]["creators"]
+        assert unread["run"] == run and "could not be read" in unread["not_compared"], unread

@@ -276,6 +276,18 @@ def test_an_upstream_run_waits_for_approval_when_the_policy_asks_for_it(tmp_path
     assert waiting.reason.startswith(f"upstream run {RUN}") and job_puts(world) == []
 
 
+ADA_ELSEWHERE = (
+    ("kind", "principal"),
+    ("id", ADA.upper()),
+    ("name", "ada.l@elsewhere.example"),
+)  # her id, another name
+
+
+def approve_as(world: AzureWorld, decision_id: str, caller: tuple[tuple[str, str], ...]) -> Any:
+    trigger = Trigger("http", f"a-{len(caller)}", "ManualRequest.approve", caller, channel=OPERATOR)
+    return world.worker.approve(decision_id, trigger, "go")
+
+
 def test_who_created_the_upstream_run_cannot_approve_the_retrain_it_starts_under_four_eyes(tmp_path: Path) -> None:
     """Ada submits the ingestion run herself and holds the approver role: the retrain it starts waits for
     approval, and her approval is refused by who created the run (run history's object id); Bob's goes through,
@@ -287,16 +299,36 @@ def test_who_created_the_upstream_run_cannot_approve_the_retrain_it_starts_under
     [waiting] = world.deliver(upstream_event()).decisions
     assert waiting.outcome == "pending" and waiting.details["upstream_run"] == RUN
 
-    def approving(caller: tuple[tuple[str, str], ...]) -> Any:
-        trigger = Trigger("http", f"a-{len(caller)}", "ManualRequest.approve", caller, channel=OPERATOR)
-        return world.worker.approve(waiting.id, trigger, "go")
-
     with pytest.raises(Forbidden, match=f"created run {RUN}"):
-        approving((("kind", "principal"), ("id", ADA.upper()), ("name", "ada.l@elsewhere.example")))
+        approve_as(world, waiting.id, ADA_ELSEWHERE)
     assert job_puts(world) == []
-    done = approving(BOB_CALLER)
+    done = approve_as(world, waiting.id, BOB_CALLER)
     assert done.outcome == "submitted" and len(job_puts(world)) == 1
-    assert done.details["approval"]["creator"]["compared"] == "object id, principal name"
+    [creator] = done.details["approval"]["creators"]
+    assert creator["run"] == RUN and creator["compared"] == "object id, principal name"
+
+
+def test_who_created_the_upstream_run_cannot_approve_the_deploy_of_the_retrain_it_started(tmp_path: Path) -> None:
+    """The retrain Ada's upstream run starts needs no approval; the deploy of its run does, and it was asked for by
+    that run's event (nobody) of a run the service created: the upstream run behind it is what tells it is hers."""
+    from handlers.errors import Forbidden
+    from handlers.policy import Policy
+
+    raw = POLICY.model_dump()
+    raw["models"][MODEL]["deploy"]["approval"] = {"required": True, "four_eyes": True}
+    world = world_with(tmp_path, policy=Policy.model_validate(raw), created_by=ADA_TOKEN)
+    [retrain] = world.deliver(upstream_event()).decisions
+    job = str(retrain.job["name"])
+    world.arm.set_job_status(job, "Completed")
+    world.arm.add_step(job, "evaluate_model", metrics={"r2_score": 0.61})
+    tags = world.arm.jobs[job]["properties"]["tags"]
+    [deploy] = world.deliver(upstream_event(run_id=job, experiment="diabetes-retrain", tags=tags)).decisions
+    assert (deploy.action, deploy.outcome) == ("deploy", "pending"), deploy.reason
+
+    with pytest.raises(Forbidden, match=f"created run {RUN}, the upstream run of the retrain decision {retrain.id}"):
+        approve_as(world, deploy.id, ADA_ELSEWHERE)
+    done = approve_as(world, deploy.id, BOB_CALLER)
+    assert done.outcome == "submitted" and [c["run"] for c in done.details["approval"]["creators"]] == [job, RUN]
 
 
 def test_explain_reads_the_run_and_says_why_the_retrain_would_start(tmp_path: Path) -> None:

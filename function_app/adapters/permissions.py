@@ -94,6 +94,8 @@ OPERATIONS: dict[str, list[str]] = {
     "AzureMLActions.job_status": [f"{AML}/jobs/read"],
     # who created a run (approvals' four eyes): run history's run, read as the SDK reads a pipeline step
     "AzureMLActions.run_creator": [*_WORKSPACE, f"{AML}/experiments/runs/read"],
+    # ... and a data asset version (a new version's retrain): its systemData, as data.get reads it
+    "AzureMLActions.data_creator": [f"{AML}/data/versions/read"],
     # a retrain's checks before it is submitted (lineage.py): the monitor run's steps through MLflow
     # (runs/get, runs/search), the model's versions (models.list), the champion's job (jobs.get) and
     # each data asset's latest version (data.get with label latest: the container, then the version); a

@@ -130,6 +130,9 @@ class AzureMLActions:
     def run_creator(self, run_id: str) -> RunCreator:
         return self.jobs.run_creator(run_id)
 
+    def data_creator(self, name: str, version: str) -> RunCreator:
+        return self.freshness.data_creator(name, version)
+
     # ------------------------------------------------------------------ the Deployments port
 
     def candidate_facts(self, plan: DeployPlan) -> CandidateFacts:

@@ -14,6 +14,8 @@ from typing import Any
 from function_app.adapters.azureml.candidates import AzureMLCandidates
 from function_app.adapters.azureml.client import AzureMLClient
 from function_app.adapters.azureml.registry import RegistryModelRef
+from handlers.creators import DATA, RunCreator
+from handlers.errors import PermanentError
 from handlers.freshness import AssetVersion, Champion
 
 log = logging.getLogger(__name__)
@@ -87,3 +89,26 @@ class AzureMLFreshness:
             or_none=True,
         )
         return [AssetVersion(str(v.name), str(v.version), _created(v)) for v in versions or []]
+
+    def data_creator(self, name: str, version: str) -> RunCreator:
+        """Who created data asset version ``name:version``, as its ``systemData`` says (``creation_context``): a
+        person's principal name (``createdBy`` with an ``@``, type User) is matched on; anything else (a display
+        name, an application's client id) only shown (:mod:`handlers.creators`). A refusal or no such version:
+        ``problem`` says so."""
+        label = f"{name}:{version}"
+        try:
+            data = self.client.call(
+                self.client.retry.budget(),
+                f"reading who created data asset version {label}",
+                lambda: self.client.ml.data.get(name, version=version),
+                or_none=True,
+            )
+        except PermanentError as exc:
+            return RunCreator(label, problem=str(exc)[:300], of=DATA)
+        if data is None:
+            return RunCreator(label, problem=f"the workspace has no data asset version {label}", of=DATA)
+        context = getattr(data, "creation_context", None)
+        kind = getattr(context, "created_by_type", None)  # the REST client's CreatedByType, a str enum
+        by, kind = str(getattr(context, "created_by", None) or ""), str(getattr(kind, "value", kind) or "")
+        person = kind.lower() == "user" and "@" in by
+        return RunCreator(label, upn=by if person else "", name=by if by and not person else "", of=DATA)
