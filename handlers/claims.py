@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from handlers.errors import TransientError
@@ -48,9 +48,6 @@ class Claims:
         when another instance holds the claim; ``signal``: what the claim keeps for a replay
         (:mod:`handlers.recorded`). Raises what ``work`` raises, the claim given back."""
         claim = self.ledger.claim_event(trigger, now, self.lease, signal)
-        if claim.status == "reused" and same_request(claim.request, trigger.request):
-            # bound before keys were bound to callers (the digest without its caller part): this request
-            claim = replace(claim, status="done" if claim.decisions else "busy")
         if claim.status == "reused":  # an Idempotency-Key bound to another request: not its records
             raise key_reused(trigger, claim)
         if claim.status == "done":

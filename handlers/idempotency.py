@@ -11,7 +11,9 @@ tell people apart: a signed-in principal's object id, the command line's login n
 holder is one caller, "function key", as nobody can tell them apart). Another caller who sends the key,
 with the same body or not, is refused with a message that names nothing of the first request (its route,
 time, decision or body): a key someone saw in a log is no way to read, or to take, another's request.
-Keys bound before callers were (a digest without its caller part) still answer a retry of the same request.
+Keys bound before callers were (a digest without its caller part) still answer a retry of the same request, and the
+ledgers take such a key's claim, left unfinished by a worker that died, over once its lease runs out, as any claim
+(:func:`same_request` is how they compare a key's binding).
 
 Keys recorded before claims had channels (the key was a digest of ``http``, the route and
 ``model:key``) are still found: :func:`legacy_records` reads the old claim, and answers only from the

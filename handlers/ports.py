@@ -27,7 +27,8 @@ class Claim:
     reused: the key was claimed first for another request (an Idempotency-Key sent with another route
     or body: the claim binds the key to ``trigger.request`` when it is made): ``first_used`` (when),
     ``first_for`` (the event type: the route) and ``decisions`` (if done) of the request it is bound
-    to; nothing is taken over. As :meth:`Ledger.event_claim` reads it: ``status`` processing or done,
+    to; nothing is taken over (a binding of the same request made before keys were bound to callers is no
+    other request: :func:`handlers.idempotency.same_request`). As :meth:`Ledger.event_claim` reads it: ``status`` processing or done,
     and ``request``, the digest the key is bound to.
     """
 

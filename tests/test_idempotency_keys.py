@@ -201,6 +201,32 @@ def test_a_key_bound_before_keys_were_bound_to_callers_still_answers_its_own_ret
 
 
 @pytest.mark.both_ledgers
+def test_a_key_bound_before_keys_were_bound_to_callers_left_mid_request_is_taken_over_once_its_lease_ran_out(
+    app: App,
+) -> None:
+    """A worker of the version before died while carrying out a request (its claim ``processing``, bound to the
+    digest of the route, model and body alone): the client's retry with its key is asked again later (503) while the
+    claim's lease runs, then carried out, as a claim of this version is; another body is still a 422."""
+    from datetime import UTC, datetime, timedelta
+
+    real, lease = {"reason": "real", "dry_run": True}, timedelta(seconds=60)
+    now = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)  # the app's clock (tests.fakes.Clock)
+    for key, claimed in (("K-running", now - timedelta(seconds=30)), ("K-died", now - timedelta(minutes=10))):
+        digest_of = request_digest("retrain", MODEL, real)
+        old = Trigger("http", f"{MODEL}:{key}", "ManualRequest.retrain", request=digest_of, channel=MANUAL)
+        assert app.ledger.claim_event(old, claimed, lease).status == "new"  # and never finished
+
+    status, busy = post(app.client, f"/api/models/{MODEL}/retrain", real, "K-running")
+    assert status == 503 and "being processed" in busy["error"], busy
+    status, done = post(app.client, f"/api/models/{MODEL}/retrain", real, "K-died")
+    assert status == 200 and done["outcome"] == "planned", done
+    status, again = post(app.client, f"/api/models/{MODEL}/retrain", real, "K-died")
+    assert (status, again["id"]) == (200, done["id"])
+    status, refused = post(app.client, f"/api/models/{MODEL}/retrain", {"reason": "other"}, "K-died")
+    assert status == 422 and done["id"] in refused["error"], refused
+
+
+@pytest.mark.both_ledgers
 def test_each_ledger_binds_a_key_to_its_request_in_the_claim(ledger_spec: LedgerSpec) -> None:
     """The ledger contract under the routes above: the claim that creates a key's row binds it; a claim
     with another request is ``reused`` (when and for what), never taken over, whatever its state."""

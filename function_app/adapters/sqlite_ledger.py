@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from function_app.adapters.sqlite_outbox import OWN_KEPT, SqliteOutbox
+from handlers.idempotency import same_request
 from handlers.notify import notification_of
 from handlers.ports import Claim
 from handlers.recorded import RecordedEvent
@@ -48,7 +49,9 @@ class SqliteLedger(SqliteOutbox):
         if inserted:
             return Claim("new")
         bound = self._claim(key)
-        if bound is not None and bound.request != trigger.request:  # never taken over, never answered from
+        # another request's key: never taken over, never answered from (a key bound before keys were bound to
+        # callers is this request's when the rest of its digest is: taken over once its lease runs out, as any)
+        if bound is not None and not same_request(bound.request, trigger.request):
             return replace(bound, status="reused")
         if bound is not None and bound.status == "done":  # final: a redelivery needs no write
             return Claim("done", bound.decisions)

@@ -17,6 +17,7 @@ from azure.data.tables import UpdateMode
 from function_app.adapters.azure_errors import translated
 from function_app.adapters.table_decisions import TableDecisions
 from function_app.adapters.table_entities import etag_of
+from handlers.idempotency import same_request
 from handlers.ports import Claim
 from handlers.recorded import RecordedEvent
 from handlers.records import DecisionRecord, cut, iso
@@ -68,7 +69,9 @@ class TableEvents(TableDecisions):
                     existing = self.events.get_entity(key, "")
                 except ResourceNotFoundError:
                     continue
-                if (existing.get("request") or None) != trigger.request:  # never taken over, never answered from
+                # another request's key: never taken over, never answered from (one bound before keys were bound
+                # to callers is this request's when the rest of its digest is: taken over after its lease, as any)
+                if not same_request(existing.get("request") or None, trigger.request):
                     return replace(claim_of(existing), status="reused")
                 if existing.get("status") == "done":
                     return Claim("done", tuple(json.loads(existing.get("decisions") or "[]")))
