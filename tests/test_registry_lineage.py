@@ -109,3 +109,18 @@ def test_a_champion_from_a_registry_the_policy_does_not_name_is_not_read_for_wor
     why = rec.details["worthiness"]["why"]
     assert why.startswith(f"the champion {MODEL}:7 of registry {rbac.REGISTRY} was not read: ") and DATASET not in why
     assert _registry_reads(world) == []
+
+
+def test_without_the_registry_role_the_age_look_waits_and_the_check_goes_ahead_naming_the_fix(tmp_path: Path) -> None:
+    world = _world(tmp_path, DOWNSTREAM, max_age="30d")
+    _registry_created(world, 40)
+    world.arm.principal = world.arm.principal.without("Microsoft.MachineLearningServices/registries/assets/read")
+    world.actions.client.started -= 7200  # past the hour new role assignments may take: a refusal is final
+    report = world.reconcile()
+    assert report.started == [] and world.arm.job_puts == []
+    [deferred] = [d for d in report.deferred if d["decision"] == "freshness"]
+    assert "registry-access.bicep" in deferred["error"] and "registries/assets/read" in deferred["error"]
+    [rec] = world.deliver(in_workspace(DRIFT_SAMPLE)).decisions
+    assert rec.outcome == "submitted", rec.reason
+    assert "the champion's lineage could not be read" in rec.details["worthiness"]["why"]
+    assert "registry-access.bicep" in rec.details["worthiness"]["why"]
