@@ -205,12 +205,17 @@ class AzureWorld(World):
         )
         self.arm.add_model(MODEL, version, job_name=f"train-{version}")
 
+    def with_registry(self, role: str = "downstream") -> None:
+        """The registry ``rbac.REGISTRY``, in a subscription of its own, and the app holding the roles infra/
+        assigns an environment of ``role`` on it (``RETRAIN_REGISTRY_ROLE``)."""
+        self.arm.principal = rbac.app(SUB, RG, self.workspace, registry_subscription=REGISTRY_SUB, registry_role=role)
+        if rbac.REGISTRY.casefold() not in self.arm.registries.registries:
+            self.arm.registries.add_registry(rbac.REGISTRY, REGISTRY_SUB, rbac.REGISTRY_GROUP)
+
     def serve_from_registry(self, version: str, tags: dict[str, str] | None = None) -> str:
         """The live deployment (blue) serves ``version`` of the model from registry ``rbac.REGISTRY`` (in a
         subscription of its own), the app holding the roles infra/ assigns a downstream environment; its id."""
-        self.arm.principal = rbac.app(SUB, RG, self.workspace, registry_subscription=REGISTRY_SUB)
-        if rbac.REGISTRY.casefold() not in self.arm.registries.registries:
-            self.arm.registries.add_registry(rbac.REGISTRY, REGISTRY_SUB, rbac.REGISTRY_GROUP)
+        self.with_registry()
         ref = self.arm.registries.add_model(rbac.REGISTRY, MODEL, version, tags=tags)
         self.arm.deployments[(ENDPOINT, "blue")]["properties"]["model"] = ref
         return ref

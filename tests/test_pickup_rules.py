@@ -20,16 +20,14 @@ from handlers.policy import Policy
 from handlers.policy_file import parse_policy
 from handlers.ports import CandidateFacts
 from handlers.signals import RECONCILER_CHANNEL, Ignored, RegistryVersion, Trigger
-from tests.builders import MODEL, WORKSPACE, promotion_event
-from tests.conftest import REPO
+from tests.builders import MODEL, WORKSPACE, promotion_event, with_environment
 
 UPSTREAM = WORKSPACE.replace("/workspaces/", "/workspaces/dev-")  # the dev workspace, not this one
 
 
 def _policy(**environment: Any) -> Policy:
-    raw = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
-    raw["models"][MODEL]["environment"] = {"registry": "mlreg-shared", "role": "downstream", **environment}
-    return Policy.model_validate(raw)
+    policy: Policy = with_environment({"registry": "mlreg-shared", "role": "downstream", **environment})
+    return policy
 
 
 def _signal(raw: dict[str, Any]) -> Any:

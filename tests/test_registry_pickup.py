@@ -15,14 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from handlers.policy import Policy
 from handlers.signals import UPSTREAM_PROMOTED
 from tests import rbac
-from tests.azure_world import ENDPOINT, MODEL, RG, SUB, WORKSPACE_ID, WS, AzureWorld
-from tests.builders import promotion_event
-from tests.conftest import REPO, Client
+from tests.azure_world import ENDPOINT, MODEL, WORKSPACE_ID, WS, AzureWorld
+from tests.builders import promotion_event, with_environment
+from tests.conftest import Client
 from tests.crashes import DiesAfterActing, WorkerDied
 from tests.ledgers import LedgerSpec
 from tests.topic_receiver import TopicReceiver
@@ -31,15 +29,8 @@ from tests.topic_receiver import TopicReceiver
 # ``make check`` leaves these (20 s of it) to ``make test`` like every other SDK-world test.
 pytestmark = pytest.mark.sdk
 
-REGISTRY_SUB = "5d1e0c2b-2222-4c3d-8e9f-0a1b2c3d4e5f"
 PROD_WS = "ws-retrain-prod"
 REGISTRY_ID = f"azureml://registries/{rbac.REGISTRY}/models/{MODEL}/versions/4"
-
-
-def _policy(environment: dict[str, Any]) -> Policy:
-    raw = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
-    raw["models"][MODEL]["environment"] = environment
-    return Policy.model_validate(raw)
 
 
 class Environments:
@@ -51,14 +42,13 @@ class Environments:
         (tmp_path / "prod").mkdir()
         self.dev = AzureWorld(
             tmp_path / "dev",
-            policy=_policy({"registry": rbac.REGISTRY, "role": "upstream"}),
+            policy=with_environment({"registry": rbac.REGISTRY, "role": "upstream"}),
             notifier=topic.notifier(WORKSPACE_ID),  # the dev notifier's source: the workspace it acts for
         )
-        self.dev.arm.principal = rbac.app(SUB, RG, WS, registry_subscription=REGISTRY_SUB, registry_role="upstream")
-        self.dev.arm.registries.add_registry(rbac.REGISTRY, REGISTRY_SUB, rbac.REGISTRY_GROUP)
+        self.dev.with_registry("upstream")
         downstream = {"registry": rbac.REGISTRY, "role": "downstream", "upstream": WORKSPACE_ID}
-        self.prod = AzureWorld(tmp_path / "prod", prod_ledger, policy=_policy(downstream), workspace=PROD_WS)
-        self.prod.arm.principal = rbac.app(SUB, RG, PROD_WS, registry_subscription=REGISTRY_SUB)
+        self.prod = AzureWorld(tmp_path / "prod", prod_ledger, policy=with_environment(downstream), workspace=PROD_WS)
+        self.prod.with_registry()
         self.prod.arm.registries.registries = self.dev.arm.registries.registries  # one registry, two workspaces
 
     def promote_in_dev(self, r2: str = "0.71") -> dict[str, Any]:
@@ -288,7 +278,9 @@ def test_the_registry_is_polled_on_every_pass_or_at_most_once_per_poll_every(
     tmp_path: Path, poll_every: str | None, lists: list[int]
 ) -> None:
     environment = {"registry": rbac.REGISTRY, "role": "downstream", "upstream": WORKSPACE_ID}
-    prod = AzureWorld(tmp_path, policy=_policy({**environment, **({"poll_every": poll_every} if poll_every else {})}))
+    prod = AzureWorld(
+        tmp_path, policy=with_environment({**environment, **({"poll_every": poll_every} if poll_every else {})})
+    )
     try:
         prod.serve_from_registry("7", {"r2_score": "0.66"})  # a version whose lineage names no upstream: not picked up
         seen = []

@@ -10,26 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from handlers.lineage import lineage, share_target
-from handlers.policy import Policy
 from handlers.records import DecisionRecord
 from tests import rbac
-from tests.azure_world import MODEL, RG, SUB, WORKSPACE_ID, WS, AzureWorld
-from tests.conftest import REPO
+from tests.azure_world import MODEL, WORKSPACE_ID, AzureWorld
+from tests.builders import with_environment
 from tests.ledgers import LedgerSpec
-
-REGISTRY_SUB = "5d1e0c2b-2222-4c3d-8e9f-0a1b2c3d4e5f"
 
 
 @pytest.fixture
 def dev(tmp_path: Path, ledger_spec: LedgerSpec) -> Iterator[AzureWorld]:
-    raw = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
-    raw["models"][MODEL]["environment"] = {"registry": rbac.REGISTRY, "role": "upstream"}
-    azure = AzureWorld(tmp_path, ledger_spec, policy=Policy.model_validate(raw))
-    azure.arm.principal = rbac.app(SUB, RG, WS, registry_subscription=REGISTRY_SUB, registry_role="upstream")
-    azure.arm.registries.add_registry(rbac.REGISTRY, REGISTRY_SUB, rbac.REGISTRY_GROUP)
+    azure = AzureWorld(tmp_path, ledger_spec, policy=with_environment({"registry": rbac.REGISTRY, "role": "upstream"}))
+    azure.with_registry("upstream")
     yield azure
     azure.close()
     assert azure.arm.unexpected == []
