@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -231,7 +230,7 @@ def test_who_created_a_candidate_run_cannot_promote_its_rollout_held_for_approva
     """deploy.approval.promote without approval of the deploy: Ada's run becomes a candidate, rolls out on its own
     and holds before its promotion for a person. Its deploy was asked by the run's event (nobody), so without
     looking at who created the run she would be the one person who put her model in production."""
-    from tests.test_operate import BAKE, LAG, Operated
+    from tests.test_operate import Operated
 
     monkeypatch.chdir(tmp_path)
     signed_in(monkeypatch)
@@ -244,18 +243,8 @@ def test_who_created_a_candidate_run_cannot_promote_its_rollout_held_for_approva
         world.arm.add_step(run, "evaluate_model", metrics={"r2_score": 0.61})
         [deploy] = world.deliver(run_event(run_id=run, topic=world.settings.workspace_id)).decisions
         assert (deploy.action, deploy.outcome) == ("deploy", "submitted"), deploy.reason
-        operated = Operated.__new__(Operated)  # its helpers, on Ada's candidate
-        operated.azure, operated.client = world, approving.client
-        operated.name = str(deploy.details["rendered"]["deployment"])
-        world.provisioned()
-        assert operated.state() == "stepped"
-        while operated.state() != "held":
-            assert operated.traffic()[operated.name] < 100
-            for m in range(int(BAKE.total_seconds() // 60)):
-                when = operated.started() + timedelta(minutes=m, seconds=30)
-                world.serve(when, operated.name, ok=30)
-                world.serve(when, "blue", ok=30)
-            world.now.now = operated.started() + BAKE + LAG
+        operated = Operated.of(world, approving.client, deploy)  # its helpers, on Ada's candidate
+        operated.hold()
         held = dict(operated.traffic())
         path = f"/api/models/{MODEL}/promote"
 

@@ -140,3 +140,28 @@ def test_a_data_version_whose_creator_azure_names_by_display_name_is_approved_sa
     assert status == 202 and done["outcome"] == "submitted", done
     [data] = done["details"]["approval"]["creators"]
     assert data["created_by"] == "Ada Lovelace" and "no object id or principal name" in data["not_compared"], data
+
+
+def test_who_registered_the_data_version_cannot_promote_the_rollout_of_its_candidate(opened_with: Any) -> None:
+    """No approval of the deploy, but the rollout holds before its promotion for a person (`promote`): the data's
+    author may not be that person; the promotion's record says what was compared."""
+    from tests.test_operate import Operated
+
+    watching = opened_with(deploy={"required": False, "promote": True})
+    deploy = watching.candidate(watching.poisoned())
+    assert (deploy.action, deploy.outcome) == ("deploy", "submitted"), deploy.reason
+    operated = Operated.of(watching.azure, watching.client, deploy)
+    operated.hold()
+    held, path = dict(operated.traffic()), f"/api/models/{MODEL}/promote"
+
+    status, own = watching.post(path, {"reason": "mine"}, signed(ADA, ADA_UPN))
+
+    assert status == 403 and f"created data asset version {DATASET}:{POISONED}" in own["error"], own
+    assert operated.traffic() == held
+    status, promoted = watching.post(path, {"reason": "canary held"}, signed(BOB, "bob@c"))
+    assert status == 202 and operated.traffic() == {operated.name: 100}, promoted
+    creators = promoted["details"]["approval"]["creators"]
+    assert [c.get("run") or c.get("data") for c in creators] == [
+        deploy.details["rendered"]["candidate"]["run_id"],
+        f"{DATASET}:{POISONED}",
+    ]

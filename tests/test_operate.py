@@ -67,15 +67,35 @@ class Operated:
     def records(self, action: str) -> list[DecisionRecord]:
         return [r for r in self.azure.ledger.decisions(MODEL, 100) if r.action == action]
 
+    @classmethod
+    def of(cls, azure: AzureWorld, client: Client, deploy: DecisionRecord) -> Operated:
+        """The same helpers on a candidate already delivered (``deploy``: its record), served by ``client``."""
+        made = cls.__new__(cls)
+        made.azure, made.client, made.deploy = azure, client, deploy
+        made.name = str(deploy.details["rendered"]["deployment"])
+        azure.provisioned()
+        assert made.state() == "stepped"
+        return made
+
+    def bake(self) -> None:
+        """One healthy bake of the step (the logs serve the candidate and blue), then the time past it."""
+        for m in range(int(BAKE.total_seconds() // 60)):
+            when = self.started() + timedelta(minutes=m, seconds=30)
+            self.azure.serve(when, self.name, ok=30)
+            self.azure.serve(when, "blue", ok=30)
+        self.azure.now.now = self.started() + BAKE + LAG
+
     def promote_to_the_end(self) -> None:
-        """The rollout goes on to 100%, healthy (the logs serve the candidate and blue)."""
+        """The rollout goes on to 100%, healthy."""
         while guards.ROLLOUT in self.azure.ledger.get_model(MODEL).flights:
-            for m in range(10):
-                when = self.started() + timedelta(minutes=m, seconds=30)
-                self.azure.serve(when, self.name, ok=30)
-                self.azure.serve(when, "blue", ok=30)
-            self.azure.now.now = self.started() + BAKE + LAG
+            self.bake()
             assert self.state() in ("stepped", "promoted")
+
+    def hold(self) -> None:
+        """Healthy bakes until the rollout holds before its promotion for a person (deploy.approval.promote)."""
+        while self.state() != "held":
+            assert self.traffic()[self.name] < 100
+            self.bake()
 
 
 @pytest.fixture
