@@ -29,7 +29,10 @@ class BlobSource(Strict):
 
     account: str = Field(description="the storage account's resource id (its Event Grid system topic's source)")
     container: str
-    prefix: str = Field(default="", description="blob names that start with this; '' is the whole container")
+    prefix: str = Field(
+        default="",
+        description="a folder of the container, ending with '/' (blob names under it); '' is the whole container",
+    )
 
     @field_validator("account")
     @classmethod
@@ -56,6 +59,15 @@ class BlobSource(Strict):
     def _prefix(cls, value: str) -> str:
         if value.startswith("/"):
             raise ValueError(f"prefix {value!r} starts with '/'; blob names do not: write {value.lstrip('/')!r}")
+        if value and not value.endswith("/"):
+            # Matched as a string, 'train' would also take 'train2/...' and 'training-scratch/...': folders
+            # that whoever may write beside 'train/' could fill. A folder is what a prefix names.
+            parent = value.rpartition("/")[0]
+            whole = f"{parent + '/'!r} for the whole folder" if parent else "'' for the whole container"
+            raise ValueError(
+                f"prefix {value!r} names a folder: write {value + '/'!r} ({value!r} would also take "
+                f"'{value}2/...' and any other name that starts with it), or {whole}"
+            )
         return value
 
 

@@ -169,7 +169,7 @@ param storageSkuName string = 'Standard_GRS'
 @description('Resource id of a storage account where new training data lands (the models\' retrain.on.data.blobs); empty: none. Its system topic and a BlobCreated subscription per entry of newDataPrefixes are created.')
 param newDataStorageAccountId string = ''
 
-@description('Comma-separated container/prefix pairs of that account that models retrain on, as retrain.on.data.blobs names them, e.g. "training/diabetes/,labels".')
+@description('Comma-separated container/prefix pairs of that account that models retrain on, as retrain.on.data.blobs names them (each prefix a folder, ending with a slash), e.g. "training/diabetes/,labels".')
 param newDataPrefixes string = ''
 
 @description('Name of that account\'s existing system topic (an account has at most one); empty: evgt-<account>.')

@@ -84,6 +84,8 @@ def test_a_blob_of_another_storage_account_is_a_recorded_skip_naming_the_key_to_
         ("training", "Diabetes/a.csv"),
         ("scratch", "diabetes/a.csv"),
         ("training", "diabetes"),
+        ("training", "diabetes2/a.csv"),
+        ("training", "diabetes-scratch/a.csv"),
     ],
 )
 def test_a_blob_outside_the_named_containers_and_prefixes_is_a_recorded_skip_of_the_model(
@@ -291,6 +293,14 @@ def test_blobs_of_other_accounts_and_prefixes_never_open_a_burst(tmp_path: Any) 
         ("data: {blobs: [{account: mydata, container: training}]}", "is not a storage account resource id"),
         (f"data: {{blobs: [{{account: '{STORAGE}', container: Training}}]}}", "is not a blob container name"),
         (f"data: {{blobs: [{{account: '{STORAGE}', container: training, prefix: /diabetes/}}]}}", "write 'diabetes/'"),
+        (
+            f"data: {{blobs: [{{account: '{STORAGE}', container: training, prefix: diabetes}}]}}",
+            "prefix 'diabetes' names a folder: write 'diabetes/' ('diabetes' would also take 'diabetes2/...'",
+        ),
+        (
+            f"data: {{blobs: [{{account: '{STORAGE}', container: training, prefix: 'in/diabetes-'}}]}}",
+            "or 'in/' for the whole folder",
+        ),
         (
             f"data: {{blobs: [{{account: '{STORAGE}', container: training}}], settle: 5s}}",
             "settle must be from 30s to 1d",
