@@ -66,16 +66,18 @@ class Jobs:
         tags: dict[str, str] | None = None,
     ) -> str:
         """A pipeline step of job ``parent`` (a child job with its own MLflow run and run-history run, with
-        ``tags``); returns its run id."""
+        ``tags``); returns its run id. ``parent`` may be a step itself (a pipeline component's run, whose steps
+        are its children): the step's root is then the pipeline job above them both."""
         run_id = f"{parent}_{name}_{len(self.mlflow_runs):04d}"
-        experiment = self.jobs[parent]["properties"].get("experimentName") or "Default"
+        root = self._root_of(parent)
+        experiment = self.jobs[root]["properties"].get("experimentName") or "Default"
         self.log_mlflow_run(run_id, experiment=experiment, name=name, metrics=metrics, parent=parent, tags=tags)
         # What run history keeps of it (the SDK reads a step there: MFE does not serve child jobs).
         self.steps[run_id] = {
             "runId": run_id,
             "runUuid": str(uuid.uuid5(uuid.NAMESPACE_URL, run_id)),
             "parentRunId": parent,
-            "rootRunId": parent,
+            "rootRunId": root,
             "experimentId": self.experiment_id(experiment),
             "status": "Completed",
             "displayName": name,
@@ -91,7 +93,7 @@ class Jobs:
             "properties": {
                 "azureml.runsource": "azureml.StepRun",
                 "azureml.nodeid": name,
-                "azureml.pipelinerunid": parent,
+                "azureml.pipelinerunid": parent,  # a nested step's: its component's run (unverified)
             },
             "compute": {"target": "cpu-cluster"},
         }

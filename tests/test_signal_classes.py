@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from function_app.adapters.azureml import lineage
 from handlers.errors import TransientError
 from handlers.policy import Policy
 from tests.azure_world import DATASET, DRIFT_SAMPLE, ENDPOINT, MODEL, WORKSPACE_ID, AzureWorld, in_workspace
@@ -107,6 +108,33 @@ def test_a_data_quality_breach_in_the_same_monitor_run_vetoes_the_retrain_and_is
     assert state.flights == {} and state.last_retrain_at is None and state.budget_used == 0
     [note] = vetoed_notes(azure)
     assert note.type == "retrain.decision.retrain.vetoed" and note.data["id"] == rec.id
+
+
+def test_a_veto_breached_in_a_nested_signal_pipeline_vetoes_the_retrain(azure: AzureWorld) -> None:
+    # Each signal as a pipeline component of the monitor run: its evaluation step is a step of that component's
+    # run (mlflow.parentRunId), not of the monitor run itself.
+    use(azure, policy())
+    azure.arm.add_job("monitor-run-11", experiment=MONITOR, outputs=())
+    evaluated = {}
+    for signal in ("feature-drift", "data-quality"):
+        component = azure.arm.add_step("monitor-run-11", f"{signal}_signal_monitor")
+        text = f"The signal '{signal}' has failed due to one or more features violating metric thresholds."
+        evaluated[signal] = azure.arm.add_step(component, "evaluate_metric_thresholds", tags={BREACH: text})
+    [rec] = azure.deliver(breach("feature-drift", evaluated["feature-drift"])).decisions
+    assert (rec.action, rec.outcome) == ("retrain", "skipped")
+    assert rec.details["veto"]["run"] == "monitor-run-11" and rec.details["veto"]["breached"] == ["data-quality"]
+    assert azure.arm.job_puts == []
+
+
+def test_a_monitor_run_with_more_sub_pipelines_than_are_read_is_not_retrained_on(azure: AzureWorld) -> None:
+    use(azure, policy())
+    steps = monitor_run(azure, "monitor-run-12", "feature-drift")
+    for i in range(lineage.MAX_SEARCHES):
+        azure.arm.add_step("monitor-run-12", f"preprocess-{i}")
+    [rec] = azure.deliver(breach("feature-drift", steps["feature-drift"])).decisions
+    assert (rec.action, rec.outcome) == ("retrain", "skipped")
+    assert f"has more than {lineage.MAX_SEARCHES} steps" in rec.details["veto"]["unread"]
+    assert azure.arm.job_puts == []
 
 
 def test_a_breach_whose_monitor_run_is_still_running_waits_for_its_veto_signals(azure: AzureWorld) -> None:
