@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
+from function_app.adapters import permissions
 from function_app.adapters.azureml import lineage
 from handlers.errors import TransientError
 from handlers.policy import Policy
+from tests import rbac
 from tests.azure_world import DATASET, DRIFT_SAMPLE, ENDPOINT, MODEL, WORKSPACE_ID, AzureWorld, in_workspace
 from tests.builders import EXAMPLE_POLICY, breach_event, ours, run_event, with_classes
 
@@ -255,6 +257,25 @@ def test_a_drift_retrain_on_the_data_the_champion_was_trained_on_is_a_recorded_s
     [again] = azure.deliver(in_workspace(DRIFT_SAMPLE) | {"id": "drift-2"}).decisions
     assert again.outcome == "submitted" and again.details["worthiness"]["newer"] == {DATASET: "3"}
     assert len(azure.arm.job_puts) == 1
+
+
+def test_the_worthiness_check_reads_the_served_champion_with_only_what_its_permissions_entry_lists(
+    azure: AzureWorld,
+) -> None:
+    # the app's identity holds exactly what permissions.py says a retrain's checks and its submission do
+    listed = [
+        *permissions.OPERATIONS["AzureMLActions.retrain_facts"],
+        *permissions.OPERATIONS["AzureMLActions.submit_retrain"],
+    ]
+    azure.arm.principal = rbac.Principal(
+        rbac.APP_OID, "the app", (rbac.Grant("listed", azure.arm.ws_path, tuple(listed)),)
+    )
+    azure.clock.now += 3600  # past the first hour, when a refusal may be a role still settling
+    champion_trained_on(azure, "2")
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
+    assert azure.arm.refused == []
+    assert rec.outcome == "skipped" and rec.details["worthiness"]["champion"] == f"{MODEL}:4"
+    assert "notes" not in rec.details["worthiness"]  # the served version, read through the endpoint
 
 
 def test_the_champion_is_the_served_version_so_newer_data_than_it_saw_is_worth_a_retrain(azure: AzureWorld) -> None:

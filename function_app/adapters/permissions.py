@@ -97,12 +97,16 @@ OPERATIONS: dict[str, list[str]] = {
     # ... and a data asset version (a new version's retrain): its systemData, as data.get reads it
     "AzureMLActions.data_creator": [f"{AML}/data/versions/read"],
     # a retrain's checks before it is submitted (lineage.py): the monitor run's steps through MLflow
-    # (runs/get, runs/search), the model's versions (models.list), the champion's job (jobs.get) and
+    # (runs/get, runs/search), the champion the policy's endpoint serves (online_endpoints.get for its traffic,
+    # online_deployments.get of the live deployment: freshness.py, as the gate reads it), the model's versions
+    # (models.get, models.list), the champion's job (jobs.get) and
     # each data asset's latest version (data.get with label latest: the container, then the version); a
     # champion served from the policy's registry is read there (registries/read, registries/assets/read:
     # infra/modules/registry-access.bicep's role, on the registry only)
     "AzureMLActions.retrain_facts": [
         *_WORKSPACE,
+        *_ENDPOINT_READ,
+        *_DEPLOYMENT_READ,
         *_MLFLOW_READ,
         *_MODELS_READ,
         f"{AML}/data/read",
