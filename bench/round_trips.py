@@ -40,8 +40,9 @@ from azure.core.pipeline.transport import HttpTransport  # noqa: E402 (after the
 
 # The goals of issue 22: a drift event at most 6; an idle pass at most one per model plus a constant.
 WARM = "drift event (retrain), row known"
-GOALS = {"drift event (retrain)": 6, WARM: 6, "drift event (refused)": 6}
-DELIVERIES = ("drift event (retrain)", "drift event (refused)", "deploying run", WARM)
+COLD = "drift event (retrain), row not known"
+GOALS = {"drift event (retrain)": 6, WARM: 6, COLD: 6, "drift event (refused)": 6}
+DELIVERIES = ("drift event (retrain)", "drift event (refused)", "deploying run", WARM, COLD)
 # What this bench counts on the code of 66bf464, when issue 22 began (docs/benchmarks.md), printed beside the
 # figures now: a delivery's handling and its attempt at the outbox (10 + 3, 4 + 1, 14 + 3); an idle pass, the
 # models, the outbox and, for retirement, 8 shard reads per model.
@@ -114,20 +115,26 @@ class Bench:
         from azure.data.tables import TableServiceClient
 
         from function_app.adapters.table_entities import client_options
-        from function_app.adapters.table_ledger import TableLedger
         from handlers.policy_file import parse_policy
-        from handlers.wiring import assemble
-        from tests.builders import WORKSPACE
         from tests.fakes import Clock, RecordingActions
 
         options = client_options()
         self.transport = CountingTransport(options["transport"])
-        service = TableServiceClient.from_connection_string(connection, **{**options, "transport": self.transport})
-        self.ledger = TableLedger(service, prefix)
+        self.service = TableServiceClient.from_connection_string(connection, **{**options, "transport": self.transport})
+        self.prefix = prefix
         self.clock = Clock()
         self.actions = RecordingActions()
         self.policy = parse_policy(policy_text(models))
         self.posted: list[Any] = []
+        self.new_worker()
+
+    def new_worker(self) -> None:
+        """A worker that starts now (its ledger knows no row yet), on the same tables, clock and workspace."""
+        from function_app.adapters.table_ledger import TableLedger
+        from handlers.wiring import assemble
+        from tests.builders import WORKSPACE
+
+        self.ledger = TableLedger(self.service, self.prefix)
         self.worker = assemble(
             self.policy, self.ledger, self.actions, self.actions, self.clock, [WORKSPACE], notifier=self
         )
@@ -177,6 +184,14 @@ def event_figures(connection: str) -> dict[str, list[str]]:
     result, out[WARM] = bench.deliver(drift_event(monitor="monitor-0", event_id="drift-3"))
     [again] = result.decisions
     assert (again.action, again.outcome) == ("retrain", "submitted"), again
+    bench.clock.advance(hours=7)  # past the cooldown again; the slot freed as its run failed
+    job = again.job["name"]
+    failed = run_event(run_id=job, tags=ours(model="model-0", decision=again.id), status="Failed", event_id="run-4")
+    bench.deliver(failed)
+    bench.new_worker()  # a worker that has not seen the model (another instance, or one just started)
+    result, out[COLD] = bench.deliver(drift_event(monitor="monitor-0", event_id="drift-4"))
+    [cold] = result.decisions
+    assert (cold.action, cold.outcome) == ("retrain", "submitted"), cold
     return out
 
 

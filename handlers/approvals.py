@@ -207,7 +207,7 @@ class Approvals:
             report.released.append(rec)
 
     def _tend(self, model: str, kind: str, flight: Flight, now: datetime) -> DecisionRecord | None:
-        record = self.ledger.get_decision(flight.decision)
+        record = self.ledger.get_decision(flight.decision, model)
         if record is None or record.outcome != PENDING:
             if record is not None and record.outcome != "reserved":  # recorded, its settling lost
                 self.executor.settle(model, kind, record)

@@ -28,7 +28,7 @@ from handlers.guards import Limits
 from handlers.plans import Collect, Decision, Deploy, Retrain, job_of, rendered_of
 from handlers.ports import ActionResult, Deployments, Jobs, Ledger
 from handlers.preview import Preview, cooldown_of, preview
-from handlers.records import DecisionRecord, Flight, iso, span
+from handlers.records import DecisionRecord, Flight, ModelState, iso, span
 from handlers.rollout.effects import RolloutEffects
 from handlers.rollout.progress import Transition
 from handlers.rollout.retire import Retirement
@@ -119,6 +119,12 @@ class Executor:
         """Write ``record`` (bounded) to the ledger: the one writer of decision records."""
         rec = record.bounded()
         stored = self.ledger.put_decision(rec)
+        self._kept(rec, stored)
+        return stored
+
+    @staticmethod
+    def _kept(rec: DecisionRecord, stored: DecisionRecord) -> None:
+        """Say so when the record stored is not ``rec`` (a final one stood)."""
         if stored.outcome != rec.outcome or stored.at != rec.at:
             log.info(
                 "decision %s model=%s: recorded already as %s at %s; kept, not replaced by %s",
@@ -128,7 +134,6 @@ class Executor:
                 stored.at,
                 rec.outcome,
             )
-        return stored
 
     def recorded(self, decision: Decision) -> DecisionRecord | None:
         """The final record already under ``decision``'s id (anything past ``reserved``), or None: what a
@@ -137,7 +142,7 @@ class Executor:
         outcome, before settling), the slot is settled by that record first. A keyed deploy decision (a
         run's, a registry version's) that a guard refused, or whose registry version was not there yet,
         is not final (:meth:`_judged_already`): it is judged again."""
-        done = self.ledger.get_decision(decision.id)
+        done = self.ledger.get_decision(decision.id, decision.model)
         if done is None or done.outcome == "reserved":
             return None
         if isinstance(decision, Deploy) and decision.plan.keyed and "guard" in done.details:
@@ -173,22 +178,40 @@ class Executor:
             judged = self._judged_already(decision, kind)
             if judged is not None:
                 return judged
-        verdict = self.ledger.update_model(
+        fresh: list[DecisionRecord] = []  # the reserved record, made (and logged) once
+
+        def reserved(verdict: guards.Verdict) -> DecisionRecord | None:
+            """The record written with the slot it takes, in one write: a first reservation's (a
+            resumed one, or one that supersedes a decision waiting for approval, is written after)."""
+            if not verdict.granted or verdict.resumed or verdict.supersedes:
+                return None
+            if not fresh:
+                rendered = rendered_of(decision)
+                fresh.append(self.record(decision, "reserved", now, job=job_of(rendered), rendered=rendered))
+            return fresh[0]
+
+        verdict, stored = self.ledger.reserve(
             model,
             lambda s: guards.reserve(
                 s, kind, decision.id, now, cooldown_of(decision, limits), limits.budget, decision.force, limits.windows
             ),
+            reserved,
         )
+        if stored is not None:  # reserved and recorded in one write, or a final record stood (nothing taken)
+            if stored.outcome != "reserved":
+                log.info("decision %s model=%s: recorded already as %s; kept", decision.id, model, stored.outcome)
+                return stored
+            return self.act(decision, now)
         if not verdict.granted:
             rec = self.record(decision, "skipped", now, verdict.reason, guard=verdict.code, until=verdict.until)
             unwritten.append(rec)
             return rec
         if verdict.supersedes:  # a decision waited for approval in this slot: said in both records (again, resumed)
-            self.supersede(verdict.supersedes, decision.id, now)
+            self.supersede(verdict.supersedes, decision.id, now, model)
             took = f"supersedes decision {verdict.supersedes}, which waited for approval"
             decision = replace(decision, reason=f"{decision.reason}; {took}")
         if verdict.resumed:  # reserved by an earlier delivery of this event, whose worker died
-            done = self.ledger.get_decision(decision.id)
+            done = self.ledger.get_decision(decision.id, decision.model)
             if done is not None and done.outcome != "reserved":  # it acted and recorded the outcome
                 if verdict.code == "resumed":  # ... but died before confirming it
                     self.settle(model, kind, done)
@@ -229,10 +252,10 @@ class Executor:
             return stored
         return self.act(decision, now)
 
-    def supersede(self, old_id: str, newer: str, now: datetime) -> None:
+    def supersede(self, old_id: str, newer: str, now: datetime, model: str | None = None) -> None:
         """Record the decision ``old_id``, which waited for approval, superseded by ``newer`` (which took
         its slot); a record no longer pending (said already, or released first) stands."""
-        old = self.ledger.get_decision(old_id)
+        old = self.ledger.get_decision(old_id, model)
         if old is not None and old.outcome == "pending":
             self.write(approval_rules.superseded(old, newer, now))
 
@@ -253,7 +276,7 @@ class Executor:
         run starts (:attr:`Retrain.once`). None when it must (still) be
         carried out: never recorded, only reserved, refused by a guard, or holding the slot itself
         (the resume path finishes that one)."""
-        done = self.ledger.get_decision(decision.id)
+        done = self.ledger.get_decision(decision.id, decision.model)
         if done is None or done.outcome == "reserved" or "guard" in done.details:
             return None
         held = self.ledger.get_model(decision.model).flights.get(kind)
@@ -285,9 +308,7 @@ class Executor:
                 rec = self._deploy(decision, now, rendered, extra)
         except PermanentError as exc:
             rec = self.record(decision, "failed", now, f"{decision.reason}; failed: {exc}", rendered=rendered, **extra)
-        rec = self.write(rec)
-        self.settle(decision.model, kind, rec)
-        return rec
+        return self.settled(decision.model, kind, rec)
 
     def _deploy(
         self, decision: Deploy, now: datetime, rendered: dict[str, Any], extra: dict[str, Any]
@@ -380,19 +401,33 @@ class Executor:
         """Bring the model's slot in line with ``record``'s outcome: ``submitted`` keeps it (with its
         job), anything else frees it; ``failed`` gives back the cooldown and budget the reservation
         took, unless the record says it keeps them (:data:`KEEPS_BUDGET`)."""
-        job_name = (record.job or {}).get("name")
-        give_back, skipped = not record.details.get(KEEPS_BUDGET), bool(record.details.get(worthiness.GIVES_BACK))
-        self.ledger.update_model(
-            model, lambda s: guards.confirm(s, kind, record.id, record.outcome, job_name, give_back, skipped)
-        )
+        self.ledger.update_model(model, lambda s: (_confirmed(s, kind, record), None))
+
+    def settled(self, model: str, kind: str, record: DecisionRecord) -> DecisionRecord:
+        """Write ``record`` and bring the model's slot in line with the record stored (as :meth:`settle`
+        does), in one write of the ledger."""
+        rec = record.bounded()
+        stored = self.ledger.record_and_update(model, rec, lambda s, r: _confirmed(s, kind, r))
+        self._kept(rec, stored)
+        return stored
 
     def release(self, model: str, kind: str, record: DecisionRecord, held: Flight | None = None) -> DecisionRecord:
-        """Record why a hold is released, then free the slot: a crash in between leaves a record that
-        settling again (or the next pass) honours. ``held``: the hold, when ``record`` is not its own
-        decision but one of its own id: the hold is freed whatever the record says."""
-        rec = self.write(record)
+        """Record why a hold is released and free the slot, in one write of the ledger. ``held``: the
+        hold, when ``record`` is not its own decision but one of its own id: the hold is freed
+        whatever the record says."""
         if held is None:
-            self.settle(model, kind, rec)
-        else:
-            self.ledger.update_model(model, lambda s: guards.release(s, kind, held.decision, held.job))
-        return rec
+            return self.settled(model, kind, record)
+        rec = record.bounded()
+        stored = self.ledger.record_and_update(
+            model, rec, lambda s, _: guards.release(s, kind, held.decision, held.job)[0]
+        )
+        self._kept(rec, stored)
+        return stored
+
+
+def _confirmed(state: ModelState, kind: str, record: DecisionRecord) -> ModelState | None:
+    """The model's state with its slot in line with ``record``'s outcome (:func:`handlers.guards.confirm`),
+    or None when nothing changes."""
+    job_name = (record.job or {}).get("name")
+    give_back, skipped = not record.details.get(KEEPS_BUDGET), bool(record.details.get(worthiness.GIVES_BACK))
+    return guards.confirm(state, kind, record.id, record.outcome, job_name, give_back, skipped)[0]

@@ -158,6 +158,8 @@ class Outbox:
         self.ledger = ledger
         self.notifier = notifier
         self.batch = batch
+        if notifier is not None:  # what a delivery writes, it sends as it ends: claimed as written
+            ledger.sends_own(lease)
         self.max_attempts = max_attempts
         self.max_age = max_age
         self.lease = lease
@@ -177,10 +179,11 @@ class Outbox:
             return report
         try:
             while report.attempts < attempts:
-                if own:
-                    claimed = self.ledger.claim_own_notifications(self.batch, now, self.lease)
-                else:
-                    claimed = self.ledger.claim_notifications(self.batch, now, self.lease)
+                # what this worker wrote first (claimed as written, when it sends what it writes), then,
+                # unless only those, whatever else is due
+                claimed = self.ledger.claim_own_notifications(self.batch, now, self.lease)
+                if not own and len(claimed) < self.batch:
+                    claimed += self.ledger.claim_notifications(self.batch - len(claimed), now, self.lease)
                 if not claimed:
                     report.more = False
                     return report

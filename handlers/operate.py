@@ -319,7 +319,7 @@ class Operator:
         rule = deploy.approval if deploy is not None else None
         if rule is None or not rule.promote or flight is None:
             return []
-        asked = self.ledger.get_decision(flight.decision)
+        asked = self.ledger.get_decision(flight.decision, request.model)
         key, caller = f"models.{request.model}.deploy.approval", dict(request.trigger.caller)
         for what, requester in requesters(asked, self.ledger.get_decision) if asked is not None else [("this", {})]:
             why = refusal(key, rule.four_eyes, rule.approver_role, requester, caller, "promote", what)
@@ -376,7 +376,7 @@ class Operator:
         done = self.executor.transition(model, flight, t, now)
         if "record" not in done:  # Azure refused it, and the rollback replacing it met another writer's change
             raise _changed_meanwhile(model)
-        record = self.ledger.get_decision(str(done["record"]))
+        record = self.ledger.get_decision(str(done["record"]), model)
         if record is None:  # pragma: no cover - the executor wrote it
             raise TransientError(f"decision {done['record']} is not readable yet; ask again")
         return record

@@ -155,6 +155,36 @@ class Ledger(Protocol):
         it returns a new state. Returns what ``change`` returned beside the state."""
         ...
 
+    def reserve(
+        self,
+        model: str,
+        change: Callable[[ModelState], tuple[ModelState | None, T]],
+        record_of: Callable[[T], DecisionRecord | None],
+    ) -> tuple[T, DecisionRecord | None]:
+        """Apply ``change`` as :meth:`update_model` does and, when it writes a state and
+        ``record_of(result)`` gives a record, write that record as :meth:`put_decision` would, in
+        the same atomic write: a slot is never taken without the record of what took it. Returns
+        ``change``'s result and the record stored (None when none was given). When a record stored
+        under its id may not be replaced by it (:func:`handlers.records.may_replace`), nothing is
+        written and that stored record is returned: the change was not made."""
+        ...
+
+    def record_and_update(
+        self, model: str, record: DecisionRecord, change: Callable[[ModelState, DecisionRecord], ModelState | None]
+    ) -> DecisionRecord:
+        """Write ``record`` as :meth:`put_decision` does and apply ``change(state, stored)`` (``stored``:
+        the record as stored, ``record`` or the final one that stood; None: no change) to ``model``'s
+        state, in one atomic write (a record's outcome and the settling of its slot). Returns the
+        record stored."""
+        ...
+
+    def sends_own(self, lease: timedelta) -> None:
+        """This ledger's worker sends, as each delivery ends, the notifications the delivery wrote: from
+        now on a notification this ledger puts in the outbox is claimed by it as it is written, for
+        ``lease`` from the notification's time (:meth:`claim_own_notifications` returns it; no other
+        sender takes it before that claim lapses)."""
+        ...
+
     def put_decision(self, record: DecisionRecord) -> DecisionRecord:
         """Write ``record`` and, when it notifies (:func:`handlers.notify.notification_of`), its
         notification into the outbox, unless that notification is there already (pending or sent):
@@ -164,7 +194,10 @@ class Ledger(Protocol):
         stored. So does :meth:`finish_event` for the records it writes."""
         ...
 
-    def get_decision(self, decision_id: str) -> DecisionRecord | None: ...
+    def get_decision(self, decision_id: str, model: str | None = None) -> DecisionRecord | None:
+        """The record stored under ``decision_id``; ``model``, the model it concerns when the caller
+        knows it (the ledger may find it faster), None when it does not (or it concerns none)."""
+        ...
 
     def decisions(
         self,

@@ -327,9 +327,9 @@ class Reconciler:
             log.info("reconciler: decision %s model=%s was finished or taken over meanwhile", flight.decision, model)
             return
         if flight.data.get("supersedes"):  # its worker may have died before saying so in the record it superseded
-            self.executor.supersede(str(flight.data["supersedes"]), flight.decision, now)
+            self.executor.supersede(str(flight.data["supersedes"]), flight.decision, now, model)
         try:
-            record = self.ledger.get_decision(flight.decision)
+            record = self.ledger.get_decision(flight.decision, model)
         except (KeyError, TypeError, ValueError) as exc:
             why = f"its decision record cannot be read ({type(exc).__name__}: {exc}); it may have acted"
             report.released.append(self._release(model, kind, flight, now, why, give_back=False))

@@ -60,7 +60,7 @@ def verified(signal: Signal, ledger: Ledger) -> Signal:
         return signal
     decision = str(ci_get(signal.run_tags, TAG_DECISION) or "")
     model = str(ci_get(signal.run_tags, TAG_MODEL) or "")
-    record = ledger.get_decision(decision) if decision.startswith("re-") and len(decision) < 64 else None
+    record = ledger.get_decision(decision, model or None) if decision.startswith("re-") and len(decision) < 64 else None
     ours = (
         record is not None
         and record.action == "retrain"

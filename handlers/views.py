@@ -102,7 +102,7 @@ def _explain_flights(
     """What an operator wants beside a flight: the retrain's job link and why it started; the rollout's bake and the
     history of its steps with the health numbers each was judged on."""
     if "retrain" in flights:
-        record = ledger.get_decision(state.flights["retrain"].decision)
+        record = ledger.get_decision(state.flights["retrain"].decision, state.model)
         flights["retrain"]["url"] = (record.job or {}).get("url") if record is not None else None
         flights["retrain"]["why"] = record.reason if record is not None else None  # what started it
     if "rollout" not in flights:

@@ -51,7 +51,7 @@ def _led_to(ledger: Ledger, record: DecisionRecord) -> list[DecisionRecord]:
     job = (record.job or {}).get("name")
     deploy: DecisionRecord | None = record if record.action == "deploy" else None
     if record.action == "retrain" and record.model and job and record.outcome == "submitted":
-        deploy = ledger.get_decision(run_decision_id(record.model, str(job)))
+        deploy = ledger.get_decision(run_decision_id(record.model, str(job)), record.model)
         if deploy is not None:
             out.append(deploy)
     if deploy is not None and deploy.model and deploy.outcome == "submitted":

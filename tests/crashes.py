@@ -98,7 +98,11 @@ class DiesAfterSettingTraffic(DiesAfterActing):
 class LedgerThatDies:
     """A ledger whose worker dies right after one write: ``after`` is 'outcome' (the action's outcome
     is recorded, not yet confirmed in the model's state) or 'confirm' (confirmed; the event is not
-    yet finished). Everything else goes to the real ledger."""
+    yet finished). Everything else goes to the real ledger.
+
+    The executor writes an outcome and settles its slot in one write (``record_and_update``), so
+    'outcome' is what a worker of the code before that change left when it died between its two
+    writes: the record written, the slot not settled (ledgers written by it are still read)."""
 
     def __init__(self, inner: Ledger, after: str) -> None:
         assert after in ("outcome", "confirm")
@@ -113,6 +117,12 @@ class LedgerThatDies:
         if self.after == "outcome" and record.outcome != "reserved":
             raise WorkerDied
         return stored
+
+    def record_and_update(self, model: str, record: DecisionRecord, change: Any) -> DecisionRecord:
+        if self.after == "outcome":  # the code before: the record first, then (never) the slot
+            self.inner.put_decision(record)
+            raise WorkerDied
+        return self.inner.record_and_update(model, record, change)
 
     def finish_event(
         self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()

@@ -6,10 +6,12 @@ The real Azure ML SDK path (``AzureMLActions`` against the fake ARM), on each le
 death is a :class:`tests.crashes.WorkerDied` raised by test code wrapped around the ports the
 service is given, at each point:
 
-- after-reserve: the model's slot is reserved and the reserved record written; nothing reached Azure;
+- after-reserve: the model's slot is reserved and the reserved record written (one write); nothing
+  reached Azure;
 - after-submit: Azure accepted the job; the outcome is neither recorded nor confirmed;
-- after-outcome: the outcome is recorded; the model's state still says reserved;
-- after-confirm: the outcome is confirmed; the event is not marked finished.
+- after-outcome: the outcome is recorded; the model's state still says reserved (the executor now
+  writes both in one write: this is what a worker of the code before left, still repaired);
+- after-confirm: the outcome is recorded and confirmed (one write); the event is not marked finished.
 
 And whatever comes after (the run ends and frees the model's slot, a redelivery), the decision
 recorded under the event's id stands: the redelivery answers with it and `retrain why` tells it.

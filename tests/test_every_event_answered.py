@@ -157,6 +157,11 @@ class LedgerThatRefuses:
             raise PermanentError(f"writing model {model}: the service answered 400: EntityTooLarge")
         return self.inner.update_model(model, change)
 
+    def reserve(self, model: str, change: Any, record_of: Any) -> Any:
+        if model == self.model:  # the slot and its record are one write of the model's partition
+            raise PermanentError(f"writing model {model}: the service answered 400: EntityTooLarge")
+        return self.inner.reserve(model, change, record_of)
+
 
 def test_a_permanent_failure_after_the_claim_is_a_recorded_failed_decision_and_the_event_is_done(
     ledger_spec: LedgerSpec,
@@ -184,6 +189,9 @@ def test_a_bug_after_the_claim_gives_the_claim_back_so_the_redelivery_is_not_ref
 
     class Broken(LedgerThatRefuses):
         def update_model(self, model: str, change: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        def reserve(self, model: str, change: Any, record_of: Any) -> Any:
             raise RuntimeError("a bug")
 
     with pytest.raises(RuntimeError, match="a bug"):

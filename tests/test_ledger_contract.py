@@ -378,6 +378,45 @@ def test_an_unknown_decision_is_none(ledger: Ledger) -> None:
     assert ledger.get_decision("nope") is None
 
 
+def _took(state: ModelState) -> tuple[ModelState | None, int]:
+    """A change that counts one into the model's budget (it returns the count it saw)."""
+    return replace(state, budget_used=state.budget_used + 1), state.budget_used
+
+
+def test_a_reservation_writes_the_slot_and_its_record_together_and_a_final_record_takes_nothing(
+    ledger: Ledger,
+) -> None:
+    took, stored = ledger.reserve("m1", _took, lambda _: record("d1", outcome="reserved"))
+    assert (took, stored) == (0, record("d1", outcome="reserved"))
+    assert ledger.get_model("m1").budget_used == 1 and ledger.get_decision("d1", "m1") == stored
+    # a refusal writes nothing, and is not asked for a record
+    assert ledger.reserve("m1", lambda s: (None, "refused"), lambda _: pytest.fail("asked")) == ("refused", None)
+    # no record given: the state alone
+    assert ledger.reserve("m1", _took, lambda _: None) == (1, None) and ledger.get_model("m1").budget_used == 2
+    ledger.put_decision(record("d2", outcome="submitted"))
+    took, stored = ledger.reserve("m1", _took, lambda _: record("d2", outcome="reserved"))
+    assert stored is not None and stored.outcome == "submitted"  # it stands; the slot was not taken
+    assert ledger.get_model("m1").budget_used == 2 and ledger.get_decision("d2").outcome == "submitted"  # type: ignore[union-attr]
+
+
+def test_an_outcome_and_the_change_of_its_slot_are_written_together_by_the_record_stored(ledger: Ledger) -> None:
+    ledger.reserve("m1", _took, lambda _: record("d1", outcome="reserved"))
+    seen: list[str] = []
+
+    def settle(state: ModelState, stored: DecisionRecord) -> ModelState | None:
+        seen.append(stored.outcome)
+        return replace(state, budget_used=0) if stored.outcome == "failed" else None
+
+    assert ledger.record_and_update("m1", record("d1", outcome="failed"), settle).outcome == "failed"
+    assert ledger.get_model("m1").budget_used == 0
+    assert [n.id for n in ledger.pending_notifications(10)] == [notification_id("d1", "failed")]
+    # over a final record: it stands, and the change is made by it
+    ledger.update_model("m1", lambda s: (replace(s, budget_used=5), None))
+    assert ledger.record_and_update("m1", record("d1", outcome="skipped"), settle).outcome == "failed"
+    assert seen[-1] == "failed" and ledger.get_model("m1").budget_used == 0
+    assert [n.id for n in ledger.pending_notifications(10)] == [notification_id("d1", "failed")]
+
+
 # --------------------------------------------------------------------------- retention
 
 
@@ -509,6 +548,25 @@ def test_the_notifications_a_ledger_keeps_for_itself_are_bounded_and_the_rest_wa
     mine = ledger.claim_own_notifications(1000, NOW, LEASE)
     assert 0 < len(mine) <= 256  # not every notification it ever wrote, held in memory
     assert len(mine) + len(ledger.claim_notifications(1000, NOW, LEASE)) == 300
+
+
+def test_a_worker_that_sends_what_it_writes_holds_it_from_other_senders_until_its_claim_lapses(
+    ledger_spec: LedgerSpec,
+) -> None:
+    """A worker with a topic writes each notification claimed by itself for the lease (from the
+    notification's time): it sends it as its delivery ends without claiming it; another sender (the
+    reconciler's drain) takes it only once that claim lapsed, as it would take one claimed later."""
+    mine, theirs = ledger_spec.open(), ledger_spec.open()
+    mine.sends_own(LEASE)
+    mine.put_decision(record("d1", outcome="failed"))
+    assert theirs.claim_notifications(10, NOW, LEASE) == []  # held by its writer
+    assert theirs.claim_notifications(10, NOW + LEASE - timedelta(seconds=1), LEASE) == []
+    [own] = mine.claim_own_notifications(10, NOW + timedelta(seconds=1), LEASE)
+    assert own.id == notification_id("d1", "failed")
+    mine.mark_notified([own.id], NOW + timedelta(seconds=1))
+    mine.put_decision(record("d2", outcome="failed"))  # its writer stopped before sending it
+    [taken] = theirs.claim_notifications(10, NOW + LEASE, LEASE)  # the claim lapsed: any sender's
+    assert taken.id == notification_id("d2", "failed")
 
 
 def test_concurrent_claims_never_hand_out_a_notification_twice(ledger_spec: LedgerSpec) -> None:

@@ -242,11 +242,19 @@ OPERATIONS: dict[str, list[str]] = {
         f"{TABLES}/entities/update/action",
         f"{TABLES}/entities/write",
     ],
-    "TableLedger.put_decision": [
-        f"{TABLES}/entities/add/action",
-        f"{TABLES}/entities/update/action",
-        f"{TABLES}/entities/write",
-    ],
+    # a record (with its notification, and the slot it takes or settles): read on a conflict, and the
+    # rows of the layout before deleted when it is written anew
+    **{
+        f"TableLedger.{name}": [
+            f"{TABLES}/entities/read",
+            f"{TABLES}/entities/add/action",
+            f"{TABLES}/entities/update/action",
+            f"{TABLES}/entities/write",
+            f"{TABLES}/entities/delete",
+        ]
+        for name in ("put_decision", "reserve", "record_and_update")
+    },
+    "TableLedger.sends_own": [],
     "TableLedger.get_decision": [f"{TABLES}/entities/read"],
     "TableLedger.decisions": [f"{TABLES}/entities/read"],
     "TableLedger.purge": [f"{TABLES}/entities/read", f"{TABLES}/entities/delete"],
@@ -257,7 +265,11 @@ OPERATIONS: dict[str, list[str]] = {
         f"{TABLES}/entities/write",
     ],
     "TableLedger.claim_own_notifications": [f"{TABLES}/entities/update/action", f"{TABLES}/entities/write"],
-    "TableLedger.mark_notified": [f"{TABLES}/entities/update/action", f"{TABLES}/entities/write"],
+    "TableLedger.mark_notified": [
+        f"{TABLES}/entities/read",
+        f"{TABLES}/entities/update/action",
+        f"{TABLES}/entities/write",
+    ],
     "TableLedger.fail_notification": [
         f"{TABLES}/entities/read",
         f"{TABLES}/entities/update/action",

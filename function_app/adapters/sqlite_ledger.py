@@ -19,7 +19,7 @@ from handlers.idempotency import same_request
 from handlers.notify import notification_of
 from handlers.ports import Claim
 from handlers.recorded import RecordedEvent
-from handlers.records import DecisionRecord, ModelState, cut, iso, may_replace
+from handlers.records import DecisionRecord, ModelState, cut, from_iso, iso, may_replace
 from handlers.signals import Trigger, claim_key
 
 T = TypeVar("T")
@@ -84,7 +84,7 @@ class SqliteLedger(SqliteOutbox):
             self._write(*done)
             return []
         with self._tx() as db:
-            stored = [_put(db, record, self._own) for record in records]
+            stored = [_put(db, record, self._own, self._send_lease) for record in records]
             db.execute(*done)
         return stored
 
@@ -143,26 +143,53 @@ class SqliteLedger(SqliteOutbox):
         if new is None:
             return result
         with self._tx() as db:
-            row = db.execute("SELECT body, version FROM models WHERE model = ?", (model,)).fetchone()
-            state = (
-                ModelState(model=model) if row is None else ModelState.from_dict(json.loads(row[0]), etag=str(row[1]))
-            )
+            state, row = _state(db, model)
             new, result = change(state)
             if new is not None:
-                body = json.dumps(new.to_dict(), sort_keys=True)
-                if row is None:
-                    db.execute("INSERT INTO models (model, body, version) VALUES (?, ?, 1)", (model, body))
-                else:
-                    db.execute("UPDATE models SET body = ?, version = version + 1 WHERE model = ?", (body, model))
+                _write_state(db, model, new, row)
             return result
 
     # ------------------------------------------------------------------ decisions
 
     def put_decision(self, record: DecisionRecord) -> DecisionRecord:
         with self._tx() as db:
-            return _put(db, record, self._own)
+            return _put(db, record, self._own, self._send_lease)
 
-    def get_decision(self, decision_id: str) -> DecisionRecord | None:
+    def reserve(
+        self,
+        model: str,
+        change: Callable[[ModelState], tuple[ModelState | None, T]],
+        record_of: Callable[[T], DecisionRecord | None],
+    ) -> tuple[T, DecisionRecord | None]:
+        new, result = change(self.get_model(model))
+        if new is None:  # a refusal writes nothing: decided without the write lock, as update_model does
+            return result, None
+        with self._tx() as db:
+            state, row = _state(db, model)
+            new, result = change(state)
+            if new is None:
+                return result, None
+            record = record_of(result)
+            stored = None
+            if record is not None:
+                stored = _put(db, record, self._own, self._send_lease)
+                if stored is not record:  # a final record stood: nothing written, the slot not taken
+                    return result, stored
+            _write_state(db, model, new, row)
+            return result, stored
+
+    def record_and_update(
+        self, model: str, record: DecisionRecord, change: Callable[[ModelState, DecisionRecord], ModelState | None]
+    ) -> DecisionRecord:
+        with self._tx() as db:
+            stored = _put(db, record, self._own, self._send_lease)
+            state, row = _state(db, model)
+            new = change(state, stored)
+            if new is not None:
+                _write_state(db, model, new, row)
+            return stored
+
+    def get_decision(self, decision_id: str, model: str | None = None) -> DecisionRecord | None:
         row = self._conn().execute("SELECT body FROM decisions WHERE id = ?", (decision_id,)).fetchone()
         return None if row is None else DecisionRecord.from_dict(json.loads(row[0]))
 
@@ -216,10 +243,27 @@ _UPSERT_DECISION = (
 _INDEX_EVENT = "INSERT OR IGNORE INTO decision_events (id, event_id) VALUES (?, ?)"
 
 
-_ENQUEUE = "INSERT OR IGNORE INTO outbox (id, created_at, body) VALUES (?, ?, ?)"
+# A notification its writer sends as its delivery ends (sends_own) goes in claimed by it (lease_until).
+_ENQUEUE = "INSERT OR IGNORE INTO outbox (id, created_at, body, lease_until) VALUES (?, ?, ?, ?)"
 
 
-def _put(db: sqlite3.Connection, record: DecisionRecord, own: dict[str, None]) -> DecisionRecord:
+def _state(db: sqlite3.Connection, model: str) -> tuple[ModelState, object]:
+    """The model's state as the open transaction reads it, and its row (None: none yet)."""
+    row = db.execute("SELECT body, version FROM models WHERE model = ?", (model,)).fetchone()
+    return (ModelState(model=model) if row is None else ModelState.from_dict(json.loads(row[0]), etag=str(row[1]))), row
+
+
+def _write_state(db: sqlite3.Connection, model: str, new: ModelState, row: object) -> None:
+    body = json.dumps(new.to_dict(), sort_keys=True)
+    if row is None:
+        db.execute("INSERT INTO models (model, body, version) VALUES (?, ?, 1)", (model, body))
+    else:
+        db.execute("UPDATE models SET body = ?, version = version + 1 WHERE model = ?", (body, model))
+
+
+def _put(
+    db: sqlite3.Connection, record: DecisionRecord, own: dict[str, str], send_lease: timedelta | None = None
+) -> DecisionRecord:
     """Write ``record`` in the open transaction unless the record under its id may not be replaced
     by it (:func:`handlers.records.may_replace`); the record stored, either way. The notification it
     puts in the outbox (one not there yet) goes into ``own``, the ledger's to send as its delivery ends. The read and the
@@ -232,10 +276,12 @@ def _put(db: sqlite3.Connection, record: DecisionRecord, own: dict[str, None]) -
     db.execute(_UPSERT_DECISION, _decision_row(record))
     db.execute(_INDEX_EVENT, (record.id, _event_of(record)))
     for row in _outbox_rows([record]):
-        if db.execute(_ENQUEUE, row).rowcount:
+        moment = from_iso(str(row[1]))
+        until = iso(moment + send_lease) if send_lease is not None and moment and len(own) < OWN_KEPT else None
+        if db.execute(_ENQUEUE, (*row, until)).rowcount:
             if len(own) >= OWN_KEPT:
                 own.clear()  # a worker that does not send (no topic): left to the reconciler's drain
-            own[str(row[0])] = None
+            own[str(row[0])] = until or ""
     return record
 
 

@@ -20,8 +20,13 @@ class SqliteOutbox(SqliteStore):
 
     def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
         super().__init__(path, timeout)
-        # The notifications this ledger put in the outbox and has not claimed yet (in order).
-        self._own: dict[str, None] = {}
+        # The notifications this ledger put in the outbox and has not claimed yet (in order), each
+        # with the claim it was written with ("" for none: see sends_own).
+        self._own: dict[str, str] = {}
+        self._send_lease: timedelta | None = None
+
+    def sends_own(self, lease: timedelta) -> None:
+        self._send_lease = lease
 
     def pending_notifications(self, limit: int) -> list[Notification]:
         rows = (
@@ -45,10 +50,13 @@ class SqliteOutbox(SqliteStore):
         return [_entry(r) for r in rows]
 
     def claim_own_notifications(self, limit: int, now: datetime, lease: timedelta) -> list[OutboxEntry]:
-        # Up to ``limit`` of them, each taken out of ``_own`` once (pop gives None, its value, only to
-        # the one caller that takes it), the rest kept for the next call.
-        mine = [i for i in list(self._own)[: max(0, limit)] if self._own.pop(i, False) is None]
-        if not mine:
+        # Up to ``limit`` of them, each taken out of ``_own`` once (pop gives its claim, a string, only
+        # to the one caller that takes it), the rest kept for the next call. One written claimed by this
+        # ledger is its own while at least half of ``lease`` of that claim is left; any other is claimed.
+        taken = {i: self._own.pop(i, None) for i in list(self._own)[: max(0, limit)]}
+        held = [i for i, until in taken.items() if until is not None and until >= iso(now + lease / 2)]
+        mine = [i for i, until in taken.items() if until is not None and i not in held]
+        if not held and not mine:
             return []
         at = iso(now)
         with self._tx() as db:  # the write lock: no other sender claims these meanwhile
@@ -58,6 +66,11 @@ class SqliteOutbox(SqliteStore):
                 (*mine, at, at),
             ).fetchall()
             db.executemany("UPDATE outbox SET lease_until = ? WHERE id = ?", [(iso(now + lease), r[0]) for r in rows])
+            rows += db.execute(
+                f"SELECT {_ENTRY} FROM outbox WHERE id IN ({', '.join('?' * len(held))}) AND sent_at IS NULL "
+                "ORDER BY created_at, id",
+                held,
+            ).fetchall()
         return [_entry(r) for r in rows]
 
     def mark_notified(self, ids: Sequence[str], now: datetime) -> None:

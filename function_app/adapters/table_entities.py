@@ -8,6 +8,7 @@ import os
 import random
 import re
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from azure.core.pipeline.transport import RequestsTransport
@@ -21,7 +22,10 @@ TABLES = ("events", "models", "decisions", "outbox")
 DECISIONS = "d"  # the decisions table's partitions: d0..d7, a record and its trail rows in its id's shard
 _SHARDS = 8  # fixed for good: a decision's partition is found from its id alone (changing it moves records)
 RECORD = "r:"  # the RowKey prefix of a decision's record row (trail rows start a:, e:, m:)
-OUTBOX = "outbox"  # the outbox's one partition
+OUTBOX = "outbox"  # the old layout's outbox partition (drained until empty)
+STATE = "state"  # the RowKey of a model's state row, in its partition of the decisions table
+NOTE = "o:"  # the RowKey prefix of a notification's outbox row, in its decision's partition
+NO_MODEL = "-"  # the partition of the decisions that concern no model (model partitions start m:)
 _CHUNK = 30_000  # characters per string property (the limit is 64 KiB of UTF-16)
 _MAX_CHUNKS = 30  # an entity holds at most 1 MiB
 _FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f%]")
@@ -71,6 +75,25 @@ def decision_partition(decision_id: str) -> str:
 
 
 DECISION_PARTITIONS = tuple(f"{DECISIONS}{n}" for n in range(_SHARDS))
+
+
+def model_partition(model: str | None) -> str:
+    """The partition of the decisions table that holds a model's state row, its decisions, their
+    trail rows and notifications (``-`` for the decisions that concern no model): what must change
+    together is one entity group transaction."""
+    return f"m:{model_key(model)}" if model else NO_MODEL
+
+
+def model_key(model: str) -> str:
+    """A model's name as a key (its directory row's PartitionKey): escaped, and a long one cut with
+    its digest (a key holds at most 1 KiB)."""
+    key = safe_key(model)
+    return key if len(key) <= 400 else f"{key[:300]}~{digest('model', model, length=32)}"
+
+
+def note_key(note_id: str) -> str:
+    """The RowKey of a notification's outbox row in its decision's partition."""
+    return f"{NOTE}{safe_key(note_id)}"
 
 
 def safe_key(text: str) -> str:
@@ -155,3 +178,14 @@ class TableParts:
     _rows: dict[str, tuple[str, str]]
     # The outbox rows this worker inserted and has not claimed yet, by notification id: (entity, ETag).
     _own: dict[str, tuple[dict[str, Any], str]]
+    # The models this worker knows the directory lists.
+    _listed: set[str]
+    # The pending outbox rows a reconciler's list_models found in each partition, and when (monotonic).
+    _survey: tuple[float, dict[str, list[Any]]] | None
+    # The partition of each notification this worker saw, and of each decision.
+    _notes: dict[str, str]
+    _where: dict[str, str]
+    # Records of the layout before this worker read: (record, created, "") by id, to be written anew.
+    _old: dict[str, tuple[DecisionRecord, str, str]]
+    # How long a notification this worker writes is claimed by it as written (None: not claimed).
+    _send_lease: timedelta | None

@@ -74,6 +74,7 @@ class TableEvents(TableDecisions):
                 if not same_request(existing.get("request") or None, trigger.request):
                     return replace(claim_of(existing), status="reused")
                 if existing.get("status") == "done":
+                    self._places_of(existing)
                     return Claim("done", tuple(json.loads(existing.get("decisions") or "[]")))
                 lease_until = existing.get("lease_until") or ""
                 if lease_until and lease_until > iso(now):
@@ -110,6 +111,8 @@ class TableEvents(TableDecisions):
         self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()
     ) -> list[DecisionRecord]:
         stored = [self.put_decision(record) for record in records]  # first the records, then "done"
+        # where each decision is (its model's partition), for a redelivery's answer without a search
+        where = {d: self._where[d] for d in decision_ids if d in self._where}
         with translated(f"finishing event {trigger.event_id}"):
             self.events.upsert_entity(
                 {
@@ -118,6 +121,7 @@ class TableEvents(TableDecisions):
                     "status": "done",
                     "lease_until": "",
                     "decisions": json.dumps(list(decision_ids)),
+                    "partitions": json.dumps(where),
                     "finished_at": iso(now),
                 },
                 mode=UpdateMode.MERGE,
@@ -127,9 +131,16 @@ class TableEvents(TableDecisions):
     def event_claim(self, trigger: Trigger) -> Claim | None:
         with translated(f"reading event {trigger.event_id}"):
             try:
-                return claim_of(self.events.get_entity(claim_key(trigger), ""))
+                entity = self.events.get_entity(claim_key(trigger), "")
             except ResourceNotFoundError:
                 return None
+        self._places_of(entity)
+        return claim_of(entity)
+
+    def _places_of(self, entity: Mapping[str, Any]) -> None:
+        """Remember where the decisions a finished claim names are (their partitions)."""
+        for decision, partition in json.loads(entity.get("partitions") or "{}").items():
+            self._where_put(str(decision), str(partition))
 
     def recorded_events(self, since: datetime, limit: int) -> list[RecordedEvent]:
         """A scan of the table (claim keys are digests: arrival is no key), filtered by the service."""
@@ -167,7 +178,8 @@ class TableEvents(TableDecisions):
     def event_status(self, trigger: Trigger) -> tuple[str, list[str]] | None:
         with translated(f"reading event {trigger.event_id}"):
             try:
-                entity = self.events.get_entity(claim_key(trigger), "", select=["status", "decisions"])
+                entity = self.events.get_entity(claim_key(trigger), "", select=["status", "decisions", "partitions"])
             except ResourceNotFoundError:
                 return None
+        self._places_of(entity)
         return str(entity["status"]), list(json.loads(entity.get("decisions") or "[]"))

@@ -5,40 +5,51 @@ Every write that decides something is conditional, so no read-modify-write can r
 - an event is claimed by *inserting* its entity (insert-if-absent: one instance gets 204, the rest 409);
   an unfinished claim whose lease ran out is taken over by an update conditional on its ETag;
 - a model's guard state (cooldown, single-flight, daily budget) is changed by an update conditional
-  on the ETag that was read (or an insert, for a model never seen); on 412 or 409 the change is
-  re-read and re-applied to the state as it is then.
+  on the ETag that was read (or an insert, for a model without a state row); on 412 or 409 the
+  change is re-read and re-applied to the state as it is then.
 
-Tables (names are ``RETRAIN_TABLE_PREFIX`` + the suffix) and keys, chosen for the queries made:
+Tables (names are ``RETRAIN_TABLE_PREFIX`` + the suffix) and keys, chosen so that what must change
+together is one entity group transaction (one partition of one table):
 
-========== =================================== ===================== =================================
-table      PartitionKey                        RowKey                read by
-========== =================================== ===================== =================================
-events     claim key (channel, event digest)   ``""``                claim_event: point read
-models     model name                          ``""``                guards: point read + ETag write
-decisions  ``d0`` .. ``d7``: the shard of the  ``r:<id>``; trail     get_decision: point read;
-           decision id                         rows ``a:``, ``e:``,  GET /api/decisions: a RowKey
-                                               ``m:`` + newest-first range in each shard, merged
-                                               time and id
-outbox     ``outbox``                          notification id       the drain: ``sent eq ''``, ETag claims
-========== =================================== ===================== =================================
+========== ============================= ============================ ===================================
+table      PartitionKey                  RowKey                       read by
+========== ============================= ============================ ===================================
+events     claim key (channel, event     ``""``                       claim_event: point read
+           digest)
+decisions  ``m:<model>`` (``-``: the     ``state``: the model's guard the guards: point read + ETag write;
+           decisions of no model)        state; ``r:<id>``: a record; the reconciler: one query per model
+                                         ``a:``/``e:<event digest>:`` (state and pending ``o:`` rows);
+                                         + time + id: its trail rows; a record: point read; trails:
+                                         ``o:<notification id>``: its a RowKey range per partition, merged
+                                         notification
+models     the model                     ``""``                       the directory: one query lists the
+                                                                      models (and their partitions)
+========== ============================= ============================ ===================================
 
-A partition per event and model spreads the conditional writes. A decision is one record row and up
-to three trail rows (``a:`` for all, ``e:<event digest>:`` found by the event id alone, and
-``m:<model digest>:``), keyed by inverted creation time so a range query returns newest first; they
-share one partition, the shard its id digests to, so that the four rows are one entity group
-transaction: one round trip, and never a record missing from a trail. Eight shards spread the writes
-(a partition serves about 2,000 entities a second) and keep partitions small; a trail query reads
-the same range in each shard and merges them, newest first. Writes across partitions are not atomic: a
-decision is written before the event is marked done, so a crash in between leaves a claim that the
-next delivery redoes (same decision ids, same rows). A decision's notification is inserted (if
-absent) into the outbox before the decision is written, so a crash in between sends it at least
-once, never twice. Table Storage has no TTL: :meth:`purge` (run by the reconciler) deletes what is
-older than the retention. See docs/ledger.md.
+A model's state row, its decisions, their trail rows and their notifications share its partition, so
+a reservation (the slot taken and the ``reserved`` record of what took it) is one transaction, and an
+outcome (the record, its notification, the slot settled) another: never a slot without the record
+of its decision, never a record without its notification. Trail rows are keyed by inverted creation
+time, so a range query returns newest first; a trail of all decisions, or of an event's, reads the
+same range in each partition the directory lists (and ``-``) and merges them. A record is found by
+its id in its model's partition, when the caller knows the model (the executor, the reconciler, a
+claim row, which keeps each decision's partition); by its id alone, in each partition. Writes across
+partitions are not atomic: a decision is written before the event is marked done, so a crash in
+between leaves a claim that the next delivery redoes (same decision ids, same rows). Table Storage
+has no TTL: :meth:`purge` (run by the reconciler) deletes what is older than the retention.
+
+The layout before (a model's state in ``models``, records in the shards ``d0`` .. ``d7`` of
+``decisions``, notifications in the ``outbox`` table's ``outbox`` partition) is still read: a
+model's state from its ``models`` row until its state row is first written (which copies it), a
+record from its shard when its model's partition has none (rewritten in the partition, the old rows
+deleted), the trails merged with the shards', the old outbox drained until empty, and all of it
+purged by the retention (tests/test_ledger_upgrade.py). See docs/ledger.md.
 
 Its parts, one reason to change each: entities and keys (:mod:`~function_app.adapters.table_entities`),
-events (:mod:`~function_app.adapters.table_events`), models (:mod:`~function_app.adapters.table_models`),
-decisions (:mod:`~function_app.adapters.table_decisions`), the outbox
-(:mod:`~function_app.adapters.table_outbox`); here the tables, the clients and the retention.
+events (:mod:`~function_app.adapters.table_events`), models and the directory
+(:mod:`~function_app.adapters.table_models`), the outbox (:mod:`~function_app.adapters.table_outbox`),
+reads of decisions (:mod:`~function_app.adapters.table_trails`), writes of decisions
+(:mod:`~function_app.adapters.table_decisions`); here the tables, the clients and the retention.
 """
 
 from __future__ import annotations
@@ -63,11 +74,10 @@ from function_app.adapters.table_entities import (
     client_options,
 )
 from function_app.adapters.table_events import TableEvents
-from function_app.adapters.table_models import TableModels
 from handlers.records import DecisionRecord, iso
 
 if TYPE_CHECKING:
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
     from azure.core.credentials import TokenCredential
 
@@ -76,7 +86,7 @@ if TYPE_CHECKING:
 _PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,50}$")
 
 
-class TableLedger(TableEvents, TableModels):
+class TableLedger(TableEvents):
     """``sleep`` and ``rng``: the pause and the jitter between two tries of a conflicting model write."""
 
     def __init__(
@@ -112,6 +122,12 @@ class TableLedger(TableEvents, TableModels):
         # The outbox rows this worker inserted, not claimed yet: sent as its delivery ends, claimed
         # on the ETag their insert returned (:meth:`claim_own_notifications`), without a query.
         self._own: dict[str, tuple[dict[str, Any], str]] = {}
+        self._listed: set[str] = set()
+        self._survey: tuple[float, dict[str, list[Any]]] | None = None
+        self._notes: dict[str, str] = {}
+        self._where: dict[str, str] = {}
+        self._old: dict[str, tuple[DecisionRecord, str, str]] = {}
+        self._send_lease: timedelta | None = None
         if create:
             self.create_tables()
 
@@ -151,7 +167,9 @@ class TableLedger(TableEvents, TableModels):
                     select=["PartitionKey", "RowKey"],
                 ),
             )
-            for pk in DECISION_PARTITIONS:
+            # each model's partition, ``-``, and the shards of the layout before: records, trail rows and
+            # notifications (their outcome column is the record's: never reserved), never a state row
+            for pk in [*self._partitions(), *DECISION_PARTITIONS]:
                 rows = list(
                     self.decision_rows.query_entities(
                         "PartitionKey eq @pk and created lt @cutoff and outcome ne 'reserved'",

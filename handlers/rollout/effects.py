@@ -251,7 +251,7 @@ class RolloutEffects:
         (``models.<m>.environment``, :mod:`handlers.lineage`), and said in the promote record, whose
         notification carries it. A refusal is recorded for an operator (the promotion stands); a
         transient failure leaves the promotion pending for the next pass, which finds it shared already."""
-        deploy = self.ledger.get_decision(flight.decision)
+        deploy = self.ledger.get_decision(flight.decision, record.model)
         registry = lineage.share_target(deploy)
         if registry is None or deploy is None:
             return record
