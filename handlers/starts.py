@@ -21,10 +21,11 @@ if TYPE_CHECKING:  # annotations only: the pure rules that import handlers.picku
     from handlers.ports import Ledger
 
 
-def made(ledger: Ledger, decision_id: str) -> DecisionRecord | None:
+def made(ledger: Ledger, decision_id: str, model: str | None = None) -> DecisionRecord | None:
     """The final record of a decision made already (started, failed, waiting for a person, or skipped for
-    good); None when it is still to be made: never recorded, only reserved, or refused by a guard."""
-    done = ledger.get_decision(decision_id)
+    good); None when it is still to be made: never recorded, only reserved, or refused by a guard.
+    ``model``: the model it concerns, when known (one read)."""
+    done = ledger.get_decision(decision_id, model)
     if done is None or done.outcome == "reserved" or "guard" in done.details:
         return None
     return done
@@ -46,7 +47,7 @@ class Started(NamedTuple):
 
 def start(executor: Executor, ledger: Ledger, decision: Retrain | Deploy | Skip, now: datetime) -> Started:
     """Carry ``decision`` out once, reading its record once."""
-    done = ledger.get_decision(decision.id)
+    done = ledger.get_decision(decision.id, decision.model)
     if done is not None and "guard" not in done.details:
         return Started(done, "reserved" if done.outcome == "reserved" else "made")
     if isinstance(decision, Skip):

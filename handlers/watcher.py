@@ -115,7 +115,7 @@ class Watcher:
         if not new:
             return []
         latest, out = new[-1], list[DecisionRecord]()
-        older = [v for v in new[:-1] if starts.made(self.ledger, freshness.asset_decision_id(model, v)) is None]
+        older = [v for v in new[:-1] if starts.made(self.ledger, freshness.asset_decision_id(model, v), model) is None]
         decision = freshness.asset_retrain(model, mp, latest, older)
         started = starts.start(self.executor, self.ledger, decision, now)
         if started.status == "reserved":  # being made by a worker (its lease, then the repair): marked once made
