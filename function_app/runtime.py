@@ -22,12 +22,13 @@ if TYPE_CHECKING:
 
     from handlers.analysis import HealthSource
     from handlers.pickup import RegistryVersions
-    from handlers.ports import Actions, Ledger, Notifier
+    from handlers.ports import Ledger, Notifier
     from handlers.replay import DeadLetterStore
     from handlers.retrainer import Audit, Retrainer
     from handlers.rollout.compare import BatchRuns
     from handlers.rollout.query_guards import GuardQueries
     from handlers.rollout.smoke import Scoring
+    from handlers.workspace_ports import Actions
 
 log = logging.getLogger(__name__)
 

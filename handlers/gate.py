@@ -28,7 +28,7 @@ from handlers.keys import ci_get, finite
 
 if TYPE_CHECKING:
     from handlers.gate_rules import GateRule, MetricRule
-    from handlers.ports import CandidateFacts, ModelVersion
+    from handlers.workspace_ports import CandidateFacts, ModelVersion
 
 MAX_SLICES = 50  # slice metrics per pattern: each is recorded in the verdict (and tagged on the version)
 

@@ -10,7 +10,6 @@ from handlers import guards
 from handlers.executor import KEEPS_BUDGET
 from handlers.keys import digest
 from handlers.plans import Deploy, DeployPlan, JobPlan, Retrain
-from handlers.ports import JobInfo
 from handlers.records import DecisionRecord, Flight, iso
 from handlers.signals import (
     RECONCILER_CHANNEL,
@@ -22,6 +21,7 @@ from handlers.signals import (
     RunFinished,
     Trigger,
 )
+from handlers.workspace_ports import JobInfo
 
 ACTIONS = {guards.RETRAIN: "retrain", guards.ROLLOUT: "deploy"}  # the decision action that holds each slot
 RECONCILER = "reconciler"

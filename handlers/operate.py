@@ -35,12 +35,13 @@ from handlers.creators import Creators, refuse_creators, sources
 from handlers.errors import Forbidden, InvalidInput, NotApplicable, NotFound, TransientError
 from handlers.executor import Executor
 from handlers.keys import digest
-from handlers.ports import Deployments, Ledger
+from handlers.ports import Ledger
 from handlers.records import DecisionRecord, Flight, ModelState, iso
 from handlers.rollout import changes
 from handlers.rollout.progress import ROLLOUT, RolloutProgress, Transition
 from handlers.rollout.traffic import PROVISIONED, fmt, live
 from handlers.signals import OperatorRequest, Trigger
+from handlers.workspace_ports import Deployments
 
 if TYPE_CHECKING:
     from handlers.policy import Policy

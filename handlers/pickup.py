@@ -12,7 +12,7 @@ answer with the one record: a version is picked up once.
 Nothing in a notification is trusted: its ``source`` must be the policy's ``upstream`` (anyone who can
 publish to a topic, or post to the webhook with a key, writes the source they like), the registry and
 model it names must be the policy's, and what it names is only a hint: the executor reads the version
-again from the registry (:meth:`handlers.ports.Deployments.candidate_facts`), whose lineage must name the
+again from the registry (:meth:`handlers.workspace_ports.Deployments.candidate_facts`), whose lineage must name the
 upstream workspace, and the gate judges it against the prod champion like any candidate.
 """
 

@@ -12,8 +12,9 @@ from typing import Any, Protocol
 from handlers import gate, guards, worthiness
 from handlers.errors import PermanentError, TransientError
 from handlers.plans import Deploy, Retrain, job_of, rendered_of
-from handlers.ports import Deployments, Jobs, Ledger
+from handlers.ports import Ledger
 from handlers.records import DecisionRecord
+from handlers.workspace_ports import Deployments, Jobs
 
 
 class Executor(Protocol):

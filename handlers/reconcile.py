@@ -33,11 +33,12 @@ from handlers import guards
 from handlers.errors import PermanentError, TransientError
 from handlers.executor import Executor
 from handlers.holds import RECONCILER, decision_from_record, job_missing_record, missed_run, release_record
-from handlers.ports import Deployments, Jobs, Ledger
+from handlers.ports import Ledger
 from handlers.records import DecisionRecord, Flight, ModelState, iso
 from handlers.rollout import retire
 from handlers.rollout.batch import Advances
 from handlers.signals import Signal
+from handlers.workspace_ports import Deployments, Jobs
 
 if TYPE_CHECKING:
     from handlers.approvals import Approvals

@@ -33,12 +33,13 @@ if TYPE_CHECKING:
     from handlers.operate import Operator
     from handlers.plans import Decision
     from handlers.policy import Policy
-    from handlers.ports import Deployments, Jobs, Ledger, OutboxEntry
+    from handlers.ports import Ledger, OutboxEntry
     from handlers.preview import Preview
     from handlers.reconcile import Reconciler, ReconcileReport
     from handlers.replay import DeadLetterStore, ReplayReport
     from handlers.service import EventResult, RetrainService
     from handlers.why import Answer
+    from handlers.workspace_ports import Deployments, Jobs
 
 __all__ = [
     "MANUAL",

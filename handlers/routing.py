@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from handlers.plans import DeployPlan
-from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, Deployments
+from handlers.workspace_ports import ActionResult, CandidateFacts, DeploymentInfo, Deployments
 
 
 class ByEndpoint:

@@ -23,8 +23,8 @@ from handlers.signals import RunFinished, RunSeen, Signal
 
 if TYPE_CHECKING:
     from handlers.policy import ModelPolicy, Policy
-    from handlers.ports import Jobs
     from handlers.trigger_rules import UpstreamRun
+    from handlers.workspace_ports import Jobs
 
 
 def upstream_decision_id(model: str, run_id: str) -> str:

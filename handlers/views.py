@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from handlers import freeze, guards
 from handlers.errors import PermanentError, TransientError
-from handlers.ports import Deployments, Ledger
+from handlers.ports import Ledger
 from handlers.records import ModelState, iso, span
 from handlers.rollout.progress import RolloutProgress
+from handlers.workspace_ports import Deployments
 
 if TYPE_CHECKING:
     from handlers.policy import Policy

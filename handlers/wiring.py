@@ -20,7 +20,7 @@ from handlers.guards import Limits
 from handlers.notify import MAX_AGE, MAX_ATTEMPTS, Outbox
 from handlers.operate import Operator
 from handlers.pickup import RegistryPoll, RegistryVersions
-from handlers.ports import Deployments, Jobs, Ledger, Notifier
+from handlers.ports import Ledger, Notifier
 from handlers.reconcile import Reconciler, RetireRule
 from handlers.retrainer import Retrainer
 from handlers.rollout.batch import BatchStepper, ByModel
@@ -32,6 +32,7 @@ from handlers.routing import routed
 from handlers.service import RetrainService
 from handlers.settler import Settler
 from handlers.watcher import Freshness, Watcher
+from handlers.workspace_ports import Deployments, Jobs
 
 if TYPE_CHECKING:
     from handlers.batch_rules import CompareRule

@@ -10,9 +10,10 @@ from typing import Any, TypeVar
 
 from handlers.errors import TransientError
 from handlers.plans import DeployPlan, JobPlan
-from handlers.ports import ActionResult, Actions, CandidateFacts, JobInfo, Ledger
+from handlers.ports import Ledger
 from handlers.records import DecisionRecord, ModelState
 from handlers.signals import Trigger
+from handlers.workspace_ports import ActionResult, Actions, CandidateFacts, JobInfo
 from handlers.worthiness import RetrainFacts
 
 T = TypeVar("T")

@@ -9,8 +9,8 @@ from typing import Any
 
 from handlers.errors import PermanentError, TransientError
 from handlers.plans import DeployPlan, JobPlan
-from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo, ModelVersion
 from handlers.signals import FINISHED_STATUSES
+from handlers.workspace_ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo, ModelVersion
 from handlers.worthiness import RetrainFacts
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from handlers.errors import TransientError
 from handlers.plans import JobPlan
-from handlers.ports import ActionResult, JobInfo
+from handlers.workspace_ports import ActionResult, JobInfo
 from handlers.worthiness import RetrainFacts
 
 

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from azure.data.tables import TableServiceClient
 
+from function_app.adapters.table_entities import get_body
 from function_app.adapters.table_ledger import TableLedger
 from handlers.notify import notification_id
 from handlers.ports import Notification
+from handlers.records import ModelState
 from tests.azurite import Azurite
 from tests.builders import MODEL, drift_event
 from tests.fakes import Clock
@@ -101,3 +105,26 @@ def test_the_retention_removes_what_the_code_before_wrote(azurite: Azurite) -> N
     assert [d.outcome for d in ledger.decisions()] == ["reserved"]
     assert ledger.pending_notifications(10) == []
     assert [s.model for s in ledger.list_models()] == [MODEL]
+
+
+def test_a_worker_of_the_code_before_still_running_can_no_longer_read_a_model_this_code_touched(
+    azurite: Azurite,
+) -> None:
+    """A deployment that overlaps: the first read of a model by this code takes its state from the
+    code before's workers. The row they read it from (the ``models`` table's, whose body the code
+    before parses as the model's state: ``ModelState.from_dict(json.loads(body))``, then writes back
+    on its ETag) no longer parses, so one of them still running fails on the model instead of
+    reserving on a state this code no longer writes there; the state itself is kept."""
+    spec = ledger_before(azurite)
+    service = TableServiceClient.from_connection_string(azurite.connection_string)
+    models = service.get_table_client(spec.prefix + "models")
+    [row] = models.list_entities()
+    before = ModelState.from_dict(json.loads(get_body(row)))  # what a worker of the code before reads
+    assert before.flights["retrain"].status == "reserved"
+    world = world_on(spec)
+    assert world.ledger.get_model(MODEL) == replace(before, etag=None)  # this code reads it as it was
+    [row] = models.list_entities()
+    with pytest.raises(KeyError, match="model"):
+        ModelState.from_dict(json.loads(get_body(row)))  # the code before's read of it: fails, acts on nothing
+    assert world_on(spec).ledger.get_model(MODEL) == replace(before, etag=None)  # another worker of this code
+    assert [s.model for s in world.ledger.list_models()] == [MODEL]

@@ -18,8 +18,8 @@ from handlers.pickup import RegistryVersionInfo, newest, on_registry_version
 from handlers.plans import Deploy, Skip
 from handlers.policy import Policy
 from handlers.policy_file import parse_policy
-from handlers.ports import CandidateFacts
 from handlers.signals import RECONCILER_CHANNEL, Ignored, RegistryVersion, Trigger
+from handlers.workspace_ports import CandidateFacts
 from tests.builders import MODEL, WORKSPACE, promotion_event, with_environment
 
 UPSTREAM = WORKSPACE.replace("/workspaces/", "/workspaces/dev-")  # the dev workspace, not this one
@@ -161,7 +161,7 @@ def test_a_registry_poll_interval_is_read_as_a_duration() -> None:
 
 
 def test_a_registry_version_is_not_the_workspace_version_of_the_same_number() -> None:
-    from handlers.ports import ModelVersion
+    from handlers.workspace_ports import ModelVersion
 
     registry = ModelVersion(MODEL, "4", f"azureml://registries/mlreg-shared/models/{MODEL}/versions/4")
     workspace = ModelVersion(MODEL, "4", f"{WORKSPACE}/models/{MODEL}/versions/4")

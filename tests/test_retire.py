@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from handlers.ports import DeploymentInfo
 from handlers.records import DecisionRecord, Flight, ModelState, iso
 from handlers.rollout import retire
+from handlers.workspace_ports import DeploymentInfo
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 DAY = timedelta(hours=24)

@@ -48,20 +48,69 @@ def skip(decision_id: str, at: datetime = NOW, outcome: str = "skipped") -> Deci
     )
 
 
-def test_the_first_write_of_a_decision_is_one_transaction(azurite: Azurite) -> None:
+def refusal(decision_id: str, at: datetime = NOW) -> DecisionRecord:
+    """A guard's refusal (the record most of a storm's deliveries write)."""
+    return replace(skip(decision_id, at), details={"guard": "cooldown"})
+
+
+def point(ledger: TableLedger, pk: str, decision_id: str) -> str:
+    return f"GET {ledger.names['decisions']}(PartitionKey='{pk.replace(':', '%3A')}',RowKey='r%3A{decision_id}')"
+
+
+def test_a_guard_s_refusal_is_one_transaction_in_its_shard_after_one_read_of_its_model_s_partition(
+    azurite: Azurite,
+) -> None:
+    ledger, seen = counted_ledger(azurite)
+    seen.clear()  # the tables' creation
+    for n, at in enumerate((NOW, NOW + timedelta(seconds=1)), 1):
+        ledger.put_decision(refusal(f"d{n}", at))
+        # one read of the model's partition (a record there stands), then the record with its trail
+        # rows of all, its model and its event in its id's shard: the model's partition, which each
+        # delivery reads and writes, does not grow with refusals
+        assert seen == [point(ledger, "m:m1", f"d{n}"), "POST $batch"]
+        seen.clear()
+    assert list(ledger.decision_rows.query_entities("PartitionKey eq 'm:m1'")) == []
+    assert [d.id for d in ledger.decisions()] == ["d2", "d1"]
+    assert [d.id for d in ledger.decisions("m1")] == ["d2", "d1"]
+    assert [d.id for d in ledger.decisions(event_id="e1")] == ["d2", "d1"]
+
+
+def test_the_first_write_of_any_other_decision_is_one_transaction_in_its_model_s_partition(azurite: Azurite) -> None:
     ledger, seen = counted_ledger(azurite)
     seen.clear()  # the tables' creation
     ledger.put_decision(skip("d1"))
-    # the model's row in the directory (the first write of a model this worker has not seen), then
-    # the record with its trail rows, in its model's partition
-    assert seen == [f"POST {ledger.names['models']}", "POST $batch"]
+    # one read of the record's shard (a guard's refusal there stands), the model's row in the directory
+    # (the first write of a model this worker has not seen), then the record with its trail rows
+    assert seen == [point(ledger, "d6", "d1"), f"POST {ledger.names['models']}", "POST $batch"]
     seen.clear()
-    ledger.put_decision(skip("d2", at=NOW + timedelta(seconds=1)))
-    assert seen == ["POST $batch"]
+    ledger.put_decision(replace(skip("d2", at=NOW + timedelta(seconds=1)), outcome="reserved"))
+    assert seen == ["POST $batch"]  # a reservation reads nothing more: a refusal gives way to it
     # ... and it is in every trail it belongs to: all, its model's and its event's
     assert [d.id for d in ledger.decisions()] == ["d2", "d1"]
     assert [d.id for d in ledger.decisions("m1")] == ["d2", "d1"]
     assert [d.id for d in ledger.decisions(event_id="e1")] == ["d2", "d1"]
+
+
+def test_a_reservation_over_a_refusal_in_its_shard_hides_it_and_moves_it_when_the_worker_read_it(
+    azurite: Azurite,
+) -> None:
+    first, _ = counted_ledger(azurite)
+    first.put_decision(refusal("d1"))
+    first.put_decision(refusal("d2"))
+    ledger, _ = counted_ledger(azurite, first.prefix)
+    later = NOW + timedelta(minutes=5)
+    # d1 read first (as the executor reads a keyed decision before judging it again): its refusal's
+    # rows leave its shard; d2 not read: its refusal stays behind the reservation, never shown
+    assert ledger.get_decision("d1", "m1") == refusal("d1")
+    for d in ("d1", "d2"):
+        ledger.put_decision(replace(skip(d, later), outcome="reserved"))
+    assert [(d.id, d.outcome) for d in ledger.decisions("m1")] == [("d2", "reserved"), ("d1", "reserved")]
+    assert [(d.id, d.outcome) for d in ledger.decisions()] == [("d2", "reserved"), ("d1", "reserved")]
+    fresh, _ = counted_ledger(azurite, first.prefix)
+    assert [fresh.get_decision(d).outcome for d in ("d1", "d2")] == ["reserved", "reserved"]  # type: ignore[union-attr]
+    assert [fresh.get_decision(d, "m1").outcome for d in ("d1", "d2")] == ["reserved", "reserved"]  # type: ignore[union-attr]
+    shards = [e["RowKey"] for e in fresh.decision_rows.query_entities("PartitionKey ge 'd' and PartitionKey lt 'e'")]
+    assert "r:d1" not in shards and "r:d2" in shards
 
 
 def test_the_outcome_of_a_worker_s_own_reservation_and_its_notification_are_one_transaction(azurite: Azurite) -> None:
@@ -88,7 +137,8 @@ def test_a_rewrite_by_another_worker_finds_the_record_and_writes_again_condition
     # insert finds the record, which is read, then the rewrite, conditional on the ETag read
     decisions, models = ledger.names["decisions"], ledger.names["models"]
     point = f"{decisions}(PartitionKey='m%3Am1',RowKey='r%3Ad1')"
-    assert seen == [f"POST {models}", "POST $batch", f"GET {point}", "POST $batch"]
+    shard = f"{decisions}(PartitionKey='d6',RowKey='r%3Ad1')"  # a guard's refusal there would stand
+    assert seen == [f"GET {shard}", f"POST {models}", "POST $batch", f"GET {point}", "POST $batch"]
     assert [(d.id, d.outcome) for d in ledger.decisions("m1")] == [("d1", "submitted")]
     seen.clear()
     # a skip over it (a redelivery after the slot was freed): the insert finds the record, its read

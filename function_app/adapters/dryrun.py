@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handlers.plans import DeployPlan, JobPlan
-from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo, ModelVersion
+from handlers.workspace_ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo, ModelVersion
 from handlers.worthiness import RetrainFacts
 
 log = logging.getLogger(__name__)

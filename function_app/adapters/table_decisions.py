@@ -19,11 +19,12 @@ from azure.data.tables import TableTransactionError, UpdateMode
 from function_app.adapters.azure_errors import translated
 from function_app.adapters.table_entities import (
     CHANGED_MEANWHILE,
+    DECISION_PARTITIONS,
     MAX_BATCH_CHARS,
     REMEMBERED,
+    Stored,
     decision_partition,
-    etag_of,
-    get_body,
+    home_partition,
     model_partition,
     note_key,
     put_body,
@@ -81,8 +82,8 @@ class TableDecisions(TableTrails):
         When a record stored under its id may not be replaced by it, nothing is written: the result
         and the stored record are returned."""
         with translated(f"reserving model {model}"):
-            stored: tuple[DecisionRecord, str, str] | None = None
-            old: tuple[DecisionRecord, str, str] | None = None
+            stored: Stored | None = None
+            old: Stored | None = None
             for attempt in range(attempts):
                 state, etag, guess = self._known_state(model)
                 new, result = change(state)
@@ -94,13 +95,13 @@ class TableDecisions(TableTrails):
                 if record is None or model_partition(record.model) != model_partition(model):
                     result = self.update_model(model, change)  # the state alone; the record (if any) after it
                     return result, None if record is None else self.put_decision(record)
-                if stored is None and old is None:  # a record of the layout before, read by this worker
-                    old = stored = self._old.pop(record.id, None)
-                if stored is not None and not may_replace(stored[0], record):
-                    return result, stored[0]
+                if stored is None and old is None:  # a record in its shard, read by this worker
+                    old = stored = self._seen.pop(record.id, None)
+                if stored is not None and not may_replace(stored.record, record):
+                    return result, stored.record
                 if not etag:
                     self._list_in_directory(model)
-                ops = self._record_ops(record, stored)
+                ops = self._record_ops(record, stored, self._home(record, stored))
                 n = len(ops)
                 ops.append(self._state_op(model, new, etag))
                 try:
@@ -115,9 +116,8 @@ class TableDecisions(TableTrails):
                         if not guess:
                             self.sleep(self.rng.uniform(0, min(0.05, 0.002 * 2**attempt)))
                     continue
-                if stored is not None and not stored[2]:  # written over a record of the layout before
-                    self._drop_old(stored[0], stored[1])
-                self._remember(record, ops[0][1]["created"], done)
+                self._moved(stored, ops[0][1]["PartitionKey"])
+                self._remember(record, ops[0][1], done)
                 self._keep_row(model, ops[n][1], done[n] if len(done) > n else None)
                 return result, record
         raise TransientError(f"model {model}: {attempts} concurrent writers in a row; retry later")
@@ -131,15 +131,16 @@ class TableDecisions(TableTrails):
         if len(body) * 3 > MAX_BATCH_CHARS:  # bounded records are far smaller: a bug
             raise PermanentError(f"record of {len(body)} characters is too large to write with its trail rows")
         model = record.model or ""
-        if model:
+        stored = self._written.pop(record.id, None) or self._seen.pop(record.id, None) or self._elsewhere(record)
+        if model and self._home(record, stored) not in DECISION_PARTITIONS:
             self._list_in_directory(model)  # every partition that holds records is listed (trails read them)
-        stored = self._written.pop(record.id, None) or self._old.pop(record.id, None)
         note = notification_of(record)
         note_there = note is None
         for attempt in range(attempts):
             ops, target, note_at = self._writes(record, stored, note_there)
             state_at = len(ops)
-            if settle is not None:
+            apart = bool(ops) and ops[0][1]["PartitionKey"] != model_partition(model)  # a record in its shard
+            if settle is not None and not apart:
                 state, etag, guess = self._known_state(model)
                 new = settle(state, target)
                 if new is None and guess:
@@ -164,45 +165,57 @@ class TableDecisions(TableTrails):
                     stored = self._read_record(record.id, record.model)
                 continue
             if target is record:
-                if stored is not None and not stored[2]:  # written over a record of the layout before
-                    self._drop_old(stored[0], stored[1])
-                self._remember(record, ops[0][1]["created"], done)
+                self._moved(stored, ops[0][1]["PartitionKey"])
+                self._remember(record, ops[0][1], done)
                 if note_at >= 0 and len(done) > note_at:
                     self._keep_own(ops[note_at][1], done[note_at])
             if settle is not None and len(ops) > state_at:
                 self._keep_row(model, ops[state_at][1], done[state_at] if len(done) > state_at else None)
+            if settle is not None and apart:  # the record first, then the change it makes (as update_model)
+                self._settle_apart(model, settle, target)
             return target
         raise TransientError(f"decision {record.id}: {attempts} concurrent writers in a row; retry later")
 
+    def _settle_apart(self, model: str, settle: Settle, stored: DecisionRecord) -> None:
+        self.update_model(model, lambda s: (settle(s, stored), None))
+
+    def _home(self, record: DecisionRecord, stored: Stored | None) -> str:
+        """The partition ``record`` is written to (:func:`home_partition`)."""
+        return home_partition(record, stored.partition if stored else None, notification_of(record) is not None)
+
     def _writes(
-        self, record: DecisionRecord, stored: tuple[DecisionRecord, str, str] | None, note_there: bool
+        self, record: DecisionRecord, stored: Stored | None, note_there: bool
     ) -> tuple[list[Op], DecisionRecord, int]:
         """What writing ``record`` over ``stored`` takes: its rows and its notification's (unless
         ``note_there``), the record that stands after it, and the notification's place among them
         (-1: none); no rows when ``stored`` may not be replaced by it (it stands)."""
-        if stored is not None and not may_replace(stored[0], record):
-            return [], stored[0], -1
-        ops = self._record_ops(record, stored)
+        if stored is not None and not may_replace(stored.record, record):
+            return [], stored.record, -1
+        ops = self._record_ops(record, stored, self._home(record, stored))
         if note_there:
             return ops, record, -1
         return [*ops, self._note_op(record)], record, len(ops)
 
-    def _record_ops(self, record: DecisionRecord, stored: tuple[DecisionRecord, str, str] | None) -> list[Op]:
-        """The record row (an insert, or a replace conditional on the ETag ``stored`` was read with)
-        and its trail rows (upserts: the same keys as any earlier write of the same decision)."""
+    def _record_ops(self, record: DecisionRecord, stored: Stored | None, pk: str) -> list[Op]:
+        """The record row in partition ``pk`` (an insert, or a replace conditional on the ETag
+        ``stored`` was read with when it is there) and its trail rows (upserts: the same keys as any
+        earlier write of the same decision): of all and of its event, and in a shard of its model too
+        (a model's partition is its trail)."""
         body = json.dumps(record.to_dict(), default=str)
-        created = stored[1] if stored is not None else record.at
-        columns = {"PartitionKey": model_partition(record.model), "model": record.model or ""}
+        created = stored.created if stored is not None else record.at
+        columns = {"PartitionKey": pk, "model": record.model or ""}
         columns |= {"outcome": record.outcome, "at": record.at, "created": created, "decision": record.id}
         replace: dict[str, Any] = {"mode": UpdateMode.REPLACE}
         row = put_body({**columns, "RowKey": record_key(record.id)}, body)
-        if stored is None or not stored[2]:
+        if stored is None or stored.partition != pk:
             ops: list[Op] = [("create", row, {})]
         else:
-            condition = {"etag": stored[2], "match_condition": MatchConditions.IfNotModified}
+            condition = {"etag": stored.etag, "match_condition": MatchConditions.IfNotModified}
             ops = [("update", row, replace | condition)]
         tk = trail_key(created, record.id)
-        for prefix in (trail_prefix(), trail_prefix(event_id=str(record.trigger.get("event_id") or ""))):
+        event = trail_prefix(event_id=str(record.trigger.get("event_id") or ""))
+        prefixes = trail_prefixes(record) if pk in DECISION_PARTITIONS else [trail_prefix(), event]
+        for prefix in prefixes:
             ops.append(("upsert", put_body({**columns, "RowKey": prefix + tk}, body), replace))
         return ops
 
@@ -228,36 +241,55 @@ class TableDecisions(TableTrails):
             self._own.clear()  # left to the reconciler's drain
         self._own[str(entity["note"])] = (entity, str(etag))
 
-    def _remember(self, record: DecisionRecord, created: str, results: Sequence[Mapping[str, Any]]) -> None:
-        """Keep the ETag a transaction gave the record row, for a rewrite by this worker (a ``reserved``
-        record's outcome) without a read; a final record is not rewritten, so it is not kept."""
-        self._where_put(record.id, model_partition(record.model))
+    def _remember(self, record: DecisionRecord, row: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> None:
+        """Keep where the record row went and the ETag a transaction gave it, for a rewrite by this
+        worker (a ``reserved`` record's outcome) without a read; a final record is not rewritten, so
+        it is not kept."""
+        pk = str(row["PartitionKey"])
+        self._where_put(record.id, pk)
+        self._seen.pop(record.id, None)  # as read before this write: stale now
         etag = results[0].get("etag") if results else None
         if record.outcome != "reserved" or not etag:
             return
         if len(self._written) >= REMEMBERED:
             self._written.clear()
-        self._written[record.id] = (record, created, str(etag))
+        self._written[record.id] = Stored(record, str(row["created"]), str(etag), pk)
 
-    def _drop_old(self, old: DecisionRecord, created: str) -> None:
-        """Delete the rows of the layout before of a record now written in its model's partition (its
-        record row and trail rows, one transaction in its shard), so no trail shows it twice."""
-        pk, tk = decision_partition(old.id), trail_key(created, old.id)
+    def _moved(self, stored: Stored | None, pk: str) -> None:
+        """Delete the rows of a record rewritten in another partition (from its shard to its model's:
+        a refusal given way to a reservation, or a record of the layout before), in one transaction in
+        its shard, so no trail shows it twice."""
+        if stored is None or stored.partition == pk:
+            return
+        old, tk = stored.record, trail_key(stored.created, stored.record.id)
         keys = [record_key(old.id)] + [prefix + tk for prefix in trail_prefixes(old)]
         try:
-            self.decision_rows.submit_transaction([("delete", {"PartitionKey": pk, "RowKey": k}) for k in keys])
+            self.decision_rows.submit_transaction(
+                [("delete", {"PartitionKey": stored.partition, "RowKey": k}) for k in keys]
+            )
         except TableTransactionError:  # one of them gone already (purged, or another worker's): each alone
             for k in keys:
                 with contextlib.suppress(ResourceNotFoundError):
-                    self.decision_rows.delete_entity(pk, k)
+                    self.decision_rows.delete_entity(stored.partition, k)
 
-    def _read_record(self, decision_id: str, model: str | None) -> tuple[DecisionRecord, str, str] | None:
-        """The record stored under ``decision_id`` in its model's partition, the time it was first
-        written and its ETag (``""`` for a record of the layout before: written anew); or None."""
-        entity = self._point(model_partition(model), record_key(decision_id))
-        if entity is not None:
-            return DecisionRecord.from_dict(json.loads(get_body(entity))), str(entity["created"]), etag_of(entity)
-        old = self._old_record(decision_id)
-        if old is None:
-            return None
-        return DecisionRecord.from_dict(json.loads(get_body(old))), str(old["created"]), ""
+    def _elsewhere(self, record: DecisionRecord) -> Stored | None:
+        """Before a first write that this worker knows nothing of: the record stored under its id in
+        the partition its own insert cannot find it in (a refusal going to its shard: its model's
+        partition; anything else but a reservation: its shard). A reservation reads nothing more: a
+        refusal gives way to it, and one in its shard is hidden by it (:meth:`get_decision`)."""
+        home = self._home(record, None)
+        if home in DECISION_PARTITIONS:
+            return self._stored(record.id, model_partition(record.model)) if record.model else None
+        if (
+            record.outcome == "reserved"
+            or self._where.get(record.id, DECISION_PARTITIONS[0]) not in DECISION_PARTITIONS
+        ):
+            return None  # a reservation; or a record this worker saw in its model's partition (its insert finds it)
+        return self._stored(record.id, decision_partition(record.id))
+
+    def _read_record(self, decision_id: str, model: str | None) -> Stored | None:
+        """The record stored under ``decision_id`` (in its model's partition, else in its id's shard)
+        as it is stored; or None."""
+        return self._stored(decision_id, model_partition(model)) or self._stored(
+            decision_id, decision_partition(decision_id)
+        )

@@ -9,7 +9,7 @@ import random
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient
@@ -82,6 +82,20 @@ def model_partition(model: str | None) -> str:
     trail rows and notifications (``-`` for the decisions that concern no model): what must change
     together is one entity group transaction."""
     return f"m:{model_key(model)}" if model else NO_MODEL
+
+
+def home_partition(record: DecisionRecord, stored: str | None, notifies: bool) -> str:
+    """Where ``record`` is written: where it is stored already unless that is its shard; a guard's
+    refusal that notifies nobody (most records of a storm) in its id's shard, with its trail rows of
+    all, of its event and of its model; anything else in its model's partition (``-`` for none), so
+    that a model's partition, which each delivery reads and writes, holds only what its slot and its
+    notifications need. A refusal gives way to a reservation (``handlers.records.may_replace``), which
+    moves the decision to its model's partition."""
+    if stored is not None and stored not in DECISION_PARTITIONS:
+        return stored
+    if record.outcome == "skipped" and record.details.get("guard") and not notifies:
+        return decision_partition(record.id)
+    return model_partition(record.model)
 
 
 def model_key(model: str) -> str:
@@ -158,6 +172,16 @@ def get_body(entity: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+class Stored(NamedTuple):
+    """A record as stored: the time it was first written (its trail rows' key), its row's ETag and
+    its partition (its model's, ``-``, or a shard ``d0`` .. ``d7``)."""
+
+    record: DecisionRecord
+    created: str
+    etag: str
+    partition: str
+
+
 def etag_of(entity: Any) -> str:
     return str(entity.metadata["etag"])
 
@@ -172,8 +196,8 @@ class TableParts:
     outbox: TableClient
     sleep: Callable[[float], None]
     rng: random.Random
-    # The record rows this ledger wrote last, by decision id: (record, created, ETag).
-    _written: dict[str, tuple[DecisionRecord, str, str]]
+    # The record rows this ledger wrote last, by decision id.
+    _written: dict[str, Stored]
     # Each model's row as this worker last read or wrote it: (body, ETag).
     _rows: dict[str, tuple[str, str]]
     # The outbox rows this worker inserted and has not claimed yet, by notification id: (entity, ETag).
@@ -185,7 +209,7 @@ class TableParts:
     # The partition of each notification this worker saw, and of each decision.
     _notes: dict[str, str]
     _where: dict[str, str]
-    # Records of the layout before this worker read: (record, created, "") by id, to be written anew.
-    _old: dict[str, tuple[DecisionRecord, str, str]]
+    # Records this worker read, by id, as stored: a rewrite by it is conditional on the ETag read.
+    _seen: dict[str, Stored]
     # How long a notification this worker writes is claimed by it as written (None: not claimed).
     _send_lease: timedelta | None

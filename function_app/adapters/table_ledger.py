@@ -71,10 +71,11 @@ from function_app.adapters.table_entities import (
     OUTBOX,
     RECORD,
     TABLES,
+    Stored,
     client_options,
 )
 from function_app.adapters.table_events import TableEvents
-from handlers.records import DecisionRecord, iso
+from handlers.records import iso
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
@@ -113,7 +114,7 @@ class TableLedger(TableEvents):
         # The record rows this ledger wrote last, by decision id: (record, created, ETag). A record
         # rewritten by the same worker (``reserved``, then its outcome) is updated conditionally on
         # that ETag without reading it first; a 412 (another writer since) reads it, as before.
-        self._written: dict[str, tuple[DecisionRecord, str, str]] = {}
+        self._written: dict[str, Stored] = {}
         # Each model's row as this worker last read or wrote it: (body, ETag). A change to a model is
         # first tried on it, as a write conditional on that ETag, without reading the row; a 412
         # (another writer since) reads it, as before. Nothing is decided on it without a write: a
@@ -126,7 +127,7 @@ class TableLedger(TableEvents):
         self._survey: tuple[float, dict[str, list[Any]]] | None = None
         self._notes: dict[str, str] = {}
         self._where: dict[str, str] = {}
-        self._old: dict[str, tuple[DecisionRecord, str, str]] = {}
+        self._seen: dict[str, Stored] = {}
         self._send_lease: timedelta | None = None
         if create:
             self.create_tables()

@@ -66,15 +66,34 @@ class TableModels(TableParts):
 
     def _directory_state(self, model: str) -> ModelState:
         """The model's state as the layout before kept it in its directory row (a new state when none);
-        the directory row is written first when the model has none (the reconciler lists models by it)."""
-        try:
-            old = self.models.get_entity(model_key(model), "")
-        except ResourceNotFoundError:
-            self._listed.discard(model)
-            return ModelState(model=model)
-        self._listed.add(model)
-        body = get_body(old)
-        return ModelState.from_dict(json.loads(body)) if body else ModelState(model=model)
+        the directory row is written first when the model has none (the reconciler lists models by it).
+
+        A state of the layout before is taken from its workers first: the row's body is rewritten as
+        ``{"moved": <state>}`` on the ETag read (read again if one of them changed it meanwhile), which
+        the code before cannot read as a model's state, so a worker of it still running (a deployment
+        that overlaps) fails on this model and acts on nothing, instead of reserving on a state this
+        layout no longer writes. The state stays in the body until this layout's state row holds it."""
+        for _ in range(64):
+            try:
+                old = self.models.get_entity(model_key(model), "")
+            except ResourceNotFoundError:
+                self._listed.discard(model)
+                return ModelState(model=model)
+            self._listed.add(model)
+            data = json.loads(get_body(old) or "{}")
+            if "model" not in data:  # this layout's row: taken over already (or never the layout before's)
+                return ModelState.from_dict(data["moved"]) if "moved" in data else ModelState(model=model)
+            row = put_body(
+                {"PartitionKey": model_key(model), "RowKey": "", "model": model}, json.dumps({"moved": data})
+            )
+            try:
+                self.models.update_entity(
+                    row, mode=UpdateMode.REPLACE, etag=etag_of(old), match_condition=MatchConditions.IfNotModified
+                )
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue  # a worker of the code before changed it meanwhile: read again
+            return ModelState.from_dict(data)
+        raise TransientError(f"model {model}: its row of the layout before keeps changing; retry later")
 
     def _list_in_directory(self, model: str) -> None:
         """The directory's row of ``model``, inserted if absent, before the model's first state row."""
@@ -121,8 +140,9 @@ class TableModels(TableParts):
                         pending.append(entity)
                 if state is None and not body:  # listed, never written (the change wrote nothing)
                     continue
-                if state is None:
-                    state = ModelState.from_dict(json.loads(body))
+                if state is None:  # the layout before's state (taken over from its workers first), or as moved
+                    moved = json.loads(body).get("moved")
+                    state = ModelState.from_dict(moved) if moved else self._directory_state(model)
                 states.append(state)
                 survey[model_partition(model)] = pending
                 self._listed.add(model)

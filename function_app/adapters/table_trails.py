@@ -10,6 +10,7 @@ import heapq
 import json
 from collections.abc import Iterator
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -19,7 +20,9 @@ from function_app.adapters.table_entities import (
     DECISION_PARTITIONS,
     NO_MODEL,
     REMEMBERED,
+    Stored,
     decision_partition,
+    etag_of,
     get_body,
     model_partition,
     prefix_range,
@@ -39,19 +42,21 @@ class TableTrails(TableOutbox):
         except ResourceNotFoundError:
             return None
 
-    def _old_record(self, decision_id: str) -> Any:
-        """The record row of the layout before (its id's shard), or None. One found is remembered: a
-        rewrite of it by this worker goes into its model's partition, and the old rows go."""
-        entity = self._point(decision_partition(decision_id), record_key(decision_id))
-        if entity is not None:
-            if len(self._old) >= REMEMBERED:
-                self._old.clear()
-            self._old[decision_id] = (
-                DecisionRecord.from_dict(json.loads(get_body(entity))),
-                str(entity["created"]),
-                "",
-            )
-        return entity
+    def _stored(self, decision_id: str, pk: str) -> Stored | None:
+        """The record stored under ``decision_id`` in partition ``pk``, or None. One found is remembered
+        as stored: a rewrite of it by this worker is conditional on its ETag (in place, or moving it
+        from its shard to its model's partition)."""
+        entity = self._point(pk, record_key(decision_id))
+        if entity is None:
+            return None
+        found = Stored(
+            DecisionRecord.from_dict(json.loads(get_body(entity))), str(entity["created"]), etag_of(entity), pk
+        )
+        if len(self._seen) >= REMEMBERED:
+            self._seen.clear()
+        self._seen[decision_id] = found
+        self._where_put(decision_id, pk)
+        return found
 
     def _where_put(self, decision_id: str, partition: str) -> None:
         """Remember the partition a record is in (the one a claim row names, or one written or read)."""
@@ -60,29 +65,30 @@ class TableTrails(TableOutbox):
         self._where[decision_id] = partition
 
     def get_decision(self, decision_id: str, model: str | None = None) -> DecisionRecord | None:
-        """``model``: the model the decision concerns, when the caller knows it (one point read);
-        without it, the partition this worker saw it in, the layout before, then every model's."""
+        """``model``: the model the decision concerns, when the caller knows it. Looked for where this
+        worker saw it last, then in the model's partition, then in its id's shard (a guard's refusal,
+        or the layout before); without a model, then in every model's partition. A refusal found in
+        its shard whose model's partition holds the decision too (a reservation that took its place,
+        written by a worker that had not read it) gives way to that record."""
+        shard = decision_partition(decision_id)
+        own = model_partition(model) if model is not None else None
+        places = list(dict.fromkeys(p for p in (self._where.get(decision_id), own, shard) if p is not None))
         with translated(f"reading decision {decision_id}"):
-            first = model_partition(model) if model is not None else self._where.get(decision_id)
-            tried = set()
-            if first is not None:
-                tried.add(first)
-                entity = self._point(first, record_key(decision_id))
-                if entity is not None:
-                    return DecisionRecord.from_dict(json.loads(get_body(entity)))
-            old = self._old_record(decision_id)
-            if old is not None:
-                return DecisionRecord.from_dict(json.loads(get_body(old)))
-            if model is not None:
-                return None
-            for pk in self._partitions():
-                if pk in tried:
+            tried: set[str] = set()
+            for pk in chain(places, () if model is not None else self._other_partitions(places)):
+                tried.add(pk)
+                found = self._stored(decision_id, pk)
+                if found is None:
                     continue
-                entity = self._point(pk, record_key(decision_id))
-                if entity is not None:
-                    self._where_put(decision_id, pk)
-                    return DecisionRecord.from_dict(json.loads(get_body(entity)))
+                later = model_partition(found.record.model)
+                if pk == shard and found.record.model and later not in tried:
+                    found = self._stored(decision_id, later) or found
+                return found.record
         return None
+
+    def _other_partitions(self, tried: list[str]) -> Iterator[str]:
+        """Every model's partition not in ``tried``, the directory read only when asked for one."""
+        yield from (pk for pk in self._partitions() if pk not in tried)
 
     def decisions(
         self,

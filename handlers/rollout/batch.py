@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from handlers import jobnames
 from handlers.executor import Executor
-from handlers.ports import Deployments, Ledger
+from handlers.ports import Ledger
 from handlers.records import Flight
 from handlers.rollout import compare, traffic, writeahead
 from handlers.rollout.compare import CANDIDATE, CHAMPION, BatchRun, BatchRuns
 from handlers.rollout.progress import RolloutProgress, Transition
 from handlers.rollout.traffic import fmt
+from handlers.workspace_ports import Deployments
 
 if TYPE_CHECKING:
     from handlers.batch_rules import CompareRule

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from handlers import lineage
 from handlers.errors import PermanentError
-from handlers.ports import Deployments, Ledger
+from handlers.ports import Ledger
 from handlers.records import DecisionRecord, Flight
 from handlers.rollout import changes, compare, retire, smoke
 from handlers.rollout.compare import BatchRuns
@@ -23,6 +23,7 @@ from handlers.rollout.retire import Retirement
 from handlers.rollout.smoke import Scoring, SmokeVerdict
 from handlers.rollout.traffic import fmt
 from handlers.rollout_rules import SmokeData
+from handlers.workspace_ports import Deployments
 
 if TYPE_CHECKING:
     from handlers.rollout_rules import RolloutRule, SmokeRule

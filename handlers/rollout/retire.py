@@ -224,7 +224,7 @@ def to_retire(
     rejected: Mapping[str, Rejection] | None = None,
 ) -> list[Retirement]:
     """The demoted deployments and rejected candidates of ``endpoint`` to delete now.
-    ``deployments``: what the endpoint has (:class:`handlers.ports.DeploymentInfo`), so one already
+    ``deployments``: what the endpoint has (:class:`handlers.workspace_ports.DeploymentInfo`), so one already
     gone or being deleted is not asked for again, and one with traffic is never chosen.
     ``keep_previous`` counts and keeps demoted deployments only."""
     idle = {d.name: d for d in deployments if d.idle and str(d.state).lower() not in DELETING}

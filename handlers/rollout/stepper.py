@@ -27,12 +27,13 @@ from handlers import analysis
 from handlers.analysis import HealthSource, Reading
 from handlers.errors import PermanentError
 from handlers.executor import Executor
-from handlers.ports import Deployments, Ledger
+from handlers.ports import Ledger
 from handlers.records import Flight, from_iso, iso, span
 from handlers.rollout import query_guards, smoke, traffic, writeahead
 from handlers.rollout.progress import RolloutProgress, Transition
 from handlers.rollout.query_guards import GuardQueries
 from handlers.rollout.traffic import fmt
+from handlers.workspace_ports import Deployments
 
 if TYPE_CHECKING:
     from handlers.freeze import Frozen

@@ -13,10 +13,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from handlers.executor import Executor
-from handlers.ports import Deployments, Ledger
+from handlers.ports import Ledger
 from handlers.records import Flight
 from handlers.rollout import changes, traffic
 from handlers.rollout.progress import RolloutProgress, Transition
+from handlers.workspace_ports import Deployments
 
 if TYPE_CHECKING:
     from handlers.freeze import Frozen

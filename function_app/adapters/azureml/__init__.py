@@ -5,7 +5,7 @@ One module per port it implements, over one client:
 - :mod:`.client`: the ``MLClient`` (built once per worker, on first use, with the worker's managed
   identity and the SDK's own retries off), who the service acts as, and the one call helper every SDK
   call goes through (the retry budget of :mod:`function_app.retry`, and the error translation).
-- :mod:`.jobs`: the Jobs port (:class:`handlers.ports.Jobs`): retraining pipeline jobs.
+- :mod:`.jobs`: the Jobs port (:class:`handlers.workspace_ports.Jobs`): retraining pipeline jobs.
 - :mod:`.candidates`: what the candidate gate judges, and registering a candidate.
 - :mod:`.deployments`: candidate deployments, traffic and retirement.
 - :mod:`.batch`: the Deployments port for batch endpoints (``deploy.batch_endpoint``): candidate batch
@@ -19,7 +19,7 @@ One module per port it implements, over one client:
   directly, for a smoke test; :mod:`.samples`: its sample requests read from a data asset.
 
 :class:`AzureMLActions` is the backend the runtime builds (:func:`function_app.runtime.make_actions`):
-the Jobs and Deployments ports of :mod:`handlers.ports` in one object. Only these modules import
+the Jobs and Deployments ports of :mod:`handlers.workspace_ports` in one object. Only these modules import
 ``azure.ai.ml``, and they do so on the first action, not at import.
 
 Errors: the SDK's exceptions are translated at the boundary (:mod:`azure_errors` decides what is
@@ -55,10 +55,10 @@ if TYPE_CHECKING:
     from handlers.freshness import AssetVersion, Champion
     from handlers.pickup import RegistryVersionInfo
     from handlers.plans import DeployPlan, JobPlan
-    from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo
     from handlers.rollout.compare import BatchRun
     from handlers.rollout.smoke import Scored
     from handlers.rollout_rules import SmokeData
+    from handlers.workspace_ports import ActionResult, CandidateFacts, DeploymentInfo, JobInfo
     from handlers.worthiness import RetrainFacts
 
 __all__ = ["AzureMLActions", "AzureMLClient", "Workspace"]

@@ -1,4 +1,4 @@
-"""The Deployments port (:class:`handlers.ports.Deployments`) for **batch** endpoints
+"""The Deployments port (:class:`handlers.workspace_ports.Deployments`) for **batch** endpoints
 (``deploy.batch_endpoint``): a candidate batch deployment beside the endpoint's default one, and the
 switch of the endpoint's ``defaults.deployment_name``.
 
@@ -24,8 +24,8 @@ from function_app.adapters.azureml.deployments import adopted, refuse_foreign
 from function_app.retry import Budget
 from handlers.errors import PermanentError
 from handlers.plans import DeployPlan
-from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo
 from handlers.rollout.traffic import live as live_split
+from handlers.workspace_ports import ActionResult, CandidateFacts, DeploymentInfo
 
 log = logging.getLogger(__name__)
 

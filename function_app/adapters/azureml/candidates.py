@@ -1,5 +1,5 @@
 """What the candidate gate judges (:meth:`AzureMLCandidates.candidate_facts`, part of the Deployments
-port, :class:`handlers.ports.Deployments`), and registering a candidate that has no version yet.
+port, :class:`handlers.workspace_ports.Deployments`), and registering a candidate that has no version yet.
 
 The candidate: its registered version, if any, and the metrics the gate reads (the MLflow metrics of
 the run or of its step ``gate.step``, the run's tags and properties, or the model version's). The
@@ -24,8 +24,8 @@ from handlers import gate
 from handlers.errors import PermanentError
 from handlers.pickup import SOURCE_WORKSPACE
 from handlers.plans import DeployPlan
-from handlers.ports import CandidateFacts, ModelVersion
 from handlers.signals import TAG_DECISION
+from handlers.workspace_ports import CandidateFacts, ModelVersion
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The Deployments port (:class:`handlers.ports.Deployments`) on Azure ML: candidate deployments,
+"""The Deployments port (:class:`handlers.workspace_ports.Deployments`) on Azure ML: candidate deployments,
 traffic and retirement.
 
 A new managed online deployment is started beside the live one, copying its settings (its data
@@ -20,9 +20,9 @@ from function_app.adapters.azureml.client import BACKEND, BUSY, DATA_ID, SHORT_A
 from function_app.retry import Budget
 from handlers.errors import PermanentError, TransientError
 from handlers.plans import DeployPlan
-from handlers.ports import ActionResult, CandidateFacts, DeploymentInfo, ModelVersion
 from handlers.rollout.traffic import live as live_split
 from handlers.rollout.traffic import mirror_refusal
+from handlers.workspace_ports import ActionResult, CandidateFacts, DeploymentInfo, ModelVersion
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The Jobs port (:class:`handlers.ports.Jobs`) on Azure ML: retraining pipeline jobs.
+"""The Jobs port (:class:`handlers.workspace_ports.Jobs`) on Azure ML: retraining pipeline jobs.
 
 The pipeline job ``plan.name`` is submitted from the registered pipeline component (``name:version``,
 or ``name@label`` resolved through the SDK). The name is derived from the decision key (keyed:
@@ -23,8 +23,8 @@ from function_app.retry import Budget
 from handlers.creators import RunCreator
 from handlers.errors import PermanentError
 from handlers.plans import JobPlan
-from handlers.ports import ActionResult, JobInfo
 from handlers.signals import FINISHED_STATUSES
+from handlers.workspace_ports import ActionResult, JobInfo
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Model monitors follow a promotion (part of the Deployments port, :class:`handlers.ports.Deployments`):
+"""Model monitors follow a promotion (part of the Deployments port, :class:`handlers.workspace_ports.Deployments`):
 the model-monitor schedules that target a deployment, and pointing one at another deployment.
 """
 

@@ -1,0 +1,93 @@
+"""What acting on a reserved decision takes (:meth:`handlers.executor.Executor.act`): a retrain's
+checks (:mod:`handlers.worthiness`), a deploy's gate (:mod:`handlers.gate`), a person's approval asked
+(:mod:`handlers.approval_rules`), and the action's result made a record. This changes when what a
+decision must pass before it acts changes; the executor's reserve, record and settle do not.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from handlers import approval_rules, gate, guards, worthiness
+from handlers.guards import Limits
+from handlers.plans import Deploy, Retrain, job_of
+from handlers.records import DecisionRecord
+from handlers.workspace_ports import ActionResult, Deployments, Jobs
+
+log = logging.getLogger("handlers.executor")
+
+
+class Acts:
+    """The steps of :meth:`handlers.executor.Executor.act` (the executor is one)."""
+
+    jobs: Jobs
+    deployments: Deployments
+    limits: Callable[[str], Limits]
+    record: Callable[..., DecisionRecord]
+
+    def _deploy(
+        self, decision: Deploy, now: datetime, rendered: dict[str, Any], extra: dict[str, Any]
+    ) -> DecisionRecord:
+        """Read the facts, judge the candidate (pure), start it only when it passes."""
+        facts = self.deployments.candidate_facts(decision.plan)
+        judged = gate.judge(decision.plan.gate, facts)
+        seen = {"gate": judged.gate.as_dict() if judged.gate else None, "candidate": facts.as_dict()}
+        log.info("gate model=%s candidate=%s: %s: %s", decision.model, facts.candidate, judged.next, judged.why)
+        if judged.next == "skip":  # a registry version not there yet: not final, like a guard's refusal
+            later: dict[str, Any] = {"guard": "not_in_registry"} if facts.candidate_absent else {}
+            return self.record(decision, "skipped", now, judged.why, rendered=rendered, **seen, **extra, **later)
+        if judged.next == "fail":
+            return self.record(
+                decision, "failed", now, f"{decision.reason}; failed: {judged.why}", rendered=rendered, **seen, **extra
+            )
+        waits = self._waits(decision, now, rendered, {**seen, **extra}, f"{decision.reason}; {judged.why}")
+        if waits is not None:
+            return waits
+        result = self.deployments.start_deploy(decision.plan, facts)
+        return self._recorded(decision, now, result, rendered, {**seen, **extra})
+
+    def _unworthy(
+        self, decision: Retrain, now: datetime, rendered: dict[str, Any], extra: dict[str, Any]
+    ) -> DecisionRecord | None:
+        """The ``skipped`` record of a retrain its checks find not worth submitting (:mod:`handlers.worthiness`);
+        None when it goes ahead, with what was judged added to ``extra`` for its record."""
+        judged = worthiness.judge(decision.job, self.jobs.retrain_facts(decision.job)) if decision.job.checks else None
+        extra.update(judged.details if judged else {})
+        if judged is None or judged.skip is None:
+            return None
+        return self.record(decision, "skipped", now, judged.skip, rendered=rendered, **extra, gives_back=True)
+
+    def _waits(
+        self, decision: Retrain | Deploy, now: datetime, rendered: dict[str, Any], extra: dict[str, Any], why: str
+    ) -> DecisionRecord | None:
+        """The ``pending`` record of a decision whose action waits for a person (``retrain.approval``,
+        ``deploy.approval``), with the plan it would carry out; None when none is asked or it was approved."""
+        kind = guards.RETRAIN if isinstance(decision, Retrain) else guards.ROLLOUT
+        approval = self.limits(decision.model).of(kind).approval
+        if approval is None or (extra.get("approval") or {}).get("approved_by"):
+            return None
+        asked = approval_rules.asked(decision.id, approval, now)
+        said = f"{why}; waits for approval until {asked['expires']}: approve or reject it"
+        return self.record(
+            decision, "pending", now, said, job=job_of(rendered), rendered=rendered, **{**extra, "approval": asked}
+        )
+
+    def _recorded(
+        self,
+        decision: Retrain | Deploy,
+        now: datetime,
+        result: ActionResult,
+        rendered: dict[str, Any],
+        extra: dict[str, Any],
+    ) -> DecisionRecord:
+        return self.record(
+            decision,
+            result.outcome,
+            now,
+            job=result.job or job_of(rendered),
+            rendered=rendered,
+            **{**result.details, **extra},
+        )
