@@ -43,18 +43,17 @@ WARM = "drift event (retrain), row known"
 COLD = "drift event (retrain), row not known"
 GOALS = {"drift event (retrain)": 6, WARM: 6, COLD: 6, "drift event (refused)": 6}
 DELIVERIES = ("drift event (retrain)", "drift event (refused)", "deploying run", WARM, COLD)
-# What this bench counts on the code of 66bf464, when issue 22 began (docs/benchmarks.md), printed beside the
-# figures now: a delivery's handling and its attempt at the outbox (10 + 3, 4 + 1, 14 + 3); an idle pass, the
-# models, the outbox and, for retirement, 8 shard reads per model.
+# What this bench counts on the code of 68d68a3 (main before the partition per model: a model's state in
+# the models table, every record in one of eight shards, the outbox in one partition), printed beside the
+# figures now; run on 2026-12-07 with this file. On 66bf464, when issue 22 began: 13, 5, 17, and 2 + 8 per
+# model for an idle pass (docs/benchmarks.md).
 BEFORE = {
-    "drift event (retrain)": 13,
-    "drift event (refused)": 5,
-    "deploying run": 17,
-    **{
-        f"idle pass, {n:2d} model(s), {past}": 2 + 8 * n
-        for n in (1, 5, 20)
-        for past in ("never promoted", "promoted before")
-    },
+    "drift event (retrain)": 10,
+    "drift event (refused)": 4,
+    "deploying run": 12,
+    WARM: 9,
+    COLD: 10,
+    **{f"idle pass, {n:2d} model(s), {past}": 2 for n in (1, 5, 20) for past in ("never promoted", "promoted before")},
 }
 
 
