@@ -24,11 +24,11 @@ judged by its own limit). :func:`judge` then decides, with every number it used 
 
 ``confidence`` is the rollout's: a candidate as good as its baseline is rolled back with probability
 at most ``1 - confidence`` over the whole rollout, by any rule. The comparison spends half of that
-(:data:`handlers.look.COMPARISON_SHARE`); the rest is left to what its level does not bound (the
+(:data:`handlers.error_budget.COMPARISON_SHARE`); the rest is left to what its level does not bound (the
 absolute limits' tests, the bursts of the last step, a variation estimated from few minutes). Its half
-is shared out between the steps and the shadow stage (Bonferroni, :func:`handlers.look.step_alpha`),
+is shared out between the steps and the shadow stage (Bonferroni, :func:`handlers.error_budget.step_alpha`),
 the last step, which weighs the earlier steps' minutes against the baseline's hour before the rollout
-and has power to spare, a quarter share (:data:`handlers.look.LAST_WEIGHT`); inside a step between the
+and has power to spare, a quarter share (:data:`handlers.error_budget.LAST_WEIGHT`); inside a step between the
 final look (half the step's share) and the interim looks, which use a fixed eightieth of it each (a
 Haybittle-Peto boundary: stateless, so a pass needs no memory of earlier looks; within the bound for up
 to forty interim looks a step, and far below it in practice, since the looks are cumulative and so
@@ -43,19 +43,9 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from handlers.look import (
-    ABSOLUTE_LEVEL,
-    ALL_FAILED_LEVEL,
-    COMPARISON_SHARE,
-    FINAL_SHARE,
-    INTERIM_MINUTES,
-    INTERIM_SHARE,
-    LAST_WEIGHT,
-    LATENCY_MINUTES,
-    Look,
-    Verdict,
-    step_alpha,
-)
+from handlers.all_failed import ALL_FAILED_LEVEL
+from handlers.error_budget import COMPARISON_SHARE, FINAL_SHARE, INTERIM_SHARE, LAST_WEIGHT, step_alpha
+from handlers.look import ABSOLUTE_LEVEL, INTERIM_MINUTES, LATENCY_MINUTES, Look, Verdict
 from handlers.readings import DEFAULT_FAILURE_CODES, THROTTLED, Code, Counts, Minute, Reading, matches
 from handlers.records import span
 
@@ -154,7 +144,8 @@ def judge(
     failures alone already decide it (``fail_fast``), which rolls it back: every one of at least two
     requests of its own minutes failed while the baseline did not (the exact test at
     :data:`ALL_FAILED_LEVEL`), or every one through minutes the endpoint failed in too while the
-    baseline failed fewer of its own in them (:data:`handlers.look.ALL_FAILED_OUTAGE`); its own
+    baseline failed fewer of its own in them (:func:`handlers.all_failed.in_outage`: at the level of
+    the other minutes while the candidate has not answered one request since its traffic began); its own
     failure rate above ``max_error_rate`` at the interim level; or the comparison rejecting at the
     interim level. Once the bake is over: too few requests bake
     on up to ``longest_bake``, then ``on_no_traffic`` decides; else each limit in turn (the

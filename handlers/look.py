@@ -11,63 +11,25 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from handlers import all_failed
+from handlers.all_failed import ALL_FAILED_BASELINE, ALL_FAILED_LEVEL
+from handlers.error_budget import FINAL_SHARE, INTERIM_SHARE, step_alpha
 from handlers.minutes import Row, Table, latencies, step_minutes
 from handlers.proportions import binomial_greater
 from handlers.readings import Counts, Reading
 from handlers.records import span
-from handlers.strata import Comparison, against_history, compare, exact_greater, mann_whitney_greater
+from handlers.strata import Comparison, against_history, compare, mann_whitney_greater
 
 if TYPE_CHECKING:
     from handlers.rollout_rules import RolloutRule
 
-# The rollout's error (1 - confidence) bounds every rollback of a candidate as good as its baseline, not the
-# comparison's alone: the comparison spends this share of it, the rest is left to what its level does not
-# bound (the absolute limits' tests, the bursts without a baseline at 100%, a variation estimated from few
-# minutes). Spending all of it left nothing for those: 1.2-1.5% of healthy candidates rolled back at a goal of 1%.
-COMPARISON_SHARE = 1 / 2
-# The last step (100%) weighs the candidate's earlier steps' minutes too, against the baseline's hour before the
-# rollout: it has power to spare (a 5x-worse candidate is caught there at any level) and gets this much of an
-# earlier step's share; at a full share its final look rolled healthy candidates back as often as each earlier step's.
-LAST_WEIGHT = 1 / 4
-# A step's error is spent: half at the final look, an eightieth at each interim look (before the bake is
-# over; a Haybittle-Peto boundary), so up to forty interim looks stay within the step's share.
-FINAL_SHARE = 1 / 2
-INTERIM_SHARE = 1 / 80
 # At the end of a bake, a failure rate above max_error_rate rolls back when a one-sided binomial
 # test puts it there at this level (2 failures of 20 at 5%: p=0.26, no; 6 of 20: p=0.0003, yes).
 ABSOLUTE_LEVEL = 0.05
-# Before it, a step whose every request failed (at least two) rolls back when a binomial test puts it
-# above max_error_rate at this level (2 of 2 at 5%: p=0.0025) ...
-ALL_FAILED_LEVEL = 0.05
-# ... and the baseline, in the same minutes, does not explain them (the exact test at this level: a
-# minute both deployments fail alike is the endpoint's, not the candidate's).
-ALL_FAILED_BASELINE = 0.2
-# A candidate failing every request through minutes the endpoint failed in too (a shared outage) rolls back
-# when the baseline, in those same minutes, failed less beyond this level (the exact test over the minutes):
-# all of the candidate's requests failing while the baseline still served most of its own is not the outage.
-ALL_FAILED_OUTAGE = 0.01
 # Before the bake is over the comparison decides only over this many minutes with failures in them
 # (one bad minute of a rate that varies minute to minute is not enough).
 INTERIM_MINUTES = 3
 LATENCY_MINUTES = 3  # per-minute p95s each side before the rank test judges the latency ratio
-
-
-# --------------------------------------------------------------------------- the error budget
-
-
-def step_alpha(rule: RolloutRule, last: bool = False) -> float:
-    """A step's share of the comparison's error (:data:`COMPARISON_SHARE` of the rollout's ``1 -
-    confidence``), split over the stages compared with the baseline: each step below 100% (in the same
-    minutes) and the shadow stage, if the rollout has one (``deploy.rollout.mirror``), a full share;
-    the last step (``last``: at 100%, against the baseline's earlier minutes) :data:`LAST_WEIGHT` of
-    one. The shares sum to the comparison's error whatever the steps. A step judged in the same minutes
-    takes a full share (never more than the comparison's whole error), the last one too when the old
-    deployment still served in its minutes (the traffic moved within its first minute): the sum then stays
-    below ``1 - confidence`` (at most 0.8 of it); a step below 100% judged as the last one (its baseline
-    served nothing in it) takes the smaller share."""
-    spent = (1.0 - rule.health.confidence) * COMPARISON_SHARE
-    weights = len(rule.steps) - 1 + (1 if rule.mirror is not None else 0) + LAST_WEIGHT
-    return spent * LAST_WEIGHT / weights if last else min(spent, spent / weights)
 
 
 # --------------------------------------------------------------------------- the verdict
@@ -281,17 +243,14 @@ class Look:
         """Before the bake is over: a rollback when the step's failures alone already decide it."""
         limit, baked, interim = self.rule.health.max_error_rate, self.baked, self.alpha
         served, failures = self.table.own
-        strata = self.table.own_strata
-        alone = compare(strata, by_minute=False) if strata else None
-        worse = alone.p_value if alone is not None else 0.0
-        above = binomial_greater(failures, served, limit)
-        if served >= 2 and failures == served and above < ALL_FAILED_LEVEL and worse < ALL_FAILED_BASELINE:
+        broken = all_failed.alone(served, failures, self.table.own_strata, limit)
+        if broken is not None:
             return self.verdict(
                 "unhealthy",
                 "rollback",
-                f"{self.seen} after {span(baked)}: every one of its {served} request(s) failed (p={above:.2g} < "
-                f"{ALL_FAILED_LEVEL:g} at max_error_rate {limit:.1%}; p={worse:.2g} < {ALL_FAILED_BASELINE:g} against "
-                "the baseline in the same minutes)",
+                f"{self.seen} after {span(baked)}: every one of its {served} request(s) failed (p={broken.above:.2g} < "
+                f"{ALL_FAILED_LEVEL:g} at max_error_rate {limit:.1%}; p={broken.worse:.2g} < {ALL_FAILED_BASELINE:g} "
+                "against the baseline in the same minutes)",
             )
         outage = self._all_failed_in_outage(baked)
         if outage is not None:
@@ -316,24 +275,24 @@ class Look:
         return None
 
     def _all_failed_in_outage(self, baked: timedelta) -> Verdict | None:
-        """Every request of the step failed, in minutes the baseline failed in too (left out of its
-        own minutes), while the baseline failed fewer of its own in those same minutes beyond
-        :data:`ALL_FAILED_OUTAGE`: 6 of 6 against 22 of 54 (p=0.0075) is the candidate's, not the outage's."""
-        rows = [r for r in self.table.step if r.served and r.base_served]
-        served, failures = sum(r.served for r in rows), sum(r.failures for r in rows)
-        if served < 2 or failures < served or not any(r.excused == "shared" for r in rows):
+        """Every request of the step failed in minutes the baseline failed in too, while it failed fewer
+        of its own there (:func:`handlers.all_failed.in_outage`; whether the candidate answered a request
+        is read over every minute of the readings, the earlier steps' too)."""
+        found = all_failed.in_outage(self.table.step, all_failed.answered(self.table.rows))
+        if found is None or not found.rolls_back:
             return None
-        p = exact_greater([(r.failures, r.served, r.base_failures, r.base_served) for r in rows])
-        if p >= ALL_FAILED_OUTAGE:
-            return None
-        base_served, base_failures = sum(r.base_served for r in rows), sum(r.base_failures for r in rows)
+        why = (
+            "the candidate's failures, not the outage's"
+            if found.answered
+            else "it has not answered one request since its traffic began: broken, not sharing the outage"
+        )
         return self.verdict(
             "unhealthy",
             "rollback",
-            f"{self.c.text()} after {span(baked)}: every one of its {served} request(s) failed, in minutes the "
-            f"endpoint failed in too ({_rows([r for r in rows if r.excused == 'shared'])}), while the baseline "
-            f"failed {base_failures} of {base_served} in the same minutes (p={p:.2g} < {ALL_FAILED_OUTAGE:g}): "
-            "the candidate's failures, not the outage's",
+            f"{self.c.text()} after {span(baked)}: every one of its {found.served} request(s) failed, in minutes "
+            f"the endpoint failed in too ({_rows(list(found.shared))}), while the baseline failed "
+            f"{found.base_failures} of {found.base_served} in the same minutes (p={found.p_value:.2g} < "
+            f"{found.level:g}): {why}",
         )
 
     def held(self) -> Verdict | None:

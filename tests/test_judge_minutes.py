@@ -68,7 +68,24 @@ def test_a_candidate_failing_everything_in_an_outage_the_baseline_only_half_fail
     assert v.minutes[-1][-1] == "shared"  # the minute is the endpoint's failing one
     assert (v.status, v.next) == ("unhealthy", "rollback")
     assert "every one of its 6 request(s) failed, in minutes the endpoint failed in too" in v.why
-    assert "while the baseline failed 22 of 54 in the same minutes (p=0.0075 < 0.01)" in v.why
+    assert "while the baseline failed 22 of 54 in the same minutes (p=0.0075 < 0.2)" in v.why
+    assert "it has not answered one request since its traffic began" in v.why
+    answered = judge([(6, 0)] * 3 + [(6, 6)], [(54, 0)] * 3 + [(54, 22)], minutes=1, step_since=at(3))
+    assert answered.next == "rollback"  # a later step failing every request: the candidate's all the same
+    assert "(p=0.0075 < 0.01): the candidate's failures, not the outage's" in answered.why
+
+
+def test_a_candidate_that_never_answered_through_its_first_two_minutes_of_outage_rolls_back() -> None:
+    # 60 a minute at 10%, the first two minutes of traffic in an outage failing the baseline more than half the time:
+    # 7 of 7 against 61 of 112 (p=0.014) is what a healthy candidate does about once in a hundred such starts
+    cand, base = [(2, 2), (5, 5)], [(54, 32), (58, 29)]
+    v = judge(cand, base)
+    assert (v.status, v.next, v.final) == ("unhealthy", "rollback", False)
+    assert [m[-1] for m in v.minutes] == ["shared", "shared"]
+    assert "every one of its 7 request(s) failed" in v.why and "61 of 112" in v.why and "< 0.2" in v.why
+    # the same two minutes at a later step, once the candidate has answered requests: its share of an outage
+    later = judge([(6, 0)] * 3 + cand, [(54, 0)] * 3 + base, minutes=2, step_since=at(3))
+    assert (later.status, later.next) == ("endpoint_failing", "hold")
 
 
 def test_a_healthy_candidate_failing_with_the_outage_holds() -> None:
