@@ -242,7 +242,7 @@ def main() -> None:
         "--seed",
         type=int,
         action="append",
-        help="tuned on seeds 1 to 20; held out so far (each run once): 101-103, 201-205, 301-305, 401-405; several: --rollouts of each, "
+        help="tuned on seeds 1 to 20; held out so far (each run once): 101-103, 201-205, 301-305, 401-405, 501-505; several: --rollouts of each, "
         "pooled per cell (default 101)",
     )
     parser.add_argument("--jobs", type=int, default=2, help="processes")
