@@ -45,14 +45,36 @@ _LONG_DATASTORE = re.compile(
 )
 
 
+_ENCODED = re.compile(r"%(?:2e|2f|5c)", re.IGNORECASE)
+
+
+def unresolved(uri: str) -> bool:
+    """A URI whose place depends on who reads it: a ``.`` or ``..`` segment, percent-encoded or not
+    (``prefix/../other`` starts with ``prefix/`` as a string and is ``other`` once resolved), a backslash
+    (a separator to some tools), or a query or fragment (a data path has none; a query is where a SAS
+    token travels). Allowed prefixes are matched on the text as it is, so such a URI matches none."""
+    if "\\" in uri or "?" in uri or "#" in uri or _ENCODED.search(uri):
+        return True
+    return any(part in (".", "..") for part in uri.split("/"))
+
+
 def reference_problem(
     model: str, name: str, spec: InputSpec, value: str, workspace: str, origin: str = "event"
 ) -> str | None:
     """A path input's value taken from an event must name something in the workspace (a data asset or
     a path on one of its datastores) or start with a prefix the policy allows: event data never
     chooses what a model trains on beyond what the policy allows. None when it is allowed."""
+    given = f"takes its value from the event's {spec.from_event!r}, which is" if origin == "event" else "was sent as"
+    shown = re.split(r"[?#]", value, maxsplit=1)[0][:200]  # a query may hold a SAS token: never repeated
     if any(value.startswith(prefix) for prefix in spec.allowed_prefixes):
-        return None
+        if not unresolved(value):
+            return None
+        return (
+            f"input {name!r} {given} {shown!r}, which starts with an allowed prefix but resolves outside it, or "
+            "carries a query or fragment: a '.' or '..' segment (also percent-encoded, %2e, %2f), a backslash, "
+            f"'?' or '#' is not a path under models.{model}.retrain.inputs.{name}.allowed_prefixes; send the "
+            "path itself"
+        )
     if _WORKSPACE_REFERENCE.match(value) and ".." not in value:
         return None
     long_form = _LONG_DATASTORE.match(value)
@@ -62,9 +84,8 @@ def reference_problem(
             f"subscriptions/{long_form['sub'].lower()}/resourcegroups/{long_form['rg'].lower()}/"
         ) and ws.endswith(f"/workspaces/{long_form['ws'].lower()}"):
             return None
-    given = f"takes its value from the event's {spec.from_event!r}, which is" if origin == "event" else "was sent as"
     return (
-        f"input {name!r} {given} {value[:200]!r}: not a data asset or datastore path of this workspace, so nothing "
+        f"input {name!r} {given} {shown!r}: not a data asset or datastore path of this workspace, so nothing "
         f"is trained on it; to allow such URIs, list their prefix in models.{model}.retrain.inputs.{name}.allowed_prefixes"
     )
 
