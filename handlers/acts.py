@@ -36,8 +36,9 @@ class Acts:
         judged = gate.judge(decision.plan.gate, facts)
         seen = {"gate": judged.gate.as_dict() if judged.gate else None, "candidate": facts.as_dict()}
         log.info("gate model=%s candidate=%s: %s: %s", decision.model, facts.candidate, judged.next, judged.why)
-        if judged.next == "skip":  # a registry version not there yet: not final, like a guard's refusal
-            later: dict[str, Any] = {"guard": "not_in_registry"} if facts.candidate_absent else {}
+        if judged.next == "skip":  # a registry version not there yet, a run not as told: not final, like a guard's
+            absent = "not_in_registry" if decision.plan.source == "registry" else "not_as_told"
+            later: dict[str, Any] = {"guard": absent} if facts.candidate_absent else {}
             return self.record(decision, "skipped", now, judged.why, rendered=rendered, **seen, **extra, **later)
         if judged.next == "fail":
             return self.record(

@@ -67,7 +67,7 @@ class CandidateFacts:
     champion_metrics: dict[str, Any] | None = None
     champion_unreadable: str | None = None  # why the champion cannot be compared (the gate skips)
     candidate_unreadable: str | None = None  # why the candidate is not one to judge (the gate skips)
-    candidate_absent: bool = False  # the registry does not hold it (yet): the skip is judged again later
+    candidate_absent: bool = False  # not (yet) as told (a registry version, a run): the skip is judged again later
     notes: tuple[str, ...] = ()
 
     @property

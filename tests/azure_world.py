@@ -325,14 +325,15 @@ class AzureWorld(World):
         ``evaluate_model`` logged ``r2`` with MLflow (as Microsoft's MLOps template does; the event
         carries no metric). ``register_step``: a ``register_model`` step registered the next version of
         the model from its own run (``mlflow.register_model``), as the template does."""
-        self.arm.add_job(run_id, experiment="diabetes-retrain")
+        tags = ours(MODEL, "re-0123456789abcdef")
+        self.arm.add_job(run_id, experiment="diabetes-retrain", tags=tags)  # the tags the service submitted it with
         self.arm.add_step(run_id, "train_model", metrics={"training_loss": 0.2})
         self.step_run = self.arm.add_step(run_id, "evaluate_model", metrics={"r2_score": float(r2), **(metrics or {})})
         if register_step:
             registrar = self.arm.add_step(run_id, "register_model")
             version = str(max(int(v) for (n, v) in self.arm.models if n == MODEL) + 1)
             self.arm.add_model(MODEL, version, job_name=registrar, kind="custom_model")
-        return run_event(run_id=run_id, tags=ours(MODEL, "re-0123456789abcdef"), topic=self.workspace_id)
+        return run_event(run_id=run_id, tags=tags, topic=self.workspace_id)
 
 
 __all__ = ["AzureWorld", "DiesAfterActing", "WorkerDied", "in_workspace"]

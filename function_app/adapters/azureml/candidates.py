@@ -20,7 +20,7 @@ from function_app.adapters.azureml.client import SHORT_ASSET, AzureMLClient
 from function_app.adapters.azureml.registry import RegistryModelRef, RegistryModels
 from function_app.adapters.mlflow_metrics import MlflowRun, MlflowRuns
 from function_app.retry import Budget
-from handlers import gate
+from handlers import gate, told
 from handlers.errors import PermanentError
 from handlers.pickup import SOURCE_WORKSPACE
 from handlers.plans import DeployPlan
@@ -275,6 +275,9 @@ class AzureMLCandidates:
         """A finished pipeline run: the versions it or its steps registered, and its metric."""
         assert plan.run_id is not None
         run_id = plan.run_id
+        misstated = self._misstated(budget, plan, run_id)
+        if misstated is not None:  # judged again when another event tells of the run (absent: not final)
+            return _Candidate(f"run {run_id}", None, {}, unreadable=misstated, absent=True)
         notes: list[str] = []
         steps: list[MlflowRun] = []
         pipeline: MlflowRun | None = None
@@ -306,6 +309,22 @@ class AzureMLCandidates:
             return _Candidate(f"run {run_id} (step {step!r} not found; steps: {names})", model, {}, notes)
         chosen = found[0]
         return _Candidate(f"run {run_id} (step {step}: {chosen.run_id})", model, dict(chosen.metrics), notes)
+
+    def _misstated(self, budget: Budget, plan: DeployPlan, run_id: str) -> str | None:
+        """Why the run the workspace holds is not the one its event told of (:mod:`handlers.told`); None when
+        it is. The event's body is anyone's with the events key: only the workspace's word counts."""
+        job = self.client.call(budget, f"candidate run {run_id}", lambda: self.client.ml.jobs.get(run_id), or_none=True)
+        if job is None:
+            return f"not rolled out: the workspace has no run {run_id}, which its event names"
+        raw = getattr(job, "status", None)
+        return told.misstated(
+            run_id,
+            plan.experiment,
+            plan.run_tags,
+            str(getattr(raw, "value", raw) or ""),
+            str(getattr(job, "experiment_name", None) or ""),
+            dict(getattr(job, "tags", None) or {}),
+        )
 
     def _versions_of_run(self, budget: Budget, plan: DeployPlan, runs: set[str]) -> list[Any]:
         """Versions of the model registered from this run or one of its steps (``runs``; a step that calls

@@ -1,0 +1,88 @@
+"""A finished run's event, forged with an events key (or a webhook someone else can post to): the event names a
+run by its id and says what it is (its experiment, its status, its tags). What the service deploys must be what
+the workspace says the run is, never what the event says: a run of an experiment the policy's `candidates` do
+not admit, or one that did not complete, is not deployed whatever its event claims. Through the real Azure ML
+SDK against the fake ARM (docs/security.md, "What was attacked")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.azure_world import ENDPOINT, MODEL, AzureWorld
+from tests.builders import run_event
+
+ADMITTED = "diabetes-retrain"  # the example policy's candidates.experiments
+
+
+def scratch_run(azure: AzureWorld, run_id: str, experiment: str, status: str = "Completed") -> None:
+    """A run someone left in the workspace, with a model output and a step that logged a fine metric."""
+    azure.arm.add_job(run_id, experiment=experiment, status=status)
+    azure.arm.add_step(run_id, "evaluate_model", metrics={"r2_score": 0.99})
+
+
+def forged(azure: AzureWorld, run_id: str, **data: Any) -> dict[str, Any]:
+    return run_event(run_id=run_id, experiment=ADMITTED, topic=azure.workspace_id, event_id=f"forged-{run_id}", **data)
+
+
+def deployed(azure: AzureWorld) -> list[str]:
+    return [name for (endpoint, name) in azure.arm.deployments if endpoint == ENDPOINT]
+
+
+@pytest.mark.parametrize(
+    ("experiment", "status", "says"),
+    [
+        ("scratch", "Completed", "is in experiment 'scratch', not 'diabetes-retrain'"),
+        (ADMITTED, "Failed", "is Failed in the workspace, not Completed"),
+        (ADMITTED, "Running", "is Running in the workspace, not Completed"),
+    ],
+)
+def test_a_run_event_that_misstates_the_run_deploys_nothing(
+    azure: AzureWorld, experiment: str, status: str, says: str
+) -> None:
+    before = deployed(azure)
+    scratch_run(azure, "scratch-42", experiment, status)
+
+    [rec] = azure.deliver(forged(azure, "scratch-42")).decisions
+
+    assert (rec.action, rec.outcome) == ("deploy", "skipped"), rec.reason
+    assert f"run scratch-42 {says}" in rec.reason and "not rolled out" in rec.reason
+    assert deployed(azure) == before
+    assert not [m for m in azure.arm.models if m[0] == MODEL and m[1] not in {"1", "2", "3"}]  # nothing registered
+
+
+def test_a_run_event_claiming_tags_the_run_does_not_carry_deploys_nothing(azure: AzureWorld) -> None:
+    """`candidates.tags` (or a gate read from the run's tags) judged on what the workspace holds, not the event."""
+    before = deployed(azure)
+    scratch_run(azure, "tagged-7", ADMITTED)
+
+    [rec] = azure.deliver(forged(azure, "tagged-7", tags={"r2_score": "0.99", "approved": "yes"})).decisions
+
+    assert (rec.action, rec.outcome) == ("deploy", "skipped"), rec.reason
+    assert "run tagged-7 does not carry the tags its event names (approved, r2_score)" in rec.reason
+    assert deployed(azure) == before
+
+
+def test_a_run_event_that_states_the_run_as_the_workspace_does_is_still_judged_and_rolled_out(
+    azure: AzureWorld,
+) -> None:
+    scratch_run(azure, "honest-1", ADMITTED)
+    [rec] = azure.deliver(forged(azure, "honest-1")).decisions
+    assert (rec.action, rec.outcome) == ("deploy", "submitted"), rec.reason
+
+
+def test_a_forged_completion_sent_before_the_run_ends_does_not_stop_its_deploy_once_it_completes(
+    azure: AzureWorld,
+) -> None:
+    """The skip is not final (``guard: not_as_told``): the run's real completion is judged again, not answered
+    with the forged event's skip, so telling of a run first cannot deny its deploy."""
+    scratch_run(azure, "early-3", ADMITTED, status="Running")
+    [early] = azure.deliver(forged(azure, "early-3")).decisions
+    assert (early.outcome, early.details.get("guard")) == ("skipped", "not_as_told"), early.reason
+
+    azure.arm.set_job_status("early-3", "Completed")
+    real = run_event(run_id="early-3", experiment=ADMITTED, topic=azure.workspace_id, event_id="real-early-3")
+    [rec] = azure.deliver(real).decisions
+
+    assert (rec.id, rec.outcome) == (early.id, "submitted"), rec.reason
