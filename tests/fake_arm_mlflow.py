@@ -133,6 +133,7 @@ class Mlflow:
             if r["info"]["experiment_id"] in experiments
             and (match is None or {"key": "mlflow.parentRunId", "value": match.group(1)} in r["data"]["tags"])
         ]
+        found.sort(key=lambda r: -int(r["info"]["start_time"]))  # MLflow's default order: the newest run first
         size = int(body.get("max_results") or 1000)
         start = int(body.get("page_token") or 0)
         page = found[start : start + size]

@@ -86,3 +86,25 @@ def test_a_forged_completion_sent_before_the_run_ends_does_not_stop_its_deploy_o
     [rec] = azure.deliver(real).decisions
 
     assert (rec.id, rec.outcome) == (early.id, "submitted"), rec.reason
+
+
+def test_an_mlflow_run_posing_as_a_step_of_the_service_s_pipeline_does_not_judge_its_candidate(
+    azure: AzureWorld,
+) -> None:
+    """A workspace account logs an MLflow run under the service's own pipeline run (the tag
+    `mlflow.parentRunId`, which MLflow lets a run's creator set) named as the gate's step, with a better
+    metric than the real step logged: which of the two is the pipeline's step cannot be told, so neither
+    judges the candidate."""
+    before = deployed(azure)
+    event = azure.finished_run("0.41")  # the real evaluate_model step: worse than the champion
+    run_id = event["data"]["runId"]
+    azure.arm.log_mlflow_run(
+        "posing-step", experiment=ADMITTED, name="evaluate_model", parent=run_id, metrics={"r2_score": 0.99}
+    )
+    azure.arm.mlflow_runs["posing-step"]["info"]["start_time"] += 60_000  # logged after the pipeline's own steps
+
+    [rec] = azure.deliver(event).decisions
+
+    assert (rec.action, rec.outcome) == ("deploy", "skipped"), rec.reason
+    assert f"2 MLflow runs under pipeline run {run_id} are named 'evaluate_model'" in rec.reason
+    assert deployed(azure) == before

@@ -307,6 +307,14 @@ class AzureMLCandidates:
             names = ", ".join(sorted(s.name for s in steps)) or "none"
             notes.append(f"pipeline run {run_id} has no step named {step!r} (its steps: {names})")
             return _Candidate(f"run {run_id} (step {step!r} not found; steps: {names})", model, {}, notes)
+        if len(found) > 1:  # a run's creator sets its MLflow parent: a posing step cannot be told from the real one
+            ids = ", ".join(sorted(s.run_id for s in found)[:5])
+            why = (
+                f"not rolled out: {len(found)} MLflow runs under pipeline run {run_id} are named {step!r} ({ids}); which "
+                "is the pipeline's step cannot be told (whoever creates an MLflow run sets its mlflow.parentRunId), so "
+                "none judges the candidate: remove the runs that are not the pipeline's, or deploy by hand"
+            )
+            return _Candidate(f"run {run_id} (step {step!r}: {len(found)} runs)", model, {}, notes, unreadable=why)
         chosen = found[0]
         return _Candidate(f"run {run_id} (step {step}: {chosen.run_id})", model, dict(chosen.metrics), notes)
 
