@@ -12,7 +12,7 @@ from handlers.decisions import decide
 from handlers.envelopes import parse_body, to_signal
 from handlers.errors import InvalidInput
 from handlers.inputs import check_manual
-from handlers.plans import Retrain
+from handlers.plans import Decision, Retrain
 from handlers.signals import ManualRequest, Trigger
 from tests.builders import MODEL, SCOPE, drift_event, with_retrain
 
@@ -40,7 +40,7 @@ OUTSIDE = [
 ]
 
 
-def decided(value: str) -> list[object]:
+def decided(value: str) -> list[Decision]:
     raw = drift_event(event_id="traversal")
     raw["data"]["TargetDatasetId"] = value
     return decide(to_signal(parse_body(json.dumps([raw]))[0], SCOPE), TAKEN_FROM_EVENT, SCOPE)

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.azure_world import ENDPOINT, MODEL, AzureWorld
-from tests.builders import run_event
+from tests.azure_world import ENDPOINT, AzureWorld
+from tests.builders import ADA_TOKEN, MODEL, run_event
+from tests.fake_arm_common import run_history_user
 
 ADMITTED = "diabetes-retrain"  # the example policy's candidates.experiments
 
@@ -108,3 +109,33 @@ def test_an_mlflow_run_posing_as_a_step_of_the_service_s_pipeline_does_not_judge
     assert (rec.action, rec.outcome) == ("deploy", "skipped"), rec.reason
     assert f"2 MLflow runs under pipeline run {run_id} are named 'evaluate_model'" in rec.reason
     assert deployed(azure) == before
+
+
+def test_a_version_registered_from_a_run_posing_as_a_step_is_not_rolled_out_as_the_candidate(
+    azure: AzureWorld,
+) -> None:
+    """Ada logs a run under the service's pipeline run (any name) and registers her model from it: a step is
+    the pipeline's only when run history says its creator is the pipeline's, so her version is not the
+    candidate; the service registers the pipeline's own output instead."""
+    event = azure.finished_run("0.71")  # a better candidate, whose pipeline registers no version itself
+    run_id = event["data"]["runId"]
+    posing = azure.arm.add_step(run_id, "helper")
+    azure.arm.steps[posing]["createdBy"] = run_history_user(ADA_TOKEN)  # run history records who created it
+    azure.arm.add_model(MODEL, "9", job_name=posing)
+
+    [rec] = azure.deliver(event).decisions
+
+    assert rec.outcome == "submitted", rec.reason
+    served = {str(d["properties"]["model"]) for (e, _), d in azure.arm.deployments.items() if e == ENDPOINT}
+    assert not any(m.endswith("/versions/9") for m in served)
+    assert any(m.endswith("/versions/10") for m in served)  # registered from the pipeline's output
+    assert azure.arm.models[(MODEL, "10")]["properties"]["jobName"] == run_id
+
+
+def test_a_version_registered_by_the_pipeline_s_own_step_is_its_candidate(azure: AzureWorld) -> None:
+    event = azure.finished_run("0.71", register_step=True)
+    [rec] = azure.deliver(event).decisions
+    assert rec.outcome == "submitted", rec.reason
+    served = {str(d["properties"]["model"]) for (e, _), d in azure.arm.deployments.items() if e == ENDPOINT}
+    assert any(m.endswith("/versions/4") for m in served)  # the step's version, none registered beside it
+    assert sorted(v for n, v in azure.arm.models if n == MODEL) == ["3", "4"]

@@ -402,10 +402,11 @@ def test_a_candidate_created_while_the_endpoint_is_updating_waits_for_it_within_
 
 def test_a_candidate_that_meets_a_long_endpoint_update_is_deferred_not_failed(azure: AzureWorld) -> None:
     azure.arm.update_endpoint(ENDPOINT, seconds=600)  # longer than a delivery's retry budget
+    event = azure.finished_run(r2="0.61")
     with pytest.raises(TransientError, match="409"):
-        azure.deliver(azure.finished_run(r2="0.61"))
+        azure.deliver(event)
     azure.clock.now += 600
-    [rec] = azure.deliver(azure.finished_run(r2="0.61")).decisions  # Event Grid's redelivery
+    [rec] = azure.deliver(event).decisions  # Event Grid's redelivery
     assert rec.outcome == "submitted"
 
 

@@ -16,11 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from function_app.adapters.azureml import provenance
 from function_app.adapters.azureml.client import SHORT_ASSET, AzureMLClient
 from function_app.adapters.azureml.registry import RegistryModelRef, RegistryModels
 from function_app.adapters.mlflow_metrics import MlflowRun, MlflowRuns
 from function_app.retry import Budget
-from handlers import gate, told
+from handlers import gate
 from handlers.errors import PermanentError
 from handlers.pickup import SOURCE_WORKSPACE
 from handlers.plans import DeployPlan
@@ -275,7 +276,7 @@ class AzureMLCandidates:
         """A finished pipeline run: the versions it or its steps registered, and its metric."""
         assert plan.run_id is not None
         run_id = plan.run_id
-        misstated = self._misstated(budget, plan, run_id)
+        misstated = provenance.misstated(self.client, budget, run_id, plan.experiment, plan.run_tags)
         if misstated is not None:  # judged again when another event tells of the run (absent: not final)
             return _Candidate(f"run {run_id}", None, {}, unreadable=misstated, absent=True)
         notes: list[str] = []
@@ -292,7 +293,8 @@ class AzureMLCandidates:
             if pipeline is None and not notes:
                 notes.append(f"MLflow has no run {run_id}")
         runs = {run_id, *(s.run_id for s in steps)}
-        model = next(iter(self._versions_of_run(budget, plan, runs)), None)
+        versions = self._versions_of_run(budget, plan, runs)
+        model = next(iter(provenance.registered_by_pipeline(self.client, budget, run_id, runs, versions)), None)
         if source == "run":
             return _Candidate(f"run {run_id}", model, _facts(plan.run_tags, plan.run_properties), notes)
         if source == "model":
@@ -317,22 +319,6 @@ class AzureMLCandidates:
             return _Candidate(f"run {run_id} (step {step!r}: {len(found)} runs)", model, {}, notes, unreadable=why)
         chosen = found[0]
         return _Candidate(f"run {run_id} (step {step}: {chosen.run_id})", model, dict(chosen.metrics), notes)
-
-    def _misstated(self, budget: Budget, plan: DeployPlan, run_id: str) -> str | None:
-        """Why the run the workspace holds is not the one its event told of (:mod:`handlers.told`); None when
-        it is. The event's body is anyone's with the events key: only the workspace's word counts."""
-        job = self.client.call(budget, f"candidate run {run_id}", lambda: self.client.ml.jobs.get(run_id), or_none=True)
-        if job is None:
-            return f"not rolled out: the workspace has no run {run_id}, which its event names"
-        raw = getattr(job, "status", None)
-        return told.misstated(
-            run_id,
-            plan.experiment,
-            plan.run_tags,
-            str(getattr(raw, "value", raw) or ""),
-            str(getattr(job, "experiment_name", None) or ""),
-            dict(getattr(job, "tags", None) or {}),
-        )
 
     def _versions_of_run(self, budget: Budget, plan: DeployPlan, runs: set[str]) -> list[Any]:
         """Versions of the model registered from this run or one of its steps (``runs``; a step that calls

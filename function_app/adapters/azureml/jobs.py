@@ -18,6 +18,7 @@ from urllib.parse import quote, urlparse
 
 from azure.core.exceptions import AzureError
 
+from function_app.adapters.azureml import provenance
 from function_app.adapters.azureml.client import BACKEND, SHORT_ASSET, AzureMLClient
 from function_app.retry import Budget
 from handlers.creators import RunCreator
@@ -179,28 +180,8 @@ class AzureMLJobs:
         )
 
     def run_creator(self, run_id: str) -> RunCreator:
-        """Who created ``run_id`` as run history records it (``createdBy``: object id, principal name, name; the
-        job's ``systemData`` names a person only by display name), read with the SDK's run-history client, as
-        ``jobs.get`` reads a pipeline step. A refusal or no such run: ``problem`` says so."""
-        what = f"reading who created run {run_id}"
-        try:
-            run = self.client.call(
-                self.client.retry.budget(),
-                what,
-                lambda: self.client.ml.jobs._runs_operations.get_run(run_id),
-                or_none=True,
-            )
-        except PermanentError as exc:
-            return RunCreator(run_id, problem=str(exc)[:300])
-        if run is None:
-            return RunCreator(run_id, problem=f"the workspace has no run {run_id}")
-        user = getattr(run, "created_by", None)
-        return RunCreator(
-            run_id,
-            object_id=str(getattr(user, "user_object_id", None) or ""),
-            upn=str(getattr(user, "upn", None) or ""),
-            name=str(getattr(user, "user_name", None) or ""),
-        )
+        """Who created ``run_id`` as run history records it (:func:`provenance.run_creator`)."""
+        return provenance.run_creator(self.client, self.client.retry.budget(), run_id)
 
     def _find_job(self, budget: Budget, name: str) -> Any | None:
         return self.client.call(
