@@ -36,6 +36,15 @@ PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 PAGE = 100  # runs/search page size; a pipeline has a few steps
 MAX_PAGES = 10
+# How far below a run its steps are read (:meth:`MlflowRuns.descendants`): its steps, and the steps of those that
+# are pipeline components (a sub-pipeline's steps are children of the component's run, not of the pipeline's).
+DEPTH = 2
+MAX_SEARCHES = 50  # runs/search calls for one run's steps (the run, then each step of the levels above the last)
+# Why a run's steps were not read: more of them than the bounded search reads (a gate that cannot read refuses).
+TOO_MANY_STEPS = (
+    f"its steps and its sub-pipelines' need more than {MAX_SEARCHES} searches of MLflow; "
+    "name a step of the pipeline itself or of a sub-pipeline with fewer steps"
+)
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,25 @@ class MlflowRuns:
             "filter": f"tags.{PARENT_TAG} = '{parent.run_id}'",
         }
         return self._pages(budget, f"MLflow runs of pipeline {parent.run_id}", body)
+
+    def descendants(self, budget: Budget, root: MlflowRun) -> list[MlflowRun] | None:
+        """The steps of ``root`` down to :data:`DEPTH` levels, level by level (its own steps first, then those of
+        its pipeline components), by :meth:`children`; None when reading them all takes more than
+        :data:`MAX_SEARCHES` searches, so that a caller never judges on steps it did not read. A step deeper
+        than :data:`DEPTH` is not among them."""
+        found: list[MlflowRun] = []
+        seen, level, searches = {root.run_id}, [root], 0
+        for _ in range(DEPTH):
+            below: list[MlflowRun] = []
+            for parent in level:
+                searches += 1
+                if searches > MAX_SEARCHES:
+                    return None
+                below += [c for c in self.children(budget, parent) if c.run_id not in seen]
+                seen.update(c.run_id for c in below)
+            found += below
+            level = below
+        return found
 
     def experiment_runs(self, budget: Budget, experiment: str) -> list[MlflowRun]:
         """The top-level runs of the experiment named ``experiment`` (``experiments/get-by-name``, then

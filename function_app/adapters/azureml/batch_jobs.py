@@ -20,6 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from function_app.adapters.azureml.client import AzureMLClient
+from function_app.adapters.mlflow_metrics import TOO_MANY_STEPS
 from handlers.errors import PermanentError
 from handlers.rollout.compare import BatchRun
 from handlers.signals import FINISHED_STATUSES
@@ -149,6 +150,10 @@ class AzureMLBatchJobs:
         if step is None:
             return BatchRun(str(found.name), status, terminal, dict(run.metrics))
         steps = self.candidates.mlflow_steps(budget, run)
+        if steps is None:  # not all read: no metric, so the comparison cannot pass on it
+            return BatchRun(
+                str(found.name), status, terminal, {}, f"job {job}: step {step!r} not read: {TOO_MANY_STEPS}"
+            )
         chosen = [s for s in steps if s.name == step] or [s for s in steps if s.name.casefold() == step.casefold()]
         if not chosen:
             names = ", ".join(sorted(s.name for s in steps)) or "none"

@@ -2,7 +2,8 @@
 port, :class:`handlers.workspace_ports.Deployments`), and registering a candidate that has no version yet.
 
 The candidate: its registered version, if any, and the metrics the gate reads (the MLflow metrics of
-the run or of its step ``gate.step``, the run's tags and properties, or the model version's). The
+the run or of its step ``gate.step``, looked for in its sub-pipelines too: :meth:`MlflowRuns.descendants`, two
+levels, bounded, a step not read is no metric; the run's tags and properties, or the model version's). The
 champion: the model version behind the endpoint's live deployment (the one with the most traffic). A
 passing candidate that the run did not register is registered from the run's output
 ``deploy.model_output`` (:meth:`AzureMLCandidates.register`).
@@ -19,7 +20,7 @@ from typing import Any
 from function_app.adapters.azureml import provenance
 from function_app.adapters.azureml.client import SHORT_ASSET, AzureMLClient
 from function_app.adapters.azureml.registry import RegistryModelRef, RegistryModels
-from function_app.adapters.mlflow_metrics import MlflowRun, MlflowRuns
+from function_app.adapters.mlflow_metrics import TOO_MANY_STEPS, MlflowRun, MlflowRuns
 from function_app.retry import Budget
 from handlers import gate
 from handlers.errors import PermanentError
@@ -223,9 +224,11 @@ class AzureMLCandidates:
         with self.client.translating(f"reading MLflow run {run_id}", _MLFLOW_FIX):  # the reader keeps the budget
             return self._mlflow().run(budget, run_id)
 
-    def mlflow_steps(self, budget: Budget, pipeline: MlflowRun) -> list[MlflowRun]:
+    def mlflow_steps(self, budget: Budget, pipeline: MlflowRun) -> list[MlflowRun] | None:
+        """The pipeline's steps and those of its sub-pipelines (:meth:`MlflowRuns.descendants`: two levels, its
+        own steps first); None when there are more than can be read (the caller must not judge on them)."""
         with self.client.translating(f"searching the MLflow runs of pipeline {pipeline.run_id}", _MLFLOW_FIX):
-            return self._mlflow().children(budget, pipeline)
+            return self._mlflow().descendants(budget, pipeline)
 
     def mlflow_experiment_runs(self, budget: Budget, experiment: str) -> list[MlflowRun]:
         with self.client.translating(f"searching the MLflow runs of experiment {experiment}", _MLFLOW_FIX):
@@ -280,7 +283,7 @@ class AzureMLCandidates:
         if misstated is not None:  # judged again when another event tells of the run (absent: not final)
             return _Candidate(f"run {run_id}", None, {}, unreadable=misstated, absent=True)
         notes: list[str] = []
-        steps: list[MlflowRun] = []
+        steps: list[MlflowRun] | None = []
         pipeline: MlflowRun | None = None
         if self.client.mlflow is not None or source == "mlflow":
             try:
@@ -292,6 +295,10 @@ class AzureMLCandidates:
                 notes.append(f"the versions its steps registered were not looked for: {exc}")
             if pipeline is None and not notes:
                 notes.append(f"MLflow has no run {run_id}")
+        unread = steps is None
+        if steps is None:
+            steps = []
+            notes.append(f"pipeline run {run_id} has more steps than are read ({TOO_MANY_STEPS})")
         runs = {run_id, *(s.run_id for s in steps)}
         versions = self._versions_of_run(budget, plan, runs)
         model = next(iter(provenance.registered_by_pipeline(self.client, budget, run_id, runs, versions)), None)
@@ -304,6 +311,8 @@ class AzureMLCandidates:
         step = plan.gate.step if plan.gate is not None else None
         if step is None:
             return _Candidate(f"run {run_id}", model, dict(pipeline.metrics) if pipeline else {}, notes)
+        if unread:  # a step that could not be read is no metric: the gate refuses, it never passes
+            return _Candidate(f"run {run_id} (step {step!r} not read: {TOO_MANY_STEPS})", model, {}, notes)
         found = [s for s in steps if s.name == step] or [s for s in steps if s.name.casefold() == step.casefold()]
         if not found:
             names = ", ".join(sorted(s.name for s in steps)) or "none"

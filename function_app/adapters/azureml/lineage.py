@@ -2,8 +2,8 @@
 
 - The monitor run of a breach (``veto``): the breach step's MLflow run, its root run (``mlflow.rootRunId``,
   else ``mlflow.parentRunId``), which must have ended (else a TransientError: the retrain waits, for at most
-  :data:`MAX_WAIT` after the run started, then it is not retrained on), and the root's steps and theirs (``runs/search`` by ``mlflow.parentRunId``: :data:`DEPTH` levels, at most
-  :data:`MAX_SEARCHES` searches, else it is not retrained on). Model
+  :data:`MAX_WAIT` after the run started, then it is not retrained on), and the root's steps and theirs (``runs/search`` by ``mlflow.parentRunId``: ``DEPTH`` levels, at most
+  ``MAX_SEARCHES`` searches of :mod:`function_app.adapters.mlflow_metrics`, else it is not retrained on). Model
   monitoring tags the step that evaluated a signal with ``azureml_modelmonitor_threshold_breached``
   ("The signal '<name>' has failed ..."), and, when it notifies by e-mail, the root run with
   ``azureml.modelmonitor.threshold.breached.<name>`` (azureml-assets, model monitoring's ``event_utils``).
@@ -29,14 +29,13 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from function_app.adapters.azureml.client import DATA_ID, SHORT_ASSET, AzureMLClient
-from function_app.adapters.mlflow_metrics import PARENT_TAG
+from function_app.adapters.mlflow_metrics import MAX_SEARCHES, PARENT_TAG
 from handlers.errors import PermanentError, TransientError
 from handlers.pickup import SOURCE_WORKSPACE
 from handlers.worthiness import RetrainFacts
 
 if TYPE_CHECKING:
     from function_app.adapters.azureml.freshness import AzureMLFreshness
-    from function_app.adapters.mlflow_metrics import MlflowRun, MlflowRuns
     from function_app.retry import Budget
     from handlers.freshness import Champion
     from handlers.plans import JobPlan
@@ -49,8 +48,6 @@ BREACH_TAG = "azureml_modelmonitor_threshold_breached"
 ROOT_BREACH_PREFIX = "azureml.modelmonitor.threshold.breached."
 UNFINISHED = ("RUNNING", "SCHEDULED")  # MLflow RunStatus values of a run that has not ended
 MAX_WAIT = 6 * 3600  # seconds a retrain waits for its monitor run to end; longer, it is not retrained on
-DEPTH = 2  # levels of a monitor run's steps read: its steps, and the steps of a pipeline component among them
-MAX_SEARCHES = 50  # runs/search calls (the monitor run and each of its steps) for one run; more: not retrained on
 _SIGNAL = re.compile(r"signal\s+'([^']+)'", re.IGNORECASE)
 _BARE = re.compile(
     r"^(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]*):(?P<version>[A-Za-z0-9_.-]+)$"
@@ -131,9 +128,13 @@ class AzureMLLineage:
         for key, value in root.tags.items():
             if key.lower().startswith(ROOT_BREACH_PREFIX):
                 found[key[len(ROOT_BREACH_PREFIX) :].lower()] = value[:300]
-        steps = _steps(budget, mlflow, root)
-        if isinstance(steps, str):
-            return None, None, steps
+        steps = mlflow.descendants(budget, root)  # a signal component's steps too (model monitoring runs each)
+        if steps is None:
+            why = (
+                f"monitor run {root.run_id} has more than {MAX_SEARCHES} steps to read for its breaches "
+                "(each searched for steps of its own); not all could be checked"
+            )
+            return None, None, why
         for child in [run, *steps]:
             breach = child.tags.get(BREACH_TAG)
             match = _SIGNAL.search(breach or "")
@@ -235,25 +236,3 @@ def _data_inputs(job: Any) -> dict[str, str]:
         if found is not None:
             trained[found[0]] = found[1]
     return trained
-
-
-def _steps(budget: Budget, mlflow: MlflowRuns, root: MlflowRun) -> list[MlflowRun] | str:
-    """The steps of monitor run ``root`` down to :data:`DEPTH` levels: its steps, and the steps of those that
-    are pipeline components (model monitoring runs each signal as one, its evaluation a step of it); or why
-    not all of them could be read (more than :data:`MAX_SEARCHES` runs to search)."""
-    found: list[MlflowRun] = []
-    seen, level, searches = {root.run_id}, [root], 0
-    for _ in range(DEPTH):
-        below: list[MlflowRun] = []
-        for parent in level:
-            searches += 1
-            if searches > MAX_SEARCHES:
-                return (
-                    f"monitor run {root.run_id} has more than {MAX_SEARCHES} steps to read for its breaches "
-                    "(each searched for steps of its own); not all could be checked"
-                )
-            below += [c for c in mlflow.children(budget, parent) if c.run_id not in seen]
-            seen.update(c.run_id for c in below)
-        found += below
-        level = below
-    return found
