@@ -247,3 +247,22 @@ def with_classes(classes: dict[str, str], model: str = MODEL, policy: Any = None
     raw["models"][model]["drift"].update(signals=sorted(classes), classes=classes)
     raw["models"][model]["retrain"].update(retrain)
     return Policy.model_validate(raw)
+
+
+def gated_run_plan(run_id: str, step: str | None = None, *, source: str = "mlflow", n: int = 8) -> Any:
+    """The deploy plan of the finished run ``run_id`` of the example model to its endpoint, gated on r2_score
+    (floor 0.4, margin 0.01) read from ``source`` (``step``: that pipeline step's MLflow run); ``n`` numbers its
+    deployment and decision."""
+    from handlers.gate_rules import GateRule
+    from handlers.plans import DeployPlan
+
+    return DeployPlan(
+        model=MODEL,
+        endpoint="diabetes-endpoint",  # the example policy's
+        deployment=f"sklearn-regressio-{n}",
+        run_id=run_id,
+        version=None,
+        source="run",
+        tags={"retrain_decision": f"de-{n}"},
+        gate=GateRule(metric="r2_score", floor=0.4, margin=0.01, source=source, step=step),
+    )

@@ -46,7 +46,7 @@ from tests.azure_world import (
     WorkerDied,
     in_workspace,
 )
-from tests.builders import ours, run_event, with_retrain
+from tests.builders import gated_run_plan, ours, run_event, with_retrain
 from tests.conftest import REPO
 from tests.fake_http import FakeCredential
 
@@ -668,7 +668,10 @@ def test_the_gate_reads_the_evaluation_steps_mlflow_metric_at_the_workspace_trac
     [get] = azure.arm.mlflow_calls("runs/get")
     assert (get.method, get.path, get.query) == ("GET", base + "runs/get", {"run_id": run_id})
     assert get.url.startswith(f"https://{azure.arm.mlflow_host}/mlflow/v1.0/subscriptions/")  # azureml:// -> https
-    [search] = azure.arm.mlflow_calls("runs/search")
+    # the pipeline's steps, then each step's own (a sub-pipeline's: two levels, MlflowRuns.descendants)
+    search, *below = azure.arm.mlflow_calls("runs/search")
+    searched = [c.body["filter"].split("'")[1] for c in below]
+    assert len(searched) == 2 and azure.step_run in searched  # train_model's and evaluate_model's
     assert search.method == "POST" and search.status == 200
     assert search.body["experiment_ids"] == [azure.arm.experiment_id("diabetes-retrain")]
     assert search.body["filter"] == f"tags.mlflow.parentRunId = '{run_id}'"  # as Azure ML documents it
@@ -696,29 +699,18 @@ def test_a_worse_step_metric_is_a_recorded_skip_with_both_numbers_and_nothing_is
     assert azure.arm.writes() == []
 
 
-def _mlflow_plan(run_id: str, step: str | None) -> DeployPlan:
-    return DeployPlan(
-        model=MODEL,
-        endpoint=ENDPOINT,
-        deployment="sklearn-regressio-8",
-        run_id=run_id,
-        version=None,
-        source="run",
-        tags={"retrain_decision": "de-8"},
-        gate=GateRule(metric="r2_score", floor=0.4, margin=0.01, source="mlflow", step=step),
-    )
-
-
 def test_without_a_step_the_gate_reads_the_pipeline_runs_own_mlflow_metric(azure: AzureWorld) -> None:
     azure.arm.add_job("pipe-1", experiment="diabetes-retrain", metrics={"r2_score": 0.58})
-    verdict = gate.judge(_mlflow_plan("pipe-1", None).gate, azure.actions.candidate_facts(_mlflow_plan("pipe-1", None)))
+    verdict = gate.judge(
+        gated_run_plan("pipe-1", None).gate, azure.actions.candidate_facts(gated_run_plan("pipe-1", None))
+    )
     assert (verdict.next, verdict.gate.candidate if verdict.gate else None) == ("deploy", 0.58)
 
 
 def test_a_step_the_pipeline_does_not_have_is_a_skip_that_names_its_steps(azure: AzureWorld) -> None:
     azure.arm.add_job("pipe-2", experiment="diabetes-retrain", metrics={"r2_score": 0.9})
     azure.arm.add_step("pipe-2", "train_model", metrics={"r2_score": 0.9})
-    plan = _mlflow_plan("pipe-2", "evaluate_model")
+    plan = gated_run_plan("pipe-2", "evaluate_model")
     verdict = gate.judge(plan.gate, azure.actions.candidate_facts(plan))
     assert verdict.next == "skip"
     assert verdict.why == (

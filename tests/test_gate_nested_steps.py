@@ -7,26 +7,12 @@ from __future__ import annotations
 
 from function_app.adapters.mlflow_metrics import DEPTH, MAX_SEARCHES
 from handlers import gate
-from handlers.gate_rules import GateRule
-from handlers.plans import DeployPlan
-from tests.azure_world import ENDPOINT, MODEL, AzureWorld
-
-
-def plan(run_id: str) -> DeployPlan:
-    return DeployPlan(
-        model=MODEL,
-        endpoint=ENDPOINT,
-        deployment="sklearn-regressio-9",
-        run_id=run_id,
-        version=None,
-        source="run",
-        tags={"retrain_decision": "de-9"},
-        gate=GateRule(metric="r2_score", floor=0.4, margin=0.01, source="mlflow", step="evaluate_model"),
-    )
+from tests.azure_world import AzureWorld
+from tests.builders import gated_run_plan
 
 
 def judged(azure: AzureWorld, run_id: str) -> gate.CandidateVerdict:
-    chosen = plan(run_id)
+    chosen = gated_run_plan(run_id, "evaluate_model", n=9)
     assert chosen.gate is not None
     return gate.judge(chosen.gate, azure.actions.candidate_facts(chosen))
 
