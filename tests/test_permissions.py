@@ -146,6 +146,23 @@ def test_the_custom_workspace_role_grants_nothing_the_adapters_do_not_use() -> N
     assert sorted(a for a in custom_role_actions() if a.lower() not in needed) == []
 
 
+def registry_role_actions(module: str, resource: str) -> set[str]:
+    role = bicep(module)["resources"][resource]["config"]
+    (permission,) = role["properties"]["permissions"]
+    assert permission["notActions"] == []
+    return set(permission["actions"])
+
+
+def test_the_registry_roles_grant_what_the_adapters_do_in_a_registry_and_nothing_more() -> None:
+    """A downstream environment's role (registry-access.bicep) reads, an upstream one's (registry-publisher.bicep)
+    reads and imports; each assigned on the registry alone (tests/rbac.py resolves the scope)."""
+    reader = registry_role_actions("modules/registry-access.bicep", "readerRole")
+    publisher = registry_role_actions("modules/registry-publisher.bicep", "publisherRole")
+    needed = {a for actions in permissions.OPERATIONS.values() for a in actions if a.startswith(permissions.REGISTRIES)}
+    assert needed == reader | publisher
+    assert reader == {a for a in needed if a.endswith("/read")} and reader < publisher
+
+
 def test_the_custom_workspace_role_has_no_wildcard_and_none_of_the_forbidden_actions() -> None:
     actions = custom_role_actions()
     assert [a for a in actions if "*" in a] == []
@@ -186,7 +203,7 @@ def test_every_other_action_is_granted_by_a_built_in_role_infra_assigns_to_the_a
     ungranted = []
     for operation, actions in permissions.OPERATIONS.items():
         for action in actions:
-            if action.startswith(permissions.AML):
+            if action.startswith((permissions.AML, permissions.REGISTRIES)):  # the custom roles' (tests above)
                 continue
             roles = [permissions.BUILTIN_ROLES[g] for g in assigned if g in permissions.BUILTIN_ROLES]
             if not any(permissions.matches(p, action) for r in roles for p in r.actions + r.data_actions):

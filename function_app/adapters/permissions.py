@@ -51,7 +51,9 @@ _COMPONENTS = [f"{AML}/components/read", f"{AML}/components/versions/read"]  # c
 _DATA = [f"{AML}/data/read", f"{AML}/data/versions/read", f"{AML}/datastores/read"]  # azureml:name@latest inputs
 _MODELS_READ = [f"{AML}/models/read", f"{AML}/models/versions/read"]  # models.get, models.list
 _MODELS_WRITE = [f"{AML}/models/write", f"{AML}/models/versions/write"]  # models.create_or_update
-_ENDPOINT_READ = [f"{AML}/onlineEndpoints/read"]  # online_endpoints.get
+# online_endpoints.get: the endpoint, then its deployments listed (azure-ai-ml's OnlineEndpointOperations.get fills
+# the traffic map with every deployment, zero for those without traffic)
+_ENDPOINT_READ = [f"{AML}/onlineEndpoints/read", f"{AML}/onlineEndpoints/deployments/read"]
 _ENDPOINT_WRITE = [  # online_endpoints.begin_create_or_update (traffic), and its poller
     f"{AML}/onlineEndpoints/write",
     f"{AML}/onlineendpoints/operationsstatus/read",
@@ -75,6 +77,13 @@ _BATCH_READ = [
 # MLflow's REST API on the tracking URI ("MLflow operations", Manage roles): runs of V2 jobs are
 # jobs; runs/get and runs/search read experiments and their runs.
 _MLFLOW_READ = [f"{AML}/jobs/read", f"{AML}/experiments/read", f"{AML}/experiments/runs/read"]
+# An Azure ML registry (a champion served from it, a promoted version shared into it): registries/read to discover
+# it (MLClient(registry_name=...)), its assets to read or write model versions; granted on the registry alone by
+# the custom role of infra/modules/registry-access.bicep (reads: a downstream environment) or
+# registry-publisher.bicep (and writes: an upstream one), not by the workspace role.
+REGISTRIES = "Microsoft.MachineLearningServices/registries"
+_REGISTRY_READ = [f"{REGISTRIES}/read", f"{REGISTRIES}/assets/read"]
+_REGISTRY_WRITE = [f"{REGISTRIES}/assets/write"]
 # Invoking a batch endpoint "needs ... Lists datastore secrets" (Azure ML docs, "Authorization on batch endpoints"):
 # granted by a role of its own on the datastore of the comparison's data (infra's batchDatastoreName), not by the
 # workspace role, which would give every datastore's key or SAS.
@@ -105,6 +114,7 @@ OPERATIONS: dict[str, list[str]] = {
     # infra/modules/registry-access.bicep's role, on the registry only)
     "AzureMLActions.retrain_facts": [
         *_WORKSPACE,
+        *_REGISTRY_READ,
         *_ENDPOINT_READ,
         *_DEPLOYMENT_READ,
         *_MLFLOW_READ,
@@ -113,18 +123,26 @@ OPERATIONS: dict[str, list[str]] = {
         f"{AML}/data/versions/read",
     ],
     # the facts the gate judges: the champion and the candidate (endpoint, live deployment, model
-    # versions, the version's run)
+    # versions, the version's run; a champion served from the policy's registry, or a candidate picked up from it,
+    # read on the registry)
     "AzureMLActions.candidate_facts": [
         *_WORKSPACE,
+        *_REGISTRY_READ,
         *_ENDPOINT_READ,
         *_DEPLOYMENT_READ,
         *_MODELS_READ,
         *_MLFLOW_READ,  # the gate's MLflow metrics (runs/get, runs/search), a step's run in run history
     ],
-    # registering the candidate, and the new deployment copying the live one's environment and code
+    # registering the candidate (models.create_or_update lists the model's versions first), and the new deployment
+    # copying the live one's environment and code (online_deployments.begin_create_or_update reads the endpoint);
+    # a version picked up from the policy's registry is deployed by its registry id, which Azure ML reads on the
+    # registry as the caller (docs/azure-behaviour.md, "Registry models in online deployments")
     "AzureMLActions.start_deploy": [
         *_WORKSPACE,
+        f"{REGISTRIES}/assets/read",
+        *_ENDPOINT_READ,
         *_DEPLOYMENT_READ,
+        *_MODELS_READ,
         *_MODELS_WRITE,
         *_DEPLOYMENT_WRITE,
         *_COLLECTOR_DATA,
@@ -134,39 +152,49 @@ OPERATIONS: dict[str, list[str]] = {
     ],
     "AzureMLActions.deployment_state": _DEPLOYMENT_READ,
     "AzureMLActions.endpoint_traffic": _ENDPOINT_READ,
-    "AzureMLActions.set_traffic": _ENDPOINT_READ + _ENDPOINT_WRITE,
+    # online_endpoints.begin_create_or_update reads the workspace too (its region)
+    "AzureMLActions.set_traffic": _WORKSPACE + _ENDPOINT_READ + _ENDPOINT_WRITE,
     "AzureMLActions.roles_settling": [],  # a clock read
     "AzureMLActions.tracking_uri": _WORKSPACE,  # workspaces.get: the MLflow tracking URI
     # model monitors follow a promotion: the schedules that target a deployment, and their new target
     "AzureMLActions.monitors_targeting": [f"{AML}/schedules/read"],
-    "AzureMLActions.retarget_monitor": [f"{AML}/schedules/read", f"{AML}/schedules/write"],
+    # (schedules.begin_create_or_update of a monitor reads the deployment it targets)
+    "AzureMLActions.retarget_monitor": [*_DEPLOYMENT_READ, f"{AML}/schedules/read", f"{AML}/schedules/write"],
     # a smoke test: the endpoint's scoring URI and auth mode, then the deployment invoked by name with a
     # Microsoft Entra token for https://ml.azure.com (a "data plane" action that roles grant under actions:
     # AzureML Data Scientist's workspaces/*/action, the docs' custom scoring role's onlineEndpoints/*/action)
     "AzureMLActions.score": [*_ENDPOINT_READ, f"{AML}/onlineEndpoints/score/action"],
     # the smoke test's sample requests in a data asset: data.get and datastores.get (no secrets), then the file
     # read from the datastore's storage account with the service's identity (Storage Blob Data Reader)
-    "AzureMLActions.samples": [*_DATA, f"{BLOBS}/blobs/read"],
+    "AzureMLActions.samples": [f"{AML}/data/versions/read", f"{AML}/datastores/read", f"{BLOBS}/blobs/read"],
     # an upstream environment's promotion shared into its registry: the promoted deployment's version, tagged
     # with its lineage, and the workspace's id; on the registry (registries/read, registries/assets/read and
     # write) the custom role of infra/modules/registry-publisher.bicep, assigned there
-    "AzureMLActions.share_promoted": [*_WORKSPACE, *_DEPLOYMENT_READ, *_MODELS_READ, *_MODELS_WRITE],
+    "AzureMLActions.share_promoted": [
+        *_WORKSPACE,
+        *_DEPLOYMENT_READ,
+        *_MODELS_READ,
+        *_MODELS_WRITE,
+        *_REGISTRY_READ,
+        *_REGISTRY_WRITE,
+    ],
     # the reconciler's freshness look (handlers/watcher.py): the champion's model version and its creation time
     # (retrain.max_age; a version served from the policy's registry is read on the registry, as above), and the
     # versions of the data assets retrain.on.data.assets names (data.list)
-    "AzureMLActions.champion": [*_ENDPOINT_READ, *_DEPLOYMENT_READ, *_MODELS_READ],
-    "AzureMLActions.data_versions": [f"{AML}/data/read", f"{AML}/data/versions/read"],
+    "AzureMLActions.champion": [*_ENDPOINT_READ, *_DEPLOYMENT_READ, *_MODELS_READ, *_REGISTRY_READ],
+    "AzureMLActions.data_versions": [f"{AML}/data/versions/read"],  # data.list(name): the versions, not the container
     # a downstream environment's poll of its registry (handlers/pickup.py): models.list of the registry's client,
     # on the registry only (registries/read, registries/assets/read: infra/modules/registry-access.bicep's role)
-    "AzureMLActions.registry_versions": [],
+    "AzureMLActions.registry_versions": _REGISTRY_READ,
     # retiring demoted deployments
     "AzureMLActions.list_deployments": [*_ENDPOINT_READ, *_DEPLOYMENT_READ],
-    "AzureMLActions.delete_deployment": [*_DEPLOYMENT_READ, f"{AML}/onlineEndpoints/deployments/delete"],
+    "AzureMLActions.delete_deployment": [f"{AML}/onlineEndpoints/deployments/delete"],  # begin_delete, not waited for
     # function_app/adapters/azureml/batch.py (AzureMLBatch: the Deployments port of batch endpoints)
     "AzureMLBatch.candidate_facts": [*_WORKSPACE, *_BATCH_READ, *_MODELS_READ, *_MLFLOW_READ],
     "AzureMLBatch.start_deploy": [  # batch_deployments.begin_create_or_update: it reads the endpoint, resolves
-        *_WORKSPACE,  # the assets the copied default deployment names, and the workspace's region
-        *_BATCH_READ,
+        *_WORKSPACE,  # the assets the copied default deployment names, and the workspace's region; registering
+        *_BATCH_READ,  # the candidate lists the model's versions first (models.create_or_update)
+        *_MODELS_READ,
         *_MODELS_WRITE,
         f"{AML}/batchEndpoints/deployments/write",
         f"{AML}/environments/read",
@@ -174,11 +202,12 @@ OPERATIONS: dict[str, list[str]] = {
         f"{AML}/codes/versions/read",
         f"{AML}/computes/read",
     ],
-    "AzureMLBatch.deployment_state": _BATCH_READ,
-    "AzureMLBatch.endpoint_traffic": _BATCH_READ,
-    "AzureMLBatch.set_traffic": [*_BATCH_READ, f"{AML}/batchEndpoints/write"],  # defaults.deployment_name
+    "AzureMLBatch.deployment_state": [f"{AML}/batchEndpoints/deployments/read"],  # batch_deployments.get
+    "AzureMLBatch.endpoint_traffic": [f"{AML}/batchEndpoints/read"],  # batch_endpoints.get: its default
+    # defaults.deployment_name (batch_endpoints.begin_create_or_update reads the workspace too: its region)
+    "AzureMLBatch.set_traffic": [*_WORKSPACE, f"{AML}/batchEndpoints/read", f"{AML}/batchEndpoints/write"],
     "AzureMLBatch.list_deployments": _BATCH_READ,
-    "AzureMLBatch.delete_deployment": [*_BATCH_READ, f"{AML}/batchEndpoints/deployments/delete"],
+    "AzureMLBatch.delete_deployment": [f"{AML}/batchEndpoints/deployments/delete"],  # begin_delete, not waited for
     "AzureMLBatch.monitors_targeting": [],  # none: model monitors target online deployments
     "AzureMLBatch.retarget_monitor": [],
     "AzureMLBatch.share_promoted": [],  # refused: registries for batch models are not built (nothing is asked)
@@ -218,7 +247,7 @@ OPERATIONS: dict[str, list[str]] = {
     "MonitorMetrics.client": [],
     "MonitorMetrics.from_settings": [],
     "MonitorMetrics.resource_id": [],
-    "MonitorMetrics.read": ["Microsoft.Insights/metrics/read", "Microsoft.Insights/metricDefinitions/read"],
+    "MonitorMetrics.read": ["Microsoft.Insights/metrics/read"],  # metrics:getBatch (no metric definitions read)
     # function_app/adapters/table_ledger.py (azure-data-tables)
     "TableLedger.from_connection_string": [],
     "TableLedger.from_settings": [],
