@@ -97,12 +97,6 @@ _UNSEEN_GROUPS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
         (W + "experiments/read",),
     ),
     (
-        "the candidate's or champion's job read through the jobs API (a run without MLflow): the scenarios' runs "
-        "are read through MLflow",
-        ("AzureMLActions.candidate_facts", "AzureMLBatch.candidate_facts"),
-        (W + "jobs/read",),
-    ),
-    (
         "a model's container (models.get by label, a registry's model): the scenarios read versions by name",
         (
             "AzureMLActions.candidate_facts",
