@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 COMPLETED = "Completed"
+PIPELINE_RUN = "azureml.pipelinerunid"  # a step's run property naming its pipeline job (run history)
 # What Azure ML or MLflow add to a run's tags themselves; an event may carry them and the job's tags not.
 SYSTEM_TAGS = ("azureml.", "mlflow.", "_aml_system")
 
@@ -22,9 +23,16 @@ def misstated(
     status: str,
     experiment: str,
     tags: Mapping[str, Any],
+    properties: Mapping[str, Any] | None = None,
 ) -> str | None:
-    """Why the run the workspace holds (``status``, ``experiment``, ``tags``) is not the one its event told of
-    (``told_experiment``, ``told_tags``); None when it is. The reason starts ``not rolled out``."""
+    """Why the run the workspace holds (``status``, ``experiment``, ``tags``, ``properties``) is not the one its
+    event told of (``told_experiment``, ``told_tags``); None when it is. The reason starts ``not rolled out``."""
+    pipeline = str((properties or {}).get(PIPELINE_RUN) or "")
+    if pipeline and pipeline != run_id:  # what Azure ML records on a step's run: its pipeline job
+        return (
+            f"not rolled out: run {run_id} is a step of pipeline run {pipeline[:200]} in the workspace, though its "
+            "event names no parent: only a top-level pipeline run is a candidate"
+        )
     if status != COMPLETED:
         return f"not rolled out: run {run_id} is {status[:40] or 'of no status'} in the workspace, not {COMPLETED}"
     if told_experiment is not None and experiment.casefold() != told_experiment.casefold():

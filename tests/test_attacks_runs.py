@@ -53,6 +53,20 @@ def test_a_run_event_that_misstates_the_run_deploys_nothing(
     assert not [m for m in azure.arm.models if m[0] == MODEL and m[1] not in {"1", "2", "3"}]  # nothing registered
 
 
+def test_a_run_event_naming_a_pipeline_step_as_a_top_level_run_deploys_nothing(azure: AzureWorld) -> None:
+    """A step's event carries its parent; a forged one leaves it out to pass a training step's own model off as
+    a candidate, judged on its own metrics."""
+    before = deployed(azure)
+    azure.arm.add_job("pipe-1", experiment=ADMITTED)
+    step = azure.arm.add_step("pipe-1", "train_model", metrics={"r2_score": 0.99})
+
+    [rec] = azure.deliver(forged(azure, step)).decisions
+
+    assert (rec.action, rec.outcome) == ("deploy", "skipped"), rec.reason
+    assert f"run {step} is a step of pipeline run pipe-1 in the workspace" in rec.reason
+    assert deployed(azure) == before
+
+
 def test_a_run_event_claiming_tags_the_run_does_not_carry_deploys_nothing(azure: AzureWorld) -> None:
     """`candidates.tags` (or a gate read from the run's tags) judged on what the workspace holds, not the event."""
     before = deployed(azure)

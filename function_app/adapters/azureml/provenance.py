@@ -58,6 +58,7 @@ def misstated(
         str(getattr(raw, "value", raw) or ""),
         str(getattr(job, "experiment_name", None) or ""),
         dict(getattr(job, "tags", None) or {}),
+        dict(getattr(job, "properties", None) or {}),
     )
 
 
