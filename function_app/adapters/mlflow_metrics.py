@@ -47,6 +47,24 @@ TOO_MANY_STEPS = (
 )
 
 
+def named(steps: list[MlflowRun], step: str) -> list[MlflowRun]:
+    """The runs among ``steps`` named ``step``: by its exact name, else ignoring case."""
+    return [s for s in steps if s.name == step] or [s for s in steps if s.name.casefold() == step.casefold()]
+
+
+def not_told_apart(found: list[MlflowRun], step: str, under: str) -> str | None:
+    """Why none of ``found``, the runs under ``under`` (a pipeline run, a batch job) named ``step``, is read when
+    there are two or more (None when there is one): a run's creator sets its ``mlflow.parentRunId``, so a run
+    posing as the step cannot be told from the step, and reading either would let the poser decide."""
+    if len(found) < 2:
+        return None
+    ids = ", ".join(sorted(s.run_id for s in found)[:5])
+    return (
+        f"{len(found)} MLflow runs under {under} are named {step!r} ({ids}); which is its step cannot be told "
+        f"(whoever creates an MLflow run sets its {PARENT_TAG})"
+    )
+
+
 @dataclass(frozen=True)
 class MlflowRun:
     """One MLflow run as the REST API returns it: the latest value of each metric, and its tags."""

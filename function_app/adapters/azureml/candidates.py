@@ -20,7 +20,7 @@ from typing import Any
 from function_app.adapters.azureml import provenance
 from function_app.adapters.azureml.client import SHORT_ASSET, AzureMLClient
 from function_app.adapters.azureml.registry import RegistryModelRef, RegistryModels
-from function_app.adapters.mlflow_metrics import TOO_MANY_STEPS, MlflowRun, MlflowRuns
+from function_app.adapters.mlflow_metrics import TOO_MANY_STEPS, MlflowRun, MlflowRuns, named, not_told_apart
 from function_app.retry import Budget
 from handlers import gate
 from handlers.errors import PermanentError
@@ -313,17 +313,16 @@ class AzureMLCandidates:
             return _Candidate(f"run {run_id}", model, dict(pipeline.metrics) if pipeline else {}, notes)
         if unread:  # a step that could not be read is no metric: the gate refuses, it never passes
             return _Candidate(f"run {run_id} (step {step!r} not read: {TOO_MANY_STEPS})", model, {}, notes)
-        found = [s for s in steps if s.name == step] or [s for s in steps if s.name.casefold() == step.casefold()]
+        found = named(steps, step)
         if not found:
             names = ", ".join(sorted(s.name for s in steps)) or "none"
             notes.append(f"pipeline run {run_id} has no step named {step!r} (its steps: {names})")
             return _Candidate(f"run {run_id} (step {step!r} not found; steps: {names})", model, {}, notes)
-        if len(found) > 1:  # a run's creator sets its MLflow parent: a posing step cannot be told from the real one
-            ids = ", ".join(sorted(s.run_id for s in found)[:5])
+        posing = not_told_apart(found, step, f"pipeline run {run_id}")
+        if posing is not None:
             why = (
-                f"not rolled out: {len(found)} MLflow runs under pipeline run {run_id} are named {step!r} ({ids}); which "
-                "is the pipeline's step cannot be told (whoever creates an MLflow run sets its mlflow.parentRunId), so "
-                "none judges the candidate: remove the runs that are not the pipeline's, or deploy by hand"
+                f"not rolled out: {posing}, so none judges the candidate: remove the runs that are not the pipeline's, "
+                "or deploy by hand"
             )
             return _Candidate(f"run {run_id} (step {step!r}: {len(found)} runs)", model, {}, notes, unreadable=why)
         chosen = found[0]
