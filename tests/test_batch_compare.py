@@ -26,7 +26,7 @@ from tests.batch_world import BATCH, RECENT, Batch, batch_policy
 from tests.builders import run_event
 from tests.conftest import REPO
 from tests.crashes import BatchRunsThatDie, WorkerDied
-from tests.fake_batch import INVOKER_ROLE, PROVIDER
+from tests.fake_batch import INVOKER_ROLE, PROVIDER, SCORING_STEP
 from tests.hosts import hosting
 from tests.ledgers import LedgerSpec
 
@@ -332,3 +332,26 @@ def test_the_console_shows_a_comparison_in_flight_then_its_verdict_with_the_numb
             f"promote submitted on azureml:{RECENT}:4: r2_score: candidate 0.58 vs champion 0.52 (won: default switched)"
         )
         assert card.locator(".batch").inner_text() == f"{BATCH}: {name}"
+
+
+def test_an_mlflow_run_posing_as_the_candidate_job_s_scoring_step_fails_the_comparison_never_switches(
+    batch: Batch,
+) -> None:
+    """A workspace account logs an MLflow run under the candidate's batch job (``mlflow.parentRunId``, which a
+    run's creator sets) named as its scoring step, with a winning metric: which run is the job's step cannot
+    be told, so neither judges (the gate's rule), and the default stays."""
+    name = provisioned_candidate(batch, champion=0.52, candidate=0.50)  # the real scoring step loses
+    assert batch.state() == "comparing"
+    fake = batch.azure.arm.batch
+    [job] = [j for _, d, j in fake.invoked if d == name]
+    experiment = batch.azure.arm.jobs[job]["properties"]["experimentName"]
+    batch.azure.arm.log_mlflow_run(
+        "posing-step", experiment=experiment, name=SCORING_STEP, parent=job, metrics={"r2_score": 0.99}
+    )
+    later(batch)
+    assert batch.state() == "compare_failed"
+    [failed] = batch.records("rollback")
+    assert failed.outcome == "failed", failed.reason
+    assert f"2 MLflow runs under job {job} are named '{SCORING_STEP}'" in failed.reason
+    assert "posing-step" in failed.reason, failed.reason
+    assert batch.default() == "nightly" and batch.records("promote") == []

@@ -20,7 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from function_app.adapters.azureml.client import AzureMLClient
-from function_app.adapters.mlflow_metrics import TOO_MANY_STEPS
+from function_app.adapters.mlflow_metrics import TOO_MANY_STEPS, named, not_told_apart
 from handlers.errors import PermanentError
 from handlers.rollout.compare import BatchRun
 from handlers.signals import FINISHED_STATUSES
@@ -154,13 +154,17 @@ class AzureMLBatchJobs:
             return BatchRun(
                 str(found.name), status, terminal, {}, f"job {job}: step {step!r} not read: {TOO_MANY_STEPS}"
             )
-        chosen = [s for s in steps if s.name == step] or [s for s in steps if s.name.casefold() == step.casefold()]
+        chosen = named(steps, step)
         if not chosen:
             names = ", ".join(sorted(s.name for s in steps)) or "none"
             return BatchRun(
                 str(found.name), status, terminal, {}, f"job {job} has no step {step!r} (its steps: {names})"
             )
-        return BatchRun(str(found.name), status, terminal, dict(chosen[-1].metrics))
+        posing = not_told_apart(chosen, step, f"job {job}")  # the gate's rule: none judges, the comparison fails
+        if posing is not None:
+            note = f"{posing}, so none is read: remove the runs that are not the job's"
+            return BatchRun(str(found.name), status, terminal, {}, note)
+        return BatchRun(str(found.name), status, terminal, dict(chosen[0].metrics))
 
     def cancel_batch(self, job: str) -> bool:
         budget = self.client.retry.budget()
