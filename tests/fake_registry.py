@@ -27,7 +27,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tests.fake_http import Refusal, Unexpected, token_audience
+from tests.fake_arm_common import system_data
+from tests.fake_http import APP_CLAIMS, Refusal, Unexpected, token_audience, token_claims
 
 if TYPE_CHECKING:
     from tests.fake_arm import FakeArm
@@ -86,15 +87,20 @@ class FakeRegistries:
         tags: dict[str, str] | None = None,
         properties: dict[str, str] | None = None,
         kind: str = "custom_model",
+        by: dict[str, Any] | None = None,
     ) -> str:
-        """A model version in ``registry``; its id as a deployment names it."""
+        """A model version in ``registry``, created by the identity of token claims ``by`` (by default the
+        upstream service's, which in these worlds shares :data:`tests.fake_http.APP_CLAIMS`): its
+        ``systemData`` as ARM records a creator (:func:`tests.fake_arm_common.system_data`: a managed identity
+        by its client id, ``ManagedIdentity``; a person by sign-in name, ``User``); its id as a deployment
+        names it."""
         reg = self.registries[registry.casefold()]
         asset_id = f"azureml://registries/{reg.name}/models/{name}/versions/{version}"
         reg.models[(name, version)] = {
             "id": asset_id,
             "name": version,
             "type": f"{PROVIDER}/registries/models/versions",
-            "systemData": {"createdAt": reg.created()},
+            "systemData": system_data(APP_CLAIMS if by is None else by, reg.created()),
             "properties": {
                 "modelType": kind,
                 "flavors": {},
@@ -184,6 +190,7 @@ class FakeRegistries:
             tags=source_props.get("tags"),
             properties=source_props.get("properties"),
             kind=source_props.get("modelType") or "custom_model",
+            by=token_claims(call.headers.get("Authorization")),  # the importer (unverified for a registry's copy)
         )
         status = (
             f"https://{reg.host}{MFE_PREFIX}/subscriptions/{reg.subscription}/providers/{PROVIDER}/locations/"
