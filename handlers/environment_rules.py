@@ -28,6 +28,13 @@ from handlers.policy_base import Duration, Strict
 # An Azure ML registry name: 3 to 33 characters, letters, digits, '-' and '_', starting with a letter
 # or a digit (the rules `az ml registry create` enforces for a registry's name).
 _REGISTRY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,32}$")
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# How an operator finds the upstream service's identity's ids (the dev deployment's identity)
+FIND_IDENTITY = (
+    "e.g. upstream_identity: [<clientId>, <principalId>] from `az identity show -g <dev resource group> -n "
+    "<dev identity> --query '[clientId, principalId]'` (the client id is also the dev environment's "
+    "RETRAIN_IDENTITY_CLIENT_ID in `azd env get-values`)"
+)
 _ALIASES = {"dev": "upstream", "prod": "downstream"}
 POLL_EVERY = (timedelta(minutes=1), timedelta(days=1))  # the range of environment.poll_every
 # An Azure ML workspace's resource id: what the upstream service's notifications carry as their source
@@ -51,6 +58,12 @@ class EnvironmentRule(Strict):
         default=None,
         description="downstream only: the dev workspace (its resource id) whose promotions are picked up from the "
         "registry; unset, nothing is picked up",
+    )
+    upstream_identity: list[str] | None = Field(
+        default=None,
+        description="downstream with upstream: the upstream (dev) service's managed identity, its client id and/or "
+        "object id; a registry version is picked up only when the registry records that identity as its creator "
+        "(systemData.createdBy), never on its tags alone",
     )
     poll_every: Duration | None = Field(
         default=None,
@@ -77,12 +90,43 @@ class EnvironmentRule(Strict):
             )
         return value
 
+    @field_validator("upstream_identity", mode="before")
+    @classmethod
+    def _identity_ids(cls, value: object) -> object:
+        if isinstance(value, str):  # one id, written as a string
+            value = [value]
+        if value is None or not isinstance(value, list):
+            return value
+        out = []
+        for item in value:
+            text = str(item).strip().lower()
+            if not _GUID.match(text):
+                raise ValueError(
+                    f"{str(item)[:100]!r} is not an identity's id: write the upstream service's managed identity's "
+                    f"client id and object id (GUIDs), {FIND_IDENTITY}"
+                )
+            out.append(text)
+        if not out:
+            raise ValueError(f"name at least one id of the upstream service's managed identity, {FIND_IDENTITY}")
+        return out
+
     @model_validator(mode="after")
     def _upstream_downstream(self) -> EnvironmentRule:
         if self.upstream is not None and self.role != "downstream":
             raise ValueError(
                 "upstream names the dev workspace a downstream (prod) environment picks up from; with role "
                 "upstream, remove it"
+            )
+        if self.upstream is not None and not self.upstream_identity:
+            raise ValueError(
+                "upstream_identity is required with upstream: a registry version is picked up only when the registry "
+                "records the upstream service's identity as its creator (its tags are anyone's with write access to "
+                f"the registry); write its client id and object id, {FIND_IDENTITY}"
+            )
+        if self.upstream_identity and self.upstream is None:
+            raise ValueError(
+                "upstream_identity names who shares the versions upstream picks up; without upstream (role downstream) "
+                "nothing is picked up: remove upstream_identity, or set upstream"
             )
         if self.poll_every is not None and self.upstream is None:
             raise ValueError(

@@ -14,6 +14,13 @@ publish to a topic, or post to the webhook with a key, writes the source they li
 model it names must be the policy's, and what it names is only a hint: the executor reads the version
 again from the registry (:meth:`handlers.workspace_ports.Deployments.candidate_facts`), whose lineage must name the
 upstream workspace, and the gate judges it against the prod champion like any candidate.
+
+Nor is anything in the version itself but who created it: its lineage tag and its metrics are tags,
+anyone's who holds ``registries/assets/write`` on the registry. The registry records the version's creator
+(``systemData.createdBy`` / ``createdByType``, as ARM records a creator: an application or managed identity
+by its client id), which no writer chooses; a version is rolled out only when that is the upstream service's
+identity (``environment.upstream_identity``: :func:`not_shared_by_upstream`), else a recorded skip naming
+who created it.
 """
 
 from __future__ import annotations
@@ -64,6 +71,27 @@ class RegistryVersions(Protocol):
 def from_upstream(info: RegistryVersionInfo, upstream: str) -> bool:
     """Whether the version's lineage names ``upstream`` as the workspace it came from."""
     return _key(str(info.tags.get(SOURCE_WORKSPACE) or "")) == _key(upstream)
+
+
+SERVICE_CREATORS = frozenset({"managedidentity", "application"})  # createdByType of a service's identity
+
+
+def not_shared_by_upstream(created_by: str, created_by_type: str, identity: Sequence[str], model: str) -> str | None:
+    """Why a registry version whose creator the registry records as ``created_by`` of type ``created_by_type``
+    was not shared by the upstream service whose identity's ids are ``identity`` (its
+    ``environment.upstream_identity``), or None when it was (pure)."""
+    key = f"models.{model}.environment.upstream_identity"
+    who = f"{created_by[:200] or 'no one'} ({created_by_type[:40] or 'no type'})"
+    if not identity:
+        return f"the policy names no upstream identity ({key}) to tell the upstream's versions by; the registry says {who} created it"
+    if created_by_type.casefold() not in SERVICE_CREATORS or created_by.strip().casefold() not in {
+        i.casefold() for i in identity
+    }:
+        return (
+            f"the registry records {who} as its creator, not the upstream service's identity ({key}: "
+            f"{', '.join(identity)}); its tags are anyone's who can write the registry"
+        )
+    return None
 
 
 def newest(versions: Sequence[RegistryVersionInfo], upstream: str) -> RegistryVersionInfo | None:

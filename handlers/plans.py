@@ -98,6 +98,8 @@ class DeployPlan:
     share_to: str | None = None  # environment.registry, role upstream: the registry a promotion shares into
     # environment.upstream (role downstream): the dev workspace a registry version's lineage must name to be picked up
     upstream: str | None = None
+    # environment.upstream_identity: the ids of the identity the registry must record as a picked-up version's creator
+    upstream_identity: tuple[str, ...] = ()
     # the experiment the run's event named (source run): the workspace must say the same of the run (handlers/told.py)
     experiment: str | None = None
 
@@ -127,6 +129,7 @@ class DeployPlan:
             **({"registry": self.registry} if self.registry else {}),
             **({"share_to": self.share_to} if self.share_to else {}),
             **({"upstream": self.upstream} if self.upstream else {}),
+            **({"upstream_identity": list(self.upstream_identity)} if self.upstream_identity else {}),
             **({"experiment": self.experiment} if self.experiment is not None else {}),
             "traffic": 0,
             "tags": self.tags,
@@ -156,6 +159,7 @@ class DeployPlan:
             registry=None if data.get("registry") is None else str(data["registry"]),
             share_to=None if data.get("share_to") is None else str(data["share_to"]),
             upstream=None if data.get("upstream") is None else str(data["upstream"]),
+            upstream_identity=tuple(str(i) for i in data.get("upstream_identity") or ()),
             experiment=None if data.get("experiment") is None else str(data["experiment"]),
         )
 
@@ -278,5 +282,6 @@ def deploy_plan(
         registry=env.serves_from if env is not None else None,
         share_to=env.registry if env is not None and env.role == "upstream" else None,
         upstream=env.upstream if env is not None and env.role == "downstream" else None,
+        upstream_identity=tuple(env.upstream_identity or ()) if env is not None and env.role == "downstream" else (),
         experiment=run.experiment if run else None,
     )

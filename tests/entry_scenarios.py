@@ -16,7 +16,7 @@ from tests import rbac
 from tests.azure_world import DATASET, DRIFT_SAMPLE, ENDPOINT, MODEL, WORKSPACE_ID, AzureWorld, in_workspace
 from tests.batch_world import BATCH, RECENT, Batch, batch_policy
 from tests.builders import breach_event, with_classes, with_environment
-from tests.fake_http import FakeCredential
+from tests.fake_http import APP_CLIENT_ID, FakeCredential
 
 COMPARE = {"data": f"azureml:{RECENT}:4", "metric": "r2_score", "margin": 0.01}  # a batch candidate's comparison
 Scenario = Callable[[AzureWorld], Callable[[], Any]]
@@ -174,7 +174,8 @@ def _upstream(azure: AzureWorld) -> Callable[[], Any]:
 def _downstream(azure: AzureWorld) -> Callable[[], Any]:
     """A downstream environment: its champion served from the registry, the registry's versions polled, and a
     retrain's checks reading the champion there."""
-    azure.policy = with_environment({"registry": rbac.REGISTRY, "role": "downstream", "upstream": WORKSPACE_ID})
+    downstream = {"registry": rbac.REGISTRY, "role": "downstream", "upstream": WORKSPACE_ID}
+    azure.policy = with_environment({**downstream, "upstream_identity": [APP_CLIENT_ID]})
     azure.worker = azure.new_worker()
     azure.serve_from_registry("2")
 

@@ -27,7 +27,8 @@ def test_a_version_picked_up_from_the_registry_says_where_it_came_from(tmp_path:
     reconciler's poll told of it."""
     text = (REPO / "examples" / "policy.yaml").read_text()
     environment = (
-        f"    environment: {{registry: mlreg-shared, role: downstream, upstream: '{UPSTREAM}', poll_every: 15m}}\n"
+        f"    environment: {{registry: mlreg-shared, role: downstream, upstream: '{UPSTREAM}', poll_every: 15m, "
+        "upstream_identity: [0a1b2c3d-0000-4000-8000-00000000000c]}\n"
     )
     text = text.replace("  sklearn_regression_model:\n", "  sklearn_regression_model:\n" + environment, 1)
     world = World(LedgerSpec("sqlite", str(tmp_path / "l.db")), policy=parse_policy(text), actions=RecordingActions())

@@ -14,7 +14,7 @@ import yaml
 from handlers.envelopes import parse_body, to_signal
 from handlers.errors import PolicyError
 from handlers.gate import judge
-from handlers.pickup import RegistryVersionInfo, newest, on_registry_version
+from handlers.pickup import RegistryVersionInfo, newest, not_shared_by_upstream, on_registry_version
 from handlers.plans import Deploy, Skip
 from handlers.policy import Policy
 from handlers.policy_file import parse_policy
@@ -23,10 +23,13 @@ from handlers.workspace_ports import CandidateFacts
 from tests.builders import MODEL, WORKSPACE, promotion_event, with_environment
 
 UPSTREAM = WORKSPACE.replace("/workspaces/", "/workspaces/dev-")  # the dev workspace, not this one
+DEV_CLIENT_ID, DEV_OBJECT_ID = "0a1b2c3d-0000-4000-8000-00000000000c", "0a1b2c3d-0000-4000-8000-00000000000d"
+DEV_IDENTITY = {"upstream_identity": [DEV_CLIENT_ID, DEV_OBJECT_ID]}  # the dev service's managed identity
 
 
 def _policy(**environment: Any) -> Policy:
-    policy: Policy = with_environment({"registry": "mlreg-shared", "role": "downstream", **environment})
+    identity = DEV_IDENTITY if "upstream" in environment else {}
+    policy: Policy = with_environment({"registry": "mlreg-shared", "role": "downstream", **identity, **environment})
     return policy
 
 
@@ -122,10 +125,30 @@ def _problems(model: dict[str, Any]) -> list[str]:
             {"endpoint": "churn-ep"},
             "not an Azure ML workspace's resource id",
         ),
-        ({"role": "upstream", "upstream": UPSTREAM}, {"endpoint": "churn-ep"}, "with role upstream, remove it"),
-        ({"role": "downstream", "upstream": UPSTREAM}, None, "add deploy"),
-        ({"role": "downstream", "upstream": UPSTREAM}, {"batch_endpoint": {"name": "churn-batch"}}, "batch endpoint"),
+        ({"role": "upstream", "upstream": UPSTREAM, **DEV_IDENTITY}, {"endpoint": "churn-ep"}, "with role upstream"),
+        ({"role": "downstream", "upstream": UPSTREAM, **DEV_IDENTITY}, None, "add deploy"),
+        (
+            {"role": "downstream", "upstream": UPSTREAM, **DEV_IDENTITY},
+            {"batch_endpoint": {"name": "churn-batch"}},
+            "batch endpoint",
+        ),
         ({"role": "downstream", "poll_every": "15m"}, {"endpoint": "churn-ep"}, "remove poll_every, or set upstream"),
+        (
+            {"role": "downstream", "upstream": UPSTREAM},
+            {"endpoint": "churn-ep"},
+            "upstream_identity is required with upstream",
+        ),
+        (
+            {"role": "downstream", "upstream": UPSTREAM, "upstream_identity": "id-retrain-dev"},
+            {"endpoint": "churn-ep"},
+            "is not an identity's id",
+        ),
+        (
+            {"role": "downstream", "upstream": UPSTREAM, "upstream_identity": []},
+            {"endpoint": "churn-ep"},
+            "at least one",
+        ),
+        ({"role": "downstream", **DEV_IDENTITY}, {"endpoint": "churn-ep"}, "remove upstream_identity, or set upstream"),
     ],
 )
 def test_an_upstream_the_service_cannot_pick_up_from_is_refused_naming_the_key_and_the_fix(
@@ -149,11 +172,45 @@ def test_an_upstream_the_service_cannot_pick_up_from_is_refused_naming_the_key_a
 def test_a_registry_poll_interval_out_of_range_is_refused_naming_the_key_and_the_fix(
     poll_every: str, says: str
 ) -> None:
-    environment = {"registry": "mlreg", "role": "downstream", "upstream": UPSTREAM, "poll_every": poll_every}
+    environment = {
+        "registry": "mlreg",
+        "role": "downstream",
+        "upstream": UPSTREAM,
+        "poll_every": poll_every,
+        **DEV_IDENTITY,
+    }
     [problem] = _problems(
         {"retrain": {"pipeline": "churn-train:3"}, "deploy": {"endpoint": "churn-ep"}, "environment": environment}
     )
     assert problem.startswith("policy.yaml: models.churn.environment.poll_every: ") and says in problem, problem
+
+
+def test_the_upstream_identity_may_be_one_id_and_is_compared_in_lower_case() -> None:
+    policy = _policy(upstream=UPSTREAM, upstream_identity=DEV_CLIENT_ID.upper())
+    assert policy.models[MODEL].environment.upstream_identity == [DEV_CLIENT_ID]
+
+
+@pytest.mark.parametrize(
+    ("created_by", "created_by_type", "says"),
+    [
+        (DEV_CLIENT_ID, "ManagedIdentity", None),  # the upstream service's identity, by its client id
+        (DEV_OBJECT_ID.upper(), "Application", None),  # by its object id, as an application
+        ("mallory@contoso.example", "User", "records mallory@contoso.example (User) as its creator"),
+        (DEV_CLIENT_ID, "User", "(User) as its creator"),  # a person is never the service, whatever the name
+        ("0a1b2c3d-0000-4000-8000-0000000000ee", "ManagedIdentity", "not the upstream service's identity"),
+        ("", "", "records no one (no type) as its creator"),
+    ],
+)
+def test_a_registry_version_counts_as_the_upstreams_only_when_the_registry_records_its_identity_as_creator(
+    created_by: str, created_by_type: str, says: str | None
+) -> None:
+    why = not_shared_by_upstream(created_by, created_by_type, [DEV_CLIENT_ID, DEV_OBJECT_ID], MODEL)
+    assert why is None if says is None else (why is not None and says in why and "upstream_identity" in why), why
+
+
+def test_a_registry_version_is_not_the_upstreams_when_the_policy_names_no_identity() -> None:
+    why = not_shared_by_upstream(DEV_CLIENT_ID, "ManagedIdentity", [], MODEL)
+    assert why is not None and f"models.{MODEL}.environment.upstream_identity" in why
 
 
 def test_a_registry_poll_interval_is_read_as_a_duration() -> None:

@@ -22,6 +22,7 @@ from tests.azure_world import ENDPOINT, MODEL, WORKSPACE_ID, WS, AzureWorld
 from tests.builders import promotion_event, with_environment
 from tests.conftest import Client
 from tests.crashes import DiesAfterActing, WorkerDied
+from tests.fake_http import APP_CLIENT_ID, USER_CLAIMS, USER_UPN
 from tests.ledgers import LedgerSpec
 from tests.topic_receiver import TopicReceiver
 
@@ -30,6 +31,14 @@ from tests.topic_receiver import TopicReceiver
 pytestmark = pytest.mark.sdk
 
 PROD_WS = "ws-retrain-prod"
+# The dev service's identity (it shares the fake credential's: client id, object id), named in prod's policy
+UPSTREAM_IDENTITY = [APP_CLIENT_ID, rbac.APP_OID]
+DOWNSTREAM = {
+    "registry": rbac.REGISTRY,
+    "role": "downstream",
+    "upstream": WORKSPACE_ID,
+    "upstream_identity": UPSTREAM_IDENTITY,
+}
 REGISTRY_ID = f"azureml://registries/{rbac.REGISTRY}/models/{MODEL}/versions/4"
 
 
@@ -46,8 +55,7 @@ class Environments:
             notifier=topic.notifier(WORKSPACE_ID),  # the dev notifier's source: the workspace it acts for
         )
         self.dev.with_registry("upstream")
-        downstream = {"registry": rbac.REGISTRY, "role": "downstream", "upstream": WORKSPACE_ID}
-        self.prod = AzureWorld(tmp_path / "prod", prod_ledger, policy=with_environment(downstream), workspace=PROD_WS)
+        self.prod = AzureWorld(tmp_path / "prod", prod_ledger, policy=with_environment(DOWNSTREAM), workspace=PROD_WS)
         self.prod.with_registry()
         self.prod.arm.registries.registries = self.dev.arm.registries.registries  # one registry, two workspaces
 
@@ -209,6 +217,29 @@ def test_a_registry_version_whose_lineage_names_another_workspace_is_not_rolled_
     assert polled.details["rendered"]["candidate"]["version"] == "4"
 
 
+def test_a_version_a_person_registered_with_the_upstreams_lineage_is_never_picked_up_and_the_skip_names_them(
+    envs: Environments,
+) -> None:
+    """Anyone who can write the registry writes the lineage tag and the metrics; who created the version is
+    the registry's record (systemData.createdBy), which they cannot choose."""
+    lineage = {"r2_score": "0.99", "retrain_source_workspace": WORKSPACE_ID}
+    envs.dev.arm.registries.add_model(rbac.REGISTRY, MODEL, "9", tags=lineage, by=USER_CLAIMS)
+    [polled] = envs.prod.new_worker().reconcile().picked_up
+    assert polled.outcome == "skipped" and USER_UPN in polled.reason, polled.reason
+    assert "upstream_identity" in polled.reason and envs.prod.arm.writes() == []
+    event = envs.promote_in_dev()  # told of 9 by a notification with the upstream's source: the same record
+    event["id"], event["data"]["details"]["shared"]["id"] = (
+        "forged-4",
+        REGISTRY_ID.replace("/versions/4", "/versions/9"),
+    )
+    [told] = envs.prod.deliver(event).decisions
+    assert (told.id, told.outcome) == (polled.id, "skipped") and REGISTRY_ID.replace("/4", "/9") not in str(
+        _deployed_models(envs.prod)
+    )
+    [picked] = envs.prod.new_worker().reconcile().picked_up  # the upstream's own share, created later, is
+    assert picked.outcome == "submitted" and picked.details["rendered"]["candidate"]["version"] == "4", picked.reason
+
+
 def test_a_version_worse_than_the_prod_champion_is_a_recorded_skip(envs: Environments) -> None:
     envs.prod.arm.models[(MODEL, "3")]["properties"]["tags"]["r2_score"] = "0.9"
     [rec] = envs.prod.deliver(envs.promote_in_dev()).decisions
@@ -277,9 +308,8 @@ def _registry_lists(world: AzureWorld) -> int:
 def test_the_registry_is_polled_on_every_pass_or_at_most_once_per_poll_every(
     tmp_path: Path, poll_every: str | None, lists: list[int]
 ) -> None:
-    environment = {"registry": rbac.REGISTRY, "role": "downstream", "upstream": WORKSPACE_ID}
     prod = AzureWorld(
-        tmp_path, policy=with_environment({**environment, **({"poll_every": poll_every} if poll_every else {})})
+        tmp_path, policy=with_environment({**DOWNSTREAM, **({"poll_every": poll_every} if poll_every else {})})
     )
     try:
         prod.serve_from_registry("7", {"r2_score": "0.66"})  # a version whose lineage names no upstream: not picked up

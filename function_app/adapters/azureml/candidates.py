@@ -24,7 +24,7 @@ from function_app.adapters.mlflow_metrics import TOO_MANY_STEPS, MlflowRun, Mlfl
 from function_app.retry import Budget
 from handlers import gate
 from handlers.errors import PermanentError
-from handlers.pickup import SOURCE_WORKSPACE
+from handlers.pickup import SOURCE_WORKSPACE, not_shared_by_upstream
 from handlers.plans import DeployPlan
 from handlers.signals import TAG_DECISION
 from handlers.workspace_ports import CandidateFacts, ModelVersion
@@ -272,6 +272,16 @@ class AzureMLCandidates:
                 f"({SOURCE_WORKSPACE}), not the upstream models.{plan.model}.environment.upstream ({plan.upstream})"
             )
             return _Candidate(str(ref), model, {}, unreadable=why)
+        creator = getattr(model, "creation_context", None)
+        raw = getattr(creator, "created_by_type", None)
+        stranger = not_shared_by_upstream(
+            str(getattr(creator, "created_by", None) or ""),
+            str(getattr(raw, "value", raw) or ""),
+            plan.upstream_identity,
+            plan.model,
+        )
+        if plan.upstream and stranger is not None:  # never picked up: who created it is the registry's record
+            return _Candidate(str(ref), model, {}, unreadable=f"not rolled out: {ref}: {stranger}")
         facts = _facts(model.tags, model.properties)
         return _Candidate(str(ref), model, facts, [f"the candidate {ref} was read from the registry"])
 
