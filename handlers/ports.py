@@ -212,6 +212,13 @@ class Ledger(Protocol):
         at or after) narrow it."""
         ...
 
+    def model_history(self, model: str) -> list[DecisionRecord]:
+        """Every decision of ``model`` but its guards' refusals (:func:`handlers.records.refused`),
+        newest first: what took or settled its slot, its rollouts' transitions, its retirements, so
+        what a promotion or a rollback left to retire (:mod:`handlers.rollout.retire`). No storm of
+        refusals, however long, pushes one of them out."""
+        ...
+
     def purge(self, before: datetime) -> int:
         """Delete event and decision records older than ``before``, and notifications of decisions
         made before it (sent or not: an outbox kept for the retention); returns how many records."""

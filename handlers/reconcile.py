@@ -285,16 +285,17 @@ class Reconciler:
     def _retire(self, state: ModelState, now: datetime, report: ReconcileReport, moved: bool = False) -> None:
         """Delete the deployments a promotion of the model demoted and its rolled-back or failed
         candidates, once the rule says so (:mod:`handlers.rollout.retire`), each recorded as a ``retire``
-        decision. One read of the model's last 200 decisions says what waits and what was retired
-        already, made only when something may be due (the model's ``retire_due``) or its rollout
-        was worked on in this pass; nothing is asked of Azure while no demoted deployment waits and
-        no rejected candidate is due. After the look, when the next one is due is noted in the
+        decision. One read of the model's decisions but its guards' refusals (``model_history``: in
+        the Table ledger, its partition) says what waits and what was retired already, so no storm
+        of refusals hides a promotion or a rollback from it; made only when something may be due
+        (the model's ``retire_due``) or its rollout was worked on in this pass; nothing is asked of
+        Azure while no demoted deployment waits and no rejected candidate is due. After the look, when the next one is due is noted in the
         model's state (a write only when that changes)."""
         model = state.model
         rule = self.retiring(model)
         if rule is None or self.deployments is None or not (moved or retire.due(state, now)):
             return
-        records = self.ledger.decisions(model, 200)
+        records = self.ledger.model_history(model)
         keep = retire.in_flight(state)
         demoted, rejected = retire.waiting(model, rule.endpoint, records, keep, rule.retire_after, now)
         chosen: list[retire.Retirement] = []

@@ -141,6 +141,12 @@ class DecisionRecord:
         )
 
 
+def refused(record: DecisionRecord) -> bool:
+    """Whether ``record`` is a guard's refusal (``skipped``, with the ``guard`` that refused it):
+    what a storm of events writes, and what takes, settles or retires nothing."""
+    return record.outcome == "skipped" and bool(record.details.get("guard"))
+
+
 def may_replace(stored: DecisionRecord, new: DecisionRecord) -> bool:
     """Whether ``new`` may be written over ``stored``, the record under the same id: a recorded final
     outcome is never downgraded. ``reserved`` gives way to anything (what came of the reservation, or
@@ -155,10 +161,8 @@ def may_replace(stored: DecisionRecord, new: DecisionRecord) -> bool:
         return True
     if stored.outcome == "pending":  # waiting for a person: approved (reserved again), rejected or expired
         return new.outcome in ("reserved", "skipped")
-    if stored.outcome == "skipped" and stored.details.get("guard"):  # judged again: carried out, or refused anew
-        return new.outcome == "reserved" or (
-            new.outcome == "skipped" and bool(new.details.get("guard")) and new.at >= stored.at
-        )
+    if refused(stored):  # judged again: carried out, or refused anew
+        return new.outcome == "reserved" or (refused(new) and new.at >= stored.at)
     if stored.outcome == "failed":
         return new.outcome in ("submitted", "planned")
     return False

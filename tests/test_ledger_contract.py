@@ -276,6 +276,27 @@ def guard_skip(decision_id: str, at: datetime = NOW) -> DecisionRecord:
     )
 
 
+def test_a_model_s_history_is_its_decisions_but_its_refusals_newest_first_however_many_refusals_followed(
+    ledger: Ledger,
+) -> None:
+    ledger.put_decision(replace(record("promoted", outcome="submitted"), action="promote"))
+    ledger.put_decision(replace(record("lost", at=NOW + timedelta(seconds=1)), details={"compare": {}}))
+    ledger.put_decision(guard_skip("taken", at=NOW + timedelta(seconds=2)))
+    ledger.put_decision(record("taken", outcome="reserved", at=NOW + timedelta(seconds=3)))  # gave way
+    ledger.put_decision(replace(record("other", "m2", outcome="submitted"), action="promote"))
+    for n in range(205):
+        ledger.put_decision(guard_skip(f"refused-{n}", at=NOW + timedelta(minutes=1, seconds=n)))
+    assert "promoted" not in {d.id for d in ledger.decisions("m1", 200)}  # a storm pushed it out of the trail
+
+    assert [(d.id, d.outcome) for d in ledger.model_history("m1")] == [
+        ("taken", "reserved"),
+        ("lost", "skipped"),
+        ("promoted", "submitted"),
+    ]
+    assert [d.id for d in ledger.model_history("m2")] == ["other"]
+    assert ledger.model_history("m9") == []
+
+
 @pytest.mark.parametrize("final", ["submitted", "planned", "failed", "skipped"])
 def test_a_final_record_is_never_replaced_by_another_outcome_and_put_decision_returns_it(
     ledger: Ledger, final: str

@@ -69,6 +69,9 @@ def test_a_ledger_written_by_the_code_before_reads_as_it_was_written(azurite: Az
     assert trail[0] == (held.decision, "reserved") and {FIRST, REFUSED} <= {i for i, _ in trail}
     assert len(trail) == len({i for i, _ in trail}) == 4
     assert [d.id for d in ledger.decisions(MODEL)] == [i for i, _ in trail]
+    # what retirement reads: the model's records of the layout before, in the shards, but its refusal
+    history = [d.id for d in ledger.model_history(MODEL)]
+    assert history == [i for i, _ in trail if i != REFUSED] and FIRST in history
     assert [d.id for d in ledger.decisions(event_id="before-1")] == [FIRST]
     assert [n.id for n in ledger.pending_notifications(10)] == [notification_id(FIRST, "submitted")]
     again = world.deliver(drift_event(event_id="before-1"))  # a redelivery of an event it finished

@@ -231,7 +231,7 @@ ENDPOINT = "diabetes-endpoint"  # the example policy's, with retire_after 24h an
 
 
 class CountingLedger:
-    """The ledger, counting the reads of the audit trail a reconciler pass makes."""
+    """The ledger, counting the reads of decisions a reconciler pass makes."""
 
     def __init__(self, ledger: Any) -> None:
         self.ledger = ledger
@@ -240,6 +240,10 @@ class CountingLedger:
     def decisions(self, *args: Any, **kw: Any) -> Any:
         self.reads.append("decisions")
         return self.ledger.decisions(*args, **kw)
+
+    def model_history(self, model: str) -> Any:
+        self.reads.append("model_history")
+        return self.ledger.model_history(model)
 
     def get_decision(self, decision_id: str) -> Any:
         self.reads.append("get_decision")
@@ -291,13 +295,13 @@ def test_a_rolled_back_candidate_is_deleted_after_retire_after_not_before_from_o
     ledger = CountingLedger(candidates.spec.open())
     report = candidates.new_worker(ledger=ledger).reconcile()
     assert report.retired == [] and candidates.actions.deleted == []  # not before retire_after
-    assert ledger.reads == ["decisions"]  # the one read of the model's trail, no read per candidate
+    assert ledger.reads == ["model_history"]  # the one read of the model's trail, no read per candidate
 
     candidates.clock.advance(minutes=1)
     ledger.reads.clear()
     [retired] = candidates.new_worker(ledger=ledger).reconcile().retired
 
-    assert candidates.actions.deleted == [key] and ledger.reads == ["decisions"]
+    assert candidates.actions.deleted == [key] and ledger.reads == ["model_history"]
     assert (retired.action, retired.outcome, retired.job) == ("retire", "submitted", {"name": key, "url": None})
     assert retired.reason == (
         f"candidate deployment {key} deleted: it has no traffic and was rolled back at {rollback.at} by "
@@ -329,7 +333,7 @@ def test_a_model_with_nothing_to_retire_has_its_trail_read_once_not_on_every_pas
     ledger = CountingLedger(world.spec.open())
     worker = world.new_worker(ledger=ledger)
     worker.reconcile()
-    assert ledger.reads == ["decisions"]  # its state predates retire_due: looked at once
+    assert ledger.reads == ["model_history"]  # its state predates retire_due: looked at once
     assert world.ledger.get_model(MODEL).retire_due == ""  # nothing waits until a rollout ends
 
     for hours in (0.1, 30, 24 * 40):
@@ -348,7 +352,7 @@ def test_a_rolled_back_candidate_s_trail_is_read_when_its_retirement_is_due_not_
     ledger = CountingLedger(candidates.spec.open())
     worker = candidates.new_worker(ledger=ledger)
     worker.reconcile()  # the first look after the rollout ended: the candidate is due in retire_after
-    assert ledger.reads == ["decisions"] and candidates.ledger.get_model(MODEL).retire_due == iso(
+    assert ledger.reads == ["model_history"] and candidates.ledger.get_model(MODEL).retire_due == iso(
         datetime.fromisoformat(rollback.at) + timedelta(hours=24)
     )
     for _ in range(3):
@@ -359,7 +363,7 @@ def test_a_rolled_back_candidate_s_trail_is_read_when_its_retirement_is_due_not_
     candidates.clock.advance(hours=3)
     ledger.reads.clear()
     [retired] = worker.reconcile().retired
-    assert ledger.reads == ["decisions"] and candidates.actions.deleted == [f"{ENDPOINT}/{cand}"]
+    assert ledger.reads == ["model_history"] and candidates.actions.deleted == [f"{ENDPOINT}/{cand}"]
     assert retired.outcome == "submitted" and candidates.ledger.get_model(MODEL).retire_due == ""
     candidates.clock.advance(hours=1)
     ledger.reads.clear()

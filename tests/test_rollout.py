@@ -25,7 +25,7 @@ from handlers.reconcile import ReconcileReport
 from handlers.records import DecisionRecord, from_iso
 from handlers.rollout_rules import DEFAULT_LAG
 from tests.azure_world import ENDPOINT, MODEL, SUB, WORKSPACE_ID, AzureWorld
-from tests.builders import EXAMPLE_POLICY
+from tests.builders import EXAMPLE_POLICY, drift_event
 from tests.crashes import DiesAfterSettingTraffic, WorkerDied
 from tests.fake_metrics import MONITORING_READER
 from tests.ledgers import LedgerSpec
@@ -503,6 +503,27 @@ def test_the_demoted_deployment_is_deleted_after_retire_after_and_the_deletion_i
     azure.provisioned()
     assert (ENDPOINT, "blue") not in azure.arm.deployments
     assert rollout.reconcile().retired == [] and len(azure.arm.requests_to("DELETE")) == 1  # once
+
+
+def test_the_demoted_deployment_is_retired_after_a_storm_of_refusals_pushed_its_promotion_out_of_the_trail(
+    rollout: Rollout,
+) -> None:
+    azure = rollout.azure
+    promote(rollout)
+    azure.provisioned()
+    [retrain] = azure.deliver(drift_event(event_id="storm-0", topic=WORKSPACE_ID)).decisions
+    assert retrain.outcome == "submitted"
+    for n in range(1, 251):  # refused: its retraining is in flight; more than the 200 newest decisions
+        [refused] = azure.deliver(drift_event(event_id=f"storm-{n}", topic=WORKSPACE_ID)).decisions
+        assert refused.outcome == "skipped" and refused.details.get("guard")
+    assert "promote" not in {r.action for r in azure.service.ledger.decisions(MODEL, 200)}
+    azure.now.advance(days=1)
+
+    [retired] = rollout.reconcile().retired
+
+    assert (retired.action, retired.outcome, retired.details["deployment"]) == ("retire", "submitted", "blue")
+    [delete] = azure.arm.requests_to("DELETE")
+    assert delete.path == f"onlineEndpoints/{ENDPOINT}/deployments/blue"
 
 
 def test_a_demoted_deployment_that_has_traffic_again_is_never_deleted(rollout: Rollout) -> None:

@@ -270,6 +270,25 @@ def test_a_reconciler_pass_reads_each_model_s_state_and_pending_notifications_in
     assert [e.notification.data["id"] for e in claimed] == ["d1"]
 
 
+def test_a_model_s_history_is_one_query_of_its_partition_once_the_directory_says_this_layout_made_it(
+    azurite: Azurite,
+) -> None:
+    ledger, _ = counted_ledger(azurite)
+    ledger.update_model("m1", _used(1))
+    ledger.put_decision(replace(skip("promoted", outcome="submitted"), action="promote"))
+    for n in range(3):
+        ledger.put_decision(refusal(f"refused-{n}", NOW + timedelta(seconds=n + 1)))
+    other, other_seen = counted_ledger(azurite, prefix=ledger.prefix)
+    other_seen.clear()  # its tables, created
+    assert [d.id for d in other.model_history("m1")] == ["promoted"]  # not known: the shards read too
+    assert other_seen == [f"GET {ledger.names['decisions']}()"] * (1 + 8)
+    other.list_models()
+    other_seen.clear()
+
+    assert [d.id for d in other.model_history("m1")] == ["promoted"]
+    assert other_seen == [f"GET {ledger.names['decisions']}()"]
+
+
 def test_models_keep_their_decisions_in_their_own_partitions_and_every_trail_reads_newest_first_across_them(
     azurite: Azurite,
 ) -> None:

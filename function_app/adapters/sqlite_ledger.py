@@ -19,7 +19,7 @@ from handlers.idempotency import same_request
 from handlers.notify import notification_of
 from handlers.ports import Claim
 from handlers.recorded import RecordedEvent
-from handlers.records import DecisionRecord, ModelState, cut, from_iso, iso, may_replace
+from handlers.records import DecisionRecord, ModelState, cut, from_iso, iso, may_replace, refused
 from handlers.signals import Trigger, claim_key
 
 T = TypeVar("T")
@@ -222,6 +222,18 @@ class SqliteLedger(SqliteOutbox):
             .fetchall()
         )
         return [DecisionRecord.from_dict(json.loads(r[0])) for r in rows]
+
+    def model_history(self, model: str) -> list[DecisionRecord]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT d.body FROM decisions d WHERE d.model = ? AND NOT (d.outcome = 'skipped' AND "
+                "COALESCE(json_extract(d.body, '$.details.guard'), '') NOT IN ('', 0)) ORDER BY d.rowid DESC",
+                (model,),
+            )
+            .fetchall()
+        )
+        return [r for r in (DecisionRecord.from_dict(json.loads(row[0])) for row in rows) if not refused(r)]
 
     def purge(self, before: datetime) -> int:
         cutoff = iso(before)

@@ -16,7 +16,7 @@ from azure.data.tables import TableClient
 
 from handlers.errors import PermanentError
 from handlers.keys import digest
-from handlers.records import DecisionRecord, cut, from_iso
+from handlers.records import DecisionRecord, cut, from_iso, refused
 
 TABLES = ("events", "models", "decisions", "outbox")
 DECISIONS = "d"  # the decisions table's partitions: d0..d7, a record and its trail rows in its id's shard
@@ -93,7 +93,7 @@ def home_partition(record: DecisionRecord, stored: str | None, notifies: bool) -
     moves the decision to its model's partition."""
     if stored is not None and stored not in DECISION_PARTITIONS:
         return stored
-    if record.outcome == "skipped" and record.details.get("guard") and not notifies:
+    if refused(record) and not notifies:
         return decision_partition(record.id)
     return model_partition(record.model)
 
@@ -202,8 +202,10 @@ class TableParts:
     _rows: dict[str, tuple[str, str]]
     # The outbox rows this worker inserted and has not claimed yet, by notification id: (entity, ETag).
     _own: dict[str, tuple[dict[str, Any], str]]
-    # The models this worker knows the directory lists.
+    # The models this worker knows the directory lists, and those it knows this layout created (their
+    # directory row has no body: no record of theirs is in the shards of the layout before).
     _listed: set[str]
+    _native: set[str]
     # The pending outbox rows a reconciler's list_models found in each partition, and when (monotonic).
     _survey: tuple[float, dict[str, list[Any]]] | None
     # The partition of each notification this worker saw, and of each decision.

@@ -124,6 +124,7 @@ class TableLedger(TableEvents):
         # on the ETag their insert returned (:meth:`claim_own_notifications`), without a query.
         self._own: dict[str, tuple[dict[str, Any], str]] = {}
         self._listed: set[str] = set()
+        self._native: set[str] = set()
         self._survey: tuple[float, dict[str, list[Any]]] | None = None
         self._notes: dict[str, str] = {}
         self._where: dict[str, str] = {}

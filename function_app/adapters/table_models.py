@@ -109,6 +109,7 @@ class TableModels(TableParts):
         except ResourceExistsError:
             return False
         self._listed.add(model)
+        self._native.add(model)
         return True
 
     def _read_model(self, model: str) -> tuple[ModelState, str]:
@@ -146,6 +147,7 @@ class TableModels(TableParts):
                 states.append(state)
                 survey[model_partition(model)] = pending
                 self._listed.add(model)
+                (self._native.discard if body else self._native.add)(model)
         self._survey = (time.monotonic(), survey)
         return sorted(states, key=lambda s: s.model)
 

@@ -19,6 +19,7 @@ from function_app.adapters.azure_errors import translated
 from function_app.adapters.table_entities import (
     DECISION_PARTITIONS,
     NO_MODEL,
+    RECORD,
     REMEMBERED,
     Stored,
     decision_partition,
@@ -30,7 +31,7 @@ from function_app.adapters.table_entities import (
     trail_prefix,
 )
 from function_app.adapters.table_outbox import TableOutbox
-from handlers.records import DecisionRecord, iso
+from handlers.records import DecisionRecord, iso, refused
 
 
 class TableTrails(TableOutbox):
@@ -129,6 +130,28 @@ class TableTrails(TableOutbox):
                 if len(out) >= limit:
                     break
         return out
+
+    def model_history(self, model: str) -> list[DecisionRecord]:
+        """The record rows of the model's partition, one query (its guards' refusals that notify
+        nobody are in their shards, not there), newest first. For a model of the layout before (its
+        directory row has a body; or this worker has not seen it listed without one), also the
+        model's trail in each shard of that layout (its refusals of that layout read with it, and
+        left out, until the retention purges them)."""
+        lo, hi = prefix_range(RECORD)
+        found: dict[str, tuple[str, DecisionRecord]] = {}
+        with translated(f"reading the decisions of model {model}"):
+            query = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
+            params = {"pk": model_partition(model), "lo": lo, "hi": hi}
+            rows = list(self.decision_rows.query_entities(query, parameters=params, results_per_page=1000))
+            if model not in self._native:  # its refusals read too, until the retention purges them
+                prefix = trail_prefix(model=model)
+                for pk in DECISION_PARTITIONS:
+                    rows += [e for _, e in self._trail(pk, prefix, "", {}, 1000)]
+            for entity in rows:  # a record rewritten in the partition over its shard's is read there
+                record = DecisionRecord.from_dict(json.loads(get_body(entity)))
+                found.setdefault(record.id, (str(entity.get("created") or ""), record))
+        ordered = sorted(found.values(), key=lambda item: (item[0], item[1].id), reverse=True)
+        return [record for _, record in ordered if not refused(record)]
 
     def _trail(
         self, pk: str, prefix: str, filters: str, parameters: dict[str, Any], page: int
