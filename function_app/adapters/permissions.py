@@ -286,6 +286,7 @@ OPERATIONS: dict[str, list[str]] = {
     "TableLedger.sends_own": [],
     "TableLedger.get_decision": [f"{TABLES}/entities/read"],
     "TableLedger.decisions": [f"{TABLES}/entities/read"],
+    "TableLedger.model_history": [f"{TABLES}/entities/read"],
     "TableLedger.purge": [f"{TABLES}/entities/read", f"{TABLES}/entities/delete"],
     "TableLedger.pending_notifications": [f"{TABLES}/entities/read"],
     "TableLedger.claim_notifications": [
