@@ -21,7 +21,9 @@ from tests.azurite import Azurite
 from tests.ledgers import LedgerSpec
 
 if TYPE_CHECKING:
+    from tests.approving import Approving
     from tests.azure_world import AzureWorld
+    from tests.rollouts import Rollout
     from tests.world import App
 
 REPO = Path(__file__).resolve().parent.parent
@@ -238,6 +240,25 @@ def azure(
     assert world.arm.unexpected == []
     assert world.logs.unexpected == []
     assert world.metrics.unexpected == []
+
+
+@pytest.fixture
+def rollout(azure: AzureWorld) -> Rollout:
+    """A candidate deployed from a finished run and provisioned (tests/rollouts.py)."""
+    from tests.rollouts import Rollout  # imports azure-ai-ml: only for the tests that use it
+
+    return Rollout(azure)
+
+
+@pytest.fixture
+def approving(ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Approving]:
+    """The example policy with ``deploy.approval`` (required, a day, four eyes), the app serving the routes."""
+    from tests.approving import opened  # imports azure-ai-ml: only for the tests that use it
+    from tests.builders import signed_in
+
+    monkeypatch.chdir(tmp_path)  # not a git repository, as on Azure
+    signed_in(monkeypatch)
+    yield from opened(tmp_path, ledger_spec, {"required": True, "expires": "24h", "four_eyes": True})
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.approving import Approving, opened
 from tests.builders import ADA, ADA_TOKEN, BOB, MODEL, blob_event, run_event, signed, signed_in
 from tests.conftest import Client
 from tests.ledgers import LedgerSpec
-from tests.test_approvals import Approving, opened
 from tests.test_new_data import POLICY as NEW_DATA
 from tests.test_new_data import burst_of
 from tests.world import World

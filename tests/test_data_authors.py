@@ -17,12 +17,12 @@ from function_app import runtime
 from function_app.localhost import Host
 from handlers.policy import Policy
 from handlers.records import DecisionRecord, iso
+from tests.approving import Approving
 from tests.azure_world import DATASET, MODEL, AzureWorld
 from tests.builders import ADA, ADA_TOKEN, BOB, run_event, signed, signed_in
 from tests.conftest import REPO, Client
 from tests.fake_arm_common import job_system_data
 from tests.ledgers import LedgerSpec
-from tests.test_approvals import Approving
 
 FOUR_EYES = {"required": True, "expires": "24h", "four_eyes": True}
 POISONED = "3"  # the version Ada registers

@@ -20,7 +20,7 @@ import pytest
 from tests import rbac
 from tests.azure_world import APP_REGION, ENDPOINT, REGION, RG, SUB, WS, AzureWorld
 from tests.ledgers import LedgerSpec
-from tests.test_rollout import Rollout, healthy_rollout, roll_back
+from tests.rollouts import Rollout, healthy_rollout, roll_back
 
 
 @pytest.mark.both_ledgers

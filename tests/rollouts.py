@@ -1,0 +1,131 @@
+"""A rollout under test: a candidate deployed from a finished run, provisioned, and the reconciler passes
+that move it through its steps (tests/test_rollout*.py, tests/test_real_subscription.py).
+
+The example policy rolls ``sklearn_regression_model`` out in steps of [10, 50, 100] with a bake of
+10 minutes, and the default health rule (failures: 5xx, 408, 424, model 5xx; at most 5%, at least 20
+requests, not worse than the live deployment ``blue`` at confidence 0.99; without traffic, bake on up
+to 30 minutes, then roll back). A step's window ends the source's lag (logs 5m, metrics 3m) before
+now, so a step's last look is a bake and a lag after it began.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from handlers import guards
+from handlers.reconcile import ReconcileReport
+from handlers.records import DecisionRecord, from_iso
+from handlers.rollout_rules import DEFAULT_LAG
+from tests.azure_world import MODEL, AzureWorld
+
+BAKE = timedelta(minutes=10)
+
+SOURCES = pytest.mark.parametrize("azure", ["logs", "metrics"], indirect=True)  # each test on each source
+
+
+class Rollout:
+    """A candidate deployed from a finished run, provisioned, and the passes that move it on."""
+
+    def __init__(
+        self, azure: AzureWorld, run_id: str = "retrain-sklearn-regression-model-0123456789abcdef", r2: str = "0.61"
+    ) -> None:
+        self.azure = azure
+        [self.deploy] = azure.deliver(azure.finished_run(r2=r2, run_id=run_id)).decisions
+        assert self.deploy.outcome == "submitted"
+        self.name = str(self.deploy.details["rendered"]["deployment"])
+        azure.provisioned()
+        self.lag = DEFAULT_LAG[azure.source]
+
+    def reconcile(self, **service: Any) -> ReconcileReport:
+        return self.azure.new_worker(**service).reconcile()
+
+    def state(self, **service: Any) -> str:
+        [entry] = self.reconcile(**service).rollouts
+        return str(entry["state"])
+
+    def started(self) -> datetime:
+        at = from_iso(self.flight_data()["step_started"])
+        assert at is not None
+        return at
+
+    def serve(self, *, minutes: int = 1, blue: dict[str, int] | None = None, **candidate: int) -> None:
+        """Requests in each of the step's first ``minutes``: the candidate's, and the live ``blue``'s."""
+        for m in range(minutes):
+            when = self.started() + timedelta(minutes=m, seconds=30)
+            self.azure.serve(when, self.name, **candidate)
+            if blue:
+                self.azure.serve(when, "blue", **blue)
+
+    def bake(self) -> None:
+        """To the step's last look: its bake and the source's lag after it began."""
+        self.azure.now.now = self.started() + BAKE + self.lag
+
+    def flight_data(self) -> dict[str, Any]:
+        flight = self.azure.service.ledger.get_model(MODEL).flights[guards.ROLLOUT]
+        return dict(flight.data["rollout"])
+
+    def released(self) -> bool:
+        return guards.ROLLOUT not in self.azure.service.ledger.get_model(MODEL).flights
+
+    def record(self, kind: str) -> DecisionRecord:
+        found = [r for r in self.azure.service.ledger.decisions(MODEL, 50) if r.action == kind]
+        assert len(found) == 1, [r.id for r in found]
+        return found[0]
+
+    def windows(self) -> list[timedelta]:
+        """The length of each window the source was asked about (the baseline's history before it aside:
+        the logs query's ``window_start``, the metrics' latency request, which reads the window only)."""
+        if self.azure.source == "logs":
+            spans = []
+            for c in self.azure.logs.calls:
+                start, end = c.body["timespan"].split("/")
+                history = re.search(r"let window_start = datetime\(([^)]+)\);", c.body["query"])
+                spans.append([history.group(1) if history else start, end])
+        else:
+            calls = [c for c in self.azure.metrics.calls if c.query["metricnames"] == "RequestLatency_P95"]
+            spans = [[c.query["starttime"], c.query["endtime"]] for c in calls]
+        out = []
+        for start, end in spans:
+            a, b = from_iso(start), from_iso(end)
+            assert a is not None and b is not None
+            out.append(b - a)
+        return out
+
+
+def healthy_rollout(rollout: Rollout, source: str | None = None) -> None:
+    """Serve a healthy candidate (and blue) in ``source`` through every step, to the promotion."""
+    for per_minute in (10, 20, 30):
+        for m in range(10):
+            when = rollout.started() + timedelta(minutes=m, seconds=30)
+            rollout.azure.serve(when, rollout.name, ok=per_minute, source=source)
+            rollout.azure.serve(when, "blue", ok=100 - per_minute, source=source)
+        rollout.bake()
+        rollout.state()
+
+
+def promote(rollout: Rollout) -> ReconcileReport:
+    """Take the rollout through its three healthy steps to its promotion."""
+    assert rollout.state() == "stepped"
+    for ok in (100, 200):
+        rollout.bake()
+        rollout.serve(ok=ok)
+        assert rollout.state() == "stepped"
+    rollout.bake()
+    rollout.serve(ok=300)
+    report = rollout.reconcile()
+    assert [r["state"] for r in report.rollouts] == ["promoted"]
+    return report
+
+
+def roll_back(rollout: Rollout) -> DecisionRecord:
+    """The candidate's first step fails (every request a 5xx) and the judge rolls it back."""
+    assert rollout.state() == "stepped"
+    rollout.serve(errors=30, blue={"ok": 300})
+    rollout.bake()
+    assert rollout.state() == "rolled_back"
+    rollout.azure.provisioned()
+    return rollout.record("rollback")
