@@ -21,6 +21,7 @@ from tests.azurite import Azurite
 from tests.ledgers import LedgerSpec
 
 if TYPE_CHECKING:
+    from handlers.ports import Ledger
     from tests.approving import Approving
     from tests.azure_world import AzureWorld
     from tests.rollouts import Rollout
@@ -222,6 +223,12 @@ def ledger_spec(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerSpec:
         instance: Azurite = request.getfixturevalue("azurite")
         return LedgerSpec("table", instance.connection_string, table_prefix())
     return LedgerSpec("sqlite", str(tmp_path / "ledger.db"))
+
+
+@pytest.fixture
+def ledger(ledger_spec: LedgerSpec) -> Ledger:
+    """The ledger of ``ledger_spec``, opened (the ledger contract's tests, tests/test_ledger_contract*.py)."""
+    return ledger_spec.open()
 
 
 @pytest.fixture
