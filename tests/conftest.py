@@ -21,6 +21,8 @@ from tests.azurite import Azurite
 from tests.ledgers import LedgerSpec
 
 if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
+
     from handlers.ports import Ledger
     from tests.approving import Approving
     from tests.azure_world import AzureWorld
@@ -167,6 +169,16 @@ def retrain_cli(*args: str, env: dict[str, str] | None = None, check: bool = Fal
         timeout=60,
         check=check,
     )
+
+
+def workspace_user(azure: AzureWorld) -> MLClient:
+    """The squatter of tests/test_job_squatting*.py: a person with a workspace account (AzureML Data
+    Scientist), with the SDK."""
+    from azure.ai.ml import MLClient  # imports azure-ai-ml: only for the tests that use it
+
+    from tests.azure_world import RG, SUB, WS
+
+    return MLClient(azure.arm.workspace_user(), SUB, RG, WS, transport=azure.arm, retry_total=0)
 
 
 def load_module(name: str, path: Path) -> ModuleType:
