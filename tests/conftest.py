@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from tests.approving import Approving
     from tests.azure_world import AzureWorld
     from tests.rollouts import Rollout
-    from tests.world import App
+    from tests.topic_receiver import TopicReceiver
+    from tests.world import App, World
 
 REPO = Path(__file__).resolve().parent.parent
 # RETRAIN_JOB_NAME_KEY of the tests that run the app on the Table ledger (where it is required).
@@ -278,6 +279,33 @@ def approving(ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)  # not a git repository, as on Azure
     signed_in(monkeypatch)
     yield from opened(tmp_path, ledger_spec, {"required": True, "expires": "24h", "four_eyes": True})
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[TopicReceiver]:
+    """The notification topic as infra/ creates it (Entra ID only), the app's identity with its roles."""
+    from tests.topic_receiver import TopicReceiver
+
+    topic = TopicReceiver().start()
+    topic.trust(monkeypatch)
+    yield topic
+    topic.close()
+
+
+@pytest.fixture
+def served(ledger_spec: LedgerSpec, receiver: TopicReceiver) -> Iterator[tuple[World, Client]]:
+    """A worker that notifies the receiver, installed as the app's service, and the app's HTTP functions
+    (tests/test_notifications*.py; tests/test_telemetry.py has a ``served`` of its own)."""
+    import main
+    from function_app import runtime
+    from function_app.localhost import Host
+    from tests.notifying import notifier_for
+    from tests.world import World
+
+    world = World(ledger_spec, notifier=notifier_for(receiver))
+    runtime.set_retrainer(world.worker)
+    yield world, Client(Host(main.app))
+    runtime.set_retrainer(None)
 
 
 @pytest.fixture
