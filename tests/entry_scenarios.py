@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from function_app.adapters.azureml.lineage import BREACH_TAG
 from function_app.adapters.monitor_guards import MonitorGuards
 from handlers.guard_rules import QueryGuard
 from handlers.pickup import SOURCE_WORKSPACE
@@ -15,8 +14,9 @@ from handlers.rollout_rules import SmokeData
 from tests import rbac
 from tests.azure_world import DATASET, DRIFT_SAMPLE, ENDPOINT, MODEL, WORKSPACE_ID, AzureWorld, in_workspace
 from tests.batch_world import BATCH, RECENT, Batch, batch_policy
-from tests.builders import breach_event, with_classes, with_environment
+from tests.builders import with_classes, with_environment
 from tests.fake_http import APP_CLIENT_ID, FakeCredential
+from tests.monitoring import BREACH, breach, breached_text
 
 COMPARE = {"data": f"azureml:{RECENT}:4", "metric": "r2_score", "margin": 0.01}  # a batch candidate's comparison
 Scenario = Callable[[AzureWorld], Callable[[], Any]]
@@ -77,10 +77,8 @@ def _veto(azure: AzureWorld) -> Callable[[], Any]:
     azure.worker = azure.new_worker()
     azure.arm.add_job("monitor-run-1", experiment="diabetes-monitor", outputs=())
     component = azure.arm.add_step("monitor-run-1", "feature-drift_signal_monitor")
-    text = "The signal 'feature-drift' has failed due to one or more features violating metric thresholds."
-    step = azure.arm.add_step(component, "evaluate_metric_thresholds", tags={BREACH_TAG: text})
-    raw = breach_event(signal="feature-drift", experiment="diabetes-monitor", topic=WORKSPACE_ID)
-    raw["data"]["runId"] = step
+    tags = {BREACH: breached_text("feature-drift")}
+    raw = breach(azure, "feature-drift", azure.arm.add_step(component, "evaluate_metric_thresholds", tags=tags))
 
     def act() -> None:
         [rec] = azure.deliver(raw).decisions

@@ -15,10 +15,9 @@ from handlers.errors import TransientError
 from handlers.policy import Policy
 from tests import rbac
 from tests.azure_world import DATASET, DRIFT_SAMPLE, ENDPOINT, MODEL, WORKSPACE_ID, AzureWorld, in_workspace
-from tests.builders import EXAMPLE_POLICY, breach_event, ours, run_event, with_classes
+from tests.builders import EXAMPLE_POLICY, ours, run_event, with_classes
+from tests.monitoring import BREACH, MONITOR, breach, monitor_run
 
-BREACH = "azureml_modelmonitor_threshold_breached"
-MONITOR = "diabetes-monitor"
 CLASSES = {"feature-drift": "retrain", "accuracy": "retrain_now", "data-quality": "veto", "prediction-drift": "record"}
 
 
@@ -30,26 +29,6 @@ def use(azure: AzureWorld, p: Policy) -> None:
     """The world's workers run ``p`` from now on (the same ledger and workspace)."""
     azure.policy = p
     azure.worker = azure.new_worker()
-
-
-def monitor_run(azure: AzureWorld, run: str, *breached: str, quiet: tuple[str, ...] = ()) -> dict[str, str]:
-    """A finished monitor pass ``run`` whose signals ``breached`` each failed (their evaluation step's run
-    tagged as model monitoring tags it) and ``quiet`` passed; returns each signal's step run id."""
-    azure.arm.add_job(run, experiment=MONITOR, outputs=())
-    steps = {}
-    for signal in breached:
-        text = f"The signal '{signal}' has failed due to one or more features violating metric thresholds."
-        steps[signal] = azure.arm.add_step(run, f"{signal}_evaluate", tags={BREACH: text})
-    for signal in quiet:
-        steps[signal] = azure.arm.add_step(run, f"{signal}_evaluate")
-    return steps
-
-
-def breach(signal: str, step: str) -> dict[str, Any]:
-    """The RunStatusChanged of the evaluation step ``step`` that found ``signal`` breached."""
-    raw = breach_event(signal=signal, experiment=MONITOR, topic=WORKSPACE_ID)
-    raw["data"]["runId"] = step
-    return raw
 
 
 def ended(azure: AzureWorld, rec: Any) -> None:
@@ -75,7 +54,7 @@ def vetoed_notes(azure: AzureWorld) -> list[Any]:
 def test_a_drift_breach_retrains_and_its_record_names_the_signal_and_its_class(azure: AzureWorld) -> None:
     use(azure, policy())
     steps = monitor_run(azure, "monitor-run-1", "feature-drift", quiet=("data-quality",))
-    [rec] = azure.deliver(breach("feature-drift", steps["feature-drift"])).decisions
+    [rec] = azure.deliver(breach(azure, "feature-drift", steps["feature-drift"])).decisions
     assert (rec.action, rec.outcome) == ("retrain", "submitted")
     assert rec.details["signal"] == {
         "signal": "feature-drift",
@@ -100,7 +79,7 @@ def test_a_data_quality_breach_in_the_same_monitor_run_vetoes_the_retrain_and_is
 ) -> None:
     use(azure, policy())
     steps = monitor_run(azure, "monitor-run-2", "feature-drift", "data-quality")
-    [rec] = azure.deliver(breach("feature-drift", steps["feature-drift"])).decisions
+    [rec] = azure.deliver(breach(azure, "feature-drift", steps["feature-drift"])).decisions
     assert (rec.action, rec.outcome) == ("retrain", "skipped")
     assert "'data-quality' of class veto breached in the same monitor run (monitor-run-2)" in rec.reason
     assert rec.details["veto"]["breached"] == ["data-quality"] and rec.details["incident"] == "veto"
@@ -122,7 +101,7 @@ def test_a_veto_breached_in_a_nested_signal_pipeline_vetoes_the_retrain(azure: A
         component = azure.arm.add_step("monitor-run-11", f"{signal}_signal_monitor")
         text = f"The signal '{signal}' has failed due to one or more features violating metric thresholds."
         evaluated[signal] = azure.arm.add_step(component, "evaluate_metric_thresholds", tags={BREACH: text})
-    [rec] = azure.deliver(breach("feature-drift", evaluated["feature-drift"])).decisions
+    [rec] = azure.deliver(breach(azure, "feature-drift", evaluated["feature-drift"])).decisions
     assert (rec.action, rec.outcome) == ("retrain", "skipped")
     assert rec.details["veto"]["run"] == "monitor-run-11" and rec.details["veto"]["breached"] == ["data-quality"]
     assert azure.arm.job_puts == []
@@ -133,7 +112,7 @@ def test_a_monitor_run_with_more_sub_pipelines_than_are_read_is_not_retrained_on
     steps = monitor_run(azure, "monitor-run-12", "feature-drift")
     for i in range(lineage.MAX_SEARCHES):
         azure.arm.add_step("monitor-run-12", f"preprocess-{i}")
-    [rec] = azure.deliver(breach("feature-drift", steps["feature-drift"])).decisions
+    [rec] = azure.deliver(breach(azure, "feature-drift", steps["feature-drift"])).decisions
     assert (rec.action, rec.outcome) == ("retrain", "skipped")
     assert f"has more than {lineage.MAX_SEARCHES} steps" in rec.details["veto"]["unread"]
     assert azure.arm.job_puts == []
@@ -143,7 +122,7 @@ def test_a_breach_whose_monitor_run_is_still_running_waits_for_its_veto_signals(
     use(azure, policy())
     steps = monitor_run(azure, "monitor-run-9", "feature-drift")
     azure.arm.mlflow_runs["monitor-run-9"]["info"]["status"] = "RUNNING"  # the data-quality step is still going
-    raw = breach("feature-drift", steps["feature-drift"])
+    raw = breach(azure, "feature-drift", steps["feature-drift"])
     with pytest.raises(TransientError, match="monitor run monitor-run-9 is still running"):
         azure.deliver(raw)  # Event Grid delivers it again later; the reservation waits for it
     assert azure.arm.job_puts == [] and azure.flights()["retrain"].status == "reserved"
@@ -161,7 +140,7 @@ def test_a_monitor_run_that_never_ends_is_waited_for_six_hours_then_not_retraine
     steps = monitor_run(azure, "monitor-run-10", "feature-drift")
     azure.arm.mlflow_runs["monitor-run-10"]["info"]["status"] = "RUNNING"
     azure.arm.mlflow_runs["monitor-run-10"]["info"]["start_time"] = int(azure.arm.clock.now * 1000)
-    raw = breach("feature-drift", steps["feature-drift"])
+    raw = breach(azure, "feature-drift", steps["feature-drift"])
     with pytest.raises(TransientError):
         azure.deliver(raw)
     azure.now.now += timedelta(hours=6, minutes=1)  # the fake's clock moves with it
@@ -175,17 +154,19 @@ def test_a_monitor_run_that_never_ends_is_waited_for_six_hours_then_not_retraine
 
 def test_a_breach_whose_monitor_run_cannot_be_read_is_not_retrained_on(azure: AzureWorld) -> None:
     use(azure, policy())
-    [rec] = azure.deliver(breach("feature-drift", "monitor-run-gone_feature-drift_evaluate_0001")).decisions
+    gone = monitor_run(azure, "monitor-run-gone", "feature-drift")["feature-drift"]
+    del azure.arm.mlflow_runs[gone]  # run history holds the step; MLflow lost its run
+    [rec] = azure.deliver(breach(azure, "feature-drift", gone)).decisions
     assert (rec.action, rec.outcome) == ("retrain", "skipped")
     assert "could not be read to check its veto signal(s) 'data-quality'" in rec.reason
-    assert rec.details["veto"]["unread"] == "MLflow has no run monitor-run-gone_feature-drift_evaluate_0001"
+    assert rec.details["veto"]["unread"] == f"MLflow has no run {gone}"
     assert azure.arm.job_puts == [] and azure.ledger.get_model(MODEL).budget_used == 0
 
 
 def test_a_veto_breach_itself_is_recorded_and_published_as_an_incident(azure: AzureWorld) -> None:
     use(azure, policy())
     steps = monitor_run(azure, "monitor-run-3", "data-quality")
-    [rec] = azure.deliver(breach("data-quality", steps["data-quality"])).decisions
+    [rec] = azure.deliver(breach(azure, "data-quality", steps["data-quality"])).decisions
     assert rec.outcome == "skipped" and rec.details["signal"]["class"] == "veto"
     assert "is a veto (models.sklearn_regression_model.drift.classes)" in rec.reason
     assert [n.data["id"] for n in vetoed_notes(azure)] == [rec.id]
@@ -195,7 +176,7 @@ def test_a_veto_breach_itself_is_recorded_and_published_as_an_incident(azure: Az
 def test_a_record_class_breach_is_recorded_and_never_acted_on(azure: AzureWorld) -> None:
     use(azure, policy())
     steps = monitor_run(azure, "monitor-run-4", "prediction-drift")
-    [rec] = azure.deliver(breach("prediction-drift", steps["prediction-drift"])).decisions
+    [rec] = azure.deliver(breach(azure, "prediction-drift", steps["prediction-drift"])).decisions
     assert rec.outcome == "skipped" and rec.details["signal"]["class"] == "record"
     assert "its class is record" in rec.reason
     assert azure.arm.job_puts == [] and vetoed_notes(azure) == []
@@ -205,22 +186,22 @@ def test_a_record_class_breach_is_recorded_and_never_acted_on(azure: AzureWorld)
 def test_a_performance_breach_retrains_past_the_cooldown_but_not_past_the_budget(azure: AzureWorld) -> None:
     use(azure, policy(daily_budget=2))
     first = monitor_run(azure, "monitor-run-5", "feature-drift")
-    [started] = azure.deliver(breach("feature-drift", first["feature-drift"])).decisions
+    [started] = azure.deliver(breach(azure, "feature-drift", first["feature-drift"])).decisions
     assert started.outcome == "submitted"
     ended(azure, started)
 
     second = monitor_run(azure, "monitor-run-6", "feature-drift")
-    [cooled] = azure.deliver(breach("feature-drift", second["feature-drift"])).decisions
+    [cooled] = azure.deliver(breach(azure, "feature-drift", second["feature-drift"])).decisions
     assert (cooled.outcome, cooled.details["guard"]) == ("skipped", "cooldown")
 
     third = monitor_run(azure, "monitor-run-7", "accuracy")
-    [urgent] = azure.deliver(breach("accuracy", third["accuracy"])).decisions
+    [urgent] = azure.deliver(breach(azure, "accuracy", third["accuracy"])).decisions
     assert urgent.outcome == "submitted" and urgent.details["signal"]["class"] == "retrain_now"
     assert "past the cooldown, within the budget" in urgent.reason
     ended(azure, urgent)
 
     fourth = monitor_run(azure, "monitor-run-8", "accuracy")
-    [spent] = azure.deliver(breach("accuracy", fourth["accuracy"])).decisions
+    [spent] = azure.deliver(breach(azure, "accuracy", fourth["accuracy"])).decisions
     assert (spent.outcome, spent.details["guard"]) == ("skipped", "budget")
     assert len(azure.arm.job_puts) == 2
 
