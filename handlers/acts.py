@@ -59,7 +59,10 @@ class Acts:
         extra.update(judged.details if judged else {})
         if judged is None or judged.skip is None:
             return None
-        return self.record(decision, "skipped", now, judged.skip, rendered=rendered, **extra, gives_back=True)
+        refused = {"guard": judged.guard} if judged.guard else {}  # a breach not borne out: not final, as a run's
+        return self.record(
+            decision, "skipped", now, judged.skip, rendered=rendered, **extra, **refused, gives_back=True
+        )
 
     def _waits(
         self, decision: Retrain | Deploy, now: datetime, rendered: dict[str, Any], extra: dict[str, Any], why: str

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from handlers.envelopes import MONITOR_BREACH_TAG
+from handlers.keys import ci_get
 from handlers.plans import Decision, Retrain, Skip, skip
 from handlers.retrain_plan import retrain
 from handlers.signal_rules import class_of, vetoes
@@ -35,14 +37,16 @@ def on_breach(model: str, mp: ModelPolicy, signal: DriftDetected, reason: str) -
     decision = retrain(model, mp, signal.trigger, reason, signal.event_data, {}, workspace=signal.workspace)
     if isinstance(decision, Skip):
         return replace(decision, details={**decision.details, "signal": said})
-    return classed(decision, mp, said)
+    told = {MONITOR_BREACH_TAG: str(ci_get(signal.run_tags, MONITOR_BREACH_TAG) or "")}
+    return classed(decision, mp, said, {"run": said["run"], "experiment": signal.monitor, "tags": told})
 
 
-def classed(decision: Retrain, mp: ModelPolicy, said: dict[str, str]) -> Retrain:
-    """``decision`` of a breach of class ``said['class']``: urgent for ``retrain_now``, with the monitor
-    run's veto signals to check before it is submitted."""
+def classed(decision: Retrain, mp: ModelPolicy, said: dict[str, str], told: dict[str, object]) -> Retrain:
+    """``decision`` of a breach of class ``said['class']``: urgent for ``retrain_now``, with what its event
+    told of the monitor run (``told``: its run, experiment and breach tag, read back before it is submitted)
+    and the monitor run's veto signals to check."""
     urgent = said["class"] == "retrain_now"
-    checks = dict(decision.job.checks)
+    checks = {**decision.job.checks, "breach": told}
     veto = vetoes(mp.drift.classes)
     if veto and said.get("run"):
         checks["veto"] = {"run": said["run"], "signals": veto}

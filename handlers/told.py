@@ -2,8 +2,10 @@
 names the run by its id and says what it is: its experiment, that it completed, its tags. Anyone holding the
 events key can post such a body about any run of the workspace, so what is deployed is judged on what the
 workspace says of the run (``jobs.get``), never on the event: a run in another experiment than its event
-names, one that did not complete, or one without a tag its event claims is not rolled out. Pure: the adapter
-reads the run, this says what does not match."""
+names, one that did not complete, or one without a tag its event claims is not rolled out. A model monitor's
+breach (its step's run, tagged ``azureml_modelmonitor_threshold_breached``) is held to the same rule before it
+starts a retrain: the step as the workspace holds it, in the experiment of the pipeline run above it. Pure: the
+adapter reads the run, this says what does not match."""
 
 from __future__ import annotations
 
@@ -24,20 +26,23 @@ def misstated(
     experiment: str,
     tags: Mapping[str, Any],
     properties: Mapping[str, Any] | None = None,
+    *,
+    refused: str = "not rolled out",
 ) -> str | None:
     """Why the run the workspace holds (``status``, ``experiment``, ``tags``, ``properties``) is not the one its
-    event told of (``told_experiment``, ``told_tags``); None when it is. The reason starts ``not rolled out``."""
+    event told of (``told_experiment``, ``told_tags``); None when it is. The reason starts with ``refused`` (a
+    monitor's breach: ``not retrained``)."""
     pipeline = str((properties or {}).get(PIPELINE_RUN) or "")
     if pipeline and pipeline != run_id:  # what Azure ML records on a step's run: its pipeline job
         return (
-            f"not rolled out: run {run_id} is a step of pipeline run {pipeline[:200]} in the workspace, though its "
+            f"{refused}: run {run_id} is a step of pipeline run {pipeline[:200]} in the workspace, though its "
             "event names no parent: only a top-level pipeline run is a candidate"
         )
     if status != COMPLETED:
-        return f"not rolled out: run {run_id} is {status[:40] or 'of no status'} in the workspace, not {COMPLETED}"
+        return f"{refused}: run {run_id} is {status[:40] or 'of no status'} in the workspace, not {COMPLETED}"
     if told_experiment is not None and experiment.casefold() != told_experiment.casefold():
         return (
-            f"not rolled out: run {run_id} is in experiment {experiment[:200]!r}, not {told_experiment[:200]!r} as "
+            f"{refused}: run {run_id} is in experiment {experiment[:200]!r}, not {told_experiment[:200]!r} as "
             "its event says; only the workspace's word on a run counts"
         )
     held = {str(k): "" if v is None else str(v) for k, v in tags.items()}
@@ -48,7 +53,7 @@ def misstated(
     )
     if differ:
         return (
-            f"not rolled out: run {run_id} does not carry the tags its event names ({', '.join(differ[:10])}) "
+            f"{refused}: run {run_id} does not carry the tags its event names ({', '.join(differ[:10])}) "
             "with the values it names; only the workspace's word on a run counts"
         )
     return None

@@ -3,6 +3,12 @@
 A retrain's plan names its checks (:attr:`handlers.plans.JobPlan.checks`); the Jobs port reads the facts
 they need (:class:`RetrainFacts`, ``Jobs.retrain_facts``) and :func:`judge` says go, or why not:
 
+- ``breach`` (every retrain a model monitor's breach starts): the run its event names, read back from the
+  workspace (:mod:`handlers.told`): no such run, one not ``Completed``, without the breach tag its event names,
+  or under a monitor run of another experiment is a recorded skip with ``guard: not_as_told``, judged first
+  (anyone holding the events key writes a breach event). A backend that reads no workspace (the dry run)
+  cannot check it and its record says so (``breach.checked: false``).
+
 - ``veto`` (``drift.classes``, :mod:`handlers.signal_rules`): a signal of class ``veto`` breached in the
   same monitor run as the breach that asked for the retrain (a data-quality breach: the monitor run's
   data is suspect). The retrain is a recorded skip, published as an incident.
@@ -29,6 +35,7 @@ from typing import Any
 
 from handlers.plans import JobPlan
 
+NOT_AS_TOLD = "not_as_told"  # the guard of a skip whose run the workspace does not bear out: judged again
 GIVES_BACK = "gives_back"  # a skipped retrain's record: the cooldown and budget its reservation took are given back
 
 
@@ -37,6 +44,8 @@ class RetrainFacts:
     """What the workspace says for a plan's checks. ``breaches``: the monitor run's breached signals
     (lower-case name -> the breach text), None when not read; ``monitor_run``: the run read for them.
     ``veto_unread``: why that run could not be read (the retrain is then not submitted).
+    ``breach_misstated``: why the breach's run is not what its event told of (None: it is, or not read);
+    ``breach_unread``: why it was not read (a backend without a workspace).
     ``champion``: ``name:version``; ``trained_on``: each data asset its job read -> that version
     (None: the lineage could not be read, ``notes`` say why); ``latest``: each of those assets' latest version;
     ``notes`` also say when the champion is not the served version (no endpoint, or it serves none of the model)."""
@@ -48,20 +57,34 @@ class RetrainFacts:
     trained_on: dict[str, str] | None = None
     latest: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    breach_misstated: str | None = None
+    breach_unread: str | None = None
 
 
 @dataclass(frozen=True)
 class Judged:
-    """``skip``: why the retrain is not submitted (None: it goes ahead); ``details``: what the record keeps."""
+    """``skip``: why the retrain is not submitted (None: it goes ahead); ``details``: what the record keeps;
+    ``guard``: the skip's guard when it is not final (:data:`NOT_AS_TOLD`)."""
 
     skip: str | None
     details: dict[str, Any]
+    guard: str | None = None
 
 
 def judge(plan: JobPlan, facts: RetrainFacts) -> Judged:
     """Go, or the reason it is not worth it, with what was judged (for the record and ``explain``)."""
     checks: Mapping[str, Any] = plan.checks
     details: dict[str, Any] = {}
+    told = checks.get("breach")
+    if isinstance(told, Mapping):
+        run = told.get("run")
+        if facts.breach_misstated:
+            details["breach"] = {"run": run, "checked": True, "misstated": facts.breach_misstated}
+            why = f"{facts.breach_misstated}; judged again when another event tells of the run"
+            return Judged(why, details, guard=NOT_AS_TOLD)
+        details["breach"] = {"run": run, "checked": not facts.breach_unread}
+        if facts.breach_unread:
+            details["breach"]["unread"] = facts.breach_unread
     veto = checks.get("veto")
     if isinstance(veto, Mapping) and facts.veto_unread:
         details["veto"] = {
@@ -154,4 +177,8 @@ def recorded_facts(plan: JobPlan, details: Mapping[str, Any]) -> tuple[RetrainFa
             notes = tuple(str(n) for n in judged.get("notes") or [])
         else:
             notes = (str(judged.get("why") or "not judged when it was recorded"),)
-    return RetrainFacts(breaches, run, unread, champion, trained_on, latest, notes), missing
+    told = details.get("breach")
+    misstated = str(told.get("misstated") or "") or None if isinstance(told, Mapping) else None
+    unchecked = str(told.get("unread") or "") or None if isinstance(told, Mapping) else None
+    facts = RetrainFacts(breaches, run, unread, champion, trained_on, latest, notes, misstated, unchecked)
+    return facts, missing

@@ -44,6 +44,7 @@ class RecordingActions:
     mirror: dict[str, dict[str, int]] = field(default_factory=dict)  # endpoint -> mirrored traffic
     mirror_sets: list[tuple[str, dict[str, int]]] = field(default_factory=list)
     breaches: dict[str, list[str]] = field(default_factory=dict)  # monitor run -> its breached signals
+    misstated: dict[str, str] = field(default_factory=dict)  # a breach's run -> why it is not as its event told
     trained_on: dict[str, str] = field(default_factory=dict)  # the champion's lineage: data asset -> version
     latest: dict[str, str] = field(default_factory=dict)  # data asset -> its latest version
 
@@ -59,7 +60,8 @@ class RecordingActions:
 
     def retrain_facts(self, plan: JobPlan) -> RetrainFacts:
         """What the world was told: ``breaches`` of monitor runs (run -> signal names) and the champion's
-        lineage (``trained_on``, ``latest``); nothing told: nothing known."""
+        lineage (``trained_on``, ``latest``); nothing told: nothing known. A breach's run is as its event told
+        (``misstated``: run -> why it is not; the SDK world reads it back)."""
         run = str((plan.checks.get("veto") or {}).get("run") or "")
         found = self.breaches.get(run)
         return RetrainFacts(
@@ -69,6 +71,7 @@ class RecordingActions:
             trained_on=dict(self.trained_on) or None,
             latest=dict(self.latest),
             notes=() if self.trained_on else ("the world knows no lineage",),
+            breach_misstated=self.misstated.get(str((plan.checks.get("breach") or {}).get("run") or "")),
         )
 
     def candidate_facts(self, plan: DeployPlan) -> CandidateFacts:

@@ -398,6 +398,8 @@ def test_a_breach_from_a_named_monitors_finished_run_still_retrains(app: App) ->
     app.deliver("/api/events", [breach_event(event_id="real-breach")])
     [rec] = app.decisions_of("real-breach", RUN_STATUS)
     assert (rec.model, rec.action, rec.outcome) == ("churn-classifier", "retrain", "planned")
+    # the dry run reads no workspace: its record says the breach's run was not read back, rather than pretend
+    assert rec.details["breach"]["checked"] is False and "not read back" in rec.details["breach"]["unread"]
 
 
 def test_a_model_registered_event_with_forged_tags_only_ever_skips(app: App) -> None:

@@ -142,3 +142,17 @@ def test_a_champion_that_is_not_the_served_version_is_said_in_the_judged_record(
     facts = RetrainFacts(champion="m:4", trained_on={"a": "2"}, latest={"a": "2"}, notes=(why,))
     judged = judge(plan(worthiness={}), facts)
     assert judged.skip is not None and judged.details["worthiness"]["notes"] == [why]
+
+
+def test_a_breach_the_workspace_does_not_bear_out_skips_first_not_final_and_a_backtest_judges_it_so_again() -> None:
+    told = plan(breach={"run": "step-1", "experiment": "m", "tags": {}}, veto={"run": "step-1", "signals": ["dq"]})
+    why = "not retrained: the workspace has no run step-1, which its breach event names"
+    skipped = judge(told, RetrainFacts(breach_misstated=why, veto_unread="MLflow has no run step-1"))
+    assert skipped.skip is not None and skipped.skip.startswith(why) and skipped.guard == "not_as_told"
+    assert skipped.details == {"breach": {"run": "step-1", "checked": True, "misstated": why}}  # nothing else judged
+    again, missing = recorded_facts(told, skipped.details)
+    assert judge(told, again).skip == skipped.skip and missing == ["veto"]
+
+    unread = judge(plan(breach={"run": "step-1"}), RetrainFacts(breach_unread="dry run: not read back"))
+    assert unread.skip is None and unread.guard is None
+    assert unread.details["breach"] == {"run": "step-1", "checked": False, "unread": "dry run: not read back"}

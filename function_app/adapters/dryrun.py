@@ -32,8 +32,12 @@ class DryRunActions:
         )
 
     def retrain_facts(self, plan: JobPlan) -> RetrainFacts:
-        """A dry run reads no workspace: no breach is known, the lineage is not judged."""
-        return RetrainFacts(notes=("dry run: no workspace is read",))
+        """A dry run reads no workspace: no breach is known, a breach's run is not read back (its record says
+        so), the lineage is not judged."""
+        unread = (
+            "dry run: no workspace is read, so the breach's run was not read back" if "breach" in plan.checks else None
+        )
+        return RetrainFacts(notes=("dry run: no workspace is read",), breach_unread=unread)
 
     def candidate_facts(self, plan: DeployPlan) -> CandidateFacts:
         """What a dry run knows without a workspace: the candidate's own tags and properties (from

@@ -105,7 +105,8 @@ OPERATIONS: dict[str, list[str]] = {
     "AzureMLActions.run_creator": [*_WORKSPACE, f"{AML}/experiments/runs/read"],
     # ... and a data asset version (a new version's retrain): its systemData, as data.get reads it
     "AzureMLActions.data_creator": [f"{AML}/data/versions/read"],
-    # a retrain's checks before it is submitted (lineage.py): the monitor run's steps through MLflow
+    # a retrain's checks before it is submitted (lineage.py): a breach's run read back (jobs.get, a step and the
+    # pipeline runs above it from run history: jobs/read, experiments/runs/read), the monitor run's steps through MLflow
     # (runs/get, runs/search), the champion the policy's endpoint serves (online_endpoints.get for its traffic,
     # online_deployments.get of the live deployment: freshness.py, as the gate reads it), the model's versions
     # (models.get, models.list), the champion's job (jobs.get) and

@@ -1,5 +1,8 @@
 """What a retrain's checks read before it is submitted (``Jobs.retrain_facts``, :mod:`handlers.worthiness`).
 
+- The run a breach's event names (``breach``): read back (``jobs.get``, and the pipeline runs above a step
+  for its experiment: :func:`provenance.breach_misstated`); when it is not what the event told of, nothing
+  else is read.
 - The monitor run of a breach (``veto``): the breach step's MLflow run, its root run (``mlflow.rootRunId``,
   else ``mlflow.parentRunId``), which must have ended (else a TransientError: the retrain waits, for at most
   :data:`MAX_WAIT` after the run started, then it is not retrained on), and the root's steps and theirs (``runs/search`` by ``mlflow.parentRunId``: ``DEPTH`` levels, at most
@@ -28,6 +31,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
+from function_app.adapters.azureml import provenance
 from function_app.adapters.azureml.client import DATA_ID, SHORT_ASSET, AzureMLClient
 from function_app.adapters.mlflow_metrics import MAX_SEARCHES, PARENT_TAG
 from handlers.errors import PermanentError, TransientError
@@ -70,6 +74,17 @@ class AzureMLLineage:
 
     def retrain_facts(self, plan: JobPlan) -> RetrainFacts:
         budget = self.client.retry.budget()
+        told = plan.checks.get("breach")
+        if isinstance(told, dict):  # a breach's run as the workspace holds it, before anything else is read
+            misstated = (
+                provenance.breach_misstated(
+                    self.client, budget, str(told["run"]), told.get("experiment"), dict(told.get("tags") or {})
+                )
+                if told.get("run")
+                else "not retrained: the breach event names no run to read back"
+            )
+            if misstated is not None:
+                return RetrainFacts(breach_misstated=misstated)
         breaches: dict[str, str] | None = None
         run: str | None = None
         unread: str | None = None

@@ -47,19 +47,64 @@ def misstated(
 ) -> str | None:
     """Why the run the workspace holds is not the one its event told of (``experiment``, ``tags``); None when
     it is."""
-    job = client.call(budget, f"candidate run {run_id}", lambda: client.ml.jobs.get(run_id), or_none=True)
+    job = _read_job(client, budget, f"candidate run {run_id}", run_id)
     if job is None:
         return f"not rolled out: the workspace has no run {run_id}, which its event names"
-    raw = getattr(job, "status", None)
     return told.misstated(
         run_id,
         experiment,
         tags,
-        str(getattr(raw, "value", raw) or ""),
-        str(getattr(job, "experiment_name", None) or ""),
-        dict(getattr(job, "tags", None) or {}),
+        _status_of(job),
+        _experiment_of(job),
+        _tags_of(job),
         dict(getattr(job, "properties", None) or {}),
     )
+
+
+MONITOR_DEPTH = 3  # pipeline runs read above a breach's step (a signal component's step is two below the monitor run)
+
+
+def breach_misstated(
+    client: AzureMLClient, budget: Budget, run_id: str, experiment: str | None, tags: dict[str, Any]
+) -> str | None:
+    """Why the run a monitor's breach event names (the step that evaluated the signal) is not what the event
+    told of: no such run, not ``Completed``, without the breach tag it names, or under a monitor run of another
+    experiment (run history gives a step's experiment by id: the name is read from the pipeline run above it,
+    its ``azureml.pipelinerunid``, at most :data:`MONITOR_DEPTH` levels up); None when it is."""
+    job = _read_job(client, budget, f"the monitor run {run_id} of a breach", run_id)
+    if job is None:
+        return f"not retrained: the workspace has no run {run_id}, which its breach event names"
+    top = job
+    for _ in range(MONITOR_DEPTH + 1):
+        parent = str((getattr(top, "properties", None) or {}).get(told.PIPELINE_RUN) or "")
+        if not parent or parent == getattr(top, "name", None):
+            break
+        above = _read_job(client, budget, f"the pipeline run {parent} of {run_id}", parent)
+        if above is None:
+            return f"not retrained: the workspace has no run {parent[:200]}, the pipeline run of {run_id}"
+        top = above
+    else:
+        return f"not retrained: run {run_id} is more than {MONITOR_DEPTH} pipeline runs below its monitor run"
+    return told.misstated(
+        run_id, experiment, tags, _status_of(job), _experiment_of(top), _tags_of(job), refused="not retrained"
+    )
+
+
+def _read_job(client: AzureMLClient, budget: Budget, what: str, run_id: str) -> Any:
+    return client.call(budget, what, lambda: client.ml.jobs.get(run_id), or_none=True)
+
+
+def _status_of(job: Any) -> str:
+    raw = getattr(job, "status", None)
+    return str(getattr(raw, "value", raw) or "")
+
+
+def _experiment_of(job: Any) -> str:
+    return str(getattr(job, "experiment_name", None) or "")
+
+
+def _tags_of(job: Any) -> dict[str, Any]:
+    return dict(getattr(job, "tags", None) or {})
 
 
 def registered_by_pipeline(
