@@ -153,3 +153,33 @@ def test_a_version_registered_by_the_pipeline_s_own_step_is_its_candidate(azure:
     served = {str(d["properties"]["model"]) for (e, _), d in azure.arm.deployments.items() if e == ENDPOINT}
     assert any(m.endswith("/versions/4") for m in served)  # the step's version, none registered beside it
     assert sorted(v for n, v in azure.arm.models if n == MODEL) == ["3", "4"]
+
+
+def test_a_gate_read_from_the_run_takes_its_figures_from_the_workspace_not_from_properties_its_event_adds(
+    azure: AzureWorld,
+) -> None:
+    """`gate.source: run` reads the run's tags and properties. An event's `runProperties` are anyone's to write
+    with the events key, as its tags are; the tags are held to the workspace's, so the properties must be too:
+    a figure only the event carries is no figure of the run."""
+    from handlers.gate_rules import GateRule
+    from handlers.plans import DeployPlan
+
+    azure.arm.add_job("props-5", experiment=ADMITTED, tags={"stage": "candidate"})
+    plan = DeployPlan(
+        model=MODEL,
+        endpoint=ENDPOINT,
+        deployment="sklearn-regressio-5",
+        run_id="props-5",
+        version=None,
+        source="run",
+        tags={"retrain_decision": "de-5"},
+        run_tags={"stage": "candidate"},
+        run_properties={"r2_score": "0.99"},  # the event's claim; the workspace's run holds no such property
+        gate=GateRule(metric="r2_score", source="run"),
+        experiment=ADMITTED,
+    )
+
+    facts = azure.actions.candidate_facts(plan)
+
+    assert "r2_score" not in facts.candidate_metrics, facts.candidate_metrics
+    assert facts.candidate_metrics.get("stage") == "candidate"  # the workspace's own tag is still read

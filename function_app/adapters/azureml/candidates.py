@@ -289,9 +289,9 @@ class AzureMLCandidates:
         """A finished pipeline run: the versions it or its steps registered, and its metric."""
         assert plan.run_id is not None
         run_id = plan.run_id
-        misstated = provenance.misstated(self.client, budget, run_id, plan.experiment, plan.run_tags)
-        if misstated is not None:  # judged again when another event tells of the run (absent: not final)
-            return _Candidate(f"run {run_id}", None, {}, unreadable=misstated, absent=True)
+        run = provenance.held(self.client, budget, run_id, plan.experiment, plan.run_tags)
+        if run.misstated is not None:  # judged again when another event tells of the run (absent: not final)
+            return _Candidate(f"run {run_id}", None, {}, unreadable=run.misstated, absent=True)
         notes: list[str] = []
         steps: list[MlflowRun] | None = []
         pipeline: MlflowRun | None = None
@@ -313,7 +313,7 @@ class AzureMLCandidates:
         versions = self._versions_of_run(budget, plan, runs)
         model = next(iter(provenance.registered_by_pipeline(self.client, budget, run_id, runs, versions)), None)
         if source == "run":
-            return _Candidate(f"run {run_id}", model, _facts(plan.run_tags, plan.run_properties), notes)
+            return _Candidate(f"run {run_id}", model, _facts(run.tags, run.properties), notes)
         if source == "model":
             if model is None:
                 return _Candidate(f"run {run_id} (which registered no version of {plan.model})", None, {}, notes)

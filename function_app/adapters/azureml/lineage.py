@@ -36,6 +36,7 @@ from function_app.adapters.azureml.client import DATA_ID, SHORT_ASSET, AzureMLCl
 from function_app.adapters.mlflow_metrics import MAX_SEARCHES, PARENT_TAG
 from handlers.errors import PermanentError, TransientError
 from handlers.pickup import SOURCE_WORKSPACE
+from handlers.told import PIPELINE_RUN  # a pipeline step run's property: its pipeline job
 from handlers.worthiness import RetrainFacts
 
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROOT_TAG = "mlflow.rootRunId"
-PIPELINE_RUN = "azureml.pipelinerunid"  # a pipeline step run's property: its pipeline job
 BREACH_TAG = "azureml_modelmonitor_threshold_breached"
 ROOT_BREACH_PREFIX = "azureml.modelmonitor.threshold.breached."
 UNFINISHED = ("RUNNING", "SCHEDULED")  # MLflow RunStatus values of a run that has not ended

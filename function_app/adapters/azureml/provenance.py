@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from function_app.adapters.azureml.client import AzureMLClient
@@ -42,23 +43,26 @@ def run_creator(client: AzureMLClient, budget: Budget, run_id: str) -> RunCreato
     )
 
 
-def misstated(
-    client: AzureMLClient, budget: Budget, run_id: str, experiment: str | None, tags: dict[str, Any]
-) -> str | None:
-    """Why the run the workspace holds is not the one its event told of (``experiment``, ``tags``); None when
-    it is."""
+@dataclass(frozen=True)
+class HeldRun:
+    """A finished run as the workspace holds it (``jobs.get``): why it is not the one its event told of
+    (``misstated``; None when it is), and its tags and properties, what a gate reading the run judges (an
+    event's are anyone's to write)."""
+
+    misstated: str | None
+    tags: dict[str, Any] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+def held(client: AzureMLClient, budget: Budget, run_id: str, experiment: str | None, tags: dict[str, Any]) -> HeldRun:
+    """The run ``run_id`` as the workspace holds it, judged against what its event told of (``experiment``,
+    ``tags``)."""
     job = _read_job(client, budget, f"candidate run {run_id}", run_id)
     if job is None:
-        return f"not rolled out: the workspace has no run {run_id}, which its event names"
-    return told.misstated(
-        run_id,
-        experiment,
-        tags,
-        _status_of(job),
-        _experiment_of(job),
-        _tags_of(job),
-        dict(getattr(job, "properties", None) or {}),
-    )
+        return HeldRun(f"not rolled out: the workspace has no run {run_id}, which its event names")
+    properties = dict(getattr(job, "properties", None) or {})
+    why = told.misstated(run_id, experiment, tags, _status_of(job), _experiment_of(job), _tags_of(job), properties)
+    return HeldRun(why, _tags_of(job), properties)
 
 
 MONITOR_DEPTH = 3  # pipeline runs read above a breach's step (a signal component's step is two below the monitor run)
