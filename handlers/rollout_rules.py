@@ -95,6 +95,7 @@ class HealthRule(Strict):
 MAX_SMOKE_REQUESTS = 20
 MAX_SMOKE_REQUEST_BYTES = 16_384  # one sample request, as JSON: the policy is kept small
 MAX_SMOKE_TIME = timedelta(minutes=5)  # all requests at their timeout, the champion's included: one reconciler pass
+MAX_SMOKE_WAIT = timedelta(hours=24)  # smoke.max_wait: the longest a smoke test waits out an outage
 
 
 def _schema(value: Any) -> Any:
@@ -172,9 +173,12 @@ class SmokeRule(Strict):
     each of ``requests`` (JSON bodies) is sent to the candidate by deployment name, and must be answered
     ``status`` within ``timeout``, with a JSON body that satisfies ``response_schema`` (if set) and, with
     ``champion``, close enough to the champion's answer to the same request. Any request that fails
-    rolls the candidate back before the traffic changes. ``load``: a step whose bake is over with fewer
-    than ``health.min_requests`` requests gets up to this many synthetic requests (the sample requests
-    in turn), once, for the health source to judge (0: none)."""
+    rolls the candidate back before the traffic changes, unless the live deployment fails it too on an
+    answer an outage gives (:mod:`handlers.rollout.smoke_outage`): then the smoke test is tried again
+    on the next pass, for at most ``max_wait`` (0s: never; the candidate is rolled back at once).
+    ``load``: a step whose bake is over with fewer than ``health.min_requests`` requests gets up to
+    this many synthetic requests (the sample requests in turn), once, for the health source to judge
+    (0: none)."""
 
     requests: Annotated[
         Annotated[list[JsonValue], Tag("tag-inline")] | Annotated[SmokeData, Tag("tag-asset")],
@@ -185,6 +189,7 @@ class SmokeRule(Strict):
     champion: ChampionRule | None = None
     timeout: Duration = timedelta(seconds=10)
     load: int = Field(default=0, ge=0, le=200)
+    max_wait: Duration = timedelta(hours=1)
 
     @field_validator("requests")
     @classmethod
@@ -212,6 +217,16 @@ class SmokeRule(Strict):
             raise ValueError("the per-request timeout must be from 1s to 90s, e.g. 10s")
         return value
 
+    @field_validator("max_wait")
+    @classmethod
+    def _max_wait(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) <= value <= MAX_SMOKE_WAIT:
+            raise ValueError(
+                f"{span(value)} is not a wait for an outage to clear; write a duration from 0s (never wait: a smoke "
+                f"test an outage fails rolls the candidate back at once) to {span(MAX_SMOKE_WAIT)}, e.g. 1h"
+            )
+        return value
+
     @property
     def count(self) -> int:
         """How many sample requests are sent (those of a data asset: at most its ``count``)."""
@@ -229,7 +244,8 @@ class SmokeRule(Strict):
             raise ValueError(
                 f"{calls} requests of up to {int(self.timeout.total_seconds())}s each may take longer than "
                 f"{int(MAX_SMOKE_TIME.total_seconds() // 60)}m, which one reconciler pass may spend on a smoke "
-                "test; send fewer requests or set a shorter timeout"
+                "test (the requests an outage may have failed go to the live deployment in what is left); "
+                "send fewer requests or set a shorter timeout"
             )
         if self.load * self.timeout > MAX_SMOKE_TIME:
             raise ValueError(

@@ -123,8 +123,27 @@ def test_a_smoke_test_longer_than_a_pass_is_refused_with_the_fix() -> None:
     requests = ", ".join(["{}"] * 20)
     assert error(f"{{requests: [{requests}], timeout: 20s, champion: {{}}}}") == (
         f"{KEY}: 40 requests of up to 20s each may take longer than 5m, which one reconciler pass may spend on a "
-        "smoke test; send fewer requests or set a shorter timeout"
+        "smoke test (the requests an outage may have failed go to the live deployment in what is left); send fewer "
+        "requests or set a shorter timeout"
     )
+
+
+def test_max_wait_defaults_to_an_hour_and_0s_never_waits() -> None:
+    default, never = smoke("{requests: [{}]}"), smoke("{requests: [{}], max_wait: 0s}")
+    assert default is not None and never is not None
+    assert (default.max_wait, never.max_wait) == (timedelta(hours=1), timedelta(0))
+
+
+@pytest.mark.parametrize("body", ["{requests: [{}], max_wait: 2d}", "{requests: [{}], max_wait: 25h}"])
+def test_a_max_wait_over_a_day_is_refused_naming_the_key_and_the_fix(body: str) -> None:
+    assert error(body) == (
+        f"{KEY}.max_wait: {'2d' if '2d' in body else '25h'} is not a wait for an outage to clear; write a duration "
+        "from 0s (never wait: a smoke test an outage fails rolls the candidate back at once) to 1d, e.g. 1h"
+    )
+
+
+def test_a_max_wait_that_is_not_a_duration_names_the_key() -> None:
+    assert error("{requests: [{}], max_wait: soon}").startswith(f"{KEY}.max_wait: ")
 
 
 @pytest.mark.parametrize(

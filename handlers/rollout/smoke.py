@@ -26,12 +26,18 @@ if TYPE_CHECKING:
 class Scored:
     """One answer of a deployment: ``status`` (None: no answer, ``error`` says why: a timeout, a
     refused connection, an endpoint the service cannot invoke), the JSON ``body`` (None when it is not
-    JSON: ``error`` says so; never logged or recorded), how long it took (``ms``)."""
+    JSON: ``error`` says so; never logged or recorded), how long it took (``ms``). ``unanswered``: the
+    request was sent and nothing came back in time or the connection failed (not an endpoint the
+    service would not send to); ``model_status``: with a 424, the status the model's scoring script
+    answered (``ms-azureml-model-error-statuscode``), when the endpoint said it. Both are what
+    :mod:`handlers.rollout.smoke_outage` tells an outage by."""
 
     status: int | None
     body: Any = None
     ms: float = 0.0
     error: str | None = None
+    unanswered: bool = False
+    model_status: int | None = None
 
 
 class Scoring(Protocol):
@@ -126,7 +132,8 @@ def _difference(rule: ChampionRule, cand: Any, champ: Any, where: str = "") -> s
     return None if cand == champ else f"has another label at {here} than the champion's"
 
 
-def _problem(rule: SmokeRule, answer: Scored, champion: Scored | None) -> str | None:
+def problem(rule: SmokeRule, answer: Scored, champion: Scored | None) -> str | None:
+    """What fails ``answer`` (compared with ``champion``'s, when the rule compares and it is given); None: nothing."""
     if answer.status is None:
         return f"no answer: {answer.error or 'unknown'}"
     if answer.status != rule.status:
@@ -166,12 +173,12 @@ def judge(
     failed: list[int] = []
     for i, answer in enumerate(answers):
         theirs = champion_answers[i] if compared and champion_answers is not None else None
-        problem = _problem(rule, answer, theirs)
+        found = problem(rule, answer, theirs)
         row: dict[str, Any] = {"request": i, "status": answer.status, "ms": round(answer.ms, 1)}
         if theirs is not None:
             row["champion_status"] = theirs.status
-        if problem:
-            row["problem"] = problem
+        if found:
+            row["problem"] = found
             failed.append(i)
         rows.append(row)
     details: dict[str, Any] = {
