@@ -11,6 +11,7 @@ from handlers.errors import PermanentError, TransientError
 from handlers.ports import Ledger
 from handlers.records import ModelState, iso, span
 from handlers.rollout.progress import RolloutProgress
+from handlers.rollout.smoke_outage import OUTAGE
 from handlers.workspace_ports import Deployments
 
 if TYPE_CHECKING:
@@ -137,6 +138,14 @@ def _explain_flights(
     ]
 
 
+def smoke_deferred(progress: RolloutProgress) -> dict[str, Any] | None:
+    """The smoke test waiting out an outage (:mod:`handlers.rollout.smoke_outage`): why, since when, how many
+    tries, and until when before the candidate is rolled back; None when none waits."""
+    pending = progress.pending
+    waited = pending.details.get("outage") if pending is not None and pending.kind == "smoke" else None
+    return {"why": OUTAGE, **waited} if isinstance(waited, dict) else None
+
+
 def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now: datetime) -> dict[str, Any]:
     last = ledger.decisions(name, 1)
     until = guards.cooldown_until(state, policy.cooldown(name))
@@ -164,6 +173,7 @@ def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now
             stage=stage,
             mirror=progress.mirror,  # the shadow stage: percent mirrored to the candidate, since when
             smoked=progress.smoked,  # the record of the candidate's passed smoke test (deploy.rollout.smoke)
+            smoke_deferred=smoke_deferred(progress),  # a smoke test an outage keeps failing: since when, until when
             compare=progress.compare,  # a batch candidate's comparison: its jobs, data, since when
         )
     _explain_flights(policy, ledger, name, state, flights, progress, now)

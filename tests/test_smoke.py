@@ -13,72 +13,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from handlers import guards
-from handlers.policy import Policy
-from handlers.records import DecisionRecord, from_iso
-from tests.azure_world import ENDPOINT, MODEL, AzureWorld
-from tests.conftest import REPO
+from handlers.records import from_iso
+from tests.azure_world import ENDPOINT, MODEL
 from tests.crashes import WorkerDied
 from tests.fake_scoring import SCORE, answers, healthy, model_fails
 from tests.ledgers import LedgerSpec
-
-SAMPLES = [{"data": [[1, 2, 3]]}, {"data": [[4, 5, 6], [7, 8, 9]]}]
-SCHEMA = {
-    "type": "object",
-    "required": ["predictions"],
-    "properties": {"predictions": {"type": "array", "items": {"type": "number"}}},
-}
-
-
-def policy(mirror: dict[str, Any] | None = None, **smoke: Any) -> Policy:
-    raw = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
-    raw["models"][MODEL]["deploy"]["rollout"]["smoke"] = {"requests": SAMPLES, **smoke}
-    if mirror is not None:
-        raw["models"][MODEL]["deploy"]["rollout"]["mirror"] = mirror
-    return Policy.model_validate(raw)
-
-
-class Smoke:
-    """A world whose policy smoke-tests ``sklearn_regression_model``'s candidates, one deployed and provisioned."""
-
-    def __init__(self, tmp_path: Path, spec: LedgerSpec, aad: bool = True, **smoke: Any) -> None:
-        self.azure = AzureWorld(tmp_path, spec, policy=policy(**smoke))
-        if aad:
-            self.azure.arm.scoring.aad(ENDPOINT)
-        [self.deploy] = self.azure.deliver(self.azure.finished_run(r2="0.61")).decisions
-        assert self.deploy.outcome == "submitted"
-        self.name = str(self.deploy.details["rendered"]["deployment"])
-        self.azure.provisioned()
-
-    def state(self, **service: Any) -> str:
-        [entry] = self.azure.new_worker(**service).reconcile().rollouts
-        return str(entry["state"])
-
-    def records(self, action: str) -> list[DecisionRecord]:
-        return [r for r in self.azure.service.ledger.decisions(MODEL, 50) if r.action == action]
-
-    def in_flight(self) -> bool:
-        return guards.ROLLOUT in self.azure.service.ledger.get_model(MODEL).flights
-
-    def traffic(self) -> dict[str, int]:
-        return dict(self.azure.arm.endpoints[ENDPOINT]["properties"]["traffic"])
+from tests.smoke_world import (
+    SAMPLES,
+    SCHEMA,
+    DiesAtLoadRecord,
+    DiesAtSmokeRecord,
+    DiesAtStepRecord,
+    json_dump,
+    json_free_of,
+    smoke_worlds,
+)
 
 
 @pytest.fixture
 def world(tmp_path: Path, ledger_spec: LedgerSpec, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.chdir(tmp_path)  # not a git repository, as on Azure
-    made: list[Smoke] = []
-
-    def make(**kw: Any) -> Smoke:
-        made.append(Smoke(tmp_path, ledger_spec, **kw))
-        return made[-1]
-
-    yield make
-    for smoke in made:
-        smoke.azure.close()
-        assert smoke.azure.arm.unexpected == []
+    yield from smoke_worlds(tmp_path, ledger_spec, monkeypatch)
 
 
 def test_a_healthy_candidate_passes_its_smoke_test_then_gets_its_first_step(world: Any) -> None:
@@ -140,9 +96,12 @@ def test_a_candidate_whose_scoring_fails_never_gets_traffic(world: Any) -> None:
     assert rollback.details["traffic"] is None
     assert rollback.reason == (
         f"rollout of {ENDPOINT}/{cand} rolled back before any traffic: smoke test failed: 2 of 2 request(s); "
-        "request 0: status 424 (the model answered 500), expected 200; the candidate keeps 0% and the endpoint's "
-        "traffic was never changed"
+        "request 0: status 424 (the model answered 500), expected 200; the live deployment blue answered them, so "
+        "the failure is the candidate's (request 0: candidate status 424 (model 500), blue status 200; request 1: "
+        "candidate status 424 (model 500), blue status 200); the candidate keeps 0% and the endpoint's traffic was "
+        "never changed"
     )
+    assert azure.arm.scoring.to("blue") == SAMPLES  # a model's 5xx may be an outage: the live deployment was asked
     assert rollback.details["smoke"]["failed"] == [0, 1]
     assert smoke.records("rollout") == []
     assert azure.new_worker().reconcile().rollouts == []  # nothing in flight any more
@@ -329,45 +288,6 @@ def test_a_crash_during_a_synthetic_load_sends_it_again_and_records_it_once(worl
     assert smoke.state() == "loaded"  # the pending load, carried out again
     assert len(azure.arm.scoring.to(cand)) == 2 + 18 + 18
     assert len([r for r in smoke.records("rollout") if r.id.startswith("ld-")]) == 1
-
-
-class _DiesAtRecord:
-    """A ledger whose worker dies right after a rollout record of the prefix is written."""
-
-    prefix = ""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def put_decision(self, record: DecisionRecord) -> DecisionRecord:
-        if record.id.startswith(self.prefix):
-            raise WorkerDied
-        return self.inner.put_decision(record)  # type: ignore[no-any-return]
-
-
-class DiesAtSmokeRecord(_DiesAtRecord):
-    prefix = "sm-"
-
-
-class DiesAtStepRecord(_DiesAtRecord):
-    prefix = "rs-"
-
-
-class DiesAtLoadRecord(_DiesAtRecord):
-    prefix = "ld-"
-
-
-def json_dump(value: Any) -> str:
-    import json
-
-    return json.dumps(value)
-
-
-def json_free_of(value: Any, key: str) -> bool:
-    return f'"{key}"' not in json_dump(value)
 
 
 @pytest.mark.parametrize(

@@ -13,16 +13,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from handlers import lineage
-from handlers.errors import PermanentError
+from handlers.errors import PermanentError, TransientError
 from handlers.ports import Ledger
 from handlers.records import DecisionRecord, Flight
-from handlers.rollout import changes, compare, retire, smoke
+from handlers.rollout import changes, compare, retire, smoke, smoke_outage
 from handlers.rollout.compare import BatchRuns
 from handlers.rollout.progress import ROLLOUT, RolloutProgress, Transition
 from handlers.rollout.retire import Retirement
-from handlers.rollout.smoke import Scoring, SmokeVerdict
+from handlers.rollout.smoke import Scored, Scoring, SmokeVerdict
 from handlers.rollout.traffic import fmt
-from handlers.rollout_rules import SmokeData
+from handlers.rollout_rules import MAX_SMOKE_TIME, SmokeData
 from handlers.workspace_ports import Deployments
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class RolloutEffects:
         decision = flight.decision
         outcome = "submitted"
         if pending.row.invokes == "smoke":
-            verdict = self._smoke(model, flight, pending)
+            verdict = self._smoke(model, flight, pending, now)
             if not verdict.passed:
                 failed = Transition.of(
                     model,
@@ -133,11 +133,12 @@ class RolloutEffects:
         state = "rollback_failed" if outcome == "failed" else pending.row.shows
         return {"state": state, "step": pending.step, "traffic": pending.target, "record": record.id}
 
-    def _smoke(self, model: str, flight: Flight, pending: Transition) -> SmokeVerdict:
+    def _smoke(self, model: str, flight: Flight, pending: Transition, now: datetime) -> SmokeVerdict:
         """Send the policy's sample requests to the candidate (and to the champion the transition names,
         when the policy compares) and judge the answers (:func:`handlers.rollout.smoke.judge`). Run
         again by a pass that finds the transition pending: the requests read nothing back, and the
-        record is written once, under the transition's id."""
+        record is written once, under the transition's id. A failure an outage may explain is judged
+        with the live deployment's answers (:meth:`_outage`); raises TransientError when it defers."""
         rule = self.rule(model).smoke if self.rule is not None else None
         endpoint, _, candidate = str(flight.job).partition("/")
         if rule is None:
@@ -157,7 +158,49 @@ class RolloutEffects:
             theirs = [self.scoring.score(endpoint, str(champion), body, timeout) for body in bodies]
         verdict = smoke.judge(rule, candidate, answers, str(champion) if champion else None, theirs)
         log.info("rollout %s model=%s: %s", flight.job, model, verdict.why)
-        return verdict
+        if verdict.passed:
+            return verdict
+        failed = smoke_outage.suspects(rule, verdict, answers, theirs)
+        if failed is None:  # the candidate's own failure: rolled back at once
+            waited = pending.details.get("outage")
+            return replace(verdict, details={**verdict.details, "outage": waited}) if waited else verdict
+        return self._outage(model, flight, pending, now, rule, verdict, (bodies, answers, theirs, failed))
+
+    def _outage(
+        self,
+        model: str,
+        flight: Flight,
+        pending: Transition,
+        now: datetime,
+        rule: SmokeRule,
+        verdict: SmokeVerdict,
+        sent: tuple[list[Any], list[Scored], list[Scored] | None, list[int]],
+    ) -> SmokeVerdict:
+        """A smoke test whose every failed request an outage may explain: those requests sent to the live
+        deployment (the champion's answers reused when the policy compared them), within what is left of
+        the pass's smoke time, and judged (:func:`handlers.rollout.smoke_outage.decide`). A deferral is
+        kept in the pending transition (the first one's time is never moved) and raised as a
+        TransientError for the reconciler to report; a rollback is the verdict returned."""
+        bodies, answers, theirs, failed = sent
+        endpoint, _, candidate = str(flight.job).partition("/")
+        live = pending.details.get("live", pending.details.get("champion"))
+        if theirs is not None:
+            asked = {i: theirs[i] for i in failed}
+        else:
+            ask = smoke_outage.to_ask(rule, failed, MAX_SMOKE_TIME) if live else []
+            timeout = rule.timeout.total_seconds()
+            asked = (
+                {i: self.scoring.score(endpoint, str(live), bodies[i], timeout) for i in ask} if self.scoring else {}
+            )
+        waited = pending.details.get("outage")
+        outcome = smoke_outage.decide(rule, verdict, answers, str(live) if live else None, asked, waited, now)
+        if not outcome.defer:
+            log.info("rollout %s model=%s: %s", flight.job, model, outcome.why)
+            return SmokeVerdict(False, outcome.why, outcome.details)
+        noted = replace(pending, details={**pending.details, "outage": outcome.waited})
+        self.ledger.update_model(model, lambda s: changes.swap(s, flight.decision, pending.id, noted))
+        log.warning("rollout %s model=%s candidate %s: %s", flight.job, model, candidate, outcome.why)
+        raise TransientError(f"rollout of {flight.job}: {outcome.why}")
 
     def _compare(self, model: str, flight: Flight, pending: Transition) -> Transition | None:
         """Start (or adopt) the comparison's batch jobs (:func:`handlers.rollout.compare.start`). The

@@ -235,9 +235,10 @@ class RolloutStepper:
         if waiting is not None:
             return waiting
         if rule.smoke is not None and (progress is None or progress.smoked is None):
-            # before any traffic: the executor invokes the candidate (and the champion, to compare)
-            live = traffic.live(self.deployments.endpoint_traffic(endpoint))
-            champion = analysis.baseline_of(live, deployment) if rule.smoke.champion is not None else None
+            # before any traffic: the executor invokes the candidate (and the champion, to compare); the live
+            # deployment (the most traffic) is asked about the requests an outage may have failed
+            serving = analysis.baseline_of(traffic.live(self.deployments.endpoint_traffic(endpoint)), deployment)
+            champion = serving if rule.smoke.champion is not None else None
             pending = Transition.of(
                 model,
                 flight,
@@ -248,6 +249,7 @@ class RolloutStepper:
                 f"deployment {flight.job} is provisioned; smoke test at 0% with {rule.smoke.count} sample "
                 f"request(s){rule.smoke.where}" + (f", compared with {champion}'s answers" if champion else ""),
                 champion=champion,
+                live=serving,
             )
             return self._write_ahead(model, flight, pending, now, start)
         original = traffic.live(self.deployments.endpoint_traffic(endpoint))

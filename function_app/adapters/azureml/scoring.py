@@ -16,8 +16,11 @@ Status codes as the endpoint answers them (Azure ML docs, "Troubleshoot online e
 codes): 401 when the caller may not score or its token is wrong, 404 when no deployment of that name can
 take the request, 408 on the deployment's own request timeout, 424 when the model's container answered
 another status than 200 (its code in ``ms-azureml-model-error-statuscode``), 429 throttled (not the
-candidate's verdict: the smoke test is tried again on the next pass). Plain
-azure-core HTTP with retries off; the body is never logged.
+candidate's verdict: the smoke test is tried again on the next pass). A request sent and not answered
+in time is an answer without a status marked ``unanswered``, and a 424's model status is read as a
+number (``model_status``): with 408, 500, 502, 503 and 504 they are the answers an outage gives, which
+the smoke test takes to the live deployment before blaming the candidate
+(:mod:`handlers.rollout.smoke_outage`). Plain azure-core HTTP with retries off; the body is never logged.
 """
 
 from __future__ import annotations
@@ -114,7 +117,8 @@ class AzureMLScoring:
                 response = self._client().send_request(request, connection_timeout=timeout, read_timeout=timeout)
             except (ServiceRequestError, ServiceResponseError) as exc:
                 what = "no answer" if isinstance(exc, ServiceResponseError) else "the connection failed"
-                return Scored(None, ms=_ms(started), error=f"{what} within {timeout:g}s ({type(exc).__name__})")
+                said = f"{what} within {timeout:g}s ({type(exc).__name__})"
+                return Scored(None, ms=_ms(started), error=said, unanswered=True)  # sent: an outage can do this
         ms = _ms(started)
         if response.status_code in (401, 403):
             raise PermanentError(
@@ -128,16 +132,18 @@ class AzureMLScoring:
                 f"endpoint {endpoint} throttled the smoke test's request to deployment {deployment} (429); it is "
                 "sent again on the next pass"
             )
-        error = None
+        error, model_status = None, None
         if response.status_code == 424:
-            error = f"the model answered {response.headers.get(MODEL_STATUS_HEADER) or 'another status than 200'}"
+            said = response.headers.get(MODEL_STATUS_HEADER)
+            model_status = int(said) if said and said.strip().isdigit() and 100 <= int(said) <= 599 else None
+            error = f"the model answered {model_status or 'another status than 200'}"
         try:
             text = response.text()
             answer = json.loads(text) if text else None
         except ValueError:
             answer = None
             error = error or "the answer is not JSON"
-        return Scored(response.status_code, answer, ms, error)
+        return Scored(response.status_code, answer, ms, error, model_status=model_status)
 
 
 def _untrusted(uri: str) -> str | None:
