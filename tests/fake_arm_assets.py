@@ -119,17 +119,25 @@ class Assets:
         return 200, {}, {"value": versions[: int(call.query.get("$top", len(versions) or 1))]}
 
     def _get_data_container(self, call: Call, name: str) -> Answer:
-        versions = sorted((int(v) for (n, v) in self.data if n == name and v.isdigit()), reverse=True)
+        """Data Containers - Get: its ``latestVersion`` is the version created last ("the latest version is defined
+        as the most recently created version of the asset under a given name", CLI (v2) core YAML syntax; azure-ai-ml
+        resolves ``@latest`` from it), whatever it is named; created at the same moment, the highest number."""
+        versions = [(v["systemData"]["createdAt"], k) for (n, k), v in self.data.items() if n == name]
         if not versions:
             raise Refusal(404, "UserError", f"Could not find data asset {name} in workspace {self.workspace}")
-        latest = str(versions[0])
+        latest = max(versions, key=lambda cv: (cv[0], cv[1].isdigit(), int(cv[1]) if cv[1].isdigit() else 0))[1]
+        numbers = [int(k) for _, k in versions if k.isdigit()]
         return (
             200,
             {},
             {
                 "id": self.arm_id("data", name),
                 "name": name,
-                "properties": {"latestVersion": latest, "nextVersion": str(versions[0] + 1), "isArchived": False},
+                "properties": {
+                    "latestVersion": latest,
+                    "nextVersion": str(max(numbers, default=0) + 1),
+                    "isArchived": False,
+                },
             },
         )
 
