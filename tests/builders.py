@@ -266,3 +266,20 @@ def gated_run_plan(run_id: str, step: str | None = None, *, source: str = "mlflo
         tags={"retrain_decision": f"de-{n}"},
         gate=GateRule(metric="r2_score", floor=0.4, margin=0.01, source=source, step=step),
     )
+
+
+def training_plan(kind: str, value: str) -> Any:
+    """A plan for the example workspace's pipeline whose training data is ``value`` (of type ``kind``), as a
+    test hands it to the Azure ML backend directly."""
+    from handlers.plans import JobPlan
+
+    return JobPlan(
+        name="retrain-x-1",
+        model=MODEL,
+        component="diabetes-retrain:3",
+        experiment="e",
+        compute="cpu-cluster",
+        inputs={"training_data": {"type": kind, "value": value, "from": "policy"}},
+        tags={},
+        display_name="x",
+    )

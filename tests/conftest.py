@@ -282,6 +282,18 @@ def approving(ledger_spec: LedgerSpec, tmp_path: Path, monkeypatch: pytest.Monke
 
 
 @pytest.fixture
+def opened_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Opens worlds whose retrain and deploy may wait for approval while a workspace user registers data
+    (``opened_with(retrain=, deploy=, watch=)``: tests/approving.py ``Watching``), signed in."""
+    from tests.approving import watching_worlds  # imports azure-ai-ml: only for the tests that use it
+    from tests.builders import signed_in
+
+    monkeypatch.chdir(tmp_path)  # not a git repository, as on Azure
+    signed_in(monkeypatch)
+    yield from watching_worlds(tmp_path)
+
+
+@pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[TopicReceiver]:
     """The notification topic as infra/ creates it (Entra ID only), the app's identity with its roles."""
     from tests.topic_receiver import TopicReceiver

@@ -21,7 +21,6 @@ from azure.ai.ml import MLClient
 from function_app.adapters.azure_errors import is_transient, translate
 from handlers.errors import PermanentError, TransientError
 from handlers.jobnames import job_name as keyed_job_name
-from handlers.plans import JobPlan
 from handlers.signals import ManualRequest, Trigger
 from tests.azure_world import (
     DATASET,
@@ -37,7 +36,7 @@ from tests.azure_world import (
     WorkerDied,
     in_workspace,
 )
-from tests.builders import with_retrain
+from tests.builders import training_plan, with_retrain
 from tests.fake_http import FakeCredential
 
 # --------------------------------------------------------------------------- retraining
@@ -134,16 +133,7 @@ def test_a_pipeline_label_is_resolved_through_the_sdk(azure: AzureWorld) -> None
 
 
 def test_a_local_input_path_is_refused_rather_than_uploaded(azure: AzureWorld) -> None:
-    plan = JobPlan(
-        name="retrain-x-1",
-        model=MODEL,
-        component="diabetes-retrain:3",
-        experiment="e",
-        compute="cpu-cluster",
-        inputs={"training_data": {"type": "uri_folder", "value": "data/train", "from": "policy"}},
-        tags={},
-        display_name="x",
-    )
+    plan = training_plan("uri_folder", "data/train")
     with pytest.raises(PermanentError, match="'data/train', a local path; the service uploads nothing"):
         azure.actions.submit_retrain(plan)
     assert azure.arm.writes() == []
