@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from handlers import approval_rules, gate, guards, worthiness
+from handlers import approval_rules, gate, guards, pins, worthiness
 from handlers.guards import Limits
-from handlers.plans import Deploy, Retrain, job_of
+from handlers.plans import Deploy, Retrain, job_of, rendered_of
 from handlers.records import DecisionRecord
 from handlers.workspace_ports import ActionResult, Deployments, Jobs
 
@@ -27,6 +28,22 @@ class Acts:
     deployments: Deployments
     limits: Callable[[str], Limits]
     record: Callable[..., DecisionRecord]
+    write: Callable[[DecisionRecord], DecisionRecord]
+
+    def _pinned(self, decision: Retrain, now: datetime, extra: dict[str, Any]) -> tuple[Retrain, DecisionRecord | None]:
+        """``decision`` with each data input it reads through ``@latest`` pinned to the version the workspace names
+        latest now (:mod:`handlers.pins`), before its checks, its wait for approval and its submission. Pins are
+        written ahead into its reserved record, so that a worker that dies after submitting resumes with the
+        versions it submitted. Also the final record found there instead, if another writer recorded one."""
+        plan = pins.pin(decision.job, self.jobs if isinstance(self.jobs, pins.DataVersions) else None)
+        if plan is decision.job:
+            return decision, None
+        pinned = replace(decision, job=plan)
+        if not pins.pinned_any(plan):  # nothing read (a backend that reads no workspace): nothing to keep
+            return pinned, None
+        rendered = rendered_of(pinned)
+        stored = self.write(self.record(pinned, "reserved", now, job=job_of(rendered), rendered=rendered, **extra))
+        return pinned, None if stored.outcome == "reserved" else stored
 
     def _deploy(
         self, decision: Deploy, now: datetime, rendered: dict[str, Any], extra: dict[str, Any]

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from handlers.approval_rules import retrain_behind, started_from
 from handlers.errors import Forbidden
 from handlers.freshness import ASSET_EVENT, NEW_ASSET_VERSION
+from handlers.pins import pinned_versions
 
 if TYPE_CHECKING:
     from handlers.records import DecisionRecord
@@ -83,23 +84,32 @@ class Creators(Protocol):
 
 
 def _own(record: DecisionRecord, whose: str) -> list[Source]:
+    out = []
     run = started_from(record)
     if run is not None:
         what = "the candidate run" if record.action == "deploy" else "the upstream run"
-        return [Source(RUN, run, f"{what} of {whose}")]
+        out.append(Source(RUN, run, f"{what} of {whose}"))
     trigger = record.trigger or {}
     event = str(trigger.get("event_id") or "")
     if record.action == "retrain" and trigger.get("event_type") == NEW_ASSET_VERSION and event.startswith(ASSET_EVENT):
-        return [Source(DATA, event.removeprefix(ASSET_EVENT), f"the new data asset version that started {whose}")]
-    return []
+        out.append(Source(DATA, event.removeprefix(ASSET_EVENT), f"the new data asset version that started {whose}"))
+    if record.action == "retrain":  # the data it trains on through @latest, pinned when it was carried out
+        for name, version in pinned_versions(record.details.get("rendered") or {}):
+            out.append(Source(DATA, version, f"the data input {name!r} of {whose}, read as @latest and pinned"))
+    return out
 
 
 def sources(record: DecisionRecord, get_decision: Callable[[str], DecisionRecord | None]) -> list[Source]:
     """What ``record`` comes from: its candidate run (a deploy), its upstream run or new data asset version (a
-    retrain); for a deploy of a run this service retrained, also what started that retrain."""
+    retrain), the data versions a retrain's ``@latest`` inputs were pinned to (:mod:`handlers.pins`); for a deploy
+    of a run this service retrained, also what that retrain came from. Each once (the first way it led here)."""
     out = _own(record, "this decision")
     behind = retrain_behind(record, get_decision)
-    return out + (_own(behind, f"the retrain decision {behind.id}, whose run this deploys") if behind else [])
+    out += _own(behind, f"the retrain decision {behind.id}, whose run this deploys") if behind else []
+    once: dict[tuple[str, str], Source] = {}
+    for source in out:
+        once.setdefault((source.kind, source.name), source)
+    return list(once.values())
 
 
 def _forms(object_id: str, principal_name: str) -> set[str]:

@@ -22,7 +22,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from handlers import approval_rules, guards, jobnames, newdata, worthiness
+from handlers import approval_rules, guards, jobnames, newdata, pins, worthiness
 from handlers.acts import Acts
 from handlers.errors import PermanentError, TransientError
 from handlers.guards import Limits
@@ -227,6 +227,8 @@ class Executor(Acts):
                 )
                 return done
             decision = jobnames.named_as_reserved(decision, done)
+            if isinstance(decision, Retrain):  # and the data versions it pinned
+                decision = pins.as_reserved(decision, done)
             approved = dict(done.details.get("approval") or {}) if done is not None else {}
             if done is not None and approved.get("approved_by"):  # approved, then its worker died: on as approved,
                 # taken over as the reconciler does, once its worker held it a lease, by one resumer a lease
@@ -301,6 +303,10 @@ class Executor(Acts):
         kind = guards.RETRAIN if isinstance(decision, Retrain) else guards.ROLLOUT
         try:
             if isinstance(decision, Retrain):
+                decision, stood = self._pinned(decision, now, extra)  # its @latest data, to versions (handlers.pins)
+                if stood is not None:  # a final record was there (another writer): it stands
+                    return self.settled(decision.model, kind, stood)
+                rendered = rendered_of(decision)
                 rec = (
                     self._unworthy(decision, now, rendered, extra)
                     or self._waits(decision, now, rendered, extra, decision.reason)

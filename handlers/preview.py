@@ -5,11 +5,11 @@ submitted or written."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from handlers import gate, guards, worthiness
+from handlers import gate, guards, pins, worthiness
 from handlers.errors import PermanentError, TransientError
 from handlers.plans import Deploy, Retrain, job_of, rendered_of
 from handlers.ports import Ledger
@@ -87,6 +87,17 @@ def preview(
         if not (judge_always and isinstance(decision, Deploy)):
             return Preview(decision, rendered, verdict, None, None, refused)
     if not isinstance(decision, Deploy):
+        try:  # the versions its @latest data would be pinned to now (a backend that reads no workspace: not pinned)
+            pinned = pins.pin(decision.job, executor.jobs if isinstance(executor.jobs, pins.DataVersions) else None)
+        except TransientError as exc:  # a delivery would wait (redelivered); a preview says so
+            pinned = pins.pin(decision.job, None, f"not pinned: it would wait: {exc}"[:500])
+        except PermanentError as exc:
+            failed = executor.record(
+                decision, "failed", now, f"{decision.reason}; failed: {exc}", rendered=rendered, dry_run=True
+            )
+            return Preview(decision, rendered, verdict, None, exc, refused or failed)
+        decision = replace(decision, job=pinned)
+        rendered = rendered_of(decision)
         worth = worthiness.Judged(None, {})
         if decision.job.checks and refused is None:  # what its checks find now (a veto, the champion's data)
             try:

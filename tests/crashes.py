@@ -50,6 +50,12 @@ class _PassesThrough:
     def retrain_facts(self, plan: JobPlan) -> RetrainFacts:
         return self.inner.retrain_facts(plan)
 
+    def __getattr__(self, name: str) -> Any:
+        """``latest_data`` (handlers.pins.DataVersions) is the backend's, when it has one (it reads a workspace)."""
+        if name == "latest_data":
+            return self.inner.latest_data  # AttributeError: a backend that reads no workspace pins nothing
+        raise AttributeError(name)
+
     def deployment_state(self, endpoint: str, deployment: str) -> str | None:
         return self.inner.deployment_state(endpoint, deployment)
 

@@ -23,7 +23,8 @@ Scenario = Callable[[AzureWorld], Callable[[], Any]]
 
 
 def _retrain(azure: AzureWorld) -> Callable[[], Any]:
-    """A drift event: the retrain's checks (the served champion's lineage), its submission, then its status."""
+    """A drift event: its data read through @latest pinned to a version, the retrain's checks (the served champion's
+    lineage), its submission, then its status."""
     azure.trained_on("4", "1")
     azure.arm.add_deployment(ENDPOINT, "blue", model=(MODEL, "4"))
 
@@ -210,7 +211,12 @@ def _cancel(azure: AzureWorld) -> Callable[[], Any]:
 SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], dict[str, Any]]] = {
     "retrain": (
         _retrain,
-        ("AzureMLActions.retrain_facts", "AzureMLActions.submit_retrain", "AzureMLActions.job_status"),
+        (
+            "AzureMLActions.latest_data",
+            "AzureMLActions.retrain_facts",
+            "AzureMLActions.submit_retrain",
+            "AzureMLActions.job_status",
+        ),
         {},
     ),
     "rollout": (

@@ -35,7 +35,8 @@ W = f"{AML}/"  # an action of the workspace
 _UNSEEN_GROUPS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     (
         "Azure ML checks them inside a job's submission, for what the job references (Manage roles, 'Submitting "
-        "any type of run (V2)'); the fake answers the job's PUT alone",
+        "any type of run (V2)'); the fake answers the job's PUT alone. The data versions a job reads are pinned "
+        "before its submission (AzureMLActions.latest_data, handlers/pins.py), so the SDK resolves no label itself",
         ("AzureMLActions.submit_retrain",),
         tuple(
             W + a
@@ -50,6 +51,8 @@ _UNSEEN_GROUPS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
                 "computes/read",
                 "components/read",
                 "datastores/read",
+                "data/read",
+                "data/versions/read",
             )
         ),
     ),

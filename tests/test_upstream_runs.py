@@ -17,7 +17,7 @@ from handlers.plans import Retrain, Skip
 from handlers.policy_file import PolicyError, parse_policy
 from handlers.signals import OPERATOR, RunFinished, RunSeen, Trigger
 from handlers.upstream import on_upstream, upstream_decision_id
-from tests.azure_world import RUN_SAMPLE, WORKSPACE_ID, AzureWorld, in_workspace
+from tests.azure_world import DATASET, RUN_SAMPLE, WORKSPACE_ID, AzureWorld, in_workspace
 from tests.builders import ADA, ADA_TOKEN, BOB_CALLER, MODEL, cloud, ours, run_event, with_retrain, with_retrain_on
 from tests.ledgers import LedgerSpec
 
@@ -304,8 +304,9 @@ def test_who_created_the_upstream_run_cannot_approve_the_retrain_it_starts_under
     assert job_puts(world) == []
     done = approve_as(world, waiting.id, BOB_CALLER)
     assert done.outcome == "submitted" and len(job_puts(world)) == 1
-    [creator] = done.details["approval"]["creators"]
+    creator, data = done.details["approval"]["creators"]  # the upstream run, then the data it read through @latest
     assert creator["run"] == RUN and creator["compared"] == "object id, principal name"
+    assert data["data"] == f"{DATASET}:2" and "pinned" in data["as"], data
 
 
 def test_who_created_the_upstream_run_cannot_approve_the_deploy_of_the_retrain_it_started(tmp_path: Path) -> None:
@@ -328,7 +329,8 @@ def test_who_created_the_upstream_run_cannot_approve_the_deploy_of_the_retrain_i
     with pytest.raises(Forbidden, match=f"created run {RUN}, the upstream run of the retrain decision {retrain.id}"):
         approve_as(world, deploy.id, ADA_ELSEWHERE)
     done = approve_as(world, deploy.id, BOB_CALLER)
-    assert done.outcome == "submitted" and [c["run"] for c in done.details["approval"]["creators"]] == [job, RUN]
+    compared = [c.get("run") or c.get("data") for c in done.details["approval"]["creators"]]
+    assert done.outcome == "submitted" and compared == [job, RUN, f"{DATASET}:2"]
 
 
 def test_explain_reads_the_run_and_says_why_the_retrain_would_start(tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ _SUBMIT_JOB = [
     f"{AML}/computes/read",
 ]
 _COMPONENTS = [f"{AML}/components/read", f"{AML}/components/versions/read"]  # components.get(name, version|label)
-_DATA = [f"{AML}/data/read", f"{AML}/data/versions/read", f"{AML}/datastores/read"]  # azureml:name@latest inputs
+_DATA = [f"{AML}/data/read", f"{AML}/data/versions/read", f"{AML}/datastores/read"]  # the data assets a job reads
 _MODELS_READ = [f"{AML}/models/read", f"{AML}/models/versions/read"]  # models.get, models.list
 _MODELS_WRITE = [f"{AML}/models/write", f"{AML}/models/versions/write"]  # models.create_or_update
 # online_endpoints.get: the endpoint, then its deployments listed (azure-ai-ml's OnlineEndpointOperations.get fills
@@ -99,12 +99,16 @@ OPERATIONS: dict[str, list[str]] = {
     # function_app/adapters/azureml/ (AzureMLActions: each method is its port module's)
     "AzureMLActions.from_settings": [],  # builds nothing until the first action
     "AzureMLActions.ml": [],  # the lazily built MLClient itself
+    # the data versions a job reads, which Azure ML checks inside the submission (pinned before: latest_data below)
     "AzureMLActions.submit_retrain": _WORKSPACE + _SUBMIT_JOB + _COMPONENTS + _DATA,
     "AzureMLActions.job_status": [f"{AML}/jobs/read"],
     # who created a run (approvals' four eyes): run history's run, read as the SDK reads a pipeline step
     "AzureMLActions.run_creator": [*_WORKSPACE, f"{AML}/experiments/runs/read"],
     # ... and a data asset version (a new version's retrain): its systemData, as data.get reads it
     "AzureMLActions.data_creator": [f"{AML}/data/versions/read"],
+    # ... and which version a retrain's azureml:<name>@latest input is pinned to (handlers/pins.py): data.get with
+    # label latest, the asset's container (its latestVersion), then that version
+    "AzureMLActions.latest_data": [f"{AML}/data/read", f"{AML}/data/versions/read"],
     # a retrain's checks before it is submitted (lineage.py): a breach's run read back (jobs.get, a step and the
     # pipeline runs above it from run history: jobs/read, experiments/runs/read), the monitor run's steps through MLflow
     # (runs/get, runs/search), the champion the policy's endpoint serves (online_endpoints.get for its traffic,

@@ -133,6 +133,9 @@ class AzureMLActions:
     def data_creator(self, name: str, version: str) -> RunCreator:
         return self.freshness.data_creator(name, version)
 
+    def latest_data(self, name: str) -> str:
+        return self.freshness.latest_data(name)
+
     # ------------------------------------------------------------------ the Deployments port
 
     def candidate_facts(self, plan: DeployPlan) -> CandidateFacts:

@@ -90,6 +90,24 @@ class AzureMLFreshness:
         )
         return [AssetVersion(str(v.name), str(v.version), _created(v)) for v in versions or []]
 
+    def latest_data(self, name: str) -> str:
+        """The version of data asset ``name`` a job's ``azureml:<name>@latest`` input would read: what
+        ``data.get(name, label="latest")`` gives (the asset's container names its latest version, then that version
+        is read), as azure-ai-ml resolves the label itself when it submits a job (:mod:`handlers.pins`)."""
+        data = self.client.call(
+            self.client.retry.budget(),
+            f"the latest version of data asset {name!r}",
+            lambda: self.client.ml.data.get(name, label="latest"),
+            f"register a version of it, or fix the input that reads azureml:{name}@latest in models.<model>.retrain.inputs",
+            or_none=True,
+        )
+        if data is None:
+            raise PermanentError(
+                f"the workspace has no data asset {name!r} for an input that reads its latest version; register a "
+                "version of it, or fix models.<model>.retrain.inputs"
+            )
+        return str(data.version)
+
     def data_creator(self, name: str, version: str) -> RunCreator:
         """Who created data asset version ``name:version``, as its ``systemData`` says (``creation_context``): a
         person's principal name (``createdBy`` with an ``@``, type User) is matched on; anything else (a display

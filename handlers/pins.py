@@ -1,0 +1,99 @@
+"""Pinning a retrain's data to versions (docs/policy.md, "What `@latest` means").
+
+A data input that names a data asset by ``@latest`` (``azureml:<name>@latest``), or by its name alone (an event's
+dataset id: the Azure ML backend reads it as its latest version), would train on whatever version is latest when the
+job is submitted, which anyone who can register a version of the asset chooses. So when a retrain is carried out,
+before its checks, its wait for approval and its submission, each such input is resolved by the service to the
+version Azure ML names latest (``data.get(name, label="latest")``: the asset's most recently created version), and
+the job is submitted with that version: what an approver reviews is what is trained, and the decision's plan
+records it (``value`` the version, ``pinned_from`` what the policy or the event said). Four eyes then compare each
+pinned version's creator with the approver and the promoter (:func:`pinned_versions`, :mod:`handlers.creators`), as
+they do the version that started a retrain. A backend that reads no workspace (the dry run) pins nothing: the input
+says why (``not_pinned``). Model inputs (``custom_model``, ``mlflow_model``) are not pinned. Pure, stdlib only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, Protocol, runtime_checkable
+
+from handlers.plans import JobPlan, Retrain
+from handlers.records import DecisionRecord
+
+LATEST = "latest"  # the one label azure-ai-ml resolves
+DATA_TYPES = ("uri_folder", "uri_file", "mltable")  # the job input types that name data (not a model, not a literal)
+PINNED_FROM, NOT_PINNED = "pinned_from", "not_pinned"
+UNREAD = "not pinned: this backend reads no workspace (the dry run), so which version is latest was not read"
+
+
+@runtime_checkable
+class DataVersions(Protocol):
+    """Reads which version of a data asset is its latest (the Azure ML backend)."""
+
+    def latest_data(self, name: str) -> str:
+        """The version ``data.get(name, label="latest")`` gives. PermanentError when the workspace has no such asset
+        (or refuses), TransientError when it cannot answer now."""
+        ...
+
+
+def reads_latest(spec: Mapping[str, Any]) -> str | None:
+    """The data asset an input reads the latest version of (``azureml:<name>@latest``, or ``azureml:<name>`` with no
+    version), or None: a version, a URI, a model, a literal, an input pinned already."""
+    value = spec.get("value")
+    if spec.get("type") not in DATA_TYPES or PINNED_FROM in spec or not isinstance(value, str):
+        return None
+    if not value.startswith("azureml:") or value.startswith("azureml://"):
+        return None
+    name, at, label = value.removeprefix("azureml:").partition("@")
+    if (at and label != LATEST) or not name or ":" in name or "/" in name:
+        return None
+    return name
+
+
+def pin(plan: JobPlan, versions: DataVersions | None, unread: str = UNREAD) -> JobPlan:
+    """``plan`` with each input that reads a data asset's latest version pinned to the version ``versions`` names
+    latest now (None: nothing is read; the input then says why it was not pinned, ``unread``). Raises what
+    ``versions`` raises."""
+    inputs: dict[str, dict[str, Any]] = {}
+    for name, spec in plan.inputs.items():
+        asset = reads_latest(spec)
+        if asset is None:
+            inputs[name] = spec
+        elif versions is None:
+            inputs[name] = {**spec, NOT_PINNED: unread}
+        else:
+            inputs[name] = {
+                **spec,
+                "value": f"azureml:{asset}:{versions.latest_data(asset)}",
+                PINNED_FROM: spec["value"],
+            }
+    return plan if inputs == plan.inputs else replace(plan, inputs=inputs)
+
+
+def pinned_any(plan: JobPlan) -> bool:
+    return any(PINNED_FROM in spec for spec in plan.inputs.values())
+
+
+def as_reserved(decision: Retrain, reserved: DecisionRecord | None) -> Retrain:
+    """A resumed retrain keeps the versions its reservation pinned: its job may have been submitted with them
+    before its worker died (it is adopted by name), and the asset's latest version may have moved on since."""
+    rendered = reserved.details.get("rendered") if reserved is not None and reserved.outcome == "reserved" else None
+    kept = rendered.get("inputs") if isinstance(rendered, Mapping) else None
+    if not isinstance(kept, Mapping):
+        return decision
+    inputs = dict(decision.job.inputs)
+    for name, spec in decision.job.inputs.items():
+        was = kept.get(name)
+        if isinstance(was, Mapping) and was.get(PINNED_FROM) == spec.get("value") and reads_latest(spec):
+            inputs[name] = dict(was)
+    return decision if inputs == decision.job.inputs else replace(decision, job=replace(decision.job, inputs=inputs))
+
+
+def pinned_versions(rendered: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Each input a retrain's plan pinned, as ``(input, "name:version")``, for four eyes."""
+    out = []
+    for name, spec in (rendered.get("inputs") or {}).items():
+        if isinstance(spec, Mapping) and spec.get(PINNED_FROM) and isinstance(spec.get("value"), str):
+            out.append((str(name), str(spec["value"]).removeprefix("azureml:")))
+    return out
