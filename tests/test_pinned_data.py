@@ -19,7 +19,7 @@ from function_app.adapters.dryrun import DryRunActions
 from handlers.errors import PermanentError, TransientError
 from handlers.records import iso
 from tests.approving import ADA_UPN, POISONED, Watching, promotion_refused_to_ada
-from tests.azure_world import DATASET, DRIFT_SAMPLE, AzureWorld, WorkerDied, in_workspace
+from tests.azure_world import DATASET, DRIFT_SAMPLE, MODEL, AzureWorld, WorkerDied, in_workspace
 from tests.builders import ADA, ADA_TOKEN, BOB, CAROL, signed, training_plan
 from tests.crashes import DiesAfterActing
 from tests.fake_arm_common import job_system_data
@@ -190,3 +190,11 @@ def test_the_dry_run_backend_says_it_did_not_pin_latest_data(tmp_path: Path) -> 
     data = rec.details["rendered"]["inputs"]["training_data"]
     assert data["value"] == LATEST and "pinned_from" not in data
     assert "reads no workspace" in data["not_pinned"], data
+
+
+def test_a_dry_run_against_the_workspace_shows_the_version_it_would_pin_and_submits_nothing(azure: AzureWorld) -> None:
+    rec = azure.manual(dry_run=True)
+
+    assert rec.outcome == "planned", rec.reason
+    assert rec.details["rendered"]["inputs"]["training_data"]["value"] == f"azureml:{DATASET}:2"
+    assert azure.arm.job_puts == [] and azure.ledger.get_model(MODEL).flights == {}
