@@ -20,7 +20,7 @@ from handlers.errors import PermanentError, TransientError
 from handlers.records import iso
 from tests.approving import ADA_UPN, POISONED, Watching, promotion_refused_to_ada
 from tests.azure_world import DATASET, DRIFT_SAMPLE, MODEL, AzureWorld, WorkerDied, in_workspace
-from tests.builders import ADA, ADA_TOKEN, BOB, CAROL, signed, training_plan
+from tests.builders import ADA, ADA_TOKEN, BOB, CAROL, signed, training_plan, with_retrain
 from tests.crashes import DiesAfterActing
 from tests.fake_arm_common import job_system_data
 from tests.ledgers import LedgerSpec
@@ -198,3 +198,22 @@ def test_a_dry_run_against_the_workspace_shows_the_version_it_would_pin_and_subm
     assert rec.outcome == "planned", rec.reason
     assert rec.details["rendered"]["inputs"]["training_data"]["value"] == f"azureml:{DATASET}:2"
     assert azure.arm.job_puts == [] and azure.ledger.get_model(MODEL).flights == {}
+
+
+def test_a_data_input_a_manual_request_overrides_with_latest_is_pinned_too(azure: AzureWorld) -> None:
+    azure.policy = with_retrain({"overridable": ["training_data"]})
+    azure.worker = azure.new_worker()
+    azure.arm.add_data("diabetes-holdout", "5", created=iso(azure.now.now))
+
+    rec = azure.manual(inputs={"training_data": "azureml:diabetes-holdout@latest"})
+
+    assert rec.outcome == "submitted", rec.reason
+    assert rec.details["rendered"]["inputs"]["training_data"] == {
+        "type": "mltable",
+        "value": "azureml:diabetes-holdout:5",
+        "from": "request",
+        "pinned_from": "azureml:diabetes-holdout@latest",
+    }
+    [put] = [c for c in azure.arm.job_puts if c.status == 201]
+    uri = put.body["properties"]["inputs"]["training_data"]["uri"]
+    assert uri == azure.arm.arm_id("data", "diabetes-holdout", "versions", "5")
