@@ -1,14 +1,17 @@
 """Table storage requests per drift event, per deploying run and per idle reconciler pass
 (docs/benchmarks.md, "Table requests per flow"; issue 22, "Fewer round trips").
 
-The service and the reconciler are assembled as a worker assembles them (:func:`handlers.wiring.assemble`)
-on the Table ledger, against Azurite (started here on free ports of 127.0.0.1 and stopped at the end),
+The service and the reconciler are assembled and started as a worker assembles and starts them
+(:func:`handlers.wiring.assemble`, :func:`handlers.wiring.start`: the ledger adopts the policy's models) on the Table ledger, against Azurite (started here on free ports of 127.0.0.1 and stopped at the end),
 with the tests' in-memory workspace (``tests.fakes.RecordingActions``) as the Azure ML backend. Every
 HTTP request the ledger's Table client sends is counted by the transport it is given: a wrapper
 around the ledger's own transport that counts and passes each request on, so what is counted is what
 goes over the wire (an entity group transaction is one request; an SDK retry is another).
 
-- a drift event that starts a retrain, and one the guards refuse (the same model, in its cooldown);
+- a worker's start: the tables created, and the policy's models adopted (the directory listed, a row
+  inserted for each model that has none: on a new ledger, then on one that lists them);
+- a drift event that starts a retrain (the model's first event ever, on a worker started on a new
+  ledger), and one the guards refuse (the same model, in its cooldown);
 - a deploying run: the retrain's run completes, it is judged and its candidate starts rolling out;
 - a drift event that starts a retrain on a worker that knows the model's row (it wrote it last): the
   first case without the model's read, as on a worker that handled that model's last event;
@@ -41,6 +44,11 @@ from azure.core.pipeline.transport import HttpTransport  # noqa: E402 (after the
 # The goals of issue 22: a drift event at most 6; an idle pass at most one per model plus a constant.
 WARM = "drift event (retrain), row known"
 COLD = "drift event (retrain), row not known"
+STARTS = (
+    "worker start, 1 model(s), new ledger",
+    "worker start, 1 model(s), listed",
+    "worker start, 20 model(s), new ledger",
+)
 GOALS = {"drift event (retrain)": 6, WARM: 6, COLD: 6, "drift event (refused)": 6}
 DELIVERIES = ("drift event (retrain)", "drift event (refused)", "deploying run", WARM, COLD)
 # What this bench counts on the code of 68d68a3 (main before the partition per model: a model's state in
@@ -48,6 +56,7 @@ DELIVERIES = ("drift event (retrain)", "drift event (refused)", "deploying run",
 # figures now; run on 2026-12-07 with this file. On 66bf464, when issue 22 began: 13, 5, 17, and 2 + 8 per
 # model for an idle pass (docs/benchmarks.md).
 BEFORE = {
+    **dict.fromkeys(STARTS, 4),  # the four tables created (measured on 68d68a3 too, whatever the models)
     "drift event (retrain)": 10,
     "drift event (refused)": 4,
     "deploying run": 12,
@@ -125,19 +134,22 @@ class Bench:
         self.actions = RecordingActions()
         self.policy = parse_policy(policy_text(models))
         self.posted: list[Any] = []
-        self.new_worker()
+        self.started = self.new_worker()
 
-    def new_worker(self) -> None:
-        """A worker that starts now (its ledger knows no row yet), on the same tables, clock and workspace."""
+    def new_worker(self) -> list[str]:
+        """A worker that starts now (its ledger knows no row yet), on the same tables, clock and
+        workspace, as a worker that serves starts (runtime.build): the requests of its start (the
+        tables created, the policy's models adopted), which are no delivery's."""
         from function_app.adapters.table_ledger import TableLedger
-        from handlers.wiring import assemble
+        from handlers.wiring import assemble, start
         from tests.builders import WORKSPACE
 
+        self.transport.take()
         self.ledger = TableLedger(self.service, self.prefix)
-        self.worker = assemble(
-            self.policy, self.ledger, self.actions, self.actions, self.clock, [WORKSPACE], notifier=self
+        self.worker = start(
+            assemble(self.policy, self.ledger, self.actions, self.actions, self.clock, [WORKSPACE], notifier=self)
         )
-        self.transport.take()  # the tables' creation is the worker's start, not a request's
+        return self.transport.take()
 
     def publish(self, notifications: Any) -> None:
         """The notification topic (RETRAIN_NOTIFY_TOPIC set): takes every post."""
@@ -162,11 +174,14 @@ class Bench:
         return report, self.transport.take()
 
 
-def event_figures(connection: str) -> dict[str, list[str]]:
+def event_figures(connection: str, prefix: str = "rtevents") -> dict[str, list[str]]:
+    """The deliveries' requests, and the starts of the two workers that make them, on the tables of
+    ``prefix`` (new ones: the model's first event is its first ever; tests/test_table_adoption.py
+    runs this too, and holds it to the goals)."""
     from tests.builders import drift_event, ours, run_event
 
-    bench = Bench(connection, "rtevents", 1)
-    out: dict[str, list[str]] = {}
+    bench = Bench(connection, prefix, 1)
+    out: dict[str, list[str]] = {STARTS[0]: bench.started}
     result, out["drift event (retrain)"] = bench.deliver(drift_event(monitor="monitor-0", event_id="drift-1"))
     [retrain] = result.decisions
     assert (retrain.action, retrain.outcome) == ("retrain", "submitted"), retrain
@@ -187,11 +202,11 @@ def event_figures(connection: str) -> dict[str, list[str]]:
     job = again.job["name"]
     failed = run_event(run_id=job, tags=ours(model="model-0", decision=again.id), status="Failed", event_id="run-4")
     bench.deliver(failed)
-    bench.new_worker()  # a worker that has not seen the model (another instance, or one just started)
+    started = bench.new_worker()  # a worker that has not seen the model (another instance, or one just started)
     result, out[COLD] = bench.deliver(drift_event(monitor="monitor-0", event_id="drift-4"))
     [cold] = result.decisions
     assert (cold.action, cold.outcome) == ("retrain", "submitted"), cold
-    return out
+    return {**out, STARTS[1]: started}
 
 
 def seed_history(bench: Bench, models: int) -> None:
@@ -236,7 +251,8 @@ def seed_promotions(bench: Bench, models: int) -> None:
         bench.actions.traffic[endpoint] = {"green": 100}
 
 
-def pass_figures(connection: str, models: int, promoted: bool) -> list[str]:
+def pass_figures(connection: str, models: int, promoted: bool) -> tuple[list[str], list[str]]:
+    """The idle pass's requests, and those of the start of the worker that makes it (a new ledger)."""
     bench = Bench(connection, f"rtpass{models}{'p' if promoted else 'n'}", models)
     seed_history(bench, models)
     if promoted:
@@ -246,7 +262,7 @@ def pass_figures(connection: str, models: int, promoted: bool) -> list[str]:
     report, sent = bench.reconcile()
     if report.found or report.resumed or report.rollouts or report.retired or report.purged:
         raise SystemExit(f"the pass was not idle: {report.to_dict()}")
-    return sent
+    return sent, bench.started
 
 
 def results() -> dict[str, list[str]]:
@@ -259,10 +275,12 @@ def results() -> dict[str, list[str]]:
         for promoted in (False, True):
             for models in (1, 5, 20):
                 name = f"idle pass, {models:2d} model(s), " + ("promoted before" if promoted else "never promoted")
-                out[name] = pass_figures(azurite.connection_string, models, promoted)
+                out[name], started = pass_figures(azurite.connection_string, models, promoted)
+                if models == 20 and not promoted:
+                    out[STARTS[2]] = started
     finally:
         azurite.close()
-    return out
+    return {**{k: v for k, v in out.items() if k not in STARTS}, **{k: out[k] for k in STARTS}}
 
 
 def goal(name: str) -> str:
@@ -271,6 +289,8 @@ def goal(name: str) -> str:
     if name.startswith("idle pass"):
         models = int(name.split(",")[1].split(maxsplit=1)[0])
         return f"goal: {models} + a constant"
+    if name in STARTS:
+        return "once per worker: no delivery's"
     return ""
 
 

@@ -91,9 +91,9 @@ def throughput(make_ledger: Callable[[], Any], n: int) -> dict[str, float]:
     """parse -> decide -> guard -> record for ``n`` distinct drift events (one model: one retrain, the
     rest skipped by the guards, which is the storm case the ledger must absorb)."""
     from function_app.adapters.dryrun import DryRunActions
+    from handlers import wiring
     from handlers.envelopes import parse_body
     from handlers.policy_file import load_policy
-    from handlers.wiring import assemble
 
     policy = load_policy(REPO / "examples" / "policy.yaml")
     now = [datetime(2026, 11, 25, tzinfo=UTC)]
@@ -103,7 +103,8 @@ def throughput(make_ledger: Callable[[], Any], n: int) -> dict[str, float]:
         return now[0]
 
     dry = DryRunActions()
-    service = assemble(policy, make_ledger(), dry, dry, clock, [WORKSPACE]).service
+    worker = wiring.start(wiring.assemble(policy, make_ledger(), dry, dry, clock, [WORKSPACE]))  # as a worker starts
+    service = worker.service
     bodies = [json.dumps([drift(str(uuid.uuid4()))]).encode() for _ in range(n)]
     latencies = []
     start = time.perf_counter()

@@ -137,10 +137,12 @@ def make_notifier(settings: Settings, credential: TokenCredential) -> Notifier |
 def build(
     settings: Settings, clock: Callable[[], datetime] = utcnow, *, credential: TokenCredential | None = None
 ) -> Retrainer:
-    """The service and the reconciler over one executor, from ``settings``; every adapter gets the one
-    ``credential`` (:func:`make_credential`, unless the caller, which needs it too, passes its own)."""
+    """The service and the reconciler over one executor, from ``settings``, started as a worker that
+    serves (:func:`handlers.wiring.start`: the ledger adopts the policy's models); every adapter gets
+    the one ``credential`` (:func:`make_credential`, unless the caller, which needs it too, passes its
+    own). The read-only commands build theirs without starting it (:func:`explainer`, :func:`backtester`)."""
     from handlers.policy_file import load_policy
-    from handlers.wiring import assemble
+    from handlers.wiring import assemble, start
 
     job_key = job_name_key(settings, resolve(settings.sqlite_path))  # refused first: a setting is missing
     policy = load_policy(resolve(settings.policy_path))
@@ -148,7 +150,7 @@ def build(
     actions = make_actions(settings, credential)
     # the Azure ML backend invokes deployments for smoke tests (a dry run invokes nothing)
     scoring = None if settings.backend == "dryrun" else cast("Scoring", actions)
-    return assemble(
+    worker = assemble(
         policy,
         make_ledger(settings, credential),
         actions,
@@ -170,6 +172,7 @@ def build(
         # the reconciler polls the registries downstream models pick up from (a dry run reads none)
         registry=None if settings.backend == "dryrun" else cast("RegistryVersions", actions),
     )
+    return start(worker)
 
 
 def audit(settings: Settings) -> Audit:

@@ -3,7 +3,7 @@ Azure ML workspace's (jobs, deployments) in :mod:`handlers.workspace_ports`. Ada
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -143,6 +143,15 @@ class Ledger(Protocol):
         written, i.e. skips, which need no reservation; each as :meth:`put_decision` writes it, never
         over a final record), in one transaction where the store allows. Returns ``records`` as
         stored (a final record already under an id in place of the one given)."""
+        ...
+
+    def adopt(self, models: Iterable[str]) -> None:
+        """A worker that serves calls this once as it starts, with its policy's ``models``: the ledger
+        may prepare for their first writes now rather than on each model's first event (the Table
+        ledger lists each in its directory: :mod:`function_app.adapters.table_models`). It changes no
+        model's state, and none appears in :meth:`list_models` before its first write. Raises
+        TransientError or PermanentError when the ledger cannot be reached; every write works as
+        before without it (:func:`handlers.wiring.start` logs the failure and starts)."""
         ...
 
     def get_model(self, model: str) -> ModelState: ...

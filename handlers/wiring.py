@@ -2,11 +2,14 @@
 it, behind the application's API (:class:`handlers.retrainer.Retrainer`).
 
 A worker builds this once (function_app.runtime), a test world once per test: the same assembly, so
-the objects tests drive are the objects Azure runs.
+the objects tests drive are the objects Azure runs. A worker that serves (events, the HTTP API, the
+timer, the commands that act) is then started (:func:`start`); a read-only one (``retrain explain``,
+``retrain backtest``) is not: it writes nothing.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -15,6 +18,7 @@ from handlers import freeze
 from handlers.analysis import HealthSource
 from handlers.approvals import Approvals
 from handlers.envelopes import workspace_key
+from handlers.errors import PermanentError, TransientError
 from handlers.executor import Executor
 from handlers.guards import Limits
 from handlers.notify import MAX_AGE, MAX_ATTEMPTS, Outbox
@@ -40,6 +44,23 @@ if TYPE_CHECKING:
     from handlers.policy import Approval, DeployRule, Policy, RetrainRule
     from handlers.rollout.compare import BatchRuns
     from handlers.rollout_rules import RolloutRule
+
+log = logging.getLogger(__name__)
+
+
+def start(retrainer: Retrainer) -> Retrainer:
+    """``retrainer`` as a worker that serves starts it: its ledger adopts the policy's models
+    (:meth:`handlers.ports.Ledger.adopt`; the Table ledger lists each in its directory, so that no
+    model's first event has to). The policy is the worker's for its life (a change of it is a restart).
+    A ledger that cannot be reached now does not stop the worker: a warning, and each model's first
+    write does what adopting it would have (the deliveries fail as transient while it stays down)."""
+    try:
+        retrainer.ledger.adopt(retrainer.policy.models)
+    except (TransientError, PermanentError) as exc:
+        log.warning(
+            "the ledger did not adopt the policy's models as the worker started; each on its first write: %s", exc
+        )
+    return retrainer
 
 
 def assemble(

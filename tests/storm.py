@@ -113,14 +113,14 @@ def work(
     from function_app.adapters.dryrun import DryRunActions
     from handlers.envelopes import parse_body
     from handlers.policy_file import load_policy
-    from handlers.wiring import assemble
+    from handlers.wiring import assemble, start
 
     report = WorkerReport(worker)
     rng = random.Random(worker)
     last_progress = time.monotonic()
     try:
         actions = JournalActions(journal)
-        service = assemble(
+        worker = assemble(
             load_policy(Path(policy_path)),
             spec.open(),
             actions,
@@ -128,7 +128,8 @@ def work(
             lambda: datetime.now(UTC),
             [workspace],
             lease=timedelta(seconds=lease_s),
-        ).service
+        )
+        service = start(worker).service  # started as an instance starts: its ledger adopts the policy's models
         queue = list(deliveries)
         while queue:
             body = queue.pop(0)

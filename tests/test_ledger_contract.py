@@ -175,6 +175,22 @@ def test_update_model_writes_only_what_the_change_returns(ledger: Ledger) -> Non
     assert [s.model for s in ledger.list_models()] == ["m1"]
 
 
+def test_adopting_models_gives_none_a_state_until_its_first_write(ledger_spec: LedgerSpec) -> None:
+    """What a worker that serves does as it starts, with its policy's models: no state, no listing, no
+    trail (the console and ``GET /api/models`` show them as before); their writes work as before, on
+    this worker and on one that started before the other adopted them."""
+    before = ledger_spec.open()
+    ledger = ledger_spec.open()
+    ledger.adopt(["m1", "team/churn#1", "m1"])
+    ledger_spec.open().adopt(["m1"])  # another worker, starting later: the models are listed already
+    assert ledger.list_models() == [] and ledger.decisions() == []
+    assert ledger.get_model("m1") == ModelState(model="m1") == before.get_model("m1")
+    for writer, name in ((ledger, "m1"), (before, "team/churn#1")):
+        assert writer.update_model(name, lambda s: (replace(s, budget_used=s.budget_used + 1), s.budget_used)) == 0
+    assert [(s.model, s.budget_used) for s in ledger_spec.open().list_models()] == [("m1", 1), ("team/churn#1", 1)]
+    assert before.update_model("m1", lambda s: (replace(s, budget_used=s.budget_used + 1), s.budget_used)) == 1
+
+
 def test_model_names_with_characters_table_keys_forbid_round_trip(ledger: Ledger) -> None:
     for name in ("team/churn#1", "a?b\\c", "plain"):
         ledger.update_model(name, lambda s: (replace(s, budget_used=7), None))

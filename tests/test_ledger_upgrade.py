@@ -126,7 +126,7 @@ def test_a_worker_of_the_code_before_still_running_can_no_longer_read_a_model_th
     assert before.flights["retrain"].status == "reserved"
     world = world_on(spec)
     assert world.ledger.get_model(MODEL) == replace(before, etag=None)  # this code reads it as it was
-    [row] = models.list_entities()
+    row = models.get_entity(MODEL, "")
     with pytest.raises(KeyError, match="model"):
         ModelState.from_dict(json.loads(get_body(row)))  # the code before's read of it: fails, acts on nothing
     assert world_on(spec).ledger.get_model(MODEL) == replace(before, etag=None)  # another worker of this code

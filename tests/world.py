@@ -1,5 +1,6 @@
-"""The one test world: a service and a reconciler over one ledger, assembled as a worker assembles
-them (:func:`handlers.wiring.assemble`), with an injected clock and the test's own backend.
+"""The one test world: a service and a reconciler over one ledger, assembled and started as a worker
+assembles and starts them (:func:`handlers.wiring.assemble`, :func:`handlers.wiring.start`: its
+ledger adopts the policy's models), with an injected clock and the test's own backend.
 
 Every test that runs the service builds it here, so a change to how a worker is put together is
 made once. ``new_worker`` gives a second worker on the same ledger (another instance, or the same
@@ -18,7 +19,7 @@ from handlers.reconcile import ReconcileReport
 from handlers.retrainer import Retrainer
 from handlers.service import EventResult, RetrainService
 from handlers.signals import ManualRequest, Trigger
-from handlers.wiring import assemble
+from handlers.wiring import assemble, start
 from tests.builders import EXAMPLE_POLICY, MODEL, WORKSPACE
 from tests.fakes import Clock, RecordingActions
 from tests.ledgers import LedgerSpec
@@ -62,9 +63,9 @@ class World:
         return self.worker.service
 
     def new_worker(self, actions: Any = None, ledger: Any = None, **options: Any) -> Retrainer:
-        """Another worker on the same ledger (and by default the same backend)."""
+        """Another worker on the same ledger (and by default the same backend), started."""
         backend = actions if actions is not None else self.actions
-        return assemble(
+        worker = assemble(
             self.policy,
             ledger if ledger is not None else self.spec.open(),
             backend,
@@ -74,6 +75,7 @@ class World:
             health=self.health,
             **{**self.options, **options},
         )
+        return start(worker)
 
     def deliver(self, raw: dict[str, Any], worker: Retrainer | None = None) -> EventResult:
         [env] = parse_body(json.dumps([raw]))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -125,6 +125,9 @@ class SqliteLedger(SqliteOutbox):
         ]
 
     # ------------------------------------------------------------------ models
+
+    def adopt(self, models: Iterable[str]) -> None:
+        """Nothing to prepare: a model's first write is one SQL transaction, whatever the worker knows."""
 
     def get_model(self, model: str) -> ModelState:
         row = self._conn().execute("SELECT body, version FROM models WHERE model = ?", (model,)).fetchone()

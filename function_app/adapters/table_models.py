@@ -4,15 +4,21 @@ only by a write conditional on the ETag read (or an insert, for a model never wr
 layout); on 412 or 409 the change is re-read and applied again.
 
 The ``models`` table is the directory of models: one row per model (PartitionKey the model), which
-lists them in one request. Rows written by the layout before (their ``body`` the model's state) are
-where a model's state is read from until its state row is first written: the first write copies it
-(an insert, conditional on no other worker having copied it first)."""
+lists them in one request. A worker that serves lists its policy's models there as it starts
+(:meth:`TableModels.adopt`: one listing, an insert for each model without a row), so a model's first
+event inserts none; a model outside the policy, or one whose adoption failed, gets its row on its
+first write, as before. A row of this layout has no body and nothing ever gives it one, so a worker
+that knows a model's row is one finds no state row only on a model never written: a new state, with
+no other read. Rows written by the layout before (their ``body`` the model's state) are where a
+model's state is read from until its state row is first written: the first write copies it (an
+insert, conditional on no other worker having copied it first), after rewriting the row as
+``{"moved": <state>}`` so that a worker of the code before can no longer act on it."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
@@ -58,10 +64,13 @@ class TableModels(TableParts):
 
     def _state_of(self, model: str, entity: Any) -> tuple[ModelState, str]:
         """The state a state row holds (and its ETag); with no row, the state the directory's row of
-        the layout before holds (ETag ``""``: the first write inserts the state row), or a new one."""
+        the layout before holds (ETag ``""``: the first write inserts the state row), or a new one:
+        without reading the directory when this worker knows the model's row there has no body."""
         if entity is not None:  # a model with a state row is in the directory (written first)
             self._listed.add(model)
             return ModelState.from_dict(json.loads(get_body(entity)), etag=etag_of(entity)), etag_of(entity)
+        if model in self._native:  # this layout's row, which no worker of either layout rewrites
+            return ModelState(model=model), ""
         return self._directory_state(model), ""
 
     def _directory_state(self, model: str) -> ModelState:
@@ -94,6 +103,28 @@ class TableModels(TableParts):
                 continue  # a worker of the code before changed it meanwhile: read again
             return ModelState.from_dict(data)
         raise TransientError(f"model {model}: its row of the layout before keeps changing; retry later")
+
+    def adopt(self, models: Iterable[str]) -> None:
+        """List ``models`` (the policy's, as a worker that serves starts) in the directory: one listing
+        of it (a request per 1,000 rows), then an insert of the row of each model that has none (once
+        in the ledger's life), so that no model's first event inserts it. What the listing says of
+        each row is kept: one without a body (this layout's, or inserted here) is a model never
+        written until its state row is (a state read that finds no row needs no other read); one
+        with a body (the layout before's state, or ``moved``) is taken over on first write, as
+        before. An insert that finds a row (409: another worker's since the listing, of this code or
+        of the code before, whose row holds a state) leaves the row's kind to that first write."""
+        with translated("listing the policy's models in the directory"):
+            bodies: dict[str, str] = {}
+            for name, body in self._directory():
+                bodies[name] = bodies.get(name) or body  # a body on any of its rows: not this layout's
+            for model in dict.fromkeys(models):
+                if model not in bodies:
+                    self._listed_now(model)  # this worker's row (kept as this layout's), or another's since
+                elif bodies[model]:
+                    self._native.discard(model)
+                else:
+                    self._native.add(model)
+                self._listed.add(model)
 
     def _list_in_directory(self, model: str) -> None:
         """The directory's row of ``model``, inserted if absent, before the model's first state row."""
@@ -205,10 +236,8 @@ class TableModels(TableParts):
             return ModelState.from_dict(json.loads(body), etag=etag), etag, True
         try:
             entity = self.decision_rows.get_entity(model_partition(model), STATE)
-        except (
-            ResourceNotFoundError
-        ):  # no state row yet: the directory's row first (a new model's, or the state before)
-            if model not in self._listed and self._listed_now(model):
+        except ResourceNotFoundError:  # no state row yet: a new model, or the state of the layout before
+            if model not in self._listed and self._listed_now(model):  # not adopted (outside the policy)
                 return ModelState(model=model), "", False
             entity = None
         state, etag = self._state_of(model, entity)
