@@ -26,6 +26,9 @@ models     the model                     ``""``                       the direct
                                                                       models (and their partitions)
 ========== ============================= ============================ ===================================
 
+A worker that serves lists its policy's models in the directory as it starts (``adopt``, in
+:mod:`~function_app.adapters.table_models`), so that a model's first event writes nothing there.
+
 A model's state row, its decisions, their trail rows and their notifications share its partition, so
 a reservation (the slot taken and the ``reserved`` record of what took it) is one transaction, and an
 outcome (the record, its notification, the slot settled) another: never a slot without the record
