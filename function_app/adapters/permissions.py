@@ -268,6 +268,7 @@ OPERATIONS: dict[str, list[str]] = {
     "TableLedger.event_status": [f"{TABLES}/entities/read"],
     "TableLedger.event_claim": [f"{TABLES}/entities/read"],
     "TableLedger.recorded_events": [f"{TABLES}/entities/read"],
+    "TableLedger.adopt": [f"{TABLES}/entities/read", f"{TABLES}/entities/add/action"],  # the directory: list, insert
     "TableLedger.get_model": [f"{TABLES}/entities/read"],
     "TableLedger.list_models": [f"{TABLES}/entities/read"],
     "TableLedger.update_model": [
