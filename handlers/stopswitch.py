@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from handlers import guards, operate
+from handlers import guards, operate_rules
 from handlers.approval_rules import identity
 from handlers.errors import Forbidden, InvalidInput, NotFound
 from handlers.freeze import ACTIONS
@@ -76,7 +76,7 @@ class StopSwitch:
         if bad:
             raise InvalidInput(f"action(s) {', '.join(map(repr, bad))} cannot be frozen; use {', '.join(ACTIONS)}")
         now = self.clock()
-        who = operate.who(trigger)
+        who = operate_rules.who(trigger)
         switch: dict[str, Any] | None = (
             {"by": who, "why": reason, "at": iso(now), "actions": list(wanted)} if on else None
         )

@@ -10,8 +10,8 @@ from handlers import freeze, guards
 from handlers.errors import PermanentError, TransientError
 from handlers.ports import Ledger
 from handlers.records import ModelState, iso, span
+from handlers.rollout import supersede
 from handlers.rollout.progress import RolloutProgress
-from handlers.rollout.smoke_outage import OUTAGE
 from handlers.workspace_ports import Deployments
 
 if TYPE_CHECKING:
@@ -139,11 +139,12 @@ def _explain_flights(
 
 
 def smoke_deferred(progress: RolloutProgress) -> dict[str, Any] | None:
-    """The smoke test waiting out an outage (:mod:`handlers.rollout.smoke_outage`): why, since when, how many
-    tries, and until when before the candidate is rolled back; None when none waits."""
+    """The smoke test deferred (:func:`handlers.rollout.supersede.deferral`): waiting out an outage
+    (:mod:`handlers.rollout.smoke_outage`: why, since when, how many tries, and until when before the
+    candidate is rolled back), or refused (401) or throttled (429) (why, since when, how many tries); None
+    when none waits."""
     pending = progress.pending
-    waited = pending.details.get("outage") if pending is not None and pending.kind == "smoke" else None
-    return {"why": OUTAGE, **waited} if isinstance(waited, dict) else None
+    return supersede.deferral(pending) if pending is not None and supersede.supersedable(pending) else None
 
 
 def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now: datetime) -> dict[str, Any]:

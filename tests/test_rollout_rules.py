@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from handlers.errors import PolicyError
-from handlers.operate import Facts, Refused, plan
+from handlers.operate_rules import Facts, Refused, plan
 from handlers.policy_file import parse_policy
 from handlers.records import Flight, ModelState
 from handlers.rollout import changes, traffic

@@ -208,4 +208,4 @@ def test_the_console_says_the_smoke_test_waits_out_an_outage(world: Any) -> None
         card.locator(".rollout").wait_for()
         line = card.locator(".rollout-step").inner_text()
     assert f"smoke test deferred: {OUTAGE} (since " in line
-    assert f"1 try; tried again each pass, rolled back if it has not cleared by {until})" in line
+    assert f"1 try; tried again each pass, rolled back if it has not cleared by {until}; rollback, promote" in line

@@ -153,7 +153,7 @@
           ? " · step " + (r.step + 1) + " of " + steps.length + " (" + steps[r.step] + "%)"
           : r.mirror ? " · shadow stage (" + r.mirror.percent + "% mirrored, no live traffic)"
           : r.compare ? " · comparison on " + r.compare.data + " since " + r.compare.at + " (" + Object.entries(r.compare.jobs || {}).map(([role, job]) => role + " job " + job).join(", ") + ")"
-          : r.smoke_deferred ? " · smoke test deferred: " + r.smoke_deferred.why + " (since " + r.smoke_deferred.since + ", " + r.smoke_deferred.times + " tr" + (r.smoke_deferred.times === 1 ? "y" : "ies") + "; tried again each pass, rolled back if it has not cleared by " + r.smoke_deferred.until + ")"
+          : r.smoke_deferred ? " · smoke test deferred: " + r.smoke_deferred.why + " (since " + r.smoke_deferred.since + ", " + r.smoke_deferred.times + " tr" + (r.smoke_deferred.times === 1 ? "y" : "ies") + "; tried again each pass" + (r.smoke_deferred.until ? ", rolled back if it has not cleared by " + r.smoke_deferred.until : "") + "; rollback, promote and pause take its place)"
           : " · provisioning";
         card.querySelector(".rollout-step").textContent = r.status === "pending"
           ? "WAITING FOR APPROVAL: decision " + r.decision + " (its gate passed; see its record below)"

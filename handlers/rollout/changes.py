@@ -1,7 +1,9 @@
 """The changes to a model's rollout flight that the ledger applies atomically (each a function of
 the model's state, for :meth:`handlers.ports.Ledger.update_model`): a transition written ahead
-(:func:`begin`), swapped for a rollback (:func:`swap`), committed (:func:`commit`); and the
-decision record of a transition (:func:`record_of`)."""
+(:func:`begin`), swapped for a rollback (:func:`swap`), a smoke test's verdict written ahead in place of
+the very transition its pass carried out (:func:`judge`), an operator's transition in place of a smoke
+test not judged yet (:func:`supersede`), committed (:func:`commit`); and the decision record of a
+transition (:func:`record_of`)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from handlers.records import DecisionRecord, Flight, ModelState, iso
+from handlers.rollout import supersede as supersede_rules
 from handlers.rollout.progress import RECONCILER, ROLLOUT, RolloutProgress, Transition
 
 
@@ -82,6 +85,42 @@ def swap(state: ModelState, decision: str, pending_id: str, replacement: Transit
     if flight is None or progress is None or progress.pending is None or progress.pending.id != pending_id:
         return None, False
     return _with(state, flight, replace(progress, pending=replacement)), True
+
+
+def judge(state: ModelState, decision: str, carried: Transition, verdict: Transition) -> tuple[ModelState | None, bool]:
+    """Write a smoke test's ``verdict`` (the judged transition, or the ``smoke-failed`` rollback, or the
+    deferral noted) in place of ``carried``, the very transition the pass sent the requests for. False
+    when the flight holds another one meanwhile: an operator's transition superseded it
+    (:func:`supersede`), and the verdict is dropped."""
+    flight = state.flights.get(ROLLOUT)
+    progress = RolloutProgress.of(flight) if flight is not None and flight.decision == decision else None
+    if flight is None or progress is None or not supersede_rules.same(progress.pending, carried):
+        return None, False
+    return _with(state, flight, replace(progress, pending=verdict)), True
+
+
+def supersede(
+    state: ModelState,
+    decision: str,
+    replaced: Transition,
+    operator: Transition,
+    start: RolloutProgress | None = None,
+) -> tuple[ModelState | None, bool]:
+    """Write an operator's transition in place of ``replaced``, a smoke test not judged yet
+    (:func:`handlers.rollout.supersede.supersedable`), as :func:`begin` writes one ahead. False when
+    the flight no longer holds that very transition, unjudged: the smoke test's verdict was written
+    first (:func:`judge`), or the rollout moved on or ended."""
+    flight = state.flights.get(ROLLOUT)
+    if flight is None or flight.decision != decision or flight.status != "submitted":
+        return None, False
+    held = RolloutProgress.of(flight)
+    pending = None if held is None else held.pending
+    if held is None or pending is None or not supersede_rules.same(pending, replaced):
+        return None, False
+    if not supersede_rules.supersedable(pending) or operator.from_step != held.step:
+        return None, False
+    progress = held if start is None else start.started_over(held)
+    return _with(state, flight, replace(progress, pending=operator)), True
 
 
 def record_of(

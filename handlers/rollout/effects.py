@@ -10,13 +10,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from handlers import lineage
 from handlers.errors import PermanentError, TransientError
 from handlers.ports import Ledger
-from handlers.records import DecisionRecord, Flight
-from handlers.rollout import changes, compare, retire, smoke, smoke_outage
+from handlers.records import DecisionRecord, Flight, iso
+from handlers.rollout import changes, compare, retire, smoke, smoke_outage, supersede
 from handlers.rollout.compare import BatchRuns
 from handlers.rollout.progress import ROLLOUT, RolloutProgress, Transition
 from handlers.rollout.retire import Retirement
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from handlers.rollout_rules import RolloutRule, SmokeRule
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class RolloutEffects:
@@ -61,7 +62,8 @@ class RolloutEffects:
         endpoint = str(flight.job).partition("/")[0]
         decision = flight.decision
         outcome = "submitted"
-        if pending.row.invokes == "smoke":
+        if pending.row.invokes == "smoke" and not supersede.judged(pending):  # a judged one is recorded as judged
+            carried = pending
             verdict = self._smoke(model, flight, pending, now)
             if not verdict.passed:
                 failed = Transition.of(
@@ -75,14 +77,16 @@ class RolloutEffects:
                     "and the endpoint's traffic was never changed",
                     smoke=verdict.details,
                 )
-                if self.ledger.update_model(model, lambda s: changes.swap(s, decision, pending.id, failed)):
+                if self.ledger.update_model(model, lambda s: changes.judge(s, decision, carried, failed)):
                     return self.transition(model, flight, failed, now)
-                return {"state": "changed_meanwhile"}
+                return self._superseded(model, flight)
             pending = replace(
                 pending,
                 reason=f"{pending.reason}: {verdict.why}",
-                details={**pending.details, "smoke": verdict.details},
+                details={**pending.details, "smoke": verdict.details, supersede.JUDGED: iso(now)},
             )
+            if not self.ledger.update_model(model, lambda s: changes.judge(s, decision, carried, pending)):
+                return self._superseded(model, flight)
         if pending.row.invokes == "load":
             pending = self._load(model, flight, pending)
         if pending.row.invokes == "batch":
@@ -133,6 +137,30 @@ class RolloutEffects:
         state = "rollback_failed" if outcome == "failed" else pending.row.shows
         return {"state": state, "step": pending.step, "traffic": pending.target, "record": record.id}
 
+    def _superseded(self, model: str, flight: Flight) -> dict[str, Any]:
+        """The smoke test's verdict dropped: an operator's transition took its place meanwhile
+        (:mod:`handlers.rollout.supersede`), or the rollout moved on; nothing recorded."""
+        log.info("rollout %s model=%s: the smoke test was superseded meanwhile; its verdict dropped", flight.job, model)
+        return {"state": "changed_meanwhile"}
+
+    def _scored(self, model: str, flight: Flight, pending: Transition, now: datetime, ask: Callable[[], T]) -> T:
+        """``ask()`` (requests to deployments); a refusal (401) or throttling (429) that defers the smoke
+        test is kept in the pending transition (``details.deferred``: ``why``, ``since``, never moved, ``times``,
+        ``last``), for an operator's transition that supersedes it to say, then raised for the reconciler."""
+        try:
+            return ask()
+        except (TransientError, PermanentError) as exc:
+            before = pending.details.get(supersede.DEFERRED) or {}
+            kept = {
+                "why": str(exc)[:500],
+                "since": str(before.get("since") or iso(now)),
+                "times": int(before.get("times") or 0) + 1,
+                "last": iso(now),
+            }
+            noted = replace(pending, details={**pending.details, supersede.DEFERRED: kept})
+            self.ledger.update_model(model, lambda s: changes.judge(s, flight.decision, pending, noted))
+            raise
+
     def _smoke(self, model: str, flight: Flight, pending: Transition, now: datetime) -> SmokeVerdict:
         """Send the policy's sample requests to the candidate (and to the champion the transition names,
         when the policy compares) and judge the answers (:func:`handlers.rollout.smoke.judge`). Run
@@ -151,11 +179,19 @@ class RolloutEffects:
         except PermanentError as exc:
             asset = rule.requests.data if isinstance(rule.requests, SmokeData) else None
             return SmokeVerdict(False, f"smoke test failed: no sample requests: {exc}", {"requests_from": asset})
-        answers = [self.scoring.score(endpoint, candidate, body, timeout) for body in bodies]
-        champion = pending.details.get("champion")
+        scoring, champion = self.scoring, pending.details.get("champion")
+        answers = self._scored(
+            model, flight, pending, now, lambda: [scoring.score(endpoint, candidate, b, timeout) for b in bodies]
+        )
         theirs = None
         if rule.champion is not None and champion:
-            theirs = [self.scoring.score(endpoint, str(champion), body, timeout) for body in bodies]
+            theirs = self._scored(
+                model,
+                flight,
+                pending,
+                now,
+                lambda: [scoring.score(endpoint, str(champion), b, timeout) for b in bodies],
+            )
         verdict = smoke.judge(rule, candidate, answers, str(champion) if champion else None, theirs)
         log.info("rollout %s model=%s: %s", flight.job, model, verdict.why)
         if verdict.passed:
@@ -189,8 +225,17 @@ class RolloutEffects:
         else:
             ask = smoke_outage.to_ask(rule, failed, MAX_SMOKE_TIME) if live else []
             timeout = rule.timeout.total_seconds()
+            scoring = self.scoring
             asked = (
-                {i: self.scoring.score(endpoint, str(live), bodies[i], timeout) for i in ask} if self.scoring else {}
+                self._scored(
+                    model,
+                    flight,
+                    pending,
+                    now,
+                    lambda: {i: scoring.score(endpoint, str(live), bodies[i], timeout) for i in ask},
+                )
+                if scoring is not None
+                else {}
             )
         waited = pending.details.get("outage")
         outcome = smoke_outage.decide(rule, verdict, answers, str(live) if live else None, asked, waited, now)
@@ -198,7 +243,7 @@ class RolloutEffects:
             log.info("rollout %s model=%s: %s", flight.job, model, outcome.why)
             return SmokeVerdict(False, outcome.why, outcome.details)
         noted = replace(pending, details={**pending.details, "outage": outcome.waited})
-        self.ledger.update_model(model, lambda s: changes.swap(s, flight.decision, pending.id, noted))
+        self.ledger.update_model(model, lambda s: changes.judge(s, flight.decision, pending, noted))
         log.warning("rollout %s model=%s candidate %s: %s", flight.job, model, candidate, outcome.why)
         raise TransientError(f"rollout of {flight.job}: {outcome.why}")
 

@@ -250,6 +250,7 @@ class RolloutStepper:
                 f"request(s){rule.smoke.where}" + (f", compared with {champion}'s answers" if champion else ""),
                 champion=champion,
                 live=serving,
+                written=iso(now),  # this very smoke test, not one written again after a pause (rollout.supersede.same)
             )
             return self._write_ahead(model, flight, pending, now, start)
         original = traffic.live(self.deployments.endpoint_traffic(endpoint))

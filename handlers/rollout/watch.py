@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 from handlers.decisions import in_scope
 from handlers.errors import NotApplicable, TransientError
-from handlers.operate import Operator, Refused
+from handlers.operate import Operator
+from handlers.operate_rules import Refused
 from handlers.plans import Skip, decision_id
 from handlers.ports import Ledger
 from handlers.records import DecisionRecord, from_iso
