@@ -255,7 +255,7 @@ class FakeArm(Assets, Jobs, Mlflow, OnlineEndpoints, Schedules, FakeService):
     def _route(self, call: Call, host: str) -> Answer:
         if host == self.mlflow_host:
             return self._mlflow(call)
-        if self.batch.handles(host):  # a batch endpoint's scoring URI (invoking it): tests/fake_batch.py
+        if self.batch.handles(host):  # a batch endpoint's scoring URI (invoking it): tests/fake_batch_jobs.py
             return self.batch.invoke(call)
         if self.scoring.handles(host):  # an endpoint's scoring URI (the data plane): tests/fake_scoring.py
             return self.scoring.answer(call)

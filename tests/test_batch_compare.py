@@ -26,7 +26,8 @@ from tests.batch_world import BATCH, RECENT, Batch, batch_policy
 from tests.builders import run_event
 from tests.conftest import REPO
 from tests.crashes import BatchRunsThatDie, WorkerDied
-from tests.fake_batch import INVOKER_ROLE, PROVIDER, SCORING_STEP
+from tests.fake_arm_common import PROVIDER
+from tests.fake_batch_jobs import INVOKER_ROLE, SCORING_STEP
 from tests.hosts import hosting
 from tests.ledgers import LedgerSpec
 
