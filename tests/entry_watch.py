@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from function_app.adapters import permissions
-from tests import rbac
+from tests import rbac_model
 
 
 class Watch:
@@ -51,7 +51,7 @@ class Watch:
 
 
 @dataclass(frozen=True)
-class ByEntry(rbac.Principal):
+class ByEntry(rbac_model.Principal):
     """The app's identity as ``infra/`` assigns it, restricted per request to the running operation's entry."""
 
     watch: Watch = field(default_factory=Watch, compare=False)
@@ -115,5 +115,5 @@ def _running(watch: Watch, operation: str, method: Any) -> Any:
     return run
 
 
-def by_entry(principal: rbac.Principal, watch: Watch) -> ByEntry:
+def by_entry(principal: rbac_model.Principal, watch: Watch) -> ByEntry:
     return ByEntry(principal.oid, principal.name, principal.grants, watch)

@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from tests import rbac
+from tests import rbac, rbac_model
 from tests.fake_arm_assets import Assets
 from tests.fake_arm_common import API_VERSIONS, ARM_HOST, PROVIDER, Call, FakeClock, MlflowAnswer, system_data
 from tests.fake_arm_jobs import Jobs
@@ -75,12 +75,12 @@ class FakeArm(Assets, Jobs, Mlflow, OnlineEndpoints, Schedules, FakeService):
         *,
         location: str = "westeurope",
         clock: FakeClock | None = None,
-        principal: rbac.Principal | None = None,
+        principal: rbac_model.Principal | None = None,
     ) -> None:
         super().__init__()
         # Who may do what: the function app's identity as infra/ assigns its roles (tests/rbac.py)
         self.principal = principal if principal is not None else rbac.app(subscription, resource_group, workspace)
-        self.others: dict[str, rbac.Principal] = {}  # other identities that may call (:meth:`admit`)
+        self.others: dict[str, rbac_model.Principal] = {}  # other identities that may call (:meth:`admit`)
         self.refused: list[tuple[str, str]] = []  # (action, scope) of each request refused 403
         self.subscription, self.resource_group, self.workspace, self.location = (
             subscription,
@@ -151,7 +151,7 @@ class FakeArm(Assets, Jobs, Mlflow, OnlineEndpoints, Schedules, FakeService):
     def arm_id(self, *parts: str) -> str:
         return "/".join((self.ws_path, *parts))
 
-    def admit(self, principal: rbac.Principal) -> None:
+    def admit(self, principal: rbac_model.Principal) -> None:
         """Another identity that may call, with the grants it holds (a workspace user, say)."""
         self.others[principal.oid] = principal
 
@@ -159,11 +159,11 @@ class FakeArm(Assets, Jobs, Mlflow, OnlineEndpoints, Schedules, FakeService):
         """A person with a workspace account (AzureML Data Scientist on the workspace: they submit
         jobs and create deployments), admitted here; their credential, for an ``MLClient`` of theirs."""
         self.admit(
-            rbac.Principal(
+            rbac_model.Principal(
                 USER_OID,
                 "workspace user",
                 (
-                    rbac.Grant(
+                    rbac_model.Grant(
                         "AzureML Data Scientist",
                         self.ws_path,
                         actions=(
@@ -247,7 +247,7 @@ class FakeArm(Assets, Jobs, Mlflow, OnlineEndpoints, Schedules, FakeService):
         if principal is not None and principal.allows(action, scope):
             return
         self.refused.append((action, scope))
-        body = rbac.refusal(oid, action, scope)["error"]
+        body = rbac_model.refusal(oid, action, scope)["error"]
         if mlflow:  # unverified: the body Azure ML's MLflow server sends with its 403
             raise MlflowAnswer(403, "PERMISSION_DENIED", body["message"])
         raise Refusal(403, body["code"], body["message"])
@@ -268,7 +268,7 @@ class FakeArm(Assets, Jobs, Mlflow, OnlineEndpoints, Schedules, FakeService):
         if token_audience(call.headers.get("Authorization")) != f"https://{ARM_HOST}":
             raise Unexpected("no bearer token for https://management.azure.com")
         if "/mfeOperationsStatus/" not in call.path:  # ARM answers an operation's status to its caller
-            self._authorize(call, *rbac.arm_action(call.method, urlparse(call.url).path))
+            self._authorize(call, *rbac_model.arm_action(call.method, urlparse(call.url).path))
         routes: list[tuple[str, str, str, Callable[..., Answer]]] = [
             ("GET", r"^$", "workspace", self._get_workspace),
             ("GET", r"^computes/([^/]+)$", "computes", self._get_compute),

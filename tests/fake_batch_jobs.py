@@ -31,7 +31,7 @@ import uuid
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from tests import rbac
+from tests import rbac_model
 from tests.fake_arm_common import PROVIDER
 from tests.fake_http import Answer, Refusal, Unexpected, token_audience, token_claims
 
@@ -203,5 +203,5 @@ class BatchJobs:
         principal = self.arm.principal if oid == self.arm.principal.oid else self.arm.others.get(oid)
         if principal is None or not principal.allows(action, scope):
             self.arm.refused.append((action, scope))
-            body = rbac.refusal(oid, action, scope)["error"]
+            body = rbac_model.refusal(oid, action, scope)["error"]
             raise Refusal(403, body["code"], body["message"])

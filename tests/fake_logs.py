@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from tests import rbac
+from tests import rbac_model
 from tests.fake_http import Answer, FakeService, Refusal, Request, Unexpected, token_audience, token_claims
 
 LOGS_HOST = "api.loganalytics.io"
@@ -106,7 +106,7 @@ class FakeLogs(FakeService):
 
     unexpected_code = "BadArgumentError"
 
-    def __init__(self, workspace: str, *, principal: rbac.Principal | None = None) -> None:
+    def __init__(self, workspace: str, *, principal: rbac_model.Principal | None = None) -> None:
         super().__init__()
         self.workspace = workspace
         self.rows: list[TrafficRow] = []

@@ -20,7 +20,7 @@ getBatch API", batching restrictions and troubleshooting; the supported-metrics 
 - the caller: the batch API is a subscription-level API, so the caller's ``principal`` must be allowed
   ``Microsoft.Insights/metrics/read`` at the subscription itself: the role on the workspace or on each
   endpoint is not enough ("even if users have Monitoring Reader on all the resources being queried
-  ... the request fails"): **401**. ``principal`` is a :class:`tests.rbac.Principal`
+  ... the request fails"): **401**. ``principal`` is a :class:`tests.rbac_model.Principal`
   (None: the app's identity as ``infra/`` assigns its roles), and the token must be its (``oid``);
 - ``provider_registered`` False: the Microsoft.Insights provider is not registered in the
   subscription: **403**; ``throttle(n)``: the next n calls are **529** (the metrics backend throttling);
@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from tests import rbac
+from tests import rbac, rbac_model
 from tests.fake_http import Answer, FakeService, Refusal, Request, Unexpected, token_audience, token_claims
 
 AUDIENCE = "https://metrics.monitor.azure.com"
@@ -109,7 +109,7 @@ class FakeMetrics(FakeService):
         subscription: str,
         region: str = "westeurope",
         *,
-        principal: rbac.Principal | None = None,
+        principal: rbac_model.Principal | None = None,
         provider_registered: bool = True,
     ) -> None:
         super().__init__()

@@ -15,7 +15,7 @@ from function_app.settings import Settings
 from handlers import analysis
 from handlers.analysis import HealthSource, Reading
 from handlers.rollout_rules import RolloutRule
-from tests import rbac
+from tests import rbac, rbac_model
 from tests.fake_arm_common import FakeClock
 from tests.fake_http import FakeCredential
 from tests.fake_logs import FakeLogs
@@ -88,7 +88,7 @@ class MetricsWorld(World):
 
     name = "metrics"
 
-    def __init__(self, region: str = "West Europe", principal: rbac.Principal | None = None) -> None:
+    def __init__(self, region: str = "West Europe", principal: rbac_model.Principal | None = None) -> None:
         self.fake = FakeMetrics(SUB, region="westeurope", principal=principal or APP)
         settings = Settings.from_env(
             {"AZUREML_SUBSCRIPTION_ID": SUB, "AZUREML_RESOURCE_GROUP": RG, "AZUREML_WORKSPACE_NAME": WS}

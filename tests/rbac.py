@@ -2,7 +2,7 @@
 create, resolved to concrete scopes, as Azure RBAC evaluates them.
 
 The fakes (ARM with MLflow, the metrics batch endpoint, the notification topic) ask a
-:class:`Principal` whether the caller may perform an action at a scope, and refuse as Azure does
+:class:`tests.rbac_model.Principal` (how Azure RBAC evaluates a grant: tests/rbac_model.py) whether the caller may perform an action at a scope, and refuse as Azure does
 when it may not. What the principal holds comes from the Bicep itself, so a wrong role, a missing
 action or a scope one level too narrow in ``infra/`` fails the tests that exercise it:
 
@@ -16,11 +16,8 @@ action or a scope one level too narrow in ``infra/`` fails the tests that exerci
   groups and resource names). A module deployed at the wrong resource group therefore grants on a
   scope the fakes' requests never fall under.
 
-Azure's rules kept here (Azure RBAC docs, "Understand scope" and "Azure role definitions"): an
-assignment applies to its scope and everything under it; ``*`` in an action matches any characters;
-actions and data actions are separate (a data action is granted only by ``dataActions``);
-``notActions`` subtract; names compare case-insensitively. A custom role can only be assigned within
-its ``assignableScopes`` (checked when the model is built: Azure refuses such an assignment).
+A custom role can only be assigned within its ``assignableScopes`` (checked when the model is built:
+Azure refuses such an assignment).
 
 Not modelled: deny assignments, conditions, PIM, and the propagation delay of a new assignment
 (the adapters' handling of that delay is tested on its own). ARM's long-running-operation status
@@ -30,13 +27,13 @@ resource-group-scoped role can poll a subscription-level operation URL in Azure.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from function_app.adapters.permissions import BUILTIN_ROLES, BuiltinRole
 from tests.bicep import bicep
+from tests.rbac_model import Grant, Principal, under
 
 APP = "appPrincipalId"  # the module parameter every assignment to the function app's identity names
 
@@ -71,79 +68,6 @@ _OTHER_BUILTINS: dict[str, BuiltinRole] = {
     ),
 }
 ROLES: dict[str, BuiltinRole] = {**BUILTIN_ROLES, **_OTHER_BUILTINS}
-
-
-def _under(scope: str, target: str) -> bool:
-    """Whether ``target`` is ``scope`` or below it (path segments, case-insensitive)."""
-    scope, target = scope.rstrip("/").lower(), target.rstrip("/").lower()
-    return target == scope or target.startswith(scope + "/")
-
-
-def _matches(granted: str, action: str) -> bool:
-    return fnmatch.fnmatchcase(action.lower(), granted.lower())
-
-
-@dataclass(frozen=True)
-class Grant:
-    """One role assignment: the role's permissions at ``scope``."""
-
-    role: str
-    scope: str
-    actions: tuple[str, ...] = ()
-    not_actions: tuple[str, ...] = ()
-    data_actions: tuple[str, ...] = ()
-    source: str = ""  # where in infra/ it comes from: "modules/x.bicep:resourceName"
-
-    def allows(self, action: str, scope: str, *, data: bool = False) -> bool:
-        if not _under(self.scope, scope):
-            return False
-        if data:
-            return any(_matches(a, action) for a in self.data_actions)
-        return any(_matches(a, action) for a in self.actions) and not any(_matches(a, action) for a in self.not_actions)
-
-
-@dataclass(frozen=True)
-class Principal:
-    """An identity (``oid``: the object id in its tokens) and the grants it holds."""
-
-    oid: str
-    name: str
-    grants: tuple[Grant, ...] = ()
-
-    def allows(self, action: str, scope: str, *, data: bool = False) -> bool:
-        return any(g.allows(action, scope, data=data) for g in self.grants)
-
-    def roles_at(self, scope: str) -> list[str]:
-        return sorted({g.role for g in self.grants if _under(g.scope, scope)})
-
-    # Changes a test makes to see the failure it should cause.
-    def without(self, action: str) -> Principal:
-        """The same principal, with ``action`` removed from every role that lists it exactly."""
-        low = action.lower()
-        return replace(
-            self,
-            grants=tuple(
-                replace(
-                    g,
-                    actions=tuple(a for a in g.actions if a.lower() != low),
-                    data_actions=tuple(a for a in g.data_actions if a.lower() != low),
-                )
-                for g in self.grants
-            ),
-        )
-
-    def moved(self, role: str, scope: str) -> Principal:
-        """The same principal, with every assignment of ``role`` at ``scope`` instead."""
-        assert any(g.role == role for g in self.grants), f"{self.name} holds no {role}"
-        return replace(self, grants=tuple(replace(g, scope=scope) if g.role == role else g for g in self.grants))
-
-    def dropping(self, role: str) -> Principal:
-        """The same principal without its assignments of ``role``."""
-        assert any(g.role == role for g in self.grants), f"{self.name} holds no {role}"
-        return replace(self, grants=tuple(g for g in self.grants if g.role != role))
-
-    def plus(self, *grants: Grant) -> Principal:
-        return replace(self, grants=self.grants + grants)
 
 
 @dataclass(frozen=True)
@@ -290,7 +214,7 @@ def assignments(topology: Topology) -> list[tuple[str, Grant]]:
                     f"{source}: assignableScopes the model cannot read: {allowed!r}"
                 )
                 home = f"/subscriptions/{scope.subscription}/resourceGroups/{scope.resource_group}"
-                assert _under(home, at), f"{source}: a custom role assignable at {home} is assigned at {at}"
+                assert under(home, at), f"{source}: a custom role assignable at {home} is assigned at {at}"
             grant = Grant(role_name, at, role.actions, (), role.data_actions, source)
             out.append((str(props["principalId"]), grant))
     return out
@@ -300,46 +224,6 @@ def principal(topology: Topology, oid: str, parameter: str = APP, *, name: str =
     """The identity whose assignments name ``parameter``, with the token object id ``oid``."""
     grants = tuple(g for p, g in assignments(topology) if p == parameter)
     return Principal(oid, name, grants)
-
-
-def nobody(oid: str) -> Principal:
-    return Principal(oid, "an identity with no role")
-
-
-def refusal(oid: str, action: str, scope: str) -> dict[str, Any]:
-    """ARM's 403 body for a missing permission (the message Azure sends, ids filled in)."""
-    return {
-        "error": {
-            "code": "AuthorizationFailed",
-            "message": (
-                f"The client '{oid}' with object id '{oid}' does not have authorization to perform action "
-                f"'{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, "
-                "please refresh your credentials."
-            ),
-        }
-    }
-
-
-def arm_action(method: str, path: str) -> tuple[str, str]:
-    """The Azure RBAC action and scope of an ARM request: ``GET .../workspaces/w/jobs/j`` is
-    ``Microsoft.MachineLearningServices/workspaces/jobs/read`` at ``.../workspaces/w/jobs/j``; a POST to
-    ``.../x/listKeys`` is ``.../x/listKeys/action`` at ``.../x``; a GET of a collection reads its type."""
-    parts = [p for p in path.split("/") if p]
-    low = [p.lower() for p in parts]
-    assert "providers" in low, f"not a provider path: {path}"
-    at = len(low) - 1 - low[::-1].index("providers")
-    head, tail = parts[: at + 1], parts[at + 1 :]
-    provider, rest = tail[0], tail[1:]
-    verb = {"GET": "read", "HEAD": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}.get(method)
-    if method == "POST":
-        *rest, name = rest
-        verb = f"{name}/action"
-    types = rest[0::2]
-    scope = "/" + "/".join([*head, provider, *rest])
-    if len(rest) % 2 == 1:  # a collection: .../deployments
-        scope = scope.rsplit("/", 1)[0]
-    assert verb, f"no RBAC verb for {method}"
-    return "/".join([provider, *types, verb]), scope
 
 
 # The workspace datastore a batch comparison's data asset is in (infra/'s batchDatastoreName).

@@ -1,4 +1,5 @@
-"""The test world's permission model (tests/rbac.py): what infra/ assigns is what the fakes allow.
+"""The test world's permission model (tests/rbac.py reads infra/, tests/rbac_model.py evaluates as
+Azure RBAC does): what infra/ assigns is what the fakes allow.
 
 Every test on the SDK world already runs with the roles infra/ assigns (the fake ARM and MLflow refuse
 anything else); these tests show that a missing action, a narrower scope, a role deployed to the wrong
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests import rbac
+from tests import rbac, rbac_model
 from tests.azure_world import DRIFT_SAMPLE, ENDPOINT, MODEL, RG, SUB, WORKSPACE_ID, WS, AzureWorld, in_workspace
 
 AML = "Microsoft.MachineLearningServices/workspaces"
@@ -62,7 +63,7 @@ def test_a_workspace_module_deployed_to_another_resource_group_grants_nothing_on
 def test_an_arm_request_is_checked_as_the_action_and_scope_azure_checks(
     method: str, path: str, action: str, scope: str
 ) -> None:
-    assert rbac.arm_action(method, WORKSPACE_ID + path) == (action, WORKSPACE_ID + scope)
+    assert rbac_model.arm_action(method, WORKSPACE_ID + path) == (action, WORKSPACE_ID + scope)
 
 
 def test_a_workspace_role_without_jobs_write_records_the_refusal_and_what_to_grant(azure: AzureWorld) -> None:
@@ -93,7 +94,7 @@ def test_a_workspace_role_narrowed_to_one_endpoint_cannot_submit_a_retrain(azure
 
 
 def test_a_token_of_another_identity_holds_none_of_the_apps_roles(azure: AzureWorld) -> None:
-    azure.arm.principal = rbac.Principal(
+    azure.arm.principal = rbac_model.Principal(
         "00000000-0000-0000-0000-0000000000ff", "another identity", azure.arm.principal.grants
     )
     azure.clock.now += HOUR

@@ -13,7 +13,7 @@ from function_app.adapters import permissions
 from function_app.adapters.azureml import lineage
 from handlers.errors import TransientError
 from handlers.policy import Policy
-from tests import rbac
+from tests import rbac, rbac_model
 from tests.azure_world import DATASET, DRIFT_SAMPLE, ENDPOINT, MODEL, WORKSPACE_ID, AzureWorld, in_workspace
 from tests.builders import EXAMPLE_POLICY, ours, run_event, with_classes
 from tests.monitoring import BREACH, MONITOR, breach, monitor_run
@@ -248,8 +248,8 @@ def test_the_worthiness_check_reads_the_served_champion_with_only_what_its_permi
         *permissions.OPERATIONS["AzureMLActions.retrain_facts"],
         *permissions.OPERATIONS["AzureMLActions.submit_retrain"],
     ]
-    azure.arm.principal = rbac.Principal(
-        rbac.APP_OID, "the app", (rbac.Grant("listed", azure.arm.ws_path, tuple(listed)),)
+    azure.arm.principal = rbac_model.Principal(
+        rbac.APP_OID, "the app", (rbac_model.Grant("listed", azure.arm.ws_path, tuple(listed)),)
     )
     azure.clock.now += 3600  # past the first hour, when a refusal may be a role still settling
     champion_trained_on(azure, "2")

@@ -5,7 +5,7 @@ As the topic ``infra/modules/notifications.bicep`` creates does (Event Grid docs
 topic" and "Authenticate publishing clients using Microsoft Entra ID"): local auth is off, so a
 publisher signs in with Entra ID (a bearer token for ``https://eventgrid.azure.net``) and needs the
 ``Microsoft.EventGrid/topics/events/send/action`` data action on the topic, which the receiver asks of
-its :class:`tests.rbac.Principal` (by default the function app's identity, as ``infra/`` assigns its
+its :class:`tests.rbac_model.Principal` (by default the function app's identity, as ``infra/`` assigns its
 roles); a key, a missing token or an identity without the role is 401 ("authorization failure", the
 Event Grid client libraries' reference). With ``key=`` it is a topic with local auth on instead
 (``aeg-sas-key``). A batch is a JSON array of CloudEvents posted with ``Content-Type:
@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from tests import rbac
+from tests import rbac, rbac_model
 from tests.fake_http import token_claims
 
 REQUIRED = ("id", "source", "type", "specversion")
@@ -91,7 +91,7 @@ class TopicReceiver:
     __test__ = False
 
     def __init__(
-        self, *, key: str | None = None, principal: rbac.Principal | None = None, topic_id: str = TOPIC_ID
+        self, *, key: str | None = None, principal: rbac_model.Principal | None = None, topic_id: str = TOPIC_ID
     ) -> None:
         self.key = key
         self.principal = principal if principal is not None else rbac.principal(WORLD, rbac.APP_OID)
