@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from handlers.analysis import Reading
 from handlers.errors import PermanentError, TransientError
 from handlers.plans import DeployPlan, JobPlan
 from handlers.signals import FINISHED_STATUSES
@@ -188,4 +189,28 @@ class Clock:
         self.now += timedelta(**kw)
 
 
-__all__ = ["Clock", "PermanentError", "RecordingActions", "TransientError"]
+class SteadyHealth:
+    """A health source of our own port that reports the same traffic every time: the candidate
+    answering 1 in 200 with a model error, the baseline 1 in 100."""
+
+    name = "metrics"
+
+    def read(
+        self,
+        endpoint: str,
+        candidate: str,
+        baseline: str | None,
+        since: datetime,
+        until: datetime,
+        before: datetime | None = None,
+    ) -> tuple[Reading, Reading | None]:
+        def reading(deployment: str, failures: int, total: int) -> Reading:
+            codes = {(200, 200): total - failures, (424, 500): failures}
+            return Reading.of(
+                endpoint, deployment, since.isoformat(), until.isoformat(), codes, 41.0, "metrics", "test"
+            )
+
+        return reading(candidate, 2, 400), reading(baseline, 8, 800) if baseline else None
+
+
+__all__ = ["Clock", "PermanentError", "RecordingActions", "SteadyHealth", "TransientError"]
