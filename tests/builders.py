@@ -268,6 +268,25 @@ def gated_run_plan(run_id: str, step: str | None = None, *, source: str = "mlflo
     )
 
 
+def gated_version_plan(version: str, *, source: str) -> Any:
+    """The deploy plan of a manual request for version ``version`` of the example model (no run) to its
+    endpoint, gated on r2_score read from ``source``, starting on one instance."""
+    from handlers.gate_rules import GateRule
+    from handlers.plans import DeployPlan
+
+    return DeployPlan(
+        model=MODEL,
+        endpoint="diabetes-endpoint",  # the example policy's
+        deployment=f"sklearn-regressio-{version}",
+        run_id=None,
+        version=version,
+        source="manual",
+        tags={"retrain_decision": f"de-{version}"},
+        gate=GateRule(metric="r2_score", source=source),
+        instance_count=1,
+    )
+
+
 def training_plan(kind: str, value: str) -> Any:
     """A plan for the example workspace's pipeline whose training data is ``value`` (of type ``kind``), as a
     test hands it to the Azure ML backend directly."""

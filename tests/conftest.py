@@ -307,7 +307,7 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[TopicReceiver]:
 @pytest.fixture
 def served(ledger_spec: LedgerSpec, receiver: TopicReceiver) -> Iterator[tuple[World, Client]]:
     """A worker that notifies the receiver, installed as the app's service, and the app's HTTP functions
-    (tests/test_notifications*.py; tests/test_telemetry.py has a ``served`` of its own)."""
+    (tests/test_notifications*.py, tests/test_telemetry.py)."""
     import main
     from function_app import runtime
     from function_app.localhost import Host

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 
 from handlers import gate
-from handlers.gate_rules import GateRule
-from handlers.plans import DeployPlan
 from tests.azure_world import (
     DRIFT_SAMPLE,
     ENDPOINT,
@@ -19,7 +17,7 @@ from tests.azure_world import (
     AzureWorld,
     in_workspace,
 )
-from tests.builders import gated_run_plan
+from tests.builders import gated_run_plan, gated_version_plan
 from tests.conftest import REPO
 
 # --------------------------------------------------------------------------- the gate as a value
@@ -174,17 +172,7 @@ def test_the_candidate_starts_with_deploy_instance_count_and_an_mlflow_model_get
     azure.arm.add_model(MODEL, "6", job_name="run-mlflow", kind="mlflow_model")
     live = azure.arm.deployments[(ENDPOINT, "blue")]["properties"]
     del live["codeConfiguration"]  # a no-code MLflow deployment: MLflow scores it
-    plan = DeployPlan(
-        model=MODEL,
-        endpoint=ENDPOINT,
-        deployment="sklearn-regressio-6",
-        run_id=None,
-        version="6",
-        source="manual",
-        tags={"retrain_decision": "de-6"},
-        gate=GateRule(metric="r2_score", source="mlflow"),
-        instance_count=1,
-    )
+    plan = gated_version_plan("6", source="mlflow")
     facts = azure.actions.candidate_facts(plan)
     assert azure.actions.start_deploy(plan, facts).outcome == "submitted"
     [create] = azure.arm.requests_to("PUT", r"^onlineEndpoints/[^/]+/deployments/")
@@ -205,17 +193,7 @@ def test_a_champion_registered_by_a_pipeline_step_is_judged_on_the_steps_run(azu
     azure.arm.deployments[(ENDPOINT, "blue")]["properties"]["model"] = azure.arm.arm_id(
         "models", MODEL, "versions", "5"
     )
-    plan = DeployPlan(
-        model=MODEL,
-        endpoint=ENDPOINT,
-        deployment="sklearn-regressio-3",
-        run_id=None,
-        version="3",
-        source="manual",
-        tags={"retrain_decision": "de-3"},
-        gate=GateRule(metric="r2_score", source="run"),
-        instance_count=1,
-    )
+    plan = gated_version_plan("3", source="run")
     facts = azure.actions.candidate_facts(plan)
     assert facts.champion_version is not None and facts.champion_version.label == f"{MODEL}:5"
     assert facts.champion_metrics is not None and facts.champion_metrics["r2_score"] == "0.55"

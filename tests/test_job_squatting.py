@@ -58,12 +58,6 @@ def public_job_name(raw: dict[str, Any]) -> str:
     return decision.job.name
 
 
-def azure_now() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime(2026, 11, 25, tzinfo=UTC)
-
-
 def squat(
     azure: AzureWorld,
     name: str,

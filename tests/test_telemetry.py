@@ -23,11 +23,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from function_app import runtime, telemetry
+from function_app import telemetry
 from handlers import guards
 from handlers.notify import notification_id
 from tests.conftest import REPO, Client
-from tests.ledgers import LedgerSpec
 from tests.topic_receiver import TopicReceiver
 from tests.world import MODEL, World
 
@@ -75,22 +74,6 @@ def exporters(installed: Exporters) -> Exporters:
     return installed
 
 
-@pytest.fixture
-def served(
-    tmp_path: Any, exporters: Exporters, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[World, Client, TopicReceiver]]:
-    import main
-    from function_app.localhost import Host
-
-    receiver = TopicReceiver().start()  # as infra/ creates it: Entra ID only, the app's roles
-    receiver.trust(monkeypatch)
-    world = World(LedgerSpec("sqlite", str(tmp_path / "ledger.db")), notifier=receiver.notifier())
-    runtime.set_retrainer(world.worker)
-    yield world, Client(Host(main.app)), receiver
-    runtime.set_retrainer(None)
-    receiver.close()
-
-
 def named(spans: list[ReadableSpan], name: str) -> list[ReadableSpan]:
     return [s for s in spans if s.name == name]
 
@@ -101,9 +84,9 @@ def children(spans: list[ReadableSpan], parent: ReadableSpan) -> list[ReadableSp
 
 
 def test_a_delivery_is_one_span_with_its_decision_and_the_sdk_calls_as_children(
-    served: tuple[World, Client, TopicReceiver], exporters: Exporters
+    exporters: Exporters, served: tuple[World, Client], receiver: TopicReceiver
 ) -> None:
-    _, client, receiver = served
+    _, client = served
     before = exporters.decisions().get(("retrain", "submitted"), 0)
     status, _, record = client.call("POST", f"/api/models/{MODEL}/retrain", {"reason": "by hand"})
     assert status == 202
@@ -122,9 +105,7 @@ def test_a_delivery_is_one_span_with_its_decision_and_the_sdk_calls_as_children(
     assert exporters.decisions()[("retrain", "submitted")] == before + 1
 
 
-def test_an_event_grid_delivery_carries_the_event_id(
-    served: tuple[World, Client, TopicReceiver], exporters: Exporters
-) -> None:
+def test_an_event_grid_delivery_carries_the_event_id(exporters: Exporters, served: tuple[World, Client]) -> None:
     from tests.builders import drift_event
 
     event = drift_event()
@@ -143,9 +124,9 @@ def client_call(client: Client, path: str, body: Any) -> tuple[int, dict[str, st
 
 
 def test_a_reconciler_pass_is_one_span_with_what_it_decided(
-    served: tuple[World, Client, TopicReceiver], exporters: Exporters
+    exporters: Exporters, served: tuple[World, Client], receiver: TopicReceiver
 ) -> None:
-    world, _, receiver = served
+    world, _ = served
     world.ledger.update_model(MODEL, lambda s: guards.reserve(s, guards.ROLLOUT, "de-lost", world.clock(), None, None))
     world.clock.advance(minutes=5)  # a reservation whose worker died: released, with a failed decision
     before = exporters.decisions().get(("deploy", "failed"), 0)
