@@ -224,6 +224,8 @@ def model_view(policy: Policy, ledger: Ledger, name: str, state: ModelState, now
                 "registry": environment.registry,
                 "role": environment.role,
                 **({"upstream": environment.upstream} if environment.upstream else {}),  # picks up from it
+                # whose registry versions it takes: the upstream service's identity, its client id and object id
+                **({"upstream_identity": list(environment.upstream_identity)} if environment.upstream_identity else {}),
                 # how often the reconciler polls the registry for it (unset: every pass)
                 **({"poll_every": span(environment.poll_every)} if environment.poll_every else {}),
             }

@@ -1,6 +1,6 @@
 """The operator console of a prod (downstream) environment, in a real headless Chromium (issue 25): a
 deploy of a registry version says where the version came from, and a model's card names the upstream
-it picks versions up from."""
+it picks versions up from and the identity whose versions it takes (environment.upstream_identity)."""
 
 from __future__ import annotations
 
@@ -41,5 +41,6 @@ def test_a_version_picked_up_from_the_registry_says_where_it_came_from(tmp_path:
         assert origin == f"From registry mlreg-shared, version 4: told by the notification of {UPSTREAM}"
         card = page.locator('article.model[data-model="sklearn_regression_model"]')
         assert card.locator(".environment").inner_text() == (
-            f"downstream, registry mlreg-shared, picks up versions from {UPSTREAM}, polled every 15m"
+            f"downstream, registry mlreg-shared, picks up versions from {UPSTREAM}, polled every 15m, "
+            "only those created by 0a1b2c3d-0000-4000-8000-00000000000c"
         )

@@ -1,11 +1,13 @@
 """The pure rules of a downstream environment's pickup (handlers/pickup.py, issue 25): what an upstream
 promotion notification becomes, whose notification counts, one decision per registry version whoever
-tells of it, which version a poll takes, and the policy keys, each refused naming the key and the fix."""
+tells of it, which version a poll takes, the policy keys, each refused naming the key and the fix, and
+what a model's view shows of its environment."""
 
 from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -227,3 +229,24 @@ def test_a_registry_version_is_not_the_workspace_version_of_the_same_number() ->
     assert judge(None, facts).next == "deploy"
     same = CandidateFacts(str(registry.label), registry, {}, live_deployment=live, champion_version=registry)
     assert judge(None, same).next == "skip" and "already live" in judge(None, same).why
+
+
+def test_a_prod_model_s_view_names_its_upstream_and_the_identity_whose_versions_it_takes(tmp_path: Path) -> None:
+    """What GET /api/models and the console's card show of a downstream environment: the registry, the
+    upstream it picks versions up from, how often it polls, and the dev service's identity (its client id
+    and object id) the registry must record as a version's creator, for an operator to check against dev's."""
+    from tests.ledgers import LedgerSpec
+    from tests.world import World
+
+    world = World(LedgerSpec("sqlite", str(tmp_path / "l.db")), policy=_policy(upstream=UPSTREAM, poll_every="15m"))
+    [view] = [m for m in world.worker.models() if m["model"] == MODEL]
+    assert view["environment"] == {
+        "registry": "mlreg-shared",
+        "role": "downstream",
+        "upstream": UPSTREAM,
+        "upstream_identity": [DEV_CLIENT_ID, DEV_OBJECT_ID],
+        "poll_every": "15m",
+    }
+    plain = World(LedgerSpec("sqlite", str(tmp_path / "2.db")), policy=_policy())
+    [view] = [m for m in plain.worker.models() if m["model"] == MODEL]
+    assert view["environment"] == {"registry": "mlreg-shared", "role": "downstream"}  # no upstream: nothing to name

@@ -130,7 +130,14 @@
         : "no";
       card.dataset.frozen = frozenActions.length ? "yes" : "no";
       const env = m.environment;  // models.<name>.environment: the registry its champions are read from
-      card.querySelector(".environment").textContent = env ? env.role + ", registry " + env.registry + (env.upstream ? ", picks up versions from " + env.upstream + (env.poll_every ? ", polled every " + env.poll_every : "") : "") : "this workspace only";
+      let where = "this workspace only";
+      if (env) {
+        where = env.role + ", registry " + env.registry;
+        if (env.upstream) where += ", picks up versions from " + env.upstream + (env.poll_every ? ", polled every " + env.poll_every : "");
+        // upstream_identity: only the versions the registry records this identity (the dev service's) as creating
+        if (env.upstream_identity) where += ", only those created by " + env.upstream_identity.join(" / ");
+      }
+      card.querySelector(".environment").textContent = where;
       card.querySelector('[data-action="freeze"]').disabled = Boolean(m.stop_switch);
       card.querySelector('[data-action="unfreeze"]').disabled = !m.stop_switch;
       card.querySelector(".last").textContent = m.last_decision ? m.last_decision.action + " " + m.last_decision.outcome + ": " + short(m.last_decision.reason, 140) : "none yet";
