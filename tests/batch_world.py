@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 import yaml
 
-from handlers import guards
 from handlers.policy import Policy
 from handlers.policy_file import parse_policy
 from handlers.records import DecisionRecord
 from tests.azure_world import MODEL, AzureWorld
 from tests.conftest import REPO
 from tests.crashes import DiesAfterSettingTraffic, WorkerDied
+from tests.rollouts import Reads
 
 BATCH = "diabetes-batch"
 RECENT = "diabetes-recent-labelled"  # the data asset a comparison scores (a uri_folder, version 4)
@@ -32,7 +32,7 @@ def batch_policy(compare: dict[str, Any] | None = None) -> Policy:
     return parse_policy(yaml.safe_dump(raw))
 
 
-class Batch:
+class Batch(Reads):
     """The workspace with the batch endpoint, its default ``nightly`` serving version 3 (r2 0.52), and
     the comparison's data asset."""
 
@@ -52,12 +52,6 @@ class Batch:
     def state(self, **worker: Any) -> str:
         [entry] = self.azure.new_worker(**worker).reconcile().rollouts
         return str(entry["state"])
-
-    def records(self, action: str) -> list[DecisionRecord]:
-        return [r for r in self.azure.ledger.decisions(MODEL, 100) if r.action == action]
-
-    def in_flight(self) -> bool:
-        return guards.ROLLOUT in self.azure.ledger.get_model(MODEL).flights
 
     def switch_dies_then_the_next_pass_finishes(self, name: str) -> DecisionRecord:
         """A pass whose worker dies right after switching the default to ``name``, then the next pass:

@@ -20,11 +20,28 @@ from handlers import guards
 from handlers.reconcile import ReconcileReport
 from handlers.records import DecisionRecord, from_iso
 from handlers.rollout_rules import DEFAULT_LAG
-from tests.azure_world import MODEL, AzureWorld
+from tests.azure_world import ENDPOINT, MODEL, AzureWorld
 
 BAKE = timedelta(minutes=10)
 
 SOURCES = pytest.mark.parametrize("azure", ["logs", "metrics"], indirect=True)  # each test on each source
+
+
+class Reads:
+    """What a test of the example model's deploys reads back from its world (``self.azure``), mixed into
+    the worlds of those tests: the model's records of an action (newest first), whether a rollout is in
+    flight, the live traffic of the example endpoint."""
+
+    azure: AzureWorld
+
+    def records(self, action: str) -> list[DecisionRecord]:
+        return [r for r in self.azure.ledger.decisions(MODEL, 100) if r.action == action]
+
+    def in_flight(self) -> bool:
+        return guards.ROLLOUT in self.azure.ledger.get_model(MODEL).flights
+
+    def traffic(self) -> dict[str, int]:
+        return dict(self.azure.arm.endpoints[ENDPOINT]["properties"]["traffic"])
 
 
 class Rollout:

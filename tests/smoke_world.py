@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
-from handlers import guards
 from handlers.policy import Policy
 from handlers.records import DecisionRecord
 from tests.azure_world import ENDPOINT, MODEL, AzureWorld
 from tests.conftest import REPO
 from tests.crashes import WorkerDied
 from tests.ledgers import LedgerSpec
+from tests.rollouts import Reads
 
 SAMPLES = [{"data": [[1, 2, 3]]}, {"data": [[4, 5, 6], [7, 8, 9]]}]
 SCHEMA = {
@@ -37,7 +37,7 @@ def policy(mirror: dict[str, Any] | None = None, **smoke: Any) -> Policy:
     return Policy.model_validate(raw)
 
 
-class Smoke:
+class Smoke(Reads):
     """A world whose policy smoke-tests ``sklearn_regression_model``'s candidates, one deployed and provisioned."""
 
     def __init__(self, tmp_path: Path, spec: LedgerSpec, aad: bool = True, **smoke: Any) -> None:
@@ -52,15 +52,6 @@ class Smoke:
     def state(self, **service: Any) -> str:
         [entry] = self.azure.new_worker(**service).reconcile().rollouts
         return str(entry["state"])
-
-    def records(self, action: str) -> list[DecisionRecord]:
-        return [r for r in self.azure.service.ledger.decisions(MODEL, 50) if r.action == action]
-
-    def in_flight(self) -> bool:
-        return guards.ROLLOUT in self.azure.service.ledger.get_model(MODEL).flights
-
-    def traffic(self) -> dict[str, int]:
-        return dict(self.azure.arm.endpoints[ENDPOINT]["properties"]["traffic"])
 
 
 def smoke_worlds(tmp_path: Path, ledger_spec: LedgerSpec, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:

@@ -18,14 +18,14 @@ import yaml
 
 from function_app import runtime
 from function_app.localhost import Host
-from handlers import guards
 from handlers.errors import TransientError
 from handlers.policy_file import parse_policy
-from handlers.records import DecisionRecord, iso
+from handlers.records import iso
 from tests.azure_world import ENDPOINT, MODEL, WORKSPACE_ID, AzureWorld
 from tests.conftest import REPO, Client
 from tests.crashes import DiesAfterSettingTraffic, FinishFailsOnce, WorkerDied
 from tests.ledgers import LedgerSpec
+from tests.rollouts import Reads
 
 GUARD = "diabetes-endpoint-5xx"  # a rollout guard only
 BOTH = "diabetes-feature-drift"  # the example policy's retraining alert, made a rollout guard too
@@ -41,7 +41,7 @@ def guarded_policy(mirror: bool = False) -> Any:
     return parse_policy(yaml.safe_dump(raw))
 
 
-class Guarded:
+class Guarded(Reads):
     """A candidate rolled out to its first step (10%), or ``mirror``ed in its shadow stage, under a
     policy with alert guards, and the app."""
 
@@ -77,15 +77,6 @@ class Guarded:
         status, _, out = self.client.call("POST", "/api/alerts", body)
         assert status == 200, out
         return dict(out)
-
-    def traffic(self) -> dict[str, int]:
-        return dict(self.azure.arm.endpoints[ENDPOINT]["properties"]["traffic"])
-
-    def in_flight(self) -> bool:
-        return guards.ROLLOUT in self.azure.ledger.get_model(MODEL).flights
-
-    def records(self, action: str) -> list[DecisionRecord]:
-        return [r for r in self.azure.ledger.decisions(MODEL, 100) if r.action == action]
 
 
 @pytest.fixture

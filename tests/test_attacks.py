@@ -6,7 +6,6 @@ pins what stops it (docs/security.md, "What was attacked")."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,6 @@ from tests.ledgers import LedgerSpec
 from tests.test_new_data import POLICY as NEW_DATA
 from tests.test_new_data import burst_of
 from tests.world import World
-
-
-@pytest.fixture
-def approving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Approving]:
-    monkeypatch.chdir(tmp_path)
-    signed_in(monkeypatch)
-    yield from opened(
-        tmp_path, LedgerSpec("sqlite", str(tmp_path / "l.db")), {"required": True, "expires": "24h", "four_eyes": True}
-    )
 
 
 def test_who_asked_for_the_retrain_cannot_approve_the_deploy_of_its_run_under_four_eyes(approving: Approving) -> None:

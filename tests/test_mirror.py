@@ -32,6 +32,7 @@ from tests.builders import EXAMPLE_POLICY
 from tests.conftest import REPO, Client
 from tests.crashes import DiesAfterSettingTraffic, WorkerDied
 from tests.ledgers import LedgerSpec
+from tests.rollouts import Reads
 
 BAKE = timedelta(minutes=10)
 SOURCES = pytest.mark.parametrize("shadow", ["logs", "metrics"], indirect=True)
@@ -49,7 +50,7 @@ def with_mirror(percent: int = 10, bake: str = "10m") -> Policy:
     return EXAMPLE_POLICY.model_copy(update={"models": models})
 
 
-class Shadowed:
+class Shadowed(Reads):
     """A candidate deployed from a finished run under the mirror policy, provisioned."""
 
     def __init__(self, azure: AzureWorld) -> None:
@@ -85,9 +86,6 @@ class Shadowed:
 
     def bake(self) -> None:
         self.azure.now.now = self.started() + BAKE + self.lag
-
-    def records(self, action: str) -> list[DecisionRecord]:
-        return [r for r in self.azure.service.ledger.decisions(MODEL, 50) if r.action == action]
 
     def released(self) -> bool:
         return guards.ROLLOUT not in self.azure.service.ledger.get_model(MODEL).flights

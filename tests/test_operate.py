@@ -25,12 +25,13 @@ from tests.conftest import Client
 from tests.crashes import AnotherWorkerFinishesItFirst, ChangedTwiceOnce, DiesAfterSettingTraffic, WorkerDied
 from tests.fakes import RecordingActions
 from tests.ledgers import LedgerSpec
+from tests.rollouts import Reads
 from tests.world import World
 
 BAKE, LAG = timedelta(minutes=10), timedelta(minutes=5)  # the example policy's bake, the logs' lag
 
 
-class Operated:
+class Operated(Reads):
     """A candidate rolled out to its first step (10%), and the app serving the operator routes."""
 
     def __init__(self, azure: AzureWorld) -> None:
@@ -53,9 +54,6 @@ class Operated:
         [entry] = self.azure.new_worker().reconcile().rollouts
         return str(entry["state"])
 
-    def traffic(self) -> dict[str, int]:
-        return dict(self.azure.arm.endpoints[ENDPOINT]["properties"]["traffic"])
-
     def data(self) -> dict[str, Any]:
         return dict(self.azure.ledger.get_model(MODEL).flights[guards.ROLLOUT].data["rollout"])
 
@@ -63,9 +61,6 @@ class Operated:
         at = from_iso(self.data()["step_started"])
         assert at is not None
         return at
-
-    def records(self, action: str) -> list[DecisionRecord]:
-        return [r for r in self.azure.ledger.decisions(MODEL, 100) if r.action == action]
 
     @classmethod
     def of(cls, azure: AzureWorld, client: Client, deploy: DecisionRecord) -> Operated:

@@ -19,12 +19,13 @@ from handlers import guards
 from handlers.errors import PermanentError
 from handlers.guard_rules import QueryGuard
 from handlers.policy_file import parse_policy
-from handlers.records import DecisionRecord, from_iso
+from handlers.records import from_iso
 from handlers.rollout.query_guards import GuardReading, apply, check
 from tests.azure_world import ENDPOINT, MODEL, SUB, AzureWorld
 from tests.conftest import REPO
 from tests.fake_http import Refusal
 from tests.ledgers import LedgerSpec
+from tests.rollouts import Reads
 
 BAKE, LAG, MAX_BAKE = timedelta(minutes=10), timedelta(minutes=5), timedelta(minutes=30)  # the example policy's
 CONVERSION = (
@@ -55,7 +56,7 @@ def guarded_policy(mirror: bool = False, **guard: Any) -> Any:
     return parse_policy(yaml.safe_dump(raw))
 
 
-class Shop:
+class Shop(Reads):
     """A candidate at its first step (10%) under a policy with a conversion guard; the fake Log
     Analytics holds checkout events beside the traffic log and answers the guard's query as Kusto would."""
 
@@ -97,12 +98,6 @@ class Shop:
             for deployment, rate in ((self.name, candidate), ("blue", baseline)):
                 if rate is not None:
                     self.checkouts += [Checkout(when, deployment, i < rate * 20) for i in range(20)]
-
-    def traffic(self) -> dict[str, int]:
-        return dict(self.azure.arm.endpoints[ENDPOINT]["properties"]["traffic"])
-
-    def records(self, action: str) -> list[DecisionRecord]:
-        return [r for r in self.azure.ledger.decisions(MODEL, 100) if r.action == action]
 
 
 @pytest.fixture

@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from handlers.policy import Policy
-from handlers.records import DecisionRecord
 from tests.azure_world import ENDPOINT, MODEL, AzureWorld
 from tests.conftest import REPO
 from tests.fake_datastores import BLOB_READ, blob_body
 from tests.ledgers import LedgerSpec
+from tests.rollouts import Reads
 
 SAMPLES = [{"data": [[1, 2, 3]]}, {"data": [[4, 5, 6], [7, 8, 9]]}, {"data": [[0, 0, 1]]}]
 ASSET = "azureml:smoke-requests:2"
@@ -31,7 +31,7 @@ def policy(**requests: Any) -> Policy:
     return Policy.model_validate(raw)
 
 
-class DataSmoke:
+class DataSmoke(Reads):
     """A world whose policy smoke-tests the candidate with the requests of data asset smoke-requests:2,
     whose file holds ``content``."""
 
@@ -47,9 +47,6 @@ class DataSmoke:
     def state(self) -> str:
         [entry] = self.azure.new_worker().reconcile().rollouts
         return str(entry["state"])
-
-    def records(self, action: str) -> list[DecisionRecord]:
-        return [r for r in self.azure.service.ledger.decisions(MODEL, 50) if r.action == action]
 
 
 @pytest.fixture
