@@ -32,8 +32,8 @@ _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 # How an operator finds the upstream service's identity's ids (the dev deployment's identity)
 FIND_IDENTITY = (
     "e.g. upstream_identity: [<clientId>, <principalId>] from `az identity show -g <dev resource group> -n "
-    "<dev identity> --query '[clientId, principalId]'` (the client id is also the dev environment's "
-    "RETRAIN_IDENTITY_CLIENT_ID in `azd env get-values`)"
+    "<dev identity> --query '[clientId, principalId]'` (the dev deployment's outputs RETRAIN_IDENTITY_CLIENT_ID "
+    "and RETRAIN_IDENTITY_PRINCIPAL_ID)"
 )
 _ALIASES = {"dev": "upstream", "prod": "downstream"}
 POLL_EVERY = (timedelta(minutes=1), timedelta(days=1))  # the range of environment.poll_every

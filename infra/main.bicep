@@ -530,7 +530,10 @@ output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output SERVICE_RETRAIN_BASE_URL string = 'https://${functionApp.outputs.defaultHostName}'
+// The app's identity, its client id and object (principal) id: what a downstream (prod) environment's policy
+// names as environment.upstream_identity to take this (dev) environment's registry versions (docs/operations.md).
 output RETRAIN_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output RETRAIN_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output RETRAIN_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output RETRAIN_DEADLETTER_CONTAINER_NAME string = storage.outputs.deadLetterContainerName
 output RETRAIN_SYSTEM_TOPIC_NAME string = events.outputs.systemTopicName

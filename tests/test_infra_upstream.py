@@ -1,7 +1,8 @@
 """infra/ for a downstream (prod) environment (issue 25): its Event Grid trigger subscribed to the
 upstream (dev) environment's notification topic, for promotions only, in the topic's own subscription
 and resource group (read from the topic id azd is given), named per environment, created only with
-the other subscriptions, and granting nothing to anyone."""
+the other subscriptions, and granting nothing to anyone; and what an upstream (dev) deployment outputs
+for the downstream policy's upstream_identity."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 from typing import Any
 
 from handlers.signals import UPSTREAM_PROMOTED
-from tests.bicep import bicep
+from tests.bicep import bicep, modules
 
 MODULE = "modules/upstream-subscription.bicep"
 
@@ -74,3 +75,25 @@ def test_azd_passes_the_upstream_topic_from_its_environment() -> None:
 
     parameters = json.loads((REPO / "infra" / "main.parameters.json").read_text())["parameters"]
     assert parameters["upstreamTopicId"]["value"] == "${RETRAIN_UPSTREAM_TOPIC_ID=}"
+
+
+def _accessed(value: Any) -> list[str]:
+    """``identity.outputs.clientId`` as its names: ['identity', 'outputs', 'clientId']."""
+    operands = value["operator"]["operands"]
+    first, rest = operands["operand_1"], operands["operand_2"]
+    return [first, *(_accessed(rest) if isinstance(rest, dict) else [rest])]
+
+
+def test_a_deployment_outputs_its_identity_s_client_and_object_ids_for_a_downstream_policy() -> None:
+    """A prod policy's environment.upstream_identity is the dev service's identity, its client id and object
+    id (docs/operations.md): dev's deployment outputs both, of the identity the app signs in as and whose
+    roles infra/ assigns (the registry publisher's among them), so the operator copies them from it."""
+    outputs = bicep("main.bicep")["outputs"]
+    assert _accessed(outputs["RETRAIN_IDENTITY_CLIENT_ID"]["value"]) == ["identity", "outputs", "clientId"]
+    assert _accessed(outputs["RETRAIN_IDENTITY_PRINCIPAL_ID"]["value"]) == ["identity", "outputs", "principalId"]
+    assert bicep("main.bicep")["modules"]["identity"]["detail"]["path"] == "modules/identity.bicep"
+    identity = bicep("modules/identity.bicep")["outputs"]
+    assert _accessed(identity["clientId"]["value"]) == ["identity", "properties", "clientId"]
+    assert _accessed(identity["principalId"]["value"]) == ["identity", "properties", "principalId"]
+    publisher = modules()["registryPublisher"]
+    assert _accessed(publisher["params"]["appPrincipalId"]) == ["identity", "outputs", "principalId"]
