@@ -104,7 +104,7 @@ def promotion_refused_to_ada(watching: Watching, deploy: DecisionRecord, created
     """The rollout of ``deploy`` held before its promotion for a person (``deploy.approval.promote``): Ada's
     promotion is refused for what she created (``created``, said in the 403) and nothing moves; Bob's goes
     through. Bob's reply (the promotion's record)."""
-    from tests.test_operate import Operated
+    from tests.rollouts import Operated
 
     operated = Operated.of(watching.azure, watching.client, deploy)
     operated.hold()

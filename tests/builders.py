@@ -229,6 +229,21 @@ def with_retrain(keys: dict[str, Any], model: str = MODEL, policy: Any = None) -
     return Policy.model_validate(raw)
 
 
+# The example model retrained on new data (retrain.on.data): a blob under training/diabetes/ or anywhere in labels/
+# of STORAGE, one retrain once a burst has settled for 5 minutes (tests/test_new_data.py, tests/test_attacks.py).
+NEW_DATA = with_retrain_on(
+    {
+        "data": {
+            "blobs": [
+                {"account": STORAGE, "container": "training", "prefix": "diabetes/"},
+                {"account": STORAGE, "container": "labels", "prefix": ""},
+            ],
+            "settle": "5m",
+        }
+    }
+)
+
+
 def with_environment(environment: dict[str, Any] | None, policy: Any = None, model: str = MODEL) -> Any:
     """``policy`` (the example's) with ``models.<model>.environment`` set (None: removed), validated as a file is."""
     from handlers.policy import Policy

@@ -1,5 +1,7 @@
 """A rollout under test: a candidate deployed from a finished run, provisioned, and the reconciler passes
-that move it through its steps (tests/test_rollout*.py, tests/test_real_subscription.py).
+that move it through its steps (tests/test_rollout*.py, tests/test_real_subscription.py); a candidate at its
+first step with the app serving the operator routes (:class:`Operated`: tests/test_operate.py and the tests
+that steer a rollout by hand).
 
 The example policy rolls ``sklearn_regression_model`` out in steps of [10, 50, 100] with a bake of
 10 minutes, and the default health rule (failures: 5xx, 408, 424, model 5xx; at most 5%, at least 20
@@ -16,13 +18,17 @@ from typing import Any
 
 import pytest
 
+from function_app import runtime
+from function_app.localhost import Host
 from handlers import guards
 from handlers.reconcile import ReconcileReport
 from handlers.records import DecisionRecord, from_iso
 from handlers.rollout_rules import DEFAULT_LAG
 from tests.azure_world import ENDPOINT, MODEL, AzureWorld
+from tests.conftest import Client
 
 BAKE = timedelta(minutes=10)
+LAG = DEFAULT_LAG["logs"]  # the logs' lag: :class:`Operated` serves from the logs
 
 SOURCES = pytest.mark.parametrize("azure", ["logs", "metrics"], indirect=True)  # each test on each source
 
@@ -146,3 +152,65 @@ def roll_back(rollout: Rollout) -> DecisionRecord:
     assert rollout.state() == "rolled_back"
     rollout.azure.provisioned()
     return rollout.record("rollback")
+
+
+class Operated(Reads):
+    """A candidate rolled out to its first step (10%), and the app serving the operator routes."""
+
+    def __init__(self, azure: AzureWorld) -> None:
+        self.azure = azure
+        [self.deploy] = azure.deliver(azure.finished_run(r2="0.61")).decisions
+        self.name = str(self.deploy.details["rendered"]["deployment"])
+        azure.provisioned()
+        assert self.state() == "stepped"
+        import main
+
+        runtime.set_retrainer(azure.worker)
+        self.client = Client(Host(main.app))
+
+    def call(self, action: str, body: Any = None, key: str | None = None) -> tuple[int, Any]:
+        headers = {"Idempotency-Key": key} if key else {}
+        status, _, out = self.client.call("POST", f"/api/models/{MODEL}/{action}", body or {"reason": "ops"}, headers)
+        return status, out
+
+    def state(self) -> str:
+        [entry] = self.azure.new_worker().reconcile().rollouts
+        return str(entry["state"])
+
+    def data(self) -> dict[str, Any]:
+        return dict(self.azure.ledger.get_model(MODEL).flights[guards.ROLLOUT].data["rollout"])
+
+    def started(self) -> datetime:
+        at = from_iso(self.data()["step_started"])
+        assert at is not None
+        return at
+
+    @classmethod
+    def of(cls, azure: AzureWorld, client: Client, deploy: DecisionRecord) -> Operated:
+        """The same helpers on a candidate already delivered (``deploy``: its record), served by ``client``."""
+        made = cls.__new__(cls)
+        made.azure, made.client, made.deploy = azure, client, deploy
+        made.name = str(deploy.details["rendered"]["deployment"])
+        azure.provisioned()
+        assert made.state() == "stepped"
+        return made
+
+    def bake(self) -> None:
+        """One healthy bake of the step (the logs serve the candidate and blue), then the time past it."""
+        for m in range(int(BAKE.total_seconds() // 60)):
+            when = self.started() + timedelta(minutes=m, seconds=30)
+            self.azure.serve(when, self.name, ok=30)
+            self.azure.serve(when, "blue", ok=30)
+        self.azure.now.now = self.started() + BAKE + LAG
+
+    def promote_to_the_end(self) -> None:
+        """The rollout goes on to 100%, healthy."""
+        while guards.ROLLOUT in self.azure.ledger.get_model(MODEL).flights:
+            self.bake()
+            assert self.state() in ("stepped", "promoted")
+
+    def hold(self) -> None:
+        """Healthy bakes until the rollout holds before its promotion for a person (deploy.approval.promote)."""
+        while self.state() != "held":
+            assert self.traffic()[self.name] < 100
+            self.bake()

@@ -30,7 +30,7 @@ def test_a_promote_held_for_approval_waits_however_many_passes_go_by(
     """deploy.approval.promote: the rollout holds before its promotion, recorded once, however many passes
     go by; the operator's promote approves it, not by the caller who asked for the deploy (four eyes)."""
     import main
-    from tests.test_operate import BAKE, LAG, Operated
+    from tests.rollouts import BAKE, LAG, Operated
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RETRAIN_APP_SERVICE_AUTH", "true")  # four eyes: signed-in callers

@@ -11,11 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.approving import Approving, opened
-from tests.builders import ADA, ADA_TOKEN, BOB, MODEL, blob_event, run_event, signed, signed_in
+from tests.builders import ADA, ADA_TOKEN, BOB, MODEL, NEW_DATA, blob_event, run_event, signed, signed_in
 from tests.conftest import Client
 from tests.ledgers import LedgerSpec
-from tests.test_new_data import POLICY as NEW_DATA
-from tests.test_new_data import burst_of
 from tests.world import World
 
 
@@ -81,7 +79,11 @@ def test_a_blob_name_that_climbs_out_of_the_named_prefix_opens_no_burst(tmp_path
 
     assert skipped.outcome == "skipped" and "'..' segment or a backslash" in skipped.reason, skipped.reason
     world.clock.advance(hours=1)
-    assert burst_of(world) is None and world.reconcile().started == [] and world.actions.submissions == []
+    assert (
+        world.ledger.get_model(MODEL).burst is None
+        and world.reconcile().started == []
+        and world.actions.submissions == []
+    )
 
 
 def test_a_function_key_cannot_lift_the_stop_switch_a_person_set(
@@ -220,7 +222,7 @@ def test_who_created_a_candidate_run_cannot_promote_its_rollout_held_for_approva
     """deploy.approval.promote without approval of the deploy: Ada's run becomes a candidate, rolls out on its own
     and holds before its promotion for a person. Its deploy was asked by the run's event (nobody), so without
     looking at who created the run she would be the one person who put her model in production."""
-    from tests.test_operate import Operated
+    from tests.rollouts import Operated
 
     monkeypatch.chdir(tmp_path)
     signed_in(monkeypatch)

@@ -17,7 +17,7 @@ from handlers.freeze_rules import FreezeWindow
 from handlers.policy_file import parse_policy
 from handlers.records import ModelState
 from tests.azure_world import MODEL, AzureWorld
-from tests.test_operate import BAKE, LAG, Operated
+from tests.rollouts import BAKE, LAG, Operated
 
 
 def window(**kw: Any) -> FreezeWindow:

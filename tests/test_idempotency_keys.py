@@ -25,9 +25,8 @@ from handlers.signals import EVENT_GRID, MANUAL, RECONCILER_CHANNEL, Trigger, cl
 from tests.builders import ML, MODEL, event
 from tests.conftest import Client
 from tests.ledgers import LedgerSpec
-from tests.test_missed_runs import World as MissedRunWorld
-from tests.test_operate import Operated
-from tests.world import App
+from tests.rollouts import Operated
+from tests.world import App, MissedRuns
 
 DRY = {"dry_run": True, "reason": "look first"}
 
@@ -115,7 +114,7 @@ def test_a_webhook_event_posted_as_topic_http_with_a_manual_key_s_id_does_not_st
 def test_a_webhook_event_shaped_like_the_reconciler_s_catch_does_not_suppress_it(ledger_spec: LedgerSpec) -> None:
     import main
 
-    world = MissedRunWorld(ledger_spec)
+    world = MissedRuns(ledger_spec)
     retrain = world.submit()
     job = world.job_of(retrain)
     world.actions.statuses[job] = "Completed"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 
@@ -18,33 +17,17 @@ from handlers.records import DecisionRecord
 from tests.azure_world import ENDPOINT, WORKSPACE_ID, AzureWorld, in_workspace
 from tests.builders import MODEL, WORKSPACE, drift_event, run_event
 from tests.ledgers import LedgerSpec
-from tests.world import World as BaseWorld
-
-GRACE = timedelta(minutes=15)
-
-
-class World(BaseWorld):
-    """A retrain submitted from a drift event, whose run the tests then end (or not)."""
-
-    def __init__(self, spec: LedgerSpec) -> None:
-        super().__init__(spec, job_grace=GRACE)
-
-    def submit(self) -> DecisionRecord:
-        [rec] = self.deliver(drift_event(event_id="drift-1")).decisions
-        assert rec.outcome == "submitted"
-        return rec
-
-    def job_of(self, rec: DecisionRecord) -> str:
-        assert rec.job is not None
-        return str(rec.job["name"])
+from tests.world import MissedRuns
 
 
 @pytest.fixture
-def world(ledger_spec: LedgerSpec) -> World:
-    return World(ledger_spec)
+def world(ledger_spec: LedgerSpec) -> MissedRuns:
+    return MissedRuns(ledger_spec)
 
 
-def test_a_completed_run_whose_event_was_missed_releases_the_hold_and_is_judged_as_a_candidate(world: World) -> None:
+def test_a_completed_run_whose_event_was_missed_releases_the_hold_and_is_judged_as_a_candidate(
+    world: MissedRuns,
+) -> None:
     retrain = world.submit()
     job = world.job_of(retrain)
     world.actions.statuses[job] = "Completed"
@@ -72,7 +55,7 @@ def test_a_completed_run_whose_event_was_missed_releases_the_hold_and_is_judged_
 
 @pytest.mark.parametrize("status", ["Failed", "Canceled", "NotResponding"])
 def test_a_run_that_ended_badly_releases_the_hold_deploys_nothing_and_the_cooldown_stands(
-    world: World, status: str
+    world: MissedRuns, status: str
 ) -> None:
     retrain = world.submit()
     job = world.job_of(retrain)
@@ -92,7 +75,7 @@ def test_a_run_that_ended_badly_releases_the_hold_deploys_nothing_and_the_cooldo
     assert refused.details["guard"] == "cooldown" and len(world.actions.submissions) == 1
 
 
-def test_a_running_job_keeps_its_hold(world: World) -> None:
+def test_a_running_job_keeps_its_hold(world: MissedRuns) -> None:
     retrain = world.submit()
     job = world.job_of(retrain)
     world.clock.advance(hours=2)
@@ -105,7 +88,7 @@ def test_a_running_job_keeps_its_hold(world: World) -> None:
     assert (flight.decision, flight.status, flight.job) == (retrain.id, "submitted", job)
 
 
-def test_a_job_younger_than_the_grace_period_is_not_even_asked_about(world: World) -> None:
+def test_a_job_younger_than_the_grace_period_is_not_even_asked_about(world: MissedRuns) -> None:
     retrain = world.submit()
     world.actions.statuses[world.job_of(retrain)] = "Failed"
     world.clock.advance(minutes=14, seconds=59)
@@ -119,7 +102,7 @@ def test_a_job_younger_than_the_grace_period_is_not_even_asked_about(world: Worl
     assert world.flights() == {}
 
 
-def test_a_job_the_workspace_does_not_have_is_released_with_the_reason(world: World) -> None:
+def test_a_job_the_workspace_does_not_have_is_released_with_the_reason(world: MissedRuns) -> None:
     retrain = world.submit()
     job = world.job_of(retrain)
     world.actions.forget(job)
@@ -138,7 +121,7 @@ def test_a_job_the_workspace_does_not_have_is_released_with_the_reason(world: Wo
     assert state.flights == {} and state.last_retrain_at == retrain.at
 
 
-def test_a_second_pass_does_nothing_more(world: World) -> None:
+def test_a_second_pass_does_nothing_more(world: MissedRuns) -> None:
     retrain = world.submit()
     job = world.job_of(retrain)
     world.actions.statuses[job] = "Completed"
@@ -154,7 +137,7 @@ def test_a_second_pass_does_nothing_more(world: World) -> None:
     assert world.actions.status_calls == calls and len(world.actions.deployments) == 1
 
 
-def test_the_late_real_event_after_the_reconciler_caught_the_run_deploys_nothing_more(world: World) -> None:
+def test_the_late_real_event_after_the_reconciler_caught_the_run_deploys_nothing_more(world: MissedRuns) -> None:
     retrain = world.submit()
     job = world.job_of(retrain)
     world.actions.statuses[job] = "Completed"
@@ -171,7 +154,7 @@ def test_the_late_real_event_after_the_reconciler_caught_the_run_deploys_nothing
     assert world.flights()["rollout"].decision == caught.id
 
 
-def test_the_late_event_of_a_candidate_the_gate_refused_does_not_judge_it_again(world: World) -> None:
+def test_the_late_event_of_a_candidate_the_gate_refused_does_not_judge_it_again(world: MissedRuns) -> None:
     retrain = world.submit()
     job = world.job_of(retrain)
     world.actions.statuses[job] = "Completed"
@@ -187,7 +170,7 @@ def test_the_late_event_of_a_candidate_the_gate_refused_does_not_judge_it_again(
     assert len(world.actions.fact_reads) == 1  # judged once
 
 
-def test_the_late_failure_event_of_a_caught_run_leaves_the_next_retrains_hold_alone(world: World) -> None:
+def test_the_late_failure_event_of_a_caught_run_leaves_the_next_retrains_hold_alone(world: MissedRuns) -> None:
     first = world.submit()
     old_job = world.job_of(first)
     world.actions.statuses[old_job] = "Failed"
@@ -204,7 +187,7 @@ def test_the_late_failure_event_of_a_caught_run_leaves_the_next_retrains_hold_al
     assert (flight.decision, flight.job) == (second.id, world.job_of(second))
 
 
-def test_a_transient_failure_to_ask_defers_and_keeps_the_hold(world: World) -> None:
+def test_a_transient_failure_to_ask_defers_and_keeps_the_hold(world: MissedRuns) -> None:
     retrain = world.submit()
     world.clock.advance(minutes=20)
     world.actions.status_error = TransientError("ARM answered 503")
@@ -215,7 +198,7 @@ def test_a_transient_failure_to_ask_defers_and_keeps_the_hold(world: World) -> N
     assert report.checked == [] and world.flights()["retrain"].status == "submitted"
 
 
-def test_a_refusal_to_tell_defers_too_rather_than_guess(world: World) -> None:
+def test_a_refusal_to_tell_defers_too_rather_than_guess(world: MissedRuns) -> None:
     retrain = world.submit()
     world.clock.advance(minutes=20)
     world.actions.status_error = PermanentError("Azure ML refused access")
@@ -226,7 +209,7 @@ def test_a_refusal_to_tell_defers_too_rather_than_guess(world: World) -> None:
     assert world.flights()["retrain"].decision == retrain.id
 
 
-def test_a_hold_whose_job_tags_name_no_model_is_released_all_the_same(world: World) -> None:
+def test_a_hold_whose_job_tags_name_no_model_is_released_all_the_same(world: MissedRuns) -> None:
     retrain = world.submit()
     job = world.job_of(retrain)
     world.actions.jobs[job] = replace(world.actions.jobs[job], tags={"retrain_model": "someone-else"})
@@ -238,7 +221,7 @@ def test_a_hold_whose_job_tags_name_no_model_is_released_all_the_same(world: Wor
     assert len(report.caught) == 1 and world.flights() == {}
 
 
-def test_the_report_lists_what_was_checked_and_caught_as_json(world: World) -> None:
+def test_the_report_lists_what_was_checked_and_caught_as_json(world: MissedRuns) -> None:
     job = world.job_of(world.submit())
     world.actions.statuses[job] = "Failed"
     world.clock.advance(minutes=20)

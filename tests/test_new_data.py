@@ -16,18 +16,13 @@ from handlers.plans import Collect, Skip
 from handlers.policy_file import PolicyError, parse_policy
 from handlers.records import ModelState, iso
 from handlers.signals import BlobCreated, Trigger
-from tests.builders import MODEL, NOW, SCOPE, STORAGE, blob_event, cloud, event, run_event, with_retrain_on
+from tests.builders import MODEL, NEW_DATA, NOW, SCOPE, STORAGE, blob_event, cloud, event, run_event, with_retrain_on
 from tests.conftest import load_sample
 from tests.crashes import DiesAfterActing, LedgerThatDies, WorkerDied
 from tests.ledgers import LedgerSpec
 from tests.world import World
 
 OTHER = STORAGE.replace("/mydata", "/otherdata")
-SOURCES = [
-    {"account": STORAGE, "container": "training", "prefix": "diabetes/"},
-    {"account": STORAGE, "container": "labels", "prefix": ""},
-]
-POLICY = with_retrain_on({"data": {"blobs": SOURCES, "settle": "5m"}})
 
 
 def signal_of(raw: dict[str, Any]) -> Any:
@@ -49,8 +44,8 @@ def test_microsofts_published_blob_created_sample_reads_as_a_blob_of_its_account
 
 def test_a_blob_event_in_either_schema_makes_the_same_collect_decision() -> None:
     raw = blob_event("diabetes/2026-11-25/part-0001.csv", event_id="blob-1")
-    [grid] = decide(signal_of(raw), POLICY, SCOPE)
-    [ce] = decide(signal_of(cloud(raw)), POLICY, SCOPE)
+    [grid] = decide(signal_of(raw), NEW_DATA, SCOPE)
+    [ce] = decide(signal_of(cloud(raw)), NEW_DATA, SCOPE)
     assert isinstance(grid, Collect) and grid == ce
     assert (grid.model, grid.blob, grid.settle) == (
         MODEL,
@@ -63,7 +58,7 @@ def test_a_blob_event_without_a_blob_subject_is_a_recorded_skip_that_says_so() -
     raw = event(
         "Microsoft.Storage.BlobCreated", {"url": "x"}, topic=STORAGE, subject="/blobServices/default/containers/x"
     )
-    [decision] = decide(signal_of(raw), POLICY, SCOPE)
+    [decision] = decide(signal_of(raw), NEW_DATA, SCOPE)
     assert isinstance(decision, Skip)
     assert "without a blob subject" in decision.reason
 
@@ -72,7 +67,7 @@ def test_a_blob_event_without_a_blob_subject_is_a_recorded_skip_that_says_so() -
 
 
 def test_a_blob_of_another_storage_account_is_a_recorded_skip_naming_the_key_to_set() -> None:
-    [decision] = decide(signal_of(blob_event("diabetes/a.csv", account=OTHER)), POLICY, SCOPE)
+    [decision] = decide(signal_of(blob_event("diabetes/a.csv", account=OTHER)), NEW_DATA, SCOPE)
     assert isinstance(decision, Skip) and decision.model is None
     assert "otherdata" in decision.reason and "models.<model>.retrain.on.data.blobs" in decision.reason
 
@@ -91,14 +86,14 @@ def test_a_blob_of_another_storage_account_is_a_recorded_skip_naming_the_key_to_
 def test_a_blob_outside_the_named_containers_and_prefixes_is_a_recorded_skip_of_the_model(
     container: str, blob: str
 ) -> None:
-    [decision] = decide(signal_of(blob_event(blob, container=container)), POLICY, SCOPE)
+    [decision] = decide(signal_of(blob_event(blob, container=container)), NEW_DATA, SCOPE)
     assert isinstance(decision, Skip) and decision.model == MODEL
     assert "outside what models.sklearn_regression_model.retrain.on.data.blobs names" in decision.reason
     assert "training/diabetes/, labels/" in decision.reason
 
 
 def test_a_whole_container_named_with_an_empty_prefix_takes_every_blob_in_it() -> None:
-    [decision] = decide(signal_of(blob_event("any/depth/file.parquet", container="labels")), POLICY, SCOPE)
+    [decision] = decide(signal_of(blob_event("any/depth/file.parquet", container="labels")), NEW_DATA, SCOPE)
     assert isinstance(decision, Collect)
 
 
@@ -166,7 +161,7 @@ def burst_of(world: World) -> dict[str, Any] | None:
 
 @pytest.mark.both_ledgers
 def test_a_burst_of_500_blobs_in_a_minute_starts_one_retrain_after_the_settle_window(ledger_spec: LedgerSpec) -> None:
-    world = World(ledger_spec, policy=POLICY)
+    world = World(ledger_spec, policy=NEW_DATA)
     raws = [blob_event(f"diabetes/2026-11-25/part-{i:04}.csv", event_id=f"blob-{i}") for i in range(500)]
     assert deliver_all(world, raws) == ["processed"] * 500
     assert deliver_all(world, raws[:40]) == ["duplicate"] * 40  # Event Grid delivers at least once
@@ -194,7 +189,7 @@ def test_a_burst_of_500_blobs_in_a_minute_starts_one_retrain_after_the_settle_wi
 
 @pytest.mark.both_ledgers
 def test_a_worker_killed_mid_window_and_redeliveries_still_make_one_retrain(ledger_spec: LedgerSpec) -> None:
-    world = World(ledger_spec, policy=POLICY)
+    world = World(ledger_spec, policy=NEW_DATA)
     raws = [blob_event(f"diabetes/part-{i:04}.csv", event_id=f"blob-{i}") for i in range(500)]
     deliver_all(world, raws[:250])
     dying = world.new_worker(ledger=LedgerThatDies(ledger_spec.open(), "confirm"))
@@ -223,7 +218,7 @@ def test_a_worker_killed_mid_window_and_redeliveries_still_make_one_retrain(ledg
 def test_a_reconciler_that_dies_after_starting_the_retrain_leaves_the_next_pass_one_job(
     ledger_spec: LedgerSpec,
 ) -> None:
-    world = World(ledger_spec, policy=POLICY)
+    world = World(ledger_spec, policy=NEW_DATA)
     deliver_all(world, [blob_event(f"diabetes/{i}.csv") for i in range(3)])
     world.clock.advance(minutes=6)
     dying = world.new_worker(ledger=LedgerThatDies(ledger_spec.open(), "outcome"))
@@ -242,7 +237,7 @@ def test_a_reconciler_that_dies_after_starting_the_retrain_leaves_the_next_pass_
 def test_a_reconciler_that_dies_after_submitting_leaves_the_retrain_to_the_repair_once_its_lease_ends(
     tmp_path: Any,
 ) -> None:
-    world = World(LedgerSpec("sqlite", str(tmp_path / "ledger.db")), policy=POLICY)
+    world = World(LedgerSpec("sqlite", str(tmp_path / "ledger.db")), policy=NEW_DATA)
     deliver_all(world, [blob_event(f"diabetes/{i}.csv") for i in range(3)])
     world.clock.advance(minutes=6)
     with pytest.raises(WorkerDied):  # the job is submitted; its decision is only reserved
@@ -259,7 +254,7 @@ def test_a_reconciler_that_dies_after_submitting_leaves_the_retrain_to_the_repai
 
 
 def test_new_data_while_a_retrain_is_in_flight_waits_recorded_and_starts_once_the_guards_allow(tmp_path: Any) -> None:
-    world = World(LedgerSpec("sqlite", str(tmp_path / "ledger.db")), policy=POLICY)
+    world = World(LedgerSpec("sqlite", str(tmp_path / "ledger.db")), policy=NEW_DATA)
     manual = world.manual(reason="by hand")
     deliver_all(world, [blob_event("diabetes/new.csv")])
     world.clock.advance(minutes=6)
@@ -277,7 +272,7 @@ def test_new_data_while_a_retrain_is_in_flight_waits_recorded_and_starts_once_th
 
 
 def test_blobs_of_other_accounts_and_prefixes_never_open_a_burst(tmp_path: Any) -> None:
-    world = World(LedgerSpec("sqlite", str(tmp_path / "ledger.db")), policy=POLICY)
+    world = World(LedgerSpec("sqlite", str(tmp_path / "ledger.db")), policy=NEW_DATA)
     results = [world.deliver(blob_event("diabetes/a.csv", account=OTHER)), world.deliver(blob_event("churn/a.csv"))]
     assert [r.decisions[0].outcome for r in results] == ["skipped", "skipped"]
     world.clock.advance(hours=1)

@@ -10,17 +10,18 @@ one after a restart), optionally with other ports (a dying backend, a ledger tha
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from handlers.envelopes import parse_body
 from handlers.policy import Policy
 from handlers.reconcile import ReconcileReport
+from handlers.records import DecisionRecord
 from handlers.retrainer import Retrainer
 from handlers.service import EventResult, RetrainService
 from handlers.signals import ManualRequest, Trigger
 from handlers.wiring import assemble, start
-from tests.builders import EXAMPLE_POLICY, MODEL, WORKSPACE
+from tests.builders import EXAMPLE_POLICY, MODEL, WORKSPACE, drift_event
 from tests.fakes import Clock, RecordingActions
 from tests.ledgers import LedgerSpec
 
@@ -99,6 +100,26 @@ class World:
 
     def flights(self, model: str = MODEL) -> dict[str, Any]:
         return dict(self.ledger.get_model(model).flights)
+
+
+JOB_GRACE = timedelta(minutes=15)
+
+
+class MissedRuns(World):
+    """A retrain submitted from a drift event, whose run the tests then end (or not), with a job grace of
+    :data:`JOB_GRACE` before the reconciler looks its job up (tests/test_missed_runs.py)."""
+
+    def __init__(self, spec: LedgerSpec) -> None:
+        super().__init__(spec, job_grace=JOB_GRACE)
+
+    def submit(self) -> DecisionRecord:
+        [rec] = self.deliver(drift_event(event_id="drift-1")).decisions
+        assert rec.outcome == "submitted"
+        return rec
+
+    def job_of(self, rec: DecisionRecord) -> str:
+        assert rec.job is not None
+        return str(rec.job["name"])
 
 
 class App:
