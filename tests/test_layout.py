@@ -344,3 +344,31 @@ def test_no_dead_code_in_the_service_vulture_says_so() -> None:
     dead = {name: places for name, places in found.items() if name not in allowed}
     assert not dead, f"unused (remove it, or list it in {VULTURE_ALLOWED.name} with why): {dead}"
     assert not allowed - set(found), f"listed in {VULTURE_ALLOWED.name} but no longer reported: {allowed - set(found)}"
+
+
+# Issue 22: "no source file over about 400 lines"; a file that grows past this is split along what it does.
+MOST_LINES = 420
+
+
+def test_no_source_file_is_over_about_400_lines() -> None:
+    """A file with several reasons to change costs every reader: the service, its benchmarks and scripts,
+    the console's script and the tests are split before they grow past about 400 lines."""
+    folders = ["handlers", "function_app", "bench", "scripts", "tests"]
+    files = [p for folder in folders for p in (REPO / folder).rglob("*") if p.suffix in (".py", ".js")]
+    assert len(files) > 100  # the walk found the project
+    long = {str(p.relative_to(REPO)): n for p in files if (n := len(p.read_text().splitlines())) > MOST_LINES}
+    assert not long, f"over {MOST_LINES} lines (split it along what it does): {long}"
+
+
+def test_no_test_module_imports_another() -> None:
+    """STYLE.md: test modules do not import each other; what two of them share lives in tests/builders.py,
+    tests/world.py, tests/rollouts.py and the other helper modules."""
+    found = {}
+    for path in (REPO / "tests").glob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            if any(n.startswith("tests.test_") for n in names):
+                found.setdefault(path.name, []).append(node.lineno)
+    assert not found, f"test modules importing another (move what they share to a helper module): {found}"
