@@ -28,22 +28,31 @@ class Acts:
     deployments: Deployments
     limits: Callable[[str], Limits]
     record: Callable[..., DecisionRecord]
-    write: Callable[[DecisionRecord], DecisionRecord]
 
-    def _pinned(self, decision: Retrain, now: datetime, extra: dict[str, Any]) -> tuple[Retrain, DecisionRecord | None]:
+    def _pinned(self, decision: Retrain) -> Retrain:
         """``decision`` with each data input it reads through ``@latest`` pinned to the version the workspace names
-        latest now (:mod:`handlers.pins`), before its checks, its wait for approval and its submission. Pins are
-        written ahead into its reserved record, so that a worker that dies after submitting resumes with the
-        versions it submitted. Also the final record found there instead, if another writer recorded one."""
+        latest now (:mod:`handlers.pins`), before its checks, its wait for approval and its submission. Nothing is
+        written ahead: the record of its outcome (or its ``pending`` record) carries the pins, and a retrain resumed
+        after its job was submitted records what that job's inputs hold (:meth:`_submitted`)."""
         plan = pins.pin(decision.job, self.jobs if isinstance(self.jobs, pins.DataVersions) else None)
-        if plan is decision.job:
-            return decision, None
-        pinned = replace(decision, job=plan)
-        if not pins.pinned_any(plan):  # nothing read (a backend that reads no workspace): nothing to keep
-            return pinned, None
-        rendered = rendered_of(pinned)
-        stored = self.write(self.record(pinned, "reserved", now, job=job_of(rendered), rendered=rendered, **extra))
-        return pinned, None if stored.outcome == "reserved" else stored
+        return decision if plan is decision.job else replace(decision, job=plan)
+
+    def _submitted(self, decision: Retrain, now: datetime, extra: dict[str, Any]) -> DecisionRecord:
+        """Submit the retrain's job and record it; a job adopted instead (submitted by a worker of this decision that
+        died before recording it) is recorded with the data its inputs hold (:func:`handlers.pins.as_adopted`): the
+        versions it trains on, which four eyes compare, not the ones pinned again now."""
+        result = self.jobs.submit_retrain(decision.job)
+        if result.trains_on is not None:
+            decision = replace(decision, job=pins.as_adopted(decision.job, result.trains_on))
+            differs = sorted(k for k, spec in decision.job.inputs.items() if pins.ADOPTED in spec)
+            if differs:
+                log.warning(
+                    "decision %s model=%s: adopted job's inputs %s differ from its plan",
+                    decision.id,
+                    decision.model,
+                    ", ".join(differs),
+                )
+        return self._recorded(decision, now, result, rendered_of(decision), extra)
 
     def _deploy(
         self, decision: Deploy, now: datetime, rendered: dict[str, Any], extra: dict[str, Any]

@@ -303,14 +303,12 @@ class Executor(Acts):
         kind = guards.RETRAIN if isinstance(decision, Retrain) else guards.ROLLOUT
         try:
             if isinstance(decision, Retrain):
-                decision, stood = self._pinned(decision, now, extra)  # its @latest data, to versions (handlers.pins)
-                if stood is not None:  # a final record was there (another writer): it stands
-                    return self.settled(decision.model, kind, stood)
+                decision = self._pinned(decision)  # its @latest data, to versions (handlers.pins)
                 rendered = rendered_of(decision)
                 rec = (
                     self._unworthy(decision, now, rendered, extra)
                     or self._waits(decision, now, rendered, extra, decision.reason)
-                    or self._recorded(decision, now, self.jobs.submit_retrain(decision.job), rendered, extra)
+                    or self._submitted(decision, now, extra)
                 )
             else:
                 rec = self._deploy(decision, now, rendered, extra)

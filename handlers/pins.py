@@ -10,6 +10,12 @@ records it (``value`` the version, ``pinned_from`` what the policy or the event 
 pinned version's creator with the approver and the promoter (:func:`pinned_versions`, :mod:`handlers.creators`), as
 they do the version that started a retrain. A backend that reads no workspace (the dry run) pins nothing: the input
 says why (``not_pinned``). Model inputs (``custom_model``, ``mlflow_model``) are not pinned. Pure, stdlib only.
+
+Nothing is written ahead: the job is the truth. A retrain resumed after its worker died (a redelivery, the
+reconciler) pins again and submits; when the submission adopts the job of its name, which that worker submitted
+before it died (:mod:`handlers.jobnames`: provably this decision's), what is recorded is what that job's inputs
+hold (:func:`as_adopted`), not the version read again. A retrain approved after it waited keeps the pins its
+``pending`` record shows (:func:`as_reserved`): they are what was reviewed.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from handlers.records import DecisionRecord
 LATEST = "latest"  # the one label azure-ai-ml resolves
 DATA_TYPES = ("uri_folder", "uri_file", "mltable")  # the job input types that name data (not a model, not a literal)
 PINNED_FROM, NOT_PINNED = "pinned_from", "not_pinned"
+ADOPTED = "adopted_differs"  # an adopted job's input that is not a version of the asset the plan pinned
 UNREAD = "not pinned: this backend reads no workspace (the dry run), so which version is latest was not read"
 
 
@@ -71,13 +78,10 @@ def pin(plan: JobPlan, versions: DataVersions | None, unread: str = UNREAD) -> J
     return plan if inputs == plan.inputs else replace(plan, inputs=inputs)
 
 
-def pinned_any(plan: JobPlan) -> bool:
-    return any(PINNED_FROM in spec for spec in plan.inputs.values())
-
-
 def as_reserved(decision: Retrain, reserved: DecisionRecord | None) -> Retrain:
-    """A resumed retrain keeps the versions its reservation pinned: its job may have been submitted with them
-    before its worker died (it is adopted by name), and the asset's latest version may have moved on since."""
+    """A resumed retrain keeps the versions its reserved record pinned (the pins of its ``pending`` record, which
+    an approval makes ``reserved``): they are what the approver reviewed, and the asset's latest version may have
+    moved on since."""
     rendered = reserved.details.get("rendered") if reserved is not None and reserved.outcome == "reserved" else None
     kept = rendered.get("inputs") if isinstance(rendered, Mapping) else None
     if not isinstance(kept, Mapping):
@@ -97,3 +101,45 @@ def pinned_versions(rendered: Mapping[str, Any]) -> list[tuple[str, str]]:
         if isinstance(spec, Mapping) and spec.get(PINNED_FROM) and isinstance(spec.get("value"), str):
             out.append((str(name), str(spec["value"]).removeprefix("azureml:")))
     return out
+
+
+def data_version(ref: str | None) -> tuple[str, str] | None:
+    """``(asset, version)`` of a data asset version as a job's input names it (``azureml:<asset>:<version>``), or
+    None: a label, a name alone, a URI, a resource id, nothing."""
+    if not isinstance(ref, str) or not ref.startswith("azureml:") or ref.startswith("azureml://"):
+        return None
+    name, _, version = ref.removeprefix("azureml:").partition(":")
+    if not name or not version or any(c in name + version for c in ":@/"):
+        return None
+    return name, version
+
+
+def as_adopted(plan: JobPlan, held: Mapping[str, str | None]) -> JobPlan:
+    """``plan`` as the job it adopted trains on: each input it pinned names the version that job's input holds
+    (``held``: input -> its data, ``azureml:<asset>:<version>`` for a version of this workspace's), not the one
+    read again as it resumed. The job is this decision's (named from its key, created by this service: the Jobs
+    port adopts nothing else), so an input that holds another asset's version or no version at all was submitted
+    so by this service (under an earlier policy): it is recorded as the job holds it, saying so (``adopted_differs``);
+    a version keeps ``pinned_from``, so four eyes compare its creator. Inputs not pinned are as the plan says."""
+    inputs: dict[str, dict[str, Any]] = {}
+    for name, spec in plan.inputs.items():
+        asked = spec.get(PINNED_FROM)
+        if not isinstance(asked, str):
+            inputs[name] = spec
+            continue
+        ref = held.get(name)
+        version = data_version(ref)
+        asset = asked.removeprefix("azureml:").partition("@")[0]
+        if version is not None and version[0].casefold() == asset.casefold():
+            inputs[name] = {**spec, "value": f"azureml:{version[0]}:{version[1]}"}
+            continue
+        holds = "no such input" if ref is None else repr(str(ref)[:300])
+        said = (
+            f"the adopted job holds {holds}, not a version of data asset {asset!r} that {asked!r} reads: it was "
+            "submitted by this service for this decision before (under another policy); recorded as the job holds it"
+        )
+        if version is not None:
+            inputs[name] = {**spec, "value": str(ref), ADOPTED: said}
+        else:
+            inputs[name] = {**{k: v for k, v in spec.items() if k != PINNED_FROM}, "value": ref, ADOPTED: said}
+    return plan if inputs == plan.inputs else replace(plan, inputs=inputs)

@@ -16,11 +16,14 @@ from handlers.worthiness import RetrainFacts
 class ActionResult:
     """What an action did: ``submitted`` (acting in Azure) or ``planned`` (dry run), with the job (or
     deployment) it acts through. ``details["note"]`` is extra explanation kept beside the decision's
-    own reason."""
+    own reason. ``trains_on``: the data inputs of a retraining job adopted, not submitted, by this call (input ->
+    what it reads, ``azureml:<asset>:<version>`` for a version of the workspace's data; :func:`handlers.pins.as_adopted`);
+    None when the job was submitted with the plan's inputs."""
 
     outcome: str
     job: dict[str, Any] | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    trains_on: Mapping[str, str | None] | None = None
 
 
 @dataclass(frozen=True)

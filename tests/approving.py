@@ -59,7 +59,12 @@ class Watching(Approving):
     ``watch``: each new version of that data asset starts a retrain (``retrain.on.data.assets``)."""
 
     def __init__(
-        self, tmp_path: Path, retrain: dict[str, Any] | None, deploy: dict[str, Any] | None, watch: bool = True
+        self,
+        tmp_path: Path,
+        retrain: dict[str, Any] | None,
+        deploy: dict[str, Any] | None,
+        watch: bool = True,
+        spec: LedgerSpec | None = None,
     ) -> None:
         import main
 
@@ -70,9 +75,8 @@ class Watching(Approving):
         for section, approval in (("retrain", retrain), ("deploy", deploy)):
             if approval is not None:
                 model[section]["approval"] = approval
-        self.azure = AzureWorld(
-            tmp_path, LedgerSpec("sqlite", str(tmp_path / "l.db")), policy=Policy.model_validate(raw)
-        )
+        spec = spec or LedgerSpec("sqlite", str(tmp_path / "l.db"))
+        self.azure = AzureWorld(tmp_path, spec, policy=Policy.model_validate(raw))
         runtime.set_retrainer(self.azure.worker)
         self.client = Client(Host(main.app))
 
@@ -118,13 +122,17 @@ def promotion_refused_to_ada(watching: Watching, deploy: DecisionRecord, created
 
 
 def watching_worlds(tmp_path: Path) -> Iterator[Any]:
-    """Opens :class:`Watching` worlds (``open_one(retrain=, deploy=, watch=)``) and closes them after the test."""
+    """Opens :class:`Watching` worlds (``open_one(retrain=, deploy=, watch=, spec=)``: ``spec`` a ledger, SQLite by
+    default) and closes them after the test."""
     worlds: list[Watching] = []
 
     def open_one(
-        retrain: dict[str, Any] | None = None, deploy: dict[str, Any] | None = None, watch: bool = True
+        retrain: dict[str, Any] | None = None,
+        deploy: dict[str, Any] | None = None,
+        watch: bool = True,
+        spec: LedgerSpec | None = None,
     ) -> Watching:
-        worlds.append(Watching(tmp_path, retrain, deploy, watch))
+        worlds.append(Watching(tmp_path, retrain, deploy, watch, spec))
         return worlds[-1]
 
     yield open_one

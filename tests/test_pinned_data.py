@@ -164,6 +164,42 @@ def test_a_retrain_resumed_after_its_job_was_submitted_keeps_the_version_it_pinn
     assert submitted_uris(azure) == [uri_of(azure, "2")]
 
 
+@pytest.mark.both_ledgers
+def test_a_retrain_resumed_after_its_job_was_submitted_records_the_version_the_job_trains_on_for_four_eyes(
+    opened_with: Any, ledger_spec: LedgerSpec
+) -> None:
+    """Ada registers a version; a drift breach's worker submits the job with it and dies before recording anything;
+    Carol registers a newer one. The redelivery pins Carol's again and adopts the job: its record names Ada's, which
+    the job trains on, and four eyes refuse the deploy of its run to Ada, not to Carol."""
+    watching = opened_with(deploy=FOUR_EYES, watch=False, spec=ledger_spec)
+    azure, raw = watching.azure, in_workspace(DRIFT_SAMPLE)
+    watching.register(POISONED)
+    with pytest.raises(WorkerDied):
+        azure.deliver(raw, azure.new_worker(DiesAfterActing(azure.actions)))
+    azure.now.advance(minutes=1)
+    watching.register("4", by=CAROL_TOKEN)
+    azure.now.advance(minutes=2)  # past the dead worker's lease
+
+    [retrain] = azure.deliver(raw, azure.new_worker()).decisions
+
+    assert (retrain.outcome, retrain.details["adopted"]) == ("submitted", True), retrain.reason
+    assert retrain.details["rendered"]["inputs"]["training_data"] == {
+        "type": "mltable",
+        "value": f"azureml:{DATASET}:{POISONED}",
+        "from": "policy",
+        "pinned_from": LATEST,
+    }
+    assert submitted_uris(azure) == [uri_of(azure, POISONED)]
+    deploy = watching.candidate(retrain)
+    approve = f"/api/decisions/{deploy.id}/approve"
+    status, own = watching.post(approve, {"reason": "mine"}, signed(ADA, ADA_UPN))
+    assert status == 403 and f"created data asset version {DATASET}:{POISONED}" in own["error"], own
+    status, done = watching.post(approve, {"reason": "checked"}, signed(CAROL, str(CAROL_TOKEN["upn"])))
+    assert status == 202 and watching.deployments_put() == 1, done
+    compared = [c.get("run") or c.get("data") for c in done["details"]["approval"]["creators"]]
+    assert compared == [retrain.job["name"], f"{DATASET}:{POISONED}"], done["details"]["approval"]
+
+
 def test_a_retrain_whose_latest_data_asset_does_not_exist_fails_naming_it(azure: AzureWorld) -> None:
     del azure.arm.data[(DATASET, "1")], azure.arm.data[(DATASET, "2")]
 

@@ -1,5 +1,6 @@
 """The pure rules of pinning a retrain's data (handlers/pins.py): which inputs read a data asset's latest version,
-what a plan becomes pinned or not, what a resumed retrain keeps, and what four eyes compare."""
+what a plan becomes pinned or not, what a resumed retrain keeps, what the job it adopted holds, and what four eyes
+compare."""
 
 from __future__ import annotations
 
@@ -61,13 +62,13 @@ def test_pinning_names_the_version_the_workspace_calls_latest_and_what_was_asked
     pinned = pins.pin(plan(data=spec("azureml:train@latest"), lr=spec(0.1, "literal"), v=spec("azureml:x:2")), latest)
     assert pinned.inputs["data"] == {**spec("azureml:train:7"), "pinned_from": "azureml:train@latest"}
     assert pinned.inputs["lr"] == spec(0.1, "literal") and pinned.inputs["v"] == spec("azureml:x:2")
-    assert latest.asked == ["train"] and pins.pinned_any(pinned)
+    assert latest.asked == ["train"]
     assert pins.pin(pinned, Latest()) is pinned  # pinned once: nothing is read again
 
 
 def test_without_a_workspace_to_read_an_input_says_it_was_not_pinned() -> None:
     unread = pins.pin(plan(data=spec("azureml:train@latest")), None)
-    assert unread.inputs["data"]["value"] == "azureml:train@latest" and not pins.pinned_any(unread)
+    assert unread.inputs["data"]["value"] == "azureml:train@latest" and "pinned_from" not in unread.inputs["data"]
     assert "reads no workspace" in unread.inputs["data"]["not_pinned"]
 
 
@@ -85,6 +86,74 @@ def test_a_resumed_retrain_keeps_what_its_reservation_pinned_for_the_same_input(
     other = {**spec("azureml:other:5"), "pinned_from": "azureml:other@latest"}  # not what this input asks
     assert pins.as_reserved(decision, _reserved({"data": other})) is decision
     assert pins.as_reserved(decision, _reserved({"data": kept}, outcome="failed")) is decision
+
+
+PINNED = {**spec("azureml:train:3"), "pinned_from": "azureml:train@latest"}  # pinned again as a retrain resumed
+OTHER_WORKSPACE = (
+    "/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w/data/train/versions/2"
+)
+
+
+@pytest.mark.parametrize(
+    ("ref", "version"),
+    [
+        ("azureml:train:2", ("train", "2")),
+        ("azureml:train@latest", None),  # a label: no version
+        ("azureml:train", None),  # a name alone
+        ("azureml:train:2:3", None),
+        ("azureml://datastores/blobs/paths/train/", None),
+        (OTHER_WORKSPACE, None),
+        ("train:2", None),  # not in the policy's form (the adapter gives azureml:<asset>:<version>)
+        (None, None),
+    ],
+)
+def test_a_data_version_is_read_from_a_job_input_only_in_the_policys_form(
+    ref: str | None, version: tuple[str, str] | None
+) -> None:
+    assert pins.data_version(ref) == version
+
+
+def test_an_adopted_job_reading_an_older_version_of_the_pinned_asset_is_recorded_with_that_version() -> None:
+    adopted = pins.as_adopted(plan(data=PINNED), {"data": "azureml:train:2"})
+    assert adopted.inputs["data"] == {**PINNED, "value": "azureml:train:2"}
+    assert pins.pinned_versions(adopted.as_dict()) == [("data", "train:2")]  # what four eyes compare
+
+
+def test_an_adopted_job_reading_the_version_pinned_again_leaves_the_plan_as_it_is() -> None:
+    given = plan(data=PINNED)
+    assert pins.as_adopted(given, {"data": "azureml:train:3"}) is given
+    assert pins.as_adopted(given, {"data": "azureml:TRAIN:3"}).inputs["data"]["value"] == "azureml:TRAIN:3"
+
+
+def test_an_adopted_job_reading_a_version_of_another_asset_is_recorded_so_and_its_creator_compared() -> None:
+    adopted = pins.as_adopted(plan(data=PINNED), {"data": "azureml:holdout:9"})
+    data = adopted.inputs["data"]
+    assert (data["value"], data["pinned_from"]) == ("azureml:holdout:9", "azureml:train@latest")
+    assert "not a version of data asset 'train'" in data["adopted_differs"], data
+    assert pins.pinned_versions(adopted.as_dict()) == [("data", "holdout:9")]
+
+
+@pytest.mark.parametrize(
+    ("held", "value"),
+    [
+        ({"data": "azureml://datastores/blobs/paths/train/"}, "azureml://datastores/blobs/paths/train/"),
+        ({"data": OTHER_WORKSPACE}, OTHER_WORKSPACE),  # the SDK shortens its own workspace's ids only
+        ({}, None),  # the job has no such input
+    ],
+)
+def test_an_adopted_job_reading_no_version_is_recorded_as_it_holds_it_and_not_as_pinned(
+    held: dict[str, str], value: str | None
+) -> None:
+    data = pins.as_adopted(plan(data=PINNED), held).inputs["data"]
+    assert data["value"] == value and "pinned_from" not in data
+    assert "adopted job holds" in data["adopted_differs"], data
+    assert pins.pinned_versions({"inputs": {"data": data}}) == []
+
+
+def test_only_pinned_inputs_are_read_from_an_adopted_job() -> None:
+    fixed, unread = spec("azureml:x:2"), {**spec("azureml:train@latest"), "not_pinned": "dry run"}
+    given = plan(v=fixed, u=unread, lr=spec(0.1, "literal"))
+    assert pins.as_adopted(given, {"v": "azureml:x:1", "u": "azureml:train:4", "lr": "0.2"}) is given
 
 
 def test_four_eyes_compare_each_pinned_version_once_beside_the_version_that_started_the_retrain() -> None:

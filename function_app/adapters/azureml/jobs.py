@@ -81,6 +81,24 @@ def _same_component(ref: str, job_component: str) -> bool:
     return sep == "@" or match["version"] == rest
 
 
+def held_inputs(job: Any) -> dict[str, str | None]:
+    """The data inputs of ``job`` as ``jobs.get`` reads them (each a path: literals are left out), in the policy's
+    form: azure-ai-ml names a data version of its own workspace ``<asset>:<version>`` (``JobOperations.get``
+    shortens its resource id, ``resolve_azureml_id``), given here as ``azureml:<asset>:<version>``; anything else
+    (another workspace's resource id, a registry's, a URI) as the job holds it."""
+    from azure.ai.ml import Input
+
+    out: dict[str, str | None] = {}
+    for name, entry in (getattr(job, "inputs", None) or {}).items():
+        value = entry.result() if hasattr(type(entry), "result") else entry  # a PipelineInput holds the Input
+        path = value.path if isinstance(value, Input) else None  # a literal has none
+        if not isinstance(path, str):
+            continue
+        short = f"azureml:{path}"
+        out[str(name)] = short if SHORT_ASSET.match(short) else path
+    return out
+
+
 class AzureMLJobs:
     """Submitting, adopting and reading retraining pipeline jobs."""
 
@@ -260,7 +278,8 @@ class AzureMLJobs:
         url = getattr(job, "studio_url", None) or self.client.workspace.studio(f"runs/{quote(name)}")
         status = getattr(job, "status", None)
         details: dict[str, Any] = {"backend": BACKEND, "status": str(getattr(status, "value", status) or "") or None}
-        if adopted:
-            details["adopted"] = True
-            details["note"] = f"pipeline job {name} already existed (a redelivery or a concurrent instance); adopted"
-        return ActionResult("submitted", job={"name": name, "url": url}, details=details)
+        if not adopted:
+            return ActionResult("submitted", job={"name": name, "url": url}, details=details)
+        details["adopted"] = True
+        details["note"] = f"pipeline job {name} already existed (a redelivery or a concurrent instance); adopted"
+        return ActionResult("submitted", job={"name": name, "url": url}, details=details, trains_on=held_inputs(job))
