@@ -3,7 +3,9 @@
 
 The service and the reconciler are assembled and started as a worker assembles and starts them
 (:func:`handlers.wiring.assemble`, :func:`handlers.wiring.start`: the ledger adopts the policy's models) on the Table ledger, against Azurite (started here on free ports of 127.0.0.1 and stopped at the end),
-with the tests' in-memory workspace (``tests.fakes.RecordingActions``) as the Azure ML backend. Every
+with the tests' in-memory workspace (``tests.fakes.RecordingActions``) as the Azure ML backend: it names each data
+asset's latest version, so a retrain's training data, read through ``@latest`` as a real policy reads it (the
+example policy's), is pinned to a version before it is submitted (:mod:`handlers.pins`), as on Azure ML. Every
 HTTP request the ledger's Table client sends is counted by the transport it is given: a wrapper
 around the ledger's own transport that counts and passes each request on, so what is counted is what
 goes over the wire (an entity group transaction is one request; an SDK retry is another).
@@ -41,6 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from azure.core.pipeline.transport import HttpTransport  # noqa: E402 (after the path: run as a script)
 
+LATEST = "azureml:diabetes-training@latest"  # the bench's training data, pinned as each retrain is carried out
 # The goals of issue 22: a drift event at most 6; an idle pass at most one per model plus a constant.
 WARM = "drift event (retrain), row known"
 COLD = "drift event (retrain), row not known"
@@ -102,7 +105,8 @@ class CountingTransport(HttpTransport[Any, Any]):
 
 
 def policy_text(models: int) -> str:
-    """The example policy's first model, ``models`` times under other names (each its own endpoint)."""
+    """The example policy's first model, ``models`` times under other names (each its own endpoint), its training
+    data read through ``@latest`` (:data:`LATEST`)."""
     import yaml
 
     example = yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
@@ -114,6 +118,7 @@ def policy_text(models: int) -> str:
         one["drift"].pop("signals", None)
         one.pop("alerts", None)
         one["deploy"]["endpoint"] = f"endpoint-{n}"
+        one["retrain"]["inputs"]["training_data"] = {"type": "mltable", "value": LATEST}
         out["models"][f"model-{n}"] = one
     return yaml.safe_dump(out)
 
@@ -174,6 +179,14 @@ class Bench:
         return report, self.transport.take()
 
 
+def pinned(retrain: Any) -> None:
+    """A submitted retrain went through the pinning (its training data recorded as the version read latest)."""
+    assert (retrain.action, retrain.outcome) == ("retrain", "submitted"), retrain
+    data = retrain.details["rendered"]["inputs"]["training_data"]
+    assert data.get("pinned_from") == LATEST, data
+    assert data["value"] != LATEST, data
+
+
 def event_figures(connection: str, prefix: str = "rtevents") -> dict[str, list[str]]:
     """The deliveries' requests, and the starts of the two workers that make them, on the tables of
     ``prefix`` (new ones: the model's first event is its first ever; tests/test_table_adoption.py
@@ -184,7 +197,7 @@ def event_figures(connection: str, prefix: str = "rtevents") -> dict[str, list[s
     out: dict[str, list[str]] = {STARTS[0]: bench.started}
     result, out["drift event (retrain)"] = bench.deliver(drift_event(monitor="monitor-0", event_id="drift-1"))
     [retrain] = result.decisions
-    assert (retrain.action, retrain.outcome) == ("retrain", "submitted"), retrain
+    pinned(retrain)
     bench.clock.advance(minutes=5)
     result, out["drift event (refused)"] = bench.deliver(drift_event(monitor="monitor-0", event_id="drift-2"))
     assert result.decisions[0].outcome == "skipped", result.decisions
@@ -197,7 +210,7 @@ def event_figures(connection: str, prefix: str = "rtevents") -> dict[str, list[s
     bench.clock.advance(hours=7)  # past the cooldown; the run freed the retrain slot
     result, out[WARM] = bench.deliver(drift_event(monitor="monitor-0", event_id="drift-3"))
     [again] = result.decisions
-    assert (again.action, again.outcome) == ("retrain", "submitted"), again
+    pinned(again)
     bench.clock.advance(hours=7)  # past the cooldown again; the slot freed as its run failed
     job = again.job["name"]
     failed = run_event(run_id=job, tags=ours(model="model-0", decision=again.id), status="Failed", event_id="run-4")
@@ -205,7 +218,7 @@ def event_figures(connection: str, prefix: str = "rtevents") -> dict[str, list[s
     started = bench.new_worker()  # a worker that has not seen the model (another instance, or one just started)
     result, out[COLD] = bench.deliver(drift_event(monitor="monitor-0", event_id="drift-4"))
     [cold] = result.decisions
-    assert (cold.action, cold.outcome) == ("retrain", "submitted"), cold
+    pinned(cold)
     return {**out, STARTS[1]: started}
 
 

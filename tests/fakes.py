@@ -17,7 +17,8 @@ from handlers.worthiness import RetrainFacts
 
 @dataclass
 class RecordingActions:
-    """Like a workspace: a job name submitted twice is adopted, not started again. A submitted job
+    """Like a workspace: a job name submitted twice is adopted, not started again (the adopted job's inputs are
+    what it was submitted with); a data asset read through ``@latest`` is pinned (``latest``). A submitted job
     is 'Running' until a test sets ``statuses[name]`` (or ``run_tags[name]``: tags the run logged);
     ``forget(name)`` deletes it; ``status_error`` is raised by :meth:`job_status`. Every candidate
     logged ``metrics`` (its run's tags override them); the endpoint's live deployment is the one
@@ -54,10 +55,19 @@ class RecordingActions:
         if self.fail_with is not None:
             raise self.fail_with
         adopted = plan.name in self.jobs
-        self.jobs.setdefault(plan.name, plan)
+        job = self.jobs.setdefault(plan.name, plan)
+        held = {k: str(v["value"]) for k, v in job.inputs.items() if v.get("type") != "literal"}
         return ActionResult(
-            "submitted", job={"name": plan.name, "url": f"https://ml.example/{plan.name}"}, details={"adopted": adopted}
+            "submitted",
+            job={"name": plan.name, "url": f"https://ml.example/{plan.name}"},
+            details={"adopted": adopted},
+            trains_on=held if adopted else None,  # the job adopted reads what it was submitted with
         )
+
+    def latest_data(self, name: str) -> str:
+        """Which version of data asset ``name`` is its latest (handlers.pins.DataVersions): ``latest[name]``; an
+        asset no test told of has one version, 1."""
+        return self.latest.get(name, "1")
 
     def retrain_facts(self, plan: JobPlan) -> RetrainFacts:
         """What the world was told: ``breaches`` of monitor runs (run -> signal names) and the champion's
