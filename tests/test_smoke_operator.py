@@ -18,9 +18,10 @@ from handlers.errors import NotApplicable
 from handlers.rollout.smoke_outage import OUTAGE
 from handlers.signals import OPERATOR, OperatorRequest, Trigger
 from tests.azure_world import ENDPOINT, MODEL
+from tests.crashes import WorkerDied
 from tests.fake_scoring import SCORE, answers, healthy, model_fails
 from tests.ledgers import LedgerSpec
-from tests.smoke_world import Smoke, smoke_worlds
+from tests.smoke_world import SAMPLES, Smoke, smoke_worlds
 
 
 @pytest.fixture
@@ -227,3 +228,47 @@ def test_a_verdict_landing_before_the_operator_s_conditional_write_wins_and_the_
     assert [entry["state"] for entry in ledger.landed[0]] == ["smoke_passed"]
     assert smoke.records("rollback") == [] and len(smoke.records("rollout")) == 1 and smoke.in_flight()
     assert smoke.state() == "stepped"  # the rollout goes on
+
+
+class DiesAtTheVerdict:
+    """A ledger whose worker dies as it writes a smoke test's verdict ahead: the smoke test stays pending, sent."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def update_model(self, model: str, change: Any) -> Any:
+        def dying(state: Any) -> Any:
+            new, result = change(state)
+            flight = new.flights.get(guards.ROLLOUT) if new is not None else None
+            pending = (flight.data.get("rollout") or {}).get("pending") if flight is not None else None
+            if pending and pending["kind"] == "smoke" and "judged" in pending["details"]:
+                raise WorkerDied
+            return new, result
+
+        return self.inner.update_model(model, dying)
+
+
+@pytest.mark.both_ledgers
+def test_a_verdict_of_a_smoke_test_paused_and_resumed_on_the_same_clock_tick_is_dropped(world: Any) -> None:
+    smoke = world()
+    azure, cand = smoke.azure, smoke.name
+    steered: list[Any] = []
+
+    def paused_and_resumed_meanwhile(body: Any) -> Any:
+        if not steered:  # while the reconciler waits for the candidate's answer, on the same tick of the clock:
+            steered.extend([azure.operator("pause", "hold on"), azure.operator("resume", "go on")])
+            with pytest.raises(WorkerDied):  # another pass writes the smoke test again, sends it, and dies
+                azure.new_worker(ledger=DiesAtTheVerdict(azure.ledger_spec.open())).reconcile()
+        return healthy()(body)
+
+    azure.arm.scoring.answer_with(ENDPOINT, cand, paused_and_resumed_meanwhile)
+
+    [entry] = azure.new_worker().reconcile().rollouts
+
+    assert entry["state"] == "changed_meanwhile"  # the first smoke test was superseded by the pause
+    assert [r.action for r in steered] == ["pause", "resume"] and smoke.records("rollout") == []
+    assert smoke.state() == "smoke_passed"  # the smoke test written again is judged on its own requests
+    assert len(smoke.records("rollout")) == 1 and len(azure.arm.scoring.to(cand)) == 3 * len(SAMPLES)

@@ -132,3 +132,16 @@ def test_a_smoke_test_written_again_after_a_pause_is_not_the_one_a_slow_pass_jud
     verdict = replace(earlier, details={**earlier.details, supersede.JUDGED: "t"})
     assert changes.judge(at(again), "de-1", earlier, verdict) == (None, False)
     assert changes.supersede(at(again), "de-1", earlier, smoke()) == (None, False)
+
+
+def test_the_flight_counts_the_smoke_tests_an_operator_superseded() -> None:
+    first = smoke(written="2026-12-07T03:00:00.000Z")
+    paused = plan(ask("pause"), at(first), Facts(), NOW)
+    assert isinstance(paused, Planned)
+
+    state, ok = changes.supersede(at(first), "de-1", first, paused.transition)
+
+    assert ok and state is not None
+    kept = state.flights["rollout"].data["rollout"]
+    assert kept["superseded"] == 1 and RolloutProgress.from_dict(kept).superseded == 1  # as the ledger stores it
+    assert "superseded" not in at(first).flights["rollout"].data["rollout"]  # none yet: the shape before

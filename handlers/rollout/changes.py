@@ -109,7 +109,9 @@ def supersede(
     """Write an operator's transition in place of ``replaced``, a smoke test not judged yet
     (:func:`handlers.rollout.supersede.supersedable`), as :func:`begin` writes one ahead. False when
     the flight no longer holds that very transition, unjudged: the smoke test's verdict was written
-    first (:func:`judge`), or the rollout moved on or ended."""
+    first (:func:`judge`), or the rollout moved on or ended. The flight counts it
+    (``RolloutProgress.superseded``): a smoke test written again later carries the count, so the
+    superseded one's verdict never lands on it (:func:`judge`), even when both were written at one instant."""
     flight = state.flights.get(ROLLOUT)
     if flight is None or flight.decision != decision or flight.status != "submitted":
         return None, False
@@ -120,7 +122,7 @@ def supersede(
     if not supersede_rules.supersedable(pending) or operator.from_step != held.step:
         return None, False
     progress = held if start is None else start.started_over(held)
-    return _with(state, flight, replace(progress, pending=operator)), True
+    return _with(state, flight, replace(progress, pending=operator, superseded=held.superseded + 1)), True
 
 
 def record_of(

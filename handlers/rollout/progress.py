@@ -163,7 +163,10 @@ class RolloutProgress:
     the record id of the candidate's passed smoke test (None: none passed yet); ``mirror``: the shadow
     stage, while the candidate gets mirrored traffic before its first step (``percent``, ``at``: since
     when; its bake started then, ``step_started``); ``compare``: a batch candidate's comparison job
-    (:mod:`handlers.rollout.compare`: ``jobs`` by role, ``data``, ``champion``, ``at``: since when)."""
+    (:mod:`handlers.rollout.compare`: ``jobs`` by role, ``data``, ``champion``, ``at``: since when);
+    ``superseded``: how many smoke tests not judged yet an operator's transition took the place of
+    (:mod:`handlers.rollout.supersede`): the smoke test written again after them carries the count
+    (``details.round``), so that it is never taken for one of them, whatever the clock said."""
 
     endpoint: str = ""
     deployment: str = ""
@@ -180,6 +183,7 @@ class RolloutProgress:
     loaded: int | None = None
     mirror: dict[str, Any] | None = None
     compare: dict[str, Any] | None = None
+    superseded: int = 0
 
     @property
     def started(self) -> datetime | None:
@@ -227,6 +231,7 @@ class RolloutProgress:
             loaded=None if data.get("loaded") is None else int(data["loaded"]),
             mirror=dict(mirror) if mirror else None,
             compare=dict(compare) if compare else None,
+            superseded=int(data.get("superseded") or 0),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -252,6 +257,8 @@ class RolloutProgress:
             out["mirror"] = dict(self.mirror)
         if self.compare:
             out["compare"] = dict(self.compare)
+        if self.superseded:
+            out["superseded"] = self.superseded
         return out
 
     def started_over(self, held: RolloutProgress | None) -> RolloutProgress:

@@ -250,7 +250,10 @@ class RolloutStepper:
                 f"request(s){rule.smoke.where}" + (f", compared with {champion}'s answers" if champion else ""),
                 champion=champion,
                 live=serving,
-                written=iso(now),  # this very smoke test, not one written again after a pause (rollout.supersede.same)
+                written=iso(now),
+                # this very smoke test, not one an operator superseded before it (rollout.supersede.same): the
+                # time alone may be the same (a pause and a resume within a millisecond, or one clock tick)
+                round=progress.superseded if progress is not None and progress.superseded else None,
             )
             return self._write_ahead(model, flight, pending, now, start)
         original = traffic.live(self.deployments.endpoint_traffic(endpoint))

@@ -44,7 +44,8 @@ def supersedable(pending: Transition) -> bool:
 
 def same(a: Transition | None, b: Transition | None) -> bool:
     """Whether two transitions are the very same one, as the flight keeps them (not only the same id: a
-    smoke test written again after a pause and a resume has the id of the one it replaced)."""
+    smoke test written again after a pause and a resume has the id of the one it replaced; it differs by
+    ``details.round``, the smoke tests superseded before it, even when its ``written`` time is the same)."""
     if a is None or b is None:
         return a is b
     return json.dumps(a.to_dict(), sort_keys=True, default=str) == json.dumps(b.to_dict(), sort_keys=True, default=str)
