@@ -6,15 +6,16 @@ rollout record, for the crash points."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from handlers import guards
 from handlers.policy import Policy
-from handlers.records import DecisionRecord
+from handlers.records import DecisionRecord, ModelState
 from tests.azure_world import ENDPOINT, MODEL, AzureWorld
 from tests.conftest import REPO
 from tests.crashes import WorkerDied
@@ -85,6 +86,33 @@ class _DiesAtRecord:
         if record.id.startswith(self.prefix):
             raise WorkerDied
         return self.inner.put_decision(record)  # type: ignore[no-any-return]
+
+
+def pending_written(new: ModelState | None) -> dict[str, Any] | None:
+    """The rollout's pending transition (as the flight keeps it) in the state a change writes; None: none written."""
+    flight = new.flights.get(guards.ROLLOUT) if new is not None else None
+    return (flight.data.get("rollout") or {}).get("pending") if flight is not None else None
+
+
+class DiesWritingPending:
+    """A ledger whose worker dies as it writes a rollout's pending transition that ``dies(pending)`` picks
+    (a smoke test's deferral, its verdict): the flight keeps what it held before."""
+
+    def __init__(self, inner: Any, dies: Callable[[dict[str, Any]], bool]) -> None:
+        self.inner, self.dies = inner, dies
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def update_model(self, model: str, change: Any) -> Any:
+        def dying(state: ModelState) -> Any:
+            new, result = change(state)
+            pending = pending_written(new)
+            if pending and self.dies(pending):
+                raise WorkerDied
+            return new, result
+
+        return self.inner.update_model(model, dying)
 
 
 class DiesAtSmokeRecord(_DiesAtRecord):

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from handlers import guards
 from handlers.errors import NotApplicable
 from handlers.rollout.smoke_outage import OUTAGE
 from handlers.signals import OPERATOR, OperatorRequest, Trigger
@@ -21,7 +20,7 @@ from tests.azure_world import ENDPOINT, MODEL
 from tests.crashes import WorkerDied
 from tests.fake_scoring import SCORE, answers, healthy, model_fails
 from tests.ledgers import LedgerSpec
-from tests.smoke_world import SAMPLES, Smoke, smoke_worlds
+from tests.smoke_world import SAMPLES, DiesWritingPending, Smoke, pending_written, smoke_worlds
 
 
 @pytest.fixture
@@ -176,13 +175,17 @@ class LandsBetweenReadAndWrite:
     def update_model(self, model: str, change: Any) -> Any:
         def racing(state: Any) -> Any:
             new, result = change(state)
-            flight = new.flights.get(guards.ROLLOUT) if new is not None else None
-            pending = (flight.data.get("rollout") or {}).get("pending") if flight is not None else None
+            pending = pending_written(new)
             if pending and self.writes(pending) and not self.landed:
                 self.landed.append(self.other())
             return new, result
 
         return self.inner.update_model(model, racing)
+
+
+def judged(pending: dict[str, Any]) -> bool:
+    """A smoke test's passed verdict, written ahead."""
+    return pending["kind"] == "smoke" and "judged" in pending["details"]
 
 
 @pytest.mark.both_ledgers
@@ -191,7 +194,7 @@ def test_an_operator_s_write_landing_before_the_verdict_s_conditional_write_wins
     azure = smoke.azure
     ledger = LandsBetweenReadAndWrite(
         azure.ledger_spec.open(),
-        lambda pending: pending["kind"] == "smoke" and "judged" in pending["details"],
+        judged,
         lambda: azure.operator("rollback", "not this one"),
     )
 
@@ -230,27 +233,6 @@ def test_a_verdict_landing_before_the_operator_s_conditional_write_wins_and_the_
     assert smoke.state() == "stepped"  # the rollout goes on
 
 
-class DiesAtTheVerdict:
-    """A ledger whose worker dies as it writes a smoke test's verdict ahead: the smoke test stays pending, sent."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def update_model(self, model: str, change: Any) -> Any:
-        def dying(state: Any) -> Any:
-            new, result = change(state)
-            flight = new.flights.get(guards.ROLLOUT) if new is not None else None
-            pending = (flight.data.get("rollout") or {}).get("pending") if flight is not None else None
-            if pending and pending["kind"] == "smoke" and "judged" in pending["details"]:
-                raise WorkerDied
-            return new, result
-
-        return self.inner.update_model(model, dying)
-
-
 @pytest.mark.both_ledgers
 def test_a_verdict_of_a_smoke_test_paused_and_resumed_on_the_same_clock_tick_is_dropped(world: Any) -> None:
     smoke = world()
@@ -261,7 +243,7 @@ def test_a_verdict_of_a_smoke_test_paused_and_resumed_on_the_same_clock_tick_is_
         if not steered:  # while the reconciler waits for the candidate's answer, on the same tick of the clock:
             steered.extend([azure.operator("pause", "hold on"), azure.operator("resume", "go on")])
             with pytest.raises(WorkerDied):  # another pass writes the smoke test again, sends it, and dies
-                azure.new_worker(ledger=DiesAtTheVerdict(azure.ledger_spec.open())).reconcile()
+                azure.new_worker(ledger=DiesWritingPending(azure.ledger_spec.open(), judged)).reconcile()
         return healthy()(body)
 
     azure.arm.scoring.answer_with(ENDPOINT, cand, paused_and_resumed_meanwhile)

@@ -20,7 +20,7 @@ from tests.azure_world import ENDPOINT, MODEL
 from tests.crashes import WorkerDied
 from tests.fake_scoring import answers, healthy, model_fails
 from tests.ledgers import LedgerSpec
-from tests.smoke_world import SAMPLES, Smoke, json_dump, smoke_worlds
+from tests.smoke_world import SAMPLES, DiesWritingPending, Smoke, json_dump, smoke_worlds
 
 
 @pytest.fixture
@@ -149,25 +149,8 @@ def test_max_wait_0s_rolls_back_at_once_saying_it_was_an_outage(world: Any) -> N
     assert f"{OUTAGE} (" in rollback.reason and "smoke.max_wait is 0s: no waiting" in rollback.reason
 
 
-class DiesKeepingTheDeferral:
-    """A ledger whose worker dies as it writes a smoke test's deferral into the pending transition."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def update_model(self, model: str, change: Any) -> Any:
-        def dying(state: Any) -> Any:
-            new, changed = change(state)
-            flight = new.flights.get(guards.ROLLOUT) if changed and new is not None else None
-            pending = (flight.data.get("rollout") or {}).get("pending") if flight is not None else None
-            if pending and pending.get("kind") == "smoke" and "outage" in pending.get("details", {}):
-                raise WorkerDied
-            return new, changed
-
-        return self.inner.update_model(model, dying)
+def keeps_the_deferral(pending: dict[str, Any]) -> bool:
+    return pending.get("kind") == "smoke" and "outage" in pending.get("details", {})
 
 
 @pytest.mark.both_ledgers
@@ -178,7 +161,7 @@ def test_a_worker_dying_as_it_keeps_the_deferral_leaves_the_smoke_test_pending_f
     azure = smoke.azure
     outage(smoke)
     with pytest.raises(WorkerDied):
-        azure.new_worker(ledger=DiesKeepingTheDeferral(azure.ledger_spec.open())).reconcile()
+        azure.new_worker(ledger=DiesWritingPending(azure.ledger_spec.open(), keeps_the_deferral)).reconcile()
     flight = azure.service.ledger.get_model(MODEL).flights[guards.ROLLOUT]
     assert flight.data["rollout"]["pending"]["kind"] == "smoke"  # written ahead, carried out again next pass
     assert "outage" not in flight.data["rollout"]["pending"]["details"] and smoke.records("rollback") == []
