@@ -135,12 +135,17 @@ def make_notifier(settings: Settings, credential: TokenCredential) -> Notifier |
 
 
 def build(
-    settings: Settings, clock: Callable[[], datetime] = utcnow, *, credential: TokenCredential | None = None
+    settings: Settings,
+    clock: Callable[[], datetime] = utcnow,
+    *,
+    credential: TokenCredential | None = None,
+    serves: bool = True,
 ) -> Retrainer:
     """The service and the reconciler over one executor, from ``settings``, started as a worker that
-    serves (:func:`handlers.wiring.start`: the ledger adopts the policy's models); every adapter gets
-    the one ``credential`` (:func:`make_credential`, unless the caller, which needs it too, passes its
-    own). The read-only commands build theirs without starting it (:func:`explainer`, :func:`backtester`)."""
+    serves (:func:`handlers.wiring.start`: the ledger adopts the policy's models) unless ``serves`` is
+    False (``retrain replay --dry-run``, which writes nothing); every adapter gets the one ``credential``
+    (:func:`make_credential`, unless the caller, which needs it too, passes its own). The other read-only
+    commands build theirs without starting it (:func:`explainer`, :func:`backtester`)."""
     from handlers.policy_file import load_policy
     from handlers.wiring import assemble, start
 
@@ -172,7 +177,7 @@ def build(
         # the reconciler polls the registries downstream models pick up from (a dry run reads none)
         registry=None if settings.backend == "dryrun" else cast("RegistryVersions", actions),
     )
-    return start(worker)
+    return start(worker) if serves else worker
 
 
 def audit(settings: Settings) -> Audit:

@@ -154,6 +154,30 @@ def test_retrain_replay_reads_and_marks_real_blobs_and_decides_on_the_table_ledg
     assert "no dead-lettered events waiting" in capsys.readouterr().out
 
 
+def test_retrain_replay_dry_run_writes_nothing_to_the_table_ledger(
+    azurite: Azurite, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`retrain replay --dry-run` lists what it would replay and writes nothing: not even the directory rows
+    a worker that serves writes as it starts (its policy's models, handlers.wiring.start)."""
+    from azure.data.tables import TableServiceClient
+    from azure.storage.blob import ContainerClient
+
+    from function_app.cli import main
+
+    container = "deadletter" + uuid.uuid4().hex[:8]
+    blobs = ContainerClient.from_connection_string(azurite.connection_string, container)
+    blobs.create_container()
+    blobs.upload_blob("SUB/2026/11/26/10/lost.json", json.dumps([dead_letter(drift_event(event_id="e-1"))]).encode())
+    prefix = replay_settings(monkeypatch, azurite, container)
+    LedgerSpec("table", azurite.connection_string, prefix).open()  # the ledger's tables, as a deployment has them
+
+    assert main(["replay", "--dry-run"]) == 0
+
+    assert "would replay" in capsys.readouterr().out
+    tables = TableServiceClient.from_connection_string(azurite.connection_string)
+    assert list(tables.get_table_client(prefix + "models").list_entities()) == []
+
+
 def test_one_unreadable_blob_is_reported_and_skipped_and_the_others_are_replayed(
     azurite: Azurite, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -135,7 +135,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     credential = make_credential(settings)
     store = deadletters(settings, credential, args.prefix or "")
-    reports = build(settings, credential=credential).replay(store, dry_run=args.dry_run)
+    # a dry run lists what it would replay and writes nothing: not the policy's models as a serving worker does
+    reports = build(settings, credential=credential, serves=not args.dry_run).replay(store, dry_run=args.dry_run)
     for r in reports:
         print(
             f"{r.outcome:12}  {r.event_type or '-'}  {r.event_id or '-'}  (dead-lettered: {r.dead_letter_reason})\n    {r.blob}: {r.detail}"
