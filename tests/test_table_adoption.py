@@ -226,3 +226,20 @@ def test_the_read_only_commands_write_nothing_to_the_directory_and_a_serving_wor
     assert directory(ledger_spec) == {}
     runtime.build(settings)  # a worker that serves
     assert directory(ledger_spec) == LISTED
+
+
+@TABLE
+def test_a_directory_row_no_worker_can_read_does_not_stop_the_workers_starting(ledger_spec: LedgerSpec) -> None:
+    """Adopting reads every row of the directory: one whose body is not a state (hand-edited, cut short)
+    is another model's problem, as it was before adoption, not every worker's at start."""
+    ledger_spec.open()
+    table = TableServiceClient.from_connection_string(ledger_spec.target).get_table_client(
+        ledger_spec.prefix + "models"
+    )
+    table.create_entity({"PartitionKey": "hand-edited", "RowKey": "", "body": '{"model": "hand-ed'})
+
+    world = World(ledger_spec)  # started
+
+    [retrain] = world.deliver(drift_event(event_id="e-1")).decisions
+    assert (retrain.action, retrain.outcome) == ("retrain", "submitted")
+    assert directory(ledger_spec) == {**LISTED, "hand-edited": '{"model": "hand-ed'}  # left as it was

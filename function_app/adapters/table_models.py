@@ -184,13 +184,13 @@ class TableModels(TableParts):
 
     def _directory(self) -> list[tuple[str, str]]:
         """Each model the directory lists, with the state its row of the layout before holds (``""``
-        for a row of this layout)."""
+        for a row of this layout). A row whose body is not a state (edited by hand, cut short) is listed
+        by its key, body and all: only that model's own reads fail on it, not every worker's start
+        (:meth:`adopt` reads the whole directory)."""
         out = []
         for row in self.models.list_entities():
             body = get_body(row)
-            out.append(
-                (str(row.get("model") or (json.loads(body).get("model") if body else "") or row["PartitionKey"]), body)
-            )
+            out.append((str(row.get("model") or _named_in(body) or row["PartitionKey"]), body))
         return out
 
     def update_model(
@@ -250,3 +250,12 @@ class TableModels(TableParts):
         etag = written.get("etag") if written else None
         if etag:
             self._rows[model] = (get_body(row), str(etag))
+
+
+def _named_in(body: str) -> str:
+    """The model a directory row's body of the layout before names; "" when it has none or cannot be read."""
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        return ""
+    return str(data.get("model") or "") if isinstance(data, dict) else ""
