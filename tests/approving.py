@@ -17,7 +17,7 @@ from handlers import guards
 from handlers.policy import Policy
 from handlers.records import DecisionRecord, iso
 from tests.azure_world import DATASET, ENDPOINT, MODEL, AzureWorld
-from tests.builders import ADA, ADA_TOKEN, BOB, run_event, signed
+from tests.builders import ADA, ADA_TOKEN, BOB, signed
 from tests.conftest import REPO, Client
 from tests.ledgers import LedgerSpec
 
@@ -96,11 +96,7 @@ class Watching(Approving):
 
     def candidate(self, retrain: DecisionRecord) -> DecisionRecord:
         """The retrain's run completes and passes the gate: its deploy, as the run's event decides it."""
-        arm, job = self.azure.arm, str(retrain.job["name"])
-        arm.set_job_status(job, "Completed")
-        arm.add_step(job, "evaluate_model", metrics={"r2_score": 0.61})
-        event = run_event(run_id=job, tags=arm.jobs[job]["properties"]["tags"], topic=self.azure.settings.workspace_id)
-        [deploy] = self.azure.deliver(event).decisions
+        [deploy] = self.azure.deliver(self.azure.completed(str(retrain.job["name"]))).decisions
         return deploy
 
 

@@ -205,6 +205,11 @@ class AzureWorld(World):
         )
         self.arm.add_model(MODEL, version, job_name=f"train-{version}")
 
+    def champion_trained_on(self, data: str) -> None:
+        """The champion, version 4, which the endpoint's live deployment serves, was trained on ``DATASET:data``."""
+        self.trained_on("4", data)
+        self.arm.add_deployment(ENDPOINT, "blue", model=(MODEL, "4"))
+
     def with_registry(self, role: str = "downstream") -> None:
         """The registry ``rbac.REGISTRY``, in a subscription of its own, and the app holding the roles infra/
         assigns an environment of ``role`` on it (``RETRAIN_REGISTRY_ROLE``)."""
@@ -312,6 +317,13 @@ class AzureWorld(World):
 
     def decision(self, decision_id: str) -> DecisionRecord | None:
         return self.service.ledger.get_decision(decision_id)
+
+    def completed(self, job: str, r2: float = 0.61) -> dict[str, Any]:
+        """The job ``job`` (one the service submitted) completed, its step ``evaluate_model`` logging ``r2`` with
+        MLflow: the RunCompleted event Azure ML sends, with the tags the job holds."""
+        self.arm.set_job_status(job, "Completed")
+        self.arm.add_step(job, "evaluate_model", metrics={"r2_score": r2})
+        return run_event(run_id=job, tags=self.arm.jobs[job]["properties"]["tags"], topic=self.workspace_id)
 
     def finished_run(
         self,

@@ -209,15 +209,9 @@ def test_a_performance_breach_retrains_past_the_cooldown_but_not_past_the_budget
 # --------------------------------------------------------------------------- worthiness
 
 
-def champion_trained_on(azure: AzureWorld, data: str) -> None:
-    """The champion, version 4, which the endpoint's live deployment serves, was trained on ``DATASET:data``."""
-    azure.trained_on("4", data)
-    azure.arm.add_deployment(ENDPOINT, "blue", model=(MODEL, "4"))
-
-
 @pytest.mark.both_ledgers  # the slot, cooldown and budget given back: a guard's write
 def test_a_drift_retrain_on_the_data_the_champion_was_trained_on_is_a_recorded_skip(azure: AzureWorld) -> None:
-    champion_trained_on(azure, "2")  # the latest version of the data asset
+    azure.champion_trained_on("2")  # the latest version of the data asset
     [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
     assert (rec.action, rec.outcome) == ("retrain", "skipped")
     assert rec.reason.startswith(
@@ -252,7 +246,7 @@ def test_the_worthiness_check_reads_the_served_champion_with_only_what_its_permi
         rbac.APP_OID, "the app", (rbac_model.Grant("listed", azure.arm.ws_path, tuple(listed)),)
     )
     azure.clock.now += 3600  # past the first hour, when a refusal may be a role still settling
-    champion_trained_on(azure, "2")
+    azure.champion_trained_on("2")
     [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
     assert azure.arm.refused == []
     assert rec.outcome == "skipped" and rec.details["worthiness"]["champion"] == f"{MODEL}:4"
@@ -260,7 +254,7 @@ def test_the_worthiness_check_reads_the_served_champion_with_only_what_its_permi
 
 
 def test_the_champion_is_the_served_version_so_newer_data_than_it_saw_is_worth_a_retrain(azure: AzureWorld) -> None:
-    champion_trained_on(azure, "1")  # served: trained on version 1 of the data
+    azure.champion_trained_on("1")  # served: trained on version 1 of the data
     azure.trained_on("5", "2")  # registered later, never deployed, trained on version 2, the latest
     [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
     assert rec.outcome == "submitted"
@@ -277,7 +271,7 @@ def test_the_champion_is_the_served_version_so_newer_data_than_it_saw_is_worth_a
 def test_a_newer_registered_version_on_older_data_does_not_make_the_served_champions_data_new(
     azure: AzureWorld,
 ) -> None:
-    champion_trained_on(azure, "2")  # served, trained on the latest data
+    azure.champion_trained_on("2")  # served, trained on the latest data
     azure.trained_on("5", "1")  # the latest registered version, not deployed, trained on older data
     [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
     assert rec.outcome == "skipped" and rec.reason.startswith(f"not worth it: the champion {MODEL}:4 was trained on")
@@ -315,7 +309,7 @@ def test_a_champion_registered_by_a_pipeline_step_is_judged_on_its_pipelines_dat
 
 def test_the_policy_may_turn_the_worthiness_check_off(azure: AzureWorld) -> None:
     use(azure, policy(worthiness=False))
-    champion_trained_on(azure, "2")
+    azure.champion_trained_on("2")
     [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
     assert rec.outcome == "submitted" and "worthiness" not in rec.details
     assert "checks" not in rec.details["rendered"]
@@ -334,7 +328,7 @@ def test_a_champion_whose_lineage_cannot_be_read_is_retrained_saying_why_it_was_
 
 
 def test_a_manual_retrain_is_not_second_guessed_by_the_worthiness_check(azure: AzureWorld) -> None:
-    champion_trained_on(azure, "2")
+    azure.champion_trained_on("2")
     rec = azure.manual(reason="the data team asked")
     assert rec.outcome == "submitted" and "worthiness" not in rec.details
 
