@@ -33,15 +33,32 @@ class Acts:
         """``decision`` with each data input it reads through ``@latest`` pinned to the version the workspace names
         latest now (:mod:`handlers.pins`), before its checks, its wait for approval and its submission. Nothing is
         written ahead: the record of its outcome (or its ``pending`` record) carries the pins, and a retrain resumed
-        after its job was submitted records what that job's inputs hold (:meth:`_submitted`)."""
+        after its job was submitted records what that job's inputs hold (:meth:`_resumed`, :meth:`_submitted`)."""
         plan = pins.pin(decision.job, self.jobs if isinstance(self.jobs, pins.DataVersions) else None)
         return decision if plan is decision.job else replace(decision, job=plan)
 
-    def _submitted(self, decision: Retrain, now: datetime, extra: dict[str, Any]) -> DecisionRecord:
-        """Submit the retrain's job and record it; a job adopted instead (submitted by a worker of this decision that
-        died before recording it) is recorded with the data its inputs hold (:func:`handlers.pins.as_adopted`): the
-        versions it trains on, which four eyes compare, not the ones pinned again now."""
-        result = self.jobs.submit_retrain(decision.job)
+    def _resumed(self, decision: Retrain, now: datetime, extra: dict[str, Any]) -> DecisionRecord | None:
+        """The ``submitted`` record of a resumed retrain whose job its dead worker submitted (``Jobs.find_retrain``:
+        provably this decision's), adopted before anything is judged again: that worker passed the checks and the
+        approval, if one was asked, before it submitted, and what changed since (a champion trained on the latest
+        data, an approval the policy asks for now) does not stop a job that runs. Judged again, it was a skip or a
+        wait that freed the slot while the job ran, and the job's completion no longer the service's own. None when
+        no job of its name exists: it goes on as a first delivery does."""
+        found = self.jobs.find_retrain(decision.job)
+        if found is None:
+            return None
+        said = "adopted as the decision resumed, before its checks and approval: its worker had passed them"
+        note = f"{found.details['note']}; {said}" if found.details.get("note") else said
+        return self._submitted(decision, now, extra, replace(found, details={**found.details, "note": note}))
+
+    def _submitted(
+        self, decision: Retrain, now: datetime, extra: dict[str, Any], found: ActionResult | None = None
+    ) -> DecisionRecord:
+        """Submit the retrain's job (or take ``found``, the job a resumed retrain found) and record it; a job adopted
+        (submitted by a worker of this decision that died before recording it) is recorded with the data its inputs
+        hold (:func:`handlers.pins.as_adopted`): the versions it trains on, which four eyes compare, not the ones
+        pinned again now."""
+        result = found if found is not None else self.jobs.submit_retrain(decision.job)
         if result.trains_on is not None:
             decision = replace(decision, job=pins.as_adopted(decision.job, result.trains_on))
             differs = sorted(k for k, spec in decision.job.inputs.items() if pins.ADOPTED in spec)

@@ -236,7 +236,9 @@ class Executor(Acts):
                     model, lambda s: guards.take_over(s, kind, decision.id, now, self.lease)
                 ):
                     raise TransientError(approval_rules.still_acting(decision.id, approved, self.lease))
-                return self.act(replace(decision, reason=done.reason), now, approval=approved)  # said as recorded
+                return self.act(
+                    replace(decision, reason=done.reason), now, resumed=True, approval=approved
+                )  # said as recorded
         rendered = rendered_of(decision)
         stored = self.write(
             self.record(
@@ -254,7 +256,7 @@ class Executor(Acts):
                     model, lambda s: guards.confirm(s, kind, decision.id, "failed", None, give_back=True)
                 )
             return stored
-        return self.act(decision, now)
+        return self.act(decision, now, resumed=verdict.resumed)
 
     def supersede(self, old_id: str, newer: str, now: datetime, model: str | None = None) -> None:
         """Record the decision ``old_id``, which waited for approval, superseded by ``newer`` (which took
@@ -295,21 +297,25 @@ class Executor(Acts):
         )
         return done
 
-    def act(self, decision: Retrain | Deploy, now: datetime, **extra: Any) -> DecisionRecord:
+    def act(self, decision: Retrain | Deploy, now: datetime, *, resumed: bool = False, **extra: Any) -> DecisionRecord:
         """Act on a reserved decision, record the outcome, settle the slot: the one path, for a first
-        delivery, a redelivery and the reconciler alike. A TransientError leaves the reservation as
-        it is, for the redelivery or the next reconciler pass."""
+        delivery, a redelivery and the reconciler alike. ``resumed``: its reservation was made by a worker that
+        died, which may have submitted its job (a retrain's job found is adopted before anything is judged again,
+        :meth:`_resumed`). A TransientError leaves the reservation as it is, for the redelivery or the next
+        reconciler pass."""
         rendered = rendered_of(decision)
         kind = guards.RETRAIN if isinstance(decision, Retrain) else guards.ROLLOUT
         try:
             if isinstance(decision, Retrain):
-                decision = self._pinned(decision)  # its @latest data, to versions (handlers.pins)
-                rendered = rendered_of(decision)
-                rec = (
-                    self._unworthy(decision, now, rendered, extra)
-                    or self._waits(decision, now, rendered, extra, decision.reason)
-                    or self._submitted(decision, now, extra)
-                )
+                rec = self._resumed(decision, now, extra) if resumed else None
+                if rec is None:
+                    decision = self._pinned(decision)  # its @latest data, to versions (handlers.pins)
+                    rendered = rendered_of(decision)
+                    rec = (
+                        self._unworthy(decision, now, rendered, extra)
+                        or self._waits(decision, now, rendered, extra, decision.reason)
+                        or self._submitted(decision, now, extra)
+                    )
             else:
                 rec = self._deploy(decision, now, rendered, extra)
         except PermanentError as exc:

@@ -12,9 +12,10 @@ they do the version that started a retrain. A backend that reads no workspace (t
 says why (``not_pinned``). Model inputs (``custom_model``, ``mlflow_model``) are not pinned. Pure, stdlib only.
 
 Nothing is written ahead: the job is the truth. A retrain resumed after its worker died (a redelivery, the
-reconciler) pins again and submits; when the submission adopts the job of its name, which that worker submitted
-before it died (:mod:`handlers.jobnames`: provably this decision's), what is recorded is what that job's inputs
-hold (:func:`as_adopted`), not the version read again. A retrain approved after it waited keeps the pins its
+reconciler) first looks for the job of its name, which that worker may have submitted before it died
+(:mod:`handlers.jobnames`: adopted only when provably this decision's); when it is there, what is recorded is what
+that job's inputs hold (:func:`as_adopted`), nothing is pinned again. Otherwise it pins again and submits (and a
+submission that meets the job, submitted meanwhile, adopts it the same way). A retrain approved after it waited keeps the pins its
 ``pending`` record shows (:func:`as_reserved`): they are what was reviewed.
 """
 
@@ -120,12 +121,17 @@ def as_adopted(plan: JobPlan, held: Mapping[str, str | None]) -> JobPlan:
     read again as it resumed. The job is this decision's (named from its key, created by this service: the Jobs
     port adopts nothing else), so an input that holds another asset's version or no version at all was submitted
     so by this service (under an earlier policy): it is recorded as the job holds it, saying so (``adopted_differs``);
-    a version keeps ``pinned_from``, so four eyes compare its creator. Inputs not pinned are as the plan says."""
+    a version keeps ``pinned_from``, so four eyes compare its creator. An input that reads ``@latest`` unpinned (a
+    resumed retrain adopts its job before pinning anything) is taken as pinned from what it reads. Inputs that read
+    no data asset's latest version are as the plan says."""
     inputs: dict[str, dict[str, Any]] = {}
-    for name, spec in plan.inputs.items():
+    for name, given in plan.inputs.items():
+        spec = given
+        if PINNED_FROM not in given and NOT_PINNED not in given and reads_latest(given) is not None:  # resumed
+            spec = {**given, PINNED_FROM: given["value"]}
         asked = spec.get(PINNED_FROM)
         if not isinstance(asked, str):
-            inputs[name] = spec
+            inputs[name] = given
             continue
         ref = held.get(name)
         version = data_version(ref)

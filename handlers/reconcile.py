@@ -352,7 +352,7 @@ class Reconciler:
             report.released.append(self._release(model, kind, flight, now, why, give_back=False))
             return
         approval = record.details.get("approval") or None  # an approved decision goes on as approved
-        report.resumed.append(self.executor.act(decision, now, resumed_by=RECONCILER, approval=approval))
+        report.resumed.append(self.executor.act(decision, now, resumed=True, resumed_by=RECONCILER, approval=approval))
 
     def _release(
         self, model: str, kind: str, flight: Flight, now: datetime, why: str, give_back: bool

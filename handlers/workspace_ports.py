@@ -117,6 +117,13 @@ class Jobs(Protocol):
         provably this decision's (its tags, experiment, component and creator), else raise PermanentError."""
         ...
 
+    def find_retrain(self, plan: JobPlan) -> ActionResult | None:
+        """The job named ``plan.name``, adopted as :meth:`submit_retrain` adopts it (``submitted``, ``trains_on`` what
+        its inputs hold), when it exists and is provably this decision's; None when the workspace has no such job;
+        PermanentError, naming who created it, when it exists and is not. Reads only: what a retrain resumed after
+        its worker died asks first, since that worker may have submitted it."""
+        ...
+
     def job_status(self, name: str) -> JobInfo | None:
         """The job ``name`` as it is now; None when the workspace has no such job. Raises
         TransientError when Azure cannot answer now, PermanentError when it refuses."""

@@ -44,6 +44,9 @@ class _PassesThrough:
     def start_deploy(self, plan: DeployPlan, facts: CandidateFacts) -> ActionResult:
         return self.inner.start_deploy(plan, facts)
 
+    def find_retrain(self, plan: JobPlan) -> ActionResult | None:
+        return self.inner.find_retrain(plan)
+
     def job_status(self, name: str) -> JobInfo | None:
         return self.inner.job_status(name)
 

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from function_app.adapters.monitor_guards import MonitorGuards
 from handlers.guard_rules import QueryGuard
 from handlers.pickup import SOURCE_WORKSPACE
@@ -15,6 +17,7 @@ from tests import rbac
 from tests.azure_world import DATASET, DRIFT_SAMPLE, ENDPOINT, MODEL, WORKSPACE_ID, AzureWorld, in_workspace
 from tests.batch_world import BATCH, RECENT, Batch, batch_policy
 from tests.builders import with_classes, with_environment
+from tests.crashes import DiesAfterActing, WorkerDied
 from tests.fake_http import APP_CLIENT_ID, FakeCredential
 from tests.monitoring import BREACH, breach, breached_text
 
@@ -32,6 +35,21 @@ def _retrain(azure: AzureWorld) -> Callable[[], Any]:
         [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
         assert rec.outcome == "submitted", rec.reason
         assert azure.actions.job_status(str(rec.job["name"])) is not None
+
+    return act
+
+
+def _resumed(azure: AzureWorld) -> Callable[[], Any]:
+    """A drift event's worker submits its job and dies before recording it; the redelivery, past its lease, finds
+    the job and adopts it before anything is judged again."""
+    raw = in_workspace(DRIFT_SAMPLE)
+    with pytest.raises(WorkerDied):
+        azure.deliver(raw, azure.new_worker(DiesAfterActing(azure.actions)))
+    azure.now.advance(minutes=2)
+
+    def act() -> None:
+        [rec] = azure.deliver(raw, azure.new_worker()).decisions
+        assert (rec.outcome, rec.details.get("adopted")) == ("submitted", True), rec.reason
 
     return act
 
@@ -233,6 +251,7 @@ SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], dict[str, Any]]] = {
         ),
         {},
     ),
+    "resumed retrain": (_resumed, ("AzureMLActions.find_retrain",), {}),
     "veto": (_veto, ("AzureMLActions.retrain_facts",), {}),
     "reads": (
         _reads,

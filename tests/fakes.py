@@ -27,6 +27,7 @@ class RecordingActions:
     name: str = "recording"
     jobs: dict[str, JobPlan] = field(default_factory=dict)
     submissions: list[str] = field(default_factory=list)
+    lookups: list[str] = field(default_factory=list)  # the jobs a resumed retrain looked for (find_retrain)
     deployments: list[DeployPlan] = field(default_factory=list)
     fail_with: Exception | None = None
     statuses: dict[str, str] = field(default_factory=dict)
@@ -55,11 +56,22 @@ class RecordingActions:
         if self.fail_with is not None:
             raise self.fail_with
         adopted = plan.name in self.jobs
-        job = self.jobs.setdefault(plan.name, plan)
+        return self._submitted(self.jobs.setdefault(plan.name, plan), adopted)
+
+    def find_retrain(self, plan: JobPlan) -> ActionResult | None:
+        """The job of the plan's name, adopted, as :meth:`submit_retrain` adopts it; None when none was submitted."""
+        self.lookups.append(plan.name)
+        if self.fail_with is not None:
+            raise self.fail_with
+        job = self.jobs.get(plan.name)
+        return None if job is None else self._submitted(job, adopted=True)
+
+    @staticmethod
+    def _submitted(job: JobPlan, adopted: bool) -> ActionResult:
         held = {k: str(v["value"]) for k, v in job.inputs.items() if v.get("type") != "literal"}
         return ActionResult(
             "submitted",
-            job={"name": plan.name, "url": f"https://ml.example/{plan.name}"},
+            job={"name": job.name, "url": f"https://ml.example/{job.name}"},
             details={"adopted": adopted},
             trains_on=held if adopted else None,  # the job adopted reads what it was submitted with
         )

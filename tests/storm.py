@@ -47,6 +47,12 @@ class JournalActions:
                 os.fsync(f.fileno())
         return ActionResult("submitted", job={"name": plan.name, "url": None}, details={"adopted": adopted})
 
+    def find_retrain(self, plan: JobPlan) -> ActionResult | None:
+        """The journalled job of the plan's name, adopted (a worker of its decision submitted it); None when none is."""
+        if plan.name not in jobs_in(Path(self.journal)):
+            return None
+        return ActionResult("submitted", job={"name": plan.name, "url": None}, details={"adopted": True})
+
     def retrain_facts(self, plan: JobPlan) -> RetrainFacts:
         """A journal keeps no lineage and no monitor runs: the checks have nothing to judge, the retrain goes ahead."""
         return RetrainFacts(notes=("the storm's workspace keeps no lineage",))

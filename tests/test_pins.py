@@ -150,6 +150,15 @@ def test_an_adopted_job_reading_no_version_is_recorded_as_it_holds_it_and_not_as
     assert pins.pinned_versions({"inputs": {"data": data}}) == []
 
 
+@pytest.mark.parametrize("reads", ["azureml:train@latest", "azureml:train"])
+def test_a_job_adopted_before_its_plan_was_pinned_is_recorded_as_pinned_to_the_version_it_holds(reads: str) -> None:
+    """A resumed retrain adopts its job before it pins anything: an input that reads the latest version names the
+    version the job holds, pinned from what the plan reads, so four eyes compare its creator."""
+    adopted = pins.as_adopted(plan(data=spec(reads), lr=spec(0.1, "literal")), {"data": "azureml:train:2"})
+    assert adopted.inputs == {"data": {**spec("azureml:train:2"), "pinned_from": reads}, "lr": spec(0.1, "literal")}
+    assert pins.pinned_versions(adopted.as_dict()) == [("data", "train:2")]
+
+
 def test_only_pinned_inputs_are_read_from_an_adopted_job() -> None:
     fixed, unread = spec("azureml:x:2"), {**spec("azureml:train@latest"), "not_pinned": "dry run"}
     given = plan(v=fixed, u=unread, lr=spec(0.1, "literal"))

@@ -26,7 +26,12 @@ from tests.crashes import DiesAfterActing, DiesBeforeActing, WorkerDied
 pytestmark = pytest.mark.both_ledgers  # crash points: what each ledger keeps when a worker dies between two writes
 
 LEASE = timedelta(seconds=60)  # the service's default
-PINNED = {"type": "mltable", "value": f"azureml:{DATASET}:2", "from": "policy", "pinned_from": f"azureml:{DATASET}@latest"}
+PINNED = {
+    "type": "mltable",
+    "value": f"azureml:{DATASET}:2",
+    "from": "policy",
+    "pinned_from": f"azureml:{DATASET}@latest",
+}
 
 
 def changes(azure: AzureWorld, what: str) -> None:
@@ -97,6 +102,15 @@ def test_the_completion_of_an_adopted_job_is_the_services_own_and_its_candidate_
     assert azure.ledger_spec.open().get_model(MODEL).flights.keys() == {"rollout"}  # the retrain's slot freed by it
 
 
+def test_a_first_delivery_looks_its_job_up_once_as_it_submits_it(azure: AzureWorld) -> None:
+    """The look for a job before the checks is a resumed retrain's alone: a first delivery's one look-up is its
+    submission's own (a job of its name met there is adopted as before)."""
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE)).decisions
+    assert rec.outcome == "submitted" and "adopted" not in rec.details, rec.reason
+    job = str(rec.job["name"])  # type: ignore[index]
+    assert [c.method for c in azure.arm.calls if c.path == f"jobs/{job}"] == ["GET", "PUT"]
+
+
 @pytest.mark.parametrize("by", ["redelivery", "reconciler"])
 def test_a_resumed_retrain_whose_worker_died_before_submitting_is_judged_again_as_a_first_delivery_is(
     azure: AzureWorld, by: str
@@ -110,5 +124,29 @@ def test_a_resumed_retrain_whose_worker_died_before_submitting_is_judged_again_a
 
     assert (rec.outcome, rec.details["worthiness"]["champion"]) == ("skipped", f"{MODEL}:4"), rec.reason
     assert rec.reason.startswith("not worth it: the champion")
-    assert azure.arm.job_puts == []
-    assert azure.ledger_spec.open().get_model(MODEL).flights == {}
+    assert azure.arm.job_puts == [] and azure.ledger_spec.open().get_model(MODEL).flights == {}
+    assert len(azure.arm.requests_to("GET", r"^jobs/retrain-")) == 1  # looked for once, before it was judged
+
+
+def test_an_approved_retrain_whose_worker_died_after_submitting_is_adopted_with_its_approval_by_the_reconciler(
+    azure: AzureWorld,
+) -> None:
+    """Approved, submitted, and its worker died before recording it; the champion changed since. The reconciler
+    adopts the job with the approval its reserved record holds, and judges nothing again."""
+    from handlers.signals import Trigger
+
+    changes(azure, "approval")
+    [waiting] = azure.deliver(in_workspace(DRIFT_SAMPLE), azure.new_worker()).decisions
+    assert waiting.outcome == "pending", waiting.reason
+    approver = Trigger("cli", "approve-1", "ManualRequest.approve", caller=(("kind", "command line"), ("user", "bob")))
+    with pytest.raises(WorkerDied):
+        azure.new_worker(DiesAfterActing(azure.actions)).approve(waiting.id, approver, "checked")
+    [job] = list(azure.arm.jobs)
+    changes(azure, "champion")
+
+    rec = resumed(azure, in_workspace(DRIFT_SAMPLE), "reconciler")
+
+    assert (rec.id, rec.outcome, rec.job["name"], rec.details["adopted"]) == (waiting.id, "submitted", job, True)  # type: ignore[index]
+    assert rec.details["approval"]["approved_by"] == "bob" and "worthiness" not in rec.details
+    assert len(azure.arm.job_puts) == 1
+    assert azure.ledger_spec.open().get_model(MODEL).flights["retrain"].status == "submitted"

@@ -31,6 +31,11 @@ class DryRunActions:
             },
         )
 
+    def find_retrain(self, plan: JobPlan) -> ActionResult | None:
+        """A dry run submits nothing, so no job of a decision's exists."""
+        del plan
+        return None
+
     def retrain_facts(self, plan: JobPlan) -> RetrainFacts:
         """A dry run reads no workspace: no breach is known, a breach's run is not read back (its record says
         so), the lineage is not judged."""

@@ -101,7 +101,8 @@ OPERATIONS: dict[str, list[str]] = {
     "AzureMLActions.ml": [],  # the lazily built MLClient itself
     # the data versions a job reads, which Azure ML checks inside the submission (pinned before: latest_data below)
     "AzureMLActions.submit_retrain": _WORKSPACE + _SUBMIT_JOB + _COMPONENTS + _DATA,
-    "AzureMLActions.job_status": [f"{AML}/jobs/read"],
+    # jobs.get: a job's status, and a resumed retrain's job, adopted before its checks when it is its decision's
+    **{f"AzureMLActions.{op}": [f"{AML}/jobs/read"] for op in ("job_status", "find_retrain")},
     # who created a run (approvals' four eyes): run history's run, read as the SDK reads a pipeline step
     "AzureMLActions.run_creator": [*_WORKSPACE, f"{AML}/experiments/runs/read"],
     # ... and a data asset version (a new version's retrain): its systemData, as data.get reads it

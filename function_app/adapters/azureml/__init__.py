@@ -121,6 +121,9 @@ class AzureMLActions:
     def submit_retrain(self, plan: JobPlan) -> ActionResult:
         return self.jobs.submit_retrain(plan)
 
+    def find_retrain(self, plan: JobPlan) -> ActionResult | None:
+        return self.jobs.find_retrain(plan)
+
     def job_status(self, name: str) -> JobInfo | None:
         return self.jobs.job_status(name)
 

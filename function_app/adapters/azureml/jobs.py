@@ -139,6 +139,17 @@ class AzureMLJobs:
         log.info("submitted pipeline job %s model=%s component=%s", plan.name, plan.model, component_id)
         return self._submitted(job, adopted=False)
 
+    def find_retrain(self, plan: JobPlan) -> ActionResult | None:
+        """The job ``plan.name`` adopted, as :meth:`submit_retrain` adopts it, when it exists and is provably this
+        decision's (:meth:`_not_ours`); None when there is no such job; a PermanentError naming who created one
+        that is not. One ``jobs.get``, nothing submitted."""
+        existing = self._find_job(self.client.retry.budget(), plan.name)
+        if existing is None:
+            return None
+        self._refuse_foreign(plan, existing)
+        log.info("pipeline job %s was submitted before its worker died; adopting it (model=%s)", plan.name, plan.model)
+        return self._submitted(existing, adopted=True)
+
     def _refuse_foreign(self, plan: JobPlan, job: Any) -> None:
         why = self._not_ours(plan, job)
         if why is None:
