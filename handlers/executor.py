@@ -236,9 +236,8 @@ class Executor(Acts):
                     model, lambda s: guards.take_over(s, kind, decision.id, now, self.lease)
                 ):
                     raise TransientError(approval_rules.still_acting(decision.id, approved, self.lease))
-                return self.act(
-                    replace(decision, reason=done.reason), now, resumed=True, approval=approved
-                )  # said as recorded
+                said = replace(decision, reason=done.reason)  # said as recorded
+                return self.act(said, now, resumed=True, approval=approved)
         rendered = rendered_of(decision)
         stored = self.write(
             self.record(

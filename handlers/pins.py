@@ -15,8 +15,8 @@ Nothing is written ahead: the job is the truth. A retrain resumed after its work
 reconciler) first looks for the job of its name, which that worker may have submitted before it died
 (:mod:`handlers.jobnames`: adopted only when provably this decision's); when it is there, what is recorded is what
 that job's inputs hold (:func:`as_adopted`), nothing is pinned again. Otherwise it pins again and submits (and a
-submission that meets the job, submitted meanwhile, adopts it the same way). A retrain approved after it waited keeps the pins its
-``pending`` record shows (:func:`as_reserved`): they are what was reviewed.
+submission that meets the job, submitted meanwhile, adopts it the same way). A retrain approved after it waited
+keeps the pins its ``pending`` record shows (:func:`as_reserved`): they are what was reviewed.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from handlers.records import DecisionRecord
+from handlers.signals import Trigger
 from tests.azure_world import DATASET, DRIFT_SAMPLE, MODEL, AzureWorld, in_workspace
 from tests.builders import with_retrain
 from tests.crashes import DiesAfterActing, DiesBeforeActing, WorkerDied
@@ -133,8 +134,6 @@ def test_an_approved_retrain_whose_worker_died_after_submitting_is_adopted_with_
 ) -> None:
     """Approved, submitted, and its worker died before recording it; the champion changed since. The reconciler
     adopts the job with the approval its reserved record holds, and judges nothing again."""
-    from handlers.signals import Trigger
-
     changes(azure, "approval")
     [waiting] = azure.deliver(in_workspace(DRIFT_SAMPLE), azure.new_worker()).decisions
     assert waiting.outcome == "pending", waiting.reason
