@@ -141,7 +141,7 @@ def _explain_flights(
 def smoke_deferred(progress: RolloutProgress) -> dict[str, Any] | None:
     """The smoke test deferred (:func:`handlers.rollout.supersede.deferral`): waiting out an outage
     (:mod:`handlers.rollout.smoke_outage`: why, since when, how many tries, and until when before the
-    candidate is rolled back), or refused (401) or throttled (429) (why, since when, how many tries); None
+    candidate is rolled back), or refused (401) or throttled (429) (the same, bounded by the same smoke.max_wait); None
     when none waits."""
     pending = progress.pending
     return supersede.deferral(pending) if pending is not None and supersede.supersedable(pending) else None

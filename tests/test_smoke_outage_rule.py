@@ -1,6 +1,7 @@
 """The smoke test told an outage from a broken candidate, as pure rules (handlers/rollout/smoke_outage.py):
 which answers an outage gives, which failed requests the live deployment is asked about, and what its
-answers decide (defer, bounded by ``smoke.max_wait``, or roll back), case by case."""
+answers decide (defer, bounded by ``smoke.max_wait``, or roll back), case by case; and a smoke test whose
+requests the endpoint refused (401) or throttled (429), bounded by the same ``max_wait`` on the same clock."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ from typing import Any
 import pytest
 
 from handlers.rollout.smoke import Scored, SmokeVerdict, judge
-from handlers.rollout.smoke_outage import OUTAGE, decide, live_calls, outage_class, suspects, to_ask
+from handlers.rollout.smoke_outage import (
+    OUTAGE,
+    decide,
+    first_deferral,
+    live_calls,
+    outage_class,
+    refused,
+    suspects,
+    to_ask,
+)
 from handlers.rollout_rules import MAX_SMOKE_TIME, SmokeRule
 
 T0 = datetime(2026, 12, 7, 4, 0, tzinfo=UTC)
@@ -160,3 +170,73 @@ def test_no_request_or_answer_body_is_in_what_it_decides() -> None:
     secret = Scored(503, {"ssn": "123-45-6789"}, 3.0)
     got = outcome(rule(), {0: secret, 1: secret})
     assert "ssn" not in json.dumps(got.details) + got.why and "123-45" not in json.dumps(got.details)
+
+
+UNAUTHORIZED = (
+    "endpoint e refused the service's identity (401) when invoking deployment green: grant it "
+    "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/score/action on the workspace (the service's "
+    "custom role, infra/modules/workspace-access.bicep, or AzureML Data Scientist)"
+)
+THROTTLED = "endpoint e throttled the smoke test's request to deployment green (429); it is sent again on the next pass"
+
+
+def at(minutes: int) -> str:
+    return f"2026-12-07T{4 + minutes // 60:02d}:{minutes % 60:02d}:00.000Z"
+
+
+def test_the_first_deferral_of_any_kind_starts_the_one_clock() -> None:
+    assert first_deferral({}) is None
+    assert first_deferral({"deferred": {"since": at(5)}}) == T0 + timedelta(minutes=5)
+    assert first_deferral({"outage": {"since": at(20)}, "deferred": {"since": at(5)}}) == T0 + timedelta(minutes=5)
+    assert first_deferral({"outage": {"since": at(5)}, "deferred": {"since": at(20)}}) == T0 + timedelta(minutes=5)
+    assert first_deferral({"outage": "not a deferral", "deferred": {"times": 1}}) is None
+
+
+@pytest.mark.parametrize("error", [UNAUTHORIZED, THROTTLED])
+def test_a_refusal_or_throttling_defers_the_smoke_test_until_max_wait_from_its_first_deferral(error: str) -> None:
+    got = refused(rule(max_wait="30m"), {}, error, T0)
+    assert got.defer and got.why == error
+    assert got.waited == {"why": error, "since": at(0), "times": 1, "last": at(0), "until": at(30)}
+    later = refused(rule(max_wait="30m"), {"deferred": got.waited}, error, T0 + timedelta(minutes=29))
+    assert later.defer and later.waited == {**got.waited, "times": 2, "last": at(29)}  # since never moved
+
+
+@pytest.mark.parametrize("error", [UNAUTHORIZED, THROTTLED])
+def test_a_refusal_or_throttling_that_never_clears_within_max_wait_rolls_the_candidate_back(error: str) -> None:
+    kept = {"why": error, "since": at(0), "times": 6, "last": at(25), "until": at(30)}
+    got = refused(rule(max_wait="30m"), {"deferred": kept}, error, T0 + timedelta(minutes=30))
+    assert not got.defer and got.waited is None
+    assert got.why == (
+        f"smoke test never judged: deferred since {at(0)} (30m, 7 tries), its requests still not taken: {error}; "
+        "smoke.max_wait 30m"
+    )
+    assert got.details == {"deferred": {**kept, "times": 7, "last": at(30)}}
+
+
+def test_a_refusal_after_an_outage_is_bounded_from_the_outage_s_first_deferral() -> None:
+    outage = {"since": at(0), "times": 3, "last": at(10), "until": at(60)}
+    still = refused(rule(), {"outage": outage}, THROTTLED, T0 + timedelta(minutes=40))
+    assert still.defer and still.waited is not None and still.waited["until"] == at(60)
+    assert still.waited["since"] == at(40)  # its own since; the clock is the outage's
+    got = refused(rule(), {"outage": outage, "deferred": still.waited}, THROTTLED, T0 + timedelta(minutes=60))
+    assert not got.defer and got.why.startswith(f"smoke test never judged: deferred since {at(0)} (1h, 2 tries)")
+    assert got.details["outage"] == outage  # the record says it waited out an outage first
+
+
+def test_an_outage_after_a_refusal_is_bounded_from_the_refusal_s_first_deferral() -> None:
+    first = T0 - timedelta(minutes=50)
+    waiting = outcome(rule(), {0: Scored(503), 1: Scored(503)}).waited
+    assert waiting is not None
+    got = decide(rule(), failed(rule(), DOWNSTREAM, TIMEOUT), [DOWNSTREAM, TIMEOUT], "blue",
+                 {0: Scored(503), 1: Scored(503)}, None, T0, first)  # fmt: skip
+    assert got.defer and got.waited == {**waiting, "until": "2026-12-07T04:10:00.000Z"}
+    gone = decide(rule(), failed(rule(), DOWNSTREAM, TIMEOUT), [DOWNSTREAM, TIMEOUT], "blue",
+                  {0: Scored(503), 1: Scored(503)}, got.waited, T0 + timedelta(minutes=10), first)  # fmt: skip
+    assert not gone.defer
+    assert f"on each of 2 tries since {at(0)}, deferred first at 2026-12-07T03:10:00.000Z (" in gone.why
+
+
+@pytest.mark.parametrize("error", [UNAUTHORIZED, THROTTLED])
+def test_max_wait_0s_rolls_a_refused_or_throttled_smoke_test_back_at_once(error: str) -> None:
+    got = refused(rule(max_wait="0s"), {}, error, T0)
+    assert not got.defer and got.why == f"smoke test not sent: {error}; smoke.max_wait is 0s: no waiting"

@@ -32,6 +32,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class _WaitedOut(Exception):
+    """A smoke test's requests still not taken (401, 429) once ``smoke.max_wait`` has passed: its verdict."""
+
+    def __init__(self, outcome: smoke_outage.Outcome) -> None:
+        super().__init__(outcome.why)
+        self.outcome = outcome
+
+
 class RolloutEffects:
     """Changes Azure for a rollout through the ``deployments`` port and keeps the flight in the
     ``ledger``; ``write`` is the executor's one writer of decision records (bounded, logged). A smoke
@@ -143,25 +151,32 @@ class RolloutEffects:
         log.info("rollout %s model=%s: the smoke test was superseded meanwhile; its verdict dropped", flight.job, model)
         return {"state": "changed_meanwhile"}
 
-    def _scored(self, model: str, flight: Flight, pending: Transition, now: datetime, ask: Callable[[], T]) -> T:
-        """``ask()`` (requests to deployments); a refusal (401) or throttling (429) that defers the smoke
-        test is kept in the pending transition (``details.deferred``: ``why``, ``since``, never moved, ``times``,
-        ``last``), for an operator's transition that supersedes it to say, then raised for the reconciler."""
+    def _scored(
+        self, model: str, flight: Flight, pending: Transition, now: datetime, rule: SmokeRule, ask: Callable[[], T]
+    ) -> T:
+        """``ask()`` (requests to deployments); a refusal (401) or throttling (429) defers the smoke test for up to
+        ``smoke.max_wait`` from its first deferral (:func:`handlers.rollout.smoke_outage.refused`): kept in the
+        pending transition (``details.deferred``), for the next pass and an operator's transition that supersedes
+        it, then raised for the reconciler; past ``max_wait``, :class:`_WaitedOut`, the verdict that rolls back."""
         try:
             return ask()
         except (TransientError, PermanentError) as exc:
-            before = pending.details.get(supersede.DEFERRED) or {}
-            kept = {
-                "why": str(exc)[:500],
-                "since": str(before.get("since") or iso(now)),
-                "times": int(before.get("times") or 0) + 1,
-                "last": iso(now),
-            }
-            noted = replace(pending, details={**pending.details, supersede.DEFERRED: kept})
+            outcome = smoke_outage.refused(rule, pending.details, str(exc), now)
+            if not outcome.defer:
+                raise _WaitedOut(outcome) from exc
+            noted = replace(pending, details={**pending.details, smoke_outage.DEFERRED: outcome.waited})
             self.ledger.update_model(model, lambda s: changes.judge(s, flight.decision, pending, noted))
             raise
 
     def _smoke(self, model: str, flight: Flight, pending: Transition, now: datetime) -> SmokeVerdict:
+        """The smoke test's verdict (:meth:`_smoked`); a 401 or 429 past ``smoke.max_wait`` is a failed one."""
+        try:
+            return self._smoked(model, flight, pending, now)
+        except _WaitedOut as out:
+            log.info("rollout %s model=%s: %s", flight.job, model, out.outcome.why)
+            return SmokeVerdict(False, out.outcome.why, out.outcome.details)
+
+    def _smoked(self, model: str, flight: Flight, pending: Transition, now: datetime) -> SmokeVerdict:
         """Send the policy's sample requests to the candidate (and to the champion the transition names,
         when the policy compares) and judge the answers (:func:`handlers.rollout.smoke.judge`). Run
         again by a pass that finds the transition pending: the requests read nothing back, and the
@@ -181,7 +196,7 @@ class RolloutEffects:
             return SmokeVerdict(False, f"smoke test failed: no sample requests: {exc}", {"requests_from": asset})
         scoring, champion = self.scoring, pending.details.get("champion")
         answers = self._scored(
-            model, flight, pending, now, lambda: [scoring.score(endpoint, candidate, b, timeout) for b in bodies]
+            model, flight, pending, now, rule, lambda: [scoring.score(endpoint, candidate, b, timeout) for b in bodies]
         )
         theirs = None
         if rule.champion is not None and champion:
@@ -190,6 +205,7 @@ class RolloutEffects:
                 flight,
                 pending,
                 now,
+                rule,
                 lambda: [scoring.score(endpoint, str(champion), b, timeout) for b in bodies],
             )
         verdict = smoke.judge(rule, candidate, answers, str(champion) if champion else None, theirs)
@@ -232,13 +248,14 @@ class RolloutEffects:
                     flight,
                     pending,
                     now,
+                    rule,
                     lambda: {i: scoring.score(endpoint, str(live), bodies[i], timeout) for i in ask},
                 )
                 if scoring is not None
                 else {}
             )
-        waited = pending.details.get("outage")
-        outcome = smoke_outage.decide(rule, verdict, answers, str(live) if live else None, asked, waited, now)
+        waited, first = pending.details.get("outage"), smoke_outage.first_deferral(pending.details)
+        outcome = smoke_outage.decide(rule, verdict, answers, str(live) if live else None, asked, waited, now, first)
         if not outcome.defer:
             log.info("rollout %s model=%s: %s", flight.job, model, outcome.why)
             return SmokeVerdict(False, outcome.why, outcome.details)

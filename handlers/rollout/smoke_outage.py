@@ -15,6 +15,12 @@ answers are used when the policy compares them already), and
   ``smoke.max_wait`` after the first deferral; past it the candidate is rolled back saying the outage
   never cleared. The first deferral's time is kept in the pending transition and never moved, so a
   candidate cannot stay deferred longer than that, whatever it answers;
+- a smoke test whose requests could not be sent (the endpoint refusing the service's identity, 401, while a
+  role assignment applies; or throttling, 429) is deferred too (:func:`refused`, ``details.deferred``), and
+  bounded by the same ``smoke.max_wait``: past it the candidate is rolled back saying what it waited for
+  and how long. One clock for a smoke test, whatever deferred it: :func:`first_deferral`, the earliest
+  ``since`` of its outage and its refusal, so a candidate that alternates between the two (an endpoint
+  throttling in an outage) cannot restart the wait;
 - the live deployment answering a request the candidate failed makes it the candidate's failure:
   rolled back, the reason showing both statuses.
 
@@ -41,6 +47,15 @@ if TYPE_CHECKING:
 OUTAGE_STATUSES = frozenset({408, 500, 502, 503, 504})
 MODEL_ERROR = 424
 OUTAGE = "the live deployment fails these requests too: an outage, not the candidate"
+DEFERRED = "deferred"  # in a smoke transition's details: a refusal or throttling that deferred it (why, since, times)
+
+
+def first_deferral(details: Mapping[str, Any]) -> datetime | None:
+    """When the smoke test whose pending transition holds ``details`` was first deferred, of any kind (its
+    outage's ``since`` or its refusal's, the earlier): where ``smoke.max_wait`` counts from. None: never."""
+    kept = [details.get("outage"), details.get(DEFERRED)]
+    found = [from_iso(str(k["since"])) for k in kept if isinstance(k, Mapping) and k.get("since")]
+    return min((t for t in found if t is not None), default=None)
 
 
 def outage_class(answer: Scored) -> bool:
@@ -117,10 +132,12 @@ def decide(
     asked: Mapping[int, Scored],
     waited: Mapping[str, Any] | None,
     now: datetime,
+    first: datetime | None = None,
 ) -> Outcome:
     """The failed ``verdict``, whose failed requests were all outage-class (:func:`suspects`), judged with
     the live deployment's answers to them (``asked``: by request; ``live`` None: no deployment has
-    traffic), the deferrals so far (``waited``: ``since``, ``times``) and ``rule.max_wait``."""
+    traffic), the deferrals so far (``waited``: ``since``, ``times``) and ``rule.max_wait``, counted from
+    ``first`` (:func:`first_deferral`: a 401 or 429 that deferred it before; ``waited``'s ``since`` when None)."""
     rows = [
         {
             "request": i,
@@ -155,16 +172,49 @@ def decide(
     times = int((waited or {}).get("times") or 0)
     if rule.max_wait <= timedelta(0):
         return Outcome(False, f"{verdict.why}; {OUTAGE} ({both}), and smoke.max_wait is 0s: no waiting", details)
-    if since is not None and now - since >= rule.max_wait:
+    clock = min(t for t in (since, first) if t is not None) if since or first else None
+    if clock is not None and now - clock >= rule.max_wait:
+        before = f", deferred first at {iso(clock)}" if clock != since else ""
         why = (
             f"{verdict.why}; the outage never cleared: {live} failed them too on each of {times + 1} tries since "
-            f"{iso(since)} ({both}), smoke.max_wait {span(rule.max_wait)}"
+            f"{iso(since or now)}{before} ({both}), smoke.max_wait {span(rule.max_wait)}"
         )
         return Outcome(False, why, details)
     start = since or now
-    kept = {"since": iso(start), "times": times + 1, "last": iso(now), "until": iso(start + rule.max_wait)}
+    kept = {"since": iso(start), "times": times + 1, "last": iso(now), "until": iso((clock or now) + rule.max_wait)}
     why = (
         f"smoke test deferred: {OUTAGE} ({both}); tried again on the next pass, rolled back if it has not "
         f"cleared by {kept['until']} (smoke.max_wait {span(rule.max_wait)})"
     )
     return Outcome(True, why, {**details, "outage": kept}, kept)
+
+
+def refused(rule: SmokeRule, details: Mapping[str, Any], error: str, now: datetime) -> Outcome:
+    """A smoke test whose requests the endpoint did not take (``error``: its refusal of the service's identity,
+    401, naming the action and the role; or its throttling, 429), its pending transition holding ``details``:
+    deferred (``waited``, kept as ``details.deferred``: ``why``, ``since`` never moved, ``times``, ``last``,
+    ``until``) until ``rule.max_wait`` has passed since its first deferral of any kind (:func:`first_deferral`),
+    then rolled back saying what it waited for and how long; with ``max_wait`` 0s at once."""
+    before = details.get(DEFERRED)
+    before = before if isinstance(before, Mapping) else {}
+    times = int(before.get("times") or 0) + 1
+    clock = first_deferral(details) or now
+    kept = {
+        "why": error[:500],
+        "since": str(before.get("since") or iso(now)),
+        "times": times,
+        "last": iso(now),
+        "until": iso(clock + rule.max_wait),
+    }
+    outage = details.get("outage")
+    said = {DEFERRED: kept, **({"outage": dict(outage)} if isinstance(outage, Mapping) else {})}
+    if rule.max_wait <= timedelta(0):
+        return Outcome(False, f"smoke test not sent: {error[:500]}; smoke.max_wait is 0s: no waiting", said)
+    if now - clock >= rule.max_wait:
+        tries = f"{times} tr{'y' if times == 1 else 'ies'}"
+        why = (
+            f"smoke test never judged: deferred since {iso(clock)} ({span(now - clock)}, {tries}), its requests still "
+            f"not taken: {error[:500]}; smoke.max_wait {span(rule.max_wait)}"
+        )
+        return Outcome(False, why, said)
+    return Outcome(True, error[:500], said, kept)

@@ -5,7 +5,8 @@ transition (:mod:`handlers.operate`); a transition already pending is carried ou
 is told to try again. One pending transition is different: a ``smoke`` test not judged yet. It sets no
 traffic (the candidate keeps 0%), and it stays pending for as long as it is **deferred**: by an outage
 the live deployment shares (``details.outage``, for up to ``smoke.max_wait``), by a refusal of the
-service's identity while a role assignment applies (401) or by throttling (429) (``details.deferred``).
+service's identity while a role assignment applies (401) or by throttling (429) (``details.deferred``,
+bounded by the same ``smoke.max_wait``, one clock from the first deferral of any kind).
 Making the person responsible for the model wait that long to roll back, pause or promote is not
 acceptable, and a deferral is not a transition being carried out.
 
@@ -24,10 +25,9 @@ import json
 from typing import Any
 
 from handlers.rollout.progress import Transition
-from handlers.rollout.smoke_outage import OUTAGE
+from handlers.rollout.smoke_outage import DEFERRED, OUTAGE
 
 JUDGED = "judged"  # in a smoke transition's details: when its verdict was written ahead (it is carried out next)
-DEFERRED = "deferred"  # in a smoke transition's details: a refusal or throttling that deferred it (why, since, times)
 
 
 def judged(pending: Transition) -> bool:
@@ -53,7 +53,7 @@ def same(a: Transition | None, b: Transition | None) -> bool:
 
 def deferral(pending: Transition) -> dict[str, Any] | None:
     """What kept the smoke test ``pending`` waiting, for the record: the outage (``why``, ``since``, ``times``,
-    ``last``, ``until``) or the refusal or throttling (``why``, ``since``, ``times``, ``last``); None when it was
+    ``last``, ``until``) or the refusal or throttling (``why``, ``since``, ``times``, ``last``, ``until``); None when it was
     never deferred (its requests were being sent, or not sent yet)."""
     outage = pending.details.get("outage")
     if isinstance(outage, dict):
