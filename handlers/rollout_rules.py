@@ -95,7 +95,7 @@ class HealthRule(Strict):
 MAX_SMOKE_REQUESTS = 20
 MAX_SMOKE_REQUEST_BYTES = 16_384  # one sample request, as JSON: the policy is kept small
 MAX_SMOKE_TIME = timedelta(minutes=5)  # all requests at their timeout, the champion's included: one reconciler pass
-MAX_SMOKE_WAIT = timedelta(hours=24)  # smoke.max_wait: the longest a smoke test waits out an outage
+MAX_SMOKE_WAIT = timedelta(hours=24)  # smoke.max_wait: the longest a smoke test stays deferred (outage, 401, 429)
 
 
 def _schema(value: Any) -> Any:
@@ -175,7 +175,8 @@ class SmokeRule(Strict):
     ``champion``, close enough to the champion's answer to the same request. Any request that fails
     rolls the candidate back before the traffic changes, unless the live deployment fails it too on an
     answer an outage gives (:mod:`handlers.rollout.smoke_outage`): then the smoke test is tried again
-    on the next pass, for at most ``max_wait`` (0s: never; the candidate is rolled back at once).
+    on the next pass, for at most ``max_wait`` from its first deferral, as when the endpoint refuses the
+    service's identity (401) or throttles (429) (0s: never; the candidate is rolled back at once).
     ``load``: a step whose bake is over with fewer than ``health.min_requests`` requests gets up to
     this many synthetic requests (the sample requests in turn), once, for the health source to judge
     (0: none)."""
@@ -222,8 +223,9 @@ class SmokeRule(Strict):
     def _max_wait(cls, value: timedelta) -> timedelta:
         if not timedelta(0) <= value <= MAX_SMOKE_WAIT:
             raise ValueError(
-                f"{span(value)} is not a wait for an outage to clear; write a duration from 0s (never wait: a smoke "
-                f"test an outage fails rolls the candidate back at once) to {span(MAX_SMOKE_WAIT)}, e.g. 1h"
+                f"{span(value)} is not a wait for a deferred smoke test; write a duration from 0s (never wait: a smoke "
+                "test an outage, a 401 or a 429 defers rolls the candidate back at once) to "
+                f"{span(MAX_SMOKE_WAIT)}, e.g. 1h"
             )
         return value
 

@@ -137,8 +137,9 @@ def test_max_wait_defaults_to_an_hour_and_0s_never_waits() -> None:
 @pytest.mark.parametrize("body", ["{requests: [{}], max_wait: 2d}", "{requests: [{}], max_wait: 25h}"])
 def test_a_max_wait_over_a_day_is_refused_naming_the_key_and_the_fix(body: str) -> None:
     assert error(body) == (
-        f"{KEY}.max_wait: {'2d' if '2d' in body else '25h'} is not a wait for an outage to clear; write a duration "
-        "from 0s (never wait: a smoke test an outage fails rolls the candidate back at once) to 1d, e.g. 1h"
+        f"{KEY}.max_wait: {'2d' if '2d' in body else '25h'} is not a wait for a deferred smoke test; write a "
+        "duration from 0s (never wait: a smoke test an outage, a 401 or a 429 defers rolls the candidate back at once) "
+        "to 1d, e.g. 1h"
     )
 
 
