@@ -8,6 +8,7 @@ a rollback before any traffic, saying why and how to fix it.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,22 @@ def test_a_data_asset_that_is_not_registered_fails_the_smoke_test(world: Any) ->
     [rollback] = smoke.records("rollback")
     assert "data asset smoke-requests:2" in rollback.reason
     assert "register it (az ml data create --type uri_file)" in rollback.reason
+
+
+def test_a_data_asset_s_file_that_stays_unreadable_defers_the_smoke_test_until_max_wait(world: Any) -> None:
+    smoke = world()  # smoke.max_wait: the default 1h
+    azure = smoke.azure
+    azure.arm.fail(503, times=1000, method="GET", path="smoke/requests.jsonl")  # its storage account is down
+    first = azure.now.now
+    for minutes in (0, 30):
+        azure.now.now = first + timedelta(minutes=minutes)
+        report = azure.new_worker().reconcile()
+        assert report.rollouts == [] and "smoke-requests:2" in report.deferred[0]["error"]
+    azure.now.now = first + timedelta(minutes=60)
+
+    assert smoke.state() == "smoke_failed"
+
+    assert azure.arm.traffic_puts == [] and azure.arm.scoring.to(smoke.name) == []
+    [rollback] = smoke.records("rollback")
+    assert "smoke test never judged: deferred since" in rollback.reason and "(1h, 3 tries)" in rollback.reason
+    assert "reading the file of data asset smoke-requests:2" in rollback.reason

@@ -33,7 +33,7 @@ T = TypeVar("T")
 
 
 class _WaitedOut(Exception):
-    """A smoke test's requests still not taken (401, 429) once ``smoke.max_wait`` has passed: its verdict."""
+    """A smoke test still deferred (a 401, a 429, its requests' file not readable) past ``smoke.max_wait``: its verdict."""
 
     def __init__(self, outcome: smoke_outage.Outcome) -> None:
         super().__init__(outcome.why)
@@ -152,15 +152,23 @@ class RolloutEffects:
         return {"state": "changed_meanwhile"}
 
     def _scored(
-        self, model: str, flight: Flight, pending: Transition, now: datetime, rule: SmokeRule, ask: Callable[[], T]
+        self,
+        model: str,
+        flight: Flight,
+        pending: Transition,
+        now: datetime,
+        rule: SmokeRule,
+        ask: Callable[[], T],
+        defers: tuple[type[Exception], ...] = (TransientError, PermanentError),
     ) -> T:
         """``ask()`` (requests to deployments); a refusal (401) or throttling (429) defers the smoke test for up to
         ``smoke.max_wait`` from its first deferral (:func:`handlers.rollout.smoke_outage.refused`): kept in the
         pending transition (``details.deferred``), for the next pass and an operator's transition that supersedes
-        it, then raised for the reconciler; past ``max_wait``, :class:`_WaitedOut`, the verdict that rolls back."""
+        it, then raised for the reconciler; past ``max_wait``, :class:`_WaitedOut`, the verdict that rolls back.
+        ``defers``: the errors that defer it (the sample requests' read: only a TransientError)."""
         try:
             return ask()
-        except (TransientError, PermanentError) as exc:
+        except defers as exc:
             outcome = smoke_outage.refused(rule, pending.details, str(exc), now)
             if not outcome.defer:
                 raise _WaitedOut(outcome) from exc
@@ -189,8 +197,8 @@ class RolloutEffects:
         if self.scoring is None:
             return SmokeVerdict(False, "smoke test failed: this backend cannot invoke deployments (a dry run)")
         timeout = rule.timeout.total_seconds()
-        try:
-            bodies = self._requests(rule)
+        try:  # a data asset's file not readable now defers it, bounded by max_wait as the requests are
+            bodies = self._scored(model, flight, pending, now, rule, lambda: self._requests(rule), (TransientError,))
         except PermanentError as exc:
             asset = rule.requests.data if isinstance(rule.requests, SmokeData) else None
             return SmokeVerdict(False, f"smoke test failed: no sample requests: {exc}", {"requests_from": asset})
