@@ -100,7 +100,8 @@ def test_every_public_adapter_method_says_what_it_may_do_in_azure() -> None:
     operations = set().union(*(public_operations(cls) for cls in ADAPTERS))
     missing = sorted(operations - set(permissions.OPERATIONS))
     assert missing == [], (
-        f"add these to OPERATIONS in function_app/adapters/permissions.py with the Azure actions they need "
+        "add these to OPERATIONS in function_app/adapters/permissions.py (the Azure ML adapter's in "
+        f"permissions_azureml.py) with the Azure actions they need "
         f"(and grant them in infra/modules/workspace-access.bicep if they are Azure ML actions): {missing}"
     )
 
