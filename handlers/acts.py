@@ -21,6 +21,12 @@ from handlers.workspace_ports import ActionResult, Deployments, Jobs
 log = logging.getLogger("handlers.executor")
 
 
+def _noted(found: ActionResult, said: str) -> ActionResult:
+    """``found`` (what a resumed decision found its dead worker did) with ``said`` added to its note."""
+    note = f"{found.details['note']}; {said}" if found.details.get("note") else said
+    return replace(found, details={**found.details, "note": note})
+
+
 class Acts:
     """The steps of :meth:`handlers.executor.Executor.act` (the executor is one)."""
 
@@ -48,8 +54,7 @@ class Acts:
         if found is None:
             return None
         said = "adopted as the decision resumed, before its checks and approval: its worker had passed them"
-        note = f"{found.details['note']}; {said}" if found.details.get("note") else said
-        return self._submitted(decision, now, extra, replace(found, details={**found.details, "note": note}))
+        return self._submitted(decision, now, extra, _noted(found, said))
 
     def _submitted(
         self, decision: Retrain, now: datetime, extra: dict[str, Any], found: ActionResult | None = None
@@ -70,6 +75,19 @@ class Acts:
                     ", ".join(differs),
                 )
         return self._recorded(decision, now, result, rendered_of(decision), extra)
+
+    def _resumed_deploy(self, decision: Deploy, now: datetime, extra: dict[str, Any]) -> DecisionRecord | None:
+        """The ``submitted`` record of a resumed deploy whose candidate deployment its dead worker started
+        (``Deployments.find_deploy``: provably this decision's), adopted before the gate and the approval are asked
+        again: that worker passed them before it started it, and what changed since (a better champion live, an
+        approval the policy asks for now) does not remove a deployment that stands at 0%. Judged again, it was a
+        skip or a wait that freed the rollout slot while the deployment stood, followed by no rollout. None when no
+        deployment of its name exists: it goes on as a first delivery does."""
+        found = self.deployments.find_deploy(decision.plan)
+        if found is None:
+            return None
+        said = "adopted as the decision resumed, before its gate and approval: its worker had passed them"
+        return self._recorded(decision, now, _noted(found, said), rendered_of(decision), extra)
 
     def _deploy(
         self, decision: Deploy, now: datetime, rendered: dict[str, Any], extra: dict[str, Any]

@@ -299,8 +299,8 @@ class Executor(Acts):
     def act(self, decision: Retrain | Deploy, now: datetime, *, resumed: bool = False, **extra: Any) -> DecisionRecord:
         """Act on a reserved decision, record the outcome, settle the slot: the one path, for a first
         delivery, a redelivery and the reconciler alike. ``resumed``: its reservation was made by a worker that
-        died, which may have submitted its job (a retrain's job found is adopted before anything is judged again,
-        :meth:`_resumed`). A TransientError leaves the reservation as it is, for the redelivery or the next
+        died, which may have acted (a retrain's job or a deploy's candidate deployment found is adopted before anything
+        is judged again: :meth:`_resumed`, :meth:`_resumed_deploy`). A TransientError leaves the reservation as it is, for the redelivery or the next
         reconciler pass."""
         rendered = rendered_of(decision)
         kind = guards.RETRAIN if isinstance(decision, Retrain) else guards.ROLLOUT
@@ -316,7 +316,8 @@ class Executor(Acts):
                         or self._submitted(decision, now, extra)
                     )
             else:
-                rec = self._deploy(decision, now, rendered, extra)
+                rec = self._resumed_deploy(decision, now, extra) if resumed else None
+                rec = rec or self._deploy(decision, now, rendered, extra)
         except PermanentError as exc:
             rec = self.record(decision, "failed", now, f"{decision.reason}; failed: {exc}", rendered=rendered, **extra)
         return self.settled(decision.model, kind, rec)

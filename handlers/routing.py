@@ -28,6 +28,9 @@ class ByEndpoint:
     def start_deploy(self, plan: DeployPlan, facts: CandidateFacts) -> ActionResult:
         return self._on(plan.endpoint).start_deploy(plan, facts)
 
+    def find_deploy(self, plan: DeployPlan) -> ActionResult | None:
+        return self._on(plan.endpoint).find_deploy(plan)
+
     def deployment_state(self, endpoint: str, deployment: str) -> str | None:
         return self._on(endpoint).deployment_state(endpoint, deployment)
 

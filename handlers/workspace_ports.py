@@ -152,6 +152,13 @@ class Deployments(Protocol):
         operation; adopt a deployment of the same name."""
         ...
 
+    def find_deploy(self, plan: DeployPlan) -> ActionResult | None:
+        """The candidate deployment named ``plan.deployment``, adopted as :meth:`start_deploy` adopts it (``submitted``,
+        ``adopted``), when it exists and is provably this decision's; None when the endpoint has no such deployment;
+        PermanentError, naming who created it, when it exists and is not. Reads only: what a deploy resumed after its
+        worker died asks first, since that worker may have started it."""
+        ...
+
     def deployment_state(self, endpoint: str, deployment: str) -> str | None:
         """The provisioning state of ``endpoint/deployment`` as Azure ML spells it ('Creating',
         'Updating', 'Succeeded', 'Failed', 'Canceled', ...); None when there is no such deployment."""

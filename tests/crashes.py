@@ -47,6 +47,9 @@ class _PassesThrough:
     def find_retrain(self, plan: JobPlan) -> ActionResult | None:
         return self.inner.find_retrain(plan)
 
+    def find_deploy(self, plan: DeployPlan) -> ActionResult | None:
+        return self.inner.find_deploy(plan)
+
     def job_status(self, name: str) -> JobInfo | None:
         return self.inner.job_status(name)
 

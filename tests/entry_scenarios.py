@@ -54,6 +54,28 @@ def _resumed(azure: AzureWorld) -> Callable[[], Any]:
     return act
 
 
+def _resumed_deploy(azure: AzureWorld) -> Callable[[], Any]:
+    """A candidate's worker starts its deployment (online, or on the batch endpoint when the policy names one) and
+    dies before recording it; the redelivery, past its lease, finds the deployment and adopts it before its gate is
+    judged again."""
+    rule = azure.policy.models[MODEL].deploy
+    if rule is not None and rule.batch_endpoint is not None:
+        Batch(azure)
+    raw = azure.finished_run(r2="0.61")
+    with pytest.raises(WorkerDied):
+        azure.deliver(raw, azure.new_worker(DiesAfterActing(azure.actions)))
+    azure.provisioned()  # the dead worker's poller done: its reads are no operation of the redelivery's
+    azure.now.advance(minutes=2)
+
+    def act() -> None:
+        [rec] = azure.deliver(raw, azure.new_worker()).decisions
+        assert (rec.outcome, rec.details.get("adopted"), rec.details.get("gate")) == ("submitted", True, None), (
+            rec.reason
+        )
+
+    return act
+
+
 def _health(azure: AzureWorld) -> Callable[[], Any]:
     """A candidate at its first step, then judged on its bake's traffic (from the world's health source)."""
     [deploy] = azure.deliver(azure.finished_run(r2="0.61")).decisions
@@ -252,6 +274,8 @@ SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], dict[str, Any]]] = {
         {},
     ),
     "resumed retrain": (_resumed, ("AzureMLActions.find_retrain",), {}),
+    "resumed deploy": (_resumed_deploy, ("AzureMLActions.find_deploy",), {}),
+    "resumed batch deploy": (_resumed_deploy, ("AzureMLBatch.find_deploy",), {"policy": batch_policy(COMPARE)}),
     "veto": (_veto, ("AzureMLActions.retrain_facts",), {}),
     "reads": (
         _reads,

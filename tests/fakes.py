@@ -122,6 +122,15 @@ class RecordingActions:
         self.provisioning.setdefault(f"{plan.endpoint}/{plan.deployment}", "Creating")
         return ActionResult("submitted", job={"name": f"{plan.endpoint}/{plan.deployment}", "url": None})
 
+    def find_deploy(self, plan: DeployPlan) -> ActionResult | None:
+        """The deployment of the plan's name, adopted, when a deploy started it; None when none did."""
+        if self.fail_with is not None:
+            raise self.fail_with
+        if not any((d.endpoint, d.deployment) == (plan.endpoint, plan.deployment) for d in self.deployments):
+            return None
+        job = {"name": f"{plan.endpoint}/{plan.deployment}", "url": None}
+        return ActionResult("submitted", job=job, details={"adopted": True})
+
     def job_status(self, name: str) -> JobInfo | None:
         self.status_calls.append(name)
         if self.status_error is not None:

@@ -93,9 +93,11 @@ _UNSEEN_GROUPS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
         "get-by-name only",
         (
             "AzureMLActions.candidate_facts",
+            "AzureMLActions.find_deploy",
             "AzureMLActions.retrain_facts",
             "AzureMLActions.batch_run",
             "AzureMLBatch.candidate_facts",
+            "AzureMLBatch.find_deploy",
         ),
         (W + "experiments/read",),
     ),
@@ -104,11 +106,19 @@ _UNSEEN_GROUPS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
         (
             "AzureMLActions.candidate_facts",
             "AzureMLActions.champion",
+            "AzureMLActions.find_deploy",
             "AzureMLActions.retrain_facts",
             "AzureMLActions.share_promoted",
             "AzureMLBatch.candidate_facts",
+            "AzureMLBatch.find_deploy",
         ),
         (W + "models/read",),
+    ),
+    (
+        "a resumed deploy reads its candidate as the gate's facts read it: one picked up from the policy's registry "
+        "is read there (the downstream registry scenario shows it for candidate_facts); none is resumed here",
+        ("AzureMLActions.find_deploy",),
+        (f"{permissions.REGISTRIES}/read", f"{permissions.REGISTRIES}/assets/read"),
     ),
     (
         "the registry's discovery is read once per registry client, by whichever operation builds it first",

@@ -72,6 +72,7 @@ def test_a_resumed_deploy_whose_deployment_stands_adopts_it_though_it_would_not_
     [started] = candidates(azure)
     changes(azure, what)
     puts = len(azure.arm.requests_to("PUT", DEPLOYMENTS))
+    assert puts >= 1  # the dead worker's creation
 
     rec = resumed(azure, raw, by)
 
@@ -88,7 +89,8 @@ def test_a_resumed_deploy_whose_deployment_stands_adopts_it_though_it_would_not_
 
     azure.provisioned()
     [moved] = azure.new_worker().reconcile().rollouts  # the rollout goes on from the deployment that stands
-    assert moved.id != rec.id and moved.details["deployment"] == started, moved.to_dict()
+    assert (moved["decision"], moved["state"], moved["deployment"]) == (rec.id, "stepped", f"{ENDPOINT}/{started}")
+    assert azure.arm.endpoints[ENDPOINT]["properties"]["traffic"] == {started: 10, "blue": 90}, moved
 
 
 @pytest.mark.parametrize("by", ["redelivery", "reconciler"])
@@ -105,3 +107,13 @@ def test_a_resumed_deploy_whose_worker_died_before_starting_is_judged_again_as_a
     assert (rec.outcome, rec.details["gate"]["passed"]) == ("skipped", False), rec.reason
     assert candidates(azure) == [] and azure.arm.requests_to("PUT", r"^models/") == []
     assert "rollout" not in azure.ledger_spec.open().get_model(MODEL).flights
+
+
+def test_a_first_delivery_looks_its_deployment_up_once_as_it_starts_it(azure: AzureWorld) -> None:
+    """The look for a deployment before the gate is a resumed deploy's alone: a first delivery's one look-up is its
+    start's own (a deployment of its name met there is adopted as before)."""
+    [rec] = azure.deliver(azure.finished_run(r2="0.61")).decisions
+    assert rec.outcome == "submitted" and "adopted" not in rec.details, rec.reason
+    [started] = candidates(azure)
+    looked = [c.method for c in azure.arm.calls if c.path == f"onlineEndpoints/{ENDPOINT}/deployments/{started}"]
+    assert looked[:2] == ["GET", "PUT"], looked

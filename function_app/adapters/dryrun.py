@@ -79,6 +79,11 @@ class DryRunActions:
             },
         )
 
+    def find_deploy(self, plan: DeployPlan) -> ActionResult | None:
+        """A dry run creates no deployment, so none of a decision's exists."""
+        del plan
+        return None
+
     def job_status(self, name: str) -> JobInfo | None:
         """A dry run submits nothing, so no job of its own exists."""
         del name

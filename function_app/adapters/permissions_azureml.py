@@ -103,15 +103,19 @@ AZUREML: dict[str, list[str]] = {
     ],
     # the facts the gate judges: the champion and the candidate (endpoint, live deployment, model
     # versions, the version's run; a champion served from the policy's registry, or a candidate picked up from it,
-    # read on the registry)
-    "AzureMLActions.candidate_facts": [
-        *_WORKSPACE,
-        *_REGISTRY_READ,
-        *_ENDPOINT_READ,
-        *_DEPLOYMENT_READ,
-        *_MODELS_READ,
-        *_MLFLOW_READ,  # the gate's MLflow metrics (runs/get, runs/search), a step's run in run history
-    ],
+    # read on the registry); and a resumed deploy's candidate deployment (online_deployments.get), adopted before
+    # its gate when it is its decision's, which those facts' candidate version tells
+    **{
+        f"AzureMLActions.{op}": [
+            *_WORKSPACE,
+            *_REGISTRY_READ,
+            *_ENDPOINT_READ,
+            *_DEPLOYMENT_READ,
+            *_MODELS_READ,
+            *_MLFLOW_READ,  # the gate's MLflow metrics (runs/get, runs/search), a step's run in run history
+        ]
+        for op in ("candidate_facts", "find_deploy")
+    },
     # registering the candidate (models.create_or_update lists the model's versions first), and the new deployment
     # copying the live one's environment and code (online_deployments.begin_create_or_update reads the endpoint);
     # a version picked up from the policy's registry is deployed by its registry id, which Azure ML reads on the
@@ -169,7 +173,11 @@ AZUREML: dict[str, list[str]] = {
     "AzureMLActions.list_deployments": [*_ENDPOINT_READ, *_DEPLOYMENT_READ],
     "AzureMLActions.delete_deployment": [f"{AML}/onlineEndpoints/deployments/delete"],  # begin_delete, not waited for
     # function_app/adapters/azureml/batch.py (AzureMLBatch: the Deployments port of batch endpoints)
-    "AzureMLBatch.candidate_facts": [*_WORKSPACE, *_BATCH_READ, *_MODELS_READ, *_MLFLOW_READ],
+    # (find_deploy: a resumed deploy's batch deployment, batch_deployments.get, and the candidate as these facts read it)
+    **{
+        f"AzureMLBatch.{op}": [*_WORKSPACE, *_BATCH_READ, *_MODELS_READ, *_MLFLOW_READ]
+        for op in ("candidate_facts", "find_deploy")
+    },
     "AzureMLBatch.start_deploy": [  # batch_deployments.begin_create_or_update: it reads the endpoint, resolves
         *_WORKSPACE,  # the assets the copied default deployment names, and the workspace's region; registering
         *_BATCH_READ,  # the candidate lists the model's versions first (models.create_or_update)

@@ -147,6 +147,9 @@ class AzureMLActions:
     def start_deploy(self, plan: DeployPlan, facts: CandidateFacts) -> ActionResult:
         return self.deployments.start_deploy(plan, facts)
 
+    def find_deploy(self, plan: DeployPlan) -> ActionResult | None:
+        return self.deployments.find_deploy(plan)
+
     def deployment_state(self, endpoint: str, deployment: str) -> str | None:
         return self.deployments.deployment_state(endpoint, deployment)
 

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from function_app.adapters.azureml.adoption import adopted, found_adopted, refuse_foreign
 from function_app.adapters.azureml.candidates import AzureMLCandidates, _Champion
 from function_app.adapters.azureml.client import BACKEND, BUSY, AzureMLClient
-from function_app.adapters.azureml.deployments import adopted, refuse_foreign
 from function_app.retry import Budget
 from handlers.errors import PermanentError
 from handlers.plans import DeployPlan
@@ -74,10 +74,7 @@ class AzureMLBatch:
                 "create one and make it the endpoint's default"
             )
         default = facts.live_deployment.partition("/")[2]
-        job = {
-            "name": f"{plan.endpoint}/{plan.deployment}",
-            "url": self.client.workspace.studio(f"endpoints/batch/{quote(plan.endpoint)}/detail"),
-        }
+        job = self._job(plan)
         # Looked for before anything is registered: a deployment of the name that is not this decision's
         # (its tags, its model, its creator) fails it with nothing changed.
         found = self._deployment(budget, plan.endpoint, plan.deployment, or_none=True)
@@ -198,6 +195,24 @@ class AzureMLBatch:
             f"batch deployment {endpoint}/{deployment}: sharing a batch model into registry {registry} is not "
             "supported yet"
         )
+
+    def find_deploy(self, plan: DeployPlan) -> ActionResult | None:
+        """The batch deployment ``plan.deployment`` adopted, as :meth:`start_deploy` adopts it, when it exists and is
+        provably this decision's; None when there is none; a PermanentError naming who created one that is not.
+        Reads only: what a deploy resumed after its worker died asks first."""
+        found = self._deployment(self.client.retry.budget(), plan.endpoint, plan.deployment, or_none=True)
+        if found is None:
+            return None
+        facts = self.candidate_facts(plan)
+        details = {"backend": BACKEND, "batch": True}
+        unchanged = "the default is not switched"
+        return found_adopted(self.client, plan, found, facts, self._job(plan), details, "batch deployment", unchanged)
+
+    def _job(self, plan: DeployPlan) -> dict[str, Any]:
+        return {
+            "name": f"{plan.endpoint}/{plan.deployment}",
+            "url": self.client.workspace.studio(f"endpoints/batch/{quote(plan.endpoint)}/detail"),
+        }
 
     # ------------------------------------------------------------------ reads
 

@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import quote
 
+from function_app.adapters.azureml.adoption import adopted, found_adopted, refuse_foreign
 from function_app.adapters.azureml.candidates import AzureMLCandidates
 from function_app.adapters.azureml.client import BACKEND, BUSY, DATA_ID, SHORT_ASSET, AzureMLClient
 from function_app.retry import Budget
@@ -39,61 +40,6 @@ def _mirrored(endpoint: Any) -> dict[str, int]:
     return live_split(getattr(endpoint, "mirror_traffic", None) or {})
 
 
-def adopted(plan: DeployPlan, job: dict[str, Any], details: dict[str, Any], kind: str = "deployment") -> ActionResult:
-    """The answer for a candidate ``kind`` of this decision found already there (a redelivery, or a worker
-    that died after creating it): adopted, nothing created again."""
-    note = f"{kind} {plan.endpoint}/{plan.deployment} already existed (a redelivery); adopted"
-    return ActionResult("submitted", job=job, details={**details, "adopted": True, "note": note})
-
-
-def refuse_foreign(
-    client: AzureMLClient,
-    plan: DeployPlan,
-    found: Any,
-    model: ModelVersion | None,
-    kind: str = "deployment",
-    unchanged: str = "no traffic is moved",
-) -> None:
-    """A candidate ``kind`` (a deployment, a batch deployment) of the candidate's name is adopted only
-    when it is this decision's: its tags, the candidate model (``model``; None: this decision has
-    registered no version yet, so no deployment of it can be its own), created by this service's
-    identity. Otherwise a PermanentError naming its creator: nothing is registered or deployed, and
-    ``unchanged`` says what is left as it was."""
-    tags = {str(k): v for k, v in (getattr(found, "tags", None) or {}).items()}
-    props = getattr(found, "properties", None)
-    served = str(getattr(props, "model", None) or getattr(found, "model", None) or "")
-    creator = getattr(found, "system_data", None) or getattr(found, "creation_context", None)
-    wrong = sorted(k for k, v in plan.tags.items() if tags.get(k) != v)
-    if wrong:
-        why: str | None = f"its tags {', '.join(wrong)} are not this decision's"
-    elif model is None:
-        why = f"it serves {served[:300]!r}, and this decision has registered no candidate version yet"
-    elif served.lower() != str(model.id).lower():
-        why = f"it serves {served[:300]!r}, not the candidate {model.label}"
-    else:
-        why = client.not_created_by_us(creator)
-    if why is None:
-        return
-    who = str(getattr(creator, "created_by", None) or "an unknown identity")[:200]
-    raw = getattr(creator, "created_by_type", None)
-    by = str(getattr(raw, "value", raw) or "unknown type")
-    log.warning(
-        "%s %s/%s exists but is not this decision's (%s); created by %r (%s); not adopted",
-        kind,
-        plan.endpoint,
-        plan.deployment,
-        why,
-        who,
-        by,
-    )
-    raise PermanentError(
-        f"{kind} {plan.endpoint}/{plan.deployment} already exists but was not created by this service for "
-        f"this decision ({why}): it was created by {who} ({by}); it is not adopted and {unchanged}. "
-        "Someone with access to the workspace created a deployment under the name this decision uses: find "
-        "out who, and delete it"
-    )
-
-
 class AzureMLDeployments:
     """Starting candidate deployments, reading and setting an endpoint's traffic, retiring deployments."""
 
@@ -110,10 +56,7 @@ class AzureMLDeployments:
         live_name = facts.live_deployment.partition("/")[2]
         live, mount_path = self._live_deployment(budget, plan.endpoint, live_name)
         details: dict[str, Any] = {"backend": BACKEND}
-        job = {
-            "name": f"{plan.endpoint}/{plan.deployment}",
-            "url": self.client.workspace.studio(f"endpoints/realtime/{quote(plan.endpoint)}/detail"),
-        }
+        job = self._job(plan)
         # Looked for before anything is registered: a deployment of the name that is not this
         # decision's fails it with nothing changed.
         found = self._find_deployment_rest(budget, plan)
@@ -157,6 +100,23 @@ class AzureMLDeployments:
             raise
         log.info("started deployment %s model=%s traffic=0", job["name"], model.label)
         return ActionResult("submitted", job=job, details=details)
+
+    def find_deploy(self, plan: DeployPlan) -> ActionResult | None:
+        """The deployment ``plan.deployment`` adopted, as :meth:`start_deploy` adopts it, when it exists and is
+        provably this decision's (:func:`refuse_foreign`, against the candidate version this decision registered,
+        read as the gate's facts read it); None when the endpoint has no such deployment; a PermanentError naming
+        who created one that is not. Reads only: what a deploy resumed after its worker died asks first."""
+        found = self._find_deployment_rest(self.client.retry.budget(), plan)
+        if found is None:
+            return None
+        facts = self.candidates.candidate_facts(plan)
+        return found_adopted(self.client, plan, found, facts, self._job(plan), {"backend": BACKEND, "traffic": 0})
+
+    def _job(self, plan: DeployPlan) -> dict[str, Any]:
+        return {
+            "name": f"{plan.endpoint}/{plan.deployment}",
+            "url": self.client.workspace.studio(f"endpoints/realtime/{quote(plan.endpoint)}/detail"),
+        }
 
     def deployment_state(self, endpoint: str, deployment: str) -> str | None:
         """The deployment's provisioning state (``online_deployments.get``); None when it does not exist."""
