@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from handlers.errors import TransientError
 from handlers.plans import DeployPlan, JobPlan
@@ -15,6 +15,9 @@ from handlers.records import DecisionRecord, ModelState
 from handlers.signals import Trigger
 from handlers.workspace_ports import ActionResult, Actions, CandidateFacts, JobInfo
 from handlers.worthiness import RetrainFacts
+
+if TYPE_CHECKING:  # tests.azure_world imports this module
+    from tests.azure_world import AzureWorld
 
 T = TypeVar("T")
 
@@ -255,3 +258,16 @@ class BatchRunsThatDie:
         if self.after == "reading":
             raise WorkerDied
         return run
+
+
+def resumed(azure: AzureWorld, raw: dict[str, Any], by: str) -> DecisionRecord:
+    """The decision of ``raw`` whose worker died, resumed past its lease (the service's default, 60 seconds) by a
+    redelivery of its event or by the reconciler (which then resumes it alone: nothing released or deferred)."""
+    azure.now.advance(seconds=60)
+    if by == "redelivery":
+        [rec] = azure.deliver(raw, azure.new_worker()).decisions
+        return rec
+    report = azure.new_worker().reconcile()
+    assert report.released == [] and report.deferred == [], report.to_dict()
+    [rec] = report.resumed
+    return rec

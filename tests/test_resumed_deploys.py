@@ -14,20 +14,15 @@ The real Azure ML SDK against the fake ARM, on each ledger: what stands after a 
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
-
 import pytest
 
 from handlers.policy import Policy
-from handlers.records import DecisionRecord
 from tests.azure_world import ENDPOINT, MODEL, AzureWorld
 from tests.builders import EXAMPLE_POLICY
-from tests.crashes import DiesAfterActing, DiesBeforeActing, WorkerDied
+from tests.crashes import DiesAfterActing, DiesBeforeActing, WorkerDied, resumed
 
 pytestmark = pytest.mark.both_ledgers  # crash points: what each ledger keeps when a worker dies between two writes
 
-LEASE = timedelta(seconds=60)  # the service's default
 DEPLOYMENTS = rf"^onlineEndpoints/{ENDPOINT}/deployments/"
 
 
@@ -43,18 +38,6 @@ def changes(azure: AzureWorld, what: str) -> None:
         raw = EXAMPLE_POLICY.model_dump()
         raw["models"][MODEL]["deploy"]["approval"] = {"required": True, "expires": "24h"}
         azure.policy = Policy.model_validate(raw)
-
-
-def resumed(azure: AzureWorld, raw: dict[str, Any], by: str) -> DecisionRecord:
-    """The dead worker's deploy, resumed past its lease by a redelivery of its event or by the reconciler."""
-    azure.now.advance(seconds=LEASE.total_seconds())
-    if by == "redelivery":
-        [rec] = azure.deliver(raw, azure.new_worker()).decisions
-        return rec
-    report = azure.new_worker().reconcile()
-    assert report.released == [] and report.deferred == [], report.to_dict()
-    [rec] = report.resumed
-    return rec
 
 
 def candidates(azure: AzureWorld) -> list[str]:

@@ -13,20 +13,15 @@ The real Azure ML SDK against the fake ARM, on each ledger: what stands after a 
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
-
 import pytest
 
-from handlers.records import DecisionRecord
 from handlers.signals import Trigger
 from tests.azure_world import DATASET, DRIFT_SAMPLE, MODEL, AzureWorld, in_workspace
 from tests.builders import with_retrain
-from tests.crashes import DiesAfterActing, DiesBeforeActing, WorkerDied
+from tests.crashes import DiesAfterActing, DiesBeforeActing, WorkerDied, resumed
 
 pytestmark = pytest.mark.both_ledgers  # crash points: what each ledger keeps when a worker dies between two writes
 
-LEASE = timedelta(seconds=60)  # the service's default
 PINNED = {
     "type": "mltable",
     "value": f"azureml:{DATASET}:2",
@@ -42,18 +37,6 @@ def changes(azure: AzureWorld, what: str) -> None:
         azure.champion_trained_on("2")
     else:
         azure.policy = with_retrain({"approval": {"required": True, "expires": "24h"}})
-
-
-def resumed(azure: AzureWorld, raw: dict[str, Any], by: str) -> DecisionRecord:
-    """The dead worker's retrain, resumed past its lease by a redelivery of its event or by the reconciler."""
-    azure.now.advance(seconds=LEASE.total_seconds())
-    if by == "redelivery":
-        [rec] = azure.deliver(raw, azure.new_worker()).decisions
-        return rec
-    report = azure.new_worker().reconcile()
-    assert report.released == [] and report.deferred == [], report.to_dict()
-    [rec] = report.resumed
-    return rec
 
 
 @pytest.mark.parametrize("by", ["redelivery", "reconciler"])
