@@ -112,9 +112,7 @@ class AzureMLJobs:
         budget = self.client.retry.budget()
         existing = self._find_job(budget, plan.name)
         if existing is not None:
-            self._refuse_foreign(plan, existing)
-            log.info("pipeline job %s exists already; adopting it (model=%s)", plan.name, plan.model)
-            return self._submitted(existing, adopted=True)
+            return self._adopted(plan, existing, "exists already")
         component_id = self._component_id(budget, plan)
         what = f"submitting pipeline job {plan.name} from {plan.component}"
         try:  # not through the client's call: a refusal may be a concurrent submission, adopted below
@@ -130,9 +128,7 @@ class AzureMLJobs:
             raced = self._find_job(budget, plan.name)
             if raced is None:
                 raise self.client.translate(exc, what, f"check models.{plan.model}.retrain in the policy") from exc
-            self._refuse_foreign(plan, raced)
-            log.info("pipeline job %s was submitted concurrently; adopting it", plan.name)
-            return self._submitted(raced, adopted=True)
+            return self._adopted(plan, raced, "was submitted concurrently")
         # A PUT on a name someone created between our look and our PUT is an update of their job
         # (the REST API's create-or-update): the answer says whose job it is.
         self._refuse_foreign(plan, job)
@@ -146,9 +142,13 @@ class AzureMLJobs:
         existing = self._find_job(self.client.retry.budget(), plan.name)
         if existing is None:
             return None
-        self._refuse_foreign(plan, existing)
-        log.info("pipeline job %s was submitted before its worker died; adopting it (model=%s)", plan.name, plan.model)
-        return self._submitted(existing, adopted=True)
+        return self._adopted(plan, existing, "was submitted before its worker died")
+
+    def _adopted(self, plan: JobPlan, job: Any, how: str) -> ActionResult:
+        """``job``, of ``plan``'s name, adopted when it is provably this decision's (:meth:`_refuse_foreign`)."""
+        self._refuse_foreign(plan, job)
+        log.info("pipeline job %s %s; adopting it (model=%s)", plan.name, how, plan.model)
+        return self._submitted(job, adopted=True)
 
     def _refuse_foreign(self, plan: JobPlan, job: Any) -> None:
         why = self._not_ours(plan, job)
