@@ -10,9 +10,10 @@ INFRA_PYTHON ?= python3
 
 # Re-run when requirements-infra.txt changes: an existing, working .venv-infra is updated in place;
 # one whose interpreter does not run (copied from another machine) is recreated.
-$(INFRA_STAMP): requirements-infra.txt
+# Installed with the main venv's uv (Makefile), so the two venvs install side by side.
+$(INFRA_STAMP): requirements-infra.txt $(UV)
 	$(INFRA_PY) -c "import sys" 2>/dev/null || $(INFRA_PYTHON) -m venv --clear $(INFRA_VENV)
-	$(INFRA_PY) -m pip install -q -r requirements-infra.txt
+	$(UV) pip install -q --system-certs --python $(INFRA_PY) --compile-bytecode -r requirements-infra.txt
 	touch $@
 
 .PHONY: check-infra
