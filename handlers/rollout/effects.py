@@ -222,8 +222,8 @@ class RolloutEffects:
             return verdict
         failed = smoke_outage.suspects(rule, verdict, answers, theirs)
         if failed is None:  # the candidate's own failure: rolled back at once
-            waited = pending.details.get("outage")
-            return replace(verdict, details={**verdict.details, "outage": waited}) if waited else verdict
+            waited = pending.details.get(smoke_outage.WAITED)
+            return replace(verdict, details={**verdict.details, smoke_outage.WAITED: waited}) if waited else verdict
         return self._outage(model, flight, pending, now, rule, verdict, (bodies, answers, theirs, failed))
 
     def _outage(
@@ -262,12 +262,12 @@ class RolloutEffects:
                 if scoring is not None
                 else {}
             )
-        waited, first = pending.details.get("outage"), smoke_outage.first_deferral(pending.details)
+        waited, first = pending.details.get(smoke_outage.WAITED), smoke_outage.first_deferral(pending.details)
         outcome = smoke_outage.decide(rule, verdict, answers, str(live) if live else None, asked, waited, now, first)
         if not outcome.defer:
             log.info("rollout %s model=%s: %s", flight.job, model, outcome.why)
             return SmokeVerdict(False, outcome.why, outcome.details)
-        noted = replace(pending, details={**pending.details, "outage": outcome.waited})
+        noted = replace(pending, details={**pending.details, smoke_outage.WAITED: outcome.waited})
         self.ledger.update_model(model, lambda s: changes.judge(s, flight.decision, pending, noted))
         log.warning("rollout %s model=%s candidate %s: %s", flight.job, model, candidate, outcome.why)
         raise TransientError(f"rollout of {flight.job}: {outcome.why}")

@@ -48,12 +48,13 @@ OUTAGE_STATUSES = frozenset({408, 500, 502, 503, 504})
 MODEL_ERROR = 424
 OUTAGE = "the live deployment fails these requests too: an outage, not the candidate"
 DEFERRED = "deferred"  # in a smoke transition's details: a refusal or throttling that deferred it (why, since, times)
+WAITED = "outage"  # in a smoke transition's details: the outage it waits out (since, times)
 
 
 def first_deferral(details: Mapping[str, Any]) -> datetime | None:
     """When the smoke test whose pending transition holds ``details`` was first deferred, of any kind (its
     outage's ``since`` or its refusal's, the earlier): where ``smoke.max_wait`` counts from. None: never."""
-    kept = [details.get("outage"), details.get(DEFERRED)]
+    kept = [details.get(WAITED), details.get(DEFERRED)]
     found = [from_iso(str(k["since"])) for k in kept if isinstance(k, Mapping) and k.get("since")]
     return min((t for t in found if t is not None), default=None)
 
@@ -150,7 +151,7 @@ def decide(
     ]
     details: dict[str, Any] = {**verdict.details, "live": {"deployment": live, "asked": rows}}
     if waited:
-        details["outage"] = dict(waited)
+        details[WAITED] = dict(waited)
     if live is None:
         return Outcome(False, f"{verdict.why}; no live deployment to ask whether it fails them too", details)
     if not asked:
@@ -186,7 +187,7 @@ def decide(
         f"smoke test deferred: {OUTAGE} ({both}); tried again on the next pass, rolled back if it has not "
         f"cleared by {kept['until']} (smoke.max_wait {span(rule.max_wait)})"
     )
-    return Outcome(True, why, {**details, "outage": kept}, kept)
+    return Outcome(True, why, {**details, WAITED: kept}, kept)
 
 
 def refused(rule: SmokeRule, details: Mapping[str, Any], error: str, now: datetime) -> Outcome:
@@ -206,15 +207,20 @@ def refused(rule: SmokeRule, details: Mapping[str, Any], error: str, now: dateti
         "last": iso(now),
         "until": iso(clock + rule.max_wait),
     }
-    outage = details.get("outage")
-    said = {DEFERRED: kept, **({"outage": dict(outage)} if isinstance(outage, Mapping) else {})}
+    outage = details.get(WAITED)
+    said = {DEFERRED: kept, **({WAITED: dict(outage)} if isinstance(outage, Mapping) else {})}
     if rule.max_wait <= timedelta(0):
         return Outcome(False, f"smoke test not sent: {error[:500]}; smoke.max_wait is 0s: no waiting", said)
     if now - clock >= rule.max_wait:
-        tries = f"{times} tr{'y' if times == 1 else 'ies'}"
+        tries = tried(times)
         why = (
             f"smoke test never judged: deferred since {iso(clock)} ({span(now - clock)}, {tries}), its requests still "
             f"not taken: {error[:500]}; smoke.max_wait {span(rule.max_wait)}"
         )
         return Outcome(False, why, said)
     return Outcome(True, error[:500], said, kept)
+
+
+def tried(times: int) -> str:
+    """``times`` tries, in words ("1 try", "3 tries")."""
+    return f"{times} tr{'y' if times == 1 else 'ies'}"

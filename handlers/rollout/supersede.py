@@ -25,7 +25,7 @@ import json
 from typing import Any
 
 from handlers.rollout.progress import Transition
-from handlers.rollout.smoke_outage import DEFERRED, OUTAGE
+from handlers.rollout.smoke_outage import DEFERRED, OUTAGE, WAITED, tried
 
 JUDGED = "judged"  # in a smoke transition's details: when its verdict was written ahead (it is carried out next)
 
@@ -55,7 +55,7 @@ def deferral(pending: Transition) -> dict[str, Any] | None:
     """What kept the smoke test ``pending`` waiting, for the record: the outage (``why``, ``since``, ``times``,
     ``last``, ``until``) or the refusal or throttling (``why``, ``since``, ``times``, ``last``, ``until``); None when it was
     never deferred (its requests were being sent, or not sent yet)."""
-    outage = pending.details.get("outage")
+    outage = pending.details.get(WAITED)
     if isinstance(outage, dict):
         return {"why": OUTAGE, **outage}
     refused = pending.details.get(DEFERRED)
@@ -73,5 +73,4 @@ def said(pending: Transition) -> str:
     if waited is None:
         return "; it supersedes the smoke test not judged yet (its requests unanswered so far; no traffic was changed)"
     times = int(waited.get("times") or 0)
-    tries = f"{times} tr{'y' if times == 1 else 'ies'}"
-    return f"; it supersedes the smoke test deferred since {waited.get('since')} ({tries}): {waited.get('why')}"
+    return f"; it supersedes the smoke test deferred since {waited.get('since')} ({tried(times)}): {waited.get('why')}"
