@@ -40,7 +40,7 @@ class Acts:
         latest now (:mod:`handlers.pins`), before its checks, its wait for approval and its submission. Nothing is
         written ahead: the record of its outcome (or its ``pending`` record) carries the pins, and a retrain resumed
         after its job was submitted records what that job's inputs hold (:meth:`_resumed`, :meth:`_submitted`)."""
-        plan = pins.pin(decision.job, self.jobs if isinstance(self.jobs, pins.DataVersions) else None)
+        plan = pins.pin(decision.job, self.jobs if isinstance(self.jobs, pins.AssetVersions) else None)
         return decision if plan is decision.job else replace(decision, job=plan)
 
     def _resumed(self, decision: Retrain, now: datetime, extra: dict[str, Any]) -> DecisionRecord | None:

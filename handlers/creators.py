@@ -1,6 +1,7 @@
 """Who created what an approval's decision comes from, as Azure ML records it, and whether that is who approves
-it (four eyes: the author of a candidate run, of an upstream run, or of the data asset version that started a
-retrain, who also holds the approver role). What a decision comes from is :func:`sources`: its own run or data
+it (four eyes: the author of a candidate run, of an upstream run, of the data asset version that started a
+retrain, or of a data or model version a retrain's ``@latest`` input was pinned to, who also holds the approver
+role). What a decision comes from is :func:`sources`: its own run or data
 version, and, for a deploy of a run this service retrained, what started that retrain (found through the ledger,
 as provenance is).
 
@@ -16,7 +17,7 @@ Azure ML records a run's creator in three places, not all of them reliable:
 - MLflow's ``mlflow.user`` tag and ``RunInfo.user_id``: written by whatever client logs the run (the tag is a tag
   like any other; ``user_id`` is what the client sends to ``runs/create``): never matched on.
 
-A data asset version has only its ``systemData`` (``Data.creation_context``): ``createdBy`` is matched when it is
+A data asset or model version has only its ``systemData`` (``Data.creation_context``, ``Model.creation_context``): ``createdBy`` is matched when it is
 a principal name (a person's, ``createdByType`` User, as ARM's ``systemData`` names a person); a display name or an
 application's client id is shown, never matched on (docs/security.md says which Azure ML writes is unverified).
 
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from handlers.approval_rules import retrain_behind, started_from
 from handlers.errors import Forbidden
 from handlers.freshness import ASSET_EVENT, NEW_ASSET_VERSION
-from handlers.pins import pinned_versions
+from handlers.pins import DATA, MODEL, pinned_versions
 
 if TYPE_CHECKING:
     from handlers.records import DecisionRecord
@@ -43,14 +44,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NO_READER = "this backend reads no workspace (the dry-run backend)"
-RUN, DATA = "run", "data"
-THINGS = {RUN: "run", DATA: "data asset version"}
+RUN = "run"  # DATA, MODEL: handlers.pins's
+THINGS = {RUN: "run", DATA: "data asset version", MODEL: "model version"}
 
 
 @dataclass(frozen=True)
 class RunCreator:
-    """Who created ``run`` (a run id; with ``of`` ``data``, a data asset version ``name:version``), as Azure ML
-    records it; ``problem``: why it could not be read."""
+    """Who created ``run`` (a run id; with ``of`` ``data`` or ``model``, a data asset or model version
+    ``name:version``), as Azure ML records it; ``problem``: why it could not be read."""
 
     run: str
     object_id: str = ""
@@ -62,8 +63,8 @@ class RunCreator:
 
 @dataclass(frozen=True)
 class Source:
-    """What a decision comes from, whose author four eyes compare with the approver: a run (its id) or a data
-    asset version (``name:version``); ``what``: how it led to the decision, for the record."""
+    """What a decision comes from, whose author four eyes compare with the approver: a run (its id), a data
+    asset or a model version (``name:version``); ``what``: how it led to the decision, for the record."""
 
     kind: str
     name: str
@@ -72,7 +73,7 @@ class Source:
 
 @runtime_checkable
 class Creators(Protocol):
-    """Reads who created a run (the Azure ML backend, from run history) or a data asset version."""
+    """Reads who created a run (the Azure ML backend, from run history), a data asset version or a model version."""
 
     def run_creator(self, run_id: str) -> RunCreator:
         """The creator of ``run_id``; ``problem`` set when the workspace would not say, or has no such run."""
@@ -80,6 +81,10 @@ class Creators(Protocol):
 
     def data_creator(self, name: str, version: str) -> RunCreator:
         """The creator of data asset version ``name:version`` (``of`` data); ``problem`` as for a run."""
+        ...
+
+    def model_creator(self, name: str, version: str) -> RunCreator:
+        """The creator of model version ``name:version`` (``of`` model); ``problem`` as for a run."""
         ...
 
 
@@ -93,15 +98,15 @@ def _own(record: DecisionRecord, whose: str) -> list[Source]:
     event = str(trigger.get("event_id") or "")
     if record.action == "retrain" and trigger.get("event_type") == NEW_ASSET_VERSION and event.startswith(ASSET_EVENT):
         out.append(Source(DATA, event.removeprefix(ASSET_EVENT), f"the new data asset version that started {whose}"))
-    if record.action == "retrain":  # the data it trains on through @latest, pinned when it was carried out
-        for name, version in pinned_versions(record.details.get("rendered") or {}):
-            out.append(Source(DATA, version, f"the data input {name!r} of {whose}, read as @latest and pinned"))
+    if record.action == "retrain":  # the data and models it reads through @latest, pinned when it was carried out
+        for name, kind, version in pinned_versions(record.details.get("rendered") or {}):
+            out.append(Source(kind, version, f"the {kind} input {name!r} of {whose}, read as @latest and pinned"))
     return out
 
 
 def sources(record: DecisionRecord, get_decision: Callable[[str], DecisionRecord | None]) -> list[Source]:
     """What ``record`` comes from: its candidate run (a deploy), its upstream run or new data asset version (a
-    retrain), the data versions a retrain's ``@latest`` inputs were pinned to (:mod:`handlers.pins`); for a deploy
+    retrain), the data and model versions a retrain's ``@latest`` inputs were pinned to (:mod:`handlers.pins`); for a deploy
     of a run this service retrained, also what that retrain came from. Each once (the first way it led here)."""
     out = _own(record, "this decision")
     behind = retrain_behind(record, get_decision)
@@ -152,9 +157,10 @@ def creator_check(creator: RunCreator, approver: Mapping[str, Any]) -> tuple[boo
 def _read(creators: Creators | None, source: Source) -> RunCreator:
     if creators is None:
         return RunCreator(source.name, problem=NO_READER, of=source.kind)
-    if source.kind == DATA:
+    if source.kind in (DATA, MODEL):
         name, _, version = source.name.rpartition(":")
-        return creators.data_creator(name, version)
+        read = creators.model_creator if source.kind == MODEL else creators.data_creator
+        return read(name, version)
     return creators.run_creator(source.name)
 
 

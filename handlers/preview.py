@@ -88,7 +88,7 @@ def preview(
             return Preview(decision, rendered, verdict, None, None, refused)
     if not isinstance(decision, Deploy):
         try:  # the versions its @latest data would be pinned to now (a backend that reads no workspace: not pinned)
-            pinned = pins.pin(decision.job, executor.jobs if isinstance(executor.jobs, pins.DataVersions) else None)
+            pinned = pins.pin(decision.job, executor.jobs if isinstance(executor.jobs, pins.AssetVersions) else None)
         except TransientError as exc:  # a delivery would wait (redelivered); a preview says so
             pinned = pins.pin(decision.job, None, f"not pinned: it would wait: {exc}"[:500])
         except PermanentError as exc:

@@ -17,13 +17,15 @@ from handlers import guards
 from handlers.policy import Policy
 from handlers.records import DecisionRecord, iso
 from tests.azure_world import DATASET, ENDPOINT, MODEL, AzureWorld
-from tests.builders import ADA, ADA_TOKEN, BOB, signed
+from tests.builders import ADA, ADA_TOKEN, BOB, CAROL, signed
 from tests.conftest import REPO, Client
 from tests.ledgers import LedgerSpec
 
 DEPLOYMENTS = rf"^onlineEndpoints/{ENDPOINT}/deployments/[^/]+$"
 POISONED = "3"  # the version of the model's training data a workspace user registers
 ADA_UPN = str(ADA_TOKEN["upn"])  # how App Service names Ada when she signs in
+FOUR_EYES = {"required": True, "expires": "24h", "four_eyes": True}  # an approval no creator of its sources may give
+CAROL_TOKEN = {"oid": CAROL, "upn": "carol@contoso.example", "name": "Carol", "idtyp": "user"}  # a third person
 
 
 class Approving:
@@ -100,17 +102,19 @@ class Watching(Approving):
         return deploy
 
 
-def promotion_refused_to_ada(watching: Watching, deploy: DecisionRecord, created: str) -> Any:
+def promotion_refused_to_ada(
+    watching: Watching, deploy: DecisionRecord, created: str, thing: str = "data asset version"
+) -> Any:
     """The rollout of ``deploy`` held before its promotion for a person (``deploy.approval.promote``): Ada's
-    promotion is refused for what she created (``created``, said in the 403) and nothing moves; Bob's goes
-    through. Bob's reply (the promotion's record)."""
+    promotion is refused for what she created (the ``thing`` ``created``, said in the 403) and nothing moves; Bob's
+    goes through. Bob's reply (the promotion's record)."""
     from tests.rollouts import Operated
 
     operated = Operated.of(watching.azure, watching.client, deploy)
     operated.hold()
     held, path = dict(operated.traffic()), f"/api/models/{MODEL}/promote"
     status, own = watching.post(path, {"reason": "mine"}, signed(ADA, ADA_UPN))
-    assert status == 403 and f"created data asset version {created}" in own["error"], own
+    assert status == 403 and f"created {thing} {created}" in own["error"], own
     assert operated.traffic() == held
     status, promoted = watching.post(path, {"reason": "canary held"}, signed(BOB, "bob@c"))
     assert status == 202 and operated.traffic() == {operated.name: 100}, promoted

@@ -60,9 +60,10 @@ class _PassesThrough:
         return self.inner.retrain_facts(plan)
 
     def __getattr__(self, name: str) -> Any:
-        """``latest_data`` (handlers.pins.DataVersions) is the backend's, when it has one (it reads a workspace)."""
-        if name == "latest_data":
-            return self.inner.latest_data  # AttributeError: a backend that reads no workspace pins nothing
+        """``latest_data``, ``latest_model`` (handlers.pins.AssetVersions) are the backend's, when it has them (it
+        reads a workspace)."""
+        if name in ("latest_data", "latest_model"):
+            return getattr(self.inner, name)  # AttributeError: a backend that reads no workspace pins nothing
         raise AttributeError(name)
 
     def deployment_state(self, endpoint: str, deployment: str) -> str | None:

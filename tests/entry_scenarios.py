@@ -129,7 +129,8 @@ def _veto(azure: AzureWorld) -> Callable[[], Any]:
 
 
 def _reads(azure: AzureWorld) -> Callable[[], Any]:
-    """The reconciler's and the approvals' reads: the champion, the data's versions and who created a run or one."""
+    """The reconciler's and the approvals' reads: the champion, the data's versions, who created a run, a data
+    version or a model version, and which model version is latest (a retrain's model input read through @latest)."""
     azure.trained_on("4", "1")
     azure.arm.add_deployment(ENDPOINT, "blue", model=(MODEL, "4"))
     step = azure.arm.add_step("train-4", "evaluate_model")
@@ -141,6 +142,8 @@ def _reads(azure: AzureWorld) -> Callable[[], Any]:
         assert azure.actions.tracking_uri().startswith("azureml://")
         assert azure.actions.run_creator(step).problem == ""
         assert azure.actions.data_creator(DATASET, "2").problem == ""
+        assert azure.actions.model_creator(MODEL, "4").problem == ""
+        assert azure.actions.latest_model(MODEL) == "4"
 
     return act
 
@@ -285,6 +288,8 @@ SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...], dict[str, Any]]] = {
             "AzureMLActions.tracking_uri",
             "AzureMLActions.run_creator",
             "AzureMLActions.data_creator",
+            "AzureMLActions.model_creator",
+            "AzureMLActions.latest_model",
         ),
         {},
     ),

@@ -88,12 +88,15 @@ class Assets:
         kind: str = "custom_model",
         job_name: str | None = None,
         created: str = CREATED,
+        created_by: dict[str, Any] | None = None,
     ) -> str:
+        """A model version; ``created_by``: the token that registered it (its ``systemData`` then names its creator,
+        as :meth:`add_data`'s does), else no creator is recorded."""
         self.models[(name, version)] = {
             "id": self.arm_id("models", name, "versions", version),
             "name": version,
             "type": f"{PROVIDER}/workspaces/models/versions",
-            "systemData": {"createdAt": created},
+            "systemData": {"createdAt": created} if created_by is None else system_data(created_by, created),
             "properties": {
                 "modelType": kind,
                 "flavors": {},
@@ -200,11 +203,20 @@ class Assets:
         )
 
     def _list_models(self, call: Call, name: str) -> Answer:
+        """Model Versions - List: newest registered first; ``$orderBy`` ``createdtime desc`` (azure-ai-ml's
+        ``models.get(name, label="latest")`` asks it with ``$top`` 1: Azure ML's latest is the most recently created
+        version, whatever it is named) orders by ``systemData.createdAt``, the newest registered first among equals."""
         versions = [v for (n, _), v in self.models.items() if n == name]
         if not versions:
             raise Refusal(404, "UserError", f"Could not find model {name} in workspace {self.workspace}")
+        order = call.query.get("$orderBy", "")
+        if order not in ("", "createdtime desc", "createdtime asc"):
+            raise Unexpected(f"$orderBy {order}")
+        newest = list(reversed(versions))
+        if order:
+            newest.sort(key=lambda v: str(v["systemData"]["createdAt"]), reverse=order.endswith("desc"))
         top = int(call.query.get("$top", len(versions)))
-        return 200, {}, {"value": list(reversed(versions))[:top]}
+        return 200, {}, {"value": newest[:top]}
 
     def _get_model(self, call: Call, name: str, version: str) -> Answer:
         return 200, {}, self._found(self.models.get((name, version)), f"model {name}:{version}")

@@ -50,6 +50,7 @@ class RecordingActions:
     misstated: dict[str, str] = field(default_factory=dict)  # a breach's run -> why it is not as its event told
     trained_on: dict[str, str] = field(default_factory=dict)  # the champion's lineage: data asset -> version
     latest: dict[str, str] = field(default_factory=dict)  # data asset -> its latest version
+    latest_models: dict[str, str] = field(default_factory=dict)  # model -> its latest version
 
     def submit_retrain(self, plan: JobPlan) -> ActionResult:
         self.submissions.append(plan.name)
@@ -77,9 +78,13 @@ class RecordingActions:
         )
 
     def latest_data(self, name: str) -> str:
-        """Which version of data asset ``name`` is its latest (handlers.pins.DataVersions): ``latest[name]``; an
+        """Which version of data asset ``name`` is its latest (handlers.pins.AssetVersions): ``latest[name]``; an
         asset no test told of has one version, 1."""
         return self.latest.get(name, "1")
+
+    def latest_model(self, name: str) -> str:
+        """Which version of model ``name`` is its latest, as :meth:`latest_data`: ``latest_models[name]`` or 1."""
+        return self.latest_models.get(name, "1")
 
     def retrain_facts(self, plan: JobPlan) -> RetrainFacts:
         """What the world was told: ``breaches`` of monitor runs (run -> signal names) and the champion's

@@ -9,12 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.records import iso
-from tests.approving import ADA_UPN, POISONED, promotion_refused_to_ada
+from tests.approving import ADA_UPN, FOUR_EYES, POISONED, promotion_refused_to_ada
 from tests.azure_world import DATASET
 from tests.builders import ADA, ADA_TOKEN, BOB, signed
 from tests.fake_arm_common import job_system_data
-
-FOUR_EYES = {"required": True, "expires": "24h", "four_eyes": True}
 
 
 def test_who_registered_the_data_version_cannot_approve_the_deploy_of_the_retrain_it_started(opened_with: Any) -> None:

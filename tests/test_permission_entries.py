@@ -35,8 +35,9 @@ W = f"{AML}/"  # an action of the workspace
 _UNSEEN_GROUPS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     (
         "Azure ML checks them inside a job's submission, for what the job references (Manage roles, 'Submitting "
-        "any type of run (V2)'); the fake answers the job's PUT alone. The data versions a job reads are pinned "
-        "before its submission (AzureMLActions.latest_data, handlers/pins.py), so the SDK resolves no label itself",
+        "any type of run (V2)'); the fake answers the job's PUT alone. The data and model versions a job reads are "
+        "pinned before its submission (AzureMLActions.latest_data, latest_model, handlers/pins.py), so the SDK "
+        "resolves no label itself",
         ("AzureMLActions.submit_retrain",),
         tuple(
             W + a
@@ -53,6 +54,8 @@ _UNSEEN_GROUPS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
                 "datastores/read",
                 "data/read",
                 "data/versions/read",
+                "models/read",
+                "models/versions/read",
             )
         ),
     ),

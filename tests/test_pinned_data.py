@@ -18,7 +18,7 @@ import pytest
 from function_app.adapters.dryrun import DryRunActions
 from handlers.errors import PermanentError, TransientError
 from handlers.records import iso
-from tests.approving import ADA_UPN, POISONED, Watching, promotion_refused_to_ada
+from tests.approving import ADA_UPN, CAROL_TOKEN, FOUR_EYES, POISONED, Watching, promotion_refused_to_ada
 from tests.azure_world import DATASET, DRIFT_SAMPLE, MODEL, AzureWorld, WorkerDied, in_workspace
 from tests.builders import ADA, ADA_TOKEN, BOB, CAROL, signed, training_plan, with_retrain
 from tests.crashes import DiesAfterActing
@@ -26,9 +26,7 @@ from tests.fake_arm_common import job_system_data
 from tests.ledgers import LedgerSpec
 from tests.world import World
 
-FOUR_EYES = {"required": True, "expires": "24h", "four_eyes": True}
 LATEST = f"azureml:{DATASET}@latest"  # the example policy's training data
-CAROL_TOKEN = {"oid": CAROL, "upn": "carol@contoso.example", "name": "Carol", "idtyp": "user"}
 
 
 def uri_of(azure: AzureWorld, version: str) -> str:

@@ -1,4 +1,4 @@
-"""The pure rules of pinning a retrain's data (handlers/pins.py): which inputs read a data asset's latest version,
+"""The pure rules of pinning a retrain's data and models (handlers/pins.py): which inputs read an asset's latest version,
 what a plan becomes pinned or not, what a resumed retrain keeps, what the job it adopted holds, and what four eyes
 compare."""
 
@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from handlers import pins
-from handlers.creators import DATA, sources
+from handlers.creators import sources
+from handlers.errors import PermanentError
 from handlers.freshness import ASSET_EVENT, NEW_ASSET_VERSION
+from handlers.pins import DATA, MODEL
 from handlers.plans import JobPlan, Retrain
 from handlers.records import DecisionRecord
 from handlers.signals import Trigger
@@ -25,13 +27,22 @@ def plan(**inputs: dict[str, Any]) -> JobPlan:
 
 
 class Latest:
-    """The workspace's answer to ``data.get(name, label="latest")``: each asset's latest version."""
+    """The workspace's answer to ``data.get(name, label="latest")`` and ``models.get(name, label="latest")``: each
+    asset's latest version; a name it was not told of is no asset (PermanentError, as the backend's)."""
 
     def __init__(self, **versions: str) -> None:
         self.versions, self.asked = versions, []  # type: ignore[var-annotated]
 
     def latest_data(self, name: str) -> str:
-        self.asked.append(name)
+        self.asked.append(f"data {name}")
+        if name not in self.versions:
+            raise PermanentError(f"the workspace has no data asset {name!r}")
+        return self.versions[name]
+
+    def latest_model(self, name: str) -> str:
+        self.asked.append(f"model {name}")
+        if name not in self.versions:
+            raise PermanentError(f"the workspace has no model {name!r}")
         return self.versions[name]
 
 
@@ -45,13 +56,16 @@ class Latest:
         (spec("azureml:train@champion"), None),  # no other label resolves; the policy refuses one
         (spec("azureml://datastores/blobs/paths/train/"), None),
         (spec("train@latest"), None),  # not a data asset reference (the backend refuses it as a local path)
-        (spec("azureml:model@latest", "custom_model"), None),  # a model is not data
+        (spec("azureml:base@latest", "custom_model"), "base"),  # a model's latest version too
+        (spec("azureml:base", "mlflow_model"), "base"),
+        (spec("azureml:base:4", "mlflow_model"), None),
+        (spec("azureml:base@latest", "triton_model"), None),  # no type the policy accepts
         (spec("azureml:train@latest", "literal"), None),
         (spec(3), None),
         ({**spec("azureml:train:2"), "pinned_from": "azureml:train@latest"}, None),
     ],
 )
-def test_an_input_reads_a_data_assets_latest_version_only_by_latest_or_its_name_alone(
+def test_an_input_reads_an_assets_latest_version_only_by_latest_or_its_name_alone(
     given: dict[str, Any], asset: str | None
 ) -> None:
     assert pins.reads_latest(given) == asset
@@ -62,8 +76,22 @@ def test_pinning_names_the_version_the_workspace_calls_latest_and_what_was_asked
     pinned = pins.pin(plan(data=spec("azureml:train@latest"), lr=spec(0.1, "literal"), v=spec("azureml:x:2")), latest)
     assert pinned.inputs["data"] == {**spec("azureml:train:7"), "pinned_from": "azureml:train@latest"}
     assert pinned.inputs["lr"] == spec(0.1, "literal") and pinned.inputs["v"] == spec("azureml:x:2")
-    assert latest.asked == ["train"]
+    assert latest.asked == ["data train"]
     assert pins.pin(pinned, Latest()) is pinned  # pinned once: nothing is read again
+
+
+def test_a_model_input_is_pinned_to_the_version_the_workspace_calls_the_models_latest() -> None:
+    latest = Latest(base="4", train="7")
+    given = plan(base=spec("azureml:base@latest", "custom_model"), data=spec("azureml:train"))
+    pinned = pins.pin(given, latest)
+    assert pinned.inputs["base"] == {**spec("azureml:base:4", "custom_model"), "pinned_from": "azureml:base@latest"}
+    assert latest.asked == ["model base", "data train"]
+    assert pins.pinned_versions(pinned.as_dict()) == [("base", MODEL, "base:4"), ("data", DATA, "train:7")]
+
+
+def test_pinning_an_input_whose_asset_does_not_exist_names_the_input() -> None:
+    with pytest.raises(PermanentError, match=r"input 'base' of model 'm' reads 'azureml:gone@latest': .*no model"):
+        pins.pin(plan(base=spec("azureml:gone@latest", "mlflow_model")), Latest())
 
 
 def test_without_a_workspace_to_read_an_input_says_it_was_not_pinned() -> None:
@@ -116,7 +144,7 @@ def test_a_data_version_is_read_from_a_job_input_only_in_the_policys_form(
 def test_an_adopted_job_reading_an_older_version_of_the_pinned_asset_is_recorded_with_that_version() -> None:
     adopted = pins.as_adopted(plan(data=PINNED), {"data": "azureml:train:2"})
     assert adopted.inputs["data"] == {**PINNED, "value": "azureml:train:2"}
-    assert pins.pinned_versions(adopted.as_dict()) == [("data", "train:2")]  # what four eyes compare
+    assert pins.pinned_versions(adopted.as_dict()) == [("data", DATA, "train:2")]  # what four eyes compare
 
 
 def test_an_adopted_job_reading_the_version_pinned_again_leaves_the_plan_as_it_is() -> None:
@@ -130,7 +158,7 @@ def test_an_adopted_job_reading_a_version_of_another_asset_is_recorded_so_and_it
     data = adopted.inputs["data"]
     assert (data["value"], data["pinned_from"]) == ("azureml:holdout:9", "azureml:train@latest")
     assert "not a version of data asset 'train'" in data["adopted_differs"], data
-    assert pins.pinned_versions(adopted.as_dict()) == [("data", "holdout:9")]
+    assert pins.pinned_versions(adopted.as_dict()) == [("data", DATA, "holdout:9")]
 
 
 @pytest.mark.parametrize(
@@ -156,7 +184,7 @@ def test_a_job_adopted_before_its_plan_was_pinned_is_recorded_as_pinned_to_the_v
     version the job holds, pinned from what the plan reads, so four eyes compare its creator."""
     adopted = pins.as_adopted(plan(data=spec(reads), lr=spec(0.1, "literal")), {"data": "azureml:train:2"})
     assert adopted.inputs == {"data": {**spec("azureml:train:2"), "pinned_from": reads}, "lr": spec(0.1, "literal")}
-    assert pins.pinned_versions(adopted.as_dict()) == [("data", "train:2")]
+    assert pins.pinned_versions(adopted.as_dict()) == [("data", DATA, "train:2")]
 
 
 def test_only_pinned_inputs_are_read_from_an_adopted_job() -> None:
@@ -180,3 +208,13 @@ def test_four_eyes_compare_each_pinned_version_once_beside_the_version_that_star
     found = sources(record, lambda _: None)
     assert [(s.kind, s.name) for s in found] == [(DATA, "train:3")]
     assert found[0].what.startswith("the new data asset version that started")  # the first way it led here
+
+
+def test_four_eyes_compare_a_pinned_model_version_as_a_model() -> None:
+    base = {**spec("azureml:base:4", "custom_model"), "pinned_from": "azureml:base@latest"}
+    rendered = {"type": "pipeline", "inputs": {"base": base}}
+    record = DecisionRecord(
+        "re-1", "m", "retrain", "pending", "r", {}, "2026-12-07T00:00:00Z", details={"rendered": rendered}
+    )
+    [found] = sources(record, lambda _: None)
+    assert (found.kind, found.name) == (MODEL, "base:4") and "model input 'base'" in found.what

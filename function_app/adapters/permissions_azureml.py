@@ -72,17 +72,23 @@ AZUREML: dict[str, list[str]] = {
     # function_app/adapters/azureml/ (AzureMLActions: each method is its port module's)
     "AzureMLActions.from_settings": [],  # builds nothing until the first action
     "AzureMLActions.ml": [],  # the lazily built MLClient itself
-    # the data versions a job reads, which Azure ML checks inside the submission (pinned before: latest_data below)
-    "AzureMLActions.submit_retrain": _WORKSPACE + _SUBMIT_JOB + _COMPONENTS + _DATA,
+    # the data and model versions a job reads, which Azure ML checks inside the submission (pinned before:
+    # latest_data, latest_model below)
+    "AzureMLActions.submit_retrain": _WORKSPACE + _SUBMIT_JOB + _COMPONENTS + _DATA + _MODELS_READ,
     # jobs.get: a job's status, and a resumed retrain's job, adopted before its checks when it is its decision's
     **{f"AzureMLActions.{op}": [f"{AML}/jobs/read"] for op in ("job_status", "find_retrain")},
     # who created a run (approvals' four eyes): run history's run, read as the SDK reads a pipeline step
     "AzureMLActions.run_creator": [*_WORKSPACE, f"{AML}/experiments/runs/read"],
     # ... and a data asset version (a new version's retrain): its systemData, as data.get reads it
     "AzureMLActions.data_creator": [f"{AML}/data/versions/read"],
+    # ... and a model version a retrain's azureml:<model>@latest input was pinned to: its systemData, models.get
+    "AzureMLActions.model_creator": [f"{AML}/models/versions/read"],
     # ... and which version a retrain's azureml:<name>@latest input is pinned to (handlers/pins.py): data.get with
     # label latest, the asset's container (its latestVersion), then that version
     "AzureMLActions.latest_data": [f"{AML}/data/read", f"{AML}/data/versions/read"],
+    # ... and a model input's: models.get with label latest lists the model's versions, newest created first, one
+    # ($orderBy=createdtime desc, $top=1): no container is read
+    "AzureMLActions.latest_model": [f"{AML}/models/versions/read"],
     # a retrain's checks before it is submitted (lineage.py): a breach's run read back (jobs.get, a step and the
     # pipeline runs above it from run history: jobs/read, experiments/runs/read), the monitor run's steps through MLflow
     # (runs/get, runs/search), the champion the policy's endpoint serves (online_endpoints.get for its traffic,

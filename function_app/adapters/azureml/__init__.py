@@ -139,6 +139,12 @@ class AzureMLActions:
     def latest_data(self, name: str) -> str:
         return self.freshness.latest_data(name)
 
+    def model_creator(self, name: str, version: str) -> RunCreator:
+        return self.freshness.model_creator(name, version)
+
+    def latest_model(self, name: str) -> str:
+        return self.freshness.latest_model(name)
+
     # ------------------------------------------------------------------ the Deployments port
 
     def candidate_facts(self, plan: DeployPlan) -> CandidateFacts:

@@ -3,20 +3,25 @@ serves, with its model version's creation time (``model.retrain.max_age``), and 
 (``retrain.on.data.assets``), as the workspace reports them. A champion served from the policy's registry
 (``azureml://registries/<r>/models/<m>/versions/<v>``, ``environment.registry``) is read from that registry
 (its creation time there); one served from any other registry is not read: the endpoint does not choose
-which registry the service trusts (the gate's rule, :meth:`AzureMLCandidates.champion_in`). Reads only."""
+which registry the service trusts (the gate's rule, :meth:`AzureMLCandidates.champion_in`). Also which version
+of a data asset or a model is its latest, and who created a version of either (:mod:`handlers.pins`,
+:mod:`handlers.creators`). Reads only."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from function_app.adapters.azureml.candidates import AzureMLCandidates
 from function_app.adapters.azureml.client import AzureMLClient
 from function_app.adapters.azureml.registry import RegistryModelRef
-from handlers.creators import DATA, RunCreator
+from handlers.creators import THINGS as CREATED_THINGS
+from handlers.creators import RunCreator
 from handlers.errors import PermanentError
 from handlers.freshness import AssetVersion, Champion
+from handlers.pins import DATA, MODEL, THINGS
 
 log = logging.getLogger(__name__)
 
@@ -94,39 +99,58 @@ class AzureMLFreshness:
         """The version of data asset ``name`` a job's ``azureml:<name>@latest`` input would read: what
         ``data.get(name, label="latest")`` gives (the asset's container names its latest version, then that version
         is read), as azure-ai-ml resolves the label itself when it submits a job (:mod:`handlers.pins`)."""
-        data = self.client.call(
-            self.client.retry.budget(),
-            f"the latest version of data asset {name!r}",
-            lambda: self.client.ml.data.get(name, label="latest"),
-            f"register a version of it, or fix the input that reads azureml:{name}@latest in models.<model>.retrain.inputs",
-            or_none=True,
-        )
-        if data is None:
+        return self._latest(DATA, name, lambda: self.client.ml.data.get(name, label="latest"))
+
+    def latest_model(self, name: str) -> str:
+        """The version of model ``name`` a job's ``azureml:<name>@latest`` input would read: what
+        ``models.get(name, label="latest")`` gives (the model's versions listed newest created first, one: Azure ML's
+        latest is the most recently created version), as azure-ai-ml resolves the label when it submits a job."""
+        return self._latest(MODEL, name, lambda: self.client.ml.models.get(name, label="latest"))
+
+    def _latest(self, kind: str, name: str, get: Callable[[], Any]) -> str:
+        from azure.ai.ml.exceptions import ValidationException
+
+        thing = THINGS[kind]
+        fix = f"register a version of it, or fix the input that reads azureml:{name}@latest in models.<model>.retrain.inputs"
+        try:
+            asset = self.client.call(
+                self.client.retry.budget(), f"the latest version of {thing} {name!r}", get, fix, or_none=True
+            )
+        except PermanentError as exc:
+            if not isinstance(exc.__cause__, ValidationException):  # the SDK's "Asset ... does not exist": none
+                raise
+            asset = None
+        if asset is None:
             raise PermanentError(
-                f"the workspace has no data asset {name!r} for an input that reads its latest version; register a "
+                f"the workspace has no {thing} {name!r} for an input that reads its latest version; register a "
                 "version of it, or fix models.<model>.retrain.inputs"
             )
-        return str(data.version)
+        return str(asset.version)
 
     def data_creator(self, name: str, version: str) -> RunCreator:
         """Who created data asset version ``name:version``, as its ``systemData`` says (``creation_context``): a
         person's principal name (``createdBy`` with an ``@``, type User) is matched on; anything else (a display
         name, an application's client id) only shown (:mod:`handlers.creators`). A refusal or no such version:
         ``problem`` says so."""
-        label = f"{name}:{version}"
+        return self._creator(DATA, name, version, lambda: self.client.ml.data.get(name, version=version))
+
+    def model_creator(self, name: str, version: str) -> RunCreator:
+        """Who created model version ``name:version``, as its ``systemData`` says, read as :meth:`data_creator`
+        reads a data asset version's."""
+        return self._creator(MODEL, name, version, lambda: self.client.ml.models.get(name, version=version))
+
+    def _creator(self, kind: str, name: str, version: str, get: Callable[[], Any]) -> RunCreator:
+        label, thing = f"{name}:{version}", CREATED_THINGS[kind]
         try:
-            data = self.client.call(
-                self.client.retry.budget(),
-                f"reading who created data asset version {label}",
-                lambda: self.client.ml.data.get(name, version=version),
-                or_none=True,
+            asset = self.client.call(
+                self.client.retry.budget(), f"reading who created {thing} {label}", get, or_none=True
             )
         except PermanentError as exc:
-            return RunCreator(label, problem=str(exc)[:300], of=DATA)
-        if data is None:
-            return RunCreator(label, problem=f"the workspace has no data asset version {label}", of=DATA)
-        context = getattr(data, "creation_context", None)
-        kind = getattr(context, "created_by_type", None)  # the REST client's CreatedByType, a str enum
-        by, kind = str(getattr(context, "created_by", None) or ""), str(getattr(kind, "value", kind) or "")
-        person = kind.lower() == "user" and "@" in by
-        return RunCreator(label, upn=by if person else "", name=by if by and not person else "", of=DATA)
+            return RunCreator(label, problem=str(exc)[:300], of=kind)
+        if asset is None:
+            return RunCreator(label, problem=f"the workspace has no {thing} {label}", of=kind)
+        context = getattr(asset, "creation_context", None)
+        by_type = getattr(context, "created_by_type", None)  # the REST client's CreatedByType, a str enum
+        by, by_type = str(getattr(context, "created_by", None) or ""), str(getattr(by_type, "value", by_type) or "")
+        person = by_type.lower() == "user" and "@" in by
+        return RunCreator(label, upn=by if person else "", name=by if by and not person else "", of=kind)

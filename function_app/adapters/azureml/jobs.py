@@ -262,11 +262,11 @@ class AzureMLJobs:
     @staticmethod
     def _asset_path(plan: JobPlan, name: str, path: str) -> str:
         """An input's path as the SDK resolves it: never a local path (it would upload from the worker), and never
-        a data asset's latest version unpinned: the executor pins it first (:mod:`handlers.pins`), so what the
+        a data asset's or a model's latest version unpinned: the executor pins it first (:mod:`handlers.pins`), so what the
         decision records is what the job trains on."""
         if pins.reads_latest(plan.inputs[name]) is not None:
             raise PermanentError(
-                f"input {name!r} of model {plan.model!r} reads {path!r}, a data asset's latest version, which was not "
+                f"input {name!r} of model {plan.model!r} reads {path!r}, an asset's latest version, which was not "
                 "pinned to a version before the job's submission (handlers/pins.py); nothing is submitted"
             )
         if path.startswith("azureml:") and not path.startswith("azureml://"):
