@@ -44,28 +44,52 @@ def chromium() -> str:
     return CHROMIUM
 
 
+# One Chromium for the console tests of a module in a test process, launched by the first and closed
+# after the last (conftest.py, pytest_runtest_teardown): launching it was about a second of each console
+# test; each test still gets a fresh browser context (its own cookies, storage, cache and headers, as a
+# new incognito window)
+_shared: dict[str, Any] = {}
+
+
+def _browser() -> Any:
+    if "browser" not in _shared:
+        from playwright.sync_api import sync_playwright
+
+        path = chromium()
+        _shared["playwright"] = sync_playwright().start()
+        _shared["browser"] = _shared["playwright"].chromium.launch(
+            executable_path=path, headless=True, args=["--no-sandbox"]
+        )
+    return _shared["browser"]
+
+
+def close_browser() -> None:
+    """Close the test process's Chromium, if a test launched it."""
+    if "browser" in _shared:
+        try:
+            _shared.pop("browser").close()
+        finally:
+            _shared.pop("playwright").stop()
+
+
 @contextmanager
 def browser_page(
     width: int = 1366, height: int = 900, answer: str | None = None, headers: dict[str, str] | None = None
 ) -> Iterator[Any]:
-    """A page of a fresh headless Chromium at a laptop's screen size; confirmation dialogs are accepted,
-    and prompts answered with ``answer`` (by default the text they offer). ``headers`` go with every
-    request the page sends (what App Service adds for a signed-in person, say)."""
-    from playwright.sync_api import sync_playwright
-
-    path = chromium()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=path, headless=True, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": width, "height": height}, extra_http_headers=headers)
-            page.on(
-                "dialog",
-                lambda dialog: (
-                    dialog.accept(dialog.default_value if answer is None else answer)
-                    if dialog.type == "prompt"
-                    else dialog.accept()
-                ),
-            )
-            yield page
-        finally:
-            browser.close()
+    """A page in a fresh context of headless Chromium at a laptop's screen size; confirmation dialogs are
+    accepted, and prompts answered with ``answer`` (by default the text they offer). ``headers`` go with
+    every request the page sends (what App Service adds for a signed-in person, say)."""
+    context = _browser().new_context(viewport={"width": width, "height": height}, extra_http_headers=headers)
+    try:
+        page = context.new_page()
+        page.on(
+            "dialog",
+            lambda dialog: (
+                dialog.accept(dialog.default_value if answer is None else answer)
+                if dialog.type == "prompt"
+                else dialog.accept()
+            ),
+        )
+        yield page
+    finally:
+        context.close()

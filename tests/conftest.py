@@ -199,6 +199,16 @@ def sample_files() -> list[Path]:
     return sorted(SAMPLE_EVENTS.glob("*.eventgrid.json"))
 
 
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Close the Chromium that the console tests of one module share (tests/browser.py) after the last
+    of them in this process: a module's tests run one after another in a process, so no other module's
+    test runs beside a started Playwright (it marks the main thread's event loop as running)."""
+    if nextitem is None or getattr(nextitem, "module", None) is not getattr(item, "module", None):
+        from tests.browser import close_browser
+
+        close_browser()
+
+
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:
     """One Azurite for the session, started on first use on free ports of 127.0.0.1, and stopped."""

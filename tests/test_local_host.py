@@ -14,7 +14,7 @@ import pytest
 from tests.azurite import free_port
 from tests.builders import drift_event
 from tests.conftest import load_sample, retrain_cli, sample_files
-from tests.hosts import RunningHost, serving, start_host
+from tests.hosts import RunningHost, serve_in_background, serving, start_host
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +97,6 @@ def test_invalid_settings_stop_start_up_with_the_fix(tmp_path: Path) -> None:
 
 def test_cli_send_key_reaches_a_functions_host_as_x_functions_key(tmp_path: Path) -> None:
     """A Functions host reads the function key from x-functions-key (or ?code=), not aeg-sas-key."""
-    import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     seen: list[dict[str, str]] = []
@@ -114,8 +113,7 @@ def test_cli_send_key_reaches_a_functions_host_as_x_functions_key(tmp_path: Path
             del format, args
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    serve_in_background(server).start()
     try:
         sample = next(p for p in sample_files() if "DatasetDriftDetected" in p.name)
         url = f"http://127.0.0.1:{server.server_address[1]}"

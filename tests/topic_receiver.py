@@ -38,6 +38,7 @@ import pytest
 
 from tests import rbac, rbac_model
 from tests.fake_http import token_claims
+from tests.hosts import serve_in_background
 
 REQUIRED = ("id", "source", "type", "specversion")
 SEND = "Microsoft.EventGrid/topics/events/send/action"
@@ -132,7 +133,7 @@ class TopicReceiver:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*_certificate())
             self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = serve_in_background(self.server)
 
     @property
     def endpoint(self) -> str:
