@@ -7,6 +7,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test check lint typecheck unit fast docs bench clean
 
+# Python may cache compiled modules (and pytest its rewritten test modules) under __pycache__/ (ignored
+# by git) even where the environment says not to (PYTHONDONTWRITEBYTECODE, set on some machines and CI
+# images): without the cache every pytest process, xdist worker and subprocess compiles the project
+# and rewrites ~200 test modules again (collecting the suite: 10.9 s of CPU, 4.8 s with the cache).
+unexport PYTHONDONTWRITEBYTECODE
+
 # uv installs the pinned requirements (the same versions pip resolves: the files pin them) in a few
 # seconds where pip takes half a minute, and compiles the bytecode as pip does; it is itself pinned in
 # requirements-dev.txt and bootstrapped with the venv's own pip. The venv keeps its pip. --system-certs:
