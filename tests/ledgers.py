@@ -6,7 +6,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from azure.core.pipeline import PipelineRequest
+
+    from function_app.adapters.table_ledger import TableLedger
     from handlers.ports import Ledger
+    from tests.azurite import Azurite
 
 
 @dataclass(frozen=True)
@@ -39,3 +43,30 @@ class LedgerSpec:
 
     def __str__(self) -> str:
         return self.kind
+
+
+def counted_ledger(azurite: Azurite, prefix: str | None = None) -> tuple[TableLedger, list[str]]:
+    """A Table ledger whose every HTTP request is noted as 'METHOD path' (``prefix``: another
+    worker's ledger, the same tables)."""
+    import uuid
+
+    from azure.data.tables import TableServiceClient
+
+    from function_app.adapters.table_entities import client_options
+    from function_app.adapters.table_ledger import TableLedger
+
+    seen: list[str] = []
+
+    def note(request: PipelineRequest) -> None:  # type: ignore[type-arg]
+        http = request.http_request
+        seen.append(f"{http.method} {http.url.split('?')[0].rsplit('/', 1)[-1]}")
+
+    service = TableServiceClient.from_connection_string(
+        azurite.connection_string, **client_options(raw_request_hook=note)
+    )
+    return TableLedger(service, prefix or "t" + uuid.uuid4().hex[:12]), seen
+
+
+def point(ledger: TableLedger, pk: str, decision_id: str) -> str:
+    """What :func:`counted_ledger` notes for a point read of ``decision_id``'s record in partition ``pk``."""
+    return f"GET {ledger.names['decisions']}(PartitionKey='{pk.replace(':', '%3A')}',RowKey='r%3A{decision_id}')"

@@ -91,7 +91,7 @@ def test_a_model_s_first_event_ever_costs_six_requests_on_a_worker_started_as_in
     assert out[STARTS[1]] == [*creates, listing]  # listed: nothing inserted
     first = out["drift event (retrain)"]
     assert len(first) == 6 and not any("models" in sent for sent in first), first
-    assert len(out[WARM]) == 5 and len(out[COLD]) == 6 and len(out["drift event (refused)"]) <= 6
+    assert len(out[WARM]) == 5 and len(out[COLD]) == 6 and len(out["drift event (refused)"]) == 4
 
 
 @TABLE

@@ -17,23 +17,9 @@ from function_app.adapters.table_ledger import TableLedger
 from handlers.notify import notification_id
 from handlers.records import DecisionRecord, iso
 from tests.azurite import Azurite
+from tests.ledgers import counted_ledger, point
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
-
-
-def counted_ledger(azurite: Azurite, prefix: str | None = None) -> tuple[TableLedger, list[str]]:
-    """A Table ledger whose every HTTP request is noted as 'METHOD path' (``prefix``: another
-    worker's ledger, the same tables)."""
-    seen: list[str] = []
-
-    def note(request: PipelineRequest) -> None:  # type: ignore[type-arg]
-        http = request.http_request
-        seen.append(f"{http.method} {http.url.split('?')[0].rsplit('/', 1)[-1]}")
-
-    service = TableServiceClient.from_connection_string(
-        azurite.connection_string, **client_options(raw_request_hook=note)
-    )
-    return TableLedger(service, prefix or "t" + uuid.uuid4().hex[:12]), seen
 
 
 def skip(decision_id: str, at: datetime = NOW, outcome: str = "skipped") -> DecisionRecord:
@@ -51,10 +37,6 @@ def skip(decision_id: str, at: datetime = NOW, outcome: str = "skipped") -> Deci
 def refusal(decision_id: str, at: datetime = NOW) -> DecisionRecord:
     """A guard's refusal (the record most of a storm's deliveries write)."""
     return replace(skip(decision_id, at), details={"guard": "cooldown"})
-
-
-def point(ledger: TableLedger, pk: str, decision_id: str) -> str:
-    return f"GET {ledger.names['decisions']}(PartitionKey='{pk.replace(':', '%3A')}',RowKey='r%3A{decision_id}')"
 
 
 def test_a_guard_s_refusal_is_one_transaction_in_its_shard_after_one_read_of_its_model_s_partition(

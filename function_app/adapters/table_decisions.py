@@ -60,6 +60,13 @@ class TableDecisions(TableTrails):
         with translated(f"writing decision {record.id}"):
             return self._commit(record, None)
 
+    def _put_unheard(self, record: DecisionRecord) -> DecisionRecord:
+        """:meth:`put_decision` of a record under whose id nothing is stored anywhere (the first
+        decision of an event this worker claimed first: :meth:`TableEvents._unheard_of`), so nothing
+        is read before it is written."""
+        with translated(f"writing decision {record.id}"):
+            return self._commit(record, None, unheard=True)
+
     def record_and_update(self, model: str, record: DecisionRecord, change: Settle) -> DecisionRecord:
         """:meth:`put_decision`, and the change of ``model``'s state that the record stored makes
         (``change(state, stored)``, None: none), in one transaction."""
@@ -124,14 +131,19 @@ class TableDecisions(TableTrails):
 
     # ------------------------------------------------------------------ one transaction
 
-    def _commit(self, record: DecisionRecord, settle: Settle | None, attempts: int = 16) -> DecisionRecord:
+    def _commit(
+        self, record: DecisionRecord, settle: Settle | None, attempts: int = 16, *, unheard: bool = False
+    ) -> DecisionRecord:
         """Write ``record`` (as may_replace allows), its notification (unless there) and, with
-        ``settle``, its model's state row as the record stored changes it, in one transaction."""
+        ``settle``, its model's state row as the record stored changes it, in one transaction.
+        ``unheard``: nothing is stored under its id anywhere, so no other partition is read first."""
         body = json.dumps(record.to_dict(), default=str)
         if len(body) * 3 > MAX_BATCH_CHARS:  # bounded records are far smaller: a bug
             raise PermanentError(f"record of {len(body)} characters is too large to write with its trail rows")
         model = record.model or ""
-        stored = self._written.pop(record.id, None) or self._seen.pop(record.id, None) or self._elsewhere(record)
+        stored = self._written.pop(record.id, None) or self._seen.pop(record.id, None)
+        if stored is None and not unheard:
+            stored = self._elsewhere(record)
         if model and self._home(record, stored) not in DECISION_PARTITIONS:
             self._list_in_directory(model)  # every partition that holds records is listed (trails read them)
         note = notification_of(record)

@@ -213,5 +213,8 @@ class TableParts:
     _where: dict[str, str]
     # Records this worker read, by id, as stored: a rewrite by it is conditional on the ETag read.
     _seen: dict[str, Stored]
+    # The claims this worker inserted first (an event never claimed before), by claim key: the
+    # monotonic time until which no other instance can have taken the claim over (half its lease).
+    _fresh: dict[str, float]
     # How long a notification this worker writes is claimed by it as written (None: not claimed).
     _send_lease: timedelta | None

@@ -5,6 +5,7 @@ decision ids) after the records it answers with are written."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -16,12 +17,13 @@ from azure.data.tables import UpdateMode
 
 from function_app.adapters.azure_errors import translated
 from function_app.adapters.table_decisions import TableDecisions
-from function_app.adapters.table_entities import etag_of
+from function_app.adapters.table_entities import REMEMBERED, etag_of
 from handlers.idempotency import same_request
+from handlers.plans import decision_id
 from handlers.ports import Claim
 from handlers.recorded import RecordedEvent
 from handlers.records import DecisionRecord, cut, iso
-from handlers.signals import Trigger, claim_key
+from handlers.signals import EVENT_GRID, Trigger, claim_key
 
 
 def claim_of(entity: Mapping[str, Any]) -> Claim:
@@ -58,10 +60,15 @@ class TableEvents(TableDecisions):
             # the signal, for a replay (retrain backtest): within a string property (MAX_SIGNAL)
             "signal": signal or "",
         }
+        self._fresh.pop(key, None)
         with translated(f"claiming event {trigger.event_id}"):
-            for _ in range(3):  # the entity can vanish between the 409 and the read (purged)
+            for attempt in range(3):  # the entity can vanish between the 409 and the read (purged)
                 try:
                     self.events.create_entity(entity)
+                    if attempt == 0 and trigger.channel == EVENT_GRID:  # never claimed before (nor purged)
+                        if len(self._fresh) >= REMEMBERED:
+                            self._fresh.clear()
+                        self._fresh[key] = time.monotonic() + lease.total_seconds() / 2
                     return Claim("new")
                 except ResourceExistsError:
                     pass
@@ -93,6 +100,7 @@ class TableEvents(TableDecisions):
 
     def abandon_event(self, trigger: Trigger) -> None:
         key = claim_key(trigger)
+        self._fresh.pop(key, None)
         with translated(f"releasing the claim on event {trigger.event_id}"):
             try:
                 existing = self.events.get_entity(key, "")
@@ -110,7 +118,9 @@ class TableEvents(TableDecisions):
     def finish_event(
         self, trigger: Trigger, decision_ids: Sequence[str], now: datetime, records: Sequence[DecisionRecord] = ()
     ) -> list[DecisionRecord]:
-        stored = [self.put_decision(record) for record in records]  # first the records, then "done"
+        unheard = self._unheard_of(trigger, records)
+        # first the records, then "done"
+        stored = [self._put_unheard(r) if r.id in unheard else self.put_decision(r) for r in records]
         # where each decision is (its model's partition), for a redelivery's answer without a search
         where = {d: self._where[d] for d in decision_ids if d in self._where}
         with translated(f"finishing event {trigger.event_id}"):
@@ -127,6 +137,31 @@ class TableEvents(TableDecisions):
                 mode=UpdateMode.MERGE,
             )
         return stored
+
+    def _unheard_of(self, trigger: Trigger, records: Sequence[DecisionRecord]) -> set[str]:
+        """The ids among ``records`` under which nothing is stored anywhere, so that writing them
+        reads nothing first (a guard's refusal, most of a storm, would read its model's partition
+        for a record of its id that stands). Those of an Event Grid event this worker claimed with
+        its first insert (no claim of that event was there: it was never decided before, nor
+        purged between a 409 and the read) and holds still, within half its lease by this worker's
+        own clock (no other instance can have taken it over since, even with a clock ahead by up to
+        the other half), whose id derives from that event alone (:func:`handlers.plans.decision_id`
+        of its action, model and trigger: a run's or a registry version's keyed decision does not,
+        and no other way in makes an id of a workspace's event), and that this worker has neither
+        written nor read: only the worker of that claim decides under such an id. (An event claimed
+        again after the retention purged its finished claim is new again, as its decisions, purged
+        with it; Event Grid retries for at most 24 hours, far within any retention.)"""
+        until = self._fresh.pop(claim_key(trigger), None)
+        if until is None or time.monotonic() >= until:
+            return set()
+        return {
+            r.id
+            for r in records
+            if r.id not in self._where
+            and r.id not in self._written
+            and r.id not in self._seen
+            and r.id == decision_id(r.action, r.model, trigger)
+        }
 
     def event_claim(self, trigger: Trigger) -> Claim | None:
         with translated(f"reading event {trigger.event_id}"):

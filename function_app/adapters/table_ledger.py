@@ -132,6 +132,7 @@ class TableLedger(TableEvents):
         self._notes: dict[str, str] = {}
         self._where: dict[str, str] = {}
         self._seen: dict[str, Stored] = {}
+        self._fresh: dict[str, float] = {}
         self._send_lease: timedelta | None = None
         if create:
             self.create_tables()
