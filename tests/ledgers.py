@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,14 +23,16 @@ class LedgerSpec:
     target: str
     prefix: str = "retrain"
 
-    def open(self) -> Ledger:
+    def open(self, monotonic: Callable[[], float] = time.monotonic) -> Ledger:
+        """The ledger; ``monotonic``: the worker's own clock, on which the Table ledger tells how long it
+        has held a claim (SQLite's writes read what they replace, in one transaction, whatever the time)."""
         if self.kind == "sqlite":
             from function_app.adapters.sqlite_ledger import SqliteLedger
 
             return SqliteLedger(self.target)
         from function_app.adapters.table_ledger import TableLedger
 
-        ledger: Ledger = TableLedger.from_connection_string(self.target, self.prefix)
+        ledger: Ledger = TableLedger.from_connection_string(self.target, self.prefix, monotonic=monotonic)
         return ledger
 
     def settings(self) -> dict[str, str]:

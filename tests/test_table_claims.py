@@ -108,16 +108,18 @@ def test_a_redelivery_after_a_reservation_reads_first_and_never_writes_a_refusal
 
 def test_a_claim_taken_over_after_its_lease_makes_its_first_worker_read_before_its_refusal(azurite: Azurite) -> None:
     """The first worker stalled past half its lease (by its own clock): another instance may have taken
-    the claim over and reserved the decision, so the first worker's refusal reads first and is written
-    in the reservation's place (as ``may_replace`` allows), not beside it."""
+    the claim over and reserved the decision, so the first worker's refusal reads first; it finds the
+    reservation, made after it was decided, which it does not replace (``may_replace``), and it is not
+    written beside it either."""
     lease = timedelta(seconds=0.2)
     slow, seen = counted_ledger(azurite)
     assert slow.claim_event(TRIGGER, NOW, lease).status == "new"
     time.sleep(0.15)  # past half the lease on this worker's clock
     other, _ = counted_ledger(azurite, slow.prefix)
     assert other.claim_event(TRIGGER, NOW + timedelta(seconds=1), lease).status == "retry"
-    other.put_decision(RESERVATION)
+    reservation = replace(RESERVATION, at=iso(NOW + timedelta(seconds=1)))  # on the other instance's clock
+    other.put_decision(reservation)
     seen.clear()
-    slow.finish_event(TRIGGER, [ID], NOW, [REFUSAL])
+    assert slow.finish_event(TRIGGER, [ID], NOW, [REFUSAL]) == [reservation]  # the record that stands
     assert point(slow, "m:m1", ID) in seen and not in_shards(slow, ID)  # one place: never beside it
-    assert len(slow.decisions("m1")) == 1
+    assert slow.decisions("m1") == [reservation]

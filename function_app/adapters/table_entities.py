@@ -216,5 +216,7 @@ class TableParts:
     # The claims this worker inserted first (an event never claimed before), by claim key: the
     # monotonic time until which no other instance can have taken the claim over (half its lease).
     _fresh: dict[str, float]
+    # This worker's own clock (seconds; time.monotonic), on which ``_fresh`` is told.
+    monotonic: Callable[[], float]
     # How long a notification this worker writes is claimed by it as written (None: not claimed).
     _send_lease: timedelta | None

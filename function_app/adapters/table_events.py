@@ -5,7 +5,6 @@ decision ids) after the records it answers with are written."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -68,7 +67,7 @@ class TableEvents(TableDecisions):
                     if attempt == 0 and trigger.channel == EVENT_GRID:  # never claimed before (nor purged)
                         if len(self._fresh) >= REMEMBERED:
                             self._fresh.clear()
-                        self._fresh[key] = time.monotonic() + lease.total_seconds() / 2
+                        self._fresh[key] = self.monotonic() + lease.total_seconds() / 2
                     return Claim("new")
                 except ResourceExistsError:
                     pass
@@ -152,7 +151,7 @@ class TableEvents(TableDecisions):
         again after the retention purged its finished claim is new again, as its decisions, purged
         with it; Event Grid retries for at most 24 hours, far within any retention.)"""
         until = self._fresh.pop(claim_key(trigger), None)
-        if until is None or time.monotonic() >= until:
+        if until is None or self.monotonic() >= until:
             return set()
         return {
             r.id

@@ -101,7 +101,10 @@ class TableLedger(TableEvents):
         create: bool = True,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``sleep``, ``rng``: the retries' waits and jitter; ``monotonic``: this worker's own clock, in seconds,
+        on which it tells how long it has held a claim (a stall counts)."""
         if not _PREFIX.match(prefix):
             raise ValueError(
                 f"RETRAIN_TABLE_PREFIX={prefix!r}: use a letter then letters or digits (table names allow no other)"
@@ -109,6 +112,7 @@ class TableLedger(TableEvents):
         self.service = service
         self.prefix = prefix
         self.sleep = sleep
+        self.monotonic = monotonic
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.names = {suffix: f"{prefix}{suffix}" for suffix in TABLES}
         self.events, self.models, self.decision_rows, self.outbox = (
@@ -138,8 +142,12 @@ class TableLedger(TableEvents):
             self.create_tables()
 
     @classmethod
-    def from_connection_string(cls, connection: str, prefix: str = "retrain") -> TableLedger:
-        return cls(TableServiceClient.from_connection_string(connection, **client_options()), prefix)
+    def from_connection_string(
+        cls, connection: str, prefix: str = "retrain", *, monotonic: Callable[[], float] = time.monotonic
+    ) -> TableLedger:
+        return cls(
+            TableServiceClient.from_connection_string(connection, **client_options()), prefix, monotonic=monotonic
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, credential: TokenCredential) -> TableLedger:
