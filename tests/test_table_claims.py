@@ -123,3 +123,23 @@ def test_a_claim_taken_over_after_its_lease_makes_its_first_worker_read_before_i
     assert slow.finish_event(TRIGGER, [ID], NOW, [REFUSAL]) == [reservation]  # the record that stands
     assert point(slow, "m:m1", ID) in seen and not in_shards(slow, ID)  # one place: never beside it
     assert slow.decisions("m1") == [reservation]
+
+
+def test_a_worker_whose_wall_clock_passed_half_its_lease_reads_first_though_its_monotonic_clock_did_not(
+    azurite: Azurite,
+) -> None:
+    """A paused virtual machine: its monotonic clock may not count the pause, while its wall clock is set
+    right when it resumes; another instance may have taken the claim over meanwhile, so the refusal
+    reads first, as after a stall its monotonic clock saw."""
+    slow, seen = counted_ledger(azurite)
+    wall = [1_000_000.0]
+    slow.wall = lambda: wall[0]
+    assert slow.claim_event(TRIGGER, NOW, LEASE).status == "new"
+    wall[0] += LEASE.total_seconds() / 2  # the pause, on the wall clock alone
+    other, _ = counted_ledger(azurite, slow.prefix)
+    assert other.claim_event(TRIGGER, NOW + LEASE, LEASE).status == "retry"
+    reservation = replace(RESERVATION, at=iso(NOW + LEASE))
+    other.put_decision(reservation)
+    seen.clear()
+    assert slow.finish_event(TRIGGER, [ID], NOW, [REFUSAL]) == [reservation]
+    assert point(slow, "m:m1", ID) in seen and not in_shards(slow, ID)

@@ -214,9 +214,11 @@ class TableParts:
     # Records this worker read, by id, as stored: a rewrite by it is conditional on the ETag read.
     _seen: dict[str, Stored]
     # The claims this worker inserted first (an event never claimed before), by claim key: the
-    # monotonic time until which no other instance can have taken the claim over (half its lease).
-    _fresh: dict[str, float]
-    # This worker's own clock (seconds; time.monotonic), on which ``_fresh`` is told.
+    # times until which no other instance can have taken the claim over (half its lease), on this
+    # worker's monotonic clock and on its wall clock: fresh only while both say so.
+    _fresh: dict[str, tuple[float, float]]
+    # This worker's own clocks (seconds; time.monotonic, time.time), on which ``_fresh`` is told.
     monotonic: Callable[[], float]
+    wall: Callable[[], float]
     # How long a notification this worker writes is claimed by it as written (None: not claimed).
     _send_lease: timedelta | None

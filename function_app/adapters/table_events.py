@@ -67,7 +67,8 @@ class TableEvents(TableDecisions):
                     if attempt == 0 and trigger.channel == EVENT_GRID:  # never claimed before (nor purged)
                         if len(self._fresh) >= REMEMBERED:
                             self._fresh.clear()
-                        self._fresh[key] = self.monotonic() + lease.total_seconds() / 2
+                        half = lease.total_seconds() / 2
+                        self._fresh[key] = (self.monotonic() + half, self.wall() + half)
                     return Claim("new")
                 except ResourceExistsError:
                     pass
@@ -142,8 +143,8 @@ class TableEvents(TableDecisions):
         reads nothing first (a guard's refusal, most of a storm, would read its model's partition
         for a record of its id that stands). Those of an Event Grid event this worker claimed with
         its first insert (no claim of that event was there: it was never decided before, nor
-        purged between a 409 and the read) and holds still, within half its lease by this worker's
-        own clock (no other instance can have taken it over since, even with a clock ahead by up to
+        purged between a 409 and the read) and holds still, within half its lease by both this
+        worker's own clocks (no other instance can have taken it over since, even with a clock ahead by up to
         the other half), whose id derives from that event alone (:func:`handlers.plans.decision_id`
         of its action, model and trigger: a run's or a registry version's keyed decision does not,
         and no other way in makes an id of a workspace's event), and that this worker has neither
@@ -151,7 +152,9 @@ class TableEvents(TableDecisions):
         again after the retention purged its finished claim is new again, as its decisions, purged
         with it; Event Grid retries for at most 24 hours, far within any retention.)"""
         until = self._fresh.pop(claim_key(trigger), None)
-        if until is None or self.monotonic() >= until:
+        # on both clocks: a paused virtual machine's monotonic clock may not count the pause, and a
+        # wall clock can be set back; either one past half the lease may mean the claim was taken over
+        if until is None or self.monotonic() >= until[0] or self.wall() >= until[1]:
             return set()
         return {
             r.id

@@ -102,9 +102,10 @@ class TableLedger(TableEvents):
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
-        """``sleep``, ``rng``: the retries' waits and jitter; ``monotonic``: this worker's own clock, in seconds,
-        on which it tells how long it has held a claim (a stall counts)."""
+        """``sleep``, ``rng``: the retries' waits and jitter; ``monotonic``, ``wall``: this worker's own clocks,
+        in seconds, on which it tells how long it has held a claim (a stall counts on either)."""
         if not _PREFIX.match(prefix):
             raise ValueError(
                 f"RETRAIN_TABLE_PREFIX={prefix!r}: use a letter then letters or digits (table names allow no other)"
@@ -113,6 +114,7 @@ class TableLedger(TableEvents):
         self.prefix = prefix
         self.sleep = sleep
         self.monotonic = monotonic
+        self.wall = wall
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.names = {suffix: f"{prefix}{suffix}" for suffix in TABLES}
         self.events, self.models, self.decision_rows, self.outbox = (
@@ -136,7 +138,7 @@ class TableLedger(TableEvents):
         self._notes: dict[str, str] = {}
         self._where: dict[str, str] = {}
         self._seen: dict[str, Stored] = {}
-        self._fresh: dict[str, float] = {}
+        self._fresh: dict[str, tuple[float, float]] = {}
         self._send_lease: timedelta | None = None
         if create:
             self.create_tables()
