@@ -53,12 +53,15 @@ def _key(resource_id: str) -> str:
 
 @dataclass(frozen=True)
 class RegistryVersionInfo:
-    """One version of a model in a registry, as the registry lists it: its tags (the lineage) and when
-    it was created (ISO, as the registry says it)."""
+    """One version of a model in a registry, as the registry lists it: its tags (the lineage), when it
+    was created (ISO, as the registry says it) and who created it (``systemData.createdBy`` and
+    ``createdByType``: the registry's record, which no writer chooses)."""
 
     version: str
     created_at: str
     tags: Mapping[str, str] = field(default_factory=dict)
+    created_by: str = ""
+    created_by_type: str = ""
 
 
 class RegistryVersions(Protocol):
@@ -94,14 +97,35 @@ def not_shared_by_upstream(created_by: str, created_by_type: str, identity: Sequ
     return None
 
 
+def _order(info: RegistryVersionInfo) -> tuple[str, int, str]:
+    """Created last is newest; a numeric version breaks a tie."""
+    return (info.created_at, int(info.version) if info.version.isdigit() else -1, info.version)
+
+
 def newest(versions: Sequence[RegistryVersionInfo], upstream: str) -> RegistryVersionInfo | None:
-    """The newest version shared by ``upstream`` (created last; a numeric version breaks a tie), or None."""
+    """The newest version whose lineage names ``upstream``, or None."""
+    return max((v for v in versions if from_upstream(v, upstream)), key=_order, default=None)
 
-    def order(info: RegistryVersionInfo) -> tuple[str, int, str]:
-        return (info.created_at, int(info.version) if info.version.isdigit() else -1, info.version)
 
-    ours = [v for v in versions if from_upstream(v, upstream)]
-    return max(ours, key=order, default=None)
+def to_poll(
+    versions: Sequence[RegistryVersionInfo], upstream: str, identity: Sequence[str], model: str
+) -> list[RegistryVersionInfo]:
+    """The versions the poll decides, in order (pure): the newest version with ``upstream``'s lineage that
+    someone other than the upstream service's ``identity`` created, when it is newer than the newest the
+    upstream service created (a recorded skip that names its creator), then that newest one. A version
+    anyone registers with the upstream's lineage tag so hides no version the upstream shared before it.
+    With no identity to tell them by, the newest with the lineage (its skip says so)."""
+    lineage = [v for v in versions if from_upstream(v, upstream)]
+    if not identity:
+        return [v for v in (newest(lineage, upstream),) if v is not None]
+    theirs = [v for v in lineage if not_shared_by_upstream(v.created_by, v.created_by_type, identity, model) is None]
+    shared = max(theirs, key=_order, default=None)
+    forged = max(
+        (v for v in lineage if v not in theirs and (shared is None or _order(v) > _order(shared))),
+        key=_order,
+        default=None,
+    )
+    return [v for v in (forged, shared) if v is not None]
 
 
 def on_registry_version(signal: RegistryVersion, policy: Policy) -> list[Decision]:
@@ -185,15 +209,20 @@ class RegistryPoll:
         last = self.polled.get(model)
         return every is None or last is None or now - last >= every
 
-    def poll(self, model: str, registry: str, upstream: str, now: datetime) -> DecisionRecord | None:
-        """Pick up ``model``'s newest version in ``registry`` from ``upstream``, if it is new; the record of
-        what came of it (None: nothing new, or not due yet: :meth:`due`)."""
+    def poll(self, model: str, registry: str, upstream: str, now: datetime) -> list[DecisionRecord]:
+        """Pick up ``model``'s newest version in ``registry`` that ``upstream`` shared, if it is new, and
+        record a skip of a newer one someone else registered with its lineage (:func:`to_poll`); the
+        records of what came of them (none: nothing new, or not due yet: :meth:`due`)."""
         if not self.due(model, now):
-            return None
-        found = newest(self.registry.registry_versions(registry, model), upstream)
+            return []
+        env = self.policy.models[model].environment
+        identity = list(env.upstream_identity or []) if env is not None else []
+        found = to_poll(self.registry.registry_versions(registry, model), upstream, identity, model)
         self.polled[model] = now
-        if found is None:
-            return None
+        return [r for r in (self._pick(model, registry, v, now) for v in found) if r is not None]
+
+    def _pick(self, model: str, registry: str, found: RegistryVersionInfo, now: datetime) -> DecisionRecord | None:
+        """The decision of one version found, carried out once (None: decided already, or reserved)."""
         trigger = Trigger(
             f"azureml://registries/{registry}", f"{model}/{found.version}", POLLED, channel=RECONCILER_CHANNEL
         )

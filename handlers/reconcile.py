@@ -219,16 +219,16 @@ class Reconciler:
 
     def _poll_registries(self, now: datetime, report: ReconcileReport) -> None:
         """The newest version each downstream model's upstream shared into its registry, picked up if no
-        event told of it (:class:`handlers.pickup.RegistryPoll`); a read that fails waits for the next pass."""
+        event told of it (and a newer one someone else registered with its lineage, a recorded skip) (:class:`handlers.pickup.RegistryPoll`); a read that fails waits for the next pass."""
         for model, registry, upstream in self.pickup.watched() if self.pickup is not None else ():
             try:
                 assert self.pickup is not None
-                record = self.pickup.poll(model, registry, upstream, now)
+                records = self.pickup.poll(model, registry, upstream, now)
             except (TransientError, PermanentError) as exc:
                 log.warning("reconciler: polling registry %s for model=%s deferred: %s", registry, model, exc)
                 report.deferred.append({"model": model, "decision": f"registry {registry}", "error": str(exc)})
             else:
-                report.picked_up.extend([record] if record is not None else [])
+                report.picked_up.extend(records)
 
     def _watch(self, now: datetime, report: ReconcileReport) -> None:
         """Old champions and new data-asset versions (:class:`handlers.watcher.Watcher`), model by model;

@@ -16,7 +16,7 @@ import yaml
 from handlers.envelopes import parse_body, to_signal
 from handlers.errors import PolicyError
 from handlers.gate import judge
-from handlers.pickup import RegistryVersionInfo, newest, not_shared_by_upstream, on_registry_version
+from handlers.pickup import RegistryVersionInfo, newest, not_shared_by_upstream, on_registry_version, to_poll
 from handlers.plans import Deploy, Skip
 from handlers.policy import Policy
 from handlers.policy_file import parse_policy
@@ -105,6 +105,31 @@ def test_the_poll_takes_the_newest_version_the_upstream_shared() -> None:
     found = newest(versions, UPSTREAM)
     assert found is not None and found.version == "10"
     assert newest(versions[2:], UPSTREAM) is None
+
+
+def test_the_poll_decides_the_newest_version_the_upstream_created_and_a_newer_one_someone_else_did() -> None:
+    """A version a person registers with the upstream's lineage after the upstream shared one hides it no
+    more: both are decided (the person's a recorded skip that names them), the person's first; one the
+    person registered before the upstream's newest is left alone, and so is every older one."""
+    lineage = {"retrain_source_workspace": UPSTREAM}
+    ours = {"created_by": DEV_CLIENT_ID, "created_by_type": "ManagedIdentity"}
+    person = {"created_by": "mallory@contoso.com", "created_by_type": "User"}
+    v3 = RegistryVersionInfo("3", "2026-11-20T09:01:00", lineage, **ours)
+    v4 = RegistryVersionInfo("4", "2026-11-20T09:02:00", lineage, **ours)
+    v8 = RegistryVersionInfo("8", "2026-11-20T09:03:00", lineage, **person)
+    v9 = RegistryVersionInfo("9", "2026-11-20T09:04:00", lineage, **person)
+    v10 = RegistryVersionInfo("10", "2026-11-20T09:05:00", {}, **person)  # no lineage: not the upstream's
+    identity = DEV_IDENTITY["upstream_identity"]
+    assert to_poll([v3, v9, v4, v8, v10], UPSTREAM, identity, MODEL) == [v9, v4]
+    v5 = RegistryVersionInfo(
+        "5", "2026-11-20T09:06:00", lineage, created_by=DEV_OBJECT_ID, created_by_type="Application"
+    )
+    assert to_poll([v3, v4, v8, v9, v5], UPSTREAM, identity, MODEL) == [v5]  # shared after them: they are older
+    assert to_poll([v8, v9, v10], UPSTREAM, identity, MODEL) == [v9]  # nothing the upstream shared: the skip
+    assert to_poll([v3, v4, v9], UPSTREAM, [], MODEL) == [
+        v9
+    ]  # no identity to tell them by: the newest (its skip says so)
+    assert to_poll([v10], UPSTREAM, identity, MODEL) == []
 
 
 def test_a_candidate_that_is_not_one_to_judge_is_skipped_before_any_metric() -> None:

@@ -240,6 +240,22 @@ def test_a_version_a_person_registered_with_the_upstreams_lineage_is_never_picke
     assert picked.outcome == "submitted" and picked.details["rendered"]["candidate"]["version"] == "4", picked.reason
 
 
+def test_a_version_a_person_registers_after_the_upstreams_does_not_hide_it_from_the_poll(envs: Environments) -> None:
+    """The notification of the upstream's version 4 is lost, then a person registers 9 with the upstream's
+    lineage and better metrics: the next poll records 9's skip, which names them, and picks 4 up (before,
+    the poll looked at the newest version with the lineage only, so 9 kept 4 from ever being picked up)."""
+    envs.promote_in_dev()  # Event Grid never delivers it
+    lineage = {"r2_score": "0.99", "retrain_source_workspace": WORKSPACE_ID}
+    envs.dev.arm.registries.add_model(rbac.REGISTRY, MODEL, "9", tags=lineage, by=USER_CLAIMS)
+    forged, picked = envs.prod.new_worker().reconcile().picked_up
+    assert forged.details["rendered"]["candidate"]["version"] == "9"
+    assert forged.outcome == "skipped" and USER_UPN in forged.reason, forged.reason
+    assert picked.outcome == "submitted" and picked.details["rendered"]["candidate"]["version"] == "4", picked.reason
+    assert list(_deployed_models(envs.prod).values()).count(REGISTRY_ID) == 1
+    assert REGISTRY_ID.replace("/versions/4", "/versions/9") not in _deployed_models(envs.prod).values()
+    assert envs.prod.new_worker().reconcile().picked_up == []  # each decided once
+
+
 def test_a_version_worse_than_the_prod_champion_is_a_recorded_skip(envs: Environments) -> None:
     envs.prod.arm.models[(MODEL, "3")]["properties"]["tags"]["r2_score"] = "0.9"
     [rec] = envs.prod.deliver(envs.promote_in_dev()).decisions

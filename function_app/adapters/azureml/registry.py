@@ -99,8 +99,8 @@ class RegistryModels:
 
     def versions(self, budget: Budget, registry: str, model: str, *, roles_settling: bool) -> list[RegistryVersionInfo]:
         """The versions of ``model`` in ``registry`` (``models.list(name=...)`` of the registry's client: one
-        ``GET .../registries/<r>/models/<m>/versions``), with their tags and creation times; none when the
-        registry holds no such model."""
+        ``GET .../registries/<r>/models/<m>/versions``), with their tags, creation times and creators (its
+        ``systemData``); none when the registry holds no such model."""
         found = self.call(
             budget,
             f"listing the versions of model {model} in registry {registry}",
@@ -111,10 +111,13 @@ class RegistryModels:
         )
         out = []
         for v in found or []:
-            created: Any = getattr(getattr(v, "creation_context", None), "created_at", None)
+            context = getattr(v, "creation_context", None)
+            created: Any = getattr(context, "created_at", None)
             stamp = created.isoformat() if isinstance(created, datetime) else str(created or "")
             tags = {str(k): str(t) for k, t in (getattr(v, "tags", None) or {}).items()}
-            out.append(RegistryVersionInfo(str(v.version), stamp, tags))
+            kind = getattr(context, "created_by_type", None)
+            by, by_type = str(getattr(context, "created_by", None) or ""), str(getattr(kind, "value", kind) or "")
+            out.append(RegistryVersionInfo(str(v.version), stamp, tags, by, by_type))
         return out
 
     def call(
