@@ -118,10 +118,12 @@ def to_poll(
     lineage = [v for v in versions if from_upstream(v, upstream)]
     if not identity:
         return [v for v in (newest(lineage, upstream),) if v is not None]
-    theirs = [v for v in lineage if not_shared_by_upstream(v.created_by, v.created_by_type, identity, model) is None]
-    shared = max(theirs, key=_order, default=None)
+    theirs = {
+        v.version for v in lineage if not_shared_by_upstream(v.created_by, v.created_by_type, identity, model) is None
+    }
+    shared = max((v for v in lineage if v.version in theirs), key=_order, default=None)
     forged = max(
-        (v for v in lineage if v not in theirs and (shared is None or _order(v) > _order(shared))),
+        (v for v in lineage if v.version not in theirs and (shared is None or _order(v) > _order(shared))),
         key=_order,
         default=None,
     )
