@@ -24,6 +24,10 @@ from handlers.signals import Trigger
 
 log = logging.getLogger(__name__)
 
+# How long a claim (and a reservation) is held before another instance may take it over: a delivery is
+# answered within Event Grid's 30 s, so a live worker is done with its claim well before it runs out.
+LEASE = timedelta(seconds=60)
+
 # The work done under a claim: given whether an earlier delivery took the claim and never finished
 # it (``again``), the decisions to finish the claim with, and those of them not written yet.
 Work = Callable[[bool], tuple[list[DecisionRecord], list[DecisionRecord]]]
@@ -39,7 +43,7 @@ class Answer:
 
 
 class Claims:
-    def __init__(self, ledger: Ledger, lease: timedelta = timedelta(seconds=60)) -> None:
+    def __init__(self, ledger: Ledger, lease: timedelta = LEASE) -> None:
         self.ledger = ledger
         self.lease = lease
 

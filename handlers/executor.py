@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from handlers import approval_rules, guards, jobnames, newdata, pins, worthiness
 from handlers.acts import Acts
+from handlers.claims import LEASE
 from handlers.errors import PermanentError, TransientError
 from handlers.guards import Limits
 from handlers.plans import Collect, Decision, Deploy, Retrain, job_of, rendered_of
@@ -60,7 +61,7 @@ class Executor(Acts):
         scoring: Scoring | None = None,
         rollout_rule: Callable[[str], RolloutRule] | None = None,
         batch_runs: BatchRuns | None = None,
-        lease: timedelta = timedelta(seconds=60),
+        lease: timedelta = LEASE,
     ) -> None:
         """``job_name_key``: the secret the retraining jobs are named with (:mod:`handlers.jobnames`);
         None keeps the plan's own name (a digest of public inputs: tests and tools only). ``scoring``

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from handlers import freeze
 from handlers.approval_rules import refusal, requesters
 from handlers.approval_rules import who as named
-from handlers.claims import Claims
+from handlers.claims import LEASE, Claims
 from handlers.creators import Creators, refuse_creators, sources
 from handlers.errors import Forbidden, InvalidInput, NotApplicable, NotFound, TransientError
 from handlers.executor import Executor
@@ -79,7 +79,7 @@ class Operator:
         deployments: Deployments,
         executor: Executor,
         clock: Callable[[], datetime],
-        lease: timedelta = timedelta(seconds=60),
+        lease: timedelta = LEASE,
     ) -> None:
         self.policy = policy
         self.ledger = ledger

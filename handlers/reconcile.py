@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers import guards
+from handlers.claims import LEASE
 from handlers.errors import PermanentError, TransientError
 from handlers.executor import Executor
 from handlers.holds import RECONCILER, decision_from_record, job_missing_record, missed_run, release_record
@@ -123,7 +124,7 @@ class Reconciler:
         handle: Callable[[Signal], Any],
         workspace: str,
         *,
-        lease: timedelta = timedelta(seconds=60),
+        lease: timedelta = LEASE,
         job_grace: timedelta = timedelta(minutes=15),
         retention: timedelta = timedelta(days=30),
         purge_every: timedelta = timedelta(hours=1),

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers import guards, recorded, upstream
-from handlers.claims import Claims
+from handlers.claims import LEASE, Claims
 from handlers.decisions import decide
 from handlers.envelopes import Envelope, to_signal, workspace_key
 from handlers.errors import Conflict, Forbidden, PermanentError
@@ -104,7 +104,7 @@ class RetrainService:
         clock: Callable[[], datetime],
         workspaces: Iterable[str],
         allow_force: bool = False,
-        lease: timedelta = timedelta(seconds=60),
+        lease: timedelta = LEASE,
         watch: AlertWatch | None = None,
     ) -> None:
         """``watch``: the rollouts' alert guards (:mod:`handlers.rollout.watch`), asked first about each alert."""

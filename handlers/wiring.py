@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from handlers import freeze
 from handlers.analysis import HealthSource
 from handlers.approvals import Approvals
+from handlers.claims import LEASE
 from handlers.envelopes import workspace_key
 from handlers.errors import PermanentError, TransientError
 from handlers.executor import Executor
@@ -74,7 +75,7 @@ def assemble(
     health: Mapping[str, HealthSource] | None = None,
     health_source: str = "metrics",
     allow_force: bool = False,
-    lease: timedelta = timedelta(seconds=60),
+    lease: timedelta = LEASE,
     job_grace: timedelta = timedelta(minutes=15),
     retention: timedelta = timedelta(days=30),
     notifier: Notifier | None = None,

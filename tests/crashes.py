@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from handlers.claims import LEASE
 from handlers.errors import TransientError
 from handlers.plans import DeployPlan, JobPlan
 from handlers.ports import Ledger
@@ -262,9 +263,10 @@ class BatchRunsThatDie:
 
 
 def resumed(azure: AzureWorld, raw: dict[str, Any], by: str) -> DecisionRecord:
-    """The decision of ``raw`` whose worker died, resumed past its lease (the service's default, 60 seconds) by a
+    """The decision of ``raw`` whose worker died, resumed past its lease (the service's default,
+    :data:`handlers.claims.LEASE`) by a
     redelivery of its event or by the reconciler (which then resumes it alone: nothing released or deferred)."""
-    azure.now.advance(seconds=60)
+    azure.now.advance(seconds=LEASE.total_seconds())
     if by == "redelivery":
         [rec] = azure.deliver(raw, azure.new_worker()).decisions
         return rec

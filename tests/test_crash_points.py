@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from handlers.claims import LEASE  # the service's default
 from handlers.errors import TransientError
 from handlers.ports import Claim
 from handlers.records import DecisionRecord, iso
@@ -37,7 +38,6 @@ from tests.ledgers import LedgerSpec
 pytestmark = pytest.mark.both_ledgers  # crash points: what each ledger keeps when a worker dies between two writes
 
 POINTS = ["after-reserve", "after-submit", "after-outcome", "after-confirm"]
-LEASE = timedelta(seconds=60)  # the service's default
 
 
 def dying_service(world: AzureWorld, point: str) -> Retrainer:

@@ -13,11 +13,12 @@ test code around the ports the service is given (:mod:`tests.crashes`), never a 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pytest
 
+from handlers.claims import LEASE  # the service's default
 from handlers.ports import Claim, Ledger
 from handlers.records import DecisionRecord
 from handlers.signals import Trigger
@@ -26,8 +27,6 @@ from tests.azure_world import DRIFT_SAMPLE, MODEL, AzureWorld, in_workspace
 from tests.crashes import _PassesThrough
 
 pytestmark = pytest.mark.both_ledgers  # a race between two workers' writes: what each ledger keeps
-
-LEASE = timedelta(seconds=60)  # the service's default
 
 
 class StallsBeforeFinishing:
