@@ -6,6 +6,7 @@ its record. The stepper and the operator only decide; this is where Azure is cha
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -197,25 +198,18 @@ class RolloutEffects:
         if self.scoring is None:
             return SmokeVerdict(False, "smoke test failed: this backend cannot invoke deployments (a dry run)")
         timeout = rule.timeout.total_seconds()
+        # each ask below, deferred (401, 429, a file not readable yet) as this smoke test's, up to its max_wait
+        scored = functools.partial(self._scored, model, flight, pending, now, rule)
         try:  # a data asset's file not readable now defers it, bounded by max_wait as the requests are
-            bodies = self._scored(model, flight, pending, now, rule, lambda: self._requests(rule), (TransientError,))
+            bodies = scored(lambda: self._requests(rule), (TransientError,))
         except PermanentError as exc:
             asset = rule.requests.data if isinstance(rule.requests, SmokeData) else None
             return SmokeVerdict(False, f"smoke test failed: no sample requests: {exc}", {"requests_from": asset})
         scoring, champion = self.scoring, pending.details.get("champion")
-        answers = self._scored(
-            model, flight, pending, now, rule, lambda: [scoring.score(endpoint, candidate, b, timeout) for b in bodies]
-        )
+        answers = scored(lambda: [scoring.score(endpoint, candidate, b, timeout) for b in bodies])
         theirs = None
         if rule.champion is not None and champion:
-            theirs = self._scored(
-                model,
-                flight,
-                pending,
-                now,
-                rule,
-                lambda: [scoring.score(endpoint, str(champion), b, timeout) for b in bodies],
-            )
+            theirs = scored(lambda: [scoring.score(endpoint, str(champion), b, timeout) for b in bodies])
         verdict = smoke.judge(rule, candidate, answers, str(champion) if champion else None, theirs)
         log.info("rollout %s model=%s: %s", flight.job, model, verdict.why)
         if verdict.passed:
@@ -250,17 +244,14 @@ class RolloutEffects:
             ask = smoke_outage.to_ask(rule, failed, MAX_SMOKE_TIME) if live else []
             timeout = rule.timeout.total_seconds()
             scoring = self.scoring
-            asked = (
-                self._scored(
-                    model,
-                    flight,
-                    pending,
-                    now,
-                    rule,
-                    lambda: {i: scoring.score(endpoint, str(live), bodies[i], timeout) for i in ask},
-                )
-                if scoring is not None
-                else {}
+            assert scoring is not None  # _smoked judges nothing without it
+            asked = self._scored(
+                model,
+                flight,
+                pending,
+                now,
+                rule,
+                lambda: {i: scoring.score(endpoint, str(live), bodies[i], timeout) for i in ask},
             )
         waited, first = pending.details.get(smoke_outage.WAITED), smoke_outage.first_deferral(pending.details)
         outcome = smoke_outage.decide(rule, verdict, answers, str(live) if live else None, asked, waited, now, first)
