@@ -237,6 +237,9 @@ class Executor(Acts):
                     model, lambda s: guards.take_over(s, kind, decision.id, now, self.lease)
                 ):
                     raise TransientError(approval_rules.still_acting(decision.id, approved, self.lease))
+                done = self.taken_over(model, kind, done, now)
+                if done.outcome != "reserved":
+                    return done
                 said = replace(decision, reason=done.reason)  # said as recorded
                 return self.act(said, now, resumed=True, approval=approved)
         rendered = rendered_of(decision)
@@ -257,6 +260,16 @@ class Executor(Acts):
                 )
             return stored
         return self.act(decision, now, resumed=verdict.resumed)
+
+    def taken_over(self, model: str, kind: str, reserved: DecisionRecord, now: datetime) -> DecisionRecord:
+        """The reservation ``reserved``, which this worker took over (its worker held it a lease and may
+        only have stalled), dated ``now``: an outcome its first worker decided before the takeover is
+        older than the reservation, so it is not written over it (:func:`handlers.records.may_replace`).
+        The record stored: a final one (its first worker's outcome landed first) settles the slot."""
+        stored = self.write(replace(reserved, at=iso(now)))
+        if stored.outcome != "reserved":
+            self.settle(model, kind, stored)
+        return stored
 
     def supersede(self, old_id: str, newer: str, now: datetime, model: str | None = None) -> None:
         """Record the decision ``old_id``, which waited for approval, superseded by ``newer`` (which took

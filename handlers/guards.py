@@ -155,7 +155,11 @@ def confirm(
     ``planned``, ``skipped`` and ``failed`` free the
     slot; ``failed`` also gives back the cooldown and budget the reservation took, unless
     ``give_back`` is False (the action may have run: what it took stands); so does ``skipped`` when
-    ``skipped_gives_back`` (a retrain found not worth submitting: nothing ran)."""
+    ``skipped_gives_back`` (a retrain found not worth submitting: nothing ran). ``reserved``: the outcome
+    written did not land, a reservation stands (a stale worker's, refused by
+    :func:`handlers.records.may_replace`), and its slot is the worker's that holds it: nothing changes."""
+    if outcome == "reserved":
+        return None, False
     flight = state.flights.get(kind)
     if flight is None or flight.decision != decision_id:
         return None, False

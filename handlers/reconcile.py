@@ -352,6 +352,10 @@ class Reconciler:
             why = f"its reserved record holds no plan this version can act on ({type(exc).__name__}: {exc}); it may have acted"
             report.released.append(self._release(model, kind, flight, now, why, give_back=False))
             return
+        record = self.executor.taken_over(model, kind, record, now)  # its worker may only have stalled
+        if record.outcome != "reserved":  # ... and its outcome landed first: it stands
+            report.resumed.append(record)
+            return
         approval = record.details.get("approval") or None  # an approved decision goes on as approved
         report.resumed.append(self.executor.act(decision, now, resumed=True, resumed_by=RECONCILER, approval=approval))
 

@@ -149,11 +149,13 @@ def refused(record: DecisionRecord) -> bool:
 
 def may_replace(stored: DecisionRecord, new: DecisionRecord) -> bool:
     """Whether ``new`` may be written over ``stored``, the record under the same id: a recorded final
-    outcome is never downgraded. ``reserved`` gives way to anything (what came of the reservation, or
-    the reservation resumed) but a guard's refusal decided before it: that is a worker that stalled past
-    its claim's lease after its guards refused, waking while the worker that took the event over since
-    (and was let through) carries its reservation out, whose job would run with no record and no slot;
-    a guard's refusal (``skipped`` with its ``guard``) only to a new
+    outcome is never downgraded. ``reserved`` gives way to what was decided at or after it (what came of
+    the reservation, dated as the reservation by the worker that made it, or the reservation resumed),
+    never to anything decided before it: a worker that stalled past its lease (before its guards'
+    refusal landed, or in its act, before its outcome did) wakes while the worker that took the decision
+    over since, which dates the reservation anew (:meth:`handlers.executor.Executor.taken_over`),
+    carries it out; its stale outcome written over that reservation would leave a job running with its
+    record saying otherwise and its model's slot freed. A guard's refusal (``skipped`` with its ``guard``) only to a new
     reservation, the executor carrying the decision out after all (a run's deploy decision judged
     again from another event about the run), or to a later guard's refusal; ``failed`` only to an action tried again that went
     through (``submitted``, ``planned``: a retirement retried by the next reconciler pass); ``pending``
@@ -161,7 +163,7 @@ def may_replace(stored: DecisionRecord, new: DecisionRecord) -> bool:
     else replaces a final record, so a redelivery, a retried request or a second writer finds the
     record as it was first decided."""
     if stored.outcome == "reserved":
-        return not (refused(new) and new.at < stored.at)
+        return new.at >= stored.at
     if stored.outcome == "pending":  # waiting for a person: approved (reserved again), rejected or expired
         return new.outcome in ("reserved", "skipped")
     if refused(stored):  # judged again: carried out, or refused anew

@@ -135,20 +135,26 @@ def test_what_may_replace_a_final_record(ledger: Ledger) -> None:
     assert [(d.id, d.outcome) for d in ledger.decisions("m1")] == [("d2", "submitted"), ("d1", "reserved")]
 
 
-def test_a_reservation_gives_way_to_anything_but_a_refusal_decided_before_it(ledger: Ledger) -> None:
-    """What came of a reservation replaces it, whenever it was decided (a gate's skip, a submission); a
-    guard's refusal decided before the reservation does not (a worker that stalled past its claim's
-    lease, its guards' verdict older than the reservation of the worker that took the event over); one
-    decided after it does (a reservation nothing carries out any more, refused anew)."""
+def test_a_reservation_gives_way_to_what_was_decided_at_or_after_it_only(ledger: Ledger) -> None:
+    """What came of a reservation (dated as the reservation by the worker that made it: a gate's skip, a
+    submission) replaces it, and so does a guard's refusal decided after it (a reservation nothing
+    carries out any more, refused anew); nothing decided before it does: a guard's refusal or an
+    outcome of a worker that stalled past its lease, older than the reservation the worker that took
+    over made or dated anew."""
     reserved = record("d3", outcome="reserved", at=NOW + timedelta(seconds=90))
     ledger.put_decision(reserved)
     assert ledger.put_decision(guard_skip("d3")) == reserved
+    stale = replace(record("d3", outcome="submitted", at=NOW), reason="the stalled worker's submission")
+    assert ledger.put_decision(stale) == reserved
     assert ledger.get_decision("d3") == reserved
     later = guard_skip("d3", NOW + timedelta(seconds=91))
     assert ledger.put_decision(later) == later
     ledger.put_decision(record("d4", outcome="reserved", at=NOW + timedelta(seconds=90)))
-    gate = replace(record("d4", outcome="skipped", at=NOW), reason="the candidate does not beat the champion")
-    assert ledger.put_decision(gate) == gate  # not a guard's refusal: what came of the reservation
+    gate = replace(
+        record("d4", outcome="skipped", at=NOW + timedelta(seconds=90)),
+        reason="the candidate does not beat the champion",
+    )
+    assert ledger.put_decision(gate) == gate  # what came of the reservation, decided as it was made
 
 
 def test_concurrent_writers_of_one_decision_leave_one_final_record(ledger_spec: LedgerSpec) -> None:

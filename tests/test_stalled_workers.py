@@ -1,10 +1,13 @@
 """A worker that stalls (a long garbage collection, a frozen host, a lost network) past the lease of
-the event it claimed is not dead: it wakes up and writes what it decided before the stall, while
-another worker has taken the event over and decided it again on what holds now.
+the event or the reservation it holds is not dead: it wakes up and writes what it decided before the
+stall, while another worker (the event's redelivery, or the reconciler) has taken it over and decided
+it again on what holds now.
 
-What the stalled worker writes must not undo what the other one is carrying out: a guard's
-refusal decided before a reservation made since is not written over it, so the job the reservation
-led to is recorded ``submitted`` with its model's slot, and nothing frees the slot of a running job.
+What the stalled worker writes must not undo what the other one is carrying out: the worker that
+takes a reservation over dates it anew, and nothing decided before a reservation is written over it
+(a guard's refusal decided before it was made, an outcome decided before it was taken over), so the
+job the reservation led to is recorded ``submitted`` with its model's slot, and nothing frees the
+slot of a running job (a write that did not land settles nothing).
 
 The real Azure ML SDK path (``AzureMLActions`` against the fake ARM), on each ledger: the stall is
 test code around the ports the service is given (:mod:`tests.crashes`), never a patch of the service.
@@ -13,17 +16,18 @@ test code around the ports the service is given (:mod:`tests.crashes`), never a 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
+from handlers import guards
 from handlers.claims import LEASE  # the service's default
 from handlers.ports import Claim, Ledger
-from handlers.records import DecisionRecord
+from handlers.records import DecisionRecord, Flight, ModelState, iso
 from handlers.signals import Trigger
 from handlers.workspace_ports import ActionResult, Actions
-from tests.azure_world import DRIFT_SAMPLE, MODEL, AzureWorld, in_workspace
+from tests.azure_world import DATASET, DRIFT_SAMPLE, MODEL, AzureWorld, in_workspace
 from tests.crashes import _PassesThrough
 
 pytestmark = pytest.mark.both_ledgers  # a race between two workers' writes: what each ledger keeps
@@ -47,6 +51,32 @@ class StallsBeforeFinishing:
 
         def write() -> list[DecisionRecord]:
             written.append(self.inner.finish_event(trigger, decision_ids, now, records))
+            return written[-1]
+
+        self.meanwhile(write)
+        return written[0] if written else write()
+
+
+class StallsBeforeRecording:
+    """A ledger whose worker stalls just before it records its action's outcome (``record_and_update``,
+    after its reservation): ``meanwhile`` runs in the stall, given the stalled write."""
+
+    def __init__(self, inner: Ledger, meanwhile: Callable[[Callable[[], DecisionRecord]], None]) -> None:
+        self.inner = inner
+        self.meanwhile = meanwhile
+        self.stalled = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def record_and_update(self, model: str, record: DecisionRecord, change: Any) -> DecisionRecord:
+        if self.stalled:
+            return self.inner.record_and_update(model, record, change)
+        self.stalled = True
+        written: list[DecisionRecord] = []
+
+        def write() -> DecisionRecord:
+            written.append(self.inner.record_and_update(model, record, change))
             return written[-1]
 
         self.meanwhile(write)
@@ -115,3 +145,59 @@ def test_a_refusal_decided_before_a_stall_is_not_written_over_the_retrain_reserv
     t = rec.trigger
     claim = ledger.claim_event(Trigger(t["source"], t["event_id"], t["event_type"]), azure.now(), LEASE)
     assert claim == Claim("done", (rec.id,))  # finished, with the decision as it stands
+
+
+@pytest.mark.parametrize("by", ["reconciler", "redelivery"])
+def test_an_outcome_decided_before_a_stall_is_not_written_over_the_reservation_taken_over_since(
+    azure: AzureWorld, by: str
+) -> None:
+    """The stalled worker reserved, judged the retrain not worth it (no data newer than the champion's)
+    and stalled before recording that; a newer data version is registered, its lease runs out, and the
+    reconciler (or the event's redelivery) takes the reservation over, judges it worth it and submits
+    the job; the stalled worker's skip lands just before that submission."""
+    azure.champion_trained_on("2")
+    raw = in_workspace(DRIFT_SAMPLE)
+    taken_over: list[DecisionRecord] = []
+
+    def meanwhile(stalled_write: Callable[[], DecisionRecord]) -> None:
+        azure.arm.add_data(DATASET, "3")
+        azure.now.advance(seconds=LEASE.total_seconds() + 1)
+        other = azure.new_worker(actions=WritesBeforeSubmitting(azure.actions, stalled_write))
+        if by == "reconciler":
+            taken_over.extend(other.reconcile(azure.now()).resumed)
+        else:
+            taken_over.extend(azure.deliver(raw, other).decisions)
+
+    stalled = azure.new_worker(ledger=StallsBeforeRecording(azure.ledger_spec.open(), meanwhile))
+    azure.deliver(raw, stalled)
+
+    [rec] = taken_over
+    assert rec.outcome == "submitted", rec.reason
+    [job] = [j for j in azure.arm.jobs if j == str(rec.job["name"])]  # type: ignore[index]
+    assert len(azure.arm.job_puts) == 1  # the retrain the other worker carried out: its job runs
+    ledger = azure.ledger_spec.open()
+    stored = ledger.get_decision(rec.id)
+    assert stored is not None and (stored.outcome, (stored.job or {}).get("name")) == ("submitted", job)
+    flight = ledger.get_model(MODEL).flights["retrain"]
+    assert (flight.decision, flight.status, flight.job) == (rec.id, "submitted", job)
+
+
+def test_a_write_that_did_not_land_over_a_reservation_leaves_its_slot_to_the_worker_that_holds_it(
+    azure: AzureWorld,
+) -> None:
+    """A stale outcome refused by the reservation that stands (:func:`handlers.records.may_replace`) is
+    answered with that reservation, which settles nothing: the slot is the other worker's still."""
+    ledger = azure.ledger_spec.open()
+    t0 = azure.now()
+    t1 = t0 + LEASE + timedelta(seconds=1)
+    said = {"model": MODEL, "action": "retrain", "trigger": {"source": "s", "event_id": "e", "event_type": "t"}}
+    held = Flight("d-stale", iso(t0))
+    ledger.update_model(MODEL, lambda s: (ModelState(**{**s.__dict__, "flights": {guards.RETRAIN: held}}), None))
+    reserved = DecisionRecord(id="d-stale", outcome="reserved", reason="taken over", at=iso(t1), **said)
+    ledger.put_decision(reserved)
+    stale = DecisionRecord(id="d-stale", outcome="skipped", reason="stale", at=iso(t0), details={"why": "x"}, **said)
+
+    stored = azure.worker.service.executor.settled(MODEL, guards.RETRAIN, stale)
+
+    assert stored == reserved
+    assert ledger.get_model(MODEL).flights == {guards.RETRAIN: held}
