@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from handlers import approval_rules, gate, guards, pins, worthiness
 from handlers.guards import Limits
 from handlers.plans import Deploy, Retrain, job_of, rendered_of
-from handlers.records import DecisionRecord
+from handlers.ports import Ledger
+from handlers.records import DecisionRecord, iso
 from handlers.workspace_ports import ActionResult, Deployments, Jobs
 
 log = logging.getLogger("handlers.executor")
@@ -27,6 +28,15 @@ def _noted(found: ActionResult, said: str) -> ActionResult:
     return replace(found, details={**found.details, "note": note})
 
 
+class TakenOver(Exception):
+    """The reservation an act was about to act on was taken over by another worker (:meth:`Acts._still_ours`):
+    ``record``, the record that stands, is the answer; nothing is acted on, written or settled."""
+
+    def __init__(self, record: DecisionRecord) -> None:
+        super().__init__(record.id)
+        self.record = record
+
+
 class Acts:
     """The steps of :meth:`handlers.executor.Executor.act` (the executor is one)."""
 
@@ -34,6 +44,29 @@ class Acts:
     deployments: Deployments
     limits: Callable[[str], Limits]
     record: Callable[..., DecisionRecord]
+    ledger: Ledger
+    lease: timedelta
+    clock: Callable[[], datetime] | None
+
+    def _still_ours(self, decision: Retrain | Deploy, now: datetime) -> None:
+        """Returns when this worker may act on the reservation it made (or took over) at ``now``; else raises
+        :class:`TakenOver` with the record that stands, which the executor answers with, settling nothing. Asked (one read) only once half the lease has passed on this worker's clock since: a worker
+        that stalled that long may have been taken over (:meth:`handlers.executor.Executor.taken_over` dates the
+        reservation anew) by one that judged otherwise, and its submission would run a job, or stand up a
+        deployment, that no record holds. A record dated otherwise, or past ``reserved``, is not ours."""
+        if self.clock is None or self.clock() - now < self.lease / 2:
+            return
+        stored = self.ledger.get_decision(decision.id, decision.model)
+        if stored is not None and stored.outcome == "reserved" and stored.at == iso(now):
+            return
+        log.warning(
+            "decision %s model=%s: not acting: this worker held its reservation past half the lease and the "
+            "decision was taken over meanwhile (%s)",
+            decision.id,
+            decision.model,
+            "no record" if stored is None else f"{stored.outcome} at {stored.at}",
+        )
+        raise TakenOver(stored or self.record(decision, "reserved", now))
 
     def _pinned(self, decision: Retrain) -> Retrain:
         """``decision`` with each data input it reads through ``@latest`` pinned to the version the workspace names
@@ -63,6 +96,8 @@ class Acts:
         (submitted by a worker of this decision that died before recording it) is recorded with the data its inputs
         hold (:func:`handlers.pins.as_adopted`): the versions it trains on, which four eyes compare, not the ones
         pinned again now."""
+        if found is None:
+            self._still_ours(decision, now)
         result = found if found is not None else self.jobs.submit_retrain(decision.job)
         if result.trains_on is not None:
             decision = replace(decision, job=pins.as_adopted(decision.job, result.trains_on))
@@ -108,6 +143,7 @@ class Acts:
         waits = self._waits(decision, now, rendered, {**seen, **extra}, f"{decision.reason}; {judged.why}")
         if waits is not None:
             return waits
+        self._still_ours(decision, now)
         result = self.deployments.start_deploy(decision.plan, facts)
         return self._recorded(decision, now, result, rendered, {**seen, **extra})
 

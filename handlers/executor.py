@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers import approval_rules, guards, jobnames, newdata, pins, worthiness
-from handlers.acts import Acts
+from handlers.acts import Acts, TakenOver
 from handlers.claims import LEASE
 from handlers.errors import PermanentError, TransientError
 from handlers.guards import Limits
@@ -62,16 +62,20 @@ class Executor(Acts):
         rollout_rule: Callable[[str], RolloutRule] | None = None,
         batch_runs: BatchRuns | None = None,
         lease: timedelta = LEASE,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         """``job_name_key``: the secret the retraining jobs are named with (:mod:`handlers.jobnames`);
         None keeps the plan's own name (a digest of public inputs: tests and tools only). ``scoring``
-        invokes deployments for a smoke test of the model's ``rollout_rule``; ``lease``: the reconciler's."""
+        invokes deployments for a smoke test of the model's ``rollout_rule``; ``lease``: the reconciler's;
+        ``clock``: the worker's, on which an act tells whether it has held its reservation so long that another
+        worker may have taken it over (:meth:`_still_ours`; None: never asks)."""
         self.ledger = ledger
         self.jobs = jobs
         self.deployments = deployments
         self.limits = limits
         self.job_name_key = job_name_key
         self.lease = lease
+        self.clock = clock
         self.rollouts = RolloutEffects(
             ledger, deployments, lambda record: self.write(self.logged(record)), scoring, rollout_rule, batch_runs
         )
@@ -262,10 +266,9 @@ class Executor(Acts):
         return self.act(decision, now, resumed=verdict.resumed)
 
     def taken_over(self, model: str, kind: str, reserved: DecisionRecord, now: datetime) -> DecisionRecord:
-        """The reservation ``reserved``, which this worker took over (its worker held it a lease and may
-        only have stalled), dated ``now``: an outcome its first worker decided before the takeover is
-        older than the reservation, so it is not written over it (:func:`handlers.records.may_replace`).
-        The record stored: a final one (its first worker's outcome landed first) settles the slot."""
+        """``reserved``, taken over by this worker (its worker held it a lease, and may only have stalled), dated
+        ``now``, so that what its first worker decided before is older and not written over it (``may_replace``;
+        that worker's act stops: ``Acts._still_ours``). The record stored: a final one settles the slot."""
         stored = self.write(replace(reserved, at=iso(now)))
         if stored.outcome != "reserved":
             self.settle(model, kind, stored)
@@ -334,6 +337,8 @@ class Executor(Acts):
                 rec = rec or self._deploy(decision, now, rendered, extra)
         except PermanentError as exc:
             rec = self.record(decision, "failed", now, f"{decision.reason}; failed: {exc}", rendered=rendered, **extra)
+        except TakenOver as taken:  # another worker carries it out (or has): its record is the answer
+            return taken.record
         return self.settled(decision.model, kind, rec)
 
     def collect(self, decision: Collect, now: datetime) -> DecisionRecord:

@@ -128,7 +128,9 @@ def assemble(
             return None
         return RetireRule(mp.deploy.target, mp.deploy.retire_after, mp.deploy.keep_previous)
 
-    executor = Executor(ledger, jobs, deployments, limits, job_name_key, scoring, rule, batch_runs, lease=lease)
+    executor = Executor(
+        ledger, jobs, deployments, limits, job_name_key, scoring, rule, batch_runs, lease=lease, clock=clock
+    )
     operator = Operator(policy, ledger, deployments, executor, clock, lease=lease)
     watch = AlertWatch(policy, ledger, executor, operator, frozenset(workspace_key(w) for w in accepted))
     service = RetrainService(

@@ -201,3 +201,84 @@ def test_a_write_that_did_not_land_over_a_reservation_leaves_its_slot_to_the_wor
 
     assert stored == reserved
     assert ledger.get_model(MODEL).flights == {guards.RETRAIN: held}
+
+
+class StallsAfterItsChecks(_PassesThrough):
+    """Actions whose worker stalls right after it read what its retrain's checks judge (``retrain_facts``),
+    before it submits: ``meanwhile`` runs in the stall."""
+
+    def __init__(self, inner: Actions, meanwhile: Callable[[], object] = lambda: None) -> None:
+        super().__init__(inner)
+        self.meanwhile = meanwhile
+
+    def retrain_facts(self, plan: Any) -> Any:
+        facts = self.inner.retrain_facts(plan)
+        self.meanwhile()
+        return facts
+
+
+@pytest.mark.parametrize("by", ["reconciler", "redelivery"])
+def test_a_worker_that_stalled_past_half_its_lease_does_not_submit_what_was_taken_over_and_judged_otherwise(
+    azure: AzureWorld, by: str
+) -> None:
+    """The stalled worker judged the retrain worth it, then stalled before submitting; meanwhile the champion
+    is found trained on the latest data, its lease runs out, and the reconciler (or the redelivery) takes the
+    reservation over and judges it not worth it. Waking past half its lease, the stalled worker reads its
+    reservation before submitting, finds it taken over, and submits nothing: no job runs that no record holds."""
+    raw = in_workspace(DRIFT_SAMPLE)
+    taken_over: list[DecisionRecord] = []
+
+    def meanwhile() -> None:
+        azure.champion_trained_on("2")
+        azure.now.advance(seconds=LEASE.total_seconds() + 1)
+        other = azure.new_worker()
+        if by == "reconciler":
+            taken_over.extend(other.reconcile(azure.now()).resumed)
+        else:
+            taken_over.extend(azure.deliver(raw, other).decisions)
+
+    stalled = azure.new_worker(actions=StallsAfterItsChecks(azure.actions, meanwhile))
+    [answer] = azure.deliver(raw, stalled).decisions
+
+    [rec] = taken_over
+    assert rec.outcome == "skipped" and "not worth it" in rec.reason, rec.reason
+    assert azure.arm.job_puts == []  # the stalled worker submitted nothing
+    assert answer.to_dict() == rec.to_dict()  # it answers with the record that stands
+    ledger = azure.ledger_spec.open()
+    assert [r.to_dict() for r in ledger.decisions(event_id=raw["id"])] == [rec.to_dict()]
+    assert "retrain" not in ledger.get_model(MODEL).flights
+
+
+class CountsReads:
+    """A ledger that counts the decision records read through it once ``counting`` is set."""
+
+    def __init__(self, inner: Ledger) -> None:
+        self.inner = inner
+        self.counting = False
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def get_decision(self, decision_id: str, model: str | None = None) -> DecisionRecord | None:
+        self.reads += self.counting
+        return self.inner.get_decision(decision_id, model)
+
+
+@pytest.mark.parametrize(("stall", "reads"), [(29, 0), (31, 1)])
+def test_a_worker_reads_its_reservation_before_submitting_only_past_half_its_lease(
+    azure: AzureWorld, stall: int, reads: int
+) -> None:
+    """Within half the lease no other worker can have taken the reservation over: the worker submits without a
+    read (a drift event's requests stay as counted in bench/round_trips.py); past it, one read, and, its
+    reservation still its own, it submits."""
+    ledger = CountsReads(azure.ledger_spec.open())
+
+    def stalls() -> None:
+        azure.now.advance(seconds=stall)
+        ledger.counting = True
+
+    slow = azure.new_worker(actions=StallsAfterItsChecks(azure.actions, stalls), ledger=ledger)
+    [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE), slow).decisions
+    assert rec.outcome == "submitted" and len(azure.arm.job_puts) == 1
+    assert ledger.reads == reads
