@@ -13,10 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from handlers import approval_rules, gate, guards, pins, worthiness
+from handlers.errors import TransientError
 from handlers.guards import Limits
 from handlers.plans import Deploy, Retrain, job_of, rendered_of
 from handlers.ports import Ledger
-from handlers.records import DecisionRecord, iso
+from handlers.records import DecisionRecord, holds, iso
 from handlers.workspace_ports import ActionResult, Deployments, Jobs
 
 log = logging.getLogger("handlers.executor")
@@ -47,6 +48,27 @@ class Acts:
     ledger: Ledger
     lease: timedelta
     clock: Callable[[], datetime] | None
+    write: Callable[[DecisionRecord], DecisionRecord]
+    settle: Callable[[str, str, DecisionRecord], None]
+
+    def taken_over(self, model: str, kind: str, reserved: DecisionRecord, now: datetime) -> DecisionRecord:
+        """``reserved``, taken over by this worker (its worker held it a lease, and may only have stalled), dated
+        ``now``, so that what its first worker decided before is older and not written over it (``may_replace``;
+        that worker's act stops: ``Acts._still_ours``). The record stored: a final one settles the slot."""
+        stored = self.write(replace(reserved, at=iso(now)))
+        if stored.outcome != "reserved":
+            self.settle(model, kind, stored)
+        return stored
+
+    def _let_go(self, model: str, kind: str, decision_id: str) -> None:
+        """Say in the model's slot that this worker stopped acting on ``decision_id`` (:func:`handlers.guards.let_go`);
+        when storage refuses that too, the next resumer waits out the lease."""
+        try:
+            self.ledger.update_model(model, lambda s: guards.let_go(s, kind, decision_id))
+        except TransientError:
+            log.warning(
+                "decision %s model=%s: could not let the reservation go; resumed after its lease", decision_id, model
+            )
 
     def _still_ours(self, decision: Retrain | Deploy, now: datetime) -> None:
         """Returns when this worker may act on the reservation it made (or took over) at ``now``; else raises
@@ -57,7 +79,7 @@ class Acts:
         if self.clock is None or self.clock() - now < self.lease / 2:
             return
         stored = self.ledger.get_decision(decision.id, decision.model)
-        if stored is not None and stored.outcome == "reserved" and stored.at == iso(now):
+        if holds(stored, now):
             return
         log.warning(
             "decision %s model=%s: not acting: this worker held its reservation past half the lease and the "

@@ -166,9 +166,14 @@ def still_acting(decision_id: str, approved: Mapping[str, Any], lease: timedelta
     """Why an approved reservation that another delivery (or the reconciler's catch of a run) found is not
     carried out by it yet: the approval's worker may still be acting (within the lease, as the reconciler's
     :func:`handlers.guards.take_over` waits), or another resumer took it over within the lease."""
+    said = (
+        f", approved by {approved['approved_by']} at {approved.get('approved_at')},"
+        if approved.get("approved_by")
+        else ""
+    )
     return (
-        f"decision {decision_id}, approved by {approved.get('approved_by')} at {approved.get('approved_at')}, is "
-        f"being carried out by another worker (or was resumed within {span(lease)}); asked again later"
+        f"decision {decision_id}{said} is being carried out by another worker (or was resumed within "
+        f"{span(lease)}); asked again later"
     )
 
 

@@ -16,6 +16,7 @@ reservation as it is, for the redelivery or the next reconciler pass.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,7 +31,7 @@ from handlers.guards import Limits
 from handlers.plans import Collect, Decision, Deploy, Retrain, job_of, rendered_of
 from handlers.ports import Ledger
 from handlers.preview import Preview, cooldown_of, preview
-from handlers.records import DecisionRecord, Flight, ModelState, iso, span
+from handlers.records import DecisionRecord, Flight, ModelState, holds, iso, span
 from handlers.rollout.effects import RolloutEffects
 from handlers.rollout.progress import Transition
 from handlers.rollout.retire import Retirement
@@ -235,14 +236,13 @@ class Executor(Acts):
             if isinstance(decision, Retrain):  # and the data versions it pinned
                 decision = pins.as_reserved(decision, done)
             approved = dict(done.details.get("approval") or {}) if done is not None else {}
-            if done is not None and approved.get("approved_by"):  # approved, then its worker died: on as approved,
-                # taken over as the reconciler does, once its worker held it a lease, by one resumer a lease
-                if not self.ledger.update_model(
-                    model, lambda s: guards.take_over(s, kind, decision.id, now, self.lease)
-                ):
-                    raise TransientError(approval_rules.still_acting(decision.id, approved, self.lease))
+            # taken over as the reconciler takes it over, once its worker held it a lease, by one resumer a lease
+            take = functools.partial(guards.take_over, kind=kind, decision_id=decision.id, now=now, lease=self.lease)
+            if verdict.code == "resumed" and not self.ledger.update_model(model, take):
+                raise TransientError(approval_rules.still_acting(decision.id, approved, self.lease))
+            if done is not None and approved.get("approved_by"):  # approved, then its worker died: on as approved
                 done = self.taken_over(model, kind, done, now)
-                if done.outcome != "reserved":
+                if not holds(done, now):
                     return done
                 said = replace(decision, reason=done.reason)  # said as recorded
                 return self.act(said, now, resumed=True, approval=approved)
@@ -257,22 +257,13 @@ class Executor(Acts):
                 resumed=verdict.resumed or None,
             )
         )
-        if stored.outcome != "reserved":  # a final record was there (another writer): it stands
-            if not verdict.resumed:  # the slot just taken goes back, with the cooldown and budget it took
+        if not holds(stored, now):  # a final record was there, or another worker's newer reservation: it stands
+            if not verdict.resumed and stored.outcome != "reserved":  # the slot just taken goes back, with its budget
                 self.ledger.update_model(
                     model, lambda s: guards.confirm(s, kind, decision.id, "failed", None, give_back=True)
                 )
             return stored
         return self.act(decision, now, resumed=verdict.resumed)
-
-    def taken_over(self, model: str, kind: str, reserved: DecisionRecord, now: datetime) -> DecisionRecord:
-        """``reserved``, taken over by this worker (its worker held it a lease, and may only have stalled), dated
-        ``now``, so that what its first worker decided before is older and not written over it (``may_replace``;
-        that worker's act stops: ``Acts._still_ours``). The record stored: a final one settles the slot."""
-        stored = self.write(replace(reserved, at=iso(now)))
-        if stored.outcome != "reserved":
-            self.settle(model, kind, stored)
-        return stored
 
     def supersede(self, old_id: str, newer: str, now: datetime, model: str | None = None) -> None:
         """Record the decision ``old_id``, which waited for approval, superseded by ``newer`` (which took
@@ -339,6 +330,9 @@ class Executor(Acts):
             rec = self.record(decision, "failed", now, f"{decision.reason}; failed: {exc}", rendered=rendered, **extra)
         except TakenOver as taken:  # another worker carries it out (or has): its record is the answer
             return taken.record
+        except TransientError:  # this worker stops: the next resumer need not wait out the lease
+            self._let_go(decision.model, kind, decision.id)
+            raise
         return self.settled(decision.model, kind, rec)
 
     def collect(self, decision: Collect, now: datetime) -> DecisionRecord:

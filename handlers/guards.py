@@ -192,9 +192,12 @@ def release(state: ModelState, kind: str, decision_id: str | None, job: str | No
 
 
 def stale(flight: Flight, now: datetime, lease: timedelta) -> bool:
-    """A reservation whose action never confirmed: reserved (or last taken over) at least ``lease`` ago."""
+    """A reservation whose action never confirmed: reserved (or last taken over) at least ``lease`` ago, or
+    let go by its worker (:func:`let_go`)."""
     if flight.status != "reserved":
         return False
+    if flight.data.get(LET_GO):
+        return True
     taken = [t for t in (from_iso(flight.since), from_iso(flight.data.get("resumed_at"))) if t is not None]
     return not taken or max(taken) + lease <= now
 
@@ -215,8 +218,22 @@ def take_over(
     flight = state.flights.get(kind)
     if flight is None or flight.decision != decision_id or not stale(flight, now, lease):
         return None, False
-    taken = replace(flight, data={**flight.data, "resumed_at": iso(now)})
+    data = {k: v for k, v in flight.data.items() if k != LET_GO}
+    taken = replace(flight, data={**data, "resumed_at": iso(now)})
     return replace(state, flights={**state.flights, kind: taken}), True
+
+
+LET_GO = "let_go"  # in a reserved flight's data: its worker stopped acting (a transient failure)
+
+
+def let_go(state: ModelState, kind: str, decision_id: str) -> tuple[ModelState | None, bool]:
+    """The worker acting on ``decision_id``'s reservation met a transient failure and stopped: the next resumer
+    (the event's redelivery, the reconciler) takes it over at once (:func:`take_over`), not after a lease."""
+    flight = state.flights.get(kind)
+    if flight is None or flight.decision != decision_id or flight.status != "reserved" or flight.data.get(LET_GO):
+        return None, False
+    data = {k: v for k, v in flight.data.items() if k != "resumed_at"}
+    return replace(state, flights={**state.flights, kind: replace(flight, data={**data, LET_GO: True})}), True
 
 
 def switch(state: ModelState, on: dict[str, object] | None) -> tuple[ModelState | None, bool]:

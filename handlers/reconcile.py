@@ -35,7 +35,7 @@ from handlers.errors import PermanentError, TransientError
 from handlers.executor import Executor
 from handlers.holds import RECONCILER, decision_from_record, job_missing_record, missed_run, release_record
 from handlers.ports import Ledger
-from handlers.records import DecisionRecord, Flight, ModelState, iso
+from handlers.records import DecisionRecord, Flight, ModelState, holds, iso
 from handlers.rollout import retire
 from handlers.rollout.batch import Advances
 from handlers.signals import Signal
@@ -355,6 +355,9 @@ class Reconciler:
         record = self.executor.taken_over(model, kind, record, now)  # its worker may only have stalled
         if record.outcome != "reserved":  # ... and its outcome landed first: it stands
             report.resumed.append(record)
+            return
+        if not holds(record, now):  # another worker's newer reservation stands: it carries it out
+            log.info("reconciler: decision %s model=%s was taken over by another worker meanwhile", record.id, model)
             return
         approval = record.details.get("approval") or None  # an approved decision goes on as approved
         report.resumed.append(self.executor.act(decision, now, resumed=True, resumed_by=RECONCILER, approval=approval))

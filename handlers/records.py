@@ -147,6 +147,12 @@ def refused(record: DecisionRecord) -> bool:
     return record.outcome == "skipped" and bool(record.details.get("guard"))
 
 
+def holds(record: DecisionRecord | None, now: datetime) -> bool:
+    """Whether ``record`` is the reservation a worker made, or took over, at ``now``: one it may act on. Another
+    worker's reservation stands when the worker's own write did not land (a newer one was there)."""
+    return record is not None and record.outcome == "reserved" and record.at == iso(now)
+
+
 def may_replace(stored: DecisionRecord, new: DecisionRecord) -> bool:
     """Whether ``new`` may be written over ``stored``, the record under the same id: a recorded final
     outcome is never downgraded. ``reserved`` gives way to what was decided at or after it (what came of

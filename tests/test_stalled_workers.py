@@ -23,12 +23,13 @@ import pytest
 
 from handlers import guards
 from handlers.claims import LEASE  # the service's default
+from handlers.errors import TransientError
 from handlers.ports import Claim, Ledger
 from handlers.records import DecisionRecord, Flight, ModelState, iso
 from handlers.signals import Trigger
 from handlers.workspace_ports import ActionResult, Actions
 from tests.azure_world import DATASET, DRIFT_SAMPLE, MODEL, AzureWorld, in_workspace
-from tests.crashes import _PassesThrough
+from tests.crashes import DiesBeforeActing, WorkerDied, _PassesThrough
 
 pytestmark = pytest.mark.both_ledgers  # a race between two workers' writes: what each ledger keeps
 
@@ -282,3 +283,61 @@ def test_a_worker_reads_its_reservation_before_submitting_only_past_half_its_lea
     [rec] = azure.deliver(in_workspace(DRIFT_SAMPLE), slow).decisions
     assert rec.outcome == "submitted" and len(azure.arm.job_puts) == 1
     assert ledger.reads == reads
+
+
+def died_before_submitting(world: AzureWorld, raw: dict[str, Any]) -> None:
+    """The event's first worker reserved, judged the retrain worth it and died before submitting; then the
+    champion is found trained on the latest data (judged now, the retrain is not worth it)."""
+    with pytest.raises(WorkerDied):
+        world.deliver(raw, world.new_worker(actions=DiesBeforeActing(world.actions)))
+    world.champion_trained_on("2")
+
+
+def test_a_reconciler_pass_that_finds_the_reservation_resumed_by_the_redelivery_leaves_it(azure: AzureWorld) -> None:
+    """The redelivery takes the dead worker's reservation over (it marks the flight, as the reconciler does)
+    and judges it while a reconciler pass, started a second before it, reaches the model: the pass finds it
+    taken over within the lease and leaves it, so one worker carries it out, and the record holds what it did."""
+    raw = in_workspace(DRIFT_SAMPLE)
+    died_before_submitting(azure, raw)
+    azure.now.advance(seconds=LEASE.total_seconds() + 1)
+    pass_start = azure.now()
+    azure.now.advance(seconds=1)
+    resumed: list[DecisionRecord] = []
+
+    def meanwhile() -> None:  # the redelivery has read its facts (not worth it); new data; the pass arrives
+        azure.arm.add_data(DATASET, "3")
+        resumed.extend(azure.new_worker().reconcile(pass_start).resumed)
+
+    [answer] = azure.deliver(raw, azure.new_worker(actions=StallsAfterItsChecks(azure.actions, meanwhile))).decisions
+
+    assert resumed == [] and answer.outcome == "skipped", answer.reason
+    assert azure.arm.job_puts == []
+    stored = azure.ledger_spec.open().get_decision(answer.id)
+    assert stored is not None and stored.to_dict() == answer.to_dict()
+
+
+def test_a_redelivery_that_finds_the_reservation_taken_over_by_the_reconciler_is_asked_again_later(
+    azure: AzureWorld,
+) -> None:
+    """The mirror: the reconciler takes the reservation over and judges it; the event's redelivery, its time a
+    second earlier, finds it taken over within the lease: it acts on nothing and is answered transient (Event
+    Grid asks again later, and is then answered with the record the reconciler wrote)."""
+    raw = in_workspace(DRIFT_SAMPLE)
+    died_before_submitting(azure, raw)
+    azure.now.advance(seconds=LEASE.total_seconds() + 1)
+    refused: list[str] = []
+
+    def meanwhile() -> None:  # the reconciler has read its facts (not worth it); new data; the redelivery
+        azure.arm.add_data(DATASET, "3")
+        with pytest.raises(TransientError) as told:
+            azure.deliver(raw, azure.new_worker())
+        refused.append(str(told.value))
+
+    reconciler = azure.new_worker(actions=StallsAfterItsChecks(azure.actions, meanwhile))
+    [rec] = reconciler.reconcile(azure.now() + timedelta(seconds=1)).resumed
+
+    assert rec.outcome == "skipped" and azure.arm.job_puts == [], rec.reason
+    assert refused and "is being carried out by another worker" in refused[0]
+    assert azure.ledger_spec.open().get_decision(rec.id) == rec
+    [again] = azure.deliver(raw, azure.new_worker()).decisions  # Event Grid's next try
+    assert again.to_dict() == rec.to_dict() and azure.arm.job_puts == []
