@@ -60,11 +60,11 @@ class Acts:
             self.settle(model, kind, stored)
         return stored
 
-    def _let_go(self, model: str, kind: str, decision_id: str) -> None:
+    def _let_go(self, model: str, kind: str, decision_id: str, now: datetime) -> None:
         """Say in the model's slot that this worker stopped acting on ``decision_id`` (:func:`handlers.guards.let_go`);
         when storage refuses that too, the next resumer waits out the lease."""
         try:
-            self.ledger.update_model(model, lambda s: guards.let_go(s, kind, decision_id))
+            self.ledger.update_model(model, lambda s: guards.let_go(s, kind, decision_id, now))
         except TransientError:
             log.warning(
                 "decision %s model=%s: could not let the reservation go; resumed after its lease", decision_id, model

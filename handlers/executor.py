@@ -331,7 +331,7 @@ class Executor(Acts):
         except TakenOver as taken:  # another worker carries it out (or has): its record is the answer
             return taken.record
         except TransientError:  # this worker stops: the next resumer need not wait out the lease
-            self._let_go(decision.model, kind, decision.id)
+            self._let_go(decision.model, kind, decision.id, now)
             raise
         return self.settled(decision.model, kind, rec)
 

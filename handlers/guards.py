@@ -226,11 +226,15 @@ def take_over(
 LET_GO = "let_go"  # in a reserved flight's data: its worker stopped acting (a transient failure)
 
 
-def let_go(state: ModelState, kind: str, decision_id: str) -> tuple[ModelState | None, bool]:
-    """The worker acting on ``decision_id``'s reservation met a transient failure and stopped: the next resumer
-    (the event's redelivery, the reconciler) takes it over at once (:func:`take_over`), not after a lease."""
+def let_go(state: ModelState, kind: str, decision_id: str, now: datetime) -> tuple[ModelState | None, bool]:
+    """The worker acting on ``decision_id``'s reservation, which it reserved or took over at ``now``, met a
+    transient failure and stopped: the next resumer (the event's redelivery, the reconciler) takes it over at
+    once (:func:`take_over`), not after a lease. Nothing when the reservation is no longer that worker's (taken
+    over since, by one that may be acting: it keeps its lease)."""
     flight = state.flights.get(kind)
     if flight is None or flight.decision != decision_id or flight.status != "reserved" or flight.data.get(LET_GO):
+        return None, False
+    if max(t for t in (flight.since, flight.data.get("resumed_at")) if t) != iso(now):
         return None, False
     data = {k: v for k, v in flight.data.items() if k != "resumed_at"}
     return replace(state, flights={**state.flights, kind: replace(flight, data={**data, LET_GO: True})}), True

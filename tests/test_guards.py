@@ -95,3 +95,19 @@ def test_a_stale_reservation_is_taken_over_once_per_lease() -> None:
     assert guards.take_over(taken, guards.RETRAIN, "d1", later + timedelta(seconds=59), lease) == (None, False)
     assert guards.take_over(taken, guards.RETRAIN, "d1", later + lease, lease)[1]
     assert guards.take_over(reserved(), guards.RETRAIN, "other", later, lease) == (None, False)
+
+
+def test_a_reservation_let_go_by_its_holder_is_stale_at_once_and_only_its_holder_lets_it_go() -> None:
+    """A worker that met a transient failure lets its reservation go (the next resumer need not wait a lease);
+    one whose reservation was taken over since (it stalled) lets nothing go: the worker that took it over keeps
+    its lease while it acts."""
+    lease = timedelta(seconds=60)
+    let, ok = guards.let_go(reserved(), guards.RETRAIN, "d1", NOW)  # reserved at NOW by the worker letting it go
+    assert ok and let is not None and guards.stale(let.flights["retrain"], NOW, lease)
+    taken, _ = guards.take_over(let, guards.RETRAIN, "d1", NOW + timedelta(seconds=1), lease)  # at once
+    assert taken is not None and guards.LET_GO not in taken.flights["retrain"].data
+    assert not guards.stale(taken.flights["retrain"], NOW + timedelta(seconds=2), lease)
+    assert guards.let_go(taken, guards.RETRAIN, "d1", NOW) == (None, False)  # the first worker, stalled: not its own
+    again, ok = guards.let_go(taken, guards.RETRAIN, "d1", NOW + timedelta(seconds=1))  # the resumer's failure
+    assert ok and again is not None and guards.stale(again.flights["retrain"], NOW + timedelta(seconds=2), lease)
+    assert guards.let_go(reserved(), guards.RETRAIN, "other", NOW) == (None, False)
