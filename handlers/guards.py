@@ -164,11 +164,12 @@ def confirm(
     if flight is None or flight.decision != decision_id:
         return None, False
     flights = dict(state.flights)
+    kept = {k: v for k, v in flight.data.items() if k != LET_GO}  # acted on: nothing left to let go
     if outcome == "submitted":
-        flights[kind] = replace(flight, status="submitted", job=job)
+        flights[kind] = replace(flight, status="submitted", job=job, data=kept)
         return replace(state, flights=flights), True
     if outcome == "pending":  # waits for a person's approval, holding the slot (handlers.approvals)
-        flights[kind] = replace(flight, status="pending")
+        flights[kind] = replace(flight, status="pending", data=kept)
         return replace(state, flights=flights), True
     del flights[kind]
     if (outcome == "failed" or (outcome == "skipped" and skipped_gives_back)) and kind == RETRAIN and give_back:
