@@ -14,6 +14,8 @@ from handlers.records import DecisionRecord, Flight, ModelState, iso
 from handlers.rollout import supersede as supersede_rules
 from handlers.rollout.progress import RECONCILER, ROLLOUT, RolloutProgress, Transition
 
+FORWARD = ("step", "mirror", "promote")  # the reconciler's moves that give a candidate more traffic (or the endpoint)
+
 
 def _with(state: ModelState, flight: Flight, progress: RolloutProgress) -> ModelState:
     return replace(state, flights={**state.flights, ROLLOUT: progress.kept_in(flight)})
@@ -26,7 +28,8 @@ def begin(
     on its first transition, laid over what the flight holds already, e.g. a pause). False when the
     flight is no longer this decision's, already has a transition pending (another pass wrote one:
     it is carried out first), or is no longer at the step ``pending.from_step`` that the transition
-    was decided on (a concurrent pass moved it on)."""
+    was decided on (a concurrent pass moved it on), or when an operator paused it since the reconciler decided
+    to move it forward (a step, the shadow stage, a promotion: :data:`FORWARD`), in this same write."""
     flight = state.flights.get(ROLLOUT)
     if flight is None or flight.decision != decision or flight.status != "submitted":
         return None, False
@@ -35,6 +38,8 @@ def begin(
     if progress is None or progress.pending is not None:
         return None, False
     if pending.from_step != progress.step:  # decided on a step that has moved on
+        return None, False
+    if progress.paused and pending.trigger is None and pending.kind in FORWARD:  # paused meanwhile: it stays
         return None, False
     if pending.kind == "mirror" and progress.mirror is not None:  # a concurrent pass started the shadow stage
         return None, False

@@ -106,6 +106,9 @@ class RolloutEffects:
                 return self.transition(model, flight, started, now)
             pending = started
         if pending.target is not None or pending.mirror is not None:
+            if not self._still_pending(model, decision, pending):
+                log.info("rollout %s model=%s: %s carried out by another pass meanwhile", flight.job, model, pending.id)
+                return {"state": "changed_meanwhile"}
             try:
                 target = None if pending.target is None else dict(pending.target)
                 if pending.mirror is None:
@@ -145,6 +148,14 @@ class RolloutEffects:
         self.ledger.update_model(model, lambda s: changes.commit(s, decision, pending.id, now))  # after the record
         state = "rollback_failed" if outcome == "failed" else pending.row.shows
         return {"state": state, "step": pending.step, "traffic": pending.target, "record": record.id}
+
+    def _still_pending(self, model: str, decision: str, pending: Transition) -> bool:
+        """Whether the rollout's flight still holds ``pending``, read just before its traffic is set: a pass that
+        stalled after it read the flight may wake when another pass has carried the transition out and the rollout
+        has moved on (a later step, an operator's rollback or promotion), and its traffic would undo that."""
+        held = self.ledger.get_model(model).flights.get(ROLLOUT)
+        progress = RolloutProgress.of(held) if held is not None and held.decision == decision else None
+        return progress is not None and progress.pending is not None and progress.pending.id == pending.id
 
     def _superseded(self, model: str, flight: Flight) -> dict[str, Any]:
         """The smoke test's verdict dropped: an operator's transition took its place meanwhile

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from handlers.freeze import Frozen
 
 log = logging.getLogger(__name__)
-FORWARD = ("step", "mirror", "promote")  # the moves that give a candidate more traffic (or the endpoint)
+FORWARD = changes.FORWARD  # the moves that give a candidate more traffic (or the endpoint)
 
 
 def write_ahead(
