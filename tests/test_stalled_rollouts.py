@@ -130,3 +130,35 @@ def test_a_step_decided_before_a_stall_is_not_carried_out_over_an_operators_paus
     assert entry["state"] == "changed_meanwhile" and rollout.flight_data().get("pending") is None
     # ... and the candidate still has the traffic it had when the operator paused it
     assert traffic(azure) == {"blue": 90, rollout.name: 10}, (entry, traffic(azure))
+
+
+def test_a_traffic_update_that_waited_out_a_busy_endpoint_sends_nothing_once_another_writer_set_its_traffic(
+    azure: AzureWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """P1's update of the step 10% -> 50% meets the endpoint busy (409: another client's operation runs) and waits
+    to try again; meanwhile P2 carries the step out and the operator rolls the candidate back. P1's retry reads
+    the endpoint again first and sends nothing: its split, decided on 90/10, would put 50% back on the candidate."""
+    rollout = Rollout(azure)
+    assert rollout.state() == "stepped"
+    rollout.bake()
+    rollout.serve(ok=100, blue={"ok": 900})
+    azure.arm.update_endpoint(ENDPOINT, seconds=30)  # another client's update of the endpoint runs
+    sleep, seen = azure.retry.sleep, {}
+
+    def waits(seconds: float) -> None:  # P1's wait before its retry: P2 and the operator meanwhile
+        sleep(seconds)
+        if not seen:
+            azure.now.advance(seconds=61)  # the other operation is over
+            [entry] = azure.new_worker().reconcile().rollouts
+            seen["p2"] = entry["state"]
+            azure.provisioned()
+            seen["operator"] = azure.operator("rollback", "ops").outcome
+            azure.provisioned()
+
+    monkeypatch.setattr(azure.retry, "sleep", waits)
+    report = azure.new_worker().reconcile()
+
+    assert (seen["p2"], seen["operator"]) == ("stepped", "submitted"), seen
+    assert report.rollouts == [] and "changed to {'blue': 100}" in report.deferred[0]["error"], report.to_dict()
+    assert traffic(azure) == {"blue": 100}
+    assert guards.ROLLOUT not in azure.ledger_spec.open().get_model(MODEL).flights

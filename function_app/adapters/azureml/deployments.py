@@ -161,10 +161,26 @@ class AzureMLDeployments:
         what = f"setting the traffic of endpoint {endpoint} to {wanted}" + (
             f", mirror traffic {wanted_mirror}" if wanted_mirror or now_mirror else ""
         )
+        tries = [0]
+
+        def put() -> Any:
+            """The update; a retry (after a 409's wait) reads the endpoint again first and sends nothing when
+            another writer set its traffic meanwhile (an operator's rollback, a later step of another pass):
+            this split, decided on what the endpoint had, would undo it. Left for the next pass to decide."""
+            tries[0] += 1
+            if tries[0] > 1:
+                now = self.client.ml.online_endpoints.get(endpoint)
+                if (_traffic(now), _mirrored(now)) not in ((now_live, now_mirror), (wanted, wanted_mirror)):
+                    raise TransientError(
+                        f"endpoint {endpoint}: its traffic changed to {_traffic(now)} while this update to {wanted} "
+                        f"waited (it was {now_live}); not sent, left for the next reconciler pass"
+                    )
+            return self.client.ml.online_endpoints.begin_create_or_update(current)
+
         self.client.call(  # a 409 (another operation on the endpoint in progress) is retried, then transient
             budget,
             what,
-            lambda: self.client.ml.online_endpoints.begin_create_or_update(current),
+            put,
             "check that every deployment named exists on the endpoint and is provisioned",
             retry_on=BUSY,
         )  # the poller is not waited for: the next reconciler pass reads the endpoint again
