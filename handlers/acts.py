@@ -72,10 +72,11 @@ class Acts:
 
     def _still_ours(self, decision: Retrain | Deploy, now: datetime) -> None:
         """Returns when this worker may act on the reservation it made (or took over) at ``now``; else raises
-        :class:`TakenOver` with the record that stands, which the executor answers with, settling nothing. Asked (one read) only once half the lease has passed on this worker's clock since: a worker
-        that stalled that long may have been taken over (:meth:`handlers.executor.Executor.taken_over` dates the
-        reservation anew) by one that judged otherwise, and its submission would run a job, or stand up a
-        deployment, that no record holds. A record dated otherwise, or past ``reserved``, is not ours."""
+        :class:`TakenOver` with the record that stands, which the executor answers with, settling nothing.
+        Asked (one read) only once half the lease has passed on this worker's clock since: a worker that
+        stalled that long may have been taken over (:meth:`taken_over` dates the reservation anew) by one
+        that judged otherwise, and its submission would run a job, or stand up a deployment, that no record
+        holds. A record dated otherwise, or past ``reserved``, is not ours."""
         if self.clock is None or self.clock() - now < self.lease / 2:
             return
         stored = self.ledger.get_decision(decision.id, decision.model)
