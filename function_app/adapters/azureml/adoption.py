@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from function_app.adapters.azureml.client import AzureMLClient
+from function_app.adapters.azureml.client import AzureMLClient, who_created
 from handlers.errors import PermanentError
 from handlers.plans import DeployPlan
 from handlers.workspace_ports import ActionResult, CandidateFacts, ModelVersion
@@ -51,9 +51,8 @@ def refuse_foreign(
         why = client.not_created_by_us(creator)
     if why is None:
         return
-    who = str(getattr(creator, "created_by", None) or "an unknown identity")[:200]
-    raw = getattr(creator, "created_by_type", None)
-    by = str(getattr(raw, "value", raw) or "unknown type")
+    who, by = who_created(creator)
+    who, by = (who or "an unknown identity")[:200], by or "unknown type"
     log.warning(
         "%s %s/%s exists but is not this decision's (%s); created by %r (%s); not adopted",
         kind,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from function_app.adapters.azureml import provenance
-from function_app.adapters.azureml.client import SHORT_ASSET, AzureMLClient
+from function_app.adapters.azureml.client import SHORT_ASSET, AzureMLClient, who_created
 from function_app.adapters.azureml.registry import RegistryModelRef, RegistryModels
 from function_app.adapters.mlflow_metrics import TOO_MANY_STEPS, MlflowRun, MlflowRuns, named, not_told_apart
 from function_app.retry import Budget
@@ -272,13 +272,8 @@ class AzureMLCandidates:
                 f"({SOURCE_WORKSPACE}), not the upstream models.{plan.model}.environment.upstream ({plan.upstream})"
             )
             return _Candidate(str(ref), model, {}, unreadable=why)
-        creator = getattr(model, "creation_context", None)
-        raw = getattr(creator, "created_by_type", None)
         stranger = not_shared_by_upstream(
-            str(getattr(creator, "created_by", None) or ""),
-            str(getattr(raw, "value", raw) or ""),
-            plan.upstream_identity,
-            plan.model,
+            *who_created(getattr(model, "creation_context", None)), plan.upstream_identity, plan.model
         )
         if plan.upstream and stranger is not None:  # never picked up: who created it is the registry's record
             return _Candidate(str(ref), model, {}, unreadable=f"not rolled out: {ref}: {stranger}")

@@ -111,6 +111,14 @@ def _claims(token: str) -> dict[str, Any]:
     return claims if isinstance(claims, dict) else {}
 
 
+def who_created(context: Any) -> tuple[str, str]:
+    """Who created a resource and of what type, as its ``creation_context`` (ARM's ``systemData``) says:
+    ``createdBy`` and ``createdByType`` (the SDK's ``CreatedByType``, a str enum, as its value); ``""`` for
+    either one not said."""
+    kind = getattr(context, "created_by_type", None)
+    return str(getattr(context, "created_by", None) or ""), str(getattr(kind, "value", kind) or "")
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who the service acts as, as Azure records a creator (``systemData.createdBy`` / ``createdByType``):
@@ -287,9 +295,7 @@ class AzureMLClient:
         return self._identity
 
     def not_created_by_us(self, creator: Any) -> str | None:
-        who = str(getattr(creator, "created_by", None) or "")
-        raw = getattr(creator, "created_by_type", None)
-        kind = str(getattr(raw, "value", raw) or "")
+        who, kind = who_created(creator)
         mine = self.own_identity()
         if not who:
             return "Azure ML reports no creator for it"

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from function_app.adapters.azureml.candidates import AzureMLCandidates
-from function_app.adapters.azureml.client import AzureMLClient
+from function_app.adapters.azureml.client import AzureMLClient, who_created
 from function_app.adapters.azureml.registry import RegistryModelRef
 from handlers.creators import THINGS as CREATED_THINGS
 from handlers.creators import RunCreator
@@ -149,8 +149,6 @@ class AzureMLFreshness:
             return RunCreator(label, problem=str(exc)[:300], of=kind)
         if asset is None:
             return RunCreator(label, problem=f"the workspace has no {thing} {label}", of=kind)
-        context = getattr(asset, "creation_context", None)
-        by_type = getattr(context, "created_by_type", None)  # the REST client's CreatedByType, a str enum
-        by, by_type = str(getattr(context, "created_by", None) or ""), str(getattr(by_type, "value", by_type) or "")
+        by, by_type = who_created(getattr(asset, "creation_context", None))
         person = by_type.lower() == "user" and "@" in by
         return RunCreator(label, upn=by if person else "", name=by if by and not person else "", of=kind)

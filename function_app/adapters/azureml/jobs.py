@@ -19,7 +19,7 @@ from urllib.parse import quote, urlparse
 from azure.core.exceptions import AzureError
 
 from function_app.adapters.azureml import provenance
-from function_app.adapters.azureml.client import BACKEND, SHORT_ASSET, AzureMLClient
+from function_app.adapters.azureml.client import BACKEND, SHORT_ASSET, AzureMLClient, who_created
 from function_app.retry import Budget
 from handlers import pins
 from handlers.creators import RunCreator
@@ -154,10 +154,8 @@ class AzureMLJobs:
         why = self._not_ours(plan, job)
         if why is None:
             return
-        creator = getattr(job, "creation_context", None)
-        who = getattr(creator, "created_by", None) or "an unknown identity"
-        raw = getattr(creator, "created_by_type", None)
-        kind = str(getattr(raw, "value", raw) or "unknown type")
+        who, kind = who_created(getattr(job, "creation_context", None))
+        who, kind = who or "an unknown identity", kind or "unknown type"
         experiment = getattr(job, "experiment_name", None) or "(none)"
         log.warning(
             "pipeline job %s exists but is not this decision's (%s); created by %r (%s) in experiment %r; not adopted",

@@ -30,7 +30,7 @@ from typing import Any
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from function_app.adapters import azure_errors
-from function_app.adapters.azureml.client import SHORT_ASSET, AzureMLClient
+from function_app.adapters.azureml.client import SHORT_ASSET, AzureMLClient, who_created
 from function_app.retry import Budget
 from handlers.errors import PermanentError
 from handlers.pickup import SOURCE_WORKSPACE, RegistryVersionInfo
@@ -115,9 +115,7 @@ class RegistryModels:
             created: Any = getattr(context, "created_at", None)
             stamp = created.isoformat() if isinstance(created, datetime) else str(created or "")
             tags = {str(k): str(t) for k, t in (getattr(v, "tags", None) or {}).items()}
-            kind = getattr(context, "created_by_type", None)
-            by, by_type = str(getattr(context, "created_by", None) or ""), str(getattr(kind, "value", kind) or "")
-            out.append(RegistryVersionInfo(str(v.version), stamp, tags, by, by_type))
+            out.append(RegistryVersionInfo(str(v.version), stamp, tags, *who_created(context)))
         return out
 
     def call(
