@@ -199,8 +199,13 @@ def stale(flight: Flight, now: datetime, lease: timedelta) -> bool:
         return False
     if flight.data.get(LET_GO):
         return True
-    taken = [t for t in (from_iso(flight.since), from_iso(flight.data.get("resumed_at"))) if t is not None]
-    return not taken or max(taken) + lease <= now
+    taken = _taken_at(flight)
+    return taken is None or taken + lease <= now
+
+
+def _taken_at(flight: Flight) -> datetime | None:
+    """When the worker that holds ``flight`` reserved it, or last took it over."""
+    return max((t for t in (from_iso(flight.since), from_iso(flight.data.get("resumed_at"))) if t), default=None)
 
 
 def overdue(flight: Flight, now: datetime, grace: timedelta) -> bool:
@@ -235,7 +240,8 @@ def let_go(state: ModelState, kind: str, decision_id: str, now: datetime) -> tup
     flight = state.flights.get(kind)
     if flight is None or flight.decision != decision_id or flight.status != "reserved" or flight.data.get(LET_GO):
         return None, False
-    if max(t for t in (flight.since, flight.data.get("resumed_at")) if t) != iso(now):
+    taken = _taken_at(flight)
+    if taken is None or iso(taken) != iso(now):  # taken over since: not this worker's to let go
         return None, False
     data = {k: v for k, v in flight.data.items() if k != "resumed_at"}
     return replace(state, flights={**state.flights, kind: replace(flight, data={**data, LET_GO: True})}), True

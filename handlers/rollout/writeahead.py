@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from handlers.freeze import Frozen
 
 log = logging.getLogger(__name__)
-FORWARD = changes.FORWARD  # the moves that give a candidate more traffic (or the endpoint)
 
 
 def write_ahead(
@@ -39,7 +38,7 @@ def write_ahead(
     """Write ``pending`` ahead into ``flight`` (``start``: the progress a flight without one begins
     with), held instead when ``frozen(model, action, now)`` says the move may not go forward now."""
     decision = flight.decision
-    if pending.kind in FORWARD and frozen is not None:
+    if pending.kind in changes.FORWARD and frozen is not None:  # more traffic (or the endpoint): frozen?
         candidate = str(flight.job).partition("/")[2]
         whole = pending.row.promotes or (pending.target or {}).get(candidate) == 100  # the endpoint is its
         why = frozen(model, "promote" if whole else "deploy", now)
